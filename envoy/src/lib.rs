@@ -1,0 +1,1 @@
+//! Simulators and e2e helpers (TODO).

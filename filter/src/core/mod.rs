@@ -1,0 +1,14 @@
+//! The sans-IO core. Nothing in here calls the proxy-wasm host; callers pass `now_ms` and seeds.
+
+pub mod backoff;
+pub mod config;
+pub mod drone_api;
+pub mod lease;
+pub mod ledger;
+pub mod metrics;
+pub mod model;
+pub mod observation;
+pub mod reconciler;
+pub mod signature;
+pub mod snapshot;
+pub mod webhook;

@@ -1,0 +1,214 @@
+//! Domain types shared by every part of the core.
+
+use serde::{Deserialize, Serialize};
+
+/// A drone build status (`core/status.go`). Unknown strings are kept as [`BuildStatus::Unknown`]
+/// and, like drone's `IsDone()`, count as done.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BuildStatus {
+    Skipped,
+    Blocked,
+    Declined,
+    WaitingOnDependencies,
+    Pending,
+    Running,
+    Success,
+    Failure,
+    Killed,
+    Error,
+    Unknown,
+}
+
+impl BuildStatus {
+    /// Parses drone's wire string; anything unrecognised is `Unknown`.
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "skipped" => Self::Skipped,
+            "blocked" => Self::Blocked,
+            "declined" => Self::Declined,
+            "waiting_on_dependencies" => Self::WaitingOnDependencies,
+            "pending" => Self::Pending,
+            "running" => Self::Running,
+            "success" => Self::Success,
+            "failure" => Self::Failure,
+            "killed" => Self::Killed,
+            "error" => Self::Error,
+            _ => Self::Unknown,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Skipped => "skipped",
+            Self::Blocked => "blocked",
+            Self::Declined => "declined",
+            Self::WaitingOnDependencies => "waiting_on_dependencies",
+            Self::Pending => "pending",
+            Self::Running => "running",
+            Self::Success => "success",
+            Self::Failure => "failure",
+            Self::Killed => "killed",
+            Self::Error => "error",
+            Self::Unknown => "unknown",
+        }
+    }
+
+    /// Drone's `Build.IsDone()`: false only for waiting_on_dependencies, pending, running and
+    /// blocked; every other value (including unknown ones) is terminal.
+    pub fn is_done(self) -> bool {
+        !matches!(
+            self,
+            Self::WaitingOnDependencies | Self::Pending | Self::Running | Self::Blocked
+        )
+    }
+
+    /// Compact code used by the ledger snapshot.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
+    pub fn from_code(c: u8) -> Self {
+        match c {
+            0 => Self::Skipped,
+            1 => Self::Blocked,
+            2 => Self::Declined,
+            3 => Self::WaitingOnDependencies,
+            4 => Self::Pending,
+            5 => Self::Running,
+            6 => Self::Success,
+            7 => Self::Failure,
+            8 => Self::Killed,
+            9 => Self::Error,
+            _ => Self::Unknown,
+        }
+    }
+}
+
+/// Identifies a build: drone's repository id and the per-repository build number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct BuildKey {
+    pub repo_id: u64,
+    pub number: u64,
+}
+
+/// The parts of a drone repository needed to address the REST API.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepoRef {
+    pub id: u64,
+    pub namespace: String,
+    pub name: String,
+}
+
+/// What a live `build` webhook said, as parsed by the HTTP filter.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParsedWebhook {
+    pub repo: RepoRef,
+    pub number: u64,
+    pub status: BuildStatus,
+    /// `build.version`: drone's optimistic-lock counter, the only reliable order.
+    pub version: u64,
+    /// `action` of the webhook (`created` or `updated`).
+    pub action: String,
+    /// The `repo` object as drone sent it, without its nested `build`, for re-deliveries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo_json: Option<String>,
+    /// The `system` object, when drone sent one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_json: Option<String>,
+}
+
+impl ParsedWebhook {
+    pub fn key(&self) -> BuildKey {
+        BuildKey {
+            repo_id: self.repo.id,
+            number: self.number,
+        }
+    }
+}
+
+/// How the pipeline answered a delivery (live or re-delivered).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryOutcome {
+    /// 2xx: the pipeline has this transition.
+    Delivered,
+    /// 4xx other than 408/429: the pipeline refused it; retrying would not help.
+    Refused,
+    /// 5xx, 408, 429, 3xx, reset, timeout or no answer: the pipeline does not have it.
+    NotDelivered,
+}
+
+impl DeliveryOutcome {
+    /// Classifies the pipeline's HTTP status (`None` = reset, timeout, or no response).
+    pub fn from_status(status: Option<u16>) -> Self {
+        match status {
+            Some(200..=299) => Self::Delivered,
+            Some(408) | Some(429) => Self::NotDelivered,
+            Some(400..=499) => Self::Refused,
+            _ => Self::NotDelivered,
+        }
+    }
+}
+
+/// Why a piece of input was rejected. Typed so callers can count each kind separately.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ParseError {
+    /// Not valid JSON, or not the expected shape.
+    Json(String),
+    /// A required field is missing.
+    Missing(&'static str),
+    /// A field has a value we cannot use (e.g. an empty repository name).
+    Invalid(&'static str),
+    /// The event or action is not a build transition (e.g. `repo:enabled`).
+    NotABuildEvent,
+    /// Larger than the configured limit.
+    TooLarge,
+}
+
+impl std::fmt::Display for ParseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Json(e) => write!(f, "invalid JSON: {e}"),
+            Self::Missing(field) => write!(f, "missing field `{field}`"),
+            Self::Invalid(field) => write!(f, "invalid value for `{field}`"),
+            Self::NotABuildEvent => write!(f, "not a build event"),
+            Self::TooLarge => write!(f, "body too large"),
+        }
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_round_trips_and_done_matches_drone() {
+        for c in 0..=10u8 {
+            let s = BuildStatus::from_code(c);
+            assert_eq!(BuildStatus::from_code(s.code()), s);
+            assert_eq!(BuildStatus::parse(s.as_str()), s);
+        }
+        assert!(!BuildStatus::Running.is_done());
+        assert!(!BuildStatus::Pending.is_done());
+        assert!(!BuildStatus::Blocked.is_done());
+        assert!(!BuildStatus::WaitingOnDependencies.is_done());
+        assert!(BuildStatus::Declined.is_done());
+        assert!(BuildStatus::parse("bogus").is_done());
+    }
+
+    #[test]
+    fn pipeline_status_classification() {
+        assert_eq!(DeliveryOutcome::from_status(Some(200)), DeliveryOutcome::Delivered);
+        assert_eq!(DeliveryOutcome::from_status(Some(204)), DeliveryOutcome::Delivered);
+        assert_eq!(DeliveryOutcome::from_status(Some(400)), DeliveryOutcome::Refused);
+        assert_eq!(DeliveryOutcome::from_status(Some(404)), DeliveryOutcome::Refused);
+        assert_eq!(DeliveryOutcome::from_status(Some(408)), DeliveryOutcome::NotDelivered);
+        assert_eq!(DeliveryOutcome::from_status(Some(429)), DeliveryOutcome::NotDelivered);
+        assert_eq!(DeliveryOutcome::from_status(Some(500)), DeliveryOutcome::NotDelivered);
+        assert_eq!(DeliveryOutcome::from_status(Some(302)), DeliveryOutcome::NotDelivered);
+        assert_eq!(DeliveryOutcome::from_status(None), DeliveryOutcome::NotDelivered);
+    }
+}
