@@ -1,1 +1,85 @@
-//! TODO
+//! Counters kept by the core. The shell mirrors them into host metrics (Envoy stats) by
+//! adding the difference since it last looked, so the core never calls the host.
+
+/// Names of every metric, as they appear in Envoy's stats (README documents each).
+pub mod names {
+    pub const WEBHOOKS_OBSERVED: &str = "status_sync.webhooks_observed";
+    pub const WEBHOOKS_DELIVERED: &str = "status_sync.webhooks_delivered";
+    pub const WEBHOOKS_NOT_DELIVERED: &str = "status_sync.webhooks_not_delivered";
+    pub const WEBHOOKS_REFUSED: &str = "status_sync.webhooks_refused";
+    pub const WEBHOOKS_UNPARSABLE: &str = "status_sync.webhooks_unparsable";
+    pub const WEBHOOKS_OVERSIZED: &str = "status_sync.webhooks_oversized";
+    pub const WEBHOOKS_SIGNATURE_INVALID: &str = "status_sync.webhooks_signature_invalid";
+    pub const WEBHOOKS_REJECTED: &str = "status_sync.webhooks_rejected";
+    pub const QUEUE_DROPPED: &str = "status_sync.queue_dropped";
+    pub const REDELIVERIES_OK: &str = "status_sync.redeliveries_ok";
+    pub const REDELIVERIES_FAILED: &str = "status_sync.redeliveries_failed";
+    pub const REDELIVERIES_REFUSED: &str = "status_sync.redeliveries_refused";
+    pub const DRONE_POLLS_OK: &str = "status_sync.drone_polls_ok";
+    pub const DRONE_POLLS_FAILED: &str = "status_sync.drone_polls_failed";
+    pub const BUILDS_TRACKED: &str = "status_sync.builds_tracked";
+    pub const BUILDS_EVICTED: &str = "status_sync.builds_evicted";
+    pub const BUILDS_EXPIRED: &str = "status_sync.builds_expired";
+    pub const BUILDS_NOT_FOUND: &str = "status_sync.builds_not_found";
+    pub const GIVEUPS: &str = "status_sync.giveups";
+    pub const LEADER_CHANGES: &str = "status_sync.leader_changes";
+    pub const CIRCUIT_OPEN: &str = "status_sync.circuit_open";
+    pub const CIRCUIT_OPENS: &str = "status_sync.circuit_opens";
+    pub const CALLS_INFLIGHT: &str = "status_sync.calls_inflight";
+    pub const CALLS_EXPIRED: &str = "status_sync.calls_expired";
+    pub const OBSERVATIONS_INVALID: &str = "status_sync.observations_invalid";
+    pub const SNAPSHOT_ERRORS: &str = "status_sync.snapshot_errors";
+}
+
+/// The reconciler's counters (monotonic) and gauges (current values).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub redeliveries_ok: u64,
+    pub redeliveries_failed: u64,
+    pub redeliveries_refused: u64,
+    pub drone_polls_ok: u64,
+    pub drone_polls_failed: u64,
+    pub builds_evicted: u64,
+    pub builds_expired: u64,
+    pub builds_not_found: u64,
+    pub giveups: u64,
+    pub circuit_opens: u64,
+    pub calls_expired: u64,
+    pub observations_invalid: u64,
+    pub snapshot_errors: u64,
+    // gauges
+    pub builds_tracked: u64,
+    pub circuit_open: u64,
+    pub calls_inflight: u64,
+}
+
+impl Counters {
+    /// The counters as (name, value) pairs, for mirroring into host metrics.
+    pub fn counters(&self) -> [(&'static str, u64); 13] {
+        use names::*;
+        [
+            (REDELIVERIES_OK, self.redeliveries_ok),
+            (REDELIVERIES_FAILED, self.redeliveries_failed),
+            (REDELIVERIES_REFUSED, self.redeliveries_refused),
+            (DRONE_POLLS_OK, self.drone_polls_ok),
+            (DRONE_POLLS_FAILED, self.drone_polls_failed),
+            (BUILDS_EVICTED, self.builds_evicted),
+            (BUILDS_EXPIRED, self.builds_expired),
+            (BUILDS_NOT_FOUND, self.builds_not_found),
+            (GIVEUPS, self.giveups),
+            (CIRCUIT_OPENS, self.circuit_opens),
+            (CALLS_EXPIRED, self.calls_expired),
+            (OBSERVATIONS_INVALID, self.observations_invalid),
+            (SNAPSHOT_ERRORS, self.snapshot_errors),
+        ]
+    }
+
+    pub fn gauges(&self) -> [(&'static str, u64); 3] {
+        use names::*;
+        [
+            (BUILDS_TRACKED, self.builds_tracked),
+            (CIRCUIT_OPEN, self.circuit_open),
+            (CALLS_INFLIGHT, self.calls_inflight),
+        ]
+    }
+}

@@ -1,1 +1,225 @@
-//! TODO
+//! The ledger's snapshot in shared data, so a new leader (after a VM crash, a reload or a
+//! config change) continues where the old one stopped.
+//!
+//! Keys are a fixed set per configuration (`ledger/meta` plus one per shard), never one per
+//! build: shared-data keys cannot be deleted. Values are a compact binary encoding; decoding
+//! is defensive (fuzzed), a corrupt shard is skipped and counted.
+
+use super::ledger::{Entry, NOT_SCHEDULED};
+use super::model::{BuildKey, BuildStatus, RepoRef};
+
+const MAGIC: &[u8; 4] = b"SSL1";
+
+/// One build as stored in a shard.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    pub repo: RepoRef,
+    pub number: u64,
+    pub entry: Entry,
+}
+
+impl Record {
+    pub fn key(&self) -> BuildKey {
+        BuildKey {
+            repo_id: self.repo.id,
+            number: self.number,
+        }
+    }
+}
+
+pub fn meta_key(instance: &str) -> String {
+    format!("status-sync/{instance}/ledger/meta")
+}
+
+pub fn shard_key(instance: &str, shard: u32) -> String {
+    format!("status-sync/{instance}/ledger/{shard}")
+}
+
+pub fn lease_key(instance: &str) -> String {
+    format!("status-sync/{instance}/lease")
+}
+
+pub fn queue_name(instance: &str) -> String {
+    format!("status-sync/{instance}/observations")
+}
+
+pub fn encode_meta(shards: u32) -> Vec<u8> {
+    format!("v1 {shards}").into_bytes()
+}
+
+pub fn decode_meta(bytes: &[u8]) -> Option<u32> {
+    let s = std::str::from_utf8(bytes).ok()?;
+    let n: u32 = s.strip_prefix("v1 ")?.parse().ok()?;
+    (n > 0).then_some(n)
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    let bytes = s.as_bytes();
+    let len = bytes.len().min(u16::MAX as usize);
+    out.extend_from_slice(&(len as u16).to_le_bytes());
+    out.extend_from_slice(bytes.get(..len).unwrap_or_default());
+}
+
+/// Encodes one shard.
+pub fn encode_shard(records: &[Record]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + records.len() * 80);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&(records.len() as u32).to_le_bytes());
+    for r in records {
+        out.extend_from_slice(&r.repo.id.to_le_bytes());
+        out.extend_from_slice(&r.number.to_le_bytes());
+        out.extend_from_slice(&r.entry.settled_version.to_le_bytes());
+        out.push(r.entry.settled_status.code());
+        out.push(r.entry.failures);
+        out.extend_from_slice(&r.entry.interval_ms.to_le_bytes());
+        out.extend_from_slice(&r.entry.first_seen_ms.to_le_bytes());
+        out.extend_from_slice(&r.entry.last_change_ms.to_le_bytes());
+        out.extend_from_slice(&r.entry.next_due_ms.to_le_bytes());
+        put_str(&mut out, &r.repo.namespace);
+        put_str(&mut out, &r.repo.name);
+    }
+    out
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.buf.len() < n {
+            return None;
+        }
+        let (head, tail) = self.buf.split_at(n);
+        self.buf = tail;
+        Some(head)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        self.take(1)?.first().copied()
+    }
+    fn u16(&mut self) -> Option<u16> {
+        Some(u16::from_le_bytes(self.take(2)?.try_into().ok()?))
+    }
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+    fn string(&mut self) -> Option<String> {
+        let n = self.u16()? as usize;
+        String::from_utf8(self.take(n)?.to_vec()).ok()
+    }
+}
+
+/// Decodes one shard. `None` if the value is not a shard (empty, corrupt, other version).
+pub fn decode_shard(bytes: &[u8]) -> Option<Vec<Record>> {
+    let mut r = Reader { buf: bytes };
+    if r.take(4)? != MAGIC {
+        return None;
+    }
+    let count = r.u32()? as usize;
+    // Each record takes at least 58 bytes: refuse counts the buffer cannot hold before
+    // allocating for them.
+    if count > bytes.len() / 58 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count {
+        let id = r.u64()?;
+        let number = r.u64()?;
+        let settled_version = r.u64()?;
+        let settled_status = BuildStatus::from_code(r.u8()?);
+        let failures = r.u8()?;
+        let interval_ms = r.u32()?;
+        let first_seen_ms = r.u64()?;
+        let last_change_ms = r.u64()?;
+        let next_due_ms = r.u64()?;
+        let namespace = r.string()?;
+        let name = r.string()?;
+        out.push(Record {
+            repo: RepoRef {
+                id,
+                namespace,
+                name,
+            },
+            number,
+            entry: Entry {
+                settled_version,
+                settled_status,
+                failures,
+                interval_ms,
+                first_seen_ms,
+                last_change_ms,
+                next_due_ms,
+            },
+        });
+    }
+    if !r.buf.is_empty() {
+        return None;
+    }
+    Some(out)
+}
+
+/// A record whose call was in flight when the snapshot was taken is due again at once.
+pub fn reschedule_in_flight(entry: &mut Entry, now_ms: u64) {
+    if entry.next_due_ms == NOT_SCHEDULED {
+        entry.next_due_ms = now_ms;
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn rec(n: u64) -> Record {
+        Record {
+            repo: RepoRef {
+                id: 42,
+                namespace: "octocat".into(),
+                name: "hello-world".into(),
+            },
+            number: n,
+            entry: Entry {
+                settled_version: n + 1,
+                settled_status: BuildStatus::Running,
+                failures: 2,
+                interval_ms: 4000,
+                first_seen_ms: 10,
+                last_change_ms: 20,
+                next_due_ms: if n % 2 == 0 { 30 } else { NOT_SCHEDULED },
+            },
+        }
+    }
+
+    #[test]
+    fn shard_round_trip() {
+        let records: Vec<_> = (0..50).map(rec).collect();
+        let bytes = encode_shard(&records);
+        assert_eq!(decode_shard(&bytes).unwrap(), records);
+        assert_eq!(decode_shard(&encode_shard(&[])).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn corrupt_shards_are_rejected_without_panicking() {
+        let bytes = encode_shard(&[rec(1), rec(2)]);
+        for cut in 0..bytes.len() {
+            assert!(decode_shard(&bytes[..cut]).is_none(), "cut {cut}");
+        }
+        let mut extra = bytes.clone();
+        extra.push(0);
+        assert!(decode_shard(&extra).is_none());
+        let mut huge = b"SSL1".to_vec();
+        huge.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert!(decode_shard(&huge).is_none());
+        assert!(decode_shard(b"").is_none());
+    }
+
+    #[test]
+    fn meta_round_trip() {
+        assert_eq!(decode_meta(&encode_meta(157)), Some(157));
+        assert_eq!(decode_meta(b"v1 0"), None);
+        assert_eq!(decode_meta(b""), None);
+    }
+}

@@ -1,0 +1,107 @@
+//! Thin, non-panicking wrappers over the hostcalls the filter uses.
+//!
+//! The SDK panics on host statuses it does not expect (e.g. `BadArgument` from a header map
+//! outside its window), and a panic kills the VM. These wrappers call
+//! `proxy_wasm::hostcalls` directly and turn every failure into `None`/`Err`.
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{BufferType, MapType, Status};
+use std::time::{Duration, UNIX_EPOCH};
+
+/// Host wall clock in Unix milliseconds (0 if unavailable).
+pub fn now_ms() -> u64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// All pairs of a header map, values as bytes (an unavailable map reads as empty in Envoy).
+pub fn header_pairs(map: MapType) -> Vec<(String, Vec<u8>)> {
+    hostcalls::get_map_bytes(map).unwrap_or_default()
+}
+
+/// First value of a header, by case-insensitive name, from already-read pairs.
+pub fn first<'a>(pairs: &'a [(String, Vec<u8>)], name: &str) -> Option<&'a [u8]> {
+    pairs
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_slice())
+}
+
+pub fn buffer(kind: BufferType, start: usize, len: usize) -> Option<Vec<u8>> {
+    hostcalls::get_buffer(kind, start, len).ok().flatten()
+}
+
+pub fn shared_get(key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+    hostcalls::get_shared_data(key).unwrap_or((None, None))
+}
+
+pub fn shared_set(key: &str, value: &[u8], cas: Option<u32>) -> Result<(), Status> {
+    hostcalls::set_shared_data(key, Some(value), cas)
+}
+
+pub fn dispatch(
+    cluster: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+    timeout_ms: u64,
+) -> Result<u32, Status> {
+    let hdrs: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let body = if body.is_empty() { None } else { Some(body) };
+    hostcalls::dispatch_http_call(
+        cluster,
+        hdrs,
+        body,
+        vec![],
+        Duration::from_millis(timeout_ms),
+    )
+}
+
+pub fn register_queue(name: &str) -> Option<u32> {
+    hostcalls::register_shared_queue(name).ok()
+}
+
+pub fn enqueue(queue: u32, value: &[u8]) -> Result<(), Status> {
+    hostcalls::enqueue_shared_queue(queue, Some(value))
+}
+
+pub fn dequeue(queue: u32) -> Option<Vec<u8>> {
+    hostcalls::dequeue_shared_queue(queue).ok().flatten()
+}
+
+pub fn set_tick_period_ms(ms: u64) -> bool {
+    hostcalls::set_tick_period(Duration::from_millis(ms)).is_ok()
+}
+
+pub fn plugin_configuration() -> Option<Vec<u8>> {
+    hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX)
+        .ok()
+        .flatten()
+}
+
+pub fn send_local_response(status: u32, body: &[u8]) -> bool {
+    hostcalls::send_http_response(
+        status,
+        vec![("content-type", "text/plain")],
+        Some(body),
+    )
+    .is_ok()
+}
+
+pub fn add_request_header(name: &str, value: &str) -> bool {
+    hostcalls::add_map_value(MapType::HttpRequestHeaders, name, value).is_ok()
+}
+
+/// A random 64-bit id (WASI `random_get` via std's hasher keys), to tell root contexts apart
+/// in the lease.
+pub fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(now_ms());
+    h.finish()
+}

@@ -1,0 +1,333 @@
+//! The root context: configuration, the single tick, leader election, and (on the leader only)
+//! the reconciler with its calls and snapshot.
+
+use super::host;
+use super::http::Observer;
+use super::metrics::Metrics;
+use crate::core::config::Config;
+use crate::core::lease::{self, Decision, Lease};
+use crate::core::metrics::{names, Counters};
+use crate::core::observation::Observation;
+use crate::core::reconciler::{CallId, CallResult, OutgoingCall, Reconciler};
+use crate::core::snapshot;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{BufferType, ContextType, MapType};
+use std::collections::HashMap;
+use std::rc::Rc;
+
+/// Queue messages the leader takes per tick: bounds a tick's work after a backlog.
+const MAX_DRAIN_PER_TICK: usize = 10_000;
+
+/// What the HTTP contexts of this root share with it.
+pub struct Shared {
+    pub cfg: Config,
+    pub metrics: Metrics,
+    pub queue: Option<u32>,
+}
+
+struct Leader {
+    reconciler: Reconciler,
+    /// Host call tokens of our calls in flight.
+    tokens: HashMap<u32, CallId>,
+    mirrored: Counters,
+}
+
+pub struct Root {
+    context_id: u32,
+    /// Random id in the lease; distinct for every root context in the process.
+    me: u64,
+    shared: Option<Rc<Shared>>,
+    leader: Option<Leader>,
+    keys: Keys,
+}
+
+#[derive(Default)]
+struct Keys {
+    lease: String,
+    meta: String,
+}
+
+impl Root {
+    pub fn new(context_id: u32) -> Self {
+        Root {
+            context_id,
+            me: host::random_u64() ^ u64::from(context_id).rotate_left(32),
+            shared: None,
+            leader: None,
+            keys: Keys::default(),
+        }
+    }
+
+    /// Takes, keeps or gives up the lease. Returns true if this root is the leader now.
+    fn elect(&mut self, shared: &Shared, now_ms: u64) -> bool {
+        let (value, cas) = host::shared_get(&self.keys.lease);
+        match lease::decide(value.as_deref(), self.me, now_ms, shared.cfg.lease_ms) {
+            Decision::Follow => {
+                self.step_down("another root holds the lease");
+                false
+            }
+            Decision::Renew(l) => {
+                if host::shared_set(&self.keys.lease, &l.encode(), cas).is_ok() {
+                    true
+                } else {
+                    self.step_down("lease renewal lost a race");
+                    false
+                }
+            }
+            Decision::Acquire(l) => {
+                if host::shared_set(&self.keys.lease, &l.encode(), cas).is_err() {
+                    return false;
+                }
+                if cas.is_none() {
+                    // Envoy checks CAS only for existing keys: two roots may both "insert".
+                    // Read back; the last writer wins, the other steps aside.
+                    let (now_value, _) = host::shared_get(&self.keys.lease);
+                    let owner = now_value.as_deref().and_then(Lease::decode).map(|l| l.owner);
+                    if owner != Some(self.me) {
+                        return false;
+                    }
+                }
+                self.become_leader(shared, now_ms, l.epoch);
+                true
+            }
+        }
+    }
+
+    fn step_down(&mut self, why: &str) {
+        if self.leader.take().is_some() {
+            log::info!("status-sync: root {} is no longer the reconciler: {why}", self.context_id);
+        }
+    }
+
+    fn become_leader(&mut self, shared: &Shared, now_ms: u64, epoch: u64) {
+        let mut reconciler = Reconciler::new(shared.cfg.clone(), self.me ^ now_ms);
+        let stored = host::shared_get(&self.keys.meta)
+            .0
+            .as_deref()
+            .and_then(snapshot::decode_meta);
+        let mut loaded = 0usize;
+        if let Some(shards) = stored {
+            for shard in 0..shards {
+                let key = snapshot::shard_key(&shared.cfg.instance, shard);
+                if let (Some(v), _) = host::shared_get(&key) {
+                    if v.is_empty() {
+                        continue;
+                    }
+                    if !reconciler.load_shard(&v, now_ms) {
+                        reconciler.snapshot_error();
+                    }
+                }
+            }
+            loaded = reconciler.ledger().len();
+            if shards != reconciler.shard_count() {
+                // Another layout (max_tracked_builds changed): rewrite every shard, and empty
+                // the old keys beyond the new count (keys cannot be deleted).
+                reconciler.mark_all_dirty();
+                for shard in reconciler.shard_count()..shards {
+                    let key = snapshot::shard_key(&shared.cfg.instance, shard);
+                    let _ = host::shared_set(&key, b"", None);
+                }
+            }
+        }
+        let _ = host::shared_set(
+            &self.keys.meta,
+            &snapshot::encode_meta(reconciler.shard_count()),
+            None,
+        );
+        shared.metrics.inc(names::LEADER_CHANGES, 1);
+        log::info!(
+            "status-sync: root {} is the reconciler (lease epoch {epoch}); {loaded} tracked builds loaded",
+            self.context_id
+        );
+        self.leader = Some(Leader {
+            reconciler,
+            tokens: HashMap::new(),
+            mirrored: Counters::default(),
+        });
+    }
+
+    fn drain_queue(leader: &mut Leader, shared: &Shared, now_ms: u64) {
+        let Some(queue) = shared.queue else { return };
+        for _ in 0..MAX_DRAIN_PER_TICK {
+            let Some(msg) = host::dequeue(queue) else {
+                break;
+            };
+            match Observation::decode(&msg) {
+                Ok(obs) => leader.reconciler.observe(obs, now_ms),
+                Err(e) => {
+                    leader.reconciler.invalid_observation();
+                    log::warn!("status-sync: dropped an unreadable queue message: {e}");
+                }
+            }
+        }
+    }
+
+    fn dispatch_all(leader: &mut Leader, calls: Vec<OutgoingCall>, now_ms: u64) {
+        let mut pending = calls;
+        // A refused dispatch is answered at once as a failure, which may schedule nothing
+        // more; the loop is bounded by the in-flight budget.
+        let mut rounds = 0;
+        while !pending.is_empty() && rounds < 64 {
+            rounds += 1;
+            let mut next = Vec::new();
+            for call in pending {
+                match host::dispatch(&call.cluster, &call.headers, &call.body, call.timeout_ms) {
+                    Ok(token) => {
+                        leader.tokens.insert(token, call.id);
+                    }
+                    Err(status) => {
+                        log::warn!(
+                            "status-sync: cannot call cluster `{}`: {status:?} (is the cluster defined?)",
+                            call.cluster
+                        );
+                        next.extend(leader.reconciler.on_response(
+                            call.id,
+                            CallResult::Failed,
+                            now_ms,
+                        ));
+                    }
+                }
+            }
+            pending = next;
+        }
+    }
+
+    /// Writes the changed snapshot shards so the next leader continues from here.
+    fn checkpoint(leader: &mut Leader, shared: &Shared) {
+        for (shard, bytes) in leader.reconciler.take_dirty_shards() {
+            let key = snapshot::shard_key(&shared.cfg.instance, shard);
+            if host::shared_set(&key, &bytes, None).is_err() {
+                leader.reconciler.snapshot_error();
+            }
+        }
+    }
+
+    fn finish_callback(leader: &mut Leader, shared: &Shared) {
+        Self::checkpoint(leader, shared);
+        let now = leader.reconciler.counters().clone();
+        shared.metrics.mirror(&now, &mut leader.mirrored);
+    }
+}
+
+impl Context for Root {
+    fn on_http_call_response(
+        &mut self,
+        token: u32,
+        num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        let (Some(shared), Some(leader)) = (self.shared.clone(), self.leader.as_mut()) else {
+            return;
+        };
+        let Some(id) = leader.tokens.remove(&token) else {
+            return;
+        };
+        let now_ms = host::now_ms();
+        let result = if num_headers == 0 {
+            CallResult::Failed
+        } else {
+            let headers = host::header_pairs(MapType::HttpCallResponseHeaders);
+            let status = host::first(&headers, ":status")
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .and_then(|v| v.trim().parse::<u16>().ok());
+            match status {
+                None => CallResult::Failed,
+                Some(_) if body_size > shared.cfg.max_body_bytes => CallResult::Failed,
+                Some(status) => CallResult::Response {
+                    status,
+                    body: if body_size == 0 {
+                        Vec::new()
+                    } else {
+                        host::buffer(BufferType::HttpCallResponseBody, 0, body_size)
+                            .unwrap_or_default()
+                    },
+                },
+            }
+        };
+        let follow_up = leader.reconciler.on_response(id, result, now_ms);
+        Self::dispatch_all(leader, follow_up, now_ms);
+        Self::finish_callback(leader, &shared);
+    }
+
+    fn on_done(&mut self) -> bool {
+        // A root being replaced (config change) stops reconciling; its lease expires and the
+        // new root loads the snapshot.
+        self.leader = None;
+        true
+    }
+}
+
+impl RootContext for Root {
+    fn on_vm_start(&mut self, _vm_configuration_size: usize) -> bool {
+        log::info!(
+            "status-sync {} starting (root {})",
+            env!("CARGO_PKG_VERSION"),
+            self.context_id
+        );
+        true
+    }
+
+    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+        let raw = host::plugin_configuration().unwrap_or_default();
+        let cfg = match Config::parse(&raw, &|name| std::env::var(name).ok()) {
+            Ok(cfg) => cfg,
+            Err(e) => {
+                log::error!("{e}");
+                return false;
+            }
+        };
+        if !host::set_tick_period_ms(cfg.tick_ms) {
+            log::error!("status-sync: the host refused set_tick_period({} ms)", cfg.tick_ms);
+            return false;
+        }
+        self.keys = Keys {
+            lease: snapshot::lease_key(&cfg.instance),
+            meta: snapshot::meta_key(&cfg.instance),
+        };
+        let queue = host::register_queue(&snapshot::queue_name(&cfg.instance));
+        if queue.is_none() {
+            log::error!("status-sync: cannot register the shared queue");
+            return false;
+        }
+        // A new configuration means a new reconciler: the next tick re-elects and reloads.
+        self.leader = None;
+        self.shared = Some(Rc::new(Shared {
+            metrics: Metrics::define(),
+            queue,
+            cfg,
+        }));
+        true
+    }
+
+    fn on_tick(&mut self) {
+        let Some(shared) = self.shared.clone() else {
+            return;
+        };
+        let now_ms = host::now_ms();
+        if !self.elect(&shared, now_ms) {
+            return;
+        }
+        let Some(leader) = self.leader.as_mut() else {
+            return;
+        };
+        Self::drain_queue(leader, &shared, now_ms);
+        let calls = leader.reconciler.tick(now_ms);
+        Self::dispatch_all(leader, calls, now_ms);
+        // Tokens of calls the reconciler expired (the host never answered) are dropped, so the
+        // map stays bounded even if answers are lost.
+        if leader.tokens.len() > shared.cfg.max_inflight_calls * 4 + 16 {
+            let reconciler = &leader.reconciler;
+            leader.tokens.retain(|_, id| reconciler.is_inflight(*id));
+        }
+        Self::finish_callback(leader, &shared);
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Observer::new(self.shared.clone())))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
