@@ -1,1 +1,18 @@
-//! Simulators and e2e helpers (TODO).
+//! `envoy-e2e`: everything needed to watch status-sync work inside a real Envoy.
+//!
+//! - [`drone_sim`]: a faithful drone-server stand-in (REST API + build lifecycles that send,
+//!   and lose, webhooks the way drone does);
+//! - [`pipeline_sim`]: the service behind the sidecar, which records what it believes;
+//! - [`envoy`]: rendering `envoy.yaml.tmpl`, running Envoy, reading its stats, pushing config;
+//! - [`scenario`]: the glue the demo and the end-to-end tests share (start everything, compare
+//!   drone's truth with the pipeline's view).
+//!
+//! The simulators run in-process on threads and bind port 0, so two runs never collide and a
+//! test owns everything it starts.
+
+pub mod drone_model;
+pub mod drone_sim;
+pub mod envoy;
+pub mod pipeline_sim;
+pub mod scenario;
+pub mod util;

