@@ -4,6 +4,8 @@
 //! naming the key and why (Envoy then refuses to start, or NACKs the update and keeps the old
 //! configuration). The drone token is never part of any message.
 
+use serde_json::{Map, Value};
+
 /// How live webhooks' drone signatures are checked (issue: signed webhooks).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SignatureMode {
@@ -34,10 +36,11 @@ pub struct Config {
     pub drone_token: String,
     /// `tick_ms` (default 1000, 10..=60000): the one periodic tick.
     pub tick_ms: u64,
-    /// `stale_after_ms` (default 30000): a build with no news for this long is looked up in drone.
+    /// `stale_after_ms` (default 30000, 1000..=86400000): a build with no news for this long
+    /// is looked up in drone.
     pub stale_after_ms: u64,
-    /// `max_poll_interval_ms` (default 300000, >= stale_after_ms): cap of the growing interval
-    /// between looks at an unchanged build, and of backoff after errors.
+    /// `max_poll_interval_ms` (default 300000, 1000..=86400000, >= stale_after_ms): cap of the
+    /// growing interval between looks at an unchanged build, and of backoff after errors.
     pub max_poll_interval_ms: u64,
     /// `max_tracked_builds` (default 10000, 1..=1000000): ledger capacity.
     pub max_tracked_builds: usize,
@@ -50,8 +53,9 @@ pub struct Config {
     /// `max_body_bytes` (default 262144, 1024..=16777216): largest webhook body (and drone API
     /// answer) we copy and parse; larger ones pass through untouched and are counted.
     pub max_body_bytes: usize,
-    /// `max_build_age_ms` (default 90000000 = 25 h, drone's reaper deadline plus margin): a build
-    /// still open after this long is dropped and counted.
+    /// `max_build_age_ms` (default 90000000 = 25 h, drone's reaper deadline plus margin;
+    /// 60000..=2592000000 = 30 days): a build still open after this long is dropped and
+    /// counted.
     pub max_build_age_ms: u64,
     /// `max_repos` (default 1024, 1..=100000): repositories whose `repo` object is cached for
     /// re-deliveries.
@@ -59,20 +63,23 @@ pub struct Config {
     /// `circuit_failure_threshold` (default 5, 1..=1000): consecutive drone failures that open
     /// the circuit.
     pub circuit_failure_threshold: u32,
-    /// `circuit_open_ms` (default 10000): first open period; doubles per failed probe up to
-    /// `max_poll_interval_ms`.
+    /// `circuit_open_ms` (default 10000, 100..=86400000): first open period; doubles per failed
+    /// probe up to `max_poll_interval_ms`.
     pub circuit_open_ms: u64,
-    /// `lease_ms` (default max(10000, 3 * tick_ms)): leader lease; must be >= 2 * tick_ms.
+    /// `lease_ms` (default max(10000, 3 * tick_ms), 20..=3600000): leader lease; must be
+    /// >= 2 * tick_ms.
     pub lease_ms: u64,
-    /// `instance` (default `default`): namespaces shared-data keys and the queue, so two
-    /// plugins in one vm_id (Istio uses an empty vm_id for all) do not collide.
+    /// `instance` (default `default`; 1 to 64 of `[A-Za-z0-9_.-]`): namespaces shared-data
+    /// keys and the queue, so two plugins in one vm_id (Istio uses an empty vm_id for all) do
+    /// not collide.
     pub instance: String,
     /// `webhook_secret` / `webhook_secret_env` (optional): drone's `DRONE_WEBHOOK_SECRET`.
     pub webhook_secret: Option<String>,
     /// `signature_mode` (`off` | `monitor` | `enforce`; default `enforce` when a secret is set,
     /// else `off`).
     pub signature_mode: SignatureMode,
-    /// `max_clock_skew_ms` (default 300000): allowed distance between a signed `Date` and now.
+    /// `max_clock_skew_ms` (default 300000, 1000..=86400000): allowed distance between a
+    /// signed `Date` and now.
     pub max_clock_skew_ms: u64,
     /// `live_webhook_id` (default false): add a `webhook-id` header to live webhooks too.
     pub live_webhook_id: bool,
@@ -81,9 +88,390 @@ pub struct Config {
 impl Config {
     /// Parses and validates the plugin configuration. `env` looks up environment variables
     /// (for `*_env` keys); it is a parameter so the core never reads the process environment.
+    ///
+    /// Keys are checked in a fixed order (unknown keys first, then the struct's field order,
+    /// then cross-field rules), so the same bad configuration always gives the same message.
     pub fn parse(json: &[u8], env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let _ = (json, env);
-        Err(ConfigError::new("", "not implemented"))
+        let text = std::str::from_utf8(json)
+            .map_err(|_| ConfigError::new("", "the configuration is not UTF-8 text"))?;
+        if text.trim().is_empty() {
+            return Err(ConfigError::new(
+                "",
+                "the configuration is empty; expected a JSON object with at least \
+                 `pipeline_cluster`, `drone_cluster` and `drone_token_env`",
+            ));
+        }
+        // serde_json's messages give a position, never the input text, so no secret leaks.
+        let value: Value = serde_json::from_str(text).map_err(|e| {
+            ConfigError::new("", &format!("the configuration is not valid JSON: {e}"))
+        })?;
+        let Value::Object(map) = &value else {
+            return Err(ConfigError::new(
+                "",
+                &format!(
+                    "the configuration must be a JSON object, got {}",
+                    type_name(&value)
+                ),
+            ));
+        };
+        if let Some(unknown) = map.keys().find(|k| !KEYS.contains(&k.as_str())) {
+            return Err(ConfigError::new(
+                &truncate(unknown),
+                &format!("unknown key (known keys: {})", KEYS.join(", ")),
+            ));
+        }
+        let r = Reader { map };
+
+        let webhook_path = r.string("webhook_path")?.unwrap_or(DEFAULT_WEBHOOK_PATH);
+        if !webhook_path.starts_with('/') {
+            return Err(r.bad("webhook_path", "must start with `/`"));
+        }
+        if webhook_path
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(r.bad(
+                "webhook_path",
+                "must not contain spaces or control characters",
+            ));
+        }
+
+        let pipeline_cluster = r.required_name(
+            "pipeline_cluster",
+            "the Envoy cluster of the pipeline service",
+        )?;
+        let pipeline_authority = r
+            .authority("pipeline_authority")?
+            .unwrap_or(pipeline_cluster);
+        let drone_cluster =
+            r.required_name("drone_cluster", "the Envoy cluster of drone-server")?;
+        let drone_authority = r.authority("drone_authority")?.unwrap_or(drone_cluster);
+
+        let drone_token = r
+            .secret("drone_token", "drone_token_env", env)?
+            .ok_or_else(|| {
+                ConfigError::new(
+                    "drone_token",
+                    "is required: set `drone_token_env` (name of an environment variable holding \
+                     drone's API token) or `drone_token`",
+                )
+            })?;
+        // It goes into `Authorization: Bearer ...`; a stray newline (common when the variable
+        // is filled from a file) would break or inject headers.
+        if !drone_token.bytes().all(|b| b.is_ascii_graphic()) {
+            let key = if r.map.contains_key("drone_token") {
+                "drone_token"
+            } else {
+                "drone_token_env"
+            };
+            return Err(ConfigError::new(
+                key,
+                "the token must be visible ASCII only (no spaces, newlines or control characters)",
+            ));
+        }
+
+        let tick_ms = r.uint("tick_ms", DEFAULT_TICK_MS, 10, 60_000)?;
+        let stale_after_ms = r.uint("stale_after_ms", DEFAULT_STALE_AFTER_MS, 1_000, DAY_MS)?;
+        let max_poll_interval_ms = r.uint(
+            "max_poll_interval_ms",
+            DEFAULT_MAX_POLL_INTERVAL_MS,
+            1_000,
+            DAY_MS,
+        )?;
+        let max_tracked_builds = r.usize("max_tracked_builds", 10_000, 1, 1_000_000)?;
+        let max_inflight_calls = r.usize("max_inflight_calls", 4, 1, 256)?;
+        let max_drone_calls_per_sec = r.uint("max_drone_calls_per_sec", 10, 1, 10_000)?;
+        let call_timeout_ms = r.uint("call_timeout_ms", 5_000, 100, 60_000)?;
+        let max_body_bytes = r.usize("max_body_bytes", 262_144, 1_024, 16_777_216)?;
+        let max_build_age_ms = r.uint("max_build_age_ms", 90_000_000, 60_000, 30 * DAY_MS)?;
+        let max_repos = r.usize("max_repos", 1_024, 1, 100_000)?;
+        let circuit_failure_threshold =
+            u32::try_from(r.uint("circuit_failure_threshold", 5, 1, 1_000)?).map_err(|_| {
+                ConfigError::new(
+                    "circuit_failure_threshold",
+                    "must be an integer from 1 to 1000",
+                )
+            })?;
+        let circuit_open_ms = r.uint("circuit_open_ms", 10_000, 100, DAY_MS)?;
+        let lease_ms = r.uint(
+            "lease_ms",
+            DEFAULT_LEASE_MIN_MS.max(3 * tick_ms),
+            20,
+            HOUR_MS,
+        )?;
+
+        let instance = r.string("instance")?.unwrap_or(DEFAULT_INSTANCE);
+        if instance.len() > 64
+            || !instance
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        {
+            return Err(r.bad(
+                "instance",
+                "must be 1 to 64 characters from A-Z a-z 0-9 _ . -",
+            ));
+        }
+
+        let webhook_secret = r.secret("webhook_secret", "webhook_secret_env", env)?;
+        let signature_mode = match r.string("signature_mode")? {
+            None if webhook_secret.is_some() => SignatureMode::Enforce,
+            None => SignatureMode::Off,
+            Some("off") => SignatureMode::Off,
+            Some("monitor") => SignatureMode::Monitor,
+            Some("enforce") => SignatureMode::Enforce,
+            Some(_) => {
+                return Err(r.bad(
+                    "signature_mode",
+                    "must be one of \"off\", \"monitor\", \"enforce\"",
+                ))
+            }
+        };
+        if signature_mode != SignatureMode::Off && webhook_secret.is_none() {
+            return Err(ConfigError::new(
+                "signature_mode",
+                "`monitor` and `enforce` need `webhook_secret_env` or `webhook_secret`",
+            ));
+        }
+        let max_clock_skew_ms = r.uint("max_clock_skew_ms", 300_000, 1_000, DAY_MS)?;
+        let live_webhook_id = r.bool("live_webhook_id", false)?;
+
+        if max_poll_interval_ms < stale_after_ms {
+            return Err(ConfigError::new(
+                "max_poll_interval_ms",
+                &format!(
+                    "must be at least stale_after_ms ({stale_after_ms}), got {max_poll_interval_ms}{}",
+                    defaulted(map, "max_poll_interval_ms")
+                ),
+            ));
+        }
+        if lease_ms < 2 * tick_ms {
+            return Err(ConfigError::new(
+                "lease_ms",
+                &format!(
+                    "must be at least 2 * tick_ms ({}), got {lease_ms}",
+                    2 * tick_ms
+                ),
+            ));
+        }
+
+        Ok(Config {
+            webhook_path: webhook_path.to_string(),
+            pipeline_cluster: pipeline_cluster.to_string(),
+            pipeline_authority: pipeline_authority.to_string(),
+            drone_cluster: drone_cluster.to_string(),
+            drone_authority: drone_authority.to_string(),
+            drone_token,
+            tick_ms,
+            stale_after_ms,
+            max_poll_interval_ms,
+            max_tracked_builds,
+            max_inflight_calls,
+            max_drone_calls_per_sec,
+            call_timeout_ms,
+            max_body_bytes,
+            max_build_age_ms,
+            max_repos,
+            circuit_failure_threshold,
+            circuit_open_ms,
+            lease_ms,
+            instance: instance.to_string(),
+            webhook_secret,
+            signature_mode,
+            max_clock_skew_ms,
+            live_webhook_id,
+        })
+    }
+}
+
+const HOUR_MS: u64 = 3_600_000;
+const DAY_MS: u64 = 24 * HOUR_MS;
+const DEFAULT_WEBHOOK_PATH: &str = "/hook";
+const DEFAULT_INSTANCE: &str = "default";
+const DEFAULT_TICK_MS: u64 = 1_000;
+const DEFAULT_STALE_AFTER_MS: u64 = 30_000;
+const DEFAULT_MAX_POLL_INTERVAL_MS: u64 = 300_000;
+/// `lease_ms` defaults to the larger of this and three ticks.
+const DEFAULT_LEASE_MIN_MS: u64 = 10_000;
+
+/// Every accepted key, in the order of [`Config`]'s fields.
+const KEYS: &[&str] = &[
+    "webhook_path",
+    "pipeline_cluster",
+    "pipeline_authority",
+    "drone_cluster",
+    "drone_authority",
+    "drone_token",
+    "drone_token_env",
+    "tick_ms",
+    "stale_after_ms",
+    "max_poll_interval_ms",
+    "max_tracked_builds",
+    "max_inflight_calls",
+    "max_drone_calls_per_sec",
+    "call_timeout_ms",
+    "max_body_bytes",
+    "max_build_age_ms",
+    "max_repos",
+    "circuit_failure_threshold",
+    "circuit_open_ms",
+    "lease_ms",
+    "instance",
+    "webhook_secret",
+    "webhook_secret_env",
+    "signature_mode",
+    "max_clock_skew_ms",
+    "live_webhook_id",
+];
+
+/// Keys whose values are secrets, or may be one pasted into the wrong key: their values are
+/// never echoed in a message.
+const SECRET_KEYS: &[&str] = &[
+    "drone_token",
+    "drone_token_env",
+    "webhook_secret",
+    "webhook_secret_env",
+];
+
+/// Typed access to the configuration object; every error names its key.
+struct Reader<'a> {
+    map: &'a Map<String, Value>,
+}
+
+impl<'a> Reader<'a> {
+    /// An error for `key` that quotes the offending value, except for secret keys.
+    fn bad(&self, key: &str, why: &str) -> ConfigError {
+        match self.map.get(key) {
+            Some(v) if !SECRET_KEYS.contains(&key) => {
+                ConfigError::new(key, &format!("{why}, got {}", shown(v)))
+            }
+            Some(v) => ConfigError::new(key, &format!("{why}, got {}", type_name(v))),
+            None => ConfigError::new(key, why),
+        }
+    }
+
+    /// An optional non-empty string.
+    fn string(&self, key: &str) -> Result<Option<&'a str>, ConfigError> {
+        match self.map.get(key) {
+            None => Ok(None),
+            Some(Value::String(s)) if !s.is_empty() => Ok(Some(s.as_str())),
+            Some(_) => Err(self.bad(key, "must be a non-empty string")),
+        }
+    }
+
+    /// A required Envoy cluster name.
+    fn required_name(&self, key: &str, what: &str) -> Result<&'a str, ConfigError> {
+        let name = self
+            .string(key)?
+            .ok_or_else(|| ConfigError::new(key, &format!("is required: {what}")))?;
+        if name.chars().any(char::is_control) {
+            return Err(self.bad(key, "must not contain control characters"));
+        }
+        Ok(name)
+    }
+
+    /// An optional `:authority` value: it goes into a header, so no whitespace or controls.
+    fn authority(&self, key: &str) -> Result<Option<&'a str>, ConfigError> {
+        let value = self.string(key)?;
+        if value.is_some_and(|a| a.chars().any(|c| c.is_whitespace() || c.is_control())) {
+            return Err(self.bad(key, "must not contain spaces or control characters"));
+        }
+        Ok(value)
+    }
+
+    /// An integer in `min..=max`, `default` when absent. Floats, strings, negative numbers and
+    /// `null` are refused rather than coerced: a typo should stop the rollout, not guess.
+    fn uint(&self, key: &str, default: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
+        match self.map.get(key) {
+            None => Ok(default),
+            Some(v) => match v.as_u64() {
+                Some(n) if (min..=max).contains(&n) => Ok(n),
+                _ => Err(self.bad(key, &format!("must be an integer from {min} to {max}"))),
+            },
+        }
+    }
+
+    fn usize(
+        &self,
+        key: &str,
+        default: usize,
+        min: usize,
+        max: usize,
+    ) -> Result<usize, ConfigError> {
+        // All our bounds fit in 32 bits, so the conversions cannot fail on wasm32 either.
+        let to_u64 = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+        let n = self.uint(key, to_u64(default), to_u64(min), to_u64(max))?;
+        usize::try_from(n)
+            .map_err(|_| self.bad(key, &format!("must be an integer from {min} to {max}")))
+    }
+
+    fn bool(&self, key: &str, default: bool) -> Result<bool, ConfigError> {
+        match self.map.get(key) {
+            None => Ok(default),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(_) => Err(self.bad(key, "must be true or false")),
+        }
+    }
+
+    /// A secret given inline (`value_key`) or, preferably, through the environment variable
+    /// named by `env_key`. At most one of the two; `None` when neither. Never quotes either
+    /// value: the variable's name is not secret, but a token pasted into `*_env` by mistake
+    /// would be.
+    fn secret(
+        &self,
+        value_key: &str,
+        env_key: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Option<String>, ConfigError> {
+        match (self.string(value_key)?, self.string(env_key)?) {
+            (Some(_), Some(_)) => Err(ConfigError::new(
+                value_key,
+                &format!("set only one of `{value_key}` and `{env_key}`"),
+            )),
+            (Some(value), None) => Ok(Some(value.to_string())),
+            (None, Some(name)) => match env(name) {
+                Some(value) if !value.is_empty() => Ok(Some(value)),
+                _ => Err(ConfigError::new(
+                    env_key,
+                    "the environment variable it names is not set or is empty in the Wasm VM \
+                     (pass it with vm_config.environment_variables.host_env_keys)",
+                )),
+            },
+            (None, None) => Ok(None),
+        }
+    }
+}
+
+/// A value as JSON, shortened so one bad value cannot flood the log line.
+fn shown(v: &Value) -> String {
+    truncate(&v.to_string())
+}
+
+/// At most 64 characters, cut on a character boundary.
+fn truncate(s: &str) -> String {
+    const MAX: usize = 64;
+    match s.char_indices().nth(MAX) {
+        Some((i, _)) => format!("{}...", s.get(..i).unwrap_or_default()),
+        None => s.to_string(),
+    }
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Explains that a value in a cross-field message is the default, not something the user set.
+fn defaulted(map: &Map<String, Value>, key: &str) -> &'static str {
+    if map.contains_key(key) {
+        ""
+    } else {
+        " (the default)"
     }
 }
 
@@ -118,3 +506,543 @@ impl std::fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::expect_used,
+    clippy::panic
+)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const TOKEN: &str = "tok3n-S3CRET-0123456789abcdef";
+    const SECRET: &str = "hmac-S3CRET-GMEuUHQfmrMRsseWxi9YlIeBtn9lm6im";
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "DRONE_TOKEN" => Some(TOKEN.to_string()),
+            "DRONE_WEBHOOK_SECRET" => Some(SECRET.to_string()),
+            "EMPTY" => Some(String::new()),
+            "TOKEN_WITH_NEWLINE" => Some(format!("{TOKEN}\n")),
+            _ => None,
+        }
+    }
+
+    fn minimal() -> Value {
+        json!({"pipeline_cluster": "pipeline", "drone_cluster": "drone", "drone_token_env": "DRONE_TOKEN"})
+    }
+
+    /// `minimal()` with `key` set to `value` (or removed when `value` is `None`).
+    fn with(key: &str, value: Option<Value>) -> Value {
+        let mut v = minimal();
+        let m = v.as_object_mut().unwrap();
+        match value {
+            Some(x) => m.insert(key.to_string(), x),
+            None => m.remove(key),
+        };
+        v
+    }
+
+    fn parse(v: &Value) -> Result<Config, ConfigError> {
+        Config::parse(v.to_string().as_bytes(), &env)
+    }
+
+    fn err(v: &Value) -> ConfigError {
+        let e = parse(v).unwrap_err();
+        assert_no_secret(&e);
+        e
+    }
+
+    fn assert_no_secret(e: &ConfigError) {
+        let line = e.to_string();
+        for s in [TOKEN, SECRET, "tok3n", "S3CRET"] {
+            assert!(!line.contains(s), "secret leaked: {line}");
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse(&minimal()).unwrap();
+        assert_eq!(
+            c,
+            Config {
+                webhook_path: "/hook".into(),
+                pipeline_cluster: "pipeline".into(),
+                pipeline_authority: "pipeline".into(),
+                drone_cluster: "drone".into(),
+                drone_authority: "drone".into(),
+                drone_token: TOKEN.into(),
+                tick_ms: 1000,
+                stale_after_ms: 30_000,
+                max_poll_interval_ms: 300_000,
+                max_tracked_builds: 10_000,
+                max_inflight_calls: 4,
+                max_drone_calls_per_sec: 10,
+                call_timeout_ms: 5000,
+                max_body_bytes: 262_144,
+                max_build_age_ms: 90_000_000,
+                max_repos: 1024,
+                circuit_failure_threshold: 5,
+                circuit_open_ms: 10_000,
+                lease_ms: 10_000,
+                instance: "default".into(),
+                webhook_secret: None,
+                signature_mode: SignatureMode::Off,
+                max_clock_skew_ms: 300_000,
+                live_webhook_id: false,
+            }
+        );
+    }
+
+    #[test]
+    fn every_key_can_be_set() {
+        let v = json!({
+            "webhook_path": "/drone/hook/",
+            "pipeline_cluster": "p",
+            "pipeline_authority": "pipeline.example.com:8080",
+            "drone_cluster": "d",
+            "drone_authority": "drone.example.com",
+            "drone_token": TOKEN,
+            "tick_ms": 500,
+            "stale_after_ms": 5000,
+            "max_poll_interval_ms": 5000,
+            "max_tracked_builds": 1,
+            "max_inflight_calls": 256,
+            "max_drone_calls_per_sec": 10000,
+            "call_timeout_ms": 100,
+            "max_body_bytes": 16_777_216,
+            "max_build_age_ms": 60_000,
+            "max_repos": 100_000,
+            "circuit_failure_threshold": 1000,
+            "circuit_open_ms": 100,
+            "lease_ms": 1000,
+            "instance": "A-z_0.9",
+            "webhook_secret_env": "DRONE_WEBHOOK_SECRET",
+            "signature_mode": "monitor",
+            "max_clock_skew_ms": 1000,
+            "live_webhook_id": true
+        });
+        let c = parse(&v).unwrap();
+        assert_eq!(c.webhook_path, "/drone/hook/");
+        assert_eq!(c.pipeline_authority, "pipeline.example.com:8080");
+        assert_eq!(c.drone_authority, "drone.example.com");
+        assert_eq!(c.drone_token, TOKEN);
+        assert_eq!(
+            (c.tick_ms, c.stale_after_ms, c.max_poll_interval_ms),
+            (500, 5000, 5000)
+        );
+        assert_eq!(
+            (c.max_tracked_builds, c.max_inflight_calls, c.max_repos),
+            (1, 256, 100_000)
+        );
+        assert_eq!(
+            (
+                c.max_drone_calls_per_sec,
+                c.call_timeout_ms,
+                c.max_body_bytes
+            ),
+            (10_000, 100, 16_777_216)
+        );
+        assert_eq!(
+            (
+                c.max_build_age_ms,
+                c.circuit_failure_threshold,
+                c.circuit_open_ms
+            ),
+            (60_000, 1000, 100)
+        );
+        assert_eq!((c.lease_ms, c.max_clock_skew_ms), (1000, 1000));
+        assert_eq!(c.instance, "A-z_0.9");
+        assert_eq!(c.webhook_secret.as_deref(), Some(SECRET));
+        assert_eq!(c.signature_mode, SignatureMode::Monitor);
+        assert!(c.live_webhook_id);
+    }
+
+    #[test]
+    fn lease_default_follows_tick() {
+        assert_eq!(
+            parse(&with("tick_ms", Some(json!(10)))).unwrap().lease_ms,
+            10_000
+        );
+        assert_eq!(
+            parse(&with("tick_ms", Some(json!(3334)))).unwrap().lease_ms,
+            10_002
+        );
+        assert_eq!(
+            parse(&with("tick_ms", Some(json!(60_000))))
+                .unwrap()
+                .lease_ms,
+            180_000
+        );
+    }
+
+    #[test]
+    fn signature_mode_defaults_and_rules() {
+        let mut v = with("webhook_secret", Some(json!(SECRET)));
+        let c = parse(&v).unwrap();
+        assert_eq!(c.signature_mode, SignatureMode::Enforce);
+        assert_eq!(c.webhook_secret.as_deref(), Some(SECRET));
+        v["signature_mode"] = json!("off");
+        assert_eq!(parse(&v).unwrap().signature_mode, SignatureMode::Off);
+        v["signature_mode"] = json!("enforce");
+        assert_eq!(parse(&v).unwrap().signature_mode, SignatureMode::Enforce);
+        for mode in ["monitor", "enforce"] {
+            let e = err(&with("signature_mode", Some(json!(mode))));
+            assert_eq!(e.key, "signature_mode");
+            assert!(e.reason.contains("webhook_secret"), "{e}");
+        }
+        assert_eq!(
+            parse(&with("signature_mode", Some(json!("off"))))
+                .unwrap()
+                .signature_mode,
+            SignatureMode::Off
+        );
+        for bad in [
+            json!("Enforce"),
+            json!(""),
+            json!("on"),
+            json!(true),
+            json!(null),
+        ] {
+            assert_eq!(
+                err(&with("signature_mode", Some(bad))).key,
+                "signature_mode"
+            );
+        }
+    }
+
+    /// Every numeric key: its bounds are accepted, one past them and every wrong type refused
+    /// with a message naming the key, the range and the value.
+    #[test]
+    fn numeric_ranges() {
+        let ranges: &[(&str, u64, u64)] = &[
+            ("tick_ms", 10, 60_000),
+            ("stale_after_ms", 1_000, 86_400_000),
+            ("max_poll_interval_ms", 1_000, 86_400_000),
+            ("max_tracked_builds", 1, 1_000_000),
+            ("max_inflight_calls", 1, 256),
+            ("max_drone_calls_per_sec", 1, 10_000),
+            ("call_timeout_ms", 100, 60_000),
+            ("max_body_bytes", 1_024, 16_777_216),
+            ("max_build_age_ms", 60_000, 2_592_000_000),
+            ("max_repos", 1, 100_000),
+            ("circuit_failure_threshold", 1, 1_000),
+            ("circuit_open_ms", 100, 86_400_000),
+            ("lease_ms", 20, 3_600_000),
+            ("max_clock_skew_ms", 1_000, 86_400_000),
+        ];
+        // Keep cross-field rules out of the way of single-key bounds.
+        let base = |key: &str, n: u64| {
+            let mut v = with(key, Some(json!(n)));
+            if key == "stale_after_ms" {
+                v["max_poll_interval_ms"] = json!(86_400_000u64);
+            }
+            if key == "max_poll_interval_ms" {
+                v["stale_after_ms"] = json!(1_000);
+            }
+            if key == "lease_ms" || key == "tick_ms" {
+                v["tick_ms"] = json!(if key == "tick_ms" { n } else { 10 });
+                if key == "tick_ms" {
+                    v["lease_ms"] = json!(3_600_000);
+                }
+            }
+            v
+        };
+        for &(key, min, max) in ranges {
+            assert!(parse(&base(key, min)).is_ok(), "{key}={min}");
+            assert!(parse(&base(key, max)).is_ok(), "{key}={max}");
+            let range = format!("must be an integer from {min} to {max}");
+            for bad in [
+                json!(min - 1),
+                json!(max + 1),
+                json!(-1),
+                json!(1.5),
+                json!(100.0),
+                json!(1e300),
+                json!(u64::MAX),
+                json!("abc"),
+                json!("100"),
+                json!(null),
+                json!(true),
+                json!([100]),
+                json!({"ms": 100}),
+            ] {
+                let mut v = base(key, min);
+                v[key] = bad.clone();
+                let e = err(&v);
+                assert_eq!(e.key, key, "{bad}");
+                assert!(e.reason.starts_with(&range), "{e}");
+                assert!(e.reason.ends_with(&format!("got {bad}")), "{e}");
+            }
+        }
+        let e = err(&with("tick_ms", Some(json!("abc"))));
+        assert_eq!(
+            e.to_string(),
+            "status-sync: invalid configuration: key `tick_ms`: must be an integer from 10 to 60000, got \"abc\""
+        );
+    }
+
+    #[test]
+    fn cross_field_rules() {
+        let mut v = with("stale_after_ms", Some(json!(60_000)));
+        v["max_poll_interval_ms"] = json!(59_999);
+        let e = err(&v);
+        assert_eq!(e.key, "max_poll_interval_ms");
+        assert!(
+            e.reason.contains("60000") && e.reason.contains("59999"),
+            "{e}"
+        );
+        v["max_poll_interval_ms"] = json!(60_000);
+        assert!(parse(&v).is_ok());
+        // The default poll cap is below a large stale_after_ms: say it is the default.
+        let e = err(&with("stale_after_ms", Some(json!(600_000))));
+        assert_eq!(e.key, "max_poll_interval_ms");
+        assert!(e.reason.contains("(the default)"), "{e}");
+
+        let mut v = with("tick_ms", Some(json!(5_000)));
+        v["lease_ms"] = json!(9_999);
+        let e = err(&v);
+        assert_eq!(e.key, "lease_ms");
+        assert!(e.reason.contains("10000"), "{e}");
+        v["lease_ms"] = json!(10_000);
+        assert!(parse(&v).is_ok());
+    }
+
+    #[test]
+    fn string_keys() {
+        for key in ["pipeline_cluster", "drone_cluster"] {
+            let e = err(&with(key, None));
+            assert_eq!(e.key, key);
+            assert!(e.reason.starts_with("is required"), "{e}");
+            for bad in [
+                json!(""),
+                json!(1),
+                json!(null),
+                json!(["x"]),
+                json!("a\nb"),
+            ] {
+                assert_eq!(err(&with(key, Some(bad))).key, key);
+            }
+        }
+        for key in [
+            "pipeline_authority",
+            "drone_authority",
+            "webhook_path",
+            "instance",
+        ] {
+            for bad in [
+                json!(""),
+                json!(1),
+                json!(null),
+                json!(false),
+                json!("a b"),
+                json!("/a\tb"),
+            ] {
+                let e = err(&with(key, Some(bad.clone())));
+                assert_eq!(e.key, key, "{bad}");
+            }
+        }
+        let e = err(&with("webhook_path", Some(json!("hook"))));
+        assert_eq!(e.reason, "must start with `/`, got \"hook\"");
+        assert_eq!(
+            err(&with("webhook_path", Some(json!("/a b")))).key,
+            "webhook_path"
+        );
+        assert!(parse(&with("webhook_path", Some(json!("/")))).is_ok());
+        assert!(parse(&with("webhook_path", Some(json!("/a?token=x")))).is_ok());
+
+        for bad in ["a/b", "a b", "ü", "a:b", &"x".repeat(65)] {
+            assert_eq!(
+                err(&with("instance", Some(json!(bad)))).key,
+                "instance",
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            parse(&with("instance", Some(json!("x".repeat(64)))))
+                .unwrap()
+                .instance
+                .len(),
+            64
+        );
+
+        for bad in [json!(0), json!("true"), json!(null)] {
+            assert_eq!(
+                err(&with("live_webhook_id", Some(bad))).key,
+                "live_webhook_id"
+            );
+        }
+    }
+
+    #[test]
+    fn token_sources() {
+        let inline = with("drone_token_env", None);
+        let mut inline = inline;
+        inline["drone_token"] = json!(TOKEN);
+        assert_eq!(parse(&inline).unwrap().drone_token, TOKEN);
+
+        let e = err(&with("drone_token_env", None));
+        assert_eq!(e.key, "drone_token");
+        assert!(e.reason.contains("drone_token_env"), "{e}");
+
+        let e = err(&with("drone_token", Some(json!(TOKEN))));
+        assert_eq!(e.key, "drone_token");
+        assert!(e.reason.contains("only one"), "{e}");
+
+        for name in ["MISSING", "EMPTY"] {
+            let e = err(&with("drone_token_env", Some(json!(name))));
+            assert_eq!(e.key, "drone_token_env");
+            assert!(e.reason.contains("not set or is empty"), "{e}");
+        }
+        let e = err(&with("drone_token_env", Some(json!("TOKEN_WITH_NEWLINE"))));
+        assert_eq!(e.key, "drone_token_env");
+        assert!(e.reason.contains("visible ASCII"), "{e}");
+    }
+
+    #[test]
+    fn secret_sources() {
+        let c = parse(&with(
+            "webhook_secret_env",
+            Some(json!("DRONE_WEBHOOK_SECRET")),
+        ))
+        .unwrap();
+        assert_eq!(c.webhook_secret.as_deref(), Some(SECRET));
+        assert_eq!(c.signature_mode, SignatureMode::Enforce);
+        let mut v = with("webhook_secret_env", Some(json!("DRONE_WEBHOOK_SECRET")));
+        v["webhook_secret"] = json!(SECRET);
+        let e = err(&v);
+        assert_eq!(e.key, "webhook_secret");
+        for name in ["MISSING", "EMPTY"] {
+            assert_eq!(
+                err(&with("webhook_secret_env", Some(json!(name)))).key,
+                "webhook_secret_env"
+            );
+        }
+        // Drone uses the raw bytes as the HMAC key: any non-empty string is kept as is.
+        let c = parse(&with("webhook_secret", Some(json!(" a b\n")))).unwrap();
+        assert_eq!(c.webhook_secret.as_deref(), Some(" a b\n"));
+        assert_eq!(
+            err(&with("webhook_secret", Some(json!("")))).key,
+            "webhook_secret"
+        );
+    }
+
+    /// No error message ever contains the token or the webhook secret, whatever went wrong.
+    #[test]
+    fn secrets_never_in_messages() {
+        let leaky: Vec<Value> = vec![
+            // Wrong-looking values in the secret keys themselves.
+            {
+                let mut v = with("drone_token_env", None);
+                v["drone_token"] = json!(format!("{TOKEN} with space"));
+                v
+            },
+            {
+                let mut v = with("drone_token_env", None);
+                v["drone_token"] = json!(format!("{TOKEN}\r\nX-Injected: 1"));
+                v
+            },
+            with("drone_token", Some(json!(TOKEN))),
+            with("drone_token_env", Some(json!(TOKEN))),
+            with("drone_token_env", Some(json!([TOKEN]))),
+            with("drone_token_env", Some(json!({ "v": TOKEN }))),
+            with("webhook_secret_env", Some(json!(SECRET))),
+            with("webhook_secret", Some(json!([SECRET]))),
+            with("webhook_secret", Some(json!(7))),
+            {
+                let mut v = with("webhook_secret", Some(json!(SECRET)));
+                v["webhook_secret_env"] = json!("DRONE_WEBHOOK_SECRET");
+                v
+            },
+            // Errors elsewhere while secrets are set.
+            {
+                let mut v = with("webhook_secret", Some(json!(SECRET)));
+                v["tick_ms"] = json!("fast");
+                v["signature_mode"] = json!("strict");
+                v
+            },
+            {
+                let mut v = with("drone_token_env", None);
+                v["drone_token"] = json!(TOKEN);
+                v["lease_ms"] = json!(1);
+                v
+            },
+            {
+                let mut v = with("drone_token_env", None);
+                v["drone_token"] = json!(TOKEN);
+                v["unknown"] = json!(TOKEN);
+                v
+            },
+        ];
+        for v in &leaky {
+            err(v);
+        }
+        // Broken JSON around a secret.
+        for text in [
+            format!(r#"{{"drone_token":"{TOKEN}""#),
+            format!(r#"{{"drone_token":"{TOKEN}",}}"#),
+            format!(r#"{{"drone_token":{TOKEN}}}"#),
+            format!(r#"["{TOKEN}"]"#),
+            format!(r#""{TOKEN}""#),
+        ] {
+            let e = Config::parse(text.as_bytes(), &env).unwrap_err();
+            assert_eq!(e.key, "");
+            assert_no_secret(&e);
+        }
+    }
+
+    #[test]
+    fn top_level_errors() {
+        let e = Config::parse(b"{}", &env).unwrap_err();
+        assert_eq!(e.key, "pipeline_cluster");
+        assert!(e.to_string().contains("`pipeline_cluster`"), "{e}");
+
+        for (text, want) in [
+            (b"".as_slice(), "empty"),
+            (b"  \n".as_slice(), "empty"),
+            (b"{".as_slice(), "not valid JSON"),
+            (b"pipeline_cluster: p".as_slice(), "not valid JSON"),
+            (b"{} {}".as_slice(), "not valid JSON"),
+            (b"[]".as_slice(), "must be a JSON object, got an array"),
+            (b"null".as_slice(), "must be a JSON object, got null"),
+            (b"\"x\"".as_slice(), "must be a JSON object, got a string"),
+            (b"42".as_slice(), "must be a JSON object, got a number"),
+            (&[0xff, b'{', b'}'], "not UTF-8"),
+        ] {
+            let e = Config::parse(text, &env).unwrap_err();
+            assert_eq!(e.key, "", "{text:?}");
+            assert!(e.reason.contains(want), "{e}");
+            assert!(
+                e.to_string()
+                    .starts_with("status-sync: invalid configuration: "),
+                "{e}"
+            );
+        }
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert_eq!(Config::parse(deep.as_bytes(), &env).unwrap_err().key, "");
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e = err(&with("tick", Some(json!(100))));
+        assert_eq!(e.key, "tick");
+        assert!(e.reason.starts_with("unknown key"), "{e}");
+        assert!(e.reason.contains("tick_ms"), "{e}");
+        let long = "k".repeat(1000);
+        let e = err(&with(&long, Some(json!(1))));
+        assert!(e.key.len() < 100, "{}", e.key);
+        // Unknown keys are reported before missing required ones.
+        let e = Config::parse(br#"{"Pipeline_Cluster":"p"}"#, &env).unwrap_err();
+        assert_eq!(e.key, "Pipeline_Cluster");
+    }
+
+    #[test]
+    fn long_values_are_shortened() {
+        let e = err(&with("instance", Some(json!("é".repeat(500)))));
+        assert!(e.reason.chars().count() < 150, "{e}");
+        assert!(e.reason.ends_with("..."), "{e}");
+    }
+}

@@ -1,6 +1,13 @@
 //! Drone REST API answers and the drone-shaped webhooks we re-deliver.
+//!
+//! Drone's JSON is parsed member by member with every value kept as its raw text
+//! ([`RawObject`]): re-delivered webhooks must carry drone's objects exactly as drone wrote
+//! them (same keys, same order, same number formatting), so the pipeline cannot tell a
+//! re-delivery from a live webhook. Only the few fields we act on are decoded.
 
 use super::model::{BuildStatus, ParseError, RepoRef};
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
 
 /// The fields of `GET /api/repos/{owner}/{name}/builds/{number}` we act on, and the whole
 /// object (trimmed) to splice into a re-delivered webhook.
@@ -15,31 +22,844 @@ pub struct ApiBuild<'a> {
 
 /// Parses a build answer. Never panics.
 pub fn parse_build(body: &[u8]) -> Result<ApiBuild<'_>, ParseError> {
-    let _ = body;
-    Err(ParseError::Missing("number"))
+    let text = utf8(body)?;
+    let obj = RawObject::parse(text)?;
+    let (number, status, version) = build_fields(&obj)?;
+    Ok(ApiBuild {
+        number,
+        status,
+        version,
+        // The object parsed, so everything around it is JSON whitespace (drone's encoder
+        // appends a newline).
+        raw: text.trim(),
+    })
 }
 
 /// Parses `GET /api/repos/{owner}/{name}`: the repository and its JSON without `build`.
 pub fn parse_repo(body: &[u8]) -> Result<(RepoRef, String), ParseError> {
-    let _ = body;
-    Err(ParseError::Missing("id"))
+    parse_repo_object(utf8(body)?)
 }
 
 /// Path of the build endpoint, with owner and name percent-encoded as path segments.
 pub fn build_path(repo: &RepoRef, number: u64) -> String {
-    let _ = (repo, number);
-    String::new()
+    format!("{}/builds/{number}", repo_path(repo))
 }
 
 /// Path of the repository endpoint.
 pub fn repo_path(repo: &RepoRef) -> String {
-    let _ = repo;
-    String::new()
+    format!(
+        "/api/repos/{}/{}",
+        encode_segment(&repo.namespace),
+        encode_segment(&repo.name)
+    )
 }
 
 /// The body of a re-delivered webhook, shaped like drone's final `build:updated` (teardown):
 /// `{"event":"build","action":"updated","repo":{...repo, "build":<build>},"build":<build>,"system":...}`.
+///
+/// The inputs are expected to be what this crate parsed and validated ([`parse_repo`],
+/// [`parse_build`], the webhook parser). Should one of them not be a JSON object anyway, the
+/// result is an empty string rather than invalid JSON; call [`try_redelivery_body`] to learn
+/// why.
 pub fn redelivery_body(repo_json: &str, build_raw: &str, system_json: Option<&str>) -> String {
-    let _ = (repo_json, build_raw, system_json);
-    String::new()
+    try_redelivery_body(repo_json, build_raw, system_json).unwrap_or_default()
+}
+
+/// [`redelivery_body`], reporting inputs that are not JSON objects instead of hiding them.
+///
+/// The output is compact (JSON whitespace outside strings removed, nothing else changed) and
+/// follows drone's Go field order: top level `event, action, repo, build, system`; inside
+/// `repo`, `build` goes right after `version` (drone's `Repository` struct order), replacing
+/// any `build` the repo object already had.
+pub fn try_redelivery_body(
+    repo_json: &str,
+    build_raw: &str,
+    system_json: Option<&str>,
+) -> Result<String, ParseError> {
+    let repo = RawObject::parse(repo_json)?;
+    // Validate the build and system objects: a bad one must not produce a broken body.
+    RawObject::parse(build_raw)?;
+    if let Some(system) = system_json {
+        RawObject::parse(system)?;
+    }
+    let build = compact(build_raw.trim());
+
+    let members: Vec<&(String, &RawValue)> =
+        repo.entries.iter().filter(|(k, _)| k != "build").collect();
+    // Go order of `Repository`: ..., version, build?, permissions?, archived.
+    let insert_at = members
+        .iter()
+        .position(|(k, _)| k == "version")
+        .map(|i| i + 1)
+        .or_else(|| {
+            members
+                .iter()
+                .position(|(k, _)| k == "permissions" || k == "archived")
+        })
+        .unwrap_or(members.len());
+
+    let mut out = String::with_capacity(repo_json.len() + 2 * build.len() + 128);
+    out.push_str(r#"{"event":"build","action":"updated","repo":{"#);
+    let mut first = true;
+    let mut push_member = |out: &mut String, key_json: &str, value: &str| {
+        if !first {
+            out.push(',');
+        }
+        first = false;
+        out.push_str(key_json);
+        out.push(':');
+        out.push_str(value);
+    };
+    for (i, (key, value)) in members.iter().enumerate() {
+        if i == insert_at {
+            push_member(&mut out, r#""build""#, &build);
+        }
+        push_member(&mut out, &json_string(key), &compact(value.get()));
+    }
+    if insert_at >= members.len() {
+        push_member(&mut out, r#""build""#, &build);
+    }
+    out.push_str(r#"},"build":"#);
+    out.push_str(&build);
+    if let Some(system) = system_json {
+        out.push_str(r#","system":"#);
+        out.push_str(&compact(system.trim()));
+    }
+    out.push('}');
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared with the webhook parser.
+
+/// Parses a drone repository object: the [`RepoRef`] we address the API with, and the
+/// object's JSON without its nested `build` (step webhooks and `/builds/incomplete` carry
+/// one), every other member kept in order with its value byte-for-byte.
+pub(crate) fn parse_repo_object(raw: &str) -> Result<(RepoRef, String), ParseError> {
+    let obj = RawObject::parse(raw)?;
+    let id = obj.u64_field("id", "repo.id")?;
+    let namespace = obj.non_empty_string("namespace", "repo.namespace")?;
+    let name = obj.non_empty_string("name", "repo.name")?;
+
+    let mut json = String::with_capacity(raw.len());
+    json.push('{');
+    let mut first = true;
+    for (key, value) in obj.entries.iter().filter(|(k, _)| k != "build") {
+        if !first {
+            json.push(',');
+        }
+        first = false;
+        json.push_str(&json_string(key));
+        json.push(':');
+        json.push_str(value.get());
+    }
+    json.push('}');
+    Ok((
+        RepoRef {
+            id,
+            namespace,
+            name,
+        },
+        json,
+    ))
+}
+
+/// `number`, `status` and `version` of a drone build object. An unknown status string is
+/// kept as [`BuildStatus::Unknown`] (drone may add statuses; like `IsDone()` they count as
+/// done), but a status that is not a string is malformed.
+pub(crate) fn build_fields(obj: &RawObject<'_>) -> Result<(u64, BuildStatus, u64), ParseError> {
+    let number = obj.u64_field("number", "build.number")?;
+    let status = BuildStatus::parse(&obj.string("status", "build.status")?);
+    let version = obj.u64_field("version", "build.version")?;
+    Ok((number, status, version))
+}
+
+/// Bodies arrive as bytes; anything that is not UTF-8 cannot be drone's JSON.
+pub(crate) fn utf8(body: &[u8]) -> Result<&str, ParseError> {
+    std::str::from_utf8(body).map_err(|_| ParseError::Json("not UTF-8".to_string()))
+}
+
+/// A JSON object's members in document order, each value as its raw (validated) text.
+///
+/// Order matters for re-deliveries, and raw values let us copy drone's objects without
+/// re-encoding them. serde_json skips raw values iteratively, so deeply nested input is
+/// refused by its depth limit instead of overflowing the stack.
+#[derive(Debug)]
+pub(crate) struct RawObject<'a> {
+    pub(crate) entries: Vec<(String, &'a RawValue)>,
+}
+
+impl<'a> RawObject<'a> {
+    /// Parses `text`, which must be exactly one JSON object (surrounding whitespace allowed).
+    pub(crate) fn parse(text: &'a str) -> Result<Self, ParseError> {
+        if nesting_depth(text) > MAX_DEPTH {
+            return Err(ParseError::Json(format!(
+                "nested deeper than {MAX_DEPTH} levels"
+            )));
+        }
+        serde_json::from_str::<RawObject<'a>>(text).map_err(|e| ParseError::Json(e.to_string()))
+    }
+
+    /// The raw value of `key`. A key present more than once is ambiguous (JSON decoders
+    /// disagree on which one wins), so it is an error rather than a guess.
+    pub(crate) fn get(
+        &self,
+        key: &str,
+        name: &'static str,
+    ) -> Result<Option<&'a RawValue>, ParseError> {
+        let mut found = None;
+        for (k, v) in &self.entries {
+            if k == key {
+                if found.is_some() {
+                    return Err(ParseError::Invalid(name));
+                }
+                found = Some(*v);
+            }
+        }
+        Ok(found)
+    }
+
+    /// The raw value of `key`, `None` when absent or JSON `null` (Go's `omitempty` pointers).
+    pub(crate) fn get_non_null(
+        &self,
+        key: &str,
+        name: &'static str,
+    ) -> Result<Option<&'a RawValue>, ParseError> {
+        Ok(self.get(key, name)?.filter(|v| v.get() != "null"))
+    }
+
+    /// A required unsigned integer. Negative numbers, floats, strings and values beyond
+    /// `u64` are all invalid: drone's ids, numbers and versions are non-negative integers.
+    pub(crate) fn u64_field(&self, key: &str, name: &'static str) -> Result<u64, ParseError> {
+        let raw = self.get(key, name)?.ok_or(ParseError::Missing(name))?;
+        serde_json::from_str::<u64>(raw.get()).map_err(|_| ParseError::Invalid(name))
+    }
+
+    /// A required string.
+    pub(crate) fn string(&self, key: &str, name: &'static str) -> Result<String, ParseError> {
+        let raw = self.get(key, name)?.ok_or(ParseError::Missing(name))?;
+        serde_json::from_str::<String>(raw.get()).map_err(|_| ParseError::Invalid(name))
+    }
+
+    /// A required, non-empty string (an empty name cannot address the API).
+    pub(crate) fn non_empty_string(
+        &self,
+        key: &str,
+        name: &'static str,
+    ) -> Result<String, ParseError> {
+        let s = self.string(key, name)?;
+        if s.is_empty() {
+            return Err(ParseError::Invalid(name));
+        }
+        Ok(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawObject<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(RawObjectVisitor)
+    }
+}
+
+/// Accepts only a JSON object (no arrays, unlike derived struct deserializers).
+struct RawObjectVisitor;
+
+impl<'de> Visitor<'de> for RawObjectVisitor {
+    type Value = RawObject<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut entries = Vec::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let value: &'de RawValue = map.next_value()?;
+            entries.push((key, value));
+        }
+        Ok(RawObject { entries })
+    }
+}
+
+/// Deepest nesting we accept. serde_json skips raw values without its recursion limit, so
+/// without this check an absurdly nested value would be accepted and then copied into
+/// re-deliveries that other decoders refuse. Drone's objects nest about 7 levels; 128 is
+/// serde_json's own limit.
+const MAX_DEPTH: usize = 128;
+
+/// Maximum bracket nesting of `json`, ignoring brackets inside strings. Runs on unvalidated
+/// input: it only counts, the parser that follows reports any syntax error.
+fn nesting_depth(json: &str) -> usize {
+    let (mut depth, mut max) = (0usize, 0usize);
+    let mut in_string = false;
+    let mut escaped = false;
+    for b in json.bytes() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+        } else {
+            match b {
+                b'"' => in_string = true,
+                b'{' | b'[' => {
+                    depth += 1;
+                    max = max.max(depth);
+                }
+                b'}' | b']' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+    }
+    max
+}
+
+/// `s` as a JSON string literal (keys are decoded when parsed, so they are re-encoded).
+fn json_string(s: &str) -> String {
+    serde_json::Value::String(s.to_string()).to_string()
+}
+
+/// Removes JSON whitespace outside strings. Only for already validated JSON: the tokens are
+/// copied unchanged, so numbers and strings stay byte-for-byte what drone wrote, while an
+/// answer pretty-printed by `HTTP_JSON_INDENT=true` becomes compact like a real webhook.
+fn compact(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    let mut in_string = false;
+    let mut escaped = false;
+    for c in json.chars() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+            out.push(c);
+        } else if !matches!(c, ' ' | '\t' | '\n' | '\r') {
+            if c == '"' {
+                in_string = true;
+            }
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Percent-encodes one path segment: RFC 3986 unreserved characters stay, every other byte
+/// (including `/`, so a name can never add a segment) becomes `%XX`.
+fn encode_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push('%');
+            out.push(hex_digit(b >> 4));
+            out.push(hex_digit(b & 0x0f));
+        }
+    }
+    out
+}
+
+/// Upper-case hex digit of the low nibble of `n` (RFC 3986 recommends upper case).
+fn hex_digit(n: u8) -> char {
+    let n = n & 0x0f;
+    char::from(if n < 10 { b'0' + n } else { b'A' + n - 10 })
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::expect_used,
+    clippy::panic
+)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn fixture(name: &str) -> String {
+        let path =
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures/drone/").to_string() + name;
+        std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!("drone fixture `{path}` is missing ({e}); the tests need the shared fixtures directory")
+        })
+    }
+
+    fn repo(ns: &str, name: &str) -> RepoRef {
+        RepoRef {
+            id: 42,
+            namespace: ns.to_string(),
+            name: name.to_string(),
+        }
+    }
+
+    /// The raw text of a top-level member of a webhook fixture, exactly as drone wrote it.
+    fn member(body: &str, key: &str) -> String {
+        let top = RawObject::parse(body).unwrap();
+        top.get(key, "member").unwrap().unwrap().get().to_string()
+    }
+
+    /// The repo object of a webhook fixture, as the webhook parser hands it on.
+    fn webhook_repo_json(name: &str) -> String {
+        parse_repo_object(&member(&fixture(name), "repo"))
+            .unwrap()
+            .1
+    }
+
+    #[test]
+    fn api_build_fixture_parses() {
+        let body = fixture("api-build-success.json");
+        let b = parse_build(body.as_bytes()).unwrap();
+        assert_eq!(b.number, 101);
+        assert_eq!(b.status, BuildStatus::Success);
+        assert_eq!(b.version, 3);
+        assert_eq!(b.raw, body.trim());
+        assert!(b.raw.starts_with("{\"id\":5001,") && b.raw.ends_with("}]}]}"));
+    }
+
+    #[test]
+    fn api_build_raw_is_trimmed_of_drones_newline() {
+        let body = format!("  \n{}\n", fixture("api-build-success.json"));
+        let b = parse_build(body.as_bytes()).unwrap();
+        assert_eq!(b.raw, fixture("api-build-success.json").trim());
+        let v: Value = serde_json::from_str(b.raw).unwrap();
+        assert_eq!(v["number"], 101);
+    }
+
+    #[test]
+    fn pretty_printed_api_answer_parses() {
+        let v: Value = serde_json::from_str(&fixture("api-build-success.json")).unwrap();
+        let pretty = serde_json::to_string_pretty(&v).unwrap() + "\n";
+        let b = parse_build(pretty.as_bytes()).unwrap();
+        assert_eq!(
+            (b.number, b.status, b.version),
+            (101, BuildStatus::Success, 3)
+        );
+        assert_eq!(b.raw, pretty.trim());
+    }
+
+    #[test]
+    fn build_statuses_including_unknown() {
+        for (s, want) in [
+            ("pending", BuildStatus::Pending),
+            ("running", BuildStatus::Running),
+            ("killed", BuildStatus::Killed),
+            ("declined", BuildStatus::Declined),
+            (
+                "waiting_on_dependencies",
+                BuildStatus::WaitingOnDependencies,
+            ),
+            ("completed", BuildStatus::Unknown),
+            ("", BuildStatus::Unknown),
+            ("SUCCESS", BuildStatus::Unknown),
+        ] {
+            let body = format!(r#"{{"number":7,"status":"{s}","version":2}}"#);
+            assert_eq!(parse_build(body.as_bytes()).unwrap().status, want, "{s}");
+        }
+    }
+
+    #[test]
+    fn build_field_errors_are_typed() {
+        let cases: &[(&str, ParseError)] = &[
+            (
+                r#"{"status":"success","version":3}"#,
+                ParseError::Missing("build.number"),
+            ),
+            (
+                r#"{"number":1,"version":3}"#,
+                ParseError::Missing("build.status"),
+            ),
+            (
+                r#"{"number":1,"status":"success"}"#,
+                ParseError::Missing("build.version"),
+            ),
+            (
+                r#"{"number":"1","status":"success","version":3}"#,
+                ParseError::Invalid("build.number"),
+            ),
+            (
+                r#"{"number":-1,"status":"success","version":3}"#,
+                ParseError::Invalid("build.number"),
+            ),
+            (
+                r#"{"number":1.5,"status":"success","version":3}"#,
+                ParseError::Invalid("build.number"),
+            ),
+            (
+                r#"{"number":1,"status":5,"version":3}"#,
+                ParseError::Invalid("build.status"),
+            ),
+            (
+                r#"{"number":1,"status":null,"version":3}"#,
+                ParseError::Invalid("build.status"),
+            ),
+            (
+                r#"{"number":1,"status":"success","version":-3}"#,
+                ParseError::Invalid("build.version"),
+            ),
+            (
+                r#"{"number":1,"status":"success","version":3.0}"#,
+                ParseError::Invalid("build.version"),
+            ),
+            (
+                r#"{"number":1,"status":"success","version":1e3}"#,
+                ParseError::Invalid("build.version"),
+            ),
+            (
+                r#"{"number":1,"status":"success","version":"3"}"#,
+                ParseError::Invalid("build.version"),
+            ),
+            (
+                r#"{"number":1,"status":"success","version":null}"#,
+                ParseError::Invalid("build.version"),
+            ),
+            (
+                r#"{"number":1,"status":"success","version":18446744073709551616}"#,
+                ParseError::Invalid("build.version"),
+            ),
+            (
+                r#"{"number":1,"status":"success","version":3,"version":4}"#,
+                ParseError::Invalid("build.version"),
+            ),
+        ];
+        for (body, want) in cases {
+            assert_eq!(parse_build(body.as_bytes()).unwrap_err(), *want, "{body}");
+        }
+        let max = format!(
+            r#"{{"number":1,"status":"success","version":{}}}"#,
+            u64::MAX
+        );
+        assert_eq!(parse_build(max.as_bytes()).unwrap().version, u64::MAX);
+    }
+
+    #[test]
+    fn malformed_api_answers_are_json_errors() {
+        let full = fixture("api-build-success.json");
+        let bad: Vec<Vec<u8>> = vec![
+            b"".to_vec(),
+            b"   ".to_vec(),
+            b"null".to_vec(),
+            b"[]".to_vec(),
+            b"[101,\"success\",3]".to_vec(),
+            b"\"x\"".to_vec(),
+            b"{".to_vec(),
+            b"{\"number\":1,\"status\":\"success\",\"version\":3} {}".to_vec(),
+            b"{\"number\":1,\"status\":\"success\",\"version\":3,}".to_vec(),
+            b"{\"message\":\"sql: no rows in result set\"".to_vec(),
+            vec![0xff, 0xfe, b'{', b'}'],
+            [
+                b"{\"number\":1,\"status\":\"succ".as_slice(),
+                &[0xc3, 0x28],
+                b"\",\"version\":3}",
+            ]
+            .concat(),
+            "\u{feff}{}".as_bytes().to_vec(),
+        ];
+        for body in &bad {
+            assert!(
+                matches!(parse_build(body), Err(ParseError::Json(_))),
+                "{:?}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        // Every truncation of a real answer is refused, none panics.
+        for cut in 0..full.len() - 1 {
+            assert!(
+                parse_build(&full.as_bytes()[..cut]).is_err(),
+                "cut at {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn error_answers_are_missing_fields() {
+        for body in [
+            r#"{"message":"sql: no rows in result set"}"#,
+            r#"{"message":"Unauthorized"}"#,
+            "{}",
+        ] {
+            assert_eq!(
+                parse_build(body.as_bytes()).unwrap_err(),
+                ParseError::Missing("build.number")
+            );
+        }
+    }
+
+    #[test]
+    fn nesting_limit_is_exact() {
+        let at = |n: usize| format!("{}{}", "[".repeat(n - 1), "]".repeat(n - 1));
+        let body = |n: usize| {
+            format!(
+                r#"{{"number":1,"status":"success","version":3,"s":{}}}"#,
+                at(n)
+            )
+        };
+        assert!(parse_build(body(MAX_DEPTH).as_bytes()).is_ok());
+        assert!(matches!(
+            parse_build(body(MAX_DEPTH + 1).as_bytes()),
+            Err(ParseError::Json(_))
+        ));
+        // Brackets inside strings do not count.
+        let quoted = format!(
+            r#"{{"number":1,"status":"success","version":3,"s":"{}\"{}"}}"#,
+            "[".repeat(500),
+            "{".repeat(500)
+        );
+        assert!(parse_build(quoted.as_bytes()).is_ok());
+        assert_eq!(nesting_depth(r#"{"a":"\\",  "b":[{}]}"#), 3);
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_without_overflow() {
+        let deep = format!(
+            r#"{{"number":1,"status":"success","version":3,"stages":{}{}}}"#,
+            "[".repeat(200_000),
+            "]".repeat(200_000)
+        );
+        assert!(parse_build(deep.as_bytes()).is_err());
+        let deep_repo = format!(
+            r#"{{"id":1,"namespace":"a","name":"b","x":{}1{}}}"#,
+            "{\"a\":".repeat(100_000),
+            "}".repeat(100_000)
+        );
+        assert!(parse_repo(deep_repo.as_bytes()).is_err());
+        // Nesting within serde_json's limit is fine.
+        let ok = format!(
+            r#"{{"number":1,"status":"success","version":3,"stages":{}{}}}"#,
+            "[".repeat(100),
+            "]".repeat(100)
+        );
+        assert!(parse_build(ok.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn repo_answer_parses_and_drops_build() {
+        let body = fixture("webhook-build-updated-success.json");
+        let top: Value = serde_json::from_str(&body).unwrap();
+        let repo_text = member(&body, "repo") + "\n";
+        let (r, json) = parse_repo(repo_text.as_bytes()).unwrap();
+        assert_eq!(r, repo("octocat", "hello-world"));
+        let mut want = top["repo"].clone();
+        want.as_object_mut().unwrap().remove("build");
+        assert_eq!(serde_json::from_str::<Value>(&json).unwrap(), want);
+        assert!(!json.contains("\"build\""));
+        assert!(
+            json.contains(r#""version":105,"archived":false}"#),
+            "{json}"
+        );
+    }
+
+    #[test]
+    fn repo_json_keeps_order_and_bytes() {
+        let body = r#"{"id":7,"namespace":"o","name":"n","x":1.50,"build":{"number":1},"y":"\u00e9\n","z":[1,  2],"archived":false}"#;
+        let (r, json) = parse_repo(body.as_bytes()).unwrap();
+        assert_eq!(r.id, 7);
+        assert_eq!(
+            json,
+            r#"{"id":7,"namespace":"o","name":"n","x":1.50,"y":"\u00e9\n","z":[1,  2],"archived":false}"#
+        );
+        // A repo without `build` comes back unchanged.
+        let plain = r#"{"id":7,"namespace":"o","name":"n","archived":false}"#;
+        assert_eq!(parse_repo(plain.as_bytes()).unwrap().1, plain);
+    }
+
+    #[test]
+    fn repo_errors() {
+        let cases: &[(&str, ParseError)] = &[
+            (
+                r#"{"namespace":"o","name":"n"}"#,
+                ParseError::Missing("repo.id"),
+            ),
+            (
+                r#"{"id":1,"name":"n"}"#,
+                ParseError::Missing("repo.namespace"),
+            ),
+            (
+                r#"{"id":1,"namespace":"o"}"#,
+                ParseError::Missing("repo.name"),
+            ),
+            (
+                r#"{"id":1,"namespace":"","name":"n"}"#,
+                ParseError::Invalid("repo.namespace"),
+            ),
+            (
+                r#"{"id":1,"namespace":"o","name":""}"#,
+                ParseError::Invalid("repo.name"),
+            ),
+            (
+                r#"{"id":1,"namespace":"o","name":7}"#,
+                ParseError::Invalid("repo.name"),
+            ),
+            (
+                r#"{"id":-1,"namespace":"o","name":"n"}"#,
+                ParseError::Invalid("repo.id"),
+            ),
+            (
+                r#"{"id":"1","namespace":"o","name":"n"}"#,
+                ParseError::Invalid("repo.id"),
+            ),
+            (
+                r#"{"id":1e30,"namespace":"o","name":"n"}"#,
+                ParseError::Invalid("repo.id"),
+            ),
+        ];
+        for (body, want) in cases {
+            assert_eq!(parse_repo(body.as_bytes()).unwrap_err(), *want, "{body}");
+        }
+        assert!(matches!(parse_repo(b"[1]"), Err(ParseError::Json(_))));
+        assert!(matches!(parse_repo(&[0x80]), Err(ParseError::Json(_))));
+    }
+
+    #[test]
+    fn paths_encode_segments() {
+        assert_eq!(
+            repo_path(&repo("octocat", "hello-world")),
+            "/api/repos/octocat/hello-world"
+        );
+        assert_eq!(
+            build_path(&repo("octocat", "hello-world"), 101),
+            "/api/repos/octocat/hello-world/builds/101"
+        );
+        assert_eq!(
+            build_path(&repo("my org", "a/b?c#d%e"), 1),
+            "/api/repos/my%20org/a%2Fb%3Fc%23d%25e/builds/1"
+        );
+        assert_eq!(
+            repo_path(&repo("A-Za-z0-9-._~", "..")),
+            "/api/repos/A-Za-z0-9-._~/.."
+        );
+        assert_eq!(repo_path(&repo("é", "+:@")), "/api/repos/%C3%A9/%2B%3A%40");
+        assert_eq!(
+            build_path(&repo("o", "n"), u64::MAX),
+            format!("/api/repos/o/n/builds/{}", u64::MAX)
+        );
+    }
+
+    #[test]
+    fn redelivery_reproduces_drones_final_webhook() {
+        let want = fixture("webhook-build-updated-success.json");
+        let repo_json = webhook_repo_json("webhook-build-updated-success.json");
+        let api = fixture("api-build-success.json");
+        let build = parse_build(api.as_bytes()).unwrap();
+        let want_value: Value = serde_json::from_str(&want).unwrap();
+        let system = member(&want, "system");
+
+        let body = redelivery_body(&repo_json, build.raw, Some(&system));
+        let got: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(got, want_value);
+        // Go field order and compact encoding: byte-identical to what drone sent.
+        assert_eq!(body, want.trim());
+    }
+
+    #[test]
+    fn redelivery_from_running_and_created_repos() {
+        // The repo of a step webhook (with a stale nested build) and of build:created
+        // (without one) give the same re-delivery.
+        let api = fixture("api-build-success.json");
+        let a = redelivery_body(
+            &webhook_repo_json("webhook-build-updated-running.json"),
+            api.trim(),
+            None,
+        );
+        let b = redelivery_body(
+            &webhook_repo_json("webhook-build-created.json"),
+            api.trim(),
+            None,
+        );
+        assert_eq!(a, b);
+        let v: Value = serde_json::from_str(&a).unwrap();
+        assert_eq!(v["repo"]["build"]["status"], "success");
+        assert_eq!(v["repo"]["build"], v["build"]);
+        assert!(v.get("system").is_none());
+        assert!(v.get("user").is_none());
+        assert!(a.starts_with(r#"{"event":"build","action":"updated","repo":{"id":42,"#));
+        assert!(a.contains(r#""version":105,"build":{"id":5001,"#));
+        assert!(a.ends_with(r#""golang:1.22"}]}]}}"#), "{a}");
+    }
+
+    #[test]
+    fn redelivery_build_placement() {
+        let b = r#"{"number":1}"#;
+        // Right after version, replacing an existing build wherever it was.
+        assert_eq!(
+            redelivery_body(
+                r#"{"build":{"old":1},"id":1,"version":2,"archived":false}"#,
+                b,
+                None
+            ),
+            r#"{"event":"build","action":"updated","repo":{"id":1,"version":2,"build":{"number":1},"archived":false},"build":{"number":1}}"#
+        );
+        // version last.
+        assert_eq!(
+            redelivery_body(r#"{"id":1,"version":2}"#, b, Some(r#"{"host":"h"}"#)),
+            r#"{"event":"build","action":"updated","repo":{"id":1,"version":2,"build":{"number":1}},"build":{"number":1},"system":{"host":"h"}}"#
+        );
+        // No version: before permissions/archived, else at the end.
+        assert_eq!(
+            redelivery_body(r#"{"id":1,"permissions":{},"archived":false}"#, b, None),
+            r#"{"event":"build","action":"updated","repo":{"id":1,"build":{"number":1},"permissions":{},"archived":false},"build":{"number":1}}"#
+        );
+        assert_eq!(
+            redelivery_body(r#"{"id":1,"archived":true}"#, b, None),
+            r#"{"event":"build","action":"updated","repo":{"id":1,"build":{"number":1},"archived":true},"build":{"number":1}}"#
+        );
+        assert_eq!(
+            redelivery_body(r#"{"id":1}"#, b, None),
+            r#"{"event":"build","action":"updated","repo":{"id":1,"build":{"number":1}},"build":{"number":1}}"#
+        );
+        assert_eq!(
+            redelivery_body("{}", b, None),
+            r#"{"event":"build","action":"updated","repo":{"build":{"number":1}},"build":{"number":1}}"#
+        );
+    }
+
+    #[test]
+    fn redelivery_is_compact_but_keeps_string_bytes() {
+        let repo = "{ \"id\" : 1 ,\n \"name\":\"a  b\\\" c\", \"version\": 2 }";
+        let build =
+            "\n{\n  \"number\": 1,\n  \"message\": \"x \\\\\\\" y\\n\",\n  \"f\": 1.50E+2\n}\n";
+        let body = redelivery_body(repo, build, Some(" { \"link\" : \"h t\" } "));
+        assert_eq!(
+            body,
+            r#"{"event":"build","action":"updated","repo":{"id":1,"name":"a  b\" c","version":2,"build":{"number":1,"message":"x \\\" y\n","f":1.50E+2}},"build":{"number":1,"message":"x \\\" y\n","f":1.50E+2},"system":{"link":"h t"}}"#
+        );
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["build"]["message"], "x \\\" y\n");
+        assert_eq!(v["repo"]["name"], "a  b\" c");
+    }
+
+    #[test]
+    fn redelivery_refuses_non_objects() {
+        let b = r#"{"number":1}"#;
+        for (repo, build, system) in [
+            ("[]", b, None),
+            ("{", b, None),
+            ("{}", "[1]", None),
+            ("{}", "", None),
+            ("{}", "{\"a\":1} x", None),
+            ("{}", b, Some("null")),
+            ("{}", b, Some("\"s\"")),
+            ("{}", b, Some("")),
+        ] {
+            assert!(
+                try_redelivery_body(repo, build, system).is_err(),
+                "{repo} {build} {system:?}"
+            );
+            assert_eq!(redelivery_body(repo, build, system), "");
+        }
+    }
+
+    #[test]
+    fn compact_and_encoding_helpers() {
+        assert_eq!(compact(" [ 1 , \"a b\\\\\" , { } ]\n"), r#"[1,"a b\\",{}]"#);
+        assert_eq!(compact(r#""\" ""#), r#""\" ""#);
+        assert_eq!(json_string("a\"b\\c\n"), r#""a\"b\\c\n""#);
+        assert_eq!(hex_digit(0), '0');
+        assert_eq!(hex_digit(15), 'F');
+    }
 }
