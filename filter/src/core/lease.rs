@@ -75,7 +75,7 @@ pub fn decide(current: Option<&[u8]>, me: u64, now_ms: u64, lease_ms: u64) -> De
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 
@@ -87,7 +87,14 @@ mod tests {
             epoch: 4,
         };
         assert_eq!(Lease::decode(&l.encode()), Some(l));
-        for bad in [&b""[..], b"v1", b"v2 1 2 3", b"v1 zz 1 1", b"v1 1 1 1 1", b"\xff\xfe"] {
+        for bad in [
+            &b""[..],
+            b"v1",
+            b"v2 1 2 3",
+            b"v1 zz 1 1",
+            b"v1 1 1 1 1",
+            b"\xff\xfe",
+        ] {
             assert_eq!(Lease::decode(bad), None);
         }
     }
@@ -103,9 +110,13 @@ mod tests {
         // Another root follows while it is valid.
         assert_eq!(decide(Some(&v), 2, 1499, 500), Decision::Follow);
         // The holder renews.
-        assert!(matches!(decide(Some(&v), 1, 1200, 500), Decision::Renew(l) if l.expires_ms == 1700 && l.epoch == 1));
+        assert!(
+            matches!(decide(Some(&v), 1, 1200, 500), Decision::Renew(l) if l.expires_ms == 1700 && l.epoch == 1)
+        );
         // Once expired, another takes over with a new epoch.
-        assert!(matches!(decide(Some(&v), 2, 1500, 500), Decision::Acquire(l) if l.owner == 2 && l.epoch == 2));
+        assert!(
+            matches!(decide(Some(&v), 2, 1500, 500), Decision::Acquire(l) if l.owner == 2 && l.epoch == 2)
+        );
         // An emptied value counts as free.
         assert!(matches!(decide(Some(b""), 3, 0, 500), Decision::Acquire(_)));
     }

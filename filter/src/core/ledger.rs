@@ -160,7 +160,13 @@ impl Ledger {
 
     /// The builds of one shard, for its snapshot.
     pub fn shard_entries(&self, shard: u32) -> impl Iterator<Item = (&BuildKey, &Entry)> {
-        let lo = (shard, BuildKey { repo_id: 0, number: 0 });
+        let lo = (
+            shard,
+            BuildKey {
+                repo_id: 0,
+                number: 0,
+            },
+        );
         let hi = (shard, max_key());
         self.entries.range(lo..=hi).map(|((_, k), e)| (k, e))
     }
@@ -306,7 +312,7 @@ fn max_key() -> BuildKey {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 
@@ -359,7 +365,11 @@ mod tests {
             assert_eq!(l.insert(key(n), scheduled(n, 100 + n)), None);
         }
         l.remove(&key(1));
-        assert_eq!(l.insert(key(4), scheduled(4, 104)), None, "room after removal");
+        assert_eq!(
+            l.insert(key(4), scheduled(4, 104)),
+            None,
+            "room after removal"
+        );
         assert_eq!(l.insert(key(5), scheduled(5, 105)), Some(key(2)));
         assert_eq!(l.len(), 3);
         assert!(l.get(&key(2)).is_none());
@@ -406,7 +416,10 @@ mod tests {
         }
         let total: usize = (0..l.shards()).map(|s| l.shard_entries(s).count()).sum();
         assert_eq!(total, 500);
-        assert!((0..l.shards()).all(|s| l.shard_entries(s).count() > 10), "spread");
+        assert!(
+            (0..l.shards()).all(|s| l.shard_entries(s).count() > 10),
+            "spread"
+        );
         assert_eq!(l.take_dirty().len(), 16);
         assert!(l.take_dirty().is_empty());
         l.update(&key(7), |e| e.failures = 1);

@@ -169,7 +169,7 @@ pub fn reschedule_in_flight(entry: &mut Entry, now_ms: u64) {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

@@ -85,12 +85,7 @@ pub fn plugin_configuration() -> Option<Vec<u8>> {
 }
 
 pub fn send_local_response(status: u32, body: &[u8]) -> bool {
-    hostcalls::send_http_response(
-        status,
-        vec![("content-type", "text/plain")],
-        Some(body),
-    )
-    .is_ok()
+    hostcalls::send_http_response(status, vec![("content-type", "text/plain")], Some(body)).is_ok()
 }
 
 pub fn add_request_header(name: &str, value: &str) -> bool {

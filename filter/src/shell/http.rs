@@ -40,7 +40,8 @@ pub struct Observer {
 }
 
 fn utf8(v: Option<&[u8]>) -> Option<String> {
-    v.and_then(|b| std::str::from_utf8(b).ok()).map(str::to_string)
+    v.and_then(|b| std::str::from_utf8(b).ok())
+        .map(str::to_string)
 }
 
 impl Observer {
@@ -155,8 +156,7 @@ impl HttpContext for Observer {
         let method = utf8(host::first(&headers, ":method")).unwrap_or_default();
         let path = utf8(host::first(&headers, ":path")).unwrap_or_default();
         let event = utf8(host::first(&headers, "x-drone-event"));
-        if !webhook::is_build_webhook(&method, &path, event.as_deref(), &shared.cfg.webhook_path)
-        {
+        if !webhook::is_build_webhook(&method, &path, event.as_deref(), &shared.cfg.webhook_path) {
             return Action::Continue;
         }
         self.watching = true;
@@ -168,8 +168,8 @@ impl HttpContext for Observer {
                 signature: utf8(host::first(&headers, "signature")),
             };
         }
-        self.holding = shared.cfg.signature_mode == SignatureMode::Enforce
-            || shared.cfg.live_webhook_id;
+        self.holding =
+            shared.cfg.signature_mode == SignatureMode::Enforce || shared.cfg.live_webhook_id;
         if end_of_stream {
             return self.body_complete(&shared);
         }
@@ -201,8 +201,8 @@ impl HttpContext for Observer {
                 };
             }
             if !self.oversized && body_size > 0 {
-                self.body = host::buffer(BufferType::HttpRequestBody, 0, body_size)
-                    .unwrap_or_default();
+                self.body =
+                    host::buffer(BufferType::HttpRequestBody, 0, body_size).unwrap_or_default();
             }
             return self.body_complete(&shared);
         }

@@ -82,7 +82,10 @@ impl Root {
                     // Envoy checks CAS only for existing keys: two roots may both "insert".
                     // Read back; the last writer wins, the other steps aside.
                     let (now_value, _) = host::shared_get(&self.keys.lease);
-                    let owner = now_value.as_deref().and_then(Lease::decode).map(|l| l.owner);
+                    let owner = now_value
+                        .as_deref()
+                        .and_then(Lease::decode)
+                        .map(|l| l.owner);
                     if owner != Some(self.me) {
                         return false;
                     }
@@ -95,7 +98,10 @@ impl Root {
 
     fn step_down(&mut self, why: &str) {
         if self.leader.take().is_some() {
-            log::info!("status-sync: root {} is no longer the reconciler: {why}", self.context_id);
+            log::info!(
+                "status-sync: root {} is no longer the reconciler: {why}",
+                self.context_id
+            );
         }
     }
 
@@ -278,7 +284,10 @@ impl RootContext for Root {
             }
         };
         if !host::set_tick_period_ms(cfg.tick_ms) {
-            log::error!("status-sync: the host refused set_tick_period({} ms)", cfg.tick_ms);
+            log::error!(
+                "status-sync: the host refused set_tick_period({} ms)",
+                cfg.tick_ms
+            );
             return false;
         }
         self.keys = Keys {

@@ -1,0 +1,520 @@
+//! Deterministic scenarios for the reconciliation planner, driven natively: observations, ticks
+//! and call answers in, calls out, with a virtual clock.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use status_sync::core::config::Config;
+use status_sync::core::model::{BuildStatus, DeliveryOutcome, ParsedWebhook, RepoRef};
+use status_sync::core::observation::Observation;
+use status_sync::core::reconciler::{CallResult, OutgoingCall, Reconciler};
+
+const REPO_JSON: &str = r#"{"id":42,"uid":"1","namespace":"octocat","name":"hello-world","slug":"octocat/hello-world","counter":101,"version":105,"archived":false}"#;
+
+fn config(extra: &str) -> Config {
+    let json = format!(
+        r#"{{"pipeline_cluster":"pipeline","drone_cluster":"drone","drone_token":"t0k3n","tick_ms":100,"stale_after_ms":1000,"max_poll_interval_ms":8000,"circuit_open_ms":2000{extra}}}"#
+    );
+    Config::parse(json.as_bytes(), &|_| None).unwrap()
+}
+
+fn hook(number: u64, status: &str, version: u64) -> ParsedWebhook {
+    ParsedWebhook {
+        repo: RepoRef {
+            id: 42,
+            namespace: "octocat".into(),
+            name: "hello-world".into(),
+        },
+        number,
+        status: BuildStatus::parse(status),
+        version,
+        action: "updated".into(),
+        repo_json: Some(REPO_JSON.into()),
+        system_json: Some(r#"{"proto":"https","host":"drone.example.com"}"#.into()),
+    }
+}
+
+fn obs(number: u64, status: &str, version: u64, outcome: DeliveryOutcome) -> Observation {
+    Observation {
+        webhook: hook(number, status, version),
+        outcome,
+    }
+}
+
+fn api_build(number: u64, status: &str, version: u64) -> Vec<u8> {
+    format!(
+        "{{\"id\":{},\"repo_id\":42,\"number\":{number},\"status\":\"{status}\",\"event\":\"push\",\"version\":{version},\"stages\":[]}}\n",
+        5000 + number
+    )
+    .into_bytes()
+}
+
+fn ok(body: Vec<u8>) -> CallResult {
+    CallResult::Response { status: 200, body }
+}
+
+struct Sim {
+    r: Reconciler,
+    now: u64,
+    drone_calls: usize,
+    delivered: Vec<(u64, String, u64, String)>,
+}
+
+impl Sim {
+    fn new(cfg: Config) -> Self {
+        Sim {
+            r: Reconciler::new(cfg, 1),
+            now: 1_000_000,
+            drone_calls: 0,
+            delivered: vec![],
+        }
+    }
+
+    /// Runs ticks for `ms`, answering drone with `drone(number)` and the pipeline with
+    /// `pipeline_status`.
+    fn run(
+        &mut self,
+        ms: u64,
+        drone: &mut dyn FnMut(u64) -> CallResult,
+        pipeline_status: &mut dyn FnMut() -> CallResult,
+    ) {
+        let end = self.now + ms;
+        while self.now < end {
+            self.now += 100;
+            let mut calls = self.r.tick(self.now);
+            while let Some(call) = calls.pop() {
+                let answer = self.answer(&call, drone, pipeline_status);
+                calls.extend(self.r.on_response(call.id, answer, self.now));
+            }
+        }
+    }
+
+    fn answer(
+        &mut self,
+        call: &OutgoingCall,
+        drone: &mut dyn FnMut(u64) -> CallResult,
+        pipeline: &mut dyn FnMut() -> CallResult,
+    ) -> CallResult {
+        if call.cluster == "drone" {
+            self.drone_calls += 1;
+            let path = call.header(":path").unwrap().to_string();
+            assert_eq!(call.header("authorization"), Some("Bearer t0k3n"));
+            assert_eq!(call.header(":method"), Some("GET"));
+            if path == "/api/repos/octocat/hello-world" {
+                return ok(REPO_JSON.as_bytes().to_vec());
+            }
+            let number = path.rsplit('/').next().unwrap().parse().unwrap();
+            assert_eq!(
+                path,
+                format!("/api/repos/octocat/hello-world/builds/{number}")
+            );
+            drone(number)
+        } else {
+            assert_eq!(call.cluster, "pipeline");
+            assert_eq!(call.header(":method"), Some("POST"));
+            assert_eq!(call.header(":path"), Some("/hook"));
+            assert_eq!(call.header("x-drone-event"), Some("build"));
+            let body: serde_json::Value = serde_json::from_slice(&call.body).unwrap();
+            let answer = pipeline();
+            if matches!(
+                answer,
+                CallResult::Response {
+                    status: 200..=299,
+                    ..
+                }
+            ) {
+                self.delivered.push((
+                    body["build"]["number"].as_u64().unwrap(),
+                    body["build"]["status"].as_str().unwrap().to_string(),
+                    body["build"]["version"].as_u64().unwrap(),
+                    call.header("webhook-id").unwrap().to_string(),
+                ));
+            }
+            answer
+        }
+    }
+}
+
+fn pipeline_ok() -> CallResult {
+    CallResult::Response {
+        status: 200,
+        body: vec![],
+    }
+}
+
+#[test]
+fn all_webhooks_arrive_no_drone_calls() {
+    let mut s = Sim::new(config(""));
+    s.r.observe(obs(1, "pending", 1, DeliveryOutcome::Delivered), s.now);
+    s.run(
+        500,
+        &mut |_| panic!("no drone call while fresh"),
+        &mut pipeline_ok,
+    );
+    s.r.observe(obs(1, "running", 2, DeliveryOutcome::Delivered), s.now);
+    s.run(
+        500,
+        &mut |_| panic!("no drone call while fresh"),
+        &mut pipeline_ok,
+    );
+    s.r.observe(obs(1, "success", 3, DeliveryOutcome::Delivered), s.now);
+    assert_eq!(s.r.ledger().len(), 0, "terminal and delivered: forgotten");
+    s.run(
+        60_000,
+        &mut |_| panic!("no drone call after terminal"),
+        &mut pipeline_ok,
+    );
+    // A late step webhook with an older version does not resurrect it.
+    s.r.observe(obs(1, "running", 2, DeliveryOutcome::Delivered), s.now);
+    assert_eq!(s.r.ledger().len(), 0);
+    assert_eq!(s.drone_calls, 0);
+}
+
+#[test]
+fn lost_final_webhook_is_recovered_after_stale_after() {
+    let mut s = Sim::new(config(""));
+    s.r.observe(obs(7, "running", 2, DeliveryOutcome::Delivered), s.now);
+    s.run(600, &mut |_| panic!("fresh"), &mut pipeline_ok);
+    assert_eq!(s.drone_calls, 0);
+    s.run(
+        2000,
+        &mut |n| ok(api_build(n, "success", 3)),
+        &mut pipeline_ok,
+    );
+    assert_eq!(s.drone_calls, 1);
+    assert_eq!(
+        s.delivered,
+        vec![(7, "success".into(), 3, "drone-42-7-3".into())]
+    );
+    assert_eq!(s.r.ledger().len(), 0);
+    assert_eq!(s.r.counters().redeliveries_ok, 1);
+    s.run(30_000, &mut |_| panic!("done"), &mut pipeline_ok);
+}
+
+#[test]
+fn redelivered_body_is_drone_shaped() {
+    let mut s = Sim::new(config(""));
+    s.r.observe(obs(7, "running", 2, DeliveryOutcome::Delivered), s.now);
+    s.now += 2000;
+    let calls = s.r.tick(s.now);
+    assert_eq!(calls.len(), 1);
+    let deliver =
+        s.r.on_response(calls[0].id, ok(api_build(7, "failure", 3)), s.now);
+    assert_eq!(deliver.len(), 1);
+    let d = &deliver[0];
+    let body: serde_json::Value = serde_json::from_slice(&d.body).unwrap();
+    assert_eq!(body["event"], "build");
+    assert_eq!(body["action"], "updated");
+    assert_eq!(body["repo"]["slug"], "octocat/hello-world");
+    assert_eq!(body["repo"]["build"]["status"], "failure");
+    assert_eq!(body["build"]["status"], "failure");
+    assert_eq!(body["build"]["version"], 3);
+    assert_eq!(body["system"]["host"], "drone.example.com");
+    assert_eq!(d.header("content-type"), Some("application/json"));
+    assert_eq!(d.header("webhook-id"), Some("drone-42-7-3"));
+    assert!(d.header("signature").is_none(), "no secret configured");
+}
+
+#[test]
+fn redeliveries_are_signed_when_a_secret_is_set() {
+    let mut s = Sim::new(config(
+        r#","webhook_secret":"s3cret","signature_mode":"monitor""#,
+    ));
+    s.r.observe(obs(7, "running", 2, DeliveryOutcome::Delivered), s.now);
+    s.now += 2000;
+    let calls = s.r.tick(s.now);
+    let deliver =
+        s.r.on_response(calls[0].id, ok(api_build(7, "success", 3)), s.now);
+    let d = &deliver[0];
+    status_sync::core::signature::verify(
+        b"s3cret",
+        d.header("date"),
+        d.header("digest"),
+        d.header("signature"),
+        &d.body,
+        s.now,
+        1000,
+    )
+    .unwrap();
+}
+
+#[test]
+fn pipeline_500_on_live_webhook_is_redelivered_at_once() {
+    let mut s = Sim::new(config(""));
+    s.r.observe(obs(3, "running", 2, DeliveryOutcome::Delivered), s.now);
+    s.r.observe(obs(3, "success", 3, DeliveryOutcome::NotDelivered), s.now);
+    s.run(
+        200,
+        &mut |n| ok(api_build(n, "success", 3)),
+        &mut pipeline_ok,
+    );
+    assert_eq!(s.delivered.len(), 1, "re-delivered on the next tick");
+    assert_eq!(s.delivered[0].1, "success");
+    assert_eq!(s.r.ledger().len(), 0);
+}
+
+#[test]
+fn pipeline_400_is_not_retried() {
+    let mut s = Sim::new(config(""));
+    s.r.observe(obs(3, "running", 2, DeliveryOutcome::Delivered), s.now);
+    s.r.observe(obs(3, "success", 3, DeliveryOutcome::Refused), s.now);
+    assert_eq!(s.r.ledger().len(), 0, "refused final: settled");
+    s.run(60_000, &mut |_| panic!("no poll"), &mut pipeline_ok);
+    // A refused running transition is not re-sent either; only newer drone states are.
+    s.r.observe(obs(4, "running", 2, DeliveryOutcome::Refused), s.now);
+    s.run(
+        1500,
+        &mut |n| ok(api_build(n, "running", 2)),
+        &mut pipeline_ok,
+    );
+    assert!(s.delivered.is_empty());
+}
+
+#[test]
+fn failed_redelivery_is_retried_with_backoff() {
+    let mut s = Sim::new(config(""));
+    s.r.observe(obs(3, "success", 3, DeliveryOutcome::NotDelivered), s.now);
+    let mut attempts = 0;
+    s.run(3000, &mut |n| ok(api_build(n, "success", 3)), &mut || {
+        attempts += 1;
+        CallResult::Response {
+            status: if attempts < 3 { 503 } else { 200 },
+            body: vec![],
+        }
+    });
+    assert_eq!(attempts, 3);
+    assert_eq!(s.delivered.len(), 1);
+    assert_eq!(s.r.counters().redeliveries_failed, 2);
+    assert_eq!(s.r.ledger().len(), 0);
+}
+
+#[test]
+fn unchanged_build_is_polled_at_growing_intervals() {
+    let mut s = Sim::new(config(""));
+    s.r.observe(obs(5, "running", 2, DeliveryOutcome::Delivered), s.now);
+    let mut times = vec![];
+    let start = s.now;
+    let mut now_ref = 0u64;
+    while s.now < start + 40_000 {
+        let before = s.drone_calls;
+        s.run(
+            100,
+            &mut |n| ok(api_build(n, "running", 2)),
+            &mut pipeline_ok,
+        );
+        now_ref = s.now;
+        if s.drone_calls > before {
+            times.push(s.now - start);
+        }
+    }
+    let _ = now_ref;
+    let gaps: Vec<u64> = times.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(times[0] >= 800 && times[0] <= 1300, "{times:?}");
+    // 1 s, 2 s, 4 s, 8 s (cap), 8 s ... each within jitter.
+    assert!(gaps[0] >= 1500 && gaps[0] <= 2500, "{gaps:?}");
+    assert!(gaps[1] >= 3100 && gaps[1] <= 4900, "{gaps:?}");
+    for g in &gaps[3..] {
+        assert!(
+            *g >= 6300 && *g <= 9700,
+            "capped at max_poll_interval_ms: {gaps:?}"
+        );
+    }
+    assert!(s.delivered.is_empty());
+}
+
+#[test]
+fn older_drone_versions_are_never_delivered() {
+    let mut s = Sim::new(config(""));
+    s.r.observe(obs(5, "running", 4, DeliveryOutcome::Delivered), s.now);
+    s.run(
+        5000,
+        &mut |n| ok(api_build(n, "running", 3)),
+        &mut pipeline_ok,
+    );
+    assert!(s.delivered.is_empty());
+}
+
+#[test]
+fn drone_outage_costs_a_trickle_then_recovers() {
+    let mut s = Sim::new(config(
+        r#","max_inflight_calls":16,"max_drone_calls_per_sec":100"#,
+    ));
+    for n in 1..=50 {
+        s.r.observe(obs(n, "running", 2, DeliveryOutcome::Delivered), s.now);
+    }
+    // Drone down for 10 minutes.
+    s.run(
+        600_000,
+        &mut |_| CallResult::Response {
+            status: 503,
+            body: vec![],
+        },
+        &mut pipeline_ok,
+    );
+    let outage_calls = s.drone_calls;
+    // threshold (5) + up to inflight-1 racing + one probe per open period (2 s doubling to 8 s).
+    assert!(outage_calls <= 5 + 16 + 600 / 8 + 5, "{outage_calls}");
+    assert!(s.r.counters().circuit_opens >= 1);
+    assert_eq!(s.r.counters().circuit_open, 1);
+    // Drone back: everything converges.
+    s.run(
+        120_000,
+        &mut |n| ok(api_build(n, "success", 3)),
+        &mut pipeline_ok,
+    );
+    assert_eq!(s.delivered.len(), 50);
+    assert_eq!(s.r.ledger().len(), 0);
+    assert_eq!(s.r.counters().circuit_open, 0);
+}
+
+#[test]
+fn not_found_builds_are_dropped_and_counted() {
+    let mut s = Sim::new(config(""));
+    s.r.observe(obs(9, "running", 2, DeliveryOutcome::Delivered), s.now);
+    s.run(
+        3000,
+        &mut |_| CallResult::Response {
+            status: 404,
+            body: br#"{"message":"sql: no rows in result set"}"#.to_vec(),
+        },
+        &mut pipeline_ok,
+    );
+    assert_eq!(s.r.ledger().len(), 0);
+    assert_eq!(s.r.counters().builds_not_found, 1);
+    assert_eq!(s.r.counters().giveups, 1);
+}
+
+#[test]
+fn old_open_builds_expire() {
+    let mut s = Sim::new(config(r#","max_build_age_ms":60000"#));
+    s.r.observe(obs(9, "running", 2, DeliveryOutcome::Delivered), s.now);
+    s.run(
+        90_000,
+        &mut |n| ok(api_build(n, "running", 2)),
+        &mut pipeline_ok,
+    );
+    assert_eq!(s.r.ledger().len(), 0);
+    assert_eq!(s.r.counters().builds_expired, 1);
+}
+
+#[test]
+fn full_ledger_evicts_and_counts() {
+    let mut s = Sim::new(config(r#","max_tracked_builds":10"#));
+    for n in 1..=15 {
+        s.r.observe(obs(n, "running", 2, DeliveryOutcome::Delivered), s.now);
+    }
+    assert_eq!(s.r.ledger().len(), 10);
+    assert_eq!(s.r.counters().builds_evicted, 5);
+    assert_eq!(s.r.counters().builds_tracked, 10);
+}
+
+#[test]
+fn budget_and_rate_limit_bound_calls_per_tick() {
+    let mut s = Sim::new(config(
+        r#","max_inflight_calls":3,"max_drone_calls_per_sec":5"#,
+    ));
+    for n in 1..=100 {
+        s.r.observe(obs(n, "running", 2, DeliveryOutcome::NotDelivered), s.now);
+    }
+    let calls = s.r.tick(s.now + 1);
+    assert_eq!(calls.len(), 3, "in-flight budget");
+    // Answer them; the rate limit (5/s, burst 5) then allows 2 more in this second.
+    let mut more = 0;
+    for c in calls {
+        s.r.on_response(c.id, ok(api_build(0, "running", 2)), s.now + 2);
+    }
+    more += s.r.tick(s.now + 3).len();
+    assert_eq!(more, 2);
+    // Over 10 s no more than 5/s + burst.
+    let mut total = 5;
+    for t in 1..=100 {
+        let now = s.now + 3 + t * 100;
+        for c in s.r.tick(now) {
+            total += 1;
+            s.r.on_response(c.id, CallResult::Failed, now);
+        }
+    }
+    assert!(total <= 5 + 50 + 1, "{total}");
+}
+
+#[test]
+fn lost_answers_expire_and_free_the_budget() {
+    let mut s = Sim::new(config(r#","max_inflight_calls":1,"call_timeout_ms":1000"#));
+    s.r.observe(obs(1, "running", 2, DeliveryOutcome::NotDelivered), s.now);
+    s.r.observe(obs(2, "running", 2, DeliveryOutcome::NotDelivered), s.now);
+    let first = s.r.tick(s.now);
+    assert_eq!(first.len(), 1);
+    assert!(s.r.tick(s.now + 500).is_empty(), "budget held by the call");
+    let later = s.r.tick(s.now + 2500);
+    assert_eq!(later.len(), 1, "expired after 2x timeout");
+    assert_eq!(s.r.counters().calls_expired, 1);
+    // The late answer of the expired call is ignored.
+    assert!(s
+        .r
+        .on_response(first[0].id, ok(api_build(1, "success", 3)), s.now + 2600)
+        .is_empty());
+}
+
+#[test]
+fn unknown_repository_is_fetched_before_redelivery() {
+    let mut s = Sim::new(config(""));
+    let mut o = obs(7, "running", 2, DeliveryOutcome::Delivered);
+    o.webhook.repo_json = None;
+    s.r.observe(o, s.now);
+    s.run(
+        3000,
+        &mut |n| ok(api_build(n, "success", 3)),
+        &mut pipeline_ok,
+    );
+    assert_eq!(s.drone_calls, 2, "build, then repository");
+    assert_eq!(s.delivered.len(), 1);
+}
+
+#[test]
+fn snapshot_lets_a_new_leader_continue() {
+    let mut s = Sim::new(config(""));
+    for n in 1..=40 {
+        s.r.observe(obs(n, "running", 2, DeliveryOutcome::Delivered), s.now);
+    }
+    let shards = s.r.take_dirty_shards();
+    assert!(!shards.is_empty());
+    assert!(s.r.take_dirty_shards().is_empty(), "nothing changed since");
+    let mut next = Reconciler::new(config(""), 2);
+    for (_, bytes) in &shards {
+        assert!(next.load_shard(bytes, s.now));
+    }
+    assert_eq!(next.ledger().len(), 40);
+    let mut s2 = Sim {
+        r: next,
+        now: s.now,
+        drone_calls: 0,
+        delivered: vec![],
+    };
+    s2.run(
+        5000,
+        &mut |n| ok(api_build(n, "success", 3)),
+        &mut pipeline_ok,
+    );
+    assert_eq!(s2.delivered.len(), 40);
+    assert_eq!(s2.r.ledger().len(), 0);
+}
+
+#[test]
+fn created_after_running_does_not_regress() {
+    let mut s = Sim::new(config(""));
+    s.r.observe(obs(2, "running", 2, DeliveryOutcome::Delivered), s.now);
+    s.r.observe(obs(2, "pending", 1, DeliveryOutcome::Delivered), s.now);
+    s.run(
+        1500,
+        &mut |n| ok(api_build(n, "running", 2)),
+        &mut pipeline_ok,
+    );
+    assert!(
+        s.delivered.is_empty(),
+        "drone's v2 is what the pipeline has"
+    );
+}
