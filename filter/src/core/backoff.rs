@@ -235,7 +235,10 @@ mod tests {
             i = grow_interval(i, 1000, 10_000);
             seen.push(i);
         }
-        assert_eq!(seen, vec![1000, 2000, 4000, 8000, 10_000, 10_000, 10_000, 10_000]);
+        assert_eq!(
+            seen,
+            vec![1000, 2000, 4000, 8000, 10_000, 10_000, 10_000, 10_000]
+        );
         assert_eq!(failure_backoff(1, 500, 60_000), 500);
         assert_eq!(failure_backoff(3, 500, 60_000), 2000);
         assert_eq!(failure_backoff(100, 500, 60_000), 60_000);

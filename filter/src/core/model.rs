@@ -201,14 +201,41 @@ mod tests {
 
     #[test]
     fn pipeline_status_classification() {
-        assert_eq!(DeliveryOutcome::from_status(Some(200)), DeliveryOutcome::Delivered);
-        assert_eq!(DeliveryOutcome::from_status(Some(204)), DeliveryOutcome::Delivered);
-        assert_eq!(DeliveryOutcome::from_status(Some(400)), DeliveryOutcome::Refused);
-        assert_eq!(DeliveryOutcome::from_status(Some(404)), DeliveryOutcome::Refused);
-        assert_eq!(DeliveryOutcome::from_status(Some(408)), DeliveryOutcome::NotDelivered);
-        assert_eq!(DeliveryOutcome::from_status(Some(429)), DeliveryOutcome::NotDelivered);
-        assert_eq!(DeliveryOutcome::from_status(Some(500)), DeliveryOutcome::NotDelivered);
-        assert_eq!(DeliveryOutcome::from_status(Some(302)), DeliveryOutcome::NotDelivered);
-        assert_eq!(DeliveryOutcome::from_status(None), DeliveryOutcome::NotDelivered);
+        assert_eq!(
+            DeliveryOutcome::from_status(Some(200)),
+            DeliveryOutcome::Delivered
+        );
+        assert_eq!(
+            DeliveryOutcome::from_status(Some(204)),
+            DeliveryOutcome::Delivered
+        );
+        assert_eq!(
+            DeliveryOutcome::from_status(Some(400)),
+            DeliveryOutcome::Refused
+        );
+        assert_eq!(
+            DeliveryOutcome::from_status(Some(404)),
+            DeliveryOutcome::Refused
+        );
+        assert_eq!(
+            DeliveryOutcome::from_status(Some(408)),
+            DeliveryOutcome::NotDelivered
+        );
+        assert_eq!(
+            DeliveryOutcome::from_status(Some(429)),
+            DeliveryOutcome::NotDelivered
+        );
+        assert_eq!(
+            DeliveryOutcome::from_status(Some(500)),
+            DeliveryOutcome::NotDelivered
+        );
+        assert_eq!(
+            DeliveryOutcome::from_status(Some(302)),
+            DeliveryOutcome::NotDelivered
+        );
+        assert_eq!(
+            DeliveryOutcome::from_status(None),
+            DeliveryOutcome::NotDelivered
+        );
     }
 }
