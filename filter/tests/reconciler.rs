@@ -518,3 +518,37 @@ fn created_after_running_does_not_regress() {
         "drone's v2 is what the pipeline has"
     );
 }
+
+#[test]
+fn builds_whose_every_webhook_was_lost_are_found_by_number() {
+    let mut s = Sim::new(config(r#","max_gap_fill":3"#));
+    s.r.observe(obs(10, "success", 3, DeliveryOutcome::Delivered), s.now);
+    assert_eq!(s.r.ledger().len(), 0);
+    // Builds 11..=15 never reached us; 16 does. Only the 3 newest missing are looked up.
+    s.r.observe(obs(16, "running", 2, DeliveryOutcome::Delivered), s.now);
+    assert_eq!(s.r.counters().builds_gap_filled, 3);
+    s.run(
+        500,
+        &mut |n| {
+            ok(api_build(
+                n,
+                if n == 14 { "declined" } else { "success" },
+                4,
+            ))
+        },
+        &mut pipeline_ok,
+    );
+    let mut got: Vec<(u64, String)> = s.delivered.iter().map(|d| (d.0, d.1.clone())).collect();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            (13, "success".into()),
+            (14, "declined".into()),
+            (15, "success".into())
+        ]
+    );
+    // No gap below the first build ever seen, and none for consecutive numbers.
+    s.r.observe(obs(17, "running", 2, DeliveryOutcome::Delivered), s.now);
+    assert_eq!(s.r.counters().builds_gap_filled, 3);
+}

@@ -83,6 +83,11 @@ pub struct Config {
     pub max_clock_skew_ms: u64,
     /// `live_webhook_id` (default false): add a `webhook-id` header to live webhooks too.
     pub live_webhook_id: bool,
+    /// `max_gap_fill` (default 20, 0..=1000; 0 disables): drone numbers builds per repository
+    /// in sequence, so when a webhook for build n arrives and the highest number seen for that
+    /// repository is below n-1, up to this many missing builds (whose every webhook was lost)
+    /// are looked up and their state delivered.
+    pub max_gap_fill: u64,
 }
 
 impl Config {
@@ -234,6 +239,7 @@ impl Config {
         }
         let max_clock_skew_ms = r.uint("max_clock_skew_ms", 300_000, 1_000, DAY_MS)?;
         let live_webhook_id = r.bool("live_webhook_id", false)?;
+        let max_gap_fill = r.uint("max_gap_fill", 20, 0, 1_000)?;
 
         if max_poll_interval_ms < stale_after_ms {
             return Err(ConfigError::new(
@@ -279,6 +285,7 @@ impl Config {
             signature_mode,
             max_clock_skew_ms,
             live_webhook_id,
+            max_gap_fill,
         })
     }
 }
@@ -321,6 +328,7 @@ const KEYS: &[&str] = &[
     "signature_mode",
     "max_clock_skew_ms",
     "live_webhook_id",
+    "max_gap_fill",
 ];
 
 /// Keys whose values are secrets, or may be one pasted into the wrong key: their values are
@@ -593,6 +601,7 @@ mod tests {
                 signature_mode: SignatureMode::Off,
                 max_clock_skew_ms: 300_000,
                 live_webhook_id: false,
+                max_gap_fill: 20,
             }
         );
     }

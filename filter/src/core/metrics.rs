@@ -29,6 +29,7 @@ pub mod names {
     pub const CALLS_EXPIRED: &str = "status_sync.calls_expired";
     pub const OBSERVATIONS_INVALID: &str = "status_sync.observations_invalid";
     pub const SNAPSHOT_ERRORS: &str = "status_sync.snapshot_errors";
+    pub const BUILDS_GAP_FILLED: &str = "status_sync.builds_gap_filled";
 }
 
 /// The reconciler's counters (monotonic) and gauges (current values).
@@ -47,6 +48,7 @@ pub struct Counters {
     pub calls_expired: u64,
     pub observations_invalid: u64,
     pub snapshot_errors: u64,
+    pub builds_gap_filled: u64,
     // gauges
     pub builds_tracked: u64,
     pub circuit_open: u64,
@@ -55,7 +57,7 @@ pub struct Counters {
 
 impl Counters {
     /// The counters as (name, value) pairs, for mirroring into host metrics.
-    pub fn counters(&self) -> [(&'static str, u64); 13] {
+    pub fn counters(&self) -> [(&'static str, u64); 14] {
         use names::*;
         [
             (REDELIVERIES_OK, self.redeliveries_ok),
@@ -71,6 +73,7 @@ impl Counters {
             (CALLS_EXPIRED, self.calls_expired),
             (OBSERVATIONS_INVALID, self.observations_invalid),
             (SNAPSHOT_ERRORS, self.snapshot_errors),
+            (BUILDS_GAP_FILLED, self.builds_gap_filled),
         ]
     }
 

@@ -77,6 +77,9 @@ enum Pending {
 struct RepoIdent {
     namespace: Box<str>,
     name: Box<str>,
+    /// Highest build number a live webhook showed for this repository (0 = none yet), for
+    /// finding builds whose every webhook was lost.
+    max_number: u64,
 }
 
 /// Bounded FIFO cache of `repo` objects (the big part: about 1.2 KB each).
@@ -170,6 +173,7 @@ impl Reconciler {
         let hook = obs.webhook;
         let key = hook.key();
         self.remember_repo(&hook.repo);
+        self.fill_gap(&hook.repo, hook.number, now_ms);
         if let Some(json) = hook.repo_json {
             self.repo_json.insert(hook.repo.id, json);
         }
@@ -242,17 +246,52 @@ impl Reconciler {
         self.sync_gauges();
     }
 
+    /// Drone numbers builds per repository in sequence. A webhook for build n when the highest
+    /// number seen is m < n-1 means builds m+1..n-1 produced no webhook that reached us (all
+    /// lost, or declined, which drone never reports): track up to `max_gap_fill` of them so
+    /// the next ticks look them up and deliver their state.
+    fn fill_gap(&mut self, repo: &RepoRef, number: u64, now_ms: u64) {
+        let Some(ident) = self.idents.get_mut(&repo.id) else {
+            return;
+        };
+        let seen = ident.max_number;
+        ident.max_number = seen.max(number);
+        if seen == 0 || number <= seen.saturating_add(1) || self.cfg.max_gap_fill == 0 {
+            return;
+        }
+        let from = (seen + 1).max(number.saturating_sub(self.cfg.max_gap_fill));
+        for missing in from..number {
+            let key = BuildKey {
+                repo_id: repo.id,
+                number: missing,
+            };
+            if self.ledger.contains(&key) || self.ledger.tombstone(&key).is_some() {
+                continue;
+            }
+            let mut entry = Entry::new(now_ms);
+            entry.interval_ms = clamp_u32(self.cfg.stale_after_ms);
+            entry.next_due_ms = now_ms;
+            self.counters.builds_gap_filled += 1;
+            if self.ledger.insert(key, entry).is_some() {
+                self.counters.builds_evicted += 1;
+                self.counters.giveups += 1;
+            }
+        }
+    }
+
     fn remember_repo(&mut self, repo: &RepoRef) {
         let known = self
             .idents
             .get(&repo.id)
             .is_some_and(|i| *i.namespace == *repo.namespace && *i.name == *repo.name);
         if !known {
+            let max_number = self.idents.get(&repo.id).map_or(0, |i| i.max_number);
             self.idents.insert(
                 repo.id,
                 RepoIdent {
                     namespace: repo.namespace.clone().into_boxed_str(),
                     name: repo.name.clone().into_boxed_str(),
+                    max_number,
                 },
             );
         }
