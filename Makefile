@@ -12,7 +12,7 @@ WASM          := $(OUT)/status_sync.wasm
 export STATUS_SYNC_WASM := $(WASM)
 export ENVOY_BIN := $(ENVOY)
 
-.PHONY: all build test lint run envoy wasm-target clean
+.PHONY: all build test lint run envoy wasm-target fuzz clean
 
 all: build
 
@@ -46,6 +46,17 @@ lint: wasm-target
 ## run: the demo (Envoy + filter in front of a demo pipeline, drone simulator losing webhooks)
 run: build envoy
 	cargo run --release -p envoy-e2e --bin demo
+
+FUZZ_TARGETS := webhook signature drone_api config observation
+FUZZ_RUNS    ?= 200000
+
+## fuzz: every cargo-fuzz target for $(FUZZ_RUNS) executions (nightly toolchain)
+fuzz:
+	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+	cd filter/fuzz && for t in $(FUZZ_TARGETS); do \
+	  mkdir -p corpus/$$t; \
+	  cargo +nightly fuzz run $$t corpus/$$t seeds/$$t -- -runs=$(FUZZ_RUNS); \
+	done
 
 clean:
 	cargo clean
