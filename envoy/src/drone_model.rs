@@ -276,7 +276,9 @@ mod tests {
             let p: WebhookPayload = serde_json::from_str(&raw).unwrap();
             // The running fixture writes `"stopped":0` for the running step, but drone's
             // core.Step has `stopped,omitempty` (and so do we): compare without it.
-            let expect = raw.trim_end().replace(",\"stopped\":0,\"version\"", ",\"version\"");
+            let expect = raw
+                .trim_end()
+                .replace(",\"stopped\":0,\"version\"", ",\"version\"");
             assert_eq!(serde_json::to_string(&p).unwrap(), expect, "{name}");
         }
     }

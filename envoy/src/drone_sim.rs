@@ -573,7 +573,9 @@ fn run(inner: &Inner) {
             Some(t) if t.at <= now => true,
             Some(t) => {
                 let wait = t.at - now;
-                let _ = inner.wake.wait_timeout(st, wait.min(Duration::from_millis(200)));
+                let _ = inner
+                    .wake
+                    .wait_timeout(st, wait.min(Duration::from_millis(200)));
                 continue;
             }
             None => {
@@ -943,9 +945,10 @@ fn deliver(inner: &Inner, url: Option<&str>, p: Pending) {
         let lose_final = st.plans.get(&p.key).map(|x| x.lose_final).unwrap_or(false);
         let loss = &inner.cfg.loss;
         let random = st.rng.chance(loss.share);
+        // spare_first wins over everything: the sidecar must learn that the build exists.
         let lost = url.is_none()
-            || (done && (loss.all_finals || lose_final))
-            || (random && !(first && loss.spare_first));
+            || (!(first && loss.spare_first)
+                && ((done && (loss.all_finals || lose_final)) || random));
         (lost, first)
     };
     let mut rec = WebhookRecord {
@@ -1017,7 +1020,12 @@ fn handle(inner: &Inner, req: tiny_http::Request) {
         return control(inner, req, &method, ctl);
     }
     if !path.starts_with("/api/") {
-        return util::respond(req, 404, "text/plain; charset=utf-8", "404 page not found\n");
+        return util::respond(
+            req,
+            404,
+            "text/plain; charset=utf-8",
+            "404 page not found\n",
+        );
     }
     let mut st = inner.lock();
     st.stats.api_calls += 1;
@@ -1085,7 +1093,7 @@ fn handle(inner: &Inner, req: tiny_http::Request) {
                     }
                     // list.go: ORDER BY build_id DESC, no stages.
                     let mut list: Vec<Build> = st.repos[ri].builds.values().cloned().collect();
-                    list.sort_by(|a, b| b.id.cmp(&a.id));
+                    list.sort_by_key(|b| std::cmp::Reverse(b.id));
                     let page: Vec<Build> = list
                         .into_iter()
                         .skip(((page - 1) * per) as usize)
@@ -1112,7 +1120,10 @@ fn handle(inner: &Inner, req: tiny_http::Request) {
                         let msg = format!("strconv.ParseInt: parsing \"{num}\": invalid syntax");
                         return json_err(req, 400, &msg);
                     };
-                    *st.stats.build_calls.entry(format!("{slug}#{n}")).or_default() += 1;
+                    *st.stats
+                        .build_calls
+                        .entry(format!("{slug}#{n}"))
+                        .or_default() += 1;
                     let b = st.repos[ri].builds.get(&n).cloned();
                     drop(st);
                     match b {
@@ -1122,13 +1133,23 @@ fn handle(inner: &Inner, req: tiny_http::Request) {
                 }
                 _ => {
                     drop(st);
-                    util::respond(req, 404, "text/plain; charset=utf-8", "404 page not found\n")
+                    util::respond(
+                        req,
+                        404,
+                        "text/plain; charset=utf-8",
+                        "404 page not found\n",
+                    )
                 }
             }
         }
         _ => {
             drop(st);
-            util::respond(req, 404, "text/plain; charset=utf-8", "404 page not found\n")
+            util::respond(
+                req,
+                404,
+                "text/plain; charset=utf-8",
+                "404 page not found\n",
+            )
         }
     }
 }
@@ -1196,7 +1217,10 @@ mod tests {
     }
 
     /// A receiver that records every webhook body it gets.
-    fn receiver() -> (Arc<tiny_http::Server>, Arc<Mutex<Vec<(String, Vec<u8>)>>>, JoinHandle<()>) {
+    /// (X-Drone-Event, body) of every webhook received.
+    type Got = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
+    fn receiver() -> (Arc<tiny_http::Server>, Got, JoinHandle<()>) {
         let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
         let got = Arc::new(Mutex::new(Vec::new()));
         let (s, g) = (server.clone(), got.clone());
@@ -1220,7 +1244,10 @@ mod tests {
     #[test]
     fn lifecycle_is_faithful_to_drone() {
         let (server, got, h) = receiver();
-        let url = format!("http://127.0.0.1:{}/hook", server.server_addr().to_ip().unwrap().port());
+        let url = format!(
+            "http://127.0.0.1:{}/hook",
+            server.server_addr().to_ip().unwrap().port()
+        );
         let sim = DroneSim::start(
             DroneSimConfig {
                 webhook_url: Some(url),
@@ -1271,13 +1298,23 @@ mod tests {
         // Drone ignored our 500s: one POST each, no retries.
         assert_eq!(sim.stats().webhooks_sent, 6);
         let b = sim.builds();
-        assert_eq!(b, vec![BuildState { key, status: "success".into(), version: 3 }]);
+        assert_eq!(
+            b,
+            vec![BuildState {
+                key,
+                status: "success".into(),
+                version: 3
+            }]
+        );
     }
 
     #[test]
     fn every_outcome_ends_where_drone_ends() {
         let (server, got, h) = receiver();
-        let url = format!("http://127.0.0.1:{}/hook", server.server_addr().to_ip().unwrap().port());
+        let url = format!(
+            "http://127.0.0.1:{}/hook",
+            server.server_addr().to_ip().unwrap().port()
+        );
         let sim = DroneSim::start(
             DroneSimConfig {
                 webhook_url: Some(url),
@@ -1320,7 +1357,9 @@ mod tests {
                     assert_eq!(b.version, 2);
                 }
                 Outcome::ConfigError => assert_eq!(hooks, vec![("error".into(), 1)]),
-                Outcome::Skipped => assert_eq!(hooks, vec![("pending".into(), 1), ("skipped".into(), 2)]),
+                Outcome::Skipped => {
+                    assert_eq!(hooks, vec![("pending".into(), 1), ("skipped".into(), 2)])
+                }
                 _ => assert_eq!(last, (o.final_status().to_string(), b.version), "{key}"),
             }
         }
@@ -1329,7 +1368,10 @@ mod tests {
     #[test]
     fn loss_policy_and_late_created() {
         let (server, got, h) = receiver();
-        let url = format!("http://127.0.0.1:{}/hook", server.server_addr().to_ip().unwrap().port());
+        let url = format!(
+            "http://127.0.0.1:{}/hook",
+            server.server_addr().to_ip().unwrap().port()
+        );
         let sim = DroneSim::start(
             DroneSimConfig {
                 webhook_url: Some(url),
@@ -1356,7 +1398,10 @@ mod tests {
             .map(|(_, b)| field(b, "/build/status").as_str().unwrap().to_string())
             .collect();
         // The running step webhook overtook build:created; the failure was lost.
-        assert_eq!(statuses, vec!["running", "pending", "running", "running", "running"]);
+        assert_eq!(
+            statuses,
+            vec!["running", "pending", "running", "running", "running"]
+        );
         let recs = sim.webhooks();
         assert_eq!(recs.len(), 6);
         assert!(recs.last().unwrap().lost && recs.last().unwrap().done);
@@ -1381,12 +1426,18 @@ mod tests {
             (c, String::from_utf8(b).unwrap())
         };
         let path = format!("/api/repos/{}/builds/{}", key.slug, key.number);
-        assert_eq!(get(&path, false), (401, "{\"message\":\"Unauthorized\"}\n".into()));
+        assert_eq!(
+            get(&path, false),
+            (401, "{\"message\":\"Unauthorized\"}\n".into())
+        );
         let (c, body) = get(&path, true);
         assert_eq!(c, 200);
         assert!(body.ends_with("]}\n"));
         let b: Build = serde_json::from_str(&body).unwrap();
-        assert_eq!((b.status.as_str(), b.version, b.stages[0].steps.len()), ("success", 3, 2));
+        assert_eq!(
+            (b.status.as_str(), b.version, b.stages[0].steps.len()),
+            ("success", 3, 2)
+        );
         // Byte-identical re-serialisation: the body has drone's exact key order.
         assert_eq!(serde_json::to_string(&b).unwrap(), body.trim_end());
         assert_eq!(
@@ -1395,7 +1446,10 @@ mod tests {
         );
         assert_eq!(
             get(&format!("/api/repos/{}/builds/abc", key.slug), true),
-            (400, "{\"message\":\"strconv.ParseInt: parsing \\\"abc\\\": invalid syntax\"}\n".into())
+            (
+                400,
+                "{\"message\":\"strconv.ParseInt: parsing \\\"abc\\\": invalid syntax\"}\n".into()
+            )
         );
         assert_eq!(get("/api/repos/no/such/builds/1", true).0, 404);
         let (c, repo) = get(&format!("/api/repos/{}", key.slug), true);
@@ -1409,6 +1463,9 @@ mod tests {
         sim.set_down(false);
         let s = sim.stats();
         assert_eq!(s.build_calls[&key.to_string()], 1);
-        assert_eq!((s.calls_while_down, s.unauthorized, s.list_calls), (1, 1, 1));
+        assert_eq!(
+            (s.calls_while_down, s.unauthorized, s.list_calls),
+            (1, 1, 1)
+        );
     }
 }

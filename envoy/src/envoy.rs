@@ -38,7 +38,10 @@ impl Tools {
                 format!("{var} is not set: run the end-to-end tests with `make test` (it builds {what} and sets {var})")
             })?;
             if !p.is_file() {
-                bail!("{var}={} does not exist: run `make test` (it builds {what})", p.display());
+                bail!(
+                    "{var}={} does not exist: run `make test` (it builds {what})",
+                    p.display()
+                );
             }
             Ok(p)
         };
@@ -132,7 +135,12 @@ pub struct EnvoySpec {
 }
 
 impl EnvoySpec {
-    pub fn new(tools: Tools, pipeline_port: u16, drone_port: u16, drone_token: &str) -> Result<Self> {
+    pub fn new(
+        tools: Tools,
+        pipeline_port: u16,
+        drone_port: u16,
+        drone_token: &str,
+    ) -> Result<Self> {
         Ok(EnvoySpec {
             tools,
             listen_port: free_port()?,
@@ -177,7 +185,10 @@ pub fn render_template(
             ("PIPELINE_PORT", pipeline_port.to_string()),
             ("DRONE_PORT", drone_port.to_string()),
             // A JSON string is a valid YAML double-quoted scalar.
-            ("WASM_PATH", Value::String(wasm.display().to_string()).to_string()),
+            (
+                "WASM_PATH",
+                Value::String(wasm.display().to_string()).to_string(),
+            ),
             ("PLUGIN_CONFIG", serde_json::to_string_pretty(plugin)?),
         ],
     )
@@ -192,7 +203,10 @@ pub fn yaml_to_json(yaml: &str) -> Result<Value> {
 /// The wasm filter entries of every HTTP connection manager of a listener.
 pub fn wasm_filters(listener: &mut Value) -> Vec<&mut Value> {
     let mut out = Vec::new();
-    let Some(chains) = listener.get_mut("filter_chains").and_then(Value::as_array_mut) else {
+    let Some(chains) = listener
+        .get_mut("filter_chains")
+        .and_then(Value::as_array_mut)
+    else {
         return out;
     };
     for chain in chains {
@@ -247,6 +261,8 @@ pub fn to_lds(bootstrap: &mut Value, lds_path: &Path) -> Result<Vec<Value>> {
         sr.remove("listeners");
     }
     let dir = lds_path.parent().context("LDS path has no directory")?;
+    // LDS needs a node identity, even from a file.
+    bootstrap["node"] = json!({ "id": "status-sync-e2e", "cluster": "status-sync-e2e" });
     bootstrap["dynamic_resources"] = json!({
         "lds_config": {
             "resource_api_version": "V3",
@@ -276,8 +292,11 @@ pub fn write_lds(lds_path: &Path, listeners: &[Value]) -> Result<()> {
         })
         .collect();
     let tmp = lds_path.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(&json!({ "resources": resources }))?)
-        .with_context(|| format!("write {}", tmp.display()))?;
+    std::fs::write(
+        &tmp,
+        serde_json::to_vec_pretty(&json!({ "resources": resources }))?,
+    )
+    .with_context(|| format!("write {}", tmp.display()))?;
     std::fs::rename(&tmp, lds_path).with_context(|| format!("rename to {}", lds_path.display()))
 }
 
@@ -301,7 +320,12 @@ pub fn validate(tools: &Tools, config: &Path, env: &[(&str, &str)]) -> Result<St
     if out.status.success() {
         Ok(text)
     } else {
-        bail!("envoy --mode validate {} failed ({}):\n{}", config.display(), out.status, tail(&text, 60))
+        bail!(
+            "envoy --mode validate {} failed ({}):\n{}",
+            config.display(),
+            out.status,
+            tail(&text, 60)
+        )
     }
 }
 
@@ -361,7 +385,14 @@ impl Envoy {
             .arg(&admin_file)
             // A replaced listener drains for this long; keep config pushes quick.
             .args(["--drain-time-s", "1", "--drain-strategy", "immediate"])
-            .args(["--log-level", "info", "--component-log-level", "wasm:debug"])
+            // The filter logs through the `wasm` component; `main` at info would list every
+            // extension Envoy has, which buries the interesting lines.
+            .args([
+                "--log-level",
+                "info",
+                "--component-log-level",
+                "main:warning,wasm:debug",
+            ])
             .env("DRONE_TOKEN", &spec.drone_token)
             .stdin(Stdio::null())
             .stdout(logf.try_clone()?)
@@ -388,7 +419,10 @@ impl Envoy {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.try_exit()? {
-                bail!("Envoy exited during startup ({status}):\n{}", tail(&self.log(), 40));
+                bail!(
+                    "Envoy exited during startup ({status}):\n{}",
+                    tail(&self.log(), 40)
+                );
             }
             if self.admin.is_empty() {
                 if let Ok(a) = std::fs::read_to_string(self.admin_file()) {
@@ -403,7 +437,10 @@ impl Envoy {
                 }
             }
             if Instant::now() > deadline {
-                bail!("Envoy not ready within {timeout:?}:\n{}", tail(&self.log(), 40));
+                bail!(
+                    "Envoy not ready within {timeout:?}:\n{}",
+                    tail(&self.log(), 40)
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -452,8 +489,11 @@ impl Envoy {
         if self.admin.is_empty() {
             bail!("admin address not known yet");
         }
-        let (code, body) = crate::util::send(self.agent.get(&format!("http://{}{path}", self.admin)), None)
-            .map_err(|e| anyhow::anyhow!("admin {path}: {e}"))?;
+        let (code, body) = crate::util::send(
+            self.agent.get(&format!("http://{}{path}", self.admin)),
+            None,
+        )
+        .map_err(|e| anyhow::anyhow!("admin {path}: {e}"))?;
         Ok((code, String::from_utf8_lossy(&body).into_owned()))
     }
 
@@ -477,11 +517,7 @@ impl Envoy {
     /// One `status_sync.<name>` metric; 0 when not (yet) defined.
     pub fn metric(&self, name: &str) -> Result<i64> {
         let full = format!("status_sync.{name}");
-        Ok(self
-            .stats("status_sync")?
-            .get(&full)
-            .copied()
-            .unwrap_or(0))
+        Ok(self.stats("status_sync")?.get(&full).copied().unwrap_or(0))
     }
 
     /// Pushes a new plugin configuration through LDS (the listener is replaced; Envoy drains
@@ -510,7 +546,11 @@ impl Drop for Envoy {
     fn drop(&mut self) {
         self.kill();
         if std::thread::panicking() {
-            eprintln!("---- Envoy log tail ({}) ----\n{}", self.dir.path().display(), tail(&self.log(), 80));
+            eprintln!(
+                "---- Envoy log tail ({}) ----\n{}",
+                self.dir.path().display(),
+                tail(&self.log(), 80)
+            );
         }
     }
 }
@@ -546,7 +586,10 @@ mod tests {
         let cfg = &f[0]["typed_config"]["config"];
         assert_eq!(cfg["failure_policy"], "FAIL_RELOAD");
         assert_eq!(cfg["vm_config"]["vm_id"], "status-sync");
-        assert_eq!(cfg["vm_config"]["environment_variables"]["host_env_keys"][0], "DRONE_TOKEN");
+        assert_eq!(
+            cfg["vm_config"]["environment_variables"]["host_env_keys"][0],
+            "DRONE_TOKEN"
+        );
         let plugin: Value =
             serde_json::from_str(cfg["configuration"]["value"].as_str().unwrap()).unwrap();
         assert_eq!(plugin, base_plugin_config());

@@ -10,6 +10,7 @@
 //! The simulators run in-process on threads and bind port 0, so two runs never collide and a
 //! test owns everything it starts.
 
+pub mod args;
 pub mod drone_model;
 pub mod drone_sim;
 pub mod envoy;

@@ -86,6 +86,32 @@ impl FailRule {
             ..Default::default()
         }
     }
+
+    /// Fail every request, for every build, with `code`.
+    pub fn all(code: u16) -> Self {
+        FailRule {
+            code,
+            ..Default::default()
+        }
+    }
+
+    /// Only the final transitions (done statuses).
+    pub fn only_done(mut self) -> Self {
+        self.only_done = true;
+        self
+    }
+
+    /// Only the next `n` matching requests.
+    pub fn times(mut self, n: u32) -> Self {
+        self.times = Some(n);
+        self
+    }
+
+    /// Only for the next `ms` milliseconds.
+    pub fn for_ms(mut self, ms: u64) -> Self {
+        self.for_ms = Some(ms);
+        self
+    }
 }
 
 struct State {
@@ -273,9 +299,10 @@ fn handle(inner: &Inner, mut req: tiny_http::Request) {
                 r.times != Some(0)
                     && !matches!((r.for_ms, r.added), (Some(ms), Some(a)) if now.duration_since(a) >= Duration::from_millis(ms))
             });
-            let rule = st.rules.iter_mut().find(|r| {
-                r.build.as_ref().is_none_or(|b| b == &key) && (!r.only_done || done)
-            });
+            let rule = st
+                .rules
+                .iter_mut()
+                .find(|r| r.build.as_ref().is_none_or(|b| b == &key) && (!r.only_done || done));
             if let Some(rule) = rule {
                 if let Some(t) = rule.times.as_mut() {
                     *t -= 1;
@@ -294,7 +321,11 @@ fn handle(inner: &Inner, mut req: tiny_http::Request) {
                 if let Some(id) = &rec.webhook_id {
                     st.seen_ids.insert(id.clone());
                 }
-                let via = if rec.is_redelivery() { "redelivery" } else { "live" };
+                let via = if rec.is_redelivery() {
+                    "redelivery"
+                } else {
+                    "live"
+                };
                 let newer = st.view.get(&key).is_none_or(|e| version > e.version);
                 if newer {
                     st.view.insert(
@@ -381,13 +412,38 @@ mod tests {
     #[test]
     fn highest_version_wins_and_ids_dedupe() {
         let p = PipelineSim::start(0).unwrap();
-        assert_eq!(post(p.port(), &hook(1, "running", 2), None, "Go-http-client/1.1"), 200);
-        assert_eq!(post(p.port(), &hook(1, "pending", 1), None, "Go-http-client/1.1"), 200);
+        assert_eq!(
+            post(p.port(), &hook(1, "running", 2), None, "Go-http-client/1.1"),
+            200
+        );
+        assert_eq!(
+            post(p.port(), &hook(1, "pending", 1), None, "Go-http-client/1.1"),
+            200
+        );
         assert_eq!(p.view()["o/r#1"].status, "running");
-        assert_eq!(post(p.port(), &hook(1, "success", 3), Some("x"), "status-sync/0.1.0"), 200);
-        assert_eq!(post(p.port(), &hook(1, "success", 3), Some("x"), "status-sync/0.1.0"), 200);
+        assert_eq!(
+            post(
+                p.port(),
+                &hook(1, "success", 3),
+                Some("x"),
+                "status-sync/0.1.0"
+            ),
+            200
+        );
+        assert_eq!(
+            post(
+                p.port(),
+                &hook(1, "success", 3),
+                Some("x"),
+                "status-sync/0.1.0"
+            ),
+            200
+        );
         let v = &p.view()["o/r#1"];
-        assert_eq!((v.status.as_str(), v.version, v.via.as_str()), ("success", 3, "redelivery"));
+        assert_eq!(
+            (v.status.as_str(), v.version, v.via.as_str()),
+            ("success", 3, "redelivery")
+        );
         let outcomes: Vec<String> = p.received().into_iter().map(|r| r.outcome).collect();
         assert_eq!(outcomes, ["applied", "stale", "applied", "duplicate"]);
         assert_eq!(post(p.port(), "{garbage", None, "x"), 400);
@@ -396,10 +452,7 @@ mod tests {
     #[test]
     fn injected_failures_do_not_apply() {
         let p = PipelineSim::start(0).unwrap();
-        p.add_rule(FailRule {
-            times: Some(1),
-            ..FailRule::build("o/r#1", 500)
-        });
+        p.add_rule(FailRule::build("o/r#1", 500).times(1));
         p.add_rule(FailRule::build("o/r#2", 400));
         assert_eq!(post(p.port(), &hook(1, "success", 3), Some("a"), "ua"), 500);
         // The failed id was not remembered: the retry is applied.

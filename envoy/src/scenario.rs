@@ -45,6 +45,21 @@ impl Stack {
         })
     }
 
+    /// What to show when a wait fails: the filter's own log lines and Envoy's warnings, last
+    /// first-class lines only (Envoy's startup banner is noise).
+    pub fn diagnostics(&self) -> String {
+        let log = self.envoy.log();
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("wasm") || l.contains("][warning][") || l.contains("][error]["))
+            .collect();
+        format!(
+            "---- Envoy log (filter lines, last 40 of {}) ----\n{}",
+            lines.len(),
+            lines[lines.len().saturating_sub(40)..].join("\n")
+        )
+    }
+
     /// Builds where the pipeline disagrees with drone, among those `include` selects.
     pub fn mismatches(&self, include: impl Fn(&BuildKey) -> bool) -> Vec<Mismatch> {
         compare(&self.drone.builds(), &self.pipeline.view(), include)

@@ -98,7 +98,9 @@ pub fn signature_header(secret: &str, date: &str, digest: &str) -> String {
     };
     mac.update(signing.as_bytes());
     let sig = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
-    format!("keyId=\"hmac-key\",algorithm=\"hmac-sha256\",signature=\"{sig}\",headers=\"date digest\"")
+    format!(
+        "keyId=\"hmac-key\",algorithm=\"hmac-sha256\",signature=\"{sig}\",headers=\"date digest\""
+    )
 }
 
 /// Hex sha256, used to compare large bodies without keeping two copies around.
@@ -218,9 +220,16 @@ mod tests {
     fn signing_matches_drone_vectors() {
         let body = r#"{"event":"user","action":"created","user":{"id":0,"login":"octocat","email":"","machine":false,"admin":false,"active":false,"avatar":"","syncing":false,"synced":0,"created":0,"updated":0,"last_login":0}}"#;
         let digest = digest_header(body.as_bytes());
-        assert_eq!(digest, "SHA-256=bw+FzoGHHfDn+x1a2CDnH9RyUxhWgEP4m68MDZSw73c=");
         assert_eq!(
-            signature_header("GMEuUHQfmrMRsseWxi9YlIeBtn9lm6im", "Wed, 01 Jan 2020 00:00:00 GMT", &digest),
+            digest,
+            "SHA-256=bw+FzoGHHfDn+x1a2CDnH9RyUxhWgEP4m68MDZSw73c="
+        );
+        assert_eq!(
+            signature_header(
+                "GMEuUHQfmrMRsseWxi9YlIeBtn9lm6im",
+                "Wed, 01 Jan 2020 00:00:00 GMT",
+                &digest
+            ),
             r#"keyId="hmac-key",algorithm="hmac-sha256",signature="Bc5kojyKm/sgX6I1rag0RlJDwWzO+ZEYz5AcOy22CqQ=",headers="date digest""#
         );
         assert!(signature_header(
@@ -245,7 +254,10 @@ mod tests {
     fn urls_split_and_decode() {
         let (p, q) = split_url("/api/repos/oct%2Fo/x/builds?page=2&per_page=5");
         assert_eq!(p, "/api/repos/oct%2Fo/x/builds");
-        assert_eq!(q, vec![("page".into(), "2".into()), ("per_page".into(), "5".into())]);
+        assert_eq!(
+            q,
+            vec![("page".into(), "2".into()), ("per_page".into(), "5".into())]
+        );
         assert_eq!(percent_decode("a%20b%zz%"), "a b%zz%");
     }
 }

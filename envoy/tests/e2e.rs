@@ -1,0 +1,780 @@
+//! End-to-end: status-sync in a real Envoy (V8), between drone-sim and pipeline-sim.
+//!
+//! Each test starts its own simulators (port 0) and its own Envoy (free ports, own temp dir,
+//! `--disable-hot-restart`), and every process is killed by a drop guard even when the test
+//! fails. Tests assert behaviour (views, counts, metrics), never durations; every wait is a
+//! bounded polling loop. ENVOY_BIN and STATUS_SYNC_WASM must be set (`make test` does it):
+//! without them the tests fail and say so, they are never skipped.
+
+use anyhow::{bail, Context as _, Result};
+use envoy_e2e::drone_sim::{BuildKey, BuildPlan, DroneSimConfig, LossPolicy, Outcome};
+use envoy_e2e::envoy::{self, Envoy, EnvoySpec, Tools};
+use envoy_e2e::pipeline_sim::{FailRule, Received};
+use envoy_e2e::scenario::{wait_for, Stack};
+use envoy_e2e::util;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+fn tools() -> Tools {
+    Tools::from_env().unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+/// At most this many Envoys at once: each compiles the module per worker in V8, and CI
+/// machines are small. Tests still run in parallel, just not all at the same time.
+const PARALLEL: usize = 2;
+static SLOTS: Mutex<usize> = Mutex::new(0);
+static FREED: Condvar = Condvar::new();
+
+struct Slot;
+impl Drop for Slot {
+    fn drop(&mut self) {
+        *SLOTS.lock().unwrap_or_else(|p| p.into_inner()) -= 1;
+        FREED.notify_all();
+    }
+}
+fn slot() -> Slot {
+    let mut n = SLOTS.lock().unwrap_or_else(|p| p.into_inner());
+    while *n >= PARALLEL {
+        n = FREED.wait(n).unwrap_or_else(|p| p.into_inner());
+    }
+    *n += 1;
+    Slot
+}
+
+const CONVERGE: Duration = Duration::from_secs(120);
+const POLL: Duration = Duration::from_millis(100);
+
+fn plan(repo: usize, outcome: Outcome, step_ms: u64) -> BuildPlan {
+    let mut p = BuildPlan::new(repo, outcome);
+    p.step_ms = step_ms;
+    p
+}
+
+fn wait_drone_idle(stack: &Stack) -> Result<()> {
+    wait_for("drone-sim to finish its builds", CONVERGE, POLL, || {
+        Ok(if stack.drone.idle() {
+            Ok(())
+        } else {
+            Err("builds still running".into())
+        })
+    })
+}
+
+/// Waits until the pipeline agrees with drone on every build `include` selects.
+fn wait_converged(stack: &Stack, include: impl Fn(&BuildKey) -> bool) -> Result<()> {
+    wait_drone_idle(stack)?;
+    wait_for("the pipeline to agree with drone", CONVERGE, POLL, || {
+        let m = stack.mismatches(&include);
+        Ok(if m.is_empty() {
+            Ok(())
+        } else {
+            Err(m
+                .iter()
+                .map(|m| m.to_string())
+                .collect::<Vec<_>>()
+                .join("; "))
+        })
+    })
+    .with_context(|| stack.diagnostics())
+}
+
+/// Waits until a status_sync metric reaches `at_least`.
+fn wait_metric(stack: &Stack, name: &str, at_least: i64) -> Result<i64> {
+    wait_for(
+        &format!("status_sync.{name} >= {at_least}"),
+        CONVERGE,
+        POLL,
+        || {
+            let v = stack.envoy.metric(name)?;
+            Ok(if v >= at_least {
+                Ok(v)
+            } else {
+                Err(format!("it is {v}"))
+            })
+        },
+    )
+    .with_context(|| stack.diagnostics())
+}
+
+fn redeliveries_for<'a>(received: &'a [Received], key: &BuildKey) -> Vec<&'a Received> {
+    let k = key.to_string();
+    received
+        .iter()
+        .filter(|r| r.is_redelivery() && r.build.as_deref() == Some(k.as_str()))
+        .collect()
+}
+
+/// Drone loses every final webhook (and a fifth of the rest, never a build's first): the
+/// filter must find each of those builds in drone's API and re-deliver, until the pipeline's
+/// view equals drone's for every build — including declined builds, which never get a
+/// webhook for their last transition at all.
+#[test]
+fn lost_final_webhooks_are_recovered_and_views_match() -> Result<()> {
+    let _slot = slot();
+    let stack = Stack::start(
+        &tools(),
+        DroneSimConfig {
+            loss: LossPolicy {
+                share: 0.2,
+                spare_first: true,
+                all_finals: true,
+            },
+            seed: 11,
+            ..Default::default()
+        },
+        |_| {},
+    )?;
+    let mut keys = Vec::new();
+    for (i, o) in Outcome::ALL.iter().chain(Outcome::ALL.iter()).enumerate() {
+        let mut p = plan(i % 3, *o, 100);
+        p.created_late = i % 3 == 0;
+        p.steps = 1 + i % 3;
+        keys.push((
+            stack
+                .drone
+                .schedule(p, Duration::from_millis(80 * i as u64)),
+            *o,
+        ));
+    }
+    wait_converged(&stack, |_| true)?;
+
+    let hooks = stack.drone.webhooks();
+    let received = stack.pipeline.received();
+    let truth = stack.drone.builds();
+    let mut recovered = 0;
+    for (key, outcome) in &keys {
+        let lost_final = hooks.iter().any(|w| &w.build == key && w.lost && w.done);
+        let redelivered = redeliveries_for(&received, key);
+        // Declined builds have no final webhook to lose; drone never reports them.
+        if lost_final || *outcome == Outcome::Declined {
+            let b = truth.iter().find(|b| &b.key == key).context("build")?;
+            let ok: Vec<_> = redelivered
+                .iter()
+                .filter(|r| r.outcome == "applied")
+                .collect();
+            assert_eq!(
+                ok.len(),
+                1,
+                "{key}: one accepted re-delivery expected, got {redelivered:?}"
+            );
+            assert_eq!(ok[0].status.as_deref(), Some(b.status.as_str()), "{key}");
+            recovered += 1;
+        }
+    }
+    assert!(
+        recovered >= 10,
+        "only {recovered} builds needed recovery: the test is too weak"
+    );
+    // Re-deliveries are drone-shaped webhooks with a stable id.
+    for r in received.iter().filter(|r| r.is_redelivery()) {
+        assert_eq!(r.path, "/hook");
+        assert_eq!(r.drone_event.as_deref(), Some("build"));
+        assert_eq!(r.content_type.as_deref(), Some("application/json"));
+        assert!(
+            r.webhook_id.as_deref().is_some_and(|id| !id.is_empty()),
+            "{r:?}"
+        );
+        let body = stack.pipeline.body(r.seq).context("body kept")?;
+        let v: Value = serde_json::from_slice(&body)?;
+        assert_eq!(
+            (v["event"].as_str(), v["action"].as_str()),
+            (Some("build"), Some("updated"))
+        );
+        assert!(
+            v["repo"]["slug"].is_string() && v["build"]["stages"].is_array(),
+            "{v}"
+        );
+    }
+    assert!(stack.envoy.metric("redeliveries_ok")? >= recovered as i64);
+    assert!(stack.envoy.metric("drone_polls_ok")? >= recovered as i64);
+    let failed = stack.envoy.metric("redeliveries_failed")?;
+    if failed != 0 {
+        let lines: Vec<&str> = received
+            .iter()
+            .filter(|r| r.is_redelivery())
+            .map(|r| r.outcome.as_str())
+            .collect();
+        let log = stack.envoy.log();
+        let wasm: Vec<&str> = log.lines().filter(|l| l.contains("wasm log")).collect();
+        panic!(
+            "{failed} re-deliveries failed; pipeline saw {lines:?}\n{}",
+            wasm.join("\n")
+        );
+    }
+    Ok(())
+}
+
+/// A 500 from the pipeline means "not delivered": the transition comes again (same
+/// webhook-id) until it is accepted. A 400 means "refused": it is never sent again.
+#[test]
+fn pipeline_500_gets_the_transition_again_400_does_not() -> Result<()> {
+    let _slot = slot();
+    let stack = Stack::start(&tools(), DroneSimConfig::default(), |_| {})?;
+    let a = BuildKey {
+        slug: stack.drone.repos()[0].clone(),
+        number: 1,
+    };
+    let b = BuildKey {
+        slug: stack.drone.repos()[1].clone(),
+        number: 1,
+    };
+    // The live final webhook and the first re-delivery of A fail with 500.
+    stack
+        .pipeline
+        .add_rule(FailRule::build(&a.to_string(), 500).only_done().times(2));
+    stack
+        .pipeline
+        .add_rule(FailRule::build(&b.to_string(), 400).only_done());
+    assert_eq!(
+        stack
+            .drone
+            .schedule(plan(0, Outcome::Success, 100), Duration::ZERO),
+        a
+    );
+    assert_eq!(
+        stack
+            .drone
+            .schedule(plan(1, Outcome::Failure, 100), Duration::ZERO),
+        b
+    );
+    wait_converged(&stack, |k| k == &a)?;
+    let refused = wait_metric(&stack, "webhooks_refused", 1)?;
+    assert_eq!(refused, 1);
+
+    // Give the filter several stale periods to (wrongly) retry B.
+    let polls = stack.envoy.metric("drone_polls_ok")? + stack.envoy.metric("drone_polls_failed")?;
+    std::thread::sleep(Duration::from_millis(3 * 1500 + 1000));
+    let received = stack.pipeline.received();
+    let finals_a: Vec<&Received> = received
+        .iter()
+        .filter(|r| {
+            r.build.as_deref() == Some(a.to_string().as_str())
+                && r.status.as_deref() == Some("success")
+        })
+        .collect();
+    let outcomes: Vec<&str> = finals_a.iter().map(|r| r.outcome.as_str()).collect();
+    assert_eq!(outcomes, ["failed", "failed", "applied"], "{finals_a:?}");
+    assert!(finals_a[1].is_redelivery() && finals_a[2].is_redelivery());
+    assert_eq!(
+        finals_a[1].webhook_id, finals_a[2].webhook_id,
+        "the id is stable across attempts"
+    );
+
+    assert!(
+        redeliveries_for(&received, &b).is_empty(),
+        "a 400 was retried: {:?}",
+        redeliveries_for(&received, &b)
+    );
+    let view = stack.pipeline.view();
+    assert_eq!(
+        view[&b.to_string()].status,
+        "running",
+        "B's failure was refused, so it stays running"
+    );
+    let later = stack.envoy.metric("drone_polls_ok")? + stack.envoy.metric("drone_polls_failed")?;
+    assert_eq!(
+        later, polls,
+        "nothing left to poll after A was delivered and B refused"
+    );
+    Ok(())
+}
+
+/// With 4 workers there are 5 root contexts ticking (workers + main); the leader lease makes
+/// exactly one of them poll, so drone sees one GET per build that needs one, not five.
+#[test]
+fn concurrency_4_polls_drone_once_per_due_build() -> Result<()> {
+    let _slot = slot();
+    let stack = Stack::start(
+        &tools(),
+        DroneSimConfig {
+            loss: LossPolicy {
+                share: 0.0,
+                spare_first: true,
+                all_finals: true,
+            },
+            ..Default::default()
+        },
+        |spec| spec.concurrency = 4,
+    )?;
+    let keys: Vec<BuildKey> = (0..8)
+        .map(|i| {
+            stack.drone.schedule(
+                plan(i % 3, Outcome::Success, 60),
+                Duration::from_millis(50 * i as u64),
+            )
+        })
+        .collect();
+    wait_converged(&stack, |_| true)?;
+    // Late duplicates would come within a tick or two of the first poll; wait a few more.
+    std::thread::sleep(Duration::from_millis(1500));
+    let stats = stack.drone.stats();
+    let per_build: Vec<(String, u64)> = keys
+        .iter()
+        .map(|k| {
+            (
+                k.to_string(),
+                stats.build_calls.get(&k.to_string()).copied().unwrap_or(0),
+            )
+        })
+        .collect();
+    for (k, n) in &per_build {
+        assert!(
+            (1..=2).contains(n),
+            "{k} polled {n} times (per build: {per_build:?})"
+        );
+    }
+    let total: u64 = per_build.iter().map(|(_, n)| n).sum();
+    assert!(
+        total <= keys.len() as u64 + 2,
+        "{total} polls for {} builds: {per_build:?}",
+        keys.len()
+    );
+    assert_eq!(stack.envoy.metric("redeliveries_ok")?, keys.len() as i64);
+    Ok(())
+}
+
+/// A new plugin configuration pushed while running (LDS from a file, replaced atomically)
+/// must not lose tracked builds: a build whose final webhook was lost before the change is
+/// still recovered after it. The change moves `webhook_path`, so the path re-deliveries are
+/// POSTed to also proves that the recovery ran under the new configuration.
+#[test]
+fn hot_config_change_keeps_tracked_builds() -> Result<()> {
+    let _slot = slot();
+    // Long enough that the build is still waiting when the new configuration lands.
+    let stale_ms = 5000;
+    let stack = Stack::start(&tools(), DroneSimConfig::default(), |spec| {
+        spec.lds = true;
+        spec.plugin["stale_after_ms"] = stale_ms.into();
+        spec.plugin["max_poll_interval_ms"] = 8000.into();
+    })?;
+    let mut p = plan(0, Outcome::Success, 100);
+    p.lose_final = true;
+    let before = stack.drone.schedule(p.clone(), Duration::ZERO);
+    wait_drone_idle(&stack)?;
+    wait_for("the filter to track the build", CONVERGE, POLL, || {
+        let v = stack.pipeline.view();
+        let tracked = stack.envoy.metric("builds_tracked")?;
+        Ok(match v.get(&before.to_string()) {
+            Some(e) if e.status == "running" && tracked >= 1 => Ok(()),
+            other => Err(format!("pipeline has {other:?}, builds_tracked {tracked}")),
+        })
+    })?;
+    let lds_ok = |s: &BTreeMap<String, i64>| {
+        s.get("listener_manager.lds.update_success")
+            .copied()
+            .unwrap_or(0)
+    };
+    let updates = lds_ok(&stack.envoy.stats("listener_manager.lds")?);
+    let seen_before_push = stack.pipeline.received().len() as u64;
+
+    let mut stack = stack;
+    let mut plugin = envoy::base_plugin_config();
+    plugin["stale_after_ms"] = stale_ms.into();
+    plugin["max_poll_interval_ms"] = 8000.into();
+    plugin["webhook_path"] = "/hook2".into();
+    stack.envoy.push_plugin_config(&plugin)?;
+    wait_for("Envoy to accept the new listener", CONVERGE, POLL, || {
+        let s = stack.envoy.stats("listener_manager")?;
+        let rejected = s
+            .get("listener_manager.lds.update_rejected")
+            .copied()
+            .unwrap_or(0);
+        if rejected > 0 {
+            bail!("Envoy rejected the LDS update:\n{}", stack.diagnostics());
+        }
+        Ok(if lds_ok(&s) > updates {
+            Ok(())
+        } else {
+            Err(format!("{s:?}"))
+        })
+    })?;
+    stack.drone.set_webhook_url(Some(stack.envoy.url("/hook2")));
+    let after = stack.drone.schedule(p, Duration::ZERO);
+    wait_converged(&stack, |k| k == &before || k == &after)?;
+    let received = stack.pipeline.received();
+    for k in [&before, &after] {
+        let r = redeliveries_for(&received, k);
+        assert_eq!(r.len(), 1, "{k}: {r:?}");
+        assert_eq!(
+            r[0].path, "/hook2",
+            "{k}: re-delivered under the old configuration"
+        );
+        assert!(r[0].seq > seen_before_push, "{k}");
+    }
+    Ok(())
+}
+
+/// drone answers 503 for a while: the circuit opens after `circuit_failure_threshold`
+/// failures and then lets one probe through per open period, so the calls drone sees during
+/// the outage stay bounded; when drone is back, everything converges.
+#[test]
+fn drone_outage_causes_no_call_storm_and_converges_after() -> Result<()> {
+    let _slot = slot();
+    let threshold = 3u64;
+    let open_ms = 2000u64;
+    let inflight = 4u64;
+    let stack = Stack::start(
+        &tools(),
+        DroneSimConfig {
+            loss: LossPolicy {
+                share: 0.0,
+                spare_first: true,
+                all_finals: true,
+            },
+            ..Default::default()
+        },
+        |spec| {
+            spec.plugin["circuit_failure_threshold"] = threshold.into();
+            spec.plugin["circuit_open_ms"] = open_ms.into();
+            spec.plugin["max_inflight_calls"] = inflight.into();
+        },
+    )?;
+    stack.drone.set_down(true);
+    let down_at = Instant::now();
+    let outcomes = [
+        Outcome::Success,
+        Outcome::Failure,
+        Outcome::Killed,
+        Outcome::Skipped,
+        Outcome::Declined,
+    ];
+    for i in 0..10 {
+        stack.drone.schedule(
+            plan(i % 3, outcomes[i % outcomes.len()], 80),
+            Duration::from_millis(40 * i as u64),
+        );
+    }
+    wait_drone_idle(&stack)?;
+    // Stay down until the filter has failed enough to open the circuit, then a while more.
+    wait_metric(&stack, "circuit_open", 1)?;
+    let open_seen = Instant::now();
+    let mut saw_open = 0;
+    while open_seen.elapsed() < Duration::from_millis(4 * open_ms) {
+        saw_open = saw_open.max(stack.envoy.metric("circuit_open")?);
+        std::thread::sleep(POLL);
+    }
+    stack.drone.set_down(false);
+    let outage_ms = down_at.elapsed().as_millis() as u64;
+    let during = stack.drone.stats().calls_while_down;
+    // Before the circuit opens: the threshold, plus calls already in flight; after: at most
+    // one probe per open period (periods double, so this is generous).
+    let bound = threshold + inflight + outage_ms.div_ceil(open_ms) + 1;
+    assert!(
+        during >= threshold,
+        "only {during} calls during the outage: the test is too weak"
+    );
+    assert!(
+        during <= bound,
+        "{during} calls to a down drone in {outage_ms} ms (bound {bound})"
+    );
+    assert_eq!(saw_open, 1);
+    assert!(stack.envoy.metric("drone_polls_failed")? >= threshold as i64);
+    wait_converged(&stack, |_| true)?;
+    wait_for("the circuit to close", CONVERGE, POLL, || {
+        let v = stack.envoy.metric("circuit_open")?;
+        Ok(if v == 0 {
+            Ok(())
+        } else {
+            Err(format!("circuit_open {v}"))
+        })
+    })?;
+    Ok(())
+}
+
+/// A bad plugin configuration is refused (validation and startup both fail) with one log
+/// line naming the key; the token never appears in the log.
+#[test]
+fn bad_plugin_configuration_is_refused_naming_the_key() -> Result<()> {
+    let _slot = slot();
+    let tools = tools();
+    let dir = tempfile::tempdir()?;
+    let secret = "tok-DO-NOT-LOG-8c1f";
+    // (the key the error must name, the change that breaks it; null removes a key)
+    let cases = [
+        ("tick_ms", json!({"tick_ms": "fast"})),
+        ("tick_msec", json!({"tick_msec": 100})),
+        ("drone_cluster", json!({"drone_cluster": null})),
+        ("lease_ms", json!({"lease_ms": 100})),
+        ("signature_mode", json!({"signature_mode": "sometimes"})),
+    ];
+    for (i, (key, change)) in cases.iter().enumerate() {
+        let mut plugin = envoy::base_plugin_config();
+        let obj = plugin
+            .as_object_mut()
+            .context("plugin config is an object")?;
+        obj.remove("drone_token_env");
+        obj.insert("drone_token".into(), json!(secret));
+        for (k, v) in change.as_object().context("change")? {
+            match v {
+                Value::Null => obj.remove(k),
+                v => obj.insert(k.clone(), v.clone()),
+            };
+        }
+        let yaml = envoy::render_template(
+            envoy::TEMPLATE,
+            0,
+            envoy::free_port()?,
+            1,
+            2,
+            &tools.wasm,
+            &plugin,
+        )?;
+        let path = dir.path().join(format!("bad-{i}.yaml"));
+        std::fs::write(&path, yaml)?;
+        let err = match envoy::validate(&tools, &path, &[]) {
+            Ok(out) => panic!(
+                "{key}: Envoy accepted the configuration:\n{}",
+                envoy::tail(&out, 20)
+            ),
+            Err(e) => format!("{e:#}"),
+        };
+        let line = format!("status-sync: invalid configuration: key `{key}`");
+        assert!(
+            err.contains(&line),
+            "{key}: no line naming the key in:\n{err}"
+        );
+        assert!(!err.contains(secret), "the token was logged:\n{err}");
+    }
+    // And a real start fails too, with the same line.
+    let mut spec = EnvoySpec::new(tools.clone(), 1, 2, "t")?;
+    spec.plugin["tick_ms"] = json!(-5);
+    let mut e = Envoy::spawn(&spec)?;
+    let status = e.wait_exit(Duration::from_secs(90))?;
+    let log = e.log();
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "Envoy started with a bad configuration"
+    );
+    assert!(
+        log.contains("status-sync: invalid configuration: key `tick_ms`"),
+        "{}",
+        envoy::tail(&log, 30)
+    );
+    Ok(())
+}
+
+/// Bodies the filter cannot or will not parse pass through byte for byte: a 5 MB webhook
+/// (over `max_body_bytes`, under the listener's buffer limit) and malformed ones.
+#[test]
+fn large_and_malformed_webhooks_pass_through_unchanged() -> Result<()> {
+    let _slot = slot();
+    let stack = Stack::start(&tools(), DroneSimConfig::default(), |_| {})?;
+    let padding = "x".repeat(5 << 20);
+    let big = format!(
+        r#"{{"event":"build","action":"updated","repo":{{"id":42,"namespace":"octocat","name":"hello-world","slug":"octocat/hello-world"}},"build":{{"id":1,"repo_id":42,"number":77,"status":"running","message":"{padding}","version":2}}}}"#
+    );
+    let mut malformed = br#"{"event":"build","action":"updated","build":{"number":"#.to_vec();
+    malformed.extend_from_slice(&[0xff, 0xfe, 0x00, b'}', b'\n']);
+    let bodies: Vec<(&str, Vec<u8>)> = vec![
+        ("5 MB", big.into_bytes()),
+        ("malformed", malformed),
+        ("empty", Vec::new()),
+        ("not json", b"<html>hello</html>".to_vec()),
+    ];
+    let agent = util::agent(Duration::from_secs(30));
+    for (what, body) in &bodies {
+        let req = agent
+            .post(&stack.envoy.url("/hook"))
+            .set("X-Drone-Event", "build")
+            .set("Content-Type", "application/json");
+        let (code, answer) =
+            util::send(req, Some(body)).map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
+        // The pipeline's own answer comes back: 200 for the parsable one, 400 otherwise.
+        assert!(
+            code == 200 || code == 400,
+            "{what}: {code} {}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
+    let received = stack.pipeline.received();
+    assert_eq!(received.len(), bodies.len(), "{received:?}");
+    for ((what, body), r) in bodies.iter().zip(&received) {
+        assert_eq!(r.len, body.len(), "{what}");
+        assert_eq!(
+            r.sha256,
+            util::sha256_hex(body),
+            "{what}: body changed on the way"
+        );
+        assert_eq!(r.drone_event.as_deref(), Some("build"), "{what}");
+        assert_eq!(
+            stack.pipeline.body(r.seq).as_deref(),
+            Some(&body[..]),
+            "{what}"
+        );
+    }
+    wait_metric(&stack, "webhooks_oversized", 1)?;
+    wait_metric(&stack, "webhooks_unparsable", 2)?;
+    Ok(())
+}
+
+/// Finds `spec.pluginConfig`, `vmConfig.env` and friends in the WasmPlugin manifest.
+fn wasmplugin() -> Result<Value> {
+    let path = envoy::crate_dir().join("istio/wasmplugin.yaml");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
+    envoy::yaml_to_json(&text)
+}
+
+/// Every YAML in envoy/ passes `envoy --mode validate` with the real filter loaded (which
+/// runs its `on_configure`): the template, the example, and the Istio WasmPlugin's
+/// pluginConfig (fed to Envoy as a plain plugin configuration, with Istio-style cluster
+/// names and the token from the environment as `vmConfig.env` would provide it).
+#[test]
+fn every_yaml_in_envoy_dir_validates() -> Result<()> {
+    let _slot = slot();
+    let tools = tools();
+    let dir = tempfile::tempdir()?;
+    let root = envoy::crate_dir();
+    let mut files: Vec<String> = Vec::new();
+    for sub in ["", "istio"] {
+        for e in std::fs::read_dir(root.join(sub))? {
+            let p = e?.path();
+            let name = p
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+                .to_string();
+            if name.ends_with(".yaml") || name.ends_with(".yaml.tmpl") || name.ends_with(".yml") {
+                files.push(if sub.is_empty() {
+                    name
+                } else {
+                    format!("{sub}/{name}")
+                });
+            }
+        }
+    }
+    files.sort();
+    assert_eq!(
+        files,
+        ["envoy.yaml", "envoy.yaml.tmpl", "istio/wasmplugin.yaml"],
+        "cover new YAML files here"
+    );
+    let env = [("DRONE_TOKEN", "validate-token")];
+
+    // The template, rendered.
+    let t = dir.path().join("template.yaml");
+    let plugin = envoy::base_plugin_config();
+    std::fs::write(
+        &t,
+        envoy::render_template(
+            envoy::TEMPLATE,
+            0,
+            envoy::free_port()?,
+            1,
+            2,
+            &tools.wasm,
+            &plugin,
+        )?,
+    )?;
+    envoy::validate(&tools, &t, &env)?;
+
+    // The example, with the module path pointed at the built filter.
+    let example = std::fs::read_to_string(root.join("envoy.yaml"))?;
+    let mut v = envoy::yaml_to_json(&example)?;
+    let mut n = 0;
+    for l in v["static_resources"]["listeners"]
+        .as_array_mut()
+        .context("listeners")?
+    {
+        for f in envoy::wasm_filters(l) {
+            f["typed_config"]["config"]["vm_config"]["code"]["local"]["filename"] =
+                json!(tools.wasm.display().to_string());
+            n += 1;
+        }
+    }
+    assert_eq!(n, 1, "the example has one status-sync filter");
+    let p = dir.path().join("example.json");
+    std::fs::write(&p, serde_json::to_vec(&v)?)?;
+    envoy::validate(&tools, &p, &env)?;
+
+    // The Istio pluginConfig, as Envoy would get it from istiod.
+    let wp = wasmplugin()?;
+    assert_eq!(wp["kind"], "WasmPlugin");
+    let spec = &wp["spec"];
+    assert!(
+        matches!(
+            spec["failStrategy"].as_str(),
+            Some("FAIL_RELOAD" | "FAIL_OPEN")
+        ),
+        "{spec}"
+    );
+    assert_eq!(spec["match"][0]["mode"], "SERVER");
+    let plugin = spec["pluginConfig"].clone();
+    let cluster = |k: &str| {
+        plugin[k]
+            .as_str()
+            .map(str::to_string)
+            .with_context(|| format!("pluginConfig.{k}"))
+    };
+    let (pipeline_cluster, drone_cluster) =
+        (cluster("pipeline_cluster")?, cluster("drone_cluster")?);
+    assert!(drone_cluster.starts_with("outbound|") && pipeline_cluster.starts_with("outbound|"));
+    assert!(
+        plugin["instance"].as_str().is_some_and(|s| !s.is_empty()),
+        "Istio needs `instance`"
+    );
+    let yaml = envoy::render_template(
+        envoy::TEMPLATE,
+        0,
+        envoy::free_port()?,
+        1,
+        2,
+        &tools.wasm,
+        &plugin,
+    )?;
+    let mut v = envoy::yaml_to_json(&yaml)?;
+    // Istio-style cluster names, and vmConfig.env mapped like istiod does.
+    for c in v["static_resources"]["clusters"]
+        .as_array_mut()
+        .context("clusters")?
+    {
+        let name = if c["name"] == "drone" {
+            &drone_cluster
+        } else {
+            &pipeline_cluster
+        };
+        c["name"] = json!(name);
+        c["load_assignment"]["cluster_name"] = json!(name);
+    }
+    let mut host_keys = Vec::new();
+    let mut inline = serde_json::Map::new();
+    for e in spec["vmConfig"]["env"].as_array().context("vmConfig.env")? {
+        let name = e["name"].as_str().context("env name")?.to_string();
+        if e["valueFrom"] == "HOST" {
+            host_keys.push(json!(name));
+        } else {
+            inline.insert(name, e["value"].clone());
+        }
+    }
+    for l in v["static_resources"]["listeners"]
+        .as_array_mut()
+        .context("listeners")?
+    {
+        for f in envoy::wasm_filters(l) {
+            let config = &mut f["typed_config"]["config"];
+            config["vm_config"]["vm_id"] = json!(""); // Istio never sets it
+            config["vm_config"]["environment_variables"] =
+                json!({ "host_env_keys": host_keys, "key_values": inline });
+            config["failure_policy"] = spec["failStrategy"].clone();
+        }
+        l["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]["virtual_hosts"][0]
+            ["routes"][0]["route"]["cluster"] = json!(pipeline_cluster);
+    }
+    let token_env = plugin["drone_token_env"]
+        .as_str()
+        .context("pluginConfig.drone_token_env")?;
+    let p = dir.path().join("istio.json");
+    std::fs::write(&p, serde_json::to_vec(&v)?)?;
+    envoy::validate(&tools, &p, &[(token_env, "validate-token")])?;
+    // Without the token in the environment the filter must refuse, naming the key.
+    let err = envoy::validate(&tools, &p, &[])
+        .err()
+        .context("accepted without a token")?;
+    assert!(
+        format!("{err:#}").contains("invalid configuration: key `drone_token_env`"),
+        "{err:#}"
+    );
+    Ok(())
+}
