@@ -18,7 +18,7 @@ pub struct HostConfig {
     /// Shared data / queue namespace.
     pub vm_id: String,
     pub root_id: String,
-    /// Envoy's plugin `name` (property `plugin_name`); defaults to `root_id`.
+    /// Envoy's plugin `name` (property `plugin_name`); empty = same as `root_id`.
     pub plugin_name: String,
     /// Bytes for `on_configure` (BufferType 7).
     pub plugin_config: String,
@@ -47,7 +47,7 @@ impl HostConfig {
             workers: 2,
             vm_id: "status-sync".into(),
             root_id: "status_sync".into(),
-            plugin_name: "status_sync".into(),
+            plugin_name: String::new(),
             plugin_config: plugin_config.into(),
             vm_config: String::new(),
             env: Vec::new(),

@@ -60,7 +60,11 @@ impl World {
         World {
             vm_id: cfg.vm_id.clone(),
             root_id: cfg.root_id.clone(),
-            plugin_name: cfg.plugin_name.clone(),
+            plugin_name: if cfg.plugin_name.is_empty() {
+                cfg.root_id.clone()
+            } else {
+                cfg.plugin_name.clone()
+            },
             clusters: cfg.clusters.iter().cloned().collect(),
             env: cfg.env.clone(),
             log_level: cfg.log_level,
