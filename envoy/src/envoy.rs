@@ -375,7 +375,20 @@ impl Envoy {
         let log = dir.path().join("envoy.log");
         let admin_file = dir.path().join("admin.txt");
         let logf = std::fs::File::create(&log)?;
-        let child = Command::new(&spec.tools.envoy)
+        let mut cmd = Command::new(&spec.tools.envoy);
+        // If we die without running destructors (SIGKILL, panic=abort in release builds, a
+        // test harness timeout), the kernel kills Envoy too: no orphaned proxies.
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            use std::os::unix::process::CommandExt as _;
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd
             .arg("-c")
             .arg(&config)
             .args(["--concurrency", &spec.concurrency.to_string()])

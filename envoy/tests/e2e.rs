@@ -167,6 +167,7 @@ fn lost_final_webhooks_are_recovered_and_views_match() -> Result<()> {
         recovered >= 10,
         "only {recovered} builds needed recovery: the test is too weak"
     );
+    eprintln!("{recovered} of {} builds needed recovery", keys.len());
     // Re-deliveries are drone-shaped webhooks with a stable id.
     for r in received.iter().filter(|r| r.is_redelivery()) {
         assert_eq!(r.path, "/hook");
@@ -319,18 +320,10 @@ fn concurrency_4_polls_drone_once_per_due_build() -> Result<()> {
             )
         })
         .collect();
+    eprintln!("polls per build with 4 workers: {per_build:?}");
     for (k, n) in &per_build {
-        assert!(
-            (1..=2).contains(n),
-            "{k} polled {n} times (per build: {per_build:?})"
-        );
+        assert_eq!(*n, 1, "{k} polled {n} times (per build: {per_build:?})");
     }
-    let total: u64 = per_build.iter().map(|(_, n)| n).sum();
-    assert!(
-        total <= keys.len() as u64 + 2,
-        "{total} polls for {} builds: {per_build:?}",
-        keys.len()
-    );
     assert_eq!(stack.envoy.metric("redeliveries_ok")?, keys.len() as i64);
     Ok(())
 }
@@ -461,6 +454,7 @@ fn drone_outage_causes_no_call_storm_and_converges_after() -> Result<()> {
     // Before the circuit opens: the threshold, plus calls already in flight; after: at most
     // one probe per open period (periods double, so this is generous).
     let bound = threshold + inflight + outage_ms.div_ceil(open_ms) + 1;
+    eprintln!("outage: {during} calls to drone in {outage_ms} ms (bound {bound})");
     assert!(
         during >= threshold,
         "only {during} calls during the outage: the test is too weak"

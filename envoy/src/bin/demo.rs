@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const USAGE: &str = "demo [--builds 40] [--loss 0.3] [--lose-any] [--seed 7] [--step-ms 700] \
-[--every-ms 400] [--timeout-s 240] [--concurrency 2]
+const USAGE: &str = "demo [--builds 40] [--loss 0.3] [--lose-any] [--seed 7] [--step-ms 1000] \
+[--every-ms 1000] [--timeout-s 240] [--concurrency 2]
 
 Needs ENVOY_BIN and STATUS_SYNC_WASM (`make run` sets both).";
 
@@ -37,8 +37,8 @@ fn main() -> Result<()> {
     let builds: usize = a.get("builds", 40)?;
     let loss: f64 = a.get("loss", 0.3)?;
     let seed: u64 = a.get("seed", 7)?;
-    let step_ms: u64 = a.get("step-ms", 700)?;
-    let every_ms: u64 = a.get("every-ms", 400)?;
+    let step_ms: u64 = a.get("step-ms", 1000)?;
+    let every_ms: u64 = a.get("every-ms", 1000)?;
     let timeout = Duration::from_secs(a.get("timeout-s", 240)?);
     let concurrency: u32 = a.get("concurrency", 2)?;
     let tools = Tools::from_env().context("the demo runs via `make run`")?;
