@@ -1,0 +1,247 @@
+//! Shared pieces of the scenario tests: fixtures shaped like drone's payloads, a small drone
+//! that answers the REST API from its own state, and a pipeline that records what it received.
+
+#![allow(dead_code)]
+
+use host_tests::{
+    default_wasm_path, CallReply, CallRequest, Host, HostConfig, TestRequest, UpstreamReply,
+};
+use serde_json::Value;
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+
+pub const TOKEN: &str = "t0k3n-for-tests";
+
+fn fixture(name: &str) -> Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/fixtures/drone")
+        .join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "fixture {} missing ({e}): the tests need ../shared",
+            path.display()
+        )
+    });
+    serde_json::from_str(&text).expect("fixture is JSON")
+}
+
+/// The wasm under test; fails with the command to run when it is missing.
+pub fn wasm() -> PathBuf {
+    let p = default_wasm_path();
+    assert!(
+        p.exists(),
+        "{} not found: run `make build` (or `make test`) first",
+        p.display()
+    );
+    p
+}
+
+/// A plugin configuration with short timings for tests; `extra` is spliced into the object.
+pub fn plugin_config(extra: &str) -> String {
+    format!(
+        r#"{{"pipeline_cluster":"pipeline","drone_cluster":"drone","drone_token_env":"DRONE_TOKEN","webhook_path":"/hook","tick_ms":100,"stale_after_ms":2000,"max_poll_interval_ms":16000,"lease_ms":1000,"circuit_open_ms":2000{extra}}}"#
+    )
+}
+
+pub fn host_config(workers: usize, extra: &str) -> HostConfig {
+    let mut cfg = HostConfig::new(wasm(), &plugin_config(extra));
+    cfg.workers = workers;
+    cfg.env = vec![("DRONE_TOKEN".into(), TOKEN.into())];
+    cfg
+}
+
+/// Repository `octocat/repo-<n>` with id `100 + n`.
+pub fn repo_id(repo: u64) -> u64 {
+    100 + repo
+}
+
+/// A drone webhook body for one build transition (drone's step/teardown `build:updated`, or
+/// `build:created`), built from the fixtures.
+pub fn webhook(repo: u64, number: u64, status: &str, version: u64) -> Vec<u8> {
+    let mut v = if status == "pending" {
+        fixture("webhook-build-created.json")
+    } else {
+        fixture("webhook-build-updated-running.json")
+    };
+    v["repo"]["id"] = repo_id(repo).into();
+    v["repo"]["name"] = format!("repo-{repo}").into();
+    v["repo"]["slug"] = format!("octocat/repo-{repo}").into();
+    v["build"]["number"] = number.into();
+    v["build"]["status"] = status.into();
+    v["build"]["version"] = version.into();
+    v["build"]["repo_id"] = repo_id(repo).into();
+    if v["repo"].get("build").is_some() {
+        v["repo"]["build"] = v["build"].clone();
+    }
+    serde_json::to_vec(&v).expect("serialize")
+}
+
+/// The drone API answer for a build.
+pub fn api_build(repo: u64, number: u64, status: &str, version: u64) -> Vec<u8> {
+    let mut v = fixture("api-build-success.json");
+    v["repo_id"] = repo_id(repo).into();
+    v["number"] = number.into();
+    v["status"] = status.into();
+    v["version"] = version.into();
+    let mut body = serde_json::to_vec(&v).expect("serialize");
+    body.push(b'\n');
+    body
+}
+
+/// The drone API answer for a repository (`GET /api/repos/{owner}/{name}`).
+pub fn api_repo(repo: u64) -> Vec<u8> {
+    let mut v = fixture("webhook-build-created.json")["repo"].clone();
+    v["id"] = repo_id(repo).into();
+    v["name"] = format!("repo-{repo}").into();
+    v["slug"] = format!("octocat/repo-{repo}").into();
+    let mut body = serde_json::to_vec(&v).expect("serialize");
+    body.push(b'\n');
+    body
+}
+
+pub fn hook_request(body: Vec<u8>) -> TestRequest {
+    TestRequest::post("/hook", body)
+        .header("x-drone-event", "build")
+        .header("content-type", "application/json")
+}
+
+/// Drone's current state of every build, and the API calls it received.
+#[derive(Default)]
+pub struct Drone {
+    pub builds: BTreeMap<(u64, u64), (String, u64)>,
+    pub calls: Vec<(u64, String)>,
+    pub down: bool,
+}
+
+pub type SharedDrone = Rc<RefCell<Drone>>;
+
+impl Drone {
+    pub fn set(&mut self, repo: u64, number: u64, status: &str, version: u64) {
+        self.builds
+            .insert((repo, number), (status.to_string(), version));
+    }
+    pub fn calls_for(&self, path_suffix: &str) -> usize {
+        self.calls
+            .iter()
+            .filter(|(_, p)| p.ends_with(path_suffix))
+            .count()
+    }
+}
+
+/// Installs a drone responder: answers `GET /api/repos/octocat/repo-<r>/builds/<n>` from the
+/// state, 404 (drone's body) for unknown builds, 401 without the token, 503 while down.
+pub fn install_drone(host: &mut Host) -> SharedDrone {
+    let drone: SharedDrone = Rc::new(RefCell::new(Drone::default()));
+    let d = drone.clone();
+    host.set_responder("drone", move |req: &CallRequest, now: u64| {
+        let mut d = d.borrow_mut();
+        d.calls.push((now, req.path().to_string()));
+        if d.down {
+            return CallReply::ConnectFailure;
+        }
+        if req.header("authorization") != Some(&format!("Bearer {TOKEN}")) {
+            return CallReply::status(401, r#"{"message":"Unauthorized"}"#);
+        }
+        let parts: Vec<&str> = req.path().trim_start_matches('/').split('/').collect();
+        match parts.as_slice() {
+            ["api", "repos", "octocat", name] => {
+                let repo: u64 = name.trim_start_matches("repo-").parse().unwrap_or(0);
+                CallReply::ok(api_repo(repo))
+            }
+            ["api", "repos", "octocat", name, "builds", number] => {
+                let repo: u64 = name.trim_start_matches("repo-").parse().unwrap_or(0);
+                let number: u64 = number.parse().unwrap_or(0);
+                match d.builds.get(&(repo, number)) {
+                    Some((status, version)) => {
+                        CallReply::ok(api_build(repo, number, status, *version))
+                    }
+                    None => CallReply::status(404, r#"{"message":"sql: no rows in result set"}"#),
+                }
+            }
+            _ => CallReply::status(404, r#"{"message":"Not Found"}"#),
+        }
+    });
+    drone
+}
+
+/// What the pipeline believes about each build, and every delivery it received.
+#[derive(Default)]
+pub struct Pipeline {
+    /// (repo id, number) → (status, version), highest version wins.
+    pub view: BTreeMap<(u64, u64), (String, u64)>,
+    pub received: Vec<Value>,
+    pub webhook_ids: Vec<String>,
+    /// Status to answer re-deliveries with.
+    pub answer: u16,
+}
+
+pub type SharedPipeline = Rc<RefCell<Pipeline>>;
+
+impl Pipeline {
+    pub fn record(&mut self, body: &[u8]) {
+        if let Ok(v) = serde_json::from_slice::<Value>(body) {
+            let key = (
+                v["repo"]["id"].as_u64().unwrap_or(0),
+                v["build"]["number"].as_u64().unwrap_or(0),
+            );
+            let status = v["build"]["status"].as_str().unwrap_or("").to_string();
+            let version = v["build"]["version"].as_u64().unwrap_or(0);
+            let entry = self.view.entry(key).or_insert((String::new(), 0));
+            if version > entry.1 {
+                *entry = (status, version);
+            }
+            self.received.push(v);
+        }
+    }
+    pub fn status_of(&self, repo: u64, number: u64) -> Option<(String, u64)> {
+        self.view.get(&(repo_id(repo), number)).cloned()
+    }
+}
+
+/// Installs the pipeline responder for re-deliveries (the `pipeline` cluster).
+pub fn install_pipeline(host: &mut Host) -> SharedPipeline {
+    let pipeline: SharedPipeline = Rc::new(RefCell::new(Pipeline {
+        answer: 200,
+        ..Default::default()
+    }));
+    let p = pipeline.clone();
+    host.set_responder("pipeline", move |req: &CallRequest, _now: u64| {
+        let mut p = p.borrow_mut();
+        assert_eq!(req.method(), "POST");
+        assert_eq!(req.path(), "/hook");
+        assert_eq!(req.header("x-drone-event"), Some("build"));
+        if let Some(id) = req.header("webhook-id") {
+            p.webhook_ids.push(id.to_string());
+        }
+        let answer = p.answer;
+        if (200..300).contains(&answer) {
+            p.record(&req.body);
+        }
+        CallReply::status(answer, "")
+    });
+    pipeline
+}
+
+/// Sends a live webhook through VM `vm`; the pipeline answers `status` (and records it on 2xx).
+pub fn send_live(
+    host: &mut Host,
+    pipeline: &SharedPipeline,
+    vm: usize,
+    body: Vec<u8>,
+    status: u16,
+) -> host_tests::StreamOutcome {
+    let p = pipeline.clone();
+    host.request(vm, hook_request(body), move |up| {
+        if (200..300).contains(&status) {
+            p.borrow_mut().record(&up.body);
+        }
+        UpstreamReply::status(status)
+    })
+    .expect("request")
+}
+
+pub fn metric(host: &Host, name: &str) -> i64 {
+    host.metric(&format!("status_sync.{name}")).unwrap_or(0)
+}
