@@ -109,7 +109,7 @@ pub fn base_plugin_config() -> Value {
         "tick_ms": 200,
         "stale_after_ms": 1500,
         "max_poll_interval_ms": 4000,
-        "call_timeout_ms": 2000,
+        "call_timeout_ms": 5000,
         "circuit_failure_threshold": 3,
         "circuit_open_ms": 2000,
         "max_drone_calls_per_sec": 50,
