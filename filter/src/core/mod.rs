@@ -8,6 +8,7 @@ pub mod ledger;
 pub mod metrics;
 pub mod model;
 pub mod observation;
+pub mod ratelog;
 pub mod reconciler;
 pub mod signature;
 pub mod snapshot;

@@ -18,6 +18,7 @@ use super::ledger::{Entry, Ledger, NOT_SCHEDULED};
 use super::metrics::Counters;
 use super::model::{BuildKey, BuildStatus, DeliveryOutcome, RepoRef};
 use super::observation::Observation;
+use super::ratelog::{suppressed_note, LogLimiter};
 use super::signature;
 use super::snapshot::{self, Record};
 use std::collections::{HashMap, VecDeque};
@@ -118,6 +119,8 @@ pub struct Reconciler {
     inflight: HashMap<CallId, (Pending, u64)>,
     next_call: CallId,
     counters: Counters,
+    /// Failing drone calls are logged at most once per 10 s.
+    drone_log: LogLimiter,
 }
 
 impl Reconciler {
@@ -144,6 +147,7 @@ impl Reconciler {
             inflight: HashMap::new(),
             next_call: 1,
             counters: Counters::default(),
+            drone_log: LogLimiter::new(10_000),
             cfg,
         }
     }
@@ -433,13 +437,32 @@ impl Reconciler {
         out
     }
 
-    fn drone_failed(&mut self, key: BuildKey, why: &str, now_ms: u64) {
+    /// A drone call failed: count it, feed the circuit, back the build off. `garbage` marks an
+    /// answer drone should never give (unreadable, another build), logged at warn; transient
+    /// failures (5xx, timeouts, resets) at info. Both rate-limited.
+    fn drone_failed(&mut self, key: BuildKey, why: &str, garbage: bool, now_ms: u64) {
         self.counters.drone_polls_failed += 1;
         if self.circuit.on_failure(now_ms) {
             self.counters.circuit_opens += 1;
-            log::warn!("status-sync: drone API failing ({why}): circuit open, calls paused");
-        } else {
-            log::debug!("status-sync: drone API call failed: {why}");
+            log::warn!(
+                "status-sync: drone API failing ({why}): circuit open, calls paused for at least {} ms",
+                self.cfg.circuit_open_ms
+            );
+        } else if let Some(n) = self.drone_log.allow(now_ms) {
+            let note = suppressed_note(n);
+            if garbage {
+                log::warn!(
+                    "status-sync: drone API answer for build {}/{} unusable: {why}; will retry{note}",
+                    key.repo_id,
+                    key.number
+                );
+            } else {
+                log::info!(
+                    "status-sync: drone API call for build {}/{} failed: {why}; will retry{note}",
+                    key.repo_id,
+                    key.number
+                );
+            }
         }
         self.retry_later(key, now_ms, self.cfg.stale_after_ms);
     }
@@ -470,23 +493,32 @@ impl Reconciler {
                 );
                 return Vec::new();
             }
+            CallResult::Response {
+                status: status @ (401 | 403),
+                ..
+            } => {
+                let why =
+                    format!("HTTP {status}: check drone_token (an admin machine user's token)");
+                self.drone_failed(key, &why, true, now_ms);
+                return Vec::new();
+            }
             CallResult::Response { status, .. } => {
-                self.drone_failed(key, &format!("HTTP {status}"), now_ms);
+                self.drone_failed(key, &format!("HTTP {status}"), false, now_ms);
                 return Vec::new();
             }
             CallResult::Failed => {
-                self.drone_failed(key, "no answer", now_ms);
+                self.drone_failed(key, "no answer", false, now_ms);
                 return Vec::new();
             }
         };
         let api = match drone_api::parse_build(&body) {
             Ok(api) if api.number == key.number => api,
             Ok(_) => {
-                self.drone_failed(key, "answer for another build", now_ms);
+                self.drone_failed(key, "answer for another build", true, now_ms);
                 return Vec::new();
             }
             Err(e) => {
-                self.drone_failed(key, &format!("bad build answer: {e}"), now_ms);
+                self.drone_failed(key, &format!("bad build answer: {e}"), true, now_ms);
                 return Vec::new();
             }
         };
@@ -547,18 +579,18 @@ impl Reconciler {
         let body = match result {
             CallResult::Response { status: 200, body } => body,
             CallResult::Response { status, .. } => {
-                self.drone_failed(key, &format!("repository: HTTP {status}"), now_ms);
+                self.drone_failed(key, &format!("repository: HTTP {status}"), false, now_ms);
                 return Vec::new();
             }
             CallResult::Failed => {
-                self.drone_failed(key, "repository: no answer", now_ms);
+                self.drone_failed(key, "repository: no answer", false, now_ms);
                 return Vec::new();
             }
         };
         let (repo, json) = match drone_api::parse_repo(&body) {
             Ok(r) if r.0.id == key.repo_id => r,
             Ok(_) | Err(_) => {
-                self.drone_failed(key, "bad repository answer", now_ms);
+                self.drone_failed(key, "bad repository answer", true, now_ms);
                 return Vec::new();
             }
         };

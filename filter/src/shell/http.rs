@@ -13,10 +13,39 @@ use crate::core::config::SignatureMode;
 use crate::core::metrics::names;
 use crate::core::model::{DeliveryOutcome, ParsedWebhook};
 use crate::core::observation::Observation;
+use crate::core::ratelog::{suppressed_note, LogLimiter};
 use crate::core::{signature, webhook};
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, MapType};
 use std::rc::Rc;
+
+/// Kinds of per-request log lines, each rate-limited on its own (one per 10 s per VM), so a
+/// flood of bad webhooks is visible but cannot flood Envoy's log.
+#[derive(Clone, Copy)]
+enum Kind {
+    Unparsable = 0,
+    Oversized = 1,
+    Signature = 2,
+    Queue = 3,
+}
+
+thread_local! {
+    static LIMITS: std::cell::RefCell<[LogLimiter; 4]> =
+        const { std::cell::RefCell::new([const { LogLimiter::new(10_000) }; 4]) };
+}
+
+/// Runs `f` with the suppressed-lines note when a line of this kind may be logged now.
+fn limited(kind: Kind, f: impl FnOnce(String)) {
+    let now = host::now_ms();
+    let allowed = LIMITS.with(|l| {
+        l.borrow_mut()
+            .get_mut(kind as usize)
+            .and_then(|lim| lim.allow(now))
+    });
+    if let Some(n) = allowed {
+        f(suppressed_note(n));
+    }
+}
 
 #[derive(Default)]
 struct SignedHeaders {
@@ -66,9 +95,11 @@ impl Observer {
         if !self.oversized {
             match webhook::parse_webhook(&self.body) {
                 Ok(p) => self.parsed = Some(p),
-                Err(e) => {
-                    log::debug!("status-sync: webhook not understood ({e}); passed through");
-                }
+                Err(e) => limited(Kind::Unparsable, |note| {
+                    log::info!(
+                        "status-sync: drone webhook not understood ({e}); passed through unchanged{note}"
+                    )
+                }),
             }
         }
         if shared.cfg.signature_mode != SignatureMode::Off {
@@ -91,13 +122,19 @@ impl Observer {
                     shared.metrics.inc(names::WEBHOOKS_SIGNATURE_INVALID, 1);
                     if shared.cfg.signature_mode == SignatureMode::Enforce {
                         shared.metrics.inc(names::WEBHOOKS_REJECTED, 1);
-                        log::warn!("status-sync: rejected a webhook: {why}");
+                        limited(Kind::Signature, |note| {
+                            log::warn!("status-sync: rejected a webhook with 401: {why}{note}")
+                        });
                         self.rejected = true;
                         self.parsed = None;
                         host::send_local_response(401, b"invalid webhook signature\n");
                         return Action::Pause;
                     }
-                    log::info!("status-sync: webhook signature invalid (monitor mode): {why}");
+                    limited(Kind::Signature, |note| {
+                        log::warn!(
+                            "status-sync: webhook signature invalid ({why}); passed (monitor mode){note}"
+                        )
+                    });
                 }
             }
         }
@@ -119,6 +156,12 @@ impl Observer {
         let Some(webhook) = self.parsed.take() else {
             if self.oversized {
                 shared.metrics.inc(names::WEBHOOKS_OVERSIZED, 1);
+                let limit = shared.cfg.max_body_bytes;
+                limited(Kind::Oversized, |note| {
+                    log::info!(
+                        "status-sync: drone webhook larger than max_body_bytes ({limit}); passed through unparsed{note}"
+                    )
+                });
             } else {
                 shared.metrics.inc(names::WEBHOOKS_UNPARSABLE, 1);
             }
@@ -140,7 +183,11 @@ impl Observer {
             .unwrap_or(false);
         if !queued {
             shared.metrics.inc(names::QUEUE_DROPPED, 1);
-            log::warn!("status-sync: could not hand a webhook to the reconciler (queue)");
+            limited(Kind::Queue, |note| {
+                log::warn!(
+                    "status-sync: could not hand a webhook to the reconciler (shared queue){note}"
+                )
+            });
         }
     }
 }

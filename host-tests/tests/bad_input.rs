@@ -1,0 +1,206 @@
+//! The README's bad-input table, row by row, through the real wasm: each bad input gets a log
+//! line at the stated level, a metric, pass-through of the live request, and no state
+//! corruption (the filter still recovers a lost transition afterwards).
+
+mod common;
+
+use common::*;
+use host_tests::{CallReply, Host, UpstreamReply};
+
+const INFO: u32 = 2;
+const WARN: u32 = 3;
+
+fn has_log(host: &Host, level: u32, needle: &str) -> bool {
+    host.logs()
+        .iter()
+        .any(|l| l.level == level && l.message.contains(needle))
+}
+
+/// Sends `req` and checks the upstream got the body byte for byte and the client its answer.
+fn pass_through(host: &mut Host, req: host_tests::TestRequest) {
+    let sent = req.body.clone();
+    let out = host
+        .request(0, req, move |up| {
+            assert_eq!(up.body, sent, "body unchanged");
+            UpstreamReply::status(200)
+        })
+        .unwrap();
+    assert_eq!(out.status, 200);
+    assert!(out.local_reply.is_none());
+}
+
+/// After the bad inputs, the filter still does its job: a lost final webhook is recovered.
+fn still_recovers(host: &mut Host, drone: &SharedDrone, pipeline: &SharedPipeline, number: u64) {
+    send_live(host, pipeline, 0, webhook(9, number, "running", 2), 200);
+    drone.borrow_mut().set(9, number, "success", 3);
+    host.advance(20_000).unwrap();
+    assert_eq!(
+        pipeline.borrow().status_of(9, number),
+        Some(("success".into(), 3))
+    );
+}
+
+#[test]
+fn bad_live_webhooks() {
+    let mut host = Host::start(host_config(1, r#","max_body_bytes":8192"#)).unwrap();
+    let drone = install_drone(&mut host);
+    let pipeline = install_pipeline(&mut host);
+    let good = webhook(9, 1, "running", 2);
+    let unparsable: Vec<(&str, Vec<u8>)> = vec![
+        ("malformed JSON", br#"{"event":"build","#.to_vec()),
+        ("truncated", good[..good.len() / 2].to_vec()),
+        (
+            "wrong types",
+            String::from_utf8(good.clone())
+                .unwrap()
+                .replace("\"number\":1,", "\"number\":\"1\",")
+                .into_bytes(),
+        ),
+        (
+            "huge number",
+            String::from_utf8(good.clone())
+                .unwrap()
+                .replace("\"version\":2", "\"version\":184467440737095516160")
+                .into_bytes(),
+        ),
+        ("non-UTF-8", vec![b'{', 0xff, 0xfe, b'}']),
+        ("empty body", Vec::new()),
+        (
+            "not a build event",
+            br#"{"event":"user","action":"created"}"#.to_vec(),
+        ),
+    ];
+    let n = unparsable.len() as i64;
+    for (name, body) in unparsable {
+        let before = metric(&host, "webhooks_unparsable");
+        pass_through(&mut host, hook_request(body).chunked(512));
+        assert_eq!(metric(&host, "webhooks_unparsable"), before + 1, "{name}");
+    }
+    assert!(has_log(&host, INFO, "drone webhook not understood"));
+
+    // Over max_body_bytes: passed through unparsed, counted apart.
+    let mut big = webhook(9, 2, "running", 2);
+    big.extend(std::iter::repeat_n(b' ', 20_000));
+    pass_through(&mut host, hook_request(big).chunked(4096));
+    assert_eq!(metric(&host, "webhooks_oversized"), 1);
+    assert!(has_log(&host, INFO, "larger than max_body_bytes"));
+
+    // Not drone's webhooks at all: not observed, untouched.
+    let observed = metric(&host, "webhooks_observed");
+    pass_through(
+        &mut host,
+        host_tests::TestRequest::post("/hook", good.clone()), // no X-Drone-Event
+    );
+    pass_through(
+        &mut host,
+        host_tests::TestRequest::get("/hook").header("x-drone-event", "build"),
+    );
+    pass_through(
+        &mut host,
+        host_tests::TestRequest::post("/elsewhere", good.clone()).header("x-drone-event", "build"),
+    );
+    assert_eq!(metric(&host, "webhooks_observed"), observed);
+
+    // Repeated headers: the first value counts (Envoy's lookup).
+    pass_through(
+        &mut host,
+        hook_request(webhook(9, 3, "success", 3)).header("x-drone-event", "repo"),
+    );
+    assert_eq!(metric(&host, "webhooks_observed"), observed + 1);
+
+    // Unknown status: accepted, and terminal like drone's IsDone().
+    send_live(&mut host, &pipeline, 0, webhook(9, 4, "exploded", 3), 200);
+    host.advance(10_000).unwrap();
+    assert_eq!(metric(&host, "builds_tracked"), 0);
+    assert_eq!(drone.borrow().calls.len(), 0, "no state from bad input");
+    assert_eq!(metric(&host, "webhooks_unparsable"), n);
+
+    still_recovers(&mut host, &drone, &pipeline, 10);
+    assert!(host.dead_vms().is_empty());
+}
+
+#[test]
+fn bad_drone_answers() {
+    let mut host = Host::start(host_config(
+        1,
+        r#","max_body_bytes":8192,"call_timeout_ms":500,"circuit_failure_threshold":100"#,
+    ))
+    .unwrap();
+    let pipeline = install_pipeline(&mut host);
+    let answers: Vec<(&str, CallReply, u32, &str)> = vec![
+        (
+            "garbage",
+            CallReply::ok("<html>oops</html>"),
+            WARN,
+            "unusable",
+        ),
+        ("empty", CallReply::ok(""), WARN, "unusable"),
+        (
+            "huge",
+            CallReply::ok(vec![b' '; 100_000]),
+            INFO,
+            "no answer",
+        ),
+        (
+            "slow",
+            CallReply::Reply {
+                status: 200,
+                headers: vec![],
+                body: api_build(9, 1, "success", 3),
+                delay_ms: 5_000,
+            },
+            INFO,
+            "HTTP 504",
+        ),
+        (
+            "unauthorized",
+            CallReply::status(401, r#"{"message":"Unauthorized"}"#),
+            WARN,
+            "check drone_token",
+        ),
+        ("server error", CallReply::status(500, ""), INFO, "HTTP 500"),
+        (
+            "another build",
+            CallReply::ok(api_build(9, 999, "success", 3)),
+            WARN,
+            "another build",
+        ),
+    ];
+    for (i, (name, answer, level, needle)) in answers.into_iter().enumerate() {
+        let number = 100 + i as u64;
+        let failed_before = metric(&host, "drone_polls_failed");
+        let answer = std::cell::RefCell::new(Some(answer));
+        host.set_responder("drone", move |req, _| match answer.borrow_mut().take() {
+            Some(a) => a,
+            None => CallReply::ok(api_build(
+                9,
+                req.path().rsplit('/').next().unwrap().parse().unwrap(),
+                "success",
+                3,
+            )),
+        });
+        send_live(
+            &mut host,
+            &pipeline,
+            0,
+            webhook(9, number, "running", 2),
+            200,
+        );
+        host.advance(60_000).unwrap();
+        assert!(
+            metric(&host, "drone_polls_failed") > failed_before,
+            "{name}: counted"
+        );
+        assert!(
+            has_log(&host, level, needle),
+            "{name}: log line at level {level} with {needle:?}"
+        );
+        assert_eq!(
+            pipeline.borrow().status_of(9, number),
+            Some(("success".into(), 3)),
+            "{name}: retried and recovered once drone answers properly"
+        );
+    }
+    assert_eq!(metric(&host, "builds_tracked"), 0);
+    assert!(host.dead_vms().is_empty());
+}
