@@ -81,8 +81,6 @@ pub struct Config {
     /// `max_clock_skew_ms` (default 300000, 1000..=86400000): allowed distance between a
     /// signed `Date` and now.
     pub max_clock_skew_ms: u64,
-    /// `live_webhook_id` (default false): add a `webhook-id` header to live webhooks too.
-    pub live_webhook_id: bool,
     /// `max_gap_fill` (default 20, 0..=1000; 0 disables): drone numbers builds per repository
     /// in sequence, so when a webhook for build n arrives and the highest number seen for that
     /// repository is below n-1, up to this many missing builds (whose every webhook was lost)
@@ -238,7 +236,6 @@ impl Config {
             ));
         }
         let max_clock_skew_ms = r.uint("max_clock_skew_ms", 300_000, 1_000, DAY_MS)?;
-        let live_webhook_id = r.bool("live_webhook_id", false)?;
         let max_gap_fill = r.uint("max_gap_fill", 20, 0, 1_000)?;
 
         if max_poll_interval_ms < stale_after_ms {
@@ -284,7 +281,6 @@ impl Config {
             webhook_secret,
             signature_mode,
             max_clock_skew_ms,
-            live_webhook_id,
             max_gap_fill,
         })
     }
@@ -327,7 +323,6 @@ const KEYS: &[&str] = &[
     "webhook_secret_env",
     "signature_mode",
     "max_clock_skew_ms",
-    "live_webhook_id",
     "max_gap_fill",
 ];
 
@@ -410,14 +405,6 @@ impl<'a> Reader<'a> {
         let n = self.uint(key, to_u64(default), to_u64(min), to_u64(max))?;
         usize::try_from(n)
             .map_err(|_| self.bad(key, &format!("must be an integer from {min} to {max}")))
-    }
-
-    fn bool(&self, key: &str, default: bool) -> Result<bool, ConfigError> {
-        match self.map.get(key) {
-            None => Ok(default),
-            Some(Value::Bool(b)) => Ok(*b),
-            Some(_) => Err(self.bad(key, "must be true or false")),
-        }
     }
 
     /// A secret given inline (`value_key`) or, preferably, through the environment variable
@@ -600,7 +587,6 @@ mod tests {
                 webhook_secret: None,
                 signature_mode: SignatureMode::Off,
                 max_clock_skew_ms: 300_000,
-                live_webhook_id: false,
                 max_gap_fill: 20,
             }
         );
@@ -631,8 +617,7 @@ mod tests {
             "instance": "A-z_0.9",
             "webhook_secret_env": "DRONE_WEBHOOK_SECRET",
             "signature_mode": "monitor",
-            "max_clock_skew_ms": 1000,
-            "live_webhook_id": true
+            "max_clock_skew_ms": 1000
         });
         let c = parse(&v).unwrap();
         assert_eq!(c.webhook_path, "/drone/hook/");
@@ -667,7 +652,6 @@ mod tests {
         assert_eq!(c.instance, "A-z_0.9");
         assert_eq!(c.webhook_secret.as_deref(), Some(SECRET));
         assert_eq!(c.signature_mode, SignatureMode::Monitor);
-        assert!(c.live_webhook_id);
     }
 
     #[test]
@@ -877,13 +861,6 @@ mod tests {
                 .len(),
             64
         );
-
-        for bad in [json!(0), json!("true"), json!(null)] {
-            assert_eq!(
-                err(&with("live_webhook_id", Some(bad))).key,
-                "live_webhook_id"
-            );
-        }
     }
 
     #[test]

@@ -88,10 +88,6 @@ pub fn send_local_response(status: u32, body: &[u8]) -> bool {
     hostcalls::send_http_response(status, vec![("content-type", "text/plain")], Some(body)).is_ok()
 }
 
-pub fn add_request_header(name: &str, value: &str) -> bool {
-    hostcalls::add_map_value(MapType::HttpRequestHeaders, name, value).is_ok()
-}
-
 /// A random 64-bit id (WASI `random_get` via std's hasher keys), to tell root contexts apart
 /// in the lease.
 pub fn random_u64() -> u64 {

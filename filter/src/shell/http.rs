@@ -2,10 +2,13 @@
 //!
 //! Pass-through first: the request is never paused for our sake (`Action::Continue`
 //! everywhere), the body is copied as it streams past (up to `max_body_bytes`), and nothing is
-//! changed. The only exceptions are opt-in: `signature_mode: enforce` (a forged webhook is
-//! answered 401 and never reaches the pipeline) and `live_webhook_id` (the header can only be
-//! added before the headers leave). When the stream ends, the transition and the pipeline's
-//! answer go to the reconciler through the shared queue.
+//! changed. The one exception is opt-in: with `signature_mode: enforce`, a webhook whose
+//! signature headers are missing or forged is answered 401 before anything is forwarded (the
+//! HMAC covers only `Date` and `Digest`, so this needs no body), and the body of a correctly
+//! signed one is held until its `Digest` is checked. Headers are never held: Envoy turns a
+//! paused `on_request_headers` into StopAllIteration, after which the body callbacks would not
+//! run. When the stream ends, the transition and the pipeline's answer go to the reconciler
+//! through the shared queue.
 
 use super::host;
 use super::root::Shared;
@@ -14,7 +17,8 @@ use crate::core::metrics::names;
 use crate::core::model::{DeliveryOutcome, ParsedWebhook};
 use crate::core::observation::Observation;
 use crate::core::ratelog::{suppressed_note, LogLimiter};
-use crate::core::{signature, webhook};
+use crate::core::signature::{self, DigestStream};
+use crate::core::webhook;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, MapType};
 use std::rc::Rc;
@@ -51,18 +55,20 @@ fn limited(kind: Kind, f: impl FnOnce(String)) {
 struct SignedHeaders {
     date: Option<String>,
     digest: Option<String>,
-    signature: Option<String>,
 }
 
 pub struct Observer {
     shared: Option<Rc<Shared>>,
     watching: bool,
-    /// Headers are held until the body is read (enforce mode or live webhook ids only).
-    holding: bool,
+    /// Enforce mode with valid signature headers: the body is held (Envoy buffers it) until
+    /// its digest is checked.
+    holding_body: bool,
     body: Vec<u8>,
     oversized: bool,
     saw_body_end: bool,
     signed: SignedHeaders,
+    /// Digest of the body as it streams past (signature checks only).
+    digest: Option<DigestStream>,
     parsed: Option<ParsedWebhook>,
     rejected: bool,
     response_status: Option<u16>,
@@ -73,25 +79,76 @@ fn utf8(v: Option<&[u8]>) -> Option<String> {
         .map(str::to_string)
 }
 
+/// Size of the pieces a held body is read in to hash it.
+const READ_CHUNK: usize = 64 * 1024;
+
 impl Observer {
     pub fn new(shared: Option<Rc<Shared>>) -> Self {
         Observer {
             shared,
             watching: false,
-            holding: false,
+            holding_body: false,
             body: Vec::new(),
             oversized: false,
             saw_body_end: false,
             signed: SignedHeaders::default(),
+            digest: None,
             parsed: None,
             rejected: false,
             response_status: None,
         }
     }
 
+    /// A signature check failed: count it; in enforce mode answer 401 (the caller returns
+    /// `Pause`, as Envoy requires after a local reply).
+    fn signature_failed(&mut self, shared: &Shared, why: &str) -> Action {
+        shared.metrics.inc(names::WEBHOOKS_SIGNATURE_INVALID, 1);
+        if shared.cfg.signature_mode == SignatureMode::Enforce {
+            shared.metrics.inc(names::WEBHOOKS_REJECTED, 1);
+            limited(Kind::Signature, |note| {
+                log::warn!("status-sync: rejected a webhook with 401: {why}{note}")
+            });
+            self.rejected = true;
+            self.watching = false;
+            self.body = Vec::new();
+            host::send_local_response(401, b"invalid webhook signature\n");
+            return Action::Pause;
+        }
+        limited(Kind::Signature, |note| {
+            log::warn!(
+                "status-sync: webhook signature invalid ({why}); passed (monitor mode){note}"
+            )
+        });
+        Action::Continue
+    }
+
+    /// Copies a chunk (up to `max_body_bytes`) and feeds the digest.
+    fn take_chunk(&mut self, chunk: &[u8], limit: usize) {
+        if let Some(d) = self.digest.as_mut() {
+            d.update(chunk);
+        }
+        if self.oversized {
+            return;
+        }
+        if self.body.len().saturating_add(chunk.len()) > limit {
+            self.oversized = true;
+            self.body = Vec::new();
+        } else {
+            self.body.extend_from_slice(chunk);
+        }
+    }
+
     /// Called once the whole body has been seen (or there was none).
     fn body_complete(&mut self, shared: &Shared) -> Action {
         self.saw_body_end = true;
+        if let Some(d) = self.digest.take() {
+            if let Err(e) = d.check(self.signed.digest.as_deref()) {
+                let action = self.signature_failed(shared, &e.to_string());
+                if self.rejected {
+                    return action;
+                }
+            }
+        }
         if !self.oversized {
             match webhook::parse_webhook(&self.body) {
                 Ok(p) => self.parsed = Some(p),
@@ -100,48 +157,6 @@ impl Observer {
                         "status-sync: drone webhook not understood ({e}); passed through unchanged{note}"
                     )
                 }),
-            }
-        }
-        if shared.cfg.signature_mode != SignatureMode::Off {
-            if let Some(secret) = &shared.cfg.webhook_secret {
-                let verdict = if self.oversized {
-                    Err("body larger than max_body_bytes".to_string())
-                } else {
-                    signature::verify(
-                        secret.as_bytes(),
-                        self.signed.date.as_deref(),
-                        self.signed.digest.as_deref(),
-                        self.signed.signature.as_deref(),
-                        &self.body,
-                        host::now_ms(),
-                        shared.cfg.max_clock_skew_ms,
-                    )
-                    .map_err(|e| e.to_string())
-                };
-                if let Err(why) = verdict {
-                    shared.metrics.inc(names::WEBHOOKS_SIGNATURE_INVALID, 1);
-                    if shared.cfg.signature_mode == SignatureMode::Enforce {
-                        shared.metrics.inc(names::WEBHOOKS_REJECTED, 1);
-                        limited(Kind::Signature, |note| {
-                            log::warn!("status-sync: rejected a webhook with 401: {why}{note}")
-                        });
-                        self.rejected = true;
-                        self.parsed = None;
-                        host::send_local_response(401, b"invalid webhook signature\n");
-                        return Action::Pause;
-                    }
-                    limited(Kind::Signature, |note| {
-                        log::warn!(
-                            "status-sync: webhook signature invalid ({why}); passed (monitor mode){note}"
-                        )
-                    });
-                }
-            }
-        }
-        if self.holding && shared.cfg.live_webhook_id {
-            if let Some(p) = &self.parsed {
-                let id = signature::webhook_id(p.repo.id, p.number, p.version);
-                let _ = host::add_request_header("webhook-id", &id);
             }
         }
         self.body = Vec::new();
@@ -209,22 +224,37 @@ impl HttpContext for Observer {
         self.watching = true;
         shared.metrics.inc(names::WEBHOOKS_OBSERVED, 1);
         if shared.cfg.signature_mode != SignatureMode::Off {
-            self.signed = SignedHeaders {
-                date: utf8(host::first(&headers, "date")),
-                digest: utf8(host::first(&headers, "digest")),
-                signature: utf8(host::first(&headers, "signature")),
-            };
+            if let Some(secret) = &shared.cfg.webhook_secret {
+                self.signed = SignedHeaders {
+                    date: utf8(host::first(&headers, "date")),
+                    digest: utf8(host::first(&headers, "digest")),
+                };
+                let signature = utf8(host::first(&headers, "signature"));
+                match signature::verify_headers(
+                    secret.as_bytes(),
+                    self.signed.date.as_deref(),
+                    self.signed.digest.as_deref(),
+                    signature.as_deref(),
+                    host::now_ms(),
+                    shared.cfg.max_clock_skew_ms,
+                ) {
+                    Ok(()) => {
+                        self.digest = Some(DigestStream::default());
+                        self.holding_body = shared.cfg.signature_mode == SignatureMode::Enforce;
+                    }
+                    Err(e) => {
+                        let action = self.signature_failed(&shared, &e.to_string());
+                        if self.rejected {
+                            return action;
+                        }
+                    }
+                }
+            }
         }
-        self.holding =
-            shared.cfg.signature_mode == SignatureMode::Enforce || shared.cfg.live_webhook_id;
         if end_of_stream {
             return self.body_complete(&shared);
         }
-        if self.holding {
-            Action::Pause
-        } else {
-            Action::Continue
-        }
+        Action::Continue
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
@@ -235,30 +265,29 @@ impl HttpContext for Observer {
             return Action::Continue;
         }
         let limit = shared.cfg.max_body_bytes;
-        if self.holding {
-            // Envoy buffers while we pause; `body_size` is the total so far.
-            if body_size > limit {
-                self.oversized = true;
-            }
+        if self.holding_body {
+            // Envoy buffers while we pause; `body_size` is the total so far. Read it once, at
+            // the end, in pieces (the digest needs all of it, our copy only max_body_bytes).
             if !end_of_stream {
-                return if self.oversized {
-                    self.body_complete(&shared)
-                } else {
-                    Action::Pause
-                };
+                return Action::Pause;
             }
-            if !self.oversized && body_size > 0 {
-                self.body =
-                    host::buffer(BufferType::HttpRequestBody, 0, body_size).unwrap_or_default();
+            let mut offset = 0;
+            while offset < body_size {
+                let len = READ_CHUNK.min(body_size - offset);
+                let Some(chunk) = host::buffer(BufferType::HttpRequestBody, offset, len) else {
+                    break;
+                };
+                if chunk.is_empty() {
+                    break;
+                }
+                offset += chunk.len();
+                self.take_chunk(&chunk, limit);
             }
             return self.body_complete(&shared);
         }
-        if !self.oversized && body_size > 0 {
-            if self.body.len().saturating_add(body_size) > limit {
-                self.oversized = true;
-                self.body = Vec::new();
-            } else if let Some(chunk) = host::buffer(BufferType::HttpRequestBody, 0, body_size) {
-                self.body.extend_from_slice(&chunk);
+        if body_size > 0 && (self.digest.is_some() || !self.oversized) {
+            if let Some(chunk) = host::buffer(BufferType::HttpRequestBody, 0, body_size) {
+                self.take_chunk(&chunk, limit);
             }
         }
         if end_of_stream {

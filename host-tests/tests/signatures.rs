@@ -1,0 +1,140 @@
+//! Drone's HTTP signatures through the real wasm: enforce rejects forged and unsigned webhooks
+//! before they reach the pipeline, monitor only counts, re-deliveries are signed, and the
+//! secret never appears in logs or replies.
+
+mod common;
+
+use common::*;
+use host_tests::{Host, HostConfig, TestRequest, UpstreamReply};
+use status_sync::core::signature;
+
+const SECRET: &str = "GMEuUHQfmrMRsseWxi9YlIeBtn9lm6im";
+
+fn signed_host(mode: &str, extra: &str) -> Host {
+    let mut cfg: HostConfig = host_config(
+        1,
+        &format!(r#","webhook_secret_env":"HOOK_SECRET","signature_mode":"{mode}"{extra}"#),
+    );
+    cfg.env.push(("HOOK_SECRET".into(), SECRET.into()));
+    Host::start(cfg).unwrap()
+}
+
+fn signed(host: &Host, body: Vec<u8>, secret: &str) -> TestRequest {
+    let s = signature::sign(secret.as_bytes(), &body, host.now_ms());
+    hook_request(body)
+        .header("date", &s.date)
+        .header("digest", &s.digest)
+        .header("signature", &s.signature)
+}
+
+/// Sends a request; returns (status the client got, whether the pipeline saw it).
+fn send(host: &mut Host, req: TestRequest) -> (u16, bool) {
+    let out = host
+        .request(0, req, |_| UpstreamReply::status(200))
+        .unwrap();
+    (out.status, out.upstream.is_some())
+}
+
+#[test]
+fn enforce_rejects_forged_and_unsigned_and_passes_genuine() {
+    let mut host = signed_host("enforce", "");
+    let _drone = install_drone(&mut host);
+    let body = webhook(1, 1, "running", 2);
+
+    let genuine = signed(&host, body.clone(), SECRET);
+    assert_eq!(send(&mut host, genuine), (200, true));
+
+    let forged = signed(&host, body.clone(), "not-the-secret");
+    assert_eq!(send(&mut host, forged), (401, false));
+
+    assert_eq!(
+        send(&mut host, hook_request(body.clone())),
+        (401, false),
+        "unsigned"
+    );
+
+    let mut tampered = signed(&host, body.clone(), SECRET);
+    tampered.body = webhook(1, 1, "success", 3);
+    assert_eq!(
+        send(&mut host, tampered),
+        (401, false),
+        "body changed after signing"
+    );
+
+    let stale = {
+        let s = signature::sign(SECRET.as_bytes(), &body, host.now_ms() - 3_600_000);
+        hook_request(body.clone())
+            .header("date", &s.date)
+            .header("digest", &s.digest)
+            .header("signature", &s.signature)
+    };
+    assert_eq!(
+        send(&mut host, stale),
+        (401, false),
+        "Date outside max_clock_skew_ms"
+    );
+
+    assert_eq!(metric(&host, "webhooks_rejected"), 4);
+    assert_eq!(metric(&host, "webhooks_signature_invalid"), 4);
+    assert_eq!(
+        metric(&host, "webhooks_delivered"),
+        1,
+        "rejected ones record nothing"
+    );
+    assert!(host.logs().iter().all(|l| !l.message.contains(SECRET)));
+}
+
+#[test]
+fn monitor_counts_but_passes() {
+    let mut host = signed_host("monitor", "");
+    let _drone = install_drone(&mut host);
+    let forged = signed(&host, webhook(1, 1, "running", 2), "wrong");
+    assert_eq!(send(&mut host, forged), (200, true));
+    assert_eq!(metric(&host, "webhooks_signature_invalid"), 1);
+    assert_eq!(metric(&host, "webhooks_rejected"), 0);
+}
+
+#[test]
+fn redeliveries_are_signed_like_drone_and_carry_a_stable_id() {
+    let mut host = signed_host("enforce", "");
+    let drone = install_drone(&mut host);
+    let bodies = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let b = bodies.clone();
+    host.set_responder("pipeline", move |req, now| {
+        let ok = signature::verify(
+            SECRET.as_bytes(),
+            req.header("date"),
+            req.header("digest"),
+            req.header("signature"),
+            &req.body,
+            now,
+            300_000,
+        );
+        b.borrow_mut()
+            .push((ok.is_ok(), req.header("webhook-id").map(str::to_string)));
+        host_tests::CallReply::status(if ok.is_ok() { 200 } else { 401 }, "")
+    });
+    // The live webhook passes unchanged (signature headers included); the pipeline answers 503.
+    let req = signed(&host, webhook(1, 7, "success", 3), SECRET);
+    let sent = req.clone();
+    let out = host
+        .request(0, req, move |up| {
+            assert_eq!(up.body, sent.body);
+            for name in ["date", "digest", "signature"] {
+                let ours = sent
+                    .headers
+                    .iter()
+                    .find(|h| h.0 == name)
+                    .map(|h| h.1.as_str());
+                assert_eq!(up.header(name), ours, "{name} unchanged");
+            }
+            UpstreamReply::status(503)
+        })
+        .unwrap();
+    assert_eq!(out.status, 503);
+    drone.borrow_mut().set(1, 7, "success", 3);
+    host.advance(5_000).unwrap();
+    let got = bodies.borrow().clone();
+    assert_eq!(got, vec![(true, Some(format!("drone-{}-7-3", repo_id(1))))]);
+    assert_eq!(metric(&host, "redeliveries_ok"), 1);
+}
