@@ -388,6 +388,9 @@ impl Envoy {
                 Ok(())
             });
         }
+        // Its own process group: a Ctrl-C meant for the demo does not reach Envoy directly;
+        // the demo prints its summary (reading Envoy's stats) and then kills it.
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let child = cmd
             .arg("-c")
             .arg(&config)
