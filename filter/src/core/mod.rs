@@ -13,3 +13,4 @@ pub mod reconciler;
 pub mod signature;
 pub mod snapshot;
 pub mod webhook;
+pub mod wire;

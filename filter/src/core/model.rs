@@ -1,11 +1,8 @@
 //! Domain types shared by every part of the core.
 
-use serde::{Deserialize, Serialize};
-
 /// A drone build status (`core/status.go`). Unknown strings are kept as [`BuildStatus::Unknown`]
 /// and, like drone's `IsDone()`, count as done.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum BuildStatus {
     Skipped,
     Blocked,
@@ -86,14 +83,14 @@ impl BuildStatus {
 }
 
 /// Identifies a build: drone's repository id and the per-repository build number.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct BuildKey {
     pub repo_id: u64,
     pub number: u64,
 }
 
 /// The parts of a drone repository needed to address the REST API.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RepoRef {
     pub id: u64,
     pub namespace: String,
@@ -101,7 +98,7 @@ pub struct RepoRef {
 }
 
 /// What a live `build` webhook said, as parsed by the HTTP filter.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ParsedWebhook {
     pub repo: RepoRef,
     pub number: u64,
@@ -111,10 +108,8 @@ pub struct ParsedWebhook {
     /// `action` of the webhook (`created` or `updated`).
     pub action: String,
     /// The `repo` object as drone sent it, without its nested `build`, for re-deliveries.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repo_json: Option<String>,
     /// The `system` object, when drone sent one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub system_json: Option<String>,
 }
 
@@ -128,8 +123,7 @@ impl ParsedWebhook {
 }
 
 /// How the pipeline answered a delivery (live or re-delivered).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DeliveryOutcome {
     /// 2xx: the pipeline has this transition.
     Delivered,

@@ -7,6 +7,7 @@
 
 use super::ledger::{Entry, NOT_SCHEDULED};
 use super::model::{BuildKey, BuildStatus, RepoRef};
+use super::wire::{put_str16, Reader};
 
 const MAGIC: &[u8; 4] = b"SSL1";
 
@@ -53,13 +54,6 @@ pub fn decode_meta(bytes: &[u8]) -> Option<u32> {
     (n > 0).then_some(n)
 }
 
-fn put_str(out: &mut Vec<u8>, s: &str) {
-    let bytes = s.as_bytes();
-    let len = bytes.len().min(u16::MAX as usize);
-    out.extend_from_slice(&(len as u16).to_le_bytes());
-    out.extend_from_slice(bytes.get(..len).unwrap_or_default());
-}
-
 /// Encodes one shard.
 pub fn encode_shard(records: &[Record]) -> Vec<u8> {
     let mut out = Vec::with_capacity(8 + records.len() * 80);
@@ -75,46 +69,15 @@ pub fn encode_shard(records: &[Record]) -> Vec<u8> {
         out.extend_from_slice(&r.entry.first_seen_ms.to_le_bytes());
         out.extend_from_slice(&r.entry.last_change_ms.to_le_bytes());
         out.extend_from_slice(&r.entry.next_due_ms.to_le_bytes());
-        put_str(&mut out, &r.repo.namespace);
-        put_str(&mut out, &r.repo.name);
+        put_str16(&mut out, &r.repo.namespace);
+        put_str16(&mut out, &r.repo.name);
     }
     out
 }
 
-struct Reader<'a> {
-    buf: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if self.buf.len() < n {
-            return None;
-        }
-        let (head, tail) = self.buf.split_at(n);
-        self.buf = tail;
-        Some(head)
-    }
-    fn u8(&mut self) -> Option<u8> {
-        self.take(1)?.first().copied()
-    }
-    fn u16(&mut self) -> Option<u16> {
-        Some(u16::from_le_bytes(self.take(2)?.try_into().ok()?))
-    }
-    fn u32(&mut self) -> Option<u32> {
-        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
-    }
-    fn u64(&mut self) -> Option<u64> {
-        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
-    }
-    fn string(&mut self) -> Option<String> {
-        let n = self.u16()? as usize;
-        String::from_utf8(self.take(n)?.to_vec()).ok()
-    }
-}
-
 /// Decodes one shard. `None` if the value is not a shard (empty, corrupt, other version).
 pub fn decode_shard(bytes: &[u8]) -> Option<Vec<Record>> {
-    let mut r = Reader { buf: bytes };
+    let mut r = Reader::new(bytes);
     if r.take(4)? != MAGIC {
         return None;
     }
@@ -135,8 +98,8 @@ pub fn decode_shard(bytes: &[u8]) -> Option<Vec<Record>> {
         let first_seen_ms = r.u64()?;
         let last_change_ms = r.u64()?;
         let next_due_ms = r.u64()?;
-        let namespace = r.string()?;
-        let name = r.string()?;
+        let namespace = r.str16()?;
+        let name = r.str16()?;
         out.push(Record {
             repo: RepoRef {
                 id,
@@ -155,7 +118,7 @@ pub fn decode_shard(bytes: &[u8]) -> Option<Vec<Record>> {
             },
         });
     }
-    if !r.buf.is_empty() {
+    if !r.is_empty() {
         return None;
     }
     Some(out)
