@@ -552,3 +552,22 @@ fn builds_whose_every_webhook_was_lost_are_found_by_number() {
     s.r.observe(obs(17, "running", 2, DeliveryOutcome::Delivered), s.now);
     assert_eq!(s.r.counters().builds_gap_filled, 3);
 }
+
+#[test]
+fn a_snapshot_from_slower_settings_is_rescheduled_to_the_new_ones() {
+    let slow = r#","stale_after_ms":600000,"max_poll_interval_ms":900000"#;
+    let mut old = Sim::new(config(slow));
+    old.r
+        .observe(obs(1, "running", 2, DeliveryOutcome::Delivered), old.now);
+    let shards = old.r.take_dirty_shards();
+    let mut s = Sim::new(config(""));
+    for (_, bytes) in &shards {
+        assert!(s.r.load_shard(bytes, s.now));
+    }
+    s.run(
+        2000,
+        &mut |n| ok(api_build(n, "success", 3)),
+        &mut pipeline_ok,
+    );
+    assert_eq!(s.delivered.len(), 1, "polled within the new stale_after_ms");
+}

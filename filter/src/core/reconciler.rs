@@ -758,6 +758,14 @@ impl Reconciler {
         };
         for mut r in records {
             snapshot::reschedule_in_flight(&mut r.entry, now_ms);
+            // The snapshot may come from a reconciler with other timings (a config change):
+            // nothing waits longer than this configuration would make it wait.
+            let latest = now_ms.saturating_add(self.rng.jitter(self.cfg.stale_after_ms));
+            r.entry.next_due_ms = r.entry.next_due_ms.min(latest);
+            r.entry.interval_ms = r
+                .entry
+                .interval_ms
+                .min(clamp_u32(self.cfg.max_poll_interval_ms));
             self.remember_repo(&r.repo);
             let key = r.key();
             if self.ledger.insert(key, r.entry).is_some() {
