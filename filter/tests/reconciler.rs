@@ -571,3 +571,60 @@ fn a_snapshot_from_slower_settings_is_rescheduled_to_the_new_ones() {
     );
     assert_eq!(s.delivered.len(), 1, "polled within the new stale_after_ms");
 }
+
+#[test]
+fn scanned_repositories_reveal_builds_that_never_sent_a_webhook() {
+    let mut s = Sim::new(config(
+        r#","scan_repos":["octocat/hello-world"],"scan_interval_ms":10000"#,
+    ));
+    let mut list = vec![(20u64, "success", 3u64)];
+    let mut scans = 0;
+    let list_json = |l: &[(u64, &str, u64)]| {
+        let items: Vec<String> = l
+            .iter()
+            .map(|(n, st, v)| {
+                format!(r#"{{"id":{n},"repo_id":42,"number":{n},"status":"{st}","version":{v}}}"#)
+            })
+            .collect();
+        format!("[{}]\n", items.join(",")).into_bytes()
+    };
+    // First listing: the baseline (build 20 happened before we watched).
+    let run = |s: &mut Sim, ms: u64, list: &[(u64, &str, u64)], scans: &mut usize| {
+        let end = s.now + ms;
+        while s.now < end {
+            s.now += 100;
+            let mut calls = s.r.tick(s.now);
+            while let Some(call) = calls.pop() {
+                let path = call.header(":path").unwrap().to_string();
+                let answer = if path.starts_with("/api/repos/octocat/hello-world/builds?") {
+                    *scans += 1;
+                    ok(list_json(list))
+                } else {
+                    let list = list.to_vec();
+                    s.answer(
+                        &call,
+                        &mut |n| {
+                            let (_, st, v) = list.iter().find(|b| b.0 == n).unwrap();
+                            ok(api_build(n, st, *v))
+                        },
+                        &mut pipeline_ok,
+                    )
+                };
+                calls.extend(s.r.on_response(call.id, answer, s.now));
+            }
+        }
+    };
+    run(&mut s, 2000, &list, &mut scans);
+    assert_eq!(scans, 1);
+    assert!(s.delivered.is_empty(), "the baseline delivers nothing");
+    // Builds 21 and 22 run and finish; not one of their webhooks reaches us.
+    list.insert(0, (21, "failure", 3));
+    list.insert(0, (22, "declined", 2));
+    run(&mut s, 12_000, &list, &mut scans);
+    assert_eq!(scans, 2);
+    let mut got: Vec<(u64, String)> = s.delivered.iter().map(|d| (d.0, d.1.clone())).collect();
+    got.sort();
+    assert_eq!(got, vec![(21, "failure".into()), (22, "declined".into())]);
+    assert_eq!(s.r.counters().builds_scan_found, 2);
+    assert_eq!(s.r.ledger().len(), 0);
+}

@@ -16,7 +16,7 @@
 use libfuzzer_sys::fuzz_target;
 use serde_json::value::RawValue;
 use serde_json::Value;
-use status_sync::core::drone_api::{parse_build, parse_repo, redelivery_body};
+use status_sync::core::drone_api::{parse_build, parse_build_list, parse_repo, redelivery_body};
 
 fn check_body(repo_json: &str, build_raw: &str, system: Option<&str>) {
     let body = redelivery_body(repo_json, build_raw, system);
@@ -43,6 +43,7 @@ fn check_body(repo_json: &str, build_raw: &str, system: Option<&str>) {
 }
 
 fuzz_target!(|data: &[u8]| {
+    let _ = parse_build_list(data);
     let whole_build = parse_build(data);
     let whole_repo = parse_repo(data);
     if let (Ok(build), Ok((_, repo_json))) = (&whole_build, &whole_repo) {

@@ -86,6 +86,13 @@ pub struct Config {
     /// repository is below n-1, up to this many missing builds (whose every webhook was lost)
     /// are looked up and their state delivered.
     pub max_gap_fill: u64,
+    /// `scan_repos` (default none; at most 100 of `"owner/name"`): repositories whose recent
+    /// builds are listed every `scan_interval_ms`, to find builds that never produced a single
+    /// webhook that reached us (including the newest one, which gap filling cannot see).
+    pub scan_repos: Vec<(String, String)>,
+    /// `scan_interval_ms` (default 300000, 10000..=86400000): how often each of `scan_repos`
+    /// is listed.
+    pub scan_interval_ms: u64,
 }
 
 impl Config {
@@ -237,6 +244,8 @@ impl Config {
         }
         let max_clock_skew_ms = r.uint("max_clock_skew_ms", 300_000, 1_000, DAY_MS)?;
         let max_gap_fill = r.uint("max_gap_fill", 20, 0, 1_000)?;
+        let scan_repos = r.repos("scan_repos")?;
+        let scan_interval_ms = r.uint("scan_interval_ms", 300_000, 10_000, DAY_MS)?;
 
         if max_poll_interval_ms < stale_after_ms {
             return Err(ConfigError::new(
@@ -282,6 +291,8 @@ impl Config {
             signature_mode,
             max_clock_skew_ms,
             max_gap_fill,
+            scan_repos,
+            scan_interval_ms,
         })
     }
 }
@@ -324,6 +335,8 @@ const KEYS: &[&str] = &[
     "signature_mode",
     "max_clock_skew_ms",
     "max_gap_fill",
+    "scan_repos",
+    "scan_interval_ms",
 ];
 
 /// Keys whose values are secrets, or may be one pasted into the wrong key: their values are
@@ -350,6 +363,40 @@ impl<'a> Reader<'a> {
             Some(v) => ConfigError::new(key, &format!("{why}, got {}", type_name(v))),
             None => ConfigError::new(key, why),
         }
+    }
+
+    /// A list of `"owner/name"` repositories (at most 100).
+    fn repos(&self, key: &str) -> Result<Vec<(String, String)>, ConfigError> {
+        let Some(v) = self.map.get(key) else {
+            return Ok(Vec::new());
+        };
+        let why = "must be a list of at most 100 \"owner/name\" strings";
+        let Value::Array(items) = v else {
+            return Err(self.bad(key, why));
+        };
+        if items.len() > 100 {
+            return Err(self.bad(key, why));
+        }
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            let parsed = item
+                .as_str()
+                .and_then(|s| s.split_once('/'))
+                .filter(|(o, n)| {
+                    !o.is_empty()
+                        && !n.is_empty()
+                        && !n.contains('/')
+                        && !o
+                            .chars()
+                            .chain(n.chars())
+                            .any(|c| c.is_whitespace() || c.is_control())
+                });
+            match parsed {
+                Some((o, n)) => out.push((o.to_string(), n.to_string())),
+                None => return Err(self.bad(key, why)),
+            }
+        }
+        Ok(out)
     }
 
     /// An optional non-empty string.
@@ -588,6 +635,8 @@ mod tests {
                 signature_mode: SignatureMode::Off,
                 max_clock_skew_ms: 300_000,
                 max_gap_fill: 20,
+                scan_repos: vec![],
+                scan_interval_ms: 300_000,
             }
         );
     }
@@ -802,6 +851,42 @@ mod tests {
         assert!(e.reason.contains("10000"), "{e}");
         v["lease_ms"] = json!(10_000);
         assert!(parse(&v).is_ok());
+    }
+
+    #[test]
+    fn scan_repos() {
+        let c = parse(&with(
+            "scan_repos",
+            Some(json!(["octocat/hello-world", "a/b"])),
+        ))
+        .unwrap();
+        assert_eq!(
+            c.scan_repos,
+            vec![
+                ("octocat".to_string(), "hello-world".to_string()),
+                ("a".to_string(), "b".to_string())
+            ]
+        );
+        for bad in [
+            json!("a/b"),
+            json!(["a"]),
+            json!(["a/"]),
+            json!(["/b"]),
+            json!(["a/b/c"]),
+            json!([1]),
+            json!(["a b/c"]),
+        ] {
+            assert_eq!(err(&with("scan_repos", Some(bad))).key, "scan_repos");
+        }
+        let many: Vec<String> = (0..101).map(|i| format!("o/r{i}")).collect();
+        assert_eq!(
+            err(&with("scan_repos", Some(json!(many)))).key,
+            "scan_repos"
+        );
+        assert_eq!(
+            err(&with("scan_interval_ms", Some(json!(5)))).key,
+            "scan_interval_ms"
+        );
     }
 
     #[test]

@@ -54,6 +54,58 @@ pub fn repo_path(repo: &RepoRef) -> String {
     )
 }
 
+/// Path of the build list (newest first, one page of 25, drone's default).
+pub fn list_path(namespace: &str, name: &str) -> String {
+    format!(
+        "/api/repos/{}/{}/builds?page=1&per_page=25",
+        encode_segment(namespace),
+        encode_segment(name)
+    )
+}
+
+/// One build of `GET /api/repos/{owner}/{name}/builds` (drone lists them without stages).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListedBuild {
+    pub repo_id: u64,
+    pub number: u64,
+    pub status: BuildStatus,
+    pub version: u64,
+}
+
+/// Parses a build list. Entries lacking a field we need make the whole answer an error: a
+/// partial list could hide exactly the build we are looking for.
+pub fn parse_build_list(body: &[u8]) -> Result<Vec<ListedBuild>, ParseError> {
+    let text = std::str::from_utf8(body).map_err(|_| ParseError::Json("not UTF-8".into()))?;
+    if nesting_depth(text) > MAX_DEPTH {
+        return Err(ParseError::Json("nested too deeply".into()));
+    }
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| ParseError::Json(e.to_string()))?;
+    let items = value
+        .as_array()
+        .ok_or(ParseError::Json("not a list".into()))?;
+    items
+        .iter()
+        .map(|b| {
+            let field = |name: &'static str| {
+                b.get(name)
+                    .and_then(serde_json::Value::as_u64)
+                    .ok_or(ParseError::Missing(name))
+            };
+            Ok(ListedBuild {
+                repo_id: field("repo_id")?,
+                number: field("number")?,
+                version: field("version")?,
+                status: BuildStatus::parse(
+                    b.get("status")
+                        .and_then(serde_json::Value::as_str)
+                        .ok_or(ParseError::Missing("status"))?,
+                ),
+            })
+        })
+        .collect()
+}
+
 /// The body of a re-delivered webhook, shaped like drone's final `build:updated` (teardown):
 /// `{"event":"build","action":"updated","repo":{...repo, "build":<build>},"build":<build>,"system":...}`.
 ///
@@ -381,6 +433,31 @@ fn hex_digit(n: u8) -> char {
 mod tests {
     use super::*;
     use serde_json::Value;
+
+    #[test]
+    fn build_lists() {
+        let body = br#"[{"id":2,"repo_id":42,"number":102,"status":"running","version":2},{"id":1,"repo_id":42,"number":101,"status":"success","version":3}]
+"#;
+        let list = parse_build_list(body).unwrap();
+        assert_eq!(list.len(), 2);
+        assert_eq!(
+            list[0],
+            ListedBuild {
+                repo_id: 42,
+                number: 102,
+                status: BuildStatus::Running,
+                version: 2
+            }
+        );
+        assert_eq!(parse_build_list(b"[]").unwrap(), vec![]);
+        for bad in [&b"{}"[..], b"[{\"number\":1}]", b"[1]", b"nope", b"\xff"] {
+            assert!(parse_build_list(bad).is_err());
+        }
+        assert_eq!(
+            list_path("octo cat", "hello"),
+            "/api/repos/octo%20cat/hello/builds?page=1&per_page=25"
+        );
+    }
 
     fn fixture(name: &str) -> String {
         let path =

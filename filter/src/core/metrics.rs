@@ -30,6 +30,7 @@ pub mod names {
     pub const OBSERVATIONS_INVALID: &str = "status_sync.observations_invalid";
     pub const SNAPSHOT_ERRORS: &str = "status_sync.snapshot_errors";
     pub const BUILDS_GAP_FILLED: &str = "status_sync.builds_gap_filled";
+    pub const BUILDS_SCAN_FOUND: &str = "status_sync.builds_scan_found";
 }
 
 /// The reconciler's counters (monotonic) and gauges (current values).
@@ -49,6 +50,7 @@ pub struct Counters {
     pub observations_invalid: u64,
     pub snapshot_errors: u64,
     pub builds_gap_filled: u64,
+    pub builds_scan_found: u64,
     // gauges
     pub builds_tracked: u64,
     pub circuit_open: u64,
@@ -57,7 +59,7 @@ pub struct Counters {
 
 impl Counters {
     /// The counters as (name, value) pairs, for mirroring into host metrics.
-    pub fn counters(&self) -> [(&'static str, u64); 14] {
+    pub fn counters(&self) -> [(&'static str, u64); 15] {
         use names::*;
         [
             (REDELIVERIES_OK, self.redeliveries_ok),
@@ -74,6 +76,7 @@ impl Counters {
             (OBSERVATIONS_INVALID, self.observations_invalid),
             (SNAPSHOT_ERRORS, self.snapshot_errors),
             (BUILDS_GAP_FILLED, self.builds_gap_filled),
+            (BUILDS_SCAN_FOUND, self.builds_scan_found),
         ]
     }
 

@@ -1,5 +1,6 @@
 //! The sans-IO core. Nothing in here calls the proxy-wasm host; callers pass `now_ms` and seeds.
 
+pub mod b64;
 pub mod backoff;
 pub mod config;
 pub mod drone_api;

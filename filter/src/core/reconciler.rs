@@ -16,7 +16,7 @@ use super::config::Config;
 use super::drone_api::{self, ApiBuild};
 use super::ledger::{Entry, Ledger, NOT_SCHEDULED};
 use super::metrics::Counters;
-use super::model::{BuildKey, BuildStatus, DeliveryOutcome, RepoRef};
+use super::model::{BuildKey, BuildStatus, DeliveryOutcome, ParseError, RepoRef};
 use super::observation::Observation;
 use super::ratelog::{suppressed_note, LogLimiter};
 use super::signature;
@@ -65,6 +65,8 @@ enum Pending {
     /// `GET /api/repos/{o}/{n}`, needed before a re-delivery when no webhook showed us the
     /// repository yet (e.g. after a leader change). Holds the build answer to deliver.
     FetchRepo { key: BuildKey, build: Vec<u8> },
+    /// `GET .../builds?page=1` of `scan_repos[index]`.
+    Scan { index: usize },
     /// POST of a re-delivery to the pipeline.
     Deliver {
         key: BuildKey,
@@ -121,6 +123,8 @@ pub struct Reconciler {
     counters: Counters,
     /// Failing drone calls are logged at most once per 10 s.
     drone_log: LogLimiter,
+    /// When each of `scan_repos` is listed next.
+    scan_due: Vec<u64>,
 }
 
 impl Reconciler {
@@ -148,6 +152,11 @@ impl Reconciler {
             next_call: 1,
             counters: Counters::default(),
             drone_log: LogLimiter::new(10_000),
+            // The first listing of each repository comes one interval after the start, spread
+            // so that many repositories are not listed in the same tick.
+            scan_due: (0..cfg.scan_repos.len() as u64)
+                .map(|i| cfg.scan_interval_ms / 10 + i * 1000)
+                .collect(),
             cfg,
         }
     }
@@ -353,6 +362,7 @@ impl Reconciler {
     pub fn tick(&mut self, now_ms: u64) -> Vec<OutgoingCall> {
         self.expire_calls(now_ms);
         let mut calls = Vec::new();
+        self.scan(now_ms, &mut calls);
         while self.inflight.len() < self.cfg.max_inflight_calls {
             match self.ledger.next_due() {
                 Some(t) if t <= now_ms => {}
@@ -395,6 +405,109 @@ impl Reconciler {
         calls
     }
 
+    /// Lists the configured repositories that are due, within the same budget, rate limit and
+    /// circuit as build lookups.
+    fn scan(&mut self, now_ms: u64, calls: &mut Vec<OutgoingCall>) {
+        for index in 0..self.scan_due.len() {
+            if self.inflight.len() >= self.cfg.max_inflight_calls {
+                return;
+            }
+            if self.scan_due.get(index).is_none_or(|due| *due > now_ms) {
+                continue;
+            }
+            if !self.circuit.try_acquire(now_ms) {
+                return;
+            }
+            if !self.bucket.try_take(now_ms) {
+                self.circuit.release();
+                return;
+            }
+            let next = now_ms.saturating_add(self.rng.jitter(self.cfg.scan_interval_ms));
+            if let Some(due) = self.scan_due.get_mut(index) {
+                *due = next;
+            }
+            let Some((owner, name)) = self.cfg.scan_repos.get(index) else {
+                continue;
+            };
+            let path = drone_api::list_path(owner, name);
+            calls.push(self.drone_get(path, Pending::Scan { index }, now_ms));
+        }
+    }
+
+    /// A build list: builds newer than any we know of for that repository never produced a
+    /// webhook that reached us; track them so they are looked up and delivered. The first
+    /// listing only sets the baseline (what happened before we watched is not ours).
+    fn on_scan(&mut self, index: usize, result: CallResult, now_ms: u64) {
+        let listed = match result {
+            CallResult::Response { status: 200, body } => drone_api::parse_build_list(&body),
+            CallResult::Response { status, .. } => Err(ParseError::Json(format!("HTTP {status}"))),
+            CallResult::Failed => Err(ParseError::Json("no answer".into())),
+        };
+        let builds = match listed {
+            Ok(b) => b,
+            Err(e) => {
+                self.counters.drone_polls_failed += 1;
+                if self.circuit.on_failure(now_ms) {
+                    self.counters.circuit_opens += 1;
+                }
+                if let Some(n) = self.drone_log.allow(now_ms) {
+                    log::warn!(
+                        "status-sync: listing scan_repos[{index}] failed: {e}{}",
+                        suppressed_note(n)
+                    );
+                }
+                return;
+            }
+        };
+        self.circuit.on_success();
+        self.counters.drone_polls_ok += 1;
+        let Some(((owner, name), first)) = self
+            .cfg
+            .scan_repos
+            .get(index)
+            .cloned()
+            .zip(builds.first().copied())
+        else {
+            return;
+        };
+        let repo = RepoRef {
+            id: first.repo_id,
+            namespace: owner,
+            name,
+        };
+        self.remember_repo(&repo);
+        let newest = builds.iter().map(|b| b.number).max().unwrap_or(0);
+        let Some(known) = self.idents.get(&repo.id).map(|i| i.max_number) else {
+            return;
+        };
+        if let Some(ident) = self.idents.get_mut(&repo.id) {
+            ident.max_number = known.max(newest);
+        }
+        if known == 0 {
+            return;
+        }
+        for b in builds
+            .iter()
+            .filter(|b| b.repo_id == repo.id && b.number > known)
+        {
+            let key = BuildKey {
+                repo_id: repo.id,
+                number: b.number,
+            };
+            if self.ledger.contains(&key) || self.ledger.tombstone(&key).is_some() {
+                continue;
+            }
+            let mut entry = Entry::new(now_ms);
+            entry.interval_ms = clamp_u32(self.cfg.stale_after_ms);
+            entry.next_due_ms = now_ms;
+            self.counters.builds_scan_found += 1;
+            if self.ledger.insert(key, entry).is_some() {
+                self.counters.builds_evicted += 1;
+                self.counters.giveups += 1;
+            }
+        }
+    }
+
     /// Calls whose answer never came (the host should always answer, but a lost callback must
     /// not leak budget forever) are failed after twice their timeout.
     fn expire_calls(&mut self, now_ms: u64) {
@@ -424,6 +537,10 @@ impl Reconciler {
         let out = match pending {
             Pending::FetchBuild { key } => self.on_build(key, result, now_ms),
             Pending::FetchRepo { key, build } => self.on_repo(key, build, result, now_ms),
+            Pending::Scan { index } => {
+                self.on_scan(index, result, now_ms);
+                Vec::new()
+            }
             Pending::Deliver {
                 key,
                 version,
