@@ -27,6 +27,12 @@ fn fixture(name: &str) -> Value {
     serde_json::from_str(&text).expect("fixture is JSON")
 }
 
+/// A drone fixture (`/work/shared/fixtures/drone/<name>`) as JSON, for tests that build many
+/// bodies from one parsed copy.
+pub fn fixture_json(name: &str) -> Value {
+    fixture(name)
+}
+
 /// The wasm under test; fails with the command to run when it is missing.
 pub fn wasm() -> PathBuf {
     let p = default_wasm_path();
