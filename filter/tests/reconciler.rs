@@ -628,3 +628,66 @@ fn scanned_repositories_reveal_builds_that_never_sent_a_webhook() {
     assert_eq!(s.r.counters().builds_scan_found, 2);
     assert_eq!(s.r.ledger().len(), 0);
 }
+
+#[test]
+fn a_cancelled_build_is_watched_for_teardowns_rewrite() {
+    let mut s = Sim::new(config(""));
+    s.r.observe(obs(8, "running", 2, DeliveryOutcome::Delivered), s.now);
+    s.r.observe(obs(8, "killed", 3, DeliveryOutcome::Delivered), s.now);
+    assert_eq!(s.r.ledger().len(), 1, "kept a while");
+    // Teardown rewrote it (killed v4) and that webhook was lost.
+    s.run(
+        3000,
+        &mut |n| ok(api_build(n, "killed", 4)),
+        &mut pipeline_ok,
+    );
+    let got: Vec<(&str, u64)> = s.delivered.iter().map(|d| (d.1.as_str(), d.2)).collect();
+    assert_eq!(got, vec![("killed", 4)]);
+    s.run(
+        60_000,
+        &mut |n| ok(api_build(n, "killed", 4)),
+        &mut pipeline_ok,
+    );
+    assert_eq!(
+        s.r.ledger().len(),
+        0,
+        "forgotten after 2 x max_poll_interval_ms unchanged"
+    );
+    assert!(s.drone_calls <= 8, "a handful of looks: {}", s.drone_calls);
+}
+
+#[test]
+fn watermarks_survive_a_leader_change() {
+    let mut s = Sim::new(config(""));
+    s.r.observe(obs(1, "success", 3, DeliveryOutcome::Delivered), s.now);
+    let marks = s.r.take_watermarks().expect("changed");
+    assert!(s.r.take_watermarks().is_none(), "only when changed");
+    let mut next = Sim::new(config(""));
+    assert!(next.r.load_watermarks(&marks));
+    // Build 2's only webhook was lost before the change; build 3 arrives after it.
+    next.r
+        .observe(obs(3, "pending", 1, DeliveryOutcome::Delivered), next.now);
+    next.run(
+        500,
+        &mut |n| ok(api_build(n, if n == 2 { "declined" } else { "pending" }, 2)),
+        &mut pipeline_ok,
+    );
+    assert!(
+        next.delivered.iter().any(|d| d.0 == 2 && d.1 == "declined"),
+        "{:?}",
+        next.delivered
+    );
+}
+
+#[test]
+fn a_late_lower_build_reveals_the_numbers_between() {
+    let mut s = Sim::new(config(""));
+    // Build 5's webhook arrives first, then build 2's: 3 and 4 were missed.
+    s.r.observe(obs(5, "running", 2, DeliveryOutcome::Delivered), s.now);
+    s.r.observe(obs(2, "success", 3, DeliveryOutcome::Delivered), s.now);
+    assert_eq!(s.r.counters().builds_gap_filled, 2);
+    s.run(500, &mut |n| ok(api_build(n, "error", 1)), &mut pipeline_ok);
+    let mut got: Vec<u64> = s.delivered.iter().map(|d| d.0).collect();
+    got.sort();
+    assert_eq!(got, vec![3, 4]);
+}

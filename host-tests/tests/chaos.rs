@@ -39,18 +39,12 @@
 //! ledger within its cap, linear memory bounded; every webhook observed; nothing given up in
 //! the default runs and nothing left tracked.
 //!
-//! Counted apart, with the reason (see the `repro_*` tests and the report of each run):
-//! - *terminal rewrites missed*: drone wrote the same terminal status again with a newer
-//!   version (a teardown after a cancel, §4) and that webhook was lost; the filter forgets a
-//!   build once a terminal state is delivered (README), so the pipeline keeps `killed` with
-//!   the cancel's version. Tolerated (`repro_terminal_rewrite_after_cancel_is_not_delivered`):
-//!   the status is right.
-//! - *missed below a new reconciler's baseline* (filter issue, `repro_gap_lost_across_leader_change`)
-//!   and *older re-deliveries racing a live webhook* (filter issue,
-//!   `repro_slow_drone_answer_races_live_final`): tolerated within a small bound so the suite
-//!   stays green until the filter is fixed.
-//!
-//! `CHAOS_STRICT=1` makes any of these three fail the run.
+//! Three cases are counted apart, each with a `repro_*` test: *terminal rewrites missed*
+//! (drone wrote `killed` again with a newer version after a cancel, §4, and that webhook was
+//! lost), *missed below a new reconciler's baseline* (builds lost just before a leader change)
+//! and *older re-deliveries racing a live webhook*. The suite found all three in the filter;
+//! they are fixed, and any occurrence fails the run (`CHAOS_STRICT=0` tolerates a few, for
+//! investigating a new regression).
 //!
 //! `CHAOS_SCALE=<n>` multiplies the builds and the length of the fault phase (same rate) for
 //! benchmarks; `chaos_seed_sweep` (ignored) runs many seeds. Every run prints its figures and
@@ -740,11 +734,18 @@ impl Sim {
                     acts.push((*b, Act::Step));
                 }
                 let end = setup + duration + w.range(200, 2_000);
-                acts.push((end, Act::Teardown(final_status)));
                 if kind == Kind::Cancelled {
-                    // Cancelled while pending (before setup) or running.
+                    // Cancelled while pending (before setup) or running. The runner stops on
+                    // the cancel, so its teardown comes seconds after it, not at the end the
+                    // build would have had.
                     let cancel_at = t + w.range(100, pending + duration);
                     acts.push((cancel_at, Act::Cancel));
+                    acts.push((
+                        cancel_at.max(setup) + w.range(500, 30_000),
+                        Act::Teardown(final_status),
+                    ));
+                } else {
+                    acts.push((end, Act::Teardown(final_status)));
                 }
                 if kind == Kind::Normal && w.chance(CREATED_LATE) {
                     self.builds[idx].first_step_at = bounds.first().copied();
@@ -1270,10 +1271,12 @@ fn summarize(case: &Case, r: &Report) {
     println!("CHAOS_SUMMARY {summary}");
 }
 
-/// `CHAOS_STRICT=1`: the two filter issues this suite found (see the `repro_*` tests) fail
+/// Strict unless `CHAOS_STRICT=0`: the filter issues this suite found (see the `repro_*` tests) fail
 /// the run instead of being counted within a small bound.
 fn strict() -> bool {
-    std::env::var("CHAOS_STRICT").is_ok_and(|v| v == "1")
+    // The issues this tolerance was for are fixed; `CHAOS_STRICT=0` relaxes it for
+    // investigating a new one.
+    !std::env::var("CHAOS_STRICT").is_ok_and(|v| v == "0")
 }
 
 /// How many cases of a known filter issue a run tolerates: none when strict.
@@ -1327,10 +1330,10 @@ fn broken(case: &Case, r: &Report, host: &Host) -> Vec<String> {
             list(&r.legit_unknowable)
         ),
     );
-    // Tolerated but counted (`repro_terminal_rewrite_after_cancel_is_not_delivered`): the
-    // pipeline has the right terminal status, from an older write.
+    // `repro_terminal_rewrite_after_cancel_is_not_delivered`; with a tiny ledger a watched
+    // cancelled build may be evicted, which the give-up check below accounts for.
     check(
-        !strict() || r.terminal_rewrites_missed.is_empty(),
+        !strict() || !default_ledger || r.terminal_rewrites_missed.is_empty(),
         format!(
             "{} terminal rewrites never delivered:\n    {}",
             r.terminal_rewrites_missed.len(),
@@ -1370,10 +1373,11 @@ fn broken(case: &Case, r: &Report, host: &Host) -> Vec<String> {
     } else {
         check(m("builds_evicted") > 0, "the tiny ledger overflowed".into());
         check(
-            r.unconverged.len() as i64 <= m("giveups"),
+            (r.unconverged.len() + r.terminal_rewrites_missed.len()) as i64 <= m("giveups"),
             format!(
-                "every unconverged build is a counted give-up: {} unconverged, giveups {}:\n    {}",
+                "every unconverged build is a counted give-up: {} unconverged, {} terminal rewrites missed, giveups {}:\n    {}",
                 r.unconverged.len(),
+                r.terminal_rewrites_missed.len(),
                 m("giveups"),
                 list(&r.unconverged)
             ),
@@ -1595,7 +1599,6 @@ fn received(pipeline: &SharedPipeline) -> Vec<(String, u64)> {
 /// re-delivered: the pipeline gets [pending 1, success 3, running 2]. README: "Newest state,
 /// never older … made only when its version is newer than what the pipeline acknowledged".
 #[test]
-#[ignore = "filter issue: a re-delivery decided on a drone answer that raced a live webhook not yet drained from the queue"]
 fn repro_slow_drone_answer_races_live_final() {
     let mut host = Host::start(host_config(1, "")).unwrap();
     let drone = install_slow_drone(&mut host);
@@ -1664,7 +1667,6 @@ fn gap_fill_finds_a_declined_build_whose_only_webhook_was_lost() {
 /// lost is found when a later build of the same repository arrives with a higher number").
 /// Declined builds (one webhook, `build:created`) are the most exposed.
 #[test]
-#[ignore = "filter issue: gap filling forgets the highest build number seen when the reconciler changes"]
 fn repro_gap_lost_across_leader_change() {
     let config_change = gap_case(|host| {
         host.reconfigure(&plugin_config(r#","max_gap_fill":20"#))
@@ -1692,7 +1694,6 @@ fn repro_gap_lost_across_leader_change() {
 /// that one webhook is lost, the pipeline keeps `killed` v3 forever (same status, older
 /// version, `finished` of the cancel).
 #[test]
-#[ignore = "by design today (terminal and delivered = forgotten): a terminal rewrite whose webhook is lost is never delivered"]
 fn repro_terminal_rewrite_after_cancel_is_not_delivered() {
     let mut host = Host::start(host_config(1, "")).unwrap();
     let drone = install_drone(&mut host);

@@ -83,6 +83,9 @@ struct RepoIdent {
     /// Highest build number a live webhook showed for this repository (0 = none yet), for
     /// finding builds whose every webhook was lost.
     max_number: u64,
+    /// Lowest build number seen since this reconciler started (0 = none): a lower one that
+    /// arrives late shows the numbers between were missed too.
+    min_number: u64,
 }
 
 /// Bounded FIFO cache of `repo` objects (the big part: about 1.2 KB each).
@@ -125,6 +128,8 @@ pub struct Reconciler {
     drone_log: LogLimiter,
     /// When each of `scan_repos` is listed next.
     scan_due: Vec<u64>,
+    /// A repository's highest build number changed since the last watermark snapshot.
+    watermarks_dirty: bool,
 }
 
 impl Reconciler {
@@ -157,6 +162,7 @@ impl Reconciler {
             scan_due: (0..cfg.scan_repos.len() as u64)
                 .map(|i| cfg.scan_interval_ms / 10 + i * 1000)
                 .collect(),
+            watermarks_dirty: false,
             cfg,
         }
     }
@@ -211,7 +217,7 @@ impl Reconciler {
         };
         match self.ledger.get(&key).copied() {
             None => {
-                if settled && hook.status.is_done() {
+                if settled && settles_for_good(hook.status) {
                     // Everything the pipeline needs of this build has arrived.
                     self.ledger.finish(&key, hook.version);
                     return;
@@ -236,7 +242,7 @@ impl Reconciler {
             }
             Some(entry) => {
                 let newer = settled && hook.version > entry.settled_version;
-                if newer && hook.status.is_done() {
+                if newer && settles_for_good(hook.status) {
                     self.ledger.finish(&key, hook.version);
                     return;
                 }
@@ -267,15 +273,34 @@ impl Reconciler {
         let Some(ident) = self.idents.get_mut(&repo.id) else {
             return;
         };
-        let seen = ident.max_number;
-        ident.max_number = seen.max(number);
-        if seen == 0 || number <= seen.saturating_add(1) || self.cfg.max_gap_fill == 0 {
+        let (seen_max, seen_min) = (ident.max_number, ident.min_number);
+        if number > seen_max {
+            ident.max_number = number;
+            self.watermarks_dirty = true;
+        }
+        if seen_min == 0 || number < seen_min {
+            ident.min_number = number;
+        }
+        let fill = self.cfg.max_gap_fill;
+        if seen_max == 0 || fill == 0 {
             return;
         }
-        let from = (seen + 1).max(number.saturating_sub(self.cfg.max_gap_fill));
-        for missing in from..number {
+        if number > seen_max.saturating_add(1) {
+            // Newer than anything seen: the numbers just below it were missed.
+            let from = (seen_max + 1).max(number.saturating_sub(fill));
+            self.track_missing(repo.id, from..number, now_ms);
+        } else if seen_min > 0 && number.saturating_add(1) < seen_min {
+            // Older than anything this reconciler saw (webhooks arrive out of order): the
+            // numbers between it and the lowest seen were missed.
+            let to = seen_min.min(number.saturating_add(1).saturating_add(fill));
+            self.track_missing(repo.id, number + 1..to, now_ms);
+        }
+    }
+
+    fn track_missing(&mut self, repo_id: u64, numbers: std::ops::Range<u64>, now_ms: u64) {
+        for missing in numbers {
             let key = BuildKey {
-                repo_id: repo.id,
+                repo_id,
                 number: missing,
             };
             if self.ledger.contains(&key) || self.ledger.tombstone(&key).is_some() {
@@ -298,13 +323,17 @@ impl Reconciler {
             .get(&repo.id)
             .is_some_and(|i| *i.namespace == *repo.namespace && *i.name == *repo.name);
         if !known {
-            let max_number = self.idents.get(&repo.id).map_or(0, |i| i.max_number);
+            let (max_number, min_number) = self
+                .idents
+                .get(&repo.id)
+                .map_or((0, 0), |i| (i.max_number, i.min_number));
             self.idents.insert(
                 repo.id,
                 RepoIdent {
                     namespace: repo.namespace.clone().into_boxed_str(),
                     name: repo.name.clone().into_boxed_str(),
                     max_number,
+                    min_number,
                 },
             );
         }
@@ -481,7 +510,10 @@ impl Reconciler {
             return;
         };
         if let Some(ident) = self.idents.get_mut(&repo.id) {
-            ident.max_number = known.max(newest);
+            if newest > known {
+                ident.max_number = newest;
+                self.watermarks_dirty = true;
+            }
         }
         if known == 0 {
             return;
@@ -647,8 +679,12 @@ impl Reconciler {
         if api.version > entry.settled_version {
             return self.deliver_or_fetch_repo(key, &api, now_ms);
         }
-        // Drone has nothing the pipeline lacks.
-        if entry.settled_is_terminal() {
+        // Drone has nothing the pipeline lacks. A cancelled build is watched a while longer
+        // (see settles_for_good).
+        let watching_cancel = entry.settled_status == BuildStatus::Killed
+            && now_ms.saturating_sub(entry.last_change_ms)
+                < self.cfg.max_poll_interval_ms.saturating_mul(2);
+        if entry.settled_is_terminal() && !watching_cancel {
             self.ledger.finish(&key, entry.settled_version);
             return Vec::new();
         }
@@ -813,7 +849,7 @@ impl Reconciler {
         } else {
             (entry.settled_version, entry.settled_status)
         };
-        if s.is_done() && v > 0 {
+        if settles_for_good(s) && v > 0 {
             self.ledger.finish(&key, v);
             return;
         }
@@ -894,6 +930,48 @@ impl Reconciler {
         true
     }
 
+    /// The repositories' highest build numbers (the gap-filling watermarks), when they changed
+    /// since the last call: at most `max_repos` of them, the highest numbers first. Without
+    /// them a new leader would take its first webhook of each repository as a fresh start and
+    /// miss builds lost just before.
+    pub fn take_watermarks(&mut self) -> Option<Vec<u8>> {
+        if !std::mem::take(&mut self.watermarks_dirty) {
+            return None;
+        }
+        let mut marks: Vec<(RepoRef, u64)> = self
+            .idents
+            .iter()
+            .filter(|(_, i)| i.max_number > 0)
+            .map(|(id, i)| {
+                (
+                    RepoRef {
+                        id: *id,
+                        namespace: i.namespace.to_string(),
+                        name: i.name.to_string(),
+                    },
+                    i.max_number,
+                )
+            })
+            .collect();
+        marks.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.id.cmp(&b.0.id)));
+        marks.truncate(self.cfg.max_repos);
+        Some(snapshot::encode_watermarks(&marks))
+    }
+
+    /// Loads the watermarks a previous leader stored. False when the value is not valid.
+    pub fn load_watermarks(&mut self, bytes: &[u8]) -> bool {
+        let Some(marks) = snapshot::decode_watermarks(bytes) else {
+            return false;
+        };
+        for (repo, max_number) in marks {
+            self.remember_repo(&repo);
+            if let Some(ident) = self.idents.get_mut(&repo.id) {
+                ident.max_number = ident.max_number.max(max_number);
+            }
+        }
+        true
+    }
+
     /// Marks every shard for rewriting (after loading a snapshot with another layout).
     pub fn mark_all_dirty(&mut self) {
         self.ledger.mark_all_dirty();
@@ -902,6 +980,15 @@ impl Reconciler {
     pub fn shard_count(&self) -> u32 {
         self.ledger.shards()
     }
+}
+
+/// Whether a delivered terminal status ends our interest in a build at once. `killed` does
+/// not: after a cancel, drone's teardown may still rewrite the build (`killed` again, with a
+/// higher version, drone.md §4) when the runner stops, and that webhook can be lost too. So a
+/// cancelled build is looked at a few more times, at intervals growing from `stale_after_ms`,
+/// and forgotten once drone reported no change for twice `max_poll_interval_ms`.
+fn settles_for_good(status: BuildStatus) -> bool {
+    status.is_done() && status != BuildStatus::Killed
 }
 
 fn clamp_u32(v: u64) -> u32 {

@@ -7,7 +7,7 @@
 
 use super::ledger::{Entry, NOT_SCHEDULED};
 use super::model::{BuildKey, BuildStatus, RepoRef};
-use super::wire::{put_str16, Reader};
+use super::wire::{put_str16, put_u32, put_u64, Reader};
 
 const MAGIC: &[u8; 4] = b"SSL1";
 
@@ -38,6 +38,54 @@ pub fn shard_key(instance: &str, shard: u32) -> String {
 
 pub fn lease_key(instance: &str) -> String {
     format!("status-sync/{instance}/lease")
+}
+
+pub fn watermarks_key(instance: &str) -> String {
+    format!("status-sync/{instance}/repos")
+}
+
+const WATERMARKS_MAGIC: &[u8; 4] = b"SSR1";
+
+/// Encodes repositories with their highest known build number.
+pub fn encode_watermarks(marks: &[(RepoRef, u64)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + marks.len() * 48);
+    out.extend_from_slice(WATERMARKS_MAGIC);
+    put_u32(&mut out, u32::try_from(marks.len()).unwrap_or(u32::MAX));
+    for (repo, max) in marks {
+        put_u64(&mut out, repo.id);
+        put_u64(&mut out, *max);
+        put_str16(&mut out, &repo.namespace);
+        put_str16(&mut out, &repo.name);
+    }
+    out
+}
+
+pub fn decode_watermarks(bytes: &[u8]) -> Option<Vec<(RepoRef, u64)>> {
+    let mut r = Reader::new(bytes);
+    if r.take(4)? != WATERMARKS_MAGIC {
+        return None;
+    }
+    let count = r.u32()? as usize;
+    // At least 20 bytes per entry: refuse counts the buffer cannot hold before allocating.
+    if count > r.remaining() / 20 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count {
+        let id = r.u64()?;
+        let max = r.u64()?;
+        let namespace = r.str16()?;
+        let name = r.str16()?;
+        out.push((
+            RepoRef {
+                id,
+                namespace,
+                name,
+            },
+            max,
+        ));
+    }
+    r.is_empty().then_some(out)
 }
 
 pub fn queue_name(instance: &str) -> String {
@@ -177,6 +225,27 @@ mod tests {
         huge.extend_from_slice(&u32::MAX.to_le_bytes());
         assert!(decode_shard(&huge).is_none());
         assert!(decode_shard(b"").is_none());
+    }
+
+    #[test]
+    fn watermarks_round_trip_and_reject_garbage() {
+        let marks = vec![
+            (rec(1).repo, 77),
+            (
+                RepoRef {
+                    id: 9,
+                    namespace: "a".into(),
+                    name: "b".into(),
+                },
+                3,
+            ),
+        ];
+        let bytes = encode_watermarks(&marks);
+        assert_eq!(decode_watermarks(&bytes).unwrap(), marks);
+        for cut in 0..bytes.len() {
+            assert!(decode_watermarks(&bytes[..cut]).is_none(), "cut {cut}");
+        }
+        assert!(decode_watermarks(b"SSR1\xff\xff\xff\xff").is_none());
     }
 
     #[test]

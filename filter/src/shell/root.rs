@@ -125,6 +125,12 @@ impl Root {
                 }
             }
             loaded = reconciler.ledger().len();
+            let marks_key = snapshot::watermarks_key(&shared.cfg.instance);
+            if let (Some(v), _) = host::shared_get(&marks_key) {
+                if !v.is_empty() && !reconciler.load_watermarks(&v) {
+                    reconciler.snapshot_error();
+                }
+            }
             if shards != reconciler.shard_count() {
                 // Another layout (max_tracked_builds changed): rewrite every shard, and empty
                 // the old keys beyond the new count (keys cannot be deleted).
@@ -200,6 +206,12 @@ impl Root {
 
     /// Writes the changed snapshot shards so the next leader continues from here.
     fn checkpoint(leader: &mut Leader, shared: &Shared) {
+        if let Some(bytes) = leader.reconciler.take_watermarks() {
+            let key = snapshot::watermarks_key(&shared.cfg.instance);
+            if host::shared_set(&key, &bytes, None).is_err() {
+                leader.reconciler.snapshot_error();
+            }
+        }
         for (shard, bytes) in leader.reconciler.take_dirty_shards() {
             let key = snapshot::shard_key(&shared.cfg.instance, shard);
             if host::shared_set(&key, &bytes, None).is_err() {
@@ -251,6 +263,9 @@ impl Context for Root {
                 },
             }
         };
+        // Live webhooks that reached the pipeline since the last tick may be newer than this
+        // answer: take them in first, so an older state is never re-delivered after them.
+        Self::drain_queue(leader, &shared, now_ms);
         let follow_up = leader.reconciler.on_response(id, result, now_ms);
         Self::dispatch_all(leader, follow_up, now_ms);
         Self::finish_callback(leader, &shared);
