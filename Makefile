@@ -20,7 +20,7 @@ wasm-target:
 	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
 
 # Features rustc enables for wasm32-wasip1; wasm-opt must know them to read the module.
-WASM_OPT_FLAGS := -Oz --strip-debug --strip-producers --enable-bulk-memory --enable-sign-ext \
+WASM_OPT_FLAGS := -Oz --converge --strip-debug --strip-producers --enable-bulk-memory --enable-sign-ext \
   --enable-mutable-globals --enable-nontrapping-float-to-int --enable-multivalue --enable-reference-types
 
 ## wasm-opt: binaryen from Debian, to shrink the module (optional: without it the build ships

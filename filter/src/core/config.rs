@@ -125,10 +125,13 @@ impl Config {
             ));
         };
         if let Some(unknown) = map.keys().find(|k| !KEYS.contains(&k.as_str())) {
-            return Err(ConfigError::new(
-                &truncate(unknown),
-                &format!("unknown key (known keys: {})", KEYS.join(", ")),
-            ));
+            let mut why = String::from("unknown key (known keys:");
+            for k in KEYS {
+                why.push(' ');
+                why.push_str(k);
+            }
+            why.push(')');
+            return Err(ConfigError::new(&truncate(unknown), &why));
         }
         let r = Reader { map };
 

@@ -953,8 +953,31 @@ impl Reconciler {
                 )
             })
             .collect();
-        marks.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.id.cmp(&b.0.id)));
-        marks.truncate(self.cfg.max_repos);
+        // Over the cap, keep the repositories with the highest numbers (the most active). The
+        // cut-off number is found by bisection (64 linear passes at most) rather than by
+        // sorting: the module has a size budget.
+        let cap = self.cfg.max_repos;
+        if marks.len() > cap {
+            let at_least = |t: u64| marks.iter().filter(|m| m.1 >= t).count();
+            let (mut lo, mut hi) = (0u64, u64::MAX);
+            while lo < hi {
+                let mid = lo + (hi - lo) / 2 + 1;
+                if at_least(mid) >= cap {
+                    lo = mid;
+                } else {
+                    hi = mid - 1;
+                }
+            }
+            // Everything above the cut-off, then entries at it until the cap is reached.
+            let mut room = cap.saturating_sub(at_least(lo.saturating_add(1)));
+            marks.retain(|m| {
+                m.1 > lo
+                    || (m.1 == lo && room > 0 && {
+                        room -= 1;
+                        true
+                    })
+            });
+        }
         Some(snapshot::encode_watermarks(&marks))
     }
 

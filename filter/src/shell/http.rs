@@ -33,19 +33,19 @@ enum Kind {
     Queue = 3,
 }
 
-thread_local! {
-    static LIMITS: std::cell::RefCell<[LogLimiter; 4]> =
-        const { std::cell::RefCell::new([const { LogLimiter::new(10_000) }; 4]) };
+/// The per-kind limiters of one root context (one VM thread).
+pub fn new_limits() -> std::cell::RefCell<[LogLimiter; 4]> {
+    std::cell::RefCell::new([const { LogLimiter::new(10_000) }; 4])
 }
 
 /// Runs `f` with the suppressed-lines note when a line of this kind may be logged now.
-fn limited(kind: Kind, f: impl FnOnce(String)) {
+fn limited(shared: &Shared, kind: Kind, f: impl FnOnce(String)) {
     let now = host::now_ms();
-    let allowed = LIMITS.with(|l| {
-        l.borrow_mut()
-            .get_mut(kind as usize)
-            .and_then(|lim| lim.allow(now))
-    });
+    let allowed = shared
+        .log_limits
+        .borrow_mut()
+        .get_mut(kind as usize)
+        .and_then(|lim| lim.allow(now));
     if let Some(n) = allowed {
         f(suppressed_note(n));
     }
@@ -105,7 +105,7 @@ impl Observer {
         shared.metrics.inc(names::WEBHOOKS_SIGNATURE_INVALID, 1);
         if shared.cfg.signature_mode == SignatureMode::Enforce {
             shared.metrics.inc(names::WEBHOOKS_REJECTED, 1);
-            limited(Kind::Signature, |note| {
+            limited(shared, Kind::Signature, |note| {
                 log::warn!("status-sync: rejected a webhook with 401: {why}{note}")
             });
             self.rejected = true;
@@ -114,7 +114,7 @@ impl Observer {
             host::send_local_response(401, b"invalid webhook signature\n");
             return Action::Pause;
         }
-        limited(Kind::Signature, |note| {
+        limited(shared, Kind::Signature, |note| {
             log::warn!(
                 "status-sync: webhook signature invalid ({why}); passed (monitor mode){note}"
             )
@@ -152,7 +152,7 @@ impl Observer {
         if !self.oversized {
             match webhook::parse_webhook(&self.body) {
                 Ok(p) => self.parsed = Some(p),
-                Err(e) => limited(Kind::Unparsable, |note| {
+                Err(e) => limited(shared, Kind::Unparsable, |note| {
                     log::info!(
                         "status-sync: drone webhook not understood ({e}); passed through unchanged{note}"
                     )
@@ -172,7 +172,7 @@ impl Observer {
             if self.oversized {
                 shared.metrics.inc(names::WEBHOOKS_OVERSIZED, 1);
                 let limit = shared.cfg.max_body_bytes;
-                limited(Kind::Oversized, |note| {
+                limited(shared, Kind::Oversized, |note| {
                     log::info!(
                         "status-sync: drone webhook larger than max_body_bytes ({limit}); passed through unparsed{note}"
                     )
@@ -198,7 +198,7 @@ impl Observer {
             .unwrap_or(false);
         if !queued {
             shared.metrics.inc(names::QUEUE_DROPPED, 1);
-            limited(Kind::Queue, |note| {
+            limited(shared, Kind::Queue, |note| {
                 log::warn!(
                     "status-sync: could not hand a webhook to the reconciler (shared queue){note}"
                 )

@@ -23,6 +23,8 @@ pub struct Shared {
     pub cfg: Config,
     pub metrics: Metrics,
     pub queue: Option<u32>,
+    /// Rate limits of the HTTP filter's per-request log lines.
+    pub log_limits: std::cell::RefCell<[crate::core::ratelog::LogLimiter; 4]>,
 }
 
 struct Leader {
@@ -319,6 +321,7 @@ impl RootContext for Root {
         self.shared = Some(Rc::new(Shared {
             metrics: Metrics::define(),
             queue,
+            log_limits: super::http::new_limits(),
             cfg,
         }));
         true
