@@ -528,13 +528,11 @@ fn builds_whose_every_webhook_was_lost_are_found_by_number() {
     s.r.observe(obs(16, "running", 2, DeliveryOutcome::Delivered), s.now);
     assert_eq!(s.r.counters().builds_gap_filled, 3);
     s.run(
-        500,
-        &mut |n| {
-            ok(api_build(
-                n,
-                if n == 14 { "declined" } else { "success" },
-                4,
-            ))
+        1500,
+        &mut |n| match n {
+            16 => ok(api_build(n, "running", 2)),
+            14 => ok(api_build(n, "declined", 4)),
+            _ => ok(api_build(n, "success", 4)),
         },
         &mut pipeline_ok,
     );
@@ -668,7 +666,7 @@ fn watermarks_survive_a_leader_change() {
     next.r
         .observe(obs(3, "pending", 1, DeliveryOutcome::Delivered), next.now);
     next.run(
-        500,
+        1500,
         &mut |n| ok(api_build(n, if n == 2 { "declined" } else { "pending" }, 2)),
         &mut pipeline_ok,
     );
@@ -686,7 +684,11 @@ fn a_late_lower_build_reveals_the_numbers_between() {
     s.r.observe(obs(5, "running", 2, DeliveryOutcome::Delivered), s.now);
     s.r.observe(obs(2, "success", 3, DeliveryOutcome::Delivered), s.now);
     assert_eq!(s.r.counters().builds_gap_filled, 2);
-    s.run(500, &mut |n| ok(api_build(n, "error", 1)), &mut pipeline_ok);
+    s.run(
+        1500,
+        &mut |n| ok(api_build(n, "error", 1)),
+        &mut pipeline_ok,
+    );
     let mut got: Vec<u64> = s.delivered.iter().map(|d| d.0).collect();
     got.sort();
     assert_eq!(got, vec![3, 4]);

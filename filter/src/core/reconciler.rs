@@ -280,6 +280,7 @@ impl Reconciler {
         }
         if seen_min == 0 || number < seen_min {
             ident.min_number = number;
+            self.watermarks_dirty = true;
         }
         let fill = self.cfg.max_gap_fill;
         if seen_max == 0 || fill == 0 {
@@ -306,9 +307,11 @@ impl Reconciler {
             if self.ledger.contains(&key) || self.ledger.tombstone(&key).is_some() {
                 continue;
             }
+            // Not due at once: webhooks of concurrent builds often arrive out of order, and a
+            // build's own webhook settles it; only a build nothing arrived for is stale.
             let mut entry = Entry::new(now_ms);
             entry.interval_ms = clamp_u32(self.cfg.stale_after_ms);
-            entry.next_due_ms = now_ms;
+            entry.next_due_ms = now_ms.saturating_add(self.rng.jitter(self.cfg.stale_after_ms));
             self.counters.builds_gap_filled += 1;
             if self.ledger.insert(key, entry).is_some() {
                 self.counters.builds_evicted += 1;
@@ -938,7 +941,7 @@ impl Reconciler {
         if !std::mem::take(&mut self.watermarks_dirty) {
             return None;
         }
-        let mut marks: Vec<(RepoRef, u64)> = self
+        let mut marks: Vec<(RepoRef, u64, u64)> = self
             .idents
             .iter()
             .filter(|(_, i)| i.max_number > 0)
@@ -950,6 +953,7 @@ impl Reconciler {
                         name: i.name.to_string(),
                     },
                     i.max_number,
+                    i.min_number,
                 )
             })
             .collect();
@@ -986,10 +990,13 @@ impl Reconciler {
         let Some(marks) = snapshot::decode_watermarks(bytes) else {
             return false;
         };
-        for (repo, max_number) in marks {
+        for (repo, max_number, min_number) in marks {
             self.remember_repo(&repo);
             if let Some(ident) = self.idents.get_mut(&repo.id) {
                 ident.max_number = ident.max_number.max(max_number);
+                if ident.min_number == 0 || (min_number > 0 && min_number < ident.min_number) {
+                    ident.min_number = min_number;
+                }
             }
         }
         true

@@ -44,36 +44,38 @@ pub fn watermarks_key(instance: &str) -> String {
     format!("status-sync/{instance}/repos")
 }
 
-const WATERMARKS_MAGIC: &[u8; 4] = b"SSR1";
+const WATERMARKS_MAGIC: &[u8; 4] = b"SSR2";
 
-/// Encodes repositories with their highest known build number.
-pub fn encode_watermarks(marks: &[(RepoRef, u64)]) -> Vec<u8> {
+/// Encodes repositories with their highest and lowest known build numbers.
+pub fn encode_watermarks(marks: &[(RepoRef, u64, u64)]) -> Vec<u8> {
     let mut out = Vec::with_capacity(8 + marks.len() * 48);
     out.extend_from_slice(WATERMARKS_MAGIC);
     put_u32(&mut out, u32::try_from(marks.len()).unwrap_or(u32::MAX));
-    for (repo, max) in marks {
+    for (repo, max, min) in marks {
         put_u64(&mut out, repo.id);
         put_u64(&mut out, *max);
+        put_u64(&mut out, *min);
         put_str16(&mut out, &repo.namespace);
         put_str16(&mut out, &repo.name);
     }
     out
 }
 
-pub fn decode_watermarks(bytes: &[u8]) -> Option<Vec<(RepoRef, u64)>> {
+pub fn decode_watermarks(bytes: &[u8]) -> Option<Vec<(RepoRef, u64, u64)>> {
     let mut r = Reader::new(bytes);
     if r.take(4)? != WATERMARKS_MAGIC {
         return None;
     }
     let count = r.u32()? as usize;
-    // At least 20 bytes per entry: refuse counts the buffer cannot hold before allocating.
-    if count > r.remaining() / 20 {
+    // At least 28 bytes per entry: refuse counts the buffer cannot hold before allocating.
+    if count > r.remaining() / 28 {
         return None;
     }
     let mut out = Vec::with_capacity(count);
     for _ in 0..count {
         let id = r.u64()?;
         let max = r.u64()?;
+        let min = r.u64()?;
         let namespace = r.str16()?;
         let name = r.str16()?;
         out.push((
@@ -83,6 +85,7 @@ pub fn decode_watermarks(bytes: &[u8]) -> Option<Vec<(RepoRef, u64)>> {
                 name,
             },
             max,
+            min,
         ));
     }
     r.is_empty().then_some(out)
@@ -230,13 +233,14 @@ mod tests {
     #[test]
     fn watermarks_round_trip_and_reject_garbage() {
         let marks = vec![
-            (rec(1).repo, 77),
+            (rec(1).repo, 77, 2),
             (
                 RepoRef {
                     id: 9,
                     namespace: "a".into(),
                     name: "b".into(),
                 },
+                3,
                 3,
             ),
         ];
