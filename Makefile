@@ -71,6 +71,34 @@ fuzz:
 	  cargo +nightly fuzz run $$t corpus/$$t seeds/$$t -- -runs=$(FUZZ_RUNS); \
 	done
 
+## bench: every benchmark (about 20 minutes, see BENCHMARKS.md): summaries in out/bench/*.json,
+## plots in benchmarks/. SOAK_SECS sets the real-Envoy soak's length (default 600). Never run by
+## `make test`.
+SOAK_SECS  ?= 600
+BENCH_OUT  := $(OUT)/bench
+# Benchmarks are built with the release profile minus its fat LTO (which would take minutes
+# per benchmark binary linking wasmtime); the filter measured is still out/status_sync.wasm.
+BENCH_ENV  := CARGO_PROFILE_BENCH_LTO=off CARGO_PROFILE_BENCH_CODEGEN_UNITS=16 \
+  CARGO_PROFILE_BENCH_OPT_LEVEL=3 CARGO_PROFILE_BENCH_STRIP=false SOAK_SECS=$(SOAK_SECS)
+BENCHES    := host-tests:binary_size host-tests:scaling host-tests:webhook_cost \
+  host-tests:drone_efficiency host-tests:soak envoy-e2e:request_overhead envoy-e2e:envoy_soak
+
+.PHONY: bench bench-check
+bench: build envoy
+	@command -v wrk >/dev/null || apt-get install -y wrk || (apt-get update && apt-get install -y wrk)
+	@mkdir -p $(BENCH_OUT) && rm -f $(BENCH_OUT)/*.json $(BENCH_OUT)/*.log
+	$(BENCH_ENV) cargo bench -p host-tests -p envoy-e2e --no-run
+	@start=$$(date +%s); for b in $(BENCHES); do \
+	  pkg=$${b%%:*}; name=$${b#*:}; echo "== $$name"; \
+	  $(BENCH_ENV) cargo bench -q -p $$pkg --bench $$name 2>&1 | tee $(BENCH_OUT)/$$name.log \
+	    || echo "benchmark $$name failed (its summary will be missing)"; \
+	done; echo "make bench: $$(( $$(date +%s) - start )) s"
+	python3 benchmarks/check.py collect $(BENCH_OUT)
+
+## bench-check: fails where a benchmark of the last `make bench` missed its target
+bench-check:
+	python3 benchmarks/check.py check $(BENCH_OUT)
+
 clean:
 	cargo clean
 	rm -rf $(OUT)

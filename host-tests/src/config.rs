@@ -38,6 +38,12 @@ pub struct HostConfig {
     pub failure_policy: FailurePolicy,
     /// `per_connection_buffer_limit_bytes`.
     pub buffer_limit_bytes: usize,
+    /// Wasmtime fuel metering (not something Envoy does): every VM counts the wasm
+    /// instructions it executes, read with [`crate::Host::fuel_consumed`] and, per `on_tick`,
+    /// [`crate::Host::take_tick_fuel`]. For benchmarks: an instruction-like cost that does not
+    /// depend on the machine's speed or load. Off by default (metering slows execution a bit
+    /// and compiles the module a second time, with fuel checks).
+    pub fuel: bool,
 }
 
 impl HostConfig {
@@ -57,6 +63,7 @@ impl HostConfig {
             log_level: 0,
             failure_policy: FailurePolicy::FailClosed,
             buffer_limit_bytes: DEFAULT_BUFFER_LIMIT,
+            fuel: false,
         }
     }
 }

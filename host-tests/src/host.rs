@@ -12,7 +12,7 @@ use crate::cache;
 use crate::clock::{Event, EventKind};
 use crate::config::HostConfig;
 use crate::link;
-use crate::types::{CallRecord, CallReply, CallRequest, LogLine, VmDeath, CANARY};
+use crate::types::{CallRecord, CallReply, CallRequest, LogLine, TickFuel, VmDeath, CANARY};
 use crate::vm::{CallWindow, Trap, Vm, VmData, VmSpec};
 use crate::world::{Resolved, World};
 
@@ -28,6 +28,8 @@ pub struct Host {
     deaths: Vec<VmDeath>,
     unknown_imports: Vec<String>,
     pub(crate) request_seq: u64,
+    /// Fuel of every `on_tick` since the last `take_tick_fuel` (only with `HostConfig::fuel`).
+    tick_fuel: Vec<TickFuel>,
 }
 
 impl Host {
@@ -35,7 +37,7 @@ impl Host {
     /// `on_configure`, then destroyed), then every VM (workers, then main). Errors if any of
     /// those returns false or traps: Envoy refuses to start.
     pub fn start(cfg: HostConfig) -> Result<Host> {
-        let module = cache::module(&cfg.wasm_path)?;
+        let module = cache::module(&cfg.wasm_path, cfg.fuel)?;
         let world = Rc::new(RefCell::new(World::new(&cfg)));
         let (pre, unknown_imports) = link::instance_pre(&module, &world)
             .map_err(anyhow::Error::from)
@@ -55,6 +57,7 @@ impl Host {
             deaths: Vec::new(),
             unknown_imports,
             request_seq: 0,
+            tick_fuel: Vec::new(),
         };
         let config = host.cfg.plugin_config.clone();
         let r = host.start_vms(&config);
@@ -83,6 +86,7 @@ impl Host {
             plugin_config: config.as_bytes(),
             vm_config: self.cfg.vm_config.as_bytes(),
             seed: self.cfg.seed,
+            fuel: self.cfg.fuel,
         };
         let mut vm = Vm::new(&self.pre, self.world.clone(), spec)?;
         let name = if index == CANARY {
@@ -206,7 +210,17 @@ impl Host {
             return;
         }
         let Some(f) = v.ex.tick.clone() else { return };
+        let before = v.fuel_consumed();
         let r = v.invoke(Some(f), root, root as i32);
+        if let (Some(before), Some(after)) = (before, v.fuel_consumed()) {
+            let at_ms = self.world.borrow().now();
+            self.tick_fuel.push(TickFuel {
+                vm,
+                root,
+                at_ms,
+                fuel: after.saturating_sub(before),
+            });
+        }
         if self.after_call(vm, r).is_none() {
             return;
         }
@@ -489,6 +503,20 @@ impl Host {
         self.vms.get(vm).map_or(0, Vm::memory_bytes)
     }
 
+    /// Wasm fuel (about one unit per executed wasm operator, see wasmtime's `consume_fuel`)
+    /// VM `vm` has used since its instance was created, including the module's allocator
+    /// called from hostcalls but no host work. `None` unless `HostConfig::fuel` is set.
+    pub fn fuel_consumed(&self, vm: usize) -> Option<u64> {
+        self.vms.get(vm).and_then(Vm::fuel_consumed)
+    }
+
+    /// The fuel of every `proxy_on_tick` since the last call, in order, and forgets them.
+    /// Empty unless `HostConfig::fuel` is set; with it, call this now and then (one record per
+    /// tick is kept until taken).
+    pub fn take_tick_fuel(&mut self) -> Vec<TickFuel> {
+        std::mem::take(&mut self.tick_fuel)
+    }
+
     /// (vm, root context id, times `proxy_set_tick_period_milliseconds` was called for it);
     /// the canary is not included.
     pub fn tick_period_calls(&self) -> Vec<(usize, u32, usize)> {
@@ -544,6 +572,14 @@ impl Host {
 
     pub fn calls(&self) -> &[CallRecord] {
         &self.calls
+    }
+
+    /// Forgets the log lines and call records kept so far (`logs()`, `calls()`), so that a
+    /// long run (a soak benchmark) does not keep every one of them in the host's memory.
+    pub fn clear_records(&mut self) {
+        self.sync();
+        self.logs.clear();
+        self.calls.clear();
     }
 
     pub fn live_vms(&self) -> Vec<usize> {

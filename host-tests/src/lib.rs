@@ -40,5 +40,5 @@ pub use host::Host;
 pub use http::STREAM_IDLE_TIMEOUT_MS;
 pub use types::{
     CallRecord, CallReply, CallRequest, FailurePolicy, LogLine, StreamOutcome, TestRequest,
-    UpstreamReply, UpstreamRequest, VmDeath, CANARY,
+    TickFuel, UpstreamReply, UpstreamRequest, VmDeath, CANARY,
 };

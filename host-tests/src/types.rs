@@ -34,6 +34,18 @@ pub struct CallRecord {
     pub token: Option<u32>,
 }
 
+/// Fuel of one `proxy_on_tick` (see `HostConfig::fuel` and `Host::take_tick_fuel`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TickFuel {
+    pub vm: usize,
+    /// Root context id.
+    pub root: u32,
+    /// Virtual time of the tick.
+    pub at_ms: u64,
+    /// Fuel the callback consumed.
+    pub fuel: u64,
+}
+
 /// What the responder of a cluster sees for one `proxy_http_call`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CallRequest {

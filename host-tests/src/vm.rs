@@ -197,6 +197,7 @@ impl VmData {
                 plugin_config: &[],
                 vm_config: &[],
                 seed: 0,
+                fuel: false,
             },
         )
     }
@@ -296,6 +297,8 @@ pub(crate) struct VmSpec<'a> {
     pub plugin_config: &'a [u8],
     pub vm_config: &'a [u8],
     pub seed: u64,
+    /// Meter fuel (the module must come from the fuel engine).
+    pub fuel: bool,
 }
 
 pub(crate) struct Vm {
@@ -304,6 +307,8 @@ pub(crate) struct Vm {
     pub store: Store<VmData>,
     pub ex: Exports,
     pub dead: bool,
+    /// Fuel in the store when it was created (`None` without fuel metering).
+    pub fuel_start: Option<u64>,
 }
 
 impl Vm {
@@ -311,6 +316,12 @@ impl Vm {
         let data = VmData::new(world, &spec);
         let mut store = Store::new(pre.module().engine(), data);
         store.limiter(|d| &mut d.limits);
+        let fuel_start = if spec.fuel {
+            store.set_fuel(u64::MAX)?;
+            Some(store.get_fuel()?)
+        } else {
+            None
+        };
         let inst = pre
             .instantiate(&mut store)
             .context("instantiating the module")?;
@@ -334,7 +345,15 @@ impl Vm {
             store,
             ex,
             dead: false,
+            fuel_start,
         })
+    }
+
+    /// Fuel consumed since the instance was created (`None` without fuel metering).
+    pub fn fuel_consumed(&self) -> Option<u64> {
+        let start = self.fuel_start?;
+        let left = self.store.get_fuel().ok()?;
+        Some(start.saturating_sub(left))
     }
 
     pub fn ctx(&mut self) -> &mut VmCtx {

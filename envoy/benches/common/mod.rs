@@ -1,0 +1,358 @@
+//! What the real-Envoy benchmarks share: the summary and plot helpers of the host-tests
+//! benchmarks (the same file), reading a process's RSS and CPU time from `/proc`, an Envoy
+//! runner for bootstraps the template cannot express (the same Envoy without the filter), and
+//! a minimal keep-alive HTTP/1.1 upstream that answers 200 at once.
+//!
+//! Every process started here is owned by a value whose `Drop` kills it, and gets
+//! `PR_SET_PDEATHSIG` so that it dies with the benchmark even if destructors do not run.
+
+#![allow(dead_code)]
+
+#[path = "../../../host-tests/benches/common/report.rs"]
+pub mod report;
+
+use anyhow::{bail, Context as _, Result};
+use envoy_e2e::envoy::{self as ee, Tools};
+use serde_json::Value;
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// One reading of a process from `/proc/<pid>`.
+#[derive(Clone, Copy, Debug)]
+pub struct ProcSample {
+    pub rss_bytes: u64,
+    /// utime + stime, in seconds.
+    pub cpu_s: f64,
+}
+
+pub fn proc_sample(pid: u32) -> Option<ProcSample> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|v| v.parse().ok())?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may contain spaces) start at field 3 (state).
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    Some(ProcSample {
+        rss_bytes: rss_kib * 1024,
+        cpu_s: (utime + stime) / hz,
+    })
+}
+
+/// Child processes of this process whose command name is `name`.
+pub fn children_named(name: &str) -> Vec<u32> {
+    let me = std::process::id();
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let comm = &stat[open + 1..close];
+        let ppid: Option<u32> = stat[close + 2..]
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse().ok());
+        if comm == name && ppid == Some(me) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Removes the status-sync filter from every HTTP connection manager of a bootstrap.
+pub fn without_filter(bootstrap: &mut Value) -> Result<()> {
+    let listeners = bootstrap
+        .pointer_mut("/static_resources/listeners")
+        .and_then(Value::as_array_mut)
+        .context("no static listeners")?;
+    let mut removed = 0;
+    for l in listeners {
+        for chain in l
+            .get_mut("filter_chains")
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            for f in chain
+                .get_mut("filters")
+                .and_then(Value::as_array_mut)
+                .into_iter()
+                .flatten()
+            {
+                if let Some(hf) = f
+                    .pointer_mut("/typed_config/http_filters")
+                    .and_then(Value::as_array_mut)
+                {
+                    let before = hf.len();
+                    hf.retain(|h| {
+                        h.get("name").and_then(Value::as_str) != Some("envoy.filters.http.wasm")
+                    });
+                    removed += before - hf.len();
+                }
+            }
+        }
+    }
+    if removed == 0 {
+        bail!("no wasm filter to remove");
+    }
+    Ok(())
+}
+
+/// An Envoy started from a bootstrap (JSON), with the same flags as `envoy_e2e::envoy::Envoy`.
+pub struct EnvoyProc {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    admin: String,
+    agent: ureq::Agent,
+}
+
+impl EnvoyProc {
+    pub fn start(tools: &Tools, bootstrap: &Value, concurrency: u32) -> Result<EnvoyProc> {
+        let dir = tempfile::Builder::new()
+            .prefix("status-sync-bench-envoy-")
+            .tempdir()?;
+        let config = dir.path().join("envoy.json");
+        std::fs::write(&config, serde_json::to_vec_pretty(bootstrap)?)?;
+        let logf = std::fs::File::create(dir.path().join("envoy.log"))?;
+        let admin_file = dir.path().join("admin.txt");
+        let mut cmd = Command::new(&tools.envoy);
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            use std::os::unix::process::CommandExt as _;
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let child = cmd
+            .arg("-c")
+            .arg(&config)
+            .args(["--concurrency", &concurrency.to_string()])
+            .arg("--disable-hot-restart")
+            .arg("--admin-address-path")
+            .arg(&admin_file)
+            .args(["--drain-time-s", "1", "--drain-strategy", "immediate"])
+            .args([
+                "--log-level",
+                "info",
+                "--component-log-level",
+                "main:warning,wasm:debug",
+            ])
+            .env("DRONE_TOKEN", "sim-token-0123456789abcdef")
+            .stdin(Stdio::null())
+            .stdout(logf.try_clone()?)
+            .stderr(logf)
+            .spawn()
+            .with_context(|| format!("start {}", tools.envoy.display()))?;
+        let mut e = EnvoyProc {
+            child: Some(child),
+            dir,
+            admin: String::new(),
+            agent: envoy_e2e::util::agent(Duration::from_secs(5)),
+        };
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            if let Some(c) = e.child.as_mut() {
+                if let Some(status) = c.try_wait()? {
+                    bail!(
+                        "Envoy exited during startup ({status}):\n{}",
+                        ee::tail(&e.log(), 40)
+                    );
+                }
+            }
+            if e.admin.is_empty() {
+                if let Ok(a) = std::fs::read_to_string(&admin_file) {
+                    e.admin = a.trim().to_string();
+                }
+            }
+            if !e.admin.is_empty() && matches!(e.admin_get("/ready"), Ok((200, _))) {
+                return Ok(e);
+            }
+            if Instant::now() > deadline {
+                bail!("Envoy not ready in 90 s:\n{}", ee::tail(&e.log(), 40));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("envoy.log")).unwrap_or_default()
+    }
+
+    pub fn admin_get(&self, path: &str) -> Result<(u16, String)> {
+        let (code, body) = envoy_e2e::util::send(
+            self.agent.get(&format!("http://{}{path}", self.admin)),
+            None,
+        )
+        .map_err(|e| anyhow::anyhow!("admin {path}: {e}"))?;
+        Ok((code, String::from_utf8_lossy(&body).into_owned()))
+    }
+
+    /// A counter or gauge from admin `/stats` (wasm metrics without Envoy's prefix).
+    pub fn stat(&self, name: &str) -> Result<i64> {
+        let (_, body) = self.admin_get(&format!("/stats?filter={name}"))?;
+        Ok(body
+            .lines()
+            .filter_map(|l| l.split_once(": "))
+            .find(|(k, _)| k.strip_prefix("wasmcustom.").unwrap_or(k) == name)
+            .and_then(|(_, v)| v.trim().parse().ok())
+            .unwrap_or(0))
+    }
+}
+
+impl Drop for EnvoyProc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A keep-alive HTTP/1.1 server on loopback that reads each request (Content-Length bodies)
+/// and answers `200` with an empty body: the fastest pipeline we can offer Envoy, so the
+/// benchmark measures the proxy, not the upstream.
+pub struct FastUpstream {
+    port: u16,
+    stop: Arc<AtomicBool>,
+    pub requests: Arc<AtomicU64>,
+    accept: Option<JoinHandle<()>>,
+}
+
+impl FastUpstream {
+    pub fn start() -> Result<FastUpstream> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let port = listener.local_addr()?.port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let requests = Arc::new(AtomicU64::new(0));
+        let (s, r) = (stop.clone(), requests.clone());
+        let accept = std::thread::Builder::new()
+            .name("fast-upstream".into())
+            .spawn(move || {
+                for conn in listener.incoming() {
+                    if s.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let Ok(conn) = conn else { continue };
+                    let (s, r) = (s.clone(), r.clone());
+                    let _ = std::thread::Builder::new()
+                        .name("fast-upstream-conn".into())
+                        .spawn(move || serve(conn, &s, &r));
+                }
+            })?;
+        Ok(FastUpstream {
+            port,
+            stop,
+            requests,
+            accept: Some(accept),
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+fn serve(conn: TcpStream, stop: &AtomicBool, requests: &AtomicU64) {
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(1)));
+    let _ = conn.set_nodelay(true);
+    let Ok(mut out) = conn.try_clone() else {
+        return;
+    };
+    let mut r = BufReader::with_capacity(64 * 1024, conn);
+    let mut line = String::new();
+    let mut body = Vec::new();
+    while !stop.load(Ordering::SeqCst) {
+        // Request line and headers.
+        let mut len = 0usize;
+        let mut first = true;
+        loop {
+            line.clear();
+            match r.read_line(&mut line) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e)
+                    if first
+                        && matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) =>
+                {
+                    if stop.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    continue;
+                }
+                Err(_) => return,
+            }
+            first = false;
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = l.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+        }
+        body.resize(len, 0);
+        if r.read_exact(&mut body).is_err() {
+            return;
+        }
+        requests.fetch_add(1, Ordering::Relaxed);
+        if out
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+impl Drop for FastUpstream {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the accept loop.
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(t) = self.accept.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// `<workspace>/../shared/fixtures/drone/<name>`.
+pub fn fixture_path(name: &str) -> PathBuf {
+    report::workspace_root()
+        .join("../shared/fixtures/drone")
+        .join(name)
+}

@@ -1,0 +1,379 @@
+//! Benchmark 5: what the filter adds to the webhook's request path in a real Envoy.
+//!
+//! Two Envoys (1.40, `--concurrency 2`) run side by side from the same rendered
+//! `envoy.yaml.tmpl`: A with status-sync, B with the wasm filter removed and nothing else
+//! changed. Both forward to the same minimal keep-alive upstream that answers 200 at once (the
+//! fastest pipeline possible, so that the proxy is what is measured); A's drone cluster is a
+//! drone-sim. `wrk` (2 threads, 16 connections, loopback) POSTs drone's 3.5 KB
+//! `webhook-build-updated-running.json` with `X-Drone-Event: build` to `/hook`, the variants
+//! taking turns within each round, in an order that rotates from round to round, after a
+//! warm-up of each. Everything shares this machine's cores, so at saturation the comparison is
+//! of CPU per request as much as of latency.
+//!
+//! A third variant, C, sends the same POST to `/other` on the Envoy with the filter: the filter
+//! runs on it but does not watch it (no body copy, no parse), which separates what any
+//! proxy-wasm filter costs from what observing a webhook costs. After the saturated rounds,
+//! the same rotation runs with one connection (`-t1 -c1`, half as long): every request alone in
+//! the proxy, the latency a drone webhook sees in practice.
+//!
+//! Target: A's throughput at least 0.95 of B's (total requests over the saturated rounds).
+//!
+//! `BENCH_ROUNDS` (default 5) and `BENCH_ROUND_SECS` (default 10) change the schedule.
+
+mod common;
+
+use anyhow::{bail, Context as _, Result};
+use common::report::{self, chart, env_u64, median, Op, Panel, Series, Summary};
+use common::*;
+use envoy_e2e::drone_sim::{DroneSim, DroneSimConfig};
+use envoy_e2e::envoy::{free_port, yaml_to_json, EnvoySpec, Tools};
+use serde_json::json;
+use std::path::Path;
+use std::process::Command;
+
+const FIXTURE: &str = "webhook-build-updated-running.json";
+
+#[derive(Clone, Debug, Default)]
+struct Wrk {
+    requests: f64,
+    rps: f64,
+    p50_ms: f64,
+    p90_ms: f64,
+    p99_ms: f64,
+    non_2xx: f64,
+    socket_errors: f64,
+}
+
+fn to_ms(v: &str) -> Option<f64> {
+    let v = v.trim();
+    let (num, mult) = if let Some(n) = v.strip_suffix("us") {
+        (n, 0.001)
+    } else if let Some(n) = v.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = v.strip_suffix('s') {
+        (n, 1000.0)
+    } else {
+        return None;
+    };
+    num.trim().parse::<f64>().ok().map(|x| x * mult)
+}
+
+fn parse_wrk(out: &str) -> Result<Wrk> {
+    let mut w = Wrk::default();
+    for line in out.lines() {
+        let t = line.trim();
+        if let Some(v) = t.strip_prefix("Requests/sec:") {
+            w.rps = v.trim().parse()?;
+        } else if t.contains(" requests in ") {
+            w.requests = t.split_whitespace().next().unwrap_or("0").parse()?;
+        } else if let Some(v) = t.strip_prefix("Non-2xx or 3xx responses:") {
+            w.non_2xx = v.trim().parse()?;
+        } else if let Some(v) = t.strip_prefix("Socket errors:") {
+            // connect 0, read 0, write 0, timeout 0
+            w.socket_errors = v
+                .split(',')
+                .filter_map(|p| p.split_whitespace().last()?.parse::<f64>().ok())
+                .sum();
+        } else {
+            let mut parts = t.split_whitespace();
+            match (parts.next(), parts.next()) {
+                (Some("50%"), Some(v)) => w.p50_ms = to_ms(v).context("p50")?,
+                (Some("90%"), Some(v)) => w.p90_ms = to_ms(v).context("p90")?,
+                (Some("99%"), Some(v)) => w.p99_ms = to_ms(v).context("p99")?,
+                _ => {}
+            }
+        }
+    }
+    if w.rps == 0.0 || w.p99_ms == 0.0 {
+        bail!("could not read wrk's output:\n{out}");
+    }
+    Ok(w)
+}
+
+fn wrk(script: &Path, port: u16, path: &str, conns: u32, secs: u64) -> Result<Wrk> {
+    let threads = conns.min(2);
+    let out = Command::new("wrk")
+        .args([
+            &format!("-t{threads}"),
+            &format!("-c{conns}"),
+            &format!("-d{secs}s"),
+            "--latency",
+            "-s",
+        ])
+        .arg(script)
+        .arg(format!("http://127.0.0.1:{port}{path}"))
+        .output()
+        .context("run wrk (install it: apt-get install -y wrk; `make bench` does)")?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        bail!(
+            "wrk failed ({}): {text}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    parse_wrk(&text)
+}
+
+/// The three ways a request is sent in each round.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Variant {
+    /// Envoy with status-sync, a drone webhook on `/hook`: observed and parsed.
+    A,
+    /// The same Envoy without the filter.
+    B,
+    /// Envoy with status-sync, the same POST on `/other`: the filter runs but does not watch it.
+    C,
+}
+
+/// Alternates the order of the variants from round to round.
+fn order(round: u64) -> [Variant; 3] {
+    match round % 3 {
+        0 => [Variant::A, Variant::B, Variant::C],
+        1 => [Variant::B, Variant::C, Variant::A],
+        _ => [Variant::C, Variant::A, Variant::B],
+    }
+}
+
+fn listen_port(b: &serde_json::Value) -> u16 {
+    b.pointer("/static_resources/listeners/0/address/socket_address/port_value")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(0) as u16
+}
+
+fn main() -> Result<()> {
+    report::process_start();
+    let rounds = env_u64("BENCH_ROUNDS", 5);
+    let secs = env_u64("BENCH_ROUND_SECS", 10);
+    let tools = Tools::from_env()?;
+    let upstream = FastUpstream::start()?;
+    let drone = DroneSim::start(DroneSimConfig::default(), 0)?;
+    let spec = EnvoySpec::new(tools.clone(), upstream.port(), drone.port(), drone.token())?;
+    let with = yaml_to_json(&spec.render()?)?;
+    let mut without = with.clone();
+    without_filter(&mut without)?;
+    *without
+        .pointer_mut("/static_resources/listeners/0/address/socket_address/port_value")
+        .context("listener port")? = json!(free_port()?);
+    let a = EnvoyProc::start(&tools, &with, 2)?;
+    let b = EnvoyProc::start(&tools, &without, 2)?;
+    let (port_a, port_b) = (listen_port(&with), listen_port(&without));
+
+    let dir = tempfile::tempdir()?;
+    let script = dir.path().join("post.lua");
+    let fixture = fixture_path(FIXTURE);
+    let body_len = std::fs::metadata(&fixture)
+        .with_context(|| format!("fixture {}", fixture.display()))?
+        .len();
+    std::fs::write(
+        &script,
+        format!(
+            "local f = assert(io.open({:?}, \"rb\"))\nwrk.method = \"POST\"\nwrk.body = f:read(\"*a\")\nf:close()\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.headers[\"X-Drone-Event\"] = \"build\"\n",
+            fixture.display().to_string()
+        ),
+    )?;
+
+    let target = |v: Variant| match v {
+        Variant::A => (port_a, "/hook"),
+        Variant::B => (port_b, "/hook"),
+        Variant::C => (port_a, "/other"),
+    };
+    eprintln!("warm-up: A (filter) on {port_a}, B (no filter) on {port_b}");
+    for v in [Variant::A, Variant::B, Variant::C] {
+        let (port, path) = target(v);
+        wrk(&script, port, path, 16, 3)?;
+    }
+    let observed_before = a.stat("status_sync.webhooks_observed")?;
+
+    // Saturation: 16 connections, as fast as the machine goes.
+    let mut runs: Vec<(Variant, Wrk)> = Vec::new();
+    for r in 0..rounds {
+        for v in order(r) {
+            let (port, path) = target(v);
+            let w = wrk(&script, port, path, 16, secs)?;
+            eprintln!(
+                "round {r} {v:?}: {:.0} req/s, p50 {:.3} ms, p99 {:.3} ms, non-2xx {}, socket errors {}",
+                w.rps, w.p50_ms, w.p99_ms, w.non_2xx, w.socket_errors
+            );
+            runs.push((v, w));
+        }
+    }
+    let observed = a.stat("status_sync.webhooks_observed")? - observed_before;
+    // One connection: every request alone in the proxy (latency, not CPU contention).
+    let mut single: Vec<(Variant, Wrk)> = Vec::new();
+    for r in 0..rounds {
+        for v in order(r) {
+            let (port, path) = target(v);
+            let w = wrk(&script, port, path, 1, (secs / 2).max(2))?;
+            eprintln!(
+                "single {r} {v:?}: {:.0} req/s, p50 {:.3} ms, p99 {:.3} ms",
+                w.rps, w.p50_ms, w.p99_ms
+            );
+            single.push((v, w));
+        }
+    }
+    let unparsable = a.stat("status_sync.webhooks_unparsable")?;
+    let delivered = a.stat("status_sync.webhooks_delivered")?;
+    let dropped = a.stat("status_sync.queue_dropped")?;
+
+    let of = |set: &[(Variant, Wrk)], v: Variant| -> Vec<Wrk> {
+        set.iter()
+            .filter(|(x, _)| *x == v)
+            .map(|(_, w)| w.clone())
+            .collect()
+    };
+    let (ra, rb, rc) = (
+        of(&runs, Variant::A),
+        of(&runs, Variant::B),
+        of(&runs, Variant::C),
+    );
+    let (sa, sb, sc) = (
+        of(&single, Variant::A),
+        of(&single, Variant::B),
+        of(&single, Variant::C),
+    );
+    let sum = |v: &[Wrk], f: fn(&Wrk) -> f64| v.iter().map(f).sum::<f64>();
+    let total_a = sum(&ra, |w| w.requests);
+    let total_b = sum(&rb, |w| w.requests);
+    let total_c = sum(&rc, |w| w.requests);
+    let ratio = total_a / total_b;
+    let per_round: Vec<f64> = ra.iter().zip(&rb).map(|(x, y)| x.rps / y.rps).collect();
+    let diff = |x: &[Wrk], y: &[Wrk], f: fn(&Wrk) -> f64| -> f64 {
+        median(
+            &x.iter()
+                .zip(y)
+                .map(|(p, q)| f(p) - f(q))
+                .collect::<Vec<_>>(),
+        )
+    };
+    let med = |v: &[Wrk], f: fn(&Wrk) -> f64| median(&v.iter().map(f).collect::<Vec<_>>());
+
+    let rounds_x = |v: &[Wrk], f: fn(&Wrk) -> f64| -> Vec<(f64, f64)> {
+        v.iter()
+            .enumerate()
+            .map(|(i, w)| (i as f64 + 1.0, f(w)))
+            .collect()
+    };
+    let plot = chart(
+        "request_overhead.svg",
+        "Envoy 1.40, 2 workers, wrk POST of the 3.5 KB drone webhook: A with status-sync, B without, C filter on a path it ignores",
+        "round",
+        &[
+            Panel::new(
+                "requests/s (16 connections)",
+                vec![
+                    Series::new("A: with status-sync", rounds_x(&ra, |w| w.rps)),
+                    Series::new("B: without", rounds_x(&rb, |w| w.rps)),
+                    Series::new("C: filter, not a webhook path", rounds_x(&rc, |w| w.rps)),
+                ],
+            ),
+            Panel::new(
+                "p99 latency, 16 connections (ms)",
+                vec![
+                    Series::new("A", rounds_x(&ra, |w| w.p99_ms)),
+                    Series::new("B", rounds_x(&rb, |w| w.p99_ms)),
+                    Series::new("C", rounds_x(&rc, |w| w.p99_ms)),
+                ],
+            ),
+            Panel::new(
+                "p50 latency, 1 connection (ms)",
+                vec![
+                    Series::new("A", rounds_x(&sa, |w| w.p50_ms)),
+                    Series::new("B", rounds_x(&sb, |w| w.p50_ms)),
+                    Series::new("C", rounds_x(&sc, |w| w.p50_ms)),
+                ],
+            ),
+        ],
+    )?;
+
+    let mut s = Summary::new(
+        "request_overhead",
+        "make bench (cargo bench -p envoy-e2e --bench request_overhead)",
+    );
+    s.figure("rounds", rounds)
+        .figure("round_secs", secs)
+        .figure(
+            "wrk",
+            "-t2 -c16 --latency (and -t1 -c1 for half as long), POST, X-Drone-Event: build",
+        )
+        .figure("body_bytes", body_len)
+        .figure("a_requests", total_a)
+        .figure("b_requests", total_b)
+        .figure("c_requests", total_c)
+        .figure("a_rps_median", report::round(med(&ra, |w| w.rps)))
+        .figure("b_rps_median", report::round(med(&rb, |w| w.rps)))
+        .figure("c_rps_median", report::round(med(&rc, |w| w.rps)))
+        .figure("throughput_ratio", report::round(ratio))
+        .figure(
+            "throughput_ratio_c_over_b",
+            report::round(total_c / total_b),
+        )
+        .figure(
+            "throughput_ratio_per_round",
+            per_round
+                .iter()
+                .map(|r| report::round(*r))
+                .collect::<Vec<_>>(),
+        )
+        .figure("a_p50_ms_median", report::round(med(&ra, |w| w.p50_ms)))
+        .figure("b_p50_ms_median", report::round(med(&rb, |w| w.p50_ms)))
+        .figure("a_p99_ms_median", report::round(med(&ra, |w| w.p99_ms)))
+        .figure("b_p99_ms_median", report::round(med(&rb, |w| w.p99_ms)))
+        .figure("p50_diff_ms", report::round(diff(&ra, &rb, |w| w.p50_ms)))
+        .figure("p99_diff_ms", report::round(diff(&ra, &rb, |w| w.p99_ms)))
+        .figure("single_a_p50_ms", report::round(med(&sa, |w| w.p50_ms)))
+        .figure("single_b_p50_ms", report::round(med(&sb, |w| w.p50_ms)))
+        .figure("single_c_p50_ms", report::round(med(&sc, |w| w.p50_ms)))
+        .figure("single_a_p99_ms", report::round(med(&sa, |w| w.p99_ms)))
+        .figure("single_b_p99_ms", report::round(med(&sb, |w| w.p99_ms)))
+        .figure(
+            "single_p50_diff_ms",
+            report::round(diff(&sa, &sb, |w| w.p50_ms)),
+        )
+        .figure(
+            "single_p99_diff_ms",
+            report::round(diff(&sa, &sb, |w| w.p99_ms)),
+        )
+        .figure(
+            "single_c_p50_diff_ms",
+            report::round(diff(&sc, &sb, |w| w.p50_ms)),
+        )
+        .figure(
+            "non_2xx",
+            sum(&ra, |w| w.non_2xx) + sum(&rb, |w| w.non_2xx) + sum(&rc, |w| w.non_2xx),
+        )
+        .figure(
+            "socket_errors",
+            sum(&ra, |w| w.socket_errors)
+                + sum(&rb, |w| w.socket_errors)
+                + sum(&rc, |w| w.socket_errors),
+        )
+        .figure("filter_webhooks_observed", observed)
+        .figure("filter_webhooks_delivered", delivered)
+        .figure("filter_webhooks_unparsable", unparsable)
+        .figure("filter_queue_dropped", dropped)
+        .figure(
+            "upstream_requests",
+            upstream.requests.load(std::sync::atomic::Ordering::Relaxed),
+        );
+    s.target(
+        "throughput with the filter / without",
+        ratio,
+        Op::Ge,
+        0.95,
+        "x",
+    );
+    s.target(
+        "webhooks the filter observed / requests A sent",
+        observed as f64 / total_a.max(1.0),
+        Op::Ge,
+        0.99,
+        "x",
+    );
+    s.plot(&plot);
+    s.note("A, B and C share the machine's 2 cores with wrk and the upstream, so at saturation the ratio is one of CPU per request; the order of A, B, C rotates from round to round");
+    s.emit();
+    drop(a);
+    drop(b);
+    Ok(())
+}
