@@ -7,9 +7,11 @@
 //!   iteration over 2*10^5 iterations: median and p99.
 //! - In the real `status_sync.wasm` (wasmtime fuel, independent of the machine): the whole
 //!   request path in a worker VM (context create, headers, body copy, response headers, log:
-//!   parse and enqueue), per request; and the leader's share (dequeue, decode, record,
-//!   checkpoint of the changed ledger shard) as the fuel of a tick that drained one webhook
-//!   minus an idle tick's, with 5000 builds tracked.
+//!   parse and enqueue), per request; the same for a request the filter does not watch (same
+//!   POST on another path) and for the smallest webhook it accepts (only the fields it reads),
+//!   which split the cost into a fixed part and a part per body byte; and the leader's share
+//!   (dequeue, decode, record, checkpoint of the changed ledger shard) as the fuel of a tick
+//!   that drained one webhook minus an idle tick's, with 5000 builds tracked.
 //!
 //! No target is set for this one; the figures are reported.
 
@@ -31,6 +33,8 @@ const FIXTURE: &str = "webhook-build-updated-running.json";
 const NATIVE_ITERS: u64 = 200_000;
 const NATIVE_WARMUP: u64 = 20_000;
 const WASM_REQUESTS: u64 = 10_000;
+/// The smallest body the filter records: only the fields it reads.
+const MINIMAL: &str = r#"{"event":"build","action":"updated","repo":{"id":42,"namespace":"octocat","name":"hello-world"},"build":{"number":101,"status":"running","version":2}}"#;
 const LEADER_TRACKED: u64 = 5_000;
 const LEADER_SAMPLES: u64 = 2_000;
 
@@ -117,6 +121,34 @@ fn main() {
     assert!(metric(&host, "webhooks_observed") as u64 >= WASM_REQUESTS);
     assert_eq!(metric(&host, "webhooks_unparsable"), 0);
 
+    // What part of that is any request through the filter, and what part grows with the body:
+    // the same POST on a path the filter does not watch, and the smallest webhook it accepts.
+    let request_fuel_of = |host: &mut Host, req: &dyn Fn() -> host_tests::TestRequest| {
+        let mut fuel = Vec::new();
+        for i in 0..1_000u64 {
+            let vm = (i % 2) as usize;
+            let before = host.fuel_consumed(vm).expect("fuel is on");
+            host.request(vm, req(), |_| host_tests::UpstreamReply::status(200))
+                .expect("request");
+            fuel.push((host.fuel_consumed(vm).expect("fuel") - before) as f64);
+        }
+        host.advance(1_000).expect("advance");
+        fuel
+    };
+    let other_fuel = request_fuel_of(&mut host, &|| {
+        host_tests::TestRequest::post("/other", body.clone())
+            .header("x-drone-event", "build")
+            .header("content-type", "application/json")
+    });
+    let observed_before = metric(&host, "webhooks_observed");
+    let minimal_fuel = request_fuel_of(&mut host, &|| hook_request(MINIMAL.as_bytes().to_vec()));
+    assert_eq!(
+        metric(&host, "webhooks_observed") - observed_before,
+        1_000,
+        "the minimal webhook is observed"
+    );
+    assert_eq!(metric(&host, "webhooks_unparsable"), 0, "and parsed");
+
     // ---- wasm: the leader's share, one webhook per tick, LEADER_TRACKED builds tracked.
     let mut fed = 0u64;
     while fed < LEADER_TRACKED {
@@ -168,11 +200,20 @@ fn main() {
         ("native_queue_encode_decode_ns", &n.queue),
         ("native_observe_ns", &n.observe),
         ("wasm_request_path_fuel", &request_fuel),
+        ("wasm_request_path_fuel_not_watched", &other_fuel),
+        ("wasm_request_path_fuel_minimal_webhook", &minimal_fuel),
         ("wasm_leader_record_fuel", &record),
     ] {
         s.figure(&format!("{name}_median"), report::round(median(v)));
         s.figure(&format!("{name}_p99"), report::round(quantile(v, 0.99)));
     }
+    let per_byte = (median(&request_fuel) - median(&minimal_fuel))
+        / (body.len() as f64 - MINIMAL.len() as f64);
+    s.figure("minimal_webhook_bytes", MINIMAL.len() as u64)
+        .figure(
+            "wasm_request_path_fuel_per_body_byte",
+            report::round(per_byte),
+        );
     s.figure("wasm_requests", WASM_REQUESTS)
         .figure("wasm_leader_idle_tick_fuel_median", idle_median)
         .figure("wasm_leader_tracked_builds", tracked);
