@@ -8,6 +8,7 @@
 use super::model::{BuildStatus, ParseError, RepoRef};
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
+use std::borrow::Cow;
 
 /// The fields of `GET /api/repos/{owner}/{name}/builds/{number}` we act on, and the whole
 /// object (trimmed) to splice into a re-delivered webhook.
@@ -37,7 +38,7 @@ pub fn parse_build(body: &[u8]) -> Result<ApiBuild<'_>, ParseError> {
 
 /// Parses `GET /api/repos/{owner}/{name}`: the repository and its JSON without `build`.
 pub fn parse_repo(body: &[u8]) -> Result<(RepoRef, String), ParseError> {
-    parse_repo_object(utf8(body)?)
+    parse_repo_object(&RawObject::parse(utf8(body)?)?)
 }
 
 /// Path of the build endpoint, with owner and name percent-encoded as path segments.
@@ -136,7 +137,7 @@ pub fn try_redelivery_body(
     }
     let build = compact(build_raw.trim());
 
-    let members: Vec<&(String, &RawValue)> =
+    let members: Vec<&(Cow<str>, &RawValue)> =
         repo.entries.iter().filter(|(k, _)| k != "build").collect();
     // Go order of `Repository`: ..., version, build?, permissions?, archived.
     let insert_at = members
@@ -187,13 +188,17 @@ pub fn try_redelivery_body(
 /// Parses a drone repository object: the [`RepoRef`] we address the API with, and the
 /// object's JSON without its nested `build` (step webhooks and `/builds/incomplete` carry
 /// one), every other member kept in order with its value byte-for-byte.
-pub(crate) fn parse_repo_object(raw: &str) -> Result<(RepoRef, String), ParseError> {
-    let obj = RawObject::parse(raw)?;
+pub(crate) fn parse_repo_object(obj: &RawObject<'_>) -> Result<(RepoRef, String), ParseError> {
+    let raw_len: usize = obj
+        .entries
+        .iter()
+        .map(|(k, v)| k.len() + v.get().len() + 4)
+        .sum();
     let id = obj.u64_field("id", "repo.id")?;
     let namespace = obj.non_empty_string("namespace", "repo.namespace")?;
     let name = obj.non_empty_string("name", "repo.name")?;
 
-    let mut json = String::with_capacity(raw.len());
+    let mut json = String::with_capacity(raw_len + 2);
     json.push('{');
     let mut first = true;
     for (key, value) in obj.entries.iter().filter(|(k, _)| k != "build") {
@@ -238,7 +243,7 @@ pub(crate) fn utf8(body: &[u8]) -> Result<&str, ParseError> {
 /// refused by its depth limit instead of overflowing the stack.
 #[derive(Debug)]
 pub(crate) struct RawObject<'a> {
-    pub(crate) entries: Vec<(String, &'a RawValue)>,
+    pub(crate) entries: Vec<(Cow<'a, str>, &'a RawValue)>,
 }
 
 impl<'a> RawObject<'a> {
@@ -249,6 +254,12 @@ impl<'a> RawObject<'a> {
                 "nested deeper than {MAX_DEPTH} levels"
             )));
         }
+        Self::parse_nested(text)
+    }
+
+    /// Parses a member of an object [`RawObject::parse`] already accepted: its nesting was
+    /// checked with the whole, so the (linear) depth scan is not repeated on the request path.
+    pub(crate) fn parse_nested(text: &'a str) -> Result<Self, ParseError> {
         serde_json::from_str::<RawObject<'a>>(text).map_err(|e| ParseError::Json(e.to_string()))
     }
 
@@ -324,12 +335,40 @@ impl<'de> Visitor<'de> for RawObjectVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut entries = Vec::new();
-        while let Some(key) = map.next_key::<String>()? {
+        let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(16));
+        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
             let value: &'de RawValue = map.next_value()?;
             entries.push((key, value));
         }
         Ok(RawObject { entries })
+    }
+}
+
+/// An object key, borrowed from the input unless it had escapes (serde's own `Cow<str>`
+/// always allocates; drone's payloads have about 80 keys, parsed on the request path).
+struct Key<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
+struct KeyVisitor;
+
+impl<'de> Visitor<'de> for KeyVisitor {
+    type Value = Key<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Key(Cow::Borrowed(v)))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Key(Cow::Owned(v.to_string())))
     }
 }
 

@@ -54,12 +54,12 @@ pub fn parse_webhook(body: &[u8]) -> Result<ParsedWebhook, ParseError> {
     let repo_raw = top
         .get_non_null("repo", "repo")?
         .ok_or(ParseError::Missing("repo"))?;
-    let (repo, repo_json) = parse_repo_object(repo_raw.get())?;
+    let (repo, repo_json) = parse_repo_object(&RawObject::parse_nested(repo_raw.get())?)?;
 
     let build_raw = top
         .get_non_null("build", "build")?
         .ok_or(ParseError::Missing("build"))?;
-    let (number, status, version) = build_fields(&RawObject::parse(build_raw.get())?)?;
+    let (number, status, version) = build_fields(&RawObject::parse_nested(build_raw.get())?)?;
 
     let system_json = match top.get_non_null("system", "system")? {
         Some(raw) => {

@@ -22,6 +22,14 @@ pub fn header_pairs(map: MapType) -> Vec<(String, Vec<u8>)> {
     hostcalls::get_map_bytes(map).unwrap_or_default()
 }
 
+/// One header's (first) value, read inside its map's window: cheaper than all pairs, which
+/// Envoy serializes whole. Only call from the callback that owns the map (request headers in
+/// `on_http_request_headers`, response headers in `on_http_response_headers`, call response
+/// headers in `on_http_call_response`), where Envoy answers Ok or NotFound.
+pub fn header(map: MapType, name: &str) -> Option<Vec<u8>> {
+    hostcalls::get_map_value_bytes(map, name).ok().flatten()
+}
+
 /// First value of a header, by case-insensitive name, from already-read pairs.
 pub fn first<'a>(pairs: &'a [(String, Vec<u8>)], name: &str) -> Option<&'a [u8]> {
     pairs

@@ -149,7 +149,13 @@ impl Observer {
                 }
             }
         }
-        if !self.oversized {
+        // Parsing waits for the end of the stream (`finish`): it is not needed to forward the
+        // webhook, so it adds nothing to the pipeline's latency.
+        Action::Continue
+    }
+
+    fn parse(&mut self, shared: &Shared) {
+        if !self.oversized && self.saw_body_end {
             match webhook::parse_webhook(&self.body) {
                 Ok(p) => self.parsed = Some(p),
                 Err(e) => limited(shared, Kind::Unparsable, |note| {
@@ -160,7 +166,6 @@ impl Observer {
             }
         }
         self.body = Vec::new();
-        Action::Continue
     }
 
     fn finish(&mut self, shared: &Shared) {
@@ -168,6 +173,7 @@ impl Observer {
             return;
         }
         self.watching = false;
+        self.parse(shared);
         let Some(webhook) = self.parsed.take() else {
             if self.oversized {
                 shared.metrics.inc(names::WEBHOOKS_OVERSIZED, 1);
@@ -214,11 +220,14 @@ impl HttpContext for Observer {
         let Some(shared) = self.shared.clone() else {
             return Action::Continue;
         };
-        let headers = host::header_pairs(MapType::HttpRequestHeaders);
-        let method = utf8(host::first(&headers, ":method")).unwrap_or_default();
-        let path = utf8(host::first(&headers, ":path")).unwrap_or_default();
-        let event = utf8(host::first(&headers, "x-drone-event"));
-        if !webhook::is_build_webhook(&method, &path, event.as_deref(), &shared.cfg.webhook_path) {
+        // The event header first: most requests to a pipeline are not drone's webhooks.
+        let req = |name: &str| utf8(host::header(MapType::HttpRequestHeaders, name).as_deref());
+        let Some(event) = req("x-drone-event") else {
+            return Action::Continue;
+        };
+        let method = req(":method").unwrap_or_default();
+        let path = req(":path").unwrap_or_default();
+        if !webhook::is_build_webhook(&method, &path, Some(&event), &shared.cfg.webhook_path) {
             return Action::Continue;
         }
         self.watching = true;
@@ -226,10 +235,10 @@ impl HttpContext for Observer {
         if shared.cfg.signature_mode != SignatureMode::Off {
             if let Some(secret) = &shared.cfg.webhook_secret {
                 self.signed = SignedHeaders {
-                    date: utf8(host::first(&headers, "date")),
-                    digest: utf8(host::first(&headers, "digest")),
+                    date: req("date"),
+                    digest: req("digest"),
                 };
-                let signature = utf8(host::first(&headers, "signature"));
+                let signature = req("signature");
                 match signature::verify_headers(
                     secret.as_bytes(),
                     self.signed.date.as_deref(),
@@ -298,8 +307,8 @@ impl HttpContext for Observer {
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         if self.watching {
-            let headers = host::header_pairs(MapType::HttpResponseHeaders);
-            self.response_status = host::first(&headers, ":status")
+            self.response_status = host::header(MapType::HttpResponseHeaders, ":status")
+                .as_deref()
                 .and_then(|v| std::str::from_utf8(v).ok())
                 .and_then(|v| v.trim().parse().ok());
         }
