@@ -522,7 +522,8 @@ mod tests {
 
     /// The repo object of a webhook fixture, as the webhook parser hands it on.
     fn webhook_repo_json(name: &str) -> String {
-        parse_repo_object(&member(&fixture(name), "repo"))
+        let repo = member(&fixture(name), "repo");
+        parse_repo_object(&RawObject::parse(&repo).unwrap())
             .unwrap()
             .1
     }
