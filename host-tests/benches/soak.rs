@@ -10,8 +10,9 @@
 //! end without one, 1% of builds get stuck running forever, config errors end at creation.
 //! 20% of the webhooks are lost on the way, the pipeline answers 3% of the rest with 503. The
 //! ledger is capped at 1000 builds while about 1000 are open plus the stuck ones, so it stays
-//! full and evicts; `max_build_age_ms` is 2 h, so stuck builds also expire; drone answers
-//! every poll from its state, so the reconciler is busy at its rate limit (10 calls/s).
+//! full and evicts the oldest (stuck builds are evicted this way before `max_build_age_ms`,
+//! 2 h, expires them); drone answers every poll from its state, so the reconciler is busy at
+//! its rate limit (10 calls/s).
 //!
 //! Targets, after a warm-up of the first 20% of the ticks: no VM's linear memory grows by more
 //! than one 64 KiB page, and none grows at all over the second half of the run; every root
