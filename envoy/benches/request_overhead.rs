@@ -256,7 +256,7 @@ fn main() -> Result<()> {
     };
     let plot = chart(
         "request_overhead.svg",
-        "Envoy 1.40, 2 workers, wrk POST of the 3.5 KB drone webhook: A with status-sync, B without, C filter on a path it ignores",
+        "Envoy 1.40, 2 workers, wrk POST of a 3.5 KB webhook: A filter, B none, C filter but path ignored",
         "round",
         &[
             Panel::new(
