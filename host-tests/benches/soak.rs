@@ -209,6 +209,8 @@ fn main() {
     let warmup_tick = (total_ticks as f64 * WARMUP_SHARE) as u64;
     let mut samples: Vec<Sample> = Vec::new();
     let mut window: Vec<host_tests::TickFuel> = Vec::new();
+    // on_tick calls per VM (each VM has one root context).
+    let mut ticks_per_vm = vec![0u64; host.vm_count()];
     let mut leader = None;
     let mut all_leader_fuel: Vec<f64> = Vec::new();
     let mut vm_rr = 0usize;
@@ -285,7 +287,11 @@ fn main() {
             send(&mut host, vm_rr, body, answer);
         }
         host.advance(TICK_MS).expect("advance");
-        window.extend(host.take_tick_fuel());
+        let fuel = host.take_tick_fuel();
+        for t in &fuel {
+            ticks_per_vm[t.vm] += 1;
+        }
+        window.extend(fuel);
 
         if tick % every == 0 || tick == total_ticks {
             if let Some(l) = leader_vm(&host) {
@@ -459,7 +465,7 @@ fn main() {
             "virtual_hours",
             report::round(total_ticks as f64 * TICK_MS as f64 / 3.6e6),
         )
-        .figure("on_tick_calls_per_root", total_ticks)
+        .figure("on_tick_calls_per_vm", ticks_per_vm.clone())
         .figure("webhooks_sent", w.webhooks_sent)
         .figure("webhooks_lost", w.webhooks_lost)
         .figure("webhooks_503", w.webhooks_503)
