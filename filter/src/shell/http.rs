@@ -220,12 +220,15 @@ impl HttpContext for Observer {
         let Some(shared) = self.shared.clone() else {
             return Action::Continue;
         };
-        // The event header first: most requests to a pipeline are not drone's webhooks.
+        // Cheapest rejections first: most requests to a pipeline are not drone's webhooks.
         let req = |name: &str| utf8(host::header(MapType::HttpRequestHeaders, name).as_deref());
+        let method = req(":method").unwrap_or_default();
+        if method != "POST" {
+            return Action::Continue;
+        }
         let Some(event) = req("x-drone-event") else {
             return Action::Continue;
         };
-        let method = req(":method").unwrap_or_default();
         let path = req(":path").unwrap_or_default();
         if !webhook::is_build_webhook(&method, &path, Some(&event), &shared.cfg.webhook_path) {
             return Action::Continue;
