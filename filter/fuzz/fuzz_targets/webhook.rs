@@ -1,4 +1,6 @@
-//! Live webhook recognition and parsing must never panic, on any body or request line.
+//! Live webhook recognition and parsing must never panic, on any body or request line, and
+//! the single-pass parser must give the verdict of the reference parser (serde_json based)
+//! on every body.
 //!
 //! Input: the whole input is the webhook body for `parse_webhook`; the same bytes split on
 //! `\n` give `method`, `path`, `X-Drone-Event` (absent when there is no third line) and the
@@ -6,10 +8,21 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use status_sync::core::webhook::{is_build_webhook, parse_webhook};
+use status_sync::core::model::ParseError;
+use status_sync::core::webhook::{is_build_webhook, parse_webhook, reference, scan_webhook};
 
 fuzz_target!(|data: &[u8]| {
-    let _ = parse_webhook(data);
+    let ours = parse_webhook(data);
+    let theirs = reference::parse_webhook(data);
+    match (&ours, &theirs) {
+        // Both say "not JSON", each in its own words.
+        (Err(ParseError::Json(_)), Err(ParseError::Json(_))) => {}
+        _ => assert_eq!(ours, theirs, "{:?}", String::from_utf8_lossy(data)),
+    }
+    if let Ok(view) = scan_webhook(data) {
+        let _ = view.metadata_hash();
+        let _ = view.into_parsed(false);
+    }
 
     let text = String::from_utf8_lossy(data);
     let mut lines = text.splitn(4, '\n');

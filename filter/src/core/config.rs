@@ -4,7 +4,9 @@
 //! naming the key and why (Envoy then refuses to start, or NACKs the update and keeps the old
 //! configuration). The drone token is never part of any message.
 
-use serde_json::{Map, Value};
+use super::drone_api::{compact, RawObject};
+use super::json_scan::{decode_string, decode_u64, Scanner};
+use std::borrow::Cow;
 
 /// How live webhooks' drone signatures are checked (issue: signed webhooks).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,20 +113,20 @@ impl Config {
                  `pipeline_cluster`, `drone_cluster` and `drone_token_env`",
             ));
         }
-        // serde_json's messages give a position, never the input text, so no secret leaks.
-        let value: Value = serde_json::from_str(text).map_err(|e| {
-            ConfigError::new("", &format!("the configuration is not valid JSON: {e}"))
-        })?;
-        let Value::Object(map) = &value else {
-            return Err(ConfigError::new(
-                "",
-                &format!(
-                    "the configuration must be a JSON object, got {}",
-                    type_name(&value)
-                ),
-            ));
+        // The scanner's messages give a position, never the input text, so no secret leaks.
+        let map = match RawObject::parse(text) {
+            Ok(map) => map,
+            Err(e) => {
+                let reason = match first_value_type(text) {
+                    Some(t) if t != "an object" => {
+                        format!("the configuration must be a JSON object, got {t}")
+                    }
+                    _ => format!("the configuration is not valid JSON: {e}"),
+                };
+                return Err(ConfigError::new("", &reason));
+            }
         };
-        if let Some(unknown) = map.keys().find(|k| !KEYS.contains(&k.as_str())) {
+        if let Some((unknown, _)) = map.entries.iter().find(|(k, _)| !KEYS.contains(&&**k)) {
             let mut why = String::from("unknown key (known keys:");
             for k in KEYS {
                 why.push(' ');
@@ -133,9 +135,12 @@ impl Config {
             why.push(')');
             return Err(ConfigError::new(&truncate(unknown), &why));
         }
+        let map = &map;
         let r = Reader { map };
 
-        let webhook_path = r.string("webhook_path")?.unwrap_or(DEFAULT_WEBHOOK_PATH);
+        let webhook_path = r
+            .string("webhook_path")?
+            .unwrap_or(Cow::Borrowed(DEFAULT_WEBHOOK_PATH));
         if !webhook_path.starts_with('/') {
             return Err(r.bad("webhook_path", "must start with `/`"));
         }
@@ -155,10 +160,12 @@ impl Config {
         )?;
         let pipeline_authority = r
             .authority("pipeline_authority")?
-            .unwrap_or(pipeline_cluster);
+            .unwrap_or_else(|| pipeline_cluster.clone());
         let drone_cluster =
             r.required_name("drone_cluster", "the Envoy cluster of drone-server")?;
-        let drone_authority = r.authority("drone_authority")?.unwrap_or(drone_cluster);
+        let drone_authority = r
+            .authority("drone_authority")?
+            .unwrap_or_else(|| drone_cluster.clone());
 
         let drone_token = r
             .secret("drone_token", "drone_token_env", env)?
@@ -172,7 +179,7 @@ impl Config {
         // It goes into `Authorization: Bearer ...`; a stray newline (common when the variable
         // is filled from a file) would break or inject headers.
         if !drone_token.bytes().all(|b| b.is_ascii_graphic()) {
-            let key = if r.map.contains_key("drone_token") {
+            let key = if r.get("drone_token").is_some() {
                 "drone_token"
             } else {
                 "drone_token_env"
@@ -213,7 +220,9 @@ impl Config {
             HOUR_MS,
         )?;
 
-        let instance = r.string("instance")?.unwrap_or(DEFAULT_INSTANCE);
+        let instance = r
+            .string("instance")?
+            .unwrap_or(Cow::Borrowed(DEFAULT_INSTANCE));
         if instance.len() > 64
             || !instance
                 .bytes()
@@ -226,7 +235,7 @@ impl Config {
         }
 
         let webhook_secret = r.secret("webhook_secret", "webhook_secret_env", env)?;
-        let signature_mode = match r.string("signature_mode")? {
+        let signature_mode = match r.string("signature_mode")?.as_deref() {
             None if webhook_secret.is_some() => SignatureMode::Enforce,
             None => SignatureMode::Off,
             Some("off") => SignatureMode::Off,
@@ -352,14 +361,25 @@ const SECRET_KEYS: &[&str] = &[
 ];
 
 /// Typed access to the configuration object; every error names its key.
-struct Reader<'a> {
-    map: &'a Map<String, Value>,
+struct Reader<'m, 'a> {
+    map: &'m RawObject<'a>,
 }
 
-impl<'a> Reader<'a> {
+impl<'a> Reader<'_, 'a> {
+    /// The raw value of `key`. A key given twice takes its last value, as with serde_json's
+    /// map and Go's decoder (configurations are often built by appending overrides).
+    fn get(&self, key: &str) -> Option<&'a str> {
+        self.map
+            .entries
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| *v)
+    }
+
     /// An error for `key` that quotes the offending value, except for secret keys.
     fn bad(&self, key: &str, why: &str) -> ConfigError {
-        match self.map.get(key) {
+        match self.get(key) {
             Some(v) if !SECRET_KEYS.contains(&key) => {
                 ConfigError::new(key, &format!("{why}, got {}", shown(v)))
             }
@@ -370,11 +390,11 @@ impl<'a> Reader<'a> {
 
     /// A list of `"owner/name"` repositories (at most 100).
     fn repos(&self, key: &str) -> Result<Vec<(String, String)>, ConfigError> {
-        let Some(v) = self.map.get(key) else {
+        let Some(v) = self.get(key) else {
             return Ok(Vec::new());
         };
         let why = "must be a list of at most 100 \"owner/name\" strings";
-        let Value::Array(items) = v else {
+        let Ok(items) = Scanner::array_items(v) else {
             return Err(self.bad(key, why));
         };
         if items.len() > 100 {
@@ -382,8 +402,9 @@ impl<'a> Reader<'a> {
         }
         let mut out = Vec::with_capacity(items.len());
         for item in items {
+            let item = decode_string(item);
             let parsed = item
-                .as_str()
+                .as_deref()
                 .and_then(|s| s.split_once('/'))
                 .filter(|(o, n)| {
                     !o.is_empty()
@@ -403,16 +424,16 @@ impl<'a> Reader<'a> {
     }
 
     /// An optional non-empty string.
-    fn string(&self, key: &str) -> Result<Option<&'a str>, ConfigError> {
-        match self.map.get(key) {
+    fn string(&self, key: &str) -> Result<Option<Cow<'a, str>>, ConfigError> {
+        match self.get(key).map(decode_string) {
             None => Ok(None),
-            Some(Value::String(s)) if !s.is_empty() => Ok(Some(s.as_str())),
+            Some(Some(s)) if !s.is_empty() => Ok(Some(s)),
             Some(_) => Err(self.bad(key, "must be a non-empty string")),
         }
     }
 
     /// A required Envoy cluster name.
-    fn required_name(&self, key: &str, what: &str) -> Result<&'a str, ConfigError> {
+    fn required_name(&self, key: &str, what: &str) -> Result<Cow<'a, str>, ConfigError> {
         let name = self
             .string(key)?
             .ok_or_else(|| ConfigError::new(key, &format!("is required: {what}")))?;
@@ -423,9 +444,12 @@ impl<'a> Reader<'a> {
     }
 
     /// An optional `:authority` value: it goes into a header, so no whitespace or controls.
-    fn authority(&self, key: &str) -> Result<Option<&'a str>, ConfigError> {
+    fn authority(&self, key: &str) -> Result<Option<Cow<'a, str>>, ConfigError> {
         let value = self.string(key)?;
-        if value.is_some_and(|a| a.chars().any(|c| c.is_whitespace() || c.is_control())) {
+        if value
+            .as_deref()
+            .is_some_and(|a| a.chars().any(|c| c.is_whitespace() || c.is_control()))
+        {
             return Err(self.bad(key, "must not contain spaces or control characters"));
         }
         Ok(value)
@@ -434,9 +458,9 @@ impl<'a> Reader<'a> {
     /// An integer in `min..=max`, `default` when absent. Floats, strings, negative numbers and
     /// `null` are refused rather than coerced: a typo should stop the rollout, not guess.
     fn uint(&self, key: &str, default: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
-        match self.map.get(key) {
+        match self.get(key) {
             None => Ok(default),
-            Some(v) => match v.as_u64() {
+            Some(v) => match decode_u64(v) {
                 Some(n) if (min..=max).contains(&n) => Ok(n),
                 _ => Err(self.bad(key, &format!("must be an integer from {min} to {max}"))),
             },
@@ -472,8 +496,8 @@ impl<'a> Reader<'a> {
                 value_key,
                 &format!("set only one of `{value_key}` and `{env_key}`"),
             )),
-            (Some(value), None) => Ok(Some(value.to_string())),
-            (None, Some(name)) => match env(name) {
+            (Some(value), None) => Ok(Some(value.into_owned())),
+            (None, Some(name)) => match env(&name) {
                 Some(value) if !value.is_empty() => Ok(Some(value)),
                 _ => Err(ConfigError::new(
                     env_key,
@@ -486,9 +510,9 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// A value as JSON, shortened so one bad value cannot flood the log line.
-fn shown(v: &Value) -> String {
-    truncate(&v.to_string())
+/// A value as JSON (compact), shortened so one bad value cannot flood the log line.
+fn shown(v: &str) -> String {
+    truncate(&compact(v))
 }
 
 /// At most 64 characters, cut on a character boundary.
@@ -500,20 +524,29 @@ fn truncate(s: &str) -> String {
     }
 }
 
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
+/// The kind of a (valid) JSON value, from its first character.
+fn type_name(v: &str) -> &'static str {
+    match v.trim_start().as_bytes().first() {
+        Some(b'n') => "null",
+        Some(b't' | b'f') => "a boolean",
+        Some(b'"') => "a string",
+        Some(b'[') => "an array",
+        Some(b'{') => "an object",
+        _ => "a number",
     }
 }
 
+/// The kind of `text` when it is one valid JSON value, else `None`.
+fn first_value_type(text: &str) -> Option<&'static str> {
+    let mut s = Scanner::new(text);
+    let v = s.value(0).ok()?;
+    s.end().ok()?;
+    Some(type_name(v))
+}
+
 /// Explains that a value in a cross-field message is the default, not something the user set.
-fn defaulted(map: &Map<String, Value>, key: &str) -> &'static str {
-    if map.contains_key(key) {
+fn defaulted(map: &RawObject<'_>, key: &str) -> &'static str {
+    if map.entries.iter().any(|(k, _)| k == key) {
         ""
     } else {
         " (the default)"
@@ -561,7 +594,7 @@ impl std::error::Error for ConfigError {}
 )]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     const TOKEN: &str = "tok3n-S3CRET-0123456789abcdef";
     const SECRET: &str = "hmac-S3CRET-GMEuUHQfmrMRsseWxi9YlIeBtn9lm6im";
@@ -1066,6 +1099,17 @@ mod tests {
             assert_eq!(e.key, "");
             assert_no_secret(&e);
         }
+    }
+
+    #[test]
+    fn a_key_given_twice_takes_its_last_value() {
+        let text = minimal().to_string();
+        let text = format!(
+            r#"{{"tick_ms":100,{},"tick_ms":200}}"#,
+            text.trim_start_matches('{').trim_end_matches('}')
+        );
+        let c = Config::parse(text.as_bytes(), &env).unwrap();
+        assert_eq!(c.tick_ms, 200);
     }
 
     #[test]

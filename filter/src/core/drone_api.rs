@@ -5,9 +5,8 @@
 //! them (same keys, same order, same number formatting), so the pipeline cannot tell a
 //! re-delivery from a live webhook. Only the few fields we act on are decoded.
 
+use super::json_scan::{self, Scanner};
 use super::model::{BuildStatus, ParseError, RepoRef};
-use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
-use serde_json::value::RawValue;
 use std::borrow::Cow;
 
 /// The fields of `GET /api/repos/{owner}/{name}/builds/{number}` we act on, and the whole
@@ -76,32 +75,16 @@ pub struct ListedBuild {
 /// Parses a build list. Entries lacking a field we need make the whole answer an error: a
 /// partial list could hide exactly the build we are looking for.
 pub fn parse_build_list(body: &[u8]) -> Result<Vec<ListedBuild>, ParseError> {
-    let text = std::str::from_utf8(body).map_err(|_| ParseError::Json("not UTF-8".into()))?;
-    if nesting_depth(text) > MAX_DEPTH {
-        return Err(ParseError::Json("nested too deeply".into()));
-    }
-    let value: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| ParseError::Json(e.to_string()))?;
-    let items = value
-        .as_array()
-        .ok_or(ParseError::Json("not a list".into()))?;
+    let items = Scanner::array_items(utf8(body)?).map_err(|e| ParseError::Json(e.to_string()))?;
     items
-        .iter()
-        .map(|b| {
-            let field = |name: &'static str| {
-                b.get(name)
-                    .and_then(serde_json::Value::as_u64)
-                    .ok_or(ParseError::Missing(name))
-            };
+        .into_iter()
+        .map(|item| {
+            let b = RawObject::parse(item)?;
             Ok(ListedBuild {
-                repo_id: field("repo_id")?,
-                number: field("number")?,
-                version: field("version")?,
-                status: BuildStatus::parse(
-                    b.get("status")
-                        .and_then(serde_json::Value::as_str)
-                        .ok_or(ParseError::Missing("status"))?,
-                ),
+                repo_id: b.u64_field("repo_id", "repo_id")?,
+                number: b.u64_field("number", "number")?,
+                version: b.u64_field("version", "version")?,
+                status: BuildStatus::parse(&b.string("status", "status")?),
             })
         })
         .collect()
@@ -137,7 +120,7 @@ pub fn try_redelivery_body(
     }
     let build = compact(build_raw.trim());
 
-    let members: Vec<&(Cow<str>, &RawValue)> =
+    let members: Vec<&(Cow<str>, &str)> =
         repo.entries.iter().filter(|(k, _)| k != "build").collect();
     // Go order of `Repository`: ..., version, build?, permissions?, archived.
     let insert_at = members
@@ -167,7 +150,7 @@ pub fn try_redelivery_body(
         if i == insert_at {
             push_member(&mut out, r#""build""#, &build);
         }
-        push_member(&mut out, &json_string(key), &compact(value.get()));
+        push_member(&mut out, &json_string(key), &compact(value));
     }
     if insert_at >= members.len() {
         push_member(&mut out, r#""build""#, &build);
@@ -189,11 +172,7 @@ pub fn try_redelivery_body(
 /// object's JSON without its nested `build` (step webhooks and `/builds/incomplete` carry
 /// one), every other member kept in order with its value byte-for-byte.
 pub(crate) fn parse_repo_object(obj: &RawObject<'_>) -> Result<(RepoRef, String), ParseError> {
-    let raw_len: usize = obj
-        .entries
-        .iter()
-        .map(|(k, v)| k.len() + v.get().len() + 4)
-        .sum();
+    let raw_len: usize = obj.entries.iter().map(|(k, v)| k.len() + v.len() + 4).sum();
     let id = obj.u64_field("id", "repo.id")?;
     let namespace = obj.non_empty_string("namespace", "repo.namespace")?;
     let name = obj.non_empty_string("name", "repo.name")?;
@@ -208,7 +187,7 @@ pub(crate) fn parse_repo_object(obj: &RawObject<'_>) -> Result<(RepoRef, String)
         first = false;
         json.push_str(&json_string(key));
         json.push(':');
-        json.push_str(value.get());
+        json.push_str(value);
     }
     json.push('}');
     Ok((
@@ -239,37 +218,41 @@ pub(crate) fn utf8(body: &[u8]) -> Result<&str, ParseError> {
 /// A JSON object's members in document order, each value as its raw (validated) text.
 ///
 /// Order matters for re-deliveries, and raw values let us copy drone's objects without
-/// re-encoding them. serde_json skips raw values iteratively, so deeply nested input is
-/// refused by its depth limit instead of overflowing the stack.
+/// re-encoding them. Built on [`json_scan`]: one pass, iterative, nesting limited.
 #[derive(Debug)]
 pub(crate) struct RawObject<'a> {
-    pub(crate) entries: Vec<(Cow<'a, str>, &'a RawValue)>,
+    pub(crate) entries: Vec<(Cow<'a, str>, &'a str)>,
 }
 
 impl<'a> RawObject<'a> {
     /// Parses `text`, which must be exactly one JSON object (surrounding whitespace allowed).
     pub(crate) fn parse(text: &'a str) -> Result<Self, ParseError> {
-        if nesting_depth(text) > MAX_DEPTH {
-            return Err(ParseError::Json(format!(
-                "nested deeper than {MAX_DEPTH} levels"
-            )));
+        let json = |e: json_scan::JsonError| ParseError::Json(e.to_string());
+        let mut s = Scanner::new(text);
+        if !s.begin_object() {
+            s.value(0).map_err(json)?;
+            s.end().map_err(json)?;
+            return Err(ParseError::Json("expected a JSON object".to_string()));
         }
-        Self::parse_nested(text)
+        let mut entries = Vec::with_capacity(16);
+        let mut first = true;
+        while let Some(key) = s.next_key(first).map_err(json)? {
+            first = false;
+            let key = key.decode().map_err(json)?;
+            entries.push((key, s.value(1).map_err(json)?));
+        }
+        s.end().map_err(json)?;
+        Ok(RawObject { entries })
     }
 
-    /// Parses a member of an object [`RawObject::parse`] already accepted: its nesting was
-    /// checked with the whole, so the (linear) depth scan is not repeated on the request path.
+    /// Parses a member of an object [`RawObject::parse`] already accepted.
     pub(crate) fn parse_nested(text: &'a str) -> Result<Self, ParseError> {
-        serde_json::from_str::<RawObject<'a>>(text).map_err(|e| ParseError::Json(e.to_string()))
+        Self::parse(text)
     }
 
     /// The raw value of `key`. A key present more than once is ambiguous (JSON decoders
     /// disagree on which one wins), so it is an error rather than a guess.
-    pub(crate) fn get(
-        &self,
-        key: &str,
-        name: &'static str,
-    ) -> Result<Option<&'a RawValue>, ParseError> {
+    pub(crate) fn get(&self, key: &str, name: &'static str) -> Result<Option<&'a str>, ParseError> {
         let mut found = None;
         for (k, v) in &self.entries {
             if k == key {
@@ -282,26 +265,19 @@ impl<'a> RawObject<'a> {
         Ok(found)
     }
 
-    /// The raw value of `key`, `None` when absent or JSON `null` (Go's `omitempty` pointers).
-    pub(crate) fn get_non_null(
-        &self,
-        key: &str,
-        name: &'static str,
-    ) -> Result<Option<&'a RawValue>, ParseError> {
-        Ok(self.get(key, name)?.filter(|v| v.get() != "null"))
-    }
-
     /// A required unsigned integer. Negative numbers, floats, strings and values beyond
     /// `u64` are all invalid: drone's ids, numbers and versions are non-negative integers.
     pub(crate) fn u64_field(&self, key: &str, name: &'static str) -> Result<u64, ParseError> {
         let raw = self.get(key, name)?.ok_or(ParseError::Missing(name))?;
-        serde_json::from_str::<u64>(raw.get()).map_err(|_| ParseError::Invalid(name))
+        json_scan::decode_u64(raw).ok_or(ParseError::Invalid(name))
     }
 
     /// A required string.
     pub(crate) fn string(&self, key: &str, name: &'static str) -> Result<String, ParseError> {
         let raw = self.get(key, name)?.ok_or(ParseError::Missing(name))?;
-        serde_json::from_str::<String>(raw.get()).map_err(|_| ParseError::Invalid(name))
+        json_scan::decode_string(raw)
+            .map(Cow::into_owned)
+            .ok_or(ParseError::Invalid(name))
     }
 
     /// A required, non-empty string (an empty name cannot address the API).
@@ -318,69 +294,11 @@ impl<'a> RawObject<'a> {
     }
 }
 
-impl<'de> Deserialize<'de> for RawObject<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_map(RawObjectVisitor)
-    }
-}
-
-/// Accepts only a JSON object (no arrays, unlike derived struct deserializers).
-struct RawObjectVisitor;
-
-impl<'de> Visitor<'de> for RawObjectVisitor {
-    type Value = RawObject<'de>;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a JSON object")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(16));
-        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
-            let value: &'de RawValue = map.next_value()?;
-            entries.push((key, value));
-        }
-        Ok(RawObject { entries })
-    }
-}
-
-/// An object key, borrowed from the input unless it had escapes (serde's own `Cow<str>`
-/// always allocates; drone's payloads have about 80 keys, parsed on the request path).
-struct Key<'de>(Cow<'de, str>);
-
-impl<'de> Deserialize<'de> for Key<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_str(KeyVisitor)
-    }
-}
-
-struct KeyVisitor;
-
-impl<'de> Visitor<'de> for KeyVisitor {
-    type Value = Key<'de>;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a string")
-    }
-
-    fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-        Ok(Key(Cow::Borrowed(v)))
-    }
-
-    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(Key(Cow::Owned(v.to_string())))
-    }
-}
-
-/// Deepest nesting we accept. serde_json skips raw values without its recursion limit, so
-/// without this check an absurdly nested value would be accepted and then copied into
-/// re-deliveries that other decoders refuse. Drone's objects nest about 7 levels; 128 is
-/// serde_json's own limit.
-const MAX_DEPTH: usize = 128;
-
 /// Maximum bracket nesting of `json`, ignoring brackets inside strings. Runs on unvalidated
-/// input: it only counts, the parser that follows reports any syntax error.
-fn nesting_depth(json: &str) -> usize {
+/// input: it only counts, the parser that follows reports any syntax error. Only the
+/// reference webhook parser (the test oracle, built on serde_json, which skips raw values
+/// without a depth limit) needs it; [`json_scan`] limits nesting as it goes.
+pub(crate) fn nesting_depth(json: &str) -> usize {
     let (mut depth, mut max) = (0usize, 0usize);
     let mut in_string = false;
     let mut escaped = false;
@@ -408,15 +326,40 @@ fn nesting_depth(json: &str) -> usize {
     max
 }
 
-/// `s` as a JSON string literal (keys are decoded when parsed, so they are re-encoded).
-fn json_string(s: &str) -> String {
-    serde_json::Value::String(s.to_string()).to_string()
+/// `s` as a JSON string literal (keys are decoded when parsed, so they are re-encoded),
+/// escaped as serde_json (and Go's encoder, for what drone sends) would.
+pub(crate) fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            c if u32::from(c) < 0x20 => {
+                out.push_str("\\u00");
+                out.push(hex_lower(u32::from(c) >> 4));
+                out.push(hex_lower(u32::from(c) & 0xf));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn hex_lower(n: u32) -> char {
+    char::from_digit(n, 16).unwrap_or('0')
 }
 
 /// Removes JSON whitespace outside strings. Only for already validated JSON: the tokens are
 /// copied unchanged, so numbers and strings stay byte-for-byte what drone wrote, while an
 /// answer pretty-printed by `HTTP_JSON_INDENT=true` becomes compact like a real webhook.
-fn compact(json: &str) -> String {
+pub(crate) fn compact(json: &str) -> String {
     let mut out = String::with_capacity(json.len());
     let mut in_string = false;
     let mut escaped = false;
@@ -471,7 +414,24 @@ fn hex_digit(n: u8) -> char {
 )]
 mod tests {
     use super::*;
+    use crate::core::json_scan::MAX_DEPTH;
     use serde_json::Value;
+
+    #[test]
+    fn keys_are_escaped_like_serde() {
+        let mut keys: Vec<String> = (0u32..0x80)
+            .filter_map(char::from_u32)
+            .map(|c| format!("k{c}"))
+            .collect();
+        keys.extend([
+            "é日本".to_string(),
+            "\u{7f}\u{2028}".to_string(),
+            String::new(),
+        ]);
+        for k in keys {
+            assert_eq!(json_string(&k), Value::String(k.clone()).to_string());
+        }
+    }
 
     #[test]
     fn build_lists() {
@@ -517,7 +477,7 @@ mod tests {
     /// The raw text of a top-level member of a webhook fixture, exactly as drone wrote it.
     fn member(body: &str, key: &str) -> String {
         let top = RawObject::parse(body).unwrap();
-        top.get(key, "member").unwrap().unwrap().get().to_string()
+        top.get(key, "member").unwrap().unwrap().to_string()
     }
 
     /// The repo object of a webhook fixture, as the webhook parser hands it on.

@@ -1,7 +1,9 @@
 //! Recognising and parsing drone's live `build` webhooks.
 
-use super::drone_api::{build_fields, parse_repo_object, utf8, RawObject};
-use super::model::{ParseError, ParsedWebhook};
+use super::drone_api::{parse_repo_object, utf8, RawObject};
+use super::json_scan::{self, Scanner};
+use super::model::{BuildStatus, ParseError, ParsedWebhook, RepoRef};
+use std::borrow::Cow;
 
 /// True when a request is one of drone's build webhooks that we should observe: method `POST`,
 /// path equal to `webhook_path` or below it (next char `/` or `?`), and `X-Drone-Event: build`.
@@ -34,53 +36,523 @@ pub fn is_build_webhook(
     }
 }
 
-/// Parses a webhook body. Only `event == "build"` with action `created` or `updated` is a
+/// Parses a webhook body into an owned [`ParsedWebhook`], with the `repo` (without its nested
+/// `build`) and `system` JSON. Only `event == "build"` with action `created` or `updated` is a
 /// transition; anything else is `Err(NotABuildEvent)`. Never panics, on any input.
 ///
 /// The event and action are checked before the repo and build, so a `repo:enabled` or
 /// `user:created` webhook is reported as not a build event rather than as malformed.
 pub fn parse_webhook(body: &[u8]) -> Result<ParsedWebhook, ParseError> {
-    let top = RawObject::parse(utf8(body)?)?;
+    scan_webhook(body)?.into_parsed(true)
+}
 
-    let event = top.string("event", "event")?;
-    if event != "build" {
-        return Err(ParseError::NotABuildEvent);
-    }
-    let action = top.string("action", "action")?;
-    if action != "created" && action != "updated" {
-        return Err(ParseError::NotABuildEvent);
-    }
+/// A webhook parsed in one pass over the body: the fields we act on, decoded, and where the
+/// `repo` and `system` objects are in the body (nothing copied).
+///
+/// The request path parses every webhook; most of the body (the stages and steps of the
+/// build, and `repo.build`, a second copy of it) is only scanned for validity. The repository
+/// and system JSON are turned into owned strings only when they must be sent to the leader
+/// ([`WebhookView::into_parsed`] with `true`), which the HTTP filter does once per repository
+/// and change (see [`super::metadata`]).
+#[derive(Debug)]
+pub struct WebhookView<'a> {
+    pub repo: RepoRef,
+    pub number: u64,
+    pub status: BuildStatus,
+    pub version: u64,
+    /// `created` or `updated`.
+    pub action: &'static str,
+    /// The `repo` object exactly as in the body.
+    repo_raw: &'a str,
+    /// Where the member `repo.build` is in `repo_raw` (with the comma before it), if it has
+    /// exactly one.
+    repo_build: Option<(usize, usize)>,
+    /// The `system` object exactly as in the body.
+    system_raw: Option<&'a str>,
+}
 
-    let repo_raw = top
-        .get_non_null("repo", "repo")?
-        .ok_or(ParseError::Missing("repo"))?;
-    let (repo, repo_json) = parse_repo_object(&RawObject::parse_nested(repo_raw.get())?)?;
-
-    let build_raw = top
-        .get_non_null("build", "build")?
-        .ok_or(ParseError::Missing("build"))?;
-    let (number, status, version) = build_fields(&RawObject::parse_nested(build_raw.get())?)?;
-
-    let system_json = match top.get_non_null("system", "system")? {
-        Some(raw) => {
-            // Re-deliveries splice it in as an object; anything else would break them.
-            if !raw.get().starts_with('{') {
-                return Err(ParseError::Invalid("system"));
+impl WebhookView<'_> {
+    /// A hash of what the leader caches from this webhook: the repository object without the
+    /// value of its nested `build` (which changes with every webhook), and the system object.
+    /// Equal hashes mean there is nothing new to send.
+    pub fn metadata_hash(&self) -> u64 {
+        let repo = self.repo_raw.as_bytes();
+        let (a, b) = match self.repo_build {
+            Some((start, end)) => (
+                repo.get(..start).unwrap_or_default(),
+                repo.get(end..).unwrap_or_default(),
+            ),
+            None => (repo, &[][..]),
+        };
+        let system = self.system_raw.unwrap_or_default().as_bytes();
+        // FNV-1a over the repository without `build`, then (after a separator byte that JSON
+        // text cannot contain) the system.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for part in [a, b, b"\x00", system] {
+            for &byte in part {
+                h = (h ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
             }
-            Some(raw.get().to_string())
         }
-        None => None,
+        h
+    }
+
+    /// The owned webhook the reconciler records. `with_metadata` adds the repository JSON
+    /// (nested `build` removed, every other member byte for byte) and the system JSON.
+    pub fn into_parsed(self, with_metadata: bool) -> Result<ParsedWebhook, ParseError> {
+        let (repo_json, system_json) = if with_metadata {
+            let (_, json) = parse_repo_object(&RawObject::parse_nested(self.repo_raw)?)?;
+            (Some(json), self.system_raw.map(str::to_string))
+        } else {
+            (None, None)
+        };
+        Ok(ParsedWebhook {
+            repo: self.repo,
+            number: self.number,
+            status: self.status,
+            version: self.version,
+            action: self.action.to_string(),
+            repo_json,
+            system_json,
+        })
+    }
+}
+
+/// A member of an object we read: how often its key occurred and its first value.
+#[derive(Clone, Copy, Default)]
+struct Field<'a> {
+    count: u32,
+    raw: &'a str,
+}
+
+impl<'a> Field<'a> {
+    fn add(&mut self, raw: &'a str) {
+        if self.count == 0 {
+            self.raw = raw;
+        }
+        self.count = self.count.saturating_add(1);
+    }
+
+    /// The value; a key present more than once is ambiguous (decoders disagree on which one
+    /// wins), so it is an error rather than a guess.
+    fn get(&self, name: &'static str) -> Result<Option<&'a str>, ParseError> {
+        match self.count {
+            0 => Ok(None),
+            1 => Ok(Some(self.raw)),
+            _ => Err(ParseError::Invalid(name)),
+        }
+    }
+
+    /// Absent and JSON `null` are the same (Go's `omitempty` pointers).
+    fn get_non_null(&self, name: &'static str) -> Result<Option<&'a str>, ParseError> {
+        Ok(self.get(name)?.filter(|v| *v != "null"))
+    }
+
+    fn required(&self, name: &'static str) -> Result<&'a str, ParseError> {
+        self.get(name)?.ok_or(ParseError::Missing(name))
+    }
+
+    fn string(&self, name: &'static str) -> Result<Cow<'a, str>, ParseError> {
+        json_scan::decode_string(self.required(name)?).ok_or(ParseError::Invalid(name))
+    }
+
+    fn u64(&self, name: &'static str) -> Result<u64, ParseError> {
+        json_scan::decode_u64(self.required(name)?).ok_or(ParseError::Invalid(name))
+    }
+}
+
+/// The members of a nested object (`repo` or `build`) we read, up to three, plus `build`
+/// inside `repo`.
+#[derive(Default)]
+struct Nested<'a> {
+    /// The whole value as in the body.
+    raw: &'a str,
+    /// It was a JSON object (else using it is a JSON error).
+    is_object: bool,
+    /// A key of it could not be decoded (a JSON error, if we use the object).
+    bad_key: bool,
+    fields: [Field<'a>; 3],
+    /// `repo.build`: where the member is, relative to `raw`.
+    inner_build: Field<'a>,
+    inner_build_at: (usize, usize),
+}
+
+/// Scans the value at the scanner's position (a member of the top-level object): an object's
+/// members named in `keys` are recorded, everything else is only checked.
+fn nested<'a>(
+    s: &mut Scanner<'a>,
+    keys: [&str; 3],
+    watch_build: bool,
+) -> Result<Nested<'a>, ParseError> {
+    let mut n = Nested::default();
+    s.ws();
+    let start = s.pos();
+    if !s.begin_object() {
+        n.raw = s.value(1).map_err(json)?;
+        return Ok(n);
+    }
+    n.is_object = true;
+    let mut first = true;
+    // End of the previous member's value: `repo.build` is cut from there (its comma included)
+    // when hashing, so a repository hashes the same with and without it.
+    let mut prev_end = s.pos();
+    while let Some(key) = s.next_key(first).map_err(json)? {
+        first = false;
+        let name = key.decode();
+        let value = s.value(2).map_err(json)?;
+        match name {
+            Ok(name) => {
+                if let Some(i) = keys.iter().position(|k| *k == name) {
+                    if let Some(f) = n.fields.get_mut(i) {
+                        f.add(value);
+                    }
+                } else if watch_build && name == "build" {
+                    n.inner_build.add(value);
+                    n.inner_build_at = (prev_end - start, s.pos() - start);
+                }
+            }
+            Err(_) => n.bad_key = true,
+        }
+        prev_end = s.pos();
+    }
+    n.raw = s.text_since(start);
+    Ok(n)
+}
+
+fn json(e: json_scan::JsonError) -> ParseError {
+    ParseError::Json(e.to_string())
+}
+
+/// The nested object's members, once the webhook is known to be a build event.
+fn object_fields<'a, 'n>(n: &'n Nested<'a>) -> Result<&'n [Field<'a>; 3], ParseError> {
+    if !n.is_object {
+        return Err(ParseError::Json("expected a JSON object".to_string()));
+    }
+    if n.bad_key {
+        return Err(ParseError::Json("invalid escape in key".to_string()));
+    }
+    Ok(&n.fields)
+}
+
+/// Parses a webhook body in one forward pass (see [`WebhookView`]), with exactly the
+/// verdicts of [`reference::parse_webhook`] on every input (differentially tested and
+/// fuzzed). Never panics.
+pub fn scan_webhook(body: &[u8]) -> Result<WebhookView<'_>, ParseError> {
+    let text = utf8(body)?;
+    let mut s = Scanner::new(text);
+    if !s.begin_object() {
+        // Not an object: any JSON error, or a JSON value of the wrong type.
+        s.value(0).map_err(json)?;
+        s.end().map_err(json)?;
+        return Err(ParseError::Json("expected a JSON object".to_string()));
+    }
+    let (mut event, mut action, mut system) =
+        (Field::default(), Field::default(), Field::default());
+    let (mut repo, mut build) = (Field::default(), Field::default());
+    let (mut repo_obj, mut build_obj) = (Nested::default(), Nested::default());
+    let mut first = true;
+    while let Some(key) = s.next_key(first).map_err(json)? {
+        first = false;
+        let key = key.decode().map_err(json)?;
+        match &*key {
+            "repo" => {
+                let n = nested(&mut s, ["id", "namespace", "name"], true)?;
+                repo.add(n.raw);
+                if repo.count == 1 {
+                    repo_obj = n;
+                }
+            }
+            "build" => {
+                let n = nested(&mut s, ["number", "status", "version"], false)?;
+                build.add(n.raw);
+                if build.count == 1 {
+                    build_obj = n;
+                }
+            }
+            other => {
+                let value = s.value(1).map_err(json)?;
+                match other {
+                    "event" => event.add(value),
+                    "action" => action.add(value),
+                    "system" => system.add(value),
+                    _ => {}
+                }
+            }
+        }
+    }
+    s.end().map_err(json)?;
+
+    if event.string("event")? != "build" {
+        return Err(ParseError::NotABuildEvent);
+    }
+    let action = match &*action.string("action")? {
+        "created" => "created",
+        "updated" => "updated",
+        _ => return Err(ParseError::NotABuildEvent),
     };
 
-    Ok(ParsedWebhook {
-        repo,
+    let repo_raw = repo
+        .get_non_null("repo")?
+        .ok_or(ParseError::Missing("repo"))?;
+    let [id, namespace, name] = object_fields(&repo_obj)?;
+    let repo_ref = RepoRef {
+        id: id.u64("repo.id")?,
+        namespace: non_empty(namespace.string("repo.namespace")?, "repo.namespace")?,
+        name: non_empty(name.string("repo.name")?, "repo.name")?,
+    };
+
+    build
+        .get_non_null("build")?
+        .ok_or(ParseError::Missing("build"))?;
+    let [number, status, version] = object_fields(&build_obj)?;
+    let number = number.u64("build.number")?;
+    let status = BuildStatus::parse(&status.string("build.status")?);
+    let version = version.u64("build.version")?;
+
+    let system_raw = match system.get_non_null("system")? {
+        // Re-deliveries splice it in as an object; anything else would break them.
+        Some(raw) if !raw.starts_with('{') => return Err(ParseError::Invalid("system")),
+        other => other,
+    };
+
+    Ok(WebhookView {
+        repo: repo_ref,
         number,
         status,
         version,
         action,
-        repo_json: Some(repo_json),
-        system_json,
+        repo_raw,
+        repo_build: (repo_obj.inner_build.count == 1).then_some(repo_obj.inner_build_at),
+        system_raw,
     })
+}
+
+fn non_empty(s: Cow<'_, str>, name: &'static str) -> Result<String, ParseError> {
+    if s.is_empty() {
+        return Err(ParseError::Invalid(name));
+    }
+    Ok(s.into_owned())
+}
+
+/// The previous parser, built on serde_json raw values: several passes and an allocation per
+/// key, but little code of our own. Kept, with its own serde-based object type, as the oracle
+/// that [`scan_webhook`] and the scanner are tested and fuzzed against; nothing in the filter
+/// calls it, so it is not in the module.
+#[doc(hidden)]
+pub mod reference {
+    use super::super::drone_api::{nesting_depth, utf8};
+    use super::super::json_scan::MAX_DEPTH;
+    use super::super::model::{BuildStatus, ParseError, ParsedWebhook, RepoRef};
+    use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+    use serde_json::value::RawValue;
+    use std::borrow::Cow;
+
+    /// Parses a webhook body. Only `event == "build"` with action `created` or `updated` is a
+    /// transition; anything else is `Err(NotABuildEvent)`. Never panics, on any input.
+    ///
+    /// The event and action are checked before the repo and build, so a `repo:enabled` or
+    /// `user:created` webhook is reported as not a build event rather than as malformed.
+    pub fn parse_webhook(body: &[u8]) -> Result<ParsedWebhook, ParseError> {
+        let top = RawObject::parse(utf8(body)?)?;
+
+        let event = top.string("event", "event")?;
+        if event != "build" {
+            return Err(ParseError::NotABuildEvent);
+        }
+        let action = top.string("action", "action")?;
+        if action != "created" && action != "updated" {
+            return Err(ParseError::NotABuildEvent);
+        }
+
+        let repo_raw = top
+            .get_non_null("repo", "repo")?
+            .ok_or(ParseError::Missing("repo"))?;
+        let (repo, repo_json) = parse_repo_object(&RawObject::parse_nested(repo_raw.get())?)?;
+
+        let build_raw = top
+            .get_non_null("build", "build")?
+            .ok_or(ParseError::Missing("build"))?;
+        let (number, status, version) = build_fields(&RawObject::parse_nested(build_raw.get())?)?;
+
+        let system_json = match top.get_non_null("system", "system")? {
+            Some(raw) => {
+                // Re-deliveries splice it in as an object; anything else would break them.
+                if !raw.get().starts_with('{') {
+                    return Err(ParseError::Invalid("system"));
+                }
+                Some(raw.get().to_string())
+            }
+            None => None,
+        };
+
+        Ok(ParsedWebhook {
+            repo,
+            number,
+            status,
+            version,
+            action,
+            repo_json: Some(repo_json),
+            system_json,
+        })
+    }
+
+    fn parse_repo_object(obj: &RawObject<'_>) -> Result<(RepoRef, String), ParseError> {
+        let id = obj.u64_field("id", "repo.id")?;
+        let namespace = obj.non_empty_string("namespace", "repo.namespace")?;
+        let name = obj.non_empty_string("name", "repo.name")?;
+        let mut json = String::from("{");
+        for (key, value) in obj.entries.iter().filter(|(k, _)| k != "build") {
+            if json.len() > 1 {
+                json.push(',');
+            }
+            json.push_str(&serde_json::Value::String(key.to_string()).to_string());
+            json.push(':');
+            json.push_str(value.get());
+        }
+        json.push('}');
+        Ok((
+            RepoRef {
+                id,
+                namespace,
+                name,
+            },
+            json,
+        ))
+    }
+
+    fn build_fields(obj: &RawObject<'_>) -> Result<(u64, BuildStatus, u64), ParseError> {
+        let number = obj.u64_field("number", "build.number")?;
+        let status = BuildStatus::parse(&obj.string("status", "build.status")?);
+        let version = obj.u64_field("version", "build.version")?;
+        Ok((number, status, version))
+    }
+
+    /// A JSON object's members in document order, each value as its raw (validated) text.
+    ///
+    /// Order matters for re-deliveries, and raw values let us copy drone's objects without
+    /// re-encoding them. serde_json skips raw values iteratively, so deeply nested input is
+    /// refused by its depth limit instead of overflowing the stack.
+    #[derive(Debug)]
+    struct RawObject<'a> {
+        entries: Vec<(Cow<'a, str>, &'a RawValue)>,
+    }
+
+    impl<'a> RawObject<'a> {
+        /// Parses `text`, which must be exactly one JSON object (surrounding whitespace allowed).
+        fn parse(text: &'a str) -> Result<Self, ParseError> {
+            if nesting_depth(text) > MAX_DEPTH {
+                return Err(ParseError::Json(format!(
+                    "nested deeper than {MAX_DEPTH} levels"
+                )));
+            }
+            Self::parse_nested(text)
+        }
+
+        /// Parses a member of an object [`RawObject::parse`] already accepted: its nesting was
+        /// checked with the whole, so the (linear) depth scan is not repeated on the request path.
+        fn parse_nested(text: &'a str) -> Result<Self, ParseError> {
+            serde_json::from_str::<RawObject<'a>>(text).map_err(|e| ParseError::Json(e.to_string()))
+        }
+
+        /// The raw value of `key`. A key present more than once is ambiguous (JSON decoders
+        /// disagree on which one wins), so it is an error rather than a guess.
+        fn get(&self, key: &str, name: &'static str) -> Result<Option<&'a RawValue>, ParseError> {
+            let mut found = None;
+            for (k, v) in &self.entries {
+                if k == key {
+                    if found.is_some() {
+                        return Err(ParseError::Invalid(name));
+                    }
+                    found = Some(*v);
+                }
+            }
+            Ok(found)
+        }
+
+        /// The raw value of `key`, `None` when absent or JSON `null` (Go's `omitempty` pointers).
+        fn get_non_null(
+            &self,
+            key: &str,
+            name: &'static str,
+        ) -> Result<Option<&'a RawValue>, ParseError> {
+            Ok(self.get(key, name)?.filter(|v| v.get() != "null"))
+        }
+
+        /// A required unsigned integer. Negative numbers, floats, strings and values beyond
+        /// `u64` are all invalid: drone's ids, numbers and versions are non-negative integers.
+        fn u64_field(&self, key: &str, name: &'static str) -> Result<u64, ParseError> {
+            let raw = self.get(key, name)?.ok_or(ParseError::Missing(name))?;
+            serde_json::from_str::<u64>(raw.get()).map_err(|_| ParseError::Invalid(name))
+        }
+
+        /// A required string.
+        fn string(&self, key: &str, name: &'static str) -> Result<String, ParseError> {
+            let raw = self.get(key, name)?.ok_or(ParseError::Missing(name))?;
+            serde_json::from_str::<String>(raw.get()).map_err(|_| ParseError::Invalid(name))
+        }
+
+        /// A required, non-empty string (an empty name cannot address the API).
+        fn non_empty_string(&self, key: &str, name: &'static str) -> Result<String, ParseError> {
+            let s = self.string(key, name)?;
+            if s.is_empty() {
+                return Err(ParseError::Invalid(name));
+            }
+            Ok(s)
+        }
+    }
+
+    impl<'de> Deserialize<'de> for RawObject<'de> {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            deserializer.deserialize_map(RawObjectVisitor)
+        }
+    }
+
+    /// Accepts only a JSON object (no arrays, unlike derived struct deserializers).
+    struct RawObjectVisitor;
+
+    impl<'de> Visitor<'de> for RawObjectVisitor {
+        type Value = RawObject<'de>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(16));
+            while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+                let value: &'de RawValue = map.next_value()?;
+                entries.push((key, value));
+            }
+            Ok(RawObject { entries })
+        }
+    }
+
+    /// An object key, borrowed from the input unless it had escapes (serde's own `Cow<str>`
+    /// always allocates; drone's payloads have about 80 keys, parsed on the request path).
+    struct Key<'de>(Cow<'de, str>);
+
+    impl<'de> Deserialize<'de> for Key<'de> {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            deserializer.deserialize_str(KeyVisitor)
+        }
+    }
+
+    struct KeyVisitor;
+
+    impl<'de> Visitor<'de> for KeyVisitor {
+        type Value = Key<'de>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a string")
+        }
+
+        fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+            Ok(Key(Cow::Borrowed(v)))
+        }
+
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Key(Cow::Owned(v.to_string())))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -519,6 +991,119 @@ mod tests {
                 String::from_utf8_lossy(b)
             );
         }
+    }
+
+    /// `scan_webhook` must give the reference parser's verdict on every input (JSON error
+    /// messages aside: both say it is not JSON, in their own words).
+    fn same_as_reference(b: &[u8]) {
+        let norm = |r: Result<ParsedWebhook, ParseError>| match r {
+            Err(ParseError::Json(_)) => Err(ParseError::Json(String::new())),
+            other => other,
+        };
+        assert_eq!(
+            norm(parse_webhook(b)),
+            norm(reference::parse_webhook(b)),
+            "{:?}",
+            String::from_utf8_lossy(b)
+        );
+    }
+
+    #[test]
+    fn single_pass_matches_reference_on_fixtures_and_cases() {
+        for f in [
+            "webhook-build-created.json",
+            "webhook-build-updated-running.json",
+            "webhook-build-updated-success.json",
+        ] {
+            let text = fixture(f);
+            same_as_reference(text.as_bytes());
+            for cut in 0..text.len() {
+                same_as_reference(&text.as_bytes()[..cut]);
+            }
+        }
+        let dup_nested = [
+            r#"{"id":1,"id":1,"namespace":"o","name":"n"}"#,
+            r#"{"id":1,"namespace":"o","name":"n","build":{},"build":{}}"#,
+            r#"{"id":1,"namespace":"o","n\u0061me":"n"}"#,
+            r#"{"id":1,"namespace":"o","name":"n","\ud800":1}"#,
+            r#"{"id":-0,"namespace":"o","name":"n"}"#,
+            r#"{"id":1e2,"namespace":"o","name":"n"}"#,
+            r#"{"id":0,"namespace":"\u006f","name":"n\"x"}"#,
+        ];
+        for repo in dup_nested {
+            same_as_reference(body(r#""build""#, r#""updated""#, repo, BUILD).as_bytes());
+            same_as_reference(body(r#""repo""#, r#""updated""#, repo, BUILD).as_bytes());
+        }
+        for top in [
+            r#"{"event":"build","action":"updated","repo":[1],"build":null}"#,
+            r#"{"event":"build","action":"updated","repo":null,"repo":{}}"#,
+            r#"{"event":"build","action":"updated","repo":{"id":1,"namespace":"o","name":"n"},"build":{"number":1,"status":"x","version":1},"system":null,"system":{}}"#,
+            r#"{"ev\u0065nt":"build","action":"updated"}"#,
+            r#"{"\ud800":1}"#,
+            r#"{"event":"build","action":"upd\u0061ted","repo":{"id":1,"namespace":"o","name":"n"},"build":{"number":1,"status":"running","version":1}}"#,
+            " \n{\"event\" : \"repo\" } \n",
+            "[]",
+            "\"x\"",
+            "{}}",
+            "{\"a\":1,}",
+        ] {
+            same_as_reference(top.as_bytes());
+        }
+    }
+
+    #[test]
+    fn single_pass_matches_reference_on_mutations() {
+        let mut rng = crate::core::backoff::Rng::new(11);
+        let alphabet = b"{}[]\":,\\ 0123456789-.eutrflsn\x00\x80";
+        let seeds = [
+            fixture("webhook-build-updated-running.json"),
+            body(r#""build""#, r#""updated""#, REPO, BUILD),
+            format!(
+                r#"{{"event":"build","action":"created","repo":{REPO},"build":{BUILD},"system":{{"a":1}}}}"#
+            ),
+        ];
+        for seed in &seeds {
+            for _ in 0..10_000 {
+                let mut b = seed.clone().into_bytes();
+                for _ in 0..1 + rng.next_u64() % 3 {
+                    let i = (rng.next_u64() % b.len() as u64) as usize;
+                    let v = alphabet[(rng.next_u64() % alphabet.len() as u64) as usize];
+                    match rng.next_u64() % 3 {
+                        0 => b[i] = v,
+                        1 => b.insert(i, v),
+                        _ => {
+                            b.remove(i);
+                        }
+                    }
+                }
+                same_as_reference(&b);
+            }
+        }
+    }
+
+    #[test]
+    fn metadata_hash_ignores_repo_build_only() {
+        let running = fixture("webhook-build-updated-running.json");
+        let success = fixture("webhook-build-updated-success.json");
+        let created = fixture("webhook-build-created.json");
+        let h = |t: &str| scan_webhook(t.as_bytes()).unwrap().metadata_hash();
+        // The three webhooks of one build differ in repo.build, not in the repository.
+        assert_eq!(h(&running), h(&success));
+        assert_eq!(h(&running), h(&created));
+        let renamed = running.replace(r#""name":"hello-world""#, r#""name":"hello-there""#);
+        assert_ne!(h(&running), h(&renamed));
+        let system = running.replace(r#""version":"2.25.0""#, r#""version":"2.26.0""#);
+        assert_ne!(h(&running), h(&system));
+        // Without metadata the message carries only the transition.
+        let w = scan_webhook(running.as_bytes())
+            .unwrap()
+            .into_parsed(false)
+            .unwrap();
+        assert_eq!((w.repo_json, w.system_json), (None, None));
+        assert_eq!(
+            (w.number, w.version, w.action.as_str()),
+            (101, 2, "updated")
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@ use super::host;
 use super::root::Shared;
 use crate::core::config::SignatureMode;
 use crate::core::metrics::names;
-use crate::core::model::{DeliveryOutcome, ParsedWebhook};
+use crate::core::model::DeliveryOutcome;
 use crate::core::observation::Observation;
 use crate::core::ratelog::{suppressed_note, LogLimiter};
 use crate::core::signature::{self, DigestStream};
@@ -69,7 +69,6 @@ pub struct Observer {
     signed: SignedHeaders,
     /// Digest of the body as it streams past (signature checks only).
     digest: Option<DigestStream>,
-    parsed: Option<ParsedWebhook>,
     rejected: bool,
     response_status: Option<u16>,
 }
@@ -93,7 +92,6 @@ impl Observer {
             saw_body_end: false,
             signed: SignedHeaders::default(),
             digest: None,
-            parsed: None,
             rejected: false,
             response_status: None,
         }
@@ -149,44 +147,60 @@ impl Observer {
                 }
             }
         }
-        // Parsing waits for the end of the stream (`finish`): it is not needed to forward the
-        // webhook, so it adds nothing to the pipeline's latency.
+        // Parsing waits for the end of the stream (`finish`).
         Action::Continue
     }
 
-    fn parse(&mut self, shared: &Shared) {
-        if !self.oversized && self.saw_body_end {
-            match webhook::parse_webhook(&self.body) {
-                Ok(p) => self.parsed = Some(p),
-                Err(e) => limited(shared, Kind::Unparsable, |note| {
-                    log::info!(
-                        "status-sync: drone webhook not understood ({e}); passed through unchanged{note}"
-                    )
-                }),
-            }
-        }
-        self.body = Vec::new();
-    }
-
+    /// At the end of the stream: parse the body and hand the transition and the pipeline's
+    /// answer to the reconciler. Parsing waits until now because forwarding the webhook does
+    /// not need it, so it adds nothing to the pipeline's latency.
     fn finish(&mut self, shared: &Shared) {
         if !self.watching || self.rejected {
             return;
         }
         self.watching = false;
-        self.parse(shared);
-        let Some(webhook) = self.parsed.take() else {
-            if self.oversized {
-                shared.metrics.inc(names::WEBHOOKS_OVERSIZED, 1);
-                let limit = shared.cfg.max_body_bytes;
-                limited(shared, Kind::Oversized, |note| {
+        let body = std::mem::take(&mut self.body);
+        if self.oversized {
+            shared.metrics.inc(names::WEBHOOKS_OVERSIZED, 1);
+            let limit = shared.cfg.max_body_bytes;
+            limited(shared, Kind::Oversized, |note| {
+                log::info!(
+                    "status-sync: drone webhook larger than max_body_bytes ({limit}); passed through unparsed{note}"
+                )
+            });
+            return;
+        }
+        if !self.saw_body_end {
+            // The request ended without a complete body (reset): nothing to parse.
+            shared.metrics.inc(names::WEBHOOKS_UNPARSABLE, 1);
+            return;
+        }
+        let view = match webhook::scan_webhook(&body) {
+            Ok(v) => v,
+            Err(e) => {
+                shared.metrics.inc(names::WEBHOOKS_UNPARSABLE, 1);
+                limited(shared, Kind::Unparsable, |note| {
                     log::info!(
-                        "status-sync: drone webhook larger than max_body_bytes ({limit}); passed through unparsed{note}"
+                        "status-sync: drone webhook not understood ({e}); passed through unchanged{note}"
                     )
                 });
-            } else {
-                shared.metrics.inc(names::WEBHOOKS_UNPARSABLE, 1);
+                return;
             }
-            return;
+        };
+        let now = host::now_ms();
+        let (repo_id, hash) = (view.repo.id, view.metadata_hash());
+        let with_metadata = shared.sent_metadata.borrow().needs(repo_id, hash, now);
+        let webhook = match view.into_parsed(with_metadata) {
+            Ok(w) => w,
+            Err(e) => {
+                shared.metrics.inc(names::WEBHOOKS_UNPARSABLE, 1);
+                limited(shared, Kind::Unparsable, |note| {
+                    log::info!(
+                        "status-sync: drone webhook not understood ({e}); passed through unchanged{note}"
+                    )
+                });
+                return;
+            }
         };
         let outcome = DeliveryOutcome::from_status(self.response_status);
         shared.metrics.inc(
@@ -209,6 +223,8 @@ impl Observer {
                     "status-sync: could not hand a webhook to the reconciler (shared queue){note}"
                 )
             });
+        } else if with_metadata {
+            shared.sent_metadata.borrow_mut().sent(repo_id, hash, now);
         }
     }
 }
@@ -320,10 +336,6 @@ impl HttpContext for Observer {
 
     fn on_log(&mut self) {
         if let Some(shared) = self.shared.clone() {
-            if self.watching && !self.saw_body_end {
-                // The request ended without a complete body (reset): nothing to parse.
-                self.parsed = None;
-            }
             self.finish(&shared);
         }
     }

@@ -25,6 +25,8 @@ pub struct Shared {
     pub queue: Option<u32>,
     /// Rate limits of the HTTP filter's per-request log lines.
     pub log_limits: std::cell::RefCell<[crate::core::ratelog::LogLimiter; 4]>,
+    /// Repository and system objects this VM already sent to the reconciler.
+    pub sent_metadata: std::cell::RefCell<crate::core::metadata::SentMetadata>,
 }
 
 struct Leader {
@@ -322,6 +324,9 @@ impl RootContext for Root {
             metrics: Metrics::define(),
             queue,
             log_limits: super::http::new_limits(),
+            sent_metadata: std::cell::RefCell::new(crate::core::metadata::SentMetadata::new(
+                cfg.max_repos,
+            )),
             cfg,
         }));
         true

@@ -1,0 +1,623 @@
+//! A validating, allocation-free forward scanner over JSON text.
+//!
+//! The webhook parser runs once per drone webhook inside every Envoy worker. Building a tree
+//! (or even serde's raw-value objects) for a 3.5 KB payload of which we read eight fields
+//! costs several passes and an allocation per key; this scanner walks the text once, checks
+//! it against the JSON grammar as strictly as serde_json does (strings, escapes, control
+//! characters, numbers, literals, nesting limit, trailing characters), and hands the caller
+//! each object member as a key token and the byte range of its value. Nothing is decoded
+//! unless the caller asks for it.
+//!
+//! The input is `&str`, so UTF-8 has been validated by the caller (one fast pass in `std`).
+
+use std::borrow::Cow;
+
+/// Deepest nesting accepted (serde_json's own limit). Drone's objects nest about 7 levels;
+/// without a limit an absurdly nested value would be accepted and then copied into
+/// re-deliveries that other decoders refuse.
+pub(crate) const MAX_DEPTH: usize = 128;
+
+/// Why the text is not (acceptable) JSON. The message names the problem and the byte offset.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct JsonError {
+    pub(crate) what: &'static str,
+    pub(crate) at: usize,
+}
+
+impl std::fmt::Display for JsonError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} at byte {}", self.what, self.at)
+    }
+}
+
+/// An object key as it appears in the text (with its quotes).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct KeyToken<'a> {
+    /// The key's JSON string literal, quotes included.
+    raw: &'a str,
+}
+
+impl<'a> KeyToken<'a> {
+    /// The key's text. Keys without escapes (all of drone's) are borrowed; in an escaped one a
+    /// lone surrogate is refused, as serde_json refuses it.
+    pub(crate) fn decode(&self) -> Result<Cow<'a, str>, JsonError> {
+        decode_string(self.raw).ok_or(JsonError {
+            what: "invalid escape in key",
+            at: 0,
+        })
+    }
+}
+
+/// The scanner: a position in `text`.
+pub(crate) struct Scanner<'a> {
+    text: &'a str,
+    pos: usize,
+}
+
+/// Decodes a JSON string value (quotes included); `None` if `raw` is not a string. Unescaped
+/// strings are borrowed. Escapes follow serde_json: `\uXXXX` surrogates must pair up.
+///
+/// Our own code rather than serde_json's: its errors format their messages eagerly, and the
+/// one for a float where an integer was expected pulls float formatting (~15 KB) into the
+/// module.
+pub(crate) fn decode_string(raw: &str) -> Option<Cow<'_, str>> {
+    let inner = raw.strip_prefix('"')?.strip_suffix('"')?;
+    if !inner.contains('\\') {
+        return (!inner.contains('"')).then_some(Cow::Borrowed(inner));
+    }
+    let mut out = String::with_capacity(inner.len());
+    let mut rest = inner;
+    while let Some(i) = rest.find('\\') {
+        let (plain, esc) = rest.split_at(i);
+        if plain.contains('"') {
+            return None;
+        }
+        out.push_str(plain);
+        let mut chars = esc.chars();
+        chars.next(); // the backslash
+        let c = match chars.next()? {
+            '"' => '"',
+            '\\' => '\\',
+            '/' => '/',
+            'b' => '\u{8}',
+            'f' => '\u{c}',
+            'n' => '\n',
+            'r' => '\r',
+            't' => '\t',
+            'u' => {
+                let hi = hex4(chars.as_str())?;
+                chars = chars.as_str().get(4..)?.chars();
+                match hi {
+                    0xD800..=0xDBFF => {
+                        let tail = chars.as_str().strip_prefix("\\u")?;
+                        let lo = hex4(tail)?;
+                        if !(0xDC00..=0xDFFF).contains(&lo) {
+                            return None;
+                        }
+                        chars = tail.get(4..)?.chars();
+                        char::from_u32(0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00))?
+                    }
+                    _ => char::from_u32(hi)?,
+                }
+            }
+            _ => return None,
+        };
+        out.push(c);
+        rest = chars.as_str();
+    }
+    if rest.contains('"') {
+        return None;
+    }
+    out.push_str(rest);
+    Some(Cow::Owned(out))
+}
+
+/// The value of four hex digits at the start of `s`.
+fn hex4(s: &str) -> Option<u32> {
+    let digits = s.get(..4)?;
+    if !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u32::from_str_radix(digits, 16).ok()
+}
+
+/// Decodes a JSON number that must be a `u64`, with serde_json's verdicts: digits only (no
+/// sign, not even `-0`, no fraction or exponent), no leading zero, no overflow.
+pub(crate) fn decode_u64(raw: &str) -> Option<u64> {
+    let bytes = raw.as_bytes();
+    if bytes.is_empty()
+        || !bytes.iter().all(u8::is_ascii_digit)
+        || (bytes.len() > 1 && bytes.first() == Some(&b'0'))
+    {
+        return None;
+    }
+    bytes.iter().try_fold(0u64, |n, &b| {
+        n.checked_mul(10)?.checked_add(u64::from(b - b'0'))
+    })
+}
+
+impl<'a> Scanner<'a> {
+    pub(crate) fn new(text: &'a str) -> Self {
+        Scanner { text, pos: 0 }
+    }
+
+    fn bytes(&self) -> &'a [u8] {
+        self.text.as_bytes()
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.bytes().get(self.pos).copied()
+    }
+
+    fn err<T>(&self, what: &'static str) -> Result<T, JsonError> {
+        Err(JsonError { what, at: self.pos })
+    }
+
+    /// Skips JSON whitespace (space, tab, CR, LF; nothing else).
+    pub(crate) fn ws(&mut self) {
+        let rest = self.bytes().get(self.pos..).unwrap_or_default();
+        self.pos += rest
+            .iter()
+            .position(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+            .unwrap_or(rest.len());
+    }
+
+    fn eat(&mut self, b: u8) -> bool {
+        if self.peek() == Some(b) {
+            self.pos += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// `text[start..self.pos]`.
+    fn since(&self, start: usize) -> &'a str {
+        self.text.get(start..self.pos).unwrap_or_default()
+    }
+
+    /// Only whitespace may follow the value just scanned.
+    pub(crate) fn end(&mut self) -> Result<(), JsonError> {
+        self.ws();
+        if self.pos == self.text.len() {
+            Ok(())
+        } else {
+            self.err("trailing characters")
+        }
+    }
+
+    /// Scans a string at the current position (after whitespace). Returns the literal with
+    /// its quotes. Control characters and malformed escapes are errors, as in serde_json.
+    fn string(&mut self) -> Result<&'a str, JsonError> {
+        let start = self.pos;
+        if !self.eat(b'"') {
+            return self.err("expected a string");
+        }
+        loop {
+            let rest = self.bytes().get(self.pos..).unwrap_or_default();
+            let Some(i) = rest
+                .iter()
+                .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+            else {
+                self.pos = self.text.len();
+                return self.err("unterminated string");
+            };
+            self.pos += i;
+            match self.peek() {
+                Some(b'"') => {
+                    self.pos += 1;
+                    return Ok(self.since(start));
+                }
+                Some(b'\\') => {
+                    self.pos += 1;
+                    match self.peek() {
+                        Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => {
+                            self.pos += 1
+                        }
+                        Some(b'u') => {
+                            let hex = self.bytes().get(self.pos + 1..self.pos + 5);
+                            if !hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
+                                return self.err("invalid \\u escape");
+                            }
+                            self.pos += 5;
+                        }
+                        _ => return self.err("invalid escape"),
+                    }
+                }
+                _ => return self.err("control character in string"),
+            }
+        }
+    }
+
+    fn digits(&mut self) -> usize {
+        let rest = self.bytes().get(self.pos..).unwrap_or_default();
+        let n = rest
+            .iter()
+            .position(|b| !b.is_ascii_digit())
+            .unwrap_or(rest.len());
+        self.pos += n;
+        n
+    }
+
+    /// `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`
+    fn number(&mut self) -> Result<(), JsonError> {
+        self.eat(b'-');
+        match self.peek() {
+            Some(b'0') => self.pos += 1,
+            Some(b'1'..=b'9') => {
+                self.digits();
+            }
+            _ => return self.err("invalid number"),
+        }
+        if self.eat(b'.') && self.digits() == 0 {
+            return self.err("invalid number");
+        }
+        if self.eat(b'e') || self.eat(b'E') {
+            if !self.eat(b'+') {
+                self.eat(b'-');
+            }
+            if self.digits() == 0 {
+                return self.err("invalid number");
+            }
+        }
+        Ok(())
+    }
+
+    fn literal(&mut self, word: &str) -> Result<(), JsonError> {
+        if self
+            .text
+            .get(self.pos..)
+            .is_some_and(|r| r.starts_with(word))
+        {
+            self.pos += word.len();
+            Ok(())
+        } else {
+            self.err("invalid literal")
+        }
+    }
+
+    /// A scalar value (string, number, literal) at the current position.
+    fn scalar(&mut self) -> Result<(), JsonError> {
+        match self.peek() {
+            Some(b'"') => self.string().map(|_| ()),
+            Some(b'-' | b'0'..=b'9') => self.number(),
+            Some(b't') => self.literal("true"),
+            Some(b'f') => self.literal("false"),
+            Some(b'n') => self.literal("null"),
+            _ => self.err("expected a value"),
+        }
+    }
+
+    /// A member's key and the `:` after it (whitespace around both skipped).
+    fn key(&mut self) -> Result<KeyToken<'a>, JsonError> {
+        self.ws();
+        let raw = self.string()?;
+        self.ws();
+        if !self.eat(b':') {
+            return self.err("expected `:`");
+        }
+        Ok(KeyToken { raw })
+    }
+
+    /// Skips one whole value (after whitespace) and returns its text. `depth` is the nesting
+    /// of the container holding it (0 at the top): containers inside may reach
+    /// [`MAX_DEPTH`]. Iterative, so hostile nesting costs neither stack nor recursion.
+    pub(crate) fn value(&mut self, depth: usize) -> Result<&'a str, JsonError> {
+        self.ws();
+        let start = self.pos;
+        // Bit i: the container at relative level i+1 is an object (else an array).
+        let mut objects: u128 = 0;
+        let mut level = 0usize;
+        loop {
+            // A value is expected here.
+            match self.peek() {
+                Some(open @ (b'{' | b'[')) => {
+                    self.pos += 1;
+                    level += 1;
+                    if depth + level > MAX_DEPTH {
+                        return self.err("nested too deeply");
+                    }
+                    let bit = 1u128.checked_shl((level - 1) as u32).unwrap_or(0);
+                    let close = if open == b'{' { b'}' } else { b']' };
+                    if open == b'{' {
+                        objects |= bit;
+                    } else {
+                        objects &= !bit;
+                    }
+                    self.ws();
+                    if !self.eat(close) {
+                        if open == b'{' {
+                            self.key()?;
+                            self.ws();
+                        }
+                        continue;
+                    }
+                    level -= 1;
+                }
+                _ => self.scalar()?,
+            }
+            // After a value: close containers or move to the next element.
+            loop {
+                if level == 0 {
+                    return Ok(self.since(start));
+                }
+                let bit = 1u128.checked_shl((level - 1) as u32).unwrap_or(0);
+                let in_object = objects & bit != 0;
+                self.ws();
+                if self.eat(b',') {
+                    if in_object {
+                        self.key()?;
+                    }
+                    self.ws();
+                    break;
+                }
+                if self.eat(if in_object { b'}' } else { b']' }) {
+                    level -= 1;
+                    continue;
+                }
+                return self.err("expected `,` or a closing bracket");
+            }
+        }
+    }
+
+    /// Starts an object (after whitespace). Returns `false` if the next value is not one (the
+    /// position is then unchanged, ready for [`Scanner::value`]).
+    pub(crate) fn begin_object(&mut self) -> bool {
+        self.ws();
+        self.eat(b'{')
+    }
+
+    /// The next member's key of an object opened by [`Scanner::begin_object`] (after which
+    /// the caller scans the value), or `None` at its closing brace. `first` is true for the
+    /// first call on this object.
+    pub(crate) fn next_key(&mut self, first: bool) -> Result<Option<KeyToken<'a>>, JsonError> {
+        self.ws();
+        if self.eat(b'}') {
+            return Ok(None);
+        }
+        if !first && !self.eat(b',') {
+            return self.err("expected `,` or `}`");
+        }
+        self.key().map(Some)
+    }
+
+    /// The elements of `text`, which must be exactly one JSON array (whitespace around it
+    /// allowed), each as its raw text.
+    pub(crate) fn array_items(text: &'a str) -> Result<Vec<&'a str>, JsonError> {
+        let mut s = Scanner::new(text);
+        s.ws();
+        if !s.eat(b'[') {
+            return s.err("expected an array");
+        }
+        let mut items = Vec::new();
+        s.ws();
+        if !s.eat(b']') {
+            loop {
+                items.push(s.value(1)?);
+                s.ws();
+                if s.eat(b']') {
+                    break;
+                }
+                if !s.eat(b',') {
+                    return s.err("expected `,` or `]`");
+                }
+            }
+        }
+        s.end()?;
+        Ok(items)
+    }
+
+    /// Byte offset of the current position.
+    pub(crate) fn pos(&self) -> usize {
+        self.pos
+    }
+
+    /// The text from byte `start` to the current position.
+    pub(crate) fn text_since(&self, start: usize) -> &'a str {
+        self.since(start)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
+mod tests {
+    use super::*;
+
+    /// The scanner's verdict on a whole text must be serde_json's.
+    fn agrees(text: &str) {
+        let ours = {
+            let mut s = Scanner::new(text);
+            s.value(0).and_then(|v| s.end().map(|()| v.len()))
+        };
+        let theirs = serde_json::from_str::<&serde_json::value::RawValue>(text);
+        let deep = {
+            let (mut d, mut m, mut in_s, mut esc) = (0usize, 0usize, false, false);
+            for b in text.bytes() {
+                if in_s {
+                    if esc {
+                        esc = false
+                    } else if b == b'\\' {
+                        esc = true
+                    } else if b == b'"' {
+                        in_s = false
+                    }
+                } else if b == b'"' {
+                    in_s = true
+                } else if b == b'{' || b == b'[' {
+                    d += 1;
+                    m = m.max(d)
+                } else if b == b'}' || b == b']' {
+                    d = d.saturating_sub(1)
+                }
+            }
+            m > MAX_DEPTH
+        };
+        assert_eq!(
+            ours.is_ok(),
+            theirs.is_ok() && !deep,
+            "{text:?}: ours {ours:?}, serde {theirs:?}"
+        );
+        if let (Ok(n), Ok(raw)) = (ours, theirs) {
+            assert_eq!(n, raw.get().len(), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn grammar_matches_serde() {
+        let cases = [
+            "0",
+            "-0",
+            "1",
+            "-1",
+            "01",
+            "1.",
+            "1.5",
+            ".5",
+            "1e5",
+            "1E+5",
+            "1e-5",
+            "1e",
+            "-",
+            "--1",
+            "1.5e",
+            "123456789012345678901234567890",
+            "true",
+            "false",
+            "null",
+            "tru",
+            "nul",
+            "truex",
+            "\"\"",
+            "\"a\"",
+            "\"\\\"\"",
+            "\"\\u00e9\"",
+            "\"\\u00g9\"",
+            "\"\\x\"",
+            "\"\\ud800\"",
+            "\"a\tb\"",
+            "\"a",
+            "[]",
+            "[1,2]",
+            "[1,]",
+            "[,1]",
+            "[1 2]",
+            "{}",
+            "{\"a\":1}",
+            "{\"a\":1,}",
+            "{\"a\"1}",
+            "{\"a\":}",
+            "{1:1}",
+            "{\"a\":[{\"b\":[]}]}",
+            "[{]",
+            "{]",
+            "[}",
+            " [ 1 , { \"a\" : null } ] ",
+            "",
+            "   ",
+            "[1]]",
+            "{}x",
+            "\u{feff}{}",
+            "[\"é\",\"日本\"]",
+        ];
+        for c in cases {
+            agrees(c);
+        }
+        agrees(&format!("{}{}", "[".repeat(128), "]".repeat(128)));
+        agrees(&format!("{}{}", "[".repeat(129), "]".repeat(129)));
+        agrees(&format!("{}1{}", "{\"a\":".repeat(128), "}".repeat(128)));
+        agrees(&format!("{}1{}", "{\"a\":".repeat(129), "}".repeat(129)));
+        agrees(&"[".repeat(100_000));
+    }
+
+    #[test]
+    fn mutations_of_a_drone_payload_match_serde() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../shared/fixtures/drone/webhook-build-updated-success.json"
+        );
+        let text = std::fs::read_to_string(path).unwrap();
+        agrees(&text);
+        let mut rng = crate::core::backoff::Rng::new(7);
+        let alphabet = b"{}[]\":,\\ 0123456789-+.eEtrufalsn\t\nx";
+        for _ in 0..20_000 {
+            let mut b = text.clone().into_bytes();
+            for _ in 0..1 + rng.next_u64() % 3 {
+                let i = (rng.next_u64() % b.len() as u64) as usize;
+                let v = alphabet[(rng.next_u64() % alphabet.len() as u64) as usize];
+                match rng.next_u64() % 3 {
+                    0 => b[i] = v,
+                    1 => b.insert(i, v),
+                    _ => {
+                        b.remove(i);
+                    }
+                }
+            }
+            if let Ok(t) = String::from_utf8(b) {
+                agrees(&t);
+            }
+        }
+    }
+
+    #[test]
+    fn members_and_decoding() {
+        let text = r#" { "a" : 1 , "b\u0063" : [true] , "d": {"e":"f"} } "#;
+        let mut s = Scanner::new(text);
+        assert!(s.begin_object());
+        let mut seen = Vec::new();
+        let mut first = true;
+        while let Some(k) = s.next_key(first).unwrap() {
+            first = false;
+            let v = s.value(1).unwrap();
+            seen.push((k.decode().unwrap().into_owned(), v));
+        }
+        s.end().unwrap();
+        assert_eq!(
+            seen,
+            vec![
+                ("a".to_string(), "1"),
+                ("bc".to_string(), "[true]"),
+                ("d".to_string(), r#"{"e":"f"}"#)
+            ]
+        );
+        assert_eq!(decode_string(r#""x\"y""#).as_deref(), Some("x\"y"));
+        assert_eq!(decode_string(r#""plain""#).as_deref(), Some("plain"));
+        assert_eq!(decode_string("1"), None);
+        assert_eq!(decode_string(r#""\ud800""#), None);
+        assert_eq!(decode_u64("18446744073709551615"), Some(u64::MAX));
+        assert_eq!(decode_u64("18446744073709551616"), None);
+        assert_eq!(decode_u64("1.0"), None);
+        assert_eq!(decode_u64("-1"), None);
+        assert_eq!(decode_u64("\"1\""), None);
+        assert_eq!(decode_u64("0"), Some(0));
+        assert_eq!(decode_u64("-0"), None);
+        assert_eq!(
+            Scanner::array_items(r#" [1, "a" ,{"b":[]} ] "#).unwrap(),
+            vec!["1", r#""a""#, r#"{"b":[]}"#]
+        );
+        assert_eq!(Scanner::array_items("[]").unwrap(), Vec::<&str>::new());
+        for bad in ["[1,]", "[", "{}", "[1] x", "[,]", "[1 2]"] {
+            assert!(Scanner::array_items(bad).is_err(), "{bad}");
+        }
+        assert_eq!(decode_u64("01"), None);
+        for raw in [
+            r#""\ud800\udc00""#,
+            r#""\uD83D\uDE00x""#,
+            r#""\udc00""#,
+            r#""\ud800x""#,
+            r#""\ud800\u0041""#,
+            r#""a\u00e9\n\t\/\\\"\b\f\r""#,
+            r#""\u0000""#,
+            r#""\u12""#,
+            r#""\q""#,
+            r#""é\u65e5本""#,
+            r#""\ud800\ud800""#,
+            r#""""#,
+        ] {
+            assert_eq!(
+                decode_string(raw).map(Cow::into_owned),
+                serde_json::from_str::<String>(raw).ok(),
+                "{raw}"
+            );
+        }
+    }
+}
