@@ -334,3 +334,61 @@ fn unparsable_and_oversized_webhooks_pass_through_unchanged() {
     assert!(host.dead_vms().is_empty(), "no trap");
     let _ = pipeline;
 }
+
+#[test]
+fn repository_json_goes_to_the_reconciler_once_and_a_new_leader_fetches_it() {
+    let mut host = Host::start(host_config(2, "")).unwrap();
+    let drone = install_drone(&mut host);
+    let pipeline = install_pipeline(&mut host);
+    // Many webhooks of one repository through one worker: the queue messages after the first
+    // carry only the transition, yet re-deliveries are drone-shaped with the repository.
+    for n in 1..=10u64 {
+        send_live(&mut host, &pipeline, 0, webhook(1, n, "running", 2), 200);
+        drone.borrow_mut().set(1, n, "success", 3);
+    }
+    host.advance(6000).unwrap();
+    for n in 1..=10u64 {
+        assert_eq!(
+            pipeline.borrow().status_of(1, n),
+            Some(("success".into(), 3))
+        );
+    }
+    assert_eq!(
+        drone.borrow().calls_for("/api/repos/octocat/repo-1"),
+        0,
+        "the leader had the repository from the first webhook"
+    );
+    let last = pipeline.borrow().received.last().unwrap().clone();
+    assert_eq!(last["repo"]["slug"], "octocat/repo-1");
+    assert_eq!(last["system"]["host"], "drone.example.com");
+
+    // The leader dies. Workers do not send the repository again (unchanged, within the
+    // refresh), so the new leader asks drone for it once, then re-delivers.
+    let leader = drone_calls_by_vm(&host)[0];
+    host.kill_vm(leader);
+    let worker = if leader == 0 { 1 } else { 0 };
+    for n in 11..=15u64 {
+        send_live(
+            &mut host,
+            &pipeline,
+            worker,
+            webhook(1, n, "running", 2),
+            200,
+        );
+        drone.borrow_mut().set(1, n, "success", 3);
+    }
+    host.advance(40_000).unwrap();
+    for n in 11..=15u64 {
+        assert_eq!(
+            pipeline.borrow().status_of(1, n),
+            Some(("success".into(), 3)),
+            "build {n}"
+        );
+    }
+    assert!(
+        drone.borrow().calls_for("/api/repos/octocat/repo-1") <= 1,
+        "one repository lookup at most, then cached"
+    );
+    let last = pipeline.borrow().received.last().unwrap().clone();
+    assert_eq!(last["repo"]["slug"], "octocat/repo-1");
+}
