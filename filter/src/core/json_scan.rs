@@ -35,17 +35,37 @@ impl std::fmt::Display for JsonError {
 pub(crate) struct KeyToken<'a> {
     /// The key's JSON string literal, quotes included.
     raw: &'a str,
+    /// The literal contains a backslash (the scanner saw it, so decoding need not look).
+    escaped: bool,
 }
 
 impl<'a> KeyToken<'a> {
     /// The key's text. Keys without escapes (all of drone's) are borrowed; in an escaped one a
     /// lone surrogate is refused, as serde_json refuses it.
     pub(crate) fn decode(&self) -> Result<Cow<'a, str>, JsonError> {
+        if !self.escaped {
+            // The scanner checked the literal: quotes at both ends, none inside.
+            let inner = self.raw.get(1..self.raw.len().saturating_sub(1));
+            if let Some(inner) = inner {
+                return Ok(Cow::Borrowed(inner));
+            }
+        }
         decode_string(self.raw).ok_or(JsonError {
             what: "invalid escape in key",
             at: 0,
         })
     }
+}
+
+/// `bytes` as little-endian 64-bit words, and the bytes after the last whole word. Each word
+/// is one 64-bit load (`copy_from_slice` into an array was an out-of-line call per word in
+/// the size-optimised module).
+#[inline]
+pub(crate) fn le_words(bytes: &[u8]) -> (impl Iterator<Item = u64> + '_, &[u8]) {
+    let chunks = bytes.chunks_exact(8);
+    let rest = chunks.remainder();
+    let words = chunks.map(|c| u64::from_le_bytes(<[u8; 8]>::try_from(c).unwrap_or_default()));
+    (words, rest)
 }
 
 /// Index of the first byte of `bytes` that ends a string's plain run: `"`, `\\` or a control
@@ -54,12 +74,9 @@ impl<'a> KeyToken<'a> {
 fn string_special(bytes: &[u8]) -> Option<usize> {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
-    let mut chunks = bytes.chunks_exact(8);
+    let (words, remainder) = le_words(bytes);
     let mut at = 0;
-    for chunk in &mut chunks {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        let w = u64::from_le_bytes(word);
+    for w in words {
         let quote = w ^ (ONES * u64::from(b'"'));
         let backslash = w ^ (ONES * u64::from(b'\\'));
         let found = (quote.wrapping_sub(ONES) & !quote)
@@ -71,11 +88,29 @@ fn string_special(bytes: &[u8]) -> Option<usize> {
         }
         at += 8;
     }
-    chunks
-        .remainder()
+    remainder
         .iter()
         .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
         .map(|i| at + i)
+}
+
+/// Sets bit `i` of a 128-bit set to `on` (bits past 127 are ignored).
+#[inline]
+fn set_bit(set: &mut [u64; 2], i: usize, on: bool) {
+    if let Some(word) = set.get_mut(i / 64) {
+        let mask = 1u64 << (i % 64);
+        if on {
+            *word |= mask;
+        } else {
+            *word &= !mask;
+        }
+    }
+}
+
+/// Bit `i` of a 128-bit set (false past 127).
+#[inline]
+fn bit(set: &[u64; 2], i: usize) -> bool {
+    set.get(i / 64).is_some_and(|w| w & (1u64 << (i % 64)) != 0)
 }
 
 /// The scanner: a position in `text`.
@@ -175,6 +210,7 @@ impl<'a> Scanner<'a> {
         self.text.as_bytes()
     }
 
+    #[inline]
     fn peek(&self) -> Option<u8> {
         self.bytes().get(self.pos).copied()
     }
@@ -183,8 +219,17 @@ impl<'a> Scanner<'a> {
         Err(JsonError { what, at: self.pos })
     }
 
-    /// Skips JSON whitespace (space, tab, CR, LF; nothing else).
+    /// Skips JSON whitespace (space, tab, CR, LF; nothing else). Drone's bodies are compact
+    /// (`json.Marshal`), so the common case, no whitespace at all, is one inlined comparison.
+    #[inline]
     pub(crate) fn ws(&mut self) {
+        if matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.skip_ws();
+        }
+    }
+
+    #[inline(never)]
+    fn skip_ws(&mut self) {
         let rest = self.bytes().get(self.pos..).unwrap_or_default();
         self.pos += rest
             .iter()
@@ -192,6 +237,7 @@ impl<'a> Scanner<'a> {
             .unwrap_or(rest.len());
     }
 
+    #[inline]
     fn eat(&mut self, b: u8) -> bool {
         if self.peek() == Some(b) {
             self.pos += 1;
@@ -202,6 +248,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// `text[start..self.pos]`.
+    #[inline]
     fn since(&self, start: usize) -> &'a str {
         self.text.get(start..self.pos).unwrap_or_default()
     }
@@ -219,10 +266,16 @@ impl<'a> Scanner<'a> {
     /// Scans a string at the current position (after whitespace). Returns the literal with
     /// its quotes. Control characters and malformed escapes are errors, as in serde_json.
     fn string(&mut self) -> Result<&'a str, JsonError> {
+        self.string_escaped().map(|(raw, _)| raw)
+    }
+
+    /// [`Scanner::string`], also saying whether the literal has an escape.
+    fn string_escaped(&mut self) -> Result<(&'a str, bool), JsonError> {
         let start = self.pos;
         if !self.eat(b'"') {
             return self.err("expected a string");
         }
+        let mut escaped = false;
         loop {
             let rest = self.bytes().get(self.pos..).unwrap_or_default();
             let Some(i) = string_special(rest) else {
@@ -233,10 +286,11 @@ impl<'a> Scanner<'a> {
             match self.peek() {
                 Some(b'"') => {
                     self.pos += 1;
-                    return Ok(self.since(start));
+                    return Ok((self.since(start), escaped));
                 }
                 Some(b'\\') => {
                     self.pos += 1;
+                    escaped = true;
                     match self.peek() {
                         Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => {
                             self.pos += 1
@@ -318,12 +372,12 @@ impl<'a> Scanner<'a> {
     /// A member's key and the `:` after it (whitespace around both skipped).
     fn key(&mut self) -> Result<KeyToken<'a>, JsonError> {
         self.ws();
-        let raw = self.string()?;
+        let (raw, escaped) = self.string_escaped()?;
         self.ws();
         if !self.eat(b':') {
             return self.err("expected `:`");
         }
-        Ok(KeyToken { raw })
+        Ok(KeyToken { raw, escaped })
     }
 
     /// Skips one whole value (after whitespace) and returns its text. `depth` is the nesting
@@ -332,8 +386,9 @@ impl<'a> Scanner<'a> {
     pub(crate) fn value(&mut self, depth: usize) -> Result<&'a str, JsonError> {
         self.ws();
         let start = self.pos;
-        // Bit i: the container at relative level i+1 is an object (else an array).
-        let mut objects: u128 = 0;
+        // Bit i: the container at relative level i+1 is an object (else an array). Two words
+        // rather than a u128, whose shifts are library calls in wasm.
+        let mut objects = [0u64; 2];
         let mut level = 0usize;
         loop {
             // A value is expected here.
@@ -344,13 +399,8 @@ impl<'a> Scanner<'a> {
                     if depth + level > MAX_DEPTH {
                         return self.err("nested too deeply");
                     }
-                    let bit = 1u128.checked_shl((level - 1) as u32).unwrap_or(0);
                     let close = if open == b'{' { b'}' } else { b']' };
-                    if open == b'{' {
-                        objects |= bit;
-                    } else {
-                        objects &= !bit;
-                    }
+                    set_bit(&mut objects, level - 1, open == b'{');
                     self.ws();
                     if !self.eat(close) {
                         if open == b'{' {
@@ -368,8 +418,7 @@ impl<'a> Scanner<'a> {
                 if level == 0 {
                     return Ok(self.since(start));
                 }
-                let bit = 1u128.checked_shl((level - 1) as u32).unwrap_or(0);
-                let in_object = objects & bit != 0;
+                let in_object = bit(&objects, level - 1);
                 self.ws();
                 if self.eat(b',') {
                     if in_object {
