@@ -270,6 +270,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// [`Scanner::string`], also saying whether the literal has an escape.
+    #[inline]
     fn string_escaped(&mut self) -> Result<(&'a str, bool), JsonError> {
         let start = self.pos;
         if !self.eat(b'"') {
@@ -358,6 +359,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// A scalar value (string, number, literal) at the current position.
+    #[inline]
     fn scalar(&mut self) -> Result<(), JsonError> {
         match self.peek() {
             Some(b'"') => self.string().map(|_| ()),
@@ -370,6 +372,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// A member's key and the `:` after it (whitespace around both skipped).
+    #[inline]
     fn key(&mut self) -> Result<KeyToken<'a>, JsonError> {
         self.ws();
         let (raw, escaped) = self.string_escaped()?;
