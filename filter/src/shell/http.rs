@@ -11,9 +11,9 @@
 //! through the shared queue.
 
 use super::host;
+use super::metrics::Filter;
 use super::root::Shared;
 use crate::core::config::SignatureMode;
-use crate::core::metrics::names;
 use crate::core::model::DeliveryOutcome;
 use crate::core::observation::Observation;
 use crate::core::ratelog::{suppressed_note, LogLimiter};
@@ -100,9 +100,9 @@ impl Observer {
     /// A signature check failed: count it; in enforce mode answer 401 (the caller returns
     /// `Pause`, as Envoy requires after a local reply).
     fn signature_failed(&mut self, shared: &Shared, why: &str) -> Action {
-        shared.metrics.inc(names::WEBHOOKS_SIGNATURE_INVALID, 1);
+        shared.metrics.count(Filter::SignatureInvalid);
         if shared.cfg.signature_mode == SignatureMode::Enforce {
-            shared.metrics.inc(names::WEBHOOKS_REJECTED, 1);
+            shared.metrics.count(Filter::Rejected);
             limited(shared, Kind::Signature, |note| {
                 log::warn!("status-sync: rejected a webhook with 401: {why}{note}")
             });
@@ -161,7 +161,7 @@ impl Observer {
         self.watching = false;
         let body = std::mem::take(&mut self.body);
         if self.oversized {
-            shared.metrics.inc(names::WEBHOOKS_OVERSIZED, 1);
+            shared.metrics.count(Filter::Oversized);
             let limit = shared.cfg.max_body_bytes;
             limited(shared, Kind::Oversized, |note| {
                 log::info!(
@@ -172,13 +172,13 @@ impl Observer {
         }
         if !self.saw_body_end {
             // The request ended without a complete body (reset): nothing to parse.
-            shared.metrics.inc(names::WEBHOOKS_UNPARSABLE, 1);
+            shared.metrics.count(Filter::Unparsable);
             return;
         }
         let view = match webhook::scan_webhook(&body) {
             Ok(v) => v,
             Err(e) => {
-                shared.metrics.inc(names::WEBHOOKS_UNPARSABLE, 1);
+                shared.metrics.count(Filter::Unparsable);
                 limited(shared, Kind::Unparsable, |note| {
                     log::info!(
                         "status-sync: drone webhook not understood ({e}); passed through unchanged{note}"
@@ -187,13 +187,15 @@ impl Observer {
                 return;
             }
         };
-        let now = host::now_ms();
+        // The time of this VM's last tick: the metadata cache counts in minutes, and a clock
+        // read is one more host call per webhook.
+        let now = shared.tick_ms.get();
         let (repo_id, hash) = (view.repo.id, view.metadata_hash());
         let with_metadata = shared.sent_metadata.borrow().needs(repo_id, hash, now);
         let webhook = match view.into_parsed(with_metadata) {
             Ok(w) => w,
             Err(e) => {
-                shared.metrics.inc(names::WEBHOOKS_UNPARSABLE, 1);
+                shared.metrics.count(Filter::Unparsable);
                 limited(shared, Kind::Unparsable, |note| {
                     log::info!(
                         "status-sync: drone webhook not understood ({e}); passed through unchanged{note}"
@@ -203,21 +205,18 @@ impl Observer {
             }
         };
         let outcome = DeliveryOutcome::from_status(self.response_status);
-        shared.metrics.inc(
-            match outcome {
-                DeliveryOutcome::Delivered => names::WEBHOOKS_DELIVERED,
-                DeliveryOutcome::Refused => names::WEBHOOKS_REFUSED,
-                DeliveryOutcome::NotDelivered => names::WEBHOOKS_NOT_DELIVERED,
-            },
-            1,
-        );
+        shared.metrics.count(match outcome {
+            DeliveryOutcome::Delivered => Filter::Delivered,
+            DeliveryOutcome::Refused => Filter::Refused,
+            DeliveryOutcome::NotDelivered => Filter::NotDelivered,
+        });
         let msg = Observation { webhook, outcome }.encode();
         let queued = shared
             .queue
             .map(|q| host::enqueue(q, &msg).is_ok())
             .unwrap_or(false);
         if !queued {
-            shared.metrics.inc(names::QUEUE_DROPPED, 1);
+            shared.metrics.count(Filter::QueueDropped);
             limited(shared, Kind::Queue, |note| {
                 log::warn!(
                     "status-sync: could not hand a webhook to the reconciler (shared queue){note}"
@@ -250,7 +249,7 @@ impl HttpContext for Observer {
             return Action::Continue;
         }
         self.watching = true;
-        shared.metrics.inc(names::WEBHOOKS_OBSERVED, 1);
+        shared.metrics.count(Filter::Observed);
         if shared.cfg.signature_mode != SignatureMode::Off {
             if let Some(secret) = &shared.cfg.webhook_secret {
                 self.signed = SignedHeaders {

@@ -8,6 +8,22 @@ use std::collections::HashMap;
 
 pub struct Metrics {
     ids: HashMap<&'static str, u32>,
+    /// The HTTP filter's counters by [`Filter`], so the request path does not hash names.
+    filter: [Option<u32>; FILTER_COUNTERS.len()],
+}
+
+/// The counters the HTTP filter bumps per request, in the order of [`FILTER_COUNTERS`].
+#[derive(Clone, Copy)]
+pub enum Filter {
+    Observed,
+    Delivered,
+    NotDelivered,
+    Refused,
+    Unparsable,
+    Oversized,
+    SignatureInvalid,
+    Rejected,
+    QueueDropped,
 }
 
 const FILTER_COUNTERS: [&str; 9] = [
@@ -42,7 +58,15 @@ impl Metrics {
                 ids.insert(name, id);
             }
         }
-        Metrics { ids }
+        let filter = FILTER_COUNTERS.map(|name| ids.get(name).copied());
+        Metrics { ids, filter }
+    }
+
+    /// Adds one to a counter of the HTTP filter.
+    pub fn count(&self, counter: Filter) {
+        if let Some(Some(id)) = self.filter.get(counter as usize) {
+            let _ = hostcalls::increment_metric(*id, 1);
+        }
     }
 
     pub fn inc(&self, name: &'static str, by: u64) {

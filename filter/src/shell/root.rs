@@ -27,6 +27,8 @@ pub struct Shared {
     pub log_limits: std::cell::RefCell<[crate::core::ratelog::LogLimiter; 4]>,
     /// Repository and system objects this VM already sent to the reconciler.
     pub sent_metadata: std::cell::RefCell<crate::core::metadata::SentMetadata>,
+    /// Host time at this root's last tick (or configuration), in Unix milliseconds.
+    pub tick_ms: std::cell::Cell<u64>,
 }
 
 struct Leader {
@@ -327,6 +329,7 @@ impl RootContext for Root {
             sent_metadata: std::cell::RefCell::new(crate::core::metadata::SentMetadata::new(
                 cfg.max_repos,
             )),
+            tick_ms: std::cell::Cell::new(host::now_ms()),
             cfg,
         }));
         true
@@ -337,6 +340,7 @@ impl RootContext for Root {
             return;
         };
         let now_ms = host::now_ms();
+        shared.tick_ms.set(now_ms);
         if !self.elect(&shared, now_ms) {
             return;
         }
