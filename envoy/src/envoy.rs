@@ -190,8 +190,25 @@ pub fn render_template(
                 Value::String(wasm.display().to_string()).to_string(),
             ),
             ("PLUGIN_CONFIG", serde_json::to_string_pretty(plugin)?),
+            ("WEBHOOK_PATH_MATCH", webhook_path_match(plugin)),
         ],
     )
+}
+
+/// The route match of drone's webhooks, for the plugin's `webhook_path` (default `/hook`):
+/// the same paths the filter watches, i.e. the path itself and anything below it after `/`
+/// or `?` (`path_separated_prefix`), or a plain prefix when the path ends with `/`.
+pub fn webhook_path_match(plugin: &Value) -> String {
+    let path = plugin
+        .get("webhook_path")
+        .and_then(Value::as_str)
+        .unwrap_or("/hook");
+    let kind = if path.ends_with('/') {
+        "prefix"
+    } else {
+        "path_separated_prefix"
+    };
+    format!("{kind}: {}", Value::String(path.to_string()))
 }
 
 /// Parses an Envoy YAML configuration into JSON (Envoy accepts either), for programmatic edits.
@@ -243,7 +260,52 @@ pub fn set_plugin_config(listener: &mut Value, plugin: &Value) -> Result<()> {
             .context("wasm filter without configuration.value")?;
         *slot = Value::String(s.clone());
     }
+    // The route that enables the filter follows `webhook_path`.
+    let m: Value = serde_yaml::from_str(&format!("{{ {} }}", webhook_path_match(plugin)))
+        .context("webhook route match")?;
+    for r in webhook_routes(listener) {
+        r["match"] = m.clone();
+    }
     Ok(())
+}
+
+/// The routes of a listener that turn the wasm filter on (`typed_per_filter_config`).
+fn webhook_routes(listener: &mut Value) -> Vec<&mut Value> {
+    let mut out = Vec::new();
+    for chain in listener
+        .get_mut("filter_chains")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+    {
+        for f in chain
+            .get_mut("filters")
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            for vh in f
+                .pointer_mut("/typed_config/route_config/virtual_hosts")
+                .and_then(Value::as_array_mut)
+                .into_iter()
+                .flatten()
+            {
+                for r in vh
+                    .get_mut("routes")
+                    .and_then(Value::as_array_mut)
+                    .into_iter()
+                    .flatten()
+                {
+                    if r.pointer("/typed_per_filter_config/envoy.filters.http.wasm")
+                        .is_some()
+                    {
+                        out.push(r);
+                    }
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Turns a static bootstrap into one whose listeners come from `lds_path` (watched in its
@@ -584,6 +646,23 @@ mod tests {
     }
 
     #[test]
+    fn webhook_route_matches_what_the_filter_watches() {
+        assert_eq!(
+            webhook_path_match(&json!({})),
+            r#"path_separated_prefix: "/hook""#
+        );
+        assert_eq!(
+            webhook_path_match(&json!({"webhook_path": "/drone/events"})),
+            r#"path_separated_prefix: "/drone/events""#
+        );
+        // A path ending in `/` marks its own boundary: the filter treats it as a plain prefix.
+        assert_eq!(
+            webhook_path_match(&json!({"webhook_path": "/ci/"})),
+            r#"prefix: "/ci/""#
+        );
+    }
+
+    #[test]
     fn template_renders_to_yaml_with_the_plugin_config_as_a_string() {
         let y = render_template(
             TEMPLATE,
@@ -610,6 +689,26 @@ mod tests {
             serde_json::from_str(cfg["configuration"]["value"].as_str().unwrap()).unwrap();
         assert_eq!(plugin, base_plugin_config());
         assert!(!y.contains("sim-token"), "no token in the YAML");
+        // The filter is off in the chain and on for the webhook route only.
+        assert_eq!(f[0]["disabled"], true);
+        let routes = &v["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+            ["typed_config"]["route_config"]["virtual_hosts"][0]["routes"];
+        assert_eq!(routes[0]["match"]["path_separated_prefix"], "/hook");
+        assert_eq!(
+            routes[0]["typed_per_filter_config"]["envoy.filters.http.wasm"]["@type"],
+            "type.googleapis.com/envoy.config.route.v3.FilterConfig"
+        );
+        assert_eq!(routes[1]["match"]["prefix"], "/");
+        assert!(routes[1].get("typed_per_filter_config").is_none());
+        // A pushed configuration moves the webhook route with `webhook_path`.
+        let mut l2 = v["static_resources"]["listeners"][0].clone();
+        let mut moved = base_plugin_config();
+        moved["webhook_path"] = json!("/hook2");
+        set_plugin_config(&mut l2, &moved).unwrap();
+        let r2 = &l2["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]
+            ["virtual_hosts"][0]["routes"];
+        assert_eq!(r2[0]["match"], json!({"path_separated_prefix": "/hook2"}));
+        assert_eq!(r2[1]["match"], json!({"prefix": "/"}));
         let ls = to_lds(&mut v, Path::new("/tmp/d/l.json")).unwrap();
         assert_eq!(ls.len(), 1);
         assert!(v["static_resources"].get("listeners").is_none());

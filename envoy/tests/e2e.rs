@@ -759,8 +759,13 @@ fn every_yaml_in_envoy_dir_validates() -> Result<()> {
                 json!({ "host_env_keys": host_keys, "key_values": inline });
             config["failure_policy"] = spec["failStrategy"].clone();
         }
-        l["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]["virtual_hosts"][0]
-            ["routes"][0]["route"]["cluster"] = json!(pipeline_cluster);
+        for r in l["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]
+            ["virtual_hosts"][0]["routes"]
+            .as_array_mut()
+            .context("routes")?
+        {
+            r["route"]["cluster"] = json!(pipeline_cluster);
+        }
     }
     let token_env = plugin["drone_token_env"]
         .as_str()

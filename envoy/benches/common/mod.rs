@@ -81,7 +81,25 @@ pub fn children_named(name: &str) -> Vec<u32> {
     out
 }
 
-/// Removes the status-sync filter from every HTTP connection manager of a bootstrap.
+/// Removes `typed_per_filter_config` entries of the wasm filter anywhere under `v`.
+fn drop_per_route_wasm(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            if let Some(Value::Object(per)) = map.get_mut("typed_per_filter_config") {
+                per.remove("envoy.filters.http.wasm");
+                if per.is_empty() {
+                    map.remove("typed_per_filter_config");
+                }
+            }
+            map.values_mut().for_each(drop_per_route_wasm);
+        }
+        Value::Array(items) => items.iter_mut().for_each(drop_per_route_wasm),
+        _ => {}
+    }
+}
+
+/// Removes the status-sync filter from every HTTP connection manager of a bootstrap, with the
+/// per-route configuration that enables it on the webhook route.
 pub fn without_filter(bootstrap: &mut Value) -> Result<()> {
     let listeners = bootstrap
         .pointer_mut("/static_resources/listeners")
@@ -110,6 +128,10 @@ pub fn without_filter(bootstrap: &mut Value) -> Result<()> {
                         h.get("name").and_then(Value::as_str) != Some("envoy.filters.http.wasm")
                     });
                     removed += before - hf.len();
+                }
+                // ... and the webhook route's switch that turns it on.
+                if let Some(rc) = f.pointer_mut("/typed_config/route_config") {
+                    drop_per_route_wasm(rc);
                 }
             }
         }
