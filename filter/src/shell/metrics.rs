@@ -8,11 +8,12 @@ use std::collections::HashMap;
 
 pub struct Metrics {
     ids: HashMap<&'static str, u32>,
-    /// The HTTP filter's counters by [`Filter`], so the request path does not hash names.
-    filter: [Option<u32>; FILTER_COUNTERS.len()],
+    /// The HTTP filter's counters, indexed by [`Filter`], so the request path does not hash
+    /// names.
+    filter: [Option<u32>; Filter::ALL.len()],
 }
 
-/// The counters the HTTP filter bumps per request, in the order of [`FILTER_COUNTERS`].
+/// The counters the HTTP filter bumps per request.
 #[derive(Clone, Copy)]
 pub enum Filter {
     Observed,
@@ -26,26 +27,54 @@ pub enum Filter {
     QueueDropped,
 }
 
-const FILTER_COUNTERS: [&str; 9] = [
-    names::WEBHOOKS_OBSERVED,
-    names::WEBHOOKS_DELIVERED,
-    names::WEBHOOKS_NOT_DELIVERED,
-    names::WEBHOOKS_REFUSED,
-    names::WEBHOOKS_UNPARSABLE,
-    names::WEBHOOKS_OVERSIZED,
-    names::WEBHOOKS_SIGNATURE_INVALID,
-    names::WEBHOOKS_REJECTED,
-    names::QUEUE_DROPPED,
-];
+impl Filter {
+    /// Every counter, in declaration order (`ALL[c as usize]` is `c`, checked below).
+    const ALL: [Filter; 9] = [
+        Filter::Observed,
+        Filter::Delivered,
+        Filter::NotDelivered,
+        Filter::Refused,
+        Filter::Unparsable,
+        Filter::Oversized,
+        Filter::SignatureInvalid,
+        Filter::Rejected,
+        Filter::QueueDropped,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Filter::Observed => names::WEBHOOKS_OBSERVED,
+            Filter::Delivered => names::WEBHOOKS_DELIVERED,
+            Filter::NotDelivered => names::WEBHOOKS_NOT_DELIVERED,
+            Filter::Refused => names::WEBHOOKS_REFUSED,
+            Filter::Unparsable => names::WEBHOOKS_UNPARSABLE,
+            Filter::Oversized => names::WEBHOOKS_OVERSIZED,
+            Filter::SignatureInvalid => names::WEBHOOKS_SIGNATURE_INVALID,
+            Filter::Rejected => names::WEBHOOKS_REJECTED,
+            Filter::QueueDropped => names::QUEUE_DROPPED,
+        }
+    }
+}
+
+// `ALL` lists the variants in declaration order, so a counter's index is its discriminant.
+// Evaluated at compile time: a wrong order fails the build, never the VM.
+#[allow(clippy::indexing_slicing, clippy::panic)]
+const _: () = {
+    let mut i = 0;
+    while i < Filter::ALL.len() {
+        assert!(Filter::ALL[i] as usize == i, "Filter::ALL out of order");
+        i += 1;
+    }
+};
 
 impl Metrics {
     pub fn define() -> Metrics {
         let mut ids = HashMap::new();
         let zero = Counters::default();
         let core_counters = zero.counters();
-        let counters = FILTER_COUNTERS
+        let counters = Filter::ALL
             .iter()
-            .copied()
+            .map(|c| c.name())
             .chain(core_counters.iter().map(|(n, _)| *n))
             .chain(std::iter::once(names::LEADER_CHANGES));
         for name in counters {
@@ -58,7 +87,7 @@ impl Metrics {
                 ids.insert(name, id);
             }
         }
-        let filter = FILTER_COUNTERS.map(|name| ids.get(name).copied());
+        let filter = Filter::ALL.map(|c| ids.get(c.name()).copied());
         Metrics { ids, filter }
     }
 
