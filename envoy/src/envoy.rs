@@ -190,7 +190,11 @@ pub fn render_template(
                 Value::String(wasm.display().to_string()).to_string(),
             ),
             ("PLUGIN_CONFIG", serde_json::to_string_pretty(plugin)?),
-            ("WEBHOOK_PATH_MATCH", webhook_path_match(plugin)),
+            // A JSON object is a valid YAML flow mapping.
+            (
+                "WEBHOOK_ROUTE_MATCH",
+                webhook_route_match(plugin).to_string(),
+            ),
         ],
     )
 }
@@ -198,17 +202,16 @@ pub fn render_template(
 /// The route match of drone's webhooks, for the plugin's `webhook_path` (default `/hook`):
 /// the same paths the filter watches, i.e. the path itself and anything below it after `/`
 /// or `?` (`path_separated_prefix`), or a plain prefix when the path ends with `/`.
-pub fn webhook_path_match(plugin: &Value) -> String {
+pub fn webhook_route_match(plugin: &Value) -> Value {
     let path = plugin
         .get("webhook_path")
         .and_then(Value::as_str)
         .unwrap_or("/hook");
-    let kind = if path.ends_with('/') {
-        "prefix"
+    if path.ends_with('/') {
+        json!({ "prefix": path })
     } else {
-        "path_separated_prefix"
-    };
-    format!("{kind}: {}", Value::String(path.to_string()))
+        json!({ "path_separated_prefix": path })
+    }
 }
 
 /// Parses an Envoy YAML configuration into JSON (Envoy accepts either), for programmatic edits.
@@ -217,34 +220,50 @@ pub fn yaml_to_json(yaml: &str) -> Result<Value> {
     serde_json::to_value(v).context("YAML to JSON")
 }
 
-/// The wasm filter entries of every HTTP connection manager of a listener.
-pub fn wasm_filters(listener: &mut Value) -> Vec<&mut Value> {
-    let mut out = Vec::new();
-    let Some(chains) = listener
+/// The Envoy name of our HTTP filter (also its key in routes' `typed_per_filter_config`).
+pub const WASM_FILTER: &str = "envoy.filters.http.wasm";
+
+/// The `typed_config` of every HTTP connection manager of a listener.
+pub fn connection_managers(listener: &mut Value) -> Vec<&mut Value> {
+    listener
         .get_mut("filter_chains")
         .and_then(Value::as_array_mut)
-    else {
-        return out;
-    };
-    for chain in chains {
-        let Some(filters) = chain.get_mut("filters").and_then(Value::as_array_mut) else {
-            continue;
-        };
-        for f in filters {
-            let Some(hf) = f
-                .pointer_mut("/typed_config/http_filters")
+        .into_iter()
+        .flatten()
+        .filter_map(|chain| chain.get_mut("filters").and_then(Value::as_array_mut))
+        .flatten()
+        .filter_map(|f| f.get_mut("typed_config"))
+        .filter(|tc| tc.get("http_filters").is_some())
+        .collect()
+}
+
+/// The wasm filter entries of every HTTP connection manager of a listener.
+pub fn wasm_filters(listener: &mut Value) -> Vec<&mut Value> {
+    connection_managers(listener)
+        .into_iter()
+        .filter_map(|hcm| hcm.get_mut("http_filters").and_then(Value::as_array_mut))
+        .flatten()
+        .filter(|h| h.get("name").and_then(Value::as_str) == Some(WASM_FILTER))
+        .collect()
+}
+
+/// The routes of a listener that turn the wasm filter on (`typed_per_filter_config`).
+pub fn webhook_routes(listener: &mut Value) -> Vec<&mut Value> {
+    connection_managers(listener)
+        .into_iter()
+        .filter_map(|hcm| {
+            hcm.pointer_mut("/route_config/virtual_hosts")
                 .and_then(Value::as_array_mut)
-            else {
-                continue;
-            };
-            for h in hf {
-                if h.get("name").and_then(Value::as_str) == Some("envoy.filters.http.wasm") {
-                    out.push(h);
-                }
-            }
-        }
-    }
-    out
+        })
+        .flatten()
+        .filter_map(|vh| vh.get_mut("routes").and_then(Value::as_array_mut))
+        .flatten()
+        .filter(|r| {
+            r.get("typed_per_filter_config")
+                .and_then(|p| p.get(WASM_FILTER))
+                .is_some()
+        })
+        .collect()
 }
 
 /// Replaces the plugin configuration (the StringValue) of every wasm filter in a listener.
@@ -261,51 +280,11 @@ pub fn set_plugin_config(listener: &mut Value, plugin: &Value) -> Result<()> {
         *slot = Value::String(s.clone());
     }
     // The route that enables the filter follows `webhook_path`.
-    let m: Value = serde_yaml::from_str(&format!("{{ {} }}", webhook_path_match(plugin)))
-        .context("webhook route match")?;
+    let m = webhook_route_match(plugin);
     for r in webhook_routes(listener) {
         r["match"] = m.clone();
     }
     Ok(())
-}
-
-/// The routes of a listener that turn the wasm filter on (`typed_per_filter_config`).
-fn webhook_routes(listener: &mut Value) -> Vec<&mut Value> {
-    let mut out = Vec::new();
-    for chain in listener
-        .get_mut("filter_chains")
-        .and_then(Value::as_array_mut)
-        .into_iter()
-        .flatten()
-    {
-        for f in chain
-            .get_mut("filters")
-            .and_then(Value::as_array_mut)
-            .into_iter()
-            .flatten()
-        {
-            for vh in f
-                .pointer_mut("/typed_config/route_config/virtual_hosts")
-                .and_then(Value::as_array_mut)
-                .into_iter()
-                .flatten()
-            {
-                for r in vh
-                    .get_mut("routes")
-                    .and_then(Value::as_array_mut)
-                    .into_iter()
-                    .flatten()
-                {
-                    if r.pointer("/typed_per_filter_config/envoy.filters.http.wasm")
-                        .is_some()
-                    {
-                        out.push(r);
-                    }
-                }
-            }
-        }
-    }
-    out
 }
 
 /// Turns a static bootstrap into one whose listeners come from `lds_path` (watched in its
@@ -648,17 +627,17 @@ mod tests {
     #[test]
     fn webhook_route_matches_what_the_filter_watches() {
         assert_eq!(
-            webhook_path_match(&json!({})),
-            r#"path_separated_prefix: "/hook""#
+            webhook_route_match(&json!({})),
+            json!({"path_separated_prefix": "/hook"})
         );
         assert_eq!(
-            webhook_path_match(&json!({"webhook_path": "/drone/events"})),
-            r#"path_separated_prefix: "/drone/events""#
+            webhook_route_match(&json!({"webhook_path": "/drone/events"})),
+            json!({"path_separated_prefix": "/drone/events"})
         );
         // A path ending in `/` marks its own boundary: the filter treats it as a plain prefix.
         assert_eq!(
-            webhook_path_match(&json!({"webhook_path": "/ci/"})),
-            r#"prefix: "/ci/""#
+            webhook_route_match(&json!({"webhook_path": "/ci/"})),
+            json!({"prefix": "/ci/"})
         );
     }
 

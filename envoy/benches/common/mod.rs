@@ -81,23 +81,6 @@ pub fn children_named(name: &str) -> Vec<u32> {
     out
 }
 
-/// Removes `typed_per_filter_config` entries of the wasm filter anywhere under `v`.
-fn drop_per_route_wasm(v: &mut Value) {
-    match v {
-        Value::Object(map) => {
-            if let Some(Value::Object(per)) = map.get_mut("typed_per_filter_config") {
-                per.remove("envoy.filters.http.wasm");
-                if per.is_empty() {
-                    map.remove("typed_per_filter_config");
-                }
-            }
-            map.values_mut().for_each(drop_per_route_wasm);
-        }
-        Value::Array(items) => items.iter_mut().for_each(drop_per_route_wasm),
-        _ => {}
-    }
-}
-
 /// Removes the status-sync filter from every HTTP connection manager of a bootstrap, with the
 /// per-route configuration that enables it on the webhook route.
 pub fn without_filter(bootstrap: &mut Value) -> Result<()> {
@@ -107,32 +90,16 @@ pub fn without_filter(bootstrap: &mut Value) -> Result<()> {
         .context("no static listeners")?;
     let mut removed = 0;
     for l in listeners {
-        for chain in l
-            .get_mut("filter_chains")
-            .and_then(Value::as_array_mut)
-            .into_iter()
-            .flatten()
-        {
-            for f in chain
-                .get_mut("filters")
-                .and_then(Value::as_array_mut)
-                .into_iter()
-                .flatten()
-            {
-                if let Some(hf) = f
-                    .pointer_mut("/typed_config/http_filters")
-                    .and_then(Value::as_array_mut)
-                {
-                    let before = hf.len();
-                    hf.retain(|h| {
-                        h.get("name").and_then(Value::as_str) != Some("envoy.filters.http.wasm")
-                    });
-                    removed += before - hf.len();
-                }
-                // ... and the webhook route's switch that turns it on.
-                if let Some(rc) = f.pointer_mut("/typed_config/route_config") {
-                    drop_per_route_wasm(rc);
-                }
+        for r in ee::webhook_routes(l) {
+            if let Some(Value::Object(per)) = r.get_mut("typed_per_filter_config") {
+                per.remove(ee::WASM_FILTER);
+            }
+        }
+        for hcm in ee::connection_managers(l) {
+            if let Some(hf) = hcm.get_mut("http_filters").and_then(Value::as_array_mut) {
+                let before = hf.len();
+                hf.retain(|h| h.get("name").and_then(Value::as_str) != Some(ee::WASM_FILTER));
+                removed += before - hf.len();
             }
         }
     }
