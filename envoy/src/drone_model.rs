@@ -4,7 +4,7 @@
 //! Field order follows the Go structs and `omitempty` fields are skipped when empty, so that
 //! `serde_json::to_string` produces the same bytes as Go's `json.Marshal`. That matters because
 //! the filter under test parses these bodies: a simulator that sends tidier JSON than drone
-//! would hide parser bugs. The unit tests round-trip the shared fixtures byte for byte.
+//! would hide parser bugs. The unit tests round-trip the fixtures (testdata/drone/) byte for byte.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -252,16 +252,9 @@ pub fn is_done(status: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
 
     fn fixture(name: &str) -> String {
-        let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/fixtures/drone")
-            .join(name);
-        let alt = PathBuf::from("/work/shared/fixtures/drone").join(name);
-        std::fs::read_to_string(&p)
-            .or_else(|_| std::fs::read_to_string(&alt))
-            .unwrap_or_else(|e| panic!("fixture {name}: {e}"))
+        ::drone_model::fixtures::text(name).to_string()
     }
 
     /// Our structs serialise to exactly the bytes drone's Go structs produce.

@@ -2,7 +2,8 @@
 //!
 //! It serves the REST API the filter polls (same shapes, same error bodies, bearer-token
 //! auth on private repositories), and it runs builds through drone's real lifecycle, sending
-//! the webhooks drone sends, when drone sends them (see `shared/reference/drone.md` §1.3, §4):
+//! the webhooks drone sends, when drone sends them (drone-server 2.25's `trigger/trigger.go`,
+//! `operator/manager/`):
 //!
 //! - `build:created` (pending, version 1), which can arrive *after* the first step webhook
 //!   (drone sends it after scheduling, from another goroutine);

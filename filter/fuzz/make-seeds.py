@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Regenerates seeds/<target>/ from the shared drone fixtures (../../../shared/fixtures/drone).
+"""Regenerates seeds/<target>/ from the drone fixtures (testdata/drone at the workspace root).
 
 The seeds are committed; rerun this only when the fixtures change:
     python3 make-seeds.py
@@ -8,7 +8,7 @@ Input layouts follow each target's doc comment (fuzz_targets/<target>.rs).
 import base64, hashlib, hmac, json, os, shutil
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-FIX = os.path.normpath(os.path.join(HERE, "..", "..", "..", "shared", "fixtures", "drone"))
+FIX = os.path.normpath(os.path.join(HERE, "..", "..", "testdata", "drone"))
 SEEDS = os.path.join(HERE, "seeds")
 
 

@@ -1,7 +1,8 @@
 //! Our own proxy-wasm (ABI 0.2.1) host on wasmtime, faithful to Envoy 1.40, for driving
 //! `status_sync.wasm` through scenarios with a virtual clock.
 //!
-//! What it models (see `/work/shared/reference/proxy-wasm.md` §3 and §6):
+//! What it models (as Envoy's `source/extensions/common/wasm/` and proxy-wasm-cpp-host's `src/shared_data.cc`,
+//! `src/shared_queue.cc` behave):
 //! - one VM per worker thread plus one for the main thread, each its own wasmtime `Store` +
 //!   `Instance`, after a config-time *canary* VM that runs the whole start sequence and is
 //!   thrown away (its shared-data writes and queue registrations stay);

@@ -1,5 +1,5 @@
 //! The chaos suite: thousands of drone builds with drone-faithful lifecycles
-//! (`/work/shared/reference/drone.md` §0, §1.3, §1.4, §4), driven through the real
+//! (drone-server 2.25's `trigger/trigger.go`, `operator/manager/`, `plugin/webhook/`), driven through the real
 //! `status_sync.wasm` in the host, with faults everywhere, and the README's guarantees checked
 //! at the end. Seeded and deterministic: the same seed gives the same run.
 //!
@@ -1690,7 +1690,7 @@ fn repro_gap_lost_across_leader_change() {
 /// Not a bug by the README's rules, but a gap in "the pipeline gets the newest state": once a
 /// build's terminal state is delivered the filter forgets it (tombstone), yet drone can write
 /// the build again afterwards: a cancel writes `killed` (v3), then a teardown that read the
-/// build after the cancel writes `killed` again (v4, drone.md §4) and sends webhook #4. If
+/// build after the cancel writes `killed` again (v4, drone's `operator/manager/teardown.go`) and sends webhook #4. If
 /// that one webhook is lost, the pipeline keeps `killed` v3 forever (same status, older
 /// version, `finished` of the cancel).
 #[test]

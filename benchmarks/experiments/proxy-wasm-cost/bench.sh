@@ -10,7 +10,7 @@ TCK=$(getconf CLK_TCK)
 cpu() { awk '{print $14+$15}' /proc/$PID/stat; }
 run() {
   local c0=$(cpu)
-  local out=$(wrk -t2 -c16 -d${2}s -s /tmp/wasmcost/post.lua http://127.0.0.1:${PORT[$1]}/other)
+  local out=$(wrk -t2 -c16 -d${2}s -s "$(dirname "$0")/post.lua" http://127.0.0.1:${PORT[$1]}/other)
   local c1=$(cpu)
   local rps=$(awk '/Requests\/sec/{print $2}' <<<"$out")
   local n=$(awk '/requests in/{print $1}' <<<"$out")

@@ -1,4 +1,4 @@
-local f = assert(io.open("/tmp/wasmcost/body.json", "rb"))
+local f = assert(io.open("body.json", "rb"))
 wrk.method = "POST"
 wrk.body = f:read("*a")
 f:close()

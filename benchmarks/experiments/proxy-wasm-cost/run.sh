@@ -2,9 +2,9 @@
 # Full run: upstream + one Envoy (5 listeners, one per variant) + alternating wrk rounds.
 # Usage: ROUNDS=8 SECS=5 ./run.sh results.txt
 set -u
-cd /tmp/wasmcost
+cd "$(dirname "$0")"
 ./target/release/upstream 18080 > upstream.log 2>&1 & UP=$!
-/work/main/.venv/bin/envoy -c envoy.json --concurrency 2 -l warn --base-id 72 > envoy_bench.log 2>&1 & EP=$!
+"${ENVOY_BIN:?set ENVOY_BIN to the envoy of the Makefile (.venv/bin/envoy)}" -c envoy.json --concurrency 2 -l warn --base-id 72 > envoy_bench.log 2>&1 & EP=$!
 sleep 3
 ENVOY_PID=$EP ./bench.sh | tee "${1:-results.txt}"
 kill $EP; wait $EP 2>/dev/null; kill $UP

@@ -339,9 +339,7 @@ impl Drop for FastUpstream {
     }
 }
 
-/// `<workspace>/../shared/fixtures/drone/<name>`.
+/// A drone fixture's file (`testdata/drone/<name>`).
 pub fn fixture_path(name: &str) -> PathBuf {
-    report::workspace_root()
-        .join("../shared/fixtures/drone")
-        .join(name)
+    ::drone_model::fixtures::path(name)
 }

@@ -459,11 +459,7 @@ mod tests {
     }
 
     fn fixture(name: &str) -> String {
-        let path =
-            concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures/drone/").to_string() + name;
-        std::fs::read_to_string(&path).unwrap_or_else(|e| {
-            panic!("drone fixture `{path}` is missing ({e}); the tests need the shared fixtures directory")
-        })
+        drone_model::fixtures::text(name).to_string()
     }
 
     fn repo(ns: &str, name: &str) -> RepoRef {

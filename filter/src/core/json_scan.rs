@@ -610,11 +610,9 @@ mod tests {
 
     #[test]
     fn mutations_of_a_drone_payload_match_serde() {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/fixtures/drone/webhook-build-updated-success.json"
-        );
-        let text = std::fs::read_to_string(path).unwrap();
+        let text =
+            drone_model::fixtures::text(drone_model::fixtures::WEBHOOK_BUILD_UPDATED_SUCCESS)
+                .to_string();
         agrees(&text);
         let mut rng = crate::core::backoff::Rng::new(7);
         let alphabet = b"{}[]\":,\\ 0123456789-+.eEtrufalsn\t\nx";

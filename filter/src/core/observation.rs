@@ -172,12 +172,7 @@ mod tests {
             "webhook-build-updated-running.json",
             "webhook-build-updated-success.json",
         ] {
-            let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures/drone/")
-                .to_string()
-                + name;
-            let body = std::fs::read(&path).unwrap_or_else(|e| {
-                panic!("drone fixture `{path}` is missing ({e}); the tests need the shared fixtures directory")
-            });
+            let body = drone_model::fixtures::bytes(name);
             let o = Observation {
                 webhook: parse_webhook(&body).unwrap(),
                 outcome: DeliveryOutcome::Delivered,

@@ -1014,7 +1014,7 @@ impl Reconciler {
 
 /// Whether a delivered terminal status ends our interest in a build at once. `killed` does
 /// not: after a cancel, drone's teardown may still rewrite the build (`killed` again, with a
-/// higher version, drone.md §4) when the runner stops, and that webhook can be lost too. So a
+/// higher version, drone's `operator/manager/teardown.go`) when the runner stops, and that webhook can be lost too. So a
 /// cancelled build is looked at a few more times, at intervals growing from `stale_after_ms`,
 /// and forgotten once drone reported no change for twice `max_poll_interval_ms`.
 fn settles_for_good(status: BuildStatus) -> bool {

@@ -1,5 +1,5 @@
 //! Drone's webhook signatures: draft-cavage HTTP Signatures with `hmac-sha256` over the
-//! `Date` and `Digest` headers (see `shared/reference/drone.md` §2).
+//! `Date` and `Digest` headers (drone's `plugin/webhook/webhook.go` with `99designs/httpsignatures-go`).
 //!
 //! Drone (`plugin/webhook/webhook.go`, via `99designs/httpsignatures-go`) sends:
 //!
@@ -500,12 +500,8 @@ mod tests {
     }
 
     fn vectors() -> Vec<Vector> {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/fixtures/drone/signature-vectors.json"
-        );
-        let text = std::fs::read_to_string(path)
-            .unwrap_or_else(|e| panic!("signature vectors missing: cannot read {path}: {e}"));
+        let path = drone_model::fixtures::SIGNATURE_VECTORS;
+        let text = drone_model::fixtures::text(path);
         let json: serde_json::Value =
             serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path} is not JSON: {e}"));
         let field = |v: &serde_json::Value, k: &str| -> String {

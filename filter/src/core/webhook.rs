@@ -631,11 +631,7 @@ mod tests {
     use serde_json::Value;
 
     fn fixture(name: &str) -> String {
-        let path =
-            concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures/drone/").to_string() + name;
-        std::fs::read_to_string(&path).unwrap_or_else(|e| {
-            panic!("drone fixture `{path}` is missing ({e}); the tests need the shared fixtures directory")
-        })
+        drone_model::fixtures::text(name).to_string()
     }
 
     const SYSTEM: &str = r#"{"proto":"https","host":"drone.example.com","link":"https://drone.example.com","version":"2.25.0"}"#;

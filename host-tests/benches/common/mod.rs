@@ -17,16 +17,9 @@ use std::rc::Rc;
 
 pub const TOKEN: &str = "t0k3n-for-benchmarks";
 
-/// `<workspace>/../shared/fixtures/drone/<name>`.
-pub fn fixture_path(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/fixtures/drone")
-        .join(name)
-}
-
+/// A drone fixture (`testdata/drone/<name>`).
 pub fn fixture_bytes(name: &str) -> Vec<u8> {
-    let p = fixture_path(name);
-    std::fs::read(&p).unwrap_or_else(|e| panic!("fixture {} missing ({e})", p.display()))
+    drone_model::fixtures::bytes(name).to_vec()
 }
 
 fn fixture(name: &str) -> Value {

@@ -15,19 +15,10 @@ use std::rc::Rc;
 pub const TOKEN: &str = "t0k3n-for-tests";
 
 fn fixture(name: &str) -> Value {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/fixtures/drone")
-        .join(name);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "fixture {} missing ({e}): the tests need ../shared",
-            path.display()
-        )
-    });
-    serde_json::from_str(&text).expect("fixture is JSON")
+    serde_json::from_str(drone_model::fixtures::text(name)).expect("fixture is JSON")
 }
 
-/// A drone fixture (`/work/shared/fixtures/drone/<name>`) as JSON, for tests that build many
+/// A drone fixture (`testdata/drone/<name>`) as JSON, for tests that build many
 /// bodies from one parsed copy.
 pub fn fixture_json(name: &str) -> Value {
     fixture(name)
