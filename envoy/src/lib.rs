@@ -11,6 +11,7 @@
 //! test owns everything it starts.
 
 pub mod args;
+pub mod dist;
 pub mod drone_model;
 pub mod drone_sim;
 pub mod envoy;
