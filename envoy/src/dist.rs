@@ -103,6 +103,29 @@ pub fn run(cmd: &mut Command) -> Result<String> {
     Ok(text)
 }
 
+/// Removes what a test's own cargo or make run put in the environment (target dir, flags,
+/// jobserver, toolchain), so a nested `cargo`/`make` builds as a user's shell would.
+pub fn clean_build_env(cmd: &mut Command) -> &mut Command {
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        if (k.starts_with("CARGO_") && k != "CARGO_HOME")
+            || matches!(
+                k.as_ref(),
+                "RUSTUP_TOOLCHAIN"
+                    | "RUSTFLAGS"
+                    | "RUSTC"
+                    | "RUSTC_WRAPPER"
+                    | "MAKEFLAGS"
+                    | "MFLAGS"
+                    | "MAKELEVEL"
+            )
+        {
+            cmd.env_remove(k.as_ref());
+        }
+    }
+    cmd
+}
+
 /// Debian's `docker-registry` (distribution) on a loopback port, storing into a temp dir.
 /// Dropping it kills the process.
 pub struct Registry {

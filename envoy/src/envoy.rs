@@ -132,6 +132,10 @@ pub struct EnvoySpec {
     pub lds: bool,
     /// The value Envoy gets as `DRONE_TOKEN`.
     pub drone_token: String,
+    /// Deliver the filter as Istio does, through ECDS from a file, with this
+    /// `failure_policy` (see [`crate::ecds`]); the plugin configuration should then use
+    /// Istio's cluster names ([`crate::ecds::istio_plugin_config`]).
+    pub ecds: Option<String>,
 }
 
 impl EnvoySpec {
@@ -150,6 +154,7 @@ impl EnvoySpec {
             concurrency: 2,
             lds: false,
             drone_token: drone_token.to_string(),
+            ecds: None,
         })
     }
 
@@ -384,6 +389,7 @@ pub struct Envoy {
     admin: String,
     listen_port: u16,
     lds: Option<(PathBuf, Vec<Value>)>,
+    ecds: Option<crate::ecds::EcdsFile>,
     agent: ureq::Agent,
 }
 
@@ -410,6 +416,12 @@ impl Envoy {
             let listeners = to_lds(&mut bootstrap, &path)?;
             write_lds(&path, &listeners)?;
             lds = Some((path, listeners));
+        }
+        let mut ecds = None;
+        if let Some(policy) = &spec.ecds {
+            let ecds_dir = dir.path().join("ecds");
+            std::fs::create_dir(&ecds_dir)?;
+            ecds = Some(crate::ecds::to_ecds(&mut bootstrap, &ecds_dir, policy)?);
         }
         let config = dir.path().join("envoy.json");
         std::fs::write(&config, serde_json::to_vec_pretty(&bootstrap)?)?;
@@ -462,6 +474,7 @@ impl Envoy {
             admin: String::new(),
             listen_port: spec.listen_port,
             lds,
+            ecds,
             agent: crate::util::agent(Duration::from_secs(5)),
         })
     }
@@ -588,6 +601,13 @@ impl Envoy {
             set_plugin_config(l, plugin)?;
         }
         write_lds(path, listeners)
+    }
+
+    /// The ECDS file of an Envoy started with `ecds` set: push a module or configuration.
+    pub fn ecds_mut(&mut self) -> Result<&mut crate::ecds::EcdsFile> {
+        self.ecds
+            .as_mut()
+            .context("this Envoy was not started with ECDS")
     }
 
     /// Kills Envoy now (also done on drop).

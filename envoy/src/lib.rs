@@ -14,6 +14,7 @@ pub mod args;
 pub mod dist;
 pub mod drone_model;
 pub mod drone_sim;
+pub mod ecds;
 pub mod envoy;
 pub mod pipeline_sim;
 pub mod scenario;

@@ -11,7 +11,7 @@
 //! fails under CI=true and says loudly that it skipped elsewhere.
 
 use anyhow::{ensure, Context as _, Result};
-use envoy_e2e::dist::{missing_part, repo_root, run, which, Dist};
+use envoy_e2e::dist::{clean_build_env, missing_part, repo_root, run, which, Dist};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -27,18 +27,7 @@ fn cargo_home() -> PathBuf {
 fn make_dist(clone: &Path, cargo_home: &Path) -> Result<Dist> {
     let mut cmd = Command::new("make");
     cmd.arg("-s").arg("dist").current_dir(clone);
-    for (k, _) in std::env::vars_os() {
-        let k = k.to_string_lossy();
-        if (k.starts_with("CARGO_") && k != "CARGO_HOME")
-            || k.starts_with("RUSTUP_TOOLCHAIN")
-            || matches!(
-                k.as_ref(),
-                "RUSTFLAGS" | "RUSTC" | "RUSTC_WRAPPER" | "MAKEFLAGS" | "MFLAGS" | "MAKELEVEL"
-            )
-        {
-            cmd.env_remove(k.as_ref());
-        }
-    }
+    clean_build_env(&mut cmd);
     cmd.env("CARGO_HOME", cargo_home);
     run(&mut cmd).with_context(|| format!("make dist in {}", clone.display()))?;
     Dist::read(&clone.join("dist"))
