@@ -52,6 +52,34 @@ fn plugin_of_layout(layout: &Path, manifest_digest: &str) -> Result<Vec<u8>> {
     Ok(std::fs::read(out.path().join(name))?)
 }
 
+/// The shipped WasmPlugin pins the image the way istio-agent checks it: an oci:// URL with
+/// `@sha256:<64 hex>` (the manifest digest) and no `sha256` field that could contradict it
+/// (the field would win, pkg/wasm/cache.go).
+#[test]
+fn wasmplugin_pins_an_oci_manifest_digest() -> Result<()> {
+    let path = envoy_e2e::envoy::crate_dir().join("istio/wasmplugin.yaml");
+    let wp: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&path)?)?;
+    let spec = &wp["spec"];
+    let url = spec["url"].as_str().context("spec.url")?;
+    let (repo, digest) = url
+        .split_once("@sha256:")
+        .with_context(|| format!("{url}: not pinned by digest"))?;
+    ensure!(repo.starts_with("oci://"), "{url}");
+    ensure!(
+        digest.len() == 64
+            && digest
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()),
+        "{url}: the digest is not 64 lowercase hex digits"
+    );
+    ensure!(
+        spec.get("sha256").is_none(),
+        "spec.sha256 set beside the URL digest"
+    );
+    assert_eq!(spec["failStrategy"].as_str(), Some("FAIL_OPEN"));
+    Ok(())
+}
+
 #[test]
 fn image_round_trips_through_a_real_registry_with_the_pinned_digest() -> Result<()> {
     let test = "image_round_trips_through_a_real_registry_with_the_pinned_digest";
