@@ -48,7 +48,8 @@ $(ENVOY):
 
 ## test: lint, unit tests, host-tests scenarios on wasmtime, end-to-end tests in real Envoy,
 ## the release artifact against a real registry
-test: lint build envoy dist dist-tools
+test: lint build envoy dist-tools
+	$(MAKE) --no-print-directory dist DIST_ALLOW_UNPINNED=1
 	cargo test --workspace --no-fail-fast
 
 ## check-paths: a clone of this repository is all anything needs. Fails when a tracked file
@@ -132,9 +133,13 @@ DIST_VERSION     := $(shell sed -n 's/^version = "\(.*\)"/\1/p' filter/Cargo.tom
 
 ## dist: dist/status_sync.wasm, its .sha256, the OCI image layout dist/oci (tag = the filter's
 ## version) and dist/status_sync.image-digest (the manifest digest to pin in the WasmPlugin)
+# DIST_ALLOW_UNPINNED=1 (what `make test` passes) builds with another wasm-opt, saying loudly
+# that the result is not the release's; the reproducibility test then fails under CI=true.
 dist: wasm-target wasm-opt
 	@v=$$(wasm-opt --version 2>/dev/null || true); case "$$v" in "wasm-opt version $(WASM_OPT_VERSION)"*) ;; \
-	  *) echo "make dist: needs wasm-opt $(WASM_OPT_VERSION) (Debian bookworm's binaryen), found: $${v:-none}"; exit 1;; esac
+	  *) echo "make dist: needs wasm-opt $(WASM_OPT_VERSION) (Debian bookworm's binaryen), found: $${v:-none}"; \
+	     if [ "$(DIST_ALLOW_UNPINNED)" = 1 ] && [ -n "$$v" ]; then echo "make dist: WARNING: continuing; this module is NOT the release's"; \
+	     else exit 1; fi;; esac
 	CARGO_TARGET_DIR=$(DIST_TARGET) RUSTFLAGS="$(DIST_RUSTFLAGS)" \
 	  cargo build --locked -p status-sync --target $(WASM_TARGET) --release
 	@rm -rf $(DIST) && mkdir -p $(DIST)
