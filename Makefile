@@ -159,3 +159,9 @@ dist-tools:
 ## prints the README table. Minutes per version; never part of `make test`.
 compat: build
 	scripts/compat.sh
+
+## clean also removes dist/ (the venvs of .venv-compat/ stay: they are downloads, not builds)
+.PHONY: clean-dist
+clean: clean-dist
+clean-dist:
+	rm -rf $(DIST)
