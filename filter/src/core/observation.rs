@@ -5,13 +5,22 @@ use super::wire::{put_str32, put_u64, put_u8, Reader};
 
 /// Magic and version of the queue message. A reconciler refuses (and counts) messages of a
 /// version it does not know, e.g. from a newer worker during a rolling code change.
-const MAGIC: &[u8; 4] = b"SSO1";
+/// `SSO2` added the `verified` byte after the outcome byte.
+const MAGIC: &[u8; 4] = b"SSO2";
+/// The previous version, still decoded (as unverified) so that a rolling upgrade, where an old
+/// worker feeds a new reconciler, loses nothing and grants nothing.
+const MAGIC_V1: &[u8; 4] = b"SSO1";
 
 /// One live webhook and how the pipeline answered it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Observation {
     pub webhook: ParsedWebhook,
     pub outcome: DeliveryOutcome,
+    /// The webhook's drone signature verified (`Signature` HMAC, `Date` within
+    /// `max_clock_skew_ms` and `Digest` matching the body). Only possible when a secret is
+    /// configured and `signature_mode` is `monitor` or `enforce`; false otherwise. A verified
+    /// webhook is evidence; any other is a hint.
+    pub verified: bool,
 }
 
 fn outcome_code(o: DeliveryOutcome) -> u8 {
@@ -52,6 +61,7 @@ impl Observation {
         put_u64(&mut out, w.version);
         put_u8(&mut out, w.status.code());
         put_u8(&mut out, outcome_code(self.outcome));
+        put_u8(&mut out, u8::from(self.verified));
         put_str32(&mut out, &w.repo.namespace);
         put_str32(&mut out, &w.repo.name);
         put_str32(&mut out, &w.action);
@@ -67,9 +77,11 @@ impl Observation {
 
     fn read(bytes: &[u8]) -> Option<Result<Observation, ParseError>> {
         let mut r = Reader::new(bytes);
-        if r.take(4)? != MAGIC {
-            return None;
-        }
+        let v2 = match r.take(4)? {
+            m if m == MAGIC => true,
+            m if m == MAGIC_V1 => false,
+            _ => return None,
+        };
         let id = r.u64()?;
         let number = r.u64()?;
         let version = r.u64()?;
@@ -82,6 +94,15 @@ impl Observation {
             1 => DeliveryOutcome::Refused,
             2 => DeliveryOutcome::NotDelivered,
             _ => return None,
+        };
+        let verified = if v2 {
+            match r.u8()? {
+                0 => false,
+                1 => true,
+                _ => return None,
+            }
+        } else {
+            false
         };
         let namespace = r.str32()?;
         let name = r.str32()?;
@@ -114,6 +135,7 @@ impl Observation {
                 system_json,
             },
             outcome,
+            verified,
         }))
     }
 }
@@ -146,6 +168,7 @@ mod tests {
                 system_json: None,
             },
             outcome: DeliveryOutcome::NotDelivered,
+            verified: true,
         }
     }
 
@@ -176,9 +199,34 @@ mod tests {
             let o = Observation {
                 webhook: parse_webhook(&body).unwrap(),
                 outcome: DeliveryOutcome::Delivered,
+                verified: false,
             };
             assert_eq!(Observation::decode(&o.encode()).unwrap(), o);
         }
+    }
+
+    #[test]
+    fn verified_round_trips() {
+        for verified in [false, true] {
+            let mut o = sample();
+            o.verified = verified;
+            assert_eq!(Observation::decode(&o.encode()).unwrap(), o);
+        }
+    }
+
+    /// A worker still running the previous version (rolling upgrade) sends `SSO1` messages:
+    /// they decode, and as unverified (hints), whatever the old worker checked.
+    #[test]
+    fn previous_version_decodes_as_unverified() {
+        let o = sample();
+        let v2 = o.encode();
+        let mut v1 = b"SSO1".to_vec();
+        v1.extend_from_slice(&v2[4..30]);
+        v1.extend_from_slice(&v2[31..]);
+        let decoded = Observation::decode(&v1).unwrap();
+        assert!(!decoded.verified);
+        assert_eq!(decoded.webhook, o.webhook);
+        assert_eq!(decoded.outcome, o.outcome);
     }
 
     #[test]
@@ -208,6 +256,8 @@ mod tests {
         bad_status[28] = 200;
         let mut bad_outcome = good.clone();
         bad_outcome[29] = 3;
+        let mut bad_verified = good.clone();
+        bad_verified[30] = 2;
         let mut trailing = good.clone();
         trailing.push(0);
         let mut bad: Vec<Vec<u8>> = vec![
@@ -220,6 +270,7 @@ mod tests {
             wrong_magic,
             bad_status,
             bad_outcome,
+            bad_verified,
             trailing,
             format!("{}{}", "[".repeat(100_000), "]".repeat(100_000)).into_bytes(),
         ];

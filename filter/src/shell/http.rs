@@ -70,6 +70,9 @@ pub struct Observer {
     /// Digest of the body as it streams past (signature checks only).
     digest: Option<DigestStream>,
     rejected: bool,
+    /// The signature headers verified and the body's digest matched: the observation is
+    /// evidence. Set only at the end of a complete body.
+    verified: bool,
     response_status: Option<u16>,
 }
 
@@ -93,6 +96,7 @@ impl Observer {
             signed: SignedHeaders::default(),
             digest: None,
             rejected: false,
+            verified: false,
             response_status: None,
         }
     }
@@ -140,10 +144,13 @@ impl Observer {
     fn body_complete(&mut self, shared: &Shared) -> Action {
         self.saw_body_end = true;
         if let Some(d) = self.digest.take() {
-            if let Err(e) = d.check(self.signed.digest.as_deref()) {
-                let action = self.signature_failed(shared, &e.to_string());
-                if self.rejected {
-                    return action;
+            match d.check(self.signed.digest.as_deref()) {
+                Ok(()) => self.verified = true,
+                Err(e) => {
+                    let action = self.signature_failed(shared, &e.to_string());
+                    if self.rejected {
+                        return action;
+                    }
                 }
             }
         }
@@ -210,7 +217,12 @@ impl Observer {
             DeliveryOutcome::Refused => Filter::Refused,
             DeliveryOutcome::NotDelivered => Filter::NotDelivered,
         });
-        let msg = Observation { webhook, outcome }.encode();
+        let msg = Observation {
+            webhook,
+            outcome,
+            verified: self.verified,
+        }
+        .encode();
         let queued = shared
             .queue
             .map(|q| host::enqueue(q, &msg).is_ok())
