@@ -197,7 +197,7 @@ mod tests {
         ] {
             let body = drone_model::fixtures::bytes(name);
             let o = Observation {
-                webhook: parse_webhook(&body).unwrap(),
+                webhook: parse_webhook(body).unwrap(),
                 outcome: DeliveryOutcome::Delivered,
                 verified: false,
             };
