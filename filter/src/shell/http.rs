@@ -14,7 +14,7 @@ use super::host;
 use super::metrics::Filter;
 use super::root::Shared;
 use crate::core::config::SignatureMode;
-use crate::core::model::DeliveryOutcome;
+use crate::core::model::{DeliveryOutcome, ParseError};
 use crate::core::observation::Observation;
 use crate::core::ratelog::{suppressed_note, LogLimiter};
 use crate::core::signature::{self, DigestStream};
@@ -83,6 +83,21 @@ fn utf8(v: Option<&[u8]>) -> Option<String> {
 
 /// Size of the pieces a held body is read in to hash it.
 const READ_CHUNK: usize = 64 * 1024;
+
+/// A build webhook we will not track: counted (out of limits apart from the rest, as it may
+/// be an attack) and logged (rate-limited); it was passed through unchanged.
+fn not_understood(shared: &Shared, e: &ParseError) {
+    let counter = match e {
+        ParseError::Limit(_) => Filter::OutOfLimits,
+        _ => Filter::Unparsable,
+    };
+    shared.metrics.count(counter);
+    limited(shared, Kind::Unparsable, |note| {
+        log::info!(
+            "status-sync: drone webhook not understood ({e}); passed through unchanged{note}"
+        )
+    });
+}
 
 impl Observer {
     pub fn new(shared: Option<Rc<Shared>>) -> Self {
@@ -184,15 +199,7 @@ impl Observer {
         }
         let view = match webhook::scan_webhook(&body) {
             Ok(v) => v,
-            Err(e) => {
-                shared.metrics.count(Filter::Unparsable);
-                limited(shared, Kind::Unparsable, |note| {
-                    log::info!(
-                        "status-sync: drone webhook not understood ({e}); passed through unchanged{note}"
-                    )
-                });
-                return;
-            }
+            Err(e) => return not_understood(shared, &e),
         };
         // The time of this VM's last tick: the metadata cache counts in minutes, and a clock
         // read is one more host call per webhook.
@@ -201,15 +208,7 @@ impl Observer {
         let with_metadata = shared.sent_metadata.borrow().needs(repo_id, hash, now);
         let webhook = match view.into_parsed(with_metadata) {
             Ok(w) => w,
-            Err(e) => {
-                shared.metrics.count(Filter::Unparsable);
-                limited(shared, Kind::Unparsable, |note| {
-                    log::info!(
-                        "status-sync: drone webhook not understood ({e}); passed through unchanged{note}"
-                    )
-                });
-                return;
-            }
+            Err(e) => return not_understood(shared, &e),
         };
         let outcome = DeliveryOutcome::from_status(self.response_status);
         shared.metrics.count(match outcome {
