@@ -144,7 +144,7 @@ impl Observer {
         if let Some(d) = self.digest.as_mut() {
             d.update(chunk);
         }
-        if self.oversized {
+        if self.oversized || !self.watching {
             return;
         }
         if self.body.len().saturating_add(chunk.len()) > limit {
@@ -152,6 +152,29 @@ impl Observer {
             self.body = Vec::new();
         } else {
             self.body.extend_from_slice(chunk);
+        }
+    }
+
+    /// Still reading this request's body: observing it, or checking its digest.
+    fn in_body(&self) -> bool {
+        (self.watching || self.digest.is_some()) && !self.saw_body_end && !self.rejected
+    }
+
+    /// Reads the body Envoy buffered while we paused, in pieces, into the digest (and our
+    /// copy). `size` is the total when the host told us; otherwise read until the buffer ends.
+    fn read_held_body(&mut self, shared: &Shared, size: Option<usize>) {
+        let limit = shared.cfg.max_body_bytes;
+        let mut offset = 0;
+        while size.is_none_or(|size| offset < size) {
+            let len = size.map_or(READ_CHUNK, |size| READ_CHUNK.min(size - offset));
+            let Some(chunk) = host::buffer(BufferType::HttpRequestBody, offset, len) else {
+                break;
+            };
+            if chunk.is_empty() {
+                break;
+            }
+            offset += chunk.len();
+            self.take_chunk(&chunk, limit);
         }
     }
 
@@ -248,43 +271,49 @@ impl HttpContext for Observer {
         };
         // Cheapest rejections first: most requests to a pipeline are not drone's webhooks.
         let req = |name: &str| utf8(host::header(MapType::HttpRequestHeaders, name).as_deref());
-        let method = req(":method").unwrap_or_default();
-        if method != "POST" {
-            return Action::Continue;
-        }
-        let Some(event) = req("x-drone-event") else {
-            return Action::Continue;
-        };
         let path = req(":path").unwrap_or_default();
-        if !webhook::is_build_webhook(&method, &path, Some(&event), &shared.cfg.webhook_path) {
+        if !webhook::is_webhook_path(&path, &shared.cfg.webhook_path) {
             return Action::Continue;
         }
-        self.watching = true;
-        shared.metrics.count(Filter::Observed);
-        if shared.cfg.signature_mode != SignatureMode::Off {
-            if let Some(secret) = &shared.cfg.webhook_secret {
-                self.signed = SignedHeaders {
-                    date: req("date"),
-                    digest: req("digest"),
-                };
-                let signature = req("signature");
-                match signature::verify_headers(
-                    secret.as_bytes(),
-                    self.signed.date.as_deref(),
-                    self.signed.digest.as_deref(),
-                    signature.as_deref(),
-                    host::now_ms(),
-                    shared.cfg.max_clock_skew_ms,
-                ) {
-                    Ok(()) => {
-                        self.digest = Some(DigestStream::default());
-                        self.holding_body = shared.cfg.signature_mode == SignatureMode::Enforce;
-                    }
-                    Err(e) => {
-                        let action = self.signature_failed(&shared, &e.to_string());
-                        if self.rejected {
-                            return action;
-                        }
+        let method = req(":method").unwrap_or_default();
+        let build = webhook::is_build_event(&method, req("x-drone-event").as_deref());
+        let secret = match shared.cfg.signature_mode {
+            SignatureMode::Off => None,
+            _ => shared.cfg.webhook_secret.as_ref(),
+        };
+        let enforce = shared.cfg.signature_mode == SignatureMode::Enforce && secret.is_some();
+        // `enforce` covers every request to the webhook path (any method, any or no event
+        // header): a PUT, or a POST without `X-Drone-Event: build`, is drone's only if signed.
+        // Such a request, once verified, passes through and is not observed.
+        if !build && !enforce {
+            return Action::Continue;
+        }
+        self.watching = build;
+        if build {
+            shared.metrics.count(Filter::Observed);
+        }
+        if let Some(secret) = secret {
+            self.signed = SignedHeaders {
+                date: req("date"),
+                digest: req("digest"),
+            };
+            let signature = req("signature");
+            match signature::verify_headers(
+                secret.as_bytes(),
+                self.signed.date.as_deref(),
+                self.signed.digest.as_deref(),
+                signature.as_deref(),
+                host::now_ms(),
+                shared.cfg.max_clock_skew_ms,
+            ) {
+                Ok(()) => {
+                    self.digest = Some(DigestStream::default());
+                    self.holding_body = enforce;
+                }
+                Err(e) => {
+                    let action = self.signature_failed(&shared, &e.to_string());
+                    if self.rejected {
+                        return action;
                     }
                 }
             }
@@ -299,39 +328,46 @@ impl HttpContext for Observer {
         let Some(shared) = self.shared.clone() else {
             return Action::Continue;
         };
-        if !self.watching || self.saw_body_end {
+        if !self.in_body() {
             return Action::Continue;
         }
-        let limit = shared.cfg.max_body_bytes;
         if self.holding_body {
             // Envoy buffers while we pause; `body_size` is the total so far. Read it once, at
             // the end, in pieces (the digest needs all of it, our copy only max_body_bytes).
             if !end_of_stream {
                 return Action::Pause;
             }
-            let mut offset = 0;
-            while offset < body_size {
-                let len = READ_CHUNK.min(body_size - offset);
-                let Some(chunk) = host::buffer(BufferType::HttpRequestBody, offset, len) else {
-                    break;
-                };
-                if chunk.is_empty() {
-                    break;
-                }
-                offset += chunk.len();
-                self.take_chunk(&chunk, limit);
-            }
+            self.read_held_body(&shared, Some(body_size));
             return self.body_complete(&shared);
         }
-        if body_size > 0 && (self.digest.is_some() || !self.oversized) {
+        if body_size > 0 && (self.digest.is_some() || (self.watching && !self.oversized)) {
             if let Some(chunk) = host::buffer(BufferType::HttpRequestBody, 0, body_size) {
-                self.take_chunk(&chunk, limit);
+                self.take_chunk(&chunk, shared.cfg.max_body_bytes);
             }
         }
         if end_of_stream {
             let _ = self.body_complete(&shared);
         }
         Action::Continue
+    }
+
+    /// Trailers end the body (HTTP/2, or chunked HTTP/1 with trailers): the last body chunk
+    /// came with `end_of_stream` false, so a held body is checked here, before Envoy may send
+    /// it on. Without this, a genuine signed `Date`/`Digest`/`Signature` replayed with a forged
+    /// body ending in trailers would reach the pipeline unchecked.
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        let Some(shared) = self.shared.clone() else {
+            return Action::Continue;
+        };
+        if !self.in_body() {
+            return Action::Continue;
+        }
+        if self.holding_body {
+            // Everything Envoy buffered while we paused (none if no data frame came).
+            self.read_held_body(&shared, None);
+        }
+        // Unheld chunks were already taken as they passed.
+        self.body_complete(&shared)
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
