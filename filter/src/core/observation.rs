@@ -232,7 +232,8 @@ mod tests {
     #[test]
     fn limits_hold_at_the_decoder() {
         use crate::core::limits::{MAX_NAME_CHARS, MAX_REPO_JSON_BYTES, MAX_SYSTEM_JSON_BYTES};
-        let edits: Vec<Box<dyn Fn(&mut ParsedWebhook)>> = vec![
+        type Edit = Box<dyn Fn(&mut ParsedWebhook)>;
+        let edits: Vec<Edit> = vec![
             Box::new(|w| w.repo.id = 0),
             Box::new(|w| w.repo.id = 1 << 63),
             Box::new(|w| w.number = 0),
