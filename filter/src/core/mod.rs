@@ -14,6 +14,7 @@ pub mod model;
 pub mod observation;
 pub mod ratelog;
 pub mod reconciler;
+pub mod redact;
 pub mod signature;
 pub mod snapshot;
 pub mod webhook;
