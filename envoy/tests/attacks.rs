@@ -258,3 +258,71 @@ fn attack_7_huge_names_pass_through_untracked_and_memory_stays_flat() -> Result<
     );
     Ok(())
 }
+
+/// The memory test of issue 11: 1000 forged webhooks of the largest size the input limits
+/// accept (250-byte names, 8 KiB `repo`, 4 KiB `system`), each in its own repository. Envoy's
+/// RSS grows by at most the documented worst case (README, "Memory and limits"): per tracked
+/// build 2 KiB of linear memory and 1 KiB of shared data, per repository 9 KiB of cached
+/// `repo` object and 1 KiB of identity, plus 16 MiB for the allocators' and V8's slack.
+#[test]
+fn memory_1000_max_size_forged_webhooks_within_the_documented_bound() -> Result<()> {
+    let _slot = slot();
+    let stack = Stack::start(&tools(), DroneSimConfig::default(), |_| {})?;
+    let agent = util::agent(Duration::from_secs(30));
+    let forged = |i: u64| {
+        let wide = "é".repeat(125);
+        let id = i64::MAX as u64 - i;
+        let head = format!(r#"{{"id":{id},"namespace":"{wide}","name":"{wide}","pad":""#);
+        let repo = format!("{head}{}\"}}", "r".repeat(8 * 1024 - head.len() - 2));
+        let head = r#"{"proto":"https","host":""#;
+        let system = format!("{head}{}\"}}", "s".repeat(4 * 1024 - head.len() - 2));
+        format!(
+            r#"{{"event":"build","action":"updated","repo":{repo},"build":{{"id":1,"repo_id":{id},"number":{id},"status":"running","version":{id}}},"system":{system}}}"#
+        )
+        .into_bytes()
+    };
+    let post = |body: &[u8]| -> Result<u16> {
+        let req = agent
+            .post(&stack.envoy.url("/hook"))
+            .set("x-drone-event", "build")
+            .set("content-type", "application/json");
+        util::send(req, Some(body))
+            .map(|(code, _)| code)
+            .map_err(|e| anyhow::anyhow!("{e}"))
+    };
+    for i in 0..20 {
+        post(&forged(i))?;
+    }
+    wait_metric(&stack, "webhooks_observed", 20)?;
+    let before = stack.envoy.rss_kib()?;
+    const N: u64 = 1000;
+    for i in 20..20 + N {
+        post(&forged(i))?;
+    }
+    wait_metric(&stack, "webhooks_observed", 20 + N as i64)?;
+    // Until the reconciler has taken every observation off the queue.
+    wait_for("the queue to drain", WAIT, POLL, || {
+        let seen = stack.envoy.metric("builds_tracked")?
+            + stack.envoy.metric("builds_not_found")?
+            + stack.envoy.metric("builds_evicted")?;
+        Ok(if seen >= 20 + N as i64 {
+            Ok(())
+        } else {
+            Err(format!("{seen} accounted for"))
+        })
+    })
+    .with_context(|| stack.diagnostics())?;
+    let after = stack.envoy.rss_kib()?;
+    assert_eq!(stack.envoy.metric("webhooks_out_of_limits")?, 0);
+    let growth = after.saturating_sub(before);
+    let bound_kib = N * (2 + 1 + 9 + 1) + 16 * 1024;
+    println!(
+        "Envoy RSS {before} KiB -> {after} KiB (+{growth} KiB, {} B per forged webhook; bound {bound_kib} KiB)",
+        growth * 1024 / N
+    );
+    assert!(
+        growth <= bound_kib,
+        "Envoy RSS grew {growth} KiB over {N} max-size forged webhooks (bound {bound_kib} KiB)"
+    );
+    Ok(())
+}

@@ -5,8 +5,8 @@
 //! The limits follow what drone itself can hold (`drone-identity`: drone v2.25.0):
 //! - `repo.namespace`, `repo.name`: the two halves of drone's slug `namespace + "/" + name`.
 //!   Drone's syncer skips any repository whose slug has more than one `/`, so neither half has
-//!   one; the columns are `VARCHAR(250)`, so at most 250 characters each, and we also bound the
-//!   bytes ([`MAX_NAME_BYTES`]) since memory is what we are protecting. `.` and `..` are
+//!   one; the columns are `VARCHAR(250)`, so at most 250 characters each, and 250 bytes
+//!   ([`MAX_NAME_BYTES`]: real names are ASCII; memory is what we are protecting). `.` and `..` are
 //!   refused (they would walk the API path even when percent-encoded: `.` is unreserved), as is
 //!   any control character (no SCM allows one, and they would reach logs).
 //! - `repo.id`, `build.number`: drone's `int64` primary key and per-repository counter, both
@@ -23,10 +23,10 @@ use super::model::{ParseError, ParsedWebhook};
 
 /// Drone's `repo_namespace`/`repo_name` columns: `VARCHAR(250)` (characters).
 pub const MAX_NAME_CHARS: usize = 250;
-/// Bytes of a namespace or name (UTF-8). Every SCM drone supports allows far fewer (GitHub,
-/// Gitea and Bitbucket: ASCII, at most 100), so this only bounds memory: 250 characters of up
-/// to two bytes each.
-pub const MAX_NAME_BYTES: usize = 500;
+/// Bytes of a namespace or name (UTF-8): the same 250. Every SCM drone supports restricts
+/// names to ASCII (GitHub, Gitea/Gogs, GitLab paths, Bitbucket slugs and project keys), so for
+/// every real name characters and bytes agree; the byte limit is what bounds memory.
+pub const MAX_NAME_BYTES: usize = 250;
 /// Drone's ids, numbers and versions are Go `int64`.
 pub const MAX_INT: u64 = i64::MAX as u64;
 /// The `repo` object without its nested `build`, as raw JSON text. Drone's is about 1.2 KB.
@@ -119,7 +119,7 @@ mod tests {
             ".github",
             "é",
             &"x".repeat(250),
-            &"é".repeat(250),
+            &"é".repeat(125),
         ] {
             assert_eq!(check_slug_part(ok, "repo.name"), Ok(()), "{ok:?}");
         }
@@ -138,7 +138,7 @@ mod tests {
             "a\u{85}",
             "\t",
             &"x".repeat(251),
-            &"é".repeat(251),
+            &"é".repeat(126), // 126 characters, 252 bytes
             &"€".repeat(200), // 200 characters, 600 bytes
         ] {
             assert_eq!(
