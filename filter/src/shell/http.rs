@@ -2,10 +2,12 @@
 //!
 //! Pass-through first: the request is never paused for our sake (`Action::Continue`
 //! everywhere), the body is copied as it streams past (up to `max_body_bytes`), and nothing is
-//! changed. The one exception is opt-in: with `signature_mode: enforce`, a webhook whose
-//! signature headers are missing or forged is answered 401 before anything is forwarded (the
-//! HMAC covers only `Date` and `Digest`, so this needs no body), and the body of a correctly
-//! signed one is held until its `Digest` is checked. Headers are never held: Envoy turns a
+//! changed. The one exception is opt-in: with `signature_mode: enforce`, any request to
+//! `webhook_path` (whatever its method or event header) whose signature headers are missing or
+//! forged is answered 401 before anything is forwarded (the HMAC covers only `Date` and
+//! `Digest`, so this needs no body), and the body of a correctly signed one is held until its
+//! `Digest` is checked, at the end of the body or at the trailers, whichever ends the request.
+//! Headers are never held: Envoy turns a
 //! paused `on_request_headers` into StopAllIteration, after which the body callbacks would not
 //! run. When the stream ends, the transition and the pipeline's answer go to the reconciler
 //! through the shared queue.
