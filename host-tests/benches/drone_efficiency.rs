@@ -278,6 +278,7 @@ impl Sim {
                 system_json: Some(r#"{"proto":"https","host":"drone.example.com"}"#.into()),
             },
             outcome: DeliveryOutcome::Delivered,
+            verified: true,
         });
     }
 
