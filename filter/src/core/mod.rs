@@ -14,6 +14,7 @@ pub mod observation;
 pub mod ratelog;
 pub mod reconciler;
 pub mod signature;
+pub mod slo;
 pub mod snapshot;
 pub mod webhook;
 pub mod wire;

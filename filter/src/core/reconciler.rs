@@ -20,6 +20,7 @@ use super::model::{BuildKey, BuildStatus, DeliveryOutcome, ParseError, RepoRef};
 use super::observation::Observation;
 use super::ratelog::{suppressed_note, LogLimiter};
 use super::signature;
+use super::slo::Slo;
 use super::snapshot::{self, Record};
 use std::collections::{HashMap, VecDeque};
 
@@ -130,6 +131,8 @@ pub struct Reconciler {
     scan_due: Vec<u64>,
     /// A repository's highest build number changed since the last watermark snapshot.
     watermarks_dirty: bool,
+    /// Transitions known missing and their recovery delays (the SLO metrics).
+    slo: Slo,
 }
 
 impl Reconciler {
@@ -163,6 +166,7 @@ impl Reconciler {
                 .map(|i| cfg.scan_interval_ms / 10 + i * 1000)
                 .collect(),
             watermarks_dirty: false,
+            slo: Slo::new(cfg.max_tracked_builds),
             cfg,
         }
     }
@@ -205,6 +209,7 @@ impl Reconciler {
                 return;
             }
         }
+        self.slo.outcome(key, hook.version, obs.outcome, now_ms);
         let settled = matches!(
             obs.outcome,
             DeliveryOutcome::Delivered | DeliveryOutcome::Refused
@@ -434,7 +439,30 @@ impl Reconciler {
             calls.push(self.drone_get(path, Pending::FetchBuild { key }, now_ms));
         }
         self.sync_gauges();
+        self.sample_slo(now_ms);
         calls
+    }
+
+    /// Updates the SLO gauges; builds no longer tracked (given up, finished) leave them here.
+    pub fn sample_slo(&mut self, now_ms: u64) {
+        let ledger = &self.ledger;
+        let age_ms = self.slo.oldest_age_ms(now_ms, |k| ledger.contains(k));
+        self.counters.oldest_undelivered_seconds = age_ms / 1000;
+        self.counters.transitions_missing = self.slo.len() as u64;
+        self.counters.transitions_lost = self.slo.lost;
+        self.counters.transitions_recovered = self.slo.recovered;
+    }
+
+    /// Recovery delays (ms) measured since the last call, for the histogram.
+    pub fn take_recovery_delays(&mut self) -> Vec<u64> {
+        self.slo.take_delays()
+    }
+
+    /// Age of the oldest transition known missing, in ms (0 when caught up), as of the last
+    /// [`Reconciler::sample_slo`]'s bookkeeping.
+    pub fn oldest_undelivered_ms(&mut self, now_ms: u64) -> u64 {
+        let ledger = &self.ledger;
+        self.slo.oldest_age_ms(now_ms, |k| ledger.contains(k))
     }
 
     /// Lists the configured repositories that are due, within the same budget, rate limit and
@@ -680,6 +708,7 @@ impl Reconciler {
             return Vec::new(); // evicted or finished meanwhile
         };
         if api.version > entry.settled_version {
+            self.slo.missing(key, api.version, now_ms);
             return self.deliver_or_fetch_repo(key, &api, now_ms);
         }
         // Drone has nothing the pipeline lacks. A cancelled build is watched a while longer
@@ -819,7 +848,9 @@ impl Reconciler {
             CallResult::Response { status, .. } => Some(status),
             CallResult::Failed => None,
         };
-        match DeliveryOutcome::from_status(http) {
+        let outcome = DeliveryOutcome::from_status(http);
+        self.slo.outcome(key, version, outcome, now_ms);
+        match outcome {
             DeliveryOutcome::NotDelivered => {
                 self.counters.redeliveries_failed += 1;
                 log::debug!(

@@ -153,6 +153,7 @@ impl Root {
             None,
         );
         shared.metrics.inc(names::LEADER_CHANGES, 1);
+        shared.metrics.set(names::RECONCILER_EPOCH, epoch);
         log::info!(
             "status-sync: root {} is the reconciler (lease epoch {epoch}); {loaded} tracked builds loaded",
             self.context_id
@@ -228,6 +229,9 @@ impl Root {
 
     fn finish_callback(leader: &mut Leader, shared: &Shared) {
         Self::checkpoint(leader, shared);
+        for delay_ms in leader.reconciler.take_recovery_delays() {
+            shared.metrics.record(names::RECOVERY_DELAY_MS, delay_ms);
+        }
         let now = leader.reconciler.counters().clone();
         shared.metrics.mirror(&now, &mut leader.mirrored);
     }
@@ -323,7 +327,7 @@ impl RootContext for Root {
         // A new configuration means a new reconciler: the next tick re-elects and reloads.
         self.leader = None;
         self.shared = Some(Rc::new(Shared {
-            metrics: Metrics::define(),
+            metrics: Metrics::define(&cfg.instance),
             queue,
             log_limits: super::http::new_limits(),
             sent_metadata: std::cell::RefCell::new(crate::core::metadata::SentMetadata::new(
