@@ -4,6 +4,7 @@
 //!   and lose, webhooks the way drone does);
 //! - [`pipeline_sim`]: the service behind the sidecar, which records what it believes;
 //! - [`envoy`]: rendering `envoy.yaml.tmpl`, running Envoy, reading its stats, pushing config;
+//! - [`prometheus`]: Debian's Prometheus and promtool, for the alert rules and dashboard;
 //! - [`scenario`]: the glue the demo and the end-to-end tests share (start everything, compare
 //!   drone's truth with the pipeline's view).
 //!
@@ -15,5 +16,6 @@ pub mod drone_model;
 pub mod drone_sim;
 pub mod envoy;
 pub mod pipeline_sim;
+pub mod prometheus;
 pub mod scenario;
 pub mod util;
