@@ -77,6 +77,13 @@ lint: wasm-target check-paths
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy -p status-sync --target $(WASM_TARGET) -- -D warnings
 
+## monitoring-picture: docs/monitoring.svg (README), the main dashboard panels drawn from a real
+## Prometheus scraping a real Envoy through a lossy run with a drone outage (the monitoring test)
+.PHONY: monitoring-picture
+monitoring-picture: build envoy prometheus
+	STATUS_SYNC_MONITORING_SVG=$(CURDIR)/docs/monitoring.svg \
+	  cargo test -p envoy-e2e --test monitoring -- prometheus_scrapes --nocapture
+
 ## run: the demo (Envoy + filter in front of a demo pipeline, drone simulator losing webhooks)
 run: build envoy
 	cargo run --release -p envoy-e2e --bin demo

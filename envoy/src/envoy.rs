@@ -590,7 +590,10 @@ impl Envoy {
     /// Cumulative quantiles of a histogram from admin `/stats` (`P50(interval,cumulative)`),
     /// e.g. `[("P50", 1200.0), ...]`; empty until Envoy merged samples (stats flush).
     pub fn histogram_quantiles(&self, name: &str) -> Result<Vec<(String, f64)>> {
-        let (code, body) = self.admin_get(&format!("/stats?filter={name}"))?;
+        // The admin filter is a regex on the full name, where tags sit inside the name:
+        // filter by the last part, then compare untagged names.
+        let last = name.rsplit('.').next().unwrap_or(name);
+        let (code, body) = self.admin_get(&format!("/stats?filter={last}"))?;
         if code != 200 {
             bail!("admin /stats answered {code}");
         }
