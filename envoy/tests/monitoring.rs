@@ -312,6 +312,32 @@ fn prometheus_scrapes_envoy_alerts_fire_and_resolve_across_a_drone_outage() -> R
         .map_or(0.0, |s| s.1);
     assert!(n >= 1.0, "no recovery delay recorded: {recovered:?}");
 
+    // The log: one prefix (Envoy's `wasm log <plugin> <root id>:`), key=value fields, the
+    // reconciler naming itself.
+    let log = stack.envoy.log();
+    assert!(
+        !log.contains("status-sync: status-sync:"),
+        "doubled prefix in the log"
+    );
+    let elected = log
+        .lines()
+        .find(|l| l.contains("reconciler elected"))
+        .context("no `reconciler elected` line")?;
+    assert!(
+        elected.contains("instance=monitoring reconciler=") && elected.contains(" epoch="),
+        "{elected}"
+    );
+    let circuit = log
+        .lines()
+        .find(|l| l.contains("drone API failing, circuit open"))
+        .context("no circuit line during the outage")?;
+    assert!(
+        circuit.contains(" build=")
+            && circuit.contains(" why=")
+            && circuit.contains(" reconciler="),
+        "{circuit}"
+    );
+
     if let Ok(path) = std::env::var("STATUS_SYNC_MONITORING_SVG") {
         let secs = started.elapsed().as_secs() + 5;
         plot(&p, secs, std::path::Path::new(&path))?;

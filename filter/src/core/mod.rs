@@ -7,6 +7,7 @@ pub mod drone_api;
 pub(crate) mod json_scan;
 pub mod lease;
 pub mod ledger;
+pub mod logfmt;
 pub mod metadata;
 pub mod metrics;
 pub mod model;
