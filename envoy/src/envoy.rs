@@ -566,6 +566,11 @@ impl Envoy {
         format!("http://127.0.0.1:{}{path}", self.listen_port)
     }
 
+    /// The admin interface's `host:port` (known once [`Envoy::wait_ready`] returned).
+    pub fn admin_address(&self) -> &str {
+        &self.admin
+    }
+
     /// GET on the admin interface.
     pub fn admin_get(&self, path: &str) -> Result<(u16, String)> {
         if self.admin.is_empty() {
@@ -580,8 +585,19 @@ impl Envoy {
     }
 
     /// All counters and gauges whose name contains `filter`, with Envoy's `wasmcustom.` prefix
-    /// for wasm-defined metrics stripped (so `status_sync.x` is found either way).
+    /// for wasm-defined metrics stripped (so `status_sync.x` is found either way) and the
+    /// `sync_instance=.=<i>;.;` tags removed, as Prometheus names read: values of several
+    /// instances add up (use [`Envoy::stats_tagged`] to tell them apart).
     pub fn stats(&self, filter: &str) -> Result<BTreeMap<String, i64>> {
+        let mut out = BTreeMap::new();
+        for (k, v) in self.stats_tagged(filter)? {
+            *out.entry(untagged(&k)).or_insert(0) += v;
+        }
+        Ok(out)
+    }
+
+    /// Like [`Envoy::stats`], names with their tags.
+    pub fn stats_tagged(&self, filter: &str) -> Result<BTreeMap<String, i64>> {
         let (code, body) = self.admin_get(&format!("/stats?filter={filter}"))?;
         if code != 200 {
             bail!("admin /stats answered {code}");
@@ -594,6 +610,37 @@ impl Envoy {
                 Some((k.to_string(), v.trim().parse::<i64>().ok()?))
             })
             .collect())
+    }
+
+    /// Cumulative quantiles of a histogram from admin `/stats` (`P50(interval,cumulative)`),
+    /// e.g. `[("P50", 1200.0), ...]`; empty until Envoy merged samples (stats flush).
+    pub fn histogram_quantiles(&self, name: &str) -> Result<Vec<(String, f64)>> {
+        // The admin filter is a regex on the full name, where tags sit inside the name:
+        // filter by the last part, then compare untagged names.
+        let last = name.rsplit('.').next().unwrap_or(name);
+        let (code, body) = self.admin_get(&format!("/stats?filter={last}"))?;
+        if code != 200 {
+            bail!("admin /stats answered {code}");
+        }
+        let mut out = Vec::new();
+        for line in body.lines() {
+            let Some((k, v)) = line.split_once(": ") else {
+                continue;
+            };
+            if untagged(k.strip_prefix("wasmcustom.").unwrap_or(k)) != name {
+                continue;
+            }
+            for part in v.split_whitespace() {
+                let Some((q, rest)) = part.split_once('(') else {
+                    continue;
+                };
+                let cumulative = rest.trim_end_matches(')').split(',').nth(1);
+                if let Some(x) = cumulative.and_then(|c| c.parse::<f64>().ok()) {
+                    out.push((q.to_string(), x));
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// One `status_sync.<name>` metric; 0 when not (yet) defined.
@@ -644,9 +691,34 @@ impl Drop for Envoy {
     }
 }
 
+/// A stat name without its `<tag>=.=<value>;.;` parts (Istio's tag encoding, which status-sync
+/// uses for `sync_instance`), as Envoy's tag extraction leaves it.
+pub fn untagged(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut rest = name;
+    while let Some(eq) = rest.find("=.=") {
+        let Some(end) = rest[eq..].find(";.;") else {
+            break;
+        };
+        let start = rest[..eq].rfind(['.', ';']).map_or(0, |i| i + 1);
+        out.push_str(&rest[..start]);
+        rest = &rest[eq + end + 3..];
+    }
+    out.push_str(rest);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn untagged_removes_every_tag_and_keeps_the_name() {
+        let n = "status_sync.sync_version=.=0.1.0;.;sync_instance=.=ci.prod;.;build_info";
+        assert_eq!(untagged(n), "status_sync.build_info");
+        assert_eq!(untagged("status_sync.giveups"), "status_sync.giveups");
+        assert_eq!(untagged("a.b=.=unterminated"), "a.b=.=unterminated");
+    }
 
     #[test]
     fn render_fills_and_indents_and_refuses_leftovers() {

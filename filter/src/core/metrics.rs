@@ -1,5 +1,9 @@
 //! Counters kept by the core. The shell mirrors them into host metrics (Envoy stats) by
 //! adding the difference since it last looked, so the core never calls the host.
+//!
+//! Every metric carries the plugin's `instance` as a tag inside its Envoy name
+//! ([`tagged`]), so that two plugins in one proxy never add into one series. Envoy's
+//! `stats_config.stats_tags` (and Istio's `extraStatTags`) turn it into a Prometheus label.
 
 /// Names of every metric, as they appear in Envoy's stats (README documents each).
 pub mod names {
@@ -25,13 +29,59 @@ pub mod names {
     pub const GIVEUPS: &str = "status_sync.giveups";
     pub const LEADER_CHANGES: &str = "status_sync.leader_changes";
     pub const CIRCUIT_OPEN: &str = "status_sync.circuit_open";
-    pub const CIRCUIT_OPENS: &str = "status_sync.circuit_opens";
+    /// Times the circuit opened (was `circuit_opens`, one letter from the gauge).
+    pub const CIRCUIT_TRIPS: &str = "status_sync.circuit_trips";
     pub const CALLS_INFLIGHT: &str = "status_sync.calls_inflight";
     pub const CALLS_EXPIRED: &str = "status_sync.calls_expired";
     pub const OBSERVATIONS_INVALID: &str = "status_sync.observations_invalid";
     pub const SNAPSHOT_ERRORS: &str = "status_sync.snapshot_errors";
     pub const BUILDS_GAP_FILLED: &str = "status_sync.builds_gap_filled";
     pub const BUILDS_SCAN_FOUND: &str = "status_sync.builds_scan_found";
+    /// Gauge: age of the oldest transition the reconciler knows the pipeline lacks (0 when
+    /// caught up). The SLO metric.
+    pub const OLDEST_UNDELIVERED_SECONDS: &str = "status_sync.oldest_undelivered_seconds";
+    /// Gauge: transitions the reconciler knows the pipeline lacks.
+    pub const TRANSITIONS_MISSING: &str = "status_sync.transitions_missing";
+    /// Counter: transitions found missing (a live webhook not accepted, or drone ahead).
+    pub const TRANSITIONS_LOST: &str = "status_sync.transitions_lost";
+    /// Counter: known-missing transitions the pipeline accepted later.
+    pub const TRANSITIONS_RECOVERED: &str = "status_sync.transitions_recovered";
+    /// Histogram: from when a transition was known missing to the pipeline accepting it.
+    pub const RECOVERY_DELAY_MS: &str = "status_sync.recovery_delay_ms";
+    /// Gauge: 1, tagged with the module version (`sync_version`).
+    pub const BUILD_INFO: &str = "status_sync.build_info";
+    /// Gauge: lease epoch of the current reconciler (its identity; changes with the leader).
+    pub const RECONCILER_EPOCH: &str = "status_sync.reconciler_epoch";
+}
+
+/// Tag names, as Prometheus labels (Envoy's `stats_tags`, Istio's `extraStatTags`).
+pub const INSTANCE_TAG: &str = "sync_instance";
+pub const VERSION_TAG: &str = "sync_version";
+
+/// The Envoy name of metric `name` for plugin `instance`: the tag in Istio's
+/// `<tag>=.=<value>;.;` encoding, right after `status_sync.`. The tag regex
+/// `(sync_instance=\.=(.*?);\.;)` removes it again and keeps the value as a label; the
+/// encoding allows every character `instance` may hold (dots included).
+pub fn tagged(name: &str, instance: &str) -> String {
+    tagged_with(name, &[(INSTANCE_TAG, instance)])
+}
+
+/// [`tagged`] with several tags, in order.
+pub fn tagged_with(name: &str, tags: &[(&str, &str)]) -> String {
+    let (head, tail) = name.split_once('.').unwrap_or(("", name));
+    let mut out = String::with_capacity(name.len() + 32);
+    if !head.is_empty() {
+        out.push_str(head);
+        out.push('.');
+    }
+    for (k, v) in tags {
+        out.push_str(k);
+        out.push_str("=.=");
+        out.push_str(v);
+        out.push_str(";.;");
+    }
+    out.push_str(tail);
+    out
 }
 
 /// The reconciler's counters (monotonic) and gauges (current values).
@@ -52,15 +102,19 @@ pub struct Counters {
     pub snapshot_errors: u64,
     pub builds_gap_filled: u64,
     pub builds_scan_found: u64,
+    pub transitions_lost: u64,
+    pub transitions_recovered: u64,
     // gauges
     pub builds_tracked: u64,
     pub circuit_open: u64,
     pub calls_inflight: u64,
+    pub oldest_undelivered_seconds: u64,
+    pub transitions_missing: u64,
 }
 
 impl Counters {
     /// The counters as (name, value) pairs, for mirroring into host metrics.
-    pub fn counters(&self) -> [(&'static str, u64); 15] {
+    pub fn counters(&self) -> [(&'static str, u64); 17] {
         use names::*;
         [
             (REDELIVERIES_OK, self.redeliveries_ok),
@@ -72,21 +126,45 @@ impl Counters {
             (BUILDS_EXPIRED, self.builds_expired),
             (BUILDS_NOT_FOUND, self.builds_not_found),
             (GIVEUPS, self.giveups),
-            (CIRCUIT_OPENS, self.circuit_opens),
+            (CIRCUIT_TRIPS, self.circuit_opens),
             (CALLS_EXPIRED, self.calls_expired),
             (OBSERVATIONS_INVALID, self.observations_invalid),
             (SNAPSHOT_ERRORS, self.snapshot_errors),
             (BUILDS_GAP_FILLED, self.builds_gap_filled),
             (BUILDS_SCAN_FOUND, self.builds_scan_found),
+            (TRANSITIONS_LOST, self.transitions_lost),
+            (TRANSITIONS_RECOVERED, self.transitions_recovered),
         ]
     }
 
-    pub fn gauges(&self) -> [(&'static str, u64); 3] {
+    pub fn gauges(&self) -> [(&'static str, u64); 5] {
         use names::*;
         [
             (BUILDS_TRACKED, self.builds_tracked),
             (CIRCUIT_OPEN, self.circuit_open),
             (CALLS_INFLIGHT, self.calls_inflight),
+            (OLDEST_UNDELIVERED_SECONDS, self.oldest_undelivered_seconds),
+            (TRANSITIONS_MISSING, self.transitions_missing),
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tag_goes_after_the_prefix_in_istio_encoding() {
+        assert_eq!(
+            tagged(names::WEBHOOKS_OBSERVED, "ci.prod"),
+            "status_sync.sync_instance=.=ci.prod;.;webhooks_observed"
+        );
+        assert_eq!(
+            tagged_with(
+                names::BUILD_INFO,
+                &[(VERSION_TAG, "1.2.3"), (INSTANCE_TAG, "a")]
+            ),
+            "status_sync.sync_version=.=1.2.3;.;sync_instance=.=a;.;build_info"
+        );
     }
 }

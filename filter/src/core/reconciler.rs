@@ -15,11 +15,13 @@ use super::backoff::{failure_backoff, grow_interval, Circuit, Rng, TokenBucket};
 use super::config::Config;
 use super::drone_api::{self, ApiBuild};
 use super::ledger::{Entry, Ledger, NOT_SCHEDULED};
+use super::logfmt::{self, Val};
 use super::metrics::Counters;
 use super::model::{BuildKey, BuildStatus, DeliveryOutcome, ParseError, RepoRef};
 use super::observation::Observation;
 use super::ratelog::{suppressed_note, LogLimiter};
 use super::signature;
+use super::slo::Slo;
 use super::snapshot::{self, Record};
 use std::collections::{HashMap, VecDeque};
 
@@ -130,6 +132,10 @@ pub struct Reconciler {
     scan_due: Vec<u64>,
     /// A repository's highest build number changed since the last watermark snapshot.
     watermarks_dirty: bool,
+    /// Transitions known missing and their recovery delays (the SLO metrics).
+    slo: Slo,
+    /// Appended to every log line: `instance=… reconciler=… epoch=…` ([`logfmt::identity`]).
+    who: String,
 }
 
 impl Reconciler {
@@ -163,12 +169,28 @@ impl Reconciler {
                 .map(|i| cfg.scan_interval_ms / 10 + i * 1000)
                 .collect(),
             watermarks_dirty: false,
+            slo: Slo::new(cfg.max_tracked_builds),
+            who: String::new(),
             cfg,
         }
     }
 
     pub fn config(&self) -> &Config {
         &self.cfg
+    }
+
+    /// The fields that name this reconciler in its log lines.
+    pub fn set_identity(&mut self, who: String) {
+        self.who = who;
+    }
+
+    /// A build as logged: `build=acme/api#12`.
+    fn build_field(&self, key: BuildKey) -> String {
+        let repo = self
+            .idents
+            .get(&key.repo_id)
+            .map(|i| (&*i.namespace, &*i.name));
+        logfmt::build(repo, key.repo_id, key.number)
     }
 
     pub fn counters(&self) -> &Counters {
@@ -205,6 +227,7 @@ impl Reconciler {
                 return;
             }
         }
+        self.slo.outcome(key, hook.version, obs.outcome, now_ms);
         let settled = matches!(
             obs.outcome,
             DeliveryOutcome::Delivered | DeliveryOutcome::Refused
@@ -233,10 +256,10 @@ impl Reconciler {
                     self.counters.builds_evicted += 1;
                     self.counters.giveups += 1;
                     log::warn!(
-                        "status-sync: ledger full ({} builds): gave up on build {}/{}",
+                        "gave up: ledger full build={} max_tracked_builds={} {}",
+                        self.build_field(evicted),
                         self.ledger.cap(),
-                        evicted.repo_id,
-                        evicted.number
+                        self.who
                     );
                 }
             }
@@ -417,9 +440,9 @@ impl Reconciler {
                 self.counters.giveups += 1;
                 self.circuit.release();
                 log::warn!(
-                    "status-sync: build {}/{} still open after max_build_age_ms: gave up",
-                    key.repo_id,
-                    key.number
+                    "gave up: build open longer than max_build_age_ms build={} {}",
+                    self.build_field(key),
+                    self.who
                 );
                 continue;
             }
@@ -434,7 +457,30 @@ impl Reconciler {
             calls.push(self.drone_get(path, Pending::FetchBuild { key }, now_ms));
         }
         self.sync_gauges();
+        self.sample_slo(now_ms);
         calls
+    }
+
+    /// Updates the SLO gauges; builds no longer tracked (given up, finished) leave them here.
+    pub fn sample_slo(&mut self, now_ms: u64) {
+        let ledger = &self.ledger;
+        let age_ms = self.slo.oldest_age_ms(now_ms, |k| ledger.contains(k));
+        self.counters.oldest_undelivered_seconds = age_ms / 1000;
+        self.counters.transitions_missing = self.slo.len() as u64;
+        self.counters.transitions_lost = self.slo.lost;
+        self.counters.transitions_recovered = self.slo.recovered;
+    }
+
+    /// Recovery delays (ms) measured since the last call, for the histogram.
+    pub fn take_recovery_delays(&mut self) -> Vec<u64> {
+        self.slo.take_delays()
+    }
+
+    /// Age of the oldest transition known missing, in ms (0 when caught up), as of the last
+    /// [`Reconciler::sample_slo`]'s bookkeeping.
+    pub fn oldest_undelivered_ms(&mut self, now_ms: u64) -> u64 {
+        let ledger = &self.ledger;
+        self.slo.oldest_age_ms(now_ms, |k| ledger.contains(k))
     }
 
     /// Lists the configured repositories that are due, within the same budget, rate limit and
@@ -483,9 +529,18 @@ impl Reconciler {
                     self.counters.circuit_opens += 1;
                 }
                 if let Some(n) = self.drone_log.allow(now_ms) {
+                    let repo = self
+                        .cfg
+                        .scan_repos
+                        .get(index)
+                        .map(|(o, n)| format!("{o}/{n}"))
+                        .unwrap_or_default();
                     log::warn!(
-                        "status-sync: listing scan_repos[{index}] failed: {e}{}",
-                        suppressed_note(n)
+                        "listing scan_repos failed repo={} why={}{} {}",
+                        Val(&repo),
+                        Val(&e.to_string()),
+                        suppressed_note(n),
+                        self.who
                     );
                 }
                 return;
@@ -597,22 +652,26 @@ impl Reconciler {
         if self.circuit.on_failure(now_ms) {
             self.counters.circuit_opens += 1;
             log::warn!(
-                "status-sync: drone API failing ({why}): circuit open, calls paused for at least {} ms",
-                self.cfg.circuit_open_ms
+                "drone API failing, circuit open (calls paused) build={} why={} paused_ms={} {}",
+                self.build_field(key),
+                Val(why),
+                self.cfg.circuit_open_ms,
+                self.who
             );
         } else if let Some(n) = self.drone_log.allow(now_ms) {
             let note = suppressed_note(n);
+            let build = self.build_field(key);
             if garbage {
                 log::warn!(
-                    "status-sync: drone API answer for build {}/{} unusable: {why}; will retry{note}",
-                    key.repo_id,
-                    key.number
+                    "drone API answer unusable, will retry build={build} why={}{note} {}",
+                    Val(why),
+                    self.who
                 );
             } else {
                 log::info!(
-                    "status-sync: drone API call for build {}/{} failed: {why}; will retry{note}",
-                    key.repo_id,
-                    key.number
+                    "drone API call failed, will retry build={build} why={}{note} {}",
+                    Val(why),
+                    self.who
                 );
             }
         }
@@ -639,9 +698,9 @@ impl Reconciler {
                 self.counters.giveups += 1;
                 self.ledger.remove(&key);
                 log::warn!(
-                    "status-sync: drone has no build {}/{} (404): dropped",
-                    key.repo_id,
-                    key.number
+                    "gave up: drone has no such build (404) build={} {}",
+                    self.build_field(key),
+                    self.who
                 );
                 return Vec::new();
             }
@@ -680,6 +739,7 @@ impl Reconciler {
             return Vec::new(); // evicted or finished meanwhile
         };
         if api.version > entry.settled_version {
+            self.slo.missing(key, api.version, now_ms);
             return self.deliver_or_fetch_repo(key, &api, now_ms);
         }
         // Drone has nothing the pipeline lacks. A cancelled build is watched a while longer
@@ -819,13 +879,17 @@ impl Reconciler {
             CallResult::Response { status, .. } => Some(status),
             CallResult::Failed => None,
         };
-        match DeliveryOutcome::from_status(http) {
+        let outcome = DeliveryOutcome::from_status(http);
+        self.slo.outcome(key, version, outcome, now_ms);
+        match outcome {
             DeliveryOutcome::NotDelivered => {
                 self.counters.redeliveries_failed += 1;
                 log::debug!(
-                    "status-sync: re-delivery of {}/{} v{version} failed ({http:?})",
-                    key.repo_id,
-                    key.number
+                    "re-delivery failed, will retry build={} status={} version={version} http={} {}",
+                    self.build_field(key),
+                    status.as_str(),
+                    http.map_or_else(|| "none".to_string(), |h| h.to_string()),
+                    self.who
                 );
                 let base = self.cfg.tick_ms.max(1000);
                 self.retry_later(key, now_ms, base);
@@ -834,9 +898,11 @@ impl Reconciler {
             DeliveryOutcome::Refused => {
                 self.counters.redeliveries_refused += 1;
                 log::info!(
-                    "status-sync: pipeline refused re-delivery of {}/{} v{version} ({http:?}): not retried",
-                    key.repo_id,
-                    key.number
+                    "re-delivery refused by the pipeline, not retried build={} status={} version={version} http={} {}",
+                    self.build_field(key),
+                    status.as_str(),
+                    http.map_or_else(|| "none".to_string(), |h| h.to_string()),
+                    self.who
                 );
             }
             DeliveryOutcome::Delivered => {

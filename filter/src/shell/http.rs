@@ -16,6 +16,7 @@ use super::host;
 use super::metrics::Filter;
 use super::root::Shared;
 use crate::core::config::SignatureMode;
+use crate::core::logfmt::Val;
 use crate::core::model::{DeliveryOutcome, ParseError};
 use crate::core::observation::Observation;
 use crate::core::ratelog::{suppressed_note, LogLimiter};
@@ -96,7 +97,8 @@ fn not_understood(shared: &Shared, e: &ParseError) {
     shared.metrics.count(counter);
     limited(shared, Kind::Unparsable, |note| {
         log::info!(
-            "status-sync: drone webhook not understood ({e}); passed through unchanged{note}"
+            "drone webhook not understood, passed through unchanged why={}{note}",
+            Val(&e.to_string())
         )
     });
 }
@@ -125,7 +127,10 @@ impl Observer {
         if shared.cfg.signature_mode == SignatureMode::Enforce {
             shared.metrics.count(Filter::Rejected);
             limited(shared, Kind::Signature, |note| {
-                log::warn!("status-sync: rejected a webhook with 401: {why}{note}")
+                log::warn!(
+                    "webhook rejected with 401 (enforce mode) why={}{note}",
+                    Val(why)
+                )
             });
             self.rejected = true;
             self.watching = false;
@@ -135,7 +140,8 @@ impl Observer {
         }
         limited(shared, Kind::Signature, |note| {
             log::warn!(
-                "status-sync: webhook signature invalid ({why}); passed (monitor mode){note}"
+                "webhook signature invalid, passed (monitor mode) why={}{note}",
+                Val(why)
             )
         });
         Action::Continue
@@ -212,7 +218,7 @@ impl Observer {
             let limit = shared.cfg.max_body_bytes;
             limited(shared, Kind::Oversized, |note| {
                 log::info!(
-                    "status-sync: drone webhook larger than max_body_bytes ({limit}); passed through unparsed{note}"
+                    "drone webhook larger than max_body_bytes, passed through unparsed max_body_bytes={limit}{note}"
                 )
             });
             return;
@@ -254,9 +260,7 @@ impl Observer {
         if !queued {
             shared.metrics.count(Filter::QueueDropped);
             limited(shared, Kind::Queue, |note| {
-                log::warn!(
-                    "status-sync: could not hand a webhook to the reconciler (shared queue){note}"
-                )
+                log::warn!("could not hand a webhook to the reconciler (shared queue full){note}")
             });
         } else if with_metadata {
             shared.sent_metadata.borrow_mut().sent(repo_id, hash, now);

@@ -1,7 +1,8 @@
 //! Host metrics (Envoy stats). Defined per root context; counters with the same name in every
-//! VM add up to one Envoy stat.
+//! VM add up to one Envoy stat. Names carry the plugin's `instance` as a tag
+//! ([`crate::core::metrics::tagged`]): plugins of different instances never share a stat.
 
-use crate::core::metrics::{names, Counters};
+use crate::core::metrics::{self, names, Counters};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
 use std::collections::HashMap;
@@ -71,8 +72,13 @@ const _: () = {
 };
 
 impl Metrics {
-    pub fn define() -> Metrics {
+    pub fn define(instance: &str) -> Metrics {
         let mut ids = HashMap::new();
+        let mut define = |kind: MetricType, name: &'static str, full: String| {
+            if let Ok(id) = hostcalls::define_metric(kind, &full) {
+                ids.insert(name, id);
+            }
+        };
         let zero = Counters::default();
         let core_counters = zero.counters();
         let counters = Filter::ALL
@@ -81,17 +87,24 @@ impl Metrics {
             .chain(core_counters.iter().map(|(n, _)| *n))
             .chain(std::iter::once(names::LEADER_CHANGES));
         for name in counters {
-            if let Ok(id) = hostcalls::define_metric(MetricType::Counter, name) {
-                ids.insert(name, id);
-            }
+            define(MetricType::Counter, name, metrics::tagged(name, instance));
         }
-        for (name, _) in zero.gauges() {
-            if let Ok(id) = hostcalls::define_metric(MetricType::Gauge, name) {
-                ids.insert(name, id);
-            }
+        let gauges = zero.gauges().map(|(n, _)| n);
+        for name in gauges.into_iter().chain([names::RECONCILER_EPOCH]) {
+            define(MetricType::Gauge, name, metrics::tagged(name, instance));
         }
+        let version = [
+            (metrics::VERSION_TAG, env!("CARGO_PKG_VERSION")),
+            (metrics::INSTANCE_TAG, instance),
+        ];
+        let build_info = metrics::tagged_with(names::BUILD_INFO, &version);
+        define(MetricType::Gauge, names::BUILD_INFO, build_info);
+        let delay = metrics::tagged(names::RECOVERY_DELAY_MS, instance);
+        define(MetricType::Histogram, names::RECOVERY_DELAY_MS, delay);
         let filter = Filter::ALL.map(|c| ids.get(c.name()).copied());
-        Metrics { ids, filter }
+        let m = Metrics { ids, filter };
+        m.set(names::BUILD_INFO, 1);
+        m
     }
 
     /// Adds one to a counter of the HTTP filter.
@@ -111,6 +124,13 @@ impl Metrics {
     }
 
     pub fn set(&self, name: &'static str, value: u64) {
+        if let Some(id) = self.ids.get(name) {
+            let _ = hostcalls::record_metric(*id, value);
+        }
+    }
+
+    /// Records one sample into a histogram.
+    pub fn record(&self, name: &'static str, value: u64) {
         if let Some(id) = self.ids.get(name) {
             let _ = hostcalls::record_metric(*id, value);
         }
