@@ -53,9 +53,10 @@ fn build_next_module(into: &Path) -> Result<PathBuf> {
 fn started_versions(log: &str) -> Vec<String> {
     log.lines()
         .filter_map(|l| {
-            let rest = &l[l.find("status-sync ")? + "status-sync ".len()..];
-            let (v, after) = rest.split_once(' ')?;
-            after.starts_with("starting").then(|| v.to_string())
+            // `configured instance=… version=<v> root=…`: one line per root context.
+            let rest = &l[l.find("configured instance=")?..];
+            let v = &rest[rest.find(" version=")? + " version=".len()..];
+            Some(v.split_whitespace().next()?.to_string())
         })
         .collect()
 }
@@ -170,14 +171,14 @@ fn ecds_delivery_upgrade_and_rollback_lose_no_transition() -> Result<()> {
     let upgraded_at = wait_for("the new module to start", CONVERGE, POLL, || {
         let log = stack.envoy.log();
         Ok(log
-            .find(&format!("status-sync {NEXT_VERSION} starting"))
+            .find(&format!("version={NEXT_VERSION} root="))
             .ok_or_else(|| format!("started so far: {:?}", started_versions(&log))))
     })?;
 
     // The new module's reconciler is elected once the old lease expires (lease_ms).
     wait_for("a reconciler in the new module", CONVERGE, POLL, || {
         let log = stack.envoy.log();
-        Ok(if log[upgraded_at..].contains("is the reconciler") {
+        Ok(if log[upgraded_at..].contains("reconciler elected") {
             Ok(())
         } else {
             Err("none yet".to_string())
@@ -228,8 +229,8 @@ fn ecds_delivery_upgrade_and_rollback_lose_no_transition() -> Result<()> {
     let loads = |text: &str| -> Vec<u64> {
         text.lines()
             .filter_map(|l| {
-                let (_, rest) = l.split_once("is the reconciler")?;
-                let (_, n) = rest.split_once("); ")?;
+                let (_, rest) = l.split_once("reconciler elected")?;
+                let (_, n) = rest.split_once("loaded_builds=")?;
                 n.split_whitespace().next()?.parse().ok()
             })
             .collect()
@@ -237,7 +238,7 @@ fn ecds_delivery_upgrade_and_rollback_lose_no_transition() -> Result<()> {
     // Envoy's log is buffered: split it at the rolled-back module's start line, not at the
     // moment of the push.
     let rolled_back_at = log[upgraded_at..]
-        .find(&format!("status-sync {first_version} starting"))
+        .find(&format!("version={first_version} root="))
         .map_or(log.len(), |i| upgraded_at + i);
     let after_upgrade = loads(&log[upgraded_at..rolled_back_at]);
     let after_rollback = loads(&log[rolled_back_at..]);
