@@ -20,7 +20,7 @@ fn drone_calls_by_vm(host: &Host) -> Vec<usize> {
 
 #[test]
 fn all_webhooks_arrive_no_drone_calls_while_fresh_or_after_terminal() {
-    let mut host = Host::start(host_config(2, "")).unwrap();
+    let mut host = Host::start(signed_host_config(2, "")).unwrap();
     let drone = install_drone(&mut host);
     let pipeline = install_pipeline(&mut host);
     for (vm, status, version) in [(0, "pending", 1), (1, "running", 2), (2, "running", 2)] {
@@ -51,7 +51,7 @@ fn all_webhooks_arrive_no_drone_calls_while_fresh_or_after_terminal() {
 
 #[test]
 fn lost_final_webhook_is_polled_after_stale_after_and_redelivered() {
-    let mut host = Host::start(host_config(2, "")).unwrap();
+    let mut host = Host::start(signed_host_config(2, "")).unwrap();
     let drone = install_drone(&mut host);
     let pipeline = install_pipeline(&mut host);
     send_live(&mut host, &pipeline, 0, webhook(1, 7, "running", 2), 200);
@@ -87,7 +87,7 @@ fn lost_final_webhook_is_polled_after_stale_after_and_redelivered() {
 
 #[test]
 fn pipeline_500_is_redelivered_and_400_is_not() {
-    let mut host = Host::start(host_config(2, "")).unwrap();
+    let mut host = Host::start(signed_host_config(2, "")).unwrap();
     let drone = install_drone(&mut host);
     let pipeline = install_pipeline(&mut host);
     send_live(&mut host, &pipeline, 0, webhook(1, 1, "running", 2), 200);
@@ -119,7 +119,7 @@ fn pipeline_500_is_redelivered_and_400_is_not() {
 
 #[test]
 fn four_workers_one_leader_one_poll_per_due_build_and_takeover_loses_nothing() {
-    let mut host = Host::start(host_config(4, "")).unwrap();
+    let mut host = Host::start(signed_host_config(4, "")).unwrap();
     assert_eq!(host.vm_count(), 5, "4 workers + main");
     let drone = install_drone(&mut host);
     let pipeline = install_pipeline(&mut host);
@@ -337,7 +337,7 @@ fn unparsable_and_oversized_webhooks_pass_through_unchanged() {
 
 #[test]
 fn repository_json_goes_to_the_reconciler_once_and_a_new_leader_fetches_it() {
-    let mut host = Host::start(host_config(2, "")).unwrap();
+    let mut host = Host::start(signed_host_config(2, "")).unwrap();
     let drone = install_drone(&mut host);
     let pipeline = install_pipeline(&mut host);
     // Many webhooks of one repository through one worker: the queue messages after the first

@@ -31,6 +31,9 @@ pub mod names {
     pub const SNAPSHOT_ERRORS: &str = "status_sync.snapshot_errors";
     pub const BUILDS_GAP_FILLED: &str = "status_sync.builds_gap_filled";
     pub const BUILDS_SCAN_FOUND: &str = "status_sync.builds_scan_found";
+    pub const HINTS_REFUTED: &str = "status_sync.hints_refuted";
+    pub const REPOS_EVICTED: &str = "status_sync.repos_evicted";
+    pub const BUILDS_HINT_ONLY: &str = "status_sync.builds_hint_only";
 }
 
 /// The reconciler's counters (monotonic) and gauges (current values).
@@ -51,15 +54,22 @@ pub struct Counters {
     pub snapshot_errors: u64,
     pub builds_gap_filled: u64,
     pub builds_scan_found: u64,
+    /// Drone contradicted something only unverified webhooks said (no such build, a claim
+    /// drone is behind, a name that is another repository's): forgotten, nothing real lost.
+    pub hints_refuted: u64,
+    /// Repository identities dropped to stay within `max_repos` (confirmed or candidates).
+    pub repos_evicted: u64,
     // gauges
     pub builds_tracked: u64,
     pub circuit_open: u64,
     pub calls_inflight: u64,
+    /// Tracked builds only unverified webhooks vouch for so far.
+    pub builds_hint_only: u64,
 }
 
 impl Counters {
     /// The counters as (name, value) pairs, for mirroring into host metrics.
-    pub fn counters(&self) -> [(&'static str, u64); 15] {
+    pub fn counters(&self) -> [(&'static str, u64); 17] {
         use names::*;
         [
             (REDELIVERIES_OK, self.redeliveries_ok),
@@ -77,15 +87,18 @@ impl Counters {
             (SNAPSHOT_ERRORS, self.snapshot_errors),
             (BUILDS_GAP_FILLED, self.builds_gap_filled),
             (BUILDS_SCAN_FOUND, self.builds_scan_found),
+            (HINTS_REFUTED, self.hints_refuted),
+            (REPOS_EVICTED, self.repos_evicted),
         ]
     }
 
-    pub fn gauges(&self) -> [(&'static str, u64); 3] {
+    pub fn gauges(&self) -> [(&'static str, u64); 4] {
         use names::*;
         [
             (BUILDS_TRACKED, self.builds_tracked),
             (CIRCUIT_OPEN, self.circuit_open),
             (CALLS_INFLIGHT, self.calls_inflight),
+            (BUILDS_HINT_ONLY, self.builds_hint_only),
         ]
     }
 }

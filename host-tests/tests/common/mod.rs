@@ -42,11 +42,35 @@ pub fn plugin_config(extra: &str) -> String {
     )
 }
 
+/// No webhook secret: `signature_mode` `off`, every live webhook is a hint.
 pub fn host_config(workers: usize, extra: &str) -> HostConfig {
     let mut cfg = HostConfig::new(wasm(), &plugin_config(extra));
     cfg.workers = workers;
     cfg.env = vec![("DRONE_TOKEN".into(), TOKEN.into())];
     cfg
+}
+
+/// Drone's `DRONE_WEBHOOK_SECRET` in the scenarios that sign their webhooks.
+pub const HOOK_SECRET: &str = "c2NlbmFyaW8tc2VjcmV0LWtleS0xMjM0NQ";
+
+/// [`host_config`] with drone's webhook secret (`signature_mode` `enforce` unless `extra`
+/// says otherwise): [`send_live`]'s webhooks verify and are evidence.
+pub fn signed_host_config(workers: usize, extra: &str) -> HostConfig {
+    let mut cfg = host_config(
+        workers,
+        &format!(r#","webhook_secret_env":"HOOK_SECRET"{extra}"#),
+    );
+    cfg.env.push(("HOOK_SECRET".into(), HOOK_SECRET.into()));
+    cfg
+}
+
+/// [`hook_request`] signed as drone signs it (`Date`, `Digest`, `Signature`) at `now_ms`.
+pub fn signed_hook_request(body: Vec<u8>, now_ms: u64) -> TestRequest {
+    let s = status_sync::core::signature::sign(HOOK_SECRET.as_bytes(), &body, now_ms);
+    hook_request(body)
+        .header("date", &s.date)
+        .header("digest", &s.digest)
+        .header("signature", &s.signature)
 }
 
 /// Repository `octocat/repo-<n>` with id `100 + n`.
@@ -221,7 +245,9 @@ pub fn install_pipeline(host: &mut Host) -> SharedPipeline {
     pipeline
 }
 
-/// Sends a live webhook through VM `vm`; the pipeline answers `status` (and records it on 2xx).
+/// Sends a live webhook through VM `vm`, signed with [`HOOK_SECRET`] as drone would sign it
+/// (evidence under [`signed_host_config`]; without a secret the headers are not looked at);
+/// the pipeline answers `status` (and records it on 2xx).
 pub fn send_live(
     host: &mut Host,
     pipeline: &SharedPipeline,
@@ -230,7 +256,8 @@ pub fn send_live(
     status: u16,
 ) -> host_tests::StreamOutcome {
     let p = pipeline.clone();
-    host.request(vm, hook_request(body), move |up| {
+    let req = signed_hook_request(body, host.now_ms());
+    host.request(vm, req, move |up| {
         if (200..300).contains(&status) {
             p.borrow_mut().record(&up.body);
         }
