@@ -626,3 +626,36 @@ fn outgoing_call_debug_redacts_secrets() {
     );
     assert!(shown.contains("webhook-id"));
 }
+
+/// Attack 3, racing: the forged name arrives first and is being confirmed when the genuine
+/// webhook comes; drone refutes the forged name and the genuine one is confirmed next.
+#[test]
+fn attack3_a_forged_name_sent_first_cannot_shut_out_the_real_one() {
+    let mut s = Sim::new(config(""));
+    s.drone.set(42, 5, "running", 2);
+    s.observe(seen(
+        forged(42, 5, "running", 2),
+        DeliveryOutcome::NotDelivered,
+        false,
+    ));
+    s.now += 100;
+    let confirm = s.r.tick(s.now).pop().unwrap();
+    assert_eq!(confirm.header(":path"), Some("/api/repos/%2E%2E/%2E%2E"));
+    s.observe(seen(
+        hook(42, 5, "running", 2),
+        DeliveryOutcome::Delivered,
+        false,
+    ));
+    let answer = s.drone.answer(&confirm);
+    assert!(s.r.on_response(confirm.id, answer, s.now).is_empty());
+    s.drone.set(42, 5, "success", 3);
+    s.run(20_000);
+    assert_eq!(s.r.repo_confirmed(42), Some(("octocat", "hello-world")));
+    let got: Vec<(String, u64)> = s
+        .delivered
+        .iter()
+        .map(|d| (d.status.clone(), d.version))
+        .collect();
+    assert_eq!(got, vec![("success".to_string(), 3)]);
+    assert_eq!(s.r.ledger().len(), 0);
+}

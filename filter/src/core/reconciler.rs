@@ -127,6 +127,9 @@ struct RepoIdent {
     confirmed: bool,
     /// A confirmation call for the candidate is on its way.
     confirming: bool,
+    /// Another name a hint gave while the candidate was being confirmed: the next candidate
+    /// should drone refute this one (so a forged name sent first cannot shut out the real one).
+    next: Option<(Box<str>, Box<str>)>,
     /// Highest build number evidence or drone showed for this repository (0 = none yet), for
     /// finding builds whose every webhook was lost.
     max_number: u64,
@@ -181,6 +184,7 @@ impl Idents {
                 i.name = repo.name.clone().into_boxed_str();
                 i.confirmed = true;
                 i.confirming = false;
+                i.next = None;
                 self.counts[1] = self.counts[1].saturating_sub(1);
                 self.added(repo.id, true)
             }
@@ -198,9 +202,15 @@ impl Idents {
         match self.map.get_mut(&repo.id) {
             Some(i) if i.confirmed => 0,
             Some(i) => {
+                let same = *i.namespace == *repo.namespace && *i.name == *repo.name;
                 if !i.confirming {
                     i.namespace = repo.namespace.clone().into_boxed_str();
                     i.name = repo.name.clone().into_boxed_str();
+                } else if !same {
+                    i.next = Some((
+                        repo.namespace.clone().into_boxed_str(),
+                        repo.name.clone().into_boxed_str(),
+                    ));
                 }
                 0
             }
@@ -211,17 +221,25 @@ impl Idents {
         }
     }
 
-    /// Drops a candidate drone refuted, if it is still the one asked about.
+    /// Drops a candidate drone refuted, if it is still the one asked about; a name another
+    /// hint gave meanwhile becomes the candidate.
     fn refute(&mut self, id: u64, namespace: &str, name: &str) {
-        let refuted = self
-            .map
-            .get(&id)
-            .is_some_and(|i| !i.confirmed && *i.namespace == *namespace && *i.name == *name);
-        if refuted {
-            self.map.remove(&id);
-            self.counts[1] = self.counts[1].saturating_sub(1);
-        } else if let Some(i) = self.map.get_mut(&id) {
-            i.confirming = false;
+        let Some(i) = self.map.get_mut(&id) else {
+            return;
+        };
+        i.confirming = false;
+        if i.confirmed || *i.namespace != *namespace || *i.name != *name {
+            return;
+        }
+        match i.next.take() {
+            Some((ns, n)) => {
+                i.namespace = ns;
+                i.name = n;
+            }
+            None => {
+                self.map.remove(&id);
+                self.counts[1] = self.counts[1].saturating_sub(1);
+            }
         }
     }
 
@@ -261,6 +279,7 @@ fn ident(repo: &RepoRef, confirmed: bool) -> RepoIdent {
         name: repo.name.clone().into_boxed_str(),
         confirmed,
         confirming: false,
+        next: None,
         max_number: 0,
         min_number: 0,
     }
@@ -763,9 +782,19 @@ impl Reconciler {
                 calls.push(self.drone_get(drone_api::repo_path(&repo), pending, now_ms));
                 self.wait_for_name(key, now_ms);
             }
-            _ => {
-                // A confirmation is on its way, or no name is left to ask under (drone
-                // refuted it): wait for the answer or for the next webhook's name.
+            Some(_) => {
+                // A confirmation is on its way: wait for its answer.
+                self.circuit.release();
+                self.wait_for_name(key, now_ms);
+            }
+            None if entry.class == Class::Hint => {
+                // Drone refuted every name hints gave for this repository.
+                self.circuit.release();
+                self.refuted(key);
+            }
+            None => {
+                // The name was dropped to stay within max_repos: the next webhook of the
+                // repository gives one again (or max_build_age_ms ends the wait).
                 self.circuit.release();
                 self.wait_for_name(key, now_ms);
             }
