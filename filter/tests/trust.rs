@@ -29,9 +29,13 @@ fn config(extra: &str) -> Config {
 
 /// Drone's repository object for `octocat/repo-<id>` (id 42 is `octocat/hello-world`).
 fn repo_json(id: u64) -> String {
+    repo_json_counter(id, 0)
+}
+
+fn repo_json_counter(id: u64, counter: u64) -> String {
     let (ns, name) = names(id);
     format!(
-        r#"{{"id":{id},"uid":"{id}","namespace":"{ns}","name":"{name}","slug":"{ns}/{name}","counter":0,"version":3,"archived":false}}"#
+        r#"{{"id":{id},"uid":"{id}","namespace":"{ns}","name":"{name}","slug":"{ns}/{name}","counter":{counter},"version":3,"archived":false}}"#
     )
 }
 
@@ -87,12 +91,30 @@ struct Drone {
     builds: BTreeMap<(u64, u64), (String, u64)>,
     /// Answer every build lookup of this repository id with this status (e.g. 503, 403).
     fail: BTreeMap<u64, u16>,
+    /// Numbers allocated beyond the builds written (`repos.Increment` before the row).
+    allocated: BTreeMap<u64, u64>,
+    /// `GET /api/builds/incomplete`: `None` answers 501 (drone's OSS build).
+    incomplete: Option<Vec<(u64, u64)>>,
+    /// Every call answered 503.
+    down: bool,
     calls: Vec<String>,
 }
 
 impl Drone {
     fn set(&mut self, id: u64, number: u64, status: &str, version: u64) {
         self.builds.insert((id, number), (status.into(), version));
+    }
+
+    /// The repository's `counter`: the last number allocated.
+    fn counter(&self, id: u64) -> u64 {
+        let written = self
+            .builds
+            .keys()
+            .filter(|(r, _)| *r == id)
+            .map(|(_, n)| *n)
+            .max()
+            .unwrap_or(0);
+        written.max(self.allocated.get(&id).copied().unwrap_or(0))
     }
 
     fn answer(&mut self, call: &OutgoingCall) -> CallResult {
@@ -102,6 +124,12 @@ impl Drone {
             Some(format!("Bearer {TOKEN}").as_str())
         );
         self.calls.push(path.clone());
+        if self.down {
+            return CallResult::Response {
+                status: 503,
+                body: b"upstream unavailable".to_vec(),
+            };
+        }
         let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         let repo_id = |ns: &str, name: &str| {
             (ns == "octocat").then_some(())?;
@@ -116,8 +144,25 @@ impl Drone {
         };
         match parts.as_slice() {
             ["api", "repos", ns, name] => match repo_id(ns, name) {
-                Some(id) => status(200, &repo_json(id)),
+                Some(id) => status(200, &repo_json_counter(id, self.counter(id))),
                 None => status(404, r#"{"message":"Not Found"}"#),
+            },
+            ["api", "builds", "incomplete"] => match &self.incomplete {
+                None => status(501, r#"{"message":"Not Implemented"}"#),
+                Some(list) => {
+                    let items: Vec<String> = list
+                        .iter()
+                        .map(|(id, n)| {
+                            let repo = repo_json_counter(*id, self.counter(*id));
+                            let (s, v) = self.builds.get(&(*id, *n)).cloned().unwrap();
+                            format!(
+                                "{},\"build\":{{\"id\":1,\"repo_id\":{id},\"number\":{n},\"status\":\"{s}\",\"version\":{v}}}}}",
+                                repo.trim_end_matches('}')
+                            )
+                        })
+                        .collect();
+                    status(200, &format!("[{}]\n", items.join(",")))
+                }
             },
             ["api", "repos", ns, name, "builds", n] => {
                 let Some(id) = repo_id(ns, name) else {
@@ -209,7 +254,7 @@ impl Sim {
         self.drone
             .calls
             .iter()
-            .filter(|p| p.contains("/builds/"))
+            .filter(|p| p.starts_with("/api/repos/") && p.contains("/builds/"))
             .collect()
     }
 }
@@ -423,8 +468,8 @@ fn attack5_answers_about_one_build_never_open_the_circuit() {
         "backed off, not dropped"
     );
 
-    // 5xx for that repository: drone is unwell, the circuit opens.
-    s.drone.fail.insert(7, 503);
+    // 5xx: drone is unwell, the circuit opens.
+    s.drone.down = true;
     s.run(60_000);
     assert!(s.r.counters().circuit_opens >= 1);
 }
@@ -573,13 +618,20 @@ fn a_claim_racing_the_lookup_is_asked_about_again() {
         false,
     ));
     s.now += 1500;
-    let mut calls = s.r.tick(s.now);
-    // The first call is the repository's confirmation.
-    let confirm = calls.pop().unwrap();
+    let calls = s.r.tick(s.now);
+    // The repository's confirmation first.
+    let confirm = calls
+        .into_iter()
+        .find(|c| c.header(":path") == Some("/api/repos/octocat/hello-world"))
+        .unwrap();
     let a = s.drone.answer(&confirm);
     assert!(s.r.on_response(confirm.id, a, s.now).is_empty());
     s.now += 1500;
-    let call = s.r.tick(s.now).pop().unwrap();
+    let call =
+        s.r.tick(s.now)
+            .into_iter()
+            .find(|c| c.header(":path") == Some("/api/repos/octocat/hello-world/builds/3"))
+            .unwrap();
     let stale = s.drone.answer(&call); // running v2
     s.drone.set(42, 3, "success", 3);
     s.observe(seen(
@@ -658,4 +710,159 @@ fn attack3_a_forged_name_sent_first_cannot_shut_out_the_real_one() {
         .collect();
     assert_eq!(got, vec![("success".to_string(), 3)]);
     assert_eq!(s.r.ledger().len(), 0);
+}
+
+// ------------------------------------------------------------------ discovery (issue 12)
+
+/// The newest build of a repository loses every webhook, and a declined build's only
+/// webhook (`build:created`) is lost: drone's `counter` shows both; they are delivered
+/// within two discovery intervals of the last activity, in every mode.
+#[test]
+fn discovery_finds_the_newest_builds_whose_every_webhook_was_lost() {
+    for verified in [true, false] {
+        let mut s = Sim::new(config(""));
+        s.drone.set(42, 1, "success", 3);
+        s.observe(seen(
+            hook(42, 1, "success", 3),
+            DeliveryOutcome::Delivered,
+            verified,
+        ));
+        s.run(5000);
+        let t = s.now;
+        s.drone.set(42, 2, "declined", 2);
+        s.drone.set(42, 3, "success", 3);
+        // Discovery intervals: stale_after_ms (1 s) doubling to max_poll_interval_ms (8 s).
+        s.run(20_000);
+        let got: Vec<(u64, String)> = s
+            .delivered
+            .iter()
+            .map(|d| (d.number, d.status.clone()))
+            .collect();
+        assert!(got.contains(&(2, "declined".into())), "{verified}: {got:?}");
+        assert!(got.contains(&(3, "success".into())), "{verified}: {got:?}");
+        assert!(s.r.counters().builds_discovered >= 2);
+        let _ = t;
+        assert_eq!(s.r.ledger().len(), 0);
+    }
+}
+
+/// Build n is created and announced before n-1 exists in drone (two triggers at once: the
+/// number is taken before the row is written). The lookup of n-1 gets 404, which is not
+/// final for an inferred build: it is looked up again and delivered.
+#[test]
+fn build_announced_before_the_one_below_exists_is_not_lost() {
+    let mut s = Sim::new(config(""));
+    s.drone.set(42, 1, "success", 3);
+    s.observe(seen(
+        hook(42, 1, "success", 3),
+        DeliveryOutcome::Delivered,
+        true,
+    ));
+    s.drone.allocated.insert(42, 3);
+    s.drone.set(42, 3, "pending", 1);
+    s.observe(seen(
+        hook(42, 3, "pending", 1),
+        DeliveryOutcome::Delivered,
+        true,
+    ));
+    s.run(2500);
+    assert!(
+        s.drone.calls.iter().any(|p| p.ends_with("/builds/2")),
+        "{:?}",
+        s.drone.calls
+    );
+    assert!(s.delivered.is_empty());
+    // Build 2's row appears, and its one webhook is lost (declined).
+    s.drone.set(42, 2, "declined", 2);
+    s.run(10_000);
+    assert!(
+        s.delivered
+            .iter()
+            .any(|d| d.number == 2 && d.status == "declined"),
+        "{:?}",
+        s.delivered
+    );
+    assert_eq!(s.r.counters().builds_not_found, 0);
+}
+
+/// A quiet repository's `counter` is looked at less and less often, and not at all after
+/// `max_build_age_ms` of silence.
+#[test]
+fn discovery_follows_activity_and_stops_when_quiet() {
+    let mut s = Sim::new(config(r#","max_build_age_ms":120000"#));
+    s.drone.set(42, 1, "success", 3);
+    s.observe(seen(
+        hook(42, 1, "success", 3),
+        DeliveryOutcome::Delivered,
+        true,
+    ));
+    let repo_calls = |s: &Sim| {
+        s.drone
+            .calls
+            .iter()
+            .filter(|p| *p == "/api/repos/octocat/hello-world")
+            .count()
+    };
+    s.run(60_000);
+    let first_minute = repo_calls(&s);
+    s.run(60_000);
+    let second_minute = repo_calls(&s) - first_minute;
+    // 1, 2, 4, 8, 8, ... s: about 10 in the first minute, 7-8 in the second.
+    assert!((6..=14).contains(&first_minute), "{first_minute}");
+    assert!(second_minute <= 9, "{second_minute}");
+    s.run(30_000);
+    let before = repo_calls(&s);
+    s.run(600_000);
+    assert_eq!(
+        repo_calls(&s),
+        before,
+        "silent longer than max_build_age_ms: no more looks"
+    );
+    // A new build wakes it up.
+    s.drone.set(42, 2, "running", 2);
+    s.observe(seen(
+        hook(42, 2, "running", 2),
+        DeliveryOutcome::Delivered,
+        true,
+    ));
+    s.drone.set(42, 3, "success", 3);
+    s.run(5_000);
+    assert!(
+        s.delivered.iter().any(|d| d.number == 3),
+        "{:?}",
+        s.delivered
+    );
+}
+
+/// `GET /api/builds/incomplete` shows a running build of a repository no webhook ever
+/// showed: it is tracked and its final state delivered. Drone's OSS build answers 501: asked
+/// once, then never again.
+#[test]
+fn incomplete_builds_reveal_repositories_never_seen() {
+    let mut s = Sim::new(config(""));
+    s.drone.set(7, 4, "running", 2);
+    s.drone.incomplete = Some(vec![(7, 4)]);
+    s.run(3000);
+    s.drone.set(7, 4, "success", 3);
+    s.run(20_000);
+    assert!(
+        s.delivered
+            .iter()
+            .any(|d| d.repo == 7 && d.number == 4 && d.status == "success"),
+        "{:?}",
+        s.delivered
+    );
+    assert_eq!(s.r.repo_confirmed(7), Some(("octocat", "repo-7")));
+
+    let mut s = Sim::new(config(""));
+    s.run(60_000);
+    let asked = |s: &Sim| {
+        s.drone
+            .calls
+            .iter()
+            .filter(|p| p.contains("incomplete"))
+            .count()
+    };
+    assert_eq!(asked(&s), 1);
+    assert_eq!(s.r.counters().circuit_opens, 0);
 }

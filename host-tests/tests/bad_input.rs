@@ -117,6 +117,7 @@ fn bad_live_webhooks() {
     let calls: Vec<String> = drone.borrow().calls.iter().map(|c| c.1.clone()).collect();
     assert!(
         calls.iter().all(|p| p == "/api/repos/octocat/repo-9"
+            || p == "/api/builds/incomplete"
             || p == "/api/repos/octocat/repo-9/builds/3"
             || p == "/api/repos/octocat/repo-9/builds/4"),
         "no state from bad input: {calls:?}"
@@ -180,9 +181,12 @@ fn bad_drone_answers() {
         let failed_before = metric(&host, "drone_polls_failed");
         let answer = std::cell::RefCell::new(Some(answer));
         host.set_responder("drone", move |req, _| {
+            if req.path() == "/api/builds/incomplete" {
+                return CallReply::status(501, r#"{"message":"Not Implemented"}"#);
+            }
             if !req.path().contains("/builds/") {
                 // The repository's confirmation (the webhooks are unsigned: hints).
-                return CallReply::ok(api_repo(9));
+                return CallReply::ok(api_repo_counter(9, 0));
             }
             match answer.borrow_mut().take() {
                 Some(a) => a,

@@ -399,6 +399,8 @@ impl DroneApi {
                     None => (404, br#"{"message":"sql: no rows in result set"}"#.to_vec()),
                 }
             }
+            // Drone's OSS build: admin-only and 501 (scenario tests cover the other).
+            ["api", "builds", "incomplete"] => (501, br#"{"message":"Not Implemented"}"#.to_vec()),
             ["api", "repos", _, _] => (404, br#"{"message":"Not Found"}"#.to_vec()),
             ["api", "repos", _, _, "builds", _] => {
                 self.steered.push(req.path().to_string());
@@ -1774,6 +1776,9 @@ fn install_slow_drone(host: &mut Host) -> SlowDrone {
     let shapes = Shapes::load();
     host.set_responder("drone", move |req: &CallRequest, _now: u64| {
         let (builds, delay_ms) = &*s.borrow();
+        if req.path() == "/api/builds/incomplete" {
+            return CallReply::status(501, r#"{"message":"Not Implemented"}"#);
+        }
         if !req.path().contains("/builds/") {
             // The repository's confirmation, when the webhooks are hints.
             return CallReply::ok(shapes.api_repo(1, 1));

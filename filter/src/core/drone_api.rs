@@ -44,6 +44,35 @@ pub fn parse_repo(body: &[u8]) -> Result<(RepoRef, String), ParseError> {
     parse_repo_object(&RawObject::parse(utf8(body)?)?)
 }
 
+/// Parses `GET /api/repos/{owner}/{name}` with its `counter`: the last build number drone
+/// allocated in the repository (`repos.Increment`, before the build row is written; gaps are
+/// possible where a creation failed).
+pub fn parse_repo_counter(body: &[u8]) -> Result<(RepoRef, String, u64), ParseError> {
+    let obj = RawObject::parse(utf8(body)?)?;
+    let counter = obj.u64_field("counter", "repo.counter")?;
+    let (repo, json) = parse_repo_object(&obj)?;
+    Ok((repo, json, counter))
+}
+
+/// One element of `GET /api/builds/incomplete` (drone's `ListIncomplete`: one repository per
+/// build with a pending or running stage, newest build first, at most 50): the repository,
+/// its JSON without `build`, and the build's number.
+pub fn parse_incomplete(body: &[u8]) -> Result<Vec<(RepoRef, String, u64)>, ParseError> {
+    let items = Scanner::array_items(utf8(body)?).map_err(|e| ParseError::Json(e.to_string()))?;
+    items
+        .into_iter()
+        .map(|item| {
+            let obj = RawObject::parse(item)?;
+            let build = obj
+                .get("build", "repo.build")?
+                .ok_or(ParseError::Missing("repo.build"))?;
+            let number = RawObject::parse_nested(build)?.u64_field("number", "build.number")?;
+            let (repo, json) = parse_repo_object(&obj)?;
+            Ok((repo, json, number))
+        })
+        .collect()
+}
+
 /// Path of the build endpoint, with owner and name percent-encoded as path segments.
 pub fn build_path(repo: &RepoRef, number: u64) -> String {
     format!("{}/builds/{number}", repo_path(repo))
@@ -794,6 +823,30 @@ mod tests {
         }
         assert!(matches!(parse_repo(b"[1]"), Err(ParseError::Json(_))));
         assert!(matches!(parse_repo(&[0x80]), Err(ParseError::Json(_))));
+    }
+
+    #[test]
+    fn repo_counter_and_incomplete_list_parse() {
+        let repo = r#"{"id":7,"namespace":"o","name":"n","counter":41,"version":3}"#;
+        let (r, json, counter) = parse_repo_counter(repo.as_bytes()).unwrap();
+        assert_eq!((r.id, counter), (7, 41));
+        assert!(json.contains(r#""counter":41"#));
+        assert_eq!(
+            parse_repo_counter(br#"{"id":7,"namespace":"o","name":"n"}"#).unwrap_err(),
+            ParseError::Missing("repo.counter")
+        );
+        let list = r#"[{"id":7,"namespace":"o","name":"n","counter":41,"build":{"id":9,"repo_id":7,"number":40,"status":"running","version":2}},
+            {"id":8,"namespace":"p","name":"q","counter":2,"build":{"number":2,"status":"pending","version":1}}]"#;
+        let got = parse_incomplete(list.as_bytes()).unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(
+            (got[0].0.id, got[0].2, got[1].0.name.as_str(), got[1].2),
+            (7, 40, "q", 2)
+        );
+        assert!(!got[0].1.contains("build"), "{}", got[0].1);
+        assert!(parse_incomplete(b"[]").unwrap().is_empty());
+        assert!(parse_incomplete(br#"[{"id":7,"namespace":"o","name":"n"}]"#).is_err());
+        assert!(parse_incomplete(br#"{"message":"Not Implemented"}"#).is_err());
     }
 
     #[test]

@@ -32,6 +32,7 @@ pub mod names {
     pub const BUILDS_GAP_FILLED: &str = "status_sync.builds_gap_filled";
     pub const BUILDS_SCAN_FOUND: &str = "status_sync.builds_scan_found";
     pub const HINTS_REFUTED: &str = "status_sync.hints_refuted";
+    pub const BUILDS_DISCOVERED: &str = "status_sync.builds_discovered";
     pub const REPOS_EVICTED: &str = "status_sync.repos_evicted";
     pub const BUILDS_HINT_ONLY: &str = "status_sync.builds_hint_only";
 }
@@ -57,6 +58,8 @@ pub struct Counters {
     /// Drone contradicted something only unverified webhooks said (no such build, a claim
     /// drone is behind, a name that is another repository's): forgotten, nothing real lost.
     pub hints_refuted: u64,
+    /// Builds found by a repository's `counter` or by drone's list of incomplete builds.
+    pub builds_discovered: u64,
     /// Repository identities dropped to stay within `max_repos` (confirmed or candidates).
     pub repos_evicted: u64,
     // gauges
@@ -69,7 +72,7 @@ pub struct Counters {
 
 impl Counters {
     /// The counters as (name, value) pairs, for mirroring into host metrics.
-    pub fn counters(&self) -> [(&'static str, u64); 17] {
+    pub fn counters(&self) -> [(&'static str, u64); 18] {
         use names::*;
         [
             (REDELIVERIES_OK, self.redeliveries_ok),
@@ -88,6 +91,7 @@ impl Counters {
             (BUILDS_GAP_FILLED, self.builds_gap_filled),
             (BUILDS_SCAN_FOUND, self.builds_scan_found),
             (HINTS_REFUTED, self.hints_refuted),
+            (BUILDS_DISCOVERED, self.builds_discovered),
             (REPOS_EVICTED, self.repos_evicted),
         ]
     }

@@ -30,7 +30,7 @@ use super::observation::Observation;
 use super::ratelog::{suppressed_note, LogLimiter};
 use super::signature;
 use super::snapshot::{self, Record};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
 /// Identifies a call the reconciler asked for; the shell maps host tokens to it.
 pub type CallId = u64;
@@ -109,6 +109,10 @@ enum Pending {
     FetchRepo { key: BuildKey, build: Vec<u8> },
     /// `GET .../builds?page=1` of `scan_repos[index]`.
     Scan { index: usize },
+    /// `GET /api/repos/{o}/{n}` of a repository seen before, for its `counter`.
+    Discover { repo_id: u64 },
+    /// `GET /api/builds/incomplete` (admin; 501 in drone's OSS build).
+    Incomplete,
     /// POST of a re-delivery to the pipeline.
     Deliver {
         key: BuildKey,
@@ -136,6 +140,14 @@ struct RepoIdent {
     /// Lowest build number seen since this reconciler started (0 = none): a lower one that
     /// arrives late shows the numbers between were missed too.
     min_number: u64,
+    /// Discovery (confirmed repositories only): when evidence or drone last showed a new
+    /// build number (0 = not known yet: set on the first discovery), the current interval
+    /// between looks at `counter`, when the next look is due ([`NOT_SCHEDULED`]: none), and
+    /// whether a look is on its way.
+    last_activity_ms: u64,
+    discover_interval_ms: u32,
+    discover_due_ms: u64,
+    discovering: bool,
 }
 
 /// Repository identities: at most `2 * max_repos` confirmed ones and `max_repos` candidates,
@@ -147,6 +159,8 @@ struct Idents {
     /// Order in which ids became confirmed (0) or candidates (1); lazily cleaned.
     order: [VecDeque<u64>; 2],
     counts: [usize; 2],
+    /// Discovery index: (due, repository id) of confirmed repositories.
+    due: BTreeSet<(u64, u64)>,
     /// `max_repos`.
     cap: usize,
 }
@@ -255,7 +269,9 @@ impl Idents {
                     break;
                 };
                 if self.map.get(&old).is_some_and(|i| i.confirmed == confirmed) {
-                    self.map.remove(&old);
+                    if let Some(gone) = self.map.remove(&old) {
+                        self.due.remove(&(gone.discover_due_ms, old));
+                    }
                     *count -= 1;
                     evicted += 1;
                 }
@@ -271,6 +287,36 @@ impl Idents {
     fn iter(&self) -> impl Iterator<Item = (&u64, &RepoIdent)> {
         self.map.iter()
     }
+
+    /// Schedules the next look at a confirmed repository's `counter` (at most one per
+    /// repository).
+    fn schedule_discovery(&mut self, id: u64, due_ms: u64) {
+        let Some(i) = self.map.get_mut(&id).filter(|i| i.confirmed) else {
+            return;
+        };
+        if i.discover_due_ms != NOT_SCHEDULED {
+            self.due.remove(&(i.discover_due_ms, id));
+        }
+        i.discover_due_ms = due_ms;
+        self.due.insert((due_ms, id));
+    }
+
+    /// Earliest repository due for discovery at `now_ms`, taken out of the schedule.
+    fn pop_discovery(&mut self, now_ms: u64) -> Option<u64> {
+        let first = *self.due.first()?;
+        if first.0 > now_ms {
+            return None;
+        }
+        self.due.remove(&first);
+        if let Some(i) = self.map.get_mut(&first.1) {
+            i.discover_due_ms = NOT_SCHEDULED;
+        }
+        Some(first.1)
+    }
+
+    fn next_discovery(&self) -> Option<u64> {
+        self.due.first().map(|(t, _)| *t)
+    }
 }
 
 fn ident(repo: &RepoRef, confirmed: bool) -> RepoIdent {
@@ -282,6 +328,10 @@ fn ident(repo: &RepoRef, confirmed: bool) -> RepoIdent {
         next: None,
         max_number: 0,
         min_number: 0,
+        last_activity_ms: 0,
+        discover_interval_ms: 0,
+        discover_due_ms: NOT_SCHEDULED,
+        discovering: false,
     }
 }
 
@@ -342,6 +392,10 @@ pub struct Reconciler {
     watermarks_dirty: bool,
     /// The hint lane goes first in this tick.
     hint_first: bool,
+    /// When `GET /api/builds/incomplete` is asked next (0: at the first tick after
+    /// `stale_after_ms`), and whether drone offers it (not in its OSS build, 501).
+    incomplete_due: u64,
+    incomplete_enabled: bool,
 }
 
 impl Reconciler {
@@ -384,6 +438,8 @@ impl Reconciler {
                 .collect(),
             watermarks_dirty: false,
             hint_first: false,
+            incomplete_due: 0,
+            incomplete_enabled: true,
             cfg,
         }
     }
@@ -595,6 +651,9 @@ impl Reconciler {
             ident.min_number = number;
             self.watermarks_dirty = true;
         }
+        if number > seen_max {
+            self.note_activity(key.repo_id, now_ms);
+        }
         let fill = self.cfg.max_gap_fill;
         if seen_max == 0 || fill == 0 {
             return;
@@ -690,8 +749,245 @@ impl Reconciler {
                 }
             }
         }
+        self.discover(now_ms, &mut calls);
+        self.incomplete(now_ms, &mut calls);
         self.sync_gauges();
         calls
+    }
+
+    /// A new build number showed (evidence or drone): its repository is active, so its
+    /// `counter` is looked at often again (from `stale_after_ms`, doubling while nothing new
+    /// shows, up to `max_poll_interval_ms`; never after `max_build_age_ms` of silence).
+    fn note_activity(&mut self, repo_id: u64, now_ms: u64) {
+        let stale_after = self.cfg.stale_after_ms;
+        let Some(i) = self.idents.get_mut(&repo_id).filter(|i| i.confirmed) else {
+            return;
+        };
+        i.last_activity_ms = now_ms;
+        i.discover_interval_ms = clamp_u32(stale_after);
+        if i.discovering {
+            return;
+        }
+        let current = i.discover_due_ms;
+        let due = now_ms.saturating_add(self.rng.jitter(stale_after));
+        if due < current {
+            self.idents.schedule_discovery(repo_id, due);
+        }
+    }
+
+    /// Looks at the `counter` of the repositories that are due: drone's last allocated build
+    /// number shows builds that produced no webhook at all, the newest included. After the
+    /// build lookups of the tick, within the same budget, rate limit and circuit.
+    fn discover(&mut self, now_ms: u64, calls: &mut Vec<OutgoingCall>) {
+        while self.inflight.len() < self.cfg.max_inflight_calls {
+            match self.idents.next_discovery() {
+                Some(t) if t <= now_ms => {}
+                _ => return,
+            }
+            if !self.circuit.try_acquire(now_ms) {
+                return;
+            }
+            if !self.bucket.try_take(now_ms) {
+                self.circuit.release();
+                return;
+            }
+            let Some(repo_id) = self.idents.pop_discovery(now_ms) else {
+                self.circuit.release();
+                return;
+            };
+            let max_age = self.cfg.max_build_age_ms;
+            let Some(i) = self.idents.get_mut(&repo_id).filter(|i| i.confirmed) else {
+                self.circuit.release();
+                self.bucket.give_back();
+                continue;
+            };
+            if i.last_activity_ms == 0 {
+                // Loaded from a previous leader's watermarks: silence counts from now.
+                i.last_activity_ms = now_ms;
+            }
+            if now_ms.saturating_sub(i.last_activity_ms) > max_age {
+                // Quiet for longer than any build may run: not looked at again until a
+                // webhook or drone shows a new build.
+                self.circuit.release();
+                self.bucket.give_back();
+                continue;
+            }
+            i.discovering = true;
+            let repo = RepoRef {
+                id: repo_id,
+                namespace: i.namespace.to_string(),
+                name: i.name.to_string(),
+            };
+            let path = drone_api::repo_path(&repo);
+            calls.push(self.drone_get(path, Pending::Discover { repo_id }, now_ms));
+        }
+    }
+
+    /// Drone's answer to a discovery: track the numbers above the highest one known (up to
+    /// `max_gap_fill` of them, the newest), and schedule the next look.
+    fn on_discover(&mut self, repo_id: u64, result: CallResult, now_ms: u64) {
+        let stale_after = self.cfg.stale_after_ms;
+        let max = self.cfg.max_poll_interval_ms;
+        let mut found = false;
+        match result {
+            CallResult::Response { status: 200, body } => {
+                self.circuit.on_success();
+                match drone_api::parse_repo_counter(&body) {
+                    Ok((repo, json, counter)) if repo.id == repo_id => {
+                        self.counters.drone_polls_ok += 1;
+                        self.counters.repos_evicted += self.idents.confirm(&repo);
+                        self.repo_json.insert(repo.id, json);
+                        found = self.discovered(repo_id, counter, now_ms);
+                    }
+                    Ok(_) | Err(_) => {
+                        // Another repository has this name now (or drone answered nonsense).
+                        self.counters.drone_polls_failed += 1;
+                    }
+                }
+            }
+            CallResult::Response { status, .. } if !is_transient(status) => {
+                self.circuit.on_success();
+                self.counters.drone_polls_failed += 1;
+            }
+            CallResult::Response { .. } | CallResult::Failed => {
+                self.counters.drone_polls_failed += 1;
+                if self.circuit.on_failure(now_ms) {
+                    self.counters.circuit_opens += 1;
+                }
+            }
+        }
+        let jitter = &mut self.rng;
+        let Some(i) = self.idents.get_mut(&repo_id) else {
+            return;
+        };
+        i.discovering = false;
+        // Nothing new (or no usable answer): look less often.
+        let interval = if found {
+            stale_after
+        } else {
+            grow_interval(u64::from(i.discover_interval_ms), stale_after, max)
+        };
+        i.discover_interval_ms = clamp_u32(interval);
+        let due = now_ms.saturating_add(jitter.jitter(interval));
+        self.idents.schedule_discovery(repo_id, due);
+    }
+
+    /// Drone's `counter` for a repository: builds above the highest number known produced no
+    /// webhook that reached us. Returns whether there were any.
+    fn discovered(&mut self, repo_id: u64, counter: u64, now_ms: u64) -> bool {
+        if counter > MAX_DRONE_INT {
+            return false;
+        }
+        let Some(i) = self.idents.get_mut(&repo_id) else {
+            return false;
+        };
+        let known = i.max_number;
+        if counter <= known {
+            return false;
+        }
+        i.max_number = counter;
+        i.last_activity_ms = now_ms;
+        self.watermarks_dirty = true;
+        if known == 0 {
+            // The first number known of this repository: a baseline (what happened before
+            // we watched is not ours).
+            return false;
+        }
+        let from = (known + 1).max(counter.saturating_sub(self.cfg.max_gap_fill.max(1) - 1));
+        for number in from..=counter {
+            let key = BuildKey { repo_id, number };
+            if self.ledger.contains(&key) || self.ledger.tombstone(&key).is_some() {
+                continue;
+            }
+            // Due at once: drone allocated the number; its build row may follow a moment
+            // later (404 is not final for an inferred build).
+            let mut entry = Entry::new(now_ms, Class::Inferred);
+            entry.interval_ms = clamp_u32(self.cfg.stale_after_ms);
+            entry.next_due_ms = now_ms;
+            self.counters.builds_discovered += 1;
+            self.insert(key, entry);
+        }
+        true
+    }
+
+    /// Asks drone's admin `GET /api/builds/incomplete` every `max_poll_interval_ms`: running
+    /// builds across all repositories (the 50 newest), the only way to learn of a repository
+    /// none of whose webhooks ever reached us. Drone's OSS build answers 501: then never again
+    /// (until the next leader).
+    fn incomplete(&mut self, now_ms: u64, calls: &mut Vec<OutgoingCall>) {
+        if !self.incomplete_enabled || self.inflight.len() >= self.cfg.max_inflight_calls {
+            return;
+        }
+        if self.incomplete_due == 0 {
+            self.incomplete_due = now_ms.saturating_add(self.cfg.stale_after_ms);
+        }
+        if now_ms < self.incomplete_due {
+            return;
+        }
+        if !self.circuit.try_acquire(now_ms) {
+            return;
+        }
+        if !self.bucket.try_take(now_ms) {
+            self.circuit.release();
+            return;
+        }
+        self.incomplete_due = NOT_SCHEDULED;
+        let path = "/api/builds/incomplete".to_string();
+        calls.push(self.drone_get(path, Pending::Incomplete, now_ms));
+    }
+
+    fn on_incomplete(&mut self, result: CallResult, now_ms: u64) {
+        let next = now_ms.saturating_add(self.rng.jitter(self.cfg.max_poll_interval_ms));
+        self.incomplete_due = next;
+        let body = match result {
+            CallResult::Response { status: 200, body } => body,
+            CallResult::Response { status, .. } if !is_transient(status) || status == 501 => {
+                // 501: drone's OSS build; 401/403: not an admin's token; 404: no such route.
+                self.circuit.on_success();
+                self.incomplete_enabled = false;
+                log::info!(
+                    "status-sync: drone offers no /api/builds/incomplete (HTTP {status}): builds of repositories no webhook showed are out of reach"
+                );
+                return;
+            }
+            CallResult::Response { .. } | CallResult::Failed => {
+                self.counters.drone_polls_failed += 1;
+                if self.circuit.on_failure(now_ms) {
+                    self.counters.circuit_opens += 1;
+                }
+                return;
+            }
+        };
+        self.circuit.on_success();
+        let Ok(list) = drone_api::parse_incomplete(&body) else {
+            self.counters.drone_polls_failed += 1;
+            return;
+        };
+        self.counters.drone_polls_ok += 1;
+        for (repo, json, number) in list {
+            if repo.id > MAX_DRONE_INT || number > MAX_DRONE_INT || number == 0 {
+                continue;
+            }
+            // Drone's own answer: the identity and the number are drone's word.
+            self.counters.repos_evicted += self.idents.confirm(&repo);
+            self.repo_json.insert(repo.id, json);
+            let key = BuildKey {
+                repo_id: repo.id,
+                number,
+            };
+            let known = self.idents.get(&repo.id).map_or(0, |i| i.max_number);
+            if number > known
+                && !self.ledger.contains(&key)
+                && self.ledger.tombstone(&key).is_none()
+            {
+                let mut entry = Entry::new(now_ms, Class::Inferred);
+                entry.interval_ms = clamp_u32(self.cfg.stale_after_ms);
+                entry.next_due_ms = now_ms.saturating_add(self.rng.jitter(self.cfg.stale_after_ms));
+                self.counters.builds_discovered += 1;
+                self.insert(key, entry);
+            }
+            self.note_number(key, now_ms);
+        }
     }
 
     fn take_token(&mut self, lane: Lane, now_ms: u64) -> bool {
@@ -973,6 +1269,14 @@ impl Reconciler {
             Pending::FetchRepo { key, build } => self.on_repo(key, build, result, now_ms),
             Pending::Scan { index } => {
                 self.on_scan(index, result, now_ms);
+                Vec::new()
+            }
+            Pending::Discover { repo_id } => {
+                self.on_discover(repo_id, result, now_ms);
+                Vec::new()
+            }
+            Pending::Incomplete => {
+                self.on_incomplete(result, now_ms);
                 Vec::new()
             }
             Pending::Deliver {
@@ -1548,6 +1852,7 @@ impl Reconciler {
                 continue;
             }
             self.counters.repos_evicted += self.idents.confirm(&repo);
+            self.idents.schedule_discovery(repo.id, 0);
             if let Some(ident) = self.idents.get_mut(&repo.id) {
                 ident.max_number = ident.max_number.max(max_number);
                 if ident.min_number == 0 || (min_number > 0 && min_number < ident.min_number) {

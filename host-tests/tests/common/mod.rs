@@ -111,9 +111,19 @@ pub fn api_build(repo: u64, number: u64, status: &str, version: u64) -> Vec<u8> 
     body
 }
 
-/// The drone API answer for a repository (`GET /api/repos/{owner}/{name}`).
+/// The drone API answer for a repository (`GET /api/repos/{owner}/{name}`), with the
+/// fixture's `counter`.
 pub fn api_repo(repo: u64) -> Vec<u8> {
+    let counter = fixture("webhook-build-created.json")["repo"]["counter"]
+        .as_u64()
+        .unwrap_or(0);
+    api_repo_counter(repo, counter)
+}
+
+/// [`api_repo`] with `counter`: the last build number drone allocated in the repository.
+pub fn api_repo_counter(repo: u64, counter: u64) -> Vec<u8> {
     let mut v = fixture("webhook-build-created.json")["repo"].clone();
+    v["counter"] = counter.into();
     v["id"] = repo_id(repo).into();
     v["name"] = format!("repo-{repo}").into();
     v["slug"] = format!("octocat/repo-{repo}").into();
@@ -132,6 +142,8 @@ pub fn hook_request(body: Vec<u8>) -> TestRequest {
 #[derive(Default)]
 pub struct Drone {
     pub builds: BTreeMap<(u64, u64), (String, u64)>,
+    /// Numbers taken (`repos.Increment`) beyond the builds written, per repository.
+    pub allocated: BTreeMap<u64, u64>,
     pub calls: Vec<(u64, String)>,
     pub down: bool,
 }
@@ -142,6 +154,14 @@ impl Drone {
     pub fn set(&mut self, repo: u64, number: u64, status: &str, version: u64) {
         self.builds
             .insert((repo, number), (status.to_string(), version));
+    }
+    /// Build lookups (`GET /api/repos/{o}/{n}/builds/{number}`), without the repository
+    /// lookups of discovery and confirmation.
+    pub fn build_calls(&self) -> usize {
+        self.calls
+            .iter()
+            .filter(|(_, p)| p.starts_with("/api/repos/") && p.contains("/builds/"))
+            .count()
     }
     pub fn calls_for(&self, path_suffix: &str) -> usize {
         self.calls
@@ -169,7 +189,19 @@ pub fn install_drone(host: &mut Host) -> SharedDrone {
         match parts.as_slice() {
             ["api", "repos", "octocat", name] => {
                 let repo: u64 = name.trim_start_matches("repo-").parse().unwrap_or(0);
-                CallReply::ok(api_repo(repo))
+                let counter = d
+                    .builds
+                    .keys()
+                    .filter(|(r, _)| *r == repo)
+                    .map(|(_, n)| *n)
+                    .max()
+                    .unwrap_or(0)
+                    .max(d.allocated.get(&repo).copied().unwrap_or(0));
+                CallReply::ok(api_repo_counter(repo, counter))
+            }
+            // Drone's OSS build (admin-only and 501 there; see drone_sim for the other).
+            ["api", "builds", "incomplete"] => {
+                CallReply::status(501, r#"{"message":"Not Implemented"}"#)
             }
             ["api", "repos", "octocat", name, "builds", number] => {
                 let repo: u64 = name.trim_start_matches("repo-").parse().unwrap_or(0);
