@@ -159,8 +159,9 @@ struct Idents {
     /// Order in which ids became confirmed (0) or candidates (1); lazily cleaned.
     order: [VecDeque<u64>; 2],
     counts: [usize; 2],
-    /// Discovery index: (due, repository id) of confirmed repositories.
-    due: BTreeSet<(u64, u64)>,
+    /// Discovery index: (due, repository id as a [`BuildKey`] of number 0) of confirmed
+    /// repositories (the ledger's index type: one instantiation less in the module).
+    due: BTreeSet<(u64, BuildKey)>,
     /// `max_repos`.
     cap: usize,
 }
@@ -270,7 +271,7 @@ impl Idents {
                 };
                 if self.map.get(&old).is_some_and(|i| i.confirmed == confirmed) {
                     if let Some(gone) = self.map.remove(&old) {
-                        self.due.remove(&(gone.discover_due_ms, old));
+                        self.due.remove(&(gone.discover_due_ms, repo_key(old)));
                     }
                     *count -= 1;
                     evicted += 1;
@@ -295,10 +296,10 @@ impl Idents {
             return;
         };
         if i.discover_due_ms != NOT_SCHEDULED {
-            self.due.remove(&(i.discover_due_ms, id));
+            self.due.remove(&(i.discover_due_ms, repo_key(id)));
         }
         i.discover_due_ms = due_ms;
-        self.due.insert((due_ms, id));
+        self.due.insert((due_ms, repo_key(id)));
     }
 
     /// Earliest repository due for discovery at `now_ms`, taken out of the schedule.
@@ -308,15 +309,20 @@ impl Idents {
             return None;
         }
         self.due.remove(&first);
-        if let Some(i) = self.map.get_mut(&first.1) {
+        let id = first.1.repo_id;
+        if let Some(i) = self.map.get_mut(&id) {
             i.discover_due_ms = NOT_SCHEDULED;
         }
-        Some(first.1)
+        Some(id)
     }
 
     fn next_discovery(&self) -> Option<u64> {
         self.due.first().map(|(t, _)| *t)
     }
+}
+
+fn repo_key(repo_id: u64) -> BuildKey {
+    BuildKey { repo_id, number: 0 }
 }
 
 fn ident(repo: &RepoRef, confirmed: bool) -> RepoIdent {
