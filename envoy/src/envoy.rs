@@ -532,6 +532,18 @@ impl Envoy {
         s
     }
 
+    /// Envoy's resident set size in KiB (`VmRSS` of `/proc/<pid>/status`), for memory bounds.
+    pub fn rss_kib(&self) -> Result<u64> {
+        let pid = self.child.as_ref().context("Envoy is not running")?.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .with_context(|| format!("reading /proc/{pid}/status"))?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .context("no VmRSS in /proc/<pid>/status")
+    }
+
     pub fn listen_port(&self) -> u16 {
         self.listen_port
     }

@@ -6,6 +6,7 @@
 
 use super::drone_api::{compact, RawObject};
 use super::json_scan::{decode_string, decode_u64, Scanner};
+use super::redact::{OptRedacted, Redacted};
 use std::borrow::Cow;
 
 /// How live webhooks' drone signatures are checked (issue: signed webhooks).
@@ -19,8 +20,9 @@ pub enum SignatureMode {
     Enforce,
 }
 
-/// Validated configuration. Field docs give the JSON key, default and range.
-#[derive(Clone, Debug, PartialEq)]
+/// Validated configuration. Field docs give the JSON key, default and range. `Debug` shows
+/// every field but the token and the secret (see the impl).
+#[derive(Clone, PartialEq)]
 pub struct Config {
     /// `webhook_path` (default `/hook`): path prefix of drone's webhooks on the pipeline; also
     /// the path re-deliveries are POSTed to. Must start with `/`.
@@ -95,6 +97,69 @@ pub struct Config {
     /// `scan_interval_ms` (default 300000, 10000..=86400000): how often each of `scan_repos`
     /// is listed.
     pub scan_interval_ms: u64,
+}
+
+/// Every field by name (no `..`: a new field must be listed here to compile), the token and
+/// the secret redacted.
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Config {
+            webhook_path,
+            pipeline_cluster,
+            pipeline_authority,
+            drone_cluster,
+            drone_authority,
+            drone_token,
+            tick_ms,
+            stale_after_ms,
+            max_poll_interval_ms,
+            max_tracked_builds,
+            max_inflight_calls,
+            max_drone_calls_per_sec,
+            call_timeout_ms,
+            max_body_bytes,
+            max_build_age_ms,
+            max_repos,
+            circuit_failure_threshold,
+            circuit_open_ms,
+            lease_ms,
+            instance,
+            webhook_secret,
+            signature_mode,
+            max_clock_skew_ms,
+            max_gap_fill,
+            scan_repos,
+            scan_interval_ms,
+        } = self;
+        f.debug_struct("Config")
+            .field("webhook_path", webhook_path)
+            .field("pipeline_cluster", pipeline_cluster)
+            .field("pipeline_authority", pipeline_authority)
+            .field("drone_cluster", drone_cluster)
+            .field("drone_authority", drone_authority)
+            .field("drone_token", &Redacted(drone_token))
+            .field("tick_ms", tick_ms)
+            .field("stale_after_ms", stale_after_ms)
+            .field("max_poll_interval_ms", max_poll_interval_ms)
+            .field("max_tracked_builds", max_tracked_builds)
+            .field("max_inflight_calls", max_inflight_calls)
+            .field("max_drone_calls_per_sec", max_drone_calls_per_sec)
+            .field("call_timeout_ms", call_timeout_ms)
+            .field("max_body_bytes", max_body_bytes)
+            .field("max_build_age_ms", max_build_age_ms)
+            .field("max_repos", max_repos)
+            .field("circuit_failure_threshold", circuit_failure_threshold)
+            .field("circuit_open_ms", circuit_open_ms)
+            .field("lease_ms", lease_ms)
+            .field("instance", instance)
+            .field("webhook_secret", &OptRedacted(webhook_secret))
+            .field("signature_mode", signature_mode)
+            .field("max_clock_skew_ms", max_clock_skew_ms)
+            .field("max_gap_fill", max_gap_fill)
+            .field("scan_repos", scan_repos)
+            .field("scan_interval_ms", scan_interval_ms)
+            .finish()
+    }
 }
 
 impl Config {
@@ -1007,6 +1072,22 @@ mod tests {
         let e = err(&with("drone_token_env", Some(json!("TOKEN_WITH_NEWLINE"))));
         assert_eq!(e.key, "drone_token_env");
         assert!(e.reason.contains("visible ASCII"), "{e}");
+    }
+
+    /// Issue 11, attack 8: `Config` derived `Debug` with the token and the secret inside.
+    #[test]
+    fn debug_shows_neither_token_nor_secret() {
+        let mut v = with("webhook_secret", Some(json!(SECRET)));
+        v["drone_token"] = json!(TOKEN);
+        v.as_object_mut().unwrap().remove("drone_token_env");
+        let c = parse(&v).unwrap();
+        assert_eq!(c.drone_token, TOKEN);
+        for shown in [format!("{c:?}"), format!("{c:#?}")] {
+            assert!(!shown.contains(TOKEN), "token shown: {shown}");
+            assert!(!shown.contains(SECRET), "secret shown: {shown}");
+            assert!(shown.contains("drone_token") && shown.contains("webhook_secret"));
+            assert!(shown.contains("<redacted>"));
+        }
     }
 
     #[test]

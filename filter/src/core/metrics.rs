@@ -9,6 +9,7 @@ pub mod names {
     pub const WEBHOOKS_REFUSED: &str = "status_sync.webhooks_refused";
     pub const WEBHOOKS_UNPARSABLE: &str = "status_sync.webhooks_unparsable";
     pub const WEBHOOKS_OVERSIZED: &str = "status_sync.webhooks_oversized";
+    pub const WEBHOOKS_OUT_OF_LIMITS: &str = "status_sync.webhooks_out_of_limits";
     pub const WEBHOOKS_SIGNATURE_INVALID: &str = "status_sync.webhooks_signature_invalid";
     pub const WEBHOOKS_REJECTED: &str = "status_sync.webhooks_rejected";
     pub const QUEUE_DROPPED: &str = "status_sync.queue_dropped";

@@ -1,5 +1,6 @@
 //! The message a worker's HTTP filter sends to the reconciler through the shared queue.
 
+use super::limits;
 use super::model::{BuildStatus, DeliveryOutcome, ParseError, ParsedWebhook, RepoRef};
 use super::wire::{put_str32, put_u64, put_u8, Reader};
 
@@ -112,28 +113,26 @@ impl Observation {
         if !r.is_empty() {
             return None;
         }
-        // Hold queue messages to the same rule as webhooks: an empty name cannot address
-        // drone's API.
-        if namespace.is_empty() {
-            return Some(Err(ParseError::Invalid("repo.namespace")));
-        }
-        if name.is_empty() {
-            return Some(Err(ParseError::Invalid("repo.name")));
+        let webhook = ParsedWebhook {
+            repo: RepoRef {
+                id,
+                namespace,
+                name,
+            },
+            number,
+            status: BuildStatus::from_code(status_code),
+            version,
+            action,
+            repo_json,
+            system_json,
+        };
+        // Any VM of the process can write to the queue: hold its messages to the webhook
+        // parser's limits.
+        if let Err(e) = limits::check_webhook(&webhook) {
+            return Some(Err(e));
         }
         Some(Ok(Observation {
-            webhook: ParsedWebhook {
-                repo: RepoRef {
-                    id,
-                    namespace,
-                    name,
-                },
-                number,
-                status: BuildStatus::from_code(status_code),
-                version,
-                action,
-                repo_json,
-                system_json,
-            },
+            webhook,
             outcome,
             verified,
         }))
@@ -162,7 +161,7 @@ mod tests {
                 },
                 number: 101,
                 status: BuildStatus::WaitingOnDependencies,
-                version: u64::MAX,
+                version: i64::MAX as u64,
                 action: "updated".to_string(),
                 repo_json: Some(r#"{"id":42,"x":"\u00e9"}"#.to_string()),
                 system_json: None,
@@ -227,6 +226,33 @@ mod tests {
         assert!(!decoded.verified);
         assert_eq!(decoded.webhook, o.webhook);
         assert_eq!(decoded.outcome, o.outcome);
+    }
+
+    /// The queue is input too: a message outside the webhook parser's limits is refused.
+    #[test]
+    fn limits_hold_at_the_decoder() {
+        use crate::core::limits::{MAX_NAME_CHARS, MAX_REPO_JSON_BYTES, MAX_SYSTEM_JSON_BYTES};
+        type Edit = Box<dyn Fn(&mut ParsedWebhook)>;
+        let edits: Vec<Edit> = vec![
+            Box::new(|w| w.repo.id = 0),
+            Box::new(|w| w.repo.id = 1 << 63),
+            Box::new(|w| w.number = 0),
+            Box::new(|w| w.number = u64::MAX),
+            Box::new(|w| w.version = 1 << 63),
+            Box::new(|w| w.repo.namespace = "..".into()),
+            Box::new(|w| w.repo.name = ".".into()),
+            Box::new(|w| w.repo.name = "a/b".into()),
+            Box::new(|w| w.repo.name = "a\u{1b}[31m".into()),
+            Box::new(|w| w.repo.namespace = "x".repeat(MAX_NAME_CHARS + 1)),
+            Box::new(|w| w.action = "deleted".into()),
+            Box::new(|w| w.repo_json = Some("x".repeat(MAX_REPO_JSON_BYTES + 1))),
+            Box::new(|w| w.system_json = Some("x".repeat(MAX_SYSTEM_JSON_BYTES + 1))),
+        ];
+        for (i, edit) in edits.iter().enumerate() {
+            let mut o = sample();
+            edit(&mut o.webhook);
+            assert!(Observation::decode(&o.encode()).is_err(), "edit {i}");
+        }
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub enum Filter {
     Refused,
     Unparsable,
     Oversized,
+    OutOfLimits,
     SignatureInvalid,
     Rejected,
     QueueDropped,
@@ -29,13 +30,14 @@ pub enum Filter {
 
 impl Filter {
     /// Every counter, in declaration order (`ALL[c as usize]` is `c`, checked below).
-    const ALL: [Filter; 9] = [
+    const ALL: [Filter; 10] = [
         Filter::Observed,
         Filter::Delivered,
         Filter::NotDelivered,
         Filter::Refused,
         Filter::Unparsable,
         Filter::Oversized,
+        Filter::OutOfLimits,
         Filter::SignatureInvalid,
         Filter::Rejected,
         Filter::QueueDropped,
@@ -49,6 +51,7 @@ impl Filter {
             Filter::Refused => names::WEBHOOKS_REFUSED,
             Filter::Unparsable => names::WEBHOOKS_UNPARSABLE,
             Filter::Oversized => names::WEBHOOKS_OVERSIZED,
+            Filter::OutOfLimits => names::WEBHOOKS_OUT_OF_LIMITS,
             Filter::SignatureInvalid => names::WEBHOOKS_SIGNATURE_INVALID,
             Filter::Rejected => names::WEBHOOKS_REJECTED,
             Filter::QueueDropped => names::QUEUE_DROPPED,
