@@ -15,6 +15,7 @@ pub mod observation;
 pub mod ratelog;
 pub mod reconciler;
 pub mod redact;
+pub(crate) mod repos;
 pub mod signature;
 pub mod snapshot;
 pub mod webhook;
