@@ -866,3 +866,43 @@ fn incomplete_builds_reveal_repositories_never_seen() {
     assert_eq!(asked(&s), 1);
     assert_eq!(s.r.counters().circuit_opens, 0);
 }
+
+/// In `off` no verified webhook supplies `system`: with `drone_server_url` re-deliveries carry
+/// the one drone would send (proto, host, link); a verified webhook's own takes precedence.
+#[test]
+fn system_object_from_evidence_or_the_configured_server() {
+    let mut s = Sim::new(config(r#","drone_server_url":"https://Drone.Example.com""#));
+    s.drone.set(42, 5, "running", 2);
+    s.observe(seen(
+        forged(42, 5, "running", 2),
+        DeliveryOutcome::Delivered,
+        false,
+    ));
+    s.observe(seen(
+        hook(42, 5, "running", 2),
+        DeliveryOutcome::Delivered,
+        false,
+    ));
+    s.drone.set(42, 5, "success", 3);
+    s.run(20_000);
+    assert_eq!(s.delivered.len(), 1, "{:?}", s.delivered);
+    let v: serde_json::Value = serde_json::from_str(&s.delivered[0].body).unwrap();
+    assert_eq!(
+        v["system"],
+        serde_json::json!({"proto":"https","host":"drone.example.com","link":"https://drone.example.com"})
+    );
+    s.drone.set(42, 6, "running", 2);
+    s.observe(seen(
+        hook(42, 6, "running", 2),
+        DeliveryOutcome::Delivered,
+        true,
+    ));
+    s.drone.set(42, 6, "failure", 3);
+    s.run(20_000);
+    let v: serde_json::Value = serde_json::from_str(&s.delivered.last().unwrap().body).unwrap();
+    assert_eq!(v["system"]["host"], "drone.example.com");
+    assert!(
+        v["system"].get("link").is_none(),
+        "the verified webhook's own object"
+    );
+}

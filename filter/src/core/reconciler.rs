@@ -136,6 +136,9 @@ pub struct Reconciler {
     repo_json: RepoJsonCache,
     /// The `system` object of the latest verified webhook.
     system_json: Option<String>,
+    /// The `system` object rebuilt from `drone_server_url` (drone's `provideSystem`: proto,
+    /// host, link; no API returns the version), for when no verified webhook gave one.
+    configured_system: Option<String>,
     rng: Rng,
     /// Rate limit of every drone call (`max_drone_calls_per_sec`).
     bucket: TokenBucket,
@@ -188,6 +191,12 @@ impl Reconciler {
                 ..Default::default()
             },
             system_json: None,
+            configured_system: cfg.drone_server_url.as_deref().and_then(|url| {
+                let (proto, host) = url.split_once("://")?;
+                Some(format!(
+                    r#"{{"proto":"{proto}","host":"{host}","link":"{url}"}}"#
+                ))
+            }),
             rng: Rng::new(seed),
             inflight: HashMap::new(),
             next_call: 1,
@@ -1330,7 +1339,11 @@ impl Reconciler {
             };
             return vec![self.drone_get(drone_api::repo_path(&repo), pending, now_ms)];
         };
-        let body = drone_api::redelivery_body(&repo_json, api.raw, self.system_json.as_deref());
+        let system = self
+            .system_json
+            .as_deref()
+            .or(self.configured_system.as_deref());
+        let body = drone_api::redelivery_body(&repo_json, api.raw, system);
         vec![self.deliver(key, api.version, api.status, body.into_bytes(), now_ms)]
     }
 
