@@ -906,3 +906,34 @@ fn system_object_from_evidence_or_the_configured_server() {
         "the verified webhook's own object"
     );
 }
+
+/// A forged webhook for a build that finished and was delivered, with a higher version than
+/// it finished at: drone is asked once, and nothing is re-delivered (drone has no newer state).
+#[test]
+fn a_hint_about_a_finished_build_costs_a_lookup_never_a_redelivery() {
+    let mut s = Sim::new(config(""));
+    s.drone.set(42, 5, "success", 3);
+    s.observe(seen(
+        hook(42, 5, "success", 3),
+        DeliveryOutcome::Delivered,
+        true,
+    ));
+    assert_eq!(s.r.ledger().len(), 0, "finished");
+    s.observe(seen(
+        hook(42, 5, "running", 9),
+        DeliveryOutcome::Delivered,
+        false,
+    ));
+    s.run(10_000);
+    assert!(s.delivered.is_empty(), "{:?}", s.delivered);
+    assert_eq!(s.r.ledger().len(), 0);
+    assert_eq!(
+        s.drone
+            .calls
+            .iter()
+            .filter(|p| p.ends_with("/builds/5"))
+            .count(),
+        1
+    );
+    assert_eq!(s.r.counters().hints_refuted, 1);
+}

@@ -357,9 +357,15 @@ impl Reconciler {
             DeliveryOutcome::NotDelivered => now_ms,
             _ => now_ms.saturating_add(self.rng.jitter(self.cfg.stale_after_ms)),
         };
+        let finished_at = self.ledger.tombstone(&key);
         match self.ledger.get(&key).copied() {
             None => {
                 let mut entry = Entry::new(now_ms, Class::Hint);
+                if let Some(version) = finished_at {
+                    // Finished and delivered at `version`: unless drone wrote it since, a
+                    // hint about it costs a lookup, never a re-delivery.
+                    entry.settled_version = version;
+                }
                 if let Some((version, status)) = claim {
                     entry.claimed_version = version;
                     entry.claimed_status = status;
