@@ -11,6 +11,7 @@
     clippy::panic
 )]
 
+use status_sync::core::config::{Spec, Unit, KEYS};
 use status_sync::core::metrics::{self, Kind, METRICS};
 use std::path::PathBuf;
 
@@ -44,6 +45,77 @@ fn metrics_table() -> String {
     out
 }
 
+/// An integer as README shows it: milliseconds and bytes in their largest whole unit.
+fn human(n: u64, unit: Unit) -> String {
+    let units: &[(u64, &str)] = match unit {
+        Unit::Count => &[],
+        Unit::Ms => &[
+            (86_400_000, " day"),
+            (3_600_000, " h"),
+            (60_000, " min"),
+            (1_000, " s"),
+        ],
+        Unit::Bytes => &[(1 << 20, " MiB"), (1 << 10, " KiB")],
+    };
+    for &(size, name) in units {
+        if n >= size && n % size == 0 {
+            let plural = if name == " day" && n / size > 1 {
+                "s"
+            } else {
+                ""
+            };
+            return format!("{}{name}{plural}", n / size);
+        }
+    }
+    match unit {
+        Unit::Count => n.to_string(),
+        Unit::Ms => format!("{n} ms"),
+        Unit::Bytes => format!("{n} bytes"),
+    }
+}
+
+fn config_table() -> String {
+    let mut out = String::from("| key | default | range | meaning |\n|---|---|---|---|\n");
+    for k in KEYS {
+        let (default, range) = match k.spec {
+            Spec::Int {
+                default,
+                min,
+                max,
+                unit,
+                shown,
+                rule,
+            } => {
+                let default = match default {
+                    Some(d) if human(d, unit) != d.to_string() => {
+                        format!("{d} ({})", human(d, unit))
+                    }
+                    Some(d) => d.to_string(),
+                    None => shown.to_string(),
+                };
+                let mut range = format!("{}–{}", human(min, unit), human(max, unit));
+                if !rule.is_empty() {
+                    range.push_str(", ");
+                    range.push_str(rule);
+                }
+                (default, range)
+            }
+            Spec::Str { default, range } => (format!("`{default}`"), range.to_string()),
+            Spec::Other { default, range } | Spec::Secret { default, range } => {
+                (default.to_string(), range.to_string())
+            }
+        };
+        out.push_str(&format!(
+            "| `{}` | {} | {} | {} |\n",
+            k.name,
+            cell(&default),
+            cell(&range),
+            cell(k.help)
+        ));
+    }
+    out
+}
+
 /// The text between `<!-- begin {what} -->` and `<!-- end {what} -->` lines.
 fn section(text: &str, what: &str) -> Option<(usize, usize)> {
     let begin = format!("<!-- begin {what}");
@@ -58,7 +130,10 @@ fn section(text: &str, what: &str) -> Option<(usize, usize)> {
 /// replaced by) what the declarations give.
 #[test]
 fn readme_tables_match_the_declarations() {
-    let generated = [("metrics table", metrics_table())];
+    let generated = [
+        ("configuration table", config_table()),
+        ("metrics table", metrics_table()),
+    ];
     let mut readme = read("README.md");
     let mut stale = Vec::new();
     for (what, want) in &generated {

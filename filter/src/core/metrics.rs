@@ -5,6 +5,8 @@
 //! ([`tagged`]), so that two plugins in one proxy never add into one series. Envoy's
 //! `stats_config.stats_tags` (and Istio's `extraStatTags`) turn it into a Prometheus label.
 
+use super::config::help;
+
 /// How Envoy keeps a metric (and how Prometheus sees it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -33,6 +35,7 @@ impl Kind {
 pub struct Metric {
     pub name: &'static str,
     pub kind: Kind,
+    /// Empty in the wasm module (see [`help`]).
     pub help: &'static str,
 }
 
@@ -52,16 +55,30 @@ macro_rules! metrics {
             pub const ALL: &'static [Id] = &[ $( Id::$id, )* ];
             pub const COUNT: usize = Id::ALL.len();
 
-            /// Its name, kind and help.
-            pub const fn metric(self) -> &'static Metric {
+            /// Its Envoy name, `status_sync.…`.
+            pub const fn name(self) -> &'static str {
                 match self {
-                    $( Id::$id => &Metric { name: $name, kind: Kind::$kind, help: $help }, )*
+                    $( Id::$id => $name, )*
                 }
+            }
+
+            pub const fn kind(self) -> Kind {
+                match self {
+                    $( Id::$id => Kind::$kind, )*
+                }
+            }
+
+            /// Its name, kind and help.
+            pub const fn metric(self) -> Metric {
+                let help = match self {
+                    $( Id::$id => help($help), )*
+                };
+                Metric { name: self.name(), kind: self.kind(), help }
             }
         }
 
         /// Every metric status-sync defines.
-        pub const METRICS: &[Metric] = &[ $( *Id::$id.metric(), )* ];
+        pub const METRICS: &[Metric] = &[ $( Id::$id.metric(), )* ];
 
         /// The reconciler's counters (monotonic) and gauges (current values): the rows of
         /// [`METRICS`] the core keeps.
@@ -202,10 +219,7 @@ metrics! {
 
 /// The metric named `name` (`status_sync.…`), if status-sync defines it.
 pub fn by_name(name: &str) -> Option<&'static Metric> {
-    Id::ALL
-        .iter()
-        .map(|id| id.metric())
-        .find(|m| m.name == name)
+    METRICS.iter().find(|m| m.name == name)
 }
 
 /// Tag names, as Prometheus labels (Envoy's `stats_tags`, Istio's `extraStatTags`).
@@ -248,9 +262,10 @@ mod tests {
         assert_eq!(METRICS.len(), Id::COUNT);
         let mut seen = std::collections::HashSet::new();
         for (i, &id) in Id::ALL.iter().enumerate() {
-            let m = id.metric();
+            let m = &METRICS[i];
             assert_eq!(id as usize, i);
-            assert_eq!(&METRICS[i], m);
+            assert_eq!(id.metric(), *m);
+            assert_eq!((id.name(), id.kind()), (m.name, m.kind));
             assert!(seen.insert(m.name), "{} declared twice", m.name);
             let tail = m.name.strip_prefix("status_sync.").unwrap_or_default();
             assert!(
@@ -271,12 +286,12 @@ mod tests {
     #[test]
     fn tag_goes_after_the_prefix_in_istio_encoding() {
         assert_eq!(
-            tagged(Id::WebhooksObserved.metric().name, "ci.prod"),
+            tagged(Id::WebhooksObserved.name(), "ci.prod"),
             "status_sync.sync_instance=.=ci.prod;.;webhooks_observed"
         );
         assert_eq!(
             tagged_with(
-                Id::BuildInfo.metric().name,
+                Id::BuildInfo.name(),
                 &[(VERSION_TAG, "1.2.3"), (INSTANCE_TAG, "a")]
             ),
             "status_sync.sync_version=.=1.2.3;.;sync_instance=.=a;.;build_info"

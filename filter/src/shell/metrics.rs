@@ -50,17 +50,16 @@ impl Metrics {
     pub fn define(instance: &str) -> Metrics {
         let mut ids = [None; Id::COUNT];
         for (&id, slot) in Id::ALL.iter().zip(ids.iter_mut()) {
-            let m = id.metric();
             let full = if id == Id::BuildInfo {
                 let tags = [
                     (metrics::VERSION_TAG, env!("CARGO_PKG_VERSION")),
                     (metrics::INSTANCE_TAG, instance),
                 ];
-                metrics::tagged_with(m.name, &tags)
+                metrics::tagged_with(id.name(), &tags)
             } else {
-                metrics::tagged(m.name, instance)
+                metrics::tagged(id.name(), instance)
             };
-            let kind = match m.kind {
+            let kind = match id.kind() {
                 Kind::Counter => MetricType::Counter,
                 Kind::Gauge => MetricType::Gauge,
                 Kind::Histogram => MetricType::Histogram,
@@ -105,7 +104,7 @@ impl Metrics {
     pub fn mirror(&self, now: &Counters, last: &mut Counters) {
         for &id in Id::ALL {
             let Some(value) = now.get(id) else { continue };
-            match id.metric().kind {
+            match id.kind() {
                 Kind::Counter => {
                     let old = last.get(id).unwrap_or_default();
                     self.inc(id, value.saturating_sub(old));
