@@ -386,6 +386,57 @@ pub enum Spec {
     },
 }
 
+impl Spec {
+    /// A string, `default` when absent; `range`: README's words for its checks.
+    const fn text(default: &'static str, range: &'static str) -> Spec {
+        Spec::Str { default, range }
+    }
+
+    /// Checked by its own code; README's default and range.
+    const fn other(default: &'static str, range: &'static str) -> Spec {
+        Spec::Other { default, range }
+    }
+
+    /// A secret, or the name of a variable holding one; README's default and range.
+    const fn secret(default: &'static str, range: &'static str) -> Spec {
+        Spec::Secret { default, range }
+    }
+
+    /// Milliseconds in `min..=max`, `default` when absent.
+    const fn ms(default: u64, min: u64, max: u64) -> Spec {
+        Spec::int(default, min, max, Unit::Ms)
+    }
+
+    /// A count in `min..=max`, `default` when absent.
+    const fn count(default: u64, min: u64, max: u64) -> Spec {
+        Spec::int(default, min, max, Unit::Count)
+    }
+
+    /// Bytes in `min..=max`, `default` when absent.
+    const fn bytes(default: u64, min: u64, max: u64) -> Spec {
+        Spec::int(default, min, max, Unit::Bytes)
+    }
+
+    const fn int(default: u64, min: u64, max: u64, unit: Unit) -> Spec {
+        Spec::Int {
+            default: Some(default),
+            min,
+            max,
+            unit,
+            shown: "",
+            rule: "",
+        }
+    }
+
+    /// With a rule across keys, or the meaning of a special value (README's range).
+    const fn rule(mut self, rule: &'static str) -> Spec {
+        if let Spec::Int { rule: r, .. } = &mut self {
+            *r = rule;
+        }
+        self
+    }
+}
+
 /// What an integer counts, for README (`30000` ms reads `30 s`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Unit {
@@ -398,10 +449,7 @@ pub enum Unit {
 pub const KEYS: &[Key] = &[
     Key {
         name: "webhook_path",
-        spec: Spec::Str {
-            default: "/hook",
-            range: "starts with `/`",
-        },
+        spec: Spec::text("/hook", "starts with `/`"),
         help: help(
             "path (prefix) of drone's webhooks on the pipeline; re-deliveries are POSTed to \
                it. In `envoy.yaml` the route that enables the filter must match the same path",
@@ -409,44 +457,29 @@ pub const KEYS: &[Key] = &[
     },
     Key {
         name: "pipeline_cluster",
-        spec: Spec::Other {
-            default: "(required)",
-            range: "cluster name",
-        },
+        spec: Spec::other("(required)", "cluster name"),
         help: help("Envoy cluster of the pipeline; re-deliveries go there"),
     },
     Key {
         name: "pipeline_authority",
-        spec: Spec::Other {
-            default: "the cluster name",
-            range: "",
-        },
+        spec: Spec::other("the cluster name", ""),
         help: help("`:authority` of re-deliveries"),
     },
     Key {
         name: "drone_cluster",
-        spec: Spec::Other {
-            default: "(required)",
-            range: "cluster name",
-        },
+        spec: Spec::other("(required)", "cluster name"),
         help: help(
             "Envoy cluster of drone-server (Istio: `outbound|80||drone.ci.svc.cluster.local`)",
         ),
     },
     Key {
         name: "drone_authority",
-        spec: Spec::Other {
-            default: "the cluster name",
-            range: "",
-        },
+        spec: Spec::other("the cluster name", ""),
         help: help("`:authority` of API calls"),
     },
     Key {
         name: "drone_token_env",
-        spec: Spec::Secret {
-            default: "this or `drone_token` required",
-            range: "variable name",
-        },
+        spec: Spec::secret("this or `drone_token` required", "variable name"),
         help: help(
             "name of an environment variable of the VM holding drone's API token (preferred \
                over `drone_token`). Use an admin machine user's token: drone answers 404 for \
@@ -455,108 +488,49 @@ pub const KEYS: &[Key] = &[
     },
     Key {
         name: "drone_token",
-        spec: Spec::Secret {
-            default: "this or `drone_token_env` required",
-            range: "visible ASCII",
-        },
+        spec: Spec::secret("this or `drone_token_env` required", "visible ASCII"),
         help: help("drone's API token itself"),
     },
     Key {
         name: "tick_ms",
-        spec: Spec::Int {
-            default: Some(1_000),
-            min: 10,
-            max: MIN_MS,
-            unit: Unit::Ms,
-            shown: "",
-            rule: "",
-        },
+        spec: Spec::ms(1_000, 10, MIN_MS),
         help: help("the single periodic tick (`set_tick_period`, once per root context)"),
     },
     Key {
         name: "stale_after_ms",
-        spec: Spec::Int {
-            default: Some(30_000),
-            min: 1_000,
-            max: DAY_MS,
-            unit: Unit::Ms,
-            shown: "",
-            rule: "",
-        },
+        spec: Spec::ms(30_000, 1_000, DAY_MS),
         help: help("a build with no news for this long is looked up in drone"),
     },
     Key {
         name: "max_poll_interval_ms",
-        spec: Spec::Int {
-            default: Some(300_000),
-            min: 1_000,
-            max: DAY_MS,
-            unit: Unit::Ms,
-            shown: "",
-            rule: "≥ `stale_after_ms`",
-        },
+        spec: Spec::ms(300_000, 1_000, DAY_MS).rule("≥ `stale_after_ms`"),
         help: help(
             "cap of the growing interval between looks at an unchanged build, and of backoff",
         ),
     },
     Key {
         name: "max_tracked_builds",
-        spec: Spec::Int {
-            default: Some(10_000),
-            min: 1,
-            max: 1_000_000,
-            unit: Unit::Count,
-            shown: "",
-            rule: "",
-        },
+        spec: Spec::count(10_000, 1, 1_000_000),
         help: help("ledger capacity (memory bound)"),
     },
     Key {
         name: "max_inflight_calls",
-        spec: Spec::Int {
-            default: Some(4),
-            min: 1,
-            max: 256,
-            unit: Unit::Count,
-            shown: "",
-            rule: "",
-        },
+        spec: Spec::count(4, 1, 256),
         help: help("concurrent drone + pipeline calls"),
     },
     Key {
         name: "max_drone_calls_per_sec",
-        spec: Spec::Int {
-            default: Some(10),
-            min: 1,
-            max: 10_000,
-            unit: Unit::Count,
-            shown: "",
-            rule: "",
-        },
+        spec: Spec::count(10, 1, 10_000),
         help: help("rate limit toward drone (token bucket, 1 s burst)"),
     },
     Key {
         name: "call_timeout_ms",
-        spec: Spec::Int {
-            default: Some(5_000),
-            min: 100,
-            max: MIN_MS,
-            unit: Unit::Ms,
-            shown: "",
-            rule: "",
-        },
+        spec: Spec::ms(5_000, 100, MIN_MS),
         help: help("timeout of every call"),
     },
     Key {
         name: "max_body_bytes",
-        spec: Spec::Int {
-            default: Some(262_144),
-            min: 1_024,
-            max: 16_777_216,
-            unit: Unit::Bytes,
-            shown: "",
-            rule: "",
-        },
+        spec: Spec::bytes(262_144, 1_024, 16_777_216),
         help: help(
             "largest webhook body (and drone answer) copied and parsed; larger ones pass \
                through and are counted",
@@ -564,14 +538,7 @@ pub const KEYS: &[Key] = &[
     },
     Key {
         name: "max_build_age_ms",
-        spec: Spec::Int {
-            default: Some(25 * HOUR_MS),
-            min: MIN_MS,
-            max: 30 * DAY_MS,
-            unit: Unit::Ms,
-            shown: "",
-            rule: "",
-        },
+        spec: Spec::ms(25 * HOUR_MS, MIN_MS, 30 * DAY_MS),
         help: help(
             "a build still open after this long is dropped and counted (drone's reaper kills \
                builds after 24 h)",
@@ -579,14 +546,7 @@ pub const KEYS: &[Key] = &[
     },
     Key {
         name: "max_repos",
-        spec: Spec::Int {
-            default: Some(1_024),
-            min: 1,
-            max: 100_000,
-            unit: Unit::Count,
-            shown: "",
-            rule: "",
-        },
+        spec: Spec::count(1_024, 1, 100_000),
         help: help(
             "repositories whose `repo` object the reconciler caches for re-deliveries (and \
                whose gap-filling watermarks it keeps); each worker also remembers up to \
@@ -595,26 +555,12 @@ pub const KEYS: &[Key] = &[
     },
     Key {
         name: "circuit_failure_threshold",
-        spec: Spec::Int {
-            default: Some(5),
-            min: 1,
-            max: 1_000,
-            unit: Unit::Count,
-            shown: "",
-            rule: "",
-        },
+        spec: Spec::count(5, 1, 1_000),
         help: help("consecutive drone failures that open the circuit"),
     },
     Key {
         name: "circuit_open_ms",
-        spec: Spec::Int {
-            default: Some(10_000),
-            min: 100,
-            max: DAY_MS,
-            unit: Unit::Ms,
-            shown: "",
-            rule: "",
-        },
+        spec: Spec::ms(10_000, 100, DAY_MS),
         help: help("first open period; doubles per failed probe up to `max_poll_interval_ms`"),
     },
     Key {
@@ -631,10 +577,7 @@ pub const KEYS: &[Key] = &[
     },
     Key {
         name: "instance",
-        spec: Spec::Str {
-            default: "default",
-            range: "`[A-Za-z0-9_.-]{1,64}`",
-        },
+        spec: Spec::text("default", "`[A-Za-z0-9_.-]{1,64}`"),
         help: help(
             "namespaces shared-data keys and the queue (needed when several plugins share a \
                vm_id, as under Istio), and is the `sync_instance` label of the metrics; renaming \
@@ -643,10 +586,7 @@ pub const KEYS: &[Key] = &[
     },
     Key {
         name: "webhook_secret_env",
-        spec: Spec::Secret {
-            default: "none",
-            range: "variable name",
-        },
+        spec: Spec::secret("none", "variable name"),
         help: help(
             "name of an environment variable of the VM holding drone's \
                `DRONE_WEBHOOK_SECRET` (preferred over `webhook_secret`): verify live webhooks, \
@@ -655,18 +595,15 @@ pub const KEYS: &[Key] = &[
     },
     Key {
         name: "webhook_secret",
-        spec: Spec::Secret {
-            default: "none",
-            range: "",
-        },
+        spec: Spec::secret("none", ""),
         help: help("drone's `DRONE_WEBHOOK_SECRET` itself (used as is)"),
     },
     Key {
         name: "signature_mode",
-        spec: Spec::Other {
-            default: "`enforce` with a secret, else `off`",
-            range: "`off`, `monitor`, `enforce`",
-        },
+        spec: Spec::other(
+            "`enforce` with a secret, else `off`",
+            "`off`, `monitor`, `enforce`",
+        ),
         help: help(
             "`enforce`: forged or unsigned webhooks get 401 and never reach the pipeline; \
                `monitor`: counted only (see Signed webhooks)",
@@ -674,26 +611,12 @@ pub const KEYS: &[Key] = &[
     },
     Key {
         name: "max_clock_skew_ms",
-        spec: Spec::Int {
-            default: Some(300_000),
-            min: 1_000,
-            max: DAY_MS,
-            unit: Unit::Ms,
-            shown: "",
-            rule: "",
-        },
+        spec: Spec::ms(300_000, 1_000, DAY_MS),
         help: help("allowed distance between a signed `Date` and now"),
     },
     Key {
         name: "max_gap_fill",
-        spec: Spec::Int {
-            default: Some(20),
-            min: 0,
-            max: 1_000,
-            unit: Unit::Count,
-            shown: "",
-            rule: "0 = off",
-        },
+        spec: Spec::count(20, 0, 1_000).rule("0 = off"),
         help: help(
             "drone numbers builds per repository in sequence: when build n of a repository \
                arrives and the highest number seen is below n-1, \
@@ -703,10 +626,7 @@ pub const KEYS: &[Key] = &[
     },
     Key {
         name: "scan_repos",
-        spec: Spec::Other {
-            default: "none",
-            range: "up to 100 `\"owner/name\"`",
-        },
+        spec: Spec::other("none", "up to 100 `\"owner/name\"`"),
         help: help(
             "repositories whose newest builds are listed (`GET \
                /api/repos/{owner}/{name}/builds?page=1`) every `scan_interval_ms`: builds newer \
@@ -717,14 +637,7 @@ pub const KEYS: &[Key] = &[
     },
     Key {
         name: "scan_interval_ms",
-        spec: Spec::Int {
-            default: Some(300_000),
-            min: 10_000,
-            max: DAY_MS,
-            unit: Unit::Ms,
-            shown: "",
-            rule: "",
-        },
+        spec: Spec::ms(300_000, 10_000, DAY_MS),
         help: help("interval between listings of each of `scan_repos`"),
     },
 ];

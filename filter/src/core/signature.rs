@@ -582,8 +582,17 @@ mod tests {
     const NOW: u64 = 1_700_000_000_123;
 
     fn check(h: &SignedHeaders, body: &[u8], now: u64) -> Result<(), SignatureError> {
+        check_with(SECRET, h, body, now)
+    }
+
+    fn check_with(
+        secret: &[u8],
+        h: &SignedHeaders,
+        body: &[u8],
+        now: u64,
+    ) -> Result<(), SignatureError> {
         verify(
-            SECRET,
+            secret,
             Some(&h.date),
             Some(&h.digest),
             Some(&h.signature),
@@ -591,6 +600,15 @@ mod tests {
             now,
             SKEW,
         )
+    }
+
+    /// `h` with another `Signature` header, checked against [`BODY`] at [`NOW`].
+    fn check_signature(h: &SignedHeaders, signature: &str) -> Result<(), SignatureError> {
+        let t = SignedHeaders {
+            signature: signature.to_string(),
+            ..h.clone()
+        };
+        check(&t, BODY, NOW)
     }
 
     #[test]
@@ -614,15 +632,7 @@ mod tests {
         // Long keys (hashed first by HMAC) work too.
         let long = [7u8; 200];
         let h = sign(&long, BODY, NOW);
-        let r = verify(
-            &long,
-            Some(&h.date),
-            Some(&h.digest),
-            Some(&h.signature),
-            BODY,
-            NOW,
-            SKEW,
-        );
+        let r = check_with(&long, &h, BODY, NOW);
         assert_eq!(r, Ok(()));
     }
 
@@ -645,15 +655,7 @@ mod tests {
         };
         assert_eq!(check(&t, BODY, NOW), Err(SignatureError::BadSignature));
         // Wrong secret.
-        let r = verify(
-            b"other",
-            Some(&h.date),
-            Some(&h.digest),
-            Some(&h.signature),
-            BODY,
-            NOW,
-            SKEW,
-        );
+        let r = check_with(b"other", &h, BODY, NOW);
         assert_eq!(r, Err(SignatureError::BadSignature));
         // MAC bytes altered (one bit) but still valid base64 of the right length.
         let mac = h.signature.split('"').nth(5).unwrap();
@@ -776,17 +778,7 @@ mod tests {
         let with = |headers: &str| {
             format!("keyId=\"hmac-key\",algorithm=\"hmac-sha256\",signature=\"{mac}\"{headers}")
         };
-        let r = |sig: String| {
-            verify(
-                SECRET,
-                Some(&h.date),
-                Some(&h.digest),
-                Some(&sig),
-                BODY,
-                NOW,
-                SKEW,
-            )
-        };
+        let r = |sig: String| check_signature(&h, &sig);
         assert_eq!(r(with(",headers=\"date digest\"")), Ok(()));
         // Upper-case names are accepted (draft-cavage lowercases them).
         assert_eq!(r(with(",headers=\"Date Digest\"")), Ok(()));
@@ -847,15 +839,7 @@ mod tests {
             "hmac-sha512",
         ] {
             let sig = h.signature.replace("hmac-sha256", alg);
-            let r = verify(
-                SECRET,
-                Some(&h.date),
-                Some(&h.digest),
-                Some(&sig),
-                BODY,
-                NOW,
-                SKEW,
-            );
+            let r = check_signature(&h, &sig);
             assert_eq!(r, Err(SignatureError::UnsupportedAlgorithm), "{alg}");
         }
     }
@@ -939,15 +923,7 @@ mod tests {
         // In verify too, with an otherwise valid header.
         let h = sign(SECRET, BODY, NOW);
         let sig = format!("{},signature=\"AAAA\"", h.signature);
-        let r = verify(
-            SECRET,
-            Some(&h.date),
-            Some(&h.digest),
-            Some(&sig),
-            BODY,
-            NOW,
-            SKEW,
-        );
+        let r = check_signature(&h, &sig);
         assert_eq!(
             r,
             Err(SignatureError::MalformedSignature("duplicate parameter"))
