@@ -115,7 +115,6 @@ impl<K: Clone + Eq + Hash, V> FifoMap<K, V> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

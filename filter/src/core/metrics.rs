@@ -253,7 +253,6 @@ pub fn tagged_with(name: &str, tags: &[(&str, &str)]) -> String {
 }
 
 #[cfg(test)]
-#[allow(clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

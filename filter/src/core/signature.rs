@@ -477,12 +477,6 @@ pub fn webhook_id(repo_id: u64, number: u64, version: u64) -> String {
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::indexing_slicing,
-    clippy::expect_used,
-    clippy::panic
-)]
 mod tests {
     use super::*;
 
