@@ -1,5 +1,7 @@
-//! Counters kept by the core. The shell mirrors them into host metrics (Envoy stats) by
-//! adding the difference since it last looked, so the core never calls the host.
+//! Every metric status-sync defines, declared once (the `metrics!` table below: name, kind,
+//! help), and the counters the core keeps. The shell defines the table's metrics in Envoy and
+//! mirrors the core's counters into them by adding the difference since it last looked, so
+//! the core never calls the host.
 //!
 //! Every metric carries the plugin's `instance` as a tag inside its Envoy name
 //! ([`tagged`]), so that two plugins in one proxy never add into one series. Envoy's
