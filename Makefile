@@ -79,6 +79,12 @@ lint: wasm-target check-paths
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy -p status-sync --target $(WASM_TARGET) -- -D warnings
 
+## docs: rewrite README's generated tables (metrics, configuration) from their declarations in
+## filter/src/core/{metrics,config}.rs; `cargo test -p status-sync --test tables` checks them
+.PHONY: docs
+docs:
+	STATUS_SYNC_WRITE_DOCS=1 cargo test -p status-sync --test tables
+
 ## monitoring-picture: docs/monitoring.svg (README), the main dashboard panels drawn from a real
 ## Prometheus scraping a real Envoy through a lossy run with a drone outage (the monitoring test)
 .PHONY: monitoring-picture

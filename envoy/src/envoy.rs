@@ -643,9 +643,14 @@ impl Envoy {
         Ok(out)
     }
 
-    /// One `status_sync.<name>` metric; 0 when not (yet) defined.
+    /// One `status_sync.<name>` metric; 0 when not (yet) defined. A name the filter does not
+    /// declare (`status_sync::core::metrics::METRICS`) is an error: a typo would read 0.
     pub fn metric(&self, name: &str) -> Result<i64> {
         let full = format!("status_sync.{name}");
+        anyhow::ensure!(
+            status_sync::core::metrics::by_name(&full).is_some(),
+            "the filter defines no metric {full}"
+        );
         Ok(self.stats("status_sync")?.get(&full).copied().unwrap_or(0))
     }
 

@@ -4,6 +4,7 @@ pub mod b64;
 pub mod backoff;
 pub mod config;
 pub mod drone_api;
+pub mod fifo_map;
 pub(crate) mod json_scan;
 pub mod lease;
 pub mod ledger;

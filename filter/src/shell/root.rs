@@ -7,7 +7,7 @@ use super::metrics::Metrics;
 use crate::core::config::Config;
 use crate::core::lease::{self, Decision, Lease};
 use crate::core::logfmt::{self, Every, Summary, Val};
-use crate::core::metrics::{names, Counters};
+use crate::core::metrics::{Counters, Id};
 use crate::core::observation::Observation;
 use crate::core::reconciler::{CallId, CallResult, OutgoingCall, Reconciler};
 use crate::core::snapshot;
@@ -158,8 +158,8 @@ impl Root {
             &snapshot::encode_meta(reconciler.shard_count()),
             None,
         );
-        shared.metrics.inc(names::LEADER_CHANGES, 1);
-        shared.metrics.set(names::RECONCILER_EPOCH, epoch);
+        shared.metrics.inc(Id::LeaderChanges, 1);
+        shared.metrics.set(Id::ReconcilerEpoch, epoch);
         log::info!(
             "reconciler elected version={} loaded_builds={loaded} {who}",
             env!("CARGO_PKG_VERSION")
@@ -243,7 +243,7 @@ impl Root {
     fn finish_callback(leader: &mut Leader, shared: &Shared) {
         Self::checkpoint(leader, shared);
         for delay_ms in leader.reconciler.take_recovery_delays() {
-            shared.metrics.record(names::RECOVERY_DELAY_MS, delay_ms);
+            shared.metrics.record(Id::RecoveryDelayMs, delay_ms);
         }
         let now = leader.reconciler.counters().clone();
         shared.metrics.mirror(&now, &mut leader.mirrored);
