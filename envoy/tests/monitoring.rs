@@ -166,6 +166,8 @@ fn selectors_finds_names_and_name_regexes() {
     );
 }
 
+const SECRET: &str = "monitoring-webhook-secret";
+
 fn firing(p: &Prometheus, alert: &str) -> Result<Option<String>> {
     Ok(p.alerts()?
         .into_iter()
@@ -190,9 +192,13 @@ fn prometheus_scrapes_envoy_alerts_fire_and_resolve_across_a_drone_outage() -> R
                 all_finals: false,
             },
             seed: 15,
+            // Signed, as in production: a live webhook the pipeline failed is evidence of a
+            // missing transition (an unsigned one is only a hint and moves no SLO figure).
+            webhook_secret: SECRET.into(),
             ..Default::default()
         },
         |spec| {
+            spec.plugin["webhook_secret"] = SECRET.into();
             spec.plugin["instance"] = "monitoring".into();
             spec.plugin["stale_after_ms"] = 1000.into();
             spec.plugin["circuit_open_ms"] = 1000.into();
