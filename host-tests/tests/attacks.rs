@@ -76,7 +76,7 @@ fn forged_growth(extra: &str) -> (usize, usize, usize) {
     }
     host.advance(3_000).unwrap();
     let leader = host
-        .logs_containing("is the reconciler")
+        .logs_containing("reconciler elected")
         .last()
         .map(|l| l.vm)
         .expect("a leader");
