@@ -16,6 +16,7 @@ pub mod observation;
 pub mod ratelog;
 pub mod reconciler;
 pub mod redact;
+pub mod request;
 pub mod signature;
 pub mod slo;
 pub mod snapshot;
