@@ -5,7 +5,7 @@
 //! configuration). The drone token is never part of any message.
 
 use super::drone_api::{compact, RawObject};
-use super::json_scan::{decode_string, decode_u64, Scanner};
+use super::json::{decode_string, decode_u64, Scanner};
 use super::redact::{OptRedacted, Redacted};
 use std::borrow::Cow;
 
