@@ -476,13 +476,6 @@ impl Reconciler {
         self.slo.take_delays()
     }
 
-    /// Age of the oldest transition known missing, in ms (0 when caught up), as of the last
-    /// [`Reconciler::sample_slo`]'s bookkeeping.
-    pub fn oldest_undelivered_ms(&mut self, now_ms: u64) -> u64 {
-        let ledger = &self.ledger;
-        self.slo.oldest_age_ms(now_ms, |k| ledger.contains(k))
-    }
-
     /// Lists the configured repositories that are due, within the same budget, rate limit and
     /// circuit as build lookups.
     fn scan(&mut self, now_ms: u64, calls: &mut Vec<OutgoingCall>) {
