@@ -8,7 +8,7 @@ pub(crate) mod decode;
 pub(crate) mod scan;
 
 pub(crate) use decode::{decode_string, decode_u64};
-pub(crate) use scan::{le_words, JsonError, Scanner};
 /// For the reference parser and the tests, which hold other decoders to the same nesting limit.
 #[cfg(any(test, feature = "reference"))]
 pub(crate) use scan::MAX_DEPTH;
+pub(crate) use scan::{le_words, JsonError, Scanner};
