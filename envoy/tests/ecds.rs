@@ -52,12 +52,18 @@ fn build_next_module(into: &Path) -> Result<PathBuf> {
 /// Lines of Envoy's log saying a module version started, in order.
 fn started_versions(log: &str) -> Vec<String> {
     log.lines()
+        .filter(|l| l.contains("configured instance="))
         .filter_map(|l| {
-            let rest = &l[l.find("status-sync ")? + "status-sync ".len()..];
-            let (v, after) = rest.split_once(' ')?;
-            after.starts_with("starting").then(|| v.to_string())
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix("version="))
+                .map(str::to_string)
         })
         .collect()
+}
+
+/// The start-up line of a module of `version` (one per root: `configured … version=V root=…`).
+fn start_line(version: &str) -> String {
+    format!(" version={version} root=")
 }
 
 fn ecds_stats(stack: &Stack) -> Result<BTreeMap<String, i64>> {
@@ -170,14 +176,14 @@ fn ecds_delivery_upgrade_and_rollback_lose_no_transition() -> Result<()> {
     let upgraded_at = wait_for("the new module to start", CONVERGE, POLL, || {
         let log = stack.envoy.log();
         Ok(log
-            .find(&format!("status-sync {NEXT_VERSION} starting"))
+            .find(&start_line(NEXT_VERSION))
             .ok_or_else(|| format!("started so far: {:?}", started_versions(&log))))
     })?;
 
     // The new module's reconciler is elected once the old lease expires (lease_ms).
     wait_for("a reconciler in the new module", CONVERGE, POLL, || {
         let log = stack.envoy.log();
-        Ok(if log[upgraded_at..].contains("is the reconciler") {
+        Ok(if log[upgraded_at..].contains("reconciler elected") {
             Ok(())
         } else {
             Err("none yet".to_string())
@@ -228,16 +234,18 @@ fn ecds_delivery_upgrade_and_rollback_lose_no_transition() -> Result<()> {
     let loads = |text: &str| -> Vec<u64> {
         text.lines()
             .filter_map(|l| {
-                let (_, rest) = l.split_once("is the reconciler")?;
-                let (_, n) = rest.split_once("); ")?;
-                n.split_whitespace().next()?.parse().ok()
+                let (_, rest) = l.split_once("reconciler elected")?;
+                rest.split_whitespace()
+                    .find_map(|w| w.strip_prefix("loaded_builds="))?
+                    .parse()
+                    .ok()
             })
             .collect()
     };
     // Envoy's log is buffered: split it at the rolled-back module's start line, not at the
     // moment of the push.
     let rolled_back_at = log[upgraded_at..]
-        .find(&format!("status-sync {first_version} starting"))
+        .find(&start_line(&first_version))
         .map_or(log.len(), |i| upgraded_at + i);
     let after_upgrade = loads(&log[upgraded_at..rolled_back_at]);
     let after_rollback = loads(&log[rolled_back_at..]);

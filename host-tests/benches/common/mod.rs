@@ -244,7 +244,7 @@ pub fn metric(host: &Host, name: &str) -> i64 {
 
 /// The VM whose root holds the lease now (the last one that logged taking it).
 pub fn leader_vm(host: &Host) -> Option<usize> {
-    host.logs_containing("is the reconciler")
+    host.logs_containing("reconciler elected")
         .last()
         .map(|l| l.vm)
 }
