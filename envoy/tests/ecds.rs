@@ -52,18 +52,13 @@ fn build_next_module(into: &Path) -> Result<PathBuf> {
 /// Lines of Envoy's log saying a module version started, in order.
 fn started_versions(log: &str) -> Vec<String> {
     log.lines()
-        .filter(|l| l.contains("configured instance="))
         .filter_map(|l| {
-            l.split_whitespace()
-                .find_map(|w| w.strip_prefix("version="))
-                .map(str::to_string)
+            // `configured instance=… version=<v> root=…`: one line per root context.
+            let rest = &l[l.find("configured instance=")?..];
+            let v = &rest[rest.find(" version=")? + " version=".len()..];
+            Some(v.split_whitespace().next()?.to_string())
         })
         .collect()
-}
-
-/// The start-up line of a module of `version` (one per root: `configured … version=V root=…`).
-fn start_line(version: &str) -> String {
-    format!(" version={version} root=")
 }
 
 fn ecds_stats(stack: &Stack) -> Result<BTreeMap<String, i64>> {
@@ -176,7 +171,7 @@ fn ecds_delivery_upgrade_and_rollback_lose_no_transition() -> Result<()> {
     let upgraded_at = wait_for("the new module to start", CONVERGE, POLL, || {
         let log = stack.envoy.log();
         Ok(log
-            .find(&start_line(NEXT_VERSION))
+            .find(&format!("version={NEXT_VERSION} root="))
             .ok_or_else(|| format!("started so far: {:?}", started_versions(&log))))
     })?;
 
@@ -235,17 +230,15 @@ fn ecds_delivery_upgrade_and_rollback_lose_no_transition() -> Result<()> {
         text.lines()
             .filter_map(|l| {
                 let (_, rest) = l.split_once("reconciler elected")?;
-                rest.split_whitespace()
-                    .find_map(|w| w.strip_prefix("loaded_builds="))?
-                    .parse()
-                    .ok()
+                let (_, n) = rest.split_once("loaded_builds=")?;
+                n.split_whitespace().next()?.parse().ok()
             })
             .collect()
     };
     // Envoy's log is buffered: split it at the rolled-back module's start line, not at the
     // moment of the push.
     let rolled_back_at = log[upgraded_at..]
-        .find(&start_line(&first_version))
+        .find(&format!("version={first_version} root="))
         .map_or(log.len(), |i| upgraded_at + i);
     let after_upgrade = loads(&log[upgraded_at..rolled_back_at]);
     let after_rollback = loads(&log[rolled_back_at..]);

@@ -97,6 +97,11 @@ pub struct Config {
     /// `scan_interval_ms` (default 300000, 10000..=86400000): how often each of `scan_repos`
     /// is listed.
     pub scan_interval_ms: u64,
+    /// `drone_server_url` (optional; `http://` or `https://` and a host, as drone's
+    /// `DRONE_SERVER_PROTO` and `DRONE_SERVER_HOST`, lower-cased like drone does): the `system`
+    /// object (`proto`, `host`, `link`) of re-deliveries when no verified webhook supplied one
+    /// (no drone API returns it). Kept as `proto://host`.
+    pub drone_server_url: Option<String>,
 }
 
 /// Every field by name (no `..`: a new field must be listed here to compile), the token and
@@ -130,6 +135,7 @@ impl std::fmt::Debug for Config {
             max_gap_fill,
             scan_repos,
             scan_interval_ms,
+            drone_server_url,
         } = self;
         f.debug_struct("Config")
             .field("webhook_path", webhook_path)
@@ -158,6 +164,7 @@ impl std::fmt::Debug for Config {
             .field("max_gap_fill", max_gap_fill)
             .field("scan_repos", scan_repos)
             .field("scan_interval_ms", scan_interval_ms)
+            .field("drone_server_url", drone_server_url)
             .finish()
     }
 }
@@ -323,6 +330,15 @@ impl Config {
         let max_gap_fill = r.uint("max_gap_fill", 20, 0, 1_000)?;
         let scan_repos = r.repos("scan_repos")?;
         let scan_interval_ms = r.uint("scan_interval_ms", 300_000, 10_000, DAY_MS)?;
+        let drone_server_url = match r.string("drone_server_url")? {
+            None => None,
+            Some(url) => Some(server_url(&url).ok_or_else(|| {
+                r.bad(
+                    "drone_server_url",
+                    "must be http:// or https:// and a host (drone's DRONE_SERVER_PROTO://DRONE_SERVER_HOST)",
+                )
+            })?),
+        };
 
         if max_poll_interval_ms < stale_after_ms {
             return Err(ConfigError::new(
@@ -370,8 +386,26 @@ impl Config {
             max_gap_fill,
             scan_repos,
             scan_interval_ms,
+            drone_server_url,
         })
     }
+}
+
+/// `proto://host` of a drone server URL, the host lower-cased (drone's `cleanHostname`); a
+/// trailing `/` is allowed, a path is not. The host is visible ASCII without `"` or `\`: it
+/// goes into the `system` JSON as is.
+fn server_url(url: &str) -> Option<String> {
+    let (proto, rest) = url.split_once("://")?;
+    if proto != "http" && proto != "https" {
+        return None;
+    }
+    let host = rest.strip_suffix('/').unwrap_or(rest);
+    let ok = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !matches!(b, b'/' | b'"' | b'\\' | b'?' | b'#'));
+    ok.then(|| format!("{proto}://{}", host.to_ascii_lowercase()))
 }
 
 const HOUR_MS: u64 = 3_600_000;
@@ -414,6 +448,7 @@ const KEYS: &[&str] = &[
     "max_gap_fill",
     "scan_repos",
     "scan_interval_ms",
+    "drone_server_url",
 ];
 
 /// Keys whose values are secrets, or may be one pasted into the wrong key: their values are
@@ -738,6 +773,7 @@ mod tests {
                 max_gap_fill: 20,
                 scan_repos: vec![],
                 scan_interval_ms: 300_000,
+                drone_server_url: None,
             }
         );
     }
@@ -767,7 +803,8 @@ mod tests {
             "instance": "A-z_0.9",
             "webhook_secret_env": "DRONE_WEBHOOK_SECRET",
             "signature_mode": "monitor",
-            "max_clock_skew_ms": 1000
+            "max_clock_skew_ms": 1000,
+            "drone_server_url": "https://Drone.Example.com/"
         });
         let c = parse(&v).unwrap();
         assert_eq!(c.webhook_path, "/drone/hook/");
@@ -802,6 +839,35 @@ mod tests {
         assert_eq!(c.instance, "A-z_0.9");
         assert_eq!(c.webhook_secret.as_deref(), Some(SECRET));
         assert_eq!(c.signature_mode, SignatureMode::Monitor);
+        assert_eq!(
+            c.drone_server_url.as_deref(),
+            Some("https://drone.example.com")
+        );
+    }
+
+    #[test]
+    fn drone_server_url_is_a_proto_and_a_host() {
+        for bad in [
+            "drone.example.com",
+            "ftp://drone.example.com",
+            "https://",
+            "https://drone.example.com/api",
+            "https://drone.example.com?x",
+            "https://dro ne",
+            "https://dr\"one",
+        ] {
+            let e = err(&with("drone_server_url", Some(json!(bad))));
+            assert_eq!(e.key, "drone_server_url", "{bad}");
+        }
+        let ok = parse(&with(
+            "drone_server_url",
+            Some(json!("http://localhost:8080")),
+        ))
+        .unwrap();
+        assert_eq!(
+            ok.drone_server_url.as_deref(),
+            Some("http://localhost:8080")
+        );
     }
 
     #[test]

@@ -52,6 +52,10 @@ pub mod names {
     pub const BUILD_INFO: &str = "status_sync.build_info";
     /// Gauge: lease epoch of the current reconciler (its identity; changes with the leader).
     pub const RECONCILER_EPOCH: &str = "status_sync.reconciler_epoch";
+    pub const HINTS_REFUTED: &str = "status_sync.hints_refuted";
+    pub const BUILDS_DISCOVERED: &str = "status_sync.builds_discovered";
+    pub const REPOS_EVICTED: &str = "status_sync.repos_evicted";
+    pub const BUILDS_HINT_ONLY: &str = "status_sync.builds_hint_only";
 }
 
 /// Tag names, as Prometheus labels (Envoy's `stats_tags`, Istio's `extraStatTags`).
@@ -104,17 +108,26 @@ pub struct Counters {
     pub builds_scan_found: u64,
     pub transitions_lost: u64,
     pub transitions_recovered: u64,
+    /// Drone contradicted something only unverified webhooks said (no such build, a claim
+    /// drone is behind, a name that is another repository's): forgotten, nothing real lost.
+    pub hints_refuted: u64,
+    /// Builds found by a repository's `counter` or by drone's list of incomplete builds.
+    pub builds_discovered: u64,
+    /// Repository identities dropped to stay within `max_repos` (confirmed or candidates).
+    pub repos_evicted: u64,
     // gauges
     pub builds_tracked: u64,
     pub circuit_open: u64,
     pub calls_inflight: u64,
     pub oldest_undelivered_seconds: u64,
     pub transitions_missing: u64,
+    /// Tracked builds only unverified webhooks vouch for so far.
+    pub builds_hint_only: u64,
 }
 
 impl Counters {
     /// The counters as (name, value) pairs, for mirroring into host metrics.
-    pub fn counters(&self) -> [(&'static str, u64); 17] {
+    pub fn counters(&self) -> [(&'static str, u64); 20] {
         use names::*;
         [
             (REDELIVERIES_OK, self.redeliveries_ok),
@@ -134,10 +147,13 @@ impl Counters {
             (BUILDS_SCAN_FOUND, self.builds_scan_found),
             (TRANSITIONS_LOST, self.transitions_lost),
             (TRANSITIONS_RECOVERED, self.transitions_recovered),
+            (HINTS_REFUTED, self.hints_refuted),
+            (BUILDS_DISCOVERED, self.builds_discovered),
+            (REPOS_EVICTED, self.repos_evicted),
         ]
     }
 
-    pub fn gauges(&self) -> [(&'static str, u64); 5] {
+    pub fn gauges(&self) -> [(&'static str, u64); 6] {
         use names::*;
         [
             (BUILDS_TRACKED, self.builds_tracked),
@@ -145,6 +161,7 @@ impl Counters {
             (CALLS_INFLIGHT, self.calls_inflight),
             (OLDEST_UNDELIVERED_SECONDS, self.oldest_undelivered_seconds),
             (TRANSITIONS_MISSING, self.transitions_missing),
+            (BUILDS_HINT_ONLY, self.builds_hint_only),
         ]
     }
 }

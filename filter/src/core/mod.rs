@@ -19,6 +19,7 @@ pub mod observation;
 pub mod ratelog;
 pub mod reconciler;
 pub mod redact;
+pub(crate) mod repos;
 pub mod request;
 pub mod signature;
 pub mod slo;
