@@ -326,3 +326,136 @@ fn memory_1000_max_size_forged_webhooks_within_the_documented_bound() -> Result<
     );
     Ok(())
 }
+
+/// One HTTP/1.1 request written byte for byte (no client library: they resolve `..` and
+/// re-encode paths before sending). Returns the status code and the `Location` header.
+fn raw_post(
+    port: u16,
+    path: &str,
+    headers: &[(&str, String)],
+    body: &[u8],
+) -> Result<(u16, Option<String>)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut head = format!(
+        "POST {path} HTTP/1.1\r\nhost: pipeline\r\nx-drone-event: build\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes())?;
+    // Envoy may answer (401, redirect) and close before it has read the body: a failed write
+    // of the body, or a reset after the answer, is not the test's business.
+    let _ = s.write_all(body);
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(buf.get(..n).unwrap_or_default()),
+            Err(e) if !answer.is_empty() => {
+                println!("{path}: {e} after the answer");
+                break;
+            }
+            Err(e) => return Err(e).with_context(|| format!("reading the answer to {path}")),
+        }
+    }
+    let text = String::from_utf8_lossy(&answer);
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .with_context(|| format!("no status line for {path}: {text:?}"))?;
+    let location = text
+        .lines()
+        .take_while(|l| !l.is_empty())
+        .find_map(|l| {
+            l.split_once(':')
+                .filter(|(k, _)| k.eq_ignore_ascii_case("location"))
+        })
+        .map(|(_, v)| v.trim().to_string());
+    Ok((code, location))
+}
+
+/// Path normalization (review of issue 11): the webhook route is the boundary of `enforce`,
+/// and Envoy matches routes on the path as sent. Without the connection manager's
+/// `normalize_path`/`merge_slashes`/`path_with_escaped_slashes_action`, `/x/../hook`,
+/// `//hook` and `/%68ook` missed the route, skipped the filter and reached the pipeline,
+/// which may read them as `/hook`. Now each is either checked as `/hook` (401 unsigned), or
+/// redirected to its normalized path (escaped slashes), or forwarded under its normalized
+/// path, which is not the webhook path. No unsigned request reaches the pipeline at a path
+/// that is, or normalizes to, `/hook`.
+#[test]
+fn paths_that_normalize_to_the_webhook_path_are_checked() -> Result<()> {
+    let _slot = slot();
+    let stack = enforcing_stack()?;
+    let port = stack.envoy.listen_port();
+    let body = webhook("success", 4);
+    // (path as sent, what must happen)
+    enum Want {
+        Checked,
+        Redirect(&'static str),
+        Forwarded(&'static str),
+    }
+    let cases = [
+        ("/x/../hook", Want::Checked),
+        ("/./hook", Want::Checked),
+        ("//hook", Want::Checked),
+        ("///hook//", Want::Checked),
+        ("/%68ook", Want::Checked),
+        ("/%68%6F%6F%6B", Want::Checked),
+        ("/hook/../hook", Want::Checked),
+        ("/%2e%2e/hook", Want::Checked),
+        ("/%2Fhook", Want::Redirect("/hook")),
+        ("/x%2F..%2Fhook", Want::Redirect("/hook")),
+        ("/hook%2F..%2Fother", Want::Redirect("/other")),
+        ("/hook/../other", Want::Forwarded("/other")),
+    ];
+    let mut forwarded = Vec::new();
+    for (path, want) in &cases {
+        let (code, location) = raw_post(port, path, &[], &body)?;
+        match want {
+            Want::Checked => assert_eq!(code, 401, "{path}: unsigned, must be checked"),
+            Want::Redirect(to) => {
+                assert!(
+                    (300..400).contains(&code),
+                    "{path}: escaped slash, want a redirect, got {code}"
+                );
+                let location = location.unwrap_or_default();
+                assert!(
+                    location.ends_with(to),
+                    "{path}: redirected to {location:?}, want {to}"
+                );
+            }
+            Want::Forwarded(to) => {
+                assert_eq!(code, 200, "{path}: not the webhook path once normalized");
+                forwarded.push(*to);
+            }
+        }
+    }
+    let received = stack.pipeline.received();
+    let paths: Vec<&str> = received.iter().map(|r| r.path.as_str()).collect();
+    assert_eq!(
+        paths, forwarded,
+        "what reached the pipeline, and at which path"
+    );
+    let checked = cases
+        .iter()
+        .filter(|(_, w)| matches!(w, Want::Checked))
+        .count();
+    wait_metric(&stack, "webhooks_rejected", checked as i64)?;
+    // A signed webhook sent to a non-canonical form of the path still passes, normalized.
+    let (code, _) = raw_post(port, "//x/../hook", &signed_headers(&body), &body)?;
+    assert_eq!(code, 200, "signed, non-canonical path");
+    let received = stack.pipeline.received();
+    let last = received
+        .last()
+        .map(|r| (r.path.as_str(), r.sha256.as_str()));
+    assert_eq!(last, Some(("/hook", util::sha256_hex(&body).as_str())));
+    wait_metric(&stack, "webhooks_delivered", 1)?;
+    Ok(())
+}

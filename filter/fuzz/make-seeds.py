@@ -86,16 +86,41 @@ write("config", "full.json", json.dumps({
 }, indent=2).encode())
 write("config", "bad-types.json", b'{"pipeline_cluster":1,"drone_cluster":"drone","tick_ms":"x"}')
 
-# observation: queue messages (serde JSON of Observation).
-for outcome in ["delivered", "refused", "not_delivered"]:
-    write("observation", outcome + ".json", compact({
-        "webhook": {"repo": {"id": 42, "namespace": "octocat", "name": "hello-world"},
-                    "number": 101, "status": hook["build"]["status"],
-                    "version": hook["build"]["version"], "action": "updated",
-                    "repo_json": compact(repo).decode(),
-                    "system_json": compact(hook["system"]).decode()},
-        "outcome": outcome}))
-write("observation", "minimal.json", compact({
-    "webhook": {"repo": {"id": 1, "namespace": "o", "name": "n"}, "number": 1,
-                "status": "pending", "version": 1, "action": "created"},
-    "outcome": "delivered"}))
+# observation: queue messages, the binary `SSO2` layout of `Observation::encode`
+# (filter/src/core/observation.rs, integers little-endian as in core/wire.rs): magic, repo.id,
+# build.number, build.version (u64 each), status code, outcome code, verified (u8 each),
+# namespace, name, action (u32 length + UTF-8 each), then repo_json and system_json, each
+# 0 (absent) or 1 + u32 length + UTF-8. Plus one `SSO1` message (before `verified`), which the
+# reconciler still decodes during a rolling upgrade.
+import struct
+STATUS = ["skipped", "blocked", "declined", "waiting_on_dependencies", "pending", "running",
+          "success", "failure", "killed", "error"]
+OUTCOME = {"delivered": 0, "refused": 1, "not_delivered": 2}
+
+
+def s32(text):
+    b = text.encode()
+    return struct.pack("<I", len(b)) + b
+
+
+def opt(text):
+    return b"\0" if text is None else b"\1" + s32(text)
+
+
+def observation(repo_id, ns, name, number, status, version, action, outcome, verified,
+                repo_json=None, system_json=None, magic=b"SSO2"):
+    code = STATUS.index(status) if status in STATUS else 10
+    out = magic + struct.pack("<QQQ", repo_id, number, version)
+    out += bytes([code, OUTCOME[outcome]]) + (bytes([verified]) if magic == b"SSO2" else b"")
+    return out + s32(ns) + s32(name) + s32(action) + opt(repo_json) + opt(system_json)
+
+
+b = hook["build"]
+for outcome in OUTCOME:
+    write("observation", outcome + ".bin", observation(
+        repo["id"], repo["namespace"], repo["name"], b["number"], b["status"], b["version"],
+        hook["action"], outcome, 1, compact(repo).decode(), compact(hook["system"]).decode()))
+write("observation", "minimal.bin",
+      observation(1, "o", "n", 1, "pending", 1, "created", "delivered", 0))
+write("observation", "v1.bin",
+      observation(1, "o", "n", 1, "running", 2, "updated", "refused", 0, magic=b"SSO1"))

@@ -11,7 +11,7 @@
 //! parser reads every row).
 
 use super::drone_api::{compact, RawObject};
-use super::json_scan::{decode_string, decode_u64, Scanner};
+use super::json::{decode_string, decode_u64, Scanner};
 use super::redact::{OptRedacted, Redacted};
 use std::borrow::Cow;
 

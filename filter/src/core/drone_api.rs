@@ -5,7 +5,7 @@
 //! them (same keys, same order, same number formatting), so the pipeline cannot tell a
 //! re-delivery from a live webhook. Only the few fields we act on are decoded.
 
-use super::json_scan::{self, Scanner};
+use super::json::{self, Scanner};
 use super::model::{BuildStatus, ParseError, RepoRef};
 use std::borrow::Cow;
 
@@ -251,7 +251,7 @@ pub(crate) fn utf8(body: &[u8]) -> Result<&str, ParseError> {
 /// A JSON object's members in document order, each value as its raw (validated) text.
 ///
 /// Order matters for re-deliveries, and raw values let us copy drone's objects without
-/// re-encoding them. Built on [`json_scan`]: one pass, iterative, nesting limited.
+/// re-encoding them. Built on [`json`]: one pass, iterative, nesting limited.
 #[derive(Debug)]
 pub(crate) struct RawObject<'a> {
     pub(crate) entries: Vec<(Cow<'a, str>, &'a str)>,
@@ -260,7 +260,7 @@ pub(crate) struct RawObject<'a> {
 impl<'a> RawObject<'a> {
     /// Parses `text`, which must be exactly one JSON object (surrounding whitespace allowed).
     pub(crate) fn parse(text: &'a str) -> Result<Self, ParseError> {
-        let json = |e: json_scan::JsonError| ParseError::Json(e.to_string());
+        let json = |e: json::JsonError| ParseError::Json(e.to_string());
         let mut s = Scanner::new(text);
         if !s.begin_object() {
             s.value(0).map_err(json)?;
@@ -302,13 +302,13 @@ impl<'a> RawObject<'a> {
     /// `u64` are all invalid: drone's ids, numbers and versions are non-negative integers.
     pub(crate) fn u64_field(&self, key: &str, name: &'static str) -> Result<u64, ParseError> {
         let raw = self.get(key, name)?.ok_or(ParseError::Missing(name))?;
-        json_scan::decode_u64(raw).ok_or(ParseError::Invalid(name))
+        json::decode_u64(raw).ok_or(ParseError::Invalid(name))
     }
 
     /// A required string.
     pub(crate) fn string(&self, key: &str, name: &'static str) -> Result<String, ParseError> {
         let raw = self.get(key, name)?.ok_or(ParseError::Missing(name))?;
-        json_scan::decode_string(raw)
+        json::decode_string(raw)
             .map(Cow::into_owned)
             .ok_or(ParseError::Invalid(name))
     }
@@ -330,7 +330,7 @@ impl<'a> RawObject<'a> {
 /// Maximum bracket nesting of `json`, ignoring brackets inside strings. Runs on unvalidated
 /// input: it only counts, the parser that follows reports any syntax error. Only the
 /// reference webhook parser (the test oracle, built on serde_json, which skips raw values
-/// without a depth limit) needs it; [`json_scan`] limits nesting as it goes.
+/// without a depth limit) needs it; [`json`] limits nesting as it goes.
 pub(crate) fn nesting_depth(json: &str) -> usize {
     let (mut depth, mut max) = (0usize, 0usize);
     let mut in_string = false;
@@ -451,7 +451,7 @@ fn hex_digit(n: u8) -> char {
 )]
 mod tests {
     use super::*;
-    use crate::core::json_scan::MAX_DEPTH;
+    use crate::core::json::MAX_DEPTH;
     use serde_json::Value;
 
     #[test]

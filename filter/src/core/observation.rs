@@ -151,6 +151,44 @@ mod tests {
     use crate::core::model::{BuildStatus, RepoRef};
     use crate::core::webhook::parse_webhook;
 
+    /// The fuzz seeds (`filter/fuzz/make-seeds.py`) are real queue messages: each decodes, and
+    /// the `SSO2` ones encode back to the same bytes. A change of layout that forgets the
+    /// script fails here.
+    #[test]
+    fn fuzz_seeds_are_valid_queue_messages() {
+        let seeds: [(&str, &[u8]); 5] = [
+            (
+                "delivered",
+                include_bytes!("../../fuzz/seeds/observation/delivered.bin"),
+            ),
+            (
+                "refused",
+                include_bytes!("../../fuzz/seeds/observation/refused.bin"),
+            ),
+            (
+                "not_delivered",
+                include_bytes!("../../fuzz/seeds/observation/not_delivered.bin"),
+            ),
+            (
+                "minimal",
+                include_bytes!("../../fuzz/seeds/observation/minimal.bin"),
+            ),
+            ("v1", include_bytes!("../../fuzz/seeds/observation/v1.bin")),
+        ];
+        for (name, bytes) in seeds {
+            let obs = Observation::decode(bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+            if name == "v1" {
+                assert!(!obs.verified);
+            } else {
+                assert_eq!(obs.encode(), bytes, "{name}");
+            }
+        }
+        let delivered = Observation::decode(seeds[0].1).unwrap();
+        assert!(delivered.verified);
+        assert_eq!(delivered.outcome, DeliveryOutcome::Delivered);
+        assert!(delivered.webhook.repo_json.is_some());
+    }
+
     fn sample() -> Observation {
         Observation {
             webhook: ParsedWebhook {

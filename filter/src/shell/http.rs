@@ -1,27 +1,18 @@
 //! The HTTP filter: watches drone's build webhooks on their way to the pipeline.
 //!
-//! Pass-through first: the request is never paused for our sake (`Action::Continue`
-//! everywhere), the body is copied as it streams past (up to `max_body_bytes`), and nothing is
-//! changed. The one exception is opt-in: with `signature_mode: enforce`, any request to
-//! `webhook_path` (whatever its method or event header) whose signature headers are missing or
-//! forged is answered 401 before anything is forwarded (the HMAC covers only `Date` and
-//! `Digest`, so this needs no body), and the body of a correctly signed one is held until its
-//! `Digest` is checked, at the end of the body or at the trailers, whichever ends the request.
-//! Headers are never held: Envoy turns a
-//! paused `on_request_headers` into StopAllIteration, after which the body callbacks would not
-//! run. When the stream ends, the transition and the pipeline's answer go to the reconciler
-//! through the shared queue.
+//! Only translation: what Envoy reports goes to [`Request`], the per-request state machine of
+//! the core (which holds the signature policy: pass through, hold a signed body in `enforce`
+//! mode, answer 401), and what it decides is performed here: host calls, metrics, rate-limited
+//! log lines. When the stream ends, the transition and the pipeline's answer go to the
+//! reconciler through the shared queue.
 
 use super::host;
 use super::metrics::Filter;
 use super::root::Shared;
-use crate::core::config::SignatureMode;
 use crate::core::logfmt::Val;
 use crate::core::model::{DeliveryOutcome, ParseError};
-use crate::core::observation::Observation;
 use crate::core::ratelog::{suppressed_note, LogLimiter};
-use crate::core::signature::{self, DigestStream};
-use crate::core::webhook;
+use crate::core::request::{self, Decision, Finish, Headers, Read, Request};
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, MapType};
 use std::rc::Rc;
@@ -54,29 +45,9 @@ fn limited(shared: &Shared, kind: Kind, f: impl FnOnce(String)) {
     }
 }
 
-#[derive(Default)]
-struct SignedHeaders {
-    date: Option<String>,
-    digest: Option<String>,
-}
-
 pub struct Observer {
     shared: Option<Rc<Shared>>,
-    watching: bool,
-    /// Enforce mode with valid signature headers: the body is held (Envoy buffers it) until
-    /// its digest is checked.
-    holding_body: bool,
-    body: Vec<u8>,
-    oversized: bool,
-    saw_body_end: bool,
-    signed: SignedHeaders,
-    /// Digest of the body as it streams past (signature checks only).
-    digest: Option<DigestStream>,
-    rejected: bool,
-    /// The signature headers verified and the body's digest matched: the observation is
-    /// evidence. Set only at the end of a complete body.
-    verified: bool,
-    response_status: Option<u16>,
+    request: Request,
 }
 
 fn utf8(v: Option<&[u8]>) -> Option<String> {
@@ -103,166 +74,117 @@ fn not_understood(shared: &Shared, e: &ParseError) {
     });
 }
 
-impl Observer {
-    pub fn new(shared: Option<Rc<Shared>>) -> Self {
-        Observer {
-            shared,
-            watching: false,
-            holding_body: false,
-            body: Vec::new(),
-            oversized: false,
-            saw_body_end: false,
-            signed: SignedHeaders::default(),
-            digest: None,
-            rejected: false,
-            verified: false,
-            response_status: None,
+/// Performs a decision of the state machine: counts and logs a failed signature check, sends
+/// the 401, and tells Envoy whether to go on.
+fn perform(shared: &Shared, decision: Decision) -> Action {
+    match decision {
+        Decision::Continue => Action::Continue,
+        Decision::Pause => Action::Pause,
+        Decision::PassUnverified { why } => {
+            shared.metrics.count(Filter::SignatureInvalid);
+            limited(shared, Kind::Signature, |note| {
+                log::warn!(
+                    "webhook signature invalid, passed (monitor mode) why={}{note}",
+                    Val(&why)
+                )
+            });
+            Action::Continue
         }
-    }
-
-    /// A signature check failed: count it; in enforce mode answer 401 (the caller returns
-    /// `Pause`, as Envoy requires after a local reply).
-    fn signature_failed(&mut self, shared: &Shared, why: &str) -> Action {
-        shared.metrics.count(Filter::SignatureInvalid);
-        if shared.cfg.signature_mode == SignatureMode::Enforce {
+        Decision::Reject { why } => {
+            shared.metrics.count(Filter::SignatureInvalid);
             shared.metrics.count(Filter::Rejected);
             limited(shared, Kind::Signature, |note| {
                 log::warn!(
                     "webhook rejected with 401 (enforce mode) why={}{note}",
-                    Val(why)
+                    Val(&why)
                 )
             });
-            self.rejected = true;
-            self.watching = false;
-            self.body = Vec::new();
-            host::send_local_response(401, b"invalid webhook signature\n");
-            return Action::Pause;
+            host::send_local_response(request::REJECT_STATUS, request::REJECT_BODY);
+            // Envoy requires a paused stream after a local reply.
+            Action::Pause
         }
-        limited(shared, Kind::Signature, |note| {
-            log::warn!(
-                "webhook signature invalid, passed (monitor mode) why={}{note}",
-                Val(why)
-            )
-        });
-        Action::Continue
     }
+}
 
-    /// Copies a chunk (up to `max_body_bytes`) and feeds the digest.
-    fn take_chunk(&mut self, chunk: &[u8], limit: usize) {
-        if let Some(d) = self.digest.as_mut() {
-            d.update(chunk);
-        }
-        if self.oversized || !self.watching {
-            return;
-        }
-        if self.body.len().saturating_add(chunk.len()) > limit {
-            self.oversized = true;
-            self.body = Vec::new();
-        } else {
-            self.body.extend_from_slice(chunk);
+impl Observer {
+    pub fn new(shared: Option<Rc<Shared>>) -> Self {
+        Observer {
+            shared,
+            request: Request::new(),
         }
     }
 
-    /// Still reading this request's body: observing it, or checking its digest.
-    fn in_body(&self) -> bool {
-        (self.watching || self.digest.is_some()) && !self.saw_body_end && !self.rejected
-    }
-
-    /// Reads the body Envoy buffered while we paused, in pieces, into the digest (and our
-    /// copy). `size` is the total when the host told us; otherwise read until the buffer ends.
-    fn read_held_body(&mut self, shared: &Shared, size: Option<usize>) {
-        let limit = shared.cfg.max_body_bytes;
-        let mut offset = 0;
-        while size.is_none_or(|size| offset < size) {
-            let len = size.map_or(READ_CHUNK, |size| READ_CHUNK.min(size - offset));
-            let Some(chunk) = host::buffer(BufferType::HttpRequestBody, offset, len) else {
-                break;
-            };
-            if chunk.is_empty() {
-                break;
+    /// Reads the body bytes the state machine asked for into it: this chunk, or everything
+    /// Envoy buffered while we paused, in pieces (`size` is the total when the host told us;
+    /// otherwise read until the buffer ends).
+    fn read(&mut self, read: Read) {
+        match read {
+            Read::Nothing => {}
+            Read::Chunk(size) => {
+                if let Some(chunk) = host::buffer(BufferType::HttpRequestBody, 0, size) {
+                    self.request.data(&chunk);
+                }
             }
-            offset += chunk.len();
-            self.take_chunk(&chunk, limit);
-        }
-    }
-
-    /// Called once the whole body has been seen (or there was none).
-    fn body_complete(&mut self, shared: &Shared) -> Action {
-        self.saw_body_end = true;
-        if let Some(d) = self.digest.take() {
-            match d.check(self.signed.digest.as_deref()) {
-                Ok(()) => self.verified = true,
-                Err(e) => {
-                    let action = self.signature_failed(shared, &e.to_string());
-                    if self.rejected {
-                        return action;
+            Read::Held(size) => {
+                let mut offset = 0;
+                while size.is_none_or(|size| offset < size) {
+                    let len = size.map_or(READ_CHUNK, |size| READ_CHUNK.min(size - offset));
+                    let Some(chunk) = host::buffer(BufferType::HttpRequestBody, offset, len) else {
+                        break;
+                    };
+                    if chunk.is_empty() {
+                        break;
                     }
+                    offset += chunk.len();
+                    self.request.data(&chunk);
                 }
             }
         }
-        // Parsing waits for the end of the stream (`finish`).
-        Action::Continue
     }
 
     /// At the end of the stream: parse the body and hand the transition and the pipeline's
-    /// answer to the reconciler. Parsing waits until now because forwarding the webhook does
-    /// not need it, so it adds nothing to the pipeline's latency.
+    /// answer to the reconciler.
     fn finish(&mut self, shared: &Shared) {
-        if !self.watching || self.rejected {
-            return;
-        }
-        self.watching = false;
-        let body = std::mem::take(&mut self.body);
-        if self.oversized {
-            shared.metrics.count(Filter::Oversized);
-            let limit = shared.cfg.max_body_bytes;
-            limited(shared, Kind::Oversized, |note| {
-                log::info!(
-                    "drone webhook larger than max_body_bytes, passed through unparsed max_body_bytes={limit}{note}"
-                )
-            });
-            return;
-        }
-        if !self.saw_body_end {
-            // The request ended without a complete body (reset): nothing to parse.
-            shared.metrics.count(Filter::Unparsable);
-            return;
-        }
-        let view = match webhook::scan_webhook(&body) {
-            Ok(v) => v,
-            Err(e) => return not_understood(shared, &e),
+        let observe = match self.request.finish() {
+            Finish::Nothing => return,
+            Finish::Oversized => {
+                shared.metrics.count(Filter::Oversized);
+                let limit = shared.cfg.max_body_bytes;
+                limited(shared, Kind::Oversized, |note| {
+                    log::info!(
+                        "drone webhook larger than max_body_bytes, passed through unparsed max_body_bytes={limit}{note}"
+                    )
+                });
+                return;
+            }
+            Finish::Incomplete => {
+                shared.metrics.count(Filter::Unparsable);
+                return;
+            }
+            Finish::Observe(observe) => observe,
         };
         // The time of this VM's last tick: the metadata cache counts in minutes, and a clock
         // read is one more host call per webhook.
         let now = shared.tick_ms.get();
-        let (repo_id, hash) = (view.repo.id, view.metadata_hash());
-        let with_metadata = shared.sent_metadata.borrow().needs(repo_id, hash, now);
-        let webhook = match view.into_parsed(with_metadata) {
-            Ok(w) => w,
+        let message = match observe.into_message(&shared.sent_metadata.borrow(), now) {
+            Ok(m) => m,
             Err(e) => return not_understood(shared, &e),
         };
-        let outcome = DeliveryOutcome::from_status(self.response_status);
-        shared.metrics.count(match outcome {
+        shared.metrics.count(match message.outcome {
             DeliveryOutcome::Delivered => Filter::Delivered,
             DeliveryOutcome::Refused => Filter::Refused,
             DeliveryOutcome::NotDelivered => Filter::NotDelivered,
         });
-        let msg = Observation {
-            webhook,
-            outcome,
-            verified: self.verified,
-        }
-        .encode();
         let queued = shared
             .queue
-            .map(|q| host::enqueue(q, &msg).is_ok())
+            .map(|q| host::enqueue(q, &message.bytes).is_ok())
             .unwrap_or(false);
         if !queued {
             shared.metrics.count(Filter::QueueDropped);
             limited(shared, Kind::Queue, |note| {
                 log::warn!("could not hand a webhook to the reconciler (shared queue full){note}")
             });
-        } else if with_metadata {
+        } else if let Some((repo_id, hash)) = message.sent_metadata {
             shared.sent_metadata.borrow_mut().sent(repo_id, hash, now);
         }
     }
@@ -275,113 +197,59 @@ impl HttpContext for Observer {
         let Some(shared) = self.shared.clone() else {
             return Action::Continue;
         };
-        // Cheapest rejections first: most requests to a pipeline are not drone's webhooks.
         let req = |name: &str| utf8(host::header(MapType::HttpRequestHeaders, name).as_deref());
+        // Cheapest first: most requests to a pipeline are not drone's webhooks, and the
+        // other headers are read only for requests to the webhook path.
         let path = req(":path").unwrap_or_default();
-        if !webhook::is_webhook_path(&path, &shared.cfg.webhook_path) {
+        if !crate::core::webhook::is_webhook_path(&path, &shared.cfg.webhook_path) {
             return Action::Continue;
         }
-        let method = req(":method").unwrap_or_default();
-        let build = webhook::is_build_event(&method, req("x-drone-event").as_deref());
-        let secret = match shared.cfg.signature_mode {
-            SignatureMode::Off => None,
-            _ => shared.cfg.webhook_secret.as_ref(),
+        let (method, event) = (req(":method").unwrap_or_default(), req("x-drone-event"));
+        let (date, digest, signature) = if Request::checks_signatures(&shared.cfg) {
+            (req("date"), req("digest"), req("signature"))
+        } else {
+            (None, None, None)
         };
-        let enforce = shared.cfg.signature_mode == SignatureMode::Enforce && secret.is_some();
-        // `enforce` covers every request to the webhook path (any method, any or no event
-        // header): a PUT, or a POST without `X-Drone-Event: build`, is drone's only if signed.
-        // Such a request, once verified, passes through and is not observed.
-        if !build && !enforce {
-            return Action::Continue;
-        }
-        self.watching = build;
-        if build {
+        let headers = Headers {
+            path: &path,
+            method: &method,
+            drone_event: event.as_deref(),
+            date: date.as_deref(),
+            digest: digest.as_deref(),
+            signature: signature.as_deref(),
+        };
+        let step = self
+            .request
+            .on_headers(&shared.cfg, &headers, host::now_ms(), end_of_stream);
+        if step.observed {
             shared.metrics.count(Filter::Observed);
         }
-        if let Some(secret) = secret {
-            self.signed = SignedHeaders {
-                date: req("date"),
-                digest: req("digest"),
-            };
-            let signature = req("signature");
-            match signature::verify_headers(
-                secret.as_bytes(),
-                self.signed.date.as_deref(),
-                self.signed.digest.as_deref(),
-                signature.as_deref(),
-                host::now_ms(),
-                shared.cfg.max_clock_skew_ms,
-            ) {
-                Ok(()) => {
-                    self.digest = Some(DigestStream::default());
-                    self.holding_body = enforce;
-                }
-                Err(e) => {
-                    let action = self.signature_failed(&shared, &e.to_string());
-                    if self.rejected {
-                        return action;
-                    }
-                }
-            }
-        }
-        if end_of_stream {
-            return self.body_complete(&shared);
-        }
-        Action::Continue
+        perform(&shared, step.decision)
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         let Some(shared) = self.shared.clone() else {
             return Action::Continue;
         };
-        if !self.in_body() {
-            return Action::Continue;
-        }
-        if self.holding_body {
-            // Envoy buffers while we pause; `body_size` is the total so far. Read it once, at
-            // the end, in pieces (the digest needs all of it, our copy only max_body_bytes).
-            if !end_of_stream {
-                return Action::Pause;
-            }
-            self.read_held_body(&shared, Some(body_size));
-            return self.body_complete(&shared);
-        }
-        if body_size > 0 && (self.digest.is_some() || (self.watching && !self.oversized)) {
-            if let Some(chunk) = host::buffer(BufferType::HttpRequestBody, 0, body_size) {
-                self.take_chunk(&chunk, shared.cfg.max_body_bytes);
-            }
-        }
-        if end_of_stream {
-            let _ = self.body_complete(&shared);
-        }
-        Action::Continue
+        self.read(self.request.body_read(body_size, end_of_stream));
+        perform(&shared, self.request.on_body(end_of_stream))
     }
 
-    /// Trailers end the body (HTTP/2, or chunked HTTP/1 with trailers): the last body chunk
-    /// came with `end_of_stream` false, so a held body is checked here, before Envoy may send
-    /// it on. Without this, a genuine signed `Date`/`Digest`/`Signature` replayed with a forged
-    /// body ending in trailers would reach the pipeline unchecked.
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
         let Some(shared) = self.shared.clone() else {
             return Action::Continue;
         };
-        if !self.in_body() {
-            return Action::Continue;
-        }
-        if self.holding_body {
-            // Everything Envoy buffered while we paused (none if no data frame came).
-            self.read_held_body(&shared, None);
-        }
-        // Unheld chunks were already taken as they passed.
-        self.body_complete(&shared)
+        self.read(self.request.trailers_read());
+        perform(&shared, self.request.on_trailers())
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        if self.watching {
-            self.response_status = host::header(MapType::HttpResponseHeaders, ":status")
+        if self.request.wants_response_status() {
+            let status = host::header(MapType::HttpResponseHeaders, ":status")
                 .as_deref()
                 .and_then(|v| std::str::from_utf8(v).ok())
                 .and_then(|v| v.trim().parse().ok());
+            self.request.on_response_status(status);
         }
         Action::Continue
     }

@@ -1,0 +1,878 @@
+//! One request through the HTTP filter, as a state machine: the shell feeds it what Envoy
+//! reports (request headers, body bytes, the end of the body, trailers, the response status,
+//! the end of the stream) and performs what it answers (continue, pause, answer 401, observe).
+//! The signature policy lives here, so every path through a request runs natively in tests.
+//!
+//! Pass-through first: the only decisions other than `Continue` are `Pause`, for the body of a
+//! correctly signed request in `enforce` mode until its `Digest` is checked, and `Reject`, a
+//! 401 in `enforce` mode for missing or forged signature headers (at the request headers: the
+//! HMAC covers only `Date` and `Digest`) or a body that does not match its `Digest` (at the end
+//! of the body or at the trailers, whichever ends the request). Headers are never held: Envoy
+//! turns a paused `on_request_headers` into StopAllIteration, after which the body callbacks
+//! would not run.
+
+use super::config::{Config, SignatureMode};
+use super::metadata::SentMetadata;
+use super::model::{DeliveryOutcome, ParseError};
+use super::observation::Observation;
+use super::signature::{self, DigestStream};
+use super::webhook;
+
+/// The request headers the filter looks at (`None`: absent or not UTF-8).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Headers<'a> {
+    pub path: &'a str,
+    pub method: &'a str,
+    pub drone_event: Option<&'a str>,
+    pub date: Option<&'a str>,
+    pub digest: Option<&'a str>,
+    pub signature: Option<&'a str>,
+}
+
+/// What the shell does with the stream after a callback.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Let the request go on.
+    Continue,
+    /// Hold the body (Envoy buffers it) until the end of the body or the trailers.
+    Pause,
+    /// A signature check failed in `monitor` mode: count it, log `why`, let the request go on.
+    PassUnverified { why: String },
+    /// A signature check failed in `enforce` mode: count it, log `why`, answer
+    /// [`REJECT_STATUS`] with [`REJECT_BODY`] and pause (as Envoy requires after a local reply).
+    Reject { why: String },
+}
+
+/// The status of the local reply to a request `enforce` refuses.
+pub const REJECT_STATUS: u32 = 401;
+/// Its body: says nothing about which check failed.
+pub const REJECT_BODY: &[u8] = b"invalid webhook signature\n";
+
+/// What the request headers decided.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeadersStep {
+    /// A build webhook (`POST`, `X-Drone-Event: build`, under `webhook_path`): count it as
+    /// observed, whatever the signature checks decide.
+    pub observed: bool,
+    pub decision: Decision,
+}
+
+/// Which body bytes the machine needs from the shell before [`Request::on_body`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Read {
+    /// None: the body is not ours to look at (or this chunk is empty).
+    Nothing,
+    /// This chunk (`body_size` bytes at offset 0 of the body buffer), passed to [`Request::data`].
+    Chunk(usize),
+    /// Everything Envoy buffered while we paused, from offset 0, in pieces passed to
+    /// [`Request::data`]; `Some(total)` when Envoy told us, otherwise until the buffer ends.
+    Held(Option<usize>),
+}
+
+/// What the end of the stream leaves for the shell.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Finish {
+    /// Not a build webhook, rejected, or already finished.
+    Nothing,
+    /// A build webhook larger than `max_body_bytes`: passed through unparsed; count, log.
+    Oversized,
+    /// A build webhook whose body never ended (reset): nothing to parse; count as unparsable.
+    Incomplete,
+    /// A complete build webhook: parse it and hand it to the reconciler.
+    Observe(Observe),
+}
+
+/// A complete build webhook and how the pipeline answered it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Observe {
+    pub body: Vec<u8>,
+    pub response_status: Option<u16>,
+    /// Signature headers verified and the body's digest matched: evidence, not a hint.
+    pub verified: bool,
+}
+
+/// A queue message ready to send, and what to record once it is sent.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Message {
+    pub bytes: Vec<u8>,
+    pub outcome: DeliveryOutcome,
+    /// `(repo_id, metadata hash)` to mark as sent in [`SentMetadata`] once the message is
+    /// queued: it carried the repository and system objects.
+    pub sent_metadata: Option<(u64, u64)>,
+}
+
+impl Observe {
+    /// Parses the body into the reconciler's queue message. The repository and system objects
+    /// go along only when this VM has not sent them recently (`sent`, at `now_ms`). Parsing
+    /// waits until the end of the stream because forwarding the webhook does not need it, so
+    /// it adds nothing to the pipeline's latency.
+    pub fn into_message(self, sent: &SentMetadata, now_ms: u64) -> Result<Message, ParseError> {
+        let view = webhook::scan_webhook(&self.body)?;
+        let (repo_id, hash) = (view.repo.id, view.metadata_hash());
+        let with_metadata = sent.needs(repo_id, hash, now_ms);
+        let webhook = view.into_parsed(with_metadata)?;
+        let outcome = DeliveryOutcome::from_status(self.response_status);
+        let bytes = Observation {
+            webhook,
+            outcome,
+            verified: self.verified,
+        }
+        .encode();
+        Ok(Message {
+            bytes,
+            outcome,
+            sent_metadata: with_metadata.then_some((repo_id, hash)),
+        })
+    }
+}
+
+/// Our copy of a build webhook's body, up to `max_body_bytes`.
+struct Copy {
+    bytes: Vec<u8>,
+    oversized: bool,
+    /// `max_body_bytes`.
+    limit: usize,
+}
+
+impl Copy {
+    fn take(&mut self, chunk: &[u8]) {
+        if self.oversized {
+            return;
+        }
+        if self.bytes.len().saturating_add(chunk.len()) > self.limit {
+            self.oversized = true;
+            self.bytes = Vec::new();
+        } else {
+            self.bytes.extend_from_slice(chunk);
+        }
+    }
+}
+
+/// The body's digest as it streams past, and the `Digest` header it must match.
+struct Check {
+    digest: DigestStream,
+    expected: Option<String>,
+}
+
+enum State {
+    /// Not ours (another path; or, outside `enforce`, not a build webhook), or finished.
+    Pass,
+    /// Answered 401: nothing more to do, nothing to observe.
+    Rejected,
+    /// Reading the body: copying it (a build webhook), checking its digest (signature headers
+    /// verified), or both. `held`: `enforce` holds it until the digest is checked (so a
+    /// digest mismatch is a 401 exactly when the body is held).
+    Body {
+        copy: Option<Copy>,
+        check: Option<Check>,
+        held: bool,
+    },
+    /// The body ended (or there was none); `verified` when its digest matched verified
+    /// signature headers.
+    Complete { copy: Option<Copy>, verified: bool },
+}
+
+/// One request's state. Created per request; the configuration is passed to each event.
+pub struct Request {
+    state: State,
+    response_status: Option<u16>,
+}
+
+impl Default for Request {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Request {
+    pub fn new() -> Self {
+        Request {
+            state: State::Pass,
+            response_status: None,
+        }
+    }
+
+    /// Whether the signature headers (`Date`, `Digest`, `Signature`) matter under `cfg`: the
+    /// shell reads them only then (three host calls fewer per webhook otherwise).
+    pub fn checks_signatures(cfg: &Config) -> bool {
+        cfg.signature_mode != SignatureMode::Off && cfg.webhook_secret.is_some()
+    }
+
+    /// The request headers. `now_ms` is the host's clock (the `Date` must be within
+    /// `max_clock_skew_ms`); `end_of_stream`: the request has no body.
+    pub fn on_headers(
+        &mut self,
+        cfg: &Config,
+        h: &Headers<'_>,
+        now_ms: u64,
+        end_of_stream: bool,
+    ) -> HeadersStep {
+        let pass = HeadersStep {
+            observed: false,
+            decision: Decision::Continue,
+        };
+        // Cheapest rejections first: most requests to a pipeline are not drone's webhooks.
+        if !webhook::is_webhook_path(h.path, &cfg.webhook_path) {
+            return pass;
+        }
+        let build = webhook::is_build_event(h.method, h.drone_event);
+        let secret = cfg
+            .webhook_secret
+            .as_ref()
+            .filter(|_| Self::checks_signatures(cfg));
+        let enforce = cfg.signature_mode == SignatureMode::Enforce && secret.is_some();
+        // `enforce` covers every request to the webhook path (any method, any or no event
+        // header): a PUT, or a POST without `X-Drone-Event: build`, is drone's only if signed.
+        // Such a request, once verified, passes through and is not observed.
+        if !build && !enforce {
+            return pass;
+        }
+        let copy = build.then(|| Copy {
+            bytes: Vec::new(),
+            oversized: false,
+            limit: cfg.max_body_bytes,
+        });
+        let mut check = None;
+        let mut decision = Decision::Continue;
+        if let Some(secret) = secret {
+            match signature::verify_headers(
+                secret.as_bytes(),
+                h.date,
+                h.digest,
+                h.signature,
+                now_ms,
+                cfg.max_clock_skew_ms,
+            ) {
+                Ok(()) => {
+                    check = Some(Check {
+                        digest: DigestStream::default(),
+                        expected: h.digest.map(str::to_string),
+                    })
+                }
+                Err(e) => {
+                    decision = self.signature_failed(enforce, e.to_string());
+                    if enforce {
+                        return HeadersStep {
+                            observed: build,
+                            decision,
+                        };
+                    }
+                }
+            }
+        }
+        let held = enforce && check.is_some();
+        self.state = State::Body { copy, check, held };
+        if end_of_stream {
+            // A monitor-mode failure of the headers leaves no digest to check, so the end of
+            // the body cannot add a second one.
+            let end = self.body_complete();
+            if decision == Decision::Continue {
+                decision = end;
+            }
+        }
+        HeadersStep {
+            observed: build,
+            decision,
+        }
+    }
+
+    /// Which bytes of a body callback the machine needs (see [`Read`]).
+    pub fn body_read(&self, body_size: usize, end_of_stream: bool) -> Read {
+        match &self.state {
+            State::Body { held: true, .. } if end_of_stream => Read::Held(Some(body_size)),
+            State::Body { held: true, .. } => Read::Nothing,
+            State::Body { copy, check, .. } => {
+                let wants = check.is_some() || copy.as_ref().is_some_and(|c| !c.oversized);
+                if wants && body_size > 0 {
+                    Read::Chunk(body_size)
+                } else {
+                    Read::Nothing
+                }
+            }
+            _ => Read::Nothing,
+        }
+    }
+
+    /// Bytes of the body, in order: fed to the digest, and copied (up to `max_body_bytes`).
+    pub fn data(&mut self, chunk: &[u8]) {
+        if let State::Body { copy, check, .. } = &mut self.state {
+            if let Some(c) = check.as_mut() {
+                c.digest.update(chunk);
+            }
+            if let Some(copy) = copy.as_mut() {
+                copy.take(chunk);
+            }
+        }
+    }
+
+    /// A body callback, after the bytes [`Request::body_read`] asked for were given to
+    /// [`Request::data`].
+    pub fn on_body(&mut self, end_of_stream: bool) -> Decision {
+        match &self.state {
+            State::Body { held, .. } if !end_of_stream => {
+                if *held {
+                    // Envoy buffers while we pause; `body_size` is the total so far. It is read
+                    // once, at the end, in pieces.
+                    Decision::Pause
+                } else {
+                    Decision::Continue
+                }
+            }
+            State::Body { .. } => self.body_complete(),
+            _ => Decision::Continue,
+        }
+    }
+
+    /// Which bytes the trailers need read first: a held body (none if no data frame came).
+    /// Unheld chunks were already taken as they passed.
+    pub fn trailers_read(&self) -> Read {
+        match &self.state {
+            State::Body { held: true, .. } => Read::Held(None),
+            _ => Read::Nothing,
+        }
+    }
+
+    /// Trailers end the body (HTTP/2, or chunked HTTP/1 with trailers): the last body chunk
+    /// came with `end_of_stream` false, so a held body is checked here, before Envoy may send
+    /// it on. Without this, a genuine signed `Date`/`Digest`/`Signature` replayed with a forged
+    /// body ending in trailers would reach the pipeline unchecked.
+    pub fn on_trailers(&mut self) -> Decision {
+        match &self.state {
+            State::Body { .. } => self.body_complete(),
+            _ => Decision::Continue,
+        }
+    }
+
+    /// The response status is needed: this is a build webhook being observed.
+    pub fn wants_response_status(&self) -> bool {
+        matches!(
+            &self.state,
+            State::Body { copy: Some(_), .. } | State::Complete { copy: Some(_), .. }
+        )
+    }
+
+    /// The pipeline's (or Envoy's) response status, if it parsed.
+    pub fn on_response_status(&mut self, status: Option<u16>) {
+        if self.wants_response_status() {
+            self.response_status = status;
+        }
+    }
+
+    /// The end of the stream (`on_log`): what there is to observe. Once only; later calls
+    /// return [`Finish::Nothing`].
+    pub fn finish(&mut self) -> Finish {
+        let state = std::mem::replace(&mut self.state, State::Pass);
+        let (copy, complete) = match state {
+            State::Body { copy: Some(c), .. } => (c, None),
+            State::Complete {
+                copy: Some(c),
+                verified,
+            } => (c, Some(verified)),
+            other => {
+                self.state = other;
+                return Finish::Nothing;
+            }
+        };
+        if copy.oversized {
+            return Finish::Oversized;
+        }
+        match complete {
+            // The request ended without a complete body (reset): nothing to parse.
+            None => Finish::Incomplete,
+            Some(verified) => Finish::Observe(Observe {
+                body: copy.bytes,
+                response_status: self.response_status,
+                verified,
+            }),
+        }
+    }
+
+    /// The whole body has been seen (or there was none): check its digest.
+    fn body_complete(&mut self) -> Decision {
+        let State::Body { copy, check, held } = std::mem::replace(&mut self.state, State::Pass)
+        else {
+            return Decision::Continue;
+        };
+        let mut verified = false;
+        let mut decision = Decision::Continue;
+        if let Some(Check { digest, expected }) = check {
+            match digest.check(expected.as_deref()) {
+                Ok(()) => verified = true,
+                Err(e) => {
+                    decision = self.signature_failed(held, e.to_string());
+                    if held {
+                        return decision;
+                    }
+                }
+            }
+        }
+        self.state = State::Complete { copy, verified };
+        decision
+    }
+
+    fn signature_failed(&mut self, enforce: bool, why: String) -> Decision {
+        if enforce {
+            self.state = State::Rejected;
+            Decision::Reject { why }
+        } else {
+            Decision::PassUnverified { why }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::expect_used,
+    clippy::panic
+)]
+mod tests {
+    use super::*;
+    use crate::core::model::BuildStatus;
+
+    const SECRET: &str = "unit-test-webhook-secret";
+    const NOW: u64 = 1_717_236_000_000;
+
+    fn body() -> Vec<u8> {
+        drone_model::fixtures::text("webhook-build-updated-running.json")
+            .as_bytes()
+            .to_vec()
+    }
+
+    /// `mode`: `None` = no secret at all; otherwise `signature_mode` with a secret.
+    fn cfg(mode: Option<&str>, max_body_bytes: usize) -> Config {
+        let secret = match mode {
+            None => String::new(),
+            Some(m) => format!(r#","webhook_secret":"{SECRET}","signature_mode":"{m}""#),
+        };
+        let json = format!(
+            r#"{{"pipeline_cluster":"p","drone_cluster":"d","drone_token":"t","max_body_bytes":{max_body_bytes}{secret}}}"#
+        );
+        Config::parse(json.as_bytes(), &|_| None).unwrap()
+    }
+
+    fn off() -> Config {
+        cfg(None, 262_144)
+    }
+    fn monitor() -> Config {
+        cfg(Some("monitor"), 262_144)
+    }
+    fn enforce() -> Config {
+        cfg(Some("enforce"), 262_144)
+    }
+
+    /// Envoy's side of one request: which signature headers it carries.
+    struct Req {
+        method: &'static str,
+        path: &'static str,
+        event: Option<&'static str>,
+        signed: Option<signature::SignedHeaders>,
+    }
+
+    fn build_webhook(signed_for: Option<&[u8]>) -> Req {
+        Req {
+            method: "POST",
+            path: "/hook",
+            event: Some("build"),
+            signed: signed_for.map(|b| signature::sign(SECRET.as_bytes(), b, NOW)),
+        }
+    }
+
+    impl Req {
+        fn headers(&self) -> Headers<'_> {
+            Headers {
+                path: self.path,
+                method: self.method,
+                drone_event: self.event,
+                date: self.signed.as_ref().map(|s| s.date.as_str()),
+                digest: self.signed.as_ref().map(|s| s.digest.as_str()),
+                signature: self.signed.as_ref().map(|s| s.signature.as_str()),
+            }
+        }
+    }
+
+    /// The shell, minus Envoy: delivers `body` in `chunks` pieces, optionally ending with
+    /// trailers, the way Envoy calls the filter (a held body is re-read from the buffer).
+    /// Returns every decision taken, in order, and whether the request was observed.
+    struct Run {
+        decisions: Vec<Decision>,
+        observed: bool,
+        req: Request,
+    }
+
+    fn run(cfg: &Config, r: &Req, body: &[u8], chunks: usize, trailers: bool) -> Run {
+        let mut req = Request::new();
+        let h = req.on_headers(cfg, &r.headers(), NOW, body.is_empty() && !trailers);
+        let mut decisions = vec![h.decision.clone()];
+        let stopped = |d: &[Decision]| d.iter().any(|d| matches!(d, Decision::Reject { .. }));
+        let mut buffered: Vec<u8> = Vec::new();
+        if !body.is_empty() && !stopped(&decisions) {
+            let size = body.len().div_ceil(chunks.max(1));
+            let pieces: Vec<&[u8]> = body.chunks(size).collect();
+            let n = pieces.len();
+            for (i, piece) in pieces.into_iter().enumerate() {
+                let end = i + 1 == n && !trailers;
+                // Envoy keeps what a paused filter has not let through.
+                if !matches!(decisions.last(), Some(Decision::Pause)) {
+                    buffered.clear();
+                }
+                buffered.extend_from_slice(piece);
+                match req.body_read(buffered.len(), end) {
+                    Read::Nothing => {}
+                    Read::Chunk(n) => {
+                        assert_eq!(n, buffered.len());
+                        req.data(&buffered);
+                    }
+                    Read::Held(Some(n)) => {
+                        assert_eq!(n, buffered.len());
+                        req.data(&buffered);
+                    }
+                    Read::Held(None) => panic!("the body callback always knows the size"),
+                }
+                decisions.push(req.on_body(end));
+                if stopped(&decisions) {
+                    break;
+                }
+            }
+        }
+        if trailers && !stopped(&decisions) {
+            if !matches!(decisions.last(), Some(Decision::Pause)) {
+                buffered.clear();
+            }
+            match req.trailers_read() {
+                Read::Nothing => {}
+                Read::Held(None) => req.data(&buffered),
+                other => panic!("trailers read {other:?}"),
+            }
+            decisions.push(req.on_trailers());
+        }
+        Run {
+            decisions,
+            observed: h.observed,
+            req,
+        }
+    }
+
+    impl Run {
+        fn rejected(&self) -> bool {
+            self.decisions
+                .iter()
+                .any(|d| matches!(d, Decision::Reject { .. }))
+        }
+        fn unverified(&self) -> usize {
+            self.decisions
+                .iter()
+                .filter(|d| matches!(d, Decision::PassUnverified { .. }))
+                .count()
+        }
+        fn paused(&self) -> bool {
+            self.decisions.contains(&Decision::Pause)
+        }
+        fn finish(mut self, status: Option<u16>) -> Finish {
+            self.req.on_response_status(status);
+            let f = self.req.finish();
+            assert_eq!(self.req.finish(), Finish::Nothing, "finish twice");
+            f
+        }
+    }
+
+    fn observed(f: Finish) -> Observe {
+        match f {
+            Finish::Observe(o) => o,
+            other => panic!("want Observe, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn off_passes_and_observes_unverified() {
+        let b = body();
+        for chunks in [1, 3, 50] {
+            for trailers in [false, true] {
+                let r = run(&off(), &build_webhook(Some(&b)), &b, chunks, trailers);
+                assert!(r.observed);
+                assert!(r.decisions.iter().all(|d| *d == Decision::Continue));
+                let o = observed(r.finish(Some(200)));
+                assert_eq!(o.body, b);
+                assert_eq!(o.response_status, Some(200));
+                assert!(!o.verified, "off: never evidence");
+            }
+        }
+    }
+
+    #[test]
+    fn monitor_verifies_a_genuine_webhook_without_holding_it() {
+        let b = body();
+        for (chunks, trailers) in [(1, false), (4, false), (4, true)] {
+            let r = run(&monitor(), &build_webhook(Some(&b)), &b, chunks, trailers);
+            assert!(!r.paused(), "monitor never holds");
+            assert_eq!(r.unverified(), 0);
+            let o = observed(r.finish(Some(204)));
+            assert!(o.verified);
+            assert_eq!(o.body, b);
+        }
+    }
+
+    #[test]
+    fn monitor_reports_forgeries_and_passes_them_unverified() {
+        let b = body();
+        // Unsigned: reported at the headers.
+        let r = run(&monitor(), &build_webhook(None), &b, 2, false);
+        assert_eq!(r.unverified(), 1);
+        assert!(!r.rejected() && !r.paused());
+        assert!(!observed(r.finish(Some(200))).verified);
+        // Genuine headers, another body: reported at the end of the body, or at the trailers.
+        for trailers in [false, true] {
+            let r = run(&monitor(), &build_webhook(Some(b"{}")), &b, 3, trailers);
+            assert_eq!(r.unverified(), 1);
+            assert!(matches!(
+                r.decisions.last(),
+                Some(Decision::PassUnverified { .. })
+            ));
+            assert!(!observed(r.finish(Some(200))).verified);
+        }
+        // Monitor ignores requests that are not build webhooks.
+        let mut put = build_webhook(None);
+        put.method = "PUT";
+        let r = run(&monitor(), &put, &b, 1, false);
+        assert!(!r.observed && r.decisions == [Decision::Continue, Decision::Continue]);
+        assert_eq!(r.finish(Some(200)), Finish::Nothing);
+    }
+
+    #[test]
+    fn enforce_holds_a_genuine_body_until_its_end_or_trailers() {
+        let b = body();
+        for (chunks, trailers) in [(1, false), (5, false), (5, true), (1, true)] {
+            let r = run(&enforce(), &build_webhook(Some(&b)), &b, chunks, trailers);
+            assert!(!r.rejected());
+            // Paused on every chunk but the last, then released.
+            assert_eq!(r.decisions.first(), Some(&Decision::Continue));
+            assert_eq!(r.decisions.last(), Some(&Decision::Continue));
+            assert_eq!(r.paused(), chunks > 1 || trailers, "{chunks} {trailers}");
+            let o = observed(r.finish(Some(200)));
+            assert!(o.verified);
+            assert_eq!(o.body, b);
+        }
+    }
+
+    #[test]
+    fn enforce_rejects_unsigned_and_forged_at_the_headers() {
+        let b = body();
+        let mut forged = build_webhook(Some(&b));
+        if let Some(s) = forged.signed.as_mut() {
+            s.signature = s.signature.replace("signature=\"", "signature=\"AAAA");
+        }
+        let mut stale = build_webhook(None);
+        stale.signed = Some(signature::sign(SECRET.as_bytes(), &b, NOW - 3_600_000));
+        for r in [build_webhook(None), forged, stale] {
+            let run = run(&enforce(), &r, &b, 2, false);
+            assert!(run.observed, "counted as observed before the check");
+            assert_eq!(run.decisions.len(), 1, "nothing after the 401");
+            assert!(run.rejected());
+            assert!(!run.req.wants_response_status());
+            assert_eq!(
+                run.finish(Some(401)),
+                Finish::Nothing,
+                "rejected: not observed"
+            );
+        }
+    }
+
+    #[test]
+    fn enforce_rejects_a_forged_body_at_its_end_or_at_the_trailers() {
+        let genuine = body();
+        let forged = b"{\"event\":\"build\",\"action\":\"updated\"}".to_vec();
+        for (chunks, trailers) in [(1, false), (3, false), (3, true), (1, true)] {
+            let r = run(
+                &enforce(),
+                &build_webhook(Some(&genuine)),
+                &forged,
+                chunks,
+                trailers,
+            );
+            assert!(r.rejected(), "{chunks} {trailers}");
+            assert!(matches!(r.decisions.last(), Some(Decision::Reject { .. })));
+            // Before the check, the body was only ever held.
+            let before = &r.decisions[1..r.decisions.len() - 1];
+            assert!(before.iter().all(|d| *d == Decision::Pause), "{before:?}");
+            assert_eq!(r.finish(None), Finish::Nothing);
+        }
+        // No body at all, only trailers: the empty body is checked too.
+        let r = run(&enforce(), &build_webhook(Some(&genuine)), b"", 1, true);
+        assert!(r.rejected());
+        // No body, no trailers: checked at the headers' end of stream.
+        let r = run(&enforce(), &build_webhook(Some(&genuine)), b"", 1, false);
+        assert_eq!(r.decisions.len(), 1);
+        assert!(r.rejected());
+    }
+
+    #[test]
+    fn enforce_covers_every_request_to_the_path_and_observes_only_build_webhooks() {
+        let b = body();
+        for (method, event) in [
+            ("PUT", Some("build")),
+            ("POST", None),
+            ("POST", Some("build.x")),
+            ("GET", None),
+        ] {
+            let unsigned = Req {
+                method,
+                path: "/hook/sub?x=1",
+                event,
+                signed: None,
+            };
+            let r = run(&enforce(), &unsigned, &b, 1, false);
+            assert!(!r.observed && r.rejected(), "{method} {event:?}");
+            let signed = Req {
+                signed: Some(signature::sign(SECRET.as_bytes(), &b, NOW)),
+                ..unsigned
+            };
+            let r = run(&enforce(), &signed, &b, 2, true);
+            assert!(!r.observed && !r.rejected(), "{method} {event:?}");
+            assert!(!r.req.wants_response_status());
+            assert_eq!(r.finish(Some(200)), Finish::Nothing, "not a build webhook");
+        }
+        // Outside the path nothing is checked, in any mode.
+        for cfg in [off(), monitor(), enforce()] {
+            let r = Req {
+                method: "POST",
+                path: "/hooks",
+                event: Some("build"),
+                signed: None,
+            };
+            let run = run(&cfg, &r, &b, 1, false);
+            assert!(!run.observed);
+            assert!(run.decisions.iter().all(|d| *d == Decision::Continue));
+            assert_eq!(run.req.body_read(10, true), Read::Nothing);
+            assert_eq!(run.finish(Some(200)), Finish::Nothing);
+        }
+    }
+
+    #[test]
+    fn enforce_without_a_secret_is_off() {
+        // `signature_mode: enforce` needs a secret to mean anything; without one nothing is
+        // checked (the configuration parser decides whether that is allowed at all).
+        let mut c = enforce();
+        c.webhook_secret = None;
+        let b = body();
+        let r = run(&c, &build_webhook(None), &b, 2, false);
+        assert!(!r.rejected() && !r.paused());
+        assert!(!observed(r.finish(Some(200))).verified);
+        assert!(!Request::checks_signatures(&c));
+    }
+
+    #[test]
+    fn oversized_bodies_pass_unparsed_and_stop_being_copied() {
+        let b = body();
+        let small = 1024;
+        assert!(b.len() > small);
+        for mode in [None, Some("monitor"), Some("enforce")] {
+            let c = cfg(mode, small);
+            let signed = mode.map(|_| b.as_slice());
+            let r = run(&c, &build_webhook(signed), &b, 8, false);
+            assert!(!r.rejected(), "{mode:?}");
+            assert_eq!(r.finish(Some(200)), Finish::Oversized, "{mode:?}");
+        }
+        // Once oversized, unsigned chunks are no longer read at all.
+        let c = cfg(None, small);
+        let mut req = Request::new();
+        req.on_headers(&c, &build_webhook(None).headers(), NOW, false);
+        assert_eq!(req.body_read(small + 1, false), Read::Chunk(small + 1));
+        req.data(&vec![b'x'; small + 1]);
+        assert_eq!(req.on_body(false), Decision::Continue);
+        assert_eq!(req.body_read(10, false), Read::Nothing);
+        assert_eq!(req.body_read(0, true), Read::Nothing);
+        // A digest still needs every byte.
+        let mut req = Request::new();
+        let cm = cfg(Some("monitor"), small);
+        req.on_headers(&cm, &build_webhook(Some(&b)).headers(), NOW, false);
+        req.data(&vec![b'x'; small + 1]);
+        assert_eq!(req.body_read(10, false), Read::Chunk(10));
+    }
+
+    #[test]
+    fn a_reset_before_the_end_of_the_body_observes_nothing() {
+        let b = body();
+        for c in [off(), monitor(), enforce()] {
+            let mut req = Request::new();
+            let signed = build_webhook(Some(&b));
+            let h = req.on_headers(&c, &signed.headers(), NOW, false);
+            assert!(h.observed);
+            if let Read::Chunk(n) = req.body_read(10, false) {
+                req.data(&b[..n]);
+            }
+            let _ = req.on_body(false);
+            // Envoy still reports the local or upstream status, then logs.
+            req.on_response_status(Some(503));
+            assert_eq!(req.finish(), Finish::Incomplete);
+        }
+        // Reset after the headers only: still incomplete.
+        let mut req = Request::new();
+        req.on_headers(&off(), &build_webhook(None).headers(), NOW, false);
+        assert_eq!(req.finish(), Finish::Incomplete);
+    }
+
+    #[test]
+    fn a_bodiless_build_webhook_is_complete_at_the_headers() {
+        let mut req = Request::new();
+        let h = req.on_headers(&off(), &build_webhook(None).headers(), NOW, true);
+        assert_eq!(h.decision, Decision::Continue);
+        assert_eq!(req.body_read(0, true), Read::Nothing);
+        assert_eq!(req.on_trailers(), Decision::Continue, "already complete");
+        req.on_response_status(Some(400));
+        let o = observed(req.finish());
+        assert!(o.body.is_empty());
+        assert_eq!(o.response_status, Some(400));
+    }
+
+    #[test]
+    fn the_response_status_is_kept_only_for_observed_webhooks() {
+        let b = body();
+        let r = run(&off(), &build_webhook(None), &b, 1, false);
+        assert!(r.req.wants_response_status());
+        assert_eq!(observed(r.finish(None)).response_status, None);
+        let mut req = Request::new();
+        req.on_response_status(Some(200));
+        assert!(!req.wants_response_status());
+        assert_eq!(req.finish(), Finish::Nothing);
+    }
+
+    #[test]
+    fn an_observed_webhook_becomes_a_queue_message() {
+        let b = body();
+        let r = run(&enforce(), &build_webhook(Some(&b)), &b, 2, false);
+        let o = observed(r.finish(Some(202)));
+        let mut sent = SentMetadata::new(16);
+        let m = o.into_message(&sent, NOW).unwrap();
+        assert_eq!(m.outcome, DeliveryOutcome::Delivered);
+        let (repo, hash) = m.sent_metadata.expect("first time: with the repository");
+        let obs = Observation::decode(&m.bytes).unwrap();
+        assert!(obs.verified);
+        assert_eq!(obs.webhook.status, BuildStatus::Running);
+        assert_eq!(obs.webhook.repo.id, repo);
+        assert!(obs.webhook.repo_json.is_some());
+        // Once sent, the next webhook of that repository goes without it.
+        sent.sent(repo, hash, NOW);
+        let r = run(&enforce(), &build_webhook(Some(&b)), &b, 1, false);
+        let m = observed(r.finish(Some(500)))
+            .into_message(&sent, NOW)
+            .unwrap();
+        assert_eq!(m.outcome, DeliveryOutcome::NotDelivered);
+        assert_eq!(m.sent_metadata, None);
+        assert_eq!(
+            Observation::decode(&m.bytes).unwrap().webhook.repo_json,
+            None
+        );
+        // Not a webhook we understand: an error for the shell to count.
+        let r = run(
+            &off(),
+            &build_webhook(None),
+            b"{\"event\":\"repo\"}",
+            1,
+            false,
+        );
+        assert!(observed(r.finish(Some(200)))
+            .into_message(&sent, NOW)
+            .is_err());
+    }
+}
