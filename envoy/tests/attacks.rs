@@ -6,35 +6,13 @@ use anyhow::{Context as _, Result};
 use envoy_e2e::drone_sim::DroneSimConfig;
 use envoy_e2e::envoy::Tools;
 use envoy_e2e::h2c::{self, H2Outcome};
-use envoy_e2e::scenario::{wait_for, Stack};
+use envoy_e2e::scenario::{slot, wait_for, Stack};
 use envoy_e2e::util;
 use serde_json::{json, Value};
-use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
 fn tools() -> Tools {
     Tools::from_env().unwrap_or_else(|e| panic!("{e:#}"))
-}
-
-/// At most this many Envoys at once (each compiles the module per worker in V8).
-const PARALLEL: usize = 2;
-static SLOTS: Mutex<usize> = Mutex::new(0);
-static FREED: Condvar = Condvar::new();
-
-struct Slot;
-impl Drop for Slot {
-    fn drop(&mut self) {
-        *SLOTS.lock().unwrap_or_else(|p| p.into_inner()) -= 1;
-        FREED.notify_all();
-    }
-}
-fn slot() -> Slot {
-    let mut n = SLOTS.lock().unwrap_or_else(|p| p.into_inner());
-    while *n >= PARALLEL {
-        n = FREED.wait(n).unwrap_or_else(|p| p.into_inner());
-    }
-    *n += 1;
-    Slot
 }
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -42,20 +20,7 @@ const POLL: Duration = Duration::from_millis(100);
 const SECRET: &str = "e2e-webhook-secret-DO-NOT-LOG-4e1a";
 
 fn wait_metric(stack: &Stack, name: &str, at_least: i64) -> Result<i64> {
-    wait_for(
-        &format!("status_sync.{name} >= {at_least}"),
-        WAIT,
-        POLL,
-        || {
-            let v = stack.envoy.metric(name)?;
-            Ok(if v >= at_least {
-                Ok(v)
-            } else {
-                Err(format!("it is {v}"))
-            })
-        },
-    )
-    .with_context(|| stack.diagnostics())
+    stack.wait_metric(name, at_least, WAIT)
 }
 
 fn enforcing_stack() -> Result<Stack> {
@@ -525,26 +490,7 @@ fn attack_3_forged_repository_name_never_steers_lookups_or_redeliveries() -> Res
         plan.lose_final = true;
         keys.push(stack.drone.schedule(plan, Duration::from_millis(100)));
     }
-    wait_for("drone to finish the builds", WAIT, POLL, || {
-        Ok(if stack.drone.idle() {
-            Ok(())
-        } else {
-            Err("running".to_string())
-        })
-    })?;
-    wait_for("the pipeline to agree with drone", WAIT, POLL, || {
-        let m = stack.mismatches(|k| keys.contains(k));
-        Ok(if m.is_empty() {
-            Ok(())
-        } else {
-            Err(m
-                .iter()
-                .map(|m| m.to_string())
-                .collect::<Vec<_>>()
-                .join("; "))
-        })
-    })
-    .with_context(|| stack.diagnostics())?;
+    stack.wait_converged(WAIT, |k| keys.contains(k))?;
 
     let stats = stack.drone.stats();
     let steered: Vec<&String> = stats
