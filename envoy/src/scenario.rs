@@ -9,6 +9,36 @@ use anyhow::{bail, Result};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+/// At most this many Envoys at once in one test binary: each compiles the module per worker in
+/// V8, and CI machines are small. Tests still run in parallel, just not all at the same time.
+const PARALLEL_ENVOYS: usize = 2;
+static SLOTS: std::sync::Mutex<usize> = std::sync::Mutex::new(0);
+static FREED: std::sync::Condvar = std::sync::Condvar::new();
+
+/// A turn to run an Envoy ([`slot`]); given back when dropped.
+pub struct Slot;
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        *SLOTS.lock().unwrap_or_else(|p| p.into_inner()) -= 1;
+        FREED.notify_all();
+    }
+}
+
+/// Waits for a turn to run an Envoy (at most [`PARALLEL_ENVOYS`] at once); hold it for the
+/// test's duration.
+pub fn slot() -> Slot {
+    let mut n = SLOTS.lock().unwrap_or_else(|p| p.into_inner());
+    while *n >= PARALLEL_ENVOYS {
+        n = FREED.wait(n).unwrap_or_else(|p| p.into_inner());
+    }
+    *n += 1;
+    Slot
+}
+
+/// How often the shared waits look.
+const POLL: Duration = Duration::from_millis(100);
+
 /// drone-sim → Envoy (status-sync) → pipeline-sim, all on loopback.
 ///
 /// Field order matters: Envoy is dropped (killed) first, then the simulators.
@@ -63,6 +93,58 @@ impl Stack {
     /// Builds where the pipeline disagrees with drone, among those `include` selects.
     pub fn mismatches(&self, include: impl Fn(&BuildKey) -> bool) -> Vec<Mismatch> {
         compare(&self.drone.builds(), &self.pipeline.view(), include)
+    }
+
+    /// Waits (at most `within`) until status_sync metric `name` reaches `at_least`; its value.
+    pub fn wait_metric(&self, name: &str, at_least: i64, within: Duration) -> Result<i64> {
+        wait_for(
+            &format!("status_sync.{name} >= {at_least}"),
+            within,
+            POLL,
+            || {
+                let v = self.envoy.metric(name)?;
+                Ok(if v >= at_least {
+                    Ok(v)
+                } else {
+                    Err(format!("it is {v}"))
+                })
+            },
+        )
+        .map_err(|e| e.context(self.diagnostics()))
+    }
+
+    /// Waits (at most `within`) until drone-sim has run every build it was given.
+    pub fn wait_drone_idle(&self, within: Duration) -> Result<()> {
+        wait_for("drone-sim to finish its builds", within, POLL, || {
+            Ok(if self.drone.idle() {
+                Ok(())
+            } else {
+                Err("builds still running".into())
+            })
+        })
+    }
+
+    /// Waits (at most `within` each) until drone is idle and the pipeline agrees with drone on
+    /// every build `include` selects; a failure carries the filter's log lines.
+    pub fn wait_converged(
+        &self,
+        within: Duration,
+        include: impl Fn(&BuildKey) -> bool,
+    ) -> Result<()> {
+        self.wait_drone_idle(within)?;
+        wait_for("the pipeline to agree with drone", within, POLL, || {
+            let m = self.mismatches(&include);
+            Ok(if m.is_empty() {
+                Ok(())
+            } else {
+                Err(m
+                    .iter()
+                    .map(|m| m.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; "))
+            })
+        })
+        .map_err(|e| e.context(self.diagnostics()))
     }
 }
 

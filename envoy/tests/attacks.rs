@@ -6,35 +6,13 @@ use anyhow::{Context as _, Result};
 use envoy_e2e::drone_sim::DroneSimConfig;
 use envoy_e2e::envoy::Tools;
 use envoy_e2e::h2c::{self, H2Outcome};
-use envoy_e2e::scenario::{wait_for, Stack};
+use envoy_e2e::scenario::{slot, wait_for, Stack};
 use envoy_e2e::util;
 use serde_json::{json, Value};
-use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
 fn tools() -> Tools {
     Tools::from_env().unwrap_or_else(|e| panic!("{e:#}"))
-}
-
-/// At most this many Envoys at once (each compiles the module per worker in V8).
-const PARALLEL: usize = 2;
-static SLOTS: Mutex<usize> = Mutex::new(0);
-static FREED: Condvar = Condvar::new();
-
-struct Slot;
-impl Drop for Slot {
-    fn drop(&mut self) {
-        *SLOTS.lock().unwrap_or_else(|p| p.into_inner()) -= 1;
-        FREED.notify_all();
-    }
-}
-fn slot() -> Slot {
-    let mut n = SLOTS.lock().unwrap_or_else(|p| p.into_inner());
-    while *n >= PARALLEL {
-        n = FREED.wait(n).unwrap_or_else(|p| p.into_inner());
-    }
-    *n += 1;
-    Slot
 }
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -42,20 +20,7 @@ const POLL: Duration = Duration::from_millis(100);
 const SECRET: &str = "e2e-webhook-secret-DO-NOT-LOG-4e1a";
 
 fn wait_metric(stack: &Stack, name: &str, at_least: i64) -> Result<i64> {
-    wait_for(
-        &format!("status_sync.{name} >= {at_least}"),
-        WAIT,
-        POLL,
-        || {
-            let v = stack.envoy.metric(name)?;
-            Ok(if v >= at_least {
-                Ok(v)
-            } else {
-                Err(format!("it is {v}"))
-            })
-        },
-    )
-    .with_context(|| stack.diagnostics())
+    stack.wait_metric(name, at_least, WAIT)
 }
 
 fn enforcing_stack() -> Result<Stack> {
@@ -457,5 +422,113 @@ fn paths_that_normalize_to_the_webhook_path_are_checked() -> Result<()> {
         .map(|r| (r.path.as_str(), r.sha256.as_str()));
     assert_eq!(last, Some(("/hook", util::sha256_hex(&body).as_str())));
     wait_metric(&stack, "webhooks_delivered", 1)?;
+    Ok(())
+}
+
+/// Attack 3 (`off`, nothing verified): an unsigned webhook naming a real `repo.id` under the
+/// attacker's `namespace`/`name` (with its own `repo` and `system` objects) arrives before any
+/// real webhook of that repository. Before: every later lookup for that repository id went to
+/// the attacker's path with the admin token, and re-deliveries were signed with the attacker's
+/// repo labels and `system`. Now: builds are looked up only under the name drone confirms for
+/// the id, and re-deliveries carry drone's `repo` object, never the attacker's bytes.
+#[test]
+fn attack_3_forged_repository_name_never_steers_lookups_or_redeliveries() -> Result<()> {
+    use envoy_e2e::drone_sim::{BuildPlan, Outcome};
+    let _slot = slot();
+    let stack = Stack::start(&tools(), DroneSimConfig::default(), |spec| {
+        spec.plugin["stale_after_ms"] = json!(1000);
+    })?;
+    let slug = stack
+        .drone
+        .repos()
+        .first()
+        .cloned()
+        .context("the simulator has a repository")?;
+    // The repository's real id, from drone's API (as an attacker could read it from any
+    // webhook or the UI).
+    let agent = util::agent(Duration::from_secs(10));
+    let req = agent
+        .get(&format!(
+            "http://127.0.0.1:{}/api/repos/{slug}",
+            stack.drone.port()
+        ))
+        .set("authorization", &format!("Bearer {}", stack.drone.token()));
+    let (code, body) = util::send(req, None).map_err(|e| anyhow::anyhow!("{e}"))?;
+    anyhow::ensure!(code == 200, "drone answered {code} for {slug}");
+    let repo: Value = serde_json::from_slice(&body)?;
+    let id = repo["id"].as_i64().context("repo id")?;
+
+    // The forged webhook: real id, the attacker's name, labels and system object.
+    let mut v: Value = serde_json::from_str(drone_model::fixtures::text(
+        "webhook-build-updated-running.json",
+    ))?;
+    v["repo"]["id"] = json!(id);
+    v["repo"]["namespace"] = json!("attacker");
+    v["repo"]["name"] = json!("evil");
+    v["repo"]["slug"] = json!("attacker/evil");
+    v["repo"]["link"] = json!("https://evil.example.com/attacker/evil");
+    v["build"]["number"] = json!(1);
+    v["build"]["version"] = json!(1);
+    v["system"] = json!({"proto":"https","host":"evil.example.com","link":"https://evil.example.com","version":"6.6.6"});
+    let forged = serde_json::to_vec(&v)?;
+    let req = agent
+        .post(&stack.envoy.url("/hook"))
+        .set("x-drone-event", "build")
+        .set("content-type", "application/json");
+    let (code, _) = util::send(req, Some(&forged)).map_err(|e| anyhow::anyhow!("{e}"))?;
+    anyhow::ensure!(
+        code == 200,
+        "the forged webhook passed through (off): {code}"
+    );
+    wait_metric(&stack, "webhooks_observed", 1)?;
+
+    // Then real builds of that repository whose final webhooks are lost: the reconciler must
+    // look them up and re-deliver them.
+    let mut keys = Vec::new();
+    for _ in 0..2 {
+        let mut plan = BuildPlan::new(0, Outcome::Success);
+        plan.lose_final = true;
+        keys.push(stack.drone.schedule(plan, Duration::from_millis(100)));
+    }
+    stack.wait_converged(WAIT, |k| keys.contains(k))?;
+
+    let stats = stack.drone.stats();
+    let steered: Vec<&String> = stats
+        .build_calls
+        .keys()
+        .filter(|k| k.starts_with("attacker/"))
+        .collect();
+    assert!(
+        steered.is_empty(),
+        "build lookups under the attacker's name: {steered:?}"
+    );
+    let redeliveries: Vec<_> = stack
+        .pipeline
+        .received()
+        .into_iter()
+        .filter(|r| r.is_redelivery())
+        .collect();
+    assert!(
+        !redeliveries.is_empty(),
+        "the lost finals were re-delivered"
+    );
+    for r in &redeliveries {
+        assert!(
+            r.build
+                .as_deref()
+                .is_some_and(|b| b.starts_with(&format!("{slug}#"))),
+            "a re-delivery under another name: {:?}",
+            r.build
+        );
+        let body = stack
+            .pipeline
+            .body(r.seq)
+            .context("re-delivery body kept")?;
+        let text = String::from_utf8_lossy(&body);
+        assert!(
+            !text.contains("evil.example.com") && !text.contains("attacker"),
+            "a re-delivery carries the attacker's bytes: {text}"
+        );
+    }
     Ok(())
 }

@@ -10,37 +10,14 @@ use anyhow::{bail, Context as _, Result};
 use envoy_e2e::drone_sim::{BuildKey, BuildPlan, DroneSimConfig, LossPolicy, Outcome};
 use envoy_e2e::envoy::{self, Envoy, EnvoySpec, Tools};
 use envoy_e2e::pipeline_sim::{FailRule, Received};
-use envoy_e2e::scenario::{wait_for, Stack};
+use envoy_e2e::scenario::{slot, wait_for, Stack};
 use envoy_e2e::util;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 fn tools() -> Tools {
     Tools::from_env().unwrap_or_else(|e| panic!("{e:#}"))
-}
-
-/// At most this many Envoys at once: each compiles the module per worker in V8, and CI
-/// machines are small. Tests still run in parallel, just not all at the same time.
-const PARALLEL: usize = 2;
-static SLOTS: Mutex<usize> = Mutex::new(0);
-static FREED: Condvar = Condvar::new();
-
-struct Slot;
-impl Drop for Slot {
-    fn drop(&mut self) {
-        *SLOTS.lock().unwrap_or_else(|p| p.into_inner()) -= 1;
-        FREED.notify_all();
-    }
-}
-fn slot() -> Slot {
-    let mut n = SLOTS.lock().unwrap_or_else(|p| p.into_inner());
-    while *n >= PARALLEL {
-        n = FREED.wait(n).unwrap_or_else(|p| p.into_inner());
-    }
-    *n += 1;
-    Slot
 }
 
 const CONVERGE: Duration = Duration::from_secs(120);
@@ -53,49 +30,17 @@ fn plan(repo: usize, outcome: Outcome, step_ms: u64) -> BuildPlan {
 }
 
 fn wait_drone_idle(stack: &Stack) -> Result<()> {
-    wait_for("drone-sim to finish its builds", CONVERGE, POLL, || {
-        Ok(if stack.drone.idle() {
-            Ok(())
-        } else {
-            Err("builds still running".into())
-        })
-    })
+    stack.wait_drone_idle(CONVERGE)
 }
 
 /// Waits until the pipeline agrees with drone on every build `include` selects.
 fn wait_converged(stack: &Stack, include: impl Fn(&BuildKey) -> bool) -> Result<()> {
-    wait_drone_idle(stack)?;
-    wait_for("the pipeline to agree with drone", CONVERGE, POLL, || {
-        let m = stack.mismatches(&include);
-        Ok(if m.is_empty() {
-            Ok(())
-        } else {
-            Err(m
-                .iter()
-                .map(|m| m.to_string())
-                .collect::<Vec<_>>()
-                .join("; "))
-        })
-    })
-    .with_context(|| stack.diagnostics())
+    stack.wait_converged(CONVERGE, include)
 }
 
 /// Waits until a status_sync metric reaches `at_least`.
 fn wait_metric(stack: &Stack, name: &str, at_least: i64) -> Result<i64> {
-    wait_for(
-        &format!("status_sync.{name} >= {at_least}"),
-        CONVERGE,
-        POLL,
-        || {
-            let v = stack.envoy.metric(name)?;
-            Ok(if v >= at_least {
-                Ok(v)
-            } else {
-                Err(format!("it is {v}"))
-            })
-        },
-    )
-    .with_context(|| stack.diagnostics())
+    stack.wait_metric(name, at_least, CONVERGE)
 }
 
 fn redeliveries_for<'a>(received: &'a [Received], key: &BuildKey) -> Vec<&'a Received> {

@@ -192,26 +192,7 @@ fn ecds_delivery_upgrade_and_rollback_lose_no_transition() -> Result<()> {
     push_module(&mut stack, &old, &plugin)?;
     keys.extend(wave(&stack, 4, 2));
 
-    wait_for("drone to finish", CONVERGE, POLL, || {
-        Ok(if stack.drone.idle() {
-            Ok(())
-        } else {
-            Err("running".to_string())
-        })
-    })?;
-    wait_for("the pipeline to agree with drone", CONVERGE, POLL, || {
-        let m = stack.mismatches(|k| keys.contains(k));
-        Ok(if m.is_empty() {
-            Ok(())
-        } else {
-            Err(m
-                .iter()
-                .map(|m| m.to_string())
-                .collect::<Vec<_>>()
-                .join("; "))
-        })
-    })
-    .with_context(|| stack.diagnostics())?;
+    stack.wait_converged(CONVERGE, |k| keys.contains(k))?;
 
     // Every webhook drone sent was answered 2xx: no swap blocked one.
     for w in stack.drone.webhooks().iter().filter(|w| !w.lost) {

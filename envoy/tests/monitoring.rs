@@ -353,25 +353,7 @@ fn prometheus_scrapes_envoy_alerts_fire_and_resolve_across_a_drone_outage() -> R
 }
 
 fn wait_converged(stack: &Stack) -> Result<()> {
-    wait_for("drone-sim to finish its builds", LONG, POLL, || {
-        Ok(if stack.drone.idle() {
-            Ok(())
-        } else {
-            Err("builds still running".into())
-        })
-    })?;
-    wait_for("the pipeline to agree with drone", LONG, POLL, || {
-        let m = stack.mismatches(|_| true);
-        Ok(if m.is_empty() {
-            Ok(())
-        } else {
-            Err(m
-                .iter()
-                .map(|m| m.to_string())
-                .collect::<Vec<_>>()
-                .join("; "))
-        })
-    })
+    stack.wait_converged(LONG, |_| true)
 }
 
 /// Draws the main dashboard panels from Prometheus's data (range queries, 1 s steps).
