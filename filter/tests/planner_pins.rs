@@ -440,3 +440,36 @@ fn cancelled_build_is_watched_through_unchanged_polls() {
     assert!(gone_at - changed >= 16_000, "{}", gone_at - changed);
     assert!(r.ledger().tombstone(&key(8)) == Some(4));
 }
+
+/// The repository is fetched before a re-delivery (no webhook brought its JSON); meanwhile
+/// the same or a newer version passes live and the pipeline acknowledges it: the held drone
+/// answer is not delivered, and the build is looked at again later (live settles). Found by
+/// `planner_props`.
+#[test]
+fn answer_held_for_a_repository_fetch_is_not_delivered_after_a_newer_live_webhook() {
+    for live in [2, 3] {
+        let mut r = Reconciler::new(config(""), 1);
+        let mut o = obs(2, "pending", 1, DeliveryOutcome::Delivered);
+        o.webhook.repo_json = None;
+        r.observe(o, T0);
+        let lookup = one(r.tick(T0 + 2000));
+        let fetch = one(r.on_response(lookup.id, ok(api_build(2, "running", 2)), T0 + 2000));
+        assert_eq!(looked_up(&fetch), None, "the repository");
+        let mut o = obs(2, "running", live, DeliveryOutcome::Delivered);
+        o.webhook.repo_json = None;
+        r.observe(o, T0 + 2010);
+        let out = r.on_response(fetch.id, ok(REPO_JSON.as_bytes().to_vec()), T0 + 2020);
+        assert!(out.is_empty(), "live v{live}: {out:?}");
+        let (mut now, mut log) = (T0 + 2020, Log::default());
+        drive(
+            &mut r,
+            &mut now,
+            T0 + 6000,
+            &mut log,
+            &mut |n| ok(api_build(n, "success", 4)),
+            &mut pipeline_ok,
+        );
+        assert_eq!(log.redeliveries(), vec![(2, "success".to_string(), 4)]);
+        assert_eq!(r.ledger().len(), 0);
+    }
+}
