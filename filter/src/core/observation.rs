@@ -174,7 +174,7 @@ mod tests {
         ] {
             let body = drone_model::fixtures::bytes(name);
             let o = Observation {
-                webhook: parse_webhook(&body).unwrap(),
+                webhook: parse_webhook(body).unwrap(),
                 outcome: DeliveryOutcome::Delivered,
             };
             assert_eq!(Observation::decode(&o.encode()).unwrap(), o);

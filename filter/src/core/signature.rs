@@ -503,7 +503,7 @@ mod tests {
         let path = drone_model::fixtures::SIGNATURE_VECTORS;
         let text = drone_model::fixtures::text(path);
         let json: serde_json::Value =
-            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path} is not JSON: {e}"));
+            serde_json::from_str(text).unwrap_or_else(|e| panic!("{path} is not JSON: {e}"));
         let field = |v: &serde_json::Value, k: &str| -> String {
             v[k].as_str()
                 .unwrap_or_else(|| panic!("{path}: field {k} missing or not a string"))
