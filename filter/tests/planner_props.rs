@@ -354,7 +354,10 @@ impl Model {
             self.now += 100;
             let calls = self.r.tick(self.now);
             self.took(calls)?;
+            let mut answered = 0;
             while let Some((call, _)) = self.pending.pop() {
+                answered += 1;
+                prop_assert!(answered < 1000, "endless follow-up calls: {:?}", call);
                 let answer = self.answer(&call, 0, None);
                 let more = self.r.on_response(call.id, answer, self.now);
                 self.took(more)?;

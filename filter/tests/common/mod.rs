@@ -134,7 +134,14 @@ pub fn drive(
     while *now + 100 <= until {
         *now += 100;
         let mut calls = r.tick(*now);
+        let mut answered = 0;
         while let Some(call) = calls.pop() {
+            // A planner that answers every answer with another call would loop here forever.
+            answered += 1;
+            assert!(
+                answered < 1000,
+                "endless follow-up calls at {now}: {call:?}"
+            );
             let answer = if is_drone(&call) {
                 match looked_up(&call) {
                     Some(n) => drone(n),

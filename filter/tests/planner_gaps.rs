@@ -1,0 +1,205 @@
+//! Gap filling (builds whose every webhook was lost, found by number), the watermarks that
+//! carry it across a leader change, and the bounded repository cache: pinned where the mutation
+//! run of reconciler.rs found them unpinned (benchmarks/results/mutants/).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+mod common;
+
+use common::*;
+use status_sync::core::ledger::Entry;
+use status_sync::core::model::{BuildKey, BuildStatus, DeliveryOutcome, RepoRef};
+use status_sync::core::reconciler::Reconciler;
+use status_sync::core::snapshot::{self, Record};
+
+const T0: u64 = 1_000_000;
+
+fn repo() -> RepoRef {
+    RepoRef {
+        id: REPO_ID,
+        namespace: "octocat".into(),
+        name: "hello-world".into(),
+    }
+}
+
+fn tracked(r: &Reconciler) -> Vec<u64> {
+    let mut n: Vec<u64> = r.ledger().iter().map(|(k, _)| k.number).collect();
+    n.sort();
+    n
+}
+
+/// (max, min) build numbers the watermarks carry for the repository.
+fn marks(r: &mut Reconciler) -> Option<(u64, u64)> {
+    let bytes = r.take_watermarks()?;
+    let m = snapshot::decode_watermarks(&bytes).unwrap();
+    m.iter()
+        .find(|(repo, _, _)| repo.id == REPO_ID)
+        .map(|(_, max, min)| (*max, *min))
+}
+
+/// A new leader that knows (from the watermarks) builds up to 10, and nothing else.
+fn leader_after(max: u64, min: u64, extra: &str) -> Reconciler {
+    let mut r = Reconciler::new(config(extra), 1);
+    let bytes = snapshot::encode_watermarks(&[(repo(), max, min)]);
+    assert!(r.load_watermarks(&bytes));
+    r
+}
+
+#[test]
+fn watermarks_follow_the_highest_and_lowest_numbers_seen() {
+    let mut r = Reconciler::new(config(r#","max_gap_fill":3"#), 1);
+    r.observe(obs(50, "running", 2, DeliveryOutcome::Delivered), T0);
+    assert_eq!(marks(&mut r), Some((50, 50)));
+    r.observe(obs(45, "running", 2, DeliveryOutcome::Delivered), T0);
+    assert_eq!(marks(&mut r), Some((50, 45)), "lower: the minimum moves");
+    r.observe(obs(47, "running", 2, DeliveryOutcome::Delivered), T0);
+    assert_eq!(marks(&mut r), None, "between: nothing changed");
+    r.observe(obs(50, "running", 3, DeliveryOutcome::Delivered), T0);
+    r.observe(obs(45, "running", 3, DeliveryOutcome::Delivered), T0);
+    assert_eq!(
+        marks(&mut r),
+        None,
+        "the same numbers again: nothing changed"
+    );
+    r.observe(obs(51, "running", 2, DeliveryOutcome::Delivered), T0);
+    assert_eq!(marks(&mut r), Some((51, 45)));
+}
+
+/// Upward, the numbers strictly between the highest seen and the new one, no more than
+/// `max_gap_fill` of them, and not one the new leader learnt from the watermarks.
+#[test]
+fn upward_gap_is_exactly_the_numbers_between() {
+    let mut r = leader_after(10, 10, r#","max_gap_fill":20"#);
+    r.observe(obs(13, "running", 2, DeliveryOutcome::Delivered), T0);
+    assert_eq!(tracked(&r), vec![11, 12, 13]);
+    assert_eq!(r.counters().builds_gap_filled, 2);
+    // The next number: no gap.
+    r.observe(obs(14, "running", 2, DeliveryOutcome::Delivered), T0);
+    assert_eq!(r.counters().builds_gap_filled, 2);
+    assert_eq!(tracked(&r), vec![11, 12, 13, 14]);
+}
+
+/// Downward, the numbers strictly between the late build and the lowest seen.
+#[test]
+fn downward_gap_is_exactly_the_numbers_between() {
+    let mut r = leader_after(30, 30, r#","max_gap_fill":20"#);
+    r.observe(obs(26, "running", 2, DeliveryOutcome::Delivered), T0);
+    assert_eq!(tracked(&r), vec![26, 27, 28, 29]);
+    r.observe(obs(25, "running", 2, DeliveryOutcome::Delivered), T0);
+    assert_eq!(
+        tracked(&r),
+        vec![25, 26, 27, 28, 29],
+        "next to the lowest: no gap"
+    );
+    assert_eq!(r.counters().builds_gap_filled, 3);
+}
+
+/// Builds already tracked (here from a previous leader's snapshot) are not counted or tracked
+/// twice by gap filling.
+#[test]
+fn gap_fill_skips_builds_already_tracked() {
+    let mut r = leader_after(5, 5, r#","max_gap_fill":20"#);
+    let mut e = Entry::new(T0);
+    e.settled_version = 2;
+    e.settled_status = BuildStatus::Running;
+    e.next_due_ms = T0 + 50_000;
+    let shard = snapshot::encode_shard(&[Record {
+        repo: repo(),
+        number: 8,
+        entry: e,
+    }]);
+    assert!(r.load_shard(&shard, T0));
+    r.observe(obs(10, "running", 2, DeliveryOutcome::Delivered), T0);
+    assert_eq!(tracked(&r), vec![6, 7, 8, 9, 10]);
+    assert_eq!(r.counters().builds_gap_filled, 3, "6, 7 and 9");
+    let eight = BuildKey {
+        repo_id: REPO_ID,
+        number: 8,
+    };
+    assert_eq!(r.ledger().get(&eight).unwrap().settled_version, 2);
+}
+
+/// A full ledger evicts for gap-filled builds too, and counts each as a give-up.
+#[test]
+fn gap_fill_into_a_full_ledger_counts_evictions() {
+    let mut r = leader_after(10, 10, r#","max_gap_fill":20,"max_tracked_builds":3"#);
+    r.observe(obs(15, "running", 2, DeliveryOutcome::Delivered), T0);
+    // 11..=14 gap-filled, then 15: five builds through a ledger of three.
+    assert_eq!(r.counters().builds_gap_filled, 4);
+    assert_eq!(r.ledger().len(), 3);
+    assert_eq!(r.counters().builds_evicted, 2);
+    assert_eq!(r.counters().giveups, 2);
+    assert_eq!(tracked(&r), vec![13, 14, 15]);
+}
+
+/// A second gap below the lowest number uses the lowest seen (not the first seen) as its end.
+#[test]
+fn second_downward_gap_ends_at_the_lowest_seen() {
+    let mut r = Reconciler::new(config(r#","max_gap_fill":20"#), 1);
+    r.observe(obs(50, "success", 3, DeliveryOutcome::Delivered), T0);
+    r.observe(obs(45, "success", 3, DeliveryOutcome::Delivered), T0);
+    assert_eq!(r.counters().builds_gap_filled, 4, "46..=49");
+    // 46..49 settle and are forgotten (delivered and finished).
+    let (mut now, mut log) = (T0, Log::default());
+    drive(
+        &mut r,
+        &mut now,
+        T0 + 3000,
+        &mut log,
+        &mut |n| ok(api_build(n, "success", 3)),
+        &mut |_| http(200),
+    );
+    assert_eq!(r.ledger().len(), 0);
+    // 40: the gap is 41..=44, not 41..=49 (those are done).
+    r.observe(obs(40, "running", 2, DeliveryOutcome::Delivered), now);
+    assert_eq!(tracked(&r), vec![40, 41, 42, 43, 44]);
+    assert_eq!(r.counters().builds_gap_filled, 8);
+}
+
+/// The repository cache holds `max_repos` repositories' JSON: a re-delivery of any of them
+/// needs no repository lookup; one more evicts the oldest, which is then fetched again.
+#[test]
+fn repository_cache_holds_max_repos() {
+    let mut r = Reconciler::new(config(r#","max_repos":2,"max_inflight_calls":1"#), 1);
+    for (id, number) in [(42u64, 1u64), (43, 1)] {
+        let mut o = obs(number, "running", 2, DeliveryOutcome::NotDelivered);
+        o.webhook.repo.id = id;
+        o.webhook.repo_json = Some(REPO_JSON.replace("\"id\":42", &format!("\"id\":{id}")));
+        r.observe(o, T0);
+    }
+    for i in 0..2 {
+        let calls = r.tick(T0 + i);
+        assert_eq!(calls.len(), 1);
+        assert!(r.is_inflight(calls[0].id));
+        let path = calls[0].header(":path").unwrap().to_string();
+        assert!(path.contains("/builds/"), "{path}");
+        let follow = r.on_response(calls[0].id, ok(api_build(1, "running", 3)), T0 + i);
+        assert!(!r.is_inflight(calls[0].id));
+        assert_eq!(follow.len(), 1);
+        assert_eq!(follow[0].cluster, "pipeline", "no repository lookup needed");
+        assert!(r.is_inflight(follow[0].id));
+        r.on_response(follow[0].id, http(200), T0 + i);
+    }
+    // A third repository evicts the first one's JSON.
+    let mut o = obs(1, "running", 2, DeliveryOutcome::Delivered);
+    o.webhook.repo.id = 44;
+    o.webhook.repo_json = Some(REPO_JSON.replace("\"id\":42", "\"id\":44"));
+    r.observe(o, T0 + 10);
+    let mut o = obs(1, "running", 3, DeliveryOutcome::NotDelivered);
+    o.webhook.repo_json = None;
+    r.observe(o, T0 + 20);
+    let calls = r.tick(T0 + 20);
+    assert_eq!(calls.len(), 1);
+    let follow = r.on_response(calls[0].id, ok(api_build(1, "running", 4)), T0 + 20);
+    assert_eq!(follow.len(), 1);
+    assert_eq!(
+        follow[0].header(":path"),
+        Some("/api/repos/octocat/hello-world"),
+        "repository 42's JSON was evicted: looked up"
+    );
+}
