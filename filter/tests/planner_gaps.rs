@@ -203,3 +203,71 @@ fn repository_cache_holds_max_repos() {
         "repository 42's JSON was evicted: looked up"
     );
 }
+
+/// A repository renamed or moved in drone (same id) is addressed by its new name from the next
+/// webhook on.
+#[test]
+fn renamed_repository_is_looked_up_under_its_new_name() {
+    for (namespace, name) in [("octocat", "renamed"), ("new-owner", "hello-world")] {
+        let mut r = Reconciler::new(config(""), 1);
+        r.observe(obs(1, "running", 2, DeliveryOutcome::Delivered), T0);
+        let mut o = obs(2, "running", 2, DeliveryOutcome::NotDelivered);
+        o.webhook.repo.namespace = namespace.into();
+        o.webhook.repo.name = name.into();
+        r.observe(o, T0);
+        let calls = r.tick(T0);
+        assert_eq!(calls.len(), 1);
+        assert_eq!(
+            calls[0].header(":path"),
+            Some(format!("/api/repos/{namespace}/{name}/builds/2").as_str())
+        );
+    }
+}
+
+/// Repository identities do not outlive their builds: past 1024 more than twice the tracked
+/// builds, the unused ones are dropped (and with them their watermarks).
+#[test]
+fn unused_repository_identities_are_pruned() {
+    let mut r = Reconciler::new(config(r#","max_repos":100000"#), 1);
+    for id in 1..=1100u64 {
+        let mut o = obs(1, "success", 3, DeliveryOutcome::Delivered);
+        o.webhook.repo.id = id;
+        o.webhook.repo_json = None;
+        r.observe(o, T0);
+    }
+    assert_eq!(r.ledger().len(), 0);
+    let marks = snapshot::decode_watermarks(&r.take_watermarks().unwrap()).unwrap();
+    // Pruned to the current one when the 1025th arrived, then 75 more.
+    assert_eq!(marks.len(), 76);
+    let mut ids: Vec<u64> = marks.iter().map(|m| m.0.id).collect();
+    ids.sort();
+    assert_eq!(ids.first(), Some(&1025));
+    assert_eq!(ids.last(), Some(&1100));
+}
+
+/// A tick with nothing due spends no token: the build due next is looked up at the first tick
+/// at or after its due time even at 1 call per second.
+#[test]
+fn ticks_with_nothing_due_spend_no_token() {
+    let mut r = Reconciler::new(config(r#","max_drone_calls_per_sec":1"#), 1);
+    r.observe(obs(1, "running", 2, DeliveryOutcome::Delivered), T0);
+    let key = BuildKey {
+        repo_id: REPO_ID,
+        number: 1,
+    };
+    let due = r.ledger().get(&key).unwrap().next_due_ms;
+    let (mut now, mut log) = (T0, Log::default());
+    drive(
+        &mut r,
+        &mut now,
+        T0 + 3000,
+        &mut log,
+        &mut |n| ok(api_build(n, "running", 2)),
+        &mut |_| http(200),
+    );
+    let first = log.lookups_of(1)[0];
+    assert!(
+        first >= due && first < due + 100,
+        "due {due}, looked up {first}"
+    );
+}
