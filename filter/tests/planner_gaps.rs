@@ -271,3 +271,36 @@ fn ticks_with_nothing_due_spend_no_token() {
         "due {due}, looked up {first}"
     );
 }
+
+/// A build is given up when it has been open longer than `max_build_age_ms`, not at exactly
+/// that age; the give-up is counted twice over (its kind, and all give-ups).
+#[test]
+fn build_age_limit_is_exclusive_and_counted() {
+    let cfg = r#","max_build_age_ms":60000"#;
+    let mut r = Reconciler::new(config(cfg), 1);
+    let mut e = Entry::new(T0);
+    e.settled_version = 2;
+    e.settled_status = BuildStatus::Running;
+    e.interval_ms = 1000;
+    e.next_due_ms = T0 + 60_000;
+    let record = |number| Record {
+        repo: repo(),
+        number,
+        entry: e,
+    };
+    let shard = snapshot::encode_shard(&[record(1)]);
+    assert!(r.load_shard(&shard, T0 + 59_500));
+    let calls = r.tick(T0 + 60_000);
+    assert_eq!(
+        calls.len(),
+        1,
+        "exactly max_build_age_ms old: still looked up"
+    );
+    assert_eq!(r.counters().builds_expired, 0);
+    r.on_response(calls[0].id, ok(api_build(1, "running", 2)), T0 + 60_000);
+    let next = r.ledger().iter().next().unwrap().1.next_due_ms;
+    assert!(r.tick(next).is_empty(), "older: given up");
+    assert_eq!(r.counters().builds_expired, 1);
+    assert_eq!(r.counters().giveups, 1);
+    assert_eq!(r.ledger().len(), 0);
+}
