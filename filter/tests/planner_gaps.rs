@@ -304,3 +304,76 @@ fn build_age_limit_is_exclusive_and_counted() {
     assert_eq!(r.counters().giveups, 1);
     assert_eq!(r.ledger().len(), 0);
 }
+
+fn build_list(builds: &[(u64, &str, u64)]) -> Vec<u8> {
+    let items: Vec<String> = builds
+        .iter()
+        .map(|(n, st, v)| {
+            format!(r#"{{"id":{n},"repo_id":42,"number":{n},"status":"{st}","version":{v}}}"#)
+        })
+        .collect();
+    format!("[{}]\n", items.join(",")).into_bytes()
+}
+
+/// Ticks every 100 ms from `from` until the reconciler lists the repository; returns the time
+/// and the call.
+fn next_scan(r: &mut Reconciler, from: u64) -> (u64, status_sync::core::reconciler::OutgoingCall) {
+    let mut t = from;
+    loop {
+        let mut calls = r.tick(t);
+        if let Some(call) = calls.pop() {
+            assert!(calls.is_empty());
+            let path = call.header(":path").unwrap();
+            assert!(
+                path.starts_with("/api/repos/octocat/hello-world/builds?"),
+                "{path}"
+            );
+            return (t, call);
+        }
+        t += 100;
+        assert!(t < from + 60_000, "no scan");
+    }
+}
+
+/// Listing the configured repositories: the first listing is due at a tenth of the interval
+/// (inclusive), failures count and feed the circuit, successes count and close it, and only a
+/// newer build number changes the watermarks.
+#[test]
+fn scans_are_counted_and_feed_the_circuit() {
+    let cfg = r#","scan_repos":["octocat/hello-world"],"scan_interval_ms":10000,"circuit_failure_threshold":1"#;
+    let mut r = Reconciler::new(config(cfg), 1);
+    assert!(r.tick(999).is_empty());
+    let (at, call) = next_scan(&mut r, 1000);
+    assert_eq!(at, 1000, "due at scan_interval_ms / 10");
+    r.on_response(call.id, http(503), at);
+    assert_eq!(r.counters().drone_polls_failed, 1);
+    assert_eq!(r.counters().circuit_opens, 1);
+    assert_eq!(r.counters().circuit_open, 1);
+    let (at, call) = next_scan(&mut r, at + 100);
+    assert!((9000..=13_100).contains(&at), "{at}");
+    r.on_response(call.id, ok(build_list(&[(20, "success", 3)])), at);
+    assert_eq!(r.counters().drone_polls_ok, 1);
+    assert_eq!(r.counters().circuit_open, 0);
+    let marks = snapshot::decode_watermarks(&r.take_watermarks().unwrap()).unwrap();
+    assert_eq!(marks[0].1, 20, "the baseline");
+    assert_eq!(
+        r.counters().builds_scan_found,
+        0,
+        "the first listing only sets it"
+    );
+    // The same newest build again: nothing changed.
+    let (at, call) = next_scan(&mut r, at + 100);
+    r.on_response(call.id, ok(build_list(&[(20, "success", 3)])), at);
+    assert_eq!(r.counters().drone_polls_ok, 2);
+    assert!(r.take_watermarks().is_none());
+    // A newer one: tracked, due at once.
+    let (at, call) = next_scan(&mut r, at + 100);
+    r.on_response(
+        call.id,
+        ok(build_list(&[(21, "running", 2), (20, "success", 3)])),
+        at,
+    );
+    assert_eq!(r.counters().builds_scan_found, 1);
+    assert_eq!(tracked(&r), vec![21]);
+    assert!(r.take_watermarks().is_some());
+}
