@@ -417,3 +417,27 @@ fn scan_skips_builds_already_tracked() {
     assert_eq!(r.counters().builds_scan_found, 1, "21 only");
     assert_eq!(tracked(&r), vec![21, 22]);
 }
+
+/// Builds found by a listing go through the same bounded ledger: evictions are counted.
+#[test]
+fn scan_into_a_full_ledger_counts_evictions() {
+    let cfg =
+        r#","scan_repos":["octocat/hello-world"],"scan_interval_ms":10000,"max_tracked_builds":1"#;
+    let mut r = Reconciler::new(config(cfg), 1);
+    let (at, call) = next_scan(&mut r, 1000);
+    r.on_response(call.id, ok(build_list(&[(20, "success", 3)])), at);
+    let (at, call) = next_scan(&mut r, at + 100);
+    r.on_response(
+        call.id,
+        ok(build_list(&[
+            (23, "running", 2),
+            (22, "running", 2),
+            (21, "success", 3),
+        ])),
+        at,
+    );
+    assert_eq!(r.counters().builds_scan_found, 3);
+    assert_eq!(r.ledger().len(), 1);
+    assert_eq!(r.counters().builds_evicted, 2);
+    assert_eq!(r.counters().giveups, 2);
+}
