@@ -473,3 +473,44 @@ fn answer_held_for_a_repository_fetch_is_not_delivered_after_a_newer_live_webhoo
         assert_eq!(r.ledger().len(), 0);
     }
 }
+
+/// Every drone answer is counted: a 404 and a readable build as `drone_polls_ok`, anything
+/// else as `drone_polls_failed`.
+#[test]
+fn drone_answers_are_counted() {
+    let mut r = Reconciler::new(config(""), 1);
+    r.observe(obs(1, "running", 2, DeliveryOutcome::NotDelivered), T0);
+    r.observe(obs(2, "running", 2, DeliveryOutcome::NotDelivered), T0);
+    r.observe(obs(3, "running", 2, DeliveryOutcome::NotDelivered), T0);
+    let calls = r.tick(T0);
+    assert_eq!(calls.len(), 3);
+    for c in &calls {
+        let answer = match looked_up(c).unwrap() {
+            1 => ok(api_build(1, "running", 2)),
+            2 => http(404),
+            _ => http(500),
+        };
+        r.on_response(c.id, answer, T0);
+    }
+    let c = r.counters();
+    assert_eq!((c.drone_polls_ok, c.drone_polls_failed), (2, 1));
+    assert_eq!((c.builds_not_found, c.giveups), (1, 1));
+}
+
+/// A call is expired after twice its timeout (at least 1 s), not at exactly that age.
+#[test]
+fn calls_expire_after_twice_their_timeout() {
+    let mut r = Reconciler::new(config(r#","call_timeout_ms":1000"#), 1);
+    r.observe(obs(1, "running", 2, DeliveryOutcome::NotDelivered), T0);
+    let call = one(r.tick(T0));
+    r.tick(T0 + 2000);
+    assert!(
+        r.is_inflight(call.id),
+        "exactly 2 x call_timeout_ms: still waited for"
+    );
+    assert_eq!(r.counters().calls_expired, 0);
+    r.tick(T0 + 2001);
+    assert!(!r.is_inflight(call.id));
+    assert_eq!(r.counters().calls_expired, 1);
+    assert_eq!(r.counters().drone_polls_failed, 1, "expired = failed");
+}
