@@ -441,3 +441,117 @@ fn scan_into_a_full_ledger_counts_evictions() {
     assert_eq!(r.counters().builds_evicted, 2);
     assert_eq!(r.counters().giveups, 2);
 }
+
+fn killed_record(number: u64, last_change: u64, due: u64) -> Record {
+    let mut e = Entry::new(last_change);
+    e.settled_version = 3;
+    e.settled_status = BuildStatus::Killed;
+    e.interval_ms = 8000;
+    e.next_due_ms = due;
+    Record {
+        repo: repo(),
+        number,
+        entry: e,
+    }
+}
+
+/// A cancelled build unchanged for exactly twice `max_poll_interval_ms` is forgotten (the
+/// window is open below that).
+#[test]
+fn cancel_watch_window_ends_at_twice_the_max_poll_interval() {
+    let mut r = Reconciler::new(config(""), 1);
+    let shard = snapshot::encode_shard(&[killed_record(8, T0, T0 + 16_000)]);
+    assert!(r.load_shard(&shard, T0 + 15_500));
+    let calls = r.tick(T0 + 16_000);
+    assert_eq!(calls.len(), 1);
+    assert!(r
+        .on_response(calls[0].id, ok(api_build(8, "killed", 3)), T0 + 16_000)
+        .is_empty());
+    assert_eq!(r.ledger().len(), 0, "forgotten at 16 s unchanged");
+    let eight = BuildKey {
+        repo_id: REPO_ID,
+        number: 8,
+    };
+    assert_eq!(r.ledger().tombstone(&eight), Some(3));
+}
+
+/// A snapshot larger than this ledger: the overflow is evicted and counted as give-ups.
+#[test]
+fn loading_a_snapshot_into_a_smaller_ledger_counts_evictions() {
+    let mut r = Reconciler::new(config(r#","max_tracked_builds":2"#), 1);
+    let records: Vec<Record> = (1..=5).map(|n| killed_record(n, T0, T0 + 1000)).collect();
+    assert!(r.load_shard(&snapshot::encode_shard(&records), T0));
+    assert_eq!(r.ledger().len(), 2);
+    assert_eq!(r.counters().builds_evicted, 3);
+    assert_eq!(r.counters().giveups, 3);
+    assert_eq!(r.counters().builds_tracked, 2);
+}
+
+/// Watermarks list only repositories a webhook or listing showed a build number for (a
+/// repository known from a snapshot alone has none).
+#[test]
+fn watermarks_leave_out_repositories_without_numbers() {
+    let mut r = Reconciler::new(config(""), 1);
+    let mut other = killed_record(8, T0, T0 + 1000);
+    other.repo = RepoRef {
+        id: 7,
+        namespace: "o".into(),
+        name: "n".into(),
+    };
+    assert!(r.load_shard(&snapshot::encode_shard(&[other]), T0));
+    r.observe(obs(3, "running", 2, DeliveryOutcome::Delivered), T0);
+    let marks = snapshot::decode_watermarks(&r.take_watermarks().unwrap()).unwrap();
+    let ids: Vec<u64> = marks.iter().map(|m| m.0.id).collect();
+    assert_eq!(ids, vec![REPO_ID]);
+}
+
+/// A repository answer for another repository is unusable: counted as a failed call, the
+/// build retried, nothing delivered. A good one counts as a successful call.
+#[test]
+fn repository_answer_must_be_the_repository_asked_for() {
+    let mut r = Reconciler::new(config(""), 1);
+    let mut o = obs(2, "running", 2, DeliveryOutcome::NotDelivered);
+    o.webhook.repo_json = None;
+    r.observe(o, T0);
+    let lookup = r.tick(T0).remove(0);
+    let fetch = r
+        .on_response(lookup.id, ok(api_build(2, "running", 2)), T0)
+        .remove(0);
+    assert_eq!(
+        fetch.header(":path"),
+        Some("/api/repos/octocat/hello-world")
+    );
+    let wrong = REPO_JSON.replace("\"id\":42", "\"id\":43");
+    assert!(r
+        .on_response(fetch.id, ok(wrong.into_bytes()), T0)
+        .is_empty());
+    assert_eq!(
+        (r.counters().drone_polls_ok, r.counters().drone_polls_failed),
+        (1, 1)
+    );
+    // Retried after the backoff (1 s ± 20 %).
+    let lookup = r.tick(T0 + 1300).remove(0);
+    let fetch = r
+        .on_response(lookup.id, ok(api_build(2, "running", 2)), T0 + 1300)
+        .remove(0);
+    let deliver = r
+        .on_response(fetch.id, ok(REPO_JSON.as_bytes().to_vec()), T0 + 1300)
+        .remove(0);
+    assert_eq!(redelivered(&deliver), (2, "running".to_string(), 2));
+    assert_eq!(
+        (r.counters().drone_polls_ok, r.counters().drone_polls_failed),
+        (3, 1),
+        "the build, then the repository"
+    );
+}
+
+/// The shell reports undecodable queue messages and snapshot errors through these counters.
+#[test]
+fn shell_reported_errors_are_counted() {
+    let mut r = Reconciler::new(config(""), 1);
+    r.invalid_observation();
+    r.invalid_observation();
+    r.snapshot_error();
+    assert_eq!(r.counters().observations_invalid, 2);
+    assert_eq!(r.counters().snapshot_errors, 1);
+}
