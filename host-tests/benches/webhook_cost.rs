@@ -68,6 +68,7 @@ fn native(body: &[u8]) -> Native {
         let msg = Observation {
             webhook: hook,
             outcome: DeliveryOutcome::Delivered,
+            verified: true,
         }
         .encode();
         let obs = Observation::decode(black_box(&msg)).expect("decodes");

@@ -100,26 +100,67 @@ impl Metrics {
         }
     }
 
-    /// Value of a counter or gauge by name.
+    /// Value of a counter or gauge by name, as a Prometheus series name would read after tag
+    /// extraction: `status_sync.x` matches `status_sync.sync_instance=.=<i>;.;x` of every
+    /// instance. Counters add up; for gauges the last defined wins.
     pub fn value(&self, name: &str) -> Option<i64> {
-        let s = &self.stats[*self.by_name.get(name)?];
-        (s.kind != Kind::Histogram).then_some(s.value)
+        let mut found = None;
+        for s in self.stats.iter().filter(|s| untagged(&s.name) == name) {
+            if s.kind == Kind::Histogram {
+                return None;
+            }
+            found = Some(match (s.kind, found) {
+                (Kind::Counter, Some(v)) => s.value.wrapping_add(v),
+                _ => s.value,
+            });
+        }
+        found
     }
 
+    /// A histogram's samples by name (tags ignored, as in [`Metrics::value`]).
     pub fn samples(&self, name: &str) -> Option<Vec<u64>> {
-        let s = &self.stats[*self.by_name.get(name)?];
-        (s.kind == Kind::Histogram).then(|| s.samples.clone())
+        let mut found: Option<Vec<u64>> = None;
+        for s in self.stats.iter().filter(|s| untagged(&s.name) == name) {
+            if s.kind != Kind::Histogram {
+                return None;
+            }
+            found.get_or_insert_with(Vec::new).extend(&s.samples);
+        }
+        found
     }
 
-    /// All counters and gauges, sorted by name.
+    /// All counters and gauges, sorted by name, tags removed (counters of several instances
+    /// add up).
     pub fn all(&self) -> Vec<(String, i64)> {
-        let mut v: Vec<(String, i64)> = self
+        let mut names: Vec<String> = self
             .stats
             .iter()
             .filter(|s| s.kind != Kind::Histogram)
-            .map(|s| (s.name.clone(), s.value))
+            .map(|s| untagged(&s.name))
             .collect();
-        v.sort();
-        v
+        names.sort();
+        names.dedup();
+        names
+            .into_iter()
+            .filter_map(|n| Some((n.clone(), self.value(&n)?)))
+            .collect()
     }
+}
+
+/// A stat name without its `<tag>=.=<value>;.;` parts (Istio's tag encoding, which status-sync
+/// uses for `sync_instance`), as Envoy's tag extraction leaves it.
+pub fn untagged(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut rest = name;
+    while let Some(eq) = rest.find("=.=") {
+        let Some(end) = rest[eq..].find(";.;") else {
+            break;
+        };
+        // The tag name starts after the last '.' (or ';') before "=.=".
+        let start = rest[..eq].rfind(['.', ';']).map_or(0, |i| i + 1);
+        out.push_str(&rest[..start]);
+        rest = &rest[eq + end + 3..];
+    }
+    out.push_str(rest);
+    out
 }

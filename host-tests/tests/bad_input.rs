@@ -112,11 +112,97 @@ fn bad_live_webhooks() {
     send_live(&mut host, &pipeline, 0, webhook(9, 4, "exploded", 3), 200);
     host.advance(10_000).unwrap();
     assert_eq!(metric(&host, "builds_tracked"), 0);
-    assert_eq!(drone.borrow().calls.len(), 0, "no state from bad input");
+    // Unsigned (`off`): the two build webhooks are hints. Drone is asked about their
+    // repository and their builds only, has neither build, and nothing is kept.
+    let calls: Vec<String> = drone.borrow().calls.iter().map(|c| c.1.clone()).collect();
+    assert!(
+        calls.iter().all(|p| p == "/api/repos/octocat/repo-9"
+            || p == "/api/builds/incomplete"
+            || p == "/api/repos/octocat/repo-9/builds/3"
+            || p == "/api/repos/octocat/repo-9/builds/4"),
+        "no state from bad input: {calls:?}"
+    );
+    assert_eq!(metric(&host, "hints_refuted"), 2);
     assert_eq!(metric(&host, "webhooks_unparsable"), n);
 
     still_recovers(&mut host, &drone, &pipeline, 10);
     assert!(host.dead_vms().is_empty());
+}
+
+/// Issue 11: fields outside the input limits (drone's slug rules, int64, JSON sizes) pass
+/// through byte for byte, are counted apart from unparsable bodies, and leave no state.
+#[test]
+fn webhooks_outside_the_input_limits() {
+    let mut host = Host::start(host_config(1, "")).unwrap();
+    let drone = install_drone(&mut host);
+    let pipeline = install_pipeline(&mut host);
+    let edit = |f: &dyn Fn(&mut serde_json::Value)| {
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&webhook(9, 1, "running", 2)).unwrap();
+        f(&mut v);
+        serde_json::to_vec(&v).unwrap()
+    };
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("name ..", edit(&|v| v["repo"]["name"] = "..".into())),
+        (
+            "namespace .",
+            edit(&|v| v["repo"]["namespace"] = ".".into()),
+        ),
+        ("name with /", edit(&|v| v["repo"]["name"] = "a/b".into())),
+        (
+            "control character",
+            edit(&|v| v["repo"]["name"] = "a\u{1b}[2J".into()),
+        ),
+        (
+            "251-byte name",
+            edit(&|v| v["repo"]["name"] = "n".repeat(251).into()),
+        ),
+        (
+            "125 KB namespace",
+            edit(&|v| v["repo"]["namespace"] = "n".repeat(125_000).into()),
+        ),
+        ("repo id 0", edit(&|v| v["repo"]["id"] = 0.into())),
+        (
+            "number 2^63",
+            edit(&|v| v["build"]["number"] = (1u64 << 63).into()),
+        ),
+        (
+            "version 2^64-1",
+            edit(&|v| v["build"]["version"] = u64::MAX.into()),
+        ),
+        (
+            "9 KiB repo",
+            edit(&|v| v["repo"]["pad"] = "p".repeat(9 * 1024).into()),
+        ),
+        (
+            "5 KiB system",
+            edit(&|v| v["system"]["pad"] = "s".repeat(5 * 1024).into()),
+        ),
+    ];
+    for (i, (name, body)) in cases.iter().enumerate() {
+        pass_through(&mut host, hook_request(body.clone()));
+        assert_eq!(
+            metric(&host, "webhooks_out_of_limits"),
+            i as i64 + 1,
+            "{name}"
+        );
+    }
+    assert!(has_log(&host, INFO, "outside the input limits"));
+    assert_eq!(metric(&host, "webhooks_unparsable"), 0);
+    host.advance(10_000).unwrap();
+    assert_eq!(metric(&host, "builds_tracked"), 0);
+    assert_eq!(
+        // The leader's one look at drone's incomplete builds is not about this input.
+        drone
+            .borrow()
+            .calls
+            .iter()
+            .filter(|(_, p)| p != "/api/builds/incomplete")
+            .count(),
+        0,
+        "no drone call for out-of-limit input"
+    );
+    still_recovers(&mut host, &drone, &pipeline, 10);
 }
 
 #[test]
@@ -170,14 +256,23 @@ fn bad_drone_answers() {
         let number = 100 + i as u64;
         let failed_before = metric(&host, "drone_polls_failed");
         let answer = std::cell::RefCell::new(Some(answer));
-        host.set_responder("drone", move |req, _| match answer.borrow_mut().take() {
-            Some(a) => a,
-            None => CallReply::ok(api_build(
-                9,
-                req.path().rsplit('/').next().unwrap().parse().unwrap(),
-                "success",
-                3,
-            )),
+        host.set_responder("drone", move |req, _| {
+            if req.path() == "/api/builds/incomplete" {
+                return CallReply::status(501, r#"{"message":"Not Implemented"}"#);
+            }
+            if !req.path().contains("/builds/") {
+                // The repository's confirmation (the webhooks are unsigned: hints).
+                return CallReply::ok(api_repo_counter(9, 0));
+            }
+            match answer.borrow_mut().take() {
+                Some(a) => a,
+                None => CallReply::ok(api_build(
+                    9,
+                    req.path().rsplit('/').next().unwrap().parse().unwrap(),
+                    "success",
+                    3,
+                )),
+            }
         });
         send_live(
             &mut host,

@@ -20,7 +20,7 @@ fn drone_calls_by_vm(host: &Host) -> Vec<usize> {
 
 #[test]
 fn all_webhooks_arrive_no_drone_calls_while_fresh_or_after_terminal() {
-    let mut host = Host::start(host_config(2, "")).unwrap();
+    let mut host = Host::start(signed_host_config(2, "")).unwrap();
     let drone = install_drone(&mut host);
     let pipeline = install_pipeline(&mut host);
     for (vm, status, version) in [(0, "pending", 1), (1, "running", 2), (2, "running", 2)] {
@@ -36,9 +36,16 @@ fn all_webhooks_arrive_no_drone_calls_while_fresh_or_after_terminal() {
     send_live(&mut host, &pipeline, 0, webhook(1, 5, "success", 3), 200);
     host.advance(120_000).unwrap();
     assert_eq!(
-        drone.borrow().calls.len(),
+        drone.borrow().build_calls(),
         0,
-        "no drone call while fresh, none after terminal"
+        "no build lookup while fresh, none after terminal"
+    );
+    // Discovery looks at the repository's `counter` at growing intervals (2 s doubling to
+    // 16 s here) after its last new build; drone's OSS build refuses the incomplete list once.
+    let others = drone.borrow().calls.len();
+    assert!(
+        (4..=14).contains(&others),
+        "{others} discovery calls in 2 minutes"
     );
     assert_eq!(metric(&host, "webhooks_observed"), 4);
     assert_eq!(metric(&host, "webhooks_delivered"), 4);
@@ -46,18 +53,18 @@ fn all_webhooks_arrive_no_drone_calls_while_fresh_or_after_terminal() {
     // A late step webhook of the finished build does not bring it back.
     send_live(&mut host, &pipeline, 1, webhook(1, 5, "running", 2), 200);
     host.advance(60_000).unwrap();
-    assert_eq!(drone.borrow().calls.len(), 0);
+    assert_eq!(drone.borrow().build_calls(), 0);
 }
 
 #[test]
 fn lost_final_webhook_is_polled_after_stale_after_and_redelivered() {
-    let mut host = Host::start(host_config(2, "")).unwrap();
+    let mut host = Host::start(signed_host_config(2, "")).unwrap();
     let drone = install_drone(&mut host);
     let pipeline = install_pipeline(&mut host);
     send_live(&mut host, &pipeline, 0, webhook(1, 7, "running", 2), 200);
     drone.borrow_mut().set(1, 7, "success", 3); // its final webhook is lost
     host.advance(1000).unwrap();
-    assert_eq!(drone.borrow().calls.len(), 0, "still fresh");
+    assert_eq!(drone.borrow().build_calls(), 0, "still fresh");
     host.advance(5000).unwrap();
     assert_eq!(
         drone
@@ -82,12 +89,12 @@ fn lost_final_webhook_is_polled_after_stale_after_and_redelivered() {
     drop(p);
     assert_eq!(metric(&host, "redeliveries_ok"), 1);
     host.advance(120_000).unwrap();
-    assert_eq!(drone.borrow().calls.len(), 1, "forgotten once delivered");
+    assert_eq!(drone.borrow().build_calls(), 1, "forgotten once delivered");
 }
 
 #[test]
 fn pipeline_500_is_redelivered_and_400_is_not() {
-    let mut host = Host::start(host_config(2, "")).unwrap();
+    let mut host = Host::start(signed_host_config(2, "")).unwrap();
     let drone = install_drone(&mut host);
     let pipeline = install_pipeline(&mut host);
     send_live(&mut host, &pipeline, 0, webhook(1, 1, "running", 2), 200);
@@ -119,7 +126,7 @@ fn pipeline_500_is_redelivered_and_400_is_not() {
 
 #[test]
 fn four_workers_one_leader_one_poll_per_due_build_and_takeover_loses_nothing() {
-    let mut host = Host::start(host_config(4, "")).unwrap();
+    let mut host = Host::start(signed_host_config(4, "")).unwrap();
     assert_eq!(host.vm_count(), 5, "4 workers + main");
     let drone = install_drone(&mut host);
     let pipeline = install_pipeline(&mut host);
@@ -341,7 +348,7 @@ fn unparsable_and_oversized_webhooks_pass_through_unchanged() {
 
 #[test]
 fn repository_json_goes_to_the_reconciler_once_and_a_new_leader_fetches_it() {
-    let mut host = Host::start(host_config(2, "")).unwrap();
+    let mut host = Host::start(signed_host_config(2, "")).unwrap();
     let drone = install_drone(&mut host);
     let pipeline = install_pipeline(&mut host);
     // Many webhooks of one repository through one worker: the queue messages after the first
@@ -357,9 +364,10 @@ fn repository_json_goes_to_the_reconciler_once_and_a_new_leader_fetches_it() {
             Some(("success".into(), 3))
         );
     }
-    assert_eq!(
-        drone.borrow().calls_for("/api/repos/octocat/repo-1"),
-        0,
+    // The leader had the repository from the first webhook: the only lookups of it are
+    // discovery's (at 2 s and 4 s after the last new build).
+    assert!(
+        drone.borrow().calls_for("/api/repos/octocat/repo-1") <= 3,
         "the leader had the repository from the first webhook"
     );
     let last = pipeline.borrow().received.last().unwrap().clone();
@@ -390,9 +398,115 @@ fn repository_json_goes_to_the_reconciler_once_and_a_new_leader_fetches_it() {
         );
     }
     assert!(
-        drone.borrow().calls_for("/api/repos/octocat/repo-1") <= 1,
-        "one repository lookup at most, then cached"
+        drone.borrow().calls_for("/api/repos/octocat/repo-1") <= 3 + 8,
+        "discovery's lookups of the repository (at most 8 in 40 s) serve the new leader too"
     );
     let last = pipeline.borrow().received.last().unwrap().clone();
     assert_eq!(last["repo"]["slug"], "octocat/repo-1");
+}
+
+/// The default configuration (only clusters, token and secret): discovery works without
+/// any setting.
+fn default_signed_host(workers: usize) -> Host {
+    let mut cfg = host_tests::HostConfig::new(
+        wasm(),
+        r#"{"pipeline_cluster":"pipeline","drone_cluster":"drone","drone_token_env":"DRONE_TOKEN","webhook_secret_env":"HOOK_SECRET"}"#,
+    );
+    cfg.workers = workers;
+    cfg.env = vec![
+        ("DRONE_TOKEN".into(), TOKEN.into()),
+        ("HOOK_SECRET".into(), HOOK_SECRET.into()),
+    ];
+    Host::start(cfg).unwrap()
+}
+
+/// Advances in steps of 1 s until `done` or `limit_ms`; returns the time it took.
+fn advance_until(host: &mut Host, limit_ms: u64, mut done: impl FnMut() -> bool) -> Option<u64> {
+    let start = host.now_ms();
+    while host.now_ms() - start < limit_ms {
+        if done() {
+            return Some(host.now_ms() - start);
+        }
+        host.advance(1000).unwrap();
+    }
+    done().then(|| host.now_ms() - start)
+}
+
+/// Issue 12: the newest builds of a repository lose every webhook (a declined build whose
+/// only webhook, `build:created`, is lost, then a build that runs and finishes); no later
+/// build comes. With the default configuration the pipeline gets both final states within
+/// 2 × `max_poll_interval_ms` (README: discovery) of drone writing them.
+#[test]
+fn newest_builds_whose_every_webhook_was_lost_are_discovered() {
+    let mut host = default_signed_host(2);
+    let drone = install_drone(&mut host);
+    let pipeline = install_pipeline(&mut host);
+    for (status, version) in [("pending", 1), ("running", 2), ("success", 3)] {
+        drone.borrow_mut().set(1, 1, status, version);
+        send_live(&mut host, &pipeline, 0, webhook(1, 1, status, version), 200);
+        host.advance(5_000).unwrap();
+    }
+    // Build 2: created and declined, nothing sent (drone never reports declines, and the
+    // `build:created` is lost). Build 3: runs for 90 s, every webhook lost.
+    host.advance(200_000).unwrap();
+    drone.borrow_mut().set(1, 2, "declined", 2);
+    drone.borrow_mut().set(1, 3, "pending", 1);
+    host.advance(20_000).unwrap();
+    drone.borrow_mut().set(1, 3, "running", 2);
+    host.advance(90_000).unwrap();
+    drone.borrow_mut().set(1, 3, "success", 3);
+    let bound = 2 * 300_000;
+    let took = advance_until(&mut host, bound, || {
+        let p = pipeline.borrow();
+        p.status_of(1, 2) == Some(("declined".into(), 2))
+            && p.status_of(1, 3) == Some(("success".into(), 3))
+    });
+    assert!(
+        took.is_some(),
+        "not delivered within {bound} ms: {:?} {:?}; drone calls {:?}",
+        pipeline.borrow().status_of(1, 2),
+        pipeline.borrow().status_of(1, 3),
+        drone.borrow().calls
+    );
+    eprintln!(
+        "final states delivered {} s after drone wrote the last",
+        took.unwrap_or(0) / 1000
+    );
+    assert!(metric(&host, "builds_discovered") >= 2);
+    assert_eq!(metric(&host, "giveups"), 0);
+}
+
+/// Issue 12: drone takes build number n-1, then n, and writes n's row (and sends its
+/// webhook) before n-1's (two triggers at once). Gap filling looks n-1 up, gets 404, looks
+/// again, and delivers it once it exists (its only webhook lost: declined).
+#[test]
+fn a_build_announced_before_the_one_below_exists_is_delivered() {
+    let mut host = default_signed_host(1);
+    let drone = install_drone(&mut host);
+    let pipeline = install_pipeline(&mut host);
+    drone.borrow_mut().set(1, 1, "success", 3);
+    send_live(&mut host, &pipeline, 0, webhook(1, 1, "success", 3), 200);
+    host.advance(2_000).unwrap();
+    drone.borrow_mut().allocated.insert(1, 3);
+    drone.borrow_mut().set(1, 3, "pending", 1);
+    send_live(&mut host, &pipeline, 0, webhook(1, 3, "pending", 1), 200);
+    let looked = advance_until(&mut host, 120_000, || {
+        drone
+            .borrow()
+            .calls_for("/api/repos/octocat/repo-1/builds/2")
+            > 0
+    });
+    assert!(looked.is_some(), "build 2 looked up");
+    assert_eq!(
+        pipeline.borrow().status_of(1, 2),
+        None,
+        "404: not there yet"
+    );
+    host.advance(10_000).unwrap();
+    drone.borrow_mut().set(1, 2, "declined", 2);
+    let took = advance_until(&mut host, 600_000, || {
+        pipeline.borrow().status_of(1, 2) == Some(("declined".into(), 2))
+    });
+    assert!(took.is_some(), "{:?}", drone.borrow().calls);
+    assert_eq!(metric(&host, "builds_not_found"), 0);
 }

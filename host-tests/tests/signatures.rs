@@ -138,3 +138,105 @@ fn redeliveries_are_signed_like_drone_and_carry_a_stable_id() {
     assert_eq!(got, vec![(true, Some(format!("drone-{}-7-3", repo_id(1))))]);
     assert_eq!(metric(&host, "redeliveries_ok"), 1);
 }
+
+/// A request to `webhook_path` built the way `signed` builds a webhook, with another method
+/// and event header (`None` = no header).
+fn variant(host: &Host, method: &str, event: Option<&str>, secret: Option<&str>) -> TestRequest {
+    let body = webhook(1, 1, "running", 2);
+    let mut req =
+        TestRequest::post("/hook", body.clone()).header("content-type", "application/json");
+    req.method = method.to_string();
+    if let Some(e) = event {
+        req = req.header("x-drone-event", e);
+    }
+    if let Some(secret) = secret {
+        let s = signature::sign(secret.as_bytes(), &body, host.now_ms());
+        req = req
+            .header("date", &s.date)
+            .header("digest", &s.digest)
+            .header("signature", &s.signature);
+    }
+    req
+}
+
+/// Issue 11, attack 2: `enforce` once checked only `POST` + `X-Drone-Event: build`; a `PUT`, a
+/// `POST` without the header or with `build.x` reached the pipeline unchecked. Now every request
+/// to the webhook path is verified or answered 401; verified non-build requests pass and are not
+/// observed.
+#[test]
+fn attack_2_enforce_covers_every_method_and_event_header() {
+    let mut host = signed_host("enforce", "");
+    let _drone = install_drone(&mut host);
+    let cases = [
+        ("PUT", Some("build")),
+        ("POST", None),
+        ("POST", Some("build.x")),
+        ("POST", Some("repo")),
+        ("GET", None),
+        ("DELETE", Some("build")),
+    ];
+    for (method, event) in cases {
+        let unsigned = variant(&host, method, event, None);
+        assert_eq!(
+            send(&mut host, unsigned),
+            (401, false),
+            "unsigned {method} {event:?}"
+        );
+        let forged = variant(&host, method, event, Some("not-the-secret"));
+        assert_eq!(
+            send(&mut host, forged),
+            (401, false),
+            "forged {method} {event:?}"
+        );
+        let mut tampered = variant(&host, method, event, Some(SECRET));
+        tampered.body = webhook(1, 1, "success", 3);
+        assert_eq!(
+            send(&mut host, tampered),
+            (401, false),
+            "digest mismatch {method} {event:?}"
+        );
+        let genuine = variant(&host, method, event, Some(SECRET));
+        assert_eq!(
+            send(&mut host, genuine),
+            (200, true),
+            "signed {method} {event:?}"
+        );
+    }
+    assert_eq!(metric(&host, "webhooks_rejected"), 3 * cases.len() as i64);
+    assert_eq!(
+        metric(&host, "webhooks_observed"),
+        0,
+        "none is a build webhook"
+    );
+    // Outside the webhook path nothing is checked.
+    let other = TestRequest::get("/healthz");
+    assert_eq!(send(&mut host, other), (200, true));
+}
+
+/// In `monitor` (and `off`) non-build requests stay untouched: not checked, not counted.
+#[test]
+fn attack_2_monitor_leaves_non_build_requests_alone() {
+    let mut host = signed_host("monitor", "");
+    let _drone = install_drone(&mut host);
+    for (method, event) in [("PUT", Some("build")), ("POST", None)] {
+        let unsigned = variant(&host, method, event, None);
+        assert_eq!(send(&mut host, unsigned), (200, true));
+    }
+    assert_eq!(metric(&host, "webhooks_signature_invalid"), 0);
+    assert_eq!(metric(&host, "webhooks_observed"), 0);
+}
+
+/// `monitor`: a body that does not match its signed digest is counted and passed, like a genuine
+/// one (both are observed; only the genuine one is marked verified for the reconciler).
+#[test]
+fn monitor_passes_forged_and_genuine_alike() {
+    let mut host = signed_host("monitor", "");
+    let _drone = install_drone(&mut host);
+    let genuine = signed(&host, webhook(1, 2, "running", 2), SECRET);
+    assert_eq!(send(&mut host, genuine), (200, true));
+    let mut tampered = signed(&host, webhook(1, 3, "running", 2), SECRET);
+    tampered.body = webhook(1, 3, "success", 3);
+    assert_eq!(send(&mut host, tampered), (200, true));
+    assert_eq!(metric(&host, "webhooks_signature_invalid"), 1);
+    assert_eq!(metric(&host, "webhooks_observed"), 2);
+}

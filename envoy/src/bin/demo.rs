@@ -98,6 +98,8 @@ fn main() -> Result<()> {
     // Builds whose pipeline state fell behind a done drone build, and since when.
     let mut behind: BTreeMap<BuildKey, Instant> = BTreeMap::new();
     let mut recovered = 0usize;
+    // How long each recovered build's pipeline state lagged drone's, as the demo saw it.
+    let mut lag_s: Vec<f64> = Vec::new();
     let mut ended = "converged";
     loop {
         if stop.load(Ordering::SeqCst) {
@@ -155,6 +157,7 @@ fn main() -> Result<()> {
                         b.version,
                         since.elapsed().as_secs_f64()
                     );
+                    lag_s.push(since.elapsed().as_secs_f64());
                     behind.remove(&b.key);
                     recovered += 1;
                 }
@@ -180,7 +183,14 @@ fn main() -> Result<()> {
     let observed = scenario::observed(&hooks);
     let differing = stack.mismatches(|_| true);
     let total_hooks = stats.webhooks_sent + stats.webhooks_lost + stats.webhooks_failed;
+    // Envoy merges histogram samples when it flushes stats (every second in this
+    // configuration): wait for one flush so the recovery delays include the last recoveries.
+    std::thread::sleep(Duration::from_millis(1500));
     let metrics = stack.envoy.stats("status_sync").unwrap_or_default();
+    let delay = stack
+        .envoy
+        .histogram_quantiles("status_sync.recovery_delay_ms")
+        .unwrap_or_default();
     println!(
         "\n== summary ({ended} after {:.1}s) ==",
         started.elapsed().as_secs_f64()
@@ -217,6 +227,44 @@ fn main() -> Result<()> {
     for m in &differing {
         println!("    {m}");
     }
+    println!("\n  SLO (status-sync's metrics; see docs/runbook.md):");
+    let metric = |k: &str| metrics.get(k).copied().unwrap_or(0);
+    row(
+        "oldest undelivered transition now",
+        format!("{} s", metric("status_sync.oldest_undelivered_seconds")),
+    );
+    let q = |name: &str| {
+        delay.iter().find(|(n, _)| n == name).map_or_else(
+            || "-".to_string(),
+            |(_, v)| {
+                if *v < 1000.0 {
+                    format!("{v:.0} ms")
+                } else {
+                    format!("{:.1} s", v / 1000.0)
+                }
+            },
+        )
+    };
+    row(
+        "recovery delay p50 / p99 (known -> accepted)",
+        format!(
+            "{} / {} ({} transitions)",
+            q("P50"),
+            q("P99"),
+            metric("status_sync.transitions_recovered")
+        ),
+    );
+    lag_s.sort_by(f64::total_cmp);
+    let pct = |p: f64| {
+        let i = ((lag_s.len() as f64 - 1.0) * p).round() as usize;
+        lag_s
+            .get(i)
+            .map_or_else(|| "-".to_string(), |v| format!("{v:.1} s"))
+    };
+    row(
+        "pipeline behind drone p50 / p99 (demo's view)",
+        format!("{} / {}", pct(0.5), pct(0.99)),
+    );
     println!("\n  status-sync metrics (Envoy admin /stats):");
     for (k, v) in metrics.iter().filter(|(_, v)| **v != 0) {
         println!("    {k:<42} {v}");

@@ -78,6 +78,14 @@ impl TokenBucket {
         self.last_ms = Some(now_ms.max(self.last_ms.unwrap_or(0)));
     }
 
+    /// Returns a token taken for a call that was not made after all.
+    pub fn give_back(&mut self) {
+        self.milli_tokens = self
+            .milli_tokens
+            .saturating_add(1000)
+            .min(self.rate_per_sec * 1000);
+    }
+
     /// Takes one token if available.
     pub fn try_take(&mut self, now_ms: u64) -> bool {
         self.refill(now_ms);

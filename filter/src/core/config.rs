@@ -3,9 +3,16 @@
 //! Every key is validated on its own so that a bad configuration is refused with one log line
 //! naming the key and why (Envoy then refuses to start, or NACKs the update and keeps the old
 //! configuration). The drone token is never part of any message.
+//!
+//! Every key is declared once, in [`KEYS`]: its name, default, range and help. Integer keys
+//! are parsed from their row (bounds and default); README's configuration table is generated
+//! from the rows (`make docs`, checked by `filter/tests/tables.rs`). Adding a key is a row, a
+//! [`Config`] field, and the line of [`Config::parse`] that reads it (a test fails until the
+//! parser reads every row).
 
 use super::drone_api::{compact, RawObject};
 use super::json_scan::{decode_string, decode_u64, Scanner};
+use super::redact::{OptRedacted, Redacted};
 use std::borrow::Cow;
 
 /// How live webhooks' drone signatures are checked (issue: signed webhooks).
@@ -19,82 +26,129 @@ pub enum SignatureMode {
     Enforce,
 }
 
-/// Validated configuration. Field docs give the JSON key, default and range.
-#[derive(Clone, Debug, PartialEq)]
+/// Validated configuration. Each field's doc names its key: [`KEYS`] says what it means, its
+/// default and range. `Debug` shows every field but the token and the secret (see the impl).
+#[derive(Clone, PartialEq)]
 pub struct Config {
-    /// `webhook_path` (default `/hook`): path prefix of drone's webhooks on the pipeline; also
-    /// the path re-deliveries are POSTed to. Must start with `/`.
+    /// `webhook_path`.
     pub webhook_path: String,
-    /// `pipeline_cluster` (required): Envoy cluster of the pipeline service.
+    /// `pipeline_cluster`.
     pub pipeline_cluster: String,
-    /// `pipeline_authority` (default: the cluster name): `:authority` of re-deliveries.
+    /// `pipeline_authority`.
     pub pipeline_authority: String,
-    /// `drone_cluster` (required): Envoy cluster of drone-server.
+    /// `drone_cluster`.
     pub drone_cluster: String,
-    /// `drone_authority` (default: the cluster name): `:authority` of drone API calls.
+    /// `drone_authority`.
     pub drone_authority: String,
-    /// `drone_token` or, preferably, `drone_token_env` (name of an environment variable given
-    /// to the VM): bearer token for drone's API. One of the two is required. Never logged.
+    /// `drone_token_env` or `drone_token`. Never logged.
     pub drone_token: String,
-    /// `tick_ms` (default 1000, 10..=60000): the one periodic tick.
+    /// `tick_ms`.
     pub tick_ms: u64,
-    /// `stale_after_ms` (default 30000, 1000..=86400000): a build with no news for this long
-    /// is looked up in drone.
+    /// `stale_after_ms`.
     pub stale_after_ms: u64,
-    /// `max_poll_interval_ms` (default 300000, 1000..=86400000, >= stale_after_ms): cap of the
-    /// growing interval between looks at an unchanged build, and of backoff after errors.
+    /// `max_poll_interval_ms`.
     pub max_poll_interval_ms: u64,
-    /// `max_tracked_builds` (default 10000, 1..=1000000): ledger capacity.
+    /// `max_tracked_builds`.
     pub max_tracked_builds: usize,
-    /// `max_inflight_calls` (default 4, 1..=256): concurrent drone + pipeline calls.
+    /// `max_inflight_calls`.
     pub max_inflight_calls: usize,
-    /// `max_drone_calls_per_sec` (default 10, 1..=10000): rate limit toward drone.
+    /// `max_drone_calls_per_sec`.
     pub max_drone_calls_per_sec: u64,
-    /// `call_timeout_ms` (default 5000, 100..=60000): timeout of every outgoing call.
+    /// `call_timeout_ms`.
     pub call_timeout_ms: u64,
-    /// `max_body_bytes` (default 262144, 1024..=16777216): largest webhook body (and drone API
-    /// answer) we copy and parse; larger ones pass through untouched and are counted.
+    /// `max_body_bytes`.
     pub max_body_bytes: usize,
-    /// `max_build_age_ms` (default 90000000 = 25 h, drone's reaper deadline plus margin;
-    /// 60000..=2592000000 = 30 days): a build still open after this long is dropped and
-    /// counted.
+    /// `max_build_age_ms`.
     pub max_build_age_ms: u64,
-    /// `max_repos` (default 1024, 1..=100000): repositories whose `repo` object is cached for
-    /// re-deliveries.
+    /// `max_repos`.
     pub max_repos: usize,
-    /// `circuit_failure_threshold` (default 5, 1..=1000): consecutive drone failures that open
-    /// the circuit.
+    /// `circuit_failure_threshold`.
     pub circuit_failure_threshold: u32,
-    /// `circuit_open_ms` (default 10000, 100..=86400000): first open period; doubles per failed
-    /// probe up to `max_poll_interval_ms`.
+    /// `circuit_open_ms`.
     pub circuit_open_ms: u64,
-    /// `lease_ms` (default max(10000, 3 * tick_ms), 20..=3600000): leader lease; must be
-    /// >= 2 * tick_ms.
+    /// `lease_ms`.
     pub lease_ms: u64,
-    /// `instance` (default `default`; 1 to 64 of `[A-Za-z0-9_.-]`): namespaces shared-data
-    /// keys and the queue, so two plugins in one vm_id (Istio uses an empty vm_id for all) do
-    /// not collide.
+    /// `instance`.
     pub instance: String,
-    /// `webhook_secret` / `webhook_secret_env` (optional): drone's `DRONE_WEBHOOK_SECRET`.
+    /// `webhook_secret_env` or `webhook_secret`. Never logged.
     pub webhook_secret: Option<String>,
-    /// `signature_mode` (`off` | `monitor` | `enforce`; default `enforce` when a secret is set,
-    /// else `off`).
+    /// `signature_mode`.
     pub signature_mode: SignatureMode,
-    /// `max_clock_skew_ms` (default 300000, 1000..=86400000): allowed distance between a
-    /// signed `Date` and now.
+    /// `max_clock_skew_ms`.
     pub max_clock_skew_ms: u64,
-    /// `max_gap_fill` (default 20, 0..=1000; 0 disables): drone numbers builds per repository
-    /// in sequence, so when a webhook for build n arrives and the highest number seen for that
-    /// repository is below n-1, up to this many missing builds (whose every webhook was lost)
-    /// are looked up and their state delivered.
+    /// `max_gap_fill`.
     pub max_gap_fill: u64,
-    /// `scan_repos` (default none; at most 100 of `"owner/name"`): repositories whose recent
-    /// builds are listed every `scan_interval_ms`, to find builds that never produced a single
-    /// webhook that reached us (including the newest one, which gap filling cannot see).
+    /// `scan_repos`, as (owner, name).
     pub scan_repos: Vec<(String, String)>,
-    /// `scan_interval_ms` (default 300000, 10000..=86400000): how often each of `scan_repos`
-    /// is listed.
+    /// `scan_interval_ms`.
     pub scan_interval_ms: u64,
+    /// `drone_server_url`, kept as `proto://host`.
+    pub drone_server_url: Option<String>,
+}
+
+/// Every field by name (no `..`: a new field must be listed here to compile), the token and
+/// the secret redacted.
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Config {
+            webhook_path,
+            pipeline_cluster,
+            pipeline_authority,
+            drone_cluster,
+            drone_authority,
+            drone_token,
+            tick_ms,
+            stale_after_ms,
+            max_poll_interval_ms,
+            max_tracked_builds,
+            max_inflight_calls,
+            max_drone_calls_per_sec,
+            call_timeout_ms,
+            max_body_bytes,
+            max_build_age_ms,
+            max_repos,
+            circuit_failure_threshold,
+            circuit_open_ms,
+            lease_ms,
+            instance,
+            webhook_secret,
+            signature_mode,
+            max_clock_skew_ms,
+            max_gap_fill,
+            scan_repos,
+            scan_interval_ms,
+            drone_server_url,
+        } = self;
+        f.debug_struct("Config")
+            .field("webhook_path", webhook_path)
+            .field("pipeline_cluster", pipeline_cluster)
+            .field("pipeline_authority", pipeline_authority)
+            .field("drone_cluster", drone_cluster)
+            .field("drone_authority", drone_authority)
+            .field("drone_token", &Redacted(drone_token))
+            .field("tick_ms", tick_ms)
+            .field("stale_after_ms", stale_after_ms)
+            .field("max_poll_interval_ms", max_poll_interval_ms)
+            .field("max_tracked_builds", max_tracked_builds)
+            .field("max_inflight_calls", max_inflight_calls)
+            .field("max_drone_calls_per_sec", max_drone_calls_per_sec)
+            .field("call_timeout_ms", call_timeout_ms)
+            .field("max_body_bytes", max_body_bytes)
+            .field("max_build_age_ms", max_build_age_ms)
+            .field("max_repos", max_repos)
+            .field("circuit_failure_threshold", circuit_failure_threshold)
+            .field("circuit_open_ms", circuit_open_ms)
+            .field("lease_ms", lease_ms)
+            .field("instance", instance)
+            .field("webhook_secret", &OptRedacted(webhook_secret))
+            .field("signature_mode", signature_mode)
+            .field("max_clock_skew_ms", max_clock_skew_ms)
+            .field("max_gap_fill", max_gap_fill)
+            .field("scan_repos", scan_repos)
+            .field("scan_interval_ms", scan_interval_ms)
+            .field("drone_server_url", drone_server_url)
+            .finish()
+    }
 }
 
 impl Config {
@@ -126,11 +180,11 @@ impl Config {
                 return Err(ConfigError::new("", &reason));
             }
         };
-        if let Some((unknown, _)) = map.entries.iter().find(|(k, _)| !KEYS.contains(&&**k)) {
+        if let Some((unknown, _)) = map.entries.iter().find(|(k, _)| key(k).is_none()) {
             let mut why = String::from("unknown key (known keys:");
             for k in KEYS {
                 why.push(' ');
-                why.push_str(k);
+                why.push_str(k.name);
             }
             why.push(')');
             return Err(ConfigError::new(&truncate(unknown), &why));
@@ -138,9 +192,7 @@ impl Config {
         let map = &map;
         let r = Reader { map };
 
-        let webhook_path = r
-            .string("webhook_path")?
-            .unwrap_or(Cow::Borrowed(DEFAULT_WEBHOOK_PATH));
+        let webhook_path = r.string_or_default("webhook_path")?;
         if !webhook_path.starts_with('/') {
             return Err(r.bad("webhook_path", "must start with `/`"));
         }
@@ -190,39 +242,21 @@ impl Config {
             ));
         }
 
-        let tick_ms = r.uint("tick_ms", DEFAULT_TICK_MS, 10, 60_000)?;
-        let stale_after_ms = r.uint("stale_after_ms", DEFAULT_STALE_AFTER_MS, 1_000, DAY_MS)?;
-        let max_poll_interval_ms = r.uint(
-            "max_poll_interval_ms",
-            DEFAULT_MAX_POLL_INTERVAL_MS,
-            1_000,
-            DAY_MS,
-        )?;
-        let max_tracked_builds = r.usize("max_tracked_builds", 10_000, 1, 1_000_000)?;
-        let max_inflight_calls = r.usize("max_inflight_calls", 4, 1, 256)?;
-        let max_drone_calls_per_sec = r.uint("max_drone_calls_per_sec", 10, 1, 10_000)?;
-        let call_timeout_ms = r.uint("call_timeout_ms", 5_000, 100, 60_000)?;
-        let max_body_bytes = r.usize("max_body_bytes", 262_144, 1_024, 16_777_216)?;
-        let max_build_age_ms = r.uint("max_build_age_ms", 90_000_000, 60_000, 30 * DAY_MS)?;
-        let max_repos = r.usize("max_repos", 1_024, 1, 100_000)?;
-        let circuit_failure_threshold =
-            u32::try_from(r.uint("circuit_failure_threshold", 5, 1, 1_000)?).map_err(|_| {
-                ConfigError::new(
-                    "circuit_failure_threshold",
-                    "must be an integer from 1 to 1000",
-                )
-            })?;
-        let circuit_open_ms = r.uint("circuit_open_ms", 10_000, 100, DAY_MS)?;
-        let lease_ms = r.uint(
-            "lease_ms",
-            DEFAULT_LEASE_MIN_MS.max(3 * tick_ms),
-            20,
-            HOUR_MS,
-        )?;
+        let tick_ms = r.int("tick_ms")?;
+        let stale_after_ms = r.int("stale_after_ms")?;
+        let max_poll_interval_ms = r.int("max_poll_interval_ms")?;
+        let max_tracked_builds = r.int("max_tracked_builds")?;
+        let max_inflight_calls = r.int("max_inflight_calls")?;
+        let max_drone_calls_per_sec = r.int("max_drone_calls_per_sec")?;
+        let call_timeout_ms = r.int("call_timeout_ms")?;
+        let max_body_bytes = r.int("max_body_bytes")?;
+        let max_build_age_ms = r.int("max_build_age_ms")?;
+        let max_repos = r.int("max_repos")?;
+        let circuit_failure_threshold = r.int("circuit_failure_threshold")?;
+        let circuit_open_ms = r.int("circuit_open_ms")?;
+        let lease_ms = r.int_or("lease_ms", DEFAULT_LEASE_MIN_MS.max(3 * tick_ms))?;
 
-        let instance = r
-            .string("instance")?
-            .unwrap_or(Cow::Borrowed(DEFAULT_INSTANCE));
+        let instance = r.string_or_default("instance")?;
         if instance.len() > 64
             || !instance
                 .bytes()
@@ -254,10 +288,19 @@ impl Config {
                 "`monitor` and `enforce` need `webhook_secret_env` or `webhook_secret`",
             ));
         }
-        let max_clock_skew_ms = r.uint("max_clock_skew_ms", 300_000, 1_000, DAY_MS)?;
-        let max_gap_fill = r.uint("max_gap_fill", 20, 0, 1_000)?;
+        let max_clock_skew_ms = r.int("max_clock_skew_ms")?;
+        let max_gap_fill = r.int("max_gap_fill")?;
         let scan_repos = r.repos("scan_repos")?;
-        let scan_interval_ms = r.uint("scan_interval_ms", 300_000, 10_000, DAY_MS)?;
+        let scan_interval_ms = r.int("scan_interval_ms")?;
+        let drone_server_url = match r.string("drone_server_url")? {
+            None => None,
+            Some(url) => Some(server_url(&url).ok_or_else(|| {
+                r.bad(
+                    "drone_server_url",
+                    "must be http:// or https:// and a host (drone's DRONE_SERVER_PROTO://DRONE_SERVER_HOST)",
+                )
+            })?),
+        };
 
         if max_poll_interval_ms < stale_after_ms {
             return Err(ConfigError::new(
@@ -305,60 +348,375 @@ impl Config {
             max_gap_fill,
             scan_repos,
             scan_interval_ms,
+            drone_server_url,
         })
     }
 }
 
+/// `proto://host` of a drone server URL, the host lower-cased (drone's `cleanHostname`); a
+/// trailing `/` is allowed, a path is not. The host is visible ASCII without `"` or `\`: it
+/// goes into the `system` JSON as is.
+fn server_url(url: &str) -> Option<String> {
+    let (proto, rest) = url.split_once("://")?;
+    if proto != "http" && proto != "https" {
+        return None;
+    }
+    let host = rest.strip_suffix('/').unwrap_or(rest);
+    let ok = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !matches!(b, b'/' | b'"' | b'\\' | b'?' | b'#'));
+    ok.then(|| format!("{proto}://{}", host.to_ascii_lowercase()))
+}
+
+const MIN_MS: u64 = 60_000;
 const HOUR_MS: u64 = 3_600_000;
 const DAY_MS: u64 = 24 * HOUR_MS;
-const DEFAULT_WEBHOOK_PATH: &str = "/hook";
-const DEFAULT_INSTANCE: &str = "default";
-const DEFAULT_TICK_MS: u64 = 1_000;
-const DEFAULT_STALE_AFTER_MS: u64 = 30_000;
-const DEFAULT_MAX_POLL_INTERVAL_MS: u64 = 300_000;
 /// `lease_ms` defaults to the larger of this and three ticks.
 const DEFAULT_LEASE_MIN_MS: u64 = 10_000;
 
-/// Every accepted key, in the order of [`Config`]'s fields.
-const KEYS: &[&str] = &[
-    "webhook_path",
-    "pipeline_cluster",
-    "pipeline_authority",
-    "drone_cluster",
-    "drone_authority",
-    "drone_token",
-    "drone_token_env",
-    "tick_ms",
-    "stale_after_ms",
-    "max_poll_interval_ms",
-    "max_tracked_builds",
-    "max_inflight_calls",
-    "max_drone_calls_per_sec",
-    "call_timeout_ms",
-    "max_body_bytes",
-    "max_build_age_ms",
-    "max_repos",
-    "circuit_failure_threshold",
-    "circuit_open_ms",
-    "lease_ms",
-    "instance",
-    "webhook_secret",
-    "webhook_secret_env",
-    "signature_mode",
-    "max_clock_skew_ms",
-    "max_gap_fill",
-    "scan_repos",
-    "scan_interval_ms",
+/// One configuration key, declared once in [`KEYS`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Key {
+    pub name: &'static str,
+    pub spec: Spec,
+    /// What it does, as README says it (empty in the wasm module: see [`help`]).
+    pub help: &'static str,
+}
+
+/// A key's values: what the parser applies and README shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Spec {
+    /// An integer in `min..=max`, `default` when absent (`None`: computed, see `shown`).
+    Int {
+        default: Option<u64>,
+        min: u64,
+        max: u64,
+        unit: Unit,
+        /// README's default when computed from other keys, else empty.
+        shown: &'static str,
+        /// A rule across keys, or what a special value means (README's range), else empty.
+        rule: &'static str,
+    },
+    /// A non-empty string, `default` when absent; `range`: README's words for its checks.
+    Str {
+        default: &'static str,
+        range: &'static str,
+    },
+    /// Checked by its own code in [`Config::parse`]; README's default and range.
+    Other {
+        default: &'static str,
+        range: &'static str,
+    },
+    /// Like `Other`, and its value is a secret, or may be one pasted into the wrong key:
+    /// never echoed in a message.
+    Secret {
+        default: &'static str,
+        range: &'static str,
+    },
+}
+
+impl Spec {
+    /// A string, `default` when absent; `range`: README's words for its checks.
+    const fn text(default: &'static str, range: &'static str) -> Spec {
+        Spec::Str { default, range }
+    }
+
+    /// Checked by its own code; README's default and range.
+    const fn other(default: &'static str, range: &'static str) -> Spec {
+        Spec::Other { default, range }
+    }
+
+    /// A secret, or the name of a variable holding one; README's default and range.
+    const fn secret(default: &'static str, range: &'static str) -> Spec {
+        Spec::Secret { default, range }
+    }
+
+    /// Milliseconds in `min..=max`, `default` when absent.
+    const fn ms(default: u64, min: u64, max: u64) -> Spec {
+        Spec::int(default, min, max, Unit::Ms)
+    }
+
+    /// A count in `min..=max`, `default` when absent.
+    const fn count(default: u64, min: u64, max: u64) -> Spec {
+        Spec::int(default, min, max, Unit::Count)
+    }
+
+    /// Bytes in `min..=max`, `default` when absent.
+    const fn bytes(default: u64, min: u64, max: u64) -> Spec {
+        Spec::int(default, min, max, Unit::Bytes)
+    }
+
+    const fn int(default: u64, min: u64, max: u64, unit: Unit) -> Spec {
+        Spec::Int {
+            default: Some(default),
+            min,
+            max,
+            unit,
+            shown: "",
+            rule: "",
+        }
+    }
+
+    /// With a rule across keys, or the meaning of a special value (README's range).
+    const fn rule(mut self, rule: &'static str) -> Spec {
+        if let Spec::Int { rule: r, .. } = &mut self {
+            *r = rule;
+        }
+        self
+    }
+}
+
+/// What an integer counts, for README (`30000` ms reads `30 s`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unit {
+    Count,
+    Ms,
+    Bytes,
+}
+
+/// Every accepted key, in the order [`Config::parse`] checks them.
+pub const KEYS: &[Key] = &[
+    Key {
+        name: "webhook_path",
+        spec: Spec::text("/hook", "starts with `/`"),
+        help: help(
+            "path (prefix) of drone's webhooks on the pipeline; re-deliveries are POSTed to \
+               it. In `envoy.yaml` the route that enables the filter must match the same path",
+        ),
+    },
+    Key {
+        name: "pipeline_cluster",
+        spec: Spec::other("(required)", "cluster name"),
+        help: help("Envoy cluster of the pipeline; re-deliveries go there"),
+    },
+    Key {
+        name: "pipeline_authority",
+        spec: Spec::other("the cluster name", ""),
+        help: help("`:authority` of re-deliveries"),
+    },
+    Key {
+        name: "drone_cluster",
+        spec: Spec::other("(required)", "cluster name"),
+        help: help(
+            "Envoy cluster of drone-server (Istio: `outbound|80||drone.ci.svc.cluster.local`)",
+        ),
+    },
+    Key {
+        name: "drone_authority",
+        spec: Spec::other("the cluster name", ""),
+        help: help("`:authority` of API calls"),
+    },
+    Key {
+        name: "drone_token_env",
+        spec: Spec::secret("this or `drone_token` required", "variable name"),
+        help: help(
+            "name of an environment variable of the VM holding drone's API token (preferred \
+               over `drone_token`). Use an admin machine user's token: drone answers 404 for \
+               repositories a user may not read",
+        ),
+    },
+    Key {
+        name: "drone_token",
+        spec: Spec::secret("this or `drone_token_env` required", "visible ASCII"),
+        help: help("drone's API token itself"),
+    },
+    Key {
+        name: "tick_ms",
+        spec: Spec::ms(1_000, 10, MIN_MS),
+        help: help("the single periodic tick (`set_tick_period`, once per root context)"),
+    },
+    Key {
+        name: "stale_after_ms",
+        spec: Spec::ms(30_000, 1_000, DAY_MS),
+        help: help("a build with no news for this long is looked up in drone"),
+    },
+    Key {
+        name: "max_poll_interval_ms",
+        spec: Spec::ms(300_000, 1_000, DAY_MS).rule("≥ `stale_after_ms`"),
+        help: help(
+            "cap of the growing interval between looks at an unchanged build, and of backoff",
+        ),
+    },
+    Key {
+        name: "max_tracked_builds",
+        spec: Spec::count(10_000, 1, 1_000_000),
+        help: help(
+            "ledger capacity (memory bound). Builds only unverified webhooks vouch for, and \
+               builds inferred from numbers, may use a quarter of it each and never evict a \
+               build backed by a verified webhook or by drone's answer",
+        ),
+    },
+    Key {
+        name: "max_inflight_calls",
+        spec: Spec::count(4, 1, 256),
+        help: help("concurrent drone + pipeline calls"),
+    },
+    Key {
+        name: "max_drone_calls_per_sec",
+        spec: Spec::count(10, 1, 10_000),
+        help: help(
+            "rate limit toward drone (token bucket, 1 s burst); lookups only unverified \
+               webhooks asked for take at most half of it",
+        ),
+    },
+    Key {
+        name: "call_timeout_ms",
+        spec: Spec::ms(5_000, 100, MIN_MS),
+        help: help("timeout of every call"),
+    },
+    Key {
+        name: "max_body_bytes",
+        spec: Spec::bytes(262_144, 1_024, 16_777_216),
+        help: help(
+            "largest webhook body (and drone answer) copied and parsed; larger ones pass \
+               through and are counted",
+        ),
+    },
+    Key {
+        name: "max_build_age_ms",
+        spec: Spec::ms(25 * HOUR_MS, MIN_MS, 30 * DAY_MS),
+        help: help(
+            "a build still open after this long is dropped and counted (drone's reaper kills \
+               builds after 24 h)",
+        ),
+    },
+    Key {
+        name: "max_repos",
+        spec: Spec::count(1_024, 1, 100_000),
+        help: help(
+            "repositories whose `repo` object the reconciler caches for re-deliveries; it \
+               also keeps up to 2 × `max_repos` repository names drone or evidence confirmed \
+               (with their gap-filling watermarks) and `max_repos` names only unverified \
+               webhooks gave; each worker also remembers up to min(`max_repos`, 256) \
+               repositories whose objects it already handed over",
+        ),
+    },
+    Key {
+        name: "circuit_failure_threshold",
+        spec: Spec::count(5, 1, 1_000),
+        help: help("consecutive drone failures that open the circuit"),
+    },
+    Key {
+        name: "circuit_open_ms",
+        spec: Spec::ms(10_000, 100, DAY_MS),
+        help: help("first open period; doubles per failed probe up to `max_poll_interval_ms`"),
+    },
+    Key {
+        name: "lease_ms",
+        spec: Spec::Int {
+            default: None,
+            min: 20,
+            max: HOUR_MS,
+            unit: Unit::Ms,
+            shown: "max(10000, 3 × `tick_ms`)",
+            rule: "≥ 2 × `tick_ms`",
+        },
+        help: help("leader lease; a dead leader is replaced after at most this long"),
+    },
+    Key {
+        name: "instance",
+        spec: Spec::text("default", "`[A-Za-z0-9_.-]{1,64}`"),
+        help: help(
+            "namespaces shared-data keys and the queue (needed when several plugins share a \
+               vm_id, as under Istio), and is the `sync_instance` label of the metrics; renaming \
+               it orphans the ledger ([runbook](docs/runbook.md#instance-renamed-orphaned-ledger))",
+        ),
+    },
+    Key {
+        name: "webhook_secret_env",
+        spec: Spec::secret("none", "variable name"),
+        help: help(
+            "name of an environment variable of the VM holding drone's \
+               `DRONE_WEBHOOK_SECRET` (preferred over `webhook_secret`): verify live webhooks, \
+               sign re-deliveries",
+        ),
+    },
+    Key {
+        name: "webhook_secret",
+        spec: Spec::secret("none", ""),
+        help: help("drone's `DRONE_WEBHOOK_SECRET` itself (used as is)"),
+    },
+    Key {
+        name: "signature_mode",
+        spec: Spec::other(
+            "`enforce` with a secret, else `off`",
+            "`off`, `monitor`, `enforce`",
+        ),
+        help: help(
+            "`enforce`: forged or unsigned webhooks get 401 and never reach the pipeline; \
+               `monitor`: counted only (see Signed webhooks)",
+        ),
+    },
+    Key {
+        name: "max_clock_skew_ms",
+        spec: Spec::ms(300_000, 1_000, DAY_MS),
+        help: help("allowed distance between a signed `Date` and now"),
+    },
+    Key {
+        name: "max_gap_fill",
+        spec: Spec::count(20, 0, 1_000).rule("0 = off"),
+        help: help(
+            "drone numbers builds per repository in sequence: when build n of a repository \
+               arrives and the highest number seen is below n-1, \
+               look up this many of the missing builds (all their webhooks were lost, or drone \
+               never sent one); also the most builds one discovery of a repository's `counter` \
+               adds",
+        ),
+    },
+    Key {
+        name: "scan_repos",
+        spec: Spec::other("none", "up to 100 `\"owner/name\"`"),
+        help: help(
+            "repositories whose newest builds are listed (`GET \
+               /api/repos/{owner}/{name}/builds?page=1`) every `scan_interval_ms`: builds newer \
+               than any seen are looked up and delivered, even if none of their webhooks \
+               arrived; the first listing only sets the baseline. Discovery (How it works, 5) \
+               covers every repository the filter has seen without it; `scan_repos` only adds \
+               repositories no webhook has shown yet, for drones whose \
+               `/api/builds/incomplete` answers 501 (the OSS build)",
+        ),
+    },
+    Key {
+        name: "scan_interval_ms",
+        spec: Spec::ms(300_000, 10_000, DAY_MS),
+        help: help("interval between listings of each of `scan_repos`"),
+    },
+    Key {
+        name: "drone_server_url",
+        spec: Spec::other("none", "`http(s)://host[:port]`"),
+        help: help(
+            "drone's `DRONE_SERVER_PROTO://DRONE_SERVER_HOST`: re-deliveries carry `system` \
+               `{proto, host, link}` built from it (as drone's `provideSystem` does; no drone \
+               API returns `system`) when no verified webhook supplied one, e.g. in `off`",
+        ),
+    },
 ];
 
-/// Keys whose values are secrets, or may be one pasted into the wrong key: their values are
-/// never echoed in a message.
-const SECRET_KEYS: &[&str] = &[
-    "drone_token",
-    "drone_token_env",
-    "webhook_secret",
-    "webhook_secret_env",
-];
+/// README's words for a key or a metric, in native builds only: the shipped module never
+/// shows them, and leaving them out keeps about 5 KB of text out of its size budget.
+pub(crate) const fn help(text: &'static str) -> &'static str {
+    if cfg!(target_arch = "wasm32") {
+        ""
+    } else {
+        text
+    }
+}
+
+/// The row of `name`.
+pub fn key(name: &str) -> Option<&'static Key> {
+    KEYS.iter().find(|k| k.name == name)
+}
+
+fn key_is_secret(name: &str) -> bool {
+    key(name).is_some_and(|k| matches!(k.spec, Spec::Secret { .. }))
+}
+
+/// The parser read a key its row does not describe (a bug, caught by the tests).
+fn undeclared(name: &str) -> ConfigError {
+    ConfigError::new(name, "is read differently than `KEYS` declares it (a bug)")
+}
 
 /// Typed access to the configuration object; every error names its key.
 struct Reader<'m, 'a> {
@@ -380,7 +738,7 @@ impl<'a> Reader<'_, 'a> {
     /// An error for `key` that quotes the offending value, except for secret keys.
     fn bad(&self, key: &str, why: &str) -> ConfigError {
         match self.get(key) {
-            Some(v) if !SECRET_KEYS.contains(&key) => {
+            Some(v) if !key_is_secret(key) => {
                 ConfigError::new(key, &format!("{why}, got {}", shown(v)))
             }
             Some(v) => ConfigError::new(key, &format!("{why}, got {}", type_name(v))),
@@ -455,30 +813,49 @@ impl<'a> Reader<'_, 'a> {
         Ok(value)
     }
 
-    /// An integer in `min..=max`, `default` when absent. Floats, strings, negative numbers and
-    /// `null` are refused rather than coerced: a typo should stop the rollout, not guess.
-    fn uint(&self, key: &str, default: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
-        match self.get(key) {
-            None => Ok(default),
-            Some(v) => match decode_u64(v) {
-                Some(n) if (min..=max).contains(&n) => Ok(n),
-                _ => Err(self.bad(key, &format!("must be an integer from {min} to {max}"))),
-            },
-        }
+    /// The non-empty string `key`, or its row's default when absent.
+    fn string_or_default(&self, key: &str) -> Result<Cow<'a, str>, ConfigError> {
+        let default = match self::key(key).map(|k| k.spec) {
+            Some(Spec::Str { default, .. }) => default,
+            _ => return Err(undeclared(key)),
+        };
+        Ok(self.string(key)?.unwrap_or(Cow::Borrowed(default)))
     }
 
-    fn usize(
+    /// The integer `key`, within its row's bounds, its row's default when absent.
+    fn int<T: TryFrom<u64>>(&self, key: &str) -> Result<T, ConfigError> {
+        self.int_with(key, None)
+    }
+
+    /// [`Reader::int`] for a key whose default is computed from other keys.
+    fn int_or<T: TryFrom<u64>>(&self, key: &str, default: u64) -> Result<T, ConfigError> {
+        self.int_with(key, Some(default))
+    }
+
+    /// Floats, strings, negative numbers and `null` are refused rather than coerced: a typo
+    /// should stop the rollout, not guess.
+    fn int_with<T: TryFrom<u64>>(
         &self,
         key: &str,
-        default: usize,
-        min: usize,
-        max: usize,
-    ) -> Result<usize, ConfigError> {
-        // All our bounds fit in 32 bits, so the conversions cannot fail on wasm32 either.
-        let to_u64 = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
-        let n = self.uint(key, to_u64(default), to_u64(min), to_u64(max))?;
-        usize::try_from(n)
-            .map_err(|_| self.bad(key, &format!("must be an integer from {min} to {max}")))
+        computed: Option<u64>,
+    ) -> Result<T, ConfigError> {
+        let Some(Spec::Int {
+            default, min, max, ..
+        }) = self::key(key).map(|k| k.spec)
+        else {
+            return Err(undeclared(key));
+        };
+        let range = || format!("must be an integer from {min} to {max}");
+        let n = match self.get(key) {
+            None => computed.or(default).ok_or_else(|| undeclared(key))?,
+            Some(v) => match decode_u64(v) {
+                Some(n) if (min..=max).contains(&n) => n,
+                _ => return Err(self.bad(key, &range())),
+            },
+        };
+        // Every row's bounds fit its field's type (a test parses each bound), so this only
+        // guards a wrong row.
+        T::try_from(n).map_err(|_| self.bad(key, &range()))
     }
 
     /// A secret given inline (`value_key`) or, preferably, through the environment variable
@@ -586,12 +963,6 @@ impl std::fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::indexing_slicing,
-    clippy::expect_used,
-    clippy::panic
-)]
 mod tests {
     use super::*;
     use serde_json::{json, Value};
@@ -673,6 +1044,7 @@ mod tests {
                 max_gap_fill: 20,
                 scan_repos: vec![],
                 scan_interval_ms: 300_000,
+                drone_server_url: None,
             }
         );
     }
@@ -702,7 +1074,8 @@ mod tests {
             "instance": "A-z_0.9",
             "webhook_secret_env": "DRONE_WEBHOOK_SECRET",
             "signature_mode": "monitor",
-            "max_clock_skew_ms": 1000
+            "max_clock_skew_ms": 1000,
+            "drone_server_url": "https://Drone.Example.com/"
         });
         let c = parse(&v).unwrap();
         assert_eq!(c.webhook_path, "/drone/hook/");
@@ -737,6 +1110,35 @@ mod tests {
         assert_eq!(c.instance, "A-z_0.9");
         assert_eq!(c.webhook_secret.as_deref(), Some(SECRET));
         assert_eq!(c.signature_mode, SignatureMode::Monitor);
+        assert_eq!(
+            c.drone_server_url.as_deref(),
+            Some("https://drone.example.com")
+        );
+    }
+
+    #[test]
+    fn drone_server_url_is_a_proto_and_a_host() {
+        for bad in [
+            "drone.example.com",
+            "ftp://drone.example.com",
+            "https://",
+            "https://drone.example.com/api",
+            "https://drone.example.com?x",
+            "https://dro ne",
+            "https://dr\"one",
+        ] {
+            let e = err(&with("drone_server_url", Some(json!(bad))));
+            assert_eq!(e.key, "drone_server_url", "{bad}");
+        }
+        let ok = parse(&with(
+            "drone_server_url",
+            Some(json!("http://localhost:8080")),
+        ))
+        .unwrap();
+        assert_eq!(
+            ok.drone_server_url.as_deref(),
+            Some("http://localhost:8080")
+        );
     }
 
     #[test]
@@ -796,22 +1198,14 @@ mod tests {
     /// with a message naming the key, the range and the value.
     #[test]
     fn numeric_ranges() {
-        let ranges: &[(&str, u64, u64)] = &[
-            ("tick_ms", 10, 60_000),
-            ("stale_after_ms", 1_000, 86_400_000),
-            ("max_poll_interval_ms", 1_000, 86_400_000),
-            ("max_tracked_builds", 1, 1_000_000),
-            ("max_inflight_calls", 1, 256),
-            ("max_drone_calls_per_sec", 1, 10_000),
-            ("call_timeout_ms", 100, 60_000),
-            ("max_body_bytes", 1_024, 16_777_216),
-            ("max_build_age_ms", 60_000, 2_592_000_000),
-            ("max_repos", 1, 100_000),
-            ("circuit_failure_threshold", 1, 1_000),
-            ("circuit_open_ms", 100, 86_400_000),
-            ("lease_ms", 20, 3_600_000),
-            ("max_clock_skew_ms", 1_000, 86_400_000),
-        ];
+        let ranges: Vec<(&str, u64, u64)> = KEYS
+            .iter()
+            .filter_map(|k| match k.spec {
+                Spec::Int { min, max, .. } => Some((k.name, min, max)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(ranges.len(), 16);
         // Keep cross-field rules out of the way of single-key bounds.
         let base = |key: &str, n: u64| {
             let mut v = with(key, Some(json!(n)));
@@ -829,12 +1223,16 @@ mod tests {
             }
             v
         };
-        for &(key, min, max) in ranges {
+        for (key, min, max) in ranges {
             assert!(parse(&base(key, min)).is_ok(), "{key}={min}");
             assert!(parse(&base(key, max)).is_ok(), "{key}={max}");
             let range = format!("must be an integer from {min} to {max}");
+            let below = match min.checked_sub(1) {
+                Some(n) => json!(n),
+                None => json!(-1),
+            };
             for bad in [
-                json!(min - 1),
+                below,
                 json!(max + 1),
                 json!(-1),
                 json!(1.5),
@@ -861,6 +1259,48 @@ mod tests {
             e.to_string(),
             "status-sync: invalid configuration: key `tick_ms`: must be an integer from 10 to 60000, got \"abc\""
         );
+    }
+
+    /// The parser reads every row of `KEYS`, under its own name: a value no key accepts is
+    /// refused naming that key (a row the parser never reads would be accepted silently).
+    #[test]
+    fn every_declared_key_is_read() {
+        for k in KEYS {
+            let e = err(&with(k.name, Some(json!({ "x": 1 }))));
+            assert_eq!(e.key, k.name, "{e}");
+            assert_ne!(e, undeclared(k.name));
+        }
+        // Defaults come from the rows.
+        let c = parse(&minimal()).unwrap();
+        let default = |name: &str| match key(name).unwrap().spec {
+            Spec::Int {
+                default: Some(d), ..
+            } => d,
+            other => panic!("{name}: {other:?}"),
+        };
+        assert_eq!(c.tick_ms, default("tick_ms"));
+        assert_eq!(c.max_body_bytes as u64, default("max_body_bytes"));
+        assert_eq!(
+            c.circuit_failure_threshold as u64,
+            default("circuit_failure_threshold")
+        );
+        assert_eq!(c.webhook_path, "/hook");
+        assert_eq!(c.instance, "default");
+        // The computed default is what README says it is.
+        assert_eq!(c.lease_ms, DEFAULT_LEASE_MIN_MS.max(3 * c.tick_ms));
+        let Spec::Int { shown, .. } = key("lease_ms").unwrap().spec else {
+            panic!("lease_ms")
+        };
+        assert!(shown.contains(&DEFAULT_LEASE_MIN_MS.to_string()), "{shown}");
+        for name in [
+            "drone_token",
+            "drone_token_env",
+            "webhook_secret",
+            "webhook_secret_env",
+        ] {
+            assert!(key_is_secret(name), "{name}");
+        }
+        assert!(!key_is_secret("tick_ms") && !key_is_secret("nope"));
     }
 
     #[test]
@@ -1007,6 +1447,22 @@ mod tests {
         let e = err(&with("drone_token_env", Some(json!("TOKEN_WITH_NEWLINE"))));
         assert_eq!(e.key, "drone_token_env");
         assert!(e.reason.contains("visible ASCII"), "{e}");
+    }
+
+    /// Issue 11, attack 8: `Config` derived `Debug` with the token and the secret inside.
+    #[test]
+    fn debug_shows_neither_token_nor_secret() {
+        let mut v = with("webhook_secret", Some(json!(SECRET)));
+        v["drone_token"] = json!(TOKEN);
+        v.as_object_mut().unwrap().remove("drone_token_env");
+        let c = parse(&v).unwrap();
+        assert_eq!(c.drone_token, TOKEN);
+        for shown in [format!("{c:?}"), format!("{c:#?}")] {
+            assert!(!shown.contains(TOKEN), "token shown: {shown}");
+            assert!(!shown.contains(SECRET), "secret shown: {shown}");
+            assert!(shown.contains("drone_token") && shown.contains("webhook_secret"));
+            assert!(shown.contains("<redacted>"));
+        }
     }
 
     #[test]

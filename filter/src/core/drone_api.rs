@@ -13,6 +13,8 @@ use std::borrow::Cow;
 /// object (trimmed) to splice into a re-delivered webhook.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ApiBuild<'a> {
+    /// `repo_id`: an answer is taken only for the repository the reconciler asked about.
+    pub repo_id: u64,
     pub number: u64,
     pub status: BuildStatus,
     pub version: u64,
@@ -25,7 +27,9 @@ pub fn parse_build(body: &[u8]) -> Result<ApiBuild<'_>, ParseError> {
     let text = utf8(body)?;
     let obj = RawObject::parse(text)?;
     let (number, status, version) = build_fields(&obj)?;
+    let repo_id = obj.u64_field("repo_id", "build.repo_id")?;
     Ok(ApiBuild {
+        repo_id,
         number,
         status,
         version,
@@ -38,6 +42,35 @@ pub fn parse_build(body: &[u8]) -> Result<ApiBuild<'_>, ParseError> {
 /// Parses `GET /api/repos/{owner}/{name}`: the repository and its JSON without `build`.
 pub fn parse_repo(body: &[u8]) -> Result<(RepoRef, String), ParseError> {
     parse_repo_object(&RawObject::parse(utf8(body)?)?)
+}
+
+/// Parses `GET /api/repos/{owner}/{name}` with its `counter`: the last build number drone
+/// allocated in the repository (`repos.Increment`, before the build row is written; gaps are
+/// possible where a creation failed).
+pub fn parse_repo_counter(body: &[u8]) -> Result<(RepoRef, String, u64), ParseError> {
+    let obj = RawObject::parse(utf8(body)?)?;
+    let counter = obj.u64_field("counter", "repo.counter")?;
+    let (repo, json) = parse_repo_object(&obj)?;
+    Ok((repo, json, counter))
+}
+
+/// One element of `GET /api/builds/incomplete` (drone's `ListIncomplete`: one repository per
+/// build with a pending or running stage, newest build first, at most 50): the repository,
+/// its JSON without `build`, and the build's number.
+pub fn parse_incomplete(body: &[u8]) -> Result<Vec<(RepoRef, String, u64)>, ParseError> {
+    let items = Scanner::array_items(utf8(body)?).map_err(|e| ParseError::Json(e.to_string()))?;
+    items
+        .into_iter()
+        .map(|item| {
+            let obj = RawObject::parse(item)?;
+            let build = obj
+                .get("build", "repo.build")?
+                .ok_or(ParseError::Missing("repo.build"))?;
+            let number = RawObject::parse_nested(build)?.u64_field("number", "build.number")?;
+            let (repo, json) = parse_repo_object(&obj)?;
+            Ok((repo, json, number))
+        })
+        .collect()
 }
 
 /// Path of the build endpoint, with owner and name percent-encoded as path segments.
@@ -384,8 +417,12 @@ pub(crate) fn compact(json: &str) -> String {
 }
 
 /// Percent-encodes one path segment: RFC 3986 unreserved characters stay, every other byte
-/// (including `/`, so a name can never add a segment) becomes `%XX`.
+/// (including `/`, so a name can never add a segment) becomes `%XX`. A segment of dots only
+/// (`.`, `..`) is encoded whole, so no proxy or server can take it for a relative step.
 fn encode_segment(s: &str) -> String {
+    if !s.is_empty() && s.bytes().all(|b| b == b'.') {
+        return "%2E".repeat(s.len());
+    }
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
@@ -531,7 +568,7 @@ mod tests {
             ("", BuildStatus::Unknown),
             ("SUCCESS", BuildStatus::Unknown),
         ] {
-            let body = format!(r#"{{"number":7,"status":"{s}","version":2}}"#);
+            let body = format!(r#"{{"repo_id":9,"number":7,"status":"{s}","version":2}}"#);
             assert_eq!(parse_build(body.as_bytes()).unwrap().status, want, "{s}");
         }
     }
@@ -544,59 +581,59 @@ mod tests {
                 ParseError::Missing("build.number"),
             ),
             (
-                r#"{"number":1,"version":3}"#,
+                r#"{"repo_id":9,"number":1,"version":3}"#,
                 ParseError::Missing("build.status"),
             ),
             (
-                r#"{"number":1,"status":"success"}"#,
+                r#"{"repo_id":9,"number":1,"status":"success"}"#,
                 ParseError::Missing("build.version"),
             ),
             (
-                r#"{"number":"1","status":"success","version":3}"#,
+                r#"{"repo_id":9,"number":"1","status":"success","version":3}"#,
                 ParseError::Invalid("build.number"),
             ),
             (
-                r#"{"number":-1,"status":"success","version":3}"#,
+                r#"{"repo_id":9,"number":-1,"status":"success","version":3}"#,
                 ParseError::Invalid("build.number"),
             ),
             (
-                r#"{"number":1.5,"status":"success","version":3}"#,
+                r#"{"repo_id":9,"number":1.5,"status":"success","version":3}"#,
                 ParseError::Invalid("build.number"),
             ),
             (
-                r#"{"number":1,"status":5,"version":3}"#,
+                r#"{"repo_id":9,"number":1,"status":5,"version":3}"#,
                 ParseError::Invalid("build.status"),
             ),
             (
-                r#"{"number":1,"status":null,"version":3}"#,
+                r#"{"repo_id":9,"number":1,"status":null,"version":3}"#,
                 ParseError::Invalid("build.status"),
             ),
             (
-                r#"{"number":1,"status":"success","version":-3}"#,
+                r#"{"repo_id":9,"number":1,"status":"success","version":-3}"#,
                 ParseError::Invalid("build.version"),
             ),
             (
-                r#"{"number":1,"status":"success","version":3.0}"#,
+                r#"{"repo_id":9,"number":1,"status":"success","version":3.0}"#,
                 ParseError::Invalid("build.version"),
             ),
             (
-                r#"{"number":1,"status":"success","version":1e3}"#,
+                r#"{"repo_id":9,"number":1,"status":"success","version":1e3}"#,
                 ParseError::Invalid("build.version"),
             ),
             (
-                r#"{"number":1,"status":"success","version":"3"}"#,
+                r#"{"repo_id":9,"number":1,"status":"success","version":"3"}"#,
                 ParseError::Invalid("build.version"),
             ),
             (
-                r#"{"number":1,"status":"success","version":null}"#,
+                r#"{"repo_id":9,"number":1,"status":"success","version":null}"#,
                 ParseError::Invalid("build.version"),
             ),
             (
-                r#"{"number":1,"status":"success","version":18446744073709551616}"#,
+                r#"{"repo_id":9,"number":1,"status":"success","version":18446744073709551616}"#,
                 ParseError::Invalid("build.version"),
             ),
             (
-                r#"{"number":1,"status":"success","version":3,"version":4}"#,
+                r#"{"repo_id":9,"number":1,"status":"success","version":3,"version":4}"#,
                 ParseError::Invalid("build.version"),
             ),
         ];
@@ -604,7 +641,7 @@ mod tests {
             assert_eq!(parse_build(body.as_bytes()).unwrap_err(), *want, "{body}");
         }
         let max = format!(
-            r#"{{"number":1,"status":"success","version":{}}}"#,
+            r#"{{"repo_id":9,"number":1,"status":"success","version":{}}}"#,
             u64::MAX
         );
         assert_eq!(parse_build(max.as_bytes()).unwrap().version, u64::MAX);
@@ -668,7 +705,7 @@ mod tests {
         let at = |n: usize| format!("{}{}", "[".repeat(n - 1), "]".repeat(n - 1));
         let body = |n: usize| {
             format!(
-                r#"{{"number":1,"status":"success","version":3,"s":{}}}"#,
+                r#"{{"repo_id":9,"number":1,"status":"success","version":3,"s":{}}}"#,
                 at(n)
             )
         };
@@ -679,7 +716,7 @@ mod tests {
         ));
         // Brackets inside strings do not count.
         let quoted = format!(
-            r#"{{"number":1,"status":"success","version":3,"s":"{}\"{}"}}"#,
+            r#"{{"repo_id":9,"number":1,"status":"success","version":3,"s":"{}\"{}"}}"#,
             "[".repeat(500),
             "{".repeat(500)
         );
@@ -690,7 +727,7 @@ mod tests {
     #[test]
     fn deep_nesting_is_refused_without_overflow() {
         let deep = format!(
-            r#"{{"number":1,"status":"success","version":3,"stages":{}{}}}"#,
+            r#"{{"repo_id":9,"number":1,"status":"success","version":3,"stages":{}{}}}"#,
             "[".repeat(200_000),
             "]".repeat(200_000)
         );
@@ -703,7 +740,7 @@ mod tests {
         assert!(parse_repo(deep_repo.as_bytes()).is_err());
         // Nesting within serde_json's limit is fine.
         let ok = format!(
-            r#"{{"number":1,"status":"success","version":3,"stages":{}{}}}"#,
+            r#"{{"repo_id":9,"number":1,"status":"success","version":3,"stages":{}{}}}"#,
             "[".repeat(100),
             "]".repeat(100)
         );
@@ -789,6 +826,30 @@ mod tests {
     }
 
     #[test]
+    fn repo_counter_and_incomplete_list_parse() {
+        let repo = r#"{"id":7,"namespace":"o","name":"n","counter":41,"version":3}"#;
+        let (r, json, counter) = parse_repo_counter(repo.as_bytes()).unwrap();
+        assert_eq!((r.id, counter), (7, 41));
+        assert!(json.contains(r#""counter":41"#));
+        assert_eq!(
+            parse_repo_counter(br#"{"id":7,"namespace":"o","name":"n"}"#).unwrap_err(),
+            ParseError::Missing("repo.counter")
+        );
+        let list = r#"[{"id":7,"namespace":"o","name":"n","counter":41,"build":{"id":9,"repo_id":7,"number":40,"status":"running","version":2}},
+            {"id":8,"namespace":"p","name":"q","counter":2,"build":{"number":2,"status":"pending","version":1}}]"#;
+        let got = parse_incomplete(list.as_bytes()).unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(
+            (got[0].0.id, got[0].2, got[1].0.name.as_str(), got[1].2),
+            (7, 40, "q", 2)
+        );
+        assert!(!got[0].1.contains("build"), "{}", got[0].1);
+        assert!(parse_incomplete(b"[]").unwrap().is_empty());
+        assert!(parse_incomplete(br#"[{"id":7,"namespace":"o","name":"n"}]"#).is_err());
+        assert!(parse_incomplete(br#"{"message":"Not Implemented"}"#).is_err());
+    }
+
+    #[test]
     fn paths_encode_segments() {
         assert_eq!(
             repo_path(&repo("octocat", "hello-world")),
@@ -803,8 +864,13 @@ mod tests {
             "/api/repos/my%20org/a%2Fb%3Fc%23d%25e/builds/1"
         );
         assert_eq!(
-            repo_path(&repo("A-Za-z0-9-._~", "..")),
-            "/api/repos/A-Za-z0-9-._~/.."
+            repo_path(&repo("A-Za-z0-9-._~", "a..b")),
+            "/api/repos/A-Za-z0-9-._~/a..b"
+        );
+        // Attack 3 of the trust-boundary issue: `..` names never step out of the route.
+        assert_eq!(
+            build_path(&repo("..", "."), 5),
+            "/api/repos/%2E%2E/%2E/builds/5"
         );
         assert_eq!(repo_path(&repo("é", "+:@")), "/api/repos/%C3%A9/%2B%3A%40");
         assert_eq!(
@@ -908,7 +974,7 @@ mod tests {
 
     #[test]
     fn redelivery_refuses_non_objects() {
-        let b = r#"{"number":1}"#;
+        let b = r#"{"repo_id":9,"number":1}"#;
         for (repo, build, system) in [
             ("[]", b, None),
             ("{", b, None),

@@ -1,10 +1,12 @@
 //! The ledger: every build the reconciler is responsible for, what the pipeline has of it, and
 //! when to look at it next.
 //!
-//! Bounded three ways: at most `cap` builds (the oldest is evicted, and the caller counts it), a
-//! due index so a tick touches only builds that are due (cost proportional to due builds, not
-//! tracked ones), and a bounded set of tombstones for builds that finished, so late step
-//! webhooks carrying older versions cannot bring them back.
+//! Bounded four ways: at most `cap` builds, of which builds nothing but an unverified webhook
+//! ([`Class::Hint`]) or an inference ([`Class::Inferred`]: gap filling, scans) vouches for get a
+//! quarter each and can never evict a build backed by evidence (a verified webhook or drone's
+//! answer); a due index per lane so a tick touches only builds that are due (cost
+//! proportional to due builds, not tracked ones); and a bounded set of tombstones for builds
+//! that finished, so late step webhooks carrying older versions cannot bring them back.
 
 use super::model::{BuildKey, BuildStatus};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -12,15 +14,83 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 /// `next_due_ms` value of a build that is not scheduled (a call for it is in flight).
 pub const NOT_SCHEDULED: u64 = u64::MAX;
 
-/// What the reconciler knows of one build. Kept small: the memory target is under 200 bytes per
-/// tracked build, index overhead included.
+/// What vouches for a tracked build. Decides its share of the ledger and its lane of lookups.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Class {
+    /// A verified (signed) webhook, or drone's own answer for this build: the build exists.
+    Backed,
+    /// Only unverified webhooks: anyone who can reach the pipeline could have sent them.
+    Hint,
+    /// Only an inference from numbers (gap filling, a scan, discovery): drone may not have it.
+    Inferred,
+}
+
+impl Class {
+    pub fn code(self) -> u8 {
+        match self {
+            Self::Backed => 0,
+            Self::Hint => 1,
+            Self::Inferred => 2,
+        }
+    }
+
+    pub fn from_code(c: u8) -> Option<Self> {
+        match c {
+            0 => Some(Self::Backed),
+            1 => Some(Self::Hint),
+            2 => Some(Self::Inferred),
+            _ => None,
+        }
+    }
+
+    fn index(self) -> usize {
+        usize::from(self.code())
+    }
+
+    /// Lane of the due index: lookups only unverified webhooks asked for go through their own
+    /// lane and rate, so a flood of them cannot take the lookups of other builds' turn.
+    /// Inferred builds come from evidence or drone's answers, so they share the main lane.
+    pub fn lane(self) -> Lane {
+        match self {
+            Self::Backed | Self::Inferred => Lane::Main,
+            Self::Hint => Lane::Hint,
+        }
+    }
+}
+
+/// The two due indexes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lane {
+    Main,
+    Hint,
+}
+
+impl Lane {
+    fn index(self) -> usize {
+        match self {
+            Self::Main => 0,
+            Self::Hint => 1,
+        }
+    }
+}
+
+/// What the reconciler knows of one build. Kept small: under 64 bytes, index overhead aside.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Entry {
-    /// Newest version the pipeline has (answered 2xx) or refused (4xx); 0 = none yet (drone
-    /// versions start at 1).
+    /// Newest version the pipeline has (answered 2xx) or refused (4xx), as evidence or drone
+    /// confirmed it; 0 = none yet (drone versions start at 1).
     pub settled_version: u64,
     pub settled_status: BuildStatus,
-    /// Consecutive failed calls for this build (drone or pipeline).
+    /// What the latest unverified webhook claims the pipeline answered 2xx/4xx to, kept apart
+    /// until drone's answer confirms it (same version and status); 0 = no claim.
+    pub claimed_version: u64,
+    pub claimed_status: BuildStatus,
+    pub class: Class,
+    /// A drone answer older than the claim was set aside once (the claim may have raced the
+    /// call); the next answer decides.
+    pub deferred: bool,
+    /// Consecutive failed calls for this build (drone or pipeline), or drone's 404s for an
+    /// inferred build.
     pub failures: u8,
     /// Current interval between looks while drone reports no change.
     pub interval_ms: u32,
@@ -31,10 +101,14 @@ pub struct Entry {
 }
 
 impl Entry {
-    pub fn new(now_ms: u64) -> Self {
+    pub fn new(now_ms: u64, class: Class) -> Self {
         Entry {
             settled_version: 0,
             settled_status: BuildStatus::Unknown,
+            claimed_version: 0,
+            claimed_status: BuildStatus::Unknown,
+            class,
+            deferred: false,
             failures: 0,
             interval_ms: 0,
             first_seen_ms: now_ms,
@@ -102,27 +176,36 @@ pub struct Ledger {
     shards: u32,
     /// Shards changed since the last [`Ledger::take_dirty`].
     dirty: BTreeSet<u32>,
-    due: BTreeSet<(u64, BuildKey)>,
-    /// Insertion order, for evicting the oldest. Lazily cleaned: keys no longer tracked are
-    /// skipped, and the deque is compacted when it grows past twice the ledger.
-    age: VecDeque<BuildKey>,
+    /// Due index per [`Lane`].
+    due: [BTreeSet<(u64, BuildKey)>; 2],
+    /// Insertion order per [`Class`], for evicting the oldest. Lazily cleaned: keys no longer
+    /// tracked (or of another class by now) are skipped, and a deque is compacted when it
+    /// grows past twice its class.
+    age: [VecDeque<BuildKey>; 3],
+    /// Builds per [`Class`].
+    counts: [usize; 3],
     tombstones: Tombstones,
     cap: usize,
+    /// Most builds of class [`Class::Hint`] and [`Class::Inferred`] each.
+    share: usize,
 }
 
 impl Ledger {
     pub fn new(cap: usize, tombstone_cap: usize) -> Self {
+        let cap = cap.max(1);
         Ledger {
             entries: BTreeMap::new(),
             shards: shard_count(cap),
             dirty: BTreeSet::new(),
-            due: BTreeSet::new(),
-            age: VecDeque::new(),
+            due: Default::default(),
+            age: Default::default(),
+            counts: [0; 3],
             tombstones: Tombstones {
                 cap: tombstone_cap,
                 ..Default::default()
             },
-            cap: cap.max(1),
+            cap,
+            share: (cap / 4).max(1),
         }
     }
 
@@ -136,6 +219,16 @@ impl Ledger {
 
     pub fn cap(&self) -> usize {
         self.cap
+    }
+
+    /// Most builds of one unconfirmed class ([`Class::Hint`], [`Class::Inferred`]).
+    pub fn share(&self) -> usize {
+        self.share
+    }
+
+    /// Builds of one class.
+    pub fn count(&self, class: Class) -> usize {
+        self.counts.get(class.index()).copied().unwrap_or(0)
     }
 
     fn slot(&self, key: &BuildKey) -> (u32, BuildKey) {
@@ -186,77 +279,127 @@ impl Ledger {
         self.tombstones.map.get(key).copied()
     }
 
-    /// Number of builds due at `now_ms` (for tests and metrics; O(due)).
+    /// Number of builds due at `now_ms` in both lanes (for tests and metrics; O(due)).
     pub fn due_count(&self, now_ms: u64) -> usize {
-        self.due.range(..=(now_ms, max_key())).count()
+        self.due
+            .iter()
+            .map(|d| d.range(..=(now_ms, max_key())).count())
+            .sum()
     }
 
-    /// Inserts a new build, evicting the oldest tracked build first when full. Returns the
-    /// evicted key, if any. An existing entry is left as it is.
+    fn due_set(&mut self, class: Class) -> Option<&mut BTreeSet<(u64, BuildKey)>> {
+        self.due.get_mut(class.lane().index())
+    }
+
+    fn bump(&mut self, class: Class, up: bool) {
+        if let Some(c) = self.counts.get_mut(class.index()) {
+            *c = if up { *c + 1 } else { c.saturating_sub(1) };
+        }
+    }
+
+    /// Inserts a new build. When its class is over its share, the oldest build of that class
+    /// goes; when the ledger is full, the oldest unconfirmed build goes (a backed build may
+    /// also evict the oldest backed one). An unconfirmed build never evicts a backed one: it is
+    /// refused instead. Returns the build given up (the evicted one, or `key` itself when
+    /// refused), if any. An existing entry is left as it is.
     pub fn insert(&mut self, key: BuildKey, entry: Entry) -> Option<BuildKey> {
         if self.contains(&key) {
             return None;
         }
         let mut evicted = None;
-        if self.entries.len() >= self.cap {
-            evicted = self.evict_oldest();
+        let class = entry.class;
+        if class != Class::Backed && self.count(class) >= self.share {
+            evicted = self.evict_oldest(class);
+        } else if self.entries.len() >= self.cap {
+            evicted = self
+                .evict_oldest(Class::Hint)
+                .or_else(|| self.evict_oldest(Class::Inferred));
+            if evicted.is_none() {
+                if class != Class::Backed {
+                    return Some(key);
+                }
+                evicted = self.evict_oldest(Class::Backed);
+            }
         }
         self.tombstones.map.remove(&key);
         if entry.next_due_ms != NOT_SCHEDULED {
-            self.due.insert((entry.next_due_ms, key));
+            if let Some(due) = self.due_set(class) {
+                due.insert((entry.next_due_ms, key));
+            }
         }
         let slot = self.slot(&key);
         self.entries.insert(slot, entry);
+        self.bump(class, true);
         self.touch(&key);
-        self.age.push_back(key);
-        if self.age.len() > 2 * self.entries.len() + 64 {
-            let shards = self.shards;
-            let entries = &self.entries;
-            self.age
-                .retain(|k| entries.contains_key(&(shard_of(k, shards), *k)));
-        }
+        self.push_age(key, class);
         evicted
     }
 
-    fn evict_oldest(&mut self) -> Option<BuildKey> {
-        while let Some(key) = self.age.pop_front() {
-            if self.contains(&key) {
+    fn push_age(&mut self, key: BuildKey, class: Class) {
+        let count = self.count(class);
+        let shards = self.shards;
+        let entries = &self.entries;
+        if let Some(age) = self.age.get_mut(class.index()) {
+            age.push_back(key);
+            if age.len() > 2 * count + 64 {
+                age.retain(|k| {
+                    entries
+                        .get(&(shard_of(k, shards), *k))
+                        .is_some_and(|e| e.class == class)
+                });
+            }
+        }
+    }
+
+    fn evict_oldest(&mut self, class: Class) -> Option<BuildKey> {
+        loop {
+            let key = self.age.get_mut(class.index())?.pop_front()?;
+            if self.get(&key).is_some_and(|e| e.class == class) {
                 self.remove(&key);
                 return Some(key);
             }
         }
-        None
     }
 
-    /// Changes an entry in place; the due index follows `next_due_ms`.
+    /// Changes an entry in place; the due index and the class counts follow.
     pub fn update(&mut self, key: &BuildKey, f: impl FnOnce(&mut Entry)) -> bool {
         let slot = self.slot(key);
         let Some(entry) = self.entries.get_mut(&slot) else {
             return false;
         };
-        let before = entry.next_due_ms;
+        let before = *entry;
         f(entry);
-        let after = entry.next_due_ms;
-        if before != after {
-            if before != NOT_SCHEDULED {
-                self.due.remove(&(before, *key));
+        let after = *entry;
+        if before.next_due_ms != after.next_due_ms || before.class.lane() != after.class.lane() {
+            if before.next_due_ms != NOT_SCHEDULED {
+                if let Some(due) = self.due_set(before.class) {
+                    due.remove(&(before.next_due_ms, *key));
+                }
             }
-            if after != NOT_SCHEDULED {
-                self.due.insert((after, *key));
+            if after.next_due_ms != NOT_SCHEDULED {
+                if let Some(due) = self.due_set(after.class) {
+                    due.insert((after.next_due_ms, *key));
+                }
             }
+        }
+        if before.class != after.class {
+            self.bump(before.class, false);
+            self.bump(after.class, true);
+            self.push_age(*key, after.class);
         }
         self.touch(key);
         true
     }
 
-    /// Takes the earliest build due at `now_ms` out of the schedule (its `next_due_ms` becomes
-    /// [`NOT_SCHEDULED`] until the caller reschedules it).
-    pub fn pop_due(&mut self, now_ms: u64) -> Option<(BuildKey, Entry)> {
-        let first = *self.due.first()?;
+    /// Takes the earliest build of `lane` due at `now_ms` out of the schedule (its
+    /// `next_due_ms` becomes [`NOT_SCHEDULED`] until the caller reschedules it).
+    pub fn pop_due(&mut self, now_ms: u64, lane: Lane) -> Option<(BuildKey, Entry)> {
+        let due = self.due.get_mut(lane.index())?;
+        let first = *due.first()?;
         if first.0 > now_ms {
             return None;
         }
-        self.due.remove(&first);
+        due.remove(&first);
         let slot = self.slot(&first.1);
         let entry = self.entries.get_mut(&slot)?;
         entry.next_due_ms = NOT_SCHEDULED;
@@ -265,9 +408,9 @@ impl Ledger {
         Some((first.1, copy))
     }
 
-    /// Earliest scheduled time, if any.
-    pub fn next_due(&self) -> Option<u64> {
-        self.due.first().map(|(t, _)| *t)
+    /// Earliest scheduled time of a lane, if any.
+    pub fn next_due(&self, lane: Lane) -> Option<u64> {
+        self.due.get(lane.index())?.first().map(|(t, _)| *t)
     }
 
     /// Stops tracking a build.
@@ -275,8 +418,11 @@ impl Ledger {
         let slot = self.slot(key);
         let entry = self.entries.remove(&slot)?;
         self.touch(key);
+        self.bump(entry.class, false);
         if entry.next_due_ms != NOT_SCHEDULED {
-            self.due.remove(&(entry.next_due_ms, *key));
+            if let Some(due) = self.due_set(entry.class) {
+                due.remove(&(entry.next_due_ms, *key));
+            }
         }
         Some(entry)
     }
@@ -297,8 +443,9 @@ impl Ledger {
     pub fn clear(&mut self) {
         self.entries = BTreeMap::new();
         self.dirty = BTreeSet::new();
-        self.due = BTreeSet::new();
-        self.age = VecDeque::new();
+        self.due = Default::default();
+        self.age = Default::default();
+        self.counts = [0; 3];
         self.tombstones.map = HashMap::new();
         self.tombstones.order = VecDeque::new();
     }
@@ -326,7 +473,7 @@ mod tests {
     fn scheduled(now: u64, due: u64) -> Entry {
         Entry {
             next_due_ms: due,
-            ..Entry::new(now)
+            ..Entry::new(now, Class::Backed)
         }
     }
 
@@ -337,12 +484,12 @@ mod tests {
         l.insert(key(2), scheduled(0, 100));
         l.insert(key(3), scheduled(0, 200));
         assert_eq!(l.due_count(150), 1);
-        assert!(l.pop_due(50).is_none());
-        assert_eq!(l.pop_due(250).unwrap().0, key(2));
-        assert_eq!(l.pop_due(250).unwrap().0, key(3));
-        assert!(l.pop_due(250).is_none());
+        assert!(l.pop_due(50, Lane::Main).is_none());
+        assert_eq!(l.pop_due(250, Lane::Main).unwrap().0, key(2));
+        assert_eq!(l.pop_due(250, Lane::Main).unwrap().0, key(3));
+        assert!(l.pop_due(250, Lane::Main).is_none());
         assert_eq!(l.get(&key(2)).unwrap().next_due_ms, NOT_SCHEDULED);
-        assert_eq!(l.next_due(), Some(300));
+        assert_eq!(l.next_due(Lane::Main), Some(300));
     }
 
     #[test]
@@ -350,12 +497,12 @@ mod tests {
         let mut l = Ledger::new(10, 10);
         l.insert(key(1), scheduled(0, 100));
         l.update(&key(1), |e| e.next_due_ms = 500);
-        assert!(l.pop_due(400).is_none());
-        assert_eq!(l.pop_due(500).unwrap().0, key(1));
+        assert!(l.pop_due(400, Lane::Main).is_none());
+        assert_eq!(l.pop_due(500, Lane::Main).unwrap().0, key(1));
         l.update(&key(1), |e| e.next_due_ms = 600);
-        assert_eq!(l.next_due(), Some(600));
+        assert_eq!(l.next_due(Lane::Main), Some(600));
         l.remove(&key(1));
-        assert_eq!(l.next_due(), None);
+        assert_eq!(l.next_due(Lane::Main), None);
     }
 
     #[test]
@@ -375,7 +522,7 @@ mod tests {
         assert!(l.get(&key(2)).is_none());
         // The due index no longer holds the evicted build.
         let mut popped = vec![];
-        while let Some((k, _)) = l.pop_due(1000) {
+        while let Some((k, _)) = l.pop_due(1000, Lane::Main) {
             popped.push(k.number);
         }
         assert_eq!(popped, vec![3, 4, 5]);
@@ -385,25 +532,25 @@ mod tests {
     fn tombstones_are_bounded_and_cleared_on_reinsert() {
         let mut l = Ledger::new(10, 2);
         for n in 1..=3 {
-            l.insert(key(n), Entry::new(0));
+            l.insert(key(n), Entry::new(0, Class::Backed));
             l.finish(&key(n), 7);
         }
         assert_eq!(l.tombstone(&key(1)), None, "oldest tombstone dropped");
         assert_eq!(l.tombstone(&key(3)), Some(7));
         assert!(l.is_empty());
-        l.insert(key(3), Entry::new(0));
+        l.insert(key(3), Entry::new(0, Class::Backed));
         assert_eq!(l.tombstone(&key(3)), None);
     }
 
     #[test]
     fn age_queue_stays_bounded_under_churn() {
         let mut l = Ledger::new(100, 10);
-        l.insert(key(0), Entry::new(0)); // a long-lived build at the front
+        l.insert(key(0), Entry::new(0, Class::Backed)); // a long-lived build at the front
         for n in 1..100_000 {
-            l.insert(key(n), Entry::new(n));
+            l.insert(key(n), Entry::new(n, Class::Backed));
             l.finish(&key(n), 3);
         }
-        assert!(l.age.len() <= 2 * l.len() + 65, "{}", l.age.len());
+        assert!(l.age[0].len() <= 2 * l.len() + 65, "{}", l.age[0].len());
         assert_eq!(l.len(), 1);
     }
 
@@ -412,7 +559,7 @@ mod tests {
         let mut l = Ledger::new(1000, 10);
         assert_eq!(l.shards(), 16);
         for n in 0..500 {
-            l.insert(key(n), Entry::new(0));
+            l.insert(key(n), Entry::new(0, Class::Backed));
         }
         let total: usize = (0..l.shards()).map(|s| l.shard_entries(s).count()).sum();
         assert_eq!(total, 500);
@@ -424,5 +571,52 @@ mod tests {
         assert!(l.take_dirty().is_empty());
         l.update(&key(7), |e| e.failures = 1);
         assert_eq!(l.take_dirty(), vec![shard_of(&key(7), 16)]);
+    }
+
+    fn of(class: Class, due: u64) -> Entry {
+        Entry {
+            next_due_ms: due,
+            ..Entry::new(0, class)
+        }
+    }
+
+    #[test]
+    fn unconfirmed_builds_never_evict_backed_ones() {
+        let mut l = Ledger::new(8, 10);
+        assert_eq!(l.share(), 2);
+        for n in 1..=6 {
+            assert_eq!(l.insert(key(n), of(Class::Backed, 100)), None);
+        }
+        // Hints beyond their share evict only hints.
+        assert_eq!(l.insert(key(10), of(Class::Hint, 100)), None);
+        assert_eq!(l.insert(key(11), of(Class::Hint, 100)), None);
+        assert_eq!(l.insert(key(12), of(Class::Hint, 100)), Some(key(10)));
+        assert_eq!(l.count(Class::Hint), 2);
+        // Full (6 backed + 2 hints): an inferred build may evict a hint, never a backed one.
+        assert_eq!(l.insert(key(20), of(Class::Inferred, 100)), Some(key(11)));
+        assert_eq!(l.insert(key(21), of(Class::Inferred, 100)), Some(key(12)));
+        assert_eq!(l.insert(key(22), of(Class::Inferred, 100)), Some(key(20)));
+        // Full of backed builds and the inferred share: a hint is refused.
+        for n in 30..40 {
+            l.insert(key(n), of(Class::Backed, 100));
+        }
+        assert_eq!(l.count(Class::Backed), 8);
+        assert_eq!(l.insert(key(50), of(Class::Hint, 100)), Some(key(50)));
+        assert!(!l.contains(&key(50)));
+        assert_eq!(l.len(), 8);
+    }
+
+    #[test]
+    fn promotion_moves_lane_and_share() {
+        let mut l = Ledger::new(8, 10);
+        l.insert(key(1), of(Class::Hint, 100));
+        assert_eq!(l.next_due(Lane::Hint), Some(100));
+        assert_eq!(l.next_due(Lane::Main), None);
+        l.update(&key(1), |e| e.class = Class::Backed);
+        assert_eq!(l.next_due(Lane::Hint), None);
+        assert_eq!(l.pop_due(100, Lane::Main).unwrap().0, key(1));
+        assert_eq!((l.count(Class::Hint), l.count(Class::Backed)), (0, 1));
+        l.remove(&key(1));
+        assert_eq!(l.count(Class::Backed), 0);
     }
 }

@@ -18,9 +18,11 @@ pub const REFRESH_MS: u64 = 60_000;
 /// Most repositories a worker remembers. Forgetting one only means sending its objects again.
 pub const MAX_ENTRIES: usize = 256;
 
+use super::fifo_map::FifoMap;
+
+/// What was sent for one repository, and when.
 #[derive(Clone, Copy, Debug)]
 struct Sent {
-    repo_id: u64,
     hash: u64,
     at_ms: u64,
 }
@@ -28,47 +30,37 @@ struct Sent {
 /// A worker's bounded record of sent metadata (first in, first out beyond its cap).
 #[derive(Debug)]
 pub struct SentMetadata {
-    entries: Vec<Sent>,
-    cap: usize,
-    /// The entry replaced next once full.
-    next: usize,
+    /// By repository id.
+    entries: FifoMap<u64, Sent>,
 }
 
 impl SentMetadata {
     /// `cap` is clamped to `1..=MAX_ENTRIES` (the filter passes `max_repos`).
     pub fn new(cap: usize) -> Self {
         SentMetadata {
-            entries: Vec::new(),
-            cap: cap.clamp(1, MAX_ENTRIES),
-            next: 0,
+            entries: FifoMap::new(cap.clamp(1, MAX_ENTRIES)),
         }
     }
 
     /// Whether a webhook of `repo_id` whose metadata hashes to `hash` must carry it.
     pub fn needs(&self, repo_id: u64, hash: u64, now_ms: u64) -> bool {
-        match self.entries.iter().find(|e| e.repo_id == repo_id) {
+        match self.entries.get(&repo_id) {
             Some(e) => e.hash != hash || now_ms.saturating_sub(e.at_ms) >= REFRESH_MS,
             None => true,
         }
     }
 
     /// Records that the metadata was handed over (call only once the queue accepted it).
+    /// Forgetting the oldest repository is harmless (its objects are just sent again), so the
+    /// eviction is not counted.
     pub fn sent(&mut self, repo_id: u64, hash: u64, now_ms: u64) {
-        let new = Sent {
+        let _forgotten = self.entries.insert(
             repo_id,
-            hash,
-            at_ms: now_ms,
-        };
-        if let Some(e) = self.entries.iter_mut().find(|e| e.repo_id == repo_id) {
-            *e = new;
-        } else if self.entries.len() < self.cap {
-            self.entries.push(new);
-        } else {
-            if let Some(e) = self.entries.get_mut(self.next) {
-                *e = new;
-            }
-            self.next = (self.next + 1) % self.cap;
-        }
+            Sent {
+                hash,
+                at_ms: now_ms,
+            },
+        );
     }
 
     pub fn len(&self) -> usize {
@@ -116,8 +108,8 @@ mod tests {
         assert!(!m.needs(2, 0, 1) && !m.needs(3, 0, 1) && !m.needs(4, 0, 1));
         m.sent(5, 0, 0);
         assert!(m.needs(2, 0, 1));
-        assert_eq!(SentMetadata::new(0).cap, 1);
-        assert_eq!(SentMetadata::new(1 << 20).cap, MAX_ENTRIES);
+        assert_eq!(SentMetadata::new(0).entries.cap(), 1);
+        assert_eq!(SentMetadata::new(1 << 20).entries.cap(), MAX_ENTRIES);
         let mut one = SentMetadata::new(1);
         one.sent(1, 0, 0);
         one.sent(2, 0, 0);

@@ -1,91 +1,318 @@
-//! Counters kept by the core. The shell mirrors them into host metrics (Envoy stats) by
-//! adding the difference since it last looked, so the core never calls the host.
+//! Every metric status-sync defines, declared once (the `metrics!` table below: name, kind,
+//! help), and the counters the core keeps. The shell defines the table's metrics in Envoy and
+//! mirrors the core's counters into them by adding the difference since it last looked, so
+//! the core never calls the host.
+//!
+//! Every metric carries the plugin's `instance` as a tag inside its Envoy name
+//! ([`tagged`]), so that two plugins in one proxy never add into one series. Envoy's
+//! `stats_config.stats_tags` (and Istio's `extraStatTags`) turn it into a Prometheus label.
 
-/// Names of every metric, as they appear in Envoy's stats (README documents each).
-pub mod names {
-    pub const WEBHOOKS_OBSERVED: &str = "status_sync.webhooks_observed";
-    pub const WEBHOOKS_DELIVERED: &str = "status_sync.webhooks_delivered";
-    pub const WEBHOOKS_NOT_DELIVERED: &str = "status_sync.webhooks_not_delivered";
-    pub const WEBHOOKS_REFUSED: &str = "status_sync.webhooks_refused";
-    pub const WEBHOOKS_UNPARSABLE: &str = "status_sync.webhooks_unparsable";
-    pub const WEBHOOKS_OVERSIZED: &str = "status_sync.webhooks_oversized";
-    pub const WEBHOOKS_SIGNATURE_INVALID: &str = "status_sync.webhooks_signature_invalid";
-    pub const WEBHOOKS_REJECTED: &str = "status_sync.webhooks_rejected";
-    pub const QUEUE_DROPPED: &str = "status_sync.queue_dropped";
-    pub const REDELIVERIES_OK: &str = "status_sync.redeliveries_ok";
-    pub const REDELIVERIES_FAILED: &str = "status_sync.redeliveries_failed";
-    pub const REDELIVERIES_REFUSED: &str = "status_sync.redeliveries_refused";
-    pub const DRONE_POLLS_OK: &str = "status_sync.drone_polls_ok";
-    pub const DRONE_POLLS_FAILED: &str = "status_sync.drone_polls_failed";
-    pub const BUILDS_TRACKED: &str = "status_sync.builds_tracked";
-    pub const BUILDS_EVICTED: &str = "status_sync.builds_evicted";
-    pub const BUILDS_EXPIRED: &str = "status_sync.builds_expired";
-    pub const BUILDS_NOT_FOUND: &str = "status_sync.builds_not_found";
-    pub const GIVEUPS: &str = "status_sync.giveups";
-    pub const LEADER_CHANGES: &str = "status_sync.leader_changes";
-    pub const CIRCUIT_OPEN: &str = "status_sync.circuit_open";
-    pub const CIRCUIT_OPENS: &str = "status_sync.circuit_opens";
-    pub const CALLS_INFLIGHT: &str = "status_sync.calls_inflight";
-    pub const CALLS_EXPIRED: &str = "status_sync.calls_expired";
-    pub const OBSERVATIONS_INVALID: &str = "status_sync.observations_invalid";
-    pub const SNAPSHOT_ERRORS: &str = "status_sync.snapshot_errors";
-    pub const BUILDS_GAP_FILLED: &str = "status_sync.builds_gap_filled";
-    pub const BUILDS_SCAN_FOUND: &str = "status_sync.builds_scan_found";
+use super::config::help;
+
+/// How Envoy keeps a metric (and how Prometheus sees it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Only goes up; the shell adds what the core counted since it last looked.
+    Counter,
+    /// A current value, set each time.
+    Gauge,
+    /// Samples recorded one by one (Envoy's default buckets).
+    Histogram,
 }
 
-/// The reconciler's counters (monotonic) and gauges (current values).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Counters {
-    pub redeliveries_ok: u64,
-    pub redeliveries_failed: u64,
-    pub redeliveries_refused: u64,
-    pub drone_polls_ok: u64,
-    pub drone_polls_failed: u64,
-    pub builds_evicted: u64,
-    pub builds_expired: u64,
-    pub builds_not_found: u64,
-    pub giveups: u64,
-    pub circuit_opens: u64,
-    pub calls_expired: u64,
-    pub observations_invalid: u64,
-    pub snapshot_errors: u64,
-    pub builds_gap_filled: u64,
-    pub builds_scan_found: u64,
-    // gauges
-    pub builds_tracked: u64,
-    pub circuit_open: u64,
-    pub calls_inflight: u64,
+impl Kind {
+    /// As README's metrics table names it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
+        }
+    }
 }
 
-impl Counters {
-    /// The counters as (name, value) pairs, for mirroring into host metrics.
-    pub fn counters(&self) -> [(&'static str, u64); 15] {
-        use names::*;
-        [
-            (REDELIVERIES_OK, self.redeliveries_ok),
-            (REDELIVERIES_FAILED, self.redeliveries_failed),
-            (REDELIVERIES_REFUSED, self.redeliveries_refused),
-            (DRONE_POLLS_OK, self.drone_polls_ok),
-            (DRONE_POLLS_FAILED, self.drone_polls_failed),
-            (BUILDS_EVICTED, self.builds_evicted),
-            (BUILDS_EXPIRED, self.builds_expired),
-            (BUILDS_NOT_FOUND, self.builds_not_found),
-            (GIVEUPS, self.giveups),
-            (CIRCUIT_OPENS, self.circuit_opens),
-            (CALLS_EXPIRED, self.calls_expired),
-            (OBSERVATIONS_INVALID, self.observations_invalid),
-            (SNAPSHOT_ERRORS, self.snapshot_errors),
-            (BUILDS_GAP_FILLED, self.builds_gap_filled),
-            (BUILDS_SCAN_FOUND, self.builds_scan_found),
-        ]
+/// One metric as operators know it: its Envoy name (`status_sync.` + the Prometheus name's
+/// tail), its kind, and what it counts (README's metrics table is generated from [`METRICS`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Metric {
+    pub name: &'static str,
+    pub kind: Kind,
+    /// Empty in the wasm module (see [`help`]).
+    pub help: &'static str,
+}
+
+/// Declares every metric once, one row each, in README's order:
+/// `Variant(counters_field): Kind "status_sync.name" "help";`. A row with a field is kept by
+/// the core in [`Counters`] (the shell mirrors it each tick); one without is written by the
+/// shell itself. From the rows come [`Id`], [`METRICS`], [`Counters`] and [`Counters::get`].
+macro_rules! metrics {
+    ($( $id:ident $(($field:ident))? : $kind:ident $name:literal $help:literal; )*) => {
+        /// Every metric, in [`METRICS`]' order (`METRICS[id as usize]` is `id.metric()`).
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum Id {
+            $( $id, )*
+        }
+
+        impl Id {
+            pub const ALL: &'static [Id] = &[ $( Id::$id, )* ];
+            pub const COUNT: usize = Id::ALL.len();
+
+            /// Its Envoy name, `status_sync.…`.
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $( Id::$id => $name, )*
+                }
+            }
+
+            pub const fn kind(self) -> Kind {
+                match self {
+                    $( Id::$id => Kind::$kind, )*
+                }
+            }
+
+            /// Its name, kind and help.
+            pub const fn metric(self) -> Metric {
+                let help = match self {
+                    $( Id::$id => help($help), )*
+                };
+                Metric { name: self.name(), kind: self.kind(), help }
+            }
+        }
+
+        /// Every metric status-sync defines.
+        pub const METRICS: &[Metric] = &[ $( Id::$id.metric(), )* ];
+
+        /// The reconciler's counters (monotonic) and gauges (current values): the rows of
+        /// [`METRICS`] the core keeps.
+        #[derive(Clone, Debug, Default, PartialEq, Eq)]
+        pub struct Counters {
+            $( $( pub $field: u64, )? )*
+        }
+
+        impl Counters {
+            /// The value of `id`, when the core keeps it.
+            pub fn get(&self, id: Id) -> Option<u64> {
+                match id {
+                    $( $( Id::$id => Some(self.$field), )? )*
+                    #[allow(unreachable_patterns)]
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+metrics! {
+    OldestUndeliveredSeconds(oldest_undelivered_seconds): Gauge
+        "status_sync.oldest_undelivered_seconds"
+        "**the SLO**: age of the oldest transition the reconciler knows the pipeline lacks (a \
+         live webhook the pipeline did not take, or drone's API ahead of what the pipeline \
+         accepted); 0 when caught up";
+    RecoveryDelayMs: Histogram
+        "status_sync.recovery_delay_ms"
+        "from when the reconciler learnt a transition was missing to the pipeline accepting it \
+         (a re-delivery or a late live webhook); Envoy's default buckets, 0.5 ms to 1 h";
+    TransitionsMissing(transitions_missing): Gauge
+        "status_sync.transitions_missing"
+        "transitions known missing now";
+    TransitionsLost(transitions_lost): Counter
+        "status_sync.transitions_lost"
+        "transitions found missing (a live webhook the pipeline did not accept, or drone ahead)";
+    TransitionsRecovered(transitions_recovered): Counter
+        "status_sync.transitions_recovered"
+        "known-missing transitions the pipeline accepted later";
+    BuildInfo: Gauge
+        "status_sync.build_info"
+        "1, labelled `sync_version` (the module's version)";
+    ReconcilerEpoch: Gauge
+        "status_sync.reconciler_epoch"
+        "lease epoch of the current reconciler: its identity (logs name it `epoch=`), changes \
+         with every leader change";
+    WebhooksObserved: Counter
+        "status_sync.webhooks_observed"
+        "drone build webhooks seen";
+    WebhooksDelivered: Counter
+        "status_sync.webhooks_delivered"
+        "… the pipeline answered 2xx";
+    WebhooksNotDelivered: Counter
+        "status_sync.webhooks_not_delivered"
+        "… 5xx, 408, 429, 3xx, reset or timeout (will be re-delivered)";
+    WebhooksRefused: Counter
+        "status_sync.webhooks_refused"
+        "… 4xx (not retried)";
+    WebhooksUnparsable: Counter
+        "status_sync.webhooks_unparsable"
+        "… body not understood (passed through)";
+    WebhooksOversized: Counter
+        "status_sync.webhooks_oversized"
+        "… body over `max_body_bytes` (passed through, not parsed)";
+    WebhooksOutOfLimits: Counter
+        "status_sync.webhooks_out_of_limits"
+        "… a field outside the input limits (see Bad input; passed through, not tracked)";
+    WebhooksSignatureInvalid: Counter
+        "status_sync.webhooks_signature_invalid"
+        "signature check failed (monitor: build webhooks; enforce: any request to \
+         `webhook_path`)";
+    WebhooksRejected: Counter
+        "status_sync.webhooks_rejected"
+        "answered 401 in enforce mode";
+    QueueDropped: Counter
+        "status_sync.queue_dropped"
+        "observations that could not be queued";
+    RedeliveriesOk(redeliveries_ok): Counter
+        "status_sync.redeliveries_ok"
+        "re-deliveries the pipeline accepted";
+    RedeliveriesFailed(redeliveries_failed): Counter
+        "status_sync.redeliveries_failed"
+        "re-delivery attempts that failed (retried with backoff)";
+    RedeliveriesRefused(redeliveries_refused): Counter
+        "status_sync.redeliveries_refused"
+        "re-deliveries answered 4xx (not retried)";
+    DronePollsOk(drone_polls_ok): Counter
+        "status_sync.drone_polls_ok"
+        "drone API calls answered";
+    DronePollsFailed(drone_polls_failed): Counter
+        "status_sync.drone_polls_failed"
+        "drone API calls that failed (retried with backoff; 5xx, timeouts and resets feed the \
+         circuit, a 4xx backs off that build alone)";
+    BuildsTracked(builds_tracked): Gauge
+        "status_sync.builds_tracked"
+        "builds in the ledger";
+    BuildsEvicted(builds_evicted): Counter
+        "status_sync.builds_evicted"
+        "give-up: ledger full, oldest evicted";
+    BuildsExpired(builds_expired): Counter
+        "status_sync.builds_expired"
+        "give-up: open longer than `max_build_age_ms`";
+    BuildsNotFound(builds_not_found): Counter
+        "status_sync.builds_not_found"
+        "give-up: drone answered 404 (or 400) for a build evidence named (an inferred one after \
+         3 more looks)";
+    Giveups(giveups): Counter
+        "status_sync.giveups"
+        "all give-ups (the three above, and builds whose repository could not be addressed)";
+    LeaderChanges: Counter
+        "status_sync.leader_changes"
+        "times a root became the reconciler";
+    CircuitOpen(circuit_open): Gauge
+        "status_sync.circuit_open"
+        "1 while the circuit toward drone is open";
+    // The field keeps its old name; the metric was `circuit_opens`, one letter from the gauge.
+    CircuitTrips(circuit_opens): Counter
+        "status_sync.circuit_trips"
+        "times the circuit opened";
+    CallsInflight(calls_inflight): Gauge
+        "status_sync.calls_inflight"
+        "calls in flight";
+    CallsExpired(calls_expired): Counter
+        "status_sync.calls_expired"
+        "calls the host never answered (given up after 2× timeout)";
+    ObservationsInvalid(observations_invalid): Counter
+        "status_sync.observations_invalid"
+        "unreadable queue messages";
+    SnapshotErrors(snapshot_errors): Counter
+        "status_sync.snapshot_errors"
+        "ledger shards that could not be read or written";
+    BuildsGapFilled(builds_gap_filled): Counter
+        "status_sync.builds_gap_filled"
+        "builds found missing by their number and looked up";
+    BuildsScanFound(builds_scan_found): Counter
+        "status_sync.builds_scan_found"
+        "builds found by listing `scan_repos`";
+    BuildsDiscovered(builds_discovered): Counter
+        "status_sync.builds_discovered"
+        "builds found by a repository's `counter` or drone's list of incomplete builds";
+    BuildsHintOnly(builds_hint_only): Gauge
+        "status_sync.builds_hint_only"
+        "tracked builds only unverified webhooks vouch for so far (at most a quarter of \
+         `max_tracked_builds`)";
+    HintsRefuted(hints_refuted): Counter
+        "status_sync.hints_refuted"
+        "drone contradicted an unverified webhook (no such build or repository, a version \
+         drone is behind, a name that is another repository's, or never confirmed within \
+         `max_build_age_ms`): forgotten, nothing real given up";
+    ReposEvicted(repos_evicted): Counter
+        "status_sync.repos_evicted"
+        "repository names dropped to stay within `max_repos` (see the configuration reference)";
+}
+
+/// The metric named `name` (`status_sync.…`), if status-sync defines it.
+pub fn by_name(name: &str) -> Option<&'static Metric> {
+    METRICS.iter().find(|m| m.name == name)
+}
+
+/// Tag names, as Prometheus labels (Envoy's `stats_tags`, Istio's `extraStatTags`).
+pub const INSTANCE_TAG: &str = "sync_instance";
+pub const VERSION_TAG: &str = "sync_version";
+
+/// The Envoy name of metric `name` for plugin `instance`: the tag in Istio's
+/// `<tag>=.=<value>;.;` encoding, right after `status_sync.`. The tag regex
+/// `(sync_instance=\.=(.*?);\.;)` removes it again and keeps the value as a label; the
+/// encoding allows every character `instance` may hold (dots included).
+pub fn tagged(name: &str, instance: &str) -> String {
+    tagged_with(name, &[(INSTANCE_TAG, instance)])
+}
+
+/// [`tagged`] with several tags, in order.
+pub fn tagged_with(name: &str, tags: &[(&str, &str)]) -> String {
+    let (head, tail) = name.split_once('.').unwrap_or(("", name));
+    let mut out = String::with_capacity(name.len() + 32);
+    if !head.is_empty() {
+        out.push_str(head);
+        out.push('.');
+    }
+    for (k, v) in tags {
+        out.push_str(k);
+        out.push_str("=.=");
+        out.push_str(v);
+        out.push_str(";.;");
+    }
+    out.push_str(tail);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_is_consistent() {
+        assert_eq!(METRICS.len(), Id::COUNT);
+        let mut seen = std::collections::HashSet::new();
+        for (i, &id) in Id::ALL.iter().enumerate() {
+            let m = &METRICS[i];
+            assert_eq!(id as usize, i);
+            assert_eq!(id.metric(), *m);
+            assert_eq!((id.name(), id.kind()), (m.name, m.kind));
+            assert!(seen.insert(m.name), "{} declared twice", m.name);
+            let tail = m.name.strip_prefix("status_sync.").unwrap_or_default();
+            assert!(
+                !tail.is_empty() && tail.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{}",
+                m.name
+            );
+            assert!(!m.help.is_empty(), "{}", m.name);
+            assert_eq!(by_name(m.name), Some(m));
+            // The shell mirrors core values as counters or gauges; a histogram takes samples.
+            if Counters::default().get(id).is_some() {
+                assert_ne!(m.kind, Kind::Histogram, "{}", m.name);
+            }
+        }
+        assert_eq!(by_name("status_sync.nope"), None);
     }
 
-    pub fn gauges(&self) -> [(&'static str, u64); 3] {
-        use names::*;
-        [
-            (BUILDS_TRACKED, self.builds_tracked),
-            (CIRCUIT_OPEN, self.circuit_open),
-            (CALLS_INFLIGHT, self.calls_inflight),
-        ]
+    #[test]
+    fn tag_goes_after_the_prefix_in_istio_encoding() {
+        assert_eq!(
+            tagged(Id::WebhooksObserved.name(), "ci.prod"),
+            "status_sync.sync_instance=.=ci.prod;.;webhooks_observed"
+        );
+        assert_eq!(
+            tagged_with(
+                Id::BuildInfo.name(),
+                &[(VERSION_TAG, "1.2.3"), (INSTANCE_TAG, "a")]
+            ),
+            "status_sync.sync_version=.=1.2.3;.;sync_instance=.=a;.;build_info"
+        );
     }
 }

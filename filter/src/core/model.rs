@@ -158,6 +158,9 @@ pub enum ParseError {
     NotABuildEvent,
     /// Larger than the configured limit.
     TooLarge,
+    /// A field outside the input limits of [`super::limits`] (size, range or characters):
+    /// nothing drone could send.
+    Limit(&'static str),
 }
 
 impl std::fmt::Display for ParseError {
@@ -168,6 +171,7 @@ impl std::fmt::Display for ParseError {
             Self::Invalid(field) => write!(f, "invalid value for `{field}`"),
             Self::NotABuildEvent => write!(f, "not a build event"),
             Self::TooLarge => write!(f, "body too large"),
+            Self::Limit(field) => write!(f, "`{field}` outside the input limits"),
         }
     }
 }

@@ -1,17 +1,27 @@
 //! The message a worker's HTTP filter sends to the reconciler through the shared queue.
 
+use super::limits;
 use super::model::{BuildStatus, DeliveryOutcome, ParseError, ParsedWebhook, RepoRef};
 use super::wire::{put_str32, put_u64, put_u8, Reader};
 
 /// Magic and version of the queue message. A reconciler refuses (and counts) messages of a
 /// version it does not know, e.g. from a newer worker during a rolling code change.
-const MAGIC: &[u8; 4] = b"SSO1";
+/// `SSO2` added the `verified` byte after the outcome byte.
+const MAGIC: &[u8; 4] = b"SSO2";
+/// The previous version, still decoded (as unverified) so that a rolling upgrade, where an old
+/// worker feeds a new reconciler, loses nothing and grants nothing.
+const MAGIC_V1: &[u8; 4] = b"SSO1";
 
 /// One live webhook and how the pipeline answered it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Observation {
     pub webhook: ParsedWebhook,
     pub outcome: DeliveryOutcome,
+    /// The webhook's drone signature verified (`Signature` HMAC, `Date` within
+    /// `max_clock_skew_ms` and `Digest` matching the body). Only possible when a secret is
+    /// configured and `signature_mode` is `monitor` or `enforce`; false otherwise. A verified
+    /// webhook is evidence; any other is a hint.
+    pub verified: bool,
 }
 
 fn outcome_code(o: DeliveryOutcome) -> u8 {
@@ -52,6 +62,7 @@ impl Observation {
         put_u64(&mut out, w.version);
         put_u8(&mut out, w.status.code());
         put_u8(&mut out, outcome_code(self.outcome));
+        put_u8(&mut out, u8::from(self.verified));
         put_str32(&mut out, &w.repo.namespace);
         put_str32(&mut out, &w.repo.name);
         put_str32(&mut out, &w.action);
@@ -67,9 +78,11 @@ impl Observation {
 
     fn read(bytes: &[u8]) -> Option<Result<Observation, ParseError>> {
         let mut r = Reader::new(bytes);
-        if r.take(4)? != MAGIC {
-            return None;
-        }
+        let v2 = match r.take(4)? {
+            m if m == MAGIC => true,
+            m if m == MAGIC_V1 => false,
+            _ => return None,
+        };
         let id = r.u64()?;
         let number = r.u64()?;
         let version = r.u64()?;
@@ -83,6 +96,15 @@ impl Observation {
             2 => DeliveryOutcome::NotDelivered,
             _ => return None,
         };
+        let verified = if v2 {
+            match r.u8()? {
+                0 => false,
+                1 => true,
+                _ => return None,
+            }
+        } else {
+            false
+        };
         let namespace = r.str32()?;
         let name = r.str32()?;
         let action = r.str32()?;
@@ -91,29 +113,28 @@ impl Observation {
         if !r.is_empty() {
             return None;
         }
-        // Hold queue messages to the same rule as webhooks: an empty name cannot address
-        // drone's API.
-        if namespace.is_empty() {
-            return Some(Err(ParseError::Invalid("repo.namespace")));
-        }
-        if name.is_empty() {
-            return Some(Err(ParseError::Invalid("repo.name")));
+        let webhook = ParsedWebhook {
+            repo: RepoRef {
+                id,
+                namespace,
+                name,
+            },
+            number,
+            status: BuildStatus::from_code(status_code),
+            version,
+            action,
+            repo_json,
+            system_json,
+        };
+        // Any VM of the process can write to the queue: hold its messages to the webhook
+        // parser's limits.
+        if let Err(e) = limits::check_webhook(&webhook) {
+            return Some(Err(e));
         }
         Some(Ok(Observation {
-            webhook: ParsedWebhook {
-                repo: RepoRef {
-                    id,
-                    namespace,
-                    name,
-                },
-                number,
-                status: BuildStatus::from_code(status_code),
-                version,
-                action,
-                repo_json,
-                system_json,
-            },
+            webhook,
             outcome,
+            verified,
         }))
     }
 }
@@ -140,12 +161,13 @@ mod tests {
                 },
                 number: 101,
                 status: BuildStatus::WaitingOnDependencies,
-                version: u64::MAX,
+                version: i64::MAX as u64,
                 action: "updated".to_string(),
                 repo_json: Some(r#"{"id":42,"x":"\u00e9"}"#.to_string()),
                 system_json: None,
             },
             outcome: DeliveryOutcome::NotDelivered,
+            verified: true,
         }
     }
 
@@ -176,8 +198,60 @@ mod tests {
             let o = Observation {
                 webhook: parse_webhook(body).unwrap(),
                 outcome: DeliveryOutcome::Delivered,
+                verified: false,
             };
             assert_eq!(Observation::decode(&o.encode()).unwrap(), o);
+        }
+    }
+
+    #[test]
+    fn verified_round_trips() {
+        for verified in [false, true] {
+            let mut o = sample();
+            o.verified = verified;
+            assert_eq!(Observation::decode(&o.encode()).unwrap(), o);
+        }
+    }
+
+    /// A worker still running the previous version (rolling upgrade) sends `SSO1` messages:
+    /// they decode, and as unverified (hints), whatever the old worker checked.
+    #[test]
+    fn previous_version_decodes_as_unverified() {
+        let o = sample();
+        let v2 = o.encode();
+        let mut v1 = b"SSO1".to_vec();
+        v1.extend_from_slice(&v2[4..30]);
+        v1.extend_from_slice(&v2[31..]);
+        let decoded = Observation::decode(&v1).unwrap();
+        assert!(!decoded.verified);
+        assert_eq!(decoded.webhook, o.webhook);
+        assert_eq!(decoded.outcome, o.outcome);
+    }
+
+    /// The queue is input too: a message outside the webhook parser's limits is refused.
+    #[test]
+    fn limits_hold_at_the_decoder() {
+        use crate::core::limits::{MAX_NAME_CHARS, MAX_REPO_JSON_BYTES, MAX_SYSTEM_JSON_BYTES};
+        type Edit = Box<dyn Fn(&mut ParsedWebhook)>;
+        let edits: Vec<Edit> = vec![
+            Box::new(|w| w.repo.id = 0),
+            Box::new(|w| w.repo.id = 1 << 63),
+            Box::new(|w| w.number = 0),
+            Box::new(|w| w.number = u64::MAX),
+            Box::new(|w| w.version = 1 << 63),
+            Box::new(|w| w.repo.namespace = "..".into()),
+            Box::new(|w| w.repo.name = ".".into()),
+            Box::new(|w| w.repo.name = "a/b".into()),
+            Box::new(|w| w.repo.name = "a\u{1b}[31m".into()),
+            Box::new(|w| w.repo.namespace = "x".repeat(MAX_NAME_CHARS + 1)),
+            Box::new(|w| w.action = "deleted".into()),
+            Box::new(|w| w.repo_json = Some("x".repeat(MAX_REPO_JSON_BYTES + 1))),
+            Box::new(|w| w.system_json = Some("x".repeat(MAX_SYSTEM_JSON_BYTES + 1))),
+        ];
+        for (i, edit) in edits.iter().enumerate() {
+            let mut o = sample();
+            edit(&mut o.webhook);
+            assert!(Observation::decode(&o.encode()).is_err(), "edit {i}");
         }
     }
 
@@ -208,6 +282,8 @@ mod tests {
         bad_status[28] = 200;
         let mut bad_outcome = good.clone();
         bad_outcome[29] = 3;
+        let mut bad_verified = good.clone();
+        bad_verified[30] = 2;
         let mut trailing = good.clone();
         trailing.push(0);
         let mut bad: Vec<Vec<u8>> = vec![
@@ -220,6 +296,7 @@ mod tests {
             wrong_magic,
             bad_status,
             bad_outcome,
+            bad_verified,
             trailing,
             format!("{}{}", "[".repeat(100_000), "]".repeat(100_000)).into_bytes(),
         ];

@@ -34,12 +34,12 @@ impl LogLimiter {
     }
 }
 
-/// Suffix for a line that follows suppressed ones.
+/// Field for a line that follows suppressed ones: ` suppressed=<n>` (lines like it held back).
 pub fn suppressed_note(n: u64) -> String {
     if n == 0 {
         String::new()
     } else {
-        format!(" ({n} similar lines suppressed)")
+        format!(" suppressed={n}")
     }
 }
 
@@ -54,7 +54,7 @@ mod tests {
         assert_eq!(l.allow(10), None);
         assert_eq!(l.allow(999), None);
         assert_eq!(l.allow(1000), Some(2));
-        assert_eq!(suppressed_note(2), " (2 similar lines suppressed)");
+        assert_eq!(suppressed_note(2), " suppressed=2");
         assert_eq!(suppressed_note(0), "");
     }
 }

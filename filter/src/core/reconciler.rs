@@ -10,18 +10,30 @@
 //! the pipeline has, drone's current state is delivered. Older versions are never delivered
 //! after newer ones, because delivery always carries drone's newest state and is only attempted
 //! when that is newer than what the pipeline acknowledged.
+//!
+//! Evidence and hints: an observation whose drone signature verified is evidence; any other
+//! is a hint, since anyone who can reach the pipeline can send one. A hint only ever makes the
+//! reconciler *ask drone*: it may add a build to look up (in its own share of the ledger and
+//! its own lane of the rate limit) and records what it claims the pipeline answered, but that
+//! claim settles nothing until drone's answer for the same build shows the same version and
+//! status. Hints never finish or forget a build, never raise the gap-filling watermarks, never
+//! name a repository drone has not confirmed (`GET /api/repos/{o}/{n}` answering the same id)
+//! and never supply the `repo` or `system` object of a re-delivery.
 
 use super::backoff::{failure_backoff, grow_interval, Circuit, Rng, TokenBucket};
 use super::config::Config;
 use super::drone_api::{self, ApiBuild};
-use super::ledger::{Entry, Ledger, NOT_SCHEDULED};
+use super::ledger::{Class, Entry, Lane, Ledger, NOT_SCHEDULED};
+use super::logfmt::{self, Val};
 use super::metrics::Counters;
 use super::model::{BuildKey, BuildStatus, DeliveryOutcome, ParseError, RepoRef};
 use super::observation::Observation;
 use super::ratelog::{suppressed_note, LogLimiter};
+use super::repos::{Idents, RepoJsonCache};
 use super::signature;
+use super::slo::Slo;
 use super::snapshot::{self, Record};
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 
 /// Identifies a call the reconciler asked for; the shell maps host tokens to it.
 pub type CallId = u64;
@@ -29,8 +41,9 @@ pub type CallId = u64;
 /// Version string sent as `user-agent`.
 pub const USER_AGENT: &str = concat!("status-sync/", env!("CARGO_PKG_VERSION"));
 
-/// A call for the shell to dispatch with `dispatch_http_call`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A call for the shell to dispatch with `dispatch_http_call`. Its `Debug` shows the bearer
+/// token and the signature headers as `<redacted>`.
+#[derive(Clone, PartialEq, Eq)]
 pub struct OutgoingCall {
     pub id: CallId,
     pub cluster: String,
@@ -38,6 +51,29 @@ pub struct OutgoingCall {
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
     pub timeout_ms: u64,
+}
+
+/// Headers whose values are secrets or derived from one.
+const SECRET_HEADERS: &[&str] = &["authorization", "signature"];
+
+impl std::fmt::Debug for OutgoingCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let headers: Vec<(&str, &str)> = self
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                let secret = SECRET_HEADERS.iter().any(|s| k.eq_ignore_ascii_case(s));
+                (k.as_str(), if secret { "<redacted>" } else { v.as_str() })
+            })
+            .collect();
+        f.debug_struct("OutgoingCall")
+            .field("id", &self.id)
+            .field("cluster", &self.cluster)
+            .field("headers", &headers)
+            .field("body_bytes", &self.body.len())
+            .field("timeout_ms", &self.timeout_ms)
+            .finish()
+    }
 }
 
 impl OutgoingCall {
@@ -60,13 +96,26 @@ pub enum CallResult {
 
 #[derive(Clone, Debug)]
 enum Pending {
-    /// `GET .../builds/{n}`.
-    FetchBuild { key: BuildKey },
-    /// `GET /api/repos/{o}/{n}`, needed before a re-delivery when no webhook showed us the
-    /// repository yet (e.g. after a leader change). Holds the build answer to deliver.
+    /// `GET .../builds/{n}`. `claim` is the build's claimed version when the call was made: a
+    /// claim that arrived while the call was on its way may be newer than drone's answer.
+    FetchBuild { key: BuildKey, claim: u64 },
+    /// `GET /api/repos/{o}/{n}` to confirm that a name only unverified webhooks gave belongs
+    /// to `repo_id` before anything is looked up under it.
+    ConfirmRepo {
+        repo_id: u64,
+        namespace: Box<str>,
+        name: Box<str>,
+    },
+    /// `GET /api/repos/{o}/{n}`, needed before a re-delivery when neither evidence nor drone
+    /// gave us the repository's JSON yet (e.g. after a leader change). Holds the build answer
+    /// to deliver.
     FetchRepo { key: BuildKey, build: Vec<u8> },
     /// `GET .../builds?page=1` of `scan_repos[index]`.
     Scan { index: usize },
+    /// `GET /api/repos/{o}/{n}` of a repository seen before, for its `counter`.
+    Discover { repo_id: u64 },
+    /// `GET /api/builds/incomplete` (admin; 501 in drone's OSS build).
+    Incomplete,
     /// POST of a re-delivery to the pipeline.
     Deliver {
         key: BuildKey,
@@ -75,51 +124,29 @@ enum Pending {
     },
 }
 
-/// Repository identity (to address the API) and, bounded separately, its JSON for payloads.
-#[derive(Clone, Debug)]
-struct RepoIdent {
-    namespace: Box<str>,
-    name: Box<str>,
-    /// Highest build number a live webhook showed for this repository (0 = none yet), for
-    /// finding builds whose every webhook was lost.
-    max_number: u64,
-    /// Lowest build number seen since this reconciler started (0 = none): a lower one that
-    /// arrives late shows the numbers between were missed too.
-    min_number: u64,
-}
+/// Drone's ids, numbers and versions are int64: anything above is not drone's.
+const MAX_DRONE_INT: u64 = i64::MAX as u64;
 
-/// Bounded FIFO cache of `repo` objects (the big part: about 1.2 KB each).
-#[derive(Debug, Default)]
-struct RepoJsonCache {
-    map: HashMap<u64, Box<str>>,
-    order: VecDeque<u64>,
-    cap: usize,
-}
-
-impl RepoJsonCache {
-    fn insert(&mut self, id: u64, json: String) {
-        if self.map.insert(id, json.into_boxed_str()).is_none() {
-            self.order.push_back(id);
-        }
-        while self.map.len() > self.cap {
-            match self.order.pop_front() {
-                Some(old) => {
-                    self.map.remove(&old);
-                }
-                None => break,
-            }
-        }
-    }
-}
+/// Times drone may answer 404 for a build the reconciler inferred (drone takes a build number
+/// before it writes the build row) before it is given up.
+const NOT_FOUND_RETRIES: u8 = 3;
 
 pub struct Reconciler {
     cfg: Config,
     ledger: Ledger,
-    idents: HashMap<u64, RepoIdent>,
+    idents: Idents,
     repo_json: RepoJsonCache,
+    /// The `system` object of the latest verified webhook.
     system_json: Option<String>,
+    /// The `system` object rebuilt from `drone_server_url` (drone's `provideSystem`: proto,
+    /// host, link; no API returns the version), for when no verified webhook gave one.
+    configured_system: Option<String>,
     rng: Rng,
+    /// Rate limit of every drone call (`max_drone_calls_per_sec`).
     bucket: TokenBucket,
+    /// Second limit of lookups only unverified webhooks asked for: half the rate (`None`, so
+    /// none at all, when the rate is 1/s).
+    hint_bucket: Option<TokenBucket>,
     circuit: Circuit,
     inflight: HashMap<CallId, (Pending, u64)>,
     next_call: CallId,
@@ -130,6 +157,16 @@ pub struct Reconciler {
     scan_due: Vec<u64>,
     /// A repository's highest build number changed since the last watermark snapshot.
     watermarks_dirty: bool,
+    /// The hint lane goes first in this tick.
+    hint_first: bool,
+    /// When `GET /api/builds/incomplete` is asked next (0: at the first tick after
+    /// `stale_after_ms`), and whether drone offers it (not in its OSS build, 501).
+    incomplete_due: u64,
+    incomplete_enabled: bool,
+    /// Transitions known missing and their recovery delays (the SLO metrics).
+    slo: Slo,
+    /// Appended to every log line: `instance=… reconciler=… epoch=…` ([`logfmt::identity`]).
+    who: String,
 }
 
 impl Reconciler {
@@ -138,8 +175,13 @@ impl Reconciler {
             cfg.max_tracked_builds,
             (cfg.max_tracked_builds / 8).clamp(64, 16_384),
         );
+        // Lookups hints asked for take a token of both buckets, so they stay within
+        // `max_drone_calls_per_sec` and at most half of it; the main lane goes first in every
+        // tick and keeps at least the other half under any flood of hints.
+        let hint_rate = cfg.max_drone_calls_per_sec / 2;
         Reconciler {
             bucket: TokenBucket::new(cfg.max_drone_calls_per_sec),
+            hint_bucket: (hint_rate > 0).then(|| TokenBucket::new(hint_rate)),
             circuit: Circuit::new(
                 cfg.circuit_failure_threshold,
                 cfg.circuit_open_ms,
@@ -150,8 +192,17 @@ impl Reconciler {
                 ..Default::default()
             },
             ledger,
-            idents: HashMap::new(),
+            idents: Idents {
+                cap: cfg.max_repos,
+                ..Default::default()
+            },
             system_json: None,
+            configured_system: cfg.drone_server_url.as_deref().and_then(|url| {
+                let (proto, host) = url.split_once("://")?;
+                Some(format!(
+                    r#"{{"proto":"{proto}","host":"{host}","link":"{url}"}}"#
+                ))
+            }),
             rng: Rng::new(seed),
             inflight: HashMap::new(),
             next_call: 1,
@@ -163,12 +214,27 @@ impl Reconciler {
                 .map(|i| cfg.scan_interval_ms / 10 + i * 1000)
                 .collect(),
             watermarks_dirty: false,
+            slo: Slo::new(cfg.max_tracked_builds),
+            who: String::new(),
+            hint_first: false,
+            incomplete_due: 0,
+            incomplete_enabled: true,
             cfg,
         }
     }
 
     pub fn config(&self) -> &Config {
         &self.cfg
+    }
+
+    /// The fields that name this reconciler in its log lines.
+    pub fn set_identity(&mut self, who: String) {
+        self.who = who;
+    }
+
+    /// A build as logged: `build=acme/api#12` (the name only once drone confirmed it).
+    fn build_field(&self, key: BuildKey) -> String {
+        logfmt::build(self.repo_confirmed(key.repo_id), key.repo_id, key.number)
     }
 
     pub fn counters(&self) -> &Counters {
@@ -187,12 +253,41 @@ impl Reconciler {
         self.inflight.contains_key(&id)
     }
 
-    /// Records a live webhook and how the pipeline answered it.
+    /// Whether drone (or evidence) confirmed `namespace/name` as repository `repo_id`'s name.
+    pub fn repo_confirmed(&self, repo_id: u64) -> Option<(&str, &str)> {
+        self.idents
+            .confirmed(&repo_id)
+            .map(|i| (&*i.namespace, &*i.name))
+    }
+
+    /// Records a live webhook and how the pipeline answered it: evidence when its signature
+    /// verified, a hint otherwise.
     pub fn observe(&mut self, obs: Observation, now_ms: u64) {
+        let hook = &obs.webhook;
+        if hook.repo.id > MAX_DRONE_INT
+            || hook.number > MAX_DRONE_INT
+            || hook.version > MAX_DRONE_INT
+        {
+            // The parser refuses these already; a queue message from elsewhere is not drone's.
+            self.counters.observations_invalid += 1;
+            return;
+        }
+        if obs.verified {
+            self.observe_evidence(obs, now_ms);
+        } else {
+            self.observe_hint(obs, now_ms);
+        }
+        self.sync_gauges();
+    }
+
+    fn observe_evidence(&mut self, obs: Observation, now_ms: u64) {
         let hook = obs.webhook;
         let key = hook.key();
-        self.remember_repo(&hook.repo);
-        self.fill_gap(&hook.repo, hook.number, now_ms);
+        // Only evidence moves the SLO: a forged webhook the pipeline refused must not make
+        // the pipeline look behind, nor a forged accepted one make it look caught up.
+        self.slo.outcome(key, hook.version, obs.outcome, now_ms);
+        self.counters.repos_evicted += self.idents.confirm(&hook.repo);
+        self.note_number(key, now_ms);
         if let Some(json) = hook.repo_json {
             self.repo_json.insert(hook.repo.id, json);
         }
@@ -222,23 +317,14 @@ impl Reconciler {
                     self.ledger.finish(&key, hook.version);
                     return;
                 }
-                let mut entry = Entry::new(now_ms);
+                let mut entry = Entry::new(now_ms, Class::Backed);
                 if settled {
                     entry.settled_version = hook.version;
                     entry.settled_status = hook.status;
                 }
                 entry.interval_ms = clamp_u32(stale_after);
                 entry.next_due_ms = due;
-                if let Some(evicted) = self.ledger.insert(key, entry) {
-                    self.counters.builds_evicted += 1;
-                    self.counters.giveups += 1;
-                    log::warn!(
-                        "status-sync: ledger full ({} builds): gave up on build {}/{}",
-                        self.ledger.cap(),
-                        evicted.repo_id,
-                        evicted.number
-                    );
-                }
+                self.insert(key, entry);
             }
             Some(entry) => {
                 let newer = settled && hook.version > entry.settled_version;
@@ -248,9 +334,13 @@ impl Reconciler {
                 }
                 let in_flight = entry.next_due_ms == NOT_SCHEDULED;
                 self.ledger.update(&key, |e| {
+                    e.class = Class::Backed;
                     if newer {
                         e.settled_version = hook.version;
                         e.settled_status = hook.status;
+                        if e.claimed_version <= hook.version {
+                            e.claimed_version = 0;
+                        }
                     }
                     e.last_change_ms = now_ms;
                     e.interval_ms = clamp_u32(stale_after);
@@ -262,15 +352,92 @@ impl Reconciler {
                 });
             }
         }
-        self.sync_gauges();
     }
 
-    /// Drone numbers builds per repository in sequence. A webhook for build n when the highest
-    /// number seen is m < n-1 means builds m+1..n-1 produced no webhook that reached us (all
-    /// lost, or declined, which drone never reports): track up to `max_gap_fill` of them so
-    /// the next ticks look them up and deliver their state.
-    fn fill_gap(&mut self, repo: &RepoRef, number: u64, now_ms: u64) {
-        let Some(ident) = self.idents.get_mut(&repo.id) else {
+    /// A hint: remember the candidate name and the claim, and make sure drone is asked. Never
+    /// settles, finishes or delays anything: a hint can only bring a hint-only build's lookup
+    /// closer, never push any lookup later, and builds backed by evidence or drone keep their
+    /// own schedule.
+    fn observe_hint(&mut self, obs: Observation, now_ms: u64) {
+        let hook = obs.webhook;
+        let key = hook.key();
+        self.counters.repos_evicted += self.idents.candidate(&hook.repo);
+        if self
+            .ledger
+            .tombstone(&key)
+            .is_some_and(|finished_at| hook.version <= finished_at)
+        {
+            return;
+        }
+        let claim = matches!(
+            obs.outcome,
+            DeliveryOutcome::Delivered | DeliveryOutcome::Refused
+        )
+        .then_some((hook.version, hook.status));
+        let due = match obs.outcome {
+            DeliveryOutcome::NotDelivered => now_ms,
+            _ => now_ms.saturating_add(self.rng.jitter(self.cfg.stale_after_ms)),
+        };
+        let finished_at = self.ledger.tombstone(&key);
+        match self.ledger.get(&key).copied() {
+            None => {
+                let mut entry = Entry::new(now_ms, Class::Hint);
+                if let Some(version) = finished_at {
+                    // Finished and delivered at `version`: unless drone wrote it since, a
+                    // hint about it costs a lookup, never a re-delivery.
+                    entry.settled_version = version;
+                }
+                if let Some((version, status)) = claim {
+                    entry.claimed_version = version;
+                    entry.claimed_status = status;
+                }
+                entry.interval_ms = clamp_u32(self.cfg.stale_after_ms);
+                entry.next_due_ms = due;
+                self.insert(key, entry);
+            }
+            Some(entry) => {
+                self.ledger.update(&key, |e| {
+                    if let Some((version, status)) = claim {
+                        if version > e.settled_version {
+                            // The latest claim stands: a forged one is replaced by the next
+                            // genuine webhook, and refuted by drone in any case.
+                            e.claimed_version = version;
+                            e.claimed_status = status;
+                        }
+                    }
+                    if entry.class == Class::Hint && e.next_due_ms != NOT_SCHEDULED {
+                        e.next_due_ms = e.next_due_ms.min(due);
+                    }
+                });
+            }
+        }
+    }
+
+    /// Inserts a build; one given up to make room (or this one, refused) is counted.
+    fn insert(&mut self, key: BuildKey, entry: Entry) {
+        if let Some(gone) = self.ledger.insert(key, entry) {
+            self.counters.builds_evicted += 1;
+            self.counters.giveups += 1;
+            log::warn!(
+                "gave up: ledger full build={} max_tracked_builds={} unconfirmed_share={} {}",
+                self.build_field(gone),
+                self.ledger.cap(),
+                self.ledger.share(),
+                self.who
+            );
+        }
+    }
+
+    /// Evidence or drone showed build `key.number` of its repository: raise the watermarks and
+    /// look up the numbers that produced no webhook.
+    ///
+    /// Drone numbers builds per repository in sequence. Build n when the highest number seen
+    /// is m < n-1 means builds m+1..n-1 produced no webhook that reached us (all lost, or
+    /// declined, which drone never reports): track up to `max_gap_fill` of them so the next
+    /// ticks look them up and deliver their state.
+    fn note_number(&mut self, key: BuildKey, now_ms: u64) {
+        let number = key.number;
+        let Some(ident) = self.idents.get_mut(&key.repo_id).filter(|i| i.confirmed) else {
             return;
         };
         let (seen_max, seen_min) = (ident.max_number, ident.min_number);
@@ -282,6 +449,9 @@ impl Reconciler {
             ident.min_number = number;
             self.watermarks_dirty = true;
         }
+        if number > seen_max {
+            self.note_activity(key.repo_id, now_ms);
+        }
         let fill = self.cfg.max_gap_fill;
         if seen_max == 0 || fill == 0 {
             return;
@@ -289,12 +459,12 @@ impl Reconciler {
         if number > seen_max.saturating_add(1) {
             // Newer than anything seen: the numbers just below it were missed.
             let from = (seen_max + 1).max(number.saturating_sub(fill));
-            self.track_missing(repo.id, from..number, now_ms);
+            self.track_missing(key.repo_id, from..number, now_ms);
         } else if seen_min > 0 && number.saturating_add(1) < seen_min {
             // Older than anything this reconciler saw (webhooks arrive out of order): the
             // numbers between it and the lowest seen were missed.
             let to = seen_min.min(number.saturating_add(1).saturating_add(fill));
-            self.track_missing(repo.id, number + 1..to, now_ms);
+            self.track_missing(key.repo_id, number + 1..to, now_ms);
         }
     }
 
@@ -309,47 +479,11 @@ impl Reconciler {
             }
             // Not due at once: webhooks of concurrent builds often arrive out of order, and a
             // build's own webhook settles it; only a build nothing arrived for is stale.
-            let mut entry = Entry::new(now_ms);
+            let mut entry = Entry::new(now_ms, Class::Inferred);
             entry.interval_ms = clamp_u32(self.cfg.stale_after_ms);
             entry.next_due_ms = now_ms.saturating_add(self.rng.jitter(self.cfg.stale_after_ms));
             self.counters.builds_gap_filled += 1;
-            if self.ledger.insert(key, entry).is_some() {
-                self.counters.builds_evicted += 1;
-                self.counters.giveups += 1;
-            }
-        }
-    }
-
-    fn remember_repo(&mut self, repo: &RepoRef) {
-        let known = self
-            .idents
-            .get(&repo.id)
-            .is_some_and(|i| *i.namespace == *repo.namespace && *i.name == *repo.name);
-        if !known {
-            let (max_number, min_number) = self
-                .idents
-                .get(&repo.id)
-                .map_or((0, 0), |i| (i.max_number, i.min_number));
-            self.idents.insert(
-                repo.id,
-                RepoIdent {
-                    namespace: repo.namespace.clone().into_boxed_str(),
-                    name: repo.name.clone().into_boxed_str(),
-                    max_number,
-                    min_number,
-                },
-            );
-        }
-        // Identities are small, but must not outlive their builds forever: prune the ones no
-        // tracked build refers to when they clearly outnumber the builds (amortised O(1)).
-        if self.idents.len() > 2 * self.ledger.len() + 1024 {
-            let ledger = &self.ledger;
-            let mut used = std::collections::HashSet::new();
-            for (k, _) in ledger.iter() {
-                used.insert(k.repo_id);
-            }
-            used.insert(repo.id);
-            self.idents.retain(|id, _| used.contains(id));
+            self.insert(key, entry);
         }
     }
 
@@ -390,51 +524,405 @@ impl Reconciler {
     }
 
     /// One tick: expire lost calls, then look up the builds that are due, within the in-flight
-    /// budget, the rate limit and the circuit. Touches only due builds.
+    /// budget, the rate limit and the circuit. Touches only due builds. The two lanes take
+    /// turns, and lookups only hints asked for have half the rate at most: a flood of forged
+    /// webhooks costs the other builds at most half the rate, and only when drone's rate is
+    /// short anyway.
     pub fn tick(&mut self, now_ms: u64) -> Vec<OutgoingCall> {
         self.expire_calls(now_ms);
         let mut calls = Vec::new();
         self.scan(now_ms, &mut calls);
+        // Which lane goes first alternates, so that under a short rate each gets its turn.
+        self.hint_first = !self.hint_first;
+        let lanes = if self.hint_first {
+            [Lane::Hint, Lane::Main]
+        } else {
+            [Lane::Main, Lane::Hint]
+        };
+        let mut open = [true, true];
+        while open.iter().any(|o| *o) {
+            for (lane, more) in lanes.into_iter().zip(open.iter_mut()) {
+                if *more {
+                    *more = self.serve_one(lane, now_ms, &mut calls);
+                }
+            }
+        }
+        self.discover(now_ms, &mut calls);
+        self.incomplete(now_ms, &mut calls);
+        self.sync_gauges();
+        self.sample_slo(now_ms);
+        calls
+    }
+
+    /// Updates the SLO gauges; builds no longer tracked (given up, finished) leave them here.
+    pub fn sample_slo(&mut self, now_ms: u64) {
+        let ledger = &self.ledger;
+        let age_ms = self.slo.oldest_age_ms(now_ms, |k| ledger.contains(k));
+        self.counters.oldest_undelivered_seconds = age_ms / 1000;
+        self.counters.transitions_missing = self.slo.len() as u64;
+        self.counters.transitions_lost = self.slo.lost;
+        self.counters.transitions_recovered = self.slo.recovered;
+    }
+
+    /// Recovery delays (ms) measured since the last call, for the histogram.
+    pub fn take_recovery_delays(&mut self) -> Vec<u64> {
+        self.slo.take_delays()
+    }
+
+    /// A new build number showed (evidence or drone): its repository is active, so its
+    /// `counter` is looked at often again (from `stale_after_ms`, doubling while nothing new
+    /// shows, up to `max_poll_interval_ms`; never after `max_build_age_ms` of silence).
+    fn note_activity(&mut self, repo_id: u64, now_ms: u64) {
+        let stale_after = self.cfg.stale_after_ms;
+        let Some(i) = self.idents.get_mut(&repo_id).filter(|i| i.confirmed) else {
+            return;
+        };
+        i.last_activity_ms = now_ms;
+        i.discover_interval_ms = clamp_u32(stale_after);
+        if i.discovering {
+            return;
+        }
+        let current = i.discover_due_ms;
+        let due = now_ms.saturating_add(self.rng.jitter(stale_after));
+        if due < current {
+            self.idents.schedule_discovery(repo_id, due);
+        }
+    }
+
+    /// Looks at the `counter` of the repositories that are due: drone's last allocated build
+    /// number shows builds that produced no webhook at all, the newest included. After the
+    /// build lookups of the tick, within the same budget, rate limit and circuit.
+    fn discover(&mut self, now_ms: u64, calls: &mut Vec<OutgoingCall>) {
         while self.inflight.len() < self.cfg.max_inflight_calls {
-            match self.ledger.next_due() {
+            match self.idents.next_discovery() {
                 Some(t) if t <= now_ms => {}
-                _ => break,
+                _ => return,
             }
             if !self.circuit.try_acquire(now_ms) {
-                break;
+                return;
             }
             if !self.bucket.try_take(now_ms) {
                 self.circuit.release();
-                break;
+                return;
             }
-            let Some((key, entry)) = self.ledger.pop_due(now_ms) else {
+            let Some(repo_id) = self.idents.pop_discovery(now_ms) else {
                 self.circuit.release();
-                break;
+                return;
             };
-            if now_ms.saturating_sub(entry.first_seen_ms) > self.cfg.max_build_age_ms {
-                self.ledger.remove(&key);
-                self.counters.builds_expired += 1;
-                self.counters.giveups += 1;
+            let max_age = self.cfg.max_build_age_ms;
+            let Some(i) = self.idents.get_mut(&repo_id).filter(|i| i.confirmed) else {
                 self.circuit.release();
-                log::warn!(
-                    "status-sync: build {}/{} still open after max_build_age_ms: gave up",
-                    key.repo_id,
-                    key.number
-                );
-                continue;
-            }
-            let Some(repo) = self.repo_ref(key.repo_id) else {
-                // Cannot happen (identities outlive their builds); never loop on it.
-                self.ledger.remove(&key);
-                self.counters.giveups += 1;
-                self.circuit.release();
+                self.bucket.give_back();
                 continue;
             };
-            let path = drone_api::build_path(&repo, key.number);
-            calls.push(self.drone_get(path, Pending::FetchBuild { key }, now_ms));
+            if i.last_activity_ms == 0 {
+                // Loaded from a previous leader's watermarks: silence counts from now.
+                i.last_activity_ms = now_ms;
+            }
+            if now_ms.saturating_sub(i.last_activity_ms) > max_age {
+                // Quiet for longer than any build may run: not looked at again until a
+                // webhook or drone shows a new build.
+                self.circuit.release();
+                self.bucket.give_back();
+                continue;
+            }
+            i.discovering = true;
+            let repo = RepoRef {
+                id: repo_id,
+                namespace: i.namespace.to_string(),
+                name: i.name.to_string(),
+            };
+            let path = drone_api::repo_path(&repo);
+            calls.push(self.drone_get(path, Pending::Discover { repo_id }, now_ms));
         }
-        self.sync_gauges();
-        calls
+    }
+
+    /// Drone's answer to a discovery: track the numbers above the highest one known (up to
+    /// `max_gap_fill` of them, the newest), and schedule the next look.
+    fn on_discover(&mut self, repo_id: u64, result: CallResult, now_ms: u64) {
+        let stale_after = self.cfg.stale_after_ms;
+        let max = self.cfg.max_poll_interval_ms;
+        let mut found = false;
+        match result {
+            CallResult::Response { status: 200, body } => {
+                self.circuit.on_success();
+                match drone_api::parse_repo_counter(&body) {
+                    Ok((repo, json, counter)) if repo.id == repo_id => {
+                        self.counters.drone_polls_ok += 1;
+                        self.counters.repos_evicted += self.idents.confirm(&repo);
+                        self.repo_json.insert(repo.id, json);
+                        found = self.discovered(repo_id, counter, now_ms);
+                    }
+                    Ok(_) | Err(_) => {
+                        // Another repository has this name now (or drone answered nonsense).
+                        self.counters.drone_polls_failed += 1;
+                    }
+                }
+            }
+            CallResult::Response { status, .. } if !is_transient(status) => {
+                self.circuit.on_success();
+                self.counters.drone_polls_failed += 1;
+            }
+            CallResult::Response { .. } | CallResult::Failed => {
+                self.counters.drone_polls_failed += 1;
+                if self.circuit.on_failure(now_ms) {
+                    self.counters.circuit_opens += 1;
+                }
+            }
+        }
+        let jitter = &mut self.rng;
+        let Some(i) = self.idents.get_mut(&repo_id) else {
+            return;
+        };
+        i.discovering = false;
+        // Nothing new (or no usable answer): look less often.
+        let interval = if found {
+            stale_after
+        } else {
+            grow_interval(u64::from(i.discover_interval_ms), stale_after, max)
+        };
+        i.discover_interval_ms = clamp_u32(interval);
+        let due = now_ms.saturating_add(jitter.jitter(interval));
+        self.idents.schedule_discovery(repo_id, due);
+    }
+
+    /// Drone's `counter` for a repository: builds above the highest number known produced no
+    /// webhook that reached us. Returns whether there were any.
+    fn discovered(&mut self, repo_id: u64, counter: u64, now_ms: u64) -> bool {
+        if counter > MAX_DRONE_INT {
+            return false;
+        }
+        let Some(i) = self.idents.get_mut(&repo_id) else {
+            return false;
+        };
+        let known = i.max_number;
+        if counter <= known {
+            return false;
+        }
+        i.max_number = counter;
+        i.last_activity_ms = now_ms;
+        self.watermarks_dirty = true;
+        if known == 0 {
+            // The first number known of this repository: a baseline (what happened before
+            // we watched is not ours).
+            return false;
+        }
+        let from = (known + 1).max(counter.saturating_sub(self.cfg.max_gap_fill.max(1) - 1));
+        for number in from..=counter {
+            let key = BuildKey { repo_id, number };
+            if self.ledger.contains(&key) || self.ledger.tombstone(&key).is_some() {
+                continue;
+            }
+            // Due at once: drone allocated the number; its build row may follow a moment
+            // later (404 is not final for an inferred build).
+            let mut entry = Entry::new(now_ms, Class::Inferred);
+            entry.interval_ms = clamp_u32(self.cfg.stale_after_ms);
+            entry.next_due_ms = now_ms;
+            self.counters.builds_discovered += 1;
+            self.insert(key, entry);
+        }
+        true
+    }
+
+    /// Asks drone's admin `GET /api/builds/incomplete` every `max_poll_interval_ms`: running
+    /// builds across all repositories (the 50 newest), the only way to learn of a repository
+    /// none of whose webhooks ever reached us. Drone's OSS build answers 501: then never again
+    /// (until the next leader).
+    fn incomplete(&mut self, now_ms: u64, calls: &mut Vec<OutgoingCall>) {
+        if !self.incomplete_enabled || self.inflight.len() >= self.cfg.max_inflight_calls {
+            return;
+        }
+        if self.incomplete_due == 0 {
+            self.incomplete_due = now_ms.saturating_add(self.cfg.stale_after_ms);
+        }
+        if now_ms < self.incomplete_due {
+            return;
+        }
+        if !self.circuit.try_acquire(now_ms) {
+            return;
+        }
+        if !self.bucket.try_take(now_ms) {
+            self.circuit.release();
+            return;
+        }
+        self.incomplete_due = NOT_SCHEDULED;
+        let path = "/api/builds/incomplete".to_string();
+        calls.push(self.drone_get(path, Pending::Incomplete, now_ms));
+    }
+
+    fn on_incomplete(&mut self, result: CallResult, now_ms: u64) {
+        let next = now_ms.saturating_add(self.rng.jitter(self.cfg.max_poll_interval_ms));
+        self.incomplete_due = next;
+        let body = match result {
+            CallResult::Response { status: 200, body } => body,
+            CallResult::Response { status, .. } if !is_transient(status) || status == 501 => {
+                // 501: drone's OSS build; 401/403: not an admin's token; 404: no such route.
+                self.circuit.on_success();
+                self.incomplete_enabled = false;
+                log::info!(
+                    "drone offers no /api/builds/incomplete, builds of repositories no webhook showed are out of reach http={status} {}",
+                    self.who
+                );
+                return;
+            }
+            CallResult::Response { .. } | CallResult::Failed => {
+                self.counters.drone_polls_failed += 1;
+                if self.circuit.on_failure(now_ms) {
+                    self.counters.circuit_opens += 1;
+                }
+                return;
+            }
+        };
+        self.circuit.on_success();
+        let Ok(list) = drone_api::parse_incomplete(&body) else {
+            self.counters.drone_polls_failed += 1;
+            return;
+        };
+        self.counters.drone_polls_ok += 1;
+        for (repo, json, number) in list {
+            if repo.id > MAX_DRONE_INT || number > MAX_DRONE_INT || number == 0 {
+                continue;
+            }
+            // Drone's own answer: the identity and the number are drone's word.
+            self.counters.repos_evicted += self.idents.confirm(&repo);
+            self.repo_json.insert(repo.id, json);
+            let key = BuildKey {
+                repo_id: repo.id,
+                number,
+            };
+            let known = self.idents.get(&repo.id).map_or(0, |i| i.max_number);
+            if number > known
+                && !self.ledger.contains(&key)
+                && self.ledger.tombstone(&key).is_none()
+            {
+                let mut entry = Entry::new(now_ms, Class::Inferred);
+                entry.interval_ms = clamp_u32(self.cfg.stale_after_ms);
+                entry.next_due_ms = now_ms.saturating_add(self.rng.jitter(self.cfg.stale_after_ms));
+                self.counters.builds_discovered += 1;
+                self.insert(key, entry);
+            }
+            self.note_number(key, now_ms);
+        }
+    }
+
+    fn take_token(&mut self, lane: Lane, now_ms: u64) -> bool {
+        if !self.bucket.try_take(now_ms) {
+            return false;
+        }
+        if lane == Lane::Hint
+            && !self
+                .hint_bucket
+                .as_mut()
+                .is_some_and(|bucket| bucket.try_take(now_ms))
+        {
+            self.bucket.give_back();
+            return false;
+        }
+        true
+    }
+
+    /// Looks up the next due build of `lane`, if budget, rate and circuit allow; false when
+    /// the lane is done for this tick.
+    fn serve_one(&mut self, lane: Lane, now_ms: u64, calls: &mut Vec<OutgoingCall>) -> bool {
+        if self.inflight.len() >= self.cfg.max_inflight_calls {
+            return false;
+        }
+        match self.ledger.next_due(lane) {
+            Some(t) if t <= now_ms => {}
+            _ => return false,
+        }
+        if !self.circuit.try_acquire(now_ms) {
+            return false;
+        }
+        if !self.take_token(lane, now_ms) {
+            self.circuit.release();
+            return false;
+        }
+        let Some((key, entry)) = self.ledger.pop_due(now_ms, lane) else {
+            self.circuit.release();
+            return false;
+        };
+        if now_ms.saturating_sub(entry.first_seen_ms) > self.cfg.max_build_age_ms {
+            self.circuit.release();
+            self.ledger.remove(&key);
+            if entry.class == Class::Hint {
+                // Drone never confirmed it: nothing real is given up.
+                self.counters.hints_refuted += 1;
+                return true;
+            }
+            self.counters.builds_expired += 1;
+            self.counters.giveups += 1;
+            log::warn!(
+                "gave up: build open longer than max_build_age_ms build={} {}",
+                self.build_field(key),
+                self.who
+            );
+            return true;
+        }
+        match self.idents.get(&key.repo_id).cloned() {
+            Some(i) if i.confirmed => {
+                let repo = RepoRef {
+                    id: key.repo_id,
+                    namespace: i.namespace.into(),
+                    name: i.name.into(),
+                };
+                let path = drone_api::build_path(&repo, key.number);
+                let pending = Pending::FetchBuild {
+                    key,
+                    claim: entry.claimed_version,
+                };
+                calls.push(self.drone_get(path, pending, now_ms));
+            }
+            Some(i) if !i.confirming => {
+                // Only unverified webhooks named this repository: ask drone whether the name
+                // is this id's before looking anything up under it; the build is looked up a
+                // moment later.
+                if let Some(ident) = self.idents.get_mut(&key.repo_id) {
+                    ident.confirming = true;
+                }
+                let repo = RepoRef {
+                    id: key.repo_id,
+                    namespace: i.namespace.to_string(),
+                    name: i.name.to_string(),
+                };
+                let pending = Pending::ConfirmRepo {
+                    repo_id: key.repo_id,
+                    namespace: i.namespace,
+                    name: i.name,
+                };
+                calls.push(self.drone_get(drone_api::repo_path(&repo), pending, now_ms));
+                self.wait_for_name(key, now_ms);
+            }
+            Some(_) => {
+                // A confirmation is on its way: wait for its answer.
+                self.circuit.release();
+                self.wait_for_name(key, now_ms);
+            }
+            None if entry.class == Class::Hint => {
+                // Drone refuted every name hints gave for this repository.
+                self.circuit.release();
+                self.refuted(key);
+            }
+            None => {
+                // The name was dropped to stay within max_repos: the next webhook of the
+                // repository gives one again (or max_build_age_ms ends the wait).
+                self.circuit.release();
+                self.wait_for_name(key, now_ms);
+            }
+        }
+        true
+    }
+
+    /// Reschedules a build whose repository name is not confirmed yet.
+    fn wait_for_name(&mut self, key: BuildKey, now_ms: u64) {
+        let base = self.cfg.tick_ms.max(1000);
+        let max = self.cfg.max_poll_interval_ms;
+        let rng = &mut self.rng;
+        self.ledger.update(&key, |e| {
+            e.failures = e.failures.saturating_add(1);
+            let delay = rng.jitter(failure_backoff(u32::from(e.failures), base, max));
+            e.next_due_ms = now_ms.saturating_add(delay);
+        });
     }
 
     /// Lists the configured repositories that are due, within the same budget, rate limit and
@@ -472,7 +960,15 @@ impl Reconciler {
     fn on_scan(&mut self, index: usize, result: CallResult, now_ms: u64) {
         let listed = match result {
             CallResult::Response { status: 200, body } => drone_api::parse_build_list(&body),
-            CallResult::Response { status, .. } => Err(ParseError::Json(format!("HTTP {status}"))),
+            CallResult::Response { status, .. } => {
+                if !is_transient(status) {
+                    // Drone answered: no reason to stop other calls.
+                    self.circuit.on_success();
+                    self.counters.drone_polls_failed += 1;
+                    return;
+                }
+                Err(ParseError::Json(format!("HTTP {status}")))
+            }
             CallResult::Failed => Err(ParseError::Json("no answer".into())),
         };
         let builds = match listed {
@@ -483,9 +979,18 @@ impl Reconciler {
                     self.counters.circuit_opens += 1;
                 }
                 if let Some(n) = self.drone_log.allow(now_ms) {
+                    let repo = self
+                        .cfg
+                        .scan_repos
+                        .get(index)
+                        .map(|(o, n)| format!("{o}/{n}"))
+                        .unwrap_or_default();
                     log::warn!(
-                        "status-sync: listing scan_repos[{index}] failed: {e}{}",
-                        suppressed_note(n)
+                        "listing scan_repos failed repo={} why={}{} {}",
+                        Val(&repo),
+                        Val(&e.to_string()),
+                        suppressed_note(n),
+                        self.who
                     );
                 }
                 return;
@@ -502,13 +1007,22 @@ impl Reconciler {
         else {
             return;
         };
+        if first.repo_id > MAX_DRONE_INT {
+            return;
+        }
+        // Drone listed these builds under the configured name: drone confirms the identity.
         let repo = RepoRef {
             id: first.repo_id,
             namespace: owner,
             name,
         };
-        self.remember_repo(&repo);
-        let newest = builds.iter().map(|b| b.number).max().unwrap_or(0);
+        self.counters.repos_evicted += self.idents.confirm(&repo);
+        let newest = builds
+            .iter()
+            .filter(|b| b.repo_id == repo.id && b.number <= MAX_DRONE_INT)
+            .map(|b| b.number)
+            .max()
+            .unwrap_or(0);
         let Some(known) = self.idents.get(&repo.id).map(|i| i.max_number) else {
             return;
         };
@@ -523,7 +1037,7 @@ impl Reconciler {
         }
         for b in builds
             .iter()
-            .filter(|b| b.repo_id == repo.id && b.number > known)
+            .filter(|b| b.repo_id == repo.id && b.number > known && b.number <= MAX_DRONE_INT)
         {
             let key = BuildKey {
                 repo_id: repo.id,
@@ -532,14 +1046,11 @@ impl Reconciler {
             if self.ledger.contains(&key) || self.ledger.tombstone(&key).is_some() {
                 continue;
             }
-            let mut entry = Entry::new(now_ms);
+            let mut entry = Entry::new(now_ms, Class::Inferred);
             entry.interval_ms = clamp_u32(self.cfg.stale_after_ms);
             entry.next_due_ms = now_ms;
             self.counters.builds_scan_found += 1;
-            if self.ledger.insert(key, entry).is_some() {
-                self.counters.builds_evicted += 1;
-                self.counters.giveups += 1;
-            }
+            self.insert(key, entry);
         }
     }
 
@@ -570,10 +1081,26 @@ impl Reconciler {
             return Vec::new();
         };
         let out = match pending {
-            Pending::FetchBuild { key } => self.on_build(key, result, now_ms),
+            Pending::FetchBuild { key, claim } => self.on_build(key, claim, result, now_ms),
+            Pending::ConfirmRepo {
+                repo_id,
+                namespace,
+                name,
+            } => {
+                self.on_confirm(repo_id, &namespace, &name, result, now_ms);
+                Vec::new()
+            }
             Pending::FetchRepo { key, build } => self.on_repo(key, build, result, now_ms),
             Pending::Scan { index } => {
                 self.on_scan(index, result, now_ms);
+                Vec::new()
+            }
+            Pending::Discover { repo_id } => {
+                self.on_discover(repo_id, result, now_ms);
+                Vec::new()
+            }
+            Pending::Incomplete => {
+                self.on_incomplete(result, now_ms);
                 Vec::new()
             }
             Pending::Deliver {
@@ -589,30 +1116,39 @@ impl Reconciler {
         out
     }
 
-    /// A drone call failed: count it, feed the circuit, back the build off. `garbage` marks an
-    /// answer drone should never give (unreadable, another build), logged at warn; transient
-    /// failures (5xx, timeouts, resets) at info. Both rate-limited.
-    fn drone_failed(&mut self, key: BuildKey, why: &str, garbage: bool, now_ms: u64) {
+    /// A drone call for one build failed: count it, back the build off. Only `transient`
+    /// failures (5xx, timeouts, resets: drone or the way to it is unwell) feed the circuit;
+    /// an answer about this build alone (a 4xx, an unusable body) backs off this build alone.
+    fn drone_failed(&mut self, key: BuildKey, why: &str, transient: bool, now_ms: u64) {
         self.counters.drone_polls_failed += 1;
-        if self.circuit.on_failure(now_ms) {
+        if !transient {
+            self.circuit.on_success();
+        } else if self.circuit.on_failure(now_ms) {
             self.counters.circuit_opens += 1;
             log::warn!(
-                "status-sync: drone API failing ({why}): circuit open, calls paused for at least {} ms",
-                self.cfg.circuit_open_ms
+                "drone API failing, circuit open (calls paused) build={} why={} paused_ms={} {}",
+                self.build_field(key),
+                Val(why),
+                self.cfg.circuit_open_ms,
+                self.who
             );
-        } else if let Some(n) = self.drone_log.allow(now_ms) {
+            self.retry_later(key, now_ms, self.cfg.stale_after_ms);
+            return;
+        }
+        if let Some(n) = self.drone_log.allow(now_ms) {
             let note = suppressed_note(n);
-            if garbage {
-                log::warn!(
-                    "status-sync: drone API answer for build {}/{} unusable: {why}; will retry{note}",
-                    key.repo_id,
-                    key.number
+            let build = self.build_field(key);
+            if transient {
+                log::info!(
+                    "drone API call failed, will retry build={build} why={}{note} {}",
+                    Val(why),
+                    self.who
                 );
             } else {
-                log::info!(
-                    "status-sync: drone API call for build {}/{} failed: {why}; will retry{note}",
-                    key.repo_id,
-                    key.number
+                log::warn!(
+                    "drone API answer unusable, will retry build={build} why={}{note} {}",
+                    Val(why),
+                    self.who
                 );
             }
         }
@@ -629,20 +1165,53 @@ impl Reconciler {
         });
     }
 
-    fn on_build(&mut self, key: BuildKey, result: CallResult, now_ms: u64) -> Vec<OutgoingCall> {
+    /// Drone contradicted a build only hints vouched for: forget it, nothing real is lost.
+    fn refuted(&mut self, key: BuildKey) {
+        self.ledger.remove(&key);
+        self.counters.hints_refuted += 1;
+    }
+
+    fn on_build(
+        &mut self,
+        key: BuildKey,
+        claim_at_call: u64,
+        result: CallResult,
+        now_ms: u64,
+    ) -> Vec<OutgoingCall> {
+        let class = self.ledger.get(&key).map(|e| e.class);
         let body = match result {
             CallResult::Response { status: 200, body } => body,
-            CallResult::Response { status: 404, .. } => {
+            CallResult::Response {
+                status: status @ (400 | 404),
+                ..
+            } => {
+                // Drone has no such build (or no such number: drone parses it as int64).
                 self.circuit.on_success();
                 self.counters.drone_polls_ok += 1;
-                self.counters.builds_not_found += 1;
-                self.counters.giveups += 1;
-                self.ledger.remove(&key);
-                log::warn!(
-                    "status-sync: drone has no build {}/{} (404): dropped",
-                    key.repo_id,
-                    key.number
-                );
+                match class {
+                    Some(Class::Hint) => self.refuted(key),
+                    Some(Class::Inferred)
+                        if status == 404
+                            && self
+                                .ledger
+                                .get(&key)
+                                .is_some_and(|e| e.failures < NOT_FOUND_RETRIES) =>
+                    {
+                        // Drone takes a number before it writes the build: look again.
+                        self.retry_later(key, now_ms, self.cfg.stale_after_ms);
+                    }
+                    Some(_) => {
+                        self.counters.builds_not_found += 1;
+                        self.counters.giveups += 1;
+                        self.ledger.remove(&key);
+                        log::warn!(
+                            "gave up: drone has no such build build={} http={status} {}",
+                            self.build_field(key),
+                            self.who
+                        );
+                    }
+                    None => {}
+                }
                 return Vec::new();
             }
             CallResult::Response {
@@ -651,37 +1220,82 @@ impl Reconciler {
             } => {
                 let why =
                     format!("HTTP {status}: check drone_token (an admin machine user's token)");
-                self.drone_failed(key, &why, true, now_ms);
+                self.drone_failed(key, &why, false, now_ms);
                 return Vec::new();
             }
             CallResult::Response { status, .. } => {
-                self.drone_failed(key, &format!("HTTP {status}"), false, now_ms);
+                self.drone_failed(key, &format!("HTTP {status}"), is_transient(status), now_ms);
                 return Vec::new();
             }
             CallResult::Failed => {
-                self.drone_failed(key, "no answer", false, now_ms);
+                self.drone_failed(key, "no answer", true, now_ms);
                 return Vec::new();
             }
         };
         let api = match drone_api::parse_build(&body) {
-            Ok(api) if api.number == key.number => api,
+            Ok(api) if api.number == key.number && api.repo_id == key.repo_id => api,
             Ok(_) => {
-                self.drone_failed(key, "answer for another build", true, now_ms);
+                self.drone_failed(key, "answer for another build", false, now_ms);
                 return Vec::new();
             }
             Err(e) => {
-                self.drone_failed(key, &format!("bad build answer: {e}"), true, now_ms);
+                self.drone_failed(key, &format!("bad build answer: {e}"), false, now_ms);
                 return Vec::new();
             }
         };
         self.circuit.on_success();
         self.counters.drone_polls_ok += 1;
+        if api.version > MAX_DRONE_INT {
+            self.drone_failed(key, "version beyond int64", false, now_ms);
+            return Vec::new();
+        }
         let Some(entry) = self.ledger.get(&key).copied() else {
             return Vec::new(); // evicted or finished meanwhile
         };
-        if api.version > entry.settled_version {
+        // Drone has this build: it is backed from now on, and its number is drone's word.
+        self.ledger.update(&key, |e| e.class = Class::Backed);
+        self.note_number(key, now_ms);
+
+        let mut settled = (entry.settled_version, entry.settled_status);
+        if entry.claimed_version > api.version {
+            let raced = entry.claimed_version != claim_at_call;
+            if raced && !entry.deferred {
+                // The claim came while the call was on its way: drone may have written the
+                // build since it answered. Ask again before delivering anything older.
+                let soon = now_ms.saturating_add(self.cfg.tick_ms.max(1000));
+                self.ledger.update(&key, |e| {
+                    e.deferred = true;
+                    e.next_due_ms = soon;
+                });
+                return Vec::new();
+            }
+            // Drone, asked after the claim was made, is behind it: the claim is not drone's.
+            self.counters.hints_refuted += 1;
+        } else if entry.claimed_version == api.version
+            && entry.claimed_status == api.status
+            && api.version > settled.0
+        {
+            // Drone confirms what the unverified webhook said the pipeline answered.
+            settled = (api.version, api.status);
+        }
+        self.ledger.update(&key, |e| {
+            e.deferred = false;
+            e.claimed_version = 0;
+            e.claimed_status = BuildStatus::Unknown;
+            if settled.0 > e.settled_version {
+                e.settled_version = settled.0;
+                e.settled_status = settled.1;
+                e.last_change_ms = now_ms;
+                e.interval_ms = 0;
+            }
+        });
+        if api.version > settled.0 {
+            self.slo.missing(key, api.version, now_ms);
             return self.deliver_or_fetch_repo(key, &api, now_ms);
         }
+        let Some(entry) = self.ledger.get(&key).copied() else {
+            return Vec::new();
+        };
         // Drone has nothing the pipeline lacks. A cancelled build is watched a while longer
         // (see settles_for_good).
         let watching_cancel = entry.settled_status == BuildStatus::Killed
@@ -703,6 +1317,67 @@ impl Reconciler {
         Vec::new()
     }
 
+    /// Drone's answer about a name only unverified webhooks gave.
+    fn on_confirm(
+        &mut self,
+        repo_id: u64,
+        namespace: &str,
+        name: &str,
+        result: CallResult,
+        now_ms: u64,
+    ) {
+        let body = match result {
+            CallResult::Response { status: 200, body } => body,
+            CallResult::Response { status, .. } if !is_transient(status) => {
+                // 404 (no such repository) or another 4xx: not this name.
+                self.circuit.on_success();
+                self.counters.drone_polls_ok += 1;
+                self.counters.hints_refuted += 1;
+                self.idents.refute(repo_id, namespace, name);
+                return;
+            }
+            CallResult::Response { .. } | CallResult::Failed => {
+                self.counters.drone_polls_failed += 1;
+                if self.circuit.on_failure(now_ms) {
+                    self.counters.circuit_opens += 1;
+                }
+                if let Some(i) = self.idents.get_mut(&repo_id) {
+                    i.confirming = false;
+                }
+                return;
+            }
+        };
+        self.circuit.on_success();
+        match drone_api::parse_repo(&body) {
+            Ok((repo, json)) if repo.id == repo_id => {
+                self.counters.drone_polls_ok += 1;
+                self.counters.repos_evicted += self.idents.confirm(&repo);
+                self.repo_json.insert(repo.id, json);
+            }
+            Ok(_) => {
+                // Drone has this name for another repository.
+                self.counters.drone_polls_ok += 1;
+                self.counters.hints_refuted += 1;
+                self.idents.refute(repo_id, namespace, name);
+            }
+            Err(e) => {
+                // Nonsense from drone is no answer: ask again later.
+                self.counters.drone_polls_failed += 1;
+                if let Some(i) = self.idents.get_mut(&repo_id) {
+                    i.confirming = false;
+                }
+                if let Some(n) = self.drone_log.allow(now_ms) {
+                    log::warn!(
+                        "drone API answer for a repository unusable repo_id={repo_id} why={}{} {}",
+                        Val(&e.to_string()),
+                        suppressed_note(n),
+                        self.who
+                    );
+                }
+            }
+        }
+    }
+
     fn deliver_or_fetch_repo(
         &mut self,
         key: BuildKey,
@@ -710,9 +1385,12 @@ impl Reconciler {
         now_ms: u64,
     ) -> Vec<OutgoingCall> {
         let Some(repo_json) = self.repo_json.map.get(&key.repo_id).cloned() else {
-            let Some(repo) = self.repo_ref(key.repo_id) else {
-                self.ledger.remove(&key);
-                self.counters.giveups += 1;
+            let Some(repo) = self.idents.confirmed(&key.repo_id).map(|i| RepoRef {
+                id: key.repo_id,
+                namespace: i.namespace.to_string(),
+                name: i.name.to_string(),
+            }) else {
+                self.wait_for_name(key, now_ms);
                 return Vec::new();
             };
             let pending = Pending::FetchRepo {
@@ -721,7 +1399,11 @@ impl Reconciler {
             };
             return vec![self.drone_get(drone_api::repo_path(&repo), pending, now_ms)];
         };
-        let body = drone_api::redelivery_body(&repo_json, api.raw, self.system_json.as_deref());
+        let system = self
+            .system_json
+            .as_deref()
+            .or(self.configured_system.as_deref());
+        let body = drone_api::redelivery_body(&repo_json, api.raw, system);
         vec![self.deliver(key, api.version, api.status, body.into_bytes(), now_ms)]
     }
 
@@ -735,24 +1417,25 @@ impl Reconciler {
         let body = match result {
             CallResult::Response { status: 200, body } => body,
             CallResult::Response { status, .. } => {
-                self.drone_failed(key, &format!("repository: HTTP {status}"), false, now_ms);
+                let why = format!("repository: HTTP {status}");
+                self.drone_failed(key, &why, is_transient(status), now_ms);
                 return Vec::new();
             }
             CallResult::Failed => {
-                self.drone_failed(key, "repository: no answer", false, now_ms);
+                self.drone_failed(key, "repository: no answer", true, now_ms);
                 return Vec::new();
             }
         };
         let (repo, json) = match drone_api::parse_repo(&body) {
             Ok(r) if r.0.id == key.repo_id => r,
             Ok(_) | Err(_) => {
-                self.drone_failed(key, "bad repository answer", true, now_ms);
+                self.drone_failed(key, "bad repository answer", false, now_ms);
                 return Vec::new();
             }
         };
         self.circuit.on_success();
         self.counters.drone_polls_ok += 1;
-        self.remember_repo(&repo);
+        self.counters.repos_evicted += self.idents.confirm(&repo);
         self.repo_json.insert(repo.id, json);
         // The pipeline may have acknowledged a newer (or the same) version live while the
         // repository was fetched: deliver only what it still lacks, else look again later.
@@ -831,13 +1514,17 @@ impl Reconciler {
             CallResult::Response { status, .. } => Some(status),
             CallResult::Failed => None,
         };
-        match DeliveryOutcome::from_status(http) {
+        let outcome = DeliveryOutcome::from_status(http);
+        self.slo.outcome(key, version, outcome, now_ms);
+        match outcome {
             DeliveryOutcome::NotDelivered => {
                 self.counters.redeliveries_failed += 1;
                 log::debug!(
-                    "status-sync: re-delivery of {}/{} v{version} failed ({http:?})",
-                    key.repo_id,
-                    key.number
+                    "re-delivery failed, will retry build={} status={} version={version} http={} {}",
+                    self.build_field(key),
+                    status.as_str(),
+                    http.map_or_else(|| "none".to_string(), |h| h.to_string()),
+                    self.who
                 );
                 let base = self.cfg.tick_ms.max(1000);
                 self.retry_later(key, now_ms, base);
@@ -846,9 +1533,11 @@ impl Reconciler {
             DeliveryOutcome::Refused => {
                 self.counters.redeliveries_refused += 1;
                 log::info!(
-                    "status-sync: pipeline refused re-delivery of {}/{} v{version} ({http:?}): not retried",
-                    key.repo_id,
-                    key.number
+                    "re-delivery refused by the pipeline, not retried build={} status={} version={version} http={} {}",
+                    self.build_field(key),
+                    status.as_str(),
+                    http.map_or_else(|| "none".to_string(), |h| h.to_string()),
+                    self.who
                 );
             }
             DeliveryOutcome::Delivered => {
@@ -858,6 +1547,7 @@ impl Reconciler {
         let Some(entry) = self.ledger.get(&key).copied() else {
             return;
         };
+        // What we re-delivered is drone's own answer: the pipeline's answer to it settles.
         let newer = version > entry.settled_version;
         let (v, s) = if newer {
             (version, status)
@@ -873,6 +1563,9 @@ impl Reconciler {
         self.ledger.update(&key, |e| {
             e.settled_version = v;
             e.settled_status = s;
+            if e.claimed_version <= v {
+                e.claimed_version = 0;
+            }
             e.failures = 0;
             e.last_change_ms = now_ms;
             e.interval_ms = clamp_u32(stale_after);
@@ -882,6 +1575,7 @@ impl Reconciler {
 
     fn sync_gauges(&mut self) {
         self.counters.builds_tracked = self.ledger.len() as u64;
+        self.counters.builds_hint_only = self.ledger.count(Class::Hint) as u64;
         self.counters.calls_inflight = self.inflight.len() as u64;
         self.counters.circuit_open = u64::from(self.circuit.is_open());
     }
@@ -934,12 +1628,15 @@ impl Reconciler {
                 .entry
                 .interval_ms
                 .min(clamp_u32(self.cfg.max_poll_interval_ms));
-            self.remember_repo(&r.repo);
+            // A build backed by evidence or drone was looked up under a confirmed name; any
+            // other record's name is only a candidate again.
+            self.counters.repos_evicted += if r.entry.class == Class::Backed {
+                self.idents.confirm(&r.repo)
+            } else {
+                self.idents.candidate(&r.repo)
+            };
             let key = r.key();
-            if self.ledger.insert(key, r.entry).is_some() {
-                self.counters.builds_evicted += 1;
-                self.counters.giveups += 1;
-            }
+            self.insert(key, r.entry);
         }
         self.sync_gauges();
         true
@@ -956,7 +1653,7 @@ impl Reconciler {
         let mut marks: Vec<(RepoRef, u64, u64)> = self
             .idents
             .iter()
-            .filter(|(_, i)| i.max_number > 0)
+            .filter(|(_, i)| i.confirmed && i.max_number > 0)
             .map(|(id, i)| {
                 (
                     RepoRef {
@@ -1003,7 +1700,12 @@ impl Reconciler {
             return false;
         };
         for (repo, max_number, min_number) in marks {
-            self.remember_repo(&repo);
+            // Written by a leader from confirmed identities only (SSR3).
+            if repo.id > MAX_DRONE_INT || max_number > MAX_DRONE_INT {
+                continue;
+            }
+            self.counters.repos_evicted += self.idents.confirm(&repo);
+            self.idents.schedule_discovery(repo.id, 0);
             if let Some(ident) = self.idents.get_mut(&repo.id) {
                 ident.max_number = ident.max_number.max(max_number);
                 if ident.min_number == 0 || (min_number > 0 && min_number < ident.min_number) {
@@ -1031,6 +1733,12 @@ impl Reconciler {
 /// and forgotten once drone reported no change for twice `max_poll_interval_ms`.
 fn settles_for_good(status: BuildStatus) -> bool {
     status.is_done() && status != BuildStatus::Killed
+}
+
+/// A failure of drone or of the way to it (5xx; Envoy reports connect failures and timeouts as
+/// 503/504), as opposed to an answer about the one thing asked (4xx).
+fn is_transient(status: u16) -> bool {
+    !(400..500).contains(&status) || status == 408 || status == 429
 }
 
 fn clamp_u32(v: u64) -> u32 {

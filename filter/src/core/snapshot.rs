@@ -5,11 +5,16 @@
 //! build: shared-data keys cannot be deleted. Values are a compact binary encoding; decoding
 //! is defensive (fuzzed), a corrupt shard is skipped and counted.
 
-use super::ledger::{Entry, NOT_SCHEDULED};
+use super::ledger::{Class, Entry, NOT_SCHEDULED};
 use super::model::{BuildKey, BuildStatus, RepoRef};
 use super::wire::{put_str16, put_u32, put_u64, Reader};
 
-const MAGIC: &[u8; 4] = b"SSL1";
+/// `SSL2` added the claim (version, status), the class and a flags byte to each record.
+const MAGIC: &[u8; 4] = b"SSL2";
+/// Shards of the previous version are still read, but their builds come back as hints: the
+/// filter that wrote them settled builds on unverified webhooks, so what they call settled
+/// is only a claim until drone confirms it.
+const MAGIC_V1: &[u8; 4] = b"SSL1";
 
 /// One build as stored in a shard.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,7 +49,9 @@ pub fn watermarks_key(instance: &str) -> String {
     format!("status-sync/{instance}/repos")
 }
 
-const WATERMARKS_MAGIC: &[u8; 4] = b"SSR2";
+/// `SSR3`: written from confirmed identities and from watermarks raised by evidence or drone
+/// only. `SSR2` values (which unverified webhooks could raise) are not read.
+const WATERMARKS_MAGIC: &[u8; 4] = b"SSR3";
 
 /// Encodes repositories with their highest and lowest known build numbers.
 pub fn encode_watermarks(marks: &[(RepoRef, u64, u64)]) -> Vec<u8> {
@@ -120,6 +127,10 @@ pub fn encode_shard(records: &[Record]) -> Vec<u8> {
         out.extend_from_slice(&r.entry.first_seen_ms.to_le_bytes());
         out.extend_from_slice(&r.entry.last_change_ms.to_le_bytes());
         out.extend_from_slice(&r.entry.next_due_ms.to_le_bytes());
+        out.extend_from_slice(&r.entry.claimed_version.to_le_bytes());
+        out.push(r.entry.claimed_status.code());
+        out.push(r.entry.class.code());
+        out.push(u8::from(r.entry.deferred));
         put_str16(&mut out, &r.repo.namespace);
         put_str16(&mut out, &r.repo.name);
     }
@@ -129,13 +140,15 @@ pub fn encode_shard(records: &[Record]) -> Vec<u8> {
 /// Decodes one shard. `None` if the value is not a shard (empty, corrupt, other version).
 pub fn decode_shard(bytes: &[u8]) -> Option<Vec<Record>> {
     let mut r = Reader::new(bytes);
-    if r.take(4)? != MAGIC {
-        return None;
-    }
+    let v2 = match r.take(4)? {
+        m if m == MAGIC => true,
+        m if m == MAGIC_V1 => false,
+        _ => return None,
+    };
     let count = r.u32()? as usize;
-    // Each record takes at least 58 bytes: refuse counts the buffer cannot hold before
-    // allocating for them.
-    if count > bytes.len() / 58 {
+    // Each record takes at least 58 bytes (68 in SSL2): refuse counts the buffer cannot hold
+    // before allocating for them.
+    if count > bytes.len() / if v2 { 68 } else { 58 } {
         return None;
     }
     let mut out = Vec::with_capacity(count);
@@ -149,6 +162,34 @@ pub fn decode_shard(bytes: &[u8]) -> Option<Vec<Record>> {
         let first_seen_ms = r.u64()?;
         let last_change_ms = r.u64()?;
         let next_due_ms = r.u64()?;
+        let mut entry = Entry {
+            settled_version,
+            settled_status,
+            claimed_version: 0,
+            claimed_status: BuildStatus::Unknown,
+            class: Class::Hint,
+            deferred: false,
+            failures,
+            interval_ms,
+            first_seen_ms,
+            last_change_ms,
+            next_due_ms,
+        };
+        if v2 {
+            entry.claimed_version = r.u64()?;
+            entry.claimed_status = BuildStatus::from_code(r.u8()?);
+            entry.class = Class::from_code(r.u8()?)?;
+            entry.deferred = match r.u8()? {
+                0 => false,
+                1 => true,
+                _ => return None,
+            };
+        } else {
+            entry.claimed_version = entry.settled_version;
+            entry.claimed_status = entry.settled_status;
+            entry.settled_version = 0;
+            entry.settled_status = BuildStatus::Unknown;
+        }
         let namespace = r.str16()?;
         let name = r.str16()?;
         out.push(Record {
@@ -158,15 +199,7 @@ pub fn decode_shard(bytes: &[u8]) -> Option<Vec<Record>> {
                 name,
             },
             number,
-            entry: Entry {
-                settled_version,
-                settled_status,
-                failures,
-                interval_ms,
-                first_seen_ms,
-                last_change_ms,
-                next_due_ms,
-            },
+            entry,
         });
     }
     if !r.is_empty() {
@@ -198,6 +231,10 @@ mod tests {
             entry: Entry {
                 settled_version: n + 1,
                 settled_status: BuildStatus::Running,
+                claimed_version: n + 2,
+                claimed_status: BuildStatus::Success,
+                class: [Class::Backed, Class::Hint, Class::Inferred][(n % 3) as usize],
+                deferred: n % 2 == 1,
                 failures: 2,
                 interval_ms: 4000,
                 first_seen_ms: 10,
@@ -216,6 +253,28 @@ mod tests {
     }
 
     #[test]
+    fn version_one_shards_come_back_as_hints() {
+        let mut v1 = b"SSL1".to_vec();
+        v1.extend_from_slice(&1u32.to_le_bytes());
+        for v in [42u64, 7, 5] {
+            v1.extend_from_slice(&v.to_le_bytes());
+        }
+        v1.extend_from_slice(&[BuildStatus::Success.code(), 0]);
+        v1.extend_from_slice(&1000u32.to_le_bytes());
+        for v in [1u64, 2, 3] {
+            v1.extend_from_slice(&v.to_le_bytes());
+        }
+        put_str16(&mut v1, "octocat");
+        put_str16(&mut v1, "hello-world");
+        let r = decode_shard(&v1).unwrap();
+        let e = r[0].entry;
+        assert_eq!((r[0].repo.id, r[0].number), (42, 7));
+        assert_eq!(e.class, Class::Hint);
+        assert_eq!((e.settled_version, e.claimed_version), (0, 5));
+        assert_eq!(e.claimed_status, BuildStatus::Success);
+    }
+
+    #[test]
     fn corrupt_shards_are_rejected_without_panicking() {
         let bytes = encode_shard(&[rec(1), rec(2)]);
         for cut in 0..bytes.len() {
@@ -224,7 +283,11 @@ mod tests {
         let mut extra = bytes.clone();
         extra.push(0);
         assert!(decode_shard(&extra).is_none());
-        let mut huge = b"SSL1".to_vec();
+        let mut bad_class = bytes.clone();
+        // Header (8), fixed fields (54), claimed version (8) and status (1), then the class.
+        bad_class[8 + 54 + 8 + 1] = 7;
+        assert!(decode_shard(&bad_class).is_none());
+        let mut huge = b"SSL2".to_vec();
         huge.extend_from_slice(&u32::MAX.to_le_bytes());
         assert!(decode_shard(&huge).is_none());
         assert!(decode_shard(b"").is_none());
@@ -250,6 +313,9 @@ mod tests {
             assert!(decode_watermarks(&bytes[..cut]).is_none(), "cut {cut}");
         }
         assert!(decode_watermarks(b"SSR1\xff\xff\xff\xff").is_none());
+        let mut old = bytes.clone();
+        old[3] = b'2';
+        assert!(decode_watermarks(&old).is_none(), "SSR2 is not read");
     }
 
     #[test]

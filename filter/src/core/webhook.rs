@@ -2,6 +2,7 @@
 
 use super::drone_api::{parse_repo_object, utf8, RawObject};
 use super::json_scan::{self, Scanner};
+use super::limits;
 use super::model::{BuildStatus, ParseError, ParsedWebhook, RepoRef};
 use std::borrow::Cow;
 
@@ -18,12 +19,17 @@ pub fn is_build_webhook(
     drone_event: Option<&str>,
     webhook_path: &str,
 ) -> bool {
-    if method != "POST" {
-        return false;
-    }
-    if !drone_event.is_some_and(|e| e.trim().eq_ignore_ascii_case("build")) {
-        return false;
-    }
+    is_build_event(method, drone_event) && is_webhook_path(path, webhook_path)
+}
+
+/// `POST` with `X-Drone-Event: build` (see [`is_build_webhook`]).
+pub fn is_build_event(method: &str, drone_event: Option<&str>) -> bool {
+    method == "POST" && drone_event.is_some_and(|e| e.trim().eq_ignore_ascii_case("build"))
+}
+
+/// The path is `webhook_path` or below it (see [`is_build_webhook`]). In `enforce` mode every
+/// request to it, whatever its method and event header, must carry drone's signature.
+pub fn is_webhook_path(path: &str, webhook_path: &str) -> bool {
     if webhook_path.is_empty() {
         return false;
     }
@@ -237,6 +243,9 @@ struct Nested<'a> {
     /// `repo.build`: where the member is, relative to `raw`.
     inner_build: Field<'a>,
     inner_build_at: (usize, usize),
+    /// Bytes of the values of every `build` member (not kept, so not counted against the
+    /// repository JSON limit).
+    inner_build_bytes: usize,
 }
 
 /// Scans the value at the scanner's position (a member of the top-level object): an object's
@@ -270,6 +279,7 @@ fn nested<'a>(
                     }
                 } else if watch_build && name == "build" {
                     n.inner_build.add(value);
+                    n.inner_build_bytes = n.inner_build_bytes.saturating_add(value.len());
                     n.inner_build_at = (prev_end - start, s.pos() - start);
                 }
             }
@@ -358,24 +368,28 @@ pub fn scan_webhook(body: &[u8]) -> Result<WebhookView<'_>, ParseError> {
         .ok_or(ParseError::Missing("repo"))?;
     let [id, namespace, name] = object_fields(&repo_obj)?;
     let repo_ref = RepoRef {
-        id: id.u64("repo.id")?,
-        namespace: non_empty(namespace.string("repo.namespace")?, "repo.namespace")?,
-        name: non_empty(name.string("repo.name")?, "repo.name")?,
+        id: limits::check_positive(id.u64("repo.id")?, "repo.id")?,
+        namespace: slug_part(namespace.string("repo.namespace")?, "repo.namespace")?,
+        name: slug_part(name.string("repo.name")?, "repo.name")?,
     };
+    limits::check_repo_json_len(repo_raw.len().saturating_sub(repo_obj.inner_build_bytes))?;
 
     build
         .get_non_null("build")?
         .ok_or(ParseError::Missing("build"))?;
     let [number, status, version] = object_fields(&build_obj)?;
-    let number = number.u64("build.number")?;
+    let number = limits::check_positive(number.u64("build.number")?, "build.number")?;
     let status = BuildStatus::parse(&status.string("build.status")?);
-    let version = version.u64("build.version")?;
+    let version = limits::check_version(version.u64("build.version")?, "build.version")?;
 
     let system_raw = match system.get_non_null("system")? {
         // Re-deliveries splice it in as an object; anything else would break them.
         Some(raw) if !raw.starts_with('{') => return Err(ParseError::Invalid("system")),
         other => other,
     };
+    if let Some(raw) = system_raw {
+        limits::check_system_json_len(raw.len())?;
+    }
 
     Ok(WebhookView {
         repo: repo_ref,
@@ -389,10 +403,9 @@ pub fn scan_webhook(body: &[u8]) -> Result<WebhookView<'_>, ParseError> {
     })
 }
 
-fn non_empty(s: Cow<'_, str>, name: &'static str) -> Result<String, ParseError> {
-    if s.is_empty() {
-        return Err(ParseError::Invalid(name));
-    }
+/// A namespace or name within [`limits::check_slug_part`].
+fn slug_part(s: Cow<'_, str>, name: &'static str) -> Result<String, ParseError> {
+    limits::check_slug_part(&s, name)?;
     Ok(s.into_owned())
 }
 
@@ -404,6 +417,7 @@ fn non_empty(s: Cow<'_, str>, name: &'static str) -> Result<String, ParseError> 
 pub mod reference {
     use super::super::drone_api::{nesting_depth, utf8};
     use super::super::json_scan::MAX_DEPTH;
+    use super::super::limits;
     use super::super::model::{BuildStatus, ParseError, ParsedWebhook, RepoRef};
     use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
     use serde_json::value::RawValue;
@@ -429,7 +443,16 @@ pub mod reference {
         let repo_raw = top
             .get_non_null("repo", "repo")?
             .ok_or(ParseError::Missing("repo"))?;
-        let (repo, repo_json) = parse_repo_object(&RawObject::parse_nested(repo_raw.get())?)?;
+        let repo_obj = RawObject::parse_nested(repo_raw.get())?;
+        let (repo, repo_json) = parse_repo_object(&repo_obj)?;
+        // The limit is on the raw text without the values of `build` members (not kept).
+        let build_bytes: usize = repo_obj
+            .entries
+            .iter()
+            .filter(|(k, _)| k == "build")
+            .map(|(_, v)| v.get().len())
+            .sum();
+        limits::check_repo_json_len(repo_raw.get().len().saturating_sub(build_bytes))?;
 
         let build_raw = top
             .get_non_null("build", "build")?
@@ -442,6 +465,7 @@ pub mod reference {
                 if !raw.get().starts_with('{') {
                     return Err(ParseError::Invalid("system"));
                 }
+                limits::check_system_json_len(raw.get().len())?;
                 Some(raw.get().to_string())
             }
             None => None,
@@ -459,9 +483,9 @@ pub mod reference {
     }
 
     fn parse_repo_object(obj: &RawObject<'_>) -> Result<(RepoRef, String), ParseError> {
-        let id = obj.u64_field("id", "repo.id")?;
-        let namespace = obj.non_empty_string("namespace", "repo.namespace")?;
-        let name = obj.non_empty_string("name", "repo.name")?;
+        let id = limits::check_positive(obj.u64_field("id", "repo.id")?, "repo.id")?;
+        let namespace = obj.slug_part("namespace", "repo.namespace")?;
+        let name = obj.slug_part("name", "repo.name")?;
         let mut json = String::from("{");
         for (key, value) in obj.entries.iter().filter(|(k, _)| k != "build") {
             if json.len() > 1 {
@@ -483,9 +507,11 @@ pub mod reference {
     }
 
     fn build_fields(obj: &RawObject<'_>) -> Result<(u64, BuildStatus, u64), ParseError> {
-        let number = obj.u64_field("number", "build.number")?;
+        let number =
+            limits::check_positive(obj.u64_field("number", "build.number")?, "build.number")?;
         let status = BuildStatus::parse(&obj.string("status", "build.status")?);
-        let version = obj.u64_field("version", "build.version")?;
+        let version =
+            limits::check_version(obj.u64_field("version", "build.version")?, "build.version")?;
         Ok((number, status, version))
     }
 
@@ -553,12 +579,10 @@ pub mod reference {
             serde_json::from_str::<String>(raw.get()).map_err(|_| ParseError::Invalid(name))
         }
 
-        /// A required, non-empty string (an empty name cannot address the API).
-        fn non_empty_string(&self, key: &str, name: &'static str) -> Result<String, ParseError> {
+        /// A required namespace or name (non-empty, within the input limits).
+        fn slug_part(&self, key: &str, name: &'static str) -> Result<String, ParseError> {
             let s = self.string(key, name)?;
-            if s.is_empty() {
-                return Err(ParseError::Invalid(name));
-            }
+            limits::check_slug_part(&s, name)?;
             Ok(s)
         }
     }
@@ -957,11 +981,115 @@ mod tests {
             REPO,
             &format!(
                 r#"{{"number":{0},"status":"success","version":{0}}}"#,
-                u64::MAX
+                i64::MAX
             ),
         );
         let w = parse_webhook(max.as_bytes()).unwrap();
-        assert_eq!((w.number, w.version), (u64::MAX, u64::MAX));
+        let max = i64::MAX as u64;
+        assert_eq!((w.number, w.version), (max, max));
+    }
+
+    /// Bodies outside the input limits of [`limits`], each with the field it names; every one
+    /// is also checked against the reference parser.
+    fn out_of_limits() -> Vec<(String, &'static str)> {
+        let repo = |id: &str, ns: &str, name: &str| {
+            format!(r#"{{"id":{id},"namespace":{ns},"name":{name}}}"#)
+        };
+        let hook = |repo: &str, build: &str| body(r#""build""#, r#""updated""#, repo, build);
+        let ok_repo = repo("42", r#""octocat""#, r#""hello-world""#);
+        let long = format!("\"{}\"", "x".repeat(limits::MAX_NAME_CHARS + 1));
+        let wide = format!("\"{}\"", "€".repeat(200));
+        let mut v = vec![];
+        for (ns, name, field) in [
+            (r#"".""#, r#""n""#, "repo.namespace"),
+            (r#""..""#, r#""n""#, "repo.namespace"),
+            (r#""o""#, r#"".""#, "repo.name"),
+            (r#""o""#, r#""..""#, "repo.name"),
+            (r#""a/b""#, r#""n""#, "repo.namespace"),
+            (r#""o""#, r#""a/b""#, "repo.name"),
+            (r#""o""#, r#""\/""#, "repo.name"),
+            (r#""o""#, r#""a\nb""#, "repo.name"),
+            (r#""o\u0000""#, r#""n""#, "repo.namespace"),
+            (r#""o""#, r#""\u007f""#, "repo.name"),
+            (&long, r#""n""#, "repo.namespace"),
+            (r#""o""#, &long, "repo.name"),
+            (r#""o""#, &wide, "repo.name"),
+        ] {
+            v.push((hook(&repo("42", ns, name), BUILD), field));
+        }
+        for id in ["0", "9223372036854775808", "18446744073709551615"] {
+            v.push((hook(&repo(id, r#""o""#, r#""n""#), BUILD), "repo.id"));
+        }
+        for n in ["0", "9223372036854775808", "18446744073709551615"] {
+            let build = format!(r#"{{"number":{n},"status":"running","version":1}}"#);
+            v.push((hook(&ok_repo, &build), "build.number"));
+            let build = format!(r#"{{"number":1,"status":"running","version":{n}}}"#);
+            if n != "0" {
+                v.push((hook(&ok_repo, &build), "build.version"));
+            }
+        }
+        let pad = "p".repeat(limits::MAX_REPO_JSON_BYTES);
+        let big_repo = format!(r#"{{"id":42,"namespace":"o","name":"n","x":"{pad}"}}"#);
+        v.push((hook(&big_repo, BUILD), "repo"));
+        let pad = "p".repeat(limits::MAX_SYSTEM_JSON_BYTES);
+        v.push((
+            format!(
+                r#"{{"event":"build","action":"created","repo":{REPO},"build":{BUILD},"system":{{"x":"{pad}"}}}}"#
+            ),
+            "system",
+        ));
+        v
+    }
+
+    #[test]
+    fn fields_outside_the_input_limits_are_refused() {
+        for (b, field) in out_of_limits() {
+            let got = parse_webhook(b.as_bytes());
+            assert_eq!(
+                got,
+                Err(ParseError::Limit(field)),
+                "{}",
+                &b[..b.len().min(300)]
+            );
+            same_as_reference(b.as_bytes());
+        }
+    }
+
+    #[test]
+    fn largest_accepted_fields() {
+        let name = "x".repeat(limits::MAX_NAME_CHARS);
+        // repo.build is not kept, so it does not count against the repository's limit.
+        let inner_build = format!(
+            r#"{{"pad":"{}"}}"#,
+            "b".repeat(4 * limits::MAX_REPO_JSON_BYTES)
+        );
+        let head =
+            format!(r#"{{"id":9223372036854775807,"namespace":"{name}","name":"{name}","x":""#);
+        let tail = format!(r#"","build":{inner_build}}}"#);
+        let fill = limits::MAX_REPO_JSON_BYTES + inner_build.len() - head.len() - tail.len();
+        let repo = format!("{head}{}{tail}", "p".repeat(fill));
+        let system = format!(
+            r#"{{"x":"{}"}}"#,
+            "s".repeat(limits::MAX_SYSTEM_JSON_BYTES - 8)
+        );
+        let b = format!(
+            r#"{{"event":"build","action":"updated","repo":{repo},"build":{{"number":9223372036854775807,"status":"running","version":9223372036854775807}},"system":{system}}}"#
+        );
+        let w = parse_webhook(b.as_bytes()).unwrap();
+        assert_eq!(w.repo.name, name);
+        assert!(w.repo_json.as_ref().unwrap().len() <= limits::MAX_REPO_JSON_BYTES);
+        assert_eq!(
+            w.system_json.as_ref().unwrap().len(),
+            limits::MAX_SYSTEM_JSON_BYTES
+        );
+        same_as_reference(b.as_bytes());
+        // One more byte of the repository (outside `build`) is too many.
+        let over = b.replacen(r#""x":"p"#, r#""x":"pp"#, 1);
+        assert_eq!(
+            parse_webhook(over.as_bytes()),
+            Err(ParseError::Limit("repo"))
+        );
+        same_as_reference(over.as_bytes());
     }
 
     #[test]

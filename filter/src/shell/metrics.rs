@@ -1,19 +1,18 @@
-//! Host metrics (Envoy stats). Defined per root context; counters with the same name in every
-//! VM add up to one Envoy stat.
+//! Host metrics (Envoy stats), defined from [`crate::core::metrics::METRICS`]. Defined per
+//! root context; counters with the same name in every VM add up to one Envoy stat. Names carry
+//! the plugin's `instance` as a tag ([`crate::core::metrics::tagged`]): plugins of different
+//! instances never share a stat.
 
-use crate::core::metrics::{names, Counters};
+use crate::core::metrics::{self, Counters, Id, Kind};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
-use std::collections::HashMap;
 
 pub struct Metrics {
-    ids: HashMap<&'static str, u32>,
-    /// The HTTP filter's counters, indexed by [`Filter`], so the request path does not hash
-    /// names.
-    filter: [Option<u32>; Filter::ALL.len()],
+    /// Host metric ids, indexed by [`Id`]: no name is hashed on the request path.
+    ids: [Option<u32>; Id::COUNT],
 }
 
-/// The counters the HTTP filter bumps per request.
+/// The counters the HTTP filter bumps per request (the request path's names for them).
 #[derive(Clone, Copy)]
 pub enum Filter {
     Observed,
@@ -22,104 +21,96 @@ pub enum Filter {
     Refused,
     Unparsable,
     Oversized,
+    OutOfLimits,
     SignatureInvalid,
     Rejected,
     QueueDropped,
 }
 
 impl Filter {
-    /// Every counter, in declaration order (`ALL[c as usize]` is `c`, checked below).
-    const ALL: [Filter; 9] = [
-        Filter::Observed,
-        Filter::Delivered,
-        Filter::NotDelivered,
-        Filter::Refused,
-        Filter::Unparsable,
-        Filter::Oversized,
-        Filter::SignatureInvalid,
-        Filter::Rejected,
-        Filter::QueueDropped,
-    ];
-
-    fn name(self) -> &'static str {
+    fn id(self) -> Id {
         match self {
-            Filter::Observed => names::WEBHOOKS_OBSERVED,
-            Filter::Delivered => names::WEBHOOKS_DELIVERED,
-            Filter::NotDelivered => names::WEBHOOKS_NOT_DELIVERED,
-            Filter::Refused => names::WEBHOOKS_REFUSED,
-            Filter::Unparsable => names::WEBHOOKS_UNPARSABLE,
-            Filter::Oversized => names::WEBHOOKS_OVERSIZED,
-            Filter::SignatureInvalid => names::WEBHOOKS_SIGNATURE_INVALID,
-            Filter::Rejected => names::WEBHOOKS_REJECTED,
-            Filter::QueueDropped => names::QUEUE_DROPPED,
+            Filter::Observed => Id::WebhooksObserved,
+            Filter::Delivered => Id::WebhooksDelivered,
+            Filter::NotDelivered => Id::WebhooksNotDelivered,
+            Filter::Refused => Id::WebhooksRefused,
+            Filter::Unparsable => Id::WebhooksUnparsable,
+            Filter::Oversized => Id::WebhooksOversized,
+            Filter::OutOfLimits => Id::WebhooksOutOfLimits,
+            Filter::SignatureInvalid => Id::WebhooksSignatureInvalid,
+            Filter::Rejected => Id::WebhooksRejected,
+            Filter::QueueDropped => Id::QueueDropped,
         }
     }
 }
 
-// `ALL` lists the variants in declaration order, so a counter's index is its discriminant.
-// Evaluated at compile time: a wrong order fails the build, never the VM.
-#[allow(clippy::indexing_slicing, clippy::panic)]
-const _: () = {
-    let mut i = 0;
-    while i < Filter::ALL.len() {
-        assert!(Filter::ALL[i] as usize == i, "Filter::ALL out of order");
-        i += 1;
-    }
-};
-
 impl Metrics {
-    pub fn define() -> Metrics {
-        let mut ids = HashMap::new();
-        let zero = Counters::default();
-        let core_counters = zero.counters();
-        let counters = Filter::ALL
-            .iter()
-            .map(|c| c.name())
-            .chain(core_counters.iter().map(|(n, _)| *n))
-            .chain(std::iter::once(names::LEADER_CHANGES));
-        for name in counters {
-            if let Ok(id) = hostcalls::define_metric(MetricType::Counter, name) {
-                ids.insert(name, id);
-            }
+    /// Defines every metric of the table for plugin `instance`; `build_info` also carries the
+    /// module's version as a tag, and is set to 1.
+    pub fn define(instance: &str) -> Metrics {
+        let mut ids = [None; Id::COUNT];
+        for (&id, slot) in Id::ALL.iter().zip(ids.iter_mut()) {
+            let full = if id == Id::BuildInfo {
+                let tags = [
+                    (metrics::VERSION_TAG, env!("CARGO_PKG_VERSION")),
+                    (metrics::INSTANCE_TAG, instance),
+                ];
+                metrics::tagged_with(id.name(), &tags)
+            } else {
+                metrics::tagged(id.name(), instance)
+            };
+            let kind = match id.kind() {
+                Kind::Counter => MetricType::Counter,
+                Kind::Gauge => MetricType::Gauge,
+                Kind::Histogram => MetricType::Histogram,
+            };
+            *slot = hostcalls::define_metric(kind, &full).ok();
         }
-        for (name, _) in zero.gauges() {
-            if let Ok(id) = hostcalls::define_metric(MetricType::Gauge, name) {
-                ids.insert(name, id);
-            }
-        }
-        let filter = Filter::ALL.map(|c| ids.get(c.name()).copied());
-        Metrics { ids, filter }
+        let m = Metrics { ids };
+        m.set(Id::BuildInfo, 1);
+        m
+    }
+
+    fn host_id(&self, id: Id) -> Option<u32> {
+        self.ids.get(id as usize).copied().flatten()
     }
 
     /// Adds one to a counter of the HTTP filter.
     pub fn count(&self, counter: Filter) {
-        if let Some(Some(id)) = self.filter.get(counter as usize) {
-            let _ = hostcalls::increment_metric(*id, 1);
-        }
+        self.inc(counter.id(), 1);
     }
 
-    pub fn inc(&self, name: &'static str, by: u64) {
+    pub fn inc(&self, id: Id, by: u64) {
         if by == 0 {
             return;
         }
-        if let Some(id) = self.ids.get(name) {
-            let _ = hostcalls::increment_metric(*id, i64::try_from(by).unwrap_or(i64::MAX));
+        if let Some(h) = self.host_id(id) {
+            let _ = hostcalls::increment_metric(h, i64::try_from(by).unwrap_or(i64::MAX));
         }
     }
 
-    pub fn set(&self, name: &'static str, value: u64) {
-        if let Some(id) = self.ids.get(name) {
-            let _ = hostcalls::record_metric(*id, value);
+    pub fn set(&self, id: Id, value: u64) {
+        if let Some(h) = self.host_id(id) {
+            let _ = hostcalls::record_metric(h, value);
         }
+    }
+
+    /// Records one sample into a histogram.
+    pub fn record(&self, id: Id, value: u64) {
+        self.set(id, value);
     }
 
     /// Adds what the core counted since `last`, sets the gauges, and remembers `now`.
     pub fn mirror(&self, now: &Counters, last: &mut Counters) {
-        for ((name, v), (_, old)) in now.counters().iter().zip(last.counters().iter()) {
-            self.inc(name, v.saturating_sub(*old));
-        }
-        for (name, v) in now.gauges() {
-            self.set(name, v);
+        for &id in Id::ALL {
+            let Some(value) = now.get(id) else { continue };
+            match id.kind() {
+                Kind::Counter => {
+                    let old = last.get(id).unwrap_or_default();
+                    self.inc(id, value.saturating_sub(old));
+                }
+                Kind::Gauge | Kind::Histogram => self.set(id, value),
+            }
         }
         *last = now.clone();
     }

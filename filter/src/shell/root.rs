@@ -6,7 +6,8 @@ use super::http::Observer;
 use super::metrics::Metrics;
 use crate::core::config::Config;
 use crate::core::lease::{self, Decision, Lease};
-use crate::core::metrics::{names, Counters};
+use crate::core::logfmt::{self, Every, Summary, Val};
+use crate::core::metrics::{Counters, Id};
 use crate::core::observation::Observation;
 use crate::core::reconciler::{CallId, CallResult, OutgoingCall, Reconciler};
 use crate::core::snapshot;
@@ -36,6 +37,10 @@ struct Leader {
     /// Host call tokens of our calls in flight.
     tokens: HashMap<u32, CallId>,
     mirrored: Counters,
+    /// `instance=… reconciler=… epoch=…`, for this root's log lines.
+    who: String,
+    /// When the next summary line is due.
+    summary: Every,
 }
 
 pub struct Root {
@@ -103,16 +108,15 @@ impl Root {
     }
 
     fn step_down(&mut self, why: &str) {
-        if self.leader.take().is_some() {
-            log::info!(
-                "status-sync: root {} is no longer the reconciler: {why}",
-                self.context_id
-            );
+        if let Some(leader) = self.leader.take() {
+            log::info!("reconciler stepped down why={} {}", Val(why), leader.who);
         }
     }
 
     fn become_leader(&mut self, shared: &Shared, now_ms: u64, epoch: u64) {
         let mut reconciler = Reconciler::new(shared.cfg.clone(), self.me ^ now_ms);
+        let who = logfmt::identity(&shared.cfg.instance, self.me, epoch);
+        reconciler.set_identity(who.clone());
         let stored = host::shared_get(&self.keys.meta)
             .0
             .as_deref()
@@ -127,6 +131,7 @@ impl Root {
                     }
                     if !reconciler.load_shard(&v, now_ms) {
                         reconciler.snapshot_error();
+                        log::warn!("snapshot shard unreadable, skipped shard={shard} {who}");
                     }
                 }
             }
@@ -135,6 +140,7 @@ impl Root {
             if let (Some(v), _) = host::shared_get(&marks_key) {
                 if !v.is_empty() && !reconciler.load_watermarks(&v) {
                     reconciler.snapshot_error();
+                    log::warn!("snapshot watermarks unreadable, skipped {who}");
                 }
             }
             if shards != reconciler.shard_count() {
@@ -152,15 +158,18 @@ impl Root {
             &snapshot::encode_meta(reconciler.shard_count()),
             None,
         );
-        shared.metrics.inc(names::LEADER_CHANGES, 1);
+        shared.metrics.inc(Id::LeaderChanges, 1);
+        shared.metrics.set(Id::ReconcilerEpoch, epoch);
         log::info!(
-            "status-sync: root {} is the reconciler (lease epoch {epoch}); {loaded} tracked builds loaded",
-            self.context_id
+            "reconciler elected version={} loaded_builds={loaded} {who}",
+            env!("CARGO_PKG_VERSION")
         );
         self.leader = Some(Leader {
             reconciler,
             tokens: HashMap::new(),
             mirrored: Counters::default(),
+            who,
+            summary: Every::new(logfmt::SUMMARY_EVERY_MS),
         });
     }
 
@@ -174,7 +183,11 @@ impl Root {
                 Ok(obs) => leader.reconciler.observe(obs, now_ms),
                 Err(e) => {
                     leader.reconciler.invalid_observation();
-                    log::warn!("status-sync: dropped an unreadable queue message: {e}");
+                    log::warn!(
+                        "dropped an unreadable queue message why={} {}",
+                        Val(&e.to_string()),
+                        leader.who
+                    );
                 }
             }
         }
@@ -195,8 +208,9 @@ impl Root {
                     }
                     Err(status) => {
                         log::warn!(
-                            "status-sync: cannot call cluster `{}`: {status:?} (is the cluster defined?)",
-                            call.cluster
+                            "cannot call cluster (is it defined?) cluster={} status={status:?} {}",
+                            Val(&call.cluster),
+                            leader.who
                         );
                         next.extend(leader.reconciler.on_response(
                             call.id,
@@ -228,6 +242,9 @@ impl Root {
 
     fn finish_callback(leader: &mut Leader, shared: &Shared) {
         Self::checkpoint(leader, shared);
+        for delay_ms in leader.reconciler.take_recovery_delays() {
+            shared.metrics.record(Id::RecoveryDelayMs, delay_ms);
+        }
         let now = leader.reconciler.counters().clone();
         shared.metrics.mirror(&now, &mut leader.mirrored);
     }
@@ -287,9 +304,12 @@ impl Context for Root {
 
 impl RootContext for Root {
     fn on_vm_start(&mut self, _vm_configuration_size: usize) -> bool {
-        log::info!(
-            "status-sync {} starting (root {})",
+        // One line per VM (every worker and the main thread): debug. The one that becomes the
+        // reconciler says so at info, with the same `root` id as `reconciler=`.
+        log::debug!(
+            "VM started version={} root={} context={}",
             env!("CARGO_PKG_VERSION"),
+            logfmt::root_id(self.me),
             self.context_id
         );
         true
@@ -300,15 +320,14 @@ impl RootContext for Root {
         let cfg = match Config::parse(&raw, &|name| std::env::var(name).ok()) {
             Ok(cfg) => cfg,
             Err(e) => {
-                log::error!("{e}");
+                // Envoy already names the plugin at the start of the line.
+                let msg = e.to_string();
+                log::error!("{}", msg.strip_prefix("status-sync: ").unwrap_or(&msg));
                 return false;
             }
         };
         if !host::set_tick_period_ms(cfg.tick_ms) {
-            log::error!(
-                "status-sync: the host refused set_tick_period({} ms)",
-                cfg.tick_ms
-            );
+            log::error!("the host refused set_tick_period tick_ms={}", cfg.tick_ms);
             return false;
         }
         self.keys = Keys {
@@ -317,13 +336,27 @@ impl RootContext for Root {
         };
         let queue = host::register_queue(&snapshot::queue_name(&cfg.instance));
         if queue.is_none() {
-            log::error!("status-sync: cannot register the shared queue");
+            log::error!(
+                "cannot register the shared queue instance={}",
+                Val(&cfg.instance)
+            );
             return false;
         }
+        // The settings that decide whether webhooks are seen and calls reach anything: the
+        // first-hour problems (docs/runbook.md). One line per root (VM).
+        log::info!(
+            "configured instance={} webhook_path={} drone_cluster={} pipeline_cluster={} version={} root={}",
+            Val(&cfg.instance),
+            Val(&cfg.webhook_path),
+            Val(&cfg.drone_cluster),
+            Val(&cfg.pipeline_cluster),
+            env!("CARGO_PKG_VERSION"),
+            logfmt::root_id(self.me)
+        );
         // A new configuration means a new reconciler: the next tick re-elects and reloads.
         self.leader = None;
         self.shared = Some(Rc::new(Shared {
-            metrics: Metrics::define(),
+            metrics: Metrics::define(&cfg.instance),
             queue,
             log_limits: super::http::new_limits(),
             sent_metadata: std::cell::RefCell::new(crate::core::metadata::SentMetadata::new(
@@ -357,6 +390,20 @@ impl RootContext for Root {
             leader.tokens.retain(|_, id| reconciler.is_inflight(*id));
         }
         Self::finish_callback(leader, &shared);
+        if leader.summary.due(now_ms) {
+            let c = leader.reconciler.counters();
+            let line = Summary {
+                tracked: c.builds_tracked,
+                due: leader.reconciler.ledger().due_count(now_ms) as u64,
+                missing: c.transitions_missing,
+                oldest_undelivered_s: c.oldest_undelivered_seconds,
+                circuit_open: c.circuit_open != 0,
+                inflight: c.calls_inflight,
+                recovered: c.transitions_recovered,
+                giveups: c.giveups,
+            };
+            log::info!("{line} {}", leader.who);
+        }
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {

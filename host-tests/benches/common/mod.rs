@@ -238,13 +238,20 @@ pub fn send(host: &mut Host, vm: usize, body: Vec<u8>, status: u16) {
     .expect("request");
 }
 
+/// `status_sync.<name>`; 0 until the filter first writes it. A name the filter does not declare
+/// (`status_sync::core::metrics::METRICS`) fails the test: a typo would otherwise read 0.
 pub fn metric(host: &Host, name: &str) -> i64 {
-    host.metric(&format!("status_sync.{name}")).unwrap_or(0)
+    let full = format!("status_sync.{name}");
+    assert!(
+        status_sync::core::metrics::by_name(&full).is_some(),
+        "the filter defines no metric {full}"
+    );
+    host.metric(&full).unwrap_or(0)
 }
 
 /// The VM whose root holds the lease now (the last one that logged taking it).
 pub fn leader_vm(host: &Host) -> Option<usize> {
-    host.logs_containing("is the reconciler")
+    host.logs_containing("reconciler elected")
         .last()
         .map(|l| l.vm)
 }

@@ -42,11 +42,35 @@ pub fn plugin_config(extra: &str) -> String {
     )
 }
 
+/// No webhook secret: `signature_mode` `off`, every live webhook is a hint.
 pub fn host_config(workers: usize, extra: &str) -> HostConfig {
     let mut cfg = HostConfig::new(wasm(), &plugin_config(extra));
     cfg.workers = workers;
     cfg.env = vec![("DRONE_TOKEN".into(), TOKEN.into())];
     cfg
+}
+
+/// Drone's `DRONE_WEBHOOK_SECRET` in the scenarios that sign their webhooks.
+pub const HOOK_SECRET: &str = "c2NlbmFyaW8tc2VjcmV0LWtleS0xMjM0NQ";
+
+/// [`host_config`] with drone's webhook secret (`signature_mode` `enforce` unless `extra`
+/// says otherwise): [`send_live`]'s webhooks verify and are evidence.
+pub fn signed_host_config(workers: usize, extra: &str) -> HostConfig {
+    let mut cfg = host_config(
+        workers,
+        &format!(r#","webhook_secret_env":"HOOK_SECRET"{extra}"#),
+    );
+    cfg.env.push(("HOOK_SECRET".into(), HOOK_SECRET.into()));
+    cfg
+}
+
+/// [`hook_request`] signed as drone signs it (`Date`, `Digest`, `Signature`) at `now_ms`.
+pub fn signed_hook_request(body: Vec<u8>, now_ms: u64) -> TestRequest {
+    let s = status_sync::core::signature::sign(HOOK_SECRET.as_bytes(), &body, now_ms);
+    hook_request(body)
+        .header("date", &s.date)
+        .header("digest", &s.digest)
+        .header("signature", &s.signature)
 }
 
 /// Repository `octocat/repo-<n>` with id `100 + n`.
@@ -87,9 +111,19 @@ pub fn api_build(repo: u64, number: u64, status: &str, version: u64) -> Vec<u8> 
     body
 }
 
-/// The drone API answer for a repository (`GET /api/repos/{owner}/{name}`).
+/// The drone API answer for a repository (`GET /api/repos/{owner}/{name}`), with the
+/// fixture's `counter`.
 pub fn api_repo(repo: u64) -> Vec<u8> {
+    let counter = fixture("webhook-build-created.json")["repo"]["counter"]
+        .as_u64()
+        .unwrap_or(0);
+    api_repo_counter(repo, counter)
+}
+
+/// [`api_repo`] with `counter`: the last build number drone allocated in the repository.
+pub fn api_repo_counter(repo: u64, counter: u64) -> Vec<u8> {
     let mut v = fixture("webhook-build-created.json")["repo"].clone();
+    v["counter"] = counter.into();
     v["id"] = repo_id(repo).into();
     v["name"] = format!("repo-{repo}").into();
     v["slug"] = format!("octocat/repo-{repo}").into();
@@ -108,6 +142,8 @@ pub fn hook_request(body: Vec<u8>) -> TestRequest {
 #[derive(Default)]
 pub struct Drone {
     pub builds: BTreeMap<(u64, u64), (String, u64)>,
+    /// Numbers taken (`repos.Increment`) beyond the builds written, per repository.
+    pub allocated: BTreeMap<u64, u64>,
     pub calls: Vec<(u64, String)>,
     pub down: bool,
 }
@@ -118,6 +154,14 @@ impl Drone {
     pub fn set(&mut self, repo: u64, number: u64, status: &str, version: u64) {
         self.builds
             .insert((repo, number), (status.to_string(), version));
+    }
+    /// Build lookups (`GET /api/repos/{o}/{n}/builds/{number}`), without the repository
+    /// lookups of discovery and confirmation.
+    pub fn build_calls(&self) -> usize {
+        self.calls
+            .iter()
+            .filter(|(_, p)| p.starts_with("/api/repos/") && p.contains("/builds/"))
+            .count()
     }
     pub fn calls_for(&self, path_suffix: &str) -> usize {
         self.calls
@@ -145,7 +189,19 @@ pub fn install_drone(host: &mut Host) -> SharedDrone {
         match parts.as_slice() {
             ["api", "repos", "octocat", name] => {
                 let repo: u64 = name.trim_start_matches("repo-").parse().unwrap_or(0);
-                CallReply::ok(api_repo(repo))
+                let counter = d
+                    .builds
+                    .keys()
+                    .filter(|(r, _)| *r == repo)
+                    .map(|(_, n)| *n)
+                    .max()
+                    .unwrap_or(0)
+                    .max(d.allocated.get(&repo).copied().unwrap_or(0));
+                CallReply::ok(api_repo_counter(repo, counter))
+            }
+            // Drone's OSS build (admin-only and 501 there; see drone_sim for the other).
+            ["api", "builds", "incomplete"] => {
+                CallReply::status(501, r#"{"message":"Not Implemented"}"#)
             }
             ["api", "repos", "octocat", name, "builds", number] => {
                 let repo: u64 = name.trim_start_matches("repo-").parse().unwrap_or(0);
@@ -221,7 +277,9 @@ pub fn install_pipeline(host: &mut Host) -> SharedPipeline {
     pipeline
 }
 
-/// Sends a live webhook through VM `vm`; the pipeline answers `status` (and records it on 2xx).
+/// Sends a live webhook through VM `vm`, signed with [`HOOK_SECRET`] as drone would sign it
+/// (evidence under [`signed_host_config`]; without a secret the headers are not looked at);
+/// the pipeline answers `status` (and records it on 2xx).
 pub fn send_live(
     host: &mut Host,
     pipeline: &SharedPipeline,
@@ -230,7 +288,8 @@ pub fn send_live(
     status: u16,
 ) -> host_tests::StreamOutcome {
     let p = pipeline.clone();
-    host.request(vm, hook_request(body), move |up| {
+    let req = signed_hook_request(body, host.now_ms());
+    host.request(vm, req, move |up| {
         if (200..300).contains(&status) {
             p.borrow_mut().record(&up.body);
         }
@@ -239,6 +298,13 @@ pub fn send_live(
     .expect("request")
 }
 
+/// `status_sync.<name>`; 0 until the filter first writes it. A name the filter does not declare
+/// (`status_sync::core::metrics::METRICS`) fails the test: a typo would otherwise read 0.
 pub fn metric(host: &Host, name: &str) -> i64 {
-    host.metric(&format!("status_sync.{name}")).unwrap_or(0)
+    let full = format!("status_sync.{name}");
+    assert!(
+        status_sync::core::metrics::by_name(&full).is_some(),
+        "the filter defines no metric {full}"
+    );
+    host.metric(&full).unwrap_or(0)
 }

@@ -1,0 +1,363 @@
+//! Running Debian's real Prometheus (and promtool) against a real Envoy: the alert rules and
+//! the dashboard of `envoy/monitoring/` are tested with what users run, not a lookalike.
+//!
+//! The package is installed by the Makefile (`make test`). A test that cannot find it fails
+//! when `CI=true` and otherwise says loudly that it skipped ([`require`]): never a silent pass.
+
+use anyhow::{bail, Context as _, Result};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// `envoy/monitoring/`, where the alert rules, their unit tests and the dashboard live.
+pub fn monitoring_dir() -> PathBuf {
+    crate::envoy::crate_dir().join("monitoring")
+}
+
+/// The path of `tool` (`prometheus`, `promtool`) on PATH, if any.
+pub fn find(tool: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(tool))
+        .find(|p| p.is_file())
+}
+
+/// `Ok(Some(path))` when `tool` is installed. Otherwise an error under `CI=true`, and
+/// elsewhere `Ok(None)` after printing that the test is skipped and how to get the tool.
+pub fn require(tool: &str, test: &str) -> Result<Option<PathBuf>> {
+    if let Some(p) = find(tool) {
+        return Ok(Some(p));
+    }
+    let how =
+        "install Debian's `prometheus` package (`make test` does: apt-get install prometheus)";
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        bail!("{test}: `{tool}` not found on PATH and CI=true: {how}");
+    }
+    eprintln!(
+        "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
+         !! SKIPPED {test}: `{tool}` not found on PATH.\n\
+         !! To run it, {how}.\n\
+         !! (Under CI=true this is a failure.)\n\
+         !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n"
+    );
+    Ok(None)
+}
+
+/// Runs `promtool` with `args` in `dir`; returns its combined output, or fails with it.
+pub fn promtool(bin: &Path, dir: &Path, args: &[&str]) -> Result<String> {
+    let out = Command::new(bin)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .with_context(|| format!("run {}", bin.display()))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if !out.status.success() {
+        bail!("promtool {} failed:\n{text}", args.join(" "));
+    }
+    Ok(text)
+}
+
+/// `alerts.yaml` with the test values of the lines marked `# test: <value>`: the token before
+/// the mark becomes `<value>` (so the behind-drone alert fires within seconds in a test).
+/// Lines without a mark are unchanged; the result is what the end-to-end test loads.
+pub fn rules_for_tests(rules: &str) -> Result<String> {
+    let mut out = String::with_capacity(rules.len());
+    for line in rules.lines() {
+        // Comment lines may mention the mark; only code lines carry one.
+        let mark = (!line.trim_start().starts_with('#'))
+            .then(|| line.split_once("# test:"))
+            .flatten();
+        match mark {
+            Some((code, value)) => {
+                let code = code.trim_end();
+                let Some(cut) = code.rfind(char::is_whitespace) else {
+                    bail!("`# test:` mark without a value before it: {line}");
+                };
+                out.push_str(&code[..=cut]);
+                out.push_str(value.trim());
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+/// Every `expr` of a Grafana dashboard's panels, with Grafana's variables replaced by values
+/// Prometheus understands (`$__rate_interval` → `rate_interval`, `$sync_instance` → `.*`).
+pub fn dashboard_queries(dashboard: &Value, rate_interval: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for panel in dashboard["panels"].as_array().into_iter().flatten() {
+        let title = panel["title"].as_str().unwrap_or("?");
+        for t in panel["targets"].as_array().into_iter().flatten() {
+            if let Some(expr) = t["expr"].as_str() {
+                let q = expr
+                    .replace("$__rate_interval", rate_interval)
+                    .replace("$sync_instance", ".*");
+                out.push((title.to_string(), q));
+            }
+        }
+    }
+    out
+}
+
+/// One series of a query answer: its labels and samples (unix seconds, value).
+#[derive(Clone, Debug)]
+pub struct Series {
+    pub labels: BTreeMap<String, String>,
+    pub samples: Vec<(f64, f64)>,
+}
+
+/// A Prometheus server on a free loopback port, scraping one target every second and
+/// evaluating `rules` every second; killed on drop.
+pub struct Prometheus {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    port: u16,
+    agent: ureq::Agent,
+}
+
+impl Prometheus {
+    /// Starts `bin` scraping `metrics_path` of `target` (host:port).
+    pub fn start(bin: &Path, target: &str, metrics_path: &str, rules: &str) -> Result<Prometheus> {
+        let dir = tempfile::Builder::new()
+            .prefix("status-sync-prometheus-")
+            .tempdir()?;
+        std::fs::write(dir.path().join("rules.yaml"), rules)?;
+        let config = format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n  evaluation_interval: 1s\n\
+             rule_files: [rules.yaml]\n\
+             scrape_configs:\n- job_name: envoy\n  metrics_path: {metrics_path}\n  \
+             static_configs:\n  - targets: [\"{target}\"]\n"
+        );
+        let config_path = dir.path().join("prometheus.yml");
+        std::fs::write(&config_path, config)?;
+        let port = crate::envoy::free_port()?;
+        let log = std::fs::File::create(dir.path().join("prometheus.log"))?;
+        let mut cmd = Command::new(bin);
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            use std::os::unix::process::CommandExt as _;
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd
+            .arg(format!("--config.file={}", config_path.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--log.level=warn")
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("start {}", bin.display()))?;
+        let mut p = Prometheus {
+            child: Some(child),
+            dir,
+            port,
+            agent: crate::util::agent(Duration::from_secs(10)),
+        };
+        p.wait_ready(Duration::from_secs(60))?;
+        Ok(p)
+    }
+
+    fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(c) = self.child.as_mut() {
+                if let Some(status) = c.try_wait()? {
+                    bail!("prometheus exited ({status}):\n{}", self.log());
+                }
+            }
+            if let Ok((200, _)) = self.get("/-/ready") {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("prometheus not ready after {timeout:?}:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        let text =
+            std::fs::read_to_string(self.dir.path().join("prometheus.log")).unwrap_or_default();
+        crate::envoy::tail(&text, 40)
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn get(&self, path_and_query: &str) -> Result<(u16, Vec<u8>)> {
+        crate::util::send(
+            self.agent.get(&format!("{}{path_and_query}", self.url())),
+            None,
+        )
+        .map_err(|e| anyhow::anyhow!("prometheus {path_and_query}: {e}"))
+    }
+
+    fn api(&self, path: &str, params: &[(&str, &str)]) -> Result<Value> {
+        let mut req = self.agent.get(&format!("{}{path}", self.url()));
+        for (k, v) in params {
+            req = req.query(k, v);
+        }
+        let (code, body) =
+            crate::util::send(req, None).map_err(|e| anyhow::anyhow!("prometheus {path}: {e}"))?;
+        let v: Value = serde_json::from_slice(&body)
+            .with_context(|| format!("prometheus {path} answered {code}"))?;
+        if v["status"] != "success" {
+            bail!(
+                "prometheus {path} {params:?}: {} {}",
+                v["errorType"],
+                v["error"]
+            );
+        }
+        Ok(v["data"].clone())
+    }
+
+    /// An instant query: each series with its one sample (NaN values included).
+    pub fn query(&self, q: &str) -> Result<Vec<Series>> {
+        let data = self.api("/api/v1/query", &[("query", q)])?;
+        Ok(parse_series(&data["result"], "value"))
+    }
+
+    /// A range query over the last `secs` seconds, one point per `step` seconds.
+    pub fn query_range(&self, q: &str, secs: u64, step: u64) -> Result<Vec<Series>> {
+        let end = crate::util::unix_now();
+        let start = end - i64::try_from(secs).unwrap_or(i64::MAX);
+        let (s, e, st) = (start.to_string(), end.to_string(), step.to_string());
+        let data = self.api(
+            "/api/v1/query_range",
+            &[("query", q), ("start", &s), ("end", &e), ("step", &st)],
+        )?;
+        Ok(parse_series(&data["result"], "values"))
+    }
+
+    /// Alerts Prometheus evaluates now: (alert name, state `pending`/`firing`).
+    pub fn alerts(&self) -> Result<Vec<(String, String)>> {
+        let data = self.api("/api/v1/alerts", &[])?;
+        Ok(data["alerts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|a| {
+                (
+                    a["labels"]["alertname"].as_str().unwrap_or("").to_string(),
+                    a["state"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect())
+    }
+
+    /// The state of the rule group's rules: (name, health, last error).
+    pub fn rule_health(&self) -> Result<Vec<(String, String, String)>> {
+        let data = self.api("/api/v1/rules", &[])?;
+        let mut out = Vec::new();
+        for g in data["groups"].as_array().into_iter().flatten() {
+            for r in g["rules"].as_array().into_iter().flatten() {
+                out.push((
+                    r["name"].as_str().unwrap_or("").to_string(),
+                    r["health"].as_str().unwrap_or("").to_string(),
+                    r["lastError"].as_str().unwrap_or("").to_string(),
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Healthy scrapes of the target so far (`up == 1`).
+    pub fn target_up(&self) -> Result<bool> {
+        Ok(self
+            .query("up")?
+            .iter()
+            .any(|s| s.samples.first().is_some_and(|(_, v)| *v == 1.0)))
+    }
+}
+
+fn parse_series(result: &Value, key: &str) -> Vec<Series> {
+    let sample = |p: &Value| -> Option<(f64, f64)> {
+        let t = p.get(0)?.as_f64()?;
+        let v = p.get(1)?.as_str()?.parse::<f64>().ok()?;
+        Some((t, v))
+    };
+    result
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| Series {
+            labels: s["metric"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+                .collect(),
+            samples: if key == "value" {
+                sample(&s["value"]).into_iter().collect()
+            } else {
+                s["values"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(sample)
+                    .collect()
+            },
+        })
+        .collect()
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_marks_replace_the_value_before_them_only() {
+        let rules = "    expr: |\n      x\n        > 600 # test: 2\n    for: 5m # test: 2s\n    keep: 10m\n";
+        let got = rules_for_tests(rules).unwrap_or_default();
+        assert_eq!(
+            got,
+            "    expr: |\n      x\n        > 2\n    for: 2s\n    keep: 10m\n"
+        );
+        assert_eq!(
+            rules_for_tests("# lines marked `# test: <value>`\n").unwrap_or_default(),
+            "# lines marked `# test: <value>`\n"
+        );
+        assert!(rules_for_tests("x:# test: 3\n").is_err());
+    }
+
+    #[test]
+    fn dashboard_variables_are_replaced() {
+        let d = serde_json::json!({"panels": [{"title": "t", "targets": [
+            {"expr": "rate(x{sync_instance=~\"$sync_instance\"}[$__rate_interval])"}]}]});
+        assert_eq!(
+            dashboard_queries(&d, "30s"),
+            vec![(
+                "t".to_string(),
+                "rate(x{sync_instance=~\".*\"}[30s])".to_string()
+            )]
+        );
+    }
+}

@@ -1,0 +1,114 @@
+//! Two clean clones of this repository (HEAD), at two different paths and with two different
+//! cargo homes, each run `make dist`: the modules must be byte-identical and the OCI images
+//! must have the same manifest digest, and neither module may name the clone's path or the
+//! cargo home (rustc writes source paths into panic locations; `make dist` remaps them).
+//!
+//! What it proves is limited to what differs here: the path of the clone and of cargo's
+//! registry, the time of the build, a cold target directory. The toolchain and wasm-opt are
+//! pinned (rust-toolchain.toml, WASM_OPT_VERSION in the Makefile), not varied.
+//!
+//! Needs git, make and Debian's wasm-opt 108 (`make test` installs binaryen); without them it
+//! fails under CI=true and says loudly that it skipped elsewhere.
+
+use anyhow::{ensure, Context as _, Result};
+use envoy_e2e::dist::{clean_build_env, missing_part, repo_root, run, which, Dist};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn cargo_home() -> PathBuf {
+    std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+        .unwrap_or_else(|| PathBuf::from(".cargo"))
+}
+
+/// `make dist` in `clone`, with nothing of this test's own build leaking in (cargo's and
+/// make's variables would point it at our target dir or jobserver).
+fn make_dist(clone: &Path, cargo_home: &Path) -> Result<Dist> {
+    let mut cmd = Command::new("make");
+    cmd.arg("-s").arg("dist").current_dir(clone);
+    clean_build_env(&mut cmd);
+    cmd.env("CARGO_HOME", cargo_home);
+    run(&mut cmd).with_context(|| format!("make dist in {}", clone.display()))?;
+    Dist::read(&clone.join("dist"))
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn two_clean_clones_give_the_same_module_and_image_digest() -> Result<()> {
+    let test = "two_clean_clones_give_the_same_module_and_image_digest";
+    for tool in ["git", "make", "wasm-opt"] {
+        if which(tool).is_none() {
+            return missing_part(test, tool);
+        }
+    }
+    let version = run(Command::new("wasm-opt").arg("--version"))?;
+    if !version.contains("version 108") {
+        return missing_part(test, &format!("wasm-opt 108 (found {})", version.trim()));
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix("status-sync-repro-")
+        .tempdir()?;
+    let a = tmp.path().join("a");
+    let b = tmp.path().join("a-clone/at/another/depth");
+    let home = cargo_home();
+    // The second build's cargo home is another directory whose registry is the same one
+    // (offline: nothing is downloaded), so its path differs in what rustc sees.
+    let home_b = tmp.path().join("other-cargo-home");
+    std::fs::create_dir_all(&home_b)?;
+    std::os::unix::fs::symlink(home.join("registry"), home_b.join("registry"))?;
+    let root = repo_root();
+    for clone in [&a, &b] {
+        run(Command::new("git")
+            .args(["clone", "--quiet", "--no-hardlinks"])
+            .arg(&root)
+            .arg(clone))?;
+    }
+    let da = make_dist(&a, &home)?;
+    let db = make_dist(&b, &home_b)?;
+    for (d, clone, home) in [(&da, &a, &home), (&db, &b, &home_b)] {
+        for path in [clone, home] {
+            let p = path.display().to_string();
+            ensure!(
+                !contains(&d.module, p.as_bytes()),
+                "the module built in {} names the path {p}",
+                clone.display()
+            );
+        }
+    }
+    ensure!(
+        da.module == db.module,
+        "modules differ: {} bytes vs {} bytes",
+        da.module.len(),
+        db.module.len()
+    );
+    assert_eq!(da.image_digest, db.image_digest);
+    assert_eq!(da.tag, db.tag);
+    // The whole image layout, blob for blob.
+    let listing = |d: &Dist| -> Result<Vec<(String, Vec<u8>)>> {
+        let mut v = Vec::new();
+        for e in std::fs::read_dir(d.dir.join("oci/blobs/sha256"))? {
+            let e = e?;
+            v.push((
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path())?,
+            ));
+        }
+        v.push((
+            "index.json".into(),
+            std::fs::read(d.dir.join("oci/index.json"))?,
+        ));
+        v.sort();
+        Ok(v)
+    };
+    assert!(listing(&da)? == listing(&db)?, "OCI layouts differ");
+    eprintln!(
+        "two clones: module {} bytes, image {}",
+        da.module.len(),
+        da.image_digest
+    );
+    Ok(())
+}

@@ -1,0 +1,174 @@
+//! Limits on every field we take from a webhook, checked by the webhook parser and again by the
+//! queue decoder (a message on the shared queue is input too: any VM of the process can write
+//! it). One set of functions, so the two cannot drift apart.
+//!
+//! The limits follow what drone itself can hold (`drone-identity`: drone v2.25.0):
+//! - `repo.namespace`, `repo.name`: the two halves of drone's slug `namespace + "/" + name`.
+//!   Drone's syncer skips any repository whose slug has more than one `/`, so neither half has
+//!   one; the columns are `VARCHAR(250)`, so at most 250 characters each, and 250 bytes
+//!   ([`MAX_NAME_BYTES`]: real names are ASCII; memory is what we are protecting). `.` and `..` are
+//!   refused (they would walk the API path even when percent-encoded: `.` is unreserved), as is
+//!   any control character (no SCM allows one, and they would reach logs).
+//! - `repo.id`, `build.number`: drone's `int64` primary key and per-repository counter, both
+//!   start at 1: `1..=2^63-1`. `build.version` starts at 1 too, but 0 is kept harmless:
+//!   `0..=2^63-1`. Anything above `i64::MAX` cannot be a drone value (drone's API answers 400).
+//! - The `repo` object (without its nested `build`, which is not kept) and the `system` object
+//!   are copied into re-deliveries: [`MAX_REPO_JSON_BYTES`] and [`MAX_SYSTEM_JSON_BYTES`]
+//!   (drone's are about 1.2 KB and 100 B).
+//!
+//! A webhook outside these limits is passed through untouched, counted
+//! (`webhooks_out_of_limits`), and never tracked.
+
+use super::model::{ParseError, ParsedWebhook};
+
+/// Drone's `repo_namespace`/`repo_name` columns: `VARCHAR(250)` (characters).
+pub const MAX_NAME_CHARS: usize = 250;
+/// Bytes of a namespace or name (UTF-8): the same 250. Every SCM drone supports restricts
+/// names to ASCII (GitHub, Gitea/Gogs, GitLab paths, Bitbucket slugs and project keys), so for
+/// every real name characters and bytes agree; the byte limit is what bounds memory.
+pub const MAX_NAME_BYTES: usize = 250;
+/// Drone's ids, numbers and versions are Go `int64`.
+pub const MAX_INT: u64 = i64::MAX as u64;
+/// The `repo` object without its nested `build`, as raw JSON text. Drone's is about 1.2 KB.
+pub const MAX_REPO_JSON_BYTES: usize = 8 * 1024;
+/// The `system` object as raw JSON text. Drone's (`proto`, `host`, `link`, `version`) is
+/// about 100 B.
+pub const MAX_SYSTEM_JSON_BYTES: usize = 4 * 1024;
+
+/// A namespace or name: non-empty (else [`ParseError::Invalid`], an empty name cannot address
+/// drone's API), and within the limits above (else [`ParseError::Limit`]).
+pub fn check_slug_part(s: &str, field: &'static str) -> Result<(), ParseError> {
+    if s.is_empty() {
+        return Err(ParseError::Invalid(field));
+    }
+    if s.len() > MAX_NAME_BYTES
+        || s.chars().count() > MAX_NAME_CHARS
+        || s == "."
+        || s == ".."
+        || s.chars().any(|c| c == '/' || c.is_control())
+    {
+        return Err(ParseError::Limit(field));
+    }
+    Ok(())
+}
+
+/// A repository id or build number: `1..=2^63-1`.
+pub fn check_positive(v: u64, field: &'static str) -> Result<u64, ParseError> {
+    if v == 0 || v > MAX_INT {
+        return Err(ParseError::Limit(field));
+    }
+    Ok(v)
+}
+
+/// A build version: `0..=2^63-1`.
+pub fn check_version(v: u64, field: &'static str) -> Result<u64, ParseError> {
+    if v > MAX_INT {
+        return Err(ParseError::Limit(field));
+    }
+    Ok(v)
+}
+
+/// Bytes of the `repo` object without its nested `build`.
+pub fn check_repo_json_len(len: usize) -> Result<(), ParseError> {
+    if len > MAX_REPO_JSON_BYTES {
+        return Err(ParseError::Limit("repo"));
+    }
+    Ok(())
+}
+
+/// Bytes of the `system` object.
+pub fn check_system_json_len(len: usize) -> Result<(), ParseError> {
+    if len > MAX_SYSTEM_JSON_BYTES {
+        return Err(ParseError::Limit("system"));
+    }
+    Ok(())
+}
+
+/// Every limit, on a webhook as decoded from the queue (the parser checks the same fields one
+/// by one as it meets them). The action must be one the parser produces.
+pub fn check_webhook(w: &ParsedWebhook) -> Result<(), ParseError> {
+    check_positive(w.repo.id, "repo.id")?;
+    check_slug_part(&w.repo.namespace, "repo.namespace")?;
+    check_slug_part(&w.repo.name, "repo.name")?;
+    check_positive(w.number, "build.number")?;
+    check_version(w.version, "build.version")?;
+    if w.action != "created" && w.action != "updated" {
+        return Err(ParseError::Invalid("action"));
+    }
+    if let Some(j) = &w.repo_json {
+        check_repo_json_len(j.len())?;
+    }
+    if let Some(j) = &w.system_json {
+        check_system_json_len(j.len())?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slug_parts_follow_drone() {
+        for ok in [
+            "octocat",
+            "hello-world",
+            "a.b_c",
+            "...",
+            ".github",
+            "é",
+            &"x".repeat(250),
+            &"é".repeat(125),
+        ] {
+            assert_eq!(check_slug_part(ok, "repo.name"), Ok(()), "{ok:?}");
+        }
+        assert_eq!(
+            check_slug_part("", "repo.name"),
+            Err(ParseError::Invalid("repo.name"))
+        );
+        for bad in [
+            ".",
+            "..",
+            "a/b",
+            "/",
+            "a\nb",
+            "a\u{0}",
+            "a\u{7f}",
+            "a\u{85}",
+            "\t",
+            &"x".repeat(251),
+            &"é".repeat(126), // 126 characters, 252 bytes
+            &"€".repeat(200), // 200 characters, 600 bytes
+        ] {
+            assert_eq!(
+                check_slug_part(bad, "repo.name"),
+                Err(ParseError::Limit("repo.name")),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn numbers_are_drone_int64() {
+        assert_eq!(check_positive(1, "n"), Ok(1));
+        assert_eq!(check_positive(MAX_INT, "n"), Ok(MAX_INT));
+        assert_eq!(check_positive(0, "n"), Err(ParseError::Limit("n")));
+        assert_eq!(
+            check_positive(MAX_INT + 1, "n"),
+            Err(ParseError::Limit("n"))
+        );
+        assert_eq!(check_positive(u64::MAX, "n"), Err(ParseError::Limit("n")));
+        assert_eq!(check_version(0, "v"), Ok(0));
+        assert_eq!(check_version(MAX_INT, "v"), Ok(MAX_INT));
+        assert_eq!(check_version(1 << 63, "v"), Err(ParseError::Limit("v")));
+    }
+
+    #[test]
+    fn json_sizes() {
+        assert!(check_repo_json_len(MAX_REPO_JSON_BYTES).is_ok());
+        assert!(check_repo_json_len(MAX_REPO_JSON_BYTES + 1).is_err());
+        assert!(check_system_json_len(MAX_SYSTEM_JSON_BYTES).is_ok());
+        assert!(check_system_json_len(MAX_SYSTEM_JSON_BYTES + 1).is_err());
+    }
+}

@@ -1,0 +1,320 @@
+//! Repository identities and objects the reconciler keeps: which name addresses a repository
+//! id in drone's API (confirmed by evidence or drone, or only a candidate an unverified webhook
+//! gave), its gap-filling watermarks and discovery schedule, and the `repo` objects
+//! re-deliveries carry. Every map here is bounded by `max_repos`.
+
+use super::ledger::NOT_SCHEDULED;
+use super::model::{BuildKey, RepoRef};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+
+/// A repository's name (to address the API) and its gap-filling watermarks.
+#[derive(Clone, Debug)]
+pub(crate) struct RepoIdent {
+    pub(crate) namespace: Box<str>,
+    pub(crate) name: Box<str>,
+    /// Evidence (a verified webhook) or drone itself gave this name for this id. Otherwise it
+    /// is a candidate from an unverified webhook, confirmed with drone before any use.
+    pub(crate) confirmed: bool,
+    /// A confirmation call for the candidate is on its way.
+    pub(crate) confirming: bool,
+    /// Another name a hint gave while the candidate was being confirmed: the next candidate
+    /// should drone refute this one (so a forged name sent first cannot shut out the real one).
+    pub(crate) next: Option<(Box<str>, Box<str>)>,
+    /// Highest build number evidence or drone showed for this repository (0 = none yet), for
+    /// finding builds whose every webhook was lost.
+    pub(crate) max_number: u64,
+    /// Lowest build number seen since this reconciler started (0 = none): a lower one that
+    /// arrives late shows the numbers between were missed too.
+    pub(crate) min_number: u64,
+    /// Discovery (confirmed repositories only): when evidence or drone last showed a new
+    /// build number (0 = not known yet: set on the first discovery), the current interval
+    /// between looks at `counter`, when the next look is due ([`NOT_SCHEDULED`]: none), and
+    /// whether a look is on its way.
+    pub(crate) last_activity_ms: u64,
+    pub(crate) discover_interval_ms: u32,
+    pub(crate) discover_due_ms: u64,
+    pub(crate) discovering: bool,
+}
+
+/// Repository identities: at most `2 * max_repos` confirmed ones and `max_repos` candidates,
+/// the oldest of a kind going first (counted in `repos_evicted`). Small (a name and two
+/// numbers), unlike the `repo` objects, which `max_repos` bounds.
+#[derive(Debug, Default)]
+pub(crate) struct Idents {
+    pub(crate) map: HashMap<u64, RepoIdent>,
+    /// Order in which ids became confirmed (0) or candidates (1); lazily cleaned.
+    pub(crate) order: [VecDeque<u64>; 2],
+    pub(crate) counts: [usize; 2],
+    /// Discovery index: (due, repository id as a [`BuildKey`] of number 0) of confirmed
+    /// repositories (the ledger's index type: one instantiation less in the module).
+    pub(crate) due: BTreeSet<(u64, BuildKey)>,
+    /// `max_repos`.
+    pub(crate) cap: usize,
+}
+
+impl Idents {
+    pub(crate) fn get(&self, id: &u64) -> Option<&RepoIdent> {
+        self.map.get(id)
+    }
+
+    pub(crate) fn get_mut(&mut self, id: &u64) -> Option<&mut RepoIdent> {
+        self.map.get_mut(id)
+    }
+
+    pub(crate) fn confirmed(&self, id: &u64) -> Option<&RepoIdent> {
+        self.map.get(id).filter(|i| i.confirmed)
+    }
+
+    pub(crate) fn kind(confirmed: bool) -> usize {
+        usize::from(!confirmed)
+    }
+
+    /// Records a name evidence or drone gave for `repo.id` (renames included). Returns how
+    /// many identities were evicted to make room.
+    pub(crate) fn confirm(&mut self, repo: &RepoRef) -> u64 {
+        match self.map.get_mut(&repo.id) {
+            Some(i) if i.confirmed => {
+                if *i.namespace != *repo.namespace || *i.name != *repo.name {
+                    i.namespace = repo.namespace.clone().into_boxed_str();
+                    i.name = repo.name.clone().into_boxed_str();
+                }
+                0
+            }
+            Some(i) => {
+                i.namespace = repo.namespace.clone().into_boxed_str();
+                i.name = repo.name.clone().into_boxed_str();
+                i.confirmed = true;
+                i.confirming = false;
+                i.next = None;
+                self.counts[1] = self.counts[1].saturating_sub(1);
+                self.added(repo.id, true)
+            }
+            None => {
+                self.map.insert(repo.id, ident(repo, true));
+                self.added(repo.id, true)
+            }
+        }
+    }
+
+    /// Records the name an unverified webhook gave, unless drone or evidence already named the
+    /// repository (hints never rename). The latest candidate wins: the genuine webhooks of a
+    /// build keep coming, a refuted candidate is dropped.
+    pub(crate) fn candidate(&mut self, repo: &RepoRef) -> u64 {
+        match self.map.get_mut(&repo.id) {
+            Some(i) if i.confirmed => 0,
+            Some(i) => {
+                let same = *i.namespace == *repo.namespace && *i.name == *repo.name;
+                if !i.confirming {
+                    i.namespace = repo.namespace.clone().into_boxed_str();
+                    i.name = repo.name.clone().into_boxed_str();
+                } else if !same {
+                    i.next = Some((
+                        repo.namespace.clone().into_boxed_str(),
+                        repo.name.clone().into_boxed_str(),
+                    ));
+                }
+                0
+            }
+            None => {
+                self.map.insert(repo.id, ident(repo, false));
+                self.added(repo.id, false)
+            }
+        }
+    }
+
+    /// Drops a candidate drone refuted, if it is still the one asked about; a name another
+    /// hint gave meanwhile becomes the candidate.
+    pub(crate) fn refute(&mut self, id: u64, namespace: &str, name: &str) {
+        let Some(i) = self.map.get_mut(&id) else {
+            return;
+        };
+        i.confirming = false;
+        if i.confirmed || *i.namespace != *namespace || *i.name != *name {
+            return;
+        }
+        match i.next.take() {
+            Some((ns, n)) => {
+                i.namespace = ns;
+                i.name = n;
+            }
+            None => {
+                self.map.remove(&id);
+                self.counts[1] = self.counts[1].saturating_sub(1);
+            }
+        }
+    }
+
+    pub(crate) fn added(&mut self, id: u64, confirmed: bool) -> u64 {
+        let k = Self::kind(confirmed);
+        let mut evicted = 0;
+        if let (Some(order), Some(count)) = (self.order.get_mut(k), self.counts.get_mut(k)) {
+            order.push_back(id);
+            *count += 1;
+            let cap = if confirmed { 2 * self.cap } else { self.cap };
+            while *count > cap {
+                let Some(old) = order.pop_front() else {
+                    break;
+                };
+                if self.map.get(&old).is_some_and(|i| i.confirmed == confirmed) {
+                    if let Some(gone) = self.map.remove(&old) {
+                        self.due.remove(&(gone.discover_due_ms, repo_key(old)));
+                    }
+                    *count -= 1;
+                    evicted += 1;
+                }
+            }
+            if order.len() > 2 * *count + 64 {
+                let map = &self.map;
+                order.retain(|id| map.get(id).is_some_and(|i| i.confirmed == confirmed));
+            }
+        }
+        evicted
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&u64, &RepoIdent)> {
+        self.map.iter()
+    }
+
+    /// Schedules the next look at a confirmed repository's `counter` (at most one per
+    /// repository).
+    pub(crate) fn schedule_discovery(&mut self, id: u64, due_ms: u64) {
+        let Some(i) = self.map.get_mut(&id).filter(|i| i.confirmed) else {
+            return;
+        };
+        if i.discover_due_ms != NOT_SCHEDULED {
+            self.due.remove(&(i.discover_due_ms, repo_key(id)));
+        }
+        i.discover_due_ms = due_ms;
+        self.due.insert((due_ms, repo_key(id)));
+    }
+
+    /// Earliest repository due for discovery at `now_ms`, taken out of the schedule.
+    pub(crate) fn pop_discovery(&mut self, now_ms: u64) -> Option<u64> {
+        let first = *self.due.first()?;
+        if first.0 > now_ms {
+            return None;
+        }
+        self.due.remove(&first);
+        let id = first.1.repo_id;
+        if let Some(i) = self.map.get_mut(&id) {
+            i.discover_due_ms = NOT_SCHEDULED;
+        }
+        Some(id)
+    }
+
+    pub(crate) fn next_discovery(&self) -> Option<u64> {
+        self.due.first().map(|(t, _)| *t)
+    }
+}
+
+pub(crate) fn repo_key(repo_id: u64) -> BuildKey {
+    BuildKey { repo_id, number: 0 }
+}
+
+pub(crate) fn ident(repo: &RepoRef, confirmed: bool) -> RepoIdent {
+    RepoIdent {
+        namespace: repo.namespace.clone().into_boxed_str(),
+        name: repo.name.clone().into_boxed_str(),
+        confirmed,
+        confirming: false,
+        next: None,
+        max_number: 0,
+        min_number: 0,
+        last_activity_ms: 0,
+        discover_interval_ms: 0,
+        discover_due_ms: NOT_SCHEDULED,
+        discovering: false,
+    }
+}
+
+/// Bounded FIFO cache of `repo` objects (the big part: about 1.2 KB each), from evidence or
+/// drone's answers only.
+#[derive(Debug, Default)]
+pub(crate) struct RepoJsonCache {
+    pub(crate) map: HashMap<u64, Box<str>>,
+    pub(crate) order: VecDeque<u64>,
+    pub(crate) cap: usize,
+}
+
+impl RepoJsonCache {
+    pub(crate) fn insert(&mut self, id: u64, json: String) {
+        if self.map.insert(id, json.into_boxed_str()).is_none() {
+            self.order.push_back(id);
+        }
+        while self.map.len() > self.cap {
+            match self.order.pop_front() {
+                Some(old) => {
+                    self.map.remove(&old);
+                }
+                None => break,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    fn repo(id: u64, name: &str) -> RepoRef {
+        RepoRef {
+            id,
+            namespace: "o".into(),
+            name: name.into(),
+        }
+    }
+
+    fn idents(cap: usize) -> Idents {
+        Idents {
+            cap,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn hints_never_rename_a_confirmed_repository() {
+        let mut i = idents(4);
+        i.confirm(&repo(1, "real"));
+        i.candidate(&repo(1, "forged"));
+        assert_eq!(&*i.confirmed(&1).unwrap().name, "real");
+        // Evidence and drone may rename.
+        i.confirm(&repo(1, "renamed"));
+        assert_eq!(&*i.confirmed(&1).unwrap().name, "renamed");
+    }
+
+    #[test]
+    fn a_refuted_candidate_gives_way_to_the_next_one() {
+        let mut i = idents(4);
+        i.candidate(&repo(1, "forged"));
+        i.get_mut(&1).unwrap().confirming = true;
+        i.candidate(&repo(1, "real"));
+        assert_eq!(
+            &*i.get(&1).unwrap().name,
+            "forged",
+            "not while it is asked about"
+        );
+        i.refute(1, "o", "forged");
+        assert_eq!(&*i.get(&1).unwrap().name, "real");
+        i.refute(1, "o", "real");
+        assert!(i.get(&1).is_none());
+    }
+
+    #[test]
+    fn both_kinds_are_bounded_and_eviction_leaves_no_discovery_behind() {
+        let mut i = idents(2);
+        let mut evicted = 0;
+        for id in 1..=10 {
+            evicted += i.confirm(&repo(id, "r"));
+            i.schedule_discovery(id, 100 + id);
+        }
+        for id in 11..=20 {
+            evicted += i.candidate(&repo(id, "c"));
+        }
+        assert_eq!(evicted, 6 + 8);
+        assert_eq!(i.iter().count(), 4 + 2);
+        assert_eq!(i.due.len(), 4, "discovery only for the confirmed ones kept");
+        assert_eq!(i.pop_discovery(1_000), Some(7));
+        assert_eq!(i.next_discovery(), Some(108));
+    }
+}

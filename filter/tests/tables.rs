@@ -1,0 +1,276 @@
+//! README's metrics and configuration tables are generated from the declarations
+//! (`core::metrics::METRICS`, `core::config::KEYS`); this test fails when README.md differs
+//! from what they say, and `make docs` (this test with `STATUS_SYNC_WRITE_DOCS=1`) rewrites
+//! them. It also checks that every `status_sync` metric the runbook, the alerts and the
+//! dashboard name is one the filter defines.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use status_sync::core::config::{Spec, Unit, KEYS};
+use status_sync::core::metrics::{self, Kind, METRICS};
+use std::path::PathBuf;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default()
+}
+
+fn read(rel: &str) -> String {
+    let path = root().join(rel);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A table cell: `|` would end it.
+fn cell(s: &str) -> String {
+    s.replace('|', "\\|")
+}
+
+fn metrics_table() -> String {
+    let mut out = String::from("| metric | kind | meaning |\n|---|---|---|\n");
+    for m in METRICS {
+        out.push_str(&format!(
+            "| `{}` | {} | {} |\n",
+            m.name,
+            m.kind.as_str(),
+            cell(m.help)
+        ));
+    }
+    out
+}
+
+/// An integer as README shows it: milliseconds and bytes in their largest whole unit.
+fn human(n: u64, unit: Unit) -> String {
+    let units: &[(u64, &str)] = match unit {
+        Unit::Count => &[],
+        Unit::Ms => &[
+            (86_400_000, " day"),
+            (3_600_000, " h"),
+            (60_000, " min"),
+            (1_000, " s"),
+        ],
+        Unit::Bytes => &[(1 << 20, " MiB"), (1 << 10, " KiB")],
+    };
+    for &(size, name) in units {
+        if n >= size && n % size == 0 {
+            let plural = if name == " day" && n / size > 1 {
+                "s"
+            } else {
+                ""
+            };
+            return format!("{}{name}{plural}", n / size);
+        }
+    }
+    match unit {
+        Unit::Count => n.to_string(),
+        Unit::Ms => format!("{n} ms"),
+        Unit::Bytes => format!("{n} bytes"),
+    }
+}
+
+fn config_table() -> String {
+    let mut out = String::from("| key | default | range | meaning |\n|---|---|---|---|\n");
+    for k in KEYS {
+        let (default, range) = match k.spec {
+            Spec::Int {
+                default,
+                min,
+                max,
+                unit,
+                shown,
+                rule,
+            } => {
+                let default = match default {
+                    Some(d) if human(d, unit) != d.to_string() => {
+                        format!("{d} ({})", human(d, unit))
+                    }
+                    Some(d) => d.to_string(),
+                    None => shown.to_string(),
+                };
+                let mut range = format!("{}–{}", human(min, unit), human(max, unit));
+                if !rule.is_empty() {
+                    range.push_str(", ");
+                    range.push_str(rule);
+                }
+                (default, range)
+            }
+            Spec::Str { default, range } => (format!("`{default}`"), range.to_string()),
+            Spec::Other { default, range } | Spec::Secret { default, range } => {
+                (default.to_string(), range.to_string())
+            }
+        };
+        out.push_str(&format!(
+            "| `{}` | {} | {} | {} |\n",
+            k.name,
+            cell(&default),
+            cell(&range),
+            cell(k.help)
+        ));
+    }
+    out
+}
+
+/// The text between `<!-- begin {what} -->` and `<!-- end {what} -->` lines.
+fn section(text: &str, what: &str) -> Option<(usize, usize)> {
+    let begin = format!("<!-- begin {what}");
+    let end = format!("<!-- end {what} -->");
+    let b = text.find(&begin)?;
+    let start = b + text[b..].find('\n')? + 1;
+    let stop = start + text[start..].find(&end)?;
+    Some((start, stop))
+}
+
+/// README's generated sections, each compared with (or, with `STATUS_SYNC_WRITE_DOCS=1`,
+/// replaced by) what the declarations give.
+#[test]
+fn readme_tables_match_the_declarations() {
+    let generated = [
+        ("configuration table", config_table()),
+        ("metrics table", metrics_table()),
+    ];
+    let mut readme = read("README.md");
+    let mut stale = Vec::new();
+    for (what, want) in &generated {
+        let (start, stop) = section(&readme, what).unwrap_or_else(|| {
+            panic!("README.md has no `<!-- begin {what}` ... `<!-- end {what} -->` section")
+        });
+        if readme[start..stop] != **want {
+            stale.push(*what);
+            readme.replace_range(start..stop, want);
+        }
+    }
+    if stale.is_empty() {
+        return;
+    }
+    if std::env::var_os("STATUS_SYNC_WRITE_DOCS").is_some() {
+        std::fs::write(root().join("README.md"), &readme).expect("write README.md");
+        eprintln!("README.md: rewrote {stale:?}");
+        return;
+    }
+    let want: String = generated.iter().map(|(_, t)| t.as_str()).collect();
+    panic!(
+        "README.md's {stale:?} differ from the declarations (core::metrics::METRICS, \
+         core::config::KEYS): edit those, then run `make docs`. They give:\n{want}"
+    );
+}
+
+/// Prometheus names (`status_sync_x`, `status_sync_x_bucket`) and Envoy names
+/// (`status_sync.x`, with or without the `sync_instance` tag) that the operators' material
+/// uses, reduced to the metric they name.
+fn named_metrics(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let bytes = text.as_bytes();
+    let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    let mut i = 0;
+    while let Some(off) = text[i..].find("status_sync") {
+        let at = i + off;
+        i = at + "status_sync".len();
+        // `envoy_wasm_status_sync_…` is Envoy's own stat about the plugin, not ours.
+        if at > 0 && word(bytes[at - 1]) {
+            continue;
+        }
+        let sep = bytes.get(i).copied();
+        if sep != Some(b'_') && sep != Some(b'.') {
+            continue;
+        }
+        let mut rest = &text[i + 1..];
+        // The instance tag, as Envoy names it (`sync_instance=.=ci;.;`) or flattened without
+        // stats tags (`sync_instance___ci___`).
+        if let Some(r) = rest.strip_prefix("sync_instance=.=") {
+            match r.find(";.;") {
+                Some(e) => rest = &r[e + 3..],
+                None => continue,
+            }
+        } else if let Some(r) = rest.strip_prefix("sync_instance___") {
+            match r.find("___") {
+                Some(e) => rest = &r[e + 3..],
+                None => continue,
+            }
+        }
+        let end = rest.bytes().position(|b| !word(b)).unwrap_or(rest.len());
+        // `status_sync.*` names them all.
+        if end > 0 {
+            out.push(rest[..end].to_string());
+        }
+    }
+    out
+}
+
+/// Names in the operators' material that are not metrics of the filter, and why.
+const NOT_OURS: &[(&str, &str)] = &[
+    ("wasm", "the module's file name, status_sync.wasm"),
+    ("image", "status_sync.image-digest, a file of dist/"),
+    ("vm_reload", "Envoy's own stat about the plugin's VM"),
+    (
+        "vm_reload_failure",
+        "Envoy's own stat about the plugin's VM",
+    ),
+    (
+        "vm_reload_success",
+        "Envoy's own stat about the plugin's VM",
+    ),
+    (
+        "circuit_opens",
+        "README's table of renamed metrics: the old name",
+    ),
+];
+
+#[test]
+fn the_operators_material_names_only_metrics_we_define() {
+    let mut files = vec![
+        "README.md",
+        "docs/runbook.md",
+        "envoy/README.md",
+        "envoy/istio/README.md",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect::<Vec<_>>();
+    let mut monitoring: Vec<String> = std::fs::read_dir(root().join("envoy/monitoring"))
+        .expect("envoy/monitoring")
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| {
+            matches!(
+                p.extension().and_then(|e| e.to_str()),
+                Some("yaml" | "json")
+            )
+        })
+        .map(|p| {
+            format!(
+                "envoy/monitoring/{}",
+                p.file_name().unwrap().to_string_lossy()
+            )
+        })
+        .collect();
+    monitoring.sort();
+    assert!(monitoring.len() >= 3, "{monitoring:?}");
+    files.extend(monitoring);
+    let mut used = std::collections::BTreeSet::new();
+    for file in &files {
+        for name in named_metrics(&read(file)) {
+            if NOT_OURS.iter().any(|(n, _)| *n == name) {
+                continue;
+            }
+            let known = |tail: &str| metrics::by_name(&format!("status_sync.{tail}"));
+            let ok = known(&name).is_some()
+                || ["_bucket", "_sum", "_count"].iter().any(|s| {
+                    name.strip_suffix(s)
+                        .and_then(known)
+                        .is_some_and(|m| m.kind == Kind::Histogram)
+                });
+            assert!(
+                ok,
+                "{file} names `status_sync_{name}`, which the filter does not define"
+            );
+            used.insert(name);
+        }
+    }
+    // The scan sees the material: the SLO metric is in all of it.
+    assert!(used.contains("oldest_undelivered_seconds"), "{used:?}");
+}

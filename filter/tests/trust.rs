@@ -1,0 +1,939 @@
+//! The trust boundary of the reconciler (the trust-boundary issue, attacks 3 to 6 and 8):
+//! unverified webhooks are hints, drone's API is the authority. Driven natively with a
+//! virtual clock against a small drone that answers like drone 2.25 does (404 for unknown
+//! repositories and builds, 400 for a build number that is not an int64).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use status_sync::core::config::Config;
+use status_sync::core::ledger::Class;
+use status_sync::core::model::{BuildStatus, DeliveryOutcome, ParsedWebhook, RepoRef};
+use status_sync::core::observation::Observation;
+use status_sync::core::reconciler::{CallResult, OutgoingCall, Reconciler};
+use std::collections::BTreeMap;
+
+const TOKEN: &str = "t0k3n-secret-value";
+const SECRET: &str = "s3cret-webhook-key";
+
+fn config(extra: &str) -> Config {
+    let json = format!(
+        r#"{{"pipeline_cluster":"pipeline","drone_cluster":"drone","drone_token":"{TOKEN}","tick_ms":100,"stale_after_ms":1000,"max_poll_interval_ms":8000,"circuit_open_ms":2000{extra}}}"#
+    );
+    Config::parse(json.as_bytes(), &|_| None).unwrap()
+}
+
+/// Drone's repository object for `octocat/repo-<id>` (id 42 is `octocat/hello-world`).
+fn repo_json(id: u64) -> String {
+    repo_json_counter(id, 0)
+}
+
+fn repo_json_counter(id: u64, counter: u64) -> String {
+    let (ns, name) = names(id);
+    format!(
+        r#"{{"id":{id},"uid":"{id}","namespace":"{ns}","name":"{name}","slug":"{ns}/{name}","counter":{counter},"version":3,"archived":false}}"#
+    )
+}
+
+fn names(id: u64) -> (String, String) {
+    if id == 42 {
+        ("octocat".into(), "hello-world".into())
+    } else {
+        ("octocat".into(), format!("repo-{id}"))
+    }
+}
+
+fn hook(id: u64, number: u64, status: &str, version: u64) -> ParsedWebhook {
+    let (namespace, name) = names(id);
+    ParsedWebhook {
+        repo: RepoRef {
+            id,
+            namespace,
+            name,
+        },
+        number,
+        status: BuildStatus::parse(status),
+        version,
+        action: "updated".into(),
+        repo_json: Some(repo_json(id)),
+        system_json: Some(r#"{"proto":"https","host":"drone.example.com"}"#.into()),
+    }
+}
+
+fn seen(webhook: ParsedWebhook, outcome: DeliveryOutcome, verified: bool) -> Observation {
+    Observation {
+        webhook,
+        outcome,
+        verified,
+    }
+}
+
+/// What an attacker who can reach the pipeline sends: its own names, labels and `system`.
+fn forged(id: u64, number: u64, status: &str, version: u64) -> ParsedWebhook {
+    let mut h = hook(id, number, status, version);
+    h.repo.namespace = "..".into();
+    h.repo.name = "..".into();
+    h.repo_json = Some(format!(
+        r#"{{"id":{id},"namespace":"..","name":"..","slug":"evil/labels","counter":0}}"#
+    ));
+    h.system_json =
+        Some(r#"{"proto":"https","host":"evil.example","link":"https://evil.example"}"#.into());
+    h
+}
+
+/// Drone: repositories by name, builds by (repo id, number).
+#[derive(Default)]
+struct Drone {
+    builds: BTreeMap<(u64, u64), (String, u64)>,
+    /// Answer every build lookup of this repository id with this status (e.g. 503, 403).
+    fail: BTreeMap<u64, u16>,
+    /// Numbers allocated beyond the builds written (`repos.Increment` before the row).
+    allocated: BTreeMap<u64, u64>,
+    /// `GET /api/builds/incomplete`: `None` answers 501 (drone's OSS build).
+    incomplete: Option<Vec<(u64, u64)>>,
+    /// Every call answered 503.
+    down: bool,
+    calls: Vec<String>,
+}
+
+impl Drone {
+    fn set(&mut self, id: u64, number: u64, status: &str, version: u64) {
+        self.builds.insert((id, number), (status.into(), version));
+    }
+
+    /// The repository's `counter`: the last number allocated.
+    fn counter(&self, id: u64) -> u64 {
+        let written = self
+            .builds
+            .keys()
+            .filter(|(r, _)| *r == id)
+            .map(|(_, n)| *n)
+            .max()
+            .unwrap_or(0);
+        written.max(self.allocated.get(&id).copied().unwrap_or(0))
+    }
+
+    fn answer(&mut self, call: &OutgoingCall) -> CallResult {
+        let path = call.header(":path").unwrap().to_string();
+        assert_eq!(
+            call.header("authorization"),
+            Some(format!("Bearer {TOKEN}").as_str())
+        );
+        self.calls.push(path.clone());
+        if self.down {
+            return CallResult::Response {
+                status: 503,
+                body: b"upstream unavailable".to_vec(),
+            };
+        }
+        let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        let repo_id = |ns: &str, name: &str| {
+            (ns == "octocat").then_some(())?;
+            if name == "hello-world" {
+                return Some(42);
+            }
+            name.strip_prefix("repo-")?.parse::<u64>().ok()
+        };
+        let status = |code: u16, body: &str| CallResult::Response {
+            status: code,
+            body: body.as_bytes().to_vec(),
+        };
+        match parts.as_slice() {
+            ["api", "repos", ns, name] => match repo_id(ns, name) {
+                Some(id) => status(200, &repo_json_counter(id, self.counter(id))),
+                None => status(404, r#"{"message":"Not Found"}"#),
+            },
+            ["api", "builds", "incomplete"] => match &self.incomplete {
+                None => status(501, r#"{"message":"Not Implemented"}"#),
+                Some(list) => {
+                    let items: Vec<String> = list
+                        .iter()
+                        .map(|(id, n)| {
+                            let repo = repo_json_counter(*id, self.counter(*id));
+                            let (s, v) = self.builds.get(&(*id, *n)).cloned().unwrap();
+                            format!(
+                                "{},\"build\":{{\"id\":1,\"repo_id\":{id},\"number\":{n},\"status\":\"{s}\",\"version\":{v}}}}}",
+                                repo.trim_end_matches('}')
+                            )
+                        })
+                        .collect();
+                    status(200, &format!("[{}]\n", items.join(",")))
+                }
+            },
+            ["api", "repos", ns, name, "builds", n] => {
+                let Some(id) = repo_id(ns, name) else {
+                    return status(404, r#"{"message":"Not Found"}"#);
+                };
+                if let Some(code) = self.fail.get(&id) {
+                    return status(*code, r#"{"message":"nope"}"#);
+                }
+                let Ok(n) = n.parse::<i64>() else {
+                    return status(400, r#"{"message":"strconv.ParseInt: invalid syntax"}"#);
+                };
+                match self.builds.get(&(id, n as u64)) {
+                    Some((s, v)) => status(
+                        200,
+                        &format!(
+                            "{{\"id\":{},\"repo_id\":{id},\"number\":{n},\"status\":\"{s}\",\"event\":\"push\",\"version\":{v},\"stages\":[]}}\n",
+                            id * 10_000 + n as u64
+                        ),
+                    ),
+                    None => status(404, r#"{"message":"sql: no rows in result set"}"#),
+                }
+            }
+            _ => panic!("unexpected drone call {path}"),
+        }
+    }
+}
+
+/// A delivery the pipeline received from the reconciler.
+#[derive(Debug, Clone)]
+struct Delivered {
+    repo: u64,
+    number: u64,
+    status: String,
+    version: u64,
+    body: String,
+    signed: bool,
+}
+
+struct Sim {
+    r: Reconciler,
+    now: u64,
+    drone: Drone,
+    delivered: Vec<Delivered>,
+}
+
+impl Sim {
+    fn new(cfg: Config) -> Self {
+        Sim {
+            r: Reconciler::new(cfg, 7),
+            now: 1_000_000,
+            drone: Drone::default(),
+            delivered: vec![],
+        }
+    }
+
+    fn observe(&mut self, o: Observation) {
+        self.r.observe(o, self.now);
+    }
+
+    fn run(&mut self, ms: u64) {
+        let end = self.now + ms;
+        while self.now < end {
+            self.now += 100;
+            let mut calls = self.r.tick(self.now);
+            while let Some(call) = calls.pop() {
+                let answer = if call.cluster == "drone" {
+                    self.drone.answer(&call)
+                } else {
+                    let v: serde_json::Value = serde_json::from_slice(&call.body).unwrap();
+                    self.delivered.push(Delivered {
+                        repo: v["repo"]["id"].as_u64().unwrap(),
+                        number: v["build"]["number"].as_u64().unwrap(),
+                        status: v["build"]["status"].as_str().unwrap().into(),
+                        version: v["build"]["version"].as_u64().unwrap(),
+                        body: String::from_utf8(call.body.clone()).unwrap(),
+                        signed: call.header("signature").is_some(),
+                    });
+                    CallResult::Response {
+                        status: 200,
+                        body: vec![],
+                    }
+                };
+                calls.extend(self.r.on_response(call.id, answer, self.now));
+            }
+        }
+    }
+
+    fn build_calls(&self) -> Vec<&String> {
+        self.drone
+            .calls
+            .iter()
+            .filter(|p| p.starts_with("/api/repos/") && p.contains("/builds/"))
+            .collect()
+    }
+}
+
+/// Attack 3: an unsigned webhook with a real `repo.id` and the names `..`/`..` and its own
+/// `system`. Drone is never asked about builds under the attacker's name, the identity is not
+/// taken, and re-deliveries (signed, here) carry drone's repository and no attacker bytes.
+#[test]
+fn attack3_forged_names_never_steer_lookups_or_redeliveries() {
+    for attacker_first in [true, false] {
+        let mut s = Sim::new(config(&format!(
+            r#","webhook_secret":"{SECRET}","signature_mode":"monitor""#
+        )));
+        s.drone.set(42, 5, "running", 2);
+        let genuine = seen(hook(42, 5, "running", 2), DeliveryOutcome::Delivered, false);
+        let evil = seen(
+            forged(42, 5, "success", 9),
+            DeliveryOutcome::Delivered,
+            false,
+        );
+        if attacker_first {
+            s.observe(evil.clone());
+            s.run(3000);
+            s.observe(genuine);
+        } else {
+            s.observe(genuine);
+            s.run(3000);
+            s.observe(evil.clone());
+        }
+        s.run(3000);
+        // Drone's build moves on; the final webhook is lost; the attacker keeps trying.
+        s.drone.set(42, 5, "success", 3);
+        for _ in 0..20 {
+            s.observe(evil.clone());
+            s.run(500);
+        }
+        s.run(20_000);
+        assert!(
+            s.build_calls()
+                .iter()
+                .all(|p| p.starts_with("/api/repos/octocat/hello-world/builds/")),
+            "build lookups only under drone's name: {:?}",
+            s.drone.calls
+        );
+        assert!(
+            s.drone
+                .calls
+                .iter()
+                .all(|p| !p.contains("/../") && !p.ends_with("/..")),
+            "{:?}",
+            s.drone.calls
+        );
+        assert_eq!(s.r.repo_confirmed(42), Some(("octocat", "hello-world")));
+        let last = s.delivered.last().expect("the lost final was re-delivered");
+        assert_eq!((last.status.as_str(), last.version), ("success", 3));
+        for d in &s.delivered {
+            assert!(d.signed);
+            assert!(!d.body.contains("evil"), "attacker bytes in {}", d.body);
+            assert!(!d.body.contains(".."), "attacker names in {}", d.body);
+            assert!(d.body.contains(r#""slug":"octocat/hello-world""#));
+            assert!(
+                !d.body.contains("\"system\""),
+                "no evidence, no system: {}",
+                d.body
+            );
+        }
+        assert!(s.r.counters().hints_refuted >= 1);
+    }
+}
+
+/// Attack 3, evidence side: a verified webhook names the repository and supplies `repo` and
+/// `system`; a later unverified one cannot rename it or replace either object.
+#[test]
+fn attack3_hints_never_rename_or_replace_evidence() {
+    let mut s = Sim::new(config(&format!(
+        r#","webhook_secret":"{SECRET}","signature_mode":"monitor""#
+    )));
+    s.drone.set(42, 5, "running", 2);
+    s.observe(seen(
+        hook(42, 5, "running", 2),
+        DeliveryOutcome::Delivered,
+        true,
+    ));
+    s.observe(seen(
+        forged(42, 5, "running", 2),
+        DeliveryOutcome::NotDelivered,
+        false,
+    ));
+    s.drone.set(42, 5, "failure", 3);
+    s.run(20_000);
+    assert_eq!(s.r.repo_confirmed(42), Some(("octocat", "hello-world")));
+    assert_eq!(s.delivered.len(), 1, "{:?}", s.delivered);
+    let body = &s.delivered[0].body;
+    assert!(body.contains(r#""system":{"proto":"https","host":"drone.example.com"}"#));
+    assert!(!body.contains("evil") && !body.contains(".."), "{body}");
+    assert!(s
+        .build_calls()
+        .iter()
+        .all(|p| p.starts_with("/api/repos/octocat/hello-world/")));
+}
+
+/// Attack 4: a forged `success` at the highest int64 version, which the pipeline refused (401),
+/// and a forged `running` at that version on a tracked build. Neither settles or forgets the
+/// build: drone's real final state is re-delivered.
+#[test]
+fn attack4_forged_terminal_or_huge_version_never_settles() {
+    let max = i64::MAX as u64;
+    // (a) forged final first, on a build the filter did not track yet.
+    let mut s = Sim::new(config(""));
+    s.drone.set(42, 7, "running", 2);
+    s.observe(seen(
+        hook(42, 7, "success", max),
+        DeliveryOutcome::Refused,
+        false,
+    ));
+    assert_eq!(s.r.ledger().len(), 1, "a hint never tombstones");
+    s.run(3000);
+    s.drone.set(42, 7, "success", 6);
+    s.run(30_000);
+    let got: Vec<(String, u64)> = s
+        .delivered
+        .iter()
+        .map(|d| (d.status.clone(), d.version))
+        .collect();
+    assert_eq!(got.last(), Some(&("success".to_string(), 6)), "{got:?}");
+    assert_eq!(
+        s.r.ledger().len(),
+        0,
+        "forgotten once drone's final is delivered"
+    );
+
+    // (b) forged `running` at the top version on a build drone already backs.
+    let mut s = Sim::new(config(""));
+    s.drone.set(42, 8, "running", 2);
+    s.observe(seen(
+        hook(42, 8, "running", 2),
+        DeliveryOutcome::Delivered,
+        true,
+    ));
+    s.observe(seen(
+        hook(42, 8, "running", max),
+        DeliveryOutcome::Delivered,
+        false,
+    ));
+    s.drone.set(42, 8, "success", 6);
+    s.run(30_000);
+    let got: Vec<(String, u64)> = s
+        .delivered
+        .iter()
+        .map(|d| (d.status.clone(), d.version))
+        .collect();
+    assert_eq!(got, vec![("success".to_string(), 6)]);
+    assert!(s.r.counters().hints_refuted >= 1);
+
+    // (c) beyond int64: not drone's, not even a hint.
+    let mut s = Sim::new(config(""));
+    s.observe(seen(
+        hook(42, 9, "success", u64::MAX),
+        DeliveryOutcome::Delivered,
+        false,
+    ));
+    assert_eq!(s.r.ledger().len(), 0);
+    assert_eq!(s.r.counters().observations_invalid, 1);
+}
+
+/// Attack 5: build numbers drone answers 400 or 404 for, and a 403 for one build, never open
+/// the circuit: other builds are still looked up and delivered. 5xx still open it.
+#[test]
+fn attack5_answers_about_one_build_never_open_the_circuit() {
+    let mut s = Sim::new(config(r#","circuit_failure_threshold":3"#));
+    s.drone.set(42, 1, "running", 2);
+    s.observe(seen(
+        hook(42, 1, "running", 2),
+        DeliveryOutcome::Delivered,
+        true,
+    ));
+    // Numbers beyond int64 are refused before they reach the ledger; numbers drone does not
+    // have are looked up once and forgotten.
+    for i in 0..5u64 {
+        s.observe(seen(
+            hook(42, (1 << 63) + i, "running", 1),
+            DeliveryOutcome::NotDelivered,
+            false,
+        ));
+        s.observe(seen(
+            hook(42, 1_000_000 + i, "running", 1),
+            DeliveryOutcome::NotDelivered,
+            false,
+        ));
+    }
+    // A repository whose builds drone refuses to show (403) backs off alone.
+    s.drone.set(7, 1, "running", 2);
+    s.drone.fail.insert(7, 403);
+    s.observe(seen(
+        hook(7, 1, "running", 2),
+        DeliveryOutcome::NotDelivered,
+        true,
+    ));
+    s.run(5000);
+    s.drone.set(42, 1, "success", 3);
+    s.run(10_000);
+    assert_eq!(s.r.counters().circuit_opens, 0, "{:?}", s.r.counters());
+    assert_eq!(s.r.counters().observations_invalid, 5);
+    assert_eq!(s.r.counters().hints_refuted, 5);
+    assert!(s
+        .delivered
+        .iter()
+        .any(|d| d.repo == 42 && d.number == 1 && d.version == 3));
+    assert!(
+        s.r.ledger().get(&key(7, 1)).is_some(),
+        "backed off, not dropped"
+    );
+
+    // 5xx: drone is unwell, the circuit opens.
+    s.drone.down = true;
+    s.run(60_000);
+    assert!(s.r.counters().circuit_opens >= 1);
+}
+
+fn key(repo_id: u64, number: u64) -> status_sync::core::model::BuildKey {
+    status_sync::core::model::BuildKey { repo_id, number }
+}
+
+/// Attack 6: forged webhooks with numbers far apart (`101 + 1000 i`) and one near 2^63. They
+/// fill only the hint share of the ledger, never evict builds backed by evidence, never fill
+/// gaps and never raise the watermarks; real gaps are still filled afterwards.
+#[test]
+fn attack6_hints_have_their_own_share_and_never_move_watermarks() {
+    let mut s = Sim::new(config(r#","max_tracked_builds":1000"#));
+    for n in 1..=600 {
+        s.drone.set(42, n, "running", 2);
+        s.observe(seen(
+            hook(42, n, "running", 2),
+            DeliveryOutcome::Delivered,
+            true,
+        ));
+    }
+    let marks_before = s.r.take_watermarks();
+    assert!(marks_before.is_some());
+    for i in 0..600u64 {
+        s.observe(seen(
+            hook(42, 101 + 1000 * (i + 1), "running", 1),
+            DeliveryOutcome::Delivered,
+            false,
+        ));
+    }
+    s.observe(seen(
+        hook(42, (1 << 63) - 1, "running", 1),
+        DeliveryOutcome::Delivered,
+        false,
+    ));
+    let ledger = s.r.ledger();
+    assert_eq!(
+        ledger.count(Class::Backed),
+        600,
+        "no evidence-backed build evicted"
+    );
+    assert_eq!(ledger.count(Class::Hint), ledger.share());
+    assert_eq!(s.r.counters().builds_gap_filled, 0, "hints never fill gaps");
+    assert!(
+        s.r.take_watermarks().is_none(),
+        "hints never raise watermarks"
+    );
+    // Drone refutes the forged builds; a real gap (603 after 600) is still filled.
+    s.drone.set(42, 601, "declined", 2);
+    s.drone.set(42, 602, "success", 3);
+    s.drone.set(42, 603, "pending", 1);
+    s.observe(seen(
+        hook(42, 603, "pending", 1),
+        DeliveryOutcome::Delivered,
+        true,
+    ));
+    assert_eq!(s.r.counters().builds_gap_filled, 2);
+    s.run(120_000);
+    assert!(s.r.counters().hints_refuted >= 250, "{:?}", s.r.counters());
+    for n in [601, 602] {
+        assert!(
+            s.delivered.iter().any(|d| d.number == n),
+            "gap {n} filled: {:?}",
+            s.delivered.len()
+        );
+    }
+    let marks = s.r.take_watermarks().unwrap();
+    let kept = status_sync::core::snapshot::decode_watermarks(&marks).unwrap();
+    assert_eq!(kept[0].1, 603, "watermark from evidence and drone only");
+}
+
+/// Gap-filled (inferred) builds have their own share too and cannot evict backed builds.
+#[test]
+fn inferred_builds_cannot_evict_backed_ones() {
+    let mut s = Sim::new(config(r#","max_tracked_builds":40,"max_gap_fill":1000"#));
+    s.observe(seen(
+        hook(42, 1, "running", 2),
+        DeliveryOutcome::Delivered,
+        true,
+    ));
+    for n in 2..=30 {
+        s.observe(seen(
+            hook(42, n * 100, "running", 2),
+            DeliveryOutcome::Delivered,
+            true,
+        ));
+    }
+    let ledger = s.r.ledger();
+    assert_eq!(ledger.count(Class::Backed), 30);
+    assert_eq!(
+        ledger.count(Class::Inferred),
+        10,
+        "the rest of the ledger, below its share"
+    );
+    assert!(s.r.counters().builds_gap_filled > 1000);
+}
+
+/// In `off` mode every webhook is a hint: each build costs drone lookups, yet every build
+/// converges to drone's state without a single re-delivery of what the pipeline had.
+#[test]
+fn off_mode_settles_on_drones_confirmation() {
+    let mut s = Sim::new(config(""));
+    for n in 1..=20u64 {
+        s.drone.set(42, n, "pending", 1);
+        s.observe(seen(
+            hook(42, n, "pending", 1),
+            DeliveryOutcome::Delivered,
+            false,
+        ));
+    }
+    s.run(3000);
+    for n in 1..=20u64 {
+        s.drone.set(42, n, "success", 3);
+        // Every other final webhook is lost.
+        if n % 2 == 0 {
+            s.observe(seen(
+                hook(42, n, "success", 3),
+                DeliveryOutcome::Delivered,
+                false,
+            ));
+        }
+    }
+    s.run(60_000);
+    let mut got: Vec<u64> = s.delivered.iter().map(|d| d.number).collect();
+    got.sort_unstable();
+    assert_eq!(got, (1..=20).filter(|n| n % 2 == 1).collect::<Vec<_>>());
+    assert!(s
+        .delivered
+        .iter()
+        .all(|d| d.status == "success" && d.version == 3));
+    assert_eq!(s.r.ledger().len(), 0, "confirmed by drone, then forgotten");
+    let per_build = s.drone.calls.len() as f64 / 20.0;
+    assert!(per_build <= 3.0, "{per_build} drone calls per build");
+}
+
+/// A claim that raced the lookup (drone answered before it wrote what the webhook says) is
+/// not contradicted at once: the build is asked about again, and nothing older is delivered.
+#[test]
+fn a_claim_racing_the_lookup_is_asked_about_again() {
+    let mut s = Sim::new(config(""));
+    s.drone.set(42, 3, "running", 2);
+    s.observe(seen(
+        hook(42, 3, "running", 1),
+        DeliveryOutcome::Delivered,
+        false,
+    ));
+    s.now += 1500;
+    let calls = s.r.tick(s.now);
+    // The repository's confirmation first.
+    let confirm = calls
+        .into_iter()
+        .find(|c| c.header(":path") == Some("/api/repos/octocat/hello-world"))
+        .unwrap();
+    let a = s.drone.answer(&confirm);
+    assert!(s.r.on_response(confirm.id, a, s.now).is_empty());
+    s.now += 1500;
+    let call =
+        s.r.tick(s.now)
+            .into_iter()
+            .find(|c| c.header(":path") == Some("/api/repos/octocat/hello-world/builds/3"))
+            .unwrap();
+    let stale = s.drone.answer(&call); // running v2
+    s.drone.set(42, 3, "success", 3);
+    s.observe(seen(
+        hook(42, 3, "success", 3),
+        DeliveryOutcome::Delivered,
+        false,
+    ));
+    assert!(
+        s.r.on_response(call.id, stale, s.now).is_empty(),
+        "v2 not delivered over the claim"
+    );
+    s.run(10_000);
+    assert!(s.delivered.is_empty(), "{:?}", s.delivered);
+    assert_eq!(s.r.ledger().len(), 0);
+}
+
+/// Attack 8: the bearer token and the webhook signature never appear in `Debug`.
+#[test]
+fn outgoing_call_debug_redacts_secrets() {
+    let mut s = Sim::new(config(&format!(
+        r#","webhook_secret":"{SECRET}","signature_mode":"enforce""#
+    )));
+    s.observe(seen(
+        hook(42, 5, "running", 2),
+        DeliveryOutcome::NotDelivered,
+        true,
+    ));
+    let lookup = s.r.tick(s.now).pop().unwrap();
+    let shown = format!("{lookup:?} {lookup:#?}");
+    assert!(!shown.contains(TOKEN), "{shown}");
+    assert!(
+        shown.contains("<redacted>") && shown.contains("/api/repos/octocat/hello-world/builds/5")
+    );
+    let answer = CallResult::Response {
+        status: 200,
+        body: br#"{"id":1,"repo_id":42,"number":5,"status":"success","version":3}"#.to_vec(),
+    };
+    let deliver = s.r.on_response(lookup.id, answer, s.now).pop().unwrap();
+    let signature = deliver.header("signature").unwrap().to_string();
+    let shown = format!("{deliver:?}");
+    assert!(
+        !shown.contains(&signature) && !shown.contains(SECRET),
+        "{shown}"
+    );
+    assert!(shown.contains("webhook-id"));
+}
+
+/// Attack 3, racing: the forged name arrives first and is being confirmed when the genuine
+/// webhook comes; drone refutes the forged name and the genuine one is confirmed next.
+#[test]
+fn attack3_a_forged_name_sent_first_cannot_shut_out_the_real_one() {
+    let mut s = Sim::new(config(""));
+    s.drone.set(42, 5, "running", 2);
+    s.observe(seen(
+        forged(42, 5, "running", 2),
+        DeliveryOutcome::NotDelivered,
+        false,
+    ));
+    s.now += 100;
+    let confirm = s.r.tick(s.now).pop().unwrap();
+    assert_eq!(confirm.header(":path"), Some("/api/repos/%2E%2E/%2E%2E"));
+    s.observe(seen(
+        hook(42, 5, "running", 2),
+        DeliveryOutcome::Delivered,
+        false,
+    ));
+    let answer = s.drone.answer(&confirm);
+    assert!(s.r.on_response(confirm.id, answer, s.now).is_empty());
+    s.drone.set(42, 5, "success", 3);
+    s.run(20_000);
+    assert_eq!(s.r.repo_confirmed(42), Some(("octocat", "hello-world")));
+    let got: Vec<(String, u64)> = s
+        .delivered
+        .iter()
+        .map(|d| (d.status.clone(), d.version))
+        .collect();
+    assert_eq!(got, vec![("success".to_string(), 3)]);
+    assert_eq!(s.r.ledger().len(), 0);
+}
+
+// ------------------------------------------------------------------ discovery (issue 12)
+
+/// The newest build of a repository loses every webhook, and a declined build's only
+/// webhook (`build:created`) is lost: drone's `counter` shows both; they are delivered
+/// within two discovery intervals of the last activity, in every mode.
+#[test]
+fn discovery_finds_the_newest_builds_whose_every_webhook_was_lost() {
+    for verified in [true, false] {
+        let mut s = Sim::new(config(""));
+        s.drone.set(42, 1, "success", 3);
+        s.observe(seen(
+            hook(42, 1, "success", 3),
+            DeliveryOutcome::Delivered,
+            verified,
+        ));
+        s.run(5000);
+        let t = s.now;
+        s.drone.set(42, 2, "declined", 2);
+        s.drone.set(42, 3, "success", 3);
+        // Discovery intervals: stale_after_ms (1 s) doubling to max_poll_interval_ms (8 s).
+        s.run(20_000);
+        let got: Vec<(u64, String)> = s
+            .delivered
+            .iter()
+            .map(|d| (d.number, d.status.clone()))
+            .collect();
+        assert!(got.contains(&(2, "declined".into())), "{verified}: {got:?}");
+        assert!(got.contains(&(3, "success".into())), "{verified}: {got:?}");
+        assert!(s.r.counters().builds_discovered >= 2);
+        let _ = t;
+        assert_eq!(s.r.ledger().len(), 0);
+    }
+}
+
+/// Build n is created and announced before n-1 exists in drone (two triggers at once: the
+/// number is taken before the row is written). The lookup of n-1 gets 404, which is not
+/// final for an inferred build: it is looked up again and delivered.
+#[test]
+fn build_announced_before_the_one_below_exists_is_not_lost() {
+    let mut s = Sim::new(config(""));
+    s.drone.set(42, 1, "success", 3);
+    s.observe(seen(
+        hook(42, 1, "success", 3),
+        DeliveryOutcome::Delivered,
+        true,
+    ));
+    s.drone.allocated.insert(42, 3);
+    s.drone.set(42, 3, "pending", 1);
+    s.observe(seen(
+        hook(42, 3, "pending", 1),
+        DeliveryOutcome::Delivered,
+        true,
+    ));
+    s.run(2500);
+    assert!(
+        s.drone.calls.iter().any(|p| p.ends_with("/builds/2")),
+        "{:?}",
+        s.drone.calls
+    );
+    assert!(s.delivered.is_empty());
+    // Build 2's row appears, and its one webhook is lost (declined).
+    s.drone.set(42, 2, "declined", 2);
+    s.run(10_000);
+    assert!(
+        s.delivered
+            .iter()
+            .any(|d| d.number == 2 && d.status == "declined"),
+        "{:?}",
+        s.delivered
+    );
+    assert_eq!(s.r.counters().builds_not_found, 0);
+}
+
+/// A quiet repository's `counter` is looked at less and less often, and not at all after
+/// `max_build_age_ms` of silence.
+#[test]
+fn discovery_follows_activity_and_stops_when_quiet() {
+    let mut s = Sim::new(config(r#","max_build_age_ms":120000"#));
+    s.drone.set(42, 1, "success", 3);
+    s.observe(seen(
+        hook(42, 1, "success", 3),
+        DeliveryOutcome::Delivered,
+        true,
+    ));
+    let repo_calls = |s: &Sim| {
+        s.drone
+            .calls
+            .iter()
+            .filter(|p| *p == "/api/repos/octocat/hello-world")
+            .count()
+    };
+    s.run(60_000);
+    let first_minute = repo_calls(&s);
+    s.run(60_000);
+    let second_minute = repo_calls(&s) - first_minute;
+    // 1, 2, 4, 8, 8, ... s: about 10 in the first minute, 7-8 in the second.
+    assert!((6..=14).contains(&first_minute), "{first_minute}");
+    assert!(second_minute <= 9, "{second_minute}");
+    s.run(30_000);
+    let before = repo_calls(&s);
+    s.run(600_000);
+    assert_eq!(
+        repo_calls(&s),
+        before,
+        "silent longer than max_build_age_ms: no more looks"
+    );
+    // A new build wakes it up.
+    s.drone.set(42, 2, "running", 2);
+    s.observe(seen(
+        hook(42, 2, "running", 2),
+        DeliveryOutcome::Delivered,
+        true,
+    ));
+    s.drone.set(42, 3, "success", 3);
+    s.run(5_000);
+    assert!(
+        s.delivered.iter().any(|d| d.number == 3),
+        "{:?}",
+        s.delivered
+    );
+}
+
+/// `GET /api/builds/incomplete` shows a running build of a repository no webhook ever
+/// showed: it is tracked and its final state delivered. Drone's OSS build answers 501: asked
+/// once, then never again.
+#[test]
+fn incomplete_builds_reveal_repositories_never_seen() {
+    let mut s = Sim::new(config(""));
+    s.drone.set(7, 4, "running", 2);
+    s.drone.incomplete = Some(vec![(7, 4)]);
+    s.run(3000);
+    s.drone.set(7, 4, "success", 3);
+    s.run(20_000);
+    assert!(
+        s.delivered
+            .iter()
+            .any(|d| d.repo == 7 && d.number == 4 && d.status == "success"),
+        "{:?}",
+        s.delivered
+    );
+    assert_eq!(s.r.repo_confirmed(7), Some(("octocat", "repo-7")));
+
+    let mut s = Sim::new(config(""));
+    s.run(60_000);
+    let asked = |s: &Sim| {
+        s.drone
+            .calls
+            .iter()
+            .filter(|p| p.contains("incomplete"))
+            .count()
+    };
+    assert_eq!(asked(&s), 1);
+    assert_eq!(s.r.counters().circuit_opens, 0);
+}
+
+/// In `off` no verified webhook supplies `system`: with `drone_server_url` re-deliveries carry
+/// the one drone would send (proto, host, link); a verified webhook's own takes precedence.
+#[test]
+fn system_object_from_evidence_or_the_configured_server() {
+    let mut s = Sim::new(config(r#","drone_server_url":"https://Drone.Example.com""#));
+    s.drone.set(42, 5, "running", 2);
+    s.observe(seen(
+        forged(42, 5, "running", 2),
+        DeliveryOutcome::Delivered,
+        false,
+    ));
+    s.observe(seen(
+        hook(42, 5, "running", 2),
+        DeliveryOutcome::Delivered,
+        false,
+    ));
+    s.drone.set(42, 5, "success", 3);
+    s.run(20_000);
+    assert_eq!(s.delivered.len(), 1, "{:?}", s.delivered);
+    let v: serde_json::Value = serde_json::from_str(&s.delivered[0].body).unwrap();
+    assert_eq!(
+        v["system"],
+        serde_json::json!({"proto":"https","host":"drone.example.com","link":"https://drone.example.com"})
+    );
+    s.drone.set(42, 6, "running", 2);
+    s.observe(seen(
+        hook(42, 6, "running", 2),
+        DeliveryOutcome::Delivered,
+        true,
+    ));
+    s.drone.set(42, 6, "failure", 3);
+    s.run(20_000);
+    let v: serde_json::Value = serde_json::from_str(&s.delivered.last().unwrap().body).unwrap();
+    assert_eq!(v["system"]["host"], "drone.example.com");
+    assert!(
+        v["system"].get("link").is_none(),
+        "the verified webhook's own object"
+    );
+}
+
+/// A forged webhook for a build that finished and was delivered, with a higher version than
+/// it finished at: drone is asked once, and nothing is re-delivered (drone has no newer state).
+#[test]
+fn a_hint_about_a_finished_build_costs_a_lookup_never_a_redelivery() {
+    let mut s = Sim::new(config(""));
+    s.drone.set(42, 5, "success", 3);
+    s.observe(seen(
+        hook(42, 5, "success", 3),
+        DeliveryOutcome::Delivered,
+        true,
+    ));
+    assert_eq!(s.r.ledger().len(), 0, "finished");
+    s.observe(seen(
+        hook(42, 5, "running", 9),
+        DeliveryOutcome::Delivered,
+        false,
+    ));
+    s.run(10_000);
+    assert!(s.delivered.is_empty(), "{:?}", s.delivered);
+    assert_eq!(s.r.ledger().len(), 0);
+    assert_eq!(
+        s.drone
+            .calls
+            .iter()
+            .filter(|p| p.ends_with("/builds/5"))
+            .count(),
+        1
+    );
+    assert_eq!(s.r.counters().hints_refuted, 1);
+}
