@@ -36,6 +36,29 @@ fn one(calls: Vec<OutgoingCall>) -> OutgoingCall {
     calls.into_iter().next().unwrap()
 }
 
+/// Ticks at `now`, answers drone's calls other than build lookups as drone would (see
+/// [`other_drone_call`]: repository discovery finds nothing new), and returns the one call
+/// left.
+fn tick_one(r: &mut Reconciler, now: u64) -> OutgoingCall {
+    one(tick_others(r, now))
+}
+
+/// Ticks at `now`, answers drone's calls other than build lookups as drone would, and returns
+/// the build lookups and re-deliveries.
+fn tick_others(r: &mut Reconciler, now: u64) -> Vec<OutgoingCall> {
+    let mut calls = r.tick(now);
+    let mut log = Log::default();
+    calls.retain(|c| {
+        if !is_drone(c) || looked_up(c).is_some() {
+            return true;
+        }
+        let answer = other_drone_call(r, c, &mut log, &mut |n| ok(api_build(n, "running", 1)));
+        assert!(r.on_response(c.id, answer, now).is_empty());
+        false
+    });
+    calls
+}
+
 /// The rate limit refuses the half-open probe's call: the probe is given back, and the next
 /// tick with a token makes it. Otherwise one drone failure stops the reconciler for good.
 #[test]
@@ -44,7 +67,7 @@ fn probe_refused_by_the_rate_limit_is_given_back() {
     let mut r = Reconciler::new(config(cfg), 1);
     r.observe(obs(1, "running", 2, DeliveryOutcome::NotDelivered), T0);
     r.observe(obs(2, "running", 2, DeliveryOutcome::NotDelivered), T0);
-    let first = one(r.tick(T0));
+    let first = tick_one(&mut r, T0);
     assert!(r.on_response(first.id, http(503), T0).is_empty());
     assert_eq!(r.counters().circuit_opens, 1);
     // Open for 100 ms; the bucket (1/s) is empty until T0 + 1000: each probe before that is
@@ -127,7 +150,7 @@ fn probe_taken_by_an_expired_build_is_given_back() {
         obs(2, "running", 2, DeliveryOutcome::NotDelivered),
         T0 + 59_500,
     );
-    let call = one(r.tick(T0 + 59_500));
+    let call = tick_one(&mut r, T0 + 59_500);
     assert_eq!(looked_up(&call), Some(2));
     // Build 2's lookup fails late: the circuit opens until T0 + 61 900, build 2 retries at
     // about T0 + 60 900, after build 1.
@@ -224,12 +247,13 @@ fn failure_backoff_grows_to_the_cap() {
 fn drone_answer_after_a_live_final_webhook_delivers_nothing() {
     let mut r = Reconciler::new(config(""), 1);
     r.observe(obs(7, "running", 2, DeliveryOutcome::Delivered), T0);
-    let lookup = one(r.tick(T0 + 2000));
+    let lookup = tick_one(&mut r, T0 + 2000);
     r.observe(obs(7, "success", 3, DeliveryOutcome::Delivered), T0 + 2010);
     assert_eq!(r.ledger().len(), 0, "finished");
     let out = r.on_response(lookup.id, ok(api_build(7, "running", 2)), T0 + 2050);
     assert!(out.is_empty(), "{out:?}");
-    assert!(r.tick(T0 + 60_000).is_empty());
+    let later = tick_others(&mut r, T0 + 60_000);
+    assert!(later.is_empty(), "{later:?}");
 }
 
 /// A drone answer older than a newer live webhook the pipeline acknowledged during the lookup
@@ -238,7 +262,7 @@ fn drone_answer_after_a_live_final_webhook_delivers_nothing() {
 fn drone_answer_after_a_newer_live_webhook_delivers_only_newer() {
     let mut r = Reconciler::new(config(""), 1);
     r.observe(obs(7, "running", 2, DeliveryOutcome::Delivered), T0);
-    let lookup = one(r.tick(T0 + 2000));
+    let lookup = tick_one(&mut r, T0 + 2000);
     r.observe(obs(7, "running", 4, DeliveryOutcome::Delivered), T0 + 2010);
     let out = r.on_response(lookup.id, ok(api_build(7, "running", 3)), T0 + 2050);
     assert!(
@@ -264,11 +288,11 @@ fn drone_answer_after_a_newer_live_webhook_delivers_only_newer() {
 fn no_second_concurrent_lookup_of_a_build() {
     let mut r = Reconciler::new(config(r#","max_inflight_calls":8"#), 1);
     r.observe(obs(3, "running", 2, DeliveryOutcome::NotDelivered), T0);
-    let lookup = one(r.tick(T0));
+    let lookup = tick_one(&mut r, T0);
     r.observe(obs(3, "running", 2, DeliveryOutcome::NotDelivered), T0 + 10);
     r.observe(obs(3, "running", 2, DeliveryOutcome::Delivered), T0 + 20);
     for t in [T0 + 100, T0 + 5000] {
-        let calls = r.tick(t);
+        let calls = tick_others(&mut r, t);
         assert!(calls.is_empty(), "second lookup at {t}: {calls:?}");
     }
     assert_eq!(r.inflight(), 1);
@@ -282,7 +306,7 @@ fn no_second_concurrent_lookup_of_a_build() {
 fn refused_redelivery_is_final_and_counted() {
     let mut r = Reconciler::new(config(""), 1);
     r.observe(obs(3, "running", 2, DeliveryOutcome::NotDelivered), T0);
-    let lookup = one(r.tick(T0));
+    let lookup = tick_one(&mut r, T0);
     let deliver = one(r.on_response(lookup.id, ok(api_build(3, "running", 2)), T0));
     assert!(r.on_response(deliver.id, http(422), T0).is_empty());
     assert_eq!(r.counters().redeliveries_refused, 1);
@@ -343,7 +367,7 @@ fn pipeline_408_and_429_are_retried() {
 fn stale_ack_never_moves_the_settled_version_back() {
     let mut r = Reconciler::new(config(""), 1);
     r.observe(obs(9, "running", 2, DeliveryOutcome::NotDelivered), T0);
-    let lookup = one(r.tick(T0));
+    let lookup = tick_one(&mut r, T0);
     let deliver = one(r.on_response(lookup.id, ok(api_build(9, "running", 3)), T0 + 10));
     assert_eq!(redelivered(&deliver).2, 3);
     r.observe(obs(9, "running", 4, DeliveryOutcome::Delivered), T0 + 20);
@@ -407,20 +431,25 @@ fn cancelled_build_is_watched_through_unchanged_polls() {
         &mut |n| ok(api_build(n, "killed", 3)),
         &mut pipeline_ok,
     );
-    assert!(log.drone_calls() >= 2, "{}", log.drone_calls());
+    assert!(log.lookups_of(8).len() >= 2, "{:?}", log.lookups_of(8));
     assert_eq!(r.ledger().len(), 1, "watched after unchanged polls");
-    // Teardown rewrites it; that webhook is lost; the next look delivers it.
-    drive(
-        &mut r,
-        &mut now,
-        T0 + 15_900,
-        &mut log,
-        &mut |n| ok(api_build(n, "killed", 4)),
-        &mut pipeline_ok,
-    );
+    // Teardown rewrites it; that webhook is lost; the next look (within the longest interval,
+    // 8 s + 20 % jitter) delivers it.
+    let deadline = log.lookups_of(8).last().unwrap() + 9_700;
+    while now < deadline && log.redeliveries().is_empty() {
+        let until = now + 100;
+        drive(
+            &mut r,
+            &mut now,
+            until,
+            &mut log,
+            &mut |n| ok(api_build(n, "killed", 4)),
+            &mut pipeline_ok,
+        );
+    }
     assert_eq!(log.redeliveries(), vec![(8, "killed".to_string(), 4)]);
     // Then unchanged: forgotten 2 x 8 s after the last change, not before.
-    let changed = log.calls.last().unwrap().0;
+    let changed = *log.lookups_of(8).last().unwrap();
     let mut gone_at = None;
     while now < changed + 40_000 && gone_at.is_none() {
         let until = now + 100;
@@ -452,7 +481,7 @@ fn answer_held_for_a_repository_fetch_is_not_delivered_after_a_newer_live_webhoo
         let mut o = obs(2, "pending", 1, DeliveryOutcome::Delivered);
         o.webhook.repo_json = None;
         r.observe(o, T0);
-        let lookup = one(r.tick(T0 + 2000));
+        let lookup = tick_one(&mut r, T0 + 2000);
         let fetch = one(r.on_response(lookup.id, ok(api_build(2, "running", 2)), T0 + 2000));
         assert_eq!(looked_up(&fetch), None, "the repository");
         let mut o = obs(2, "running", live, DeliveryOutcome::Delivered);
@@ -502,7 +531,7 @@ fn drone_answers_are_counted() {
 fn calls_expire_after_twice_their_timeout() {
     let mut r = Reconciler::new(config(r#","call_timeout_ms":1000"#), 1);
     r.observe(obs(1, "running", 2, DeliveryOutcome::NotDelivered), T0);
-    let call = one(r.tick(T0));
+    let call = tick_one(&mut r, T0);
     r.tick(T0 + 2000);
     assert!(
         r.is_inflight(call.id),

@@ -169,6 +169,7 @@ fn unknown_status_survives_the_queue_decoder() {
             system_json: None,
         },
         outcome: DeliveryOutcome::Delivered,
+        verified: true,
     };
     assert_eq!(o.webhook.status, BuildStatus::Unknown);
     let bytes = o.encode();
