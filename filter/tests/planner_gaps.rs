@@ -12,7 +12,7 @@
 mod common;
 
 use common::*;
-use status_sync::core::ledger::Entry;
+use status_sync::core::ledger::{Class, Entry};
 use status_sync::core::model::{BuildKey, BuildStatus, DeliveryOutcome, RepoRef};
 use status_sync::core::reconciler::Reconciler;
 use status_sync::core::snapshot::{self, Record};
@@ -104,7 +104,7 @@ fn downward_gap_is_exactly_the_numbers_between() {
 #[test]
 fn gap_fill_skips_builds_already_tracked() {
     let mut r = leader_after(5, 5, r#","max_gap_fill":20"#);
-    let mut e = Entry::new(T0);
+    let mut e = Entry::new(T0, Class::Backed);
     e.settled_version = 2;
     e.settled_status = BuildStatus::Running;
     e.next_due_ms = T0 + 50_000;
@@ -124,17 +124,38 @@ fn gap_fill_skips_builds_already_tracked() {
     assert_eq!(r.ledger().get(&eight).unwrap().settled_version, 2);
 }
 
-/// A full ledger evicts for gap-filled builds too, and counts each as a give-up.
+/// Gap-filled builds are inferred (drone may not have them): they go through the bounded
+/// ledger within their quarter of it, the oldest evicted first and each eviction counted as a
+/// give-up; they never evict a build backed by evidence, which takes the room that is left.
 #[test]
 fn gap_fill_into_a_full_ledger_counts_evictions() {
-    let mut r = leader_after(10, 10, r#","max_gap_fill":20,"max_tracked_builds":3"#);
+    // 8 builds, 2 of them inferred at most.
+    let mut r = leader_after(10, 10, r#","max_gap_fill":20,"max_tracked_builds":8"#);
     r.observe(obs(15, "running", 2, DeliveryOutcome::Delivered), T0);
-    // 11..=14 gap-filled, then 15: five builds through a ledger of three.
+    // 11..=14 gap-filled through a share of two, then 15 (a verified webhook).
     assert_eq!(r.counters().builds_gap_filled, 4);
     assert_eq!(r.ledger().len(), 3);
     assert_eq!(r.counters().builds_evicted, 2);
     assert_eq!(r.counters().giveups, 2);
     assert_eq!(tracked(&r), vec![13, 14, 15]);
+    // Backed builds fill the ledger: the inferred ones go first, then the oldest backed one.
+    for n in 16..=22 {
+        r.observe(obs(n, "running", 2, DeliveryOutcome::Delivered), T0);
+    }
+    assert_eq!(r.ledger().len(), 8);
+    assert_eq!(tracked(&r), vec![15, 16, 17, 18, 19, 20, 21, 22]);
+    assert_eq!(r.counters().builds_evicted, 4);
+    r.observe(obs(23, "running", 2, DeliveryOutcome::Delivered), T0);
+    assert_eq!(tracked(&r), vec![16, 17, 18, 19, 20, 21, 22, 23]);
+    assert_eq!(r.counters().builds_evicted, 5);
+    assert_eq!(r.counters().giveups, 5);
+    // A gap below them (8, 9) is refused (inferred never evicts backed), and counted; 7
+    // itself evicts the oldest backed build.
+    r.observe(obs(7, "running", 2, DeliveryOutcome::Delivered), T0);
+    assert_eq!(tracked(&r), vec![7, 17, 18, 19, 20, 21, 22, 23]);
+    assert_eq!(r.counters().builds_gap_filled, 6, "8 and 9");
+    assert_eq!(r.counters().builds_evicted, 8, "16, and 8 and 9 refused");
+    assert_eq!(r.counters().giveups, 8);
 }
 
 /// A second gap below the lowest number uses the lowest seen (not the first seen) as its end.
@@ -167,8 +188,12 @@ fn second_downward_gap_ends_at_the_lowest_seen() {
 fn repository_cache_holds_max_repos() {
     let mut r = Reconciler::new(config(r#","max_repos":2,"max_inflight_calls":1"#), 1);
     for (id, number) in [(42u64, 1u64), (43, 1)] {
+        // Drone's names are unique: 43 is octocat/repo-43.
         let mut o = obs(number, "running", 2, DeliveryOutcome::NotDelivered);
         o.webhook.repo.id = id;
+        if id != REPO_ID {
+            o.webhook.repo.name = format!("repo-{id}");
+        }
         o.webhook.repo_json = Some(REPO_JSON.replace("\"id\":42", &format!("\"id\":{id}")));
         r.observe(o, T0);
     }
@@ -178,7 +203,12 @@ fn repository_cache_holds_max_repos() {
         assert!(r.is_inflight(calls[0].id));
         let path = calls[0].header(":path").unwrap().to_string();
         assert!(path.contains("/builds/"), "{path}");
-        let follow = r.on_response(calls[0].id, ok(api_build(1, "running", 3)), T0 + i);
+        let id = if path.contains("/octocat/hello-world/") {
+            REPO_ID
+        } else {
+            43
+        };
+        let follow = r.on_response(calls[0].id, ok(api_build_of(id, 1, "running", 3)), T0 + i);
         assert!(!r.is_inflight(calls[0].id));
         assert_eq!(follow.len(), 1);
         assert_eq!(follow[0].cluster, "pipeline", "no repository lookup needed");
@@ -188,6 +218,7 @@ fn repository_cache_holds_max_repos() {
     // A third repository evicts the first one's JSON.
     let mut o = obs(1, "running", 2, DeliveryOutcome::Delivered);
     o.webhook.repo.id = 44;
+    o.webhook.repo.name = "repo-44".into();
     o.webhook.repo_json = Some(REPO_JSON.replace("\"id\":42", "\"id\":44"));
     r.observe(o, T0 + 10);
     let mut o = obs(1, "running", 3, DeliveryOutcome::NotDelivered);
@@ -224,25 +255,38 @@ fn renamed_repository_is_looked_up_under_its_new_name() {
     }
 }
 
-/// Repository identities do not outlive their builds: past 1024 more than twice the tracked
-/// builds, the unused ones are dropped (and with them their watermarks).
+/// Repository identities are bounded: at most twice `max_repos` named by evidence or drone, and
+/// `max_repos` named only by unverified webhooks, the oldest of a kind going first, each
+/// counted in `repos_evicted`; the watermarks keep `max_repos` of those left, the highest
+/// numbers first. Hints never push out a confirmed name.
 #[test]
-fn unused_repository_identities_are_pruned() {
-    let mut r = Reconciler::new(config(r#","max_repos":100000"#), 1);
-    for id in 1..=1100u64 {
-        let mut o = obs(1, "success", 3, DeliveryOutcome::Delivered);
+fn repository_identities_are_bounded() {
+    let mut r = Reconciler::new(config(r#","max_repos":10"#), 1);
+    let of = |id: u64, verified: bool| {
+        let mut o = obs(id, "success", 3, DeliveryOutcome::Delivered);
         o.webhook.repo.id = id;
+        o.webhook.repo.name = format!("repo-{id}");
         o.webhook.repo_json = None;
-        r.observe(o, T0);
+        o.verified = verified;
+        o
+    };
+    for id in 1..=25u64 {
+        r.observe(of(id, true), T0);
     }
     assert_eq!(r.ledger().len(), 0);
+    assert_eq!(r.counters().repos_evicted, 5);
     let marks = snapshot::decode_watermarks(&r.take_watermarks().unwrap()).unwrap();
-    // Pruned to the current one when the 1025th arrived, then 75 more.
-    assert_eq!(marks.len(), 76);
     let mut ids: Vec<u64> = marks.iter().map(|m| m.0.id).collect();
     ids.sort();
-    assert_eq!(ids.first(), Some(&1025));
-    assert_eq!(ids.last(), Some(&1100));
+    assert_eq!(ids, (16..=25).collect::<Vec<u64>>(), "the highest numbers");
+    assert_eq!(r.repo_confirmed(5), None);
+    assert!(r.repo_confirmed(6).is_some());
+    // Thirteen repositories only hints name: ten candidates kept, three evicted.
+    for id in 100..=112u64 {
+        r.observe(of(id, false), T0);
+    }
+    assert_eq!(r.counters().repos_evicted, 8);
+    assert!((6..=25).all(|id| r.repo_confirmed(id).is_some()));
 }
 
 /// A tick with nothing due spends no token: the build due next is looked up at the first tick
@@ -278,7 +322,7 @@ fn ticks_with_nothing_due_spend_no_token() {
 fn build_age_limit_is_exclusive_and_counted() {
     let cfg = r#","max_build_age_ms":60000"#;
     let mut r = Reconciler::new(config(cfg), 1);
-    let mut e = Entry::new(T0);
+    let mut e = Entry::new(T0, Class::Backed);
     e.settled_version = 2;
     e.settled_status = BuildStatus::Running;
     e.interval_ms = 1000;
@@ -299,7 +343,11 @@ fn build_age_limit_is_exclusive_and_counted() {
     assert_eq!(r.counters().builds_expired, 0);
     r.on_response(calls[0].id, ok(api_build(1, "running", 2)), T0 + 60_000);
     let next = r.ledger().iter().next().unwrap().1.next_due_ms;
-    assert!(r.tick(next).is_empty(), "older: given up");
+    let c = r.tick(next);
+    assert!(
+        c.iter().all(|c| looked_up(c).is_none()),
+        "older: given up {c:?}"
+    );
     assert_eq!(r.counters().builds_expired, 1);
     assert_eq!(r.counters().giveups, 1);
     assert_eq!(r.ledger().len(), 0);
@@ -316,8 +364,23 @@ fn build_list(builds: &[(u64, &str, u64)]) -> Vec<u8> {
 }
 
 /// Ticks every 100 ms from `from` until the reconciler lists the repository; returns the time
-/// and the call.
-fn next_scan(r: &mut Reconciler, from: u64) -> (u64, status_sync::core::reconciler::OutgoingCall) {
+/// and the call. Drone's other answers on the way: the repository with `counter` (the newest
+/// build drone has), and 501 for `/api/builds/incomplete` (drone's OSS build).
+fn next_scan(
+    r: &mut Reconciler,
+    from: u64,
+    counter: u64,
+) -> (u64, status_sync::core::reconciler::OutgoingCall) {
+    next_scan_with(r, from, counter, &|n| Some(ok(api_build(n, "running", 2))))
+}
+
+/// [`next_scan`], drone answering build lookups with `lookup(number)` (None: no answer yet).
+fn next_scan_with(
+    r: &mut Reconciler,
+    from: u64,
+    counter: u64,
+    lookup: &dyn Fn(u64) -> Option<status_sync::core::reconciler::CallResult>,
+) -> (u64, status_sync::core::reconciler::OutgoingCall) {
     let mut t = from;
     loop {
         let mut calls = r.tick(t);
@@ -325,7 +388,9 @@ fn next_scan(r: &mut Reconciler, from: u64) -> (u64, status_sync::core::reconcil
             // Lookups of tracked builds on the way: drone has them running, the pipeline
             // takes them.
             if let Some(n) = looked_up(&call) {
-                calls.extend(r.on_response(call.id, ok(api_build(n, "running", 2)), t));
+                if let Some(answer) = lookup(n) {
+                    calls.extend(r.on_response(call.id, answer, t));
+                }
                 continue;
             }
             if call.cluster == "pipeline" {
@@ -333,7 +398,11 @@ fn next_scan(r: &mut Reconciler, from: u64) -> (u64, status_sync::core::reconcil
                 continue;
             }
             if call.header(":path") == Some("/api/repos/octocat/hello-world") {
-                calls.extend(r.on_response(call.id, ok(REPO_JSON.as_bytes().to_vec()), t));
+                calls.extend(r.on_response(call.id, ok(repo_json_with_counter(counter)), t));
+                continue;
+            }
+            if call.header(":path") == Some("/api/builds/incomplete") {
+                calls.extend(r.on_response(call.id, http(501), t));
                 continue;
             }
             assert!(calls.is_empty());
@@ -350,20 +419,20 @@ fn next_scan(r: &mut Reconciler, from: u64) -> (u64, status_sync::core::reconcil
 }
 
 /// Listing the configured repositories: the first listing is due at a tenth of the interval
-/// (inclusive), failures count and feed the circuit, successes count and close it, and only a
-/// newer build number changes the watermarks.
+/// (inclusive), failures count, 5xx ones feed the circuit (4xx do not), successes count and
+/// close it, and only a newer build number changes the watermarks.
 #[test]
 fn scans_are_counted_and_feed_the_circuit() {
     let cfg = r#","scan_repos":["octocat/hello-world"],"scan_interval_ms":10000,"circuit_failure_threshold":1"#;
     let mut r = Reconciler::new(config(cfg), 1);
     assert!(r.tick(999).is_empty());
-    let (at, call) = next_scan(&mut r, 1000);
+    let (at, call) = next_scan(&mut r, 1000, 20);
     assert_eq!(at, 1000, "due at scan_interval_ms / 10");
     r.on_response(call.id, http(503), at);
     assert_eq!(r.counters().drone_polls_failed, 1);
     assert_eq!(r.counters().circuit_opens, 1);
     assert_eq!(r.counters().circuit_open, 1);
-    let (at, call) = next_scan(&mut r, at + 100);
+    let (at, call) = next_scan(&mut r, at + 100, 20);
     assert!((9000..=13_100).contains(&at), "{at}");
     r.on_response(call.id, ok(build_list(&[(20, "success", 3)])), at);
     assert_eq!(r.counters().drone_polls_ok, 1);
@@ -376,12 +445,12 @@ fn scans_are_counted_and_feed_the_circuit() {
         "the first listing only sets it"
     );
     // The same newest build again: nothing changed.
-    let (at, call) = next_scan(&mut r, at + 100);
+    let (at, call) = next_scan(&mut r, at + 100, 20);
     r.on_response(call.id, ok(build_list(&[(20, "success", 3)])), at);
     assert_eq!(r.counters().drone_polls_ok, 2);
     assert!(r.take_watermarks().is_none());
     // A newer one: tracked, due at once.
-    let (at, call) = next_scan(&mut r, at + 100);
+    let (at, call) = next_scan(&mut r, at + 100, 21);
     r.on_response(
         call.id,
         ok(build_list(&[(21, "running", 2), (20, "success", 3)])),
@@ -390,31 +459,38 @@ fn scans_are_counted_and_feed_the_circuit() {
     assert_eq!(r.counters().builds_scan_found, 1);
     assert_eq!(tracked(&r), vec![21]);
     assert!(r.take_watermarks().is_some());
+    // A 4xx is drone's answer, not an outage: counted as failed, the circuit stays closed
+    // (only 5xx, timeouts and resets open it).
+    let (at, call) = next_scan(&mut r, at + 100, 21);
+    let failed = r.counters().drone_polls_failed;
+    r.on_response(call.id, http(404), at);
+    assert_eq!(r.counters().drone_polls_failed, failed + 1);
+    assert_eq!(r.counters().circuit_opens, 1);
+    assert_eq!(r.counters().circuit_open, 0);
 }
 
-/// A listed build that is already tracked (here from a previous leader's snapshot) is not
-/// found twice.
+/// A listed build that is already tracked is not found twice. Here 21 was found by the
+/// previous listing and drone has not answered its lookup yet (so the highest number known is
+/// still 20) when the next listing shows it again.
 #[test]
 fn scan_skips_builds_already_tracked() {
-    let cfg = r#","scan_repos":["octocat/hello-world"],"scan_interval_ms":10000"#;
+    let cfg =
+        r#","scan_repos":["octocat/hello-world"],"scan_interval_ms":10000,"call_timeout_ms":60000"#;
     let mut r = Reconciler::new(config(cfg), 1);
-    let (at, call) = next_scan(&mut r, 1000);
+    let slow = |_| None;
+    let (at, call) = next_scan_with(&mut r, 1000, 20, &slow);
     r.on_response(call.id, ok(build_list(&[(20, "success", 3)])), at);
-    let mut e = Entry::new(at);
-    e.next_due_ms = at + 50_000;
-    let shard = snapshot::encode_shard(&[Record {
-        repo: repo(),
-        number: 22,
-        entry: e,
-    }]);
-    assert!(r.load_shard(&shard, at));
-    let (at, call) = next_scan(&mut r, at + 100);
+    let (at, call) = next_scan_with(&mut r, at + 100, 21, &slow);
+    r.on_response(call.id, ok(build_list(&[(21, "running", 2)])), at);
+    assert_eq!(r.counters().builds_scan_found, 1);
+    let (at, call) = next_scan_with(&mut r, at + 100, 22, &slow);
+    assert_eq!(tracked(&r), vec![21], "its lookup is on its way");
     r.on_response(
         call.id,
-        ok(build_list(&[(22, "running", 2), (21, "success", 3)])),
+        ok(build_list(&[(22, "running", 2), (21, "running", 2)])),
         at,
     );
-    assert_eq!(r.counters().builds_scan_found, 1, "21 only");
+    assert_eq!(r.counters().builds_scan_found, 2, "22 only");
     assert_eq!(tracked(&r), vec![21, 22]);
 }
 
@@ -424,9 +500,9 @@ fn scan_into_a_full_ledger_counts_evictions() {
     let cfg =
         r#","scan_repos":["octocat/hello-world"],"scan_interval_ms":10000,"max_tracked_builds":1"#;
     let mut r = Reconciler::new(config(cfg), 1);
-    let (at, call) = next_scan(&mut r, 1000);
+    let (at, call) = next_scan(&mut r, 1000, 20);
     r.on_response(call.id, ok(build_list(&[(20, "success", 3)])), at);
-    let (at, call) = next_scan(&mut r, at + 100);
+    let (at, call) = next_scan(&mut r, at + 100, 23);
     r.on_response(
         call.id,
         ok(build_list(&[
@@ -443,7 +519,7 @@ fn scan_into_a_full_ledger_counts_evictions() {
 }
 
 fn killed_record(number: u64, last_change: u64, due: u64) -> Record {
-    let mut e = Entry::new(last_change);
+    let mut e = Entry::new(last_change, Class::Backed);
     e.settled_version = 3;
     e.settled_status = BuildStatus::Killed;
     e.interval_ms = 8000;

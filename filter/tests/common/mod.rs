@@ -51,8 +51,13 @@ pub fn obs(number: u64, status: &str, version: u64, outcome: DeliveryOutcome) ->
 
 /// Drone's `GET .../builds/{number}` answer body.
 pub fn api_build(number: u64, status: &str, version: u64) -> Vec<u8> {
+    api_build_of(REPO_ID, number, status, version)
+}
+
+/// Drone's `GET .../builds/{number}` answer body for a build of repository `repo_id`.
+pub fn api_build_of(repo_id: u64, number: u64, status: &str, version: u64) -> Vec<u8> {
     format!(
-        "{{\"id\":{},\"repo_id\":42,\"number\":{number},\"status\":\"{status}\",\"event\":\"push\",\"version\":{version},\"stages\":[]}}\n",
+        "{{\"id\":{},\"repo_id\":{repo_id},\"number\":{number},\"status\":\"{status}\",\"event\":\"push\",\"version\":{version},\"stages\":[]}}\n",
         5000 + number
     )
     .into_bytes()
