@@ -4,7 +4,9 @@
 //!
 //! Invariants, checked after every step:
 //! - never older after newer: a re-delivery carries a version newer than every version the
-//!   planner was told the pipeline has (acknowledged or refused, live or re-delivered);
+//!   planner was told the pipeline has (acknowledged or refused, by a verified webhook or its
+//!   own re-delivery), and never older than one an unverified webhook said the pipeline has
+//!   (a hint cannot suppress a re-delivery: at least once);
 //! - calls within budget and rate: in-flight calls within `max_inflight_calls`; build lookups
 //!   within the token bucket (`max_drone_calls_per_sec`, one second's burst) over every window;
 //! - bounded memory: tracked builds within `max_tracked_builds`, every drop counted;
@@ -57,12 +59,15 @@ enum Step {
         webhook: bool,
     },
     /// A sent webhook reaches the filter; the pipeline answers it `outcome` (0 2xx, 1 4xx, 2
-    /// 5xx); `again` keeps it for a duplicate; `repo` whether it carries the repository JSON.
+    /// 5xx); `again` keeps it for a duplicate; `repo` whether it carries the repository JSON;
+    /// `verified` whether its signature verified (drone's genuine webhook either way: false
+    /// stands for `signature_mode` off, where every webhook is a hint).
     Arrive {
         hook: usize,
         outcome: u8,
         again: bool,
         repo: bool,
+        verified: bool,
     },
     /// A sent webhook is lost.
     Lose {
@@ -87,8 +92,8 @@ fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
         3 => (1..=BUILDS, prop::option::weighted(0.3, 0..4u8), prop::bool::weighted(0.8))
             .prop_map(|(build, finish, webhook)| Step::Drone { build, finish, webhook }),
-        3 => (any::<usize>(), prop::sample::select(vec![0u8, 0, 0, 1, 2]), prop::bool::weighted(0.1), prop::bool::weighted(0.8))
-            .prop_map(|(hook, outcome, again, repo)| Step::Arrive { hook, outcome, again, repo }),
+        3 => (any::<usize>(), prop::sample::select(vec![0u8, 0, 0, 1, 2]), prop::bool::weighted(0.1), prop::bool::weighted(0.8), prop::bool::weighted(0.7))
+            .prop_map(|(hook, outcome, again, repo, verified)| Step::Arrive { hook, outcome, again, repo, verified }),
         1 => any::<usize>().prop_map(|hook| Step::Lose { hook }),
         3 => prop_oneof![0..300u64, 300..3000u64].prop_map(|ms| Step::Tick { ms }),
         4 => (any::<usize>(), prop::sample::select(vec![0u8, 0, 1, 2, 3]))
@@ -119,8 +124,13 @@ struct Model {
     sent: Vec<Hook>,
     /// Calls made and not answered: (call, drone's state of the build when it was made).
     pending: Vec<(OutgoingCall, Option<(&'static str, u64)>)>,
-    /// number → highest version the pipeline acknowledged or refused, as the planner was told.
+    /// number → highest version the pipeline acknowledged or refused, as the planner was told
+    /// by evidence (a verified webhook, or the pipeline's answer to its own re-delivery).
     told: BTreeMap<u64, u64>,
+    /// number → highest version the pipeline acknowledged or refused, as only unverified
+    /// webhooks told the planner (a hint, never evidence: it cannot suppress a re-delivery,
+    /// so an equal version may go again, but never an older one).
+    hinted: BTreeMap<u64, u64>,
     /// number → highest version the pipeline acknowledged or refused.
     pipeline: BTreeMap<u64, u64>,
     /// Builds the planner heard of (a webhook arrived).
@@ -140,6 +150,7 @@ impl Model {
             sent: Vec::new(),
             pending: Vec::new(),
             told: BTreeMap::new(),
+            hinted: BTreeMap::new(),
             pipeline: BTreeMap::new(),
             heard: Default::default(),
             lookups: Vec::new(),
@@ -172,6 +183,11 @@ impl Model {
                 prop_assert!(
                     version > told || !self.strict_order,
                     "re-delivery of {number} v{version} after the pipeline had v{told}"
+                );
+                let hinted = self.hinted.get(&number).copied().unwrap_or(0);
+                prop_assert!(
+                    version >= hinted || !self.strict_order,
+                    "re-delivery of {number} v{version} after the pipeline had v{hinted} (hint)"
                 );
                 let (_, truth) = self.drone[&number];
                 prop_assert!(version <= truth, "a version drone never wrote");
@@ -218,6 +234,11 @@ impl Model {
                 finish,
                 webhook,
             } => {
+                // Drone numbers a repository's builds in sequence: the numbers below a new
+                // one exist too (created without a webhook reaching anyone).
+                for below in 1..build {
+                    self.drone.entry(below).or_insert(("pending", 1));
+                }
                 let next = match self.drone.get(&build) {
                     None => Some(("pending", 1)),
                     Some((s, _)) if BuildStatus::parse(s).is_done() => None,
@@ -242,6 +263,7 @@ impl Model {
                 outcome,
                 again,
                 repo,
+                verified,
             } => {
                 if self.sent.is_empty() {
                     return Ok(());
@@ -258,10 +280,15 @@ impl Model {
                     _ => DeliveryOutcome::NotDelivered,
                 };
                 if outcome != DeliveryOutcome::NotDelivered {
-                    self.tell(h.number, h.version, true);
+                    self.tell(h.number, h.version, verified);
+                    if !verified {
+                        let v = self.hinted.entry(h.number).or_insert(0);
+                        *v = (*v).max(h.version);
+                    }
                 }
                 self.heard.insert(h.number);
-                self.r.observe(observation(&h, outcome, repo), self.now);
+                self.r
+                    .observe(observation(&h, outcome, repo, verified), self.now);
             }
             Step::Lose { hook } => {
                 if !self.sent.is_empty() {
@@ -308,10 +335,16 @@ impl Model {
         let live = self.r.is_inflight(call.id);
         if is_drone(call) {
             let Some(number) = looked_up(call) else {
-                return match how {
-                    2 => http(503),
-                    3 => CallResult::Failed,
-                    _ => ok(REPO_JSON.as_bytes().to_vec()),
+                // The repository (its `counter`: the highest number drone allocated), or
+                // the admin list of incomplete builds (drone's OSS build: 501).
+                let counter = self.drone.keys().next_back().copied().unwrap_or(0);
+                return match (how, call.header(":path")) {
+                    (2, _) => http(503),
+                    (3, _) => CallResult::Failed,
+                    (_, Some("/api/repos/octocat/hello-world")) => {
+                        ok(repo_json_with_counter(counter))
+                    }
+                    _ => http(501),
                 };
             };
             let now = self.drone.get(&number).copied();
@@ -368,8 +401,9 @@ impl Model {
     }
 }
 
-fn observation(h: &Hook, outcome: DeliveryOutcome, repo: bool) -> Observation {
+fn observation(h: &Hook, outcome: DeliveryOutcome, repo: bool, verified: bool) -> Observation {
     let mut o = obs(h.number, h.status, h.version, outcome);
+    o.verified = verified;
     if !repo {
         o.webhook.repo_json = None;
     }
