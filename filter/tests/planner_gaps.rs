@@ -565,10 +565,29 @@ fn loaded_watermarks_carry_the_lowest_number() {
     assert_eq!(marks(&mut r), Some((31, 20)));
     r.observe(obs(17, "running", 2, DeliveryOutcome::Delivered), T0);
     assert_eq!(tracked(&r), vec![17, 18, 19, 31]);
-    let bytes = snapshot::encode_watermarks(&[(repo(), 40, 0)]);
-    assert!(r.load_watermarks(&bytes));
-    r.observe(obs(41, "running", 2, DeliveryOutcome::Delivered), T0);
-    assert_eq!(marks(&mut r), Some((41, 17)));
+    // A minimum of 0 (none) and a higher one change nothing; a lower one lowers it.
+    for (next, min, want) in [(41, 0, 17), (42, 25, 17), (43, 5, 5)] {
+        let bytes = snapshot::encode_watermarks(&[(repo(), 40, min)]);
+        assert!(r.load_watermarks(&bytes));
+        // The next number above the highest: no gap, but the watermarks change.
+        r.observe(obs(next, "running", 2, DeliveryOutcome::Delivered), T0);
+        assert_eq!(marks(&mut r), Some((next, want)), "loaded minimum {min}");
+    }
+    assert!(!r.load_watermarks(b"garbage"));
+}
+
+/// The snapshot layout: shards of 64 builds, all rewritten on request (after loading a
+/// snapshot written with another layout).
+#[test]
+fn all_shards_are_rewritten_on_request() {
+    let mut r = Reconciler::new(config(r#","max_tracked_builds":10000"#), 1);
+    assert_eq!(r.shard_count(), 157);
+    assert!(r.take_dirty_shards().is_empty());
+    r.mark_all_dirty();
+    let shards = r.take_dirty_shards();
+    assert_eq!(shards.len(), 157);
+    assert!(shards.iter().enumerate().all(|(i, (s, _))| *s == i as u32));
+    assert!(r.take_dirty_shards().is_empty());
 }
 
 /// Over `max_repos`, ties at the cut-off number fill the cap exactly.
