@@ -631,3 +631,53 @@ fn shell_reported_errors_are_counted() {
     assert_eq!(r.counters().observations_invalid, 2);
     assert_eq!(r.counters().snapshot_errors, 1);
 }
+
+/// Loaded watermarks give a new leader the lowest number too (a later, lower webhook then
+/// fills the gap to it); a loaded minimum of 0 (none) never replaces a known one.
+#[test]
+fn loaded_watermarks_carry_the_lowest_number() {
+    let mut r = leader_after(30, 20, r#","max_gap_fill":20"#);
+    r.observe(obs(31, "running", 2, DeliveryOutcome::Delivered), T0);
+    assert_eq!(marks(&mut r), Some((31, 20)));
+    r.observe(obs(17, "running", 2, DeliveryOutcome::Delivered), T0);
+    assert_eq!(tracked(&r), vec![17, 18, 19, 31]);
+    // A minimum of 0 (none) and a higher one change nothing; a lower one lowers it.
+    for (next, min, want) in [(41, 0, 17), (42, 25, 17), (43, 5, 5)] {
+        let bytes = snapshot::encode_watermarks(&[(repo(), 40, min)]);
+        assert!(r.load_watermarks(&bytes));
+        // The next number above the highest: no gap, but the watermarks change.
+        r.observe(obs(next, "running", 2, DeliveryOutcome::Delivered), T0);
+        assert_eq!(marks(&mut r), Some((next, want)), "loaded minimum {min}");
+    }
+    assert!(!r.load_watermarks(b"garbage"));
+}
+
+/// The snapshot layout: shards of 64 builds, all rewritten on request (after loading a
+/// snapshot written with another layout).
+#[test]
+fn all_shards_are_rewritten_on_request() {
+    let mut r = Reconciler::new(config(r#","max_tracked_builds":10000"#), 1);
+    assert_eq!(r.shard_count(), 157);
+    assert!(r.take_dirty_shards().is_empty());
+    r.mark_all_dirty();
+    let shards = r.take_dirty_shards();
+    assert_eq!(shards.len(), 157);
+    assert!(shards.iter().enumerate().all(|(i, (s, _))| *s == i as u32));
+    assert!(r.take_dirty_shards().is_empty());
+}
+
+/// Over `max_repos`, ties at the cut-off number fill the cap exactly.
+#[test]
+fn watermarks_cut_ties_at_the_cap() {
+    let mut r = Reconciler::new(config(r#","max_repos":3"#), 1);
+    for (id, number) in [(1u64, 50u64), (2, 30), (3, 30), (4, 30), (5, 10)] {
+        let mut o = obs(number, "running", 2, DeliveryOutcome::Delivered);
+        o.webhook.repo.id = id;
+        o.webhook.repo_json = None;
+        r.observe(o, T0);
+    }
+    let m = snapshot::decode_watermarks(&r.take_watermarks().unwrap()).unwrap();
+    let mut numbers: Vec<u64> = m.iter().map(|m| m.1).collect();
+    numbers.sort();
+    assert_eq!(numbers, vec![30, 30, 50]);
+}
