@@ -681,3 +681,42 @@ fn watermarks_cut_ties_at_the_cap() {
     numbers.sort();
     assert_eq!(numbers, vec![30, 30, 50]);
 }
+
+/// A repository only a hint named, then confirmed by a verified webhook, leaves the
+/// candidates' room; a confirmed one named again and again takes one place. Counted wrongly,
+/// either would evict names that fit (repos.rs survivors: the kinds' counters).
+#[test]
+fn repository_identities_are_counted_once_per_kind() {
+    let mut r = Reconciler::new(config(r#","max_repos":2"#), 1);
+    let of = |id: u64, verified: bool| {
+        let mut o = obs(1, "success", 3, DeliveryOutcome::Delivered);
+        o.webhook.repo.id = id;
+        o.webhook.repo.name = format!("repo-{id}");
+        o.webhook.repo_json = None;
+        o.verified = verified;
+        o
+    };
+    // 1 a candidate, then confirmed: two more candidates fit (max_repos 2).
+    r.observe(of(1, false), T0);
+    r.observe(of(1, true), T0);
+    r.observe(of(2, false), T0);
+    r.observe(of(3, false), T0);
+    assert_eq!(r.counters().repos_evicted, 0);
+    // 1 and 4 confirmed (room for 2 × max_repos = 4), named again and again: still room for
+    // two more confirmed names.
+    r.observe(of(4, true), T0);
+    for _ in 0..5 {
+        r.observe(of(1, true), T0);
+        r.observe(of(4, true), T0);
+    }
+    r.observe(of(5, true), T0);
+    r.observe(of(6, true), T0);
+    assert_eq!(r.counters().repos_evicted, 0);
+    assert!([1, 4, 5, 6]
+        .iter()
+        .all(|id| r.repo_confirmed(*id).is_some()));
+    // One more evicts the oldest confirmed name.
+    r.observe(of(7, true), T0);
+    assert_eq!(r.counters().repos_evicted, 1);
+    assert_eq!(r.repo_confirmed(1), None);
+}
