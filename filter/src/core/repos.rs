@@ -317,4 +317,20 @@ mod tests {
         assert_eq!(i.pop_discovery(1_000), Some(7));
         assert_eq!(i.next_discovery(), Some(108));
     }
+
+    /// A repository is due for discovery once: rescheduling replaces its time; it is taken at
+    /// its due time exactly, not before (cargo-mutants survivors).
+    #[test]
+    fn discovery_is_due_once_and_at_its_time() {
+        let mut i = idents(4);
+        i.confirm(&repo(1, "r"));
+        i.schedule_discovery(1, 500);
+        i.schedule_discovery(1, 300);
+        assert_eq!(i.due.len(), 1, "rescheduled, not added");
+        assert_eq!(i.next_discovery(), Some(300));
+        assert_eq!(i.pop_discovery(299), None);
+        assert_eq!(i.pop_discovery(300), Some(1));
+        assert_eq!(i.pop_discovery(10_000), None, "taken once");
+        assert_eq!(i.get(&1).unwrap().discover_due_ms, NOT_SCHEDULED);
+    }
 }
