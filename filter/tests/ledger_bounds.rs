@@ -51,3 +51,24 @@ fn shard_hash_is_fixed() {
     assert_eq!(shard_of(&key(1, 1), 157), 83);
     assert_eq!(shard_of(&key(42, 7), 0), 0, "no shards: one");
 }
+
+/// A leader that loses the lease forgets everything it tracked (the next one loads the
+/// snapshot): builds, schedule, tombstones.
+#[test]
+fn clear_forgets_everything() {
+    let mut l = Ledger::new(10, 10);
+    let mut e = Entry::new(0);
+    e.next_due_ms = 100;
+    l.insert(key(1, 1), e);
+    l.insert(key(1, 2), Entry::new(0));
+    l.finish(&key(1, 2), 3);
+    l.clear();
+    assert!(l.is_empty());
+    assert_eq!(l.next_due(), None);
+    assert_eq!(l.tombstone(&key(1, 2)), None);
+    assert!(l.pop_due(1000).is_none());
+    assert!(l.take_dirty().is_empty());
+    // Usable again.
+    l.insert(key(1, 1), e);
+    assert_eq!(l.pop_due(100).map(|(k, _)| k), Some(key(1, 1)));
+}

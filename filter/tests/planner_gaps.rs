@@ -300,11 +300,13 @@ fn ticks_with_nothing_due_spend_no_token() {
         number: 1,
     };
     let due = r.ledger().get(&key).unwrap().next_due_ms;
-    let (mut now, mut log) = (T0, Log::default());
+    // Ticks from about half a second before: a token spent on the first of them would not be
+    // back (1/s) by the tick after the due time.
+    let (mut now, mut log) = (due - 550, Log::default());
     drive(
         &mut r,
         &mut now,
-        T0 + 3000,
+        due + 3000,
         &mut log,
         &mut |n| ok(api_build(n, "running", 2)),
         &mut |_| http(200),
