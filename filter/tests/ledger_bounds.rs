@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use status_sync::core::ledger::{shard_count, shard_of, Class, Entry, Ledger};
+use status_sync::core::ledger::{shard_count, shard_of, Class, Entry, Lane, Ledger};
 use status_sync::core::model::BuildKey;
 
 fn key(repo_id: u64, number: u64) -> BuildKey {
@@ -53,22 +53,28 @@ fn shard_hash_is_fixed() {
 }
 
 /// A leader that loses the lease forgets everything it tracked (the next one loads the
-/// snapshot): builds, schedule, tombstones.
+/// snapshot): builds of every class, both lanes' schedules, class counts, tombstones.
 #[test]
 fn clear_forgets_everything() {
     let mut l = Ledger::new(10, 10);
-    let mut e = Entry::new(0);
+    let mut e = Entry::new(0, Class::Backed);
     e.next_due_ms = 100;
     l.insert(key(1, 1), e);
-    l.insert(key(1, 2), Entry::new(0));
+    let mut h = Entry::new(0, Class::Hint);
+    h.next_due_ms = 100;
+    l.insert(key(1, 3), h);
+    l.insert(key(1, 2), Entry::new(0, Class::Backed));
     l.finish(&key(1, 2), 3);
     l.clear();
     assert!(l.is_empty());
-    assert_eq!(l.next_due(), None);
+    for lane in [Lane::Main, Lane::Hint] {
+        assert_eq!(l.next_due(lane), None);
+        assert!(l.pop_due(1000, lane).is_none());
+    }
+    assert_eq!((l.count(Class::Backed), l.count(Class::Hint)), (0, 0));
     assert_eq!(l.tombstone(&key(1, 2)), None);
-    assert!(l.pop_due(1000).is_none());
     assert!(l.take_dirty().is_empty());
     // Usable again.
     l.insert(key(1, 1), e);
-    assert_eq!(l.pop_due(100).map(|(k, _)| k), Some(key(1, 1)));
+    assert_eq!(l.pop_due(100, Lane::Main).map(|(k, _)| k), Some(key(1, 1)));
 }
