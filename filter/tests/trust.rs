@@ -937,3 +937,107 @@ fn a_hint_about_a_finished_build_costs_a_lookup_never_a_redelivery() {
     );
     assert_eq!(s.r.counters().hints_refuted, 1);
 }
+
+/// Attack 3, racing, with a forged name that shares a part with the real one
+/// (`octocat/evil`, `evil/hello-world`): the genuine name that arrives during the
+/// confirmation is still the next candidate (a name differing in one part is another name)
+/// (repos.rs survivor).
+#[test]
+fn attack3_a_forged_name_sharing_a_part_cannot_shut_out_the_real_one() {
+    for (namespace, name) in [("octocat", "evil"), ("evil", "hello-world")] {
+        let mut s = Sim::new(config(""));
+        s.drone.set(42, 5, "running", 2);
+        let mut evil = forged(42, 5, "running", 2);
+        evil.repo.namespace = namespace.into();
+        evil.repo.name = name.into();
+        s.observe(seen(evil, DeliveryOutcome::NotDelivered, false));
+        s.now += 100;
+        let confirm = s.r.tick(s.now).pop().unwrap();
+        let path = format!("/api/repos/{namespace}/{name}");
+        assert_eq!(confirm.header(":path"), Some(path.as_str()));
+        s.observe(seen(
+            hook(42, 5, "running", 2),
+            DeliveryOutcome::Delivered,
+            false,
+        ));
+        let answer = s.drone.answer(&confirm);
+        assert!(s.r.on_response(confirm.id, answer, s.now).is_empty());
+        s.drone.set(42, 5, "success", 3);
+        s.run(20_000);
+        assert_eq!(
+            s.r.repo_confirmed(42),
+            Some(("octocat", "hello-world")),
+            "{path}"
+        );
+        let got: Vec<(String, u64)> = s
+            .delivered
+            .iter()
+            .map(|d| (d.status.clone(), d.version))
+            .collect();
+        assert_eq!(got, vec![("success".to_string(), 3)], "{path}");
+    }
+}
+
+/// A refutation only drops the name it was asked about, and never a confirmed one: drone's
+/// 404 for a hint's name arrives after a verified webhook confirmed that name, or after the
+/// repository was evicted and named again (another name of the same owner) (repos.rs
+/// survivors).
+#[test]
+fn late_refutations_drop_only_the_unconfirmed_name_they_were_about() {
+    let not_found = || CallResult::Response {
+        status: 404,
+        body: br#"{"message":"Not Found"}"#.to_vec(),
+    };
+    // Confirmed meanwhile by evidence.
+    let mut s = Sim::new(config(""));
+    s.observe(seen(
+        hook(42, 5, "running", 2),
+        DeliveryOutcome::NotDelivered,
+        false,
+    ));
+    s.now += 100;
+    let confirm = s.r.tick(s.now).pop().unwrap();
+    assert_eq!(
+        confirm.header(":path"),
+        Some("/api/repos/octocat/hello-world")
+    );
+    s.observe(seen(
+        hook(42, 5, "running", 3),
+        DeliveryOutcome::Delivered,
+        true,
+    ));
+    assert!(s.r.on_response(confirm.id, not_found(), s.now).is_empty());
+    assert_eq!(s.r.repo_confirmed(42), Some(("octocat", "hello-world")));
+
+    // Evicted (max_repos 1) and named again while the old name's confirmation was on its way.
+    let mut s = Sim::new(config(r#","max_repos":1"#));
+    s.drone.set(42, 5, "running", 2);
+    let mut evil = forged(42, 5, "running", 2);
+    evil.repo.namespace = "octocat".into();
+    evil.repo.name = "evil".into();
+    s.observe(seen(evil, DeliveryOutcome::NotDelivered, false));
+    s.now += 100;
+    let confirm = s.r.tick(s.now).pop().unwrap();
+    assert_eq!(confirm.header(":path"), Some("/api/repos/octocat/evil"));
+    s.observe(seen(
+        hook(7, 1, "running", 2),
+        DeliveryOutcome::NotDelivered,
+        false,
+    ));
+    s.observe(seen(
+        hook(42, 5, "running", 2),
+        DeliveryOutcome::NotDelivered,
+        false,
+    ));
+    assert!(s.r.on_response(confirm.id, not_found(), s.now).is_empty());
+    s.run(10_000);
+    assert!(
+        s.drone
+            .calls
+            .iter()
+            .any(|p| p == "/api/repos/octocat/hello-world"),
+        "{:?}",
+        s.drone.calls
+    );
+    assert_eq!(s.r.repo_confirmed(42), Some(("octocat", "hello-world")));
+}

@@ -87,6 +87,8 @@ const MEMORY_BOUND: usize = 16 << 20;
 const LIVE_PIPELINE_FAULT: f64 = 0.03;
 /// Re-deliveries the pipeline answers 5xx/connect failure/timeout outside its outage.
 const REDELIVERY_PIPELINE_FAULT: f64 = 0.05;
+/// Re-deliveries the pipeline refuses (422) during the fault phase: final, never retried.
+const REDELIVERY_PIPELINE_REFUSE: f64 = 0.02;
 const DUPLICATE: f64 = 0.03;
 const REORDER: f64 = 0.05;
 /// Share of normal builds whose `build:created` reaches the sidecar after the first step.
@@ -441,6 +443,11 @@ struct Pipeline {
     redeliveries: u64,
     redeliveries_acked: u64,
     redeliveries_faulted: u64,
+    /// (repo id, number) → versions the pipeline refused (4xx) when re-delivered.
+    refused: BTreeMap<(u64, u64), Vec<u64>>,
+    redeliveries_refused: u64,
+    /// Re-deliveries of a version the pipeline had refused before.
+    refused_again: Vec<String>,
     /// Re-deliveries must be signed (a secret is configured).
     signed: bool,
     /// Re-deliveries carrying the attacker's bytes.
@@ -526,6 +533,14 @@ impl Pipeline {
             ));
         }
         self.redeliveries += 1;
+        let refused_before = self.refused.get(&key).is_some_and(|v| v.contains(&version));
+        if refused_before {
+            self.refused_again.push(format!(
+                "build {}/{}: v{version} ({status}) re-delivered at {now} after the pipeline refused it",
+                key.0 - 100,
+                key.1
+            ));
+        }
         let reply = if self.outage {
             Some(CallReply::ConnectFailure)
         } else if self.faults && self.rng.chance(REDELIVERY_PIPELINE_FAULT) {
@@ -535,6 +550,12 @@ impl Pipeline {
                 2 => CallReply::ConnectFailure,
                 _ => CallReply::Timeout,
             })
+        } else if self.faults && self.rng.chance(REDELIVERY_PIPELINE_REFUSE) {
+            self.redeliveries_refused += 1;
+            self.refused.entry(key).or_default().push(version);
+            // Refused (not acknowledged) and answered 4xx: the filter must not retry it.
+            self.receive(key, status, version, now, false, true);
+            return CallReply::status(422, r#"{"error":"unprocessable"}"#);
         } else {
             None
         };
@@ -616,6 +637,10 @@ struct Report {
     redeliveries: u64,
     redeliveries_acked: u64,
     redeliveries_faulted: u64,
+    redeliveries_refused: u64,
+    refused_again: Vec<String>,
+    /// Builds whose final version the pipeline refused: its decision, not a loss.
+    refused_final: u64,
     kills: Vec<usize>,
     reconfigures: u64,
     max_memory: usize,
@@ -684,6 +709,9 @@ impl Sim {
             redeliveries: 0,
             redeliveries_acked: 0,
             redeliveries_faulted: 0,
+            refused: BTreeMap::new(),
+            redeliveries_refused: 0,
+            refused_again: Vec::new(),
             signed: case.mode != "off",
             tainted: Vec::new(),
         }));
@@ -1228,6 +1256,8 @@ impl Sim {
         r.redeliveries = p.redeliveries;
         r.redeliveries_acked = p.redeliveries_acked;
         r.redeliveries_faulted = p.redeliveries_faulted;
+        r.redeliveries_refused = p.redeliveries_refused;
+        r.refused_again = p.refused_again.clone();
         r.tainted = p.tainted.clone();
         // Newest build number of each repository the filter saw a webhook of.
         let mut newest_seen: BTreeMap<u64, u64> = BTreeMap::new();
@@ -1252,6 +1282,10 @@ impl Sim {
                     r.recovered += 1;
                     r.recovery_ms.push(d.at.saturating_sub(b.last_write_at));
                 }
+                continue;
+            }
+            if p.refused.get(&key).is_some_and(|v| v.contains(&b.version)) {
+                r.refused_final += 1;
                 continue;
             }
             let what = format!(
@@ -1352,8 +1386,15 @@ fn summarize(case: &Case, r: &Report) {
         r.live_pipeline_faults
     );
     println!(
-        "  drone: {} API calls ({} faulted); re-deliveries: {} reached the pipeline, {} acknowledged, {} faulted",
-        r.drone_calls, r.drone_faults, r.redeliveries, r.redeliveries_acked, r.redeliveries_faulted
+        "  drone: {} API calls ({} faulted); re-deliveries: {} reached the pipeline, {} acknowledged, {} faulted, {} refused (4xx; counted by the filter: {}); {} builds' final version refused",
+        r.drone_calls,
+        r.drone_faults,
+        r.redeliveries,
+        r.redeliveries_acked,
+        r.redeliveries_faulted,
+        r.redeliveries_refused,
+        m("redeliveries_refused"),
+        r.refused_final
     );
     println!(
         "  converged {}/{}; final state recovered by re-delivery {} (delay p50 {} ms, p99 {} ms, max {} ms)",
@@ -1413,6 +1454,8 @@ fn summarize(case: &Case, r: &Report) {
         "drone_faults": r.drone_faults,
         "redeliveries": r.redeliveries,
         "redeliveries_acked": r.redeliveries_acked,
+        "redeliveries_refused": r.redeliveries_refused,
+        "refused_final": r.refused_final,
         "recovery_p50_ms": p50,
         "recovery_p99_ms": p99,
         "recovery_max_ms": max,
@@ -1511,6 +1554,44 @@ fn broken(case: &Case, r: &Report, host: &Host) -> Vec<String> {
             list(&r.violations)
         ),
     );
+    // A re-delivery the pipeline refused (4xx) is final: counted in `redeliveries_refused`,
+    // never retried. A reconciler that ends (leader killed, config reloaded) loses the answers
+    // of its calls in flight (at most `max_inflight_calls`, 12), and its successor's checkpoint
+    // may predate a refusal: both bounded per epoch.
+    let epochs = r.kills.len() as u64 + r.reconfigures;
+    let counted = m("redeliveries_refused") as u64;
+    check(
+        counted <= r.redeliveries_refused && counted + 12 * epochs >= r.redeliveries_refused,
+        format!(
+            "redeliveries_refused {counted}, the pipeline refused {} ({epochs} epochs ended)",
+            r.redeliveries_refused
+        ),
+    );
+    // Counted per refused (build, version), not per attempt: one re-delivery retried through a
+    // pipeline outage is one decision. A new reconciler also forgets finished builds (their
+    // tombstones are not checkpointed): a webhook about one (late, or a forged hint in the
+    // attacker cases) makes it look the build up and deliver drone's state once more, under
+    // the same webhook-id. Bounded per epoch too.
+    let refused_again: std::collections::BTreeSet<&str> = r
+        .refused_again
+        .iter()
+        .filter_map(|s| s.split(" re-delivered at").next())
+        .collect();
+    check(
+        refused_again.len() as u64 <= epochs,
+        format!(
+            "{} refused versions re-delivered again ({} re-deliveries):\n    {}",
+            refused_again.len(),
+            r.refused_again.len(),
+            list(&r.refused_again)
+        ),
+    );
+    if case.loss > 0.0 {
+        check(
+            counted > 0,
+            "the pipeline refused re-deliveries, and the filter counted them".into(),
+        );
+    }
     // Known issue 1 (`repro_slow_drone_answer_races_live_final`): rare by nature; a bound
     // catches it getting common.
     let race_bound = known_issue_bound(r.builds / 200);

@@ -79,8 +79,10 @@ mod tests {
     #[test]
     fn sends_once_per_change_and_refresh() {
         let mut m = SentMetadata::new(4);
+        assert!(m.is_empty());
         assert!(m.needs(1, 10, 0));
         m.sent(1, 10, 0);
+        assert!(!m.is_empty());
         assert!(!m.needs(1, 10, 1));
         assert!(!m.needs(1, 10, REFRESH_MS - 1));
         assert!(m.needs(1, 11, 1), "changed metadata goes again at once");

@@ -1437,9 +1437,21 @@ impl Reconciler {
         self.counters.drone_polls_ok += 1;
         self.counters.repos_evicted += self.idents.confirm(&repo);
         self.repo_json.insert(repo.id, json);
+        // The pipeline may have acknowledged a newer (or the same) version live while the
+        // repository was fetched: deliver only what it still lacks, else look again later.
+        let Some(entry) = self.ledger.get(&key).copied() else {
+            return Vec::new();
+        };
         match drone_api::parse_build(&build) {
-            Ok(api) if self.ledger.contains(&key) => self.deliver_or_fetch_repo(key, &api, now_ms),
-            _ => Vec::new(),
+            Ok(api) if api.version > entry.settled_version => {
+                self.deliver_or_fetch_repo(key, &api, now_ms)
+            }
+            _ => {
+                let delay = self.rng.jitter(self.cfg.stale_after_ms);
+                self.ledger
+                    .update(&key, |e| e.next_due_ms = now_ms.saturating_add(delay));
+                Vec::new()
+            }
         }
     }
 

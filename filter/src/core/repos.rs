@@ -317,4 +317,41 @@ mod tests {
         assert_eq!(i.pop_discovery(1_000), Some(7));
         assert_eq!(i.next_discovery(), Some(108));
     }
+
+    /// A repository is due for discovery once: rescheduling replaces its time; it is taken at
+    /// its due time exactly, not before (cargo-mutants survivors).
+    #[test]
+    fn discovery_is_due_once_and_at_its_time() {
+        let mut i = idents(4);
+        i.confirm(&repo(1, "r"));
+        i.schedule_discovery(1, 500);
+        i.schedule_discovery(1, 300);
+        assert_eq!(i.due.len(), 1, "rescheduled, not added");
+        assert_eq!(i.next_discovery(), Some(300));
+        assert_eq!(i.pop_discovery(299), None);
+        assert_eq!(i.pop_discovery(300), Some(1));
+        assert_eq!(i.pop_discovery(10_000), None, "taken once");
+        assert_eq!(i.get(&1).unwrap().discover_due_ms, NOT_SCHEDULED);
+    }
+
+    /// Names dropped out of turn (refuted candidates) leave stale places in the eviction
+    /// order; its compaction keeps the live names of the kind, so the oldest still goes first
+    /// after it (cargo-mutants survivor).
+    #[test]
+    fn eviction_order_compaction_keeps_the_bound() {
+        let mut i = idents(2);
+        i.candidate(&repo(1_000, "kept"));
+        for id in 1..=100 {
+            i.candidate(&repo(id, "c"));
+            i.refute(id, "o", "c");
+        }
+        assert_eq!(i.iter().count(), 1);
+        for id in 101..=110 {
+            i.candidate(&repo(id, "c"));
+        }
+        let mut kept: Vec<u64> = i.iter().map(|(id, _)| *id).collect();
+        kept.sort();
+        assert_eq!(kept, vec![109, 110], "the newest, the oldest going first");
+        assert!(i.order[1].len() <= 2 * i.counts[1] + 64);
+    }
 }

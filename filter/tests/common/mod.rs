@@ -1,0 +1,205 @@
+//! Helpers shared by the planner's integration tests: a configuration with short timings,
+//! live observations, drone's build answers and the pipeline's answers.
+//!
+//! Every observation is built by [`obs`], so a change to what an observation carries is made
+//! here once.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use status_sync::core::config::Config;
+use status_sync::core::model::{BuildStatus, DeliveryOutcome, ParsedWebhook, RepoRef};
+use status_sync::core::observation::Observation;
+use status_sync::core::reconciler::{CallResult, OutgoingCall};
+
+pub const REPO_ID: u64 = 42;
+pub const REPO_JSON: &str = r#"{"id":42,"uid":"1","namespace":"octocat","name":"hello-world","slug":"octocat/hello-world","counter":101,"version":105,"archived":false}"#;
+
+/// tick 100 ms, stale after 1 s, polls at most every 8 s, circuit open 2 s; `extra` is more
+/// JSON members, each starting with a comma.
+pub fn config(extra: &str) -> Config {
+    let json = format!(
+        r#"{{"pipeline_cluster":"pipeline","drone_cluster":"drone","drone_token":"t0k3n","tick_ms":100,"stale_after_ms":1000,"max_poll_interval_ms":8000,"circuit_open_ms":2000{extra}}}"#
+    );
+    Config::parse(json.as_bytes(), &|_| None).unwrap()
+}
+
+pub fn hook(number: u64, status: &str, version: u64) -> ParsedWebhook {
+    ParsedWebhook {
+        repo: RepoRef {
+            id: REPO_ID,
+            namespace: "octocat".into(),
+            name: "hello-world".into(),
+        },
+        number,
+        status: BuildStatus::parse(status),
+        version,
+        action: "updated".into(),
+        repo_json: Some(REPO_JSON.into()),
+        system_json: Some(r#"{"proto":"https","host":"drone.example.com"}"#.into()),
+    }
+}
+
+/// A live webhook that passed the filter (signed by drone where that distinction exists), and
+/// how the pipeline answered it.
+pub fn obs(number: u64, status: &str, version: u64, outcome: DeliveryOutcome) -> Observation {
+    Observation {
+        webhook: hook(number, status, version),
+        verified: true,
+        outcome,
+    }
+}
+
+/// Drone's `GET .../builds/{number}` answer body.
+pub fn api_build(number: u64, status: &str, version: u64) -> Vec<u8> {
+    api_build_of(REPO_ID, number, status, version)
+}
+
+/// Drone's `GET .../builds/{number}` answer body for a build of repository `repo_id`.
+pub fn api_build_of(repo_id: u64, number: u64, status: &str, version: u64) -> Vec<u8> {
+    format!(
+        "{{\"id\":{},\"repo_id\":{repo_id},\"number\":{number},\"status\":\"{status}\",\"event\":\"push\",\"version\":{version},\"stages\":[]}}\n",
+        5000 + number
+    )
+    .into_bytes()
+}
+
+pub fn ok(body: Vec<u8>) -> CallResult {
+    CallResult::Response { status: 200, body }
+}
+
+pub fn http(status: u16) -> CallResult {
+    CallResult::Response {
+        status,
+        body: Vec::new(),
+    }
+}
+
+pub fn is_drone(call: &OutgoingCall) -> bool {
+    call.cluster == "drone"
+}
+
+/// The build number a drone build lookup asks for (None for other calls).
+pub fn looked_up(call: &OutgoingCall) -> Option<u64> {
+    let path = call.header(":path")?;
+    let rest = path.strip_prefix("/api/repos/octocat/hello-world/builds/")?;
+    rest.parse().ok()
+}
+
+/// (number, status, version) of a re-delivery's body.
+pub fn redelivered(call: &OutgoingCall) -> (u64, String, u64) {
+    assert_eq!(call.cluster, "pipeline", "a re-delivery");
+    let body: serde_json::Value = serde_json::from_slice(&call.body).unwrap();
+    (
+        body["build"]["number"].as_u64().unwrap(),
+        body["build"]["status"].as_str().unwrap().to_string(),
+        body["build"]["version"].as_u64().unwrap(),
+    )
+}
+
+/// Every call the reconciler made while [`drive`] ran it, with the time it was made.
+#[derive(Default)]
+pub struct Log {
+    pub calls: Vec<(u64, OutgoingCall)>,
+    /// Drone's `counter` for the repository: the highest build number drone has allocated,
+    /// here the highest any test made known (tracked or looked up). Never goes down.
+    pub counter: u64,
+}
+
+impl Log {
+    /// Times of the lookups of build `number`.
+    pub fn lookups_of(&self, number: u64) -> Vec<u64> {
+        self.calls
+            .iter()
+            .filter(|(_, c)| looked_up(c) == Some(number))
+            .map(|(t, _)| *t)
+            .collect()
+    }
+
+    pub fn drone_calls(&self) -> usize {
+        self.calls.iter().filter(|(_, c)| is_drone(c)).count()
+    }
+
+    /// (number, status, version) of every re-delivery, in order.
+    pub fn redeliveries(&self) -> Vec<(u64, String, u64)> {
+        self.calls
+            .iter()
+            .filter(|(_, c)| !is_drone(c))
+            .map(|(_, c)| redelivered(c))
+            .collect()
+    }
+}
+
+/// Ticks every 100 ms from `*now` (exclusive) to `until` (inclusive), answering each call at
+/// once: drone's build lookups with `drone(number)`, its repository lookups with the repository,
+/// the pipeline with `pipeline(call)`.
+pub fn drive(
+    r: &mut status_sync::core::reconciler::Reconciler,
+    now: &mut u64,
+    until: u64,
+    log: &mut Log,
+    drone: &mut dyn FnMut(u64) -> CallResult,
+    pipeline: &mut dyn FnMut(&OutgoingCall) -> CallResult,
+) {
+    while *now + 100 <= until {
+        *now += 100;
+        let mut calls = r.tick(*now);
+        let mut answered = 0;
+        while let Some(call) = calls.pop() {
+            // A planner that answers every answer with another call would loop here forever.
+            answered += 1;
+            assert!(
+                answered < 1000,
+                "endless follow-up calls at {now}: {call:?}"
+            );
+            let answer = if is_drone(&call) {
+                match looked_up(&call) {
+                    Some(n) => {
+                        log.counter = log.counter.max(n);
+                        drone(n)
+                    }
+                    None => other_drone_call(r, &call, log, drone),
+                }
+            } else {
+                pipeline(&call)
+            };
+            calls.extend(r.on_response(call.id, answer, *now));
+            log.calls.push((*now, call));
+        }
+    }
+}
+
+/// Drone's answer to a call that is not a build lookup: the repository (a name confirmation
+/// or a discovery of its `counter`), or the admin list of incomplete builds. Drone is one
+/// server: when `drone` answers a lookup of the newest build with anything but 200, these
+/// calls get that answer too (an outage); otherwise the repository carries the highest number
+/// drone has, and the list of incomplete builds answers 501 (drone's OSS build).
+pub fn other_drone_call(
+    r: &status_sync::core::reconciler::Reconciler,
+    call: &OutgoingCall,
+    log: &mut Log,
+    drone: &mut dyn FnMut(u64) -> CallResult,
+) -> CallResult {
+    let tracked = r
+        .ledger()
+        .iter()
+        .filter(|(k, _)| k.repo_id == REPO_ID)
+        .map(|(k, _)| k.number)
+        .max()
+        .unwrap_or(0);
+    log.counter = log.counter.max(tracked);
+    let health = drone(log.counter.max(1));
+    if !matches!(health, CallResult::Response { status: 200, .. }) {
+        return health;
+    }
+    match call.header(":path") {
+        Some("/api/repos/octocat/hello-world") => ok(repo_json_with_counter(log.counter)),
+        _ => http(501),
+    }
+}
+
+/// [`REPO_JSON`] with drone's `counter` set to `counter`.
+pub fn repo_json_with_counter(counter: u64) -> Vec<u8> {
+    REPO_JSON
+        .replace("\"counter\":101", &format!("\"counter\":{counter}"))
+        .into_bytes()
+}
