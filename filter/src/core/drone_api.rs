@@ -443,12 +443,6 @@ fn hex_digit(n: u8) -> char {
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::indexing_slicing,
-    clippy::expect_used,
-    clippy::panic
-)]
 mod tests {
     use super::*;
     use crate::core::json::MAX_DEPTH;

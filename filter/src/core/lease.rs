@@ -75,7 +75,6 @@ pub fn decide(current: Option<&[u8]>, me: u64, now_ms: u64, lease_ms: u64) -> De
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

@@ -105,7 +105,6 @@ pub fn check_webhook(w: &ParsedWebhook) -> Result<(), ParseError> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

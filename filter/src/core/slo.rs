@@ -137,7 +137,6 @@ impl Slo {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
     use DeliveryOutcome::*;

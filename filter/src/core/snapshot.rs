@@ -216,7 +216,6 @@ pub fn reschedule_in_flight(entry: &mut Entry, now_ms: u64) {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

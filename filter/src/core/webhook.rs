@@ -651,12 +651,6 @@ pub mod reference {
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::indexing_slicing,
-    clippy::expect_used,
-    clippy::panic
-)]
 mod tests {
     use super::*;
     use crate::core::model::{BuildStatus, RepoRef};

@@ -86,12 +86,6 @@ pub(crate) fn decode_u64(raw: &str) -> Option<u64> {
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::indexing_slicing,
-    clippy::expect_used,
-    clippy::panic
-)]
 mod tests {
     use super::*;
 
