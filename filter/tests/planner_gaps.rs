@@ -722,3 +722,23 @@ fn repository_identities_are_counted_once_per_kind() {
     assert_eq!(r.counters().repos_evicted, 1);
     assert_eq!(r.repo_confirmed(1), None);
 }
+
+/// A build whose lookup was in flight when the old leader wrote the snapshot is looked up at
+/// once by the new one (snapshot::reschedule_in_flight).
+#[test]
+fn build_in_flight_in_a_snapshot_is_due_at_once() {
+    let mut e = Entry::new(T0, Class::Backed);
+    e.settled_version = 2;
+    e.settled_status = BuildStatus::Running;
+    e.next_due_ms = status_sync::core::ledger::NOT_SCHEDULED;
+    let shard = snapshot::encode_shard(&[Record {
+        repo: repo(),
+        number: 4,
+        entry: e,
+    }]);
+    let mut r = Reconciler::new(config(""), 1);
+    assert!(r.load_shard(&shard, T0));
+    let calls = r.tick(T0);
+    assert_eq!(calls.len(), 1);
+    assert_eq!(looked_up(&calls[0]), Some(4));
+}
