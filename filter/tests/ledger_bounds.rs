@@ -30,6 +30,29 @@ fn tombstones_hold_exactly_their_cap() {
     assert_eq!(none.tombstone(&key(1, 1)), None, "cap 0 keeps none");
 }
 
+/// A build tracked again after it finished loses its tombstone; when it finishes once more,
+/// its new tombstone is the newest and must outlive older ones. (The old tombstone set left a
+/// removed key in its order queue, so that stale slot evicted the new tombstone at once, and
+/// the queue could grow past its bound under churn.)
+#[test]
+fn a_tombstone_removed_and_set_again_is_the_newest() {
+    let mut l = Ledger::new(10, 2);
+    l.insert(key(1, 1), Entry::new(0, Class::Backed));
+    l.finish(&key(1, 1), 3);
+    // A newer webhook of build 1 brings it back (its tombstone goes), then two others finish.
+    l.insert(key(1, 1), Entry::new(0, Class::Backed));
+    assert_eq!(l.tombstone(&key(1, 1)), None);
+    for n in 2..=3 {
+        l.insert(key(1, n), Entry::new(0, Class::Backed));
+        l.finish(&key(1, n), 3);
+    }
+    // Build 1 finishes again: the newest tombstone; build 2's, the oldest, goes.
+    l.finish(&key(1, 1), 5);
+    assert_eq!(l.tombstone(&key(1, 1)), Some(5));
+    assert_eq!(l.tombstone(&key(1, 3)), Some(3));
+    assert_eq!(l.tombstone(&key(1, 2)), None);
+}
+
 #[test]
 fn cap_is_the_configured_size_at_least_one() {
     assert_eq!(Ledger::new(10_000, 64).cap(), 10_000);

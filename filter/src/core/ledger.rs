@@ -8,8 +8,9 @@
 //! proportional to due builds, not tracked ones); and a bounded set of tombstones for builds
 //! that finished, so late step webhooks carrying older versions cannot bring them back.
 
+use super::fifo_map::FifoMap;
 use super::model::{BuildKey, BuildStatus};
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// `next_due_ms` value of a build that is not scheduled (a call for it is in flight).
 pub const NOT_SCHEDULED: u64 = u64::MAX;
@@ -122,33 +123,6 @@ impl Entry {
     }
 }
 
-/// Builds that finished recently, with the version they finished at. FIFO-bounded.
-#[derive(Debug, Default)]
-struct Tombstones {
-    map: HashMap<BuildKey, u64>,
-    order: VecDeque<BuildKey>,
-    cap: usize,
-}
-
-impl Tombstones {
-    fn insert(&mut self, key: BuildKey, version: u64) {
-        if self.cap == 0 {
-            return;
-        }
-        if self.map.insert(key, version).is_none() {
-            self.order.push_back(key);
-        }
-        while self.map.len() > self.cap {
-            match self.order.pop_front() {
-                Some(old) => {
-                    self.map.remove(&old);
-                }
-                None => break,
-            }
-        }
-    }
-}
-
 /// Builds per snapshot shard: small enough that rewriting a dirty shard each tick is cheap.
 pub const SHARD_SIZE: usize = 64;
 
@@ -184,7 +158,9 @@ pub struct Ledger {
     age: [VecDeque<BuildKey>; 3],
     /// Builds per [`Class`].
     counts: [usize; 3],
-    tombstones: Tombstones,
+    /// Builds finished and delivered, with the version they finished at: late step webhooks
+    /// with older versions must not resurrect them. Oldest forgotten first.
+    tombstones: FifoMap<BuildKey, u64>,
     cap: usize,
     /// Most builds of class [`Class::Hint`] and [`Class::Inferred`] each.
     share: usize,
@@ -200,10 +176,7 @@ impl Ledger {
             due: Default::default(),
             age: Default::default(),
             counts: [0; 3],
-            tombstones: Tombstones {
-                cap: tombstone_cap,
-                ..Default::default()
-            },
+            tombstones: FifoMap::new(tombstone_cap),
             cap,
             share: (cap / 4).max(1),
         }
@@ -276,7 +249,7 @@ impl Ledger {
 
     /// Version a finished build finished at, if it finished recently.
     pub fn tombstone(&self, key: &BuildKey) -> Option<u64> {
-        self.tombstones.map.get(key).copied()
+        self.tombstones.get(key).copied()
     }
 
     /// Number of builds due at `now_ms` in both lanes (for tests and metrics; O(due)).
@@ -321,7 +294,7 @@ impl Ledger {
                 evicted = self.evict_oldest(Class::Backed);
             }
         }
-        self.tombstones.map.remove(&key);
+        self.tombstones.remove(&key);
         if entry.next_due_ms != NOT_SCHEDULED {
             if let Some(due) = self.due_set(class) {
                 due.insert((entry.next_due_ms, key));
@@ -446,8 +419,7 @@ impl Ledger {
         self.due = Default::default();
         self.age = Default::default();
         self.counts = [0; 3];
-        self.tombstones.map = HashMap::new();
-        self.tombstones.order = VecDeque::new();
+        self.tombstones.clear();
     }
 }
 
