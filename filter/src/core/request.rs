@@ -103,13 +103,16 @@ pub struct Message {
 
 impl Observe {
     /// Parses the body into the reconciler's queue message. The repository and system objects
-    /// go along only when this VM has not sent them recently (`sent`, at `now_ms`). Parsing
+    /// go along only with a verified webhook, and only when this VM has not sent them recently
+    /// (`sent`, at `now_ms`): the reconciler takes them from evidence alone, so an unverified
+    /// webhook's copy would be dead weight in the queue, and marking them sent on its word
+    /// would hold back the next verified webhook's (real) objects. Parsing
     /// waits until the end of the stream because forwarding the webhook does not need it, so
     /// it adds nothing to the pipeline's latency.
     pub fn into_message(self, sent: &SentMetadata, now_ms: u64) -> Result<Message, ParseError> {
         let view = webhook::scan_webhook(&self.body)?;
         let (repo_id, hash) = (view.repo.id, view.metadata_hash());
-        let with_metadata = sent.needs(repo_id, hash, now_ms);
+        let with_metadata = self.verified && sent.needs(repo_id, hash, now_ms);
         let webhook = view.into_parsed(with_metadata)?;
         let outcome = DeliveryOutcome::from_status(self.response_status);
         let bytes = Observation {
@@ -868,5 +871,33 @@ mod tests {
         assert!(observed(r.finish(Some(200)))
             .into_message(&sent, NOW)
             .is_err());
+    }
+
+    /// An unverified webhook carries no repository or system object (the reconciler takes
+    /// them from evidence only) and marks nothing sent: the next verified webhook of that
+    /// repository still brings drone's real objects.
+    #[test]
+    fn an_unverified_webhook_carries_and_marks_no_metadata() {
+        let b = body();
+        let sent = SentMetadata::new(16);
+        let r = run(&off(), &build_webhook(Some(&b)), &b, 1, false);
+        let m = observed(r.finish(Some(200)))
+            .into_message(&sent, NOW)
+            .unwrap();
+        assert_eq!(m.sent_metadata, None);
+        let obs = Observation::decode(&m.bytes).unwrap();
+        assert!(!obs.verified);
+        assert_eq!(obs.webhook.repo_json, None);
+        assert_eq!(obs.webhook.system_json, None);
+        let r = run(&enforce(), &build_webhook(Some(&b)), &b, 1, false);
+        let m = observed(r.finish(Some(200)))
+            .into_message(&sent, NOW)
+            .unwrap();
+        assert!(m.sent_metadata.is_some());
+        assert!(Observation::decode(&m.bytes)
+            .unwrap()
+            .webhook
+            .repo_json
+            .is_some());
     }
 }
