@@ -63,7 +63,7 @@ test: lint build envoy dist-tools prometheus
 	cargo test --workspace --no-fail-fast
 
 ## check-paths: a clone of this repository is all anything needs. Fails when a tracked file
-## reaches outside it (../shared) or names a directory of one machine (/work/, /root/, /home/).
+## reaches outside it (a sibling shared/ directory) or names a directory of one machine (under work, root, home).
 PATH_PATTERN := (\.\./shared|(^|[^A-Za-z0-9_.~$$-])/(work|root|home|Users)/)
 check-paths:
 	@if git rev-parse --git-dir >/dev/null 2>&1; then \
