@@ -9,50 +9,18 @@
     clippy::panic
 )]
 
-use status_sync::core::config::Config;
-use status_sync::core::model::{BuildStatus, DeliveryOutcome, ParsedWebhook, RepoRef};
-use status_sync::core::observation::Observation;
+mod common;
+
+use common::{api_build as api_body, config, obs, ok};
+use status_sync::core::model::DeliveryOutcome;
 use status_sync::core::reconciler::{CallResult, Reconciler};
 
-const REPO_JSON: &str = r#"{"id":42,"uid":"1","namespace":"octocat","name":"hello-world","slug":"octocat/hello-world","counter":101,"version":105,"archived":false}"#;
-
 fn reconciler(extra: &str) -> Reconciler {
-    let json = format!(
-        r#"{{"pipeline_cluster":"pipeline","drone_cluster":"drone","drone_token":"t","tick_ms":100,"stale_after_ms":1000,"max_poll_interval_ms":8000,"circuit_open_ms":2000{extra}}}"#
-    );
-    Reconciler::new(Config::parse(json.as_bytes(), &|_| None).unwrap(), 1)
-}
-
-fn obs(number: u64, status: &str, version: u64, outcome: DeliveryOutcome) -> Observation {
-    Observation {
-        webhook: ParsedWebhook {
-            repo: RepoRef {
-                id: 42,
-                namespace: "octocat".into(),
-                name: "hello-world".into(),
-            },
-            number,
-            status: BuildStatus::parse(status),
-            version,
-            action: "updated".into(),
-            repo_json: Some(REPO_JSON.into()),
-            system_json: None,
-        },
-        outcome,
-        // Drone's own webhooks, signed: evidence.
-        verified: true,
-    }
+    Reconciler::new(config(extra), 1)
 }
 
 fn api_build(number: u64, status: &str, version: u64) -> CallResult {
-    CallResult::Response {
-        status: 200,
-        body: format!(
-            "{{\"id\":{},\"repo_id\":42,\"number\":{number},\"status\":\"{status}\",\"event\":\"push\",\"version\":{version},\"stages\":[]}}",
-            5000 + number
-        )
-        .into_bytes(),
-    }
+    ok(api_body(number, status, version))
 }
 
 /// Ticks every 100 ms for `ms`, answering drone with `drone()` and the pipeline with
