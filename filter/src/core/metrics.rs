@@ -121,6 +121,11 @@ metrics! {
     TransitionsRecovered(transitions_recovered): Counter
         "status_sync.transitions_recovered"
         "known-missing transitions the pipeline accepted later";
+    SloDropped(slo_dropped): Counter
+        "status_sync.slo_dropped"
+        "SLO bookkeeping dropped to stay bounded: recovery delays beyond 4096 between two \
+         callbacks (not in the histogram), or the oldest missing transition forgotten past \
+         `max_tracked_builds`";
     BuildInfo: Gauge
         "status_sync.build_info"
         "1, labelled `sync_version` (the module's version)";

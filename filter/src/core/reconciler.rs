@@ -562,6 +562,7 @@ impl Reconciler {
         self.counters.transitions_missing = self.slo.len() as u64;
         self.counters.transitions_lost = self.slo.lost;
         self.counters.transitions_recovered = self.slo.recovered;
+        self.counters.slo_dropped = self.slo.delays_dropped;
     }
 
     /// Recovery delays (ms) measured since the last call, for the histogram.

@@ -33,8 +33,9 @@ pub struct Slo {
     by_age: BTreeSet<(u64, BuildKey)>,
     cap: usize,
     delays: Vec<u64>,
-    /// Transitions found missing, recovered since the start, and delays that did not fit
-    /// `delays`.
+    /// Transitions found missing and recovered since the start; `delays_dropped`: what was
+    /// dropped to stay bounded (delays that did not fit `delays`, or the oldest missing
+    /// transition forgotten at `cap`).
     pub lost: u64,
     pub recovered: u64,
     pub delays_dropped: u64,
@@ -76,6 +77,7 @@ impl Slo {
             // Cannot happen while callers respect the ledger's cap; never grow past it.
             if let Some(oldest) = self.by_age.pop_first() {
                 self.missing.remove(&oldest.1);
+                self.delays_dropped += 1;
             }
         }
         self.missing.insert(
@@ -148,6 +150,18 @@ mod tests {
         }
     }
     const ALL: fn(&BuildKey) -> bool = |_| true;
+
+    /// Past its cap the oldest missing transition is forgotten, and counted.
+    #[test]
+    fn the_cap_forgets_the_oldest_and_counts_it() {
+        let mut s = Slo::new(2);
+        for n in 1..=3 {
+            s.missing(k(n), 1, n * 1_000);
+        }
+        assert_eq!(s.len(), 2);
+        assert_eq!(s.delays_dropped, 1);
+        assert_eq!(s.oldest_age_ms(10_000, ALL), 8_000, "build 1 was forgotten");
+    }
 
     #[test]
     fn caught_up_is_zero() {
