@@ -5,10 +5,32 @@
 //! `reference` feature), so the shipped module depends on neither serde nor serde_json.
 
 pub(crate) mod decode;
+#[cfg(any(test, feature = "reference"))]
+pub(crate) mod depth;
 pub(crate) mod scan;
 
 pub(crate) use decode::{decode_string, decode_u64};
+#[cfg(any(test, feature = "reference"))]
+pub(crate) use depth::nesting_depth;
 /// For the reference parser and the tests, which hold other decoders to the same nesting limit.
 #[cfg(any(test, feature = "reference"))]
 pub(crate) use scan::MAX_DEPTH;
 pub(crate) use scan::{le_words, JsonError, Scanner};
+
+/// One to three random one-byte edits of `b` (replace, insert or delete, a byte of `alphabet`
+/// at a random place): near-misses of a valid text, for the tests that hold the parsers to
+/// serde_json's verdict.
+#[cfg(test)]
+pub(crate) fn mutate(rng: &mut crate::core::backoff::Rng, b: &mut Vec<u8>, alphabet: &[u8]) {
+    for _ in 0..1 + rng.next_u64() % 3 {
+        let i = (rng.next_u64() % b.len() as u64) as usize;
+        let v = alphabet[(rng.next_u64() % alphabet.len() as u64) as usize];
+        match rng.next_u64() % 3 {
+            0 => b[i] = v,
+            1 => b.insert(i, v),
+            _ => {
+                b.remove(i);
+            }
+        }
+    }
+}
