@@ -5,6 +5,8 @@
 //! them (same keys, same order, same number formatting), so the pipeline cannot tell a
 //! re-delivery from a live webhook. Only the few fields we act on are decoded.
 
+/// Re-exported for the configuration's log lines, which compact what they quote.
+pub(crate) use super::json::compact;
 use super::json::{self, Scanner};
 use super::model::{BuildStatus, ParseError, RepoRef};
 use std::borrow::Cow;
@@ -366,33 +368,6 @@ pub(crate) fn json_string(s: &str) -> String {
 
 fn hex_lower(n: u32) -> char {
     char::from_digit(n, 16).unwrap_or('0')
-}
-
-/// Removes JSON whitespace outside strings. Only for already validated JSON: the tokens are
-/// copied unchanged, so numbers and strings stay byte-for-byte what drone wrote, while an
-/// answer pretty-printed by `HTTP_JSON_INDENT=true` becomes compact like a real webhook.
-pub(crate) fn compact(json: &str) -> String {
-    let mut out = String::with_capacity(json.len());
-    let mut in_string = false;
-    let mut escaped = false;
-    for c in json.chars() {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if c == '\\' {
-                escaped = true;
-            } else if c == '"' {
-                in_string = false;
-            }
-            out.push(c);
-        } else if !matches!(c, ' ' | '\t' | '\n' | '\r') {
-            if c == '"' {
-                in_string = true;
-            }
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// Percent-encodes one path segment: RFC 3986 unreserved characters stay, every other byte
@@ -823,32 +798,42 @@ mod tests {
 
     #[test]
     fn paths_encode_segments() {
-        assert_eq!(
-            repo_path(&repo("octocat", "hello-world")),
-            "/api/repos/octocat/hello-world"
-        );
-        assert_eq!(
-            build_path(&repo("octocat", "hello-world"), 101),
-            "/api/repos/octocat/hello-world/builds/101"
-        );
-        assert_eq!(
-            build_path(&repo("my org", "a/b?c#d%e"), 1),
-            "/api/repos/my%20org/a%2Fb%3Fc%23d%25e/builds/1"
-        );
-        assert_eq!(
-            repo_path(&repo("A-Za-z0-9-._~", "a..b")),
-            "/api/repos/A-Za-z0-9-._~/a..b"
-        );
-        // Attack 3 of the trust-boundary issue: `..` names never step out of the route.
-        assert_eq!(
-            build_path(&repo("..", "."), 5),
-            "/api/repos/%2E%2E/%2E/builds/5"
-        );
-        assert_eq!(repo_path(&repo("é", "+:@")), "/api/repos/%C3%A9/%2B%3A%40");
-        assert_eq!(
-            build_path(&repo("o", "n"), u64::MAX),
-            format!("/api/repos/o/n/builds/{}", u64::MAX)
-        );
+        let max = format!("/api/repos/o/n/builds/{}", u64::MAX);
+        // (namespace, name, build number or None for the repository's path, path)
+        for (ns, name, number, want) in [
+            (
+                "octocat",
+                "hello-world",
+                None,
+                "/api/repos/octocat/hello-world",
+            ),
+            (
+                "octocat",
+                "hello-world",
+                Some(101),
+                "/api/repos/octocat/hello-world/builds/101",
+            ),
+            (
+                "my org",
+                "a/b?c#d%e",
+                Some(1),
+                "/api/repos/my%20org/a%2Fb%3Fc%23d%25e/builds/1",
+            ),
+            (
+                "A-Za-z0-9-._~",
+                "a..b",
+                None,
+                "/api/repos/A-Za-z0-9-._~/a..b",
+            ),
+            // Attack 3 of the trust-boundary issue: `..` names never step out of the route.
+            ("..", ".", Some(5), "/api/repos/%2E%2E/%2E/builds/5"),
+            ("é", "+:@", None, "/api/repos/%C3%A9/%2B%3A%40"),
+            ("o", "n", Some(u64::MAX), &max),
+        ] {
+            let r = repo(ns, name);
+            let got = number.map_or_else(|| repo_path(&r), |n| build_path(&r, n));
+            assert_eq!(got, want, "{ns} {name} {number:?}");
+        }
     }
 
     #[test]
@@ -966,9 +951,7 @@ mod tests {
     }
 
     #[test]
-    fn compact_and_encoding_helpers() {
-        assert_eq!(compact(" [ 1 , \"a b\\\\\" , { } ]\n"), r#"[1,"a b\\",{}]"#);
-        assert_eq!(compact(r#""\" ""#), r#""\" ""#);
+    fn encoding_helpers() {
         assert_eq!(json_string("a\"b\\c\n"), r#""a\"b\\c\n""#);
         assert_eq!(hex_digit(0), '0');
         assert_eq!(hex_digit(15), 'F');
