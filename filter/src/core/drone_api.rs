@@ -60,7 +60,7 @@ pub fn parse_repo_counter(body: &[u8]) -> Result<(RepoRef, String, u64), ParseEr
 /// build with a pending or running stage, newest build first, at most 50): the repository,
 /// its JSON without `build`, and the build's number.
 pub fn parse_incomplete(body: &[u8]) -> Result<Vec<(RepoRef, String, u64)>, ParseError> {
-    let items = Scanner::array_items(utf8(body)?).map_err(|e| ParseError::Json(e.to_string()))?;
+    let items = Scanner::array_items(utf8(body)?)?;
     items
         .into_iter()
         .map(|item| {
@@ -110,7 +110,7 @@ pub struct ListedBuild {
 /// Parses a build list. Entries lacking a field we need make the whole answer an error: a
 /// partial list could hide exactly the build we are looking for.
 pub fn parse_build_list(body: &[u8]) -> Result<Vec<ListedBuild>, ParseError> {
-    let items = Scanner::array_items(utf8(body)?).map_err(|e| ParseError::Json(e.to_string()))?;
+    let items = Scanner::array_items(utf8(body)?)?;
     items
         .into_iter()
         .map(|item| {
@@ -250,6 +250,17 @@ pub(crate) fn utf8(body: &[u8]) -> Result<&str, ParseError> {
     std::str::from_utf8(body).map_err(|_| ParseError::Json("not UTF-8".to_string()))
 }
 
+/// Enters the object the text of `s` starts with. Any other text is a JSON error: the
+/// scanner's own when it is not JSON, else "expected a JSON object" (an array, a string...).
+pub(crate) fn begin_object(s: &mut Scanner<'_>) -> Result<(), ParseError> {
+    if s.begin_object() {
+        return Ok(());
+    }
+    s.value(0)?;
+    s.end()?;
+    Err(ParseError::Json("expected a JSON object".to_string()))
+}
+
 /// The value of the member named `key` among an object's `entries`, `None` when it has none.
 /// A key present more than once is ambiguous (JSON decoders disagree on which one wins), so
 /// it is an error (`Invalid(name)`) rather than a guess. Shared with the reference parser,
@@ -283,21 +294,16 @@ pub(crate) struct RawObject<'a> {
 impl<'a> RawObject<'a> {
     /// Parses `text`, which must be exactly one JSON object (surrounding whitespace allowed).
     pub(crate) fn parse(text: &'a str) -> Result<Self, ParseError> {
-        let json = |e: json::JsonError| ParseError::Json(e.to_string());
         let mut s = Scanner::new(text);
-        if !s.begin_object() {
-            s.value(0).map_err(json)?;
-            s.end().map_err(json)?;
-            return Err(ParseError::Json("expected a JSON object".to_string()));
-        }
+        begin_object(&mut s)?;
         let mut entries = Vec::with_capacity(16);
         let mut first = true;
-        while let Some(key) = s.next_key(first).map_err(json)? {
+        while let Some(key) = s.next_key(first)? {
             first = false;
-            let key = key.decode().map_err(json)?;
-            entries.push((key, s.value(1).map_err(json)?));
+            let key = key.decode()?;
+            entries.push((key, s.value(1)?));
         }
-        s.end().map_err(json)?;
+        s.end()?;
         Ok(RawObject { entries })
     }
 

@@ -178,6 +178,15 @@ impl std::fmt::Display for ParseError {
 
 impl std::error::Error for ParseError {}
 
+/// A scanner error is a JSON error of whatever was being parsed. Cold, so that the parsers'
+/// many `?` on the scanner keep their happy paths small.
+impl From<super::json::JsonError> for ParseError {
+    #[cold]
+    fn from(e: super::json::JsonError) -> Self {
+        Self::Json(e.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,6 +1,6 @@
 //! Recognising and parsing drone's live `build` webhooks.
 
-use super::drone_api::{parse_repo_object, utf8, RawObject};
+use super::drone_api::{begin_object, parse_repo_object, utf8, RawObject};
 use super::json::{self, Scanner};
 use super::limits;
 use super::model::{BuildStatus, ParseError, ParsedWebhook, RepoRef};
@@ -259,7 +259,7 @@ fn nested<'a>(
     s.ws();
     let start = s.pos();
     if !s.begin_object() {
-        n.raw = s.value(1).map_err(json)?;
+        n.raw = s.value(1)?;
         return Ok(n);
     }
     n.is_object = true;
@@ -267,10 +267,10 @@ fn nested<'a>(
     // End of the previous member's value: `repo.build` is cut from there (its comma included)
     // when hashing, so a repository hashes the same with and without it.
     let mut prev_end = s.pos();
-    while let Some(key) = s.next_key(first).map_err(json)? {
+    while let Some(key) = s.next_key(first)? {
         first = false;
         let name = key.decode();
-        let value = s.value(2).map_err(json)?;
+        let value = s.value(2)?;
         match name {
             Ok(name) => {
                 if let Some(i) = keys.iter().position(|k| *k == name) {
@@ -291,10 +291,6 @@ fn nested<'a>(
     Ok(n)
 }
 
-fn json(e: json::JsonError) -> ParseError {
-    ParseError::Json(e.to_string())
-}
-
 /// The nested object's members, once the webhook is known to be a build event.
 fn object_fields<'a, 'n>(n: &'n Nested<'a>) -> Result<&'n [Field<'a>; 3], ParseError> {
     if !n.is_object {
@@ -312,20 +308,15 @@ fn object_fields<'a, 'n>(n: &'n Nested<'a>) -> Result<&'n [Field<'a>; 3], ParseE
 pub fn scan_webhook(body: &[u8]) -> Result<WebhookView<'_>, ParseError> {
     let text = utf8(body)?;
     let mut s = Scanner::new(text);
-    if !s.begin_object() {
-        // Not an object: any JSON error, or a JSON value of the wrong type.
-        s.value(0).map_err(json)?;
-        s.end().map_err(json)?;
-        return Err(ParseError::Json("expected a JSON object".to_string()));
-    }
+    begin_object(&mut s)?;
     let (mut event, mut action, mut system) =
         (Field::default(), Field::default(), Field::default());
     let (mut repo, mut build) = (Field::default(), Field::default());
     let (mut repo_obj, mut build_obj) = (Nested::default(), Nested::default());
     let mut first = true;
-    while let Some(key) = s.next_key(first).map_err(json)? {
+    while let Some(key) = s.next_key(first)? {
         first = false;
-        let key = key.decode().map_err(json)?;
+        let key = key.decode()?;
         match &*key {
             "repo" => {
                 let n = nested(&mut s, ["id", "namespace", "name"], true)?;
@@ -342,7 +333,7 @@ pub fn scan_webhook(body: &[u8]) -> Result<WebhookView<'_>, ParseError> {
                 }
             }
             other => {
-                let value = s.value(1).map_err(json)?;
+                let value = s.value(1)?;
                 match other {
                     "event" => event.add(value),
                     "action" => action.add(value),
@@ -352,7 +343,7 @@ pub fn scan_webhook(body: &[u8]) -> Result<WebhookView<'_>, ParseError> {
             }
         }
     }
-    s.end().map_err(json)?;
+    s.end()?;
 
     if event.string("event")? != "build" {
         return Err(ParseError::NotABuildEvent);
