@@ -5,6 +5,8 @@
 //! them (same keys, same order, same number formatting), so the pipeline cannot tell a
 //! re-delivery from a live webhook. Only the few fields we act on are decoded.
 
+/// Re-exported for the configuration's log lines, which compact what they quote.
+pub(crate) use super::json::compact;
 use super::json::{self, Scanner};
 use super::model::{BuildStatus, ParseError, RepoRef};
 use std::borrow::Cow;
@@ -58,7 +60,7 @@ pub fn parse_repo_counter(body: &[u8]) -> Result<(RepoRef, String, u64), ParseEr
 /// build with a pending or running stage, newest build first, at most 50): the repository,
 /// its JSON without `build`, and the build's number.
 pub fn parse_incomplete(body: &[u8]) -> Result<Vec<(RepoRef, String, u64)>, ParseError> {
-    let items = Scanner::array_items(utf8(body)?).map_err(|e| ParseError::Json(e.to_string()))?;
+    let items = Scanner::array_items(utf8(body)?)?;
     items
         .into_iter()
         .map(|item| {
@@ -108,7 +110,7 @@ pub struct ListedBuild {
 /// Parses a build list. Entries lacking a field we need make the whole answer an error: a
 /// partial list could hide exactly the build we are looking for.
 pub fn parse_build_list(body: &[u8]) -> Result<Vec<ListedBuild>, ParseError> {
-    let items = Scanner::array_items(utf8(body)?).map_err(|e| ParseError::Json(e.to_string()))?;
+    let items = Scanner::array_items(utf8(body)?)?;
     items
         .into_iter()
         .map(|item| {
@@ -248,6 +250,38 @@ pub(crate) fn utf8(body: &[u8]) -> Result<&str, ParseError> {
     std::str::from_utf8(body).map_err(|_| ParseError::Json("not UTF-8".to_string()))
 }
 
+/// Enters the object the text of `s` starts with. Any other text is a JSON error: the
+/// scanner's own when it is not JSON, else "expected a JSON object" (an array, a string...).
+pub(crate) fn begin_object(s: &mut Scanner<'_>) -> Result<(), ParseError> {
+    if s.begin_object() {
+        return Ok(());
+    }
+    s.value(0)?;
+    s.end()?;
+    Err(ParseError::Json("expected a JSON object".to_string()))
+}
+
+/// The value of the member named `key` among an object's `entries`, `None` when it has none.
+/// A key present more than once is ambiguous (JSON decoders disagree on which one wins), so
+/// it is an error (`Invalid(name)`) rather than a guess. Shared with the reference parser,
+/// whose values are serde_json's raw values.
+pub(crate) fn unique_member<V: Copy>(
+    entries: &[(Cow<'_, str>, V)],
+    key: &str,
+    name: &'static str,
+) -> Result<Option<V>, ParseError> {
+    let mut found = None;
+    for (k, v) in entries {
+        if k == key {
+            if found.is_some() {
+                return Err(ParseError::Invalid(name));
+            }
+            found = Some(*v);
+        }
+    }
+    Ok(found)
+}
+
 /// A JSON object's members in document order, each value as its raw (validated) text.
 ///
 /// Order matters for re-deliveries, and raw values let us copy drone's objects without
@@ -260,21 +294,16 @@ pub(crate) struct RawObject<'a> {
 impl<'a> RawObject<'a> {
     /// Parses `text`, which must be exactly one JSON object (surrounding whitespace allowed).
     pub(crate) fn parse(text: &'a str) -> Result<Self, ParseError> {
-        let json = |e: json::JsonError| ParseError::Json(e.to_string());
         let mut s = Scanner::new(text);
-        if !s.begin_object() {
-            s.value(0).map_err(json)?;
-            s.end().map_err(json)?;
-            return Err(ParseError::Json("expected a JSON object".to_string()));
-        }
+        begin_object(&mut s)?;
         let mut entries = Vec::with_capacity(16);
         let mut first = true;
-        while let Some(key) = s.next_key(first).map_err(json)? {
+        while let Some(key) = s.next_key(first)? {
             first = false;
-            let key = key.decode().map_err(json)?;
-            entries.push((key, s.value(1).map_err(json)?));
+            let key = key.decode()?;
+            entries.push((key, s.value(1)?));
         }
-        s.end().map_err(json)?;
+        s.end()?;
         Ok(RawObject { entries })
     }
 
@@ -283,19 +312,9 @@ impl<'a> RawObject<'a> {
         Self::parse(text)
     }
 
-    /// The raw value of `key`. A key present more than once is ambiguous (JSON decoders
-    /// disagree on which one wins), so it is an error rather than a guess.
+    /// The raw value of `key` (see [`unique_member`]).
     pub(crate) fn get(&self, key: &str, name: &'static str) -> Result<Option<&'a str>, ParseError> {
-        let mut found = None;
-        for (k, v) in &self.entries {
-            if k == key {
-                if found.is_some() {
-                    return Err(ParseError::Invalid(name));
-                }
-                found = Some(*v);
-            }
-        }
-        Ok(found)
+        unique_member(&self.entries, key, name)
     }
 
     /// A required unsigned integer. Negative numbers, floats, strings and values beyond
@@ -327,38 +346,6 @@ impl<'a> RawObject<'a> {
     }
 }
 
-/// Maximum bracket nesting of `json`, ignoring brackets inside strings. Runs on unvalidated
-/// input: it only counts, the parser that follows reports any syntax error. Only the
-/// reference webhook parser (the test oracle, built on serde_json, which skips raw values
-/// without a depth limit) needs it; [`json`] limits nesting as it goes.
-pub(crate) fn nesting_depth(json: &str) -> usize {
-    let (mut depth, mut max) = (0usize, 0usize);
-    let mut in_string = false;
-    let mut escaped = false;
-    for b in json.bytes() {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-            }
-        } else {
-            match b {
-                b'"' => in_string = true,
-                b'{' | b'[' => {
-                    depth += 1;
-                    max = max.max(depth);
-                }
-                b'}' | b']' => depth = depth.saturating_sub(1),
-                _ => {}
-            }
-        }
-    }
-    max
-}
-
 /// `s` as a JSON string literal (keys are decoded when parsed, so they are re-encoded),
 /// escaped as serde_json (and Go's encoder, for what drone sends) would.
 pub(crate) fn json_string(s: &str) -> String {
@@ -387,33 +374,6 @@ pub(crate) fn json_string(s: &str) -> String {
 
 fn hex_lower(n: u32) -> char {
     char::from_digit(n, 16).unwrap_or('0')
-}
-
-/// Removes JSON whitespace outside strings. Only for already validated JSON: the tokens are
-/// copied unchanged, so numbers and strings stay byte-for-byte what drone wrote, while an
-/// answer pretty-printed by `HTTP_JSON_INDENT=true` becomes compact like a real webhook.
-pub(crate) fn compact(json: &str) -> String {
-    let mut out = String::with_capacity(json.len());
-    let mut in_string = false;
-    let mut escaped = false;
-    for c in json.chars() {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if c == '\\' {
-                escaped = true;
-            } else if c == '"' {
-                in_string = false;
-            }
-            out.push(c);
-        } else if !matches!(c, ' ' | '\t' | '\n' | '\r') {
-            if c == '"' {
-                in_string = true;
-            }
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// Percent-encodes one path segment: RFC 3986 unreserved characters stay, every other byte
@@ -715,7 +675,6 @@ mod tests {
             "{".repeat(500)
         );
         assert!(parse_build(quoted.as_bytes()).is_ok());
-        assert_eq!(nesting_depth(r#"{"a":"\\",  "b":[{}]}"#), 3);
     }
 
     #[test]
@@ -845,32 +804,42 @@ mod tests {
 
     #[test]
     fn paths_encode_segments() {
-        assert_eq!(
-            repo_path(&repo("octocat", "hello-world")),
-            "/api/repos/octocat/hello-world"
-        );
-        assert_eq!(
-            build_path(&repo("octocat", "hello-world"), 101),
-            "/api/repos/octocat/hello-world/builds/101"
-        );
-        assert_eq!(
-            build_path(&repo("my org", "a/b?c#d%e"), 1),
-            "/api/repos/my%20org/a%2Fb%3Fc%23d%25e/builds/1"
-        );
-        assert_eq!(
-            repo_path(&repo("A-Za-z0-9-._~", "a..b")),
-            "/api/repos/A-Za-z0-9-._~/a..b"
-        );
-        // Attack 3 of the trust-boundary issue: `..` names never step out of the route.
-        assert_eq!(
-            build_path(&repo("..", "."), 5),
-            "/api/repos/%2E%2E/%2E/builds/5"
-        );
-        assert_eq!(repo_path(&repo("é", "+:@")), "/api/repos/%C3%A9/%2B%3A%40");
-        assert_eq!(
-            build_path(&repo("o", "n"), u64::MAX),
-            format!("/api/repos/o/n/builds/{}", u64::MAX)
-        );
+        let max = format!("/api/repos/o/n/builds/{}", u64::MAX);
+        // (namespace, name, build number or None for the repository's path, path)
+        for (ns, name, number, want) in [
+            (
+                "octocat",
+                "hello-world",
+                None,
+                "/api/repos/octocat/hello-world",
+            ),
+            (
+                "octocat",
+                "hello-world",
+                Some(101),
+                "/api/repos/octocat/hello-world/builds/101",
+            ),
+            (
+                "my org",
+                "a/b?c#d%e",
+                Some(1),
+                "/api/repos/my%20org/a%2Fb%3Fc%23d%25e/builds/1",
+            ),
+            (
+                "A-Za-z0-9-._~",
+                "a..b",
+                None,
+                "/api/repos/A-Za-z0-9-._~/a..b",
+            ),
+            // Attack 3 of the trust-boundary issue: `..` names never step out of the route.
+            ("..", ".", Some(5), "/api/repos/%2E%2E/%2E/builds/5"),
+            ("é", "+:@", None, "/api/repos/%C3%A9/%2B%3A%40"),
+            ("o", "n", Some(u64::MAX), &max),
+        ] {
+            let r = repo(ns, name);
+            let got = number.map_or_else(|| repo_path(&r), |n| build_path(&r, n));
+            assert_eq!(got, want, "{ns} {name} {number:?}");
+        }
     }
 
     #[test]
@@ -988,9 +957,7 @@ mod tests {
     }
 
     #[test]
-    fn compact_and_encoding_helpers() {
-        assert_eq!(compact(" [ 1 , \"a b\\\\\" , { } ]\n"), r#"[1,"a b\\",{}]"#);
-        assert_eq!(compact(r#""\" ""#), r#""\" ""#);
+    fn encoding_helpers() {
         assert_eq!(json_string("a\"b\\c\n"), r#""a\"b\\c\n""#);
         assert_eq!(hex_digit(0), '0');
         assert_eq!(hex_digit(15), 'F');
