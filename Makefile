@@ -147,6 +147,8 @@ MUTANTS_FILES ?= $(patsubst filter/src/core/%.rs,%,$(filter-out %/mod.rs,$(sort 
 MUTANTS_OUT   := $(CURDIR)/benchmarks/results/mutants
 MUTANTS_TMP   := $(OUT)/mutants
 MUTANTS_ARGS  ?= -j 1 --timeout 60 --build-timeout 600
+# No debug info in the mutants' builds: a third less build and link time per mutant here.
+MUTANTS_ENV   := CARGO_PROFILE_DEV_DEBUG=0 CARGO_PROFILE_TEST_DEBUG=0
 .PHONY: mutants
 mutants:
 	@command -v cargo-mutants >/dev/null || cargo install cargo-mutants --locked
@@ -155,7 +157,7 @@ mutants:
 	  rm -rf $$dest $$tmp; mkdir -p $$dest $$tmp; \
 	  echo "$$(git rev-parse HEAD)$$(git diff --quiet HEAD -- filter || echo ' +uncommitted changes')" > $$dest/commit; \
 	  echo "== mutants of filter/src/core/$$f.rs at $$(cat $$dest/commit)"; \
-	  cargo mutants -f filter/src/core/$$f.rs $(MUTANTS_ARGS) -o $$tmp 2>&1 | tail -3 | tee $$dest/summary.txt || true; \
+	  $(MUTANTS_ENV) cargo mutants -f filter/src/core/$$f.rs $(MUTANTS_ARGS) -o $$tmp 2>&1 | tail -3 | tee $$dest/summary.txt || true; \
 	  for l in caught missed timeout unviable; do cp $$tmp/mutants.out/$$l.txt $$dest/ 2>/dev/null || : > $$dest/$$l.txt; done; \
 	done
 
