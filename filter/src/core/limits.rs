@@ -1,6 +1,8 @@
-//! Limits on every field we take from a webhook, checked by the webhook parser and again by the
+//! Limits on every field we take from outside, checked by the webhook parser, again by the
 //! queue decoder (a message on the shared queue is input too: any VM of the process can write
-//! it). One set of functions, so the two cannot drift apart.
+//! it), and by the decoders of drone's API answers ([`super::drone_api`]: drone is the
+//! authority on what is true, not on how much we keep, and its repository objects are cached
+//! per repository). One set of functions, so the three cannot drift apart.
 //!
 //! The limits follow what drone itself can hold (`drone-identity`: drone v2.25.0):
 //! - `repo.namespace`, `repo.name`: the two halves of drone's slug `namespace + "/" + name`.
@@ -11,13 +13,15 @@
 //!   any control character (no SCM allows one, and they would reach logs).
 //! - `repo.id`, `build.number`: drone's `int64` primary key and per-repository counter, both
 //!   start at 1: `1..=2^63-1`. `build.version` starts at 1 too, but 0 is kept harmless:
-//!   `0..=2^63-1`. Anything above `i64::MAX` cannot be a drone value (drone's API answers 400).
+//!   `0..=2^63-1`, as is a repository's `counter` (0 before its first build). Anything above
+//!   `i64::MAX` cannot be a drone value (drone's API answers 400).
 //! - The `repo` object (without its nested `build`, which is not kept) and the `system` object
 //!   are copied into re-deliveries: [`MAX_REPO_JSON_BYTES`] and [`MAX_SYSTEM_JSON_BYTES`]
 //!   (drone's are about 1.2 KB and 100 B).
 //!
 //! A webhook outside these limits is passed through untouched, counted
-//! (`webhooks_out_of_limits`), and never tracked.
+//! (`webhooks_out_of_limits`), and never tracked. A drone answer outside them is an unusable
+//! answer ([`ParseError::Limit`]), like one that is not JSON.
 
 use super::model::{ParseError, ParsedWebhook};
 
@@ -60,7 +64,7 @@ pub fn check_positive(v: u64, field: &'static str) -> Result<u64, ParseError> {
     Ok(v)
 }
 
-/// A build version: `0..=2^63-1`.
+/// A build version or a repository's counter: `0..=2^63-1`.
 pub fn check_version(v: u64, field: &'static str) -> Result<u64, ParseError> {
     if v > MAX_INT {
         return Err(ParseError::Limit(field));
