@@ -169,9 +169,11 @@ pub fn parse_build_list(body: &[u8]) -> Result<Vec<ListedBuild>, ParseError> {
 /// `{"event":"build","action":"updated","repo":{...repo, "build":<build>},"build":<build>,"system":...}`.
 ///
 /// The inputs are expected to be what this crate parsed and validated ([`parse_repo`],
-/// [`parse_build`], the webhook parser). Should one of them not be a JSON object anyway, the
-/// result is an empty string rather than invalid JSON; call [`try_redelivery_body`] to learn
-/// why.
+/// [`parse_build`], the webhook parser, the queue decoder: `limits::check_repo_json` and
+/// `limits::check_system_json`). Should one of them not be a JSON object anyway, the result
+/// is an empty string rather than invalid JSON. Never send that as a re-delivery: whatever
+/// delivers calls [`try_redelivery_body`], refuses the error and counts it
+/// (`redeliveries_invalid`).
 pub fn redelivery_body(repo_json: &str, build_raw: &str, system_json: Option<&str>) -> String {
     try_redelivery_body(repo_json, build_raw, system_json).unwrap_or_default()
 }

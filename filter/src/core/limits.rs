@@ -23,6 +23,7 @@
 //! (`webhooks_out_of_limits`), and never tracked. A drone answer outside them is an unusable
 //! answer ([`ParseError::Limit`]), like one that is not JSON.
 
+use super::drone_api::RawObject;
 use super::model::{ParseError, ParsedWebhook};
 
 /// Drone's `repo_namespace`/`repo_name` columns: `VARCHAR(250)` (characters).
@@ -80,16 +81,39 @@ pub fn check_repo_json_len(len: usize) -> Result<(), ParseError> {
     Ok(())
 }
 
-/// Bytes of the `system` object.
-pub fn check_system_json_len(len: usize) -> Result<(), ParseError> {
-    if len > MAX_SYSTEM_JSON_BYTES {
+/// The `repo` object as kept (without its nested `build`): within [`MAX_REPO_JSON_BYTES`]
+/// (else [`ParseError::Limit`]) and one JSON object whose keys decode (else
+/// [`ParseError::Invalid`]), the shape the webhook parser requires of `repo` and re-deliveries
+/// splice member by member ([`super::drone_api::try_redelivery_body`]).
+pub fn check_repo_json(json: &str) -> Result<(), ParseError> {
+    check_repo_json_len(json.len())?;
+    check_object(json, "repo")
+}
+
+/// The `system` object: within [`MAX_SYSTEM_JSON_BYTES`] (else [`ParseError::Limit`]) and one
+/// JSON object whose keys decode (else [`ParseError::Invalid`]): re-deliveries splice it in as
+/// an object, and anything else would leave them without a body. The size is checked first,
+/// so a decoder's work is bounded.
+pub fn check_system_json(raw: &str) -> Result<(), ParseError> {
+    if raw.len() > MAX_SYSTEM_JSON_BYTES {
         return Err(ParseError::Limit("system"));
     }
-    Ok(())
+    check_object(raw, "system")
+}
+
+/// `raw` is exactly one JSON object (whitespace around it allowed) whose keys decode: what
+/// [`RawObject::parse`], and so a re-delivery, accepts.
+fn check_object(raw: &str, field: &'static str) -> Result<(), ParseError> {
+    match RawObject::parse(raw) {
+        Ok(_) => Ok(()),
+        Err(_) => Err(ParseError::Invalid(field)),
+    }
 }
 
 /// Every limit, on a webhook as decoded from the queue (the parser checks the same fields one
-/// by one as it meets them). The action must be one the parser produces.
+/// by one as it meets them). The action must be one the parser produces, and the `repo` and
+/// `system` JSON objects, as the parser requires (a message that is not the parser's output
+/// could otherwise make a re-delivery's body empty).
 pub fn check_webhook(w: &ParsedWebhook) -> Result<(), ParseError> {
     check_positive(w.repo.id, "repo.id")?;
     check_slug_part(&w.repo.namespace, "repo.namespace")?;
@@ -100,10 +124,10 @@ pub fn check_webhook(w: &ParsedWebhook) -> Result<(), ParseError> {
         return Err(ParseError::Invalid("action"));
     }
     if let Some(j) = &w.repo_json {
-        check_repo_json_len(j.len())?;
+        check_repo_json(j)?;
     }
     if let Some(j) = &w.system_json {
-        check_system_json_len(j.len())?;
+        check_system_json(j)?;
     }
     Ok(())
 }
@@ -171,7 +195,56 @@ mod tests {
     fn json_sizes() {
         assert!(check_repo_json_len(MAX_REPO_JSON_BYTES).is_ok());
         assert!(check_repo_json_len(MAX_REPO_JSON_BYTES + 1).is_err());
-        assert!(check_system_json_len(MAX_SYSTEM_JSON_BYTES).is_ok());
-        assert!(check_system_json_len(MAX_SYSTEM_JSON_BYTES + 1).is_err());
+        // `{"x":"…"}` of exactly `len` bytes.
+        let object = |len: usize| format!(r#"{{"x":"{}"}}"#, "p".repeat(len - 8));
+        assert_eq!(check_repo_json(&object(MAX_REPO_JSON_BYTES)), Ok(()));
+        assert_eq!(
+            check_repo_json(&object(MAX_REPO_JSON_BYTES + 1)),
+            Err(ParseError::Limit("repo"))
+        );
+        assert_eq!(check_system_json(&object(MAX_SYSTEM_JSON_BYTES)), Ok(()));
+        assert_eq!(
+            check_system_json(&object(MAX_SYSTEM_JSON_BYTES + 1)),
+            Err(ParseError::Limit("system"))
+        );
+        // Over the limit and not an object either: the size is what is reported.
+        assert_eq!(
+            check_system_json(&"x".repeat(MAX_SYSTEM_JSON_BYTES + 1)),
+            Err(ParseError::Limit("system"))
+        );
+    }
+
+    /// Shapes: exactly one JSON object whose keys decode, as re-deliveries need.
+    #[test]
+    fn json_objects() {
+        for ok in ["{}", " {\"a\":[1,{\"b\":null}]}\n", r#"{"\u00e9":1}"#] {
+            assert_eq!(check_repo_json(ok), Ok(()), "{ok}");
+            assert_eq!(check_system_json(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            " ",
+            "null",
+            "[]",
+            "\"s\"",
+            "1",
+            "{",
+            "{} {}",
+            "{}x",
+            "{\"a\":1,}",
+            r#"{"\ud800":1}"#,
+            "\u{feff}{}",
+        ] {
+            assert_eq!(
+                check_repo_json(bad),
+                Err(ParseError::Invalid("repo")),
+                "{bad:?}"
+            );
+            assert_eq!(
+                check_system_json(bad),
+                Err(ParseError::Invalid("system")),
+                "{bad:?}"
+            );
+        }
     }
 }
