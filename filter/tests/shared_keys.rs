@@ -29,5 +29,9 @@ fn names_are_distinct_per_kind_shard_and_instance() {
     let count = names.len();
     names.sort();
     names.dedup();
-    assert_eq!(names.len(), count, "two kinds, shards or instances share a name");
+    assert_eq!(
+        names.len(),
+        count,
+        "two kinds, shards or instances share a name"
+    );
 }

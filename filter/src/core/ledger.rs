@@ -558,8 +558,14 @@ mod tests {
         for n in 200..290 {
             assert_eq!(l.insert(key(n), Entry::new(0, Class::Backed)), None);
         }
-        assert_eq!(l.insert(key(290), Entry::new(0, Class::Backed)), Some(key(0)));
-        assert_eq!(l.insert(key(291), Entry::new(0, Class::Backed)), Some(key(1)));
+        assert_eq!(
+            l.insert(key(290), Entry::new(0, Class::Backed)),
+            Some(key(0))
+        );
+        assert_eq!(
+            l.insert(key(291), Entry::new(0, Class::Backed)),
+            Some(key(1))
+        );
     }
 
     #[test]

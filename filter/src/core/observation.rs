@@ -280,10 +280,56 @@ mod tests {
             Box::new(|w| w.repo_json = Some("x".repeat(MAX_REPO_JSON_BYTES + 1))),
             Box::new(|w| w.system_json = Some("x".repeat(MAX_SYSTEM_JSON_BYTES + 1))),
         ];
+        // Not the parser's shapes: `repo` and `system` are JSON objects whose keys decode
+        // (else a re-delivery would have no body).
+        let mut edits = edits;
+        for bad in [
+            "",
+            "null",
+            "[]",
+            "\"s\"",
+            "{",
+            "{}{}",
+            "{\"a\":}",
+            r#"{"\ud800":1}"#,
+        ] {
+            edits.push(Box::new(move |w| w.repo_json = Some(bad.into())));
+            edits.push(Box::new(move |w| w.system_json = Some(bad.into())));
+        }
         for (i, edit) in edits.iter().enumerate() {
             let mut o = sample();
             edit(&mut o.webhook);
             assert!(Observation::decode(&o.encode()).is_err(), "edit {i}");
+        }
+    }
+
+    /// Whatever the decoder accepts makes a re-delivery body: its `repo` and `system` are
+    /// what `try_redelivery_body` splices in.
+    #[test]
+    fn decoded_metadata_makes_a_redelivery_body() {
+        use crate::core::drone_api::try_redelivery_body;
+        let build = drone_model::fixtures::text("api-build-success.json");
+        let mut messages = vec![sample()];
+        for name in [
+            "webhook-build-created.json",
+            "webhook-build-updated-running.json",
+            "webhook-build-updated-success.json",
+        ] {
+            messages.push(Observation {
+                webhook: parse_webhook(drone_model::fixtures::bytes(name)).unwrap(),
+                outcome: DeliveryOutcome::Delivered,
+                verified: true,
+            });
+        }
+        let mut odd = sample();
+        odd.webhook.repo_json = Some(" {\"a\" : [1, {}], \"\\u00e9\":null}\n".into());
+        odd.webhook.system_json = Some("{}".into());
+        messages.push(odd);
+        for o in messages {
+            let w = Observation::decode(&o.encode()).unwrap().webhook;
+            let repo = w.repo_json.as_deref().unwrap_or("{}");
+            let body = try_redelivery_body(repo, build.trim(), w.system_json.as_deref());
+            assert!(body.is_ok_and(|b| !b.is_empty()), "{w:?}");
         }
     }
 
