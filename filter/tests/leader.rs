@@ -422,6 +422,32 @@ fn unreadable_snapshot_values_are_skipped_and_counted() {
     d.elect(&mut store, &cfg, then + 2 * LEASE_MS);
     assert_eq!(snapshot_errors(&mut d), 1);
     assert_eq!(tracked(&mut d), 30 - in_first);
+
+    // A meta value that cannot be read: counted, nothing loaded (the shard count is unknown),
+    // and this leader's layout written over it.
+    for bad in [&b"v2 4"[..], b"v1 0", b"\xff"] {
+        let mut s = MemoryStore::new();
+        for k in base.keys() {
+            s.set(k, base.value(k).unwrap(), None).unwrap();
+        }
+        s.set(&key("ledger/meta"), bad, None).unwrap();
+        let mut e = seat(5, &cfg);
+        e.elect(&mut s, &cfg, then);
+        assert_eq!(snapshot_errors(&mut e), 1, "{bad:?}");
+        assert_eq!(tracked(&mut e), 0);
+        let meta = s.value(&key("ledger/meta")).unwrap();
+        assert_eq!(
+            snapshot::decode_meta(meta),
+            Some(e.leader().unwrap().reconciler.shard_count())
+        );
+    }
+
+    // An emptied meta value: no snapshot, and not an error.
+    let mut s = MemoryStore::new();
+    s.set(&key("ledger/meta"), b"", None).unwrap();
+    let mut f = seat(6, &cfg);
+    f.elect(&mut s, &cfg, then);
+    assert_eq!(snapshot_errors(&mut f), 0);
 }
 
 /// An unreadable queue message is counted and skipped; a drain takes a bounded number of

@@ -147,9 +147,17 @@ impl<H: Default> Leader<H> {
         reconciler.set_identity(who.clone());
         let instance = cfg.instance.as_str();
         let mut loaded = 0usize;
-        let stored = store
-            .get(meta_key)
-            .and_then(|(v, _)| snapshot::decode_meta(&v));
+        let stored = match store.get(meta_key) {
+            // An emptied value is how a key is "removed": nothing to load, nothing wrong.
+            Some((v, _)) if !v.is_empty() => {
+                let shards = snapshot::decode_meta(&v);
+                if shards.is_none() {
+                    unreadable(&mut reconciler, "meta", "", &who);
+                }
+                shards
+            }
+            _ => None,
+        };
         if let Some(shards) = stored {
             for shard in 0..shards {
                 let key = snapshot::shard_key(instance, shard);
