@@ -42,17 +42,23 @@ fn enqueue_running(store: &mut MemoryStore, numbers: std::ops::RangeInclusive<u6
     }
 }
 
-/// Elected now, with the queue drained and a checkpoint written: the leader's whole tick as
-/// far as shared data goes.
-fn lead_with(store: &mut MemoryStore, s: &mut Seat, cfg: &Config, now_ms: u64, builds: u64) {
-    assert!(matches!(
-        s.elect(store, cfg, now_ms),
-        Role::Elected { .. } | Role::Leader
-    ));
+/// Elected at T0, with builds 1..=`builds` drained from the queue and a checkpoint written:
+/// the leader's first tick as far as shared data goes.
+fn lead_with(store: &mut MemoryStore, s: &mut Seat, cfg: &Config, builds: u64) {
+    assert_eq!(s.elect(store, cfg, T0), Role::Elected { epoch: 1 });
     enqueue_running(store, 1..=builds);
     let leader = s.leader().unwrap();
-    leader.drain(store, now_ms);
+    leader.drain(store, T0);
     leader.checkpoint(store);
+}
+
+/// The default configuration, and root 1 leading in a new store with `builds` builds.
+fn leading(builds: u64) -> (Config, MemoryStore, Seat) {
+    let cfg = cfg("");
+    let mut store = MemoryStore::new();
+    let mut a = seat(1, &cfg);
+    lead_with(&mut store, &mut a, &cfg, builds);
+    (cfg, store, a)
 }
 
 fn tracked(s: &mut Seat) -> usize {
@@ -103,10 +109,7 @@ fn one_root_leads_and_another_takes_over_once_the_lease_expires() {
 /// A reconfigured root starts a new reconciler: it stops leading until it is elected again.
 #[test]
 fn a_new_configuration_drops_the_reconciler() {
-    let cfg = cfg("");
-    let mut store = MemoryStore::new();
-    let mut a = seat(1, &cfg);
-    a.elect(&mut store, &cfg, T0);
+    let (cfg, _, mut a) = leading(0);
     a.configure(&cfg.instance);
     assert!(a.leader().is_none());
     a.leave();
@@ -214,10 +217,8 @@ fn two_roots_that_both_inserted_are_one_leader_again_on_the_next_tick() {
 /// and the second is refused.
 #[test]
 fn of_two_roots_taking_an_expired_lease_only_one_wins_the_cas() {
-    let cfg = cfg("");
-    let mut store = MemoryStore::new();
-    let (mut a, mut b, mut old) = (seat(1, &cfg), seat(2, &cfg), seat(3, &cfg));
-    old.elect(&mut store, &cfg, T0);
+    let (cfg, mut store, _old) = leading(0);
+    let (mut a, mut b) = (seat(2, &cfg), seat(3, &cfg));
     let later = T0 + LEASE_MS;
     let mut racing = Racing::new(&mut store, true, |s| {
         assert_eq!(a.elect(s, &cfg, later), Role::Elected { epoch: 2 });
@@ -225,16 +226,13 @@ fn of_two_roots_taking_an_expired_lease_only_one_wins_the_cas() {
     assert_eq!(b.elect(&mut racing, &cfg, later), Role::Follower);
     drop(racing);
     assert!(b.leader().is_none());
-    assert_eq!((lease(&store).owner, lease(&store).epoch), (1, 2));
+    assert_eq!((lease(&store).owner, lease(&store).epoch), (2, 2));
 }
 
 /// The holder's renewal is refused when the lease changed since it read it: it steps down.
 #[test]
 fn a_holder_whose_renewal_loses_a_race_steps_down() {
-    let cfg = cfg("");
-    let mut store = MemoryStore::new();
-    let mut a = seat(1, &cfg);
-    a.elect(&mut store, &cfg, T0);
+    let (cfg, mut store, mut a) = leading(0);
     let key = snapshot::lease_key(&cfg.instance);
     let mut racing = Racing::new(&mut store, true, |s| {
         s.set(&key, b"someone else's value", None).unwrap();
@@ -245,10 +243,8 @@ fn a_holder_whose_renewal_loses_a_race_steps_down() {
 
 #[test]
 fn a_new_leader_continues_from_the_last_checkpoint() {
-    let cfg = cfg("");
-    let mut store = MemoryStore::new();
-    let (mut a, mut b) = (seat(1, &cfg), seat(2, &cfg));
-    lead_with(&mut store, &mut a, &cfg, T0, 5);
+    let (cfg, mut store, mut a) = leading(5);
+    let mut b = seat(2, &cfg);
     assert_eq!(tracked(&mut a), 5);
     assert_eq!(store.queued(), 0);
     let meta = store.value(&snapshot::meta_key("default")).unwrap();
@@ -280,7 +276,7 @@ fn a_snapshot_of_another_layout_is_loaded_and_rewritten() {
     );
     let mut store = MemoryStore::new();
     let mut a = seat(1, &old_cfg);
-    lead_with(&mut store, &mut a, &old_cfg, T0, 40);
+    lead_with(&mut store, &mut a, &old_cfg, 40);
     let meta_key = snapshot::meta_key("default");
     assert_eq!(
         snapshot::decode_meta(store.value(&meta_key).unwrap()),
@@ -339,10 +335,7 @@ impl SharedStore for Refusing {
 
 #[test]
 fn checkpoints_write_what_changed_and_count_refused_writes() {
-    let cfg = cfg("");
-    let mut store = MemoryStore::new();
-    let mut a = seat(1, &cfg);
-    lead_with(&mut store, &mut a, &cfg, T0, 3);
+    let (_, mut store, mut a) = leading(3);
     let before: Vec<_> = store
         .keys()
         .map(|k| (k.to_string(), store.get(k)))
@@ -382,11 +375,8 @@ fn checkpoints_write_what_changed_and_count_refused_writes() {
 /// error.
 #[test]
 fn unreadable_snapshot_values_are_skipped_and_counted() {
-    let cfg = cfg("");
     let key = |k: &str| format!("status-sync/default/{k}");
-    let mut base = MemoryStore::new();
-    let mut a = seat(1, &cfg);
-    lead_with(&mut base, &mut a, &cfg, T0, 30);
+    let (cfg, base, mut a) = leading(30);
     let shards: Vec<u32> = (0..a.leader().unwrap().reconciler.shard_count())
         .filter(|s| base.value(&snapshot::shard_key("default", *s)).is_some())
         .collect();
@@ -398,10 +388,7 @@ fn unreadable_snapshot_values_are_skipped_and_counted() {
     let then = T0 + LEASE_MS;
 
     // A corrupt shard: skipped and counted; the other shards load.
-    let mut store = MemoryStore::new();
-    for k in base.keys() {
-        store.set(k, base.value(k).unwrap(), None).unwrap();
-    }
+    let mut store = base.clone();
     store.set(&first, b"SSL2garbage", None).unwrap();
     let mut b = seat(2, &cfg);
     b.elect(&mut store, &cfg, then);
@@ -426,10 +413,7 @@ fn unreadable_snapshot_values_are_skipped_and_counted() {
     // A meta value that cannot be read: counted, nothing loaded (the shard count is unknown),
     // and this leader's layout written over it.
     for bad in [&b"v2 4"[..], b"v1 0", b"\xff"] {
-        let mut s = MemoryStore::new();
-        for k in base.keys() {
-            s.set(k, base.value(k).unwrap(), None).unwrap();
-        }
+        let mut s = base.clone();
         s.set(&key("ledger/meta"), bad, None).unwrap();
         let mut e = seat(5, &cfg);
         e.elect(&mut s, &cfg, then);
@@ -454,10 +438,7 @@ fn unreadable_snapshot_values_are_skipped_and_counted() {
 /// messages and leaves the rest for the next one.
 #[test]
 fn draining_the_queue_is_bounded_and_counts_unreadable_messages() {
-    let cfg = cfg("");
-    let mut store = MemoryStore::new();
-    let mut a = seat(1, &cfg);
-    a.elect(&mut store, &cfg, T0);
+    let (_, mut store, mut a) = leading(0);
     store.enqueue(b"not a queue message".to_vec());
     enqueue_running(&mut store, 1..=2);
     for _ in 0..MAX_DRAIN_PER_TICK {

@@ -34,7 +34,7 @@ pub trait SharedStore {
 
 /// Shared data and a queue in memory, with Envoy's rules: CAS values from one counter that
 /// never yields 0, CAS checked for existing keys only, no delete. For native tests.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct MemoryStore {
     values: BTreeMap<String, (Vec<u8>, u32)>,
     last_cas: u32,
