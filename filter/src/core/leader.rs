@@ -2,9 +2,13 @@
 //! snapshot (in any shard layout), draining the observation queue, and checkpoints.
 //!
 //! Envoy ticks every root context separately, on every worker and on the main thread, so
-//! every root runs [`Seat::elect`] on every tick and at most one of them leads (see
-//! [`super::lease`]). Everything goes through a [`SharedStore`], so the whole of it runs
-//! natively against [`super::store::MemoryStore`]; the shell's store makes the hostcalls.
+//! every root runs [`Seat::elect`] on every tick and the lease (see [`super::lease`]) lets one
+//! of them lead. Envoy checks CAS only for existing keys, so two roots that both find no
+//! lease both write one; each reads it back, and the first may do so before the second write
+//! lands: both lead for that tick, and the next tick leaves the last writer
+//! (`filter/tests/leader.rs` drives these races).
+//! Everything goes through a [`SharedStore`], so the whole of it runs natively against
+//! [`super::store::MemoryStore`]; the shell's store makes the hostcalls.
 
 use super::config::Config;
 use super::lease::{self, Decision, Lease};
