@@ -11,10 +11,11 @@ use common::{config, obs};
 use status_sync::core::config::Config;
 use status_sync::core::leader::{Role, Seat, MAX_DRAIN_PER_TICK};
 use status_sync::core::lease::Lease;
-use status_sync::core::ledger;
-use status_sync::core::model::{BuildKey, DeliveryOutcome};
+use status_sync::core::ledger::{self, Class};
+use status_sync::core::model::{BuildKey, BuildStatus, DeliveryOutcome};
 use status_sync::core::snapshot;
 use status_sync::core::store::{MemoryStore, SetError, SharedStore};
+use status_sync::core::wire::{put_str16, put_u32, put_u64};
 use std::cell::RefCell;
 
 const T0: u64 = 1_700_000_000_000;
@@ -310,6 +311,59 @@ fn a_snapshot_of_another_layout_is_loaded_and_rewritten() {
     c.elect(&mut store, &new_cfg, T0 + 2 * LEASE_MS);
     assert_eq!(tracked(&mut c), 40);
     assert_eq!(snapshot_errors(&mut c), 0);
+}
+
+/// A shard of the previous record layout (`SSL1`, written before claims were kept apart from
+/// what drone confirmed) in a one-shard snapshot: the new leader loads its build as a hint
+/// whose claim is the old settled state, and rewrites the snapshot in its own layout.
+#[test]
+fn a_previous_record_layout_loads_as_hints_and_is_rewritten() {
+    let cfg = cfg("");
+    let mut store = MemoryStore::new();
+    let mut v1 = b"SSL1".to_vec();
+    put_u32(&mut v1, 1);
+    for v in [common::REPO_ID, 7, 5] {
+        put_u64(&mut v1, v);
+    }
+    v1.extend_from_slice(&[BuildStatus::Success.code(), 0]);
+    put_u32(&mut v1, 1000);
+    for v in [T0 - 3, T0 - 2, T0 - 1] {
+        put_u64(&mut v1, v);
+    }
+    put_str16(&mut v1, "octocat");
+    put_str16(&mut v1, "hello-world");
+    store
+        .set(
+            "status-sync/default/ledger/meta",
+            &snapshot::encode_meta(1),
+            None,
+        )
+        .unwrap();
+    store
+        .set("status-sync/default/ledger/0", &v1, None)
+        .unwrap();
+
+    let mut a = seat(1, &cfg);
+    assert_eq!(a.elect(&mut store, &cfg, T0), Role::Elected { epoch: 1 });
+    let key = BuildKey {
+        repo_id: common::REPO_ID,
+        number: 7,
+    };
+    let leader = a.leader().unwrap();
+    let entry = *leader.reconciler.ledger().get(&key).unwrap();
+    assert_eq!(entry.class, Class::Hint);
+    assert_eq!((entry.settled_version, entry.claimed_version), (0, 5));
+    assert_eq!(entry.claimed_status, BuildStatus::Success);
+    let shards = leader.reconciler.shard_count();
+    assert!(shards > 1);
+    leader.checkpoint(&mut store);
+    let meta = store.value("status-sync/default/ledger/meta").unwrap();
+    assert_eq!(snapshot::decode_meta(meta), Some(shards));
+    let home = snapshot::shard_key("default", ledger::shard_of(&key, shards));
+    let records = snapshot::decode_shard(store.value(&home).unwrap()).unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].entry.class, Class::Hint);
+    assert!(store.value(&home).unwrap().starts_with(b"SSL2"));
 }
 
 /// A store that refuses every write but the lease's and the meta's, as a host could.
