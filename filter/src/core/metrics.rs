@@ -222,7 +222,7 @@ metrics! {
         "unreadable queue messages";
     SnapshotErrors(snapshot_errors): Counter
         "status_sync.snapshot_errors"
-        "ledger shards that could not be read or written";
+        "ledger snapshot values (shards, shard count, watermarks) that could not be read or written";
     BuildsGapFilled(builds_gap_filled): Counter
         "status_sync.builds_gap_filled"
         "builds found missing by their number and looked up";

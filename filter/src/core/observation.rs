@@ -2,15 +2,17 @@
 
 use super::limits;
 use super::model::{BuildStatus, DeliveryOutcome, ParseError, ParsedWebhook, RepoRef};
-use super::wire::{put_str32, put_u64, put_u8, Reader};
+use super::wire::{put_str32, put_u64, put_u8, Magic, Reader};
 
 /// Magic and version of the queue message. A reconciler refuses (and counts) messages of a
 /// version it does not know, e.g. from a newer worker during a rolling code change.
-/// `SSO2` added the `verified` byte after the outcome byte.
-const MAGIC: &[u8; 4] = b"SSO2";
-/// The previous version, still decoded (as unverified) so that a rolling upgrade, where an old
-/// worker feeds a new reconciler, loses nothing and grants nothing.
-const MAGIC_V1: &[u8; 4] = b"SSO1";
+/// `SSO2` added the `verified` byte after the outcome byte. `SSO1` is still decoded (as
+/// unverified) so that a rolling upgrade, where an old worker feeds a new reconciler, loses
+/// nothing and grants nothing.
+const MAGIC: Magic = Magic {
+    current: *b"SSO2",
+    previous: *b"SSO1",
+};
 
 /// One live webhook and how the pipeline answered it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -56,7 +58,7 @@ impl Observation {
     pub fn encode(&self) -> Vec<u8> {
         let w = &self.webhook;
         let mut out = Vec::with_capacity(64 + w.repo_json.as_ref().map_or(0, String::len));
-        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&MAGIC.current);
         put_u64(&mut out, w.repo.id);
         put_u64(&mut out, w.number);
         put_u64(&mut out, w.version);
@@ -78,11 +80,7 @@ impl Observation {
 
     fn read(bytes: &[u8]) -> Option<Result<Observation, ParseError>> {
         let mut r = Reader::new(bytes);
-        let v2 = match r.take(4)? {
-            m if m == MAGIC => true,
-            m if m == MAGIC_V1 => false,
-            _ => return None,
-        };
+        let v2 = r.magic(&MAGIC)?;
         let id = r.u64()?;
         let number = r.u64()?;
         let version = r.u64()?;

@@ -7,14 +7,16 @@
 
 use super::ledger::{Class, Entry, NOT_SCHEDULED};
 use super::model::{BuildKey, BuildStatus, RepoRef};
-use super::wire::{put_str16, put_u32, put_u64, Reader};
+use super::wire::{put_str16, put_u32, put_u64, Magic, Reader};
 
 /// `SSL2` added the claim (version, status), the class and a flags byte to each record.
-const MAGIC: &[u8; 4] = b"SSL2";
-/// Shards of the previous version are still read, but their builds come back as hints: the
-/// filter that wrote them settled builds on unverified webhooks, so what they call settled
-/// is only a claim until drone confirms it.
-const MAGIC_V1: &[u8; 4] = b"SSL1";
+/// `SSL1` shards are still read, but their builds come back as hints: the filter that wrote
+/// them settled builds on unverified webhooks, so what they call settled is only a claim
+/// until drone confirms it.
+const MAGIC: Magic = Magic {
+    current: *b"SSL2",
+    previous: *b"SSL1",
+};
 
 /// One build as stored in a shard.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,8 +64,7 @@ pub fn encode_watermarks(marks: &[(RepoRef, u64, u64)]) -> Vec<u8> {
         put_u64(&mut out, repo.id);
         put_u64(&mut out, *max);
         put_u64(&mut out, *min);
-        put_str16(&mut out, &repo.namespace);
-        put_str16(&mut out, &repo.name);
+        put_names(&mut out, repo);
     }
     out
 }
@@ -73,29 +74,30 @@ pub fn decode_watermarks(bytes: &[u8]) -> Option<Vec<(RepoRef, u64, u64)>> {
     if r.take(4)? != WATERMARKS_MAGIC {
         return None;
     }
-    let count = r.u32()? as usize;
-    // At least 28 bytes per entry: refuse counts the buffer cannot hold before allocating.
-    if count > r.remaining() / 28 {
-        return None;
-    }
-    let mut out = Vec::with_capacity(count);
-    for _ in 0..count {
+    // At least 28 bytes per entry.
+    let marks = r.list(28, |r| {
         let id = r.u64()?;
         let max = r.u64()?;
         let min = r.u64()?;
-        let namespace = r.str16()?;
-        let name = r.str16()?;
-        out.push((
-            RepoRef {
-                id,
-                namespace,
-                name,
-            },
-            max,
-            min,
-        ));
-    }
-    r.is_empty().then_some(out)
+        Some((names(r, id)?, max, min))
+    })?;
+    r.is_empty().then_some(marks)
+}
+
+/// A repository's namespace and name, after its id, in a shard record or a watermark.
+fn put_names(out: &mut Vec<u8>, repo: &RepoRef) {
+    put_str16(out, &repo.namespace);
+    put_str16(out, &repo.name);
+}
+
+/// Inlined: the module has a size budget, and a call costs more than the two reads.
+#[inline(always)]
+fn names(r: &mut Reader<'_>, id: u64) -> Option<RepoRef> {
+    Some(RepoRef {
+        id,
+        namespace: r.str16()?,
+        name: r.str16()?,
+    })
 }
 
 pub fn queue_name(instance: &str) -> String {
@@ -115,7 +117,7 @@ pub fn decode_meta(bytes: &[u8]) -> Option<u32> {
 /// Encodes one shard.
 pub fn encode_shard(records: &[Record]) -> Vec<u8> {
     let mut out = Vec::with_capacity(8 + records.len() * 80);
-    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&MAGIC.current);
     out.extend_from_slice(&(records.len() as u32).to_le_bytes());
     for r in records {
         out.extend_from_slice(&r.repo.id.to_le_bytes());
@@ -131,8 +133,7 @@ pub fn encode_shard(records: &[Record]) -> Vec<u8> {
         out.push(r.entry.claimed_status.code());
         out.push(r.entry.class.code());
         out.push(u8::from(r.entry.deferred));
-        put_str16(&mut out, &r.repo.namespace);
-        put_str16(&mut out, &r.repo.name);
+        put_names(&mut out, &r.repo);
     }
     out
 }
@@ -140,72 +141,55 @@ pub fn encode_shard(records: &[Record]) -> Vec<u8> {
 /// Decodes one shard. `None` if the value is not a shard (empty, corrupt, other version).
 pub fn decode_shard(bytes: &[u8]) -> Option<Vec<Record>> {
     let mut r = Reader::new(bytes);
-    let v2 = match r.take(4)? {
-        m if m == MAGIC => true,
-        m if m == MAGIC_V1 => false,
-        _ => return None,
+    let v2 = r.magic(&MAGIC)?;
+    // Each record takes at least 58 bytes (68 in SSL2).
+    let records = r.list(if v2 { 68 } else { 58 }, |r| read_record(r, v2))?;
+    r.is_empty().then_some(records)
+}
+
+fn read_record(r: &mut Reader<'_>, v2: bool) -> Option<Record> {
+    let id = r.u64()?;
+    let number = r.u64()?;
+    let settled_version = r.u64()?;
+    let settled_status = BuildStatus::from_code(r.u8()?);
+    let failures = r.u8()?;
+    let interval_ms = r.u32()?;
+    let first_seen_ms = r.u64()?;
+    let last_change_ms = r.u64()?;
+    let next_due_ms = r.u64()?;
+    let mut entry = Entry {
+        settled_version,
+        settled_status,
+        claimed_version: 0,
+        claimed_status: BuildStatus::Unknown,
+        class: Class::Hint,
+        deferred: false,
+        failures,
+        interval_ms,
+        first_seen_ms,
+        last_change_ms,
+        next_due_ms,
     };
-    let count = r.u32()? as usize;
-    // Each record takes at least 58 bytes (68 in SSL2): refuse counts the buffer cannot hold
-    // before allocating for them.
-    if count > bytes.len() / if v2 { 68 } else { 58 } {
-        return None;
-    }
-    let mut out = Vec::with_capacity(count);
-    for _ in 0..count {
-        let id = r.u64()?;
-        let number = r.u64()?;
-        let settled_version = r.u64()?;
-        let settled_status = BuildStatus::from_code(r.u8()?);
-        let failures = r.u8()?;
-        let interval_ms = r.u32()?;
-        let first_seen_ms = r.u64()?;
-        let last_change_ms = r.u64()?;
-        let next_due_ms = r.u64()?;
-        let mut entry = Entry {
-            settled_version,
-            settled_status,
-            claimed_version: 0,
-            claimed_status: BuildStatus::Unknown,
-            class: Class::Hint,
-            deferred: false,
-            failures,
-            interval_ms,
-            first_seen_ms,
-            last_change_ms,
-            next_due_ms,
+    if v2 {
+        entry.claimed_version = r.u64()?;
+        entry.claimed_status = BuildStatus::from_code(r.u8()?);
+        entry.class = Class::from_code(r.u8()?)?;
+        entry.deferred = match r.u8()? {
+            0 => false,
+            1 => true,
+            _ => return None,
         };
-        if v2 {
-            entry.claimed_version = r.u64()?;
-            entry.claimed_status = BuildStatus::from_code(r.u8()?);
-            entry.class = Class::from_code(r.u8()?)?;
-            entry.deferred = match r.u8()? {
-                0 => false,
-                1 => true,
-                _ => return None,
-            };
-        } else {
-            entry.claimed_version = entry.settled_version;
-            entry.claimed_status = entry.settled_status;
-            entry.settled_version = 0;
-            entry.settled_status = BuildStatus::Unknown;
-        }
-        let namespace = r.str16()?;
-        let name = r.str16()?;
-        out.push(Record {
-            repo: RepoRef {
-                id,
-                namespace,
-                name,
-            },
-            number,
-            entry,
-        });
+    } else {
+        entry.claimed_version = entry.settled_version;
+        entry.claimed_status = entry.settled_status;
+        entry.settled_version = 0;
+        entry.settled_status = BuildStatus::Unknown;
     }
-    if !r.is_empty() {
-        return None;
-    }
-    Some(out)
+    Some(Record {
+        repo: names(r, id)?,
+        number,
+        entry,
+    })
 }
 
 /// A record whose call was in flight when the snapshot was taken is due again at once.
