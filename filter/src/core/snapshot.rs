@@ -6,6 +6,7 @@
 //! is defensive (fuzzed), a corrupt shard is skipped and counted.
 
 use super::ledger::{Class, Entry, NOT_SCHEDULED};
+use super::limits::{check_positive, check_slug_part, check_version};
 use super::model::{BuildKey, BuildStatus, RepoRef};
 use super::wire::{put_str16, put_u32, put_u64, Magic, Reader};
 
@@ -77,8 +78,8 @@ pub fn decode_watermarks(bytes: &[u8]) -> Option<Vec<(RepoRef, u64, u64)>> {
     // At least 28 bytes per entry.
     let marks = r.list(28, |r| {
         let id = r.u64()?;
-        let max = r.u64()?;
-        let min = r.u64()?;
+        let max = check_version(r.u64()?, "max").ok()?;
+        let min = check_version(r.u64()?, "min").ok()?;
         Some((names(r, id)?, max, min))
     })?;
     r.is_empty().then_some(marks)
@@ -90,14 +91,17 @@ fn put_names(out: &mut Vec<u8>, repo: &RepoRef) {
     put_str16(out, &repo.name);
 }
 
-/// Inlined: the module has a size budget, and a call costs more than the two reads.
-#[inline(always)]
+/// A repository's id and names, within the input limits again (`core::limits`): shared data is
+/// written by this module, but a decoder trusts no bytes it did not check.
 fn names(r: &mut Reader<'_>, id: u64) -> Option<RepoRef> {
-    Some(RepoRef {
-        id,
+    let repo = RepoRef {
+        id: check_positive(id, "repo.id").ok()?,
         namespace: r.str16()?,
         name: r.str16()?,
-    })
+    };
+    check_slug_part(&repo.namespace, "repo.namespace").ok()?;
+    check_slug_part(&repo.name, "repo.name").ok()?;
+    Some(repo)
 }
 
 pub fn queue_name(instance: &str) -> String {
@@ -149,8 +153,8 @@ pub fn decode_shard(bytes: &[u8]) -> Option<Vec<Record>> {
 
 fn read_record(r: &mut Reader<'_>, v2: bool) -> Option<Record> {
     let id = r.u64()?;
-    let number = r.u64()?;
-    let settled_version = r.u64()?;
+    let number = check_positive(r.u64()?, "build.number").ok()?;
+    let settled_version = check_version(r.u64()?, "build.version").ok()?;
     let settled_status = BuildStatus::from_code(r.u8()?);
     let failures = r.u8()?;
     let interval_ms = r.u32()?;
@@ -171,7 +175,7 @@ fn read_record(r: &mut Reader<'_>, v2: bool) -> Option<Record> {
         next_due_ms,
     };
     if v2 {
-        entry.claimed_version = r.u64()?;
+        entry.claimed_version = check_version(r.u64()?, "build.version").ok()?;
         entry.claimed_status = BuildStatus::from_code(r.u8()?);
         entry.class = Class::from_code(r.u8()?)?;
         entry.deferred = match r.u8()? {
@@ -202,6 +206,7 @@ pub fn reschedule_in_flight(entry: &mut Entry, now_ms: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::limits::MAX_INT;
 
     fn rec(n: u64) -> Record {
         Record {
@@ -229,10 +234,83 @@ mod tests {
 
     #[test]
     fn shard_round_trip() {
-        let records: Vec<_> = (0..50).map(rec).collect();
+        let records: Vec<_> = (1..=50).map(rec).collect();
         let bytes = encode_shard(&records);
         assert_eq!(decode_shard(&bytes).unwrap(), records);
         assert_eq!(decode_shard(&encode_shard(&[])).unwrap(), vec![]);
+    }
+
+    /// The decoders apply the input limits again (`core::limits`): a value outside them is not
+    /// a snapshot, whoever wrote it.
+    #[test]
+    fn values_outside_the_input_limits_are_refused() {
+        let bad_repos = [
+            RepoRef {
+                id: 0,
+                ..rec(1).repo
+            },
+            RepoRef {
+                id: MAX_INT + 1,
+                ..rec(1).repo
+            },
+            RepoRef {
+                namespace: String::new(),
+                ..rec(1).repo
+            },
+            RepoRef {
+                name: "..".into(),
+                ..rec(1).repo
+            },
+            RepoRef {
+                name: "a/b".into(),
+                ..rec(1).repo
+            },
+            RepoRef {
+                namespace: "x".repeat(251),
+                ..rec(1).repo
+            },
+        ];
+        for repo in bad_repos {
+            let shard = encode_shard(&[Record {
+                repo: repo.clone(),
+                ..rec(1)
+            }]);
+            assert_eq!(decode_shard(&shard), None, "{repo:?}");
+            assert_eq!(
+                decode_watermarks(&encode_watermarks(&[(repo.clone(), 2, 1)])),
+                None
+            );
+        }
+        let mut big = rec(1);
+        big.number = 0;
+        assert_eq!(decode_shard(&encode_shard(&[big.clone()])), None);
+        big.number = 1;
+        big.entry.settled_version = MAX_INT + 1;
+        assert_eq!(decode_shard(&encode_shard(&[big.clone()])), None);
+        big.entry.settled_version = 1;
+        big.entry.claimed_version = MAX_INT + 1;
+        assert_eq!(decode_shard(&encode_shard(&[big])), None);
+        let repo = rec(1).repo;
+        assert_eq!(
+            decode_watermarks(&encode_watermarks(&[(repo.clone(), MAX_INT + 1, 1)])),
+            None
+        );
+        assert_eq!(
+            decode_watermarks(&encode_watermarks(&[(repo.clone(), 2, MAX_INT + 1)])),
+            None
+        );
+        let edge = [(
+            RepoRef {
+                name: "n".repeat(250),
+                ..repo
+            },
+            MAX_INT,
+            1,
+        )];
+        assert_eq!(
+            decode_watermarks(&encode_watermarks(&edge)),
+            Some(edge.to_vec())
+        );
     }
 
     #[test]
