@@ -7,7 +7,7 @@ cd "$(dirname "$0")"
 sleep 3
 for v in NONE:10006 MIN:10003 ALL:10002 ALLH:10007 SDK:10004 DIS:10005; do
   n0=$(wc -l < trace3.log)
-  n=$(wrk -t1 -c1 -d1s -s post.lua http://127.0.0.1:${v#*:}/other | awk '/requests in/{print $1}')
+  n=$(wrk -t1 -c1 -d1s -s ../common/post.lua http://127.0.0.1:${v#*:}/other | awk '/requests in/{print $1}')
   sleep 0.3
   echo "== ${v%%:*}: $n requests; calls per request:"
   tail -n +$((n0+1)) trace3.log | grep -o '\[host->vm\] proxy_on_[a-z_]*\|\[vm->host\] [a-z_.]*' | sort | uniq -c | awk -v n=$n '{printf "   %-45s %.2f\n", $2" "$3, $1/n}'
