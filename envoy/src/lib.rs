@@ -6,6 +6,7 @@
 //! - [`h2c`]: a one-request HTTP/2 cleartext client that can send request trailers;
 //! - [`envoy`]: rendering `envoy.yaml.tmpl`, running Envoy, reading its stats, pushing config;
 //! - [`prometheus`]: Debian's Prometheus and promtool, for the alert rules and dashboard;
+//! - [`process`]: starting those real parts so that they log to a file and die with the test;
 //! - [`scenario`]: the glue the demo and the end-to-end tests share (start everything, compare
 //!   drone's truth with the pipeline's view).
 //!
@@ -20,6 +21,7 @@ pub mod ecds;
 pub mod envoy;
 pub mod h2c;
 pub mod pipeline_sim;
+pub mod process;
 pub mod prometheus;
 pub mod scenario;
 pub mod util;

@@ -1,10 +1,7 @@
 //! What the real-Envoy benchmarks share: the summary and plot helpers of the host-tests
-//! benchmarks (the same file), reading a process's RSS and CPU time from `/proc`, an Envoy
-//! runner for bootstraps the template cannot express (the same Envoy without the filter), and
-//! a minimal keep-alive HTTP/1.1 upstream that answers 200 at once.
-//!
-//! Every process started here is owned by a value whose `Drop` kills it, and gets
-//! `PR_SET_PDEATHSIG` so that it dies with the benchmark even if destructors do not run.
+//! benchmarks (the same file), reading a process's RSS and CPU time from `/proc`, removing the
+//! filter from a bootstrap (`envoy_e2e::envoy::Envoy::start_bootstrap` runs it), and a minimal
+//! keep-alive HTTP/1.1 upstream that answers 200 at once.
 
 #![allow(dead_code)]
 
@@ -12,16 +9,15 @@
 pub mod report;
 
 use anyhow::{bail, Context as _, Result};
-use envoy_e2e::envoy::{self as ee, Tools};
+use envoy_e2e::envoy as ee;
 use serde_json::Value;
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// One reading of a process from `/proc/<pid>`.
 #[derive(Clone, Copy, Debug)]
@@ -107,124 +103,6 @@ pub fn without_filter(bootstrap: &mut Value) -> Result<()> {
         bail!("no wasm filter to remove");
     }
     Ok(())
-}
-
-/// An Envoy started from a bootstrap (JSON), with the same flags as `envoy_e2e::envoy::Envoy`.
-pub struct EnvoyProc {
-    child: Option<Child>,
-    dir: tempfile::TempDir,
-    admin: String,
-    agent: ureq::Agent,
-}
-
-impl EnvoyProc {
-    pub fn start(tools: &Tools, bootstrap: &Value, concurrency: u32) -> Result<EnvoyProc> {
-        let dir = tempfile::Builder::new()
-            .prefix("status-sync-bench-envoy-")
-            .tempdir()?;
-        let config = dir.path().join("envoy.json");
-        std::fs::write(&config, serde_json::to_vec_pretty(bootstrap)?)?;
-        let logf = std::fs::File::create(dir.path().join("envoy.log"))?;
-        let admin_file = dir.path().join("admin.txt");
-        let mut cmd = Command::new(&tools.envoy);
-        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
-        unsafe {
-            use std::os::unix::process::CommandExt as _;
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-        let child = cmd
-            .arg("-c")
-            .arg(&config)
-            .args(["--concurrency", &concurrency.to_string()])
-            .arg("--disable-hot-restart")
-            .arg("--admin-address-path")
-            .arg(&admin_file)
-            .args(["--drain-time-s", "1", "--drain-strategy", "immediate"])
-            .args([
-                "--log-level",
-                "info",
-                "--component-log-level",
-                "main:warning,wasm:debug",
-            ])
-            .env("DRONE_TOKEN", "sim-token-0123456789abcdef")
-            .stdin(Stdio::null())
-            .stdout(logf.try_clone()?)
-            .stderr(logf)
-            .spawn()
-            .with_context(|| format!("start {}", tools.envoy.display()))?;
-        let mut e = EnvoyProc {
-            child: Some(child),
-            dir,
-            admin: String::new(),
-            agent: envoy_e2e::util::agent(Duration::from_secs(5)),
-        };
-        let deadline = Instant::now() + Duration::from_secs(90);
-        loop {
-            if let Some(c) = e.child.as_mut() {
-                if let Some(status) = c.try_wait()? {
-                    bail!(
-                        "Envoy exited during startup ({status}):\n{}",
-                        ee::tail(&e.log(), 40)
-                    );
-                }
-            }
-            if e.admin.is_empty() {
-                if let Ok(a) = std::fs::read_to_string(&admin_file) {
-                    e.admin = a.trim().to_string();
-                }
-            }
-            if !e.admin.is_empty() && matches!(e.admin_get("/ready"), Ok((200, _))) {
-                return Ok(e);
-            }
-            if Instant::now() > deadline {
-                bail!("Envoy not ready in 90 s:\n{}", ee::tail(&e.log(), 40));
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, Child::id)
-    }
-
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("envoy.log")).unwrap_or_default()
-    }
-
-    pub fn admin_get(&self, path: &str) -> Result<(u16, String)> {
-        let (code, body) = envoy_e2e::util::send(
-            self.agent.get(&format!("http://{}{path}", self.admin)),
-            None,
-        )
-        .map_err(|e| anyhow::anyhow!("admin {path}: {e}"))?;
-        Ok((code, String::from_utf8_lossy(&body).into_owned()))
-    }
-
-    /// A counter or gauge from admin `/stats` (wasm metrics without Envoy's prefix).
-    pub fn stat(&self, name: &str) -> Result<i64> {
-        let (_, body) = self.admin_get(&format!("/stats?filter={name}"))?;
-        Ok(body
-            .lines()
-            .filter_map(|l| l.split_once(": "))
-            .find(|(k, _)| k.strip_prefix("wasmcustom.").unwrap_or(k) == name)
-            .and_then(|(_, v)| v.trim().parse().ok())
-            .unwrap_or(0))
-    }
-}
-
-impl Drop for EnvoyProc {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
 }
 
 /// A keep-alive HTTP/1.1 server on loopback that reads each request (Content-Length bodies)
