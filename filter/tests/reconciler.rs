@@ -8,55 +8,12 @@
     clippy::panic
 )]
 
+mod common;
+
+use common::*;
 use status_sync::core::config::Config;
-use status_sync::core::model::{BuildStatus, DeliveryOutcome, ParsedWebhook, RepoRef};
-use status_sync::core::observation::Observation;
+use status_sync::core::model::DeliveryOutcome;
 use status_sync::core::reconciler::{CallResult, OutgoingCall, Reconciler};
-
-const REPO_JSON: &str = r#"{"id":42,"uid":"1","namespace":"octocat","name":"hello-world","slug":"octocat/hello-world","counter":0,"version":105,"archived":false}"#;
-
-fn config(extra: &str) -> Config {
-    let json = format!(
-        r#"{{"pipeline_cluster":"pipeline","drone_cluster":"drone","drone_token":"t0k3n","tick_ms":100,"stale_after_ms":1000,"max_poll_interval_ms":8000,"circuit_open_ms":2000{extra}}}"#
-    );
-    Config::parse(json.as_bytes(), &|_| None).unwrap()
-}
-
-fn hook(number: u64, status: &str, version: u64) -> ParsedWebhook {
-    ParsedWebhook {
-        repo: RepoRef {
-            id: 42,
-            namespace: "octocat".into(),
-            name: "hello-world".into(),
-        },
-        number,
-        status: BuildStatus::parse(status),
-        version,
-        action: "updated".into(),
-        repo_json: Some(REPO_JSON.into()),
-        system_json: Some(r#"{"proto":"https","host":"drone.example.com"}"#.into()),
-    }
-}
-
-fn obs(number: u64, status: &str, version: u64, outcome: DeliveryOutcome) -> Observation {
-    Observation {
-        webhook: hook(number, status, version),
-        outcome,
-        verified: true,
-    }
-}
-
-fn api_build(number: u64, status: &str, version: u64) -> Vec<u8> {
-    format!(
-        "{{\"id\":{},\"repo_id\":42,\"number\":{number},\"status\":\"{status}\",\"event\":\"push\",\"version\":{version},\"stages\":[]}}\n",
-        5000 + number
-    )
-    .into_bytes()
-}
-
-fn ok(body: Vec<u8>) -> CallResult {
-    CallResult::Response { status: 200, body }
-}
 
 struct Sim {
     r: Reconciler,
@@ -110,7 +67,7 @@ impl Sim {
             // list of incomplete builds (drone's OSS build: 501) are counted apart.
             if path == "/api/repos/octocat/hello-world" {
                 self.repo_calls += 1;
-                return ok(REPO_JSON.as_bytes().to_vec());
+                return ok(repo_json_with_counter(0));
             }
             if path == "/api/builds/incomplete" {
                 return CallResult::Response {
