@@ -11,7 +11,7 @@ use wasmtime::{Caller, Linker};
 
 use crate::clock::EventKind;
 use crate::memory::Mem;
-use crate::metrics::MetricError;
+use crate::metrics::{MetricError, Metrics};
 use crate::pairs;
 use crate::shared::{Consumer, SetResult};
 use crate::types::{CallRecord, CallReply, CallRequest, CANARY};
@@ -268,81 +268,90 @@ fn add_header_maps(l: &mut Linker<VmData>) -> Result<()> {
         "proxy_set_header_map_pairs",
         |mut c: C, ty: i32, ptr: i32, len: i32| -> Result<i32> {
             let new = pairs::deserialize(&c.bytes(ptr, len)?);
-            let Some(m) = map_mut(&mut c.data_mut().ctx, ty) else {
-                return Ok(BAD_ARGUMENT);
-            };
-            *m = new
-                .into_iter()
-                .map(|(k, v)| (k.to_ascii_lowercase(), v))
-                .collect();
-            Ok(OK)
+            Ok(with_map(&mut c, ty, |m| {
+                *m = new
+                    .into_iter()
+                    .map(|(k, v)| (k.to_ascii_lowercase(), v))
+                    .collect();
+                OK
+            }))
         },
     )?;
     l.func_wrap(
         "env",
         "proxy_get_header_map_value",
         |mut c: C, ty: i32, kp: i32, kl: i32, ptr_ptr: i32, size_ptr: i32| -> Result<i32> {
-            let key = c.string(kp, kl)?.to_ascii_lowercase();
+            let key = header_name(&mut c, kp, kl)?;
+            let mut value = None;
             // Outside its window Envoy answers BadArgument (the SDK panics on it).
-            let Some(m) = map_mut(&mut c.data_mut().ctx, ty) else {
-                return Ok(BAD_ARGUMENT);
-            };
-            let Some(v) = m.iter().find(|(k, _)| *k == key).map(|(_, v)| v.clone()) else {
-                return Ok(NOT_FOUND);
-            };
-            c.copy_out(v.as_bytes(), ptr_ptr, size_ptr)?;
-            Ok(OK)
+            let status = with_map(&mut c, ty, |m| {
+                value = m.iter().find(|(k, _)| *k == key).map(|(_, v)| v.clone());
+                if value.is_some() {
+                    OK
+                } else {
+                    NOT_FOUND
+                }
+            });
+            if let Some(v) = value {
+                c.copy_out(v.as_bytes(), ptr_ptr, size_ptr)?;
+            }
+            Ok(status)
         },
     )?;
     l.func_wrap(
         "env",
         "proxy_add_header_map_value",
         |mut c: C, ty: i32, kp: i32, kl: i32, vp: i32, vl: i32| -> Result<i32> {
-            let key = c.string(kp, kl)?.to_ascii_lowercase();
-            let val = c.string(vp, vl)?;
-            let Some(m) = map_mut(&mut c.data_mut().ctx, ty) else {
-                return Ok(BAD_ARGUMENT);
-            };
-            m.push((key, val));
-            Ok(OK)
+            let (key, val) = (header_name(&mut c, kp, kl)?, c.string(vp, vl)?);
+            Ok(with_map(&mut c, ty, |m| {
+                m.push((key, val));
+                OK
+            }))
         },
     )?;
     l.func_wrap(
         "env",
         "proxy_replace_header_map_value",
         |mut c: C, ty: i32, kp: i32, kl: i32, vp: i32, vl: i32| -> Result<i32> {
-            let key = c.string(kp, kl)?.to_ascii_lowercase();
-            let val = c.string(vp, vl)?;
-            let Some(m) = map_mut(&mut c.data_mut().ctx, ty) else {
-                return Ok(BAD_ARGUMENT);
-            };
-            match m.iter().position(|(k, _)| *k == key) {
-                Some(i) => {
-                    m[i].1 = val;
-                    let mut n = 0;
-                    m.retain(|(k, _)| {
-                        n += 1;
-                        n - 1 <= i || *k != key
-                    });
+            let (key, val) = (header_name(&mut c, kp, kl)?, c.string(vp, vl)?);
+            Ok(with_map(&mut c, ty, |m| {
+                match m.iter().position(|(k, _)| *k == key) {
+                    Some(i) => {
+                        m[i].1 = val;
+                        let mut n = 0;
+                        m.retain(|(k, _)| {
+                            n += 1;
+                            n - 1 <= i || *k != key
+                        });
+                    }
+                    None => m.push((key, val)),
                 }
-                None => m.push((key, val)),
-            }
-            Ok(OK)
+                OK
+            }))
         },
     )?;
     l.func_wrap(
         "env",
         "proxy_remove_header_map_value",
         |mut c: C, ty: i32, kp: i32, kl: i32| -> Result<i32> {
-            let key = c.string(kp, kl)?.to_ascii_lowercase();
-            let Some(m) = map_mut(&mut c.data_mut().ctx, ty) else {
-                return Ok(BAD_ARGUMENT);
-            };
-            m.retain(|(k, _)| *k != key);
-            Ok(OK)
+            let key = header_name(&mut c, kp, kl)?;
+            Ok(with_map(&mut c, ty, |m| {
+                m.retain(|(k, _)| *k != key);
+                OK
+            }))
         },
     )?;
     Ok(())
+}
+
+/// A header name from module memory, lowercased as Envoy's header maps keep them.
+fn header_name(c: &mut C, ptr: i32, len: i32) -> Result<String> {
+    Ok(c.string(ptr, len)?.to_ascii_lowercase())
+}
+
+/// `f` on header map `ty` of the effective context; BadArgument outside its window.
+fn with_map(c: &mut C, ty: i32, f: impl FnOnce(&mut Vec<(String, String)>) -> i32) -> i32 {
+    map_mut(&mut c.data_mut().ctx, ty).map_or(BAD_ARGUMENT, f)
 }
 
 fn add_properties(l: &mut Linker<VmData>) -> Result<()> {
@@ -666,13 +675,16 @@ fn http_call(
         headers.push(("content-length".into(), body.len().to_string()));
     }
     let timeout_ms = u64::from(timeout.max(0) as u32);
+    let req = CallRequest {
+        cluster: cluster.clone(),
+        headers,
+        body,
+        timeout_ms,
+    };
     let mut record = CallRecord {
         at_ms: now,
         vm: index,
-        cluster: cluster.clone(),
-        headers: headers.clone(),
-        body: body.clone(),
-        timeout_ms,
+        request: req.clone(),
         result: status as u32,
         token: None,
     };
@@ -689,12 +701,6 @@ fn http_call(
         w.calls.push(record);
         return (OK, Some(token));
     }
-    let req = CallRequest {
-        cluster: cluster.clone(),
-        headers,
-        body,
-        timeout_ms,
-    };
     let reply = match w.responders.get_mut(&cluster) {
         Some(f) => f(&req, now),
         // No responder: nothing listens on that cluster.
@@ -748,39 +754,35 @@ fn http_call(
     (OK, Some(token))
 }
 
+/// `f` on Envoy's process-wide stats, for the calling VM instance (metric ids are per VM).
+fn with_metrics<T>(c: &C, f: impl FnOnce(&mut Metrics, u64) -> T) -> T {
+    let inst = c.data().instance;
+    f(&mut c.data().world.borrow_mut().metrics, inst)
+}
+
+/// OK after writing a successful result with `put`, or the metric error's status.
+fn metric_result<V>(r: Result<V, MetricError>, put: impl FnOnce(V) -> Result<()>) -> Result<i32> {
+    match r {
+        Ok(v) => put(v).map(|()| OK),
+        Err(e) => Ok(metric_status(e)),
+    }
+}
+
 fn add_metrics(l: &mut Linker<VmData>) -> Result<()> {
     l.func_wrap(
         "env",
         "proxy_define_metric",
         |mut c: C, ty: i32, np: i32, nl: i32, id_ptr: i32| -> Result<i32> {
             let name = c.string(np, nl)?;
-            let inst = c.data().instance;
-            let r = c
-                .data()
-                .world
-                .borrow_mut()
-                .metrics
-                .define(inst, ty as u32, &name);
-            match r {
-                Ok(id) => {
-                    c.put_u32(id_ptr, id)?;
-                    Ok(OK)
-                }
-                Err(e) => Ok(metric_status(e)),
-            }
+            let r = with_metrics(&c, |m, inst| m.define(inst, ty as u32, &name));
+            metric_result(r, |id| c.put_u32(id_ptr, id))
         },
     )?;
     l.func_wrap(
         "env",
         "proxy_increment_metric",
         |c: C, id: i32, offset: i64| -> i32 {
-            let inst = c.data().instance;
-            let r = c
-                .data()
-                .world
-                .borrow_mut()
-                .metrics
-                .increment(inst, id as u32, offset);
+            let r = with_metrics(&c, |m, inst| m.increment(inst, id as u32, offset));
             r.map_or_else(metric_status, |_| OK)
         },
     )?;
@@ -788,13 +790,7 @@ fn add_metrics(l: &mut Linker<VmData>) -> Result<()> {
         "env",
         "proxy_record_metric",
         |c: C, id: i32, value: i64| -> i32 {
-            let inst = c.data().instance;
-            let r = c
-                .data()
-                .world
-                .borrow_mut()
-                .metrics
-                .record(inst, id as u32, value as u64);
+            let r = with_metrics(&c, |m, inst| m.record(inst, id as u32, value as u64));
             r.map_or_else(metric_status, |_| OK)
         },
     )?;
@@ -802,15 +798,8 @@ fn add_metrics(l: &mut Linker<VmData>) -> Result<()> {
         "env",
         "proxy_get_metric",
         |mut c: C, id: i32, ptr: i32| -> Result<i32> {
-            let inst = c.data().instance;
-            let r = c.data().world.borrow_mut().metrics.get(inst, id as u32);
-            match r {
-                Ok(v) => {
-                    c.put_u64(ptr, v)?;
-                    Ok(OK)
-                }
-                Err(e) => Ok(metric_status(e)),
-            }
+            let r = with_metrics(&c, |m, inst| m.get(inst, id as u32));
+            metric_result(r, |v| c.put_u64(ptr, v))
         },
     )?;
     Ok(())
