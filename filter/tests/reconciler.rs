@@ -613,15 +613,6 @@ fn scanned_repositories_reveal_builds_that_never_sent_a_webhook() {
     ));
     let mut list = vec![(20u64, "success", 3u64)];
     let mut scans = 0;
-    let list_json = |l: &[(u64, &str, u64)]| {
-        let items: Vec<String> = l
-            .iter()
-            .map(|(n, st, v)| {
-                format!(r#"{{"id":{n},"repo_id":42,"number":{n},"status":"{st}","version":{v}}}"#)
-            })
-            .collect();
-        format!("[{}]\n", items.join(",")).into_bytes()
-    };
     // First listing: the baseline (build 20 happened before we watched).
     let run = |s: &mut Sim, ms: u64, list: &[(u64, &str, u64)], scans: &mut usize| {
         let end = s.now + ms;
@@ -632,7 +623,7 @@ fn scanned_repositories_reveal_builds_that_never_sent_a_webhook() {
                 let path = call.header(":path").unwrap().to_string();
                 let answer = if path.starts_with("/api/repos/octocat/hello-world/builds?") {
                     *scans += 1;
-                    ok(list_json(list))
+                    ok(build_list(list))
                 } else {
                     let list = list.to_vec();
                     s.answer(
