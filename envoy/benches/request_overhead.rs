@@ -28,6 +28,7 @@ use common::report::{self, chart, env_u64, median, Op, Panel, Series, Summary};
 use common::*;
 use envoy_e2e::drone_sim::{DroneSim, DroneSimConfig};
 use envoy_e2e::envoy::{free_port, yaml_to_json, Envoy, EnvoySpec, Tools};
+use envoy_e2e::fast_upstream::FastUpstream;
 use serde_json::json;
 use std::path::Path;
 use std::process::Command;

@@ -3,6 +3,7 @@
 //! - [`drone_sim`]: a faithful drone-server stand-in (REST API + build lifecycles that send,
 //!   and lose, webhooks the way drone does);
 //! - [`pipeline_sim`]: the service behind the sidecar, which records what it believes;
+//! - [`fast_upstream`]: the minimal upstream of the benchmarks (200 at once, keep-alive);
 //! - [`h2c`]: a one-request HTTP/2 cleartext client that can send request trailers;
 //! - [`envoy`]: rendering `envoy.yaml.tmpl`, running Envoy, reading its stats, pushing config;
 //! - [`prometheus`]: Debian's Prometheus and promtool, for the alert rules and dashboard;
@@ -19,6 +20,7 @@ pub mod drone_model;
 pub mod drone_sim;
 pub mod ecds;
 pub mod envoy;
+pub mod fast_upstream;
 pub mod h2c;
 pub mod pipeline_sim;
 pub mod process;

@@ -1,5 +1,5 @@
 """The Envoy bootstrap both experiments render: one Envoy, one listener per variant, all
-routed to the upstream on 127.0.0.1:18080 (../proxy-wasm-cost/upstream).
+routed to the upstream on 127.0.0.1:18080 (`fast-upstream`, see ../proxy-wasm-cost/README.md).
 
 An experiment's gen.py lists its variants and calls `write`; bench.sh reads the listener
 ports back from the file it wrote.
