@@ -23,10 +23,13 @@ pub(crate) enum Resolved {
     Reset,
 }
 
+/// A response as its receiver sees it: status, headers (names lowercased, `:status` first
+/// unless the headers carry one) and body.
+pub(crate) type Parts = (u16, Vec<(String, String)>, Vec<u8>);
+
 impl Resolved {
-    /// The status, the headers as the receiver sees them (names lowercased, `:status` first
-    /// unless the headers carry one) and the body; None for a reset.
-    pub(crate) fn into_parts(self) -> Option<(u16, Vec<(String, String)>, Vec<u8>)> {
+    /// The response as its receiver sees it; None for a reset.
+    pub(crate) fn into_parts(self) -> Option<Parts> {
         let Resolved::Response {
             status,
             headers,
