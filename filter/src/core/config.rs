@@ -205,17 +205,6 @@ impl Config {
         }
 
         let tick_ms = r.int("tick_ms")?;
-        let stale_after_ms = r.int("stale_after_ms")?;
-        let max_poll_interval_ms = r.int("max_poll_interval_ms")?;
-        let max_tracked_builds = r.int("max_tracked_builds")?;
-        let max_inflight_calls = r.int("max_inflight_calls")?;
-        let max_drone_calls_per_sec = r.int("max_drone_calls_per_sec")?;
-        let call_timeout_ms = r.int("call_timeout_ms")?;
-        let max_body_bytes = r.int("max_body_bytes")?;
-        let max_build_age_ms = r.int("max_build_age_ms")?;
-        let max_repos = r.int("max_repos")?;
-        let circuit_failure_threshold = r.int("circuit_failure_threshold")?;
-        let circuit_open_ms = r.int("circuit_open_ms")?;
         let lease_ms = r.int_or("lease_ms", DEFAULT_LEASE_MIN_MS.max(3 * tick_ms))?;
 
         let instance = r.string_or_default("instance")?;
@@ -250,10 +239,7 @@ impl Config {
                 "`monitor` and `enforce` need `webhook_secret_env` or `webhook_secret`",
             ));
         }
-        let max_clock_skew_ms = r.int("max_clock_skew_ms")?;
-        let max_gap_fill = r.int("max_gap_fill")?;
         let scan_repos = r.repos("scan_repos")?;
-        let scan_interval_ms = r.int("scan_interval_ms")?;
         let drone_server_url = match r.string("drone_server_url")? {
             None => None,
             Some(url) => Some(server_url(&url).ok_or_else(|| {
@@ -264,26 +250,17 @@ impl Config {
             })?),
         };
 
-        if max_poll_interval_ms < stale_after_ms {
-            return Err(ConfigError::new(
-                "max_poll_interval_ms",
-                &format!(
-                    "must be at least stale_after_ms ({stale_after_ms}), got {max_poll_interval_ms}{}",
-                    defaulted(map, "max_poll_interval_ms")
-                ),
-            ));
+        // The integer keys, each read and range-checked under its own name (`KEYS`).
+        macro_rules! with_ints {
+            ($($int:ident),+; $($rest:tt)*) => {
+                Config { $($int: r.int(stringify!($int))?,)+ $($rest)* }
+            };
         }
-        if lease_ms < 2 * tick_ms {
-            return Err(ConfigError::new(
-                "lease_ms",
-                &format!(
-                    "must be at least 2 * tick_ms ({}), got {lease_ms}",
-                    2 * tick_ms
-                ),
-            ));
-        }
-
-        Ok(Config {
+        let cfg = with_ints!(
+            stale_after_ms, max_poll_interval_ms, max_tracked_builds, max_inflight_calls,
+            max_drone_calls_per_sec, call_timeout_ms, max_body_bytes, max_build_age_ms, max_repos,
+            circuit_failure_threshold, circuit_open_ms, max_clock_skew_ms, max_gap_fill,
+            scan_interval_ms;
             webhook_path: webhook_path.to_string(),
             pipeline_cluster: pipeline_cluster.to_string(),
             pipeline_authority: pipeline_authority.to_string(),
@@ -291,27 +268,36 @@ impl Config {
             drone_authority: drone_authority.to_string(),
             drone_token,
             tick_ms,
-            stale_after_ms,
-            max_poll_interval_ms,
-            max_tracked_builds,
-            max_inflight_calls,
-            max_drone_calls_per_sec,
-            call_timeout_ms,
-            max_body_bytes,
-            max_build_age_ms,
-            max_repos,
-            circuit_failure_threshold,
-            circuit_open_ms,
             lease_ms,
             instance: instance.to_string(),
             webhook_secret,
             signature_mode,
-            max_clock_skew_ms,
-            max_gap_fill,
             scan_repos,
-            scan_interval_ms,
             drone_server_url,
-        })
+        );
+        if cfg.max_poll_interval_ms < cfg.stale_after_ms {
+            return Err(ConfigError::new(
+                "max_poll_interval_ms",
+                &format!(
+                    "must be at least stale_after_ms ({}), got {}{}",
+                    cfg.stale_after_ms,
+                    cfg.max_poll_interval_ms,
+                    defaulted(map, "max_poll_interval_ms")
+                ),
+            ));
+        }
+        if cfg.lease_ms < 2 * cfg.tick_ms {
+            return Err(ConfigError::new(
+                "lease_ms",
+                &format!(
+                    "must be at least 2 * tick_ms ({}), got {}",
+                    2 * cfg.tick_ms,
+                    cfg.lease_ms
+                ),
+            ));
+        }
+
+        Ok(cfg)
     }
 }
 

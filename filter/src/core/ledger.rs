@@ -525,21 +525,31 @@ mod tests {
         assert_eq!(l.len(), 1);
     }
 
+    /// Builds that stay in the ledger.
+    fn live(l: &mut Ledger, numbers: std::ops::Range<u64>) {
+        for n in numbers {
+            l.insert(key(n), Entry::new(0, Class::Backed));
+        }
+    }
+
+    /// Builds that come and finish at once: each leaves a key behind in the age queue.
+    fn churn(l: &mut Ledger, numbers: std::ops::Range<u64>) {
+        for n in numbers {
+            l.insert(key(n), Entry::new(n, Class::Backed));
+            l.finish(&key(n), 3);
+        }
+    }
+
     /// The compaction bound falls when builds leave, so the age queue can pass it without ever
     /// being equal to it: the check must be "above", or the queue grows without bound.
     #[test]
     fn age_queue_compacts_after_the_bound_falls_past_it() {
         let mut l = Ledger::new(1000, 10);
-        for n in 0..500 {
-            l.insert(key(n), Entry::new(0, Class::Backed));
-        }
+        live(&mut l, 0..500);
         for n in 0..500 {
             l.finish(&key(n), 3);
         }
-        for n in 500..20_000 {
-            l.insert(key(n), Entry::new(n, Class::Backed));
-            l.finish(&key(n), 3);
-        }
+        churn(&mut l, 500..20_000);
         assert!(l.age[0].len() <= 2 * l.len() + 65, "{}", l.age[0].len());
     }
 
@@ -548,13 +558,8 @@ mod tests {
     #[test]
     fn compaction_keeps_the_live_builds_in_age_order() {
         let mut l = Ledger::new(100, 10);
-        for n in 0..10 {
-            l.insert(key(n), Entry::new(0, Class::Backed));
-        }
-        for n in 10..200 {
-            l.insert(key(n), Entry::new(0, Class::Backed));
-            l.finish(&key(n), 3);
-        }
+        live(&mut l, 0..10);
+        churn(&mut l, 10..200);
         for n in 200..290 {
             assert_eq!(l.insert(key(n), Entry::new(0, Class::Backed)), None);
         }
