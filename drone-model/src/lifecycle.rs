@@ -69,18 +69,27 @@ pub struct Row {
     pub first_done_version: Option<u64>,
 }
 
+impl Default for Row {
+    fn default() -> Row {
+        Row::new()
+    }
+}
+
 impl Row {
-    /// `trigger.go`: the row is inserted (version 1) and `build:created` sent.
-    pub fn create(config_error: bool) -> (Row, Hook) {
-        let mut row = Row {
+    /// A build not written yet (version 0): drone has not run `trigger.go` for it.
+    pub fn new() -> Row {
+        Row {
             status: "pending",
             version: 0,
             ran: false,
             first_done_version: None,
-        };
+        }
+    }
+
+    /// `trigger.go`: the row is inserted (version 1) and `build:created` sent.
+    pub fn create(&mut self, config_error: bool) -> Hook {
         let status = if config_error { "error" } else { "pending" };
-        let hook = row.write(status, Shape::Created);
-        (row, hook)
+        self.write(status, Shape::Created)
     }
 
     pub fn is_done(&self) -> bool {
@@ -174,7 +183,8 @@ mod tests {
 
     #[test]
     fn a_build_that_runs_sends_created_steps_and_final() {
-        let (mut r, created) = Row::create(false);
+        let mut r = Row::new();
+        let created = r.create(false);
         assert_eq!(Some(created), hook(Shape::Created, "pending", 1));
         assert!(r.setup(), "pending→running");
         assert_eq!(r.version, 2, "setup writes the row");
@@ -188,7 +198,8 @@ mod tests {
 
     #[test]
     fn cancel_and_the_teardown_after_it() {
-        let (mut r, _) = Row::create(false);
+        let mut r = Row::new();
+        r.create(false);
         r.setup();
         assert_eq!(r.cancel(), hook(Shape::Cancel, "killed", 3));
         assert_eq!(r.cancel(), None);
@@ -196,7 +207,8 @@ mod tests {
         assert_eq!(r.teardown_after_cancel(), hook(Shape::Updated, "killed", 4));
         assert_eq!(r.first_done_version, Some(3));
         // Cancelled while pending: no runner, so no late reports and no teardown.
-        let (mut p, _) = Row::create(false);
+        let mut p = Row::new();
+        p.create(false);
         assert!(p.cancel().is_some());
         assert!(!p.setup());
         assert_eq!((p.late_step(), p.teardown_after_cancel()), (None, None));
@@ -204,16 +216,20 @@ mod tests {
 
     #[test]
     fn pending_endings() {
-        let (mut s, _) = Row::create(false);
+        let mut s = Row::new();
+        s.create(false);
         assert_eq!(s.auto_cancel(), hook(Shape::Cancel, "skipped", 2));
-        let (mut d, _) = Row::create(false);
+        let mut d = Row::new();
+        d.create(false);
         assert!(d.decline());
         assert_eq!((d.status, d.version), ("declined", 2));
         assert_eq!(d.step(), None);
-        let (mut n, _) = Row::create(false);
+        let mut n = Row::new();
+        n.create(false);
         assert_eq!(n.teardown("error"), hook(Shape::Updated, "error", 2));
         assert!(!n.ran, "torn down without running");
-        let (c, created) = Row::create(true);
+        let mut c = Row::new();
+        let created = c.create(true);
         assert_eq!(Some(created), hook(Shape::Created, "error", 1));
         assert!(c.is_done());
     }

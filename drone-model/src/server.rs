@@ -767,7 +767,8 @@ impl Drone {
             r.repo.counter = number;
             r.repo.version += 1;
         }
-        let (row, _) = Row::create(plan.outcome == Outcome::ConfigError);
+        let mut row = Row::new();
+        row.create(plan.outcome == Outcome::ConfigError);
         let sha = format!("{:040x}", (bid as u128) * 0x9e37_79b9_7f4a_7c15_u128);
         let mut b = Build {
             id: bid,
