@@ -86,9 +86,13 @@ mod tests {
     #[test]
     fn rng_is_splitmix64() {
         let mut r = Rng::new(0);
-        assert_eq!(r.next_u64(), 0xe220_a839_7b1d_cdaf);
-        assert_eq!(r.next_u64(), 0x6e78_9e6a_a1b9_65f4);
-        assert_eq!(r.next_u64(), 0x06c4_5d18_8009_454f);
+        let first: Vec<u64> = (0..3).map(|_| r.next_u64()).collect();
+        let reference = [
+            0xe220_a839_7b1d_cdaf,
+            0x6e78_9e6a_a1b9_65f4,
+            0x06c4_5d18_8009_454f,
+        ];
+        assert_eq!(first, reference);
     }
 
     #[test]

@@ -1406,38 +1406,42 @@ fn known_issue_bound(share: u64) -> usize {
     }
 }
 
+/// The guarantees a run broke, as they are found.
+struct Broken(Vec<String>);
+
+impl Broken {
+    fn check(&mut self, ok: bool, what: String) {
+        if !ok {
+            self.0.push(what);
+        }
+    }
+
+    /// Each of `found` breaks a guarantee: "<how many> <what>:" and the list.
+    fn none(&mut self, found: &[String], what: &str) {
+        let list = found.join("\n    ");
+        self.check(
+            found.is_empty(),
+            format!("{} {what}:\n    {list}", found.len()),
+        );
+    }
+}
+
 /// The guarantees a run broke (empty: all kept).
 fn broken(case: &Case, r: &Report, host: &Host) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut check = |ok: bool, what: String| {
-        if !ok {
-            out.push(what);
-        }
-    };
+    let mut b = Broken(Vec::new());
     let m = |k: &str| r.metrics.get(k).copied().unwrap_or(0);
     let list = |v: &[String]| v.join("\n    ");
     let default_ledger = case.max_tracked == LEDGER_CAP;
 
     // The attacker never steers a lookup or a re-delivery.
-    check(
-        r.steered.is_empty(),
-        format!(
-            "{} build lookups under a name drone does not have:\n    {}",
-            r.steered.len(),
-            list(&r.steered)
-        ),
-    );
-    check(
-        r.tainted.is_empty(),
-        format!(
-            "{} re-deliveries carried attacker bytes (or were unsigned with a secret set):\n    {}",
-            r.tainted.len(),
-            list(&r.tainted)
-        ),
+    b.none(&r.steered, "build lookups under a name drone does not have");
+    b.none(
+        &r.tainted,
+        "re-deliveries carried attacker bytes (or were unsigned with a secret set)",
     );
     if case.attack {
-        check(r.forged_sent > 100, "the attacker attacked".into());
-        check(
+        b.check(r.forged_sent > 100, "the attacker attacked".into());
+        b.check(
             (case.mode == "enforce") == (r.forged_passed == 0),
             format!(
                 "forged webhooks reached the pipeline: {} of {}",
@@ -1446,7 +1450,7 @@ fn broken(case: &Case, r: &Report, host: &Host) -> Vec<String> {
         );
     }
     if case.mode == "enforce" {
-        check(
+        b.check(
             m("webhooks_rejected") as u64 == r.forged_rejected
                 && r.forged_rejected + 20 > r.forged_sent,
             format!(
@@ -1459,13 +1463,9 @@ fn broken(case: &Case, r: &Report, host: &Host) -> Vec<String> {
     }
 
     // Never an older version re-delivered after a newer one was acknowledged.
-    check(
-        r.violations.is_empty(),
-        format!(
-            "{} re-deliveries went below what the pipeline had acknowledged (or had a wrong webhook-id):\n    {}",
-            r.violations.len(),
-            list(&r.violations)
-        ),
+    b.none(
+        &r.violations,
+        "re-deliveries went below what the pipeline had acknowledged (or had a wrong webhook-id)",
     );
     // A re-delivery the pipeline refused (4xx) is final: counted in `redeliveries_refused`,
     // never retried. A reconciler that ends (leader killed, config reloaded) loses the answers
@@ -1473,7 +1473,7 @@ fn broken(case: &Case, r: &Report, host: &Host) -> Vec<String> {
     // may predate a refusal: both bounded per epoch.
     let epochs = r.kills.len() as u64 + r.reconfigures;
     let counted = m("redeliveries_refused") as u64;
-    check(
+    b.check(
         counted <= r.redeliveries_refused && counted + 12 * epochs >= r.redeliveries_refused,
         format!(
             "redeliveries_refused {counted}, the pipeline refused {} ({epochs} epochs ended)",
@@ -1490,7 +1490,7 @@ fn broken(case: &Case, r: &Report, host: &Host) -> Vec<String> {
         .iter()
         .filter_map(|s| s.split(" re-delivered at").next())
         .collect();
-    check(
+    b.check(
         refused_again.len() as u64 <= epochs,
         format!(
             "{} refused versions re-delivered again ({} re-deliveries):\n    {}",
@@ -1500,7 +1500,7 @@ fn broken(case: &Case, r: &Report, host: &Host) -> Vec<String> {
         ),
     );
     if case.loss > 0.0 {
-        check(
+        b.check(
             counted > 0,
             "the pipeline refused re-deliveries, and the filter counted them".into(),
         );
@@ -1508,7 +1508,7 @@ fn broken(case: &Case, r: &Report, host: &Host) -> Vec<String> {
     // Known issue 1 (`repro_slow_drone_answer_races_live_final`): rare by nature; a bound
     // catches it getting common.
     let race_bound = known_issue_bound(r.builds / 200);
-    check(
+    b.check(
         r.races.len() <= race_bound,
         format!(
             "{} re-deliveries of an older version right after a live webhook acknowledged a newer one (bound {race_bound}):\n    {}",
@@ -1519,7 +1519,7 @@ fn broken(case: &Case, r: &Report, host: &Host) -> Vec<String> {
 
     // Convergence: every build, but those the filter cannot know (by design none) and the
     // counted give-ups.
-    check(
+    b.check(
         r.legit_unknowable.len() <= 2,
         format!(
             "the workload keeps unknowable builds (every webhook lost, newest of its repository) rare:\n    {}",
@@ -1528,7 +1528,7 @@ fn broken(case: &Case, r: &Report, host: &Host) -> Vec<String> {
     );
     // `repro_terminal_rewrite_after_cancel_is_not_delivered`; with a tiny ledger a watched
     // cancelled build may be evicted, which the give-up check below accounts for.
-    check(
+    b.check(
         !strict() || !default_ledger || r.terminal_rewrites_missed.is_empty(),
         format!(
             "{} terminal rewrites never delivered:\n    {}",
@@ -1538,7 +1538,7 @@ fn broken(case: &Case, r: &Report, host: &Host) -> Vec<String> {
     );
     // Known issue 2 (`repro_gap_lost_across_leader_change`).
     let baseline_bound = known_issue_bound(r.builds / 100);
-    check(
+    b.check(
         !default_ledger || r.missed_below_baseline.len() <= baseline_bound,
         format!(
             "{} builds whose every webhook was lost were never looked up although a later build of their repository arrived (bound {baseline_bound}):\n    {}",
@@ -1547,19 +1547,15 @@ fn broken(case: &Case, r: &Report, host: &Host) -> Vec<String> {
         ),
     );
     if default_ledger {
-        check(
+        b.check(
             m("giveups") == 0,
             format!("nothing needed giving up: {:?}", r.metrics),
         );
-        check(
-            r.unconverged.is_empty(),
-            format!(
-                "{} builds never reached drone's final state in the pipeline:\n    {}",
-                r.unconverged.len(),
-                list(&r.unconverged)
-            ),
+        b.none(
+            &r.unconverged,
+            "builds never reached drone's final state in the pipeline",
         );
-        check(
+        b.check(
             m("builds_tracked") == 0,
             format!(
                 "everything settled and was forgotten: {} tracked",
@@ -1567,10 +1563,10 @@ fn broken(case: &Case, r: &Report, host: &Host) -> Vec<String> {
             ),
         );
     } else {
-        check(m("builds_evicted") > 0, "the tiny ledger overflowed".into());
+        b.check(m("builds_evicted") > 0, "the tiny ledger overflowed".into());
         // In `off` a build is noted (and the numbers below it filled) once drone confirms
         // it: one evicted before that hides the builds below it too, all counted give-ups.
-        check(
+        b.check(
             (r.unconverged.len() + r.terminal_rewrites_missed.len() + r.missed_below_baseline.len())
                 as i64
                 <= m("giveups"),
@@ -1584,7 +1580,7 @@ fn broken(case: &Case, r: &Report, host: &Host) -> Vec<String> {
             ),
         );
     }
-    check(
+    b.check(
         m("giveups") == m("builds_evicted") + m("builds_expired") + m("builds_not_found"),
         "giveups is the sum of its three kinds".into(),
     );
@@ -1592,7 +1588,7 @@ fn broken(case: &Case, r: &Report, host: &Host) -> Vec<String> {
     // No VM died but the ones the test killed, and those were reloaded; one reconciler per
     // epoch (start, each kill, each config reload).
     let deaths = host.deaths();
-    check(
+    b.check(
         deaths.len() == r.kills.len()
             && deaths
                 .iter()
@@ -1600,11 +1596,11 @@ fn broken(case: &Case, r: &Report, host: &Host) -> Vec<String> {
                 .all(|(d, vm)| d.vm == *vm && d.reason == "killed by test"),
         format!("VM deaths {deaths:?}, killed {:?}", r.kills),
     );
-    check(
+    b.check(
         host.dead_vms().is_empty(),
         format!("dead VMs {:?}", host.dead_vms()),
     );
-    check(
+    b.check(
         m("leader_changes") == 1 + r.kills.len() as i64 + r.reconfigures as i64,
         format!(
             "leader changes {} for {} kills and {} config reloads",
@@ -1615,18 +1611,18 @@ fn broken(case: &Case, r: &Report, host: &Host) -> Vec<String> {
     );
 
     // Bounded.
-    check(
+    b.check(
         m("builds_tracked") <= case.max_tracked as i64,
         format!("ledger over its cap: {}", m("builds_tracked")),
     );
-    check(
+    b.check(
         r.max_memory < MEMORY_BOUND,
         format!("linear memory {} bytes", r.max_memory),
     );
 
     // Every webhook that reached a live filter was observed and queued, none unreadable (the
     // forged ones that passed were observed, or refused by the parser).
-    check(
+    b.check(
         (m("webhooks_observed") + m("webhooks_unparsable")) as u64
             == r.webhooks_arrived + r.forged_passed + r.forged_rejected
             && (r.forged_passed > 0 || m("webhooks_unparsable") == 0),
@@ -1645,21 +1641,21 @@ fn broken(case: &Case, r: &Report, host: &Host) -> Vec<String> {
         "queue_dropped",
         "calls_expired",
     ] {
-        check(m(k) == 0, format!("{k} = {}", m(k)));
+        b.check(m(k) == 0, format!("{k} = {}", m(k)));
     }
     if case.loss > 0.0 {
-        check(r.recovered > 0, "lost finals were recovered".into());
-        check(
+        b.check(r.recovered > 0, "lost finals were recovered".into());
+        b.check(
             m("builds_gap_filled") > 0,
             "builds whose webhooks were all lost were found by number".into(),
         );
     }
     // The run did what it says.
-    check(
+    b.check(
         r.kills.len() >= 2 && r.reconfigures >= 2 && r.webhooks_duplicated > 0,
         "the faults happened".into(),
     );
-    out.into_iter()
+    b.0.into_iter()
         .map(|f| format!("case {} seed {:#x}: {f}", case.name, case.seed))
         .collect()
 }
