@@ -153,7 +153,8 @@ impl Row {
         (!self.is_done()).then(|| self.write("killed", Shape::Cancel))
     }
 
-    /// `canceler.CancelPending` (a newer push supersedes it): `skipped`, webhook #7.
+    /// `canceler.CancelPending` (a newer push supersedes it; a running build only with
+    /// `auto_cancel_running`, the driver's choice): `skipped`, webhook #7.
     pub fn auto_cancel(&mut self) -> Option<Hook> {
         (!self.is_done()).then(|| self.write("skipped", Shape::Cancel))
     }
