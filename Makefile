@@ -137,27 +137,18 @@ bench-check:
 
 ## mutants: cargo-mutants over filter/src/core/, one shard per file of MUTANTS_FILES (default:
 ## every file of the core; `make mutants MUTANTS_FILES="ledger json/scan"` runs a subset), each
-## against the filter's own tests (its unit tests and filter/tests/), one job (a shared machine).
-## Each shard's lists (caught/missed/timeout/unviable), its summary and the commit it ran on go to
-## $(MUTANTS_OUT)/<file>/ (`/` in a file's path becomes `_`); benchmarks/results/mutants/README.md
-## explains every surviving mutant. Never run by `make test`. The largest shard (reconciler)
-## takes about half an hour here, the whole core about two hours. A missed mutant does not stop
-## the loop.
+## against the filter's own tests, in two passes (scripts/mutants.sh: the unit tests first, then
+## all of the filter's tests for what they did not catch). Each shard's lists, summary and the
+## commit it ran on go to $(MUTANTS_OUT)/<file>/; benchmarks/results/mutants/README.md explains
+## every surviving mutant. Never run by `make test`; a shard takes minutes here (the reconciler's
+## the longest). A missed mutant does not stop the loop.
 MUTANTS_FILES ?= $(patsubst filter/src/core/%.rs,%,$(filter-out %/mod.rs,$(sort $(wildcard filter/src/core/*.rs filter/src/core/*/*.rs))))
 MUTANTS_OUT   := $(CURDIR)/benchmarks/results/mutants
 MUTANTS_TMP   := $(OUT)/mutants
-MUTANTS_ARGS  ?= -j 1 --timeout 60 --build-timeout 600
 .PHONY: mutants
 mutants:
 	@command -v cargo-mutants >/dev/null || cargo install cargo-mutants --locked
-	@for f in $(MUTANTS_FILES); do \
-	  name=$$(echo $$f | tr / _); dest=$(MUTANTS_OUT)/$$name; tmp=$(MUTANTS_TMP)/$$name; \
-	  rm -rf $$dest $$tmp; mkdir -p $$dest $$tmp; \
-	  echo "$$(git rev-parse HEAD)$$(git diff --quiet HEAD -- filter || echo ' +uncommitted changes')" > $$dest/commit; \
-	  echo "== mutants of filter/src/core/$$f.rs at $$(cat $$dest/commit)"; \
-	  cargo mutants -f filter/src/core/$$f.rs $(MUTANTS_ARGS) -o $$tmp 2>&1 | tail -3 | tee $$dest/summary.txt || true; \
-	  for l in caught missed timeout unviable; do cp $$tmp/mutants.out/$$l.txt $$dest/ 2>/dev/null || : > $$dest/$$l.txt; done; \
-	done
+	@scripts/mutants.sh $(MUTANTS_OUT) $(MUTANTS_TMP) $(MUTANTS_FILES)
 
 clean:
 	cargo clean

@@ -27,7 +27,8 @@ use anyhow::{bail, Context as _, Result};
 use common::report::{self, chart, env_u64, median, Op, Panel, Series, Summary};
 use common::*;
 use envoy_e2e::drone_sim::{DroneSim, DroneSimConfig};
-use envoy_e2e::envoy::{free_port, yaml_to_json, EnvoySpec, Tools};
+use envoy_e2e::envoy::{free_port, yaml_to_json, Envoy, EnvoySpec, Tools};
+use envoy_e2e::fast_upstream::FastUpstream;
 use serde_json::json;
 use std::path::Path;
 use std::process::Command;
@@ -136,10 +137,15 @@ fn order(round: u64) -> [Variant; 3] {
     }
 }
 
-fn listen_port(b: &serde_json::Value) -> u16 {
-    b.pointer("/static_resources/listeners/0/address/socket_address/port_value")
-        .and_then(serde_json::Value::as_u64)
-        .unwrap_or(0) as u16
+const ABC: [&str; 3] = ["A", "B", "C"];
+
+/// A panel of the plot: one series per variant, `f` of each round.
+fn panel(title: &str, names: [&str; 3], runs: [&[Wrk]; 3], f: fn(&Wrk) -> f64) -> Panel {
+    let series = names.into_iter().zip(runs).map(|(name, runs)| {
+        let points = runs.iter().enumerate();
+        Series::new(name, points.map(|(i, w)| (i as f64 + 1.0, f(w))).collect())
+    });
+    Panel::new(title, series.collect())
 }
 
 fn main() -> Result<()> {
@@ -156,9 +162,9 @@ fn main() -> Result<()> {
     *without
         .pointer_mut("/static_resources/listeners/0/address/socket_address/port_value")
         .context("listener port")? = json!(free_port()?);
-    let a = EnvoyProc::start(&tools, &with, 2)?;
-    let b = EnvoyProc::start(&tools, &without, 2)?;
-    let (port_a, port_b) = (listen_port(&with), listen_port(&without));
+    let a = Envoy::start_bootstrap(&tools, &with, 2, drone.token())?;
+    let b = Envoy::start_bootstrap(&tools, &without, 2, drone.token())?;
+    let (port_a, port_b) = (a.listen_port(), b.listen_port());
 
     let dir = tempfile::tempdir()?;
     let script = dir.path().join("post.lua");
@@ -184,7 +190,7 @@ fn main() -> Result<()> {
         let (port, path) = target(v);
         wrk(&script, port, path, 16, 3)?;
     }
-    let observed_before = a.stat("status_sync.webhooks_observed")?;
+    let observed_before = a.metric("webhooks_observed")?;
 
     // Saturation: 16 connections, as fast as the machine goes.
     let mut runs: Vec<(Variant, Wrk)> = Vec::new();
@@ -199,7 +205,7 @@ fn main() -> Result<()> {
             runs.push((v, w));
         }
     }
-    let observed = a.stat("status_sync.webhooks_observed")? - observed_before;
+    let observed = a.metric("webhooks_observed")? - observed_before;
     // One connection: every request alone in the proxy (latency, not CPU contention).
     let mut single: Vec<(Variant, Wrk)> = Vec::new();
     for r in 0..rounds {
@@ -213,9 +219,9 @@ fn main() -> Result<()> {
             single.push((v, w));
         }
     }
-    let unparsable = a.stat("status_sync.webhooks_unparsable")?;
-    let delivered = a.stat("status_sync.webhooks_delivered")?;
-    let dropped = a.stat("status_sync.queue_dropped")?;
+    let unparsable = a.metric("webhooks_unparsable")?;
+    let delivered = a.metric("webhooks_delivered")?;
+    let dropped = a.metric("queue_dropped")?;
 
     let of = |set: &[(Variant, Wrk)], v: Variant| -> Vec<Wrk> {
         set.iter()
@@ -249,41 +255,23 @@ fn main() -> Result<()> {
     };
     let med = |v: &[Wrk], f: fn(&Wrk) -> f64| median(&v.iter().map(f).collect::<Vec<_>>());
 
-    let rounds_x = |v: &[Wrk], f: fn(&Wrk) -> f64| -> Vec<(f64, f64)> {
-        v.iter()
-            .enumerate()
-            .map(|(i, w)| (i as f64 + 1.0, f(w)))
-            .collect()
-    };
     let plot = chart(
         "request_overhead.svg",
         "Envoy 1.40, 2 workers, wrk POST of a 3.5 KB webhook: A filter, B none, C filter but path ignored",
         "round",
         &[
-            Panel::new(
+            panel(
                 "requests/s (16 connections)",
-                vec![
-                    Series::new("A: with status-sync", rounds_x(&ra, |w| w.rps)),
-                    Series::new("B: without", rounds_x(&rb, |w| w.rps)),
-                    Series::new("C: filter installed, other route", rounds_x(&rc, |w| w.rps)),
+                [
+                    "A: with status-sync",
+                    "B: without",
+                    "C: filter installed, other route",
                 ],
+                [&ra, &rb, &rc],
+                |w| w.rps,
             ),
-            Panel::new(
-                "p99 latency, 16 connections (ms)",
-                vec![
-                    Series::new("A", rounds_x(&ra, |w| w.p99_ms)),
-                    Series::new("B", rounds_x(&rb, |w| w.p99_ms)),
-                    Series::new("C", rounds_x(&rc, |w| w.p99_ms)),
-                ],
-            ),
-            Panel::new(
-                "p50 latency, 1 connection (ms)",
-                vec![
-                    Series::new("A", rounds_x(&sa, |w| w.p50_ms)),
-                    Series::new("B", rounds_x(&sb, |w| w.p50_ms)),
-                    Series::new("C", rounds_x(&sc, |w| w.p50_ms)),
-                ],
-            ),
+            panel("p99 latency, 16 connections (ms)", ABC, [&ra, &rb, &rc], |w| w.p99_ms),
+            panel("p50 latency, 1 connection (ms)", ABC, [&sa, &sb, &sc], |w| w.p50_ms),
         ],
     )?;
 

@@ -150,15 +150,10 @@ impl Registry {
                 dir.path().join("data").display()
             ),
         )?;
-        let log = std::fs::File::create(dir.path().join("registry.log"))?;
-        let child = Command::new(binary)
-            .arg("serve")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("start {}", binary.display()))?;
+        let child = crate::process::spawn_logged(
+            Command::new(binary).arg("serve").arg(&config),
+            &dir.path().join("registry.log"),
+        )?;
         let mut reg = Registry {
             child,
             _dir: dir,

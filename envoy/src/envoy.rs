@@ -15,6 +15,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "../../host-tests/src/stat_name.rs"]
+mod stat_name;
+pub use stat_name::untagged;
+
 /// The static configuration template, compiled in so binaries work from any directory.
 pub const TEMPLATE: &str = include_str!("../envoy.yaml.tmpl");
 
@@ -375,6 +379,43 @@ pub fn validate(tools: &Tools, config: &Path, env: &[(&str, &str)]) -> Result<St
     }
 }
 
+/// Writes `bootstrap` to `dir/envoy.json` and starts Envoy on it, logging to `dir/envoy.log`
+/// and writing its admin address to `dir/admin.txt`.
+fn launch(
+    tools: &Tools,
+    dir: &Path,
+    bootstrap: &Value,
+    concurrency: u32,
+    drone_token: &str,
+) -> Result<Child> {
+    let config = dir.join("envoy.json");
+    std::fs::write(&config, serde_json::to_vec_pretty(bootstrap)?)?;
+    let mut cmd = Command::new(&tools.envoy);
+    crate::process::die_with_parent(&mut cmd);
+    // Its own process group: a Ctrl-C meant for the demo does not reach Envoy directly;
+    // the demo prints its summary (reading Envoy's stats) and then kills it.
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    cmd.arg("-c")
+        .arg(&config)
+        .args(["--concurrency", &concurrency.to_string()])
+        // Several Envoys run side by side in the tests: no shared-memory hot restart.
+        .arg("--disable-hot-restart")
+        .arg("--admin-address-path")
+        .arg(dir.join("admin.txt"))
+        // A replaced listener drains for this long; keep config pushes quick.
+        .args(["--drain-time-s", "1", "--drain-strategy", "immediate"])
+        // The filter logs through the `wasm` component; `main` at info would list every
+        // extension Envoy has, which buries the interesting lines.
+        .args([
+            "--log-level",
+            "info",
+            "--component-log-level",
+            "main:warning,wasm:debug",
+        ])
+        .env("DRONE_TOKEN", drone_token);
+    crate::process::spawn_logged(&mut cmd, &dir.join("envoy.log"))
+}
+
 /// The last `n` lines of a text.
 pub fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
@@ -423,51 +464,13 @@ impl Envoy {
             std::fs::create_dir(&ecds_dir)?;
             ecds = Some(crate::ecds::to_ecds(&mut bootstrap, &ecds_dir, policy)?);
         }
-        let config = dir.path().join("envoy.json");
-        std::fs::write(&config, serde_json::to_vec_pretty(&bootstrap)?)?;
-        let log = dir.path().join("envoy.log");
-        let admin_file = dir.path().join("admin.txt");
-        let logf = std::fs::File::create(&log)?;
-        let mut cmd = Command::new(&spec.tools.envoy);
-        // If we die without running destructors (SIGKILL, panic=abort in release builds, a
-        // test harness timeout), the kernel kills Envoy too: no orphaned proxies.
-        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
-        unsafe {
-            use std::os::unix::process::CommandExt as _;
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        // Its own process group: a Ctrl-C meant for the demo does not reach Envoy directly;
-        // the demo prints its summary (reading Envoy's stats) and then kills it.
-        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-        let child = cmd
-            .arg("-c")
-            .arg(&config)
-            .args(["--concurrency", &spec.concurrency.to_string()])
-            // Several Envoys run side by side in the tests: no shared-memory hot restart.
-            .arg("--disable-hot-restart")
-            .arg("--admin-address-path")
-            .arg(&admin_file)
-            // A replaced listener drains for this long; keep config pushes quick.
-            .args(["--drain-time-s", "1", "--drain-strategy", "immediate"])
-            // The filter logs through the `wasm` component; `main` at info would list every
-            // extension Envoy has, which buries the interesting lines.
-            .args([
-                "--log-level",
-                "info",
-                "--component-log-level",
-                "main:warning,wasm:debug",
-            ])
-            .env("DRONE_TOKEN", &spec.drone_token)
-            .stdin(Stdio::null())
-            .stdout(logf.try_clone()?)
-            .stderr(logf)
-            .spawn()
-            .with_context(|| format!("start {}", spec.tools.envoy.display()))?;
+        let child = launch(
+            &spec.tools,
+            dir.path(),
+            &bootstrap,
+            spec.concurrency,
+            &spec.drone_token,
+        )?;
         Ok(Envoy {
             child: Some(child),
             dir,
@@ -477,6 +480,43 @@ impl Envoy {
             ecds,
             agent: crate::util::agent(Duration::from_secs(5)),
         })
+    }
+
+    /// Starts Envoy from a bootstrap (JSON) the template cannot express, e.g. the same Envoy
+    /// without the filter, and waits until it is ready. [`Envoy::listen_port`] is the first
+    /// static listener's.
+    pub fn start_bootstrap(
+        tools: &Tools,
+        bootstrap: &Value,
+        concurrency: u32,
+        drone_token: &str,
+    ) -> Result<Envoy> {
+        let dir = tempfile::Builder::new()
+            .prefix("status-sync-envoy-")
+            .tempdir()
+            .context("create a temp dir for Envoy")?;
+        let child = launch(tools, dir.path(), bootstrap, concurrency, drone_token)?;
+        let listen_port = bootstrap
+            .pointer("/static_resources/listeners/0/address/socket_address/port_value")
+            .and_then(Value::as_u64)
+            .and_then(|p| u16::try_from(p).ok())
+            .unwrap_or(0);
+        let mut envoy = Envoy {
+            child: Some(child),
+            dir,
+            admin: String::new(),
+            listen_port,
+            lds: None,
+            ecds: None,
+            agent: crate::util::agent(Duration::from_secs(5)),
+        };
+        envoy.wait_ready(Duration::from_secs(90))?;
+        Ok(envoy)
+    }
+
+    /// The process id (0 once it was killed).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
     }
 
     fn admin_file(&self) -> PathBuf {
@@ -696,34 +736,9 @@ impl Drop for Envoy {
     }
 }
 
-/// A stat name without its `<tag>=.=<value>;.;` parts (Istio's tag encoding, which status-sync
-/// uses for `sync_instance`), as Envoy's tag extraction leaves it.
-pub fn untagged(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    let mut rest = name;
-    while let Some(eq) = rest.find("=.=") {
-        let Some(end) = rest[eq..].find(";.;") else {
-            break;
-        };
-        let start = rest[..eq].rfind(['.', ';']).map_or(0, |i| i + 1);
-        out.push_str(&rest[..start]);
-        rest = &rest[eq + end + 3..];
-    }
-    out.push_str(rest);
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn untagged_removes_every_tag_and_keeps_the_name() {
-        let n = "status_sync.sync_version=.=0.1.0;.;sync_instance=.=ci.prod;.;build_info";
-        assert_eq!(untagged(n), "status_sync.build_info");
-        assert_eq!(untagged("status_sync.giveups"), "status_sync.giveups");
-        assert_eq!(untagged("a.b=.=unterminated"), "a.b=.=unterminated");
-    }
 
     #[test]
     fn render_fills_and_indents_and_refuses_leftovers() {

@@ -4,9 +4,11 @@
 //!   (REST API + build lifecycles that send, and lose, webhooks the way drone does) behind
 //!   threads and HTTP;
 //! - [`pipeline_sim`]: the service behind the sidecar, which records what it believes;
+//! - [`fast_upstream`]: the minimal upstream of the benchmarks (200 at once, keep-alive);
 //! - [`h2c`]: a one-request HTTP/2 cleartext client that can send request trailers;
 //! - [`envoy`]: rendering `envoy.yaml.tmpl`, running Envoy, reading its stats, pushing config;
 //! - [`prometheus`]: Debian's Prometheus and promtool, for the alert rules and dashboard;
+//! - [`process`]: starting those real parts so that they log to a file and die with the test;
 //! - [`scenario`]: the glue the demo and the end-to-end tests share (start everything, compare
 //!   drone's truth with the pipeline's view).
 //!
@@ -19,8 +21,10 @@ pub mod drone_model;
 pub mod drone_sim;
 pub mod ecds;
 pub mod envoy;
+pub mod fast_upstream;
 pub mod h2c;
 pub mod pipeline_sim;
+pub mod process;
 pub mod prometheus;
 pub mod scenario;
 pub mod sim_server;

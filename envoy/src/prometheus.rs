@@ -8,7 +8,7 @@ use anyhow::{bail, Context as _, Result};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 /// `envoy/monitoring/`, where the alert rules, their unit tests and the dashboard live.
@@ -139,19 +139,8 @@ impl Prometheus {
         let config_path = dir.path().join("prometheus.yml");
         std::fs::write(&config_path, config)?;
         let port = crate::envoy::free_port()?;
-        let log = std::fs::File::create(dir.path().join("prometheus.log"))?;
         let mut cmd = Command::new(bin);
-        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
-        unsafe {
-            use std::os::unix::process::CommandExt as _;
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = cmd
+        crate::process::die_with_parent(&mut cmd)
             .arg(format!("--config.file={}", config_path.display()))
             .arg(format!(
                 "--storage.tsdb.path={}",
@@ -159,12 +148,8 @@ impl Prometheus {
             ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .arg("--log.level=warn")
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("start {}", bin.display()))?;
+            .current_dir(dir.path());
+        let child = crate::process::spawn_logged(&mut cmd, &dir.path().join("prometheus.log"))?;
         let mut p = Prometheus {
             child: Some(child),
             dir,

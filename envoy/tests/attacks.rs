@@ -6,7 +6,7 @@ use anyhow::{Context as _, Result};
 use envoy_e2e::drone_sim::DroneSimConfig;
 use envoy_e2e::envoy::Tools;
 use envoy_e2e::h2c::{self, H2Outcome};
-use envoy_e2e::scenario::{slot, wait_for, Stack};
+use envoy_e2e::scenario::{slot, wait_for, Slot, Stack};
 use envoy_e2e::util;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -23,11 +23,14 @@ fn wait_metric(stack: &Stack, name: &str, at_least: i64) -> Result<i64> {
     stack.wait_metric(name, at_least, WAIT)
 }
 
-fn enforcing_stack() -> Result<Stack> {
-    Stack::start(&tools(), DroneSimConfig::default(), |spec| {
+/// A turn to run an Envoy (held for the test) and a stack that enforces signatures.
+fn enforcing_stack() -> Result<(Slot, Stack)> {
+    let slot = slot();
+    let stack = Stack::start(&tools(), DroneSimConfig::default(), |spec| {
         spec.plugin["webhook_secret"] = json!(SECRET);
         spec.plugin["signature_mode"] = json!("enforce");
-    })
+    })?;
+    Ok((slot, stack))
 }
 
 /// Drone's running webhook for build 101 of octocat/hello-world, with `status`/`version`.
@@ -39,6 +42,59 @@ fn webhook(status: &str, version: u64) -> Vec<u8> {
     v["build"]["status"] = json!(status);
     v["build"]["version"] = json!(version);
     serde_json::to_vec(&v).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `method` of `body` (JSON) to the webhook path, with `X-Drone-Event: event` (if any) and
+/// `headers`; the status Envoy answered.
+fn send_to_hook(
+    agent: &ureq::Agent,
+    stack: &Stack,
+    method: &str,
+    event: Option<&str>,
+    headers: &[(&str, String)],
+    body: &[u8],
+) -> Result<u16> {
+    let mut req = agent
+        .request(method, &stack.envoy.url("/hook"))
+        .set("content-type", "application/json");
+    if let Some(e) = event {
+        req = req.set("x-drone-event", e);
+    }
+    for (k, v) in headers {
+        req = req.set(k, v);
+    }
+    let (code, _) = util::send(req, Some(body)).map_err(|e| anyhow::anyhow!("{method}: {e}"))?;
+    Ok(code)
+}
+
+/// An unsigned build webhook (`POST`, `X-Drone-Event: build`) to the webhook path.
+fn post_build_webhook(agent: &ureq::Agent, stack: &Stack, body: &[u8]) -> Result<u16> {
+    send_to_hook(agent, stack, "POST", Some("build"), &[], body)
+}
+
+/// Webhooks posted to warm Envoy up (connections, buffers, the VMs' first allocations) before
+/// a memory measurement.
+const WARM_UP: u64 = 20;
+
+/// Posts webhooks `body_for(0..WARM_UP)`, waits until `metric` counts them and reads Envoy's
+/// RSS (returned), then posts the `n` next and waits until `metric` counts those too.
+fn rss_before_posting(
+    stack: &Stack,
+    n: u64,
+    metric: &str,
+    body_for: impl Fn(u64) -> Vec<u8>,
+) -> Result<u64> {
+    let agent = util::agent(Duration::from_secs(30));
+    for i in 0..WARM_UP {
+        post_build_webhook(&agent, stack, &body_for(i))?;
+    }
+    wait_metric(stack, metric, WARM_UP as i64)?;
+    let before = stack.envoy.rss_kib()?;
+    for i in WARM_UP..WARM_UP + n {
+        post_build_webhook(&agent, stack, &body_for(i))?;
+    }
+    wait_metric(stack, metric, (WARM_UP + n) as i64)?;
+    Ok(before)
 }
 
 /// Drone's signature headers for `body`, signed now.
@@ -55,8 +111,7 @@ fn signed_headers(body: &[u8]) -> Vec<(&'static str, String)> {
 /// the genuine body with trailers still passes byte for byte.
 #[test]
 fn attack_1_replayed_signature_with_forged_body_and_trailers_is_401() -> Result<()> {
-    let _slot = slot();
-    let stack = enforcing_stack()?;
+    let (_slot, stack) = enforcing_stack()?;
     let port = stack.envoy.listen_port();
     let genuine = webhook("running", 2);
     let forged = webhook("success", 99);
@@ -108,8 +163,7 @@ fn attack_1_replayed_signature_with_forged_body_and_trailers_is_401() -> Result<
 /// to the webhook path is verified or 401; a signed one passes, whatever its method or event.
 #[test]
 fn attack_2_enforce_covers_every_method_and_event_header() -> Result<()> {
-    let _slot = slot();
-    let stack = enforcing_stack()?;
+    let (_slot, stack) = enforcing_stack()?;
     let agent = util::agent(Duration::from_secs(30));
     let body = webhook("success", 3);
     let cases: [(&str, Option<&str>); 5] = [
@@ -120,14 +174,7 @@ fn attack_2_enforce_covers_every_method_and_event_header() -> Result<()> {
         ("GET", None),
     ];
     for (method, event) in cases {
-        let mut req = agent
-            .request(method, &stack.envoy.url("/hook"))
-            .set("content-type", "application/json");
-        if let Some(e) = event {
-            req = req.set("x-drone-event", e);
-        }
-        let (code, _) =
-            util::send(req, Some(&body)).map_err(|e| anyhow::anyhow!("{method}: {e}"))?;
+        let code = send_to_hook(&agent, &stack, method, event, &[], &body)?;
         assert_eq!(code, 401, "unsigned {method} {event:?}");
     }
     assert!(
@@ -137,17 +184,8 @@ fn attack_2_enforce_covers_every_method_and_event_header() -> Result<()> {
     );
     // Signed, the same requests pass (and are not build webhooks, so not observed).
     for (method, event) in cases {
-        let mut req = agent
-            .request(method, &stack.envoy.url("/hook"))
-            .set("content-type", "application/json");
-        if let Some(e) = event {
-            req = req.set("x-drone-event", e);
-        }
-        for (k, v) in signed_headers(&body) {
-            req = req.set(k, &v);
-        }
-        let (code, _) =
-            util::send(req, Some(&body)).map_err(|e| anyhow::anyhow!("{method}: {e}"))?;
+        let signed = signed_headers(&body);
+        let code = send_to_hook(&agent, &stack, method, event, &signed, &body)?;
         assert_ne!(code, 401, "signed {method} {event:?}");
     }
     assert_eq!(stack.pipeline.received().len(), cases.len());
@@ -168,7 +206,6 @@ fn attack_7_huge_names_pass_through_untracked_and_memory_stays_flat() -> Result<
     let _slot = slot();
     // `off` (the default without a secret): nothing is verified.
     let stack = Stack::start(&tools(), DroneSimConfig::default(), |_| {})?;
-    let agent = util::agent(Duration::from_secs(30));
     let huge = "n".repeat(125_000);
     let body_for = |i: u64| {
         let mut v: Value = serde_json::from_str(drone_model::fixtures::text(
@@ -181,33 +218,15 @@ fn attack_7_huge_names_pass_through_untracked_and_memory_stays_flat() -> Result<
         v["build"]["number"] = json!(1 + i);
         serde_json::to_vec(&v).unwrap_or_else(|e| panic!("{e}"))
     };
-    let post = |body: &[u8]| -> Result<u16> {
-        let req = agent
-            .post(&stack.envoy.url("/hook"))
-            .set("x-drone-event", "build")
-            .set("content-type", "application/json");
-        util::send(req, Some(body))
-            .map(|(code, _)| code)
-            .map_err(|e| anyhow::anyhow!("{e}"))
-    };
-    // Warm up (connections, buffers, the VMs' first allocations), then measure.
-    for i in 0..20 {
-        post(&body_for(i))?;
-    }
-    wait_metric(&stack, "webhooks_out_of_limits", 20)?;
-    let before = stack.envoy.rss_kib()?;
     const N: u64 = 600;
-    let sample = body_for(20);
-    for i in 20..20 + N {
-        post(&body_for(i))?;
-    }
-    wait_metric(&stack, "webhooks_out_of_limits", 20 + N as i64)?;
+    let before = rss_before_posting(&stack, N, "webhooks_out_of_limits", body_for)?;
     let after = stack.envoy.rss_kib()?;
+    let sample = body_for(WARM_UP);
     let received = stack.pipeline.received();
-    assert_eq!(received.len(), 20 + N as usize);
-    assert_eq!(received[20].len, sample.len());
+    assert_eq!(received.len(), (WARM_UP + N) as usize);
+    assert_eq!(received[WARM_UP as usize].len, sample.len());
     assert_eq!(
-        received[20].sha256,
+        received[WARM_UP as usize].sha256,
         util::sha256_hex(&sample),
         "changed on the way"
     );
@@ -233,7 +252,6 @@ fn attack_7_huge_names_pass_through_untracked_and_memory_stays_flat() -> Result<
 fn memory_1000_max_size_forged_webhooks_within_the_documented_bound() -> Result<()> {
     let _slot = slot();
     let stack = Stack::start(&tools(), DroneSimConfig::default(), |_| {})?;
-    let agent = util::agent(Duration::from_secs(30));
     let forged = |i: u64| {
         let wide = "é".repeat(125);
         let id = i64::MAX as u64 - i;
@@ -246,25 +264,8 @@ fn memory_1000_max_size_forged_webhooks_within_the_documented_bound() -> Result<
         )
         .into_bytes()
     };
-    let post = |body: &[u8]| -> Result<u16> {
-        let req = agent
-            .post(&stack.envoy.url("/hook"))
-            .set("x-drone-event", "build")
-            .set("content-type", "application/json");
-        util::send(req, Some(body))
-            .map(|(code, _)| code)
-            .map_err(|e| anyhow::anyhow!("{e}"))
-    };
-    for i in 0..20 {
-        post(&forged(i))?;
-    }
-    wait_metric(&stack, "webhooks_observed", 20)?;
-    let before = stack.envoy.rss_kib()?;
     const N: u64 = 1000;
-    for i in 20..20 + N {
-        post(&forged(i))?;
-    }
-    wait_metric(&stack, "webhooks_observed", 20 + N as i64)?;
+    let before = rss_before_posting(&stack, N, "webhooks_observed", forged)?;
     // Until the reconciler has taken every observation off the queue: each forged build is
     // tracked, evicted, or already refuted by drone (its repository does not exist there;
     // how many are refuted by now depends on how fast drone's answers came).
@@ -273,7 +274,7 @@ fn memory_1000_max_size_forged_webhooks_within_the_documented_bound() -> Result<
             + stack.envoy.metric("builds_not_found")?
             + stack.envoy.metric("builds_evicted")?
             + stack.envoy.metric("hints_refuted")?;
-        Ok(if seen >= 20 + N as i64 {
+        Ok(if seen >= (WARM_UP + N) as i64 {
             Ok(())
         } else {
             Err(format!(
@@ -363,8 +364,7 @@ fn raw_post(
 /// that is, or normalizes to, `/hook`.
 #[test]
 fn paths_that_normalize_to_the_webhook_path_are_checked() -> Result<()> {
-    let _slot = slot();
-    let stack = enforcing_stack()?;
+    let (_slot, stack) = enforcing_stack()?;
     let port = stack.envoy.listen_port();
     let body = webhook("success", 4);
     // (path as sent, what must happen)
@@ -478,11 +478,7 @@ fn attack_3_forged_repository_name_never_steers_lookups_or_redeliveries() -> Res
     v["build"]["version"] = json!(1);
     v["system"] = json!({"proto":"https","host":"evil.example.com","link":"https://evil.example.com","version":"6.6.6"});
     let forged = serde_json::to_vec(&v)?;
-    let req = agent
-        .post(&stack.envoy.url("/hook"))
-        .set("x-drone-event", "build")
-        .set("content-type", "application/json");
-    let (code, _) = util::send(req, Some(&forged)).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let code = post_build_webhook(&agent, &stack, &forged)?;
     anyhow::ensure!(
         code == 200,
         "the forged webhook passed through (off): {code}"

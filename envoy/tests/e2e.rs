@@ -20,6 +20,26 @@ fn tools() -> Tools {
     Tools::from_env().unwrap_or_else(|e| panic!("{e:#}"))
 }
 
+/// A drone that loses `share` of its webhooks but never a build's first (so the sidecar
+/// learns of every build), and with `all_finals` every webhook of a done status.
+fn drone_losing(share: f64, all_finals: bool) -> DroneSimConfig {
+    DroneSimConfig {
+        loss: LossPolicy {
+            share,
+            spare_first: true,
+            all_finals,
+        },
+        ..Default::default()
+    }
+}
+
+/// The template with `plugin`, for `envoy --mode validate` (which connects to nothing: the
+/// clusters point at ports 1 and 2).
+fn to_validate(tools: &Tools, plugin: &Value) -> Result<String> {
+    let listen = envoy::free_port()?;
+    envoy::render_template(envoy::TEMPLATE, 0, listen, 1, 2, &tools.wasm, plugin)
+}
+
 const CONVERGE: Duration = Duration::from_secs(120);
 const POLL: Duration = Duration::from_millis(100);
 
@@ -82,13 +102,8 @@ fn lost_final_webhooks_are_recovered_and_views_match() -> Result<()> {
     let stack = Stack::start(
         &tools(),
         DroneSimConfig {
-            loss: LossPolicy {
-                share: 0.2,
-                spare_first: true,
-                all_finals: true,
-            },
             seed: 11,
-            ..Default::default()
+            ..drone_losing(0.2, true)
         },
         |_| {},
     )?;
@@ -176,18 +191,7 @@ fn lost_final_webhooks_are_recovered_and_views_match() -> Result<()> {
 #[test]
 fn newest_builds_whose_every_webhook_was_lost_are_discovered() -> Result<()> {
     let _slot = slot();
-    let stack = Stack::start(
-        &tools(),
-        DroneSimConfig {
-            loss: LossPolicy {
-                share: 0.0,
-                spare_first: true,
-                all_finals: false,
-            },
-            ..Default::default()
-        },
-        |_| {},
-    )?;
+    let stack = Stack::start(&tools(), drone_losing(0.0, false), |_| {})?;
     let seen = stack
         .drone
         .schedule(plan(0, Outcome::Success, 80), Duration::ZERO);
@@ -322,18 +326,9 @@ fn pipeline_500_gets_the_transition_again_400_does_not() -> Result<()> {
 #[test]
 fn concurrency_4_polls_drone_once_per_due_build() -> Result<()> {
     let _slot = slot();
-    let stack = Stack::start(
-        &tools(),
-        DroneSimConfig {
-            loss: LossPolicy {
-                share: 0.0,
-                spare_first: true,
-                all_finals: true,
-            },
-            ..Default::default()
-        },
-        |spec| spec.concurrency = 4,
-    )?;
+    let stack = Stack::start(&tools(), drone_losing(0.0, true), |spec| {
+        spec.concurrency = 4
+    })?;
     let keys: Vec<BuildKey> = (0..8)
         .map(|i| {
             stack.drone.schedule(
@@ -455,22 +450,11 @@ fn drone_outage_causes_no_call_storm_and_converges_after() -> Result<()> {
     let threshold = 3u64;
     let open_ms = 2000u64;
     let inflight = 4u64;
-    let stack = Stack::start(
-        &tools(),
-        DroneSimConfig {
-            loss: LossPolicy {
-                share: 0.0,
-                spare_first: true,
-                all_finals: true,
-            },
-            ..Default::default()
-        },
-        |spec| {
-            spec.plugin["circuit_failure_threshold"] = threshold.into();
-            spec.plugin["circuit_open_ms"] = open_ms.into();
-            spec.plugin["max_inflight_calls"] = inflight.into();
-        },
-    )?;
+    let stack = Stack::start(&tools(), drone_losing(0.0, true), |spec| {
+        spec.plugin["circuit_failure_threshold"] = threshold.into();
+        spec.plugin["circuit_open_ms"] = open_ms.into();
+        spec.plugin["max_inflight_calls"] = inflight.into();
+    })?;
     stack.drone.set_down(true);
     let down_at = Instant::now();
     let outcomes = [
@@ -553,15 +537,7 @@ fn bad_plugin_configuration_is_refused_naming_the_key() -> Result<()> {
                 v => obj.insert(k.clone(), v.clone()),
             };
         }
-        let yaml = envoy::render_template(
-            envoy::TEMPLATE,
-            0,
-            envoy::free_port()?,
-            1,
-            2,
-            &tools.wasm,
-            &plugin,
-        )?;
+        let yaml = to_validate(&tools, &plugin)?;
         let path = dir.path().join(format!("bad-{i}.yaml"));
         std::fs::write(&path, yaml)?;
         let err = match envoy::validate(&tools, &path, &[]) {
@@ -697,18 +673,7 @@ fn every_yaml_in_envoy_dir_validates() -> Result<()> {
     // The template, rendered.
     let t = dir.path().join("template.yaml");
     let plugin = envoy::base_plugin_config();
-    std::fs::write(
-        &t,
-        envoy::render_template(
-            envoy::TEMPLATE,
-            0,
-            envoy::free_port()?,
-            1,
-            2,
-            &tools.wasm,
-            &plugin,
-        )?,
-    )?;
+    std::fs::write(&t, to_validate(&tools, &plugin)?)?;
     envoy::validate(&tools, &t, &env)?;
 
     // The example, with the module path pointed at the built filter.
@@ -756,15 +721,7 @@ fn every_yaml_in_envoy_dir_validates() -> Result<()> {
         plugin["instance"].as_str().is_some_and(|s| !s.is_empty()),
         "Istio needs `instance`"
     );
-    let yaml = envoy::render_template(
-        envoy::TEMPLATE,
-        0,
-        envoy::free_port()?,
-        1,
-        2,
-        &tools.wasm,
-        &plugin,
-    )?;
+    let yaml = to_validate(&tools, &plugin)?;
     let mut v = envoy::yaml_to_json(&yaml)?;
     // Istio-style cluster names, and vmConfig.env mapped like istiod does.
     for c in v["static_resources"]["clusters"]

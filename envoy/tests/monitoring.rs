@@ -23,6 +23,13 @@ use std::time::{Duration, Instant};
 const LONG: Duration = Duration::from_secs(120);
 const POLL: Duration = Duration::from_millis(250);
 
+/// The first line of Envoy's log that contains `what`.
+fn line_with<'a>(log: &'a str, what: &str) -> Result<&'a str> {
+    log.lines()
+        .find(|l| l.contains(what))
+        .with_context(|| format!("no line with `{what}` in Envoy's log"))
+}
+
 fn read(name: &str) -> Result<String> {
     let p = prom::monitoring_dir().join(name);
     std::fs::read_to_string(&p).with_context(|| format!("read {}", p.display()))
@@ -325,18 +332,12 @@ fn prometheus_scrapes_envoy_alerts_fire_and_resolve_across_a_drone_outage() -> R
         !log.contains("status-sync: status-sync:"),
         "doubled prefix in the log"
     );
-    let elected = log
-        .lines()
-        .find(|l| l.contains("reconciler elected"))
-        .context("no `reconciler elected` line")?;
+    let elected = line_with(&log, "reconciler elected")?;
     assert!(
         elected.contains("instance=monitoring reconciler=") && elected.contains(" epoch="),
         "{elected}"
     );
-    let circuit = log
-        .lines()
-        .find(|l| l.contains("drone API failing, circuit open"))
-        .context("no circuit line during the outage")?;
+    let circuit = line_with(&log, "drone API failing, circuit open")?;
     assert!(
         circuit.contains(" build=")
             && circuit.contains(" why=")

@@ -2,12 +2,8 @@
 //! carry it across a leader change, and the bounded repository cache: pinned where the mutation
 //! run of reconciler.rs found them unpinned (benchmarks/results/mutants/).
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
+// Helpers outside #[test] functions unwrap (clippy.toml allows it only inside them).
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
@@ -17,20 +13,12 @@ use status_sync::core::model::{BuildKey, BuildStatus, DeliveryOutcome, RepoRef};
 use status_sync::core::reconciler::Reconciler;
 use status_sync::core::snapshot::{self, Record};
 
-const T0: u64 = 1_000_000;
-
 fn repo() -> RepoRef {
     RepoRef {
         id: REPO_ID,
         namespace: "octocat".into(),
         name: "hello-world".into(),
     }
-}
-
-fn tracked(r: &Reconciler) -> Vec<u64> {
-    let mut n: Vec<u64> = r.ledger().iter().map(|(k, _)| k.number).collect();
-    n.sort();
-    n
 }
 
 /// (max, min) build numbers the watermarks carry for the repository.
@@ -161,20 +149,11 @@ fn gap_fill_into_a_full_ledger_counts_evictions() {
 /// A second gap below the lowest number uses the lowest seen (not the first seen) as its end.
 #[test]
 fn second_downward_gap_ends_at_the_lowest_seen() {
-    let mut r = Reconciler::new(config(r#","max_gap_fill":20"#), 1);
-    r.observe(obs(50, "success", 3, DeliveryOutcome::Delivered), T0);
-    r.observe(obs(45, "success", 3, DeliveryOutcome::Delivered), T0);
+    let mut r = gap_fill_capped(20, &[(50, "success", 3), (45, "success", 3)]);
     assert_eq!(r.counters().builds_gap_filled, 4, "46..=49");
     // 46..49 settle and are forgotten (delivered and finished).
     let (mut now, mut log) = (T0, Log::default());
-    drive(
-        &mut r,
-        &mut now,
-        T0 + 3000,
-        &mut log,
-        &mut |n| ok(api_build(n, "success", 3)),
-        &mut |_| http(200),
-    );
+    drive_steady(&mut r, &mut now, T0 + 3000, &mut log, "success", 3);
     assert_eq!(r.ledger().len(), 0);
     // 40: the gap is 41..=44, not 41..=49 (those are done).
     r.observe(obs(40, "running", 2, DeliveryOutcome::Delivered), now);
@@ -303,14 +282,7 @@ fn ticks_with_nothing_due_spend_no_token() {
     // Ticks from about half a second before: a token spent on the first of them would not be
     // back (1/s) by the tick after the due time.
     let (mut now, mut log) = (due - 550, Log::default());
-    drive(
-        &mut r,
-        &mut now,
-        due + 3000,
-        &mut log,
-        &mut |n| ok(api_build(n, "running", 2)),
-        &mut |_| http(200),
-    );
+    drive_steady(&mut r, &mut now, due + 3000, &mut log, "running", 2);
     let first = log.lookups_of(1)[0];
     assert!(
         first >= due && first < due + 100,
@@ -353,16 +325,6 @@ fn build_age_limit_is_exclusive_and_counted() {
     assert_eq!(r.counters().builds_expired, 1);
     assert_eq!(r.counters().giveups, 1);
     assert_eq!(r.ledger().len(), 0);
-}
-
-fn build_list(builds: &[(u64, &str, u64)]) -> Vec<u8> {
-    let items: Vec<String> = builds
-        .iter()
-        .map(|(n, st, v)| {
-            format!(r#"{{"id":{n},"repo_id":42,"number":{n},"status":"{st}","version":{v}}}"#)
-        })
-        .collect();
-    format!("[{}]\n", items.join(",")).into_bytes()
 }
 
 /// Ticks every 100 ms from `from` until the reconciler lists the repository; returns the time
@@ -560,9 +522,9 @@ fn loading_a_snapshot_into_a_smaller_ledger_counts_evictions() {
     let records: Vec<Record> = (1..=5).map(|n| killed_record(n, T0, T0 + 1000)).collect();
     assert!(r.load_shard(&snapshot::encode_shard(&records), T0));
     assert_eq!(r.ledger().len(), 2);
-    assert_eq!(r.counters().builds_evicted, 3);
-    assert_eq!(r.counters().giveups, 3);
-    assert_eq!(r.counters().builds_tracked, 2);
+    let c = r.counters();
+    // (evicted, give-ups, tracked)
+    assert_eq!((c.builds_evicted, c.giveups, c.builds_tracked), (3, 3, 2));
 }
 
 /// Watermarks list only repositories a webhook or listing showed a build number for (a

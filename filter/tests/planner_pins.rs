@@ -5,20 +5,14 @@
 //! build; where webhooks are split into verified evidence and unverified hints, their
 //! observations are the verified kind (built in `common::obs`).
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
+// Helpers outside #[test] functions unwrap (clippy.toml allows it only inside them).
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
 use common::*;
 use status_sync::core::model::{BuildKey, DeliveryOutcome};
 use status_sync::core::reconciler::{CallResult, OutgoingCall, Reconciler};
-
-const T0: u64 = 1_000_000;
 
 fn key(number: u64) -> BuildKey {
     BuildKey {
@@ -73,14 +67,7 @@ fn probe_refused_by_the_rate_limit_is_given_back() {
     // Open for 100 ms; the bucket (1/s) is empty until T0 + 1000: each probe before that is
     // refused by the rate limit.
     let (mut now, mut log) = (T0, Log::default());
-    drive(
-        &mut r,
-        &mut now,
-        T0 + 5000,
-        &mut log,
-        &mut |n| ok(api_build(n, "running", 2)),
-        &mut pipeline_ok,
-    );
+    drive_steady(&mut r, &mut now, T0 + 5000, &mut log, "running", 2);
     let first_probe = log.calls.first().map(|(t, _)| *t);
     assert!(
         first_probe.is_some_and(|t| (T0 + 1000..=T0 + 1100).contains(&t)),
@@ -118,14 +105,7 @@ fn failed_probe_reopens_and_the_next_probe_follows() {
         "one probe per open period, doubling"
     );
     assert_eq!(r.counters().circuit_opens, 3);
-    drive(
-        &mut r,
-        &mut now,
-        T0 + 30_000,
-        &mut log,
-        &mut |n| ok(api_build(n, "success", 3)),
-        &mut pipeline_ok,
-    );
+    drive_steady(&mut r, &mut now, T0 + 30_000, &mut log, "success", 3);
     let probe = log.calls.get(3).map(|(t, _)| *t - T0);
     assert_eq!(probe, Some(14_000), "the probe after the 8 s open period");
     assert_eq!(r.counters().circuit_open, 0);
@@ -158,14 +138,7 @@ fn probe_taken_by_an_expired_build_is_given_back() {
     assert_eq!(r.counters().circuit_open, 1);
     assert!(r.ledger().get(&key(1)).unwrap().next_due_ms < T0 + 60_800);
     let (mut now, mut log) = (T0 + 59_900, Log::default());
-    drive(
-        &mut r,
-        &mut now,
-        T0 + 63_000,
-        &mut log,
-        &mut |n| ok(api_build(n, "running", 2)),
-        &mut pipeline_ok,
-    );
+    drive_steady(&mut r, &mut now, T0 + 63_000, &mut log, "running", 2);
     assert_eq!(r.counters().builds_expired, 1, "build 1 given up");
     assert_eq!(
         log.lookups_of(2).first(),
@@ -241,14 +214,25 @@ fn failure_backoff_grows_to_the_cap() {
     );
 }
 
+/// Build 7 (running v2, acknowledged) is looked up at T0 + 2 s; before drone answers, a live
+/// webhook of (`status`, `version`) passes and the pipeline acknowledges it. Returns the
+/// reconciler and the lookup still in flight.
+fn lookup_overtaken_by_live(status: &str, version: u64) -> (Reconciler, OutgoingCall) {
+    let mut r = Reconciler::new(config(""), 1);
+    r.observe(obs(7, "running", 2, DeliveryOutcome::Delivered), T0);
+    let lookup = tick_one(&mut r, T0 + 2000);
+    r.observe(
+        obs(7, status, version, DeliveryOutcome::Delivered),
+        T0 + 2010,
+    );
+    (r, lookup)
+}
+
 /// A drone answer that arrives after a live final webhook the pipeline acknowledged never
 /// re-delivers drone's older state (live settles).
 #[test]
 fn drone_answer_after_a_live_final_webhook_delivers_nothing() {
-    let mut r = Reconciler::new(config(""), 1);
-    r.observe(obs(7, "running", 2, DeliveryOutcome::Delivered), T0);
-    let lookup = tick_one(&mut r, T0 + 2000);
-    r.observe(obs(7, "success", 3, DeliveryOutcome::Delivered), T0 + 2010);
+    let (mut r, lookup) = lookup_overtaken_by_live("success", 3);
     assert_eq!(r.ledger().len(), 0, "finished");
     let out = r.on_response(lookup.id, ok(api_build(7, "running", 2)), T0 + 2050);
     assert!(out.is_empty(), "{out:?}");
@@ -260,10 +244,7 @@ fn drone_answer_after_a_live_final_webhook_delivers_nothing() {
 /// is not re-delivered; a newer one still is (live settles).
 #[test]
 fn drone_answer_after_a_newer_live_webhook_delivers_only_newer() {
-    let mut r = Reconciler::new(config(""), 1);
-    r.observe(obs(7, "running", 2, DeliveryOutcome::Delivered), T0);
-    let lookup = tick_one(&mut r, T0 + 2000);
-    r.observe(obs(7, "running", 4, DeliveryOutcome::Delivered), T0 + 2010);
+    let (mut r, lookup) = lookup_overtaken_by_live("running", 4);
     let out = r.on_response(lookup.id, ok(api_build(7, "running", 3)), T0 + 2050);
     assert!(
         out.is_empty(),
@@ -271,14 +252,7 @@ fn drone_answer_after_a_newer_live_webhook_delivers_only_newer() {
     );
     // The next lookup finds v5: that one goes out.
     let (mut now, mut log) = (T0 + 2050, Log::default());
-    drive(
-        &mut r,
-        &mut now,
-        T0 + 6000,
-        &mut log,
-        &mut |n| ok(api_build(n, "running", 5)),
-        &mut pipeline_ok,
-    );
+    drive_steady(&mut r, &mut now, T0 + 6000, &mut log, "running", 5);
     assert_eq!(log.redeliveries(), vec![(7, "running".to_string(), 5)]);
 }
 
@@ -313,14 +287,7 @@ fn refused_redelivery_is_final_and_counted() {
     assert_eq!(r.counters().redeliveries_failed, 0);
     assert_eq!(r.ledger().get(&key(3)).unwrap().settled_version, 2);
     let (mut now, mut log) = (T0, Log::default());
-    drive(
-        &mut r,
-        &mut now,
-        T0 + 30_000,
-        &mut log,
-        &mut |n| ok(api_build(n, "running", 2)),
-        &mut pipeline_ok,
-    );
+    drive_steady(&mut r, &mut now, T0 + 30_000, &mut log, "running", 2);
     assert!(log.drone_calls() >= 3, "still watched");
     assert!(log.redeliveries().is_empty(), "{:?}", log.redeliveries());
     // The final state is newer: delivered, refused too, and then the build is done.
@@ -374,14 +341,7 @@ fn stale_ack_never_moves_the_settled_version_back() {
     assert!(r.on_response(deliver.id, http(200), T0 + 30).is_empty());
     assert_eq!(r.ledger().get(&key(9)).unwrap().settled_version, 4);
     let (mut now, mut log) = (T0 + 30, Log::default());
-    drive(
-        &mut r,
-        &mut now,
-        T0 + 20_000,
-        &mut log,
-        &mut |n| ok(api_build(n, "running", 4)),
-        &mut pipeline_ok,
-    );
+    drive_steady(&mut r, &mut now, T0 + 20_000, &mut log, "running", 4);
     assert!(log.drone_calls() >= 2);
     assert!(log.redeliveries().is_empty(), "{:?}", log.redeliveries());
 }
@@ -390,13 +350,9 @@ fn stale_ack_never_moves_the_settled_version_back() {
 /// `max_gap_fill` builds of it (the ones just above the late build).
 #[test]
 fn late_lower_number_gap_fill_is_capped() {
-    let mut r = Reconciler::new(config(r#","max_gap_fill":3"#), 1);
-    r.observe(obs(50, "running", 2, DeliveryOutcome::Delivered), T0);
-    r.observe(obs(2, "success", 3, DeliveryOutcome::Delivered), T0);
+    let mut r = gap_fill_capped(3, &[(50, "running", 2), (2, "success", 3)]);
     assert_eq!(r.counters().builds_gap_filled, 3);
-    let mut tracked: Vec<u64> = r.ledger().iter().map(|(k, _)| k.number).collect();
-    tracked.sort();
-    assert_eq!(tracked, vec![3, 4, 5, 50]);
+    assert_eq!(tracked(&r), vec![3, 4, 5, 50]);
     // Lower again, just below: 1 is next to 2, nothing between.
     r.observe(obs(1, "success", 3, DeliveryOutcome::Delivered), T0);
     assert_eq!(r.counters().builds_gap_filled, 3);
@@ -405,12 +361,8 @@ fn late_lower_number_gap_fill_is_capped() {
 /// Gap filling upward also takes only the `max_gap_fill` numbers just below the new one.
 #[test]
 fn upward_gap_fill_is_capped_and_not_due_at_once() {
-    let mut r = Reconciler::new(config(r#","max_gap_fill":2"#), 1);
-    r.observe(obs(10, "success", 3, DeliveryOutcome::Delivered), T0);
-    r.observe(obs(40, "running", 2, DeliveryOutcome::Delivered), T0);
-    let mut tracked: Vec<u64> = r.ledger().iter().map(|(k, _)| k.number).collect();
-    tracked.sort();
-    assert_eq!(tracked, vec![38, 39, 40]);
+    let mut r = gap_fill_capped(2, &[(10, "success", 3), (40, "running", 2)]);
+    assert_eq!(tracked(&r), vec![38, 39, 40]);
     assert!(r.tick(T0 + 700).is_empty(), "not stale yet");
     assert_eq!(r.ledger().due_count(T0 + 1200), 3);
 }
@@ -419,18 +371,9 @@ fn upward_gap_fill_is_capped_and_not_due_at_once() {
 /// it), and is forgotten only after twice `max_poll_interval_ms` without change.
 #[test]
 fn cancelled_build_is_watched_through_unchanged_polls() {
-    let mut r = Reconciler::new(config(""), 1);
-    r.observe(obs(8, "running", 2, DeliveryOutcome::Delivered), T0);
-    r.observe(obs(8, "killed", 3, DeliveryOutcome::Delivered), T0);
+    let mut r = seen_live("", &[(8, "running", 2), (8, "killed", 3)]);
     let (mut now, mut log) = (T0, Log::default());
-    drive(
-        &mut r,
-        &mut now,
-        T0 + 8000,
-        &mut log,
-        &mut |n| ok(api_build(n, "killed", 3)),
-        &mut pipeline_ok,
-    );
+    drive_steady(&mut r, &mut now, T0 + 8000, &mut log, "killed", 3);
     assert!(log.lookups_of(8).len() >= 2, "{:?}", log.lookups_of(8));
     assert_eq!(r.ledger().len(), 1, "watched after unchanged polls");
     // Teardown rewrites it; that webhook is lost; the next look (within the longest interval,
@@ -438,14 +381,7 @@ fn cancelled_build_is_watched_through_unchanged_polls() {
     let deadline = log.lookups_of(8).last().unwrap() + 9_700;
     while now < deadline && log.redeliveries().is_empty() {
         let until = now + 100;
-        drive(
-            &mut r,
-            &mut now,
-            until,
-            &mut log,
-            &mut |n| ok(api_build(n, "killed", 4)),
-            &mut pipeline_ok,
-        );
+        drive_steady(&mut r, &mut now, until, &mut log, "killed", 4);
     }
     assert_eq!(log.redeliveries(), vec![(8, "killed".to_string(), 4)]);
     // Then unchanged: forgotten 2 x 8 s after the last change, not before.
@@ -453,14 +389,7 @@ fn cancelled_build_is_watched_through_unchanged_polls() {
     let mut gone_at = None;
     while now < changed + 40_000 && gone_at.is_none() {
         let until = now + 100;
-        drive(
-            &mut r,
-            &mut now,
-            until,
-            &mut log,
-            &mut |n| ok(api_build(n, "killed", 4)),
-            &mut pipeline_ok,
-        );
+        drive_steady(&mut r, &mut now, until, &mut log, "killed", 4);
         if r.ledger().is_empty() {
             gone_at = Some(now);
         }
@@ -490,14 +419,7 @@ fn answer_held_for_a_repository_fetch_is_not_delivered_after_a_newer_live_webhoo
         let out = r.on_response(fetch.id, ok(REPO_JSON.as_bytes().to_vec()), T0 + 2020);
         assert!(out.is_empty(), "live v{live}: {out:?}");
         let (mut now, mut log) = (T0 + 2020, Log::default());
-        drive(
-            &mut r,
-            &mut now,
-            T0 + 6000,
-            &mut log,
-            &mut |n| ok(api_build(n, "success", 4)),
-            &mut pipeline_ok,
-        );
+        drive_steady(&mut r, &mut now, T0 + 6000, &mut log, "success", 4);
         assert_eq!(log.redeliveries(), vec![(2, "success".to_string(), 4)]);
         assert_eq!(r.ledger().len(), 0);
     }

@@ -8,55 +8,12 @@
     clippy::panic
 )]
 
+mod common;
+
+use common::*;
 use status_sync::core::config::Config;
-use status_sync::core::model::{BuildStatus, DeliveryOutcome, ParsedWebhook, RepoRef};
-use status_sync::core::observation::Observation;
+use status_sync::core::model::DeliveryOutcome::{self, Delivered, NotDelivered, Refused};
 use status_sync::core::reconciler::{CallResult, OutgoingCall, Reconciler};
-
-const REPO_JSON: &str = r#"{"id":42,"uid":"1","namespace":"octocat","name":"hello-world","slug":"octocat/hello-world","counter":0,"version":105,"archived":false}"#;
-
-fn config(extra: &str) -> Config {
-    let json = format!(
-        r#"{{"pipeline_cluster":"pipeline","drone_cluster":"drone","drone_token":"t0k3n","tick_ms":100,"stale_after_ms":1000,"max_poll_interval_ms":8000,"circuit_open_ms":2000{extra}}}"#
-    );
-    Config::parse(json.as_bytes(), &|_| None).unwrap()
-}
-
-fn hook(number: u64, status: &str, version: u64) -> ParsedWebhook {
-    ParsedWebhook {
-        repo: RepoRef {
-            id: 42,
-            namespace: "octocat".into(),
-            name: "hello-world".into(),
-        },
-        number,
-        status: BuildStatus::parse(status),
-        version,
-        action: "updated".into(),
-        repo_json: Some(REPO_JSON.into()),
-        system_json: Some(r#"{"proto":"https","host":"drone.example.com"}"#.into()),
-    }
-}
-
-fn obs(number: u64, status: &str, version: u64, outcome: DeliveryOutcome) -> Observation {
-    Observation {
-        webhook: hook(number, status, version),
-        outcome,
-        verified: true,
-    }
-}
-
-fn api_build(number: u64, status: &str, version: u64) -> Vec<u8> {
-    format!(
-        "{{\"id\":{},\"repo_id\":42,\"number\":{number},\"status\":\"{status}\",\"event\":\"push\",\"version\":{version},\"stages\":[]}}\n",
-        5000 + number
-    )
-    .into_bytes()
-}
-
-fn ok(body: Vec<u8>) -> CallResult {
-    CallResult::Response { status: 200, body }
-}
 
 struct Sim {
     r: Reconciler,
@@ -75,6 +32,63 @@ impl Sim {
             repo_calls: 0,
             delivered: vec![],
         }
+    }
+
+    /// A simulation (configured with `extra`) in which `webhooks` (number, status, version,
+    /// the pipeline's answer) passed live, in order, at the start.
+    fn seen(extra: &str, webhooks: &[(u64, &str, u64, DeliveryOutcome)]) -> Self {
+        let mut s = Sim::new(config(extra));
+        for (number, status, version, outcome) in webhooks {
+            s.saw(*number, status, *version, *outcome);
+        }
+        s
+    }
+
+    /// A simulation in which build `number`'s webhooks `transitions` (status, version, the
+    /// pipeline's answer) passed live, in order, at the start.
+    fn build(number: u64, transitions: &[(&str, u64, DeliveryOutcome)]) -> Self {
+        let mut s = Sim::new(config(""));
+        for (status, version, outcome) in transitions {
+            s.saw(number, status, *version, *outcome);
+        }
+        s
+    }
+
+    /// A simulation (configured with `extra`) in which builds 1..=`count` passed live,
+    /// running (version 2), and the pipeline answered each `outcome`.
+    fn running(extra: &str, count: u64, outcome: DeliveryOutcome) -> Self {
+        let mut s = Sim::new(config(extra));
+        for n in 1..=count {
+            s.saw(n, "running", 2, outcome);
+        }
+        s
+    }
+
+    /// [`Sim::running`] with at most `inflight` drone calls in flight and `rate` a second.
+    fn limited(inflight: u32, rate: u32, count: u64, outcome: DeliveryOutcome) -> Self {
+        let extra = format!(r#","max_inflight_calls":{inflight},"max_drone_calls_per_sec":{rate}"#);
+        Sim::running(&extra, count, outcome)
+    }
+
+    /// Build `number` at (`status`, `version`) passed live now; the pipeline answered `outcome`.
+    fn saw(&mut self, number: u64, status: &str, version: u64, outcome: DeliveryOutcome) {
+        self.r
+            .observe(obs(number, status, version, outcome), self.now);
+    }
+
+    /// [`Sim::run`] with drone answering every lookup with (`status`, `version`) and the
+    /// pipeline taking every re-delivery.
+    fn run_steady(&mut self, ms: u64, status: &str, version: u64) {
+        self.run(
+            ms,
+            &mut |n| ok(api_build(n, status, version)),
+            &mut pipeline_ok,
+        );
+    }
+
+    /// [`Sim::run`] where drone must not be asked (`why` not).
+    fn run_unasked(&mut self, ms: u64, why: &str) {
+        self.run(ms, &mut |_| panic!("{why}"), &mut pipeline_ok);
     }
 
     /// Runs ticks for `ms`, answering drone with `drone(number)` and the pipeline with
@@ -110,7 +124,7 @@ impl Sim {
             // list of incomplete builds (drone's OSS build: 501) are counted apart.
             if path == "/api/repos/octocat/hello-world" {
                 self.repo_calls += 1;
-                return ok(REPO_JSON.as_bytes().to_vec());
+                return ok(repo_json_with_counter(0));
             }
             if path == "/api/builds/incomplete" {
                 return CallResult::Response {
@@ -160,43 +174,25 @@ fn pipeline_ok() -> CallResult {
 
 #[test]
 fn all_webhooks_arrive_no_drone_calls() {
-    let mut s = Sim::new(config(""));
-    s.r.observe(obs(1, "pending", 1, DeliveryOutcome::Delivered), s.now);
-    s.run(
-        500,
-        &mut |_| panic!("no drone call while fresh"),
-        &mut pipeline_ok,
-    );
-    s.r.observe(obs(1, "running", 2, DeliveryOutcome::Delivered), s.now);
-    s.run(
-        500,
-        &mut |_| panic!("no drone call while fresh"),
-        &mut pipeline_ok,
-    );
-    s.r.observe(obs(1, "success", 3, DeliveryOutcome::Delivered), s.now);
+    let mut s = Sim::build(1, &[("pending", 1, Delivered)]);
+    s.run_unasked(500, "no drone call while fresh");
+    s.saw(1, "running", 2, Delivered);
+    s.run_unasked(500, "no drone call while fresh");
+    s.saw(1, "success", 3, Delivered);
     assert_eq!(s.r.ledger().len(), 0, "terminal and delivered: forgotten");
-    s.run(
-        60_000,
-        &mut |_| panic!("no drone call after terminal"),
-        &mut pipeline_ok,
-    );
+    s.run_unasked(60_000, "no drone call after terminal");
     // A late step webhook with an older version does not resurrect it.
-    s.r.observe(obs(1, "running", 2, DeliveryOutcome::Delivered), s.now);
+    s.saw(1, "running", 2, Delivered);
     assert_eq!(s.r.ledger().len(), 0);
     assert_eq!(s.drone_calls, 0);
 }
 
 #[test]
 fn lost_final_webhook_is_recovered_after_stale_after() {
-    let mut s = Sim::new(config(""));
-    s.r.observe(obs(7, "running", 2, DeliveryOutcome::Delivered), s.now);
-    s.run(600, &mut |_| panic!("fresh"), &mut pipeline_ok);
+    let mut s = Sim::build(7, &[("running", 2, Delivered)]);
+    s.run_unasked(600, "fresh");
     assert_eq!(s.drone_calls, 0);
-    s.run(
-        2000,
-        &mut |n| ok(api_build(n, "success", 3)),
-        &mut pipeline_ok,
-    );
+    s.run_steady(2000, "success", 3);
     assert_eq!(s.drone_calls, 1);
     assert_eq!(
         s.delivered,
@@ -204,13 +200,12 @@ fn lost_final_webhook_is_recovered_after_stale_after() {
     );
     assert_eq!(s.r.ledger().len(), 0);
     assert_eq!(s.r.counters().redeliveries_ok, 1);
-    s.run(30_000, &mut |_| panic!("done"), &mut pipeline_ok);
+    s.run_unasked(30_000, "done");
 }
 
 #[test]
 fn redelivered_body_is_drone_shaped() {
-    let mut s = Sim::new(config(""));
-    s.r.observe(obs(7, "running", 2, DeliveryOutcome::Delivered), s.now);
+    let mut s = Sim::build(7, &[("running", 2, Delivered)]);
     s.now += 2000;
     let calls = s.r.tick(s.now);
     let lookups: Vec<_> = calls
@@ -240,7 +235,7 @@ fn redeliveries_are_signed_when_a_secret_is_set() {
     let mut s = Sim::new(config(
         r#","webhook_secret":"s3cret","signature_mode":"monitor""#,
     ));
-    s.r.observe(obs(7, "running", 2, DeliveryOutcome::Delivered), s.now);
+    s.saw(7, "running", 2, Delivered);
     s.now += 2000;
     let calls = s.r.tick(s.now);
     let deliver =
@@ -260,14 +255,11 @@ fn redeliveries_are_signed_when_a_secret_is_set() {
 
 #[test]
 fn pipeline_500_on_live_webhook_is_redelivered_at_once() {
-    let mut s = Sim::new(config(""));
-    s.r.observe(obs(3, "running", 2, DeliveryOutcome::Delivered), s.now);
-    s.r.observe(obs(3, "success", 3, DeliveryOutcome::NotDelivered), s.now);
-    s.run(
-        200,
-        &mut |n| ok(api_build(n, "success", 3)),
-        &mut pipeline_ok,
+    let mut s = Sim::build(
+        3,
+        &[("running", 2, Delivered), ("success", 3, NotDelivered)],
     );
+    s.run_steady(200, "success", 3);
     assert_eq!(s.delivered.len(), 1, "re-delivered on the next tick");
     assert_eq!(s.delivered[0].1, "success");
     assert_eq!(s.r.ledger().len(), 0);
@@ -275,18 +267,12 @@ fn pipeline_500_on_live_webhook_is_redelivered_at_once() {
 
 #[test]
 fn pipeline_400_is_not_retried() {
-    let mut s = Sim::new(config(""));
-    s.r.observe(obs(3, "running", 2, DeliveryOutcome::Delivered), s.now);
-    s.r.observe(obs(3, "success", 3, DeliveryOutcome::Refused), s.now);
+    let mut s = Sim::build(3, &[("running", 2, Delivered), ("success", 3, Refused)]);
     assert_eq!(s.r.ledger().len(), 0, "refused final: settled");
-    s.run(60_000, &mut |_| panic!("no poll"), &mut pipeline_ok);
+    s.run_unasked(60_000, "no poll");
     // A refused running transition is not re-sent either; only newer drone states are.
-    s.r.observe(obs(4, "running", 2, DeliveryOutcome::Refused), s.now);
-    s.run(
-        1500,
-        &mut |n| ok(api_build(n, "running", 2)),
-        &mut pipeline_ok,
-    );
+    s.saw(4, "running", 2, Refused);
+    s.run_steady(1500, "running", 2);
     assert!(s.delivered.is_empty());
 }
 
@@ -298,7 +284,7 @@ fn failed_redelivery_is_retried_with_backoff() {
     for seed in 1..=200 {
         let mut s = Sim::new(config(""));
         s.r = Reconciler::new(config(""), seed);
-        s.r.observe(obs(3, "success", 3, DeliveryOutcome::NotDelivered), s.now);
+        s.saw(3, "success", 3, NotDelivered);
         let start = s.now;
         let mut times = vec![];
         while s.delivered.is_empty() && s.now < start + 30_000 {
@@ -332,18 +318,13 @@ fn failed_redelivery_is_retried_with_backoff() {
 
 #[test]
 fn unchanged_build_is_polled_at_growing_intervals() {
-    let mut s = Sim::new(config(""));
-    s.r.observe(obs(5, "running", 2, DeliveryOutcome::Delivered), s.now);
+    let mut s = Sim::build(5, &[("running", 2, Delivered)]);
     let mut times = vec![];
     let start = s.now;
     let mut now_ref = 0u64;
     while s.now < start + 40_000 {
         let before = s.drone_calls;
-        s.run(
-            100,
-            &mut |n| ok(api_build(n, "running", 2)),
-            &mut pipeline_ok,
-        );
+        s.run_steady(100, "running", 2);
         now_ref = s.now;
         if s.drone_calls > before {
             times.push(s.now - start);
@@ -366,24 +347,14 @@ fn unchanged_build_is_polled_at_growing_intervals() {
 
 #[test]
 fn older_drone_versions_are_never_delivered() {
-    let mut s = Sim::new(config(""));
-    s.r.observe(obs(5, "running", 4, DeliveryOutcome::Delivered), s.now);
-    s.run(
-        5000,
-        &mut |n| ok(api_build(n, "running", 3)),
-        &mut pipeline_ok,
-    );
+    let mut s = Sim::build(5, &[("running", 4, Delivered)]);
+    s.run_steady(5000, "running", 3);
     assert!(s.delivered.is_empty());
 }
 
 #[test]
 fn drone_outage_costs_a_trickle_then_recovers() {
-    let mut s = Sim::new(config(
-        r#","max_inflight_calls":16,"max_drone_calls_per_sec":100"#,
-    ));
-    for n in 1..=50 {
-        s.r.observe(obs(n, "running", 2, DeliveryOutcome::Delivered), s.now);
-    }
+    let mut s = Sim::limited(16, 100, 50, Delivered);
     // Drone down for 10 minutes.
     s.run(
         600_000,
@@ -401,11 +372,7 @@ fn drone_outage_costs_a_trickle_then_recovers() {
     assert!(s.r.counters().circuit_opens >= 1);
     assert_eq!(s.r.counters().circuit_open, 1);
     // Drone back: everything converges.
-    s.run(
-        120_000,
-        &mut |n| ok(api_build(n, "success", 3)),
-        &mut pipeline_ok,
-    );
+    s.run_steady(120_000, "success", 3);
     assert_eq!(s.delivered.len(), 50);
     assert_eq!(s.r.ledger().len(), 0);
     assert_eq!(s.r.counters().circuit_open, 0);
@@ -413,8 +380,7 @@ fn drone_outage_costs_a_trickle_then_recovers() {
 
 #[test]
 fn not_found_builds_are_dropped_and_counted() {
-    let mut s = Sim::new(config(""));
-    s.r.observe(obs(9, "running", 2, DeliveryOutcome::Delivered), s.now);
+    let mut s = Sim::build(9, &[("running", 2, Delivered)]);
     s.run(
         3000,
         &mut |_| CallResult::Response {
@@ -425,30 +391,29 @@ fn not_found_builds_are_dropped_and_counted() {
     );
     assert_eq!(s.r.ledger().len(), 0);
     assert_eq!(s.r.counters().builds_not_found, 1);
-    assert_eq!(s.r.counters().giveups, 1);
+    assert_eq!(
+        s.r.counters().giveups,
+        1,
+        "a build drone does not have is given up"
+    );
 }
 
 #[test]
 fn old_open_builds_expire() {
-    let mut s = Sim::new(config(r#","max_build_age_ms":60000"#));
-    s.r.observe(obs(9, "running", 2, DeliveryOutcome::Delivered), s.now);
-    s.run(
-        90_000,
-        &mut |n| ok(api_build(n, "running", 2)),
-        &mut pipeline_ok,
+    let mut s = Sim::seen(
+        r#","max_build_age_ms":60000"#,
+        &[(9, "running", 2, Delivered)],
     );
-    assert_eq!(s.r.ledger().len(), 0);
-    assert_eq!(s.r.counters().builds_expired, 1);
+    s.run_steady(90_000, "running", 2);
+    let (tracked, expired) = (s.r.ledger().len(), s.r.counters().builds_expired);
+    assert_eq!((tracked, expired), (0, 1));
 }
 
 #[test]
 fn full_ledger_evicts_and_counts() {
-    let mut s = Sim::new(config(r#","max_tracked_builds":10"#));
-    for n in 1..=15 {
-        s.r.observe(obs(n, "running", 2, DeliveryOutcome::Delivered), s.now);
-    }
+    let s = Sim::running(r#","max_tracked_builds":10"#, 15, Delivered);
     assert_eq!(s.r.ledger().len(), 10);
-    assert_eq!(s.r.counters().builds_evicted, 5);
+    assert_eq!(s.r.counters().builds_evicted, 5, "the oldest five");
     assert_eq!(s.r.counters().builds_tracked, 10);
 }
 
@@ -457,12 +422,7 @@ fn full_ledger_evicts_and_counts() {
 /// of one second, then the rate), and the bucket is what binds: the calls reach the rate.
 #[test]
 fn budget_and_rate_limit_bound_calls_per_tick() {
-    let mut s = Sim::new(config(
-        r#","max_inflight_calls":3,"max_drone_calls_per_sec":5"#,
-    ));
-    for n in 1..=100 {
-        s.r.observe(obs(n, "running", 2, DeliveryOutcome::NotDelivered), s.now);
-    }
+    let mut s = Sim::limited(3, 5, 100, NotDelivered);
     let calls = s.r.tick(s.now);
     assert_eq!(calls.len(), 3, "in-flight budget");
     assert!(
@@ -520,9 +480,13 @@ fn budget_and_rate_limit_bound_calls_per_tick() {
 
 #[test]
 fn lost_answers_expire_and_free_the_budget() {
-    let mut s = Sim::new(config(r#","max_inflight_calls":1,"call_timeout_ms":1000"#));
-    s.r.observe(obs(1, "running", 2, DeliveryOutcome::NotDelivered), s.now);
-    s.r.observe(obs(2, "running", 2, DeliveryOutcome::NotDelivered), s.now);
+    let mut s = Sim::seen(
+        r#","max_inflight_calls":1,"call_timeout_ms":1000"#,
+        &[
+            (1, "running", 2, NotDelivered),
+            (2, "running", 2, NotDelivered),
+        ],
+    );
     let first = s.r.tick(s.now);
     assert_eq!(first.len(), 1);
     assert!(s.r.tick(s.now + 500).is_empty(), "budget held by the call");
@@ -539,14 +503,10 @@ fn lost_answers_expire_and_free_the_budget() {
 #[test]
 fn unknown_repository_is_fetched_before_redelivery() {
     let mut s = Sim::new(config(""));
-    let mut o = obs(7, "running", 2, DeliveryOutcome::Delivered);
+    let mut o = obs(7, "running", 2, Delivered);
     o.webhook.repo_json = None;
     s.r.observe(o, s.now);
-    s.run(
-        3000,
-        &mut |n| ok(api_build(n, "success", 3)),
-        &mut pipeline_ok,
-    );
+    s.run_steady(3000, "success", 3);
     assert_eq!(s.drone_calls, 1, "the build");
     assert!(s.repo_calls >= 1, "and the repository, for its JSON");
     assert_eq!(s.delivered.len(), 1);
@@ -556,7 +516,7 @@ fn unknown_repository_is_fetched_before_redelivery() {
 fn snapshot_lets_a_new_leader_continue() {
     let mut s = Sim::new(config(""));
     for n in 1..=40 {
-        s.r.observe(obs(n, "running", 2, DeliveryOutcome::Delivered), s.now);
+        s.saw(n, "running", 2, Delivered);
     }
     let shards = s.r.take_dirty_shards();
     assert!(!shards.is_empty());
@@ -584,14 +544,8 @@ fn snapshot_lets_a_new_leader_continue() {
 
 #[test]
 fn created_after_running_does_not_regress() {
-    let mut s = Sim::new(config(""));
-    s.r.observe(obs(2, "running", 2, DeliveryOutcome::Delivered), s.now);
-    s.r.observe(obs(2, "pending", 1, DeliveryOutcome::Delivered), s.now);
-    s.run(
-        1500,
-        &mut |n| ok(api_build(n, "running", 2)),
-        &mut pipeline_ok,
-    );
+    let mut s = Sim::build(2, &[("running", 2, Delivered), ("pending", 1, Delivered)]);
+    s.run_steady(1500, "running", 2);
     assert!(
         s.delivered.is_empty(),
         "drone's v2 is what the pipeline has"
@@ -600,11 +554,10 @@ fn created_after_running_does_not_regress() {
 
 #[test]
 fn builds_whose_every_webhook_was_lost_are_found_by_number() {
-    let mut s = Sim::new(config(r#","max_gap_fill":3"#));
-    s.r.observe(obs(10, "success", 3, DeliveryOutcome::Delivered), s.now);
+    let mut s = Sim::seen(r#","max_gap_fill":3"#, &[(10, "success", 3, Delivered)]);
     assert_eq!(s.r.ledger().len(), 0);
     // Builds 11..=15 never reached us; 16 does. Only the 3 newest missing are looked up.
-    s.r.observe(obs(16, "running", 2, DeliveryOutcome::Delivered), s.now);
+    s.saw(16, "running", 2, Delivered);
     assert_eq!(s.r.counters().builds_gap_filled, 3);
     s.run(
         1500,
@@ -626,7 +579,7 @@ fn builds_whose_every_webhook_was_lost_are_found_by_number() {
         ]
     );
     // No gap below the first build ever seen, and none for consecutive numbers.
-    s.r.observe(obs(17, "running", 2, DeliveryOutcome::Delivered), s.now);
+    s.saw(17, "running", 2, Delivered);
     assert_eq!(s.r.counters().builds_gap_filled, 3);
 }
 
@@ -634,18 +587,13 @@ fn builds_whose_every_webhook_was_lost_are_found_by_number() {
 fn a_snapshot_from_slower_settings_is_rescheduled_to_the_new_ones() {
     let slow = r#","stale_after_ms":600000,"max_poll_interval_ms":900000"#;
     let mut old = Sim::new(config(slow));
-    old.r
-        .observe(obs(1, "running", 2, DeliveryOutcome::Delivered), old.now);
+    old.r.observe(obs(1, "running", 2, Delivered), old.now);
     let shards = old.r.take_dirty_shards();
     let mut s = Sim::new(config(""));
     for (_, bytes) in &shards {
         assert!(s.r.load_shard(bytes, s.now));
     }
-    s.run(
-        2000,
-        &mut |n| ok(api_build(n, "success", 3)),
-        &mut pipeline_ok,
-    );
+    s.run_steady(2000, "success", 3);
     assert_eq!(s.delivered.len(), 1, "polled within the new stale_after_ms");
 }
 
@@ -656,15 +604,6 @@ fn scanned_repositories_reveal_builds_that_never_sent_a_webhook() {
     ));
     let mut list = vec![(20u64, "success", 3u64)];
     let mut scans = 0;
-    let list_json = |l: &[(u64, &str, u64)]| {
-        let items: Vec<String> = l
-            .iter()
-            .map(|(n, st, v)| {
-                format!(r#"{{"id":{n},"repo_id":42,"number":{n},"status":"{st}","version":{v}}}"#)
-            })
-            .collect();
-        format!("[{}]\n", items.join(",")).into_bytes()
-    };
     // First listing: the baseline (build 20 happened before we watched).
     let run = |s: &mut Sim, ms: u64, list: &[(u64, &str, u64)], scans: &mut usize| {
         let end = s.now + ms;
@@ -675,7 +614,7 @@ fn scanned_repositories_reveal_builds_that_never_sent_a_webhook() {
                 let path = call.header(":path").unwrap().to_string();
                 let answer = if path.starts_with("/api/repos/octocat/hello-world/builds?") {
                     *scans += 1;
-                    ok(list_json(list))
+                    ok(build_list(list))
                 } else {
                     let list = list.to_vec();
                     s.answer(
@@ -708,23 +647,13 @@ fn scanned_repositories_reveal_builds_that_never_sent_a_webhook() {
 
 #[test]
 fn a_cancelled_build_is_watched_for_teardowns_rewrite() {
-    let mut s = Sim::new(config(""));
-    s.r.observe(obs(8, "running", 2, DeliveryOutcome::Delivered), s.now);
-    s.r.observe(obs(8, "killed", 3, DeliveryOutcome::Delivered), s.now);
+    let mut s = Sim::build(8, &[("running", 2, Delivered), ("killed", 3, Delivered)]);
     assert_eq!(s.r.ledger().len(), 1, "kept a while");
     // Teardown rewrote it (killed v4) and that webhook was lost.
-    s.run(
-        3000,
-        &mut |n| ok(api_build(n, "killed", 4)),
-        &mut pipeline_ok,
-    );
+    s.run_steady(3000, "killed", 4);
     let got: Vec<(&str, u64)> = s.delivered.iter().map(|d| (d.1.as_str(), d.2)).collect();
     assert_eq!(got, vec![("killed", 4)]);
-    s.run(
-        60_000,
-        &mut |n| ok(api_build(n, "killed", 4)),
-        &mut pipeline_ok,
-    );
+    s.run_steady(60_000, "killed", 4);
     assert_eq!(
         s.r.ledger().len(),
         0,
@@ -740,15 +669,13 @@ fn a_cancelled_build_is_watched_for_teardowns_rewrite() {
 
 #[test]
 fn watermarks_survive_a_leader_change() {
-    let mut s = Sim::new(config(""));
-    s.r.observe(obs(1, "success", 3, DeliveryOutcome::Delivered), s.now);
+    let mut s = Sim::build(1, &[("success", 3, Delivered)]);
     let marks = s.r.take_watermarks().expect("changed");
     assert!(s.r.take_watermarks().is_none(), "only when changed");
     let mut next = Sim::new(config(""));
     assert!(next.r.load_watermarks(&marks));
     // Build 2's only webhook was lost before the change; build 3 arrives after it.
-    next.r
-        .observe(obs(3, "pending", 1, DeliveryOutcome::Delivered), next.now);
+    next.r.observe(obs(3, "pending", 1, Delivered), next.now);
     next.run(
         1500,
         &mut |n| ok(api_build(n, if n == 2 { "declined" } else { "pending" }, 2)),
@@ -765,14 +692,10 @@ fn watermarks_survive_a_leader_change() {
 fn a_late_lower_build_reveals_the_numbers_between() {
     let mut s = Sim::new(config(""));
     // Build 5's webhook arrives first, then build 2's: 3 and 4 were missed.
-    s.r.observe(obs(5, "running", 2, DeliveryOutcome::Delivered), s.now);
-    s.r.observe(obs(2, "success", 3, DeliveryOutcome::Delivered), s.now);
+    s.saw(5, "running", 2, Delivered);
+    s.saw(2, "success", 3, Delivered);
     assert_eq!(s.r.counters().builds_gap_filled, 2);
-    s.run(
-        1500,
-        &mut |n| ok(api_build(n, "error", 1)),
-        &mut pipeline_ok,
-    );
+    s.run_steady(1500, "error", 1);
     let mut got: Vec<u64> = s.delivered.iter().map(|d| d.0).collect();
     got.sort();
     assert_eq!(got, vec![3, 4]);
@@ -782,7 +705,7 @@ fn a_late_lower_build_reveals_the_numbers_between() {
 fn watermarks_keep_the_most_active_repositories_within_max_repos() {
     let mut s = Sim::new(config(r#","max_repos":3"#));
     for (repo, number) in [(1u64, 10u64), (2, 50), (3, 20), (4, 50), (5, 5)] {
-        let mut o = obs(number, "running", 2, DeliveryOutcome::Delivered);
+        let mut o = obs(number, "running", 2, Delivered);
         o.webhook.repo.id = repo;
         o.webhook.repo_json = None;
         s.r.observe(o, s.now);

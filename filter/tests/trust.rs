@@ -12,7 +12,8 @@
 
 use status_sync::core::config::Config;
 use status_sync::core::ledger::Class;
-use status_sync::core::model::{BuildStatus, DeliveryOutcome, ParsedWebhook, RepoRef};
+use status_sync::core::model::DeliveryOutcome::{self, Delivered, NotDelivered, Refused};
+use status_sync::core::model::{BuildStatus, ParsedWebhook, RepoRef};
 use status_sync::core::observation::Observation;
 use status_sync::core::reconciler::{CallResult, OutgoingCall, Reconciler};
 use std::collections::BTreeMap;
@@ -72,6 +73,20 @@ fn seen(webhook: ParsedWebhook, outcome: DeliveryOutcome, verified: bool) -> Obs
     }
 }
 
+/// [`forged`], naming the repository `namespace/name`.
+fn forged_as(
+    namespace: &str,
+    name: &str,
+    number: u64,
+    status: &str,
+    version: u64,
+) -> ParsedWebhook {
+    let mut h = forged(42, number, status, version);
+    h.repo.namespace = namespace.into();
+    h.repo.name = name.into();
+    h
+}
+
 /// What an attacker who can reach the pipeline sends: its own names, labels and `system`.
 fn forged(id: u64, number: u64, status: &str, version: u64) -> ParsedWebhook {
     let mut h = hook(id, number, status, version);
@@ -107,14 +122,11 @@ impl Drone {
 
     /// The repository's `counter`: the last number allocated.
     fn counter(&self, id: u64) -> u64 {
-        let written = self
-            .builds
-            .keys()
-            .filter(|(r, _)| *r == id)
-            .map(|(_, n)| *n)
-            .max()
-            .unwrap_or(0);
-        written.max(self.allocated.get(&id).copied().unwrap_or(0))
+        // Builds are ordered by (repository, number): the last of the repository's range.
+        let written = self.builds.range((id, 0)..=(id, u64::MAX)).next_back();
+        written
+            .map_or(0, |((_, n), _)| *n)
+            .max(self.allocated.get(&id).copied().unwrap_or(0))
     }
 
     fn answer(&mut self, call: &OutgoingCall) -> CallResult {
@@ -192,7 +204,7 @@ impl Drone {
 
 /// A delivery the pipeline received from the reconciler.
 #[derive(Debug, Clone)]
-struct Delivered {
+struct Delivery {
     repo: u64,
     number: u64,
     status: String,
@@ -205,7 +217,7 @@ struct Sim {
     r: Reconciler,
     now: u64,
     drone: Drone,
-    delivered: Vec<Delivered>,
+    delivered: Vec<Delivery>,
 }
 
 impl Sim {
@@ -222,6 +234,19 @@ impl Sim {
         self.r.observe(o, self.now);
     }
 
+    /// Drone has build `number` of repository `id` at (`status`, `version`), and its webhook
+    /// reached the pipeline (`verified` by drone's signature or not).
+    fn announced(&mut self, id: u64, number: u64, status: &str, version: u64, verified: bool) {
+        self.drone.set(id, number, status, version);
+        self.saw(hook(id, number, status, version), Delivered, verified);
+    }
+
+    /// Webhook `h` passed the filter now, `verified` by drone's signature or not, and the
+    /// pipeline answered it with `outcome`.
+    fn saw(&mut self, h: ParsedWebhook, outcome: DeliveryOutcome, verified: bool) {
+        self.observe(seen(h, outcome, verified));
+    }
+
     fn run(&mut self, ms: u64) {
         let end = self.now + ms;
         while self.now < end {
@@ -232,7 +257,7 @@ impl Sim {
                     self.drone.answer(&call)
                 } else {
                     let v: serde_json::Value = serde_json::from_slice(&call.body).unwrap();
-                    self.delivered.push(Delivered {
+                    self.delivered.push(Delivery {
                         repo: v["repo"]["id"].as_u64().unwrap(),
                         number: v["build"]["number"].as_u64().unwrap(),
                         status: v["build"]["status"].as_str().unwrap().into(),
@@ -248,6 +273,32 @@ impl Sim {
                 calls.extend(self.r.on_response(call.id, answer, self.now));
             }
         }
+    }
+
+    /// Advances `ms` and ticks once: the one call the reconciler makes.
+    fn next_call(&mut self, ms: u64) -> OutgoingCall {
+        self.now += ms;
+        self.r.tick(self.now).pop().expect("a call")
+    }
+
+    /// Advances `ms`, ticks once and returns the call made to `path`.
+    fn call_to(&mut self, ms: u64, path: &str) -> OutgoingCall {
+        self.now += ms;
+        let calls = self.r.tick(self.now);
+        let call = calls.into_iter().find(|c| c.header(":path") == Some(path));
+        call.unwrap_or_else(|| panic!("no call to {path}"))
+    }
+
+    /// Drone answers `call`; the answer asks for no further call.
+    fn answer_from_drone(&mut self, call: &OutgoingCall) {
+        let answer = self.drone.answer(call);
+        assert!(self.r.on_response(call.id, answer, self.now).is_empty());
+    }
+
+    /// (status, version) of every delivery to the pipeline, in order.
+    fn states(&self) -> Vec<(String, u64)> {
+        let states = self.delivered.iter().map(|d| (d.status.clone(), d.version));
+        states.collect()
     }
 
     fn build_calls(&self) -> Vec<&String> {
@@ -269,12 +320,8 @@ fn attack3_forged_names_never_steer_lookups_or_redeliveries() {
             r#","webhook_secret":"{SECRET}","signature_mode":"monitor""#
         )));
         s.drone.set(42, 5, "running", 2);
-        let genuine = seen(hook(42, 5, "running", 2), DeliveryOutcome::Delivered, false);
-        let evil = seen(
-            forged(42, 5, "success", 9),
-            DeliveryOutcome::Delivered,
-            false,
-        );
+        let genuine = seen(hook(42, 5, "running", 2), Delivered, false);
+        let evil = seen(forged(42, 5, "success", 9), Delivered, false);
         if attacker_first {
             s.observe(evil.clone());
             s.run(3000);
@@ -332,17 +379,8 @@ fn attack3_hints_never_rename_or_replace_evidence() {
     let mut s = Sim::new(config(&format!(
         r#","webhook_secret":"{SECRET}","signature_mode":"monitor""#
     )));
-    s.drone.set(42, 5, "running", 2);
-    s.observe(seen(
-        hook(42, 5, "running", 2),
-        DeliveryOutcome::Delivered,
-        true,
-    ));
-    s.observe(seen(
-        forged(42, 5, "running", 2),
-        DeliveryOutcome::NotDelivered,
-        false,
-    ));
+    s.announced(42, 5, "running", 2, true);
+    s.saw(forged(42, 5, "running", 2), NotDelivered, false);
     s.drone.set(42, 5, "failure", 3);
     s.run(20_000);
     assert_eq!(s.r.repo_confirmed(42), Some(("octocat", "hello-world")));
@@ -365,20 +403,12 @@ fn attack4_forged_terminal_or_huge_version_never_settles() {
     // (a) forged final first, on a build the filter did not track yet.
     let mut s = Sim::new(config(""));
     s.drone.set(42, 7, "running", 2);
-    s.observe(seen(
-        hook(42, 7, "success", max),
-        DeliveryOutcome::Refused,
-        false,
-    ));
+    s.saw(hook(42, 7, "success", max), Refused, false);
     assert_eq!(s.r.ledger().len(), 1, "a hint never tombstones");
     s.run(3000);
     s.drone.set(42, 7, "success", 6);
     s.run(30_000);
-    let got: Vec<(String, u64)> = s
-        .delivered
-        .iter()
-        .map(|d| (d.status.clone(), d.version))
-        .collect();
+    let got = s.states();
     assert_eq!(got.last(), Some(&("success".to_string(), 6)), "{got:?}");
     assert_eq!(
         s.r.ledger().len(),
@@ -388,34 +418,17 @@ fn attack4_forged_terminal_or_huge_version_never_settles() {
 
     // (b) forged `running` at the top version on a build drone already backs.
     let mut s = Sim::new(config(""));
-    s.drone.set(42, 8, "running", 2);
-    s.observe(seen(
-        hook(42, 8, "running", 2),
-        DeliveryOutcome::Delivered,
-        true,
-    ));
-    s.observe(seen(
-        hook(42, 8, "running", max),
-        DeliveryOutcome::Delivered,
-        false,
-    ));
+    s.announced(42, 8, "running", 2, true);
+    s.saw(hook(42, 8, "running", max), Delivered, false);
     s.drone.set(42, 8, "success", 6);
     s.run(30_000);
-    let got: Vec<(String, u64)> = s
-        .delivered
-        .iter()
-        .map(|d| (d.status.clone(), d.version))
-        .collect();
+    let got = s.states();
     assert_eq!(got, vec![("success".to_string(), 6)]);
     assert!(s.r.counters().hints_refuted >= 1);
 
     // (c) beyond int64: not drone's, not even a hint.
     let mut s = Sim::new(config(""));
-    s.observe(seen(
-        hook(42, 9, "success", u64::MAX),
-        DeliveryOutcome::Delivered,
-        false,
-    ));
+    s.saw(hook(42, 9, "success", u64::MAX), Delivered, false);
     assert_eq!(s.r.ledger().len(), 0);
     assert_eq!(s.r.counters().observations_invalid, 1);
 }
@@ -425,34 +438,17 @@ fn attack4_forged_terminal_or_huge_version_never_settles() {
 #[test]
 fn attack5_answers_about_one_build_never_open_the_circuit() {
     let mut s = Sim::new(config(r#","circuit_failure_threshold":3"#));
-    s.drone.set(42, 1, "running", 2);
-    s.observe(seen(
-        hook(42, 1, "running", 2),
-        DeliveryOutcome::Delivered,
-        true,
-    ));
+    s.announced(42, 1, "running", 2, true);
     // Numbers beyond int64 are refused before they reach the ledger; numbers drone does not
     // have are looked up once and forgotten.
     for i in 0..5u64 {
-        s.observe(seen(
-            hook(42, (1 << 63) + i, "running", 1),
-            DeliveryOutcome::NotDelivered,
-            false,
-        ));
-        s.observe(seen(
-            hook(42, 1_000_000 + i, "running", 1),
-            DeliveryOutcome::NotDelivered,
-            false,
-        ));
+        s.saw(hook(42, (1 << 63) + i, "running", 1), NotDelivered, false);
+        s.saw(hook(42, 1_000_000 + i, "running", 1), NotDelivered, false);
     }
     // A repository whose builds drone refuses to show (403) backs off alone.
     s.drone.set(7, 1, "running", 2);
     s.drone.fail.insert(7, 403);
-    s.observe(seen(
-        hook(7, 1, "running", 2),
-        DeliveryOutcome::NotDelivered,
-        true,
-    ));
+    s.saw(hook(7, 1, "running", 2), NotDelivered, true);
     s.run(5000);
     s.drone.set(42, 1, "success", 3);
     s.run(10_000);
@@ -485,27 +481,18 @@ fn key(repo_id: u64, number: u64) -> status_sync::core::model::BuildKey {
 fn attack6_hints_have_their_own_share_and_never_move_watermarks() {
     let mut s = Sim::new(config(r#","max_tracked_builds":1000"#));
     for n in 1..=600 {
-        s.drone.set(42, n, "running", 2);
-        s.observe(seen(
-            hook(42, n, "running", 2),
-            DeliveryOutcome::Delivered,
-            true,
-        ));
+        s.announced(42, n, "running", 2, true);
     }
     let marks_before = s.r.take_watermarks();
     assert!(marks_before.is_some());
     for i in 0..600u64 {
-        s.observe(seen(
+        s.saw(
             hook(42, 101 + 1000 * (i + 1), "running", 1),
-            DeliveryOutcome::Delivered,
+            Delivered,
             false,
-        ));
+        );
     }
-    s.observe(seen(
-        hook(42, (1 << 63) - 1, "running", 1),
-        DeliveryOutcome::Delivered,
-        false,
-    ));
+    s.saw(hook(42, (1 << 63) - 1, "running", 1), Delivered, false);
     let ledger = s.r.ledger();
     assert_eq!(
         ledger.count(Class::Backed),
@@ -521,12 +508,7 @@ fn attack6_hints_have_their_own_share_and_never_move_watermarks() {
     // Drone refutes the forged builds; a real gap (603 after 600) is still filled.
     s.drone.set(42, 601, "declined", 2);
     s.drone.set(42, 602, "success", 3);
-    s.drone.set(42, 603, "pending", 1);
-    s.observe(seen(
-        hook(42, 603, "pending", 1),
-        DeliveryOutcome::Delivered,
-        true,
-    ));
+    s.announced(42, 603, "pending", 1, true);
     assert_eq!(s.r.counters().builds_gap_filled, 2);
     s.run(120_000);
     assert!(s.r.counters().hints_refuted >= 250, "{:?}", s.r.counters());
@@ -546,17 +528,9 @@ fn attack6_hints_have_their_own_share_and_never_move_watermarks() {
 #[test]
 fn inferred_builds_cannot_evict_backed_ones() {
     let mut s = Sim::new(config(r#","max_tracked_builds":40,"max_gap_fill":1000"#));
-    s.observe(seen(
-        hook(42, 1, "running", 2),
-        DeliveryOutcome::Delivered,
-        true,
-    ));
+    s.saw(hook(42, 1, "running", 2), Delivered, true);
     for n in 2..=30 {
-        s.observe(seen(
-            hook(42, n * 100, "running", 2),
-            DeliveryOutcome::Delivered,
-            true,
-        ));
+        s.saw(hook(42, n * 100, "running", 2), Delivered, true);
     }
     let ledger = s.r.ledger();
     assert_eq!(ledger.count(Class::Backed), 30);
@@ -574,23 +548,14 @@ fn inferred_builds_cannot_evict_backed_ones() {
 fn off_mode_settles_on_drones_confirmation() {
     let mut s = Sim::new(config(""));
     for n in 1..=20u64 {
-        s.drone.set(42, n, "pending", 1);
-        s.observe(seen(
-            hook(42, n, "pending", 1),
-            DeliveryOutcome::Delivered,
-            false,
-        ));
+        s.announced(42, n, "pending", 1, false);
     }
     s.run(3000);
     for n in 1..=20u64 {
         s.drone.set(42, n, "success", 3);
         // Every other final webhook is lost.
         if n % 2 == 0 {
-            s.observe(seen(
-                hook(42, n, "success", 3),
-                DeliveryOutcome::Delivered,
-                false,
-            ));
+            s.saw(hook(42, n, "success", 3), Delivered, false);
         }
     }
     s.run(60_000);
@@ -612,33 +577,13 @@ fn off_mode_settles_on_drones_confirmation() {
 fn a_claim_racing_the_lookup_is_asked_about_again() {
     let mut s = Sim::new(config(""));
     s.drone.set(42, 3, "running", 2);
-    s.observe(seen(
-        hook(42, 3, "running", 1),
-        DeliveryOutcome::Delivered,
-        false,
-    ));
-    s.now += 1500;
-    let calls = s.r.tick(s.now);
+    s.saw(hook(42, 3, "running", 1), Delivered, false);
     // The repository's confirmation first.
-    let confirm = calls
-        .into_iter()
-        .find(|c| c.header(":path") == Some("/api/repos/octocat/hello-world"))
-        .unwrap();
-    let a = s.drone.answer(&confirm);
-    assert!(s.r.on_response(confirm.id, a, s.now).is_empty());
-    s.now += 1500;
-    let call =
-        s.r.tick(s.now)
-            .into_iter()
-            .find(|c| c.header(":path") == Some("/api/repos/octocat/hello-world/builds/3"))
-            .unwrap();
+    let confirm = s.call_to(1500, "/api/repos/octocat/hello-world");
+    s.answer_from_drone(&confirm);
+    let call = s.call_to(1500, "/api/repos/octocat/hello-world/builds/3");
     let stale = s.drone.answer(&call); // running v2
-    s.drone.set(42, 3, "success", 3);
-    s.observe(seen(
-        hook(42, 3, "success", 3),
-        DeliveryOutcome::Delivered,
-        false,
-    ));
+    s.announced(42, 3, "success", 3, false);
     assert!(
         s.r.on_response(call.id, stale, s.now).is_empty(),
         "v2 not delivered over the claim"
@@ -654,11 +599,7 @@ fn outgoing_call_debug_redacts_secrets() {
     let mut s = Sim::new(config(&format!(
         r#","webhook_secret":"{SECRET}","signature_mode":"enforce""#
     )));
-    s.observe(seen(
-        hook(42, 5, "running", 2),
-        DeliveryOutcome::NotDelivered,
-        true,
-    ));
+    s.saw(hook(42, 5, "running", 2), NotDelivered, true);
     let lookup = s.r.tick(s.now).pop().unwrap();
     let shown = format!("{lookup:?} {lookup:#?}");
     assert!(!shown.contains(TOKEN), "{shown}");
@@ -679,36 +620,34 @@ fn outgoing_call_debug_redacts_secrets() {
     assert!(shown.contains("webhook-id"));
 }
 
+/// Attack 3, racing: a forged webhook naming repository 42 `namespace/name` arrives first and
+/// is being confirmed (drone is asked `path`) when the genuine webhook comes; drone refutes the
+/// forged name, the genuine one is confirmed next, and drone's final state is delivered.
+fn forged_name_first_then_the_real_one(namespace: &str, name: &str, path: &str) -> Sim {
+    let mut s = Sim::new(config(""));
+    s.drone.set(42, 5, "running", 2);
+    s.saw(
+        forged_as(namespace, name, 5, "running", 2),
+        NotDelivered,
+        false,
+    );
+    let confirm = s.next_call(100);
+    assert_eq!(confirm.header(":path"), Some(path));
+    s.saw(hook(42, 5, "running", 2), Delivered, false);
+    s.answer_from_drone(&confirm);
+    s.drone.set(42, 5, "success", 3);
+    s.run(20_000);
+    let confirmed = s.r.repo_confirmed(42);
+    assert_eq!(confirmed, Some(("octocat", "hello-world")), "{path}");
+    assert_eq!(s.states(), vec![("success".to_string(), 3)], "{path}");
+    s
+}
+
 /// Attack 3, racing: the forged name arrives first and is being confirmed when the genuine
 /// webhook comes; drone refutes the forged name and the genuine one is confirmed next.
 #[test]
 fn attack3_a_forged_name_sent_first_cannot_shut_out_the_real_one() {
-    let mut s = Sim::new(config(""));
-    s.drone.set(42, 5, "running", 2);
-    s.observe(seen(
-        forged(42, 5, "running", 2),
-        DeliveryOutcome::NotDelivered,
-        false,
-    ));
-    s.now += 100;
-    let confirm = s.r.tick(s.now).pop().unwrap();
-    assert_eq!(confirm.header(":path"), Some("/api/repos/%2E%2E/%2E%2E"));
-    s.observe(seen(
-        hook(42, 5, "running", 2),
-        DeliveryOutcome::Delivered,
-        false,
-    ));
-    let answer = s.drone.answer(&confirm);
-    assert!(s.r.on_response(confirm.id, answer, s.now).is_empty());
-    s.drone.set(42, 5, "success", 3);
-    s.run(20_000);
-    assert_eq!(s.r.repo_confirmed(42), Some(("octocat", "hello-world")));
-    let got: Vec<(String, u64)> = s
-        .delivered
-        .iter()
-        .map(|d| (d.status.clone(), d.version))
-        .collect();
-    assert_eq!(got, vec![("success".to_string(), 3)]);
+    let s = forged_name_first_then_the_real_one("..", "..", "/api/repos/%2E%2E/%2E%2E");
     assert_eq!(s.r.ledger().len(), 0);
 }
 
@@ -721,12 +660,7 @@ fn attack3_a_forged_name_sent_first_cannot_shut_out_the_real_one() {
 fn discovery_finds_the_newest_builds_whose_every_webhook_was_lost() {
     for verified in [true, false] {
         let mut s = Sim::new(config(""));
-        s.drone.set(42, 1, "success", 3);
-        s.observe(seen(
-            hook(42, 1, "success", 3),
-            DeliveryOutcome::Delivered,
-            verified,
-        ));
+        s.announced(42, 1, "success", 3, verified);
         s.run(5000);
         let t = s.now;
         s.drone.set(42, 2, "declined", 2);
@@ -752,19 +686,9 @@ fn discovery_finds_the_newest_builds_whose_every_webhook_was_lost() {
 #[test]
 fn build_announced_before_the_one_below_exists_is_not_lost() {
     let mut s = Sim::new(config(""));
-    s.drone.set(42, 1, "success", 3);
-    s.observe(seen(
-        hook(42, 1, "success", 3),
-        DeliveryOutcome::Delivered,
-        true,
-    ));
+    s.announced(42, 1, "success", 3, true);
     s.drone.allocated.insert(42, 3);
-    s.drone.set(42, 3, "pending", 1);
-    s.observe(seen(
-        hook(42, 3, "pending", 1),
-        DeliveryOutcome::Delivered,
-        true,
-    ));
+    s.announced(42, 3, "pending", 1, true);
     s.run(2500);
     assert!(
         s.drone.calls.iter().any(|p| p.ends_with("/builds/2")),
@@ -790,12 +714,7 @@ fn build_announced_before_the_one_below_exists_is_not_lost() {
 #[test]
 fn discovery_follows_activity_and_stops_when_quiet() {
     let mut s = Sim::new(config(r#","max_build_age_ms":120000"#));
-    s.drone.set(42, 1, "success", 3);
-    s.observe(seen(
-        hook(42, 1, "success", 3),
-        DeliveryOutcome::Delivered,
-        true,
-    ));
+    s.announced(42, 1, "success", 3, true);
     let repo_calls = |s: &Sim| {
         s.drone
             .calls
@@ -819,12 +738,7 @@ fn discovery_follows_activity_and_stops_when_quiet() {
         "silent longer than max_build_age_ms: no more looks"
     );
     // A new build wakes it up.
-    s.drone.set(42, 2, "running", 2);
-    s.observe(seen(
-        hook(42, 2, "running", 2),
-        DeliveryOutcome::Delivered,
-        true,
-    ));
+    s.announced(42, 2, "running", 2, true);
     s.drone.set(42, 3, "success", 3);
     s.run(5_000);
     assert!(
@@ -873,16 +787,8 @@ fn incomplete_builds_reveal_repositories_never_seen() {
 fn system_object_from_evidence_or_the_configured_server() {
     let mut s = Sim::new(config(r#","drone_server_url":"https://Drone.Example.com""#));
     s.drone.set(42, 5, "running", 2);
-    s.observe(seen(
-        forged(42, 5, "running", 2),
-        DeliveryOutcome::Delivered,
-        false,
-    ));
-    s.observe(seen(
-        hook(42, 5, "running", 2),
-        DeliveryOutcome::Delivered,
-        false,
-    ));
+    s.saw(forged(42, 5, "running", 2), Delivered, false);
+    s.saw(hook(42, 5, "running", 2), Delivered, false);
     s.drone.set(42, 5, "success", 3);
     s.run(20_000);
     assert_eq!(s.delivered.len(), 1, "{:?}", s.delivered);
@@ -891,12 +797,7 @@ fn system_object_from_evidence_or_the_configured_server() {
         v["system"],
         serde_json::json!({"proto":"https","host":"drone.example.com","link":"https://drone.example.com"})
     );
-    s.drone.set(42, 6, "running", 2);
-    s.observe(seen(
-        hook(42, 6, "running", 2),
-        DeliveryOutcome::Delivered,
-        true,
-    ));
+    s.announced(42, 6, "running", 2, true);
     s.drone.set(42, 6, "failure", 3);
     s.run(20_000);
     let v: serde_json::Value = serde_json::from_str(&s.delivered.last().unwrap().body).unwrap();
@@ -912,18 +813,9 @@ fn system_object_from_evidence_or_the_configured_server() {
 #[test]
 fn a_hint_about_a_finished_build_costs_a_lookup_never_a_redelivery() {
     let mut s = Sim::new(config(""));
-    s.drone.set(42, 5, "success", 3);
-    s.observe(seen(
-        hook(42, 5, "success", 3),
-        DeliveryOutcome::Delivered,
-        true,
-    ));
+    s.announced(42, 5, "success", 3, true);
     assert_eq!(s.r.ledger().len(), 0, "finished");
-    s.observe(seen(
-        hook(42, 5, "running", 9),
-        DeliveryOutcome::Delivered,
-        false,
-    ));
+    s.saw(hook(42, 5, "running", 9), Delivered, false);
     s.run(10_000);
     assert!(s.delivered.is_empty(), "{:?}", s.delivered);
     assert_eq!(s.r.ledger().len(), 0);
@@ -945,36 +837,8 @@ fn a_hint_about_a_finished_build_costs_a_lookup_never_a_redelivery() {
 #[test]
 fn attack3_a_forged_name_sharing_a_part_cannot_shut_out_the_real_one() {
     for (namespace, name) in [("octocat", "evil"), ("evil", "hello-world")] {
-        let mut s = Sim::new(config(""));
-        s.drone.set(42, 5, "running", 2);
-        let mut evil = forged(42, 5, "running", 2);
-        evil.repo.namespace = namespace.into();
-        evil.repo.name = name.into();
-        s.observe(seen(evil, DeliveryOutcome::NotDelivered, false));
-        s.now += 100;
-        let confirm = s.r.tick(s.now).pop().unwrap();
         let path = format!("/api/repos/{namespace}/{name}");
-        assert_eq!(confirm.header(":path"), Some(path.as_str()));
-        s.observe(seen(
-            hook(42, 5, "running", 2),
-            DeliveryOutcome::Delivered,
-            false,
-        ));
-        let answer = s.drone.answer(&confirm);
-        assert!(s.r.on_response(confirm.id, answer, s.now).is_empty());
-        s.drone.set(42, 5, "success", 3);
-        s.run(20_000);
-        assert_eq!(
-            s.r.repo_confirmed(42),
-            Some(("octocat", "hello-world")),
-            "{path}"
-        );
-        let got: Vec<(String, u64)> = s
-            .delivered
-            .iter()
-            .map(|d| (d.status.clone(), d.version))
-            .collect();
-        assert_eq!(got, vec![("success".to_string(), 3)], "{path}");
+        forged_name_first_then_the_real_one(namespace, name, &path);
     }
 }
 
@@ -990,45 +854,28 @@ fn late_refutations_drop_only_the_unconfirmed_name_they_were_about() {
     };
     // Confirmed meanwhile by evidence.
     let mut s = Sim::new(config(""));
-    s.observe(seen(
-        hook(42, 5, "running", 2),
-        DeliveryOutcome::NotDelivered,
-        false,
-    ));
-    s.now += 100;
-    let confirm = s.r.tick(s.now).pop().unwrap();
+    s.saw(hook(42, 5, "running", 2), NotDelivered, false);
+    let confirm = s.next_call(100);
     assert_eq!(
         confirm.header(":path"),
         Some("/api/repos/octocat/hello-world")
     );
-    s.observe(seen(
-        hook(42, 5, "running", 3),
-        DeliveryOutcome::Delivered,
-        true,
-    ));
+    s.saw(hook(42, 5, "running", 3), Delivered, true);
     assert!(s.r.on_response(confirm.id, not_found(), s.now).is_empty());
     assert_eq!(s.r.repo_confirmed(42), Some(("octocat", "hello-world")));
 
     // Evicted (max_repos 1) and named again while the old name's confirmation was on its way.
     let mut s = Sim::new(config(r#","max_repos":1"#));
     s.drone.set(42, 5, "running", 2);
-    let mut evil = forged(42, 5, "running", 2);
-    evil.repo.namespace = "octocat".into();
-    evil.repo.name = "evil".into();
-    s.observe(seen(evil, DeliveryOutcome::NotDelivered, false));
-    s.now += 100;
-    let confirm = s.r.tick(s.now).pop().unwrap();
+    s.saw(
+        forged_as("octocat", "evil", 5, "running", 2),
+        NotDelivered,
+        false,
+    );
+    let confirm = s.next_call(100);
     assert_eq!(confirm.header(":path"), Some("/api/repos/octocat/evil"));
-    s.observe(seen(
-        hook(7, 1, "running", 2),
-        DeliveryOutcome::NotDelivered,
-        false,
-    ));
-    s.observe(seen(
-        hook(42, 5, "running", 2),
-        DeliveryOutcome::NotDelivered,
-        false,
-    ));
+    s.saw(hook(7, 1, "running", 2), NotDelivered, false);
+    s.saw(hook(42, 5, "running", 2), NotDelivered, false);
     assert!(s.r.on_response(confirm.id, not_found(), s.now).is_empty());
     s.run(10_000);
     assert!(

@@ -11,7 +11,7 @@ use wasmtime::{Caller, Linker};
 
 use crate::clock::EventKind;
 use crate::memory::Mem;
-use crate::metrics::MetricError;
+use crate::metrics::{MetricError, Metrics};
 use crate::pairs;
 use crate::shared::{Consumer, SetResult};
 use crate::types::{CallRecord, CallReply, CallRequest, CANARY};
@@ -28,6 +28,16 @@ pub(crate) const INTERNAL_FAILURE: i32 = 10;
 pub(crate) const BROKEN_CONNECTION: u32 = 11;
 
 type C<'a> = Caller<'a, VmData>;
+
+/// Registers each `fn <name>(<caller pattern>, <params>) -> <result> { body }` as the `env`
+/// import `<name>`, a closure over wasmtime's `Caller` (`C`): the ABI name is written once, as
+/// the function's, and no registration boilerplate stands between two hostcalls. (rustfmt does
+/// not format inside the macro: keep the bodies as it would.)
+macro_rules! hostcalls {
+    ($l:ident; $(fn $name:ident($c:pat_param $(, $p:tt: $t:ty)*) -> $ret:ty { $($body:tt)* })*) => {
+        $($l.func_wrap("env", stringify!($name), |$c: C $(, $p: $t)*| -> $ret { $($body)* })?;)*
+    };
+}
 
 pub(crate) const TIMEOUT_BODY: &str = "upstream request timeout";
 pub(crate) const CONNECT_FAILURE_BODY: &str =
@@ -129,42 +139,28 @@ fn metric_status(e: MetricError) -> i32 {
 
 /// Registers every `env` import the Rust SDK 0.2.5 can reference.
 pub(crate) fn add(l: &mut Linker<VmData>) -> Result<()> {
-    l.func_wrap(
-        "env",
-        "proxy_log",
-        |mut c: C, level: i32, ptr: i32, len: i32| -> Result<i32> {
+    hostcalls! { l;
+        fn proxy_log(mut c, level: i32, ptr: i32, len: i32) -> Result<i32> {
             let msg = c.string(ptr, len)?;
             let vm = c.data().index;
             c.data().world.borrow_mut().log(vm, level as u32, msg);
             Ok(OK)
-        },
-    )?;
-    l.func_wrap(
-        "env",
-        "proxy_get_log_level",
-        |mut c: C, ptr: i32| -> Result<i32> {
+        }
+        fn proxy_get_log_level(mut c, ptr: i32) -> Result<i32> {
             let level = c.data().world.borrow().log_level;
             c.put_u32(ptr, level)?;
             Ok(OK)
-        },
-    )?;
-    l.func_wrap(
-        "env",
-        "proxy_get_current_time_nanoseconds",
-        |mut c: C, ptr: i32| -> Result<i32> {
+        }
+        fn proxy_get_current_time_nanoseconds(mut c, ptr: i32) -> Result<i32> {
             let now = c.data().world.borrow().now();
             c.put_u64(ptr, now.saturating_mul(1_000_000))?;
             Ok(OK)
-        },
-    )?;
-    l.func_wrap(
-        "env",
-        "proxy_set_tick_period_milliseconds",
-        |mut c: C, period: i32| -> Result<i32> {
+        }
+        fn proxy_set_tick_period_milliseconds(mut c, period: i32) -> Result<i32> {
             set_tick_period(&mut c, period as u32);
             Ok(OK)
-        },
-    )?;
+        }
+    }
     add_buffers(l)?;
     add_header_maps(l)?;
     add_properties(l)?;
@@ -208,10 +204,9 @@ fn set_tick_period(c: &mut C, period: u32) {
 }
 
 fn add_buffers(l: &mut Linker<VmData>) -> Result<()> {
-    l.func_wrap(
-        "env",
-        "proxy_get_buffer_bytes",
-        |mut c: C, ty: i32, start: i32, max: i32, ptr_ptr: i32, size_ptr: i32| -> Result<i32> {
+    hostcalls! { l;
+        fn proxy_get_buffer_bytes(mut c, ty: i32, start: i32, max: i32, ptr_ptr: i32,
+                size_ptr: i32) -> Result<i32> {
             if !(0..=8).contains(&ty) {
                 return Ok(BAD_ARGUMENT);
             }
@@ -225,12 +220,9 @@ fn add_buffers(l: &mut Linker<VmData>) -> Result<()> {
                 c.copy_out(&buf[start..start + len], ptr_ptr, size_ptr)?;
             }
             Ok(OK)
-        },
-    )?;
-    l.func_wrap(
-        "env",
-        "proxy_set_buffer_bytes",
-        |mut c: C, ty: i32, start: i32, size: i32, ptr: i32, len: i32| -> Result<i32> {
+        }
+        fn proxy_set_buffer_bytes(mut c, ty: i32, start: i32, size: i32, ptr: i32,
+                len: i32) -> Result<i32> {
             let data = c.bytes(ptr, len)?;
             let Some(buf) = buffer_mut(&mut c.data_mut().ctx, ty) else {
                 return Ok(NOT_FOUND);
@@ -241,16 +233,14 @@ fn add_buffers(l: &mut Linker<VmData>) -> Result<()> {
                 size as u32 as usize,
                 &data,
             ))
-        },
-    )?;
+        }
+    }
     Ok(())
 }
 
 fn add_header_maps(l: &mut Linker<VmData>) -> Result<()> {
-    l.func_wrap(
-        "env",
-        "proxy_get_header_map_pairs",
-        |mut c: C, ty: i32, ptr_ptr: i32, size_ptr: i32| -> Result<i32> {
+    hostcalls! { l;
+        fn proxy_get_header_map_pairs(mut c, ty: i32, ptr_ptr: i32, size_ptr: i32) -> Result<i32> {
             if !(0..=7).contains(&ty) {
                 return Ok(BAD_ARGUMENT);
             }
@@ -261,95 +251,85 @@ fn add_header_maps(l: &mut Linker<VmData>) -> Result<()> {
             };
             c.copy_out(&bytes, ptr_ptr, size_ptr)?;
             Ok(OK)
-        },
-    )?;
-    l.func_wrap(
-        "env",
-        "proxy_set_header_map_pairs",
-        |mut c: C, ty: i32, ptr: i32, len: i32| -> Result<i32> {
+        }
+        fn proxy_set_header_map_pairs(mut c, ty: i32, ptr: i32, len: i32) -> Result<i32> {
             let new = pairs::deserialize(&c.bytes(ptr, len)?);
-            let Some(m) = map_mut(&mut c.data_mut().ctx, ty) else {
-                return Ok(BAD_ARGUMENT);
-            };
-            *m = new
-                .into_iter()
-                .map(|(k, v)| (k.to_ascii_lowercase(), v))
-                .collect();
-            Ok(OK)
-        },
-    )?;
-    l.func_wrap(
-        "env",
-        "proxy_get_header_map_value",
-        |mut c: C, ty: i32, kp: i32, kl: i32, ptr_ptr: i32, size_ptr: i32| -> Result<i32> {
-            let key = c.string(kp, kl)?.to_ascii_lowercase();
+            Ok(with_map(&mut c, ty, |m| {
+                *m = new
+                    .into_iter()
+                    .map(|(k, v)| (k.to_ascii_lowercase(), v))
+                    .collect();
+                OK
+            }))
+        }
+        fn proxy_get_header_map_value(mut c, ty: i32, kp: i32, kl: i32, ptr_ptr: i32,
+                size_ptr: i32) -> Result<i32> {
+            let key = header_name(&mut c, kp, kl)?;
+            let mut value = None;
             // Outside its window Envoy answers BadArgument (the SDK panics on it).
-            let Some(m) = map_mut(&mut c.data_mut().ctx, ty) else {
-                return Ok(BAD_ARGUMENT);
-            };
-            let Some(v) = m.iter().find(|(k, _)| *k == key).map(|(_, v)| v.clone()) else {
-                return Ok(NOT_FOUND);
-            };
-            c.copy_out(v.as_bytes(), ptr_ptr, size_ptr)?;
-            Ok(OK)
-        },
-    )?;
-    l.func_wrap(
-        "env",
-        "proxy_add_header_map_value",
-        |mut c: C, ty: i32, kp: i32, kl: i32, vp: i32, vl: i32| -> Result<i32> {
-            let key = c.string(kp, kl)?.to_ascii_lowercase();
-            let val = c.string(vp, vl)?;
-            let Some(m) = map_mut(&mut c.data_mut().ctx, ty) else {
-                return Ok(BAD_ARGUMENT);
-            };
-            m.push((key, val));
-            Ok(OK)
-        },
-    )?;
-    l.func_wrap(
-        "env",
-        "proxy_replace_header_map_value",
-        |mut c: C, ty: i32, kp: i32, kl: i32, vp: i32, vl: i32| -> Result<i32> {
-            let key = c.string(kp, kl)?.to_ascii_lowercase();
-            let val = c.string(vp, vl)?;
-            let Some(m) = map_mut(&mut c.data_mut().ctx, ty) else {
-                return Ok(BAD_ARGUMENT);
-            };
-            match m.iter().position(|(k, _)| *k == key) {
-                Some(i) => {
-                    m[i].1 = val;
-                    let mut n = 0;
-                    m.retain(|(k, _)| {
-                        n += 1;
-                        n - 1 <= i || *k != key
-                    });
+            let status = with_map(&mut c, ty, |m| {
+                value = m.iter().find(|(k, _)| *k == key).map(|(_, v)| v.clone());
+                if value.is_some() {
+                    OK
+                } else {
+                    NOT_FOUND
                 }
-                None => m.push((key, val)),
+            });
+            if let Some(v) = value {
+                c.copy_out(v.as_bytes(), ptr_ptr, size_ptr)?;
             }
-            Ok(OK)
-        },
-    )?;
-    l.func_wrap(
-        "env",
-        "proxy_remove_header_map_value",
-        |mut c: C, ty: i32, kp: i32, kl: i32| -> Result<i32> {
-            let key = c.string(kp, kl)?.to_ascii_lowercase();
-            let Some(m) = map_mut(&mut c.data_mut().ctx, ty) else {
-                return Ok(BAD_ARGUMENT);
-            };
-            m.retain(|(k, _)| *k != key);
-            Ok(OK)
-        },
-    )?;
+            Ok(status)
+        }
+        fn proxy_add_header_map_value(mut c, ty: i32, kp: i32, kl: i32, vp: i32,
+                vl: i32) -> Result<i32> {
+            let (key, val) = (header_name(&mut c, kp, kl)?, c.string(vp, vl)?);
+            Ok(with_map(&mut c, ty, |m| {
+                m.push((key, val));
+                OK
+            }))
+        }
+        fn proxy_replace_header_map_value(mut c, ty: i32, kp: i32, kl: i32, vp: i32,
+                vl: i32) -> Result<i32> {
+            let (key, val) = (header_name(&mut c, kp, kl)?, c.string(vp, vl)?);
+            Ok(with_map(&mut c, ty, |m| {
+                match m.iter().position(|(k, _)| *k == key) {
+                    Some(i) => {
+                        m[i].1 = val;
+                        let mut n = 0;
+                        m.retain(|(k, _)| {
+                            n += 1;
+                            n - 1 <= i || *k != key
+                        });
+                    }
+                    None => m.push((key, val)),
+                }
+                OK
+            }))
+        }
+        fn proxy_remove_header_map_value(mut c, ty: i32, kp: i32, kl: i32) -> Result<i32> {
+            let key = header_name(&mut c, kp, kl)?;
+            Ok(with_map(&mut c, ty, |m| {
+                m.retain(|(k, _)| *k != key);
+                OK
+            }))
+        }
+    }
     Ok(())
 }
 
+/// A header name from module memory, lowercased as Envoy's header maps keep them.
+fn header_name(c: &mut C, ptr: i32, len: i32) -> Result<String> {
+    Ok(c.string(ptr, len)?.to_ascii_lowercase())
+}
+
+/// `f` on header map `ty` of the effective context; BadArgument outside its window.
+fn with_map(c: &mut C, ty: i32, f: impl FnOnce(&mut Vec<(String, String)>) -> i32) -> i32 {
+    map_mut(&mut c.data_mut().ctx, ty).map_or(BAD_ARGUMENT, f)
+}
+
 fn add_properties(l: &mut Linker<VmData>) -> Result<()> {
-    l.func_wrap(
-        "env",
-        "proxy_get_property",
-        |mut c: C, pp: i32, pl: i32, ptr_ptr: i32, size_ptr: i32| -> Result<i32> {
+    hostcalls! { l;
+        fn proxy_get_property(mut c, pp: i32, pl: i32, ptr_ptr: i32, size_ptr: i32) -> Result<i32> {
             let path = c.bytes(pp, pl)?;
             let value = if let Some(v) = c.data().ctx.properties.get(&path) {
                 Some(v.clone())
@@ -367,26 +347,21 @@ fn add_properties(l: &mut Linker<VmData>) -> Result<()> {
             };
             c.copy_out(&v, ptr_ptr, size_ptr)?;
             Ok(OK)
-        },
-    )?;
-    l.func_wrap(
-        "env",
-        "proxy_set_property",
-        |mut c: C, pp: i32, pl: i32, vp: i32, vl: i32| -> Result<i32> {
+        }
+        fn proxy_set_property(mut c, pp: i32, pl: i32, vp: i32, vl: i32) -> Result<i32> {
             let path = c.bytes(pp, pl)?;
             let val = c.bytes(vp, vl)?;
             c.data_mut().ctx.properties.insert(path, val);
             Ok(OK)
-        },
-    )?;
+        }
+    }
     Ok(())
 }
 
 fn add_shared(l: &mut Linker<VmData>) -> Result<()> {
-    l.func_wrap(
-        "env",
-        "proxy_get_shared_data",
-        |mut c: C, kp: i32, kl: i32, ptr_ptr: i32, size_ptr: i32, cas_ptr: i32| -> Result<i32> {
+    hostcalls! { l;
+        fn proxy_get_shared_data(mut c, kp: i32, kl: i32, ptr_ptr: i32, size_ptr: i32,
+                cas_ptr: i32) -> Result<i32> {
             let key = c.bytes(kp, kl)?;
             let found = {
                 let w = c.data().world.borrow();
@@ -398,12 +373,9 @@ fn add_shared(l: &mut Linker<VmData>) -> Result<()> {
             c.copy_out(&value, ptr_ptr, size_ptr)?;
             c.put_u32(cas_ptr, cas)?;
             Ok(OK)
-        },
-    )?;
-    l.func_wrap(
-        "env",
-        "proxy_set_shared_data",
-        |mut c: C, kp: i32, kl: i32, vp: i32, vl: i32, cas: i32| -> Result<i32> {
+        }
+        fn proxy_set_shared_data(mut c, kp: i32, kl: i32, vp: i32, vl: i32,
+                cas: i32) -> Result<i32> {
             let key = c.bytes(kp, kl)?;
             let value = c.bytes(vp, vl)?;
             let mut w = c.data().world.borrow_mut();
@@ -412,12 +384,8 @@ fn add_shared(l: &mut Linker<VmData>) -> Result<()> {
                 SetResult::Ok => OK,
                 SetResult::CasMismatch => CAS_MISMATCH,
             })
-        },
-    )?;
-    l.func_wrap(
-        "env",
-        "proxy_register_shared_queue",
-        |mut c: C, np: i32, nl: i32, qid_ptr: i32| -> Result<i32> {
+        }
+        fn proxy_register_shared_queue(mut c, np: i32, nl: i32, qid_ptr: i32) -> Result<i32> {
             let name = c.string(np, nl)?;
             let ctx = &c.data().ctx;
             // on_queue_ready goes to the root, even if a stream registered.
@@ -432,14 +400,10 @@ fn add_shared(l: &mut Linker<VmData>) -> Result<()> {
             };
             c.put_u32(qid_ptr, token)?;
             Ok(OK)
-        },
-    )?;
-    l.func_wrap(
-        "env",
-        "proxy_resolve_shared_queue",
-        |mut c: C, vp: i32, vl: i32, np: i32, nl: i32, qid_ptr: i32| -> Result<i32> {
-            let vm_id = c.string(vp, vl)?;
-            let name = c.string(np, nl)?;
+        }
+        fn proxy_resolve_shared_queue(mut c, vp: i32, vl: i32, np: i32, nl: i32,
+                qid_ptr: i32) -> Result<i32> {
+            let (vm_id, name) = (c.string(vp, vl)?, c.string(np, nl)?);
             let token = c.data().world.borrow().queues.resolve(&vm_id, &name);
             match token {
                 Some(t) => {
@@ -448,12 +412,8 @@ fn add_shared(l: &mut Linker<VmData>) -> Result<()> {
                 }
                 None => Ok(NOT_FOUND),
             }
-        },
-    )?;
-    l.func_wrap(
-        "env",
-        "proxy_enqueue_shared_queue",
-        |mut c: C, qid: i32, ptr: i32, len: i32| -> Result<i32> {
+        }
+        fn proxy_enqueue_shared_queue(mut c, qid: i32, ptr: i32, len: i32) -> Result<i32> {
             let value = c.bytes(ptr, len)?;
             let mut w = c.data().world.borrow_mut();
             let Some(consumer) = w.queues.enqueue(qid as u32, value) else {
@@ -471,12 +431,8 @@ fn add_shared(l: &mut Linker<VmData>) -> Result<()> {
                 );
             }
             Ok(OK)
-        },
-    )?;
-    l.func_wrap(
-        "env",
-        "proxy_dequeue_shared_queue",
-        |mut c: C, qid: i32, ptr_ptr: i32, size_ptr: i32| -> Result<i32> {
+        }
+        fn proxy_dequeue_shared_queue(mut c, qid: i32, ptr_ptr: i32, size_ptr: i32) -> Result<i32> {
             let r = c.data().world.borrow_mut().queues.dequeue(qid as u32);
             match r {
                 Ok(v) => {
@@ -486,16 +442,14 @@ fn add_shared(l: &mut Linker<VmData>) -> Result<()> {
                 Err(true) => Ok(NOT_FOUND),
                 Err(false) => Ok(EMPTY),
             }
-        },
-    )?;
+        }
+    }
     Ok(())
 }
 
 fn add_stream_control(l: &mut Linker<VmData>) -> Result<()> {
-    l.func_wrap(
-        "env",
-        "proxy_continue_stream",
-        |mut c: C, ty: i32| -> Result<i32> {
+    hostcalls! { l;
+        fn proxy_continue_stream(mut c, ty: i32) -> Result<i32> {
             if !(0..=1).contains(&ty) {
                 return Ok(BAD_ARGUMENT);
             }
@@ -511,12 +465,8 @@ fn add_stream_control(l: &mut Linker<VmData>) -> Result<()> {
                 }
             }
             Ok(OK)
-        },
-    )?;
-    l.func_wrap(
-        "env",
-        "proxy_close_stream",
-        |mut c: C, ty: i32| -> Result<i32> {
+        }
+        fn proxy_close_stream(mut c, ty: i32) -> Result<i32> {
             if !(0..=1).contains(&ty) {
                 return Ok(BAD_ARGUMENT);
             }
@@ -524,21 +474,9 @@ fn add_stream_control(l: &mut Linker<VmData>) -> Result<()> {
                 s.reset = true;
             }
             Ok(OK)
-        },
-    )?;
-    l.func_wrap(
-        "env",
-        "proxy_send_local_response",
-        |mut c: C,
-         status: i32,
-         _dp: i32,
-         _dl: i32,
-         bp: i32,
-         bl: i32,
-         hp: i32,
-         hl: i32,
-         _grpc: i32|
-         -> Result<i32> {
+        }
+        fn proxy_send_local_response(mut c, status: i32, _dp: i32, _dl: i32, bp: i32, bl: i32,
+                hp: i32, hl: i32, _grpc: i32) -> Result<i32> {
             let body = c.bytes(bp, bl)?;
             let headers = pairs::deserialize(&c.bytes(hp, hl)?);
             // Deferred until the callback returns (envoy `sendLocalResponse`); from a root
@@ -551,27 +489,15 @@ fn add_stream_control(l: &mut Linker<VmData>) -> Result<()> {
                 });
             }
             Ok(OK)
-        },
-    )?;
+        }
+    }
     Ok(())
 }
 
 fn add_http_call(l: &mut Linker<VmData>) -> Result<()> {
-    l.func_wrap(
-        "env",
-        "proxy_http_call",
-        |mut c: C,
-         up: i32,
-         upl: i32,
-         hp: i32,
-         hl: i32,
-         bp: i32,
-         bl: i32,
-         _tp: i32,
-         _tl: i32,
-         timeout: i32,
-         token_ptr: i32|
-         -> Result<i32> {
+    hostcalls! { l;
+        fn proxy_http_call(mut c, up: i32, upl: i32, hp: i32, hl: i32, bp: i32, bl: i32, _tp: i32,
+                _tl: i32, timeout: i32, token_ptr: i32) -> Result<i32> {
             let cluster = c.string(up, upl)?;
             let headers = pairs::deserialize(&c.bytes(hp, hl)?);
             let body = c.bytes(bp, bl)?;
@@ -580,12 +506,8 @@ fn add_http_call(l: &mut Linker<VmData>) -> Result<()> {
                 c.put_u32(token_ptr, t)?;
             }
             Ok(status)
-        },
-    )?;
-    l.func_wrap(
-        "env",
-        "proxy_get_status",
-        |mut c: C, code_ptr: i32, ptr_ptr: i32, size_ptr: i32| -> Result<i32> {
+        }
+        fn proxy_get_status(mut c, code_ptr: i32, ptr_ptr: i32, size_ptr: i32) -> Result<i32> {
             let ctx = &c.data().ctx;
             let (code, msg) = ctx
                 .roots
@@ -595,45 +517,16 @@ fn add_http_call(l: &mut Linker<VmData>) -> Result<()> {
             c.put_u32(code_ptr, code)?;
             c.copy_out(msg.as_bytes(), ptr_ptr, size_ptr)?;
             Ok(OK)
-        },
-    )?;
-    // gRPC is not modelled: calls fail inline (InternalFailure is a status the SDK handles).
-    l.func_wrap(
-        "env",
-        "proxy_grpc_call",
-        |_: C,
-         _: i32,
-         _: i32,
-         _: i32,
-         _: i32,
-         _: i32,
-         _: i32,
-         _: i32,
-         _: i32,
-         _: i32,
-         _: i32,
-         _: i32,
-         _: i32|
-         -> i32 { INTERNAL_FAILURE },
-    )?;
-    l.func_wrap(
-        "env",
-        "proxy_grpc_stream",
-        |_: C, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32| -> i32 {
-            INTERNAL_FAILURE
-        },
-    )?;
-    l.func_wrap(
-        "env",
-        "proxy_grpc_send",
-        |_: C, _: i32, _: i32, _: i32, _: i32| -> i32 { NOT_FOUND },
-    )?;
-    l.func_wrap("env", "proxy_grpc_cancel", |_: C, _: i32| -> i32 {
-        NOT_FOUND
-    })?;
-    l.func_wrap("env", "proxy_grpc_close", |_: C, _: i32| -> i32 {
-        NOT_FOUND
-    })?;
+        }
+        // gRPC is not modelled: calls fail inline (InternalFailure is a status the SDK handles).
+        fn proxy_grpc_call(_, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32,
+                _: i32, _: i32, _: i32) -> i32 { INTERNAL_FAILURE }
+        fn proxy_grpc_stream(_, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32,
+                _: i32) -> i32 { INTERNAL_FAILURE }
+        fn proxy_grpc_send(_, _: i32, _: i32, _: i32, _: i32) -> i32 { NOT_FOUND }
+        fn proxy_grpc_cancel(_, _: i32) -> i32 { NOT_FOUND }
+        fn proxy_grpc_close(_, _: i32) -> i32 { NOT_FOUND }
+    }
     Ok(())
 }
 
@@ -666,13 +559,16 @@ fn http_call(
         headers.push(("content-length".into(), body.len().to_string()));
     }
     let timeout_ms = u64::from(timeout.max(0) as u32);
+    let req = CallRequest {
+        cluster: cluster.clone(),
+        headers,
+        body,
+        timeout_ms,
+    };
     let mut record = CallRecord {
         at_ms: now,
         vm: index,
-        cluster: cluster.clone(),
-        headers: headers.clone(),
-        body: body.clone(),
-        timeout_ms,
+        request: req.clone(),
         result: status as u32,
         token: None,
     };
@@ -689,12 +585,6 @@ fn http_call(
         w.calls.push(record);
         return (OK, Some(token));
     }
-    let req = CallRequest {
-        cluster: cluster.clone(),
-        headers,
-        body,
-        timeout_ms,
-    };
     let reply = match w.responders.get_mut(&cluster) {
         Some(f) => f(&req, now),
         // No responder: nothing listens on that cluster.
@@ -748,79 +638,46 @@ fn http_call(
     (OK, Some(token))
 }
 
+/// `f` on Envoy's process-wide stats, for the calling VM instance (metric ids are per VM).
+fn with_metrics<T>(c: &C, f: impl FnOnce(&mut Metrics, u64) -> T) -> T {
+    let inst = c.data().instance;
+    f(&mut c.data().world.borrow_mut().metrics, inst)
+}
+
+/// OK after writing a successful result with `put`, or the metric error's status.
+fn metric_result<V>(r: Result<V, MetricError>, put: impl FnOnce(V) -> Result<()>) -> Result<i32> {
+    match r {
+        Ok(v) => put(v).map(|()| OK),
+        Err(e) => Ok(metric_status(e)),
+    }
+}
+
 fn add_metrics(l: &mut Linker<VmData>) -> Result<()> {
-    l.func_wrap(
-        "env",
-        "proxy_define_metric",
-        |mut c: C, ty: i32, np: i32, nl: i32, id_ptr: i32| -> Result<i32> {
+    hostcalls! { l;
+        fn proxy_define_metric(mut c, ty: i32, np: i32, nl: i32, id_ptr: i32) -> Result<i32> {
             let name = c.string(np, nl)?;
-            let inst = c.data().instance;
-            let r = c
-                .data()
-                .world
-                .borrow_mut()
-                .metrics
-                .define(inst, ty as u32, &name);
-            match r {
-                Ok(id) => {
-                    c.put_u32(id_ptr, id)?;
-                    Ok(OK)
-                }
-                Err(e) => Ok(metric_status(e)),
-            }
-        },
-    )?;
-    l.func_wrap(
-        "env",
-        "proxy_increment_metric",
-        |c: C, id: i32, offset: i64| -> i32 {
-            let inst = c.data().instance;
-            let r = c
-                .data()
-                .world
-                .borrow_mut()
-                .metrics
-                .increment(inst, id as u32, offset);
+            let r = with_metrics(&c, |m, inst| m.define(inst, ty as u32, &name));
+            metric_result(r, |id| c.put_u32(id_ptr, id))
+        }
+        fn proxy_increment_metric(c, id: i32, offset: i64) -> i32 {
+            let r = with_metrics(&c, |m, inst| m.increment(inst, id as u32, offset));
             r.map_or_else(metric_status, |_| OK)
-        },
-    )?;
-    l.func_wrap(
-        "env",
-        "proxy_record_metric",
-        |c: C, id: i32, value: i64| -> i32 {
-            let inst = c.data().instance;
-            let r = c
-                .data()
-                .world
-                .borrow_mut()
-                .metrics
-                .record(inst, id as u32, value as u64);
+        }
+        fn proxy_record_metric(c, id: i32, value: i64) -> i32 {
+            let r = with_metrics(&c, |m, inst| m.record(inst, id as u32, value as u64));
             r.map_or_else(metric_status, |_| OK)
-        },
-    )?;
-    l.func_wrap(
-        "env",
-        "proxy_get_metric",
-        |mut c: C, id: i32, ptr: i32| -> Result<i32> {
-            let inst = c.data().instance;
-            let r = c.data().world.borrow_mut().metrics.get(inst, id as u32);
-            match r {
-                Ok(v) => {
-                    c.put_u64(ptr, v)?;
-                    Ok(OK)
-                }
-                Err(e) => Ok(metric_status(e)),
-            }
-        },
-    )?;
+        }
+        fn proxy_get_metric(mut c, id: i32, ptr: i32) -> Result<i32> {
+            let r = with_metrics(&c, |m, inst| m.get(inst, id as u32));
+            metric_result(r, |v| c.put_u64(ptr, v))
+        }
+    }
     Ok(())
 }
 
 fn add_misc(l: &mut Linker<VmData>) -> Result<()> {
-    l.func_wrap(
-        "env",
-        "proxy_set_effective_context",
-        |mut c: C, id: i32| -> i32 {
+    hostcalls! { l;
+        fn proxy_set_effective_context(mut c, id: i32) -> i32 {
             let ctx = &mut c.data_mut().ctx;
             let id = id as u32;
             if ctx.roots.contains_key(&id) || ctx.streams.contains_key(&id) {
@@ -829,27 +686,24 @@ fn add_misc(l: &mut Linker<VmData>) -> Result<()> {
             } else {
                 BAD_ARGUMENT
             }
-        },
-    )?;
-    l.func_wrap("env", "proxy_done", |mut c: C| -> i32 {
-        // Only a root whose on_done returned false can finish; it is deleted after the
-        // current callback (envoy `WasmBase::done`).
-        let ctx = &mut c.data_mut().ctx;
-        let eff = ctx.effective;
-        match ctx.roots.get_mut(&eff) {
-            Some(r) if r.pending_done => {
-                r.pending_done = false;
-                ctx.pending_deletes.push(eff);
-                OK
-            }
-            _ => NOT_FOUND,
         }
-    })?;
-    l.func_wrap(
-        "env",
-        "proxy_call_foreign_function",
-        |_: C, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32| -> i32 { NOT_FOUND },
-    )?;
+        fn proxy_done(mut c) -> i32 {
+            // Only a root whose on_done returned false can finish; it is deleted after the
+            // current callback (envoy `WasmBase::done`).
+            let ctx = &mut c.data_mut().ctx;
+            let eff = ctx.effective;
+            match ctx.roots.get_mut(&eff) {
+                Some(r) if r.pending_done => {
+                    r.pending_done = false;
+                    ctx.pending_deletes.push(eff);
+                    OK
+                }
+                _ => NOT_FOUND,
+            }
+        }
+        fn proxy_call_foreign_function(_, _: i32, _: i32, _: i32, _: i32, _: i32,
+                _: i32) -> i32 { NOT_FOUND }
+    }
     Ok(())
 }
 

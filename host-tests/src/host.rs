@@ -14,7 +14,7 @@ use crate::config::HostConfig;
 use crate::link;
 use crate::types::{CallRecord, CallReply, CallRequest, LogLine, TickFuel, VmDeath, CANARY};
 use crate::vm::{CallWindow, Trap, Vm, VmData, VmSpec};
-use crate::world::{Resolved, World};
+use crate::world::World;
 
 /// One Envoy process running the filter (see the crate docs).
 pub struct Host {
@@ -254,32 +254,17 @@ impl Host {
         let Some(rs) = v.ctx().roots.get_mut(&root).filter(|r| !r.retired) else {
             return;
         };
-        let (n_headers, body_len, window) = match call.reply {
-            Resolved::Response {
-                status,
-                headers,
-                body,
-            } => {
-                let mut h: Vec<(String, String)> = Vec::with_capacity(headers.len() + 1);
-                if !headers.iter().any(|(k, _)| k == ":status") {
-                    h.push((":status".into(), status.to_string()));
-                }
-                h.extend(
-                    headers
-                        .into_iter()
-                        .map(|(k, v)| (k.to_ascii_lowercase(), v)),
-                );
-                (
-                    h.len(),
-                    body.len(),
-                    Some(CallWindow {
-                        headers: h,
-                        body,
-                        trailers: Vec::new(),
-                    }),
-                )
-            }
-            Resolved::Reset => {
+        let (n_headers, body_len, window) = match call.reply.into_parts() {
+            Some((_, headers, body)) => (
+                headers.len(),
+                body.len(),
+                Some(CallWindow {
+                    headers,
+                    body,
+                    trailers: Vec::new(),
+                }),
+            ),
+            None => {
                 rs.status = (BROKEN_CONNECTION, "reset".into());
                 (0, 0, None)
             }

@@ -79,7 +79,8 @@ impl Host {
                         headers,
                         body: req.body,
                     };
-                    let (headers, body) = upstream_response(upstream(&up));
+                    let (_, headers, body) =
+                        resolve(upstream(&up)).into_parts().unwrap_or_default();
                     out.upstream = Some(up);
                     out.status = status_of(&headers);
                     out.headers = headers;
@@ -219,19 +220,7 @@ impl Host {
             headers: s.req_headers.clone(),
             body: forwarded,
         };
-        let reply = match upstream(&up) {
-            UpstreamReply::Response {
-                status,
-                headers,
-                body,
-            } => Resolved::Response {
-                status,
-                headers,
-                body,
-            },
-            UpstreamReply::Reset => envoy_reply(503, RESET_BODY),
-            UpstreamReply::Timeout => envoy_reply(504, TIMEOUT_BODY),
-        };
+        let reply = resolve(upstream(&up));
         out.upstream = Some(up);
         self.respond_via_filter(vm, ctx, reply, out);
     }
@@ -260,26 +249,17 @@ impl Host {
         reply: Resolved,
         out: &mut StreamOutcome,
     ) {
-        let (headers, body) = match reply {
-            Resolved::Response {
-                status,
-                headers,
-                body,
-            } => (with_status(status, headers), body),
-            Resolved::Reset => {
-                out.reset = true;
-                return;
-            }
+        let Some((_, headers, body)) = reply.into_parts() else {
+            out.reset = true;
+            return;
         };
         let eos = body.is_empty();
         let Some(s) = self.stream(vm, ctx) else {
             return;
         };
-        s.resp_headers = headers;
-        s.resp_headers_open = true;
-        let n = s.resp_headers.len();
-        let r = self.callback(vm, ctx, Cb::ResponseHeaders(n, eos));
-        match self.settle(vm, ctx, r, Dir::Response, true) {
+        let n = headers.len();
+        (s.resp_headers, s.resp_headers_open) = (headers, true);
+        match self.on_response(vm, ctx, Cb::ResponseHeaders(n, eos)) {
             Settled::Continue | Settled::Buffering => {}
             Settled::Local(lr) => {
                 // Response headers not sent yet: Envoy sends the local reply directly,
@@ -305,11 +285,9 @@ impl Host {
         if eos {
             return;
         }
-        s.resp_body = body;
-        s.resp_body_open = true;
-        let len = s.resp_body.len();
-        let r = self.callback(vm, ctx, Cb::ResponseBody(len, true));
-        match self.settle(vm, ctx, r, Dir::Response, true) {
+        let len = body.len();
+        (s.resp_body, s.resp_body_open) = (body, true);
+        match self.on_response(vm, ctx, Cb::ResponseBody(len, true)) {
             Settled::Continue | Settled::Buffering => {
                 if let Some(s) = self.stream(vm, ctx) {
                     s.resp_body_open = false;
@@ -337,24 +315,20 @@ impl Host {
             s.req_body_open = false;
             s.resp_body_open = false;
         }
-        let v = &mut self.vms[vm];
-        let f = v.ex.log.clone();
-        let r = v.invoke(f, ctx, ctx as i32);
+        let ex = &self.vms[vm].ex;
+        let (log, done, delete) = (ex.log.clone(), ex.done.clone(), ex.delete.clone());
+        let r = self.vms[vm].invoke(log, ctx, ctx as i32);
         if self.after_call(vm, r).is_none() {
             return;
         }
         if let Some(s) = self.stream(vm, ctx) {
             s.log_phase = false;
         }
-        let v = &mut self.vms[vm];
-        let f = v.ex.done.clone();
-        let r = v.invoke(f, ctx, ctx as i32);
+        let r = self.vms[vm].invoke(done, ctx, ctx as i32);
         if self.after_call(vm, r).is_none() {
             return;
         }
-        let v = &mut self.vms[vm];
-        let f = v.ex.delete.clone();
-        let r = v.invoke(f, ctx, ctx as i32);
+        let r = self.vms[vm].invoke(delete, ctx, ctx as i32);
         self.vms[vm].ctx().streams.remove(&ctx);
         self.after_call(vm, r);
     }
@@ -390,6 +364,12 @@ impl Host {
         };
         // A missing callback continues.
         self.after_call(vm, r).map(|a| a.unwrap_or(CONTINUE))
+    }
+
+    /// A response callback, settled (waiting for a resume after a `Pause`).
+    fn on_response(&mut self, vm: usize, ctx: u32, cb: Cb) -> Settled {
+        let r = self.callback(vm, ctx, cb);
+        self.settle(vm, ctx, r, Dir::Response, true)
     }
 
     /// Applies what the callback left behind (local reply, reset, continue) and, for a
@@ -442,19 +422,6 @@ fn splitmix(x: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-fn with_status(status: u16, headers: Vec<(String, String)>) -> Vec<(String, String)> {
-    let mut h = Vec::with_capacity(headers.len() + 1);
-    if !headers.iter().any(|(k, _)| k == ":status") {
-        h.push((":status".to_string(), status.to_string()));
-    }
-    h.extend(
-        headers
-            .into_iter()
-            .map(|(k, v)| (k.to_ascii_lowercase(), v)),
-    );
-    h
-}
-
 fn status_of(headers: &[(String, String)]) -> u16 {
     headers
         .iter()
@@ -485,14 +452,9 @@ fn local_reply_response(lr: LocalReply) -> Resolved {
 
 /// A reply that reaches the client without passing the filter.
 fn direct_reply(out: &mut StreamOutcome, reply: Resolved) {
-    if let Resolved::Response {
-        status,
-        headers,
-        body,
-    } = reply
-    {
-        out.headers = with_status(status, headers);
+    if let Some((status, headers, body)) = reply.into_parts() {
         out.status = status;
+        out.headers = headers;
         out.body = body;
     }
 }
@@ -504,8 +466,9 @@ fn fail_stream(out: &mut StreamOutcome) {
     out.body = Vec::new();
 }
 
-fn upstream_response(r: UpstreamReply) -> (Vec<(String, String)>, Vec<u8>) {
-    let reply = match r {
+/// What Envoy makes of the upstream's answer: a response, or its own 503/504.
+fn resolve(r: UpstreamReply) -> Resolved {
+    match r {
         UpstreamReply::Response {
             status,
             headers,
@@ -517,13 +480,5 @@ fn upstream_response(r: UpstreamReply) -> (Vec<(String, String)>, Vec<u8>) {
         },
         UpstreamReply::Reset => envoy_reply(503, RESET_BODY),
         UpstreamReply::Timeout => envoy_reply(504, TIMEOUT_BODY),
-    };
-    match reply {
-        Resolved::Response {
-            status,
-            headers,
-            body,
-        } => (with_status(status, headers), body),
-        Resolved::Reset => (Vec::new(), Vec::new()),
     }
 }

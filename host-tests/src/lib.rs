@@ -31,6 +31,7 @@ mod memory;
 mod metrics;
 mod pairs;
 mod shared;
+mod stat_name;
 mod types;
 mod vm;
 mod wasi;

@@ -6,6 +6,8 @@
 
 use std::collections::HashMap;
 
+use crate::stat_name::untagged;
+
 /// Status codes returned to the module.
 pub(crate) enum MetricError {
     NotFound,
@@ -145,22 +147,4 @@ impl Metrics {
             .filter_map(|n| Some((n.clone(), self.value(&n)?)))
             .collect()
     }
-}
-
-/// A stat name without its `<tag>=.=<value>;.;` parts (Istio's tag encoding, which status-sync
-/// uses for `sync_instance`), as Envoy's tag extraction leaves it.
-pub fn untagged(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    let mut rest = name;
-    while let Some(eq) = rest.find("=.=") {
-        let Some(end) = rest[eq..].find(";.;") else {
-            break;
-        };
-        // The tag name starts after the last '.' (or ';') before "=.=".
-        let start = rest[..eq].rfind(['.', ';']).map_or(0, |i| i + 1);
-        out.push_str(&rest[..start]);
-        rest = &rest[eq + end + 3..];
-    }
-    out.push_str(rest);
-    out
 }

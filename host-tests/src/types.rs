@@ -17,21 +17,26 @@ pub struct LogLine {
     pub at_ms: u64,
 }
 
-/// One `proxy_http_call` the module made, as the upstream would see it.
+/// One `proxy_http_call` the module made: the request as the upstream would see it (its
+/// fields and methods read through `Deref`: `record.cluster`, `record.path()`), and what the
+/// hostcall did with it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CallRecord {
     pub at_ms: u64,
     /// VM index, or [`CANARY`].
     pub vm: usize,
-    pub cluster: String,
-    /// Request headers as sent (Envoy adds `content-length` when there is a body).
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-    pub timeout_ms: u64,
+    pub request: CallRequest,
     /// Status the hostcall returned: 0 Ok, 2 BadArgument, 10 InternalFailure.
     pub result: u32,
     /// Token handed to the module when `result == 0`.
     pub token: Option<u32>,
+}
+
+impl std::ops::Deref for CallRecord {
+    type Target = CallRequest;
+    fn deref(&self) -> &CallRequest {
+        &self.request
+    }
 }
 
 /// Fuel of one `proxy_on_tick` (see `HostConfig::fuel` and `Host::take_tick_fuel`).
@@ -50,6 +55,7 @@ pub struct TickFuel {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CallRequest {
     pub cluster: String,
+    /// Request headers as sent (Envoy adds `content-length` when there is a body).
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
     pub timeout_ms: u64,

@@ -262,25 +262,26 @@ fn typed<P: WasmParams, R: WasmResults>(
     }
 }
 
+/// `Exports { field: typed(inst, s, "proxy_on_<field>")?, .. }` for each callback named: the
+/// field names are the ABI's callback names without their `proxy_on_` prefix.
+macro_rules! callbacks {
+    ($inst:expr, $s:expr; $($field:ident)*) => {
+        Exports {
+            $($field: typed($inst, $s, concat!("proxy_on_", stringify!($field)))?,)*
+            ..Exports::default()
+        }
+    };
+}
+
 impl Exports {
     fn new(inst: &Instance, s: &mut Store<VmData>) -> Result<Self> {
         Ok(Exports {
             initialize: typed(inst, s, "_initialize")?,
             start: typed(inst, s, "_start")?,
             main: typed(inst, s, "main").ok().flatten(),
-            context_create: typed(inst, s, "proxy_on_context_create")?,
-            vm_start: typed(inst, s, "proxy_on_vm_start")?,
-            configure: typed(inst, s, "proxy_on_configure")?,
-            done: typed(inst, s, "proxy_on_done")?,
-            log: typed(inst, s, "proxy_on_log")?,
-            delete: typed(inst, s, "proxy_on_delete")?,
-            tick: typed(inst, s, "proxy_on_tick")?,
-            queue_ready: typed(inst, s, "proxy_on_queue_ready")?,
-            http_call_response: typed(inst, s, "proxy_on_http_call_response")?,
-            request_headers: typed(inst, s, "proxy_on_request_headers")?,
-            request_body: typed(inst, s, "proxy_on_request_body")?,
-            response_headers: typed(inst, s, "proxy_on_response_headers")?,
-            response_body: typed(inst, s, "proxy_on_response_body")?,
+            ..callbacks!(inst, s;
+                context_create vm_start configure done log delete tick queue_ready
+                http_call_response request_headers request_body response_headers response_body)
         })
     }
 }

@@ -75,9 +75,11 @@ pub(crate) fn add(l: &mut Linker<VmData>) -> Result<()> {
     l.func_wrap(
         M,
         "args_sizes_get",
+        // No arguments: a count of 0 and 0 bytes of them.
         |mut c: C, argc: i32, size: i32| -> Result<i32> {
-            c.put_u32(argc, 0)?;
-            c.put_u32(size, 0)?;
+            for ptr in [argc, size] {
+                c.put_u32(ptr, 0)?;
+            }
             Ok(ESUCCESS)
         },
     )?;
@@ -104,9 +106,9 @@ pub(crate) fn add(l: &mut Linker<VmData>) -> Result<()> {
     l.func_wrap(
         M,
         "clock_res_get",
+        // Every clock ticks in milliseconds (1,000,000 ns), as the virtual clock does.
         |mut c: C, _id: i32, ptr: i32| -> Result<i32> {
-            c.put_u64(ptr, 1_000_000)?;
-            Ok(ESUCCESS)
+            c.put_u64(ptr, 1_000_000).map(|()| ESUCCESS)
         },
     )?;
     l.func_wrap(

@@ -23,6 +23,34 @@ pub(crate) enum Resolved {
     Reset,
 }
 
+/// A response as its receiver sees it: status, headers (names lowercased, `:status` first
+/// unless the headers carry one) and body.
+pub(crate) type Parts = (u16, Vec<(String, String)>, Vec<u8>);
+
+impl Resolved {
+    /// The response as its receiver sees it; None for a reset.
+    pub(crate) fn into_parts(self) -> Option<Parts> {
+        let Resolved::Response {
+            status,
+            headers,
+            body,
+        } = self
+        else {
+            return None;
+        };
+        let mut h = Vec::with_capacity(headers.len() + 1);
+        if !headers.iter().any(|(k, _)| k == ":status") {
+            h.push((":status".to_string(), status.to_string()));
+        }
+        h.extend(
+            headers
+                .into_iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v)),
+        );
+        Some((status, h, body))
+    }
+}
+
 /// A call waiting for its reply event; removing it cancels the call (root deleted, VM died).
 pub(crate) struct Inflight {
     pub gen: u32,

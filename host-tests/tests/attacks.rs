@@ -64,15 +64,13 @@ fn forged_growth(extra: &str) -> (usize, usize, usize) {
     .unwrap();
     let _drone = install_drone(&mut host);
     let pipeline = install_pipeline(&mut host);
+    // Forged webhook i, on worker i % 2.
+    let send = |host: &mut Host, i: u64| {
+        send_live(host, &pipeline, (i % 2) as usize, max_size_forged(i), 200);
+    };
     // Warm up: the leader's first allocations, the workers' caches, one checkpoint.
     for i in 0..20 {
-        send_live(
-            &mut host,
-            &pipeline,
-            (i % 2) as usize,
-            max_size_forged(i),
-            200,
-        );
+        send(&mut host, i);
     }
     host.advance(3_000).unwrap();
     let leader = host
@@ -84,13 +82,7 @@ fn forged_growth(extra: &str) -> (usize, usize, usize) {
     let mem0 = host.memory_bytes(leader);
     let shared0 = shared_bytes(&host);
     for i in 20..20 + N {
-        send_live(
-            &mut host,
-            &pipeline,
-            (i % 2) as usize,
-            max_size_forged(i),
-            200,
-        );
+        send(&mut host, i);
         if i % 50 == 0 {
             host.advance(100).unwrap();
         }

@@ -63,6 +63,12 @@ fn pass(h: &mut Host, vm: usize, req: TestRequest) -> StreamOutcome {
         .expect("request")
 }
 
+/// A request the upstream must never see (answered locally, or failed).
+fn unforwarded(h: &mut Host, vm: usize, req: TestRequest) -> StreamOutcome {
+    h.request(vm, req, |_| panic!("the upstream must not be called"))
+        .expect("request")
+}
+
 fn logs_with(h: &Host, needle: &str) -> Vec<(usize, String)> {
     h.logs()
         .iter()
@@ -292,11 +298,8 @@ fn queue_last_registrant_gets_on_queue_ready() {
 #[test]
 fn header_maps_outside_their_window() {
     let mut h = host("");
-    let out = pass(
-        &mut h,
-        0,
-        TestRequest::post("/late", "body").header("x-probe-op", "late"),
-    );
+    let late = TestRequest::post("/late", "body").header("x-probe-op", "late");
+    let out = pass(&mut h, 0, late);
     assert_eq!(out.status, 200);
     // After on_request_headers returned Continue: value -> BadArgument, pairs -> empty.
     assert_eq!(
@@ -353,9 +356,7 @@ fn stream_callbacks_run_in_envoy_order() {
 #[test]
 fn local_reply_is_deferred_and_goes_through_the_response_path() {
     let mut h = host("");
-    let out = h
-        .request(0, op("local"), |_| panic!("upstream must not be called"))
-        .unwrap();
+    let out = unforwarded(&mut h, 0, op("local"));
     assert!(out.upstream.is_none());
     assert_eq!(out.status, 418);
     assert_eq!(out.local_reply, Some((418, b"teapot".to_vec())));
@@ -545,9 +546,7 @@ fn http_call_validation() {
 #[test]
 fn trap_kills_only_that_vm_and_reload_recovers() {
     let mut h = host("tick=1000");
-    let out = h
-        .request(1, op("panic"), |_| panic!("no upstream"))
-        .unwrap();
+    let out = unforwarded(&mut h, 1, op("panic"));
     assert_eq!(out.status, 503);
     assert_eq!(h.dead_vms(), vec![1]);
     assert_eq!(h.live_vms(), vec![0, 2]);
@@ -558,7 +557,7 @@ fn trap_kills_only_that_vm_and_reload_recovers() {
     );
     // FAIL_CLOSED: 503 without running the filter.
     let before = h.logs().len();
-    let out = h.request(1, op("noop"), |_| panic!("no upstream")).unwrap();
+    let out = unforwarded(&mut h, 1, op("noop"));
     assert_eq!(out.status, 503);
     assert_eq!(h.logs().len(), before);
     h.advance(1000).unwrap();
@@ -583,20 +582,20 @@ fn trap_in_tick_is_recorded_and_the_clock_goes_on() {
 
 #[test]
 fn fail_open_and_fail_reload_policies() {
-    let mut c = cfg("");
-    c.failure_policy = FailurePolicy::FailOpen;
-    let mut h = Host::start(c).unwrap();
-    h.kill_vm(0);
+    // A host under `policy` whose VM 0 trapped.
+    let killed = |policy| {
+        let mut c = cfg("");
+        c.failure_policy = policy;
+        let mut h = Host::start(c).unwrap();
+        h.kill_vm(0);
+        h
+    };
+    let mut h = killed(FailurePolicy::FailOpen);
     let out = pass(&mut h, 0, op("local"));
     assert_eq!(out.status, 200, "filter skipped");
 
-    let mut c = cfg("");
-    c.failure_policy = FailurePolicy::FailReload;
-    let mut h = Host::start(c).unwrap();
-    h.kill_vm(0);
-    let out = h
-        .request(0, op("local"), |_| panic!("local reply"))
-        .unwrap();
+    let mut h = killed(FailurePolicy::FailReload);
+    let out = unforwarded(&mut h, 0, op("local"));
     assert_eq!(out.status, 418, "a fresh VM ran the filter");
     assert!(h.dead_vms().is_empty());
 }

@@ -4,7 +4,42 @@
 mod common;
 
 use common::*;
-use host_tests::{Host, UpstreamReply};
+use host_tests::{Host, HostConfig, UpstreamReply};
+
+/// A host started with `cfg`, a drone answering its lookups and the pipeline behind it.
+fn world(cfg: HostConfig) -> (Host, SharedDrone, SharedPipeline) {
+    let mut host = Host::start(cfg).unwrap();
+    let drone = install_drone(&mut host);
+    let pipeline = install_pipeline(&mut host);
+    (host, drone, pipeline)
+}
+
+/// Builds `numbers` of repository `repo` run (their `running` webhooks reach the pipeline
+/// through worker `vm`) and finish in drone (`success`, version 3) with the final webhook lost.
+fn finals_lost(
+    host: &mut Host,
+    drone: &SharedDrone,
+    pipeline: &SharedPipeline,
+    vm: usize,
+    repo: u64,
+    numbers: impl IntoIterator<Item = u64>,
+) {
+    for n in numbers {
+        send_live(host, pipeline, vm, webhook(repo, n, "running", 2), 200);
+        drone.borrow_mut().set(repo, n, "success", 3);
+    }
+}
+
+/// Build `n` of repository `repo` reached the pipeline as drone's `success`, version 3.
+fn assert_succeeded(pipeline: &SharedPipeline, repo: u64, numbers: impl IntoIterator<Item = u64>) {
+    for n in numbers {
+        assert_eq!(
+            pipeline.borrow().status_of(repo, n),
+            Some(("success".into(), 3)),
+            "build {n}"
+        );
+    }
+}
 
 fn drone_calls_by_vm(host: &Host) -> Vec<usize> {
     let mut vms: Vec<usize> = host
@@ -20,9 +55,7 @@ fn drone_calls_by_vm(host: &Host) -> Vec<usize> {
 
 #[test]
 fn all_webhooks_arrive_no_drone_calls_while_fresh_or_after_terminal() {
-    let mut host = Host::start(signed_host_config(2, "")).unwrap();
-    let drone = install_drone(&mut host);
-    let pipeline = install_pipeline(&mut host);
+    let (mut host, drone, pipeline) = world(signed_host_config(2, ""));
     for (vm, status, version) in [(0, "pending", 1), (1, "running", 2), (2, "running", 2)] {
         send_live(
             &mut host,
@@ -58,9 +91,7 @@ fn all_webhooks_arrive_no_drone_calls_while_fresh_or_after_terminal() {
 
 #[test]
 fn lost_final_webhook_is_polled_after_stale_after_and_redelivered() {
-    let mut host = Host::start(signed_host_config(2, "")).unwrap();
-    let drone = install_drone(&mut host);
-    let pipeline = install_pipeline(&mut host);
+    let (mut host, drone, pipeline) = world(signed_host_config(2, ""));
     send_live(&mut host, &pipeline, 0, webhook(1, 7, "running", 2), 200);
     drone.borrow_mut().set(1, 7, "success", 3); // its final webhook is lost
     host.advance(1000).unwrap();
@@ -94,9 +125,7 @@ fn lost_final_webhook_is_polled_after_stale_after_and_redelivered() {
 
 #[test]
 fn pipeline_500_is_redelivered_and_400_is_not() {
-    let mut host = Host::start(signed_host_config(2, "")).unwrap();
-    let drone = install_drone(&mut host);
-    let pipeline = install_pipeline(&mut host);
+    let (mut host, drone, pipeline) = world(signed_host_config(2, ""));
     send_live(&mut host, &pipeline, 0, webhook(1, 1, "running", 2), 200);
     send_live(&mut host, &pipeline, 1, webhook(1, 2, "running", 2), 200);
     drone.borrow_mut().set(1, 1, "success", 3);
@@ -126,10 +155,8 @@ fn pipeline_500_is_redelivered_and_400_is_not() {
 
 #[test]
 fn four_workers_one_leader_one_poll_per_due_build_and_takeover_loses_nothing() {
-    let mut host = Host::start(signed_host_config(4, "")).unwrap();
+    let (mut host, drone, pipeline) = world(signed_host_config(4, ""));
     assert_eq!(host.vm_count(), 5, "4 workers + main");
-    let drone = install_drone(&mut host);
-    let pipeline = install_pipeline(&mut host);
     for n in 1..=20u64 {
         let vm = (n as usize) % 5;
         send_live(&mut host, &pipeline, vm, webhook(1, n, "running", 2), 200);
@@ -157,13 +184,7 @@ fn four_workers_one_leader_one_poll_per_due_build_and_takeover_loses_nothing() {
     }
     host.advance(40_000).unwrap();
     assert_eq!(metric(&host, "leader_changes"), 2, "another root took over");
-    for n in 1..=20u64 {
-        assert_eq!(
-            pipeline.borrow().status_of(1, n),
-            Some(("success".into(), 3)),
-            "build {n}"
-        );
-    }
+    assert_succeeded(&pipeline, 1, 1..=20);
     let after: Vec<usize> = host
         .calls()
         .iter()
@@ -179,17 +200,11 @@ fn four_workers_one_leader_one_poll_per_due_build_and_takeover_loses_nothing() {
 
 #[test]
 fn drone_down_for_long_costs_a_trickle_then_everything_converges() {
-    let mut host = Host::start(host_config(
+    let (mut host, drone, pipeline) = world(host_config(
         2,
         r#","max_inflight_calls":8,"max_drone_calls_per_sec":50"#,
-    ))
-    .unwrap();
-    let drone = install_drone(&mut host);
-    let pipeline = install_pipeline(&mut host);
-    for n in 1..=30u64 {
-        send_live(&mut host, &pipeline, 0, webhook(2, n, "running", 2), 200);
-        drone.borrow_mut().set(2, n, "success", 3);
-    }
+    ));
+    finals_lost(&mut host, &drone, &pipeline, 0, 2, 1..=30);
     drone.borrow_mut().down = true;
     host.advance(600_000).unwrap(); // 10 minutes
     let during = drone.borrow().calls.len();
@@ -203,25 +218,16 @@ fn drone_down_for_long_costs_a_trickle_then_everything_converges() {
     assert_eq!(metric(&host, "circuit_open"), 1);
     drone.borrow_mut().down = false;
     host.advance(60_000).unwrap();
-    for n in 1..=30u64 {
-        assert_eq!(
-            pipeline.borrow().status_of(2, n),
-            Some(("success".into(), 3)),
-            "build {n}"
-        );
-    }
+    assert_succeeded(&pipeline, 2, 1..=30);
     assert_eq!(metric(&host, "circuit_open"), 0);
 }
 
 #[test]
 fn one_tick_registration_per_root_and_memory_flat_once_the_ledger_is_full() {
-    let mut host = Host::start(host_config(
+    let (mut host, drone, pipeline) = world(host_config(
         1,
         r#","max_tracked_builds":500,"max_poll_interval_ms":4000"#,
-    ))
-    .unwrap();
-    let drone = install_drone(&mut host);
-    let pipeline = install_pipeline(&mut host);
+    ));
     let mut number = 0u64;
     let mut mem_after_warmup = None;
     // 10^5 ticks of 100 ms; a new build every 5 ticks (churn past the ledger's cap), drone
@@ -271,24 +277,13 @@ fn one_tick_registration_per_root_and_memory_flat_once_the_ledger_is_full() {
 
 #[test]
 fn config_reload_keeps_tracked_builds() {
-    let mut host = Host::start(host_config(2, "")).unwrap();
-    let drone = install_drone(&mut host);
-    let pipeline = install_pipeline(&mut host);
-    for n in 1..=5u64 {
-        send_live(&mut host, &pipeline, 0, webhook(4, n, "running", 2), 200);
-        drone.borrow_mut().set(4, n, "success", 3);
-    }
+    let (mut host, drone, pipeline) = world(host_config(2, ""));
+    finals_lost(&mut host, &drone, &pipeline, 0, 4, 1..=5);
     host.advance(500).unwrap();
     host.reconfigure(&plugin_config(r#","max_inflight_calls":2"#))
         .unwrap();
     host.advance(30_000).unwrap();
-    for n in 1..=5u64 {
-        assert_eq!(
-            pipeline.borrow().status_of(4, n),
-            Some(("success".into(), 3)),
-            "build {n}"
-        );
-    }
+    assert_succeeded(&pipeline, 4, 1..=5);
     assert!(metric(&host, "leader_changes") >= 2);
 }
 
@@ -314,9 +309,7 @@ fn bad_configuration_is_refused_with_the_key_named() {
 
 #[test]
 fn unparsable_and_oversized_webhooks_pass_through_unchanged() {
-    let mut host = Host::start(host_config(1, r#","max_body_bytes":4096"#)).unwrap();
-    let _drone = install_drone(&mut host);
-    let pipeline = install_pipeline(&mut host);
+    let (mut host, _drone, pipeline) = world(host_config(1, r#","max_body_bytes":4096"#));
     let cases: Vec<Vec<u8>> = vec![
         b"{not json".to_vec(),
         vec![0xff, 0xfe, 0x00, 0x7b],
@@ -348,22 +341,12 @@ fn unparsable_and_oversized_webhooks_pass_through_unchanged() {
 
 #[test]
 fn repository_json_goes_to_the_reconciler_once_and_a_new_leader_fetches_it() {
-    let mut host = Host::start(signed_host_config(2, "")).unwrap();
-    let drone = install_drone(&mut host);
-    let pipeline = install_pipeline(&mut host);
+    let (mut host, drone, pipeline) = world(signed_host_config(2, ""));
     // Many webhooks of one repository through one worker: the queue messages after the first
     // carry only the transition, yet re-deliveries are drone-shaped with the repository.
-    for n in 1..=10u64 {
-        send_live(&mut host, &pipeline, 0, webhook(1, n, "running", 2), 200);
-        drone.borrow_mut().set(1, n, "success", 3);
-    }
+    finals_lost(&mut host, &drone, &pipeline, 0, 1, 1..=10);
     host.advance(6000).unwrap();
-    for n in 1..=10u64 {
-        assert_eq!(
-            pipeline.borrow().status_of(1, n),
-            Some(("success".into(), 3))
-        );
-    }
+    assert_succeeded(&pipeline, 1, 1..=10);
     // The leader had the repository from the first webhook: the only lookups of it are
     // discovery's (at 2 s and 4 s after the last new build).
     assert!(
@@ -390,13 +373,7 @@ fn repository_json_goes_to_the_reconciler_once_and_a_new_leader_fetches_it() {
         drone.borrow_mut().set(1, n, "success", 3);
     }
     host.advance(40_000).unwrap();
-    for n in 11..=15u64 {
-        assert_eq!(
-            pipeline.borrow().status_of(1, n),
-            Some(("success".into(), 3)),
-            "build {n}"
-        );
-    }
+    assert_succeeded(&pipeline, 1, 11..=15);
     assert!(
         drone.borrow().calls_for("/api/repos/octocat/repo-1") <= 3 + 8,
         "discovery's lookups of the repository (at most 8 in 40 s) serve the new leader too"
@@ -407,8 +384,8 @@ fn repository_json_goes_to_the_reconciler_once_and_a_new_leader_fetches_it() {
 
 /// The default configuration (only clusters, token and secret): discovery works without
 /// any setting.
-fn default_signed_host(workers: usize) -> Host {
-    let mut cfg = host_tests::HostConfig::new(
+fn default_signed_config(workers: usize) -> HostConfig {
+    let mut cfg = HostConfig::new(
         wasm(),
         r#"{"pipeline_cluster":"pipeline","drone_cluster":"drone","drone_token_env":"DRONE_TOKEN","webhook_secret_env":"HOOK_SECRET"}"#,
     );
@@ -417,7 +394,7 @@ fn default_signed_host(workers: usize) -> Host {
         ("DRONE_TOKEN".into(), TOKEN.into()),
         ("HOOK_SECRET".into(), HOOK_SECRET.into()),
     ];
-    Host::start(cfg).unwrap()
+    cfg
 }
 
 /// Advances in steps of 1 s until `done` or `limit_ms`; returns the time it took.
@@ -438,9 +415,7 @@ fn advance_until(host: &mut Host, limit_ms: u64, mut done: impl FnMut() -> bool)
 /// 2 × `max_poll_interval_ms` (README: discovery) of drone writing them.
 #[test]
 fn newest_builds_whose_every_webhook_was_lost_are_discovered() {
-    let mut host = default_signed_host(2);
-    let drone = install_drone(&mut host);
-    let pipeline = install_pipeline(&mut host);
+    let (mut host, drone, pipeline) = world(default_signed_config(2));
     for (status, version) in [("pending", 1), ("running", 2), ("success", 3)] {
         drone.borrow_mut().set(1, 1, status, version);
         send_live(&mut host, &pipeline, 0, webhook(1, 1, status, version), 200);
@@ -481,9 +456,7 @@ fn newest_builds_whose_every_webhook_was_lost_are_discovered() {
 /// again, and delivers it once it exists (its only webhook lost: declined).
 #[test]
 fn a_build_announced_before_the_one_below_exists_is_delivered() {
-    let mut host = default_signed_host(1);
-    let drone = install_drone(&mut host);
-    let pipeline = install_pipeline(&mut host);
+    let (mut host, drone, pipeline) = world(default_signed_config(1));
     drone.borrow_mut().set(1, 1, "success", 3);
     send_live(&mut host, &pipeline, 0, webhook(1, 1, "success", 3), 200);
     host.advance(2_000).unwrap();

@@ -10,13 +10,17 @@ use status_sync::core::signature;
 
 const SECRET: &str = "GMEuUHQfmrMRsseWxi9YlIeBtn9lm6im";
 
-fn signed_host(mode: &str, extra: &str) -> Host {
+/// A host whose filter checks drone's signatures in `mode` (`extra`: more configuration), with
+/// a drone answering its lookups.
+fn signed_host(mode: &str, extra: &str) -> (Host, SharedDrone) {
     let mut cfg: HostConfig = host_config(
         1,
         &format!(r#","webhook_secret_env":"HOOK_SECRET","signature_mode":"{mode}"{extra}"#),
     );
     cfg.env.push(("HOOK_SECRET".into(), SECRET.into()));
-    Host::start(cfg).unwrap()
+    let mut host = Host::start(cfg).unwrap();
+    let drone = install_drone(&mut host);
+    (host, drone)
 }
 
 fn signed(host: &Host, body: Vec<u8>, secret: &str) -> TestRequest {
@@ -35,10 +39,21 @@ fn send(host: &mut Host, req: TestRequest) -> (u16, bool) {
     (out.status, out.upstream.is_some())
 }
 
+/// In `monitor`, each of the `requests` (made for the host, in order) passes: answered 200 by
+/// the pipeline it reached. Then each metric of `expect` has its value.
+fn monitor_passes(requests: impl FnOnce(&Host) -> Vec<TestRequest>, expect: &[(&str, i64)]) {
+    let (mut host, _drone) = signed_host("monitor", "");
+    for req in requests(&host) {
+        assert_eq!(send(&mut host, req), (200, true));
+    }
+    for (name, value) in expect {
+        assert_eq!(metric(&host, name), *value, "{name}");
+    }
+}
+
 #[test]
 fn enforce_rejects_forged_and_unsigned_and_passes_genuine() {
-    let mut host = signed_host("enforce", "");
-    let _drone = install_drone(&mut host);
+    let (mut host, _drone) = signed_host("enforce", "");
     let body = webhook(1, 1, "running", 2);
 
     let genuine = signed(&host, body.clone(), SECRET);
@@ -86,18 +101,15 @@ fn enforce_rejects_forged_and_unsigned_and_passes_genuine() {
 
 #[test]
 fn monitor_counts_but_passes() {
-    let mut host = signed_host("monitor", "");
-    let _drone = install_drone(&mut host);
-    let forged = signed(&host, webhook(1, 1, "running", 2), "wrong");
-    assert_eq!(send(&mut host, forged), (200, true));
-    assert_eq!(metric(&host, "webhooks_signature_invalid"), 1);
-    assert_eq!(metric(&host, "webhooks_rejected"), 0);
+    monitor_passes(
+        |host| vec![signed(host, webhook(1, 1, "running", 2), "wrong")],
+        &[("webhooks_signature_invalid", 1), ("webhooks_rejected", 0)],
+    );
 }
 
 #[test]
 fn redeliveries_are_signed_like_drone_and_carry_a_stable_id() {
-    let mut host = signed_host("enforce", "");
-    let drone = install_drone(&mut host);
+    let (mut host, drone) = signed_host("enforce", "");
     let bodies = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
     let b = bodies.clone();
     host.set_responder("pipeline", move |req, now| {
@@ -165,8 +177,7 @@ fn variant(host: &Host, method: &str, event: Option<&str>, secret: Option<&str>)
 /// observed.
 #[test]
 fn attack_2_enforce_covers_every_method_and_event_header() {
-    let mut host = signed_host("enforce", "");
-    let _drone = install_drone(&mut host);
+    let (mut host, _drone) = signed_host("enforce", "");
     let cases = [
         ("PUT", Some("build")),
         ("POST", None),
@@ -216,27 +227,28 @@ fn attack_2_enforce_covers_every_method_and_event_header() {
 /// In `monitor` (and `off`) non-build requests stay untouched: not checked, not counted.
 #[test]
 fn attack_2_monitor_leaves_non_build_requests_alone() {
-    let mut host = signed_host("monitor", "");
-    let _drone = install_drone(&mut host);
-    for (method, event) in [("PUT", Some("build")), ("POST", None)] {
-        let unsigned = variant(&host, method, event, None);
-        assert_eq!(send(&mut host, unsigned), (200, true));
-    }
-    assert_eq!(metric(&host, "webhooks_signature_invalid"), 0);
-    assert_eq!(metric(&host, "webhooks_observed"), 0);
+    monitor_passes(
+        |host| {
+            let cases = [("PUT", Some("build")), ("POST", None)];
+            cases
+                .map(|(method, event)| variant(host, method, event, None))
+                .to_vec()
+        },
+        &[("webhooks_signature_invalid", 0), ("webhooks_observed", 0)],
+    );
 }
 
 /// `monitor`: a body that does not match its signed digest is counted and passed, like a genuine
 /// one (both are observed; only the genuine one is marked verified for the reconciler).
 #[test]
 fn monitor_passes_forged_and_genuine_alike() {
-    let mut host = signed_host("monitor", "");
-    let _drone = install_drone(&mut host);
-    let genuine = signed(&host, webhook(1, 2, "running", 2), SECRET);
-    assert_eq!(send(&mut host, genuine), (200, true));
-    let mut tampered = signed(&host, webhook(1, 3, "running", 2), SECRET);
-    tampered.body = webhook(1, 3, "success", 3);
-    assert_eq!(send(&mut host, tampered), (200, true));
-    assert_eq!(metric(&host, "webhooks_signature_invalid"), 1);
-    assert_eq!(metric(&host, "webhooks_observed"), 2);
+    monitor_passes(
+        |host| {
+            let genuine = signed(host, webhook(1, 2, "running", 2), SECRET);
+            let mut tampered = signed(host, webhook(1, 3, "running", 2), SECRET);
+            tampered.body = webhook(1, 3, "success", 3);
+            vec![genuine, tampered]
+        },
+        &[("webhooks_signature_invalid", 1), ("webhooks_observed", 2)],
+    );
 }

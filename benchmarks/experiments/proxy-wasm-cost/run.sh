@@ -1,10 +1,6 @@
 #!/bin/bash
-# Full run: upstream + one Envoy (5 listeners, one per variant) + alternating wrk rounds.
+# Full run: upstream + one Envoy (one listener per variant) + alternating wrk rounds
+# (../common/run.sh).
 # Usage: ROUNDS=8 SECS=5 ./run.sh results.txt
-set -u
 cd "$(dirname "$0")"
-./target/release/upstream 18080 > upstream.log 2>&1 & UP=$!
-"${ENVOY_BIN:?set ENVOY_BIN to the envoy of the Makefile (.venv/bin/envoy)}" -c envoy.json --concurrency 2 -l warn --base-id 72 > envoy_bench.log 2>&1 & EP=$!
-sleep 3
-ENVOY_PID=$EP ./bench.sh | tee "${1:-results.txt}"
-kill $EP; wait $EP 2>/dev/null; kill $UP
+ENVOY_BASE_ID=72 exec ../common/run.sh . "$@"

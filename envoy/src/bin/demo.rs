@@ -4,15 +4,14 @@
 //! with a summary. Envoy and the simulators are stopped on every exit path (drop guards).
 
 use anyhow::{Context as _, Result};
-use envoy_e2e::args::Args;
+use envoy_e2e::args::{self, Args};
 use envoy_e2e::drone_model::is_done;
 use envoy_e2e::drone_sim::{BuildKey, BuildPlan, DroneSimConfig, LossPolicy};
 use envoy_e2e::envoy::Tools;
 use envoy_e2e::scenario::{self, Stack};
 use envoy_e2e::util::Rng;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 const USAGE: &str = "demo [--builds 40] [--loss 0.3] [--lose-any] [--seed 7] [--step-ms 1000] \
@@ -21,19 +20,7 @@ const USAGE: &str = "demo [--builds 40] [--loss 0.3] [--lose-any] [--seed 7] [--
 Needs ENVOY_BIN and STATUS_SYNC_WASM (`make run` sets both).";
 
 fn main() -> Result<()> {
-    let a = Args::parse(
-        USAGE,
-        &[
-            ("builds", true),
-            ("loss", true),
-            ("lose-any", false),
-            ("seed", true),
-            ("step-ms", true),
-            ("every-ms", true),
-            ("timeout-s", true),
-            ("concurrency", true),
-        ],
-    )?;
+    let a = Args::parse(USAGE)?;
     let builds: usize = a.get("builds", 40)?;
     let loss: f64 = a.get("loss", 0.3)?;
     let seed: u64 = a.get("seed", 7)?;
@@ -43,9 +30,7 @@ fn main() -> Result<()> {
     let concurrency: u32 = a.get("concurrency", 2)?;
     let tools = Tools::from_env().context("the demo runs via `make run`")?;
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let s = stop.clone();
-    ctrlc::set_handler(move || s.store(true, Ordering::SeqCst))?;
+    let stop = args::ctrl_c()?;
 
     println!(
         "starting drone-sim, pipeline-sim and Envoy {concurrency} workers with {} ...",
@@ -95,6 +80,11 @@ fn main() -> Result<()> {
     }
 
     let started = Instant::now();
+    // One line per build that fell behind or caught up, stamped with the demo's clock.
+    let event = |what: &str, key: &BuildKey, detail: String| {
+        let at = started.elapsed().as_secs_f64();
+        println!("[{at:>5.1}s] {what:<9} {:<26} {detail}", key.to_string());
+    };
     // Builds whose pipeline state fell behind a done drone build, and since when.
     let mut behind: BTreeMap<BuildKey, Instant> = BTreeMap::new();
     let mut recovered = 0usize;
@@ -138,24 +128,23 @@ fn main() -> Result<()> {
                     let has = got
                         .map(|e| format!("{} v{}", e.status, e.version))
                         .unwrap_or_else(|| "nothing".into());
-                    println!(
-                        "[{:>5.1}s] LOST      {:<26} drone: {:<8} v{}  pipeline: {:<12} ({why})",
-                        started.elapsed().as_secs_f64(),
-                        b.key.to_string(),
-                        b.status,
-                        b.version,
-                        has
+                    let (status, version) = (&b.status, b.version);
+                    event(
+                        "LOST",
+                        &b.key,
+                        format!("drone: {status:<8} v{version}  pipeline: {has:<12} ({why})"),
                     );
                     behind.insert(b.key.clone(), Instant::now());
                 }
                 (true, Some(since)) => {
-                    println!(
-                        "[{:>5.1}s] RECOVERED {:<26} pipeline now: {} v{} (re-delivered by status-sync {:.1}s later)",
-                        started.elapsed().as_secs_f64(),
-                        b.key.to_string(),
-                        b.status,
-                        b.version,
-                        since.elapsed().as_secs_f64()
+                    let later = since.elapsed().as_secs_f64();
+                    event(
+                        "RECOVERED",
+                        &b.key,
+                        format!(
+                            "pipeline now: {} v{} (re-delivered by status-sync {later:.1}s later)",
+                            b.status, b.version
+                        ),
                     );
                     lag_s.push(since.elapsed().as_secs_f64());
                     behind.remove(&b.key);

@@ -6,31 +6,16 @@
 //! `GET /_sim/webhooks`; `POST /_sim/down` and `POST /_sim/up` toggle an outage (503s).
 
 use anyhow::Result;
-use envoy_e2e::args::Args;
+use envoy_e2e::args::{self, Args};
 use envoy_e2e::drone_sim::{BuildPlan, DroneSim, DroneSimConfig, LossPolicy};
 use envoy_e2e::util::Rng;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 const USAGE: &str = "drone-sim [--port 8081] [--token T] [--webhook http://127.0.0.1:10000/hook] \
 [--builds 20] [--loss 0.3] [--spare-first] [--step-ms 500] [--every-ms 300] [--seed 1]";
 
 fn main() -> Result<()> {
-    let a = Args::parse(
-        USAGE,
-        &[
-            ("port", true),
-            ("token", true),
-            ("webhook", true),
-            ("builds", true),
-            ("loss", true),
-            ("spare-first", false),
-            ("step-ms", true),
-            ("every-ms", true),
-            ("seed", true),
-        ],
-    )?;
+    let a = Args::parse(USAGE)?;
     let mut cfg = DroneSimConfig {
         webhook_url: a.opt("webhook"),
         loss: LossPolicy {
@@ -59,12 +44,7 @@ fn main() -> Result<()> {
         );
         println!("scheduled {key}");
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    let s = stop.clone();
-    ctrlc::set_handler(move || s.store(true, Ordering::SeqCst))?;
-    while !stop.load(Ordering::SeqCst) {
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    args::until_ctrl_c()?;
     println!("{}", serde_json::to_string_pretty(&sim.stats())?);
     Ok(())
 }

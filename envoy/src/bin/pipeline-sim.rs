@@ -5,22 +5,14 @@
 //! failures, `DELETE /_sim/rules` clears them. Runs until Ctrl-C.
 
 use anyhow::Result;
-use envoy_e2e::args::Args;
+use envoy_e2e::args::{self, Args};
 use envoy_e2e::pipeline_sim::PipelineSim;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
 
 fn main() -> Result<()> {
-    let a = Args::parse("pipeline-sim [--port 8080]", &[("port", true)])?;
+    let a = Args::parse("pipeline-sim [--port 8080]")?;
     let sim = PipelineSim::start(a.get("port", 8080)?)?;
     println!("pipeline-sim listening on 127.0.0.1:{}", sim.port());
-    let stop = Arc::new(AtomicBool::new(false));
-    let s = stop.clone();
-    ctrlc::set_handler(move || s.store(true, Ordering::SeqCst))?;
-    while !stop.load(Ordering::SeqCst) {
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    args::until_ctrl_c()?;
     println!("{}", serde_json::to_string_pretty(&sim.view())?);
     Ok(())
 }

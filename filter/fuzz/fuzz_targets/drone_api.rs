@@ -1,7 +1,9 @@
-//! Drone API answers must parse without panicking, and whatever parses must give a valid
-//! re-delivered webhook.
+//! Drone API answers must parse without panicking, whatever parses must be within the input
+//! limits (`core::limits`: names, ids, numbers, versions, counter, repository JSON), and it
+//! must give a valid re-delivered webhook.
 //!
-//! Input: the whole input is tried as a build answer and as a repo answer. It is also split at
+//! Input: the whole input is tried as a build answer, a build list, a repo answer (with and
+//! without the counter) and a list of incomplete builds. It is also split at
 //! its first and second NUL bytes (never present in JSON text) into `repo \0 build \0 system`;
 //! when the repo and build parts parse, `redelivery_body` must be JSON (and, with a system
 //! part that is not an object, either JSON or empty).
@@ -16,7 +18,21 @@
 use libfuzzer_sys::fuzz_target;
 use serde_json::value::RawValue;
 use serde_json::Value;
-use status_sync::core::drone_api::{parse_build, parse_build_list, parse_repo, redelivery_body};
+use status_sync::core::drone_api::{
+    parse_build, parse_build_list, parse_incomplete, parse_repo, parse_repo_counter,
+    redelivery_body,
+};
+use status_sync::core::limits::{self, MAX_INT};
+use status_sync::core::model::RepoRef;
+
+/// A repository as the decoders hand it on: within every limit, so the reconciler can address
+/// drone's API with it and cache and copy its JSON.
+fn check_repo(repo: &RepoRef, json: &str) {
+    assert!((1..=MAX_INT).contains(&repo.id), "repo.id {}", repo.id);
+    assert_eq!(limits::check_slug_part(&repo.namespace, "ns"), Ok(()));
+    assert_eq!(limits::check_slug_part(&repo.name, "name"), Ok(()));
+    assert_eq!(limits::check_repo_json_len(json.len()), Ok(()));
+}
 
 fn check_body(repo_json: &str, build_raw: &str, system: Option<&str>) {
     let body = redelivery_body(repo_json, build_raw, system);
@@ -43,9 +59,31 @@ fn check_body(repo_json: &str, build_raw: &str, system: Option<&str>) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let _ = parse_build_list(data);
+    if let Ok(list) = parse_build_list(data) {
+        for b in list {
+            assert!((1..=MAX_INT).contains(&b.repo_id) && (1..=MAX_INT).contains(&b.number));
+            assert!(b.version <= MAX_INT);
+        }
+    }
+    if let Ok((repo, json, counter)) = parse_repo_counter(data) {
+        check_repo(&repo, &json);
+        assert!(counter <= MAX_INT);
+    }
+    if let Ok(list) = parse_incomplete(data) {
+        for (repo, json, number) in list {
+            check_repo(&repo, &json);
+            assert!((1..=MAX_INT).contains(&number));
+        }
+    }
     let whole_build = parse_build(data);
+    if let Ok(b) = &whole_build {
+        assert!((1..=MAX_INT).contains(&b.repo_id) && (1..=MAX_INT).contains(&b.number));
+        assert!(b.version <= MAX_INT);
+    }
     let whole_repo = parse_repo(data);
+    if let Ok((repo, json)) = &whole_repo {
+        check_repo(repo, json);
+    }
     if let (Ok(build), Ok((_, repo_json))) = (&whole_build, &whole_repo) {
         check_body(repo_json, build.raw, None);
     }

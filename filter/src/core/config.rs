@@ -26,128 +26,90 @@ pub enum SignatureMode {
     Enforce,
 }
 
-/// Validated configuration. Each field's doc names its key: [`KEYS`] says what it means, its
-/// default and range. `Debug` shows every field but the token and the secret (see the impl).
-#[derive(Clone, PartialEq)]
-pub struct Config {
-    /// `webhook_path`.
-    pub webhook_path: String,
-    /// `pipeline_cluster`.
-    pub pipeline_cluster: String,
-    /// `pipeline_authority`.
-    pub pipeline_authority: String,
-    /// `drone_cluster`.
-    pub drone_cluster: String,
-    /// `drone_authority`.
-    pub drone_authority: String,
-    /// `drone_token_env` or `drone_token`. Never logged.
-    pub drone_token: String,
-    /// `tick_ms`.
-    pub tick_ms: u64,
-    /// `stale_after_ms`.
-    pub stale_after_ms: u64,
-    /// `max_poll_interval_ms`.
-    pub max_poll_interval_ms: u64,
-    /// `max_tracked_builds`.
-    pub max_tracked_builds: usize,
-    /// `max_inflight_calls`.
-    pub max_inflight_calls: usize,
-    /// `max_drone_calls_per_sec`.
-    pub max_drone_calls_per_sec: u64,
-    /// `call_timeout_ms`.
-    pub call_timeout_ms: u64,
-    /// `max_body_bytes`.
-    pub max_body_bytes: usize,
-    /// `max_build_age_ms`.
-    pub max_build_age_ms: u64,
-    /// `max_repos`.
-    pub max_repos: usize,
-    /// `circuit_failure_threshold`.
-    pub circuit_failure_threshold: u32,
-    /// `circuit_open_ms`.
-    pub circuit_open_ms: u64,
-    /// `lease_ms`.
-    pub lease_ms: u64,
-    /// `instance`.
-    pub instance: String,
-    /// `webhook_secret_env` or `webhook_secret`. Never logged.
-    pub webhook_secret: Option<String>,
-    /// `signature_mode`.
-    pub signature_mode: SignatureMode,
-    /// `max_clock_skew_ms`.
-    pub max_clock_skew_ms: u64,
-    /// `max_gap_fill`.
-    pub max_gap_fill: u64,
-    /// `scan_repos`, as (owner, name).
-    pub scan_repos: Vec<(String, String)>,
-    /// `scan_interval_ms`.
-    pub scan_interval_ms: u64,
-    /// `drone_server_url`, kept as `proto://host`.
-    pub drone_server_url: Option<String>,
+/// Declares [`Config`] and its `Debug` from one list of fields, so that no field can be left
+/// out of `Debug` and none is listed twice. A field marked `=> Wrapper` shows through that
+/// wrapper: the token and the secret, redacted.
+macro_rules! config_struct {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident {
+            $( $(#[$field_meta:meta])* pub $field:ident: $ty:ty $(=> $show:ident)?, )*
+        }
+    ) => {
+        $(#[$meta])*
+        pub struct $name {
+            $( $(#[$field_meta])* pub $field: $ty, )*
+        }
+
+        impl std::fmt::Debug for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($name))
+                    $( .field(stringify!($field), &$($show)?(&self.$field)) )*
+                    .finish()
+            }
+        }
+    };
 }
 
-/// Every field by name (no `..`: a new field must be listed here to compile), the token and
-/// the secret redacted.
-impl std::fmt::Debug for Config {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let Config {
-            webhook_path,
-            pipeline_cluster,
-            pipeline_authority,
-            drone_cluster,
-            drone_authority,
-            drone_token,
-            tick_ms,
-            stale_after_ms,
-            max_poll_interval_ms,
-            max_tracked_builds,
-            max_inflight_calls,
-            max_drone_calls_per_sec,
-            call_timeout_ms,
-            max_body_bytes,
-            max_build_age_ms,
-            max_repos,
-            circuit_failure_threshold,
-            circuit_open_ms,
-            lease_ms,
-            instance,
-            webhook_secret,
-            signature_mode,
-            max_clock_skew_ms,
-            max_gap_fill,
-            scan_repos,
-            scan_interval_ms,
-            drone_server_url,
-        } = self;
-        f.debug_struct("Config")
-            .field("webhook_path", webhook_path)
-            .field("pipeline_cluster", pipeline_cluster)
-            .field("pipeline_authority", pipeline_authority)
-            .field("drone_cluster", drone_cluster)
-            .field("drone_authority", drone_authority)
-            .field("drone_token", &Redacted(drone_token))
-            .field("tick_ms", tick_ms)
-            .field("stale_after_ms", stale_after_ms)
-            .field("max_poll_interval_ms", max_poll_interval_ms)
-            .field("max_tracked_builds", max_tracked_builds)
-            .field("max_inflight_calls", max_inflight_calls)
-            .field("max_drone_calls_per_sec", max_drone_calls_per_sec)
-            .field("call_timeout_ms", call_timeout_ms)
-            .field("max_body_bytes", max_body_bytes)
-            .field("max_build_age_ms", max_build_age_ms)
-            .field("max_repos", max_repos)
-            .field("circuit_failure_threshold", circuit_failure_threshold)
-            .field("circuit_open_ms", circuit_open_ms)
-            .field("lease_ms", lease_ms)
-            .field("instance", instance)
-            .field("webhook_secret", &OptRedacted(webhook_secret))
-            .field("signature_mode", signature_mode)
-            .field("max_clock_skew_ms", max_clock_skew_ms)
-            .field("max_gap_fill", max_gap_fill)
-            .field("scan_repos", scan_repos)
-            .field("scan_interval_ms", scan_interval_ms)
-            .field("drone_server_url", drone_server_url)
-            .finish()
+config_struct! {
+    /// Validated configuration. Each field's doc names its key: [`KEYS`] says what it means, its
+    /// default and range. `Debug` shows every field, the token and the secret redacted.
+    #[derive(Clone, PartialEq)]
+    pub struct Config {
+        /// `webhook_path`.
+        pub webhook_path: String,
+        /// `pipeline_cluster`.
+        pub pipeline_cluster: String,
+        /// `pipeline_authority`.
+        pub pipeline_authority: String,
+        /// `drone_cluster`.
+        pub drone_cluster: String,
+        /// `drone_authority`.
+        pub drone_authority: String,
+        /// `drone_token_env` or `drone_token`. Never logged.
+        pub drone_token: String => Redacted,
+        /// `tick_ms`.
+        pub tick_ms: u64,
+        /// `stale_after_ms`.
+        pub stale_after_ms: u64,
+        /// `max_poll_interval_ms`.
+        pub max_poll_interval_ms: u64,
+        /// `max_tracked_builds`.
+        pub max_tracked_builds: usize,
+        /// `max_inflight_calls`.
+        pub max_inflight_calls: usize,
+        /// `max_drone_calls_per_sec`.
+        pub max_drone_calls_per_sec: u64,
+        /// `call_timeout_ms`.
+        pub call_timeout_ms: u64,
+        /// `max_body_bytes`.
+        pub max_body_bytes: usize,
+        /// `max_build_age_ms`.
+        pub max_build_age_ms: u64,
+        /// `max_repos`.
+        pub max_repos: usize,
+        /// `circuit_failure_threshold`.
+        pub circuit_failure_threshold: u32,
+        /// `circuit_open_ms`.
+        pub circuit_open_ms: u64,
+        /// `lease_ms`.
+        pub lease_ms: u64,
+        /// `instance`.
+        pub instance: String,
+        /// `webhook_secret_env` or `webhook_secret`. Never logged.
+        pub webhook_secret: Option<String> => OptRedacted,
+        /// `signature_mode`.
+        pub signature_mode: SignatureMode,
+        /// `max_clock_skew_ms`.
+        pub max_clock_skew_ms: u64,
+        /// `max_gap_fill`.
+        pub max_gap_fill: u64,
+        /// `scan_repos`, as (owner, name).
+        pub scan_repos: Vec<(String, String)>,
+        /// `scan_interval_ms`.
+        pub scan_interval_ms: u64,
+        /// `drone_server_url`, kept as `proto://host`.
+        pub drone_server_url: Option<String>,
     }
 }
 
@@ -1461,6 +1423,7 @@ mod tests {
             assert!(!shown.contains(TOKEN), "token shown: {shown}");
             assert!(!shown.contains(SECRET), "secret shown: {shown}");
             assert!(shown.contains("drone_token") && shown.contains("webhook_secret"));
+            assert!(shown.starts_with("Config {") && shown.contains("drone_server_url"));
             assert!(shown.contains("<redacted>"));
         }
     }

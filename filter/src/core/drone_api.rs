@@ -3,9 +3,15 @@
 //! Drone's JSON is parsed member by member with every value kept as its raw text
 //! ([`RawObject`]): re-delivered webhooks must carry drone's objects exactly as drone wrote
 //! them (same keys, same order, same number formatting), so the pipeline cannot tell a
-//! re-delivery from a live webhook. Only the few fields we act on are decoded.
+//! re-delivery from a live webhook. Only the few fields we act on are decoded, each held to
+//! the input limits of [`limits`] as a webhook's are: drone is the authority on builds, but
+//! its names address its API and its repository objects are cached, so an answer outside the
+//! limits (nothing drone itself can hold) is an unusable answer, [`ParseError::Limit`].
 
+/// Re-exported for the configuration's log lines, which compact what they quote.
+pub(crate) use super::json::compact;
 use super::json::{self, Scanner};
+use super::limits;
 use super::model::{BuildStatus, ParseError, RepoRef};
 use std::borrow::Cow;
 
@@ -27,7 +33,7 @@ pub fn parse_build(body: &[u8]) -> Result<ApiBuild<'_>, ParseError> {
     let text = utf8(body)?;
     let obj = RawObject::parse(text)?;
     let (number, status, version) = build_fields(&obj)?;
-    let repo_id = obj.u64_field("repo_id", "build.repo_id")?;
+    let repo_id = obj.positive("repo_id", "build.repo_id")?;
     Ok(ApiBuild {
         repo_id,
         number,
@@ -49,28 +55,62 @@ pub fn parse_repo(body: &[u8]) -> Result<(RepoRef, String), ParseError> {
 /// possible where a creation failed).
 pub fn parse_repo_counter(body: &[u8]) -> Result<(RepoRef, String, u64), ParseError> {
     let obj = RawObject::parse(utf8(body)?)?;
-    let counter = obj.u64_field("counter", "repo.counter")?;
+    let counter = obj.int64("counter", "repo.counter")?;
     let (repo, json) = parse_repo_object(&obj)?;
     Ok((repo, json, counter))
 }
 
-/// One element of `GET /api/builds/incomplete` (drone's `ListIncomplete`: one repository per
-/// build with a pending or running stage, newest build first, at most 50): the repository,
-/// its JSON without `build`, and the build's number.
-pub fn parse_incomplete(body: &[u8]) -> Result<Vec<(RepoRef, String, u64)>, ParseError> {
-    let items = Scanner::array_items(utf8(body)?).map_err(|e| ParseError::Json(e.to_string()))?;
-    items
-        .into_iter()
-        .map(|item| {
-            let obj = RawObject::parse(item)?;
-            let build = obj
-                .get("build", "repo.build")?
-                .ok_or(ParseError::Missing("repo.build"))?;
-            let number = RawObject::parse_nested(build)?.u64_field("number", "build.number")?;
-            let (repo, json) = parse_repo_object(&obj)?;
-            Ok((repo, json, number))
-        })
-        .collect()
+/// `GET /api/builds/incomplete` (drone's `ListIncomplete`: one repository per build with a
+/// pending or running stage, newest build first, at most 50), as [`parse_incomplete`] reads
+/// it. Iterates over its usable entries.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Incomplete {
+    /// Each usable entry: the repository, its JSON without `build`, and the build's number.
+    pub entries: Vec<(RepoRef, String, u64)>,
+    /// Entries left out: not an object, a field missing or mistyped, or outside the limits.
+    pub skipped: usize,
+}
+
+impl IntoIterator for Incomplete {
+    type Item = (RepoRef, String, u64);
+    type IntoIter = std::vec::IntoIter<(RepoRef, String, u64)>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.entries.into_iter()
+    }
+}
+
+/// Parses `GET /api/builds/incomplete`. An answer that is not one JSON array is an error; an
+/// entry we cannot use (see [`Incomplete::skipped`]) is left out and counted, the others kept.
+///
+/// Unlike [`parse_build_list`], one bad entry does not spoil the list: each entry is a
+/// different build, mostly of a different repository, and only adds a build to track and
+/// raises its repository's watermark to that build's number, so leaving one out hides nothing
+/// from the others (the repository's `counter` still finds a build left out). Refusing the
+/// whole list would let one entry drone could not have written blind the reconciler to every
+/// repository in it, on every poll.
+pub fn parse_incomplete(body: &[u8]) -> Result<Incomplete, ParseError> {
+    let items = Scanner::array_items(utf8(body)?)?;
+    let mut list = Incomplete::default();
+    for item in items {
+        match incomplete_entry(item) {
+            Ok(entry) => list.entries.push(entry),
+            Err(_) => list.skipped += 1,
+        }
+    }
+    Ok(list)
+}
+
+/// One entry of `GET /api/builds/incomplete`: a repository object with its newest incomplete
+/// build nested.
+fn incomplete_entry(item: &str) -> Result<(RepoRef, String, u64), ParseError> {
+    let obj = RawObject::parse(item)?;
+    let build = obj
+        .get("build", "repo.build")?
+        .ok_or(ParseError::Missing("repo.build"))?;
+    let number = RawObject::parse_nested(build)?.positive("number", "build.number")?;
+    let (repo, json) = parse_repo_object(&obj)?;
+    Ok((repo, json, number))
 }
 
 /// Path of the build endpoint, with owner and name percent-encoded as path segments.
@@ -105,18 +145,20 @@ pub struct ListedBuild {
     pub version: u64,
 }
 
-/// Parses a build list. Entries lacking a field we need make the whole answer an error: a
-/// partial list could hide exactly the build we are looking for.
+/// Parses a build list. Entries lacking a field we need, or outside the limits, make the whole
+/// answer an error: a partial list could hide exactly the build we are looking for (the
+/// newest number listed becomes the repository's watermark, and a build below it that was
+/// left out would never be looked for again).
 pub fn parse_build_list(body: &[u8]) -> Result<Vec<ListedBuild>, ParseError> {
-    let items = Scanner::array_items(utf8(body)?).map_err(|e| ParseError::Json(e.to_string()))?;
+    let items = Scanner::array_items(utf8(body)?)?;
     items
         .into_iter()
         .map(|item| {
             let b = RawObject::parse(item)?;
             Ok(ListedBuild {
-                repo_id: b.u64_field("repo_id", "repo_id")?,
-                number: b.u64_field("number", "number")?,
-                version: b.u64_field("version", "version")?,
+                repo_id: b.positive("repo_id", "repo_id")?,
+                number: b.positive("number", "number")?,
+                version: b.int64("version", "version")?,
                 status: BuildStatus::parse(&b.string("status", "status")?),
             })
         })
@@ -127,9 +169,11 @@ pub fn parse_build_list(body: &[u8]) -> Result<Vec<ListedBuild>, ParseError> {
 /// `{"event":"build","action":"updated","repo":{...repo, "build":<build>},"build":<build>,"system":...}`.
 ///
 /// The inputs are expected to be what this crate parsed and validated ([`parse_repo`],
-/// [`parse_build`], the webhook parser). Should one of them not be a JSON object anyway, the
-/// result is an empty string rather than invalid JSON; call [`try_redelivery_body`] to learn
-/// why.
+/// [`parse_build`], the webhook parser, the queue decoder: `limits::check_repo_json` and
+/// `limits::check_system_json`). Should one of them not be a JSON object anyway, the result
+/// is an empty string rather than invalid JSON. Never send that as a re-delivery: whatever
+/// delivers calls [`try_redelivery_body`], refuses the error and counts it
+/// (`redeliveries_invalid`).
 pub fn redelivery_body(repo_json: &str, build_raw: &str, system_json: Option<&str>) -> String {
     try_redelivery_body(repo_json, build_raw, system_json).unwrap_or_default()
 }
@@ -203,12 +247,13 @@ pub fn try_redelivery_body(
 
 /// Parses a drone repository object: the [`RepoRef`] we address the API with, and the
 /// object's JSON without its nested `build` (step webhooks and `/builds/incomplete` carry
-/// one), every other member kept in order with its value byte-for-byte.
+/// one), every other member kept in order with its value byte-for-byte. The id, the names and
+/// the JSON's size are held to [`limits`].
 pub(crate) fn parse_repo_object(obj: &RawObject<'_>) -> Result<(RepoRef, String), ParseError> {
     let raw_len: usize = obj.entries.iter().map(|(k, v)| k.len() + v.len() + 4).sum();
-    let id = obj.u64_field("id", "repo.id")?;
-    let namespace = obj.non_empty_string("namespace", "repo.namespace")?;
-    let name = obj.non_empty_string("name", "repo.name")?;
+    let id = obj.positive("id", "repo.id")?;
+    let namespace = obj.slug_part("namespace", "repo.namespace")?;
+    let name = obj.slug_part("name", "repo.name")?;
 
     let mut json = String::with_capacity(raw_len + 2);
     json.push('{');
@@ -223,6 +268,9 @@ pub(crate) fn parse_repo_object(obj: &RawObject<'_>) -> Result<(RepoRef, String)
         json.push_str(value);
     }
     json.push('}');
+    // What is kept and copied into re-deliveries (a key is never longer re-encoded than as
+    // sent, so a webhook's repository, which the parser measured, always passes).
+    limits::check_repo_json_len(json.len())?;
     Ok((
         RepoRef {
             id,
@@ -233,19 +281,51 @@ pub(crate) fn parse_repo_object(obj: &RawObject<'_>) -> Result<(RepoRef, String)
     ))
 }
 
-/// `number`, `status` and `version` of a drone build object. An unknown status string is
-/// kept as [`BuildStatus::Unknown`] (drone may add statuses; like `IsDone()` they count as
-/// done), but a status that is not a string is malformed.
+/// `number`, `status` and `version` of a drone build object, the numbers within [`limits`].
+/// An unknown status string is kept as [`BuildStatus::Unknown`] (drone may add statuses;
+/// like `IsDone()` they count as done), but a status that is not a string is malformed.
 pub(crate) fn build_fields(obj: &RawObject<'_>) -> Result<(u64, BuildStatus, u64), ParseError> {
-    let number = obj.u64_field("number", "build.number")?;
+    let number = obj.positive("number", "build.number")?;
     let status = BuildStatus::parse(&obj.string("status", "build.status")?);
-    let version = obj.u64_field("version", "build.version")?;
+    let version = obj.int64("version", "build.version")?;
     Ok((number, status, version))
 }
 
 /// Bodies arrive as bytes; anything that is not UTF-8 cannot be drone's JSON.
 pub(crate) fn utf8(body: &[u8]) -> Result<&str, ParseError> {
     std::str::from_utf8(body).map_err(|_| ParseError::Json("not UTF-8".to_string()))
+}
+
+/// Enters the object the text of `s` starts with. Any other text is a JSON error: the
+/// scanner's own when it is not JSON, else "expected a JSON object" (an array, a string...).
+pub(crate) fn begin_object(s: &mut Scanner<'_>) -> Result<(), ParseError> {
+    if s.begin_object() {
+        return Ok(());
+    }
+    s.value(0)?;
+    s.end()?;
+    Err(ParseError::Json("expected a JSON object".to_string()))
+}
+
+/// The value of the member named `key` among an object's `entries`, `None` when it has none.
+/// A key present more than once is ambiguous (JSON decoders disagree on which one wins), so
+/// it is an error (`Invalid(name)`) rather than a guess. Shared with the reference parser,
+/// whose values are serde_json's raw values.
+pub(crate) fn unique_member<V: Copy>(
+    entries: &[(Cow<'_, str>, V)],
+    key: &str,
+    name: &'static str,
+) -> Result<Option<V>, ParseError> {
+    let mut found = None;
+    for (k, v) in entries {
+        if k == key {
+            if found.is_some() {
+                return Err(ParseError::Invalid(name));
+            }
+            found = Some(*v);
+        }
+    }
+    Ok(found)
 }
 
 /// A JSON object's members in document order, each value as its raw (validated) text.
@@ -260,21 +340,16 @@ pub(crate) struct RawObject<'a> {
 impl<'a> RawObject<'a> {
     /// Parses `text`, which must be exactly one JSON object (surrounding whitespace allowed).
     pub(crate) fn parse(text: &'a str) -> Result<Self, ParseError> {
-        let json = |e: json::JsonError| ParseError::Json(e.to_string());
         let mut s = Scanner::new(text);
-        if !s.begin_object() {
-            s.value(0).map_err(json)?;
-            s.end().map_err(json)?;
-            return Err(ParseError::Json("expected a JSON object".to_string()));
-        }
+        begin_object(&mut s)?;
         let mut entries = Vec::with_capacity(16);
         let mut first = true;
-        while let Some(key) = s.next_key(first).map_err(json)? {
+        while let Some(key) = s.next_key(first)? {
             first = false;
-            let key = key.decode().map_err(json)?;
-            entries.push((key, s.value(1).map_err(json)?));
+            let key = key.decode()?;
+            entries.push((key, s.value(1)?));
         }
-        s.end().map_err(json)?;
+        s.end()?;
         Ok(RawObject { entries })
     }
 
@@ -283,19 +358,9 @@ impl<'a> RawObject<'a> {
         Self::parse(text)
     }
 
-    /// The raw value of `key`. A key present more than once is ambiguous (JSON decoders
-    /// disagree on which one wins), so it is an error rather than a guess.
+    /// The raw value of `key` (see [`unique_member`]).
     pub(crate) fn get(&self, key: &str, name: &'static str) -> Result<Option<&'a str>, ParseError> {
-        let mut found = None;
-        for (k, v) in &self.entries {
-            if k == key {
-                if found.is_some() {
-                    return Err(ParseError::Invalid(name));
-                }
-                found = Some(*v);
-            }
-        }
-        Ok(found)
+        unique_member(&self.entries, key, name)
     }
 
     /// A required unsigned integer. Negative numbers, floats, strings and values beyond
@@ -313,50 +378,24 @@ impl<'a> RawObject<'a> {
             .ok_or(ParseError::Invalid(name))
     }
 
-    /// A required, non-empty string (an empty name cannot address the API).
-    pub(crate) fn non_empty_string(
-        &self,
-        key: &str,
-        name: &'static str,
-    ) -> Result<String, ParseError> {
+    /// A required drone id or build number, `1..=2^63-1` ([`limits::check_positive`]).
+    pub(crate) fn positive(&self, key: &str, name: &'static str) -> Result<u64, ParseError> {
+        limits::check_positive(self.u64_field(key, name)?, name)
+    }
+
+    /// A required version or counter, `0..=2^63-1` ([`limits::check_version`]).
+    pub(crate) fn int64(&self, key: &str, name: &'static str) -> Result<u64, ParseError> {
+        limits::check_version(self.u64_field(key, name)?, name)
+    }
+
+    /// A required namespace or name: non-empty (an empty name cannot address the API) and
+    /// within [`limits::check_slug_part`] (no `/`, `.`, `..` or control character to walk or
+    /// pollute the API path and the logs; at most 250 bytes).
+    pub(crate) fn slug_part(&self, key: &str, name: &'static str) -> Result<String, ParseError> {
         let s = self.string(key, name)?;
-        if s.is_empty() {
-            return Err(ParseError::Invalid(name));
-        }
+        limits::check_slug_part(&s, name)?;
         Ok(s)
     }
-}
-
-/// Maximum bracket nesting of `json`, ignoring brackets inside strings. Runs on unvalidated
-/// input: it only counts, the parser that follows reports any syntax error. Only the
-/// reference webhook parser (the test oracle, built on serde_json, which skips raw values
-/// without a depth limit) needs it; [`json`] limits nesting as it goes.
-pub(crate) fn nesting_depth(json: &str) -> usize {
-    let (mut depth, mut max) = (0usize, 0usize);
-    let mut in_string = false;
-    let mut escaped = false;
-    for b in json.bytes() {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-            }
-        } else {
-            match b {
-                b'"' => in_string = true,
-                b'{' | b'[' => {
-                    depth += 1;
-                    max = max.max(depth);
-                }
-                b'}' | b']' => depth = depth.saturating_sub(1),
-                _ => {}
-            }
-        }
-    }
-    max
 }
 
 /// `s` as a JSON string literal (keys are decoded when parsed, so they are re-encoded),
@@ -389,33 +428,6 @@ fn hex_lower(n: u32) -> char {
     char::from_digit(n, 16).unwrap_or('0')
 }
 
-/// Removes JSON whitespace outside strings. Only for already validated JSON: the tokens are
-/// copied unchanged, so numbers and strings stay byte-for-byte what drone wrote, while an
-/// answer pretty-printed by `HTTP_JSON_INDENT=true` becomes compact like a real webhook.
-pub(crate) fn compact(json: &str) -> String {
-    let mut out = String::with_capacity(json.len());
-    let mut in_string = false;
-    let mut escaped = false;
-    for c in json.chars() {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if c == '\\' {
-                escaped = true;
-            } else if c == '"' {
-                in_string = false;
-            }
-            out.push(c);
-        } else if !matches!(c, ' ' | '\t' | '\n' | '\r') {
-            if c == '"' {
-                in_string = true;
-            }
-            out.push(c);
-        }
-    }
-    out
-}
-
 /// Percent-encodes one path segment: RFC 3986 unreserved characters stay, every other byte
 /// (including `/`, so a name can never add a segment) becomes `%XX`. A segment of dots only
 /// (`.`, `..`) is encoded whole, so no proxy or server can take it for a relative step.
@@ -446,6 +458,8 @@ fn hex_digit(n: u8) -> char {
 mod tests {
     use super::*;
     use crate::core::json::MAX_DEPTH;
+    use crate::core::limits::{MAX_INT, MAX_NAME_BYTES, MAX_REPO_JSON_BYTES};
+    use proptest::prelude::*;
     use serde_json::Value;
 
     #[test]
@@ -461,6 +475,224 @@ mod tests {
         ]);
         for k in keys {
             assert_eq!(json_string(&k), Value::String(k.clone()).to_string());
+        }
+    }
+
+    /// A repository object as drone writes it, `pad` bytes of padding in member `x`.
+    fn repo_text(id: u64, namespace: &str, name: &str, pad: usize) -> String {
+        format!(
+            r#"{{"id":{id},"namespace":{},"name":{},"x":"{}","version":3}}"#,
+            json_string(namespace),
+            json_string(name),
+            "p".repeat(pad)
+        )
+    }
+
+    /// Drone's repository answers (`/api/repos/{o}/{n}` with and without the counter we read,
+    /// and an entry of `/api/builds/incomplete`) all give `want` for `repo`.
+    fn assert_repo_verdict(repo: &str, want: &Result<(), ParseError>) {
+        let got = parse_repo(repo.as_bytes()).map(|(_, json)| {
+            assert!(json.len() <= MAX_REPO_JSON_BYTES);
+        });
+        assert_eq!(&got, want, "parse_repo {repo:.300}");
+        // As long as `"version":3`: the counter is kept in the JSON.
+        let with_counter = repo.replacen(r#""version":3"#, r#""counter":7"#, 1);
+        let got = parse_repo_counter(with_counter.as_bytes()).map(drop);
+        assert_eq!(&got, want, "parse_repo_counter {repo:.300}");
+        let entry = format!(
+            r#"[{}]"#,
+            repo.replacen('{', r#"{"build":{"number":2,"status":"running"},"#, 1)
+        );
+        let got = parse_incomplete(entry.as_bytes()).unwrap();
+        assert_eq!(
+            (got.entries.len(), got.skipped),
+            if want.is_ok() { (1, 0) } else { (0, 1) },
+            "parse_incomplete {repo:.300}"
+        );
+    }
+
+    /// The boundaries of every limit, in every decoder of drone's answers: 250 against 251
+    /// bytes, 2^63-1 against 2^63, the names drone's syncer cannot hold, 8 KiB of repository.
+    #[test]
+    fn answers_are_held_to_the_input_limits() {
+        use ParseError::{Invalid, Limit};
+        // The repository object's size, without `x`'s padding.
+        let base = repo_text(1, "o", "n", 0).len();
+        let name_cases: Vec<(String, Result<(), ParseError>)> = vec![
+            ("x".repeat(MAX_NAME_BYTES), Ok(())),
+            ("x".repeat(MAX_NAME_BYTES + 1), Err(Limit("repo.name"))),
+            ("é".repeat(MAX_NAME_BYTES / 2), Ok(())),
+            ("é".repeat(MAX_NAME_BYTES / 2 + 1), Err(Limit("repo.name"))),
+            ("...".into(), Ok(())),
+            (".github".into(), Ok(())),
+            ("a..b".into(), Ok(())),
+            (".".into(), Err(Limit("repo.name"))),
+            ("..".into(), Err(Limit("repo.name"))),
+            ("/".into(), Err(Limit("repo.name"))),
+            ("a/b".into(), Err(Limit("repo.name"))),
+            ("../..".into(), Err(Limit("repo.name"))),
+            ("a\u{0}".into(), Err(Limit("repo.name"))),
+            ("a\nb".into(), Err(Limit("repo.name"))),
+            ("\u{1b}[31m".into(), Err(Limit("repo.name"))),
+            ("a\u{7f}".into(), Err(Limit("repo.name"))),
+            ("a\u{85}".into(), Err(Limit("repo.name"))),
+            (String::new(), Err(Invalid("repo.name"))),
+        ];
+        for (name, want) in &name_cases {
+            assert_repo_verdict(&repo_text(1, "o", name, 0), want);
+            let want_ns = want.clone().map_err(|e| match e {
+                Limit(_) => Limit("repo.namespace"),
+                _ => Invalid("repo.namespace"),
+            });
+            assert_repo_verdict(&repo_text(1, name, "n", 0), &want_ns);
+        }
+        for (id, want) in [
+            (1, Ok(())),
+            (MAX_INT, Ok(())),
+            (0, Err(Limit("repo.id"))),
+            (MAX_INT + 1, Err(Limit("repo.id"))),
+            (u64::MAX, Err(Limit("repo.id"))),
+        ] {
+            let pad = 20 - id.to_string().len();
+            assert_repo_verdict(&repo_text(id, "o", "n", pad), &want);
+        }
+        // 8 KiB of repository JSON (as kept: without the nested build), not a byte more.
+        for (size, want) in [
+            (MAX_REPO_JSON_BYTES - 1, Ok(())),
+            (MAX_REPO_JSON_BYTES, Ok(())),
+            (MAX_REPO_JSON_BYTES + 1, Err(Limit("repo"))),
+            (4 * MAX_REPO_JSON_BYTES, Err(Limit("repo"))),
+        ] {
+            let repo = repo_text(1, "o", "n", size - base);
+            assert_eq!(repo.len(), size);
+            assert_repo_verdict(&repo, &want);
+        }
+        // A large nested build is not kept, so it does not count.
+        let with_build = repo_text(1, "o", "n", MAX_REPO_JSON_BYTES - base).replacen(
+            '{',
+            &format!(r#"{{"build":{{"message":"{}"}},"#, "m".repeat(20_000)),
+            1,
+        );
+        assert!(parse_repo(with_build.as_bytes()).is_ok());
+
+        // The counter: 0 (no build yet) up to int64.
+        for (counter, want) in [
+            (0, Ok(0)),
+            (MAX_INT, Ok(MAX_INT)),
+            (MAX_INT + 1, Err(Limit("repo.counter"))),
+            (u64::MAX, Err(Limit("repo.counter"))),
+        ] {
+            let body = format!(r#"{{"id":1,"namespace":"o","name":"n","counter":{counter}}}"#);
+            let got = parse_repo_counter(body.as_bytes()).map(|(_, _, c)| c);
+            assert_eq!(got, want, "{counter}");
+        }
+
+        // Builds and build lists: repo_id and number 1..=2^63-1, version 0..=2^63-1.
+        let build = |repo_id: u64, number: u64, version: u64| {
+            format!(
+                r#"{{"id":5,"repo_id":{repo_id},"number":{number},"status":"success","version":{version}}}"#
+            )
+        };
+        for ((repo_id, number, version), want) in [
+            ((1, 1, 0), Ok(())),
+            ((MAX_INT, MAX_INT, MAX_INT), Ok(())),
+            ((0, 1, 1), Err("repo_id")),
+            ((MAX_INT + 1, 1, 1), Err("repo_id")),
+            ((1, 0, 1), Err("number")),
+            ((1, MAX_INT + 1, 1), Err("number")),
+            ((1, u64::MAX, 1), Err("number")),
+            ((1, 1, MAX_INT + 1), Err("version")),
+            ((1, 1, u64::MAX), Err("version")),
+        ] {
+            let one = build(repo_id, number, version);
+            let got = parse_build(one.as_bytes()).map(|b| (b.repo_id, b.number, b.version));
+            let want_build = want.map(|()| (repo_id, number, version)).map_err(|f| {
+                Limit(match f {
+                    "repo_id" => "build.repo_id",
+                    "number" => "build.number",
+                    _ => "build.version",
+                })
+            });
+            assert_eq!(got, want_build, "{one}");
+            // In a list, a bad entry spoils the whole answer (see parse_build_list).
+            let list = format!("[{},{one}]", build(1, 2, 1));
+            let got = parse_build_list(list.as_bytes()).map(|l| l.len());
+            assert_eq!(got, want.map(|()| 2).map_err(Limit), "{list}");
+        }
+    }
+
+    /// A namespace or name drone's syncer could hold: the limits restated independently of
+    /// `limits::check_slug_part`.
+    fn drone_could_hold(s: &str) -> bool {
+        !s.is_empty()
+            && s.len() <= 250
+            && s != "."
+            && s != ".."
+            && !s.chars().any(|c| c == '/' || c.is_control())
+    }
+
+    fn name_strategy() -> impl Strategy<Value = String> {
+        let c = prop_oneof![
+            4 => prop::char::range('a', 'z'),
+            2 => Just('.'),
+            1 => Just('/'),
+            1 => Just('é'),
+            1 => prop::char::range('\u{0}', '\u{9f}'),
+            1 => any::<char>(),
+        ];
+        prop_oneof![
+            prop::collection::vec(c.clone(), 0..4),
+            prop::collection::vec(c, 240..260),
+        ]
+        .prop_map(|v| v.into_iter().collect())
+    }
+
+    fn int_strategy() -> impl Strategy<Value = u64> {
+        prop_oneof![0..3u64, (MAX_INT - 2)..=(MAX_INT + 2), any::<u64>(),]
+    }
+
+    proptest! {
+        /// Whatever drone answers, a repository is kept only within the limits: the verdict of
+        /// every repository decoder is the independent statement of them.
+        #[test]
+        fn repository_answers_follow_the_limits(
+            namespace in name_strategy(),
+            name in name_strategy(),
+            id in int_strategy(),
+            counter in int_strategy(),
+        ) {
+            let ok = drone_could_hold(&namespace) && drone_could_hold(&name)
+                && (1..=MAX_INT).contains(&id);
+            let repo = repo_text(id, &namespace, &name, 0);
+            prop_assert_eq!(parse_repo(repo.as_bytes()).is_ok(), ok, "{}", repo);
+            let entry = format!(
+                "[{}]",
+                repo.replacen('{', r#"{"build":{"number":3},"#, 1)
+            );
+            let list = parse_incomplete(entry.as_bytes()).unwrap();
+            prop_assert_eq!(list.skipped, usize::from(!ok));
+            let with_counter = repo.replacen('{', &format!(r#"{{"counter":{counter},"#), 1);
+            prop_assert_eq!(
+                parse_repo_counter(with_counter.as_bytes()).is_ok(),
+                ok && counter <= MAX_INT
+            );
+        }
+
+        /// A build answer is taken only with drone's int64 ids, numbers and versions.
+        #[test]
+        fn build_answers_follow_the_limits(
+            repo_id in int_strategy(),
+            number in int_strategy(),
+            version in int_strategy(),
+        ) {
+            let body = format!(
+                r#"{{"repo_id":{repo_id},"number":{number},"status":"running","version":{version}}}"#
+            );
+            let ok = (1..=MAX_INT).contains(&repo_id)
+                && (1..=MAX_INT).contains(&number)
+                && version <= MAX_INT;
+            prop_assert_eq!(parse_build(body.as_bytes()).is_ok(), ok);
+            prop_assert_eq!(parse_build_list(format!("[{body}]").as_bytes()).is_ok(), ok);
         }
     }
 
@@ -634,11 +866,15 @@ mod tests {
         for (body, want) in cases {
             assert_eq!(parse_build(body.as_bytes()).unwrap_err(), *want, "{body}");
         }
+        // Beyond drone's int64 (but within u64): outside the limits.
         let max = format!(
             r#"{{"repo_id":9,"number":1,"status":"success","version":{}}}"#,
             u64::MAX
         );
-        assert_eq!(parse_build(max.as_bytes()).unwrap().version, u64::MAX);
+        assert_eq!(
+            parse_build(max.as_bytes()).unwrap_err(),
+            ParseError::Limit("build.version")
+        );
     }
 
     #[test]
@@ -715,7 +951,6 @@ mod tests {
             "{".repeat(500)
         );
         assert!(parse_build(quoted.as_bytes()).is_ok());
-        assert_eq!(nesting_depth(r#"{"a":"\\",  "b":[{}]}"#), 3);
     }
 
     #[test]
@@ -832,45 +1067,114 @@ mod tests {
         let list = r#"[{"id":7,"namespace":"o","name":"n","counter":41,"build":{"id":9,"repo_id":7,"number":40,"status":"running","version":2}},
             {"id":8,"namespace":"p","name":"q","counter":2,"build":{"number":2,"status":"pending","version":1}}]"#;
         let got = parse_incomplete(list.as_bytes()).unwrap();
+        assert_eq!(got.skipped, 0);
+        let got = got.entries;
         assert_eq!(got.len(), 2);
         assert_eq!(
             (got[0].0.id, got[0].2, got[1].0.name.as_str(), got[1].2),
             (7, 40, "q", 2)
         );
         assert!(!got[0].1.contains("build"), "{}", got[0].1);
-        assert!(parse_incomplete(b"[]").unwrap().is_empty());
-        assert!(parse_incomplete(br#"[{"id":7,"namespace":"o","name":"n"}]"#).is_err());
-        assert!(parse_incomplete(br#"{"message":"Not Implemented"}"#).is_err());
+        assert_eq!(parse_incomplete(b"[]").unwrap(), Incomplete::default());
+        // An entry without its build is left out, not the answer.
+        let no_build = parse_incomplete(br#"[{"id":7,"namespace":"o","name":"n"}]"#).unwrap();
+        assert_eq!((no_build.entries.len(), no_build.skipped), (0, 1));
+        // An answer that is not one JSON array is an error.
+        for bad in [
+            &br#"{"message":"Not Implemented"}"#[..],
+            b"[{\"id\":7}",
+            b"[1] [2]",
+            b"\xff",
+        ] {
+            assert!(parse_incomplete(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    /// One entry drone could not have written (outside the limits, malformed) is skipped and
+    /// counted; every good entry of the same answer is kept, in order.
+    #[test]
+    fn incomplete_list_skips_bad_entries() {
+        let good = |id: u64, number: u64| {
+            format!(r#"{{"id":{id},"namespace":"o{id}","name":"n","build":{{"number":{number}}}}}"#)
+        };
+        let bad = [
+            r#"{"id":0,"namespace":"o","name":"n","build":{"number":1}}"#.to_string(),
+            format!(
+                r#"{{"id":{},"namespace":"o","name":"n","build":{{"number":1}}}}"#,
+                MAX_INT + 1
+            ),
+            format!(
+                r#"{{"id":1,"namespace":"o","name":"n","build":{{"number":{}}}}}"#,
+                MAX_INT + 1
+            ),
+            r#"{"id":1,"namespace":"o","name":"n","build":{"number":0}}"#.to_string(),
+            r#"{"id":1,"namespace":"..","name":"n","build":{"number":1}}"#.to_string(),
+            r#"{"id":1,"namespace":"o","name":"a/b","build":{"number":1}}"#.to_string(),
+            r#"{"id":1,"namespace":"o","name":"a\u001b[31m","build":{"number":1}}"#.to_string(),
+            format!(
+                r#"{{"id":1,"namespace":"{}","name":"n","build":{{"number":1}}}}"#,
+                "x".repeat(MAX_NAME_BYTES + 1)
+            ),
+            format!(
+                r#"{{"id":1,"namespace":"o","name":"n","x":"{}","build":{{"number":1}}}}"#,
+                "p".repeat(MAX_REPO_JSON_BYTES)
+            ),
+            r#"{"id":1,"namespace":"o","name":"n","build":{"number":"1"}}"#.to_string(),
+            r#"{"id":1,"namespace":"o","name":"n","build":7}"#.to_string(),
+            r#"{"id":1,"namespace":"o","name":"n"}"#.to_string(),
+            "[]".to_string(),
+            "null".to_string(),
+        ];
+        for b in &bad {
+            let body = format!("[{},{b},{}]", good(1, 5), good(2, 9));
+            let got = parse_incomplete(body.as_bytes()).unwrap();
+            assert_eq!(got.skipped, 1, "{b}");
+            let kept: Vec<(u64, u64)> = got.into_iter().map(|(r, _, n)| (r.id, n)).collect();
+            assert_eq!(kept, [(1, 5), (2, 9)], "{b}");
+        }
+        let all_bad = format!("[{}]", bad.join(","));
+        let got = parse_incomplete(all_bad.as_bytes()).unwrap();
+        assert_eq!((got.entries.len(), got.skipped), (0, bad.len()));
     }
 
     #[test]
     fn paths_encode_segments() {
-        assert_eq!(
-            repo_path(&repo("octocat", "hello-world")),
-            "/api/repos/octocat/hello-world"
-        );
-        assert_eq!(
-            build_path(&repo("octocat", "hello-world"), 101),
-            "/api/repos/octocat/hello-world/builds/101"
-        );
-        assert_eq!(
-            build_path(&repo("my org", "a/b?c#d%e"), 1),
-            "/api/repos/my%20org/a%2Fb%3Fc%23d%25e/builds/1"
-        );
-        assert_eq!(
-            repo_path(&repo("A-Za-z0-9-._~", "a..b")),
-            "/api/repos/A-Za-z0-9-._~/a..b"
-        );
-        // Attack 3 of the trust-boundary issue: `..` names never step out of the route.
-        assert_eq!(
-            build_path(&repo("..", "."), 5),
-            "/api/repos/%2E%2E/%2E/builds/5"
-        );
-        assert_eq!(repo_path(&repo("é", "+:@")), "/api/repos/%C3%A9/%2B%3A%40");
-        assert_eq!(
-            build_path(&repo("o", "n"), u64::MAX),
-            format!("/api/repos/o/n/builds/{}", u64::MAX)
-        );
+        let max = format!("/api/repos/o/n/builds/{}", u64::MAX);
+        // (namespace, name, build number or None for the repository's path, path)
+        for (ns, name, number, want) in [
+            (
+                "octocat",
+                "hello-world",
+                None,
+                "/api/repos/octocat/hello-world",
+            ),
+            (
+                "octocat",
+                "hello-world",
+                Some(101),
+                "/api/repos/octocat/hello-world/builds/101",
+            ),
+            (
+                "my org",
+                "a/b?c#d%e",
+                Some(1),
+                "/api/repos/my%20org/a%2Fb%3Fc%23d%25e/builds/1",
+            ),
+            (
+                "A-Za-z0-9-._~",
+                "a..b",
+                None,
+                "/api/repos/A-Za-z0-9-._~/a..b",
+            ),
+            // Attack 3 of the trust-boundary issue: `..` names never step out of the route.
+            ("..", ".", Some(5), "/api/repos/%2E%2E/%2E/builds/5"),
+            ("é", "+:@", None, "/api/repos/%C3%A9/%2B%3A%40"),
+            ("o", "n", Some(u64::MAX), &max),
+        ] {
+            let r = repo(ns, name);
+            let got = number.map_or_else(|| repo_path(&r), |n| build_path(&r, n));
+            assert_eq!(got, want, "{ns} {name} {number:?}");
+        }
     }
 
     #[test]
@@ -988,9 +1292,7 @@ mod tests {
     }
 
     #[test]
-    fn compact_and_encoding_helpers() {
-        assert_eq!(compact(" [ 1 , \"a b\\\\\" , { } ]\n"), r#"[1,"a b\\",{}]"#);
-        assert_eq!(compact(r#""\" ""#), r#""\" ""#);
+    fn encoding_helpers() {
         assert_eq!(json_string("a\"b\\c\n"), r#""a\"b\\c\n""#);
         assert_eq!(hex_digit(0), '0');
         assert_eq!(hex_digit(15), 'F');

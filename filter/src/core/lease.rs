@@ -3,8 +3,8 @@
 //! Envoy runs a root context on every worker and on the main thread, each with its own tick,
 //! and Istio offers no singleton. Exactly one of them must reconcile. Shared data has CAS but
 //! no TTL and no delete, so the value carries its own expiry: the holder renews it on every
-//! tick; anyone may take it (by CAS) once it has expired. This module only decides; the shell
-//! does the shared-data calls.
+//! tick; anyone may take it (by CAS) once it has expired. This module only decides;
+//! [`super::leader`] does the shared-data calls.
 
 /// The lease value stored under `status-sync/<instance>/lease`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -525,6 +525,49 @@ mod tests {
         assert_eq!(l.len(), 1);
     }
 
+    /// The compaction bound falls when builds leave, so the age queue can pass it without ever
+    /// being equal to it: the check must be "above", or the queue grows without bound.
+    #[test]
+    fn age_queue_compacts_after_the_bound_falls_past_it() {
+        let mut l = Ledger::new(1000, 10);
+        for n in 0..500 {
+            l.insert(key(n), Entry::new(0, Class::Backed));
+        }
+        for n in 0..500 {
+            l.finish(&key(n), 3);
+        }
+        for n in 500..20_000 {
+            l.insert(key(n), Entry::new(n, Class::Backed));
+            l.finish(&key(n), 3);
+        }
+        assert!(l.age[0].len() <= 2 * l.len() + 65, "{}", l.age[0].len());
+    }
+
+    /// Compaction keeps the live builds of the queue's class in their order, so eviction still
+    /// takes the oldest one afterwards.
+    #[test]
+    fn compaction_keeps_the_live_builds_in_age_order() {
+        let mut l = Ledger::new(100, 10);
+        for n in 0..10 {
+            l.insert(key(n), Entry::new(0, Class::Backed));
+        }
+        for n in 10..200 {
+            l.insert(key(n), Entry::new(0, Class::Backed));
+            l.finish(&key(n), 3);
+        }
+        for n in 200..290 {
+            assert_eq!(l.insert(key(n), Entry::new(0, Class::Backed)), None);
+        }
+        assert_eq!(
+            l.insert(key(290), Entry::new(0, Class::Backed)),
+            Some(key(0))
+        );
+        assert_eq!(
+            l.insert(key(291), Entry::new(0, Class::Backed)),
+            Some(key(1))
+        );
+    }
+
     #[test]
     fn shards_partition_the_builds_and_track_changes() {
         let mut l = Ledger::new(1000, 10);

@@ -1,6 +1,8 @@
-//! Limits on every field we take from a webhook, checked by the webhook parser and again by the
+//! Limits on every field we take from outside, checked by the webhook parser, again by the
 //! queue decoder (a message on the shared queue is input too: any VM of the process can write
-//! it). One set of functions, so the two cannot drift apart.
+//! it), and by the decoders of drone's API answers ([`super::drone_api`]: drone is the
+//! authority on what is true, not on how much we keep, and its repository objects are cached
+//! per repository). One set of functions, so the three cannot drift apart.
 //!
 //! The limits follow what drone itself can hold (`drone-identity`: drone v2.25.0):
 //! - `repo.namespace`, `repo.name`: the two halves of drone's slug `namespace + "/" + name`.
@@ -11,14 +13,17 @@
 //!   any control character (no SCM allows one, and they would reach logs).
 //! - `repo.id`, `build.number`: drone's `int64` primary key and per-repository counter, both
 //!   start at 1: `1..=2^63-1`. `build.version` starts at 1 too, but 0 is kept harmless:
-//!   `0..=2^63-1`. Anything above `i64::MAX` cannot be a drone value (drone's API answers 400).
+//!   `0..=2^63-1`, as is a repository's `counter` (0 before its first build). Anything above
+//!   `i64::MAX` cannot be a drone value (drone's API answers 400).
 //! - The `repo` object (without its nested `build`, which is not kept) and the `system` object
 //!   are copied into re-deliveries: [`MAX_REPO_JSON_BYTES`] and [`MAX_SYSTEM_JSON_BYTES`]
 //!   (drone's are about 1.2 KB and 100 B).
 //!
 //! A webhook outside these limits is passed through untouched, counted
-//! (`webhooks_out_of_limits`), and never tracked.
+//! (`webhooks_out_of_limits`), and never tracked. A drone answer outside them is an unusable
+//! answer ([`ParseError::Limit`]), like one that is not JSON.
 
+use super::drone_api::RawObject;
 use super::model::{ParseError, ParsedWebhook};
 
 /// Drone's `repo_namespace`/`repo_name` columns: `VARCHAR(250)` (characters).
@@ -60,7 +65,7 @@ pub fn check_positive(v: u64, field: &'static str) -> Result<u64, ParseError> {
     Ok(v)
 }
 
-/// A build version: `0..=2^63-1`.
+/// A build version or a repository's counter: `0..=2^63-1`.
 pub fn check_version(v: u64, field: &'static str) -> Result<u64, ParseError> {
     if v > MAX_INT {
         return Err(ParseError::Limit(field));
@@ -76,16 +81,39 @@ pub fn check_repo_json_len(len: usize) -> Result<(), ParseError> {
     Ok(())
 }
 
-/// Bytes of the `system` object.
-pub fn check_system_json_len(len: usize) -> Result<(), ParseError> {
-    if len > MAX_SYSTEM_JSON_BYTES {
+/// The `repo` object as kept (without its nested `build`): within [`MAX_REPO_JSON_BYTES`]
+/// (else [`ParseError::Limit`]) and one JSON object whose keys decode (else
+/// [`ParseError::Invalid`]), the shape the webhook parser requires of `repo` and re-deliveries
+/// splice member by member ([`super::drone_api::try_redelivery_body`]).
+pub fn check_repo_json(json: &str) -> Result<(), ParseError> {
+    check_repo_json_len(json.len())?;
+    check_object(json, "repo")
+}
+
+/// The `system` object: within [`MAX_SYSTEM_JSON_BYTES`] (else [`ParseError::Limit`]) and one
+/// JSON object whose keys decode (else [`ParseError::Invalid`]): re-deliveries splice it in as
+/// an object, and anything else would leave them without a body. The size is checked first,
+/// so a decoder's work is bounded.
+pub fn check_system_json(raw: &str) -> Result<(), ParseError> {
+    if raw.len() > MAX_SYSTEM_JSON_BYTES {
         return Err(ParseError::Limit("system"));
     }
-    Ok(())
+    check_object(raw, "system")
+}
+
+/// `raw` is exactly one JSON object (whitespace around it allowed) whose keys decode: what
+/// [`RawObject::parse`], and so a re-delivery, accepts.
+fn check_object(raw: &str, field: &'static str) -> Result<(), ParseError> {
+    match RawObject::parse(raw) {
+        Ok(_) => Ok(()),
+        Err(_) => Err(ParseError::Invalid(field)),
+    }
 }
 
 /// Every limit, on a webhook as decoded from the queue (the parser checks the same fields one
-/// by one as it meets them). The action must be one the parser produces.
+/// by one as it meets them). The action must be one the parser produces, and the `repo` and
+/// `system` JSON objects, as the parser requires (a message that is not the parser's output
+/// could otherwise make a re-delivery's body empty).
 pub fn check_webhook(w: &ParsedWebhook) -> Result<(), ParseError> {
     check_positive(w.repo.id, "repo.id")?;
     check_slug_part(&w.repo.namespace, "repo.namespace")?;
@@ -96,10 +124,10 @@ pub fn check_webhook(w: &ParsedWebhook) -> Result<(), ParseError> {
         return Err(ParseError::Invalid("action"));
     }
     if let Some(j) = &w.repo_json {
-        check_repo_json_len(j.len())?;
+        check_repo_json(j)?;
     }
     if let Some(j) = &w.system_json {
-        check_system_json_len(j.len())?;
+        check_system_json(j)?;
     }
     Ok(())
 }
@@ -167,7 +195,56 @@ mod tests {
     fn json_sizes() {
         assert!(check_repo_json_len(MAX_REPO_JSON_BYTES).is_ok());
         assert!(check_repo_json_len(MAX_REPO_JSON_BYTES + 1).is_err());
-        assert!(check_system_json_len(MAX_SYSTEM_JSON_BYTES).is_ok());
-        assert!(check_system_json_len(MAX_SYSTEM_JSON_BYTES + 1).is_err());
+        // `{"x":"…"}` of exactly `len` bytes.
+        let object = |len: usize| format!(r#"{{"x":"{}"}}"#, "p".repeat(len - 8));
+        assert_eq!(check_repo_json(&object(MAX_REPO_JSON_BYTES)), Ok(()));
+        assert_eq!(
+            check_repo_json(&object(MAX_REPO_JSON_BYTES + 1)),
+            Err(ParseError::Limit("repo"))
+        );
+        assert_eq!(check_system_json(&object(MAX_SYSTEM_JSON_BYTES)), Ok(()));
+        assert_eq!(
+            check_system_json(&object(MAX_SYSTEM_JSON_BYTES + 1)),
+            Err(ParseError::Limit("system"))
+        );
+        // Over the limit and not an object either: the size is what is reported.
+        assert_eq!(
+            check_system_json(&"x".repeat(MAX_SYSTEM_JSON_BYTES + 1)),
+            Err(ParseError::Limit("system"))
+        );
+    }
+
+    /// Shapes: exactly one JSON object whose keys decode, as re-deliveries need.
+    #[test]
+    fn json_objects() {
+        for ok in ["{}", " {\"a\":[1,{\"b\":null}]}\n", r#"{"\u00e9":1}"#] {
+            assert_eq!(check_repo_json(ok), Ok(()), "{ok}");
+            assert_eq!(check_system_json(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            " ",
+            "null",
+            "[]",
+            "\"s\"",
+            "1",
+            "{",
+            "{} {}",
+            "{}x",
+            "{\"a\":1,}",
+            r#"{"\ud800":1}"#,
+            "\u{feff}{}",
+        ] {
+            assert_eq!(
+                check_repo_json(bad),
+                Err(ParseError::Invalid("repo")),
+                "{bad:?}"
+            );
+            assert_eq!(
+                check_system_json(bad),
+                Err(ParseError::Invalid("system")),
+                "{bad:?}"
+            );
+        }
     }
 }

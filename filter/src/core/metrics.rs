@@ -173,6 +173,11 @@ metrics! {
     RedeliveriesRefused(redeliveries_refused): Counter
         "status_sync.redeliveries_refused"
         "re-deliveries answered 4xx (not retried)";
+    RedeliveriesInvalid(redeliveries_invalid): Counter
+        "status_sync.redeliveries_invalid"
+        "re-deliveries not sent because their body could not be built (a stored `repo` or \
+         `system` that is not a JSON object): never sent empty; the object is dropped and the \
+         build looked up again";
     DronePollsOk(drone_polls_ok): Counter
         "status_sync.drone_polls_ok"
         "drone API calls answered";
@@ -217,7 +222,7 @@ metrics! {
         "unreadable queue messages";
     SnapshotErrors(snapshot_errors): Counter
         "status_sync.snapshot_errors"
-        "ledger shards that could not be read or written";
+        "ledger snapshot values (shards, shard count, watermarks) that could not be read or written";
     BuildsGapFilled(builds_gap_filled): Counter
         "status_sync.builds_gap_filled"
         "builds found missing by their number and looked up";

@@ -178,6 +178,15 @@ impl std::fmt::Display for ParseError {
 
 impl std::error::Error for ParseError {}
 
+/// A scanner error is a JSON error of whatever was being parsed. Cold, so that the parsers'
+/// many `?` on the scanner keep their happy paths small.
+impl From<super::json::JsonError> for ParseError {
+    #[cold]
+    fn from(e: super::json::JsonError) -> Self {
+        Self::Json(e.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,41 +208,19 @@ mod tests {
 
     #[test]
     fn pipeline_status_classification() {
-        assert_eq!(
-            DeliveryOutcome::from_status(Some(200)),
-            DeliveryOutcome::Delivered
-        );
-        assert_eq!(
-            DeliveryOutcome::from_status(Some(204)),
-            DeliveryOutcome::Delivered
-        );
-        assert_eq!(
-            DeliveryOutcome::from_status(Some(400)),
-            DeliveryOutcome::Refused
-        );
-        assert_eq!(
-            DeliveryOutcome::from_status(Some(404)),
-            DeliveryOutcome::Refused
-        );
-        assert_eq!(
-            DeliveryOutcome::from_status(Some(408)),
-            DeliveryOutcome::NotDelivered
-        );
-        assert_eq!(
-            DeliveryOutcome::from_status(Some(429)),
-            DeliveryOutcome::NotDelivered
-        );
-        assert_eq!(
-            DeliveryOutcome::from_status(Some(500)),
-            DeliveryOutcome::NotDelivered
-        );
-        assert_eq!(
-            DeliveryOutcome::from_status(Some(302)),
-            DeliveryOutcome::NotDelivered
-        );
-        assert_eq!(
-            DeliveryOutcome::from_status(None),
-            DeliveryOutcome::NotDelivered
-        );
+        use DeliveryOutcome::{Delivered, NotDelivered, Refused};
+        for (status, want) in [
+            (Some(200), Delivered),
+            (Some(204), Delivered),
+            (Some(400), Refused),
+            (Some(404), Refused),
+            (Some(408), NotDelivered),
+            (Some(429), NotDelivered),
+            (Some(500), NotDelivered),
+            (Some(302), NotDelivered),
+            (None, NotDelivered),
+        ] {
+            assert_eq!(DeliveryOutcome::from_status(status), want, "{status:?}");
+        }
     }
 }

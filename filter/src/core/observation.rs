@@ -2,15 +2,17 @@
 
 use super::limits;
 use super::model::{BuildStatus, DeliveryOutcome, ParseError, ParsedWebhook, RepoRef};
-use super::wire::{put_str32, put_u64, put_u8, Reader};
+use super::wire::{put_str32, put_u64, put_u8, Magic, Reader};
 
 /// Magic and version of the queue message. A reconciler refuses (and counts) messages of a
 /// version it does not know, e.g. from a newer worker during a rolling code change.
-/// `SSO2` added the `verified` byte after the outcome byte.
-const MAGIC: &[u8; 4] = b"SSO2";
-/// The previous version, still decoded (as unverified) so that a rolling upgrade, where an old
-/// worker feeds a new reconciler, loses nothing and grants nothing.
-const MAGIC_V1: &[u8; 4] = b"SSO1";
+/// `SSO2` added the `verified` byte after the outcome byte. `SSO1` is still decoded (as
+/// unverified) so that a rolling upgrade, where an old worker feeds a new reconciler, loses
+/// nothing and grants nothing.
+const MAGIC: Magic = Magic {
+    current: *b"SSO2",
+    previous: *b"SSO1",
+};
 
 /// One live webhook and how the pipeline answered it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -56,7 +58,7 @@ impl Observation {
     pub fn encode(&self) -> Vec<u8> {
         let w = &self.webhook;
         let mut out = Vec::with_capacity(64 + w.repo_json.as_ref().map_or(0, String::len));
-        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&MAGIC.current);
         put_u64(&mut out, w.repo.id);
         put_u64(&mut out, w.number);
         put_u64(&mut out, w.version);
@@ -78,11 +80,7 @@ impl Observation {
 
     fn read(bytes: &[u8]) -> Option<Result<Observation, ParseError>> {
         let mut r = Reader::new(bytes);
-        let v2 = match r.take(4)? {
-            m if m == MAGIC => true,
-            m if m == MAGIC_V1 => false,
-            _ => return None,
-        };
+        let v2 = r.magic(&MAGIC)?;
         let id = r.u64()?;
         let number = r.u64()?;
         let version = r.u64()?;
@@ -280,10 +278,56 @@ mod tests {
             Box::new(|w| w.repo_json = Some("x".repeat(MAX_REPO_JSON_BYTES + 1))),
             Box::new(|w| w.system_json = Some("x".repeat(MAX_SYSTEM_JSON_BYTES + 1))),
         ];
+        // Not the parser's shapes: `repo` and `system` are JSON objects whose keys decode
+        // (else a re-delivery would have no body).
+        let mut edits = edits;
+        for bad in [
+            "",
+            "null",
+            "[]",
+            "\"s\"",
+            "{",
+            "{}{}",
+            "{\"a\":}",
+            r#"{"\ud800":1}"#,
+        ] {
+            edits.push(Box::new(move |w| w.repo_json = Some(bad.into())));
+            edits.push(Box::new(move |w| w.system_json = Some(bad.into())));
+        }
         for (i, edit) in edits.iter().enumerate() {
             let mut o = sample();
             edit(&mut o.webhook);
             assert!(Observation::decode(&o.encode()).is_err(), "edit {i}");
+        }
+    }
+
+    /// Whatever the decoder accepts makes a re-delivery body: its `repo` and `system` are
+    /// what `try_redelivery_body` splices in.
+    #[test]
+    fn decoded_metadata_makes_a_redelivery_body() {
+        use crate::core::drone_api::try_redelivery_body;
+        let build = drone_model::fixtures::text("api-build-success.json");
+        let mut messages = vec![sample()];
+        for name in [
+            "webhook-build-created.json",
+            "webhook-build-updated-running.json",
+            "webhook-build-updated-success.json",
+        ] {
+            messages.push(Observation {
+                webhook: parse_webhook(drone_model::fixtures::bytes(name)).unwrap(),
+                outcome: DeliveryOutcome::Delivered,
+                verified: true,
+            });
+        }
+        let mut odd = sample();
+        odd.webhook.repo_json = Some(" {\"a\" : [1, {}], \"\\u00e9\":null}\n".into());
+        odd.webhook.system_json = Some("{}".into());
+        messages.push(odd);
+        for o in messages {
+            let w = Observation::decode(&o.encode()).unwrap().webhook;
+            let repo = w.repo_json.as_deref().unwrap_or("{}");
+            let body = try_redelivery_body(repo, build.trim(), w.system_json.as_deref());
+            assert!(body.is_ok_and(|b| !b.is_empty()), "{w:?}");
         }
     }
 

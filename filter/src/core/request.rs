@@ -581,33 +581,47 @@ mod tests {
         }
     }
 
-    #[test]
-    fn off_passes_and_observes_unverified() {
+    /// A genuine signed build webhook through `cfg`, its body in each `(chunks, trailers)`
+    /// split: `during` checks the run's decisions, then the pipeline answers `status` and the
+    /// request must be observed with the whole body, `verified` or not.
+    fn genuine_in_splits(
+        cfg: &Config,
+        splits: &[(usize, bool)],
+        status: u16,
+        verified: bool,
+        during: impl Fn(&Run, usize, bool),
+    ) {
         let b = body();
-        for chunks in [1, 3, 50] {
-            for trailers in [false, true] {
-                let r = run(&off(), &build_webhook(Some(&b)), &b, chunks, trailers);
-                assert!(r.observed);
-                assert!(r.decisions.iter().all(|d| *d == Decision::Continue));
-                let o = observed(r.finish(Some(200)));
-                assert_eq!(o.body, b);
-                assert_eq!(o.response_status, Some(200));
-                assert!(!o.verified, "off: never evidence");
-            }
+        for &(chunks, trailers) in splits {
+            let r = run(cfg, &build_webhook(Some(&b)), &b, chunks, trailers);
+            during(&r, chunks, trailers);
+            let o = observed(r.finish(Some(status)));
+            assert_eq!(o.body, b);
+            assert_eq!(o.response_status, Some(status));
+            assert_eq!(o.verified, verified, "{chunks} {trailers}");
         }
     }
 
     #[test]
+    fn off_passes_and_observes_unverified() {
+        let splits: Vec<(usize, bool)> = [1, 3, 50]
+            .into_iter()
+            .flat_map(|chunks| [(chunks, false), (chunks, true)])
+            .collect();
+        // Off: never evidence.
+        genuine_in_splits(&off(), &splits, 200, false, |r, _, _| {
+            assert!(r.observed);
+            assert!(r.decisions.iter().all(|d| *d == Decision::Continue));
+        });
+    }
+
+    #[test]
     fn monitor_verifies_a_genuine_webhook_without_holding_it() {
-        let b = body();
-        for (chunks, trailers) in [(1, false), (4, false), (4, true)] {
-            let r = run(&monitor(), &build_webhook(Some(&b)), &b, chunks, trailers);
+        let splits = [(1, false), (4, false), (4, true)];
+        genuine_in_splits(&monitor(), &splits, 204, true, |r, _, _| {
             assert!(!r.paused(), "monitor never holds");
             assert_eq!(r.unverified(), 0);
-            let o = observed(r.finish(Some(204)));
-            assert!(o.verified);
-            assert_eq!(o.body, b);
-        }
+        });
     }
 
     #[test]
@@ -638,18 +652,14 @@ mod tests {
 
     #[test]
     fn enforce_holds_a_genuine_body_until_its_end_or_trailers() {
-        let b = body();
-        for (chunks, trailers) in [(1, false), (5, false), (5, true), (1, true)] {
-            let r = run(&enforce(), &build_webhook(Some(&b)), &b, chunks, trailers);
+        let splits = [(1, false), (5, false), (5, true), (1, true)];
+        genuine_in_splits(&enforce(), &splits, 200, true, |r, chunks, trailers| {
             assert!(!r.rejected());
             // Paused on every chunk but the last, then released.
             assert_eq!(r.decisions.first(), Some(&Decision::Continue));
             assert_eq!(r.decisions.last(), Some(&Decision::Continue));
             assert_eq!(r.paused(), chunks > 1 || trailers, "{chunks} {trailers}");
-            let o = observed(r.finish(Some(200)));
-            assert!(o.verified);
-            assert_eq!(o.body, b);
-        }
+        });
     }
 
     #[test]

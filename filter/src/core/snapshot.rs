@@ -6,15 +6,18 @@
 //! is defensive (fuzzed), a corrupt shard is skipped and counted.
 
 use super::ledger::{Class, Entry, NOT_SCHEDULED};
+use super::limits::{check_positive, check_slug_part, check_version};
 use super::model::{BuildKey, BuildStatus, RepoRef};
-use super::wire::{put_str16, put_u32, put_u64, Reader};
+use super::wire::{put_str16, put_u32, put_u64, Magic, Reader};
 
 /// `SSL2` added the claim (version, status), the class and a flags byte to each record.
-const MAGIC: &[u8; 4] = b"SSL2";
-/// Shards of the previous version are still read, but their builds come back as hints: the
-/// filter that wrote them settled builds on unverified webhooks, so what they call settled
-/// is only a claim until drone confirms it.
-const MAGIC_V1: &[u8; 4] = b"SSL1";
+/// `SSL1` shards are still read, but their builds come back as hints: the filter that wrote
+/// them settled builds on unverified webhooks, so what they call settled is only a claim
+/// until drone confirms it.
+const MAGIC: Magic = Magic {
+    current: *b"SSL2",
+    previous: *b"SSL1",
+};
 
 /// One build as stored in a shard.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,8 +65,7 @@ pub fn encode_watermarks(marks: &[(RepoRef, u64, u64)]) -> Vec<u8> {
         put_u64(&mut out, repo.id);
         put_u64(&mut out, *max);
         put_u64(&mut out, *min);
-        put_str16(&mut out, &repo.namespace);
-        put_str16(&mut out, &repo.name);
+        put_names(&mut out, repo);
     }
     out
 }
@@ -73,29 +75,33 @@ pub fn decode_watermarks(bytes: &[u8]) -> Option<Vec<(RepoRef, u64, u64)>> {
     if r.take(4)? != WATERMARKS_MAGIC {
         return None;
     }
-    let count = r.u32()? as usize;
-    // At least 28 bytes per entry: refuse counts the buffer cannot hold before allocating.
-    if count > r.remaining() / 28 {
-        return None;
-    }
-    let mut out = Vec::with_capacity(count);
-    for _ in 0..count {
+    // At least 28 bytes per entry.
+    let marks = r.list(28, |r| {
         let id = r.u64()?;
-        let max = r.u64()?;
-        let min = r.u64()?;
-        let namespace = r.str16()?;
-        let name = r.str16()?;
-        out.push((
-            RepoRef {
-                id,
-                namespace,
-                name,
-            },
-            max,
-            min,
-        ));
-    }
-    r.is_empty().then_some(out)
+        let max = check_version(r.u64()?, "max").ok()?;
+        let min = check_version(r.u64()?, "min").ok()?;
+        Some((names(r, id)?, max, min))
+    })?;
+    r.is_empty().then_some(marks)
+}
+
+/// A repository's namespace and name, after its id, in a shard record or a watermark.
+fn put_names(out: &mut Vec<u8>, repo: &RepoRef) {
+    put_str16(out, &repo.namespace);
+    put_str16(out, &repo.name);
+}
+
+/// A repository's id and names, within the input limits again (`core::limits`): shared data is
+/// written by this module, but a decoder trusts no bytes it did not check.
+fn names(r: &mut Reader<'_>, id: u64) -> Option<RepoRef> {
+    let repo = RepoRef {
+        id: check_positive(id, "repo.id").ok()?,
+        namespace: r.str16()?,
+        name: r.str16()?,
+    };
+    check_slug_part(&repo.namespace, "repo.namespace").ok()?;
+    check_slug_part(&repo.name, "repo.name").ok()?;
+    Some(repo)
 }
 
 pub fn queue_name(instance: &str) -> String {
@@ -115,7 +121,7 @@ pub fn decode_meta(bytes: &[u8]) -> Option<u32> {
 /// Encodes one shard.
 pub fn encode_shard(records: &[Record]) -> Vec<u8> {
     let mut out = Vec::with_capacity(8 + records.len() * 80);
-    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&MAGIC.current);
     out.extend_from_slice(&(records.len() as u32).to_le_bytes());
     for r in records {
         out.extend_from_slice(&r.repo.id.to_le_bytes());
@@ -131,8 +137,7 @@ pub fn encode_shard(records: &[Record]) -> Vec<u8> {
         out.push(r.entry.claimed_status.code());
         out.push(r.entry.class.code());
         out.push(u8::from(r.entry.deferred));
-        put_str16(&mut out, &r.repo.namespace);
-        put_str16(&mut out, &r.repo.name);
+        put_names(&mut out, &r.repo);
     }
     out
 }
@@ -140,72 +145,55 @@ pub fn encode_shard(records: &[Record]) -> Vec<u8> {
 /// Decodes one shard. `None` if the value is not a shard (empty, corrupt, other version).
 pub fn decode_shard(bytes: &[u8]) -> Option<Vec<Record>> {
     let mut r = Reader::new(bytes);
-    let v2 = match r.take(4)? {
-        m if m == MAGIC => true,
-        m if m == MAGIC_V1 => false,
-        _ => return None,
+    let v2 = r.magic(&MAGIC)?;
+    // Each record takes at least 58 bytes (68 in SSL2).
+    let records = r.list(if v2 { 68 } else { 58 }, |r| read_record(r, v2))?;
+    r.is_empty().then_some(records)
+}
+
+fn read_record(r: &mut Reader<'_>, v2: bool) -> Option<Record> {
+    let id = r.u64()?;
+    let number = check_positive(r.u64()?, "build.number").ok()?;
+    let settled_version = check_version(r.u64()?, "build.version").ok()?;
+    let settled_status = BuildStatus::from_code(r.u8()?);
+    let failures = r.u8()?;
+    let interval_ms = r.u32()?;
+    let first_seen_ms = r.u64()?;
+    let last_change_ms = r.u64()?;
+    let next_due_ms = r.u64()?;
+    let mut entry = Entry {
+        settled_version,
+        settled_status,
+        claimed_version: 0,
+        claimed_status: BuildStatus::Unknown,
+        class: Class::Hint,
+        deferred: false,
+        failures,
+        interval_ms,
+        first_seen_ms,
+        last_change_ms,
+        next_due_ms,
     };
-    let count = r.u32()? as usize;
-    // Each record takes at least 58 bytes (68 in SSL2): refuse counts the buffer cannot hold
-    // before allocating for them.
-    if count > bytes.len() / if v2 { 68 } else { 58 } {
-        return None;
-    }
-    let mut out = Vec::with_capacity(count);
-    for _ in 0..count {
-        let id = r.u64()?;
-        let number = r.u64()?;
-        let settled_version = r.u64()?;
-        let settled_status = BuildStatus::from_code(r.u8()?);
-        let failures = r.u8()?;
-        let interval_ms = r.u32()?;
-        let first_seen_ms = r.u64()?;
-        let last_change_ms = r.u64()?;
-        let next_due_ms = r.u64()?;
-        let mut entry = Entry {
-            settled_version,
-            settled_status,
-            claimed_version: 0,
-            claimed_status: BuildStatus::Unknown,
-            class: Class::Hint,
-            deferred: false,
-            failures,
-            interval_ms,
-            first_seen_ms,
-            last_change_ms,
-            next_due_ms,
+    if v2 {
+        entry.claimed_version = check_version(r.u64()?, "build.version").ok()?;
+        entry.claimed_status = BuildStatus::from_code(r.u8()?);
+        entry.class = Class::from_code(r.u8()?)?;
+        entry.deferred = match r.u8()? {
+            0 => false,
+            1 => true,
+            _ => return None,
         };
-        if v2 {
-            entry.claimed_version = r.u64()?;
-            entry.claimed_status = BuildStatus::from_code(r.u8()?);
-            entry.class = Class::from_code(r.u8()?)?;
-            entry.deferred = match r.u8()? {
-                0 => false,
-                1 => true,
-                _ => return None,
-            };
-        } else {
-            entry.claimed_version = entry.settled_version;
-            entry.claimed_status = entry.settled_status;
-            entry.settled_version = 0;
-            entry.settled_status = BuildStatus::Unknown;
-        }
-        let namespace = r.str16()?;
-        let name = r.str16()?;
-        out.push(Record {
-            repo: RepoRef {
-                id,
-                namespace,
-                name,
-            },
-            number,
-            entry,
-        });
+    } else {
+        entry.claimed_version = entry.settled_version;
+        entry.claimed_status = entry.settled_status;
+        entry.settled_version = 0;
+        entry.settled_status = BuildStatus::Unknown;
     }
-    if !r.is_empty() {
-        return None;
-    }
-    Some(out)
+    Some(Record {
+        repo: names(r, id)?,
+        number,
+        entry,
+    })
 }
 
 /// A record whose call was in flight when the snapshot was taken is due again at once.
@@ -218,6 +206,7 @@ pub fn reschedule_in_flight(entry: &mut Entry, now_ms: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::limits::MAX_INT;
 
     fn rec(n: u64) -> Record {
         Record {
@@ -245,10 +234,83 @@ mod tests {
 
     #[test]
     fn shard_round_trip() {
-        let records: Vec<_> = (0..50).map(rec).collect();
+        let records: Vec<_> = (1..=50).map(rec).collect();
         let bytes = encode_shard(&records);
         assert_eq!(decode_shard(&bytes).unwrap(), records);
         assert_eq!(decode_shard(&encode_shard(&[])).unwrap(), vec![]);
+    }
+
+    /// The decoders apply the input limits again (`core::limits`): a value outside them is not
+    /// a snapshot, whoever wrote it.
+    #[test]
+    fn values_outside_the_input_limits_are_refused() {
+        let bad_repos = [
+            RepoRef {
+                id: 0,
+                ..rec(1).repo
+            },
+            RepoRef {
+                id: MAX_INT + 1,
+                ..rec(1).repo
+            },
+            RepoRef {
+                namespace: String::new(),
+                ..rec(1).repo
+            },
+            RepoRef {
+                name: "..".into(),
+                ..rec(1).repo
+            },
+            RepoRef {
+                name: "a/b".into(),
+                ..rec(1).repo
+            },
+            RepoRef {
+                namespace: "x".repeat(251),
+                ..rec(1).repo
+            },
+        ];
+        for repo in bad_repos {
+            let shard = encode_shard(&[Record {
+                repo: repo.clone(),
+                ..rec(1)
+            }]);
+            assert_eq!(decode_shard(&shard), None, "{repo:?}");
+            assert_eq!(
+                decode_watermarks(&encode_watermarks(&[(repo.clone(), 2, 1)])),
+                None
+            );
+        }
+        let mut big = rec(1);
+        big.number = 0;
+        assert_eq!(decode_shard(&encode_shard(&[big.clone()])), None);
+        big.number = 1;
+        big.entry.settled_version = MAX_INT + 1;
+        assert_eq!(decode_shard(&encode_shard(&[big.clone()])), None);
+        big.entry.settled_version = 1;
+        big.entry.claimed_version = MAX_INT + 1;
+        assert_eq!(decode_shard(&encode_shard(&[big])), None);
+        let repo = rec(1).repo;
+        assert_eq!(
+            decode_watermarks(&encode_watermarks(&[(repo.clone(), MAX_INT + 1, 1)])),
+            None
+        );
+        assert_eq!(
+            decode_watermarks(&encode_watermarks(&[(repo.clone(), 2, MAX_INT + 1)])),
+            None
+        );
+        let edge = [(
+            RepoRef {
+                name: "n".repeat(250),
+                ..repo
+            },
+            MAX_INT,
+            1,
+        )];
+        assert_eq!(
+            decode_watermarks(&encode_watermarks(&edge)),
+            Some(edge.to_vec())
+        );
     }
 
     #[test]

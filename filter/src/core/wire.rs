@@ -82,6 +82,43 @@ impl<'a> Reader<'a> {
         let n = self.u32()? as usize;
         String::from_utf8(self.take(n)?.to_vec()).ok()
     }
+
+    /// Reads a value's magic: `Some(true)` for the current layout, `Some(false)` for the
+    /// previous one (still read), `None` for anything else.
+    pub fn magic(&mut self, magic: &Magic) -> Option<bool> {
+        match self.take(4)? {
+            m if m == magic.current => Some(true),
+            m if m == magic.previous => Some(false),
+            _ => None,
+        }
+    }
+
+    /// Reads a u32 count, then that many items with `item`. A count the rest of the buffer
+    /// cannot hold (each item takes at least `min_bytes`) is refused before allocating.
+    /// Inlined: the module has a size budget, and each caller's copy is smaller than a call.
+    #[inline(always)]
+    pub fn list<T>(
+        &mut self,
+        min_bytes: usize,
+        mut item: impl FnMut(&mut Self) -> Option<T>,
+    ) -> Option<Vec<T>> {
+        let count = self.u32()? as usize;
+        if count > self.remaining() / min_bytes.max(1) {
+            return None;
+        }
+        let mut out = Vec::with_capacity(count);
+        for _ in 0..count {
+            out.push(item(self)?);
+        }
+        Some(out)
+    }
+}
+
+/// The 4-byte magics of a versioned value: the layout written, and the one before it, which
+/// readers still accept during a rolling upgrade.
+pub struct Magic {
+    pub current: [u8; 4],
+    pub previous: [u8; 4],
 }
 
 #[cfg(test)]
@@ -112,6 +149,37 @@ mod tests {
                 && r.str32().is_some();
             assert!(!ok, "cut {cut}");
         }
+    }
+
+    #[test]
+    fn magics_and_lists() {
+        let magic = Magic {
+            current: *b"TST2",
+            previous: *b"TST1",
+        };
+        for (bytes, want) in [
+            (&b"TST2"[..], Some(true)),
+            (b"TST1", Some(false)),
+            (b"TST3", None),
+            (b"TST", None),
+        ] {
+            assert_eq!(Reader::new(bytes).magic(&magic), want);
+        }
+        let mut out = Vec::new();
+        put_u32(&mut out, 3);
+        for v in [7u64, 8, 9] {
+            put_u64(&mut out, v);
+        }
+        assert_eq!(Reader::new(&out).list(8, Reader::u64), Some(vec![7, 8, 9]));
+        // One item short, and a count the buffer cannot hold at 9 bytes an item.
+        assert_eq!(
+            Reader::new(&out[..out.len() - 1]).list(8, Reader::u64),
+            None
+        );
+        assert_eq!(Reader::new(&out).list(9, Reader::u64), None);
+        let mut huge = Vec::new();
+        put_u32(&mut huge, u32::MAX);
+        assert_eq!(Reader::new(&huge).list(0, Reader::u8), None);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! outside its window), and a panic kills the VM. These wrappers call
 //! `proxy_wasm::hostcalls` directly and turn every failure into `None`/`Err`.
 
+use crate::core::store::{SetError, SharedStore};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, MapType, Status};
 use std::time::{Duration, UNIX_EPOCH};
@@ -17,11 +18,6 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// All pairs of a header map, values as bytes (an unavailable map reads as empty in Envoy).
-pub fn header_pairs(map: MapType) -> Vec<(String, Vec<u8>)> {
-    hostcalls::get_map_bytes(map).unwrap_or_default()
-}
-
 /// One header's (first) value, read inside its map's window: cheaper than all pairs, which
 /// Envoy serializes whole. Only call from the callback that owns the map (request headers in
 /// `on_http_request_headers`, response headers in `on_http_response_headers`, call response
@@ -30,24 +26,33 @@ pub fn header(map: MapType, name: &str) -> Option<Vec<u8>> {
     hostcalls::get_map_value_bytes(map, name).ok().flatten()
 }
 
-/// First value of a header, by case-insensitive name, from already-read pairs.
-pub fn first<'a>(pairs: &'a [(String, Vec<u8>)], name: &str) -> Option<&'a [u8]> {
-    pairs
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_slice())
-}
-
 pub fn buffer(kind: BufferType, start: usize, len: usize) -> Option<Vec<u8>> {
     hostcalls::get_buffer(kind, start, len).ok().flatten()
 }
 
-pub fn shared_get(key: &str) -> (Option<Vec<u8>>, Option<u32>) {
-    hostcalls::get_shared_data(key).unwrap_or((None, None))
+/// Shared data and the observation queue through hostcalls: the leader's
+/// [`SharedStore`]. `queue` is this root's registered queue (none: nothing to dequeue).
+pub struct HostStore {
+    pub queue: Option<u32>,
 }
 
-pub fn shared_set(key: &str, value: &[u8], cas: Option<u32>) -> Result<(), Status> {
-    hostcalls::set_shared_data(key, Some(value), cas)
+impl SharedStore for HostStore {
+    fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        // Envoy hands an emptied value over as no bytes, with its CAS.
+        let (value, cas) = hostcalls::get_shared_data(key).ok()?;
+        Some((value.unwrap_or_default(), cas?))
+    }
+
+    fn set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SetError> {
+        hostcalls::set_shared_data(key, Some(value), cas).map_err(|status| match status {
+            Status::CasMismatch => SetError::CasMismatch,
+            _ => SetError::Refused,
+        })
+    }
+
+    fn dequeue(&mut self) -> Option<Vec<u8>> {
+        hostcalls::dequeue_shared_queue(self.queue?).ok().flatten()
+    }
 }
 
 pub fn dispatch(
@@ -76,10 +81,6 @@ pub fn register_queue(name: &str) -> Option<u32> {
 
 pub fn enqueue(queue: u32, value: &[u8]) -> Result<(), Status> {
     hostcalls::enqueue_shared_queue(queue, Some(value))
-}
-
-pub fn dequeue(queue: u32) -> Option<Vec<u8>> {
-    hostcalls::dequeue_shared_queue(queue).ok().flatten()
 }
 
 pub fn set_tick_period_ms(ms: u64) -> bool {

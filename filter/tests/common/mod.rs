@@ -4,12 +4,20 @@
 //! Every observation is built by [`obs`], so a change to what an observation carries is made
 //! here once.
 
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing
+)]
 
 use status_sync::core::config::Config;
 use status_sync::core::model::{BuildStatus, DeliveryOutcome, ParsedWebhook, RepoRef};
 use status_sync::core::observation::Observation;
 use status_sync::core::reconciler::{CallResult, OutgoingCall};
+
+/// Where the tests' virtual clock starts.
+pub const T0: u64 = 1_000_000;
 
 pub const REPO_ID: u64 = 42;
 pub const REPO_JSON: &str = r#"{"id":42,"uid":"1","namespace":"octocat","name":"hello-world","slug":"octocat/hello-world","counter":101,"version":105,"archived":false}"#;
@@ -49,6 +57,30 @@ pub fn obs(number: u64, status: &str, version: u64, outcome: DeliveryOutcome) ->
     }
 }
 
+/// A reconciler configured with `extra` (see [`config`]) that saw `builds` (number, status,
+/// version) pass live at [`T0`], each acknowledged by the pipeline.
+pub fn seen_live(
+    extra: &str,
+    builds: &[(u64, &str, u64)],
+) -> status_sync::core::reconciler::Reconciler {
+    let mut r = status_sync::core::reconciler::Reconciler::new(config(extra), 1);
+    for (number, status, version) in builds {
+        r.observe(
+            obs(*number, status, *version, DeliveryOutcome::Delivered),
+            T0,
+        );
+    }
+    r
+}
+
+/// [`seen_live`] with at most `cap` builds filled into a gap (`max_gap_fill`).
+pub fn gap_fill_capped(
+    cap: u64,
+    builds: &[(u64, &str, u64)],
+) -> status_sync::core::reconciler::Reconciler {
+    seen_live(&format!(r#","max_gap_fill":{cap}"#), builds)
+}
+
 /// Drone's `GET .../builds/{number}` answer body.
 pub fn api_build(number: u64, status: &str, version: u64) -> Vec<u8> {
     api_build_of(REPO_ID, number, status, version)
@@ -61,6 +93,20 @@ pub fn api_build_of(repo_id: u64, number: u64, status: &str, version: u64) -> Ve
         5000 + number
     )
     .into_bytes()
+}
+
+/// Drone's list of the repository's builds (`GET .../builds`), newest first as given:
+/// (number, status, version) each.
+pub fn build_list(builds: &[(u64, &str, u64)]) -> Vec<u8> {
+    let items: Vec<String> = builds
+        .iter()
+        .map(|(n, st, v)| {
+            format!(
+                r#"{{"id":{n},"repo_id":{REPO_ID},"number":{n},"status":"{st}","version":{v}}}"#
+            )
+        })
+        .collect();
+    format!("[{}]\n", items.join(",")).into_bytes()
 }
 
 pub fn ok(body: Vec<u8>) -> CallResult {
@@ -94,6 +140,13 @@ pub fn redelivered(call: &OutgoingCall) -> (u64, String, u64) {
         body["build"]["status"].as_str().unwrap().to_string(),
         body["build"]["version"].as_u64().unwrap(),
     )
+}
+
+/// The numbers of the builds the ledger tracks, in order.
+pub fn tracked(r: &status_sync::core::reconciler::Reconciler) -> Vec<u64> {
+    let mut n: Vec<u64> = r.ledger().iter().map(|(k, _)| k.number).collect();
+    n.sort();
+    n
 }
 
 /// Every call the reconciler made while [`drive`] ran it, with the time it was made.
@@ -166,6 +219,20 @@ pub fn drive(
             log.calls.push((*now, call));
         }
     }
+}
+
+/// [`drive`] with drone answering every build lookup with (`status`, `version`) and the
+/// pipeline taking every re-delivery (200).
+pub fn drive_steady(
+    r: &mut status_sync::core::reconciler::Reconciler,
+    now: &mut u64,
+    until: u64,
+    log: &mut Log,
+    status: &str,
+    version: u64,
+) {
+    let drone = &mut |n| ok(api_build(n, status, version));
+    drive(r, now, until, log, drone, &mut |_| http(200));
 }
 
 /// Drone's answer to a call that is not a build lookup: the repository (a name confirmation

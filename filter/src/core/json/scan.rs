@@ -427,28 +427,7 @@ mod tests {
             s.value(0).and_then(|v| s.end().map(|()| v.len()))
         };
         let theirs = serde_json::from_str::<&serde_json::value::RawValue>(text);
-        let deep = {
-            let (mut d, mut m, mut in_s, mut esc) = (0usize, 0usize, false, false);
-            for b in text.bytes() {
-                if in_s {
-                    if esc {
-                        esc = false
-                    } else if b == b'\\' {
-                        esc = true
-                    } else if b == b'"' {
-                        in_s = false
-                    }
-                } else if b == b'"' {
-                    in_s = true
-                } else if b == b'{' || b == b'[' {
-                    d += 1;
-                    m = m.max(d)
-                } else if b == b'}' || b == b']' {
-                    d = d.saturating_sub(1)
-                }
-            }
-            m > MAX_DEPTH
-        };
+        let deep = crate::core::json::nesting_depth(text) > MAX_DEPTH;
         assert_eq!(
             ours.is_ok(),
             theirs.is_ok() && !deep,
@@ -536,17 +515,7 @@ mod tests {
         let alphabet = b"{}[]\":,\\ 0123456789-+.eEtrufalsn\t\nx";
         for _ in 0..20_000 {
             let mut b = text.clone().into_bytes();
-            for _ in 0..1 + rng.next_u64() % 3 {
-                let i = (rng.next_u64() % b.len() as u64) as usize;
-                let v = alphabet[(rng.next_u64() % alphabet.len() as u64) as usize];
-                match rng.next_u64() % 3 {
-                    0 => b[i] = v,
-                    1 => b.insert(i, v),
-                    _ => {
-                        b.remove(i);
-                    }
-                }
-            }
+            crate::core::json::mutate(&mut rng, &mut b, alphabet);
             if let Ok(t) = String::from_utf8(b) {
                 agrees(&t);
             }

@@ -27,15 +27,10 @@ pub extern "C" fn proxy_on_configure(_context_id: u32, _size: usize) -> u32 {
     1
 }
 
+// The one host call of `hdr` (ABI 0.2.1): map type, key, where to put the value.
 #[cfg(feature = "hdr")]
 extern "C" {
-    fn proxy_get_header_map_value(
-        map_type: u32,
-        key_data: *const u8,
-        key_size: usize,
-        return_value_data: *mut *mut u8,
-        return_value_size: *mut usize,
-    ) -> u32;
+    fn proxy_get_header_map_value(map: u32, key: *const u8, key_len: usize, value: *mut *mut u8, value_len: *mut usize) -> u32;
 }
 
 #[cfg(not(feature = "none"))]

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Mutation testing of the sans-IO core, one shard per file (`make mutants`; never in `make test`).
+#
+# usage: scripts/mutants.sh OUT_DIR TMP_DIR FILE... (FILE: a path under filter/src/core, no .rs)
+#
+# Two passes per file, so a shard takes minutes, not hours, on a shared 2-core machine:
+#   1. fast: each mutant against the filter's unit tests only (one test binary to link), without
+#      the parsers' randomised comparisons against serde for files other than the parsers;
+#   2. full: every mutant pass 1 did not catch, again against all of the filter's own tests
+#      (unit tests and filter/tests/*.rs; `cargo mutants --iterate`).
+# A mutant is missed only if the full suite misses it, so the fast pass changes the time, never
+# the result. Each file's lists (caught/missed/timeout/unviable), summary and the commit it ran on
+# go to OUT_DIR/<file with / as _>/. No debug info in the builds: less to build and link.
+set -uo pipefail
+
+out=$1 tmp=$2
+shift 2
+export CARGO_PROFILE_DEV_DEBUG=0 CARGO_PROFILE_TEST_DEBUG=0
+# Parser tests that compare against serde for thousands of inputs: a third of the unit tests'
+# time, reaching only these files.
+parsers=" json/scan json/decode json/text webhook drone_api "
+args=(-j 1 --timeout 60 --build-timeout 600 ${MUTANTS_EXTRA:-})
+
+for f in "$@"; do
+  name=${f//\//_}
+  dest=$out/$name work=$tmp/$name
+  rm -rf "$dest" "$work"
+  mkdir -p "$dest" "$work"
+  commit=$(git rev-parse HEAD)
+  git diff --quiet HEAD -- filter || commit="$commit +uncommitted changes"
+  echo "$commit" >"$dest/commit"
+  echo "== mutants of filter/src/core/$f.rs at $commit"
+  skip=(-- --skip core::json:: --skip core::webhook::)
+  [[ $parsers == *" $f "* ]] && skip=()
+  cargo mutants -f "filter/src/core/$f.rs" "${args[@]}" -o "$work" --cargo-test-arg=--lib -- "${skip[@]}" \
+    >"$work/fast.log" 2>&1
+  tail -1 "$work/fast.log" | sed 's/^/fast pass (unit tests): /' | tee "$dest/summary.txt"
+  for l in caught unviable; do cp "$work/mutants.out/$l.txt" "$work/fast-$l.txt" 2>/dev/null || : >"$work/fast-$l.txt"; done
+  if [[ -s $work/mutants.out/missed.txt || -s $work/mutants.out/timeout.txt ]]; then
+    cargo mutants -f "filter/src/core/$f.rs" "${args[@]}" -o "$work" --iterate >"$work/full.log" 2>&1
+    tail -1 "$work/full.log" | sed 's/^/full pass (all filter tests) of the rest: /' | tee -a "$dest/summary.txt"
+  fi
+  # The lists over both passes: --iterate's own lists hold only what it ran.
+  for l in caught unviable; do
+    cat "$work/fast-$l.txt" "$work/mutants.out/$l.txt" 2>/dev/null | sort -u >"$dest/$l.txt"
+  done
+  for l in missed timeout; do
+    if [[ -f $work/full.log ]]; then cp "$work/mutants.out/$l.txt" "$dest/$l.txt" 2>/dev/null || : >"$dest/$l.txt"; else : >"$dest/$l.txt"; fi
+  done
+done
