@@ -1,7 +1,27 @@
 //! What the tests, simulators and benchmarks know of drone-server, in one place.
 //!
-//! `fixtures`: drone's sample payloads from `testdata/drone/` (see its README for where each came
-//! from), compiled into the crate so that no test reads a file outside the repository or
-//! depends on the directory it runs in.
+//! - [`lifecycle`]: drone's build lifecycle as a small state machine (which event writes the
+//!   build row, which sends a webhook, of which shape): every driver's one model of it;
+//! - [`server`]: a whole drone-server as a sans-IO model (repositories, builds scheduled in
+//!   virtual time, webhook bodies out, REST API answers out); `envoy-e2e`'s HTTP simulator
+//!   wraps it in threads and sockets;
+//! - [`outcome`]: how builds end and how often ([`outcome::MIX`], the one table of it);
+//! - [`rng`]: the seeded splitmix64 every test-side driver draws from;
+//! - [`shapes`]: drone's JSON types, serialised byte for byte as drone's Go structs are;
+//! - [`fixtures`]: drone's sample payloads from `testdata/drone/` (see its README for where
+//!   each came from), compiled into the crate so that no test reads a file outside the
+//!   repository or depends on the directory it runs in.
+//!
+//! The drivers choose *when* things happen (their workloads differ: seconds-long builds for
+//! a real Envoy, a simulated day for a benchmark); what happens is decided here.
 
 pub mod fixtures;
+pub mod lifecycle;
+pub mod outcome;
+pub mod rng;
+pub mod server;
+pub mod shapes;
+
+pub use lifecycle::{is_done, Hook, Row, Shape};
+pub use outcome::{Outcome, MIX};
+pub use rng::Rng;

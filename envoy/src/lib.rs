@@ -1,7 +1,8 @@
 //! `envoy-e2e`: everything needed to watch status-sync work inside a real Envoy.
 //!
-//! - [`drone_sim`]: a faithful drone-server stand-in (REST API + build lifecycles that send,
-//!   and lose, webhooks the way drone does);
+//! - [`drone_sim`]: a faithful drone-server stand-in: the `drone-model` crate's sans-IO drone
+//!   (REST API + build lifecycles that send, and lose, webhooks the way drone does) behind
+//!   threads and HTTP;
 //! - [`pipeline_sim`]: the service behind the sidecar, which records what it believes;
 //! - [`fast_upstream`]: the minimal upstream of the benchmarks (200 at once, keep-alive);
 //! - [`h2c`]: a one-request HTTP/2 cleartext client that can send request trailers;
@@ -11,7 +12,7 @@
 //! - [`scenario`]: the glue the demo and the end-to-end tests share (start everything, compare
 //!   drone's truth with the pipeline's view).
 //!
-//! The simulators run in-process on threads and bind port 0, so two runs never collide and a
+//! The simulators run in-process on threads ([`sim_server`]) and bind port 0, so two runs never collide and a
 //! test owns everything it starts.
 
 pub mod args;
@@ -26,4 +27,5 @@ pub mod pipeline_sim;
 pub mod process;
 pub mod prometheus;
 pub mod scenario;
+pub mod sim_server;
 pub mod util;

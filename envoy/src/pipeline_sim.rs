@@ -8,13 +8,12 @@
 //! keeps every request it received (headers, a hash of the body, and the body itself within a
 //! memory budget) so tests can check that bodies pass through the sidecar unchanged.
 
+use crate::sim_server::SimServer;
 use crate::util;
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// What the pipeline believes about one build.
@@ -126,7 +125,6 @@ struct State {
 
 struct Inner {
     state: Mutex<State>,
-    stop: AtomicBool,
     body_budget: usize,
 }
 
@@ -139,9 +137,7 @@ impl Inner {
 /// A running pipeline simulator. Dropping it stops its threads.
 pub struct PipelineSim {
     inner: Arc<Inner>,
-    server: Arc<tiny_http::Server>,
-    port: u16,
-    threads: Vec<JoinHandle<()>>,
+    server: SimServer,
 }
 
 /// Largest body accepted at all (bigger than any test sends).
@@ -150,15 +146,6 @@ const MAX_BODY: u64 = 64 << 20;
 impl PipelineSim {
     /// Listens on `127.0.0.1:port` (0 = any free port).
     pub fn start(port: u16) -> Result<PipelineSim> {
-        let server = Arc::new(
-            tiny_http::Server::http(("127.0.0.1", port))
-                .map_err(|e| anyhow::anyhow!("pipeline-sim: cannot listen on port {port}: {e}"))?,
-        );
-        let port = server
-            .server_addr()
-            .to_ip()
-            .map(|a| a.port())
-            .context("pipeline-sim: no TCP address")?;
         let inner = Arc::new(Inner {
             state: Mutex::new(State {
                 view: BTreeMap::new(),
@@ -169,37 +156,15 @@ impl PipelineSim {
                 rules: Vec::new(),
                 seq: 0,
             }),
-            stop: AtomicBool::new(false),
             body_budget: 32 << 20,
         });
-        let mut threads = Vec::new();
-        for i in 0..4 {
-            let (inner, server) = (inner.clone(), server.clone());
-            threads.push(
-                std::thread::Builder::new()
-                    .name(format!("pipeline-sim-{i}"))
-                    .spawn(move || {
-                        while !inner.stop.load(Ordering::SeqCst) {
-                            match server.recv_timeout(Duration::from_millis(200)) {
-                                Ok(Some(req)) => handle(&inner, req),
-                                Ok(None) => {}
-                                Err(_) => break,
-                            }
-                        }
-                    })
-                    .context("spawn pipeline-sim thread")?,
-            );
-        }
-        Ok(PipelineSim {
-            inner,
-            server,
-            port,
-            threads,
-        })
+        let http = inner.clone();
+        let server = SimServer::start("pipeline-sim", port, move |req| handle(&http, req))?;
+        Ok(PipelineSim { inner, server })
     }
 
     pub fn port(&self) -> u16 {
-        self.port
+        self.server.port()
     }
 
     /// The pipeline's belief per build (`slug#number`).
@@ -224,16 +189,6 @@ impl PipelineSim {
 
     pub fn clear_rules(&self) {
         self.inner.lock().rules.clear();
-    }
-}
-
-impl Drop for PipelineSim {
-    fn drop(&mut self) {
-        self.inner.stop.store(true, Ordering::SeqCst);
-        self.server.unblock();
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
     }
 }
 
@@ -421,24 +376,16 @@ mod tests {
             200
         );
         assert_eq!(p.view()["o/r#1"].status, "running");
-        assert_eq!(
-            post(
+        // A re-delivery, then the same one again (same webhook-id): applied once.
+        for _ in 0..2 {
+            let code = post(
                 p.port(),
                 &hook(1, "success", 3),
                 Some("x"),
-                "status-sync/0.1.0"
-            ),
-            200
-        );
-        assert_eq!(
-            post(
-                p.port(),
-                &hook(1, "success", 3),
-                Some("x"),
-                "status-sync/0.1.0"
-            ),
-            200
-        );
+                "status-sync/0.1.0",
+            );
+            assert_eq!(code, 200);
+        }
         let v = &p.view()["o/r#1"];
         assert_eq!(
             (v.status.as_str(), v.version, v.via.as_str()),

@@ -1,5 +1,5 @@
-//! Small helpers shared by the simulators: a seeded PRNG, HTTP dates, drone's request
-//! signing, and tiny_http plumbing.
+//! Small helpers shared by the simulators: HTTP dates, drone's request signing, and tiny_http
+//! plumbing (and, re-exported, the seeded PRNG).
 
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
@@ -7,38 +7,12 @@ use sha2::{Digest as _, Sha256};
 use std::io::Read as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// SplitMix64: deterministic, dependency-free randomness, so a seed reproduces a whole
-/// simulated run (which webhooks are lost, which builds fail).
-#[derive(Clone, Debug)]
-pub struct Rng(u64);
+/// The seeded PRNG of every test-side driver (one splitmix64, in `drone-model`), so a seed
+/// reproduces a whole simulated run (which webhooks are lost, which builds fail).
+pub use drone_model::Rng;
 
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Rng(seed)
-    }
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [0, 1).
-    pub fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    /// True with probability `p`.
-    pub fn chance(&mut self, p: f64) -> bool {
-        p > 0.0 && self.unit() < p
-    }
-    /// Uniform in [lo, hi] (inclusive); `lo` when the range is empty.
-    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        if hi <= lo {
-            return lo;
-        }
-        lo + self.next_u64() % (hi - lo + 1)
-    }
-}
+/// Decodes `%XX` escapes (drone's router does it to path segments; kept with the model).
+pub use drone_model::server::percent_decode;
 
 /// Seconds since the Unix epoch, the unit of every drone timestamp.
 pub fn unix_now() -> i64 {
@@ -157,26 +131,6 @@ pub fn split_url(url: &str) -> (String, Vec<(String, String)>) {
     (path.to_string(), params)
 }
 
-/// Decodes `%XX` escapes (and leaves malformed ones as they are).
-pub fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            let hex = |b: u8| (b as char).to_digit(16);
-            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// A blocking HTTP client with bounded timeouts; non-2xx answers are values, not errors.
 pub fn agent(timeout: std::time::Duration) -> ureq::Agent {
     ureq::AgentBuilder::new()
@@ -238,16 +192,6 @@ mod tests {
             "SHA-256=wyFE2yWKPBpOLHuIVBHf4oD21wY4yINZZzoyR9jB6xo="
         )
         .contains("ObOcdsOSyYMy+0DDlg6X1naqPYY0qe59OrHmjv6Hav0="));
-    }
-
-    #[test]
-    fn rng_is_deterministic_and_bounded() {
-        let (mut a, mut b) = (Rng::new(7), Rng::new(7));
-        for _ in 0..100 {
-            let x = a.range(3, 9);
-            assert_eq!(x, b.range(3, 9));
-            assert!((3..=9).contains(&x));
-        }
     }
 
     #[test]

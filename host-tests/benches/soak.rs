@@ -4,10 +4,11 @@
 //! reconciler tracks and the fuel of every tick.
 //!
 //! The workload is a day-and-a-bit of drone: builds arrive at random (about 2.1 per second over
-//! 50 repositories) and live from 5 s to an hour (log-uniform) plus a queue wait; each sends
-//! drone's webhooks (`build:created` pending, then a `running` update at every step start and
-//! end, then the final one), drone moves pending→running without a webhook, declined builds
-//! end without one, 1% of builds get stuck running forever, config errors end at creation.
+//! 50 repositories) and live from 5 s to an hour (log-uniform) plus a queue wait; drone's
+//! lifecycle (`drone_model::lifecycle::Row`) decides their webhooks (`build:created` pending,
+//! then a `running` update at every step start and end, then the final one; pending→running
+//! and declines send none); 1% of builds get stuck running forever, config errors end at
+//! creation.
 //! 20% of the webhooks are lost on the way, the pipeline answers 3% of the rest with 503. The
 //! ledger is capped at 1000 builds while about 1000 are open plus the stuck ones, so it stays
 //! full and evicts the oldest (stuck builds are evicted this way before `max_build_age_ms`,
@@ -31,6 +32,7 @@ mod common;
 
 use common::report::{self, chart, env_u64, median, quantile, Op, Panel, Series, Summary};
 use common::*;
+use drone_model::{Rng, Row};
 use host_tests::Host;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -52,31 +54,6 @@ fn extra() -> String {
     format!(r#","max_tracked_builds":{CAP},"max_build_age_ms":7200000"#)
 }
 
-/// splitmix64.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-    fn exp(&mut self, mean: f64) -> f64 {
-        -mean * (1.0 - self.unit()).ln()
-    }
-    fn log_uniform(&mut self, lo: f64, hi: f64) -> f64 {
-        (lo.ln() + self.unit() * (hi.ln() - lo.ln())).exp()
-    }
-}
-
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 enum Kind {
     /// `build:created`, pending v1 (or error v1 for a config error).
@@ -89,13 +66,14 @@ enum Kind {
     Final,
 }
 
-#[derive(Clone, Copy)]
 struct Build {
     repo: u64,
     number: u64,
-    /// Status at creation (pending, or error for a config error) and at the end (None: stuck).
+    /// Status at the end (None: stuck).
     end: Option<&'static str>,
     config_error: bool,
+    /// Drone's row.
+    row: Row,
 }
 
 type Event = Reverse<(u64, u64, Kind, u32)>;
@@ -142,6 +120,7 @@ impl World {
                 number,
                 end,
                 config_error,
+                row: Row::new(),
             });
             self.push(at, Kind::Created, idx);
             if config_error {
@@ -194,7 +173,7 @@ fn main() {
     let pipeline = install_pipeline(&mut host);
     let start_ms = host.now_ms();
     let mut w = World {
-        rng: Rng(42),
+        rng: Rng::new(42),
         builds: Vec::new(),
         events: BinaryHeap::new(),
         seq: 0,
@@ -225,35 +204,31 @@ fn main() {
                 break;
             }
             w.events.pop();
-            let b = w.builds[idx as usize];
+            let b = &mut w.builds[idx as usize];
             let key = (b.repo, b.number);
-            let hook = {
-                let mut d = drone.borrow_mut();
-                let current = d.builds.get(&key).copied();
-                match kind {
-                    Kind::Created => {
-                        let s = if b.config_error { "error" } else { "pending" };
-                        d.builds.insert(key, (s, 1));
-                        Some((s, 1))
-                    }
-                    Kind::Running => {
-                        if current.is_some_and(|c| c.0 == "pending") {
-                            d.builds.insert(key, ("running", 2));
-                        }
+            let row = &mut b.row;
+            let hook = match kind {
+                Kind::Created => Some(row.create(b.config_error)),
+                Kind::Running => {
+                    row.setup();
+                    None
+                }
+                Kind::Step => row.step(),
+                Kind::Final => match b.end {
+                    Some("killed") => row.cancel(),
+                    Some("declined") => {
+                        row.decline();
                         None
                     }
-                    Kind::Step => match current {
-                        Some(("running", v)) => Some(("running", v)),
-                        _ => None,
-                    },
-                    Kind::Final => {
-                        let end = b.end.unwrap_or("running");
-                        d.builds.insert(key, (end, 3));
-                        (end != "declined").then_some((end, 3))
-                    }
-                }
+                    Some(end) => row.teardown(end),
+                    None => None,
+                },
             };
-            let Some((status, version)) = hook else {
+            drone
+                .borrow_mut()
+                .builds
+                .insert(key, (row.status, row.version));
+            let Some(hook) = hook else {
                 continue;
             };
             w.webhooks_made += 1;
@@ -270,20 +245,7 @@ fn main() {
             w.webhooks_sent += 1;
             // Streams run on the workers only (VMs 0 and 1); the main thread's VM just ticks.
             vm_rr = (vm_rr + 1) % 2;
-            let body = if status == "pending" || b.config_error {
-                bodies.webhook(b.repo, b.number, "pending", 1)
-            } else {
-                bodies.webhook(b.repo, b.number, status, version)
-            };
-            let body = if b.config_error {
-                // build:created with status error.
-                String::from_utf8(body)
-                    .expect("utf8")
-                    .replace("\"status\":\"pending\"", "\"status\":\"error\"")
-                    .into_bytes()
-            } else {
-                body
-            };
+            let body = bodies.hook(key, &hook);
             send(&mut host, vm_rr, body, answer);
         }
         host.advance(TICK_MS).expect("advance");

@@ -3,8 +3,10 @@
 //! `status_sync.wasm` in the host, with faults everywhere, and the README's guarantees checked
 //! at the end. Seeded and deterministic: the same seed gives the same run.
 //!
-//! The drone model (one seeded splitmix64 stream per concern, so the workload of a seed is the
-//! same whatever the loss rate):
+//! The drone model: drone's lifecycle is `drone_model::lifecycle::Row` (which event writes the
+//! build row, which sends a webhook of which shape), driven here in virtual time with a
+//! workload of its own (one seeded `drone_model::Rng` stream per concern, so the workload of a
+//! seed is the same whatever the loss rate):
 //! - a handful of repositories, builds numbered per repository in creation order;
 //! - `build:created` (pending, version 1) at creation; sometimes it reaches the sidecar only
 //!   after the first step webhook (the trigger/runner race of §1.4);
@@ -62,6 +64,7 @@
 mod common;
 
 use common::*;
+use drone_model::{Rng, Row, Shape};
 use host_tests::{CallReply, CallRequest, Host, UpstreamReply, CANARY};
 use serde_json::{json, Value};
 use std::cell::RefCell;
@@ -134,45 +137,6 @@ fn scale() -> u64 {
         .unwrap_or(1)
 }
 
-// ------------------------------------------------------------------------------ the PRNG
-
-/// splitmix64: tiny, seedable, good enough for a workload.
-#[derive(Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64, stream: u64) -> Self {
-        let mut r = Rng(seed ^ stream.wrapping_mul(0xD6E8_FEB8_6659_FD93));
-        r.next();
-        r
-    }
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn chance(&mut self, p: f64) -> bool {
-        self.unit() < p
-    }
-    /// Uniform in `lo..=hi`.
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-    /// Log-uniform in `lo..=hi` (seconds to tens of minutes with as many short as long ones).
-    fn log_range(&mut self, lo: u64, hi: u64) -> u64 {
-        let x = (lo as f64) * ((hi as f64) / (lo as f64)).powf(self.unit());
-        (x as u64).clamp(lo, hi)
-    }
-    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-        items[(self.next() % items.len() as u64) as usize]
-    }
-}
-
 // ------------------------------------------------------------------------------ payloads
 
 /// Drone's payload shapes, parsed once from the fixtures.
@@ -181,17 +145,6 @@ struct Shapes {
     updated: Value,
     api_build: Value,
     api_repo: Value,
-}
-
-/// Which of drone's webhook call sites (§1.3) sent it: that decides the payload's shape.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum HookShape {
-    /// #1/#2 `build:created`: with `user`, no `repo.build`, no stages.
-    Created,
-    /// #3/#4 step and teardown `build:updated`: `repo.build` is the build.
-    Updated,
-    /// #5/#7 cancel and auto-cancel `build:updated`: no `repo.build`.
-    Cancel,
 }
 
 impl Shapes {
@@ -219,19 +172,19 @@ impl Shapes {
         v["version"] = version.into();
     }
 
-    fn webhook(&self, shape: HookShape, h: &Hook) -> Vec<u8> {
+    fn webhook(&self, shape: Shape, h: &Hook) -> Vec<u8> {
         let mut v = match shape {
-            HookShape::Created => self.created.clone(),
-            HookShape::Updated | HookShape::Cancel => self.updated.clone(),
+            Shape::Created => self.created.clone(),
+            Shape::Updated | Shape::Cancel => self.updated.clone(),
         };
         self.repo(&mut v["repo"], h.repo, h.number);
         Self::build(&mut v["build"], h.repo, h.number, h.status, h.version);
-        if h.status == "error" && shape == HookShape::Created {
+        if h.status == "error" && shape == Shape::Created {
             v["build"]["error"] = "yaml: line 3: did not find expected key".into();
         }
         match shape {
-            HookShape::Updated => v["repo"]["build"] = v["build"].clone(),
-            HookShape::Created | HookShape::Cancel => {
+            Shape::Updated => v["repo"]["build"] = v["build"].clone(),
+            Shape::Created | Shape::Cancel => {
                 if let Some(repo) = v["repo"].as_object_mut() {
                     repo.remove("build");
                 }
@@ -300,7 +253,7 @@ struct Hook {
     build: usize,
     repo: u64,
     number: u64,
-    shape: HookShape,
+    shape: Shape,
     status: &'static str,
     version: u64,
 }
@@ -309,8 +262,8 @@ struct Build {
     repo: u64,
     number: u64,
     kind: Kind,
-    status: &'static str,
-    version: u64,
+    /// Drone's row: status, version, whether a runner had it, its first terminal version.
+    row: Row,
     /// Virtual time of drone's last write to the build (its final transition at the end).
     last_write_at: u64,
     /// Webhooks drone sent for it, and how many reached a live filter.
@@ -318,18 +271,6 @@ struct Build {
     arrived: u32,
     /// When its first step webhook is due (for the late `build:created`).
     first_step_at: Option<u64>,
-    /// A runner picked it up (setup ran).
-    ran: bool,
-    /// Version of drone's first terminal write (a teardown after a cancel writes `killed`
-    /// again, with a newer version).
-    first_done_version: Option<u64>,
-}
-
-fn is_done(status: &str) -> bool {
-    !matches!(
-        status,
-        "pending" | "running" | "blocked" | "waiting_on_dependencies"
-    )
 }
 
 /// Drone's API side, shared with the `drone` responder.
@@ -687,7 +628,7 @@ impl Sim {
             shapes: shapes.clone(),
             builds: BTreeMap::new(),
             counters: BTreeMap::new(),
-            rng: Rng::new(case.seed, 3),
+            rng: Rng::stream(case.seed, 3),
             faults: true,
             outage: false,
             calls: 0,
@@ -701,7 +642,7 @@ impl Sim {
         let pipeline = Rc::new(RefCell::new(Pipeline {
             view: BTreeMap::new(),
             log: BTreeMap::new(),
-            rng: Rng::new(case.seed, 4),
+            rng: Rng::stream(case.seed, 4),
             faults: true,
             outage: false,
             violations: Vec::new(),
@@ -720,10 +661,10 @@ impl Sim {
             p.borrow_mut().answer(req, now)
         });
         Sim {
-            work: Rng::new(case.seed, 1),
-            net: Rng::new(case.seed, 2),
-            live: Rng::new(case.seed, 5),
-            attacker: Rng::new(case.seed, 6),
+            work: Rng::stream(case.seed, 1),
+            net: Rng::stream(case.seed, 2),
+            live: Rng::stream(case.seed, 5),
+            attacker: Rng::stream(case.seed, 6),
             case,
             host,
             shapes,
@@ -774,14 +715,11 @@ impl Sim {
             repo,
             number,
             kind,
-            status: "pending",
-            version: 0,
+            row: Row::new(),
             last_write_at: t,
             sent: 0,
             arrived: 0,
             first_step_at: None,
-            ran: false,
-            first_done_version: None,
         });
         *self
             .report
@@ -845,92 +783,64 @@ impl Sim {
         }
     }
 
-    /// Drone writes the build row: version + 1 (§0.5).
-    fn write(&mut self, b: usize, status: &'static str) {
+    /// Drone wrote the build row (version + 1, §0.5): its API answers the new row from now.
+    fn wrote(&mut self, b: usize) {
         let now = self.now();
         let build = &mut self.builds[b];
-        build.status = status;
-        build.version += 1;
         build.last_write_at = now;
-        if is_done(status) && build.first_done_version.is_none() {
-            build.first_done_version = Some(build.version);
-        }
-        let (repo, number, version) = (build.repo, build.number, build.version);
+        let (repo, number) = (build.repo, build.number);
+        let (status, version) = (build.row.status, build.row.version);
         let mut d = self.drone.borrow_mut();
         d.builds.insert((repo, number), (status, version));
         let c = d.counters.entry(repo).or_insert(0);
         *c = (*c).max(number);
     }
 
+    /// What drone does to a build (`Row` decides; this chooses among drone's races).
     fn drone_act(&mut self, b: usize, act: Act) {
-        let status = self.builds[b].status;
-        let ran = self.builds[b].ran;
-        let shape = match act {
-            Act::Create => {
-                let s = if self.builds[b].kind == Kind::ConfigError {
-                    "error"
-                } else {
-                    "pending"
-                };
-                self.write(b, s);
-                Some(HookShape::Created)
-            }
+        let kind = self.builds[b].kind;
+        let w = &mut self.work;
+        let row = &mut self.builds[b].row;
+        let version = row.version;
+        let hook = match act {
+            Act::Create => Some(row.create(kind == Kind::ConfigError)),
             Act::Setup => {
-                if status != "pending" {
-                    return; // cancelled before it started
-                }
-                self.builds[b].ran = true;
-                self.write(b, "running");
+                row.setup(); // nothing when cancelled before it started
                 None
             }
-            Act::Step => {
-                if !ran || (is_done(status) && !self.work.chance(0.3)) {
-                    // Cancelled: the runner stopped (or never started); only some late step
-                    // webhooks remain, carrying `killed`.
-                    return;
-                }
-                Some(HookShape::Updated)
-            }
-            Act::Teardown(final_status) => {
-                if status == "killed" && self.builds[b].kind == Kind::Cancelled {
-                    // After a cancel: a teardown that lost the optimistic lock sends nothing;
-                    // one that read the build afterwards writes `killed` again (§4). A build
-                    // cancelled while pending never had a runner, so no teardown.
-                    if !ran || self.work.chance(0.5) {
-                        return;
-                    }
-                    self.write(b, "killed");
-                    Some(HookShape::Updated)
-                } else if is_done(status) {
-                    return;
+            // Cancelled: the runner stopped (or never started); only some late step webhooks
+            // remain, carrying `killed`.
+            Act::Step if !row.ran => None,
+            Act::Step if row.is_done() => row.late_step().filter(|_| w.chance(0.3)),
+            Act::Step => row.step(),
+            // After a cancel: a teardown that lost the optimistic lock sends nothing; one
+            // that read the build afterwards writes `killed` again (§4). A build cancelled
+            // while pending never had a runner, so no teardown.
+            Act::Teardown(_) if row.status == "killed" && kind == Kind::Cancelled => {
+                if !row.ran || w.chance(0.5) {
+                    None
                 } else {
-                    self.write(b, final_status);
-                    Some(HookShape::Updated)
+                    row.teardown_after_cancel()
                 }
             }
-            Act::Cancel => {
-                if is_done(status) {
-                    return;
-                }
-                self.write(b, "killed");
-                Some(HookShape::Cancel)
-            }
-            Act::Skip => {
-                self.write(b, "skipped");
-                Some(HookShape::Cancel)
-            }
+            Act::Teardown(final_status) => row.teardown(final_status),
+            Act::Cancel => row.cancel(),
+            Act::Skip => row.auto_cancel(),
             Act::Decline => {
-                self.write(b, "declined");
+                row.decline();
                 None
             }
         };
-        if let Some(shape) = shape {
-            self.send(b, shape);
+        if self.builds[b].row.version != version {
+            self.wrote(b);
+        }
+        if let Some(hook) = hook {
+            self.send(b, hook.shape);
         }
     }
 
     /// Drone sends a webhook once: it may be lost, duplicated or delayed on the way.
-    fn send(&mut self, b: usize, shape: HookShape) {
+    fn send(&mut self, b: usize, shape: Shape) {
         let now = self.now();
         let build = &mut self.builds[b];
         build.sent += 1;
@@ -940,11 +850,11 @@ impl Sim {
             repo: build.repo,
             number: build.number,
             shape,
-            status: build.status,
-            version: build.version,
+            status: build.row.status,
+            version: build.row.version,
         };
         let late_created = match (shape, build.first_step_at) {
-            (HookShape::Created, Some(first)) => Some(first),
+            (Shape::Created, Some(first)) => Some(first),
             _ => None,
         };
         if self.faults && self.net.chance(self.case.loss) {
@@ -1058,12 +968,12 @@ impl Sim {
             build: 0,
             repo,
             number,
-            shape: HookShape::Updated,
+            shape: Shape::Updated,
             status,
             version,
         };
         let mut v: Value =
-            serde_json::from_slice(&self.shapes.webhook(HookShape::Updated, &hook)).unwrap();
+            serde_json::from_slice(&self.shapes.webhook(Shape::Updated, &hook)).unwrap();
         let (ns, name) = match a.range(0, 2) {
             0 => ("evil-ns".to_string(), "evil-repo".to_string()),
             1 => ("..".to_string(), "..".to_string()),
@@ -1269,13 +1179,13 @@ impl Sim {
         for b in &self.builds {
             let key = (repo_id(b.repo), b.number);
             let have = p.view.get(&key);
-            if have == Some(&(b.status.to_string(), b.version)) {
+            if have == Some(&(b.row.status.to_string(), b.row.version)) {
                 r.converged += 1;
                 // How the final state got there: live (2xx) or re-delivered, and how long
                 // after drone wrote it.
                 let first = p.log.get(&key).and_then(|l| {
                     l.iter()
-                        .filter(|d| d.acked && d.version >= b.version)
+                        .filter(|d| d.acked && d.version >= b.row.version)
                         .min_by_key(|d| d.at)
                 });
                 if let Some(d) = first.filter(|d| d.redelivery) {
@@ -1284,16 +1194,19 @@ impl Sim {
                 }
                 continue;
             }
-            if p.refused.get(&key).is_some_and(|v| v.contains(&b.version)) {
+            if p.refused
+                .get(&key)
+                .is_some_and(|v| v.contains(&b.row.version))
+            {
                 r.refused_final += 1;
                 continue;
             }
             let what = format!(
                 "build {}/{} ({:?}): drone {} v{}, pipeline {:?}, {} webhooks sent, {} reached the filter",
-                b.repo, b.number, b.kind, b.status, b.version, have, b.sent, b.arrived
+                b.repo, b.number, b.kind, b.row.status, b.row.version, have, b.sent, b.arrived
             );
             let rewrite_missed = have.is_some_and(|(status, version)| {
-                status == b.status && b.first_done_version.is_some_and(|v| *version >= v)
+                status == b.row.status && b.row.first_done_version.is_some_and(|v| *version >= v)
             });
             if rewrite_missed {
                 // Terminal and delivered, then drone wrote the same terminal status again (a
@@ -1493,38 +1406,42 @@ fn known_issue_bound(share: u64) -> usize {
     }
 }
 
+/// The guarantees a run broke, as they are found.
+struct Broken(Vec<String>);
+
+impl Broken {
+    fn check(&mut self, ok: bool, what: String) {
+        if !ok {
+            self.0.push(what);
+        }
+    }
+
+    /// Each of `found` breaks a guarantee: "<how many> <what>:" and the list.
+    fn none(&mut self, found: &[String], what: &str) {
+        let list = found.join("\n    ");
+        self.check(
+            found.is_empty(),
+            format!("{} {what}:\n    {list}", found.len()),
+        );
+    }
+}
+
 /// The guarantees a run broke (empty: all kept).
 fn broken(case: &Case, r: &Report, host: &Host) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut check = |ok: bool, what: String| {
-        if !ok {
-            out.push(what);
-        }
-    };
+    let mut b = Broken(Vec::new());
     let m = |k: &str| r.metrics.get(k).copied().unwrap_or(0);
     let list = |v: &[String]| v.join("\n    ");
     let default_ledger = case.max_tracked == LEDGER_CAP;
 
     // The attacker never steers a lookup or a re-delivery.
-    check(
-        r.steered.is_empty(),
-        format!(
-            "{} build lookups under a name drone does not have:\n    {}",
-            r.steered.len(),
-            list(&r.steered)
-        ),
-    );
-    check(
-        r.tainted.is_empty(),
-        format!(
-            "{} re-deliveries carried attacker bytes (or were unsigned with a secret set):\n    {}",
-            r.tainted.len(),
-            list(&r.tainted)
-        ),
+    b.none(&r.steered, "build lookups under a name drone does not have");
+    b.none(
+        &r.tainted,
+        "re-deliveries carried attacker bytes (or were unsigned with a secret set)",
     );
     if case.attack {
-        check(r.forged_sent > 100, "the attacker attacked".into());
-        check(
+        b.check(r.forged_sent > 100, "the attacker attacked".into());
+        b.check(
             (case.mode == "enforce") == (r.forged_passed == 0),
             format!(
                 "forged webhooks reached the pipeline: {} of {}",
@@ -1533,7 +1450,7 @@ fn broken(case: &Case, r: &Report, host: &Host) -> Vec<String> {
         );
     }
     if case.mode == "enforce" {
-        check(
+        b.check(
             m("webhooks_rejected") as u64 == r.forged_rejected
                 && r.forged_rejected + 20 > r.forged_sent,
             format!(
@@ -1546,13 +1463,9 @@ fn broken(case: &Case, r: &Report, host: &Host) -> Vec<String> {
     }
 
     // Never an older version re-delivered after a newer one was acknowledged.
-    check(
-        r.violations.is_empty(),
-        format!(
-            "{} re-deliveries went below what the pipeline had acknowledged (or had a wrong webhook-id):\n    {}",
-            r.violations.len(),
-            list(&r.violations)
-        ),
+    b.none(
+        &r.violations,
+        "re-deliveries went below what the pipeline had acknowledged (or had a wrong webhook-id)",
     );
     // A re-delivery the pipeline refused (4xx) is final: counted in `redeliveries_refused`,
     // never retried. A reconciler that ends (leader killed, config reloaded) loses the answers
@@ -1560,7 +1473,7 @@ fn broken(case: &Case, r: &Report, host: &Host) -> Vec<String> {
     // may predate a refusal: both bounded per epoch.
     let epochs = r.kills.len() as u64 + r.reconfigures;
     let counted = m("redeliveries_refused") as u64;
-    check(
+    b.check(
         counted <= r.redeliveries_refused && counted + 12 * epochs >= r.redeliveries_refused,
         format!(
             "redeliveries_refused {counted}, the pipeline refused {} ({epochs} epochs ended)",
@@ -1577,7 +1490,7 @@ fn broken(case: &Case, r: &Report, host: &Host) -> Vec<String> {
         .iter()
         .filter_map(|s| s.split(" re-delivered at").next())
         .collect();
-    check(
+    b.check(
         refused_again.len() as u64 <= epochs,
         format!(
             "{} refused versions re-delivered again ({} re-deliveries):\n    {}",
@@ -1587,7 +1500,7 @@ fn broken(case: &Case, r: &Report, host: &Host) -> Vec<String> {
         ),
     );
     if case.loss > 0.0 {
-        check(
+        b.check(
             counted > 0,
             "the pipeline refused re-deliveries, and the filter counted them".into(),
         );
@@ -1595,7 +1508,7 @@ fn broken(case: &Case, r: &Report, host: &Host) -> Vec<String> {
     // Known issue 1 (`repro_slow_drone_answer_races_live_final`): rare by nature; a bound
     // catches it getting common.
     let race_bound = known_issue_bound(r.builds / 200);
-    check(
+    b.check(
         r.races.len() <= race_bound,
         format!(
             "{} re-deliveries of an older version right after a live webhook acknowledged a newer one (bound {race_bound}):\n    {}",
@@ -1606,7 +1519,7 @@ fn broken(case: &Case, r: &Report, host: &Host) -> Vec<String> {
 
     // Convergence: every build, but those the filter cannot know (by design none) and the
     // counted give-ups.
-    check(
+    b.check(
         r.legit_unknowable.len() <= 2,
         format!(
             "the workload keeps unknowable builds (every webhook lost, newest of its repository) rare:\n    {}",
@@ -1615,7 +1528,7 @@ fn broken(case: &Case, r: &Report, host: &Host) -> Vec<String> {
     );
     // `repro_terminal_rewrite_after_cancel_is_not_delivered`; with a tiny ledger a watched
     // cancelled build may be evicted, which the give-up check below accounts for.
-    check(
+    b.check(
         !strict() || !default_ledger || r.terminal_rewrites_missed.is_empty(),
         format!(
             "{} terminal rewrites never delivered:\n    {}",
@@ -1625,7 +1538,7 @@ fn broken(case: &Case, r: &Report, host: &Host) -> Vec<String> {
     );
     // Known issue 2 (`repro_gap_lost_across_leader_change`).
     let baseline_bound = known_issue_bound(r.builds / 100);
-    check(
+    b.check(
         !default_ledger || r.missed_below_baseline.len() <= baseline_bound,
         format!(
             "{} builds whose every webhook was lost were never looked up although a later build of their repository arrived (bound {baseline_bound}):\n    {}",
@@ -1634,19 +1547,15 @@ fn broken(case: &Case, r: &Report, host: &Host) -> Vec<String> {
         ),
     );
     if default_ledger {
-        check(
+        b.check(
             m("giveups") == 0,
             format!("nothing needed giving up: {:?}", r.metrics),
         );
-        check(
-            r.unconverged.is_empty(),
-            format!(
-                "{} builds never reached drone's final state in the pipeline:\n    {}",
-                r.unconverged.len(),
-                list(&r.unconverged)
-            ),
+        b.none(
+            &r.unconverged,
+            "builds never reached drone's final state in the pipeline",
         );
-        check(
+        b.check(
             m("builds_tracked") == 0,
             format!(
                 "everything settled and was forgotten: {} tracked",
@@ -1654,10 +1563,10 @@ fn broken(case: &Case, r: &Report, host: &Host) -> Vec<String> {
             ),
         );
     } else {
-        check(m("builds_evicted") > 0, "the tiny ledger overflowed".into());
+        b.check(m("builds_evicted") > 0, "the tiny ledger overflowed".into());
         // In `off` a build is noted (and the numbers below it filled) once drone confirms
         // it: one evicted before that hides the builds below it too, all counted give-ups.
-        check(
+        b.check(
             (r.unconverged.len() + r.terminal_rewrites_missed.len() + r.missed_below_baseline.len())
                 as i64
                 <= m("giveups"),
@@ -1671,7 +1580,7 @@ fn broken(case: &Case, r: &Report, host: &Host) -> Vec<String> {
             ),
         );
     }
-    check(
+    b.check(
         m("giveups") == m("builds_evicted") + m("builds_expired") + m("builds_not_found"),
         "giveups is the sum of its three kinds".into(),
     );
@@ -1679,7 +1588,7 @@ fn broken(case: &Case, r: &Report, host: &Host) -> Vec<String> {
     // No VM died but the ones the test killed, and those were reloaded; one reconciler per
     // epoch (start, each kill, each config reload).
     let deaths = host.deaths();
-    check(
+    b.check(
         deaths.len() == r.kills.len()
             && deaths
                 .iter()
@@ -1687,11 +1596,11 @@ fn broken(case: &Case, r: &Report, host: &Host) -> Vec<String> {
                 .all(|(d, vm)| d.vm == *vm && d.reason == "killed by test"),
         format!("VM deaths {deaths:?}, killed {:?}", r.kills),
     );
-    check(
+    b.check(
         host.dead_vms().is_empty(),
         format!("dead VMs {:?}", host.dead_vms()),
     );
-    check(
+    b.check(
         m("leader_changes") == 1 + r.kills.len() as i64 + r.reconfigures as i64,
         format!(
             "leader changes {} for {} kills and {} config reloads",
@@ -1702,18 +1611,18 @@ fn broken(case: &Case, r: &Report, host: &Host) -> Vec<String> {
     );
 
     // Bounded.
-    check(
+    b.check(
         m("builds_tracked") <= case.max_tracked as i64,
         format!("ledger over its cap: {}", m("builds_tracked")),
     );
-    check(
+    b.check(
         r.max_memory < MEMORY_BOUND,
         format!("linear memory {} bytes", r.max_memory),
     );
 
     // Every webhook that reached a live filter was observed and queued, none unreadable (the
     // forged ones that passed were observed, or refused by the parser).
-    check(
+    b.check(
         (m("webhooks_observed") + m("webhooks_unparsable")) as u64
             == r.webhooks_arrived + r.forged_passed + r.forged_rejected
             && (r.forged_passed > 0 || m("webhooks_unparsable") == 0),
@@ -1732,21 +1641,21 @@ fn broken(case: &Case, r: &Report, host: &Host) -> Vec<String> {
         "queue_dropped",
         "calls_expired",
     ] {
-        check(m(k) == 0, format!("{k} = {}", m(k)));
+        b.check(m(k) == 0, format!("{k} = {}", m(k)));
     }
     if case.loss > 0.0 {
-        check(r.recovered > 0, "lost finals were recovered".into());
-        check(
+        b.check(r.recovered > 0, "lost finals were recovered".into());
+        b.check(
             m("builds_gap_filled") > 0,
             "builds whose webhooks were all lost were found by number".into(),
         );
     }
     // The run did what it says.
-    check(
+    b.check(
         r.kills.len() >= 2 && r.reconfigures >= 2 && r.webhooks_duplicated > 0,
         "the faults happened".into(),
     );
-    out.into_iter()
+    b.0.into_iter()
         .map(|f| format!("case {} seed {:#x}: {f}", case.name, case.seed))
         .collect()
 }
@@ -1770,32 +1679,28 @@ fn case(name: &'static str, seed: u64, loss: f64, mode: &'static str, attack: bo
     }
 }
 
-#[test]
-fn chaos_no_loss() {
-    run_case(case("loss-0", 0xC4A0_5001, 0.0, "off", false));
+/// One `#[test]` per case: `test_name: "case", seed, loss, signature_mode, attacker;`.
+macro_rules! chaos_cases {
+    ($($(#[$doc:meta])* $test:ident: $name:literal, $seed:expr, $loss:expr, $mode:literal, $attack:expr;)*) => {
+        $(
+            $(#[$doc])*
+            #[test]
+            fn $test() {
+                run_case(case($name, $seed, $loss, $mode, $attack));
+            }
+        )*
+    };
 }
 
-/// `off`: every webhook, drone's and the attacker's, is a hint.
-#[test]
-fn chaos_loss_20_percent_off_under_attack() {
-    run_case(case("loss-20", 0xC4A0_5002, 0.2, "off", true));
-}
-
-/// `monitor`: drone's webhooks are signed (evidence), the attacker's pass as hints.
-#[test]
-fn chaos_loss_20_percent_monitor_under_attack() {
-    run_case(case("loss-20", 0xC4A0_5012, 0.2, "monitor", true));
-}
-
-/// `enforce`: the attacker's webhooks get 401.
-#[test]
-fn chaos_loss_50_percent_enforce_under_attack() {
-    run_case(case("loss-50", 0xC4A0_5003, 0.5, "enforce", true));
-}
-
-#[test]
-fn chaos_loss_50_percent_off_under_attack() {
-    run_case(case("loss-50", 0xC4A0_5013, 0.5, "off", true));
+chaos_cases! {
+    chaos_no_loss: "loss-0", 0xC4A0_5001, 0.0, "off", false;
+    /// `off`: every webhook, drone's and the attacker's, is a hint.
+    chaos_loss_20_percent_off_under_attack: "loss-20", 0xC4A0_5002, 0.2, "off", true;
+    /// `monitor`: drone's webhooks are signed (evidence), the attacker's pass as hints.
+    chaos_loss_20_percent_monitor_under_attack: "loss-20", 0xC4A0_5012, 0.2, "monitor", true;
+    /// `enforce`: the attacker's webhooks get 401.
+    chaos_loss_50_percent_enforce_under_attack: "loss-50", 0xC4A0_5003, 0.5, "enforce", true;
+    chaos_loss_50_percent_off_under_attack: "loss-50", 0xC4A0_5013, 0.5, "off", true;
 }
 
 /// A ledger far too small for the builds open at once: the oldest are evicted, and every
@@ -1939,24 +1844,21 @@ fn repro_slow_drone_answer_races_live_final() {
 /// webhook, `build:created`, is lost: no webhook of it ever reaches the sidecar); build 3's
 /// `build:created` arrives. `between` runs after build 1.
 fn gap_case(between: impl FnOnce(&mut Host)) -> Option<(String, u64)> {
-    let mut host = Host::start(host_config(1, "")).unwrap();
-    let drone = install_drone(&mut host);
-    let pipeline = install_pipeline(&mut host);
-    drone.borrow_mut().set(1, 1, "success", 3);
+    let (mut host, drone, pipeline) = start_host(host_config(1, ""));
+    let both = (&drone, &pipeline);
     for (status, version) in [
         ("pending", 1),
         ("running", 2),
         ("running", 2),
         ("success", 3),
     ] {
-        send_live(&mut host, &pipeline, 0, webhook(1, 1, status, version), 200);
+        drone_writes_and_sends(&mut host, both, (1, 1), (status, version));
         host.advance(500).unwrap();
     }
     between(&mut host);
     host.advance(3000).unwrap();
     drone.borrow_mut().set(1, 2, "declined", 2);
-    drone.borrow_mut().set(1, 3, "pending", 1);
-    send_live(&mut host, &pipeline, 0, webhook(1, 3, "pending", 1), 200);
+    drone_writes_and_sends(&mut host, both, (1, 3), ("pending", 1));
     host.advance(60_000).unwrap();
     assert!(host.deaths().iter().all(|d| d.reason == "killed by test"));
     let got = pipeline.borrow().status_of(1, 2);
@@ -2006,12 +1908,9 @@ fn repro_gap_lost_across_leader_change() {
 /// version, `finished` of the cancel).
 #[test]
 fn repro_terminal_rewrite_after_cancel_is_not_delivered() {
-    let mut host = Host::start(host_config(1, "")).unwrap();
-    let drone = install_drone(&mut host);
-    let pipeline = install_pipeline(&mut host);
+    let (mut host, drone, pipeline) = start_host(host_config(1, ""));
     for (status, version) in [("pending", 1), ("running", 2), ("killed", 3)] {
-        drone.borrow_mut().set(1, 1, status, version);
-        send_live(&mut host, &pipeline, 0, webhook(1, 1, status, version), 200);
+        drone_writes_and_sends(&mut host, (&drone, &pipeline), (1, 1), (status, version));
         host.advance(500).unwrap();
     }
     drone.borrow_mut().set(1, 1, "killed", 4); // teardown after the cancel; webhook lost

@@ -5,17 +5,16 @@
 #![allow(dead_code)]
 
 pub mod report;
+#[path = "../../tests/common/setup.rs"]
+mod setup;
 
-use host_tests::{
-    default_wasm_path, CallReply, CallRequest, Host, HostConfig, TestRequest, UpstreamReply,
-};
+pub use setup::*;
+
+use host_tests::{CallReply, CallRequest, Host, HostConfig, UpstreamReply};
 use serde_json::Value;
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::rc::Rc;
-
-pub const TOKEN: &str = "t0k3n-for-benchmarks";
 
 /// A drone fixture (`testdata/drone/<name>`).
 pub fn fixture_bytes(name: &str) -> Vec<u8> {
@@ -23,41 +22,16 @@ pub fn fixture_bytes(name: &str) -> Vec<u8> {
 }
 
 fn fixture(name: &str) -> Value {
-    serde_json::from_slice(&fixture_bytes(name)).expect("fixture is JSON")
-}
-
-/// The wasm under test; fails with the command to run when it is missing.
-pub fn wasm() -> PathBuf {
-    let p = default_wasm_path();
-    assert!(
-        p.exists(),
-        "{} not found: run `make build` first",
-        p.display()
-    );
-    p
-}
-
-/// The plugin configuration of the host-tests scenarios (100 ms ticks), `extra` spliced in.
-pub fn plugin_config(extra: &str) -> String {
-    format!(
-        r#"{{"pipeline_cluster":"pipeline","drone_cluster":"drone","drone_token_env":"DRONE_TOKEN","webhook_path":"/hook","tick_ms":100,"stale_after_ms":2000,"max_poll_interval_ms":16000,"lease_ms":1000,"circuit_open_ms":2000{extra}}}"#
-    )
+    fixture_json(name)
 }
 
 /// Workers + main, fuel metering on.
 pub fn host_config(workers: usize, extra: &str) -> HostConfig {
-    let mut cfg = HostConfig::new(wasm(), &plugin_config(extra));
-    cfg.workers = workers;
-    cfg.env = vec![("DRONE_TOKEN".into(), TOKEN.into())];
+    let mut cfg = setup::host_config(workers, extra);
     // Envoy's default: info. The benchmarks do not read debug lines.
     cfg.log_level = 2;
     cfg.fuel = true;
     cfg
-}
-
-/// Repository `octocat/repo-<n>` has id `100 + n`.
-pub fn repo_id(repo: u64) -> u64 {
-    100 + repo
 }
 
 /// A body with placeholders, filled by plain string replacement (fast enough to make a
@@ -137,6 +111,16 @@ impl Bodies {
         }
     }
 
+    /// The webhook drone sends for `hook` (`drone_model::lifecycle`): `build:created` or a
+    /// `build:updated` by its shape, with the row it carries.
+    pub fn hook(&self, (repo, number): (u64, u64), hook: &drone_model::Hook) -> Vec<u8> {
+        let template = match hook.shape {
+            drone_model::Shape::Created => &self.created,
+            drone_model::Shape::Updated | drone_model::Shape::Cancel => &self.updated,
+        };
+        template.fill(repo, number, hook.status, hook.version)
+    }
+
     pub fn api_build(&self, repo: u64, number: u64, status: &str, version: u64) -> Vec<u8> {
         self.api_build.fill(repo, number, status, version)
     }
@@ -144,12 +128,6 @@ impl Bodies {
     pub fn api_repo(&self, repo: u64) -> Vec<u8> {
         self.api_repo.fill(repo, 0, "", 0)
     }
-}
-
-pub fn hook_request(body: Vec<u8>) -> TestRequest {
-    TestRequest::post("/hook", body)
-        .header("x-drone-event", "build")
-        .header("content-type", "application/json")
 }
 
 /// Drone's current state of every build, and how many API calls it answered.
@@ -236,17 +214,6 @@ pub fn send(host: &mut Host, vm: usize, body: Vec<u8>, status: u16) {
         UpstreamReply::status(status)
     })
     .expect("request");
-}
-
-/// `status_sync.<name>`; 0 until the filter first writes it. A name the filter does not declare
-/// (`status_sync::core::metrics::METRICS`) fails the test: a typo would otherwise read 0.
-pub fn metric(host: &Host, name: &str) -> i64 {
-    let full = format!("status_sync.{name}");
-    assert!(
-        status_sync::core::metrics::by_name(&full).is_some(),
-        "the filter defines no metric {full}"
-    );
-    host.metric(&full).unwrap_or(0)
 }
 
 /// The VM whose root holds the lease now (the last one that logged taking it).

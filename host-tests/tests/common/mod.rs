@@ -1,53 +1,22 @@
 //! Shared pieces of the scenario tests: fixtures shaped like drone's payloads, a small drone
 //! that answers the REST API from its own state, and a pipeline that records what it received.
+//! The host setup itself (wasm, configuration, token, metrics) is in `setup.rs`, which the
+//! benchmarks share.
 
 #![allow(dead_code)]
 
-use host_tests::{
-    default_wasm_path, CallReply, CallRequest, Host, HostConfig, TestRequest, UpstreamReply,
-};
+mod setup;
+
+pub use setup::*;
+
+use host_tests::{CallReply, CallRequest, Host, HostConfig, TestRequest, UpstreamReply};
 use serde_json::Value;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::rc::Rc;
 
-pub const TOKEN: &str = "t0k3n-for-tests";
-
 fn fixture(name: &str) -> Value {
-    serde_json::from_str(drone_model::fixtures::text(name)).expect("fixture is JSON")
-}
-
-/// A drone fixture (`testdata/drone/<name>`) as JSON, for tests that build many
-/// bodies from one parsed copy.
-pub fn fixture_json(name: &str) -> Value {
-    fixture(name)
-}
-
-/// The wasm under test; fails with the command to run when it is missing.
-pub fn wasm() -> PathBuf {
-    let p = default_wasm_path();
-    assert!(
-        p.exists(),
-        "{} not found: run `make build` (or `make test`) first",
-        p.display()
-    );
-    p
-}
-
-/// A plugin configuration with short timings for tests; `extra` is spliced into the object.
-pub fn plugin_config(extra: &str) -> String {
-    format!(
-        r#"{{"pipeline_cluster":"pipeline","drone_cluster":"drone","drone_token_env":"DRONE_TOKEN","webhook_path":"/hook","tick_ms":100,"stale_after_ms":2000,"max_poll_interval_ms":16000,"lease_ms":1000,"circuit_open_ms":2000{extra}}}"#
-    )
-}
-
-/// No webhook secret: `signature_mode` `off`, every live webhook is a hint.
-pub fn host_config(workers: usize, extra: &str) -> HostConfig {
-    let mut cfg = HostConfig::new(wasm(), &plugin_config(extra));
-    cfg.workers = workers;
-    cfg.env = vec![("DRONE_TOKEN".into(), TOKEN.into())];
-    cfg
+    fixture_json(name)
 }
 
 /// Drone's `DRONE_WEBHOOK_SECRET` in the scenarios that sign their webhooks.
@@ -71,11 +40,6 @@ pub fn signed_hook_request(body: Vec<u8>, now_ms: u64) -> TestRequest {
         .header("date", &s.date)
         .header("digest", &s.digest)
         .header("signature", &s.signature)
-}
-
-/// Repository `octocat/repo-<n>` with id `100 + n`.
-pub fn repo_id(repo: u64) -> u64 {
-    100 + repo
 }
 
 /// A drone webhook body for one build transition (drone's step/teardown `build:updated`, or
@@ -130,12 +94,6 @@ pub fn api_repo_counter(repo: u64, counter: u64) -> Vec<u8> {
     let mut body = serde_json::to_vec(&v).expect("serialize");
     body.push(b'\n');
     body
-}
-
-pub fn hook_request(body: Vec<u8>) -> TestRequest {
-    TestRequest::post("/hook", body)
-        .header("x-drone-event", "build")
-        .header("content-type", "application/json")
 }
 
 /// Drone's current state of every build, and the API calls it received.
@@ -298,13 +256,28 @@ pub fn send_live(
     .expect("request")
 }
 
-/// `status_sync.<name>`; 0 until the filter first writes it. A name the filter does not declare
-/// (`status_sync::core::metrics::METRICS`) fails the test: a typo would otherwise read 0.
-pub fn metric(host: &Host, name: &str) -> i64 {
-    let full = format!("status_sync.{name}");
-    assert!(
-        status_sync::core::metrics::by_name(&full).is_some(),
-        "the filter defines no metric {full}"
+/// A host started with `cfg`, with [`install_drone`] and [`install_pipeline`].
+pub fn start_host(cfg: HostConfig) -> (Host, SharedDrone, SharedPipeline) {
+    let mut host = Host::start(cfg).expect("host starts");
+    let drone = install_drone(&mut host);
+    let pipeline = install_pipeline(&mut host);
+    (host, drone, pipeline)
+}
+
+/// Drone writes build `repo/number` and its webhook passes live through VM 0 (the pipeline
+/// answers 200).
+pub fn drone_writes_and_sends(
+    host: &mut Host,
+    (drone, pipeline): (&SharedDrone, &SharedPipeline),
+    (repo, number): (u64, u64),
+    (status, version): (&str, u64),
+) {
+    drone.borrow_mut().set(repo, number, status, version);
+    send_live(
+        host,
+        pipeline,
+        0,
+        webhook(repo, number, status, version),
+        200,
     );
-    host.metric(&full).unwrap_or(0)
 }

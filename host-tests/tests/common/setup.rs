@@ -1,0 +1,68 @@
+//! Host-test setup shared by the scenario tests (`tests/common`) and the benchmarks
+//! (`benches/common`, which include this file by path): the wasm under test, the plugin
+//! configuration, the host, drone's token and repositories, the webhook request and the
+//! metrics the filter declares.
+
+use host_tests::{default_wasm_path, Host, HostConfig, TestRequest};
+use serde_json::Value;
+use std::path::PathBuf;
+
+/// The drone token the filter is configured with (`DRONE_TOKEN`).
+pub const TOKEN: &str = "t0k3n-for-tests";
+
+/// A drone fixture (`testdata/drone/<name>`) as JSON, for tests that build many
+/// bodies from one parsed copy.
+pub fn fixture_json(name: &str) -> Value {
+    serde_json::from_str(drone_model::fixtures::text(name)).expect("fixture is JSON")
+}
+
+/// The wasm under test; fails with the command to run when it is missing.
+pub fn wasm() -> PathBuf {
+    let p = default_wasm_path();
+    assert!(
+        p.exists(),
+        "{} not found: run `make build` (or `make test`) first",
+        p.display()
+    );
+    p
+}
+
+/// A plugin configuration with short timings (100 ms ticks); `extra` is spliced into the
+/// object.
+pub fn plugin_config(extra: &str) -> String {
+    format!(
+        r#"{{"pipeline_cluster":"pipeline","drone_cluster":"drone","drone_token_env":"DRONE_TOKEN","webhook_path":"/hook","tick_ms":100,"stale_after_ms":2000,"max_poll_interval_ms":16000,"lease_ms":1000,"circuit_open_ms":2000{extra}}}"#
+    )
+}
+
+/// `workers` worker VMs (and main), [`plugin_config`] with `extra`, the token in the
+/// environment. No webhook secret: `signature_mode` `off`, every live webhook is a hint.
+pub fn host_config(workers: usize, extra: &str) -> HostConfig {
+    let mut cfg = HostConfig::new(wasm(), &plugin_config(extra));
+    cfg.workers = workers;
+    cfg.env = vec![("DRONE_TOKEN".into(), TOKEN.into())];
+    cfg
+}
+
+/// Repository `octocat/repo-<n>` has id `100 + n`.
+pub fn repo_id(repo: u64) -> u64 {
+    100 + repo
+}
+
+/// A live webhook as drone POSTs it to the listener.
+pub fn hook_request(body: Vec<u8>) -> TestRequest {
+    TestRequest::post("/hook", body)
+        .header("x-drone-event", "build")
+        .header("content-type", "application/json")
+}
+
+/// `status_sync.<name>`; 0 until the filter first writes it. A name the filter does not declare
+/// (`status_sync::core::metrics::METRICS`) fails the test: a typo would otherwise read 0.
+pub fn metric(host: &Host, name: &str) -> i64 {
+    let full = format!("status_sync.{name}");
+    assert!(
+        status_sync::core::metrics::by_name(&full).is_some(),
+        "the filter defines no metric {full}"
+    );
+    host.metric(&full).unwrap_or(0)
+}
