@@ -545,6 +545,24 @@ mod tests {
         b64::encode(&mac.finalize().into_bytes())
     }
 
+    /// The reason names what is wrong (it is logged, and `monitor` mode exists to read it): a
+    /// parameter name outside `[A-Za-z0-9_]` is not merely "unknown".
+    #[test]
+    fn malformed_parameter_names_are_named_as_such() {
+        use SignatureError::MalformedSignature as Bad;
+        for header in [r#"key-id="a""#, r#"keyId="a",sig nature="b""#, r#"=x"#] {
+            assert_eq!(
+                parse_signature_header(header).err(),
+                Some(Bad("invalid parameter name")),
+                "{header}"
+            );
+        }
+        assert_eq!(
+            parse_signature_header(r#"key_id="a""#).err(),
+            Some(Bad("unknown parameter"))
+        );
+    }
+
     #[test]
     fn vector_1_drone_unit_test_fully() {
         let v = &vectors()[0];
