@@ -768,6 +768,17 @@ mod tests {
         assert!(!Request::checks_signatures(&c));
     }
 
+    /// `max_body_bytes` is the largest body still copied and parsed, not the first one refused.
+    #[test]
+    fn a_body_of_exactly_max_body_bytes_is_observed() {
+        let b = body();
+        for (limit, observed) in [(b.len(), true), (b.len() - 1, false)] {
+            let r = run(&cfg(None, limit), &build_webhook(None), &b, 3, false);
+            let f = r.finish(Some(200));
+            assert_eq!(matches!(f, Finish::Observe(_)), observed, "{limit}: {f:?}");
+        }
+    }
+
     #[test]
     fn oversized_bodies_pass_unparsed_and_stop_being_copied() {
         let b = body();
