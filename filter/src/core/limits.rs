@@ -136,6 +136,24 @@ pub fn check_webhook(w: &ParsedWebhook) -> Result<(), ParseError> {
 mod tests {
     use super::*;
 
+    /// The documented sizes (README: 8 KiB of `repo`, 4 KiB of `system`), written out rather
+    /// than through the constants, so a changed constant fails here.
+    #[test]
+    fn json_size_limits_are_8_and_4_kib() {
+        let object = |len: usize| format!(r#"{{"k":"{}"}}"#, "x".repeat(len - 8));
+        assert_eq!(object(8192).len(), 8192);
+        assert_eq!(check_repo_json(&object(8192)), Ok(()));
+        assert_eq!(
+            check_repo_json(&object(8193)),
+            Err(ParseError::Limit("repo"))
+        );
+        assert_eq!(check_system_json(&object(4096)), Ok(()));
+        assert_eq!(
+            check_system_json(&object(4097)),
+            Err(ParseError::Limit("system"))
+        );
+    }
+
     #[test]
     fn slug_parts_follow_drone() {
         for ok in [
