@@ -86,4 +86,11 @@ mod tests {
         assert_eq!(nesting_depth("]]{"), 1);
         assert_eq!(nesting_depth(""), 0);
     }
+
+    /// Depth, not a count of brackets: siblings do not add up.
+    #[test]
+    fn closing_brackets_end_a_level() {
+        assert_eq!(nesting_depth("[[],[],{}]"), 2);
+        assert_eq!(nesting_depth(r#"{"a":[1],"b":{"c":[]}}"#), 3);
+    }
 }
