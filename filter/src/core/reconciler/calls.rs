@@ -4,7 +4,7 @@
 
 use super::budget::Permit;
 use super::{Reconciler, USER_AGENT};
-use crate::core::model::{BuildKey, BuildStatus};
+use crate::core::model::{BuildKey, BuildStatus, RepoRef};
 use crate::core::signature;
 
 /// Identifies a call the reconciler asked for; the shell maps host tokens to it.
@@ -69,12 +69,8 @@ pub(super) enum Pending {
     /// claim that arrived while the call was on its way may be newer than drone's answer.
     FetchBuild { key: BuildKey, claim: u64 },
     /// `GET /api/repos/{o}/{n}` to confirm that a name only unverified webhooks gave belongs
-    /// to `repo_id` before anything is looked up under it.
-    ConfirmRepo {
-        repo_id: u64,
-        namespace: Box<str>,
-        name: Box<str>,
-    },
+    /// to `repo.id` before anything is looked up under it.
+    ConfirmRepo { repo: RepoRef },
     /// `GET /api/repos/{o}/{n}`, needed before a re-delivery when neither evidence nor drone
     /// gave us the repository's JSON yet (e.g. after a leader change). Holds the build answer
     /// to deliver.
@@ -91,6 +87,15 @@ pub(super) enum Pending {
         version: u64,
         status: BuildStatus,
     },
+}
+
+/// Headers as [`OutgoingCall`] holds them (one loop, rather than a copy of each string's
+/// conversion inlined per header: the module has a size budget).
+fn owned(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
 }
 
 impl Reconciler {
@@ -112,20 +117,18 @@ impl Reconciler {
     ) -> OutgoingCall {
         permit.spend();
         let id = self.register(pending, now_ms);
+        let bearer = format!("Bearer {}", self.cfg.drone_token);
         OutgoingCall {
             id,
             cluster: self.cfg.drone_cluster.clone(),
-            headers: vec![
-                (":method".into(), "GET".into()),
-                (":path".into(), path),
-                (":authority".into(), self.cfg.drone_authority.clone()),
-                (
-                    "authorization".into(),
-                    format!("Bearer {}", self.cfg.drone_token),
-                ),
-                ("accept".into(), "application/json".into()),
-                ("user-agent".into(), USER_AGENT.into()),
-            ],
+            headers: owned(&[
+                (":method", "GET"),
+                (":path", &path),
+                (":authority", &self.cfg.drone_authority),
+                ("authorization", &bearer),
+                ("accept", "application/json"),
+                ("user-agent", USER_AGENT),
+            ]),
             body: Vec::new(),
             timeout_ms: self.cfg.call_timeout_ms,
         }
@@ -147,23 +150,23 @@ impl Reconciler {
             status,
         };
         let id = self.register(pending, now_ms);
-        let mut headers = vec![
-            (":method".into(), "POST".into()),
-            (":path".into(), self.cfg.webhook_path.clone()),
-            (":authority".into(), self.cfg.pipeline_authority.clone()),
-            ("content-type".into(), "application/json".into()),
-            ("x-drone-event".into(), "build".into()),
-            (
-                "webhook-id".into(),
-                signature::webhook_id(key.repo_id, key.number, version),
-            ),
-            ("user-agent".into(), USER_AGENT.into()),
-        ];
+        let webhook_id = signature::webhook_id(key.repo_id, key.number, version);
+        let mut headers = owned(&[
+            (":method", "POST"),
+            (":path", &self.cfg.webhook_path),
+            (":authority", &self.cfg.pipeline_authority),
+            ("content-type", "application/json"),
+            ("x-drone-event", "build"),
+            ("webhook-id", &webhook_id),
+            ("user-agent", USER_AGENT),
+        ]);
         if let Some(secret) = &self.cfg.webhook_secret {
             let signed = signature::sign(secret.as_bytes(), &body, now_ms);
-            headers.push(("date".into(), signed.date));
-            headers.push(("digest".into(), signed.digest));
-            headers.push(("signature".into(), signed.signature));
+            headers.extend(owned(&[
+                ("date", &signed.date),
+                ("digest", &signed.digest),
+                ("signature", &signed.signature),
+            ]));
         }
         OutgoingCall {
             id,
@@ -202,12 +205,8 @@ impl Reconciler {
         };
         let out = match pending {
             Pending::FetchBuild { key, claim } => self.on_build(key, claim, result, now_ms),
-            Pending::ConfirmRepo {
-                repo_id,
-                namespace,
-                name,
-            } => {
-                self.on_confirm(repo_id, &namespace, &name, result, now_ms);
+            Pending::ConfirmRepo { repo } => {
+                self.on_confirm(repo, result, now_ms);
                 Vec::new()
             }
             Pending::FetchRepo { key, build } => self.on_repo(key, build, result, now_ms),

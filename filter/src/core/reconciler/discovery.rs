@@ -8,7 +8,7 @@ use super::{clamp_u32, is_transient, Reconciler, MAX_DRONE_INT};
 use crate::core::backoff::grow_interval;
 use crate::core::drone_api;
 use crate::core::ledger::{Lane, NOT_SCHEDULED};
-use crate::core::model::{BuildKey, RepoRef};
+use crate::core::model::BuildKey;
 
 impl Reconciler {
     /// A new build number showed (evidence or drone): its repository is active, so its
@@ -63,12 +63,7 @@ impl Reconciler {
                 continue;
             }
             i.discovering = true;
-            let repo = RepoRef {
-                id: repo_id,
-                namespace: i.namespace.to_string(),
-                name: i.name.to_string(),
-            };
-            let path = drone_api::repo_path(&repo);
+            let path = drone_api::repo_path(&i.repo(repo_id));
             calls.push(self.drone_get(permit, path, Pending::Discover { repo_id }, now_ms));
         }
     }

@@ -54,13 +54,10 @@ impl Reconciler {
             );
             return true;
         }
-        match self.idents.get(&key.repo_id).cloned() {
-            Some(i) if i.confirmed => {
-                let repo = RepoRef {
-                    id: key.repo_id,
-                    namespace: i.namespace.into(),
-                    name: i.name.into(),
-                };
+        let ident = (self.idents.get(&key.repo_id))
+            .map(|i| (i.confirmed, i.confirming, i.repo(key.repo_id)));
+        match ident {
+            Some((true, _, repo)) => {
                 let path = drone_api::build_path(&repo, key.number);
                 let pending = Pending::FetchBuild {
                     key,
@@ -68,24 +65,15 @@ impl Reconciler {
                 };
                 calls.push(self.drone_get(permit, path, pending, now_ms));
             }
-            Some(i) if !i.confirming => {
+            Some((false, false, repo)) => {
                 // Only unverified webhooks named this repository: ask drone whether the name
                 // is this id's before looking anything up under it; the build is looked up a
                 // moment later.
                 if let Some(ident) = self.idents.get_mut(&key.repo_id) {
                     ident.confirming = true;
                 }
-                let repo = RepoRef {
-                    id: key.repo_id,
-                    namespace: i.namespace.to_string(),
-                    name: i.name.to_string(),
-                };
-                let pending = Pending::ConfirmRepo {
-                    repo_id: key.repo_id,
-                    namespace: i.namespace,
-                    name: i.name,
-                };
                 let path = drone_api::repo_path(&repo);
+                let pending = Pending::ConfirmRepo { repo };
                 calls.push(self.drone_get(permit, path, pending, now_ms));
                 self.wait_for_name(key, now_ms);
             }
@@ -316,14 +304,8 @@ impl Reconciler {
     }
 
     /// Drone's answer about a name only unverified webhooks gave.
-    pub(super) fn on_confirm(
-        &mut self,
-        repo_id: u64,
-        namespace: &str,
-        name: &str,
-        result: CallResult,
-        now_ms: u64,
-    ) {
+    pub(super) fn on_confirm(&mut self, asked: RepoRef, result: CallResult, now_ms: u64) {
+        let (repo_id, namespace, name) = (asked.id, &*asked.namespace, &*asked.name);
         let body = match result {
             CallResult::Response { status: 200, body } => body,
             CallResult::Response { status, .. } if !is_transient(status) => {

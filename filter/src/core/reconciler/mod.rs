@@ -107,10 +107,7 @@ impl Reconciler {
         );
         Reconciler {
             budget: Budget::new(cfg.max_drone_calls_per_sec, circuit),
-            repo_json: RepoJsonCache {
-                cap: cfg.max_repos,
-                ..Default::default()
-            },
+            repo_json: RepoJsonCache::new(cfg.max_repos),
             ledger,
             idents: Idents {
                 cap: cfg.max_repos,
@@ -277,7 +274,7 @@ impl Reconciler {
     /// confirmed, the object kept for re-deliveries.
     fn drone_named(&mut self, repo: &RepoRef, json: String) {
         self.counters.repos_evicted += self.idents.confirm(repo);
-        self.repo_json.insert(repo.id, json);
+        self.repo_json.insert(repo.id, json.into_boxed_str());
     }
 
     /// Counts a queue message that could not be decoded.

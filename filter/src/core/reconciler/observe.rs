@@ -37,7 +37,7 @@ impl Reconciler {
         self.counters.repos_evicted += self.idents.confirm(&hook.repo);
         self.note_number(key, now_ms);
         if let Some(json) = hook.repo_json {
-            self.repo_json.insert(hook.repo.id, json);
+            self.repo_json.insert(hook.repo.id, json.into_boxed_str());
         }
         if hook.system_json.is_some() {
             self.system_json = hook.system_json;

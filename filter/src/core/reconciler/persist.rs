@@ -9,11 +9,7 @@ use crate::core::snapshot::{self, Record};
 
 impl Reconciler {
     fn repo_ref(&self, repo_id: u64) -> Option<RepoRef> {
-        self.idents.get(&repo_id).map(|i| RepoRef {
-            id: repo_id,
-            namespace: i.namespace.to_string(),
-            name: i.name.to_string(),
-        })
+        self.idents.get(&repo_id).map(|i| i.repo(repo_id))
     }
 
     /// Snapshot values of the shards changed since the last call: (shard, bytes).
@@ -80,17 +76,7 @@ impl Reconciler {
             .idents
             .iter()
             .filter(|(_, i)| i.confirmed && i.max_number > 0)
-            .map(|(id, i)| {
-                (
-                    RepoRef {
-                        id: *id,
-                        namespace: i.namespace.to_string(),
-                        name: i.name.to_string(),
-                    },
-                    i.max_number,
-                    i.min_number,
-                )
-            })
+            .map(|(id, i)| (i.repo(*id), i.max_number, i.min_number))
             .collect();
         // Over the cap, keep the repositories with the highest numbers (the most active). The
         // cut-off number is found by bisection (64 linear passes at most) rather than by

@@ -5,7 +5,7 @@
 use super::calls::{CallResult, OutgoingCall, Pending};
 use super::{clamp_u32, is_transient, settles_for_good, Reconciler};
 use crate::core::drone_api::{self, ApiBuild};
-use crate::core::model::{BuildKey, BuildStatus, DeliveryOutcome, RepoRef};
+use crate::core::model::{BuildKey, BuildStatus, DeliveryOutcome};
 
 impl Reconciler {
     pub(super) fn deliver_or_fetch_repo(
@@ -14,12 +14,12 @@ impl Reconciler {
         api: &ApiBuild<'_>,
         now_ms: u64,
     ) -> Vec<OutgoingCall> {
-        let Some(repo_json) = self.repo_json.map.get(&key.repo_id).cloned() else {
-            let Some(repo) = self.idents.confirmed(&key.repo_id).map(|i| RepoRef {
-                id: key.repo_id,
-                namespace: i.namespace.to_string(),
-                name: i.name.to_string(),
-            }) else {
+        let Some(repo_json) = self.repo_json.get(&key.repo_id).cloned() else {
+            let Some(repo) = self
+                .idents
+                .confirmed(&key.repo_id)
+                .map(|i| i.repo(key.repo_id))
+            else {
                 self.wait_for_name(key, now_ms);
                 return Vec::new();
             };
