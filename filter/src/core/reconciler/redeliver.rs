@@ -99,33 +99,34 @@ impl Reconciler {
         };
         let outcome = DeliveryOutcome::from_status(http);
         self.slo.outcome(key, version, outcome, now_ms);
-        match outcome {
+        let (level, what) = match outcome {
+            DeliveryOutcome::Delivered => {
+                self.counters.redeliveries_ok += 1;
+                (log::Level::Trace, "")
+            }
             DeliveryOutcome::NotDelivered => {
                 self.counters.redeliveries_failed += 1;
-                log::debug!(
-                    "re-delivery failed, will retry build={} status={} version={version} http={} {}",
-                    self.build_field(key),
-                    status.as_str(),
-                    http.map_or_else(|| "none".to_string(), |h| h.to_string()),
-                    self.who
-                );
-                let base = self.cfg.tick_ms.max(1000);
-                self.retry_later(key, now_ms, base);
-                return;
+                (log::Level::Debug, "failed, will retry")
             }
             DeliveryOutcome::Refused => {
                 self.counters.redeliveries_refused += 1;
-                log::info!(
-                    "re-delivery refused by the pipeline, not retried build={} status={} version={version} http={} {}",
-                    self.build_field(key),
-                    status.as_str(),
-                    http.map_or_else(|| "none".to_string(), |h| h.to_string()),
-                    self.who
-                );
+                (log::Level::Info, "refused by the pipeline, not retried")
             }
-            DeliveryOutcome::Delivered => {
-                self.counters.redeliveries_ok += 1;
-            }
+        };
+        if outcome != DeliveryOutcome::Delivered {
+            log::log!(
+                level,
+                "re-delivery {what} build={} status={} version={version} http={} {}",
+                self.build_field(key),
+                status.as_str(),
+                http.map_or_else(|| "none".to_string(), |h| h.to_string()),
+                self.who
+            );
+        }
+        if outcome == DeliveryOutcome::NotDelivered {
+            let base = self.cfg.tick_ms.max(1000);
+            self.retry_later(key, now_ms, base);
+            return;
         }
         let Some(entry) = self.ledger.get(&key).copied() else {
             return;
