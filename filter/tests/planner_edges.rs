@@ -1,0 +1,107 @@
+//! Edges of the planner's behaviour the mutation run of the reconciler's modules
+//! (core/reconciler/*.rs) found unpinned: each test names the module whose surviving mutant it
+//! kills (benchmarks/results/mutants/README.md lists them).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+mod common;
+
+use common::*;
+use status_sync::core::ledger::{Class, Entry};
+use status_sync::core::model::RepoRef;
+use status_sync::core::reconciler::Reconciler;
+use status_sync::core::snapshot::{self, Record};
+
+const T0: u64 = 1_000_000;
+
+fn repo() -> RepoRef {
+    RepoRef {
+        id: REPO_ID,
+        namespace: "octocat".into(),
+        name: "hello-world".into(),
+    }
+}
+
+/// A reconciler that loaded build `number` of class `class`, first seen at `T0`, due at
+/// `due` (a new leader's snapshot).
+fn loaded(extra: &str, number: u64, class: Class, due: u64) -> Reconciler {
+    let mut r = Reconciler::new(config(extra), 1);
+    let mut e = Entry::new(T0, class);
+    e.interval_ms = 1000;
+    e.next_due_ms = due;
+    let record = Record {
+        repo: repo(),
+        number,
+        entry: e,
+    };
+    assert!(r.load_shard(&snapshot::encode_shard(&[record]), due - 500));
+    r
+}
+
+/// lookup.rs (serve_one): a build only hints named that outlives `max_build_age_ms` is
+/// forgotten as refuted, once, and is no give-up.
+#[test]
+fn hint_only_build_past_the_age_limit_is_refuted_not_given_up() {
+    let mut r = loaded(r#","max_build_age_ms":60000"#, 1, Class::Hint, T0 + 60_001);
+    let calls = r.tick(T0 + 61_000);
+    assert!(calls.iter().all(|c| looked_up(c).is_none()), "{calls:?}");
+    assert_eq!(r.ledger().len(), 0);
+    let c = r.counters();
+    assert_eq!((c.hints_refuted, c.builds_expired, c.giveups), (1, 0, 0));
+}
+
+thread_local! {
+    /// Log lines this test thread wrote (tests run on threads of their own).
+    static LINES: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Keeps every log line in its thread's [`LINES`].
+struct Capture;
+
+impl log::Log for Capture {
+    fn enabled(&self, _: &log::Metadata) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record) {
+        let line = format!("{} {}", record.level(), record.args());
+        LINES.with(|l| l.borrow_mut().push(line));
+    }
+    fn flush(&self) {}
+}
+
+/// The log lines written on this thread so far; installs the capture on first use.
+fn logged() -> Vec<String> {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        log::set_logger(&Capture).unwrap();
+        log::set_max_level(log::LevelFilter::Trace);
+    });
+    LINES.with(|l| l.borrow().clone())
+}
+
+/// mod.rs (set_identity, build_field): a give-up's log line names the build as operators know
+/// it and ends with the reconciler's identity (README, "Logs").
+#[test]
+fn give_up_lines_name_the_build_and_the_reconciler() {
+    logged();
+    let mut r = loaded(
+        r#","max_build_age_ms":60000"#,
+        7,
+        Class::Backed,
+        T0 + 60_001,
+    );
+    r.set_identity("instance=ci reconciler=0000abcd epoch=4".into());
+    r.tick(T0 + 61_000);
+    assert_eq!(r.counters().builds_expired, 1);
+    let lines = logged();
+    assert!(
+        lines.iter().any(|l| l
+            == "WARN gave up: build open longer than max_build_age_ms build=octocat/hello-world#7 instance=ci reconciler=0000abcd epoch=4"),
+        "{lines:?}"
+    );
+}
