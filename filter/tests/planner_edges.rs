@@ -13,7 +13,7 @@ mod common;
 
 use common::*;
 use status_sync::core::ledger::{Class, Entry};
-use status_sync::core::model::RepoRef;
+use status_sync::core::model::{BuildKey, RepoRef};
 use status_sync::core::reconciler::Reconciler;
 use status_sync::core::snapshot::{self, Record};
 
@@ -104,4 +104,43 @@ fn give_up_lines_name_the_build_and_the_reconciler() {
             == "WARN gave up: build open longer than max_build_age_ms build=octocat/hello-world#7 instance=ci reconciler=0000abcd epoch=4"),
         "{lines:?}"
     );
+}
+
+/// lookup.rs (serve_one): a build of evidence whose repository's name was dropped to stay
+/// within `max_repos` waits for the name (the next webhook gives it again); it is not taken
+/// for a hint drone refuted.
+#[test]
+fn build_whose_repository_name_was_dropped_waits_for_it() {
+    let mut r = Reconciler::new(config(r#","max_repos":1"#), 1);
+    let records: Vec<Record> = (0..3)
+        .map(|i| {
+            let mut e = Entry::new(T0, Class::Backed);
+            e.interval_ms = 1000;
+            e.next_due_ms = T0 + 1000;
+            Record {
+                repo: RepoRef {
+                    id: REPO_ID + i,
+                    namespace: "octocat".into(),
+                    name: format!("repo-{i}"),
+                },
+                number: 1,
+                entry: e,
+            }
+        })
+        .collect();
+    assert!(r.load_shard(&snapshot::encode_shard(&records), T0));
+    assert_eq!(
+        r.repo_confirmed(REPO_ID),
+        None,
+        "two names kept, the oldest dropped"
+    );
+    r.tick(T0 + 1000);
+    let waiting = BuildKey {
+        repo_id: REPO_ID,
+        number: 1,
+    };
+    let entry = r.ledger().get(&waiting).copied();
+    assert!(entry.is_some(), "still tracked");
+    assert!(entry.unwrap().next_due_ms > T0 + 1000, "and waiting");
+    assert_eq!(r.counters().hints_refuted, 0);
 }
