@@ -13,8 +13,9 @@ mod common;
 
 use common::*;
 use status_sync::core::ledger::{Class, Entry};
+use status_sync::core::model::DeliveryOutcome;
 use status_sync::core::model::{BuildKey, RepoRef};
-use status_sync::core::reconciler::Reconciler;
+use status_sync::core::reconciler::{CallResult, Reconciler};
 use status_sync::core::snapshot::{self, Record};
 
 const T0: u64 = 1_000_000;
@@ -143,4 +144,77 @@ fn build_whose_repository_name_was_dropped_waits_for_it() {
     assert!(entry.is_some(), "still tracked");
     assert!(entry.unwrap().next_due_ms > T0 + 1000, "and waiting");
     assert_eq!(r.counters().hints_refuted, 0);
+}
+
+/// Ticks at the build's next due time and answers the lookup of build `number` with `answer`.
+fn look_up_once(r: &mut Reconciler, number: u64, answer: CallResult) {
+    let key = BuildKey {
+        repo_id: REPO_ID,
+        number,
+    };
+    let due = r.ledger().get(&key).unwrap().next_due_ms;
+    let calls = r.tick(due);
+    let call = calls
+        .iter()
+        .find(|c| looked_up(c) == Some(number))
+        .unwrap_or_else(|| panic!("no lookup of {number} at {due}: {calls:?}"));
+    r.on_response(call.id, answer, due);
+}
+
+/// lookup.rs (on_build): drone answering 404 for a build its numbering showed is looked at 3
+/// more times (drone takes the number before it writes the build); a 400 gives it up at once.
+#[test]
+fn inferred_build_drone_does_not_have_is_given_up_after_three_more_looks() {
+    // A snapshot's inferred build, its repository named by evidence since (a finished build).
+    let inferred = |number| {
+        let mut r = loaded("", number, Class::Inferred, T0 + 1000);
+        r.observe(obs(50, "success", 3, DeliveryOutcome::Delivered), T0);
+        assert!(r.repo_confirmed(REPO_ID).is_some());
+        r
+    };
+    let mut r = inferred(1);
+    for look in 1..=3 {
+        look_up_once(&mut r, 1, http(404));
+        assert_eq!(r.ledger().len(), 1, "look {look}: looked at again");
+        assert_eq!(r.counters().builds_not_found, 0);
+    }
+    look_up_once(&mut r, 1, http(404));
+    assert_eq!(r.ledger().len(), 0);
+    assert_eq!(
+        (r.counters().builds_not_found, r.counters().giveups),
+        (1, 1)
+    );
+
+    let mut r = inferred(2);
+    look_up_once(&mut r, 2, http(400));
+    assert_eq!(r.ledger().len(), 0, "drone cannot have a build numbered so");
+    assert_eq!(r.counters().builds_not_found, 1);
+}
+
+/// lookup.rs (serve_one): once drone refuted the only name hints gave for a repository, a
+/// build only hints named is forgotten at its next turn, not kept until the age limit.
+#[test]
+fn hint_only_build_of_a_refuted_repository_is_forgotten_at_once() {
+    let mut r = Reconciler::new(config(""), 1);
+    let mut o = obs(1, "running", 1, DeliveryOutcome::NotDelivered);
+    o.verified = false;
+    r.observe(o, T0);
+    let calls = r.tick(T0);
+    let confirm = calls
+        .iter()
+        .find(|c| c.header(":path") == Some("/api/repos/octocat/hello-world"))
+        .unwrap_or_else(|| panic!("the name is confirmed first: {calls:?}"));
+    r.on_response(confirm.id, http(404), T0);
+    assert_eq!(r.counters().hints_refuted, 1, "the name");
+    assert_eq!(r.ledger().len(), 1);
+    let key = BuildKey {
+        repo_id: REPO_ID,
+        number: 1,
+    };
+    let due = r.ledger().get(&key).unwrap().next_due_ms;
+    let calls = r.tick(due);
+    assert!(calls.iter().all(|c| looked_up(c).is_none()), "{calls:?}");
+    assert_eq!(r.ledger().len(), 0);
+    assert_eq!(r.counters().hints_refuted, 2, "and the build");
+    assert_eq!(r.counters().giveups, 0);
 }
