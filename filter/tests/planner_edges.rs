@@ -218,3 +218,23 @@ fn hint_only_build_of_a_refuted_repository_is_forgotten_at_once() {
     assert_eq!(r.counters().hints_refuted, 2, "and the build");
     assert_eq!(r.counters().giveups, 0);
 }
+
+/// lookup.rs (on_build): drone's versions are int64: the largest is delivered, one above is
+/// not drone's and is not delivered.
+#[test]
+fn drone_versions_up_to_int64_are_delivered_and_none_above() {
+    let max = i64::MAX as u64;
+    for (version, delivered) in [(max, true), (max + 1, false)] {
+        let mut r = Reconciler::new(config(""), 1);
+        r.observe(obs(1, "running", 1, DeliveryOutcome::NotDelivered), T0);
+        let calls = r.tick(T0);
+        let lookup = calls.iter().find(|c| looked_up(c) == Some(1)).unwrap();
+        let out = r.on_response(lookup.id, ok(api_build(1, "running", version)), T0);
+        assert_eq!(out.len(), usize::from(delivered), "v{version}: {out:?}");
+        if delivered {
+            assert_eq!(redelivered(&out[0]).2, max);
+        } else {
+            assert_eq!(r.counters().drone_polls_failed, 1);
+        }
+    }
+}
