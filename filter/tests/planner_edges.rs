@@ -238,3 +238,47 @@ fn drone_versions_up_to_int64_are_delivered_and_none_above() {
         }
     }
 }
+
+/// lookup.rs (on_build): a hint's claim settles a build only when drone shows the very version
+/// and status claimed; a claim of an older version with the same status does not, and drone's
+/// newer version is delivered.
+#[test]
+fn a_claim_of_an_older_version_with_the_same_status_settles_nothing() {
+    let mut r = Reconciler::new(config(""), 1);
+    r.observe(obs(1, "running", 1, DeliveryOutcome::NotDelivered), T0);
+    let mut claim = obs(1, "running", 1, DeliveryOutcome::Delivered);
+    claim.verified = false;
+    r.observe(claim, T0);
+    let calls = r.tick(T0);
+    let lookup = calls.iter().find(|c| looked_up(c) == Some(1)).unwrap();
+    let out = r.on_response(lookup.id, ok(api_build(1, "running", 2)), T0);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(redelivered(&out[0]), (1, "running".into(), 2));
+}
+
+/// An element of drone's `GET /api/builds/incomplete`: repository `id`, its build `number`.
+fn incomplete_item(id: u64, number: u64) -> String {
+    format!(
+        r#"{{"id":{id},"uid":"{id}","namespace":"octocat","name":"repo-{id}","slug":"octocat/repo-{id}","counter":{number},"version":1,"archived":false,"build":{{"id":{id}{number},"repo_id":{id},"number":{number},"status":"running","version":2}}}}"#
+    )
+}
+
+/// mod.rs (drone_named): names drone gives beyond the bound on identities drop the oldest,
+/// counted in `repos_evicted`.
+#[test]
+fn names_drone_gives_beyond_the_bound_are_counted() {
+    let mut r = Reconciler::new(config(r#","max_repos":1"#), 1);
+    assert!(r.tick(T0).is_empty());
+    let calls = r.tick(T0 + 1000);
+    let call = calls
+        .iter()
+        .find(|c| c.header(":path") == Some("/api/builds/incomplete"))
+        .unwrap_or_else(|| panic!("{calls:?}"));
+    let items: Vec<String> = (7..10).map(|id| incomplete_item(id, 4)).collect();
+    let body = format!("[{}]", items.join(","));
+    r.on_response(call.id, ok(body.into_bytes()), T0 + 1000);
+    assert_eq!(r.counters().drone_polls_ok, 1);
+    assert_eq!(r.counters().repos_evicted, 1, "2 × max_repos names kept");
+    assert_eq!(r.repo_confirmed(7), None);
+    assert!(r.repo_confirmed(9).is_some());
+}
