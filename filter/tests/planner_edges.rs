@@ -282,3 +282,18 @@ fn names_drone_gives_beyond_the_bound_are_counted() {
     assert_eq!(r.repo_confirmed(7), None);
     assert!(r.repo_confirmed(9).is_some());
 }
+
+/// mod.rs (is_transient): 5xx, 408 and 429 are drone (or the way to it) being unwell and feed
+/// the circuit; another 4xx is an answer about the one build and does not.
+#[test]
+fn which_drone_answers_feed_the_circuit() {
+    for (status, opens) in [(503, 1), (500, 1), (408, 1), (429, 1), (403, 0), (409, 0)] {
+        let mut r = Reconciler::new(config(r#","circuit_failure_threshold":1"#), 1);
+        r.observe(obs(1, "running", 1, DeliveryOutcome::NotDelivered), T0);
+        let calls = r.tick(T0);
+        let lookup = calls.iter().find(|c| looked_up(c) == Some(1)).unwrap();
+        r.on_response(lookup.id, http(status), T0);
+        assert_eq!(r.counters().circuit_opens, opens, "HTTP {status}");
+        assert_eq!(r.counters().drone_polls_failed, 1, "HTTP {status}");
+    }
+}
