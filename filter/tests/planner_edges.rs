@@ -15,7 +15,7 @@ use common::*;
 use status_sync::core::ledger::{Class, Entry};
 use status_sync::core::model::DeliveryOutcome;
 use status_sync::core::model::{BuildKey, RepoRef};
-use status_sync::core::reconciler::{CallResult, Reconciler};
+use status_sync::core::reconciler::{CallResult, OutgoingCall, Reconciler};
 use status_sync::core::snapshot::{self, Record};
 
 const T0: u64 = 1_000_000;
@@ -296,4 +296,36 @@ fn which_drone_answers_feed_the_circuit() {
         assert_eq!(r.counters().circuit_opens, opens, "HTTP {status}");
         assert_eq!(r.counters().drone_polls_failed, 1, "HTTP {status}");
     }
+}
+
+/// lookup.rs (on_confirm): drone failing (5xx) to answer whether a name is a repository's
+/// refutes nothing: the name is asked about again and, once drone confirms it, the build is
+/// looked up under it.
+#[test]
+fn a_failed_confirmation_refutes_nothing() {
+    let mut r = Reconciler::new(config(""), 1);
+    let mut o = obs(1, "running", 1, DeliveryOutcome::NotDelivered);
+    o.verified = false;
+    r.observe(o, T0);
+    let is_confirm =
+        |c: &&OutgoingCall| c.header(":path") == Some("/api/repos/octocat/hello-world");
+    let calls = r.tick(T0);
+    let confirm = calls.iter().find(is_confirm).unwrap();
+    r.on_response(confirm.id, http(503), T0);
+    assert_eq!(r.counters().hints_refuted, 0);
+    assert_eq!(r.repo_confirmed(REPO_ID), None);
+    let mut now = T0;
+    let mut confirmed = false;
+    while now < T0 + 30_000 && !confirmed {
+        now += 100;
+        for call in r.tick(now) {
+            if is_confirm(&&call) {
+                r.on_response(call.id, ok(REPO_JSON.as_bytes().to_vec()), now);
+                confirmed = true;
+            }
+        }
+    }
+    assert!(confirmed, "asked again");
+    assert_eq!(r.repo_confirmed(REPO_ID), Some(("octocat", "hello-world")));
+    assert_eq!(r.counters().hints_refuted, 0);
 }
