@@ -135,6 +135,7 @@ fn build_whose_repository_name_was_dropped_waits_for_it() {
         None,
         "two names kept, the oldest dropped"
     );
+    assert_eq!(r.counters().repos_evicted, 1);
     r.tick(T0 + 1000);
     let waiting = BuildKey {
         repo_id: REPO_ID,
@@ -328,4 +329,31 @@ fn a_failed_confirmation_refutes_nothing() {
     assert!(confirmed, "asked again");
     assert_eq!(r.repo_confirmed(REPO_ID), Some(("octocat", "hello-world")));
     assert_eq!(r.counters().hints_refuted, 0);
+    assert_eq!(
+        (r.counters().drone_polls_ok, r.counters().drone_polls_failed),
+        (1, 1)
+    );
+}
+
+/// lookup.rs (on_confirm): drone naming another repository under the name a hint gave refutes
+/// the name; it confirms neither.
+#[test]
+fn a_name_drone_gives_another_repository_is_refuted() {
+    let mut r = Reconciler::new(config(""), 1);
+    let mut o = obs(1, "running", 1, DeliveryOutcome::NotDelivered);
+    o.verified = false;
+    r.observe(o, T0);
+    let calls = r.tick(T0);
+    let confirm = calls
+        .iter()
+        .find(|c| c.header(":path") == Some("/api/repos/octocat/hello-world"))
+        .unwrap();
+    let other = REPO_JSON.replace(r#""id":42,"uid":"1""#, r#""id":43,"uid":"2""#);
+    r.on_response(confirm.id, ok(other.into_bytes()), T0);
+    assert_eq!(r.repo_confirmed(REPO_ID), None);
+    assert_eq!(r.repo_confirmed(43), None);
+    assert_eq!(
+        (r.counters().hints_refuted, r.counters().drone_polls_ok),
+        (1, 1)
+    );
 }
