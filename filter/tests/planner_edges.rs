@@ -357,3 +357,25 @@ fn a_name_drone_gives_another_repository_is_refuted() {
         (1, 1)
     );
 }
+
+/// lookup.rs (on_confirm): nonsense from drone about a name is no answer: counted as a failed
+/// call, the name neither confirmed nor refuted.
+#[test]
+fn an_unusable_confirmation_is_a_failed_call() {
+    let mut r = Reconciler::new(config(""), 1);
+    let mut o = obs(1, "running", 1, DeliveryOutcome::NotDelivered);
+    o.verified = false;
+    r.observe(o, T0);
+    let calls = r.tick(T0);
+    let confirm = calls
+        .iter()
+        .find(|c| c.header(":path") == Some("/api/repos/octocat/hello-world"))
+        .unwrap();
+    r.on_response(confirm.id, ok(b"<html>".to_vec()), T0);
+    let c = r.counters();
+    assert_eq!(
+        (c.drone_polls_failed, c.drone_polls_ok, c.hints_refuted),
+        (1, 0, 0)
+    );
+    assert_eq!(r.repo_confirmed(REPO_ID), None);
+}
