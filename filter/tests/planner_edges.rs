@@ -379,3 +379,107 @@ fn an_unusable_confirmation_is_a_failed_call() {
     );
     assert_eq!(r.repo_confirmed(REPO_ID), None);
 }
+
+/// A reconciler that saw evidence of build 5 (finished and delivered) at `T0`: its repository
+/// is confirmed, its highest number 5, and a look at its `counter` is scheduled.
+fn after_build_five(extra: &str) -> Reconciler {
+    let mut r = Reconciler::new(config(extra), 1);
+    r.observe(obs(5, "success", 3, DeliveryOutcome::Delivered), T0);
+    r
+}
+
+fn is_repo_call(c: &OutgoingCall) -> bool {
+    c.header(":path") == Some("/api/repos/octocat/hello-world")
+}
+
+/// Ticks every 100 ms from `T0` until the reconciler looks at the repository's `counter`, and
+/// answers that call with `answer`; returns when it happened.
+fn discovery(r: &mut Reconciler, answer: CallResult) -> u64 {
+    let mut now = T0;
+    loop {
+        now += 100;
+        assert!(now < T0 + 60_000, "no discovery");
+        let calls = r.tick(now);
+        if let Some(call) = calls.iter().find(|c| is_repo_call(c)) {
+            r.on_response(call.id, answer, now);
+            return now;
+        }
+    }
+}
+
+fn tracked(r: &Reconciler) -> Vec<u64> {
+    let mut n: Vec<u64> = r.ledger().iter().map(|(k, _)| k.number).collect();
+    n.sort();
+    n
+}
+
+/// discovery.rs (discovered, on_discover): drone's `counter` above the highest number known
+/// tracks exactly the numbers between, counted; the answer is counted as drone's.
+#[test]
+fn discovery_tracks_exactly_the_numbers_above_the_highest_known() {
+    let mut r = after_build_five("");
+    discovery(&mut r, ok(repo_json_with_counter(7)));
+    assert_eq!(tracked(&r), vec![6, 7]);
+    let c = r.counters();
+    assert_eq!((c.builds_discovered, c.drone_polls_ok), (2, 1));
+}
+
+/// discovery.rs (discovered): drone's counters are int64: the largest is drone's, one above
+/// is not and tracks nothing.
+#[test]
+fn discovery_takes_counters_up_to_int64_only() {
+    let max = i64::MAX as u64;
+    for (counter, drones) in [(max, true), (max + 1, false)] {
+        let mut r = after_build_five(r#","max_gap_fill":2"#);
+        discovery(&mut r, ok(repo_json_with_counter(counter)));
+        if drones {
+            assert_eq!(tracked(&r), vec![max - 1, max]);
+        } else {
+            assert!(tracked(&r).is_empty(), "{:?}", tracked(&r));
+        }
+    }
+}
+
+/// discovery.rs (on_discover): drone answering the name with another repository is a failed
+/// look: counted, nothing confirmed or tracked.
+#[test]
+fn discovery_answered_for_another_repository_is_a_failed_look() {
+    let mut r = after_build_five("");
+    let other = String::from_utf8(repo_json_with_counter(9))
+        .unwrap()
+        .replace(r#""id":42,"uid":"1""#, r#""id":43,"uid":"2""#);
+    discovery(&mut r, ok(other.into_bytes()));
+    assert_eq!(r.repo_confirmed(43), None);
+    assert!(tracked(&r).is_empty());
+    let c = r.counters();
+    assert_eq!((c.drone_polls_failed, c.drone_polls_ok), (1, 0));
+}
+
+/// discovery.rs (on_discover): a 4xx to a look at `counter` is counted and does not feed the
+/// circuit; a 5xx does.
+#[test]
+fn discovery_failures_feed_the_circuit_only_when_drone_is_unwell() {
+    for (status, opens) in [(404, 0), (503, 1)] {
+        let mut r = after_build_five(r#","circuit_failure_threshold":1"#);
+        discovery(&mut r, http(status));
+        let c = r.counters();
+        assert_eq!(
+            (c.drone_polls_failed, c.circuit_opens),
+            (1, opens),
+            "HTTP {status}"
+        );
+    }
+}
+
+/// discovery.rs (discover): a repository is looked at until it has been quiet for longer than
+/// `max_build_age_ms`, at exactly that age still.
+#[test]
+fn discovery_stops_after_max_build_age_of_silence_not_at_it() {
+    let r = after_build_five("");
+    let age = r.config().max_build_age_ms;
+    for (at, looks) in [(T0 + age, true), (T0 + age + 1, false)] {
+        let mut r = after_build_five("");
+        let calls = r.tick(at);
+        assert_eq!(calls.iter().any(is_repo_call), looks, "{calls:?}");
+    }
+}
