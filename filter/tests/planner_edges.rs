@@ -493,3 +493,106 @@ fn discovery_after_a_leader_change_starts_above_the_watermark() {
     discovery(&mut r, ok(repo_json_with_counter(7)));
     assert_eq!(tracked(&r), vec![6, 7]);
 }
+
+/// Tracked builds as (repository, number).
+fn tracked_keys(r: &Reconciler) -> Vec<(u64, u64)> {
+    let mut k: Vec<(u64, u64)> = r
+        .ledger()
+        .iter()
+        .map(|(k, _)| (k.repo_id, k.number))
+        .collect();
+    k.sort();
+    k
+}
+
+/// Ticks until the reconciler asks for `/api/builds/incomplete` and answers it with `body`.
+fn incomplete(r: &mut Reconciler, body: &[u8]) {
+    let mut now = T0;
+    loop {
+        now += 100;
+        assert!(now < T0 + 60_000, "never asked");
+        let calls = r.tick(now);
+        if let Some(c) = calls
+            .iter()
+            .find(|c| c.header(":path") == Some("/api/builds/incomplete"))
+        {
+            r.on_response(c.id, ok(body.to_vec()), now);
+            return;
+        }
+    }
+}
+
+/// discovery.rs (on_incomplete): a build of drone's list is tracked when its number is above
+/// the highest known of its repository, and counted; one at or below is not.
+#[test]
+fn incomplete_builds_above_the_highest_known_are_tracked() {
+    let mut r = after_build_five("");
+    let body = format!(
+        "[{},{}]",
+        incomplete_item(REPO_ID, 4),
+        incomplete_item(7, 4)
+    );
+    incomplete(&mut r, body.as_bytes());
+    assert_eq!(tracked_keys(&r), vec![(7, 4)]);
+    let c = r.counters();
+    assert_eq!((c.builds_discovered, c.drone_polls_ok), (1, 1));
+}
+
+/// discovery.rs (on_incomplete): ids and numbers are drone's int64; 0 is no build number.
+/// Only items within them are taken.
+#[test]
+fn incomplete_items_beyond_int64_or_numbered_zero_are_skipped() {
+    let max = i64::MAX as u64;
+    let items = [(max, 4), (7, max), (8, 0), (9, max + 1), (max + 1, 4)];
+    let body: Vec<String> = items
+        .iter()
+        .map(|(id, n)| incomplete_item(*id, *n))
+        .collect();
+    let mut r = Reconciler::new(config(""), 1);
+    incomplete(&mut r, format!("[{}]", body.join(",")).as_bytes());
+    assert_eq!(tracked_keys(&r), vec![(7, max), (max, 4)]);
+    assert!(r.repo_confirmed(max).is_some());
+    assert!(r.repo_confirmed(8).is_none() && r.repo_confirmed(9).is_none());
+}
+
+/// discovery.rs (on_incomplete): an answer that is not drone's list is a failed call.
+#[test]
+fn an_unusable_incomplete_list_is_a_failed_call() {
+    let mut r = Reconciler::new(config(""), 1);
+    incomplete(&mut r, b"{}");
+    let c = r.counters();
+    assert_eq!((c.drone_polls_failed, c.drone_polls_ok), (1, 0));
+}
+
+/// persist.rs (load_watermarks): ids and numbers are drone's int64: marks within are taken,
+/// others skipped; identities beyond the bound drop the oldest, counted.
+#[test]
+fn loaded_watermarks_beyond_int64_are_skipped_and_evictions_counted() {
+    let max = i64::MAX as u64;
+    let mark = |id: u64, n: u64| {
+        (
+            RepoRef {
+                id,
+                namespace: "octocat".into(),
+                name: format!("repo-{id}"),
+            },
+            n,
+            1,
+        )
+    };
+    let mut r = Reconciler::new(config(""), 1);
+    let marks = [
+        mark(max, 5),
+        mark(7, max),
+        mark(max + 1, 5),
+        mark(9, max + 1),
+    ];
+    assert!(r.load_watermarks(&snapshot::encode_watermarks(&marks)));
+    assert!(r.repo_confirmed(max).is_some() && r.repo_confirmed(7).is_some());
+    assert!(r.repo_confirmed(max + 1).is_none() && r.repo_confirmed(9).is_none());
+
+    let mut r = Reconciler::new(config(r#","max_repos":1"#), 1);
+    let marks = [mark(1, 5), mark(2, 5), mark(3, 5)];
+    assert!(r.load_watermarks(&snapshot::encode_watermarks(&marks)));
+    assert_eq!(r.counters().repos_evicted, 1);
+}
