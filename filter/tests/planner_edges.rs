@@ -596,3 +596,15 @@ fn loaded_watermarks_beyond_int64_are_skipped_and_evictions_counted() {
     assert!(r.load_watermarks(&snapshot::encode_watermarks(&marks)));
     assert_eq!(r.counters().repos_evicted, 1);
 }
+
+/// discovery.rs (on_incomplete): a build at the watermark a previous leader left is that
+/// leader's (its snapshot carries it if still open): drone's list does not track it again.
+#[test]
+fn incomplete_build_at_the_watermark_is_not_tracked_again() {
+    let mut r = Reconciler::new(config(""), 1);
+    assert!(r.load_watermarks(&snapshot::encode_watermarks(&[(repo(), 5, 1)])));
+    let body = format!("[{}]", incomplete_item(REPO_ID, 5));
+    incomplete(&mut r, body.as_bytes());
+    assert_eq!(tracked_keys(&r), vec![]);
+    assert_eq!(r.counters().builds_discovered, 0);
+}
