@@ -608,3 +608,35 @@ fn incomplete_build_at_the_watermark_is_not_tracked_again() {
     assert_eq!(tracked_keys(&r), vec![]);
     assert_eq!(r.counters().builds_discovered, 0);
 }
+
+/// observe.rs (observe): an observation (a queue message) is drone's only within int64: at
+/// the largest id, number and version it is taken, above any of them it is counted invalid.
+#[test]
+fn observations_beyond_int64_are_invalid() {
+    let max = i64::MAX as u64;
+    let cases: [(u64, u64, u64, bool); 6] = [
+        (max, 1, 1, true),
+        (max + 1, 1, 1, false),
+        (REPO_ID, max, 1, true),
+        (REPO_ID, max + 1, 1, false),
+        (REPO_ID, 1, max, true),
+        (REPO_ID, 1, max + 1, false),
+    ];
+    for (id, number, version, taken) in cases {
+        let mut r = Reconciler::new(config(""), 1);
+        let mut o = obs(number, "running", version, DeliveryOutcome::NotDelivered);
+        o.webhook.repo.id = id;
+        r.observe(o, T0);
+        let c = r.counters();
+        assert_eq!(
+            c.observations_invalid,
+            u64::from(!taken),
+            "{id} {number} {version}"
+        );
+        assert_eq!(
+            r.ledger().len(),
+            usize::from(taken),
+            "{id} {number} {version}"
+        );
+    }
+}
