@@ -13,19 +13,25 @@ mod common;
 
 use common::*;
 use status_sync::core::ledger::{Class, Entry};
-use status_sync::core::model::DeliveryOutcome;
-use status_sync::core::model::{BuildKey, RepoRef};
+use status_sync::core::model::{BuildKey, DeliveryOutcome, RepoRef};
 use status_sync::core::reconciler::{CallResult, OutgoingCall, Reconciler};
 use status_sync::core::snapshot::{self, Record};
 
 const T0: u64 = 1_000_000;
 
 fn repo() -> RepoRef {
-    RepoRef {
-        id: REPO_ID,
-        namespace: "octocat".into(),
-        name: "hello-world".into(),
-    }
+    hook(1, "running", 1).repo
+}
+
+/// A reconciler that heard of build 1 only from an unverified webhook the pipeline did not
+/// take, and the call of its first tick asking drone whether that name is the repository's.
+fn hinted() -> (Reconciler, OutgoingCall) {
+    let mut r = Reconciler::new(config(""), 1);
+    let mut o = obs(1, "running", 1, DeliveryOutcome::NotDelivered);
+    o.verified = false;
+    r.observe(o, T0);
+    let confirm = r.tick(T0).into_iter().find(is_repo_call);
+    (r, confirm.expect("the name is confirmed first"))
 }
 
 /// A reconciler that loaded build `number` of class `class`, first seen at `T0`, due at
@@ -196,15 +202,7 @@ fn inferred_build_drone_does_not_have_is_given_up_after_three_more_looks() {
 /// build only hints named is forgotten at its next turn, not kept until the age limit.
 #[test]
 fn hint_only_build_of_a_refuted_repository_is_forgotten_at_once() {
-    let mut r = Reconciler::new(config(""), 1);
-    let mut o = obs(1, "running", 1, DeliveryOutcome::NotDelivered);
-    o.verified = false;
-    r.observe(o, T0);
-    let calls = r.tick(T0);
-    let confirm = calls
-        .iter()
-        .find(|c| c.header(":path") == Some("/api/repos/octocat/hello-world"))
-        .unwrap_or_else(|| panic!("the name is confirmed first: {calls:?}"));
+    let (mut r, confirm) = hinted();
     r.on_response(confirm.id, http(404), T0);
     assert_eq!(r.counters().hints_refuted, 1, "the name");
     assert_eq!(r.ledger().len(), 1);
@@ -304,14 +302,7 @@ fn which_drone_answers_feed_the_circuit() {
 /// looked up under it.
 #[test]
 fn a_failed_confirmation_refutes_nothing() {
-    let mut r = Reconciler::new(config(""), 1);
-    let mut o = obs(1, "running", 1, DeliveryOutcome::NotDelivered);
-    o.verified = false;
-    r.observe(o, T0);
-    let is_confirm =
-        |c: &&OutgoingCall| c.header(":path") == Some("/api/repos/octocat/hello-world");
-    let calls = r.tick(T0);
-    let confirm = calls.iter().find(is_confirm).unwrap();
+    let (mut r, confirm) = hinted();
     r.on_response(confirm.id, http(503), T0);
     assert_eq!(r.counters().hints_refuted, 0);
     assert_eq!(r.repo_confirmed(REPO_ID), None);
@@ -320,7 +311,7 @@ fn a_failed_confirmation_refutes_nothing() {
     while now < T0 + 30_000 && !confirmed {
         now += 100;
         for call in r.tick(now) {
-            if is_confirm(&&call) {
+            if is_repo_call(&call) {
                 r.on_response(call.id, ok(REPO_JSON.as_bytes().to_vec()), now);
                 confirmed = true;
             }
@@ -339,15 +330,7 @@ fn a_failed_confirmation_refutes_nothing() {
 /// the name; it confirms neither.
 #[test]
 fn a_name_drone_gives_another_repository_is_refuted() {
-    let mut r = Reconciler::new(config(""), 1);
-    let mut o = obs(1, "running", 1, DeliveryOutcome::NotDelivered);
-    o.verified = false;
-    r.observe(o, T0);
-    let calls = r.tick(T0);
-    let confirm = calls
-        .iter()
-        .find(|c| c.header(":path") == Some("/api/repos/octocat/hello-world"))
-        .unwrap();
+    let (mut r, confirm) = hinted();
     let other = REPO_JSON.replace(r#""id":42,"uid":"1""#, r#""id":43,"uid":"2""#);
     r.on_response(confirm.id, ok(other.into_bytes()), T0);
     assert_eq!(r.repo_confirmed(REPO_ID), None);
@@ -362,15 +345,7 @@ fn a_name_drone_gives_another_repository_is_refuted() {
 /// call, the name neither confirmed nor refuted.
 #[test]
 fn an_unusable_confirmation_is_a_failed_call() {
-    let mut r = Reconciler::new(config(""), 1);
-    let mut o = obs(1, "running", 1, DeliveryOutcome::NotDelivered);
-    o.verified = false;
-    r.observe(o, T0);
-    let calls = r.tick(T0);
-    let confirm = calls
-        .iter()
-        .find(|c| c.header(":path") == Some("/api/repos/octocat/hello-world"))
-        .unwrap();
+    let (mut r, confirm) = hinted();
     r.on_response(confirm.id, ok(b"<html>".to_vec()), T0);
     let c = r.counters();
     assert_eq!(
