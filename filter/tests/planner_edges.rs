@@ -615,3 +615,52 @@ fn observations_beyond_int64_are_invalid() {
         );
     }
 }
+
+/// A reconciler listing `scan_repos` (octocat/hello-world), after `before` ran on it, and the
+/// call of its first listing (due at a tenth of `scan_interval_ms`).
+fn first_listing(extra: &str, before: &dyn Fn(&mut Reconciler)) -> (Reconciler, OutgoingCall) {
+    let cfg = format!(r#","scan_repos":["octocat/hello-world"],"scan_interval_ms":10000{extra}"#);
+    let mut r = Reconciler::new(config(&cfg), 1);
+    before(&mut r);
+    let listing = r
+        .tick(1000)
+        .into_iter()
+        .find(|c| c.header(":path").is_some_and(|p| p.contains("/builds?")));
+    (r, listing.expect("listed at scan_interval_ms / 10"))
+}
+
+/// Drone's build list: one build of repository `repo_id`.
+fn listed(repo_id: u64) -> CallResult {
+    let item =
+        format!(r#"[{{"id":1,"repo_id":{repo_id},"number":5,"status":"running","version":2}}]"#);
+    ok(item.into_bytes())
+}
+
+/// scan.rs (on_scan): drone's listing names the configured repository's id, taken within
+/// int64 only.
+#[test]
+fn listings_name_repositories_within_int64_only() {
+    let max = i64::MAX as u64;
+    for (id, taken) in [(max, true), (max + 1, false)] {
+        let (mut r, call) = first_listing("", &|_| {});
+        r.on_response(call.id, listed(id), 1000);
+        assert_eq!(r.repo_confirmed(id).is_some(), taken, "{id}");
+    }
+}
+
+/// scan.rs (on_scan): names a listing confirms beyond the bound drop the oldest, counted.
+#[test]
+fn names_listings_confirm_beyond_the_bound_are_counted() {
+    let (mut r, call) = first_listing(r#","max_repos":1"#, &|r| {
+        for id in [1, 2] {
+            let mut o = obs(9, "success", 3, DeliveryOutcome::Delivered);
+            o.webhook.repo.id = id;
+            o.webhook.repo.name = format!("repo-{id}");
+            r.observe(o, 0);
+        }
+    });
+    assert_eq!(r.counters().repos_evicted, 0);
+    r.on_response(call.id, listed(REPO_ID), 1000);
+    assert_eq!(r.counters().repos_evicted, 1);
+    assert!(r.repo_confirmed(REPO_ID).is_some());
+}
