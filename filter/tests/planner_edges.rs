@@ -664,3 +664,18 @@ fn names_listings_confirm_beyond_the_bound_are_counted() {
     assert_eq!(r.counters().repos_evicted, 1);
     assert!(r.repo_confirmed(REPO_ID).is_some());
 }
+
+/// scan.rs (on_scan): the watermark a listing raises is the newest build of that repository
+/// within int64; another repository's builds in the list, or a number beyond, do not count.
+#[test]
+fn a_listing_raises_the_watermark_to_its_own_newest_build() {
+    let (mut r, call) = first_listing("", &|_| {});
+    let beyond = i64::MAX as u64 + 1;
+    let items = format!(
+        r#"[{{"id":1,"repo_id":42,"number":5,"status":"running","version":2}},{{"id":2,"repo_id":99,"number":50,"status":"running","version":2}},{{"id":3,"repo_id":42,"number":{beyond},"status":"running","version":2}}]"#
+    );
+    r.on_response(call.id, ok(items.into_bytes()), 1000);
+    let marks = snapshot::decode_watermarks(&r.take_watermarks().unwrap()).unwrap();
+    let max: Vec<(u64, u64)> = marks.iter().map(|(repo, max, _)| (repo.id, *max)).collect();
+    assert_eq!(max, vec![(REPO_ID, 5)]);
+}
