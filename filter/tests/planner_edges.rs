@@ -679,3 +679,26 @@ fn a_listing_raises_the_watermark_to_its_own_newest_build() {
     let max: Vec<(u64, u64)> = marks.iter().map(|(repo, max, _)| (repo.id, *max)).collect();
     assert_eq!(max, vec![(REPO_ID, 5)]);
 }
+
+/// observe.rs (observe_evidence): evidence of a newer version clears a hint's claim at or
+/// below it, not one above it: drone then confirming the claim above settles the build, and
+/// nothing is re-delivered.
+#[test]
+fn evidence_keeps_a_claim_above_it() {
+    let mut r = Reconciler::new(config(""), 1);
+    r.observe(obs(1, "running", 1, DeliveryOutcome::Delivered), T0);
+    let mut claim = obs(1, "running", 3, DeliveryOutcome::Delivered);
+    claim.verified = false;
+    r.observe(claim, T0);
+    r.observe(obs(1, "running", 2, DeliveryOutcome::Delivered), T0);
+    let key = BuildKey {
+        repo_id: REPO_ID,
+        number: 1,
+    };
+    let due = r.ledger().get(&key).unwrap().next_due_ms;
+    let calls = r.tick(due);
+    let lookup = calls.iter().find(|c| looked_up(c) == Some(1)).unwrap();
+    let out = r.on_response(lookup.id, ok(api_build(1, "running", 3)), due);
+    assert!(out.is_empty(), "the pipeline has v3: {out:?}");
+    assert_eq!(r.ledger().get(&key).unwrap().settled_version, 3);
+}
