@@ -702,3 +702,51 @@ fn evidence_keeps_a_claim_above_it() {
     assert!(out.is_empty(), "the pipeline has v3: {out:?}");
     assert_eq!(r.ledger().get(&key).unwrap().settled_version, 3);
 }
+
+/// observe.rs (observe_hint): a hint brings the lookup of a build only hints named closer, and
+/// never moves a build evidence backs.
+#[test]
+fn hints_bring_only_hint_only_lookups_closer() {
+    let key = BuildKey {
+        repo_id: REPO_ID,
+        number: 1,
+    };
+    let hint = |outcome| {
+        let mut o = obs(1, "running", 1, outcome);
+        o.verified = false;
+        o
+    };
+    // Backed by evidence: due after stale_after_ms (jittered), whatever hints say.
+    let mut r = Reconciler::new(config(""), 1);
+    r.observe(obs(1, "running", 1, DeliveryOutcome::Delivered), T0);
+    let due = r.ledger().get(&key).unwrap().next_due_ms;
+    assert!(due > T0);
+    r.observe(hint(DeliveryOutcome::NotDelivered), T0);
+    assert_eq!(r.ledger().get(&key).unwrap().next_due_ms, due);
+    // Only hints: a later one saying the pipeline lacks it brings the lookup to now.
+    let mut r = Reconciler::new(config(""), 1);
+    r.observe(hint(DeliveryOutcome::Delivered), T0);
+    assert!(r.ledger().get(&key).unwrap().next_due_ms > T0);
+    r.observe(hint(DeliveryOutcome::NotDelivered), T0);
+    assert_eq!(r.ledger().get(&key).unwrap().next_due_ms, T0);
+}
+
+/// redeliver.rs (on_repo): the pipeline taking drone's version live while the repository was
+/// fetched for its re-delivery: nothing is re-delivered.
+#[test]
+fn no_redelivery_of_what_the_pipeline_took_while_the_repository_was_fetched() {
+    let mut r = Reconciler::new(config(""), 1);
+    let mut o = obs(1, "running", 1, DeliveryOutcome::NotDelivered);
+    o.webhook.repo_json = None;
+    r.observe(o, T0);
+    let calls = r.tick(T0);
+    let lookup = calls.iter().find(|c| looked_up(c) == Some(1)).unwrap();
+    let fetch = r.on_response(lookup.id, ok(api_build(1, "running", 2)), T0);
+    assert_eq!(fetch.len(), 1, "the repository first: {fetch:?}");
+    assert!(is_repo_call(&fetch[0]));
+    let mut live = obs(1, "running", 2, DeliveryOutcome::Delivered);
+    live.webhook.repo_json = None;
+    r.observe(live, T0 + 10);
+    let out = r.on_response(fetch[0].id, ok(REPO_JSON.as_bytes().to_vec()), T0 + 20);
+    assert!(out.is_empty(), "{out:?}");
+}
