@@ -750,3 +750,62 @@ fn no_redelivery_of_what_the_pipeline_took_while_the_repository_was_fetched() {
     let out = r.on_response(fetch[0].id, ok(REPO_JSON.as_bytes().to_vec()), T0 + 20);
     assert!(out.is_empty(), "{out:?}");
 }
+
+/// gaps.rs (note_number): another webhook of a build already seen changes no watermark: none
+/// is written again.
+#[test]
+fn the_same_build_number_again_writes_no_watermark() {
+    let mut r = after_build_five("");
+    assert!(r.take_watermarks().is_some());
+    r.observe(obs(5, "success", 3, DeliveryOutcome::Delivered), T0 + 10);
+    assert_eq!(r.take_watermarks(), None);
+}
+
+/// gaps.rs (note_number): only a new highest number makes the repository active again; another
+/// webhook of the newest build leaves the growing interval between looks at `counter` alone.
+#[test]
+fn the_same_build_number_again_does_not_hasten_discovery() {
+    let mut r = after_build_five("");
+    let first = discovery(&mut r, ok(repo_json_with_counter(5)));
+    r.observe(obs(5, "success", 3, DeliveryOutcome::Delivered), first);
+    let mut now = first;
+    let next = loop {
+        now += 100;
+        assert!(now < first + 60_000, "no second look");
+        let calls = r.tick(now);
+        if let Some(call) = calls.iter().find(|c| is_repo_call(c)) {
+            r.on_response(call.id, ok(repo_json_with_counter(5)), now);
+            break now;
+        }
+    };
+    assert!(
+        next - first >= 1600,
+        "interval grown to 2 s (±20%): {}",
+        next - first
+    );
+}
+
+/// redeliver.rs (on_delivered): a failed re-delivery is logged (debug) with the build, status,
+/// version and answer; an accepted one is not.
+#[test]
+fn failed_redeliveries_are_logged_accepted_ones_not() {
+    logged();
+    for (answer, line) in [
+        (503, Some("DEBUG re-delivery failed, will retry build=octocat/hello-world#1 status=running version=2 http=503 ")),
+        (200, None),
+    ] {
+        let before = logged().len();
+        let mut r = Reconciler::new(config(""), 1);
+        r.observe(obs(1, "running", 1, DeliveryOutcome::NotDelivered), T0);
+        let calls = r.tick(T0);
+        let lookup = calls.iter().find(|c| looked_up(c) == Some(1)).unwrap();
+        let out = r.on_response(lookup.id, ok(api_build(1, "running", 2)), T0);
+        r.on_response(out[0].id, http(answer), T0);
+        let lines: Vec<String> = logged().split_off(before);
+        let redelivery: Vec<&String> = lines.iter().filter(|l| l.contains("re-delivery")).collect();
+        match line {
+            Some(l) => assert_eq!(redelivery, vec![l], "HTTP {answer}"),
+            None => assert!(redelivery.is_empty(), "HTTP {answer}: {redelivery:?}"),
+        }
+    }
+}
