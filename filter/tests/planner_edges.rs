@@ -809,3 +809,28 @@ fn failed_redeliveries_are_logged_accepted_ones_not() {
         }
     }
 }
+
+/// redeliver.rs (on_delivered): the pipeline taking a re-delivery clears a hint's claim at or
+/// below its version, not one above it: drone then confirming the claim above settles the
+/// build, and nothing more is re-delivered.
+#[test]
+fn an_accepted_redelivery_keeps_a_claim_above_it() {
+    let mut r = Reconciler::new(config(""), 1);
+    r.observe(obs(1, "running", 1, DeliveryOutcome::NotDelivered), T0);
+    let calls = r.tick(T0);
+    let lookup = calls.iter().find(|c| looked_up(c) == Some(1)).unwrap();
+    let out = r.on_response(lookup.id, ok(api_build(1, "running", 2)), T0);
+    let mut claim = obs(1, "running", 3, DeliveryOutcome::Delivered);
+    claim.verified = false;
+    r.observe(claim, T0);
+    r.on_response(out[0].id, http(200), T0);
+    let key = BuildKey {
+        repo_id: REPO_ID,
+        number: 1,
+    };
+    let due = r.ledger().get(&key).unwrap().next_due_ms;
+    let calls = r.tick(due);
+    let lookup = calls.iter().find(|c| looked_up(c) == Some(1)).unwrap();
+    let out = r.on_response(lookup.id, ok(api_build(1, "running", 3)), due);
+    assert!(out.is_empty(), "the pipeline has v3: {out:?}");
+}
