@@ -139,10 +139,12 @@ bench-check:
 ## every file of the core; `make mutants MUTANTS_FILES="ledger json/scan"` runs a subset), each
 ## against the filter's own tests, in two passes (scripts/mutants.sh: the unit tests first, then
 ## all of the filter's tests for what they did not catch). Each shard's lists, summary and the
-## commit it ran on go to $(MUTANTS_OUT)/<file>/; benchmarks/results/mutants/README.md explains
-## every surviving mutant. Never run by `make test`; a shard takes minutes here (the reconciler's
-## the longest). A missed mutant does not stop the loop.
-MUTANTS_FILES ?= $(patsubst filter/src/core/%.rs,%,$(filter-out %/mod.rs,$(sort $(wildcard filter/src/core/*.rs filter/src/core/*/*.rs))))
+## commit it ran on go to $(MUTANTS_OUT)/<file>/ (`/` in a file's path becomes `_`);
+## benchmarks/results/mutants/README.md explains every surviving mutant. Never run by
+## `make test`; a shard takes minutes here (the reconciler's modules the longest). A missed
+## mutant does not stop the loop.
+# (a file without a function, such as a module root that only declares modules, has no mutants)
+MUTANTS_FILES ?= $(patsubst filter/src/core/%.rs,%,$(sort $(shell grep -l 'fn ' filter/src/core/*.rs filter/src/core/*/*.rs)))
 MUTANTS_OUT   := $(CURDIR)/benchmarks/results/mutants
 MUTANTS_TMP   := $(OUT)/mutants
 .PHONY: mutants

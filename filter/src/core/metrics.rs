@@ -200,7 +200,8 @@ metrics! {
          3 more looks)";
     Giveups(giveups): Counter
         "status_sync.giveups"
-        "all give-ups (the three above, and builds whose repository could not be addressed)";
+        "all give-ups: the sum of the three above, its causes (a build whose repository's name \
+         was dropped to stay within `max_repos` waits for a name, then counts as expired)";
     LeaderChanges: Counter
         "status_sync.leader_changes"
         "times a root became the reconciler";

@@ -3,6 +3,7 @@
 //! gave), its gap-filling watermarks and discovery schedule, and the `repo` objects
 //! re-deliveries carry. Every map here is bounded by `max_repos`.
 
+use super::fifo_map::FifoMap;
 use super::ledger::NOT_SCHEDULED;
 use super::model::{BuildKey, RepoRef};
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -50,6 +51,18 @@ pub(crate) struct Idents {
     pub(crate) due: BTreeSet<(u64, BuildKey)>,
     /// `max_repos`.
     pub(crate) cap: usize,
+}
+
+impl RepoIdent {
+    /// This identity as the API addresses it (one copy of the conversion for every caller).
+    #[inline(never)]
+    pub(crate) fn repo(&self, id: u64) -> RepoRef {
+        RepoRef {
+            id,
+            namespace: self.namespace.to_string(),
+            name: self.name.to_string(),
+        }
+    }
 }
 
 impl Idents {
@@ -228,29 +241,8 @@ pub(crate) fn ident(repo: &RepoRef, confirmed: bool) -> RepoIdent {
 }
 
 /// Bounded FIFO cache of `repo` objects (the big part: about 1.2 KB each), from evidence or
-/// drone's answers only.
-#[derive(Debug, Default)]
-pub(crate) struct RepoJsonCache {
-    pub(crate) map: HashMap<u64, Box<str>>,
-    pub(crate) order: VecDeque<u64>,
-    pub(crate) cap: usize,
-}
-
-impl RepoJsonCache {
-    pub(crate) fn insert(&mut self, id: u64, json: String) {
-        if self.map.insert(id, json.into_boxed_str()).is_none() {
-            self.order.push_back(id);
-        }
-        while self.map.len() > self.cap {
-            match self.order.pop_front() {
-                Some(old) => {
-                    self.map.remove(&old);
-                }
-                None => break,
-            }
-        }
-    }
-}
+/// drone's answers only, by repository id; at most `max_repos`.
+pub(crate) type RepoJsonCache = FifoMap<u64, Box<str>>;
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,237 @@
+//! The calls the reconciler asks the shell to make, and the ones on their way: what each is
+//! for ([`Pending`]), how its request is built, how its answer is routed back, and how a call
+//! whose answer never came is failed. Every drone call is paid for by a [`Permit`].
+
+use super::budget::Permit;
+use super::{Reconciler, USER_AGENT};
+use crate::core::model::{BuildKey, BuildStatus, RepoRef};
+use crate::core::signature;
+
+/// Identifies a call the reconciler asked for; the shell maps host tokens to it.
+pub type CallId = u64;
+
+/// A call for the shell to dispatch with `dispatch_http_call`. Its `Debug` shows the bearer
+/// token and the signature headers as `<redacted>`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct OutgoingCall {
+    pub id: CallId,
+    pub cluster: String,
+    /// Includes the `:method`, `:path` and `:authority` pseudo-headers.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub timeout_ms: u64,
+}
+
+/// Headers whose values are secrets or derived from one.
+const SECRET_HEADERS: &[&str] = &["authorization", "signature"];
+
+impl std::fmt::Debug for OutgoingCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let headers: Vec<(&str, &str)> = self
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                let secret = SECRET_HEADERS.iter().any(|s| k.eq_ignore_ascii_case(s));
+                (k.as_str(), if secret { "<redacted>" } else { v.as_str() })
+            })
+            .collect();
+        f.debug_struct("OutgoingCall")
+            .field("id", &self.id)
+            .field("cluster", &self.cluster)
+            .field("headers", &headers)
+            .field("body_bytes", &self.body.len())
+            .field("timeout_ms", &self.timeout_ms)
+            .finish()
+    }
+}
+
+impl OutgoingCall {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// How a call ended, as the shell saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CallResult {
+    /// An HTTP answer (Envoy reports connect failures and timeouts as 503/504 answers).
+    Response { status: u16, body: Vec<u8> },
+    /// No answer: reset after headers, refused dispatch, or an answer too large to read.
+    Failed,
+}
+
+/// What a call in flight was made for.
+pub(super) enum Pending {
+    /// `GET .../builds/{n}`. `claim` is the build's claimed version when the call was made: a
+    /// claim that arrived while the call was on its way may be newer than drone's answer.
+    FetchBuild { key: BuildKey, claim: u64 },
+    /// `GET /api/repos/{o}/{n}` to confirm that a name only unverified webhooks gave belongs
+    /// to `repo.id` before anything is looked up under it.
+    ConfirmRepo { repo: RepoRef },
+    /// `GET /api/repos/{o}/{n}`, needed before a re-delivery when neither evidence nor drone
+    /// gave us the repository's JSON yet (e.g. after a leader change). Holds the build answer
+    /// to deliver.
+    FetchRepo { key: BuildKey, build: Vec<u8> },
+    /// `GET .../builds?page=1` of `scan_repos[index]`.
+    Scan { index: usize },
+    /// `GET /api/repos/{o}/{n}` of a repository seen before, for its `counter`.
+    Discover { repo_id: u64 },
+    /// `GET /api/builds/incomplete` (admin; 501 in drone's OSS build).
+    Incomplete,
+    /// POST of a re-delivery to the pipeline.
+    Deliver {
+        key: BuildKey,
+        version: u64,
+        status: BuildStatus,
+    },
+}
+
+/// Headers as [`OutgoingCall`] holds them (one loop, rather than a copy of each string's
+/// conversion inlined per header: the module has a size budget).
+fn owned(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+impl Reconciler {
+    /// Records a call as in flight; returns its id.
+    fn register(&mut self, pending: Pending, now_ms: u64) -> CallId {
+        let id = self.next_call;
+        self.next_call = self.next_call.wrapping_add(1).max(1);
+        self.inflight.insert(id, (pending, now_ms));
+        id
+    }
+
+    /// A `GET` of drone's API, paid for by `permit`.
+    pub(super) fn drone_get(
+        &mut self,
+        permit: Permit,
+        path: String,
+        pending: Pending,
+        now_ms: u64,
+    ) -> OutgoingCall {
+        permit.spend();
+        let id = self.register(pending, now_ms);
+        let bearer = format!("Bearer {}", self.cfg.drone_token);
+        OutgoingCall {
+            id,
+            cluster: self.cfg.drone_cluster.clone(),
+            headers: owned(&[
+                (":method", "GET"),
+                (":path", &path),
+                (":authority", &self.cfg.drone_authority),
+                ("authorization", &bearer),
+                ("accept", "application/json"),
+                ("user-agent", USER_AGENT),
+            ]),
+            body: Vec::new(),
+            timeout_ms: self.cfg.call_timeout_ms,
+        }
+    }
+
+    /// The re-delivery of drone's `version` of a build to the pipeline, as a drone-shaped
+    /// webhook (signed when `webhook_secret` is set; `webhook-id` stable across attempts).
+    pub(super) fn deliver(
+        &mut self,
+        key: BuildKey,
+        version: u64,
+        status: BuildStatus,
+        body: Vec<u8>,
+        now_ms: u64,
+    ) -> OutgoingCall {
+        let pending = Pending::Deliver {
+            key,
+            version,
+            status,
+        };
+        let id = self.register(pending, now_ms);
+        let webhook_id = signature::webhook_id(key.repo_id, key.number, version);
+        let mut headers = owned(&[
+            (":method", "POST"),
+            (":path", &self.cfg.webhook_path),
+            (":authority", &self.cfg.pipeline_authority),
+            ("content-type", "application/json"),
+            ("x-drone-event", "build"),
+            ("webhook-id", &webhook_id),
+            ("user-agent", USER_AGENT),
+        ]);
+        if let Some(secret) = &self.cfg.webhook_secret {
+            let signed = signature::sign(secret.as_bytes(), &body, now_ms);
+            headers.extend(owned(&[
+                ("date", &signed.date),
+                ("digest", &signed.digest),
+                ("signature", &signed.signature),
+            ]));
+        }
+        OutgoingCall {
+            id,
+            cluster: self.cfg.pipeline_cluster.clone(),
+            headers,
+            body,
+            timeout_ms: self.cfg.call_timeout_ms,
+        }
+    }
+
+    /// Calls whose answer never came (the host should always answer, but a lost callback must
+    /// not leak budget forever) are failed after twice their timeout.
+    pub(super) fn expire_calls(&mut self, now_ms: u64) {
+        let deadline = self.cfg.call_timeout_ms.saturating_mul(2).max(1000);
+        let expired: Vec<CallId> = self
+            .inflight
+            .iter()
+            .filter(|(_, (_, started))| now_ms.saturating_sub(*started) > deadline)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            self.counters.calls_expired += 1;
+            let _ = self.on_response(id, CallResult::Failed, now_ms);
+        }
+    }
+
+    /// The answer to a call. May ask for a follow-up call (a re-delivery).
+    pub fn on_response(
+        &mut self,
+        id: CallId,
+        result: CallResult,
+        now_ms: u64,
+    ) -> Vec<OutgoingCall> {
+        let Some((pending, _)) = self.inflight.remove(&id) else {
+            return Vec::new();
+        };
+        let out = match pending {
+            Pending::FetchBuild { key, claim } => self.on_build(key, claim, result, now_ms),
+            Pending::ConfirmRepo { repo } => {
+                self.on_confirm(repo, result, now_ms);
+                Vec::new()
+            }
+            Pending::FetchRepo { key, build } => self.on_repo(key, build, result, now_ms),
+            Pending::Scan { index } => {
+                self.on_scan(index, result, now_ms);
+                Vec::new()
+            }
+            Pending::Discover { repo_id } => {
+                self.on_discover(repo_id, result, now_ms);
+                Vec::new()
+            }
+            Pending::Incomplete => {
+                self.on_incomplete(result, now_ms);
+                Vec::new()
+            }
+            Pending::Deliver {
+                key,
+                version,
+                status,
+            } => {
+                self.on_delivered(key, version, status, result, now_ms);
+                Vec::new()
+            }
+        };
+        self.sync_gauges();
+        out
+    }
+}

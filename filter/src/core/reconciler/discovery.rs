@@ -1,0 +1,213 @@
+//! Discovery: builds that produced no webhook at all, found through drone itself. Each
+//! repository's `counter` (drone's last allocated build number) is looked at on a schedule
+//! that follows the repository's activity, and drone's admin `/api/builds/incomplete` names
+//! running builds of repositories no webhook ever showed.
+
+use super::calls::{CallResult, OutgoingCall, Pending};
+use super::{clamp_u32, is_transient, Reconciler, MAX_DRONE_INT};
+use crate::core::backoff::grow_interval;
+use crate::core::drone_api;
+use crate::core::ledger::{Lane, NOT_SCHEDULED};
+use crate::core::model::BuildKey;
+
+impl Reconciler {
+    /// A new build number showed (evidence or drone): its repository is active, so its
+    /// `counter` is looked at often again (from `stale_after_ms`, doubling while nothing new
+    /// shows, up to `max_poll_interval_ms`; never after `max_build_age_ms` of silence).
+    pub(super) fn note_activity(&mut self, repo_id: u64, now_ms: u64) {
+        let stale_after = self.cfg.stale_after_ms;
+        let Some(i) = self.idents.get_mut(&repo_id).filter(|i| i.confirmed) else {
+            return;
+        };
+        i.last_activity_ms = now_ms;
+        i.discover_interval_ms = clamp_u32(stale_after);
+        if i.discovering {
+            return;
+        }
+        let current = i.discover_due_ms;
+        let due = now_ms.saturating_add(self.rng.jitter(stale_after));
+        if due < current {
+            self.idents.schedule_discovery(repo_id, due);
+        }
+    }
+
+    /// Looks at the `counter` of the repositories that are due: drone's last allocated build
+    /// number shows builds that produced no webhook at all, the newest included. After the
+    /// build lookups of the tick, within the same budget, rate limit and circuit.
+    pub(super) fn discover(&mut self, now_ms: u64, calls: &mut Vec<OutgoingCall>) {
+        while self.call_room() {
+            match self.idents.next_discovery() {
+                Some(t) if t <= now_ms => {}
+                _ => return,
+            }
+            let Some(permit) = self.budget.acquire(Lane::Main, now_ms) else {
+                return;
+            };
+            let Some(repo_id) = self.idents.pop_discovery(now_ms) else {
+                self.budget.forgo(permit);
+                return;
+            };
+            let max_age = self.cfg.max_build_age_ms;
+            let Some(i) = self.idents.get_mut(&repo_id).filter(|i| i.confirmed) else {
+                self.budget.refund(permit);
+                continue;
+            };
+            if i.last_activity_ms == 0 {
+                // Loaded from a previous leader's watermarks: silence counts from now.
+                i.last_activity_ms = now_ms;
+            }
+            if now_ms.saturating_sub(i.last_activity_ms) > max_age {
+                // Quiet for longer than any build may run: not looked at again until a
+                // webhook or drone shows a new build.
+                self.budget.refund(permit);
+                continue;
+            }
+            i.discovering = true;
+            let path = drone_api::repo_path(&i.repo(repo_id));
+            calls.push(self.drone_get(permit, path, Pending::Discover { repo_id }, now_ms));
+        }
+    }
+
+    /// Drone's answer to a discovery: track the numbers above the highest one known (up to
+    /// `max_gap_fill` of them, the newest), and schedule the next look.
+    pub(super) fn on_discover(&mut self, repo_id: u64, result: CallResult, now_ms: u64) {
+        let stale_after = self.cfg.stale_after_ms;
+        let max = self.cfg.max_poll_interval_ms;
+        let mut found = false;
+        match result {
+            CallResult::Response { status: 200, body } => {
+                self.budget.on_success();
+                match drone_api::parse_repo_counter(&body) {
+                    Ok((repo, json, counter)) if repo.id == repo_id => {
+                        self.counters.drone_polls_ok += 1;
+                        self.drone_named(&repo, json);
+                        found = self.discovered(repo_id, counter, now_ms);
+                    }
+                    Ok(_) | Err(_) => {
+                        // Another repository has this name now (or drone answered nonsense).
+                        self.counters.drone_polls_failed += 1;
+                    }
+                }
+            }
+            CallResult::Response { status, .. } if !is_transient(status) => {
+                self.budget.on_success();
+                self.counters.drone_polls_failed += 1;
+            }
+            CallResult::Response { .. } | CallResult::Failed => {
+                self.drone_down(now_ms);
+            }
+        }
+        let jitter = &mut self.rng;
+        let Some(i) = self.idents.get_mut(&repo_id) else {
+            return;
+        };
+        i.discovering = false;
+        // Nothing new (or no usable answer): look less often.
+        let interval = if found {
+            stale_after
+        } else {
+            grow_interval(u64::from(i.discover_interval_ms), stale_after, max)
+        };
+        i.discover_interval_ms = clamp_u32(interval);
+        let due = now_ms.saturating_add(jitter.jitter(interval));
+        self.idents.schedule_discovery(repo_id, due);
+    }
+
+    /// Drone's `counter` for a repository: builds above the highest number known produced no
+    /// webhook that reached us. Returns whether there were any.
+    fn discovered(&mut self, repo_id: u64, counter: u64, now_ms: u64) -> bool {
+        if counter > MAX_DRONE_INT {
+            return false;
+        }
+        let Some(i) = self.idents.get_mut(&repo_id) else {
+            return false;
+        };
+        let known = i.max_number;
+        if counter <= known {
+            return false;
+        }
+        i.max_number = counter;
+        i.last_activity_ms = now_ms;
+        self.watermarks_dirty = true;
+        if known == 0 {
+            // The first number known of this repository: a baseline (what happened before
+            // we watched is not ours).
+            return false;
+        }
+        let from = (known + 1).max(counter.saturating_sub(self.cfg.max_gap_fill.max(1) - 1));
+        for number in from..=counter {
+            // Due at once: drone allocated the number; its build row may follow a moment
+            // later (404 is not final for an inferred build).
+            if self.track_inferred(BuildKey { repo_id, number }, true, now_ms) {
+                self.counters.builds_discovered += 1;
+            }
+        }
+        true
+    }
+
+    /// Asks drone's admin `GET /api/builds/incomplete` every `max_poll_interval_ms`: running
+    /// builds across all repositories (the 50 newest), the only way to learn of a repository
+    /// none of whose webhooks ever reached us. Drone's OSS build answers 501: then never again
+    /// (until the next leader).
+    pub(super) fn incomplete(&mut self, now_ms: u64, calls: &mut Vec<OutgoingCall>) {
+        if !self.incomplete_enabled || !self.call_room() {
+            return;
+        }
+        if self.incomplete_due == 0 {
+            self.incomplete_due = now_ms.saturating_add(self.cfg.stale_after_ms);
+        }
+        if now_ms < self.incomplete_due {
+            return;
+        }
+        let Some(permit) = self.budget.acquire(Lane::Main, now_ms) else {
+            return;
+        };
+        self.incomplete_due = NOT_SCHEDULED;
+        let path = "/api/builds/incomplete".to_string();
+        calls.push(self.drone_get(permit, path, Pending::Incomplete, now_ms));
+    }
+
+    pub(super) fn on_incomplete(&mut self, result: CallResult, now_ms: u64) {
+        let next = now_ms.saturating_add(self.rng.jitter(self.cfg.max_poll_interval_ms));
+        self.incomplete_due = next;
+        let body = match result {
+            CallResult::Response { status: 200, body } => body,
+            CallResult::Response { status, .. } if !is_transient(status) || status == 501 => {
+                // 501: drone's OSS build; 401/403: not an admin's token; 404: no such route.
+                self.budget.on_success();
+                self.incomplete_enabled = false;
+                log::info!(
+                    "drone offers no /api/builds/incomplete, builds of repositories no webhook showed are out of reach http={status} {}",
+                    self.who
+                );
+                return;
+            }
+            CallResult::Response { .. } | CallResult::Failed => {
+                self.drone_down(now_ms);
+                return;
+            }
+        };
+        self.budget.on_success();
+        let Ok(list) = drone_api::parse_incomplete(&body) else {
+            self.counters.drone_polls_failed += 1;
+            return;
+        };
+        self.counters.drone_polls_ok += 1;
+        for (repo, json, number) in list {
+            if repo.id > MAX_DRONE_INT || number > MAX_DRONE_INT || number == 0 {
+                continue;
+            }
+            // Drone's own answer: the identity and the number are drone's word.
+            self.drone_named(&repo, json);
+            let key = BuildKey {
+                repo_id: repo.id,
+                number,
+            };
+            let known = self.idents.get(&repo.id).map_or(0, |i| i.max_number);
+            if number > known && self.track_inferred(key, false, now_ms) {
+                self.counters.builds_discovered += 1;
+            }
+            self.note_number(key, now_ms);
+        }
+    }
+}

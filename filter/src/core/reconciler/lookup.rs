@@ -1,0 +1,355 @@
+//! Looking up due builds: each tick takes the builds whose time has come, lane by lane, and
+//! asks drone for each (or first confirms a name only unverified webhooks gave); drone's
+//! answers settle, finish, refute, back off or give up a build, or ask for a re-delivery.
+
+use super::calls::{CallResult, OutgoingCall, Pending};
+use super::{clamp_u32, is_transient, Reconciler, MAX_DRONE_INT};
+use crate::core::backoff::{failure_backoff, grow_interval};
+use crate::core::drone_api;
+use crate::core::ledger::{Class, Lane};
+use crate::core::logfmt::Val;
+use crate::core::model::{BuildKey, BuildStatus, RepoRef};
+use crate::core::ratelog::suppressed_note;
+
+/// Times drone may answer 404 for a build the reconciler inferred (drone takes a build number
+/// before it writes the build row) before it is given up.
+const NOT_FOUND_RETRIES: u8 = 3;
+
+impl Reconciler {
+    /// Looks up the next due build of `lane`, if budget, rate and circuit allow; false when
+    /// the lane is done for this tick.
+    pub(super) fn serve_one(
+        &mut self,
+        lane: Lane,
+        now_ms: u64,
+        calls: &mut Vec<OutgoingCall>,
+    ) -> bool {
+        if !self.call_room() {
+            return false;
+        }
+        match self.ledger.next_due(lane) {
+            Some(t) if t <= now_ms => {}
+            _ => return false,
+        }
+        let Some(permit) = self.budget.acquire(lane, now_ms) else {
+            return false;
+        };
+        let Some((key, entry)) = self.ledger.pop_due(now_ms, lane) else {
+            self.budget.forgo(permit);
+            return false;
+        };
+        if now_ms.saturating_sub(entry.first_seen_ms) > self.cfg.max_build_age_ms {
+            self.budget.forgo(permit);
+            self.ledger.remove(&key);
+            if entry.class == Class::Hint {
+                // Drone never confirmed it: nothing real is given up.
+                self.counters.hints_refuted += 1;
+                return true;
+            }
+            self.counters.builds_expired += 1;
+            log::warn!(
+                "gave up: build open longer than max_build_age_ms build={} {}",
+                self.build_field(key),
+                self.who
+            );
+            return true;
+        }
+        let ident = (self.idents.get(&key.repo_id))
+            .map(|i| (i.confirmed, i.confirming, i.repo(key.repo_id)));
+        match ident {
+            Some((true, _, repo)) => {
+                let path = drone_api::build_path(&repo, key.number);
+                let pending = Pending::FetchBuild {
+                    key,
+                    claim: entry.claimed_version,
+                };
+                calls.push(self.drone_get(permit, path, pending, now_ms));
+            }
+            Some((false, false, repo)) => {
+                // Only unverified webhooks named this repository: ask drone whether the name
+                // is this id's before looking anything up under it; the build is looked up a
+                // moment later.
+                if let Some(ident) = self.idents.get_mut(&key.repo_id) {
+                    ident.confirming = true;
+                }
+                let path = drone_api::repo_path(&repo);
+                let pending = Pending::ConfirmRepo { repo };
+                calls.push(self.drone_get(permit, path, pending, now_ms));
+                self.wait_for_name(key, now_ms);
+            }
+            Some(_) => {
+                // A confirmation is on its way: wait for its answer.
+                self.budget.forgo(permit);
+                self.wait_for_name(key, now_ms);
+            }
+            None if entry.class == Class::Hint => {
+                // Drone refuted every name hints gave for this repository.
+                self.budget.forgo(permit);
+                self.refuted(key);
+            }
+            None => {
+                // The name was dropped to stay within max_repos: the next webhook of the
+                // repository gives one again (or max_build_age_ms ends the wait).
+                self.budget.forgo(permit);
+                self.wait_for_name(key, now_ms);
+            }
+        }
+        true
+    }
+
+    /// Reschedules a build whose repository name is not confirmed yet.
+    pub(super) fn wait_for_name(&mut self, key: BuildKey, now_ms: u64) {
+        self.retry_later(key, now_ms, self.cfg.tick_ms.max(1000));
+    }
+
+    /// A drone call for one build failed: count it, back the build off. Only `transient`
+    /// failures (5xx, timeouts, resets: drone or the way to it is unwell) feed the circuit;
+    /// an answer about this build alone (a 4xx, an unusable body) backs off this build alone.
+    pub(super) fn drone_failed(&mut self, key: BuildKey, why: &str, transient: bool, now_ms: u64) {
+        let opened = if transient {
+            self.drone_down(now_ms)
+        } else {
+            self.counters.drone_polls_failed += 1;
+            self.budget.on_success();
+            false
+        };
+        if opened {
+            log::warn!(
+                "drone API failing, circuit open (calls paused) build={} why={} paused_ms={} {}",
+                self.build_field(key),
+                Val(why),
+                self.cfg.circuit_open_ms,
+                self.who
+            );
+            self.retry_later(key, now_ms, self.cfg.stale_after_ms);
+            return;
+        }
+        if let Some(n) = self.drone_log.allow(now_ms) {
+            let note = suppressed_note(n);
+            let build = self.build_field(key);
+            if transient {
+                log::info!(
+                    "drone API call failed, will retry build={build} why={}{note} {}",
+                    Val(why),
+                    self.who
+                );
+            } else {
+                log::warn!(
+                    "drone API answer unusable, will retry build={build} why={}{note} {}",
+                    Val(why),
+                    self.who
+                );
+            }
+        }
+        self.retry_later(key, now_ms, self.cfg.stale_after_ms);
+    }
+
+    pub(super) fn retry_later(&mut self, key: BuildKey, now_ms: u64, base_ms: u64) {
+        let max = self.cfg.max_poll_interval_ms;
+        let rng = &mut self.rng;
+        self.ledger.update(&key, |e| {
+            e.failures = e.failures.saturating_add(1);
+            let delay = rng.jitter(failure_backoff(u32::from(e.failures), base_ms, max));
+            e.next_due_ms = now_ms.saturating_add(delay);
+        });
+    }
+
+    /// Drone contradicted a build only hints vouched for: forget it, nothing real is lost.
+    fn refuted(&mut self, key: BuildKey) {
+        self.ledger.remove(&key);
+        self.counters.hints_refuted += 1;
+    }
+
+    pub(super) fn on_build(
+        &mut self,
+        key: BuildKey,
+        claim_at_call: u64,
+        result: CallResult,
+        now_ms: u64,
+    ) -> Vec<OutgoingCall> {
+        let class = self.ledger.get(&key).map(|e| e.class);
+        let body = match result {
+            CallResult::Response { status: 200, body } => body,
+            CallResult::Response {
+                status: status @ (400 | 404),
+                ..
+            } => {
+                // Drone has no such build (or no such number: drone parses it as int64).
+                self.drone_answered();
+                match class {
+                    Some(Class::Hint) => self.refuted(key),
+                    Some(Class::Inferred)
+                        if status == 404
+                            && self
+                                .ledger
+                                .get(&key)
+                                .is_some_and(|e| e.failures < NOT_FOUND_RETRIES) =>
+                    {
+                        // Drone takes a number before it writes the build: look again.
+                        self.retry_later(key, now_ms, self.cfg.stale_after_ms);
+                    }
+                    Some(_) => {
+                        self.counters.builds_not_found += 1;
+                        self.ledger.remove(&key);
+                        log::warn!(
+                            "gave up: drone has no such build build={} http={status} {}",
+                            self.build_field(key),
+                            self.who
+                        );
+                    }
+                    None => {}
+                }
+                return Vec::new();
+            }
+            CallResult::Response {
+                status: status @ (401 | 403),
+                ..
+            } => {
+                let why =
+                    format!("HTTP {status}: check drone_token (an admin machine user's token)");
+                self.drone_failed(key, &why, false, now_ms);
+                return Vec::new();
+            }
+            CallResult::Response { status, .. } => {
+                self.drone_failed(key, &format!("HTTP {status}"), is_transient(status), now_ms);
+                return Vec::new();
+            }
+            CallResult::Failed => {
+                self.drone_failed(key, "no answer", true, now_ms);
+                return Vec::new();
+            }
+        };
+        let api = match drone_api::parse_build(&body) {
+            Ok(api) if api.number == key.number && api.repo_id == key.repo_id => api,
+            Ok(_) => {
+                self.drone_failed(key, "answer for another build", false, now_ms);
+                return Vec::new();
+            }
+            Err(e) => {
+                self.drone_failed(key, &format!("bad build answer: {e}"), false, now_ms);
+                return Vec::new();
+            }
+        };
+        self.drone_answered();
+        if api.version > MAX_DRONE_INT {
+            self.drone_failed(key, "version beyond int64", false, now_ms);
+            return Vec::new();
+        }
+        let Some(entry) = self.ledger.get(&key).copied() else {
+            return Vec::new(); // evicted or finished meanwhile
+        };
+        // Drone has this build: it is backed from now on, and its number is drone's word.
+        self.ledger.update(&key, |e| e.class = Class::Backed);
+        self.note_number(key, now_ms);
+
+        let mut settled = (entry.settled_version, entry.settled_status);
+        if entry.claimed_version > api.version {
+            let raced = entry.claimed_version != claim_at_call;
+            if raced && !entry.deferred {
+                // The claim came while the call was on its way: drone may have written the
+                // build since it answered. Ask again before delivering anything older.
+                let soon = now_ms.saturating_add(self.cfg.tick_ms.max(1000));
+                self.ledger.update(&key, |e| {
+                    e.deferred = true;
+                    e.next_due_ms = soon;
+                });
+                return Vec::new();
+            }
+            // Drone, asked after the claim was made, is behind it: the claim is not drone's.
+            self.counters.hints_refuted += 1;
+        } else if entry.claimed_version == api.version
+            && entry.claimed_status == api.status
+            && api.version > settled.0
+        {
+            // Drone confirms what the unverified webhook said the pipeline answered.
+            settled = (api.version, api.status);
+        }
+        self.ledger.update(&key, |e| {
+            e.deferred = false;
+            e.claimed_version = 0;
+            e.claimed_status = BuildStatus::Unknown;
+            if settled.0 > e.settled_version {
+                e.settled_version = settled.0;
+                e.settled_status = settled.1;
+                e.last_change_ms = now_ms;
+                e.interval_ms = 0;
+            }
+        });
+        if api.version > settled.0 {
+            self.slo.missing(key, api.version, now_ms);
+            return self.deliver_or_fetch_repo(key, &api, now_ms);
+        }
+        let Some(entry) = self.ledger.get(&key).copied() else {
+            return Vec::new();
+        };
+        // Drone has nothing the pipeline lacks. A cancelled build is watched a while longer
+        // (see settles_for_good).
+        let watching_cancel = entry.settled_status == BuildStatus::Killed
+            && now_ms.saturating_sub(entry.last_change_ms)
+                < self.cfg.max_poll_interval_ms.saturating_mul(2);
+        if entry.settled_is_terminal() && !watching_cancel {
+            self.ledger.finish(&key, entry.settled_version);
+            return Vec::new();
+        }
+        let stale_after = self.cfg.stale_after_ms;
+        let max = self.cfg.max_poll_interval_ms;
+        let rng = &mut self.rng;
+        self.ledger.update(&key, |e| {
+            e.failures = 0;
+            let interval = grow_interval(u64::from(e.interval_ms), stale_after, max);
+            e.interval_ms = clamp_u32(interval);
+            e.next_due_ms = now_ms.saturating_add(rng.jitter(interval));
+        });
+        Vec::new()
+    }
+
+    /// Drone's answer about a name only unverified webhooks gave.
+    pub(super) fn on_confirm(&mut self, asked: RepoRef, result: CallResult, now_ms: u64) {
+        let (repo_id, namespace, name) = (asked.id, &*asked.namespace, &*asked.name);
+        let body = match result {
+            CallResult::Response { status: 200, body } => body,
+            CallResult::Response { status, .. } if !is_transient(status) => {
+                // 404 (no such repository) or another 4xx: not this name.
+                self.drone_answered();
+                self.counters.hints_refuted += 1;
+                self.idents.refute(repo_id, namespace, name);
+                return;
+            }
+            CallResult::Response { .. } | CallResult::Failed => {
+                self.drone_down(now_ms);
+                if let Some(i) = self.idents.get_mut(&repo_id) {
+                    i.confirming = false;
+                }
+                return;
+            }
+        };
+        self.budget.on_success();
+        match drone_api::parse_repo(&body) {
+            Ok((repo, json)) if repo.id == repo_id => {
+                self.counters.drone_polls_ok += 1;
+                self.drone_named(&repo, json);
+            }
+            Ok(_) => {
+                // Drone has this name for another repository.
+                self.counters.drone_polls_ok += 1;
+                self.counters.hints_refuted += 1;
+                self.idents.refute(repo_id, namespace, name);
+            }
+            Err(e) => {
+                // Nonsense from drone is no answer: ask again later.
+                self.counters.drone_polls_failed += 1;
+                if let Some(i) = self.idents.get_mut(&repo_id) {
+                    i.confirming = false;
+                }
+                if let Some(n) = self.drone_log.allow(now_ms) {
+                    log::warn!(
+                        "drone API answer for a repository unusable repo_id={repo_id} why={}{} {}",
+                        Val(&e.to_string()),
+                        suppressed_note(n),
+                        self.who
+                    );
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! Live webhooks, as the HTTP filters saw them and how the pipeline answered: evidence (its
+//! drone signature verified) moves the SLO, names repositories and settles builds; a hint
+//! only ever brings a lookup in drone closer (see the policy in the parent module).
+
+use super::{clamp_u32, settles_for_good, Reconciler, MAX_DRONE_INT};
+use crate::core::ledger::{Class, Entry, NOT_SCHEDULED};
+use crate::core::model::DeliveryOutcome;
+use crate::core::observation::Observation;
+
+impl Reconciler {
+    /// Records a live webhook and how the pipeline answered it: evidence when its signature
+    /// verified, a hint otherwise.
+    pub fn observe(&mut self, obs: Observation, now_ms: u64) {
+        let hook = &obs.webhook;
+        if hook.repo.id > MAX_DRONE_INT
+            || hook.number > MAX_DRONE_INT
+            || hook.version > MAX_DRONE_INT
+        {
+            // The parser refuses these already; a queue message from elsewhere is not drone's.
+            self.counters.observations_invalid += 1;
+            return;
+        }
+        if obs.verified {
+            self.observe_evidence(obs, now_ms);
+        } else {
+            self.observe_hint(obs, now_ms);
+        }
+        self.sync_gauges();
+    }
+
+    fn observe_evidence(&mut self, obs: Observation, now_ms: u64) {
+        let hook = obs.webhook;
+        let key = hook.key();
+        // Only evidence moves the SLO: a forged webhook the pipeline refused must not make
+        // the pipeline look behind, nor a forged accepted one make it look caught up.
+        self.slo.outcome(key, hook.version, obs.outcome, now_ms);
+        self.counters.repos_evicted += self.idents.confirm(&hook.repo);
+        self.note_number(key, now_ms);
+        if let Some(json) = hook.repo_json {
+            self.repo_json.insert(hook.repo.id, json.into_boxed_str());
+        }
+        if hook.system_json.is_some() {
+            self.system_json = hook.system_json;
+        }
+        if let Some(finished_at) = self.ledger.tombstone(&key) {
+            if hook.version <= finished_at {
+                // A late step webhook of a build that finished and was delivered.
+                return;
+            }
+        }
+        let settled = matches!(
+            obs.outcome,
+            DeliveryOutcome::Delivered | DeliveryOutcome::Refused
+        );
+        let stale_after = self.cfg.stale_after_ms;
+        let due = match obs.outcome {
+            // The pipeline does not have it: look drone up at once and re-deliver.
+            DeliveryOutcome::NotDelivered => now_ms,
+            _ => now_ms.saturating_add(self.rng.jitter(stale_after)),
+        };
+        match self.ledger.get(&key).copied() {
+            None => {
+                if settled && settles_for_good(hook.status) {
+                    // Everything the pipeline needs of this build has arrived.
+                    self.ledger.finish(&key, hook.version);
+                    return;
+                }
+                let mut entry = Entry::new(now_ms, Class::Backed);
+                if settled {
+                    entry.settled_version = hook.version;
+                    entry.settled_status = hook.status;
+                }
+                entry.interval_ms = clamp_u32(stale_after);
+                entry.next_due_ms = due;
+                self.insert(key, entry);
+            }
+            Some(entry) => {
+                let newer = settled && hook.version > entry.settled_version;
+                if newer && settles_for_good(hook.status) {
+                    self.ledger.finish(&key, hook.version);
+                    return;
+                }
+                let in_flight = entry.next_due_ms == NOT_SCHEDULED;
+                self.ledger.update(&key, |e| {
+                    e.class = Class::Backed;
+                    if newer {
+                        e.settled_version = hook.version;
+                        e.settled_status = hook.status;
+                        if e.claimed_version <= hook.version {
+                            e.claimed_version = 0;
+                        }
+                    }
+                    e.last_change_ms = now_ms;
+                    e.interval_ms = clamp_u32(stale_after);
+                    if !in_flight {
+                        // Fresh news: the build is not stale, unless the pipeline missed it
+                        // (then `due` is now).
+                        e.next_due_ms = due;
+                    }
+                });
+            }
+        }
+    }
+
+    /// A hint: remember the candidate name and the claim, and make sure drone is asked. Never
+    /// settles, finishes or delays anything: a hint can only bring a hint-only build's lookup
+    /// closer, never push any lookup later, and builds backed by evidence or drone keep their
+    /// own schedule.
+    fn observe_hint(&mut self, obs: Observation, now_ms: u64) {
+        let hook = obs.webhook;
+        let key = hook.key();
+        self.counters.repos_evicted += self.idents.candidate(&hook.repo);
+        if self
+            .ledger
+            .tombstone(&key)
+            .is_some_and(|finished_at| hook.version <= finished_at)
+        {
+            return;
+        }
+        let claim = matches!(
+            obs.outcome,
+            DeliveryOutcome::Delivered | DeliveryOutcome::Refused
+        )
+        .then_some((hook.version, hook.status));
+        let due = match obs.outcome {
+            DeliveryOutcome::NotDelivered => now_ms,
+            _ => now_ms.saturating_add(self.rng.jitter(self.cfg.stale_after_ms)),
+        };
+        let finished_at = self.ledger.tombstone(&key);
+        match self.ledger.get(&key).copied() {
+            None => {
+                let mut entry = Entry::new(now_ms, Class::Hint);
+                if let Some(version) = finished_at {
+                    // Finished and delivered at `version`: unless drone wrote it since, a
+                    // hint about it costs a lookup, never a re-delivery.
+                    entry.settled_version = version;
+                }
+                if let Some((version, status)) = claim {
+                    entry.claimed_version = version;
+                    entry.claimed_status = status;
+                }
+                entry.interval_ms = clamp_u32(self.cfg.stale_after_ms);
+                entry.next_due_ms = due;
+                self.insert(key, entry);
+            }
+            Some(entry) => {
+                self.ledger.update(&key, |e| {
+                    if let Some((version, status)) = claim {
+                        if version > e.settled_version {
+                            // The latest claim stands: a forged one is replaced by the next
+                            // genuine webhook, and refuted by drone in any case.
+                            e.claimed_version = version;
+                            e.claimed_status = status;
+                        }
+                    }
+                    if entry.class == Class::Hint && e.next_due_ms != NOT_SCHEDULED {
+                        e.next_due_ms = e.next_due_ms.min(due);
+                    }
+                });
+            }
+        }
+    }
+}

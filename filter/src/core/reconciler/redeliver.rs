@@ -1,0 +1,159 @@
+//! Re-deliveries: drone's newest state of a build the pipeline lacks, sent to the pipeline as
+//! the webhook drone would have sent (with the `repo` object drone gave, fetched first when
+//! none is at hand), and the pipeline's answer, which settles the build like a live one.
+
+use super::calls::{CallResult, OutgoingCall, Pending};
+use super::{clamp_u32, is_transient, settles_for_good, Reconciler};
+use crate::core::drone_api::{self, ApiBuild};
+use crate::core::model::{BuildKey, BuildStatus, DeliveryOutcome};
+
+impl Reconciler {
+    pub(super) fn deliver_or_fetch_repo(
+        &mut self,
+        key: BuildKey,
+        api: &ApiBuild<'_>,
+        now_ms: u64,
+    ) -> Vec<OutgoingCall> {
+        let Some(repo_json) = self.repo_json.get(&key.repo_id).cloned() else {
+            let Some(repo) = self
+                .idents
+                .confirmed(&key.repo_id)
+                .map(|i| i.repo(key.repo_id))
+            else {
+                self.wait_for_name(key, now_ms);
+                return Vec::new();
+            };
+            let pending = Pending::FetchRepo {
+                key,
+                build: api.raw.as_bytes().to_vec(),
+            };
+            let permit = self.budget.follow_up();
+            let path = drone_api::repo_path(&repo);
+            return vec![self.drone_get(permit, path, pending, now_ms)];
+        };
+        let system = self
+            .system_json
+            .as_deref()
+            .or(self.configured_system.as_deref());
+        let body = drone_api::redelivery_body(&repo_json, api.raw, system);
+        vec![self.deliver(key, api.version, api.status, body.into_bytes(), now_ms)]
+    }
+
+    pub(super) fn on_repo(
+        &mut self,
+        key: BuildKey,
+        build: Vec<u8>,
+        result: CallResult,
+        now_ms: u64,
+    ) -> Vec<OutgoingCall> {
+        let body = match result {
+            CallResult::Response { status: 200, body } => body,
+            CallResult::Response { status, .. } => {
+                let why = format!("repository: HTTP {status}");
+                self.drone_failed(key, &why, is_transient(status), now_ms);
+                return Vec::new();
+            }
+            CallResult::Failed => {
+                self.drone_failed(key, "repository: no answer", true, now_ms);
+                return Vec::new();
+            }
+        };
+        let (repo, json) = match drone_api::parse_repo(&body) {
+            Ok(r) if r.0.id == key.repo_id => r,
+            Ok(_) | Err(_) => {
+                self.drone_failed(key, "bad repository answer", false, now_ms);
+                return Vec::new();
+            }
+        };
+        self.drone_answered();
+        self.drone_named(&repo, json);
+        // The pipeline may have acknowledged a newer (or the same) version live while the
+        // repository was fetched: deliver only what it still lacks, else look again later.
+        let Some(entry) = self.ledger.get(&key).copied() else {
+            return Vec::new();
+        };
+        match drone_api::parse_build(&build) {
+            Ok(api) if api.version > entry.settled_version => {
+                self.deliver_or_fetch_repo(key, &api, now_ms)
+            }
+            _ => {
+                let delay = self.rng.jitter(self.cfg.stale_after_ms);
+                self.ledger
+                    .update(&key, |e| e.next_due_ms = now_ms.saturating_add(delay));
+                Vec::new()
+            }
+        }
+    }
+
+    pub(super) fn on_delivered(
+        &mut self,
+        key: BuildKey,
+        version: u64,
+        status: BuildStatus,
+        result: CallResult,
+        now_ms: u64,
+    ) {
+        let http = match result {
+            CallResult::Response { status, .. } => Some(status),
+            CallResult::Failed => None,
+        };
+        let outcome = DeliveryOutcome::from_status(http);
+        self.slo.outcome(key, version, outcome, now_ms);
+        let (level, what) = match outcome {
+            DeliveryOutcome::Delivered => {
+                self.counters.redeliveries_ok += 1;
+                (log::Level::Trace, "")
+            }
+            DeliveryOutcome::NotDelivered => {
+                self.counters.redeliveries_failed += 1;
+                (log::Level::Debug, "failed, will retry")
+            }
+            DeliveryOutcome::Refused => {
+                self.counters.redeliveries_refused += 1;
+                (log::Level::Info, "refused by the pipeline, not retried")
+            }
+        };
+        if outcome != DeliveryOutcome::Delivered {
+            log::log!(
+                level,
+                "re-delivery {what} build={} status={} version={version} http={} {}",
+                self.build_field(key),
+                status.as_str(),
+                http.map_or_else(|| "none".to_string(), |h| h.to_string()),
+                self.who
+            );
+        }
+        if outcome == DeliveryOutcome::NotDelivered {
+            let base = self.cfg.tick_ms.max(1000);
+            self.retry_later(key, now_ms, base);
+            return;
+        }
+        let Some(entry) = self.ledger.get(&key).copied() else {
+            return;
+        };
+        // What we re-delivered is drone's own answer: the pipeline's answer to it settles.
+        let newer = version > entry.settled_version;
+        let (v, s) = if newer {
+            (version, status)
+        } else {
+            (entry.settled_version, entry.settled_status)
+        };
+        if settles_for_good(s) && v > 0 {
+            self.ledger.finish(&key, v);
+            return;
+        }
+        let stale_after = self.cfg.stale_after_ms;
+        let rng = &mut self.rng;
+        self.ledger.update(&key, |e| {
+            e.settled_version = v;
+            e.settled_status = s;
+            if e.claimed_version <= v {
+                e.claimed_version = 0;
+            }
+            e.failures = 0;
+            e.last_change_ms = now_ms;
+            e.interval_ms = clamp_u32(stale_after);
+            e.next_due_ms = now_ms.saturating_add(rng.jitter(stale_after));
+        });
+    }
+}

@@ -1,0 +1,131 @@
+//! Listing `scan_repos`: drone's list of a configured repository's newest builds names builds
+//! whose every webhook was lost, even in a repository no webhook ever showed (drone's OSS
+//! build has no `/api/builds/incomplete`).
+
+use super::calls::{CallResult, OutgoingCall, Pending};
+use super::{is_transient, Reconciler, MAX_DRONE_INT};
+use crate::core::drone_api;
+use crate::core::ledger::Lane;
+use crate::core::logfmt::Val;
+use crate::core::model::{BuildKey, ParseError, RepoRef};
+use crate::core::ratelog::suppressed_note;
+
+impl Reconciler {
+    /// Lists the configured repositories that are due, within the same budget, rate limit and
+    /// circuit as build lookups.
+    pub(super) fn scan(&mut self, now_ms: u64, calls: &mut Vec<OutgoingCall>) {
+        for index in 0..self.scan_due.len() {
+            if !self.call_room() {
+                return;
+            }
+            if self.scan_due.get(index).is_none_or(|due| *due > now_ms) {
+                continue;
+            }
+            let Some(permit) = self.budget.acquire(Lane::Main, now_ms) else {
+                return;
+            };
+            let next = now_ms.saturating_add(self.rng.jitter(self.cfg.scan_interval_ms));
+            if let Some(due) = self.scan_due.get_mut(index) {
+                *due = next;
+            }
+            let Some((owner, name)) = self.cfg.scan_repos.get(index) else {
+                self.budget.forgo(permit);
+                continue;
+            };
+            let path = drone_api::list_path(owner, name);
+            calls.push(self.drone_get(permit, path, Pending::Scan { index }, now_ms));
+        }
+    }
+
+    /// A build list: builds newer than any we know of for that repository never produced a
+    /// webhook that reached us; track them so they are looked up and delivered. The first
+    /// listing only sets the baseline (what happened before we watched is not ours).
+    pub(super) fn on_scan(&mut self, index: usize, result: CallResult, now_ms: u64) {
+        let listed = match result {
+            CallResult::Response { status: 200, body } => drone_api::parse_build_list(&body),
+            CallResult::Response { status, .. } => {
+                if !is_transient(status) {
+                    // Drone answered: no reason to stop other calls.
+                    self.budget.on_success();
+                    self.counters.drone_polls_failed += 1;
+                    return;
+                }
+                Err(ParseError::Json(format!("HTTP {status}")))
+            }
+            CallResult::Failed => Err(ParseError::Json("no answer".into())),
+        };
+        let builds = match listed {
+            Ok(b) => b,
+            Err(e) => {
+                self.drone_down(now_ms);
+                if let Some(n) = self.drone_log.allow(now_ms) {
+                    let repo = self
+                        .cfg
+                        .scan_repos
+                        .get(index)
+                        .map(|(o, n)| format!("{o}/{n}"))
+                        .unwrap_or_default();
+                    log::warn!(
+                        "listing scan_repos failed repo={} why={}{} {}",
+                        Val(&repo),
+                        Val(&e.to_string()),
+                        suppressed_note(n),
+                        self.who
+                    );
+                }
+                return;
+            }
+        };
+        self.drone_answered();
+        let Some(((owner, name), first)) = self
+            .cfg
+            .scan_repos
+            .get(index)
+            .cloned()
+            .zip(builds.first().copied())
+        else {
+            return;
+        };
+        if first.repo_id > MAX_DRONE_INT {
+            return;
+        }
+        // Drone listed these builds under the configured name: drone confirms the identity.
+        let repo = RepoRef {
+            id: first.repo_id,
+            namespace: owner,
+            name,
+        };
+        self.counters.repos_evicted += self.idents.confirm(&repo);
+        let newest = builds
+            .iter()
+            .filter(|b| b.repo_id == repo.id && b.number <= MAX_DRONE_INT)
+            .map(|b| b.number)
+            .max()
+            .unwrap_or(0);
+        let Some(known) = self.idents.get(&repo.id).map(|i| i.max_number) else {
+            return;
+        };
+        if let Some(ident) = self.idents.get_mut(&repo.id) {
+            if newest > known {
+                ident.max_number = newest;
+                self.watermarks_dirty = true;
+            }
+        }
+        if known == 0 {
+            return;
+        }
+        for b in builds
+            .iter()
+            .filter(|b| b.repo_id == repo.id && b.number > known && b.number <= MAX_DRONE_INT)
+        {
+            // Due at once: drone listed it.
+            let key = BuildKey {
+                repo_id: repo.id,
+                number: b.number,
+            };
+            if self.track_inferred(key, true, now_ms) {
+                self.counters.builds_scan_found += 1;
+            }
+        }
+    }
+}
