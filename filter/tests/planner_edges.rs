@@ -539,10 +539,11 @@ fn an_unusable_incomplete_list_is_a_failed_call() {
     assert_eq!((c.drone_polls_failed, c.drone_polls_ok), (1, 0));
 }
 
-/// persist.rs (load_watermarks): ids and numbers are drone's int64: marks within are taken,
-/// others skipped; identities beyond the bound drop the oldest, counted.
+/// persist.rs (load_watermarks): ids and numbers are drone's int64: marks at the bound are
+/// taken, a value holding one beyond it is not a snapshot (the decoder's limits) and loads
+/// nothing; identities beyond `max_repos` drop the oldest, counted.
 #[test]
-fn loaded_watermarks_beyond_int64_are_skipped_and_evictions_counted() {
+fn loaded_watermarks_beyond_int64_are_refused_and_evictions_counted() {
     let max = i64::MAX as u64;
     let mark = |id: u64, n: u64| {
         (
@@ -556,15 +557,14 @@ fn loaded_watermarks_beyond_int64_are_skipped_and_evictions_counted() {
         )
     };
     let mut r = Reconciler::new(config(""), 1);
-    let marks = [
-        mark(max, 5),
-        mark(7, max),
-        mark(max + 1, 5),
-        mark(9, max + 1),
-    ];
-    assert!(r.load_watermarks(&snapshot::encode_watermarks(&marks)));
+    assert!(r.load_watermarks(&snapshot::encode_watermarks(&[mark(max, 5), mark(7, max)])));
     assert!(r.repo_confirmed(max).is_some() && r.repo_confirmed(7).is_some());
-    assert!(r.repo_confirmed(max + 1).is_none() && r.repo_confirmed(9).is_none());
+    for beyond in [mark(max + 1, 5), mark(9, max + 1)] {
+        let mut r = Reconciler::new(config(""), 1);
+        let value = snapshot::encode_watermarks(&[mark(8, 5), beyond]);
+        assert!(!r.load_watermarks(&value));
+        assert!(r.repo_confirmed(8).is_none());
+    }
 
     let mut r = Reconciler::new(config(r#","max_repos":1"#), 1);
     let marks = [mark(1, 5), mark(2, 5), mark(3, 5)];
@@ -665,19 +665,29 @@ fn names_listings_confirm_beyond_the_bound_are_counted() {
     assert!(r.repo_confirmed(REPO_ID).is_some());
 }
 
-/// scan.rs (on_scan): the watermark a listing raises is the newest build of that repository
-/// within int64; another repository's builds in the list, or a number beyond, do not count.
+/// scan.rs (on_scan): the watermark a listing raises is the newest build of that repository;
+/// another repository's builds in the list do not count. A list with a number beyond int64 is
+/// not drone's (the decoder's limits): a failed call that raises nothing.
 #[test]
 fn a_listing_raises_the_watermark_to_its_own_newest_build() {
+    let item = |id: u64, repo: u64, number: u64| {
+        format!(
+            r#"{{"id":{id},"repo_id":{repo},"number":{number},"status":"running","version":2}}"#
+        )
+    };
     let (mut r, call) = first_listing("", &|_| {});
-    let beyond = i64::MAX as u64 + 1;
-    let items = format!(
-        r#"[{{"id":1,"repo_id":42,"number":5,"status":"running","version":2}},{{"id":2,"repo_id":99,"number":50,"status":"running","version":2}},{{"id":3,"repo_id":42,"number":{beyond},"status":"running","version":2}}]"#
-    );
+    let items = format!("[{},{}]", item(1, 42, 5), item(2, 99, 50));
     r.on_response(call.id, ok(items.into_bytes()), 1000);
     let marks = snapshot::decode_watermarks(&r.take_watermarks().unwrap()).unwrap();
     let max: Vec<(u64, u64)> = marks.iter().map(|(repo, max, _)| (repo.id, *max)).collect();
     assert_eq!(max, vec![(REPO_ID, 5)]);
+
+    let (mut r, call) = first_listing("", &|_| {});
+    let beyond = i64::MAX as u64 + 1;
+    let items = format!("[{},{}]", item(1, 42, 5), item(3, 42, beyond));
+    r.on_response(call.id, ok(items.into_bytes()), 1000);
+    assert_eq!(r.counters().drone_polls_failed, 1);
+    assert!(r.take_watermarks().is_none());
 }
 
 /// observe.rs (observe_evidence): evidence of a newer version clears a hint's claim at or
@@ -833,4 +843,31 @@ fn an_accepted_redelivery_keeps_a_claim_above_it() {
     let lookup = calls.iter().find(|c| looked_up(c) == Some(1)).unwrap();
     let out = r.on_response(lookup.id, ok(api_build(1, "running", 3)), due);
     assert!(out.is_empty(), "the pipeline has v3: {out:?}");
+}
+
+/// redeliver.rs: a re-delivery whose body cannot be built (here a stored `system` that is not a
+/// JSON object, which the decoders would have refused) is never sent empty: counted, the bad
+/// object dropped, and the build re-delivered with a good body once it is looked at again.
+#[test]
+fn a_redelivery_without_a_body_is_never_sent() {
+    let mut r = Reconciler::new(config(""), 1);
+    let mut o = obs(1, "running", 1, DeliveryOutcome::NotDelivered);
+    o.webhook.system_json = Some("[]".into());
+    r.observe(o, T0);
+    let (mut now, mut log) = (T0, Log::default());
+    let mut sent = Vec::new();
+    drive(
+        &mut r,
+        &mut now,
+        T0 + 600_000,
+        &mut log,
+        &mut |n| ok(api_build(n, "success", 3)),
+        &mut |call| {
+            sent.push(call.body.clone());
+            http(200)
+        },
+    );
+    assert_eq!(r.counters().redeliveries_invalid, 1);
+    assert!(!sent.is_empty(), "re-delivered once the bad object is gone");
+    assert!(sent.iter().all(|b| !b.is_empty()), "an empty body was sent");
 }

@@ -4,7 +4,7 @@
 //! running builds of repositories no webhook ever showed.
 
 use super::calls::{CallResult, OutgoingCall, Pending};
-use super::{clamp_u32, is_transient, Reconciler, MAX_DRONE_INT};
+use super::{clamp_u32, is_transient, Reconciler};
 use crate::core::backoff::grow_interval;
 use crate::core::drone_api;
 use crate::core::ledger::{Lane, NOT_SCHEDULED};
@@ -116,9 +116,6 @@ impl Reconciler {
     /// Drone's `counter` for a repository: builds above the highest number known produced no
     /// webhook that reached us. Returns whether there were any.
     fn discovered(&mut self, repo_id: u64, counter: u64, now_ms: u64) -> bool {
-        if counter > MAX_DRONE_INT {
-            return false;
-        }
         let Some(i) = self.idents.get_mut(&repo_id) else {
             return false;
         };
@@ -194,9 +191,6 @@ impl Reconciler {
         };
         self.counters.drone_polls_ok += 1;
         for (repo, json, number) in list {
-            if repo.id > MAX_DRONE_INT || number > MAX_DRONE_INT || number == 0 {
-                continue;
-            }
             // Drone's own answer: the identity and the number are drone's word.
             self.drone_named(&repo, json);
             let key = BuildKey {

@@ -3,7 +3,7 @@
 //! answers settle, finish, refute, back off or give up a build, or ask for a re-delivery.
 
 use super::calls::{CallResult, OutgoingCall, Pending};
-use super::{clamp_u32, is_transient, Reconciler, MAX_DRONE_INT};
+use super::{clamp_u32, is_transient, Reconciler};
 use crate::core::backoff::{failure_backoff, grow_interval};
 use crate::core::drone_api;
 use crate::core::ledger::{Class, Lane};
@@ -231,10 +231,6 @@ impl Reconciler {
             }
         };
         self.drone_answered();
-        if api.version > MAX_DRONE_INT {
-            self.drone_failed(key, "version beyond int64", false, now_ms);
-            return Vec::new();
-        }
         let Some(entry) = self.ledger.get(&key).copied() else {
             return Vec::new(); // evicted or finished meanwhile
         };

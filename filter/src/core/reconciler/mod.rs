@@ -56,8 +56,10 @@ use std::collections::HashMap;
 /// Version string sent as `user-agent`.
 pub const USER_AGENT: &str = concat!("status-sync/", env!("CARGO_PKG_VERSION"));
 
-/// Drone's ids, numbers and versions are int64: anything above is not drone's.
-const MAX_DRONE_INT: u64 = i64::MAX as u64;
+/// Drone's ids, numbers and versions are int64: anything above is not drone's. The decoders
+/// (webhook, queue, drone's answers, snapshot) refuse it; observations are checked again here
+/// because `observe` is public.
+const MAX_DRONE_INT: u64 = super::limits::MAX_INT;
 
 pub struct Reconciler {
     cfg: Config,

@@ -2,7 +2,7 @@
 //! The ledger as snapshot shards (only the shards that changed), and the repositories'
 //! gap-filling watermarks; loading either keeps this configuration's bounds and timings.
 
-use super::{clamp_u32, Reconciler, MAX_DRONE_INT};
+use super::{clamp_u32, Reconciler};
 use crate::core::ledger::Class;
 use crate::core::model::RepoRef;
 use crate::core::snapshot::{self, Record};
@@ -112,10 +112,8 @@ impl Reconciler {
             return false;
         };
         for (repo, max_number, min_number) in marks {
-            // Written by a leader from confirmed identities only (SSR3).
-            if repo.id > MAX_DRONE_INT || max_number > MAX_DRONE_INT {
-                continue;
-            }
+            // Written by a leader from confirmed identities only (SSR3); the decoder applied
+            // the input limits (ids and numbers within int64).
             self.counters.repos_evicted += self.idents.confirm(&repo);
             self.idents.schedule_discovery(repo.id, 0);
             if let Some(ident) = self.idents.get_mut(&repo.id) {

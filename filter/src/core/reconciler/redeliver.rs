@@ -5,6 +5,8 @@
 use super::calls::{CallResult, OutgoingCall, Pending};
 use super::{clamp_u32, is_transient, settles_for_good, Reconciler};
 use crate::core::drone_api::{self, ApiBuild};
+use crate::core::limits;
+use crate::core::logfmt::Val;
 use crate::core::model::{BuildKey, BuildStatus, DeliveryOutcome};
 
 impl Reconciler {
@@ -35,7 +37,36 @@ impl Reconciler {
             .system_json
             .as_deref()
             .or(self.configured_system.as_deref());
-        let body = drone_api::redelivery_body(&repo_json, api.raw, system);
+        let body = match drone_api::try_redelivery_body(&repo_json, api.raw, system) {
+            Ok(body) => body,
+            Err(e) => {
+                // Never a signed re-delivery without a body. The decoders refuse what causes
+                // this (a stored `repo` or `system` that is not a JSON object): last line of
+                // defence. The bad object goes (drone's `repo` is fetched again) and the build
+                // is looked at again later.
+                self.counters.redeliveries_invalid += 1;
+                if limits::check_repo_json(&repo_json).is_err() {
+                    self.repo_json.remove(&key.repo_id);
+                }
+                if self
+                    .system_json
+                    .as_deref()
+                    .is_some_and(|s| limits::check_system_json(s).is_err())
+                {
+                    self.system_json = None;
+                }
+                log::warn!(
+                    "re-delivery body could not be built, not sent build={} why={} {}",
+                    self.build_field(key),
+                    Val(&e.to_string()),
+                    self.who
+                );
+                let delay = self.rng.jitter(self.cfg.stale_after_ms);
+                self.ledger
+                    .update(&key, |e| e.next_due_ms = now_ms.saturating_add(delay));
+                return Vec::new();
+            }
+        };
         vec![self.deliver(key, api.version, api.status, body.into_bytes(), now_ms)]
     }
 

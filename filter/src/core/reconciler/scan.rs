@@ -3,11 +3,11 @@
 //! build has no `/api/builds/incomplete`).
 
 use super::calls::{CallResult, OutgoingCall, Pending};
-use super::{is_transient, Reconciler, MAX_DRONE_INT};
+use super::{is_transient, Reconciler};
 use crate::core::drone_api;
 use crate::core::ledger::Lane;
 use crate::core::logfmt::Val;
-use crate::core::model::{BuildKey, ParseError, RepoRef};
+use crate::core::model::{BuildKey, RepoRef};
 use crate::core::ratelog::suppressed_note;
 
 impl Reconciler {
@@ -41,23 +41,37 @@ impl Reconciler {
     /// webhook that reached us; track them so they are looked up and delivered. The first
     /// listing only sets the baseline (what happened before we watched is not ours).
     pub(super) fn on_scan(&mut self, index: usize, result: CallResult, now_ms: u64) {
-        let listed = match result {
-            CallResult::Response { status: 200, body } => drone_api::parse_build_list(&body),
-            CallResult::Response { status, .. } => {
-                if !is_transient(status) {
-                    // Drone answered: no reason to stop other calls.
-                    self.budget.on_success();
-                    self.counters.drone_polls_failed += 1;
-                    return;
+        let failed = match result {
+            CallResult::Response { status: 200, body } => {
+                match drone_api::parse_build_list(&body) {
+                    Ok(builds) => Ok(builds),
+                    Err(e) => {
+                        // Drone answered: an unusable body is not drone being down, and does
+                        // not feed the circuit (README, Bad input).
+                        self.budget.on_success();
+                        self.counters.drone_polls_failed += 1;
+                        Err(e.to_string())
+                    }
                 }
-                Err(ParseError::Json(format!("HTTP {status}")))
             }
-            CallResult::Failed => Err(ParseError::Json("no answer".into())),
-        };
-        let builds = match listed {
-            Ok(b) => b,
-            Err(e) => {
+            CallResult::Response { status, .. } if !is_transient(status) => {
+                // Drone answered: no reason to stop other calls.
+                self.budget.on_success();
+                self.counters.drone_polls_failed += 1;
+                return;
+            }
+            CallResult::Response { status, .. } => {
                 self.drone_down(now_ms);
+                Err(format!("HTTP {status}"))
+            }
+            CallResult::Failed => {
+                self.drone_down(now_ms);
+                Err("no answer".into())
+            }
+        };
+        let builds = match failed {
+            Ok(b) => b,
+            Err(why) => {
                 if let Some(n) = self.drone_log.allow(now_ms) {
                     let repo = self
                         .cfg
@@ -68,7 +82,7 @@ impl Reconciler {
                     log::warn!(
                         "listing scan_repos failed repo={} why={}{} {}",
                         Val(&repo),
-                        Val(&e.to_string()),
+                        Val(&why),
                         suppressed_note(n),
                         self.who
                     );
@@ -86,9 +100,6 @@ impl Reconciler {
         else {
             return;
         };
-        if first.repo_id > MAX_DRONE_INT {
-            return;
-        }
         // Drone listed these builds under the configured name: drone confirms the identity.
         let repo = RepoRef {
             id: first.repo_id,
@@ -98,7 +109,7 @@ impl Reconciler {
         self.counters.repos_evicted += self.idents.confirm(&repo);
         let newest = builds
             .iter()
-            .filter(|b| b.repo_id == repo.id && b.number <= MAX_DRONE_INT)
+            .filter(|b| b.repo_id == repo.id)
             .map(|b| b.number)
             .max()
             .unwrap_or(0);
@@ -116,7 +127,7 @@ impl Reconciler {
         }
         for b in builds
             .iter()
-            .filter(|b| b.repo_id == repo.id && b.number > known && b.number <= MAX_DRONE_INT)
+            .filter(|b| b.repo_id == repo.id && b.number > known)
         {
             // Due at once: drone listed it.
             let key = BuildKey {
