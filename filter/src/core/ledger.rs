@@ -532,10 +532,12 @@ mod tests {
         }
     }
 
-    /// Builds that come and finish at once: each leaves a key behind in the age queue.
+    /// Builds that come and finish at once: each leaves a key behind in the age queue, which
+    /// stays within twice the builds plus 64 after every one (its memory bound).
     fn churn(l: &mut Ledger, numbers: std::ops::Range<u64>) {
         for n in numbers {
             l.insert(key(n), Entry::new(n, Class::Backed));
+            assert!(l.age[0].len() <= 2 * l.len() + 64, "{n}: {}", l.age[0].len());
             l.finish(&key(n), 3);
         }
     }
