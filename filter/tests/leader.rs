@@ -511,3 +511,47 @@ fn draining_the_queue_is_bounded_and_counts_unreadable_messages() {
         MAX_DRAIN_PER_TICK as u64 + 1
     );
 }
+
+#[test]
+fn a_seat_knows_its_root_and_leaves_without_a_word() {
+    let (cfg, mut store, mut a) = leading(1);
+    assert_eq!(a.me(), 1);
+    assert_eq!(seat(7, &cfg).me(), 7);
+    a.leave();
+    assert!(a.leader().is_none(), "a root that left reconciles no more");
+    // It wrote nothing on leaving: the lease it held expires on its own.
+    assert_eq!(lease(&store).owner, 1);
+    let mut b = seat(2, &cfg);
+    assert!(matches!(
+        b.elect(&mut store, &cfg, T0 + LEASE_MS + 1),
+        Role::Elected { .. }
+    ));
+}
+
+/// The summary line (README, "Logs"): once a minute, the first a minute after the leader
+/// started, with the reconciler's figures.
+#[test]
+fn the_leader_writes_a_summary_line_once_a_minute() {
+    common::logged();
+    let (_, _, mut a) = leading(3);
+    let summaries = || {
+        common::logged()
+            .into_iter()
+            .filter(|l| l.contains("summary tracked="))
+            .collect::<Vec<_>>()
+    };
+    let leader = a.leader().unwrap();
+    leader.log_summary(T0);
+    leader.log_summary(T0 + 59_999);
+    assert_eq!(summaries(), Vec::<String>::new());
+    leader.log_summary(T0 + 60_000);
+    leader.log_summary(T0 + 60_001);
+    let lines = summaries();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].starts_with("INFO summary tracked=3 "),
+        "{}",
+        lines[0]
+    );
+    assert!(lines[0].contains(" circuit=closed "), "{}", lines[0]);
+}

@@ -62,35 +62,6 @@ fn hint_only_build_past_the_age_limit_is_refuted_not_given_up() {
     assert_eq!((c.hints_refuted, c.builds_expired, c.giveups), (1, 0, 0));
 }
 
-thread_local! {
-    /// Log lines this test thread wrote (tests run on threads of their own).
-    static LINES: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// Keeps every log line in its thread's [`LINES`].
-struct Capture;
-
-impl log::Log for Capture {
-    fn enabled(&self, _: &log::Metadata) -> bool {
-        true
-    }
-    fn log(&self, record: &log::Record) {
-        let line = format!("{} {}", record.level(), record.args());
-        LINES.with(|l| l.borrow_mut().push(line));
-    }
-    fn flush(&self) {}
-}
-
-/// The log lines written on this thread so far; installs the capture on first use.
-fn logged() -> Vec<String> {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        log::set_logger(&Capture).unwrap();
-        log::set_max_level(log::LevelFilter::Trace);
-    });
-    LINES.with(|l| l.borrow().clone())
-}
-
 /// mod.rs (set_identity, build_field): a give-up's log line names the build as operators know
 /// it and ends with the reconciler's identity (README, "Logs").
 #[test]

@@ -537,7 +537,11 @@ mod tests {
     fn churn(l: &mut Ledger, numbers: std::ops::Range<u64>) {
         for n in numbers {
             l.insert(key(n), Entry::new(n, Class::Backed));
-            assert!(l.age[0].len() <= 2 * l.len() + 64, "{n}: {}", l.age[0].len());
+            assert!(
+                l.age[0].len() <= 2 * l.len() + 64,
+                "{n}: {}",
+                l.age[0].len()
+            );
             l.finish(&key(n), 3);
         }
     }

@@ -270,3 +270,32 @@ pub fn repo_json_with_counter(counter: u64) -> Vec<u8> {
         .replace("\"counter\":101", &format!("\"counter\":{counter}"))
         .into_bytes()
 }
+
+thread_local! {
+    /// Log lines this test thread wrote (tests run on threads of their own).
+    static LINES: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Keeps every log line in its thread's [`LINES`].
+struct Capture;
+
+impl log::Log for Capture {
+    fn enabled(&self, _: &log::Metadata) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record) {
+        let line = format!("{} {}", record.level(), record.args());
+        LINES.with(|l| l.borrow_mut().push(line));
+    }
+    fn flush(&self) {}
+}
+
+/// The log lines written on this thread so far; installs the capture on first use.
+pub fn logged() -> Vec<String> {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        log::set_logger(&Capture).unwrap();
+        log::set_max_level(log::LevelFilter::Trace);
+    });
+    LINES.with(|l| l.borrow().clone())
+}
