@@ -842,3 +842,62 @@ fn a_redelivery_without_a_body_is_never_sent() {
     assert!(!sent.is_empty(), "re-delivered once the bad object is gone");
     assert!(sent.iter().all(|b| !b.is_empty()), "an empty body was sent");
 }
+
+/// redeliver.rs (on_repo): drone answered v1 of a build only a hint named, and the repository
+/// `repo` object had to be fetched first; meanwhile the pipeline took v2 from an unverified
+/// webhook. The older state is not delivered on the fetch's answer: drone is asked again
+/// first (found by `planner_props`: "re-delivery of 2 v1 after the pipeline had v2").
+#[test]
+fn a_claim_arriving_during_the_repository_fetch_defers_the_older_redelivery() {
+    let mut r = Reconciler::new(config(""), 1);
+    let hint = |status: &str, version: u64, outcome| {
+        let mut o = obs(2, status, version, outcome);
+        o.verified = false;
+        o.webhook.repo_json = None;
+        o.webhook.system_json = None;
+        o
+    };
+    // Evidence names the repository (without its `repo` object, so none is at hand).
+    let mut named = obs(1, "success", 3, DeliveryOutcome::Delivered);
+    named.webhook.repo_json = None;
+    r.observe(named, T0);
+    r.observe(hint("pending", 1, DeliveryOutcome::NotDelivered), T0);
+    let mut now = T0;
+    let mut held = Vec::new();
+    while held.is_empty() && now < T0 + 60_000 {
+        now += 100;
+        let mut calls = r.tick(now);
+        while let Some(call) = calls.pop() {
+            assert!(is_drone(&call), "nothing delivered before drone's answer");
+            let lookup = looked_up(&call) == Some(2);
+            let answer = if lookup {
+                ok(api_build(2, "pending", 1))
+            } else {
+                ok(REPO_JSON.into())
+            };
+            let more = r.on_response(call.id, answer, now);
+            if lookup {
+                held = more; // the repository fetch the re-delivery of v1 waits for
+            } else {
+                calls.extend(more);
+            }
+        }
+    }
+    assert_eq!(held.len(), 1, "a repository fetch follows drone's answer");
+    assert!(is_drone(&held[0]) && looked_up(&held[0]).is_none(), "{held:?}");
+    r.observe(hint("success", 2, DeliveryOutcome::Delivered), now);
+    let after = r.on_response(held[0].id, ok(REPO_JSON.into()), now);
+    assert!(
+        after.iter().all(is_drone),
+        "v1 re-delivered after the pipeline took v2: {after:?}"
+    );
+    // Drone, asked again, has v2: what the pipeline took. Nothing older ever goes out.
+    let mut log = Log::default();
+    let until = now + 30_000;
+    drive_steady(&mut r, &mut now, until, &mut log, "success", 2);
+    assert!(
+        log.redeliveries().iter().all(|(_, _, v)| *v >= 2),
+        "{:?}",
+        log.redeliveries()
+    );
+}

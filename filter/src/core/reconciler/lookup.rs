@@ -6,7 +6,7 @@ use super::calls::{CallResult, OutgoingCall, Pending};
 use super::{clamp_u32, is_transient, Reconciler};
 use crate::core::backoff::{failure_backoff, grow_interval};
 use crate::core::drone_api;
-use crate::core::ledger::{Class, Lane};
+use crate::core::ledger::{Class, Entry, Lane};
 use crate::core::logfmt::Val;
 use crate::core::model::{BuildKey, BuildStatus, RepoRef};
 use crate::core::ratelog::suppressed_note;
@@ -154,6 +154,22 @@ impl Reconciler {
         });
     }
 
+    /// A claim (an unverified webhook the pipeline took) above drone's answer came while the
+    /// call was on its way: drone may have written the build since it answered. Asks again
+    /// before delivering anything older, once per lookup, so a forged claim delays a real
+    /// transition by one look at most. True when deferred.
+    pub(super) fn defer_for_claim(&mut self, key: BuildKey, entry: &Entry, now_ms: u64) -> bool {
+        if entry.deferred {
+            return false;
+        }
+        let soon = now_ms.saturating_add(self.cfg.tick_ms.max(1000));
+        self.ledger.update(&key, |e| {
+            e.deferred = true;
+            e.next_due_ms = soon;
+        });
+        true
+    }
+
     /// Drone contradicted a build only hints vouched for: forget it, nothing real is lost.
     fn refuted(&mut self, key: BuildKey) {
         self.ledger.remove(&key);
@@ -241,14 +257,7 @@ impl Reconciler {
         let mut settled = (entry.settled_version, entry.settled_status);
         if entry.claimed_version > api.version {
             let raced = entry.claimed_version != claim_at_call;
-            if raced && !entry.deferred {
-                // The claim came while the call was on its way: drone may have written the
-                // build since it answered. Ask again before delivering anything older.
-                let soon = now_ms.saturating_add(self.cfg.tick_ms.max(1000));
-                self.ledger.update(&key, |e| {
-                    e.deferred = true;
-                    e.next_due_ms = soon;
-                });
+            if raced && self.defer_for_claim(key, &entry, now_ms) {
                 return Vec::new();
             }
             // Drone, asked after the claim was made, is behind it: the claim is not drone's.

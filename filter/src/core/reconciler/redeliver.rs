@@ -105,6 +105,12 @@ impl Reconciler {
         };
         match drone_api::parse_build(&build) {
             Ok(api) if api.version > entry.settled_version => {
+                // A claim can only be here if it came after drone's answer (the answer cleared
+                // any older one): the build may have moved while the repository was fetched.
+                if entry.claimed_version > api.version && self.defer_for_claim(key, &entry, now_ms)
+                {
+                    return Vec::new();
+                }
                 self.deliver_or_fetch_repo(key, &api, now_ms)
             }
             _ => {
