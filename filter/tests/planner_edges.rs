@@ -884,7 +884,10 @@ fn a_claim_arriving_during_the_repository_fetch_defers_the_older_redelivery() {
         }
     }
     assert_eq!(held.len(), 1, "a repository fetch follows drone's answer");
-    assert!(is_drone(&held[0]) && looked_up(&held[0]).is_none(), "{held:?}");
+    assert!(
+        is_drone(&held[0]) && looked_up(&held[0]).is_none(),
+        "{held:?}"
+    );
     r.observe(hint("success", 2, DeliveryOutcome::Delivered), now);
     let after = r.on_response(held[0].id, ok(REPO_JSON.into()), now);
     assert!(

@@ -118,6 +118,49 @@ impl<K: Clone + Eq + Hash, V> FifoMap<K, V> {
 mod tests {
     use super::*;
 
+    /// The order queue's memory bound holds after every operation, whatever the mix of inserts
+    /// and removals (removals lower the bound without touching the queue).
+    #[test]
+    fn the_order_queue_stays_within_twice_the_keys_plus_16() {
+        let mut m = FifoMap::new(1000);
+        let within = |m: &FifoMap<u64, u64>| m.order.len() <= 2 * m.len() + 16;
+        for k in 0..500 {
+            m.insert(k, k);
+            assert!(within(&m));
+        }
+        for k in 0..500 {
+            m.remove(&k);
+            assert!(within(&m), "{k}: {}", m.order.len());
+        }
+        for k in 500..5000 {
+            m.insert(k, k);
+            m.remove(&k);
+            assert!(within(&m), "{k}: {}", m.order.len());
+        }
+    }
+
+    /// Compaction keeps the live keys in order: eviction still takes the oldest afterwards.
+    #[test]
+    fn compaction_keeps_the_live_keys_in_order() {
+        let mut m = FifoMap::new(20);
+        for k in 0..10 {
+            m.insert(k, k);
+        }
+        for k in 10..100 {
+            m.insert(k, k);
+            m.remove(&k);
+        }
+        for k in 100..110 {
+            assert_eq!(m.insert(k, k), None);
+        }
+        assert_eq!(m.insert(110, 110), Some((0, 0)));
+        assert_eq!(m.len(), 20);
+        let mut all: Vec<_> = m.iter().map(|(k, v)| (*k, *v)).collect();
+        all.sort_unstable();
+        let want: Vec<_> = (1..10).chain(100..111).map(|k| (k, k)).collect();
+        assert_eq!(all, want);
+    }
+
     #[test]
     fn evicts_the_first_inserted_and_returns_it() {
         let mut m = FifoMap::new(3);
