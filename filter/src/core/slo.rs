@@ -159,6 +159,7 @@ mod tests {
             s.missing(k(n), 1, n * 1_000);
         }
         assert_eq!(s.len(), 2);
+        assert!(!s.is_empty());
         assert_eq!(s.delays_dropped, 1);
         assert_eq!(s.oldest_age_ms(10_000, ALL), 8_000, "build 1 was forgotten");
     }
@@ -166,6 +167,7 @@ mod tests {
     #[test]
     fn caught_up_is_zero() {
         let mut s = Slo::new(10);
+        assert!(s.is_empty());
         assert_eq!(s.oldest_age_ms(1_000, ALL), 0);
         s.outcome(k(1), 3, Delivered, 1_000);
         assert_eq!(s.oldest_age_ms(2_000, ALL), 0);
