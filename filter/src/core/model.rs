@@ -193,17 +193,53 @@ mod tests {
 
     #[test]
     fn status_round_trips_and_done_matches_drone() {
-        for c in 0..=10u8 {
-            let s = BuildStatus::from_code(c);
-            assert_eq!(BuildStatus::from_code(s.code()), s);
-            assert_eq!(BuildStatus::parse(s.as_str()), s);
+        // Every status drone has survives the snapshot's code and its own name.
+        for name in [
+            "skipped",
+            "blocked",
+            "declined",
+            "waiting_on_dependencies",
+            "pending",
+            "running",
+            "success",
+            "failure",
+            "killed",
+            "error",
+        ] {
+            let s = BuildStatus::parse(name);
+            assert_ne!(s, BuildStatus::Unknown, "{name}");
+            assert_eq!(BuildStatus::from_code(s.code()), s, "{name}");
+            assert_eq!(s.as_str(), name);
         }
+        assert_eq!(
+            BuildStatus::from_code(BuildStatus::Unknown.code()),
+            BuildStatus::Unknown
+        );
+        assert_eq!(BuildStatus::from_code(200), BuildStatus::Unknown);
         assert!(!BuildStatus::Running.is_done());
         assert!(!BuildStatus::Pending.is_done());
         assert!(!BuildStatus::Blocked.is_done());
         assert!(!BuildStatus::WaitingOnDependencies.is_done());
         assert!(BuildStatus::Declined.is_done());
         assert!(BuildStatus::parse("bogus").is_done());
+    }
+
+    /// The reasons logged for input the filter passes through unparsed (README, "Bad input").
+    #[test]
+    fn parse_errors_say_what_was_wrong() {
+        for (e, text) in [
+            (ParseError::Json("eof".into()), "invalid JSON: eof"),
+            (ParseError::Missing("build"), "missing field `build`"),
+            (ParseError::Invalid("status"), "invalid value for `status`"),
+            (ParseError::NotABuildEvent, "not a build event"),
+            (ParseError::TooLarge, "body too large"),
+            (
+                ParseError::Limit("repo.name"),
+                "`repo.name` outside the input limits",
+            ),
+        ] {
+            assert_eq!(e.to_string(), text);
+        }
     }
 
     #[test]
