@@ -345,4 +345,23 @@ mod tests {
         assert_eq!(kept, vec![109, 110], "the newest, the oldest going first");
         assert!(i.order[1].len() <= 2 * i.counts[1] + 64);
     }
+
+    /// The eviction order's memory bound holds after every name added, also once refutations
+    /// lowered it below the queue's length (it must compact above the bound, not only at it).
+    #[test]
+    fn eviction_order_stays_within_its_bound_under_churn() {
+        let mut i = idents(1000);
+        let within = |i: &Idents| i.order[1].len() <= 2 * i.counts[1] + 64;
+        for id in 1..=500 {
+            i.candidate(&repo(id, "c"));
+        }
+        for id in 1..=500 {
+            i.refute(id, "o", "c");
+        }
+        for id in 501..=5000 {
+            i.candidate(&repo(id, "c"));
+            assert!(within(&i), "{id}: {}", i.order[1].len());
+            i.refute(id, "o", "c");
+        }
+    }
 }
