@@ -1548,6 +1548,28 @@ mod tests {
         assert_eq!(Config::parse(deep.as_bytes(), &env).unwrap_err().key, "");
     }
 
+    /// What an operator reads when a value has the wrong kind: a secret's value is never
+    /// quoted, only its kind; the top level says whether it was JSON at all; `scan_repos`
+    /// takes up to 100 names.
+    #[test]
+    fn errors_name_the_kind_of_value_and_the_list_limit() {
+        for (value, kind) in [(json!(true), "a boolean"), (json!({"a": 1}), "an object")] {
+            let e = err(&with("drone_token", Some(value)));
+            assert!(e.reason.ends_with(&format!("got {kind}")), "{e}");
+        }
+        let e = Config::parse(b"true", &env).unwrap_err();
+        assert!(
+            e.reason.contains("must be a JSON object, got a boolean"),
+            "{e}"
+        );
+        // A JSON object whose key does not decode is an object, but not a configuration.
+        let e = Config::parse(br#"{"\ud800":1}"#, &env).unwrap_err();
+        assert!(e.reason.contains("not valid JSON"), "{e}");
+        let names = |n: usize| json!((0..n).map(|i| format!("o/r{i}")).collect::<Vec<_>>());
+        assert!(parse(&with("scan_repos", Some(names(100)))).is_ok());
+        assert_eq!(err(&with("scan_repos", Some(names(101)))).key, "scan_repos");
+    }
+
     #[test]
     fn unknown_keys_are_named() {
         let e = err(&with("tick", Some(json!(100))));
