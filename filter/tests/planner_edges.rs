@@ -667,16 +667,25 @@ fn evidence_keeps_a_claim_above_it() {
     claim.verified = false;
     r.observe(claim, T0);
     r.observe(obs(1, "running", 2, DeliveryOutcome::Delivered), T0);
+    let out = answer_when_due(&mut r, 1, api_build(1, "running", 3));
+    assert!(out.is_empty(), "the pipeline has v3: {out:?}");
     let key = BuildKey {
         repo_id: REPO_ID,
         number: 1,
     };
+    assert_eq!(r.ledger().get(&key).unwrap().settled_version, 3);
+}
+
+/// Ticks at build `number`'s due time and answers its lookup with `body`: what follows.
+fn answer_when_due(r: &mut Reconciler, number: u64, body: Vec<u8>) -> Vec<OutgoingCall> {
+    let key = BuildKey {
+        repo_id: REPO_ID,
+        number,
+    };
     let due = r.ledger().get(&key).unwrap().next_due_ms;
     let calls = r.tick(due);
-    let lookup = calls.iter().find(|c| looked_up(c) == Some(1)).unwrap();
-    let out = r.on_response(lookup.id, ok(api_build(1, "running", 3)), due);
-    assert!(out.is_empty(), "the pipeline has v3: {out:?}");
-    assert_eq!(r.ledger().get(&key).unwrap().settled_version, 3);
+    let lookup = calls.iter().find(|c| looked_up(c) == Some(number)).unwrap();
+    r.on_response(lookup.id, ok(body), due)
 }
 
 /// observe.rs (observe_hint): a hint brings the lookup of a build only hints named closer, and
@@ -800,14 +809,7 @@ fn an_accepted_redelivery_keeps_a_claim_above_it() {
     claim.verified = false;
     r.observe(claim, T0);
     r.on_response(out[0].id, http(200), T0);
-    let key = BuildKey {
-        repo_id: REPO_ID,
-        number: 1,
-    };
-    let due = r.ledger().get(&key).unwrap().next_due_ms;
-    let calls = r.tick(due);
-    let lookup = calls.iter().find(|c| looked_up(c) == Some(1)).unwrap();
-    let out = r.on_response(lookup.id, ok(api_build(1, "running", 3)), due);
+    let out = answer_when_due(&mut r, 1, api_build(1, "running", 3));
     assert!(out.is_empty(), "the pipeline has v3: {out:?}");
 }
 
