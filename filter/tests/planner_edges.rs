@@ -494,6 +494,9 @@ fn incomplete_items_beyond_int64_or_numbered_zero_are_skipped() {
     assert_eq!(tracked_keys(&r), vec![(7, max), (max, 4)]);
     assert!(r.repo_confirmed(max).is_some());
     assert!(r.repo_confirmed(8).is_none() && r.repo_confirmed(9).is_none());
+    // Each item left out is counted (and logged), none silently: the poll itself answered.
+    let c = r.counters();
+    assert_eq!((c.drone_entries_skipped, c.drone_polls_ok), (3, 1));
 }
 
 /// discovery.rs (on_incomplete): an answer that is not drone's list is a failed call.
@@ -503,6 +506,7 @@ fn an_unusable_incomplete_list_is_a_failed_call() {
     incomplete(&mut r, b"{}");
     let c = r.counters();
     assert_eq!((c.drone_polls_failed, c.drone_polls_ok), (1, 0));
+    assert_eq!(c.drone_entries_skipped, 0);
 }
 
 /// persist.rs (load_watermarks): ids and numbers are drone's int64: marks at the bound are

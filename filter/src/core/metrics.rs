@@ -185,6 +185,11 @@ metrics! {
         "status_sync.drone_polls_failed"
         "drone API calls that failed (retried with backoff; 5xx, timeouts and resets feed the \
          circuit, a 4xx backs off that build alone)";
+    DroneEntriesSkipped(drone_entries_skipped): Counter
+        "status_sync.drone_entries_skipped"
+        "entries of drone's `/api/builds/incomplete` left out (malformed or outside the input \
+         limits); the rest of the list is used, and a repository's `counter` still finds such a \
+         build";
     BuildsTracked(builds_tracked): Gauge
         "status_sync.builds_tracked"
         "builds in the ledger";

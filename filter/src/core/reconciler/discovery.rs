@@ -9,6 +9,7 @@ use crate::core::backoff::grow_interval;
 use crate::core::drone_api;
 use crate::core::ledger::{Lane, NOT_SCHEDULED};
 use crate::core::model::BuildKey;
+use crate::core::ratelog::suppressed_note;
 
 impl Reconciler {
     /// A new build number showed (evidence or drone): its repository is active, so its
@@ -190,6 +191,19 @@ impl Reconciler {
             return;
         };
         self.counters.drone_polls_ok += 1;
+        if list.skipped > 0 {
+            // Not a build we track, so no give-up; but an entry drone could not have written
+            // is worth a look (a proxy in between, a drone version we do not know).
+            self.counters.drone_entries_skipped += list.skipped as u64;
+            if let Some(n) = self.drone_log.allow(now_ms) {
+                log::warn!(
+                    "drone incomplete-list entries unusable, skipped count={}{} {}",
+                    list.skipped,
+                    suppressed_note(n),
+                    self.who
+                );
+            }
+        }
         for (repo, json, number) in list {
             // Drone's own answer: the identity and the number are drone's word.
             self.drone_named(&repo, json);
