@@ -438,6 +438,19 @@ mod tests {
         }
     }
 
+    /// The error's text is what operators read in a log line's `why=` (through
+    /// `ParseError::Json`): the problem and the byte it was found at.
+    #[test]
+    fn an_error_names_the_problem_and_its_byte() {
+        let err = Scanner::new("[1,]").value(0).err();
+        let text = err.as_ref().map(ToString::to_string);
+        assert_eq!(
+            text.as_deref(),
+            Some("expected a value at byte 3"),
+            "{err:?}"
+        );
+    }
+
     #[test]
     fn grammar_matches_serde() {
         let cases = [
