@@ -1155,6 +1155,52 @@ mod tests {
         assert_ne!(parts(b"", b""), parts(b"\0", b""));
     }
 
+    /// The change detector sees every one-bit change of a repository's JSON: each step,
+    /// `(h.rotate_left(5) ^ w) * K` with `K` odd, is a bijection of `h` for a fixed word and of
+    /// the word for a fixed `h`, so two parts of one length that differ anywhere hash apart
+    /// when they differ in one word. (A collision of larger changes only delays a refresh.)
+    #[test]
+    fn word_hash_sees_every_one_bit_change() {
+        let mut rng = crate::core::backoff::Rng::new(7);
+        let text: Vec<u8> = (0..37).map(|_| rng.next_u64() as u8).collect();
+        let hash = |t: &[u8]| {
+            let mut h = WordHash::default();
+            h.add(t);
+            h.end_part();
+            h.h
+        };
+        let original = hash(&text);
+        for bit in 0..text.len() * 8 {
+            let mut flipped = text.clone();
+            flipped[bit / 8] ^= 1 << (bit % 8);
+            assert_ne!(hash(&flipped), original, "bit {bit}");
+        }
+    }
+
+    /// Nesting up to the scanner's limit is a webhook for both parsers, one level more is
+    /// refused by both (serde alone would take it: it skips raw values without recursing).
+    #[test]
+    fn nesting_at_the_limit_is_accepted_and_beyond_it_refused_by_both_parsers() {
+        let nested = |levels: usize| {
+            format!(
+                r#"{{"event":"build","action":"updated","repo":{REPO},"build":{BUILD},"user":{}{}}}"#,
+                "[".repeat(levels),
+                "]".repeat(levels)
+            )
+        };
+        // The webhook's own object is the first level.
+        let limit = crate::core::json::MAX_DEPTH - 1;
+        for levels in [limit - 1, limit, limit + 1, limit + 2] {
+            let text = nested(levels);
+            same_as_reference(text.as_bytes());
+            assert_eq!(
+                parse_webhook(text.as_bytes()).is_ok(),
+                levels <= limit,
+                "{levels} levels"
+            );
+        }
+    }
+
     #[test]
     fn webhook_path_matching() {
         let hook = |method: &str, path: &str, ev: Option<&str>| {
