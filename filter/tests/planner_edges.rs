@@ -467,6 +467,7 @@ fn incomplete(r: &mut Reconciler, body: &[u8]) {
 /// the highest known of its repository, and counted; one at or below is not.
 #[test]
 fn incomplete_builds_above_the_highest_known_are_tracked() {
+    let before = logged().len();
     let mut r = after_build_five("");
     let body = format!(
         "[{},{}]",
@@ -477,6 +478,13 @@ fn incomplete_builds_above_the_highest_known_are_tracked() {
     assert_eq!(tracked_keys(&r), vec![(7, 4)]);
     let c = r.counters();
     assert_eq!((c.builds_discovered, c.drone_polls_ok), (1, 1));
+    // A list without a bad entry says nothing about skipping (no warn line per poll).
+    assert_eq!(c.drone_entries_skipped, 0);
+    let lines = logged();
+    assert!(
+        !lines[before..].iter().any(|l| l.contains("skipped")),
+        "{lines:?}"
+    );
 }
 
 /// discovery.rs (on_incomplete): ids and numbers are drone's int64; 0 is no build number.
@@ -489,6 +497,7 @@ fn incomplete_items_beyond_int64_or_numbered_zero_are_skipped() {
         .iter()
         .map(|(id, n)| incomplete_item(*id, *n))
         .collect();
+    let before = logged().len();
     let mut r = Reconciler::new(config(""), 1);
     incomplete(&mut r, format!("[{}]", body.join(",")).as_bytes());
     assert_eq!(tracked_keys(&r), vec![(7, max), (max, 4)]);
@@ -497,6 +506,16 @@ fn incomplete_items_beyond_int64_or_numbered_zero_are_skipped() {
     // Each item left out is counted (and logged), none silently: the poll itself answered.
     let c = r.counters();
     assert_eq!((c.drone_entries_skipped, c.drone_polls_ok), (3, 1));
+    let lines = logged();
+    let warned: Vec<_> = lines[before..]
+        .iter()
+        .filter(|l| l.contains("entries unusable"))
+        .collect();
+    assert_eq!(warned.len(), 1, "{lines:?}");
+    assert!(
+        warned[0].starts_with("WARN ") && warned[0].contains("count=3"),
+        "{warned:?}"
+    );
 }
 
 /// discovery.rs (on_incomplete): an answer that is not drone's list is a failed call.
