@@ -141,8 +141,10 @@ bench-check:
 ## all of the filter's tests for what they did not catch). Each shard's lists, summary and the
 ## commit it ran on go to $(MUTANTS_OUT)/<file>/ (`/` in a file's path becomes `_`);
 ## benchmarks/results/mutants/README.md explains every surviving mutant. Never run by
-## `make test`; a shard takes minutes here (the reconciler's modules the longest). A missed
-## mutant does not stop the loop.
+## `make test`; a shard takes minutes here (the reconciler's modules the longest), the whole
+## core about 3 hours, so `make mutants MUTANTS_SHARD=k/6` runs the k-th of six groups of
+## files balanced by mutant count (each about half an hour here). A missed mutant does not stop
+## the loop.
 # (a file without a function, such as a module root that only declares modules, has no mutants)
 MUTANTS_FILES ?= $(patsubst filter/src/core/%.rs,%,$(sort $(shell grep -l 'fn ' filter/src/core/*.rs filter/src/core/*/*.rs)))
 MUTANTS_OUT   := $(CURDIR)/benchmarks/results/mutants
@@ -150,7 +152,7 @@ MUTANTS_TMP   := $(OUT)/mutants
 .PHONY: mutants
 mutants:
 	@command -v cargo-mutants >/dev/null || cargo install cargo-mutants --locked
-	@scripts/mutants.sh $(MUTANTS_OUT) $(MUTANTS_TMP) $(MUTANTS_FILES)
+	@MUTANTS_SHARD=$(MUTANTS_SHARD) scripts/mutants.sh $(MUTANTS_OUT) $(MUTANTS_TMP) $(MUTANTS_FILES)
 
 clean:
 	cargo clean

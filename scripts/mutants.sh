@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Mutation testing of the sans-IO core, one shard per file (`make mutants`; never in `make test`).
 #
-# usage: scripts/mutants.sh OUT_DIR TMP_DIR FILE... (FILE: a path under filter/src/core, no .rs)
+# usage: [MUTANTS_SHARD=k/n] scripts/mutants.sh OUT_DIR TMP_DIR FILE... (FILE: a path under
+# filter/src/core, no .rs)
 #
 # Two passes per file, so a shard takes minutes, not hours, on a shared 2-core machine:
 #   1. fast: each mutant against the filter's unit tests only (one test binary to link), without
@@ -16,6 +17,36 @@ set -uo pipefail
 
 out=$1 tmp=$2
 shift 2
+
+# MUTANTS_SHARD=k/n: only the k-th of n groups of the files given, so that n machines (or n
+# evenings) share a whole run. The groups are balanced by each file's mutant count (from
+# `cargo mutants --list`, which only parses) plus a baseline build's worth; a reconciler module
+# counts twice, since the unit tests do not reach it and every mutant runs both passes.
+if [[ -n ${MUTANTS_SHARD:-} ]]; then
+  k=${MUTANTS_SHARD%/*} n=${MUTANTS_SHARD#*/}
+  if ! [[ $k =~ ^[0-9]+$ && $n =~ ^[0-9]+$ && $k -ge 1 && $k -le $n ]]; then
+    echo "MUTANTS_SHARD=$MUTANTS_SHARD: want k/n with 1 <= k <= n" >&2
+    exit 2
+  fi
+  list_args=()
+  for f in "$@"; do list_args+=(-f "filter/src/core/$f.rs"); done
+  counts=$(cargo mutants --list "${list_args[@]}" 2>/dev/null | cut -d: -f1 | sort | uniq -c) || {
+    echo "cargo mutants --list failed" >&2
+    exit 1
+  }
+  mapfile -t picked < <(
+    for f in "$@"; do
+      c=$(awk -v p="filter/src/core/$f.rs" '$2 == p { print $1 }' <<<"$counts")
+      w=$((${c:-0} + 15))
+      [[ $f == reconciler/* ]] && w=$((w * 2))
+      echo "$w $f"
+    done | sort -k1,1nr -k2,2 | awk -v n="$n" -v k="$k" '
+      { best = 1; for (i = 2; i <= n; i++) if (load[i] < load[best]) best = i
+        load[best] += $1; if (best == k) print $2 }'
+  )
+  echo "== shard $k/$n: ${picked[*]}"
+  set -- "${picked[@]}"
+fi
 export CARGO_PROFILE_DEV_DEBUG=0 CARGO_PROFILE_TEST_DEBUG=0
 # One proptest seed per run, and no regression files written: a failure a mutant provokes must
 # not be saved into the tree (with --in-place it would make every later mutant "caught").
