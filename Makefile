@@ -61,6 +61,9 @@ prometheus:
 test: lint build envoy dist-tools prometheus
 	$(MAKE) --no-print-directory dist DIST_ALLOW_UNPINNED=1
 	cargo test --workspace --no-fail-fast
+	@# The benchmarks only build here (`make bench` runs them): a change that breaks them shows
+	@# in CI, not when someone next measures.
+	$(BENCH_ENV) cargo bench -p host-tests -p envoy-e2e --no-run
 
 ## check-paths: a clone of this repository is all anything needs. Fails when a tracked file
 ## reaches outside it (a sibling shared/ directory) or names a directory of one machine (under work, root, home).
@@ -114,8 +117,12 @@ SOAK_SECS  ?= 600
 BENCH_OUT  := $(OUT)/bench
 # Benchmarks are built with the release profile minus its fat LTO (which would take minutes
 # per benchmark binary linking wasmtime); the filter measured is still out/status_sync.wasm.
+# Unwinding, too: cargo builds a bench target with unwind whatever the profile says, but the
+# package's binaries (drone-sim, ...) with the release profile's abort, and the filter's rlib,
+# needed by both, would be built twice into one file (cargo#6313) and fail to link.
 BENCH_ENV  := CARGO_PROFILE_BENCH_LTO=off CARGO_PROFILE_BENCH_CODEGEN_UNITS=16 \
-  CARGO_PROFILE_BENCH_OPT_LEVEL=3 CARGO_PROFILE_BENCH_STRIP=false SOAK_SECS=$(SOAK_SECS)
+  CARGO_PROFILE_BENCH_OPT_LEVEL=3 CARGO_PROFILE_BENCH_STRIP=false \
+  CARGO_PROFILE_RELEASE_PANIC=unwind SOAK_SECS=$(SOAK_SECS)
 BENCHES    := host-tests:binary_size host-tests:scaling host-tests:webhook_cost \
   host-tests:drone_efficiency host-tests:soak envoy-e2e:request_overhead envoy-e2e:envoy_soak
 
