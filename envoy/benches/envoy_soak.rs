@@ -46,6 +46,9 @@ struct Sample {
     cpu_pct: f64,
 }
 
+/// Drone's webhook secret, known to drone-sim and the filter.
+const SECRET: &str = "soak-webhook-secret";
+
 fn main() -> Result<()> {
     report::process_start();
     let secs = env_u64("SOAK_SECS", 600);
@@ -61,9 +64,17 @@ fn main() -> Result<()> {
             },
             seed: 5,
             repos: 6,
+            // Signed, as in production: each live webhook is evidence. Unsigned, every one
+            // is a hint that drone must confirm in the hints' lane (half the 50 calls/s), and
+            // 40 new builds a second are more than that lane can confirm: the hints' quarter
+            // of the ledger fills and builds are given up (counted), by design.
+            webhook_secret: SECRET.into(),
             ..Default::default()
         },
-        |spec| spec.concurrency = 2,
+        |spec| {
+            spec.concurrency = 2;
+            spec.plugin["webhook_secret"] = SECRET.into();
+        },
     )?;
     let pids = children_named("envoy");
     anyhow::ensure!(pids.len() == 1, "expected one Envoy child, found {pids:?}");
