@@ -34,11 +34,9 @@ const MEASURED_TICKS: u64 = 1_000;
 /// Live webhooks per tick while filling.
 const FILL_PER_TICK: u64 = 100;
 
-/// Drone's webhook secret: the fed webhooks are signed, so each is evidence and tracked in the
-/// ledger's evidence class (hints may hold only a quarter of it), as the native reconciler
-/// below is fed verified observations.
-const HOOK_SECRET: &str = "c2NhbGluZy1iZW5jaC1zZWNyZXQta2V5";
-
+// The fed webhooks are signed with drone's secret (`HOOK_SECRET`), so each is evidence and
+// tracked in the ledger's evidence class (hints may hold only a quarter of it), as the native
+// reconciler below is fed verified observations.
 fn extra() -> String {
     format!(
         r#","stale_after_ms":86400000,"max_poll_interval_ms":86400000,"max_tracked_builds":{CAP},"max_gap_fill":0,"webhook_secret_env":"HOOK_SECRET""#
@@ -47,11 +45,7 @@ fn extra() -> String {
 
 /// Sends a webhook signed as drone signs it through VM `vm`; the pipeline answers `status`.
 fn send_signed(host: &mut Host, vm: usize, body: Vec<u8>, status: u16) {
-    let s = status_sync::core::signature::sign(HOOK_SECRET.as_bytes(), &body, host.now_ms());
-    let req = hook_request(body)
-        .header("date", &s.date)
-        .header("digest", &s.digest)
-        .header("signature", &s.signature);
+    let req = signed_hook_request(body, host.now_ms());
     host.request(vm, req, move |_| UpstreamReply::status(status))
         .expect("request");
 }

@@ -9,7 +9,7 @@ mod setup;
 
 pub use setup::*;
 
-use host_tests::{CallReply, CallRequest, Host, HostConfig, TestRequest, UpstreamReply};
+use host_tests::{CallReply, CallRequest, Host, HostConfig, UpstreamReply};
 use serde_json::Value;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -18,9 +18,6 @@ use std::rc::Rc;
 fn fixture(name: &str) -> Value {
     fixture_json(name)
 }
-
-/// Drone's `DRONE_WEBHOOK_SECRET` in the scenarios that sign their webhooks.
-pub const HOOK_SECRET: &str = "c2NlbmFyaW8tc2VjcmV0LWtleS0xMjM0NQ";
 
 /// [`host_config`] with drone's webhook secret (`signature_mode` `enforce` unless `extra`
 /// says otherwise): [`send_live`]'s webhooks verify and are evidence.
@@ -31,15 +28,6 @@ pub fn signed_host_config(workers: usize, extra: &str) -> HostConfig {
     );
     cfg.env.push(("HOOK_SECRET".into(), HOOK_SECRET.into()));
     cfg
-}
-
-/// [`hook_request`] signed as drone signs it (`Date`, `Digest`, `Signature`) at `now_ms`.
-pub fn signed_hook_request(body: Vec<u8>, now_ms: u64) -> TestRequest {
-    let s = status_sync::core::signature::sign(HOOK_SECRET.as_bytes(), &body, now_ms);
-    hook_request(body)
-        .header("date", &s.date)
-        .header("digest", &s.digest)
-        .header("signature", &s.signature)
 }
 
 /// A drone webhook body for one build transition (drone's step/teardown `build:updated`, or

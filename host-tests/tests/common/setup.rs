@@ -56,6 +56,18 @@ pub fn hook_request(body: Vec<u8>) -> TestRequest {
         .header("content-type", "application/json")
 }
 
+/// Drone's `DRONE_WEBHOOK_SECRET` in the scenarios that sign their webhooks.
+pub const HOOK_SECRET: &str = "c2NlbmFyaW8tc2VjcmV0LWtleS0xMjM0NQ";
+
+/// [`hook_request`] signed as drone signs it (`Date`, `Digest`, `Signature`) at `now_ms`.
+pub fn signed_hook_request(body: Vec<u8>, now_ms: u64) -> TestRequest {
+    let s = status_sync::core::signature::sign(HOOK_SECRET.as_bytes(), &body, now_ms);
+    hook_request(body)
+        .header("date", &s.date)
+        .header("digest", &s.digest)
+        .header("signature", &s.signature)
+}
+
 /// `status_sync.<name>`; 0 until the filter first writes it. A name the filter does not declare
 /// (`status_sync::core::metrics::METRICS`) fails the test: a typo would otherwise read 0.
 pub fn metric(host: &Host, name: &str) -> i64 {
