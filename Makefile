@@ -146,7 +146,7 @@ bench-check:
 ## every file of the core; `make mutants MUTANTS_FILES="ledger json/scan"` runs a subset), each
 ## against the filter's own tests, in two passes (scripts/mutants.sh: the unit tests first, then
 ## all of the filter's tests for what they did not catch). Each shard's lists, summary and the
-## commit it ran on go to $(MUTANTS_OUT)/<file>/ (`/` in a file's path becomes `_`);
+## commit it ran on go to one file, $(MUTANTS_OUT)/<file>.txt (`/` becomes `_`), survivors to survivors.txt;
 ## benchmarks/results/mutants/README.md explains every surviving mutant. Never run by
 ## `make test`; a shard takes minutes here (the reconciler's modules the longest), the whole
 ## core about 3 hours, so `make mutants MUTANTS_SHARD=k/6` runs the k-th of six groups of

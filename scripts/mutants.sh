@@ -11,8 +11,10 @@
 #   2. full: every mutant pass 1 did not catch, again against all of the filter's own tests
 #      (unit tests and filter/tests/*.rs; `cargo mutants --iterate`).
 # A mutant is missed only if the full suite misses it, so the fast pass changes the time, never
-# the result. Each file's lists (caught/missed/timeout/unviable), summary and the commit it ran on
-# go to OUT_DIR/<file with / as _>/. No debug info in the builds: less to build and link.
+# the result. Each file's result is one text file, OUT_DIR/<file with / as _>.txt: the commit it
+# ran on, each pass's summary, then every mutant on a line prefixed with its verdict (missed,
+# timeout, unviable, caught; no empty lists). OUT_DIR/survivors.txt is rewritten after each file:
+# every missed mutant of every file, one list. No debug info in the builds: less to build and link.
 set -uo pipefail
 
 out=$1 tmp=$2
@@ -58,12 +60,12 @@ args=(-j 1 --timeout 60 --build-timeout 600 ${MUTANTS_EXTRA:-})
 
 for f in "$@"; do
   name=${f//\//_}
-  dest=$out/$name work=$tmp/$name
-  rm -rf "$dest" "$work"
-  mkdir -p "$dest" "$work"
+  dest=$out/$name.txt work=$tmp/$name
+  rm -rf "$work"
+  mkdir -p "$work" "$out"
   commit=$(git rev-parse HEAD)
   git diff --quiet HEAD -- filter || commit="$commit +uncommitted changes"
-  echo "$commit" >"$dest/commit"
+  echo "commit $commit" >"$work/result.txt"
   echo "== mutants of filter/src/core/$f.rs at $commit"
   skip=(-- --skip core::json:: --skip core::webhook::)
   # The parsers' own files: all their tests but the two randomised comparisons with the most
@@ -72,17 +74,26 @@ for f in "$@"; do
     skip=(-- --skip mutations_of_a_drone_payload_match_serde --skip single_pass_matches_reference_on_mutations)
   cargo mutants -f "filter/src/core/$f.rs" "${args[@]}" -o "$work" --cargo-test-arg=--lib -- "${skip[@]}" \
     >"$work/fast.log" 2>&1
-  tail -1 "$work/fast.log" | sed 's/^/fast pass (unit tests): /' | tee "$dest/summary.txt"
+  tail -1 "$work/fast.log" | sed 's/^/fast pass (unit tests): /' | tee -a "$work/result.txt"
   for l in caught unviable; do cp "$work/mutants.out/$l.txt" "$work/fast-$l.txt" 2>/dev/null || : >"$work/fast-$l.txt"; done
+  full=0
   if [[ -s $work/mutants.out/missed.txt || -s $work/mutants.out/timeout.txt ]]; then
+    full=1
     cargo mutants -f "filter/src/core/$f.rs" "${args[@]}" -o "$work" --iterate >"$work/full.log" 2>&1
-    tail -1 "$work/full.log" | sed 's/^/full pass (all filter tests) of the rest: /' | tee -a "$dest/summary.txt"
+    tail -1 "$work/full.log" | sed 's/^/full pass (all filter tests) of the rest: /' | tee -a "$work/result.txt"
   fi
-  # The lists over both passes: --iterate's own lists hold only what it ran.
-  for l in caught unviable; do
-    cat "$work/fast-$l.txt" "$work/mutants.out/$l.txt" 2>/dev/null | sort -u >"$dest/$l.txt"
-  done
+  # Missed and timed-out mutants are those of the full pass (none without one); caught and
+  # unviable are over both passes (--iterate's own lists hold only what it ran).
   for l in missed timeout; do
-    if [[ -f $work/full.log ]]; then cp "$work/mutants.out/$l.txt" "$dest/$l.txt" 2>/dev/null || : >"$dest/$l.txt"; else : >"$dest/$l.txt"; fi
+    [[ $full == 1 ]] && sed "s/^/$l /" "$work/mutants.out/$l.txt" 2>/dev/null >>"$work/result.txt"
   done
+  for l in unviable caught; do
+    cat "$work/fast-$l.txt" "$work/mutants.out/$l.txt" 2>/dev/null | sort -u | sed "s/^/$l /" >>"$work/result.txt"
+  done
+  mv "$work/result.txt" "$dest"
+  {
+    echo "# Every mutant a shard's full pass did not catch (missed), one line each, from the <file>.txt beside this file; README.md says what became of each."
+    cat "$out"/*.txt 2>/dev/null | grep '^missed ' | sed 's/^missed //' | sort
+  } >"$work/survivors.txt"
+  mv "$work/survivors.txt" "$out/survivors.txt"
 done

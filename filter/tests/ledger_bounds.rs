@@ -1,5 +1,5 @@
 //! The ledger's bounds and its fixed shard hash, pinned where the mutation run of ledger.rs
-//! found them unpinned (benchmarks/results/mutants/ledger/).
+//! found them unpinned (benchmarks/results/mutants/ledger.txt).
 
 #![allow(clippy::unwrap_used)]
 
