@@ -27,7 +27,7 @@ use anyhow::{bail, Context as _, Result};
 use common::report::{self, chart, env_u64, median, Op, Panel, Series, Summary};
 use common::*;
 use envoy_e2e::drone_sim::{DroneSim, DroneSimConfig};
-use envoy_e2e::envoy::{free_port, yaml_to_json, Envoy, EnvoySpec, Tools};
+use envoy_e2e::envoy::{free_port, Envoy, EnvoySpec, Tools};
 use envoy_e2e::fast_upstream::FastUpstream;
 use serde_json::json;
 use std::path::Path;
@@ -156,8 +156,11 @@ fn main() -> Result<()> {
     let upstream = FastUpstream::start()?;
     let drone = DroneSim::start(DroneSimConfig::default(), 0)?;
     let spec = EnvoySpec::new(tools.clone(), upstream.port(), drone.port(), drone.token())?;
-    let with = yaml_to_json(&spec.render()?)?;
-    let mut without = with.clone();
+    let with = spec.bootstrap()?;
+    // Its own TLS listener in front of drone-sim: the two Envoys run side by side.
+    let mut other = spec.clone();
+    other.drone_front_port = free_port()?;
+    let mut without = other.bootstrap()?;
     without_filter(&mut without)?;
     *without
         .pointer_mut("/static_resources/listeners/0/address/socket_address/port_value")

@@ -191,7 +191,11 @@ mod tests {
             0,
             1,
             2,
-            3,
+            &crate::envoy::DroneUpstream {
+                port: 3,
+                host: crate::envoy::DRONE_HOST,
+                ca_file: Path::new("/tmp/ca.pem"),
+            },
             Path::new("/tmp/x.wasm"),
             &istio_plugin_config(&crate::envoy::base_plugin_config()),
         )

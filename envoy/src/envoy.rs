@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub use crate::drone_tls::{DroneTls, DRONE_HOST};
+
 #[path = "../../host-tests/src/stat_name.rs"]
 mod stat_name;
 pub use stat_name::untagged;
@@ -108,7 +110,7 @@ pub fn base_plugin_config() -> Value {
         "pipeline_cluster": "pipeline",
         "pipeline_authority": "pipeline.local",
         "drone_cluster": "drone",
-        "drone_authority": "drone.local",
+        "drone_authority": DRONE_HOST,
         "drone_token_env": "DRONE_TOKEN",
         "tick_ms": 200,
         "stale_after_ms": 1500,
@@ -127,7 +129,14 @@ pub struct EnvoySpec {
     pub tools: Tools,
     pub listen_port: u16,
     pub pipeline_port: u16,
+    /// drone-sim's plain HTTP port, behind the TLS listener on `drone_front_port`.
     pub drone_port: u16,
+    /// The TLS listener in front of drone-sim (same Envoy), where the `drone` cluster
+    /// connects.
+    pub drone_front_port: u16,
+    /// The certificates of that listener and the CA the `drone` cluster trusts; by default
+    /// a certificate for [`DRONE_HOST`], the name the cluster expects.
+    pub drone_tls: DroneTls,
     /// The plugin configuration (JSON); serialised into the StringValue.
     pub plugin: Value,
     pub concurrency: u32,
@@ -154,6 +163,8 @@ impl EnvoySpec {
             listen_port: free_port()?,
             pipeline_port,
             drone_port,
+            drone_front_port: free_port()?,
+            drone_tls: DroneTls::generate(DRONE_HOST)?,
             plugin: base_plugin_config(),
             concurrency: 2,
             lds: false,
@@ -162,18 +173,41 @@ impl EnvoySpec {
         })
     }
 
-    /// The YAML of `envoy.yaml.tmpl` for this spec (admin on port 0).
+    /// The YAML of `envoy.yaml.tmpl` for this spec (admin on port 0); its `drone` cluster
+    /// connects to the TLS listener [`EnvoySpec::bootstrap`] adds.
     pub fn render(&self) -> Result<String> {
         render_template(
             TEMPLATE,
             0,
             self.listen_port,
             self.pipeline_port,
-            self.drone_port,
+            &DroneUpstream {
+                port: self.drone_front_port,
+                host: DRONE_HOST,
+                ca_file: self.drone_tls.ca_file(),
+            },
             &self.tools.wasm,
             &self.plugin,
         )
     }
+
+    /// The bootstrap Envoy runs: the rendered template plus the TLS listener in front of
+    /// drone-sim (and its cluster).
+    pub fn bootstrap(&self) -> Result<Value> {
+        let mut b = yaml_to_json(&self.render()?)?;
+        self.drone_tls
+            .add_front(&mut b, self.drone_front_port, self.drone_port)?;
+        Ok(b)
+    }
+}
+
+/// Where the template's `drone` cluster connects, the name it expects on drone's
+/// certificate (SNI and SAN), and the CA file it verifies the chain against.
+#[derive(Clone, Copy, Debug)]
+pub struct DroneUpstream<'a> {
+    pub port: u16,
+    pub host: &'a str,
+    pub ca_file: &'a Path,
 }
 
 /// Fills `envoy.yaml.tmpl`.
@@ -182,7 +216,7 @@ pub fn render_template(
     admin_port: u16,
     listen_port: u16,
     pipeline_port: u16,
-    drone_port: u16,
+    drone: &DroneUpstream<'_>,
     wasm: &Path,
     plugin: &Value,
 ) -> Result<String> {
@@ -192,7 +226,16 @@ pub fn render_template(
             ("ADMIN_PORT", admin_port.to_string()),
             ("LISTEN_PORT", listen_port.to_string()),
             ("PIPELINE_PORT", pipeline_port.to_string()),
-            ("DRONE_PORT", drone_port.to_string()),
+            ("DRONE_PORT", drone.port.to_string()),
+            // JSON strings are valid YAML double-quoted scalars.
+            (
+                "DRONE_HOST",
+                Value::String(drone.host.to_string()).to_string(),
+            ),
+            (
+                "DRONE_CA_FILE",
+                Value::String(drone.ca_file.display().to_string()).to_string(),
+            ),
             // A JSON string is a valid YAML double-quoted scalar.
             (
                 "WASM_PATH",
@@ -432,6 +475,8 @@ pub struct Envoy {
     lds: Option<(PathBuf, Vec<Value>)>,
     ecds: Option<crate::ecds::EcdsFile>,
     agent: ureq::Agent,
+    /// Keeps the CA file the `drone` cluster reads for as long as Envoy runs.
+    _drone_tls: Option<DroneTls>,
 }
 
 impl Envoy {
@@ -464,6 +509,9 @@ impl Envoy {
             std::fs::create_dir(&ecds_dir)?;
             ecds = Some(crate::ecds::to_ecds(&mut bootstrap, &ecds_dir, policy)?);
         }
+        // After LDS/ECDS: the TLS listener in front of drone-sim stays static and plain.
+        spec.drone_tls
+            .add_front(&mut bootstrap, spec.drone_front_port, spec.drone_port)?;
         let child = launch(
             &spec.tools,
             dir.path(),
@@ -479,6 +527,7 @@ impl Envoy {
             lds,
             ecds,
             agent: crate::util::agent(Duration::from_secs(5)),
+            _drone_tls: Some(spec.drone_tls.clone()),
         })
     }
 
@@ -509,6 +558,7 @@ impl Envoy {
             lds: None,
             ecds: None,
             agent: crate::util::agent(Duration::from_secs(5)),
+            _drone_tls: None,
         };
         envoy.wait_ready(Duration::from_secs(90))?;
         Ok(envoy)
@@ -772,7 +822,11 @@ mod tests {
             0,
             1,
             2,
-            3,
+            &DroneUpstream {
+                port: 3,
+                host: DRONE_HOST,
+                ca_file: Path::new("/tmp/ca.pem"),
+            },
             Path::new("/tmp/x.wasm"),
             &base_plugin_config(),
         )

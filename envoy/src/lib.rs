@@ -6,6 +6,8 @@
 //! - [`pipeline_sim`]: the service behind the sidecar, which records what it believes;
 //! - [`fast_upstream`]: the minimal upstream of the benchmarks (200 at once, keep-alive);
 //! - [`h2c`]: a one-request HTTP/2 cleartext client that can send request trailers;
+//! - [`drone_tls`]: a throwaway CA and certificate, and a TLS listener in front of drone-sim,
+//!   so the tests reach drone through the shipped TLS `drone` cluster;
 //! - [`envoy`]: rendering `envoy.yaml.tmpl`, running Envoy, reading its stats, pushing config;
 //! - [`prometheus`]: Debian's Prometheus and promtool, for the alert rules and dashboard;
 //! - [`process`]: starting those real parts so that they log to a file and die with the test;
@@ -19,6 +21,7 @@ pub mod args;
 pub mod dist;
 pub mod drone_model;
 pub mod drone_sim;
+pub mod drone_tls;
 pub mod ecds;
 pub mod envoy;
 pub mod fast_upstream;

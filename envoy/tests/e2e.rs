@@ -8,7 +8,8 @@
 
 use anyhow::{bail, Context as _, Result};
 use envoy_e2e::drone_sim::{BuildKey, BuildPlan, DroneSimConfig, LossPolicy, Outcome};
-use envoy_e2e::envoy::{self, Envoy, EnvoySpec, Tools};
+use envoy_e2e::drone_tls;
+use envoy_e2e::envoy::{self, DroneTls, Envoy, EnvoySpec, Tools};
 use envoy_e2e::pipeline_sim::{FailRule, Received};
 use envoy_e2e::scenario::{slot, wait_for, Stack};
 use envoy_e2e::util;
@@ -34,10 +35,15 @@ fn drone_losing(share: f64, all_finals: bool) -> DroneSimConfig {
 }
 
 /// The template with `plugin`, for `envoy --mode validate` (which connects to nothing: the
-/// clusters point at ports 1 and 2).
-fn to_validate(tools: &Tools, plugin: &Value) -> Result<String> {
+/// clusters point at ports 1 and 2, but reads the `drone` cluster's CA file, `tls`'s).
+fn to_validate(tools: &Tools, plugin: &Value, tls: &DroneTls) -> Result<String> {
     let listen = envoy::free_port()?;
-    envoy::render_template(envoy::TEMPLATE, 0, listen, 1, 2, &tools.wasm, plugin)
+    let drone = envoy::DroneUpstream {
+        port: 2,
+        host: envoy::DRONE_HOST,
+        ca_file: tls.ca_file(),
+    };
+    envoy::render_template(envoy::TEMPLATE, 0, listen, 1, &drone, &tools.wasm, plugin)
 }
 
 const CONVERGE: Duration = Duration::from_secs(120);
@@ -516,6 +522,7 @@ fn bad_plugin_configuration_is_refused_naming_the_key() -> Result<()> {
     let tools = tools();
     let dir = tempfile::tempdir()?;
     let secret = "tok-DO-NOT-LOG-8c1f";
+    let tls = DroneTls::generate(envoy::DRONE_HOST)?;
     // (the key the error must name, the change that breaks it; null removes a key)
     let cases = [
         ("tick_ms", json!({"tick_ms": "fast"})),
@@ -537,7 +544,7 @@ fn bad_plugin_configuration_is_refused_naming_the_key() -> Result<()> {
                 v => obj.insert(k.clone(), v.clone()),
             };
         }
-        let yaml = to_validate(&tools, &plugin)?;
+        let yaml = to_validate(&tools, &plugin, &tls)?;
         let path = dir.path().join(format!("bad-{i}.yaml"));
         std::fs::write(&path, yaml)?;
         let err = match envoy::validate(&tools, &path, &[]) {
@@ -668,12 +675,16 @@ fn every_yaml_in_envoy_dir_validates() -> Result<()> {
         ["envoy.yaml", "envoy.yaml.tmpl", "istio/wasmplugin.yaml"],
         "cover new YAML files here"
     );
-    let env = [("DRONE_TOKEN", "validate-token")];
+    let env = [
+        ("DRONE_TOKEN", "validate-token"),
+        ("DRONE_WEBHOOK_SECRET", "validate-secret"),
+    ];
 
     // The template, rendered.
     let t = dir.path().join("template.yaml");
     let plugin = envoy::base_plugin_config();
-    std::fs::write(&t, to_validate(&tools, &plugin)?)?;
+    let tls = DroneTls::generate(envoy::DRONE_HOST)?;
+    std::fs::write(&t, to_validate(&tools, &plugin, &tls)?)?;
     envoy::validate(&tools, &t, &env)?;
 
     // The example, with the module path pointed at the built filter.
@@ -691,6 +702,13 @@ fn every_yaml_in_envoy_dir_validates() -> Result<()> {
         }
     }
     assert_eq!(n, 1, "the example has one status-sync filter");
+    // drone's CA bundle is the deploying machine's (Envoy's images have the system one), not
+    // necessarily this one's: validate against the test CA.
+    let ca = drone_tls::static_cluster(&mut v, "drone")
+        .and_then(|c| c.pointer_mut(drone_tls::TRUSTED_CA_FILE))
+        .context("the example's drone cluster has no trusted_ca file")?;
+    assert_eq!(ca.as_str(), Some("/etc/ssl/certs/ca-certificates.crt"));
+    *ca = json!(tls.ca_file().display().to_string());
     let p = dir.path().join("example.json");
     std::fs::write(&p, serde_json::to_vec(&v)?)?;
     envoy::validate(&tools, &p, &env)?;
@@ -721,7 +739,7 @@ fn every_yaml_in_envoy_dir_validates() -> Result<()> {
         plugin["instance"].as_str().is_some_and(|s| !s.is_empty()),
         "Istio needs `instance`"
     );
-    let yaml = to_validate(&tools, &plugin)?;
+    let yaml = to_validate(&tools, &plugin, &tls)?;
     let mut v = envoy::yaml_to_json(&yaml)?;
     // Istio-style cluster names, and vmConfig.env mapped like istiod does.
     for c in v["static_resources"]["clusters"]
@@ -770,9 +788,20 @@ fn every_yaml_in_envoy_dir_validates() -> Result<()> {
         .context("pluginConfig.drone_token_env")?;
     let p = dir.path().join("istio.json");
     std::fs::write(&p, serde_json::to_vec(&v)?)?;
-    envoy::validate(&tools, &p, &[(token_env, "validate-token")])?;
+    let secret_env = plugin["webhook_secret_env"]
+        .as_str()
+        .context("pluginConfig.webhook_secret_env: the Istio example deploys in `enforce`")?;
+    assert_eq!(plugin["signature_mode"], "enforce");
+    envoy::validate(
+        &tools,
+        &p,
+        &[
+            (token_env, "validate-token"),
+            (secret_env, "validate-secret"),
+        ],
+    )?;
     // Without the token in the environment the filter must refuse, naming the key.
-    let err = envoy::validate(&tools, &p, &[])
+    let err = envoy::validate(&tools, &p, &[(secret_env, "validate-secret")])
         .err()
         .context("accepted without a token")?;
     assert!(
