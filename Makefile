@@ -55,10 +55,18 @@ prometheus:
 	  || (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq prometheus >/dev/null 2>&1) \
 	  || echo "note: could not install Debian's prometheus package; the monitoring tests will say so"
 
+## tls-tools: the openssl command line, which the Envoy tests use to make a throwaway CA and
+## drone's certificate (the shipped drone cluster verifies drone over TLS)
+.PHONY: tls-tools
+tls-tools:
+	@command -v openssl >/dev/null || apt-get install -y -qq openssl >/dev/null 2>&1 \
+	  || (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq openssl >/dev/null 2>&1) \
+	  || echo "note: could not install openssl; the Envoy tests will fail and say so"
+
 ## test: lint, unit tests, host-tests scenarios on wasmtime, end-to-end tests in real Envoy,
 ## the release artifact against a real registry, the alert rules (promtool) and a real
 ## Prometheus scraping a real Envoy
-test: lint build envoy dist-tools prometheus
+test: lint build envoy tls-tools dist-tools prometheus
 	$(MAKE) --no-print-directory dist DIST_ALLOW_UNPINNED=1
 	cargo test --workspace --no-fail-fast
 	@# The benchmarks only build here (`make bench` runs them): a change that breaks them shows
