@@ -104,7 +104,7 @@ monitoring-picture: build envoy prometheus
 	  cargo test -p envoy-e2e --test monitoring -- prometheus_scrapes --nocapture
 
 ## run: the demo (Envoy + filter in front of a demo pipeline, drone simulator losing webhooks)
-run: build envoy
+run: build envoy tls-tools
 	cargo run --release -p envoy-e2e --bin demo
 
 FUZZ_TARGETS := webhook signature drone_api config observation
