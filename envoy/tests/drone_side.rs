@@ -3,14 +3,15 @@
 //!
 //! Every Envoy here runs the shipped `envoy/drone-side.yaml` itself, with only what a
 //! loopback test must change: ports and addresses (simulators on free ports, admin on port 0),
-//! the module path, the pipeline's TLS socket (the simulators speak plain HTTP), and the plugin's
+//! the module path, the pipeline's TLS socket (dropped where the simulators speak plain HTTP;
+//! kept, trusting a test CA, where TLS listeners front the replicas), and the plugin's
 //! timings (the e2e timings of `envoy::base_plugin_config`, so builds settle in seconds). The
 //! route, its retry policy and host rewrite, the filter, `enforce` with the secret from the
 //! environment, the outlier detection and the stats tags are the shipped ones.
 //!
 //! Each scenario runs the same builds (same seed, same loss) against one replica and against
-//! three, and compares what drone paid (API calls) and what the pipeline got (re-deliveries,
-//! duplicates). Waits are bounded conditions, never sleeps. ENVOY_BIN and STATUS_SYNC_WASM
+//! three, and compares what drone paid (build lookups; all API calls are reported) and what
+//! the pipeline got (re-deliveries, duplicates). Waits are bounded conditions, never sleeps. ENVOY_BIN and STATUS_SYNC_WASM
 //! must be set (`make test` does it): without them the tests fail and say so.
 
 use anyhow::{Context as _, Result};
@@ -22,6 +23,8 @@ use envoy_e2e::scenario::{slot, wait_for, Stack};
 use envoy_e2e::util;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Duration;
 
 /// drone's `DRONE_WEBHOOK_SECRET` in these tests; Envoy reads it from its environment as the
@@ -56,8 +59,14 @@ const TIMINGS: [&str; 7] = [
 ];
 
 /// `drone-side.yaml` pointed at simulators on loopback (see the module comment for what is
-/// changed, and nothing else is).
-fn bootstrap(tools: &Tools, drone_port: u16, replicas: &[u16]) -> Result<Value> {
+/// changed, and nothing else is). With `tls_ca`, the shipped TLS socket toward the pipeline
+/// stays (SNI, SAN check) and only trusts that CA file instead of the system's.
+fn bootstrap(
+    tools: &Tools,
+    drone_port: u16,
+    replicas: &[u16],
+    tls_ca: Option<&Path>,
+) -> Result<Value> {
     let mut v = shipped()?;
     v["admin"]["address"]["socket_address"]["port_value"] = json!(0);
     // Histograms and gauges are read soon after the fact.
@@ -91,8 +100,18 @@ fn bootstrap(tools: &Tools, drone_port: u16, replicas: &[u16]) -> Result<Value> 
             other => anyhow::bail!("unexpected cluster {other:?}"),
         };
         c["type"] = json!("STATIC");
-        if let Some(o) = c.as_object_mut() {
-            o.remove("transport_socket");
+        match tls_ca {
+            Some(ca) if c["name"] == "pipeline" => {
+                let v = c
+                    .pointer_mut("/transport_socket/typed_config/common_tls_context/validation_context/trusted_ca/filename")
+                    .context("the shipped pipeline cluster originates TLS")?;
+                *v = json!(ca.display().to_string());
+            }
+            _ => {
+                if let Some(o) = c.as_object_mut() {
+                    o.remove("transport_socket");
+                }
+            }
         }
         c["load_assignment"]["endpoints"] = json!([{
             "lb_endpoints": ports
@@ -141,7 +160,14 @@ fn builds(seed: u64) -> Vec<(BuildPlan, Duration)> {
 struct Figures {
     replicas: usize,
     builds: usize,
+    /// Every call drone's API received.
     drone_calls: u64,
+    /// Of which build lookups (`GET .../builds/{number}`): what a reconciler spends per build.
+    /// The rest is discovery (each repository's `counter`), which an Envoy keeps reading on
+    /// its own schedule (doubling to `max_poll_interval_ms`) while the repository is recent:
+    /// per Envoy and per second, whatever the replicas, and so it grows with the time a run
+    /// takes to settle, not with the builds.
+    lookups: u64,
     redeliveries: usize,
     /// Re-deliveries of a (build, status, version) some replica had already answered 2xx for,
     /// plus deliveries the pipeline dropped by `webhook-id`.
@@ -161,10 +187,11 @@ impl std::fmt::Display for Figures {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} replica(s), {} builds: {} drone calls, {} re-deliveries, {} duplicates, {} answered 5xx ({} seen by the filter), per replica {:?}",
+            "{} replica(s), {} builds: {} drone calls ({} build lookups), {} re-deliveries, {} duplicates, {} answered 5xx ({} seen by the filter), per replica {:?}",
             self.replicas,
             self.builds,
             self.drone_calls,
+            self.lookups,
             self.redeliveries,
             self.duplicates,
             self.failed,
@@ -199,6 +226,7 @@ fn run(
     seed: u64,
     plans: &[(BuildPlan, Duration)],
     rule: Option<FailRule>,
+    tls: Option<&TestCert>,
 ) -> Result<Figures> {
     secret_in_environment();
     let drone = DroneSim::start(
@@ -221,12 +249,23 @@ fn run(
     if let Some(rule) = rule {
         pipeline.add_rule(rule);
     }
-    let ports: Vec<u16> = std::iter::once(pipeline.port())
+    let mut ports: Vec<u16> = std::iter::once(pipeline.port())
         .chain(others.iter().map(PipelineSim::port))
         .collect();
+    // With TLS, each replica is behind its own TLS-terminating listener (the replicas' own
+    // TLS, as in production): the drone-side Envoy's endpoints are those listeners.
+    // Declared before the stack, so dropped after it.
+    let _terminator = match tls {
+        Some(cert) => {
+            let (bootstrap, fronts) = cert.terminator(&ports)?;
+            ports = fronts;
+            Some(Envoy::start_bootstrap(tools, &bootstrap, 1, "")?)
+        }
+        None => None,
+    };
     let envoy = Envoy::start_bootstrap(
         tools,
-        &bootstrap(tools, drone.port(), &ports)?,
+        &bootstrap(tools, drone.port(), &ports, tls.map(|c| c.cert.as_path()))?,
         2,
         drone.token(),
     )?;
@@ -259,6 +298,13 @@ fn run(
     )
     .with_context(|| stack.diagnostics())?;
 
+    if tls.is_some() {
+        let handshakes = stack.envoy.stats("cluster.pipeline.ssl.handshake")?;
+        assert!(
+            handshakes.values().sum::<i64>() > 0,
+            "no TLS handshake toward the pipeline: {handshakes:?}"
+        );
+    }
     let received = stack.pipeline.received();
     let mut per_replica = vec![0; replicas];
     for r in &received {
@@ -284,6 +330,7 @@ fn run(
         replicas,
         builds: plans.len(),
         drone_calls: stack.drone.stats().api_calls,
+        lookups: stack.drone.stats().build_calls.values().sum(),
         redeliveries: received.iter().filter(|r| r.is_redelivery()).count(),
         duplicates: duplicates(&received),
         per_replica,
@@ -305,24 +352,25 @@ fn within_10_percent(what: &str, one: u64, three: u64) {
 
 /// With 30% of drone's webhooks lost (never a build's first), every build converges with three
 /// replicas as with one, and drone's side costs the same: one reconciler sees every webhook
-/// and the answer of whichever replica took it, so drone calls and re-deliveries stay within
-/// 10% of the one-replica run of the same builds, and no replica gets a transition another
-/// one already accepted.
+/// and the answer of whichever replica took it, so drone's build lookups and the
+/// re-deliveries stay within 10% of the one-replica run of the same builds, and no replica
+/// gets a transition another one already accepted. (Discovery, the rest of drone's calls,
+/// runs per Envoy on a clock: one Envoy either way; see [`Figures::lookups`].)
 #[test]
 fn three_replicas_behind_drone_side_cost_what_one_does_under_30_percent_loss() -> Result<()> {
     let _slot = slot();
     let tools = tools();
     let plans = builds(21);
-    let one = run(&tools, 1, 0.3, 21, &plans, None)?;
+    let one = run(&tools, 1, 0.3, 21, &plans, None, None)?;
     eprintln!("30% loss: {one}");
-    let three = run(&tools, 3, 0.3, 21, &plans, None)?;
+    let three = run(&tools, 3, 0.3, 21, &plans, None, None)?;
     eprintln!("30% loss: {three}");
     assert!(
         one.redeliveries >= 10,
         "only {} re-deliveries: the loss did not bite, the test is too weak",
         one.redeliveries
     );
-    within_10_percent("drone calls", one.drone_calls, three.drone_calls);
+    within_10_percent("build lookups", one.lookups, three.lookups);
     within_10_percent(
         "re-deliveries",
         one.redeliveries as u64,
@@ -338,16 +386,15 @@ fn three_replicas_behind_drone_side_cost_what_one_does_under_30_percent_loss() -
 
 /// At 0% loss, with one of three replicas answering 500 to everything: Envoy's route tries
 /// another replica at once, the filter sees that replica's 2xx, and nothing is re-delivered
-/// beyond what the one-replica run re-delivers (the transitions drone never sends). No
-/// duplicate reaches the pipeline (the 5xx replica applied nothing). Also: an unsigned
-/// webhook on drone's listener gets 401 (`enforce`, as shipped).
+/// beyond what the one-replica run re-delivers (the transitions drone never sends), with the
+/// same build lookups. No duplicate reaches the pipeline (the 5xx replica applied nothing).
 #[test]
 fn a_failing_replica_is_retried_on_another_and_causes_no_duplicate_at_0_percent_loss() -> Result<()>
 {
     let _slot = slot();
     let tools = tools();
     let plans = builds(33);
-    let one = run(&tools, 1, 0.0, 33, &plans, None)?;
+    let one = run(&tools, 1, 0.0, 33, &plans, None, None)?;
     eprintln!("0% loss: {one}");
     let three = run(
         &tools,
@@ -356,6 +403,7 @@ fn a_failing_replica_is_retried_on_another_and_causes_no_duplicate_at_0_percent_
         33,
         &plans,
         Some(FailRule::all(500).on_replica(1)),
+        None,
     )?;
     eprintln!("0% loss, replica 1 answers 500: {three}");
     assert_eq!(one.duplicates, 0, "{one}");
@@ -382,7 +430,7 @@ fn a_failing_replica_is_retried_on_another_and_causes_no_duplicate_at_0_percent_
         );
     }
     assert_eq!(three.not_delivered, 0, "{three}");
-    within_10_percent("drone calls", one.drone_calls, three.drone_calls);
+    within_10_percent("build lookups", one.lookups, three.lookups);
     within_10_percent(
         "re-deliveries",
         one.redeliveries as u64,
@@ -402,7 +450,7 @@ fn unsigned_webhook_on_drone_side_listener_is_refused() -> Result<()> {
     let pipeline = PipelineSim::start(0)?;
     let envoy = Envoy::start_bootstrap(
         &tools,
-        &bootstrap(&tools, drone.port(), &[pipeline.port()])?,
+        &bootstrap(&tools, drone.port(), &[pipeline.port()], None)?,
         1,
         drone.token(),
     )?;
@@ -594,6 +642,7 @@ fn run_pipeline_side(
         replicas,
         builds: plans.len(),
         drone_calls: drone.stats().api_calls,
+        lookups: drone.stats().build_calls.values().sum(),
         redeliveries: received.iter().filter(|r| r.is_redelivery()).count(),
         duplicates: duplicates(&received),
         per_replica,
@@ -622,11 +671,130 @@ fn figures_for_both_sides_one_and_three_replicas() -> Result<()> {
     for loss in [0.0, 0.3] {
         let plans = builds(21);
         for replicas in [1, 3] {
-            let d = run(&tools, replicas, loss, 21, &plans, None)?;
+            let d = run(&tools, replicas, loss, 21, &plans, None, None)?;
             eprintln!("FIGURES drone side, {:.0}% loss: {d}", loss * 100.0);
             let p = run_pipeline_side(&tools, replicas, loss, 21, &plans)?;
             eprintln!("FIGURES pipeline side, {:.0}% loss: {p}", loss * 100.0);
         }
     }
+    Ok(())
+}
+
+/// A self-signed certificate for the pipeline's name (`openssl req -x509`), trusted by the
+/// drone-side Envoy as its CA, served by TLS-terminating listeners in front of the replicas.
+struct TestCert {
+    _dir: tempfile::TempDir,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+impl TestCert {
+    /// `Ok(None)` (after saying so loudly) when openssl is missing, except under `CI=true`,
+    /// where that is a failure.
+    fn make(test: &str) -> Result<Option<TestCert>> {
+        let Some(openssl) = envoy_e2e::prometheus::find("openssl") else {
+            let how = "install Debian's `openssl` package";
+            anyhow::ensure!(
+                std::env::var("CI").map_or(true, |v| v != "true"),
+                "{test}: `openssl` not found on PATH and CI=true: {how}"
+            );
+            eprintln!("\n!! SKIPPED {test}: `openssl` not found on PATH; {how}. (A failure under CI=true.)\n");
+            return Ok(None);
+        };
+        let dir = tempfile::tempdir()?;
+        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        let out = Command::new(openssl)
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ])
+            .args(["-subj", &format!("/CN={PIPELINE_AUTHORITY}")])
+            .args([
+                "-addext",
+                &format!("subjectAltName=DNS:{PIPELINE_AUTHORITY}"),
+            ])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "openssl req failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(Some(TestCert {
+            _dir: dir,
+            cert,
+            key,
+        }))
+    }
+
+    /// A bootstrap with one TLS listener per replica port (TCP proxied to it, so the HTTP
+    /// request, Host included, reaches the replica as sent), and those listeners' ports.
+    fn terminator(&self, replicas: &[u16]) -> Result<(Value, Vec<u16>)> {
+        let mut listeners = Vec::new();
+        let mut clusters = Vec::new();
+        let mut fronts = Vec::new();
+        for (i, port) in replicas.iter().enumerate() {
+            let front = envoy::free_port()?;
+            fronts.push(front);
+            listeners.push(json!({
+                "name": format!("tls-{i}"),
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": front}},
+                "filter_chains": [{
+                    "transport_socket": {
+                        "name": "envoy.transport_sockets.tls",
+                        "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+                            "common_tls_context": {"tls_certificates": [{
+                                "certificate_chain": {"filename": self.cert.display().to_string()},
+                                "private_key": {"filename": self.key.display().to_string()}
+                            }]}
+                        }
+                    },
+                    "filters": [{
+                        "name": "envoy.filters.network.tcp_proxy",
+                        "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+                            "stat_prefix": format!("tls_{i}"),
+                            "cluster": format!("replica-{i}")
+                        }
+                    }]
+                }]
+            }));
+            clusters.push(json!({
+                "name": format!("replica-{i}"), "type": "STATIC", "connect_timeout": "2s",
+                "load_assignment": {"cluster_name": format!("replica-{i}"), "endpoints": [{"lb_endpoints": [
+                    {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}
+                ]}]}
+            }));
+        }
+        Ok((
+            json!({
+                "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
+                "static_resources": {"listeners": listeners, "clusters": clusters}
+            }),
+            fronts,
+        ))
+    }
+}
+
+/// The shipped TLS toward the pipeline, for real: the drone-side Envoy originates TLS to
+/// each replica (SNI and the SAN check as shipped, trusting a test CA), drone still talks
+/// plain HTTP to it, and the filter reads every body: under 30% loss every build converges
+/// and the re-deliveries travel the same TLS.
+#[test]
+fn drone_side_originates_tls_toward_the_replicas_and_still_reads_every_webhook() -> Result<()> {
+    let _slot = slot();
+    let tools = tools();
+    let Some(cert) = TestCert::make("drone_side_originates_tls_toward_the_replicas")? else {
+        return Ok(());
+    };
+    let plans: Vec<_> = builds(5).into_iter().take(15).collect();
+    let three = run(&tools, 3, 0.3, 5, &plans, None, Some(&cert))?;
+    eprintln!("TLS, 30% loss: {three}");
+    assert!(three.redeliveries > 0, "nothing was re-delivered: {three}");
+    assert_eq!(three.duplicates, 0, "{three}");
+    assert!(three.per_replica.iter().all(|&n| n > 0), "{three}");
     Ok(())
 }
