@@ -468,8 +468,9 @@ fn unsigned_webhook_on_drone_side_listener_is_refused() -> Result<()> {
 
 /// The shipped files pass `envoy --mode validate` with the real filter loaded (its
 /// `on_configure` runs): drone-side.yaml as is (TLS toward the pipeline included; only the
-/// module path is changed), and the drone-side WasmPlugin is outbound, on drone's workload,
-/// with the same keys as the Envoy file.
+/// module path is changed), refused without the webhook secret; the drone-side WasmPlugin is
+/// outbound, on drone's workload, FAIL_OPEN, gives the VM both variables, has the same keys as
+/// the Envoy file, and its pluginConfig validates as istiod would deliver it.
 #[test]
 fn drone_side_files_validate_and_agree() -> Result<()> {
     let _slot = slot();
@@ -533,6 +534,51 @@ fn drone_side_files_validate_and_agree() -> Result<()> {
             .unwrap_or_default()
     };
     assert_eq!(keys(plugin), keys(&envoy_plugin));
+
+    // The pluginConfig as istiod would hand it to drone's sidecar: the StringValue JSON,
+    // `vm_id: ""`, `vmConfig.env` as host_env_keys, FAIL_OPEN, Istio's cluster names. The
+    // real filter's on_configure accepts it (and so `enforce` with the secret's variable).
+    let cluster = |k: &str| {
+        plugin[k]
+            .as_str()
+            .map(str::to_string)
+            .with_context(|| format!("pluginConfig.{k}"))
+    };
+    let (pipeline_cluster, drone_cluster) =
+        (cluster("pipeline_cluster")?, cluster("drone_cluster")?);
+    assert!(pipeline_cluster.starts_with("outbound|") && drone_cluster.starts_with("outbound|"));
+    let mut v = shipped()?;
+    for c in v["static_resources"]["clusters"]
+        .as_array_mut()
+        .context("clusters")?
+    {
+        let name = if c["name"] == "drone" {
+            &drone_cluster
+        } else {
+            &pipeline_cluster
+        };
+        c["name"] = json!(name);
+        c["load_assignment"]["cluster_name"] = json!(name);
+    }
+    let listener = &mut v["static_resources"]["listeners"][0];
+    for f in envoy::wasm_filters(listener) {
+        let config = &mut f["typed_config"]["config"];
+        config["vm_config"]["code"]["local"]["filename"] = json!(tools.wasm.display().to_string());
+        config["vm_config"]["vm_id"] = json!("");
+        config["vm_config"]["environment_variables"] = json!({ "host_env_keys": hosts });
+        config["failure_policy"] = spec["failStrategy"].clone();
+        config["configuration"]["value"] = json!(plugin.to_string());
+    }
+    for r in listener["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]
+        ["virtual_hosts"][0]["routes"]
+        .as_array_mut()
+        .context("routes")?
+    {
+        r["route"]["cluster"] = json!(pipeline_cluster);
+    }
+    let p = dir.path().join("istio-drone-side.json");
+    std::fs::write(&p, serde_json::to_vec(&v)?)?;
+    envoy::validate(&tools, &p, &env)?;
     Ok(())
 }
 
