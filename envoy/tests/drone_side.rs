@@ -440,7 +440,8 @@ fn a_failing_replica_is_retried_on_another_and_causes_no_duplicate_at_0_percent_
 }
 
 /// `enforce` as shipped: on drone's listener a webhook without drone's signature gets 401 and
-/// never reaches a replica; drone's own signed webhooks pass (checked in every run above).
+/// never reaches a replica (drone's own signed webhooks pass: checked in every run above),
+/// and the rejection shows in Prometheus under the shipped `sync_instance` label.
 #[test]
 fn unsigned_webhook_on_drone_side_listener_is_refused() -> Result<()> {
     let _slot = slot();
@@ -463,6 +464,26 @@ fn unsigned_webhook_on_drone_side_listener_is_refused() -> Result<()> {
     let (code, _) = util::send(req, Some(body)).map_err(anyhow::Error::msg)?;
     assert_eq!(code, 401);
     assert!(pipeline.received().is_empty());
+    // The shipped stats tags: Prometheus sees the plugin's instance as a label.
+    wait_for(
+        "the rejection in /stats/prometheus with the sync_instance label",
+        CONVERGE,
+        POLL,
+        || {
+            let (_, text) = envoy.admin_get("/stats/prometheus")?;
+            Ok(
+                match text
+                    .lines()
+                    .find(|l| l.starts_with("status_sync_webhooks_rejected{"))
+                {
+                    Some(l) if l.contains("sync_instance=\"drone-side\"") && l.ends_with(" 1") => {
+                        Ok(())
+                    }
+                    other => Err(format!("{other:?}")),
+                },
+            )
+        },
+    )?;
     Ok(())
 }
 
