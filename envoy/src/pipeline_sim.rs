@@ -7,6 +7,10 @@
 //! check that the filter retries what was not accepted and leaves alone what was refused. It
 //! keeps every request it received (headers, a hash of the body, and the body itself within a
 //! memory budget) so tests can check that bodies pass through the sidecar unchanged.
+//!
+//! [`PipelineSim::replica`] starts another replica of the same pipeline: its own port, the
+//! same store (belief, accepted ids, what was received, failure rules), as replicas of a
+//! real pipeline share their database. Each request records which replica took it.
 
 use crate::sim_server::SimServer;
 use crate::util;
@@ -31,6 +35,12 @@ pub struct Received {
     pub seq: u64,
     pub method: String,
     pub path: String,
+    /// The `Host` header (HTTP/1.1 authority) the request arrived with.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Which replica took it: 0 for the first [`PipelineSim`], then in [`PipelineSim::replica`] order.
+    #[serde(default)]
+    pub replica: usize,
     pub drone_event: Option<String>,
     pub content_type: Option<String>,
     pub user_agent: Option<String>,
@@ -72,6 +82,9 @@ pub struct FailRule {
     /// Expire after this many milliseconds from when the rule was added.
     #[serde(default)]
     pub for_ms: Option<u64>,
+    /// Only on this replica (see [`Received::replica`]); `None` = on every replica.
+    #[serde(default)]
+    pub replica: Option<usize>,
     #[serde(skip)]
     added: Option<Instant>,
 }
@@ -111,6 +124,12 @@ impl FailRule {
         self.for_ms = Some(ms);
         self
     }
+
+    /// Only on replica `i` (the others answer as usual).
+    pub fn on_replica(mut self, i: usize) -> Self {
+        self.replica = Some(i);
+        self
+    }
 }
 
 struct State {
@@ -121,6 +140,8 @@ struct State {
     body_bytes: usize,
     rules: Vec<FailRule>,
     seq: u64,
+    /// Replicas started so far (the next one's index).
+    replicas: usize,
 }
 
 struct Inner {
@@ -138,6 +159,7 @@ impl Inner {
 pub struct PipelineSim {
     inner: Arc<Inner>,
     server: SimServer,
+    replica: usize,
 }
 
 /// Largest body accepted at all (bigger than any test sends).
@@ -155,12 +177,38 @@ impl PipelineSim {
                 body_bytes: 0,
                 rules: Vec::new(),
                 seq: 0,
+                replicas: 1,
             }),
             body_budget: 32 << 20,
         });
+        Self::serve(inner, port, 0)
+    }
+
+    fn serve(inner: Arc<Inner>, port: u16, replica: usize) -> Result<PipelineSim> {
         let http = inner.clone();
-        let server = SimServer::start("pipeline-sim", port, move |req| handle(&http, req))?;
-        Ok(PipelineSim { inner, server })
+        let server =
+            SimServer::start("pipeline-sim", port, move |req| handle(&http, req, replica))?;
+        Ok(PipelineSim {
+            inner,
+            server,
+            replica,
+        })
+    }
+
+    /// Another replica of this pipeline on its own free port, sharing this one's store: what
+    /// either believes, received or was told to fail is the other's too.
+    pub fn replica(&self) -> Result<PipelineSim> {
+        let index = {
+            let mut st = self.inner.lock();
+            st.replicas += 1;
+            st.replicas - 1
+        };
+        Self::serve(self.inner.clone(), 0, index)
+    }
+
+    /// This replica's index ([`Received::replica`]).
+    pub fn index(&self) -> usize {
+        self.replica
     }
 
     pub fn port(&self) -> u16 {
@@ -204,7 +252,7 @@ fn parse(body: &[u8]) -> Option<(String, String, i64)> {
     ))
 }
 
-fn handle(inner: &Inner, mut req: tiny_http::Request) {
+fn handle(inner: &Inner, mut req: tiny_http::Request, replica: usize) {
     let (path, _) = util::split_url(req.url());
     let method = req.method().to_string();
     if let Some(ctl) = path.strip_prefix("/_sim/") {
@@ -219,6 +267,8 @@ fn handle(inner: &Inner, mut req: tiny_http::Request) {
         seq: 0,
         method,
         path,
+        host: h("Host"),
+        replica,
         drone_event: h("X-Drone-Event"),
         content_type: h("Content-Type"),
         user_agent: h("User-Agent"),
@@ -254,10 +304,11 @@ fn handle(inner: &Inner, mut req: tiny_http::Request) {
                 r.times != Some(0)
                     && !matches!((r.for_ms, r.added), (Some(ms), Some(a)) if now.duration_since(a) >= Duration::from_millis(ms))
             });
-            let rule = st
-                .rules
-                .iter_mut()
-                .find(|r| r.build.as_ref().is_none_or(|b| b == &key) && (!r.only_done || done));
+            let rule = st.rules.iter_mut().find(|r| {
+                r.build.as_ref().is_none_or(|b| b == &key)
+                    && (!r.only_done || done)
+                    && r.replica.is_none_or(|i| i == replica)
+            });
             if let Some(rule) = rule {
                 if let Some(t) = rule.times.as_mut() {
                     *t -= 1;
@@ -394,6 +445,35 @@ mod tests {
         let outcomes: Vec<String> = p.received().into_iter().map(|r| r.outcome).collect();
         assert_eq!(outcomes, ["applied", "stale", "applied", "duplicate"]);
         assert_eq!(post(p.port(), "{garbage", None, "x"), 400);
+    }
+
+    #[test]
+    fn replicas_share_one_store_and_a_rule_can_target_one_replica() {
+        let p = PipelineSim::start(0).unwrap();
+        let r = p.replica().unwrap();
+        assert_eq!((p.index(), r.index()), (0, 1));
+        p.add_rule(FailRule::all(500).on_replica(1));
+        assert_eq!(post(r.port(), &hook(1, "success", 3), Some("a"), "ua"), 500);
+        assert_eq!(post(p.port(), &hook(1, "success", 3), Some("a"), "ua"), 200);
+        p.clear_rules();
+        // The id accepted by replica 0 is known to replica 1.
+        assert_eq!(post(r.port(), &hook(1, "success", 3), Some("a"), "ua"), 200);
+        let seen: Vec<(usize, String)> = r
+            .received()
+            .into_iter()
+            .map(|x| (x.replica, x.outcome))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (1, "failed".to_string()),
+                (0, "applied".to_string()),
+                (1, "duplicate".to_string())
+            ]
+        );
+        assert_eq!(r.view()["o/r#1"].status, "success");
+        let host = p.received()[1].host.clone();
+        assert_eq!(host, Some(format!("127.0.0.1:{}", p.port())));
     }
 
     #[test]
