@@ -153,7 +153,7 @@ monitoring-picture: build envoy prometheus
 ## run: the demo (Envoy + filter in front of a demo pipeline, drone simulator losing webhooks)
 run: build envoy
 	@echo "run: compiling the demo and its simulators (release build; minutes on a cold target/)"
-	@cargo build -q --release -p envoy-e2e --bin demo
+	cargo build --release -p envoy-e2e --bin demo
 	@echo "run: starting the demo"
 	cargo run -q --release -p envoy-e2e --bin demo
 
