@@ -46,6 +46,7 @@ check_tag() {
 
 push() {
   local image=${1,,} tag=$2 v digest served auth tmp
+  command -v skopeo >/dev/null || die "skopeo is missing (\`make dist-tools\` installs it)"
   need_dist
   check_tag "$tag"
   v=$(version)

@@ -144,6 +144,7 @@ fn workflows_run_make_test_and_the_tested_release_script() -> Result<()> {
         [
             r#"scripts/release.sh check-tag "$TAG""#,
             "make dist",
+            "make dist-tools",
             r#"scripts/release.sh push "$IMAGE" "$TAG""#,
             r#"scripts/release.sh github-release "$TAG" "$IMAGE""#,
         ]
