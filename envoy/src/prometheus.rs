@@ -90,16 +90,28 @@ pub fn rules_for_tests(rules: &str) -> Result<String> {
 }
 
 /// Every `expr` of a Grafana dashboard's panels, with Grafana's variables replaced by values
-/// Prometheus understands (`$__rate_interval` → `rate_interval`, `$sync_instance` → `.*`).
+/// Prometheus understands: `$__rate_interval` → `rate_interval`, and each template variable
+/// (`$job`, `${pod}`, ...) → its "All" value (`allValue`, `.*`), as Grafana sends them.
 pub fn dashboard_queries(dashboard: &Value, rate_interval: &str) -> Vec<(String, String)> {
+    let mut vars: Vec<(&str, &str)> = dashboard["templating"]["list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| Some((v["name"].as_str()?, v["allValue"].as_str()?)))
+        .collect();
+    // `$pod` must not eat the start of a longer name.
+    vars.sort_by_key(|(name, _)| std::cmp::Reverse(name.len()));
     let mut out = Vec::new();
     for panel in dashboard["panels"].as_array().into_iter().flatten() {
         let title = panel["title"].as_str().unwrap_or("?");
         for t in panel["targets"].as_array().into_iter().flatten() {
             if let Some(expr) = t["expr"].as_str() {
-                let q = expr
-                    .replace("$__rate_interval", rate_interval)
-                    .replace("$sync_instance", ".*");
+                let mut q = expr.replace("$__rate_interval", rate_interval);
+                for (name, all) in &vars {
+                    q = q
+                        .replace(&format!("${{{name}}}"), all)
+                        .replace(&format!("${name}"), all);
+                }
                 out.push((title.to_string(), q));
             }
         }
@@ -114,8 +126,9 @@ pub struct Series {
     pub samples: Vec<(f64, f64)>,
 }
 
-/// A Prometheus server on a free loopback port, scraping one target every second and
-/// evaluating `rules` every second; killed on drop.
+/// A Prometheus server on a free loopback port, scraping its targets (job `envoy`) every
+/// second and evaluating `rules` every second; killed on drop. The targets come from a file
+/// (file-based discovery), so a test can replace them as a rollout replaces pods.
 pub struct Prometheus {
     child: Option<Child>,
     dir: tempfile::TempDir,
@@ -130,11 +143,12 @@ impl Prometheus {
             .prefix("status-sync-prometheus-")
             .tempdir()?;
         std::fs::write(dir.path().join("rules.yaml"), rules)?;
+        write_targets(dir.path(), &[target])?;
         let config = format!(
             "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n  evaluation_interval: 1s\n\
              rule_files: [rules.yaml]\n\
              scrape_configs:\n- job_name: envoy\n  metrics_path: {metrics_path}\n  \
-             static_configs:\n  - targets: [\"{target}\"]\n"
+             file_sd_configs:\n  - files: [{TARGETS}]\n    refresh_interval: 1s\n"
         );
         let config_path = dir.path().join("prometheus.yml");
         std::fs::write(&config_path, config)?;
@@ -158,6 +172,12 @@ impl Prometheus {
         };
         p.wait_ready(Duration::from_secs(60))?;
         Ok(p)
+    }
+
+    /// Replaces the scraped targets (host:port); Prometheus picks the file up within
+    /// seconds, and marks the series of a target it no longer scrapes stale.
+    pub fn set_targets(&self, targets: &[&str]) -> Result<()> {
+        write_targets(self.dir.path(), targets)
     }
 
     fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
@@ -249,6 +269,25 @@ impl Prometheus {
             .collect())
     }
 
+    /// The labels of each active (pending or firing) alert named `alert`.
+    pub fn alerts_labels(&self, alert: &str) -> Result<Vec<BTreeMap<String, String>>> {
+        let data = self.api("/api/v1/alerts", &[])?;
+        Ok(data["alerts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|a| a["labels"]["alertname"] == alert)
+            .map(|a| {
+                a["labels"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+                    .collect()
+            })
+            .collect())
+    }
+
     /// The state of the rule group's rules: (name, health, last error).
     pub fn rule_health(&self) -> Result<Vec<(String, String, String)>> {
         let data = self.api("/api/v1/rules", &[])?;
@@ -272,6 +311,18 @@ impl Prometheus {
             .iter()
             .any(|s| s.samples.first().is_some_and(|(_, v)| *v == 1.0)))
     }
+}
+
+/// The file of scrape targets, in Prometheus's directory.
+const TARGETS: &str = "targets.json";
+
+/// Writes the targets file whole (a rename), so Prometheus never reads half of it.
+fn write_targets(dir: &Path, targets: &[&str]) -> Result<()> {
+    let body = serde_json::json!([{ "targets": targets }]);
+    let tmp = dir.join(format!("{TARGETS}.tmp"));
+    std::fs::write(&tmp, serde_json::to_vec(&body)?)?;
+    std::fs::rename(&tmp, dir.join(TARGETS))?;
+    Ok(())
 }
 
 fn parse_series(result: &Value, key: &str) -> Vec<Series> {
@@ -335,13 +386,19 @@ mod tests {
 
     #[test]
     fn dashboard_variables_are_replaced() {
-        let d = serde_json::json!({"panels": [{"title": "t", "targets": [
-            {"expr": "rate(x{sync_instance=~\"$sync_instance\"}[$__rate_interval])"}]}]});
+        let d = serde_json::json!({
+            "templating": {"list": [
+                {"name": "datasource", "type": "datasource"},
+                {"name": "instance", "allValue": ".*"},
+                {"name": "sync_instance", "allValue": ".+"},
+                {"name": "pod", "allValue": "p.*"}]},
+            "panels": [{"title": "t", "targets": [{"expr":
+                "rate(x{sync_instance=~\"$sync_instance\", instance=~\"$instance\", pod=~\"${pod}\"}[$__rate_interval])"}]}]});
         assert_eq!(
             dashboard_queries(&d, "30s"),
             vec![(
                 "t".to_string(),
-                "rate(x{sync_instance=~\".*\"}[30s])".to_string()
+                "rate(x{sync_instance=~\".+\", instance=~\".*\", pod=~\"p.*\"}[30s])".to_string()
             )]
         );
     }

@@ -274,3 +274,181 @@ fn the_operators_material_names_only_metrics_we_define() {
     // The scan sees the material: the SLO metric is in all of it.
     assert!(used.contains("oldest_undelivered_seconds"), "{used:?}");
 }
+
+/// The inline code spans of a markdown text (one or more backticks, closed by as many),
+/// with runs of whitespace (line breaks inside a span included) made one space. Fenced
+/// blocks are skipped.
+fn code_spans(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut prose = String::new();
+    let mut fenced = false;
+    for line in text.lines() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+            continue;
+        }
+        if !fenced {
+            prose.push_str(line);
+            prose.push('\n');
+        }
+    }
+    let mut rest = prose.as_str();
+    while let Some(open) = rest.find('`') {
+        let ticks = rest[open..].len() - rest[open..].trim_start_matches('`').len();
+        let fence = "`".repeat(ticks);
+        let body = &rest[open + ticks..];
+        let Some(close) = body.find(&fence) else {
+            break;
+        };
+        out.push(
+            body[..close]
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" "),
+        );
+        rest = &body[close + ticks..];
+    }
+    out
+}
+
+/// The `key=` fields of a quoted log line: words followed by `=`, after the event text.
+fn log_keys(quote: &str) -> Vec<&str> {
+    quote
+        .split(' ')
+        .filter_map(|w| w.split_once('=').map(|(k, _)| k))
+        .filter(|k| !k.is_empty() && k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+        .collect()
+}
+
+/// A log line the runbook quotes: an event in words, then `key=value` fields
+/// (`gave up: ledger full build=... max_tracked_builds=...`). Returns the text up to and
+/// including the first field's `=`, the part the code writes literally.
+fn quoted_log_line(span: &str) -> Option<&str> {
+    let first = span.split(' ').next()?;
+    if first.contains('=') || !first.starts_with(|c: char| c.is_ascii_lowercase()) {
+        return None;
+    }
+    let key = log_keys(span).into_iter().next()?;
+    let at = span.find(&format!(" {key}="))?;
+    Some(&span[..at + key.len() + 2])
+}
+
+/// True when `text` is what a line of Rust source writes from some position on. The
+/// source's `{...}` format placeholders stand for at least one character without a quote;
+/// `...` in `text` stands for anything the line writes there. The text must end on literal
+/// source text, or on a field name a placeholder writes (`shard=` from `{where_}`), and
+/// start on literal text, so placeholders cannot swallow a wrong event or ending.
+fn written_by(text: &str, source_line: &str) -> bool {
+    fn from(text: &[u8], src: &[u8]) -> bool {
+        let Some(&t) = text.first() else {
+            return true;
+        };
+        if let Some(rest) = text.strip_prefix(b"...") {
+            return (0..=src.len()).any(|i| from(rest, &src[i..]));
+        }
+        match src.first() {
+            None => false,
+            Some(b'{') => {
+                let Some(close) = src.iter().position(|&b| b == b'}') else {
+                    return false;
+                };
+                let after = &src[close + 1..];
+                (1..=text.len())
+                    .take_while(|&i| text[i - 1] != b'"')
+                    .any(|i| {
+                        if i == text.len() {
+                            text.strip_suffix(b"=").is_some_and(|k| {
+                                !k.is_empty()
+                                    && k.iter().all(|&b| b.is_ascii_lowercase() || b == b'_')
+                            })
+                        } else {
+                            from(&text[i..], after)
+                        }
+                    })
+            }
+            Some(&s) => s == t && from(&text[1..], &src[1..]),
+        }
+    }
+    // The event's first word is written literally: a placeholder may not start the match.
+    let (t, s) = (text.as_bytes(), source_line.as_bytes());
+    (0..s.len()).any(|i| s[i] != b'{' && from(t, &s[i..]))
+}
+
+fn filter_sources() -> String {
+    fn walk(dir: &std::path::Path, out: &mut String) {
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|e| e.expect("dir entry").path())
+            .collect();
+        entries.sort();
+        for p in entries {
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|e| e == "rs") {
+                out.push_str(&std::fs::read_to_string(&p).expect("read source"));
+                out.push('\n');
+            }
+        }
+    }
+    let mut out = String::new();
+    walk(&root().join("filter/src"), &mut out);
+    out
+}
+
+#[test]
+fn finds_the_log_lines_a_text_quotes_and_where_the_code_writes_them() {
+    let text = "Log `gave up: ledger full\n  build=... max_tracked_builds=...` and \
+                `status_sync_giveups`, ``invalid: key `k`: x``, `instance=`.";
+    let spans = code_spans(text);
+    assert_eq!(spans.len(), 4, "{spans:?}");
+    let quoted: Vec<_> = spans.iter().filter_map(|s| quoted_log_line(s)).collect();
+    assert_eq!(quoted, vec!["gave up: ledger full build="]);
+    assert_eq!(log_keys(&spans[0]), vec!["build", "max_tracked_builds"]);
+    let src = r#"    "re-delivery {what} build={} status={} {}","#;
+    assert!(written_by("re-delivery failed, will retry build=", src));
+    assert!(!written_by("re-delivery failed, will retry", src));
+    assert!(written_by("re-delivery failed build=x status=", src));
+    assert!(!written_by("re-delivery failed, will retry id=", src));
+    assert!(written_by(
+        "configured ... webhook_path=",
+        r#""configured instance={} webhook_path={} root={}","#
+    ));
+    assert!(written_by(
+        "snapshot shard unreadable, skipped shard=",
+        r#"log::warn!("snapshot {what} unreadable, skipped {where_}{who}");"#
+    ));
+    assert!(!written_by(
+        "gave up: drone has no such build (404) build=",
+        r#""gave up: drone has no such build build={} http={status} {}","#
+    ));
+}
+
+/// Every log line docs/runbook.md quotes is one the filter writes (its event text and the
+/// fields it names), so the runbook's "search the log for ..." cannot drift from the code.
+#[test]
+fn every_log_line_the_runbook_quotes_is_written_by_the_filter() {
+    let source = filter_sources();
+    let runbook = read("docs/runbook.md");
+    let mut quotes = 0;
+    let mut missing = Vec::new();
+    for span in code_spans(&runbook) {
+        let Some(head) = quoted_log_line(&span) else {
+            continue;
+        };
+        quotes += 1;
+        if !source.lines().any(|l| written_by(head, l)) {
+            missing.push(format!("`{span}`: no line of filter/src writes `{head}`"));
+        }
+        for key in log_keys(&span) {
+            if !source.contains(&format!(" {key}=")) && !source.contains(&format!("\"{key}=")) {
+                missing.push(format!("`{span}`: the filter logs no field `{key}=`"));
+            }
+        }
+    }
+    assert!(quotes >= 10, "only {quotes} log lines found in the runbook");
+    assert!(
+        missing.is_empty(),
+        "docs/runbook.md quotes log lines the filter does not write:\n{}",
+        missing.join("\n")
+    );
+}

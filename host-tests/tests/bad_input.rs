@@ -299,3 +299,81 @@ fn bad_drone_answers() {
     assert_eq!(metric(&host, "builds_tracked"), 0);
     assert!(host.dead_vms().is_empty());
 }
+
+/// docs/runbook.md, *Nothing observed*: the request the runbook tells a new user to send
+/// (`curl -X POST -H 'X-Drone-Event: build' -H 'Content-Type: application/json' -d '{}'` to
+/// drone's endpoint path) shows in the counters and log lines the runbook names, in every
+/// `signature_mode`; a bare `POST` (no event header, no body) shows nothing outside
+/// `enforce`, which is why the check needs the header.
+#[test]
+fn the_runbooks_first_hour_request_shows_in_the_counters_it_names_in_every_mode() {
+    let check = || {
+        host_tests::TestRequest::post("/hook", b"{}".to_vec())
+            .header("x-drone-event", "build")
+            .header("content-type", "application/json")
+    };
+    let modes = [
+        ("off", host_config(1, "")),
+        (
+            "monitor",
+            signed_host_config(1, r#","signature_mode":"monitor""#),
+        ),
+        ("enforce", signed_host_config(1, "")),
+    ];
+    for (mode, cfg) in modes {
+        let mut host = Host::start(cfg).unwrap();
+        let bare = host
+            .request(
+                0,
+                host_tests::TestRequest::post("/hook", Vec::new()),
+                |_| UpstreamReply::status(200),
+            )
+            .unwrap();
+        let counted = |host: &Host| {
+            [
+                "webhooks_observed",
+                "webhooks_unparsable",
+                "webhooks_rejected",
+            ]
+            .map(|m| metric(host, m))
+        };
+        if mode == "enforce" {
+            assert_eq!(bare.local_reply.map(|r| r.0), Some(401), "{mode}");
+            assert_eq!(counted(&host), [0, 0, 1], "{mode}: bare POST");
+        } else {
+            assert_eq!(bare.status, 200, "{mode}");
+            assert_eq!(counted(&host), [0, 0, 0], "{mode}: bare POST seen");
+        }
+        let before = counted(&host);
+        let out = host
+            .request(0, check(), |_| UpstreamReply::status(200))
+            .unwrap();
+        let moved = {
+            let after = counted(&host);
+            [0, 1, 2].map(|i| after[i] - before[i])
+        };
+        if mode == "enforce" {
+            assert_eq!(
+                out.local_reply,
+                Some((401, b"invalid webhook signature\n".to_vec())),
+                "{mode}"
+            );
+            assert_eq!(moved, [1, 0, 1], "{mode}: observed, unparsable, rejected");
+            assert!(has_log(
+                &host,
+                WARN,
+                "webhook rejected with 401 (enforce mode) why="
+            ));
+        } else {
+            assert_eq!((out.status, out.local_reply), (200, None), "{mode}");
+            assert_eq!(moved, [1, 1, 0], "{mode}: observed, unparsable, rejected");
+            assert!(has_log(
+                &host,
+                INFO,
+                "drone webhook not understood, passed through unchanged why="
+            ));
+            let invalid = metric(&host, "webhooks_signature_invalid");
+            assert_eq!(invalid, i64::from(mode == "monitor"), "{mode}");
+        }
+    }
+}
