@@ -346,16 +346,14 @@ fn stale_ack_never_moves_the_settled_version_back() {
     assert!(log.redeliveries().is_empty(), "{:?}", log.redeliveries());
 }
 
-/// A late, lower build number fills the gap to the lowest number seen, at most
-/// `max_gap_fill` builds of it (the ones just above the late build).
+/// A late, lower build number fills no gap to the lowest number seen (issue 20, finding 1).
 #[test]
-fn late_lower_number_gap_fill_is_capped() {
+fn late_lower_number_fills_no_gap() {
     let mut r = gap_fill_capped(3, &[(50, "running", 2), (2, "success", 3)]);
-    assert_eq!(r.counters().builds_gap_filled, 3);
-    assert_eq!(tracked(&r), vec![3, 4, 5, 50]);
-    // Lower again, just below: 1 is next to 2, nothing between.
+    assert_eq!(r.counters().builds_gap_filled, 0);
+    assert_eq!(tracked(&r), vec![50]);
     r.observe(obs(1, "success", 3, DeliveryOutcome::Delivered), T0);
-    assert_eq!(r.counters().builds_gap_filled, 3);
+    assert_eq!(r.counters().builds_gap_filled, 0);
 }
 
 /// Gap filling upward also takes only the `max_gap_fill` numbers just below the new one.

@@ -688,17 +688,17 @@ fn watermarks_survive_a_leader_change() {
     );
 }
 
+/// Build 5's webhook arrives first, then build 2's: gap filling never goes below the lowest
+/// number seen (issue 20, finding 1), so 3 and 4 are not looked up (they finished before the
+/// watch, or their own webhooks come).
 #[test]
-fn a_late_lower_build_reveals_the_numbers_between() {
+fn a_late_lower_build_fills_no_gap_below() {
     let mut s = Sim::new(config(""));
-    // Build 5's webhook arrives first, then build 2's: 3 and 4 were missed.
     s.saw(5, "running", 2, Delivered);
     s.saw(2, "success", 3, Delivered);
-    assert_eq!(s.r.counters().builds_gap_filled, 2);
+    assert_eq!(s.r.counters().builds_gap_filled, 0);
     s.run_steady(1500, "error", 1);
-    let mut got: Vec<u64> = s.delivered.iter().map(|d| d.0).collect();
-    got.sort();
-    assert_eq!(got, vec![3, 4]);
+    assert!(s.delivered.iter().all(|d| d.0 == 5), "{:?}", s.delivered);
 }
 
 #[test]

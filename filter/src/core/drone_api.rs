@@ -24,6 +24,10 @@ pub struct ApiBuild<'a> {
     pub number: u64,
     pub status: BuildStatus,
     pub version: u64,
+    /// When drone says the build finished, in Unix seconds: its `finished`, else (a done
+    /// build without one) its `updated`; 0 while open, or when drone gave neither as an
+    /// unsigned integer (then the time is unknown, and nothing is decided by it).
+    pub finished_s: u64,
     /// The complete build object, validated JSON, surrounding whitespace trimmed.
     pub raw: &'a str,
 }
@@ -34,11 +38,20 @@ pub fn parse_build(body: &[u8]) -> Result<ApiBuild<'_>, ParseError> {
     let obj = RawObject::parse(text)?;
     let (number, status, version) = build_fields(&obj)?;
     let repo_id = obj.positive("repo_id", "build.repo_id")?;
+    let time = |key: &str| -> Result<u64, ParseError> {
+        let raw = obj.get(key, "build.finished")?;
+        Ok(raw.and_then(json::decode_u64).unwrap_or(0))
+    };
+    let finished_s = match time("finished")? {
+        0 if status.is_done() => time("updated")?,
+        t => t,
+    };
     Ok(ApiBuild {
         repo_id,
         number,
         status,
         version,
+        finished_s,
         // The object parsed, so everything around it is JSON whitespace (drone's encoder
         // appends a newline).
         raw: text.trim(),

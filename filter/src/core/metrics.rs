@@ -238,6 +238,11 @@ metrics! {
     BuildsDiscovered(builds_discovered): Counter
         "status_sync.builds_discovered"
         "builds found by a repository's `counter` or drone's list of incomplete builds";
+    BuildsFinishedUnwatched(builds_finished_unwatched): Counter
+        "status_sync.builds_finished_unwatched"
+        "builds not re-delivered because drone says they finished before the reconciler \
+         watched their repository (one a previous leader handed over: `max_build_age_ms` \
+         ago; `max_clock_skew_ms` of slack): forgotten, not this reconciler's to re-deliver";
     BuildsHintOnly(builds_hint_only): Gauge
         "status_sync.builds_hint_only"
         "tracked builds only unverified webhooks vouch for so far (at most a quarter of \

@@ -67,7 +67,14 @@ pub enum CallResult {
 pub(super) enum Pending {
     /// `GET .../builds/{n}`. `claim` is the build's claimed version when the call was made: a
     /// claim that arrived while the call was on its way may be newer than drone's answer.
-    FetchBuild { key: BuildKey, claim: u64 },
+    ///
+    /// `asked_by`: whether only hints vouched for the build when the call was made; then the
+    /// answer is for that build alone (see [`super::vouch::Asker`]).
+    FetchBuild {
+        key: BuildKey,
+        claim: u64,
+        asked_by: super::vouch::Asker,
+    },
     /// `GET /api/repos/{o}/{n}` to confirm that a name only unverified webhooks gave belongs
     /// to `repo.id` before anything is looked up under it.
     ConfirmRepo { repo: RepoRef },
@@ -204,7 +211,11 @@ impl Reconciler {
             return Vec::new();
         };
         let out = match pending {
-            Pending::FetchBuild { key, claim } => self.on_build(key, claim, result, now_ms),
+            Pending::FetchBuild {
+                key,
+                claim,
+                asked_by,
+            } => self.on_build(key, claim, asked_by, result, now_ms),
             Pending::ConfirmRepo { repo } => {
                 self.on_confirm(repo, result, now_ms);
                 Vec::new()

@@ -4,12 +4,15 @@
 //! running builds of repositories no webhook ever showed.
 
 use super::calls::{CallResult, OutgoingCall, Pending};
+use super::gaps::Shown;
+use super::vouch::Asker;
 use super::{clamp_u32, is_transient, Reconciler};
 use crate::core::backoff::grow_interval;
 use crate::core::drone_api;
 use crate::core::ledger::{Lane, NOT_SCHEDULED};
 use crate::core::model::BuildKey;
 use crate::core::ratelog::suppressed_note;
+use crate::core::repos::Vouch;
 
 impl Reconciler {
     /// A new build number showed (evidence or drone): its repository is active, so its
@@ -37,12 +40,27 @@ impl Reconciler {
     /// build lookups of the tick, within the same budget, rate limit and circuit.
     pub(super) fn discover(&mut self, now_ms: u64, calls: &mut Vec<OutgoingCall>) {
         while self.call_room() {
-            match self.idents.next_discovery() {
-                Some(t) if t <= now_ms => {}
-                _ => return,
-            }
-            let Some(permit) = self.budget.acquire(Lane::Main, now_ms) else {
+            let Some((t, next)) = self.idents.next_discovery() else {
                 return;
+            };
+            if t > now_ms {
+                return;
+            }
+            // A repository only hints named is looked at within the hints' lane, so hints
+            // waking discovery cost the other builds nothing; when that lane is spent, the
+            // look waits a tick rather than holding up the others.
+            let lane = match self.idents.vouch(&next) {
+                Some(Vouch::Evidence) => Lane::Main,
+                _ => Lane::Hint,
+            };
+            let Some(permit) = self.budget.acquire(lane, now_ms) else {
+                if lane == Lane::Main {
+                    return;
+                }
+                let later = now_ms.saturating_add(self.cfg.tick_ms.max(1));
+                self.idents.pop_discovery(now_ms);
+                self.idents.schedule_discovery(next, later);
+                continue;
             };
             let Some(repo_id) = self.idents.pop_discovery(now_ms) else {
                 self.budget.forgo(permit);
@@ -81,7 +99,9 @@ impl Reconciler {
                 match drone_api::parse_repo_counter(&body) {
                     Ok((repo, json, counter)) if repo.id == repo_id => {
                         self.counters.drone_polls_ok += 1;
-                        self.drone_named(&repo, json);
+                        // The repository keeps its pool: a look hints woke names nothing.
+                        let vouch = self.idents.vouch(&repo_id).unwrap_or(Vouch::Hint);
+                        self.drone_named(&repo, json, vouch, now_ms);
                         found = self.discovered(repo_id, counter, now_ms);
                     }
                     Ok(_) | Err(_) => {
@@ -206,7 +226,7 @@ impl Reconciler {
         }
         for (repo, json, number) in list {
             // Drone's own answer: the identity and the number are drone's word.
-            self.drone_named(&repo, json);
+            self.drone_named(&repo, json, Vouch::Evidence, now_ms);
             let key = BuildKey {
                 repo_id: repo.id,
                 number,
@@ -215,7 +235,9 @@ impl Reconciler {
             if number > known && self.track_inferred(key, false, now_ms) {
                 self.counters.builds_discovered += 1;
             }
-            self.note_number(key, now_ms);
+            if let Some(shown) = Shown::by_drone(key, Asker::Evidence) {
+                self.note_number(shown, now_ms);
+            }
         }
     }
 }

@@ -8,17 +8,70 @@ use super::{clamp_u32, Reconciler};
 use crate::core::ledger::{Class, Entry};
 use crate::core::model::BuildKey;
 
+/// A build number evidence or drone's own numbering showed: the one input of gap filling and
+/// the watermarks ([`Reconciler::note_number`]). Built only by [`Shown::by_evidence`] (a
+/// verified webhook) and [`Shown::by_drone`] (drone's answer to a call no hint asked for), so
+/// a number a hint brought, or drone's answer to a lookup a hint asked for, cannot reach gap
+/// filling: the compiler refuses it (issue 20, finding 1).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Shown {
+    key: BuildKey,
+    /// Numbers arrive in lookup order, not in the order drone allocated them (`off`): a
+    /// lower one may fill down to the lowest seen.
+    unordered: bool,
+}
+
+impl Shown {
+    pub(super) fn by_evidence(evidence: &super::vouch::Evidence) -> Self {
+        let key = evidence.key();
+        Shown {
+            key,
+            unordered: false,
+        }
+    }
+
+    /// Drone answered about `key`; `None` when a hint asked for the call (where evidence
+    /// exists: in `off` drone's answers are the best there is).
+    pub(super) fn by_drone(key: BuildKey, asked_by: super::vouch::Asker) -> Option<Self> {
+        use super::vouch::Asker;
+        match asked_by {
+            Asker::Evidence => Some(Shown {
+                key,
+                unordered: false,
+            }),
+            Asker::Unsigned => Some(Shown {
+                key,
+                unordered: true,
+            }),
+            Asker::Hint => None,
+        }
+    }
+}
+
 impl Reconciler {
     /// Evidence or drone showed build `key.number` of its repository: raise the watermarks and
-    /// look up the numbers that produced no webhook.
+    /// look up the numbers above the highest seen that produced no webhook.
     ///
     /// Drone numbers builds per repository in sequence. Build n when the highest number seen
     /// is m < n-1 means builds m+1..n-1 produced no webhook that reached us (all lost, or
     /// declined, which drone never reports): track up to `max_gap_fill` of them so the next
     /// ticks look them up and deliver their state.
-    pub(super) fn note_number(&mut self, key: BuildKey, now_ms: u64) {
+    ///
+    /// Rule: gap filling never goes below the lowest number seen as evidence (no downward
+    /// fill). A late lower number (a long build finishing after newer ones started, a restart
+    /// that lost the snapshot, a number an unverified webhook had drone confirm) says nothing
+    /// of the builds between: they finished before this reconciler watched them, or their own
+    /// webhooks come. The one exception is `off`, where no number is evidence and drone's
+    /// answers arrive in lookup order (`tests/hints.rs`: `a_long_build_finishing_after_a_restart_fills_no_gap_below`,
+    /// `a_hint_naming_an_old_finished_build_reaches_that_build_alone`). Only names in the
+    /// evidence pool ([`crate::core::repos::Vouch`]) have watermarks.
+    pub(super) fn note_number(&mut self, shown: Shown, now_ms: u64) {
+        let Shown { key, unordered } = shown;
         let number = key.number;
-        let Some(ident) = self.idents.get_mut(&key.repo_id).filter(|i| i.confirmed) else {
+        if self.idents.watched(&key.repo_id).is_none() {
+            return;
+        }
+        let Some(ident) = self.idents.get_mut(&key.repo_id) else {
             return;
         };
         let (seen_max, seen_min) = (ident.max_number, ident.min_number);
@@ -41,9 +94,11 @@ impl Reconciler {
             // Newer than anything seen: the numbers just below it were missed.
             let from = (seen_max + 1).max(number.saturating_sub(fill));
             self.track_missing(key.repo_id, from..number, now_ms);
-        } else if seen_min > 0 && number.saturating_add(1) < seen_min {
-            // Older than anything this reconciler saw (webhooks arrive out of order): the
-            // numbers between it and the lowest seen were missed.
+        } else if unordered && seen_min > 0 && number.saturating_add(1) < seen_min {
+            // `off`: numbers come in the order of their (jittered) lookups, so the lowest seen
+            // is any of a repository's first builds; the numbers between a lower one and it
+            // were missed too. The time rule keeps old finished builds among them from being
+            // re-delivered.
             let to = seen_min.min(number.saturating_add(1).saturating_add(fill));
             self.track_missing(key.repo_id, number + 1..to, now_ms);
         }
@@ -60,7 +115,11 @@ impl Reconciler {
     }
 
     /// Tracks build `key`, which drone's numbering (or drone's list) says exists, unless it
-    /// is tracked or finished already: due at once, or after `stale_after_ms` (jittered).
+    /// is tracked or finished already.
+    ///
+    /// Rule: a finished (tombstoned) build is never tracked again by gap filling or
+    /// discovery (`tests/hints.rs`: `gap_filling_never_tracks_a_finished_build_again`); only a
+    /// live webhook newer than the version it finished at brings it back: due at once, or after `stale_after_ms` (jittered).
     /// Returns whether it was added (the caller counts it under what found it); a build given
     /// up to make room is counted by [`Reconciler::insert`].
     pub(super) fn track_inferred(&mut self, key: BuildKey, at_once: bool, now_ms: u64) -> bool {

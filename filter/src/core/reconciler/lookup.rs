@@ -3,6 +3,8 @@
 //! answers settle, finish, refute, back off or give up a build, or ask for a re-delivery.
 
 use super::calls::{CallResult, OutgoingCall, Pending};
+use super::gaps::Shown;
+use super::vouch::Asker;
 use super::{clamp_u32, is_transient, Reconciler};
 use crate::core::backoff::{failure_backoff, grow_interval};
 use crate::core::drone_api;
@@ -10,6 +12,7 @@ use crate::core::ledger::{Class, Entry, Lane};
 use crate::core::logfmt::Val;
 use crate::core::model::{BuildKey, BuildStatus, RepoRef};
 use crate::core::ratelog::suppressed_note;
+use crate::core::repos::Vouch;
 
 /// Times drone may answer 404 for a build the reconciler inferred (drone takes a build number
 /// before it writes the build row) before it is given up.
@@ -59,9 +62,11 @@ impl Reconciler {
         match ident {
             Some((true, _, repo)) => {
                 let path = drone_api::build_path(&repo, key.number);
+                let asked_by = Asker::of(entry.class, self.cfg.signature_mode);
                 let pending = Pending::FetchBuild {
                     key,
                     claim: entry.claimed_version,
+                    asked_by,
                 };
                 calls.push(self.drone_get(permit, path, pending, now_ms));
             }
@@ -180,6 +185,7 @@ impl Reconciler {
         &mut self,
         key: BuildKey,
         claim_at_call: u64,
+        asked_by: Asker,
         result: CallResult,
         now_ms: u64,
     ) -> Vec<OutgoingCall> {
@@ -236,6 +242,11 @@ impl Reconciler {
             }
         };
         let api = match drone_api::parse_build(&body) {
+            // Rule: a build answer counts only for the repository and number asked about. A
+            // name can move to another repository (renamed, deleted and created again): an
+            // answer with another `repo_id` is refused, counted in `drone_polls_failed`, and
+            // the build backs off (`tests/hints.rs`:
+            // `a_build_answer_for_another_repository_is_refused`).
             Ok(api) if api.number == key.number && api.repo_id == key.repo_id => api,
             Ok(_) => {
                 self.drone_failed(key, "answer for another build", false, now_ms);
@@ -252,7 +263,19 @@ impl Reconciler {
         };
         // Drone has this build: it is backed from now on, and its number is drone's word.
         self.ledger.update(&key, |e| e.class = Class::Backed);
-        self.note_number(key, now_ms);
+        // Rule: a lookup a hint asked for answers for that build alone: no gap filling, no
+        // watermark moves, no name enters the evidence pool (so none is pushed out of it);
+        // `Shown::by_drone` refuses it (in `off` nothing can be evidence: see `Asker::of`).
+        // For a repository only hints named it may wake discovery (drone's `counter`,
+        // drone's word), which then runs in the hints' lane (`tests/hints.rs`:
+        // `a_hint_naming_an_old_finished_build_reaches_that_build_alone`).
+        match Shown::by_drone(key, asked_by) {
+            Some(shown) => self.note_number(shown, now_ms),
+            None if self.idents.vouch(&key.repo_id) == Some(Vouch::Hint) => {
+                self.note_activity(key.repo_id, now_ms);
+            }
+            None => {}
+        }
 
         let mut settled = (entry.settled_version, entry.settled_status);
         if entry.claimed_version > api.version {
@@ -281,6 +304,24 @@ impl Reconciler {
             }
         });
         if api.version > settled.0 {
+            // Rule: nothing is re-delivered for a build drone says finished before this
+            // reconciler could have seen it, whatever asked for the lookup (a hint naming an
+            // old build, gap filling or discovery after a restart that lost the snapshot): it
+            // is counted (`builds_finished_unwatched`) and forgotten, tombstoned at drone's
+            // version (`tests/hints.rs`:
+            // `builds_that_finished_before_the_watch_began_are_never_redelivered`).
+            if api.status.is_done()
+                && self.finished_unwatched(key, entry.first_seen_ms, api.finished_s, now_ms)
+            {
+                self.counters.builds_finished_unwatched += 1;
+                self.ledger.finish(&key, api.version);
+                log::debug!(
+                    "not re-delivered: drone says it finished before this reconciler watched it build={} {}",
+                    self.build_field(key),
+                    self.who
+                );
+                return Vec::new();
+            }
             self.slo.missing(key, api.version, now_ms);
             return self.deliver_or_fetch_repo(key, &api, now_ms);
         }
@@ -331,8 +372,11 @@ impl Reconciler {
         self.budget.on_success();
         match drone_api::parse_repo(&body) {
             Ok((repo, json)) if repo.id == repo_id => {
+                // Asked because a hint named it: the name stays in the hints' pool (in `off`,
+                // where nothing can be evidence, drone's word is the best there is).
                 self.counters.drone_polls_ok += 1;
-                self.drone_named(&repo, json);
+                let vouch = Asker::of(Class::Hint, self.cfg.signature_mode).vouch();
+                self.drone_named(&repo, json, vouch, now_ms);
             }
             Ok(_) => {
                 // Drone has this name for another repository.

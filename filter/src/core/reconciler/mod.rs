@@ -26,7 +26,7 @@
 //! [`gaps`] (builds drone's numbering shows exist), [`discovery`] (repositories' `counter` and
 //! `/api/builds/incomplete`), [`scan`] (listing `scan_repos`), [`calls`] (calls in flight and
 //! their requests), [`budget`] (the circuit and the rate limit every drone call needs),
-//! [`persist`] (snapshot shards and watermarks).
+//! [`persist`] (snapshot shards and watermarks), [`vouch`] (evidence and hints as types).
 
 mod budget;
 mod calls;
@@ -37,6 +37,7 @@ mod observe;
 mod persist;
 mod redeliver;
 mod scan;
+mod vouch;
 
 pub use calls::{CallId, CallResult, OutgoingCall};
 
@@ -47,7 +48,7 @@ use super::logfmt;
 use super::metrics::Counters;
 use super::model::{BuildKey, BuildStatus, RepoRef};
 use super::ratelog::LogLimiter;
-use super::repos::{Idents, RepoJsonCache};
+use super::repos::{Idents, RepoJsonCache, Vouch};
 use super::slo::Slo;
 use budget::Budget;
 use calls::Pending;
@@ -273,10 +274,36 @@ impl Reconciler {
     }
 
     /// Drone itself named repository `repo.id` and gave its `repo` object: the name is
-    /// confirmed, the object kept for re-deliveries.
-    fn drone_named(&mut self, repo: &RepoRef, json: String) {
-        self.counters.repos_evicted += self.idents.confirm(repo);
+    /// confirmed in pool `vouch` (a call a hint asked for keeps it in the hints' pool), the
+    /// object kept for re-deliveries.
+    fn drone_named(&mut self, repo: &RepoRef, json: String, vouch: Vouch, now_ms: u64) {
+        self.counters.repos_evicted += self.idents.confirm_as(repo, vouch, now_ms);
         self.repo_json.insert(repo.id, json.into_boxed_str());
+    }
+
+    /// Whether drone says build `key` finished before this reconciler could have seen it:
+    /// before it began watching the build's repository (or, for a repository inherited from
+    /// a previous leader, `max_build_age_ms` ago), or before the build itself was first
+    /// tracked (a snapshot's), with `max_clock_skew_ms` of slack between drone's clock and
+    /// ours. Unknown times (`finished` 0 or absent) decide nothing.
+    fn finished_unwatched(
+        &self,
+        key: BuildKey,
+        first_seen_ms: u64,
+        finished_s: u64,
+        now_ms: u64,
+    ) -> bool {
+        if finished_s == 0 {
+            return false;
+        }
+        let repo_since = self.idents.get(&key.repo_id).and_then(|i| i.watch_since_ms);
+        let since = match repo_since {
+            Some(0) | None => now_ms.saturating_sub(self.cfg.max_build_age_ms),
+            Some(t) => t,
+        };
+        let cutoff = since.min(first_seen_ms);
+        let finished_ms = finished_s.saturating_mul(1000);
+        finished_ms.saturating_add(self.cfg.max_clock_skew_ms) < cutoff
     }
 
     /// Counts a queue message that could not be decoded.

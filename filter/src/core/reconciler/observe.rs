@@ -2,6 +2,8 @@
 //! drone signature verified) moves the SLO, names repositories and settles builds; a hint
 //! only ever brings a lookup in drone closer (see the policy in the parent module).
 
+use super::gaps::Shown;
+use super::vouch::{Evidence, Hint, Seen};
 use super::{clamp_u32, settles_for_good, Reconciler, MAX_DRONE_INT};
 use crate::core::ledger::{Class, Entry, NOT_SCHEDULED};
 use crate::core::model::DeliveryOutcome;
@@ -20,22 +22,20 @@ impl Reconciler {
             self.counters.observations_invalid += 1;
             return;
         }
-        if obs.verified {
-            self.observe_evidence(obs, now_ms);
-        } else {
-            self.observe_hint(obs, now_ms);
+        match Seen::sort(obs) {
+            Seen::Evidence(evidence) => self.observe_evidence(evidence, now_ms),
+            Seen::Hint(hint) => self.observe_hint(hint, now_ms),
         }
         self.sync_gauges();
     }
 
-    fn observe_evidence(&mut self, obs: Observation, now_ms: u64) {
-        let hook = obs.webhook;
-        let key = hook.key();
-        // Only evidence moves the SLO: a forged webhook the pipeline refused must not make
-        // the pipeline look behind, nor a forged accepted one make it look caught up.
-        self.slo.outcome(key, hook.version, obs.outcome, now_ms);
-        self.counters.repos_evicted += self.idents.confirm(&hook.repo);
-        self.note_number(key, now_ms);
+    fn observe_evidence(&mut self, evidence: Evidence, now_ms: u64) {
+        self.slo_saw(&evidence, now_ms);
+        let key = evidence.key();
+        let outcome = evidence.outcome();
+        self.counters.repos_evicted += self.idents.confirm(&evidence.webhook().repo, now_ms);
+        self.note_number(Shown::by_evidence(&evidence), now_ms);
+        let hook = evidence.into_webhook();
         if let Some(json) = hook.repo_json {
             self.repo_json.insert(hook.repo.id, json.into_boxed_str());
         }
@@ -49,11 +49,11 @@ impl Reconciler {
             }
         }
         let settled = matches!(
-            obs.outcome,
+            outcome,
             DeliveryOutcome::Delivered | DeliveryOutcome::Refused
         );
         let stale_after = self.cfg.stale_after_ms;
-        let due = match obs.outcome {
+        let due = match outcome {
             // The pipeline does not have it: look drone up at once and re-deliver.
             DeliveryOutcome::NotDelivered => now_ms,
             _ => now_ms.saturating_add(self.rng.jitter(stale_after)),
@@ -106,8 +106,9 @@ impl Reconciler {
     /// settles, finishes or delays anything: a hint can only bring a hint-only build's lookup
     /// closer, never push any lookup later, and builds backed by evidence or drone keep their
     /// own schedule.
-    fn observe_hint(&mut self, obs: Observation, now_ms: u64) {
-        let hook = obs.webhook;
+    fn observe_hint(&mut self, hint: Hint, now_ms: u64) {
+        let outcome = hint.outcome();
+        let hook = hint.webhook();
         let key = hook.key();
         self.counters.repos_evicted += self.idents.candidate(&hook.repo);
         if self
@@ -118,11 +119,11 @@ impl Reconciler {
             return;
         }
         let claim = matches!(
-            obs.outcome,
+            outcome,
             DeliveryOutcome::Delivered | DeliveryOutcome::Refused
         )
         .then_some((hook.version, hook.status));
-        let due = match obs.outcome {
+        let due = match outcome {
             DeliveryOutcome::NotDelivered => now_ms,
             _ => now_ms.saturating_add(self.rng.jitter(self.cfg.stale_after_ms)),
         };

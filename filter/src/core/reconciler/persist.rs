@@ -5,6 +5,7 @@
 use super::{clamp_u32, Reconciler};
 use crate::core::ledger::Class;
 use crate::core::model::RepoRef;
+use crate::core::repos::Vouch;
 use crate::core::snapshot::{self, Record};
 
 impl Reconciler {
@@ -50,12 +51,13 @@ impl Reconciler {
                 .entry
                 .interval_ms
                 .min(clamp_u32(self.cfg.max_poll_interval_ms));
-            // A build backed by evidence or drone was looked up under a confirmed name; any
-            // other record's name is only a candidate again.
-            self.counters.repos_evicted += if r.entry.class == Class::Backed {
-                self.idents.confirm(&r.repo)
-            } else {
-                self.idents.candidate(&r.repo)
+            // A build backed by evidence or drone was looked up under a confirmed name, which
+            // a previous leader watched; any other record's name is only a candidate again.
+            // Rule: a hint-only record never confirms a name (`tests/hints.rs`:
+            // `a_hint_only_snapshot_record_never_confirms_a_name`).
+            self.counters.repos_evicted += match r.entry.class {
+                Class::Backed => self.idents.inherit(&r.repo),
+                Class::Hint | Class::Inferred => self.idents.candidate(&r.repo),
             };
             let key = r.key();
             self.insert(key, r.entry);
@@ -75,7 +77,7 @@ impl Reconciler {
         let mut marks: Vec<(RepoRef, u64, u64)> = self
             .idents
             .iter()
-            .filter(|(_, i)| i.confirmed && i.max_number > 0)
+            .filter(|(_, i)| i.confirmed && i.vouch == Vouch::Evidence && i.max_number > 0)
             .map(|(id, i)| (i.repo(*id), i.max_number, i.min_number))
             .collect();
         // Over the cap, keep the repositories with the highest numbers (the most active). The
@@ -114,7 +116,7 @@ impl Reconciler {
         for (repo, max_number, min_number) in marks {
             // Written by a leader from confirmed identities only (SSR3); the decoder applied
             // the input limits (ids and numbers within int64).
-            self.counters.repos_evicted += self.idents.confirm(&repo);
+            self.counters.repos_evicted += self.idents.inherit(&repo);
             self.idents.schedule_discovery(repo.id, 0);
             if let Some(ident) = self.idents.get_mut(&repo.id) {
                 ident.max_number = ident.max_number.max(max_number);

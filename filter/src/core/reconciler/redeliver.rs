@@ -8,6 +8,7 @@ use crate::core::drone_api::{self, ApiBuild};
 use crate::core::limits;
 use crate::core::logfmt::Val;
 use crate::core::model::{BuildKey, BuildStatus, DeliveryOutcome};
+use crate::core::repos::Vouch;
 
 impl Reconciler {
     pub(super) fn deliver_or_fetch_repo(
@@ -97,7 +98,9 @@ impl Reconciler {
             }
         };
         self.drone_answered();
-        self.drone_named(&repo, json);
+        // A refresh of a name already confirmed: it stays in its pool.
+        let vouch = self.idents.vouch(&repo.id).unwrap_or(Vouch::Hint);
+        self.drone_named(&repo, json, vouch, now_ms);
         // The pipeline may have acknowledged a newer (or the same) version live while the
         // repository was fetched: deliver only what it still lacks, else look again later.
         let Some(entry) = self.ledger.get(&key).copied() else {

@@ -106,7 +106,7 @@ impl Reconciler {
             namespace: owner,
             name,
         };
-        self.counters.repos_evicted += self.idents.confirm(&repo);
+        self.counters.repos_evicted += self.idents.confirm(&repo, now_ms);
         let newest = builds
             .iter()
             .filter(|b| b.repo_id == repo.id)

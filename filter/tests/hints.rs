@@ -1,0 +1,552 @@
+//! What a hint (an unverified webhook) may and may not move (issue 20, findings 1 and 7, and
+//! four behaviours no test pinned): a lookup a hint asked for answers for that build alone;
+//! nothing drone says finished before the reconciler watched its repository is re-delivered;
+//! gap filling only goes up; a build answer for another repository is refused; a hint-only
+//! snapshot record names nothing; only evidence moves the SLO; a finished build is never
+//! tracked again by gap filling. Driven natively with a virtual clock on the wall-clock scale
+//! (drone's `finished` is in Unix seconds).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use status_sync::core::config::Config;
+use status_sync::core::ledger::{Class, Entry};
+use status_sync::core::model::DeliveryOutcome::{self, Delivered, NotDelivered};
+use status_sync::core::model::{BuildKey, BuildStatus, ParsedWebhook, RepoRef};
+use status_sync::core::observation::Observation;
+use status_sync::core::reconciler::{CallResult, OutgoingCall, Reconciler};
+use status_sync::core::snapshot::{self, Record};
+use std::collections::BTreeMap;
+
+/// 2026-01-01T00:00:00Z in ms: where the reconciler starts watching.
+const START: u64 = 1_767_225_600_000;
+const DAY_S: u64 = 86_400;
+
+fn config(extra: &str) -> Config {
+    let json = format!(
+        r#"{{"pipeline_cluster":"pipeline","drone_cluster":"drone","drone_token":"t","tick_ms":100,"stale_after_ms":1000,"max_poll_interval_ms":8000,"circuit_open_ms":2000{extra}}}"#
+    );
+    Config::parse(json.as_bytes(), &|_| None).unwrap()
+}
+
+/// `signature_mode: monitor`: signed webhooks are evidence, unsigned ones pass as hints.
+fn monitor(extra: &str) -> Config {
+    config(&format!(
+        r#","webhook_secret":"s3cret","signature_mode":"monitor"{extra}"#
+    ))
+}
+
+fn repo(id: u64) -> RepoRef {
+    let name = if id == 42 {
+        "hello-world".to_string()
+    } else {
+        format!("repo-{id}")
+    };
+    RepoRef {
+        id,
+        namespace: "octocat".into(),
+        name,
+    }
+}
+
+fn repo_json(id: u64, counter: u64) -> String {
+    let r = repo(id);
+    format!(
+        r#"{{"id":{id},"uid":"{id}","namespace":"{}","name":"{}","slug":"{}/{}","counter":{counter},"version":3,"archived":false}}"#,
+        r.namespace, r.name, r.namespace, r.name
+    )
+}
+
+fn hook(id: u64, number: u64, status: &str, version: u64) -> ParsedWebhook {
+    ParsedWebhook {
+        repo: repo(id),
+        number,
+        status: BuildStatus::parse(status),
+        version,
+        action: "updated".into(),
+        repo_json: Some(repo_json(id, 0)),
+        system_json: Some(r#"{"proto":"https","host":"drone.example.com"}"#.into()),
+    }
+}
+
+fn key(repo_id: u64, number: u64) -> BuildKey {
+    BuildKey { repo_id, number }
+}
+
+/// One build in drone: status, version, `finished` (Unix s, 0 while open).
+#[derive(Clone)]
+struct Build {
+    status: String,
+    version: u64,
+    finished: u64,
+}
+
+/// Drone: repositories `octocat/hello-world` (42) and `octocat/repo-<id>`, builds by (repo id,
+/// number); 404 for anything else. Answers build lookups with `finished` and `updated`.
+#[derive(Default)]
+struct Drone {
+    builds: BTreeMap<(u64, u64), Build>,
+    /// Answer build lookups of this repository id as if they were another's (a name that
+    /// moved to another repository).
+    renamed: BTreeMap<u64, u64>,
+    calls: Vec<String>,
+}
+
+impl Drone {
+    fn set(&mut self, id: u64, number: u64, status: &str, version: u64, finished: u64) {
+        let b = Build {
+            status: status.into(),
+            version,
+            finished,
+        };
+        self.builds.insert((id, number), b);
+    }
+
+    fn counter(&self, id: u64) -> u64 {
+        let last = self.builds.range((id, 0)..=(id, u64::MAX)).next_back();
+        last.map_or(0, |((_, n), _)| *n)
+    }
+
+    fn answer(&mut self, call: &OutgoingCall) -> CallResult {
+        let path = call.header(":path").unwrap().to_string();
+        self.calls.push(path.clone());
+        let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        let id_of = |ns: &str, name: &str| -> Option<u64> {
+            (ns == "octocat").then_some(())?;
+            if name == "hello-world" {
+                return Some(42);
+            }
+            name.strip_prefix("repo-")?.parse().ok()
+        };
+        let answer = |status: u16, body: String| CallResult::Response {
+            status,
+            body: body.into_bytes(),
+        };
+        let not_found = || answer(404, r#"{"message":"Not Found"}"#.into());
+        match parts.as_slice() {
+            ["api", "repos", ns, name] => match id_of(ns, name) {
+                Some(id) => answer(200, repo_json(id, self.counter(id))),
+                None => not_found(),
+            },
+            ["api", "builds", "incomplete"] => answer(501, "{}".into()),
+            ["api", "repos", ns, name, "builds", n] => {
+                let (Some(id), Ok(n)) = (id_of(ns, name), n.parse::<u64>()) else {
+                    return not_found();
+                };
+                let Some(b) = self.builds.get(&(id, n)) else {
+                    return not_found();
+                };
+                let repo_id = self.renamed.get(&id).copied().unwrap_or(id);
+                let updated = if b.finished > 0 {
+                    b.finished
+                } else {
+                    START / 1000
+                };
+                answer(
+                    200,
+                    format!(
+                        "{{\"id\":{},\"repo_id\":{repo_id},\"number\":{n},\"status\":\"{}\",\"event\":\"push\",\"started\":1,\"finished\":{},\"created\":1,\"updated\":{updated},\"version\":{},\"stages\":[]}}\n",
+                        id * 10_000 + n,
+                        b.status,
+                        b.finished,
+                        b.version
+                    ),
+                )
+            }
+            _ => panic!("unexpected drone call {path}"),
+        }
+    }
+
+    fn build_lookups(&self, id: u64, number: u64) -> usize {
+        let path = format!("/api/repos/{}/{}/builds/{number}", "octocat", repo(id).name);
+        self.calls.iter().filter(|p| **p == path).count()
+    }
+}
+
+struct Sim {
+    r: Reconciler,
+    now: u64,
+    drone: Drone,
+    /// (repo id, number, status, version) of every re-delivery.
+    delivered: Vec<(u64, u64, String, u64)>,
+    /// Leave every call unanswered (drone and pipeline unreachable).
+    silent: bool,
+}
+
+impl Sim {
+    fn new(cfg: Config) -> Self {
+        Sim {
+            r: Reconciler::new(cfg, 7),
+            now: START,
+            drone: Drone::default(),
+            delivered: vec![],
+            silent: false,
+        }
+    }
+
+    /// Drone's Unix seconds `ago_s` before the reconciler started.
+    fn before_start(ago_s: u64) -> u64 {
+        START / 1000 - ago_s
+    }
+
+    /// Drone's Unix seconds now.
+    fn now_s(&self) -> u64 {
+        self.now / 1000
+    }
+
+    /// A webhook passed the filter now, signed by drone (`verified`) or not.
+    fn saw(&mut self, h: ParsedWebhook, outcome: DeliveryOutcome, verified: bool) {
+        let o = Observation {
+            webhook: h,
+            outcome,
+            verified,
+        };
+        self.r.observe(o, self.now);
+    }
+
+    fn run(&mut self, ms: u64) {
+        let end = self.now + ms;
+        while self.now < end {
+            self.now += 100;
+            let mut calls = self.r.tick(self.now);
+            if self.silent {
+                continue;
+            }
+            while let Some(call) = calls.pop() {
+                let answer = if call.cluster == "drone" {
+                    self.drone.answer(&call)
+                } else {
+                    let v: serde_json::Value = serde_json::from_slice(&call.body).unwrap();
+                    self.delivered.push((
+                        v["repo"]["id"].as_u64().unwrap(),
+                        v["build"]["number"].as_u64().unwrap(),
+                        v["build"]["status"].as_str().unwrap().into(),
+                        v["build"]["version"].as_u64().unwrap(),
+                    ));
+                    CallResult::Response {
+                        status: 200,
+                        body: vec![],
+                    }
+                };
+                calls.extend(self.r.on_response(call.id, answer, self.now));
+            }
+        }
+    }
+
+    fn numbers_delivered(&self, id: u64) -> Vec<u64> {
+        let of_repo = self.delivered.iter().filter(|d| d.0 == id);
+        of_repo.map(|d| d.1).collect()
+    }
+}
+
+// ------------------------------------------------------------------ finding 1
+
+/// Finding 1: `monitor`; a genuine signed `running v2` for build 101, then one unsigned POST
+/// naming the repository's old, finished build 50. Drone confirms 50 exists, yet nothing
+/// below 101 is re-delivered, no number is filled in as missed, and drone is asked about 50
+/// alone.
+#[test]
+fn a_hint_naming_an_old_finished_build_reaches_that_build_alone() {
+    let mut s = Sim::new(monitor(""));
+    for n in 1..=100 {
+        s.drone
+            .set(42, n, "success", 3, Sim::before_start(DAY_S - n * 60));
+    }
+    s.drone.set(42, 101, "running", 2, 0);
+    s.saw(hook(42, 101, "running", 2), Delivered, true);
+    s.saw(hook(42, 50, "success", 3), Delivered, false);
+    s.run(60_000);
+    assert_eq!(s.r.counters().builds_gap_filled, 0, "{:?}", s.r.counters());
+    assert!(s.delivered.is_empty(), "re-delivered {:?}", s.delivered);
+    assert_eq!(s.drone.build_lookups(42, 50), 1, "{:?}", s.drone.calls);
+    for n in (1..50).chain(51..=100) {
+        assert_eq!(s.drone.build_lookups(42, n), 0, "{n}: {:?}", s.drone.calls);
+    }
+    // 101 is still followed: its lost final state is re-delivered.
+    s.drone.set(42, 101, "failure", 5, s.now_s());
+    s.run(20_000);
+    assert_eq!(s.delivered, vec![(42, 101, "failure".to_string(), 5)]);
+}
+
+/// Finding 1, natively at 10 hints a second for a minute, each naming one of 100 old finished
+/// builds: a real lost `success` of build 101 is re-delivered as soon as without them, each
+/// old build costs drone one lookup at most, and nothing old is re-delivered or filled in.
+#[test]
+fn a_flood_of_hints_for_old_builds_delays_no_real_transition() {
+    let delay = |flood: bool| {
+        let mut s = Sim::new(monitor(""));
+        for n in 1..=100 {
+            s.drone.set(42, n, "success", 3, Sim::before_start(DAY_S));
+        }
+        s.drone.set(42, 101, "running", 2, 0);
+        s.saw(hook(42, 101, "running", 2), Delivered, true);
+        let mut lost_at = None;
+        for i in 0..600u64 {
+            if flood {
+                s.saw(hook(42, 1 + i % 100, "success", 3), Delivered, false);
+            }
+            if i == 100 {
+                s.drone.set(42, 101, "success", 3, s.now_s());
+                lost_at = Some(s.now);
+            }
+            s.run(100);
+            if s.delivered.contains(&(42, 101, "success".to_string(), 3)) {
+                break;
+            }
+        }
+        assert_eq!(s.numbers_delivered(42), vec![101], "{:?}", s.delivered);
+        assert_eq!(s.r.counters().builds_gap_filled, 0);
+        for n in 1..=100 {
+            assert!(
+                s.drone.build_lookups(42, n) <= 1,
+                "{n}: {:?}",
+                s.drone.calls
+            );
+        }
+        s.now - lost_at.unwrap()
+    };
+    let (quiet, flooded) = (delay(false), delay(true));
+    assert!(
+        flooded <= quiet + 1_000,
+        "{flooded} ms with hints, {quiet} ms without"
+    );
+}
+
+/// Finding 1 without an attacker: a restart lost the snapshot; the first webhook after it is
+/// build 61's, then long build 50 finishes (signed, delivered live). Builds 51-60 finished
+/// before the restart and reached the pipeline then: none is looked up or re-delivered (gap
+/// filling never goes below the lowest number seen as evidence).
+#[test]
+fn a_long_build_finishing_after_a_restart_fills_no_gap_below() {
+    let mut s = Sim::new(monitor(""));
+    for n in 51..=60 {
+        s.drone.set(42, n, "success", 3, Sim::before_start(3600));
+    }
+    s.drone.set(42, 50, "running", 2, 0);
+    s.drone.set(42, 61, "running", 2, 0);
+    s.saw(hook(42, 61, "running", 2), Delivered, true);
+    s.run(5_000);
+    s.drone.set(42, 50, "success", 5, s.now_s());
+    s.saw(hook(42, 50, "success", 5), Delivered, true);
+    s.run(60_000);
+    assert_eq!(s.r.counters().builds_gap_filled, 0);
+    assert!(s.delivered.is_empty(), "re-delivered {:?}", s.delivered);
+    for n in 51..=60 {
+        assert_eq!(s.drone.build_lookups(42, n), 0, "{n}");
+    }
+}
+
+/// The time rule, whatever found the build: after a restart, builds found above evidence 61
+/// (by discovery or gap filling) hold builds that finished before the reconciler watched the repository (62,
+/// 63: the pipeline had them) and one that finished after with every webhook lost (64): only
+/// 64 is re-delivered; 62 and 63 are counted and forgotten.
+#[test]
+fn builds_that_finished_before_the_watch_began_are_never_redelivered() {
+    let mut s = Sim::new(monitor(""));
+    s.drone.set(42, 61, "running", 2, 0);
+    s.saw(hook(42, 61, "running", 2), Delivered, true);
+    s.drone.set(42, 62, "success", 3, Sim::before_start(3600));
+    s.drone.set(42, 63, "failure", 3, Sim::before_start(600));
+    s.run(2_000);
+    s.drone.set(42, 64, "success", 3, s.now_s());
+    s.drone.set(42, 65, "running", 2, 0);
+    s.saw(hook(42, 65, "running", 2), Delivered, true);
+    s.run(30_000);
+    let c = s.r.counters();
+    assert_eq!(c.builds_gap_filled + c.builds_discovered, 3, "{c:?}");
+    assert_eq!(s.numbers_delivered(42), vec![64], "{:?}", s.delivered);
+    assert_eq!(s.r.counters().builds_finished_unwatched, 2);
+    assert!(!s.r.ledger().contains(&key(42, 62)));
+    assert!(!s.r.ledger().contains(&key(42, 63)));
+}
+
+/// The same rule in `off`, where every webhook is a hint: an old finished build a hint names
+/// is looked up and forgotten, a build that finished while watched is re-delivered.
+#[test]
+fn in_off_mode_a_hint_redelivers_only_what_finished_while_watched() {
+    let mut s = Sim::new(config(""));
+    s.drone
+        .set(42, 10, "success", 3, Sim::before_start(2 * DAY_S));
+    s.drone.set(42, 11, "running", 2, 0);
+    s.saw(hook(42, 11, "running", 2), Delivered, false);
+    s.run(3_000);
+    s.saw(hook(42, 10, "success", 3), NotDelivered, false);
+    s.drone.set(42, 11, "success", 3, s.now_s());
+    s.run(30_000);
+    assert_eq!(s.numbers_delivered(42), vec![11], "{:?}", s.delivered);
+    assert_eq!(s.r.counters().builds_finished_unwatched, 1);
+    assert_eq!(s.r.ledger().len(), 0);
+}
+
+/// In `off` nothing can be evidence: drone's answers to the lookups hints asked for are the
+/// best there is, and they come in lookup order. Builds 1 and 3 are announced, 2 (declined,
+/// its one webhook lost) is not, and drone's `counter` already shows 3 (discovery's first look
+/// is only a baseline): 2 is found by number, whichever of 1 and 3 drone answers first.
+#[test]
+fn in_off_mode_drones_answers_to_hints_fill_the_gap_in_either_order() {
+    for first in [1u64, 3] {
+        let mut s = Sim::new(config(""));
+        s.drone.set(42, 1, "running", 2, 0);
+        s.drone.set(42, 2, "declined", 2, s.now_s());
+        s.drone.set(42, 3, "running", 2, 0);
+        for n in [1u64, 3] {
+            // NotDelivered: looked up at once; Delivered: after `stale_after_ms`.
+            let outcome = if n == first { NotDelivered } else { Delivered };
+            s.saw(hook(42, n, "running", 2), outcome, false);
+        }
+        s.run(30_000);
+        assert!(
+            s.delivered.contains(&(42, 2, "declined".to_string(), 2)),
+            "{first} first: {:?}",
+            s.delivered
+        );
+    }
+}
+
+// ------------------------------------------------------------------ finding 7
+
+/// Finding 7: `max_repos: 2`; unsigned hints naming four other real repositories get their
+/// names confirmed by drone, yet the name of repository 42, whose build 5 is open, stays:
+/// its lost final state is re-delivered.
+#[test]
+fn hints_never_push_out_the_confirmed_name_of_a_repository_with_an_open_build() {
+    let mut s = Sim::new(monitor(r#","max_repos":2"#));
+    s.drone.set(42, 5, "running", 2, 0);
+    s.saw(hook(42, 5, "running", 2), Delivered, true);
+    s.run(1_000);
+    for id in 100..110 {
+        s.drone.set(id, 1, "running", 2, 0);
+        s.saw(hook(id, 1, "running", 2), Delivered, false);
+        s.run(3_000);
+    }
+    assert!(
+        (100..110).any(|id| s.r.repo_confirmed(id).is_some()),
+        "drone confirmed the hints' names"
+    );
+    assert_eq!(s.r.repo_confirmed(42), Some(("octocat", "hello-world")));
+    s.drone.set(42, 5, "success", 3, s.now_s());
+    s.run(20_000);
+    assert!(
+        s.delivered.contains(&(42, 5, "success".to_string(), 3)),
+        "{:?}",
+        s.delivered
+    );
+}
+
+// ------------------------------------------------------------------ unpinned behaviours
+
+/// A build answer whose `repo_id` is not the tracked build's (the name moved to another
+/// repository) is refused: nothing is delivered, the build stays tracked, the answer is
+/// counted as a failed call.
+#[test]
+fn a_build_answer_for_another_repository_is_refused() {
+    let mut s = Sim::new(monitor(""));
+    s.drone.set(42, 5, "success", 3, 0);
+    s.drone.renamed.insert(42, 43);
+    s.saw(hook(42, 5, "running", 2), NotDelivered, true);
+    s.run(5_000);
+    assert!(s.delivered.is_empty(), "{:?}", s.delivered);
+    assert!(s.r.ledger().contains(&key(42, 5)));
+    assert!(s.drone.build_lookups(42, 5) >= 1);
+    assert!(s.r.counters().drone_polls_failed >= 1);
+    assert_eq!(s.r.counters().builds_gap_filled, 0);
+}
+
+/// A hint-only record of a previous leader's snapshot never confirms its repository's name
+/// (the next leader asks drone first); a backed record does.
+#[test]
+fn a_hint_only_snapshot_record_never_confirms_a_name() {
+    let record = |id: u64, name: &str, class: Class| {
+        let mut e = Entry::new(START - 10_000, class);
+        e.next_due_ms = START;
+        let mut repo = repo(id);
+        repo.name = name.into();
+        Record {
+            repo,
+            number: 5,
+            entry: e,
+        }
+    };
+    let shard = snapshot::encode_shard(&[
+        record(42, "evil", Class::Hint),
+        record(7, "repo-7", Class::Backed),
+    ]);
+    let mut r = Reconciler::new(monitor(""), 1);
+    assert!(r.load_shard(&shard, START));
+    assert_eq!(r.repo_confirmed(42), None);
+    assert_eq!(r.repo_confirmed(7), Some(("octocat", "repo-7")));
+    let paths: Vec<String> = r
+        .tick(START + 100)
+        .iter()
+        .map(|c| c.header(":path").unwrap().to_string())
+        .collect();
+    assert!(
+        paths.contains(&"/api/repos/octocat/evil".to_string()),
+        "{paths:?}"
+    );
+    assert!(
+        !paths
+            .iter()
+            .any(|p| p.starts_with("/api/repos/octocat/evil/")),
+        "{paths:?}"
+    );
+}
+
+/// Only evidence moves the SLO gauges: an unverified webhook the pipeline did not take is no
+/// known-missing transition, and an unverified one it took recovers none.
+#[test]
+fn unverified_webhooks_never_move_the_slo_gauges() {
+    let mut s = Sim::new(monitor(""));
+    s.silent = true;
+    s.saw(hook(42, 5, "running", 2), NotDelivered, false);
+    s.run(10_000);
+    s.r.sample_slo(s.now);
+    assert_eq!(s.r.counters().transitions_lost, 0);
+    assert_eq!(s.r.counters().oldest_undelivered_seconds, 0);
+
+    let mut s = Sim::new(monitor(""));
+    s.silent = true;
+    s.saw(hook(42, 6, "running", 2), NotDelivered, true);
+    s.run(1_000);
+    s.saw(hook(42, 6, "success", 3), Delivered, false);
+    s.run(10_000);
+    s.r.sample_slo(s.now);
+    assert_eq!(s.r.counters().transitions_lost, 1);
+    assert_eq!(s.r.counters().transitions_recovered, 0);
+    assert!(s.r.counters().oldest_undelivered_seconds >= 10);
+}
+
+/// A build that finished (tombstoned) is never tracked again by gap filling: build 5, which a
+/// hint named and drone's final state finished, falls in the numbers 2-6 that discovery and
+/// evidence show later; it is not looked up again nor re-delivered twice.
+#[test]
+fn gap_filling_never_tracks_a_finished_build_again() {
+    let mut s = Sim::new(monitor(""));
+    s.drone.set(42, 1, "running", 2, 0);
+    s.saw(hook(42, 1, "running", 2), Delivered, true);
+    s.drone.set(42, 5, "success", 3, s.now_s());
+    s.saw(hook(42, 5, "running", 2), NotDelivered, false);
+    s.run(5_000);
+    assert_eq!(s.numbers_delivered(42), vec![5]);
+    let lookups = s.drone.build_lookups(42, 5);
+    for n in 2..=4 {
+        s.drone.set(42, n, "running", 2, 0);
+    }
+    s.drone.set(42, 7, "running", 2, 0);
+    s.saw(hook(42, 7, "running", 2), Delivered, true);
+    let c = s.r.counters();
+    assert_eq!(
+        c.builds_gap_filled + c.builds_discovered,
+        4,
+        "2, 3, 4, 6: {c:?}"
+    );
+    assert!(!s.r.ledger().contains(&key(42, 5)));
+    s.run(20_000);
+    assert_eq!(s.drone.build_lookups(42, 5), lookups, "{:?}", s.drone.calls);
+    let fives = s.numbers_delivered(42).iter().filter(|n| **n == 5).count();
+    assert_eq!(fives, 1, "{:?}", s.delivered);
+}
