@@ -525,8 +525,7 @@ fn a_signed_webhook_replayed_to_a_sub_path_does_not_settle_a_lost_state() -> Res
         .pipeline
         .received()
         .into_iter()
-        .filter(|r| r.build.as_deref() == Some(build.as_str()))
-        .last()
+        .rfind(|r| r.build.as_deref() == Some(build.as_str()))
         .context("a webhook of the build reached the pipeline")?;
     let mut v: Value = serde_json::from_slice(&stack.pipeline.body(last.seq).context("body")?)?;
     v["build"]["status"] = json!(state.status);

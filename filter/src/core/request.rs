@@ -201,6 +201,17 @@ impl Request {
         cfg.signature_mode != SignatureMode::Off && cfg.webhook_secret.is_some()
     }
 
+    /// Whether a request to `path` concerns the filter at all under `cfg`: exactly
+    /// `webhook_path` (observed, maybe checked), or, in `enforce`, any spelling the path
+    /// policy covers (checked: `webhook::is_webhook_path`). The shell reads no other header
+    /// otherwise, and outside `enforce` the policy (which decodes the path) never runs.
+    pub fn concerns(cfg: &Config, path: &str) -> bool {
+        webhook::is_delivery_path(path, &cfg.webhook_path)
+            || (cfg.signature_mode == SignatureMode::Enforce
+                && Self::checks_signatures(cfg)
+                && webhook::is_webhook_path(path, &cfg.webhook_path))
+    }
+
     /// The request headers. `now_ms` is the host's clock (the `Date` must be within
     /// `max_clock_skew_ms`); `end_of_stream`: the request has no body.
     pub fn on_headers(
@@ -808,6 +819,16 @@ mod tests {
         // The exact path still is evidence.
         let r = run(&enforce(), &build_webhook(Some(&b)), &b, 2, false);
         assert!(observed(r.finish(Some(404))).verified);
+    }
+
+    #[test]
+    fn only_the_exact_path_concerns_the_filter_outside_enforce() {
+        for (cfg, covered) in [(off(), false), (monitor(), false), (enforce(), true)] {
+            assert!(Request::concerns(&cfg, "/hook"));
+            assert_eq!(Request::concerns(&cfg, "/HOOK;x=1"), covered);
+            assert_eq!(Request::concerns(&cfg, "/hook/x"), covered);
+            assert!(!Request::concerns(&cfg, "/hooks"));
+        }
     }
 
     #[test]
