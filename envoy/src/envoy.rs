@@ -251,19 +251,17 @@ pub fn render_template(
     )
 }
 
-/// The route match of drone's webhooks, for the plugin's `webhook_path` (default `/hook`):
-/// the same paths the filter watches, i.e. the path itself and anything below it after `/`
-/// or `?` (`path_separated_prefix`), or a plain prefix when the path ends with `/`.
+/// The route match of drone's webhooks, for the plugin's `webhook_path` (default `/hook`): a
+/// case-insensitive `safe_regex` over every spelling `enforce` covers (`/HOOK`,
+/// `/hook;jsessionid=1`, `/hook.json`, `/hook%20`, `/hook/x`), from the filter's own path
+/// policy (`status_sync::core::webhook::webhook_route_regex`), so the route and the filter
+/// never disagree on what is checked.
 pub fn webhook_route_match(plugin: &Value) -> Value {
     let path = plugin
         .get("webhook_path")
         .and_then(Value::as_str)
         .unwrap_or("/hook");
-    if path.ends_with('/') {
-        json!({ "prefix": path })
-    } else {
-        json!({ "path_separated_prefix": path })
-    }
+    json!({ "safe_regex": { "regex": status_sync::core::webhook::webhook_route_regex(path) } })
 }
 
 /// Parses an Envoy YAML configuration into JSON (Envoy accepts either), for programmatic edits.
@@ -800,19 +798,33 @@ mod tests {
 
     #[test]
     fn webhook_route_matches_what_the_filter_watches() {
+        let re = |v: Value| webhook_route_match(&v)["safe_regex"]["regex"].clone();
+        assert_eq!(re(json!({})), json!("(?i)/hook.*"));
         assert_eq!(
-            webhook_route_match(&json!({})),
-            json!({"path_separated_prefix": "/hook"})
+            re(json!({"webhook_path": "/drone/events"})),
+            json!("(?i)/drone[^/]*/events.*")
         );
-        assert_eq!(
-            webhook_route_match(&json!({"webhook_path": "/drone/events"})),
-            json!({"path_separated_prefix": "/drone/events"})
-        );
-        // A path ending in `/` marks its own boundary: the filter treats it as a plain prefix.
-        assert_eq!(
-            webhook_route_match(&json!({"webhook_path": "/ci/"})),
-            json!({"prefix": "/ci/"})
-        );
+        assert_eq!(re(json!({"webhook_path": "/ci/"})), json!("(?i)/ci.*"));
+    }
+
+    /// The shipped example routes drone's webhooks with the regex its own `webhook_path`
+    /// gives: the one path policy of the filter.
+    #[test]
+    fn the_shipped_example_routes_webhooks_by_the_filters_path_policy() {
+        let example = include_str!("../envoy.yaml");
+        let mut v = yaml_to_json(example).unwrap();
+        let mut l = v["static_resources"]["listeners"][0].take();
+        let plugin: Value = {
+            let f = wasm_filters(&mut l);
+            let value = f[0]["typed_config"]["config"]["configuration"]["value"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            serde_json::from_str(&value).unwrap()
+        };
+        let routes = webhook_routes(&mut l);
+        assert_eq!(routes.len(), 1);
+        assert_eq!(routes[0]["match"], webhook_route_match(&plugin));
     }
 
     #[test]
@@ -850,7 +862,7 @@ mod tests {
         assert_eq!(f[0]["disabled"], true);
         let routes = &v["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
             ["typed_config"]["route_config"]["virtual_hosts"][0]["routes"];
-        assert_eq!(routes[0]["match"]["path_separated_prefix"], "/hook");
+        assert_eq!(routes[0]["match"]["safe_regex"]["regex"], "(?i)/hook.*");
         assert_eq!(
             routes[0]["typed_per_filter_config"]["envoy.filters.http.wasm"]["@type"],
             "type.googleapis.com/envoy.config.route.v3.FilterConfig"
@@ -864,7 +876,10 @@ mod tests {
         set_plugin_config(&mut l2, &moved).unwrap();
         let r2 = &l2["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]
             ["virtual_hosts"][0]["routes"];
-        assert_eq!(r2[0]["match"], json!({"path_separated_prefix": "/hook2"}));
+        assert_eq!(
+            r2[0]["match"],
+            json!({"safe_regex": {"regex": "(?i)/hook2.*"}})
+        );
         assert_eq!(r2[1]["match"], json!({"prefix": "/"}));
         let ls = to_lds(&mut v, Path::new("/tmp/d/l.json")).unwrap();
         assert_eq!(ls.len(), 1);

@@ -432,6 +432,124 @@ fn paths_that_normalize_to_the_webhook_path_are_checked() -> Result<()> {
     Ok(())
 }
 
+/// Issue 20, finding 3: `enforce` covered one spelling of the path. Unsigned forged POSTs to
+/// `/HOOK`, `/Hook`, `/hook;jsessionid=1`, `/hook.json` and `/hook%20` missed the webhook
+/// route (`path_separated_prefix`, case-sensitive) and reached the pipeline, whose framework
+/// may route them to the webhook's handler (Express and ASP.NET ignore case, Spring drops `;`
+/// parameters, Rails maps `.json`). Now the route and the filter share one path policy: each
+/// is 401. `/hooks` is another path and passes; a signed request to `/HOOK` passes, but is
+/// not observed (only the exact `webhook_path` is evidence).
+#[test]
+fn enforce_checks_every_spelling_a_framework_routes_to_the_webhook_path() -> Result<()> {
+    let (_slot, stack) = enforcing_stack()?;
+    let port = stack.envoy.listen_port();
+    let body = webhook("success", 4);
+    let variants = [
+        "/HOOK",
+        "/Hook",
+        "/hook;jsessionid=1",
+        "/hook.json",
+        "/hook%20",
+        "/hook%3Bx",
+        "/HOOK/x",
+        "/Hook?x=1",
+        "//HOOK",
+        "/x/../Hook.json",
+    ];
+    for path in variants {
+        let (code, _) = raw_post(port, path, &[], &body)?;
+        assert_eq!(code, 401, "{path}: unsigned, must be refused");
+    }
+    assert!(
+        stack.pipeline.received().is_empty(),
+        "an unsigned variant reached the pipeline: {:?}",
+        stack.pipeline.received()
+    );
+    wait_metric(&stack, "webhooks_rejected", variants.len() as i64)?;
+    // Another path: not checked, forwarded.
+    let (code, _) = raw_post(port, "/hooks", &[], &body)?;
+    assert_eq!(code, 200, "/hooks is not the webhook path");
+    // Signed: passes, but a delivery to another path is no evidence.
+    let (code, _) = raw_post(port, "/HOOK", &signed_headers(&body), &body)?;
+    assert_eq!(code, 200, "signed, another spelling");
+    let paths: Vec<String> = stack
+        .pipeline
+        .received()
+        .into_iter()
+        .map(|r| r.path)
+        .collect();
+    assert_eq!(paths, ["/hooks", "/HOOK"]);
+    assert_eq!(
+        stack.envoy.metric("webhooks_observed")?,
+        0,
+        "nothing observed"
+    );
+    Ok(())
+}
+
+/// Issue 20, finding 4: the genuine signed final webhook of a build is lost; the same headers
+/// and body, replayed within `max_clock_skew_ms` to `/hook/x` (the pipeline answers 404),
+/// were taken as a refused delivery and the build was finished without its final state. Now
+/// only the exact `webhook_path` is evidence: the replay passes (it is signed) but is not
+/// observed, and the reconciler re-delivers drone's final state.
+#[test]
+fn a_signed_webhook_replayed_to_a_sub_path_does_not_settle_a_lost_state() -> Result<()> {
+    use envoy_e2e::drone_sim::{BuildPlan, Outcome};
+    use envoy_e2e::pipeline_sim::FailRule;
+    let _slot = slot();
+    let drone = DroneSimConfig {
+        webhook_secret: SECRET.into(),
+        ..DroneSimConfig::default()
+    };
+    let stack = Stack::start(&tools(), drone, |spec| {
+        spec.plugin["webhook_secret"] = json!(SECRET);
+        spec.plugin["signature_mode"] = json!("enforce");
+        // The replay comes well before the reconciler's first look at the build.
+        spec.plugin["stale_after_ms"] = json!(5000);
+        spec.plugin["max_poll_interval_ms"] = json!(20000);
+    })?;
+    let mut plan = BuildPlan::new(0, Outcome::Failure);
+    plan.lose_final = true;
+    let key = stack.drone.schedule(plan, Duration::from_millis(100));
+    stack.wait_drone_idle(WAIT)?;
+    let build = key.to_string();
+    let state = stack
+        .drone
+        .builds()
+        .into_iter()
+        .find(|b| b.key == key)
+        .context("drone has the build")?;
+    // The lost webhook, as captured on the way: drone's last body for the build with its
+    // final status and version, signed within the clock skew.
+    let last = stack
+        .pipeline
+        .received()
+        .into_iter()
+        .rfind(|r| r.build.as_deref() == Some(build.as_str()))
+        .context("a webhook of the build reached the pipeline")?;
+    let mut v: Value = serde_json::from_slice(&stack.pipeline.body(last.seq).context("body")?)?;
+    v["build"]["status"] = json!(state.status);
+    v["build"]["version"] = json!(state.version);
+    let replay = serde_json::to_vec(&v)?;
+    stack
+        .pipeline
+        .add_rule(FailRule::build(&build, 404).times(1));
+    let port = stack.envoy.listen_port();
+    let (code, _) = raw_post(port, "/hook/x", &signed_headers(&replay), &replay)?;
+    assert_eq!(
+        code, 404,
+        "the signed replay passed and the pipeline refused it"
+    );
+    stack.wait_converged(WAIT, |k| *k == key)?;
+    let redelivered = stack.pipeline.received().into_iter().any(|r| {
+        r.is_redelivery()
+            && r.build.as_deref() == Some(build.as_str())
+            && r.version == Some(state.version)
+    });
+    assert!(redelivered, "drone's final state re-delivered");
+    Ok(())
+}
+
 /// Attack 3 (`off`, nothing verified): an unsigned webhook naming a real `repo.id` under the
 /// attacker's `namespace`/`name` (with its own `repo` and `system` objects) arrives before any
 /// real webhook of that repository. Before: every later lookup for that repository id went to

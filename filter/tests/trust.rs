@@ -593,6 +593,83 @@ fn a_claim_racing_the_lookup_is_asked_about_again() {
     assert_eq!(s.r.ledger().len(), 0);
 }
 
+/// Issue 20, finding 2: a forged webhook the pipeline refused (401: it verifies drone's
+/// signature) is no claim at all. Drone's real final state, whose webhook was lost, is
+/// re-delivered even though the forgery guessed it (version and status) exactly.
+#[test]
+fn a_refused_forgery_is_no_claim_and_settles_nothing() {
+    let mut s = Sim::new(config(""));
+    s.announced(42, 7, "running", 2, true);
+    // The genuine `failure v5` is lost; a forged one, unsigned, is answered 401.
+    s.drone.set(42, 7, "failure", 5);
+    s.saw(hook(42, 7, "failure", 5), Refused, false);
+    s.run(60_000);
+    assert_eq!(s.states(), vec![("failure".to_string(), 5)]);
+    assert_eq!(s.r.ledger().len(), 0, "delivered, then finished");
+}
+
+/// A claim settles only when drone shows its version *and* its status: a forged `success v5`
+/// the pipeline took does not settle drone's `failure v5` (pins the status half of the match).
+#[test]
+fn a_claim_with_drones_version_but_another_status_settles_nothing() {
+    let mut s = Sim::new(config(""));
+    s.announced(42, 8, "running", 2, true);
+    s.drone.set(42, 8, "failure", 5);
+    s.saw(hook(42, 8, "success", 5), Delivered, false);
+    s.run(60_000);
+    assert_eq!(s.states(), vec![("failure".to_string(), 5)]);
+}
+
+/// "One look at most": a forged claim racing every lookup of a build defers its re-delivery
+/// once; at the second lookup drone's state is delivered, however many claims keep racing.
+#[test]
+fn forged_claims_racing_every_lookup_defer_a_redelivery_once() {
+    let mut s = Sim::new(config(""));
+    s.announced(42, 3, "running", 1, true);
+    s.drone.set(42, 3, "success", 4); // its webhook lost
+    let path = "/api/repos/octocat/hello-world/builds/3";
+    let end = s.now + 60_000;
+    let mut lookups = 0;
+    let mut delivered = None;
+    'looks: for forged_version in 10.. {
+        // The next lookup of build 3 (other calls are answered as drone would).
+        let call = loop {
+            assert!(s.now < end, "no lookup of build 3");
+            s.now += 100;
+            let mut calls = s.r.tick(s.now);
+            let mut lookup = None;
+            while let Some(c) = calls.pop() {
+                if c.header(":path") == Some(path) {
+                    lookup = Some(c);
+                } else {
+                    let answer = s.drone.answer(&c);
+                    calls.extend(s.r.on_response(c.id, answer, s.now));
+                }
+            }
+            if let Some(c) = lookup {
+                break c;
+            }
+        };
+        lookups += 1;
+        // A forged claim above drone's state arrives while the lookup is on its way.
+        s.saw(hook(42, 3, "success", forged_version), Delivered, false);
+        let answer = s.drone.answer(&call);
+        for c in s.r.on_response(call.id, answer, s.now) {
+            if c.cluster == "pipeline" {
+                let v: serde_json::Value = serde_json::from_slice(&c.body).unwrap();
+                delivered = Some((
+                    v["build"]["status"].as_str().unwrap().to_string(),
+                    v["build"]["version"].as_u64().unwrap(),
+                ));
+                break 'looks;
+            }
+        }
+        assert!(lookups < 5, "still deferred after {lookups} lookups");
+    }
+    assert_eq!(lookups, 2, "one deferral, then drone's state");
+    assert_eq!(delivered, Some(("success".to_string(), 4)));
+}
+
 /// Attack 8: the bearer token and the webhook signature never appear in `Debug`.
 #[test]
 fn outgoing_call_debug_redacts_secrets() {

@@ -4,12 +4,16 @@
 //!
 //! Input: the whole input is the webhook body for `parse_webhook`; the same bytes split on
 //! `\n` give `method`, `path`, `X-Drone-Event` (absent when there is no third line) and the
-//! configured `webhook_path` for `is_build_webhook`.
+//! configured `webhook_path` for `is_build_webhook` and the enforce path policy
+//! (`is_webhook_path`, `webhook_route_regex`).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use status_sync::core::model::ParseError;
-use status_sync::core::webhook::{is_build_webhook, parse_webhook, reference, scan_webhook};
+use status_sync::core::webhook::{
+    is_build_webhook, is_webhook_path, parse_webhook, reference, scan_webhook,
+    webhook_route_regex,
+};
 
 fuzz_target!(|data: &[u8]| {
     let ours = parse_webhook(data);
@@ -31,4 +35,8 @@ fuzz_target!(|data: &[u8]| {
     let event = lines.next();
     let webhook_path = lines.next().unwrap_or("/hook");
     let _ = is_build_webhook(method, path, event, webhook_path);
+    // The enforce path policy: the exact path is always covered by it.
+    let covered = is_webhook_path(path, webhook_path);
+    assert!(covered || path != webhook_path || webhook_path.is_empty());
+    let _ = webhook_route_regex(webhook_path);
 });

@@ -430,8 +430,11 @@ pub const KEYS: &[Key] = &[
         name: "webhook_path",
         spec: Spec::text("/hook", "starts with `/`"),
         help: help(
-            "path (prefix) of drone's webhooks on the pipeline; re-deliveries are POSTed to \
-               it. In `envoy.yaml` the route that enables the filter must match the same path",
+            "path (and query) of drone's webhooks on the pipeline, exactly: only a request to \
+               it is observed, and re-deliveries are POSTed to it. `enforce` also checks every \
+               spelling a framework may route to it (case, `;` parameters, suffixes, \
+               sub-paths). In `envoy.yaml` the webhook route must be the one \
+               `webhook_route_match` gives for it",
         ),
     },
     Key {

@@ -82,8 +82,9 @@ pub struct Entry {
     /// confirmed it; 0 = none yet (drone versions start at 1).
     pub settled_version: u64,
     pub settled_status: BuildStatus,
-    /// What the latest unverified webhook claims the pipeline answered 2xx/4xx to, kept apart
-    /// until drone's answer confirms it (same version and status); 0 = no claim.
+    /// What the latest unverified webhook claims the pipeline took (answered 2xx; a refused
+    /// one is no claim), kept apart until drone's answer confirms it (same version and
+    /// status); 0 = no claim.
     pub claimed_version: u64,
     pub claimed_status: BuildStatus,
     pub class: Class,

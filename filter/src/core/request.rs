@@ -51,7 +51,7 @@ pub const REJECT_BODY: &[u8] = b"invalid webhook signature\n";
 /// What the request headers decided.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HeadersStep {
-    /// A build webhook (`POST`, `X-Drone-Event: build`, under `webhook_path`): count it as
+    /// A build webhook (`POST`, `X-Drone-Event: build`, to exactly `webhook_path`): count it as
     /// observed, whatever the signature checks decide.
     pub observed: bool,
     pub decision: Decision,
@@ -201,6 +201,17 @@ impl Request {
         cfg.signature_mode != SignatureMode::Off && cfg.webhook_secret.is_some()
     }
 
+    /// Whether a request to `path` concerns the filter at all under `cfg`: exactly
+    /// `webhook_path` (observed, maybe checked), or, in `enforce`, any spelling the path
+    /// policy covers (checked: `webhook::is_webhook_path`). The shell reads no other header
+    /// otherwise, and outside `enforce` the policy (which decodes the path) never runs.
+    pub fn concerns(cfg: &Config, path: &str) -> bool {
+        webhook::is_delivery_path(path, &cfg.webhook_path)
+            || (cfg.signature_mode == SignatureMode::Enforce
+                && Self::checks_signatures(cfg)
+                && webhook::is_webhook_path(path, &cfg.webhook_path))
+    }
+
     /// The request headers. `now_ms` is the host's clock (the `Date` must be within
     /// `max_clock_skew_ms`); `end_of_stream`: the request has no body.
     pub fn on_headers(
@@ -214,20 +225,23 @@ impl Request {
             observed: false,
             decision: Decision::Continue,
         };
-        // Cheapest rejections first: most requests to a pipeline are not drone's webhooks.
-        if !webhook::is_webhook_path(h.path, &cfg.webhook_path) {
-            return pass;
-        }
-        let build = webhook::is_build_event(h.method, h.drone_event);
+        // Only the exact `webhook_path` is evidence of delivery (see
+        // `webhook::is_delivery_path`): the same signed bytes replayed to `/hook/x` are not a
+        // delivery or refusal of their transition, so they are never observed, in any mode.
+        let exact = webhook::is_delivery_path(h.path, &cfg.webhook_path);
+        let build = exact && webhook::is_build_event(h.method, h.drone_event);
         let secret = cfg
             .webhook_secret
             .as_ref()
             .filter(|_| Self::checks_signatures(cfg));
         let enforce = cfg.signature_mode == SignatureMode::Enforce && secret.is_some();
-        // `enforce` covers every request to the webhook path (any method, any or no event
-        // header): a PUT, or a POST without `X-Drone-Event: build`, is drone's only if signed.
-        // Such a request, once verified, passes through and is not observed.
-        if !build && !enforce {
+        // `enforce` covers every request a framework could route to the webhook's handler
+        // (`webhook::is_webhook_path`: any case, `;` parameters, suffixes, sub-paths), with any
+        // method and any or no event header: a PUT, a POST without `X-Drone-Event: build`, or
+        // a POST to `/HOOK` is drone's only if signed. Such a request, once verified, passes
+        // through and is not observed.
+        let covered = enforce && (exact || webhook::is_webhook_path(h.path, &cfg.webhook_path));
+        if !build && !covered {
             return pass;
         }
         let copy = build.then(|| Copy {
@@ -752,6 +766,68 @@ mod tests {
             assert!(run.decisions.iter().all(|d| *d == Decision::Continue));
             assert_eq!(run.req.body_read(10, true), Read::Nothing);
             assert_eq!(run.finish(Some(200)), Finish::Nothing);
+        }
+    }
+
+    /// Issue 20, finding 3: an unsigned request to any spelling a framework routes to the
+    /// webhook's handler is refused in `enforce`, whatever its method.
+    #[test]
+    fn enforce_rejects_unsigned_requests_to_every_spelling_of_the_path() {
+        let b = body();
+        for path in [
+            "/HOOK",
+            "/Hook",
+            "/hook;jsessionid=1",
+            "/hook.json",
+            "/hook%20",
+            "/hook/x",
+            "/hook?x=1",
+        ] {
+            for method in ["POST", "PUT"] {
+                let r = Req {
+                    method,
+                    path,
+                    event: Some("build"),
+                    signed: None,
+                };
+                let run = run(&enforce(), &r, &b, 1, false);
+                assert!(run.rejected(), "{method} {path}: unsigned, must be refused");
+                assert!(!run.observed, "{method} {path}: not the delivery path");
+            }
+        }
+    }
+
+    /// Issue 20, finding 4: the genuine signed webhook replayed within the clock skew to
+    /// another spelling of the path passes `enforce` (it is signed), but is no evidence of
+    /// delivery or refusal: nothing is observed, whatever the pipeline answers, in any mode.
+    #[test]
+    fn a_signed_webhook_replayed_to_another_path_is_not_observed() {
+        let b = body();
+        for path in ["/hook/x", "/hook?x=1", "/HOOK", "/hook.json", "/hook/"] {
+            for cfg in [off(), monitor(), enforce()] {
+                let r = Req {
+                    path,
+                    ..build_webhook(Some(&b))
+                };
+                let run = run(&cfg, &r, &b, 2, false);
+                assert!(!run.rejected(), "{path}: signed");
+                assert!(!run.observed, "{path}: counted as observed");
+                assert!(!run.req.wants_response_status(), "{path}");
+                assert_eq!(run.finish(Some(404)), Finish::Nothing, "{path}");
+            }
+        }
+        // The exact path still is evidence.
+        let r = run(&enforce(), &build_webhook(Some(&b)), &b, 2, false);
+        assert!(observed(r.finish(Some(404))).verified);
+    }
+
+    #[test]
+    fn only_the_exact_path_concerns_the_filter_outside_enforce() {
+        for (cfg, covered) in [(off(), false), (monitor(), false), (enforce(), true)] {
+            assert!(Request::concerns(&cfg, "/hook"));
+            assert_eq!(Request::concerns(&cfg, "/HOOK;x=1"), covered);
+            assert_eq!(Request::concerns(&cfg, "/hook/x"), covered);
+            assert!(!Request::concerns(&cfg, "/hooks"));
         }
     }
 

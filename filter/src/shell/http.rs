@@ -199,9 +199,10 @@ impl HttpContext for Observer {
         };
         let req = |name: &str| utf8(host::header(MapType::HttpRequestHeaders, name).as_deref());
         // Cheapest first: most requests to a pipeline are not drone's webhooks, and the
-        // other headers are read only for requests to the webhook path.
+        // other headers are read only for requests to the webhook path (in `enforce`, any
+        // spelling of it).
         let path = req(":path").unwrap_or_default();
-        if !crate::core::webhook::is_webhook_path(&path, &shared.cfg.webhook_path) {
+        if !Request::concerns(&shared.cfg, &path) {
             return Action::Continue;
         }
         let (method, event) = (req(":method").unwrap_or_default(), req("x-drone-event"));

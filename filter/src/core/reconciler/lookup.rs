@@ -159,10 +159,12 @@ impl Reconciler {
         });
     }
 
-    /// A claim (an unverified webhook the pipeline took) above drone's answer came while the
-    /// call was on its way: drone may have written the build since it answered. Asks again
-    /// before delivering anything older, once per lookup, so a forged claim delays a real
-    /// transition by one look at most. True when deferred.
+    /// A claim (an unverified webhook the pipeline took, 2xx) above drone's answer came while
+    /// the call was on its way: drone may have written the build since it answered. Asks again
+    /// before delivering anything older, once: `deferred` stays set until an answer is acted
+    /// on, so claims racing every later lookup cannot defer the same re-delivery again, and a
+    /// forged claim delays a real transition by one look at most (pinned by
+    /// `forged_claims_racing_every_lookup_defer_a_redelivery_once`). True when deferred.
     pub(super) fn defer_for_claim(&mut self, key: BuildKey, entry: &Entry, now_ms: u64) -> bool {
         if entry.deferred {
             return false;
@@ -289,7 +291,10 @@ impl Reconciler {
             && entry.claimed_status == api.status
             && api.version > settled.0
         {
-            // Drone confirms what the unverified webhook said the pipeline answered.
+            // Drone confirms what the unverified webhook said the pipeline took: the same
+            // version *and* status, never the version alone (a forged `success v5` must not
+            // settle drone's `failure v5`; pinned by
+            // `a_claim_with_drones_version_but_another_status_settles_nothing`).
             settled = (api.version, api.status);
         }
         self.ledger.update(&key, |e| {

@@ -102,8 +102,8 @@ impl Reconciler {
         }
     }
 
-    /// A hint: remember the candidate name and the claim, and make sure drone is asked. Never
-    /// settles, finishes or delays anything: a hint can only bring a hint-only build's lookup
+    /// A hint: remember the candidate name and the claim (if the pipeline answered it 2xx),
+    /// and make sure drone is asked. Never settles, finishes or delays anything: a hint can only bring a hint-only build's lookup
     /// closer, never push any lookup later, and builds backed by evidence or drone keep their
     /// own schedule.
     fn observe_hint(&mut self, hint: Hint, now_ms: u64) {
@@ -118,11 +118,13 @@ impl Reconciler {
         {
             return;
         }
-        let claim = matches!(
-            outcome,
-            DeliveryOutcome::Delivered | DeliveryOutcome::Refused
-        )
-        .then_some((hook.version, hook.status));
+        // A claim is what an unverified webhook says the pipeline *took*: only a 2xx counts.
+        // A refused one (4xx: a pipeline that verifies drone's signature answers a forgery
+        // 401) is no claim at all, so it can never settle or tombstone anything (issue 20,
+        // finding 2): the forgery guessing a lost final state would otherwise suppress its
+        // re-delivery. A claim never settles on its own either: only drone's answer showing
+        // the same version *and* status does (see `on_build`), or it defers one look.
+        let claim = (outcome == DeliveryOutcome::Delivered).then_some((hook.version, hook.status));
         let due = match outcome {
             DeliveryOutcome::NotDelivered => now_ms,
             _ => now_ms.saturating_add(self.rng.jitter(self.cfg.stale_after_ms)),
