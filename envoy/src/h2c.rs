@@ -20,6 +20,7 @@ const HEADERS: u8 = 0x1;
 const RST_STREAM: u8 = 0x3;
 const SETTINGS: u8 = 0x4;
 const GOAWAY: u8 = 0x7;
+const WINDOW_UPDATE: u8 = 0x8;
 const END_STREAM: u8 = 0x1;
 const END_HEADERS: u8 = 0x4;
 const ACK: u8 = 0x1;
@@ -115,6 +116,80 @@ pub fn request_with_trailers(
             Err(e) => return Err(e).context("read"),
         }
     }
+}
+
+/// Slow clients on one connection to `127.0.0.1:port`: `streams` `POST`s to `path` with
+/// `headers`, each sending `bytes` of body and never its end (issue 20, finding 5). Waits until
+/// Envoy opened its flow-control windows, writes everything (within `timeout`), and returns the
+/// connection: the streams stay open until it is dropped, which resets them all.
+pub fn slow_streams(
+    port: u16,
+    path: &str,
+    headers: &[(&str, &str)],
+    streams: u32,
+    bytes: usize,
+    timeout: Duration,
+) -> Result<TcpStream> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).context("connect")?;
+    s.set_read_timeout(Some(Duration::from_millis(200)))?;
+    s.set_write_timeout(Some(timeout))?;
+    let mut out = PREFACE.to_vec();
+    frame(&mut out, SETTINGS, 0, 0, &[]);
+    s.write_all(&out).context("write preface")?;
+    // Envoy's SETTINGS (stream windows) and its connection WINDOW_UPDATE come first; without
+    // them only 65,535 bytes may be sent.
+    let deadline = Instant::now() + timeout;
+    let mut buf = Vec::new();
+    let mut tmp = [0u8; 16_384];
+    let mut window_open = false;
+    while !window_open {
+        while let Some((kind, flags, stream, _, used)) = parse_frame(&buf) {
+            if kind == SETTINGS && flags & ACK == 0 {
+                let mut ack = Vec::new();
+                frame(&mut ack, SETTINGS, ACK, 0, &[]);
+                s.write_all(&ack)?;
+            }
+            window_open |= kind == WINDOW_UPDATE && stream == 0;
+            buf.drain(..used);
+        }
+        if window_open {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("Envoy opened no connection window within {timeout:?}");
+        }
+        match s.read(&mut tmp) {
+            Ok(0) => bail!("connection closed"),
+            Ok(n) => buf.extend_from_slice(&tmp[..n]),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(e) => return Err(e).context("read"),
+        }
+    }
+    let body = vec![b' '; bytes];
+    for i in 0..streams {
+        let id = 1 + 2 * i;
+        let mut out = Vec::new();
+        let mut block = Vec::new();
+        for (k, v) in [
+            (":method", "POST"),
+            (":scheme", "http"),
+            (":authority", "localhost"),
+            (":path", path),
+        ]
+        .into_iter()
+        .chain(headers.iter().copied())
+        {
+            literal(&mut block, k, v);
+        }
+        frame(&mut out, HEADERS, END_HEADERS, id, &block);
+        for chunk in body.chunks(MAX_FRAME) {
+            frame(&mut out, DATA, 0, id, chunk);
+        }
+        s.write_all(&out).context("write a stream")?;
+    }
+    Ok(s)
 }
 
 fn frame(out: &mut Vec<u8>, kind: u8, flags: u8, stream: u32, payload: &[u8]) {

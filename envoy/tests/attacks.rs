@@ -653,3 +653,90 @@ fn attack_3_forged_repository_name_never_steers_lookups_or_redeliveries() -> Res
     }
     Ok(())
 }
+
+/// Issue 20, finding 5, in a real Envoy: 800 HTTP/2 streams to `/hook`, each sending 250 KB
+/// and never finishing, then reset. Envoy's RSS grows by Envoy's own buffering plus, at most,
+/// `max_body_bytes_in_flight` per worker; with room for every stream (the behaviour before the
+/// cap) it grows by the bodies' 200 MB more. The streams that did not fit are counted once
+/// they end. Prints the figures BENCHMARKS.md (benchmark 9) quotes.
+#[test]
+fn slow_bodies_grow_envoy_by_at_most_the_cap_per_worker() -> Result<()> {
+    const STREAMS: u32 = 800;
+    const BYTES: usize = 250_000;
+    let _slot = slot();
+    let run = |cap: Option<u64>| -> Result<(u64, i64)> {
+        let stack = Stack::start(&tools(), DroneSimConfig::default(), |spec| {
+            if let Some(cap) = cap {
+                spec.plugin["max_body_bytes_in_flight"] = json!(cap);
+            }
+        })?;
+        let agent = util::agent(Duration::from_secs(30));
+        for i in 0..WARM_UP {
+            post_build_webhook(&agent, &stack, &webhook("running", 2 + i))?;
+        }
+        wait_metric(&stack, "webhooks_observed", WARM_UP as i64)?;
+        let before = stack.envoy.rss_kib()?;
+        let headers = [
+            ("x-drone-event", "build"),
+            ("content-type", "application/json"),
+        ];
+        let conn = h2c::slow_streams(
+            stack.envoy.listen_port(),
+            "/hook",
+            &headers,
+            STREAMS,
+            BYTES,
+            WAIT,
+        )?;
+        wait_metric(&stack, "webhooks_observed", WARM_UP as i64 + STREAMS as i64)?;
+        // Envoy takes the bodies in as fast as it reads them: wait until its RSS holds still.
+        let mut last = 0;
+        let peak = wait_for(
+            "Envoy's RSS to settle",
+            WAIT,
+            Duration::from_millis(500),
+            || {
+                let now = stack.envoy.rss_kib()?;
+                let settled = now.abs_diff(last) < 1024;
+                last = now;
+                Ok(if settled {
+                    Ok(now)
+                } else {
+                    Err(format!("{now} KiB"))
+                })
+            },
+        )?;
+        drop(conn);
+        let ended = |s: &Stack| -> Result<i64> {
+            Ok(s.envoy.metric("webhooks_over_budget")? + s.envoy.metric("webhooks_unparsable")?)
+        };
+        wait_for("the reset streams to be counted", WAIT, POLL, || {
+            let n = ended(&stack)?;
+            Ok(if n >= STREAMS as i64 {
+                Ok(())
+            } else {
+                Err(format!("{n}"))
+            })
+        })?;
+        Ok((
+            peak.saturating_sub(before),
+            stack.envoy.metric("webhooks_over_budget")?,
+        ))
+    };
+    let (capped, over) = run(None)?;
+    let (uncapped, over_uncapped) = run(Some(1 << 30))?;
+    println!(
+        "{STREAMS} h2 streams x {BYTES} B, unfinished: Envoy RSS +{} MiB with the default \
+         max_body_bytes_in_flight (webhooks_over_budget {over}), +{} MiB with 1 GiB \
+         ({over_uncapped})",
+        capped / 1024,
+        uncapped / 1024
+    );
+    assert!(over >= 700, "{over} streams over the budget");
+    assert_eq!(over_uncapped, 0);
+    assert!(
+        capped + 100 * 1024 < uncapped,
+        "RSS growth {capped} KiB with the cap, {uncapped} KiB without"
+    );
+    Ok(())
+}

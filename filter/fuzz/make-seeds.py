@@ -86,16 +86,22 @@ write("config", "full.json", json.dumps({
 }, indent=2).encode())
 write("config", "bad-types.json", b'{"pipeline_cluster":1,"drone_cluster":"drone","tick_ms":"x"}')
 
-# observation: queue messages, the binary `SSO2` layout of `Observation::encode`
+# observation: queue messages, the binary `SSO3` layout of `Observation::encode`
 # (filter/src/core/observation.rs, integers little-endian as in core/wire.rs): magic, repo.id,
 # build.number, build.version (u64 each), status code, outcome code, verified (u8 each),
 # namespace, name, action (u32 length + UTF-8 each), then repo_json and system_json, each
-# 0 (absent) or 1 + u32 length + UTF-8. Plus one `SSO1` message (before `verified`), which the
-# reconciler still decodes during a rolling upgrade.
+# 0 (absent) or 1 + u32 length + UTF-8; a verified message ends with its tag,
+# HMAC-SHA256(key, all the bytes before it), key = HMAC-SHA256(webhook secret, KEY_LABEL).
+# The fuzz target and the seeds use the webhook secret FUZZ_SECRET. Plus one `SSO2` (no tag)
+# and one `SSO1` message (before `verified`), which the reconciler still decodes, as hints,
+# during a rolling upgrade.
 import struct
 STATUS = ["skipped", "blocked", "declined", "waiting_on_dependencies", "pending", "running",
           "success", "failure", "killed", "error"]
 OUTCOME = {"delivered": 0, "refused": 1, "not_delivered": 2}
+FUZZ_SECRET = b"fuzz-webhook-secret"
+KEY_LABEL = b"status-sync observation queue tag v1"
+QUEUE_KEY = hmac.new(FUZZ_SECRET, KEY_LABEL, hashlib.sha256).digest()
 
 
 def s32(text):
@@ -108,11 +114,14 @@ def opt(text):
 
 
 def observation(repo_id, ns, name, number, status, version, action, outcome, verified,
-                repo_json=None, system_json=None, magic=b"SSO2"):
+                repo_json=None, system_json=None, magic=b"SSO3"):
     code = STATUS.index(status) if status in STATUS else 10
     out = magic + struct.pack("<QQQ", repo_id, number, version)
-    out += bytes([code, OUTCOME[outcome]]) + (bytes([verified]) if magic == b"SSO2" else b"")
-    return out + s32(ns) + s32(name) + s32(action) + opt(repo_json) + opt(system_json)
+    out += bytes([code, OUTCOME[outcome]]) + (bytes([verified]) if magic != b"SSO1" else b"")
+    out += s32(ns) + s32(name) + s32(action) + opt(repo_json) + opt(system_json)
+    if verified and magic == b"SSO3":
+        out += hmac.new(QUEUE_KEY, out, hashlib.sha256).digest()
+    return out
 
 
 b = hook["build"]
@@ -122,5 +131,7 @@ for outcome in OUTCOME:
         hook["action"], outcome, 1, compact(repo).decode(), compact(hook["system"]).decode()))
 write("observation", "minimal.bin",
       observation(1, "o", "n", 1, "pending", 1, "created", "delivered", 0))
+write("observation", "v2.bin",
+      observation(1, "o", "n", 1, "running", 2, "updated", "delivered", 1, magic=b"SSO2"))
 write("observation", "v1.bin",
       observation(1, "o", "n", 1, "running", 2, "updated", "refused", 0, magic=b"SSO1"))

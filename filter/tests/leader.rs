@@ -13,6 +13,7 @@ use status_sync::core::leader::{Role, Seat, MAX_DRAIN_PER_TICK};
 use status_sync::core::lease::Lease;
 use status_sync::core::ledger::{self, Class};
 use status_sync::core::model::{BuildKey, BuildStatus, DeliveryOutcome};
+use status_sync::core::observation::QueueKey;
 use status_sync::core::snapshot;
 use status_sync::core::store::{MemoryStore, SetError, SharedStore};
 use status_sync::core::wire::{put_str16, put_u32, put_u64};
@@ -21,8 +22,18 @@ use std::cell::RefCell;
 const T0: u64 = 1_700_000_000_000;
 const LEASE_MS: u64 = 1000;
 
+/// The webhook secret of these tests' configuration: the workers tag their verified
+/// webhooks in the queue with its key.
+const SECRET: &str = "leader-test-webhook-secret";
+
 fn cfg(extra: &str) -> Config {
-    config(&format!(r#","lease_ms":{LEASE_MS}{extra}"#))
+    config(&format!(
+        r#","lease_ms":{LEASE_MS},"webhook_secret":"{SECRET}","signature_mode":"monitor"{extra}"#
+    ))
+}
+
+fn queue_key() -> QueueKey {
+    QueueKey::derive(SECRET.as_bytes())
 }
 
 fn seat(me: u64, cfg: &Config) -> Seat {
@@ -39,7 +50,7 @@ fn lease(store: &MemoryStore) -> Lease {
 fn enqueue_running(store: &mut MemoryStore, numbers: std::ops::RangeInclusive<u64>) {
     for number in numbers {
         let o = obs(number, "running", 2, DeliveryOutcome::Delivered);
-        store.enqueue(o.encode());
+        store.enqueue(o.encode(Some(&queue_key())));
     }
 }
 
@@ -510,6 +521,48 @@ fn draining_the_queue_is_bounded_and_counts_unreadable_messages() {
         leader.reconciler.counters().observations_invalid,
         MAX_DRAIN_PER_TICK as u64 + 1
     );
+}
+
+/// Any wasm plugin of the same Envoy can write the queue, but not with the webhook secret:
+/// its message claiming a verified webhook (with no tag, or a tag of another key) is taken as
+/// a hint and counted. A hint names no repository, brings no `repo` object and settles
+/// nothing: what it carries (here a phishing link for re-deliveries) goes nowhere. The
+/// workers' own tagged messages are evidence.
+#[test]
+fn a_message_another_plugin_wrote_is_never_evidence() {
+    let (_, mut store, mut a) = leading(0);
+    let mut forged = obs(7, "success", 5, DeliveryOutcome::Delivered);
+    let evil = r#"{"id":42,"namespace":"octocat","name":"hello-world","link":"https://evil.example/phish"}"#;
+    forged.webhook.repo_json = Some(evil.into());
+    let foreign_key = QueueKey::derive(b"a plugin's own guess");
+    let untagged = {
+        // The previous layout's claim, which carried no tag.
+        let mut m = forged.encode(None);
+        m[..4].copy_from_slice(b"SSO2");
+        m[30] = 1;
+        m
+    };
+    store.enqueue(forged.encode(Some(&foreign_key)));
+    store.enqueue(untagged);
+    let leader = a.leader().unwrap();
+    leader.drain(&mut store, T0);
+    let r = &leader.reconciler;
+    assert_eq!(r.counters().observations_unauthenticated, 2);
+    assert_eq!(r.counters().observations_invalid, 0);
+    let key = BuildKey {
+        repo_id: common::REPO_ID,
+        number: 7,
+    };
+    let entry = r.ledger().get(&key).expect("tracked as a hint");
+    assert_eq!(entry.class, Class::Hint);
+    assert_eq!(r.repo_confirmed(common::REPO_ID), None, "no name from it");
+    // The genuine one, tagged by a worker: evidence.
+    store.enqueue(forged.encode(Some(&queue_key())));
+    leader.drain(&mut store, T0 + 1);
+    let r = &leader.reconciler;
+    assert_eq!(r.counters().observations_unauthenticated, 2);
+    assert_ne!(r.ledger().get(&key).map(|e| e.class), Some(Class::Hint));
+    assert!(r.repo_confirmed(common::REPO_ID).is_some());
 }
 
 #[test]

@@ -463,3 +463,46 @@ fn calls_expire_after_twice_their_timeout() {
     assert_eq!(r.counters().calls_expired, 1);
     assert_eq!(r.counters().drone_polls_failed, 1, "expired = failed");
 }
+
+/// lookup.rs (on_build, 400/404): the half-open circuit's probe answered 404 or 400 (drone is
+/// up, only this build is missing, or its number unreadable to drone) closes the circuit like
+/// any other answer of drone. Otherwise, after an outage, one routine 404 leaves the circuit
+/// half-open for good, and reconciliation stops without a word.
+#[test]
+fn a_probe_answered_404_or_400_closes_the_circuit() {
+    for status in [404, 400] {
+        let cfg = r#","circuit_failure_threshold":1,"circuit_open_ms":1000,"max_drone_calls_per_sec":100,"max_inflight_calls":1"#;
+        let mut r = Reconciler::new(config(cfg), 1);
+        r.observe(obs(1, "running", 2, DeliveryOutcome::NotDelivered), T0);
+        r.observe(obs(2, "running", 2, DeliveryOutcome::NotDelivered), T0);
+        let first = tick_one(&mut r, T0);
+        let down = looked_up(&first).unwrap();
+        assert!(r.on_response(first.id, http(503), T0).is_empty());
+        assert_eq!(r.counters().circuit_open, 1, "HTTP {status}");
+        // The open period passes: the first call out is the probe; drone answers it `status`.
+        let mut now = T0;
+        let probe = loop {
+            now += 100;
+            assert!(now < T0 + 10_000, "no probe (HTTP {status})");
+            let calls = tick_others(&mut r, now);
+            if let Some(call) = calls.into_iter().next() {
+                break call;
+            }
+        };
+        let missing = looked_up(&probe).expect("the probe is a build lookup");
+        assert!(r.on_response(probe.id, http(status), now).is_empty());
+        assert_eq!(r.counters().circuit_open, 0, "HTTP {status} closed it");
+        assert_eq!(r.counters().circuit_opens, 1, "HTTP {status}");
+        // And calls go on: the other build is looked up and delivered.
+        let other = if missing == 1 { 2 } else { 1 };
+        assert!(other == down || missing == down, "two builds");
+        let mut log = Log::default();
+        drive_steady(&mut r, &mut now, T0 + 20_000, &mut log, "success", 3);
+        assert!(!log.lookups_of(other).is_empty(), "HTTP {status}");
+        assert_eq!(
+            log.redeliveries(),
+            vec![(other, "success".to_string(), 3)],
+            "HTTP {status}"
+        );
+    }
+}

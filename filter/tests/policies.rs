@@ -5,7 +5,7 @@
 
 use status_sync::core::backoff::{failure_backoff, grow_interval, Circuit, Rng, TokenBucket};
 use status_sync::core::model::{BuildStatus, DeliveryOutcome, ParsedWebhook, RepoRef};
-use status_sync::core::observation::Observation;
+use status_sync::core::observation::{Observation, QueueKey};
 
 /// After an idle period the bucket holds one second's burst, never the idle time's worth.
 #[test]
@@ -172,8 +172,9 @@ fn unknown_status_survives_the_queue_decoder() {
         verified: true,
     };
     assert_eq!(o.webhook.status, BuildStatus::Unknown);
-    let bytes = o.encode();
-    assert_eq!(Observation::decode(&bytes), Ok(o.clone()));
+    let key = QueueKey::derive(b"policies-test-secret");
+    let bytes = o.encode(Some(&key));
+    assert_eq!(Observation::decode(&bytes, Some(&key)), Ok(o.clone()));
     // Every known code too; one above the last is garbage. The status byte follows the magic
     // and three u64s.
     let at = 4 + 3 * 8;
@@ -181,10 +182,10 @@ fn unknown_status_survives_the_queue_decoder() {
     for code in 0..=BuildStatus::Unknown.code() {
         let mut b = bytes.clone();
         b[at] = code;
-        let got = Observation::decode(&b).unwrap();
+        let got = Observation::decode(&b, Some(&key)).unwrap();
         assert_eq!(got.webhook.status, BuildStatus::from_code(code));
     }
     let mut b = bytes;
     b[at] = BuildStatus::Unknown.code() + 1;
-    assert!(Observation::decode(&b).is_err());
+    assert!(Observation::decode(&b, Some(&key)).is_err());
 }

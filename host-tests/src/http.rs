@@ -9,7 +9,9 @@ use anyhow::{ensure, Result};
 
 use crate::abi::{envoy_reply, TIMEOUT_BODY};
 use crate::host::Host;
-use crate::types::{FailurePolicy, StreamOutcome, TestRequest, UpstreamReply, UpstreamRequest};
+use crate::types::{
+    FailurePolicy, Partial, StreamOutcome, TestRequest, UpstreamReply, UpstreamRequest,
+};
 use crate::vm::{LocalReply, StreamState};
 use crate::world::Resolved;
 
@@ -150,6 +152,90 @@ impl Host {
             ));
         }
         h
+    }
+
+    /// Opens a stream on VM `vm` and sends its request headers, announcing a body that
+    /// [`Host::stream_chunk`] sends piece by piece and that may never end: a slow client.
+    /// Returns the stream's context id, or `None` if the headers already ended it (a local
+    /// reply, a reset, a trap).
+    pub fn stream_open(&mut self, vm: usize, req: &TestRequest) -> Result<Option<u32>> {
+        ensure!(vm < self.vms.len(), "no VM {vm} (have {})", self.vms.len());
+        ensure!(!self.vms[vm].dead, "VM {vm} is dead");
+        let headers = self.downstream_headers(req);
+        let n = headers.len();
+        let v = &mut self.vms[vm];
+        let root = v.ctx().current_root;
+        let ctx = v.ctx().alloc_ctx();
+        v.ctx().streams.insert(
+            ctx,
+            StreamState {
+                root,
+                req_headers: headers,
+                req_headers_open: true,
+                ..Default::default()
+            },
+        );
+        let f = v.ex.context_create.clone();
+        let r = v.invoke(f, ctx, (ctx as i32, root as i32));
+        if self.after_call(vm, r).is_none() {
+            return Ok(None);
+        }
+        let r = self.callback(vm, ctx, Cb::RequestHeaders(n, false));
+        let open = matches!(
+            self.settle(vm, ctx, r, Dir::Request, false),
+            Settled::Continue | Settled::Buffering
+        );
+        if let Some(s) = self.stream(vm, ctx) {
+            s.req_headers_open = false;
+        }
+        if !open {
+            self.finish(vm, ctx);
+            return Ok(None);
+        }
+        Ok(Some(ctx))
+    }
+
+    /// One more piece of an open stream's body, not the last: what Envoy does with it after
+    /// the filter's `on_request_body` (forwarded, or buffered while the filter pauses: up to
+    /// the buffer limit, then 413), or the local reply that ended the stream.
+    pub fn stream_chunk(&mut self, vm: usize, ctx: u32, chunk: &[u8]) -> Result<Partial> {
+        let Some(s) = self.stream(vm, ctx) else {
+            return Ok(Partial::Gone);
+        };
+        s.req_body.extend_from_slice(chunk);
+        s.req_body_open = true;
+        let len = s.req_body.len();
+        let r = self.callback(vm, ctx, Cb::RequestBody(len, false));
+        let settled = self.settle(vm, ctx, r, Dir::Request, false);
+        if let Some(s) = self.stream(vm, ctx) {
+            s.req_body_open = false;
+        }
+        let out = match settled {
+            Settled::Continue => {
+                if let Some(s) = self.stream(vm, ctx) {
+                    s.req_body.clear();
+                }
+                Partial::Forwarded
+            }
+            Settled::Buffering if len > self.cfg.buffer_limit_bytes => Partial::Local(413),
+            Settled::Buffering => Partial::Buffered,
+            Settled::Local(lr) => Partial::Local(lr.status as u16),
+            Settled::Reset | Settled::Died | Settled::IdleTimeout => Partial::Gone,
+        };
+        if matches!(out, Partial::Local(_) | Partial::Gone) {
+            self.stream_reset(vm, ctx);
+        }
+        self.sync();
+        Ok(out)
+    }
+
+    /// Ends an open stream without its body: the client went away (Envoy resets the stream,
+    /// then logs it and destroys the filter: `on_log`, `on_done`, `on_delete`).
+    pub fn stream_reset(&mut self, vm: usize, ctx: u32) {
+        if self.stream(vm, ctx).is_some() {
+            self.finish(vm, ctx);
+        }
+        self.sync();
     }
 
     /// Request path, then upstream, then response path.

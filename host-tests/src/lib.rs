@@ -41,6 +41,6 @@ pub use config::{default_wasm_path, workspace_root, HostConfig, DEFAULT_BUFFER_L
 pub use host::Host;
 pub use http::STREAM_IDLE_TIMEOUT_MS;
 pub use types::{
-    CallRecord, CallReply, CallRequest, FailurePolicy, LogLine, StreamOutcome, TestRequest,
-    TickFuel, UpstreamReply, UpstreamRequest, VmDeath, CANARY,
+    CallRecord, CallReply, CallRequest, FailurePolicy, LogLine, Partial, StreamOutcome,
+    TestRequest, TickFuel, UpstreamReply, UpstreamRequest, VmDeath, CANARY,
 };

@@ -214,6 +214,20 @@ impl UpstreamReply {
     }
 }
 
+/// What became of one piece of an open stream's body ([`crate::Host::stream_chunk`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Partial {
+    /// The filter let it through: Envoy sent it on.
+    Forwarded,
+    /// The filter paused: Envoy holds it (with the pieces before it).
+    Buffered,
+    /// The stream ended with this status from the filter's local reply (or Envoy's 413 over
+    /// its buffer limit); the stream is finished.
+    Local(u16),
+    /// The stream is gone (reset, VM trapped).
+    Gone,
+}
+
 /// What happened to one stream.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StreamOutcome {

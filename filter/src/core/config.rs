@@ -84,6 +84,8 @@ config_struct! {
         pub call_timeout_ms: u64,
         /// `max_body_bytes`.
         pub max_body_bytes: usize,
+        /// `max_body_bytes_in_flight`.
+        pub max_body_bytes_in_flight: usize,
         /// `max_build_age_ms`.
         pub max_build_age_ms: u64,
         /// `max_repos`.
@@ -205,6 +207,11 @@ impl Config {
         }
 
         let tick_ms = r.int("tick_ms")?;
+        let max_body_bytes: usize = r.int("max_body_bytes")?;
+        let max_body_bytes_in_flight: usize = r.int_or(
+            "max_body_bytes_in_flight",
+            DEFAULT_BODY_BYTES_IN_FLIGHT.max(max_body_bytes as u64),
+        )?;
         let lease_ms = r.int_or("lease_ms", DEFAULT_LEASE_MIN_MS.max(3 * tick_ms))?;
 
         let instance = r.string_or_default("instance")?;
@@ -258,7 +265,7 @@ impl Config {
         }
         let cfg = with_ints!(
             stale_after_ms, max_poll_interval_ms, max_tracked_builds, max_inflight_calls,
-            max_drone_calls_per_sec, call_timeout_ms, max_body_bytes, max_build_age_ms, max_repos,
+            max_drone_calls_per_sec, call_timeout_ms, max_build_age_ms, max_repos,
             circuit_failure_threshold, circuit_open_ms, max_clock_skew_ms, max_gap_fill,
             scan_interval_ms;
             webhook_path: webhook_path.to_string(),
@@ -268,6 +275,8 @@ impl Config {
             drone_authority: drone_authority.to_string(),
             drone_token,
             tick_ms,
+            max_body_bytes,
+            max_body_bytes_in_flight,
             lease_ms,
             instance: instance.to_string(),
             webhook_secret,
@@ -283,6 +292,15 @@ impl Config {
                     cfg.stale_after_ms,
                     cfg.max_poll_interval_ms,
                     defaulted(map, "max_poll_interval_ms")
+                ),
+            ));
+        }
+        if cfg.max_body_bytes_in_flight < cfg.max_body_bytes {
+            return Err(ConfigError::new(
+                "max_body_bytes_in_flight",
+                &format!(
+                    "must be at least max_body_bytes ({}), got {}",
+                    cfg.max_body_bytes, cfg.max_body_bytes_in_flight
                 ),
             ));
         }
@@ -321,6 +339,9 @@ fn server_url(url: &str) -> Option<String> {
 const MIN_MS: u64 = 60_000;
 const HOUR_MS: u64 = 3_600_000;
 const DAY_MS: u64 = 24 * HOUR_MS;
+/// `max_body_bytes_in_flight` defaults to the larger of this (4 MiB) and `max_body_bytes`.
+const DEFAULT_BODY_BYTES_IN_FLIGHT: u64 = 4 * 1_048_576;
+
 /// `lease_ms` defaults to the larger of this and three ticks.
 const DEFAULT_LEASE_MIN_MS: u64 = 10_000;
 
@@ -523,6 +544,24 @@ pub const KEYS: &[Key] = &[
         help: help(
             "largest webhook body (and drone answer) copied and parsed; larger ones pass \
                through and are counted",
+        ),
+    },
+    Key {
+        name: "max_body_bytes_in_flight",
+        spec: Spec::Int {
+            default: None,
+            min: 1_024,
+            max: 1_073_741_824,
+            unit: Unit::Bytes,
+            shown: "max(4 MiB, `max_body_bytes`)",
+            rule: "≥ `max_body_bytes`",
+        },
+        help: help(
+            "body bytes one worker holds for all requests at once: its copies of webhook \
+               bodies, and in `enforce` the bodies Envoy buffers while their digest is checked. \
+               A webhook that does not fit passes through unobserved and is counted \
+               (`webhooks_over_budget`); in `enforce` a held body that does not fit is answered \
+               503, never let through unchecked",
         ),
     },
     Key {
@@ -983,6 +1022,7 @@ mod tests {
                 max_drone_calls_per_sec: 10,
                 call_timeout_ms: 5000,
                 max_body_bytes: 262_144,
+                max_body_bytes_in_flight: 4_194_304,
                 max_build_age_ms: 90_000_000,
                 max_repos: 1024,
                 circuit_failure_threshold: 5,
@@ -1156,7 +1196,7 @@ mod tests {
                 _ => None,
             })
             .collect();
-        assert_eq!(ranges.len(), 16);
+        assert_eq!(ranges.len(), 17);
         // Keep cross-field rules out of the way of single-key bounds.
         let base = |key: &str, n: u64| {
             let mut v = with(key, Some(json!(n)));
@@ -1165,6 +1205,9 @@ mod tests {
             }
             if key == "max_poll_interval_ms" {
                 v["stale_after_ms"] = json!(1_000);
+            }
+            if key == "max_body_bytes_in_flight" {
+                v["max_body_bytes"] = json!(1_024);
             }
             if key == "lease_ms" || key == "tick_ms" {
                 v["tick_ms"] = json!(if key == "tick_ms" { n } else { 10 });
@@ -1278,6 +1321,21 @@ mod tests {
         assert!(e.reason.contains("10000"), "{e}");
         v["lease_ms"] = json!(10_000);
         assert!(parse(&v).is_ok());
+
+        // A worker must be able to hold one body of `max_body_bytes`; by default it holds
+        // 4 MiB, or one such body when that is larger.
+        let mut v = with("max_body_bytes", Some(json!(65_536)));
+        v["max_body_bytes_in_flight"] = json!(65_535);
+        let e = err(&v);
+        assert_eq!(e.key, "max_body_bytes_in_flight");
+        assert!(
+            e.reason.contains("65536") && e.reason.contains("65535"),
+            "{e}"
+        );
+        v["max_body_bytes_in_flight"] = json!(65_536);
+        assert_eq!(parse(&v).unwrap().max_body_bytes_in_flight, 65_536);
+        let big = parse(&with("max_body_bytes", Some(json!(16_777_216)))).unwrap();
+        assert_eq!(big.max_body_bytes_in_flight, 16_777_216);
     }
 
     #[test]

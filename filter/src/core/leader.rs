@@ -13,7 +13,7 @@
 use super::config::Config;
 use super::lease::{self, Decision, Lease};
 use super::logfmt::{self, Every, Summary, Val};
-use super::observation::Observation;
+use super::observation::{Observation, QueueKey, Vouch};
 use super::reconciler::Reconciler;
 use super::snapshot;
 use super::store::SharedStore;
@@ -52,6 +52,8 @@ pub struct Leader<H = ()> {
     /// `instance=… reconciler=… epoch=…`, for this root's log lines.
     pub who: String,
     instance: String,
+    /// The key of the queue's tags: only messages tagged with it are evidence.
+    queue_key: Option<QueueKey>,
     /// When the next summary line is due.
     summary: Every,
 }
@@ -199,6 +201,7 @@ impl<H: Default> Leader<H> {
             host: H::default(),
             who,
             instance: cfg.instance.clone(),
+            queue_key: QueueKey::of(cfg),
             summary: Every::new(logfmt::SUMMARY_EVERY_MS),
         }
     }
@@ -210,8 +213,15 @@ impl<H: Default> Leader<H> {
             let Some(msg) = store.dequeue() else {
                 break;
             };
-            match Observation::decode(&msg) {
-                Ok(obs) => self.reconciler.observe(obs, now_ms),
+            match Observation::decode_vouched(&msg, self.queue_key.as_ref()) {
+                Ok((obs, vouch)) => {
+                    if vouch == Vouch::Unauthenticated {
+                        // Taken as the hint it may be; counted, not logged per message (any
+                        // plugin of this Envoy can write the queue as fast as it likes).
+                        self.reconciler.unauthenticated_observation();
+                    }
+                    self.reconciler.observe(obs, now_ms)
+                }
                 Err(e) => {
                     self.reconciler.invalid_observation();
                     log::warn!(

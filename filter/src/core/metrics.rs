@@ -151,6 +151,11 @@ metrics! {
     WebhooksOversized: Counter
         "status_sync.webhooks_oversized"
         "… body over `max_body_bytes` (passed through, not parsed)";
+    WebhooksOverBudget: Counter
+        "status_sync.webhooks_over_budget"
+        "… not observed because the worker already held `max_body_bytes_in_flight` body bytes \
+         (passed through unobserved; in enforce, a body held for its digest check that did not \
+         fit was answered 503)";
     WebhooksOutOfLimits: Counter
         "status_sync.webhooks_out_of_limits"
         "… a field outside the input limits (see Bad input; passed through, not tracked)";
@@ -226,6 +231,12 @@ metrics! {
     ObservationsInvalid(observations_invalid): Counter
         "status_sync.observations_invalid"
         "unreadable queue messages";
+    ObservationsUnauthenticated(observations_unauthenticated): Counter
+        "status_sync.observations_unauthenticated"
+        "queue messages claiming a verified webhook without a tag made with this \
+         configuration's webhook secret: taken as hints (another wasm plugin of the same Envoy \
+         writing the queue, workers with another `webhook_secret`, or, during a rolling \
+         upgrade, workers of a version before this tag)";
     SnapshotErrors(snapshot_errors): Counter
         "status_sync.snapshot_errors"
         "ledger snapshot values (shards, shard count, watermarks) that could not be read or written";

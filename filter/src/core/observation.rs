@@ -1,18 +1,75 @@
 //! The message a worker's HTTP filter sends to the reconciler through the shared queue.
+//!
+//! Any wasm VM of the same Envoy can enqueue on `status-sync/<root>/observations` (the host
+//! checks nothing), so the queue is untrusted input twice: its bytes are held to the webhook
+//! parser's limits, and its `verified` byte is believed only with a tag only a worker of this
+//! plugin can make: HMAC-SHA256 over the message, under a [`QueueKey`] derived from the
+//! configured webhook secret. A message claiming `verified` without a tag that verifies is a
+//! hint ([`Vouch::Unauthenticated`], counted by the reconciler).
 
+use super::config::Config;
 use super::limits;
 use super::model::{BuildStatus, DeliveryOutcome, ParseError, ParsedWebhook, RepoRef};
-use super::wire::{put_str32, put_u64, put_u8, Magic, Reader};
+use super::redact::Redacted;
+use super::signature::{hmac_sha256, hmac_sha256_verify};
+use super::wire::{put_str32, put_u64, put_u8, Reader};
 
 /// Magic and version of the queue message. A reconciler refuses (and counts) messages of a
 /// version it does not know, e.g. from a newer worker during a rolling code change.
-/// `SSO2` added the `verified` byte after the outcome byte. `SSO1` is still decoded (as
-/// unverified) so that a rolling upgrade, where an old worker feeds a new reconciler, loses
-/// nothing and grants nothing.
-const MAGIC: Magic = Magic {
-    current: *b"SSO2",
-    previous: *b"SSO1",
-};
+/// `SSO3` added the tag after a `verified` message. `SSO2` added the `verified` byte after
+/// the outcome byte; `SSO2` and `SSO1` are still decoded, as unverified (hints), so that a
+/// rolling upgrade, where an old worker feeds a new reconciler, loses no hint and grants no
+/// evidence (a message without a tag is what any other plugin can write).
+const MAGIC: [u8; 4] = *b"SSO3";
+const MAGIC_V2: [u8; 4] = *b"SSO2";
+const MAGIC_V1: [u8; 4] = *b"SSO1";
+
+/// Length of a verified message's tag.
+const TAG_BYTES: usize = 32;
+
+/// What the key of the tags is derived from, besides the webhook secret: a label no drone
+/// signing string can be (those start `date: `), so a tag is never a valid webhook signature
+/// nor the other way round.
+const KEY_LABEL: &[u8] = b"status-sync observation queue tag v1";
+
+/// The key of the queue's tags: HMAC-SHA256(webhook secret, [`KEY_LABEL`]). Every worker and
+/// the reconciler of one configuration derive the same; a plugin without the webhook secret
+/// cannot. `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct QueueKey([u8; 32]);
+
+impl std::fmt::Debug for QueueKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("QueueKey").field(&Redacted(())).finish()
+    }
+}
+
+impl QueueKey {
+    /// The key for `webhook_secret`.
+    pub fn derive(webhook_secret: &[u8]) -> QueueKey {
+        QueueKey(hmac_sha256(webhook_secret, &[KEY_LABEL]))
+    }
+
+    /// The key of a configuration: `None` without a webhook secret (nothing is ever
+    /// verified then, so no message is evidence).
+    pub fn of(cfg: &Config) -> Option<QueueKey> {
+        cfg.webhook_secret
+            .as_ref()
+            .map(|s| QueueKey::derive(s.as_bytes()))
+    }
+}
+
+/// What a decoded message's `verified` byte turned out to be worth.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Vouch {
+    /// Not claimed: a hint.
+    Hint,
+    /// Claimed, and its tag verified under our key: evidence.
+    Evidence,
+    /// Claimed without a tag that verifies (another plugin, another webhook secret, or a
+    /// worker of a version before `SSO3`): taken as a hint, and counted.
+    Unauthenticated,
+}
 
 /// One live webhook and how the pipeline answered it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,33 +111,61 @@ fn opt(r: &mut Reader<'_>) -> Option<Option<String>> {
 
 impl Observation {
     /// Encodes for `enqueue_shared_queue`: a compact binary message (see [`super::wire`]),
-    /// cheap to write on the request path and small in the queue.
-    pub fn encode(&self) -> Vec<u8> {
+    /// cheap to write on the request path and small in the queue. A verified observation is
+    /// tagged with `key`; without a key it goes as a hint (it could not be believed).
+    pub fn encode(&self, key: Option<&QueueKey>) -> Vec<u8> {
         let w = &self.webhook;
-        let mut out = Vec::with_capacity(64 + w.repo_json.as_ref().map_or(0, String::len));
-        out.extend_from_slice(&MAGIC.current);
+        let verified = self.verified && key.is_some();
+        let mut out = Vec::with_capacity(
+            64 + TAG_BYTES
+                + w.repo_json.as_ref().map_or(0, String::len)
+                + w.system_json.as_ref().map_or(0, String::len),
+        );
+        out.extend_from_slice(&MAGIC);
         put_u64(&mut out, w.repo.id);
         put_u64(&mut out, w.number);
         put_u64(&mut out, w.version);
         put_u8(&mut out, w.status.code());
         put_u8(&mut out, outcome_code(self.outcome));
-        put_u8(&mut out, u8::from(self.verified));
+        put_u8(&mut out, u8::from(verified));
         put_str32(&mut out, &w.repo.namespace);
         put_str32(&mut out, &w.repo.name);
         put_str32(&mut out, &w.action);
         put_opt(&mut out, &w.repo_json);
         put_opt(&mut out, &w.system_json);
+        if let Some(key) = key.filter(|_| verified) {
+            let tag = hmac_sha256(&key.0, &[&out]);
+            out.extend_from_slice(&tag);
+        }
         out
     }
 
-    /// Decodes a queue message; garbage is an error, never a panic.
-    pub fn decode(bytes: &[u8]) -> Result<Observation, ParseError> {
-        Self::read(bytes).ok_or(ParseError::Invalid("queue message"))?
+    /// Decodes a queue message; garbage is an error, never a panic. `verified` is true only
+    /// for [`Vouch::Evidence`] under `key` (see [`Observation::decode_vouched`]).
+    pub fn decode(bytes: &[u8], key: Option<&QueueKey>) -> Result<Observation, ParseError> {
+        Self::decode_vouched(bytes, key).map(|(obs, _)| obs)
     }
 
-    fn read(bytes: &[u8]) -> Option<Result<Observation, ParseError>> {
+    /// Decodes a queue message, and says what its `verified` byte was worth: a message is
+    /// evidence only when it carries a tag made with `key`.
+    pub fn decode_vouched(
+        bytes: &[u8],
+        key: Option<&QueueKey>,
+    ) -> Result<(Observation, Vouch), ParseError> {
+        Self::read(bytes, key).ok_or(ParseError::Invalid("queue message"))?
+    }
+
+    fn read(
+        bytes: &[u8],
+        key: Option<&QueueKey>,
+    ) -> Option<Result<(Observation, Vouch), ParseError>> {
         let mut r = Reader::new(bytes);
-        let v2 = r.magic(&MAGIC)?;
+        let layout = match r.take(4)? {
+            m if m == MAGIC => 3,
+            m if m == MAGIC_V2 => 2,
+            m if m == MAGIC_V1 => 1,
+            _ => return None,
+        };
         let id = r.u64()?;
         let number = r.u64()?;
         let version = r.u64()?;
@@ -94,7 +179,7 @@ impl Observation {
             2 => DeliveryOutcome::NotDelivered,
             _ => return None,
         };
-        let verified = if v2 {
+        let claimed = if layout >= 2 {
             match r.u8()? {
                 0 => false,
                 1 => true,
@@ -108,6 +193,18 @@ impl Observation {
         let action = r.str32()?;
         let repo_json = opt(&mut r)?;
         let system_json = opt(&mut r)?;
+        let vouch = if !claimed {
+            Vouch::Hint
+        } else if layout < 3 {
+            Vouch::Unauthenticated
+        } else {
+            let signed = bytes.get(..bytes.len().checked_sub(r.remaining())?)?;
+            let tag = r.take(TAG_BYTES)?;
+            match key {
+                Some(key) if hmac_sha256_verify(&key.0, signed, tag) => Vouch::Evidence,
+                _ => Vouch::Unauthenticated,
+            }
+        };
         if !r.is_empty() {
             return None;
         }
@@ -129,11 +226,12 @@ impl Observation {
         if let Err(e) = limits::check_webhook(&webhook) {
             return Some(Err(e));
         }
-        Some(Ok(Observation {
+        let obs = Observation {
             webhook,
             outcome,
-            verified,
-        }))
+            verified: vouch == Vouch::Evidence,
+        };
+        Some(Ok((obs, vouch)))
     }
 }
 
@@ -143,12 +241,19 @@ mod tests {
     use crate::core::model::{BuildStatus, RepoRef};
     use crate::core::webhook::parse_webhook;
 
+    /// The key of the fuzz seeds and the fuzz target (`filter/fuzz/make-seeds.py`).
+    const FUZZ_SECRET: &[u8] = b"fuzz-webhook-secret";
+
+    fn key() -> QueueKey {
+        QueueKey::derive(FUZZ_SECRET)
+    }
+
     /// The fuzz seeds (`filter/fuzz/make-seeds.py`) are real queue messages: each decodes, and
-    /// the `SSO2` ones encode back to the same bytes. A change of layout that forgets the
-    /// script fails here.
+    /// the `SSO3` ones encode back to the same bytes (the script makes the same tags). A
+    /// change of layout that forgets the script fails here.
     #[test]
     fn fuzz_seeds_are_valid_queue_messages() {
-        let seeds: [(&str, &[u8]); 5] = [
+        let seeds: [(&str, &[u8]); 6] = [
             (
                 "delivered",
                 include_bytes!("../../fuzz/seeds/observation/delivered.bin"),
@@ -166,16 +271,18 @@ mod tests {
                 include_bytes!("../../fuzz/seeds/observation/minimal.bin"),
             ),
             ("v1", include_bytes!("../../fuzz/seeds/observation/v1.bin")),
+            ("v2", include_bytes!("../../fuzz/seeds/observation/v2.bin")),
         ];
         for (name, bytes) in seeds {
-            let obs = Observation::decode(bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
-            if name == "v1" {
+            let obs =
+                Observation::decode(bytes, Some(&key())).unwrap_or_else(|e| panic!("{name}: {e}"));
+            if name.starts_with('v') {
                 assert!(!obs.verified);
             } else {
-                assert_eq!(obs.encode(), bytes, "{name}");
+                assert_eq!(obs.encode(Some(&key())), bytes, "{name}");
             }
         }
-        let delivered = Observation::decode(seeds[0].1).unwrap();
+        let delivered = Observation::decode(seeds[0].1, Some(&key())).unwrap();
         assert!(delivered.verified);
         assert_eq!(delivered.outcome, DeliveryOutcome::Delivered);
         assert!(delivered.webhook.repo_json.is_some());
@@ -204,7 +311,10 @@ mod tests {
     #[test]
     fn round_trips() {
         let o = sample();
-        assert_eq!(Observation::decode(&o.encode()).unwrap(), o);
+        assert_eq!(
+            Observation::decode(&o.encode(Some(&key())), Some(&key())).unwrap(),
+            o
+        );
         for outcome in [
             DeliveryOutcome::Delivered,
             DeliveryOutcome::Refused,
@@ -213,7 +323,10 @@ mod tests {
             let mut o = sample();
             o.outcome = outcome;
             o.webhook.system_json = Some("{}".to_string());
-            assert_eq!(Observation::decode(&o.encode()).unwrap(), o);
+            assert_eq!(
+                Observation::decode(&o.encode(Some(&key())), Some(&key())).unwrap(),
+                o
+            );
         }
     }
 
@@ -230,32 +343,112 @@ mod tests {
                 outcome: DeliveryOutcome::Delivered,
                 verified: false,
             };
-            assert_eq!(Observation::decode(&o.encode()).unwrap(), o);
+            assert_eq!(
+                Observation::decode(&o.encode(Some(&key())), Some(&key())).unwrap(),
+                o
+            );
         }
     }
 
     #[test]
     fn verified_round_trips() {
+        assert_eq!(
+            QueueKey::of(&crate::core::config::Config::parse(
+                br#"{"pipeline_cluster":"p","drone_cluster":"d","drone_token":"t","webhook_secret":"fuzz-webhook-secret"}"#,
+                &|_| None
+            )
+            .unwrap()),
+            Some(key())
+        );
         for verified in [false, true] {
             let mut o = sample();
             o.verified = verified;
-            assert_eq!(Observation::decode(&o.encode()).unwrap(), o);
+            assert_eq!(
+                Observation::decode(&o.encode(Some(&key())), Some(&key())).unwrap(),
+                o
+            );
         }
     }
 
-    /// A worker still running the previous version (rolling upgrade) sends `SSO1` messages:
-    /// they decode, and as unverified (hints), whatever the old worker checked.
+    /// A worker still running a previous version (rolling upgrade) sends `SSO2` or `SSO1`
+    /// messages: they decode, and as unverified (hints), whatever the old worker checked: an
+    /// untagged claim is what any plugin can write. An `SSO2` claim is counted.
     #[test]
-    fn previous_version_decodes_as_unverified() {
+    fn previous_versions_decode_as_unverified() {
         let o = sample();
-        let v2 = o.encode();
+        let mut hint = o.clone();
+        hint.verified = false;
+        let v3 = hint.encode(Some(&key()));
+        let mut v2 = b"SSO2".to_vec();
+        v2.extend_from_slice(&v3[4..]);
         let mut v1 = b"SSO1".to_vec();
-        v1.extend_from_slice(&v2[4..30]);
-        v1.extend_from_slice(&v2[31..]);
-        let decoded = Observation::decode(&v1).unwrap();
-        assert!(!decoded.verified);
-        assert_eq!(decoded.webhook, o.webhook);
-        assert_eq!(decoded.outcome, o.outcome);
+        v1.extend_from_slice(&v3[4..30]);
+        v1.extend_from_slice(&v3[31..]);
+        let mut v2_claimed = v2.clone();
+        v2_claimed[30] = 1;
+        for (bytes, vouch) in [
+            (v1, Vouch::Hint),
+            (v2, Vouch::Hint),
+            (v2_claimed, Vouch::Unauthenticated),
+        ] {
+            let (decoded, v) = Observation::decode_vouched(&bytes, Some(&key())).unwrap();
+            assert_eq!(v, vouch);
+            assert!(!decoded.verified);
+            assert_eq!(decoded.webhook, o.webhook);
+            assert_eq!(decoded.outcome, o.outcome);
+        }
+    }
+
+    /// Another plugin in the same Envoy can write the queue but does not have the webhook
+    /// secret: its message claiming a verified webhook is a hint, whatever it carries (no tag,
+    /// a tag of its own key, a tag copied from another genuine message, a genuine message
+    /// edited). Only a worker's own tagged message is evidence.
+    #[test]
+    fn only_a_tag_made_with_the_secret_makes_evidence() {
+        let genuine = sample();
+        let bytes = genuine.encode(Some(&key()));
+        assert_eq!(
+            Observation::decode_vouched(&bytes, Some(&key())).unwrap(),
+            (genuine.clone(), Vouch::Evidence)
+        );
+        let tag_at = bytes.len() - 32;
+        let mut zeros = bytes.clone();
+        zeros[tag_at..].fill(0);
+        let other_key = genuine.encode(Some(&QueueKey::derive(b"another plugin")));
+        let mut evil = genuine.clone();
+        evil.webhook.repo_json = Some(r#"{"id":42,"link":"https://evil.example/phish"}"#.into());
+        let mut copied_tag = evil.encode(Some(&key()));
+        let n = copied_tag.len();
+        copied_tag[n - 32..].copy_from_slice(&bytes[tag_at..]);
+        let mut flipped = bytes.clone();
+        flipped[12] ^= 1; // the build number
+        for (name, forged) in [
+            ("zero tag", zeros),
+            ("another key", other_key),
+            ("a genuine tag on other bytes", copied_tag),
+            ("an edited genuine message", flipped),
+        ] {
+            let (obs, vouch) = Observation::decode_vouched(&forged, Some(&key()))
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(vouch, Vouch::Unauthenticated, "{name}");
+            assert!(!obs.verified, "{name}");
+        }
+        // Without a key (no webhook secret configured) nothing is evidence, not even ours,
+        // and a worker without a key writes no claim at all.
+        assert_eq!(
+            Observation::decode_vouched(&bytes, None).unwrap().1,
+            Vouch::Unauthenticated
+        );
+        let unkeyed = genuine.encode(None);
+        assert_eq!(
+            Observation::decode_vouched(&unkeyed, Some(&key()))
+                .unwrap()
+                .1,
+            Vouch::Hint
+        );
+        // The key is not the secret, and Debug shows neither.
+        assert_ne!(key().0.as_slice(), FUZZ_SECRET);
+        assert!(!format!("{:?}", key()).contains(&format!("{:?}", key().0)));
     }
 
     /// The queue is input too: a message outside the webhook parser's limits is refused.
@@ -297,7 +490,10 @@ mod tests {
         for (i, edit) in edits.iter().enumerate() {
             let mut o = sample();
             edit(&mut o.webhook);
-            assert!(Observation::decode(&o.encode()).is_err(), "edit {i}");
+            assert!(
+                Observation::decode(&o.encode(Some(&key())), Some(&key())).is_err(),
+                "edit {i}"
+            );
         }
     }
 
@@ -324,7 +520,9 @@ mod tests {
         odd.webhook.system_json = Some("{}".into());
         messages.push(odd);
         for o in messages {
-            let w = Observation::decode(&o.encode()).unwrap().webhook;
+            let w = Observation::decode(&o.encode(Some(&key())), Some(&key()))
+                .unwrap()
+                .webhook;
             let repo = w.repo_json.as_deref().unwrap_or("{}");
             let body = try_redelivery_body(repo, build.trim(), w.system_json.as_deref());
             assert!(body.is_ok_and(|b| !b.is_empty()), "{w:?}");
@@ -336,21 +534,24 @@ mod tests {
         let mut o = sample();
         o.webhook.repo_json = None;
         o.webhook.system_json = None;
-        assert_eq!(Observation::decode(&o.encode()).unwrap(), o);
+        assert_eq!(
+            Observation::decode(&o.encode(Some(&key())), Some(&key())).unwrap(),
+            o
+        );
     }
 
     #[test]
     fn garbage_is_an_error() {
-        let good = sample().encode();
+        let good = sample().encode(Some(&key()));
         let empty_ns = {
             let mut o = sample();
             o.webhook.repo.namespace.clear();
-            o.encode()
+            o.encode(Some(&key()))
         };
         let empty_name = {
             let mut o = sample();
             o.webhook.repo.name.clear();
-            o.encode()
+            o.encode(Some(&key()))
         };
         let mut wrong_magic = good.clone();
         wrong_magic[3] = b'9';
@@ -381,7 +582,7 @@ mod tests {
         }
         for b in &bad {
             assert!(
-                Observation::decode(b).is_err(),
+                Observation::decode(b, Some(&key())).is_err(),
                 "{:?}",
                 String::from_utf8_lossy(b)
             );

@@ -11,10 +11,11 @@
 //! turns a paused `on_request_headers` into StopAllIteration, after which the body callbacks
 //! would not run.
 
+use super::body_budget::{BodyBudget, Hold};
 use super::config::{Config, SignatureMode};
 use super::metadata::SentMetadata;
 use super::model::{DeliveryOutcome, ParseError};
-use super::observation::Observation;
+use super::observation::{Observation, QueueKey};
 use super::signature::{self, DigestStream};
 use super::webhook;
 
@@ -41,12 +42,22 @@ pub enum Decision {
     /// A signature check failed in `enforce` mode: count it, log `why`, answer
     /// [`REJECT_STATUS`] with [`REJECT_BODY`] and pause (as Envoy requires after a local reply).
     Reject { why: String },
+    /// `enforce` holds a body for its digest check, and holding more of it would pass the
+    /// worker's `max_body_bytes_in_flight`: it can neither be held nor let through unchecked.
+    /// Count it, answer [`BUSY_STATUS`] with [`BUSY_BODY`] and pause.
+    Busy,
 }
 
 /// The status of the local reply to a request `enforce` refuses.
 pub const REJECT_STATUS: u32 = 401;
 /// Its body: says nothing about which check failed.
 pub const REJECT_BODY: &[u8] = b"invalid webhook signature\n";
+
+/// The status of the local reply to a request `enforce` cannot check because the worker holds
+/// `max_body_bytes_in_flight` already: the request was not refused, it may be sent again.
+pub const BUSY_STATUS: u32 = 503;
+/// Its body.
+pub const BUSY_BODY: &[u8] = b"webhook not checked: too many request bodies in flight\n";
 
 /// What the request headers decided.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -76,6 +87,9 @@ pub enum Finish {
     Nothing,
     /// A build webhook larger than `max_body_bytes`: passed through unparsed; count, log.
     Oversized,
+    /// A build webhook whose body did not fit in the worker's `max_body_bytes_in_flight`
+    /// with the other requests' bodies: passed through unobserved; count, log.
+    OverBudget,
     /// A build webhook whose body never ended (reset): nothing to parse; count as unparsable.
     Incomplete,
     /// A complete build webhook: parse it and hand it to the reconciler.
@@ -109,7 +123,15 @@ impl Observe {
     /// would hold back the next verified webhook's (real) objects. Parsing
     /// waits until the end of the stream because forwarding the webhook does not need it, so
     /// it adds nothing to the pipeline's latency.
-    pub fn into_message(self, sent: &SentMetadata, now_ms: u64) -> Result<Message, ParseError> {
+    ///
+    /// A verified webhook's message is tagged with `key` (the configuration's [`QueueKey`]):
+    /// the reconciler believes no other claim of verification.
+    pub fn into_message(
+        self,
+        sent: &SentMetadata,
+        now_ms: u64,
+        key: Option<&QueueKey>,
+    ) -> Result<Message, ParseError> {
         let view = webhook::scan_webhook(&self.body)?;
         let (repo_id, hash) = (view.repo.id, view.metadata_hash());
         let with_metadata = self.verified && sent.needs(repo_id, hash, now_ms);
@@ -120,7 +142,7 @@ impl Observe {
             outcome,
             verified: self.verified,
         }
-        .encode();
+        .encode(key);
         Ok(Message {
             bytes,
             outcome,
@@ -129,25 +151,51 @@ impl Observe {
     }
 }
 
-/// Our copy of a build webhook's body, up to `max_body_bytes`.
+/// Our copy of a build webhook's body, up to `max_body_bytes`, its capacity reserved in the
+/// worker's [`BodyBudget`] before it grows.
 struct Copy {
     bytes: Vec<u8>,
     oversized: bool,
+    /// The worker's budget had no room for the next bytes: given up, not observed.
+    over_budget: bool,
     /// `max_body_bytes`.
     limit: usize,
 }
 
 impl Copy {
-    fn take(&mut self, chunk: &[u8]) {
-        if self.oversized {
+    fn wants(&self) -> bool {
+        !self.oversized && !self.over_budget
+    }
+
+    /// Appends `chunk`. `hold` is the request's share of the budget, `buffered` what of it
+    /// Envoy's buffer of a held body takes (the share is the larger of the two).
+    fn take(&mut self, chunk: &[u8], hold: &mut Hold, buffered: usize) {
+        if !self.wants() {
             return;
         }
-        if self.bytes.len().saturating_add(chunk.len()) > self.limit {
+        let needed = self.bytes.len().saturating_add(chunk.len());
+        if needed > self.limit {
             self.oversized = true;
             self.bytes = Vec::new();
-        } else {
-            self.bytes.extend_from_slice(chunk);
+            hold.resize(buffered);
+            return;
         }
+        if needed > self.bytes.capacity() {
+            // Grow as `Vec` would (doubling, so a body in many small chunks is not copied over
+            // and over), but never past `max_body_bytes`, and only with the budget's consent.
+            let capacity = needed
+                .max(self.bytes.capacity().saturating_mul(2))
+                .min(self.limit);
+            if !hold.resize(capacity.max(buffered)) {
+                self.over_budget = true;
+                self.bytes = Vec::new();
+                hold.resize(buffered);
+                return;
+            }
+            self.bytes
+                .reserve_exact(capacity.saturating_sub(self.bytes.len()));
+        }
+        self.bytes.extend_from_slice(chunk);
     }
 }
 
@@ -179,20 +227,28 @@ enum State {
 pub struct Request {
     state: State,
     response_status: Option<u16>,
-}
-
-impl Default for Request {
-    fn default() -> Self {
-        Self::new()
-    }
+    /// This request's share of the worker's body bytes; given back when the request ends,
+    /// and when it is dropped (a stream destroyed without an end).
+    hold: Hold,
+    /// Bytes Envoy buffers because this filter holds the body (`enforce`): the share covers
+    /// them until the body is let go.
+    buffered: usize,
 }
 
 impl Request {
-    pub fn new() -> Self {
+    /// A request whose body bytes are counted in `budget`, the worker's.
+    pub fn new(budget: &BodyBudget) -> Self {
         Request {
             state: State::Pass,
             response_status: None,
+            hold: budget.hold(),
+            buffered: 0,
         }
+    }
+
+    /// Bytes this request makes the worker hold now (its share of the budget).
+    pub fn held_bytes(&self) -> usize {
+        self.hold.bytes()
     }
 
     /// Whether the signature headers (`Date`, `Digest`, `Signature`) matter under `cfg`: the
@@ -247,6 +303,7 @@ impl Request {
         let copy = build.then(|| Copy {
             bytes: Vec::new(),
             oversized: false,
+            over_budget: false,
             limit: cfg.max_body_bytes,
         });
         let mut check = None;
@@ -299,7 +356,7 @@ impl Request {
             State::Body { held: true, .. } if end_of_stream => Read::Held(Some(body_size)),
             State::Body { held: true, .. } => Read::Nothing,
             State::Body { copy, check, .. } => {
-                let wants = check.is_some() || copy.as_ref().is_some_and(|c| !c.oversized);
+                let wants = check.is_some() || copy.as_ref().is_some_and(Copy::wants);
                 if wants && body_size > 0 {
                     Read::Chunk(body_size)
                 } else {
@@ -310,30 +367,39 @@ impl Request {
         }
     }
 
-    /// Bytes of the body, in order: fed to the digest, and copied (up to `max_body_bytes`).
+    /// Bytes of the body, in order: fed to the digest, and copied (up to `max_body_bytes`,
+    /// and while the worker's `max_body_bytes_in_flight` has room).
     pub fn data(&mut self, chunk: &[u8]) {
         if let State::Body { copy, check, .. } = &mut self.state {
             if let Some(c) = check.as_mut() {
                 c.digest.update(chunk);
             }
             if let Some(copy) = copy.as_mut() {
-                copy.take(chunk);
+                copy.take(chunk, &mut self.hold, self.buffered);
             }
         }
     }
 
-    /// A body callback, after the bytes [`Request::body_read`] asked for were given to
-    /// [`Request::data`].
-    pub fn on_body(&mut self, end_of_stream: bool) -> Decision {
+    /// A body callback (`body_size` as Envoy reports it), after the bytes
+    /// [`Request::body_read`] asked for were given to [`Request::data`].
+    pub fn on_body(&mut self, body_size: usize, end_of_stream: bool) -> Decision {
         match &self.state {
-            State::Body { held, .. } if !end_of_stream => {
-                if *held {
-                    // Envoy buffers while we pause; `body_size` is the total so far. It is read
-                    // once, at the end, in pieces.
-                    Decision::Pause
-                } else {
-                    Decision::Continue
+            State::Body { held, copy, .. } if !end_of_stream => {
+                if !*held {
+                    return Decision::Continue;
                 }
+                // Envoy buffers while we pause; `body_size` is the total so far. It is read
+                // once, at the end, in pieces. Those bytes are held because of us: they take
+                // the request's share of the budget, and when they do not fit the body can be
+                // neither held (the cap) nor let through unchecked (`enforce`).
+                let copied = copy.as_ref().map_or(0, |c| c.bytes.capacity());
+                if !self.hold.resize(body_size.max(copied)) {
+                    self.state = State::Rejected;
+                    self.let_go();
+                    return Decision::Busy;
+                }
+                self.buffered = body_size;
+                Decision::Pause
             }
             State::Body { .. } => self.body_complete(),
             _ => Decision::Continue,
@@ -379,6 +445,9 @@ impl Request {
     /// return [`Finish::Nothing`].
     pub fn finish(&mut self) -> Finish {
         let state = std::mem::replace(&mut self.state, State::Pass);
+        // The request is over: whatever it held goes back (the observed body is the caller's
+        // now, for as long as it takes to parse and queue it).
+        self.let_go();
         let (copy, complete) = match state {
             State::Body { copy: Some(c), .. } => (c, None),
             State::Complete {
@@ -392,6 +461,9 @@ impl Request {
         };
         if copy.oversized {
             return Finish::Oversized;
+        }
+        if copy.over_budget {
+            return Finish::OverBudget;
         }
         match complete {
             // The request ended without a complete body (reset): nothing to parse.
@@ -410,6 +482,10 @@ impl Request {
         else {
             return Decision::Continue;
         };
+        // Envoy's buffer is let go (or refused): only our copy stays held.
+        self.buffered = 0;
+        self.hold
+            .resize(copy.as_ref().map_or(0, |c| c.bytes.capacity()));
         let mut verified = false;
         let mut decision = Decision::Continue;
         if let Some(Check { digest, expected }) = check {
@@ -427,9 +503,16 @@ impl Request {
         decision
     }
 
+    /// Gives back every byte this request held.
+    fn let_go(&mut self) {
+        self.buffered = 0;
+        self.hold.resize(0);
+    }
+
     fn signature_failed(&mut self, enforce: bool, why: String) -> Decision {
         if enforce {
             self.state = State::Rejected;
+            self.let_go();
             Decision::Reject { why }
         } else {
             Decision::PassUnverified { why }
@@ -461,6 +544,15 @@ mod tests {
             r#"{{"pipeline_cluster":"p","drone_cluster":"d","drone_token":"t","max_body_bytes":{max_body_bytes}{secret}}}"#
         );
         Config::parse(json.as_bytes(), &|_| None).unwrap()
+    }
+
+    fn qkey() -> QueueKey {
+        QueueKey::derive(SECRET.as_bytes())
+    }
+
+    /// A budget no test of a single request reaches.
+    fn roomy() -> BodyBudget {
+        BodyBudget::new(1 << 30)
     }
 
     fn off() -> Config {
@@ -513,7 +605,7 @@ mod tests {
     }
 
     fn run(cfg: &Config, r: &Req, body: &[u8], chunks: usize, trailers: bool) -> Run {
-        let mut req = Request::new();
+        let mut req = Request::new(&roomy());
         let h = req.on_headers(cfg, &r.headers(), NOW, body.is_empty() && !trailers);
         let mut decisions = vec![h.decision.clone()];
         let stopped = |d: &[Decision]| d.iter().any(|d| matches!(d, Decision::Reject { .. }));
@@ -541,7 +633,7 @@ mod tests {
                     }
                     Read::Held(None) => panic!("the body callback always knows the size"),
                 }
-                decisions.push(req.on_body(end));
+                decisions.push(req.on_body(buffered.len(), end));
                 if stopped(&decisions) {
                     break;
                 }
@@ -869,15 +961,15 @@ mod tests {
         }
         // Once oversized, unsigned chunks are no longer read at all.
         let c = cfg(None, small);
-        let mut req = Request::new();
+        let mut req = Request::new(&roomy());
         req.on_headers(&c, &build_webhook(None).headers(), NOW, false);
         assert_eq!(req.body_read(small + 1, false), Read::Chunk(small + 1));
         req.data(&vec![b'x'; small + 1]);
-        assert_eq!(req.on_body(false), Decision::Continue);
+        assert_eq!(req.on_body(small + 1, false), Decision::Continue);
         assert_eq!(req.body_read(10, false), Read::Nothing);
         assert_eq!(req.body_read(0, true), Read::Nothing);
         // A digest still needs every byte.
-        let mut req = Request::new();
+        let mut req = Request::new(&roomy());
         let cm = cfg(Some("monitor"), small);
         req.on_headers(&cm, &build_webhook(Some(&b)).headers(), NOW, false);
         req.data(&vec![b'x'; small + 1]);
@@ -888,27 +980,27 @@ mod tests {
     fn a_reset_before_the_end_of_the_body_observes_nothing() {
         let b = body();
         for c in [off(), monitor(), enforce()] {
-            let mut req = Request::new();
+            let mut req = Request::new(&roomy());
             let signed = build_webhook(Some(&b));
             let h = req.on_headers(&c, &signed.headers(), NOW, false);
             assert!(h.observed);
             if let Read::Chunk(n) = req.body_read(10, false) {
                 req.data(&b[..n]);
             }
-            let _ = req.on_body(false);
+            let _ = req.on_body(10, false);
             // Envoy still reports the local or upstream status, then logs.
             req.on_response_status(Some(503));
             assert_eq!(req.finish(), Finish::Incomplete);
         }
         // Reset after the headers only: still incomplete.
-        let mut req = Request::new();
+        let mut req = Request::new(&roomy());
         req.on_headers(&off(), &build_webhook(None).headers(), NOW, false);
         assert_eq!(req.finish(), Finish::Incomplete);
     }
 
     #[test]
     fn a_bodiless_build_webhook_is_complete_at_the_headers() {
-        let mut req = Request::new();
+        let mut req = Request::new(&roomy());
         let h = req.on_headers(&off(), &build_webhook(None).headers(), NOW, true);
         assert_eq!(h.decision, Decision::Continue);
         assert_eq!(req.body_read(0, true), Read::Nothing);
@@ -925,7 +1017,7 @@ mod tests {
         let r = run(&off(), &build_webhook(None), &b, 1, false);
         assert!(r.req.wants_response_status());
         assert_eq!(observed(r.finish(None)).response_status, None);
-        let mut req = Request::new();
+        let mut req = Request::new(&roomy());
         req.on_response_status(Some(200));
         assert!(!req.wants_response_status());
         assert_eq!(req.finish(), Finish::Nothing);
@@ -937,10 +1029,10 @@ mod tests {
         let r = run(&enforce(), &build_webhook(Some(&b)), &b, 2, false);
         let o = observed(r.finish(Some(202)));
         let mut sent = SentMetadata::new(16);
-        let m = o.into_message(&sent, NOW).unwrap();
+        let m = o.into_message(&sent, NOW, Some(&qkey())).unwrap();
         assert_eq!(m.outcome, DeliveryOutcome::Delivered);
         let (repo, hash) = m.sent_metadata.expect("first time: with the repository");
-        let obs = Observation::decode(&m.bytes).unwrap();
+        let obs = Observation::decode(&m.bytes, Some(&qkey())).unwrap();
         assert!(obs.verified);
         assert_eq!(obs.webhook.status, BuildStatus::Running);
         assert_eq!(obs.webhook.repo.id, repo);
@@ -949,12 +1041,15 @@ mod tests {
         sent.sent(repo, hash, NOW);
         let r = run(&enforce(), &build_webhook(Some(&b)), &b, 1, false);
         let m = observed(r.finish(Some(500)))
-            .into_message(&sent, NOW)
+            .into_message(&sent, NOW, Some(&qkey()))
             .unwrap();
         assert_eq!(m.outcome, DeliveryOutcome::NotDelivered);
         assert_eq!(m.sent_metadata, None);
         assert_eq!(
-            Observation::decode(&m.bytes).unwrap().webhook.repo_json,
+            Observation::decode(&m.bytes, Some(&qkey()))
+                .unwrap()
+                .webhook
+                .repo_json,
             None
         );
         // Not a webhook we understand: an error for the shell to count.
@@ -966,7 +1061,7 @@ mod tests {
             false,
         );
         assert!(observed(r.finish(Some(200)))
-            .into_message(&sent, NOW)
+            .into_message(&sent, NOW, Some(&qkey()))
             .is_err());
     }
 
@@ -979,22 +1074,245 @@ mod tests {
         let sent = SentMetadata::new(16);
         let r = run(&off(), &build_webhook(Some(&b)), &b, 1, false);
         let m = observed(r.finish(Some(200)))
-            .into_message(&sent, NOW)
+            .into_message(&sent, NOW, Some(&qkey()))
             .unwrap();
         assert_eq!(m.sent_metadata, None);
-        let obs = Observation::decode(&m.bytes).unwrap();
+        let obs = Observation::decode(&m.bytes, Some(&qkey())).unwrap();
         assert!(!obs.verified);
         assert_eq!(obs.webhook.repo_json, None);
         assert_eq!(obs.webhook.system_json, None);
         let r = run(&enforce(), &build_webhook(Some(&b)), &b, 1, false);
         let m = observed(r.finish(Some(200)))
-            .into_message(&sent, NOW)
+            .into_message(&sent, NOW, Some(&qkey()))
             .unwrap();
         assert!(m.sent_metadata.is_some());
-        assert!(Observation::decode(&m.bytes)
+        assert!(Observation::decode(&m.bytes, Some(&qkey()))
             .unwrap()
             .webhook
             .repo_json
             .is_some());
+    }
+}
+
+#[cfg(test)]
+mod budget_tests {
+    //! `max_body_bytes_in_flight`: what many requests at once may make one worker hold.
+    use super::*;
+    use crate::core::signature;
+
+    const SECRET: &str = "unit-test-webhook-secret";
+    const NOW: u64 = 1_717_236_000_000;
+
+    fn body() -> Vec<u8> {
+        drone_model::fixtures::text("webhook-build-updated-running.json")
+            .as_bytes()
+            .to_vec()
+    }
+
+    fn cfg(mode: Option<&str>) -> Config {
+        let secret = match mode {
+            None => String::new(),
+            Some(m) => format!(r#","webhook_secret":"{SECRET}","signature_mode":"{m}""#),
+        };
+        let json =
+            format!(r#"{{"pipeline_cluster":"p","drone_cluster":"d","drone_token":"t"{secret}}}"#);
+        Config::parse(json.as_bytes(), &|_| None).unwrap()
+    }
+
+    fn start(c: &Config, budget: &BodyBudget, b: &[u8]) -> Request {
+        let signed = signature::sign(SECRET.as_bytes(), b, NOW);
+        let h = Headers {
+            path: "/hook",
+            method: "POST",
+            drone_event: Some("build"),
+            date: Some(&signed.date),
+            digest: Some(&signed.digest),
+            signature: Some(&signed.signature),
+        };
+        let mut req = Request::new(budget);
+        let step = req.on_headers(c, &h, NOW, false);
+        assert_eq!(step.decision, Decision::Continue);
+        req
+    }
+
+    /// One body callback the way Envoy makes it: `buffered` is what Envoy holds for a paused
+    /// filter (the whole body so far) or this chunk alone.
+    fn feed(req: &mut Request, chunk: &[u8], buffered: &mut Vec<u8>, end: bool) -> Decision {
+        buffered.extend_from_slice(chunk);
+        match req.body_read(buffered.len(), end) {
+            Read::Nothing => {}
+            Read::Chunk(_) | Read::Held(_) => req.data(buffered),
+        }
+        let d = req.on_body(buffered.len(), end);
+        if d != Decision::Pause {
+            buffered.clear();
+        }
+        d
+    }
+
+    /// Monitor and off: 40 slow webhooks to one worker, their chunks interleaved, none
+    /// finished. The worker never holds more than the cap; the requests that do not fit pass
+    /// through untouched (every decision `Continue`) and end unobserved, counted; every way a
+    /// request ends gives its bytes back, so later webhooks are observed again.
+    #[test]
+    fn many_slow_bodies_never_hold_more_than_the_cap_and_give_it_all_back() {
+        let b = body();
+        let cap = 3 * b.len();
+        for mode in [None, Some("monitor")] {
+            let c = cfg(mode);
+            let budget = BodyBudget::new(cap);
+            let mut reqs: Vec<(Request, Vec<u8>)> = (0..40)
+                .map(|_| (start(&c, &budget, &b), Vec::new()))
+                .collect();
+            let pieces: Vec<&[u8]> = b.chunks(b.len().div_ceil(8)).collect();
+            let mut peak = 0;
+            // All but the last piece, round-robin: nobody ends.
+            for piece in &pieces[..pieces.len() - 1] {
+                for (req, buffered) in reqs.iter_mut() {
+                    let d = feed(req, piece, buffered, false);
+                    assert_eq!(d, Decision::Continue, "{mode:?}: never blocked, never held");
+                    peak = peak.max(budget.held());
+                    assert!(budget.held() <= cap, "{mode:?}: {} > {cap}", budget.held());
+                }
+            }
+            assert!(peak > cap / 2, "{mode:?}: the cap was reached ({peak})");
+            let holding = reqs.iter().filter(|(r, _)| r.held_bytes() > 0).count();
+            assert!((1..=3).contains(&holding), "{mode:?}: {holding} copies fit");
+            // The ends: a third finish their body, a third are reset, a third are destroyed
+            // without any end (Envoy's on_done without on_log).
+            let mut over = 0;
+            let mut observed = 0;
+            for (i, (mut req, mut buffered)) in reqs.into_iter().enumerate() {
+                match i % 3 {
+                    0 => {
+                        let last = pieces.last().unwrap();
+                        assert_eq!(
+                            feed(&mut req, last, &mut buffered, true),
+                            Decision::Continue
+                        );
+                        req.on_response_status(Some(200));
+                        match req.finish() {
+                            Finish::OverBudget => over += 1,
+                            Finish::Observe(o) => {
+                                assert_eq!(o.body, b);
+                                observed += 1;
+                            }
+                            other => panic!("{other:?}"),
+                        }
+                        assert_eq!(req.held_bytes(), 0);
+                    }
+                    1 => {
+                        let f = req.finish();
+                        assert!(
+                            matches!(f, Finish::Incomplete | Finish::OverBudget),
+                            "{f:?}"
+                        );
+                    }
+                    _ => drop(req),
+                }
+                assert!(budget.held() <= cap);
+            }
+            assert!(observed >= 1 && over >= 10, "{mode:?}: {observed} {over}");
+            assert_eq!(budget.held(), 0, "{mode:?}: every end gave its bytes back");
+            // Room again: the next webhook is observed.
+            let mut req = start(&c, &budget, &b);
+            assert_eq!(
+                feed(&mut req, &b, &mut Vec::new(), true),
+                Decision::Continue
+            );
+            assert!(matches!(req.finish(), Finish::Observe(_)), "{mode:?}");
+        }
+    }
+
+    /// The copy grows by doubling but within the budget: its capacity, not only its length,
+    /// is what is reserved.
+    #[test]
+    fn the_share_is_the_copy_capacity() {
+        let b = body();
+        let budget = BodyBudget::new(1 << 30);
+        let mut req = start(&cfg(None), &budget, &b);
+        for piece in b.chunks(97) {
+            feed(&mut req, piece, &mut Vec::new(), false);
+            assert!(req.held_bytes() >= piece.len());
+        }
+        let State::Body {
+            copy: Some(copy), ..
+        } = &req.state
+        else {
+            panic!("copying")
+        };
+        assert_eq!(req.held_bytes(), copy.bytes.capacity());
+        assert_eq!(budget.held(), copy.bytes.capacity());
+    }
+
+    /// Enforce holds a signed body (Envoy buffers it) until its digest is checked: those bytes
+    /// count. A held body that no longer fits can be neither held nor let through unchecked:
+    /// answered 503 (`Busy`), its bytes given back, nothing observed. The others still finish
+    /// verified.
+    #[test]
+    fn enforce_answers_busy_to_a_held_body_that_does_not_fit() {
+        let b = body();
+        let pieces: Vec<&[u8]> = b.chunks(b.len().div_ceil(4)).collect();
+        // Two and a half bodies.
+        let cap = 10 * pieces[0].len();
+        let c = cfg(Some("enforce"));
+        let budget = BodyBudget::new(cap);
+        let mut reqs: Vec<(Request, Vec<u8>, Option<Decision>)> = (0..6)
+            .map(|_| (start(&c, &budget, &b), Vec::new(), None))
+            .collect();
+        for piece in &pieces[..pieces.len() - 1] {
+            for (req, buffered, last) in reqs.iter_mut() {
+                if last == &Some(Decision::Busy) {
+                    continue;
+                }
+                let d = feed(req, piece, buffered, false);
+                assert!(matches!(d, Decision::Pause | Decision::Busy), "{d:?}");
+                assert!(budget.held() <= cap, "{} > {cap}", budget.held());
+                *last = Some(d);
+            }
+        }
+        let busy = reqs
+            .iter()
+            .filter(|(_, _, d)| d == &Some(Decision::Busy))
+            .count();
+        assert!((3..6).contains(&busy), "{busy} answered 503");
+        for (mut req, mut buffered, last) in reqs {
+            if last == Some(Decision::Busy) {
+                assert_eq!(req.held_bytes(), 0);
+                assert_eq!(req.body_read(10, false), Read::Nothing);
+                assert_eq!(
+                    req.on_body(10, true),
+                    Decision::Continue,
+                    "already answered"
+                );
+                assert_eq!(req.finish(), Finish::Nothing);
+                continue;
+            }
+            let d = feed(&mut req, pieces.last().unwrap(), &mut buffered, true);
+            assert_eq!(d, Decision::Continue);
+            assert!(budget.held() <= cap);
+            req.on_response_status(Some(200));
+            match req.finish() {
+                Finish::Observe(o) => assert!(o.verified && o.body == b),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(budget.held(), 0);
+    }
+
+    /// In monitor a body over the budget is still checked (the digest streams, nothing is
+    /// held): a forgery is still reported, and the request still passes.
+    #[test]
+    fn monitor_still_checks_a_body_over_the_budget() {
+        let b = body();
+        let budget = BodyBudget::new(1_024);
+        let c = cfg(Some("monitor"));
+        let mut req = start(&c, &budget, &b);
+        let mut forged = b.clone();
+        forged[10] ^= 1;
+        let d = feed(&mut req, &forged, &mut Vec::new(), true);
+        assert!(matches!(d, Decision::PassUnverified { .. }), "{d:?}");
+        assert_eq!(req.finish(), Finish::OverBudget);
+        assert_eq!(budget.held(), 0);
     }
 }

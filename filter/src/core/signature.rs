@@ -425,6 +425,29 @@ pub fn verify_headers(
         .map_err(|_| SignatureError::BadSignature)
 }
 
+/// HMAC-SHA256 of the concatenation of `parts` under `key` (the queue's message tags).
+pub(crate) fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    match HmacSha256::new_from_slice(key) {
+        Ok(mut mac) => {
+            for part in parts {
+                mac.update(part);
+            }
+            mac.finalize().into_bytes().into()
+        }
+        // Unreachable: HMAC accepts keys of any length. A zero tag verifies nothing made
+        // with a real key.
+        Err(_) => [0; 32],
+    }
+}
+
+/// Whether `tag` is the HMAC-SHA256 of `msg` under `key`, compared in constant time.
+pub(crate) fn hmac_sha256_verify(key: &[u8], msg: &[u8], tag: &[u8]) -> bool {
+    HmacSha256::new_from_slice(key).is_ok_and(|mut mac| {
+        mac.update(msg);
+        mac.verify_slice(tag).is_ok()
+    })
+}
+
 /// Compares two byte strings in time that depends only on their lengths ([`subtle`]'s
 /// `ConstantTimeEq`, which `hmac`'s own `verify_slice` uses too).
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -432,7 +455,10 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// The headers drone's sender adds to a webhook (besides `X-Drone-Event` and `Content-Type`).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// `Debug` shows the `Date` and `Digest` but not the `Signature`: an HMAC made with the
+/// webhook secret, which with the body would let anyone replay the webhook within
+/// `max_clock_skew_ms`.
+#[derive(Clone, PartialEq, Eq)]
 pub struct SignedHeaders {
     /// `Date`: [`http_date`] of the signing time.
     pub date: String,
@@ -441,6 +467,16 @@ pub struct SignedHeaders {
     /// `Signature`: `keyId="hmac-key",algorithm="hmac-sha256",signature="…",headers="date digest"`,
     /// keys in the order httpsignatures-go writes them.
     pub signature: String,
+}
+
+impl std::fmt::Debug for SignedHeaders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignedHeaders")
+            .field("date", &self.date)
+            .field("digest", &self.digest)
+            .field("signature", &super::redact::Redacted(&self.signature))
+            .finish()
+    }
 }
 
 impl SignedHeaders {
@@ -537,6 +573,33 @@ mod tests {
                 signature_header: field(v, "signature_header"),
             })
             .collect()
+    }
+
+    /// A signed request's headers in a log line or a panic message show when it was signed
+    /// and what body it covers, never its `Signature` (with the body, a replayable webhook).
+    #[test]
+    fn signed_headers_debug_hides_the_signature() {
+        let h = sign(SECRET, b"{\"event\":\"build\"}", 1_717_236_000_000);
+        let mac = h
+            .signature
+            .split("signature=\"")
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+            .unwrap();
+        assert!(mac.len() > 20, "{}", h.signature);
+        for shown in [
+            format!("{h:?}"),
+            format!("{h:#?}"),
+            format!("{:?}", Some(&h)),
+        ] {
+            assert!(!shown.contains(mac), "{shown}");
+            assert!(!shown.contains(&h.signature), "{shown}");
+            assert!(shown.contains(super::super::redact::REDACTED), "{shown}");
+            assert!(
+                shown.contains(&h.date) && shown.contains(&h.digest),
+                "{shown}"
+            );
+        }
     }
 
     fn hmac_b64(secret: &[u8], date: &str, digest: &str) -> String {

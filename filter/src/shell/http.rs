@@ -9,6 +9,7 @@
 use super::host;
 use super::metrics::Filter;
 use super::root::Shared;
+use crate::core::body_budget::BodyBudget;
 use crate::core::logfmt::Val;
 use crate::core::model::{DeliveryOutcome, ParseError};
 use crate::core::ratelog::{suppressed_note, LogLimiter};
@@ -25,11 +26,23 @@ enum Kind {
     Oversized = 1,
     Signature = 2,
     Queue = 3,
+    OverBudget = 4,
 }
 
 /// The per-kind limiters of one root context (one VM thread).
-pub fn new_limits() -> std::cell::RefCell<[LogLimiter; 4]> {
-    std::cell::RefCell::new([const { LogLimiter::new(10_000) }; 4])
+pub fn new_limits() -> std::cell::RefCell<[LogLimiter; 5]> {
+    std::cell::RefCell::new([const { LogLimiter::new(10_000) }; 5])
+}
+
+/// Counts and logs a request the worker's body budget had no room for.
+fn over_budget(shared: &Shared, what: &str) {
+    shared.metrics.count(Filter::OverBudget);
+    let cap = shared.cfg.max_body_bytes_in_flight;
+    limited(shared, Kind::OverBudget, |note| {
+        log::warn!(
+            "drone webhook {what}: this worker already holds max_body_bytes_in_flight={cap} body bytes{note}"
+        )
+    });
 }
 
 /// Runs `f` with the suppressed-lines note when a line of this kind may be logged now.
@@ -103,15 +116,21 @@ fn perform(shared: &Shared, decision: Decision) -> Action {
             // Envoy requires a paused stream after a local reply.
             Action::Pause
         }
+        Decision::Busy => {
+            over_budget(shared, "answered 503 (enforce mode, body not checked)");
+            host::send_local_response(request::BUSY_STATUS, request::BUSY_BODY);
+            Action::Pause
+        }
     }
 }
 
 impl Observer {
     pub fn new(shared: Option<Rc<Shared>>) -> Self {
-        Observer {
-            shared,
-            request: Request::new(),
-        }
+        let request = match &shared {
+            Some(s) => Request::new(&s.body_budget),
+            None => Request::new(&BodyBudget::new(0)),
+        };
+        Observer { shared, request }
     }
 
     /// Reads the body bytes the state machine asked for into it: this chunk, or everything
@@ -157,6 +176,10 @@ impl Observer {
                 });
                 return;
             }
+            Finish::OverBudget => {
+                over_budget(shared, "passed through unobserved");
+                return;
+            }
             Finish::Incomplete => {
                 shared.metrics.count(Filter::Unparsable);
                 return;
@@ -166,7 +189,11 @@ impl Observer {
         // The time of this VM's last tick: the metadata cache counts in minutes, and a clock
         // read is one more host call per webhook.
         let now = shared.tick_ms.get();
-        let message = match observe.into_message(&shared.sent_metadata.borrow(), now) {
+        let message = match observe.into_message(
+            &shared.sent_metadata.borrow(),
+            now,
+            shared.queue_key.as_ref(),
+        ) {
             Ok(m) => m,
             Err(e) => return not_understood(shared, &e),
         };
@@ -233,7 +260,7 @@ impl HttpContext for Observer {
             return Action::Continue;
         };
         self.read(self.request.body_read(body_size, end_of_stream));
-        perform(&shared, self.request.on_body(end_of_stream))
+        perform(&shared, self.request.on_body(body_size, end_of_stream))
     }
 
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {

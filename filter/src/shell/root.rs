@@ -21,11 +21,15 @@ pub struct Shared {
     pub metrics: Metrics,
     pub queue: Option<u32>,
     /// Rate limits of the HTTP filter's per-request log lines.
-    pub log_limits: std::cell::RefCell<[crate::core::ratelog::LogLimiter; 4]>,
+    pub log_limits: std::cell::RefCell<[crate::core::ratelog::LogLimiter; 5]>,
     /// Repository and system objects this VM already sent to the reconciler.
     pub sent_metadata: std::cell::RefCell<crate::core::metadata::SentMetadata>,
     /// Host time at this root's last tick (or configuration), in Unix milliseconds.
     pub tick_ms: std::cell::Cell<u64>,
+    /// The key this VM's verified webhooks are tagged with in the queue.
+    pub queue_key: Option<crate::core::observation::QueueKey>,
+    /// The body bytes this VM's requests hold, within `max_body_bytes_in_flight`.
+    pub body_budget: crate::core::body_budget::BodyBudget,
 }
 
 pub struct Root {
@@ -205,6 +209,8 @@ impl RootContext for Root {
                 cfg.max_repos,
             )),
             tick_ms: std::cell::Cell::new(host::now_ms()),
+            body_budget: crate::core::body_budget::BodyBudget::new(cfg.max_body_bytes_in_flight),
+            queue_key: crate::core::observation::QueueKey::of(&cfg),
             cfg,
         }));
         true

@@ -311,6 +311,12 @@ impl Reconciler {
         self.counters.observations_invalid += 1;
     }
 
+    /// Counts a queue message that claimed a verified webhook without a valid tag (it is
+    /// observed as a hint).
+    pub fn unauthenticated_observation(&mut self) {
+        self.counters.observations_unauthenticated += 1;
+    }
+
     /// Counts a snapshot shard that could not be read or written.
     pub fn snapshot_error(&mut self) {
         self.counters.snapshot_errors += 1;

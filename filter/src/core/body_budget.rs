@@ -1,0 +1,126 @@
+//! One cap on the body bytes a worker holds for all its requests at once
+//! (`max_body_bytes_in_flight`).
+//!
+//! `max_body_bytes` bounds one request; without this, a slow client opening many streams to
+//! the webhook path and never finishing their bodies makes the worker hold `max_body_bytes`
+//! per stream (and wasm memory, once grown, is never given back to the system). Every byte a
+//! request makes the worker hold is reserved here first: our copy of a build webhook's body
+//! (by its capacity, not its length), and in `enforce` the body Envoy buffers while the filter
+//! holds it for its digest check. A request whose next bytes do not fit is not observed (see
+//! [`super::request`] for what it gets).
+//!
+//! A [`Hold`] is one request's share; it gives its bytes back when it is dropped, so every way
+//! a request ends (finished, rejected, oversized, reset, or its context destroyed without an
+//! end of stream) releases what it held.
+
+use std::cell::Cell;
+use std::rc::Rc;
+
+/// The bytes held by all the requests of one worker, and the cap. Cheap to clone: clones
+/// share the count (one per root context, handed to each request).
+#[derive(Clone, Debug)]
+pub struct BodyBudget {
+    pool: Rc<Pool>,
+}
+
+#[derive(Debug)]
+struct Pool {
+    cap: usize,
+    held: Cell<usize>,
+}
+
+impl BodyBudget {
+    /// A budget of `cap` bytes (`max_body_bytes_in_flight`).
+    pub fn new(cap: usize) -> Self {
+        BodyBudget {
+            pool: Rc::new(Pool {
+                cap,
+                held: Cell::new(0),
+            }),
+        }
+    }
+
+    /// Bytes held now, by every request of this worker.
+    pub fn held(&self) -> usize {
+        self.pool.held.get()
+    }
+
+    pub fn cap(&self) -> usize {
+        self.pool.cap
+    }
+
+    /// A share of nothing yet, for one request.
+    pub fn hold(&self) -> Hold {
+        Hold {
+            pool: Rc::clone(&self.pool),
+            bytes: 0,
+        }
+    }
+}
+
+/// One request's share of the [`BodyBudget`]; given back when dropped.
+#[derive(Debug)]
+pub struct Hold {
+    pool: Rc<Pool>,
+    bytes: usize,
+}
+
+impl Hold {
+    /// Bytes this share holds.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Makes this share `total` bytes: a smaller one always, a larger one only if the worker's
+    /// cap allows it (false, and nothing changed, otherwise).
+    pub fn resize(&mut self, total: usize) -> bool {
+        let held = self.pool.held.get();
+        let others = held.saturating_sub(self.bytes);
+        if total > self.bytes && others.saturating_add(total) > self.pool.cap {
+            return false;
+        }
+        self.pool.held.set(others.saturating_add(total));
+        self.bytes = total;
+        true
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        let held = self.pool.held.get();
+        self.pool.held.set(held.saturating_sub(self.bytes));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_grow_within_the_cap_and_give_back_when_dropped() {
+        let budget = BodyBudget::new(100);
+        let mut a = budget.hold();
+        let mut b = budget.hold();
+        assert!(a.resize(60));
+        assert!(!b.resize(41), "60 + 41 > 100");
+        assert_eq!(
+            (b.bytes(), budget.held()),
+            (0, 60),
+            "a refusal takes nothing"
+        );
+        assert!(b.resize(40));
+        assert_eq!(budget.held(), 100);
+        assert!(!a.resize(61));
+        assert!(a.resize(10), "shrinking always works");
+        assert_eq!(budget.held(), 50);
+        assert!(b.resize(90));
+        drop(b);
+        assert_eq!(budget.held(), 10);
+        drop(a);
+        assert_eq!(budget.held(), 0);
+        let clone = budget.clone();
+        let mut c = clone.hold();
+        assert!(c.resize(100));
+        assert_eq!(budget.held(), 100, "clones share the count");
+    }
+}
