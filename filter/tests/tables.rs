@@ -1,8 +1,9 @@
-//! README's metrics and configuration tables are generated from the declarations
-//! (`core::metrics::METRICS`, `core::config::KEYS`); this test fails when README.md differs
-//! from what they say, and `make docs` (this test with `STATUS_SYNC_WRITE_DOCS=1`) rewrites
-//! them. It also checks that every `status_sync` metric the runbook, the alerts and the
-//! dashboard name is one the filter defines.
+//! The metrics and configuration tables of the docs (`docs/metrics.md`,
+//! `docs/configuration.md`) are generated from the declarations (`core::metrics::METRICS`,
+//! `core::config::KEYS`); this test fails when a file differs from what they say, and
+//! `make docs` (this test with `STATUS_SYNC_WRITE_DOCS=1`) rewrites them. It also checks that
+//! every `status_sync` metric README, the docs, the alerts and the dashboard name is one the
+//! filter defines.
 
 #![allow(
     clippy::unwrap_used,
@@ -27,6 +28,18 @@ fn read(rel: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+/// Every markdown file of `docs/`, as paths from the repository's root, sorted.
+fn docs_files() -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(root().join("docs"))
+        .expect("docs/")
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+        .map(|p| format!("docs/{}", p.file_name().unwrap().to_string_lossy()))
+        .collect();
+    out.sort();
+    out
+}
+
 /// A table cell: `|` would end it.
 fn cell(s: &str) -> String {
     s.replace('|', "\\|")
@@ -45,7 +58,7 @@ fn metrics_table() -> String {
     out
 }
 
-/// An integer as README shows it: milliseconds and bytes in their largest whole unit.
+/// An integer as the docs show it: milliseconds and bytes in their largest whole unit.
 fn human(n: u64, unit: Unit) -> String {
     let units: &[(u64, &str)] = match unit {
         Unit::Count => &[],
@@ -126,36 +139,41 @@ fn section(text: &str, what: &str) -> Option<(usize, usize)> {
     Some((start, stop))
 }
 
-/// README's generated sections, each compared with (or, with `STATUS_SYNC_WRITE_DOCS=1`,
-/// replaced by) what the declarations give.
+/// The generated sections (file, section), each compared with (or, with
+/// `STATUS_SYNC_WRITE_DOCS=1`, replaced by) what the declarations give.
 #[test]
-fn readme_tables_match_the_declarations() {
+fn the_generated_tables_in_the_docs_match_the_declarations() {
     let generated = [
-        ("configuration table", config_table()),
-        ("metrics table", metrics_table()),
+        (
+            "docs/configuration.md",
+            "configuration table",
+            config_table(),
+        ),
+        ("docs/metrics.md", "metrics table", metrics_table()),
     ];
-    let mut readme = read("README.md");
+    let write = std::env::var_os("STATUS_SYNC_WRITE_DOCS").is_some();
     let mut stale = Vec::new();
-    for (what, want) in &generated {
-        let (start, stop) = section(&readme, what).unwrap_or_else(|| {
-            panic!("README.md has no `<!-- begin {what}` ... `<!-- end {what} -->` section")
+    for (file, what, want) in &generated {
+        let mut text = read(file);
+        let (start, stop) = section(&text, what).unwrap_or_else(|| {
+            panic!("{file} has no `<!-- begin {what}` ... `<!-- end {what} -->` section")
         });
-        if readme[start..stop] != **want {
-            stale.push(*what);
-            readme.replace_range(start..stop, want);
+        if text[start..stop] == **want {
+            continue;
+        }
+        stale.push(format!("{file}: {what}"));
+        if write {
+            text.replace_range(start..stop, want);
+            std::fs::write(root().join(file), &text).unwrap_or_else(|e| panic!("{file}: {e}"));
+            eprintln!("{file}: rewrote the {what}");
         }
     }
-    if stale.is_empty() {
+    if stale.is_empty() || write {
         return;
     }
-    if std::env::var_os("STATUS_SYNC_WRITE_DOCS").is_some() {
-        std::fs::write(root().join("README.md"), &readme).expect("write README.md");
-        eprintln!("README.md: rewrote {stale:?}");
-        return;
-    }
-    let want: String = generated.iter().map(|(_, t)| t.as_str()).collect();
+    let want: String = generated.iter().map(|(_, _, t)| t.as_str()).collect();
     panic!(
-        "README.md's {stale:?} differ from the declarations (core::metrics::METRICS, \
+        "{stale:?} differ from the declarations (core::metrics::METRICS, \
          core::config::KEYS): edit those, then run `make docs`. They give:\n{want}"
     );
 }
@@ -217,21 +235,18 @@ const NOT_OURS: &[(&str, &str)] = &[
     ),
     (
         "circuit_opens",
-        "README's table of renamed metrics: the old name",
+        "docs/metrics.md's table of renamed metrics: the old name",
     ),
 ];
 
 #[test]
 fn the_operators_material_names_only_metrics_we_define() {
-    let mut files = vec![
-        "README.md",
-        "docs/runbook.md",
-        "envoy/README.md",
-        "envoy/istio/README.md",
-    ]
-    .into_iter()
-    .map(String::from)
-    .collect::<Vec<_>>();
+    let mut files = vec!["README.md", "envoy/README.md", "envoy/istio/README.md"]
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>();
+    files.extend(docs_files());
+    assert!(files.iter().any(|f| f == "docs/runbook.md"), "{files:?}");
     let mut monitoring: Vec<String> = std::fs::read_dir(root().join("envoy/monitoring"))
         .expect("envoy/monitoring")
         .map(|e| e.expect("dir entry").path())

@@ -2,7 +2,7 @@
 //!
 //! A simulated day of builds goes through the native sans-IO core (`Reconciler` with a virtual
 //! clock: observe, tick, on_response, as the shell drives them) with the configuration
-//! defaults of the README. Drone is `drone_model::lifecycle::Row`, the lifecycle the drone
+//! defaults of docs/configuration.md. Drone is `drone_model::lifecycle::Row`, the lifecycle the drone
 //! simulator runs (`build:created` pending version 1; pending→running writes version 2 and
 //! sends **no** webhook; every step start and end sends `build:updated` running version 2;
 //! teardown writes the final status, version 3, and sends the last `build:updated`), driven in
@@ -478,7 +478,7 @@ fn day(cfg: Config, verified: bool) -> (Sim, Reconciler, u64, u64) {
     (sim, r, t0, end_ms)
 }
 
-/// What the filter can know (README, Limits): builds it saw a webhook of, and builds that
+/// What the filter can know (docs/reliability.md, "Only what it saw"): builds it saw a webhook of, and builds that
 /// gap filling looks up: when build n of a repository arrives and the highest number seen so
 /// far is m with 0 < m < n-1, builds max(m+1, n-max_gap_fill)..n-1.
 fn knowable_builds(sim: &Sim, max_gap_fill: u64) -> HashSet<(u64, u64)> {

@@ -1,6 +1,6 @@
 //! Issue 11's memory bound, through the real wasm: forged webhooks of the largest size the input
 //! limits accept grow the reconciler's (leader's) linear memory and Envoy's shared data by at
-//! most the documented worst case per tracked build (README, "Memory and limits").
+//! most the documented worst case per tracked build (docs/security.md, "Memory and limits").
 
 mod common;
 
@@ -8,7 +8,7 @@ use common::*;
 use host_tests::Host;
 use status_sync::core::limits::{MAX_NAME_BYTES, MAX_REPO_JSON_BYTES, MAX_SYSTEM_JSON_BYTES};
 
-/// README ("Memory and limits"): worst case per tracked build in the leader's linear memory
+/// docs/security.md ("Memory and limits"): worst case per tracked build in the leader's linear memory
 /// (ledger entry, repository identity, checkpoint buffer), names at their limits.
 const PER_BUILD_LINEAR: usize = 2 * 1024;
 /// ... and in shared data (the build's checkpoint record), which Envoy holds.

@@ -1,4 +1,4 @@
-//! The README's bad-input table, row by row, through the real wasm: each bad input gets a log
+//! The bad-input table of docs/security.md, row by row, through the real wasm: each bad input gets a log
 //! line at the stated level, a metric, pass-through of the live request, and no state
 //! corruption (the filter still recovers a lost transition afterwards).
 

@@ -1,6 +1,6 @@
 //! The chaos suite: thousands of drone builds with drone-faithful lifecycles
 //! (drone-server 2.25's `trigger/trigger.go`, `operator/manager/`, `plugin/webhook/`), driven through the real
-//! `status_sync.wasm` in the host, with faults everywhere, and the README's guarantees checked
+//! `status_sync.wasm` in the host, with faults everywhere, and the guarantees of docs/reliability.md checked
 //! at the end. Seeded and deterministic: the same seed gives the same run.
 //!
 //! The drone model: drone's lifecycle is `drone_model::lifecycle::Row` (which event writes the
@@ -1234,7 +1234,7 @@ impl Sim {
     }
 }
 
-/// The builds the filter looks up by number (README `max_gap_fill`), as it does it: each
+/// The builds the filter looks up by number (docs/configuration.md, `max_gap_fill`), as it does it: each
 /// reconciler keeps, per repository, the highest build number it saw in a webhook; a webhook
 /// for build n above m + 1 makes it look up builds max(m + 1, n - max_gap_fill)..n. That
 /// highest number is not part of the checkpoint: a new reconciler (after a VM crash or a
@@ -1810,7 +1810,7 @@ fn received(pipeline: &SharedPipeline) -> Vec<(String, u64)> {
 /// the poll after `stale_after_ms` is answered `running v2` 1050 ms later; 1020 ms after the
 /// poll the final `success v3` passes live and the pipeline answers 200; 30 ms later the poll
 /// answer arrives, v2 > v1 (the settled version the reconciler knows), so `running v2` is
-/// re-delivered: the pipeline gets [pending 1, success 3, running 2]. README: "Newest state,
+/// re-delivered: the pipeline gets [pending 1, success 3, running 2]. docs/reliability.md: "Newest state,
 /// never older … made only when its version is newer than what the pipeline acknowledged".
 #[test]
 fn repro_slow_drone_answer_races_live_final() {
@@ -1876,7 +1876,7 @@ fn gap_fill_finds_a_declined_build_whose_only_webhook_was_lost() {
 /// new reconciler (config change, or the leader's VM crashing) treats its first webhook of a
 /// repository as the baseline, so a build whose every webhook was lost between the old
 /// reconciler's last webhook of that repository and the new one's first is never looked up,
-/// although a later build of its repository arrived (README: "A build whose every webhook was
+/// although a later build of its repository arrived (docs/reliability.md: "A build whose every webhook was
 /// lost is found when a later build of the same repository arrives with a higher number").
 /// Declined builds (one webhook, `build:created`) are the most exposed.
 #[test]
@@ -1900,7 +1900,7 @@ fn repro_gap_lost_across_leader_change() {
     );
 }
 
-/// Not a bug by the README's rules, but a gap in "the pipeline gets the newest state": once a
+/// Not a bug by docs/reliability.md's rules, but a gap in "the pipeline gets the newest state": once a
 /// build's terminal state is delivered the filter forgets it (tombstone), yet drone can write
 /// the build again afterwards: a cancel writes `killed` (v3), then a teardown that read the
 /// build after the cancel writes `killed` again (v4, drone's `operator/manager/teardown.go`) and sends webhook #4. If

@@ -412,7 +412,7 @@ fn advance_until(host: &mut Host, limit_ms: u64, mut done: impl FnMut() -> bool)
 /// Issue 12: the newest builds of a repository lose every webhook (a declined build whose
 /// only webhook, `build:created`, is lost, then a build that runs and finishes); no later
 /// build comes. With the default configuration the pipeline gets both final states within
-/// 2 × `max_poll_interval_ms` (README: discovery) of drone writing them.
+/// 2 × `max_poll_interval_ms` (docs/reliability.md: Convergence) of drone writing them.
 #[test]
 fn newest_builds_whose_every_webhook_was_lost_are_discovered() {
     let (mut host, drone, pipeline) = world(default_signed_config(2));

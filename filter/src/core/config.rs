@@ -5,7 +5,7 @@
 //! configuration). The drone token is never part of any message.
 //!
 //! Every key is declared once, in [`KEYS`]: its name, default, range and help. Integer keys
-//! are parsed from their row (bounds and default); README's configuration table is generated
+//! are parsed from their row (bounds and default); docs/configuration.md's table is generated
 //! from the rows (`make docs`, checked by `filter/tests/tables.rs`). Adding a key is a row, a
 //! [`Config`] field, and the line of [`Config::parse`] that reads it (a test fails until the
 //! parser reads every row).
@@ -350,11 +350,11 @@ const DEFAULT_LEASE_MIN_MS: u64 = 10_000;
 pub struct Key {
     pub name: &'static str,
     pub spec: Spec,
-    /// What it does, as README says it (empty in the wasm module: see [`help`]).
+    /// What it does, as docs/configuration.md says it (empty in the wasm module: see [`help`]).
     pub help: &'static str,
 }
 
-/// A key's values: what the parser applies and README shows.
+/// A key's values: what the parser applies and docs/configuration.md shows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Spec {
     /// An integer in `min..=max`, `default` when absent (`None`: computed, see `shown`).
@@ -363,17 +363,17 @@ pub enum Spec {
         min: u64,
         max: u64,
         unit: Unit,
-        /// README's default when computed from other keys, else empty.
+        /// The table's default when computed from other keys, else empty.
         shown: &'static str,
-        /// A rule across keys, or what a special value means (README's range), else empty.
+        /// A rule across keys, or what a special value means (the table's range), else empty.
         rule: &'static str,
     },
-    /// A non-empty string, `default` when absent; `range`: README's words for its checks.
+    /// A non-empty string, `default` when absent; `range`: the table's words for its checks.
     Str {
         default: &'static str,
         range: &'static str,
     },
-    /// Checked by its own code in [`Config::parse`]; README's default and range.
+    /// Checked by its own code in [`Config::parse`]; the table's default and range.
     Other {
         default: &'static str,
         range: &'static str,
@@ -387,17 +387,17 @@ pub enum Spec {
 }
 
 impl Spec {
-    /// A string, `default` when absent; `range`: README's words for its checks.
+    /// A string, `default` when absent; `range`: the table's words for its checks.
     const fn text(default: &'static str, range: &'static str) -> Spec {
         Spec::Str { default, range }
     }
 
-    /// Checked by its own code; README's default and range.
+    /// Checked by its own code; the table's default and range.
     const fn other(default: &'static str, range: &'static str) -> Spec {
         Spec::Other { default, range }
     }
 
-    /// A secret, or the name of a variable holding one; README's default and range.
+    /// A secret, or the name of a variable holding one; the table's default and range.
     const fn secret(default: &'static str, range: &'static str) -> Spec {
         Spec::Secret { default, range }
     }
@@ -428,7 +428,7 @@ impl Spec {
         }
     }
 
-    /// With a rule across keys, or the meaning of a special value (README's range).
+    /// With a rule across keys, or the meaning of a special value (the table's range).
     const fn rule(mut self, rule: &'static str) -> Spec {
         if let Spec::Int { rule: r, .. } = &mut self {
             *r = rule;
@@ -437,7 +437,7 @@ impl Spec {
     }
 }
 
-/// What an integer counts, for README (`30000` ms reads `30 s`).
+/// What an integer counts, for the docs (`30000` ms reads `30 s`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Unit {
     Count,
@@ -611,7 +611,7 @@ pub const KEYS: &[Key] = &[
         help: help(
             "namespaces shared-data keys and the queue (needed when several plugins share a \
                vm_id, as under Istio), and is the `sync_instance` label of the metrics; renaming \
-               it orphans the ledger ([runbook](docs/runbook.md#instance-renamed-orphaned-ledger))",
+               it orphans the ledger ([runbook](runbook.md#instance-renamed-orphaned-ledger))",
         ),
     },
     Key {
@@ -684,7 +684,7 @@ pub const KEYS: &[Key] = &[
     },
 ];
 
-/// README's words for a key or a metric, in native builds only: the shipped module never
+/// The docs' words for a key or a metric, in native builds only: the shipped module never
 /// shows them, and leaving them out keeps about 5 KB of text out of its size budget.
 pub(crate) const fn help(text: &'static str) -> &'static str {
     if cfg!(target_arch = "wasm32") {
@@ -1280,7 +1280,7 @@ mod tests {
         );
         assert_eq!(c.webhook_path, "/hook");
         assert_eq!(c.instance, "default");
-        // The computed default is what README says it is.
+        // The computed default is what docs/configuration.md says it is.
         assert_eq!(c.lease_ms, DEFAULT_LEASE_MIN_MS.max(3 * c.tick_ms));
         let Spec::Int { shown, .. } = key("lease_ms").unwrap().spec else {
             panic!("lease_ms")

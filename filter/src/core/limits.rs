@@ -136,7 +136,7 @@ pub fn check_webhook(w: &ParsedWebhook) -> Result<(), ParseError> {
 mod tests {
     use super::*;
 
-    /// The documented sizes (README: 8 KiB of `repo`, 4 KiB of `system`), written out rather
+    /// The documented sizes (docs/security.md: 8 KiB of `repo`, 4 KiB of `system`), written out rather
     /// than through the constants, so a changed constant fails here.
     #[test]
     fn json_size_limits_are_8_and_4_kib() {

@@ -21,7 +21,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    /// As README's metrics table names it.
+    /// As docs/metrics.md's table names it.
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Counter => "counter",
@@ -32,7 +32,7 @@ impl Kind {
 }
 
 /// One metric as operators know it: its Envoy name (`status_sync.` + the Prometheus name's
-/// tail), its kind, and what it counts (README's metrics table is generated from [`METRICS`]).
+/// tail), its kind, and what it counts (docs/metrics.md's table is generated from [`METRICS`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Metric {
     pub name: &'static str,
@@ -41,7 +41,7 @@ pub struct Metric {
     pub help: &'static str,
 }
 
-/// Declares every metric once, one row each, in README's order:
+/// Declares every metric once, one row each, in the table's order:
 /// `Variant(counters_field): Kind "status_sync.name" "help";`. A row with a field is kept by
 /// the core in [`Counters`] (the shell mirrors it each tick); one without is written by the
 /// shell itself. From the rows come [`Id`], [`METRICS`], [`Counters`] and [`Counters::get`].

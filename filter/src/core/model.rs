@@ -224,7 +224,7 @@ mod tests {
         assert!(BuildStatus::parse("bogus").is_done());
     }
 
-    /// The reasons logged for input the filter passes through unparsed (README, "Bad input").
+    /// The reasons logged for input the filter passes through unparsed (docs/security.md, "Bad input").
     #[test]
     fn parse_errors_say_what_was_wrong() {
         for (e, text) in [

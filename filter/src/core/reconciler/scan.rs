@@ -47,7 +47,7 @@ impl Reconciler {
                     Ok(builds) => Ok(builds),
                     Err(e) => {
                         // Drone answered: an unusable body is not drone being down, and does
-                        // not feed the circuit (README, Bad input).
+                        // not feed the circuit (docs/security.md, Bad input).
                         self.budget.on_success();
                         self.counters.drone_polls_failed += 1;
                         Err(e.to_string())
