@@ -14,7 +14,7 @@ mod common;
 use common::{api_build, config, is_drone, looked_up, obs, REPO_ID};
 use status_sync::core::config::Config;
 use status_sync::core::host::MemoryHost;
-use status_sync::core::metrics::Id;
+use status_sync::core::metrics::{Id, Kind};
 use status_sync::core::model::{BuildKey, DeliveryOutcome};
 use status_sync::core::observation::QueueKey;
 use status_sync::core::reconciler::OutgoingCall;
@@ -38,8 +38,13 @@ struct Rig {
 impl Rig {
     /// Root 1, elected on its first tick at T0.
     fn leading() -> Rig {
+        Rig::leading_with("")
+    }
+
+    /// [`Rig::leading`] with more configuration (JSON members, each after a comma).
+    fn leading_with(extra: &str) -> Rig {
         let cfg = config(&format!(
-            r#","lease_ms":{LEASE_MS},"webhook_secret":"{SECRET}","signature_mode":"monitor""#
+            r#","lease_ms":{LEASE_MS},"webhook_secret":"{SECRET}","signature_mode":"monitor"{extra}"#
         ));
         let mut turn = Turn::new(1);
         turn.configure(&cfg.instance);
@@ -51,7 +56,11 @@ impl Rig {
 
     /// A signed webhook for build 1 the pipeline took, as a worker queues it.
     fn live(&mut self, status: &str, version: u64) {
-        let o = obs(1, status, version, DeliveryOutcome::Delivered);
+        self.live_build(1, status, version);
+    }
+
+    fn live_build(&mut self, number: u64, status: &str, version: u64) {
+        let o = obs(number, status, version, DeliveryOutcome::Delivered);
         let key = QueueKey::derive(SECRET.as_bytes());
         self.host.store.enqueue(o.encode(Some(&key)));
     }
@@ -81,6 +90,19 @@ impl Rig {
         self.turn
             .on_call_answer(&mut self.host, &self.cfg, token, 1, size);
         self.host.answer = None;
+    }
+
+    /// Every counter and gauge the reconciler keeps reads the same in the host's metrics:
+    /// counters added up by their differences, never twice.
+    fn assert_mirrored(&mut self) {
+        let counters = self.turn.leader().unwrap().reconciler.counters().clone();
+        for &id in Id::ALL {
+            if let Some(value) = counters.get(id) {
+                if id.kind() != Kind::Histogram {
+                    assert_eq!(self.host.metric(id), value, "{}", id.name());
+                }
+            }
+        }
     }
 
     fn redeliveries(&self) -> Vec<&OutgoingCall> {
@@ -148,6 +170,7 @@ fn a_call_the_host_refuses_is_counted_failed_at_once_and_retried_later() {
     rig.answer(token, 200, api_build(1, "running", 2));
     assert_eq!(rig.turn.leader().unwrap().host.tokens(), 0);
     assert_eq!(rig.host.metric(Id::CallsRefused), refused);
+    rig.assert_mirrored();
 }
 
 #[test]
@@ -204,4 +227,54 @@ fn the_snapshot_written_after_an_answer_holds_what_the_answer_did() {
         "build 1 is done"
     );
     assert_eq!(rig.host.metric(Id::LeaderChanges), 2);
+}
+
+#[test]
+fn an_answer_without_headers_or_over_max_body_bytes_fails_the_call_unread() {
+    let mut rig = Rig::leading_with(r#","max_body_bytes":1024"#);
+    rig.live("running", 2);
+    // Reset before any header: nothing is read.
+    let token = rig.tick_until_lookup();
+    rig.host.answer = Some((Some(200), api_build(1, "success", 3)));
+    rig.turn
+        .on_call_answer(&mut rig.host, &rig.cfg, token, 0, 100);
+    assert_eq!(rig.host.answer_reads.get(), 0);
+    assert_eq!(rig.host.metric(Id::DronePollsFailed), 1);
+    // A body larger than max_body_bytes: its status is read, its body never.
+    let token = rig.tick_until_lookup();
+    rig.turn
+        .on_call_answer(&mut rig.host, &rig.cfg, token, 1, 1025);
+    assert_eq!(rig.host.answer_reads.get(), 1);
+    assert_eq!(rig.host.metric(Id::DronePollsFailed), 2);
+    // No readable status: failed.
+    let token = rig.tick_until_lookup();
+    rig.host.answer = Some((None, api_build(1, "success", 3)));
+    rig.turn
+        .on_call_answer(&mut rig.host, &rig.cfg, token, 1, 100);
+    assert_eq!(rig.host.metric(Id::DronePollsFailed), 3);
+    // Within the limit, the same answer is taken: the build is re-delivered.
+    let token = rig.tick_until_lookup();
+    rig.answer(token, 200, api_build(1, "success", 3));
+    assert_eq!(rig.host.metric(Id::DronePollsFailed), 3);
+    assert_eq!(rig.redeliveries().len(), 1);
+    rig.assert_mirrored();
+}
+
+#[test]
+fn tokens_of_calls_the_host_never_answers_are_forgotten() {
+    let mut rig = Rig::leading_with(r#","call_timeout_ms":100"#);
+    for number in 1..=20 {
+        rig.live_build(number, "running", 2);
+    }
+    let bound = rig.cfg.max_inflight_calls * 5 + 16;
+    let mut sent = 0;
+    // Ten minutes: the circuit opens, and its probes go unanswered too.
+    for _ in 0..6000 {
+        rig.tick();
+        sent += rig.host.take_dispatched().len();
+        assert!(rig.turn.leader().unwrap().host.tokens() <= bound);
+    }
+    assert!(sent > 2 * bound, "only {sent} calls were made");
+    assert!(rig.host.metric(Id::CallsExpired) > 0);
+    rig.assert_mirrored();
 }
