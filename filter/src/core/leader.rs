@@ -8,7 +8,7 @@
 //! lands: both lead for that tick, and the next tick leaves the last writer
 //! (`filter/tests/leader.rs` drives these races).
 //! Everything goes through a [`SharedStore`], so the whole of it runs natively against
-//! [`super::store::MemoryStore`]; the shell's store makes the hostcalls.
+//! [`super::store::MemoryStore`]; [`super::turn`] drives it on every tick and answer.
 
 use super::config::Config;
 use super::lease::{self, Decision, Lease};
@@ -34,8 +34,8 @@ pub enum Role {
 }
 
 /// One root context's part in the election, and its reconciler while it leads. `H` is what
-/// the shell keeps beside a reconciler (its host call tokens): made new with each leader,
-/// dropped with it.
+/// the turn ([`super::turn::Calls`]) keeps beside a reconciler (its host call tokens): made
+/// new with each leader, dropped with it.
 pub struct Seat<H = ()> {
     /// Random id in the lease; distinct for every root context in the process.
     me: u64,
@@ -47,7 +47,7 @@ pub struct Seat<H = ()> {
 /// The reconciler of the root that holds the lease, and what it keeps beside it.
 pub struct Leader<H = ()> {
     pub reconciler: Reconciler,
-    /// The shell's own state for this reconciler.
+    /// The turn's own state for this reconciler.
     pub host: H,
     /// `instance=… reconciler=… epoch=…`, for this root's log lines.
     pub who: String,

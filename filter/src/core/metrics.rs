@@ -1,7 +1,7 @@
 //! Every metric status-sync defines, declared once (the `metrics!` table below: name, kind,
-//! help), and the counters the core keeps. The shell defines the table's metrics in Envoy and
-//! mirrors the core's counters into them by adding the difference since it last looked, so
-//! the core never calls the host.
+//! help), and the counters the core keeps. The shell defines the table's metrics in Envoy;
+//! the leader's turn ([`super::turn`]) mirrors the core's counters into them through its
+//! [`super::host::Host`] by adding the difference since it last looked.
 //!
 //! Every metric carries the plugin's `instance` as a tag inside its Envoy name
 //! ([`tagged`]), so that two plugins in one proxy never add into one series. Envoy's
@@ -228,6 +228,10 @@ metrics! {
     CallsExpired(calls_expired): Counter
         "status_sync.calls_expired"
         "calls the host never answered (given up after 2× timeout)";
+    CallsRefused: Counter
+        "status_sync.calls_refused"
+        "calls the host refused to send (a cluster Envoy does not define: see the log line \
+         `cannot call cluster`): each failed at once, and retried as a failed call is";
     ObservationsInvalid(observations_invalid): Counter
         "status_sync.observations_invalid"
         "unreadable queue messages";

@@ -4,6 +4,10 @@
 //! outside its window), and a panic kills the VM. These wrappers call
 //! `proxy_wasm::hostcalls` directly and turn every failure into `None`/`Err`.
 
+use super::metrics::Metrics;
+use crate::core::host::Host;
+use crate::core::metrics::Id;
+use crate::core::reconciler::OutgoingCall;
 use crate::core::store::{SetError, SharedStore};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, MapType, Status};
@@ -30,13 +34,15 @@ pub fn buffer(kind: BufferType, start: usize, len: usize) -> Option<Vec<u8>> {
     hostcalls::get_buffer(kind, start, len).ok().flatten()
 }
 
-/// Shared data and the observation queue through hostcalls: the leader's
-/// [`SharedStore`]. `queue` is this root's registered queue (none: nothing to dequeue).
-pub struct HostStore {
+/// The host as the leader's turn sees it ([`Host`]), through hostcalls: shared data, the
+/// observation queue (`queue`, this root's registered one; none: nothing to dequeue), calls,
+/// the answer being handled, and this root's metrics.
+pub struct WasmHost<'a> {
     pub queue: Option<u32>,
+    pub metrics: &'a Metrics,
 }
 
-impl SharedStore for HostStore {
+impl SharedStore for WasmHost<'_> {
     fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
         // Envoy hands an emptied value over as no bytes, with its CAS.
         let (value, cas) = hostcalls::get_shared_data(key).ok()?;
@@ -55,24 +61,49 @@ impl SharedStore for HostStore {
     }
 }
 
-pub fn dispatch(
-    cluster: &str,
-    headers: &[(String, String)],
-    body: &[u8],
-    timeout_ms: u64,
-) -> Result<u32, Status> {
-    let hdrs: Vec<(&str, &str)> = headers
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    let body = if body.is_empty() { None } else { Some(body) };
-    hostcalls::dispatch_http_call(
-        cluster,
-        hdrs,
-        body,
-        vec![],
-        Duration::from_millis(timeout_ms),
-    )
+impl Host for WasmHost<'_> {
+    fn now_ms(&self) -> u64 {
+        now_ms()
+    }
+
+    fn dispatch(&mut self, call: &OutgoingCall) -> Result<u32, String> {
+        let hdrs: Vec<(&str, &str)> = call
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let body = if call.body.is_empty() {
+            None
+        } else {
+            Some(call.body.as_slice())
+        };
+        hostcalls::dispatch_http_call(
+            &call.cluster,
+            hdrs,
+            body,
+            vec![],
+            Duration::from_millis(call.timeout_ms),
+        )
+        .map_err(|status| format!("{status:?}"))
+    }
+
+    fn answer_status(&self) -> Option<u16> {
+        header(MapType::HttpCallResponseHeaders, ":status")
+            .and_then(|v| String::from_utf8(v).ok())
+            .and_then(|v| v.trim().parse::<u16>().ok())
+    }
+
+    fn answer_body(&self, len: usize) -> Option<Vec<u8>> {
+        buffer(BufferType::HttpCallResponseBody, 0, len)
+    }
+
+    fn add_metric(&mut self, id: Id, by: u64) {
+        self.metrics.inc(id, by);
+    }
+
+    fn set_metric(&mut self, id: Id, value: u64) {
+        self.metrics.set(id, value);
+    }
 }
 
 pub fn register_queue(name: &str) -> Option<u32> {

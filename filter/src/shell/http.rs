@@ -8,11 +8,11 @@
 
 use super::host;
 use super::metrics::Filter;
-use super::root::Shared;
+use super::shared::Shared;
 use crate::core::body_budget::BodyBudget;
 use crate::core::logfmt::Val;
 use crate::core::model::{DeliveryOutcome, ParseError};
-use crate::core::ratelog::{suppressed_note, LogLimiter};
+use crate::core::ratelog::suppressed_note;
 use crate::core::request::{self, Decision, Finish, Headers, Read, Request};
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, MapType};
@@ -29,10 +29,8 @@ enum Kind {
     OverBudget = 4,
 }
 
-/// The per-kind limiters of one root context (one VM thread).
-pub fn new_limits() -> std::cell::RefCell<[LogLimiter; 5]> {
-    std::cell::RefCell::new([const { LogLimiter::new(10_000) }; 5])
-}
+// One limiter per kind in `Shared::log_limits`.
+const _: () = assert!(Kind::OverBudget as usize + 1 == super::shared::LOG_KINDS);
 
 /// Counts and logs a request the worker's body budget had no room for.
 fn over_budget(shared: &Shared, what: &str) {

@@ -3,7 +3,7 @@
 //! the plugin's `instance` as a tag ([`crate::core::metrics::tagged`]): plugins of different
 //! instances never share a stat.
 
-use crate::core::metrics::{self, Counters, Id, Kind};
+use crate::core::metrics::{self, Id, Kind};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
 
@@ -95,25 +95,5 @@ impl Metrics {
         if let Some(h) = self.host_id(id) {
             let _ = hostcalls::record_metric(h, value);
         }
-    }
-
-    /// Records one sample into a histogram.
-    pub fn record(&self, id: Id, value: u64) {
-        self.set(id, value);
-    }
-
-    /// Adds what the core counted since `last`, sets the gauges, and remembers `now`.
-    pub fn mirror(&self, now: &Counters, last: &mut Counters) {
-        for &id in Id::ALL {
-            let Some(value) = now.get(id) else { continue };
-            match id.kind() {
-                Kind::Counter => {
-                    let old = last.get(id).unwrap_or_default();
-                    self.inc(id, value.saturating_sub(old));
-                }
-                Kind::Gauge | Kind::Histogram => self.set(id, value),
-            }
-        }
-        *last = now.clone();
     }
 }

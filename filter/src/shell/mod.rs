@@ -6,6 +6,7 @@ mod host;
 mod http;
 mod metrics;
 mod root;
+mod shared;
 
 use proxy_wasm::types::LogLevel;
 

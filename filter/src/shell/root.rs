@@ -1,51 +1,24 @@
-//! The root context: configuration, the single tick, leader election, and (on the leader only)
-//! the reconciler with its calls and snapshot.
+//! The root context: configuration and the single tick. Everything the leader does on a tick
+//! or a call's answer is [`Turn`]'s (core); this file translates the callbacks into its
+//! events, with [`WasmHost`] as its host.
 
-use super::host::{self, HostStore};
+use super::host::{self, WasmHost};
 use super::http::Observer;
 use super::metrics::Metrics;
+use super::shared::Shared;
 use crate::core::config::Config;
-use crate::core::leader::{Leader, Role, Seat};
 use crate::core::logfmt::{self, Val};
-use crate::core::metrics::{Counters, Id};
-use crate::core::reconciler::{CallId, CallResult, OutgoingCall};
 use crate::core::snapshot;
+use crate::core::turn::Turn;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{BufferType, ContextType, MapType};
-use std::collections::HashMap;
+use proxy_wasm::types::ContextType;
 use std::rc::Rc;
-
-/// What the HTTP contexts of this root share with it.
-pub struct Shared {
-    pub cfg: Config,
-    pub metrics: Metrics,
-    pub queue: Option<u32>,
-    /// Rate limits of the HTTP filter's per-request log lines.
-    pub log_limits: std::cell::RefCell<[crate::core::ratelog::LogLimiter; 5]>,
-    /// Repository and system objects this VM already sent to the reconciler.
-    pub sent_metadata: std::cell::RefCell<crate::core::metadata::SentMetadata>,
-    /// Host time at this root's last tick (or configuration), in Unix milliseconds.
-    pub tick_ms: std::cell::Cell<u64>,
-    /// The key this VM's verified webhooks are tagged with in the queue.
-    pub queue_key: Option<crate::core::observation::QueueKey>,
-    /// The body bytes this VM's requests hold, within `max_body_bytes_in_flight`.
-    pub body_budget: crate::core::body_budget::BodyBudget,
-}
 
 pub struct Root {
     context_id: u32,
     shared: Option<Rc<Shared>>,
-    /// The election, and the reconciler while this root leads.
-    seat: Seat<Calls>,
-}
-
-/// What the shell keeps beside the leader's reconciler.
-#[derive(Default)]
-struct Calls {
-    /// Host call tokens of the reconciler's calls in flight.
-    tokens: HashMap<u32, CallId>,
-    /// The reconciler's counters as last mirrored into the host's metrics.
-    mirrored: Counters,
+    /// The election, and the leader's turn while this root leads.
+    turn: Turn,
 }
 
 impl Root {
@@ -53,48 +26,8 @@ impl Root {
         Root {
             context_id,
             shared: None,
-            seat: Seat::new(host::random_u64() ^ u64::from(context_id).rotate_left(32)),
+            turn: Turn::new(host::random_u64() ^ u64::from(context_id).rotate_left(32)),
         }
-    }
-
-    fn dispatch_all(leader: &mut Leader<Calls>, calls: Vec<OutgoingCall>, now_ms: u64) {
-        let mut pending = calls;
-        // A refused dispatch is answered at once as a failure, which may schedule nothing
-        // more; the loop is bounded by the in-flight budget.
-        let mut rounds = 0;
-        while !pending.is_empty() && rounds < 64 {
-            rounds += 1;
-            let mut next = Vec::new();
-            for call in pending {
-                match host::dispatch(&call.cluster, &call.headers, &call.body, call.timeout_ms) {
-                    Ok(token) => {
-                        leader.host.tokens.insert(token, call.id);
-                    }
-                    Err(status) => {
-                        log::warn!(
-                            "cannot call cluster (is it defined?) cluster={} status={status:?} {}",
-                            Val(&call.cluster),
-                            leader.who
-                        );
-                        next.extend(leader.reconciler.on_response(
-                            call.id,
-                            CallResult::Failed,
-                            now_ms,
-                        ));
-                    }
-                }
-            }
-            pending = next;
-        }
-    }
-
-    fn finish_callback(leader: &mut Leader<Calls>, store: &mut HostStore, shared: &Shared) {
-        leader.checkpoint(store);
-        for delay_ms in leader.reconciler.take_recovery_delays() {
-            shared.metrics.record(Id::RecoveryDelayMs, delay_ms);
-        }
-        let now = leader.reconciler.counters().clone();
-        shared.metrics.mirror(&now, &mut leader.host.mirrored);
     }
 }
 
@@ -106,48 +39,21 @@ impl Context for Root {
         body_size: usize,
         _num_trailers: usize,
     ) {
-        let (Some(shared), Some(leader)) = (self.shared.clone(), self.seat.leader()) else {
+        let Some(shared) = self.shared.clone() else {
             return;
         };
-        let Some(id) = leader.host.tokens.remove(&token) else {
-            return;
-        };
-        let now_ms = host::now_ms();
-        let result = if num_headers == 0 {
-            CallResult::Failed
-        } else {
-            let status = host::header(MapType::HttpCallResponseHeaders, ":status")
-                .and_then(|v| String::from_utf8(v).ok())
-                .and_then(|v| v.trim().parse::<u16>().ok());
-            match status {
-                None => CallResult::Failed,
-                Some(_) if body_size > shared.cfg.max_body_bytes => CallResult::Failed,
-                Some(status) => CallResult::Response {
-                    status,
-                    body: if body_size == 0 {
-                        Vec::new()
-                    } else {
-                        host::buffer(BufferType::HttpCallResponseBody, 0, body_size)
-                            .unwrap_or_default()
-                    },
-                },
-            }
-        };
-        // Live webhooks that reached the pipeline since the last tick may be newer than this
-        // answer: take them in first, so an older state is never re-delivered after them.
-        let mut store = HostStore {
+        let mut host = WasmHost {
             queue: shared.queue,
+            metrics: &shared.metrics,
         };
-        leader.drain(&mut store, now_ms);
-        let follow_up = leader.reconciler.on_response(id, result, now_ms);
-        Self::dispatch_all(leader, follow_up, now_ms);
-        Self::finish_callback(leader, &mut store, &shared);
+        self.turn
+            .on_call_answer(&mut host, &shared.cfg, token, num_headers, body_size);
     }
 
     fn on_done(&mut self) -> bool {
         // A root being replaced (config change) stops reconciling; its lease expires and the
         // new root loads the snapshot.
-        self.seat.leave();
+        self.turn.leave();
         true
     }
 }
@@ -159,7 +65,7 @@ impl RootContext for Root {
         log::debug!(
             "VM started version={} root={} context={}",
             env!("CARGO_PKG_VERSION"),
-            logfmt::root_id(self.seat.me()),
+            logfmt::root_id(self.turn.me()),
             self.context_id
         );
         true
@@ -197,22 +103,12 @@ impl RootContext for Root {
             Val(&cfg.drone_cluster),
             Val(&cfg.pipeline_cluster),
             env!("CARGO_PKG_VERSION"),
-            logfmt::root_id(self.seat.me())
+            logfmt::root_id(self.turn.me())
         );
         // A new configuration means a new reconciler: the next tick re-elects and reloads.
-        self.seat.configure(&cfg.instance);
-        self.shared = Some(Rc::new(Shared {
-            metrics: Metrics::define(&cfg.instance),
-            queue,
-            log_limits: super::http::new_limits(),
-            sent_metadata: std::cell::RefCell::new(crate::core::metadata::SentMetadata::new(
-                cfg.max_repos,
-            )),
-            tick_ms: std::cell::Cell::new(host::now_ms()),
-            body_budget: crate::core::body_budget::BodyBudget::new(cfg.max_body_bytes_in_flight),
-            queue_key: crate::core::observation::QueueKey::of(&cfg),
-            cfg,
-        }));
+        self.turn.configure(&cfg.instance);
+        let metrics = Metrics::define(&cfg.instance);
+        self.shared = Some(Rc::new(Shared::new(cfg, metrics, queue, host::now_ms())));
         true
     }
 
@@ -220,31 +116,12 @@ impl RootContext for Root {
         let Some(shared) = self.shared.clone() else {
             return;
         };
-        let now_ms = host::now_ms();
-        shared.tick_ms.set(now_ms);
-        let mut store = HostStore {
+        let mut host = WasmHost {
             queue: shared.queue,
+            metrics: &shared.metrics,
         };
-        let role = self.seat.elect(&mut store, &shared.cfg, now_ms);
-        if let Role::Elected { epoch } = role {
-            shared.metrics.inc(Id::LeaderChanges, 1);
-            shared.metrics.set(Id::ReconcilerEpoch, epoch);
-        }
-        let (Role::Leader | Role::Elected { .. }, Some(leader)) = (role, self.seat.leader()) else {
-            return;
-        };
-        leader.drain(&mut store, now_ms);
-        let calls = leader.reconciler.tick(now_ms);
-        Self::dispatch_all(leader, calls, now_ms);
-        // Tokens of calls the reconciler expired (the host never answered) are dropped, so the
-        // map stays bounded even if answers are lost.
-        let tokens = &mut leader.host.tokens;
-        if tokens.len() > shared.cfg.max_inflight_calls * 4 + 16 {
-            let reconciler = &leader.reconciler;
-            tokens.retain(|_, id| reconciler.is_inflight(*id));
-        }
-        Self::finish_callback(leader, &mut store, &shared);
-        leader.log_summary(now_ms);
+        let now_ms = self.turn.on_tick(&mut host, &shared.cfg);
+        shared.tick_ms.set(now_ms);
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
