@@ -10,8 +10,9 @@
 //! [`Config`] field, and the line of [`Config::parse`] that reads it (a test fails until the
 //! parser reads every row).
 
-use super::drone_api::{compact, RawObject};
+use super::json::compact;
 use super::json::{decode_string, decode_u64, Scanner};
+use super::object::RawObject;
 use super::redact::{OptRedacted, Redacted};
 use std::borrow::Cow;
 

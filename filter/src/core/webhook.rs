@@ -1,9 +1,10 @@
 //! Recognising and parsing drone's live `build` webhooks.
 
-use super::drone_api::{begin_object, parse_repo_object, utf8, RawObject};
+use super::drone_api::parse_repo_object;
 use super::json::{self, Scanner};
 use super::limits;
 use super::model::{BuildStatus, ParseError, ParsedWebhook, RepoRef};
+use super::object::{begin_object, utf8, RawObject};
 use std::borrow::Cow;
 
 /// True when a request is one of drone's build webhooks that we should observe: method `POST`,
@@ -494,10 +495,10 @@ fn slug_part(s: Cow<'_, str>, name: &'static str) -> Result<String, ParseError> 
 #[cfg(any(test, feature = "reference"))]
 #[doc(hidden)]
 pub mod reference {
-    use super::super::drone_api::{unique_member, utf8};
     use super::super::json::{nesting_depth, MAX_DEPTH};
     use super::super::limits;
     use super::super::model::{BuildStatus, ParseError, ParsedWebhook, RepoRef};
+    use super::super::object::{unique_member, utf8};
     use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
     use serde_json::value::RawValue;
     use std::borrow::Cow;
