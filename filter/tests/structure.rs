@@ -50,8 +50,8 @@ fn rust_files(dir: &Path) -> Vec<(String, String)> {
 fn lines_before_tests(text: &str) -> usize {
     let lines: Vec<&str> = text.lines().collect();
     for (i, line) in lines.iter().enumerate() {
-        let t = line.trim_start();
-        if t.starts_with("mod tests") || t.starts_with("pub(crate) mod tests") {
+        // Only the file's own (top-level, unindented) test module ends the count.
+        if line.starts_with("mod tests") || line.starts_with("pub(crate) mod tests") {
             // Back over the attributes of `mod tests` (`#[cfg(test)]` and any others).
             let mut start = i;
             while start > 0 && lines[start - 1].trim_start().starts_with("#[") {
@@ -276,6 +276,7 @@ fn the_structure_checks_see_what_they_check() {
         2
     );
     assert_eq!(lines_before_tests("a\nb\n"), 2);
+    assert_eq!(lines_before_tests("mod inline {\n    mod tests {}\n}\n"), 3);
     // Paths, groups and `super::` chains resolve to top-level modules.
     let top: BTreeSet<String> = ["a", "b", "c", "d"].map(String::from).into();
     let at = module_path("a/x.rs");
