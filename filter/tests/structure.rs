@@ -3,7 +3,8 @@
 //! modules import each other, directly or through others. A file that grows past the limit is
 //! split by concern into a directory module (as `core/json/` and `core/config/` are); an import
 //! circle is broken by moving what both sides need below both (as `core/object.rs` is, under
-//! `drone_api`, `limits` and `config`).
+//! `drone_api`, `limits` and `config`). The shell's modules are held to the second rule too,
+//! but for the one circle issue 20 removes by moving the leader's turn into the core.
 
 #![allow(
     clippy::unwrap_used,
@@ -18,8 +19,11 @@ use std::path::{Path, PathBuf};
 /// Lines a core file may have before its `#[cfg(test)] mod tests`.
 const MAX_LINES_BEFORE_TESTS: usize = 700;
 
-fn core_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/core")
+/// `filter/src/<part>`: `core` or `shell`.
+fn src_dir(part: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("src")
+        .join(part)
 }
 
 /// Every `.rs` file under `dir`, sorted, as (path relative to `core`, text).
@@ -114,10 +118,15 @@ fn group_heads(s: &str) -> Vec<String> {
     heads
 }
 
-/// The top-level core modules `text` (the file at module path `at`) names outside its unit
-/// tests and comments: through `crate::core::x`, or `super::` chains that resolve to another
-/// top-level module.
-fn imports(at: &[String], text: &str, top_level: &BTreeSet<String>) -> BTreeSet<String> {
+/// The top-level modules of `part` (`core`, `shell`) that `text` (the file at module path `at`
+/// below `part`) names outside its unit tests and comments: through `crate::<part>::x`, or
+/// `super::` chains that resolve to another top-level module.
+fn imports(
+    part: &str,
+    at: &[String],
+    text: &str,
+    top_level: &BTreeSet<String>,
+) -> BTreeSet<String> {
     let mut code = String::new();
     for line in text.lines().take(lines_before_tests(text)) {
         let line = line.trim_start();
@@ -145,8 +154,9 @@ fn imports(at: &[String], text: &str, top_level: &BTreeSet<String>) -> BTreeSet<
             }
         }
     };
-    for (i, _) in code.match_indices("crate::core::") {
-        add(&[], &code[i + "crate::core::".len()..]);
+    let prefix = format!("crate::{part}::");
+    for (i, _) in code.match_indices(&prefix) {
+        add(&[], &code[i + prefix.len()..]);
     }
     let mut i = 0;
     while let Some(found) = code[i..].find("super::") {
@@ -172,10 +182,10 @@ fn imports(at: &[String], text: &str, top_level: &BTreeSet<String>) -> BTreeSet<
     names
 }
 
-/// Edges `module -> modules it imports` between top-level core modules (a directory module
-/// and its files are one node).
-fn core_graph() -> BTreeMap<String, BTreeSet<String>> {
-    let files = rust_files(&core_dir());
+/// Edges `module -> modules it imports` between the top-level modules of `part` (a directory
+/// module and its files are one node).
+fn module_graph(part: &str) -> BTreeMap<String, BTreeSet<String>> {
+    let files = rust_files(&src_dir(part));
     let top_level: BTreeSet<String> = files
         .iter()
         .filter_map(|(rel, _)| module_path(rel).first().cloned())
@@ -186,7 +196,7 @@ fn core_graph() -> BTreeMap<String, BTreeSet<String>> {
         let Some(me) = at.first().cloned() else {
             continue;
         };
-        let mut targets = imports(&at, text, &top_level);
+        let mut targets = imports(part, &at, text, &top_level);
         targets.remove(&me);
         graph.entry(me).or_default().extend(targets);
     }
@@ -230,7 +240,7 @@ fn find_cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>>
 
 #[test]
 fn no_core_file_is_over_700_lines_before_its_tests() {
-    let files = rust_files(&core_dir());
+    let files = rust_files(&src_dir("core"));
     assert!(files.len() > 20, "found only {} core files", files.len());
     let too_long: Vec<String> = files
         .iter()
@@ -248,7 +258,7 @@ fn no_core_file_is_over_700_lines_before_its_tests() {
 
 #[test]
 fn no_two_core_modules_import_each_other_even_through_others() {
-    let graph = core_graph();
+    let graph = module_graph("core");
     // The scan sees real imports (so an empty graph cannot pass for a clean one).
     for (from, to) in [
         ("leader", "config"),
@@ -269,6 +279,26 @@ fn no_two_core_modules_import_each_other_even_through_others() {
 }
 
 #[test]
+fn no_two_shell_modules_import_each_other_but_the_one_being_moved_into_the_core() {
+    let mut graph = module_graph("shell");
+    assert!(
+        graph.get("http").is_some_and(|t| t.contains("host")),
+        "the scan should see shell::http import shell::host: {graph:?}"
+    );
+    // Issue 20, item 3: `root` (the leader's turn) and `http` (which hands it observations)
+    // import each other until the leader's turn moves into the core. Delete this exemption then.
+    if let Some(t) = graph.get_mut("root") {
+        t.remove("http");
+    }
+    if let Some(cycle) = find_cycle(&graph) {
+        panic!(
+            "shell modules import each other: {}; move what they share below both",
+            cycle.join(" -> ")
+        );
+    }
+}
+
+#[test]
 fn the_structure_checks_see_what_they_check() {
     // Tests stop the line count.
     assert_eq!(
@@ -283,7 +313,7 @@ fn the_structure_checks_see_what_they_check() {
     assert_eq!(at, ["a", "x"]);
     let text = "use super::y;\nuse super::super::b::T;\nuse crate::core::{c, d::E};\n\
                 // use crate::core::d;\n#[cfg(test)]\nmod tests { use crate::core::b; }\n";
-    let seen = imports(&at, text, &top);
+    let seen = imports("core", &at, text, &top);
     assert_eq!(seen, ["a", "b", "c", "d"].map(String::from).into());
     // A cycle through a third module is found; a chain is not a cycle.
     let graph = |edges: &[(&str, &str)]| {
