@@ -13,6 +13,7 @@ pub(crate) use super::json::compact;
 use super::json::{self, Scanner};
 use super::limits;
 use super::model::{BuildStatus, ParseError, RepoRef};
+use super::object::{utf8, RawObject};
 use std::borrow::Cow;
 
 /// The fields of `GET /api/repos/{owner}/{name}/builds/{number}` we act on, and the whole
@@ -302,113 +303,6 @@ pub(crate) fn build_fields(obj: &RawObject<'_>) -> Result<(u64, BuildStatus, u64
     let status = BuildStatus::parse(&obj.string("status", "build.status")?);
     let version = obj.int64("version", "build.version")?;
     Ok((number, status, version))
-}
-
-/// Bodies arrive as bytes; anything that is not UTF-8 cannot be drone's JSON.
-pub(crate) fn utf8(body: &[u8]) -> Result<&str, ParseError> {
-    std::str::from_utf8(body).map_err(|_| ParseError::Json("not UTF-8".to_string()))
-}
-
-/// Enters the object the text of `s` starts with. Any other text is a JSON error: the
-/// scanner's own when it is not JSON, else "expected a JSON object" (an array, a string...).
-pub(crate) fn begin_object(s: &mut Scanner<'_>) -> Result<(), ParseError> {
-    if s.begin_object() {
-        return Ok(());
-    }
-    s.value(0)?;
-    s.end()?;
-    Err(ParseError::Json("expected a JSON object".to_string()))
-}
-
-/// The value of the member named `key` among an object's `entries`, `None` when it has none.
-/// A key present more than once is ambiguous (JSON decoders disagree on which one wins), so
-/// it is an error (`Invalid(name)`) rather than a guess. Shared with the reference parser,
-/// whose values are serde_json's raw values.
-pub(crate) fn unique_member<V: Copy>(
-    entries: &[(Cow<'_, str>, V)],
-    key: &str,
-    name: &'static str,
-) -> Result<Option<V>, ParseError> {
-    let mut found = None;
-    for (k, v) in entries {
-        if k == key {
-            if found.is_some() {
-                return Err(ParseError::Invalid(name));
-            }
-            found = Some(*v);
-        }
-    }
-    Ok(found)
-}
-
-/// A JSON object's members in document order, each value as its raw (validated) text.
-///
-/// Order matters for re-deliveries, and raw values let us copy drone's objects without
-/// re-encoding them. Built on [`json`]: one pass, iterative, nesting limited.
-#[derive(Debug)]
-pub(crate) struct RawObject<'a> {
-    pub(crate) entries: Vec<(Cow<'a, str>, &'a str)>,
-}
-
-impl<'a> RawObject<'a> {
-    /// Parses `text`, which must be exactly one JSON object (surrounding whitespace allowed).
-    pub(crate) fn parse(text: &'a str) -> Result<Self, ParseError> {
-        let mut s = Scanner::new(text);
-        begin_object(&mut s)?;
-        let mut entries = Vec::with_capacity(16);
-        let mut first = true;
-        while let Some(key) = s.next_key(first)? {
-            first = false;
-            let key = key.decode()?;
-            entries.push((key, s.value(1)?));
-        }
-        s.end()?;
-        Ok(RawObject { entries })
-    }
-
-    /// Parses a member of an object [`RawObject::parse`] already accepted.
-    pub(crate) fn parse_nested(text: &'a str) -> Result<Self, ParseError> {
-        Self::parse(text)
-    }
-
-    /// The raw value of `key` (see [`unique_member`]).
-    pub(crate) fn get(&self, key: &str, name: &'static str) -> Result<Option<&'a str>, ParseError> {
-        unique_member(&self.entries, key, name)
-    }
-
-    /// A required unsigned integer. Negative numbers, floats, strings and values beyond
-    /// `u64` are all invalid: drone's ids, numbers and versions are non-negative integers.
-    pub(crate) fn u64_field(&self, key: &str, name: &'static str) -> Result<u64, ParseError> {
-        let raw = self.get(key, name)?.ok_or(ParseError::Missing(name))?;
-        json::decode_u64(raw).ok_or(ParseError::Invalid(name))
-    }
-
-    /// A required string.
-    pub(crate) fn string(&self, key: &str, name: &'static str) -> Result<String, ParseError> {
-        let raw = self.get(key, name)?.ok_or(ParseError::Missing(name))?;
-        json::decode_string(raw)
-            .map(Cow::into_owned)
-            .ok_or(ParseError::Invalid(name))
-    }
-
-    /// A required drone id or build number, `1..=2^63-1` ([`limits::check_positive`]).
-    pub(crate) fn positive(&self, key: &str, name: &'static str) -> Result<u64, ParseError> {
-        limits::check_positive(self.u64_field(key, name)?, name)
-    }
-
-    /// A required version or counter, `0..=2^63-1` ([`limits::check_version`]).
-    pub(crate) fn int64(&self, key: &str, name: &'static str) -> Result<u64, ParseError> {
-        limits::check_version(self.u64_field(key, name)?, name)
-    }
-
-    /// A required namespace or name: non-empty (an empty name cannot address the API) and
-    /// within [`limits::check_slug_part`] (no `/`, `.`, `..` or control character to walk or
-    /// pollute the API path and the logs; at most 250 bytes).
-    pub(crate) fn slug_part(&self, key: &str, name: &'static str) -> Result<String, ParseError> {
-        let s = self.string(key, name)?;
-        limits::check_slug_part(&s, name)?;
-        Ok(s)
-    }
 }
 
 /// `s` as a JSON string literal (keys are decoded when parsed, so they are re-encoded),

@@ -23,8 +23,8 @@
 //! (`webhooks_out_of_limits`), and never tracked. A drone answer outside them is an unusable
 //! answer ([`ParseError::Limit`]), like one that is not JSON.
 
-use super::drone_api::RawObject;
 use super::model::{ParseError, ParsedWebhook};
+use super::object::RawObject;
 
 /// Drone's `repo_namespace`/`repo_name` columns: `VARCHAR(250)` (characters).
 pub const MAX_NAME_CHARS: usize = 250;
@@ -130,6 +130,29 @@ pub fn check_webhook(w: &ParsedWebhook) -> Result<(), ParseError> {
         check_system_json(j)?;
     }
     Ok(())
+}
+
+/// The accessors of a drone object's fields that hold them to these limits, on the reader
+/// ([`RawObject`]) every decoder of drone's JSON shares.
+impl RawObject<'_> {
+    /// A required drone id or build number, `1..=2^63-1` ([`check_positive`]).
+    pub(crate) fn positive(&self, key: &str, name: &'static str) -> Result<u64, ParseError> {
+        check_positive(self.u64_field(key, name)?, name)
+    }
+
+    /// A required version or counter, `0..=2^63-1` ([`check_version`]).
+    pub(crate) fn int64(&self, key: &str, name: &'static str) -> Result<u64, ParseError> {
+        check_version(self.u64_field(key, name)?, name)
+    }
+
+    /// A required namespace or name: non-empty (an empty name cannot address the API) and
+    /// within [`check_slug_part`] (no `/`, `.`, `..` or control character to walk or
+    /// pollute the API path and the logs; at most 250 bytes).
+    pub(crate) fn slug_part(&self, key: &str, name: &'static str) -> Result<String, ParseError> {
+        let s = self.string(key, name)?;
+        check_slug_part(&s, name)?;
+        Ok(s)
+    }
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ pub mod logfmt;
 pub mod metadata;
 pub mod metrics;
 pub mod model;
+pub(crate) mod object;
 pub mod observation;
 pub mod ratelog;
 pub mod reconciler;
