@@ -279,17 +279,12 @@ fn no_two_core_modules_import_each_other_even_through_others() {
 }
 
 #[test]
-fn no_two_shell_modules_import_each_other_but_the_one_being_moved_into_the_core() {
-    let mut graph = module_graph("shell");
+fn no_two_shell_modules_import_each_other() {
+    let graph = module_graph("shell");
     assert!(
         graph.get("http").is_some_and(|t| t.contains("host")),
         "the scan should see shell::http import shell::host: {graph:?}"
     );
-    // Issue 20, item 3: `root` (the leader's turn) and `http` (which hands it observations)
-    // import each other until the leader's turn moves into the core. Delete this exemption then.
-    if let Some(t) = graph.get_mut("root") {
-        t.remove("http");
-    }
     if let Some(cycle) = find_cycle(&graph) {
         panic!(
             "shell modules import each other: {}; move what they share below both",
