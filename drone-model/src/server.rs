@@ -482,6 +482,48 @@ impl Drone {
         &self.stats
     }
 
+    /// Moves every timestamp of build `key` `secs` seconds into the past, as if it had run
+    /// then: how a test gets builds that finished long before a watcher started. False if
+    /// drone has no such build.
+    pub fn backdate(&mut self, key: &BuildKey, secs: i64) -> bool {
+        let Some(b) = self
+            .repos
+            .iter_mut()
+            .find(|r| r.repo.slug == key.slug)
+            .and_then(|r| r.builds.get_mut(&key.number))
+        else {
+            return false;
+        };
+        let back = |t: &mut i64| {
+            if *t != 0 {
+                *t -= secs;
+            }
+        };
+        for t in [
+            &mut b.created,
+            &mut b.updated,
+            &mut b.started,
+            &mut b.finished,
+        ] {
+            back(t);
+        }
+        for s in &mut b.stages {
+            for t in [
+                &mut s.created,
+                &mut s.updated,
+                &mut s.started,
+                &mut s.stopped,
+            ] {
+                back(t);
+            }
+            for x in &mut s.steps {
+                back(&mut x.started);
+                back(&mut x.stopped);
+            }
+        }
+        true
+    }
+
     /// While down, every API call is answered 503 (and counted in `calls_while_down`).
     pub fn set_down(&mut self, down: bool) {
         self.down = down;
@@ -1189,6 +1231,33 @@ mod tests {
                 version: 3
             }]
         );
+    }
+
+    /// A backdated build is the same build, run earlier: the API shows its times moved back,
+    /// its status and version unchanged.
+    #[test]
+    fn a_backdated_build_reports_that_it_finished_earlier() {
+        let mut d = drone(LossPolicy::default());
+        let key = d.schedule(BuildPlan::new(0, Outcome::Failure), 5_000);
+        run(&mut d);
+        let get = |d: &mut Drone| {
+            let path = format!("/api/repos/{}/builds/{}", key.slug, key.number);
+            let a = d.api("GET", &path, &[], Some("Bearer t"));
+            let b: Build = serde_json::from_slice(&a.body).unwrap();
+            (b.status, b.version, b.created, b.finished)
+        };
+        let (status, version, created, finished) = get(&mut d);
+        assert!(finished >= 1_700_000_005);
+        assert!(d.backdate(&key, 3_600));
+        assert_eq!(
+            get(&mut d),
+            (status, version, created - 3_600, finished - 3_600)
+        );
+        let other = BuildKey {
+            number: key.number + 1,
+            ..key
+        };
+        assert!(!d.backdate(&other, 1), "no such build");
     }
 
     #[test]

@@ -166,6 +166,12 @@ impl DroneSim {
         self.inner.lock().drone.stats().clone()
     }
 
+    /// Moves build `key`'s timestamps `by` into the past (see `Drone::backdate`); false if
+    /// there is no such build.
+    pub fn backdate(&self, key: &BuildKey, by: Duration) -> bool {
+        self.inner.lock().drone.backdate(key, by.as_secs() as i64)
+    }
+
     /// While down, every API call is answered 503 (and counted in `calls_while_down`).
     pub fn set_down(&self, down: bool) {
         self.inner.lock().drone.set_down(down);

@@ -8,6 +8,10 @@
 //! keeps every request it received (headers, a hash of the body, and the body itself within a
 //! memory budget) so tests can check that bodies pass through the sidecar unchanged.
 //!
+//! [`PipelineSim::check_signatures`] makes it check drone's signature on every request it
+//! gets (recorded in [`Received::signed`]) and, if told to, refuse the ones that fail with a
+//! 401, as a pipeline that verifies `DRONE_WEBHOOK_SECRET` does.
+//!
 //! [`PipelineSim::replica`] starts another replica of the same pipeline: its own port, the
 //! same store (belief, accepted ids, what was received, failure rules), as replicas of a
 //! real pipeline share their database. Each request records which replica took it.
@@ -45,6 +49,10 @@ pub struct Received {
     pub content_type: Option<String>,
     pub user_agent: Option<String>,
     pub webhook_id: Option<String>,
+    /// Whether drone's signature (`Date`, `Digest` of this body, `Signature` over both with
+    /// the secret) checked; `None` until [`PipelineSim::check_signatures`] gave a secret.
+    #[serde(default)]
+    pub signed: Option<bool>,
     pub len: usize,
     pub sha256: String,
     /// `slug#number` when the body is a parsable build webhook.
@@ -54,7 +62,8 @@ pub struct Received {
     /// The status code we answered.
     pub answered: u16,
     /// `applied`, `stale` (older than what we have), `duplicate` (webhook-id seen),
-    /// `failed` (we answered 5xx), `refused` (4xx), or `unparsable`.
+    /// `failed` (we answered 5xx), `refused` (4xx), `unsigned` (401: the signature did not
+    /// check and the pipeline refuses those), or `unparsable`.
     pub outcome: String,
 }
 
@@ -85,6 +94,9 @@ pub struct FailRule {
     /// Only on this replica (see [`Received::replica`]); `None` = on every replica.
     #[serde(default)]
     pub replica: Option<usize>,
+    /// Only requests to this exact path (as received); `None` = any path.
+    #[serde(default)]
+    pub path: Option<String>,
     #[serde(skip)]
     added: Option<Instant>,
 }
@@ -94,6 +106,16 @@ impl FailRule {
     pub fn build(build: &str, code: u16) -> Self {
         FailRule {
             build: Some(build.to_string()),
+            code,
+            ..Default::default()
+        }
+    }
+
+    /// Answer `code` to every request to `path` (exactly, as received): a path the pipeline
+    /// has no route for, with 404.
+    pub fn path(path: &str, code: u16) -> Self {
+        FailRule {
+            path: Some(path.to_string()),
             code,
             ..Default::default()
         }
@@ -142,6 +164,9 @@ struct State {
     seq: u64,
     /// Replicas started so far (the next one's index).
     replicas: usize,
+    /// Drone's webhook secret to check signatures with, and whether to refuse (401) a
+    /// request whose signature does not check.
+    signatures: Option<(String, bool)>,
 }
 
 struct Inner {
@@ -178,6 +203,7 @@ impl PipelineSim {
                 rules: Vec::new(),
                 seq: 0,
                 replicas: 1,
+                signatures: None,
             }),
             body_budget: 32 << 20,
         });
@@ -235,6 +261,13 @@ impl PipelineSim {
         self.inner.lock().rules.push(rule);
     }
 
+    /// From now on, checks drone's signature on every request with `secret` (recorded in
+    /// [`Received::signed`]); with `refuse`, answers 401 to a request whose signature does not
+    /// check, before any rule, as a pipeline that verifies drone's signature does.
+    pub fn check_signatures(&self, secret: &str, refuse: bool) {
+        self.inner.lock().signatures = Some((secret.to_string(), refuse));
+    }
+
     pub fn clear_rules(&self) {
         self.inner.lock().rules.clear();
     }
@@ -263,6 +296,7 @@ fn handle(inner: &Inner, mut req: tiny_http::Request, replica: usize) {
         Err(e) => return util::respond(req, 400, "text/plain", format!("read error: {e}")),
     };
     let h = |n: &str| util::req_header(&req, n);
+    let signature = (h("Date"), h("Digest"), h("Signature"));
     let mut rec = Received {
         seq: 0,
         method,
@@ -273,6 +307,7 @@ fn handle(inner: &Inner, mut req: tiny_http::Request, replica: usize) {
         content_type: h("Content-Type"),
         user_agent: h("User-Agent"),
         webhook_id: h("webhook-id"),
+        signed: None,
         len: body.len(),
         sha256: util::sha256_hex(&body),
         build: None,
@@ -285,19 +320,36 @@ fn handle(inner: &Inner, mut req: tiny_http::Request, replica: usize) {
     let mut st = inner.lock();
     st.seq += 1;
     rec.seq = st.seq;
+    let refuse_unsigned = st.signatures.as_ref().is_some_and(|(secret, refuse)| {
+        let ok = match &signature {
+            (Some(date), Some(digest), Some(sig)) => {
+                *digest == util::digest_header(&body)
+                    && *sig == util::signature_header(secret, date, digest)
+            }
+            _ => false,
+        };
+        rec.signed = Some(ok);
+        *refuse && !ok
+    });
     if st.body_bytes + body.len() <= inner.body_budget {
         st.body_bytes += body.len();
         st.bodies.insert(rec.seq, body);
     }
+    if let Some((key, status, version)) = &parsed {
+        rec.build = Some(key.clone());
+        rec.status = Some(status.clone());
+        rec.version = Some(*version);
+    }
     let (code, msg) = match parsed {
+        _ if refuse_unsigned => {
+            rec.outcome = "unsigned".into();
+            (401, "signature does not check")
+        }
         None => {
             rec.outcome = "unparsable".into();
             (400, "not a build webhook")
         }
         Some((key, status, version)) => {
-            rec.build = Some(key.clone());
-            rec.status = Some(status.clone());
-            rec.version = Some(version);
             let done = crate::drone_model::is_done(&status);
             let now = Instant::now();
             st.rules.retain(|r| {
@@ -308,6 +360,7 @@ fn handle(inner: &Inner, mut req: tiny_http::Request, replica: usize) {
                 r.build.as_ref().is_none_or(|b| b == &key)
                     && (!r.only_done || done)
                     && r.replica.is_none_or(|i| i == replica)
+                    && r.path.as_ref().is_none_or(|p| *p == rec.path)
             });
             if let Some(rule) = rule {
                 if let Some(t) = rule.times.as_mut() {
@@ -474,6 +527,57 @@ mod tests {
         assert_eq!(r.view()["o/r#1"].status, "success");
         let host = p.received()[1].host.clone();
         assert_eq!(host, Some(format!("127.0.0.1:{}", p.port())));
+    }
+
+    /// Checking signatures: each request is recorded as signed or not; refusing, a request
+    /// whose signature does not check (none, another secret, another body) gets a 401 and is
+    /// not applied. A path rule answers for its exact path alone.
+    #[test]
+    fn signatures_are_recorded_and_refused_and_path_rules_match_one_path() {
+        let p = PipelineSim::start(0).unwrap();
+        p.check_signatures("s3cret", true);
+        p.add_rule(FailRule::path("/hook/x", 404));
+        let send = |path: &str, secret: Option<&str>, body: &str, signed_body: &str| {
+            let a = util::agent(Duration::from_secs(5));
+            let mut r = a.post(&format!("http://127.0.0.1:{}{path}", p.port()));
+            if let Some(secret) = secret {
+                let date = util::http_date(util::unix_now());
+                let digest = util::digest_header(signed_body.as_bytes());
+                let sig = util::signature_header(secret, &date, &digest);
+                r = r.set("Date", &date).set("Digest", &digest);
+                r = r.set("Signature", &sig);
+            }
+            util::send(r, Some(body.as_bytes())).unwrap().0
+        };
+        let (b1, b2) = (hook(1, "running", 2), hook(1, "success", 3));
+        assert_eq!(send("/hook", Some("s3cret"), &b1, &b1), 200);
+        assert_eq!(send("/hook", None, &b2, &b2), 401);
+        assert_eq!(send("/hook", Some("guess"), &b2, &b2), 401);
+        assert_eq!(send("/hook", Some("s3cret"), &b2, &b1), 401, "other body");
+        assert_eq!(send("/hook/x", Some("s3cret"), &b2, &b2), 404);
+        let seen: Vec<(Option<bool>, u16, String)> = p
+            .received()
+            .into_iter()
+            .map(|r| (r.signed, r.answered, r.outcome))
+            .collect();
+        let want = [
+            (Some(true), 200, "applied"),
+            (Some(false), 401, "unsigned"),
+            (Some(false), 401, "unsigned"),
+            (Some(false), 401, "unsigned"),
+            (Some(true), 404, "refused"),
+        ];
+        let want: Vec<(Option<bool>, u16, String)> = want
+            .iter()
+            .map(|(s, c, o)| (*s, *c, o.to_string()))
+            .collect();
+        assert_eq!(seen, want);
+        assert_eq!(p.view()["o/r#1"].status, "running");
+        // Recording without refusing: the pipeline takes whatever comes, and says which.
+        p.check_signatures("s3cret", false);
+        assert_eq!(send("/hook", None, &b2, &b2), 200);
+        assert_eq!(p.received().last().unwrap().signed, Some(false));
+        assert_eq!(p.view()["o/r#1"].status, "success");
     }
 
     #[test]

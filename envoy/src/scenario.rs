@@ -56,7 +56,19 @@ impl Stack {
         drone_cfg: DroneSimConfig,
         tune: impl FnOnce(&mut EnvoySpec),
     ) -> Result<Stack> {
+        Self::start_after(tools, drone_cfg, |_| Ok(()), tune)
+    }
+
+    /// [`Stack::start`], with `history` run on drone before Envoy starts (drone sends its
+    /// webhooks nowhere until then: they are lost): builds that happened before the filter.
+    pub fn start_after(
+        tools: &Tools,
+        drone_cfg: DroneSimConfig,
+        history: impl FnOnce(&DroneSim) -> Result<()>,
+        tune: impl FnOnce(&mut EnvoySpec),
+    ) -> Result<Stack> {
         let drone = DroneSim::start(drone_cfg, 0)?;
+        history(&drone)?;
         let pipeline = PipelineSim::start(0)?;
         let mut spec = EnvoySpec::new(tools.clone(), pipeline.port(), drone.port(), drone.token())?;
         tune(&mut spec);

@@ -3,7 +3,7 @@
 //! bounded waits, no sleeps asserted, ENVOY_BIN and STATUS_SYNC_WASM required (never skipped).
 
 use anyhow::{Context as _, Result};
-use envoy_e2e::drone_sim::DroneSimConfig;
+use envoy_e2e::drone_sim::{BuildKey, DroneSim, DroneSimConfig};
 use envoy_e2e::envoy::Tools;
 use envoy_e2e::h2c::{self, H2Outcome};
 use envoy_e2e::scenario::{slot, wait_for, Slot, Stack};
@@ -738,5 +738,347 @@ fn slow_bodies_grow_envoy_by_at_most_the_cap_per_worker() -> Result<()> {
         capped + 100 * 1024 < uncapped,
         "RSS growth {capped} KiB with the cap, {uncapped} KiB without"
     );
+    Ok(())
+}
+
+/// One HTTP/1.1 `POST` written byte for byte, like [`raw_post`], keeping the connection only
+/// until the answer is read (its head and `content-length` body): Envoy holds a connection it
+/// answered early (a 401 before the body) open for its `delayed_close_timeout`, 1 s, and the
+/// siege does not wait for that. The status code.
+fn siege_post(port: u16, path: &str, headers: &[(&str, String)], body: &[u8]) -> Result<u16> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut head = format!(
+        "POST {path} HTTP/1.1\r\nhost: pipeline\r\nx-drone-event: build\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes())?;
+    // Envoy may answer (401) before it has read the body, and close.
+    let _ = s.write_all(body);
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&answer).to_string();
+        if let Some((head, rest)) = text.split_once("\r\n\r\n") {
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.split_once(':')
+                        .filter(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                })
+                .and_then(|(_, v)| v.trim().parse().ok())
+                .unwrap_or(0);
+            if rest.len() >= length {
+                return head
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|c| c.parse().ok())
+                    .with_context(|| format!("no status line for {path}: {head:?}"));
+            }
+        }
+        match s.read(&mut buf) {
+            Ok(0) => anyhow::bail!("{path}: closed before a whole answer: {text:?}"),
+            Ok(n) => answer.extend_from_slice(buf.get(..n).unwrap_or_default()),
+            Err(e) => return Err(e).with_context(|| format!("reading the answer to {path}")),
+        }
+    }
+}
+
+/// Which `signature_mode` the siege runs against, and what the pipeline does about
+/// signatures there.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Siege {
+    /// `enforce`, in front of a pipeline that checks nothing (it takes whatever comes).
+    Enforce,
+    /// `monitor`, in front of a pipeline that verifies drone's signature (401 otherwise).
+    Monitor,
+}
+
+/// At most this many rounds of attack (one every [`SIEGE_PACE`]); the attack stops earlier
+/// once drone is idle and every final state has been replayed.
+const SIEGE_ROUNDS: usize = 80;
+const SIEGE_PACE: Duration = Duration::from_millis(100);
+/// How long the pipeline may take to agree with drone after the siege (it takes seconds).
+const SIEGE_WAIT: Duration = Duration::from_secs(60);
+/// The spellings a framework may route to `/hook` (issue 20, finding 3).
+const SIEGE_PATHS: [&str; 4] = ["/HOOK", "/hook;jsessionid=1", "/hook.json", "/hook%20"];
+
+/// Issue 20's siege, in a real Envoy: a signed drone losing 30% of its webhooks (never a
+/// build's first) runs 14 builds of every outcome over 3 repositories, while an attacker on
+/// loopback, every 100 ms (bounded rounds), sends: forged claims guessing the final state of
+/// every running build (drone's next version, `success` or `failure`), unsigned or signed with
+/// a guessed key, to `/hook` and to its variants `/HOOK`, `/hook;jsessionid=1`, `/hook.json`,
+/// `/hook%20`; unsigned hints naming builds that finished an hour before the filter started
+/// (made before Envoy started, their webhooks sent nowhere); and, as soon as a build finishes,
+/// drone's final state correctly signed (a capture within `max_clock_skew_ms`) replayed to
+/// `/hook/x`, which the pipeline answers 404. Returns the stack, the old builds and the new
+/// ones, once the attack is over (drone is idle; the reconciler may still be at work).
+fn siege(mode: Siege) -> Result<(Stack, Vec<BuildKey>, Vec<BuildKey>)> {
+    use envoy_e2e::drone_sim::{BuildPlan, LossPolicy, Outcome};
+    use envoy_e2e::pipeline_sim::FailRule;
+    use std::collections::{BTreeMap, BTreeSet};
+    let drone = DroneSimConfig {
+        webhook_secret: SECRET.into(),
+        seed: 20,
+        loss: LossPolicy {
+            share: 0.3,
+            spare_first: true,
+            all_finals: false,
+        },
+        ..DroneSimConfig::default()
+    };
+    let mut old = Vec::new();
+    let history = |d: &DroneSim| -> Result<()> {
+        for i in 0..6 {
+            let outcome = [Outcome::Success, Outcome::Failure][i % 2];
+            let mut p = BuildPlan::new(i % 3, outcome);
+            p.step_ms = 20;
+            old.push(d.schedule(p, Duration::ZERO));
+        }
+        wait_for("drone to finish the old builds", WAIT, POLL, || {
+            Ok(if d.idle() {
+                Ok(())
+            } else {
+                Err("running".into())
+            })
+        })?;
+        for k in &old {
+            anyhow::ensure!(d.backdate(k, Duration::from_secs(3600)), "{k}: no build");
+        }
+        Ok(())
+    };
+    let stack = Stack::start_after(&tools(), drone, history, |spec| {
+        spec.plugin["webhook_secret"] = json!(SECRET);
+        spec.plugin["signature_mode"] = json!(match mode {
+            Siege::Enforce => "enforce",
+            Siege::Monitor => "monitor",
+        });
+    })?;
+    stack
+        .pipeline
+        .check_signatures(SECRET, mode == Siege::Monitor);
+    stack.pipeline.add_rule(FailRule::path("/hook/x", 404));
+    let mut new = Vec::new();
+    for (i, o) in Outcome::ALL.iter().chain(Outcome::ALL.iter()).enumerate() {
+        let mut p = BuildPlan::new(i % 3, *o);
+        p.step_ms = 300;
+        p.steps = 1 + i % 3;
+        p.created_late = i % 4 == 0;
+        new.push(
+            stack
+                .drone
+                .schedule(p, Duration::from_millis(250 * i as u64)),
+        );
+    }
+
+    let port = stack.envoy.listen_port();
+    let mut sent: BTreeMap<&str, u32> = BTreeMap::new();
+    let mut replayed = BTreeSet::new();
+    for round in 0..SIEGE_ROUNDS {
+        let idle = stack.drone.idle();
+        // What the attacker saw pass: the last genuine (live) body of each build and of each
+        // repository.
+        let mut seen: BTreeMap<String, u64> = BTreeMap::new();
+        let mut of_repo: BTreeMap<String, u64> = BTreeMap::new();
+        for r in stack.pipeline.received() {
+            if let (Some(b), Some(true), false) = (&r.build, r.signed, r.is_redelivery()) {
+                of_repo.insert(b.split('#').next().unwrap_or_default().into(), r.seq);
+                seen.insert(b.clone(), r.seq);
+            }
+        }
+        let body_of = |seq: u64| -> Result<Value> {
+            Ok(serde_json::from_slice(
+                &stack.pipeline.body(seq).context("body kept")?,
+            )?)
+        };
+        for b in stack.drone.builds() {
+            let Some(&seq) = seen.get(&b.key.to_string()) else {
+                continue;
+            };
+            let mut v = body_of(seq)?;
+            if !drone_model::is_done(&b.status) {
+                // A forged claim: the build's next version, a guessed final status.
+                let guess = ["success", "failure"][(round + b.key.number as usize) % 2];
+                v["build"]["status"] = json!(guess);
+                v["build"]["version"] = json!(b.version + 1);
+                let forged = serde_json::to_vec(&v)?;
+                let (path, headers, kind) = match round % 3 {
+                    0 => ("/hook", vec![], "forged claim, unsigned"),
+                    1 => {
+                        let date = util::http_date(util::unix_now());
+                        let digest = util::digest_header(&forged);
+                        let sig = util::signature_header("guessed-key", &date, &digest);
+                        let h = vec![("date", date), ("digest", digest), ("signature", sig)];
+                        ("/hook", h, "forged claim, signed with a guessed key")
+                    }
+                    _ => (
+                        SIEGE_PATHS[(round / 3) % SIEGE_PATHS.len()],
+                        vec![],
+                        "forged claim to a variant of the path",
+                    ),
+                };
+                siege_post(port, path, &headers, &forged)?;
+                *sent.entry(kind).or_default() += 1;
+            } else if replayed.insert(b.key.clone()) {
+                // Drone's final state, signed within the clock skew (as captured on the way),
+                // replayed to a sub-path.
+                v["build"]["status"] = json!(b.status);
+                v["build"]["version"] = json!(b.version);
+                let replay = serde_json::to_vec(&v)?;
+                let code = siege_post(port, "/hook/x", &signed_headers(&replay), &replay)?;
+                assert_eq!(code, 404, "{}: the signed replay passed", b.key);
+                *sent.entry("signed replay to /hook/x").or_default() += 1;
+            }
+        }
+        // A hint naming a build that finished before the filter started.
+        let target = &old[round % old.len()];
+        if let Some(&seq) = of_repo.get(&target.slug) {
+            let mut v = body_of(seq)?;
+            v["build"]["number"] = json!(target.number);
+            v["build"]["status"] = json!("running");
+            v["build"]["version"] = json!(2);
+            let hint = serde_json::to_vec(&v)?;
+            siege_post(port, "/hook", &[], &hint)?;
+            *sent.entry("unsigned hint for an old build").or_default() += 1;
+        }
+        if idle && new.iter().all(|k| replayed.contains(k)) {
+            break;
+        }
+        std::thread::sleep(SIEGE_PACE);
+    }
+    println!("{mode:?}: the attacker sent {sent:?}");
+    for kind in [
+        "forged claim, unsigned",
+        "forged claim, signed with a guessed key",
+        "forged claim to a variant of the path",
+        "signed replay to /hook/x",
+        "unsigned hint for an old build",
+    ] {
+        assert!(sent.get(kind).is_some_and(|n| *n >= 3), "too few: {kind}");
+    }
+    let lost_finals: BTreeSet<BuildKey> = stack
+        .drone
+        .webhooks()
+        .into_iter()
+        .filter(|w| w.lost && w.done && new.contains(&w.build))
+        .map(|w| w.build)
+        .collect();
+    assert!(
+        lost_finals.len() >= 3,
+        "only {} final webhooks lost: the test is too weak",
+        lost_finals.len()
+    );
+    Ok((stack, old, new))
+}
+
+/// Waits until the leader's reconciler tracks no build and waits for no answer: from then on
+/// it calls and re-delivers nothing until a new webhook comes, so "never re-delivered" holds.
+fn wait_reconciler_idle(stack: &Stack) -> Result<()> {
+    wait_for("the reconciler to track nothing", WAIT, POLL, || {
+        let tracked = stack.envoy.metric("builds_tracked")?;
+        let inflight = stack.envoy.metric("calls_inflight")?;
+        Ok(if tracked == 0 && inflight == 0 {
+            Ok(())
+        } else {
+            Err(format!("{tracked} tracked, {inflight} in flight"))
+        })
+    })
+    .with_context(|| stack.diagnostics())
+}
+
+/// What reached the pipeline about the old builds (finished before the filter started).
+fn about(stack: &Stack, keys: &[BuildKey]) -> Vec<envoy_e2e::pipeline_sim::Received> {
+    let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+    stack
+        .pipeline
+        .received()
+        .into_iter()
+        .filter(|r| r.build.as_ref().is_some_and(|b| keys.contains(b)))
+        .collect()
+}
+
+/// Issue 20's siege in `enforce` (see [`siege`]), in front of a pipeline that verifies
+/// nothing: every request that reached the pipeline carries drone's valid signature (live
+/// webhooks, the filter's signed re-deliveries, the signed replays the pipeline answered
+/// 404), so no forgery got through on any spelling of the path; every build ends with
+/// drone's final state in the pipeline; and nothing at all about a build that finished
+/// before the filter started reached it (the hints were refused, nothing was re-delivered).
+#[test]
+fn under_siege_in_enforce_every_build_ends_right_and_no_forgery_reaches_the_pipeline() -> Result<()>
+{
+    let _slot = slot();
+    let (stack, old, new) = siege(Siege::Enforce)?;
+    let no_forgery = || {
+        let forged: Vec<_> = stack
+            .pipeline
+            .received()
+            .into_iter()
+            .filter(|r| r.signed != Some(true))
+            .collect();
+        assert!(
+            forged.is_empty(),
+            "forged requests reached the pipeline: {forged:?}"
+        );
+    };
+    no_forgery();
+    stack.wait_converged(SIEGE_WAIT, |k| new.contains(k))?;
+    wait_reconciler_idle(&stack)?;
+    no_forgery();
+    let old_seen = about(&stack, &old);
+    assert!(
+        old_seen.is_empty(),
+        "old builds reached the pipeline: {old_seen:?}"
+    );
+    let received = stack.pipeline.received();
+    assert!(
+        received.iter().any(|r| r.is_redelivery()),
+        "nothing re-delivered"
+    );
+    assert!(stack.envoy.metric("webhooks_rejected")? > 0);
+    Ok(())
+}
+
+/// The same siege in `monitor`, in front of a pipeline that verifies drone's signature (401
+/// otherwise). What differs from `enforce`: the forgeries and hints *do* reach the pipeline
+/// (monitor only counts them); it is the pipeline's own check that refuses them, and a
+/// refused forgery is no claim, so every build still ends with drone's final state. The
+/// hints for old builds reach the reconciler, drone is asked about each, and still nothing
+/// that finished before the filter started is re-delivered: the only requests about those
+/// builds that reached the pipeline are the attacker's own, each refused.
+#[test]
+fn under_siege_in_monitor_every_build_ends_right_and_no_old_build_is_redelivered() -> Result<()> {
+    let _slot = slot();
+    let (stack, old, new) = siege(Siege::Monitor)?;
+    stack.wait_converged(SIEGE_WAIT, |k| new.contains(k))?;
+    wait_reconciler_idle(&stack)?;
+    let received = stack.pipeline.received();
+    let forged: Vec<_> = received.iter().filter(|r| r.signed != Some(true)).collect();
+    assert!(
+        !forged.is_empty(),
+        "in monitor the forgeries pass the filter"
+    );
+    for r in &forged {
+        assert_eq!(
+            (r.answered, r.outcome.as_str(), r.is_redelivery()),
+            (401, "unsigned", false),
+            "{r:?}"
+        );
+    }
+    let old_seen = about(&stack, &old);
+    assert!(!old_seen.is_empty(), "the hints for old builds passed");
+    for r in &old_seen {
+        assert!(
+            r.signed == Some(false) && !r.is_redelivery(),
+            "an old build was re-delivered: {r:?}"
+        );
+    }
+    // Each was looked up (the hints reached the reconciler) and forgotten unre-delivered.
+    stack.wait_metric("builds_finished_unwatched", old.len() as i64, SIEGE_WAIT)?;
     Ok(())
 }
