@@ -56,10 +56,27 @@ impl Stack {
         drone_cfg: DroneSimConfig,
         tune: impl FnOnce(&mut EnvoySpec),
     ) -> Result<Stack> {
+        Self::start_saying(tools, drone_cfg, tune, |_| {})
+    }
+
+    /// [`Stack::start`], telling `say` what it is doing before each step that can take a
+    /// while (the demo prints them, so its first seconds are not silent).
+    pub fn start_saying(
+        tools: &Tools,
+        drone_cfg: DroneSimConfig,
+        tune: impl FnOnce(&mut EnvoySpec),
+        mut say: impl FnMut(&str),
+    ) -> Result<Stack> {
+        say("starting drone-sim (drone's REST API and build runner) and pipeline-sim");
         let drone = DroneSim::start(drone_cfg, 0)?;
         let pipeline = PipelineSim::start(0)?;
+        say("making a throwaway CA and drone's certificate (openssl), for Envoy's TLS drone cluster");
         let mut spec = EnvoySpec::new(tools.clone(), pipeline.port(), drone.port(), drone.token())?;
         tune(&mut spec);
+        say(&format!(
+            "starting Envoy ({} workers) and waiting until it is ready",
+            spec.concurrency
+        ));
         let envoy = Envoy::start(&spec)?;
         let path = spec
             .plugin
