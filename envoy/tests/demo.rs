@@ -245,8 +245,8 @@ fn invariants(text: &str, builds: i64) -> Result<(), String> {
         "the lost share is lost / produced",
     )?;
     check(
-        n("webhooks refused by the filter", 1)? == 0.0,
-        "no webhook refused: drone-sim signs with the secret Envoy has",
+        n("webhooks refused by the filter", 1)? == 1.0,
+        "only the demo's unsigned webhook refused: drone-sim signs with the secret Envoy has",
     )?;
     let final_lost = n("builds whose final state was lost", 0)?;
     let recovered = n("... recovered by status-sync", 0)?;
@@ -313,8 +313,8 @@ fn invariants(text: &str, builds: i64) -> Result<(), String> {
         "the metric is the one the delay line read",
     )?;
     check(
-        n("status_sync.webhooks_signature_invalid", 0)? == 0.0,
-        "no bad signature",
+        n("status_sync.webhooks_signature_invalid", 0)? == 1.0,
+        "one bad signature: the demo's unsigned webhook",
     )?;
     Ok(())
 }
@@ -349,6 +349,10 @@ fn the_demo_converges_with_signed_webhooks_in_enforce_and_keeps_envoys_log() {
     assert!(out.contains("/stats?filter=status_sync'"), "{out}");
     assert!(out.contains("log in out/demo/envoy.log"), "{out}");
     assert!(out.contains("] waiting for the filter to load"), "{out}");
+    assert!(
+        out.contains("] checking enforce: an unsigned webhook to /hook was answered 401"),
+        "{out}"
+    );
     assert!(
         run.envoy_log.contains("wasm"),
         "Envoy's log, kept after the demo, has the filter's lines"

@@ -216,6 +216,24 @@ fn main() -> Result<()> {
     )?;
     out.at("waiting for the filter to load (status_sync.build_info)");
     stack.wait_metric("build_info", 1, Duration::from_secs(60))?;
+    if mode == "enforce" {
+        // Show that the filter enforces: an unsigned build webhook must be refused.
+        let agent = envoy_e2e::util::agent(Duration::from_secs(10));
+        let req = agent
+            .post(&stack.envoy.url("/hook"))
+            .set("content-type", "application/json")
+            .set("x-drone-event", "build");
+        let code = envoy_e2e::util::send(req, Some(b"{}"))
+            .map_err(|e| anyhow::anyhow!("the unsigned probe webhook: {e}"))?
+            .0;
+        anyhow::ensure!(
+            code == 401,
+            "an unsigned webhook was answered {code}, not 401: the filter does not enforce"
+        );
+        out.at(&format!(
+            "checking enforce: an unsigned webhook to /hook was answered {code}"
+        ));
+    }
     let admin = stack.envoy.admin_address().to_string();
     out.line(format!(
         "Envoy: webhooks on http://127.0.0.1:{}/hook, admin on http://{admin}, log in {dir}/envoy.log",
@@ -403,7 +421,11 @@ fn main() -> Result<()> {
     out.row(
         "webhooks refused by the filter (401)",
         metric("webhooks_rejected").to_string(),
-        "unsigned or forged webhooks (status_sync.webhooks_rejected)",
+        if mode == "enforce" {
+            "unsigned or forged: the demo's unsigned one at start; drone-sim signs the others"
+        } else {
+            "unsigned or forged webhooks are refused in enforce only"
+        },
     );
     out.row(
         "builds whose final state was lost",
