@@ -390,10 +390,21 @@ fn main() -> Result<()> {
             .copied()
             .unwrap_or(0)
     };
-    let delay = stack
-        .envoy
-        .histogram_quantiles("status_sync.recovery_delay_ms")
-        .unwrap_or_default();
+    // On a loaded machine a flush can come late: wait (bounded) for the quantiles when there
+    // were recoveries.
+    let quantiles = || {
+        stack
+            .envoy
+            .histogram_quantiles("status_sync.recovery_delay_ms")
+            .unwrap_or_default()
+    };
+    let mut delay = quantiles();
+    let flush_deadline = Instant::now() + Duration::from_secs(10);
+    while delay.is_empty() && metric("transitions_recovered") > 0 && Instant::now() < flush_deadline
+    {
+        std::thread::sleep(Duration::from_millis(250));
+        delay = quantiles();
+    }
 
     out.line("");
     out.line(format!(
