@@ -123,6 +123,16 @@ pub fn base_plugin_config() -> Value {
     })
 }
 
+/// A secret value that `Debug` does not show (a spec printed in a failing test stays clean).
+#[derive(Clone)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
 /// Everything needed to start one Envoy.
 #[derive(Clone, Debug)]
 pub struct EnvoySpec {
@@ -148,7 +158,7 @@ pub struct EnvoySpec {
     /// The value Envoy gets as `DRONE_WEBHOOK_SECRET`, which the template hands to the VM as
     /// `envoy.yaml` does (the plugin reads it with `webhook_secret_env`). `None`: Envoy
     /// inherits whatever the caller's environment has.
-    pub webhook_secret: Option<String>,
+    pub webhook_secret: Option<Secret>,
     /// Keep Envoy's files (`envoy.json`, `envoy.log`, `admin.txt`) in this directory, created
     /// if missing and left in place afterwards (the demo: `out/demo/`). `None`: a temporary
     /// directory, removed when the [`Envoy`] is dropped.
@@ -563,7 +573,7 @@ impl Envoy {
             &bootstrap,
             spec.concurrency,
             &spec.drone_token,
-            spec.webhook_secret.as_deref(),
+            spec.webhook_secret.as_ref().map(|s| s.0.as_str()),
         )?;
         Ok(Envoy {
             child: Some(child),

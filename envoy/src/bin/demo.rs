@@ -14,7 +14,7 @@ use anyhow::{Context as _, Result};
 use envoy_e2e::args::{self, Args};
 use envoy_e2e::drone_model::is_done;
 use envoy_e2e::drone_sim::{BuildKey, BuildPlan, DroneSimConfig, LossPolicy};
-use envoy_e2e::envoy::Tools;
+use envoy_e2e::envoy::{Secret, Tools};
 use envoy_e2e::scenario::{self, Stack};
 use envoy_e2e::util::Rng;
 use serde_json::json;
@@ -208,7 +208,7 @@ fn main() -> Result<()> {
             spec.plugin["instance"] = "demo".into();
             spec.plugin["signature_mode"] = json!(mode);
             if mode != "off" {
-                spec.webhook_secret = Some(secret.clone());
+                spec.webhook_secret = Some(Secret(secret.clone()));
                 spec.plugin["webhook_secret_env"] = json!(SECRET_ENV);
             }
         },
