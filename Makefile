@@ -160,6 +160,7 @@ monitoring-picture: build envoy prometheus
 	  cargo test -p envoy-e2e --test monitoring -- prometheus_scrapes --nocapture
 
 ## run: the demo (Envoy + filter in front of a demo pipeline, drone simulator losing webhooks)
+## Signed webhooks in `enforce`; Envoy's log, its configuration and the demo's output stay in out/demo/.
 run: build envoy tls-tools
 	@echo "run: compiling the demo and its simulators (release build; minutes on a cold target/)"
 	cargo build --release -p envoy-e2e --bin demo

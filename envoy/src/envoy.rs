@@ -123,6 +123,16 @@ pub fn base_plugin_config() -> Value {
     })
 }
 
+/// A secret value that `Debug` does not show (a spec printed in a failing test stays clean).
+#[derive(Clone)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
 /// Everything needed to start one Envoy.
 #[derive(Clone, Debug)]
 pub struct EnvoySpec {
@@ -145,6 +155,14 @@ pub struct EnvoySpec {
     pub lds: bool,
     /// The value Envoy gets as `DRONE_TOKEN`.
     pub drone_token: String,
+    /// The value Envoy gets as `DRONE_WEBHOOK_SECRET`, which the template hands to the VM as
+    /// `envoy.yaml` does (the plugin reads it with `webhook_secret_env`). `None`: Envoy
+    /// inherits whatever the caller's environment has.
+    pub webhook_secret: Option<Secret>,
+    /// Keep Envoy's files (`envoy.json`, `envoy.log`, `admin.txt`) in this directory, created
+    /// if missing and left in place afterwards (the demo: `out/demo/`). `None`: a temporary
+    /// directory, removed when the [`Envoy`] is dropped.
+    pub dir: Option<PathBuf>,
     /// Deliver the filter as Istio does, through ECDS from a file, with this
     /// `failure_policy` (see [`crate::ecds`]); the plugin configuration should then use
     /// Istio's cluster names ([`crate::ecds::istio_plugin_config`]).
@@ -169,6 +187,8 @@ impl EnvoySpec {
             concurrency: 2,
             lds: false,
             drone_token: drone_token.to_string(),
+            webhook_secret: None,
+            dir: None,
             ecds: None,
         })
     }
@@ -428,6 +448,7 @@ fn launch(
     bootstrap: &Value,
     concurrency: u32,
     drone_token: &str,
+    webhook_secret: Option<&str>,
 ) -> Result<Child> {
     let config = dir.join("envoy.json");
     std::fs::write(&config, serde_json::to_vec_pretty(bootstrap)?)?;
@@ -454,6 +475,9 @@ fn launch(
             "main:warning,wasm:debug",
         ])
         .env("DRONE_TOKEN", drone_token);
+    if let Some(secret) = webhook_secret {
+        cmd.env("DRONE_WEBHOOK_SECRET", secret);
+    }
     crate::process::spawn_logged(&mut cmd, &dir.join("envoy.log"))
 }
 
@@ -467,7 +491,7 @@ pub fn tail(text: &str, n: usize) -> String {
 /// during a panic, so a failing test shows what Envoy said).
 pub struct Envoy {
     child: Option<Child>,
-    dir: tempfile::TempDir,
+    dir: EnvoyDir,
     admin: String,
     listen_port: u16,
     lds: Option<(PathBuf, Vec<Value>)>,
@@ -475,6 +499,42 @@ pub struct Envoy {
     agent: ureq::Agent,
     /// Keeps the CA file the `drone` cluster reads for as long as Envoy runs.
     _drone_tls: Option<DroneTls>,
+}
+
+/// Where an [`Envoy`] keeps its files: a temporary directory (removed on drop) or one the
+/// caller named (kept).
+enum EnvoyDir {
+    Temp(tempfile::TempDir),
+    Kept(PathBuf),
+}
+
+impl EnvoyDir {
+    fn new(kept: Option<&Path>) -> Result<EnvoyDir> {
+        match kept {
+            Some(d) => {
+                std::fs::create_dir_all(d).with_context(|| format!("create {}", d.display()))?;
+                // A previous run's admin address would be read as this Envoy's.
+                let admin = d.join("admin.txt");
+                if admin.exists() {
+                    std::fs::remove_file(&admin)
+                        .with_context(|| format!("remove {}", admin.display()))?;
+                }
+                Ok(EnvoyDir::Kept(d.to_path_buf()))
+            }
+            None => tempfile::Builder::new()
+                .prefix("status-sync-envoy-")
+                .tempdir()
+                .map(EnvoyDir::Temp)
+                .context("create a temp dir for Envoy"),
+        }
+    }
+
+    fn path(&self) -> &Path {
+        match self {
+            EnvoyDir::Temp(t) => t.path(),
+            EnvoyDir::Kept(p) => p,
+        }
+    }
 }
 
 impl Envoy {
@@ -487,15 +547,12 @@ impl Envoy {
 
     /// Starts Envoy without waiting; for tests that expect it to refuse a configuration.
     pub fn spawn(spec: &EnvoySpec) -> Result<Envoy> {
-        let dir = tempfile::Builder::new()
-            .prefix("status-sync-envoy-")
-            .tempdir()
-            .context("create a temp dir for Envoy")?;
+        let dir = EnvoyDir::new(spec.dir.as_deref())?;
         let mut bootstrap = yaml_to_json(&spec.render()?)?;
         let mut lds = None;
         if spec.lds {
             let lds_dir = dir.path().join("lds");
-            std::fs::create_dir(&lds_dir)?;
+            std::fs::create_dir_all(&lds_dir)?;
             let path = lds_dir.join("listeners.json");
             let listeners = to_lds(&mut bootstrap, &path)?;
             write_lds(&path, &listeners)?;
@@ -504,7 +561,7 @@ impl Envoy {
         let mut ecds = None;
         if let Some(policy) = &spec.ecds {
             let ecds_dir = dir.path().join("ecds");
-            std::fs::create_dir(&ecds_dir)?;
+            std::fs::create_dir_all(&ecds_dir)?;
             ecds = Some(crate::ecds::to_ecds(&mut bootstrap, &ecds_dir, policy)?);
         }
         // After LDS/ECDS: the TLS listener in front of drone-sim stays static and plain.
@@ -516,6 +573,7 @@ impl Envoy {
             &bootstrap,
             spec.concurrency,
             &spec.drone_token,
+            spec.webhook_secret.as_ref().map(|s| s.0.as_str()),
         )?;
         Ok(Envoy {
             child: Some(child),
@@ -538,11 +596,8 @@ impl Envoy {
         concurrency: u32,
         drone_token: &str,
     ) -> Result<Envoy> {
-        let dir = tempfile::Builder::new()
-            .prefix("status-sync-envoy-")
-            .tempdir()
-            .context("create a temp dir for Envoy")?;
-        let child = launch(tools, dir.path(), bootstrap, concurrency, drone_token)?;
+        let dir = EnvoyDir::new(None)?;
+        let child = launch(tools, dir.path(), bootstrap, concurrency, drone_token, None)?;
         let listen_port = bootstrap
             .pointer("/static_resources/listeners/0/address/socket_address/port_value")
             .and_then(Value::as_u64)
@@ -624,10 +679,15 @@ impl Envoy {
         Ok(None)
     }
 
+    /// The file Envoy logs to (`envoy.log` in its directory).
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("envoy.log")
+    }
+
     /// Everything Envoy logged so far.
     pub fn log(&self) -> String {
         let mut s = String::new();
-        if let Ok(mut f) = std::fs::File::open(self.dir.path().join("envoy.log")) {
+        if let Ok(mut f) = std::fs::File::open(self.log_path()) {
             let _ = f.read_to_string(&mut s);
         }
         s

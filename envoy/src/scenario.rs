@@ -56,7 +56,7 @@ impl Stack {
         drone_cfg: DroneSimConfig,
         tune: impl FnOnce(&mut EnvoySpec),
     ) -> Result<Stack> {
-        Self::start_after(tools, drone_cfg, |_| Ok(()), tune)
+        Self::start_saying(tools, drone_cfg, tune, |_| {})
     }
 
     /// [`Stack::start`], with `history` run on drone before Envoy starts (drone sends its
@@ -67,11 +67,38 @@ impl Stack {
         history: impl FnOnce(&DroneSim) -> Result<()>,
         tune: impl FnOnce(&mut EnvoySpec),
     ) -> Result<Stack> {
+        Self::start_full(tools, drone_cfg, history, tune, |_| {})
+    }
+
+    /// [`Stack::start`], telling `say` what it is doing before each step that can take a
+    /// while (the demo prints them, so its first seconds are not silent).
+    pub fn start_saying(
+        tools: &Tools,
+        drone_cfg: DroneSimConfig,
+        tune: impl FnOnce(&mut EnvoySpec),
+        say: impl FnMut(&str),
+    ) -> Result<Stack> {
+        Self::start_full(tools, drone_cfg, |_| Ok(()), tune, say)
+    }
+
+    fn start_full(
+        tools: &Tools,
+        drone_cfg: DroneSimConfig,
+        history: impl FnOnce(&DroneSim) -> Result<()>,
+        tune: impl FnOnce(&mut EnvoySpec),
+        mut say: impl FnMut(&str),
+    ) -> Result<Stack> {
+        say("starting drone-sim (drone's REST API and build runner) and pipeline-sim");
         let drone = DroneSim::start(drone_cfg, 0)?;
         history(&drone)?;
         let pipeline = PipelineSim::start(0)?;
+        say("making a throwaway CA and drone's certificate (openssl), for Envoy's TLS drone cluster");
         let mut spec = EnvoySpec::new(tools.clone(), pipeline.port(), drone.port(), drone.token())?;
         tune(&mut spec);
+        say(&format!(
+            "starting Envoy ({} workers) and waiting until it is ready",
+            spec.concurrency
+        ));
         let envoy = Envoy::start(&spec)?;
         let path = spec
             .plugin
