@@ -6,13 +6,12 @@
 use super::calls::{CallResult, OutgoingCall, Pending};
 use super::gaps::Shown;
 use super::vouch::Asker;
-use super::{clamp_u32, is_transient, Reconciler};
-use crate::core::backoff::grow_interval;
+use super::{is_transient, Reconciler};
 use crate::core::drone_api;
 use crate::core::ledger::{Lane, NOT_SCHEDULED};
 use crate::core::model::BuildKey;
 use crate::core::ratelog::suppressed_note;
-use crate::core::repos::Vouch;
+use crate::core::repos::{Look, Vouch};
 
 impl Reconciler {
     /// A new build number showed (evidence or drone): its repository is active, so its
@@ -20,19 +19,7 @@ impl Reconciler {
     /// shows, up to `max_poll_interval_ms`; never after `max_build_age_ms` of silence).
     pub(super) fn note_activity(&mut self, repo_id: u64, now_ms: u64) {
         let stale_after = self.cfg.stale_after_ms;
-        let Some(i) = self.idents.get_mut(&repo_id).filter(|i| i.confirmed) else {
-            return;
-        };
-        i.last_activity_ms = now_ms;
-        i.discover_interval_ms = clamp_u32(stale_after);
-        if i.discovering {
-            return;
-        }
-        let current = i.discover_due_ms;
-        let due = now_ms.saturating_add(self.rng.jitter(stale_after));
-        if due < current {
-            self.idents.schedule_discovery(repo_id, due);
-        }
+        (self.idents).note_activity(repo_id, now_ms, stale_after, &mut self.rng);
     }
 
     /// Looks at the `counter` of the repositories that are due: drone's last allocated build
@@ -49,7 +36,7 @@ impl Reconciler {
             // A repository only hints named is looked at within the hints' lane, so hints
             // waking discovery cost the other builds nothing; when that lane is spent, the
             // look waits a tick rather than holding up the others.
-            let lane = match self.idents.vouch(&next) {
+            let lane = match self.idents.vouch(next) {
                 Some(Vouch::Evidence) => Lane::Main,
                 _ => Lane::Hint,
             };
@@ -67,22 +54,17 @@ impl Reconciler {
                 return;
             };
             let max_age = self.cfg.max_build_age_ms;
-            let Some(i) = self.idents.get_mut(&repo_id).filter(|i| i.confirmed) else {
-                self.budget.refund(permit);
-                continue;
-            };
-            if i.last_activity_ms == 0 {
-                // Loaded from a previous leader's watermarks: silence counts from now.
-                i.last_activity_ms = now_ms;
-            }
-            if now_ms.saturating_sub(i.last_activity_ms) > max_age {
+            if self.idents.look(repo_id, now_ms, max_age) == Look::Drop {
                 // Quiet for longer than any build may run: not looked at again until a
                 // webhook or drone shows a new build.
                 self.budget.refund(permit);
                 continue;
             }
-            i.discovering = true;
-            let path = drone_api::repo_path(&i.repo(repo_id));
+            let Some(repo) = self.idents.begin_look(repo_id, now_ms) else {
+                self.budget.refund(permit);
+                continue;
+            };
+            let path = drone_api::repo_path(&repo);
             calls.push(self.drone_get(permit, path, Pending::Discover { repo_id }, now_ms));
         }
     }
@@ -100,7 +82,7 @@ impl Reconciler {
                     Ok((repo, json, counter)) if repo.id == repo_id => {
                         self.counters.drone_polls_ok += 1;
                         // The repository keeps its pool: a look hints woke names nothing.
-                        let vouch = self.idents.vouch(&repo_id).unwrap_or(Vouch::Hint);
+                        let vouch = self.idents.vouch(repo_id).unwrap_or(Vouch::Hint);
                         self.drone_named(&repo, json, vouch, now_ms);
                         found = self.discovered(repo_id, counter, now_ms);
                     }
@@ -118,34 +100,16 @@ impl Reconciler {
                 self.drone_down(now_ms);
             }
         }
-        let jitter = &mut self.rng;
-        let Some(i) = self.idents.get_mut(&repo_id) else {
-            return;
-        };
-        i.discovering = false;
-        // Nothing new (or no usable answer): look less often.
-        let interval = if found {
-            stale_after
-        } else {
-            grow_interval(u64::from(i.discover_interval_ms), stale_after, max)
-        };
-        i.discover_interval_ms = clamp_u32(interval);
-        let due = now_ms.saturating_add(jitter.jitter(interval));
-        self.idents.schedule_discovery(repo_id, due);
+        let timing = (stale_after, max);
+        (self.idents).end_look(repo_id, found, now_ms, timing, &mut self.rng);
     }
 
     /// Drone's `counter` for a repository: builds above the highest number known produced no
     /// webhook that reached us. Returns whether there were any.
     fn discovered(&mut self, repo_id: u64, counter: u64, now_ms: u64) -> bool {
-        let Some(i) = self.idents.get_mut(&repo_id) else {
+        let Some(known) = self.idents.raise_counter(repo_id, counter, now_ms) else {
             return false;
         };
-        let known = i.max_number;
-        if counter <= known {
-            return false;
-        }
-        i.max_number = counter;
-        i.last_activity_ms = now_ms;
         self.watermarks_dirty = true;
         if known == 0 {
             // The first number known of this repository: a baseline (what happened before
@@ -231,7 +195,7 @@ impl Reconciler {
                 repo_id: repo.id,
                 number,
             };
-            let known = self.idents.get(&repo.id).map_or(0, |i| i.max_number);
+            let known = self.idents.max_number(repo.id);
             if number > known && self.track_inferred(key, false, now_ms) {
                 self.counters.builds_discovered += 1;
             }

@@ -12,7 +12,7 @@ use crate::core::ledger::{Class, Entry, Lane};
 use crate::core::logfmt::Val;
 use crate::core::model::{BuildKey, BuildStatus, RepoRef};
 use crate::core::ratelog::suppressed_note;
-use crate::core::repos::Vouch;
+use crate::core::repos::{Address, Vouch};
 
 /// Times drone may answer 404 for a build the reconciler inferred (drone takes a build number
 /// before it writes the build row) before it is given up.
@@ -57,10 +57,8 @@ impl Reconciler {
             );
             return true;
         }
-        let ident = (self.idents.get(&key.repo_id))
-            .map(|i| (i.confirmed, i.confirming, i.repo(key.repo_id)));
-        match ident {
-            Some((true, _, repo)) => {
+        match self.idents.address(key.repo_id) {
+            Some(Address::Confirmed(repo)) => {
                 let path = drone_api::build_path(&repo, key.number);
                 let asked_by = Asker::of(entry.class, self.cfg.signature_mode);
                 let pending = Pending::FetchBuild {
@@ -70,19 +68,17 @@ impl Reconciler {
                 };
                 calls.push(self.drone_get(permit, path, pending, now_ms));
             }
-            Some((false, false, repo)) => {
+            Some(Address::Candidate(repo)) => {
                 // Only unverified webhooks named this repository: ask drone whether the name
                 // is this id's before looking anything up under it; the build is looked up a
                 // moment later.
-                if let Some(ident) = self.idents.get_mut(&key.repo_id) {
-                    ident.confirming = true;
-                }
+                self.idents.confirming(key.repo_id);
                 let path = drone_api::repo_path(&repo);
                 let pending = Pending::ConfirmRepo { repo };
                 calls.push(self.drone_get(permit, path, pending, now_ms));
                 self.wait_for_name(key, now_ms);
             }
-            Some(_) => {
+            Some(Address::Confirming) => {
                 // A confirmation is on its way: wait for its answer.
                 self.budget.forgo(permit);
                 self.wait_for_name(key, now_ms);
@@ -273,7 +269,7 @@ impl Reconciler {
         // `a_hint_naming_an_old_finished_build_reaches_that_build_alone`).
         match Shown::by_drone(key, asked_by) {
             Some(shown) => self.note_number(shown, now_ms),
-            None if self.idents.vouch(&key.repo_id) == Some(Vouch::Hint) => {
+            None if self.idents.vouch(key.repo_id) == Some(Vouch::Hint) => {
                 self.note_activity(key.repo_id, now_ms);
             }
             None => {}
@@ -368,9 +364,7 @@ impl Reconciler {
             }
             CallResult::Response { .. } | CallResult::Failed => {
                 self.drone_down(now_ms);
-                if let Some(i) = self.idents.get_mut(&repo_id) {
-                    i.confirming = false;
-                }
+                self.idents.unconfirmed(repo_id);
                 return;
             }
         };
@@ -392,9 +386,7 @@ impl Reconciler {
             Err(e) => {
                 // Nonsense from drone is no answer: ask again later.
                 self.counters.drone_polls_failed += 1;
-                if let Some(i) = self.idents.get_mut(&repo_id) {
-                    i.confirming = false;
-                }
+                self.idents.unconfirmed(repo_id);
                 if let Some(n) = self.drone_log.allow(now_ms) {
                     log::warn!(
                         "drone API answer for a repository unusable repo_id={repo_id} why={}{} {}",

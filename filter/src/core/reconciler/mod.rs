@@ -112,10 +112,7 @@ impl Reconciler {
             budget: Budget::new(cfg.max_drone_calls_per_sec, circuit),
             repo_json: RepoJsonCache::new(cfg.max_repos),
             ledger,
-            idents: Idents {
-                cap: cfg.max_repos,
-                ..Default::default()
-            },
+            idents: Idents::new(cfg.max_repos),
             system_json: None,
             configured_system: cfg.drone_server_url.as_deref().and_then(|url| {
                 let (proto, host) = url.split_once("://")?;
@@ -175,9 +172,7 @@ impl Reconciler {
 
     /// Whether drone (or evidence) confirmed `namespace/name` as repository `repo_id`'s name.
     pub fn repo_confirmed(&self, repo_id: u64) -> Option<(&str, &str)> {
-        self.idents
-            .confirmed(&repo_id)
-            .map(|i| (&*i.namespace, &*i.name))
+        self.idents.confirmed_name(repo_id)
     }
 
     /// One tick: expire lost calls, then look up the builds that are due, within the in-flight
@@ -296,7 +291,7 @@ impl Reconciler {
         if finished_s == 0 {
             return false;
         }
-        let repo_since = self.idents.get(&key.repo_id).and_then(|i| i.watch_since_ms);
+        let repo_since = self.idents.watch_since(key.repo_id);
         let since = match repo_since {
             Some(0) | None => now_ms.saturating_sub(self.cfg.max_build_age_ms),
             Some(t) => t,

@@ -18,11 +18,7 @@ impl Reconciler {
         now_ms: u64,
     ) -> Vec<OutgoingCall> {
         let Some(repo_json) = self.repo_json.get(&key.repo_id).cloned() else {
-            let Some(repo) = self
-                .idents
-                .confirmed(&key.repo_id)
-                .map(|i| i.repo(key.repo_id))
-            else {
+            let Some(repo) = self.idents.confirmed_repo(key.repo_id) else {
                 self.wait_for_name(key, now_ms);
                 return Vec::new();
             };
@@ -99,7 +95,7 @@ impl Reconciler {
         };
         self.drone_answered();
         // A refresh of a name already confirmed: it stays in its pool.
-        let vouch = self.idents.vouch(&repo.id).unwrap_or(Vouch::Hint);
+        let vouch = self.idents.vouch(repo.id).unwrap_or(Vouch::Hint);
         self.drone_named(&repo, json, vouch, now_ms);
         // The pipeline may have acknowledged a newer (or the same) version live while the
         // repository was fetched: deliver only what it still lacks, else look again later.

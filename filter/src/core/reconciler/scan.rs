@@ -113,14 +113,11 @@ impl Reconciler {
             .map(|b| b.number)
             .max()
             .unwrap_or(0);
-        let Some(known) = self.idents.get(&repo.id).map(|i| i.max_number) else {
+        let Some(known) = self.idents.raise_max(repo.id, newest) else {
             return;
         };
-        if let Some(ident) = self.idents.get_mut(&repo.id) {
-            if newest > known {
-                ident.max_number = newest;
-                self.watermarks_dirty = true;
-            }
+        if newest > known {
+            self.watermarks_dirty = true;
         }
         if known == 0 {
             return;
