@@ -382,6 +382,16 @@ impl Ledger {
         Some((first.1, copy))
     }
 
+    /// The build [`Ledger::pop_due`] would take, left in place: the caller decides what it
+    /// needs (a drone call or not) before it pays for anything.
+    pub fn peek_due(&self, now_ms: u64, lane: Lane) -> Option<(BuildKey, Entry)> {
+        let (t, key) = *self.due.get(lane.index())?.first()?;
+        if t > now_ms {
+            return None;
+        }
+        Some((key, *self.get(&key)?))
+    }
+
     /// Earliest scheduled time of a lane, if any.
     pub fn next_due(&self, lane: Lane) -> Option<u64> {
         self.due.get(lane.index())?.first().map(|(t, _)| *t)

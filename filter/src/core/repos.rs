@@ -118,8 +118,8 @@ pub(crate) enum Address {
 /// What discovery may do with the repository due first ([`Idents::look`]).
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Look {
-    /// Ask drone for its `counter`.
-    Ask,
+    /// Ask drone for its `counter`, under this name.
+    Ask(RepoRef),
     /// Quiet for longer than any build may run (or no confirmed name): not looked at again
     /// until a webhook or drone shows a new build.
     Drop,
@@ -547,7 +547,7 @@ impl Idents {
     /// Whether repository `id`, due for discovery at `now_ms`, is to be asked about, without
     /// changing anything (decided before a call is paid for).
     pub(crate) fn look(&self, id: u64, now_ms: u64, max_age_ms: u64) -> Look {
-        let Some(w) = self.map.get(&id).and_then(RepoIdent::watch) else {
+        let Some((i, w)) = self.map.get(&id).and_then(|i| Some((i, i.watch()?))) else {
             return Look::Drop;
         };
         // Loaded from a previous leader's watermarks (0): silence counts from now.
@@ -559,20 +559,18 @@ impl Idents {
         if now_ms.saturating_sub(active) > max_age_ms {
             Look::Drop
         } else {
-            Look::Ask
+            Look::Ask(i.repo(id))
         }
     }
 
-    /// A look at confirmed repository `id`'s `counter` is on its way; returns its name.
-    pub(crate) fn begin_look(&mut self, id: u64, now_ms: u64) -> Option<RepoRef> {
-        let i = self.map.get_mut(&id)?;
-        let repo = i.repo(id);
-        let w = i.watch_mut()?;
-        if w.last_activity_ms == 0 {
-            w.last_activity_ms = now_ms;
+    /// A look at confirmed repository `id`'s `counter` is on its way.
+    pub(crate) fn begin_look(&mut self, id: u64, now_ms: u64) {
+        if let Some(w) = self.watch_mut(id) {
+            if w.last_activity_ms == 0 {
+                w.last_activity_ms = now_ms;
+            }
+            w.discovering = true;
         }
-        w.discovering = true;
-        Some(repo)
     }
 
     /// The look at repository `id` ended; `found` when it showed new builds. The next one is

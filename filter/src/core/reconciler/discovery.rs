@@ -33,6 +33,13 @@ impl Reconciler {
             if t > now_ms {
                 return;
             }
+            // Decide first, then pay: a repository quiet for longer than any build may run is
+            // not looked at again until a webhook or drone shows a new build, and takes no
+            // permit.
+            let Look::Ask(repo) = self.idents.look(next, now_ms, self.cfg.max_build_age_ms) else {
+                self.idents.pop_discovery(now_ms);
+                continue;
+            };
             // A repository only hints named is looked at within the hints' lane, so hints
             // waking discovery cost the other builds nothing; when that lane is spent, the
             // look waits a tick rather than holding up the others.
@@ -49,23 +56,11 @@ impl Reconciler {
                 self.idents.schedule_discovery(next, later);
                 continue;
             };
-            let Some(repo_id) = self.idents.pop_discovery(now_ms) else {
-                self.budget.forgo(permit);
-                return;
-            };
-            let max_age = self.cfg.max_build_age_ms;
-            if self.idents.look(repo_id, now_ms, max_age) == Look::Drop {
-                // Quiet for longer than any build may run: not looked at again until a
-                // webhook or drone shows a new build.
-                self.budget.refund(permit);
-                continue;
-            }
-            let Some(repo) = self.idents.begin_look(repo_id, now_ms) else {
-                self.budget.refund(permit);
-                continue;
-            };
+            self.idents.pop_discovery(now_ms);
+            self.idents.begin_look(next, now_ms);
             let path = drone_api::repo_path(&repo);
-            calls.push(self.drone_get(permit, path, Pending::Discover { repo_id }, now_ms));
+            let pending = Pending::Discover { repo_id: next };
+            calls.push(self.drone_get(permit, path, pending, now_ms));
         }
     }
 

@@ -14,48 +14,32 @@ use crate::core::model::{BuildKey, BuildStatus, RepoRef};
 use crate::core::ratelog::suppressed_note;
 use crate::core::repos::{Address, Vouch};
 
+/// What a due build needs ([`Reconciler::lookup_step`]): a drone call, or work without one.
+enum Step {
+    /// A drone call: its path and what it is for.
+    Call(String, Pending),
+    Chore(Chore),
+}
+
+/// What a due build needs that takes no drone call (and so no permit).
+enum Chore {
+    /// Open longer than `max_build_age_ms`: given up.
+    Expire,
+    /// Its repository has no name to look it up under yet.
+    WaitForName,
+    /// Only hints named it, and drone refuted every name they gave.
+    Refuted,
+}
+
 /// Times drone may answer 404 for a build the reconciler inferred (drone takes a build number
 /// before it writes the build row) before it is given up.
 const NOT_FOUND_RETRIES: u8 = 3;
 
 impl Reconciler {
-    /// Looks up the next due build of `lane`, if budget, rate and circuit allow; false when
-    /// the lane is done for this tick.
-    pub(super) fn serve_one(
-        &mut self,
-        lane: Lane,
-        now_ms: u64,
-        calls: &mut Vec<OutgoingCall>,
-    ) -> bool {
-        if !self.call_room() {
-            return false;
-        }
-        match self.ledger.next_due(lane) {
-            Some(t) if t <= now_ms => {}
-            _ => return false,
-        }
-        let Some(permit) = self.budget.acquire(lane, now_ms) else {
-            return false;
-        };
-        let Some((key, entry)) = self.ledger.pop_due(now_ms, lane) else {
-            self.budget.forgo(permit);
-            return false;
-        };
+    /// What the due build `key` needs now: decided before anything is paid for.
+    fn lookup_step(&self, key: BuildKey, entry: &Entry, now_ms: u64) -> Step {
         if now_ms.saturating_sub(entry.first_seen_ms) > self.cfg.max_build_age_ms {
-            self.budget.forgo(permit);
-            self.ledger.remove(&key);
-            if entry.class == Class::Hint {
-                // Drone never confirmed it: nothing real is given up.
-                self.counters.hints_refuted += 1;
-                return true;
-            }
-            self.counters.builds_expired += 1;
-            log::warn!(
-                "gave up: build open longer than max_build_age_ms build={} {}",
-                self.build_field(key),
-                self.who
-            );
-            return true;
+            return Step::Chore(Chore::Expire);
         }
         match self.idents.address(key.repo_id) {
             Some(Address::Confirmed(repo)) => {
@@ -66,34 +50,73 @@ impl Reconciler {
                     claim: entry.claimed_version,
                     asked_by,
                 };
-                calls.push(self.drone_get(permit, path, pending, now_ms));
+                Step::Call(path, pending)
             }
+            // Only unverified webhooks named this repository: ask drone whether the name is
+            // this id's before looking anything up under it; the build is looked up a moment
+            // later.
             Some(Address::Candidate(repo)) => {
-                // Only unverified webhooks named this repository: ask drone whether the name
-                // is this id's before looking anything up under it; the build is looked up a
-                // moment later.
-                self.idents.confirming(key.repo_id);
-                let path = drone_api::repo_path(&repo);
-                let pending = Pending::ConfirmRepo { repo };
+                Step::Call(drone_api::repo_path(&repo), Pending::ConfirmRepo { repo })
+            }
+            // A confirmation is on its way: wait for its answer.
+            Some(Address::Confirming) => Step::Chore(Chore::WaitForName),
+            // Drone refuted every name hints gave for this repository.
+            None if entry.class == Class::Hint => Step::Chore(Chore::Refuted),
+            // The name was dropped to stay within max_repos: the next webhook of the
+            // repository gives one again (or max_build_age_ms ends the wait).
+            None => Step::Chore(Chore::WaitForName),
+        }
+    }
+
+    /// Serves the next due build of `lane`: decides what it needs, and only a drone call takes
+    /// a permit (budget, rate and circuit), so no permit is ever handed back. False when the
+    /// lane is done for this tick.
+    pub(super) fn serve_one(
+        &mut self,
+        lane: Lane,
+        now_ms: u64,
+        calls: &mut Vec<OutgoingCall>,
+    ) -> bool {
+        if !self.call_room() {
+            return false;
+        }
+        let Some((key, entry)) = self.ledger.peek_due(now_ms, lane) else {
+            return false;
+        };
+        let chore = match self.lookup_step(key, &entry, now_ms) {
+            Step::Call(path, pending) => {
+                let Some(permit) = self.budget.acquire(lane, now_ms) else {
+                    return false;
+                };
+                let _ = self.ledger.pop_due(now_ms, lane);
+                let confirming = matches!(pending, Pending::ConfirmRepo { .. });
                 calls.push(self.drone_get(permit, path, pending, now_ms));
-                self.wait_for_name(key, now_ms);
+                if confirming {
+                    self.idents.confirming(key.repo_id);
+                    self.wait_for_name(key, now_ms);
+                }
+                return true;
             }
-            Some(Address::Confirming) => {
-                // A confirmation is on its way: wait for its answer.
-                self.budget.forgo(permit);
-                self.wait_for_name(key, now_ms);
+            Step::Chore(chore) => chore,
+        };
+        let _ = self.ledger.pop_due(now_ms, lane);
+        match chore {
+            Chore::Expire => {
+                self.ledger.remove(&key);
+                if entry.class == Class::Hint {
+                    // Drone never confirmed it: nothing real is given up.
+                    self.counters.hints_refuted += 1;
+                    return true;
+                }
+                self.counters.builds_expired += 1;
+                log::warn!(
+                    "gave up: build open longer than max_build_age_ms build={} {}",
+                    self.build_field(key),
+                    self.who
+                );
             }
-            None if entry.class == Class::Hint => {
-                // Drone refuted every name hints gave for this repository.
-                self.budget.forgo(permit);
-                self.refuted(key);
-            }
-            None => {
-                // The name was dropped to stay within max_repos: the next webhook of the
-                // repository gives one again (or max_build_age_ms ends the wait).
-                self.budget.forgo(permit);
-                self.wait_for_name(key, now_ms);
-            }
+            Chore::Refuted => self.refuted(key),
+            Chore::WaitForName => self.wait_for_name(key, now_ms),
         }
         true
     }

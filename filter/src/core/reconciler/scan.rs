@@ -21,6 +21,10 @@ impl Reconciler {
             if self.scan_due.get(index).is_none_or(|due| *due > now_ms) {
                 continue;
             }
+            let Some((owner, name)) = self.cfg.scan_repos.get(index) else {
+                continue;
+            };
+            let path = drone_api::list_path(owner, name);
             let Some(permit) = self.budget.acquire(Lane::Main, now_ms) else {
                 return;
             };
@@ -28,11 +32,6 @@ impl Reconciler {
             if let Some(due) = self.scan_due.get_mut(index) {
                 *due = next;
             }
-            let Some((owner, name)) = self.cfg.scan_repos.get(index) else {
-                self.budget.forgo(permit);
-                continue;
-            };
-            let path = drone_api::list_path(owner, name);
             calls.push(self.drone_get(permit, path, Pending::Scan { index }, now_ms));
         }
     }
