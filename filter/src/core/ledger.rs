@@ -10,6 +10,7 @@
 
 use super::fifo_map::FifoMap;
 use super::model::{BuildKey, BuildStatus};
+use super::proof::Proof;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// `next_due_ms` value of a build that is not scheduled (a call for it is in flight).
@@ -412,8 +413,9 @@ impl Ledger {
     }
 
     /// Stops tracking a build that finished and was delivered, remembering the version so a
-    /// late webhook with an older version does not resurrect it.
-    pub fn finish(&mut self, key: &BuildKey, version: u64) {
+    /// late webhook with an older version does not resurrect it. Takes a [`Proof`]: nothing a
+    /// hint brought can finish a build.
+    pub fn finish(&mut self, key: &BuildKey, version: u64, _by: &Proof) {
         self.remove(key);
         self.tombstones.insert(*key, version);
     }
@@ -515,7 +517,7 @@ mod tests {
         let mut l = Ledger::new(10, 2);
         for n in 1..=3 {
             l.insert(key(n), Entry::new(0, Class::Backed));
-            l.finish(&key(n), 7);
+            l.finish(&key(n), 7, &Proof::for_tests());
         }
         assert_eq!(l.tombstone(&key(1)), None, "oldest tombstone dropped");
         assert_eq!(l.tombstone(&key(3)), Some(7));
@@ -530,7 +532,7 @@ mod tests {
         l.insert(key(0), Entry::new(0, Class::Backed)); // a long-lived build at the front
         for n in 1..100_000 {
             l.insert(key(n), Entry::new(n, Class::Backed));
-            l.finish(&key(n), 3);
+            l.finish(&key(n), 3, &Proof::for_tests());
         }
         assert!(l.age[0].len() <= 2 * l.len() + 65, "{}", l.age[0].len());
         assert_eq!(l.len(), 1);
@@ -553,7 +555,7 @@ mod tests {
                 "{n}: {}",
                 l.age[0].len()
             );
-            l.finish(&key(n), 3);
+            l.finish(&key(n), 3, &Proof::for_tests());
         }
     }
 
@@ -564,7 +566,7 @@ mod tests {
         let mut l = Ledger::new(1000, 10);
         live(&mut l, 0..500);
         for n in 0..500 {
-            l.finish(&key(n), 3);
+            l.finish(&key(n), 3, &Proof::for_tests());
         }
         churn(&mut l, 500..20_000);
         assert!(l.age[0].len() <= 2 * l.len() + 65, "{}", l.age[0].len());

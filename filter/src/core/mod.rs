@@ -16,6 +16,7 @@ pub mod metadata;
 pub mod metrics;
 pub mod model;
 pub mod observation;
+pub mod proof;
 pub mod ratelog;
 pub mod reconciler;
 pub mod redact;

@@ -4,7 +4,8 @@
 
 use super::budget::Permit;
 use super::{Reconciler, USER_AGENT};
-use crate::core::model::{BuildKey, BuildStatus, RepoRef};
+use crate::core::model::{BuildKey, RepoRef};
+use crate::core::proof::Redelivery;
 use crate::core::signature;
 
 /// Identifies a call the reconciler asked for; the shell maps host tokens to it.
@@ -88,12 +89,8 @@ pub(super) enum Pending {
     Discover { repo_id: u64 },
     /// `GET /api/builds/incomplete` (admin; 501 in drone's OSS build).
     Incomplete,
-    /// POST of a re-delivery to the pipeline.
-    Deliver {
-        key: BuildKey,
-        version: u64,
-        status: BuildStatus,
-    },
+    /// POST of a re-delivery of drone's state to the pipeline.
+    Deliver { key: BuildKey, what: Redelivery },
 }
 
 /// Headers as [`OutgoingCall`] holds them (one loop, rather than a copy of each string's
@@ -146,18 +143,12 @@ impl Reconciler {
     pub(super) fn deliver(
         &mut self,
         key: BuildKey,
-        version: u64,
-        status: BuildStatus,
+        what: Redelivery,
         body: Vec<u8>,
         now_ms: u64,
     ) -> OutgoingCall {
-        let pending = Pending::Deliver {
-            key,
-            version,
-            status,
-        };
-        let id = self.register(pending, now_ms);
-        let webhook_id = signature::webhook_id(key.repo_id, key.number, version);
+        let id = self.register(Pending::Deliver { key, what }, now_ms);
+        let webhook_id = signature::webhook_id(key.repo_id, key.number, what.version());
         let mut headers = owned(&[
             (":method", "POST"),
             (":path", &self.cfg.webhook_path),
@@ -233,12 +224,8 @@ impl Reconciler {
                 self.on_incomplete(result, now_ms);
                 Vec::new()
             }
-            Pending::Deliver {
-                key,
-                version,
-                status,
-            } => {
-                self.on_delivered(key, version, status, result, now_ms);
+            Pending::Deliver { key, what } => {
+                self.on_delivered(key, what, result, now_ms);
                 Vec::new()
             }
         };

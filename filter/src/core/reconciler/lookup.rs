@@ -4,7 +4,7 @@
 
 use super::calls::{CallResult, OutgoingCall, Pending};
 use super::gaps::Shown;
-use super::vouch::Asker;
+use super::vouch::{Asker, Proof};
 use super::{clamp_u32, is_transient, Reconciler};
 use crate::core::backoff::{failure_backoff, grow_interval};
 use crate::core::drone_api;
@@ -338,7 +338,7 @@ impl Reconciler {
                 && self.finished_unwatched(key, entry.first_seen_ms, api.finished_s, now_ms)
             {
                 self.counters.builds_finished_unwatched += 1;
-                self.ledger.finish(&key, api.version);
+                self.ledger.finish(&key, api.version, &Proof::drone(&api));
                 log::debug!(
                     "not re-delivered: drone says it finished before this reconciler watched it build={} {}",
                     self.build_field(key),
@@ -346,7 +346,7 @@ impl Reconciler {
                 );
                 return Vec::new();
             }
-            self.slo.missing(key, api.version, now_ms);
+            (self.slo).missing(key, api.version, now_ms, &Proof::drone(&api));
             return self.deliver_or_fetch_repo(key, &api, now_ms);
         }
         let Some(entry) = self.ledger.get(&key).copied() else {
@@ -358,7 +358,8 @@ impl Reconciler {
             && now_ms.saturating_sub(entry.last_change_ms)
                 < self.cfg.max_poll_interval_ms.saturating_mul(2);
         if entry.settled_is_terminal() && !watching_cancel {
-            self.ledger.finish(&key, entry.settled_version);
+            self.ledger
+                .finish(&key, entry.settled_version, &Proof::drone(&api));
             return Vec::new();
         }
         let stale_after = self.cfg.stale_after_ms;

@@ -3,7 +3,7 @@
 //! only ever brings a lookup in drone closer (see the policy in the parent module).
 
 use super::gaps::Shown;
-use super::vouch::{Evidence, Hint, Seen};
+use super::vouch::{Evidence, Hint, Proof, Seen};
 use super::{clamp_u32, settles_for_good, Reconciler, MAX_DRONE_INT};
 use crate::core::ledger::{Class, Entry, NOT_SCHEDULED};
 use crate::core::model::DeliveryOutcome;
@@ -35,6 +35,7 @@ impl Reconciler {
         let outcome = evidence.outcome();
         self.counters.repos_evicted += self.idents.confirm(&evidence.webhook().repo, now_ms);
         self.note_number(Shown::by_evidence(&evidence), now_ms);
+        let proof = Proof::evidence(&evidence);
         let hook = evidence.into_webhook();
         if let Some(json) = hook.repo_json {
             self.repo_json.insert(hook.repo.id, json.into_boxed_str());
@@ -62,7 +63,7 @@ impl Reconciler {
             None => {
                 if settled && settles_for_good(hook.status) {
                     // Everything the pipeline needs of this build has arrived.
-                    self.ledger.finish(&key, hook.version);
+                    self.ledger.finish(&key, hook.version, &proof);
                     return;
                 }
                 let mut entry = Entry::new(now_ms, Class::Backed);
@@ -77,7 +78,7 @@ impl Reconciler {
             Some(entry) => {
                 let newer = settled && hook.version > entry.settled_version;
                 if newer && settles_for_good(hook.status) {
-                    self.ledger.finish(&key, hook.version);
+                    self.ledger.finish(&key, hook.version, &proof);
                     return;
                 }
                 let in_flight = entry.next_due_ms == NOT_SCHEDULED;

@@ -7,7 +7,8 @@ use super::{clamp_u32, is_transient, settles_for_good, Reconciler};
 use crate::core::drone_api::{self, ApiBuild};
 use crate::core::limits;
 use crate::core::logfmt::Val;
-use crate::core::model::{BuildKey, BuildStatus, DeliveryOutcome};
+use crate::core::model::{BuildKey, DeliveryOutcome};
+use crate::core::proof::{Proof, Redelivery};
 use crate::core::repos::Vouch;
 
 impl Reconciler {
@@ -64,7 +65,7 @@ impl Reconciler {
                 return Vec::new();
             }
         };
-        vec![self.deliver(key, api.version, api.status, body.into_bytes(), now_ms)]
+        vec![self.deliver(key, Redelivery::of(api), body.into_bytes(), now_ms)]
     }
 
     pub(super) fn on_repo(
@@ -124,17 +125,18 @@ impl Reconciler {
     pub(super) fn on_delivered(
         &mut self,
         key: BuildKey,
-        version: u64,
-        status: BuildStatus,
+        what: Redelivery,
         result: CallResult,
         now_ms: u64,
     ) {
+        let (version, status) = (what.version(), what.status());
         let http = match result {
             CallResult::Response { status, .. } => Some(status),
             CallResult::Failed => None,
         };
         let outcome = DeliveryOutcome::from_status(http);
-        self.slo.outcome(key, version, outcome, now_ms);
+        let proof = Proof::redelivery(&what);
+        self.slo.outcome(key, version, outcome, now_ms, &proof);
         let (level, what) = match outcome {
             DeliveryOutcome::Delivered => {
                 self.counters.redeliveries_ok += 1;
@@ -175,7 +177,7 @@ impl Reconciler {
             (entry.settled_version, entry.settled_status)
         };
         if settles_for_good(s) && v > 0 {
-            self.ledger.finish(&key, v);
+            self.ledger.finish(&key, v, &proof);
             return;
         }
         let stale_after = self.cfg.stale_after_ms;

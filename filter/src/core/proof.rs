@@ -1,0 +1,183 @@
+//! What may move delivery state, as types. A live webhook is [`Evidence`] (its drone
+//! signature verified) or a [`Hint`] (anyone who can reach the pipeline can send one); only
+//! [`Evidence`], drone's own answer about a build ([`ApiBuild`]) and the pipeline's answer to a
+//! re-delivery of drone's state ([`Redelivery`]) make a [`Proof`]. Tombstoning a build
+//! ([`crate::core::ledger::Ledger::finish`]) and the SLO ([`crate::core::slo::Slo`]) take a
+//! [`Proof`], so data a hint brought cannot reach them: the compiler refuses, not a review.
+//! (Gap filling and the watermarks take the reconciler's `Shown`, built the same way.)
+//!
+//! A hint cannot finish a build:
+//!
+//! ```compile_fail,E0308
+//! use status_sync::core::ledger::Ledger;
+//! use status_sync::core::observation::Observation;
+//! use status_sync::core::proof::{Proof, Seen};
+//!
+//! fn finish_from_a_hint(ledger: &mut Ledger, obs: Observation) {
+//!     if let Seen::Hint(hint) = Seen::sort(obs) {
+//!         let key = hint.webhook().key();
+//!         // error[E0308]: expected `&Evidence`, found `&Hint`
+//!         ledger.finish(&key, hint.webhook().version, &Proof::evidence(&hint));
+//!     }
+//! }
+//! ```
+//!
+//! nor move the SLO:
+//!
+//! ```compile_fail,E0308
+//! use status_sync::core::observation::Observation;
+//! use status_sync::core::proof::{Proof, Seen};
+//! use status_sync::core::slo::Slo;
+//!
+//! fn slo_from_a_hint(slo: &mut Slo, obs: Observation, now_ms: u64) {
+//!     if let Seen::Hint(hint) = Seen::sort(obs) {
+//!         let hook = hint.webhook();
+//!         // error[E0308]: expected `&Evidence`, found `&Hint`
+//!         let proof = Proof::evidence(&hint);
+//!         slo.outcome(hook.key(), hook.version, hint.outcome(), now_ms, &proof);
+//!     }
+//! }
+//! ```
+//!
+//! while evidence can (the same code with [`Evidence`] compiles):
+//!
+//! ```
+//! use status_sync::core::ledger::Ledger;
+//! use status_sync::core::observation::Observation;
+//! use status_sync::core::proof::{Proof, Seen};
+//! use status_sync::core::slo::Slo;
+//!
+//! fn from_evidence(ledger: &mut Ledger, slo: &mut Slo, obs: Observation, now_ms: u64) {
+//!     if let Seen::Evidence(evidence) = Seen::sort(obs) {
+//!         let hook = evidence.webhook();
+//!         let proof = Proof::evidence(&evidence);
+//!         slo.outcome(hook.key(), hook.version, evidence.outcome(), now_ms, &proof);
+//!         ledger.finish(&hook.key(), hook.version, &proof);
+//!     }
+//! }
+//! ```
+
+use super::drone_api::ApiBuild;
+use super::model::{BuildKey, BuildStatus, DeliveryOutcome, ParsedWebhook};
+use super::observation::Observation;
+
+/// A live webhook whose drone signature verified.
+#[derive(Debug)]
+pub struct Evidence(Observation);
+
+/// A live webhook nobody vouches for: anyone who can reach the pipeline can send one.
+#[derive(Debug)]
+pub struct Hint(Observation);
+
+/// A live webhook, sorted by what vouches for it.
+#[derive(Debug)]
+pub enum Seen {
+    Evidence(Evidence),
+    Hint(Hint),
+}
+
+impl Seen {
+    /// Evidence when drone's signature verified, else a hint: the one place a queue
+    /// message's `verified` is read.
+    pub fn sort(obs: Observation) -> Seen {
+        if obs.verified {
+            Seen::Evidence(Evidence(obs))
+        } else {
+            Seen::Hint(Hint(obs))
+        }
+    }
+}
+
+impl Evidence {
+    pub fn key(&self) -> BuildKey {
+        self.0.webhook.key()
+    }
+
+    pub fn outcome(&self) -> DeliveryOutcome {
+        self.0.outcome
+    }
+
+    pub fn webhook(&self) -> &ParsedWebhook {
+        &self.0.webhook
+    }
+
+    pub fn into_webhook(self) -> ParsedWebhook {
+        self.0.webhook
+    }
+}
+
+impl Hint {
+    pub fn outcome(&self) -> DeliveryOutcome {
+        self.0.outcome
+    }
+
+    pub fn webhook(&self) -> &ParsedWebhook {
+        &self.0.webhook
+    }
+}
+
+/// A re-delivery of drone's state of a build: drone's version and status, as drone's answer
+/// gave them (built only from an [`ApiBuild`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Redelivery {
+    version: u64,
+    status: BuildStatus,
+}
+
+impl Redelivery {
+    pub fn of(answer: &ApiBuild<'_>) -> Self {
+        Redelivery {
+            version: answer.version,
+            status: answer.status,
+        }
+    }
+
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    pub fn status(&self) -> BuildStatus {
+        self.status
+    }
+}
+
+/// What may finish a build or move the SLO: evidence, drone's answer about the build, or the
+/// pipeline's answer to a re-delivery of drone's state. Never anything a hint brought.
+#[derive(Debug)]
+pub struct Proof {
+    _by: By,
+}
+
+#[derive(Debug)]
+enum By {
+    Evidence,
+    Drone,
+    Redelivery,
+    #[cfg(test)]
+    Test,
+}
+
+impl Proof {
+    /// A verified webhook.
+    pub fn evidence(_: &Evidence) -> Self {
+        Proof { _by: By::Evidence }
+    }
+
+    /// Drone's answer about one build (whatever asked for the lookup: drone's word about that
+    /// build; what else it may move is the reconciler's `Shown`'s business).
+    pub fn drone(_: &ApiBuild<'_>) -> Self {
+        Proof { _by: By::Drone }
+    }
+
+    /// The pipeline's answer to a re-delivery of drone's state.
+    pub fn redelivery(_: &Redelivery) -> Self {
+        Proof {
+            _by: By::Redelivery,
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn for_tests() -> Self {
+        Proof { _by: By::Test }
+    }
+}
