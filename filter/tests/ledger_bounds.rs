@@ -3,8 +3,8 @@
 
 #![allow(clippy::unwrap_used)]
 
-use status_sync::core::ledger::{shard_count, shard_of, Class, Entry, Lane, Ledger};
 use status_sync::core::drone_api::ApiBuild;
+use status_sync::core::ledger::{shard_count, shard_of, Class, Entry, Lane, Ledger};
 use status_sync::core::model::{BuildKey, BuildStatus};
 use status_sync::core::proof::Proof;
 

@@ -13,6 +13,72 @@ use crate::core::model::BuildKey;
 use crate::core::ratelog::suppressed_note;
 use crate::core::repos::{Look, Vouch};
 
+/// When the sweeps that need no webhook are due: the listing of each of `scan_repos`, and
+/// drone's admin list of incomplete builds (and whether drone offers it). Owned by the
+/// reconciler, which counts; this only keeps the schedule.
+pub(super) struct Sweeps {
+    scan_due: Vec<u64>,
+    /// 0: at the first look after `stale_after_ms`; [`NOT_SCHEDULED`]: asked, not answered.
+    incomplete_due: u64,
+    /// Drone offers `/api/builds/incomplete` (not in its OSS build, 501).
+    incomplete_enabled: bool,
+}
+
+impl Sweeps {
+    /// The first listing of each of `scan_repos` repositories comes one tenth of
+    /// `scan_interval_ms` after the start, spread by a second, so that many repositories are
+    /// not listed in the same tick.
+    pub(super) fn new(scan_repos: usize, scan_interval_ms: u64) -> Self {
+        Sweeps {
+            scan_due: (0..scan_repos as u64)
+                .map(|i| scan_interval_ms / 10 + i * 1000)
+                .collect(),
+            incomplete_due: 0,
+            incomplete_enabled: true,
+        }
+    }
+
+    pub(super) fn scans(&self) -> usize {
+        self.scan_due.len()
+    }
+
+    pub(super) fn scan_is_due(&self, index: usize, now_ms: u64) -> bool {
+        self.scan_due.get(index).is_some_and(|due| *due <= now_ms)
+    }
+
+    pub(super) fn scan_next(&mut self, index: usize, due_ms: u64) {
+        if let Some(due) = self.scan_due.get_mut(index) {
+            *due = due_ms;
+        }
+    }
+
+    /// Whether drone's list of incomplete builds is to be asked for at `now_ms` (the first
+    /// time `stale_after_ms` after the first look).
+    pub(super) fn incomplete_is_due(&mut self, now_ms: u64, stale_after_ms: u64) -> bool {
+        if !self.incomplete_enabled {
+            return false;
+        }
+        if self.incomplete_due == 0 {
+            self.incomplete_due = now_ms.saturating_add(stale_after_ms);
+        }
+        now_ms >= self.incomplete_due
+    }
+
+    /// The list is asked for: not again before its answer.
+    pub(super) fn incomplete_asked(&mut self) {
+        self.incomplete_due = NOT_SCHEDULED;
+    }
+
+    pub(super) fn incomplete_next(&mut self, due_ms: u64) {
+        self.incomplete_due = due_ms;
+    }
+
+    /// Drone does not offer the list: never asked again (until the next leader).
+    pub(super) fn incomplete_unavailable(&mut self) {
+        self.incomplete_enabled = false;
+    }
+}
+
 impl Reconciler {
     /// A new build number showed (evidence or drone): its repository is active, so its
     /// `counter` is looked at often again (from `stale_after_ms`, doubling while nothing new
@@ -127,32 +193,30 @@ impl Reconciler {
     /// none of whose webhooks ever reached us. Drone's OSS build answers 501: then never again
     /// (until the next leader).
     pub(super) fn incomplete(&mut self, now_ms: u64, calls: &mut Vec<OutgoingCall>) {
-        if !self.incomplete_enabled || !self.call_room() {
-            return;
-        }
-        if self.incomplete_due == 0 {
-            self.incomplete_due = now_ms.saturating_add(self.cfg.stale_after_ms);
-        }
-        if now_ms < self.incomplete_due {
+        if !self.call_room()
+            || !self
+                .sweeps
+                .incomplete_is_due(now_ms, self.cfg.stale_after_ms)
+        {
             return;
         }
         let Some(permit) = self.budget.acquire(Lane::Main, now_ms) else {
             return;
         };
-        self.incomplete_due = NOT_SCHEDULED;
+        self.sweeps.incomplete_asked();
         let path = "/api/builds/incomplete".to_string();
         calls.push(self.drone_get(permit, path, Pending::Incomplete, now_ms));
     }
 
     pub(super) fn on_incomplete(&mut self, result: CallResult, now_ms: u64) {
         let next = now_ms.saturating_add(self.rng.jitter(self.cfg.max_poll_interval_ms));
-        self.incomplete_due = next;
+        self.sweeps.incomplete_next(next);
         let body = match result {
             CallResult::Response { status: 200, body } => body,
             CallResult::Response { status, .. } if !is_transient(status) || status == 501 => {
                 // 501: drone's OSS build; 401/403: not an admin's token; 404: no such route.
                 self.budget.on_success();
-                self.incomplete_enabled = false;
+                self.sweeps.incomplete_unavailable();
                 log::info!(
                     "drone offers no /api/builds/incomplete, builds of repositories no webhook showed are out of reach http={status} {}",
                     self.who

@@ -51,8 +51,8 @@ use super::ratelog::LogLimiter;
 use super::repos::{Idents, RepoJsonCache, Vouch};
 use super::slo::Slo;
 use budget::Budget;
-use calls::Pending;
-use std::collections::HashMap;
+use calls::Calls;
+use discovery::Sweeps;
 
 /// Version string sent as `user-agent`.
 pub const USER_AGENT: &str = concat!("status-sync/", env!("CARGO_PKG_VERSION"));
@@ -76,21 +76,17 @@ pub struct Reconciler {
     rng: Rng,
     /// The circuit toward drone and the rate limits of the two lanes.
     budget: Budget,
-    inflight: HashMap<CallId, (Pending, u64)>,
-    next_call: CallId,
+    /// The calls on their way.
+    calls: Calls,
     counters: Counters,
     /// Failing drone calls are logged at most once per 10 s.
     drone_log: LogLimiter,
-    /// When each of `scan_repos` is listed next.
-    scan_due: Vec<u64>,
+    /// When each of `scan_repos` is listed next, and drone's list of incomplete builds.
+    sweeps: Sweeps,
     /// A repository's highest build number changed since the last watermark snapshot.
     watermarks_dirty: bool,
     /// The hint lane goes first in this tick.
     hint_first: bool,
-    /// When `GET /api/builds/incomplete` is asked next (0: at the first tick after
-    /// `stale_after_ms`), and whether drone offers it (not in its OSS build, 501).
-    incomplete_due: u64,
-    incomplete_enabled: bool,
     /// Transitions known missing and their recovery delays (the SLO metrics).
     slo: Slo,
     /// Appended to every log line: `instance=… reconciler=… epoch=…` ([`logfmt::identity`]).
@@ -121,21 +117,14 @@ impl Reconciler {
                 ))
             }),
             rng: Rng::new(seed),
-            inflight: HashMap::new(),
-            next_call: 1,
+            calls: Calls::new(cfg.max_inflight_calls),
             counters: Counters::default(),
             drone_log: LogLimiter::new(10_000),
-            // The first listing of each repository comes one interval after the start, spread
-            // so that many repositories are not listed in the same tick.
-            scan_due: (0..cfg.scan_repos.len() as u64)
-                .map(|i| cfg.scan_interval_ms / 10 + i * 1000)
-                .collect(),
+            sweeps: Sweeps::new(cfg.scan_repos.len(), cfg.scan_interval_ms),
             watermarks_dirty: false,
             slo: Slo::new(cfg.max_tracked_builds),
             who: String::new(),
             hint_first: false,
-            incomplete_due: 0,
-            incomplete_enabled: true,
             cfg,
         }
     }
@@ -163,11 +152,11 @@ impl Reconciler {
     }
 
     pub fn inflight(&self) -> usize {
-        self.inflight.len()
+        self.calls.len()
     }
 
     pub fn is_inflight(&self, id: CallId) -> bool {
-        self.inflight.contains_key(&id)
+        self.calls.contains(id)
     }
 
     /// Whether drone (or evidence) confirmed `namespace/name` as repository `repo_id`'s name.
@@ -208,7 +197,7 @@ impl Reconciler {
 
     /// Whether another call fits within `max_inflight_calls`.
     fn call_room(&self) -> bool {
-        self.inflight.len() < self.cfg.max_inflight_calls
+        self.calls.has_room()
     }
 
     /// Updates the SLO gauges; builds no longer tracked (given up, finished) leave them here.
@@ -247,7 +236,7 @@ impl Reconciler {
         c.giveups = c.builds_evicted + c.builds_expired + c.builds_not_found;
         c.builds_tracked = self.ledger.len() as u64;
         c.builds_hint_only = self.ledger.count(Class::Hint) as u64;
-        c.calls_inflight = self.inflight.len() as u64;
+        c.calls_inflight = self.calls.len() as u64;
         c.circuit_open = u64::from(self.budget.is_open());
     }
 

@@ -14,11 +14,11 @@ impl Reconciler {
     /// Lists the configured repositories that are due, within the same budget, rate limit and
     /// circuit as build lookups.
     pub(super) fn scan(&mut self, now_ms: u64, calls: &mut Vec<OutgoingCall>) {
-        for index in 0..self.scan_due.len() {
+        for index in 0..self.sweeps.scans() {
             if !self.call_room() {
                 return;
             }
-            if self.scan_due.get(index).is_none_or(|due| *due > now_ms) {
+            if !self.sweeps.scan_is_due(index, now_ms) {
                 continue;
             }
             let Some((owner, name)) = self.cfg.scan_repos.get(index) else {
@@ -29,9 +29,7 @@ impl Reconciler {
                 return;
             };
             let next = now_ms.saturating_add(self.rng.jitter(self.cfg.scan_interval_ms));
-            if let Some(due) = self.scan_due.get_mut(index) {
-                *due = next;
-            }
+            self.sweeps.scan_next(index, next);
             calls.push(self.drone_get(permit, path, Pending::Scan { index }, now_ms));
         }
     }
