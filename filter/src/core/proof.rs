@@ -15,9 +15,8 @@
 //!
 //! fn finish_from_a_hint(ledger: &mut Ledger, obs: Observation) {
 //!     if let Seen::Hint(hint) = Seen::sort(obs) {
-//!         let key = hint.webhook().key();
 //!         // error[E0308]: expected `&Evidence`, found `&Hint`
-//!         ledger.finish(&key, hint.webhook().version, &Proof::evidence(&hint));
+//!         ledger.finish(&hint.key(), hint.version(), &Proof::evidence(&hint));
 //!     }
 //! }
 //! ```
@@ -31,11 +30,23 @@
 //!
 //! fn slo_from_a_hint(slo: &mut Slo, obs: Observation, now_ms: u64) {
 //!     if let Seen::Hint(hint) = Seen::sort(obs) {
-//!         let hook = hint.webhook();
 //!         // error[E0308]: expected `&Evidence`, found `&Hint`
 //!         let proof = Proof::evidence(&hint);
-//!         slo.outcome(hook.key(), hook.version, hint.outcome(), now_ms, &proof);
+//!         slo.outcome(hint.key(), hint.version(), hint.outcome(), now_ms, &proof);
 //!     }
+//! }
+//! ```
+//!
+//! nor give a repository's name (a hint gives only a [`Candidate`], no [`RepoRef`] to confirm
+//! or rename with, nor the webhook it came in):
+//!
+//! ```compile_fail,E0599
+//! use status_sync::core::model::RepoRef;
+//! use status_sync::core::proof::Hint;
+//!
+//! fn name_from_a_hint(hint: &Hint) -> RepoRef {
+//!     // error[E0599]: no method named `webhook` found for reference `&Hint`
+//!     hint.webhook().repo.clone()
 //! }
 //! ```
 //!
@@ -58,7 +69,7 @@
 //! ```
 
 use super::drone_api::ApiBuild;
-use super::model::{BuildKey, BuildStatus, DeliveryOutcome, ParsedWebhook};
+use super::model::{BuildKey, BuildStatus, DeliveryOutcome, ParsedWebhook, RepoRef};
 use super::observation::Observation;
 
 /// A live webhook whose drone signature verified.
@@ -106,13 +117,47 @@ impl Evidence {
     }
 }
 
+/// What a hint says, as far as anything may use it: the build it names, the state it claims,
+/// what the pipeline answered, and the repository name it gives only as a [`Candidate`]. It
+/// gives no [`ParsedWebhook`] and no [`RepoRef`], so its name cannot be confirmed (or rename a
+/// repository) and its `repo` or `system` object cannot be re-delivered.
 impl Hint {
     pub fn outcome(&self) -> DeliveryOutcome {
         self.0.outcome
     }
 
-    pub fn webhook(&self) -> &ParsedWebhook {
-        &self.0.webhook
+    pub fn key(&self) -> BuildKey {
+        self.0.webhook.key()
+    }
+
+    pub fn version(&self) -> u64 {
+        self.0.webhook.version
+    }
+
+    pub fn status(&self) -> BuildStatus {
+        self.0.webhook.status
+    }
+
+    /// The repository name the hint gives: a candidate, for drone to confirm or refute.
+    pub fn candidate(&self) -> Candidate {
+        Candidate(self.0.webhook.repo.clone())
+    }
+}
+
+/// A repository name nobody vouches for (a hint's, or a hint-only snapshot record's): the
+/// repository identities take it only as a candidate, to ask drone about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Candidate(RepoRef);
+
+impl Candidate {
+    /// A name nobody vouches for (making a candidate is always safe).
+    pub fn new(repo: RepoRef) -> Self {
+        Candidate(repo)
+    }
+
+    /// The name, for the repository identities to keep as a candidate.
+    pub(crate) fn name(&self) -> &RepoRef {
+        &self.0
     }
 }
 

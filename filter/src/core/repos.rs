@@ -12,6 +12,7 @@ use super::backoff::{grow_interval, Rng};
 use super::fifo_map::FifoMap;
 use super::ledger::NOT_SCHEDULED;
 use super::model::{BuildKey, RepoRef};
+use super::proof::Candidate;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
 /// What vouches for a repository's name, and so which of the two bounded pools holds it.
@@ -410,7 +411,8 @@ impl Idents {
     /// Records a name an unverified webhook gave, unless drone or evidence already named the
     /// repository (hints never rename). The latest candidate wins: the genuine webhooks of a
     /// build keep coming, a refuted candidate is dropped.
-    pub(crate) fn candidate(&mut self, repo: &RepoRef) -> u64 {
+    pub(crate) fn candidate(&mut self, candidate: &Candidate) -> u64 {
+        let repo = candidate.name();
         let Some(i) = self.map.get_mut(&repo.id) else {
             let new = RepoIdent::new(repo, NameState::Candidate { next: None });
             self.map.insert(repo.id, new);
@@ -624,6 +626,10 @@ mod tests {
         }
     }
 
+    fn cand(id: u64, name: &str) -> Candidate {
+        Candidate::new(repo(id, name))
+    }
+
     fn idents(cap: usize) -> Idents {
         Idents::new(cap)
     }
@@ -632,7 +638,7 @@ mod tests {
     fn hints_never_rename_a_confirmed_repository() {
         let mut i = idents(4);
         i.confirm(&repo(1, "real"), 0);
-        i.candidate(&repo(1, "forged"));
+        i.candidate(&cand(1, "forged"));
         assert_eq!(i.confirmed_name(1).unwrap().1, "real");
         // Evidence and drone may rename.
         i.confirm(&repo(1, "renamed"), 0);
@@ -648,7 +654,7 @@ mod tests {
         assert_eq!(i.confirm(&repo(1, "real"), 100), 0);
         let mut evicted = 0;
         for id in 2..=6 {
-            evicted += i.candidate(&repo(id, "c"));
+            evicted += i.candidate(&cand(id, "c"));
             evicted += i.confirm_as(&repo(id, "c"), Vouch::Hint, 200 + id);
         }
         assert_eq!(evicted, 4, "hint names pushed out hint names");
@@ -670,9 +676,9 @@ mod tests {
     #[test]
     fn a_refuted_candidate_gives_way_to_the_next_one() {
         let mut i = idents(4);
-        i.candidate(&repo(1, "forged"));
+        i.candidate(&cand(1, "forged"));
         i.confirming(1);
-        i.candidate(&repo(1, "real"));
+        i.candidate(&cand(1, "real"));
         assert_eq!(
             i.repo(1).unwrap().name,
             "forged",
@@ -693,7 +699,7 @@ mod tests {
             i.schedule_discovery(id, 100 + id);
         }
         for id in 11..=20 {
-            evicted += i.candidate(&repo(id, "c"));
+            evicted += i.candidate(&cand(id, "c"));
         }
         assert_eq!(evicted, 6 + 8);
         assert_eq!(i.map.len(), 4 + 2);
@@ -724,14 +730,14 @@ mod tests {
     #[test]
     fn eviction_order_compaction_keeps_the_bound() {
         let mut i = idents(2);
-        i.candidate(&repo(1_000, "kept"));
+        i.candidate(&cand(1_000, "kept"));
         for id in 1..=100 {
-            i.candidate(&repo(id, "c"));
+            i.candidate(&cand(id, "c"));
             i.refute(id, "o", "c");
         }
         assert_eq!(i.map.len(), 1);
         for id in 101..=110 {
-            i.candidate(&repo(id, "c"));
+            i.candidate(&cand(id, "c"));
         }
         let mut kept: Vec<u64> = i.map.keys().copied().collect();
         kept.sort();
@@ -746,13 +752,13 @@ mod tests {
         let mut i = idents(1000);
         let within = |i: &Idents| i.order[1].len() <= 2 * i.counts[1] + 64;
         for id in 1..=500 {
-            i.candidate(&repo(id, "c"));
+            i.candidate(&cand(id, "c"));
         }
         for id in 1..=500 {
             i.refute(id, "o", "c");
         }
         for id in 501..=5000 {
-            i.candidate(&repo(id, "c"));
+            i.candidate(&cand(id, "c"));
             assert!(within(&i), "{id}: {}", i.order[1].len());
             i.refute(id, "o", "c");
         }

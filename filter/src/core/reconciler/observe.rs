@@ -109,13 +109,12 @@ impl Reconciler {
     /// own schedule.
     fn observe_hint(&mut self, hint: Hint, now_ms: u64) {
         let outcome = hint.outcome();
-        let hook = hint.webhook();
-        let key = hook.key();
-        self.counters.repos_evicted += self.idents.candidate(&hook.repo);
+        let (key, version, status) = (hint.key(), hint.version(), hint.status());
+        self.counters.repos_evicted += self.idents.candidate(&hint.candidate());
         if self
             .ledger
             .tombstone(&key)
-            .is_some_and(|finished_at| hook.version <= finished_at)
+            .is_some_and(|finished_at| version <= finished_at)
         {
             return;
         }
@@ -125,7 +124,7 @@ impl Reconciler {
         // finding 2): the forgery guessing a lost final state would otherwise suppress its
         // re-delivery. A claim never settles on its own either: only drone's answer showing
         // the same version *and* status does (see `on_build`), or it defers one look.
-        let claim = (outcome == DeliveryOutcome::Delivered).then_some((hook.version, hook.status));
+        let claim = (outcome == DeliveryOutcome::Delivered).then_some((version, status));
         let due = match outcome {
             DeliveryOutcome::NotDelivered => now_ms,
             _ => now_ms.saturating_add(self.rng.jitter(self.cfg.stale_after_ms)),

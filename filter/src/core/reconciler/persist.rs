@@ -5,6 +5,7 @@
 use super::{clamp_u32, Reconciler};
 use crate::core::ledger::Class;
 use crate::core::model::RepoRef;
+use crate::core::proof::Candidate;
 use crate::core::snapshot::{self, Record};
 
 impl Reconciler {
@@ -56,7 +57,9 @@ impl Reconciler {
             // `a_hint_only_snapshot_record_never_confirms_a_name`).
             self.counters.repos_evicted += match r.entry.class {
                 Class::Backed => self.idents.inherit(&r.repo),
-                Class::Hint | Class::Inferred => self.idents.candidate(&r.repo),
+                Class::Hint | Class::Inferred => {
+                    self.idents.candidate(&Candidate::new(r.repo.clone()))
+                }
             };
             let key = r.key();
             self.insert(key, r.entry);
