@@ -142,6 +142,8 @@ pub(crate) struct Idents {
     due: BTreeSet<(u64, BuildKey)>,
     /// `max_repos`.
     cap: usize,
+    /// A watermark moved since the last [`Idents::take_marks_moved`].
+    marks_moved: bool,
 }
 
 impl RepoIdent {
@@ -360,6 +362,11 @@ impl Idents {
         evicted
     }
 
+    /// Whether a watermark moved since the last call (the snapshot's watermarks are due).
+    pub(crate) fn take_marks_moved(&mut self) -> bool {
+        std::mem::take(&mut self.marks_moved)
+    }
+
     /// The watermarks of the evidence pool's names: (repository, highest, lowest number).
     pub(crate) fn watermarks(&self) -> Vec<(RepoRef, u64, u64)> {
         self.map
@@ -382,6 +389,7 @@ impl Idents {
         if seen.1 == 0 || number < seen.1 {
             w.min_number = number;
         }
+        self.marks_moved |= number > seen.0 || seen.1 == 0 || number < seen.1;
         Some(seen)
     }
 
@@ -391,6 +399,7 @@ impl Idents {
         let w = self.watch_mut(id)?;
         let known = w.max_number;
         w.max_number = w.max_number.max(newest);
+        self.marks_moved |= newest > known;
         Some(known)
     }
 
@@ -405,6 +414,7 @@ impl Idents {
         }
         w.max_number = counter;
         w.last_activity_ms = now_ms;
+        self.marks_moved = true;
         Some(known)
     }
 

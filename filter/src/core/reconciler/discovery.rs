@@ -171,7 +171,6 @@ impl Reconciler {
         let Some(known) = self.idents.raise_counter(repo_id, counter, now_ms) else {
             return false;
         };
-        self.watermarks_dirty = true;
         if known == 0 {
             // The first number known of this repository: a baseline (what happened before
             // we watched is not ours).

@@ -71,9 +71,6 @@ impl Reconciler {
         let Some((seen_max, seen_min)) = self.idents.show_number(key.repo_id, number) else {
             return;
         };
-        if number > seen_max || seen_min == 0 || number < seen_min {
-            self.watermarks_dirty = true;
-        }
         if number > seen_max {
             self.note_activity(key.repo_id, now_ms);
         }

@@ -83,8 +83,6 @@ pub struct Reconciler {
     drone_log: LogLimiter,
     /// When each of `scan_repos` is listed next, and drone's list of incomplete builds.
     sweeps: Sweeps,
-    /// A repository's highest build number changed since the last watermark snapshot.
-    watermarks_dirty: bool,
     /// The hint lane goes first in this tick.
     hint_first: bool,
     /// Transitions known missing and their recovery delays (the SLO metrics).
@@ -121,7 +119,6 @@ impl Reconciler {
             counters: Counters::default(),
             drone_log: LogLimiter::new(10_000),
             sweeps: Sweeps::new(cfg.scan_repos.len(), cfg.scan_interval_ms),
-            watermarks_dirty: false,
             slo: Slo::new(cfg.max_tracked_builds),
             who: String::new(),
             hint_first: false,

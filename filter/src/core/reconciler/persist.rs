@@ -73,7 +73,7 @@ impl Reconciler {
     /// them a new leader would take its first webhook of each repository as a fresh start and
     /// miss builds lost just before.
     pub fn take_watermarks(&mut self) -> Option<Vec<u8>> {
-        if !std::mem::take(&mut self.watermarks_dirty) {
+        if !self.idents.take_marks_moved() {
             return None;
         }
         let mut marks: Vec<(RepoRef, u64, u64)> = self.idents.watermarks();

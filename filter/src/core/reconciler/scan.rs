@@ -113,9 +113,6 @@ impl Reconciler {
         let Some(known) = self.idents.raise_max(repo.id, newest) else {
             return;
         };
-        if newest > known {
-            self.watermarks_dirty = true;
-        }
         if known == 0 {
             return;
         }
