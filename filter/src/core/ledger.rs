@@ -336,6 +336,37 @@ impl Ledger {
         }
     }
 
+    /// The pipeline has `version` of a build in `status`: the settled state moves up to it
+    /// (never down). Takes a [`Proof`]: nothing a hint brought settles a build (the
+    /// reconciler settles only through here). True when it moved.
+    pub fn settle(
+        &mut self,
+        key: &BuildKey,
+        version: u64,
+        status: BuildStatus,
+        _by: &Proof,
+    ) -> bool {
+        let mut moved = false;
+        self.update(key, |e| {
+            if version > e.settled_version {
+                e.settled_version = version;
+                e.settled_status = status;
+                moved = true;
+            }
+        });
+        moved
+    }
+
+    /// `entry` for build `key` tracked again after it finished: settled at the version it
+    /// finished at (its tombstone, written with a proof), so only what drone wrote since is
+    /// re-delivered. Unchanged for a build that never finished.
+    pub fn resumed(&self, key: &BuildKey, mut entry: Entry) -> Entry {
+        if let Some(finished_at) = self.tombstone(key) {
+            entry.settled_version = finished_at;
+        }
+        entry
+    }
+
     /// Changes an entry in place; the due index and the class counts follow.
     pub fn update(&mut self, key: &BuildKey, f: impl FnOnce(&mut Entry)) -> bool {
         let slot = self.slot(key);

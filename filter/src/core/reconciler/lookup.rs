@@ -320,13 +320,13 @@ impl Reconciler {
             e.deferred = false;
             e.claimed_version = 0;
             e.claimed_status = BuildStatus::Unknown;
-            if settled.0 > e.settled_version {
-                e.settled_version = settled.0;
-                e.settled_status = settled.1;
+        });
+        if (self.ledger).settle(&key, settled.0, settled.1, &Proof::drone(&api)) {
+            self.ledger.update(&key, |e| {
                 e.last_change_ms = now_ms;
                 e.interval_ms = 0;
-            }
-        });
+            });
+        }
         if api.version > settled.0 {
             // Rule: nothing is re-delivered for a build drone says finished before this
             // reconciler could have seen it, whatever asked for the lookup (a hint naming an

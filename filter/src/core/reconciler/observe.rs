@@ -67,13 +67,12 @@ impl Reconciler {
                     return;
                 }
                 let mut entry = Entry::new(now_ms, Class::Backed);
-                if settled {
-                    entry.settled_version = hook.version;
-                    entry.settled_status = hook.status;
-                }
                 entry.interval_ms = clamp_u32(stale_after);
                 entry.next_due_ms = due;
                 self.insert(key, entry);
+                if settled {
+                    (self.ledger).settle(&key, hook.version, hook.status, &proof);
+                }
             }
             Some(entry) => {
                 let newer = settled && hook.version > entry.settled_version;
@@ -82,14 +81,13 @@ impl Reconciler {
                     return;
                 }
                 let in_flight = entry.next_due_ms == NOT_SCHEDULED;
+                if newer {
+                    (self.ledger).settle(&key, hook.version, hook.status, &proof);
+                }
                 self.ledger.update(&key, |e| {
                     e.class = Class::Backed;
-                    if newer {
-                        e.settled_version = hook.version;
-                        e.settled_status = hook.status;
-                        if e.claimed_version <= hook.version {
-                            e.claimed_version = 0;
-                        }
+                    if newer && e.claimed_version <= hook.version {
+                        e.claimed_version = 0;
                     }
                     e.last_change_ms = now_ms;
                     e.interval_ms = clamp_u32(stale_after);
@@ -129,21 +127,18 @@ impl Reconciler {
             DeliveryOutcome::NotDelivered => now_ms,
             _ => now_ms.saturating_add(self.rng.jitter(self.cfg.stale_after_ms)),
         };
-        let finished_at = self.ledger.tombstone(&key);
         match self.ledger.get(&key).copied() {
             None => {
                 let mut entry = Entry::new(now_ms, Class::Hint);
-                if let Some(version) = finished_at {
-                    // Finished and delivered at `version`: unless drone wrote it since, a
-                    // hint about it costs a lookup, never a re-delivery.
-                    entry.settled_version = version;
-                }
                 if let Some((version, status)) = claim {
                     entry.claimed_version = version;
                     entry.claimed_status = status;
                 }
                 entry.interval_ms = clamp_u32(self.cfg.stale_after_ms);
                 entry.next_due_ms = due;
+                // Finished and delivered before: unless drone wrote it since, a hint about it
+                // costs a lookup, never a re-delivery.
+                let entry = self.ledger.resumed(&key, entry);
                 self.insert(key, entry);
             }
             Some(entry) => {

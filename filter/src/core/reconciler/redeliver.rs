@@ -180,11 +180,10 @@ impl Reconciler {
             self.ledger.finish(&key, v, &proof);
             return;
         }
+        (self.ledger).settle(&key, version, status, &proof);
         let stale_after = self.cfg.stale_after_ms;
         let rng = &mut self.rng;
         self.ledger.update(&key, |e| {
-            e.settled_version = v;
-            e.settled_status = s;
             if e.claimed_version <= v {
                 e.claimed_version = 0;
             }
