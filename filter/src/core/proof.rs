@@ -2,11 +2,28 @@
 //! signature verified) or a [`Hint`] (anyone who can reach the pipeline can send one); only
 //! [`Evidence`], drone's own answer about a build ([`ApiBuild`]) and the pipeline's answer to a
 //! re-delivery of drone's state ([`Redelivery`]) make a [`Proof`]. Tombstoning a build
-//! ([`crate::core::ledger::Ledger::finish`]) and the SLO ([`crate::core::slo::Slo`]) take a
+//! ([`crate::core::ledger::Ledger::finish`]), settling it
+//! ([`crate::core::ledger::Ledger::settle`]) and the SLO ([`crate::core::slo::Slo`]) take a
 //! [`Proof`], so data a hint brought cannot reach them: the compiler refuses, not a review.
 //! (Gap filling and the watermarks take the reconciler's `Shown`, built the same way.)
 //!
-//! A hint cannot finish a build:
+//! A hint cannot settle a build:
+//!
+//! ```compile_fail,E0308
+//! use status_sync::core::ledger::Ledger;
+//! use status_sync::core::observation::Observation;
+//! use status_sync::core::proof::{Proof, Seen};
+//!
+//! fn settle_from_a_hint(ledger: &mut Ledger, obs: Observation) {
+//!     if let Seen::Hint(hint) = Seen::sort(obs) {
+//!         // error[E0308]: expected `&Evidence`, found `&Hint`
+//!         let proof = Proof::evidence(&hint);
+//!         ledger.settle(&hint.key(), hint.version(), hint.status(), &proof);
+//!     }
+//! }
+//! ```
+//!
+//! nor finish one:
 //!
 //! ```compile_fail,E0308
 //! use status_sync::core::ledger::Ledger;
@@ -63,6 +80,7 @@
 //!         let hook = evidence.webhook();
 //!         let proof = Proof::evidence(&evidence);
 //!         slo.outcome(hook.key(), hook.version, evidence.outcome(), now_ms, &proof);
+//!         ledger.settle(&hook.key(), hook.version, hook.status, &proof);
 //!         ledger.finish(&hook.key(), hook.version, &proof);
 //!     }
 //! }
