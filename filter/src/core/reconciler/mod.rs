@@ -48,11 +48,12 @@ use super::logfmt;
 use super::metrics::Counters;
 use super::model::{BuildKey, BuildStatus, RepoRef};
 use super::ratelog::LogLimiter;
-use super::repos::{Idents, RepoJsonCache, Vouch};
+use super::repos::{Idents, Vouch};
 use super::slo::Slo;
 use budget::Budget;
 use calls::Calls;
 use discovery::Sweeps;
+use redeliver::Objects;
 
 /// Version string sent as `user-agent`.
 pub const USER_AGENT: &str = concat!("status-sync/", env!("CARGO_PKG_VERSION"));
@@ -66,13 +67,8 @@ pub struct Reconciler {
     cfg: Config,
     ledger: Ledger,
     idents: Idents,
-    /// The `repo` objects re-deliveries carry.
-    repo_json: RepoJsonCache,
-    /// The `system` object of the latest verified webhook.
-    system_json: Option<String>,
-    /// The `system` object rebuilt from `drone_server_url` (drone's `provideSystem`: proto,
-    /// host, link; no API returns the version), for when no verified webhook gave one.
-    configured_system: Option<String>,
+    /// The `repo` and `system` objects re-deliveries carry.
+    objects: Objects,
     rng: Rng,
     /// The circuit toward drone and the rate limits of the two lanes.
     budget: Budget,
@@ -104,16 +100,9 @@ impl Reconciler {
         );
         Reconciler {
             budget: Budget::new(cfg.max_drone_calls_per_sec, circuit),
-            repo_json: RepoJsonCache::new(cfg.max_repos),
+            objects: Objects::new(cfg.max_repos, cfg.drone_server_url.as_deref()),
             ledger,
             idents: Idents::new(cfg.max_repos),
-            system_json: None,
-            configured_system: cfg.drone_server_url.as_deref().and_then(|url| {
-                let (proto, host) = url.split_once("://")?;
-                Some(format!(
-                    r#"{{"proto":"{proto}","host":"{host}","link":"{url}"}}"#
-                ))
-            }),
             rng: Rng::new(seed),
             calls: Calls::new(cfg.max_inflight_calls),
             counters: Counters::default(),
@@ -259,7 +248,7 @@ impl Reconciler {
     /// object kept for re-deliveries.
     fn drone_named(&mut self, repo: &RepoRef, json: String, vouch: Vouch, now_ms: u64) {
         self.counters.repos_evicted += self.idents.confirm_as(repo, vouch, now_ms);
-        self.repo_json.insert(repo.id, json.into_boxed_str());
+        self.objects.keep_repo(repo.id, json);
     }
 
     /// Whether drone says build `key` finished before this reconciler could have seen it:

@@ -36,13 +36,8 @@ impl Reconciler {
         self.counters.repos_evicted += self.idents.confirm(&evidence.webhook().repo, now_ms);
         self.note_number(Shown::by_evidence(&evidence), now_ms);
         let proof = Proof::evidence(&evidence);
-        let hook = evidence.into_webhook();
-        if let Some(json) = hook.repo_json {
-            self.repo_json.insert(hook.repo.id, json.into_boxed_str());
-        }
-        if hook.system_json.is_some() {
-            self.system_json = hook.system_json;
-        }
+        let mut hook = evidence.into_webhook();
+        self.objects.keep_webhooks(&mut hook);
         if let Some(finished_at) = self.ledger.tombstone(&key) {
             if hook.version <= finished_at {
                 // A late step webhook of a build that finished and was delivered.

@@ -7,9 +7,70 @@ use super::{clamp_u32, is_transient, settles_for_good, Reconciler};
 use crate::core::drone_api::{self, ApiBuild};
 use crate::core::limits;
 use crate::core::logfmt::Val;
-use crate::core::model::{BuildKey, DeliveryOutcome};
+use crate::core::model::{BuildKey, DeliveryOutcome, ParsedWebhook};
 use crate::core::proof::{Proof, Redelivery};
+use crate::core::repos::RepoJsonCache;
 use crate::core::repos::Vouch;
+
+/// The objects a re-delivery carries besides drone's build: each repository's `repo` object
+/// (from evidence or drone's answers only; at most `max_repos`) and the `system` object (the
+/// latest verified webhook's, else rebuilt from `drone_server_url`: drone's `provideSystem`
+/// gives proto, host and link; no API returns the version). Owned by the reconciler.
+pub(super) struct Objects {
+    repos: RepoJsonCache,
+    system: Option<String>,
+    configured_system: Option<String>,
+}
+
+impl Objects {
+    pub(super) fn new(max_repos: usize, drone_server_url: Option<&str>) -> Self {
+        Objects {
+            repos: RepoJsonCache::new(max_repos),
+            system: None,
+            configured_system: drone_server_url.and_then(|url| {
+                let (proto, host) = url.split_once("://")?;
+                Some(format!(
+                    r#"{{"proto":"{proto}","host":"{host}","link":"{url}"}}"#
+                ))
+            }),
+        }
+    }
+
+    /// Takes the `repo` and `system` objects of a verified webhook (a hint gives no
+    /// [`ParsedWebhook`], so none of its objects can be re-delivered).
+    pub(super) fn keep_webhooks(&mut self, hook: &mut ParsedWebhook) {
+        if let Some(json) = hook.repo_json.take() {
+            self.repos.insert(hook.repo.id, json.into_boxed_str());
+        }
+        if let Some(system) = hook.system_json.take() {
+            self.system = Some(system);
+        }
+    }
+
+    /// Drone's `repo` object for repository `id`.
+    pub(super) fn keep_repo(&mut self, id: u64, json: String) {
+        self.repos.insert(id, json.into_boxed_str());
+    }
+
+    fn repo(&self, id: u64) -> Option<Box<str>> {
+        self.repos.get(&id).cloned()
+    }
+
+    fn system(&self) -> Option<&str> {
+        self.system.as_deref().or(self.configured_system.as_deref())
+    }
+
+    /// A re-delivery body could not be built: the stored objects that are not JSON objects go
+    /// (drone's `repo` is fetched again).
+    fn drop_invalid(&mut self, id: u64, repo_json: &str) {
+        if limits::check_repo_json(repo_json).is_err() {
+            self.repos.remove(&id);
+        }
+        if (self.system.as_deref()).is_some_and(|s| limits::check_system_json(s).is_err()) {
+            self.system = None;
+        }
+    }
+}
 
 impl Reconciler {
     pub(super) fn deliver_or_fetch_repo(
@@ -18,7 +79,7 @@ impl Reconciler {
         api: &ApiBuild<'_>,
         now_ms: u64,
     ) -> Vec<OutgoingCall> {
-        let Some(repo_json) = self.repo_json.get(&key.repo_id).cloned() else {
+        let Some(repo_json) = self.objects.repo(key.repo_id) else {
             let Some(repo) = self.idents.confirmed_repo(key.repo_id) else {
                 self.wait_for_name(key, now_ms);
                 return Vec::new();
@@ -31,11 +92,8 @@ impl Reconciler {
             let path = drone_api::repo_path(&repo);
             return vec![self.drone_get(permit, path, pending, now_ms)];
         };
-        let system = self
-            .system_json
-            .as_deref()
-            .or(self.configured_system.as_deref());
-        let body = match drone_api::try_redelivery_body(&repo_json, api.raw, system) {
+        let body = match drone_api::try_redelivery_body(&repo_json, api.raw, self.objects.system())
+        {
             Ok(body) => body,
             Err(e) => {
                 // Never a signed re-delivery without a body. The decoders refuse what causes
@@ -43,16 +101,7 @@ impl Reconciler {
                 // defence. The bad object goes (drone's `repo` is fetched again) and the build
                 // is looked at again later.
                 self.counters.redeliveries_invalid += 1;
-                if limits::check_repo_json(&repo_json).is_err() {
-                    self.repo_json.remove(&key.repo_id);
-                }
-                if self
-                    .system_json
-                    .as_deref()
-                    .is_some_and(|s| limits::check_system_json(s).is_err())
-                {
-                    self.system_json = None;
-                }
+                self.objects.drop_invalid(key.repo_id, &repo_json);
                 log::warn!(
                     "re-delivery body could not be built, not sent build={} why={} {}",
                     self.build_field(key),
