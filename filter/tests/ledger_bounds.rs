@@ -3,8 +3,22 @@
 
 #![allow(clippy::unwrap_used)]
 
+use status_sync::core::drone_api::ApiBuild;
 use status_sync::core::ledger::{shard_count, shard_of, Class, Entry, Lane, Ledger};
-use status_sync::core::model::BuildKey;
+use status_sync::core::model::{BuildKey, BuildStatus};
+use status_sync::core::proof::Proof;
+
+/// What finishing a build takes: here drone's answer about it.
+fn proof() -> Proof {
+    Proof::drone(&ApiBuild {
+        repo_id: 1,
+        number: 1,
+        status: BuildStatus::Success,
+        version: 3,
+        finished_s: 0,
+        raw: "{}",
+    })
+}
 
 fn key(repo_id: u64, number: u64) -> BuildKey {
     BuildKey { repo_id, number }
@@ -16,17 +30,17 @@ fn tombstones_hold_exactly_their_cap() {
     let mut l = Ledger::new(10, 2);
     for n in 1..=2 {
         l.insert(key(1, n), Entry::new(0, Class::Backed));
-        l.finish(&key(1, n), 3);
+        l.finish(&key(1, n), 3, &proof());
     }
     assert_eq!(l.tombstone(&key(1, 1)), Some(3));
     assert_eq!(l.tombstone(&key(1, 2)), Some(3));
     l.insert(key(1, 3), Entry::new(0, Class::Backed));
-    l.finish(&key(1, 3), 4);
+    l.finish(&key(1, 3), 4, &proof());
     assert_eq!(l.tombstone(&key(1, 1)), None);
     assert_eq!(l.tombstone(&key(1, 3)), Some(4));
     let mut none = Ledger::new(10, 0);
     none.insert(key(1, 1), Entry::new(0, Class::Backed));
-    none.finish(&key(1, 1), 3);
+    none.finish(&key(1, 1), 3, &proof());
     assert_eq!(none.tombstone(&key(1, 1)), None, "cap 0 keeps none");
 }
 
@@ -38,16 +52,16 @@ fn tombstones_hold_exactly_their_cap() {
 fn a_tombstone_removed_and_set_again_is_the_newest() {
     let mut l = Ledger::new(10, 2);
     l.insert(key(1, 1), Entry::new(0, Class::Backed));
-    l.finish(&key(1, 1), 3);
+    l.finish(&key(1, 1), 3, &proof());
     // A newer webhook of build 1 brings it back (its tombstone goes), then two others finish.
     l.insert(key(1, 1), Entry::new(0, Class::Backed));
     assert_eq!(l.tombstone(&key(1, 1)), None);
     for n in 2..=3 {
         l.insert(key(1, n), Entry::new(0, Class::Backed));
-        l.finish(&key(1, n), 3);
+        l.finish(&key(1, n), 3, &proof());
     }
     // Build 1 finishes again: the newest tombstone; build 2's, the oldest, goes.
-    l.finish(&key(1, 1), 5);
+    l.finish(&key(1, 1), 5, &proof());
     assert_eq!(l.tombstone(&key(1, 1)), Some(5));
     assert_eq!(l.tombstone(&key(1, 3)), Some(3));
     assert_eq!(l.tombstone(&key(1, 2)), None);
@@ -87,7 +101,7 @@ fn clear_forgets_everything() {
     h.next_due_ms = 100;
     l.insert(key(1, 3), h);
     l.insert(key(1, 2), Entry::new(0, Class::Backed));
-    l.finish(&key(1, 2), 3);
+    l.finish(&key(1, 2), 3, &proof());
     l.clear();
     assert!(l.is_empty());
     for lane in [Lane::Main, Lane::Hint] {

@@ -924,3 +924,35 @@ fn a_claim_arriving_during_the_repository_fetch_defers_the_older_redelivery() {
         log.redeliveries()
     );
 }
+
+/// lookup.rs (serve_one), budget.rs: decide first, then take a permit. Giving up a build open
+/// longer than `max_build_age_ms` takes no drone call, so it takes no token of the rate
+/// limit either: at one call a second, the next due build is looked up in the same tick.
+#[test]
+fn giving_up_a_build_takes_no_token_of_the_rate_limit() {
+    let cfg = r#","max_build_age_ms":60000,"max_drone_calls_per_sec":1"#;
+    let mut r = Reconciler::new(config(cfg), 1);
+    let record = |number: u64, first_seen: u64, due: u64| {
+        let mut e = Entry::new(first_seen, Class::Backed);
+        e.interval_ms = 1000;
+        e.next_due_ms = due;
+        Record {
+            repo: repo(),
+            number,
+            entry: e,
+        }
+    };
+    let records = [
+        record(1, T0, T0 + 60_001),
+        record(2, T0 + 59_000, T0 + 60_002),
+    ];
+    assert!(r.load_shard(&snapshot::encode_shard(&records), T0 + 60_000));
+    let calls = r.tick(T0 + 61_000);
+    assert_eq!(r.counters().builds_expired, 1, "build 1 given up");
+    let looked: Vec<u64> = calls.iter().filter_map(looked_up).collect();
+    assert_eq!(
+        looked,
+        vec![2],
+        "build 2 looked up in the same tick: {calls:?}"
+    );
+}

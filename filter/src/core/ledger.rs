@@ -10,6 +10,7 @@
 
 use super::fifo_map::FifoMap;
 use super::model::{BuildKey, BuildStatus};
+use super::proof::Proof;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// `next_due_ms` value of a build that is not scheduled (a call for it is in flight).
@@ -335,6 +336,37 @@ impl Ledger {
         }
     }
 
+    /// The pipeline has `version` of a build in `status`: the settled state moves up to it
+    /// (never down). Takes a [`Proof`]: nothing a hint brought settles a build (the
+    /// reconciler settles only through here). True when it moved.
+    pub fn settle(
+        &mut self,
+        key: &BuildKey,
+        version: u64,
+        status: BuildStatus,
+        _by: &Proof,
+    ) -> bool {
+        let mut moved = false;
+        self.update(key, |e| {
+            if version > e.settled_version {
+                e.settled_version = version;
+                e.settled_status = status;
+                moved = true;
+            }
+        });
+        moved
+    }
+
+    /// `entry` for build `key` tracked again after it finished: settled at the version it
+    /// finished at (its tombstone, written with a proof), so only what drone wrote since is
+    /// re-delivered. Unchanged for a build that never finished.
+    pub fn resumed(&self, key: &BuildKey, mut entry: Entry) -> Entry {
+        if let Some(finished_at) = self.tombstone(key) {
+            entry.settled_version = finished_at;
+        }
+        entry
+    }
+
     /// Changes an entry in place; the due index and the class counts follow.
     pub fn update(&mut self, key: &BuildKey, f: impl FnOnce(&mut Entry)) -> bool {
         let slot = self.slot(key);
@@ -382,6 +414,16 @@ impl Ledger {
         Some((first.1, copy))
     }
 
+    /// The build [`Ledger::pop_due`] would take, left in place: the caller decides what it
+    /// needs (a drone call or not) before it pays for anything.
+    pub fn peek_due(&self, now_ms: u64, lane: Lane) -> Option<(BuildKey, Entry)> {
+        let (t, key) = *self.due.get(lane.index())?.first()?;
+        if t > now_ms {
+            return None;
+        }
+        Some((key, *self.get(&key)?))
+    }
+
     /// Earliest scheduled time of a lane, if any.
     pub fn next_due(&self, lane: Lane) -> Option<u64> {
         self.due.get(lane.index())?.first().map(|(t, _)| *t)
@@ -402,8 +444,9 @@ impl Ledger {
     }
 
     /// Stops tracking a build that finished and was delivered, remembering the version so a
-    /// late webhook with an older version does not resurrect it.
-    pub fn finish(&mut self, key: &BuildKey, version: u64) {
+    /// late webhook with an older version does not resurrect it. Takes a [`Proof`]: nothing a
+    /// hint brought can finish a build.
+    pub fn finish(&mut self, key: &BuildKey, version: u64, _by: &Proof) {
         self.remove(key);
         self.tombstones.insert(*key, version);
     }
@@ -505,7 +548,7 @@ mod tests {
         let mut l = Ledger::new(10, 2);
         for n in 1..=3 {
             l.insert(key(n), Entry::new(0, Class::Backed));
-            l.finish(&key(n), 7);
+            l.finish(&key(n), 7, &Proof::for_tests());
         }
         assert_eq!(l.tombstone(&key(1)), None, "oldest tombstone dropped");
         assert_eq!(l.tombstone(&key(3)), Some(7));
@@ -520,7 +563,7 @@ mod tests {
         l.insert(key(0), Entry::new(0, Class::Backed)); // a long-lived build at the front
         for n in 1..100_000 {
             l.insert(key(n), Entry::new(n, Class::Backed));
-            l.finish(&key(n), 3);
+            l.finish(&key(n), 3, &Proof::for_tests());
         }
         assert!(l.age[0].len() <= 2 * l.len() + 65, "{}", l.age[0].len());
         assert_eq!(l.len(), 1);
@@ -543,7 +586,7 @@ mod tests {
                 "{n}: {}",
                 l.age[0].len()
             );
-            l.finish(&key(n), 3);
+            l.finish(&key(n), 3, &Proof::for_tests());
         }
     }
 
@@ -554,7 +597,7 @@ mod tests {
         let mut l = Ledger::new(1000, 10);
         live(&mut l, 0..500);
         for n in 0..500 {
-            l.finish(&key(n), 3);
+            l.finish(&key(n), 3, &Proof::for_tests());
         }
         churn(&mut l, 500..20_000);
         assert!(l.age[0].len() <= 2 * l.len() + 65, "{}", l.age[0].len());

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod model;
 pub(crate) mod object;
 pub mod observation;
+pub mod proof;
 pub mod ratelog;
 pub mod reconciler;
 pub mod redact;

@@ -15,6 +15,7 @@
 //! the gauge never sticks on a build nobody will deliver (the give-up is counted elsewhere).
 
 use super::model::{BuildKey, DeliveryOutcome};
+use super::proof::Proof;
 use std::collections::{BTreeSet, HashMap};
 
 /// Recovery delays kept until the shell records them (it does every callback).
@@ -58,16 +59,26 @@ impl Slo {
     /// Not delivered: the transition is missing from now (or still, since earlier). Delivered:
     /// a missing transition at or below `version` recovered. Refused (4xx): the pipeline will
     /// never take it, so it is no longer "behind", but it did not recover either.
-    pub fn outcome(&mut self, key: BuildKey, version: u64, outcome: DeliveryOutcome, now_ms: u64) {
+    ///
+    /// Takes a [`Proof`] (evidence, drone's answer, a re-delivery's answer): nothing a hint
+    /// brought moves the SLO.
+    pub fn outcome(
+        &mut self,
+        key: BuildKey,
+        version: u64,
+        outcome: DeliveryOutcome,
+        now_ms: u64,
+        by: &Proof,
+    ) {
         match outcome {
-            DeliveryOutcome::NotDelivered => self.missing(key, version, now_ms),
+            DeliveryOutcome::NotDelivered => self.missing(key, version, now_ms, by),
             DeliveryOutcome::Delivered => self.settled(key, version, Some(now_ms)),
             DeliveryOutcome::Refused => self.settled(key, version, None),
         }
     }
 
     /// Drone shows `version`, newer than anything the pipeline accepted.
-    pub fn missing(&mut self, key: BuildKey, version: u64, now_ms: u64) {
+    pub fn missing(&mut self, key: BuildKey, version: u64, now_ms: u64, _by: &Proof) {
         if let Some(m) = self.missing.get_mut(&key) {
             // Still missing: the clock keeps running from when it was first known.
             m.version = m.version.max(version);
@@ -156,7 +167,7 @@ mod tests {
     fn the_cap_forgets_the_oldest_and_counts_it() {
         let mut s = Slo::new(2);
         for n in 1..=3 {
-            s.missing(k(n), 1, n * 1_000);
+            s.missing(k(n), 1, n * 1_000, &Proof::for_tests());
         }
         assert_eq!(s.len(), 2);
         assert!(!s.is_empty());
@@ -169,7 +180,7 @@ mod tests {
         let mut s = Slo::new(10);
         assert!(s.is_empty());
         assert_eq!(s.oldest_age_ms(1_000, ALL), 0);
-        s.outcome(k(1), 3, Delivered, 1_000);
+        s.outcome(k(1), 3, Delivered, 1_000, &Proof::for_tests());
         assert_eq!(s.oldest_age_ms(2_000, ALL), 0);
         assert!(s.take_delays().is_empty(), "nothing was missing");
     }
@@ -177,23 +188,23 @@ mod tests {
     #[test]
     fn age_runs_from_first_known_and_recovery_records_the_delay() {
         let mut s = Slo::new(10);
-        s.outcome(k(1), 2, NotDelivered, 1_000);
+        s.outcome(k(1), 2, NotDelivered, 1_000, &Proof::for_tests());
         // A failed re-delivery and a newer drone version keep the original start.
-        s.outcome(k(1), 2, NotDelivered, 3_000);
-        s.missing(k(1), 4, 4_000);
-        s.missing(k(2), 1, 5_000);
+        s.outcome(k(1), 2, NotDelivered, 3_000, &Proof::for_tests());
+        s.missing(k(1), 4, 4_000, &Proof::for_tests());
+        s.missing(k(2), 1, 5_000, &Proof::for_tests());
         assert_eq!(s.oldest_age_ms(6_000, ALL), 5_000);
         // The older version reaching the pipeline does not recover the newer one.
-        s.outcome(k(1), 3, Delivered, 6_500);
+        s.outcome(k(1), 3, Delivered, 6_500, &Proof::for_tests());
         assert_eq!(s.oldest_age_ms(7_000, ALL), 6_000);
-        s.outcome(k(1), 4, Delivered, 7_000);
+        s.outcome(k(1), 4, Delivered, 7_000, &Proof::for_tests());
         assert_eq!(s.take_delays(), vec![6_000]);
         assert_eq!(
             s.oldest_age_ms(7_000, ALL),
             2_000,
             "build 2 is now the oldest"
         );
-        s.outcome(k(2), 9, Delivered, 8_000);
+        s.outcome(k(2), 9, Delivered, 8_000, &Proof::for_tests());
         assert_eq!(s.take_delays(), vec![3_000]);
         assert_eq!(s.oldest_age_ms(9_000, ALL), 0);
         assert_eq!((s.lost, s.recovered), (2, 2));
@@ -203,8 +214,8 @@ mod tests {
     #[test]
     fn refused_is_not_behind_and_not_recovered() {
         let mut s = Slo::new(10);
-        s.missing(k(1), 2, 0);
-        s.outcome(k(1), 2, Refused, 500);
+        s.missing(k(1), 2, 0, &Proof::for_tests());
+        s.outcome(k(1), 2, Refused, 500, &Proof::for_tests());
         assert_eq!(s.oldest_age_ms(1_000, ALL), 0);
         assert!(s.take_delays().is_empty());
         assert_eq!(s.recovered, 0);
@@ -213,8 +224,8 @@ mod tests {
     #[test]
     fn builds_no_longer_tracked_leave_the_gauge() {
         let mut s = Slo::new(10);
-        s.missing(k(1), 1, 0);
-        s.missing(k(2), 1, 100);
+        s.missing(k(1), 1, 0, &Proof::for_tests());
+        s.missing(k(2), 1, 100, &Proof::for_tests());
         // Build 1 was given up (e.g. expired): the gauge follows build 2 and never sticks.
         assert_eq!(s.oldest_age_ms(1_000, |b| b.number != 1), 900);
         assert_eq!(s.len(), 1);
@@ -226,14 +237,14 @@ mod tests {
     fn bounded_by_cap_and_pending_delays() {
         let mut s = Slo::new(3);
         for n in 0..10 {
-            s.missing(k(n), 1, n);
+            s.missing(k(n), 1, n, &Proof::for_tests());
         }
         assert_eq!(s.len(), 3);
         assert_eq!(s.oldest_age_ms(10, ALL), 3, "the oldest were dropped first");
         let mut s = Slo::new(MAX_PENDING_DELAYS + 10);
         for n in 0..(MAX_PENDING_DELAYS as u64 + 5) {
-            s.missing(k(n), 1, 0);
-            s.outcome(k(n), 1, Delivered, 10);
+            s.missing(k(n), 1, 0, &Proof::for_tests());
+            s.outcome(k(n), 1, Delivered, 10, &Proof::for_tests());
         }
         assert_eq!(s.take_delays().len(), MAX_PENDING_DELAYS);
         assert_eq!(s.delays_dropped, 5);

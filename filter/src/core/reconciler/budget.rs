@@ -6,20 +6,24 @@
 //! handing back what was taken when a later step refuses, is easy to get wrong: a half-open
 //! probe never handed back stops every drone call for good. [`Budget::acquire`] does the whole
 //! sequence and gives back what it took when it refuses; what it grants is a [`Permit`], which
-//! must be spent on a call ([`Permit::spend`], by the function that registers the call) or
-//! handed back ([`Budget::refund`], [`Budget::forgo`]). Debug builds (every native test) check
-//! that no permit is dropped otherwise.
+//! must be spent on a call ([`Permit::spend`], by the function that registers the call).
+//!
+//! Rule: decide first, then take a permit. The reconciler decides that a drone call is needed
+//! (and builds its request) before it asks for a permit, so a permit is never handed back:
+//! there is no API for it. Work that takes no call (giving up a build open longer than
+//! `max_build_age_ms`, waiting for a name, forgetting a refuted hint, dropping a quiet
+//! repository from discovery) takes no permit, no token and not the half-open probe. Debug
+//! builds (every native test) check that no permit is dropped unspent.
 
 use crate::core::backoff::{Circuit, TokenBucket};
 use crate::core::ledger::Lane;
 
-/// The right to make one drone call now. Spent by the call's registration, or handed back.
-#[must_use = "a permit is spent on a call or handed back (Budget::refund, Budget::forgo)"]
+/// The right to make one drone call now, spent by the call's registration (never handed
+/// back: take one only once the call is decided).
+#[must_use = "a permit is spent on a call (Permit::spend): take one only once the call is decided"]
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Permit {
-    /// Tokens taken: of the main bucket, and of the hint bucket.
-    main: bool,
-    hint: bool,
+    _private: (),
 }
 
 impl Permit {
@@ -31,10 +35,10 @@ impl Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        // Only `spend` and the hand-back functions end a permit (they forget it).
+        // Only `spend` ends a permit (it forgets it).
         debug_assert!(
             false,
-            "a drone call permit was dropped, not spent or handed back"
+            "a drone call permit was dropped, not spent on a call"
         );
     }
 }
@@ -85,36 +89,13 @@ impl Budget {
             self.circuit.release();
             return None;
         }
-        Some(Permit { main: true, hint })
+        Some(Permit { _private: () })
     }
 
     /// A permit for a call that follows an answer of drone (the repository a re-delivery
     /// needs): the answered call paid for it, so it takes nothing.
     pub(crate) fn follow_up(&self) -> Permit {
-        Permit {
-            main: false,
-            hint: false,
-        }
-    }
-
-    /// No call was made after all, and none was due: the probe and the tokens come back.
-    pub(crate) fn refund(&mut self, permit: Permit) {
-        if permit.main {
-            self.bucket.give_back();
-        }
-        if permit.hint {
-            if let Some(bucket) = self.hint_bucket.as_mut() {
-                bucket.give_back();
-            }
-        }
-        self.forgo(permit);
-    }
-
-    /// No call was made, but the work the permit was taken for was done (a build given up,
-    /// a lookup postponed): the probe comes back, the tokens stay spent.
-    pub(crate) fn forgo(&mut self, permit: Permit) {
-        std::mem::forget(permit);
-        self.circuit.release();
+        Permit { _private: () }
     }
 
     /// Drone answered (whatever the answer): the circuit closes.
@@ -185,42 +166,31 @@ mod tests {
     }
 
     #[test]
-    fn refund_gives_tokens_back_and_forgo_keeps_them_spent() {
-        let mut b = budget(2);
-        let p = b.acquire(Lane::Hint, 0).unwrap();
-        b.refund(p);
-        let p = b.acquire(Lane::Hint, 0).unwrap();
-        b.forgo(p);
-        assert_eq!(
-            b.acquire(Lane::Hint, 0),
-            None,
-            "the forgone permit's hint token"
-        );
-        b.acquire(Lane::Main, 0).unwrap().spend();
-        assert_eq!(b.acquire(Lane::Main, 0), None);
-    }
-
-    #[test]
-    fn a_follow_up_takes_nothing_and_its_refund_gives_nothing() {
+    fn a_follow_up_takes_nothing() {
         let mut b = budget(1);
-        let p = b.follow_up();
-        b.refund(p);
+        b.follow_up().spend();
         b.acquire(Lane::Main, 0).unwrap().spend();
-        let p = b.follow_up();
-        b.refund(p);
+        b.follow_up().spend();
         assert_eq!(b.acquire(Lane::Main, 0), None, "no token made up");
     }
 
+    /// Takes `n` tokens of the main bucket (and of the hint bucket with `hint`) at `now`
+    /// without the circuit: what spent permits of other calls would have taken.
+    fn drain_tokens(b: &mut Budget, n: usize, hint: bool, now: u64) {
+        for _ in 0..n {
+            assert!(b.bucket.try_take(now));
+            if hint {
+                assert!(b.hint_bucket.as_mut().unwrap().try_take(now));
+            }
+        }
+    }
+
     #[test]
-    fn the_half_open_probe_is_single_and_comes_back_when_handed_back() {
+    fn the_half_open_probe_is_single() {
         let mut b = budget(100);
         let now = half_open(&mut b);
         let probe = b.acquire(Lane::Main, now).unwrap();
         assert_eq!(b.acquire(Lane::Main, now), None, "one probe");
-        b.forgo(probe);
-        let probe = b.acquire(Lane::Main, now).unwrap();
-        b.refund(probe);
-        let probe = b.acquire(Lane::Main, now).unwrap();
         probe.spend();
         assert_eq!(b.acquire(Lane::Main, now), None, "the probe is out");
         b.on_success();
@@ -235,11 +205,8 @@ mod tests {
     fn a_bucket_refusal_releases_the_probe() {
         let mut b = budget(2);
         let now = half_open(&mut b);
-        // Empty both buckets at `now` (the probe is handed back each time).
-        for _ in 0..2 {
-            let p = b.acquire(Lane::Main, now).unwrap();
-            b.forgo(p);
-        }
+        // Empty both buckets at `now`.
+        drain_tokens(&mut b, 2, false, now);
         assert_eq!(b.acquire(Lane::Main, now), None, "no token");
         assert_eq!(b.acquire(Lane::Hint, now), None, "no token");
         let probe = b.acquire(Lane::Main, now + 500);
@@ -253,11 +220,16 @@ mod tests {
     fn a_hint_bucket_refusal_releases_the_probe_and_the_main_token() {
         let mut b = budget(2);
         let now = half_open(&mut b);
-        let p = b.acquire(Lane::Hint, now).unwrap();
-        b.forgo(p);
+        drain_tokens(&mut b, 1, true, now);
         assert_eq!(b.acquire(Lane::Hint, now), None, "hint bucket empty");
         let p = b.acquire(Lane::Main, now).unwrap();
-        b.forgo(p);
+        assert_eq!(
+            b.acquire(Lane::Main, now),
+            None,
+            "main bucket empty, the probe out"
+        );
+        p.spend();
+        b.on_success();
         assert_eq!(b.acquire(Lane::Main, now), None, "main bucket empty");
     }
 

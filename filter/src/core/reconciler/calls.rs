@@ -4,8 +4,10 @@
 
 use super::budget::Permit;
 use super::{Reconciler, USER_AGENT};
-use crate::core::model::{BuildKey, BuildStatus, RepoRef};
+use crate::core::model::{BuildKey, RepoRef};
+use crate::core::proof::Redelivery;
 use crate::core::signature;
+use std::collections::HashMap;
 
 /// Identifies a call the reconciler asked for; the shell maps host tokens to it.
 pub type CallId = u64;
@@ -88,12 +90,8 @@ pub(super) enum Pending {
     Discover { repo_id: u64 },
     /// `GET /api/builds/incomplete` (admin; 501 in drone's OSS build).
     Incomplete,
-    /// POST of a re-delivery to the pipeline.
-    Deliver {
-        key: BuildKey,
-        version: u64,
-        status: BuildStatus,
-    },
+    /// POST of a re-delivery of drone's state to the pipeline.
+    Deliver { key: BuildKey, what: Redelivery },
 }
 
 /// Headers as [`OutgoingCall`] holds them (one loop, rather than a copy of each string's
@@ -105,13 +103,64 @@ fn owned(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The calls on their way: what each is for and when it left, at most `max_inflight_calls`.
+/// Owned by the reconciler, which counts; this only keeps the book.
+pub(super) struct Calls {
+    inflight: HashMap<CallId, (Pending, u64)>,
+    next: CallId,
+    max: usize,
+}
+
+impl Calls {
+    /// At most `max` calls on their way at once (`max_inflight_calls`).
+    pub(super) fn new(max: usize) -> Self {
+        Calls {
+            inflight: HashMap::new(),
+            next: 1,
+            max,
+        }
+    }
+
+    /// Whether another call fits.
+    pub(super) fn has_room(&self) -> bool {
+        self.inflight.len() < self.max
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.inflight.len()
+    }
+
+    pub(super) fn contains(&self, id: CallId) -> bool {
+        self.inflight.contains_key(&id)
+    }
+
+    /// Records a call as in flight; returns its id.
+    fn register(&mut self, pending: Pending, now_ms: u64) -> CallId {
+        let id = self.next;
+        self.next = self.next.wrapping_add(1).max(1);
+        self.inflight.insert(id, (pending, now_ms));
+        id
+    }
+
+    /// The call `id` answered (or failed): what it was for, once.
+    fn take(&mut self, id: CallId) -> Option<Pending> {
+        self.inflight.remove(&id).map(|(pending, _)| pending)
+    }
+
+    /// Calls on their way for longer than `deadline_ms` at `now_ms`.
+    fn overdue(&self, now_ms: u64, deadline_ms: u64) -> Vec<CallId> {
+        self.inflight
+            .iter()
+            .filter(|(_, (_, started))| now_ms.saturating_sub(*started) > deadline_ms)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+}
+
 impl Reconciler {
     /// Records a call as in flight; returns its id.
     fn register(&mut self, pending: Pending, now_ms: u64) -> CallId {
-        let id = self.next_call;
-        self.next_call = self.next_call.wrapping_add(1).max(1);
-        self.inflight.insert(id, (pending, now_ms));
-        id
+        self.calls.register(pending, now_ms)
     }
 
     /// A `GET` of drone's API, paid for by `permit`.
@@ -146,18 +195,12 @@ impl Reconciler {
     pub(super) fn deliver(
         &mut self,
         key: BuildKey,
-        version: u64,
-        status: BuildStatus,
+        what: Redelivery,
         body: Vec<u8>,
         now_ms: u64,
     ) -> OutgoingCall {
-        let pending = Pending::Deliver {
-            key,
-            version,
-            status,
-        };
-        let id = self.register(pending, now_ms);
-        let webhook_id = signature::webhook_id(key.repo_id, key.number, version);
+        let id = self.register(Pending::Deliver { key, what }, now_ms);
+        let webhook_id = signature::webhook_id(key.repo_id, key.number, what.version());
         let mut headers = owned(&[
             (":method", "POST"),
             (":path", &self.cfg.webhook_path),
@@ -188,13 +231,7 @@ impl Reconciler {
     /// not leak budget forever) are failed after twice their timeout.
     pub(super) fn expire_calls(&mut self, now_ms: u64) {
         let deadline = self.cfg.call_timeout_ms.saturating_mul(2).max(1000);
-        let expired: Vec<CallId> = self
-            .inflight
-            .iter()
-            .filter(|(_, (_, started))| now_ms.saturating_sub(*started) > deadline)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in expired {
+        for id in self.calls.overdue(now_ms, deadline) {
             self.counters.calls_expired += 1;
             let _ = self.on_response(id, CallResult::Failed, now_ms);
         }
@@ -207,7 +244,7 @@ impl Reconciler {
         result: CallResult,
         now_ms: u64,
     ) -> Vec<OutgoingCall> {
-        let Some((pending, _)) = self.inflight.remove(&id) else {
+        let Some(pending) = self.calls.take(id) else {
             return Vec::new();
         };
         let out = match pending {
@@ -233,12 +270,8 @@ impl Reconciler {
                 self.on_incomplete(result, now_ms);
                 Vec::new()
             }
-            Pending::Deliver {
-                key,
-                version,
-                status,
-            } => {
-                self.on_delivered(key, version, status, result, now_ms);
+            Pending::Deliver { key, what } => {
+                self.on_delivered(key, what, result, now_ms);
                 Vec::new()
             }
         };

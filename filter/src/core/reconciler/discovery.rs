@@ -6,13 +6,78 @@
 use super::calls::{CallResult, OutgoingCall, Pending};
 use super::gaps::Shown;
 use super::vouch::Asker;
-use super::{clamp_u32, is_transient, Reconciler};
-use crate::core::backoff::grow_interval;
+use super::{is_transient, Reconciler};
 use crate::core::drone_api;
 use crate::core::ledger::{Lane, NOT_SCHEDULED};
 use crate::core::model::BuildKey;
 use crate::core::ratelog::suppressed_note;
-use crate::core::repos::Vouch;
+use crate::core::repos::{Look, Vouch};
+
+/// When the sweeps that need no webhook are due: the listing of each of `scan_repos`, and
+/// drone's admin list of incomplete builds (and whether drone offers it). Owned by the
+/// reconciler, which counts; this only keeps the schedule.
+pub(super) struct Sweeps {
+    scan_due: Vec<u64>,
+    /// 0: at the first look after `stale_after_ms`; [`NOT_SCHEDULED`]: asked, not answered.
+    incomplete_due: u64,
+    /// Drone offers `/api/builds/incomplete` (not in its OSS build, 501).
+    incomplete_enabled: bool,
+}
+
+impl Sweeps {
+    /// The first listing of each of `scan_repos` repositories comes one tenth of
+    /// `scan_interval_ms` after the start, spread by a second, so that many repositories are
+    /// not listed in the same tick.
+    pub(super) fn new(scan_repos: usize, scan_interval_ms: u64) -> Self {
+        Sweeps {
+            scan_due: (0..scan_repos as u64)
+                .map(|i| scan_interval_ms / 10 + i * 1000)
+                .collect(),
+            incomplete_due: 0,
+            incomplete_enabled: true,
+        }
+    }
+
+    pub(super) fn scans(&self) -> usize {
+        self.scan_due.len()
+    }
+
+    pub(super) fn scan_is_due(&self, index: usize, now_ms: u64) -> bool {
+        self.scan_due.get(index).is_some_and(|due| *due <= now_ms)
+    }
+
+    pub(super) fn scan_next(&mut self, index: usize, due_ms: u64) {
+        if let Some(due) = self.scan_due.get_mut(index) {
+            *due = due_ms;
+        }
+    }
+
+    /// Whether drone's list of incomplete builds is to be asked for at `now_ms` (the first
+    /// time `stale_after_ms` after the first look).
+    pub(super) fn incomplete_is_due(&mut self, now_ms: u64, stale_after_ms: u64) -> bool {
+        if !self.incomplete_enabled {
+            return false;
+        }
+        if self.incomplete_due == 0 {
+            self.incomplete_due = now_ms.saturating_add(stale_after_ms);
+        }
+        now_ms >= self.incomplete_due
+    }
+
+    /// The list is asked for: not again before its answer.
+    pub(super) fn incomplete_asked(&mut self) {
+        self.incomplete_due = NOT_SCHEDULED;
+    }
+
+    pub(super) fn incomplete_next(&mut self, due_ms: u64) {
+        self.incomplete_due = due_ms;
+    }
+
+    /// Drone does not offer the list: never asked again (until the next leader).
+    pub(super) fn incomplete_unavailable(&mut self) {
+        self.incomplete_enabled = false;
+    }
+}
 
 impl Reconciler {
     /// A new build number showed (evidence or drone): its repository is active, so its
@@ -20,19 +85,7 @@ impl Reconciler {
     /// shows, up to `max_poll_interval_ms`; never after `max_build_age_ms` of silence).
     pub(super) fn note_activity(&mut self, repo_id: u64, now_ms: u64) {
         let stale_after = self.cfg.stale_after_ms;
-        let Some(i) = self.idents.get_mut(&repo_id).filter(|i| i.confirmed) else {
-            return;
-        };
-        i.last_activity_ms = now_ms;
-        i.discover_interval_ms = clamp_u32(stale_after);
-        if i.discovering {
-            return;
-        }
-        let current = i.discover_due_ms;
-        let due = now_ms.saturating_add(self.rng.jitter(stale_after));
-        if due < current {
-            self.idents.schedule_discovery(repo_id, due);
-        }
+        (self.idents).note_activity(repo_id, now_ms, stale_after, &mut self.rng);
     }
 
     /// Looks at the `counter` of the repositories that are due: drone's last allocated build
@@ -46,10 +99,17 @@ impl Reconciler {
             if t > now_ms {
                 return;
             }
+            // Decide first, then pay: a repository quiet for longer than any build may run is
+            // not looked at again until a webhook or drone shows a new build, and takes no
+            // permit.
+            let Look::Ask(repo) = self.idents.look(next, now_ms, self.cfg.max_build_age_ms) else {
+                self.idents.pop_discovery(now_ms);
+                continue;
+            };
             // A repository only hints named is looked at within the hints' lane, so hints
             // waking discovery cost the other builds nothing; when that lane is spent, the
             // look waits a tick rather than holding up the others.
-            let lane = match self.idents.vouch(&next) {
+            let lane = match self.idents.vouch(next) {
                 Some(Vouch::Evidence) => Lane::Main,
                 _ => Lane::Hint,
             };
@@ -62,28 +122,11 @@ impl Reconciler {
                 self.idents.schedule_discovery(next, later);
                 continue;
             };
-            let Some(repo_id) = self.idents.pop_discovery(now_ms) else {
-                self.budget.forgo(permit);
-                return;
-            };
-            let max_age = self.cfg.max_build_age_ms;
-            let Some(i) = self.idents.get_mut(&repo_id).filter(|i| i.confirmed) else {
-                self.budget.refund(permit);
-                continue;
-            };
-            if i.last_activity_ms == 0 {
-                // Loaded from a previous leader's watermarks: silence counts from now.
-                i.last_activity_ms = now_ms;
-            }
-            if now_ms.saturating_sub(i.last_activity_ms) > max_age {
-                // Quiet for longer than any build may run: not looked at again until a
-                // webhook or drone shows a new build.
-                self.budget.refund(permit);
-                continue;
-            }
-            i.discovering = true;
-            let path = drone_api::repo_path(&i.repo(repo_id));
-            calls.push(self.drone_get(permit, path, Pending::Discover { repo_id }, now_ms));
+            self.idents.pop_discovery(now_ms);
+            self.idents.begin_look(next, now_ms);
+            let path = drone_api::repo_path(&repo);
+            let pending = Pending::Discover { repo_id: next };
+            calls.push(self.drone_get(permit, path, pending, now_ms));
         }
     }
 
@@ -100,7 +143,7 @@ impl Reconciler {
                     Ok((repo, json, counter)) if repo.id == repo_id => {
                         self.counters.drone_polls_ok += 1;
                         // The repository keeps its pool: a look hints woke names nothing.
-                        let vouch = self.idents.vouch(&repo_id).unwrap_or(Vouch::Hint);
+                        let vouch = self.idents.vouch(repo_id).unwrap_or(Vouch::Hint);
                         self.drone_named(&repo, json, vouch, now_ms);
                         found = self.discovered(repo_id, counter, now_ms);
                     }
@@ -118,35 +161,16 @@ impl Reconciler {
                 self.drone_down(now_ms);
             }
         }
-        let jitter = &mut self.rng;
-        let Some(i) = self.idents.get_mut(&repo_id) else {
-            return;
-        };
-        i.discovering = false;
-        // Nothing new (or no usable answer): look less often.
-        let interval = if found {
-            stale_after
-        } else {
-            grow_interval(u64::from(i.discover_interval_ms), stale_after, max)
-        };
-        i.discover_interval_ms = clamp_u32(interval);
-        let due = now_ms.saturating_add(jitter.jitter(interval));
-        self.idents.schedule_discovery(repo_id, due);
+        let timing = (stale_after, max);
+        (self.idents).end_look(repo_id, found, now_ms, timing, &mut self.rng);
     }
 
     /// Drone's `counter` for a repository: builds above the highest number known produced no
     /// webhook that reached us. Returns whether there were any.
     fn discovered(&mut self, repo_id: u64, counter: u64, now_ms: u64) -> bool {
-        let Some(i) = self.idents.get_mut(&repo_id) else {
+        let Some(known) = self.idents.raise_counter(repo_id, counter, now_ms) else {
             return false;
         };
-        let known = i.max_number;
-        if counter <= known {
-            return false;
-        }
-        i.max_number = counter;
-        i.last_activity_ms = now_ms;
-        self.watermarks_dirty = true;
         if known == 0 {
             // The first number known of this repository: a baseline (what happened before
             // we watched is not ours).
@@ -168,32 +192,30 @@ impl Reconciler {
     /// none of whose webhooks ever reached us. Drone's OSS build answers 501: then never again
     /// (until the next leader).
     pub(super) fn incomplete(&mut self, now_ms: u64, calls: &mut Vec<OutgoingCall>) {
-        if !self.incomplete_enabled || !self.call_room() {
-            return;
-        }
-        if self.incomplete_due == 0 {
-            self.incomplete_due = now_ms.saturating_add(self.cfg.stale_after_ms);
-        }
-        if now_ms < self.incomplete_due {
+        if !self.call_room()
+            || !self
+                .sweeps
+                .incomplete_is_due(now_ms, self.cfg.stale_after_ms)
+        {
             return;
         }
         let Some(permit) = self.budget.acquire(Lane::Main, now_ms) else {
             return;
         };
-        self.incomplete_due = NOT_SCHEDULED;
+        self.sweeps.incomplete_asked();
         let path = "/api/builds/incomplete".to_string();
         calls.push(self.drone_get(permit, path, Pending::Incomplete, now_ms));
     }
 
     pub(super) fn on_incomplete(&mut self, result: CallResult, now_ms: u64) {
         let next = now_ms.saturating_add(self.rng.jitter(self.cfg.max_poll_interval_ms));
-        self.incomplete_due = next;
+        self.sweeps.incomplete_next(next);
         let body = match result {
             CallResult::Response { status: 200, body } => body,
             CallResult::Response { status, .. } if !is_transient(status) || status == 501 => {
                 // 501: drone's OSS build; 401/403: not an admin's token; 404: no such route.
                 self.budget.on_success();
-                self.incomplete_enabled = false;
+                self.sweeps.incomplete_unavailable();
                 log::info!(
                     "drone offers no /api/builds/incomplete, builds of repositories no webhook showed are out of reach http={status} {}",
                     self.who
@@ -231,7 +253,7 @@ impl Reconciler {
                 repo_id: repo.id,
                 number,
             };
-            let known = self.idents.get(&repo.id).map_or(0, |i| i.max_number);
+            let known = self.idents.max_number(repo.id);
             if number > known && self.track_inferred(key, false, now_ms) {
                 self.counters.builds_discovered += 1;
             }

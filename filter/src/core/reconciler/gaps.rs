@@ -68,21 +68,9 @@ impl Reconciler {
     pub(super) fn note_number(&mut self, shown: Shown, now_ms: u64) {
         let Shown { key, unordered } = shown;
         let number = key.number;
-        if self.idents.watched(&key.repo_id).is_none() {
-            return;
-        }
-        let Some(ident) = self.idents.get_mut(&key.repo_id) else {
+        let Some((seen_max, seen_min)) = self.idents.show_number(key.repo_id, number) else {
             return;
         };
-        let (seen_max, seen_min) = (ident.max_number, ident.min_number);
-        if number > seen_max {
-            ident.max_number = number;
-            self.watermarks_dirty = true;
-        }
-        if seen_min == 0 || number < seen_min {
-            ident.min_number = number;
-            self.watermarks_dirty = true;
-        }
         if number > seen_max {
             self.note_activity(key.repo_id, now_ms);
         }

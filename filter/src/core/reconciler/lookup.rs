@@ -4,7 +4,7 @@
 
 use super::calls::{CallResult, OutgoingCall, Pending};
 use super::gaps::Shown;
-use super::vouch::Asker;
+use super::vouch::{Asker, Proof};
 use super::{clamp_u32, is_transient, Reconciler};
 use crate::core::backoff::{failure_backoff, grow_interval};
 use crate::core::drone_api;
@@ -12,15 +12,65 @@ use crate::core::ledger::{Class, Entry, Lane};
 use crate::core::logfmt::Val;
 use crate::core::model::{BuildKey, BuildStatus, RepoRef};
 use crate::core::ratelog::suppressed_note;
-use crate::core::repos::Vouch;
+use crate::core::repos::{Address, Vouch};
+
+/// What a due build needs ([`Reconciler::lookup_step`]): a drone call, or work without one.
+enum Step {
+    /// A drone call: its path and what it is for.
+    Call(String, Pending),
+    Chore(Chore),
+}
+
+/// What a due build needs that takes no drone call (and so no permit).
+enum Chore {
+    /// Open longer than `max_build_age_ms`: given up.
+    Expire,
+    /// Its repository has no name to look it up under yet.
+    WaitForName,
+    /// Only hints named it, and drone refuted every name they gave.
+    Refuted,
+}
 
 /// Times drone may answer 404 for a build the reconciler inferred (drone takes a build number
 /// before it writes the build row) before it is given up.
 const NOT_FOUND_RETRIES: u8 = 3;
 
 impl Reconciler {
-    /// Looks up the next due build of `lane`, if budget, rate and circuit allow; false when
-    /// the lane is done for this tick.
+    /// What the due build `key` needs now: decided before anything is paid for.
+    fn lookup_step(&self, key: BuildKey, entry: &Entry, now_ms: u64) -> Step {
+        if now_ms.saturating_sub(entry.first_seen_ms) > self.cfg.max_build_age_ms {
+            return Step::Chore(Chore::Expire);
+        }
+        match self.idents.address(key.repo_id) {
+            Some(Address::Confirmed(repo)) => {
+                let path = drone_api::build_path(&repo, key.number);
+                let asked_by = Asker::of(entry.class, self.cfg.signature_mode);
+                let pending = Pending::FetchBuild {
+                    key,
+                    claim: entry.claimed_version,
+                    asked_by,
+                };
+                Step::Call(path, pending)
+            }
+            // Only unverified webhooks named this repository: ask drone whether the name is
+            // this id's before looking anything up under it; the build is looked up a moment
+            // later.
+            Some(Address::Candidate(repo)) => {
+                Step::Call(drone_api::repo_path(&repo), Pending::ConfirmRepo { repo })
+            }
+            // A confirmation is on its way: wait for its answer.
+            Some(Address::Confirming) => Step::Chore(Chore::WaitForName),
+            // Drone refuted every name hints gave for this repository.
+            None if entry.class == Class::Hint => Step::Chore(Chore::Refuted),
+            // The name was dropped to stay within max_repos: the next webhook of the
+            // repository gives one again (or max_build_age_ms ends the wait).
+            None => Step::Chore(Chore::WaitForName),
+        }
+    }
+
+    /// Serves the next due build of `lane`: decides what it needs, and only a drone call takes
+    /// a permit (budget, rate and circuit), so no permit is ever handed back. False when the
+    /// lane is done for this tick.
     pub(super) fn serve_one(
         &mut self,
         lane: Lane,
@@ -30,74 +80,43 @@ impl Reconciler {
         if !self.call_room() {
             return false;
         }
-        match self.ledger.next_due(lane) {
-            Some(t) if t <= now_ms => {}
-            _ => return false,
-        }
-        let Some(permit) = self.budget.acquire(lane, now_ms) else {
+        let Some((key, entry)) = self.ledger.peek_due(now_ms, lane) else {
             return false;
         };
-        let Some((key, entry)) = self.ledger.pop_due(now_ms, lane) else {
-            self.budget.forgo(permit);
-            return false;
-        };
-        if now_ms.saturating_sub(entry.first_seen_ms) > self.cfg.max_build_age_ms {
-            self.budget.forgo(permit);
-            self.ledger.remove(&key);
-            if entry.class == Class::Hint {
-                // Drone never confirmed it: nothing real is given up.
-                self.counters.hints_refuted += 1;
+        let chore = match self.lookup_step(key, &entry, now_ms) {
+            Step::Call(path, pending) => {
+                let Some(permit) = self.budget.acquire(lane, now_ms) else {
+                    return false;
+                };
+                let _ = self.ledger.pop_due(now_ms, lane);
+                let confirming = matches!(pending, Pending::ConfirmRepo { .. });
+                calls.push(self.drone_get(permit, path, pending, now_ms));
+                if confirming {
+                    self.idents.confirming(key.repo_id);
+                    self.wait_for_name(key, now_ms);
+                }
                 return true;
             }
-            self.counters.builds_expired += 1;
-            log::warn!(
-                "gave up: build open longer than max_build_age_ms build={} {}",
-                self.build_field(key),
-                self.who
-            );
-            return true;
-        }
-        let ident = (self.idents.get(&key.repo_id))
-            .map(|i| (i.confirmed, i.confirming, i.repo(key.repo_id)));
-        match ident {
-            Some((true, _, repo)) => {
-                let path = drone_api::build_path(&repo, key.number);
-                let asked_by = Asker::of(entry.class, self.cfg.signature_mode);
-                let pending = Pending::FetchBuild {
-                    key,
-                    claim: entry.claimed_version,
-                    asked_by,
-                };
-                calls.push(self.drone_get(permit, path, pending, now_ms));
-            }
-            Some((false, false, repo)) => {
-                // Only unverified webhooks named this repository: ask drone whether the name
-                // is this id's before looking anything up under it; the build is looked up a
-                // moment later.
-                if let Some(ident) = self.idents.get_mut(&key.repo_id) {
-                    ident.confirming = true;
+            Step::Chore(chore) => chore,
+        };
+        let _ = self.ledger.pop_due(now_ms, lane);
+        match chore {
+            Chore::Expire => {
+                self.ledger.remove(&key);
+                if entry.class == Class::Hint {
+                    // Drone never confirmed it: nothing real is given up.
+                    self.counters.hints_refuted += 1;
+                    return true;
                 }
-                let path = drone_api::repo_path(&repo);
-                let pending = Pending::ConfirmRepo { repo };
-                calls.push(self.drone_get(permit, path, pending, now_ms));
-                self.wait_for_name(key, now_ms);
+                self.counters.builds_expired += 1;
+                log::warn!(
+                    "gave up: build open longer than max_build_age_ms build={} {}",
+                    self.build_field(key),
+                    self.who
+                );
             }
-            Some(_) => {
-                // A confirmation is on its way: wait for its answer.
-                self.budget.forgo(permit);
-                self.wait_for_name(key, now_ms);
-            }
-            None if entry.class == Class::Hint => {
-                // Drone refuted every name hints gave for this repository.
-                self.budget.forgo(permit);
-                self.refuted(key);
-            }
-            None => {
-                // The name was dropped to stay within max_repos: the next webhook of the
-                // repository gives one again (or max_build_age_ms ends the wait).
-                self.budget.forgo(permit);
-                self.wait_for_name(key, now_ms);
-            }
+            Chore::Refuted => self.refuted(key),
+            Chore::WaitForName => self.wait_for_name(key, now_ms),
         }
         true
     }
@@ -273,7 +292,7 @@ impl Reconciler {
         // `a_hint_naming_an_old_finished_build_reaches_that_build_alone`).
         match Shown::by_drone(key, asked_by) {
             Some(shown) => self.note_number(shown, now_ms),
-            None if self.idents.vouch(&key.repo_id) == Some(Vouch::Hint) => {
+            None if self.idents.vouch(key.repo_id) == Some(Vouch::Hint) => {
                 self.note_activity(key.repo_id, now_ms);
             }
             None => {}
@@ -301,13 +320,13 @@ impl Reconciler {
             e.deferred = false;
             e.claimed_version = 0;
             e.claimed_status = BuildStatus::Unknown;
-            if settled.0 > e.settled_version {
-                e.settled_version = settled.0;
-                e.settled_status = settled.1;
+        });
+        if (self.ledger).settle(&key, settled.0, settled.1, &Proof::drone(&api)) {
+            self.ledger.update(&key, |e| {
                 e.last_change_ms = now_ms;
                 e.interval_ms = 0;
-            }
-        });
+            });
+        }
         if api.version > settled.0 {
             // Rule: nothing is re-delivered for a build drone says finished before this
             // reconciler could have seen it, whatever asked for the lookup (a hint naming an
@@ -319,7 +338,7 @@ impl Reconciler {
                 && self.finished_unwatched(key, entry.first_seen_ms, api.finished_s, now_ms)
             {
                 self.counters.builds_finished_unwatched += 1;
-                self.ledger.finish(&key, api.version);
+                self.ledger.finish(&key, api.version, &Proof::drone(&api));
                 log::debug!(
                     "not re-delivered: drone says it finished before this reconciler watched it build={} {}",
                     self.build_field(key),
@@ -327,7 +346,7 @@ impl Reconciler {
                 );
                 return Vec::new();
             }
-            self.slo.missing(key, api.version, now_ms);
+            (self.slo).missing(key, api.version, now_ms, &Proof::drone(&api));
             return self.deliver_or_fetch_repo(key, &api, now_ms);
         }
         let Some(entry) = self.ledger.get(&key).copied() else {
@@ -339,7 +358,8 @@ impl Reconciler {
             && now_ms.saturating_sub(entry.last_change_ms)
                 < self.cfg.max_poll_interval_ms.saturating_mul(2);
         if entry.settled_is_terminal() && !watching_cancel {
-            self.ledger.finish(&key, entry.settled_version);
+            self.ledger
+                .finish(&key, entry.settled_version, &Proof::drone(&api));
             return Vec::new();
         }
         let stale_after = self.cfg.stale_after_ms;
@@ -368,9 +388,7 @@ impl Reconciler {
             }
             CallResult::Response { .. } | CallResult::Failed => {
                 self.drone_down(now_ms);
-                if let Some(i) = self.idents.get_mut(&repo_id) {
-                    i.confirming = false;
-                }
+                self.idents.unconfirmed(repo_id);
                 return;
             }
         };
@@ -392,9 +410,7 @@ impl Reconciler {
             Err(e) => {
                 // Nonsense from drone is no answer: ask again later.
                 self.counters.drone_polls_failed += 1;
-                if let Some(i) = self.idents.get_mut(&repo_id) {
-                    i.confirming = false;
-                }
+                self.idents.unconfirmed(repo_id);
                 if let Some(n) = self.drone_log.allow(now_ms) {
                     log::warn!(
                         "drone API answer for a repository unusable repo_id={repo_id} why={}{} {}",

@@ -48,11 +48,12 @@ use super::logfmt;
 use super::metrics::Counters;
 use super::model::{BuildKey, BuildStatus, RepoRef};
 use super::ratelog::LogLimiter;
-use super::repos::{Idents, RepoJsonCache, Vouch};
+use super::repos::{Idents, Vouch};
 use super::slo::Slo;
 use budget::Budget;
-use calls::Pending;
-use std::collections::HashMap;
+use calls::Calls;
+use discovery::Sweeps;
+use redeliver::Objects;
 
 /// Version string sent as `user-agent`.
 pub const USER_AGENT: &str = concat!("status-sync/", env!("CARGO_PKG_VERSION"));
@@ -66,31 +67,20 @@ pub struct Reconciler {
     cfg: Config,
     ledger: Ledger,
     idents: Idents,
-    /// The `repo` objects re-deliveries carry.
-    repo_json: RepoJsonCache,
-    /// The `system` object of the latest verified webhook.
-    system_json: Option<String>,
-    /// The `system` object rebuilt from `drone_server_url` (drone's `provideSystem`: proto,
-    /// host, link; no API returns the version), for when no verified webhook gave one.
-    configured_system: Option<String>,
+    /// The `repo` and `system` objects re-deliveries carry.
+    objects: Objects,
     rng: Rng,
     /// The circuit toward drone and the rate limits of the two lanes.
     budget: Budget,
-    inflight: HashMap<CallId, (Pending, u64)>,
-    next_call: CallId,
+    /// The calls on their way.
+    calls: Calls,
     counters: Counters,
     /// Failing drone calls are logged at most once per 10 s.
     drone_log: LogLimiter,
-    /// When each of `scan_repos` is listed next.
-    scan_due: Vec<u64>,
-    /// A repository's highest build number changed since the last watermark snapshot.
-    watermarks_dirty: bool,
+    /// When each of `scan_repos` is listed next, and drone's list of incomplete builds.
+    sweeps: Sweeps,
     /// The hint lane goes first in this tick.
     hint_first: bool,
-    /// When `GET /api/builds/incomplete` is asked next (0: at the first tick after
-    /// `stale_after_ms`), and whether drone offers it (not in its OSS build, 501).
-    incomplete_due: u64,
-    incomplete_enabled: bool,
     /// Transitions known missing and their recovery delays (the SLO metrics).
     slo: Slo,
     /// Appended to every log line: `instance=… reconciler=… epoch=…` ([`logfmt::identity`]).
@@ -110,35 +100,17 @@ impl Reconciler {
         );
         Reconciler {
             budget: Budget::new(cfg.max_drone_calls_per_sec, circuit),
-            repo_json: RepoJsonCache::new(cfg.max_repos),
+            objects: Objects::new(cfg.max_repos, cfg.drone_server_url.as_deref()),
             ledger,
-            idents: Idents {
-                cap: cfg.max_repos,
-                ..Default::default()
-            },
-            system_json: None,
-            configured_system: cfg.drone_server_url.as_deref().and_then(|url| {
-                let (proto, host) = url.split_once("://")?;
-                Some(format!(
-                    r#"{{"proto":"{proto}","host":"{host}","link":"{url}"}}"#
-                ))
-            }),
+            idents: Idents::new(cfg.max_repos),
             rng: Rng::new(seed),
-            inflight: HashMap::new(),
-            next_call: 1,
+            calls: Calls::new(cfg.max_inflight_calls),
             counters: Counters::default(),
             drone_log: LogLimiter::new(10_000),
-            // The first listing of each repository comes one interval after the start, spread
-            // so that many repositories are not listed in the same tick.
-            scan_due: (0..cfg.scan_repos.len() as u64)
-                .map(|i| cfg.scan_interval_ms / 10 + i * 1000)
-                .collect(),
-            watermarks_dirty: false,
+            sweeps: Sweeps::new(cfg.scan_repos.len(), cfg.scan_interval_ms),
             slo: Slo::new(cfg.max_tracked_builds),
             who: String::new(),
             hint_first: false,
-            incomplete_due: 0,
-            incomplete_enabled: true,
             cfg,
         }
     }
@@ -166,18 +138,16 @@ impl Reconciler {
     }
 
     pub fn inflight(&self) -> usize {
-        self.inflight.len()
+        self.calls.len()
     }
 
     pub fn is_inflight(&self, id: CallId) -> bool {
-        self.inflight.contains_key(&id)
+        self.calls.contains(id)
     }
 
     /// Whether drone (or evidence) confirmed `namespace/name` as repository `repo_id`'s name.
     pub fn repo_confirmed(&self, repo_id: u64) -> Option<(&str, &str)> {
-        self.idents
-            .confirmed(&repo_id)
-            .map(|i| (&*i.namespace, &*i.name))
+        self.idents.confirmed_name(repo_id)
     }
 
     /// One tick: expire lost calls, then look up the builds that are due, within the in-flight
@@ -213,7 +183,7 @@ impl Reconciler {
 
     /// Whether another call fits within `max_inflight_calls`.
     fn call_room(&self) -> bool {
-        self.inflight.len() < self.cfg.max_inflight_calls
+        self.calls.has_room()
     }
 
     /// Updates the SLO gauges; builds no longer tracked (given up, finished) leave them here.
@@ -252,7 +222,7 @@ impl Reconciler {
         c.giveups = c.builds_evicted + c.builds_expired + c.builds_not_found;
         c.builds_tracked = self.ledger.len() as u64;
         c.builds_hint_only = self.ledger.count(Class::Hint) as u64;
-        c.calls_inflight = self.inflight.len() as u64;
+        c.calls_inflight = self.calls.len() as u64;
         c.circuit_open = u64::from(self.budget.is_open());
     }
 
@@ -278,7 +248,7 @@ impl Reconciler {
     /// object kept for re-deliveries.
     fn drone_named(&mut self, repo: &RepoRef, json: String, vouch: Vouch, now_ms: u64) {
         self.counters.repos_evicted += self.idents.confirm_as(repo, vouch, now_ms);
-        self.repo_json.insert(repo.id, json.into_boxed_str());
+        self.objects.keep_repo(repo.id, json);
     }
 
     /// Whether drone says build `key` finished before this reconciler could have seen it:
@@ -296,7 +266,7 @@ impl Reconciler {
         if finished_s == 0 {
             return false;
         }
-        let repo_since = self.idents.get(&key.repo_id).and_then(|i| i.watch_since_ms);
+        let repo_since = self.idents.watch_since(key.repo_id);
         let since = match repo_since {
             Some(0) | None => now_ms.saturating_sub(self.cfg.max_build_age_ms),
             Some(t) => t,

@@ -3,7 +3,7 @@
 //! only ever brings a lookup in drone closer (see the policy in the parent module).
 
 use super::gaps::Shown;
-use super::vouch::{Evidence, Hint, Seen};
+use super::vouch::{Evidence, Hint, Proof, Seen};
 use super::{clamp_u32, settles_for_good, Reconciler, MAX_DRONE_INT};
 use crate::core::ledger::{Class, Entry, NOT_SCHEDULED};
 use crate::core::model::DeliveryOutcome;
@@ -35,13 +35,9 @@ impl Reconciler {
         let outcome = evidence.outcome();
         self.counters.repos_evicted += self.idents.confirm(&evidence.webhook().repo, now_ms);
         self.note_number(Shown::by_evidence(&evidence), now_ms);
-        let hook = evidence.into_webhook();
-        if let Some(json) = hook.repo_json {
-            self.repo_json.insert(hook.repo.id, json.into_boxed_str());
-        }
-        if hook.system_json.is_some() {
-            self.system_json = hook.system_json;
-        }
+        let proof = Proof::evidence(&evidence);
+        let mut hook = evidence.into_webhook();
+        self.objects.keep_webhooks(&mut hook);
         if let Some(finished_at) = self.ledger.tombstone(&key) {
             if hook.version <= finished_at {
                 // A late step webhook of a build that finished and was delivered.
@@ -62,33 +58,31 @@ impl Reconciler {
             None => {
                 if settled && settles_for_good(hook.status) {
                     // Everything the pipeline needs of this build has arrived.
-                    self.ledger.finish(&key, hook.version);
+                    self.ledger.finish(&key, hook.version, &proof);
                     return;
                 }
                 let mut entry = Entry::new(now_ms, Class::Backed);
-                if settled {
-                    entry.settled_version = hook.version;
-                    entry.settled_status = hook.status;
-                }
                 entry.interval_ms = clamp_u32(stale_after);
                 entry.next_due_ms = due;
                 self.insert(key, entry);
+                if settled {
+                    (self.ledger).settle(&key, hook.version, hook.status, &proof);
+                }
             }
             Some(entry) => {
                 let newer = settled && hook.version > entry.settled_version;
                 if newer && settles_for_good(hook.status) {
-                    self.ledger.finish(&key, hook.version);
+                    self.ledger.finish(&key, hook.version, &proof);
                     return;
                 }
                 let in_flight = entry.next_due_ms == NOT_SCHEDULED;
+                if newer {
+                    (self.ledger).settle(&key, hook.version, hook.status, &proof);
+                }
                 self.ledger.update(&key, |e| {
                     e.class = Class::Backed;
-                    if newer {
-                        e.settled_version = hook.version;
-                        e.settled_status = hook.status;
-                        if e.claimed_version <= hook.version {
-                            e.claimed_version = 0;
-                        }
+                    if newer && e.claimed_version <= hook.version {
+                        e.claimed_version = 0;
                     }
                     e.last_change_ms = now_ms;
                     e.interval_ms = clamp_u32(stale_after);
@@ -108,13 +102,12 @@ impl Reconciler {
     /// own schedule.
     fn observe_hint(&mut self, hint: Hint, now_ms: u64) {
         let outcome = hint.outcome();
-        let hook = hint.webhook();
-        let key = hook.key();
-        self.counters.repos_evicted += self.idents.candidate(&hook.repo);
+        let (key, version, status) = (hint.key(), hint.version(), hint.status());
+        self.counters.repos_evicted += self.idents.candidate(&hint.candidate());
         if self
             .ledger
             .tombstone(&key)
-            .is_some_and(|finished_at| hook.version <= finished_at)
+            .is_some_and(|finished_at| version <= finished_at)
         {
             return;
         }
@@ -124,26 +117,23 @@ impl Reconciler {
         // finding 2): the forgery guessing a lost final state would otherwise suppress its
         // re-delivery. A claim never settles on its own either: only drone's answer showing
         // the same version *and* status does (see `on_build`), or it defers one look.
-        let claim = (outcome == DeliveryOutcome::Delivered).then_some((hook.version, hook.status));
+        let claim = (outcome == DeliveryOutcome::Delivered).then_some((version, status));
         let due = match outcome {
             DeliveryOutcome::NotDelivered => now_ms,
             _ => now_ms.saturating_add(self.rng.jitter(self.cfg.stale_after_ms)),
         };
-        let finished_at = self.ledger.tombstone(&key);
         match self.ledger.get(&key).copied() {
             None => {
                 let mut entry = Entry::new(now_ms, Class::Hint);
-                if let Some(version) = finished_at {
-                    // Finished and delivered at `version`: unless drone wrote it since, a
-                    // hint about it costs a lookup, never a re-delivery.
-                    entry.settled_version = version;
-                }
                 if let Some((version, status)) = claim {
                     entry.claimed_version = version;
                     entry.claimed_status = status;
                 }
                 entry.interval_ms = clamp_u32(self.cfg.stale_after_ms);
                 entry.next_due_ms = due;
+                // Finished and delivered before: unless drone wrote it since, a hint about it
+                // costs a lookup, never a re-delivery.
+                let entry = self.ledger.resumed(&key, entry);
                 self.insert(key, entry);
             }
             Some(entry) => {

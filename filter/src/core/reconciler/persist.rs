@@ -5,12 +5,12 @@
 use super::{clamp_u32, Reconciler};
 use crate::core::ledger::Class;
 use crate::core::model::RepoRef;
-use crate::core::repos::Vouch;
+use crate::core::proof::Candidate;
 use crate::core::snapshot::{self, Record};
 
 impl Reconciler {
     fn repo_ref(&self, repo_id: u64) -> Option<RepoRef> {
-        self.idents.get(&repo_id).map(|i| i.repo(repo_id))
+        self.idents.repo(repo_id)
     }
 
     /// Snapshot values of the shards changed since the last call: (shard, bytes).
@@ -57,7 +57,9 @@ impl Reconciler {
             // `a_hint_only_snapshot_record_never_confirms_a_name`).
             self.counters.repos_evicted += match r.entry.class {
                 Class::Backed => self.idents.inherit(&r.repo),
-                Class::Hint | Class::Inferred => self.idents.candidate(&r.repo),
+                Class::Hint | Class::Inferred => {
+                    self.idents.candidate(&Candidate::new(r.repo.clone()))
+                }
             };
             let key = r.key();
             self.insert(key, r.entry);
@@ -71,15 +73,10 @@ impl Reconciler {
     /// them a new leader would take its first webhook of each repository as a fresh start and
     /// miss builds lost just before.
     pub fn take_watermarks(&mut self) -> Option<Vec<u8>> {
-        if !std::mem::take(&mut self.watermarks_dirty) {
+        if !self.idents.take_marks_moved() {
             return None;
         }
-        let mut marks: Vec<(RepoRef, u64, u64)> = self
-            .idents
-            .iter()
-            .filter(|(_, i)| i.confirmed && i.vouch == Vouch::Evidence && i.max_number > 0)
-            .map(|(id, i)| (i.repo(*id), i.max_number, i.min_number))
-            .collect();
+        let mut marks: Vec<(RepoRef, u64, u64)> = self.idents.watermarks();
         // Over the cap, keep the repositories with the highest numbers (the most active). The
         // cut-off number is found by bisection (64 linear passes at most) rather than by
         // sorting: the module has a size budget.
@@ -116,14 +113,7 @@ impl Reconciler {
         for (repo, max_number, min_number) in marks {
             // Written by a leader from confirmed identities only (SSR3); the decoder applied
             // the input limits (ids and numbers within int64).
-            self.counters.repos_evicted += self.idents.inherit(&repo);
-            self.idents.schedule_discovery(repo.id, 0);
-            if let Some(ident) = self.idents.get_mut(&repo.id) {
-                ident.max_number = ident.max_number.max(max_number);
-                if ident.min_number == 0 || (min_number > 0 && min_number < ident.min_number) {
-                    ident.min_number = min_number;
-                }
-            }
+            self.counters.repos_evicted += self.idents.inherit_marks(&repo, max_number, min_number);
         }
         true
     }

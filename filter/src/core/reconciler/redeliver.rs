@@ -7,8 +7,70 @@ use super::{clamp_u32, is_transient, settles_for_good, Reconciler};
 use crate::core::drone_api::{self, ApiBuild};
 use crate::core::limits;
 use crate::core::logfmt::Val;
-use crate::core::model::{BuildKey, BuildStatus, DeliveryOutcome};
+use crate::core::model::{BuildKey, DeliveryOutcome, ParsedWebhook};
+use crate::core::proof::{Proof, Redelivery};
+use crate::core::repos::RepoJsonCache;
 use crate::core::repos::Vouch;
+
+/// The objects a re-delivery carries besides drone's build: each repository's `repo` object
+/// (from evidence or drone's answers only; at most `max_repos`) and the `system` object (the
+/// latest verified webhook's, else rebuilt from `drone_server_url`: drone's `provideSystem`
+/// gives proto, host and link; no API returns the version). Owned by the reconciler.
+pub(super) struct Objects {
+    repos: RepoJsonCache,
+    system: Option<String>,
+    configured_system: Option<String>,
+}
+
+impl Objects {
+    pub(super) fn new(max_repos: usize, drone_server_url: Option<&str>) -> Self {
+        Objects {
+            repos: RepoJsonCache::new(max_repos),
+            system: None,
+            configured_system: drone_server_url.and_then(|url| {
+                let (proto, host) = url.split_once("://")?;
+                Some(format!(
+                    r#"{{"proto":"{proto}","host":"{host}","link":"{url}"}}"#
+                ))
+            }),
+        }
+    }
+
+    /// Takes the `repo` and `system` objects of a verified webhook (a hint gives no
+    /// [`ParsedWebhook`], so none of its objects can be re-delivered).
+    pub(super) fn keep_webhooks(&mut self, hook: &mut ParsedWebhook) {
+        if let Some(json) = hook.repo_json.take() {
+            self.repos.insert(hook.repo.id, json.into_boxed_str());
+        }
+        if let Some(system) = hook.system_json.take() {
+            self.system = Some(system);
+        }
+    }
+
+    /// Drone's `repo` object for repository `id`.
+    pub(super) fn keep_repo(&mut self, id: u64, json: String) {
+        self.repos.insert(id, json.into_boxed_str());
+    }
+
+    fn repo(&self, id: u64) -> Option<Box<str>> {
+        self.repos.get(&id).cloned()
+    }
+
+    fn system(&self) -> Option<&str> {
+        self.system.as_deref().or(self.configured_system.as_deref())
+    }
+
+    /// A re-delivery body could not be built: the stored objects that are not JSON objects go
+    /// (drone's `repo` is fetched again).
+    fn drop_invalid(&mut self, id: u64, repo_json: &str) {
+        if limits::check_repo_json(repo_json).is_err() {
+            self.repos.remove(&id);
+        }
+        if (self.system.as_deref()).is_some_and(|s| limits::check_system_json(s).is_err()) {
+            self.system = None;
+        }
+    }
+}
 
 impl Reconciler {
     pub(super) fn deliver_or_fetch_repo(
@@ -17,12 +79,8 @@ impl Reconciler {
         api: &ApiBuild<'_>,
         now_ms: u64,
     ) -> Vec<OutgoingCall> {
-        let Some(repo_json) = self.repo_json.get(&key.repo_id).cloned() else {
-            let Some(repo) = self
-                .idents
-                .confirmed(&key.repo_id)
-                .map(|i| i.repo(key.repo_id))
-            else {
+        let Some(repo_json) = self.objects.repo(key.repo_id) else {
+            let Some(repo) = self.idents.confirmed_repo(key.repo_id) else {
                 self.wait_for_name(key, now_ms);
                 return Vec::new();
             };
@@ -34,11 +92,8 @@ impl Reconciler {
             let path = drone_api::repo_path(&repo);
             return vec![self.drone_get(permit, path, pending, now_ms)];
         };
-        let system = self
-            .system_json
-            .as_deref()
-            .or(self.configured_system.as_deref());
-        let body = match drone_api::try_redelivery_body(&repo_json, api.raw, system) {
+        let body = match drone_api::try_redelivery_body(&repo_json, api.raw, self.objects.system())
+        {
             Ok(body) => body,
             Err(e) => {
                 // Never a signed re-delivery without a body. The decoders refuse what causes
@@ -46,16 +101,7 @@ impl Reconciler {
                 // defence. The bad object goes (drone's `repo` is fetched again) and the build
                 // is looked at again later.
                 self.counters.redeliveries_invalid += 1;
-                if limits::check_repo_json(&repo_json).is_err() {
-                    self.repo_json.remove(&key.repo_id);
-                }
-                if self
-                    .system_json
-                    .as_deref()
-                    .is_some_and(|s| limits::check_system_json(s).is_err())
-                {
-                    self.system_json = None;
-                }
+                self.objects.drop_invalid(key.repo_id, &repo_json);
                 log::warn!(
                     "re-delivery body could not be built, not sent build={} why={} {}",
                     self.build_field(key),
@@ -68,7 +114,7 @@ impl Reconciler {
                 return Vec::new();
             }
         };
-        vec![self.deliver(key, api.version, api.status, body.into_bytes(), now_ms)]
+        vec![self.deliver(key, Redelivery::of(api), body.into_bytes(), now_ms)]
     }
 
     pub(super) fn on_repo(
@@ -99,7 +145,7 @@ impl Reconciler {
         };
         self.drone_answered();
         // A refresh of a name already confirmed: it stays in its pool.
-        let vouch = self.idents.vouch(&repo.id).unwrap_or(Vouch::Hint);
+        let vouch = self.idents.vouch(repo.id).unwrap_or(Vouch::Hint);
         self.drone_named(&repo, json, vouch, now_ms);
         // The pipeline may have acknowledged a newer (or the same) version live while the
         // repository was fetched: deliver only what it still lacks, else look again later.
@@ -128,17 +174,18 @@ impl Reconciler {
     pub(super) fn on_delivered(
         &mut self,
         key: BuildKey,
-        version: u64,
-        status: BuildStatus,
+        what: Redelivery,
         result: CallResult,
         now_ms: u64,
     ) {
+        let (version, status) = (what.version(), what.status());
         let http = match result {
             CallResult::Response { status, .. } => Some(status),
             CallResult::Failed => None,
         };
         let outcome = DeliveryOutcome::from_status(http);
-        self.slo.outcome(key, version, outcome, now_ms);
+        let proof = Proof::redelivery(&what);
+        self.slo.outcome(key, version, outcome, now_ms, &proof);
         let (level, what) = match outcome {
             DeliveryOutcome::Delivered => {
                 self.counters.redeliveries_ok += 1;
@@ -179,14 +226,13 @@ impl Reconciler {
             (entry.settled_version, entry.settled_status)
         };
         if settles_for_good(s) && v > 0 {
-            self.ledger.finish(&key, v);
+            self.ledger.finish(&key, v, &proof);
             return;
         }
+        (self.ledger).settle(&key, version, status, &proof);
         let stale_after = self.cfg.stale_after_ms;
         let rng = &mut self.rng;
         self.ledger.update(&key, |e| {
-            e.settled_version = v;
-            e.settled_status = s;
             if e.claimed_version <= v {
                 e.claimed_version = 0;
             }

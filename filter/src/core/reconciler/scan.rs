@@ -14,25 +14,22 @@ impl Reconciler {
     /// Lists the configured repositories that are due, within the same budget, rate limit and
     /// circuit as build lookups.
     pub(super) fn scan(&mut self, now_ms: u64, calls: &mut Vec<OutgoingCall>) {
-        for index in 0..self.scan_due.len() {
+        for index in 0..self.sweeps.scans() {
             if !self.call_room() {
                 return;
             }
-            if self.scan_due.get(index).is_none_or(|due| *due > now_ms) {
+            if !self.sweeps.scan_is_due(index, now_ms) {
                 continue;
             }
+            let Some((owner, name)) = self.cfg.scan_repos.get(index) else {
+                continue;
+            };
+            let path = drone_api::list_path(owner, name);
             let Some(permit) = self.budget.acquire(Lane::Main, now_ms) else {
                 return;
             };
             let next = now_ms.saturating_add(self.rng.jitter(self.cfg.scan_interval_ms));
-            if let Some(due) = self.scan_due.get_mut(index) {
-                *due = next;
-            }
-            let Some((owner, name)) = self.cfg.scan_repos.get(index) else {
-                self.budget.forgo(permit);
-                continue;
-            };
-            let path = drone_api::list_path(owner, name);
+            self.sweeps.scan_next(index, next);
             calls.push(self.drone_get(permit, path, Pending::Scan { index }, now_ms));
         }
     }
@@ -113,15 +110,9 @@ impl Reconciler {
             .map(|b| b.number)
             .max()
             .unwrap_or(0);
-        let Some(known) = self.idents.get(&repo.id).map(|i| i.max_number) else {
+        let Some(known) = self.idents.raise_max(repo.id, newest) else {
             return;
         };
-        if let Some(ident) = self.idents.get_mut(&repo.id) {
-            if newest > known {
-                ident.max_number = newest;
-                self.watermarks_dirty = true;
-            }
-        }
         if known == 0 {
             return;
         }

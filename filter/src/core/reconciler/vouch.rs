@@ -1,5 +1,6 @@
 //! Who vouches for what reaches the reconciler, as types: a live webhook is [`Evidence`] (its
-//! drone signature verified) or a [`Hint`]; a drone call was asked for by evidence (or drone's
+//! drone signature verified) or a [`Hint`] (both in [`crate::core::proof`], with the
+//! [`Proof`] that tombstoning and the SLO take); a drone call was asked for by evidence (or drone's
 //! own numbering) or by a hint ([`Asker`]). The paths that move repository-wide or delivery
 //! state take the evidence types only: the SLO ([`Reconciler::slo_saw`]), gap filling and the
 //! watermarks ([`super::gaps::Shown`]), names in the evidence pool. A hint cannot be turned
@@ -8,61 +9,8 @@
 use super::Reconciler;
 use crate::core::config::SignatureMode;
 use crate::core::ledger::Class;
-use crate::core::model::{BuildKey, DeliveryOutcome, ParsedWebhook};
-use crate::core::observation::Observation;
+pub(super) use crate::core::proof::{Evidence, Hint, Proof, Seen};
 use crate::core::repos::Vouch;
-
-/// A live webhook whose drone signature verified.
-pub(super) struct Evidence(Observation);
-
-/// A live webhook nobody vouches for: anyone who can reach the pipeline can send one.
-pub(super) struct Hint(Observation);
-
-/// A live webhook, sorted by what vouches for it.
-pub(super) enum Seen {
-    Evidence(Evidence),
-    Hint(Hint),
-}
-
-impl Seen {
-    /// Evidence when drone's signature verified, else a hint: the one place a queue
-    /// message's `verified` is read.
-    pub(super) fn sort(obs: Observation) -> Seen {
-        if obs.verified {
-            Seen::Evidence(Evidence(obs))
-        } else {
-            Seen::Hint(Hint(obs))
-        }
-    }
-}
-
-impl Evidence {
-    pub(super) fn key(&self) -> BuildKey {
-        self.0.webhook.key()
-    }
-
-    pub(super) fn outcome(&self) -> DeliveryOutcome {
-        self.0.outcome
-    }
-
-    pub(super) fn webhook(&self) -> &ParsedWebhook {
-        &self.0.webhook
-    }
-
-    pub(super) fn into_webhook(self) -> ParsedWebhook {
-        self.0.webhook
-    }
-}
-
-impl Hint {
-    pub(super) fn outcome(&self) -> DeliveryOutcome {
-        self.0.outcome
-    }
-
-    pub(super) fn webhook(&self) -> &ParsedWebhook {
-        &self.0.webhook
-    }
-}
 
 /// What asked for a drone call about one build: its answer may move repository-wide state
 /// (gap filling, watermarks, a name in the evidence pool) only when evidence or drone's own
@@ -110,6 +58,13 @@ impl Reconciler {
     /// [`Evidence`], so a hint cannot reach it.
     pub(super) fn slo_saw(&mut self, evidence: &Evidence, now_ms: u64) {
         let hook = evidence.webhook();
-        (self.slo).outcome(evidence.key(), hook.version, evidence.outcome(), now_ms);
+        let proof = Proof::evidence(evidence);
+        (self.slo).outcome(
+            evidence.key(),
+            hook.version,
+            evidence.outcome(),
+            now_ms,
+            &proof,
+        );
     }
 }
