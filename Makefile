@@ -166,7 +166,7 @@ run: build envoy tls-tools
 	@echo "run: starting the demo"
 	cargo run -q --release -p envoy-e2e --bin demo
 
-FUZZ_TARGETS := webhook signature drone_api config observation
+FUZZ_TARGETS := webhook signature drone_api config observation etcd
 FUZZ_RUNS    ?= 200000
 
 ## fuzz: every cargo-fuzz target for $(FUZZ_RUNS) executions (nightly toolchain)
