@@ -6,9 +6,14 @@
 //! and decodes their answers, the [`election::Election`] decides which request is next from
 //! the answers and the time it is given. etcd's v3 JSON gateway ([`etcd::Etcd`]) comes first;
 //! a backend on Kubernetes' own `Lease` objects can follow behind the same trait.
+//! [`memory::MemoryEtcd`] is an in-memory model of etcd's lease, transaction and revision
+//! rules answering the same JSON, and [`scenarios`] the election scenarios that run against
+//! both the model and a real etcd cluster, so the model is pinned to the real thing.
 
 pub mod election;
 pub mod etcd;
+pub mod memory;
+pub mod scenarios;
 
 /// One HTTP request to the cluster store: the shell sends it with `dispatch_http_call`
 /// (`:method`, `:path`, a JSON body) to the store's Envoy cluster.
