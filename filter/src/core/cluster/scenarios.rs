@@ -6,6 +6,7 @@
 use super::election::Election;
 use super::etcd::Etcd;
 use super::{ClusterStore, Request};
+use crate::core::object::RawObject;
 
 /// Where the scenarios run: a store reachable at one or more members, and a clock.
 pub trait World {
@@ -34,6 +35,10 @@ pub const ALL: &[(&str, Scenario)] = &[
     (
         "keys_bound_to_a_lease_vanish_with_it_and_a_put_on_a_dead_lease_is_refused",
         lease_expiry,
+    ),
+    (
+        "answers_carry_the_members_etcd_3_4_sends_and_leave_zero_values_out",
+        answer_shapes,
     ),
     (
         "three_candidates_elect_exactly_one_leader_who_keeps_it",
@@ -335,5 +340,103 @@ fn member_killed(world: &mut dyn World, prefix: &[u8]) -> Result<(), String> {
     if field.candidates.iter().any(|c| c.lost() > 0) {
         return Err("a candidate lost leadership".to_string());
     }
+    Ok(())
+}
+
+/// The member names of the object at `path` (a chain of member names) in `body`, sorted.
+fn member_names(body: &[u8], path: &[&str]) -> Result<Vec<String>, String> {
+    let text = std::str::from_utf8(body).map_err(|_| "not UTF-8".to_string())?;
+    let mut obj = RawObject::parse(text).map_err(|e| format!("{e}: {text}"))?;
+    for name in path {
+        let raw = obj
+            .get(name, "member")
+            .ok()
+            .flatten()
+            .ok_or_else(|| format!("no `{name}` in {text}"))?;
+        obj = RawObject::parse_nested(raw).map_err(|e| format!("{e}: {text}"))?;
+    }
+    let mut names: Vec<String> = obj.entries.iter().map(|(k, _)| k.to_string()).collect();
+    names.sort();
+    Ok(names)
+}
+
+/// Sends `request`, requires `status` and the members `want` (sorted) at `path`.
+fn shape(
+    world: &mut dyn World,
+    request: &Request,
+    status: u32,
+    path: &[&str],
+    want: &[&str],
+) -> Result<Vec<u8>, String> {
+    let (got_status, body) = world
+        .send(0, request)
+        .ok_or_else(|| format!("{}: no member answered", request.path))?;
+    let names = member_names(&body, path)?;
+    if got_status != status || names != want {
+        return Err(format!(
+            "{} {}: {got_status} with {names:?} at {path:?}, expected {status} with {want:?}",
+            request.path, request.body
+        ));
+    }
+    Ok(body)
+}
+
+fn answer_shapes(world: &mut dyn World, prefix: &[u8]) -> Result<(), String> {
+    let e = Etcd;
+    let header = ["cluster_id", "member_id", "raft_term", "revision"];
+    let body = shape(world, &e.grant(5), 200, &[], &["ID", "TTL", "header"])?;
+    shape(world, &e.grant(5), 200, &["header"], &header)?;
+    let grant = e
+        .decode_grant(200, &body)
+        .map_err(|err| format!("{err:?}"))?;
+    shape(
+        world,
+        &e.keep_alive(grant.lease),
+        200,
+        &["result"],
+        &["ID", "TTL", "header"],
+    )?;
+    // An unknown lease: no TTL (zero, left out).
+    shape(world, &e.keep_alive(1), 200, &["result"], &["ID", "header"])?;
+    // Nothing under the prefix: no kvs, no count, no more.
+    let empty = key(prefix, "empty/");
+    shape(world, &e.range_since(&empty, 0, 10), 200, &[], &["header"])?;
+    let k = key(prefix, "leader");
+    let won = e.campaign(&k, b"a", grant.lease);
+    shape(world, &won, 200, &[], &["header", "responses", "succeeded"])?;
+    // A failed compare: no `succeeded` at all; the failure branch's range.
+    shape(
+        world,
+        &e.campaign(&k, b"b", grant.lease),
+        200,
+        &[],
+        &["header", "responses"],
+    )?;
+    let read = e.range_since(&k, 0, 1);
+    shape(world, &read, 200, &[], &["count", "header", "kvs"])?;
+    let kv_members = [
+        "create_revision",
+        "key",
+        "lease",
+        "mod_revision",
+        "value",
+        "version",
+    ];
+    let body = shape(world, &read, 200, &[], &["count", "header", "kvs"])?;
+    let text = String::from_utf8_lossy(&body).into_owned();
+    let kvs = RawObject::parse(&text)
+        .ok()
+        .and_then(|o| o.get("kvs", "kvs").ok().flatten())
+        .and_then(|raw| crate::core::json::Scanner::array_items(raw).ok())
+        .and_then(|items| items.first().map(|s| s.as_bytes().to_vec()))
+        .ok_or_else(|| format!("no kvs in {text}"))?;
+    let names = member_names(&kvs, &[])?;
+    if names != kv_members {
+        return Err(format!(
+            "a leased pair has {names:?}, expected {kv_members:?}"
+        ));
+    }
+    let dead = e.put(&key(prefix, "x"), b"v", 1);
+    shape(world, &dead, 404, &[], &["code", "error", "message"])?;
     Ok(())
 }
