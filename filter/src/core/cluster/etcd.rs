@@ -489,6 +489,59 @@ mod tests {
         );
     }
 
+    /// What the fuzz target `etcd` checks, on near-misses of etcd's real answers.
+    fn within_limits(limit: usize, body: &[u8]) {
+        if let Ok(g) = E.decode_grant(200, body) {
+            assert!(
+                g.lease > 0
+                    && g.lease <= limits::MAX_INT64
+                    && g.ttl_s > 0
+                    && g.ttl_s <= limits::MAX_TTL_S
+            );
+        }
+        if let Ok(KeepAlive::Alive { ttl_s }) = E.decode_keep_alive(200, body) {
+            assert!(ttl_s > 0 && ttl_s <= limits::MAX_TTL_S);
+        }
+        if let Ok(Campaign::Held { lease }) = E.decode_campaign(7, 200, body) {
+            assert!(lease != 7 && lease <= limits::MAX_INT64);
+        }
+        if let Ok(r) = E.decode_range(limit, 200, body) {
+            assert!(r.revision > 0 && r.kvs.len() <= limit);
+            for kv in &r.kvs {
+                assert!(!kv.key.is_empty() && kv.key.len() <= limits::MAX_KEY_BYTES);
+                assert!(
+                    0 < kv.create_revision
+                        && kv.create_revision <= kv.mod_revision
+                        && kv.mod_revision <= r.revision
+                );
+            }
+        }
+        if let Ok(revision) = E.decode_put(200, body) {
+            assert!(revision > 0 && revision <= limits::MAX_INT64);
+        }
+    }
+
+    #[test]
+    fn near_misses_of_etcds_answers_decode_within_limits_or_not_at_all() {
+        let mut rng = crate::core::backoff::Rng::new(21);
+        let alphabet = b"{}[]\":,\\ 0123456789-=+/AYZaz.eutrflsn\x00\x80";
+        let seeds: [&str; 4] = [
+            r#"{"header":{"revision":"1"},"ID":"2324035874904745221","TTL":"2"}"#,
+            r#"{"result":{"header":{"revision":"1"},"ID":"12345","TTL":"7"}}"#,
+            r#"{"header":{"revision":"2"},"responses":[{"response_range":{"header":{"revision":"2"},"kvs":[{"key":"ZWxlY3Q=","create_revision":"2","mod_revision":"2","value":"bWU=","lease":"9"}],"count":"1"}}]}"#,
+            r#"{"header":{"revision":"4"},"kvs":[{"key":"YQ==","create_revision":"2","mod_revision":"3"},{"key":"Yg==","create_revision":"3","mod_revision":"4"}],"count":"2"}"#,
+        ];
+        for seed in seeds {
+            within_limits(2, seed.as_bytes());
+            for _ in 0..5_000 {
+                let mut b = seed.as_bytes().to_vec();
+                crate::core::json::mutate(&mut rng, &mut b, alphabet);
+                within_limits(1, &b);
+                within_limits(2, &b);
+            }
+        }
+    }
+
     #[test]
     fn garbage_never_panics() {
         let samples: [&[u8]; 8] = [
