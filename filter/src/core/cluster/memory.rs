@@ -8,7 +8,8 @@
 //! `create_revision`, `mod_revision` and `version`; a put bound to an unknown lease fails
 //! with code 5 (HTTP 404) and writes nothing; a lease expires `TTL` after its grant or last
 //! keep-alive, with every key bound to it; a keep-alive of an unknown lease answers without
-//! `TTL`; zero values are left out of answers. Not modelled: auth, watches, compaction,
+//! `TTL`; a range's `count` is every key of the range, before `min_mod_revision` filters
+//! them; zero values are left out of answers. Not modelled: auth, watches, compaction,
 //! members (the model is one always-available store).
 
 use crate::core::b64;
@@ -284,7 +285,7 @@ impl MemoryEtcd {
 
     /// A range's members after the header: `,"kvs":[…],"count":"N"` and `,"more":true`.
     fn range(&self, r: &RangeOp) -> String {
-        let matches: Vec<(&Vec<u8>, &Entry)> = self
+        let in_range: Vec<(&Vec<u8>, &Entry)> = self
             .kvs
             .iter()
             .filter(|(k, _)| {
@@ -296,9 +297,13 @@ impl MemoryEtcd {
                     k.as_slice() >= r.key.as_slice() && k.as_slice() < r.end.as_slice()
                 }
             })
+            .collect();
+        // etcd counts every key of the range, before `min_mod_revision` filters them out.
+        let count = in_range.len() as u64;
+        let matches: Vec<(&Vec<u8>, &Entry)> = in_range
+            .into_iter()
             .filter(|(_, e)| e.mod_revision >= r.min_mod_revision)
             .collect();
-        let count = matches.len() as u64;
         let shown = if r.limit == 0 {
             matches.len()
         } else {

@@ -112,6 +112,18 @@ fn incremental_reads(world: &mut dyn World, prefix: &[u8]) -> Result<(), String>
         [kv] if kv.value == b"3" && kv.mod_revision == third && kv.create_revision == first => {}
         other => return Err(format!("a read since {}: {other:?}", all.revision + 1)),
     }
+    // etcd counts every key of the range, before `min_mod_revision` filters them.
+    let request = e.range_since(&rows, all.revision + 1, 10);
+    let (_, body) = world
+        .send(0, &request)
+        .ok_or_else(|| "range: no member answered".to_string())?;
+    let text = String::from_utf8_lossy(&body).into_owned();
+    let count = RawObject::parse(&text)
+        .ok()
+        .and_then(|o| o.get("count", "count").ok().flatten().map(str::to_string));
+    if count.as_deref() != Some("\"2\"") {
+        return Err(format!("count of a filtered read of 2 keys: {text}"));
+    }
     let nothing = call(world, e.range_since(&rows, third + 1, 10), |s, b| {
         e.decode_range(10, s, b)
     })?;
