@@ -83,6 +83,16 @@ prometheus:
 	  || ($(APT_GET) update -qq >/dev/null 2>&1 && $(APT_GET) install -y -qq prometheus >/dev/null 2>&1) \
 	  || echo "note: could not install Debian's prometheus package; the monitoring tests will say so"
 
+## etcd: Debian's etcd-server (3.4), for the tests of cluster mode's election against a real
+## 3-member etcd (envoy/tests/etcd.rs). Without it that test fails under CI=true and prints
+## that it skipped elsewhere.
+.PHONY: etcd
+etcd:
+	@command -v etcd >/dev/null \
+	  || $(APT_GET) install -y -qq etcd-server >/dev/null 2>&1 \
+	  || ($(APT_GET) update -qq >/dev/null 2>&1 && $(APT_GET) install -y -qq etcd-server >/dev/null 2>&1) \
+	  || echo "note: could not install Debian's etcd-server package; the etcd tests will say so"
+
 ## tls-tools: the openssl command line, which the Envoy tests use to make a throwaway CA and
 ## drone's certificate (the shipped drone cluster verifies drone over TLS)
 .PHONY: tls-tools
@@ -94,7 +104,7 @@ tls-tools:
 ## test: lint, unit tests, host-tests scenarios on wasmtime, end-to-end tests in real Envoy,
 ## the release artifact against a real registry, the alert rules (promtool) and a real
 ## Prometheus scraping a real Envoy
-test: lint build envoy tls-tools dist-tools prometheus
+test: lint build envoy tls-tools dist-tools prometheus etcd
 	$(MAKE) --no-print-directory dist
 	cargo test --workspace --no-fail-fast
 	@# The benchmarks only build here (`make bench` runs them): a change that breaks them shows
@@ -167,7 +177,7 @@ run: build envoy tls-tools
 	@echo "run: starting the demo"
 	cargo run -q --release -p envoy-e2e --bin demo
 
-FUZZ_TARGETS := webhook signature drone_api config observation
+FUZZ_TARGETS := webhook signature drone_api config observation etcd
 FUZZ_RUNS    ?= 200000
 
 ## fuzz: every cargo-fuzz target for $(FUZZ_RUNS) executions (nightly toolchain)

@@ -10,6 +10,7 @@
 //!   so the tests reach drone through the shipped TLS `drone` cluster;
 //! - [`envoy`]: rendering `envoy.yaml.tmpl`, running Envoy, reading its stats, pushing config;
 //! - [`prometheus`]: Debian's Prometheus and promtool, for the alert rules and dashboard;
+//! - [`etcd`]: Debian's etcd, a real 3-member cluster on loopback for cluster mode's tests;
 //! - [`process`]: starting those real parts so that they log to a file and die with the test;
 //! - [`scenario`]: the glue the demo and the end-to-end tests share (start everything, compare
 //!   drone's truth with the pipeline's view).
@@ -24,6 +25,7 @@ pub mod drone_sim;
 pub mod drone_tls;
 pub mod ecds;
 pub mod envoy;
+pub mod etcd;
 pub mod fast_upstream;
 pub mod h2c;
 pub mod pipeline_sim;

@@ -3,6 +3,7 @@
 pub mod b64;
 pub mod backoff;
 pub mod body_budget;
+pub mod cluster;
 pub mod config;
 pub mod drone_api;
 pub mod fifo_map;

@@ -1,0 +1,212 @@
+//! Cluster mode's election (issue 21, section 2) against `MemoryEtcd`, the in-memory model of
+//! etcd's lease, transaction and revision rules, in virtual time: the same scenarios
+//! `envoy/tests/etcd.rs` runs against a real 3-member etcd, plus the election's own timing.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use status_sync::core::cluster::election::{Election, Role};
+use status_sync::core::cluster::etcd::Etcd;
+use status_sync::core::cluster::memory::MemoryEtcd;
+use status_sync::core::cluster::scenarios::{World, ALL};
+use status_sync::core::cluster::{ClusterStore, Request};
+
+/// The model behind a virtual clock; `down` makes every request unanswered.
+struct Model {
+    etcd: MemoryEtcd,
+    now: u64,
+    down: bool,
+}
+
+impl World for Model {
+    fn send(&mut self, _preferred: usize, request: &Request) -> Option<(u32, Vec<u8>)> {
+        if self.down {
+            return None;
+        }
+        let (status, body) = self
+            .etcd
+            .handle(self.now, &request.path, request.body.as_bytes());
+        // Every request takes a little time, as over loopback.
+        self.now += 5;
+        Some((status, body.into_bytes()))
+    }
+    fn now_ms(&mut self) -> u64 {
+        self.now
+    }
+    fn wait_ms(&mut self, ms: u64) {
+        self.now += ms;
+    }
+    fn members(&self) -> usize {
+        1
+    }
+    fn kill(&mut self, _i: usize) {}
+}
+
+fn model() -> Model {
+    Model {
+        etcd: MemoryEtcd::new(),
+        now: 1_000_000,
+        down: false,
+    }
+}
+
+#[test]
+fn every_shared_scenario_holds_against_the_model() {
+    for (name, scenario) in ALL {
+        let mut world = model();
+        if let Err(e) = scenario(&mut world, b"status-sync/test/") {
+            panic!("{name}: {e}");
+        }
+    }
+}
+
+/// Drives one election against the model until `until_ms`, answering every request.
+fn run(e: &mut Election, w: &mut Model, until_ms: u64) {
+    while w.now < until_ms {
+        if let Some(r) = e.poll(&Etcd, w.now) {
+            match w.send(0, &r) {
+                Some((s, b)) => e.answer(&Etcd, w.now, s, &b),
+                None => e.failed(w.now),
+            }
+        }
+        w.now += 10;
+    }
+}
+
+#[test]
+fn a_lone_candidate_leads_after_a_grant_and_one_campaign() {
+    let mut w = model();
+    let mut e = Election::new(b"k", b"me", 3, 300);
+    let grant = e.poll(&Etcd, w.now).unwrap();
+    assert_eq!(grant.path, "/v3/lease/grant");
+    assert!(
+        e.poll(&Etcd, w.now).is_none(),
+        "one request in flight at a time"
+    );
+    let (s, b) = w.send(0, &grant).unwrap();
+    e.answer(&Etcd, w.now, s, &b);
+    assert!(matches!(e.role(), Role::Follower { .. }));
+    let campaign = e.poll(&Etcd, w.now).unwrap();
+    assert_eq!(campaign.path, "/v3/kv/txn");
+    let (s, b) = w.send(0, &campaign).unwrap();
+    e.answer(&Etcd, w.now, s, &b);
+    assert!(e.is_leader(w.now));
+    assert_eq!(w.etcd.value(w.now, b"k"), Some(b"me".to_vec()));
+}
+
+#[test]
+fn a_leader_keeps_alive_a_third_of_the_ttl_after_its_last_renewal_was_sent() {
+    let mut w = model();
+    let mut e = Election::new(b"k", b"me", 3, 300);
+    let start = w.now;
+    run(&mut e, &mut w, start + 100);
+    assert!(e.is_leader(w.now));
+    // The grant was sent at `start`: the first keep-alive is due at start + 1000.
+    w.now = start + 990;
+    assert!(e.poll(&Etcd, w.now).is_none());
+    w.now = start + 1000;
+    assert_eq!(e.poll(&Etcd, w.now).unwrap().path, "/v3/lease/keepalive");
+}
+
+#[test]
+fn a_leader_whose_keep_alives_fail_gives_up_at_the_ttl_after_its_last_renewal_was_sent() {
+    let mut w = model();
+    let mut e = Election::new(b"k", b"me", 3, 300);
+    let start = w.now;
+    run(&mut e, &mut w, start + 100);
+    let Role::Leader { until, .. } = e.role() else {
+        panic!("{:?}", e.role())
+    };
+    assert_eq!(
+        until,
+        start + 3000,
+        "the TTL counts from when the grant was sent"
+    );
+    w.down = true;
+    run(&mut e, &mut w, until - 10);
+    assert!(e.is_leader(w.now), "still within the TTL");
+    assert_eq!(e.lost(), 0);
+    run(&mut e, &mut w, until + 10);
+    assert!(!e.is_leader(w.now));
+    assert_eq!(e.role(), Role::Candidate);
+    assert_eq!(e.lost(), 1);
+    // Back: a new lease, and leadership again once the old key has expired with its lease.
+    w.down = false;
+    run(&mut e, &mut w, until + 1500);
+    assert!(e.is_leader(w.now), "{:?} {:?}", e.role(), e.last_error());
+}
+
+#[test]
+fn a_keep_alive_that_finds_the_lease_gone_gives_up_leadership_at_once() {
+    let mut w = model();
+    let mut e = Election::new(b"k", b"me", 3, 300);
+    let start = w.now;
+    run(&mut e, &mut w, start + 100);
+    let lease = e.lease().unwrap();
+    // The store lost the lease (expired while we were paused, or revoked).
+    let gone = format!("{{\"result\":{{\"header\":{{\"revision\":\"5\"}},\"ID\":\"{lease}\"}}}}");
+    w.now = start + 1000;
+    assert_eq!(e.poll(&Etcd, w.now).unwrap().path, "/v3/lease/keepalive");
+    e.answer(&Etcd, w.now, 200, gone.as_bytes());
+    assert!(!e.is_leader(w.now));
+    assert_eq!(e.lost(), 1);
+    assert_eq!(e.poll(&Etcd, w.now).unwrap().path, "/v3/lease/grant");
+}
+
+#[test]
+fn a_request_without_an_answer_counts_as_failed_after_the_retry_interval() {
+    let mut w = model();
+    let mut e = Election::new(b"k", b"me", 3, 300);
+    assert!(e.poll(&Etcd, w.now).is_some());
+    w.now += 299;
+    assert!(e.poll(&Etcd, w.now).is_none());
+    w.now += 1;
+    assert!(
+        e.poll(&Etcd, w.now).is_none(),
+        "a failed grant waits its retry"
+    );
+    w.now += 300;
+    assert_eq!(e.poll(&Etcd, w.now).unwrap().path, "/v3/lease/grant");
+}
+
+#[test]
+fn a_stale_or_unusable_answer_changes_nothing_but_the_retry() {
+    let mut w = model();
+    let mut e = Election::new(b"k", b"me", 3, 300);
+    e.answer(&Etcd, w.now, 200, br#"{"ID":"1","TTL":"3"}"#);
+    assert_eq!(
+        e.role(),
+        Role::Candidate,
+        "an answer to no request is ignored"
+    );
+    e.poll(&Etcd, w.now).unwrap();
+    e.answer(&Etcd, w.now, 200, b"{not json");
+    assert_eq!(e.role(), Role::Candidate);
+    assert!(e.last_error().is_some());
+    w.now += 300;
+    assert!(e.poll(&Etcd, w.now).is_some());
+}
+
+#[test]
+fn a_retried_campaign_whose_first_answer_was_lost_still_wins() {
+    let mut w = model();
+    let mut e = Election::new(b"k", b"me", 3, 300);
+    let t = w.now + 30;
+    run(&mut e, &mut w, t);
+    assert!(e.is_leader(w.now));
+    // The same campaign again (its answer lost on the way): the key is bound to our lease.
+    let lease = e.lease().unwrap();
+    let (s, b) = w.etcd.handle(
+        w.now,
+        "/v3/kv/txn",
+        Etcd.campaign(b"k", b"me", lease).body.as_bytes(),
+    );
+    assert_eq!(
+        Etcd.decode_campaign(lease, s, b.as_bytes()),
+        Ok(status_sync::core::cluster::Campaign::Won)
+    );
+}
