@@ -525,10 +525,10 @@ mod tests {
     use super::*;
     use crate::core::model::BuildStatus;
 
-    const SECRET: &str = "unit-test-webhook-secret";
-    const NOW: u64 = 1_717_236_000_000;
+    pub(super) const SECRET: &str = "unit-test-webhook-secret";
+    pub(super) const NOW: u64 = 1_717_236_000_000;
 
-    fn body() -> Vec<u8> {
+    pub(super) fn body() -> Vec<u8> {
         drone_model::fixtures::text("webhook-build-updated-running.json")
             .as_bytes()
             .to_vec()
@@ -1097,17 +1097,9 @@ mod tests {
 #[cfg(test)]
 mod budget_tests {
     //! `max_body_bytes_in_flight`: what many requests at once may make one worker hold.
+    use super::tests::{body, NOW, SECRET};
     use super::*;
     use crate::core::signature;
-
-    const SECRET: &str = "unit-test-webhook-secret";
-    const NOW: u64 = 1_717_236_000_000;
-
-    fn body() -> Vec<u8> {
-        drone_model::fixtures::text("webhook-build-updated-running.json")
-            .as_bytes()
-            .to_vec()
-    }
 
     fn cfg(mode: Option<&str>) -> Config {
         let secret = match mode {
