@@ -278,3 +278,29 @@ fn tokens_of_calls_the_host_never_answers_are_forgotten() {
     assert!(rig.host.metric(Id::CallsExpired) > 0);
     rig.assert_mirrored();
 }
+
+#[test]
+fn an_answer_of_exactly_max_body_bytes_is_read_and_taken() {
+    let mut rig = Rig::leading_with(r#","max_body_bytes":1024"#);
+    rig.live("running", 2);
+    let token = rig.tick_until_lookup();
+    // Drone's answer padded (JSON allows trailing white space) to the limit itself.
+    let mut body = api_build(1, "success", 3);
+    body.resize(1024, b' ');
+    rig.answer(token, 200, body);
+    assert_eq!(rig.host.answer_reads.get(), 2, "status and body read");
+    assert_eq!(rig.host.metric(Id::DronePollsFailed), 0);
+    assert_eq!(rig.redeliveries().len(), 1, "the answer was taken");
+    rig.assert_mirrored();
+}
+
+/// The shell's log lines name the root a turn belongs to (`root=` from [`Turn::me`]).
+#[test]
+fn a_turn_names_the_root_it_was_made_for() {
+    for me in [7, 1 << 40] {
+        let mut turn = Turn::new(me);
+        assert_eq!(turn.me(), me);
+        turn.configure("instance-a");
+        assert_eq!(turn.me(), me, "a new configuration keeps the root");
+    }
+}
