@@ -278,3 +278,64 @@ fn tokens_of_calls_the_host_never_answers_are_forgotten() {
     assert!(rig.host.metric(Id::CallsExpired) > 0);
     rig.assert_mirrored();
 }
+
+#[test]
+fn an_answer_of_exactly_max_body_bytes_is_read_and_taken() {
+    let mut rig = Rig::leading_with(r#","max_body_bytes":1024"#);
+    rig.live("running", 2);
+    let token = rig.tick_until_lookup();
+    // Drone's answer padded (JSON allows trailing white space) to the limit itself.
+    let mut body = api_build(1, "success", 3);
+    body.resize(1024, b' ');
+    rig.answer(token, 200, body);
+    assert_eq!(rig.host.answer_reads.get(), 2, "status and body read");
+    assert_eq!(rig.host.metric(Id::DronePollsFailed), 0);
+    assert_eq!(rig.redeliveries().len(), 1, "the answer was taken");
+    rig.assert_mirrored();
+}
+
+/// The shell's log lines name the root a turn belongs to (`root=` from [`Turn::me`]).
+#[test]
+fn a_turn_names_the_root_it_was_made_for() {
+    for me in [7, 1 << 40] {
+        let mut turn = Turn::new(me);
+        assert_eq!(turn.me(), me);
+        turn.configure("instance-a");
+        assert_eq!(turn.me(), me, "a new configuration keeps the root");
+    }
+}
+
+/// The token map is pruned whenever it is over `4 × max_inflight_calls + 16`, even when a
+/// tick's calls take it past that size in one step (here 3 at a time past 28).
+#[test]
+fn the_token_map_is_pruned_even_when_it_grows_past_its_bound_in_one_step() {
+    let mut rig = Rig::leading_with(
+        r#","call_timeout_ms":100,"max_inflight_calls":3,"circuit_failure_threshold":1000,"max_drone_calls_per_sec":1000"#,
+    );
+    for number in 1..=60 {
+        rig.live_build(number, "running", 2);
+    }
+    let bound = 4 * 3 + 16;
+    let mut sent = 0;
+    for _ in 0..300 {
+        rig.tick();
+        sent += rig.host.take_dispatched().len();
+        assert!(rig.turn.leader().unwrap().host.tokens() <= bound);
+    }
+    assert!(sent > 2 * bound, "only {sent} calls were made");
+}
+
+/// A root going away stops leading at once: it holds no reconciler, and answers to the calls
+/// it made are ignored, unread.
+#[test]
+fn a_turn_that_leaves_stops_leading_at_once() {
+    let mut rig = Rig::leading();
+    rig.live("running", 2);
+    let token = rig.tick_until_lookup();
+    rig.turn.leave();
+    assert!(rig.turn.leader().is_none());
+    rig.host.answer = Some((Some(200), api_build(1, "success", 3)));
+    rig.turn
+        .on_call_answer(&mut rig.host, &rig.cfg, token, 1, 10);
+    assert_eq!(rig.host.answer_reads.get(), 0);
+}

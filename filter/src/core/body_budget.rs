@@ -45,10 +45,6 @@ impl BodyBudget {
         self.pool.held.get()
     }
 
-    pub fn cap(&self) -> usize {
-        self.pool.cap
-    }
-
     /// A share of nothing yet, for one request.
     pub fn hold(&self) -> Hold {
         Hold {
@@ -75,11 +71,13 @@ impl Hold {
     /// cap allows it (false, and nothing changed, otherwise).
     pub fn resize(&mut self, total: usize) -> bool {
         let held = self.pool.held.get();
-        let others = held.saturating_sub(self.bytes);
-        if total > self.bytes && others.saturating_add(total) > self.pool.cap {
+        let after = held.saturating_sub(self.bytes).saturating_add(total);
+        // The worker's bytes after the change must be within the cap, or no more than now:
+        // nothing grows past the cap, so that is every shrink (and no change).
+        if after > self.pool.cap.max(held) {
             return false;
         }
-        self.pool.held.set(others.saturating_add(total));
+        self.pool.held.set(after);
         self.bytes = total;
         true
     }

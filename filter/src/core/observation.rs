@@ -451,6 +451,66 @@ mod tests {
         assert!(!format!("{:?}", key()).contains(&format!("{:?}", key().0)));
     }
 
+    /// Every status a worker can parse crosses the queue as it was, including one drone adds
+    /// after this filter was built (kept as `unknown`, which counts as done): the webhook is
+    /// not lost between the worker and the reconciler.
+    #[test]
+    fn every_status_crosses_the_queue_including_unknown_ones() {
+        for name in [
+            "skipped",
+            "blocked",
+            "declined",
+            "waiting_on_dependencies",
+            "pending",
+            "running",
+            "success",
+            "failure",
+            "killed",
+            "error",
+            "a_status_drone_adds_later",
+        ] {
+            let mut o = sample();
+            o.webhook.status = BuildStatus::parse(name);
+            let decoded = Observation::decode(&o.encode(Some(&key())), Some(&key()));
+            assert_eq!(decoded, Ok(o), "{name}");
+        }
+    }
+
+    /// A message of a version this reconciler does not know (a newer worker during a rolling
+    /// change, or anything else) is refused, even when the rest of it would decode as one it
+    /// knows: it is never read with the wrong layout.
+    #[test]
+    fn messages_of_an_unknown_version_are_refused() {
+        let mut hint = sample();
+        hint.verified = false;
+        let v3 = hint.encode(Some(&key()));
+        let mut v1 = b"SSO1".to_vec();
+        v1.extend_from_slice(&v3[4..30]);
+        v1.extend_from_slice(&v3[31..]);
+        assert!(Observation::decode(&v1, Some(&key())).is_ok());
+        for magic in [b"SSO4", b"SSO0", b"sso1", b"\0\0\0\0"] {
+            for known in [&v1, &v3] {
+                let mut bytes = known.clone();
+                bytes[..4].copy_from_slice(magic);
+                assert!(
+                    Observation::decode(&bytes, Some(&key())).is_err(),
+                    "{}",
+                    String::from_utf8_lossy(magic)
+                );
+            }
+        }
+    }
+
+    /// A configuration or reconciler printed with `{:?}` shows that a queue key exists, and
+    /// only that: the key itself (which tags evidence) is never in a log line.
+    #[test]
+    fn the_queue_key_debugs_as_redacted() {
+        assert_eq!(
+            format!("{:?}", key()),
+            format!("QueueKey({})", crate::core::redact::REDACTED)
+        );
+    }
+
     /// The queue is input too: a message outside the webhook parser's limits is refused.
     #[test]
     fn limits_hold_at_the_decoder() {

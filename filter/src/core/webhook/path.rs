@@ -249,4 +249,15 @@ mod tests {
         );
         assert_eq!(webhook_route_regex("/"), "(?i)/.*");
     }
+
+    /// Letters, digits, `-` and `_` are the characters a name is made of: the route matches
+    /// them as written (any case), so `/drone-ci/my_hook` routes its own spelling to the
+    /// filter, and only its other characters are matched sent or percent-encoded.
+    #[test]
+    fn the_route_regex_keeps_dashes_and_underscores_as_written() {
+        assert_eq!(
+            webhook_route_regex("/drone-ci/my_hook"),
+            "(?i)/drone-ci[^/]*/my_hook.*"
+        );
+    }
 }
