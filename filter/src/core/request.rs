@@ -334,6 +334,11 @@ impl Request {
                 }
             }
         }
+        if secret.is_some() && check.is_none() {
+            // Unsigned or forged (monitor): its copy comes from the unverified half of the
+            // worker's body budget, so such bodies cannot crowd out a genuine webhook's.
+            self.hold.unverified();
+        }
         let held = enforce && check.is_some();
         self.state = State::Body { copy, check, held };
         if end_of_stream {
@@ -1140,6 +1145,60 @@ mod budget_tests {
             buffered.clear();
         }
         d
+    }
+
+    /// Monitor: unsigned slow bodies to the webhook path take at most half of the worker's
+    /// budget, so a genuine webhook arriving while they hang is still observed (an unsigned
+    /// sender could otherwise make it pass unobserved, and so be re-delivered: a duplicate).
+    #[test]
+    fn unsigned_slow_bodies_leave_room_for_a_genuine_webhook() {
+        let b = body();
+        let cap = 4 * b.len();
+        let c = cfg(Some("monitor"));
+        let budget = BodyBudget::new(cap);
+        let unsigned = Headers {
+            path: "/hook",
+            method: "POST",
+            drone_event: Some("build"),
+            date: None,
+            digest: None,
+            signature: None,
+        };
+        let mut slow: Vec<(Request, Vec<u8>)> = (0..40)
+            .map(|_| {
+                let mut req = Request::new(&budget);
+                let step = req.on_headers(&c, &unsigned, NOW, false);
+                assert!(
+                    matches!(step.decision, Decision::PassUnverified { .. }),
+                    "monitor passes it: {:?}",
+                    step.decision
+                );
+                (req, Vec::new())
+            })
+            .collect();
+        let piece = &b[..b.len() - 1];
+        for (req, buffered) in slow.iter_mut() {
+            assert_eq!(feed(req, piece, buffered, false), Decision::Continue);
+        }
+        assert!(budget.held() > 0, "some unsigned copies were taken");
+        assert!(
+            budget.held() <= cap / 2,
+            "{} > half of {cap}",
+            budget.held()
+        );
+        let mut genuine = start(&c, &budget, &b);
+        let mut buffered = Vec::new();
+        assert_eq!(
+            feed(&mut genuine, &b, &mut buffered, true),
+            Decision::Continue
+        );
+        genuine.on_response_status(Some(200));
+        match genuine.finish() {
+            Finish::Observe(o) => assert!(o.verified, "observed as evidence"),
+            other => panic!("the genuine webhook was not observed: {other:?}"),
+        }
+        drop(slow);
+        assert_eq!(budget.held(), 0);
     }
 
     /// Monitor and off: 40 slow webhooks to one worker, their chunks interleaved, none

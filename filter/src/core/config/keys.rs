@@ -226,7 +226,8 @@ pub const KEYS: &[Key] = &[
                bodies, and in `enforce` the bodies Envoy buffers while their digest is checked. \
                A webhook that does not fit passes through unobserved and is counted \
                (`webhooks_over_budget`); in `enforce` a held body that does not fit is answered \
-               503, never let through unchecked",
+               503, never let through unchecked. With a secret, requests whose signature does \
+               not verify share at most half of it, so they cannot crowd out genuine webhooks",
         ),
     },
     Key {
