@@ -55,7 +55,7 @@ export CARGO_PROFILE_DEV_DEBUG=0 CARGO_PROFILE_TEST_DEBUG=0
 export PROPTEST_RNG_SEED=${PROPTEST_RNG_SEED:-$RANDOM} PROPTEST_DISABLE_FAILURE_PERSISTENCE=1
 # Parser tests that compare against serde for thousands of inputs: a third of the unit tests'
 # time, reaching only these files.
-parsers=" json/scan json/decode json/text webhook/parse webhook/path webhook/reference drone_api "
+parsers=" json/scan json/decode json/text webhook/parse webhook/path drone_api "
 args=(-j 1 --timeout 60 --build-timeout 600 ${MUTANTS_EXTRA:-})
 
 for f in "$@"; do

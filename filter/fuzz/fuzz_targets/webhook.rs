@@ -11,9 +11,9 @@
 use libfuzzer_sys::fuzz_target;
 use status_sync::core::model::ParseError;
 use status_sync::core::webhook::{
-    is_build_webhook, is_webhook_path, parse_webhook, reference, scan_webhook,
-    webhook_route_regex,
+    is_build_webhook, is_webhook_path, parse_webhook, scan_webhook, webhook_route_regex,
 };
+use test_support::reference;
 
 fuzz_target!(|data: &[u8]| {
     let ours = parse_webhook(data);

@@ -25,8 +25,7 @@ pub(crate) fn begin_object(s: &mut Scanner<'_>) -> Result<(), ParseError> {
 
 /// The value of the member named `key` among an object's `entries`, `None` when it has none.
 /// A key present more than once is ambiguous (JSON decoders disagree on which one wins), so
-/// it is an error (`Invalid(name)`) rather than a guess. Shared with the reference parser,
-/// whose values are serde_json's raw values.
+/// it is an error (`Invalid(name)`) rather than a guess.
 pub(crate) fn unique_member<V: Copy>(
     entries: &[(Cow<'_, str>, V)],
     key: &str,

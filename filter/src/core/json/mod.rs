@@ -2,20 +2,20 @@
 //! webhook parser, the configuration and drone's answers are read with, and the decoders of
 //! the values it hands over ([`decode`]), and the walks over text that need no parse
 //! ([`text`]: compaction, nesting depth). The serde-based reference parser the scanner is
-//! tested and fuzzed against is not here: it is a test oracle (`webhook::reference`, behind the
-//! `reference` feature), so the shipped module depends on neither serde nor serde_json.
+//! tested and fuzzed against is not here: it is a test oracle outside the filter
+//! (`test_support::reference`), so the shipped module depends on neither serde nor serde_json.
 
 pub(crate) mod decode;
 pub(crate) mod scan;
 pub(crate) mod text;
 
 pub(crate) use decode::{decode_string, decode_u64};
-/// For the reference parser and the tests, which hold other decoders to the same nesting limit.
-#[cfg(any(test, feature = "reference"))]
+/// For the tests, which hold serde_json to the same nesting limit.
+#[cfg(test)]
 pub(crate) use scan::MAX_DEPTH;
 pub(crate) use scan::{le_words, JsonError, Scanner};
 pub(crate) use text::compact;
-#[cfg(any(test, feature = "reference"))]
+#[cfg(test)]
 pub(crate) use text::nesting_depth;
 
 /// One to three random one-byte edits of `b` (replace, insert or delete, a byte of `alphabet`

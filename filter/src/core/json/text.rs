@@ -1,5 +1,5 @@
 //! Walks over JSON text that need no parse: whitespace removal for re-deliveries, and the
-//! nesting depth the reference parser checks. Each only has to know, character by character,
+//! nesting depth the tests hold serde_json to. Each only has to know, character by character,
 //! whether it is inside a string literal ([`Strings`]).
 
 /// Tells, for each character of a JSON text fed in order, whether it belongs to a string
@@ -43,11 +43,10 @@ pub(crate) fn compact(json: &str) -> String {
 }
 
 /// Maximum bracket nesting of `json`, ignoring brackets inside strings. Runs on unvalidated
-/// input: it only counts, the parser that follows reports any syntax error. Only the
-/// reference webhook parser (the test oracle, built on serde_json, which skips raw values
-/// without a depth limit) and the tests holding serde_json to [`super::MAX_DEPTH`] need it;
-/// the [`super::Scanner`] limits nesting as it goes.
-#[cfg(any(test, feature = "reference"))]
+/// input: it only counts, the parser that follows reports any syntax error. Only the tests
+/// holding serde_json (which skips raw values without a depth limit) to [`super::MAX_DEPTH`]
+/// need it; the [`super::Scanner`] limits nesting as it goes.
+#[cfg(test)]
 pub(crate) fn nesting_depth(json: &str) -> usize {
     let mut strings = Strings::default();
     let (mut depth, mut max) = (0usize, 0usize);

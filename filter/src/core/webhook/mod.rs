@@ -1,15 +1,13 @@
 //! Recognising and parsing drone's live `build` webhooks, by what each file owns:
 //! - `path`: which requests are build webhooks, and the one path policy `enforce` and the
 //!   Envoy route share;
-//! - `parse`: the one-pass parser of a webhook's body ([`scan_webhook`], [`parse_webhook`]);
-//! - `reference`: the serde-based parser the one-pass one is tested and fuzzed against (a test
-//!   oracle: only under `cfg(test)` or the `reference` feature).
+//! - `parse`: the one-pass parser of a webhook's body ([`scan_webhook`], [`parse_webhook`]).
+//!
+//! The serde-based parser the one-pass one is tested and fuzzed against is a test oracle outside
+//! the filter (`test_support::reference`), so the shipped module has no serde.
 
 mod parse;
 mod path;
-#[cfg(any(test, feature = "reference"))]
-#[doc(hidden)]
-pub mod reference;
 
 pub use parse::{parse_webhook, scan_webhook, WebhookView};
 pub use path::{

@@ -269,8 +269,8 @@ fn object_fields<'a, 'n>(n: &'n Nested<'a>) -> Result<&'n [Field<'a>; 3], ParseE
 }
 
 /// Parses a webhook body in one forward pass (see [`WebhookView`]), with exactly the
-/// verdicts of [`super::reference::parse_webhook`] on every input (differentially tested and
-/// fuzzed). Never panics.
+/// verdicts of the serde-based reference parser (`test_support::reference`) on every input
+/// (differentially tested in `filter/tests/webhook.rs` and fuzzed). Never panics.
 pub fn scan_webhook(body: &[u8]) -> Result<WebhookView<'_>, ParseError> {
     let text = utf8(body)?;
     let mut s = Scanner::new(text);
@@ -608,108 +608,6 @@ mod tests {
         assert_eq!((w.number, w.version), (max, max));
     }
 
-    /// Bodies outside the input limits of [`limits`], each with the field it names; every one
-    /// is also checked against the reference parser.
-    fn out_of_limits() -> Vec<(String, &'static str)> {
-        let repo = |id: &str, ns: &str, name: &str| {
-            format!(r#"{{"id":{id},"namespace":{ns},"name":{name}}}"#)
-        };
-        let ok_repo = repo("42", r#""octocat""#, r#""hello-world""#);
-        let long = format!("\"{}\"", "x".repeat(limits::MAX_NAME_CHARS + 1));
-        let wide = format!("\"{}\"", "€".repeat(200));
-        let mut v = vec![];
-        for (ns, name, field) in [
-            (r#"".""#, r#""n""#, "repo.namespace"),
-            (r#""..""#, r#""n""#, "repo.namespace"),
-            (r#""o""#, r#"".""#, "repo.name"),
-            (r#""o""#, r#""..""#, "repo.name"),
-            (r#""a/b""#, r#""n""#, "repo.namespace"),
-            (r#""o""#, r#""a/b""#, "repo.name"),
-            (r#""o""#, r#""\/""#, "repo.name"),
-            (r#""o""#, r#""a\nb""#, "repo.name"),
-            (r#""o\u0000""#, r#""n""#, "repo.namespace"),
-            (r#""o""#, r#""\u007f""#, "repo.name"),
-            (&long, r#""n""#, "repo.namespace"),
-            (r#""o""#, &long, "repo.name"),
-            (r#""o""#, &wide, "repo.name"),
-        ] {
-            v.push((updated(&repo("42", ns, name), BUILD), field));
-        }
-        for id in ["0", "9223372036854775808", "18446744073709551615"] {
-            v.push((updated(&repo(id, r#""o""#, r#""n""#), BUILD), "repo.id"));
-        }
-        for n in ["0", "9223372036854775808", "18446744073709551615"] {
-            let build = format!(r#"{{"number":{n},"status":"running","version":1}}"#);
-            v.push((updated(&ok_repo, &build), "build.number"));
-            let build = format!(r#"{{"number":1,"status":"running","version":{n}}}"#);
-            if n != "0" {
-                v.push((updated(&ok_repo, &build), "build.version"));
-            }
-        }
-        let pad = "p".repeat(limits::MAX_REPO_JSON_BYTES);
-        let big_repo = format!(r#"{{"id":42,"namespace":"o","name":"n","x":"{pad}"}}"#);
-        v.push((updated(&big_repo, BUILD), "repo"));
-        let pad = "p".repeat(limits::MAX_SYSTEM_JSON_BYTES);
-        v.push((
-            format!(
-                r#"{{"event":"build","action":"created","repo":{REPO},"build":{BUILD},"system":{{"x":"{pad}"}}}}"#
-            ),
-            "system",
-        ));
-        v
-    }
-
-    #[test]
-    fn fields_outside_the_input_limits_are_refused() {
-        for (b, field) in out_of_limits() {
-            let got = parse_webhook(b.as_bytes());
-            assert_eq!(
-                got,
-                Err(ParseError::Limit(field)),
-                "{}",
-                &b[..b.len().min(300)]
-            );
-            same_as_reference(b.as_bytes());
-        }
-    }
-
-    #[test]
-    fn largest_accepted_fields() {
-        let name = "x".repeat(limits::MAX_NAME_CHARS);
-        // repo.build is not kept, so it does not count against the repository's limit.
-        let inner_build = format!(
-            r#"{{"pad":"{}"}}"#,
-            "b".repeat(4 * limits::MAX_REPO_JSON_BYTES)
-        );
-        let head =
-            format!(r#"{{"id":9223372036854775807,"namespace":"{name}","name":"{name}","x":""#);
-        let tail = format!(r#"","build":{inner_build}}}"#);
-        let fill = limits::MAX_REPO_JSON_BYTES + inner_build.len() - head.len() - tail.len();
-        let repo = format!("{head}{}{tail}", "p".repeat(fill));
-        let system = format!(
-            r#"{{"x":"{}"}}"#,
-            "s".repeat(limits::MAX_SYSTEM_JSON_BYTES - 8)
-        );
-        let b = format!(
-            r#"{{"event":"build","action":"updated","repo":{repo},"build":{{"number":9223372036854775807,"status":"running","version":9223372036854775807}},"system":{system}}}"#
-        );
-        let w = parse_webhook(b.as_bytes()).unwrap();
-        assert_eq!(w.repo.name, name);
-        assert!(w.repo_json.as_ref().unwrap().len() <= limits::MAX_REPO_JSON_BYTES);
-        assert_eq!(
-            w.system_json.as_ref().unwrap().len(),
-            limits::MAX_SYSTEM_JSON_BYTES
-        );
-        same_as_reference(b.as_bytes());
-        // One more byte of the repository (outside `build`) is too many.
-        let over = b.replacen(r#""x":"p"#, r#""x":"pp"#, 1);
-        assert_eq!(
-            parse_webhook(over.as_bytes()),
-            Err(ParseError::Limit("repo"))
-        );
-        same_as_reference(over.as_bytes());
-    }
-
     #[test]
     fn system_null_is_absent() {
         let b = format!(
@@ -798,84 +696,6 @@ mod tests {
         }
     }
 
-    /// `scan_webhook` must give the reference parser's verdict on every input (JSON error
-    /// messages aside: both say it is not JSON, in their own words).
-    fn same_as_reference(b: &[u8]) {
-        let norm = |r: Result<ParsedWebhook, ParseError>| match r {
-            Err(ParseError::Json(_)) => Err(ParseError::Json(String::new())),
-            other => other,
-        };
-        assert_eq!(
-            norm(parse_webhook(b)),
-            norm(super::super::reference::parse_webhook(b)),
-            "{:?}",
-            String::from_utf8_lossy(b)
-        );
-    }
-
-    #[test]
-    fn single_pass_matches_reference_on_fixtures_and_cases() {
-        for f in [
-            "webhook-build-created.json",
-            "webhook-build-updated-running.json",
-            "webhook-build-updated-success.json",
-        ] {
-            let text = fixture(f);
-            same_as_reference(text.as_bytes());
-            for cut in 0..text.len() {
-                same_as_reference(&text.as_bytes()[..cut]);
-            }
-        }
-        let dup_nested = [
-            r#"{"id":1,"id":1,"namespace":"o","name":"n"}"#,
-            r#"{"id":1,"namespace":"o","name":"n","build":{},"build":{}}"#,
-            r#"{"id":1,"namespace":"o","n\u0061me":"n"}"#,
-            r#"{"id":1,"namespace":"o","name":"n","\ud800":1}"#,
-            r#"{"id":-0,"namespace":"o","name":"n"}"#,
-            r#"{"id":1e2,"namespace":"o","name":"n"}"#,
-            r#"{"id":0,"namespace":"\u006f","name":"n\"x"}"#,
-        ];
-        for repo in dup_nested {
-            same_as_reference(updated(repo, BUILD).as_bytes());
-            same_as_reference(body(r#""repo""#, r#""updated""#, repo, BUILD).as_bytes());
-        }
-        for top in [
-            r#"{"event":"build","action":"updated","repo":[1],"build":null}"#,
-            r#"{"event":"build","action":"updated","repo":null,"repo":{}}"#,
-            r#"{"event":"build","action":"updated","repo":{"id":1,"namespace":"o","name":"n"},"build":{"number":1,"status":"x","version":1},"system":null,"system":{}}"#,
-            r#"{"ev\u0065nt":"build","action":"updated"}"#,
-            r#"{"\ud800":1}"#,
-            r#"{"event":"build","action":"upd\u0061ted","repo":{"id":1,"namespace":"o","name":"n"},"build":{"number":1,"status":"running","version":1}}"#,
-            " \n{\"event\" : \"repo\" } \n",
-            "[]",
-            "\"x\"",
-            "{}}",
-            "{\"a\":1,}",
-        ] {
-            same_as_reference(top.as_bytes());
-        }
-    }
-
-    #[test]
-    fn single_pass_matches_reference_on_mutations() {
-        let mut rng = crate::core::backoff::Rng::new(11);
-        let alphabet = b"{}[]\":,\\ 0123456789-.eutrflsn\x00\x80";
-        let seeds = [
-            fixture("webhook-build-updated-running.json"),
-            updated(REPO, BUILD),
-            format!(
-                r#"{{"event":"build","action":"created","repo":{REPO},"build":{BUILD},"system":{{"a":1}}}}"#
-            ),
-        ];
-        for seed in &seeds {
-            for _ in 0..10_000 {
-                let mut b = seed.clone().into_bytes();
-                crate::core::json::mutate(&mut rng, &mut b, alphabet);
-                same_as_reference(&b);
-            }
-        }
-    }
-
     #[test]
     fn metadata_hash_ignores_repo_build_only() {
         let running = fixture("webhook-build-updated-running.json");
@@ -952,30 +772,6 @@ mod tests {
             let mut flipped = text.clone();
             flipped[bit / 8] ^= 1 << (bit % 8);
             assert_ne!(hash(&flipped), original, "bit {bit}");
-        }
-    }
-
-    /// Nesting up to the scanner's limit is a webhook for both parsers, one level more is
-    /// refused by both (serde alone would take it: it skips raw values without recursing).
-    #[test]
-    fn nesting_at_the_limit_is_accepted_and_beyond_it_refused_by_both_parsers() {
-        let nested = |levels: usize| {
-            format!(
-                r#"{{"event":"build","action":"updated","repo":{REPO},"build":{BUILD},"user":{}{}}}"#,
-                "[".repeat(levels),
-                "]".repeat(levels)
-            )
-        };
-        // The webhook's own object is the first level.
-        let limit = crate::core::json::MAX_DEPTH - 1;
-        for levels in [limit - 1, limit, limit + 1, limit + 2] {
-            let text = nested(levels);
-            same_as_reference(text.as_bytes());
-            assert_eq!(
-                parse_webhook(text.as_bytes()).is_ok(),
-                levels <= limit,
-                "{levels} levels"
-            );
         }
     }
 }

@@ -1,16 +1,18 @@
-//! The previous parser, built on serde_json raw values: several passes and an allocation per
-//! key, but little code of our own. Kept, with its own serde-based object type, as the oracle
-//! that [`super::scan_webhook`] and the scanner are tested and fuzzed against. Nothing in the filter
-//! calls it, so it is compiled only for the unit tests and with the `reference` feature (the
-//! fuzz crate's): the shipped module depends on neither serde nor serde_json.
+//! The filter's previous webhook parser, built on serde_json raw values: several passes and an
+//! allocation per key, but little code of our own. Kept, with its own serde-based object type,
+//! as the oracle that `status_sync::core::webhook::parse_webhook` is tested and fuzzed against.
+//! Nothing in the filter calls it: it lives here so the shipped module depends on neither serde
+//! nor serde_json.
 
-use crate::core::json::{nesting_depth, MAX_DEPTH};
-use crate::core::limits;
-use crate::core::model::{BuildStatus, ParseError, ParsedWebhook, RepoRef};
-use crate::core::object::{unique_member, utf8};
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
+use status_sync::core::limits;
+use status_sync::core::model::{BuildStatus, ParseError, ParsedWebhook, RepoRef};
 use std::borrow::Cow;
+
+/// Deepest nesting accepted: serde_json's own recursion limit, which the one-pass scanner
+/// keeps too (serde_json skips raw values without recursing, so this parser checks it first).
+pub const MAX_DEPTH: usize = 128;
 
 /// Parses a webhook body. Only `event == "build"` with action `created` or `updated` is a
 /// transition; anything else is `Err(NotABuildEvent)`. Never panics, on any input.
@@ -180,4 +182,57 @@ impl<'de> Visitor<'de> for RawObjectVisitor {
         }
         Ok(RawObject { entries })
     }
+}
+
+/// Bodies arrive as bytes; anything that is not UTF-8 cannot be drone's JSON.
+fn utf8(body: &[u8]) -> Result<&str, ParseError> {
+    std::str::from_utf8(body).map_err(|_| ParseError::Json("not UTF-8".to_string()))
+}
+
+/// The value of the member named `key` among an object's `entries`, `None` when it has none.
+/// A key present more than once is ambiguous, so it is an error (`Invalid(name)`).
+fn unique_member<V: Copy>(
+    entries: &[(Cow<'_, str>, V)],
+    key: &str,
+    name: &'static str,
+) -> Result<Option<V>, ParseError> {
+    let mut found = None;
+    for (k, v) in entries {
+        if k == key {
+            if found.is_some() {
+                return Err(ParseError::Invalid(name));
+            }
+            found = Some(*v);
+        }
+    }
+    Ok(found)
+}
+
+/// Maximum bracket nesting of `json`, ignoring brackets inside strings. Runs on unvalidated
+/// input: it only counts, the parser that follows reports any syntax error.
+pub fn nesting_depth(json: &str) -> usize {
+    let (mut in_string, mut escaped) = (false, false);
+    let (mut depth, mut max) = (0usize, 0usize);
+    for c in json.chars() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match c {
+            '"' => in_string = true,
+            '{' | '[' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            '}' | ']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
 }
