@@ -5,7 +5,7 @@
 //! The filter ships its own splitmix64 (`status_sync::core::backoff::Rng`, for jitter); the
 //! test side does not borrow it, so that tuning the filter's jitter can never shift the
 //! workload a seed stands for. Both are checked against the same reference outputs (here
-//! and in `filter/tests/policies.rs`).
+//! and in `filter/tests/backoff.rs`).
 
 /// SplitMix64 (Steele, Lea and Flood's `SplittableRandom` step): tiny, seedable, portable.
 #[derive(Clone, Debug)]
@@ -81,7 +81,7 @@ impl Rng {
 mod tests {
     use super::*;
 
-    /// The reference outputs of splitmix64 for seed 0; `filter/tests/policies.rs`
+    /// The reference outputs of splitmix64 for seed 0; `filter/tests/backoff.rs`
     /// (`rng_is_splitmix64`) holds the filter's copy to the same three values.
     #[test]
     fn rng_is_splitmix64() {

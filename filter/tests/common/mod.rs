@@ -12,9 +12,11 @@
 )]
 
 use status_sync::core::config::Config;
-use status_sync::core::model::{BuildStatus, DeliveryOutcome, ParsedWebhook, RepoRef};
+use status_sync::core::ledger::{Class, Entry};
+use status_sync::core::model::{BuildKey, BuildStatus, DeliveryOutcome, ParsedWebhook, RepoRef};
 use status_sync::core::observation::Observation;
-use status_sync::core::reconciler::{CallResult, OutgoingCall};
+use status_sync::core::reconciler::{CallResult, OutgoingCall, Reconciler};
+use status_sync::core::snapshot::{self, Record};
 
 /// Where the tests' virtual clock starts.
 pub const T0: u64 = 1_000_000;
@@ -298,4 +300,125 @@ pub fn logged() -> Vec<String> {
         log::set_max_level(log::LevelFilter::Trace);
     });
     LINES.with(|l| l.borrow().clone())
+}
+
+// Helpers of more than one subject file, moved here from the files they were written in.
+
+pub fn key(number: u64) -> BuildKey {
+    BuildKey {
+        repo_id: REPO_ID,
+        number,
+    }
+}
+
+pub fn pipeline_ok(_: &OutgoingCall) -> CallResult {
+    http(200)
+}
+
+pub fn one(calls: Vec<OutgoingCall>) -> OutgoingCall {
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    calls.into_iter().next().unwrap()
+}
+
+/// Ticks at `now`, answers drone's calls other than build lookups as drone would (see
+/// [`other_drone_call`]: repository discovery finds nothing new), and returns the one call
+/// left.
+pub fn tick_one(r: &mut Reconciler, now: u64) -> OutgoingCall {
+    one(tick_others(r, now))
+}
+
+/// Ticks at `now`, answers drone's calls other than build lookups as drone would, and returns
+/// the build lookups and re-deliveries.
+pub fn tick_others(r: &mut Reconciler, now: u64) -> Vec<OutgoingCall> {
+    let mut calls = r.tick(now);
+    let mut log = Log::default();
+    calls.retain(|c| {
+        if !is_drone(c) || looked_up(c).is_some() {
+            return true;
+        }
+        let answer = other_drone_call(r, c, &mut log, &mut |n| ok(api_build(n, "running", 1)));
+        assert!(r.on_response(c.id, answer, now).is_empty());
+        false
+    });
+    calls
+}
+
+pub fn repo() -> RepoRef {
+    hook(1, "running", 1).repo
+}
+
+/// An element of drone's `GET /api/builds/incomplete`: repository `id`, its build `number`.
+pub fn incomplete_item(id: u64, number: u64) -> String {
+    format!(
+        r#"{{"id":{id},"uid":"{id}","namespace":"octocat","name":"repo-{id}","slug":"octocat/repo-{id}","counter":{number},"version":1,"archived":false,"build":{{"id":{id}{number},"repo_id":{id},"number":{number},"status":"running","version":2}}}}"#
+    )
+}
+
+/// A reconciler that saw evidence of build 5 (finished and delivered) at `T0`: its repository
+/// is confirmed, its highest number 5, and a look at its `counter` is scheduled.
+pub fn after_build_five(extra: &str) -> Reconciler {
+    let mut r = Reconciler::new(config(extra), 1);
+    r.observe(obs(5, "success", 3, DeliveryOutcome::Delivered), T0);
+    r
+}
+
+pub fn is_repo_call(c: &OutgoingCall) -> bool {
+    c.header(":path") == Some("/api/repos/octocat/hello-world")
+}
+
+/// Ticks every 100 ms from `T0` until the reconciler looks at the repository's `counter`, and
+/// answers that call with `answer`; returns when it happened.
+pub fn discovery(r: &mut Reconciler, answer: CallResult) -> u64 {
+    let mut now = T0;
+    loop {
+        now += 100;
+        assert!(now < T0 + 60_000, "no discovery");
+        let calls = r.tick(now);
+        if let Some(call) = calls.iter().find(|c| is_repo_call(c)) {
+            r.on_response(call.id, answer, now);
+            return now;
+        }
+    }
+}
+
+/// Ticks at build `number`'s due time and answers its lookup with `body`: what follows.
+pub fn answer_when_due(r: &mut Reconciler, number: u64, body: Vec<u8>) -> Vec<OutgoingCall> {
+    let key = BuildKey {
+        repo_id: REPO_ID,
+        number,
+    };
+    let due = r.ledger().get(&key).unwrap().next_due_ms;
+    let calls = r.tick(due);
+    let lookup = calls.iter().find(|c| looked_up(c) == Some(number)).unwrap();
+    r.on_response(lookup.id, ok(body), due)
+}
+
+/// (max, min) build numbers the watermarks carry for the repository.
+pub fn marks(r: &mut Reconciler) -> Option<(u64, u64)> {
+    let bytes = r.take_watermarks()?;
+    let m = snapshot::decode_watermarks(&bytes).unwrap();
+    m.iter()
+        .find(|(repo, _, _)| repo.id == REPO_ID)
+        .map(|(_, max, min)| (*max, *min))
+}
+
+/// A new leader that knows (from the watermarks) builds up to 10, and nothing else.
+pub fn leader_after(max: u64, min: u64, extra: &str) -> Reconciler {
+    let mut r = Reconciler::new(config(extra), 1);
+    let bytes = snapshot::encode_watermarks(&[(repo(), max, min)]);
+    assert!(r.load_watermarks(&bytes));
+    r
+}
+
+pub fn killed_record(number: u64, last_change: u64, due: u64) -> Record {
+    let mut e = Entry::new(last_change, Class::Backed);
+    e.settled_version = 3;
+    e.settled_status = BuildStatus::Killed;
+    e.interval_ms = 8000;
+    e.next_due_ms = due;
+    Record {
+        repo: repo(),
+        number,
+        entry: e,
+    }
 }
