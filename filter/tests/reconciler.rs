@@ -18,8 +18,17 @@ use status_sync::core::reconciler::{CallResult, OutgoingCall, Reconciler};
 struct Sim {
     r: Reconciler,
     now: u64,
+    w: World,
+}
+
+/// What drone and the pipeline saw of the reconciler.
+#[derive(Default)]
+struct World {
+    /// Build lookups.
     drone_calls: usize,
+    /// Looks at the repository (discovery of its `counter`).
     repo_calls: usize,
+    /// (number, status, version, webhook-id) of every re-delivery the pipeline took.
     delivered: Vec<(u64, String, u64, String)>,
 }
 
@@ -28,9 +37,7 @@ impl Sim {
         Sim {
             r: Reconciler::new(cfg, 1),
             now: 1_000_000,
-            drone_calls: 0,
-            repo_calls: 0,
-            delivered: vec![],
+            w: World::default(),
         }
     }
 
@@ -92,24 +99,24 @@ impl Sim {
     }
 
     /// Runs ticks for `ms`, answering drone with `drone(number)` and the pipeline with
-    /// `pipeline_status`.
+    /// `pipeline()`.
     fn run(
         &mut self,
         ms: u64,
         drone: &mut dyn FnMut(u64) -> CallResult,
-        pipeline_status: &mut dyn FnMut() -> CallResult,
+        pipeline: &mut dyn FnMut() -> CallResult,
     ) {
-        let end = self.now + ms;
-        while self.now < end {
-            self.now += 100;
-            let mut calls = self.r.tick(self.now);
-            while let Some(call) = calls.pop() {
-                let answer = self.answer(&call, drone, pipeline_status);
-                calls.extend(self.r.on_response(call.id, answer, self.now));
-            }
-        }
+        let w = &mut self.w;
+        run_for(&mut self.r, &mut self.now, ms, &mut |_, call, _| {
+            Some(w.answer(call, drone, pipeline))
+        });
     }
+}
 
+impl World {
+    /// Drone answers a build lookup with `drone(number)`, a look at the repository with
+    /// `counter` 0 (nothing to discover) and the list of incomplete builds with 501 (drone's
+    /// OSS build); the pipeline answers `pipeline()`, and what it took is recorded.
     fn answer(
         &mut self,
         call: &OutgoingCall,
@@ -120,17 +127,12 @@ impl Sim {
             let path = call.header(":path").unwrap().to_string();
             assert_eq!(call.header("authorization"), Some("Bearer t0k3n"));
             assert_eq!(call.header(":method"), Some("GET"));
-            // Discovery (the repository's `counter`, here 0: nothing to discover) and the
-            // list of incomplete builds (drone's OSS build: 501) are counted apart.
             if path == "/api/repos/octocat/hello-world" {
                 self.repo_calls += 1;
                 return ok(repo_json_with_counter(0));
             }
             if path == "/api/builds/incomplete" {
-                return CallResult::Response {
-                    status: 501,
-                    body: br#"{"message":"Not Implemented"}"#.to_vec(),
-                };
+                return http(501);
             }
             self.drone_calls += 1;
             let number = path.rsplit('/').next().unwrap().parse().unwrap();
@@ -138,38 +140,30 @@ impl Sim {
                 path,
                 format!("/api/repos/octocat/hello-world/builds/{number}")
             );
-            drone(number)
-        } else {
-            assert_eq!(call.cluster, "pipeline");
-            assert_eq!(call.header(":method"), Some("POST"));
-            assert_eq!(call.header(":path"), Some("/hook"));
-            assert_eq!(call.header("x-drone-event"), Some("build"));
-            let body: serde_json::Value = serde_json::from_slice(&call.body).unwrap();
-            let answer = pipeline();
-            if matches!(
-                answer,
-                CallResult::Response {
-                    status: 200..=299,
-                    ..
-                }
-            ) {
-                self.delivered.push((
-                    body["build"]["number"].as_u64().unwrap(),
-                    body["build"]["status"].as_str().unwrap().to_string(),
-                    body["build"]["version"].as_u64().unwrap(),
-                    call.header("webhook-id").unwrap().to_string(),
-                ));
-            }
-            answer
+            return drone(number);
         }
+        assert_eq!(call.cluster, "pipeline");
+        assert_eq!(call.header(":method"), Some("POST"));
+        assert_eq!(call.header(":path"), Some("/hook"));
+        assert_eq!(call.header("x-drone-event"), Some("build"));
+        let answer = pipeline();
+        if matches!(
+            answer,
+            CallResult::Response {
+                status: 200..=299,
+                ..
+            }
+        ) {
+            let (number, status, version) = redelivered(call);
+            let id = call.header("webhook-id").unwrap().to_string();
+            self.delivered.push((number, status, version, id));
+        }
+        answer
     }
 }
 
 fn pipeline_ok() -> CallResult {
-    CallResult::Response {
-        status: 200,
-        body: vec![],
-    }
+    http(200)
 }
 
 #[test]
@@ -184,18 +178,18 @@ fn all_webhooks_arrive_no_drone_calls() {
     // A late step webhook with an older version does not resurrect it.
     s.saw(1, "running", 2, Delivered);
     assert_eq!(s.r.ledger().len(), 0);
-    assert_eq!(s.drone_calls, 0);
+    assert_eq!(s.w.drone_calls, 0);
 }
 
 #[test]
 fn lost_final_webhook_is_recovered_after_stale_after() {
     let mut s = Sim::build(7, &[("running", 2, Delivered)]);
     s.run_unasked(600, "fresh");
-    assert_eq!(s.drone_calls, 0);
+    assert_eq!(s.w.drone_calls, 0);
     s.run_steady(2000, "success", 3);
-    assert_eq!(s.drone_calls, 1);
+    assert_eq!(s.w.drone_calls, 1);
     assert_eq!(
-        s.delivered,
+        s.w.delivered,
         vec![(7, "success".into(), 3, "drone-42-7-3".into())]
     );
     assert_eq!(s.r.ledger().len(), 0);
@@ -260,8 +254,8 @@ fn pipeline_500_on_live_webhook_is_redelivered_at_once() {
         &[("running", 2, Delivered), ("success", 3, NotDelivered)],
     );
     s.run_steady(200, "success", 3);
-    assert_eq!(s.delivered.len(), 1, "re-delivered on the next tick");
-    assert_eq!(s.delivered[0].1, "success");
+    assert_eq!(s.w.delivered.len(), 1, "re-delivered on the next tick");
+    assert_eq!(s.w.delivered[0].1, "success");
     assert_eq!(s.r.ledger().len(), 0);
 }
 
@@ -273,7 +267,7 @@ fn pipeline_400_is_not_retried() {
     // A refused running transition is not re-sent either; only newer drone states are.
     s.saw(4, "running", 2, Refused);
     s.run_steady(1500, "running", 2);
-    assert!(s.delivered.is_empty());
+    assert!(s.w.delivered.is_empty());
 }
 
 /// A re-delivery the pipeline answered 5xx is retried (a fresh lookup, then the delivery) after
@@ -287,29 +281,25 @@ fn failed_redelivery_is_retried_with_backoff() {
         s.saw(3, "success", 3, NotDelivered);
         let start = s.now;
         let mut times = vec![];
-        while s.delivered.is_empty() && s.now < start + 30_000 {
+        while s.w.delivered.is_empty() && s.now < start + 30_000 {
             s.now += 100;
-            let mut calls = s.r.tick(s.now);
-            while let Some(call) = calls.pop() {
+            let calls = s.r.tick(s.now);
+            let w = &mut s.w;
+            answer_all(&mut s.r, s.now, calls, &mut |_, call, now| {
                 if call.cluster == "pipeline" {
-                    times.push(s.now);
+                    times.push(now);
                 }
                 let status = if times.len() < 3 { 503 } else { 200 };
-                let answer = s.answer(&call, &mut |n| ok(api_build(n, "success", 3)), &mut || {
-                    CallResult::Response {
-                        status,
-                        body: vec![],
-                    }
-                });
-                calls.extend(s.r.on_response(call.id, answer, s.now));
-            }
+                let drone = &mut |n| ok(api_build(n, "success", 3));
+                Some(w.answer(call, drone, &mut || http(status)))
+            });
         }
         assert_eq!(times.len(), 3, "seed {seed}: {times:?}");
         let (first, second) = (times[1] - times[0], times[2] - times[1]);
         // 1 s then 2 s, each ±20 %, rounded up to the next 100 ms tick.
         assert!((800..=1300).contains(&first), "seed {seed}: {times:?}");
         assert!((1600..=2500).contains(&second), "seed {seed}: {times:?}");
-        assert_eq!(s.delivered.len(), 1, "seed {seed}");
+        assert_eq!(s.w.delivered.len(), 1, "seed {seed}");
         assert_eq!(s.r.counters().redeliveries_failed, 2, "seed {seed}");
         assert_eq!(s.r.counters().redeliveries_ok, 1, "seed {seed}");
         assert_eq!(s.r.ledger().len(), 0, "seed {seed}");
@@ -323,10 +313,10 @@ fn unchanged_build_is_polled_at_growing_intervals() {
     let start = s.now;
     let mut now_ref = 0u64;
     while s.now < start + 40_000 {
-        let before = s.drone_calls;
+        let before = s.w.drone_calls;
         s.run_steady(100, "running", 2);
         now_ref = s.now;
-        if s.drone_calls > before {
+        if s.w.drone_calls > before {
             times.push(s.now - start);
         }
     }
@@ -342,14 +332,14 @@ fn unchanged_build_is_polled_at_growing_intervals() {
             "capped at max_poll_interval_ms: {gaps:?}"
         );
     }
-    assert!(s.delivered.is_empty());
+    assert!(s.w.delivered.is_empty());
 }
 
 #[test]
 fn older_drone_versions_are_never_delivered() {
     let mut s = Sim::build(5, &[("running", 4, Delivered)]);
     s.run_steady(5000, "running", 3);
-    assert!(s.delivered.is_empty());
+    assert!(s.w.delivered.is_empty());
 }
 
 #[test]
@@ -364,7 +354,7 @@ fn drone_outage_costs_a_trickle_then_recovers() {
         },
         &mut pipeline_ok,
     );
-    let outage_calls = s.drone_calls;
+    let outage_calls = s.w.drone_calls;
     // threshold (5) + up to inflight-1 racing + one probe per open period (2 s doubling to 8 s).
     // The first tick's 16 calls (all in flight before the circuit opens), then one probe per
     // open period (2 s, 4 s, then 8 s): 16 + 2 + (600 - 14) / 8 = 91, give or take a tick.
@@ -373,7 +363,7 @@ fn drone_outage_costs_a_trickle_then_recovers() {
     assert_eq!(s.r.counters().circuit_open, 1);
     // Drone back: everything converges.
     s.run_steady(120_000, "success", 3);
-    assert_eq!(s.delivered.len(), 50);
+    assert_eq!(s.w.delivered.len(), 50);
     assert_eq!(s.r.ledger().len(), 0);
     assert_eq!(s.r.counters().circuit_open, 0);
 }
@@ -441,19 +431,16 @@ fn budget_and_rate_limit_bound_calls_per_tick() {
     let mut drone_at = vec![];
     while s.now < start + 10_000 {
         s.now += 100;
-        let mut calls = s.r.tick(s.now);
+        let calls = s.r.tick(s.now);
         assert!(calls.len() <= 3, "in-flight budget");
-        while let Some(call) = calls.pop() {
+        let w = &mut s.w;
+        answer_all(&mut s.r, s.now, calls, &mut |_, call, now| {
             if call.cluster == "drone" {
-                drone_at.push(s.now);
+                drone_at.push(now);
             }
-            let answer = s.answer(
-                &call,
-                &mut |n| ok(api_build(n, "running", 3)),
-                &mut pipeline_ok,
-            );
-            calls.extend(s.r.on_response(call.id, answer, s.now));
-        }
+            let drone = &mut |n| ok(api_build(n, "running", 3));
+            Some(w.answer(call, drone, &mut pipeline_ok))
+        });
     }
     assert_eq!(
         s.r.counters().circuit_opens,
@@ -472,7 +459,7 @@ fn budget_and_rate_limit_bound_calls_per_tick() {
         drone_at.len()
     );
     assert_eq!(
-        s.delivered.len(),
+        s.w.delivered.len(),
         drone_at.len(),
         "each lookup re-delivered v3"
     );
@@ -507,9 +494,9 @@ fn unknown_repository_is_fetched_before_redelivery() {
     o.webhook.repo_json = None;
     s.r.observe(o, s.now);
     s.run_steady(3000, "success", 3);
-    assert_eq!(s.drone_calls, 1, "the build");
-    assert!(s.repo_calls >= 1, "and the repository, for its JSON");
-    assert_eq!(s.delivered.len(), 1);
+    assert_eq!(s.w.drone_calls, 1, "the build");
+    assert!(s.w.repo_calls >= 1, "and the repository, for its JSON");
+    assert_eq!(s.w.delivered.len(), 1);
 }
 
 #[test]
@@ -529,16 +516,14 @@ fn snapshot_lets_a_new_leader_continue() {
     let mut s2 = Sim {
         r: next,
         now: s.now,
-        drone_calls: 0,
-        repo_calls: 0,
-        delivered: vec![],
+        w: World::default(),
     };
     s2.run(
         5000,
         &mut |n| ok(api_build(n, "success", 3)),
         &mut pipeline_ok,
     );
-    assert_eq!(s2.delivered.len(), 40);
+    assert_eq!(s2.w.delivered.len(), 40);
     assert_eq!(s2.r.ledger().len(), 0);
 }
 
@@ -547,7 +532,7 @@ fn created_after_running_does_not_regress() {
     let mut s = Sim::build(2, &[("running", 2, Delivered), ("pending", 1, Delivered)]);
     s.run_steady(1500, "running", 2);
     assert!(
-        s.delivered.is_empty(),
+        s.w.delivered.is_empty(),
         "drone's v2 is what the pipeline has"
     );
 }
@@ -568,7 +553,7 @@ fn builds_whose_every_webhook_was_lost_are_found_by_number() {
         },
         &mut pipeline_ok,
     );
-    let mut got: Vec<(u64, String)> = s.delivered.iter().map(|d| (d.0, d.1.clone())).collect();
+    let mut got: Vec<(u64, String)> = s.w.delivered.iter().map(|d| (d.0, d.1.clone())).collect();
     got.sort();
     assert_eq!(
         got,
@@ -594,7 +579,11 @@ fn a_snapshot_from_slower_settings_is_rescheduled_to_the_new_ones() {
         assert!(s.r.load_shard(bytes, s.now));
     }
     s.run_steady(2000, "success", 3);
-    assert_eq!(s.delivered.len(), 1, "polled within the new stale_after_ms");
+    assert_eq!(
+        s.w.delivered.len(),
+        1,
+        "polled within the new stale_after_ms"
+    );
 }
 
 #[test]
@@ -606,39 +595,29 @@ fn scanned_repositories_reveal_builds_that_never_sent_a_webhook() {
     let mut scans = 0;
     // First listing: the baseline (build 20 happened before we watched).
     let run = |s: &mut Sim, ms: u64, list: &[(u64, &str, u64)], scans: &mut usize| {
-        let end = s.now + ms;
-        while s.now < end {
-            s.now += 100;
-            let mut calls = s.r.tick(s.now);
-            while let Some(call) = calls.pop() {
-                let path = call.header(":path").unwrap().to_string();
-                let answer = if path.starts_with("/api/repos/octocat/hello-world/builds?") {
-                    *scans += 1;
-                    ok(build_list(list))
-                } else {
-                    let list = list.to_vec();
-                    s.answer(
-                        &call,
-                        &mut |n| {
-                            let (_, st, v) = list.iter().find(|b| b.0 == n).unwrap();
-                            ok(api_build(n, st, *v))
-                        },
-                        &mut pipeline_ok,
-                    )
-                };
-                calls.extend(s.r.on_response(call.id, answer, s.now));
+        let w = &mut s.w;
+        run_for(&mut s.r, &mut s.now, ms, &mut |_, call, _| {
+            let path = call.header(":path").unwrap();
+            if path.starts_with("/api/repos/octocat/hello-world/builds?") {
+                *scans += 1;
+                return Some(ok(build_list(list)));
             }
-        }
+            let drone = &mut |n| {
+                let (_, st, v) = list.iter().find(|b| b.0 == n).unwrap();
+                ok(api_build(n, st, *v))
+            };
+            Some(w.answer(call, drone, &mut pipeline_ok))
+        });
     };
     run(&mut s, 2000, &list, &mut scans);
     assert_eq!(scans, 1);
-    assert!(s.delivered.is_empty(), "the baseline delivers nothing");
+    assert!(s.w.delivered.is_empty(), "the baseline delivers nothing");
     // Builds 21 and 22 run and finish; not one of their webhooks reaches us.
     list.insert(0, (21, "failure", 3));
     list.insert(0, (22, "declined", 2));
     run(&mut s, 12_000, &list, &mut scans);
     assert_eq!(scans, 2);
-    let mut got: Vec<(u64, String)> = s.delivered.iter().map(|d| (d.0, d.1.clone())).collect();
+    let mut got: Vec<(u64, String)> = s.w.delivered.iter().map(|d| (d.0, d.1.clone())).collect();
     got.sort();
     assert_eq!(got, vec![(21, "failure".into()), (22, "declined".into())]);
     assert_eq!(s.r.counters().builds_scan_found, 2);
@@ -651,7 +630,7 @@ fn a_cancelled_build_is_watched_for_teardowns_rewrite() {
     assert_eq!(s.r.ledger().len(), 1, "kept a while");
     // Teardown rewrote it (killed v4) and that webhook was lost.
     s.run_steady(3000, "killed", 4);
-    let got: Vec<(&str, u64)> = s.delivered.iter().map(|d| (d.1.as_str(), d.2)).collect();
+    let got: Vec<(&str, u64)> = s.w.delivered.iter().map(|d| (d.1.as_str(), d.2)).collect();
     assert_eq!(got, vec![("killed", 4)]);
     s.run_steady(60_000, "killed", 4);
     assert_eq!(
@@ -661,9 +640,9 @@ fn a_cancelled_build_is_watched_for_teardowns_rewrite() {
     );
     // Looks at 1, 2, 4, 8, 8 s... after the change until 16 s unchanged: about five.
     assert!(
-        (3..=8).contains(&s.drone_calls),
+        (3..=8).contains(&s.w.drone_calls),
         "a handful of looks: {}",
-        s.drone_calls
+        s.w.drone_calls
     );
 }
 
@@ -682,9 +661,9 @@ fn watermarks_survive_a_leader_change() {
         &mut pipeline_ok,
     );
     assert!(
-        next.delivered.iter().any(|d| d.0 == 2 && d.1 == "declined"),
+        next.w.delivered.iter().any(|d| d.0 == 2 && d.1 == "declined"),
         "{:?}",
-        next.delivered
+        next.w.delivered
     );
 }
 
@@ -698,7 +677,11 @@ fn a_late_lower_build_fills_no_gap_below() {
     s.saw(2, "success", 3, Delivered);
     assert_eq!(s.r.counters().builds_gap_filled, 0);
     s.run_steady(1500, "error", 1);
-    assert!(s.delivered.iter().all(|d| d.0 == 5), "{:?}", s.delivered);
+    assert!(
+        s.w.delivered.iter().all(|d| d.0 == 5),
+        "{:?}",
+        s.w.delivered
+    );
 }
 
 #[test]

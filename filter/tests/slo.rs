@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::{api_build as api_body, config, obs, ok};
+use common::{answer_all, api_build as api_body, config, http, is_drone, obs, ok};
 use status_sync::core::model::DeliveryOutcome;
 use status_sync::core::reconciler::{CallResult, Reconciler};
 
@@ -36,28 +36,21 @@ fn run(
     let end = *now + ms;
     while *now < end {
         *now += 100;
-        let mut calls = r.tick(*now);
+        let calls = r.tick(*now);
         ages.push(r.counters().oldest_undelivered_seconds);
-        while let Some(call) = calls.pop() {
-            let answer = if call.cluster == "drone" {
+        answer_all(r, *now, calls, &mut |_, call, _| {
+            Some(if is_drone(call) {
                 drone()
             } else {
-                CallResult::Response {
-                    status: pipeline,
-                    body: Vec::new(),
-                }
-            };
-            calls.extend(r.on_response(call.id, answer, *now));
-        }
+                http(pipeline)
+            })
+        });
     }
     ages
 }
 
 fn down() -> CallResult {
-    CallResult::Response {
-        status: 503,
-        body: Vec::new(),
-    }
+    http(503)
 }
 
 #[test]

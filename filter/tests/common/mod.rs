@@ -184,43 +184,76 @@ impl Log {
     }
 }
 
+/// The one drive loop of these tests ("tick, answer, repeat"): answers each of `calls`, and
+/// every follow-up call an answer brings, at once with `answer` (`None` leaves a call
+/// unanswered: lost, or still in flight); `answer` is given the time. Returns the calls left
+/// unanswered.
+pub fn answer_all(
+    r: &mut Reconciler,
+    now: u64,
+    mut calls: Vec<OutgoingCall>,
+    answer: &mut dyn FnMut(&Reconciler, &OutgoingCall, u64) -> Option<CallResult>,
+) -> Vec<OutgoingCall> {
+    let mut left = Vec::new();
+    let mut answered = 0;
+    while let Some(call) = calls.pop() {
+        // A reconciler that answers every answer with another call would loop here forever.
+        answered += 1;
+        assert!(
+            answered < 1000,
+            "endless follow-up calls at {now}: {call:?}"
+        );
+        match answer(r, &call, now) {
+            Some(a) => calls.extend(r.on_response(call.id, a, now)),
+            None => left.push(call),
+        }
+    }
+    left
+}
+
+/// Ticks every 100 ms for `ms` from `*now` (exclusive; the last tick at or just past
+/// `*now + ms`), each tick's calls answered by [`answer_all`].
+pub fn run_for(
+    r: &mut Reconciler,
+    now: &mut u64,
+    ms: u64,
+    answer: &mut dyn FnMut(&Reconciler, &OutgoingCall, u64) -> Option<CallResult>,
+) {
+    let end = *now + ms;
+    while *now < end {
+        *now += 100;
+        let calls = r.tick(*now);
+        answer_all(r, *now, calls, answer);
+    }
+}
+
 /// Ticks every 100 ms from `*now` (exclusive) to `until` (inclusive), answering each call at
 /// once: drone's build lookups with `drone(number)`, its repository lookups with the repository,
-/// the pipeline with `pipeline(call)`.
+/// the pipeline with `pipeline(call)`; every call is logged.
 pub fn drive(
-    r: &mut status_sync::core::reconciler::Reconciler,
+    r: &mut Reconciler,
     now: &mut u64,
     until: u64,
     log: &mut Log,
     drone: &mut dyn FnMut(u64) -> CallResult,
     pipeline: &mut dyn FnMut(&OutgoingCall) -> CallResult,
 ) {
-    while *now + 100 <= until {
-        *now += 100;
-        let mut calls = r.tick(*now);
-        let mut answered = 0;
-        while let Some(call) = calls.pop() {
-            // A planner that answers every answer with another call would loop here forever.
-            answered += 1;
-            assert!(
-                answered < 1000,
-                "endless follow-up calls at {now}: {call:?}"
-            );
-            let answer = if is_drone(&call) {
-                match looked_up(&call) {
-                    Some(n) => {
-                        log.counter = log.counter.max(n);
-                        drone(n)
-                    }
-                    None => other_drone_call(r, &call, log, drone),
+    let ms = until.saturating_sub(*now) / 100 * 100;
+    run_for(r, now, ms, &mut |r, call, at| {
+        let answer = if is_drone(call) {
+            match looked_up(call) {
+                Some(n) => {
+                    log.counter = log.counter.max(n);
+                    drone(n)
                 }
-            } else {
-                pipeline(&call)
-            };
-            calls.extend(r.on_response(call.id, answer, *now));
-            log.calls.push((*now, call));
-        }
-    }
+                None => other_drone_call(r, call, log, drone),
+            }
+        } else {
+            pipeline(call)
+        };
+        log.calls.push((at, call.clone()));
+        Some(answer)
+    });
 }
 
 /// [`drive`] with drone answering every build lookup with (`status`, `version`) and the
