@@ -15,12 +15,13 @@
 
 use status_sync::core::config::Config;
 use status_sync::core::ledger::{Class, Entry};
-use status_sync::core::model::DeliveryOutcome::{self, Delivered, NotDelivered};
-use status_sync::core::model::{BuildKey, BuildStatus, ParsedWebhook, RepoRef};
-use status_sync::core::observation::Observation;
-use status_sync::core::reconciler::{CallResult, OutgoingCall, Reconciler};
+use status_sync::core::model::BuildKey;
+use status_sync::core::model::DeliveryOutcome::{Delivered, NotDelivered};
+use status_sync::core::reconciler::Reconciler;
 use status_sync::core::snapshot::{self, Record};
-use std::collections::BTreeMap;
+mod common;
+
+use common::world::*;
 
 /// 2026-01-01T00:00:00Z in ms: where the reconciler starts watching.
 const START: u64 = 1_767_225_600_000;
@@ -40,207 +41,23 @@ fn monitor(extra: &str) -> Config {
     ))
 }
 
-fn repo(id: u64) -> RepoRef {
-    let name = if id == 42 {
-        "hello-world".to_string()
-    } else {
-        format!("repo-{id}")
-    };
-    RepoRef {
-        id,
-        namespace: "octocat".into(),
-        name,
-    }
-}
-
-fn repo_json(id: u64, counter: u64) -> String {
-    let r = repo(id);
-    format!(
-        r#"{{"id":{id},"uid":"{id}","namespace":"{}","name":"{}","slug":"{}/{}","counter":{counter},"version":3,"archived":false}}"#,
-        r.namespace, r.name, r.namespace, r.name
-    )
-}
-
-fn hook(id: u64, number: u64, status: &str, version: u64) -> ParsedWebhook {
-    ParsedWebhook {
-        repo: repo(id),
-        number,
-        status: BuildStatus::parse(status),
-        version,
-        action: "updated".into(),
-        repo_json: Some(repo_json(id, 0)),
-        system_json: Some(r#"{"proto":"https","host":"drone.example.com"}"#.into()),
-    }
-}
-
 fn key(repo_id: u64, number: u64) -> BuildKey {
     BuildKey { repo_id, number }
 }
 
-/// One build in drone: status, version, `finished` (Unix s, 0 while open).
-#[derive(Clone)]
-struct Build {
-    status: String,
-    version: u64,
-    finished: u64,
+/// A reconciler that starts watching at [`START`], and drone on the same clock.
+fn sim(cfg: Config) -> Sim {
+    Sim::starting_at(cfg, START, START / 1000)
 }
 
-/// Drone: repositories `octocat/hello-world` (42) and `octocat/repo-<id>`, builds by (repo id,
-/// number); 404 for anything else. Answers build lookups with `finished` and `updated`.
-#[derive(Default)]
-struct Drone {
-    builds: BTreeMap<(u64, u64), Build>,
-    /// Answer build lookups of this repository id as if they were another's (a name that
-    /// moved to another repository).
-    renamed: BTreeMap<u64, u64>,
-    calls: Vec<String>,
+/// Drone's Unix seconds `ago_s` before the reconciler started.
+fn before_start(ago_s: u64) -> u64 {
+    START / 1000 - ago_s
 }
 
-impl Drone {
-    fn set(&mut self, id: u64, number: u64, status: &str, version: u64, finished: u64) {
-        let b = Build {
-            status: status.into(),
-            version,
-            finished,
-        };
-        self.builds.insert((id, number), b);
-    }
-
-    fn counter(&self, id: u64) -> u64 {
-        let last = self.builds.range((id, 0)..=(id, u64::MAX)).next_back();
-        last.map_or(0, |((_, n), _)| *n)
-    }
-
-    fn answer(&mut self, call: &OutgoingCall) -> CallResult {
-        let path = call.header(":path").unwrap().to_string();
-        self.calls.push(path.clone());
-        let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-        let id_of = |ns: &str, name: &str| -> Option<u64> {
-            (ns == "octocat").then_some(())?;
-            if name == "hello-world" {
-                return Some(42);
-            }
-            name.strip_prefix("repo-")?.parse().ok()
-        };
-        let answer = |status: u16, body: String| CallResult::Response {
-            status,
-            body: body.into_bytes(),
-        };
-        let not_found = || answer(404, r#"{"message":"Not Found"}"#.into());
-        match parts.as_slice() {
-            ["api", "repos", ns, name] => match id_of(ns, name) {
-                Some(id) => answer(200, repo_json(id, self.counter(id))),
-                None => not_found(),
-            },
-            ["api", "builds", "incomplete"] => answer(501, "{}".into()),
-            ["api", "repos", ns, name, "builds", n] => {
-                let (Some(id), Ok(n)) = (id_of(ns, name), n.parse::<u64>()) else {
-                    return not_found();
-                };
-                let Some(b) = self.builds.get(&(id, n)) else {
-                    return not_found();
-                };
-                let repo_id = self.renamed.get(&id).copied().unwrap_or(id);
-                let updated = if b.finished > 0 {
-                    b.finished
-                } else {
-                    START / 1000
-                };
-                answer(
-                    200,
-                    format!(
-                        "{{\"id\":{},\"repo_id\":{repo_id},\"number\":{n},\"status\":\"{}\",\"event\":\"push\",\"started\":1,\"finished\":{},\"created\":1,\"updated\":{updated},\"version\":{},\"stages\":[]}}\n",
-                        id * 10_000 + n,
-                        b.status,
-                        b.finished,
-                        b.version
-                    ),
-                )
-            }
-            _ => panic!("unexpected drone call {path}"),
-        }
-    }
-
-    fn build_lookups(&self, id: u64, number: u64) -> usize {
-        let path = format!("/api/repos/{}/{}/builds/{number}", "octocat", repo(id).name);
-        self.calls.iter().filter(|p| **p == path).count()
-    }
-}
-
-struct Sim {
-    r: Reconciler,
-    now: u64,
-    drone: Drone,
-    /// (repo id, number, status, version) of every re-delivery.
-    delivered: Vec<(u64, u64, String, u64)>,
-    /// Leave every call unanswered (drone and pipeline unreachable).
-    silent: bool,
-}
-
-impl Sim {
-    fn new(cfg: Config) -> Self {
-        Sim {
-            r: Reconciler::new(cfg, 7),
-            now: START,
-            drone: Drone::default(),
-            delivered: vec![],
-            silent: false,
-        }
-    }
-
-    /// Drone's Unix seconds `ago_s` before the reconciler started.
-    fn before_start(ago_s: u64) -> u64 {
-        START / 1000 - ago_s
-    }
-
-    /// Drone's Unix seconds now.
-    fn now_s(&self) -> u64 {
-        self.now / 1000
-    }
-
-    /// A webhook passed the filter now, signed by drone (`verified`) or not.
-    fn saw(&mut self, h: ParsedWebhook, outcome: DeliveryOutcome, verified: bool) {
-        let o = Observation {
-            webhook: h,
-            outcome,
-            verified,
-        };
-        self.r.observe(o, self.now);
-    }
-
-    fn run(&mut self, ms: u64) {
-        let end = self.now + ms;
-        while self.now < end {
-            self.now += 100;
-            let mut calls = self.r.tick(self.now);
-            if self.silent {
-                continue;
-            }
-            while let Some(call) = calls.pop() {
-                let answer = if call.cluster == "drone" {
-                    self.drone.answer(&call)
-                } else {
-                    let v: serde_json::Value = serde_json::from_slice(&call.body).unwrap();
-                    self.delivered.push((
-                        v["repo"]["id"].as_u64().unwrap(),
-                        v["build"]["number"].as_u64().unwrap(),
-                        v["build"]["status"].as_str().unwrap().into(),
-                        v["build"]["version"].as_u64().unwrap(),
-                    ));
-                    CallResult::Response {
-                        status: 200,
-                        body: vec![],
-                    }
-                };
-                calls.extend(self.r.on_response(call.id, answer, self.now));
-            }
-        }
-    }
-
-    fn numbers_delivered(&self, id: u64) -> Vec<u64> {
-        let of_repo = self.delivered.iter().filter(|d| d.0 == id);
-        of_repo.map(|d| d.1).collect()
-    }
+/// Drone's Unix seconds at `s`'s now.
+fn now_s(s: &Sim) -> u64 {
+    s.now / 1000
 }
 
 // ------------------------------------------------------------------ finding 1
@@ -251,14 +68,14 @@ impl Sim {
 /// alone.
 #[test]
 fn a_hint_naming_an_old_finished_build_reaches_that_build_alone() {
-    let mut s = Sim::new(monitor(""));
+    let mut s = sim(monitor(""));
     for n in 1..=100 {
         s.drone
-            .set(42, n, "success", 3, Sim::before_start(DAY_S - n * 60));
+            .set_finished(42, n, "success", 3, before_start(DAY_S - n * 60));
     }
-    s.drone.set(42, 101, "running", 2, 0);
-    s.saw(hook(42, 101, "running", 2), Delivered, true);
-    s.saw(hook(42, 50, "success", 3), Delivered, false);
+    s.drone.set_finished(42, 101, "running", 2, 0);
+    s.saw(hook_of(42, 101, "running", 2), Delivered, true);
+    s.saw(hook_of(42, 50, "success", 3), Delivered, false);
     s.run(60_000);
     assert_eq!(s.r.counters().builds_gap_filled, 0, "{:?}", s.r.counters());
     assert!(s.delivered.is_empty(), "re-delivered {:?}", s.delivered);
@@ -267,9 +84,9 @@ fn a_hint_naming_an_old_finished_build_reaches_that_build_alone() {
         assert_eq!(s.drone.build_lookups(42, n), 0, "{n}: {:?}", s.drone.calls);
     }
     // 101 is still followed: its lost final state is re-delivered.
-    s.drone.set(42, 101, "failure", 5, s.now_s());
+    s.drone.set_finished(42, 101, "failure", 5, now_s(&s));
     s.run(20_000);
-    assert_eq!(s.delivered, vec![(42, 101, "failure".to_string(), 5)]);
+    assert_eq!(s.transitions(), vec![(42, 101, "failure".to_string(), 5)]);
 }
 
 /// Finding 1, natively at 10 hints a second for a minute, each naming one of 100 old finished
@@ -278,23 +95,26 @@ fn a_hint_naming_an_old_finished_build_reaches_that_build_alone() {
 #[test]
 fn a_flood_of_hints_for_old_builds_delays_no_real_transition() {
     let delay = |flood: bool| {
-        let mut s = Sim::new(monitor(""));
+        let mut s = sim(monitor(""));
         for n in 1..=100 {
-            s.drone.set(42, n, "success", 3, Sim::before_start(DAY_S));
+            s.drone
+                .set_finished(42, n, "success", 3, before_start(DAY_S));
         }
-        s.drone.set(42, 101, "running", 2, 0);
-        s.saw(hook(42, 101, "running", 2), Delivered, true);
+        s.drone.set_finished(42, 101, "running", 2, 0);
+        s.saw(hook_of(42, 101, "running", 2), Delivered, true);
         let mut lost_at = None;
         for i in 0..600u64 {
             if flood {
-                s.saw(hook(42, 1 + i % 100, "success", 3), Delivered, false);
+                s.saw(hook_of(42, 1 + i % 100, "success", 3), Delivered, false);
             }
             if i == 100 {
-                s.drone.set(42, 101, "success", 3, s.now_s());
+                s.drone.set_finished(42, 101, "success", 3, now_s(&s));
                 lost_at = Some(s.now);
             }
             s.run(100);
-            if s.delivered.contains(&(42, 101, "success".to_string(), 3)) {
+            if s.transitions()
+                .contains(&(42, 101, "success".to_string(), 3))
+            {
                 break;
             }
         }
@@ -322,16 +142,17 @@ fn a_flood_of_hints_for_old_builds_delays_no_real_transition() {
 /// filling never goes below the lowest number seen as evidence).
 #[test]
 fn a_long_build_finishing_after_a_restart_fills_no_gap_below() {
-    let mut s = Sim::new(monitor(""));
+    let mut s = sim(monitor(""));
     for n in 51..=60 {
-        s.drone.set(42, n, "success", 3, Sim::before_start(3600));
+        s.drone
+            .set_finished(42, n, "success", 3, before_start(3600));
     }
-    s.drone.set(42, 50, "running", 2, 0);
-    s.drone.set(42, 61, "running", 2, 0);
-    s.saw(hook(42, 61, "running", 2), Delivered, true);
+    s.drone.set_finished(42, 50, "running", 2, 0);
+    s.drone.set_finished(42, 61, "running", 2, 0);
+    s.saw(hook_of(42, 61, "running", 2), Delivered, true);
     s.run(5_000);
-    s.drone.set(42, 50, "success", 5, s.now_s());
-    s.saw(hook(42, 50, "success", 5), Delivered, true);
+    s.drone.set_finished(42, 50, "success", 5, now_s(&s));
+    s.saw(hook_of(42, 50, "success", 5), Delivered, true);
     s.run(60_000);
     assert_eq!(s.r.counters().builds_gap_filled, 0);
     assert!(s.delivered.is_empty(), "re-delivered {:?}", s.delivered);
@@ -346,15 +167,17 @@ fn a_long_build_finishing_after_a_restart_fills_no_gap_below() {
 /// 64 is re-delivered; 62 and 63 are counted and forgotten.
 #[test]
 fn builds_that_finished_before_the_watch_began_are_never_redelivered() {
-    let mut s = Sim::new(monitor(""));
-    s.drone.set(42, 61, "running", 2, 0);
-    s.saw(hook(42, 61, "running", 2), Delivered, true);
-    s.drone.set(42, 62, "success", 3, Sim::before_start(3600));
-    s.drone.set(42, 63, "failure", 3, Sim::before_start(600));
+    let mut s = sim(monitor(""));
+    s.drone.set_finished(42, 61, "running", 2, 0);
+    s.saw(hook_of(42, 61, "running", 2), Delivered, true);
+    s.drone
+        .set_finished(42, 62, "success", 3, before_start(3600));
+    s.drone
+        .set_finished(42, 63, "failure", 3, before_start(600));
     s.run(2_000);
-    s.drone.set(42, 64, "success", 3, s.now_s());
-    s.drone.set(42, 65, "running", 2, 0);
-    s.saw(hook(42, 65, "running", 2), Delivered, true);
+    s.drone.set_finished(42, 64, "success", 3, now_s(&s));
+    s.drone.set_finished(42, 65, "running", 2, 0);
+    s.saw(hook_of(42, 65, "running", 2), Delivered, true);
     s.run(30_000);
     let c = s.r.counters();
     assert_eq!(c.builds_gap_filled + c.builds_discovered, 3, "{c:?}");
@@ -368,14 +191,14 @@ fn builds_that_finished_before_the_watch_began_are_never_redelivered() {
 /// is looked up and forgotten, a build that finished while watched is re-delivered.
 #[test]
 fn in_off_mode_a_hint_redelivers_only_what_finished_while_watched() {
-    let mut s = Sim::new(config(""));
+    let mut s = sim(config(""));
     s.drone
-        .set(42, 10, "success", 3, Sim::before_start(2 * DAY_S));
-    s.drone.set(42, 11, "running", 2, 0);
-    s.saw(hook(42, 11, "running", 2), Delivered, false);
+        .set_finished(42, 10, "success", 3, before_start(2 * DAY_S));
+    s.drone.set_finished(42, 11, "running", 2, 0);
+    s.saw(hook_of(42, 11, "running", 2), Delivered, false);
     s.run(3_000);
-    s.saw(hook(42, 10, "success", 3), NotDelivered, false);
-    s.drone.set(42, 11, "success", 3, s.now_s());
+    s.saw(hook_of(42, 10, "success", 3), NotDelivered, false);
+    s.drone.set_finished(42, 11, "success", 3, now_s(&s));
     s.run(30_000);
     assert_eq!(s.numbers_delivered(42), vec![11], "{:?}", s.delivered);
     assert_eq!(s.r.counters().builds_finished_unwatched, 1);
@@ -389,18 +212,19 @@ fn in_off_mode_a_hint_redelivers_only_what_finished_while_watched() {
 #[test]
 fn in_off_mode_drones_answers_to_hints_fill_the_gap_in_either_order() {
     for first in [1u64, 3] {
-        let mut s = Sim::new(config(""));
-        s.drone.set(42, 1, "running", 2, 0);
-        s.drone.set(42, 2, "declined", 2, s.now_s());
-        s.drone.set(42, 3, "running", 2, 0);
+        let mut s = sim(config(""));
+        s.drone.set_finished(42, 1, "running", 2, 0);
+        s.drone.set_finished(42, 2, "declined", 2, now_s(&s));
+        s.drone.set_finished(42, 3, "running", 2, 0);
         for n in [1u64, 3] {
             // NotDelivered: looked up at once; Delivered: after `stale_after_ms`.
             let outcome = if n == first { NotDelivered } else { Delivered };
-            s.saw(hook(42, n, "running", 2), outcome, false);
+            s.saw(hook_of(42, n, "running", 2), outcome, false);
         }
         s.run(30_000);
         assert!(
-            s.delivered.contains(&(42, 2, "declined".to_string(), 2)),
+            s.transitions()
+                .contains(&(42, 2, "declined".to_string(), 2)),
             "{first} first: {:?}",
             s.delivered
         );
@@ -414,13 +238,13 @@ fn in_off_mode_drones_answers_to_hints_fill_the_gap_in_either_order() {
 /// its lost final state is re-delivered.
 #[test]
 fn hints_never_push_out_the_confirmed_name_of_a_repository_with_an_open_build() {
-    let mut s = Sim::new(monitor(r#","max_repos":2"#));
-    s.drone.set(42, 5, "running", 2, 0);
-    s.saw(hook(42, 5, "running", 2), Delivered, true);
+    let mut s = sim(monitor(r#","max_repos":2"#));
+    s.drone.set_finished(42, 5, "running", 2, 0);
+    s.saw(hook_of(42, 5, "running", 2), Delivered, true);
     s.run(1_000);
     for id in 100..110 {
-        s.drone.set(id, 1, "running", 2, 0);
-        s.saw(hook(id, 1, "running", 2), Delivered, false);
+        s.drone.set_finished(id, 1, "running", 2, 0);
+        s.saw(hook_of(id, 1, "running", 2), Delivered, false);
         s.run(3_000);
     }
     assert!(
@@ -428,10 +252,10 @@ fn hints_never_push_out_the_confirmed_name_of_a_repository_with_an_open_build() 
         "drone confirmed the hints' names"
     );
     assert_eq!(s.r.repo_confirmed(42), Some(("octocat", "hello-world")));
-    s.drone.set(42, 5, "success", 3, s.now_s());
+    s.drone.set_finished(42, 5, "success", 3, now_s(&s));
     s.run(20_000);
     assert!(
-        s.delivered.contains(&(42, 5, "success".to_string(), 3)),
+        s.transitions().contains(&(42, 5, "success".to_string(), 3)),
         "{:?}",
         s.delivered
     );
@@ -444,10 +268,10 @@ fn hints_never_push_out_the_confirmed_name_of_a_repository_with_an_open_build() 
 /// counted as a failed call.
 #[test]
 fn a_build_answer_for_another_repository_is_refused() {
-    let mut s = Sim::new(monitor(""));
-    s.drone.set(42, 5, "success", 3, 0);
+    let mut s = sim(monitor(""));
+    s.drone.set_finished(42, 5, "success", 3, 0);
     s.drone.renamed.insert(42, 43);
-    s.saw(hook(42, 5, "running", 2), NotDelivered, true);
+    s.saw(hook_of(42, 5, "running", 2), NotDelivered, true);
     s.run(5_000);
     assert!(s.delivered.is_empty(), "{:?}", s.delivered);
     assert!(s.r.ledger().contains(&key(42, 5)));
@@ -463,7 +287,7 @@ fn a_hint_only_snapshot_record_never_confirms_a_name() {
     let record = |id: u64, name: &str, class: Class| {
         let mut e = Entry::new(START - 10_000, class);
         e.next_due_ms = START;
-        let mut repo = repo(id);
+        let mut repo = repo_of(id);
         repo.name = name.into();
         Record {
             repo,
@@ -500,19 +324,19 @@ fn a_hint_only_snapshot_record_never_confirms_a_name() {
 /// known-missing transition, and an unverified one it took recovers none.
 #[test]
 fn unverified_webhooks_never_move_the_slo_gauges() {
-    let mut s = Sim::new(monitor(""));
+    let mut s = sim(monitor(""));
     s.silent = true;
-    s.saw(hook(42, 5, "running", 2), NotDelivered, false);
+    s.saw(hook_of(42, 5, "running", 2), NotDelivered, false);
     s.run(10_000);
     s.r.sample_slo(s.now);
     assert_eq!(s.r.counters().transitions_lost, 0);
     assert_eq!(s.r.counters().oldest_undelivered_seconds, 0);
 
-    let mut s = Sim::new(monitor(""));
+    let mut s = sim(monitor(""));
     s.silent = true;
-    s.saw(hook(42, 6, "running", 2), NotDelivered, true);
+    s.saw(hook_of(42, 6, "running", 2), NotDelivered, true);
     s.run(1_000);
-    s.saw(hook(42, 6, "success", 3), Delivered, false);
+    s.saw(hook_of(42, 6, "success", 3), Delivered, false);
     s.run(10_000);
     s.r.sample_slo(s.now);
     assert_eq!(s.r.counters().transitions_lost, 1);
@@ -525,19 +349,19 @@ fn unverified_webhooks_never_move_the_slo_gauges() {
 /// evidence show later; it is not looked up again nor re-delivered twice.
 #[test]
 fn gap_filling_never_tracks_a_finished_build_again() {
-    let mut s = Sim::new(monitor(""));
-    s.drone.set(42, 1, "running", 2, 0);
-    s.saw(hook(42, 1, "running", 2), Delivered, true);
-    s.drone.set(42, 5, "success", 3, s.now_s());
-    s.saw(hook(42, 5, "running", 2), NotDelivered, false);
+    let mut s = sim(monitor(""));
+    s.drone.set_finished(42, 1, "running", 2, 0);
+    s.saw(hook_of(42, 1, "running", 2), Delivered, true);
+    s.drone.set_finished(42, 5, "success", 3, now_s(&s));
+    s.saw(hook_of(42, 5, "running", 2), NotDelivered, false);
     s.run(5_000);
     assert_eq!(s.numbers_delivered(42), vec![5]);
     let lookups = s.drone.build_lookups(42, 5);
     for n in 2..=4 {
-        s.drone.set(42, n, "running", 2, 0);
+        s.drone.set_finished(42, n, "running", 2, 0);
     }
-    s.drone.set(42, 7, "running", 2, 0);
-    s.saw(hook(42, 7, "running", 2), Delivered, true);
+    s.drone.set_finished(42, 7, "running", 2, 0);
+    s.saw(hook_of(42, 7, "running", 2), Delivered, true);
     let c = s.r.counters();
     assert_eq!(
         c.builds_gap_filled + c.builds_discovered,

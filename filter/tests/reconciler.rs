@@ -661,7 +661,10 @@ fn watermarks_survive_a_leader_change() {
         &mut pipeline_ok,
     );
     assert!(
-        next.w.delivered.iter().any(|d| d.0 == 2 && d.1 == "declined"),
+        next.w
+            .delivered
+            .iter()
+            .any(|d| d.0 == 2 && d.1 == "declined"),
         "{:?}",
         next.w.delivered
     );

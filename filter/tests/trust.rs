@@ -13,10 +13,12 @@
 use status_sync::core::config::Config;
 use status_sync::core::ledger::Class;
 use status_sync::core::model::DeliveryOutcome::{self, Delivered, NotDelivered, Refused};
-use status_sync::core::model::{BuildStatus, ParsedWebhook, RepoRef};
+use status_sync::core::model::ParsedWebhook;
 use status_sync::core::observation::Observation;
-use status_sync::core::reconciler::{CallResult, OutgoingCall, Reconciler};
-use std::collections::BTreeMap;
+use status_sync::core::reconciler::CallResult;
+mod common;
+
+use common::world::*;
 
 const TOKEN: &str = "t0k3n-secret-value";
 const SECRET: &str = "s3cret-webhook-key";
@@ -26,43 +28,6 @@ fn config(extra: &str) -> Config {
         r#"{{"pipeline_cluster":"pipeline","drone_cluster":"drone","drone_token":"{TOKEN}","tick_ms":100,"stale_after_ms":1000,"max_poll_interval_ms":8000,"circuit_open_ms":2000{extra}}}"#
     );
     Config::parse(json.as_bytes(), &|_| None).unwrap()
-}
-
-/// Drone's repository object for `octocat/repo-<id>` (id 42 is `octocat/hello-world`).
-fn repo_json(id: u64) -> String {
-    repo_json_counter(id, 0)
-}
-
-fn repo_json_counter(id: u64, counter: u64) -> String {
-    let (ns, name) = names(id);
-    format!(
-        r#"{{"id":{id},"uid":"{id}","namespace":"{ns}","name":"{name}","slug":"{ns}/{name}","counter":{counter},"version":3,"archived":false}}"#
-    )
-}
-
-fn names(id: u64) -> (String, String) {
-    if id == 42 {
-        ("octocat".into(), "hello-world".into())
-    } else {
-        ("octocat".into(), format!("repo-{id}"))
-    }
-}
-
-fn hook(id: u64, number: u64, status: &str, version: u64) -> ParsedWebhook {
-    let (namespace, name) = names(id);
-    ParsedWebhook {
-        repo: RepoRef {
-            id,
-            namespace,
-            name,
-        },
-        number,
-        status: BuildStatus::parse(status),
-        version,
-        action: "updated".into(),
-        repo_json: Some(repo_json(id)),
-        system_json: Some(r#"{"proto":"https","host":"drone.example.com"}"#.into()),
-    }
 }
 
 fn seen(webhook: ParsedWebhook, outcome: DeliveryOutcome, verified: bool) -> Observation {
@@ -89,7 +54,7 @@ fn forged_as(
 
 /// What an attacker who can reach the pipeline sends: its own names, labels and `system`.
 fn forged(id: u64, number: u64, status: &str, version: u64) -> ParsedWebhook {
-    let mut h = hook(id, number, status, version);
+    let mut h = hook_of(id, number, status, version);
     h.repo.namespace = "..".into();
     h.repo.name = "..".into();
     h.repo_json = Some(format!(
@@ -100,214 +65,18 @@ fn forged(id: u64, number: u64, status: &str, version: u64) -> ParsedWebhook {
     h
 }
 
-/// Drone: repositories by name, builds by (repo id, number).
-#[derive(Default)]
-struct Drone {
-    builds: BTreeMap<(u64, u64), (String, u64)>,
-    /// Answer every build lookup of this repository id with this status (e.g. 503, 403).
-    fail: BTreeMap<u64, u16>,
-    /// Numbers allocated beyond the builds written (`repos.Increment` before the row).
-    allocated: BTreeMap<u64, u64>,
-    /// `GET /api/builds/incomplete`: `None` answers 501 (drone's OSS build).
-    incomplete: Option<Vec<(u64, u64)>>,
-    /// Every call answered 503.
-    down: bool,
-    calls: Vec<String>,
+/// A reconciler, and drone holding it to the token of [`config`].
+fn sim(cfg: Config) -> Sim {
+    let mut s = Sim::new(cfg);
+    s.drone.token = Some(TOKEN);
+    s
 }
 
-impl Drone {
-    fn set(&mut self, id: u64, number: u64, status: &str, version: u64) {
-        self.builds.insert((id, number), (status.into(), version));
-    }
-
-    /// The repository's `counter`: the last number allocated.
-    fn counter(&self, id: u64) -> u64 {
-        // Builds are ordered by (repository, number): the last of the repository's range.
-        let written = self.builds.range((id, 0)..=(id, u64::MAX)).next_back();
-        written
-            .map_or(0, |((_, n), _)| *n)
-            .max(self.allocated.get(&id).copied().unwrap_or(0))
-    }
-
-    fn answer(&mut self, call: &OutgoingCall) -> CallResult {
-        let path = call.header(":path").unwrap().to_string();
-        assert_eq!(
-            call.header("authorization"),
-            Some(format!("Bearer {TOKEN}").as_str())
-        );
-        self.calls.push(path.clone());
-        if self.down {
-            return CallResult::Response {
-                status: 503,
-                body: b"upstream unavailable".to_vec(),
-            };
-        }
-        let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-        let repo_id = |ns: &str, name: &str| {
-            (ns == "octocat").then_some(())?;
-            if name == "hello-world" {
-                return Some(42);
-            }
-            name.strip_prefix("repo-")?.parse::<u64>().ok()
-        };
-        let status = |code: u16, body: &str| CallResult::Response {
-            status: code,
-            body: body.as_bytes().to_vec(),
-        };
-        match parts.as_slice() {
-            ["api", "repos", ns, name] => match repo_id(ns, name) {
-                Some(id) => status(200, &repo_json_counter(id, self.counter(id))),
-                None => status(404, r#"{"message":"Not Found"}"#),
-            },
-            ["api", "builds", "incomplete"] => match &self.incomplete {
-                None => status(501, r#"{"message":"Not Implemented"}"#),
-                Some(list) => {
-                    let items: Vec<String> = list
-                        .iter()
-                        .map(|(id, n)| {
-                            let repo = repo_json_counter(*id, self.counter(*id));
-                            let (s, v) = self.builds.get(&(*id, *n)).cloned().unwrap();
-                            format!(
-                                "{},\"build\":{{\"id\":1,\"repo_id\":{id},\"number\":{n},\"status\":\"{s}\",\"version\":{v}}}}}",
-                                repo.trim_end_matches('}')
-                            )
-                        })
-                        .collect();
-                    status(200, &format!("[{}]\n", items.join(",")))
-                }
-            },
-            ["api", "repos", ns, name, "builds", n] => {
-                let Some(id) = repo_id(ns, name) else {
-                    return status(404, r#"{"message":"Not Found"}"#);
-                };
-                if let Some(code) = self.fail.get(&id) {
-                    return status(*code, r#"{"message":"nope"}"#);
-                }
-                let Ok(n) = n.parse::<i64>() else {
-                    return status(400, r#"{"message":"strconv.ParseInt: invalid syntax"}"#);
-                };
-                match self.builds.get(&(id, n as u64)) {
-                    Some((s, v)) => status(
-                        200,
-                        &format!(
-                            "{{\"id\":{},\"repo_id\":{id},\"number\":{n},\"status\":\"{s}\",\"event\":\"push\",\"version\":{v},\"stages\":[]}}\n",
-                            id * 10_000 + n as u64
-                        ),
-                    ),
-                    None => status(404, r#"{"message":"sql: no rows in result set"}"#),
-                }
-            }
-            _ => panic!("unexpected drone call {path}"),
-        }
-    }
-}
-
-/// A delivery the pipeline received from the reconciler.
-#[derive(Debug, Clone)]
-struct Delivery {
-    repo: u64,
-    number: u64,
-    status: String,
-    version: u64,
-    body: String,
-    signed: bool,
-}
-
-struct Sim {
-    r: Reconciler,
-    now: u64,
-    drone: Drone,
-    delivered: Vec<Delivery>,
-}
-
-impl Sim {
-    fn new(cfg: Config) -> Self {
-        Sim {
-            r: Reconciler::new(cfg, 7),
-            now: 1_000_000,
-            drone: Drone::default(),
-            delivered: vec![],
-        }
-    }
-
-    fn observe(&mut self, o: Observation) {
-        self.r.observe(o, self.now);
-    }
-
-    /// Drone has build `number` of repository `id` at (`status`, `version`), and its webhook
-    /// reached the pipeline (`verified` by drone's signature or not).
-    fn announced(&mut self, id: u64, number: u64, status: &str, version: u64, verified: bool) {
-        self.drone.set(id, number, status, version);
-        self.saw(hook(id, number, status, version), Delivered, verified);
-    }
-
-    /// Webhook `h` passed the filter now, `verified` by drone's signature or not, and the
-    /// pipeline answered it with `outcome`.
-    fn saw(&mut self, h: ParsedWebhook, outcome: DeliveryOutcome, verified: bool) {
-        self.observe(seen(h, outcome, verified));
-    }
-
-    fn run(&mut self, ms: u64) {
-        let end = self.now + ms;
-        while self.now < end {
-            self.now += 100;
-            let mut calls = self.r.tick(self.now);
-            while let Some(call) = calls.pop() {
-                let answer = if call.cluster == "drone" {
-                    self.drone.answer(&call)
-                } else {
-                    let v: serde_json::Value = serde_json::from_slice(&call.body).unwrap();
-                    self.delivered.push(Delivery {
-                        repo: v["repo"]["id"].as_u64().unwrap(),
-                        number: v["build"]["number"].as_u64().unwrap(),
-                        status: v["build"]["status"].as_str().unwrap().into(),
-                        version: v["build"]["version"].as_u64().unwrap(),
-                        body: String::from_utf8(call.body.clone()).unwrap(),
-                        signed: call.header("signature").is_some(),
-                    });
-                    CallResult::Response {
-                        status: 200,
-                        body: vec![],
-                    }
-                };
-                calls.extend(self.r.on_response(call.id, answer, self.now));
-            }
-        }
-    }
-
-    /// Advances `ms` and ticks once: the one call the reconciler makes.
-    fn next_call(&mut self, ms: u64) -> OutgoingCall {
-        self.now += ms;
-        self.r.tick(self.now).pop().expect("a call")
-    }
-
-    /// Advances `ms`, ticks once and returns the call made to `path`.
-    fn call_to(&mut self, ms: u64, path: &str) -> OutgoingCall {
-        self.now += ms;
-        let calls = self.r.tick(self.now);
-        let call = calls.into_iter().find(|c| c.header(":path") == Some(path));
-        call.unwrap_or_else(|| panic!("no call to {path}"))
-    }
-
-    /// Drone answers `call`; the answer asks for no further call.
-    fn answer_from_drone(&mut self, call: &OutgoingCall) {
-        let answer = self.drone.answer(call);
-        assert!(self.r.on_response(call.id, answer, self.now).is_empty());
-    }
-
-    /// (status, version) of every delivery to the pipeline, in order.
-    fn states(&self) -> Vec<(String, u64)> {
-        let states = self.delivered.iter().map(|d| (d.status.clone(), d.version));
-        states.collect()
-    }
-
-    fn build_calls(&self) -> Vec<&String> {
-        self.drone
-            .calls
-            .iter()
-            .filter(|p| p.starts_with("/api/repos/") && p.contains("/builds/"))
-            .collect()
-    }
+/// Drone has build `number` of repository `id` at (`status`, `version`), and its webhook
+/// reached the pipeline (`verified` by drone's signature or not).
+fn announced(s: &mut Sim, id: u64, number: u64, status: &str, version: u64, verified: bool) {
+    s.drone.set(id, number, status, version);
+    s.saw(hook_of(id, number, status, version), Delivered, verified);
 }
 
 /// Attack 3: an unsigned webhook with a real `repo.id` and the names `..`/`..` and its own
@@ -316,11 +85,11 @@ impl Sim {
 #[test]
 fn attack3_forged_names_never_steer_lookups_or_redeliveries() {
     for attacker_first in [true, false] {
-        let mut s = Sim::new(config(&format!(
+        let mut s = sim(config(&format!(
             r#","webhook_secret":"{SECRET}","signature_mode":"monitor""#
         )));
         s.drone.set(42, 5, "running", 2);
-        let genuine = seen(hook(42, 5, "running", 2), Delivered, false);
+        let genuine = seen(hook_of(42, 5, "running", 2), Delivered, false);
         let evil = seen(forged(42, 5, "success", 9), Delivered, false);
         if attacker_first {
             s.observe(evil.clone());
@@ -340,7 +109,8 @@ fn attack3_forged_names_never_steer_lookups_or_redeliveries() {
         }
         s.run(20_000);
         assert!(
-            s.build_calls()
+            s.drone
+                .build_calls()
                 .iter()
                 .all(|p| p.starts_with("/api/repos/octocat/hello-world/builds/")),
             "build lookups only under drone's name: {:?}",
@@ -376,10 +146,10 @@ fn attack3_forged_names_never_steer_lookups_or_redeliveries() {
 /// `system`; a later unverified one cannot rename it or replace either object.
 #[test]
 fn attack3_hints_never_rename_or_replace_evidence() {
-    let mut s = Sim::new(config(&format!(
+    let mut s = sim(config(&format!(
         r#","webhook_secret":"{SECRET}","signature_mode":"monitor""#
     )));
-    s.announced(42, 5, "running", 2, true);
+    announced(&mut s, 42, 5, "running", 2, true);
     s.saw(forged(42, 5, "running", 2), NotDelivered, false);
     s.drone.set(42, 5, "failure", 3);
     s.run(20_000);
@@ -389,6 +159,7 @@ fn attack3_hints_never_rename_or_replace_evidence() {
     assert!(body.contains(r#""system":{"proto":"https","host":"drone.example.com"}"#));
     assert!(!body.contains("evil") && !body.contains(".."), "{body}");
     assert!(s
+        .drone
         .build_calls()
         .iter()
         .all(|p| p.starts_with("/api/repos/octocat/hello-world/")));
@@ -401,9 +172,9 @@ fn attack3_hints_never_rename_or_replace_evidence() {
 fn attack4_forged_terminal_or_huge_version_never_settles() {
     let max = i64::MAX as u64;
     // (a) forged final first, on a build the filter did not track yet.
-    let mut s = Sim::new(config(""));
+    let mut s = sim(config(""));
     s.drone.set(42, 7, "running", 2);
-    s.saw(hook(42, 7, "success", max), Refused, false);
+    s.saw(hook_of(42, 7, "success", max), Refused, false);
     assert_eq!(s.r.ledger().len(), 1, "a hint never tombstones");
     s.run(3000);
     s.drone.set(42, 7, "success", 6);
@@ -417,9 +188,9 @@ fn attack4_forged_terminal_or_huge_version_never_settles() {
     );
 
     // (b) forged `running` at the top version on a build drone already backs.
-    let mut s = Sim::new(config(""));
-    s.announced(42, 8, "running", 2, true);
-    s.saw(hook(42, 8, "running", max), Delivered, false);
+    let mut s = sim(config(""));
+    announced(&mut s, 42, 8, "running", 2, true);
+    s.saw(hook_of(42, 8, "running", max), Delivered, false);
     s.drone.set(42, 8, "success", 6);
     s.run(30_000);
     let got = s.states();
@@ -427,8 +198,8 @@ fn attack4_forged_terminal_or_huge_version_never_settles() {
     assert!(s.r.counters().hints_refuted >= 1);
 
     // (c) beyond int64: not drone's, not even a hint.
-    let mut s = Sim::new(config(""));
-    s.saw(hook(42, 9, "success", u64::MAX), Delivered, false);
+    let mut s = sim(config(""));
+    s.saw(hook_of(42, 9, "success", u64::MAX), Delivered, false);
     assert_eq!(s.r.ledger().len(), 0);
     assert_eq!(s.r.counters().observations_invalid, 1);
 }
@@ -437,18 +208,26 @@ fn attack4_forged_terminal_or_huge_version_never_settles() {
 /// the circuit: other builds are still looked up and delivered. 5xx still open it.
 #[test]
 fn attack5_answers_about_one_build_never_open_the_circuit() {
-    let mut s = Sim::new(config(r#","circuit_failure_threshold":3"#));
-    s.announced(42, 1, "running", 2, true);
+    let mut s = sim(config(r#","circuit_failure_threshold":3"#));
+    announced(&mut s, 42, 1, "running", 2, true);
     // Numbers beyond int64 are refused before they reach the ledger; numbers drone does not
     // have are looked up once and forgotten.
     for i in 0..5u64 {
-        s.saw(hook(42, (1 << 63) + i, "running", 1), NotDelivered, false);
-        s.saw(hook(42, 1_000_000 + i, "running", 1), NotDelivered, false);
+        s.saw(
+            hook_of(42, (1 << 63) + i, "running", 1),
+            NotDelivered,
+            false,
+        );
+        s.saw(
+            hook_of(42, 1_000_000 + i, "running", 1),
+            NotDelivered,
+            false,
+        );
     }
     // A repository whose builds drone refuses to show (403) backs off alone.
     s.drone.set(7, 1, "running", 2);
     s.drone.fail.insert(7, 403);
-    s.saw(hook(7, 1, "running", 2), NotDelivered, true);
+    s.saw(hook_of(7, 1, "running", 2), NotDelivered, true);
     s.run(5000);
     s.drone.set(42, 1, "success", 3);
     s.run(10_000);
@@ -479,20 +258,20 @@ fn key(repo_id: u64, number: u64) -> status_sync::core::model::BuildKey {
 /// gaps and never raise the watermarks; real gaps are still filled afterwards.
 #[test]
 fn attack6_hints_have_their_own_share_and_never_move_watermarks() {
-    let mut s = Sim::new(config(r#","max_tracked_builds":1000"#));
+    let mut s = sim(config(r#","max_tracked_builds":1000"#));
     for n in 1..=600 {
-        s.announced(42, n, "running", 2, true);
+        announced(&mut s, 42, n, "running", 2, true);
     }
     let marks_before = s.r.take_watermarks();
     assert!(marks_before.is_some());
     for i in 0..600u64 {
         s.saw(
-            hook(42, 101 + 1000 * (i + 1), "running", 1),
+            hook_of(42, 101 + 1000 * (i + 1), "running", 1),
             Delivered,
             false,
         );
     }
-    s.saw(hook(42, (1 << 63) - 1, "running", 1), Delivered, false);
+    s.saw(hook_of(42, (1 << 63) - 1, "running", 1), Delivered, false);
     let ledger = s.r.ledger();
     assert_eq!(
         ledger.count(Class::Backed),
@@ -508,7 +287,7 @@ fn attack6_hints_have_their_own_share_and_never_move_watermarks() {
     // Drone refutes the forged builds; a real gap (603 after 600) is still filled.
     s.drone.set(42, 601, "declined", 2);
     s.drone.set(42, 602, "success", 3);
-    s.announced(42, 603, "pending", 1, true);
+    announced(&mut s, 42, 603, "pending", 1, true);
     assert_eq!(s.r.counters().builds_gap_filled, 2);
     s.run(120_000);
     assert!(s.r.counters().hints_refuted >= 250, "{:?}", s.r.counters());
@@ -527,10 +306,10 @@ fn attack6_hints_have_their_own_share_and_never_move_watermarks() {
 /// Gap-filled (inferred) builds have their own share too and cannot evict backed builds.
 #[test]
 fn inferred_builds_cannot_evict_backed_ones() {
-    let mut s = Sim::new(config(r#","max_tracked_builds":40,"max_gap_fill":1000"#));
-    s.saw(hook(42, 1, "running", 2), Delivered, true);
+    let mut s = sim(config(r#","max_tracked_builds":40,"max_gap_fill":1000"#));
+    s.saw(hook_of(42, 1, "running", 2), Delivered, true);
     for n in 2..=30 {
-        s.saw(hook(42, n * 100, "running", 2), Delivered, true);
+        s.saw(hook_of(42, n * 100, "running", 2), Delivered, true);
     }
     let ledger = s.r.ledger();
     assert_eq!(ledger.count(Class::Backed), 30);
@@ -546,16 +325,16 @@ fn inferred_builds_cannot_evict_backed_ones() {
 /// converges to drone's state without a single re-delivery of what the pipeline had.
 #[test]
 fn off_mode_settles_on_drones_confirmation() {
-    let mut s = Sim::new(config(""));
+    let mut s = sim(config(""));
     for n in 1..=20u64 {
-        s.announced(42, n, "pending", 1, false);
+        announced(&mut s, 42, n, "pending", 1, false);
     }
     s.run(3000);
     for n in 1..=20u64 {
         s.drone.set(42, n, "success", 3);
         // Every other final webhook is lost.
         if n % 2 == 0 {
-            s.saw(hook(42, n, "success", 3), Delivered, false);
+            s.saw(hook_of(42, n, "success", 3), Delivered, false);
         }
     }
     s.run(60_000);
@@ -575,15 +354,15 @@ fn off_mode_settles_on_drones_confirmation() {
 /// not contradicted at once: the build is asked about again, and nothing older is delivered.
 #[test]
 fn a_claim_racing_the_lookup_is_asked_about_again() {
-    let mut s = Sim::new(config(""));
+    let mut s = sim(config(""));
     s.drone.set(42, 3, "running", 2);
-    s.saw(hook(42, 3, "running", 1), Delivered, false);
+    s.saw(hook_of(42, 3, "running", 1), Delivered, false);
     // The repository's confirmation first.
     let confirm = s.call_to(1500, "/api/repos/octocat/hello-world");
     s.answer_from_drone(&confirm);
     let call = s.call_to(1500, "/api/repos/octocat/hello-world/builds/3");
     let stale = s.drone.answer(&call); // running v2
-    s.announced(42, 3, "success", 3, false);
+    announced(&mut s, 42, 3, "success", 3, false);
     assert!(
         s.r.on_response(call.id, stale, s.now).is_empty(),
         "v2 not delivered over the claim"
@@ -598,11 +377,11 @@ fn a_claim_racing_the_lookup_is_asked_about_again() {
 /// re-delivered even though the forgery guessed it (version and status) exactly.
 #[test]
 fn a_refused_forgery_is_no_claim_and_settles_nothing() {
-    let mut s = Sim::new(config(""));
-    s.announced(42, 7, "running", 2, true);
+    let mut s = sim(config(""));
+    announced(&mut s, 42, 7, "running", 2, true);
     // The genuine `failure v5` is lost; a forged one, unsigned, is answered 401.
     s.drone.set(42, 7, "failure", 5);
-    s.saw(hook(42, 7, "failure", 5), Refused, false);
+    s.saw(hook_of(42, 7, "failure", 5), Refused, false);
     s.run(60_000);
     assert_eq!(s.states(), vec![("failure".to_string(), 5)]);
     assert_eq!(s.r.ledger().len(), 0, "delivered, then finished");
@@ -612,10 +391,10 @@ fn a_refused_forgery_is_no_claim_and_settles_nothing() {
 /// the pipeline took does not settle drone's `failure v5` (pins the status half of the match).
 #[test]
 fn a_claim_with_drones_version_but_another_status_settles_nothing() {
-    let mut s = Sim::new(config(""));
-    s.announced(42, 8, "running", 2, true);
+    let mut s = sim(config(""));
+    announced(&mut s, 42, 8, "running", 2, true);
     s.drone.set(42, 8, "failure", 5);
-    s.saw(hook(42, 8, "success", 5), Delivered, false);
+    s.saw(hook_of(42, 8, "success", 5), Delivered, false);
     s.run(60_000);
     assert_eq!(s.states(), vec![("failure".to_string(), 5)]);
 }
@@ -624,8 +403,8 @@ fn a_claim_with_drones_version_but_another_status_settles_nothing() {
 /// once; at the second lookup drone's state is delivered, however many claims keep racing.
 #[test]
 fn forged_claims_racing_every_lookup_defer_a_redelivery_once() {
-    let mut s = Sim::new(config(""));
-    s.announced(42, 3, "running", 1, true);
+    let mut s = sim(config(""));
+    announced(&mut s, 42, 3, "running", 1, true);
     s.drone.set(42, 3, "success", 4); // its webhook lost
     let path = "/api/repos/octocat/hello-world/builds/3";
     let end = s.now + 60_000;
@@ -652,7 +431,7 @@ fn forged_claims_racing_every_lookup_defer_a_redelivery_once() {
         };
         lookups += 1;
         // A forged claim above drone's state arrives while the lookup is on its way.
-        s.saw(hook(42, 3, "success", forged_version), Delivered, false);
+        s.saw(hook_of(42, 3, "success", forged_version), Delivered, false);
         let answer = s.drone.answer(&call);
         for c in s.r.on_response(call.id, answer, s.now) {
             if c.cluster == "pipeline" {
@@ -673,10 +452,10 @@ fn forged_claims_racing_every_lookup_defer_a_redelivery_once() {
 /// Attack 8: the bearer token and the webhook signature never appear in `Debug`.
 #[test]
 fn outgoing_call_debug_redacts_secrets() {
-    let mut s = Sim::new(config(&format!(
+    let mut s = sim(config(&format!(
         r#","webhook_secret":"{SECRET}","signature_mode":"enforce""#
     )));
-    s.saw(hook(42, 5, "running", 2), NotDelivered, true);
+    s.saw(hook_of(42, 5, "running", 2), NotDelivered, true);
     let lookup = s.r.tick(s.now).pop().unwrap();
     let shown = format!("{lookup:?} {lookup:#?}");
     assert!(!shown.contains(TOKEN), "{shown}");
@@ -701,7 +480,7 @@ fn outgoing_call_debug_redacts_secrets() {
 /// is being confirmed (drone is asked `path`) when the genuine webhook comes; drone refutes the
 /// forged name, the genuine one is confirmed next, and drone's final state is delivered.
 fn forged_name_first_then_the_real_one(namespace: &str, name: &str, path: &str) -> Sim {
-    let mut s = Sim::new(config(""));
+    let mut s = sim(config(""));
     s.drone.set(42, 5, "running", 2);
     s.saw(
         forged_as(namespace, name, 5, "running", 2),
@@ -710,7 +489,7 @@ fn forged_name_first_then_the_real_one(namespace: &str, name: &str, path: &str) 
     );
     let confirm = s.next_call(100);
     assert_eq!(confirm.header(":path"), Some(path));
-    s.saw(hook(42, 5, "running", 2), Delivered, false);
+    s.saw(hook_of(42, 5, "running", 2), Delivered, false);
     s.answer_from_drone(&confirm);
     s.drone.set(42, 5, "success", 3);
     s.run(20_000);
@@ -736,8 +515,8 @@ fn attack3_a_forged_name_sent_first_cannot_shut_out_the_real_one() {
 #[test]
 fn discovery_finds_the_newest_builds_whose_every_webhook_was_lost() {
     for verified in [true, false] {
-        let mut s = Sim::new(config(""));
-        s.announced(42, 1, "success", 3, verified);
+        let mut s = sim(config(""));
+        announced(&mut s, 42, 1, "success", 3, verified);
         s.run(5000);
         let t = s.now;
         s.drone.set(42, 2, "declined", 2);
@@ -762,10 +541,10 @@ fn discovery_finds_the_newest_builds_whose_every_webhook_was_lost() {
 /// final for an inferred build: it is looked up again and delivered.
 #[test]
 fn build_announced_before_the_one_below_exists_is_not_lost() {
-    let mut s = Sim::new(config(""));
-    s.announced(42, 1, "success", 3, true);
+    let mut s = sim(config(""));
+    announced(&mut s, 42, 1, "success", 3, true);
     s.drone.allocated.insert(42, 3);
-    s.announced(42, 3, "pending", 1, true);
+    announced(&mut s, 42, 3, "pending", 1, true);
     s.run(2500);
     assert!(
         s.drone.calls.iter().any(|p| p.ends_with("/builds/2")),
@@ -790,8 +569,8 @@ fn build_announced_before_the_one_below_exists_is_not_lost() {
 /// `max_build_age_ms` of silence.
 #[test]
 fn discovery_follows_activity_and_stops_when_quiet() {
-    let mut s = Sim::new(config(r#","max_build_age_ms":120000"#));
-    s.announced(42, 1, "success", 3, true);
+    let mut s = sim(config(r#","max_build_age_ms":120000"#));
+    announced(&mut s, 42, 1, "success", 3, true);
     let repo_calls = |s: &Sim| {
         s.drone
             .calls
@@ -815,7 +594,7 @@ fn discovery_follows_activity_and_stops_when_quiet() {
         "silent longer than max_build_age_ms: no more looks"
     );
     // A new build wakes it up.
-    s.announced(42, 2, "running", 2, true);
+    announced(&mut s, 42, 2, "running", 2, true);
     s.drone.set(42, 3, "success", 3);
     s.run(5_000);
     assert!(
@@ -830,7 +609,7 @@ fn discovery_follows_activity_and_stops_when_quiet() {
 /// once, then never again.
 #[test]
 fn incomplete_builds_reveal_repositories_never_seen() {
-    let mut s = Sim::new(config(""));
+    let mut s = sim(config(""));
     s.drone.set(7, 4, "running", 2);
     s.drone.incomplete = Some(vec![(7, 4)]);
     s.run(3000);
@@ -845,7 +624,7 @@ fn incomplete_builds_reveal_repositories_never_seen() {
     );
     assert_eq!(s.r.repo_confirmed(7), Some(("octocat", "repo-7")));
 
-    let mut s = Sim::new(config(""));
+    let mut s = sim(config(""));
     s.run(60_000);
     let asked = |s: &Sim| {
         s.drone
@@ -862,10 +641,10 @@ fn incomplete_builds_reveal_repositories_never_seen() {
 /// the one drone would send (proto, host, link); a verified webhook's own takes precedence.
 #[test]
 fn system_object_from_evidence_or_the_configured_server() {
-    let mut s = Sim::new(config(r#","drone_server_url":"https://Drone.Example.com""#));
+    let mut s = sim(config(r#","drone_server_url":"https://Drone.Example.com""#));
     s.drone.set(42, 5, "running", 2);
     s.saw(forged(42, 5, "running", 2), Delivered, false);
-    s.saw(hook(42, 5, "running", 2), Delivered, false);
+    s.saw(hook_of(42, 5, "running", 2), Delivered, false);
     s.drone.set(42, 5, "success", 3);
     s.run(20_000);
     assert_eq!(s.delivered.len(), 1, "{:?}", s.delivered);
@@ -874,7 +653,7 @@ fn system_object_from_evidence_or_the_configured_server() {
         v["system"],
         serde_json::json!({"proto":"https","host":"drone.example.com","link":"https://drone.example.com"})
     );
-    s.announced(42, 6, "running", 2, true);
+    announced(&mut s, 42, 6, "running", 2, true);
     s.drone.set(42, 6, "failure", 3);
     s.run(20_000);
     let v: serde_json::Value = serde_json::from_str(&s.delivered.last().unwrap().body).unwrap();
@@ -889,10 +668,10 @@ fn system_object_from_evidence_or_the_configured_server() {
 /// it finished at: drone is asked once, and nothing is re-delivered (drone has no newer state).
 #[test]
 fn a_hint_about_a_finished_build_costs_a_lookup_never_a_redelivery() {
-    let mut s = Sim::new(config(""));
-    s.announced(42, 5, "success", 3, true);
+    let mut s = sim(config(""));
+    announced(&mut s, 42, 5, "success", 3, true);
     assert_eq!(s.r.ledger().len(), 0, "finished");
-    s.saw(hook(42, 5, "running", 9), Delivered, false);
+    s.saw(hook_of(42, 5, "running", 9), Delivered, false);
     s.run(10_000);
     assert!(s.delivered.is_empty(), "{:?}", s.delivered);
     assert_eq!(s.r.ledger().len(), 0);
@@ -930,19 +709,19 @@ fn late_refutations_drop_only_the_unconfirmed_name_they_were_about() {
         body: br#"{"message":"Not Found"}"#.to_vec(),
     };
     // Confirmed meanwhile by evidence.
-    let mut s = Sim::new(config(""));
-    s.saw(hook(42, 5, "running", 2), NotDelivered, false);
+    let mut s = sim(config(""));
+    s.saw(hook_of(42, 5, "running", 2), NotDelivered, false);
     let confirm = s.next_call(100);
     assert_eq!(
         confirm.header(":path"),
         Some("/api/repos/octocat/hello-world")
     );
-    s.saw(hook(42, 5, "running", 3), Delivered, true);
+    s.saw(hook_of(42, 5, "running", 3), Delivered, true);
     assert!(s.r.on_response(confirm.id, not_found(), s.now).is_empty());
     assert_eq!(s.r.repo_confirmed(42), Some(("octocat", "hello-world")));
 
     // Evicted (max_repos 1) and named again while the old name's confirmation was on its way.
-    let mut s = Sim::new(config(r#","max_repos":1"#));
+    let mut s = sim(config(r#","max_repos":1"#));
     s.drone.set(42, 5, "running", 2);
     s.saw(
         forged_as("octocat", "evil", 5, "running", 2),
@@ -951,8 +730,8 @@ fn late_refutations_drop_only_the_unconfirmed_name_they_were_about() {
     );
     let confirm = s.next_call(100);
     assert_eq!(confirm.header(":path"), Some("/api/repos/octocat/evil"));
-    s.saw(hook(7, 1, "running", 2), NotDelivered, false);
-    s.saw(hook(42, 5, "running", 2), NotDelivered, false);
+    s.saw(hook_of(7, 1, "running", 2), NotDelivered, false);
+    s.saw(hook_of(42, 5, "running", 2), NotDelivered, false);
     assert!(s.r.on_response(confirm.id, not_found(), s.now).is_empty());
     s.run(10_000);
     assert!(

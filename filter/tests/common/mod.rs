@@ -1,5 +1,7 @@
-//! Helpers shared by the planner's integration tests: a configuration with short timings,
-//! live observations, drone's build answers and the pipeline's answers.
+//! Helpers shared by the reconciler's integration tests: a configuration with short timings,
+//! live observations, drone's build answers and the pipeline's answers, and the one drive loop
+//! ([`answer_all`], [`run_for`]) every file ticks and answers through; [`world`] is a small drone
+//! and pipeline for the scenarios of `hints.rs` and `trust.rs`.
 //!
 //! Every observation is built by [`obs`], so a change to what an observation carries is made
 //! here once.
@@ -8,8 +10,11 @@
     dead_code,
     clippy::unwrap_used,
     clippy::expect_used,
-    clippy::indexing_slicing
+    clippy::indexing_slicing,
+    clippy::panic
 )]
+
+pub mod world;
 
 use status_sync::core::config::Config;
 use status_sync::core::ledger::{Class, Entry};
