@@ -3,7 +3,7 @@
 //!
 //! The crate has two halves:
 //! - [`core`]: a sans-IO core (configuration, parsing, the ledger of builds, scheduling and the
-//!   reconciliation planner). It never calls the host; time and randomness are parameters. It
+//!   reconciler). It never calls the host; time and randomness are parameters. It
 //!   is unit-tested natively.
 //! - `shell` (wasm32 only): the proxy-wasm root and HTTP contexts, which translate host events
 //!   into core calls and core decisions into host calls.

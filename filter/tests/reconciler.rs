@@ -1,4 +1,4 @@
-//! Deterministic scenarios for the reconciliation planner, driven natively: observations, ticks
+//! Deterministic scenarios for the reconciler, driven natively: observations, ticks
 //! and call answers in, calls out, with a virtual clock.
 
 #![allow(

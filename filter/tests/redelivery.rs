@@ -90,7 +90,7 @@ fn stale_ack_never_moves_the_settled_version_back() {
 /// The repository is fetched before a re-delivery (no webhook brought its JSON); meanwhile
 /// the same or a newer version passes live and the pipeline acknowledges it: the held drone
 /// answer is not delivered, and the build is looked at again later (live settles). Found by
-/// `planner_props`.
+/// `reconciler_props`.
 #[test]
 fn answer_held_for_a_repository_fetch_is_not_delivered_after_a_newer_live_webhook() {
     for live in [2, 3] {
@@ -206,7 +206,7 @@ fn a_redelivery_without_a_body_is_never_sent() {
 /// redeliver.rs (on_repo): drone answered v1 of a build only a hint named, and the repository
 /// `repo` object had to be fetched first; meanwhile the pipeline took v2 from an unverified
 /// webhook. The older state is not delivered on the fetch's answer: drone is asked again
-/// first (found by `planner_props`: "re-delivery of 2 v1 after the pipeline had v2").
+/// first (found by `reconciler_props`: "re-delivery of 2 v1 after the pipeline had v2").
 #[test]
 fn a_claim_arriving_during_the_repository_fetch_defers_the_older_redelivery() {
     let mut r = Reconciler::new(config(""), 1);

@@ -1,4 +1,4 @@
-//! The reconciliation planner: the one state machine the leader drives from its tick.
+//! The reconciler: the one state machine the leader drives from its tick.
 //!
 //! Inputs: observations of live webhooks ([`Reconciler::observe`]), the tick
 //! ([`Reconciler::tick`]) and the answers to calls it asked for ([`Reconciler::on_response`]).

@@ -1,10 +1,10 @@
-//! Property tests of the planner: random interleavings of drone's writes, live webhooks (lost,
+//! Property tests of the reconciler: random interleavings of drone's writes, live webhooks (lost,
 //! late, duplicated, answered 2xx/4xx/5xx by the pipeline), ticks, and answers to the calls the
-//! planner made (good, stale, 5xx, reset, never), against a model of drone and the pipeline.
+//! reconciler made (good, stale, 5xx, reset, never), against a model of drone and the pipeline.
 //!
 //! Invariants, checked after every step:
 //! - never older after newer: a re-delivery carries a version newer than every version the
-//!   planner was told the pipeline has (acknowledged or refused, by a verified webhook or its
+//!   reconciler was told the pipeline has (acknowledged or refused, by a verified webhook or its
 //!   own re-delivery), and never older than one an unverified webhook said the pipeline has
 //!   (a hint cannot suppress a re-delivery: at least once);
 //! - calls within budget and rate: in-flight calls within `max_inflight_calls`; build lookups
@@ -12,12 +12,12 @@
 //! - bounded memory: tracked builds within `max_tracked_builds`, every drop counted;
 //!
 //! and once faults stop (drone truthful and prompt, the pipeline answering 2xx), convergence:
-//! every build the planner heard of reaches drone's final version in the pipeline, and the
+//! every build the reconciler heard of reaches drone's final version in the pipeline, and the
 //! ledger empties.
 //!
 //! Seeds vary with every run (proptest's default). A failure prints the minimal failing input
-//! (the planner's seed and the list of steps), and proptest stores its seed in
-//! `planner_props.proptest-regressions` beside this file, replayed first on the next run; set
+//! (the reconciler's seed and the list of steps), and proptest stores its seed in
+//! `reconciler_props.proptest-regressions` beside this file, replayed first on the next run; set
 //! `PROPTEST_RNG_SEED` to replay a whole run, `PROPTEST_CASES` for more cases (default 64 here,
 //! to keep CI quick).
 
@@ -82,7 +82,7 @@ enum Step {
         call: usize,
         how: u8,
     },
-    /// A call's answer never comes (the planner expires it).
+    /// A call's answer never comes (the reconciler expires it).
     Drop {
         call: usize,
     },
@@ -111,12 +111,12 @@ struct Hook {
 
 const FINALS: [&str; 4] = ["success", "failure", "killed", "error"];
 
-/// Drone, the pipeline and what the planner was told, as the test sees them.
+/// Drone, the pipeline and what the reconciler was told, as the test sees them.
 struct Model {
     r: Reconciler,
     now: u64,
     max_tracked: usize,
-    /// Check "never older after newer" (off when evictions make the planner forget).
+    /// Check "never older after newer" (off when evictions make the reconciler forget).
     strict_order: bool,
     /// number → (status, version): drone's database.
     drone: BTreeMap<u64, (&'static str, u64)>,
@@ -124,16 +124,16 @@ struct Model {
     sent: Vec<Hook>,
     /// Calls made and not answered: (call, drone's state of the build when it was made).
     pending: Vec<(OutgoingCall, Option<(&'static str, u64)>)>,
-    /// number → highest version the pipeline acknowledged or refused, as the planner was told
+    /// number → highest version the pipeline acknowledged or refused, as the reconciler was told
     /// by evidence (a verified webhook, or the pipeline's answer to its own re-delivery).
     told: BTreeMap<u64, u64>,
     /// number → highest version the pipeline acknowledged or refused, as only unverified
-    /// webhooks told the planner (a hint, never evidence: it cannot suppress a re-delivery,
+    /// webhooks told the reconciler (a hint, never evidence: it cannot suppress a re-delivery,
     /// so an equal version may go again, but never an older one).
     hinted: BTreeMap<u64, u64>,
     /// number → highest version the pipeline acknowledged or refused.
     pipeline: BTreeMap<u64, u64>,
-    /// Builds the planner heard of (a webhook arrived).
+    /// Builds the reconciler heard of (a webhook arrived).
     heard: std::collections::BTreeSet<u64>,
     /// When each build lookup was made.
     lookups: Vec<u64>,
@@ -157,10 +157,10 @@ impl Model {
         }
     }
 
-    /// The pipeline acknowledged or refused `version`; `planner` whether the planner hears of
-    /// it (not when the answer comes after the planner gave the call up).
-    fn tell(&mut self, number: u64, version: u64, planner: bool) {
-        if planner {
+    /// The pipeline acknowledged or refused `version`; `heard` whether the reconciler hears of
+    /// it (not when the answer comes after the reconciler gave the call up).
+    fn tell(&mut self, number: u64, version: u64, heard: bool) {
+        if heard {
             let v = self.told.entry(number).or_insert(0);
             *v = (*v).max(version);
         }
@@ -168,7 +168,7 @@ impl Model {
         *p = (*p).max(version);
     }
 
-    /// Takes in calls the planner made, checking each.
+    /// Takes in calls the reconciler made, checking each.
     fn took(&mut self, calls: Vec<OutgoingCall>) -> Result<(), TestCaseError> {
         for call in calls {
             let state = looked_up(&call).and_then(|n| self.drone.get(&n).copied());
@@ -422,9 +422,9 @@ proptest! {
     #![proptest_config(config_cases())]
 
     /// With room for every build: the ordering, budget and rate invariants hold throughout,
-    /// and once faults stop every build the planner heard of converges and is forgotten.
+    /// and once faults stop every build the reconciler heard of converges and is forgotten.
     #[test]
-    fn planner_keeps_order_budget_and_converges(
+    fn reconciler_keeps_order_budget_and_converges(
         seed in any::<u64>(),
         steps in prop::collection::vec(step(), 1..120),
     ) {
@@ -447,12 +447,12 @@ proptest! {
     /// A ledger far smaller than the builds: memory stays within the cap, every build not
     /// converged is a counted give-up, and re-deliveries stay within what drone wrote.
     #[test]
-    fn planner_memory_is_bounded_and_drops_are_counted(
+    fn reconciler_memory_is_bounded_and_drops_are_counted(
         seed in any::<u64>(),
         steps in prop::collection::vec(step(), 1..120),
     ) {
         let mut m = Model::new(seed, 2);
-        // Evicted builds are forgotten: a later webhook may make the planner deliver again
+        // Evicted builds are forgotten: a later webhook may make the reconciler deliver again
         // what the pipeline has (at least once), so only "never beyond drone" is checked.
         m.strict_order = false;
         for s in &steps {
