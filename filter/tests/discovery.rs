@@ -12,7 +12,7 @@
 mod common;
 
 use common::*;
-use status_sync::core::reconciler::Reconciler;
+use status_sync::core::reconciler::{OutgoingCall, Reconciler};
 use status_sync::core::snapshot::{self};
 
 /// Tracked builds as (repository, number).
@@ -29,18 +29,9 @@ fn tracked_keys(r: &Reconciler) -> Vec<(u64, u64)> {
 /// Ticks until the reconciler asks for `/api/builds/incomplete` and answers it with `body`.
 fn incomplete(r: &mut Reconciler, body: &[u8]) {
     let mut now = T0;
-    loop {
-        now += 100;
-        assert!(now < T0 + 60_000, "never asked");
-        let calls = r.tick(now);
-        if let Some(c) = calls
-            .iter()
-            .find(|c| c.header(":path") == Some("/api/builds/incomplete"))
-        {
-            r.on_response(c.id, ok(body.to_vec()), now);
-            return;
-        }
-    }
+    let asked = |c: &OutgoingCall| c.header(":path") == Some("/api/builds/incomplete");
+    let call = tick_until(r, &mut now, &asked, &mut unanswered);
+    r.on_response(call.id, ok(body.to_vec()), now);
 }
 
 /// discovery.rs (discovered, on_discover): drone's `counter` above the highest number known

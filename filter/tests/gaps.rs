@@ -54,16 +54,9 @@ fn the_same_build_number_again_does_not_hasten_discovery() {
     let mut r = after_build_five("");
     let first = discovery(&mut r, ok(repo_json_with_counter(5)));
     r.observe(obs(5, "success", 3, DeliveryOutcome::Delivered), first);
-    let mut now = first;
-    let next = loop {
-        now += 100;
-        assert!(now < first + 60_000, "no second look");
-        let calls = r.tick(now);
-        if let Some(call) = calls.iter().find(|c| is_repo_call(c)) {
-            r.on_response(call.id, ok(repo_json_with_counter(5)), now);
-            break now;
-        }
-    };
+    let mut next = first;
+    let call = tick_until(&mut r, &mut next, &is_repo_call, &mut unanswered);
+    r.on_response(call.id, ok(repo_json_with_counter(5)), next);
     assert!(
         next - first >= 1600,
         "interval grown to 2 s (±20%): {}",

@@ -36,59 +36,35 @@ fn listed(repo_id: u64) -> CallResult {
     ok(item.into_bytes())
 }
 
-/// Ticks every 100 ms from `from` until the reconciler lists the repository; returns the time
-/// and the call. Drone's other answers on the way: the repository with `counter` (the newest
-/// build drone has), and 501 for `/api/builds/incomplete` (drone's OSS build).
-fn next_scan(
-    r: &mut Reconciler,
-    from: u64,
-    counter: u64,
-) -> (u64, status_sync::core::reconciler::OutgoingCall) {
-    next_scan_with(r, from, counter, &|n| Some(ok(api_build(n, "running", 2))))
-}
-
-/// [`next_scan`], drone answering build lookups with `lookup(number)` (None: no answer yet).
+/// Ticks every 100 ms from `from` (inclusive) until the reconciler lists the repository;
+/// returns the time and the call. Drone's other answers on the way: build lookups with
+/// `lookup(number)` (None: no answer yet), the repository with `counter` (the newest build drone
+/// has), and 501 for `/api/builds/incomplete` (drone's OSS build); the pipeline takes everything.
 fn next_scan_with(
     r: &mut Reconciler,
     from: u64,
     counter: u64,
-    lookup: &dyn Fn(u64) -> Option<status_sync::core::reconciler::CallResult>,
-) -> (u64, status_sync::core::reconciler::OutgoingCall) {
-    let mut t = from;
-    loop {
-        let mut calls = r.tick(t);
-        while let Some(call) = calls.pop() {
-            // Lookups of tracked builds on the way: drone has them running, the pipeline
-            // takes them.
-            if let Some(n) = looked_up(&call) {
-                if let Some(answer) = lookup(n) {
-                    calls.extend(r.on_response(call.id, answer, t));
-                }
-                continue;
-            }
-            if call.cluster == "pipeline" {
-                r.on_response(call.id, http(200), t);
-                continue;
-            }
-            if call.header(":path") == Some("/api/repos/octocat/hello-world") {
-                calls.extend(r.on_response(call.id, ok(repo_json_with_counter(counter)), t));
-                continue;
-            }
-            if call.header(":path") == Some("/api/builds/incomplete") {
-                calls.extend(r.on_response(call.id, http(501), t));
-                continue;
-            }
-            assert!(calls.is_empty());
-            let path = call.header(":path").unwrap();
-            assert!(
-                path.starts_with("/api/repos/octocat/hello-world/builds?"),
-                "{path}"
-            );
-            return (t, call);
+    lookup: &dyn Fn(u64) -> Option<CallResult>,
+) -> (u64, OutgoingCall) {
+    let mut t = from - 100;
+    let listing = |c: &OutgoingCall| c.header(":path").is_some_and(|p| p.contains("/builds?"));
+    let call = tick_until(r, &mut t, &listing, &mut |_, call, _| {
+        if let Some(n) = looked_up(call) {
+            return lookup(n);
         }
-        t += 100;
-        assert!(t < from + 60_000, "no scan");
-    }
+        Some(match call.header(":path") {
+            _ if !is_drone(call) => http(200),
+            Some("/api/repos/octocat/hello-world") => ok(repo_json_with_counter(counter)),
+            Some("/api/builds/incomplete") => http(501),
+            path => panic!("unexpected call {path:?}"),
+        })
+    });
+    (t, call)
+}
+
+/// [`next_scan_with`], drone answering build lookups with the build running.
+fn next_scan(r: &mut Reconciler, from: u64, counter: u64) -> (u64, OutgoingCall) {
+    next_scan_with(r, from, counter, &|n| Some(ok(api_build(n, "running", 2))))
 }
 
 /// scan.rs (on_scan): drone's listing names the configured repository's id, taken within

@@ -18,6 +18,7 @@ use status_sync::core::observation::Observation;
 use status_sync::core::reconciler::CallResult;
 mod common;
 
+use common::tick_until;
 use common::world::*;
 
 const TOKEN: &str = "t0k3n-secret-value";
@@ -407,28 +408,17 @@ fn forged_claims_racing_every_lookup_defer_a_redelivery_once() {
     announced(&mut s, 42, 3, "running", 1, true);
     s.drone.set(42, 3, "success", 4); // its webhook lost
     let path = "/api/repos/octocat/hello-world/builds/3";
-    let end = s.now + 60_000;
     let mut lookups = 0;
     let mut delivered = None;
     'looks: for forged_version in 10.. {
         // The next lookup of build 3 (other calls are answered as drone would).
-        let call = loop {
-            assert!(s.now < end, "no lookup of build 3");
-            s.now += 100;
-            let mut calls = s.r.tick(s.now);
-            let mut lookup = None;
-            while let Some(c) = calls.pop() {
-                if c.header(":path") == Some(path) {
-                    lookup = Some(c);
-                } else {
-                    let answer = s.drone.answer(&c);
-                    calls.extend(s.r.on_response(c.id, answer, s.now));
-                }
-            }
-            if let Some(c) = lookup {
-                break c;
-            }
-        };
+        let drone = &mut s.drone;
+        let call = tick_until(
+            &mut s.r,
+            &mut s.now,
+            &|c| c.header(":path") == Some(path),
+            &mut |_, c, _| Some(drone.answer(c)),
+        );
         lookups += 1;
         // A forged claim above drone's state arrives while the lookup is on its way.
         s.saw(hook_of(42, 3, "success", forged_version), Delivered, false);

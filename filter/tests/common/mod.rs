@@ -232,6 +232,39 @@ pub fn run_for(
     }
 }
 
+/// Ticks every 100 ms after `*now` (for at most a minute) until the reconciler makes a call
+/// `wanted` picks, and returns it unanswered, `*now` its time; every other call on the way is
+/// answered by `others` (see [`answer_all`]).
+pub fn tick_until(
+    r: &mut Reconciler,
+    now: &mut u64,
+    wanted: &dyn Fn(&OutgoingCall) -> bool,
+    others: &mut dyn FnMut(&Reconciler, &OutgoingCall, u64) -> Option<CallResult>,
+) -> OutgoingCall {
+    let end = *now + 60_000;
+    loop {
+        *now += 100;
+        assert!(*now < end, "no such call within a minute");
+        let calls = r.tick(*now);
+        let mut found = None;
+        answer_all(r, *now, calls, &mut |r, call, at| {
+            if found.is_none() && wanted(call) {
+                found = Some(call.clone());
+                return None;
+            }
+            others(r, call, at)
+        });
+        if let Some(call) = found {
+            return call;
+        }
+    }
+}
+
+/// Leaves a call unanswered (for [`tick_until`] and [`answer_all`]).
+pub fn unanswered(_: &Reconciler, _: &OutgoingCall, _: u64) -> Option<CallResult> {
+    None
+}
+
 /// Ticks every 100 ms from `*now` (exclusive) to `until` (inclusive), answering each call at
 /// once: drone's build lookups with `drone(number)`, its repository lookups with the repository,
 /// the pipeline with `pipeline(call)`; every call is logged.
@@ -408,15 +441,9 @@ pub fn is_repo_call(c: &OutgoingCall) -> bool {
 /// answers that call with `answer`; returns when it happened.
 pub fn discovery(r: &mut Reconciler, answer: CallResult) -> u64 {
     let mut now = T0;
-    loop {
-        now += 100;
-        assert!(now < T0 + 60_000, "no discovery");
-        let calls = r.tick(now);
-        if let Some(call) = calls.iter().find(|c| is_repo_call(c)) {
-            r.on_response(call.id, answer, now);
-            return now;
-        }
-    }
+    let call = tick_until(r, &mut now, &is_repo_call, &mut unanswered);
+    r.on_response(call.id, answer, now);
+    now
 }
 
 /// Ticks at build `number`'s due time and answers its lookup with `body`: what follows.
