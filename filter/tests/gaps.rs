@@ -18,16 +18,6 @@ use status_sync::core::model::{BuildKey, BuildStatus, DeliveryOutcome};
 use status_sync::core::reconciler::Reconciler;
 use status_sync::core::snapshot::{self, Record};
 
-/// A late, lower build number fills no gap to the lowest number seen (issue 20, finding 1).
-#[test]
-fn late_lower_number_fills_no_gap() {
-    let mut r = gap_fill_capped(3, &[(50, "running", 2), (2, "success", 3)]);
-    assert_eq!(r.counters().builds_gap_filled, 0);
-    assert_eq!(tracked(&r), vec![50]);
-    r.observe(obs(1, "success", 3, DeliveryOutcome::Delivered), T0);
-    assert_eq!(r.counters().builds_gap_filled, 0);
-}
-
 /// Gap filling upward also takes only the `max_gap_fill` numbers just below the new one.
 #[test]
 fn upward_gap_fill_is_capped_and_not_due_at_once() {
