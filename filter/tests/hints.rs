@@ -15,34 +15,23 @@
 
 use status_sync::core::config::Config;
 use status_sync::core::ledger::{Class, Entry};
-use status_sync::core::model::BuildKey;
 use status_sync::core::model::DeliveryOutcome::{Delivered, NotDelivered};
 use status_sync::core::reconciler::Reconciler;
 use status_sync::core::snapshot::{self, Record};
 mod common;
 
+use common::config;
 use common::world::*;
 
 /// 2026-01-01T00:00:00Z in ms: where the reconciler starts watching.
 const START: u64 = 1_767_225_600_000;
 const DAY_S: u64 = 86_400;
 
-fn config(extra: &str) -> Config {
-    let json = format!(
-        r#"{{"pipeline_cluster":"pipeline","drone_cluster":"drone","drone_token":"t","tick_ms":100,"stale_after_ms":1000,"max_poll_interval_ms":8000,"circuit_open_ms":2000{extra}}}"#
-    );
-    Config::parse(json.as_bytes(), &|_| None).unwrap()
-}
-
 /// `signature_mode: monitor`: signed webhooks are evidence, unsigned ones pass as hints.
 fn monitor(extra: &str) -> Config {
     config(&format!(
         r#","webhook_secret":"s3cret","signature_mode":"monitor"{extra}"#
     ))
-}
-
-fn key(repo_id: u64, number: u64) -> BuildKey {
-    BuildKey { repo_id, number }
 }
 
 /// A reconciler that starts watching at [`START`], and drone on the same clock.
@@ -183,8 +172,8 @@ fn builds_that_finished_before_the_watch_began_are_never_redelivered() {
     assert_eq!(c.builds_gap_filled + c.builds_discovered, 3, "{c:?}");
     assert_eq!(s.numbers_delivered(42), vec![64], "{:?}", s.delivered);
     assert_eq!(s.r.counters().builds_finished_unwatched, 2);
-    assert!(!s.r.ledger().contains(&key(42, 62)));
-    assert!(!s.r.ledger().contains(&key(42, 63)));
+    assert!(!s.r.ledger().contains(&key_of(42, 62)));
+    assert!(!s.r.ledger().contains(&key_of(42, 63)));
 }
 
 /// The same rule in `off`, where every webhook is a hint: an old finished build a hint names
@@ -274,7 +263,7 @@ fn a_build_answer_for_another_repository_is_refused() {
     s.saw(hook_of(42, 5, "running", 2), NotDelivered, true);
     s.run(5_000);
     assert!(s.delivered.is_empty(), "{:?}", s.delivered);
-    assert!(s.r.ledger().contains(&key(42, 5)));
+    assert!(s.r.ledger().contains(&key_of(42, 5)));
     assert!(s.drone.build_lookups(42, 5) >= 1);
     assert!(s.r.counters().drone_polls_failed >= 1);
     assert_eq!(s.r.counters().builds_gap_filled, 0);
@@ -368,7 +357,7 @@ fn gap_filling_never_tracks_a_finished_build_again() {
         4,
         "2, 3, 4, 6: {c:?}"
     );
-    assert!(!s.r.ledger().contains(&key(42, 5)));
+    assert!(!s.r.ledger().contains(&key_of(42, 5)));
     s.run(20_000);
     assert_eq!(s.drone.build_lookups(42, 5), lookups, "{:?}", s.drone.calls);
     let fives = s.numbers_delivered(42).iter().filter(|n| **n == 5).count();

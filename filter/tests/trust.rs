@@ -240,7 +240,7 @@ fn attack5_answers_about_one_build_never_open_the_circuit() {
         .iter()
         .any(|d| d.repo == 42 && d.number == 1 && d.version == 3));
     assert!(
-        s.r.ledger().get(&key(7, 1)).is_some(),
+        s.r.ledger().get(&key_of(7, 1)).is_some(),
         "backed off, not dropped"
     );
 
@@ -248,10 +248,6 @@ fn attack5_answers_about_one_build_never_open_the_circuit() {
     s.drone.down = true;
     s.run(60_000);
     assert!(s.r.counters().circuit_opens >= 1);
-}
-
-fn key(repo_id: u64, number: u64) -> status_sync::core::model::BuildKey {
-    status_sync::core::model::BuildKey { repo_id, number }
 }
 
 /// Attack 6: forged webhooks with numbers far apart (`101 + 1000 i`) and one near 2^63. They

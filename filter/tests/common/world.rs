@@ -6,7 +6,7 @@
 
 use super::run_for;
 use status_sync::core::config::Config;
-use status_sync::core::model::{BuildStatus, DeliveryOutcome, ParsedWebhook, RepoRef};
+use status_sync::core::model::{BuildKey, BuildStatus, DeliveryOutcome, ParsedWebhook, RepoRef};
 use status_sync::core::observation::Observation;
 use status_sync::core::reconciler::{CallResult, OutgoingCall, Reconciler};
 use std::collections::BTreeMap;
@@ -22,6 +22,14 @@ pub fn repo_of(id: u64) -> RepoRef {
         id,
         namespace: "octocat".into(),
         name,
+    }
+}
+
+/// Build `number` of repository `id`.
+pub fn key_of(id: u64, number: u64) -> BuildKey {
+    BuildKey {
+        repo_id: id,
+        number,
     }
 }
 
