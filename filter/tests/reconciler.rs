@@ -658,21 +658,3 @@ fn watermarks_survive_a_leader_change() {
         next.w.delivered
     );
 }
-
-#[test]
-fn watermarks_keep_the_most_active_repositories_within_max_repos() {
-    let mut s = Sim::new(config(r#","max_repos":3"#));
-    for (repo, number) in [(1u64, 10u64), (2, 50), (3, 20), (4, 50), (5, 5)] {
-        let mut o = obs(number, "running", 2, Delivered);
-        o.webhook.repo.id = repo;
-        o.webhook.repo_json = None;
-        s.r.observe(o, s.now);
-    }
-    let marks = s.r.take_watermarks().unwrap();
-    let mut next = Reconciler::new(config(""), 3);
-    assert!(next.load_watermarks(&marks));
-    let kept = status_sync::core::snapshot::decode_watermarks(&marks).unwrap();
-    let mut numbers: Vec<u64> = kept.iter().map(|m| m.1).collect();
-    numbers.sort();
-    assert_eq!(numbers, vec![20, 50, 50]);
-}
