@@ -401,17 +401,13 @@ pub fn tick_one(r: &mut Reconciler, now: u64) -> OutgoingCall {
 /// Ticks at `now`, answers drone's calls other than build lookups as drone would, and returns
 /// the build lookups and re-deliveries.
 pub fn tick_others(r: &mut Reconciler, now: u64) -> Vec<OutgoingCall> {
-    let mut calls = r.tick(now);
+    let calls = r.tick(now);
     let mut log = Log::default();
-    calls.retain(|c| {
-        if !is_drone(c) || looked_up(c).is_some() {
-            return true;
-        }
-        let answer = other_drone_call(r, c, &mut log, &mut |n| ok(api_build(n, "running", 1)));
-        assert!(r.on_response(c.id, answer, now).is_empty());
-        false
-    });
-    calls
+    let running = &mut |n| ok(api_build(n, "running", 1));
+    answer_all(r, now, calls, &mut |r, c, _| {
+        let other = is_drone(c) && looked_up(c).is_none();
+        other.then(|| other_drone_call(r, c, &mut log, running))
+    })
 }
 
 pub fn repo() -> RepoRef {
