@@ -13,7 +13,7 @@ mod common;
 
 use common::*;
 use status_sync::core::model::DeliveryOutcome;
-use status_sync::core::reconciler::Reconciler;
+use status_sync::core::reconciler::{OutgoingCall, Reconciler};
 
 /// A re-delivery the pipeline refused with 4xx is final: counted in `redeliveries_refused`, not
 /// retried while drone reports the same version; a newer version is still delivered.
@@ -223,26 +223,13 @@ fn a_claim_arriving_during_the_repository_fetch_defers_the_older_redelivery() {
     r.observe(named, T0);
     r.observe(hint("pending", 1, DeliveryOutcome::NotDelivered), T0);
     let mut now = T0;
-    let mut held = Vec::new();
-    while held.is_empty() && now < T0 + 60_000 {
-        now += 100;
-        let mut calls = r.tick(now);
-        while let Some(call) = calls.pop() {
-            assert!(is_drone(&call), "nothing delivered before drone's answer");
-            let lookup = looked_up(&call) == Some(2);
-            let answer = if lookup {
-                ok(api_build(2, "pending", 1))
-            } else {
-                ok(REPO_JSON.into())
-            };
-            let more = r.on_response(call.id, answer, now);
-            if lookup {
-                held = more; // the repository fetch the re-delivery of v1 waits for
-            } else {
-                calls.extend(more);
-            }
-        }
-    }
+    let lookup = |c: &OutgoingCall| looked_up(c) == Some(2);
+    let call = tick_until(&mut r, &mut now, &lookup, &mut |_, c, _| {
+        assert!(is_drone(c), "nothing delivered before drone's answer");
+        Some(ok(REPO_JSON.into()))
+    });
+    // The repository fetch the re-delivery of v1 waits for.
+    let held = r.on_response(call.id, ok(api_build(2, "pending", 1)), now);
     assert_eq!(held.len(), 1, "a repository fetch follows drone's answer");
     assert!(
         is_drone(&held[0]) && looked_up(&held[0]).is_none(),
