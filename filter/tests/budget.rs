@@ -13,7 +13,7 @@ mod common;
 
 use common::*;
 use status_sync::core::ledger::{Class, Entry};
-use status_sync::core::model::{BuildKey, DeliveryOutcome};
+use status_sync::core::model::DeliveryOutcome;
 use status_sync::core::reconciler::Reconciler;
 use status_sync::core::snapshot::{self, Record};
 
@@ -258,10 +258,7 @@ fn giving_up_a_build_takes_no_token_of_the_rate_limit() {
 fn ticks_with_nothing_due_spend_no_token() {
     let mut r = Reconciler::new(config(r#","max_drone_calls_per_sec":1"#), 1);
     r.observe(obs(1, "running", 2, DeliveryOutcome::Delivered), T0);
-    let key = BuildKey {
-        repo_id: REPO_ID,
-        number: 1,
-    };
+    let key = key(1);
     let due = r.ledger().get(&key).unwrap().next_due_ms;
     // Ticks from about half a second before: a token spent on the first of them would not be
     // back (1/s) by the tick after the due time.

@@ -14,7 +14,7 @@ mod common;
 
 use common::*;
 use status_sync::core::ledger::{Class, Entry};
-use status_sync::core::model::{BuildKey, BuildStatus, DeliveryOutcome};
+use status_sync::core::model::{BuildStatus, DeliveryOutcome};
 use status_sync::core::reconciler::Reconciler;
 use status_sync::core::snapshot::{self, Record};
 
@@ -119,10 +119,7 @@ fn gap_fill_skips_builds_already_tracked() {
     r.observe(obs(10, "running", 2, DeliveryOutcome::Delivered), T0);
     assert_eq!(tracked(&r), vec![6, 7, 8, 9, 10]);
     assert_eq!(r.counters().builds_gap_filled, 3, "6, 7 and 9");
-    let eight = BuildKey {
-        repo_id: REPO_ID,
-        number: 8,
-    };
+    let eight = key(8);
     assert_eq!(r.ledger().get(&eight).unwrap().settled_version, 2);
 }
 

@@ -17,7 +17,7 @@ mod common;
 
 use common::*;
 use status_sync::core::ledger::{Class, Entry};
-use status_sync::core::model::{BuildKey, BuildStatus, DeliveryOutcome, RepoRef};
+use status_sync::core::model::{BuildStatus, DeliveryOutcome, RepoRef};
 use status_sync::core::reconciler::{CallResult, OutgoingCall, Reconciler};
 use status_sync::core::snapshot::{self, Record};
 
@@ -64,10 +64,7 @@ fn loaded(extra: &str, number: u64, class: Class, due: u64) -> Reconciler {
 
 /// Ticks at the build's next due time and answers the lookup of build `number` with `answer`.
 fn look_up_once(r: &mut Reconciler, number: u64, answer: CallResult) {
-    let key = BuildKey {
-        repo_id: REPO_ID,
-        number,
-    };
+    let key = key(number);
     let due = r.ledger().get(&key).unwrap().next_due_ms;
     let calls = r.tick(due);
     let call = calls
@@ -282,10 +279,7 @@ fn build_whose_repository_name_was_dropped_waits_for_it() {
     );
     assert_eq!(r.counters().repos_evicted, 1);
     r.tick(T0 + 1000);
-    let waiting = BuildKey {
-        repo_id: REPO_ID,
-        number: 1,
-    };
+    let waiting = key(1);
     let entry = r.ledger().get(&waiting).copied();
     assert!(entry.is_some(), "still tracked");
     assert!(entry.unwrap().next_due_ms > T0 + 1000, "and waiting");
@@ -330,10 +324,7 @@ fn hint_only_build_of_a_refuted_repository_is_forgotten_at_once() {
     r.on_response(confirm.id, http(404), T0);
     assert_eq!(r.counters().hints_refuted, 1, "the name");
     assert_eq!(r.ledger().len(), 1);
-    let key = BuildKey {
-        repo_id: REPO_ID,
-        number: 1,
-    };
+    let key = key(1);
     let due = r.ledger().get(&key).unwrap().next_due_ms;
     let calls = r.tick(due);
     assert!(calls.iter().all(|c| looked_up(c).is_none()), "{calls:?}");
@@ -467,9 +458,5 @@ fn cancel_watch_window_ends_at_twice_the_max_poll_interval() {
         .on_response(calls[0].id, ok(api_build(8, "killed", 3)), T0 + 16_000)
         .is_empty());
     assert_eq!(r.ledger().len(), 0, "forgotten at 16 s unchanged");
-    let eight = BuildKey {
-        repo_id: REPO_ID,
-        number: 8,
-    };
-    assert_eq!(r.ledger().tombstone(&eight), Some(3));
+    assert_eq!(r.ledger().tombstone(&key(8)), Some(3));
 }

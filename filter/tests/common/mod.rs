@@ -373,8 +373,9 @@ pub fn logged() -> Vec<String> {
     LINES.with(|l| l.borrow().clone())
 }
 
-// Helpers of more than one subject file, moved here from the files they were written in.
+// Helpers of more than one subject file.
 
+/// Build `number` of the tests' repository ([`REPO_ID`]).
 pub fn key(number: u64) -> BuildKey {
     BuildKey {
         repo_id: REPO_ID,
@@ -382,10 +383,12 @@ pub fn key(number: u64) -> BuildKey {
     }
 }
 
+/// The pipeline takes a re-delivery.
 pub fn pipeline_ok(_: &OutgoingCall) -> CallResult {
     http(200)
 }
 
+/// The one call of `calls`.
 pub fn one(calls: Vec<OutgoingCall>) -> OutgoingCall {
     assert_eq!(calls.len(), 1, "{calls:?}");
     calls.into_iter().next().unwrap()
@@ -410,6 +413,7 @@ pub fn tick_others(r: &mut Reconciler, now: u64) -> Vec<OutgoingCall> {
     })
 }
 
+/// The tests' repository, `octocat/hello-world` ([`REPO_ID`]).
 pub fn repo() -> RepoRef {
     hook(1, "running", 1).repo
 }
@@ -429,6 +433,7 @@ pub fn after_build_five(extra: &str) -> Reconciler {
     r
 }
 
+/// A look at the tests' repository (a name confirmation, or discovery of its `counter`).
 pub fn is_repo_call(c: &OutgoingCall) -> bool {
     c.header(":path") == Some("/api/repos/octocat/hello-world")
 }
@@ -444,11 +449,7 @@ pub fn discovery(r: &mut Reconciler, answer: CallResult) -> u64 {
 
 /// Ticks at build `number`'s due time and answers its lookup with `body`: what follows.
 pub fn answer_when_due(r: &mut Reconciler, number: u64, body: Vec<u8>) -> Vec<OutgoingCall> {
-    let key = BuildKey {
-        repo_id: REPO_ID,
-        number,
-    };
-    let due = r.ledger().get(&key).unwrap().next_due_ms;
+    let due = r.ledger().get(&key(number)).unwrap().next_due_ms;
     let calls = r.tick(due);
     let lookup = calls.iter().find(|c| looked_up(c) == Some(number)).unwrap();
     r.on_response(lookup.id, ok(body), due)
@@ -463,7 +464,8 @@ pub fn marks(r: &mut Reconciler) -> Option<(u64, u64)> {
         .map(|(_, max, min)| (*max, *min))
 }
 
-/// A new leader that knows (from the watermarks) builds up to 10, and nothing else.
+/// A new leader that knows (from the watermarks) the repository's builds from `min` up to
+/// `max`, and nothing else.
 pub fn leader_after(max: u64, min: u64, extra: &str) -> Reconciler {
     let mut r = Reconciler::new(config(extra), 1);
     let bytes = snapshot::encode_watermarks(&[(repo(), max, min)]);
@@ -471,6 +473,8 @@ pub fn leader_after(max: u64, min: u64, extra: &str) -> Reconciler {
     r
 }
 
+/// A snapshot record of build `number`, killed (v3) and unchanged since `last_change`, due at
+/// `due`.
 pub fn killed_record(number: u64, last_change: u64, due: u64) -> Record {
     let mut e = Entry::new(last_change, Class::Backed);
     e.settled_version = 3;
