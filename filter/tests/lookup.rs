@@ -62,18 +62,6 @@ fn loaded(extra: &str, number: u64, class: Class, due: u64) -> Reconciler {
     r
 }
 
-/// Ticks at the build's next due time and answers the lookup of build `number` with `answer`.
-fn look_up_once(r: &mut Reconciler, number: u64, answer: CallResult) {
-    let key = key(number);
-    let due = r.ledger().get(&key).unwrap().next_due_ms;
-    let calls = r.tick(due);
-    let call = calls
-        .iter()
-        .find(|c| looked_up(c) == Some(number))
-        .unwrap_or_else(|| panic!("no lookup of {number} at {due}: {calls:?}"));
-    r.on_response(call.id, answer, due);
-}
-
 /// Drone calls answered, failed, and hints drone refuted.
 fn polls(r: &Reconciler) -> (u64, u64, u64) {
     let c = r.counters();
@@ -299,11 +287,11 @@ fn inferred_build_drone_does_not_have_is_given_up_after_three_more_looks() {
     };
     let mut r = inferred(1);
     for look in 1..=3 {
-        look_up_once(&mut r, 1, http(404));
+        answer_when_due(&mut r, 1, http(404));
         assert_eq!(r.ledger().len(), 1, "look {look}: looked at again");
         assert_eq!(r.counters().builds_not_found, 0);
     }
-    look_up_once(&mut r, 1, http(404));
+    answer_when_due(&mut r, 1, http(404));
     assert_eq!(r.ledger().len(), 0);
     assert_eq!(
         (r.counters().builds_not_found, r.counters().giveups),
@@ -311,7 +299,7 @@ fn inferred_build_drone_does_not_have_is_given_up_after_three_more_looks() {
     );
 
     let mut r = inferred(2);
-    look_up_once(&mut r, 2, http(400));
+    answer_when_due(&mut r, 2, http(400));
     assert_eq!(r.ledger().len(), 0, "drone cannot have a build numbered so");
     assert_eq!(r.counters().builds_not_found, 1);
 }

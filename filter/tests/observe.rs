@@ -59,7 +59,7 @@ fn evidence_keeps_a_claim_above_it() {
     claim.verified = false;
     r.observe(claim, T0);
     r.observe(obs(1, "running", 2, DeliveryOutcome::Delivered), T0);
-    let out = answer_when_due(&mut r, 1, api_build(1, "running", 3));
+    let out = answer_when_due(&mut r, 1, ok(api_build(1, "running", 3)));
     assert!(out.is_empty(), "the pipeline has v3: {out:?}");
     let key = BuildKey {
         repo_id: REPO_ID,

@@ -172,7 +172,7 @@ fn an_accepted_redelivery_keeps_a_claim_above_it() {
     claim.verified = false;
     r.observe(claim, T0);
     r.on_response(out[0].id, http(200), T0);
-    let out = answer_when_due(&mut r, 1, api_build(1, "running", 3));
+    let out = answer_when_due(&mut r, 1, ok(api_build(1, "running", 3)));
     assert!(out.is_empty(), "the pipeline has v3: {out:?}");
 }
 

@@ -447,12 +447,13 @@ pub fn discovery(r: &mut Reconciler, answer: CallResult) -> u64 {
     now
 }
 
-/// Ticks at build `number`'s due time and answers its lookup with `body`: what follows.
-pub fn answer_when_due(r: &mut Reconciler, number: u64, body: Vec<u8>) -> Vec<OutgoingCall> {
+/// Ticks at build `number`'s due time and answers its lookup with `answer`: what follows.
+pub fn answer_when_due(r: &mut Reconciler, number: u64, answer: CallResult) -> Vec<OutgoingCall> {
     let due = r.ledger().get(&key(number)).unwrap().next_due_ms;
     let calls = r.tick(due);
-    let lookup = calls.iter().find(|c| looked_up(c) == Some(number)).unwrap();
-    r.on_response(lookup.id, ok(body), due)
+    let lookup = calls.iter().find(|c| looked_up(c) == Some(number));
+    let lookup = lookup.unwrap_or_else(|| panic!("no lookup of {number} at {due}: {calls:?}"));
+    r.on_response(lookup.id, answer, due)
 }
 
 /// (max, min) build numbers the watermarks carry for the repository.
