@@ -5,6 +5,9 @@
 //! - [`server`]: a whole drone-server as a sans-IO model (repositories, builds scheduled in
 //!   virtual time, webhook bodies out, REST API answers out); `envoy-e2e`'s HTTP simulator
 //!   wraps it in threads and sockets;
+//! - [`store`]: drone as the wasm-host harnesses see it (chaos, scenarios, soak, benchmarks):
+//!   repositories and builds with their rows and numbering, drone's API answered from them,
+//!   webhook and API bodies made fast from the fixtures;
 //! - [`outcome`]: how builds end and how often ([`outcome::MIX`], the one table of it);
 //! - [`rng`]: the seeded splitmix64 every test-side driver draws from;
 //! - [`shapes`]: drone's JSON types, serialised byte for byte as drone's Go structs are;
@@ -21,6 +24,7 @@ pub mod outcome;
 pub mod rng;
 pub mod server;
 pub mod shapes;
+pub mod store;
 
 pub use lifecycle::{is_done, Hook, Row, Shape};
 pub use outcome::{Outcome, MIX};

@@ -21,12 +21,18 @@ pub enum Outcome {
     Declined,
     /// The YAML does not parse → `build:created` with status `error` (webhook #2).
     ConfigError,
+    /// Torn down while pending, without ever running (§4): the final status written without a
+    /// setup, one webhook. The chaos workload's; drivers of [`MIX`] never draw it.
+    NoRun,
+    /// Runs and never ends (a runner that died): no teardown, no final webhook. The soak's;
+    /// drivers of [`MIX`] never draw it.
+    Stuck,
 }
 
 /// The mix a busy drone sees, mostly successes: each outcome with its share in percent (they
 /// add up to 100). The one table of it: the simulator, the benchmarks and their docs refer
 /// here.
-pub const MIX: [(Outcome, u64); 7] = [
+pub const MIX: [(Outcome, u64); 9] = [
     (Outcome::Success, 55),
     (Outcome::Failure, 15),
     (Outcome::Killed, 7),
@@ -34,10 +40,31 @@ pub const MIX: [(Outcome, u64); 7] = [
     (Outcome::Declined, 6),
     (Outcome::Error, 5),
     (Outcome::ConfigError, 5),
+    (Outcome::NoRun, 0),
+    (Outcome::Stuck, 0),
+];
+
+/// The chaos suite's harsher mix (percent): fewer builds run to their end, more are
+/// cancelled, declined or torn down without running. [`Outcome::Success`] stands for every
+/// build that runs to its teardown; the status that teardown writes is drawn apart, from
+/// [`TEARDOWN`].
+pub const CHAOS: [(Outcome, u64); 6] = [
+    (Outcome::Success, 70),
+    (Outcome::NoRun, 4),
+    (Outcome::Killed, 9),
+    (Outcome::Skipped, 5),
+    (Outcome::Declined, 8),
+    (Outcome::ConfigError, 4),
+];
+
+/// The statuses a teardown writes in the chaos suite, each equally likely (mostly success).
+pub const TEARDOWN: [&str; 11] = [
+    "success", "success", "success", "success", "success", "success", "success", "failure",
+    "failure", "error", "killed",
 ];
 
 impl Outcome {
-    pub const ALL: [Outcome; 7] = [
+    pub const ALL: [Outcome; 9] = [
         Outcome::Success,
         Outcome::Failure,
         Outcome::Error,
@@ -45,6 +72,8 @@ impl Outcome {
         Outcome::Skipped,
         Outcome::Declined,
         Outcome::ConfigError,
+        Outcome::NoRun,
+        Outcome::Stuck,
     ];
 
     /// The build status drone ends with.
@@ -56,19 +85,27 @@ impl Outcome {
             Outcome::Killed => "killed",
             Outcome::Skipped => "skipped",
             Outcome::Declined => "declined",
+            Outcome::NoRun => "success",
+            Outcome::Stuck => "running",
         }
     }
 
     /// The outcome of a roll in `0..100` under [`MIX`] (a roll of 100 or more: the last).
     pub fn from_roll(roll: u64) -> Outcome {
+        Outcome::draw(&MIX, roll).unwrap_or(Outcome::ConfigError)
+    }
+
+    /// The outcome of a roll in `0..100` under `mix` (shares in percent, in the table's
+    /// order); `None` past its end.
+    pub fn draw(mix: &[(Outcome, u64)], roll: u64) -> Option<Outcome> {
         let mut upto = 0;
-        for (outcome, share) in MIX {
+        for (outcome, share) in mix {
             upto += share;
             if roll < upto {
-                return outcome;
+                return Some(*outcome);
             }
         }
-        Outcome::ConfigError
+        None
     }
 
     /// Draws an outcome from [`MIX`] (one draw).
@@ -96,5 +133,14 @@ mod tests {
         assert_eq!(Outcome::from_roll(55), Outcome::Failure);
         assert_eq!(Outcome::from_roll(70), Outcome::Killed);
         assert_eq!(Outcome::from_roll(99), Outcome::ConfigError);
+    }
+
+    #[test]
+    fn the_chaos_mix_adds_up_and_splits_in_its_order() {
+        assert_eq!(CHAOS.iter().map(|(_, s)| s).sum::<u64>(), 100);
+        assert_eq!(Outcome::draw(&CHAOS, 69), Some(Outcome::Success));
+        assert_eq!(Outcome::draw(&CHAOS, 70), Some(Outcome::NoRun));
+        assert_eq!(Outcome::draw(&CHAOS, 99), Some(Outcome::ConfigError));
+        assert_eq!(Outcome::draw(&CHAOS, 100), None);
     }
 }

@@ -240,6 +240,25 @@ impl Answer {
         }
     }
 
+    /// A body already rendered as `render.JSON` does (the store's templates).
+    pub fn json_bytes(body: Vec<u8>) -> Answer {
+        Answer {
+            status: 200,
+            content_type: "application/json",
+            body,
+        }
+    }
+
+    /// Drone's 404 for a repository it does not have (`render.NotFound`), the one place of it.
+    pub fn not_found() -> Answer {
+        Answer::error(404, "Not Found")
+    }
+
+    /// Drone's 404 for a build row that does not exist (the store's `sql.ErrNoRows`).
+    pub fn no_rows() -> Answer {
+        Answer::error(404, "sql: no rows in result set")
+    }
+
     pub fn text(status: u16, body: &str) -> Answer {
         Answer {
             status,
@@ -534,13 +553,21 @@ impl Drone {
         self.queue.peek().map(|t| t.at)
     }
 
-    /// True when every scheduled event has run and every build is done.
+    /// True when every scheduled event has run and every build is done (or stuck for good).
     pub fn idle(&self) -> bool {
         self.queue.is_empty()
-            && self
-                .repos
-                .iter()
-                .all(|r| r.builds.values().all(|b| is_done(&b.status)))
+            && self.repos.iter().all(|r| {
+                r.builds.iter().all(|(n, b)| {
+                    is_done(&b.status)
+                        || self
+                            .plans
+                            .get(&BuildKey {
+                                slug: r.repo.slug.clone(),
+                                number: *n,
+                            })
+                            .is_some_and(|p| p.outcome == Outcome::Stuck)
+                })
+            })
     }
 
     /// Runs the next event due at `now_ms`, if any, and returns the webhooks it sends, in
@@ -915,6 +942,11 @@ impl Drone {
                 out.push(p);
                 self.push(at + d, Ev::Decline(ri, number));
             }
+            Outcome::NoRun => {
+                // teardown.go on a build no runner set up: its stages end `success`.
+                out.push(p);
+                self.push(at + d, Ev::Teardown(ri, number));
+            }
             _ => {
                 if plan.created_late {
                     // Arrives just after the first step-start webhook.
@@ -935,7 +967,7 @@ impl Drone {
                         self.push(s + f(0.9), Ev::StepEnd(ri, number, i));
                     }
                 }
-                if !killed {
+                if !killed && plan.outcome != Outcome::Stuck {
                     self.push(first_step + d * steps as u64, Ev::Teardown(ri, number));
                 }
             }
@@ -1063,7 +1095,7 @@ impl Drone {
         let Some(ri) = self.repos.iter().position(|r| r.repo.slug == slug) else {
             // acl/repo.go: an unknown repo is 401 for guests and 404 for users.
             return if authed {
-                Answer::error(404, "Not Found")
+                Answer::not_found()
             } else {
                 Answer::error(401, "Unauthorized")
             };
@@ -1107,7 +1139,7 @@ impl Drone {
             }
             ["builds", "latest"] => match r.builds.values().next_back() {
                 Some(b) => Answer::json(b),
-                None => Answer::error(404, "sql: no rows in result set"),
+                None => Answer::no_rows(),
             },
             ["builds", num] => {
                 let Ok(n) = num.parse::<i64>() else {
@@ -1116,7 +1148,7 @@ impl Drone {
                 };
                 let answer = match r.builds.get(&n) {
                     Some(b) => Answer::json(b),
-                    None => Answer::error(404, "sql: no rows in result set"),
+                    None => Answer::no_rows(),
                 };
                 *self
                     .stats
@@ -1281,6 +1313,8 @@ mod tests {
                 Outcome::Declined => assert_eq!((hooks, b.version), (vec![("pending", 1)], 2)),
                 Outcome::ConfigError => assert_eq!(hooks, [("error", 1)]),
                 Outcome::Skipped => assert_eq!(hooks, [("pending", 1), ("skipped", 2)]),
+                Outcome::NoRun => assert_eq!(hooks, [("pending", 1), ("success", 2)]),
+                Outcome::Stuck => assert!(hooks.iter().all(|h| h.0 != "success"), "{hooks:?}"),
                 _ => assert_eq!(hooks.last(), Some(&(o.final_status(), b.version))),
             }
         }

@@ -1,0 +1,527 @@
+//! Drone as the wasm-host harnesses see it (chaos, the scenario tests, soak and the
+//! benchmarks): a store of repositories `octocat/repo-<r>` (id `100 + r`, [`repo_id`]) and
+//! their builds, each with drone's current row (status, version), numbered per repository as
+//! drone numbers them (`repos.Increment`: the counter moves when the number is taken, the row
+//! is written later), and drone's REST API answered from it: a build, the builds list, a
+//! repository, the OSS build's `incomplete`, and drone's 404s ([`Answer::not_found`],
+//! [`Answer::no_rows`]).
+//!
+//! The harness owns time and its workload: it writes rows when drone would (through
+//! [`crate::lifecycle::Row`]) and makes webhook bodies with [`Bodies`] (templates filled by
+//! string replacement, fast enough for the benchmarks' millions of webhooks). It puts the
+//! store behind its host's responder with an adapter of a few lines (faults, delays and
+//! outages are the harness's own).
+
+use crate::lifecycle::Shape;
+use crate::server::Answer;
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// Repository `octocat/repo-<r>` has id `100 + r`.
+pub fn repo_id(repo: u64) -> u64 {
+    100 + repo
+}
+
+/// A body with placeholders, filled by plain string replacement.
+#[derive(Clone, Debug)]
+struct Template(String);
+
+const RID: &str = "\"@@RID@@\"";
+const RNAME: &str = "@@RNAME@@";
+const BID: &str = "\"@@BID@@\"";
+const NUM: &str = "\"@@NUM@@\"";
+const STATUS: &str = "@@STATUS@@";
+const VER: &str = "\"@@VER@@\"";
+const CTR: &str = "\"@@CTR@@\"";
+
+/// What fills a template: the build (its repository, number, status, version) and the
+/// repository's counter.
+#[derive(Clone, Copy)]
+struct Fill<'a> {
+    repo: u64,
+    number: u64,
+    status: &'a str,
+    version: u64,
+    counter: u64,
+}
+
+impl Template {
+    fn new(v: &Value, newline: bool) -> Template {
+        let mut s = serde_json::to_string(v).unwrap_or_default();
+        if newline {
+            // `render.JSON`: json.Encoder's trailing newline.
+            s.push('\n');
+        }
+        Template(s)
+    }
+
+    fn fill(&self, f: Fill) -> Vec<u8> {
+        self.0
+            .replace(RID, &repo_id(f.repo).to_string())
+            .replace(RNAME, &format!("repo-{}", f.repo))
+            .replace(BID, &(f.repo * 1_000_000 + f.number).to_string())
+            .replace(NUM, &f.number.to_string())
+            .replace(STATUS, f.status)
+            .replace(VER, &f.version.to_string())
+            .replace(CTR, &f.counter.to_string())
+            .into_bytes()
+    }
+}
+
+fn fixture(name: &str) -> Value {
+    serde_json::from_str(crate::fixtures::text(name)).unwrap_or_default()
+}
+
+fn mark_repo(repo: &mut Value) {
+    repo["id"] = "@@RID@@".into();
+    repo["name"] = RNAME.into();
+    repo["slug"] = format!("octocat/{RNAME}").into();
+    repo["counter"] = "@@CTR@@".into();
+}
+
+fn mark_build(build: &mut Value) {
+    build["id"] = "@@BID@@".into();
+    build["repo_id"] = "@@RID@@".into();
+    build["number"] = "@@NUM@@".into();
+    build["status"] = STATUS.into();
+    build["version"] = "@@VER@@".into();
+}
+
+/// Drone's webhook and API bodies for any repository, build, status and version, made from
+/// the fixtures (`webhook-build-created.json`, `webhook-build-updated-running.json`,
+/// `api-build-success.json`).
+#[derive(Clone, Debug)]
+pub struct Bodies {
+    created: Template,
+    config_error: Template,
+    updated: Template,
+    cancel: Template,
+    api_build: Template,
+    api_repo: Template,
+    counter: u64,
+}
+
+impl Default for Bodies {
+    fn default() -> Self {
+        Bodies::new()
+    }
+}
+
+impl Bodies {
+    pub fn new() -> Bodies {
+        let mut created = fixture("webhook-build-created.json");
+        let counter = created["repo"]["counter"].as_u64().unwrap_or(0);
+        mark_repo(&mut created["repo"]);
+        mark_build(&mut created["build"]);
+        if let Some(repo) = created["repo"].as_object_mut() {
+            repo.remove("build");
+        }
+        let mut config_error = created.clone();
+        config_error["build"]["error"] = "yaml: line 3: did not find expected key".into();
+        let mut updated = fixture("webhook-build-updated-running.json");
+        mark_repo(&mut updated["repo"]);
+        mark_build(&mut updated["build"]);
+        let mut cancel = updated.clone();
+        updated["repo"]["build"] = updated["build"].clone();
+        if let Some(repo) = cancel["repo"].as_object_mut() {
+            repo.remove("build");
+        }
+        let mut api = fixture("api-build-success.json");
+        mark_build(&mut api);
+        let mut repo = fixture("webhook-build-created.json")["repo"].clone();
+        mark_repo(&mut repo);
+        Bodies {
+            created: Template::new(&created, false),
+            config_error: Template::new(&config_error, false),
+            updated: Template::new(&updated, false),
+            cancel: Template::new(&cancel, false),
+            api_build: Template::new(&api, true),
+            api_repo: Template::new(&repo, true),
+            counter,
+        }
+    }
+
+    /// A live webhook: `build:created` for `pending`, else a `build:updated` like drone's
+    /// step webhooks (the 3.5 KB fixture's shape, with `repo.build`).
+    pub fn webhook(&self, repo: u64, number: u64, status: &str, version: u64) -> Vec<u8> {
+        let shape = if status == "pending" {
+            Shape::Created
+        } else {
+            Shape::Updated
+        };
+        self.hook(shape, (repo, number), status, version)
+    }
+
+    /// The webhook of `shape` ([`crate::lifecycle::Hook`]) carrying `status` and `version`:
+    /// `build:created` (with the parser's error when created `error`: a config error),
+    /// `build:updated` with `repo.build`, or the cancel's `build:updated` without it.
+    pub fn hook(
+        &self,
+        shape: Shape,
+        (repo, number): (u64, u64),
+        status: &str,
+        version: u64,
+    ) -> Vec<u8> {
+        let template = match shape {
+            Shape::Created if status == "error" => &self.config_error,
+            Shape::Created => &self.created,
+            Shape::Updated => &self.updated,
+            Shape::Cancel => &self.cancel,
+        };
+        template.fill(Fill {
+            repo,
+            number,
+            status,
+            version,
+            counter: number,
+        })
+    }
+
+    /// `GET /api/repos/octocat/repo-<r>/builds/<n>`'s body.
+    pub fn api_build(&self, repo: u64, number: u64, status: &str, version: u64) -> Vec<u8> {
+        self.api_build.fill(Fill {
+            repo,
+            number,
+            status,
+            version,
+            counter: number,
+        })
+    }
+
+    /// `GET /api/repos/octocat/repo-<r>`'s body with `counter`, the last number taken.
+    pub fn api_repo(&self, repo: u64, counter: u64) -> Vec<u8> {
+        self.api_repo.fill(Fill {
+            repo,
+            number: 0,
+            status: "",
+            version: 0,
+            counter,
+        })
+    }
+
+    /// The fixture repository's `counter`.
+    pub fn fixture_counter(&self) -> u64 {
+        self.counter
+    }
+}
+
+/// The API calls the store answered.
+#[derive(Clone, Debug, Default)]
+pub struct Calls {
+    /// Every request, with its path, whatever the answer.
+    pub paths: Vec<String>,
+    /// `GET /api/repos/{o}/{n}/builds/{number}`.
+    pub build: u64,
+    /// `GET /api/repos/{o}/{n}`.
+    pub repo: u64,
+    /// `GET /api/repos/{o}/{n}/builds` (the list).
+    pub list: u64,
+    /// Build lookups answered 404 (no such build in a repository drone has).
+    pub not_found: u64,
+    /// Build lookups under a repository name drone does not have.
+    pub steered: Vec<String>,
+    /// Answered 401 (no or wrong token).
+    pub unauthorized: u64,
+    /// Paths drone's router has no route for (`404 page not found`).
+    pub unrouted: Vec<String>,
+}
+
+/// Drone's repositories and builds (see the module doc).
+#[derive(Clone, Debug)]
+pub struct Store {
+    pub bodies: Bodies,
+    /// (repository, number) → (status, version): drone's build rows.
+    rows: BTreeMap<(u64, u64), (String, u64)>,
+    /// The numbers taken per repository (`repos.Increment`), rows written or not.
+    counters: BTreeMap<u64, u64>,
+    /// Repositories `1..=n` exist; `None`: every `octocat/repo-<r>` does.
+    pub repos: Option<u64>,
+    /// The bearer token the API wants; `None`: not checked.
+    pub token: Option<String>,
+    pub calls: Calls,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Store::new()
+    }
+}
+
+impl Store {
+    /// Every `octocat/repo-<r>`, no token checked, no builds.
+    pub fn new() -> Store {
+        Store {
+            bodies: Bodies::new(),
+            rows: BTreeMap::new(),
+            counters: BTreeMap::new(),
+            repos: None,
+            token: None,
+            calls: Calls::default(),
+        }
+    }
+
+    /// Drone takes the next number of `repo` (`repos.Increment`); its row comes later.
+    pub fn take_number(&mut self, repo: u64) -> u64 {
+        let c = self.counters.entry(repo).or_insert(0);
+        *c += 1;
+        *c
+    }
+
+    /// The repository's counter is at least `number` (numbers taken by builds not written).
+    pub fn taken(&mut self, repo: u64, number: u64) {
+        let c = self.counters.entry(repo).or_insert(0);
+        *c = (*c).max(number);
+    }
+
+    /// Drone writes build `repo/number`'s row; the API answers it from now on.
+    pub fn write(&mut self, repo: u64, number: u64, status: &str, version: u64) {
+        self.taken(repo, number);
+        self.rows
+            .insert((repo, number), (status.to_string(), version));
+    }
+
+    /// Build `repo/number`'s row.
+    pub fn row(&self, repo: u64, number: u64) -> Option<(&str, u64)> {
+        self.rows
+            .get(&(repo, number))
+            .map(|(s, v)| (s.as_str(), *v))
+    }
+
+    /// Every row: ((repository, number), (status, version)).
+    pub fn rows(&self) -> impl Iterator<Item = ((u64, u64), (&str, u64))> {
+        self.rows.iter().map(|(k, (s, v))| (*k, (s.as_str(), *v)))
+    }
+
+    /// The last number taken in `repo`.
+    pub fn counter(&self, repo: u64) -> u64 {
+        self.counters.get(&repo).copied().unwrap_or(0)
+    }
+
+    fn has_repo(&self, repo: u64) -> bool {
+        repo >= 1 && self.repos.is_none_or(|n| repo <= n)
+    }
+
+    /// Answers `method path` (the query string, if any, after `?`) as drone's router does.
+    pub fn answer(&mut self, method: &str, path: &str, authorization: Option<&str>) -> Answer {
+        self.calls.paths.push(path.to_string());
+        if let Some(token) = &self.token {
+            if authorization != Some(format!("Bearer {token}").as_str()) {
+                self.calls.unauthorized += 1;
+                return Answer::error(401, "Unauthorized");
+            }
+        }
+        if method != "GET" {
+            return Answer::text(405, "");
+        }
+        let (path, query) = path.split_once('?').unwrap_or((path, ""));
+        let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        let repo_of = |name: &str| {
+            name.strip_prefix("repo-")
+                .and_then(|r| r.parse::<u64>().ok())
+                .filter(|r| self.has_repo(*r))
+        };
+        match parts.as_slice() {
+            // Drone's OSS build: `builds_oss.go`, render.NotImplemented.
+            ["api", "builds", "incomplete"] => Answer::error(501, "Not Implemented"),
+            ["api", "repos", "octocat", name] => match repo_of(name) {
+                Some(repo) => {
+                    self.calls.repo += 1;
+                    let counter = self.counter(repo);
+                    Answer::json_bytes(self.bodies.api_repo(repo, counter))
+                }
+                None => Answer::not_found(),
+            },
+            ["api", "repos", "octocat", name, "builds"] => match repo_of(name) {
+                Some(repo) => {
+                    self.calls.list += 1;
+                    self.list(repo, query)
+                }
+                None => Answer::not_found(),
+            },
+            ["api", "repos", "octocat", name, "builds", number] => match repo_of(name) {
+                Some(repo) => {
+                    self.calls.build += 1;
+                    let number = number.parse().unwrap_or(0);
+                    match self.row(repo, number) {
+                        Some((status, version)) => {
+                            Answer::json_bytes(self.bodies.api_build(repo, number, status, version))
+                        }
+                        None => {
+                            self.calls.not_found += 1;
+                            Answer::no_rows()
+                        }
+                    }
+                }
+                None => {
+                    self.calls.steered.push(path.to_string());
+                    Answer::not_found()
+                }
+            },
+            ["api", "repos", _, _] => Answer::not_found(),
+            ["api", "repos", _, _, "builds", _] => {
+                self.calls.steered.push(path.to_string());
+                Answer::not_found()
+            }
+            _ => {
+                self.calls.unrouted.push(path.to_string());
+                Answer::no_route()
+            }
+        }
+    }
+
+    /// `GET /api/repos/{o}/{n}/builds?page=&per_page=`: newest first (`list.go`).
+    fn list(&self, repo: u64, query: &str) -> Answer {
+        let param = |k: &str| {
+            query
+                .split('&')
+                .filter_map(|kv| kv.split_once('='))
+                .find(|(q, _)| *q == k)
+                .and_then(|(_, v)| v.parse::<usize>().ok())
+        };
+        let page = param("page").unwrap_or(1).max(1);
+        let per = param("per_page")
+            .filter(|p| (1..=100).contains(p))
+            .unwrap_or(25);
+        let items: Vec<Vec<u8>> = self
+            .rows
+            .range((repo, 0)..=(repo, u64::MAX))
+            .rev()
+            .skip((page - 1) * per)
+            .take(per)
+            .map(|((r, n), (s, v))| {
+                let mut b = self.bodies.api_build(*r, *n, s, *v);
+                b.pop();
+                b
+            })
+            .collect();
+        let mut body = b"[".to_vec();
+        body.extend(items.join(&b","[..]));
+        body.extend(b"]\n");
+        Answer::json_bytes(body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json(a: &Answer) -> Value {
+        serde_json::from_slice(&a.body).unwrap()
+    }
+
+    #[test]
+    fn builds_are_answered_from_their_rows_and_unknown_ones_with_drones_404() {
+        let mut s = Store::new();
+        let n = s.take_number(3);
+        s.write(3, n, "running", 2);
+        let a = s.answer("GET", "/api/repos/octocat/repo-3/builds/1", None);
+        assert_eq!(a.status, 200);
+        let b = json(&a);
+        assert_eq!(
+            (b["number"].as_u64(), b["status"].as_str()),
+            (Some(1), Some("running"))
+        );
+        assert_eq!(
+            (b["version"].as_u64(), b["repo_id"].as_u64()),
+            (Some(2), Some(103))
+        );
+        assert_eq!(
+            s.answer("GET", "/api/repos/octocat/repo-3/builds/2", None),
+            Answer::no_rows()
+        );
+        assert_eq!(s.calls.not_found, 1);
+        assert_eq!(
+            Answer::no_rows().body,
+            b"{\"message\":\"sql: no rows in result set\"}\n"
+        );
+        assert_eq!(Answer::not_found().body, b"{\"message\":\"Not Found\"}\n");
+    }
+
+    #[test]
+    fn the_repository_counter_counts_numbers_taken_before_their_rows() {
+        let mut s = Store::new();
+        s.write(1, 1, "success", 3);
+        assert_eq!(s.take_number(1), 2);
+        let repo = json(&s.answer("GET", "/api/repos/octocat/repo-1", None));
+        assert_eq!(repo["counter"].as_u64(), Some(2));
+        assert_eq!(repo["slug"].as_str(), Some("octocat/repo-1"));
+        assert_eq!(repo["id"].as_u64(), Some(101));
+    }
+
+    #[test]
+    fn unknown_repositories_and_names_are_404_and_lookups_under_them_are_counted() {
+        let mut s = Store::new();
+        s.repos = Some(2);
+        assert_eq!(
+            s.answer("GET", "/api/repos/octocat/repo-3", None),
+            Answer::not_found()
+        );
+        assert_eq!(
+            s.answer("GET", "/api/repos/evil/x/builds/1", None),
+            Answer::not_found()
+        );
+        assert_eq!(s.calls.steered, ["/api/repos/evil/x/builds/1"]);
+        assert_eq!(s.answer("GET", "/api/nope", None), Answer::no_route());
+        assert_eq!(s.answer("GET", "/api/builds/incomplete", None).status, 501);
+    }
+
+    #[test]
+    fn a_token_is_required_when_set() {
+        let mut s = Store::new();
+        s.token = Some("t".into());
+        assert_eq!(
+            s.answer("GET", "/api/repos/octocat/repo-1", None).status,
+            401
+        );
+        assert_eq!(
+            s.answer("GET", "/api/repos/octocat/repo-1", Some("Bearer t"))
+                .status,
+            200
+        );
+        assert_eq!(s.calls.unauthorized, 1);
+    }
+
+    #[test]
+    fn the_list_is_newest_first_and_paged() {
+        let mut s = Store::new();
+        for n in 1..=30 {
+            s.write(1, n, "success", 3);
+        }
+        s.write(2, 1, "success", 3);
+        let page = json(&s.answer(
+            "GET",
+            "/api/repos/octocat/repo-1/builds?page=2&per_page=10",
+            None,
+        ));
+        let numbers: Vec<u64> = page
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["number"].as_u64().unwrap())
+            .collect();
+        assert_eq!(numbers, (11..=20).rev().collect::<Vec<_>>());
+        let first = json(&s.answer("GET", "/api/repos/octocat/repo-1/builds", None));
+        assert_eq!(first.as_array().unwrap().len(), 25);
+    }
+
+    #[test]
+    fn webhooks_have_drones_shapes() {
+        let b = Bodies::new();
+        let v = |body: Vec<u8>| serde_json::from_slice::<Value>(&body).unwrap();
+        let created = v(b.hook(Shape::Created, (2, 7), "pending", 1));
+        assert_eq!(created["action"], "created");
+        assert!(created["repo"].get("build").is_none());
+        assert_eq!(created["repo"]["counter"].as_u64(), Some(7));
+        let error = v(b.hook(Shape::Created, (2, 7), "error", 1));
+        assert!(error["build"]["error"]
+            .as_str()
+            .is_some_and(|e| !e.is_empty()));
+        let updated = v(b.hook(Shape::Updated, (2, 7), "running", 2));
+        assert_eq!(updated["action"], "updated");
+        assert_eq!(updated["repo"]["build"], updated["build"]);
+        assert_eq!(updated["build"]["id"].as_u64(), Some(2_000_007));
+        let cancel = v(b.hook(Shape::Cancel, (2, 7), "killed", 3));
+        assert!(cancel["repo"].get("build").is_none());
+        assert_eq!(cancel["build"]["status"], "killed");
+    }
+}
