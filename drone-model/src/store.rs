@@ -208,8 +208,6 @@ impl Bodies {
 /// The API calls the store answered.
 #[derive(Clone, Debug, Default)]
 pub struct Calls {
-    /// Every request, with its path, whatever the answer.
-    pub paths: Vec<String>,
     /// `GET /api/repos/{o}/{n}/builds/{number}`.
     pub build: u64,
     /// `GET /api/repos/{o}/{n}`.
@@ -303,7 +301,6 @@ impl Store {
 
     /// Answers `method path` (the query string, if any, after `?`) as drone's router does.
     pub fn answer(&mut self, method: &str, path: &str, authorization: Option<&str>) -> Answer {
-        self.calls.paths.push(path.to_string());
         if let Some(token) = &self.token {
             if authorization != Some(format!("Bearer {token}").as_str()) {
                 self.calls.unauthorized += 1;

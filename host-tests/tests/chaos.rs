@@ -64,7 +64,9 @@
 mod common;
 
 use common::*;
-use drone_model::{Rng, Row, Shape};
+use drone_model::outcome::{CHAOS, TEARDOWN};
+use drone_model::store::{Bodies, Store};
+use drone_model::{Outcome, Rng, Row, Shape};
 use host_tests::{CallReply, CallRequest, Host, UpstreamReply, CANARY};
 use serde_json::{json, Value};
 use std::cell::RefCell;
@@ -137,97 +139,7 @@ fn scale() -> u64 {
         .unwrap_or(1)
 }
 
-// ------------------------------------------------------------------------------ payloads
-
-/// Drone's payload shapes, parsed once from the fixtures.
-struct Shapes {
-    created: Value,
-    updated: Value,
-    api_build: Value,
-    api_repo: Value,
-}
-
-impl Shapes {
-    fn load() -> Self {
-        Shapes {
-            created: fixture_json("webhook-build-created.json"),
-            updated: fixture_json("webhook-build-updated-running.json"),
-            api_build: fixture_json("api-build-success.json"),
-            api_repo: fixture_json("webhook-build-created.json")["repo"].clone(),
-        }
-    }
-
-    fn repo(&self, v: &mut Value, repo: u64, number: u64) {
-        v["id"] = repo_id(repo).into();
-        v["name"] = format!("repo-{repo}").into();
-        v["slug"] = format!("octocat/repo-{repo}").into();
-        v["counter"] = number.into();
-    }
-
-    fn build(v: &mut Value, repo: u64, number: u64, status: &str, version: u64) {
-        v["id"] = (repo * 1_000_000 + number).into();
-        v["repo_id"] = repo_id(repo).into();
-        v["number"] = number.into();
-        v["status"] = status.into();
-        v["version"] = version.into();
-    }
-
-    fn webhook(&self, shape: Shape, h: &Hook) -> Vec<u8> {
-        let mut v = match shape {
-            Shape::Created => self.created.clone(),
-            Shape::Updated | Shape::Cancel => self.updated.clone(),
-        };
-        self.repo(&mut v["repo"], h.repo, h.number);
-        Self::build(&mut v["build"], h.repo, h.number, h.status, h.version);
-        if h.status == "error" && shape == Shape::Created {
-            v["build"]["error"] = "yaml: line 3: did not find expected key".into();
-        }
-        match shape {
-            Shape::Updated => v["repo"]["build"] = v["build"].clone(),
-            Shape::Created | Shape::Cancel => {
-                if let Some(repo) = v["repo"].as_object_mut() {
-                    repo.remove("build");
-                }
-            }
-        }
-        serde_json::to_vec(&v).expect("serialize")
-    }
-
-    fn api_build(&self, repo: u64, number: u64, status: &str, version: u64) -> Vec<u8> {
-        let mut v = self.api_build.clone();
-        Self::build(&mut v, repo, number, status, version);
-        let mut body = serde_json::to_vec(&v).expect("serialize");
-        body.push(b'\n');
-        body
-    }
-
-    fn api_repo(&self, repo: u64, counter: u64) -> Vec<u8> {
-        let mut v = self.api_repo.clone();
-        self.repo(&mut v, repo, counter);
-        let mut body = serde_json::to_vec(&v).expect("serialize");
-        body.push(b'\n');
-        body
-    }
-}
-
 // ------------------------------------------------------------------------------ drone
-
-/// The kind of lifecycle a build gets (decided at creation).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
-    /// created → (setup, no webhook) running → steps → teardown final.
-    Normal,
-    /// created → teardown final without setup (pending → success/failure/error, §4).
-    NoRun,
-    /// created → cancelled while pending or running (killed); maybe a teardown after it.
-    Cancelled,
-    /// created → auto-cancelled while pending (skipped, webhook #7).
-    Skipped,
-    /// created → declined (no webhook).
-    Declined,
-    /// created with status error (config error, webhook #2): terminal at once.
-    ConfigError,
-}
 
 /// What drone does to a build at some time.
 #[derive(Clone, Copy, Debug)]
@@ -261,7 +173,9 @@ struct Hook {
 struct Build {
     repo: u64,
     number: u64,
-    kind: Kind,
+    /// Its lifecycle, drawn from `drone_model::outcome::CHAOS` at creation (`Success`: runs
+    /// to its teardown, whose status is drawn from `TEARDOWN`).
+    kind: Outcome,
     /// Drone's row: status, version, whether a runner had it, its first terminal version.
     row: Row,
     /// Virtual time of drone's last write to the build (its final transition at the end).
@@ -273,19 +187,15 @@ struct Build {
     first_step_at: Option<u64>,
 }
 
-/// Drone's API side, shared with the `drone` responder.
+/// Drone (`drone_model::store`: its rows, numbering and API answers) behind the faults and
+/// the outage of the run.
 struct DroneApi {
-    shapes: Rc<Shapes>,
-    /// (repo, number) → (status, version): drone's database.
-    builds: BTreeMap<(u64, u64), (&'static str, u64)>,
-    counters: BTreeMap<u64, u64>,
+    store: Store,
     rng: Rng,
     faults: bool,
     outage: bool,
     calls: u64,
     faults_injected: u64,
-    /// Build lookups under a name drone does not have (an attacker's).
-    steered: Vec<String>,
 }
 
 impl DroneApi {
@@ -322,41 +232,13 @@ impl DroneApi {
             Some(format!("Bearer {TOKEN}").as_str()),
             "drone is called with the token"
         );
-        assert_eq!(req.method(), "GET");
-        let parts: Vec<&str> = req.path().trim_start_matches('/').split('/').collect();
-        let (status, body) = match parts.as_slice() {
-            ["api", "repos", "octocat", name] => {
-                let repo: u64 = name.trim_start_matches("repo-").parse().unwrap_or(0);
-                match self.counters.get(&repo) {
-                    Some(counter) => (200, self.shapes.api_repo(repo, *counter)),
-                    None => (404, br#"{"message":"Not Found"}"#.to_vec()),
-                }
-            }
-            ["api", "repos", "octocat", name, "builds", number] => {
-                let repo: u64 = name.trim_start_matches("repo-").parse().unwrap_or(0);
-                let number: u64 = number.parse().unwrap_or(0);
-                match self.builds.get(&(repo, number)) {
-                    Some((status, version)) => {
-                        (200, self.shapes.api_build(repo, number, status, *version))
-                    }
-                    None => (404, br#"{"message":"sql: no rows in result set"}"#.to_vec()),
-                }
-            }
-            // Drone's OSS build: admin-only and 501 (scenario tests cover the other).
-            ["api", "builds", "incomplete"] => (501, br#"{"message":"Not Implemented"}"#.to_vec()),
-            ["api", "repos", _, _] => (404, br#"{"message":"Not Found"}"#.to_vec()),
-            ["api", "repos", _, _, "builds", _] => {
-                self.steered.push(req.path().to_string());
-                (404, br#"{"message":"Not Found"}"#.to_vec())
-            }
-            _ => panic!("unexpected drone call {}", req.path()),
-        };
-        CallReply::Reply {
-            status,
-            headers: vec![("content-type".into(), "application/json".into())],
-            body,
-            delay_ms,
-        }
+        let answer = drone_answer(&mut self.store, req);
+        assert!(
+            self.store.calls.unrouted.is_empty(),
+            "unexpected drone call {}",
+            req.path()
+        );
+        reply(answer, delay_ms)
     }
 }
 
@@ -594,7 +476,7 @@ struct Report {
 struct Sim {
     case: Case,
     host: Host,
-    shapes: Rc<Shapes>,
+    bodies: Rc<Bodies>,
     drone: Rc<RefCell<DroneApi>>,
     pipeline: Rc<RefCell<Pipeline>>,
     builds: Vec<Build>,
@@ -623,17 +505,16 @@ impl Sim {
         cfg.seed = case.seed;
         cfg.log_level = 2; // info and up: the run makes millions of debug lines otherwise
         let mut host = Host::start(cfg).expect("host starts");
-        let shapes = Rc::new(Shapes::load());
+        let mut store = Store::new();
+        store.repos = Some(REPOS);
+        let bodies = Rc::new(store.bodies.clone());
         let drone = Rc::new(RefCell::new(DroneApi {
-            shapes: shapes.clone(),
-            builds: BTreeMap::new(),
-            counters: BTreeMap::new(),
+            store,
             rng: Rng::stream(case.seed, 3),
             faults: true,
             outage: false,
             calls: 0,
             faults_injected: 0,
-            steered: Vec::new(),
         }));
         let d = drone.clone();
         host.set_responder("drone", move |req: &CallRequest, _now: u64| {
@@ -667,7 +548,7 @@ impl Sim {
             attacker: Rng::stream(case.seed, 6),
             case,
             host,
-            shapes,
+            bodies,
             drone,
             pipeline,
             builds: Vec::new(),
@@ -692,7 +573,7 @@ impl Sim {
     }
 
     /// Creates a build of `repo` at `t` with a lifecycle of the given kind (or a random one).
-    fn plan_build(&mut self, t: u64, repo: u64, kind: Option<Kind>) {
+    fn plan_build(&mut self, t: u64, repo: u64, kind: Option<Outcome>) {
         let number = {
             let n = self.next_number.entry(repo).or_insert(0);
             *n += 1;
@@ -700,15 +581,8 @@ impl Sim {
         };
         let w = &mut self.work;
         let kind = kind.unwrap_or_else(|| {
-            let r = w.unit();
-            match r {
-                _ if r < 0.70 => Kind::Normal,
-                _ if r < 0.74 => Kind::NoRun,
-                _ if r < 0.83 => Kind::Cancelled,
-                _ if r < 0.88 => Kind::Skipped,
-                _ if r < 0.96 => Kind::Declined,
-                _ => Kind::ConfigError,
-            }
+            let roll = (w.unit() * 100.0) as u64;
+            Outcome::draw(&CHAOS, roll).unwrap_or(Outcome::ConfigError)
         });
         let idx = self.builds.len();
         self.builds.push(Build {
@@ -739,16 +613,12 @@ impl Sim {
             }
         };
         let duration = w.log_range(5_000, 20 * 60_000);
-        let final_status = w.pick(&[
-            "success", "success", "success", "success", "success", "success", "success", "failure",
-            "failure", "error", "killed",
-        ]);
+        let final_status = w.pick(&TEARDOWN);
         match kind {
-            Kind::ConfigError => {}
-            Kind::Declined => acts.push((t + pending, Act::Decline)),
-            Kind::Skipped => acts.push((t + pending, Act::Skip)),
-            Kind::NoRun => acts.push((t + pending, Act::Teardown(final_status))),
-            Kind::Normal | Kind::Cancelled => {
+            Outcome::Declined => acts.push((t + pending, Act::Decline)),
+            Outcome::Skipped => acts.push((t + pending, Act::Skip)),
+            Outcome::NoRun => acts.push((t + pending, Act::Teardown(final_status))),
+            Outcome::Success | Outcome::Killed => {
                 let setup = t + pending;
                 acts.push((setup, Act::Setup));
                 let steps = w.range(2, 7);
@@ -760,7 +630,7 @@ impl Sim {
                     acts.push((*b, Act::Step));
                 }
                 let end = setup + duration + w.range(200, 2_000);
-                if kind == Kind::Cancelled {
+                if kind == Outcome::Killed {
                     // Cancelled while pending (before setup) or running. The runner stops on
                     // the cancel, so its teardown comes seconds after it, not at the end the
                     // build would have had.
@@ -773,10 +643,12 @@ impl Sim {
                 } else {
                     acts.push((end, Act::Teardown(final_status)));
                 }
-                if kind == Kind::Normal && w.chance(CREATED_LATE) {
+                if kind == Outcome::Success && w.chance(CREATED_LATE) {
                     self.builds[idx].first_step_at = bounds.first().copied();
                 }
             }
+            // Config errors end at creation (CHAOS draws no other).
+            _ => {}
         }
         for (at, act) in acts {
             self.at(at, Ev::Drone { build: idx, act });
@@ -791,9 +663,7 @@ impl Sim {
         let (repo, number) = (build.repo, build.number);
         let (status, version) = (build.row.status, build.row.version);
         let mut d = self.drone.borrow_mut();
-        d.builds.insert((repo, number), (status, version));
-        let c = d.counters.entry(repo).or_insert(0);
-        *c = (*c).max(number);
+        d.store.write(repo, number, status, version);
     }
 
     /// What drone does to a build (`Row` decides; this chooses among drone's races).
@@ -803,7 +673,7 @@ impl Sim {
         let row = &mut self.builds[b].row;
         let version = row.version;
         let hook = match act {
-            Act::Create => Some(row.create(kind == Kind::ConfigError)),
+            Act::Create => Some(row.create(kind == Outcome::ConfigError)),
             Act::Setup => {
                 row.setup(); // nothing when cancelled before it started
                 None
@@ -816,7 +686,7 @@ impl Sim {
             // After a cancel: a teardown that lost the optimistic lock sends nothing; one
             // that read the build afterwards writes `killed` again (§4). A build cancelled
             // while pending never had a runner, so no teardown.
-            Act::Teardown(_) if row.status == "killed" && kind == Kind::Cancelled => {
+            Act::Teardown(_) if row.status == "killed" && kind == Outcome::Killed => {
                 if !row.ran || w.chance(0.5) {
                     None
                 } else {
@@ -883,7 +753,12 @@ impl Sim {
     fn arrive(&mut self, id: usize) {
         let hook = self.hooks[id].clone();
         let vm = self.net.range(0, WORKERS as u64 - 1) as usize;
-        let body = self.shapes.webhook(hook.shape, &hook);
+        let body = self.bodies.hook(
+            hook.shape,
+            (hook.repo, hook.number),
+            hook.status,
+            hook.version,
+        );
         let answer = if self.pipeline.borrow().outage {
             UpstreamReply::status(503)
         } else if self.faults && self.live.chance(LIVE_PIPELINE_FAULT) {
@@ -972,8 +847,13 @@ impl Sim {
             status,
             version,
         };
-        let mut v: Value =
-            serde_json::from_slice(&self.shapes.webhook(Shape::Updated, &hook)).unwrap();
+        let mut v: Value = serde_json::from_slice(&self.bodies.hook(
+            Shape::Updated,
+            (hook.repo, hook.number),
+            hook.status,
+            hook.version,
+        ))
+        .unwrap();
         let (ns, name) = match a.range(0, 2) {
             0 => ("evil-ns".to_string(), "evil-repo".to_string()),
             1 => ("..".to_string(), "..".to_string()),
@@ -1072,7 +952,7 @@ impl Sim {
                 // now has a later one (that is how the filter finds builds it never saw).
                 let t = self.now() + 1_000;
                 for repo in 1..=REPOS {
-                    self.plan_build(t + repo * 100, repo, Some(Kind::Normal));
+                    self.plan_build(t + repo * 100, repo, Some(Outcome::Success));
                 }
             }
         }
@@ -1158,7 +1038,7 @@ impl Sim {
             let d = self.drone.borrow();
             r.drone_calls = d.calls;
             r.drone_faults = d.faults_injected;
-            r.steered = d.steered.clone();
+            r.steered = d.store.calls.steered.clone();
         }
         let p = self.pipeline.borrow();
         r.violations = p.violations.clone();
@@ -1753,35 +1633,15 @@ fn chaos_seed_sweep() {
 // the filter is fixed (the chaos runs count them within a bound meanwhile; `CHAOS_STRICT=1`
 // makes them fail).
 
-type SlowDrone = Rc<RefCell<(BTreeMap<u64, (&'static str, u64)>, u64)>>;
+type SlowDrone = Rc<RefCell<(Store, u64)>>;
 
-/// Drone for repository 1: build number → (status, version), answered after a delay.
+/// Drone (`drone_model::store`), answering after a delay.
 fn install_slow_drone(host: &mut Host) -> SlowDrone {
-    let state: SlowDrone = Rc::new(RefCell::new((BTreeMap::new(), 0)));
+    let state: SlowDrone = Rc::new(RefCell::new((Store::new(), 0)));
     let s = state.clone();
-    let shapes = Shapes::load();
     host.set_responder("drone", move |req: &CallRequest, _now: u64| {
-        let (builds, delay_ms) = &*s.borrow();
-        if req.path() == "/api/builds/incomplete" {
-            return CallReply::status(501, r#"{"message":"Not Implemented"}"#);
-        }
-        if !req.path().contains("/builds/") {
-            // The repository's confirmation, when the webhooks are hints.
-            return CallReply::ok(shapes.api_repo(1, 1));
-        }
-        let number: u64 = req
-            .path()
-            .rsplit('/')
-            .next()
-            .and_then(|n| n.parse().ok())
-            .expect("a build path");
-        let (status, version) = builds[&number];
-        CallReply::Reply {
-            status: 200,
-            headers: Vec::new(),
-            body: shapes.api_build(1, number, status, version),
-            delay_ms: *delay_ms,
-        }
+        let (store, delay_ms) = &mut *s.borrow_mut();
+        reply(drone_answer(store, req), *delay_ms)
     });
     state
 }
@@ -1819,9 +1679,9 @@ fn repro_slow_drone_answer_races_live_final() {
     let mut host = Host::start(signed_host_config(1, "")).unwrap();
     let drone = install_slow_drone(&mut host);
     let pipeline = install_pipeline(&mut host);
-    drone.borrow_mut().0.insert(1, ("pending", 1));
+    drone.borrow_mut().0.write(1, 1, "pending", 1);
     send_live(&mut host, &pipeline, 0, webhook(1, 1, "pending", 1), 200);
-    drone.borrow_mut().0.insert(1, ("running", 2)); // setup: no webhook
+    drone.borrow_mut().0.write(1, 1, "running", 2); // setup: no webhook
     drone.borrow_mut().1 = 1050;
     let before = host.calls().len();
     while host.calls().len() == before {
@@ -1830,7 +1690,7 @@ fn repro_slow_drone_answer_races_live_final() {
     let polled_at = host.calls()[before].at_ms;
     let now = host.now_ms();
     host.advance(polled_at + 1020 - now).unwrap();
-    drone.borrow_mut().0.insert(1, ("success", 3));
+    drone.borrow_mut().0.write(1, 1, "success", 3);
     send_live(&mut host, &pipeline, 0, webhook(1, 1, "success", 3), 200);
     host.advance(5000).unwrap();
     assert_eq!(
