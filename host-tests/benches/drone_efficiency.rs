@@ -392,7 +392,7 @@ fn ok(body: Vec<u8>) -> CallResult {
 fn not_found() -> CallResult {
     CallResult::Response {
         status: 404,
-        body: br#"{"message":"sql: no rows in result set"}"#.to_vec(),
+        body: drone_model::server::Answer::no_rows().body,
     }
 }
 

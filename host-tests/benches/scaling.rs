@@ -137,7 +137,7 @@ fn main() {
     let mut cfg = host_config(2, &extra());
     cfg.env.push(("HOOK_SECRET".into(), HOOK_SECRET.into()));
     let mut host = Host::start(cfg).expect("host starts");
-    let drone = install_drone(&mut host, bodies.clone());
+    let drone = install_drone(&mut host);
     let _pipeline = install_pipeline(&mut host);
     host.advance(2_000).expect("advance");
     let leader = leader_vm(&host).expect("a leader was elected");
@@ -220,7 +220,7 @@ fn main() {
         );
         points.push(p);
     }
-    assert_eq!(drone.borrow().build_calls, 0, "nothing was due");
+    assert_eq!(drone.borrow().calls.build, 0, "nothing was due");
 
     let first = &points[0];
     let last = &points[points.len() - 1];

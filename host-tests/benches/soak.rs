@@ -169,7 +169,7 @@ fn main() {
     let total_webhooks = env_u64("SOAK_WEBHOOKS", 1_000_000);
     let bodies = Rc::new(Bodies::new());
     let mut host = Host::start(host_config(2, &extra())).expect("host starts");
-    let drone = install_drone(&mut host, bodies.clone());
+    let drone = install_drone(&mut host);
     let pipeline = install_pipeline(&mut host);
     let start_ms = host.now_ms();
     let mut w = World {
@@ -226,8 +226,7 @@ fn main() {
             };
             drone
                 .borrow_mut()
-                .builds
-                .insert(key, (row.status, row.version));
+                .write(key.0, key.1, row.status, row.version);
             let Some(hook) = hook else {
                 continue;
             };
@@ -245,7 +244,7 @@ fn main() {
             w.webhooks_sent += 1;
             // Streams run on the workers only (VMs 0 and 1); the main thread's VM just ticks.
             vm_rr = (vm_rr + 1) % 2;
-            let body = bodies.hook(key, &hook);
+            let body = bodies.hook(hook.shape, key, hook.status, hook.version);
             send(&mut host, vm_rr, body, answer);
         }
         host.advance(TICK_MS).expect("advance");
@@ -296,7 +295,7 @@ fn main() {
                     s.follower_median,
                     s.keys,
                     w.webhooks_sent,
-                    drone.borrow().build_calls,
+                    drone.borrow().calls.build,
                     wall.elapsed().as_secs_f64()
                 );
             }
@@ -432,9 +431,9 @@ fn main() {
         .figure("webhooks_lost", w.webhooks_lost)
         .figure("webhooks_503", w.webhooks_503)
         .figure("builds", w.builds.len() as u64)
-        .figure("drone_build_calls", d.build_calls)
-        .figure("drone_repo_calls", d.repo_calls)
-        .figure("drone_404", d.not_found)
+        .figure("drone_build_calls", d.calls.build)
+        .figure("drone_repo_calls", d.calls.repo)
+        .figure("drone_404", d.calls.not_found)
         .figure("redeliveries", pipeline.borrow().redeliveries)
         .figure("builds_evicted", metric(&host, "builds_evicted"))
         .figure("builds_expired", metric(&host, "builds_expired"))

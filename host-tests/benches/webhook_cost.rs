@@ -107,7 +107,7 @@ fn main() {
         r#","stale_after_ms":86400000,"max_poll_interval_ms":86400000"#,
     ))
     .expect("host starts");
-    let drone = install_drone(&mut host, bodies.clone());
+    let drone = install_drone(&mut host);
     let _pipeline = install_pipeline(&mut host);
     host.advance(2_000).expect("advance");
     let leader = leader_vm(&host).expect("a leader");
@@ -187,7 +187,7 @@ fn main() {
         }
     }
     assert_eq!(metric(&host, "leader_changes"), 1, "same leader throughout");
-    assert_eq!(drone.borrow().build_calls, 0, "nothing was due");
+    assert_eq!(drone.borrow().calls.build, 0, "nothing was due");
     let tracked = metric(&host, "builds_tracked");
 
     let mut s = Summary::new(

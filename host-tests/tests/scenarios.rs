@@ -460,7 +460,7 @@ fn a_build_announced_before_the_one_below_exists_is_delivered() {
     drone.borrow_mut().set(1, 1, "success", 3);
     send_live(&mut host, &pipeline, 0, webhook(1, 1, "success", 3), 200);
     host.advance(2_000).unwrap();
-    drone.borrow_mut().allocated.insert(1, 3);
+    drone.borrow_mut().store.taken(1, 3);
     drone.borrow_mut().set(1, 3, "pending", 1);
     send_live(&mut host, &pipeline, 0, webhook(1, 3, "pending", 1), 200);
     let looked = advance_until(&mut host, 120_000, || {

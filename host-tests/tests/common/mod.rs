@@ -1,5 +1,5 @@
-//! Shared pieces of the scenario tests: fixtures shaped like drone's payloads, a small drone
-//! that answers the REST API from its own state, and a pipeline that records what it received.
+//! Shared pieces of the scenario tests: drone's payloads, drone (`drone_model::store`) behind
+//! the host's `drone` cluster, and a pipeline that records what it received.
 //! The host setup itself (wasm, configuration, token, metrics) is in `setup.rs`, which the
 //! benchmarks share.
 
@@ -9,15 +9,13 @@ mod setup;
 
 pub use setup::*;
 
+use drone_model::store::{Bodies, Store};
 use host_tests::{CallReply, CallRequest, Host, HostConfig, UpstreamReply};
 use serde_json::Value;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
-
-fn fixture(name: &str) -> Value {
-    fixture_json(name)
-}
+use std::sync::OnceLock;
 
 /// [`host_config`] with drone's webhook secret (`signature_mode` `enforce` unless `extra`
 /// says otherwise): [`send_live`]'s webhooks verify and are evidence.
@@ -30,66 +28,39 @@ pub fn signed_host_config(workers: usize, extra: &str) -> HostConfig {
     cfg
 }
 
+/// Drone's bodies from the fixtures (`drone_model::store::Bodies`), made once.
+pub fn bodies() -> &'static Bodies {
+    static BODIES: OnceLock<Bodies> = OnceLock::new();
+    BODIES.get_or_init(Bodies::new)
+}
+
 /// A drone webhook body for one build transition (drone's step/teardown `build:updated`, or
-/// `build:created`), built from the fixtures.
+/// `build:created` for `pending`).
 pub fn webhook(repo: u64, number: u64, status: &str, version: u64) -> Vec<u8> {
-    let mut v = if status == "pending" {
-        fixture("webhook-build-created.json")
-    } else {
-        fixture("webhook-build-updated-running.json")
-    };
-    v["repo"]["id"] = repo_id(repo).into();
-    v["repo"]["name"] = format!("repo-{repo}").into();
-    v["repo"]["slug"] = format!("octocat/repo-{repo}").into();
-    v["build"]["number"] = number.into();
-    v["build"]["status"] = status.into();
-    v["build"]["version"] = version.into();
-    v["build"]["repo_id"] = repo_id(repo).into();
-    if v["repo"].get("build").is_some() {
-        v["repo"]["build"] = v["build"].clone();
-    }
-    serde_json::to_vec(&v).expect("serialize")
+    bodies().webhook(repo, number, status, version)
 }
 
 /// The drone API answer for a build.
 pub fn api_build(repo: u64, number: u64, status: &str, version: u64) -> Vec<u8> {
-    let mut v = fixture("api-build-success.json");
-    v["repo_id"] = repo_id(repo).into();
-    v["number"] = number.into();
-    v["status"] = status.into();
-    v["version"] = version.into();
-    let mut body = serde_json::to_vec(&v).expect("serialize");
-    body.push(b'\n');
-    body
+    bodies().api_build(repo, number, status, version)
 }
 
 /// The drone API answer for a repository (`GET /api/repos/{owner}/{name}`), with the
 /// fixture's `counter`.
 pub fn api_repo(repo: u64) -> Vec<u8> {
-    let counter = fixture("webhook-build-created.json")["repo"]["counter"]
-        .as_u64()
-        .unwrap_or(0);
-    api_repo_counter(repo, counter)
+    api_repo_counter(repo, bodies().fixture_counter())
 }
 
 /// [`api_repo`] with `counter`: the last build number drone allocated in the repository.
 pub fn api_repo_counter(repo: u64, counter: u64) -> Vec<u8> {
-    let mut v = fixture("webhook-build-created.json")["repo"].clone();
-    v["counter"] = counter.into();
-    v["id"] = repo_id(repo).into();
-    v["name"] = format!("repo-{repo}").into();
-    v["slug"] = format!("octocat/repo-{repo}").into();
-    let mut body = serde_json::to_vec(&v).expect("serialize");
-    body.push(b'\n');
-    body
+    bodies().api_repo(repo, counter)
 }
 
-/// Drone's current state of every build, and the API calls it received.
+/// Drone (`drone_model::store`: rows, numbering, API answers), the API calls it received,
+/// and whether it is down.
 #[derive(Default)]
 pub struct Drone {
-    pub builds: BTreeMap<(u64, u64), (String, u64)>,
-    /// Numbers taken (`repos.Increment`) beyond the builds written, per repository.
-    pub allocated: BTreeMap<u64, u64>,
+    pub store: Store,
     pub calls: Vec<(u64, String)>,
     pub down: bool,
 }
@@ -97,9 +68,9 @@ pub struct Drone {
 pub type SharedDrone = Rc<RefCell<Drone>>;
 
 impl Drone {
+    /// Drone writes build `repo/number`'s row.
     pub fn set(&mut self, repo: u64, number: u64, status: &str, version: u64) {
-        self.builds
-            .insert((repo, number), (status.to_string(), version));
+        self.store.write(repo, number, status, version);
     }
     /// Build lookups (`GET /api/repos/{o}/{n}/builds/{number}`), without the repository
     /// lookups of discovery and confirmation.
@@ -117,10 +88,11 @@ impl Drone {
     }
 }
 
-/// Installs a drone responder: answers `GET /api/repos/octocat/repo-<r>/builds/<n>` from the
-/// state, 404 (drone's body) for unknown builds, 401 without the token, 503 while down.
+/// Installs drone behind the `drone` cluster: the store's answers (401 without the token),
+/// a connect failure while down.
 pub fn install_drone(host: &mut Host) -> SharedDrone {
     let drone: SharedDrone = Rc::new(RefCell::new(Drone::default()));
+    drone.borrow_mut().store.token = Some(TOKEN.into());
     let d = drone.clone();
     host.set_responder("drone", move |req: &CallRequest, now: u64| {
         let mut d = d.borrow_mut();
@@ -128,39 +100,7 @@ pub fn install_drone(host: &mut Host) -> SharedDrone {
         if d.down {
             return CallReply::ConnectFailure;
         }
-        if req.header("authorization") != Some(&format!("Bearer {TOKEN}")) {
-            return CallReply::status(401, r#"{"message":"Unauthorized"}"#);
-        }
-        let parts: Vec<&str> = req.path().trim_start_matches('/').split('/').collect();
-        match parts.as_slice() {
-            ["api", "repos", "octocat", name] => {
-                let repo: u64 = name.trim_start_matches("repo-").parse().unwrap_or(0);
-                let counter = d
-                    .builds
-                    .keys()
-                    .filter(|(r, _)| *r == repo)
-                    .map(|(_, n)| *n)
-                    .max()
-                    .unwrap_or(0)
-                    .max(d.allocated.get(&repo).copied().unwrap_or(0));
-                CallReply::ok(api_repo_counter(repo, counter))
-            }
-            // Drone's OSS build (admin-only and 501 there; see drone_sim for the other).
-            ["api", "builds", "incomplete"] => {
-                CallReply::status(501, r#"{"message":"Not Implemented"}"#)
-            }
-            ["api", "repos", "octocat", name, "builds", number] => {
-                let repo: u64 = name.trim_start_matches("repo-").parse().unwrap_or(0);
-                let number: u64 = number.parse().unwrap_or(0);
-                match d.builds.get(&(repo, number)) {
-                    Some((status, version)) => {
-                        CallReply::ok(api_build(repo, number, status, *version))
-                    }
-                    None => CallReply::status(404, r#"{"message":"sql: no rows in result set"}"#),
-                }
-            }
-            _ => CallReply::status(404, r#"{"message":"Not Found"}"#),
-        }
+        reply(drone_answer(&mut d.store, req), 0)
     });
     drone
 }
