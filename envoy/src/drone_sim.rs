@@ -277,7 +277,7 @@ fn control(inner: &Inner, req: tiny_http::Request, ctl: &str) {
             st.drone.set_down(false);
             Answer::json(&serde_json::json!({"down": false}))
         }
-        _ => Answer::error(404, "Not Found"),
+        _ => Answer::not_found(),
     };
     drop(st);
     util::respond(req, a.status, a.content_type, a.body);
@@ -504,7 +504,7 @@ mod tests {
         assert_eq!(serde_json::to_string(&b).unwrap(), body.trim_end());
         assert_eq!(
             get(&sim, &format!("/api/repos/{}/builds/999", key.slug), true),
-            (404, "{\"message\":\"sql: no rows in result set\"}\n".into())
+            (404, String::from_utf8(Answer::no_rows().body).unwrap())
         );
         assert_eq!(
             get(&sim, &format!("/api/repos/{}/builds/abc", key.slug), true),

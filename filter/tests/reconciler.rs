@@ -368,14 +368,7 @@ fn drone_outage_costs_a_trickle_then_recovers() {
 #[test]
 fn not_found_builds_are_dropped_and_counted() {
     let mut s = Sim::build(9, &[("running", 2, Delivered)]);
-    s.run(
-        3000,
-        &mut |_| CallResult::Response {
-            status: 404,
-            body: br#"{"message":"sql: no rows in result set"}"#.to_vec(),
-        },
-        &mut pipeline_ok,
-    );
+    s.run(3000, &mut |_| no_rows(), &mut pipeline_ok);
     assert_eq!(s.r.ledger().len(), 0);
     assert_eq!(s.r.counters().builds_not_found, 1);
     assert_eq!(

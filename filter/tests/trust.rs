@@ -690,10 +690,7 @@ fn attack3_a_forged_name_sharing_a_part_cannot_shut_out_the_real_one() {
 /// survivors).
 #[test]
 fn late_refutations_drop_only_the_unconfirmed_name_they_were_about() {
-    let not_found = || CallResult::Response {
-        status: 404,
-        body: br#"{"message":"Not Found"}"#.to_vec(),
-    };
+    let not_found = common::not_found;
     // Confirmed meanwhile by evidence.
     let mut s = sim(config(""));
     s.saw(hook_of(42, 5, "running", 2), NotDelivered, false);

@@ -120,6 +120,24 @@ pub fn ok(body: Vec<u8>) -> CallResult {
     CallResult::Response { status: 200, body }
 }
 
+/// Drone's 404 for a repository it does not have (`drone_model::server::Answer::not_found`).
+pub fn not_found() -> CallResult {
+    drone(drone_model::server::Answer::not_found())
+}
+
+/// Drone's 404 for a build it does not have (`drone_model::server::Answer::no_rows`).
+pub fn no_rows() -> CallResult {
+    drone(drone_model::server::Answer::no_rows())
+}
+
+/// Drone's answer as the reconciler receives it.
+pub fn drone(answer: drone_model::server::Answer) -> CallResult {
+    CallResult::Response {
+        status: answer.status,
+        body: answer.body,
+    }
+}
+
 pub fn http(status: u16) -> CallResult {
     CallResult::Response {
         status,

@@ -140,7 +140,7 @@ impl Drone {
         if self.down {
             return status(503, "upstream unavailable");
         }
-        let not_found = status(404, r#"{"message":"Not Found"}"#);
+        let not_found = super::not_found();
         let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         match parts.as_slice() {
             ["api", "repos", ns, name] => match id_of(ns, name) {
@@ -178,7 +178,7 @@ impl Drone {
                 };
                 let n = n as u64;
                 let Some(b) = self.builds.get(&(id, n)) else {
-                    return status(404, r#"{"message":"sql: no rows in result set"}"#);
+                    return super::no_rows();
                 };
                 let repo_id = self.renamed.get(&id).copied().unwrap_or(id);
                 let updated = if b.finished > 0 {
