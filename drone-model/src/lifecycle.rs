@@ -57,6 +57,26 @@ pub struct Hook {
     pub version: u64,
 }
 
+/// What drone does to a build at some time: the events a driver schedules, applied to the row
+/// by [`Row::act`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Act {
+    /// `trigger.go`: the row is inserted, `build:created` (a config error: created `error`).
+    Create,
+    /// Setup: pending → running, no webhook.
+    Setup,
+    /// A step start or end: `build:updated` with drone's current state.
+    Step,
+    /// Teardown: the final status (only if all stages completed).
+    Teardown(&'static str),
+    /// `DELETE /api/repos/o/n/builds/n` while pending or running.
+    Cancel,
+    /// Auto-cancel of a pending build.
+    Skip,
+    /// Decline of a blocked stage.
+    Decline,
+}
+
 /// The build row as far as the lifecycle goes: status, version, whether a runner picked it up.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Row {
@@ -90,6 +110,46 @@ impl Row {
     pub fn create(&mut self, config_error: bool) -> Hook {
         let status = if config_error { "error" } else { "pending" };
         self.write(status, Shape::Created)
+    }
+
+    /// Drone does `act` to the row; the webhook it sends, if any. `config_error`: the build's
+    /// YAML does not parse. `chance(p)` is the driver's draw for drone's races, made only
+    /// where one decides: after a cancel, a step report still sends (p 0.3: late step
+    /// webhooks carry `killed`), and a teardown either lost the optimistic lock and sends
+    /// nothing (p 0.5) or read the row after the cancel and writes `killed` again (§4); a
+    /// build cancelled before setup never had a runner, so no teardown.
+    pub fn act(
+        &mut self,
+        act: Act,
+        config_error: bool,
+        chance: &mut dyn FnMut(f64) -> bool,
+    ) -> Option<Hook> {
+        match act {
+            Act::Create => Some(self.create(config_error)),
+            Act::Setup => {
+                self.setup(); // nothing when cancelled before it started
+                None
+            }
+            // Cancelled: the runner stopped (or never started); only some late step webhooks
+            // remain, carrying `killed`.
+            Act::Step if !self.ran => None,
+            Act::Step if self.is_done() => self.late_step().filter(|_| chance(0.3)),
+            Act::Step => self.step(),
+            Act::Teardown(_) if self.status == "killed" => {
+                if !self.ran || chance(0.5) {
+                    None
+                } else {
+                    self.teardown_after_cancel()
+                }
+            }
+            Act::Teardown(status) => self.teardown(status),
+            Act::Cancel => self.cancel(),
+            Act::Skip => self.auto_cancel(),
+            Act::Decline => {
+                self.decline();
+                None
+            }
+        }
     }
 
     pub fn is_done(&self) -> bool {
@@ -233,5 +293,42 @@ mod tests {
         let created = c.create(true);
         assert_eq!(Some(created), hook(Shape::Created, "error", 1));
         assert!(c.is_done());
+    }
+
+    #[test]
+    fn acts_after_a_cancel_send_only_what_drone_races_let_through() {
+        let (mut never, mut always) = (|_: f64| false, |_: f64| true);
+        let mut r = Row::new();
+        r.act(Act::Create, false, &mut never);
+        r.act(Act::Setup, false, &mut never);
+        assert_eq!(
+            r.act(Act::Cancel, false, &mut never),
+            hook(Shape::Cancel, "killed", 3)
+        );
+        assert_eq!(
+            r.act(Act::Step, false, &mut never),
+            None,
+            "the late step lost the race"
+        );
+        let late = r.act(Act::Step, false, &mut always);
+        assert_eq!(late, hook(Shape::Updated, "killed", 3));
+        assert_eq!(
+            r.act(Act::Teardown("success"), false, &mut always),
+            None,
+            "lost the lock"
+        );
+        let again = r.act(Act::Teardown("success"), false, &mut never);
+        assert_eq!(again, hook(Shape::Updated, "killed", 4));
+        // Cancelled before setup: no runner, no teardown, no step reports.
+        let mut p = Row::new();
+        p.act(Act::Create, false, &mut never);
+        p.act(Act::Cancel, false, &mut never);
+        assert_eq!(p.act(Act::Step, false, &mut always), None);
+        assert_eq!(p.act(Act::Teardown("success"), false, &mut never), None);
+        let mut e = Row::new();
+        assert_eq!(
+            e.act(Act::Create, true, &mut never),
+            hook(Shape::Created, "error", 1)
+        );
     }
 }

@@ -57,6 +57,16 @@ pub const CHAOS: [(Outcome, u64); 6] = [
     (Outcome::ConfigError, 4),
 ];
 
+/// The soak's mix (percent): a day of a busy drone, with builds that never end.
+pub const SOAK: [(Outcome, u64); 6] = [
+    (Outcome::Success, 60),
+    (Outcome::Failure, 20),
+    (Outcome::Killed, 6),
+    (Outcome::Declined, 5),
+    (Outcome::Stuck, 1),
+    (Outcome::ConfigError, 8),
+];
+
 /// The statuses a teardown writes in the chaos suite, each equally likely (mostly success).
 pub const TEARDOWN: [&str; 11] = [
     "success", "success", "success", "success", "success", "success", "success", "failure",
@@ -136,8 +146,11 @@ mod tests {
     }
 
     #[test]
-    fn the_chaos_mix_adds_up_and_splits_in_its_order() {
+    fn the_chaos_and_soak_mixes_add_up_and_split_in_their_order() {
         assert_eq!(CHAOS.iter().map(|(_, s)| s).sum::<u64>(), 100);
+        assert_eq!(SOAK.iter().map(|(_, s)| s).sum::<u64>(), 100);
+        assert_eq!(Outcome::draw(&SOAK, 91), Some(Outcome::Stuck));
+        assert_eq!(Outcome::draw(&SOAK, 92), Some(Outcome::ConfigError));
         assert_eq!(Outcome::draw(&CHAOS, 69), Some(Outcome::Success));
         assert_eq!(Outcome::draw(&CHAOS, 70), Some(Outcome::NoRun));
         assert_eq!(Outcome::draw(&CHAOS, 99), Some(Outcome::ConfigError));

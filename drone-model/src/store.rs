@@ -232,7 +232,8 @@ pub struct Store {
     rows: BTreeMap<(u64, u64), (String, u64)>,
     /// The numbers taken per repository (`repos.Increment`), rows written or not.
     counters: BTreeMap<u64, u64>,
-    /// Repositories `1..=n` exist; `None`: every `octocat/repo-<r>` does.
+    /// Repositories `1..=n` exist; `None`: every `octocat/repo-<r>` does (`repo-0` too: the
+    /// benchmarks number from 0).
     pub repos: Option<u64>,
     /// The bearer token the API wants; `None`: not checked.
     pub token: Option<String>,
@@ -296,7 +297,7 @@ impl Store {
     }
 
     fn has_repo(&self, repo: u64) -> bool {
-        repo >= 1 && self.repos.is_none_or(|n| repo <= n)
+        self.repos.is_none_or(|n| (1..=n).contains(&repo))
     }
 
     /// Answers `method path` (the query string, if any, after `?`) as drone's router does.

@@ -32,7 +32,8 @@ mod common;
 
 use common::report::{self, chart, env_u64, median, quantile, Op, Panel, Series, Summary};
 use common::*;
-use drone_model::{Rng, Row};
+use drone_model::outcome::SOAK;
+use drone_model::{Outcome, Rng, Row};
 use host_tests::Host;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -106,14 +107,9 @@ impl World {
             self.numbers[repo as usize] += 1;
             let number = self.numbers[repo as usize];
             let roll = self.rng.range(0, 99);
-            let (end, config_error) = match roll {
-                0..=59 => (Some("success"), false),
-                60..=79 => (Some("failure"), false),
-                80..=85 => (Some("killed"), false),
-                86..=90 => (Some("declined"), false),
-                91 => (None, false),
-                _ => (Some("error"), true),
-            };
+            let outcome = Outcome::draw(&SOAK, roll).unwrap_or(Outcome::ConfigError);
+            let config_error = outcome == Outcome::ConfigError;
+            let end = (outcome != Outcome::Stuck).then(|| outcome.final_status());
             let idx = self.builds.len() as u32;
             self.builds.push(Build {
                 repo,

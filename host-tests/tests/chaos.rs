@@ -3,10 +3,12 @@
 //! `status_sync.wasm` in the host, with faults everywhere, and the guarantees of docs/reliability.md checked
 //! at the end. Seeded and deterministic: the same seed gives the same run.
 //!
-//! The drone model: drone's lifecycle is `drone_model::lifecycle::Row` (which event writes the
-//! build row, which sends a webhook of which shape), driven here in virtual time with a
-//! workload of its own (one seeded `drone_model::Rng` stream per concern, so the workload of a
-//! seed is the same whatever the loss rate):
+//! The drone model is `drone_model`'s: the lifecycle (`lifecycle::Row::act`: which event
+//! writes the build row, which sends a webhook of which shape), the endings and their shares
+//! (`outcome::CHAOS`, `TEARDOWN`), the rows, numbering and API answers (`store::Store`, behind
+//! this run's faults) and the bodies (`store::Bodies`). This file drives it in virtual time
+//! with a workload of its own (one seeded `drone_model::Rng` stream per concern, so the
+//! workload of a seed is the same whatever the loss rate):
 //! - a handful of repositories, builds numbered per repository in creation order;
 //! - `build:created` (pending, version 1) at creation; sometimes it reaches the sidecar only
 //!   after the first step webhook (the trigger/runner race of §1.4);
@@ -64,6 +66,7 @@
 mod common;
 
 use common::*;
+use drone_model::lifecycle::Act;
 use drone_model::outcome::{CHAOS, TEARDOWN};
 use drone_model::store::{Bodies, Store};
 use drone_model::{Outcome, Rng, Row, Shape};
@@ -140,24 +143,6 @@ fn scale() -> u64 {
 }
 
 // ------------------------------------------------------------------------------ drone
-
-/// What drone does to a build at some time.
-#[derive(Clone, Copy, Debug)]
-enum Act {
-    Create,
-    /// Setup: pending → running, no webhook.
-    Setup,
-    /// A step start or end: `build:updated` with drone's current state.
-    Step,
-    /// Teardown: the final status (only if all stages completed).
-    Teardown(&'static str),
-    /// `DELETE /api/repos/o/n/builds/n` while pending or running.
-    Cancel,
-    /// Auto-cancel of a pending build.
-    Skip,
-    /// Decline of a blocked stage.
-    Decline,
-}
 
 /// One webhook as drone generated it (its content is frozen at send time).
 #[derive(Clone, Debug)]
@@ -672,35 +657,8 @@ impl Sim {
         let w = &mut self.work;
         let row = &mut self.builds[b].row;
         let version = row.version;
-        let hook = match act {
-            Act::Create => Some(row.create(kind == Outcome::ConfigError)),
-            Act::Setup => {
-                row.setup(); // nothing when cancelled before it started
-                None
-            }
-            // Cancelled: the runner stopped (or never started); only some late step webhooks
-            // remain, carrying `killed`.
-            Act::Step if !row.ran => None,
-            Act::Step if row.is_done() => row.late_step().filter(|_| w.chance(0.3)),
-            Act::Step => row.step(),
-            // After a cancel: a teardown that lost the optimistic lock sends nothing; one
-            // that read the build afterwards writes `killed` again (§4). A build cancelled
-            // while pending never had a runner, so no teardown.
-            Act::Teardown(_) if row.status == "killed" && kind == Outcome::Killed => {
-                if !row.ran || w.chance(0.5) {
-                    None
-                } else {
-                    row.teardown_after_cancel()
-                }
-            }
-            Act::Teardown(final_status) => row.teardown(final_status),
-            Act::Cancel => row.cancel(),
-            Act::Skip => row.auto_cancel(),
-            Act::Decline => {
-                row.decline();
-                None
-            }
-        };
+        // `Row` decides; the workload's stream draws drone's races.
+        let hook = row.act(act, kind == Outcome::ConfigError, &mut |p| w.chance(p));
         if self.builds[b].row.version != version {
             self.wrote(b);
         }
