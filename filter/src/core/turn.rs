@@ -115,8 +115,10 @@ impl Turn {
                 .node
                 .take()
                 .unwrap_or_else(|| Node::new(cfg, me, now_ms));
-            leader.drain_with(host, now_ms, |msg, obs, vouch| node.record(msg, obs, vouch));
             let mode = update_mode(leader, &mut node, host, now_ms);
+            leader.drain_with(host, now_ms, mode.reconciles(), |msg, obs, vouch| {
+                node.record(msg, obs, vouch)
+            });
             let mut read = false;
             match mode {
                 Mode::Leads if node.reading() => {}
@@ -208,7 +210,10 @@ fn drain(leader: &mut Leader<Calls>, host: &mut impl Host, now_ms: u64) {
     match leader.host.node.take() {
         None => leader.drain(host, now_ms),
         Some(mut node) => {
-            leader.drain_with(host, now_ms, |msg, obs, vouch| node.record(msg, obs, vouch));
+            let observe = node.mode().reconciles();
+            leader.drain_with(host, now_ms, observe, |msg, obs, vouch| {
+                node.record(msg, obs, vouch)
+            });
             leader.host.node = Some(node);
         }
     }
@@ -239,6 +244,10 @@ fn update_mode(
     host.set_metric(Id::ClusterMode, mode as u64);
     match changed {
         Some(Mode::Fallback) => {
+            // What this replica took and etcd has not stored yet is this reconciler's now.
+            for obs in node.unwritten() {
+                leader.reconciler.observe(obs, now_ms);
+            }
             let limiter = leader
                 .host
                 .fallback_log
@@ -320,11 +329,13 @@ fn node_answer(
         answer.as_ref().map(|(s, b)| (*s, b.as_slice())),
         now_ms,
     );
-    leader.drain_with(host, now_ms, |msg, obs, vouch| node.record(msg, obs, vouch));
+    let mode = update_mode(leader, &mut node, host, now_ms);
+    leader.drain_with(host, now_ms, mode.reconciles(), |msg, obs, vouch| {
+        node.record(msg, obs, vouch)
+    });
     for obs in answered.records {
         leader.reconciler.observe(obs, now_ms);
     }
-    let mode = update_mode(leader, &mut node, host, now_ms);
     let more = node.scan_continues();
     dispatch_node(leader, &mut node, host, now_ms, more);
     let scan_started = node.scan_started();

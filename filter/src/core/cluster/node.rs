@@ -266,6 +266,14 @@ impl Node {
         self.pending.push_back(value);
     }
 
+    /// The records not written yet, as observations (for a reconciler taking over locally).
+    pub fn unwritten(&self) -> Vec<Observation> {
+        self.pending
+            .iter()
+            .filter_map(|v| decode_record(v, self.key.as_ref()))
+            .collect()
+    }
+
     /// Records waiting to be written.
     pub fn pending(&self) -> usize {
         self.pending.len()
@@ -505,10 +513,9 @@ impl Node {
                         self.scan_revision = range.revision;
                     }
                     let last = range.kvs.last().map(|kv| kv.key.clone());
+                    // This sidecar's own records too: while it followed, its reconciler
+                    // did not take what its replica answered.
                     for kv in range.kvs {
-                        if kv.key.starts_with(&self.own_prefix) {
-                            continue;
-                        }
                         match decode_record(&kv.value, self.key.as_ref()) {
                             Some(obs) => out.records.push(obs),
                             None => self.counters.answers_invalid += 1,
