@@ -329,7 +329,15 @@ impl Node {
         if self.read_call.is_some_and(|c| late(&c)) {
             self.read_failed();
         }
-        if self.election_call.is_some_and(|c| late(&c)) {
+        let election_wait = self
+            .timeout_ms
+            .min(self.ttl_ms / 4)
+            .max(100)
+            .saturating_mul(2);
+        if self
+            .election_call
+            .is_some_and(|c| now_ms >= c.sent_ms.saturating_add(election_wait))
+        {
             self.election_call = None;
             self.election.failed(now_ms);
         }
@@ -342,7 +350,11 @@ impl Node {
         let mut out = Vec::new();
         if self.election_call.is_none() {
             if let Some(r) = self.election.poll(&self.etcd, now_ms) {
-                out.push((Slot::Election, self.call(r)));
+                // Answered (or timed out by Envoy) well within the TTL, so a renewal that
+                // hangs is retried before the lease runs out.
+                let mut call = self.call(r);
+                call.timeout_ms = call.timeout_ms.min(self.ttl_ms / 4).max(100);
+                out.push((Slot::Election, call));
             }
         }
         if self.write_call.is_none() && !self.pending.is_empty() && now_ms >= self.write_at {
