@@ -485,3 +485,21 @@ fn without_etcd_cluster_nothing_of_cluster_mode_runs() {
     assert_eq!(host.metric(Id::ClusterMode), 0);
     assert_eq!(host.metric(Id::EtcdRequests), 0);
 }
+
+#[test]
+fn an_etcd_cluster_envoy_does_not_define_is_logged_once_a_minute_and_counted() {
+    let before = common::logged().len();
+    let mut w = World::new("");
+    for s in &mut w.sidecars {
+        s.host.refuse = Some("BadArgument".into());
+    }
+    w.run_ms(30_000);
+    let lines: Vec<String> = common::logged()[before..]
+        .iter()
+        .filter(|l| l.contains("cannot call cluster") && l.contains("cluster=etcd"))
+        .cloned()
+        .collect();
+    assert_eq!(lines.len(), 3, "one line per sidecar: {lines:?}");
+    assert!(w.sidecars[0].host.metric(Id::CallsRefused) > 10);
+    assert_eq!(w.modes(), vec![3, 3, 3], "each falls back");
+}

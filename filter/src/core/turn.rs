@@ -9,7 +9,7 @@
 //! before a drone answer is applied, because they may be newer than the answer; the snapshot
 //! is written after the answers, so the next leader continues from what they did.
 
-use super::cluster::node::{Mode, Node, NodeCounters, Slot};
+use super::cluster::node::{Mode, Node, NodeCounters};
 use super::config::Config;
 use super::host::Host;
 use super::leader::{Leader, Role, Seat};
@@ -37,6 +37,8 @@ pub struct Calls {
     node_mirrored: NodeCounters,
     /// The fallback's log line, at most one per minute.
     fallback_log: Option<LogLimiter>,
+    /// etcd calls the host refused, logged at most once a minute.
+    etcd_refused_log: Option<LogLimiter>,
     /// The cluster leader's re-deliveries, held until the records written after drone's
     /// answer have been read (at most `max_inflight_calls`: each is a call in flight).
     held: Vec<(OutgoingCall, u64)>,
@@ -276,7 +278,7 @@ fn update_mode(
 
 /// Sends what the node asks for; a request the host refuses failed at once.
 fn dispatch_node(
-    leader: &Leader<Calls>,
+    leader: &mut Leader<Calls>,
     node: &mut Node,
     host: &mut impl Host,
     now_ms: u64,
@@ -287,10 +289,15 @@ fn dispatch_node(
             Ok(token) => node.sent(slot, &call, token, now_ms),
             Err(why) => {
                 host.add_metric(Id::CallsRefused, 1);
-                if slot == Slot::Election {
+                let limiter = leader
+                    .host
+                    .etcd_refused_log
+                    .get_or_insert_with(|| LogLimiter::new(60_000));
+                if let Some(n) = limiter.allow(now_ms) {
                     log::warn!(
-                        "cannot call cluster (is it defined?) cluster={} status={why} {}",
+                        "cannot call cluster (is it defined?) cluster={} status={why}{} {}",
                         Val(&call.cluster),
+                        suppressed_note(n),
                         leader.who
                     );
                 }
