@@ -71,6 +71,16 @@ pub enum Slot {
 }
 
 /// What the node counted; the turn mirrors it into metrics.
+/// How the next page of a scan is read: a page etcd's answer to which was refused (a value over
+/// the limits) is read again one key at a time, and a key whose value cannot be read is
+/// skipped after a read of its key alone, so one bad record never blocks the others.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Careful {
+    No,
+    OneKey,
+    KeyOnly,
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NodeCounters {
     pub requests: u64,
@@ -138,6 +148,9 @@ pub struct Node {
     read_from: u64,
     cursor: Option<Vec<u8>>,
     scan_revision: u64,
+    /// A scan has read its first page.
+    scanning: bool,
+    careful: Careful,
     last_scan_ms: u64,
     /// When the current (or last) scan's first page was sent.
     scan_started_ms: u64,
@@ -188,6 +201,8 @@ impl Node {
             read_from: 0,
             cursor: None,
             scan_revision: 0,
+            scanning: false,
+            careful: Careful::No,
             last_scan_ms: 0,
             scan_started_ms: 0,
             page_limit: Self::page_limit(cfg.max_body_bytes),
@@ -291,7 +306,9 @@ impl Node {
 
     /// Whether a scan is half done: its next page is read at once.
     pub fn scan_continues(&self) -> bool {
-        self.mode == Mode::Leads && self.read_call.is_none() && self.cursor.is_some()
+        self.mode == Mode::Leads
+            && self.read_call.is_none()
+            && (self.cursor.is_some() || self.careful != Careful::No)
     }
 
     /// Whether the leader should read records before this tick's lookups: always when
@@ -301,6 +318,7 @@ impl Node {
             && self.read_call.is_none()
             && (due
                 || self.cursor.is_some()
+                || self.careful != Careful::No
                 || now_ms >= self.last_scan_ms.saturating_add(self.ttl_ms / 3))
     }
 
@@ -385,9 +403,12 @@ impl Node {
         }
         if read && self.read_due(true, now_ms) {
             let from = self.cursor.as_deref().unwrap_or(&self.records_prefix);
-            let r =
-                self.etcd
-                    .range_from(&self.records_prefix, from, self.read_from, self.page_limit);
+            let (p, min) = (&self.records_prefix, self.read_from);
+            let r = match self.careful {
+                Careful::No => self.etcd.range_from(p, from, min, self.page_limit),
+                Careful::OneKey => self.etcd.range_from(p, from, min, 1),
+                Careful::KeyOnly => self.etcd.range_keys_from(p, from, min, 1),
+            };
             out.push((Slot::Read, self.call(r)));
         }
         out
@@ -403,7 +424,7 @@ impl Node {
         match slot {
             Slot::Election => self.election_call = Some(f),
             Slot::Read => {
-                if self.cursor.is_none() {
+                if !self.scanning && self.careful == Careful::No {
                     self.scan_started_ms = now_ms;
                 }
                 self.read_call = Some(f);
@@ -441,6 +462,8 @@ impl Node {
         self.last_scan_ms = self.scan_started_ms;
         // The scan starts over from its first revision.
         self.cursor = None;
+        self.scanning = false;
+        self.careful = Careful::No;
     }
 
     fn usable(&mut self, now_ms: u64) {
@@ -513,26 +536,48 @@ impl Node {
                 out.read_done = true;
                 return out;
             };
-            match self.etcd.decode_range(self.page_limit, status, body) {
+            let limit = match self.careful {
+                Careful::No => self.page_limit,
+                Careful::OneKey | Careful::KeyOnly => 1,
+            };
+            match self.etcd.decode_range(limit, status, body) {
                 Err(e) => {
                     self.refused_answer(e);
-                    self.read_failed();
-                    out.read_done = true;
+                    match (e, self.careful) {
+                        (ClusterError::Malformed(_), Careful::No) => {
+                            self.usable(now_ms);
+                            self.careful = Careful::OneKey;
+                        }
+                        (ClusterError::Malformed(_), Careful::OneKey) => {
+                            self.usable(now_ms);
+                            self.careful = Careful::KeyOnly;
+                        }
+                        _ => {
+                            self.read_failed();
+                            out.read_done = true;
+                        }
+                    }
                 }
                 Ok(range) => {
                     self.usable(now_ms);
-                    if self.cursor.is_none() {
+                    if !self.scanning {
+                        self.scanning = true;
                         self.scan_revision = range.revision;
                     }
                     let last = range.kvs.last().map(|kv| kv.key.clone());
-                    // This sidecar's own records too: while it followed, its reconciler
-                    // did not take what its replica answered.
-                    for kv in range.kvs {
-                        match decode_record(&kv.value, self.key.as_ref()) {
-                            Some(obs) => out.records.push(obs),
-                            None => self.counters.answers_invalid += 1,
+                    // A read of the key alone: the key whose value could not be read,
+                    // refused (counted with its page) and skipped.
+                    if self.careful != Careful::KeyOnly {
+                        // This sidecar's own records too: while it followed, its reconciler
+                        // did not take what its replica answered.
+                        for kv in range.kvs {
+                            match decode_record(&kv.value, self.key.as_ref()) {
+                                Some(obs) => out.records.push(obs),
+                                None => self.counters.answers_invalid += 1,
+                            }
                         }
                     }
+                    self.careful = Careful::No;
                     match last.filter(|_| range.more) {
                         Some(mut key) => {
                             key.push(0);
@@ -540,6 +585,7 @@ impl Node {
                         }
                         None => {
                             self.cursor = None;
+                            self.scanning = false;
                             self.read_from = self.scan_revision.saturating_add(1);
                             self.last_scan_ms = now_ms;
                             out.read_done = true;
