@@ -1,15 +1,17 @@
 //! One sidecar's part in cluster mode (`etcd_cluster` set), kept by the local leader (the one
 //! VM of this Envoy that won the shared-data election) beside its reconciler: the etcd
 //! election of one reconciler across the cluster, the records of what this replica's pipeline
-//! answered (written for the others), and, while this sidecar leads the cluster, the records
-//! of the others read incrementally by revision. Sans-IO: [`Node::poll`] says which etcd
+//! answered (written for the others), and, while this sidecar leads the cluster, every
+//! sidecar's records read incrementally by revision. Sans-IO: [`Node::poll`] says which etcd
 //! requests to send, [`Node::answer`] takes their answers; [`super::super::turn`] dispatches
 //! them next to the reconciler's calls and decides from [`Node::mode`] whether the reconciler
 //! runs.
 //!
 //! - **Mode.** Leads while the election holds the key with a lease surely alive; follows
 //!   while etcd answered within the lease TTL; otherwise falls back to local reconciliation
-//!   (today's embedded behaviour), counted once per entry, until etcd answers again.
+//!   (today's embedded behaviour), counted once per entry, until etcd answers again. A
+//!   follower's reconciler takes nothing; falling back, it takes the records not yet written
+//!   ([`Node::unwritten`]).
 //! - **Records.** Every queue message that is evidence (its tag made with the webhook secret)
 //!   is kept, bounded ([`MAX_PENDING`], the excess counted as dropped), and written at most
 //!   [`MAX_BATCH`] at a time in one transaction, one request at a time: at most one request per
@@ -22,7 +24,8 @@
 //!   takes over: every live record), a page of [`Node::page_limit`] keys at a time, in key
 //!   order; when a page is not the last, the next starts after its last key with the same
 //!   revision, and the scan's first revision is where the next scan starts (a key rewritten
-//!   mid-scan is read twice, never missed). Records are decoded with the queue's input limits
+//!   mid-scan is read twice, never missed). A page refused for one bad value is read again a
+//!   key at a time, and that key skipped. Records are decoded with the queue's input limits
 //!   and its tag: a record that is not evidence under this configuration's key is refused and
 //!   counted (`etcd_answers_invalid`); etcd is storage, not authority, and the reconciler still
 //!   asks drone before it delivers.
