@@ -198,10 +198,14 @@ impl Turn {
         // answer: take them in first, so an older state is never re-delivered after them.
         drain(leader, host, now_ms);
         let follow_up = leader.reconciler.on_response(id, result, now_ms);
-        // A leader that stopped leading the cluster makes no more calls; those it asked for
-        // expire in the reconciler.
+        // A leader that stopped leading the cluster makes no more calls: those it would make
+        // now are withdrawn.
         if leader.host.reconciles() {
             dispatch_all(leader, host, follow_up, now_ms);
+        } else {
+            for call in follow_up {
+                leader.reconciler.withdraw(call.id, now_ms);
+            }
         }
         finish(leader, host);
     }
