@@ -118,8 +118,8 @@ impl Turn {
                 .take()
                 .unwrap_or_else(|| Node::new(cfg, me, now_ms));
             let mode = update_mode(leader, &mut node, host, now_ms);
-            leader.drain_with(host, now_ms, mode.reconciles(), |msg, obs, vouch| {
-                node.record(msg, obs, vouch)
+            leader.drain_with(host, now_ms, mode.reconciles(), |obs, vouch| {
+                node.record(obs, vouch)
             });
             let mut read = false;
             match mode {
@@ -217,9 +217,7 @@ fn drain(leader: &mut Leader<Calls>, host: &mut impl Host, now_ms: u64) {
         None => leader.drain(host, now_ms),
         Some(mut node) => {
             let observe = node.mode().reconciles();
-            leader.drain_with(host, now_ms, observe, |msg, obs, vouch| {
-                node.record(msg, obs, vouch)
-            });
+            leader.drain_with(host, now_ms, observe, |obs, vouch| node.record(obs, vouch));
             leader.host.node = Some(node);
         }
     }
@@ -341,8 +339,8 @@ fn node_answer(
         now_ms,
     );
     let mode = update_mode(leader, &mut node, host, now_ms);
-    leader.drain_with(host, now_ms, mode.reconciles(), |msg, obs, vouch| {
-        node.record(msg, obs, vouch)
+    leader.drain_with(host, now_ms, mode.reconciles(), |obs, vouch| {
+        node.record(obs, vouch)
     });
     for obs in answered.records {
         leader.reconciler.observe(obs, now_ms);

@@ -16,8 +16,8 @@
 //!   is kept, bounded ([`MAX_PENDING`], the excess counted as dropped), and written at most
 //!   [`MAX_BATCH`] at a time in one transaction, one request at a time: at most one request per
 //!   tick for records, never more than one per webhook. The value is the queue message itself
-//!   (its repository objects left out when it would not fit etcd's value limit), so it carries
-//!   the same HMAC tag, and a writer without the secret cannot forge evidence. Keys are
+//!   without drone's repository object (a few hundred bytes), so it carries the same HMAC tag,
+//!   and a writer without the secret cannot forge evidence. Keys are
 //!   `<prefix>d/<sidecar>/<seq>`, bound to a records lease of 2 × `max_build_age_ms` taken anew
 //!   every `max_build_age_ms`: a record outlives every build it can settle, then expires.
 //! - **Reading.** The leader reads `<prefix>d/` from the last revision read + 1 (from 0 when it
@@ -258,25 +258,23 @@ impl Node {
 
     /// Takes a queue message the local leader drained: a record to write when it is
     /// evidence under this configuration's key.
-    pub fn record(&mut self, msg: &[u8], obs: &Observation, vouch: Vouch) {
+    pub fn record(&mut self, obs: &Observation, vouch: Vouch) {
         if vouch != Vouch::Evidence {
             return;
         }
-        let value = if msg.len() <= limits::MAX_VALUE_BYTES {
-            msg.to_vec()
-        } else {
-            // The repository objects are what makes a message large; the leader has them
-            // from its own webhooks or from drone.
-            let mut slim = obs.clone();
-            slim.webhook.repo_json = None;
+        // Without drone's repository object (about 2 KB of a 2.3 KB message): the leader has
+        // it from its own replica's webhooks, or asks drone once per repository.
+        let mut slim = obs.clone();
+        slim.webhook.repo_json = None;
+        let mut value = slim.encode(self.key.as_ref());
+        if value.len() > limits::MAX_VALUE_BYTES {
             slim.webhook.system_json = None;
-            let value = slim.encode(self.key.as_ref());
-            if value.len() > limits::MAX_VALUE_BYTES {
-                self.counters.records_dropped += 1;
-                return;
-            }
-            value
-        };
+            value = slim.encode(self.key.as_ref());
+        }
+        if value.len() > limits::MAX_VALUE_BYTES {
+            self.counters.records_dropped += 1;
+            return;
+        }
         if self.pending.len() >= MAX_PENDING {
             self.pending.pop_front();
             self.counters.records_dropped += 1;
@@ -666,34 +664,41 @@ mod tests {
     }
 
     #[test]
-    fn only_evidence_is_recorded_and_a_large_message_goes_without_its_repository_objects() {
+    fn only_evidence_is_recorded_and_without_the_repository_object() {
         let mut n = node();
         let small = obs(Some("{}".into()));
-        let msg = small.encode(Some(&key()));
-        n.record(&msg, &small, Vouch::Hint);
-        n.record(&msg, &small, Vouch::Unauthenticated);
+        n.record(&small, Vouch::Hint);
+        n.record(&small, Vouch::Unauthenticated);
         assert_eq!(n.pending(), 0);
-        n.record(&msg, &small, Vouch::Evidence);
+        n.record(&small, Vouch::Evidence);
         let big = obs(Some(format!(
             "{{\"x\":\"{}\"}}",
             "a".repeat(limits::MAX_VALUE_BYTES)
         )));
-        let big_msg = big.encode(Some(&key()));
-        assert!(big_msg.len() > limits::MAX_VALUE_BYTES);
-        n.record(&big_msg, &big, Vouch::Evidence);
+        n.record(&big, Vouch::Evidence);
         let got = n.unwritten();
         assert_eq!(got.len(), 2);
-        assert_eq!(got.first(), Some(&small));
-        assert_eq!(got.get(1).map(|o| o.webhook.repo_json.clone()), Some(None));
+        let slim = Observation {
+            webhook: ParsedWebhook {
+                repo_json: None,
+                ..small.webhook.clone()
+            },
+            ..small
+        };
+        assert_eq!(got.first(), Some(&slim));
+        assert_eq!(got.get(1), Some(&slim));
+        assert!(
+            n.pending.iter().all(|v| v.len() < 400),
+            "a few hundred bytes"
+        );
     }
 
     #[test]
     fn waiting_records_are_bounded_and_the_oldest_dropped_are_counted() {
         let mut n = node();
         let o = obs(None);
-        let msg = o.encode(Some(&key()));
         for _ in 0..MAX_PENDING + 5 {
-            n.record(&msg, &o, Vouch::Evidence);
+            n.record(&o, Vouch::Evidence);
         }
         assert_eq!(n.pending(), MAX_PENDING);
         assert_eq!(n.counters.records_dropped, 5);
