@@ -178,7 +178,9 @@ impl Node {
         let mut own_prefix = records_prefix.clone();
         own_prefix.extend_from_slice(format!("{me:016x}/").as_bytes());
         let ttl_s = cfg.etcd_lease_ttl_ms.div_ceil(1000).max(2);
-        let retry_ms = cfg.tick_ms.max(200);
+        // A follower campaigns every sixth of the TTL (at least every tick): it takes over
+        // within that of the old key's expiry, at two requests a sixth of the TTL at most.
+        let retry_ms = (ttl_s * 1000 / 6).max(cfg.tick_ms).max(200);
         Node {
             etcd: Etcd,
             election: Election::new(

@@ -387,7 +387,8 @@ pub const KEYS: &[Key] = &[
         },
         help: help(
             "TTL of the cluster leader's etcd lease (whole seconds, rounded up): another \
-               sidecar takes over within it when the leader's Envoy dies; renewed every third of it",
+               sidecar takes over within it and a sixth when the leader's Envoy dies; renewed every \
+               third of it",
         ),
     },
 ];
