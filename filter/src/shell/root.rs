@@ -105,6 +105,15 @@ impl RootContext for Root {
             env!("CARGO_PKG_VERSION"),
             logfmt::root_id(self.turn.me())
         );
+        if let Some(etcd) = &cfg.etcd_cluster {
+            log::info!(
+                "cluster mode etcd_cluster={} etcd_authority={} etcd_prefix={} root={}",
+                Val(etcd),
+                Val(&cfg.etcd_authority),
+                Val(&cfg.etcd_prefix),
+                logfmt::root_id(self.turn.me())
+            );
+        }
         // A new configuration means a new reconciler: the next tick re-elects and reloads.
         self.turn.configure(&cfg.instance);
         let metrics = Metrics::define(&cfg.instance);

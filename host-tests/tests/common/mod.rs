@@ -93,6 +93,12 @@ impl Drone {
 pub fn install_drone(host: &mut Host) -> SharedDrone {
     let drone: SharedDrone = Rc::new(RefCell::new(Drone::default()));
     drone.borrow_mut().store.token = Some(TOKEN.into());
+    share_drone(host, &drone);
+    drone
+}
+
+/// [`install_drone`] with a drone other hosts answer from too (several Envoys, one drone).
+pub fn share_drone(host: &mut Host, drone: &SharedDrone) {
     let d = drone.clone();
     host.set_responder("drone", move |req: &CallRequest, now: u64| {
         let mut d = d.borrow_mut();
@@ -102,7 +108,6 @@ pub fn install_drone(host: &mut Host) -> SharedDrone {
         }
         reply(drone_answer(&mut d.store, req), 0)
     });
-    drone
 }
 
 /// What the pipeline believes about each build, and every delivery it received.
