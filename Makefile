@@ -15,6 +15,7 @@ APT_GET := $(if $(filter 0,$(shell id -u)),,sudo -n )apt-get
 
 export STATUS_SYNC_WASM := $(WASM)
 export ENVOY_BIN := $(ENVOY)
+export FLOOR_WASM := $(OUT)/floor.wasm
 
 .PHONY: all build test lint check-paths run envoy wasm-target wasm-opt prometheus fuzz mutants clean help
 
@@ -204,8 +205,20 @@ BENCH_ENV  := CARGO_PROFILE_BENCH_LTO=off CARGO_PROFILE_BENCH_CODEGEN_UNITS=16 \
 BENCHES    := host-tests:binary_size host-tests:scaling host-tests:webhook_cost \
   host-tests:drone_efficiency host-tests:soak envoy-e2e:request_overhead envoy-e2e:envoy_soak
 
+## floor: out/floor.wasm, benchmark 5's floor (benchmarks/floor: a no-op filter that reads a
+## webhook's headers and body), built like out/status_sync.wasm: release profile, same wasm-opt
+.PHONY: floor
+floor: wasm-target
+	cargo build -p floor --target $(WASM_TARGET) --release
+	@mkdir -p $(OUT)
+	@if $(MAKE) --no-print-directory -s wasm-opt; then \
+	  node $(WASM_OPT) $(WASM_OPT_FLAGS) target/$(WASM_TARGET)/release/floor.wasm -o $(FLOOR_WASM); \
+	else echo "note: no wasm-opt (node and npm), the floor is not size-optimised"; \
+	  cp target/$(WASM_TARGET)/release/floor.wasm $(FLOOR_WASM); fi
+	@echo "built $(FLOOR_WASM) ($$(stat -c %s $(FLOOR_WASM)) bytes)"
+
 .PHONY: bench bench-check
-bench: build envoy
+bench: build floor envoy
 	@command -v wrk >/dev/null || apt-get install -y wrk || (apt-get update && apt-get install -y wrk)
 	@mkdir -p $(BENCH_OUT) && rm -f $(BENCH_OUT)/*.json $(BENCH_OUT)/*.log
 	$(BENCH_ENV) cargo bench -p host-tests -p envoy-e2e --no-run
