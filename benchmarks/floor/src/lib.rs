@@ -43,9 +43,13 @@ mod floor {
             Action::Continue
         }
 
+        // Like status-sync, no read when a callback brings no bytes (the end of a POST often
+        // comes in a second call with none).
         fn on_http_request_body(&mut self, body_size: usize, _eos: bool) -> Action {
-            let body = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size);
-            self.bytes += body.ok().flatten().map_or(0, |b| b.len());
+            if body_size > 0 {
+                let body = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size);
+                self.bytes += body.ok().flatten().map_or(0, |b| b.len());
+            }
             Action::Continue
         }
     }
