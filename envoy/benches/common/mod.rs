@@ -103,3 +103,52 @@ pub fn without_filter(bootstrap: &mut Value) -> Result<()> {
 pub fn fixture_path(name: &str) -> PathBuf {
     ::drone_model::fixtures::path(name)
 }
+
+/// The floor module of benchmark 5 (`make floor`): `FLOOR_WASM`, or `floor.wasm` next to the
+/// filter measured.
+pub fn floor_wasm(tools: &ee::Tools) -> Result<PathBuf> {
+    let p = std::env::var_os("FLOOR_WASM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| tools.wasm.with_file_name("floor.wasm"));
+    if !p.is_file() {
+        bail!(
+            "{} does not exist: run `make floor` (`make bench` does)",
+            p.display()
+        );
+    }
+    Ok(p)
+}
+
+/// Puts another module (`wasm`, in its own VM `vm_id`) in the status-sync filter's place in
+/// every HTTP connection manager of a bootstrap; the routes that enable it stay as they are.
+pub fn with_module(bootstrap: &mut Value, wasm: &std::path::Path, vm_id: &str) -> Result<()> {
+    let listeners = bootstrap
+        .pointer_mut("/static_resources/listeners")
+        .and_then(Value::as_array_mut)
+        .context("no static listeners")?;
+    let mut replaced = 0;
+    for l in listeners {
+        for hcm in ee::connection_managers(l) {
+            let Some(hf) = hcm.get_mut("http_filters").and_then(Value::as_array_mut) else {
+                continue;
+            };
+            for h in hf {
+                if h.get("name").and_then(Value::as_str) != Some(ee::WASM_FILTER) {
+                    continue;
+                }
+                let vm = h
+                    .pointer_mut("/typed_config/config/vm_config")
+                    .context("the wasm filter has no vm_config")?;
+                *vm.pointer_mut("/code/local/filename")
+                    .context("the wasm filter's module is not a local file")? =
+                    Value::from(wasm.display().to_string());
+                *vm.get_mut("vm_id").context("no vm_id")? = Value::from(vm_id);
+                replaced += 1;
+            }
+        }
+    }
+    if replaced == 0 {
+        bail!("no wasm filter to replace");
+    }
+    Ok(())
+}

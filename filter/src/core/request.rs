@@ -269,7 +269,8 @@ impl Request {
     }
 
     /// The request headers. `now_ms` is the host's clock (the `Date` must be within
-    /// `max_clock_skew_ms`); `end_of_stream`: the request has no body.
+    /// `max_clock_skew_ms`; unused unless [`Request::checks_signatures`], so the shell reads
+    /// the clock only then); `end_of_stream`: the request has no body.
     pub fn on_headers(
         &mut self,
         cfg: &Config,
