@@ -270,6 +270,24 @@ metrics! {
     ReposEvicted(repos_evicted): Counter
         "status_sync.repos_evicted"
         "repository names dropped to stay within `max_repos` (see the configuration reference)";
+    ClusterMode: Gauge
+        "status_sync.cluster_mode"
+        "0: embedded (no `etcd_cluster`); 1: cluster mode, this sidecar leads; 2: cluster mode, \
+         another sidecar leads; 3: fallback to local reconciliation (etcd unreachable, without \
+         quorum, or the lease lost and not renewable)";
+    ClusterFallbacks: Counter
+        "status_sync.cluster_fallbacks"
+        "entries into the fallback to local reconciliation (`cluster_mode` 3)";
+    EtcdRequests: Counter
+        "status_sync.etcd_requests"
+        "requests sent to etcd (election, keep-alives, records written and read)";
+    EtcdRecordsWritten: Counter
+        "status_sync.etcd_records_written"
+        "delivery records (transitions this sidecar's replica accepted) written to etcd";
+    EtcdAnswersInvalid: Counter
+        "status_sync.etcd_answers_invalid"
+        "etcd answers or records refused: outside the input limits, malformed, or a record \
+         without a valid tag made with the webhook secret (forged)";
 }
 
 /// The metric named `name` (`status_sync.…`), if status-sync defines it.

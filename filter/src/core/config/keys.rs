@@ -348,6 +348,47 @@ pub const KEYS: &[Key] = &[
                API returns `system`) when no verified webhook supplied one, e.g. in `off`",
         ),
     },
+    Key {
+        name: "etcd_cluster",
+        spec: Spec::other("none (embedded mode)", "cluster name, or empty"),
+        help: help(
+            "cluster mode (several replicas of the pipeline, each with its sidecar): the Envoy \
+               cluster of etcd v3's client URLs (JSON gateway). The sidecars elect one \
+               reconciler in etcd and record there what their replica accepted; absent or \
+               empty: the embedded single-sidecar mode. See How it works, cluster mode",
+        ),
+    },
+    Key {
+        name: "etcd_authority",
+        spec: Spec::other("`etcd`", ""),
+        help: help("`:authority` of the calls to etcd"),
+    },
+    Key {
+        name: "etcd_prefix",
+        spec: Spec::other("`status-sync/<instance>/`", "up to 128 visible ASCII"),
+        help: help(
+            "prefix of every etcd key status-sync writes: the election key `<prefix>leader` \
+               and the delivery records `<prefix>d/…`. The records' lease is derived, not \
+               configured: its TTL is 2 × `max_build_age_ms` and each sidecar takes a new one \
+               every `max_build_age_ms`, so a record outlives every build it can settle and \
+               expires on its own",
+        ),
+    },
+    Key {
+        name: "etcd_lease_ttl_ms",
+        spec: Spec::Int {
+            default: None,
+            min: 2_000,
+            max: 300_000,
+            unit: Unit::Ms,
+            shown: "max(10000, 3 × `tick_ms`)",
+            rule: "≥ 3 × `tick_ms`",
+        },
+        help: help(
+            "TTL of the cluster leader's etcd lease (whole seconds, rounded up): another \
+               sidecar takes over within it when the leader's Envoy dies; renewed every third of it",
+        ),
+    },
 ];
 
 /// The docs' words for a key or a metric, in native builds only: the shipped module never
@@ -429,7 +470,7 @@ mod tests {
                 _ => None,
             })
             .collect();
-        assert_eq!(ranges.len(), 17);
+        assert_eq!(ranges.len(), 18);
         // Keep cross-field rules out of the way of single-key bounds.
         let base = |key: &str, n: u64| {
             let mut v = with(key, Some(json!(n)));
@@ -442,10 +483,11 @@ mod tests {
             if key == "max_body_bytes_in_flight" {
                 v["max_body_bytes"] = json!(1_024);
             }
-            if key == "lease_ms" || key == "tick_ms" {
+            if key == "lease_ms" || key == "tick_ms" || key == "etcd_lease_ttl_ms" {
                 v["tick_ms"] = json!(if key == "tick_ms" { n } else { 10 });
                 if key == "tick_ms" {
                     v["lease_ms"] = json!(3_600_000);
+                    v["etcd_lease_ttl_ms"] = json!(300_000);
                 }
             }
             v

@@ -121,6 +121,14 @@ config_struct! {
         pub scan_interval_ms: u64,
         /// `drone_server_url`, kept as `proto://host`.
         pub drone_server_url: Option<String>,
+        /// `etcd_cluster`: `None` (absent or empty) is the embedded mode.
+        pub etcd_cluster: Option<String>,
+        /// `etcd_authority`.
+        pub etcd_authority: String,
+        /// `etcd_prefix`, defaulted from `instance`.
+        pub etcd_prefix: String,
+        /// `etcd_lease_ttl_ms`.
+        pub etcd_lease_ttl_ms: u64,
     }
 }
 

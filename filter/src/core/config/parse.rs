@@ -4,6 +4,7 @@
 use super::keys::{key, DEFAULT_BODY_BYTES_IN_FLIGHT, DEFAULT_LEASE_MIN_MS, KEYS};
 use super::reader::{defaulted, first_value_type, truncate, Reader};
 use super::{Config, ConfigError, SignatureMode};
+use crate::core::json::decode_string;
 use crate::core::object::RawObject;
 
 impl Config {
@@ -148,6 +149,30 @@ impl Config {
             })?),
         };
 
+        let etcd_cluster = match r.get("etcd_cluster").map(decode_string) {
+            None => None,
+            Some(Some(s)) if s.is_empty() => None,
+            Some(Some(s)) if !s.chars().any(char::is_control) => Some(s.to_string()),
+            Some(_) => {
+                return Err(r.bad(
+                    "etcd_cluster",
+                    "must be a string (an Envoy cluster name, or empty for the embedded mode)",
+                ))
+            }
+        };
+        let etcd_authority = r
+            .authority("etcd_authority")?
+            .map_or_else(|| "etcd".to_string(), |a| a.to_string());
+        let etcd_prefix = match r.string("etcd_prefix")? {
+            None => format!("status-sync/{instance}/"),
+            Some(p) if p.len() <= 128 && p.bytes().all(|b| b.is_ascii_graphic()) => p.to_string(),
+            Some(_) => {
+                return Err(r.bad("etcd_prefix", "must be 1 to 128 visible ASCII characters"))
+            }
+        };
+
+        let etcd_lease_ttl_ms = r.int_or("etcd_lease_ttl_ms", 10_000u64.max(3 * tick_ms))?;
+
         // The integer keys, each read and range-checked under its own name (`KEYS`).
         macro_rules! with_ints {
             ($($int:ident),+; $($rest:tt)*) => {
@@ -174,6 +199,10 @@ impl Config {
             signature_mode,
             scan_repos,
             drone_server_url,
+            etcd_cluster,
+            etcd_authority,
+            etcd_prefix,
+            etcd_lease_ttl_ms,
         );
         if cfg.max_poll_interval_ms < cfg.stale_after_ms {
             return Err(ConfigError::new(
@@ -202,6 +231,17 @@ impl Config {
                     "must be at least 2 * tick_ms ({}), got {}",
                     2 * cfg.tick_ms,
                     cfg.lease_ms
+                ),
+            ));
+        }
+
+        if cfg.etcd_lease_ttl_ms < 3 * cfg.tick_ms {
+            return Err(ConfigError::new(
+                "etcd_lease_ttl_ms",
+                &format!(
+                    "must be at least 3 * tick_ms ({}), got {}",
+                    3 * cfg.tick_ms,
+                    cfg.etcd_lease_ttl_ms
                 ),
             ));
         }
@@ -267,8 +307,51 @@ mod tests {
                 scan_repos: vec![],
                 scan_interval_ms: 300_000,
                 drone_server_url: None,
+                etcd_cluster: None,
+                etcd_authority: "etcd".into(),
+                etcd_prefix: "status-sync/default/".into(),
+                etcd_lease_ttl_ms: 10_000,
             }
         );
+    }
+
+    #[test]
+    fn cluster_mode_is_off_unless_etcd_cluster_names_a_cluster_and_its_prefix_follows_instance() {
+        let c = parse(&minimal()).unwrap();
+        assert_eq!(c.etcd_cluster, None);
+        let c = parse(&with("etcd_cluster", Some(json!("")))).unwrap();
+        assert_eq!(c.etcd_cluster, None, "empty is the embedded mode");
+        let mut v = with("etcd_cluster", Some(json!("etcd")));
+        v["instance"] = json!("ci");
+        let c = parse(&v).unwrap();
+        assert_eq!(c.etcd_cluster.as_deref(), Some("etcd"));
+        assert_eq!(c.etcd_prefix, "status-sync/ci/");
+        assert_eq!(c.etcd_authority, "etcd");
+        v["etcd_prefix"] = json!("a/b/");
+        v["etcd_authority"] = json!("etcd.example:2379");
+        v["etcd_lease_ttl_ms"] = json!(4000);
+        let c = parse(&v).unwrap();
+        assert_eq!(
+            (
+                c.etcd_prefix.as_str(),
+                c.etcd_authority.as_str(),
+                c.etcd_lease_ttl_ms
+            ),
+            ("a/b/", "etcd.example:2379", 4000)
+        );
+        for (key, bad) in [
+            ("etcd_cluster", json!(3)),
+            ("etcd_prefix", json!("a b")),
+            ("etcd_authority", json!("a b")),
+        ] {
+            let mut w = v.clone();
+            w[key] = bad;
+            assert_eq!(err(&w).key, key);
+        }
+        let mut w = v.clone();
+        w["tick_ms"] = json!(2000);
+        w["etcd_lease_ttl_ms"] = json!(5000);
+        assert_eq!(err(&w).key, "etcd_lease_ttl_ms");
     }
 
     #[test]
