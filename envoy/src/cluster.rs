@@ -139,6 +139,47 @@ pub fn sidecar_bootstrap(
     Ok(v)
 }
 
+/// The shipped `envoy/drone-side.yaml` on loopback (as `envoy/tests/drone_side.rs` runs it):
+/// the replicas as the `pipeline` cluster's endpoints, drone-sim plain, the e2e timings.
+pub fn drone_side_bootstrap(tools: &Tools, replicas: &[u16], drone_port: u16) -> Result<Value> {
+    let path = envoy::crate_dir().join("drone-side.yaml");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
+    let mut v = envoy::yaml_to_json(&text)?;
+    v["admin"]["address"]["socket_address"]["port_value"] = json!(0);
+    v["stats_flush_interval"] = json!("1s");
+    let listener = &mut v["static_resources"]["listeners"][0];
+    listener["address"]["socket_address"]["port_value"] = json!(envoy::free_port()?);
+    for f in envoy::wasm_filters(listener) {
+        let config = &mut f["typed_config"]["config"];
+        config["vm_config"]["code"]["local"]["filename"] = json!(tools.wasm.display().to_string());
+        let slot = &mut config["configuration"]["value"];
+        let mut plugin: Value =
+            serde_json::from_str(slot.as_str().context("plugin configuration")?)?;
+        let base = envoy::base_plugin_config();
+        for k in TIMINGS {
+            plugin[k] = base[k].clone();
+        }
+        *slot = json!(plugin.to_string());
+    }
+    for c in v["static_resources"]["clusters"]
+        .as_array_mut()
+        .context("clusters")?
+    {
+        let ports: Vec<u16> = match c["name"].as_str() {
+            Some("pipeline") => replicas.to_vec(),
+            Some("drone") => vec![drone_port],
+            other => anyhow::bail!("unexpected cluster {other:?}"),
+        };
+        c["type"] = json!("STATIC");
+        if let Some(o) = c.as_object_mut() {
+            o.remove("transport_socket");
+        }
+        c["load_assignment"]["endpoints"] = endpoints(&ports);
+    }
+    Ok(v)
+}
+
 /// The "Service" in front of the replicas: a plain Envoy balancing drone's webhooks round
 /// robin over the sidecars' listeners, trying another one when a sidecar refuses the
 /// connection (as a Service's endpoints drop a dead pod).
@@ -178,12 +219,33 @@ fn service_bootstrap(sidecars: &[u16]) -> Result<Value> {
     }))
 }
 
+/// Where status-sync runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Topology {
+    /// A sidecar per replica, each reconciling alone (no `etcd_cluster`): today's default.
+    Embedded,
+    /// A sidecar per replica, sharing etcd: one reconciler.
+    Cluster,
+    /// One Envoy on drone's outbound path (`envoy/drone-side.yaml`), the replicas as its
+    /// `pipeline` endpoints; no Service, no etcd.
+    DroneSide,
+}
+
+impl std::fmt::Display for Topology {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Topology::Embedded => "embedded",
+            Topology::Cluster => "cluster mode",
+            Topology::DroneSide => "drone side",
+        })
+    }
+}
+
 /// What a run is given.
 #[derive(Clone, Debug)]
 pub struct Setup {
     pub replicas: usize,
-    /// Cluster mode (a sidecar per replica sharing etcd) or the embedded default.
-    pub cluster: bool,
+    pub topology: Topology,
     pub loss: f64,
     pub seed: u64,
 }
@@ -191,7 +253,8 @@ pub struct Setup {
 /// drone-sim → Service → `replicas` sidecars → their replica, and etcd. Field order is drop
 /// order: the Envoys go first, then the simulators, etcd last.
 pub struct ClusterStack {
-    pub front: Envoy,
+    /// The Service (`None` on drone's side, where drone posts to the one Envoy).
+    pub front: Option<Envoy>,
     /// `None` once killed ([`ClusterStack::kill_sidecar`]).
     pub sidecars: Vec<Option<Envoy>>,
     /// Replicas 1.. (replica 0 is `pipeline`).
@@ -206,8 +269,8 @@ impl ClusterStack {
     /// Starts everything; `etcd` must be `Some` for cluster mode.
     pub fn start(tools: &Tools, setup: Setup, etcd: Option<EtcdCluster>) -> Result<ClusterStack> {
         anyhow::ensure!(
-            setup.cluster == etcd.is_some(),
-            "cluster mode needs etcd, embedded mode none"
+            (setup.topology == Topology::Cluster) == etcd.is_some(),
+            "cluster mode needs etcd, the others none"
         );
         secret_in_environment();
         let drone = DroneSim::start(
@@ -232,15 +295,24 @@ impl ClusterStack {
             .collect();
         let etcd_ports = etcd.as_ref().map(EtcdCluster::client_ports);
         let mut sidecars = Vec::new();
-        for port in &replica_ports {
-            let b = sidecar_bootstrap(tools, *port, drone.port(), etcd_ports.as_deref())?;
-            sidecars.push(Some(Envoy::start_bootstrap(tools, &b, 2, drone.token())?));
-        }
-        let listen: Vec<u16> = sidecars.iter().flatten().map(Envoy::listen_port).collect();
-        let front = Envoy::start_bootstrap(tools, &service_bootstrap(&listen)?, 1, "")?;
         let plugin = shipped_plugin()?;
         let path = plugin["webhook_path"].as_str().context("webhook_path")?;
-        drone.set_webhook_url(Some(front.url(path)));
+        let front = if setup.topology == Topology::DroneSide {
+            let b = drone_side_bootstrap(tools, &replica_ports, drone.port())?;
+            let envoy = Envoy::start_bootstrap(tools, &b, 2, drone.token())?;
+            drone.set_webhook_url(Some(envoy.url(path)));
+            sidecars.push(Some(envoy));
+            None
+        } else {
+            for port in &replica_ports {
+                let b = sidecar_bootstrap(tools, *port, drone.port(), etcd_ports.as_deref())?;
+                sidecars.push(Some(Envoy::start_bootstrap(tools, &b, 2, drone.token())?));
+            }
+            let listen: Vec<u16> = sidecars.iter().flatten().map(Envoy::listen_port).collect();
+            let front = Envoy::start_bootstrap(tools, &service_bootstrap(&listen)?, 1, "")?;
+            drone.set_webhook_url(Some(front.url(path)));
+            Some(front)
+        };
         Ok(ClusterStack {
             front,
             sidecars,
@@ -353,7 +425,7 @@ impl ClusterStack {
         let stats = self.drone.stats();
         Ok(Figures {
             replicas: self.setup.replicas,
-            cluster: self.setup.cluster,
+            topology: Some(self.setup.topology),
             builds: self.drone.builds().len(),
             drone_calls: stats.api_calls,
             lookups: stats.build_calls.values().sum(),
@@ -362,7 +434,36 @@ impl ClusterStack {
             webhooks: self.sum("webhooks_observed")?,
             etcd_requests: self.sum("etcd_requests")?,
             fallbacks: self.sum("cluster_fallbacks")?,
+            recovery_ms: self.recovery_quantiles()?,
         })
+    }
+
+    /// The recovery delay's P50 and P99 (ms), the highest of the sidecars' (each keeps its
+    /// own histogram; in cluster mode and on drone's side one sidecar recovers nearly
+    /// everything). Waits (bounded) for Envoy's stats flush when a sidecar recovered
+    /// something; `None` when none did.
+    pub fn recovery_quantiles(&self) -> Result<Option<(f64, f64)>> {
+        if self.sum("transitions_recovered")? == 0 {
+            return Ok(None);
+        }
+        wait_for(
+            "recovery delays flushed",
+            Duration::from_secs(5),
+            POLL,
+            || {
+                let mut best: Option<(f64, f64)> = None;
+                for (_, s) in self.live() {
+                    let q = s.histogram_quantiles("status_sync.recovery_delay_ms")?;
+                    let get = |name: &str| q.iter().find(|(n, _)| n == name).map(|(_, v)| *v);
+                    if let (Some(p50), Some(p99)) = (get("P50"), get("P99")) {
+                        if !p50.is_nan() && best.is_none_or(|(_, b)| p99 > b) {
+                            best = Some((p50, p99));
+                        }
+                    }
+                }
+                Ok(best.map(Some).ok_or_else(|| "no quantiles yet".to_string()))
+            },
+        )
     }
 
     /// The sidecars' filter lines and warnings, last ones, for a failed wait.
@@ -390,7 +491,7 @@ impl ClusterStack {
 #[derive(Clone, Debug, Default)]
 pub struct Figures {
     pub replicas: usize,
-    pub cluster: bool,
+    pub topology: Option<Topology>,
     pub builds: usize,
     /// Every call drone's API received.
     pub drone_calls: u64,
@@ -406,6 +507,8 @@ pub struct Figures {
     pub etcd_requests: i64,
     /// Entries into fallback (`cluster_fallbacks`, all sidecars).
     pub fallbacks: i64,
+    /// Recovery delay P50 and P99 in ms ([`ClusterStack::recovery_quantiles`]).
+    pub recovery_ms: Option<(f64, f64)>,
 }
 
 impl Figures {
@@ -422,9 +525,9 @@ impl std::fmt::Display for Figures {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} replica(s), {}, {} builds: {} drone calls ({} build lookups), {} re-deliveries, {} duplicates, {} webhooks observed, {} etcd requests ({:.2} a webhook), {} fallbacks",
+            "{} replica(s), {}, {} builds: {} drone calls ({} build lookups), {} re-deliveries, {} duplicates, {} webhooks observed, {} etcd requests ({:.2} a webhook), {} fallbacks, recovery delay p50/p99 {}",
             self.replicas,
-            if self.cluster { "cluster mode" } else { "embedded" },
+            self.topology.map(|t| t.to_string()).unwrap_or_default(),
             self.builds,
             self.drone_calls,
             self.lookups,
@@ -434,6 +537,9 @@ impl std::fmt::Display for Figures {
             self.etcd_requests,
             self.etcd_per_webhook(),
             self.fallbacks,
+            self.recovery_ms
+                .map(|(a, b)| format!("{a:.0}/{b:.0} ms"))
+                .unwrap_or_else(|| "-".into()),
         )
     }
 }

@@ -13,7 +13,7 @@
 
 use anyhow::{Context as _, Result};
 use drone_model::rng::Rng;
-use envoy_e2e::cluster::{self, ClusterStack, Figures, Setup, LEASE_TTL_MS};
+use envoy_e2e::cluster::{self, ClusterStack, Figures, Setup, Topology, LEASE_TTL_MS};
 use envoy_e2e::dist::missing_part;
 use envoy_e2e::drone_sim::BuildPlan;
 use envoy_e2e::envoy::{self, DroneTls, Tools};
@@ -59,7 +59,7 @@ fn builds(seed: u64, n: u64, every_ms: u64) -> Vec<(BuildPlan, Duration)> {
 fn three(loss: f64, seed: u64) -> Setup {
     Setup {
         replicas: 3,
-        cluster: true,
+        topology: Topology::Cluster,
         loss,
         seed,
     }
@@ -121,7 +121,7 @@ fn at_0_percent_loss_three_sidecars_duplicate_under_1_percent_and_call_drone_at_
     let one = {
         let setup = Setup {
             replicas: 1,
-            cluster: false,
+            topology: Topology::Embedded,
             loss: 0.0,
             seed: 7,
         };
@@ -380,5 +380,44 @@ fn cluster_mode_files_validate_and_agree() -> Result<()> {
             .unwrap_or_default()
     };
     assert_eq!(keys(istio_plugin), keys(&plugin));
+    Ok(())
+}
+
+/// BENCHMARKS.md's figures for cluster mode: the same 45 builds at 30% loss through 1, 2, 3
+/// and 5 replicas, in the embedded default, in cluster mode and on drone's side. Measures,
+/// asserts only convergence. Up to nine Envoys and etcd at once: run it alone,
+/// `cargo test -p envoy-e2e --test cluster_mode -- --ignored --nocapture`.
+#[test]
+#[ignore = "measurement for BENCHMARKS.md; run alone with --ignored"]
+fn figures_for_1_2_3_and_5_replicas_in_every_topology() -> Result<()> {
+    const TEST: &str = "figures_for_1_2_3_and_5_replicas_in_every_topology";
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let _slot = slot();
+    let tools = tools();
+    let Some(bin) = etcd::find() else {
+        return missing_part(TEST, "etcd (Debian's etcd-server)");
+    };
+    let plans = builds(21, 45, 130);
+    for topology in [Topology::Embedded, Topology::Cluster, Topology::DroneSide] {
+        for replicas in [1, 2, 3, 5] {
+            let etcd = match topology {
+                Topology::Cluster => Some(EtcdCluster::start(&bin, 3)?),
+                _ => None,
+            };
+            let setup = Setup {
+                replicas,
+                topology,
+                loss: 0.3,
+                seed: 21,
+            };
+            let stack = ClusterStack::start(&tools, setup, etcd)?;
+            if topology == Topology::Cluster {
+                stack.wait_one_leader(Duration::from_secs(60))?;
+            }
+            stack.schedule(&plans);
+            stack.wait_settled(SETTLE)?;
+            eprintln!("FIGURES {}", stack.figures()?);
+        }
+    }
     Ok(())
 }

@@ -565,7 +565,7 @@ fn main() -> Result<()> {
 /// `--replicas N`: the same builds through the embedded default and through cluster mode, N
 /// replicas each with its sidecar (`envoy_e2e::cluster`), and what each cost side by side.
 fn side_by_side(a: &Args, replicas: usize) -> Result<()> {
-    use envoy_e2e::cluster::{ClusterStack, Figures, Setup};
+    use envoy_e2e::cluster::{ClusterStack, Figures, Setup, Topology};
     let builds: u64 = a.get("builds", 40)?;
     let loss: f64 = a.get("loss", 0.0)?;
     let seed: u64 = a.get("seed", 7)?;
@@ -614,7 +614,11 @@ fn side_by_side(a: &Args, replicas: usize) -> Result<()> {
         ));
         let setup = Setup {
             replicas,
-            cluster,
+            topology: if cluster {
+                Topology::Cluster
+            } else {
+                Topology::Embedded
+            },
             loss,
             seed,
         };
