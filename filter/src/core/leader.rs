@@ -209,12 +209,24 @@ impl<H: Default> Leader<H> {
     /// Takes the queued observations (at most [`MAX_DRAIN_PER_TICK`]) into the reconciler;
     /// an unreadable message is counted and skipped.
     pub fn drain(&mut self, store: &mut impl SharedStore, now_ms: u64) {
+        self.drain_with(store, now_ms, |_, _, _| {});
+    }
+
+    /// [`Leader::drain`], showing `sink` every readable message before the reconciler takes
+    /// it (cluster mode records the evidence in etcd).
+    pub fn drain_with(
+        &mut self,
+        store: &mut impl SharedStore,
+        now_ms: u64,
+        mut sink: impl FnMut(&[u8], &Observation, Vouch),
+    ) {
         for _ in 0..MAX_DRAIN_PER_TICK {
             let Some(msg) = store.dequeue() else {
                 break;
             };
             match Observation::decode_vouched(&msg, self.queue_key.as_ref()) {
                 Ok((obs, vouch)) => {
+                    sink(&msg, &obs, vouch);
                     if vouch == Vouch::Unauthenticated {
                         // Taken as the hint it may be; counted, not logged per message (any
                         // plugin of this Envoy can write the queue as fast as it likes).

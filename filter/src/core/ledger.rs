@@ -254,6 +254,13 @@ impl Ledger {
         self.tombstones.get(key).copied()
     }
 
+    /// Whether any build is due at `now_ms` (cheap: one look per lane).
+    pub fn any_due(&self, now_ms: u64) -> bool {
+        self.due
+            .iter()
+            .any(|d| d.range(..=(now_ms, max_key())).next().is_some())
+    }
+
     /// Number of builds due at `now_ms` in both lanes (for tests and metrics; O(due)).
     pub fn due_count(&self, now_ms: u64) -> usize {
         self.due

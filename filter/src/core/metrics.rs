@@ -284,6 +284,11 @@ metrics! {
     EtcdRecordsWritten: Counter
         "status_sync.etcd_records_written"
         "delivery records (transitions this sidecar's replica accepted) written to etcd";
+    EtcdRecordsDropped: Counter
+        "status_sync.etcd_records_dropped"
+        "delivery records not written to etcd: more than 4096 waiting (etcd unreachable), the \
+         oldest dropped first, or one too large even without its repository objects; the \
+         transition is still in this sidecar's own reconciler";
     EtcdAnswersInvalid: Counter
         "status_sync.etcd_answers_invalid"
         "etcd answers or records refused: outside the input limits, malformed, or a record \

@@ -9,11 +9,13 @@
 //! before a drone answer is applied, because they may be newer than the answer; the snapshot
 //! is written after the answers, so the next leader continues from what they did.
 
+use super::cluster::node::{Mode, Node, NodeCounters, Slot};
 use super::config::Config;
 use super::host::Host;
 use super::leader::{Leader, Role, Seat};
 use super::logfmt::Val;
 use super::metrics::{Counters, Id, Kind};
+use super::ratelog::{suppressed_note, LogLimiter};
 use super::reconciler::{CallId, CallResult, OutgoingCall};
 use std::collections::HashMap;
 
@@ -29,12 +31,32 @@ pub struct Calls {
     tokens: HashMap<u32, CallId>,
     /// The reconciler's counters as last mirrored into the host's metrics.
     mirrored: Counters,
+    /// Cluster mode (`etcd_cluster`): this sidecar's part, made on the leader's first tick.
+    node: Option<Node>,
+    /// The node's counters as last mirrored.
+    node_mirrored: NodeCounters,
+    /// The fallback's log line, at most one per minute.
+    fallback_log: Option<LogLimiter>,
+    /// The cluster leader's re-deliveries, held until the records written after drone's
+    /// answer have been read (at most `max_inflight_calls`: each is a call in flight).
+    held: Vec<(OutgoingCall, u64)>,
 }
 
 impl Calls {
     /// Calls whose answers this leader still expects.
     pub fn tokens(&self) -> usize {
         self.tokens.len()
+    }
+
+    /// Cluster mode's part, once the leader ticked with `etcd_cluster` set.
+    pub fn node(&self) -> Option<&Node> {
+        self.node.as_ref()
+    }
+
+    /// Whether this leader's reconciler runs (calls drone, re-delivers): always, except
+    /// while another sidecar leads the cluster.
+    fn reconciles(&self) -> bool {
+        self.node.as_ref().is_none_or(|n| n.mode().reconciles())
     }
 }
 
@@ -80,18 +102,46 @@ impl Turn {
             host.add_metric(Id::LeaderChanges, 1);
             host.set_metric(Id::ReconcilerEpoch, epoch);
         }
+        let me = self.seat.me();
         let (Role::Leader | Role::Elected { .. }, Some(leader)) = (role, self.seat.leader()) else {
             return now_ms;
         };
-        leader.drain(host, now_ms);
-        let calls = leader.reconciler.tick(now_ms);
-        dispatch_all(leader, host, calls, now_ms);
-        // Tokens of calls the reconciler expired (the host never answered) are dropped, so
-        // the map stays bounded even if answers are lost.
-        let tokens = &mut leader.host.tokens;
-        if tokens.len() > cfg.max_inflight_calls.saturating_mul(4).saturating_add(16) {
-            let reconciler = &leader.reconciler;
-            tokens.retain(|_, id| reconciler.is_inflight(*id));
+        if cfg.etcd_cluster.is_none() {
+            leader.drain(host, now_ms);
+            reconcile(leader, host, cfg, now_ms);
+        } else {
+            let mut node = leader
+                .host
+                .node
+                .take()
+                .unwrap_or_else(|| Node::new(cfg, me, now_ms));
+            leader.drain_with(host, now_ms, |msg, obs, vouch| node.record(msg, obs, vouch));
+            let mode = update_mode(leader, &mut node, host, now_ms);
+            let mut read = false;
+            match mode {
+                Mode::Leads if node.reading() => {}
+                Mode::Leads => {
+                    let due =
+                        leader.reconciler.ledger().any_due(now_ms) || !leader.host.held.is_empty();
+                    read = node.read_due(due, now_ms);
+                }
+                Mode::Follows => {}
+                Mode::Embedded | Mode::Fallback => {}
+            }
+            dispatch_node(leader, &mut node, host, now_ms, read);
+            let reading = node.reading();
+            let scan_started = node.scan_started();
+            leader.host.node = Some(node);
+            if mode != Mode::Leads {
+                release(leader, host, cfg, now_ms, u64::MAX);
+            } else if !reading {
+                release(leader, host, cfg, now_ms, scan_started);
+            }
+            // The cluster leader looks builds up after the records are read: the tick waits
+            // for the read's answer (see `on_call_answer`).
+            if mode.reconciles() && !(mode == Mode::Leads && reading) {
+                reconcile(leader, host, cfg, now_ms);
+            }
         }
         finish(leader, host);
         leader.log_summary(now_ms);
@@ -113,6 +163,13 @@ impl Turn {
         let Some(leader) = self.seat.leader() else {
             return;
         };
+        if let Some(node) = leader.host.node.take() {
+            if node.owns(token) {
+                node_answer(leader, node, host, cfg, token, num_headers, body_size);
+                return;
+            }
+            leader.host.node = Some(node);
+        }
         let Some(id) = leader.host.tokens.remove(&token) else {
             return;
         };
@@ -135,11 +192,202 @@ impl Turn {
         };
         // Live webhooks that reached the pipeline since the last tick may be newer than this
         // answer: take them in first, so an older state is never re-delivered after them.
-        leader.drain(host, now_ms);
+        drain(leader, host, now_ms);
         let follow_up = leader.reconciler.on_response(id, result, now_ms);
-        dispatch_all(leader, host, follow_up, now_ms);
+        // A leader that stopped leading the cluster makes no more calls; those it asked for
+        // expire in the reconciler.
+        if leader.host.reconciles() {
+            dispatch_all(leader, host, follow_up, now_ms);
+        }
         finish(leader, host);
     }
+}
+
+/// Drains the queue; in cluster mode, the evidence is also kept to be recorded in etcd.
+fn drain(leader: &mut Leader<Calls>, host: &mut impl Host, now_ms: u64) {
+    match leader.host.node.take() {
+        None => leader.drain(host, now_ms),
+        Some(mut node) => {
+            leader.drain_with(host, now_ms, |msg, obs, vouch| node.record(msg, obs, vouch));
+            leader.host.node = Some(node);
+        }
+    }
+}
+
+/// The reconciler's tick: its calls dispatched, tokens of calls it expired forgotten.
+fn reconcile(leader: &mut Leader<Calls>, host: &mut impl Host, cfg: &Config, now_ms: u64) {
+    let calls = leader.reconciler.tick(now_ms);
+    dispatch_all(leader, host, calls, now_ms);
+    // Tokens of calls the reconciler expired (the host never answered) are dropped, so
+    // the map stays bounded even if answers are lost.
+    let tokens = &mut leader.host.tokens;
+    if tokens.len() > cfg.max_inflight_calls.saturating_mul(4).saturating_add(16) {
+        let reconciler = &leader.reconciler;
+        tokens.retain(|_, id| reconciler.is_inflight(*id));
+    }
+}
+
+/// The node's mode now, shown in `cluster_mode`; a change is logged (entering the fallback at
+/// most once a minute).
+fn update_mode(
+    leader: &mut Leader<Calls>,
+    node: &mut Node,
+    host: &mut impl Host,
+    now_ms: u64,
+) -> Mode {
+    let (mode, changed) = node.update_mode(now_ms);
+    host.set_metric(Id::ClusterMode, mode as u64);
+    match changed {
+        Some(Mode::Fallback) => {
+            let limiter = leader
+                .host
+                .fallback_log
+                .get_or_insert_with(|| LogLimiter::new(60_000));
+            if let Some(n) = limiter.allow(now_ms) {
+                let why = node
+                    .last_error()
+                    .map_or_else(|| "no answer".to_string(), |e| format!("{e:?}"));
+                log::warn!(
+                    "cluster mode: etcd unusable, reconciling locally why={}{} {}",
+                    Val(&why),
+                    suppressed_note(n),
+                    leader.who
+                );
+            }
+        }
+        Some(Mode::Leads) => log::info!("cluster mode: this sidecar leads {}", leader.who),
+        Some(Mode::Follows) => log::info!(
+            "cluster mode: another sidecar leads, recording only {}",
+            leader.who
+        ),
+        Some(Mode::Embedded) | None => {}
+    }
+    mode
+}
+
+/// Sends what the node asks for; a request the host refuses failed at once.
+fn dispatch_node(
+    leader: &Leader<Calls>,
+    node: &mut Node,
+    host: &mut impl Host,
+    now_ms: u64,
+    read: bool,
+) {
+    for (slot, call) in node.poll(now_ms, read) {
+        match host.dispatch(&call) {
+            Ok(token) => node.sent(slot, &call, token, now_ms),
+            Err(why) => {
+                host.add_metric(Id::CallsRefused, 1);
+                if slot == Slot::Election {
+                    log::warn!(
+                        "cannot call cluster (is it defined?) cluster={} status={why} {}",
+                        Val(&call.cluster),
+                        leader.who
+                    );
+                }
+                node.refused(slot, now_ms);
+            }
+        }
+    }
+}
+
+/// The answer to one of the node's requests: records read are taken in as evidence and, once
+/// a read scan is done, the cluster leader's reconciler ticks.
+fn node_answer(
+    leader: &mut Leader<Calls>,
+    mut node: Node,
+    host: &mut impl Host,
+    cfg: &Config,
+    token: u32,
+    num_headers: usize,
+    body_size: usize,
+) {
+    let now_ms = host.now_ms();
+    let answer = if num_headers == 0 || body_size > cfg.max_body_bytes {
+        None
+    } else {
+        host.answer_status().map(|status| {
+            let body = if body_size == 0 {
+                Vec::new()
+            } else {
+                host.answer_body(body_size).unwrap_or_default()
+            };
+            (u32::from(status), body)
+        })
+    };
+    let answered = node.answer(
+        token,
+        answer.as_ref().map(|(s, b)| (*s, b.as_slice())),
+        now_ms,
+    );
+    leader.drain_with(host, now_ms, |msg, obs, vouch| node.record(msg, obs, vouch));
+    for obs in answered.records {
+        leader.reconciler.observe(obs, now_ms);
+    }
+    let mode = update_mode(leader, &mut node, host, now_ms);
+    let more = node.read_due(false, now_ms);
+    dispatch_node(leader, &mut node, host, now_ms, more);
+    let scan_started = node.scan_started();
+    leader.host.node = Some(node);
+    if mode == Mode::Leads && answered.read_done {
+        release(leader, host, cfg, now_ms, scan_started);
+        reconcile(leader, host, cfg, now_ms);
+    }
+    finish(leader, host);
+}
+
+/// Sends the held re-deliveries a records scan that started at `scan_started` has vouched
+/// for: those held at least two ticks before it (every sidecar has written what its replica
+/// took before drone answered). One that evidence read since made needless is withdrawn,
+/// never sent. Not leading the cluster any more (`scan_started` = `u64::MAX`): a fallback
+/// sends them, a follower withdraws them.
+fn release(
+    leader: &mut Leader<Calls>,
+    host: &mut impl Host,
+    cfg: &Config,
+    now_ms: u64,
+    scan_started: u64,
+) {
+    if leader.host.held.is_empty() {
+        return;
+    }
+    let wait = cfg.tick_ms.saturating_mul(2);
+    let (ready, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut leader.host.held)
+        .into_iter()
+        .partition(|(_, at)| at.saturating_add(wait) <= scan_started);
+    leader.host.held = keep;
+    let sends = leader.host.reconciles();
+    let mut out = Vec::new();
+    for (call, _) in ready {
+        if !sends || leader.reconciler.superseded(call.id) {
+            leader.reconciler.withdraw(call.id, now_ms);
+        } else {
+            out.push(call);
+        }
+    }
+    if leader
+        .host
+        .node
+        .as_ref()
+        .is_some_and(|n| n.mode() == Mode::Leads)
+    {
+        // Vouched for by the scan: sent now, not held again.
+        send_now(leader, host, out, now_ms);
+    } else {
+        dispatch_all(leader, host, out, now_ms);
+    }
+}
+
+/// Dispatches `calls` without holding re-deliveries.
+fn send_now(
+    leader: &mut Leader<Calls>,
+    host: &mut impl Host,
+    calls: Vec<OutgoingCall>,
+    now_ms: u64,
+) {
+    let node = leader.host.node.take();
+    dispatch_all(leader, host, calls, now_ms);
+    leader.host.node = node;
 }
 
 /// Dispatches `calls`. A call the host refuses is counted, logged and answered at once as a
@@ -157,6 +405,16 @@ fn dispatch_all(
         rounds += 1;
         let mut next = Vec::new();
         for call in pending {
+            if leader
+                .host
+                .node
+                .as_ref()
+                .is_some_and(|n| n.mode() == Mode::Leads)
+                && call.cluster == leader.reconciler.config().pipeline_cluster
+            {
+                leader.host.held.push((call, now_ms));
+                continue;
+            }
             match host.dispatch(&call) {
                 Ok(token) => {
                     leader.host.tokens.insert(token, call.id);
@@ -189,6 +447,33 @@ fn finish(leader: &mut Leader<Calls>, host: &mut impl Host) {
     }
     let now = leader.reconciler.counters();
     mirror(host, now, &mut leader.host.mirrored);
+    if let Some(node) = &leader.host.node {
+        let (now, last) = (node.counters, &mut leader.host.node_mirrored);
+        for (id, value, old) in [
+            (Id::EtcdRequests, now.requests, last.requests),
+            (
+                Id::EtcdRecordsWritten,
+                now.records_written,
+                last.records_written,
+            ),
+            (
+                Id::EtcdAnswersInvalid,
+                now.answers_invalid,
+                last.answers_invalid,
+            ),
+            (Id::ClusterFallbacks, now.fallbacks, last.fallbacks),
+            (
+                Id::EtcdRecordsDropped,
+                now.records_dropped,
+                last.records_dropped,
+            ),
+        ] {
+            if value > old {
+                host.add_metric(id, value - old);
+            }
+        }
+        *last = now;
+    }
 }
 
 /// Adds what the core counted since `last`, sets the gauges, and remembers `now`.

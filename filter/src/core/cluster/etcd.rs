@@ -280,13 +280,13 @@ impl ClusterStore for Etcd {
         })
     }
 
-    fn range_since(&self, prefix: &[u8], min_revision: u64, limit: usize) -> Request {
+    fn range_from(&self, prefix: &[u8], from: &[u8], min_revision: u64, limit: usize) -> Request {
         let limit = limit.clamp(1, limits::MAX_RANGE_LIMIT);
         post(
             "/v3/kv/range",
             format!(
                 "{{\"key\":\"{}\",\"range_end\":\"{}\",\"min_mod_revision\":\"{min_revision}\",\"limit\":\"{limit}\"}}",
-                b64::encode(prefix),
+                b64::encode(from),
                 b64::encode(&prefix_end(prefix))
             ),
         )
@@ -315,6 +315,14 @@ impl ClusterStore for Etcd {
     fn decode_put(&self, status: u32, body: &[u8]) -> Result<u64, ClusterError> {
         let obj = answer(status, body)?;
         header_revision(&obj)
+    }
+
+    fn put_all(&self, pairs: &[(Vec<u8>, Vec<u8>)], lease: u64) -> Request {
+        let ops: Vec<String> = pairs
+            .iter()
+            .map(|(k, v)| format!("{{\"request_put\":{}}}", put_op(k, v, lease)))
+            .collect();
+        post("/v3/kv/txn", format!("{{\"success\":[{}]}}", ops.join(",")))
     }
 }
 

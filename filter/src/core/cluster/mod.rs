@@ -13,6 +13,7 @@
 pub mod election;
 pub mod etcd;
 pub mod memory;
+pub mod node;
 pub mod scenarios;
 
 /// One HTTP request to the cluster store: the shell sends it with `dispatch_http_call`
@@ -104,11 +105,20 @@ pub trait ClusterStore {
     ) -> Result<Campaign, ClusterError>;
 
     /// Reads at most `limit` pairs under `prefix` changed at or after `min_revision`.
-    fn range_since(&self, prefix: &[u8], min_revision: u64, limit: usize) -> Request;
+    fn range_since(&self, prefix: &[u8], min_revision: u64, limit: usize) -> Request {
+        self.range_from(prefix, prefix, min_revision, limit)
+    }
+    /// [`ClusterStore::range_since`] from key `from` on (a page after the first: the last key
+    /// read, plus a zero byte), in key order.
+    fn range_from(&self, prefix: &[u8], from: &[u8], min_revision: u64, limit: usize) -> Request;
     fn decode_range(&self, limit: usize, status: u32, body: &[u8]) -> Result<Range, ClusterError>;
 
     /// Writes `key` = `value` bound to `lease` (0: no lease).
     fn put(&self, key: &[u8], value: &[u8], lease: u64) -> Request;
     /// The store's revision after the write.
     fn decode_put(&self, status: u32, body: &[u8]) -> Result<u64, ClusterError>;
+
+    /// Writes every pair, bound to `lease`, in one request (one revision); decoded by
+    /// [`ClusterStore::decode_put`].
+    fn put_all(&self, pairs: &[(Vec<u8>, Vec<u8>)], lease: u64) -> Request;
 }

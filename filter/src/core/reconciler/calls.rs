@@ -237,6 +237,44 @@ impl Reconciler {
         }
     }
 
+    /// Whether the re-delivery `id` on its way is no longer needed: evidence settled its
+    /// version, or a newer one, since it was planned (cluster mode: another replica's record
+    /// read after drone answered). Any other call is never superseded.
+    pub fn superseded(&self, id: CallId) -> bool {
+        let Some((Pending::Deliver { key, what }, _)) = self.calls.inflight.get(&id) else {
+            return false;
+        };
+        match self.ledger.get(key) {
+            Some(e) => e.settled_version >= what.version(),
+            None => self
+                .ledger
+                .tombstone(key)
+                .is_some_and(|v| v >= what.version()),
+        }
+    }
+
+    /// Takes back a call that was never sent (a superseded re-delivery, or one a sidecar that
+    /// stopped leading the cluster will not make): nothing is counted, and its build is
+    /// looked at again after `stale_after_ms`, as after news.
+    pub fn withdraw(&mut self, id: CallId, now_ms: u64) {
+        let Some(pending) = self.calls.take(id) else {
+            return;
+        };
+        let key = match pending {
+            Pending::Deliver { key, .. }
+            | Pending::FetchBuild { key, .. }
+            | Pending::FetchRepo { key, .. } => key,
+            _ => return,
+        };
+        let due = now_ms.saturating_add(self.rng.jitter(self.cfg.stale_after_ms));
+        self.ledger.update(&key, |e| {
+            if e.next_due_ms == crate::core::ledger::NOT_SCHEDULED {
+                e.next_due_ms = due;
+            }
+        });
+        self.sync_gauges();
+    }
+
     /// The answer to a call. May ask for a follow-up call (a re-delivery).
     pub fn on_response(
         &mut self,

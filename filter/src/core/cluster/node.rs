@@ -1,0 +1,509 @@
+//! One sidecar's part in cluster mode (`etcd_cluster` set), kept by the local leader (the one
+//! VM of this Envoy that won the shared-data election) beside its reconciler: the etcd
+//! election of one reconciler across the cluster, the records of what this replica's pipeline
+//! answered (written for the others), and, while this sidecar leads the cluster, the records
+//! of the others read incrementally by revision. Sans-IO: [`Node::poll`] says which etcd
+//! requests to send, [`Node::answer`] takes their answers; [`super::super::turn`] dispatches
+//! them next to the reconciler's calls and decides from [`Node::mode`] whether the reconciler
+//! runs.
+//!
+//! - **Mode.** Leads while the election holds the key with a lease surely alive; follows
+//!   while etcd answered within the lease TTL; otherwise falls back to local reconciliation
+//!   (today's embedded behaviour), counted once per entry, until etcd answers again.
+//! - **Records.** Every queue message that is evidence (its tag made with the webhook secret)
+//!   is kept, bounded ([`MAX_PENDING`], the excess counted as dropped), and written at most
+//!   [`MAX_BATCH`] at a time in one transaction, one request at a time: at most one request per
+//!   tick for records, never more than one per webhook. The value is the queue message itself
+//!   (its repository objects left out when it would not fit etcd's value limit), so it carries
+//!   the same HMAC tag, and a writer without the secret cannot forge evidence. Keys are
+//!   `<prefix>d/<sidecar>/<seq>`, bound to a records lease of 2 × `max_build_age_ms` taken anew
+//!   every `max_build_age_ms`: a record outlives every build it can settle, then expires.
+//! - **Reading.** The leader reads `<prefix>d/` from the last revision read + 1 (from 0 when it
+//!   takes over: every live record), a page of [`Node::page_limit`] keys at a time, in key
+//!   order; when a page is not the last, the next starts after its last key with the same
+//!   revision, and the scan's first revision is where the next scan starts (a key rewritten
+//!   mid-scan is read twice, never missed). Records are decoded with the queue's input limits
+//!   and its tag: a record that is not evidence under this configuration's key is refused and
+//!   counted (`etcd_answers_invalid`); etcd is storage, not authority, and the reconciler still
+//!   asks drone before it delivers.
+
+use super::election::Election;
+use super::etcd::{limits, Etcd};
+use super::{ClusterError, ClusterStore, Request};
+use crate::core::config::Config;
+use crate::core::observation::{Observation, QueueKey, Vouch};
+use crate::core::reconciler::OutgoingCall;
+use std::collections::VecDeque;
+
+/// Records kept for writing, at most; older ones are dropped first and counted.
+pub const MAX_PENDING: usize = 4096;
+/// Records one write (one etcd transaction) carries, at most (etcd's `--max-txn-ops` is 128).
+pub const MAX_BATCH: usize = 64;
+
+/// What `cluster_mode` shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// No `etcd_cluster`: the single-sidecar mode.
+    Embedded = 0,
+    /// This sidecar leads the cluster: it reconciles.
+    Leads = 1,
+    /// Another sidecar leads: this one records, and neither calls drone nor re-delivers.
+    Follows = 2,
+    /// etcd unreachable, without quorum, or the lease lost and not renewable: this sidecar
+    /// reconciles on its own, as in the embedded mode.
+    Fallback = 3,
+}
+
+impl Mode {
+    /// Whether the reconciler runs (calls drone, re-delivers) in this mode.
+    pub fn reconciles(self) -> bool {
+        self != Mode::Follows
+    }
+}
+
+/// The etcd requests a node may have on their way: one of each at a time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Slot {
+    Election,
+    /// A records lease grant, or a batch of records.
+    Write,
+    Read,
+}
+
+/// What the node counted; the turn mirrors it into metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NodeCounters {
+    pub requests: u64,
+    pub records_written: u64,
+    pub answers_invalid: u64,
+    pub fallbacks: u64,
+    pub records_dropped: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Write {
+    Grant,
+    Batch(usize),
+}
+
+#[derive(Clone, Copy, Debug)]
+struct InFlight {
+    token: u32,
+    sent_ms: u64,
+}
+
+/// What an answer gave the turn.
+#[derive(Debug, Default)]
+pub struct Answered {
+    /// Records of the other sidecars, evidence under this configuration's key.
+    pub records: Vec<Observation>,
+    /// A read scan ended (its last page read, or the read failed): the reconciler may tick.
+    pub read_done: bool,
+}
+
+pub struct Node {
+    etcd: Etcd,
+    election: Election,
+    cluster: String,
+    authority: String,
+    timeout_ms: u64,
+    ttl_ms: u64,
+    /// `<prefix>d/`, and this sidecar's own `<prefix>d/<me>/`.
+    records_prefix: Vec<u8>,
+    own_prefix: Vec<u8>,
+    key: Option<QueueKey>,
+    pending: VecDeque<Vec<u8>>,
+    seq: u64,
+    /// The records lease and when it was granted.
+    records_lease: Option<(u64, u64)>,
+    records_ttl_s: u64,
+    rotate_ms: u64,
+    /// The next scan's `min_mod_revision`; the current scan's cursor and first revision.
+    read_from: u64,
+    cursor: Option<Vec<u8>>,
+    scan_revision: u64,
+    last_scan_ms: u64,
+    /// When the current (or last) scan's first page was sent.
+    scan_started_ms: u64,
+    page_limit: usize,
+    election_call: Option<InFlight>,
+    write_call: Option<(InFlight, Write)>,
+    read_call: Option<InFlight>,
+    /// etcd answered usably within the TTL before this.
+    healthy_until: u64,
+    mode: Mode,
+    pub counters: NodeCounters,
+}
+
+impl Node {
+    /// The node of sidecar `me` for `cfg` (with `etcd_cluster` set), at `now_ms`.
+    pub fn new(cfg: &Config, me: u64, now_ms: u64) -> Self {
+        let prefix = cfg.etcd_prefix.as_bytes();
+        let mut election_key = prefix.to_vec();
+        election_key.extend_from_slice(b"leader");
+        let mut records_prefix = prefix.to_vec();
+        records_prefix.extend_from_slice(b"d/");
+        let mut own_prefix = records_prefix.clone();
+        own_prefix.extend_from_slice(format!("{me:016x}/").as_bytes());
+        let ttl_s = cfg.etcd_lease_ttl_ms.div_ceil(1000).max(2);
+        let retry_ms = cfg.tick_ms.max(200);
+        Node {
+            etcd: Etcd,
+            election: Election::new(
+                &election_key,
+                format!("{me:016x}").as_bytes(),
+                ttl_s,
+                retry_ms,
+            ),
+            cluster: cfg.etcd_cluster.clone().unwrap_or_default(),
+            authority: cfg.etcd_authority.clone(),
+            timeout_ms: cfg.call_timeout_ms,
+            ttl_ms: ttl_s * 1000,
+            records_prefix,
+            own_prefix,
+            key: QueueKey::of(cfg),
+            pending: VecDeque::new(),
+            seq: 0,
+            records_lease: None,
+            records_ttl_s: (cfg.max_build_age_ms.saturating_mul(2)).div_ceil(1000),
+            rotate_ms: cfg.max_build_age_ms,
+            read_from: 0,
+            cursor: None,
+            scan_revision: 0,
+            last_scan_ms: 0,
+            scan_started_ms: 0,
+            page_limit: Self::page_limit(cfg.max_body_bytes),
+            election_call: None,
+            write_call: None,
+            read_call: None,
+            healthy_until: now_ms.saturating_add(ttl_s * 1000),
+            mode: Mode::Follows,
+            counters: NodeCounters::default(),
+        }
+    }
+
+    /// Keys one read asks for: as many of the largest records as fit `max_body_bytes` (the
+    /// answers of etcd are held to the limit drone's are), 1 to 256.
+    pub fn page_limit(max_body_bytes: usize) -> usize {
+        // A value in base64, its key and revisions.
+        let per_key = limits::MAX_VALUE_BYTES / 3 * 4 + 256;
+        (max_body_bytes / per_key).clamp(1, 256)
+    }
+
+    /// The mode at `now_ms`; `Some(mode)` when it changed since the last call (entries into
+    /// the fallback are counted; taking the lead restarts reading from revision 0).
+    pub fn update_mode(&mut self, now_ms: u64) -> (Mode, Option<Mode>) {
+        let mode = if self.election.is_leader(now_ms) {
+            Mode::Leads
+        } else if now_ms < self.healthy_until {
+            Mode::Follows
+        } else {
+            Mode::Fallback
+        };
+        if mode == self.mode {
+            return (mode, None);
+        }
+        if mode == Mode::Fallback {
+            self.counters.fallbacks += 1;
+        }
+        if mode == Mode::Leads {
+            // A new cluster leader reads every live record: what any replica accepted.
+            self.read_from = 0;
+            self.cursor = None;
+            self.last_scan_ms = 0;
+        }
+        self.mode = mode;
+        (mode, Some(mode))
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Takes a queue message the local leader drained: a record to write when it is
+    /// evidence under this configuration's key.
+    pub fn record(&mut self, msg: &[u8], obs: &Observation, vouch: Vouch) {
+        if vouch != Vouch::Evidence {
+            return;
+        }
+        let value = if msg.len() <= limits::MAX_VALUE_BYTES {
+            msg.to_vec()
+        } else {
+            // The repository objects are what makes a message large; the leader has them
+            // from its own webhooks or from drone.
+            let mut slim = obs.clone();
+            slim.webhook.repo_json = None;
+            slim.webhook.system_json = None;
+            let value = slim.encode(self.key.as_ref());
+            if value.len() > limits::MAX_VALUE_BYTES {
+                self.counters.records_dropped += 1;
+                return;
+            }
+            value
+        };
+        if self.pending.len() >= MAX_PENDING {
+            self.pending.pop_front();
+            self.counters.records_dropped += 1;
+        }
+        self.pending.push_back(value);
+    }
+
+    /// Records waiting to be written.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// When the last records scan (complete or not) started.
+    pub fn scan_started(&self) -> u64 {
+        self.scan_started_ms
+    }
+
+    /// Whether a read is on its way.
+    pub fn reading(&self) -> bool {
+        self.read_call.is_some()
+    }
+
+    /// Whether the leader should read records before this tick's lookups: always when
+    /// `due` (builds are due), else at least every third of the TTL.
+    pub fn read_due(&self, due: bool, now_ms: u64) -> bool {
+        self.mode == Mode::Leads
+            && self.read_call.is_none()
+            && (due
+                || self.cursor.is_some()
+                || now_ms >= self.last_scan_ms.saturating_add(self.ttl_ms / 3))
+    }
+
+    fn call(&self, request: Request) -> OutgoingCall {
+        OutgoingCall {
+            id: 0,
+            cluster: self.cluster.clone(),
+            headers: vec![
+                (":method".into(), request.method.into()),
+                (":path".into(), request.path),
+                (":authority".into(), self.authority.clone()),
+                ("content-type".into(), "application/json".into()),
+            ],
+            body: request.body.into_bytes(),
+            timeout_ms: self.timeout_ms,
+        }
+    }
+
+    /// Fails requests the host never answered (after twice the call timeout).
+    fn expire(&mut self, now_ms: u64) {
+        let wait = self.timeout_ms.saturating_mul(2);
+        let late = move |c: &InFlight| now_ms >= c.sent_ms.saturating_add(wait);
+        if self.write_call.is_some_and(|(c, _)| late(&c)) {
+            self.write_call = None;
+        }
+        if self.read_call.is_some_and(|c| late(&c)) {
+            self.read_failed();
+        }
+        if self.election_call.is_some_and(|c| late(&c)) {
+            self.election_call = None;
+            self.election.failed(now_ms);
+        }
+    }
+
+    /// The requests to send now: the election's, a records write, and a read when `read` (see
+    /// [`Node::read_due`]). Each goes with its slot to [`Node::sent`] or [`Node::refused`].
+    pub fn poll(&mut self, now_ms: u64, read: bool) -> Vec<(Slot, OutgoingCall)> {
+        self.expire(now_ms);
+        let mut out = Vec::new();
+        if self.election_call.is_none() {
+            if let Some(r) = self.election.poll(&self.etcd, now_ms) {
+                out.push((Slot::Election, self.call(r)));
+            }
+        }
+        if self.write_call.is_none() && !self.pending.is_empty() {
+            let lease = match self.records_lease {
+                Some((lease, at)) if now_ms < at.saturating_add(self.rotate_ms) => Some(lease),
+                _ => None,
+            };
+            let request = match lease {
+                None => self.etcd.grant(self.records_ttl_s),
+                Some(lease) => {
+                    let n = self.pending.len().min(MAX_BATCH);
+                    let pairs: Vec<(Vec<u8>, Vec<u8>)> = self
+                        .pending
+                        .iter()
+                        .take(n)
+                        .enumerate()
+                        .map(|(i, v)| {
+                            let mut k = self.own_prefix.clone();
+                            let seq = self.seq.wrapping_add(i as u64);
+                            k.extend_from_slice(format!("{seq:016x}").as_bytes());
+                            (k, v.clone())
+                        })
+                        .collect();
+                    self.etcd.put_all(&pairs, lease)
+                }
+            };
+            out.push((Slot::Write, self.call(request)));
+        }
+        if read && self.read_due(true, now_ms) {
+            let from = self.cursor.as_deref().unwrap_or(&self.records_prefix);
+            let r =
+                self.etcd
+                    .range_from(&self.records_prefix, from, self.read_from, self.page_limit);
+            out.push((Slot::Read, self.call(r)));
+        }
+        out
+    }
+
+    /// The host took the request of `slot` with `token`.
+    pub fn sent(&mut self, slot: Slot, call: &OutgoingCall, token: u32, now_ms: u64) {
+        self.counters.requests += 1;
+        let f = InFlight {
+            token,
+            sent_ms: now_ms,
+        };
+        match slot {
+            Slot::Election => self.election_call = Some(f),
+            Slot::Read => {
+                if self.cursor.is_none() {
+                    self.scan_started_ms = now_ms;
+                }
+                self.read_call = Some(f);
+            }
+            Slot::Write => {
+                let what = if call.header(":path") == Some("/v3/lease/grant") {
+                    Write::Grant
+                } else {
+                    Write::Batch(self.pending.len().min(MAX_BATCH))
+                };
+                self.write_call = Some((f, what));
+            }
+        }
+    }
+
+    /// The host refused the request of `slot`: it failed at once.
+    pub fn refused(&mut self, slot: Slot, now_ms: u64) {
+        match slot {
+            Slot::Election => self.election.failed(now_ms),
+            Slot::Write => {}
+            Slot::Read => self.read_failed(),
+        }
+    }
+
+    /// Whether `token` is one of this node's requests.
+    pub fn owns(&self, token: u32) -> bool {
+        self.election_call.is_some_and(|c| c.token == token)
+            || self.write_call.is_some_and(|(c, _)| c.token == token)
+            || self.read_call.is_some_and(|c| c.token == token)
+    }
+
+    fn read_failed(&mut self) {
+        self.read_call = None;
+        // The scan starts over from its first revision.
+        self.cursor = None;
+    }
+
+    fn usable(&mut self, now_ms: u64) {
+        self.healthy_until = now_ms.saturating_add(self.ttl_ms);
+    }
+
+    fn refused_answer(&mut self, e: ClusterError) {
+        if matches!(e, ClusterError::Malformed(_)) {
+            self.counters.answers_invalid += 1;
+        }
+    }
+
+    /// The answer to `token` (`None`: no answer, or one too large to read), at `now_ms`.
+    pub fn answer(&mut self, token: u32, answer: Option<(u32, &[u8])>, now_ms: u64) -> Answered {
+        let mut out = Answered::default();
+        if self.election_call.is_some_and(|c| c.token == token) {
+            self.election_call = None;
+            match answer {
+                None => self.election.failed(now_ms),
+                Some((status, body)) => {
+                    self.election.answer(&self.etcd, now_ms, status, body);
+                    match self.election.last_error() {
+                        None => self.usable(now_ms),
+                        // A refusal etcd made (lease not found) is still etcd answering.
+                        Some(ClusterError::Status { code: Some(5), .. }) => self.usable(now_ms),
+                        Some(e) => self.refused_answer(e),
+                    }
+                }
+            }
+        } else if let Some((_, what)) = self.write_call.filter(|(c, _)| c.token == token) {
+            self.write_call = None;
+            let Some((status, body)) = answer else {
+                return out;
+            };
+            match what {
+                Write::Grant => match self.etcd.decode_grant(status, body) {
+                    Ok(g) => {
+                        self.usable(now_ms);
+                        self.records_lease = Some((g.lease, now_ms));
+                    }
+                    Err(e) => self.refused_answer(e),
+                },
+                Write::Batch(n) => match self.etcd.decode_put(status, body) {
+                    Ok(_) => {
+                        self.usable(now_ms);
+                        let n = n.min(self.pending.len());
+                        self.pending.drain(..n);
+                        self.seq = self.seq.wrapping_add(n as u64);
+                        self.counters.records_written += n as u64;
+                    }
+                    Err(e) => {
+                        if matches!(e, ClusterError::Status { code: Some(5), .. }) {
+                            // The records lease is gone: take a new one.
+                            self.usable(now_ms);
+                            self.records_lease = None;
+                        }
+                        self.refused_answer(e);
+                    }
+                },
+            }
+        } else if self.read_call.is_some_and(|c| c.token == token) {
+            self.read_call = None;
+            let Some((status, body)) = answer else {
+                self.read_failed();
+                out.read_done = true;
+                return out;
+            };
+            match self.etcd.decode_range(self.page_limit, status, body) {
+                Err(e) => {
+                    self.refused_answer(e);
+                    self.read_failed();
+                    out.read_done = true;
+                }
+                Ok(range) => {
+                    self.usable(now_ms);
+                    if self.cursor.is_none() {
+                        self.scan_revision = range.revision;
+                    }
+                    let last = range.kvs.last().map(|kv| kv.key.clone());
+                    for kv in range.kvs {
+                        if kv.key.starts_with(&self.own_prefix) {
+                            continue;
+                        }
+                        match Observation::decode_vouched(&kv.value, self.key.as_ref()) {
+                            Ok((obs, Vouch::Evidence)) => out.records.push(obs),
+                            _ => self.counters.answers_invalid += 1,
+                        }
+                    }
+                    match last.filter(|_| range.more) {
+                        Some(mut key) => {
+                            key.push(0);
+                            self.cursor = Some(key);
+                        }
+                        None => {
+                            self.cursor = None;
+                            self.read_from = self.scan_revision.saturating_add(1);
+                            self.last_scan_ms = now_ms;
+                            out.read_done = true;
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The last election error, for the fallback's log line.
+    pub fn last_error(&self) -> Option<ClusterError> {
+        self.election.last_error()
+    }
+}
