@@ -325,7 +325,7 @@ fn node_answer(
         leader.reconciler.observe(obs, now_ms);
     }
     let mode = update_mode(leader, &mut node, host, now_ms);
-    let more = node.read_due(false, now_ms);
+    let more = node.scan_continues();
     dispatch_node(leader, &mut node, host, now_ms, more);
     let scan_started = node.scan_started();
     leader.host.node = Some(node);

@@ -118,6 +118,9 @@ pub struct Node {
     records_lease: Option<(u64, u64)>,
     records_ttl_s: u64,
     rotate_ms: u64,
+    /// No records request before this: one per tick at most, and a pause after a failure.
+    write_at: u64,
+    tick_ms: u64,
     /// The next scan's `min_mod_revision`; the current scan's cursor and first revision.
     read_from: u64,
     cursor: Option<Vec<u8>>,
@@ -167,6 +170,8 @@ impl Node {
             records_lease: None,
             records_ttl_s: (cfg.max_build_age_ms.saturating_mul(2)).div_ceil(1000),
             rotate_ms: cfg.max_build_age_ms,
+            write_at: 0,
+            tick_ms: cfg.tick_ms,
             read_from: 0,
             cursor: None,
             scan_revision: 0,
@@ -263,6 +268,11 @@ impl Node {
         self.read_call.is_some()
     }
 
+    /// Whether a scan is half done: its next page is read at once.
+    pub fn scan_continues(&self) -> bool {
+        self.mode == Mode::Leads && self.read_call.is_none() && self.cursor.is_some()
+    }
+
     /// Whether the leader should read records before this tick's lookups: always when
     /// `due` (builds are due), else at least every third of the TTL.
     pub fn read_due(&self, due: bool, now_ms: u64) -> bool {
@@ -314,7 +324,7 @@ impl Node {
                 out.push((Slot::Election, self.call(r)));
             }
         }
-        if self.write_call.is_none() && !self.pending.is_empty() {
+        if self.write_call.is_none() && !self.pending.is_empty() && now_ms >= self.write_at {
             let lease = match self.records_lease {
                 Some((lease, at)) if now_ms < at.saturating_add(self.rotate_ms) => Some(lease),
                 _ => None,
@@ -366,6 +376,7 @@ impl Node {
                 self.read_call = Some(f);
             }
             Slot::Write => {
+                self.write_at = now_ms.saturating_add(self.tick_ms / 2);
                 let what = if call.header(":path") == Some("/v3/lease/grant") {
                     Write::Grant
                 } else {
@@ -380,7 +391,7 @@ impl Node {
     pub fn refused(&mut self, slot: Slot, now_ms: u64) {
         match slot {
             Slot::Election => self.election.failed(now_ms),
-            Slot::Write => {}
+            Slot::Write => self.write_at = now_ms.saturating_add(self.tick_ms.max(200)),
             Slot::Read => self.read_failed(),
         }
     }
@@ -394,6 +405,7 @@ impl Node {
 
     fn read_failed(&mut self) {
         self.read_call = None;
+        self.last_scan_ms = self.scan_started_ms;
         // The scan starts over from its first revision.
         self.cursor = None;
     }
@@ -428,6 +440,7 @@ impl Node {
         } else if let Some((_, what)) = self.write_call.filter(|(c, _)| c.token == token) {
             self.write_call = None;
             let Some((status, body)) = answer else {
+                self.write_at = now_ms.saturating_add(self.tick_ms.max(200));
                 return out;
             };
             match what {
@@ -436,7 +449,10 @@ impl Node {
                         self.usable(now_ms);
                         self.records_lease = Some((g.lease, now_ms));
                     }
-                    Err(e) => self.refused_answer(e),
+                    Err(e) => {
+                        self.write_at = now_ms.saturating_add(self.tick_ms.max(200));
+                        self.refused_answer(e);
+                    }
                 },
                 Write::Batch(n) => match self.etcd.decode_put(status, body) {
                     Ok(_) => {
@@ -447,6 +463,7 @@ impl Node {
                         self.counters.records_written += n as u64;
                     }
                     Err(e) => {
+                        self.write_at = now_ms.saturating_add(self.tick_ms.max(200));
                         if matches!(e, ClusterError::Status { code: Some(5), .. }) {
                             // The records lease is gone: take a new one.
                             self.usable(now_ms);

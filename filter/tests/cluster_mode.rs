@@ -1,0 +1,400 @@
+//! Cluster mode (issue 21, section 2) end to end in the core: three sidecars (a `Turn` each,
+//! with its own `MemoryHost`: one Envoy each) in front of three replicas of one pipeline,
+//! sharing one `MemoryEtcd` and one drone, in virtual time. Drone spreads its webhooks over
+//! the replicas; every call a sidecar makes is answered by the part it names (`etcd`, `drone`,
+//! `pipeline`).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+mod common;
+
+use common::{api_build, config, hook, looked_up, repo_json_with_counter};
+use status_sync::core::cluster::etcd::Etcd;
+use status_sync::core::cluster::memory::MemoryEtcd;
+use status_sync::core::cluster::ClusterStore;
+use status_sync::core::config::Config;
+use status_sync::core::host::MemoryHost;
+use status_sync::core::metrics::Id;
+use status_sync::core::model::DeliveryOutcome;
+use status_sync::core::observation::{Observation, QueueKey};
+use status_sync::core::reconciler::OutgoingCall;
+use status_sync::core::turn::Turn;
+use std::collections::{BTreeMap, HashSet};
+
+const SECRET: &str = "cluster-mode-webhook-secret";
+const T0: u64 = 1_700_000_000_000;
+const TICK: u64 = 100;
+const TTL_MS: u64 = 2000;
+
+struct Sidecar {
+    host: MemoryHost,
+    turn: Turn,
+    dead: bool,
+    drone_calls: usize,
+    record_writes: usize,
+    webhooks: usize,
+}
+
+struct World {
+    cfg: Config,
+    etcd: MemoryEtcd,
+    etcd_down: bool,
+    sidecars: Vec<Sidecar>,
+    /// Drone's builds: number → (status, version).
+    drone: BTreeMap<u64, (&'static str, u64)>,
+    /// Every (number, version) the pipeline took, live or re-delivered, in order.
+    received: Vec<(u64, u64)>,
+    now: u64,
+    next: usize,
+}
+
+impl World {
+    fn new(extra: &str) -> World {
+        let cfg = config(&format!(
+            r#","etcd_cluster":"etcd","webhook_secret":"{SECRET}","signature_mode":"monitor","etcd_lease_ttl_ms":{TTL_MS}{extra}"#
+        ));
+        let sidecars = (0..3)
+            .map(|i| {
+                let mut turn = Turn::new(100 + i);
+                turn.configure(&cfg.instance);
+                Sidecar {
+                    host: MemoryHost::new(T0),
+                    turn,
+                    dead: false,
+                    drone_calls: 0,
+                    record_writes: 0,
+                    webhooks: 0,
+                }
+            })
+            .collect();
+        World {
+            cfg,
+            etcd: MemoryEtcd::new(),
+            etcd_down: false,
+            sidecars,
+            drone: BTreeMap::new(),
+            received: Vec::new(),
+            now: T0,
+            next: 0,
+        }
+    }
+
+    /// Drone moves build `number` to (`status`, `version`) and sends its webhook to the next
+    /// live replica, unless it is `lost`. The replica takes it; its sidecar queues it.
+    fn transition(&mut self, number: u64, status: &'static str, version: u64, lost: bool) {
+        self.drone.insert(number, (status, version));
+        if lost {
+            return;
+        }
+        let live: Vec<usize> = (0..3).filter(|i| !self.sidecars[*i].dead).collect();
+        let i = live[self.next % live.len()];
+        self.next += 1;
+        let obs = Observation {
+            webhook: hook(number, status, version),
+            verified: true,
+            outcome: DeliveryOutcome::Delivered,
+        };
+        let msg = obs.encode(Some(&QueueKey::derive(SECRET.as_bytes())));
+        let s = &mut self.sidecars[i];
+        s.host.store.enqueue(msg);
+        s.webhooks += 1;
+        self.received.push((number, version));
+    }
+
+    /// One tick of every live sidecar, each call answered at once by the part it names.
+    fn tick(&mut self) {
+        self.now += TICK;
+        for i in 0..3 {
+            if self.sidecars[i].dead {
+                continue;
+            }
+            let s = &mut self.sidecars[i];
+            s.host.now_ms = self.now;
+            s.turn.on_tick(&mut s.host, &self.cfg);
+            self.answer_all(i);
+        }
+    }
+
+    fn run_ms(&mut self, ms: u64) {
+        let until = self.now + ms;
+        while self.now < until {
+            self.tick();
+        }
+    }
+
+    fn answer_all(&mut self, i: usize) {
+        let cfg = self.cfg.clone();
+        for _ in 0..10_000 {
+            let calls = self.sidecars[i].host.take_dispatched();
+            if calls.is_empty() {
+                return;
+            }
+            for (token, call) in calls {
+                let (status, body) = self.route(i, &call);
+                let s = &mut self.sidecars[i];
+                s.host.answer = Some((Some(status), body.clone()));
+                s.turn
+                    .on_call_answer(&mut s.host, &cfg, token, 1, body.len());
+            }
+        }
+        panic!("endless calls from sidecar {i}");
+    }
+
+    fn route(&mut self, i: usize, call: &OutgoingCall) -> (u16, Vec<u8>) {
+        let path = call.header(":path").unwrap().to_string();
+        match call.cluster.as_str() {
+            "etcd" => {
+                assert_eq!(call.header(":authority"), Some("etcd"));
+                if self.etcd_down {
+                    return (503, b"no healthy upstream".to_vec());
+                }
+                let body = String::from_utf8(call.body.clone()).unwrap();
+                if path == "/v3/kv/txn" && body.starts_with("{\"success\"") {
+                    self.sidecars[i].record_writes += 1;
+                }
+                let (status, body) = self.etcd.handle(self.now, &path, call.body.as_slice());
+                (status as u16, body.into_bytes())
+            }
+            "drone" => {
+                self.sidecars[i].drone_calls += 1;
+                match looked_up(call) {
+                    Some(n) => match self.drone.get(&n) {
+                        Some((status, version)) => (200, api_build(n, status, *version)),
+                        None => (404, Vec::new()),
+                    },
+                    None if path == "/api/repos/octocat/hello-world" => {
+                        let counter = self.drone.keys().max().copied().unwrap_or(0);
+                        (200, repo_json_with_counter(counter))
+                    }
+                    None => (501, Vec::new()),
+                }
+            }
+            "pipeline" => {
+                let (n, _, v) = common::redelivered(call);
+                self.received.push((n, v));
+                (200, Vec::new())
+            }
+            other => panic!("a call to {other}"),
+        }
+    }
+
+    fn mode(&self, i: usize) -> u64 {
+        self.sidecars[i].host.metric(Id::ClusterMode)
+    }
+
+    fn modes(&self) -> Vec<u64> {
+        (0..3).map(|i| self.mode(i)).collect()
+    }
+
+    fn leaders(&self) -> Vec<usize> {
+        (0..3)
+            .filter(|i| !self.sidecars[*i].dead && self.mode(*i) == 1)
+            .collect()
+    }
+
+    /// Copies of a (build, version) the pipeline already had.
+    fn duplicates(&self) -> usize {
+        let mut seen = HashSet::new();
+        self.received.iter().filter(|r| !seen.insert(**r)).count()
+    }
+
+    /// Whether the pipeline has drone's current state of every build.
+    fn converged(&self) -> bool {
+        let got: HashSet<(u64, u64)> = self.received.iter().copied().collect();
+        self.drone.iter().all(|(n, (_, v))| got.contains(&(*n, *v)))
+    }
+
+    /// `builds` builds from `first`, each pending → running → success over a few ticks,
+    /// webhooks spread over the replicas; `lose(number, version)` says which never arrive.
+    fn workload(&mut self, first: u64, builds: u64, lose: &dyn Fn(u64, u64) -> bool) {
+        for n in first..first + builds {
+            self.transition(n, "pending", 1, lose(n, 1));
+            self.tick();
+            self.transition(n, "running", 2, lose(n, 2));
+            self.run_ms(3 * TICK);
+            self.transition(n, "success", 3, lose(n, 3));
+            self.tick();
+        }
+    }
+}
+
+/// Three sidecars settled into one leader and two followers.
+fn settled(extra: &str) -> World {
+    let mut w = World::new(extra);
+    w.run_ms(3 * TTL_MS);
+    assert_eq!(w.leaders().len(), 1, "modes {:?}", w.modes());
+    w
+}
+
+#[test]
+fn three_sidecars_elect_one_reconciler_and_only_it_calls_drone() {
+    let mut w = settled("");
+    let mut modes = w.modes();
+    modes.sort();
+    assert_eq!(modes, vec![1, 2, 2], "one leads, two follow");
+    w.workload(1, 20, &|n, v| n % 4 == 0 && v == 3);
+    w.run_ms(20_000);
+    assert!(
+        w.converged(),
+        "every build's final state reached the pipeline"
+    );
+    let leader = w.leaders()[0];
+    for (i, s) in w.sidecars.iter().enumerate() {
+        if i == leader {
+            assert!(s.drone_calls > 0, "the leader looks builds up");
+        } else {
+            assert_eq!(
+                s.drone_calls, 0,
+                "sidecar {i} follows and never calls drone"
+            );
+        }
+    }
+}
+
+#[test]
+fn records_from_all_three_sidecars_suppress_redeliveries_at_zero_loss() {
+    let mut w = settled("");
+    w.workload(1, 30, &|_, _| false);
+    w.run_ms(20_000);
+    assert!(w.converged());
+    assert_eq!(w.duplicates(), 0, "received {:?}", w.received);
+    for (i, s) in w.sidecars.iter().enumerate() {
+        assert!(
+            s.host.metric(Id::EtcdRecordsWritten) > 0,
+            "sidecar {i} recorded what its replica took"
+        );
+        assert!(
+            s.record_writes <= s.webhooks,
+            "sidecar {i}: {} record writes for {} webhooks",
+            s.record_writes,
+            s.webhooks
+        );
+    }
+}
+
+#[test]
+fn a_dead_leader_is_replaced_within_the_ttl_and_what_it_lost_is_redelivered() {
+    let mut w = settled("");
+    w.workload(1, 6, &|_, _| false);
+    let old = w.leaders()[0];
+    w.sidecars[old].dead = true;
+    let died = w.now;
+    // Final states drone never sends while the new leader takes over.
+    w.transition(100, "running", 2, false);
+    w.run_ms(TICK);
+    w.transition(100, "success", 3, true);
+    let mut took_over = None;
+    for _ in 0..(3 * TTL_MS / TICK) {
+        w.tick();
+        if !w.leaders().is_empty() {
+            took_over = Some(w.now - died);
+            break;
+        }
+    }
+    let delay = took_over.expect("another sidecar leads");
+    assert!(delay <= TTL_MS + 2 * TICK, "took over after {delay} ms");
+    w.run_ms(20_000);
+    assert!(w.converged(), "the lost final state was re-delivered");
+    assert!(
+        w.received.contains(&(100, 3)),
+        "build 100's success reached the pipeline"
+    );
+    assert_eq!(w.duplicates(), 0, "received {:?}", w.received);
+}
+
+#[test]
+fn with_etcd_down_every_sidecar_falls_back_and_returns_to_cluster_mode_when_it_answers() {
+    let mut w = settled("");
+    w.etcd_down = true;
+    w.run_ms(2 * TTL_MS);
+    assert_eq!(w.modes(), vec![3, 3, 3], "all three reconcile locally");
+    for s in &w.sidecars {
+        assert_eq!(s.host.metric(Id::ClusterFallbacks), 1);
+    }
+    // Nothing is lost meanwhile: each reconciles what its replica saw.
+    w.workload(1, 6, &|n, v| n % 2 == 0 && v == 3);
+    w.run_ms(10_000);
+    assert!(w.converged(), "each sidecar re-delivered what it knew lost");
+    let calling = w.sidecars.iter().filter(|s| s.drone_calls > 0).count();
+    assert!(
+        calling >= 2,
+        "more than one sidecar reconciled in the fallback"
+    );
+    w.etcd_down = false;
+    w.run_ms(3 * TTL_MS);
+    let mut modes = w.modes();
+    modes.sort();
+    assert_eq!(
+        modes,
+        vec![1, 2, 2],
+        "back in cluster mode without a restart"
+    );
+    for s in &w.sidecars {
+        assert_eq!(s.host.metric(Id::ClusterFallbacks), 1);
+    }
+}
+
+#[test]
+fn records_forged_without_the_tag_or_over_the_limits_are_refused_and_counted() {
+    let mut w = settled("");
+    let leader = w.leaders()[0];
+    let e = Etcd;
+    let prefix = w.cfg.etcd_prefix.clone();
+    // A writer without the webhook secret: a message tagged with another key, and one untagged.
+    let forged = Observation {
+        webhook: hook(7, "success", 3),
+        verified: true,
+        outcome: DeliveryOutcome::Delivered,
+    };
+    let writes = [
+        forged.encode(Some(&QueueKey::derive(b"not the secret"))),
+        forged.encode(None),
+        b"garbage".to_vec(),
+    ];
+    for (k, value) in writes.iter().enumerate() {
+        let key = format!("{prefix}d/ffffffffffffffff/{k:016x}");
+        let r = e.put(key.as_bytes(), value, 0);
+        let (status, _) = w.etcd.handle(w.now, &r.path, r.body.as_bytes());
+        assert_eq!(status, 200);
+    }
+    // Drone says build 7 succeeded; only the forged records say the pipeline has it.
+    w.transition(7, "running", 2, false);
+    w.drone.insert(7, ("success", 3));
+    w.run_ms(10_000);
+    assert!(
+        w.received.contains(&(7, 3)),
+        "the forged records settled nothing: the success was re-delivered"
+    );
+    let invalid = w.sidecars[leader].host.metric(Id::EtcdAnswersInvalid);
+    assert_eq!(invalid, 3, "each forged record refused and counted once");
+    // A value over etcd::limits::MAX_VALUE_BYTES: the page holding it is refused, counted.
+    let big = vec![b'x'; status_sync::core::cluster::etcd::limits::MAX_VALUE_BYTES + 1];
+    let key = format!("{prefix}d/ffffffffffffffff/big");
+    let r = e.put(key.as_bytes(), &big, 0);
+    w.etcd.handle(w.now, &r.path, r.body.as_bytes());
+    w.transition(8, "running", 2, false);
+    w.drone.insert(8, ("success", 3));
+    w.run_ms(10_000);
+    assert!(w.sidecars[leader].host.metric(Id::EtcdAnswersInvalid) > invalid);
+    assert!(w.received.contains(&(8, 3)), "nothing is lost for it");
+}
+
+#[test]
+fn without_etcd_cluster_nothing_of_cluster_mode_runs() {
+    let cfg = config("");
+    let mut turn = Turn::new(1);
+    turn.configure(&cfg.instance);
+    let mut host = MemoryHost::new(T0);
+    for t in 0..50 {
+        host.now_ms = T0 + t * TICK;
+        turn.on_tick(&mut host, &cfg);
+    }
+    assert!(host.dispatched.iter().all(|(_, c)| c.cluster != "etcd"));
+    assert_eq!(host.metric(Id::ClusterMode), 0);
+    assert_eq!(host.metric(Id::EtcdRequests), 0);
+}
