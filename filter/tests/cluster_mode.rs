@@ -94,6 +94,12 @@ impl World {
         let live: Vec<usize> = (0..3).filter(|i| !self.sidecars[*i].dead).collect();
         let i = live[self.next % live.len()];
         self.next += 1;
+        self.deliver_to(i, number, status, version);
+    }
+
+    /// Replica `i` takes drone's webhook of (`number`, `status`, `version`).
+    fn deliver_to(&mut self, i: usize, number: u64, status: &'static str, version: u64) {
+        self.drone.insert(number, (status, version));
         let obs = Observation {
             webhook: hook(number, status, version),
             verified: true,
@@ -108,8 +114,13 @@ impl World {
 
     /// One tick of every live sidecar, each call answered at once by the part it names.
     fn tick(&mut self) {
+        self.tick_in_order(&[0, 1, 2]);
+    }
+
+    /// [`World::tick`], the sidecars ticking in `order`.
+    fn tick_in_order(&mut self, order: &[usize]) {
         self.now += TICK;
-        for i in 0..3 {
+        for &i in order {
             if self.sidecars[i].dead {
                 continue;
             }
@@ -275,6 +286,36 @@ fn records_from_all_three_sidecars_suppress_redeliveries_at_zero_loss() {
             s.webhooks
         );
     }
+}
+
+#[test]
+fn a_transition_another_replica_took_as_the_leader_looked_it_up_is_not_redelivered() {
+    let mut w = settled("");
+    let leader = w.leaders()[0];
+    let follower = (0..3).find(|i| *i != leader).unwrap();
+    let order = [leader, follower, 3 - leader - follower];
+    // Builds running (recorded, read by the leader); each one's success reaches a follower's
+    // replica in the very tick the leader looks the build up, before the follower's tick
+    // writes its record.
+    for n in 1..=5 {
+        w.deliver_to(follower, n, "running", 2);
+        w.run_ms(5 * TICK);
+        for _ in 0..100 {
+            let due = {
+                let l = w.sidecars[leader].turn.leader().unwrap();
+                l.reconciler.ledger().any_due(w.now + TICK)
+            };
+            if due {
+                break;
+            }
+            w.tick();
+        }
+        w.deliver_to(follower, n, "success", 3);
+        w.tick_in_order(&order);
+    }
+    w.run_ms(10_000);
+    assert!(w.converged());
+    assert_eq!(w.duplicates(), 0, "received {:?}", w.received);
 }
 
 #[test]

@@ -101,6 +101,19 @@ pub struct Answered {
     pub read_done: bool,
 }
 
+/// A record's value as evidence: a queue message within the queue's input limits whose tag
+/// was made with `key` (the webhook secret's); anything else is `None` (no secret: nothing is
+/// evidence).
+pub fn decode_record(value: &[u8], key: Option<&QueueKey>) -> Option<Observation> {
+    if value.len() > limits::MAX_VALUE_BYTES {
+        return None;
+    }
+    match Observation::decode_vouched(value, key) {
+        Ok((obs, Vouch::Evidence)) if obs.verified => Some(obs),
+        _ => None,
+    }
+}
+
 pub struct Node {
     etcd: Etcd,
     election: Election,
@@ -496,9 +509,9 @@ impl Node {
                         if kv.key.starts_with(&self.own_prefix) {
                             continue;
                         }
-                        match Observation::decode_vouched(&kv.value, self.key.as_ref()) {
-                            Ok((obs, Vouch::Evidence)) => out.records.push(obs),
-                            _ => self.counters.answers_invalid += 1,
+                        match decode_record(&kv.value, self.key.as_ref()) {
+                            Some(obs) => out.records.push(obs),
+                            None => self.counters.answers_invalid += 1,
                         }
                     }
                     match last.filter(|_| range.more) {

@@ -37,6 +37,10 @@ pub const ALL: &[(&str, Scenario)] = &[
         lease_expiry,
     ),
     (
+        "records_written_in_one_transaction_share_a_revision_and_pages_resume_after_the_last_key",
+        batch_and_pages,
+    ),
+    (
         "answers_carry_the_members_etcd_3_4_sends_and_leave_zero_values_out",
         answer_shapes,
     ),
@@ -129,6 +133,52 @@ fn incremental_reads(world: &mut dyn World, prefix: &[u8]) -> Result<(), String>
     })?;
     if !nothing.kvs.is_empty() || nothing.more {
         return Err(format!("a read past the last write: {nothing:?}"));
+    }
+    Ok(())
+}
+
+/// Cluster mode's records: a batch is one transaction (one revision for all its keys); a scan
+/// reads them a page at a time in key order, the next page from the last key plus a zero
+/// byte, all with the scan's `min_mod_revision`.
+fn batch_and_pages(world: &mut dyn World, prefix: &[u8]) -> Result<(), String> {
+    let e = Etcd;
+    let rows = key(prefix, "d/");
+    let grant = call(world, e.grant(60), |s, b| e.decode_grant(s, b))?;
+    let pairs: Vec<(Vec<u8>, Vec<u8>)> = (0..5u8)
+        .map(|i| (key(&rows, &format!("s/{i:02}")), vec![b'v', i]))
+        .collect();
+    let revision = call(world, e.put_all(&pairs, grant.lease), |s, b| {
+        e.decode_put(s, b)
+    })?;
+    let mut seen = Vec::new();
+    let mut from = rows.clone();
+    for _ in 0..10 {
+        let page = call(world, e.range_from(&rows, &from, revision, 2), |s, b| {
+            e.decode_range(2, s, b)
+        })?;
+        for kv in &page.kvs {
+            if kv.mod_revision != revision || kv.lease != grant.lease {
+                return Err(format!("a key of the batch: {kv:?}"));
+            }
+            seen.push(kv.key.clone());
+        }
+        match page.kvs.last() {
+            Some(last) if page.more => {
+                from = last.key.clone();
+                from.push(0);
+            }
+            _ => break,
+        }
+    }
+    let wanted: Vec<Vec<u8>> = pairs.into_iter().map(|(k, _)| k).collect();
+    if seen != wanted {
+        return Err(format!("pages read {seen:?}"));
+    }
+    let later = call(world, e.range_since(&rows, revision + 1, 10), |s, b| {
+        e.decode_range(10, s, b)
+    })?;
+    if !later.kvs.is_empty() {
+        return Err(format!("a read after the batch: {later:?}"));
     }
     Ok(())
 }
