@@ -381,6 +381,52 @@ fn with_etcd_down_every_sidecar_falls_back_and_returns_to_cluster_mode_when_it_a
 }
 
 #[test]
+fn what_a_followers_replica_failed_is_redelivered_by_the_leader_and_never_shown_missing_by_the_follower(
+) {
+    let mut w = settled("");
+    let leader = w.leaders()[0];
+    let follower = (0..3).find(|i| *i != leader).unwrap();
+    w.drone.insert(1, ("success", 3));
+    let failed = Observation {
+        webhook: hook(1, "success", 3),
+        verified: true,
+        outcome: DeliveryOutcome::NotDelivered,
+    };
+    let msg = failed.encode(Some(&QueueKey::derive(SECRET.as_bytes())));
+    w.sidecars[follower].host.store.enqueue(msg);
+    w.run_ms(5_000);
+    assert!(
+        w.received.contains(&(1, 3)),
+        "the leader re-delivered what the follower's replica failed"
+    );
+    assert_eq!(w.sidecars[follower].drone_calls, 0);
+    let f = &w.sidecars[follower].host;
+    assert_eq!(
+        f.metric(Id::TransitionsMissing),
+        0,
+        "no stale SLO on a follower"
+    );
+    assert_eq!(f.metric(Id::OldestUndeliveredSeconds), 0);
+}
+
+#[test]
+fn a_sidecar_falling_back_takes_in_what_etcd_had_not_stored_yet() {
+    let mut w = settled("");
+    let leader = w.leaders()[0];
+    let follower = (0..3).find(|i| *i != leader).unwrap();
+    w.deliver_to(follower, 1, "running", 2);
+    w.etcd_down = true;
+    // Its success never reaches any replica.
+    w.drone.insert(1, ("success", 3));
+    w.run_ms(2 * TTL_MS + 10_000);
+    assert_eq!(w.mode(follower), 3);
+    assert!(
+        w.received.contains(&(1, 3)),
+        "the follower, reconciling locally, re-delivered the success"
+    );
+}
+
+#[test]
 fn records_forged_without_the_tag_or_over_the_limits_are_refused_and_counted() {
     let mut w = settled("");
     let leader = w.leaders()[0];
@@ -438,4 +484,22 @@ fn without_etcd_cluster_nothing_of_cluster_mode_runs() {
     assert!(host.dispatched.iter().all(|(_, c)| c.cluster != "etcd"));
     assert_eq!(host.metric(Id::ClusterMode), 0);
     assert_eq!(host.metric(Id::EtcdRequests), 0);
+}
+
+#[test]
+fn an_etcd_cluster_envoy_does_not_define_is_logged_once_a_minute_and_counted() {
+    let before = common::logged().len();
+    let mut w = World::new("");
+    for s in &mut w.sidecars {
+        s.host.refuse = Some("BadArgument".into());
+    }
+    w.run_ms(30_000);
+    let lines: Vec<String> = common::logged()[before..]
+        .iter()
+        .filter(|l| l.contains("cannot call cluster") && l.contains("cluster=etcd"))
+        .cloned()
+        .collect();
+    assert_eq!(lines.len(), 3, "one line per sidecar: {lines:?}");
+    assert!(w.sidecars[0].host.metric(Id::CallsRefused) > 10);
+    assert_eq!(w.modes(), vec![3, 3, 3], "each falls back");
 }

@@ -209,15 +209,17 @@ impl<H: Default> Leader<H> {
     /// Takes the queued observations (at most [`MAX_DRAIN_PER_TICK`]) into the reconciler;
     /// an unreadable message is counted and skipped.
     pub fn drain(&mut self, store: &mut impl SharedStore, now_ms: u64) {
-        self.drain_with(store, now_ms, |_, _, _| {});
+        self.drain_with(store, now_ms, true, |_, _, _| {});
     }
 
-    /// [`Leader::drain`], showing `sink` every readable message before the reconciler takes
-    /// it (cluster mode records the evidence in etcd).
+    /// [`Leader::drain`], showing `sink` every readable message first (cluster mode records
+    /// the evidence in etcd); the reconciler takes them only if `observe` (a sidecar that
+    /// follows the cluster's leader keeps nothing it would never act on).
     pub fn drain_with(
         &mut self,
         store: &mut impl SharedStore,
         now_ms: u64,
+        observe: bool,
         mut sink: impl FnMut(&[u8], &Observation, Vouch),
     ) {
         for _ in 0..MAX_DRAIN_PER_TICK {
@@ -227,6 +229,9 @@ impl<H: Default> Leader<H> {
             match Observation::decode_vouched(&msg, self.queue_key.as_ref()) {
                 Ok((obs, vouch)) => {
                     sink(&msg, &obs, vouch);
+                    if !observe {
+                        continue;
+                    }
                     if vouch == Vouch::Unauthenticated {
                         // Taken as the hint it may be; counted, not logged per message (any
                         // plugin of this Envoy can write the queue as fast as it likes).

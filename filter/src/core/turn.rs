@@ -9,7 +9,7 @@
 //! before a drone answer is applied, because they may be newer than the answer; the snapshot
 //! is written after the answers, so the next leader continues from what they did.
 
-use super::cluster::node::{Mode, Node, NodeCounters, Slot};
+use super::cluster::node::{Mode, Node, NodeCounters};
 use super::config::Config;
 use super::host::Host;
 use super::leader::{Leader, Role, Seat};
@@ -37,6 +37,8 @@ pub struct Calls {
     node_mirrored: NodeCounters,
     /// The fallback's log line, at most one per minute.
     fallback_log: Option<LogLimiter>,
+    /// etcd calls the host refused, logged at most once a minute.
+    etcd_refused_log: Option<LogLimiter>,
     /// The cluster leader's re-deliveries, held until the records written after drone's
     /// answer have been read (at most `max_inflight_calls`: each is a call in flight).
     held: Vec<(OutgoingCall, u64)>,
@@ -115,8 +117,10 @@ impl Turn {
                 .node
                 .take()
                 .unwrap_or_else(|| Node::new(cfg, me, now_ms));
-            leader.drain_with(host, now_ms, |msg, obs, vouch| node.record(msg, obs, vouch));
             let mode = update_mode(leader, &mut node, host, now_ms);
+            leader.drain_with(host, now_ms, mode.reconciles(), |msg, obs, vouch| {
+                node.record(msg, obs, vouch)
+            });
             let mut read = false;
             match mode {
                 Mode::Leads if node.reading() => {}
@@ -208,7 +212,10 @@ fn drain(leader: &mut Leader<Calls>, host: &mut impl Host, now_ms: u64) {
     match leader.host.node.take() {
         None => leader.drain(host, now_ms),
         Some(mut node) => {
-            leader.drain_with(host, now_ms, |msg, obs, vouch| node.record(msg, obs, vouch));
+            let observe = node.mode().reconciles();
+            leader.drain_with(host, now_ms, observe, |msg, obs, vouch| {
+                node.record(msg, obs, vouch)
+            });
             leader.host.node = Some(node);
         }
     }
@@ -239,6 +246,10 @@ fn update_mode(
     host.set_metric(Id::ClusterMode, mode as u64);
     match changed {
         Some(Mode::Fallback) => {
+            // What this replica took and etcd has not stored yet is this reconciler's now.
+            for obs in node.unwritten() {
+                leader.reconciler.observe(obs, now_ms);
+            }
             let limiter = leader
                 .host
                 .fallback_log
@@ -267,7 +278,7 @@ fn update_mode(
 
 /// Sends what the node asks for; a request the host refuses failed at once.
 fn dispatch_node(
-    leader: &Leader<Calls>,
+    leader: &mut Leader<Calls>,
     node: &mut Node,
     host: &mut impl Host,
     now_ms: u64,
@@ -278,10 +289,15 @@ fn dispatch_node(
             Ok(token) => node.sent(slot, &call, token, now_ms),
             Err(why) => {
                 host.add_metric(Id::CallsRefused, 1);
-                if slot == Slot::Election {
+                let limiter = leader
+                    .host
+                    .etcd_refused_log
+                    .get_or_insert_with(|| LogLimiter::new(60_000));
+                if let Some(n) = limiter.allow(now_ms) {
                     log::warn!(
-                        "cannot call cluster (is it defined?) cluster={} status={why} {}",
+                        "cannot call cluster (is it defined?) cluster={} status={why}{} {}",
                         Val(&call.cluster),
+                        suppressed_note(n),
                         leader.who
                     );
                 }
@@ -320,11 +336,13 @@ fn node_answer(
         answer.as_ref().map(|(s, b)| (*s, b.as_slice())),
         now_ms,
     );
-    leader.drain_with(host, now_ms, |msg, obs, vouch| node.record(msg, obs, vouch));
+    let mode = update_mode(leader, &mut node, host, now_ms);
+    leader.drain_with(host, now_ms, mode.reconciles(), |msg, obs, vouch| {
+        node.record(msg, obs, vouch)
+    });
     for obs in answered.records {
         leader.reconciler.observe(obs, now_ms);
     }
-    let mode = update_mode(leader, &mut node, host, now_ms);
     let more = node.scan_continues();
     dispatch_node(leader, &mut node, host, now_ms, more);
     let scan_started = node.scan_started();

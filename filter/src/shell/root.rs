@@ -105,6 +105,20 @@ impl RootContext for Root {
             env!("CARGO_PKG_VERSION"),
             logfmt::root_id(self.turn.me())
         );
+        if let Some(etcd) = &cfg.etcd_cluster {
+            log::info!(
+                "cluster mode etcd_cluster={} etcd_authority={} etcd_prefix={} root={}",
+                Val(etcd),
+                Val(&cfg.etcd_authority),
+                Val(&cfg.etcd_prefix),
+                logfmt::root_id(self.turn.me())
+            );
+            if cfg.webhook_secret.is_none() {
+                log::warn!(
+                    "cluster mode without a webhook secret: no record of what this replica took is written or believed"
+                );
+            }
+        }
         // A new configuration means a new reconciler: the next tick re-elects and reloads.
         self.turn.configure(&cfg.instance);
         let metrics = Metrics::define(&cfg.instance);

@@ -266,6 +266,14 @@ impl Node {
         self.pending.push_back(value);
     }
 
+    /// The records not written yet, as observations (for a reconciler taking over locally).
+    pub fn unwritten(&self) -> Vec<Observation> {
+        self.pending
+            .iter()
+            .filter_map(|v| decode_record(v, self.key.as_ref()))
+            .collect()
+    }
+
     /// Records waiting to be written.
     pub fn pending(&self) -> usize {
         self.pending.len()
@@ -321,7 +329,15 @@ impl Node {
         if self.read_call.is_some_and(|c| late(&c)) {
             self.read_failed();
         }
-        if self.election_call.is_some_and(|c| late(&c)) {
+        let election_wait = self
+            .timeout_ms
+            .min(self.ttl_ms / 4)
+            .max(100)
+            .saturating_mul(2);
+        if self
+            .election_call
+            .is_some_and(|c| now_ms >= c.sent_ms.saturating_add(election_wait))
+        {
             self.election_call = None;
             self.election.failed(now_ms);
         }
@@ -334,7 +350,11 @@ impl Node {
         let mut out = Vec::new();
         if self.election_call.is_none() {
             if let Some(r) = self.election.poll(&self.etcd, now_ms) {
-                out.push((Slot::Election, self.call(r)));
+                // Answered (or timed out by Envoy) well within the TTL, so a renewal that
+                // hangs is retried before the lease runs out.
+                let mut call = self.call(r);
+                call.timeout_ms = call.timeout_ms.min(self.ttl_ms / 4).max(100);
+                out.push((Slot::Election, call));
             }
         }
         if self.write_call.is_none() && !self.pending.is_empty() && now_ms >= self.write_at {
@@ -505,10 +525,9 @@ impl Node {
                         self.scan_revision = range.revision;
                     }
                     let last = range.kvs.last().map(|kv| kv.key.clone());
+                    // This sidecar's own records too: while it followed, its reconciler
+                    // did not take what its replica answered.
                     for kv in range.kvs {
-                        if kv.key.starts_with(&self.own_prefix) {
-                            continue;
-                        }
                         match decode_record(&kv.value, self.key.as_ref()) {
                             Some(obs) => out.records.push(obs),
                             None => self.counters.answers_invalid += 1,
@@ -535,5 +554,115 @@ impl Node {
     /// The last election error, for the fallback's log line.
     pub fn last_error(&self) -> Option<ClusterError> {
         self.election.last_error()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::model::{BuildStatus, DeliveryOutcome, ParsedWebhook, RepoRef};
+
+    fn key() -> QueueKey {
+        QueueKey::derive(b"node-test-secret")
+    }
+
+    fn obs(repo_json: Option<String>) -> Observation {
+        Observation {
+            webhook: ParsedWebhook {
+                repo: RepoRef {
+                    id: 42,
+                    namespace: "octocat".into(),
+                    name: "hello-world".into(),
+                },
+                number: 7,
+                status: BuildStatus::Success,
+                version: 3,
+                action: "updated".into(),
+                repo_json,
+                system_json: None,
+            },
+            outcome: DeliveryOutcome::Delivered,
+            verified: true,
+        }
+    }
+
+    fn node() -> Node {
+        let cfg = Config::parse(
+            br#"{"pipeline_cluster":"p","drone_cluster":"d","drone_token":"t","etcd_cluster":"etcd","webhook_secret":"node-test-secret","signature_mode":"monitor"}"#,
+            &|_| None,
+        )
+        .unwrap();
+        Node::new(&cfg, 1, 0)
+    }
+
+    #[test]
+    fn a_record_is_evidence_only_under_the_webhook_secrets_key() {
+        let o = obs(None);
+        assert_eq!(
+            decode_record(&o.encode(Some(&key())), Some(&key())),
+            Some(o.clone())
+        );
+        let other = QueueKey::derive(b"another secret");
+        assert_eq!(decode_record(&o.encode(Some(&other)), Some(&key())), None);
+        assert_eq!(decode_record(&o.encode(None), Some(&key())), None);
+        assert_eq!(decode_record(&o.encode(Some(&key())), None), None);
+        let hint = Observation {
+            verified: false,
+            ..o
+        };
+        assert_eq!(
+            decode_record(&hint.encode(Some(&key())), Some(&key())),
+            None
+        );
+    }
+
+    #[test]
+    fn only_evidence_is_recorded_and_a_large_message_goes_without_its_repository_objects() {
+        let mut n = node();
+        let small = obs(Some("{}".into()));
+        let msg = small.encode(Some(&key()));
+        n.record(&msg, &small, Vouch::Hint);
+        n.record(&msg, &small, Vouch::Unauthenticated);
+        assert_eq!(n.pending(), 0);
+        n.record(&msg, &small, Vouch::Evidence);
+        let big = obs(Some(format!(
+            "{{\"x\":\"{}\"}}",
+            "a".repeat(limits::MAX_VALUE_BYTES)
+        )));
+        let big_msg = big.encode(Some(&key()));
+        assert!(big_msg.len() > limits::MAX_VALUE_BYTES);
+        n.record(&big_msg, &big, Vouch::Evidence);
+        let got = n.unwritten();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got.first(), Some(&small));
+        assert_eq!(got.get(1).map(|o| o.webhook.repo_json.clone()), Some(None));
+    }
+
+    #[test]
+    fn waiting_records_are_bounded_and_the_oldest_dropped_are_counted() {
+        let mut n = node();
+        let o = obs(None);
+        let msg = o.encode(Some(&key()));
+        for _ in 0..MAX_PENDING + 5 {
+            n.record(&msg, &o, Vouch::Evidence);
+        }
+        assert_eq!(n.pending(), MAX_PENDING);
+        assert_eq!(n.counters.records_dropped, 5);
+    }
+
+    #[test]
+    fn near_misses_of_a_record_decode_as_evidence_within_limits_or_not_at_all() {
+        let mut rng = crate::core::backoff::Rng::new(21);
+        let seed = obs(Some(r#"{"id":42}"#.into())).encode(Some(&key()));
+        for _ in 0..20_000 {
+            let mut b = seed.clone();
+            crate::core::json::mutate(&mut rng, &mut b, b"\x00\x01\x02\xff{}\"a7");
+            if let Some(o) = decode_record(&b, Some(&key())) {
+                assert!(o.verified);
+                let max = crate::core::limits::MAX_INT;
+                let w = &o.webhook;
+                assert!(w.repo.id <= max && w.number <= max && w.version <= max);
+            }
+        }
     }
 }
