@@ -124,6 +124,31 @@ impl EtcdCluster {
             .map(|m| m.client_port)
     }
 
+    /// The running member that is etcd's raft leader now (`/v3/maintenance/status`: each
+    /// member names itself and the leader), if one is.
+    pub fn leader(&self) -> Option<usize> {
+        let status = |port: u16| -> Option<(String, String)> {
+            let (code, body) = request(
+                port,
+                "POST",
+                "/v3/maintenance/status",
+                b"{}",
+                Duration::from_secs(1),
+            )
+            .ok()?;
+            let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
+            let me = v.pointer("/header/member_id")?.as_str()?.to_string();
+            let leader = v.get("leader")?.as_str()?.to_string();
+            (code == 200).then_some((me, leader))
+        };
+        let all: Vec<(usize, (String, String))> = (0..self.members.len())
+            .filter_map(|i| Some((i, status(self.client_port(i)?)?)))
+            .collect();
+        all.iter()
+            .find(|(_, (me, _))| all.iter().any(|(_, (_, leader))| leader == me))
+            .map(|(i, _)| *i)
+    }
+
     /// Every member's client port, running or not (an Envoy cluster lists them all).
     pub fn client_ports(&self) -> Vec<u16> {
         self.members.iter().map(|m| m.client_port).collect()
