@@ -209,10 +209,10 @@ impl<H: Default> Leader<H> {
     /// Takes the queued observations (at most [`MAX_DRAIN_PER_TICK`]) into the reconciler;
     /// an unreadable message is counted and skipped.
     pub fn drain(&mut self, store: &mut impl SharedStore, now_ms: u64) {
-        self.drain_with(store, now_ms, true, |_, _, _| {});
+        self.drain_with(store, now_ms, true, |_, _| {});
     }
 
-    /// [`Leader::drain`], showing `sink` every readable message first (cluster mode records
+    /// [`Leader::drain`], showing `sink` every readable observation first (cluster mode records
     /// the evidence in etcd); the reconciler takes them only if `observe` (a sidecar that
     /// follows the cluster's leader keeps nothing it would never act on).
     pub fn drain_with(
@@ -220,7 +220,7 @@ impl<H: Default> Leader<H> {
         store: &mut impl SharedStore,
         now_ms: u64,
         observe: bool,
-        mut sink: impl FnMut(&[u8], &Observation, Vouch),
+        mut sink: impl FnMut(&Observation, Vouch),
     ) {
         for _ in 0..MAX_DRAIN_PER_TICK {
             let Some(msg) = store.dequeue() else {
@@ -228,7 +228,7 @@ impl<H: Default> Leader<H> {
             };
             match Observation::decode_vouched(&msg, self.queue_key.as_ref()) {
                 Ok((obs, vouch)) => {
-                    sink(&msg, &obs, vouch);
+                    sink(&obs, vouch);
                     if !observe {
                         continue;
                     }

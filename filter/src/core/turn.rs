@@ -118,8 +118,8 @@ impl Turn {
                 .take()
                 .unwrap_or_else(|| Node::new(cfg, me, now_ms));
             let mode = update_mode(leader, &mut node, host, now_ms);
-            leader.drain_with(host, now_ms, mode.reconciles(), |msg, obs, vouch| {
-                node.record(msg, obs, vouch)
+            leader.drain_with(host, now_ms, mode.reconciles(), |obs, vouch| {
+                node.record(obs, vouch)
             });
             let mut read = false;
             match mode {
@@ -198,10 +198,14 @@ impl Turn {
         // answer: take them in first, so an older state is never re-delivered after them.
         drain(leader, host, now_ms);
         let follow_up = leader.reconciler.on_response(id, result, now_ms);
-        // A leader that stopped leading the cluster makes no more calls; those it asked for
-        // expire in the reconciler.
+        // A leader that stopped leading the cluster makes no more calls: those it would make
+        // now are withdrawn.
         if leader.host.reconciles() {
             dispatch_all(leader, host, follow_up, now_ms);
+        } else {
+            for call in follow_up {
+                leader.reconciler.withdraw(call.id, now_ms);
+            }
         }
         finish(leader, host);
     }
@@ -213,9 +217,7 @@ fn drain(leader: &mut Leader<Calls>, host: &mut impl Host, now_ms: u64) {
         None => leader.drain(host, now_ms),
         Some(mut node) => {
             let observe = node.mode().reconciles();
-            leader.drain_with(host, now_ms, observe, |msg, obs, vouch| {
-                node.record(msg, obs, vouch)
-            });
+            leader.drain_with(host, now_ms, observe, |obs, vouch| node.record(obs, vouch));
             leader.host.node = Some(node);
         }
     }
@@ -337,8 +339,8 @@ fn node_answer(
         now_ms,
     );
     let mode = update_mode(leader, &mut node, host, now_ms);
-    leader.drain_with(host, now_ms, mode.reconciles(), |msg, obs, vouch| {
-        node.record(msg, obs, vouch)
+    leader.drain_with(host, now_ms, mode.reconciles(), |obs, vouch| {
+        node.record(obs, vouch)
     });
     for obs in answered.records {
         leader.reconciler.observe(obs, now_ms);

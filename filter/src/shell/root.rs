@@ -113,11 +113,6 @@ impl RootContext for Root {
                 Val(&cfg.etcd_prefix),
                 logfmt::root_id(self.turn.me())
             );
-            if cfg.webhook_secret.is_none() {
-                log::warn!(
-                    "cluster mode without a webhook secret: no record of what this replica took is written or believed"
-                );
-            }
         }
         // A new configuration means a new reconciler: the next tick re-elects and reloads.
         self.turn.configure(&cfg.instance);

@@ -121,6 +121,12 @@ impl Drone {
 /// state, 404 (drone's body) for unknown builds, 401 without the token, 503 while down.
 pub fn install_drone(host: &mut Host) -> SharedDrone {
     let drone: SharedDrone = Rc::new(RefCell::new(Drone::default()));
+    share_drone(host, &drone);
+    drone
+}
+
+/// [`install_drone`] with a drone other hosts answer from too (several Envoys, one drone).
+pub fn share_drone(host: &mut Host, drone: &SharedDrone) {
     let d = drone.clone();
     host.set_responder("drone", move |req: &CallRequest, now: u64| {
         let mut d = d.borrow_mut();
@@ -162,7 +168,6 @@ pub fn install_drone(host: &mut Host) -> SharedDrone {
             _ => CallReply::status(404, r#"{"message":"Not Found"}"#),
         }
     });
-    drone
 }
 
 /// What the pipeline believes about each build, and every delivery it received.

@@ -280,6 +280,19 @@ impl ClusterStore for Etcd {
         })
     }
 
+    fn range_keys_from(
+        &self,
+        prefix: &[u8],
+        from: &[u8],
+        min_revision: u64,
+        limit: usize,
+    ) -> Request {
+        let mut r = self.range_from(prefix, from, min_revision, limit);
+        r.body.pop();
+        r.body.push_str(",\"keys_only\":true}");
+        r
+    }
+
     fn range_from(&self, prefix: &[u8], from: &[u8], min_revision: u64, limit: usize) -> Request {
         let limit = limit.clamp(1, limits::MAX_RANGE_LIMIT);
         post(

@@ -99,6 +99,7 @@ struct RangeOp {
     end: Vec<u8>,
     min_mod_revision: u64,
     limit: u64,
+    keys_only: bool,
 }
 
 impl RangeOp {
@@ -108,6 +109,7 @@ impl RangeOp {
             end: bytes(obj, "range_end")?,
             min_mod_revision: int(obj, "min_mod_revision")?,
             limit: int(obj, "limit")?,
+            keys_only: obj.get("keys_only", "keys_only").ok()? == Some("true"),
         })
     }
 }
@@ -313,7 +315,7 @@ impl MemoryEtcd {
             .iter()
             .take(shown)
             .map(|(k, e)| {
-                let value = if e.value.is_empty() {
+                let value = if e.value.is_empty() || r.keys_only {
                     String::new()
                 } else {
                     format!(",\"value\":\"{}\"", b64::encode(&e.value))

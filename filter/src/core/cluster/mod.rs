@@ -111,6 +111,15 @@ pub trait ClusterStore {
     /// [`ClusterStore::range_since`] from key `from` on (a page after the first: the last key
     /// read, plus a zero byte), in key order.
     fn range_from(&self, prefix: &[u8], from: &[u8], min_revision: u64, limit: usize) -> Request;
+    /// [`ClusterStore::range_from`] of the keys alone (no values), decoded by
+    /// [`ClusterStore::decode_range`].
+    fn range_keys_from(
+        &self,
+        prefix: &[u8],
+        from: &[u8],
+        min_revision: u64,
+        limit: usize,
+    ) -> Request;
     fn decode_range(&self, limit: usize, status: u32, body: &[u8]) -> Result<Range, ClusterError>;
 
     /// Writes `key` = `value` bound to `lease` (0: no lease).

@@ -1,28 +1,31 @@
 //! One sidecar's part in cluster mode (`etcd_cluster` set), kept by the local leader (the one
 //! VM of this Envoy that won the shared-data election) beside its reconciler: the etcd
 //! election of one reconciler across the cluster, the records of what this replica's pipeline
-//! answered (written for the others), and, while this sidecar leads the cluster, the records
-//! of the others read incrementally by revision. Sans-IO: [`Node::poll`] says which etcd
+//! answered (written for the others), and, while this sidecar leads the cluster, every
+//! sidecar's records read incrementally by revision. Sans-IO: [`Node::poll`] says which etcd
 //! requests to send, [`Node::answer`] takes their answers; [`super::super::turn`] dispatches
 //! them next to the reconciler's calls and decides from [`Node::mode`] whether the reconciler
 //! runs.
 //!
 //! - **Mode.** Leads while the election holds the key with a lease surely alive; follows
 //!   while etcd answered within the lease TTL; otherwise falls back to local reconciliation
-//!   (today's embedded behaviour), counted once per entry, until etcd answers again.
+//!   (today's embedded behaviour), counted once per entry, until etcd answers again. A
+//!   follower's reconciler takes nothing; falling back, it takes the records not yet written
+//!   ([`Node::unwritten`]).
 //! - **Records.** Every queue message that is evidence (its tag made with the webhook secret)
 //!   is kept, bounded ([`MAX_PENDING`], the excess counted as dropped), and written at most
 //!   [`MAX_BATCH`] at a time in one transaction, one request at a time: at most one request per
 //!   tick for records, never more than one per webhook. The value is the queue message itself
-//!   (its repository objects left out when it would not fit etcd's value limit), so it carries
-//!   the same HMAC tag, and a writer without the secret cannot forge evidence. Keys are
+//!   without drone's repository object (a few hundred bytes), so it carries the same HMAC tag,
+//!   and a writer without the secret cannot forge evidence. Keys are
 //!   `<prefix>d/<sidecar>/<seq>`, bound to a records lease of 2 × `max_build_age_ms` taken anew
 //!   every `max_build_age_ms`: a record outlives every build it can settle, then expires.
 //! - **Reading.** The leader reads `<prefix>d/` from the last revision read + 1 (from 0 when it
 //!   takes over: every live record), a page of [`Node::page_limit`] keys at a time, in key
 //!   order; when a page is not the last, the next starts after its last key with the same
 //!   revision, and the scan's first revision is where the next scan starts (a key rewritten
-//!   mid-scan is read twice, never missed). Records are decoded with the queue's input limits
+//!   mid-scan is read twice, never missed). A page refused for one bad value is read again a
+//!   key at a time, and that key skipped. Records are decoded with the queue's input limits
 //!   and its tag: a record that is not evidence under this configuration's key is refused and
 //!   counted (`etcd_answers_invalid`); etcd is storage, not authority, and the reconciler still
 //!   asks drone before it delivers.
@@ -71,6 +74,16 @@ pub enum Slot {
 }
 
 /// What the node counted; the turn mirrors it into metrics.
+/// How the next page of a scan is read: a page etcd's answer to which was refused (a value over
+/// the limits) is read again one key at a time, and a key whose value cannot be read is
+/// skipped after a read of its key alone, so one bad record never blocks the others.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Careful {
+    No,
+    OneKey,
+    KeyOnly,
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NodeCounters {
     pub requests: u64,
@@ -138,6 +151,9 @@ pub struct Node {
     read_from: u64,
     cursor: Option<Vec<u8>>,
     scan_revision: u64,
+    /// A scan has read its first page.
+    scanning: bool,
+    careful: Careful,
     last_scan_ms: u64,
     /// When the current (or last) scan's first page was sent.
     scan_started_ms: u64,
@@ -162,7 +178,9 @@ impl Node {
         let mut own_prefix = records_prefix.clone();
         own_prefix.extend_from_slice(format!("{me:016x}/").as_bytes());
         let ttl_s = cfg.etcd_lease_ttl_ms.div_ceil(1000).max(2);
-        let retry_ms = cfg.tick_ms.max(200);
+        // A follower campaigns every sixth of the TTL (at least every tick): it takes over
+        // within that of the old key's expiry, at two requests a sixth of the TTL at most.
+        let retry_ms = (ttl_s * 1000 / 6).max(cfg.tick_ms).max(200);
         Node {
             etcd: Etcd,
             election: Election::new(
@@ -188,6 +206,8 @@ impl Node {
             read_from: 0,
             cursor: None,
             scan_revision: 0,
+            scanning: false,
+            careful: Careful::No,
             last_scan_ms: 0,
             scan_started_ms: 0,
             page_limit: Self::page_limit(cfg.max_body_bytes),
@@ -240,25 +260,23 @@ impl Node {
 
     /// Takes a queue message the local leader drained: a record to write when it is
     /// evidence under this configuration's key.
-    pub fn record(&mut self, msg: &[u8], obs: &Observation, vouch: Vouch) {
+    pub fn record(&mut self, obs: &Observation, vouch: Vouch) {
         if vouch != Vouch::Evidence {
             return;
         }
-        let value = if msg.len() <= limits::MAX_VALUE_BYTES {
-            msg.to_vec()
-        } else {
-            // The repository objects are what makes a message large; the leader has them
-            // from its own webhooks or from drone.
-            let mut slim = obs.clone();
-            slim.webhook.repo_json = None;
+        // Without drone's repository object (about 2 KB of a 2.3 KB message): the leader has
+        // it from its own replica's webhooks, or asks drone once per repository.
+        let mut slim = obs.clone();
+        slim.webhook.repo_json = None;
+        let mut value = slim.encode(self.key.as_ref());
+        if value.len() > limits::MAX_VALUE_BYTES {
             slim.webhook.system_json = None;
-            let value = slim.encode(self.key.as_ref());
-            if value.len() > limits::MAX_VALUE_BYTES {
-                self.counters.records_dropped += 1;
-                return;
-            }
-            value
-        };
+            value = slim.encode(self.key.as_ref());
+        }
+        if value.len() > limits::MAX_VALUE_BYTES {
+            self.counters.records_dropped += 1;
+            return;
+        }
         if self.pending.len() >= MAX_PENDING {
             self.pending.pop_front();
             self.counters.records_dropped += 1;
@@ -291,7 +309,9 @@ impl Node {
 
     /// Whether a scan is half done: its next page is read at once.
     pub fn scan_continues(&self) -> bool {
-        self.mode == Mode::Leads && self.read_call.is_none() && self.cursor.is_some()
+        self.mode == Mode::Leads
+            && self.read_call.is_none()
+            && (self.cursor.is_some() || self.careful != Careful::No)
     }
 
     /// Whether the leader should read records before this tick's lookups: always when
@@ -301,6 +321,7 @@ impl Node {
             && self.read_call.is_none()
             && (due
                 || self.cursor.is_some()
+                || self.careful != Careful::No
                 || now_ms >= self.last_scan_ms.saturating_add(self.ttl_ms / 3))
     }
 
@@ -385,9 +406,12 @@ impl Node {
         }
         if read && self.read_due(true, now_ms) {
             let from = self.cursor.as_deref().unwrap_or(&self.records_prefix);
-            let r =
-                self.etcd
-                    .range_from(&self.records_prefix, from, self.read_from, self.page_limit);
+            let (p, min) = (&self.records_prefix, self.read_from);
+            let r = match self.careful {
+                Careful::No => self.etcd.range_from(p, from, min, self.page_limit),
+                Careful::OneKey => self.etcd.range_from(p, from, min, 1),
+                Careful::KeyOnly => self.etcd.range_keys_from(p, from, min, 1),
+            };
             out.push((Slot::Read, self.call(r)));
         }
         out
@@ -403,7 +427,7 @@ impl Node {
         match slot {
             Slot::Election => self.election_call = Some(f),
             Slot::Read => {
-                if self.cursor.is_none() {
+                if !self.scanning && self.careful == Careful::No {
                     self.scan_started_ms = now_ms;
                 }
                 self.read_call = Some(f);
@@ -441,6 +465,8 @@ impl Node {
         self.last_scan_ms = self.scan_started_ms;
         // The scan starts over from its first revision.
         self.cursor = None;
+        self.scanning = false;
+        self.careful = Careful::No;
     }
 
     fn usable(&mut self, now_ms: u64) {
@@ -513,26 +539,48 @@ impl Node {
                 out.read_done = true;
                 return out;
             };
-            match self.etcd.decode_range(self.page_limit, status, body) {
+            let limit = match self.careful {
+                Careful::No => self.page_limit,
+                Careful::OneKey | Careful::KeyOnly => 1,
+            };
+            match self.etcd.decode_range(limit, status, body) {
                 Err(e) => {
                     self.refused_answer(e);
-                    self.read_failed();
-                    out.read_done = true;
+                    match (e, self.careful) {
+                        (ClusterError::Malformed(_), Careful::No) => {
+                            self.usable(now_ms);
+                            self.careful = Careful::OneKey;
+                        }
+                        (ClusterError::Malformed(_), Careful::OneKey) => {
+                            self.usable(now_ms);
+                            self.careful = Careful::KeyOnly;
+                        }
+                        _ => {
+                            self.read_failed();
+                            out.read_done = true;
+                        }
+                    }
                 }
                 Ok(range) => {
                     self.usable(now_ms);
-                    if self.cursor.is_none() {
+                    if !self.scanning {
+                        self.scanning = true;
                         self.scan_revision = range.revision;
                     }
                     let last = range.kvs.last().map(|kv| kv.key.clone());
-                    // This sidecar's own records too: while it followed, its reconciler
-                    // did not take what its replica answered.
-                    for kv in range.kvs {
-                        match decode_record(&kv.value, self.key.as_ref()) {
-                            Some(obs) => out.records.push(obs),
-                            None => self.counters.answers_invalid += 1,
+                    // A read of the key alone: the key whose value could not be read,
+                    // refused (counted with its page) and skipped.
+                    if self.careful != Careful::KeyOnly {
+                        // This sidecar's own records too: while it followed, its reconciler
+                        // did not take what its replica answered.
+                        for kv in range.kvs {
+                            match decode_record(&kv.value, self.key.as_ref()) {
+                                Some(obs) => out.records.push(obs),
+                                None => self.counters.answers_invalid += 1,
+                            }
                         }
                     }
+                    self.careful = Careful::No;
                     match last.filter(|_| range.more) {
                         Some(mut key) => {
                             key.push(0);
@@ -540,6 +588,7 @@ impl Node {
                         }
                         None => {
                             self.cursor = None;
+                            self.scanning = false;
                             self.read_from = self.scan_revision.saturating_add(1);
                             self.last_scan_ms = now_ms;
                             out.read_done = true;
@@ -617,34 +666,41 @@ mod tests {
     }
 
     #[test]
-    fn only_evidence_is_recorded_and_a_large_message_goes_without_its_repository_objects() {
+    fn only_evidence_is_recorded_and_without_the_repository_object() {
         let mut n = node();
         let small = obs(Some("{}".into()));
-        let msg = small.encode(Some(&key()));
-        n.record(&msg, &small, Vouch::Hint);
-        n.record(&msg, &small, Vouch::Unauthenticated);
+        n.record(&small, Vouch::Hint);
+        n.record(&small, Vouch::Unauthenticated);
         assert_eq!(n.pending(), 0);
-        n.record(&msg, &small, Vouch::Evidence);
+        n.record(&small, Vouch::Evidence);
         let big = obs(Some(format!(
             "{{\"x\":\"{}\"}}",
             "a".repeat(limits::MAX_VALUE_BYTES)
         )));
-        let big_msg = big.encode(Some(&key()));
-        assert!(big_msg.len() > limits::MAX_VALUE_BYTES);
-        n.record(&big_msg, &big, Vouch::Evidence);
+        n.record(&big, Vouch::Evidence);
         let got = n.unwritten();
         assert_eq!(got.len(), 2);
-        assert_eq!(got.first(), Some(&small));
-        assert_eq!(got.get(1).map(|o| o.webhook.repo_json.clone()), Some(None));
+        let slim = Observation {
+            webhook: ParsedWebhook {
+                repo_json: None,
+                ..small.webhook.clone()
+            },
+            ..small
+        };
+        assert_eq!(got.first(), Some(&slim));
+        assert_eq!(got.get(1), Some(&slim));
+        assert!(
+            n.pending.iter().all(|v| v.len() < 400),
+            "a few hundred bytes"
+        );
     }
 
     #[test]
     fn waiting_records_are_bounded_and_the_oldest_dropped_are_counted() {
         let mut n = node();
         let o = obs(None);
-        let msg = o.encode(Some(&key()));
         for _ in 0..MAX_PENDING + 5 {
-            n.record(&msg, &o, Vouch::Evidence);
+            n.record(&o, Vouch::Evidence);
         }
         assert_eq!(n.pending(), MAX_PENDING);
         assert_eq!(n.counters.records_dropped, 5);

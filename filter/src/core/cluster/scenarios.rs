@@ -174,6 +174,15 @@ fn batch_and_pages(world: &mut dyn World, prefix: &[u8]) -> Result<(), String> {
     if seen != wanted {
         return Err(format!("pages read {seen:?}"));
     }
+    let keys = call(
+        world,
+        e.range_keys_from(&rows, &rows, revision, 10),
+        |s, b| e.decode_range(10, s, b),
+    )?;
+    let names: Vec<Vec<u8>> = keys.kvs.iter().map(|kv| kv.key.clone()).collect();
+    if names != wanted || keys.kvs.iter().any(|kv| !kv.value.is_empty()) {
+        return Err(format!("a read of the keys alone: {keys:?}"));
+    }
     let later = call(world, e.range_since(&rows, revision + 1, 10), |s, b| {
         e.decode_range(10, s, b)
     })?;

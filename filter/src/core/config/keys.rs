@@ -355,7 +355,8 @@ pub const KEYS: &[Key] = &[
             "cluster mode (several replicas of the pipeline, each with its sidecar): the Envoy \
                cluster of etcd v3's client URLs (JSON gateway). The sidecars elect one \
                reconciler in etcd and record there what their replica accepted; absent or \
-               empty: the embedded single-sidecar mode. See How it works, cluster mode",
+               empty: the embedded single-sidecar mode. Needs the webhook secret. See How it \
+               works, cluster mode",
         ),
     },
     Key {
@@ -386,7 +387,8 @@ pub const KEYS: &[Key] = &[
         },
         help: help(
             "TTL of the cluster leader's etcd lease (whole seconds, rounded up): another \
-               sidecar takes over within it when the leader's Envoy dies; renewed every third of it",
+               sidecar takes over within it and a sixth when the leader's Envoy dies; renewed every \
+               third of it",
         ),
     },
 ];

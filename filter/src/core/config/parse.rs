@@ -160,6 +160,14 @@ impl Config {
                 ))
             }
         };
+        if etcd_cluster.is_some() && webhook_secret.is_none() {
+            return Err(ConfigError::new(
+                "etcd_cluster",
+                "cluster mode needs `webhook_secret_env` or `webhook_secret`: the records of what \
+                 each replica took are tagged with it, and a sidecar that follows records nothing \
+                 else",
+            ));
+        }
         let etcd_authority = r
             .authority("etcd_authority")?
             .map_or_else(|| "etcd".to_string(), |a| a.to_string());
@@ -322,6 +330,12 @@ mod tests {
         let c = parse(&with("etcd_cluster", Some(json!("")))).unwrap();
         assert_eq!(c.etcd_cluster, None, "empty is the embedded mode");
         let mut v = with("etcd_cluster", Some(json!("etcd")));
+        assert_eq!(
+            err(&v).key,
+            "etcd_cluster",
+            "cluster mode needs the webhook secret"
+        );
+        v["webhook_secret"] = json!("s3cret");
         v["instance"] = json!("ci");
         let c = parse(&v).unwrap();
         assert_eq!(c.etcd_cluster.as_deref(), Some("etcd"));
