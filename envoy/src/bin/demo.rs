@@ -588,9 +588,14 @@ fn side_by_side(a: &Args, replicas: usize) -> Result<()> {
         lines: Vec::new(),
     };
     out.line(format!(
-        "status-sync demo: {builds} builds on drone-sim, losing {:.0}% of its webhooks (never a \
-         build's first), spread over {replicas} pipeline replicas, each behind its own sidecar",
-        loss * 100.0
+        "status-sync demo: {builds} builds on drone-sim, losing {:.0}% of its webhooks{}, \
+         spread over {replicas} pipeline replicas, each behind its own sidecar",
+        loss * 100.0,
+        if loss > 0.0 {
+            " (never a build's first)"
+        } else {
+            ""
+        }
     ));
     let mut rng = Rng::new(seed);
     let plans: Vec<(BuildPlan, Duration)> = (0..builds)
