@@ -173,11 +173,14 @@ monitoring-picture: build envoy prometheus
 
 ## run: the demo (Envoy + filter in front of a demo pipeline, drone simulator losing webhooks)
 ## Signed webhooks in `enforce`; Envoy's log, its configuration and the demo's output stay in out/demo/.
-run: build envoy tls-tools
+## With REPLICAS=3 (any N > 1): the duplicates and drone calls of N replicas with a sidecar each,
+## embedded default and cluster mode on a real etcd, side by side.
+REPLICAS ?= 1
+run: build envoy tls-tools $(if $(filter-out 1,$(REPLICAS)),etcd)
 	@echo "run: compiling the demo and its simulators (release build; minutes on a cold target/)"
 	cargo build --release -p envoy-e2e --bin demo
 	@echo "run: starting the demo"
-	cargo run -q --release -p envoy-e2e --bin demo
+	cargo run -q --release -p envoy-e2e --bin demo$(if $(filter-out 1,$(REPLICAS)), -- --replicas $(REPLICAS))
 
 FUZZ_TARGETS := webhook signature drone_api config observation etcd
 FUZZ_RUNS    ?= 200000

@@ -10,17 +10,22 @@ use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-/// One member: its client port and process (`None` once killed).
+/// One member: its client port, process (`None` once killed), and the command that starts it
+/// again on its data dir.
 struct Member {
     client_port: u16,
     child: Option<Child>,
     log: PathBuf,
+    args: Vec<std::ffi::OsString>,
+    /// How many times it was started: each start logs to a file of its own.
+    starts: u32,
 }
 
 /// A running etcd cluster; dropping it kills every member.
 pub struct EtcdCluster {
     members: Vec<Member>,
-    _dir: tempfile::TempDir,
+    bin: PathBuf,
+    dir: tempfile::TempDir,
 }
 
 /// `etcd` on PATH, if installed.
@@ -58,15 +63,22 @@ impl EtcdCluster {
                 .args(["--initial-cluster", &initial])
                 .args(["--initial-cluster-state", "new"])
                 .args(["--initial-cluster-token", "status-sync-test"]);
+            let args: Vec<std::ffi::OsString> = cmd.get_args().map(ToOwned::to_owned).collect();
             die_with_parent(&mut cmd);
             let child = spawn_logged(&mut cmd, &log)?;
             members.push(Member {
                 client_port: *client,
                 child: Some(child),
                 log,
+                args,
+                starts: 1,
             });
         }
-        let cluster = Self { members, _dir: dir };
+        let cluster = Self {
+            members,
+            bin: bin.to_path_buf(),
+            dir,
+        };
         cluster.wait_healthy(Duration::from_secs(30))?;
         Ok(cluster)
     }
@@ -74,6 +86,9 @@ impl EtcdCluster {
     fn wait_healthy(&self, within: Duration) -> Result<()> {
         let deadline = Instant::now() + within;
         for (i, m) in self.members.iter().enumerate() {
+            if m.child.is_none() {
+                continue;
+            }
             loop {
                 let timeout = Duration::from_secs(1);
                 if let Ok((200, body)) = request(m.client_port, "GET", "/health", b"", timeout) {
@@ -109,6 +124,36 @@ impl EtcdCluster {
             .map(|m| m.client_port)
     }
 
+    /// The running member that is etcd's raft leader now (`/v3/maintenance/status`: each
+    /// member names itself and the leader), if one is.
+    pub fn leader(&self) -> Option<usize> {
+        let status = |port: u16| -> Option<(String, String)> {
+            let (code, body) = request(
+                port,
+                "POST",
+                "/v3/maintenance/status",
+                b"{}",
+                Duration::from_secs(1),
+            )
+            .ok()?;
+            let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
+            let me = v.pointer("/header/member_id")?.as_str()?.to_string();
+            let leader = v.get("leader")?.as_str()?.to_string();
+            (code == 200).then_some((me, leader))
+        };
+        let all: Vec<(usize, (String, String))> = (0..self.members.len())
+            .filter_map(|i| Some((i, status(self.client_port(i)?)?)))
+            .collect();
+        all.iter()
+            .find(|(_, (me, _))| all.iter().any(|(_, (_, leader))| leader == me))
+            .map(|(i, _)| *i)
+    }
+
+    /// Every member's client port, running or not (an Envoy cluster lists them all).
+    pub fn client_ports(&self) -> Vec<u16> {
+        self.members.iter().map(|m| m.client_port).collect()
+    }
+
     /// Kills member `i` (SIGKILL) and waits for it to exit.
     pub fn kill(&mut self, i: usize) -> Result<()> {
         let m = self.members.get_mut(i).context("no such member")?;
@@ -117,6 +162,28 @@ impl EtcdCluster {
             child.wait()?;
         }
         Ok(())
+    }
+
+    /// Starts member `i` again on its data dir (same name, ports and cluster), after
+    /// [`EtcdCluster::kill`]; does not wait for it (see [`EtcdCluster::wait_healthy_within`]:
+    /// a member alone has no quorum).
+    pub fn restart(&mut self, i: usize) -> Result<()> {
+        let m = self.members.get_mut(i).context("no such member")?;
+        if m.child.is_some() {
+            return Ok(());
+        }
+        m.starts += 1;
+        m.log = self.dir.path().join(format!("m{i}.{}.log", m.starts));
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(&m.args);
+        die_with_parent(&mut cmd);
+        m.child = Some(spawn_logged(&mut cmd, &m.log)?);
+        Ok(())
+    }
+
+    /// Waits until every running member reports healthy (it has a leader: a quorum answers).
+    pub fn wait_healthy_within(&self, within: Duration) -> Result<()> {
+        self.wait_healthy(within)
     }
 
     /// Member `i`'s log, for a failure message.

@@ -11,6 +11,8 @@
 //! - [`envoy`]: rendering `envoy.yaml.tmpl`, running Envoy, reading its stats, pushing config;
 //! - [`prometheus`]: Debian's Prometheus and promtool, for the alert rules and dashboard;
 //! - [`etcd`]: Debian's etcd, a real 3-member cluster on loopback for cluster mode's tests;
+//! - [`cluster`]: cluster mode end to end: drone-sim → a round-robin Service → one sidecar
+//!   (`cluster-mode.yaml`) per pipeline replica, sharing one etcd (or none: embedded mode);
 //! - [`process`]: starting those real parts so that they log to a file and die with the test;
 //! - [`scenario`]: the glue the demo and the end-to-end tests share (start everything, compare
 //!   drone's truth with the pipeline's view).
@@ -19,6 +21,7 @@
 //! test owns everything it starts.
 
 pub mod args;
+pub mod cluster;
 pub mod dist;
 pub mod drone_model;
 pub mod drone_sim;

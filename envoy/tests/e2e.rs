@@ -681,13 +681,16 @@ fn every_yaml_in_envoy_dir_validates() -> Result<()> {
         }
     }
     files.sort();
-    // The drone-side files are validated (and run) by tests/drone_side.rs.
+    // The drone-side files are validated (and run) by tests/drone_side.rs, the cluster-mode
+    // ones by tests/cluster_mode.rs.
     assert_eq!(
         files,
         [
+            "cluster-mode.yaml",
             "drone-side.yaml",
             "envoy.yaml",
             "envoy.yaml.tmpl",
+            "istio/wasmplugin-cluster-mode.yaml",
             "istio/wasmplugin-drone-side.yaml",
             "istio/wasmplugin.yaml"
         ],

@@ -26,13 +26,17 @@ use std::time::{Duration, Instant};
 
 const USAGE: &str = "demo [--builds 40] [--loss 0.3] [--lose-any] [--seed 7] [--step-ms 1000] \
 [--every-ms 1000] [--timeout-s 240] [--concurrency 2] [--signature-mode enforce] \
-[--progress-s 5] [--out-dir DIR]
+[--progress-s 5] [--out-dir DIR] [--replicas 1]
 
 --signature-mode: enforce (default: drone-sim signs every webhook with a secret made for this
 run, Envoy gets it as DRONE_WEBHOOK_SECRET, unsigned or forged webhooks get 401), monitor
 (counted, not refused) or off (not checked).
 --out-dir: where Envoy's log and configuration and this output (output.txt) are kept
 (default: out/demo, next to STATUS_SYNC_WASM).
+--replicas N (N > 1, `make run REPLICAS=3`): instead, the same builds against N pipeline
+replicas, each with its own sidecar, twice: the embedded default (each sidecar reconciles
+alone) and cluster mode (the sidecars share a real 3-member etcd, Debian's etcd-server);
+prints the duplicates and drone calls of both side by side (output-replicas.txt).
 
 Needs ENVOY_BIN and STATUS_SYNC_WASM (`make run` sets both).";
 
@@ -126,6 +130,10 @@ fn drone_calls(stack: &Stack) -> DroneCalls {
 
 fn main() -> Result<()> {
     let a = Args::parse(USAGE)?;
+    let replicas: usize = a.get("replicas", 1)?;
+    if replicas > 1 {
+        return side_by_side(&a, replicas);
+    }
     let builds: usize = a.get("builds", 40)?;
     let loss: f64 = a.get("loss", 0.3)?;
     let seed: u64 = a.get("seed", 7)?;
@@ -551,5 +559,127 @@ fn main() -> Result<()> {
     text.push('\n');
     let file = out_dir.join("output.txt");
     std::fs::write(&file, text).with_context(|| format!("write {}", file.display()))?;
+    Ok(())
+}
+
+/// `--replicas N`: the same builds through the embedded default and through cluster mode, N
+/// replicas each with its sidecar (`envoy_e2e::cluster`), and what each cost side by side.
+fn side_by_side(a: &Args, replicas: usize) -> Result<()> {
+    use envoy_e2e::cluster::{ClusterStack, Figures, Setup, Topology};
+    let builds: u64 = a.get("builds", 40)?;
+    let loss: f64 = a.get("loss", 0.0)?;
+    let seed: u64 = a.get("seed", 7)?;
+    let every_ms: u64 = a.get("every-ms", 150)?;
+    let timeout = Duration::from_secs(a.get("timeout-s", 240)?);
+    let tools = Tools::from_env().context("the demo runs via `make run`")?;
+    let out_dir = match a.opt("out-dir") {
+        Some(d) => PathBuf::from(d),
+        None => tools
+            .wasm
+            .parent()
+            .context("STATUS_SYNC_WASM has no directory")?
+            .join("demo"),
+    };
+    std::fs::create_dir_all(&out_dir).with_context(|| format!("create {}", out_dir.display()))?;
+    let etcd_bin = envoy_e2e::etcd::find()
+        .context("cluster mode needs etcd on PATH: `make etcd` installs Debian's etcd-server")?;
+    let mut out = Out {
+        started: Instant::now(),
+        lines: Vec::new(),
+    };
+    out.line(format!(
+        "status-sync demo: {builds} builds on drone-sim, losing {:.0}% of its webhooks{}, \
+         spread over {replicas} pipeline replicas, each behind its own sidecar",
+        loss * 100.0,
+        if loss > 0.0 {
+            " (never a build's first)"
+        } else {
+            ""
+        }
+    ));
+    let mut rng = Rng::new(seed);
+    let plans: Vec<(BuildPlan, Duration)> = (0..builds)
+        .map(|i| {
+            (
+                BuildPlan::random(&mut rng, 3, 100),
+                Duration::from_millis(every_ms * i),
+            )
+        })
+        .collect();
+    let run = |cluster: bool, out: &mut Out| -> Result<Figures> {
+        let etcd = if cluster {
+            out.at("starting a 3-member etcd (Debian's etcd-server) on loopback");
+            Some(envoy_e2e::etcd::EtcdCluster::start(&etcd_bin, 3)?)
+        } else {
+            None
+        };
+        out.at(&format!(
+            "{}: starting drone-sim, {replicas} replicas, {replicas} sidecars and a round-robin Service",
+            if cluster { "cluster mode" } else { "embedded default" }
+        ));
+        let setup = Setup {
+            replicas,
+            topology: if cluster {
+                Topology::Cluster
+            } else {
+                Topology::Embedded
+            },
+            loss,
+            seed,
+        };
+        let stack = ClusterStack::start(&tools, setup, etcd)?;
+        if cluster {
+            let leader = stack.wait_one_leader(Duration::from_secs(60))?;
+            out.at(&format!(
+                "sidecar {leader} leads the cluster (cluster_mode 1), the others follow (2)"
+            ));
+        }
+        stack.schedule(&plans);
+        out.at("drone runs the builds; waiting until the pipeline agrees with drone and the sidecars are idle");
+        stack.wait_settled(timeout)?;
+        let f = stack.figures()?;
+        out.at(&format!("{f}"));
+        Ok(f)
+    };
+    let embedded = run(false, &mut out)?;
+    let cluster = run(true, &mut out)?;
+    out.line(String::new());
+    out.line(format!(
+        "  {:<40} {:>16} {:>16}",
+        "", "embedded", "cluster mode"
+    ));
+    let rows: [(&str, String, String); 5] = [
+        (
+            "duplicates in the pipeline",
+            embedded.duplicates.to_string(),
+            cluster.duplicates.to_string(),
+        ),
+        (
+            "drone API calls",
+            embedded.drone_calls.to_string(),
+            cluster.drone_calls.to_string(),
+        ),
+        (
+            "  of which build lookups",
+            embedded.lookups.to_string(),
+            cluster.lookups.to_string(),
+        ),
+        (
+            "re-deliveries",
+            embedded.redeliveries.to_string(),
+            cluster.redeliveries.to_string(),
+        ),
+        (
+            "etcd requests per webhook",
+            "-".into(),
+            format!("{:.2}", cluster.etcd_per_webhook()),
+        ),
+    ];
+    for (label, e, c) in rows {
+        out.line(format!("  {label:<40} {e:>16} {c:>16}"));
+    }
+    let file = out_dir.join("output-replicas.txt");
+    std::fs::write(&file, out.lines.join("\n") + "\n")
+        .with_context(|| format!("write {}", file.display()))?;
     Ok(())
 }
