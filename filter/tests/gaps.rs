@@ -107,8 +107,7 @@ fn a_late_lower_number_fills_no_gap_below() {
 fn gap_fill_skips_builds_already_tracked() {
     let mut r = leader_after(5, 5, r#","max_gap_fill":20"#);
     let mut e = Entry::new(T0, Class::Backed);
-    e.settled_version = 2;
-    e.settled_status = BuildStatus::Running;
+    e = settled(e, 2, BuildStatus::Running);
     e.next_due_ms = T0 + 50_000;
     let shard = snapshot::encode_shard(&[Record {
         repo: repo(),
@@ -120,7 +119,7 @@ fn gap_fill_skips_builds_already_tracked() {
     assert_eq!(tracked(&r), vec![6, 7, 8, 9, 10]);
     assert_eq!(r.counters().builds_gap_filled, 3, "6, 7 and 9");
     let eight = key(8);
-    assert_eq!(r.ledger().get(&eight).unwrap().settled_version, 2);
+    assert_eq!(r.ledger().get(&eight).unwrap().settled_version(), 2);
 }
 
 /// Gap-filled builds are inferred (drone may not have them): they go through the bounded

@@ -363,7 +363,7 @@ fn a_previous_record_layout_loads_as_hints_and_is_rewritten() {
     let leader = a.leader().unwrap();
     let entry = *leader.reconciler.ledger().get(&key).unwrap();
     assert_eq!(entry.class, Class::Hint);
-    assert_eq!((entry.settled_version, entry.claimed_version), (0, 5));
+    assert_eq!((entry.settled_version(), entry.claimed_version), (0, 5));
     assert_eq!(entry.claimed_status, BuildStatus::Success);
     let shards = leader.reconciler.shard_count();
     assert!(shards > 1);
@@ -533,7 +533,7 @@ fn a_message_another_plugin_wrote_is_never_evidence() {
     let (_, mut store, mut a) = leading(0);
     let mut forged = obs(7, "success", 5, DeliveryOutcome::Delivered);
     let evil = r#"{"id":42,"namespace":"octocat","name":"hello-world","link":"https://evil.example/phish"}"#;
-    forged.webhook.repo_json = Some(evil.into());
+    forged.webhook_mut().repo_json = Some(evil.into());
     let foreign_key = QueueKey::derive(b"a plugin's own guess");
     let untagged = {
         // The previous layout's claim, which carried no tag.

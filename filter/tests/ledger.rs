@@ -3,21 +3,15 @@
 
 #![allow(clippy::unwrap_used)]
 
-use status_sync::core::drone_api::ApiBuild;
+use status_sync::core::drone_api::parse_build;
 use status_sync::core::ledger::{shard_count, shard_of, Class, Entry, Lane, Ledger};
-use status_sync::core::model::{BuildKey, BuildStatus};
+use status_sync::core::model::BuildKey;
 use status_sync::core::proof::Proof;
 
 /// What finishing a build takes: here drone's answer about it.
 fn proof() -> Proof {
-    Proof::drone(&ApiBuild {
-        repo_id: 1,
-        number: 1,
-        status: BuildStatus::Success,
-        version: 3,
-        finished_s: 0,
-        raw: "{}",
-    })
+    let answer = br#"{"id":1,"repo_id":1,"number":1,"status":"success","version":3}"#;
+    Proof::drone(&parse_build(answer).unwrap())
 }
 
 fn key(repo_id: u64, number: u64) -> BuildKey {

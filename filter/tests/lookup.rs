@@ -40,7 +40,7 @@ fn lookup_overtaken_by_live(status: &str, version: u64) -> (Reconciler, Outgoing
 fn hinted() -> (Reconciler, OutgoingCall) {
     let mut r = Reconciler::new(config(""), 1);
     let mut o = obs(1, "running", 1, DeliveryOutcome::NotDelivered);
-    o.verified = false;
+    o.set_verified(false);
     r.observe(o, T0);
     let confirm = r.tick(T0).into_iter().find(is_repo_call);
     (r, confirm.expect("the name is confirmed first"))
@@ -349,7 +349,7 @@ fn a_claim_of_an_older_version_with_the_same_status_settles_nothing() {
     let mut r = Reconciler::new(config(""), 1);
     r.observe(obs(1, "running", 1, DeliveryOutcome::NotDelivered), T0);
     let mut claim = obs(1, "running", 1, DeliveryOutcome::Delivered);
-    claim.verified = false;
+    claim.set_verified(false);
     r.observe(claim, T0);
     let calls = r.tick(T0);
     let lookup = calls.iter().find(|c| looked_up(c) == Some(1)).unwrap();
@@ -403,8 +403,7 @@ fn build_age_limit_is_exclusive_and_counted() {
     let cfg = r#","max_build_age_ms":60000"#;
     let mut r = Reconciler::new(config(cfg), 1);
     let mut e = Entry::new(T0, Class::Backed);
-    e.settled_version = 2;
-    e.settled_status = BuildStatus::Running;
+    e = settled(e, 2, BuildStatus::Running);
     e.interval_ms = 1000;
     e.next_due_ms = T0 + 60_000;
     let record = |number| Record {

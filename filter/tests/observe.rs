@@ -32,7 +32,7 @@ fn observations_beyond_int64_are_invalid() {
     for (id, number, version, taken) in cases {
         let mut r = Reconciler::new(config(""), 1);
         let mut o = obs(number, "running", version, DeliveryOutcome::NotDelivered);
-        o.webhook.repo.id = id;
+        o.webhook_mut().repo.id = id;
         r.observe(o, T0);
         let c = r.counters();
         assert_eq!(
@@ -56,7 +56,7 @@ fn evidence_keeps_a_claim_above_it() {
     let mut r = Reconciler::new(config(""), 1);
     r.observe(obs(1, "running", 1, DeliveryOutcome::Delivered), T0);
     let mut claim = obs(1, "running", 3, DeliveryOutcome::Delivered);
-    claim.verified = false;
+    claim.set_verified(false);
     r.observe(claim, T0);
     r.observe(obs(1, "running", 2, DeliveryOutcome::Delivered), T0);
     let out = answer_when_due(&mut r, 1, ok(api_build(1, "running", 3)));
@@ -65,7 +65,7 @@ fn evidence_keeps_a_claim_above_it() {
         repo_id: REPO_ID,
         number: 1,
     };
-    assert_eq!(r.ledger().get(&key).unwrap().settled_version, 3);
+    assert_eq!(r.ledger().get(&key).unwrap().settled_version(), 3);
 }
 
 /// observe.rs (observe_hint): a hint brings the lookup of a build only hints named closer, and
@@ -78,7 +78,7 @@ fn hints_bring_only_hint_only_lookups_closer() {
     };
     let hint = |outcome| {
         let mut o = obs(1, "running", 1, outcome);
-        o.verified = false;
+        o.set_verified(false);
         o
     };
     // Backed by evidence: due after stale_after_ms (jittered), whatever hints say.
@@ -100,8 +100,8 @@ fn hints_bring_only_hint_only_lookups_closer() {
 /// see the build to look it up.
 #[test]
 fn unknown_status_survives_the_queue_decoder() {
-    let o = Observation {
-        webhook: ParsedWebhook {
+    let o = Observation::for_tests(
+        ParsedWebhook {
             repo: RepoRef {
                 id: 42,
                 namespace: "octocat".into(),
@@ -114,10 +114,10 @@ fn unknown_status_survives_the_queue_decoder() {
             repo_json: None,
             system_json: None,
         },
-        outcome: DeliveryOutcome::Delivered,
-        verified: true,
-    };
-    assert_eq!(o.webhook.status, BuildStatus::Unknown);
+        DeliveryOutcome::Delivered,
+        true,
+    );
+    assert_eq!(o.webhook().status, BuildStatus::Unknown);
     let key = QueueKey::derive(b"policies-test-secret");
     let bytes = o.encode(Some(&key));
     assert_eq!(Observation::decode(&bytes, Some(&key)), Ok(o.clone()));
@@ -129,7 +129,7 @@ fn unknown_status_survives_the_queue_decoder() {
         let mut b = bytes.clone();
         b[at] = code;
         let got = Observation::decode(&b, Some(&key)).unwrap();
-        assert_eq!(got.webhook.status, BuildStatus::from_code(code));
+        assert_eq!(got.webhook().status, BuildStatus::from_code(code));
     }
     let mut b = bytes;
     b[at] = BuildStatus::Unknown.code() + 1;

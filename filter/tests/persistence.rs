@@ -137,8 +137,8 @@ fn watermarks_cut_ties_at_the_cap() {
     let mut r = Reconciler::new(config(r#","max_repos":3"#), 1);
     for (id, number) in [(1u64, 50u64), (2, 30), (3, 30), (4, 30), (5, 10)] {
         let mut o = obs(number, "running", 2, DeliveryOutcome::Delivered);
-        o.webhook.repo.id = id;
-        o.webhook.repo_json = None;
+        o.webhook_mut().repo.id = id;
+        o.webhook_mut().repo_json = None;
         r.observe(o, T0);
     }
     let m = snapshot::decode_watermarks(&r.take_watermarks().unwrap()).unwrap();
@@ -152,8 +152,7 @@ fn watermarks_cut_ties_at_the_cap() {
 #[test]
 fn build_in_flight_in_a_snapshot_is_due_at_once() {
     let mut e = Entry::new(T0, Class::Backed);
-    e.settled_version = 2;
-    e.settled_status = BuildStatus::Running;
+    e = settled(e, 2, BuildStatus::Running);
     e.next_due_ms = status_sync::core::ledger::NOT_SCHEDULED;
     let shard = snapshot::encode_shard(&[Record {
         repo: repo(),

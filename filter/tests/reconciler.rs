@@ -470,7 +470,7 @@ fn lost_answers_expire_and_free_the_budget() {
 fn unknown_repository_is_fetched_before_redelivery() {
     let mut s = Sim::new(config(""));
     let mut o = obs(7, "running", 2, Delivered);
-    o.webhook.repo_json = None;
+    o.webhook_mut().repo_json = None;
     s.r.observe(o, s.now);
     s.run_steady(3000, "success", 3);
     assert_eq!(s.w.drone_calls, 1, "the build");

@@ -403,9 +403,9 @@ impl Model {
 
 fn observation(h: &Hook, outcome: DeliveryOutcome, repo: bool, verified: bool) -> Observation {
     let mut o = obs(h.number, h.status, h.version, outcome);
-    o.verified = verified;
+    o.set_verified(verified);
     if !repo {
-        o.webhook.repo_json = None;
+        o.webhook_mut().repo_json = None;
     }
     o
 }

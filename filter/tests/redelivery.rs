@@ -26,7 +26,7 @@ fn refused_redelivery_is_final_and_counted() {
     assert!(r.on_response(deliver.id, http(422), T0).is_empty());
     assert_eq!(r.counters().redeliveries_refused, 1);
     assert_eq!(r.counters().redeliveries_failed, 0);
-    assert_eq!(r.ledger().get(&key(3)).unwrap().settled_version, 2);
+    assert_eq!(r.ledger().get(&key(3)).unwrap().settled_version(), 2);
     let (mut now, mut log) = (T0, Log::default());
     drive_steady(&mut r, &mut now, T0 + 30_000, &mut log, "running", 2);
     assert!(log.drone_calls() >= 3, "still watched");
@@ -80,7 +80,7 @@ fn stale_ack_never_moves_the_settled_version_back() {
     assert_eq!(redelivered(&deliver).2, 3);
     r.observe(obs(9, "running", 4, DeliveryOutcome::Delivered), T0 + 20);
     assert!(r.on_response(deliver.id, http(200), T0 + 30).is_empty());
-    assert_eq!(r.ledger().get(&key(9)).unwrap().settled_version, 4);
+    assert_eq!(r.ledger().get(&key(9)).unwrap().settled_version(), 4);
     let (mut now, mut log) = (T0 + 30, Log::default());
     drive_steady(&mut r, &mut now, T0 + 20_000, &mut log, "running", 4);
     assert!(log.drone_calls() >= 2);
@@ -96,13 +96,13 @@ fn answer_held_for_a_repository_fetch_is_not_delivered_after_a_newer_live_webhoo
     for live in [2, 3] {
         let mut r = Reconciler::new(config(""), 1);
         let mut o = obs(2, "pending", 1, DeliveryOutcome::Delivered);
-        o.webhook.repo_json = None;
+        o.webhook_mut().repo_json = None;
         r.observe(o, T0);
         let lookup = tick_one(&mut r, T0 + 2000);
         let fetch = one(r.on_response(lookup.id, ok(api_build(2, "running", 2)), T0 + 2000));
         assert_eq!(looked_up(&fetch), None, "the repository");
         let mut o = obs(2, "running", live, DeliveryOutcome::Delivered);
-        o.webhook.repo_json = None;
+        o.webhook_mut().repo_json = None;
         r.observe(o, T0 + 2010);
         let out = r.on_response(fetch.id, ok(REPO_JSON.as_bytes().to_vec()), T0 + 2020);
         assert!(out.is_empty(), "live v{live}: {out:?}");
@@ -119,7 +119,7 @@ fn answer_held_for_a_repository_fetch_is_not_delivered_after_a_newer_live_webhoo
 fn no_redelivery_of_what_the_pipeline_took_while_the_repository_was_fetched() {
     let mut r = Reconciler::new(config(""), 1);
     let mut o = obs(1, "running", 1, DeliveryOutcome::NotDelivered);
-    o.webhook.repo_json = None;
+    o.webhook_mut().repo_json = None;
     r.observe(o, T0);
     let calls = r.tick(T0);
     let lookup = calls.iter().find(|c| looked_up(c) == Some(1)).unwrap();
@@ -127,7 +127,7 @@ fn no_redelivery_of_what_the_pipeline_took_while_the_repository_was_fetched() {
     assert_eq!(fetch.len(), 1, "the repository first: {fetch:?}");
     assert!(is_repo_call(&fetch[0]));
     let mut live = obs(1, "running", 2, DeliveryOutcome::Delivered);
-    live.webhook.repo_json = None;
+    live.webhook_mut().repo_json = None;
     r.observe(live, T0 + 10);
     let out = r.on_response(fetch[0].id, ok(REPO_JSON.as_bytes().to_vec()), T0 + 20);
     assert!(out.is_empty(), "{out:?}");
@@ -169,7 +169,7 @@ fn an_accepted_redelivery_keeps_a_claim_above_it() {
     let lookup = calls.iter().find(|c| looked_up(c) == Some(1)).unwrap();
     let out = r.on_response(lookup.id, ok(api_build(1, "running", 2)), T0);
     let mut claim = obs(1, "running", 3, DeliveryOutcome::Delivered);
-    claim.verified = false;
+    claim.set_verified(false);
     r.observe(claim, T0);
     r.on_response(out[0].id, http(200), T0);
     let out = answer_when_due(&mut r, 1, ok(api_build(1, "running", 3)));
@@ -183,7 +183,7 @@ fn an_accepted_redelivery_keeps_a_claim_above_it() {
 fn a_redelivery_without_a_body_is_never_sent() {
     let mut r = Reconciler::new(config(""), 1);
     let mut o = obs(1, "running", 1, DeliveryOutcome::NotDelivered);
-    o.webhook.system_json = Some("[]".into());
+    o.webhook_mut().system_json = Some("[]".into());
     r.observe(o, T0);
     let (mut now, mut log) = (T0, Log::default());
     let mut sent = Vec::new();
@@ -212,14 +212,14 @@ fn a_claim_arriving_during_the_repository_fetch_defers_the_older_redelivery() {
     let mut r = Reconciler::new(config(""), 1);
     let hint = |status: &str, version: u64, outcome| {
         let mut o = obs(2, status, version, outcome);
-        o.verified = false;
-        o.webhook.repo_json = None;
-        o.webhook.system_json = None;
+        o.set_verified(false);
+        o.webhook_mut().repo_json = None;
+        o.webhook_mut().system_json = None;
         o
     };
     // Evidence names the repository (without its `repo` object, so none is at hand).
     let mut named = obs(1, "success", 3, DeliveryOutcome::Delivered);
-    named.webhook.repo_json = None;
+    named.webhook_mut().repo_json = None;
     r.observe(named, T0);
     r.observe(hint("pending", 1, DeliveryOutcome::NotDelivered), T0);
     let mut now = T0;
@@ -258,7 +258,7 @@ fn a_claim_arriving_during_the_repository_fetch_defers_the_older_redelivery() {
 fn repository_answer_must_be_the_repository_asked_for() {
     let mut r = Reconciler::new(config(""), 1);
     let mut o = obs(2, "running", 2, DeliveryOutcome::NotDelivered);
-    o.webhook.repo_json = None;
+    o.webhook_mut().repo_json = None;
     r.observe(o, T0);
     let lookup = r.tick(T0).remove(0);
     let fetch = r

@@ -44,11 +44,11 @@ fn repository_cache_holds_max_repos() {
     for (id, number) in [(42u64, 1u64), (43, 1)] {
         // Drone's names are unique: 43 is octocat/repo-43.
         let mut o = obs(number, "running", 2, DeliveryOutcome::NotDelivered);
-        o.webhook.repo.id = id;
+        o.webhook_mut().repo.id = id;
         if id != REPO_ID {
-            o.webhook.repo.name = format!("repo-{id}");
+            o.webhook_mut().repo.name = format!("repo-{id}");
         }
-        o.webhook.repo_json = Some(REPO_JSON.replace("\"id\":42", &format!("\"id\":{id}")));
+        o.webhook_mut().repo_json = Some(REPO_JSON.replace("\"id\":42", &format!("\"id\":{id}")));
         r.observe(o, T0);
     }
     for i in 0..2 {
@@ -71,12 +71,12 @@ fn repository_cache_holds_max_repos() {
     }
     // A third repository evicts the first one's JSON.
     let mut o = obs(1, "running", 2, DeliveryOutcome::Delivered);
-    o.webhook.repo.id = 44;
-    o.webhook.repo.name = "repo-44".into();
-    o.webhook.repo_json = Some(REPO_JSON.replace("\"id\":42", "\"id\":44"));
+    o.webhook_mut().repo.id = 44;
+    o.webhook_mut().repo.name = "repo-44".into();
+    o.webhook_mut().repo_json = Some(REPO_JSON.replace("\"id\":42", "\"id\":44"));
     r.observe(o, T0 + 10);
     let mut o = obs(1, "running", 3, DeliveryOutcome::NotDelivered);
-    o.webhook.repo_json = None;
+    o.webhook_mut().repo_json = None;
     r.observe(o, T0 + 20);
     let calls = r.tick(T0 + 20);
     assert_eq!(calls.len(), 1);
@@ -97,8 +97,8 @@ fn renamed_repository_is_looked_up_under_its_new_name() {
         let mut r = Reconciler::new(config(""), 1);
         r.observe(obs(1, "running", 2, DeliveryOutcome::Delivered), T0);
         let mut o = obs(2, "running", 2, DeliveryOutcome::NotDelivered);
-        o.webhook.repo.namespace = namespace.into();
-        o.webhook.repo.name = name.into();
+        o.webhook_mut().repo.namespace = namespace.into();
+        o.webhook_mut().repo.name = name.into();
         r.observe(o, T0);
         let calls = r.tick(T0);
         assert_eq!(calls.len(), 1);
@@ -118,10 +118,10 @@ fn repository_identities_are_bounded() {
     let mut r = Reconciler::new(config(r#","max_repos":10"#), 1);
     let of = |id: u64, verified: bool| {
         let mut o = obs(id, "success", 3, DeliveryOutcome::Delivered);
-        o.webhook.repo.id = id;
-        o.webhook.repo.name = format!("repo-{id}");
-        o.webhook.repo_json = None;
-        o.verified = verified;
+        o.webhook_mut().repo.id = id;
+        o.webhook_mut().repo.name = format!("repo-{id}");
+        o.webhook_mut().repo_json = None;
+        o.set_verified(verified);
         o
     };
     for id in 1..=25u64 {
@@ -151,10 +151,10 @@ fn repository_identities_are_counted_once_per_kind() {
     let mut r = Reconciler::new(config(r#","max_repos":2"#), 1);
     let of = |id: u64, verified: bool| {
         let mut o = obs(1, "success", 3, DeliveryOutcome::Delivered);
-        o.webhook.repo.id = id;
-        o.webhook.repo.name = format!("repo-{id}");
-        o.webhook.repo_json = None;
-        o.verified = verified;
+        o.webhook_mut().repo.id = id;
+        o.webhook_mut().repo.name = format!("repo-{id}");
+        o.webhook_mut().repo_json = None;
+        o.set_verified(verified);
         o
     };
     // 1 a candidate, then confirmed: two more candidates fit (max_repos 2).

@@ -85,8 +85,8 @@ fn names_listings_confirm_beyond_the_bound_are_counted() {
     let (mut r, call) = first_listing(r#","max_repos":1"#, &|r| {
         for id in [1, 2] {
             let mut o = obs(9, "success", 3, DeliveryOutcome::Delivered);
-            o.webhook.repo.id = id;
-            o.webhook.repo.name = format!("repo-{id}");
+            o.webhook_mut().repo.id = id;
+            o.webhook_mut().repo.name = format!("repo-{id}");
             r.observe(o, 0);
         }
     });

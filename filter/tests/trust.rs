@@ -32,11 +32,7 @@ fn config(extra: &str) -> Config {
 }
 
 fn seen(webhook: ParsedWebhook, outcome: DeliveryOutcome, verified: bool) -> Observation {
-    Observation {
-        webhook,
-        outcome,
-        verified,
-    }
+    Observation::for_tests(webhook, outcome, verified)
 }
 
 /// [`forged`], naming the repository `namespace/name`.

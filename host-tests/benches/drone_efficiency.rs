@@ -263,8 +263,8 @@ impl Sim {
         let (repo, number, status, version) = (b.repo, b.number, hook.status, hook.version);
         record(&mut self.view, (repo, number), version, at);
         self.observed_order.push((repo, number));
-        self.queue.push(Observation {
-            webhook: ParsedWebhook {
+        self.queue.push(Observation::for_tests(
+            ParsedWebhook {
                 repo: repo_ref(repo),
                 number,
                 status: BuildStatus::parse(status),
@@ -273,9 +273,9 @@ impl Sim {
                 repo_json: Some(repo_json(repo)),
                 system_json: Some(r#"{"proto":"https","host":"drone.example.com"}"#.into()),
             },
-            outcome: DeliveryOutcome::Delivered,
-            verified: self.verified,
-        });
+            DeliveryOutcome::Delivered,
+            self.verified,
+        ));
     }
 
     /// Runs drone's events up to `until` (exclusive).

@@ -189,11 +189,7 @@ fn main() {
 
         while native_fed < n {
             native.observe(
-                Observation {
-                    webhook: native_hook(native_fed),
-                    outcome: DeliveryOutcome::Delivered,
-                    verified: true,
-                },
+                Observation::for_tests(native_hook(native_fed), DeliveryOutcome::Delivered, true),
                 native_now,
             );
             native_fed += 1;

@@ -2,7 +2,7 @@
 //! `webhook-build-updated-running.json` fixture.
 //!
 //! - Natively (the sans-IO core, this machine's clock): `parse_webhook`, the queue hand-off
-//!   (`Observation::encode` on the worker, `decode` at the leader) and `Reconciler::observe`
+//!   (`Observation::message` on the worker, `decode` at the leader) and `Reconciler::observe`
 //!   (a new build each time, in a ledger of 10^4 that is full after the first 10^4), timed per
 //!   iteration over 2*10^5 iterations: median and p99.
 //! - In the real `status_sync.wasm` (wasmtime fuel, independent of the machine): the whole
@@ -67,12 +67,7 @@ fn native(body: &[u8]) -> Native {
         let mut hook = parse_webhook(black_box(body)).expect("the fixture parses");
         let t1 = Instant::now();
         hook.number = i + 1;
-        let msg = Observation {
-            webhook: hook,
-            outcome: DeliveryOutcome::Delivered,
-            verified: true,
-        }
-        .encode(Some(&key));
+        let msg = Observation::message(&hook, DeliveryOutcome::Delivered, Some(&key));
         let obs = Observation::decode(black_box(&msg), Some(&key)).expect("decodes");
         let t2 = Instant::now();
         r.observe(obs, now);

@@ -61,8 +61,8 @@ fn check_body(repo_json: &str, build_raw: &str, system: Option<&str>) {
 fuzz_target!(|data: &[u8]| {
     if let Ok(list) = parse_build_list(data) {
         for b in list {
-            assert!((1..=MAX_INT).contains(&b.repo_id) && (1..=MAX_INT).contains(&b.number));
-            assert!(b.version <= MAX_INT);
+            assert!((1..=MAX_INT).contains(&b.repo_id()) && (1..=MAX_INT).contains(&b.number()));
+            assert!(b.version() <= MAX_INT);
         }
     }
     if let Ok((repo, json, counter)) = parse_repo_counter(data) {
@@ -77,15 +77,15 @@ fuzz_target!(|data: &[u8]| {
     }
     let whole_build = parse_build(data);
     if let Ok(b) = &whole_build {
-        assert!((1..=MAX_INT).contains(&b.repo_id) && (1..=MAX_INT).contains(&b.number));
-        assert!(b.version <= MAX_INT);
+        assert!((1..=MAX_INT).contains(&b.repo_id()) && (1..=MAX_INT).contains(&b.number()));
+        assert!(b.version() <= MAX_INT);
     }
     let whole_repo = parse_repo(data);
     if let Ok((repo, json)) = &whole_repo {
         check_repo(repo, json);
     }
     if let (Ok(build), Ok((_, repo_json))) = (&whole_build, &whole_repo) {
-        check_body(repo_json, build.raw, None);
+        check_body(repo_json, build.raw(), None);
     }
 
     let mut parts = data.splitn(3, |&b| b == 0);
@@ -96,8 +96,8 @@ fuzz_target!(|data: &[u8]| {
     let (Ok((_, repo_json)), Ok(build)) = (parse_repo(repo_part), parse_build(build_part)) else {
         return;
     };
-    check_body(&repo_json, build.raw, None);
+    check_body(&repo_json, build.raw(), None);
     if let Some(system) = system {
-        check_body(&repo_json, build.raw, Some(system));
+        check_body(&repo_json, build.raw(), Some(system));
     }
 });

@@ -11,7 +11,7 @@ use status_sync::core::observation::{Observation, QueueKey};
 fuzz_target!(|data: &[u8]| {
     let key = QueueKey::derive(b"fuzz-webhook-secret");
     if let Ok(obs) = Observation::decode(data, Some(&key)) {
-        let w = &obs.webhook;
+        let w = obs.webhook();
         let repo = w.repo_json.as_deref().unwrap_or("{}");
         if let Err(e) = try_redelivery_body(repo, r#"{"number":1}"#, w.system_json.as_deref()) {
             panic!("decoded metadata makes no re-delivery body ({e}): {w:?}");

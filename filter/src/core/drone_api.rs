@@ -18,19 +18,67 @@ use std::borrow::Cow;
 
 /// The fields of `GET /api/repos/{owner}/{name}/builds/{number}` we act on, and the whole
 /// object (trimmed) to splice into a re-delivered webhook.
+///
+/// Drone's word about a build, so it makes a [`super::proof::Proof`]: its fields are private
+/// and [`parse_build`] is the only way to make one, so no other code can dress a hint's bytes
+/// up as drone's answer (the compiler refuses):
+///
+/// ```compile_fail,E0451
+/// use status_sync::core::drone_api::ApiBuild;
+/// use status_sync::core::model::BuildStatus;
+/// use status_sync::core::proof::Proof;
+///
+/// fn drone_said_so() -> Proof {
+///     // error[E0451]: field `repo_id` of struct `ApiBuild` is private
+///     Proof::drone(&ApiBuild {
+///         repo_id: 1,
+///         number: 50,
+///         status: BuildStatus::Success,
+///         version: 5,
+///         finished_s: 0,
+///         raw: "{}",
+///     })
+/// }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ApiBuild<'a> {
+    repo_id: u64,
+    number: u64,
+    status: BuildStatus,
+    version: u64,
+    finished_s: u64,
+    raw: &'a str,
+}
+
+impl<'a> ApiBuild<'a> {
     /// `repo_id`: an answer is taken only for the repository the reconciler asked about.
-    pub repo_id: u64,
-    pub number: u64,
-    pub status: BuildStatus,
-    pub version: u64,
+    pub fn repo_id(&self) -> u64 {
+        self.repo_id
+    }
+
+    pub fn number(&self) -> u64 {
+        self.number
+    }
+
+    pub fn status(&self) -> BuildStatus {
+        self.status
+    }
+
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
     /// When drone says the build finished, in Unix seconds: its `finished`, else (a done
     /// build without one) its `updated`; 0 while open, or when drone gave neither as an
     /// unsigned integer (then the time is unknown, and nothing is decided by it).
-    pub finished_s: u64,
+    pub fn finished_s(&self) -> u64 {
+        self.finished_s
+    }
+
     /// The complete build object, validated JSON, surrounding whitespace trimmed.
-    pub raw: &'a str,
+    pub fn raw(&self) -> &'a str {
+        self.raw
+    }
 }
 
 /// Parses a build answer. Never panics.
@@ -512,7 +560,7 @@ mod tests {
             ((1, 1, u64::MAX), Err("version")),
         ] {
             let one = build(repo_id, number, version);
-            let got = parse_build(one.as_bytes()).map(|b| (b.repo_id, b.number, b.version));
+            let got = parse_build(one.as_bytes()).map(|b| (b.repo_id(), b.number(), b.version()));
             let want_build = want.map(|()| (repo_id, number, version)).map_err(|f| {
                 Limit(match f {
                     "repo_id" => "build.repo_id",
@@ -658,19 +706,19 @@ mod tests {
     fn api_build_fixture_parses() {
         let body = fixture("api-build-success.json");
         let b = parse_build(body.as_bytes()).unwrap();
-        assert_eq!(b.number, 101);
-        assert_eq!(b.status, BuildStatus::Success);
-        assert_eq!(b.version, 3);
-        assert_eq!(b.raw, body.trim());
-        assert!(b.raw.starts_with("{\"id\":5001,") && b.raw.ends_with("}]}]}"));
+        assert_eq!(b.number(), 101);
+        assert_eq!(b.status(), BuildStatus::Success);
+        assert_eq!(b.version(), 3);
+        assert_eq!(b.raw(), body.trim());
+        assert!(b.raw().starts_with("{\"id\":5001,") && b.raw().ends_with("}]}]}"));
     }
 
     #[test]
     fn api_build_raw_is_trimmed_of_drones_newline() {
         let body = format!("  \n{}\n", fixture("api-build-success.json"));
         let b = parse_build(body.as_bytes()).unwrap();
-        assert_eq!(b.raw, fixture("api-build-success.json").trim());
-        let v: Value = serde_json::from_str(b.raw).unwrap();
+        assert_eq!(b.raw(), fixture("api-build-success.json").trim());
+        let v: Value = serde_json::from_str(b.raw()).unwrap();
         assert_eq!(v["number"], 101);
     }
 
@@ -680,10 +728,10 @@ mod tests {
         let pretty = serde_json::to_string_pretty(&v).unwrap() + "\n";
         let b = parse_build(pretty.as_bytes()).unwrap();
         assert_eq!(
-            (b.number, b.status, b.version),
+            (b.number(), b.status(), b.version()),
             (101, BuildStatus::Success, 3)
         );
-        assert_eq!(b.raw, pretty.trim());
+        assert_eq!(b.raw(), pretty.trim());
     }
 
     #[test]
@@ -1093,7 +1141,7 @@ mod tests {
         let want_value: Value = serde_json::from_str(&want).unwrap();
         let system = member(&want, "system");
 
-        let body = redelivery_body(&repo_json, build.raw, Some(&system));
+        let body = redelivery_body(&repo_json, build.raw(), Some(&system));
         let got: Value = serde_json::from_str(&body).unwrap();
         assert_eq!(got, want_value);
         // Go field order and compact encoding: byte-identical to what drone sent.

@@ -9,8 +9,10 @@
 //! that finished, so late step webhooks carrying older versions cannot bring them back.
 
 use super::fifo_map::FifoMap;
+use super::limits::check_version;
 use super::model::{BuildKey, BuildStatus};
 use super::proof::Proof;
+use super::wire::{put_u32, put_u64, put_u8, Reader};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// `next_due_ms` value of a build that is not scheduled (a call for it is in flight).
@@ -77,15 +79,50 @@ impl Lane {
 }
 
 /// What the reconciler knows of one build. Kept small: under 64 bytes, index overhead aside.
+///
+/// Its delivery state (the settled version and status) is private to this module: a new
+/// entry has none, and only [`Ledger::settle`], which takes a [`Proof`], moves it (or a
+/// tombstone written with one, [`Ledger::resumed`], or the leader's own checkpoint,
+/// [`Entry::read`]). No other code can write it, not even through [`Ledger::update`]:
+///
+/// ```compile_fail,E0616
+/// use status_sync::core::ledger::Ledger;
+/// use status_sync::core::model::{BuildKey, BuildStatus};
+///
+/// fn settle_without_proof(ledger: &mut Ledger, key: &BuildKey) {
+///     ledger.update(key, |e| {
+///         // error[E0616]: field `settled_version` of struct `Entry` is private
+///         e.settled_version = 5;
+///         e.settled_status = BuildStatus::Success;
+///     });
+/// }
+/// ```
+///
+/// nor make an entry that starts settled:
+///
+/// ```compile_fail,E0451
+/// use status_sync::core::ledger::{Class, Entry};
+/// use status_sync::core::model::BuildStatus;
+///
+/// fn born_settled(now_ms: u64) -> Entry {
+///     // error[E0451]: field `settled_version` of struct `Entry` is private
+///     Entry {
+///         settled_version: 5,
+///         settled_status: BuildStatus::Success,
+///         ..Entry::new(now_ms, Class::Backed)
+///     }
+/// }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Entry {
     /// Newest version the pipeline has (answered 2xx) or refused (4xx), as evidence or drone
     /// confirmed it; 0 = none yet (drone versions start at 1).
-    pub settled_version: u64,
-    pub settled_status: BuildStatus,
+    settled_version: u64,
+    settled_status: BuildStatus,
     /// What the latest unverified webhook claims the pipeline took (answered 2xx; a refused
     /// one is no claim), kept apart until drone's answer confirms it (same version and
-    /// status); 0 = no claim.
+    /// status); 0 = no claim. A claim is not delivery state: a hint may write it, and only
+    /// drone's answer, through [`Ledger::settle`], makes it settled.
     pub claimed_version: u64,
     pub claimed_status: BuildStatus,
     pub class: Class,
@@ -104,6 +141,7 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// A build nothing has been delivered of yet.
     pub fn new(now_ms: u64, class: Class) -> Self {
         Entry {
             settled_version: 0,
@@ -120,8 +158,77 @@ impl Entry {
         }
     }
 
+    /// Newest version the pipeline has or refused, as a [`Proof`] showed; 0 = none yet.
+    pub fn settled_version(&self) -> u64 {
+        self.settled_version
+    }
+
+    /// The status of [`Entry::settled_version`].
+    pub fn settled_status(&self) -> BuildStatus {
+        self.settled_status
+    }
+
     pub fn settled_is_terminal(&self) -> bool {
         self.settled_version > 0 && self.settled_status.is_done()
+    }
+
+    /// Writes the entry as a snapshot record carries it (`SSL2`, see `core::snapshot`).
+    pub fn write(&self, out: &mut Vec<u8>) {
+        put_u64(out, self.settled_version);
+        put_u8(out, self.settled_status.code());
+        put_u8(out, self.failures);
+        put_u32(out, self.interval_ms);
+        put_u64(out, self.first_seen_ms);
+        put_u64(out, self.last_change_ms);
+        put_u64(out, self.next_due_ms);
+        put_u64(out, self.claimed_version);
+        put_u8(out, self.claimed_status.code());
+        put_u8(out, self.class.code());
+        put_u8(out, u8::from(self.deferred));
+    }
+
+    /// Reads an entry as [`Entry::write`] wrote it (`v2`), or as an `SSL1` record did: the
+    /// leader's own checkpoint, the one source of a settled state besides a [`Proof`]. An
+    /// `SSL1` record's settled state comes back as a hint's claim (the filter that wrote it
+    /// settled builds on unverified webhooks). `None` for a value outside the input limits.
+    pub fn read(r: &mut Reader<'_>, v2: bool) -> Option<Entry> {
+        let settled_version = check_version(r.u64()?, "build.version").ok()?;
+        let settled_status = BuildStatus::from_code(r.u8()?);
+        let mut entry = Entry {
+            settled_version,
+            settled_status,
+            failures: r.u8()?,
+            interval_ms: r.u32()?,
+            first_seen_ms: r.u64()?,
+            last_change_ms: r.u64()?,
+            next_due_ms: r.u64()?,
+            ..Entry::new(0, Class::Hint)
+        };
+        if v2 {
+            entry.claimed_version = check_version(r.u64()?, "build.version").ok()?;
+            entry.claimed_status = BuildStatus::from_code(r.u8()?);
+            entry.class = Class::from_code(r.u8()?)?;
+            entry.deferred = match r.u8()? {
+                0 => false,
+                1 => true,
+                _ => return None,
+            };
+        } else {
+            entry.claimed_version = entry.settled_version;
+            entry.claimed_status = entry.settled_status;
+            entry.settled_version = 0;
+            entry.settled_status = BuildStatus::Unknown;
+        }
+        Some(entry)
+    }
+
+    /// The entry with a settled state, for the crate's unit tests (the integration tests
+    /// settle through [`Ledger::settle`] with drone's answer, as the reconciler does).
+    #[cfg(test)]
+    pub(crate) fn settled_for_tests(mut self, version: u64, status: BuildStatus) -> Self {
+        self.settled_version = version;
+        self.settled_status = status;
+        self
     }
 }
 

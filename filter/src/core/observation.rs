@@ -72,15 +72,54 @@ pub enum Vouch {
 }
 
 /// One live webhook and how the pipeline answered it.
+///
+/// Its fields are private: a message is evidence ([`Observation::verified`], sorted into a
+/// [`super::proof::Evidence`] by [`super::proof::Seen::sort`]) only when [`Observation::decode`]
+/// checked its tag under the queue key, and nothing can swap another webhook into it after.
+/// Any other code makes only a hint ([`Observation::hint`]), so no module can turn a hint's
+/// data into evidence (the compiler refuses):
+///
+/// ```compile_fail,E0451
+/// use status_sync::core::model::DeliveryOutcome;
+/// use status_sync::core::observation::Observation;
+/// use status_sync::core::proof::{Evidence, Seen};
+///
+/// fn evidence_from_a_hint(hint: Observation) -> Option<Evidence> {
+///     // error[E0451]: field `webhook` of struct `Observation` is private
+///     let forged = Observation {
+///         webhook: hint.webhook().clone(),
+///         outcome: DeliveryOutcome::Delivered,
+///         verified: true,
+///     };
+///     match Seen::sort(forged) {
+///         Seen::Evidence(e) => Some(e),
+///         Seen::Hint(_) => None,
+///     }
+/// }
+/// ```
+///
+/// nor put a hint's webhook into a verified message:
+///
+/// ```compile_fail,E0616
+/// use status_sync::core::model::ParsedWebhook;
+/// use status_sync::core::observation::Observation;
+///
+/// fn swap(mut verified: Observation, hint: ParsedWebhook) -> Observation {
+///     // error[E0616]: field `webhook` of struct `Observation` is private
+///     verified.webhook = hint;
+///     verified
+/// }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Observation {
-    pub webhook: ParsedWebhook,
-    pub outcome: DeliveryOutcome,
+    webhook: ParsedWebhook,
+    outcome: DeliveryOutcome,
     /// The webhook's drone signature verified (`Signature` HMAC, `Date` within
-    /// `max_clock_skew_ms` and `Digest` matching the body). Only possible when a secret is
-    /// configured and `signature_mode` is `monitor` or `enforce`; false otherwise. A verified
-    /// webhook is evidence; any other is a hint.
-    pub verified: bool,
+    /// `max_clock_skew_ms` and `Digest` matching the body) in a worker, and its message's tag
+    /// verified here. Only possible when a secret is configured and `signature_mode` is
+    /// `monitor` or `enforce`; false otherwise. A verified webhook is evidence; any other is a
+    /// hint.
+    verified: bool,
 }
 
 fn outcome_code(o: DeliveryOutcome) -> u8 {
@@ -110,12 +149,45 @@ fn opt(r: &mut Reader<'_>) -> Option<Option<String>> {
 }
 
 impl Observation {
-    /// Encodes for `enqueue_shared_queue`: a compact binary message (see [`super::wire`]),
-    /// cheap to write on the request path and small in the queue. A verified observation is
-    /// tagged with `key`; without a key it goes as a hint (it could not be believed).
+    /// A webhook nobody vouches for (making a hint is always safe).
+    pub fn hint(webhook: ParsedWebhook, outcome: DeliveryOutcome) -> Self {
+        Observation {
+            webhook,
+            outcome,
+            verified: false,
+        }
+    }
+
+    pub fn webhook(&self) -> &ParsedWebhook {
+        &self.webhook
+    }
+
+    pub fn outcome(&self) -> DeliveryOutcome {
+        self.outcome
+    }
+
+    /// Evidence: its message's tag verified under the queue key (see [`Observation::decode`]).
+    pub fn verified(&self) -> bool {
+        self.verified
+    }
+
+    pub fn into_webhook(self) -> ParsedWebhook {
+        self.webhook
+    }
+
+    /// Encodes for `enqueue_shared_queue`; see [`Observation::message`]. A verified
+    /// observation is tagged with `key`; without a key it goes as a hint (it could not be
+    /// believed).
     pub fn encode(&self, key: Option<&QueueKey>) -> Vec<u8> {
-        let w = &self.webhook;
-        let verified = self.verified && key.is_some();
+        Self::message(&self.webhook, self.outcome, key.filter(|_| self.verified))
+    }
+
+    /// A worker's queue message for `webhook`: a compact binary message (see [`super::wire`]),
+    /// cheap to write on the request path and small in the queue. `tag` is the key of a
+    /// webhook whose drone signature verified: the message claims `verified` and carries the
+    /// tag that makes the reconciler believe it. Without one it is a hint.
+    pub fn message(w: &ParsedWebhook, outcome: DeliveryOutcome, tag: Option<&QueueKey>) -> Vec<u8> {
+        let verified = tag.is_some();
         let mut out = Vec::with_capacity(
             64 + TAG_BYTES
                 + w.repo_json.as_ref().map_or(0, String::len)
@@ -126,18 +198,42 @@ impl Observation {
         put_u64(&mut out, w.number);
         put_u64(&mut out, w.version);
         put_u8(&mut out, w.status.code());
-        put_u8(&mut out, outcome_code(self.outcome));
+        put_u8(&mut out, outcome_code(outcome));
         put_u8(&mut out, u8::from(verified));
         put_str32(&mut out, &w.repo.namespace);
         put_str32(&mut out, &w.repo.name);
         put_str32(&mut out, &w.action);
         put_opt(&mut out, &w.repo_json);
         put_opt(&mut out, &w.system_json);
-        if let Some(key) = key.filter(|_| verified) {
+        if let Some(key) = tag {
             let tag = hmac_sha256(&key.0, &[&out]);
             out.extend_from_slice(&tag);
         }
         out
+    }
+
+    /// An observation as the tests need it, evidence or not, its webhook writable: only with
+    /// the `testing` feature (the crate's own tests and the benchmarks turn it on), never in
+    /// the shipped module, whose code cannot call it.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn for_tests(webhook: ParsedWebhook, outcome: DeliveryOutcome, verified: bool) -> Self {
+        Observation {
+            webhook,
+            outcome,
+            verified,
+        }
+    }
+
+    /// See [`Observation::for_tests`].
+    #[cfg(any(test, feature = "testing"))]
+    pub fn webhook_mut(&mut self) -> &mut ParsedWebhook {
+        &mut self.webhook
+    }
+
+    /// See [`Observation::for_tests`].
+    #[cfg(any(test, feature = "testing"))]
+    pub fn set_verified(&mut self, verified: bool) {
+        self.verified = verified;
     }
 
     /// Decodes a queue message; garbage is an error, never a panic. `verified` is true only

@@ -7,6 +7,12 @@
 //! [`Proof`], so data a hint brought cannot reach them: the compiler refuses, not a review.
 //! (Gap filling and the watermarks take the reconciler's `Shown`, built the same way.)
 //!
+//! The seal holds because nothing else can make what a proof is made of: an [`Evidence`] only
+//! from an [`Observation`] whose queue tag verified (its fields are private to
+//! `core::observation`), an [`ApiBuild`] only from `drone_api::parse_build` (its fields are
+//! private too), and a build's settled state is private to `core::ledger`: each has its own
+//! `compile_fail` doctest there.
+//!
 //! A hint cannot settle a build:
 //!
 //! ```compile_fail,E0308
@@ -109,7 +115,7 @@ impl Seen {
     /// Evidence when drone's signature verified, else a hint: the one place a queue
     /// message's `verified` is read.
     pub fn sort(obs: Observation) -> Seen {
-        if obs.verified {
+        if obs.verified() {
             Seen::Evidence(Evidence(obs))
         } else {
             Seen::Hint(Hint(obs))
@@ -119,19 +125,19 @@ impl Seen {
 
 impl Evidence {
     pub fn key(&self) -> BuildKey {
-        self.0.webhook.key()
+        self.0.webhook().key()
     }
 
     pub fn outcome(&self) -> DeliveryOutcome {
-        self.0.outcome
+        self.0.outcome()
     }
 
     pub fn webhook(&self) -> &ParsedWebhook {
-        &self.0.webhook
+        self.0.webhook()
     }
 
     pub fn into_webhook(self) -> ParsedWebhook {
-        self.0.webhook
+        self.0.into_webhook()
     }
 }
 
@@ -141,24 +147,24 @@ impl Evidence {
 /// repository) and its `repo` or `system` object cannot be re-delivered.
 impl Hint {
     pub fn outcome(&self) -> DeliveryOutcome {
-        self.0.outcome
+        self.0.outcome()
     }
 
     pub fn key(&self) -> BuildKey {
-        self.0.webhook.key()
+        self.0.webhook().key()
     }
 
     pub fn version(&self) -> u64 {
-        self.0.webhook.version
+        self.0.webhook().version
     }
 
     pub fn status(&self) -> BuildStatus {
-        self.0.webhook.status
+        self.0.webhook().status
     }
 
     /// The repository name the hint gives: a candidate, for drone to confirm or refute.
     pub fn candidate(&self) -> Candidate {
-        Candidate(self.0.webhook.repo.clone())
+        Candidate(self.0.webhook().repo.clone())
     }
 }
 
@@ -190,8 +196,8 @@ pub struct Redelivery {
 impl Redelivery {
     pub fn of(answer: &ApiBuild<'_>) -> Self {
         Redelivery {
-            version: answer.version,
-            status: answer.status,
+            version: answer.version(),
+            status: answer.status(),
         }
     }
 

@@ -137,12 +137,7 @@ impl Observe {
         let with_metadata = self.verified && sent.needs(repo_id, hash, now_ms);
         let webhook = view.into_parsed(with_metadata)?;
         let outcome = DeliveryOutcome::from_status(self.response_status);
-        let bytes = Observation {
-            webhook,
-            outcome,
-            verified: self.verified,
-        }
-        .encode(key);
+        let bytes = Observation::message(&webhook, outcome, key.filter(|_| self.verified));
         Ok(Message {
             bytes,
             outcome,
@@ -1039,10 +1034,10 @@ mod tests {
         assert_eq!(m.outcome, DeliveryOutcome::Delivered);
         let (repo, hash) = m.sent_metadata.expect("first time: with the repository");
         let obs = Observation::decode(&m.bytes, Some(&qkey())).unwrap();
-        assert!(obs.verified);
-        assert_eq!(obs.webhook.status, BuildStatus::Running);
-        assert_eq!(obs.webhook.repo.id, repo);
-        assert!(obs.webhook.repo_json.is_some());
+        assert!(obs.verified());
+        assert_eq!(obs.webhook().status, BuildStatus::Running);
+        assert_eq!(obs.webhook().repo.id, repo);
+        assert!(obs.webhook().repo_json.is_some());
         // Once sent, the next webhook of that repository goes without it.
         sent.sent(repo, hash, NOW);
         let r = run(&enforce(), &build_webhook(Some(&b)), &b, 1, false);
@@ -1054,7 +1049,7 @@ mod tests {
         assert_eq!(
             Observation::decode(&m.bytes, Some(&qkey()))
                 .unwrap()
-                .webhook
+                .webhook()
                 .repo_json,
             None
         );
@@ -1084,9 +1079,9 @@ mod tests {
             .unwrap();
         assert_eq!(m.sent_metadata, None);
         let obs = Observation::decode(&m.bytes, Some(&qkey())).unwrap();
-        assert!(!obs.verified);
-        assert_eq!(obs.webhook.repo_json, None);
-        assert_eq!(obs.webhook.system_json, None);
+        assert!(!obs.verified());
+        assert_eq!(obs.webhook().repo_json, None);
+        assert_eq!(obs.webhook().system_json, None);
         let r = run(&enforce(), &build_webhook(Some(&b)), &b, 1, false);
         let m = observed(r.finish(Some(200)))
             .into_message(&sent, NOW, Some(&qkey()))
@@ -1094,7 +1089,7 @@ mod tests {
         assert!(m.sent_metadata.is_some());
         assert!(Observation::decode(&m.bytes, Some(&qkey()))
             .unwrap()
-            .webhook
+            .webhook()
             .repo_json
             .is_some());
     }

@@ -5,9 +5,9 @@
 //! build: shared-data keys cannot be deleted. Values are a compact binary encoding; decoding
 //! is defensive (fuzzed), a corrupt shard is skipped and counted.
 
-use super::ledger::{Class, Entry, NOT_SCHEDULED};
+use super::ledger::{Entry, NOT_SCHEDULED};
 use super::limits::{check_positive, check_slug_part, check_version};
-use super::model::{BuildKey, BuildStatus, RepoRef};
+use super::model::{BuildKey, RepoRef};
 use super::wire::{put_str16, put_u32, put_u64, Magic, Reader};
 
 /// `SSL2` added the claim (version, status), the class and a flags byte to each record.
@@ -126,17 +126,7 @@ pub fn encode_shard(records: &[Record]) -> Vec<u8> {
     for r in records {
         out.extend_from_slice(&r.repo.id.to_le_bytes());
         out.extend_from_slice(&r.number.to_le_bytes());
-        out.extend_from_slice(&r.entry.settled_version.to_le_bytes());
-        out.push(r.entry.settled_status.code());
-        out.push(r.entry.failures);
-        out.extend_from_slice(&r.entry.interval_ms.to_le_bytes());
-        out.extend_from_slice(&r.entry.first_seen_ms.to_le_bytes());
-        out.extend_from_slice(&r.entry.last_change_ms.to_le_bytes());
-        out.extend_from_slice(&r.entry.next_due_ms.to_le_bytes());
-        out.extend_from_slice(&r.entry.claimed_version.to_le_bytes());
-        out.push(r.entry.claimed_status.code());
-        out.push(r.entry.class.code());
-        out.push(u8::from(r.entry.deferred));
+        r.entry.write(&mut out);
         put_names(&mut out, &r.repo);
     }
     out
@@ -154,41 +144,7 @@ pub fn decode_shard(bytes: &[u8]) -> Option<Vec<Record>> {
 fn read_record(r: &mut Reader<'_>, v2: bool) -> Option<Record> {
     let id = r.u64()?;
     let number = check_positive(r.u64()?, "build.number").ok()?;
-    let settled_version = check_version(r.u64()?, "build.version").ok()?;
-    let settled_status = BuildStatus::from_code(r.u8()?);
-    let failures = r.u8()?;
-    let interval_ms = r.u32()?;
-    let first_seen_ms = r.u64()?;
-    let last_change_ms = r.u64()?;
-    let next_due_ms = r.u64()?;
-    let mut entry = Entry {
-        settled_version,
-        settled_status,
-        claimed_version: 0,
-        claimed_status: BuildStatus::Unknown,
-        class: Class::Hint,
-        deferred: false,
-        failures,
-        interval_ms,
-        first_seen_ms,
-        last_change_ms,
-        next_due_ms,
-    };
-    if v2 {
-        entry.claimed_version = check_version(r.u64()?, "build.version").ok()?;
-        entry.claimed_status = BuildStatus::from_code(r.u8()?);
-        entry.class = Class::from_code(r.u8()?)?;
-        entry.deferred = match r.u8()? {
-            0 => false,
-            1 => true,
-            _ => return None,
-        };
-    } else {
-        entry.claimed_version = entry.settled_version;
-        entry.claimed_status = entry.settled_status;
-        entry.settled_version = 0;
-        entry.settled_status = BuildStatus::Unknown;
-    }
+    let entry = Entry::read(r, v2)?;
     Some(Record {
         repo: names(r, id)?,
         number,
@@ -206,9 +162,21 @@ pub fn reschedule_in_flight(entry: &mut Entry, now_ms: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::ledger::Class;
     use crate::core::limits::MAX_INT;
+    use crate::core::model::BuildStatus;
 
     fn rec(n: u64) -> Record {
+        let mut entry =
+            Entry::new(10, Class::Backed).settled_for_tests(n + 1, BuildStatus::Running);
+        entry.claimed_version = n + 2;
+        entry.claimed_status = BuildStatus::Success;
+        entry.class = [Class::Backed, Class::Hint, Class::Inferred][(n % 3) as usize];
+        entry.deferred = n % 2 == 1;
+        entry.failures = 2;
+        entry.interval_ms = 4000;
+        entry.last_change_ms = 20;
+        entry.next_due_ms = if n % 2 == 0 { 30 } else { NOT_SCHEDULED };
         Record {
             repo: RepoRef {
                 id: 42,
@@ -216,19 +184,7 @@ mod tests {
                 name: "hello-world".into(),
             },
             number: n,
-            entry: Entry {
-                settled_version: n + 1,
-                settled_status: BuildStatus::Running,
-                claimed_version: n + 2,
-                claimed_status: BuildStatus::Success,
-                class: [Class::Backed, Class::Hint, Class::Inferred][(n % 3) as usize],
-                deferred: n % 2 == 1,
-                failures: 2,
-                interval_ms: 4000,
-                first_seen_ms: 10,
-                last_change_ms: 20,
-                next_due_ms: if n % 2 == 0 { 30 } else { NOT_SCHEDULED },
-            },
+            entry,
         }
     }
 
@@ -285,9 +241,11 @@ mod tests {
         big.number = 0;
         assert_eq!(decode_shard(&encode_shard(&[big.clone()])), None);
         big.number = 1;
-        big.entry.settled_version = MAX_INT + 1;
+        big.entry = big
+            .entry
+            .settled_for_tests(MAX_INT + 1, BuildStatus::Running);
         assert_eq!(decode_shard(&encode_shard(&[big.clone()])), None);
-        big.entry.settled_version = 1;
+        big.entry = big.entry.settled_for_tests(1, BuildStatus::Running);
         big.entry.claimed_version = MAX_INT + 1;
         assert_eq!(decode_shard(&encode_shard(&[big])), None);
         let repo = rec(1).repo;
@@ -331,7 +289,7 @@ mod tests {
         let e = r[0].entry;
         assert_eq!((r[0].repo.id, r[0].number), (42, 7));
         assert_eq!(e.class, Class::Hint);
-        assert_eq!((e.settled_version, e.claimed_version), (0, 5));
+        assert_eq!((e.settled_version(), e.claimed_version), (0, 5));
         assert_eq!(e.claimed_status, BuildStatus::Success);
     }
 

@@ -17,9 +17,11 @@
 pub mod world;
 
 use status_sync::core::config::Config;
-use status_sync::core::ledger::{Class, Entry};
+use status_sync::core::drone_api::parse_build;
+use status_sync::core::ledger::{Class, Entry, Ledger};
 use status_sync::core::model::{BuildKey, BuildStatus, DeliveryOutcome, ParsedWebhook, RepoRef};
 use status_sync::core::observation::Observation;
+use status_sync::core::proof::Proof;
 use status_sync::core::reconciler::{CallResult, OutgoingCall, Reconciler};
 use status_sync::core::snapshot::{self, Record};
 
@@ -57,11 +59,26 @@ pub fn hook(number: u64, status: &str, version: u64) -> ParsedWebhook {
 /// A live webhook that passed the filter (signed by drone where that distinction exists), and
 /// how the pipeline answered it.
 pub fn obs(number: u64, status: &str, version: u64, outcome: DeliveryOutcome) -> Observation {
-    Observation {
-        webhook: hook(number, status, version),
-        verified: true,
-        outcome,
-    }
+    Observation::for_tests(hook(number, status, version), outcome, true)
+}
+
+/// `entry` with the pipeline holding `version` in `status`, settled the one way there is: the
+/// ledger's `settle` with a proof, here drone's answer about the build (for snapshot records
+/// a previous leader wrote).
+pub fn settled(entry: Entry, version: u64, status: BuildStatus) -> Entry {
+    let key = BuildKey {
+        repo_id: REPO_ID,
+        number: 1,
+    };
+    let answer = format!(
+        r#"{{"id":1,"repo_id":{REPO_ID},"number":1,"status":"{}","version":{version}}}"#,
+        status.as_str()
+    );
+    let mut ledger = Ledger::new(1, 1);
+    ledger.insert(key, entry);
+    let proof = Proof::drone(&parse_build(answer.as_bytes()).unwrap());
+    assert!(ledger.settle(&key, version, status, &proof));
+    *ledger.get(&key).unwrap()
 }
 
 /// A reconciler configured with `extra` (see [`config`]) that saw `builds` (number, status,
@@ -496,8 +513,7 @@ pub fn leader_after(max: u64, min: u64, extra: &str) -> Reconciler {
 /// `due`.
 pub fn killed_record(number: u64, last_change: u64, due: u64) -> Record {
     let mut e = Entry::new(last_change, Class::Backed);
-    e.settled_version = 3;
-    e.settled_status = BuildStatus::Killed;
+    e = settled(e, 3, BuildStatus::Killed);
     e.interval_ms = 8000;
     e.next_due_ms = due;
     Record {

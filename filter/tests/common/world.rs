@@ -259,11 +259,7 @@ impl Sim {
     /// Webhook `h` passed the filter now, `verified` by drone's signature or not, and the
     /// pipeline answered it with `outcome`.
     pub fn saw(&mut self, h: ParsedWebhook, outcome: DeliveryOutcome, verified: bool) {
-        self.observe(Observation {
-            webhook: h,
-            outcome,
-            verified,
-        });
+        self.observe(Observation::for_tests(h, outcome, verified));
     }
 
     pub fn observe(&mut self, o: Observation) {

@@ -268,7 +268,7 @@ impl Reconciler {
             // answer with another `repo_id` is refused, counted in `drone_polls_failed`, and
             // the build backs off (`tests/hints.rs`:
             // `a_build_answer_for_another_repository_is_refused`).
-            Ok(api) if api.number == key.number && api.repo_id == key.repo_id => api,
+            Ok(api) if api.number() == key.number && api.repo_id() == key.repo_id => api,
             Ok(_) => {
                 self.drone_failed(key, "answer for another build", false, now_ms);
                 return Vec::new();
@@ -298,23 +298,23 @@ impl Reconciler {
             None => {}
         }
 
-        let mut settled = (entry.settled_version, entry.settled_status);
-        if entry.claimed_version > api.version {
+        let mut settled = (entry.settled_version(), entry.settled_status());
+        if entry.claimed_version > api.version() {
             let raced = entry.claimed_version != claim_at_call;
             if raced && self.defer_for_claim(key, &entry, now_ms) {
                 return Vec::new();
             }
             // Drone, asked after the claim was made, is behind it: the claim is not drone's.
             self.counters.hints_refuted += 1;
-        } else if entry.claimed_version == api.version
-            && entry.claimed_status == api.status
-            && api.version > settled.0
+        } else if entry.claimed_version == api.version()
+            && entry.claimed_status == api.status()
+            && api.version() > settled.0
         {
             // Drone confirms what the unverified webhook said the pipeline took: the same
             // version *and* status, never the version alone (a forged `success v5` must not
             // settle drone's `failure v5`; pinned by
             // `a_claim_with_drones_version_but_another_status_settles_nothing`).
-            settled = (api.version, api.status);
+            settled = (api.version(), api.status());
         }
         self.ledger.update(&key, |e| {
             e.deferred = false;
@@ -327,18 +327,18 @@ impl Reconciler {
                 e.interval_ms = 0;
             });
         }
-        if api.version > settled.0 {
+        if api.version() > settled.0 {
             // Rule: nothing is re-delivered for a build drone says finished before this
             // reconciler could have seen it, whatever asked for the lookup (a hint naming an
             // old build, gap filling or discovery after a restart that lost the snapshot): it
             // is counted (`builds_finished_unwatched`) and forgotten, tombstoned at drone's
             // version (`tests/hints.rs`:
             // `builds_that_finished_before_the_watch_began_are_never_redelivered`).
-            if api.status.is_done()
-                && self.finished_unwatched(key, entry.first_seen_ms, api.finished_s, now_ms)
+            if api.status().is_done()
+                && self.finished_unwatched(key, entry.first_seen_ms, api.finished_s(), now_ms)
             {
                 self.counters.builds_finished_unwatched += 1;
-                self.ledger.finish(&key, api.version, &Proof::drone(&api));
+                self.ledger.finish(&key, api.version(), &Proof::drone(&api));
                 log::debug!(
                     "not re-delivered: drone says it finished before this reconciler watched it build={} {}",
                     self.build_field(key),
@@ -346,7 +346,7 @@ impl Reconciler {
                 );
                 return Vec::new();
             }
-            (self.slo).missing(key, api.version, now_ms, &Proof::drone(&api));
+            (self.slo).missing(key, api.version(), now_ms, &Proof::drone(&api));
             return self.deliver_or_fetch_repo(key, &api, now_ms);
         }
         let Some(entry) = self.ledger.get(&key).copied() else {
@@ -354,12 +354,12 @@ impl Reconciler {
         };
         // Drone has nothing the pipeline lacks. A cancelled build is watched a while longer
         // (see settles_for_good).
-        let watching_cancel = entry.settled_status == BuildStatus::Killed
+        let watching_cancel = entry.settled_status() == BuildStatus::Killed
             && now_ms.saturating_sub(entry.last_change_ms)
                 < self.cfg.max_poll_interval_ms.saturating_mul(2);
         if entry.settled_is_terminal() && !watching_cancel {
             self.ledger
-                .finish(&key, entry.settled_version, &Proof::drone(&api));
+                .finish(&key, entry.settled_version(), &Proof::drone(&api));
             return Vec::new();
         }
         let stale_after = self.cfg.stale_after_ms;

@@ -13,7 +13,7 @@ impl Reconciler {
     /// Records a live webhook and how the pipeline answered it: evidence when its signature
     /// verified, a hint otherwise.
     pub fn observe(&mut self, obs: Observation, now_ms: u64) {
-        let hook = &obs.webhook;
+        let hook = obs.webhook();
         if hook.repo.id > MAX_DRONE_INT
             || hook.number > MAX_DRONE_INT
             || hook.version > MAX_DRONE_INT
@@ -70,7 +70,7 @@ impl Reconciler {
                 }
             }
             Some(entry) => {
-                let newer = settled && hook.version > entry.settled_version;
+                let newer = settled && hook.version > entry.settled_version();
                 if newer && settles_for_good(hook.status) {
                     self.ledger.finish(&key, hook.version, &proof);
                     return;
@@ -139,7 +139,7 @@ impl Reconciler {
             Some(entry) => {
                 self.ledger.update(&key, |e| {
                     if let Some((version, status)) = claim {
-                        if version > e.settled_version {
+                        if version > e.settled_version() {
                             // The latest claim stands: a forged one is replaced by the next
                             // genuine webhook, and refuted by drone in any case.
                             e.claimed_version = version;

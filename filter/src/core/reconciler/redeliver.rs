@@ -86,34 +86,34 @@ impl Reconciler {
             };
             let pending = Pending::FetchRepo {
                 key,
-                build: api.raw.as_bytes().to_vec(),
+                build: api.raw().as_bytes().to_vec(),
             };
             let permit = self.budget.follow_up();
             let path = drone_api::repo_path(&repo);
             return vec![self.drone_get(permit, path, pending, now_ms)];
         };
-        let body = match drone_api::try_redelivery_body(&repo_json, api.raw, self.objects.system())
-        {
-            Ok(body) => body,
-            Err(e) => {
-                // Never a signed re-delivery without a body. The decoders refuse what causes
-                // this (a stored `repo` or `system` that is not a JSON object): last line of
-                // defence. The bad object goes (drone's `repo` is fetched again) and the build
-                // is looked at again later.
-                self.counters.redeliveries_invalid += 1;
-                self.objects.drop_invalid(key.repo_id, &repo_json);
-                log::warn!(
-                    "re-delivery body could not be built, not sent build={} why={} {}",
-                    self.build_field(key),
-                    Val(&e.to_string()),
-                    self.who
-                );
-                let delay = self.rng.jitter(self.cfg.stale_after_ms);
-                self.ledger
-                    .update(&key, |e| e.next_due_ms = now_ms.saturating_add(delay));
-                return Vec::new();
-            }
-        };
+        let body =
+            match drone_api::try_redelivery_body(&repo_json, api.raw(), self.objects.system()) {
+                Ok(body) => body,
+                Err(e) => {
+                    // Never a signed re-delivery without a body. The decoders refuse what causes
+                    // this (a stored `repo` or `system` that is not a JSON object): last line of
+                    // defence. The bad object goes (drone's `repo` is fetched again) and the build
+                    // is looked at again later.
+                    self.counters.redeliveries_invalid += 1;
+                    self.objects.drop_invalid(key.repo_id, &repo_json);
+                    log::warn!(
+                        "re-delivery body could not be built, not sent build={} why={} {}",
+                        self.build_field(key),
+                        Val(&e.to_string()),
+                        self.who
+                    );
+                    let delay = self.rng.jitter(self.cfg.stale_after_ms);
+                    self.ledger
+                        .update(&key, |e| e.next_due_ms = now_ms.saturating_add(delay));
+                    return Vec::new();
+                }
+            };
         vec![self.deliver(key, Redelivery::of(api), body.into_bytes(), now_ms)]
     }
 
@@ -153,10 +153,11 @@ impl Reconciler {
             return Vec::new();
         };
         match drone_api::parse_build(&build) {
-            Ok(api) if api.version > entry.settled_version => {
+            Ok(api) if api.version() > entry.settled_version() => {
                 // A claim can only be here if it came after drone's answer (the answer cleared
                 // any older one): the build may have moved while the repository was fetched.
-                if entry.claimed_version > api.version && self.defer_for_claim(key, &entry, now_ms)
+                if entry.claimed_version > api.version()
+                    && self.defer_for_claim(key, &entry, now_ms)
                 {
                     return Vec::new();
                 }
@@ -219,11 +220,11 @@ impl Reconciler {
             return;
         };
         // What we re-delivered is drone's own answer: the pipeline's answer to it settles.
-        let newer = version > entry.settled_version;
+        let newer = version > entry.settled_version();
         let (v, s) = if newer {
             (version, status)
         } else {
-            (entry.settled_version, entry.settled_status)
+            (entry.settled_version(), entry.settled_status())
         };
         if settles_for_good(s) && v > 0 {
             self.ledger.finish(&key, v, &proof);
