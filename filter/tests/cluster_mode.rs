@@ -100,11 +100,11 @@ impl World {
     /// Replica `i` takes drone's webhook of (`number`, `status`, `version`).
     fn deliver_to(&mut self, i: usize, number: u64, status: &'static str, version: u64) {
         self.drone.insert(number, (status, version));
-        let obs = Observation {
-            webhook: hook(number, status, version),
-            verified: true,
-            outcome: DeliveryOutcome::Delivered,
-        };
+        let obs = Observation::for_tests(
+            hook(number, status, version),
+            DeliveryOutcome::Delivered,
+            true,
+        );
         let msg = obs.encode(Some(&QueueKey::derive(SECRET.as_bytes())));
         let s = &mut self.sidecars[i];
         s.host.store.enqueue(msg);
@@ -392,11 +392,7 @@ fn what_a_followers_replica_failed_is_redelivered_by_the_leader_and_never_shown_
     let leader = w.leaders()[0];
     let follower = (0..3).find(|i| *i != leader).unwrap();
     w.drone.insert(1, ("success", 3));
-    let failed = Observation {
-        webhook: hook(1, "success", 3),
-        verified: true,
-        outcome: DeliveryOutcome::NotDelivered,
-    };
+    let failed = Observation::for_tests(hook(1, "success", 3), DeliveryOutcome::NotDelivered, true);
     let msg = failed.encode(Some(&QueueKey::derive(SECRET.as_bytes())));
     w.sidecars[follower].host.store.enqueue(msg);
     w.run_ms(5_000);
@@ -438,11 +434,7 @@ fn records_forged_without_the_tag_or_over_the_limits_are_refused_and_counted() {
     let e = Etcd;
     let prefix = w.cfg.etcd_prefix.clone();
     // A writer without the webhook secret: a message tagged with another key, and one untagged.
-    let forged = Observation {
-        webhook: hook(7, "success", 3),
-        verified: true,
-        outcome: DeliveryOutcome::Delivered,
-    };
+    let forged = Observation::for_tests(hook(7, "success", 3), DeliveryOutcome::Delivered, true);
     let writes = [
         forged.encode(Some(&QueueKey::derive(b"not the secret"))),
         forged.encode(None),

@@ -175,6 +175,18 @@ impl Observation {
         self.webhook
     }
 
+    /// The same observation without drone's repository object (and, with `system`, without
+    /// its system object too): what a cluster record carries. Only removes data, so it keeps
+    /// the observation's standing.
+    pub fn without_objects(&self, system: bool) -> Observation {
+        let mut slim = self.clone();
+        slim.webhook.repo_json = None;
+        if system {
+            slim.webhook.system_json = None;
+        }
+        slim
+    }
+
     /// Encodes for `enqueue_shared_queue`; see [`Observation::message`]. A verified
     /// observation is tagged with `key`; without a key it goes as a hint (it could not be
     /// believed).

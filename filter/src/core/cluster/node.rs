@@ -122,7 +122,7 @@ pub fn decode_record(value: &[u8], key: Option<&QueueKey>) -> Option<Observation
         return None;
     }
     match Observation::decode_vouched(value, key) {
-        Ok((obs, Vouch::Evidence)) if obs.verified => Some(obs),
+        Ok((obs, Vouch::Evidence)) if obs.verified() => Some(obs),
         _ => None,
     }
 }
@@ -266,12 +266,9 @@ impl Node {
         }
         // Without drone's repository object (about 2 KB of a 2.3 KB message): the leader has
         // it from its own replica's webhooks, or asks drone once per repository.
-        let mut slim = obs.clone();
-        slim.webhook.repo_json = None;
-        let mut value = slim.encode(self.key.as_ref());
+        let mut value = obs.without_objects(false).encode(self.key.as_ref());
         if value.len() > limits::MAX_VALUE_BYTES {
-            slim.webhook.system_json = None;
-            value = slim.encode(self.key.as_ref());
+            value = obs.without_objects(true).encode(self.key.as_ref());
         }
         if value.len() > limits::MAX_VALUE_BYTES {
             self.counters.records_dropped += 1;
@@ -616,8 +613,8 @@ mod tests {
     }
 
     fn obs(repo_json: Option<String>) -> Observation {
-        Observation {
-            webhook: ParsedWebhook {
+        Observation::for_tests(
+            ParsedWebhook {
                 repo: RepoRef {
                     id: 42,
                     namespace: "octocat".into(),
@@ -630,9 +627,9 @@ mod tests {
                 repo_json,
                 system_json: None,
             },
-            outcome: DeliveryOutcome::Delivered,
-            verified: true,
-        }
+            DeliveryOutcome::Delivered,
+            true,
+        )
     }
 
     fn node() -> Node {
@@ -655,10 +652,8 @@ mod tests {
         assert_eq!(decode_record(&o.encode(Some(&other)), Some(&key())), None);
         assert_eq!(decode_record(&o.encode(None), Some(&key())), None);
         assert_eq!(decode_record(&o.encode(Some(&key())), None), None);
-        let hint = Observation {
-            verified: false,
-            ..o
-        };
+        let mut hint = o;
+        hint.set_verified(false);
         assert_eq!(
             decode_record(&hint.encode(Some(&key())), Some(&key())),
             None
@@ -680,13 +675,7 @@ mod tests {
         n.record(&big, Vouch::Evidence);
         let got = n.unwritten();
         assert_eq!(got.len(), 2);
-        let slim = Observation {
-            webhook: ParsedWebhook {
-                repo_json: None,
-                ..small.webhook.clone()
-            },
-            ..small
-        };
+        let slim = small.without_objects(false);
         assert_eq!(got.first(), Some(&slim));
         assert_eq!(got.get(1), Some(&slim));
         assert!(
@@ -714,9 +703,9 @@ mod tests {
             let mut b = seed.clone();
             crate::core::json::mutate(&mut rng, &mut b, b"\x00\x01\x02\xff{}\"a7");
             if let Some(o) = decode_record(&b, Some(&key())) {
-                assert!(o.verified);
+                assert!(o.verified());
                 let max = crate::core::limits::MAX_INT;
-                let w = &o.webhook;
+                let w = o.webhook();
                 assert!(w.repo.id <= max && w.number <= max && w.version <= max);
             }
         }

@@ -245,7 +245,7 @@ impl Reconciler {
             return false;
         };
         match self.ledger.get(key) {
-            Some(e) => e.settled_version >= what.version(),
+            Some(e) => e.settled_version() >= what.version(),
             None => self
                 .ledger
                 .tombstone(key)
