@@ -550,3 +550,26 @@ fn gap_filling_never_tracks_a_finished_build_again() {
     let fives = s.numbers_delivered(42).iter().filter(|n| **n == 5).count();
     assert_eq!(fives, 1, "{:?}", s.delivered);
 }
+
+/// The time rule's slack is inclusive: drone's clock may be `max_clock_skew_ms` (300 s by
+/// default) behind ours, so a build drone says finished exactly that long before the watch
+/// began may have finished while watched, and is re-delivered; one a second earlier is not.
+#[test]
+fn a_build_finished_within_the_clock_skew_before_the_watch_is_still_redelivered() {
+    let mut s = Sim::new(monitor(""));
+    s.drone.set(42, 61, "running", 2, 0);
+    s.saw(hook(42, 61, "running", 2), Delivered, true);
+    s.drone.set(42, 62, "success", 3, Sim::before_start(300));
+    s.drone.set(42, 63, "failure", 3, Sim::before_start(301));
+    s.drone.set(42, 64, "running", 2, 0);
+    s.run(2_000);
+    s.saw(hook(42, 64, "running", 2), Delivered, true);
+    s.run(30_000);
+    let found: Vec<u64> = s
+        .numbers_delivered(42)
+        .into_iter()
+        .filter(|n| *n < 64)
+        .collect();
+    assert_eq!(found, vec![62], "{:?}", s.delivered);
+    assert_eq!(s.r.counters().builds_finished_unwatched, 1);
+}
