@@ -363,3 +363,86 @@ fn gap_filling_never_tracks_a_finished_build_again() {
     let fives = s.numbers_delivered(42).iter().filter(|n| **n == 5).count();
     assert_eq!(fives, 1, "{:?}", s.delivered);
 }
+
+/// The time rule's slack is inclusive: drone's clock may be `max_clock_skew_ms` (300 s by
+/// default) behind ours, so a build drone says finished exactly that long before the watch
+/// began may have finished while watched, and is re-delivered; one a second earlier is not.
+#[test]
+fn a_build_finished_within_the_clock_skew_before_the_watch_is_still_redelivered() {
+    let mut s = Sim::new(monitor(""));
+    s.drone.set(42, 61, "running", 2, 0);
+    s.saw(hook(42, 61, "running", 2), Delivered, true);
+    s.drone.set(42, 62, "success", 3, Sim::before_start(300));
+    s.drone.set(42, 63, "failure", 3, Sim::before_start(301));
+    s.drone.set(42, 64, "running", 2, 0);
+    s.run(2_000);
+    s.saw(hook(42, 64, "running", 2), Delivered, true);
+    s.run(30_000);
+    let found: Vec<u64> = s
+        .numbers_delivered(42)
+        .into_iter()
+        .filter(|n| *n < 64)
+        .collect();
+    assert_eq!(found, vec![62], "{:?}", s.delivered);
+    assert_eq!(s.r.counters().builds_finished_unwatched, 1);
+}
+
+/// `monitor` with drone's `counter` looked at every 2 minutes at most once a repository is
+/// quiet, so a look that comes sooner was asked for.
+fn monitor_patient() -> Config {
+    let json = r#"{"pipeline_cluster":"pipeline","drone_cluster":"drone","drone_token":"t","tick_ms":100,"stale_after_ms":1000,"max_poll_interval_ms":120000,"circuit_open_ms":2000,"webhook_secret":"s3cret","signature_mode":"monitor"}"#;
+    Config::parse(json.as_bytes(), &|_| None).unwrap()
+}
+
+/// Times drone's `counter` of repository `octocat/<name>` was looked at (or its name asked).
+fn repo_looks(s: &Sim, name: &str) -> usize {
+    let path = format!("/api/repos/octocat/{name}");
+    s.drone.calls.iter().filter(|p| **p == path).count()
+}
+
+/// A repository only hints named is followed through drone's `counter` (in the hints' lane):
+/// a hint for a new build wakes that look at once, so a build of it whose every webhook was
+/// lost is re-delivered within seconds, not at the quiet repository's next look (minutes).
+#[test]
+fn a_hint_for_a_repository_only_hints_named_wakes_its_discovery() {
+    let mut s = Sim::new(monitor_patient());
+    s.drone.set(7, 1, "running", 2, 0);
+    s.saw(hook(7, 1, "running", 2), NotDelivered, false);
+    s.run(600_000);
+    assert!(s.r.repo_confirmed(7).is_some(), "drone confirmed the name");
+    s.drone.set(7, 2, "running", 2, 0);
+    s.drone.set(7, 3, "running", 2, 0);
+    s.saw(hook(7, 2, "running", 2), NotDelivered, false);
+    s.run(4_000);
+    assert!(
+        s.numbers_delivered(7).contains(&3),
+        "build 3 found by its counter: {:?}",
+        s.delivered
+    );
+}
+
+/// Hints never hasten the discovery of a repository evidence named: its looks at drone's
+/// `counter` run in the main lane, which hints must not spend. Ten hints naming old builds of
+/// a quiet repository bring no look at its counter closer.
+#[test]
+fn hints_for_old_builds_do_not_hasten_the_discovery_of_an_evidence_repository() {
+    let mut s = Sim::new(monitor_patient());
+    for n in 1..=10 {
+        s.drone.set(42, n, "success", 3, Sim::before_start(DAY_S));
+    }
+    s.drone.set(42, 101, "running", 2, 0);
+    s.saw(hook(42, 101, "running", 2), Delivered, true);
+    s.run(600_000);
+    let before = repo_looks(&s, "hello-world");
+    for n in 1..=10 {
+        s.saw(hook(42, n, "success", 3), Delivered, false);
+        s.run(1_000);
+    }
+    s.run(2_000);
+    for n in 1..=10 {
+        assert_eq!(s.drone.build_lookups(42, n), 1, "{n}");
+    }
+    let during = repo_looks(&s, "hello-world") - before;
+    assert!(during <= 1, "{during} looks at the counter in 12 s");
+    assert!(s.delivered.is_empty(), "{:?}", s.delivered);
+}
