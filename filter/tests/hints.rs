@@ -369,14 +369,14 @@ fn gap_filling_never_tracks_a_finished_build_again() {
 /// began may have finished while watched, and is re-delivered; one a second earlier is not.
 #[test]
 fn a_build_finished_within_the_clock_skew_before_the_watch_is_still_redelivered() {
-    let mut s = Sim::new(monitor(""));
-    s.drone.set(42, 61, "running", 2, 0);
-    s.saw(hook(42, 61, "running", 2), Delivered, true);
-    s.drone.set(42, 62, "success", 3, Sim::before_start(300));
-    s.drone.set(42, 63, "failure", 3, Sim::before_start(301));
-    s.drone.set(42, 64, "running", 2, 0);
+    let mut s = sim(monitor(""));
+    s.drone.set(42, 61, "running", 2);
+    s.saw(hook_of(42, 61, "running", 2), Delivered, true);
+    s.drone.set_finished(42, 62, "success", 3, before_start(300));
+    s.drone.set_finished(42, 63, "failure", 3, before_start(301));
+    s.drone.set(42, 64, "running", 2);
     s.run(2_000);
-    s.saw(hook(42, 64, "running", 2), Delivered, true);
+    s.saw(hook_of(42, 64, "running", 2), Delivered, true);
     s.run(30_000);
     let found: Vec<u64> = s
         .numbers_delivered(42)
@@ -405,14 +405,14 @@ fn repo_looks(s: &Sim, name: &str) -> usize {
 /// lost is re-delivered within seconds, not at the quiet repository's next look (minutes).
 #[test]
 fn a_hint_for_a_repository_only_hints_named_wakes_its_discovery() {
-    let mut s = Sim::new(monitor_patient());
-    s.drone.set(7, 1, "running", 2, 0);
-    s.saw(hook(7, 1, "running", 2), NotDelivered, false);
+    let mut s = sim(monitor_patient());
+    s.drone.set(7, 1, "running", 2);
+    s.saw(hook_of(7, 1, "running", 2), NotDelivered, false);
     s.run(600_000);
     assert!(s.r.repo_confirmed(7).is_some(), "drone confirmed the name");
-    s.drone.set(7, 2, "running", 2, 0);
-    s.drone.set(7, 3, "running", 2, 0);
-    s.saw(hook(7, 2, "running", 2), NotDelivered, false);
+    s.drone.set(7, 2, "running", 2);
+    s.drone.set(7, 3, "running", 2);
+    s.saw(hook_of(7, 2, "running", 2), NotDelivered, false);
     s.run(4_000);
     assert!(
         s.numbers_delivered(7).contains(&3),
@@ -426,16 +426,16 @@ fn a_hint_for_a_repository_only_hints_named_wakes_its_discovery() {
 /// a quiet repository bring no look at its counter closer.
 #[test]
 fn hints_for_old_builds_do_not_hasten_the_discovery_of_an_evidence_repository() {
-    let mut s = Sim::new(monitor_patient());
+    let mut s = sim(monitor_patient());
     for n in 1..=10 {
-        s.drone.set(42, n, "success", 3, Sim::before_start(DAY_S));
+        s.drone.set_finished(42, n, "success", 3, before_start(DAY_S));
     }
-    s.drone.set(42, 101, "running", 2, 0);
-    s.saw(hook(42, 101, "running", 2), Delivered, true);
+    s.drone.set(42, 101, "running", 2);
+    s.saw(hook_of(42, 101, "running", 2), Delivered, true);
     s.run(600_000);
     let before = repo_looks(&s, "hello-world");
     for n in 1..=10 {
-        s.saw(hook(42, n, "success", 3), Delivered, false);
+        s.saw(hook_of(42, n, "success", 3), Delivered, false);
         s.run(1_000);
     }
     s.run(2_000);
