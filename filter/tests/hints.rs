@@ -372,8 +372,10 @@ fn a_build_finished_within_the_clock_skew_before_the_watch_is_still_redelivered(
     let mut s = sim(monitor(""));
     s.drone.set(42, 61, "running", 2);
     s.saw(hook_of(42, 61, "running", 2), Delivered, true);
-    s.drone.set_finished(42, 62, "success", 3, before_start(300));
-    s.drone.set_finished(42, 63, "failure", 3, before_start(301));
+    s.drone
+        .set_finished(42, 62, "success", 3, before_start(300));
+    s.drone
+        .set_finished(42, 63, "failure", 3, before_start(301));
     s.drone.set(42, 64, "running", 2);
     s.run(2_000);
     s.saw(hook_of(42, 64, "running", 2), Delivered, true);
@@ -428,7 +430,8 @@ fn a_hint_for_a_repository_only_hints_named_wakes_its_discovery() {
 fn hints_for_old_builds_do_not_hasten_the_discovery_of_an_evidence_repository() {
     let mut s = sim(monitor_patient());
     for n in 1..=10 {
-        s.drone.set_finished(42, n, "success", 3, before_start(DAY_S));
+        s.drone
+            .set_finished(42, n, "success", 3, before_start(DAY_S));
     }
     s.drone.set(42, 101, "running", 2);
     s.saw(hook_of(42, 101, "running", 2), Delivered, true);
