@@ -71,7 +71,7 @@ impl Turn {
     }
 
     /// The tick: elect; on the leader, drain the queue, dispatch the reconciler's calls,
-    /// forget tokens of calls it expired, checkpoint, mirror metrics, log the summary.
+    /// forget tokens of calls it gave up on, checkpoint, mirror metrics, log the summary.
     /// Returns the tick's time.
     pub fn on_tick(&mut self, host: &mut impl Host, cfg: &Config) -> u64 {
         let now_ms = host.now_ms();
@@ -86,13 +86,14 @@ impl Turn {
         leader.drain(host, now_ms);
         let calls = leader.reconciler.tick(now_ms);
         dispatch_all(leader, host, calls, now_ms);
-        // Tokens of calls the reconciler expired (the host never answered) are dropped, so
-        // the map stays bounded even if answers are lost.
-        let tokens = &mut leader.host.tokens;
-        if tokens.len() > cfg.max_inflight_calls.saturating_mul(4).saturating_add(16) {
-            let reconciler = &leader.reconciler;
-            tokens.retain(|_, id| reconciler.is_inflight(*id));
-        }
+        // Tokens of calls the reconciler expired (the host never answered) are dropped: the
+        // map holds only calls in flight (at most `max_inflight_calls`) even if answers are
+        // lost, and a late answer to an expired call is ignored unread.
+        let reconciler = &leader.reconciler;
+        leader
+            .host
+            .tokens
+            .retain(|_, id| reconciler.is_inflight(*id));
         finish(leader, host);
         leader.log_summary(now_ms);
         now_ms
@@ -152,9 +153,10 @@ fn dispatch_all(
     now_ms: u64,
 ) {
     let mut pending = calls;
-    let mut rounds = 0;
-    while !pending.is_empty() && rounds < MAX_DISPATCH_ROUNDS {
-        rounds += 1;
+    for _ in 0..MAX_DISPATCH_ROUNDS {
+        if pending.is_empty() {
+            break;
+        }
         let mut next = Vec::new();
         for call in pending {
             match host.dispatch(&call) {
@@ -199,7 +201,7 @@ fn mirror(host: &mut impl Host, now: &Counters, last: &mut Counters) {
             Kind::Counter => {
                 let old = last.get(id).unwrap_or_default();
                 let by = value.saturating_sub(old);
-                if by > 0 {
+                if by != 0 {
                     host.add_metric(id, by);
                 }
             }
