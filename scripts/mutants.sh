@@ -7,7 +7,8 @@
 # Two passes per file, so a shard takes minutes, not hours, on a shared 2-core machine:
 #   1. fast: each mutant against the filter's unit tests only (one test binary to link), without
 #      the parsers' randomised comparisons against serde (for the parsers' own files, without
-#      the two largest of them);
+#      the two largest of them; for turn.rs, which no unit test reaches, tests/turn.rs instead;
+#      none for reconciler/*, which no unit test reaches and most of filter/tests does);
 #   2. full: every mutant pass 1 did not catch, again against all of the filter's own tests
 #      (unit tests and filter/tests/*.rs; `cargo mutants --iterate`).
 # A mutant is missed only if the full suite misses it, so the fast pass changes the time, never
@@ -72,18 +73,21 @@ for f in "$@"; do
   # cases (seconds each; the full pass runs them on whatever the rest did not catch).
   [[ $parsers == *" $f "* ]] &&
     skip=(-- --skip mutations_of_a_drone_payload_match_serde --skip single_pass_matches_reference_on_mutations)
+  # No unit test reaches turn.rs: its fast pass is the one test binary that does.
+  fast=(--cargo-test-arg=--lib) what="unit tests"
+  [[ $f == turn ]] && fast=(--cargo-test-arg=--test=turn) what="tests/turn.rs"
   full=0 iterate=(--iterate)
-  if [[ $f == reconciler/* || $f == turn ]]; then
-    # No unit test reaches these files (only filter/tests does): a fast pass would build and
-    # test every mutant once for nothing, so they have the full pass alone.
+  if [[ $f == reconciler/* ]]; then
+    # No unit test reaches the reconciler's modules, and most of filter/tests does: a fast
+    # pass would build and test every mutant once for nothing, so they have the full pass alone.
     echo "fast pass (unit tests): skipped, no unit test reaches $f.rs" | tee -a "$work/result.txt"
     : >"$work/fast-caught.txt"
     : >"$work/fast-unviable.txt"
     full=1 iterate=()
   else
-    cargo mutants -f "filter/src/core/$f.rs" "${args[@]}" -o "$work" --cargo-test-arg=--lib -- "${skip[@]}" \
+    cargo mutants -f "filter/src/core/$f.rs" "${args[@]}" -o "$work" "${fast[@]}" -- "${skip[@]}" \
       >"$work/fast.log" 2>&1
-    tail -1 "$work/fast.log" | sed 's/^/fast pass (unit tests): /' | tee -a "$work/result.txt"
+    tail -1 "$work/fast.log" | sed "s|^|fast pass ($what): |" | tee -a "$work/result.txt"
     for l in caught unviable; do cp "$work/mutants.out/$l.txt" "$work/fast-$l.txt" 2>/dev/null || : >"$work/fast-$l.txt"; done
     [[ -s $work/mutants.out/missed.txt || -s $work/mutants.out/timeout.txt ]] && full=1
   fi
