@@ -7,7 +7,7 @@
 # Two passes per file, so a shard takes minutes, not hours, on a shared 2-core machine:
 #   1. fast: each mutant against the filter's unit tests only (one test binary to link), without
 #      the parsers' randomised comparisons against serde (for the parsers' own files, without
-#      the two largest of them);
+#      the two largest of them; for turn.rs, which no unit test reaches, tests/turn.rs instead);
 #   2. full: every mutant pass 1 did not catch, again against all of the filter's own tests
 #      (unit tests and filter/tests/*.rs; `cargo mutants --iterate`).
 # Files the unit tests do not reach (reconciler/*, host) skip pass 1: all their mutants go to pass 2.
@@ -78,12 +78,14 @@ for f in "$@"; do
   # The reconciler's modules and host.rs are reached by filter/tests only (the unit tests do not
   # construct a reconciler or a host): for them the fast pass would build and run the unit tests
   # for nothing, so every mutant goes straight to the full pass.
-  fast=1 iterate=(--iterate)
+  # No unit test reaches turn.rs either: its fast pass is the one test binary that does.
+  fast=1 iterate=(--iterate) lib=(--cargo-test-arg=--lib) what="unit tests"
   [[ $f == reconciler/* || $f == host ]] && fast=0 iterate=()
+  [[ $f == turn ]] && lib=(--cargo-test-arg=--test=turn) what="tests/turn.rs"
   if [[ $fast == 1 ]]; then
-    cargo mutants -f "filter/src/core/$f.rs" "${args[@]}" -o "$work" --cargo-test-arg=--lib -- "${skip[@]}" \
+    cargo mutants -f "filter/src/core/$f.rs" "${args[@]}" -o "$work" "${lib[@]}" -- "${skip[@]}" \
       >"$work/fast.log" 2>&1
-    tail -1 "$work/fast.log" | sed 's/^/fast pass (unit tests): /' | tee -a "$work/result.txt"
+    tail -1 "$work/fast.log" | sed "s|^|fast pass ($what): |" | tee -a "$work/result.txt"
   else
     echo "fast pass (unit tests): skipped, they do not reach this file" | tee -a "$work/result.txt"
   fi

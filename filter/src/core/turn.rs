@@ -95,7 +95,7 @@ impl Turn {
     }
 
     /// The tick: elect; on the leader, drain the queue, dispatch the reconciler's calls,
-    /// forget tokens of calls it expired, checkpoint, mirror metrics, log the summary.
+    /// forget tokens of calls it gave up on, checkpoint, mirror metrics, log the summary.
     /// Returns the tick's time.
     pub fn on_tick(&mut self, host: &mut impl Host, cfg: &Config) -> u64 {
         let now_ms = host.now_ms();
@@ -110,7 +110,7 @@ impl Turn {
         };
         if cfg.etcd_cluster.is_none() {
             leader.drain(host, now_ms);
-            reconcile(leader, host, cfg, now_ms);
+            reconcile(leader, host, now_ms);
         } else {
             let mut node = leader
                 .host
@@ -144,7 +144,7 @@ impl Turn {
             // The cluster leader looks builds up after the records are read: the tick waits
             // for the read's answer (see `on_call_answer`).
             if mode.reconciles() && !(mode == Mode::Leads && reading) {
-                reconcile(leader, host, cfg, now_ms);
+                reconcile(leader, host, now_ms);
             }
         }
         finish(leader, host);
@@ -224,16 +224,17 @@ fn drain(leader: &mut Leader<Calls>, host: &mut impl Host, now_ms: u64) {
 }
 
 /// The reconciler's tick: its calls dispatched, tokens of calls it expired forgotten.
-fn reconcile(leader: &mut Leader<Calls>, host: &mut impl Host, cfg: &Config, now_ms: u64) {
+fn reconcile(leader: &mut Leader<Calls>, host: &mut impl Host, now_ms: u64) {
     let calls = leader.reconciler.tick(now_ms);
     dispatch_all(leader, host, calls, now_ms);
-    // Tokens of calls the reconciler expired (the host never answered) are dropped, so
-    // the map stays bounded even if answers are lost.
-    let tokens = &mut leader.host.tokens;
-    if tokens.len() > cfg.max_inflight_calls.saturating_mul(4).saturating_add(16) {
-        let reconciler = &leader.reconciler;
-        tokens.retain(|_, id| reconciler.is_inflight(*id));
-    }
+    // Tokens of calls the reconciler expired (the host never answered) are dropped: the
+    // map holds only calls in flight (at most `max_inflight_calls`) even if answers are
+    // lost, and a late answer to an expired call is ignored unread.
+    let reconciler = &leader.reconciler;
+    leader
+        .host
+        .tokens
+        .retain(|_, id| reconciler.is_inflight(*id));
 }
 
 /// The node's mode now, shown in `cluster_mode`; a change is logged (entering the fallback at
@@ -351,7 +352,7 @@ fn node_answer(
     leader.host.node = Some(node);
     if mode == Mode::Leads && answered.read_done {
         release(leader, host, cfg, now_ms, scan_started);
-        reconcile(leader, host, cfg, now_ms);
+        reconcile(leader, host, now_ms);
     }
     finish(leader, host);
 }
@@ -420,9 +421,10 @@ fn dispatch_all(
     now_ms: u64,
 ) {
     let mut pending = calls;
-    let mut rounds = 0;
-    while !pending.is_empty() && rounds < MAX_DISPATCH_ROUNDS {
-        rounds += 1;
+    for _ in 0..MAX_DISPATCH_ROUNDS {
+        if pending.is_empty() {
+            break;
+        }
         let mut next = Vec::new();
         for call in pending {
             if leader
@@ -504,7 +506,7 @@ fn mirror(host: &mut impl Host, now: &Counters, last: &mut Counters) {
             Kind::Counter => {
                 let old = last.get(id).unwrap_or_default();
                 let by = value.saturating_sub(old);
-                if by > 0 {
+                if by != 0 {
                     host.add_metric(id, by);
                 }
             }

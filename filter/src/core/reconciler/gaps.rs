@@ -78,17 +78,19 @@ impl Reconciler {
         if seen_max == 0 || fill == 0 {
             return;
         }
-        if number > seen_max.saturating_add(1) {
-            // Newer than anything seen: the numbers just below it were missed.
-            let from = (seen_max + 1).max(number.saturating_sub(fill));
-            self.track_missing(key.repo_id, from..number, now_ms);
-        } else if unordered && seen_min > 0 && number.saturating_add(1) < seen_min {
+        // Newer than anything seen: the numbers just below it were missed (the range is
+        // empty for any other number; written without a test, which could only repeat it).
+        let from = (seen_max + 1).max(number.saturating_sub(fill));
+        self.track_missing(key.repo_id, from..number, now_ms);
+        if unordered {
             // `off`: numbers come in the order of their (jittered) lookups, so the lowest seen
             // is any of a repository's first builds; the numbers between a lower one and it
-            // were missed too. The time rule keeps old finished builds among them from being
-            // re-delivered.
-            let to = seen_min.min(number.saturating_add(1).saturating_add(fill));
-            self.track_missing(key.repo_id, number + 1..to, now_ms);
+            // were missed too (an empty range unless it is below the lowest seen, which it is
+            // not when it is above the highest). The time rule keeps old finished builds
+            // among them from being re-delivered.
+            let below = number.saturating_add(1);
+            let to = seen_min.min(below.saturating_add(fill));
+            self.track_missing(key.repo_id, below..to, now_ms);
         }
     }
 
