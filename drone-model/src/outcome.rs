@@ -86,6 +86,20 @@ impl Outcome {
         Outcome::Stuck,
     ];
 
+    /// Every outcome whose build ends ([`Outcome::ALL`] but [`Outcome::Stuck`]): what a test
+    /// that waits for the reconciler to go idle may schedule (a stuck build stays tracked
+    /// until `max_build_age_ms`, as it should).
+    pub const ENDING: [Outcome; 8] = [
+        Outcome::Success,
+        Outcome::Failure,
+        Outcome::Error,
+        Outcome::Killed,
+        Outcome::Skipped,
+        Outcome::Declined,
+        Outcome::ConfigError,
+        Outcome::NoRun,
+    ];
+
     /// The build status drone ends with.
     pub fn final_status(self) -> &'static str {
         match self {
@@ -134,6 +148,11 @@ mod tests {
         for o in Outcome::ALL {
             assert_eq!(MIX.iter().filter(|(m, _)| *m == o).count(), 1, "{o:?}");
         }
+        let ending: Vec<Outcome> = Outcome::ALL
+            .into_iter()
+            .filter(|o| *o != Outcome::Stuck)
+            .collect();
+        assert_eq!(ending, Outcome::ENDING);
         let counts = |o: Outcome| (0..100).filter(|r| Outcome::from_roll(*r) == o).count();
         for (o, share) in MIX {
             assert_eq!(counts(o) as u64, share, "{o:?}");
