@@ -202,6 +202,21 @@ fn an_answer_to_a_call_this_leader_did_not_make_is_ignored_unread() {
     assert_eq!(rig.host.store.queued(), 1);
 }
 
+/// `recovery_delay_ms` runs from the drone answer that showed a transition missing to the
+/// pipeline's 2xx for its re-delivery: the figure the SLO panel shows users.
+#[test]
+fn the_recovery_delay_runs_from_the_answer_that_showed_the_gap_to_the_pipelines_2xx() {
+    let mut rig = Rig::leading();
+    rig.live("running", 2);
+    let token = rig.tick_until_lookup();
+    rig.answer(token, 200, api_build(1, "success", 3));
+    let (token, call) = rig.host.take_dispatched().into_iter().next().unwrap();
+    assert_eq!(call.cluster, "pipeline");
+    rig.host.now_ms += 250;
+    rig.answer(token, 200, Vec::new());
+    assert_eq!(rig.host.samples(Id::RecoveryDelayMs), vec![250]);
+}
+
 #[test]
 fn the_snapshot_written_after_an_answer_holds_what_the_answer_did() {
     let mut rig = Rig::leading();
