@@ -2,6 +2,8 @@
 //! Istio READMEs it sends readers to) reaches a file of the repository, and every `#anchor`
 //! a heading (or an `<a id>`) of the markdown file it names, as GitHub renders it. Sections
 //! move between README and docs/; a link left pointing at the old place fails here.
+//! The test names the docs quote (the security model names the test pinning each rule) are
+//! defined somewhere in the workspace.
 
 #![allow(
     clippy::unwrap_used,
@@ -292,4 +294,97 @@ fn a_link_to_a_missing_file_or_heading_is_reported() {
     assert!(dead[1].contains("`docs/gone.md`"), "{dead:?}");
     assert!(dead[2].contains("`#bottom`"), "{dead:?}");
     assert!(dead[3].contains("leaves the repository"), "{dead:?}");
+}
+
+/// Every `.rs` file of the workspace's crates, as text.
+fn sources() -> Vec<String> {
+    fn walk(dir: &Path, out: &mut Vec<String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name();
+            if path.is_dir() && name != "target" && name != ".git" {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(std::fs::read_to_string(&path).unwrap_or_default());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for krate in [
+        "filter",
+        "host-tests",
+        "envoy",
+        "drone-model",
+        "test-support",
+        "benchmarks",
+    ] {
+        walk(&root().join(krate), &mut out);
+    }
+    out
+}
+
+/// The test names a document quotes: inline code spans that are a sentence in snake case (six
+/// words or more, optionally after `file::`), minus metric names (Envoy's, Istio's and ours,
+/// which are snake case too).
+fn quoted_test_names(text: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    for span in text.split('`').skip(1).step_by(2) {
+        let name = span.rsplit("::").next().unwrap_or(span);
+        let snake = !name.is_empty()
+            && name.starts_with(|c: char| c.is_ascii_lowercase())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        let metric = ["envoy_", "istio_", "status_sync_"]
+            .iter()
+            .any(|p| name.starts_with(p));
+        if snake && !metric && name.split('_').count() >= 6 {
+            names.push(name.to_string());
+        }
+    }
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// The security model and the guarantees are lists of rules, each naming the test that pins
+/// it: a test renamed or deleted must not leave a rule pointing at nothing.
+#[test]
+fn every_test_the_docs_name_exists() {
+    let sources = sources();
+    let mut quoted = 0;
+    let mut missing = Vec::new();
+    for file in documents() {
+        for name in quoted_test_names(&read_repo(Path::new(&file)).unwrap_or_default()) {
+            quoted += 1;
+            let defined = sources.iter().any(|s| {
+                s.match_indices(&format!("fn {name}")).any(|(at, m)| {
+                    !s[at + m.len()..].starts_with(|c: char| c.is_alphanumeric() || c == '_')
+                })
+            });
+            if !defined {
+                missing.push(format!("{file}: `{name}`"));
+            }
+        }
+    }
+    // The scan sees them: docs/security.md alone names dozens.
+    assert!(quoted >= 25, "only {quoted} test names found");
+    assert!(
+        missing.is_empty(),
+        "tests the docs name but nobody defines:\n{}",
+        missing.join("\n")
+    );
+}
+
+#[test]
+fn test_names_are_told_from_metric_names_and_keys() {
+    let text = "`turn::a_late_answer_to_a_call_is_ignored_unread`, `max_body_bytes_in_flight`, \
+                `status_sync_sync_instance___ci___webhooks_observed`, `Not_A_Test_Name_At_All`";
+    assert_eq!(
+        quoted_test_names(text),
+        vec!["a_late_answer_to_a_call_is_ignored_unread"]
+    );
 }
