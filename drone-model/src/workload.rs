@@ -8,7 +8,7 @@ use crate::lifecycle::{Act, Hook, Row};
 use crate::outcome::Outcome;
 use crate::rng::Rng;
 use crate::store::Store;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Events in time order (equal times: in the order they were scheduled).
 #[derive(Debug)]
@@ -200,6 +200,33 @@ impl Builds {
     }
 }
 
+/// The builds a sidecar looks up by number (`max_gap_fill`, docs/configuration.md) after the
+/// webhooks `arrivals` (time, repository, number) reached it: each reconciler keeps, per
+/// repository, the highest number it saw in a webhook; one for build n above m + 1 makes it
+/// look up builds max(m + 1, n - max_gap_fill)..n. A new reconciler (one starts at each of
+/// `epochs`: a VM crash, a config change) starts without those numbers, and its first webhook
+/// of a repository only sets it.
+pub fn gap_filled(
+    arrivals: &[(u64, u64, u64)],
+    epochs: &[u64],
+    max_gap_fill: u64,
+) -> BTreeSet<(u64, u64)> {
+    let mut filled = BTreeSet::new();
+    for (i, start) in epochs.iter().enumerate() {
+        let end = epochs.get(i + 1).copied().unwrap_or(u64::MAX);
+        let mut seen: BTreeMap<u64, u64> = BTreeMap::new();
+        for (_, repo, n) in arrivals.iter().filter(|(t, _, _)| *t >= *start && *t < end) {
+            let m = seen.get(repo).copied().unwrap_or(0);
+            seen.insert(*repo, m.max(*n));
+            if m == 0 || *n <= m + 1 {
+                continue;
+            }
+            filled.extend(((m + 1).max(n.saturating_sub(max_gap_fill))..*n).map(|k| (*repo, k)));
+        }
+    }
+    filled
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,6 +257,25 @@ mod tests {
         assert_eq!(d.last_number(1), Outcome::ALL.len() as u64);
         let declined = d.builds.iter().find(|b| b.outcome == Outcome::Declined);
         assert_eq!(declined.map(|b| b.sent), Some(1), "declines send nothing");
+    }
+
+    #[test]
+    fn gap_filling_looks_up_at_most_max_gap_fill_below_a_jump_within_one_reconciler() {
+        let arrivals = [
+            (0, 1, 1),
+            (1, 1, 30),
+            (2, 2, 5),
+            (10, 2, 9),
+            (11, 1, 33),
+            (12, 1, 36),
+        ];
+        let filled = gap_filled(&arrivals, &[0, 10], 20);
+        let want: BTreeSet<(u64, u64)> =
+            (10..30).map(|n| (1, n)).chain([(1, 34), (1, 35)]).collect();
+        assert_eq!(
+            filled, want,
+            "repo 2's jump spans two reconcilers: nothing looked up"
+        );
     }
 
     #[test]

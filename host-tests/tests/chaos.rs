@@ -69,7 +69,7 @@ use common::*;
 use drone_model::lifecycle::Act;
 use drone_model::outcome::{CHAOS, TEARDOWN};
 use drone_model::store::{Bodies, Store};
-use drone_model::workload::{acts, Builds, Timeline};
+use drone_model::workload::{acts, gap_filled, Builds, Timeline};
 use drone_model::{Outcome, Rng, Shape};
 use host_tests::{CallReply, CallRequest, Host, UpstreamReply, CANARY};
 use serde_json::{json, Value};
@@ -934,7 +934,7 @@ impl Sim {
             let e = newest_seen.entry(b.repo).or_insert(0);
             *e = (*e).max(b.number);
         }
-        let gap_filled = gap_fill_model(&self.arrivals, &self.epochs, 20);
+        let gap_filled = gap_filled(&self.arrivals, &self.epochs, 20);
         for b in builds {
             let key = (repo_id(b.repo), b.number);
             let have = p.view.get(&key);
@@ -976,7 +976,7 @@ impl Sim {
                 r.legit_unknowable.push(what);
             } else if b.arrived == 0 && !gap_filled.contains(&(b.repo, b.number)) {
                 // A later build arrived, but only below a reconciler's first sight of the
-                // repository (see `gap_fill_model`): a filter issue, counted on its own.
+                // repository (`drone_model::workload::gap_filled`): a filter issue, counted on its own.
                 r.missed_below_baseline.push(what);
             } else {
                 r.unconverged.push(what);
@@ -991,35 +991,6 @@ impl Sim {
             .map(|(k, v)| (k.trim_start_matches("status_sync.").to_string(), v))
             .collect();
     }
-}
-
-/// The builds the filter looks up by number (docs/configuration.md, `max_gap_fill`), as it does it: each
-/// reconciler keeps, per repository, the highest build number it saw in a webhook; a webhook
-/// for build n above m + 1 makes it look up builds max(m + 1, n - max_gap_fill)..n. That
-/// highest number is not part of the checkpoint: a new reconciler (after a VM crash or a
-/// config change) starts without it, and its first webhook of a repository only sets it.
-/// Returns the (repo, number) pairs some reconciler looked up.
-fn gap_fill_model(
-    arrivals: &[(u64, u64, u64)],
-    epochs: &[u64],
-    max_gap_fill: u64,
-) -> std::collections::BTreeSet<(u64, u64)> {
-    let mut filled = std::collections::BTreeSet::new();
-    for (i, start) in epochs.iter().enumerate() {
-        let end = epochs.get(i + 1).copied().unwrap_or(u64::MAX);
-        let mut seen: BTreeMap<u64, u64> = BTreeMap::new();
-        for (_, repo, n) in arrivals.iter().filter(|(t, _, _)| *t >= *start && *t < end) {
-            let m = seen.get(repo).copied().unwrap_or(0);
-            seen.insert(*repo, m.max(*n));
-            if m == 0 || *n <= m + 1 {
-                continue;
-            }
-            for missing in (m + 1).max(n.saturating_sub(max_gap_fill))..*n {
-                filled.insert((*repo, missing));
-            }
-        }
-    }
-    filled
 }
 
 fn percentile(sorted: &[u64], p: f64) -> u64 {
