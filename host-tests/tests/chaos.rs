@@ -719,21 +719,10 @@ impl Sim {
         let status = a.pick(&[
             "pending", "running", "success", "failure", "killed", "error",
         ]);
-        let hook = Hook {
-            build: 0,
-            repo,
-            number,
-            shape: Shape::Updated,
-            status,
-            version,
-        };
-        let mut v: Value = serde_json::from_slice(&self.bodies.hook(
-            Shape::Updated,
-            (hook.repo, hook.number),
-            hook.status,
-            hook.version,
-        ))
-        .unwrap();
+        let forged = self
+            .bodies
+            .hook(Shape::Updated, (repo, number), status, version);
+        let mut v: Value = serde_json::from_slice(&forged).unwrap();
         let (ns, name) = match a.range(0, 2) {
             0 => ("evil-ns".to_string(), "evil-repo".to_string()),
             1 => ("..".to_string(), "..".to_string()),
