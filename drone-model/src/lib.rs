@@ -8,6 +8,8 @@
 //! - [`store`]: drone as the wasm-host harnesses see it (chaos, scenarios, soak, benchmarks):
 //!   repositories and builds with their rows and numbering, drone's API answered from them,
 //!   webhook and API bodies made fast from the fixtures;
+//! - [`workload`]: builds driven in virtual time (numbering, their lifecycle planned as timed
+//!   acts, each applied to the row and written to the store): chaos, soak and the benchmarks;
 //! - [`outcome`]: how builds end and how often ([`outcome::MIX`], the one table of it);
 //! - [`rng`]: the seeded splitmix64 every test-side driver draws from;
 //! - [`shapes`]: drone's JSON types, serialised byte for byte as drone's Go structs are;
@@ -25,6 +27,7 @@ pub mod rng;
 pub mod server;
 pub mod shapes;
 pub mod store;
+pub mod workload;
 
 pub use lifecycle::{is_done, Hook, Row, Shape};
 pub use outcome::{Outcome, MIX};

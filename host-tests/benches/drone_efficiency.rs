@@ -2,17 +2,17 @@
 //!
 //! A simulated day of builds goes through the native sans-IO core (`Reconciler` with a virtual
 //! clock: observe, tick, on_response, as the shell drives them) with the configuration
-//! defaults of docs/configuration.md. Drone is `drone_model::lifecycle::Row`, the lifecycle the drone
-//! simulator runs (`build:created` pending version 1; pending→running writes version 2 and
-//! sends **no** webhook; every step start and end sends `build:updated` running version 2;
-//! teardown writes the final status, version 3, and sends the last `build:updated`), driven in
-//! virtual time:
+//! defaults of docs/configuration.md. Drone is `drone_model::workload` (the lifecycle the drone
+//! simulator runs, `lifecycle::Row`: `build:created` pending version 1; pending→running writes
+//! version 2 and sends **no** webhook; every step start and end sends `build:updated` running
+//! version 2; teardown writes the final status, version 3, and sends the last
+//! `build:updated`), driven in virtual time, and its API is `drone_model::store`'s:
 //!
 //! - builds arrive at random (one every 45 s on average) over 20 repositories and run from
-//!   10 s to an hour (log-uniform), in 2-6 steps, after 1-30 s in the queue;
+//!   10 s to an hour (log-uniform), in 2-7 steps, after 1-30 s in the queue;
 //! - outcomes drawn from `drone_model::outcome::MIX`, as the simulator draws them (killed:
-//!   cancelled while a step runs; skipped: auto-cancelled while pending; declined: after
-//!   waiting for approval, no webhook at all; config error: created as error);
+//!   cancelled while pending or running; skipped: auto-cancelled while pending; declined:
+//!   after waiting for approval, no webhook at all; config error: created as error);
 //! - 20% of all webhooks are lost; the pipeline accepts everything it gets; the REST API
 //!   answers from drone's state at once.
 //!
@@ -35,13 +35,15 @@
 mod common;
 
 use common::report::{self, chart, median, quantile, Op, Panel, Series, Summary};
-use drone_model::{Hook, Outcome, Rng, Row};
+use drone_model::lifecycle::Act;
+use drone_model::store::{repo_id, Store};
+use drone_model::workload::{gap_filled, Build, Builds};
+use drone_model::{Hook, Outcome, Rng};
 use status_sync::core::config::Config;
 use status_sync::core::model::{BuildStatus, DeliveryOutcome, ParsedWebhook, RepoRef};
 use status_sync::core::observation::Observation;
 use status_sync::core::reconciler::{CallResult, OutgoingCall, Reconciler};
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 
 const DAY_MS: u64 = 86_400_000;
 const TICK_MS: u64 = 1_000;
@@ -53,103 +55,9 @@ const DRAIN_MS: u64 = 6 * 3_600_000;
 
 fn repo_ref(repo: u64) -> RepoRef {
     RepoRef {
-        id: 1000 + repo,
-        namespace: "acme".into(),
-        name: format!("service-{repo}"),
-    }
-}
-
-fn repo_json(repo: u64) -> String {
-    repo_json_counter(repo, 0)
-}
-
-/// Drone's repository object with its `counter` (the last build number allocated).
-fn repo_json_counter(repo: u64, counter: u64) -> String {
-    format!(
-        r#"{{"id":{},"uid":"{}","namespace":"acme","name":"service-{repo}","slug":"acme/service-{repo}","private":true,"active":true,"counter":{counter},"version":1,"archived":false}}"#,
-        1000 + repo,
-        9000 + repo
-    )
-}
-
-/// One drone build: the truth, with when each version was written.
-#[derive(Clone, Debug)]
-struct Build {
-    repo: u64,
-    number: u64,
-    created_ms: u64,
-    /// Drone's row.
-    row: Row,
-    /// (version, status, when drone wrote it).
-    history: Vec<(u64, &'static str, u64)>,
-    done_ms: Option<u64>,
-    /// Webhooks that reached the pipeline (and the filter).
-    delivered_live: u64,
-}
-
-impl Build {
-    /// Drone wrote the row at `at`.
-    fn wrote(&mut self, at: u64) {
-        let (status, version) = (self.row.status, self.row.version);
-        self.history.push((version, status, at));
-        if self.row.is_done() && self.done_ms.is_none() {
-            self.done_ms = Some(at);
-        }
-    }
-
-    fn api(&self) -> Vec<u8> {
-        format!(
-            "{{\"id\":{},\"repo_id\":{},\"trigger\":\"@hook\",\"number\":{},\"status\":\"{}\",\"event\":\"push\",\"version\":{},\"stages\":[]}}\n",
-            50_000 + self.number * 100 + self.repo,
-            1000 + self.repo,
-            self.number,
-            self.row.status,
-            self.row.version
-        )
-        .into_bytes()
-    }
-}
-
-/// What drone does to a build (`Row` decides what it writes and sends).
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
-enum Ev {
-    Create {
-        build: u32,
-        config_error: bool,
-    },
-    Setup {
-        build: u32,
-    },
-    /// A step start or end: whatever the build row says, if it is still running.
-    Step {
-        build: u32,
-    },
-    Teardown {
-        build: u32,
-        status: &'static str,
-    },
-    Cancel {
-        build: u32,
-    },
-    AutoCancel {
-        build: u32,
-    },
-    Decline {
-        build: u32,
-    },
-}
-
-impl Ev {
-    fn build(self) -> u32 {
-        match self {
-            Ev::Create { build, .. }
-            | Ev::Setup { build }
-            | Ev::Step { build }
-            | Ev::Teardown { build, .. }
-            | Ev::Cancel { build }
-            | Ev::AutoCancel { build }
-            | Ev::Decline { build } => build,
-        }
+        id: repo_id(repo),
+        namespace: "octocat".into(),
+        name: format!("repo-{repo}"),
     }
 }
 
@@ -157,112 +65,89 @@ struct Sim {
     /// Webhooks are signed and verify (`enforce`/`monitor`: evidence), or not (`off`: hints).
     verified: bool,
     rng: Rng,
-    builds: Vec<Build>,
-    by_key: HashMap<(u64, u64), u32>,
-    numbers: Vec<u64>,
-    events: BinaryHeap<Reverse<(u64, u64, Ev)>>,
-    seq: u64,
+    /// Drone (`drone_model::workload`): its builds, and the store its API answers from.
+    drone: Builds,
+    /// Drone's repository object, as webhooks carry it.
+    repo_json: Vec<String>,
     /// Pipeline's view: (repo, number) → (version, when it first had it).
     view: HashMap<(u64, u64), Vec<(u64, u64)>>,
     queue: Vec<Observation>,
-    /// (repo, number) of every webhook that reached the filter, in order.
-    observed_order: Vec<(u64, u64)>,
+    /// (when, repo, number) of every webhook that reached the filter, in order.
+    arrivals: Vec<(u64, u64, u64)>,
     webhooks_made: u64,
     webhooks_lost: u64,
-    drone_build_calls: u64,
-    drone_repo_calls: u64,
-    drone_list_calls: u64,
     redeliveries: u64,
     /// (virtual minute, cumulative filter calls, cumulative poller calls).
     timeline: Vec<(f64, f64, f64)>,
 }
 
 impl Sim {
-    fn push(&mut self, at: u64, ev: Ev) {
-        self.seq += 1;
-        self.events.push(Reverse((at, self.seq, ev)));
+    /// Drone's API calls the filter made: (build lookups, repository lookups, lists).
+    fn calls(&self) -> (u64, u64, u64) {
+        let c = &self.drone.store.calls;
+        (c.build, c.repo, c.list)
     }
 
-    /// Schedules one build created at `t0`.
+    fn filter_calls(&self) -> u64 {
+        let (b, r, l) = self.calls();
+        b + r + l
+    }
+
+    /// Schedules one build created at `t0`: queued 1-30 s, then 2-6 steps (random lengths
+    /// adding up to 10 s to an hour); skipped within 30 s; declined after waiting 1 min to an
+    /// hour for approval; killed in one of its steps.
     fn create(&mut self, t0: u64) {
         let repo = self.rng.range(0, REPOS - 1);
-        self.numbers[repo as usize] += 1;
-        let number = self.numbers[repo as usize];
-        let idx = self.builds.len() as u32;
-        self.builds.push(Build {
-            repo,
-            number,
-            created_ms: t0,
-            row: Row::new(),
-            history: Vec::new(),
-            done_ms: None,
-            delivered_live: 0,
-        });
-        self.by_key.insert((repo, number), idx);
         let outcome = Outcome::random(&mut self.rng);
-        let config_error = outcome == Outcome::ConfigError;
-        self.push(
-            t0,
-            Ev::Create {
-                build: idx,
-                config_error,
-            },
-        );
+        let mut acts = vec![(t0, Act::Create)];
+        let rng = &mut self.rng;
         match outcome {
-            Outcome::ConfigError => return,
-            Outcome::Skipped => {
-                // Superseded while pending: auto-cancel → skipped, webhook (no repo.build).
-                let at = t0 + self.rng.range(1_000, 30_000);
-                self.push(at, Ev::AutoCancel { build: idx });
-                return;
-            }
+            Outcome::ConfigError => {}
+            Outcome::Skipped => acts.push((t0 + rng.range(1_000, 30_000), Act::Skip)),
             Outcome::Declined => {
-                // Blocked for approval, then declined: a write, never a webhook.
-                let at = t0 + self.rng.log_uniform(60_000.0, 3_600_000.0) as u64;
-                self.push(at, Ev::Decline { build: idx });
-                return;
+                let at = t0 + rng.log_uniform(60_000.0, 3_600_000.0) as u64;
+                acts.push((at, Act::Decline));
             }
-            _ => {}
-        }
-        let start = t0 + self.rng.range(1_000, 30_000);
-        self.push(start, Ev::Setup { build: idx });
-        let duration = self.rng.log_uniform(10_000.0, 3_600_000.0) as u64;
-        let steps = self.rng.range(2, 6);
-        // Random step lengths adding up to the duration.
-        let weights: Vec<f64> = (0..steps).map(|_| 0.5 + self.rng.unit()).collect();
-        let total: f64 = weights.iter().sum();
-        let killed_in = (outcome == Outcome::Killed).then(|| self.rng.range(0, steps - 1));
-        let mut t = start;
-        for (i, w) in weights.iter().enumerate() {
-            let len = ((duration as f64) * w / total) as u64;
-            self.push(t + 300, Ev::Step { build: idx });
-            if killed_in == Some(i as u64) {
-                self.push(t + len / 2, Ev::Cancel { build: idx });
-                return;
+            _ => {
+                let start = t0 + rng.range(1_000, 30_000);
+                acts.push((start, Act::Setup));
+                let duration = rng.log_uniform(10_000.0, 3_600_000.0) as u64;
+                let steps = rng.range(2, 6);
+                let weights: Vec<f64> = (0..steps).map(|_| 0.5 + rng.unit()).collect();
+                let total: f64 = weights.iter().sum();
+                let killed_in = (outcome == Outcome::Killed).then(|| rng.range(0, steps - 1));
+                let mut t = start;
+                for (i, w) in weights.iter().enumerate() {
+                    let len = ((duration as f64) * w / total) as u64;
+                    acts.push((t + 300, Act::Step));
+                    if killed_in == Some(i as u64) {
+                        acts.push((t + len / 2, Act::Cancel));
+                        break;
+                    }
+                    acts.push((t + len.saturating_sub(200).max(301), Act::Step));
+                    t += len;
+                }
+                if killed_in.is_none() {
+                    let end = t + rng.range(500, 2_000);
+                    acts.push((end, Act::Teardown(outcome.final_status())));
+                }
             }
-            self.push(
-                t + len.saturating_sub(200).max(301),
-                Ev::Step { build: idx },
-            );
-            t += len;
         }
-        let at = t + self.rng.range(500, 2_000);
-        let status = outcome.final_status();
-        self.push(at, Ev::Teardown { build: idx, status });
+        self.drone.plan(repo, outcome, acts);
     }
 
     /// A webhook drone sends now: lost, or delivered to the pipeline and observed.
-    fn webhook(&mut self, idx: u32, at: u64, hook: Hook) {
+    fn webhook(&mut self, idx: usize, at: u64, hook: Hook) {
         self.webhooks_made += 1;
         if self.rng.unit() < LOSS {
             self.webhooks_lost += 1;
             return;
         }
-        let b = &mut self.builds[idx as usize];
-        b.delivered_live += 1;
+        let b = &mut self.drone.builds[idx];
+        b.arrived += 1;
         let (repo, number, status, version) = (b.repo, b.number, hook.status, hook.version);
         record(&mut self.view, (repo, number), version, at);
-        self.observed_order.push((repo, number));
+        self.arrivals.push((at, repo, number));
         self.queue.push(Observation::for_tests(
             ParsedWebhook {
                 repo: repo_ref(repo),
@@ -270,7 +155,7 @@ impl Sim {
                 status: BuildStatus::parse(status),
                 version,
                 action: hook.shape.action().into(),
-                repo_json: Some(repo_json(repo)),
+                repo_json: self.repo_json.get(repo as usize).cloned(),
                 system_json: Some(r#"{"proto":"https","host":"drone.example.com"}"#.into()),
             },
             DeliveryOutcome::Delivered,
@@ -280,41 +165,15 @@ impl Sim {
 
     /// Runs drone's events up to `until` (exclusive).
     fn run_events(&mut self, until: u64) {
-        while let Some(Reverse((at, _, ev))) = self.events.peek().copied() {
-            if at >= until {
-                break;
-            }
-            self.events.pop();
-            let b = &mut self.builds[ev.build() as usize];
-            let version = b.row.version;
-            let row = &mut b.row;
-            let hook = match ev {
-                Ev::Create { config_error, .. } => Some(row.create(config_error)),
-                Ev::Setup { .. } => {
-                    row.setup();
-                    None
-                }
-                Ev::Step { .. } => row.step(),
-                Ev::Teardown { status, .. } => row.teardown(status),
-                Ev::Cancel { .. } => row.cancel(),
-                Ev::AutoCancel { .. } => row.auto_cancel(),
-                Ev::Decline { .. } => {
-                    row.decline();
-                    None
-                }
-            };
-            if b.row.version != version {
-                b.wrote(at);
-            }
+        while let Some((b, at, hook)) = self.drone.run_next(until, &mut self.rng) {
             if let Some(hook) = hook {
-                self.webhook(ev.build(), at, hook);
+                self.webhook(b, at, hook);
             }
         }
     }
 
-    /// Drone's REST API.
+    /// Drone's REST API (`drone_model::store`) and the pipeline.
     fn answer(&mut self, call: &OutgoingCall, now: u64) -> CallResult {
-        let path = call.header(":path").unwrap_or("").to_string();
         if call.cluster == "pipeline" {
             // webhook-id: drone-<repo id>-<number>-<version>
             let id = call.header("webhook-id").unwrap_or("");
@@ -325,74 +184,19 @@ impl Sim {
                 .collect();
             if let [repo_id, number, version] = parts[..] {
                 self.redeliveries += 1;
-                record(&mut self.view, (repo_id - 1000, number), version, now);
+                record(&mut self.view, (repo_id - 100, number), version, now);
             }
             return CallResult::Response {
                 status: 200,
                 body: Vec::new(),
             };
         }
-        let (route, query) = path.split_once('?').unwrap_or((path.as_str(), ""));
-        let seg: Vec<&str> = route.trim_start_matches('/').split('/').collect();
-        let repo = |name: &str| name.trim_start_matches("service-").parse::<u64>().ok();
-        match seg[..] {
-            ["api", "repos", "acme", name] => {
-                self.drone_repo_calls += 1;
-                match repo(name) {
-                    Some(r) => ok(repo_json_counter(
-                        r,
-                        self.numbers.get(r as usize).copied().unwrap_or(0),
-                    )
-                    .into_bytes()),
-                    None => not_found(),
-                }
-            }
-            ["api", "repos", "acme", name, "builds"] => {
-                self.drone_list_calls += 1;
-                let _ = query;
-                let Some(r) = repo(name) else {
-                    return not_found();
-                };
-                // Newest first, one page of 25, without stages.
-                let mut list: Vec<&Build> = self.builds.iter().filter(|b| b.repo == r).collect();
-                list.sort_by_key(|b| Reverse(b.number));
-                let items: Vec<String> = list
-                    .iter()
-                    .take(25)
-                    .map(|b| {
-                        String::from_utf8_lossy(&b.api())
-                            .trim()
-                            .replace(",\"stages\":[]", "")
-                    })
-                    .collect();
-                ok(format!("[{}]\n", items.join(",")).into_bytes())
-            }
-            ["api", "repos", "acme", name, "builds", n] => {
-                self.drone_build_calls += 1;
-                let key = (repo(name), n.parse::<u64>().ok());
-                match key {
-                    (Some(r), Some(n)) => match self.by_key.get(&(r, n)) {
-                        Some(&i) if self.builds[i as usize].row.version > 0 => {
-                            ok(self.builds[i as usize].api())
-                        }
-                        _ => not_found(),
-                    },
-                    _ => not_found(),
-                }
-            }
-            _ => not_found(),
+        let path = call.header(":path").unwrap_or("");
+        let a = self.drone.store.answer("GET", path, None);
+        CallResult::Response {
+            status: a.status,
+            body: a.body,
         }
-    }
-}
-
-fn ok(body: Vec<u8>) -> CallResult {
-    CallResult::Response { status: 200, body }
-}
-
-fn not_found() -> CallResult {
-    CallResult::Response {
-        status: 404,
-        body: drone_model::server::Answer::no_rows().body,
     }
 }
 
@@ -406,7 +210,7 @@ fn record(view: &mut HashMap<(u64, u64), Vec<(u64, u64)>>, key: (u64, u64), vers
 /// Polls of a once-a-second poller for one build: from creation until the poll that sees it
 /// done.
 fn poller_calls(b: &Build) -> u64 {
-    let done = b.done_ms.unwrap_or(b.created_ms);
+    let done = b.done_ms().unwrap_or(b.created_ms);
     (done - b.created_ms).div_ceil(1000).max(1)
 }
 
@@ -414,22 +218,24 @@ fn poller_calls(b: &Build) -> u64 {
 fn day(cfg: Config, verified: bool) -> (Sim, Reconciler, u64, u64) {
     let mut r = Reconciler::new(cfg, 11);
     let t0 = 1_700_000_000_000u64;
+    let store = Store::new();
+    let repo_json = (0..REPOS)
+        .map(|r| {
+            String::from_utf8_lossy(&store.bodies.api_repo(r, 0))
+                .trim()
+                .to_string()
+        })
+        .collect();
     let mut sim = Sim {
         verified,
         rng: Rng::new(2024),
-        builds: Vec::new(),
-        by_key: HashMap::new(),
-        numbers: vec![0; REPOS as usize],
-        events: BinaryHeap::new(),
-        seq: 0,
+        drone: Builds::new(store),
+        repo_json,
         view: HashMap::new(),
         queue: Vec::new(),
-        observed_order: Vec::new(),
+        arrivals: Vec::new(),
         webhooks_made: 0,
         webhooks_lost: 0,
-        drone_build_calls: 0,
-        drone_repo_calls: 0,
-        drone_list_calls: 0,
         redeliveries: 0,
         timeline: Vec::new(),
     };
@@ -454,18 +260,19 @@ fn day(cfg: Config, verified: bool) -> (Sim, Reconciler, u64, u64) {
         }
         if (now - t0) % 600_000 == 0 {
             let poller: u64 = sim
+                .drone
                 .builds
                 .iter()
                 .map(|b| {
-                    let end = b.done_ms.unwrap_or(now).min(now);
+                    let end = b.done_ms().unwrap_or(now).min(now);
                     (end.saturating_sub(b.created_ms)).div_ceil(1000).max(1)
                 })
                 .sum();
-            let filter = sim.drone_build_calls + sim.drone_repo_calls + sim.drone_list_calls;
+            let filter = sim.filter_calls();
             sim.timeline
                 .push(((now - t0) as f64 / 3.6e6, filter as f64, poller as f64));
         }
-        let day_over = now >= t0 + DAY_MS && sim.events.is_empty();
+        let day_over = now >= t0 + DAY_MS && sim.drone.due.is_empty();
         if day_over && r.ledger().is_empty() && r.inflight() == 0 {
             idle_since.get_or_insert(now);
             break;
@@ -478,22 +285,12 @@ fn day(cfg: Config, verified: bool) -> (Sim, Reconciler, u64, u64) {
     (sim, r, t0, end_ms)
 }
 
-/// What the filter can know (docs/reliability.md, "Only what it saw"): builds it saw a webhook of, and builds that
-/// gap filling looks up: when build n of a repository arrives and the highest number seen so
-/// far is m with 0 < m < n-1, builds max(m+1, n-max_gap_fill)..n-1.
-fn knowable_builds(sim: &Sim, max_gap_fill: u64) -> HashSet<(u64, u64)> {
-    let mut can_know = HashSet::new();
-    let mut seen: BTreeMap<u64, u64> = BTreeMap::new();
-    for &(repo, n) in &sim.observed_order {
-        can_know.insert((repo, n));
-        let m = seen.get(&repo).copied().unwrap_or(0);
-        if m != 0 && n > m + 1 {
-            for k in (m + 1).max(n.saturating_sub(max_gap_fill))..n {
-                can_know.insert((repo, k));
-            }
-        }
-        seen.insert(repo, m.max(n));
-    }
+/// What the filter can know (docs/reliability.md, "Only what it saw"): builds it saw a
+/// webhook of, and builds that gap filling looks up (`drone_model::workload::gap_filled`;
+/// one reconciler all day).
+fn knowable_builds(sim: &Sim, max_gap_fill: u64) -> BTreeSet<(u64, u64)> {
+    let mut can_know = gap_filled(&sim.arrivals, &[0], max_gap_fill);
+    can_know.extend(sim.arrivals.iter().map(|(_, repo, n)| (*repo, *n)));
     can_know
 }
 
@@ -502,6 +299,7 @@ fn convergence(sim: &Sim, max_gap_fill: u64) -> (u64, u64) {
     let can_know = knowable_builds(sim, max_gap_fill);
     let (mut knowable, mut converged) = (0, 0);
     for b in sim
+        .drone
         .builds
         .iter()
         .filter(|b| can_know.contains(&(b.repo, b.number)))
@@ -532,7 +330,7 @@ fn main() {
     // The same day (same builds, same losses) with every webhook a hint (`off`).
     let (off_sim, off_r, _, _) = day(cfg, false);
     let (off_knowable, off_converged) = convergence(&off_sim, max_gap_fill);
-    let off_calls = off_sim.drone_build_calls + off_sim.drone_repo_calls + off_sim.drone_list_calls;
+    let off_calls = off_sim.filter_calls();
     let off_hints_refuted = off_r.counters().hints_refuted;
 
     // ---- convergence and recovery delays
@@ -547,7 +345,7 @@ fn main() {
     let mut final_delays_gap = Vec::new();
     let mut all_delays = Vec::new();
     let mut final_live = 0u64;
-    for b in &sim.builds {
+    for b in &sim.drone.builds {
         let key = (b.repo, b.number);
         let got = sim.view.get(&key).cloned().unwrap_or_default();
         let have = got.last().map_or(0, |v| v.0);
@@ -564,11 +362,11 @@ fn main() {
                 b.repo, b.number, b.row.status, b.row.version
             ));
         }
-        for &(version, _status, at) in &b.history {
+        for &(version, _status, at) in &b.writes {
             // When did the pipeline first have this version or a newer one, and was it live?
             let first = got.iter().find(|(v, _)| *v >= version).map(|(_, t)| *t);
             let live = got.iter().any(|(v, t)| *v == version && *t == at);
-            let is_final = Some(at) == b.done_ms;
+            let is_final = Some(at) == b.done_ms();
             if live {
                 if is_final {
                     final_live += 1;
@@ -579,7 +377,7 @@ fn main() {
             all_delays.push(delay);
             if is_final {
                 final_delays.push(delay);
-                if b.delivered_live > 0 {
+                if b.arrived > 0 {
                     final_delays_seen.push(delay);
                 } else {
                     final_delays_gap.push(delay);
@@ -587,14 +385,16 @@ fn main() {
             }
         }
     }
-    let filter_calls = sim.drone_build_calls + sim.drone_repo_calls + sim.drone_list_calls;
-    let poller: u64 = sim.builds.iter().map(poller_calls).sum();
+    let filter_calls = sim.filter_calls();
+    let (build_calls, repo_calls, list_calls) = sim.calls();
+    let poller: u64 = sim.drone.builds.iter().map(poller_calls).sum();
     let ratio = filter_calls as f64 / poller as f64;
     let counters = r.counters().clone();
     let build_secs: f64 = sim
+        .drone
         .builds
         .iter()
-        .map(|b| (b.done_ms.unwrap_or(end_ms) - b.created_ms) as f64 / 1000.0)
+        .map(|b| (b.done_ms().unwrap_or(end_ms) - b.created_ms) as f64 / 1000.0)
         .collect::<Vec<_>>()
         .iter()
         .sum();
@@ -638,25 +438,25 @@ fn main() {
         "drone_efficiency",
         "make bench (cargo bench -p host-tests --bench drone_efficiency)",
     );
-    s.figure("builds", sim.builds.len() as u64)
+    s.figure("builds", sim.drone.builds.len() as u64)
         .figure("build_hours_open", report::round(build_secs / 3600.0))
         .figure("webhooks", sim.webhooks_made)
         .figure("webhooks_lost", sim.webhooks_lost)
         .figure("filter_drone_calls", filter_calls)
-        .figure("filter_build_calls", sim.drone_build_calls)
-        .figure("filter_repo_calls", sim.drone_repo_calls)
-        .figure("filter_list_calls", sim.drone_list_calls)
+        .figure("filter_build_calls", build_calls)
+        .figure("filter_repo_calls", repo_calls)
+        .figure("filter_list_calls", list_calls)
         .figure("poller_calls", poller)
         .figure(
             "enforce_calls_per_build",
-            report::round(filter_calls as f64 / sim.builds.len() as f64),
+            report::round(filter_calls as f64 / sim.drone.builds.len() as f64),
         )
         .figure("off_drone_calls", off_calls)
-        .figure("off_build_calls", off_sim.drone_build_calls)
-        .figure("off_repo_calls", off_sim.drone_repo_calls)
+        .figure("off_build_calls", off_sim.calls().0)
+        .figure("off_repo_calls", off_sim.calls().1)
         .figure(
             "off_calls_per_build",
-            report::round(off_calls as f64 / off_sim.builds.len() as f64),
+            report::round(off_calls as f64 / off_sim.drone.builds.len() as f64),
         )
         .figure(
             "off_ratio_percent",
@@ -717,7 +517,7 @@ fn main() {
     }
     s.target(
         "build lookups / per-second poller calls",
-        100.0 * sim.drone_build_calls as f64 / poller as f64,
+        100.0 * build_calls as f64 / poller as f64,
         Op::Lt,
         1.0,
         "%",

@@ -216,7 +216,7 @@ fn main() {
         );
         points.push(p);
     }
-    assert_eq!(drone.borrow().calls.build, 0, "nothing was due");
+    assert_eq!(drone.borrow().store.calls.build, 0, "nothing was due");
 
     let first = &points[0];
     let last = &points[points.len() - 1];

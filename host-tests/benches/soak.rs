@@ -4,11 +4,11 @@
 //! reconciler tracks and the fuel of every tick.
 //!
 //! The workload is a day-and-a-bit of drone: builds arrive at random (about 2.1 per second over
-//! 50 repositories) and live from 5 s to an hour (log-uniform) plus a queue wait; drone's
-//! lifecycle (`drone_model::lifecycle::Row`) decides their webhooks (`build:created` pending,
-//! then a `running` update at every step start and end, then the final one; pending→running
-//! and declines send none); 1% of builds get stuck running forever, config errors end at
-//! creation.
+//! 50 repositories) and live from 5 s to an hour (log-uniform) plus a queue wait; drone
+//! (`drone_model::workload`, its lifecycle `lifecycle::Row`) decides their webhooks
+//! (`build:created` pending, then a `running` update at every step start and end, then the
+//! final one; pending→running and declines send none); 1% of builds get stuck running
+//! forever, config errors end at creation.
 //! 20% of the webhooks are lost on the way, the pipeline answers 3% of the rest with 503. The
 //! ledger is capped at 1000 builds while about 1000 are open plus the stuck ones, so it stays
 //! full and evicts the oldest (stuck builds are evicted this way before `max_build_age_ms`,
@@ -32,11 +32,11 @@ mod common;
 
 use common::report::{self, chart, env_u64, median, quantile, Op, Panel, Series, Summary};
 use common::*;
+use drone_model::lifecycle::Act;
 use drone_model::outcome::SOAK;
-use drone_model::{Outcome, Rng, Row};
+use drone_model::workload::Builds;
+use drone_model::{Outcome, Rng};
 use host_tests::Host;
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::rc::Rc;
 
 const TICK_MS: u64 = 100;
@@ -55,97 +55,41 @@ fn extra() -> String {
     format!(r#","max_tracked_builds":{CAP},"max_build_age_ms":7200000"#)
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
-enum Kind {
-    /// `build:created`, pending v1 (or error v1 for a config error).
-    Created,
-    /// pending→running, v2, no webhook.
-    Running,
-    /// A step started or ended: `build:updated` running v2.
-    Step,
-    /// The final status, v3; declined sends no webhook.
-    Final,
-}
-
-struct Build {
-    repo: u64,
-    number: u64,
-    /// Status at the end (None: stuck).
-    end: Option<&'static str>,
-    config_error: bool,
-    /// Drone's row.
-    row: Row,
-}
-
-type Event = Reverse<(u64, u64, Kind, u32)>;
-
-struct World {
-    rng: Rng,
-    builds: Vec<Build>,
-    events: BinaryHeap<Event>,
-    seq: u64,
-    numbers: Vec<u64>,
-    next_arrival_ms: u64,
-    webhooks_made: u64,
-    webhooks_lost: u64,
-    webhooks_sent: u64,
-    webhooks_503: u64,
-}
-
-impl World {
-    fn push(&mut self, at: u64, kind: Kind, build: u32) {
-        self.seq += 1;
-        self.events.push(Reverse((at, self.seq, kind, build)));
-    }
-
-    /// Creates the builds that arrive before `until` and schedules their events.
-    fn arrivals(&mut self, until: u64) {
-        while self.next_arrival_ms < until {
-            let at = self.next_arrival_ms;
-            self.next_arrival_ms += self.rng.exp(1000.0 / ARRIVALS_PER_S).max(1.0) as u64;
-            let repo = self.rng.range(0, REPOS - 1);
-            self.numbers[repo as usize] += 1;
-            let number = self.numbers[repo as usize];
-            let roll = self.rng.range(0, 99);
-            let outcome = Outcome::draw(&SOAK, roll).unwrap_or(Outcome::ConfigError);
-            let config_error = outcome == Outcome::ConfigError;
-            let end = (outcome != Outcome::Stuck).then(|| outcome.final_status());
-            let idx = self.builds.len() as u32;
-            self.builds.push(Build {
-                repo,
-                number,
-                end,
-                config_error,
-                row: Row::new(),
-            });
-            self.push(at, Kind::Created, idx);
-            if config_error {
-                continue;
-            }
-            let duration = self.rng.log_uniform(5_000.0, 3_600_000.0) as u64;
-            if end == Some("declined") {
-                // Blocked for approval, then declined: drone sends nothing.
-                self.push(at + duration, Kind::Final, idx);
-                continue;
-            }
-            let start = at + self.rng.range(1_000, 10_000);
-            self.push(start, Kind::Running, idx);
-            let steps = self.rng.range(1, 4);
-            let step = duration / steps;
-            let last = if end == Some("killed") { 1 } else { steps };
-            for i in 0..last {
-                let s = start + i * step;
-                self.push(s + 200, Kind::Step, idx);
-                if end != Some("killed") {
-                    self.push(s + step * 9 / 10, Kind::Step, idx);
+/// Schedules the builds created before `until` (one every `1 / ARRIVALS_PER_S` on average,
+/// from `next`): queued 1-10 s, then 1-4 equal steps over 5 s to an hour (killed half-way
+/// through its first); declined after that long blocked; stuck: never torn down.
+fn arrivals(d: &mut Builds, rng: &mut Rng, next: &mut u64, until: u64) {
+    while *next < until {
+        let at = *next;
+        *next += rng.exp(1000.0 / ARRIVALS_PER_S).max(1.0) as u64;
+        let repo = rng.range(0, REPOS - 1);
+        let outcome = Outcome::draw(&SOAK, rng.range(0, 99)).unwrap_or(Outcome::ConfigError);
+        let mut acts = vec![(at, Act::Create)];
+        if outcome != Outcome::ConfigError {
+            let duration = rng.log_uniform(5_000.0, 3_600_000.0) as u64;
+            if outcome == Outcome::Declined {
+                acts.push((at + duration, Act::Decline));
+            } else {
+                let start = at + rng.range(1_000, 10_000);
+                acts.push((start, Act::Setup));
+                let steps = rng.range(1, 4);
+                let step = duration / steps;
+                let killed = outcome == Outcome::Killed;
+                for i in 0..if killed { 1 } else { steps } {
+                    let s = start + i * step;
+                    acts.push((s + 200, Act::Step));
+                    if !killed {
+                        acts.push((s + step * 9 / 10, Act::Step));
+                    }
+                }
+                match outcome {
+                    Outcome::Killed => acts.push((start + step / 2, Act::Cancel)),
+                    Outcome::Stuck => {}
+                    o => acts.push((start + duration + 500, Act::Teardown(o.final_status()))),
                 }
             }
-            match end {
-                Some("killed") => self.push(start + step / 2, Kind::Final, idx),
-                Some(_) => self.push(start + duration + 500, Kind::Final, idx),
-                None => {}
-            }
         }
+        d.plan(repo, outcome, acts);
     }
 }
 
@@ -168,18 +112,9 @@ fn main() {
     let drone = install_drone(&mut host);
     let pipeline = install_pipeline(&mut host);
     let start_ms = host.now_ms();
-    let mut w = World {
-        rng: Rng::new(42),
-        builds: Vec::new(),
-        events: BinaryHeap::new(),
-        seq: 0,
-        numbers: vec![0; REPOS as usize],
-        next_arrival_ms: start_ms,
-        webhooks_made: 0,
-        webhooks_lost: 0,
-        webhooks_sent: 0,
-        webhooks_503: 0,
-    };
+    let mut rng = Rng::new(42);
+    let mut next_arrival_ms = start_ms;
+    let (mut webhooks_lost, mut webhooks_sent, mut webhooks_503) = (0u64, 0u64, 0u64);
     let every = (total_ticks / SAMPLES).max(1);
     let warmup_tick = (total_ticks as f64 * WARMUP_SHARE) as u64;
     let mut samples: Vec<Sample> = Vec::new();
@@ -193,54 +128,36 @@ fn main() {
 
     for tick in 1..=total_ticks {
         let until = start_ms + tick * TICK_MS;
-        w.arrivals(until);
-        // Everything drone does before the end of this tick period.
-        while let Some(Reverse((at, _, kind, idx))) = w.events.peek().copied() {
-            if at >= until {
-                break;
-            }
-            w.events.pop();
-            let b = &mut w.builds[idx as usize];
-            let key = (b.repo, b.number);
-            let row = &mut b.row;
-            let hook = match kind {
-                Kind::Created => Some(row.create(b.config_error)),
-                Kind::Running => {
-                    row.setup();
-                    None
+        // Everything drone does before the end of this tick period, then its webhooks.
+        let mut sends = Vec::new();
+        {
+            let d = &mut *drone.borrow_mut();
+            arrivals(d, &mut rng, &mut next_arrival_ms, until);
+            while let Some((b, _, hook)) = d.run_next(until, &mut rng) {
+                let Some(hook) = hook else {
+                    continue;
+                };
+                if rng.unit() < LOSS || webhooks_sent >= total_webhooks {
+                    webhooks_lost += 1;
+                    continue;
                 }
-                Kind::Step => row.step(),
-                Kind::Final => match b.end {
-                    Some("killed") => row.cancel(),
-                    Some("declined") => {
-                        row.decline();
-                        None
-                    }
-                    Some(end) => row.teardown(end),
-                    None => None,
-                },
-            };
-            drone
-                .borrow_mut()
-                .write(key.0, key.1, row.status, row.version);
-            let Some(hook) = hook else {
-                continue;
-            };
-            w.webhooks_made += 1;
-            if w.rng.unit() < LOSS || w.webhooks_sent >= total_webhooks {
-                w.webhooks_lost += 1;
-                continue;
+                let answer = if rng.unit() < PIPELINE_5XX {
+                    webhooks_503 += 1;
+                    503
+                } else {
+                    200
+                };
+                webhooks_sent += 1;
+                let key = (d.builds[b].repo, d.builds[b].number);
+                sends.push((
+                    bodies.hook(hook.shape, key, hook.status, hook.version),
+                    answer,
+                ));
             }
-            let answer = if w.rng.unit() < PIPELINE_5XX {
-                w.webhooks_503 += 1;
-                503
-            } else {
-                200
-            };
-            w.webhooks_sent += 1;
+        }
+        for (body, answer) in sends {
             // Streams run on the workers only (VMs 0 and 1); the main thread's VM just ticks.
             vm_rr = (vm_rr + 1) % 2;
-            let body = bodies.hook(hook.shape, key, hook.status, hook.version);
             send(&mut host, vm_rr, body, answer);
         }
         host.advance(TICK_MS).expect("advance");
@@ -290,8 +207,8 @@ fn main() {
                     s.leader_p99,
                     s.follower_median,
                     s.keys,
-                    w.webhooks_sent,
-                    drone.borrow().calls.build,
+                    webhooks_sent,
+                    drone.borrow().store.calls.build,
                     wall.elapsed().as_secs_f64()
                 );
             }
@@ -379,7 +296,7 @@ fn main() {
         "soak_host.svg",
         &format!(
             "Soak in wasmtime: {} ticks, {} webhooks (20% lost), ledger cap {CAP}",
-            total_ticks, w.webhooks_sent
+            total_ticks, webhooks_sent
         ),
         "tick (100 ms each)",
         &[
@@ -423,13 +340,13 @@ fn main() {
             report::round(total_ticks as f64 * TICK_MS as f64 / 3.6e6),
         )
         .figure("on_tick_calls_per_vm", ticks_per_vm.clone())
-        .figure("webhooks_sent", w.webhooks_sent)
-        .figure("webhooks_lost", w.webhooks_lost)
-        .figure("webhooks_503", w.webhooks_503)
-        .figure("builds", w.builds.len() as u64)
-        .figure("drone_build_calls", d.calls.build)
-        .figure("drone_repo_calls", d.calls.repo)
-        .figure("drone_404", d.calls.not_found)
+        .figure("webhooks_sent", webhooks_sent)
+        .figure("webhooks_lost", webhooks_lost)
+        .figure("webhooks_503", webhooks_503)
+        .figure("builds", d.builds.len() as u64)
+        .figure("drone_build_calls", d.store.calls.build)
+        .figure("drone_repo_calls", d.store.calls.repo)
+        .figure("drone_404", d.store.calls.not_found)
         .figure("redeliveries", pipeline.borrow().redeliveries)
         .figure("builds_evicted", metric(&host, "builds_evicted"))
         .figure("builds_expired", metric(&host, "builds_expired"))

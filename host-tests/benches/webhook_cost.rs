@@ -182,7 +182,7 @@ fn main() {
         }
     }
     assert_eq!(metric(&host, "leader_changes"), 1, "same leader throughout");
-    assert_eq!(drone.borrow().calls.build, 0, "nothing was due");
+    assert_eq!(drone.borrow().store.calls.build, 0, "nothing was due");
     let tracked = metric(&host, "builds_tracked");
 
     let mut s = Summary::new(

@@ -69,7 +69,8 @@ use common::*;
 use drone_model::lifecycle::Act;
 use drone_model::outcome::{CHAOS, TEARDOWN};
 use drone_model::store::{Bodies, Store};
-use drone_model::{Outcome, Rng, Row, Shape};
+use drone_model::workload::{acts, gap_filled, Builds, Timeline};
+use drone_model::{Outcome, Rng, Shape};
 use host_tests::{CallReply, CallRequest, Host, UpstreamReply, CANARY};
 use serde_json::{json, Value};
 use std::cell::RefCell;
@@ -155,27 +156,10 @@ struct Hook {
     version: u64,
 }
 
-struct Build {
-    repo: u64,
-    number: u64,
-    /// Its lifecycle, drawn from `drone_model::outcome::CHAOS` at creation (`Success`: runs
-    /// to its teardown, whose status is drawn from `TEARDOWN`).
-    kind: Outcome,
-    /// Drone's row: status, version, whether a runner had it, its first terminal version.
-    row: Row,
-    /// Virtual time of drone's last write to the build (its final transition at the end).
-    last_write_at: u64,
-    /// Webhooks drone sent for it, and how many reached a live filter.
-    sent: u32,
-    arrived: u32,
-    /// When its first step webhook is due (for the late `build:created`).
-    first_step_at: Option<u64>,
-}
-
-/// Drone (`drone_model::store`: its rows, numbering and API answers) behind the faults and
-/// the outage of the run.
+/// Drone (`drone_model::workload`: its builds, their rows in the store the API answers
+/// from) behind the faults and the outage of the run.
 struct DroneApi {
-    store: Store,
+    d: Builds,
     rng: Rng,
     faults: bool,
     outage: bool,
@@ -217,9 +201,9 @@ impl DroneApi {
             Some(format!("Bearer {TOKEN}").as_str()),
             "drone is called with the token"
         );
-        let answer = drone_answer(&mut self.store, req);
+        let answer = drone_answer(&mut self.d.store, req);
         assert!(
-            self.store.calls.unrouted.is_empty(),
+            self.d.store.calls.unrouted.is_empty(),
             "unexpected drone call {}",
             req.path()
         );
@@ -464,11 +448,10 @@ struct Sim {
     bodies: Rc<Bodies>,
     drone: Rc<RefCell<DroneApi>>,
     pipeline: Rc<RefCell<Pipeline>>,
-    builds: Vec<Build>,
     hooks: Vec<Hook>,
-    events: BTreeMap<(u64, u64), Ev>,
-    seq: u64,
-    next_number: BTreeMap<u64, u64>,
+    events: Timeline<Ev>,
+    /// Builds whose `build:created` arrives after their first step webhook: when that is.
+    late: BTreeMap<usize, u64>,
     /// Workload (what drone does), deliveries (loss/dup/reorder/VM), live pipeline answers.
     work: Rng,
     net: Rng,
@@ -494,7 +477,7 @@ impl Sim {
         store.repos = Some(REPOS);
         let bodies = Rc::new(store.bodies.clone());
         let drone = Rc::new(RefCell::new(DroneApi {
-            store,
+            d: Builds::new(store),
             rng: Rng::stream(case.seed, 3),
             faults: true,
             outage: false,
@@ -536,11 +519,9 @@ impl Sim {
             bodies,
             drone,
             pipeline,
-            builds: Vec::new(),
             hooks: Vec::new(),
-            events: BTreeMap::new(),
-            seq: 0,
-            next_number: BTreeMap::new(),
+            events: Timeline::default(),
+            late: BTreeMap::new(),
             faults: true,
             arrivals: Vec::new(),
             epochs: Vec::new(),
@@ -549,8 +530,7 @@ impl Sim {
     }
 
     fn at(&mut self, t: u64, ev: Ev) {
-        self.seq += 1;
-        self.events.insert((t, self.seq), ev);
+        self.events.at(t, ev);
     }
 
     fn now(&self) -> u64 {
@@ -559,33 +539,16 @@ impl Sim {
 
     /// Creates a build of `repo` at `t` with a lifecycle of the given kind (or a random one).
     fn plan_build(&mut self, t: u64, repo: u64, kind: Option<Outcome>) {
-        let number = {
-            let n = self.next_number.entry(repo).or_insert(0);
-            *n += 1;
-            *n
-        };
         let w = &mut self.work;
         let kind = kind.unwrap_or_else(|| {
             let roll = (w.unit() * 100.0) as u64;
             Outcome::draw(&CHAOS, roll).unwrap_or(Outcome::ConfigError)
-        });
-        let idx = self.builds.len();
-        self.builds.push(Build {
-            repo,
-            number,
-            kind,
-            row: Row::new(),
-            last_write_at: t,
-            sent: 0,
-            arrived: 0,
-            first_step_at: None,
         });
         *self
             .report
             .kinds
             .entry(format!("{kind:?}").to_lowercase())
             .or_default() += 1;
-        let mut acts: Vec<(u64, Act)> = vec![(t, Act::Create)];
         // Time in pending: mostly short, sometimes minutes (busy runners, blocked stages).
         let pending = {
             let r = w.unit();
@@ -599,69 +562,25 @@ impl Sim {
         };
         let duration = w.log_range(5_000, 20 * 60_000);
         let final_status = w.pick(&TEARDOWN);
-        match kind {
-            Outcome::Declined => acts.push((t + pending, Act::Decline)),
-            Outcome::Skipped => acts.push((t + pending, Act::Skip)),
-            Outcome::NoRun => acts.push((t + pending, Act::Teardown(final_status))),
-            Outcome::Success | Outcome::Killed => {
-                let setup = t + pending;
-                acts.push((setup, Act::Setup));
-                let steps = w.range(2, 7);
-                let mut bounds: Vec<u64> = (0..steps * 2)
-                    .map(|_| setup + 200 + w.range(0, duration))
-                    .collect();
-                bounds.sort_unstable();
-                for b in &bounds {
-                    acts.push((*b, Act::Step));
-                }
-                let end = setup + duration + w.range(200, 2_000);
-                if kind == Outcome::Killed {
-                    // Cancelled while pending (before setup) or running. The runner stops on
-                    // the cancel, so its teardown comes seconds after it, not at the end the
-                    // build would have had.
-                    let cancel_at = t + w.range(100, pending + duration);
-                    acts.push((cancel_at, Act::Cancel));
-                    acts.push((
-                        cancel_at.max(setup) + w.range(500, 30_000),
-                        Act::Teardown(final_status),
-                    ));
-                } else {
-                    acts.push((end, Act::Teardown(final_status)));
-                }
-                if kind == Outcome::Success && w.chance(CREATED_LATE) {
-                    self.builds[idx].first_step_at = bounds.first().copied();
-                }
-            }
-            // Config errors end at creation (CHAOS draws no other).
-            _ => {}
+        let acts = acts(kind, t, (pending, duration), final_status, w);
+        let idx = self.drone.borrow_mut().d.add(repo, kind, t);
+        if kind == Outcome::Success && w.chance(CREATED_LATE) {
+            let first_step = acts.iter().find(|(_, a)| *a == Act::Step);
+            self.late.extend(first_step.map(|(at, _)| (idx, *at)));
         }
         for (at, act) in acts {
             self.at(at, Ev::Drone { build: idx, act });
         }
     }
 
-    /// Drone wrote the build row (version + 1, §0.5): its API answers the new row from now.
-    fn wrote(&mut self, b: usize) {
-        let now = self.now();
-        let build = &mut self.builds[b];
-        build.last_write_at = now;
-        let (repo, number) = (build.repo, build.number);
-        let (status, version) = (build.row.status, build.row.version);
-        let mut d = self.drone.borrow_mut();
-        d.store.write(repo, number, status, version);
-    }
-
-    /// What drone does to a build (`Row` decides; this chooses among drone's races).
+    /// What drone does to a build (`Row` decides; the workload's stream draws drone's races).
     fn drone_act(&mut self, b: usize, act: Act) {
-        let kind = self.builds[b].kind;
-        let w = &mut self.work;
-        let row = &mut self.builds[b].row;
-        let version = row.version;
-        // `Row` decides; the workload's stream draws drone's races.
-        let hook = row.act(act, kind == Outcome::ConfigError, &mut |p| w.chance(p));
-        if self.builds[b].row.version != version {
-            self.wrote(b);
-        }
+        let (now, w) = (self.now(), &mut self.work);
+        let hook = self
+            .drone
+            .borrow_mut()
+            .d
+            .act(b, act, now, &mut |p| w.chance(p));
         if let Some(hook) = hook {
             self.send(b, hook.shape);
         }
@@ -670,21 +589,24 @@ impl Sim {
     /// Drone sends a webhook once: it may be lost, duplicated or delayed on the way.
     fn send(&mut self, b: usize, shape: Shape) {
         let now = self.now();
-        let build = &mut self.builds[b];
-        build.sent += 1;
         self.report.webhooks_sent += 1;
-        let hook = Hook {
-            build: b,
-            repo: build.repo,
-            number: build.number,
-            shape,
-            status: build.row.status,
-            version: build.row.version,
+        let hook = {
+            let d = self.drone.borrow();
+            let build = &d.d.builds[b];
+            Hook {
+                build: b,
+                repo: build.repo,
+                number: build.number,
+                shape,
+                status: build.row.status,
+                version: build.row.version,
+            }
         };
-        let late_created = match (shape, build.first_step_at) {
-            (Shape::Created, Some(first)) => Some(first),
-            _ => None,
-        };
+        let late_created = self
+            .late
+            .get(&b)
+            .copied()
+            .filter(|_| shape == Shape::Created);
         if self.faults && self.net.chance(self.case.loss) {
             self.report.webhooks_lost += 1;
             return;
@@ -773,7 +695,7 @@ impl Sim {
             self.report.live_pipeline_faults += 1;
         }
         self.report.webhooks_arrived += 1;
-        self.builds[hook.build].arrived += 1;
+        self.drone.borrow_mut().d.builds[hook.build].arrived += 1;
         self.arrivals.push((self.now(), hook.repo, hook.number));
     }
 
@@ -782,7 +704,7 @@ impl Sim {
     fn forge(&mut self) {
         let a = &mut self.attacker;
         let repo = a.range(1, REPOS);
-        let real_max = self.next_number.get(&repo).copied().unwrap_or(0);
+        let real_max = self.drone.borrow().d.last_number(repo);
         let top = i64::MAX as u64;
         let number = match a.range(0, 2) {
             0 => a.range(1, real_max + 3),
@@ -797,21 +719,10 @@ impl Sim {
         let status = a.pick(&[
             "pending", "running", "success", "failure", "killed", "error",
         ]);
-        let hook = Hook {
-            build: 0,
-            repo,
-            number,
-            shape: Shape::Updated,
-            status,
-            version,
-        };
-        let mut v: Value = serde_json::from_slice(&self.bodies.hook(
-            Shape::Updated,
-            (hook.repo, hook.number),
-            hook.status,
-            hook.version,
-        ))
-        .unwrap();
+        let forged = self
+            .bodies
+            .hook(Shape::Updated, (repo, number), status, version);
+        let mut v: Value = serde_json::from_slice(&forged).unwrap();
         let (ns, name) = match a.range(0, 2) {
             0 => ("evil-ns".to_string(), "evil-repo".to_string()),
             1 => ("..".to_string(), "..".to_string()),
@@ -918,7 +829,7 @@ impl Sim {
 
     fn run_events(&mut self) {
         let mut handled = 0u64;
-        while let Some(((t, _), ev)) = self.events.pop_first() {
+        while let Some((t, ev)) = self.events.next_before(u64::MAX) {
             let now = self.now();
             if t > now {
                 self.host.advance(t - now).expect("advance");
@@ -991,13 +902,12 @@ impl Sim {
 
     fn finish(&mut self) {
         let r = &mut self.report;
-        r.builds = self.builds.len() as u64;
-        {
-            let d = self.drone.borrow();
-            r.drone_calls = d.calls;
-            r.drone_faults = d.faults_injected;
-            r.steered = d.store.calls.steered.clone();
-        }
+        let d = self.drone.borrow();
+        let builds = &d.d.builds;
+        r.builds = builds.len() as u64;
+        r.drone_calls = d.calls;
+        r.drone_faults = d.faults_injected;
+        r.steered = d.d.store.calls.steered.clone();
         let p = self.pipeline.borrow();
         r.violations = p.violations.clone();
         r.races = p.races.clone();
@@ -1009,12 +919,12 @@ impl Sim {
         r.tainted = p.tainted.clone();
         // Newest build number of each repository the filter saw a webhook of.
         let mut newest_seen: BTreeMap<u64, u64> = BTreeMap::new();
-        for b in self.builds.iter().filter(|b| b.arrived > 0) {
+        for b in builds.iter().filter(|b| b.arrived > 0) {
             let e = newest_seen.entry(b.repo).or_insert(0);
             *e = (*e).max(b.number);
         }
-        let gap_filled = gap_fill_model(&self.arrivals, &self.epochs, 20);
-        for b in &self.builds {
+        let gap_filled = gap_filled(&self.arrivals, &self.epochs, 20);
+        for b in builds {
             let key = (repo_id(b.repo), b.number);
             let have = p.view.get(&key);
             if have == Some(&(b.row.status.to_string(), b.row.version)) {
@@ -1028,7 +938,7 @@ impl Sim {
                 });
                 if let Some(d) = first.filter(|d| d.redelivery) {
                     r.recovered += 1;
-                    r.recovery_ms.push(d.at.saturating_sub(b.last_write_at));
+                    r.recovery_ms.push(d.at.saturating_sub(b.last_write_ms()));
                 }
                 continue;
             }
@@ -1041,7 +951,7 @@ impl Sim {
             }
             let what = format!(
                 "build {}/{} ({:?}): drone {} v{}, pipeline {:?}, {} webhooks sent, {} reached the filter",
-                b.repo, b.number, b.kind, b.row.status, b.row.version, have, b.sent, b.arrived
+                b.repo, b.number, b.outcome, b.row.status, b.row.version, have, b.sent, b.arrived
             );
             let rewrite_missed = have.is_some_and(|(status, version)| {
                 status == b.row.status && b.row.first_done_version.is_some_and(|v| *version >= v)
@@ -1055,7 +965,7 @@ impl Sim {
                 r.legit_unknowable.push(what);
             } else if b.arrived == 0 && !gap_filled.contains(&(b.repo, b.number)) {
                 // A later build arrived, but only below a reconciler's first sight of the
-                // repository (see `gap_fill_model`): a filter issue, counted on its own.
+                // repository (`drone_model::workload::gap_filled`): a filter issue, counted on its own.
                 r.missed_below_baseline.push(what);
             } else {
                 r.unconverged.push(what);
@@ -1070,35 +980,6 @@ impl Sim {
             .map(|(k, v)| (k.trim_start_matches("status_sync.").to_string(), v))
             .collect();
     }
-}
-
-/// The builds the filter looks up by number (docs/configuration.md, `max_gap_fill`), as it does it: each
-/// reconciler keeps, per repository, the highest build number it saw in a webhook; a webhook
-/// for build n above m + 1 makes it look up builds max(m + 1, n - max_gap_fill)..n. That
-/// highest number is not part of the checkpoint: a new reconciler (after a VM crash or a
-/// config change) starts without it, and its first webhook of a repository only sets it.
-/// Returns the (repo, number) pairs some reconciler looked up.
-fn gap_fill_model(
-    arrivals: &[(u64, u64, u64)],
-    epochs: &[u64],
-    max_gap_fill: u64,
-) -> std::collections::BTreeSet<(u64, u64)> {
-    let mut filled = std::collections::BTreeSet::new();
-    for (i, start) in epochs.iter().enumerate() {
-        let end = epochs.get(i + 1).copied().unwrap_or(u64::MAX);
-        let mut seen: BTreeMap<u64, u64> = BTreeMap::new();
-        for (_, repo, n) in arrivals.iter().filter(|(t, _, _)| *t >= *start && *t < end) {
-            let m = seen.get(repo).copied().unwrap_or(0);
-            seen.insert(*repo, m.max(*n));
-            if m == 0 || *n <= m + 1 {
-                continue;
-            }
-            for missing in (m + 1).max(n.saturating_sub(max_gap_fill))..*n {
-                filled.insert((*repo, missing));
-            }
-        }
-    }
-    filled
 }
 
 fn percentile(sorted: &[u64], p: f64) -> u64 {

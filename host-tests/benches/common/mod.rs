@@ -13,6 +13,7 @@ pub use setup::*;
 #[allow(unused_imports)] // not every benchmark makes bodies
 pub use drone_model::store::Bodies;
 use drone_model::store::Store;
+use drone_model::workload::Builds;
 use host_tests::{CallReply, CallRequest, Host, HostConfig, UpstreamReply};
 use serde_json::Value;
 use std::cell::RefCell;
@@ -33,15 +34,16 @@ pub fn host_config(workers: usize, extra: &str) -> HostConfig {
     cfg
 }
 
-/// Drone (`drone_model::store`) and how many API calls it answered (`store.calls`).
-pub type SharedDrone = Rc<RefCell<Store>>;
+/// Drone (`drone_model::workload`: its builds, and the store that answers its API and
+/// counts the calls, `store.calls`).
+pub type SharedDrone = Rc<RefCell<Builds>>;
 
 /// Installs drone behind the `drone` cluster.
 pub fn install_drone(host: &mut Host) -> SharedDrone {
-    let drone: SharedDrone = Rc::new(RefCell::new(Store::new()));
+    let drone: SharedDrone = Rc::new(RefCell::new(Builds::new(Store::new())));
     let d = drone.clone();
     host.set_responder("drone", move |req: &CallRequest, _now: u64| {
-        reply(drone_answer(&mut d.borrow_mut(), req), 0)
+        reply(drone_answer(&mut d.borrow_mut().store, req), 0)
     });
     drone
 }
