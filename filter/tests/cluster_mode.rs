@@ -44,6 +44,10 @@ struct World {
     cfg: Config,
     etcd: MemoryEtcd,
     etcd_down: bool,
+    /// etcd takes range reads and never answers them (a slow or leaderless member).
+    reads_stalled: bool,
+    /// etcd answers range reads 503 (no leader).
+    reads_fail: bool,
     sidecars: Vec<Sidecar>,
     /// Drone's builds: number → (status, version).
     drone: BTreeMap<u64, (&'static str, u64)>,
@@ -76,6 +80,8 @@ impl World {
             cfg,
             etcd: MemoryEtcd::new(),
             etcd_down: false,
+            reads_stalled: false,
+            reads_fail: false,
             sidecars,
             drone: BTreeMap::new(),
             received: Vec::new(),
@@ -146,6 +152,9 @@ impl World {
                 return;
             }
             for (token, call) in calls {
+                if self.reads_stalled && call.header(":path") == Some("/v3/kv/range") {
+                    continue;
+                }
                 let (status, body) = self.route(i, &call);
                 let s = &mut self.sidecars[i];
                 s.host.answer = Some((Some(status), body.clone()));
@@ -161,7 +170,7 @@ impl World {
         match call.cluster.as_str() {
             "etcd" => {
                 assert_eq!(call.header(":authority"), Some("etcd"));
-                if self.etcd_down {
+                if self.etcd_down || (self.reads_fail && path == "/v3/kv/range") {
                     return (503, b"no healthy upstream".to_vec());
                 }
                 let body = String::from_utf8(call.body.clone()).unwrap();
@@ -521,4 +530,58 @@ fn an_idle_cluster_costs_etcd_a_few_requests_per_lease_ttl_per_sidecar() {
         let most = if i == leader { 6 * 10 + 5 } else { 9 * 10 + 5 };
         assert!(sent <= most, "sidecar {i} sent {sent} requests in 10 TTLs");
     }
+}
+
+#[test]
+fn a_held_redelivery_is_sent_once_even_when_records_reads_stall_past_the_calls_deadline() {
+    // Calls are given up after 2 × call_timeout_ms, at least 1 s; reads stall longer.
+    let mut w = settled(r#","call_timeout_ms":300"#);
+    let leader = w.leaders()[0];
+    let follower = (0..3).find(|i| *i != leader).unwrap();
+    w.deliver_to(follower, 1, "running", 2);
+    w.run_ms(10 * TICK);
+    // Its success never reaches any replica; the leader finds it and plans the re-delivery,
+    // held until a records scan vouches for it, and no scan completes for 5 s.
+    w.drone.insert(1, ("success", 3));
+    w.reads_stalled = true;
+    w.run_ms(5_000);
+    w.reads_stalled = false;
+    w.run_ms(10_000);
+    let sent = w.received.iter().filter(|r| **r == (1, 3)).count();
+    assert_eq!(sent, 1, "received {:?}", w.received);
+    assert!(
+        w.sidecars[leader].host.metric(Id::CallsExpired) > 0,
+        "the reconciler gave up on a held call meanwhile"
+    );
+}
+
+#[test]
+fn a_records_read_that_failed_vouches_for_no_held_redelivery() {
+    let mut w = settled("");
+    let leader = w.leaders()[0];
+    let follower = (0..3).find(|i| *i != leader).unwrap();
+    let order = [leader, follower, 3 - leader - follower];
+    w.deliver_to(follower, 1, "running", 2);
+    w.run_ms(5 * TICK);
+    w.drone.insert(1, ("success", 3));
+    for _ in 0..100 {
+        let due = {
+            let l = w.sidecars[leader].turn.leader().unwrap();
+            l.reconciler.ledger().any_due(w.now + TICK)
+        };
+        if due {
+            break;
+        }
+        w.tick();
+    }
+    // The leader looks build 1 up and holds its re-delivery; the success reaches a follower's
+    // replica meanwhile, and its record is written, but no records read succeeds for 2 s.
+    w.reads_fail = true;
+    w.tick_in_order(&order);
+    w.deliver_to(follower, 1, "success", 3);
+    w.run_ms(2_000);
+    w.reads_fail = false;
+    w.run_ms(5_000);
+    assert!(w.converged());
+    assert_eq!(w.duplicates(), 0, "received {:?}", w.received);
 }

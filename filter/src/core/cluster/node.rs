@@ -157,6 +157,8 @@ pub struct Node {
     last_scan_ms: u64,
     /// When the current (or last) scan's first page was sent.
     scan_started_ms: u64,
+    /// When the last scan that read every page started: what it vouches for.
+    scan_done_ms: u64,
     page_limit: usize,
     election_call: Option<InFlight>,
     write_call: Option<(InFlight, Write)>,
@@ -210,6 +212,7 @@ impl Node {
             careful: Careful::No,
             last_scan_ms: 0,
             scan_started_ms: 0,
+            scan_done_ms: 0,
             page_limit: Self::page_limit(cfg.max_body_bytes),
             election_call: None,
             write_call: None,
@@ -294,9 +297,10 @@ impl Node {
         self.pending.len()
     }
 
-    /// When the last records scan (complete or not) started.
-    pub fn scan_started(&self) -> u64 {
-        self.scan_started_ms
+    /// When the last records scan that read every page started (0: none yet). A scan that
+    /// failed vouches for nothing: what it did not read may say a held re-delivery is needless.
+    pub fn scan_done(&self) -> u64 {
+        self.scan_done_ms
     }
 
     /// Whether a read is on its way.
@@ -588,6 +592,7 @@ impl Node {
                             self.scanning = false;
                             self.read_from = self.scan_revision.saturating_add(1);
                             self.last_scan_ms = now_ms;
+                            self.scan_done_ms = self.scan_started_ms;
                             out.read_done = true;
                         }
                     }
