@@ -9,7 +9,7 @@
 //! before a drone answer is applied, because they may be newer than the answer; the snapshot
 //! is written after the answers, so the next leader continues from what they did.
 
-use super::cluster::node::{Mode, Node, NodeCounters};
+use super::cluster::node::{Mode, Node, NodeCounters, VOUCH_TICKS};
 use super::config::Config;
 use super::host::Host;
 use super::leader::{Leader, Role, Seat};
@@ -365,8 +365,8 @@ fn node_answer(
 }
 
 /// Sends the held re-deliveries a records scan that read every page and started at
-/// `scan_done` has vouched for: those held at least two ticks before it (every sidecar has
-/// written what its replica took before drone answered). One the reconciler no longer has in
+/// `scan_done` has vouched for: those held at least [`VOUCH_TICKS`] ticks before it (every
+/// sidecar has written what its replica took before drone answered). One the reconciler no longer has in
 /// flight (it gave up on it, and retries) is dropped, and one that evidence read since made
 /// needless is withdrawn: neither is sent. Not leading the cluster any more (`scan_done` =
 /// `u64::MAX`): a fallback sends them, a follower withdraws them. A call sent leaves now: its
@@ -381,7 +381,7 @@ fn release(
     if leader.host.held.is_empty() {
         return;
     }
-    let wait = cfg.tick_ms.saturating_mul(2);
+    let wait = cfg.tick_ms.saturating_mul(VOUCH_TICKS);
     let (ready, keep): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut leader.host.held)
         .into_iter()
         .partition(|(_, at)| at.saturating_add(wait) <= scan_done);

@@ -14,8 +14,8 @@
 //!   ([`Node::unwritten`]).
 //! - **Records.** Every queue message that is evidence (its tag made with the webhook secret)
 //!   is kept, bounded ([`MAX_PENDING`], the excess counted as dropped), and written at most
-//!   [`MAX_BATCH`] at a time in one transaction, one request at a time: at most one request per
-//!   tick for records, never more than one per webhook. The value is the queue message itself
+//!   [`MAX_BATCH`] at a time in one transaction, one request at a time: at most one request
+//!   every [`WRITE_EVERY_TICKS`] ticks for records, never more than one per webhook. The value is the queue message itself
 //!   without drone's repository object (a few hundred bytes), so it carries the same HMAC tag,
 //!   and a writer without the secret cannot forge evidence. Keys are
 //!   `<prefix>d/<sidecar>/<seq>`, bound to a records lease of 2 × `max_build_age_ms` taken anew
@@ -42,6 +42,12 @@ use std::collections::VecDeque;
 pub const MAX_PENDING: usize = 4096;
 /// Records one write (one etcd transaction) carries, at most (etcd's `--max-txn-ops` is 128).
 pub const MAX_BATCH: usize = 64;
+/// A sidecar writes its records at most every this many ticks, batched: a record reaches etcd
+/// at most `WRITE_EVERY_TICKS` ticks (and a round trip) after its webhook was drained.
+pub const WRITE_EVERY_TICKS: u64 = 2;
+/// A held re-delivery waits for a records scan that starts this many ticks after it was
+/// planned: every record of a transition taken before drone answered is written by then.
+pub const VOUCH_TICKS: u64 = WRITE_EVERY_TICKS + 1;
 
 /// What `cluster_mode` shows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -147,6 +153,9 @@ pub struct Node {
     /// No records request before this: one per tick at most, and a pause after a failure.
     write_at: u64,
     tick_ms: u64,
+    /// The highest store revision an answer showed: above the last scan's, something was
+    /// written since.
+    store_revision: u64,
     /// The next scan's `min_mod_revision`; the current scan's cursor and first revision.
     read_from: u64,
     cursor: Option<Vec<u8>>,
@@ -205,6 +214,7 @@ impl Node {
             rotate_ms: cfg.max_build_age_ms,
             write_at: 0,
             tick_ms: cfg.tick_ms,
+            store_revision: 0,
             read_from: 0,
             cursor: None,
             scan_revision: 0,
@@ -315,15 +325,19 @@ impl Node {
             && (self.cursor.is_some() || self.careful != Careful::No)
     }
 
-    /// Whether the leader should read records before this tick's lookups: always when
-    /// `due` (builds are due), else at least every third of the TTL.
+    /// Whether the leader should read records before this tick's lookups: when `due`
+    /// (builds are due, or re-deliveries held) or a scan is half done, at most once a tick;
+    /// else every third of the TTL, and only when an answer showed a store revision past the
+    /// last scan's (what only another replica saw, a transition it failed): an idle cluster's
+    /// leader reads nothing.
     pub fn read_due(&self, due: bool, now_ms: u64) -> bool {
         self.mode == Mode::Leads
             && self.read_call.is_none()
             && (due
                 || self.cursor.is_some()
                 || self.careful != Careful::No
-                || now_ms >= self.last_scan_ms.saturating_add(self.ttl_ms / 3))
+                || (now_ms >= self.last_scan_ms.saturating_add(self.ttl_ms / 3)
+                    && self.store_revision >= self.read_from))
     }
 
     fn call(&self, request: Request) -> OutgoingCall {
@@ -434,7 +448,10 @@ impl Node {
                 self.read_call = Some(f);
             }
             Slot::Write => {
-                self.write_at = now_ms.saturating_add(self.tick_ms / 2);
+                // The next write goes `WRITE_EVERY_TICKS` ticks later (half a tick early, so
+                // a tick that comes a little early still takes it).
+                let every = self.tick_ms.saturating_mul(WRITE_EVERY_TICKS);
+                self.write_at = now_ms.saturating_add(every.saturating_sub(self.tick_ms / 2));
                 let what = if call.header(":path") == Some("/v3/lease/grant") {
                     Write::Grant
                 } else {
@@ -470,8 +487,11 @@ impl Node {
         self.careful = Careful::No;
     }
 
+    /// etcd answered usably at `now_ms` (a watcher: as of its next question): not unusable
+    /// before a TTL after it.
     fn usable(&mut self, now_ms: u64) {
-        self.healthy_until = now_ms.saturating_add(self.ttl_ms);
+        let until = now_ms.saturating_add(self.ttl_ms);
+        self.healthy_until = self.healthy_until.max(until);
     }
 
     fn refused_answer(&mut self, e: ClusterError) {
@@ -488,9 +508,15 @@ impl Node {
             match answer {
                 None => self.election.failed(now_ms),
                 Some((status, body)) => {
+                    if let Some(r) = super::etcd::answer_revision(status, body) {
+                        self.store_revision = self.store_revision.max(r);
+                    }
                     self.election.answer(&self.etcd, now_ms, status, body);
+                    // A watcher asks next at `next_watch`: it falls back a TTL after that
+                    // goes unanswered, when the leader it watched has surely given up.
+                    let heard = self.election.next_watch().unwrap_or(now_ms).max(now_ms);
                     match self.election.last_error() {
-                        None => self.usable(now_ms),
+                        None => self.usable(heard),
                         // A refusal etcd made (lease not found) is still etcd answering.
                         Some(ClusterError::Status { code: Some(5), .. }) => self.usable(now_ms),
                         Some(e) => self.refused_answer(e),
@@ -515,7 +541,8 @@ impl Node {
                     }
                 },
                 Write::Batch(n) => match self.etcd.decode_put(status, body) {
-                    Ok(_) => {
+                    Ok(revision) => {
+                        self.store_revision = self.store_revision.max(revision);
                         self.usable(now_ms);
                         let n = n.min(self.pending.len());
                         self.pending.drain(..n);
@@ -564,6 +591,7 @@ impl Node {
                 }
                 Ok(range) => {
                     self.usable(now_ms);
+                    self.store_revision = self.store_revision.max(range.revision);
                     if !self.scanning {
                         self.scanning = true;
                         self.scan_revision = range.revision;
@@ -602,6 +630,9 @@ impl Node {
         out
     }
 
+    pub fn role(&self) -> super::election::Role {
+        self.election.role()
+    }
     /// The last election error, for the fallback's log line.
     pub fn last_error(&self) -> Option<ClusterError> {
         self.election.last_error()
