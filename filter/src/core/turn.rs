@@ -382,9 +382,11 @@ fn release(
         return;
     }
     let wait = cfg.tick_ms.saturating_mul(VOUCH_TICKS);
+    // After an etcd failure, the others' records may be late: counted from it too.
+    let failed = leader.host.node.as_ref().map_or(0, Node::failed_at);
     let (ready, keep): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut leader.host.held)
         .into_iter()
-        .partition(|(_, at)| at.saturating_add(wait) <= scan_done);
+        .partition(|(_, at)| (*at).max(failed).saturating_add(wait) <= scan_done);
     leader.host.held = keep;
     let sends = leader.host.reconciles();
     let mut out = Vec::new();

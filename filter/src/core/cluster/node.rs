@@ -174,6 +174,9 @@ pub struct Node {
     read_call: Option<InFlight>,
     /// etcd answered usably within the TTL before this.
     healthy_until: u64,
+    /// Usable answers so far, and when a request last failed (no answer, or not a usable one).
+    usable_answers: u64,
+    failed_ms: u64,
     mode: Mode,
     pub counters: NodeCounters,
 }
@@ -228,6 +231,8 @@ impl Node {
             write_call: None,
             read_call: None,
             healthy_until: now_ms.saturating_add(ttl_s * 1000),
+            usable_answers: 0,
+            failed_ms: 0,
             mode: Mode::Follows,
             counters: NodeCounters::default(),
         }
@@ -361,9 +366,11 @@ impl Node {
         let late = move |c: &InFlight| now_ms >= c.sent_ms.saturating_add(wait);
         if self.write_call.is_some_and(|(c, _)| late(&c)) {
             self.write_call = None;
+            self.failed_ms = now_ms;
         }
         if self.read_call.is_some_and(|c| late(&c)) {
             self.read_failed();
+            self.failed_ms = now_ms;
         }
         let election_wait = self
             .timeout_ms
@@ -376,7 +383,15 @@ impl Node {
         {
             self.election_call = None;
             self.election.failed(now_ms);
+            self.failed_ms = now_ms;
         }
+    }
+
+    /// When an etcd request last failed: other sidecars' records of what their replicas took
+    /// before then may still be on their way, so a scan vouches only for what was planned
+    /// [`VOUCH_TICKS`] ticks before it, counted from here too.
+    pub fn failed_at(&self) -> u64 {
+        self.failed_ms
     }
 
     /// The requests to send now: the election's, a records write, and a read when `read` (see
@@ -464,6 +479,7 @@ impl Node {
 
     /// The host refused the request of `slot`: it failed at once.
     pub fn refused(&mut self, slot: Slot, now_ms: u64) {
+        self.failed_ms = now_ms;
         match slot {
             Slot::Election => self.election.failed(now_ms),
             Slot::Write => self.write_at = now_ms.saturating_add(self.tick_ms.max(200)),
@@ -492,6 +508,7 @@ impl Node {
     fn usable(&mut self, now_ms: u64) {
         let until = now_ms.saturating_add(self.ttl_ms);
         self.healthy_until = self.healthy_until.max(until);
+        self.usable_answers += 1;
     }
 
     fn refused_answer(&mut self, e: ClusterError) {
@@ -502,6 +519,15 @@ impl Node {
 
     /// The answer to `token` (`None`: no answer, or one too large to read), at `now_ms`.
     pub fn answer(&mut self, token: u32, answer: Option<(u32, &[u8])>, now_ms: u64) -> Answered {
+        let (ours, usable) = (self.owns(token), self.usable_answers);
+        let out = self.take_answer(token, answer, now_ms);
+        if ours && self.usable_answers == usable {
+            self.failed_ms = now_ms;
+        }
+        out
+    }
+
+    fn take_answer(&mut self, token: u32, answer: Option<(u32, &[u8])>, now_ms: u64) -> Answered {
         let mut out = Answered::default();
         if self.election_call.is_some_and(|c| c.token == token) {
             self.election_call = None;
