@@ -382,11 +382,17 @@ fn release(
         return;
     }
     let wait = cfg.tick_ms.saturating_mul(VOUCH_TICKS);
-    // After an etcd failure, the others' records may be late: counted from it too.
+    // After an etcd failure, the others' records may be late: counted from it too, but for a
+    // lease TTL at most (failures that never stop, a dead member Envoy still tries, must not
+    // hold a re-delivery for ever; the others retry their writes every tick meanwhile).
     let failed = leader.host.node.as_ref().map_or(0, Node::failed_at);
+    let ttl = cfg.etcd_lease_ttl_ms;
     let (ready, keep): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut leader.host.held)
         .into_iter()
-        .partition(|(_, at)| (*at).max(failed).saturating_add(wait) <= scan_done);
+        .partition(|(_, at)| {
+            let after_failure = failed.min(at.saturating_add(ttl)).max(*at);
+            after_failure.saturating_add(wait) <= scan_done
+        });
     leader.host.held = keep;
     let sends = leader.host.reconciles();
     let mut out = Vec::new();
