@@ -504,9 +504,10 @@ impl Node {
     }
 
     /// etcd answered usably at `now_ms` (a watcher: as of its next question): not unusable
-    /// before a TTL after it.
+    /// before two TTLs after it (etcd electing a raft leader on a loaded machine answered
+    /// nothing for more than a 3 s TTL; a fallback then would reconcile beside the leader).
     fn usable(&mut self, now_ms: u64) {
-        let until = now_ms.saturating_add(self.ttl_ms);
+        let until = now_ms.saturating_add(self.ttl_ms.saturating_mul(2));
         self.healthy_until = self.healthy_until.max(until);
         self.usable_answers += 1;
     }
@@ -538,7 +539,7 @@ impl Node {
                         self.store_revision = self.store_revision.max(r);
                     }
                     self.election.answer(&self.etcd, now_ms, status, body);
-                    // A watcher asks next at `next_watch`: it falls back a TTL after that
+                    // A watcher asks next at `next_watch`: it falls back two TTLs after that
                     // goes unanswered, when the leader it watched has surely given up.
                     let heard = self.election.next_watch().unwrap_or(now_ms).max(now_ms);
                     match self.election.last_error() {
