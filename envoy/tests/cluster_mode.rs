@@ -198,10 +198,8 @@ fn one_etcd_member_killed_mid_run_interrupts_nothing() -> Result<()> {
             Err(format!("{n} builds"))
         })
     })?;
-    // A member that is not etcd's raft leader: the quorum keeps its leader. (Killing the raft
-    // leader makes the other two elect one, which took ~2.5 s on this loaded machine, close to
-    // the tests' 3 s election lease: sidecars then fall back or change leader for a moment;
-    // nothing is lost, but it is not "no interruption".)
+    // A member that is not etcd's raft leader: the quorum keeps its leader (killing the raft
+    // leader is `etcd_raft_leader_killed_mid_run_no_fallback_no_duplicate`).
     let etcd = stack.etcd.as_mut().context("etcd")?;
     let raft_leader = etcd.leader().context("etcd has no leader")?;
     let member = (raft_leader + 1) % etcd.len();
@@ -217,6 +215,63 @@ fn one_etcd_member_killed_mid_run_interrupts_nothing() -> Result<()> {
     // Not asserted (yet): that no sidecar changes mode. With the module at 5abe96d a leader
     // sometimes steps down and back within a few hundred ms after the kill, with extra drone
     // calls and a few duplicates; printed above for the record.
+    Ok(())
+}
+
+/// etcd's raft leader killed while builds run: the other two members elect another (a second
+/// or more, during which etcd answers nothing), and nothing changes for the filter that a user
+/// would see: no fallback, no duplicate, every build converges. A cluster leader whose
+/// renewals went unanswered until its lease's end stops for that moment and, etcd answering
+/// that the lease lived on, leads again with it; the followers wait a TTL past their next
+/// question before falling back.
+///
+/// Not in `make test` yet: on this loaded 2-core machine etcd sometimes answers nothing for
+/// more than two of the tests' 3 s leases after the kill (then the cluster leader's lease
+/// expires, another leads, and a fallback or a few duplicates follow): it passed 3 of 5 runs
+/// at b7175d6..acfc312 (BENCHMARKS.md, benchmark 10). Run it with `--ignored`.
+#[test]
+#[ignore = "flaky on a loaded machine: etcd's raft election can outlast the tests' 3 s lease"]
+fn etcd_raft_leader_killed_mid_run_no_fallback_no_duplicate() -> Result<()> {
+    const TEST: &str = "etcd_raft_leader_killed_mid_run_no_fallback_no_duplicate";
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let _slot = slot();
+    let tools = tools();
+    let Some(etcd) = etcd_or_skip(TEST)? else {
+        return Ok(());
+    };
+    let mut stack = ClusterStack::start(&tools, three(0.0, 14), Some(etcd))?;
+    stack.wait_one_leader(Duration::from_secs(30))?;
+    stack.schedule(&builds(14, 40, 150));
+    wait_for("a third of the builds", SETTLE, POLL, || {
+        let n = stack.drone.builds().len();
+        Ok(if n >= 13 {
+            Ok(())
+        } else {
+            Err(format!("{n} builds"))
+        })
+    })?;
+    let etcd = stack.etcd.as_mut().context("etcd")?;
+    let raft_leader = etcd.leader().context("etcd has no leader")?;
+    etcd.kill(raft_leader)?;
+    eprintln!("killed etcd's raft leader m{raft_leader}");
+    let history = modes_until_drone_idle(&stack)?;
+    let f = check_cluster(&stack)?;
+    eprintln!(
+        "raft leader killed: {f}\nmodes (ms after the kill, sidecar, cluster_mode): {history:?}"
+    );
+    for (i, s) in stack.live() {
+        eprintln!(
+            "sidecar {i}: cluster_mode {} etcd_requests {} calls_expired {}",
+            s.metric("cluster_mode")?,
+            s.metric("etcd_requests")?,
+            s.metric("calls_expired")?
+        );
+    }
+    assert_eq!(
+        f.fallbacks, 0,
+        "the raft leader's death caused a fallback: {f}"
+    );
+    assert_eq!(f.duplicates, 0, "{f}");
     Ok(())
 }
 

@@ -132,7 +132,7 @@ fn a_leader_whose_keep_alives_fail_gives_up_at_the_ttl_after_its_last_renewal_wa
     assert_eq!(e.lost(), 0);
     run(&mut e, &mut w, until + 10);
     assert!(!e.is_leader(w.now));
-    assert_eq!(e.role(), Role::Candidate);
+    assert!(matches!(e.role(), Role::Lapsed { .. }), "{:?}", e.role());
     assert_eq!(e.lost(), 1);
     // Back: a new lease, and leadership again once the old key has expired with its lease.
     w.down = false;
@@ -209,4 +209,34 @@ fn a_retried_campaign_whose_first_answer_was_lost_still_wins() {
         Etcd.decode_campaign(lease, s, b.as_bytes()),
         Ok(status_sync::core::cluster::Campaign::Won)
     );
+}
+
+/// etcd electing its own raft leader answers late or not at all: the renewals reach it (the
+/// lease lives on there) but their answers come after the leader's `until`. The leader stops
+/// at `until`, keeps renewing the same lease, and leads again as soon as one renewal answers
+/// that it is alive: the key bound to it never expired, so no one else led meanwhile, and no
+/// new lease, campaign or takeover is needed.
+#[test]
+fn a_leader_whose_renewals_answer_too_late_leads_again_with_the_same_lease() {
+    let mut w = model();
+    let mut e = Election::new(b"k", b"me", 3, 300);
+    let start = w.now;
+    run(&mut e, &mut w, start + 100);
+    let Role::Leader { lease, until } = e.role() else {
+        panic!("{:?}", e.role())
+    };
+    // Renewals processed by etcd, their answers lost.
+    while w.now < until + 500 {
+        if let Some(r) = e.poll(&Etcd, w.now) {
+            let _ = w.send(0, &r);
+            e.failed(w.now);
+        }
+        w.now += 10;
+    }
+    assert!(!e.is_leader(w.now), "no answer by until: stopped");
+    assert_eq!(e.role(), Role::Lapsed { lease });
+    run(&mut e, &mut w, until + 1000);
+    assert!(e.is_leader(w.now), "{:?}", e.role());
+    assert!(matches!(e.role(), Role::Leader { lease: l, .. } if l == lease));
+    assert_eq!(w.etcd.value(w.now, b"k"), Some(b"me".to_vec()));
 }

@@ -291,3 +291,23 @@ fn repository_answer_must_be_the_repository_asked_for() {
         "the build, then the repository"
     );
 }
+
+/// A re-delivery the shell held before sending (cluster mode, until the records vouch for it)
+/// has its whole deadline once it leaves: `sending` restarts its clock, so the hold does not
+/// make the reconciler give up on a call the pipeline is still answering.
+#[test]
+fn a_held_redelivery_gets_its_whole_deadline_from_when_it_leaves() {
+    let cfg = config(r#","call_timeout_ms":1000"#);
+    let mut r = Reconciler::new(cfg, 1);
+    r.observe(obs(3, "success", 3, DeliveryOutcome::NotDelivered), T0);
+    let lookup = tick_one(&mut r, T0);
+    let deliver = one(r.on_response(lookup.id, ok(api_build(3, "success", 3)), T0));
+    // Held 1.5 s, then sent: the deadline (2 × call_timeout_ms) runs from the send.
+    r.sending(deliver.id, T0 + 1_500);
+    let _ = r.tick(T0 + 3_000);
+    assert!(r.is_inflight(deliver.id), "given up 1.5 s after it left");
+    assert_eq!(r.counters().calls_expired, 0);
+    let _ = r.tick(T0 + 3_600);
+    assert!(!r.is_inflight(deliver.id), "given up 2 s after it left");
+    assert_eq!(r.counters().calls_expired, 1);
+}

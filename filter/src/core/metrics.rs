@@ -289,6 +289,11 @@ metrics! {
         "delivery records not written to etcd: more than 4096 waiting (etcd unreachable), the \
          oldest dropped first, or one too large even without its repository objects; the \
          transition is still in this sidecar's own reconciler";
+    RedeliveriesHeldDropped: Counter
+        "status_sync.redeliveries_held_dropped"
+        "cluster mode: re-deliveries the cluster leader held until the records vouched for them, \
+         withdrawn to keep the held list within `max_inflight_calls` (looked at again after \
+         `stale_after_ms`); it holds only calls in flight, so this stays 0 unless that breaks";
     EtcdAnswersInvalid: Counter
         "status_sync.etcd_answers_invalid"
         "etcd answers or records refused: outside the input limits, malformed, or a record \

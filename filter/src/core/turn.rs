@@ -9,7 +9,7 @@
 //! before a drone answer is applied, because they may be newer than the answer; the snapshot
 //! is written after the answers, so the next leader continues from what they did.
 
-use super::cluster::node::{Mode, Node, NodeCounters};
+use super::cluster::node::{Mode, Node, NodeCounters, VOUCH_TICKS};
 use super::config::Config;
 use super::host::Host;
 use super::leader::{Leader, Role, Seat};
@@ -17,7 +17,7 @@ use super::logfmt::Val;
 use super::metrics::{Counters, Id, Kind};
 use super::ratelog::{suppressed_note, LogLimiter};
 use super::reconciler::{CallId, CallResult, OutgoingCall};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 /// Rounds of dispatch in one event: a refused call is answered at once as a failure, which
 /// may ask for another call; the in-flight budget bounds them, this bounds the loop.
@@ -40,8 +40,10 @@ pub struct Calls {
     /// etcd calls the host refused, logged at most once a minute.
     etcd_refused_log: Option<LogLimiter>,
     /// The cluster leader's re-deliveries, held until the records written after drone's
-    /// answer have been read (at most `max_inflight_calls`: each is a call in flight).
-    held: Vec<(OutgoingCall, u64)>,
+    /// answer have been read: only calls the reconciler still has in flight (one it gave up
+    /// on leaves the list, counted in `calls_expired`), so at most `max_inflight_calls`;
+    /// beyond that the oldest is withdrawn and counted (`redeliveries_held_dropped`).
+    held: VecDeque<(OutgoingCall, u64)>,
 }
 
 impl Calls {
@@ -134,12 +136,12 @@ impl Turn {
             }
             dispatch_node(leader, &mut node, host, now_ms, read);
             let reading = node.reading();
-            let scan_started = node.scan_started();
+            let scan_done = node.scan_done();
             leader.host.node = Some(node);
             if mode != Mode::Leads {
                 release(leader, host, cfg, now_ms, u64::MAX);
             } else if !reading {
-                release(leader, host, cfg, now_ms, scan_started);
+                release(leader, host, cfg, now_ms, scan_done);
             }
             // The cluster leader looks builds up after the records are read: the tick waits
             // for the read's answer (see `on_call_answer`).
@@ -229,12 +231,17 @@ fn reconcile(leader: &mut Leader<Calls>, host: &mut impl Host, now_ms: u64) {
     dispatch_all(leader, host, calls, now_ms);
     // Tokens of calls the reconciler expired (the host never answered) are dropped: the
     // map holds only calls in flight (at most `max_inflight_calls`) even if answers are
-    // lost, and a late answer to an expired call is ignored unread.
+    // lost, and a late answer to an expired call is ignored unread. So are held
+    // re-deliveries it gave up on: never sent, they would duplicate its retry.
     let reconciler = &leader.reconciler;
     leader
         .host
         .tokens
         .retain(|_, id| reconciler.is_inflight(*id));
+    leader
+        .host
+        .held
+        .retain(|(call, _)| reconciler.is_inflight(call.id));
 }
 
 /// The node's mode now, shown in `cluster_mode`; a change is logged (entering the fallback at
@@ -348,41 +355,55 @@ fn node_answer(
     }
     let more = node.scan_continues();
     dispatch_node(leader, &mut node, host, now_ms, more);
-    let scan_started = node.scan_started();
+    let scan_done = node.scan_done();
     leader.host.node = Some(node);
     if mode == Mode::Leads && answered.read_done {
-        release(leader, host, cfg, now_ms, scan_started);
+        release(leader, host, cfg, now_ms, scan_done);
         reconcile(leader, host, now_ms);
     }
     finish(leader, host);
 }
 
-/// Sends the held re-deliveries a records scan that started at `scan_started` has vouched
-/// for: those held at least two ticks before it (every sidecar has written what its replica
-/// took before drone answered). One that evidence read since made needless is withdrawn,
-/// never sent. Not leading the cluster any more (`scan_started` = `u64::MAX`): a fallback
-/// sends them, a follower withdraws them.
+/// Sends the held re-deliveries a records scan that read every page and started at
+/// `scan_done` has vouched for: those held at least [`VOUCH_TICKS`] ticks before it (every
+/// sidecar has written what its replica took before drone answered). One the reconciler no longer has in
+/// flight (it gave up on it, and retries) is dropped, and one that evidence read since made
+/// needless is withdrawn: neither is sent. Not leading the cluster any more (`scan_done` =
+/// `u64::MAX`): a fallback sends them, a follower withdraws them. A call sent leaves now: its
+/// deadline runs from here.
 fn release(
     leader: &mut Leader<Calls>,
     host: &mut impl Host,
     cfg: &Config,
     now_ms: u64,
-    scan_started: u64,
+    scan_done: u64,
 ) {
     if leader.host.held.is_empty() {
         return;
     }
-    let wait = cfg.tick_ms.saturating_mul(2);
-    let (ready, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut leader.host.held)
+    let wait = cfg.tick_ms.saturating_mul(VOUCH_TICKS);
+    // After an etcd failure, the others' records may be late: counted from it too, but for a
+    // lease TTL at most (failures that never stop, a dead member Envoy still tries, must not
+    // hold a re-delivery for ever; the others retry their writes every tick meanwhile).
+    let failed = leader.host.node.as_ref().map_or(0, Node::failed_at);
+    let ttl = cfg.etcd_lease_ttl_ms;
+    let (ready, keep): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut leader.host.held)
         .into_iter()
-        .partition(|(_, at)| at.saturating_add(wait) <= scan_started);
+        .partition(|(_, at)| {
+            let after_failure = failed.min(at.saturating_add(ttl)).max(*at);
+            after_failure.saturating_add(wait) <= scan_done
+        });
     leader.host.held = keep;
     let sends = leader.host.reconciles();
     let mut out = Vec::new();
     for (call, _) in ready {
+        if !leader.reconciler.is_inflight(call.id) {
+            continue;
+        }
         if !sends || leader.reconciler.superseded(call.id) {
             leader.reconciler.withdraw(call.id, now_ms);
         } else {
+            leader.reconciler.sending(call.id, now_ms);
             out.push(call);
         }
     }
@@ -434,7 +455,7 @@ fn dispatch_all(
                 .is_some_and(|n| n.mode() == Mode::Leads)
                 && call.cluster == leader.reconciler.config().pipeline_cluster
             {
-                leader.host.held.push((call, now_ms));
+                hold(leader, host, call, now_ms);
                 continue;
             }
             match host.dispatch(&call) {
@@ -458,6 +479,24 @@ fn dispatch_all(
         }
         pending = next;
     }
+}
+
+/// Holds the cluster leader's re-delivery `call` until a records scan vouches for it. The list
+/// keeps only calls the reconciler has in flight, so it stays within `max_inflight_calls`;
+/// should it not, the oldest is withdrawn (looked at again after `stale_after_ms`) and counted.
+fn hold(leader: &mut Leader<Calls>, host: &mut impl Host, call: OutgoingCall, now_ms: u64) {
+    let reconciler = &leader.reconciler;
+    let max = reconciler.config().max_inflight_calls;
+    let held = &mut leader.host.held;
+    held.retain(|(c, _)| reconciler.is_inflight(c.id));
+    while held.len() >= max {
+        let Some((old, _)) = held.pop_front() else {
+            break;
+        };
+        leader.reconciler.withdraw(old.id, now_ms);
+        host.add_metric(Id::RedeliveriesHeldDropped, 1);
+    }
+    leader.host.held.push_back((call, now_ms));
 }
 
 /// After every event of a leader: the checkpoint (after the answers, so the next leader

@@ -1,6 +1,7 @@
 //! The election of one reconciler across the cluster, as a state machine driven by the
 //! store's answers and the time it is given: `Candidate` (no lease) → a lease granted →
-//! `Follower` (holds a lease, campaigns for the key) → `Leader { lease, until }` → lost.
+//! `Follower` (holds a lease, campaigns for the key) → `Leader { lease, until }` → lost; or,
+//! the key held by another lease, `Watching { holder }` → the holder's lease gone → `Candidate`.
 //!
 //! - A lease is granted, then the election key is created bound to it (compare-and-create,
 //!   `create_revision == 0`): the one whose create succeeds leads. The key goes with the
@@ -10,8 +11,13 @@
 //!   receipt, later, so a leader always gives up before its key can expire and another take it.
 //! - A keep-alive answering "gone", or no successful renewal by `until`, gives up leadership
 //!   (counted in [`Election::lost`]) and starts over with a new lease.
-//! - A follower retries the campaign every `retry_ms`: it takes over within `retry_ms` of the
-//!   old key's expiry.
+//! - A candidate that lost the campaign keeps no lease (no keep-alives): it watches the
+//!   holder's lease (`time_to_live`, which does not renew it), next when the whole seconds it
+//!   had left and `retry_ms` have passed, and campaigns anew (a grant, then the transaction) as
+//!   soon as that lease is gone: it takes over within `retry_ms` of the old key's expiry, at
+//!   about one request per two thirds of the TTL while the leader lives.
+//! - A leader whose renewals went unanswered until `until` stops leading (`Lapsed`) but keeps
+//!   renewing the same lease: alive, the key bound to it never expired, and it leads again.
 //! - One request in flight at a time; one without an answer after `retry_ms` counts as failed.
 
 use super::{Campaign, ClusterError, ClusterStore, KeepAlive, Request};
@@ -21,10 +27,16 @@ use super::{Campaign, ClusterError, ClusterStore, KeepAlive, Request};
 pub enum Role {
     /// No lease: the next step is a grant.
     Candidate,
-    /// Holds `lease` (valid until `until`) but not the key.
+    /// Holds `lease` (valid until `until`) but not the key: campaigns.
     Follower { lease: u64, until: u64 },
+    /// Another lease, `holder`, holds the key: watched, no lease of its own.
+    Watching { holder: u64 },
     /// Holds the key through `lease`, valid until `until` (ms, the caller's clock).
     Leader { lease: u64, until: u64 },
+    /// Led through `lease` but no renewal answered in time (etcd slow, electing its own
+    /// leader): not leading, it keeps renewing `lease`; if etcd says it is alive, the key bound
+    /// to it never expired, so no one else led meanwhile, and it leads again.
+    Lapsed { lease: u64 },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,6 +44,7 @@ enum Pending {
     Grant,
     KeepAlive(u64),
     Campaign(u64),
+    Watch(u64),
 }
 
 /// One candidate's election. `now_ms` is any monotonic clock of the caller's.
@@ -46,6 +59,8 @@ pub struct Election {
     renew_at: u64,
     /// When a follower campaigns next.
     campaign_at: u64,
+    /// When a watcher asks for the holder's lease next.
+    watch_at: u64,
     /// When a candidate may ask for a grant again (after a failed one).
     grant_at: u64,
     in_flight: Option<(Pending, u64)>,
@@ -67,6 +82,7 @@ impl Election {
             role: Role::Candidate,
             renew_at: 0,
             campaign_at: 0,
+            watch_at: 0,
             grant_at: 0,
             in_flight: None,
             lost: 0,
@@ -93,20 +109,31 @@ impl Election {
         self.last_error
     }
 
+    /// When a watcher asks the store next (`None` unless watching).
+    pub fn next_watch(&self) -> Option<u64> {
+        match self.role {
+            Role::Watching { .. } => Some(self.watch_at),
+            _ => None,
+        }
+    }
+
     /// The lease held, if any.
     pub fn lease(&self) -> Option<u64> {
         match self.role {
-            Role::Candidate => None,
-            Role::Follower { lease, .. } | Role::Leader { lease, .. } => Some(lease),
+            Role::Candidate | Role::Watching { .. } => None,
+            Role::Follower { lease, .. } | Role::Leader { lease, .. } | Role::Lapsed { lease } => {
+                Some(lease)
+            }
         }
     }
 
     /// Gives up a lease that may have expired by `now_ms`.
     fn expire(&mut self, now_ms: u64) {
         match self.role {
-            Role::Leader { until, .. } if now_ms >= until => {
+            Role::Leader { lease, until } if now_ms >= until => {
                 self.lost += 1;
-                self.role = Role::Candidate;
+                self.role = Role::Lapsed { lease };
+                self.renew_at = now_ms;
             }
             Role::Follower { until, .. } if now_ms >= until => self.role = Role::Candidate,
             _ => {}
@@ -125,7 +152,11 @@ impl Election {
         let (pending, request) = match self.role {
             Role::Candidate if now_ms >= self.grant_at => (Pending::Grant, store.grant(self.ttl_s)),
             Role::Candidate => return None,
-            Role::Follower { lease, .. } | Role::Leader { lease, .. }
+            Role::Watching { holder } if now_ms >= self.watch_at => {
+                (Pending::Watch(holder), store.time_to_live(holder))
+            }
+            Role::Watching { .. } => return None,
+            Role::Follower { lease, .. } | Role::Leader { lease, .. } | Role::Lapsed { lease }
                 if now_ms >= self.renew_at =>
             {
                 (Pending::KeepAlive(lease), store.keep_alive(lease))
@@ -134,7 +165,7 @@ impl Election {
                 Pending::Campaign(lease),
                 store.campaign(&self.key, &self.value, lease),
             ),
-            Role::Follower { .. } | Role::Leader { .. } => return None,
+            Role::Follower { .. } | Role::Leader { .. } | Role::Lapsed { .. } => return None,
         };
         self.in_flight = Some((pending, now_ms));
         Some(request)
@@ -151,6 +182,7 @@ impl Election {
             // Renewal is retried sooner than a campaign: there is a TTL to beat.
             Pending::KeepAlive(_) => self.renew_at = now_ms.saturating_add(self.retry_ms / 3),
             Pending::Campaign(_) => self.campaign_at = retry,
+            Pending::Watch(_) => self.watch_at = retry,
         }
     }
 
@@ -180,10 +212,34 @@ impl Election {
                             Role::Leader { until: u, .. } | Role::Follower { until: u, .. } => {
                                 *u = until
                             }
-                            Role::Candidate => {}
+                            Role::Lapsed { lease } => {
+                                self.role = Role::Leader {
+                                    lease: *lease,
+                                    until,
+                                }
+                            }
+                            Role::Candidate | Role::Watching { .. } => {}
                         }
                     }
                     KeepAlive::Gone => self.give_up(now_ms),
+                }
+            }),
+            Pending::Watch(holder) => store.decode_time_to_live(status, body).map(|k| {
+                if self.role != (Role::Watching { holder }) {
+                    return;
+                }
+                match k {
+                    // Next when the seconds it had left have passed (etcd rounds them down,
+                    // so `retry_ms` later): at most `retry_ms` after it expires.
+                    KeepAlive::Alive { ttl_s } => {
+                        let left = ttl_s.saturating_mul(1000).saturating_add(self.retry_ms);
+                        self.watch_at = now_ms.saturating_add(left);
+                    }
+                    // The key went with it: campaign now.
+                    KeepAlive::Gone => {
+                        self.role = Role::Candidate;
+                        self.grant_at = now_ms;
+                    }
                 }
             }),
             Pending::Campaign(lease) => store.decode_campaign(lease, status, body).map(|c| {
@@ -191,8 +247,16 @@ impl Election {
                     if held == lease {
                         match c {
                             Campaign::Won => self.role = Role::Leader { lease, until },
-                            Campaign::Held { .. } => {
-                                self.campaign_at = now_ms.saturating_add(self.retry_ms)
+                            // Our lease is left to expire; the holder's is watched. A key
+                            // with no lease (never expires) is campaigned for once a TTL.
+                            Campaign::Held { lease: 0 } => {
+                                self.role = Role::Candidate;
+                                self.grant_at =
+                                    now_ms.saturating_add(self.ttl_s.saturating_mul(1000));
+                            }
+                            Campaign::Held { lease: holder } => {
+                                self.role = Role::Watching { holder };
+                                self.watch_at = now_ms;
                             }
                         }
                     }

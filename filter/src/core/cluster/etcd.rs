@@ -203,6 +203,17 @@ fn kvs(obj: &RawObject<'_>, limit: usize, revision: u64) -> Result<Vec<Kv>, Clus
     Ok(out)
 }
 
+/// The store's revision an election answer carries (`header`, or a keep-alive's
+/// `result.header`), if it is a usable one: how a leader knows, without reading, whether
+/// anything was written since its last records scan.
+pub fn answer_revision(status: u32, body: &[u8]) -> Option<u64> {
+    let obj = answer(status, body).ok()?;
+    match nested(&obj, "result", "result").ok()? {
+        Some(result) => header_revision(&result).ok(),
+        None => header_revision(&obj).ok(),
+    }
+}
+
 impl ClusterStore for Etcd {
     fn grant(&self, ttl_s: u64) -> Request {
         post("/v3/lease/grant", format!("{{\"TTL\":\"{ttl_s}\"}}"))
@@ -230,6 +241,24 @@ impl ClusterStore for Etcd {
             0 => KeepAlive::Gone,
             ttl_s => KeepAlive::Alive { ttl_s },
         })
+    }
+
+    fn time_to_live(&self, lease: u64) -> Request {
+        post("/v3/lease/timetolive", format!("{{\"ID\":\"{lease}\"}}"))
+    }
+
+    fn decode_time_to_live(&self, status: u32, body: &[u8]) -> Result<KeepAlive, ClusterError> {
+        let obj = answer(status, body)?;
+        // etcd 3.4: `"TTL":"-1"` for a lease unknown or expired; the whole seconds left
+        // otherwise, left out when 0 (under a second).
+        if member(&obj, "TTL", "TTL")?
+            .and_then(decode_string)
+            .as_deref()
+            == Some("-1")
+        {
+            return Ok(KeepAlive::Gone);
+        }
+        Ok(KeepAlive::Alive { ttl_s: ttl(&obj)? })
     }
 
     fn campaign(&self, key: &[u8], value: &[u8], lease: u64) -> Request {

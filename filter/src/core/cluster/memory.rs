@@ -208,6 +208,7 @@ impl MemoryEtcd {
         let answer = match path {
             "/v3/lease/grant" => self.grant(now_ms, &obj),
             "/v3/lease/keepalive" => self.keep_alive(now_ms, &obj),
+            "/v3/lease/timetolive" => self.time_to_live(now_ms, &obj),
             "/v3/kv/put" => PutOp::parse(&obj).map(|p| self.put_answer(&p)),
             "/v3/kv/range" => RangeOp::parse(&obj)
                 .map(|r| {
@@ -238,6 +239,27 @@ impl MemoryEtcd {
             format!(
                 "{{\"header\":{},\"ID\":\"{id}\",\"TTL\":\"{ttl_s}\"}}",
                 header(self.revision)
+            ),
+        ))
+    }
+
+    /// etcd 3.4: the whole seconds left (left out when 0) and the granted TTL, or `"-1"` for
+    /// a lease unknown or expired; the lease is not renewed.
+    fn time_to_live(&mut self, now_ms: u64, obj: &RawObject<'_>) -> Option<Answer> {
+        let id = int(obj, "ID")?;
+        let ttl = match self.leases.get(&id) {
+            Some(l) => {
+                let left = l.expires_at.saturating_sub(now_ms) / 1000;
+                format!("{}{}", opt("TTL", left), opt("grantedTTL", l.ttl_s))
+            }
+            None => ",\"TTL\":\"-1\"".to_string(),
+        };
+        Some((
+            200,
+            format!(
+                "{{\"header\":{}{}{ttl}}}",
+                header(self.revision),
+                opt("ID", id)
             ),
         ))
     }

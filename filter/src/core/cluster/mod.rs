@@ -93,6 +93,12 @@ pub trait ClusterStore {
     fn keep_alive(&self, lease: u64) -> Request;
     fn decode_keep_alive(&self, status: u32, body: &[u8]) -> Result<KeepAlive, ClusterError>;
 
+    /// How long `lease` (another sidecar's) has left, without renewing it: what a follower
+    /// watches instead of campaigning, so it campaigns only once the leader's lease is gone.
+    fn time_to_live(&self, lease: u64) -> Request;
+    /// [`KeepAlive::Alive`] with the whole seconds left (0: under one), or [`KeepAlive::Gone`].
+    fn decode_time_to_live(&self, status: u32, body: &[u8]) -> Result<KeepAlive, ClusterError>;
+
     /// Creates `key` = `value` bound to `lease` if no such key exists; otherwise reads who
     /// holds it.
     fn campaign(&self, key: &[u8], value: &[u8], lease: u64) -> Request;

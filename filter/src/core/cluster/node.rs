@@ -14,8 +14,8 @@
 //!   ([`Node::unwritten`]).
 //! - **Records.** Every queue message that is evidence (its tag made with the webhook secret)
 //!   is kept, bounded ([`MAX_PENDING`], the excess counted as dropped), and written at most
-//!   [`MAX_BATCH`] at a time in one transaction, one request at a time: at most one request per
-//!   tick for records, never more than one per webhook. The value is the queue message itself
+//!   [`MAX_BATCH`] at a time in one transaction, one request at a time: at most one request
+//!   every [`WRITE_EVERY_TICKS`] ticks for records, never more than one per webhook. The value is the queue message itself
 //!   without drone's repository object (a few hundred bytes), so it carries the same HMAC tag,
 //!   and a writer without the secret cannot forge evidence. Keys are
 //!   `<prefix>d/<sidecar>/<seq>`, bound to a records lease of 2 × `max_build_age_ms` taken anew
@@ -42,6 +42,12 @@ use std::collections::VecDeque;
 pub const MAX_PENDING: usize = 4096;
 /// Records one write (one etcd transaction) carries, at most (etcd's `--max-txn-ops` is 128).
 pub const MAX_BATCH: usize = 64;
+/// A sidecar writes its records at most every this many ticks, batched: a record reaches etcd
+/// at most `WRITE_EVERY_TICKS` ticks (and a round trip) after its webhook was drained.
+pub const WRITE_EVERY_TICKS: u64 = 2;
+/// A held re-delivery waits for a records scan that starts this many ticks after it was
+/// planned: every record of a transition taken before drone answered is written by then.
+pub const VOUCH_TICKS: u64 = WRITE_EVERY_TICKS + 1;
 
 /// What `cluster_mode` shows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -147,6 +153,9 @@ pub struct Node {
     /// No records request before this: one per tick at most, and a pause after a failure.
     write_at: u64,
     tick_ms: u64,
+    /// The highest store revision an answer showed: above the last scan's, something was
+    /// written since.
+    store_revision: u64,
     /// The next scan's `min_mod_revision`; the current scan's cursor and first revision.
     read_from: u64,
     cursor: Option<Vec<u8>>,
@@ -157,12 +166,17 @@ pub struct Node {
     last_scan_ms: u64,
     /// When the current (or last) scan's first page was sent.
     scan_started_ms: u64,
+    /// When the last scan that read every page started: what it vouches for.
+    scan_done_ms: u64,
     page_limit: usize,
     election_call: Option<InFlight>,
     write_call: Option<(InFlight, Write)>,
     read_call: Option<InFlight>,
     /// etcd answered usably within the TTL before this.
     healthy_until: u64,
+    /// Usable answers so far, and when a request last failed (no answer, or not a usable one).
+    usable_answers: u64,
+    failed_ms: u64,
     mode: Mode,
     pub counters: NodeCounters,
 }
@@ -203,6 +217,7 @@ impl Node {
             rotate_ms: cfg.max_build_age_ms,
             write_at: 0,
             tick_ms: cfg.tick_ms,
+            store_revision: 0,
             read_from: 0,
             cursor: None,
             scan_revision: 0,
@@ -210,11 +225,14 @@ impl Node {
             careful: Careful::No,
             last_scan_ms: 0,
             scan_started_ms: 0,
+            scan_done_ms: 0,
             page_limit: Self::page_limit(cfg.max_body_bytes),
             election_call: None,
             write_call: None,
             read_call: None,
             healthy_until: now_ms.saturating_add(ttl_s * 1000),
+            usable_answers: 0,
+            failed_ms: 0,
             mode: Mode::Follows,
             counters: NodeCounters::default(),
         }
@@ -294,9 +312,10 @@ impl Node {
         self.pending.len()
     }
 
-    /// When the last records scan (complete or not) started.
-    pub fn scan_started(&self) -> u64 {
-        self.scan_started_ms
+    /// When the last records scan that read every page started (0: none yet). A scan that
+    /// failed vouches for nothing: what it did not read may say a held re-delivery is needless.
+    pub fn scan_done(&self) -> u64 {
+        self.scan_done_ms
     }
 
     /// Whether a read is on its way.
@@ -311,15 +330,19 @@ impl Node {
             && (self.cursor.is_some() || self.careful != Careful::No)
     }
 
-    /// Whether the leader should read records before this tick's lookups: always when
-    /// `due` (builds are due), else at least every third of the TTL.
+    /// Whether the leader should read records before this tick's lookups: when `due`
+    /// (builds are due, or re-deliveries held) or a scan is half done, at most once a tick;
+    /// else every third of the TTL, and only when an answer showed a store revision past the
+    /// last scan's (what only another replica saw, a transition it failed): an idle cluster's
+    /// leader reads nothing.
     pub fn read_due(&self, due: bool, now_ms: u64) -> bool {
         self.mode == Mode::Leads
             && self.read_call.is_none()
             && (due
                 || self.cursor.is_some()
                 || self.careful != Careful::No
-                || now_ms >= self.last_scan_ms.saturating_add(self.ttl_ms / 3))
+                || (now_ms >= self.last_scan_ms.saturating_add(self.ttl_ms / 3)
+                    && self.store_revision >= self.read_from))
     }
 
     fn call(&self, request: Request) -> OutgoingCall {
@@ -343,9 +366,11 @@ impl Node {
         let late = move |c: &InFlight| now_ms >= c.sent_ms.saturating_add(wait);
         if self.write_call.is_some_and(|(c, _)| late(&c)) {
             self.write_call = None;
+            self.failed_ms = now_ms;
         }
         if self.read_call.is_some_and(|c| late(&c)) {
             self.read_failed();
+            self.failed_ms = now_ms;
         }
         let election_wait = self
             .timeout_ms
@@ -358,7 +383,15 @@ impl Node {
         {
             self.election_call = None;
             self.election.failed(now_ms);
+            self.failed_ms = now_ms;
         }
+    }
+
+    /// When an etcd request last failed: other sidecars' records of what their replicas took
+    /// before then may still be on their way, so a scan vouches only for what was planned
+    /// [`VOUCH_TICKS`] ticks before it, counted from here too.
+    pub fn failed_at(&self) -> u64 {
+        self.failed_ms
     }
 
     /// The requests to send now: the election's, a records write, and a read when `read` (see
@@ -430,7 +463,10 @@ impl Node {
                 self.read_call = Some(f);
             }
             Slot::Write => {
-                self.write_at = now_ms.saturating_add(self.tick_ms / 2);
+                // The next write goes `WRITE_EVERY_TICKS` ticks later (half a tick early, so
+                // a tick that comes a little early still takes it).
+                let every = self.tick_ms.saturating_mul(WRITE_EVERY_TICKS);
+                self.write_at = now_ms.saturating_add(every.saturating_sub(self.tick_ms / 2));
                 let what = if call.header(":path") == Some("/v3/lease/grant") {
                     Write::Grant
                 } else {
@@ -443,6 +479,7 @@ impl Node {
 
     /// The host refused the request of `slot`: it failed at once.
     pub fn refused(&mut self, slot: Slot, now_ms: u64) {
+        self.failed_ms = now_ms;
         match slot {
             Slot::Election => self.election.failed(now_ms),
             Slot::Write => self.write_at = now_ms.saturating_add(self.tick_ms.max(200)),
@@ -466,8 +503,13 @@ impl Node {
         self.careful = Careful::No;
     }
 
+    /// etcd answered usably at `now_ms` (a watcher: as of its next question): not unusable
+    /// before two TTLs after it (etcd electing a raft leader on a loaded machine answered
+    /// nothing for more than a 3 s TTL; a fallback then would reconcile beside the leader).
     fn usable(&mut self, now_ms: u64) {
-        self.healthy_until = now_ms.saturating_add(self.ttl_ms);
+        let until = now_ms.saturating_add(self.ttl_ms.saturating_mul(2));
+        self.healthy_until = self.healthy_until.max(until);
+        self.usable_answers += 1;
     }
 
     fn refused_answer(&mut self, e: ClusterError) {
@@ -478,15 +520,30 @@ impl Node {
 
     /// The answer to `token` (`None`: no answer, or one too large to read), at `now_ms`.
     pub fn answer(&mut self, token: u32, answer: Option<(u32, &[u8])>, now_ms: u64) -> Answered {
+        let (ours, usable) = (self.owns(token), self.usable_answers);
+        let out = self.take_answer(token, answer, now_ms);
+        if ours && self.usable_answers == usable {
+            self.failed_ms = now_ms;
+        }
+        out
+    }
+
+    fn take_answer(&mut self, token: u32, answer: Option<(u32, &[u8])>, now_ms: u64) -> Answered {
         let mut out = Answered::default();
         if self.election_call.is_some_and(|c| c.token == token) {
             self.election_call = None;
             match answer {
                 None => self.election.failed(now_ms),
                 Some((status, body)) => {
+                    if let Some(r) = super::etcd::answer_revision(status, body) {
+                        self.store_revision = self.store_revision.max(r);
+                    }
                     self.election.answer(&self.etcd, now_ms, status, body);
+                    // A watcher asks next at `next_watch`: it falls back two TTLs after that
+                    // goes unanswered, when the leader it watched has surely given up.
+                    let heard = self.election.next_watch().unwrap_or(now_ms).max(now_ms);
                     match self.election.last_error() {
-                        None => self.usable(now_ms),
+                        None => self.usable(heard),
                         // A refusal etcd made (lease not found) is still etcd answering.
                         Some(ClusterError::Status { code: Some(5), .. }) => self.usable(now_ms),
                         Some(e) => self.refused_answer(e),
@@ -511,7 +568,8 @@ impl Node {
                     }
                 },
                 Write::Batch(n) => match self.etcd.decode_put(status, body) {
-                    Ok(_) => {
+                    Ok(revision) => {
+                        self.store_revision = self.store_revision.max(revision);
                         self.usable(now_ms);
                         let n = n.min(self.pending.len());
                         self.pending.drain(..n);
@@ -560,6 +618,7 @@ impl Node {
                 }
                 Ok(range) => {
                     self.usable(now_ms);
+                    self.store_revision = self.store_revision.max(range.revision);
                     if !self.scanning {
                         self.scanning = true;
                         self.scan_revision = range.revision;
@@ -588,6 +647,7 @@ impl Node {
                             self.scanning = false;
                             self.read_from = self.scan_revision.saturating_add(1);
                             self.last_scan_ms = now_ms;
+                            self.scan_done_ms = self.scan_started_ms;
                             out.read_done = true;
                         }
                     }
@@ -597,6 +657,9 @@ impl Node {
         out
     }
 
+    pub fn role(&self) -> super::election::Role {
+        self.election.role()
+    }
     /// The last election error, for the fallback's log line.
     pub fn last_error(&self) -> Option<ClusterError> {
         self.election.last_error()

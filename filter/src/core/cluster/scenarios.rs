@@ -33,7 +33,7 @@ pub const ALL: &[(&str, Scenario)] = &[
         incremental_reads,
     ),
     (
-        "keys_bound_to_a_lease_vanish_with_it_and_a_put_on_a_dead_lease_is_refused",
+        "keys_bound_to_a_lease_vanish_with_it_a_put_on_a_dead_lease_is_refused_and_its_time_to_live_is_gone",
         lease_expiry,
     ),
     (
@@ -205,6 +205,13 @@ fn lease_expiry(world: &mut dyn World, prefix: &[u8]) -> Result<(), String> {
     if !matches!(read.kvs.as_slice(), [kv] if kv.lease == grant.lease) {
         return Err(format!("the leased key right after its put: {read:?}"));
     }
+    // A watcher's question: the whole seconds left, below the TTL, without renewing it.
+    let left = call(world, e.time_to_live(grant.lease), |s, b| {
+        e.decode_time_to_live(s, b)
+    })?;
+    if !matches!(left, super::KeepAlive::Alive { ttl_s } if ttl_s <= grant.ttl_s) {
+        return Err(format!("time to live of a fresh lease: {left:?}"));
+    }
     let deadline = world.now_ms() + grant.ttl_s * 1000 + EXPIRY_SLACK_MS + 1000;
     loop {
         let read = call(world, e.range_since(&k, 0, 1), |s, b| {
@@ -228,6 +235,16 @@ fn lease_expiry(world: &mut dyn World, prefix: &[u8]) -> Result<(), String> {
     })?;
     if gone != super::KeepAlive::Gone {
         return Err(format!("a keep-alive of an expired lease: {gone:?}"));
+    }
+    for lease in [grant.lease, 12345] {
+        let gone = call(world, e.time_to_live(lease), |s, b| {
+            e.decode_time_to_live(s, b)
+        })?;
+        if gone != super::KeepAlive::Gone {
+            return Err(format!(
+                "time to live of an expired or unknown lease: {gone:?}"
+            ));
+        }
     }
     match world.send(0, &e.put(&k, b"v", grant.lease)) {
         Some((status, body)) => match e.decode_put(status, &body) {

@@ -142,6 +142,13 @@ impl Calls {
         id
     }
 
+    /// The call `id` leaves only now (cluster mode held it): its deadline runs from `now_ms`.
+    fn restart(&mut self, id: CallId, now_ms: u64) {
+        if let Some((_, started)) = self.inflight.get_mut(&id) {
+            *started = now_ms;
+        }
+    }
+
     /// The call `id` answered (or failed): what it was for, once.
     fn take(&mut self, id: CallId) -> Option<Pending> {
         self.inflight.remove(&id).map(|(pending, _)| pending)
@@ -251,6 +258,13 @@ impl Reconciler {
                 .tombstone(key)
                 .is_some_and(|v| v >= what.version()),
         }
+    }
+
+    /// The call `id`, held by the shell since it was planned (cluster mode: a re-delivery
+    /// waiting for the records to vouch for it), leaves now: the deadline after which it is
+    /// given up runs from `now_ms`, so the hold does not eat the time its answer has.
+    pub fn sending(&mut self, id: CallId, now_ms: u64) {
+        self.calls.restart(id, now_ms);
     }
 
     /// Takes back a call that was never sent (a superseded re-delivery, or one a sidecar that
