@@ -516,6 +516,89 @@ impl<'a> Scanner<'a> {
         self.key().map(Some)
     }
 
+    /// [`Scanner::next_key`], skipping the members not in `wanted`: a member whose key has no
+    /// escape and is not in `wanted` has its value checked (at `depth`, the nesting of this
+    /// object's members) and skipped, and `prev_end` set to where that value ended. Returns the
+    /// next key that is in `wanted` or has an escape (for the caller to decode), or `None` at
+    /// the closing brace. One loop over the bytes: most members of drone's objects are skipped.
+    pub(crate) fn next_key_among(
+        &mut self,
+        mut first: bool,
+        wanted: &[&str],
+        depth: usize,
+        prev_end: &mut usize,
+    ) -> Result<Option<KeyToken<'a>>, JsonError> {
+        let b = self.bytes();
+        let mut i = self.pos;
+        let found = loop {
+            if is_ws(b.get(i)) {
+                i = ws_end(b, i);
+            }
+            if b.get(i) == Some(&b'}') {
+                i += 1;
+                break None;
+            }
+            if !first {
+                if b.get(i) != Some(&b',') {
+                    break Some(fail("expected `,` or `}`", i));
+                }
+                i += 1;
+            }
+            first = false;
+            if b.get(i) != Some(&b'"') {
+                i = ws_end(b, i);
+                if b.get(i) != Some(&b'"') {
+                    break Some(fail("expected a string", i));
+                }
+            }
+            let key_start = i;
+            let (key_end, escaped) = match string_end(b, i + 1) {
+                Ok(end) => end,
+                Err(e) => break Some(Err(e)),
+            };
+            i = key_end;
+            if b.get(i) != Some(&b':') {
+                i = ws_end(b, i);
+                if b.get(i) != Some(&b':') {
+                    break Some(fail("expected `:`", i));
+                }
+            }
+            i += 1;
+            let inner = b.get(key_start + 1..key_end - 1).unwrap_or_default();
+            if escaped || wanted.iter().any(|k| k.as_bytes() == inner) {
+                let raw = self.text.get(key_start..key_end).unwrap_or_default();
+                break Some(Ok(KeyToken { raw, escaped }));
+            }
+            if is_ws(b.get(i)) {
+                i = ws_end(b, i);
+            }
+            let end = match b.get(i) {
+                Some(b'"') => string_end(b, i + 1).map(|(end, _)| end),
+                Some(b'0'..=b'9') => number_end(b, i),
+                _ => skip_value(b, i, depth),
+            };
+            match end {
+                Ok(end) => i = end,
+                Err(e) => break Some(Err(e)),
+            }
+            *prev_end = i;
+        };
+        match found {
+            None => {
+                self.pos = i;
+                Ok(None)
+            }
+            Some(Ok(key)) => {
+                self.pos = i;
+                Ok(Some(key))
+            }
+            Some(Err(e)) => {
+                self.pos = e.at;
+                Err(e)
+            }
+        }
+    }
+
     /// The elements of `text`, which must be exactly one JSON array (whitespace around it
     /// allowed), each as its raw text.
     pub(crate) fn array_items(text: &'a str) -> Result<Vec<&'a str>, JsonError> {

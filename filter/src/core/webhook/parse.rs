@@ -272,7 +272,9 @@ fn nested<'a>(
     // End of the previous member's value: `repo.build` is cut from there (its comma included)
     // when hashing, so a repository hashes the same with and without it.
     let mut prev_end = s.pos();
-    while let Some(key) = s.next_key(first)? {
+    let [a, b, c] = keys;
+    let wanted = [a, b, c, if watch_build { "build" } else { a }];
+    while let Some(key) = s.next_key_among(first, &wanted, depth + 1, &mut prev_end)? {
         first = false;
         let name = key.decode();
         let value = match &name {
