@@ -187,6 +187,67 @@ fn single_pass_matches_reference_on_fixtures_and_cases() {
     }
 }
 
+/// Drone sends the build twice, as `repo.build` and `build`; the parser compares the second
+/// with the first instead of scanning it again. Whatever the shared value is (a build, a
+/// duplicate or escaped key, not an object, nested to the limit), the verdict is the reference
+/// parser's and the one given when the two differ.
+#[test]
+fn a_build_sent_twice_has_the_verdict_of_one_sent_once() {
+    let deep = |levels: usize| {
+        format!(
+            r#"{{"number":1,"status":"running","version":2,"stages":{}{}}}"#,
+            "[".repeat(levels),
+            "]".repeat(levels)
+        )
+    };
+    // `repo.build`'s arrays: inside the webhook, `repo` and `build`.
+    let limit = reference::MAX_DEPTH - 3;
+    let builds = [
+        BUILD.to_string(),
+        r#"{"number":1,"number":2,"status":"running","version":2}"#.to_string(),
+        r#"{"n\u0075mber":7,"status":"success","version":3}"#.to_string(),
+        r#"{"\ud800":1,"number":1,"status":"running","version":2}"#.to_string(),
+        r#"{"number":1,"status":"running"}"#.to_string(),
+        r#"{"number":1,"status":"x\"y","version":2}"#.to_string(),
+        r#"{ "number" : 1 , "status" : "running" , "version" : 2 }"#.to_string(),
+        "null".to_string(),
+        "[1]".to_string(),
+        "{}".to_string(),
+        deep(limit - 1),
+        deep(limit),
+    ];
+    let repo_with = |build: &str| {
+        format!(r#"{{"id":42,"namespace":"octocat","name":"hello-world","build":{build}}}"#)
+    };
+    let verdict = |r: Result<ParsedWebhook, ParseError>| {
+        r.map(|w| (w.repo, w.number, w.status, w.version))
+            .map_err(|e| match e {
+                ParseError::Json(_) => ParseError::Json(String::new()),
+                e => e,
+            })
+    };
+    for build in &builds {
+        let twice = updated(&repo_with(build), build);
+        let once = updated(&repo_with(r#"{"number":0}"#), build);
+        same_as_reference(twice.as_bytes());
+        same_as_reference(once.as_bytes());
+        assert_eq!(
+            verdict(parse_webhook(twice.as_bytes())),
+            verdict(parse_webhook(once.as_bytes())),
+            "{build}"
+        );
+        // A copy that differs by one byte, or by whitespace around it, is scanned.
+        let edited = twice.replacen("running", r"runnin\u0067", 2);
+        same_as_reference(edited.as_bytes());
+        let spaced = updated(&repo_with(build), &format!(" {build} "));
+        same_as_reference(spaced.as_bytes());
+    }
+    // One level more is too deep for `repo.build` alone: the webhook is refused by both.
+    let twice = updated(&repo_with(&deep(limit + 1)), &deep(limit + 1));
+    same_as_reference(twice.as_bytes());
+    assert!(parse_webhook(twice.as_bytes()).is_err());
+}
+
 #[test]
 fn single_pass_matches_reference_on_mutations() {
     let mut rng = Rng::new(11);

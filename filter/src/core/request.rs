@@ -133,15 +133,19 @@ impl Observe {
         key: Option<&QueueKey>,
     ) -> Result<Message, ParseError> {
         let view = webhook::scan_webhook(&self.body)?;
-        let (repo_id, hash) = (view.repo.id, view.metadata_hash());
-        let with_metadata = self.verified && sent.needs(repo_id, hash, now_ms);
-        let webhook = view.into_parsed(with_metadata)?;
+        let repo_id = view.repo.id;
+        // Only a verified webhook may carry the objects, so only its are hashed.
+        let sent_metadata = self
+            .verified
+            .then(|| (repo_id, view.metadata_hash()))
+            .filter(|&(id, hash)| sent.needs(id, hash, now_ms));
+        let webhook = view.into_parsed(sent_metadata.is_some())?;
         let outcome = DeliveryOutcome::from_status(self.response_status);
         let bytes = Observation::message(&webhook, outcome, key.filter(|_| self.verified));
         Ok(Message {
             bytes,
             outcome,
-            sent_metadata: with_metadata.then_some((repo_id, hash)),
+            sent_metadata,
         })
     }
 }

@@ -195,6 +195,9 @@ impl<'a> Field<'a> {
     }
 }
 
+/// The members of the build object we read.
+const BUILD_KEYS: [&str; 3] = ["number", "status", "version"];
+
 /// The members of a nested object (`repo` or `build`) we read, up to three, plus `build`
 /// inside `repo`.
 #[derive(Default)]
@@ -212,20 +215,56 @@ struct Nested<'a> {
     /// Bytes of the values of every `build` member (not kept, so not counted against the
     /// repository JSON limit).
     inner_build_bytes: usize,
+    /// The first `repo.build`, read as the top-level `build` is ([`BUILD_KEYS`]). Drone sends
+    /// the build twice, as `repo.build` and `build`, byte for byte the same: the second is then
+    /// compared with the first instead of scanned again.
+    inner_build_read: Option<Members<'a>>,
 }
 
-/// Scans the value at the scanner's position (a member of the top-level object): an object's
-/// members named in `keys` are recorded, everything else is only checked.
+/// What [`nested`] read of an object without a `build` of its own to watch.
+#[derive(Clone, Copy)]
+struct Members<'a> {
+    raw: &'a str,
+    is_object: bool,
+    bad_key: bool,
+    fields: [Field<'a>; 3],
+}
+
+impl<'a> Members<'a> {
+    fn of(n: &Nested<'a>) -> Self {
+        Members {
+            raw: n.raw,
+            is_object: n.is_object,
+            bad_key: n.bad_key,
+            fields: n.fields,
+        }
+    }
+
+    fn nested(self) -> Nested<'a> {
+        Nested {
+            raw: self.raw,
+            is_object: self.is_object,
+            bad_key: self.bad_key,
+            fields: self.fields,
+            ..Nested::default()
+        }
+    }
+}
+
+/// Scans the value at the scanner's position (a member of an object at nesting `depth`, 1 for
+/// the top-level object): an object's members named in `keys` are recorded, everything else is
+/// only checked.
 fn nested<'a>(
     s: &mut Scanner<'a>,
     keys: [&str; 3],
     watch_build: bool,
+    depth: usize,
 ) -> Result<Nested<'a>, ParseError> {
     let mut n = Nested::default();
     s.ws();
     let start = s.pos();
     if !s.begin_object() {
-        n.raw = s.value(1)?;
+        n.raw = s.value(depth)?;
         return Ok(n);
     }
     n.is_object = true;
@@ -233,10 +272,19 @@ fn nested<'a>(
     // End of the previous member's value: `repo.build` is cut from there (its comma included)
     // when hashing, so a repository hashes the same with and without it.
     let mut prev_end = s.pos();
-    while let Some(key) = s.next_key(first)? {
+    let [a, b, c] = keys;
+    let wanted = [a, b, c, if watch_build { "build" } else { a }];
+    while let Some(key) = s.next_key_among(first, &wanted, depth + 1, &mut prev_end)? {
         first = false;
         let name = key.decode();
-        let value = s.value(2)?;
+        let value = match &name {
+            Ok(name) if watch_build && name == "build" && n.inner_build_read.is_none() => {
+                let read = Members::of(&nested(s, BUILD_KEYS, false, depth + 1)?);
+                n.inner_build_read = Some(read);
+                read.raw
+            }
+            _ => s.value(depth + 1)?,
+        };
         match name {
             Ok(name) => {
                 if let Some(i) = keys.iter().position(|k| *k == name) {
@@ -285,14 +333,22 @@ pub fn scan_webhook(body: &[u8]) -> Result<WebhookView<'_>, ParseError> {
         let key = key.decode()?;
         match &*key {
             "repo" => {
-                let n = nested(&mut s, ["id", "namespace", "name"], true)?;
+                let n = nested(&mut s, ["id", "namespace", "name"], true, 1)?;
                 repo.add(n.raw);
                 if repo.count == 1 {
                     repo_obj = n;
                 }
             }
             "build" => {
-                let n = nested(&mut s, ["number", "status", "version"], false)?;
+                // The same bytes as the `repo.build` read (at a deeper nesting): the same
+                // verdict and members, without a second scan.
+                let copy = repo_obj
+                    .inner_build_read
+                    .filter(|read| s.skip_copy(read.raw));
+                let n = match copy {
+                    Some(read) => read.nested(),
+                    None => nested(&mut s, BUILD_KEYS, false, 1)?,
+                };
                 build.add(n.raw);
                 if build.count == 1 {
                     build_obj = n;
