@@ -453,6 +453,7 @@ impl Ledger {
     /// The pipeline has `version` of a build in `status`: the settled state moves up to it
     /// (never down). Takes a [`Proof`]: nothing a hint brought settles a build (the
     /// reconciler settles only through here). True when it moved.
+    #[inline(never)] // one copy in the module, not one per call site (BENCHMARKS.md, 7)
     pub fn settle(
         &mut self,
         key: &BuildKey,
