@@ -247,6 +247,11 @@ pub fn shard_of(key: &BuildKey, shards: u32) -> u32 {
     (z % u64::from(shards.max(1))) as u32
 }
 
+/// Words of the dirty-shard bitset for `shards` shards.
+fn dirty_words(shards: u32) -> usize {
+    (shards as usize).div_ceil(64)
+}
+
 /// Number of snapshot shards for a ledger of `cap` builds.
 pub fn shard_count(cap: usize) -> u32 {
     u32::try_from(cap.div_ceil(SHARD_SIZE).max(1)).unwrap_or(u32::MAX)
@@ -257,8 +262,9 @@ pub struct Ledger {
     /// Keyed by (shard, build) so one shard's builds are a contiguous range for snapshots.
     entries: BTreeMap<(u32, BuildKey), Entry>,
     shards: u32,
-    /// Shards changed since the last [`Ledger::take_dirty`].
-    dirty: BTreeSet<u32>,
+    /// Shards changed since the last [`Ledger::take_dirty`]: one bit per shard (a bitset, not
+    /// a `BTreeSet`: one B-tree instantiation less in the module, BENCHMARKS.md 7).
+    dirty: Vec<u64>,
     /// Due index per [`Lane`].
     due: [BTreeSet<(u64, BuildKey)>; 2],
     /// Insertion order per [`Class`], for evicting the oldest. Lazily cleaned: keys no longer
@@ -281,7 +287,7 @@ impl Ledger {
         Ledger {
             entries: BTreeMap::new(),
             shards: shard_count(cap),
-            dirty: BTreeSet::new(),
+            dirty: vec![0; dirty_words(shard_count(cap))],
             due: Default::default(),
             age: Default::default(),
             counts: [0; 3],
@@ -318,7 +324,7 @@ impl Ledger {
     }
 
     fn touch(&mut self, key: &BuildKey) {
-        self.dirty.insert(shard_of(key, self.shards));
+        self.mark_dirty(shard_of(key, self.shards));
     }
 
     pub fn get(&self, key: &BuildKey) -> Option<&Entry> {
@@ -347,13 +353,30 @@ impl Ledger {
     }
 
     /// Shards changed since the last call.
+    /// Shards changed since the last call, in ascending order.
     pub fn take_dirty(&mut self) -> Vec<u32> {
-        std::mem::take(&mut self.dirty).into_iter().collect()
+        let mut out = Vec::new();
+        for (base, word) in (0u32..).step_by(64).zip(self.dirty.iter_mut()) {
+            let mut bits = std::mem::take(word);
+            while bits != 0 {
+                out.push(base + bits.trailing_zeros());
+                bits &= bits - 1;
+            }
+        }
+        out
     }
 
     /// Marks every shard dirty (after loading a snapshot written with another shard count).
     pub fn mark_all_dirty(&mut self) {
-        self.dirty = (0..self.shards).collect();
+        for shard in 0..self.shards {
+            self.mark_dirty(shard);
+        }
+    }
+
+    fn mark_dirty(&mut self, shard: u32) {
+        if let Some(word) = self.dirty.get_mut((shard / 64) as usize) {
+            *word |= 1 << (shard % 64);
+        }
     }
 
     /// Version a finished build finished at, if it finished recently.
@@ -453,6 +476,7 @@ impl Ledger {
     /// The pipeline has `version` of a build in `status`: the settled state moves up to it
     /// (never down). Takes a [`Proof`]: nothing a hint brought settles a build (the
     /// reconciler settles only through here). True when it moved.
+    #[inline(never)] // one copy in the module, not one per call site (BENCHMARKS.md, 7)
     pub fn settle(
         &mut self,
         key: &BuildKey,
@@ -573,7 +597,7 @@ impl Ledger {
     /// snapshot).
     pub fn clear(&mut self) {
         self.entries = BTreeMap::new();
-        self.dirty = BTreeSet::new();
+        self.dirty.fill(0);
         self.due = Default::default();
         self.age = Default::default();
         self.counts = [0; 3];
@@ -754,6 +778,22 @@ mod tests {
         assert!(l.take_dirty().is_empty());
         l.update(&key(7), |e| e.failures = 1);
         assert_eq!(l.take_dirty(), vec![shard_of(&key(7), 16)]);
+    }
+
+    /// Past one word of the dirty bitset: every shard comes back once, in ascending order, and
+    /// a change marks only its own shard.
+    #[test]
+    fn dirty_shards_come_back_in_order_once_beyond_64_shards() {
+        let mut l = Ledger::new(SHARD_SIZE * 130, 10);
+        assert_eq!(l.shards(), 130);
+        l.mark_all_dirty();
+        assert_eq!(l.take_dirty(), (0..130).collect::<Vec<u32>>());
+        assert!(l.take_dirty().is_empty());
+        let far = (0..).map(key).find(|k| shard_of(k, 130) >= 64).unwrap();
+        l.insert(far, Entry::new(0, Class::Backed));
+        assert_eq!(l.take_dirty(), vec![shard_of(&far, 130)]);
+        l.clear();
+        assert!(l.take_dirty().is_empty());
     }
 
     fn of(class: Class, due: u64) -> Entry {

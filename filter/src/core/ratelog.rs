@@ -20,6 +20,7 @@ impl LogLimiter {
 
     /// `Some(n)` when a line may be logged now, with `n` lines suppressed since the last one;
     /// `None` when this one should be suppressed.
+    #[inline(never)] // one copy in the module, not one per call site (BENCHMARKS.md, 7)
     pub fn allow(&mut self, now_ms: u64) -> Option<u64> {
         match self.last_ms {
             Some(last) if now_ms.saturating_sub(last) < self.window_ms => {

@@ -48,6 +48,7 @@ impl<'a> Reader<'a> {
         self.buf.len()
     }
 
+    #[inline(never)] // one copy in the module, not one per call site (BENCHMARKS.md, 7)
     pub fn take(&mut self, n: usize) -> Option<&'a [u8]> {
         if self.buf.len() < n {
             return None;
@@ -57,6 +58,7 @@ impl<'a> Reader<'a> {
         Some(head)
     }
 
+    #[inline(never)] // one copy in the module, not one per call site (BENCHMARKS.md, 7)
     pub fn u8(&mut self) -> Option<u8> {
         self.take(1)?.first().copied()
     }
@@ -69,6 +71,7 @@ impl<'a> Reader<'a> {
         Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
     }
 
+    #[inline(never)] // one copy in the module, not one per call site (BENCHMARKS.md, 7)
     pub fn u64(&mut self) -> Option<u64> {
         Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
     }

@@ -1,19 +1,23 @@
-//! Cluster mode's groundwork (issue 21, section 2): one reconciler across the sidecars of a
-//! pipeline's replicas, elected in a store they share. Not wired into the shell or the
-//! reconciler yet: nothing here is reachable from the shipped module.
+//! Cluster mode (issue 21, `etcd_cluster`): one reconciler across the sidecars of a pipeline's
+//! replicas, elected in a store they share. The leader's turn ([`super::turn`]) drives a
+//! [`node::Node`] when the plugin configures an `etcd_cluster`; the shell sends its requests
+//! and hands back the answers, as for drone's.
 //!
 //! Sans-IO like the rest of the core: a backend ([`ClusterStore`]) builds the HTTP requests
 //! and decodes their answers, the [`election::Election`] decides which request is next from
 //! the answers and the time it is given. etcd's v3 JSON gateway ([`etcd::Etcd`]) comes first;
 //! a backend on Kubernetes' own `Lease` objects can follow behind the same trait.
-//! [`memory::MemoryEtcd`] is an in-memory model of etcd's lease, transaction and revision
-//! rules answering the same JSON, and [`scenarios`] the election scenarios that run against
-//! both the model and a real etcd cluster, so the model is pinned to the real thing.
+//! With the `testing` feature (tests only, never in the shipped module): `memory::MemoryEtcd`,
+//! an in-memory model of etcd's lease, transaction and revision rules answering the same JSON,
+//! and `scenarios`, the election scenarios that run against both the model and a real etcd
+//! cluster, so the model is pinned to the real thing.
 
 pub mod election;
 pub mod etcd;
+#[cfg(any(test, feature = "testing"))]
 pub mod memory;
 pub mod node;
+#[cfg(any(test, feature = "testing"))]
 pub mod scenarios;
 
 /// One HTTP request to the cluster store: the shell sends it with `dispatch_http_call`

@@ -19,7 +19,9 @@ pub struct Key {
     pub help: &'static str,
 }
 
-/// A key's values: what the parser applies and docs/configuration.md shows.
+/// A key's values: what the parser applies and docs/configuration.md shows. The table's words
+/// (`shown`, `rule`, `range`, and the defaults the parser does not apply) are empty in the wasm
+/// module, like [`Key::help`] (see [`help`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Spec {
     /// An integer in `min..=max`, `default` when absent (`None`: computed, see `shown`).
@@ -54,17 +56,26 @@ pub enum Spec {
 impl Spec {
     /// A string, `default` when absent; `range`: the table's words for its checks.
     const fn text(default: &'static str, range: &'static str) -> Spec {
-        Spec::Str { default, range }
+        Spec::Str {
+            default,
+            range: help(range),
+        }
     }
 
     /// Checked by its own code; the table's default and range.
     const fn other(default: &'static str, range: &'static str) -> Spec {
-        Spec::Other { default, range }
+        Spec::Other {
+            default: help(default),
+            range: help(range),
+        }
     }
 
     /// A secret, or the name of a variable holding one; the table's default and range.
     const fn secret(default: &'static str, range: &'static str) -> Spec {
-        Spec::Secret { default, range }
+        Spec::Secret {
+            default: help(default),
+            range: help(range),
+        }
     }
 
     /// Milliseconds in `min..=max`, `default` when absent.
@@ -96,7 +107,7 @@ impl Spec {
     /// With a rule across keys, or the meaning of a special value (the table's range).
     const fn rule(mut self, rule: &'static str) -> Spec {
         if let Spec::Int { rule: r, .. } = &mut self {
-            *r = rule;
+            *r = help(rule);
         }
         self
     }
@@ -218,8 +229,8 @@ pub const KEYS: &[Key] = &[
             min: 1_024,
             max: 1_073_741_824,
             unit: Unit::Bytes,
-            shown: "max(4 MiB, `max_body_bytes`)",
-            rule: "≥ `max_body_bytes`",
+            shown: help("max(4 MiB, `max_body_bytes`)"),
+            rule: help("≥ `max_body_bytes`"),
         },
         help: help(
             "body bytes one worker holds for all requests at once: its copies of webhook \
@@ -266,8 +277,8 @@ pub const KEYS: &[Key] = &[
             min: 20,
             max: HOUR_MS,
             unit: Unit::Ms,
-            shown: "max(10000, 3 × `tick_ms`)",
-            rule: "≥ 2 × `tick_ms`",
+            shown: help("max(10000, 3 × `tick_ms`)"),
+            rule: help("≥ 2 × `tick_ms`"),
         },
         help: help("leader lease; a dead leader is replaced after at most this long"),
     },
@@ -382,8 +393,8 @@ pub const KEYS: &[Key] = &[
             min: 2_000,
             max: 300_000,
             unit: Unit::Ms,
-            shown: "max(10000, 3 × `tick_ms`)",
-            rule: "≥ 3 × `tick_ms`",
+            shown: help("max(10000, 3 × `tick_ms`)"),
+            rule: help("≥ 3 × `tick_ms`"),
         },
         help: help(
             "TTL of the cluster leader's etcd lease (whole seconds, rounded up): another \

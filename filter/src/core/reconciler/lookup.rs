@@ -168,6 +168,7 @@ impl Reconciler {
         self.retry_later(key, now_ms, self.cfg.stale_after_ms);
     }
 
+    #[inline(never)] // one copy in the module, not one per call site (BENCHMARKS.md, 7)
     pub(super) fn retry_later(&mut self, key: BuildKey, now_ms: u64, base_ms: u64) {
         let max = self.cfg.max_poll_interval_ms;
         let rng = &mut self.rng;

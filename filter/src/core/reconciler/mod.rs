@@ -125,6 +125,7 @@ impl Reconciler {
     }
 
     /// A build as logged: `build=acme/api#12` (the name only once drone confirmed it).
+    #[inline(never)] // one copy in the module, not one per call site (BENCHMARKS.md, 7)
     fn build_field(&self, key: BuildKey) -> String {
         logfmt::build(self.repo_confirmed(key.repo_id), key.repo_id, key.number)
     }
@@ -234,6 +235,7 @@ impl Reconciler {
 
     /// A drone call failed for drone's sake (5xx, timeout, reset): counted, and fed to the
     /// circuit. True when this failure opened it.
+    #[inline(never)] // one copy in the module, not one per call site (BENCHMARKS.md, 7)
     fn drone_down(&mut self, now_ms: u64) -> bool {
         self.counters.drone_polls_failed += 1;
         let opened = self.budget.on_failure(now_ms);
