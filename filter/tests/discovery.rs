@@ -191,3 +191,48 @@ fn incomplete_build_at_the_watermark_is_not_tracked_again() {
     assert_eq!(tracked_keys(&r), vec![]);
     assert_eq!(r.counters().builds_discovered, 0);
 }
+
+/// discovery.rs (discover): a look at a repository only hints named that waited because the
+/// hints' lane was spent is due exactly one `tick_ms` later, and is made at that tick, not one
+/// tick after it. Ten hint lookups spend the hints' lane (10 a second at 20 calls a second)
+/// in the tick where repository 7's look is due; the next tick brings one token back.
+#[test]
+fn a_look_the_spent_hints_lane_put_off_is_made_at_the_next_tick() {
+    use common::world::{hook_of, Sim};
+    use status_sync::core::model::DeliveryOutcome::NotDelivered;
+    let cfg = config(
+        r#","webhook_secret":"s3cret","signature_mode":"monitor","max_drone_calls_per_sec":20,"max_inflight_calls":64"#,
+    );
+    let mut s = Sim::new(cfg);
+    for n in 1..=10 {
+        s.drone.set(7, n, "running", 2);
+    }
+    s.saw(hook_of(7, 1, "running", 2), NotDelivered, false);
+    s.run(3_000);
+    assert!(s.r.repo_confirmed(7).is_some(), "drone confirmed the name");
+    let looks = |s: &Sim| {
+        let path = "/api/repos/octocat/repo-7";
+        s.drone.calls.iter().filter(|p| *p == path).count()
+    };
+    assert!(
+        looks(&s) >= 2,
+        "confirmed, then looked at: {:?}",
+        s.drone.calls
+    );
+    // Ten quiet seconds without a tick: the look at the counter (every 8 s at most) and
+    // build 1's lookup are due; nine new hints make ten lookups for the next tick.
+    s.now += 10_000;
+    for n in 2..=10 {
+        s.saw(hook_of(7, n, "running", 2), NotDelivered, false);
+    }
+    let before = looks(&s);
+    s.run(100);
+    assert_eq!(
+        looks(&s),
+        before,
+        "the hints' lane is spent: {:?}",
+        s.drone.calls
+    );
+    s.run(100);
+    assert_eq!(looks(&s), before + 1, "made at the next tick");
+}
