@@ -175,18 +175,25 @@ impl Copy {
             hold.resize(buffered);
             return;
         }
+        // Rule: the budget is asked for more only when the chunk does not fit in the copy's
+        // capacity, and a body whose bytes fit in the budget is never given up for the copy's
+        // slack: the copy grows as `Vec` would (doubling, so a body in many small chunks is
+        // not copied over and over), never past `max_body_bytes`, and when the budget has no
+        // room for that, to exactly what the body needs so far.
         if needed > self.bytes.capacity() {
-            // Grow as `Vec` would (doubling, so a body in many small chunks is not copied over
-            // and over), but never past `max_body_bytes`, and only with the budget's consent.
-            let capacity = needed
+            let doubled = needed
                 .max(self.bytes.capacity().saturating_mul(2))
                 .min(self.limit);
-            if !hold.resize(capacity.max(buffered)) {
+            let capacity = if hold.resize(doubled.max(buffered)) {
+                doubled
+            } else if hold.resize(needed.max(buffered)) {
+                needed
+            } else {
                 self.over_budget = true;
                 self.bytes = Vec::new();
                 hold.resize(buffered);
                 return;
-            }
+            };
             self.bytes
                 .reserve_exact(capacity.saturating_sub(self.bytes.len()));
         }
@@ -1290,6 +1297,41 @@ mod budget_tests {
         };
         assert_eq!(req.held_bytes(), copy.bytes.capacity());
         assert_eq!(budget.held(), copy.bytes.capacity());
+    }
+
+    /// A chunk that fits in the copy's capacity asks the budget for nothing more: pieces of
+    /// 100, 50 and 50 bytes make a copy of 100, then 200 (doubled), which the third fills
+    /// exactly; the share stays 200.
+    #[test]
+    fn a_chunk_that_fits_the_copys_capacity_asks_the_budget_for_nothing() {
+        let b = body();
+        let budget = BodyBudget::new(1 << 30);
+        let mut req = start(&cfg(None), &budget, &b);
+        for (piece, held) in [(&b[..100], 100), (&b[100..150], 200), (&b[150..200], 200)] {
+            feed(&mut req, piece, &mut Vec::new(), false);
+            assert_eq!(req.held_bytes(), held);
+        }
+        assert_eq!(budget.held(), 200);
+    }
+
+    /// A body that fits in the budget is observed even when doubling its copy would not fit:
+    /// the copy then grows to exactly what the body needs. Budget of one body; the body in a
+    /// piece of two thirds, then the rest (doubling would ask for 4/3 of it).
+    #[test]
+    fn a_body_that_fits_the_budget_is_observed_though_its_doubled_copy_would_not() {
+        let b = body();
+        let budget = BodyBudget::new(b.len());
+        let mut req = start(&cfg(None), &budget, &b);
+        let cut = b.len() * 2 / 3;
+        feed(&mut req, &b[..cut], &mut Vec::new(), false);
+        assert_eq!(req.held_bytes(), cut);
+        feed(&mut req, &b[cut..], &mut Vec::new(), true);
+        req.on_response_status(Some(200));
+        match req.finish() {
+            Finish::Observe(o) => assert_eq!(o.body, b),
+            other => panic!("not observed: {other:?}"),
+        }
+        assert_eq!(budget.held(), 0);
     }
 
     /// Enforce holds a signed body (Envoy buffers it) until its digest is checked: those bytes
