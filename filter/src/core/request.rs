@@ -96,13 +96,42 @@ pub enum Finish {
     Observe(Observe),
 }
 
-/// A complete build webhook and how the pipeline answered it.
+/// A complete build webhook and how the pipeline answered it, made only by the request state
+/// machine ([`Request::finish`]): whether its signature verified decides evidence or hint
+/// (its queue message is tagged as evidence), so no other code may build one or change it.
+/// The fields are private; the compiler refuses a verified `Observe` made elsewhere:
+///
+/// ```compile_fail,E0451
+/// use status_sync::core::request::Observe;
+///
+/// fn forge(body: Vec<u8>) -> Observe {
+///     // error[E0451]: fields `body`, `response_status` and `verified` of struct `Observe`
+///     // are private
+///     Observe {
+///         body,
+///         response_status: Some(200),
+///         verified: true,
+///     }
+/// }
+/// ```
+///
+/// and a hint's made evidence:
+///
+/// ```compile_fail,E0616
+/// use status_sync::core::request::Observe;
+///
+/// fn promote(mut hint: Observe) -> Observe {
+///     // error[E0616]: field `verified` of struct `Observe` is private
+///     hint.verified = true;
+///     hint
+/// }
+/// ```
 #[derive(Debug, PartialEq, Eq)]
 pub struct Observe {
-    pub body: Vec<u8>,
-    pub response_status: Option<u16>,
+    body: Vec<u8>,
+    response_status: Option<u16>,
     /// Signature headers verified and the body's digest matched: evidence, not a hint.
-    pub verified: bool,
+    verified: bool,
 }
 
 /// A queue message ready to send, and what to record once it is sent.
@@ -116,6 +145,11 @@ pub struct Message {
 }
 
 impl Observe {
+    /// Whether the signature headers verified and the body's digest matched (evidence).
+    pub fn verified(&self) -> bool {
+        self.verified
+    }
+
     /// Parses the body into the reconciler's queue message. The repository and system objects
     /// go along only with a verified webhook, and only when this VM has not sent them recently
     /// (`sent`, at `now_ms`): the reconciler takes them from evidence alone, so an unverified
@@ -712,7 +746,7 @@ mod tests {
             let o = observed(r.finish(Some(status)));
             assert_eq!(o.body, b);
             assert_eq!(o.response_status, Some(status));
-            assert_eq!(o.verified, verified, "{chunks} {trailers}");
+            assert_eq!(o.verified(), verified, "{chunks} {trailers}");
         }
     }
 
@@ -745,7 +779,7 @@ mod tests {
         let r = run(&monitor(), &build_webhook(None), &b, 2, false);
         assert_eq!(r.unverified(), 1);
         assert!(!r.rejected() && !r.paused());
-        assert!(!observed(r.finish(Some(200))).verified);
+        assert!(!observed(r.finish(Some(200))).verified());
         // Genuine headers, another body: reported at the end of the body, or at the trailers.
         for trailers in [false, true] {
             let r = run(&monitor(), &build_webhook(Some(b"{}")), &b, 3, trailers);
@@ -754,7 +788,7 @@ mod tests {
                 r.decisions.last(),
                 Some(Decision::PassUnverified { .. })
             ));
-            assert!(!observed(r.finish(Some(200))).verified);
+            assert!(!observed(r.finish(Some(200))).verified());
         }
         // Monitor ignores requests that are not build webhooks.
         let mut put = build_webhook(None);
@@ -918,7 +952,7 @@ mod tests {
         }
         // The exact path still is evidence.
         let r = run(&enforce(), &build_webhook(Some(&b)), &b, 2, false);
-        assert!(observed(r.finish(Some(404))).verified);
+        assert!(observed(r.finish(Some(404))).verified());
     }
 
     #[test]
@@ -940,7 +974,7 @@ mod tests {
         let b = body();
         let r = run(&c, &build_webhook(None), &b, 2, false);
         assert!(!r.rejected() && !r.paused());
-        assert!(!observed(r.finish(Some(200))).verified);
+        assert!(!observed(r.finish(Some(200))).verified());
         assert!(!Request::checks_signatures(&c));
     }
 
@@ -1197,7 +1231,7 @@ mod budget_tests {
         );
         genuine.on_response_status(Some(200));
         match genuine.finish() {
-            Finish::Observe(o) => assert!(o.verified, "observed as evidence"),
+            Finish::Observe(o) => assert!(o.verified(), "observed as evidence"),
             other => panic!("the genuine webhook was not observed: {other:?}"),
         }
         drop(slow);
@@ -1382,7 +1416,7 @@ mod budget_tests {
             assert!(budget.held() <= cap);
             req.on_response_status(Some(200));
             match req.finish() {
-                Finish::Observe(o) => assert!(o.verified && o.body == b),
+                Finish::Observe(o) => assert!(o.verified() && o.body == b),
                 other => panic!("{other:?}"),
             }
         }
