@@ -236,3 +236,31 @@ fn a_look_the_spent_hints_lane_put_off_is_made_at_the_next_tick() {
     s.run(100);
     assert_eq!(looks(&s), before + 1, "made at the next tick");
 }
+
+/// discovery.rs (on_incomplete): a 5xx to drone's list of incomplete builds means drone is
+/// unwell, not that it lacks the list: the failure feeds the circuit and the list is asked
+/// again later; a 501 (drone's OSS build) stops asking for good, and closes nothing.
+#[test]
+fn a_5xx_to_the_incomplete_list_is_an_outage_and_the_list_is_asked_again() {
+    for (status, again) in [(503, true), (501, false)] {
+        let mut r = Reconciler::new(config(r#","circuit_failure_threshold":1"#), 1);
+        let asked = |c: &OutgoingCall| c.header(":path") == Some("/api/builds/incomplete");
+        let mut now = T0;
+        let call = tick_until(&mut r, &mut now, &asked, &mut unanswered);
+        r.on_response(call.id, http(status), now);
+        let opens = r.counters().circuit_opens;
+        assert_eq!(opens, u64::from(again), "HTTP {status}");
+        let mut later = 0;
+        let end = now + 30_000;
+        while now < end {
+            now += 100;
+            for call in r.tick(now) {
+                if asked(&call) {
+                    later += 1;
+                    r.on_response(call.id, ok(b"[]".to_vec()), now);
+                }
+            }
+        }
+        assert_eq!(later > 0, again, "HTTP {status}: asked again {later} times");
+    }
+}
