@@ -191,3 +191,76 @@ fn incomplete_build_at_the_watermark_is_not_tracked_again() {
     assert_eq!(tracked_keys(&r), vec![]);
     assert_eq!(r.counters().builds_discovered, 0);
 }
+
+/// discovery.rs (discover): a look at a repository only hints named that waited because the
+/// hints' lane was spent is due exactly one `tick_ms` later, and is made at that tick, not one
+/// tick after it. Ten hint lookups spend the hints' lane (10 a second at 20 calls a second)
+/// in the tick where repository 7's look is due; the next tick brings one token back.
+#[test]
+fn a_look_the_spent_hints_lane_put_off_is_made_at_the_next_tick() {
+    use common::world::{hook_of, Sim};
+    use status_sync::core::model::DeliveryOutcome::NotDelivered;
+    let cfg = config(
+        r#","webhook_secret":"s3cret","signature_mode":"monitor","max_drone_calls_per_sec":20,"max_inflight_calls":64"#,
+    );
+    let mut s = Sim::new(cfg);
+    for n in 1..=10 {
+        s.drone.set(7, n, "running", 2);
+    }
+    s.saw(hook_of(7, 1, "running", 2), NotDelivered, false);
+    s.run(3_000);
+    assert!(s.r.repo_confirmed(7).is_some(), "drone confirmed the name");
+    let looks = |s: &Sim| {
+        let path = "/api/repos/octocat/repo-7";
+        s.drone.calls.iter().filter(|p| *p == path).count()
+    };
+    assert!(
+        looks(&s) >= 2,
+        "confirmed, then looked at: {:?}",
+        s.drone.calls
+    );
+    // Ten quiet seconds without a tick: the look at the counter (every 8 s at most) and
+    // build 1's lookup are due; nine new hints make ten lookups for the next tick.
+    s.now += 10_000;
+    for n in 2..=10 {
+        s.saw(hook_of(7, n, "running", 2), NotDelivered, false);
+    }
+    let before = looks(&s);
+    s.run(100);
+    assert_eq!(
+        looks(&s),
+        before,
+        "the hints' lane is spent: {:?}",
+        s.drone.calls
+    );
+    s.run(100);
+    assert_eq!(looks(&s), before + 1, "made at the next tick");
+}
+
+/// discovery.rs (on_incomplete): a 5xx to drone's list of incomplete builds means drone is
+/// unwell, not that it lacks the list: the failure feeds the circuit and the list is asked
+/// again later; a 501 (drone's OSS build) stops asking for good, and closes nothing.
+#[test]
+fn a_5xx_to_the_incomplete_list_is_an_outage_and_the_list_is_asked_again() {
+    for (status, again) in [(503, true), (501, false)] {
+        let mut r = Reconciler::new(config(r#","circuit_failure_threshold":1"#), 1);
+        let asked = |c: &OutgoingCall| c.header(":path") == Some("/api/builds/incomplete");
+        let mut now = T0;
+        let call = tick_until(&mut r, &mut now, &asked, &mut unanswered);
+        r.on_response(call.id, http(status), now);
+        let opens = r.counters().circuit_opens;
+        assert_eq!(opens, u64::from(again), "HTTP {status}");
+        let mut later = 0;
+        let end = now + 30_000;
+        while now < end {
+            now += 100;
+            for call in r.tick(now) {
+                if asked(&call) {
+                    later += 1;
+                    r.on_response(call.id, ok(b"[]".to_vec()), now);
+                }
+            }
+        }
+        assert_eq!(later > 0, again, "HTTP {status}: asked again {later} times");
+    }
+}

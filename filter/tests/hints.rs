@@ -449,3 +449,61 @@ fn hints_for_old_builds_do_not_hasten_the_discovery_of_an_evidence_repository() 
     assert!(during <= 1, "{during} looks at the counter in 12 s");
     assert!(s.delivered.is_empty(), "{:?}", s.delivered);
 }
+
+/// Hints get at most their share of drone calls, never discovery's: under a flood of unsigned
+/// webhooks naming many builds of another repository (ten a second, keeping the hints' lane
+/// spent), drone's `counter` of a repository genuine evidence named is still looked at within
+/// seconds, so its builds whose every webhook was lost are found.
+#[test]
+fn a_flood_of_hint_lookups_never_starves_the_discovery_of_an_evidence_repository() {
+    let mut s = sim(monitor(r#","max_drone_calls_per_sec":4"#));
+    for n in 1..=400 {
+        s.drone.set(7, n, "running", 2);
+    }
+    s.drone.set(42, 101, "running", 2);
+    // Builds 102 and 103 exist only in drone: every webhook of theirs was lost.
+    s.drone.set(42, 102, "running", 2);
+    s.drone.set(42, 103, "running", 2);
+    let mut flood = 1..=400u64;
+    for _ in 0..30 {
+        s.saw(
+            hook_of(7, flood.next().unwrap(), "running", 2),
+            NotDelivered,
+            false,
+        );
+        s.run(100);
+    }
+    let before = repo_looks(&s, "hello-world");
+    let hint_calls = |s: &Sim| {
+        s.drone
+            .calls
+            .iter()
+            .filter(|p| p.contains("/repo-7/"))
+            .count()
+    };
+    let hinted_before = hint_calls(&s);
+    s.saw(hook_of(42, 101, "running", 2), Delivered, true);
+    let start = s.now;
+    let mut looked = None;
+    for _ in 0..100 {
+        s.saw(
+            hook_of(7, flood.next().unwrap(), "running", 2),
+            NotDelivered,
+            false,
+        );
+        s.run(100);
+        if looked.is_none() && repo_looks(&s, "hello-world") > before {
+            looked = Some(s.now - start);
+        }
+    }
+    assert!(looked.is_some_and(|ms| ms <= 10_000), "{looked:?}");
+    assert!(
+        s.r.ledger().contains(&key_of(42, 103)),
+        "found by the counter"
+    );
+    // The hints' share: half of 4 calls a second (and the bucket's burst of 2), even for the
+    // builds drone said exist, which stay hint-only.
+    let hinted = hint_calls(&s) - hinted_before;
+    assert!(hinted <= 2 * 10 + 2, "{hinted} calls for hints in 10 s");
+    assert!(s.r.counters().builds_hint_only > 0);
+}

@@ -252,6 +252,41 @@ fn a_claim_arriving_during_the_repository_fetch_defers_the_older_redelivery() {
     );
 }
 
+/// redeliver.rs (on_repo): only a claim *above* drone's version defers a re-delivery held for
+/// the repository fetch. A claim of drone's own version arriving meanwhile (an unverified
+/// webhook the pipeline took) does not hold it up: a claim settles nothing, so drone's state
+/// goes out on the fetch's answer.
+#[test]
+fn a_claim_at_drones_own_version_during_the_repository_fetch_does_not_defer_the_redelivery() {
+    let mut r = Reconciler::new(config(""), 1);
+    let mut hint = obs(2, "pending", 1, DeliveryOutcome::NotDelivered);
+    hint.set_verified(false);
+    hint.webhook_mut().repo_json = None;
+    hint.webhook_mut().system_json = None;
+    let mut named = obs(1, "success", 3, DeliveryOutcome::Delivered);
+    named.webhook_mut().repo_json = None;
+    r.observe(named, T0);
+    r.observe(hint, T0);
+    let mut now = T0;
+    let lookup = |c: &OutgoingCall| looked_up(c) == Some(2);
+    let call = tick_until(&mut r, &mut now, &lookup, &mut |_, _, _| {
+        Some(ok(REPO_JSON.into()))
+    });
+    let held = r.on_response(call.id, ok(api_build(2, "running", 2)), now);
+    assert_eq!(held.len(), 1, "a repository fetch follows drone's answer");
+    let mut claim = obs(2, "running", 2, DeliveryOutcome::Delivered);
+    claim.set_verified(false);
+    claim.webhook_mut().repo_json = None;
+    r.observe(claim, now);
+    let after = r.on_response(held[0].id, ok(REPO_JSON.into()), now);
+    let sent: Vec<_> = after
+        .iter()
+        .filter(|c| !is_drone(c))
+        .map(redelivered)
+        .collect();
+    assert_eq!(sent, vec![(2, "running".to_string(), 2)], "{after:?}");
+}
+
 /// A repository answer for another repository is unusable: counted as a failed call, the
 /// build retried, nothing delivered. A good one counts as a successful call.
 #[test]

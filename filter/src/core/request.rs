@@ -96,13 +96,42 @@ pub enum Finish {
     Observe(Observe),
 }
 
-/// A complete build webhook and how the pipeline answered it.
+/// A complete build webhook and how the pipeline answered it, made only by the request state
+/// machine ([`Request::finish`]): whether its signature verified decides evidence or hint
+/// (its queue message is tagged as evidence), so no other code may build one or change it.
+/// The fields are private; the compiler refuses a verified `Observe` made elsewhere:
+///
+/// ```compile_fail,E0451
+/// use status_sync::core::request::Observe;
+///
+/// fn forge(body: Vec<u8>) -> Observe {
+///     // error[E0451]: fields `body`, `response_status` and `verified` of struct `Observe`
+///     // are private
+///     Observe {
+///         body,
+///         response_status: Some(200),
+///         verified: true,
+///     }
+/// }
+/// ```
+///
+/// and a hint's made evidence:
+///
+/// ```compile_fail,E0616
+/// use status_sync::core::request::Observe;
+///
+/// fn promote(mut hint: Observe) -> Observe {
+///     // error[E0616]: field `verified` of struct `Observe` is private
+///     hint.verified = true;
+///     hint
+/// }
+/// ```
 #[derive(Debug, PartialEq, Eq)]
 pub struct Observe {
-    pub body: Vec<u8>,
-    pub response_status: Option<u16>,
+    body: Vec<u8>,
+    response_status: Option<u16>,
     /// Signature headers verified and the body's digest matched: evidence, not a hint.
-    pub verified: bool,
+    verified: bool,
 }
 
 /// A queue message ready to send, and what to record once it is sent.
@@ -116,6 +145,11 @@ pub struct Message {
 }
 
 impl Observe {
+    /// Whether the signature headers verified and the body's digest matched (evidence).
+    pub fn verified(&self) -> bool {
+        self.verified
+    }
+
     /// Parses the body into the reconciler's queue message. The repository and system objects
     /// go along only with a verified webhook, and only when this VM has not sent them recently
     /// (`sent`, at `now_ms`): the reconciler takes them from evidence alone, so an unverified
@@ -179,18 +213,25 @@ impl Copy {
             hold.resize(buffered);
             return;
         }
+        // Rule: the budget is asked for more only when the chunk does not fit in the copy's
+        // capacity, and a body whose bytes fit in the budget is never given up for the copy's
+        // slack: the copy grows as `Vec` would (doubling, so a body in many small chunks is
+        // not copied over and over), never past `max_body_bytes`, and when the budget has no
+        // room for that, to exactly what the body needs so far.
         if needed > self.bytes.capacity() {
-            // Grow as `Vec` would (doubling, so a body in many small chunks is not copied over
-            // and over), but never past `max_body_bytes`, and only with the budget's consent.
-            let capacity = needed
+            let doubled = needed
                 .max(self.bytes.capacity().saturating_mul(2))
                 .min(self.limit);
-            if !hold.resize(capacity.max(buffered)) {
+            let capacity = if hold.resize(doubled.max(buffered)) {
+                doubled
+            } else if hold.resize(needed.max(buffered)) {
+                needed
+            } else {
                 self.over_budget = true;
                 self.bytes = Vec::new();
                 hold.resize(buffered);
                 return;
-            }
+            };
             self.bytes
                 .reserve_exact(capacity.saturating_sub(self.bytes.len()));
         }
@@ -709,7 +750,7 @@ mod tests {
             let o = observed(r.finish(Some(status)));
             assert_eq!(o.body, b);
             assert_eq!(o.response_status, Some(status));
-            assert_eq!(o.verified, verified, "{chunks} {trailers}");
+            assert_eq!(o.verified(), verified, "{chunks} {trailers}");
         }
     }
 
@@ -742,7 +783,7 @@ mod tests {
         let r = run(&monitor(), &build_webhook(None), &b, 2, false);
         assert_eq!(r.unverified(), 1);
         assert!(!r.rejected() && !r.paused());
-        assert!(!observed(r.finish(Some(200))).verified);
+        assert!(!observed(r.finish(Some(200))).verified());
         // Genuine headers, another body: reported at the end of the body, or at the trailers.
         for trailers in [false, true] {
             let r = run(&monitor(), &build_webhook(Some(b"{}")), &b, 3, trailers);
@@ -751,7 +792,7 @@ mod tests {
                 r.decisions.last(),
                 Some(Decision::PassUnverified { .. })
             ));
-            assert!(!observed(r.finish(Some(200))).verified);
+            assert!(!observed(r.finish(Some(200))).verified());
         }
         // Monitor ignores requests that are not build webhooks.
         let mut put = build_webhook(None);
@@ -915,7 +956,7 @@ mod tests {
         }
         // The exact path still is evidence.
         let r = run(&enforce(), &build_webhook(Some(&b)), &b, 2, false);
-        assert!(observed(r.finish(Some(404))).verified);
+        assert!(observed(r.finish(Some(404))).verified());
     }
 
     #[test]
@@ -937,7 +978,7 @@ mod tests {
         let b = body();
         let r = run(&c, &build_webhook(None), &b, 2, false);
         assert!(!r.rejected() && !r.paused());
-        assert!(!observed(r.finish(Some(200))).verified);
+        assert!(!observed(r.finish(Some(200))).verified());
         assert!(!Request::checks_signatures(&c));
     }
 
@@ -1194,7 +1235,7 @@ mod budget_tests {
         );
         genuine.on_response_status(Some(200));
         match genuine.finish() {
-            Finish::Observe(o) => assert!(o.verified, "observed as evidence"),
+            Finish::Observe(o) => assert!(o.verified(), "observed as evidence"),
             other => panic!("the genuine webhook was not observed: {other:?}"),
         }
         drop(slow);
@@ -1296,6 +1337,41 @@ mod budget_tests {
         assert_eq!(budget.held(), copy.bytes.capacity());
     }
 
+    /// A chunk that fits in the copy's capacity asks the budget for nothing more: pieces of
+    /// 100, 50 and 50 bytes make a copy of 100, then 200 (doubled), which the third fills
+    /// exactly; the share stays 200.
+    #[test]
+    fn a_chunk_that_fits_the_copys_capacity_asks_the_budget_for_nothing() {
+        let b = body();
+        let budget = BodyBudget::new(1 << 30);
+        let mut req = start(&cfg(None), &budget, &b);
+        for (piece, held) in [(&b[..100], 100), (&b[100..150], 200), (&b[150..200], 200)] {
+            feed(&mut req, piece, &mut Vec::new(), false);
+            assert_eq!(req.held_bytes(), held);
+        }
+        assert_eq!(budget.held(), 200);
+    }
+
+    /// A body that fits in the budget is observed even when doubling its copy would not fit:
+    /// the copy then grows to exactly what the body needs. Budget of one body; the body in a
+    /// piece of two thirds, then the rest (doubling would ask for 4/3 of it).
+    #[test]
+    fn a_body_that_fits_the_budget_is_observed_though_its_doubled_copy_would_not() {
+        let b = body();
+        let budget = BodyBudget::new(b.len());
+        let mut req = start(&cfg(None), &budget, &b);
+        let cut = b.len() * 2 / 3;
+        feed(&mut req, &b[..cut], &mut Vec::new(), false);
+        assert_eq!(req.held_bytes(), cut);
+        feed(&mut req, &b[cut..], &mut Vec::new(), true);
+        req.on_response_status(Some(200));
+        match req.finish() {
+            Finish::Observe(o) => assert_eq!(o.body, b),
+            other => panic!("not observed: {other:?}"),
+        }
+        assert_eq!(budget.held(), 0);
+    }
+
     /// Enforce holds a signed body (Envoy buffers it) until its digest is checked: those bytes
     /// count. A held body that no longer fits can be neither held nor let through unchecked:
     /// answered 503 (`Busy`), its bytes given back, nothing observed. The others still finish
@@ -1344,7 +1420,7 @@ mod budget_tests {
             assert!(budget.held() <= cap);
             req.on_response_status(Some(200));
             match req.finish() {
-                Finish::Observe(o) => assert!(o.verified && o.body == b),
+                Finish::Observe(o) => assert!(o.verified() && o.body == b),
                 other => panic!("{other:?}"),
             }
         }

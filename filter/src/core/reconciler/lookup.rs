@@ -283,8 +283,16 @@ impl Reconciler {
         let Some(entry) = self.ledger.get(&key).copied() else {
             return Vec::new(); // evicted or finished meanwhile
         };
-        // Drone has this build: it is backed from now on, and its number is drone's word.
-        self.ledger.update(&key, |e| e.class = Class::Backed);
+        // Drone has this build: its number is drone's word, and it is backed from now on,
+        // unless only hints asked. Rule: hints get at most their share of drone calls and of
+        // the ledger, never discovery's or evidence's: a build only unverified webhooks named
+        // stays hint-only after drone's answer (drone says the build exists, not that anyone
+        // genuine follows it), so its later lookups stay in the hints' lane and a flood of
+        // hints naming real running builds cannot spend the main lane (`tests/hints.rs`:
+        // `a_flood_of_hint_lookups_never_starves_the_discovery_of_an_evidence_repository`).
+        if asked_by != Asker::Hint {
+            self.ledger.update(&key, |e| e.class = Class::Backed);
+        }
         // Rule: a lookup a hint asked for answers for that build alone: no gap filling, no
         // watermark moves, no name enters the evidence pool (so none is pushed out of it);
         // `Shown::by_drone` refuses it (in `off` nothing can be evidence: see `Asker::of`).
