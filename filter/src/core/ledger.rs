@@ -645,6 +645,23 @@ mod tests {
         assert_eq!(l.next_due(Lane::Main), Some(300));
     }
 
+    /// `peek_due` shows the build `pop_due` would take, from its due time exactly, and leaves
+    /// it scheduled: the reconciler decides whether a build needs a drone call before it pays
+    /// for one (cargo-mutants: `peek_due`'s bound).
+    #[test]
+    fn a_peek_shows_the_build_due_first_from_its_time_on_and_leaves_it_scheduled() {
+        let mut l = Ledger::new(10, 10);
+        l.insert(key(1), scheduled(0, 300));
+        l.insert(key(2), scheduled(0, 100));
+        assert!(l.peek_due(99, Lane::Main).is_none());
+        let (k, e) = l.peek_due(100, Lane::Main).unwrap();
+        assert_eq!((k, e.next_due_ms), (key(2), 100));
+        assert!(l.peek_due(100, Lane::Hint).is_none());
+        assert_eq!(l.due_count(100), 1, "left in place");
+        assert_eq!(l.pop_due(100, Lane::Main).unwrap().0, key(2));
+        assert_eq!(l.peek_due(1_000, Lane::Main).unwrap().0, key(1));
+    }
+
     #[test]
     fn update_moves_the_due_index() {
         let mut l = Ledger::new(10, 10);

@@ -747,6 +747,43 @@ mod tests {
         );
     }
 
+    /// A record as large as etcd's value limit (what [`Node::record`] still writes) is read
+    /// back as evidence, by a leader and by a sidecar falling back to its unwritten records;
+    /// one byte more is no record (cargo-mutants: `decode_record`'s bound).
+    #[test]
+    fn a_record_of_exactly_the_value_limit_is_evidence_and_one_byte_more_is_not() {
+        let with_system = |pad: usize| {
+            let mut w = obs(None).webhook().clone();
+            w.system_json = Some(format!("{{\"x\":\"{}\"}}", "a".repeat(pad)));
+            Observation::for_tests(w, DeliveryOutcome::Delivered, true)
+        };
+        let base = with_system(0).encode(Some(&key())).len();
+        let pad = limits::MAX_VALUE_BYTES - base;
+        let exact = with_system(pad);
+        let bytes = exact.encode(Some(&key()));
+        assert_eq!(bytes.len(), limits::MAX_VALUE_BYTES);
+        assert_eq!(decode_record(&bytes, Some(&key())), Some(exact.clone()));
+        let mut n = node();
+        n.record(&exact, Vouch::Evidence);
+        assert_eq!(n.unwritten(), vec![exact]);
+        let over = with_system(pad + 1).encode(Some(&key()));
+        assert_eq!(over.len(), limits::MAX_VALUE_BYTES + 1);
+        assert_eq!(decode_record(&over, Some(&key())), None);
+    }
+
+    /// A leader reads as many records a page as the largest of them fit `max_body_bytes`
+    /// (a value in base64, its key and revisions: 5716 bytes each), 1 to 256: a scan of N
+    /// records costs N / page reads, not N (cargo-mutants: `page_limit` → 1 still read
+    /// everything, a key a request).
+    #[test]
+    fn a_page_of_records_is_as_many_as_fit_the_body_limit_from_1_to_256() {
+        assert_eq!(Node::page_limit(1 << 20), 183);
+        assert_eq!(Node::page_limit(10 * 5716), 10);
+        assert_eq!(Node::page_limit(10 * 5716 - 1), 9);
+        assert_eq!(Node::page_limit(0), 1);
+        assert_eq!(Node::page_limit(usize::MAX), 256);
+    }
+
     #[test]
     fn waiting_records_are_bounded_and_the_oldest_dropped_are_counted() {
         let mut n = node();
