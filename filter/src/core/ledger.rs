@@ -647,13 +647,17 @@ mod tests {
 
     /// `peek_due` shows the build `pop_due` would take, from its due time exactly, and leaves
     /// it scheduled: the reconciler decides whether a build needs a drone call before it pays
-    /// for one (cargo-mutants: `peek_due`'s bound).
+    /// for one (cargo-mutants: `peek_due`'s bound). `any_due` sees the same bound.
     #[test]
     fn a_peek_shows_the_build_due_first_from_its_time_on_and_leaves_it_scheduled() {
         let mut l = Ledger::new(10, 10);
         l.insert(key(1), scheduled(0, 300));
         l.insert(key(2), scheduled(0, 100));
         assert!(l.peek_due(99, Lane::Main).is_none());
+        // `any_due` is what the cluster leader asks before reading the other replicas'
+        // records ahead of its lookups (cargo-mutants: `any_due` → false went unseen).
+        assert!(!l.any_due(99));
+        assert!(l.any_due(100));
         let (k, e) = l.peek_due(100, Lane::Main).unwrap();
         assert_eq!((k, e.next_due_ms), (key(2), 100));
         assert!(l.peek_due(100, Lane::Hint).is_none());

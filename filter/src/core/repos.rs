@@ -734,6 +734,45 @@ mod tests {
         assert_eq!(i.map.get(&1).unwrap().due_ms(), NOT_SCHEDULED);
     }
 
+    /// A repository a previous leader handed over has no known last activity; its silence
+    /// counts from this reconciler's first look at it, so one that stays quiet is dropped from
+    /// discovery a build age later instead of being looked at forever (cargo-mutants survivor:
+    /// `begin_look` doing nothing).
+    #[test]
+    fn a_handed_over_repository_that_stays_quiet_is_dropped_a_build_age_after_its_first_look() {
+        let (age, timing) = (60_000, (30_000, 300_000));
+        let mut rng = Rng::new(7);
+        let mut i = idents(4);
+        i.inherit_marks(&repo(1, "r"), 10, 5);
+        assert_eq!(i.pop_discovery(1_000), Some(1));
+        assert!(matches!(i.look(1, 1_000, age), Look::Ask(_)));
+        i.begin_look(1, 1_000);
+        i.end_look(1, false, 2_000, timing, &mut rng);
+        assert!(matches!(i.look(1, 1_000 + age, age), Look::Ask(_)));
+        assert!(matches!(i.look(1, 1_001 + age, age), Look::Drop));
+    }
+
+    /// One look at a repository's `counter` at a time: a new build showing while a look is on
+    /// its way schedules no second one; the look's end schedules the next (cargo-mutants
+    /// survivor: `begin_look` doing nothing).
+    #[test]
+    fn activity_during_a_look_schedules_no_second_look() {
+        let mut rng = Rng::new(7);
+        let mut i = idents(4);
+        i.confirm(&repo(1, "r"), 0);
+        i.schedule_discovery(1, 100);
+        assert_eq!(i.pop_discovery(100), Some(1));
+        i.begin_look(1, 100);
+        i.note_activity(1, 200, 30_000, &mut rng);
+        assert_eq!(
+            i.next_discovery(),
+            None,
+            "a second look while one is on its way"
+        );
+        i.end_look(1, true, 300, (30_000, 300_000), &mut rng);
+        assert!(i.next_discovery().is_some_and(|(t, id)| id == 1 && t > 300));
+    }
+
     /// Names dropped out of turn (refuted candidates) leave stale places in the eviction
     /// order; its compaction keeps the live names of the kind, so the oldest still goes first
     /// after it (cargo-mutants survivor).
