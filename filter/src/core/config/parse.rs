@@ -355,6 +355,9 @@ mod tests {
         );
         for (key, bad) in [
             ("etcd_cluster", json!(3)),
+            // A control character in the cluster name would reach Envoy's logs and the
+            // `dispatch_http_call` as is (cargo-mutants: the guard → true went unseen).
+            ("etcd_cluster", json!("etcd\n")),
             ("etcd_prefix", json!("a b")),
             ("etcd_authority", json!("a b")),
         ] {
