@@ -205,7 +205,11 @@ impl Node {
             ),
             cluster: cfg.etcd_cluster.clone().unwrap_or_default(),
             authority: cfg.etcd_authority.clone(),
-            timeout_ms: cfg.call_timeout_ms,
+            // Every etcd request is answered or timed out by Envoy within a quarter of the
+            // lease: one sent to a member without a raft leader (etcd electing one) is
+            // retried, on another member, while the lease lasts; a records write waiting
+            // `call_timeout_ms` there held the others' re-deliveries past what they vouch for.
+            timeout_ms: cfg.call_timeout_ms.min(ttl_s * 1000 / 4).max(100),
             ttl_ms: ttl_s * 1000,
             records_prefix,
             own_prefix,
@@ -360,7 +364,7 @@ impl Node {
         }
     }
 
-    /// Fails requests the host never answered (after twice the call timeout).
+    /// Fails requests the host never answered (after twice their timeout).
     fn expire(&mut self, now_ms: u64) {
         let wait = self.timeout_ms.saturating_mul(2);
         let late = move |c: &InFlight| now_ms >= c.sent_ms.saturating_add(wait);
@@ -372,15 +376,7 @@ impl Node {
             self.read_failed();
             self.failed_ms = now_ms;
         }
-        let election_wait = self
-            .timeout_ms
-            .min(self.ttl_ms / 4)
-            .max(100)
-            .saturating_mul(2);
-        if self
-            .election_call
-            .is_some_and(|c| now_ms >= c.sent_ms.saturating_add(election_wait))
-        {
+        if self.election_call.is_some_and(|c| late(&c)) {
             self.election_call = None;
             self.election.failed(now_ms);
             self.failed_ms = now_ms;
@@ -403,9 +399,7 @@ impl Node {
             if let Some(r) = self.election.poll(&self.etcd, now_ms) {
                 // Answered (or timed out by Envoy) well within the TTL, so a renewal that
                 // hangs is retried before the lease runs out.
-                let mut call = self.call(r);
-                call.timeout_ms = call.timeout_ms.min(self.ttl_ms / 4).max(100);
-                out.push((Slot::Election, call));
+                out.push((Slot::Election, self.call(r)));
             }
         }
         if self.write_call.is_none() && !self.pending.is_empty() && now_ms >= self.write_at {
