@@ -27,8 +27,11 @@ use std::time::Duration;
 /// as the shipped file says (`webhook_secret_env: DRONE_WEBHOOK_SECRET`).
 pub const SECRET: &str = "cluster-mode-e2e-secret";
 /// The election lease of the runs (`etcd_lease_ttl_ms`): a leader that dies is replaced
-/// within this.
-pub const LEASE_TTL_MS: u64 = 3000;
+/// within this. Cluster mode's rule (README, "Cluster mode (etcd)"): at least 5 × etcd's
+/// `--election-timeout`, so that etcd electing a new raft leader (one to two election
+/// timeouts, answering nothing meanwhile) and a retry fit in the two thirds of the lease a
+/// leader has left at worst; at 3 s the raft leader's death lapsed it on this machine.
+pub const LEASE_TTL_MS: u64 = 5 * crate::etcd::ELECTION_TIMEOUT_MS;
 const POLL: Duration = Duration::from_millis(100);
 
 /// The plugin keys a run may change: timings only (and the lease's).

@@ -28,6 +28,13 @@ pub struct EtcdCluster {
     dir: tempfile::TempDir,
 }
 
+/// The members' `--election-timeout` (etcd's default, named here because cluster mode's rule
+/// depends on it): a raft leader that dies is replaced one to two of these later, and
+/// `etcd_lease_ttl_ms` must be at least 5 times it (`crate::cluster::LEASE_TTL_MS`).
+pub const ELECTION_TIMEOUT_MS: u64 = 1000;
+/// The members' `--heartbeat-interval` (etcd's default: a tenth of the election timeout).
+pub const HEARTBEAT_MS: u64 = 100;
+
 /// `etcd` on PATH, if installed.
 pub fn find() -> Option<PathBuf> {
     crate::dist::which("etcd")
@@ -62,7 +69,9 @@ impl EtcdCluster {
                 .args(["--initial-advertise-peer-urls", &peer_url])
                 .args(["--initial-cluster", &initial])
                 .args(["--initial-cluster-state", "new"])
-                .args(["--initial-cluster-token", "status-sync-test"]);
+                .args(["--initial-cluster-token", "status-sync-test"])
+                .args(["--election-timeout", &ELECTION_TIMEOUT_MS.to_string()])
+                .args(["--heartbeat-interval", &HEARTBEAT_MS.to_string()]);
             let args: Vec<std::ffi::OsString> = cmd.get_args().map(ToOwned::to_owned).collect();
             die_with_parent(&mut cmd);
             let child = spawn_logged(&mut cmd, &log)?;

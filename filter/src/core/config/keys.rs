@@ -399,7 +399,9 @@ pub const KEYS: &[Key] = &[
         help: help(
             "TTL of the cluster leader's etcd lease (whole seconds, rounded up): another \
                sidecar takes over within it and a sixth when the leader's Envoy dies; renewed every \
-               third of it",
+               third of it. Make it at least 5 × etcd's `--election-timeout` (1 s by default), so \
+               that etcd electing a new raft leader, which answers nothing meanwhile, never \
+               outlasts it (the filter cannot see etcd's flag)",
         ),
     },
 ];
