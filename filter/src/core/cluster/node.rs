@@ -778,6 +778,36 @@ mod tests {
         assert_eq!(Node::page_limit(usize::MAX), 256);
     }
 
+    /// Every etcd request (the election's, a records write, a read) is answered or timed out by
+    /// Envoy within a quarter of the lease, whatever `call_timeout_ms` says: one sent to a member
+    /// electing a raft leader is retried while the lease lasts, and a record waits no longer
+    /// than that for it.
+    #[test]
+    fn every_etcd_request_times_out_within_a_quarter_of_the_lease() {
+        let cfg = Config::parse(
+            br#"{"pipeline_cluster":"p","drone_cluster":"d","drone_token":"t","etcd_cluster":"etcd","webhook_secret":"node-test-secret","signature_mode":"monitor","call_timeout_ms":30000,"etcd_lease_ttl_ms":10000}"#,
+            &|_| None,
+        )
+        .unwrap();
+        let mut n = Node::new(&cfg, 1, 0);
+        n.record(&obs(None), Vouch::Evidence);
+        let calls = n.poll(0, false);
+        assert_eq!(
+            calls.len(),
+            2,
+            "the election's grant and the records lease's"
+        );
+        for (slot, call) in &calls {
+            assert_eq!(call.timeout_ms, 2500, "{slot:?}");
+        }
+        // Not answered by twice that: failed, and asked again.
+        for (token, (slot, call)) in (1..).zip(&calls) {
+            n.sent(*slot, call, token, 0);
+        }
+        assert!(n.poll(4999, false).is_empty());
+        assert_eq!(n.poll(5000, false).len(), 1, "the election retries at once");
+    }
+
     #[test]
     fn waiting_records_are_bounded_and_the_oldest_dropped_are_counted() {
         let mut n = node();
