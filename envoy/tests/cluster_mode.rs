@@ -271,8 +271,22 @@ fn etcd_raft_leader_killed_mid_run_no_fallback_no_duplicate() -> Result<()> {
             .map(|(k, v)| format!("{}={v}", k.trim_start_matches("cluster.etcd.")))
             .collect();
         eprintln!("sidecar {i} etcd cluster: {}", etcd_stats.join(" "));
+        // Envoy sends to the two live members only: the dead one failed its health checks
+        // (every 2 s: with Envoy's default `no_traffic_interval`, a sidecar whose first round
+        // failed kept all three unhealthy and balanced over them all, the dead one included).
+        wait_for(
+            "the two live etcd members healthy, the dead one not",
+            Duration::from_secs(10),
+            POLL,
+            || {
+                let healthy = s.stats("cluster.etcd.membership_healthy")?;
+                Ok(match healthy.get("cluster.etcd.membership_healthy") {
+                    Some(2) => Ok(()),
+                    other => Err(format!("sidecar {i}: {other:?} healthy; {etcd_stats:?}")),
+                })
+            },
+        )?;
     }
-    eprintln!("{}", stack.diagnostics());
     assert_eq!(
         f.fallbacks, 0,
         "the raft leader's death caused a fallback: {f}"
