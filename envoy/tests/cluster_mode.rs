@@ -249,6 +249,7 @@ fn etcd_raft_leader_killed_mid_run_no_fallback_no_duplicate() -> Result<()> {
     let etcd = stack.etcd.as_mut().context("etcd")?;
     let raft_leader = etcd.leader().context("etcd has no leader")?;
     etcd.kill(raft_leader)?;
+    let dead_port = etcd.client_ports()[raft_leader];
     eprintln!("killed etcd's raft leader m{raft_leader}");
     let history = modes_until_drone_idle(&stack)?;
     let f = check_cluster(&stack)?;
@@ -271,18 +272,20 @@ fn etcd_raft_leader_killed_mid_run_no_fallback_no_duplicate() -> Result<()> {
             .map(|(k, v)| format!("{}={v}", k.trim_start_matches("cluster.etcd.")))
             .collect();
         eprintln!("sidecar {i} etcd cluster: {}", etcd_stats.join(" "));
-        // Envoy sends to the two live members only: the dead one failed its health checks
-        // (every 2 s: with Envoy's default `no_traffic_interval`, a sidecar whose first round
-        // failed kept all three unhealthy and balanced over them all, the dead one included).
+        // Envoy set the dead member aside for its failed health checks (every 2 s: with
+        // Envoy's default `no_traffic_interval` the round after the first came a minute later,
+        // and a sidecar whose first round failed balanced over all three, the dead one too).
+        let dead = format!("etcd::127.0.0.1:{dead_port}::health_flags::");
         wait_for(
-            "the two live etcd members healthy, the dead one not",
+            "the dead etcd member failed its health checks",
             Duration::from_secs(10),
             POLL,
             || {
-                let healthy = s.stats("cluster.etcd.membership_healthy")?;
-                Ok(match healthy.get("cluster.etcd.membership_healthy") {
-                    Some(2) => Ok(()),
-                    other => Err(format!("sidecar {i}: {other:?} healthy; {etcd_stats:?}")),
+                let (_, clusters) = s.admin_get("/clusters")?;
+                let flags = clusters.lines().find_map(|l| l.strip_prefix(dead.as_str()));
+                Ok(match flags {
+                    Some(f) if f.contains("failed_active_hc") => Ok(()),
+                    other => Err(format!("sidecar {i}: {dead}{other:?}; {etcd_stats:?}")),
                 })
             },
         )?;
