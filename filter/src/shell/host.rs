@@ -128,11 +128,8 @@ pub fn send_local_response(status: u32, body: &[u8]) -> bool {
     hostcalls::send_http_response(status, vec![("content-type", "text/plain")], Some(body)).is_ok()
 }
 
-/// A random 64-bit id (WASI `random_get` via std's hasher keys), to tell root contexts apart
-/// in the lease.
+/// A random 64-bit id (WASI `random_get`, mixed with the clock; the clock alone if the host
+/// has no randomness), to tell root contexts apart in the lease.
 pub fn random_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(now_ms());
-    h.finish()
+    super::abi::random_u64().unwrap_or(0) ^ now_ms()
 }

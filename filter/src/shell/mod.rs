@@ -2,6 +2,7 @@
 //! calls. Every host call goes through [`host`], whose wrappers never panic on an unexpected
 //! host status (the SDK's trait methods would).
 
+mod abi;
 mod host;
 mod http;
 mod metrics;

@@ -73,7 +73,7 @@ impl RootContext for Root {
 
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
         let raw = host::plugin_configuration().unwrap_or_default();
-        let cfg = match Config::parse(&raw, &|name| std::env::var(name).ok()) {
+        let cfg = match Config::parse(&raw, &super::abi::env_var) {
             Ok(cfg) => cfg,
             Err(e) => {
                 // Envoy already names the plugin at the start of the line.
