@@ -5,7 +5,7 @@ SHELL := /bin/bash
 ENVOY_VERSION := 1.40.0
 VENV          := $(CURDIR)/.venv
 ENVOY         := $(VENV)/bin/envoy
-WASM_TARGET   := wasm32-wasip1
+WASM_TARGET   := wasm32-unknown-unknown
 OUT           := $(CURDIR)/out
 WASM          := $(OUT)/status_sync.wasm
 
@@ -33,7 +33,7 @@ help:
 wasm-target:
 	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
 
-# Features rustc enables for wasm32-wasip1; wasm-opt must know them to read the module.
+# Features rustc enables for wasm32 targets; wasm-opt must know them to read the module.
 WASM_OPT_FLAGS := -Oz --converge --strip-debug --strip-producers --enable-bulk-memory --enable-sign-ext \
   --enable-mutable-globals --enable-nontrapping-float-to-int --enable-multivalue --enable-reference-types
 

@@ -40,12 +40,15 @@ fn build_next_module(into: &Path) -> Result<PathBuf> {
     clean_build_env(&mut cmd)
         .current_dir(&root)
         .args(["build", "-q", "-p", "status-sync", "--release"])
-        .args(["--target", "wasm32-wasip1"])
+        .args(["--target", "wasm32-unknown-unknown"])
         .env("CARGO_TARGET_DIR", &target)
         .env("STATUS_SYNC_VERSION", NEXT_VERSION);
     run(&mut cmd).context("build the upgrade module")?;
     let out = into.join("status_sync_next.wasm");
-    std::fs::copy(target.join("wasm32-wasip1/release/status_sync.wasm"), &out)?;
+    std::fs::copy(
+        target.join("wasm32-unknown-unknown/release/status_sync.wasm"),
+        &out,
+    )?;
     Ok(out)
 }
 

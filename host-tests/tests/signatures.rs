@@ -252,3 +252,29 @@ fn monitor_passes_forged_and_genuine_alike() {
         &[("webhooks_signature_invalid", 1), ("webhooks_observed", 2)],
     );
 }
+
+/// The module reads its environment itself (`wasi_snapshot_preview1.environ_get`): the secret
+/// is the value of the variable named exactly, not of one whose name it prefixes, listed
+/// first; a value may hold `=`.
+#[test]
+fn the_secret_is_read_from_the_variable_named_exactly() {
+    let secret = "a=b=c-GMEuUHQfmrMRsseWxi9YlIeBtn9l";
+    let mut cfg: HostConfig = host_config(
+        1,
+        r#","webhook_secret_env":"HOOK_SECRET","signature_mode":"enforce""#,
+    );
+    cfg.env.insert(0, ("HOOK_SECRET_OLD".into(), SECRET.into()));
+    cfg.env.push(("HOOK_SECRET".into(), secret.into()));
+    let mut host = Host::start(cfg).unwrap();
+    let _drone = install_drone(&mut host);
+    let body = webhook(1, 1, "running", 2);
+
+    let genuine = signed(&host, body.clone(), secret);
+    assert_eq!(send(&mut host, genuine), (200, true));
+    let old = signed(&host, body, SECRET);
+    assert_eq!(
+        send(&mut host, old),
+        (401, false),
+        "signed with the other variable's"
+    );
+}

@@ -1,5 +1,5 @@
 //! Test oracles for status-sync, outside the filter so the shipped module depends on neither
-//! serde nor serde_json (`cargo tree -p status-sync --target wasm32-wasip1 -e normal`):
+//! serde nor serde_json (`cargo tree -p status-sync --target wasm32-unknown-unknown -e normal`):
 //! - [`reference`]: the serde-based webhook parser that the one-pass parser
 //!   (`status_sync::core::webhook::parse_webhook`) is tested (`filter/tests/webhook.rs`) and
 //!   fuzzed (`filter/fuzz/fuzz_targets/webhook.rs`) against;

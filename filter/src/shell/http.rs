@@ -6,6 +6,7 @@
 //! log lines. When the stream ends, the transition and the pipeline's answer go to the
 //! reconciler through the shared queue.
 
+use super::abi::{self, Action};
 use super::host;
 use super::metrics::Filter;
 use super::shared::Shared;
@@ -14,8 +15,6 @@ use crate::core::logfmt::Val;
 use crate::core::model::{DeliveryOutcome, ParseError};
 use crate::core::ratelog::suppressed_note;
 use crate::core::request::{self, Decision, Finish, Headers, Read, Request};
-use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::{Action, BufferType, MapType};
 use std::rc::Rc;
 
 /// Kinds of per-request log lines, each rate-limited on its own (one per 10 s per VM), so a
@@ -138,7 +137,7 @@ impl Observer {
         match read {
             Read::Nothing => {}
             Read::Chunk(size) => {
-                if let Some(chunk) = host::buffer(BufferType::HttpRequestBody, 0, size) {
+                if let Some(chunk) = host::buffer(abi::HTTP_REQUEST_BODY, 0, size) {
                     self.request.data(&chunk);
                 }
             }
@@ -146,7 +145,7 @@ impl Observer {
                 let mut offset = 0;
                 while size.is_none_or(|size| offset < size) {
                     let len = size.map_or(READ_CHUNK, |size| READ_CHUNK.min(size - offset));
-                    let Some(chunk) = host::buffer(BufferType::HttpRequestBody, offset, len) else {
+                    let Some(chunk) = host::buffer(abi::HTTP_REQUEST_BODY, offset, len) else {
                         break;
                     };
                     if chunk.is_empty() {
@@ -215,14 +214,13 @@ impl Observer {
     }
 }
 
-impl Context for Observer {}
-
-impl HttpContext for Observer {
-    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+/// The callbacks of an HTTP context (`proxy_on_request_headers` and the rest, in `mod.rs`).
+impl Observer {
+    pub fn on_request_headers(&mut self, end_of_stream: bool) -> Action {
         let Some(shared) = self.shared.clone() else {
             return Action::Continue;
         };
-        let req = |name: &str| utf8(host::header(MapType::HttpRequestHeaders, name).as_deref());
+        let req = |name: &str| utf8(host::header(abi::HTTP_REQUEST_HEADERS, name).as_deref());
         // Cheapest first: most requests to a pipeline are not drone's webhooks, and the
         // other headers are read only for requests to the webhook path (in `enforce`, any
         // spelling of it).
@@ -256,7 +254,7 @@ impl HttpContext for Observer {
         perform(&shared, step.decision)
     }
 
-    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+    pub fn on_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         let Some(shared) = self.shared.clone() else {
             return Action::Continue;
         };
@@ -264,7 +262,7 @@ impl HttpContext for Observer {
         perform(&shared, self.request.on_body(body_size, end_of_stream))
     }
 
-    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+    pub fn on_request_trailers(&mut self) -> Action {
         let Some(shared) = self.shared.clone() else {
             return Action::Continue;
         };
@@ -272,9 +270,9 @@ impl HttpContext for Observer {
         perform(&shared, self.request.on_trailers())
     }
 
-    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+    pub fn on_response_headers(&mut self) -> Action {
         if self.request.wants_response_status() {
-            let status = host::header(MapType::HttpResponseHeaders, ":status")
+            let status = host::header(abi::HTTP_RESPONSE_HEADERS, ":status")
                 .as_deref()
                 .and_then(|v| std::str::from_utf8(v).ok())
                 .and_then(|v| v.trim().parse().ok());
@@ -283,7 +281,7 @@ impl HttpContext for Observer {
         Action::Continue
     }
 
-    fn on_log(&mut self) {
+    pub fn on_log(&mut self) {
         if let Some(shared) = self.shared.clone() {
             self.finish(&shared);
         }

@@ -3,9 +3,8 @@
 //! the plugin's `instance` as a tag ([`crate::core::metrics::tagged`]): plugins of different
 //! instances never share a stat.
 
+use super::abi;
 use crate::core::metrics::{self, Id, Kind};
-use proxy_wasm::hostcalls;
-use proxy_wasm::types::MetricType;
 
 pub struct Metrics {
     /// Host metric ids, indexed by [`Id`]: no name is hashed on the request path.
@@ -62,11 +61,11 @@ impl Metrics {
                 metrics::tagged(id.name(), instance)
             };
             let kind = match id.kind() {
-                Kind::Counter => MetricType::Counter,
-                Kind::Gauge => MetricType::Gauge,
-                Kind::Histogram => MetricType::Histogram,
+                Kind::Counter => abi::COUNTER,
+                Kind::Gauge => abi::GAUGE,
+                Kind::Histogram => abi::HISTOGRAM,
             };
-            *slot = hostcalls::define_metric(kind, &full).ok();
+            *slot = abi::define_metric(kind, &full);
         }
         let m = Metrics { ids };
         m.set(Id::BuildInfo, 1);
@@ -87,13 +86,13 @@ impl Metrics {
             return;
         }
         if let Some(h) = self.host_id(id) {
-            let _ = hostcalls::increment_metric(h, i64::try_from(by).unwrap_or(i64::MAX));
+            abi::increment_metric(h, i64::try_from(by).unwrap_or(i64::MAX));
         }
     }
 
     pub fn set(&self, id: Id, value: u64) {
         if let Some(h) = self.host_id(id) {
-            let _ = hostcalls::record_metric(h, value);
+            abi::record_metric(h, value);
         }
     }
 }

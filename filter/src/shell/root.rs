@@ -2,6 +2,7 @@
 //! or a call's answer is [`Turn`]'s (core); this file translates the callbacks into its
 //! events, with [`WasmHost`] as its host.
 
+use super::abi;
 use super::host::{self, WasmHost};
 use super::http::Observer;
 use super::metrics::Metrics;
@@ -10,8 +11,6 @@ use crate::core::config::Config;
 use crate::core::logfmt::{self, Val};
 use crate::core::snapshot;
 use crate::core::turn::Turn;
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::ContextType;
 use std::rc::Rc;
 
 pub struct Root {
@@ -29,16 +28,21 @@ impl Root {
             turn: Turn::new(host::random_u64() ^ u64::from(context_id).rotate_left(32)),
         }
     }
+
+    /// The host's id of this root context.
+    pub fn id(&self) -> u32 {
+        self.context_id
+    }
+
+    /// A new HTTP context of this root: it shares the root's configuration and state.
+    pub fn new_http(&self) -> Observer {
+        Observer::new(self.shared.clone())
+    }
 }
 
-impl Context for Root {
-    fn on_http_call_response(
-        &mut self,
-        token: u32,
-        num_headers: usize,
-        body_size: usize,
-        _num_trailers: usize,
-    ) {
+/// The callbacks of a root context (`proxy_on_configure` and the rest, in `mod.rs`).
+impl Root {
+    pub fn on_http_call_response(&mut self, token: u32, num_headers: usize, body_size: usize) {
         let Some(shared) = self.shared.clone() else {
             return;
         };
@@ -50,16 +54,14 @@ impl Context for Root {
             .on_call_answer(&mut host, &shared.cfg, token, num_headers, body_size);
     }
 
-    fn on_done(&mut self) -> bool {
+    pub fn on_done(&mut self) -> bool {
         // A root being replaced (config change) stops reconciling; its lease expires and the
         // new root loads the snapshot.
         self.turn.leave();
         true
     }
-}
 
-impl RootContext for Root {
-    fn on_vm_start(&mut self, _vm_configuration_size: usize) -> bool {
+    pub fn on_vm_start(&mut self) -> bool {
         // One line per VM (every worker and the main thread): debug. The one that becomes the
         // reconciler says so at info, with the same `root` id as `reconciler=`.
         log::debug!(
@@ -71,9 +73,9 @@ impl RootContext for Root {
         true
     }
 
-    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+    pub fn on_configure(&mut self) -> bool {
         let raw = host::plugin_configuration().unwrap_or_default();
-        let cfg = match Config::parse(&raw, &|name| std::env::var(name).ok()) {
+        let cfg = match Config::parse(&raw, &abi::env_var) {
             Ok(cfg) => cfg,
             Err(e) => {
                 // Envoy already names the plugin at the start of the line.
@@ -121,7 +123,7 @@ impl RootContext for Root {
         true
     }
 
-    fn on_tick(&mut self) {
+    pub fn on_tick(&mut self) {
         let Some(shared) = self.shared.clone() else {
             return;
         };
@@ -131,13 +133,5 @@ impl RootContext for Root {
         };
         let now_ms = self.turn.on_tick(&mut host, &shared.cfg);
         shared.tick_ms.set(now_ms);
-    }
-
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Observer::new(self.shared.clone())))
-    }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
     }
 }
