@@ -10,14 +10,16 @@
 //! ones, so it never holds more than about twice `cap` keys whatever the mix of inserts and
 //! removals.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::hash::Hash;
+
+use super::keyed::Map;
 
 /// A bounded first-in, first-out map.
 #[derive(Clone, Debug)]
 pub struct FifoMap<K, V> {
     /// Each value with the sequence number of its slot in `order`.
-    map: HashMap<K, (V, u64)>,
+    map: Map<K, (V, u64)>,
     /// Keys in insertion order; a slot whose sequence number differs from the map's is stale.
     order: VecDeque<(K, u64)>,
     cap: usize,
@@ -28,7 +30,7 @@ impl<K: Clone + Eq + Hash, V> FifoMap<K, V> {
     /// A map holding at most `cap` keys (0: holds nothing).
     pub fn new(cap: usize) -> Self {
         FifoMap {
-            map: HashMap::new(),
+            map: Map::default(),
             order: VecDeque::new(),
             cap,
             next_seq: 0,
@@ -85,7 +87,7 @@ impl<K: Clone + Eq + Hash, V> FifoMap<K, V> {
 
     /// Forgets everything (and the memory the order queue held).
     pub fn clear(&mut self) {
-        self.map = HashMap::new();
+        self.map = Map::default();
         self.order = VecDeque::new();
     }
 

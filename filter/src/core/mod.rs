@@ -9,6 +9,7 @@ pub mod drone_api;
 pub mod fifo_map;
 pub mod host;
 pub(crate) mod json;
+pub mod keyed;
 pub mod leader;
 pub mod lease;
 pub mod ledger;

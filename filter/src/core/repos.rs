@@ -10,10 +10,11 @@
 
 use super::backoff::{grow_interval, Rng};
 use super::fifo_map::FifoMap;
+use super::keyed::Map;
 use super::ledger::NOT_SCHEDULED;
 use super::model::{BuildKey, RepoRef};
 use super::proof::Candidate;
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 
 /// What vouches for a repository's name, and so which of the two bounded pools holds it.
 ///
@@ -132,7 +133,7 @@ pub(crate) enum Look {
 /// numbers), unlike the `repo` objects, which `max_repos` bounds.
 #[derive(Debug, Default)]
 pub(crate) struct Idents {
-    map: HashMap<u64, RepoIdent>,
+    map: Map<u64, RepoIdent>,
     /// Order in which ids entered the evidence pool (0) or the hints' pool (1); lazily
     /// cleaned.
     order: [VecDeque<u64>; 2],

@@ -14,9 +14,10 @@
 //! builds it still tracks when it asks for the oldest age, so give-ups need no extra hook and
 //! the gauge never sticks on a build nobody will deliver (the give-up is counted elsewhere).
 
+use super::keyed::Map;
 use super::model::{BuildKey, DeliveryOutcome};
 use super::proof::Proof;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 /// Recovery delays kept until the shell records them (it does every callback).
 pub const MAX_PENDING_DELAYS: usize = 4096;
@@ -29,7 +30,7 @@ struct Missing {
 
 #[derive(Debug)]
 pub struct Slo {
-    missing: HashMap<BuildKey, Missing>,
+    missing: Map<BuildKey, Missing>,
     /// (since, build): the oldest first.
     by_age: BTreeSet<(u64, BuildKey)>,
     cap: usize,
@@ -45,7 +46,7 @@ pub struct Slo {
 impl Slo {
     pub fn new(cap: usize) -> Self {
         Slo {
-            missing: HashMap::new(),
+            missing: Map::default(),
             by_age: BTreeSet::new(),
             cap: cap.max(1),
             delays: Vec::new(),

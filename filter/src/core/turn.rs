@@ -12,12 +12,13 @@
 use super::cluster::node::{Mode, Node, NodeCounters, VOUCH_TICKS};
 use super::config::Config;
 use super::host::Host;
+use super::keyed::Map;
 use super::leader::{Leader, Role, Seat};
 use super::logfmt::Val;
 use super::metrics::{Counters, Id, Kind};
 use super::ratelog::{suppressed_note, LogLimiter};
 use super::reconciler::{CallId, CallResult, OutgoingCall};
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 /// Rounds of dispatch in one event: a refused call is answered at once as a failure, which
 /// may ask for another call; the in-flight budget bounds them, this bounds the loop.
@@ -28,7 +29,7 @@ const MAX_DISPATCH_ROUNDS: usize = 64;
 #[derive(Default)]
 pub struct Calls {
     /// Host tokens of the reconciler's calls in flight.
-    tokens: HashMap<u32, CallId>,
+    tokens: Map<u32, CallId>,
     /// The reconciler's counters as last mirrored into the host's metrics.
     mirrored: Counters,
     /// Cluster mode (`etcd_cluster`): this sidecar's part, made on the leader's first tick.

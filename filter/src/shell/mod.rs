@@ -100,9 +100,19 @@ impl log::Log for Logger {
     fn flush(&self) {}
 }
 
-fn init_logging() {
+/// Once per VM, before its first context: the logger, the panic hook, and the secret of the
+/// core's hash maps (`core::keyed`: on this target std has no randomness of its own).
+fn init_vm() {
     if log::set_logger(&LOGGER).is_ok() {
         log::set_max_level(log::LevelFilter::Info);
+        let (k0, k1) = match (abi::random_u64(), abi::random_u64()) {
+            (Some(k0), Some(k1)) => (k0, k1),
+            _ => {
+                log::warn!("the host gave no random bytes: hash maps keyed by the clock");
+                (host::now_ms(), host::now_ms().rotate_left(29))
+            }
+        };
+        crate::core::keyed::seed(k0, k1);
         std::panic::set_hook(Box::new(|panic| {
             abi::log(abi::LOG_CRITICAL, &panic.to_string());
         }));
@@ -123,7 +133,7 @@ pub extern "C" fn proxy_on_memory_allocate(size: usize) -> *mut u8 {
 #[no_mangle]
 pub extern "C" fn proxy_on_context_create(context_id: u32, root_context_id: u32) {
     if root_context_id == 0 {
-        init_logging();
+        init_vm();
         with(|c| {
             c.roots.retain(|r| r.id() != context_id);
             c.roots.push(Root::new(context_id));

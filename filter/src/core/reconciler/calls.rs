@@ -4,10 +4,10 @@
 
 use super::budget::Permit;
 use super::{Reconciler, USER_AGENT};
+use crate::core::keyed::Map;
 use crate::core::model::{BuildKey, RepoRef};
 use crate::core::proof::Redelivery;
 use crate::core::signature;
-use std::collections::HashMap;
 
 /// Identifies a call the reconciler asked for; the shell maps host tokens to it.
 pub type CallId = u64;
@@ -106,7 +106,7 @@ fn owned(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 /// The calls on their way: what each is for and when it left, at most `max_inflight_calls`.
 /// Owned by the reconciler, which counts; this only keeps the book.
 pub(super) struct Calls {
-    inflight: HashMap<CallId, (Pending, u64)>,
+    inflight: Map<CallId, (Pending, u64)>,
     next: CallId,
     max: usize,
 }
@@ -115,7 +115,7 @@ impl Calls {
     /// At most `max` calls on their way at once (`max_inflight_calls`).
     pub(super) fn new(max: usize) -> Self {
         Calls {
-            inflight: HashMap::new(),
+            inflight: Map::default(),
             next: 1,
             max,
         }
