@@ -17,7 +17,7 @@ use crate::drone_sim::{BuildPlan, DroneSim, DroneSimConfig, LossPolicy};
 use crate::envoy::{self, Envoy, Tools};
 use crate::etcd::EtcdCluster;
 use crate::pipeline_sim::{PipelineSim, Received};
-use crate::scenario::{compare, wait_for};
+use crate::scenario::{wait_agrees, wait_drone_idle, wait_for};
 use anyhow::{Context as _, Result};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
@@ -413,27 +413,9 @@ impl ClusterStack {
     /// keep what their replica saw for a takeover and never call drone) tracks nothing and
     /// waits for no answer.
     pub fn wait_settled(&self, within: Duration) -> Result<()> {
-        wait_for("drone-sim to finish its builds", within, POLL, || {
-            Ok(if self.drone.idle() {
-                Ok(())
-            } else {
-                Err("builds still running".into())
-            })
-        })?;
-        wait_for("the pipeline to agree with drone", within, POLL, || {
-            let m = compare(&self.drone.builds(), &self.pipeline.view(), |_| true);
-            Ok(if m.is_empty() {
-                Ok(())
-            } else {
-                Err(m
-                    .iter()
-                    .take(10)
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("; "))
-            })
-        })
-        .with_context(|| self.diagnostics())?;
+        wait_drone_idle(&self.drone, within)?;
+        wait_agrees(&self.drone, &self.pipeline, within, |_| true)
+            .with_context(|| self.diagnostics())?;
         wait_for("every sidecar idle", within, POLL, || {
             let mut busy = 0;
             for (_, s) in self.live() {

@@ -20,7 +20,7 @@ use envoy_e2e::cluster;
 use envoy_e2e::drone_sim::{BuildPlan, DroneSim, DroneSimConfig, LossPolicy};
 use envoy_e2e::envoy::{self, Envoy, Tools};
 use envoy_e2e::pipeline_sim::{FailRule, PipelineSim, Received};
-use envoy_e2e::scenario::{slot, wait_for, Stack};
+use envoy_e2e::scenario::{self, slot, wait_for, Stack};
 use envoy_e2e::util;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
@@ -192,21 +192,7 @@ fn run(
         stack.drone.schedule(p.clone(), *after);
     }
     stack.wait_converged(CONVERGE, |_| true)?;
-    wait_for(
-        "the reconciler to track nothing and wait for no answer",
-        CONVERGE,
-        POLL,
-        || {
-            let tracked = stack.envoy.metric("builds_tracked")?;
-            let inflight = stack.envoy.metric("calls_inflight")?;
-            Ok(if tracked == 0 && inflight == 0 {
-                Ok(())
-            } else {
-                Err(format!("{tracked} tracked, {inflight} in flight"))
-            })
-        },
-    )
-    .with_context(|| stack.diagnostics())?;
+    stack.wait_reconciler_idle(CONVERGE)?;
 
     if tls.is_some() {
         let handshakes = stack.envoy.stats("cluster.pipeline.ssl.handshake")?;
@@ -539,21 +525,8 @@ fn run_pipeline_side(
     for (p, after) in plans {
         drone.schedule(p.clone(), *after);
     }
-    wait_for("drone-sim to finish its builds", CONVERGE, POLL, || {
-        Ok(if drone.idle() {
-            Ok(())
-        } else {
-            Err("builds still running".into())
-        })
-    })?;
-    wait_for("the pipeline to agree with drone", CONVERGE, POLL, || {
-        let m = envoy_e2e::scenario::compare(&drone.builds(), &pipeline.view(), |_| true);
-        Ok(if m.is_empty() {
-            Ok(())
-        } else {
-            Err(format!("{} builds differ", m.len()))
-        })
-    })?;
+    scenario::wait_drone_idle(&drone, CONVERGE)?;
+    scenario::wait_agrees(&drone, &pipeline, CONVERGE, |_| true)?;
     wait_for("every sidecar idle", CONVERGE, POLL, || {
         let mut busy = 0;
         for s in &sidecars {
