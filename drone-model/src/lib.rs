@@ -2,12 +2,12 @@
 //!
 //! - [`lifecycle`]: drone's build lifecycle as a small state machine (which event writes the
 //!   build row, which sends a webhook, of which shape): every driver's one model of it;
-//! - [`server`]: a whole drone-server as a sans-IO model (repositories, builds scheduled in
-//!   virtual time, webhook bodies out, REST API answers out); `envoy-e2e`'s HTTP simulator
-//!   wraps it in threads and sockets;
-//! - [`store`]: drone as the wasm-host harnesses see it (chaos, scenarios, soak, benchmarks):
-//!   repositories and builds with their rows and numbering, drone's API answered from them,
-//!   webhook and API bodies made fast from the fixtures;
+//! - [`store`]: drone's repositories and builds (rows, numbering) and its REST API answered
+//!   from them, for every harness: chaos, scenarios, soak and the benchmarks (webhook and API
+//!   bodies made fast from the fixtures) and [`server`] (builds kept whole);
+//! - [`server`]: a whole drone-server as a sans-IO model (builds scheduled in virtual time,
+//!   written to its [`store::Store`], webhook bodies out, the store's API answers out);
+//!   `envoy-e2e`'s HTTP simulator wraps it in threads and sockets;
 //! - [`workload`]: builds driven in virtual time (numbering, their lifecycle planned as timed
 //!   acts, each applied to the row and written to the store): chaos, soak and the benchmarks;
 //! - [`outcome`]: how builds end and how often ([`outcome::MIX`], the one table of it);

@@ -15,8 +15,8 @@
 //! - decline → `declined` with **no** webhook ever; a config error → `build:created` with
 //!   status `error`.
 //!
-//! It serves the REST API the filter polls (same shapes, same error bodies, bearer-token auth
-//! on private repositories). On top of drone it decides which webhooks are *lost* (the
+//! Its repositories and builds are drone's [`Store`], which serves the REST API the filter
+//! polls (same shapes, same error bodies, bearer-token auth on private repositories). On top of drone it decides which webhooks are *lost* (the
 //! failure the filter exists for), counts every API call (per build, so tests can see
 //! duplicate polls), and can be told to go down (503). `envoy-e2e`'s `drone_sim` puts it
 //! behind threads and HTTP.
@@ -24,7 +24,9 @@
 use crate::lifecycle::{is_done, Row};
 use crate::outcome::Outcome;
 use crate::rng::Rng;
-use crate::shapes::{error_body, Build, Repo, Stage, Step, System, User, WebhookPayload};
+use crate::shapes::{Build, Repo, Stage, Step, System, User, WebhookPayload};
+use crate::store::Store;
+pub use crate::store::{percent_decode, Answer};
 use serde::Serialize;
 use std::collections::{BTreeMap, BinaryHeap, HashSet};
 use std::fmt;
@@ -157,8 +159,8 @@ pub struct ApiStats {
     pub api_calls: u64,
     /// `GET /api/repos/{o}/{n}/builds/{number}` per build (`slug#number`).
     pub build_calls: BTreeMap<String, u64>,
-    /// `GET /api/repos/{o}/{n}` per repository.
-    pub repo_calls: BTreeMap<String, u64>,
+    /// `GET /api/repos/{o}/{n}`.
+    pub repo_calls: u64,
     /// `GET /api/repos/{o}/{n}/builds` (list) calls.
     pub list_calls: u64,
     /// `GET /api/builds/incomplete` calls answered (not in the OSS build).
@@ -211,72 +213,6 @@ impl Outgoing {
     }
 }
 
-/// Drone's answer to an HTTP request.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Answer {
-    pub status: u16,
-    pub content_type: &'static str,
-    pub body: Vec<u8>,
-}
-
-impl Answer {
-    /// `render.JSON`: json.Encoder output, compact with a trailing newline.
-    pub fn json(v: &impl Serialize) -> Answer {
-        let mut body = serde_json::to_vec(v).unwrap_or_default();
-        body.push(b'\n');
-        Answer {
-            status: 200,
-            content_type: "application/json",
-            body,
-        }
-    }
-
-    /// `handler/api/errors`: `{"message": …}`.
-    pub fn error(status: u16, message: &str) -> Answer {
-        Answer {
-            status,
-            content_type: "application/json",
-            body: error_body(message).into_bytes(),
-        }
-    }
-
-    /// A body already rendered as `render.JSON` does (the store's templates).
-    pub fn json_bytes(body: Vec<u8>) -> Answer {
-        Answer {
-            status: 200,
-            content_type: "application/json",
-            body,
-        }
-    }
-
-    /// Drone's 404 for a repository it does not have (`render.NotFound`), the one place of it.
-    pub fn not_found() -> Answer {
-        Answer::error(404, "Not Found")
-    }
-
-    /// Drone's 404 for a build row that does not exist (the store's `sql.ErrNoRows`).
-    pub fn no_rows() -> Answer {
-        Answer::error(404, "sql: no rows in result set")
-    }
-
-    pub fn text(status: u16, body: &str) -> Answer {
-        Answer {
-            status,
-            content_type: "text/plain",
-            body: body.as_bytes().to_vec(),
-        }
-    }
-
-    /// The router's answer to a path it has no route for.
-    pub fn no_route() -> Answer {
-        Answer {
-            status: 404,
-            content_type: "text/plain; charset=utf-8",
-            body: b"404 page not found\n".to_vec(),
-        }
-    }
-}
-
 #[derive(Debug)]
 enum Ev {
     /// `repos.Increment`: the number is taken, the counter moves (the row comes later).
@@ -325,11 +261,11 @@ impl Ord for Timed {
     }
 }
 
+/// What the model keeps of a repository beside drone's store: its owner, its builds'
+/// lifecycles, its schedule.
 struct RepoState {
-    repo: Repo,
     owner: User,
-    builds: BTreeMap<i64, Build>,
-    /// The lifecycle of each build (its status and version are copied into `builds`).
+    /// The lifecycle of each build (its status and version are copied into the store's).
     rows: BTreeMap<i64, Row>,
     /// Numbers handed out by `schedule` (the repo counter moves at creation, like drone).
     reserved: i64,
@@ -345,9 +281,11 @@ const REPO_NAMES: [(&str, &str); 6] = [
     ("acme", "infra"),
 ];
 
-/// The drone-server model: its repositories, builds, scheduled events and counters.
+/// The drone-server model: its scheduled events and counters; its repositories and builds
+/// are drone's [`Store`], which answers the API.
 pub struct Drone {
     cfg: Config,
+    store: Store,
     system: System,
     repos: Vec<RepoState>,
     queue: BinaryHeap<Timed>,
@@ -367,7 +305,7 @@ pub struct Drone {
 impl Drone {
     pub fn new(cfg: Config) -> Drone {
         let now = cfg.epoch_unix;
-        let repos = (0..cfg.repos.clamp(1, REPO_NAMES.len()))
+        let (named, repos): (Vec<Repo>, Vec<RepoState>) = (0..cfg.repos.clamp(1, REPO_NAMES.len()))
             .map(|i| {
                 let (ns, name) = REPO_NAMES[i];
                 let owner = User {
@@ -405,17 +343,20 @@ impl Drone {
                     version: 1,
                     ..Default::default()
                 };
-                RepoState {
-                    repo,
+                let state = RepoState {
                     owner,
-                    builds: BTreeMap::new(),
                     rows: BTreeMap::new(),
                     reserved: 0,
                     last_create_ms: 0,
-                }
+                };
+                (repo, state)
             })
-            .collect();
+            .unzip();
+        let mut store = Store::with_repos(named);
+        store.token = Some(cfg.token.clone());
+        store.incomplete = !cfg.oss;
         Drone {
+            store,
             rng: Rng::new(cfg.seed),
             cfg,
             system: System {
@@ -444,22 +385,22 @@ impl Drone {
 
     /// `namespace/name` of every repository.
     pub fn repos(&self) -> Vec<String> {
-        self.repos.iter().map(|r| r.repo.slug.clone()).collect()
+        (0..self.repos.len() as u64)
+            .map(|r| self.store.slug(r))
+            .collect()
     }
 
     /// Schedules a build to be created at virtual time `at_ms`; returns the number it will
     /// get. Creations in one repository keep their scheduling order, as build numbers do.
     pub fn schedule(&mut self, plan: BuildPlan, at_ms: u64) -> BuildKey {
         let idx = plan.repo % self.repos.len();
+        let counter = self.store.counter(idx as u64) as i64;
         let r = &mut self.repos[idx];
-        r.reserved = r.reserved.max(r.repo.counter) + 1;
+        r.reserved = r.reserved.max(counter) + 1;
         let number = r.reserved;
         let at = at_ms.max(r.last_create_ms);
         r.last_create_ms = at;
-        let key = BuildKey {
-            slug: r.repo.slug.clone(),
-            number,
-        };
+        let key = self.key(idx, number);
         self.plans.insert(key.clone(), plan.clone());
         if plan.row_delay_ms > 0 {
             self.push(at, Ev::Reserve(idx, number));
@@ -472,19 +413,21 @@ impl Drone {
 
     /// Drone's view of every build (what the pipeline should converge to).
     pub fn builds(&self) -> Vec<BuildState> {
-        self.repos
-            .iter()
-            .flat_map(|r| {
-                r.builds.values().map(|b| BuildState {
-                    key: BuildKey {
-                        slug: r.repo.slug.clone(),
-                        number: b.number,
-                    },
-                    status: b.status.clone(),
-                    version: b.version,
-                })
+        self.store
+            .rows()
+            .map(|((r, n), (status, version))| BuildState {
+                key: self.key(r as usize, n as i64),
+                status: status.into(),
+                version: version as i64,
             })
             .collect()
+    }
+
+    fn key(&self, repo: usize, number: i64) -> BuildKey {
+        BuildKey {
+            slug: self.store.slug(repo as u64),
+            number,
+        }
     }
 
     /// Every webhook drone produced so far, in order (as [`Drone::record`]ed).
@@ -497,19 +440,29 @@ impl Drone {
         self.plans.get(key)
     }
 
-    pub fn stats(&self) -> &ApiStats {
-        &self.stats
+    /// The API calls (the store's counts, by build) and webhooks so far.
+    pub fn stats(&self) -> ApiStats {
+        let c = &self.store.calls;
+        ApiStats {
+            build_calls: c
+                .per_build
+                .iter()
+                .map(|((r, n), k)| (self.key(*r as usize, *n as i64).to_string(), *k))
+                .collect(),
+            repo_calls: c.repo,
+            list_calls: c.list,
+            incomplete_calls: c.incomplete,
+            unauthorized: c.unauthorized,
+            ..self.stats.clone()
+        }
     }
 
     /// Moves every timestamp of build `key` `secs` seconds into the past, as if it had run
     /// then: how a test gets builds that finished long before a watcher started. False if
     /// drone has no such build.
     pub fn backdate(&mut self, key: &BuildKey, secs: i64) -> bool {
-        let Some(b) = self
-            .repos
-            .iter_mut()
-            .find(|r| r.repo.slug == key.slug)
-            .and_then(|r| r.builds.get_mut(&key.number))
+        let Some(b) = (self.store.find_repo(&key.slug))
+            .and_then(|r| self.store.build_mut(r, key.number as u64))
         else {
             return false;
         };
@@ -556,17 +509,10 @@ impl Drone {
     /// True when every scheduled event has run and every build is done (or stuck for good).
     pub fn idle(&self) -> bool {
         self.queue.is_empty()
-            && self.repos.iter().all(|r| {
-                r.builds.iter().all(|(n, b)| {
-                    is_done(&b.status)
-                        || self
-                            .plans
-                            .get(&BuildKey {
-                                slug: r.repo.slug.clone(),
-                                number: *n,
-                            })
-                            .is_some_and(|p| p.outcome == Outcome::Stuck)
-                })
+            && self.store.rows().all(|((r, n), (status, _))| {
+                is_done(status)
+                    || (self.plans.get(&self.key(r as usize, n as i64)))
+                        .is_some_and(|p| p.outcome == Outcome::Stuck)
             })
     }
 
@@ -640,8 +586,8 @@ impl Drone {
     }
 
     fn build_mut(&mut self, repo: usize, number: i64) -> Option<(&mut Build, &mut Row)> {
-        let r = self.repos.get_mut(repo)?;
-        Some((r.builds.get_mut(&number)?, r.rows.get_mut(&number)?))
+        let b = self.store.build_mut(repo as u64, number as u64)?;
+        Some((b, self.repos.get_mut(repo)?.rows.get_mut(&number)?))
     }
 
     /// Applies one event at virtual time `at`; returns the webhooks to send now.
@@ -650,9 +596,7 @@ impl Drone {
         let mut out = Vec::new();
         match ev {
             Ev::Reserve(ri, number) => {
-                let r = &mut self.repos[ri];
-                r.repo.counter = r.repo.counter.max(number);
-                r.repo.version += 1;
+                self.store.taken(ri as u64, number as u64);
             }
             Ev::Create(ri, number, plan) => self.create(at, now, ri, number, plan, &mut out),
             Ev::Setup(ri, n) => {
@@ -673,13 +617,7 @@ impl Drone {
             }
             Ev::StepStart(ri, n, i) | Ev::StepEnd(ri, n, i) => {
                 let start = matches!(ev, Ev::StepStart(..));
-                let plan_outcome = self
-                    .plans
-                    .get(&BuildKey {
-                        slug: self.repos[ri].repo.slug.clone(),
-                        number: n,
-                    })
-                    .map(|p| p.outcome);
+                let plan_outcome = self.plans.get(&self.key(ri, n)).map(|p| p.outcome);
                 let Some((b, row)) = self.build_mut(ri, n) else {
                     return out;
                 };
@@ -830,34 +768,32 @@ impl Drone {
                 self.next_step_id - 1
             })
             .collect();
-        let r = &mut self.repos[ri];
-        if r.repo.counter < number {
-            // Increment and insert in one go (no race planned).
-            r.repo.counter = number;
-            r.repo.version += 1;
-        }
+        // Increment and insert in one go (when no race was planned).
+        self.store.taken(ri as u64, number as u64);
+        let repo = self.store.repo_row(ri as u64).unwrap_or_default();
+        let owner = &self.repos[ri].owner;
         let mut row = Row::new();
         row.create(plan.outcome == Outcome::ConfigError);
         let sha = format!("{:040x}", (bid as u128) * 0x9e37_79b9_7f4a_7c15_u128);
         let mut b = Build {
             id: bid,
-            repo_id: r.repo.id,
+            repo_id: repo.id,
             trigger: "@hook".into(),
             number,
             status: row.status.into(),
             event: "push".into(),
-            link: format!("{}/commit/{sha}", r.repo.link),
+            link: format!("{}/commit/{sha}", repo.link),
             message: format!("Change #{number}"),
             before: format!("{:040x}", bid as u128 * 31),
             after: sha,
             git_ref: "refs/heads/main".into(),
             source: "main".into(),
             target: "main".into(),
-            author_login: r.owner.login.clone(),
-            author_name: format!("The {}", r.owner.login),
-            author_email: r.owner.email.clone(),
-            author_avatar: r.owner.avatar.clone(),
-            sender: r.owner.login.clone(),
+            author_login: owner.login.clone(),
+            author_name: format!("The {}", owner.login),
+            author_email: owner.email.clone(),
+            author_avatar: owner.avatar.clone(),
+            sender: owner.login.clone(),
             created: now,
             updated: now,
             version: row.version as i64,
@@ -872,7 +808,7 @@ impl Drone {
             let names = ["clone", "build", "test", "deploy", "publish", "notify"];
             b.stages = vec![Stage {
                 id: sid,
-                repo_id: r.repo.id,
+                repo_id: repo.id,
                 build_id: bid,
                 number: 1,
                 name: "default".into(),
@@ -910,20 +846,17 @@ impl Drone {
                 ..Default::default()
             }];
         }
-        r.builds.insert(number, b.clone());
-        r.rows.insert(number, row);
-        let key = BuildKey {
-            slug: r.repo.slug.clone(),
-            number,
-        };
+        let key = self.key(ri, number);
+        self.store.put(ri as u64, number as u64, b.clone());
+        self.repos[ri].rows.insert(number, row);
         // build:created carries the repo owner, the repo without .build, no stages.
         let mut created = b;
         created.stages.clear();
         let payload = WebhookPayload {
             event: "build".into(),
             action: "created".into(),
-            user: Some(r.owner.clone()),
-            repo: Some(r.repo.clone()),
+            user: Some(self.repos[ri].owner.clone()),
+            repo: Some(repo),
             build: Some(created),
             system: Some(self.system.clone()),
         };
@@ -977,16 +910,14 @@ impl Drone {
     /// A `build:updated` for the current state; `with_repo_build` for the updater/teardown
     /// shape (repo.build set), without it for the cancel shapes.
     fn updated(&self, ri: usize, n: i64, with_repo_build: bool) -> Pending {
-        let r = &self.repos[ri];
-        let b = r.builds.get(&n).cloned().unwrap_or_default();
-        let mut repo = r.repo.clone();
+        let b = (self.store.build(ri as u64, n as u64))
+            .cloned()
+            .unwrap_or_default();
+        let mut repo = self.store.repo_row(ri as u64).unwrap_or_default();
         if with_repo_build {
             repo.build = Some(Box::new(b.clone()));
         }
-        let key = BuildKey {
-            slug: r.repo.slug.clone(),
-            number: n,
-        };
+        let key = self.key(ri, n);
         pending(
             &key,
             WebhookPayload {
@@ -1000,16 +931,10 @@ impl Drone {
         )
     }
 
-    /// Answers one HTTP request (`path` without the query string; `query` decoded) as
-    /// drone's router does.
-    pub fn api(
-        &mut self,
-        method: &str,
-        path: &str,
-        query: &[(String, String)],
-        authorization: Option<&str>,
-    ) -> Answer {
-        if !path.starts_with("/api/") {
+    /// Answers one HTTP request (`url`: the path and query string) as drone's router does,
+    /// from the store; 503 while down.
+    pub fn api(&mut self, method: &str, url: &str, authorization: Option<&str>) -> Answer {
+        if !url.starts_with("/api/") {
             return Answer::no_route();
         }
         self.stats.api_calls += 1;
@@ -1017,148 +942,7 @@ impl Drone {
             self.stats.calls_while_down += 1;
             return Answer::text(503, "upstream unavailable\n");
         }
-        // session.go: "Bearer " is stripped, a bare token works too, and ?access_token= as
-        // well.
-        let token = authorization
-            .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).to_string())
-            .or_else(|| {
-                query
-                    .iter()
-                    .find(|(k, _)| k == "access_token")
-                    .map(|(_, v)| v.clone())
-            });
-        let authed = token.as_deref() == Some(self.cfg.token.as_str());
-        let segs: Vec<String> = path
-            .trim_start_matches("/api/")
-            .split('/')
-            .map(percent_decode)
-            .collect();
-        let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
-        if method != "GET" {
-            return Answer::text(405, "");
-        }
-        match segs.as_slice() {
-            ["builds", "incomplete"] => self.incomplete(authed),
-            ["repos", owner, name, rest @ ..] => self.repo_api(owner, name, rest, query, authed),
-            _ => Answer::no_route(),
-        }
-    }
-
-    /// `GET /api/builds/incomplete`.
-    fn incomplete(&mut self, authed: bool) -> Answer {
-        // handler/api/api.go: under acl.AuthorizeAdmin (the model's token is an admin's).
-        if !authed {
-            return Answer::error(401, "Unauthorized");
-        }
-        if self.cfg.oss {
-            // builds_oss.go: render.NotImplemented.
-            return Answer::error(501, "Not Implemented");
-        }
-        // store/repos/repos.go queryRepoWithBuildIncomplete: one repository per build with a
-        // pending or running stage, ORDER BY build_id DESC LIMIT 50, the build without stages.
-        let mut rows: Vec<Repo> = self
-            .repos
-            .iter()
-            .flat_map(|r| {
-                r.builds
-                    .values()
-                    .filter(|b| {
-                        b.stages
-                            .iter()
-                            .any(|s| s.status == "pending" || s.status == "running")
-                    })
-                    .map(|b| {
-                        let mut repo = r.repo.clone();
-                        let mut build = b.clone();
-                        build.stages.clear();
-                        repo.build = Some(Box::new(build));
-                        repo
-                    })
-            })
-            .collect();
-        rows.sort_by_key(|r| std::cmp::Reverse(r.build.as_ref().map_or(0, |b| b.id)));
-        rows.truncate(50);
-        self.stats.incomplete_calls += 1;
-        Answer::json(&rows)
-    }
-
-    /// `GET /api/repos/{owner}/{name}/…`.
-    fn repo_api(
-        &mut self,
-        owner: &str,
-        name: &str,
-        rest: &[&str],
-        query: &[(String, String)],
-        authed: bool,
-    ) -> Answer {
-        let slug = format!("{owner}/{name}");
-        let Some(ri) = self.repos.iter().position(|r| r.repo.slug == slug) else {
-            // acl/repo.go: an unknown repo is 401 for guests and 404 for users.
-            return if authed {
-                Answer::not_found()
-            } else {
-                Answer::error(401, "Unauthorized")
-            };
-        };
-        if !authed && self.repos[ri].repo.private {
-            self.stats.unauthorized += 1;
-            return Answer::error(401, "Unauthorized");
-        }
-        let r = &self.repos[ri];
-        match rest {
-            [] => {
-                *self.stats.repo_calls.entry(slug).or_default() += 1;
-                Answer::json(&r.repo)
-            }
-            ["builds"] => {
-                self.stats.list_calls += 1;
-                let param = |k: &str| {
-                    query
-                        .iter()
-                        .find(|(q, _)| q == k)
-                        .and_then(|(_, v)| v.parse::<i64>().ok())
-                };
-                let page = param("page").unwrap_or(1).max(1);
-                let mut per = param("per_page").unwrap_or(25);
-                if !(1..=100).contains(&per) {
-                    per = 25;
-                }
-                // list.go: ORDER BY build_id DESC, no stages.
-                let mut list: Vec<Build> = r.builds.values().cloned().collect();
-                list.sort_by_key(|b| std::cmp::Reverse(b.id));
-                let page: Vec<Build> = list
-                    .into_iter()
-                    .skip(((page - 1) * per) as usize)
-                    .take(per as usize)
-                    .map(|mut b| {
-                        b.stages.clear();
-                        b
-                    })
-                    .collect();
-                Answer::json(&page)
-            }
-            ["builds", "latest"] => match r.builds.values().next_back() {
-                Some(b) => Answer::json(b),
-                None => Answer::no_rows(),
-            },
-            ["builds", num] => {
-                let Ok(n) = num.parse::<i64>() else {
-                    let msg = format!("strconv.ParseInt: parsing \"{num}\": invalid syntax");
-                    return Answer::error(400, &msg);
-                };
-                let answer = match r.builds.get(&n) {
-                    Some(b) => Answer::json(b),
-                    None => Answer::no_rows(),
-                };
-                *self
-                    .stats
-                    .build_calls
-                    .entry(format!("{slug}#{n}"))
-                    .or_default() += 1;
-                answer
-            }
-            _ => Answer::no_route(),
-        }
+        self.store.answer(method, url, authorization)
     }
 }
 
@@ -1176,27 +960,6 @@ fn pending(key: &BuildKey, p: WebhookPayload) -> Pending {
         // Compact, no trailing newline: Go's json.Marshal.
         body: serde_json::to_vec(&p).unwrap_or_default(),
     }
-}
-
-/// Decodes `%XX` escapes (and leaves malformed ones as they are), as drone's router does with
-/// path segments.
-pub fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            let hex = |b: u8| (b as char).to_digit(16);
-            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -1274,7 +1037,7 @@ mod tests {
         run(&mut d);
         let get = |d: &mut Drone| {
             let path = format!("/api/repos/{}/builds/{}", key.slug, key.number);
-            let a = d.api("GET", &path, &[], Some("Bearer t"));
+            let a = d.api("GET", &path, Some("Bearer t"));
             let b: Build = serde_json::from_slice(&a.body).unwrap();
             (b.status, b.version, b.created, b.finished)
         };
@@ -1339,17 +1102,17 @@ mod tests {
         );
         assert!(out[0].first && !out[0].lost && out[5].lost);
         let path = format!("/api/repos/{}/builds/{}", key.slug, key.number);
-        assert_eq!(d.api("GET", &path, &[], None).status, 401);
-        let ok = d.api("GET", &path, &[], Some("Bearer t"));
+        assert_eq!(d.api("GET", &path, None).status, 401);
+        let ok = d.api("GET", &path, Some("Bearer t"));
         assert_eq!(
             (ok.status, field(&ok.body, "/status")),
             (200, "failure".into())
         );
-        let q = [("access_token".to_string(), "t".to_string())];
-        assert_eq!(d.api("GET", &path, &q, None).status, 200);
+        let q = format!("{path}?access_token=t");
+        assert_eq!(d.api("GET", &q, None).status, 200);
         d.set_down(true);
-        assert_eq!(d.api("GET", &path, &[], Some("t")).status, 503);
-        assert_eq!(d.api("GET", "/x", &[], None), Answer::no_route());
+        assert_eq!(d.api("GET", &path, Some("t")).status, 503);
+        assert_eq!(d.api("GET", "/x", None), Answer::no_route());
         let s = d.stats();
         assert_eq!(
             (

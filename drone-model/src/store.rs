@@ -1,5 +1,7 @@
-//! Drone as the wasm-host harnesses see it (chaos, the scenario tests, soak and the
-//! benchmarks): a store of repositories `octocat/repo-<r>` (id `100 + r`, [`repo_id`]) and
+//! Drone as every harness sees it (chaos, the scenario tests, soak, the benchmarks, and the
+//! Envoy simulator through [`crate::server`], with named repositories and builds kept whole:
+//! [`Store::with_repos`], [`Store::put`]): a store of repositories `octocat/repo-<r>` (id
+//! `100 + r`, [`repo_id`]) and
 //! their builds, each with drone's current row (status, version), numbered per repository as
 //! drone numbers them (`repos.Increment`: the counter moves when the number is taken, the row
 //! is written later), and drone's REST API answered from it: a build, the builds list, a
@@ -13,7 +15,8 @@
 //! outages are the harness's own).
 
 use crate::lifecycle::Shape;
-use crate::server::Answer;
+use crate::shapes::{error_body, Build, Repo};
+use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
 
@@ -210,10 +213,14 @@ impl Bodies {
 pub struct Calls {
     /// `GET /api/repos/{o}/{n}/builds/{number}`.
     pub build: u64,
+    /// The same, per build (repository, number).
+    pub per_build: BTreeMap<(u64, u64), u64>,
     /// `GET /api/repos/{o}/{n}`.
     pub repo: u64,
     /// `GET /api/repos/{o}/{n}/builds` (the list).
     pub list: u64,
+    /// `GET /api/builds/incomplete` answered with the list (not in the OSS build).
+    pub incomplete: u64,
     /// Build lookups answered 404 (no such build in a repository drone has).
     pub not_found: u64,
     /// Build lookups under a repository name drone does not have.
@@ -224,19 +231,43 @@ pub struct Calls {
     pub unrouted: Vec<String>,
 }
 
+/// A build as drone stores it: its row (status, version), its body made from the templates;
+/// or the whole `core.Build` (stages, steps, times) when the harness keeps one
+/// ([`crate::server`]), answered as it is.
+#[derive(Clone, Debug)]
+enum Entry {
+    Row(String, u64),
+    Build(Box<Build>),
+}
+
+impl Entry {
+    fn row(&self) -> (&str, u64) {
+        match self {
+            Entry::Row(s, v) => (s, *v),
+            Entry::Build(b) => (&b.status, b.version as u64),
+        }
+    }
+}
+
 /// Drone's repositories and builds (see the module doc).
 #[derive(Clone, Debug)]
 pub struct Store {
     pub bodies: Bodies,
-    /// (repository, number) → (status, version): drone's build rows.
-    rows: BTreeMap<(u64, u64), (String, u64)>,
+    /// (repository, number) → drone's build row.
+    rows: BTreeMap<(u64, u64), Entry>,
     /// The numbers taken per repository (`repos.Increment`), rows written or not.
     counters: BTreeMap<u64, u64>,
     /// Repositories `1..=n` exist; `None`: every `octocat/repo-<r>` does (`repo-0` too: the
     /// benchmarks number from 0).
     pub repos: Option<u64>,
+    /// Named repositories (`octocat/hello-world`, …): repository `r` is `named[r]`, answered
+    /// as that row (its `counter` the store's); empty: `octocat/repo-<r>` from the templates.
+    named: Vec<Repo>,
     /// The bearer token the API wants; `None`: not checked.
     pub token: Option<String>,
+    /// Built without `-tags oss`: `GET /api/builds/incomplete` lists the open builds (those
+    /// kept whole); else it answers 501.
+    pub incomplete: bool,
     pub calls: Calls,
 }
 
@@ -254,9 +285,44 @@ impl Store {
             rows: BTreeMap::new(),
             counters: BTreeMap::new(),
             repos: None,
+            named: Vec::new(),
             token: None,
+            incomplete: false,
             calls: Calls::default(),
         }
+    }
+
+    /// The repositories `named` (repository `r` is `named[r]`), and no others.
+    pub fn with_repos(named: Vec<Repo>) -> Store {
+        Store {
+            named,
+            ..Store::new()
+        }
+    }
+
+    /// `namespace/name` of repository `r`.
+    pub fn slug(&self, repo: u64) -> String {
+        match self.named.get(repo as usize) {
+            Some(r) => r.slug.clone(),
+            None => format!("octocat/repo-{repo}"),
+        }
+    }
+
+    /// Named repository `r`'s row as the API shows it now (its counter, its version moved
+    /// with it).
+    pub fn repo_row(&self, repo: u64) -> Option<Repo> {
+        let mut r = self.named.get(repo as usize)?.clone();
+        r.counter = self.counter(repo) as i64;
+        r.version += r.counter;
+        Some(r)
+    }
+
+    /// The named repository `namespace/name`.
+    pub fn find_repo(&self, slug: &str) -> Option<u64> {
+        self.named
+            .iter()
+            .position(|r| r.slug == slug)
+            .map(|i| i as u64)
     }
 
     /// Drone takes the next number of `repo` (`repos.Increment`); its row comes later.
@@ -276,19 +342,40 @@ impl Store {
     pub fn write(&mut self, repo: u64, number: u64, status: &str, version: u64) {
         self.taken(repo, number);
         self.rows
-            .insert((repo, number), (status.to_string(), version));
+            .insert((repo, number), Entry::Row(status.to_string(), version));
+    }
+
+    /// Drone writes build `repo/number` whole; the API answers it as it is from now on.
+    pub fn put(&mut self, repo: u64, number: u64, build: Build) {
+        self.taken(repo, number);
+        self.rows
+            .insert((repo, number), Entry::Build(Box::new(build)));
+    }
+
+    /// Build `repo/number`, when kept whole ([`Store::put`]).
+    pub fn build_mut(&mut self, repo: u64, number: u64) -> Option<&mut Build> {
+        match self.rows.get_mut(&(repo, number))? {
+            Entry::Build(b) => Some(b),
+            Entry::Row(..) => None,
+        }
+    }
+
+    /// Build `repo/number`, when kept whole.
+    pub fn build(&self, repo: u64, number: u64) -> Option<&Build> {
+        match self.rows.get(&(repo, number))? {
+            Entry::Build(b) => Some(b),
+            Entry::Row(..) => None,
+        }
     }
 
     /// Build `repo/number`'s row.
     pub fn row(&self, repo: u64, number: u64) -> Option<(&str, u64)> {
-        self.rows
-            .get(&(repo, number))
-            .map(|(s, v)| (s.as_str(), *v))
+        self.rows.get(&(repo, number)).map(Entry::row)
     }
 
     /// Every row: ((repository, number), (status, version)).
     pub fn rows(&self) -> impl Iterator<Item = ((u64, u64), (&str, u64))> {
-        self.rows.iter().map(|(k, (s, v))| (*k, (s.as_str(), *v)))
+        self.rows.iter().map(|(k, e)| (*k, e.row()))
     }
 
     /// The last number taken in `repo`.
@@ -296,69 +383,53 @@ impl Store {
         self.counters.get(&repo).copied().unwrap_or(0)
     }
 
-    fn has_repo(&self, repo: u64) -> bool {
-        self.repos.is_none_or(|n| (1..=n).contains(&repo))
+    fn repo_of(&self, owner: &str, name: &str) -> Option<u64> {
+        if !self.named.is_empty() {
+            return self.find_repo(&format!("{owner}/{name}"));
+        }
+        let r = name.strip_prefix("repo-")?.parse::<u64>().ok()?;
+        (owner == "octocat" && self.repos.is_none_or(|n| (1..=n).contains(&r))).then_some(r)
+    }
+
+    fn unauthorized(&mut self) -> Answer {
+        self.calls.unauthorized += 1;
+        Answer::error(401, "Unauthorized")
     }
 
     /// Answers `method path` (the query string, if any, after `?`) as drone's router does.
-    pub fn answer(&mut self, method: &str, path: &str, authorization: Option<&str>) -> Answer {
-        if let Some(token) = &self.token {
-            if authorization != Some(format!("Bearer {token}").as_str()) {
-                self.calls.unauthorized += 1;
-                return Answer::error(401, "Unauthorized");
-            }
-        }
+    pub fn answer(&mut self, method: &str, url: &str, authorization: Option<&str>) -> Answer {
         if method != "GET" {
             return Answer::text(405, "");
         }
-        let (path, query) = path.split_once('?').unwrap_or((path, ""));
-        let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-        let repo_of = |name: &str| {
-            name.strip_prefix("repo-")
-                .and_then(|r| r.parse::<u64>().ok())
-                .filter(|r| self.has_repo(*r))
+        let (path, query) = url.split_once('?').unwrap_or((url, ""));
+        let param = |k: &str| {
+            query
+                .split('&')
+                .filter_map(|kv| kv.split_once('='))
+                .find(|(q, _)| *q == k)
+                .map(|(_, v)| percent_decode(v))
         };
-        match parts.as_slice() {
-            // Drone's OSS build: `builds_oss.go`, render.NotImplemented.
-            ["api", "builds", "incomplete"] => Answer::error(501, "Not Implemented"),
-            ["api", "repos", "octocat", name] => match repo_of(name) {
-                Some(repo) => {
-                    self.calls.repo += 1;
-                    let counter = self.counter(repo);
-                    Answer::json_bytes(self.bodies.api_repo(repo, counter))
-                }
-                None => Answer::not_found(),
-            },
-            ["api", "repos", "octocat", name, "builds"] => match repo_of(name) {
-                Some(repo) => {
-                    self.calls.list += 1;
-                    self.list(repo, query)
-                }
-                None => Answer::not_found(),
-            },
-            ["api", "repos", "octocat", name, "builds", number] => match repo_of(name) {
-                Some(repo) => {
-                    self.calls.build += 1;
-                    let number = number.parse().unwrap_or(0);
-                    match self.row(repo, number) {
-                        Some((status, version)) => {
-                            Answer::json_bytes(self.bodies.api_build(repo, number, status, version))
-                        }
-                        None => {
-                            self.calls.not_found += 1;
-                            Answer::no_rows()
-                        }
-                    }
-                }
-                None => {
-                    self.calls.steered.push(path.to_string());
-                    Answer::not_found()
-                }
-            },
-            ["api", "repos", _, _] => Answer::not_found(),
-            ["api", "repos", _, _, "builds", _] => {
-                self.calls.steered.push(path.to_string());
-                Answer::not_found()
+        // session.go: "Bearer " is stripped, a bare token works too, and ?access_token= as
+        // well.
+        let authed = self.token.as_ref().is_none_or(|t| {
+            authorization
+                .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).to_string())
+                .or_else(|| param("access_token"))
+                .as_ref()
+                == Some(t)
+        });
+        let segs: Vec<String> = path
+            .trim_start_matches('/')
+            .split('/')
+            .map(percent_decode)
+            .collect();
+        let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+        match segs.as_slice() {
+            ["api", "builds", "incomplete"] => self.open_builds(authed),
+            ["api", "repos", owner, name, rest @ ..] => {
+                let page = |k: &str| param(k).and_then(|v| v.parse::<usize>().ok());
+                let (page, per) = (page("page"), page("per_page"));
+                self.repo_api(path, (owner, name), rest, (page, per), authed)
             }
             _ => {
                 self.calls.unrouted.push(path.to_string());
@@ -367,29 +438,103 @@ impl Store {
         }
     }
 
-    /// `GET /api/repos/{o}/{n}/builds?page=&per_page=`: newest first (`list.go`).
-    fn list(&self, repo: u64, query: &str) -> Answer {
-        let param = |k: &str| {
-            query
-                .split('&')
-                .filter_map(|kv| kv.split_once('='))
-                .find(|(q, _)| *q == k)
-                .and_then(|(_, v)| v.parse::<usize>().ok())
+    /// `GET /api/repos/{owner}/{name}/…`.
+    fn repo_api(
+        &mut self,
+        path: &str,
+        (owner, name): (&str, &str),
+        rest: &[&str],
+        (page, per): (Option<usize>, Option<usize>),
+        authed: bool,
+    ) -> Answer {
+        let Some(repo) = self.repo_of(owner, name) else {
+            // acl/repo.go: an unknown repository is 401 for guests and 404 for users.
+            if !authed {
+                return self.unauthorized();
+            }
+            if let ["builds", _] = rest {
+                self.calls.steered.push(path.to_string());
+            }
+            return Answer::not_found();
         };
-        let page = param("page").unwrap_or(1).max(1);
-        let per = param("per_page")
-            .filter(|p| (1..=100).contains(p))
-            .unwrap_or(25);
-        let items: Vec<Vec<u8>> = self
+        if !authed && self.named.get(repo as usize).is_none_or(|r| r.private) {
+            return self.unauthorized();
+        }
+        match rest {
+            [] => {
+                self.calls.repo += 1;
+                match self.repo_row(repo) {
+                    Some(r) => Answer::json(&r),
+                    None => Answer::json_bytes(self.bodies.api_repo(repo, self.counter(repo))),
+                }
+            }
+            ["builds"] => {
+                self.calls.list += 1;
+                self.list(repo, page.unwrap_or(1).max(1), per)
+            }
+            ["builds", "latest"] => match self.rows.range((repo, 0)..=(repo, u64::MAX)).next_back()
+            {
+                Some(((_, n), e)) => self.render(repo, *n, e),
+                None => Answer::no_rows(),
+            },
+            ["builds", num] => {
+                let Ok(number) = num.parse::<u64>() else {
+                    let msg = format!("strconv.ParseInt: parsing \"{num}\": invalid syntax");
+                    return Answer::error(400, &msg);
+                };
+                self.calls.build += 1;
+                *self.calls.per_build.entry((repo, number)).or_default() += 1;
+                match self.rows.get(&(repo, number)) {
+                    Some(e) => self.render(repo, number, e),
+                    None => {
+                        self.calls.not_found += 1;
+                        Answer::no_rows()
+                    }
+                }
+            }
+            _ => {
+                self.calls.unrouted.push(path.to_string());
+                Answer::no_route()
+            }
+        }
+    }
+
+    fn render(&self, repo: u64, number: u64, e: &Entry) -> Answer {
+        match e {
+            Entry::Row(s, v) => Answer::json_bytes(self.bodies.api_build(repo, number, s, *v)),
+            Entry::Build(b) => Answer::json(b),
+        }
+    }
+
+    /// `GET /api/repos/{o}/{n}/builds?page=&per_page=`: newest build id first, without
+    /// stages (`list.go`).
+    fn list(&self, repo: u64, page: usize, per: Option<usize>) -> Answer {
+        let per = per.filter(|p| (1..=100).contains(p)).unwrap_or(25);
+        let mut rows: Vec<(i64, u64, &Entry)> = self
             .rows
             .range((repo, 0)..=(repo, u64::MAX))
             .rev()
+            .map(|((r, n), e)| match e {
+                Entry::Build(b) => (b.id, *n, e),
+                Entry::Row(..) => ((r * 1_000_000 + n) as i64, *n, e),
+            })
+            .collect();
+        rows.sort_by_key(|(id, ..)| std::cmp::Reverse(*id));
+        let items: Vec<Vec<u8>> = rows
+            .into_iter()
             .skip((page - 1) * per)
             .take(per)
-            .map(|((r, n), (s, v))| {
-                let mut b = self.bodies.api_build(*r, *n, s, *v);
-                b.pop();
-                b
+            .map(|(_, n, e)| match e {
+                Entry::Row(s, v) => {
+                    let mut b = self.bodies.api_build(repo, n, s, *v);
+                    b.pop();
+                    b
+                }
+                Entry::Build(b) => {
+                    let mut b = (**b).clone();
+                    b.stages.clear();
+                    serde_json::to_vec(&b).unwrap_or_default()
+                }
             })
             .collect();
         let mut body = b"[".to_vec();
@@ -397,6 +542,124 @@ impl Store {
         body.extend(b"]\n");
         Answer::json_bytes(body)
     }
+
+    /// `GET /api/builds/incomplete` (admins only): one repository per build kept whole with
+    /// a pending or running stage, newest build id first, at most 50, the build without
+    /// stages (store/repos/repos.go `queryRepoWithBuildIncomplete`); 501 in the OSS build
+    /// (`builds_oss.go`).
+    fn open_builds(&mut self, authed: bool) -> Answer {
+        if !authed {
+            return self.unauthorized();
+        }
+        if !self.incomplete {
+            return Answer::error(501, "Not Implemented");
+        }
+        let mut open: Vec<Repo> = self
+            .rows
+            .iter()
+            .filter_map(|((r, _), e)| match e {
+                Entry::Build(b)
+                    if b.stages
+                        .iter()
+                        .any(|s| s.status == "pending" || s.status == "running") =>
+                {
+                    let mut repo = self.repo_row(*r)?;
+                    let mut build = (**b).clone();
+                    build.stages.clear();
+                    repo.build = Some(Box::new(build));
+                    Some(repo)
+                }
+                _ => None,
+            })
+            .collect();
+        open.sort_by_key(|r| std::cmp::Reverse(r.build.as_ref().map_or(0, |b| b.id)));
+        open.truncate(50);
+        self.calls.incomplete += 1;
+        Answer::json(&open)
+    }
+}
+
+/// Drone's answer to an HTTP request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Answer {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    /// `render.JSON`: json.Encoder output, compact with a trailing newline.
+    pub fn json(v: &impl Serialize) -> Answer {
+        let mut body = serde_json::to_vec(v).unwrap_or_default();
+        body.push(b'\n');
+        Answer::json_bytes(body)
+    }
+
+    /// `handler/api/errors`: `{"message": …}`.
+    pub fn error(status: u16, message: &str) -> Answer {
+        Answer {
+            status,
+            content_type: "application/json",
+            body: error_body(message).into_bytes(),
+        }
+    }
+
+    /// A body already rendered as `render.JSON` does (the store's templates).
+    pub fn json_bytes(body: Vec<u8>) -> Answer {
+        Answer {
+            status: 200,
+            content_type: "application/json",
+            body,
+        }
+    }
+
+    /// Drone's 404 for a repository it does not have (`render.NotFound`), the one place of it.
+    pub fn not_found() -> Answer {
+        Answer::error(404, "Not Found")
+    }
+
+    /// Drone's 404 for a build row that does not exist (the store's `sql.ErrNoRows`).
+    pub fn no_rows() -> Answer {
+        Answer::error(404, "sql: no rows in result set")
+    }
+
+    pub fn text(status: u16, body: &str) -> Answer {
+        Answer {
+            status,
+            content_type: "text/plain",
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    /// The router's answer to a path it has no route for.
+    pub fn no_route() -> Answer {
+        Answer {
+            status: 404,
+            content_type: "text/plain; charset=utf-8",
+            body: b"404 page not found\n".to_vec(),
+        }
+    }
+}
+
+/// Decodes `%XX` escapes (and leaves malformed ones as they are), as drone's router does with
+/// path segments.
+pub fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = |b: u8| (b as char).to_digit(16);
+            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]

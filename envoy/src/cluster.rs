@@ -17,10 +17,11 @@ use crate::drone_sim::{BuildPlan, DroneSim, DroneSimConfig, LossPolicy};
 use crate::envoy::{self, Envoy, Tools};
 use crate::etcd::EtcdCluster;
 use crate::pipeline_sim::{PipelineSim, Received};
-use crate::scenario::{compare, wait_for};
+use crate::scenario::{wait_agrees, wait_drone_idle, wait_for};
 use anyhow::{Context as _, Result};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
+use std::path::Path;
 use std::time::Duration;
 
 /// drone's `DRONE_WEBHOOK_SECRET` in these runs; every sidecar reads it from its environment
@@ -45,17 +46,21 @@ const TIMINGS: [&str; 7] = [
     "max_drone_calls_per_sec",
 ];
 
-/// The shipped `envoy/cluster-mode.yaml` as JSON.
-pub fn shipped() -> Result<Value> {
-    let path = envoy::crate_dir().join("cluster-mode.yaml");
+/// A shipped bootstrap (`envoy/<file>`) as JSON.
+pub fn shipped_file(file: &str) -> Result<Value> {
+    let path = envoy::crate_dir().join(file);
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
     envoy::yaml_to_json(&text)
 }
 
-/// The shipped plugin configuration.
-pub fn shipped_plugin() -> Result<Value> {
-    let mut v = shipped()?;
+/// The shipped `envoy/cluster-mode.yaml` as JSON.
+pub fn shipped() -> Result<Value> {
+    shipped_file("cluster-mode.yaml")
+}
+
+/// The plugin configuration of a bootstrap's (first) status-sync filter.
+pub fn plugin_of(mut v: Value) -> Result<Value> {
     let listener = &mut v["static_resources"]["listeners"][0];
     let f = envoy::wasm_filters(listener);
     let s = f
@@ -63,6 +68,11 @@ pub fn shipped_plugin() -> Result<Value> {
         .and_then(|f| f["typed_config"]["config"]["configuration"]["value"].as_str())
         .context("plugin configuration")?;
     Ok(serde_json::from_str(s)?)
+}
+
+/// The shipped plugin configuration.
+pub fn shipped_plugin() -> Result<Value> {
+    plugin_of(shipped()?)
 }
 
 /// Envoy inherits the test's environment: the secret is there as it would be in the pod.
@@ -80,6 +90,71 @@ fn endpoints(ports: &[u16]) -> Value {
     }])
 }
 
+/// A shipped bootstrap (`envoy/<file>`) on loopback, changed only where a loopback run must:
+/// admin on port 0, stats flushed every second, the listener on a free loopback port, the
+/// module under test with the e2e timings (`TIMINGS` of `envoy::base_plugin_config`, then
+/// `plugin` edits the configuration), each cluster's endpoints on the loopback `ports(name)`
+/// gives (`None`: the cluster goes; an error for a cluster it does not expect), plain (its
+/// transport socket dropped) unless `tls_ca`: then the pipeline's shipped TLS socket stays,
+/// trusting that CA file instead of the system's.
+pub fn loopback_bootstrap(
+    tools: &Tools,
+    file: &str,
+    ports: impl Fn(&str) -> Result<Option<Vec<u16>>>,
+    tls_ca: Option<&Path>,
+    plugin: impl Fn(&mut Value),
+) -> Result<Value> {
+    let mut v = shipped_file(file)?;
+    v["admin"]["address"]["socket_address"]["port_value"] = json!(0);
+    // Histograms and gauges are read soon after the fact.
+    v["stats_flush_interval"] = json!("1s");
+    let listener = &mut v["static_resources"]["listeners"][0];
+    listener["address"]["socket_address"] =
+        json!({"address": "127.0.0.1", "port_value": envoy::free_port()?});
+    let filters = envoy::wasm_filters(listener);
+    anyhow::ensure!(filters.len() == 1, "{file} has one status-sync filter");
+    for f in filters {
+        let config = &mut f["typed_config"]["config"];
+        config["vm_config"]["code"]["local"]["filename"] = json!(tools.wasm.display().to_string());
+        let slot = &mut config["configuration"]["value"];
+        let mut p: Value = serde_json::from_str(slot.as_str().context("plugin configuration")?)?;
+        let base = envoy::base_plugin_config();
+        for k in TIMINGS {
+            p[k] = base[k].clone();
+        }
+        plugin(&mut p);
+        *slot = json!(p.to_string());
+    }
+    let clusters = v["static_resources"]["clusters"]
+        .as_array_mut()
+        .context("clusters")?;
+    let mut kept = Vec::new();
+    for mut c in clusters.drain(..) {
+        let name = c["name"].as_str().unwrap_or_default().to_string();
+        let Some(ports) = ports(&name)? else {
+            continue;
+        };
+        c["type"] = json!("STATIC");
+        match tls_ca {
+            Some(ca) if name == "pipeline" => {
+                let v = c
+                    .pointer_mut("/transport_socket/typed_config/common_tls_context/validation_context/trusted_ca/filename")
+                    .context("the shipped pipeline cluster originates TLS")?;
+                *v = json!(ca.display().to_string());
+            }
+            _ => {
+                if let Some(o) = c.as_object_mut() {
+                    o.remove("transport_socket");
+                }
+            }
+        }
+        c["load_assignment"]["endpoints"] = endpoints(&ports);
+        kept.push(c);
+    }
+    *clusters = kept;
+    Ok(v)
+}
+
 /// `cluster-mode.yaml` for one sidecar on loopback: its replica's port, drone-sim's, etcd's
 /// members' (`None`: embedded mode, no `etcd_*` keys and no `etcd` cluster). See the module
 /// comment for what changes.
@@ -89,104 +164,53 @@ pub fn sidecar_bootstrap(
     drone_port: u16,
     etcd_ports: Option<&[u16]>,
 ) -> Result<Value> {
-    let mut v = shipped()?;
-    v["admin"]["address"]["socket_address"]["port_value"] = json!(0);
-    v["stats_flush_interval"] = json!("1s");
-    let listener = &mut v["static_resources"]["listeners"][0];
-    listener["address"]["socket_address"] =
-        json!({"address": "127.0.0.1", "port_value": envoy::free_port()?});
-    let filters = envoy::wasm_filters(listener);
-    anyhow::ensure!(
-        filters.len() == 1,
-        "cluster-mode.yaml has one status-sync filter"
-    );
-    for f in filters {
-        let config = &mut f["typed_config"]["config"];
-        config["vm_config"]["code"]["local"]["filename"] = json!(tools.wasm.display().to_string());
-        let slot = &mut config["configuration"]["value"];
-        let mut plugin: Value =
-            serde_json::from_str(slot.as_str().context("plugin configuration")?)?;
-        let base = envoy::base_plugin_config();
-        for k in TIMINGS {
-            plugin[k] = base[k].clone();
-        }
-        match etcd_ports {
+    let ports = |name: &str| {
+        Ok(match name {
+            "pipeline" => Some(vec![replica_port]),
+            "drone" => Some(vec![drone_port]),
+            "etcd" => etcd_ports.map(<[u16]>::to_vec),
+            other => anyhow::bail!("unexpected cluster {other:?}"),
+        })
+    };
+    loopback_bootstrap(
+        tools,
+        "cluster-mode.yaml",
+        ports,
+        None,
+        |plugin| match etcd_ports {
             Some(_) => plugin["etcd_lease_ttl_ms"] = json!(LEASE_TTL_MS),
             None => {
                 if let Some(o) = plugin.as_object_mut() {
                     o.retain(|k, _| !k.starts_with("etcd_"));
                 }
             }
-        }
-        *slot = json!(plugin.to_string());
-    }
-    let clusters = v["static_resources"]["clusters"]
-        .as_array_mut()
-        .context("clusters")?;
-    if etcd_ports.is_none() {
-        clusters.retain(|c| c["name"] != "etcd");
-    }
-    for c in clusters {
-        let ports: Vec<u16> = match c["name"].as_str() {
-            Some("pipeline") => vec![replica_port],
-            Some("drone") => vec![drone_port],
-            Some("etcd") => etcd_ports.unwrap_or_default().to_vec(),
-            other => anyhow::bail!("unexpected cluster {other:?}"),
-        };
-        c["type"] = json!("STATIC");
-        if let Some(o) = c.as_object_mut() {
-            o.remove("transport_socket");
-        }
-        c["load_assignment"]["endpoints"] = endpoints(&ports);
-    }
-    Ok(v)
+        },
+    )
 }
 
 /// The shipped `envoy/drone-side.yaml` on loopback (as `envoy/tests/drone_side.rs` runs it):
-/// the replicas as the `pipeline` cluster's endpoints, drone-sim plain, the e2e timings.
-pub fn drone_side_bootstrap(tools: &Tools, replicas: &[u16], drone_port: u16) -> Result<Value> {
-    let path = envoy::crate_dir().join("drone-side.yaml");
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
-    let mut v = envoy::yaml_to_json(&text)?;
-    v["admin"]["address"]["socket_address"]["port_value"] = json!(0);
-    v["stats_flush_interval"] = json!("1s");
-    let listener = &mut v["static_resources"]["listeners"][0];
-    listener["address"]["socket_address"]["port_value"] = json!(envoy::free_port()?);
-    for f in envoy::wasm_filters(listener) {
-        let config = &mut f["typed_config"]["config"];
-        config["vm_config"]["code"]["local"]["filename"] = json!(tools.wasm.display().to_string());
-        let slot = &mut config["configuration"]["value"];
-        let mut plugin: Value =
-            serde_json::from_str(slot.as_str().context("plugin configuration")?)?;
-        let base = envoy::base_plugin_config();
-        for k in TIMINGS {
-            plugin[k] = base[k].clone();
-        }
-        *slot = json!(plugin.to_string());
-    }
-    for c in v["static_resources"]["clusters"]
-        .as_array_mut()
-        .context("clusters")?
-    {
-        let ports: Vec<u16> = match c["name"].as_str() {
-            Some("pipeline") => replicas.to_vec(),
-            Some("drone") => vec![drone_port],
+/// the replicas as the `pipeline` cluster's endpoints (over TLS trusting `tls_ca`, if given),
+/// drone-sim plain, the e2e timings.
+pub fn drone_side_bootstrap(
+    tools: &Tools,
+    replicas: &[u16],
+    drone_port: u16,
+    tls_ca: Option<&Path>,
+) -> Result<Value> {
+    let ports = |name: &str| {
+        Ok(Some(match name {
+            "pipeline" => replicas.to_vec(),
+            "drone" => vec![drone_port],
             other => anyhow::bail!("unexpected cluster {other:?}"),
-        };
-        c["type"] = json!("STATIC");
-        if let Some(o) = c.as_object_mut() {
-            o.remove("transport_socket");
-        }
-        c["load_assignment"]["endpoints"] = endpoints(&ports);
-    }
-    Ok(v)
+        }))
+    };
+    loopback_bootstrap(tools, "drone-side.yaml", ports, tls_ca, |_| {})
 }
 
 /// The "Service" in front of the replicas: a plain Envoy balancing drone's webhooks round
 /// robin over the sidecars' listeners, trying another one when a sidecar refuses the
 /// connection (as a Service's endpoints drop a dead pod).
-fn service_bootstrap(sidecars: &[u16]) -> Result<Value> {
+pub fn service_bootstrap(sidecars: &[u16]) -> Result<Value> {
     Ok(json!({
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
         "static_resources": {
@@ -301,7 +325,7 @@ impl ClusterStack {
         let plugin = shipped_plugin()?;
         let path = plugin["webhook_path"].as_str().context("webhook_path")?;
         let front = if setup.topology == Topology::DroneSide {
-            let b = drone_side_bootstrap(tools, &replica_ports, drone.port())?;
+            let b = drone_side_bootstrap(tools, &replica_ports, drone.port(), None)?;
             let envoy = Envoy::start_bootstrap(tools, &b, 2, drone.token())?;
             drone.set_webhook_url(Some(envoy.url(path)));
             sidecars.push(Some(envoy));
@@ -392,27 +416,9 @@ impl ClusterStack {
     /// keep what their replica saw for a takeover and never call drone) tracks nothing and
     /// waits for no answer.
     pub fn wait_settled(&self, within: Duration) -> Result<()> {
-        wait_for("drone-sim to finish its builds", within, POLL, || {
-            Ok(if self.drone.idle() {
-                Ok(())
-            } else {
-                Err("builds still running".into())
-            })
-        })?;
-        wait_for("the pipeline to agree with drone", within, POLL, || {
-            let m = compare(&self.drone.builds(), &self.pipeline.view(), |_| true);
-            Ok(if m.is_empty() {
-                Ok(())
-            } else {
-                Err(m
-                    .iter()
-                    .take(10)
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("; "))
-            })
-        })
-        .with_context(|| self.diagnostics())?;
+        wait_drone_idle(&self.drone, within)?;
+        wait_agrees(&self.drone, &self.pipeline, within, |_| true)
+            .with_context(|| self.diagnostics())?;
         wait_for("every sidecar idle", within, POLL, || {
             let mut busy = 0;
             for (_, s) in self.live() {

@@ -163,7 +163,7 @@ impl DroneSim {
     }
 
     pub fn stats(&self) -> ApiStats {
-        self.inner.lock().drone.stats().clone()
+        self.inner.lock().drone.stats()
     }
 
     /// Moves build `key`'s timestamps `by` into the past (see `Drone::backdate`); false if
@@ -248,16 +248,13 @@ fn deliver(inner: &Inner, url: Option<&str>, p: Outgoing) {
 }
 
 fn handle(inner: &Inner, req: tiny_http::Request) {
-    let (path, query) = util::split_url(req.url());
+    let (path, _) = util::split_url(req.url());
     if let Some(ctl) = path.strip_prefix("/_sim/") {
         return control(inner, req, ctl);
     }
     let auth = util::req_header(&req, "Authorization");
     let method = req.method().as_str().to_ascii_uppercase();
-    let a = inner
-        .lock()
-        .drone
-        .api(&method, &path, &query, auth.as_deref());
+    let a = inner.lock().drone.api(&method, req.url(), auth.as_deref());
     util::respond(req, a.status, a.content_type, a.body);
 }
 
@@ -266,7 +263,7 @@ fn control(inner: &Inner, req: tiny_http::Request, ctl: &str) {
     use tiny_http::Method::*;
     let mut st = inner.lock();
     let a = match (req.method(), ctl) {
-        (Get, "stats") => Answer::json(st.drone.stats()),
+        (Get, "stats") => Answer::json(&st.drone.stats()),
         (Get, "webhooks") => Answer::json(&st.drone.webhooks()),
         (Get, "builds") => Answer::json(&st.drone.builds()),
         (Post, "down") => {

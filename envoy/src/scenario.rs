@@ -154,13 +154,24 @@ impl Stack {
 
     /// Waits (at most `within`) until drone-sim has run every build it was given.
     pub fn wait_drone_idle(&self, within: Duration) -> Result<()> {
-        wait_for("drone-sim to finish its builds", within, POLL, || {
-            Ok(if self.drone.idle() {
+        wait_drone_idle(&self.drone, within)
+    }
+
+    /// Waits (at most `within`) until the leader's reconciler tracks no build and waits for no
+    /// answer: from then on it calls and re-delivers nothing until a new webhook arrives, so
+    /// "nothing else happened" can be asserted without sleeping (both gauges are exported after
+    /// the tick that emptied the ledger); a failure carries the filter's log lines.
+    pub fn wait_reconciler_idle(&self, within: Duration) -> Result<()> {
+        wait_for("the reconciler to track nothing", within, POLL, || {
+            let tracked = self.envoy.metric("builds_tracked")?;
+            let inflight = self.envoy.metric("calls_inflight")?;
+            Ok(if tracked == 0 && inflight == 0 {
                 Ok(())
             } else {
-                Err("builds still running".into())
+                Err(format!("{tracked} tracked, {inflight} in flight"))
             })
         })
+        .map_err(|e| e.context(self.diagnostics()))
     }
 
     /// Waits (at most `within` each) until drone is idle and the pipeline agrees with drone on
@@ -171,19 +182,8 @@ impl Stack {
         include: impl Fn(&BuildKey) -> bool,
     ) -> Result<()> {
         self.wait_drone_idle(within)?;
-        wait_for("the pipeline to agree with drone", within, POLL, || {
-            let m = self.mismatches(&include);
-            Ok(if m.is_empty() {
-                Ok(())
-            } else {
-                Err(m
-                    .iter()
-                    .map(|m| m.to_string())
-                    .collect::<Vec<_>>()
-                    .join("; "))
-            })
-        })
-        .map_err(|e| e.context(self.diagnostics()))
+        wait_agrees(&self.drone, &self.pipeline, within, include)
+            .map_err(|e| e.context(self.diagnostics()))
     }
 }
 
@@ -229,6 +229,36 @@ pub fn compare(
             })
         })
         .collect()
+}
+
+/// Waits (at most `within`) until drone-sim has run every build it was given.
+pub fn wait_drone_idle(drone: &DroneSim, within: Duration) -> Result<()> {
+    wait_for("drone-sim to finish its builds", within, POLL, || {
+        Ok(if drone.idle() {
+            Ok(())
+        } else {
+            Err("builds still running".into())
+        })
+    })
+}
+
+/// Waits (at most `within`) until the pipeline agrees with drone on every build `include`
+/// selects; a failure names the first ten that differ.
+pub fn wait_agrees(
+    drone: &DroneSim,
+    pipeline: &PipelineSim,
+    within: Duration,
+    include: impl Fn(&BuildKey) -> bool,
+) -> Result<()> {
+    wait_for("the pipeline to agree with drone", within, POLL, || {
+        let m = compare(&drone.builds(), &pipeline.view(), &include);
+        Ok(if m.is_empty() {
+            Ok(())
+        } else {
+            let first: Vec<String> = m.iter().take(10).map(ToString::to_string).collect();
+            Err(format!("{} differ: {}", m.len(), first.join("; ")))
+        })
+    })
 }
 
 /// Builds at least one of whose webhooks was delivered: the sidecar knows they exist.

@@ -981,21 +981,6 @@ fn siege(mode: Siege) -> Result<(Stack, Vec<BuildKey>, Vec<BuildKey>)> {
     Ok((stack, old, new))
 }
 
-/// Waits until the leader's reconciler tracks no build and waits for no answer: from then on
-/// it calls and re-delivers nothing until a new webhook comes, so "never re-delivered" holds.
-fn wait_reconciler_idle(stack: &Stack) -> Result<()> {
-    wait_for("the reconciler to track nothing", WAIT, POLL, || {
-        let tracked = stack.envoy.metric("builds_tracked")?;
-        let inflight = stack.envoy.metric("calls_inflight")?;
-        Ok(if tracked == 0 && inflight == 0 {
-            Ok(())
-        } else {
-            Err(format!("{tracked} tracked, {inflight} in flight"))
-        })
-    })
-    .with_context(|| stack.diagnostics())
-}
-
 /// What reached the pipeline about the old builds (finished before the filter started).
 fn about(stack: &Stack, keys: &[BuildKey]) -> Vec<envoy_e2e::pipeline_sim::Received> {
     let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
@@ -1032,7 +1017,7 @@ fn under_siege_in_enforce_every_build_ends_right_and_no_forgery_reaches_the_pipe
     };
     no_forgery();
     stack.wait_converged(SIEGE_WAIT, |k| new.contains(k))?;
-    wait_reconciler_idle(&stack)?;
+    stack.wait_reconciler_idle(WAIT)?;
     no_forgery();
     let old_seen = about(&stack, &old);
     assert!(
@@ -1060,7 +1045,7 @@ fn under_siege_in_monitor_every_build_ends_right_and_no_old_build_is_redelivered
     let _slot = slot();
     let (stack, old, new) = siege(Siege::Monitor)?;
     stack.wait_converged(SIEGE_WAIT, |k| new.contains(k))?;
-    wait_reconciler_idle(&stack)?;
+    stack.wait_reconciler_idle(WAIT)?;
     let received = stack.pipeline.received();
     let forged: Vec<_> = received.iter().filter(|r| r.signed != Some(true)).collect();
     assert!(

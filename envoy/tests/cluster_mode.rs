@@ -18,9 +18,9 @@ use envoy_e2e::dist::missing_part;
 use envoy_e2e::drone_sim::BuildPlan;
 use envoy_e2e::envoy::{self, DroneTls, Tools};
 use envoy_e2e::etcd::{self, EtcdCluster};
-use envoy_e2e::scenario::{slot, wait_for};
+use envoy_e2e::scenario::{slot, wait_for, Slot};
 use serde_json::{json, Value};
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 const SETTLE: Duration = Duration::from_secs(90);
@@ -63,6 +63,55 @@ fn three(loss: f64, seed: u64) -> Setup {
         loss,
         seed,
     }
+}
+
+/// This file's tests run one at a time, each in an Envoy slot: hold both for the test.
+fn alone() -> (MutexGuard<'static, ()>, Slot) {
+    let one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    (one, slot())
+}
+
+/// A test's stack (dropped before the test lets the next one run).
+struct Run {
+    stack: ClusterStack,
+    /// The sidecar that led when the builds were scheduled.
+    leader: usize,
+    _alone: (MutexGuard<'static, ()>, Slot),
+}
+
+/// Test `test`, [`alone`]: three sidecars sharing a fresh etcd, drone losing `loss` of its
+/// webhooks, one leader elected, then `n` builds of `seed` scheduled, one every `every_ms`.
+/// `None` without etcd (said loudly, a failure under `CI=true`).
+fn three_sharing_etcd(
+    test: &str,
+    loss: f64,
+    seed: u64,
+    (n, every_ms): (u64, u64),
+) -> Result<Option<Run>> {
+    let alone = alone();
+    let Some(etcd) = etcd_or_skip(test)? else {
+        return Ok(None);
+    };
+    let stack = ClusterStack::start(&tools(), three(loss, seed), Some(etcd))?;
+    let leader = stack.wait_one_leader(Duration::from_secs(30))?;
+    stack.schedule(&builds(seed, n, every_ms));
+    Ok(Some(Run {
+        stack,
+        leader,
+        _alone: alone,
+    }))
+}
+
+/// Waits until drone created `n` builds (`what`).
+fn wait_builds(stack: &ClusterStack, what: &str, n: usize) -> Result<()> {
+    wait_for(what, SETTLE, POLL, || {
+        let have = stack.drone.builds().len();
+        Ok(if have >= n {
+            Ok(())
+        } else {
+            Err(format!("{have} builds"))
+        })
+    })
 }
 
 /// Every change of a sidecar's `cluster_mode` until drone ran every build: (ms since the
@@ -111,16 +160,11 @@ fn check_cluster(stack: &ClusterStack) -> Result<Figures> {
 #[test]
 fn three_sidecars_sharing_etcd_converge_every_build_under_30_percent_loss() -> Result<()> {
     const TEST: &str = "three_sidecars_sharing_etcd_converge_every_build_under_30_percent_loss";
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let _slot = slot();
-    let tools = tools();
-    let Some(etcd) = etcd_or_skip(TEST)? else {
+    let Some(run) = three_sharing_etcd(TEST, 0.3, 30, (40, 150))? else {
         return Ok(());
     };
-    let stack = ClusterStack::start(&tools, three(0.3, 30), Some(etcd))?;
-    stack.wait_one_leader(Duration::from_secs(30))?;
-    stack.schedule(&builds(30, 40, 150));
-    let f = check_cluster(&stack)?;
+    let stack = &run.stack;
+    let f = check_cluster(stack)?;
     eprintln!("30% loss: {f}");
     assert!(f.redeliveries > 0, "nothing was re-delivered: {f}");
     assert_eq!(f.fallbacks, 0, "etcd never failed, yet: {f}");
@@ -134,8 +178,7 @@ fn three_sidecars_sharing_etcd_converge_every_build_under_30_percent_loss() -> R
 fn at_0_percent_loss_three_sidecars_duplicate_under_1_percent_and_call_drone_at_most_1_2_times_one_sidecar(
 ) -> Result<()> {
     const TEST: &str = "at_0_percent_loss_three_sidecars_duplicate_under_1_percent";
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let _slot = slot();
+    let _alone = alone();
     let tools = tools();
     let Some(etcd) = etcd_or_skip(TEST)? else {
         return Ok(());
@@ -181,23 +224,11 @@ fn at_0_percent_loss_three_sidecars_duplicate_under_1_percent_and_call_drone_at_
 #[test]
 fn one_etcd_member_killed_mid_run_interrupts_nothing() -> Result<()> {
     const TEST: &str = "one_etcd_member_killed_mid_run_interrupts_nothing";
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let _slot = slot();
-    let tools = tools();
-    let Some(etcd) = etcd_or_skip(TEST)? else {
+    let Some(mut run) = three_sharing_etcd(TEST, 0.3, 11, (40, 150))? else {
         return Ok(());
     };
-    let mut stack = ClusterStack::start(&tools, three(0.3, 11), Some(etcd))?;
-    stack.wait_one_leader(Duration::from_secs(30))?;
-    stack.schedule(&builds(11, 40, 150));
-    wait_for("a third of the builds", SETTLE, POLL, || {
-        let n = stack.drone.builds().len();
-        Ok(if n >= 13 {
-            Ok(())
-        } else {
-            Err(format!("{n} builds"))
-        })
-    })?;
+    let stack = &mut run.stack;
+    wait_builds(stack, "a third of the builds", 13)?;
     // A member that is not etcd's raft leader: the quorum keeps its leader (killing the raft
     // leader is `etcd_raft_leader_killed_mid_run_no_fallback_no_duplicate`).
     let etcd = stack.etcd.as_mut().context("etcd")?;
@@ -205,8 +236,8 @@ fn one_etcd_member_killed_mid_run_interrupts_nothing() -> Result<()> {
     let member = (raft_leader + 1) % etcd.len();
     etcd.kill(member)?;
     eprintln!("killed etcd member m{member} (m{raft_leader} is etcd's raft leader)");
-    let history = modes_until_drone_idle(&stack)?;
-    let f = check_cluster(&stack)?;
+    let history = modes_until_drone_idle(stack)?;
+    let f = check_cluster(stack)?;
     eprintln!("one etcd member killed: {f}\nmodes (ms after the kill, sidecar, cluster_mode): {history:?}");
     assert_eq!(
         f.fallbacks, 0,
@@ -230,30 +261,18 @@ fn one_etcd_member_killed_mid_run_interrupts_nothing() -> Result<()> {
 #[test]
 fn etcd_raft_leader_killed_mid_run_no_fallback_no_duplicate() -> Result<()> {
     const TEST: &str = "etcd_raft_leader_killed_mid_run_no_fallback_no_duplicate";
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let _slot = slot();
-    let tools = tools();
-    let Some(etcd) = etcd_or_skip(TEST)? else {
+    let Some(mut run) = three_sharing_etcd(TEST, 0.0, 14, (40, 150))? else {
         return Ok(());
     };
-    let mut stack = ClusterStack::start(&tools, three(0.0, 14), Some(etcd))?;
-    stack.wait_one_leader(Duration::from_secs(30))?;
-    stack.schedule(&builds(14, 40, 150));
-    wait_for("a third of the builds", SETTLE, POLL, || {
-        let n = stack.drone.builds().len();
-        Ok(if n >= 13 {
-            Ok(())
-        } else {
-            Err(format!("{n} builds"))
-        })
-    })?;
+    let stack = &mut run.stack;
+    wait_builds(stack, "a third of the builds", 13)?;
     let etcd = stack.etcd.as_mut().context("etcd")?;
     let raft_leader = etcd.leader().context("etcd has no leader")?;
     etcd.kill(raft_leader)?;
     let dead_port = etcd.client_ports()[raft_leader];
     eprintln!("killed etcd's raft leader m{raft_leader}");
-    let history = modes_until_drone_idle(&stack)?;
-    let f = check_cluster(&stack)?;
+    let history = modes_until_drone_idle(stack)?;
+    let f = check_cluster(stack)?;
     eprintln!(
         "raft leader killed: {f}\nmodes (ms after the kill, sidecar, cluster_mode): {history:?}"
     );
@@ -307,23 +326,12 @@ fn etcd_raft_leader_killed_mid_run_no_fallback_no_duplicate() -> Result<()> {
 fn the_leading_envoy_killed_mid_run_another_leads_within_the_lease_and_nothing_is_lost(
 ) -> Result<()> {
     const TEST: &str = "the_leading_envoy_killed_mid_run_another_leads";
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let _slot = slot();
-    let tools = tools();
-    let Some(etcd) = etcd_or_skip(TEST)? else {
+    let Some(mut run) = three_sharing_etcd(TEST, 0.3, 12, (40, 150))? else {
         return Ok(());
     };
-    let mut stack = ClusterStack::start(&tools, three(0.3, 12), Some(etcd))?;
-    let leader = stack.wait_one_leader(Duration::from_secs(30))?;
-    stack.schedule(&builds(12, 40, 150));
-    wait_for("a third of the builds", SETTLE, POLL, || {
-        let n = stack.drone.builds().len();
-        Ok(if n >= 13 {
-            Ok(())
-        } else {
-            Err(format!("{n} builds"))
-        })
-    })?;
+    let leader = run.leader;
+    let stack = &mut run.stack;
+    wait_builds(stack, "a third of the builds", 13)?;
     stack.kill_sidecar(leader)?;
     let killed = Instant::now();
     // The lease expires TTL after the last keep-alive; the next campaign comes on a tick.
@@ -335,7 +343,7 @@ fn the_leading_envoy_killed_mid_run_another_leads_within_the_lease_and_nothing_i
         took <= Duration::from_millis(LEASE_TTL_MS + 2000),
         "takeover took {took:?}, lease TTL {LEASE_TTL_MS} ms"
     );
-    let f = check_cluster(&stack)?;
+    let f = check_cluster(stack)?;
     eprintln!("leader killed: {f}");
     Ok(())
 }
@@ -346,24 +354,12 @@ fn the_leading_envoy_killed_mid_run_another_leads_within_the_lease_and_nothing_i
 #[test]
 fn etcd_down_30_s_every_sidecar_falls_back_then_returns_to_cluster_mode() -> Result<()> {
     const TEST: &str = "etcd_down_30_s_every_sidecar_falls_back_then_returns_to_cluster_mode";
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let _slot = slot();
-    let tools = tools();
-    let Some(etcd) = etcd_or_skip(TEST)? else {
+    // Builds before, during and after the outage.
+    let Some(mut run) = three_sharing_etcd(TEST, 0.3, 13, (45, 1000))? else {
         return Ok(());
     };
-    let mut stack = ClusterStack::start(&tools, three(0.3, 13), Some(etcd))?;
-    stack.wait_one_leader(Duration::from_secs(30))?;
-    // Builds before, during and after the outage.
-    stack.schedule(&builds(13, 45, 1000));
-    wait_for("the first builds", SETTLE, POLL, || {
-        let n = stack.drone.builds().len();
-        Ok(if n >= 5 {
-            Ok(())
-        } else {
-            Err(format!("{n} builds"))
-        })
-    })?;
+    let stack = &mut run.stack;
+    wait_builds(stack, "the first builds", 5)?;
     let etcd = stack.etcd.as_mut().context("etcd")?;
     for i in 0..etcd.len() {
         etcd.kill(i)?;
@@ -403,7 +399,7 @@ fn etcd_down_30_s_every_sidecar_falls_back_then_returns_to_cluster_mode() -> Res
         "back in cluster mode {:?} after etcd returned",
         back.elapsed()
     );
-    let f = check_cluster(&stack)?;
+    let f = check_cluster(stack)?;
     eprintln!("etcd down 30 s: {f}");
     assert!(f.fallbacks >= 3, "{f}");
     Ok(())
@@ -506,8 +502,7 @@ fn cluster_mode_files_validate_and_agree() -> Result<()> {
 #[ignore = "measurement for BENCHMARKS.md; run alone with --ignored"]
 fn figures_for_1_2_3_and_5_replicas_in_every_topology() -> Result<()> {
     const TEST: &str = "figures_for_1_2_3_and_5_replicas_in_every_topology";
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let _slot = slot();
+    let _alone = alone();
     let tools = tools();
     let Some(bin) = etcd::find() else {
         return missing_part(TEST, "etcd (Debian's etcd-server)");

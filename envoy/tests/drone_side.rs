@@ -1,7 +1,7 @@
 //! Drone's side (issue 21, section 1): drone-sim → one Envoy on drone's outbound path →
 //! three pipeline replicas sharing one store, in a real Envoy.
 //!
-//! Every Envoy here runs the shipped `envoy/drone-side.yaml` itself, with only what a
+//! Every Envoy here runs the shipped `envoy/drone-side.yaml` itself (`cluster::drone_side_bootstrap`), with only what a
 //! loopback test must change: ports and addresses (simulators on free ports, admin on port 0),
 //! the module path, the pipeline's TLS socket (dropped where the simulators speak plain HTTP;
 //! kept, trusting a test CA, where TLS listeners front the replicas), and the plugin's
@@ -16,14 +16,15 @@
 
 use anyhow::{Context as _, Result};
 use drone_model::rng::Rng;
+use envoy_e2e::cluster;
 use envoy_e2e::drone_sim::{BuildPlan, DroneSim, DroneSimConfig, LossPolicy};
 use envoy_e2e::envoy::{self, Envoy, Tools};
 use envoy_e2e::pipeline_sim::{FailRule, PipelineSim, Received};
-use envoy_e2e::scenario::{slot, wait_for, Stack};
+use envoy_e2e::scenario::{self, slot, wait_for, Stack};
 use envoy_e2e::util;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -41,98 +42,12 @@ fn tools() -> Tools {
 }
 
 fn shipped() -> Result<Value> {
-    let path = envoy::crate_dir().join("drone-side.yaml");
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
-    envoy::yaml_to_json(&text)
-}
-
-/// The plugin keys a test may change: timings only.
-const TIMINGS: [&str; 7] = [
-    "tick_ms",
-    "stale_after_ms",
-    "max_poll_interval_ms",
-    "call_timeout_ms",
-    "circuit_failure_threshold",
-    "circuit_open_ms",
-    "max_drone_calls_per_sec",
-];
-
-/// `drone-side.yaml` pointed at simulators on loopback (see the module comment for what is
-/// changed, and nothing else is). With `tls_ca`, the shipped TLS socket toward the pipeline
-/// stays (SNI, SAN check) and only trusts that CA file instead of the system's.
-fn bootstrap(
-    tools: &Tools,
-    drone_port: u16,
-    replicas: &[u16],
-    tls_ca: Option<&Path>,
-) -> Result<Value> {
-    let mut v = shipped()?;
-    v["admin"]["address"]["socket_address"]["port_value"] = json!(0);
-    // Histograms and gauges are read soon after the fact.
-    v["stats_flush_interval"] = json!("1s");
-    let listener = &mut v["static_resources"]["listeners"][0];
-    listener["address"]["socket_address"]["port_value"] = json!(envoy::free_port()?);
-    let filters = envoy::wasm_filters(listener);
-    anyhow::ensure!(
-        filters.len() == 1,
-        "drone-side.yaml has one status-sync filter"
-    );
-    for f in filters {
-        let config = &mut f["typed_config"]["config"];
-        config["vm_config"]["code"]["local"]["filename"] = json!(tools.wasm.display().to_string());
-        let slot = &mut config["configuration"]["value"];
-        let mut plugin: Value =
-            serde_json::from_str(slot.as_str().context("plugin configuration")?)?;
-        let base = envoy::base_plugin_config();
-        for k in TIMINGS {
-            plugin[k] = base[k].clone();
-        }
-        *slot = json!(plugin.to_string());
-    }
-    for c in v["static_resources"]["clusters"]
-        .as_array_mut()
-        .context("clusters")?
-    {
-        let ports: Vec<u16> = match c["name"].as_str() {
-            Some("pipeline") => replicas.to_vec(),
-            Some("drone") => vec![drone_port],
-            other => anyhow::bail!("unexpected cluster {other:?}"),
-        };
-        c["type"] = json!("STATIC");
-        match tls_ca {
-            Some(ca) if c["name"] == "pipeline" => {
-                let v = c
-                    .pointer_mut("/transport_socket/typed_config/common_tls_context/validation_context/trusted_ca/filename")
-                    .context("the shipped pipeline cluster originates TLS")?;
-                *v = json!(ca.display().to_string());
-            }
-            _ => {
-                if let Some(o) = c.as_object_mut() {
-                    o.remove("transport_socket");
-                }
-            }
-        }
-        c["load_assignment"]["endpoints"] = json!([{
-            "lb_endpoints": ports
-                .iter()
-                .map(|p| json!({"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": p}}}}))
-                .collect::<Vec<_>>()
-        }]);
-    }
-    Ok(v)
+    cluster::shipped_file("drone-side.yaml")
 }
 
 /// The shipped plugin configuration.
 fn shipped_plugin() -> Result<Value> {
-    let mut v = shipped()?;
-    let listener = &mut v["static_resources"]["listeners"][0];
-    let f = envoy::wasm_filters(listener);
-    let s = f
-        .first()
-        .and_then(|f| f["typed_config"]["config"]["configuration"]["value"].as_str())
-        .context("plugin configuration")?;
-    Ok(serde_json::from_str(s)?)
+    cluster::plugin_of(shipped()?)
 }
 
 /// Envoy inherits the test's environment: the secret is there as it would be in drone's pod.
@@ -201,19 +116,33 @@ impl std::fmt::Display for Figures {
     }
 }
 
-fn duplicates(received: &[Received]) -> usize {
-    let mut accepted = BTreeSet::new();
-    let mut dup = 0;
-    for r in received {
-        let key = (r.build.clone(), r.status.clone(), r.version);
-        if r.outcome == "duplicate" || (r.is_redelivery() && accepted.contains(&key)) {
-            dup += 1;
-        }
-        if (200..300).contains(&r.answered) {
-            accepted.insert(key);
-        }
-    }
-    dup
+/// drone-sim (seeded, signing with [`SECRET`], losing `loss` of its webhooks but never a
+/// build's first) and a pipeline of `replicas` replicas sharing one store, with their ports.
+fn drone_and_pipeline(
+    seed: u64,
+    loss: f64,
+    replicas: usize,
+) -> Result<(DroneSim, PipelineSim, Vec<PipelineSim>, Vec<u16>)> {
+    let loss = LossPolicy {
+        share: loss,
+        spare_first: true,
+        all_finals: false,
+    };
+    let cfg = DroneSimConfig {
+        seed,
+        webhook_secret: SECRET.into(),
+        loss,
+        ..Default::default()
+    };
+    let drone = DroneSim::start(cfg, 0)?;
+    let pipeline = PipelineSim::start(0)?;
+    let others = (1..replicas)
+        .map(|_| pipeline.replica())
+        .collect::<Result<Vec<_>>>()?;
+    let ports = std::iter::once(pipeline.port())
+        .chain(others.iter().map(PipelineSim::port))
+        .collect();
+    Ok((drone, pipeline, others, ports))
 }
 
 /// drone-sim → drone-side Envoy → `replicas` pipeline replicas sharing one store; runs
@@ -229,29 +158,10 @@ fn run(
     tls: Option<&TestCert>,
 ) -> Result<Figures> {
     secret_in_environment();
-    let drone = DroneSim::start(
-        DroneSimConfig {
-            seed,
-            webhook_secret: SECRET.into(),
-            loss: LossPolicy {
-                share: loss,
-                spare_first: true,
-                all_finals: false,
-            },
-            ..Default::default()
-        },
-        0,
-    )?;
-    let pipeline = PipelineSim::start(0)?;
-    let others = (1..replicas)
-        .map(|_| pipeline.replica())
-        .collect::<Result<Vec<_>>>()?;
+    let (drone, pipeline, _others, mut ports) = drone_and_pipeline(seed, loss, replicas)?;
     if let Some(rule) = rule {
         pipeline.add_rule(rule);
     }
-    let mut ports: Vec<u16> = std::iter::once(pipeline.port())
-        .chain(others.iter().map(PipelineSim::port))
-        .collect();
     // With TLS, each replica is behind its own TLS-terminating listener (the replicas' own
     // TLS, as in production): the drone-side Envoy's endpoints are those listeners.
     // Declared before the stack, so dropped after it.
@@ -265,7 +175,7 @@ fn run(
     };
     let envoy = Envoy::start_bootstrap(
         tools,
-        &bootstrap(tools, drone.port(), &ports, tls.map(|c| c.cert.as_path()))?,
+        &cluster::drone_side_bootstrap(tools, &ports, drone.port(), tls.map(|c| c.cert.as_path()))?,
         2,
         drone.token(),
     )?;
@@ -282,21 +192,7 @@ fn run(
         stack.drone.schedule(p.clone(), *after);
     }
     stack.wait_converged(CONVERGE, |_| true)?;
-    wait_for(
-        "the reconciler to track nothing and wait for no answer",
-        CONVERGE,
-        POLL,
-        || {
-            let tracked = stack.envoy.metric("builds_tracked")?;
-            let inflight = stack.envoy.metric("calls_inflight")?;
-            Ok(if tracked == 0 && inflight == 0 {
-                Ok(())
-            } else {
-                Err(format!("{tracked} tracked, {inflight} in flight"))
-            })
-        },
-    )
-    .with_context(|| stack.diagnostics())?;
+    stack.wait_reconciler_idle(CONVERGE)?;
 
     if tls.is_some() {
         let handshakes = stack.envoy.stats("cluster.pipeline.ssl.handshake")?;
@@ -332,7 +228,7 @@ fn run(
         drone_calls: stack.drone.stats().api_calls,
         lookups: stack.drone.stats().build_calls.values().sum(),
         redeliveries: received.iter().filter(|r| r.is_redelivery()).count(),
-        duplicates: duplicates(&received),
+        duplicates: cluster::duplicates(&received),
         per_replica,
         failed: received.iter().filter(|r| r.answered >= 500).count(),
         not_delivered: stack.envoy.metric("webhooks_not_delivered")?,
@@ -451,7 +347,7 @@ fn unsigned_webhook_on_drone_side_listener_is_refused() -> Result<()> {
     let pipeline = PipelineSim::start(0)?;
     let envoy = Envoy::start_bootstrap(
         &tools,
-        &bootstrap(&tools, drone.port(), &[pipeline.port()], None)?,
+        &cluster::drone_side_bootstrap(&tools, &[pipeline.port()], drone.port(), None)?,
         1,
         drone.token(),
     )?;
@@ -613,26 +509,7 @@ fn run_pipeline_side(
     seed: u64,
     plans: &[(BuildPlan, Duration)],
 ) -> Result<Figures> {
-    let drone = DroneSim::start(
-        DroneSimConfig {
-            seed,
-            webhook_secret: SECRET.into(),
-            loss: LossPolicy {
-                share: loss,
-                spare_first: true,
-                all_finals: false,
-            },
-            ..Default::default()
-        },
-        0,
-    )?;
-    let pipeline = PipelineSim::start(0)?;
-    let others = (1..replicas)
-        .map(|_| pipeline.replica())
-        .collect::<Result<Vec<_>>>()?;
-    let ports: Vec<u16> = std::iter::once(pipeline.port())
-        .chain(others.iter().map(PipelineSim::port))
-        .collect();
+    let (drone, pipeline, _others, ports) = drone_and_pipeline(seed, loss, replicas)?;
     let mut sidecars = Vec::new();
     for port in &ports {
         let mut spec = envoy::EnvoySpec::new(tools.clone(), *port, drone.port(), drone.token())?;
@@ -641,52 +518,15 @@ fn run_pipeline_side(
         spec.plugin["signature_mode"] = json!("enforce");
         sidecars.push(Envoy::start(&spec)?);
     }
-    let service = json!({
-        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
-        "static_resources": {
-            "listeners": [{
-                "name": "service",
-                "address": {"socket_address": {"address": "127.0.0.1", "port_value": envoy::free_port()?}},
-                "filter_chains": [{"filters": [{
-                    "name": "envoy.filters.network.http_connection_manager",
-                    "typed_config": {
-                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                        "stat_prefix": "service",
-                        "route_config": {"virtual_hosts": [{"name": "service", "domains": ["*"],
-                            "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "sidecars", "timeout": "60s"}}]}]},
-                        "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
-                            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]
-                    }
-                }]}]
-            }],
-            "clusters": [{
-                "name": "sidecars", "type": "STATIC", "connect_timeout": "2s",
-                "load_assignment": {"cluster_name": "sidecars", "endpoints": [{"lb_endpoints":
-                    sidecars.iter().map(|s| json!({"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": s.listen_port()}}}})).collect::<Vec<_>>()
-                }]}
-            }]
-        }
-    });
+    let listen: Vec<u16> = sidecars.iter().map(Envoy::listen_port).collect();
+    let service = cluster::service_bootstrap(&listen)?;
     let front = Envoy::start_bootstrap(tools, &service, 1, drone.token())?;
     drone.set_webhook_url(Some(front.url("/hook")));
     for (p, after) in plans {
         drone.schedule(p.clone(), *after);
     }
-    wait_for("drone-sim to finish its builds", CONVERGE, POLL, || {
-        Ok(if drone.idle() {
-            Ok(())
-        } else {
-            Err("builds still running".into())
-        })
-    })?;
-    wait_for("the pipeline to agree with drone", CONVERGE, POLL, || {
-        let m = envoy_e2e::scenario::compare(&drone.builds(), &pipeline.view(), |_| true);
-        Ok(if m.is_empty() {
-            Ok(())
-        } else {
-            Err(format!("{} builds differ", m.len()))
-        })
-    })?;
+    scenario::wait_drone_idle(&drone, CONVERGE)?;
+    scenario::wait_agrees(&drone, &pipeline, CONVERGE, |_| true)?;
     wait_for("every sidecar idle", CONVERGE, POLL, || {
         let mut busy = 0;
         for s in &sidecars {
@@ -711,7 +551,7 @@ fn run_pipeline_side(
         drone_calls: drone.stats().api_calls,
         lookups: drone.stats().build_calls.values().sum(),
         redeliveries: received.iter().filter(|r| r.is_redelivery()).count(),
-        duplicates: duplicates(&received),
+        duplicates: cluster::duplicates(&received),
         per_replica,
         failed: received.iter().filter(|r| r.answered >= 500).count(),
         not_delivered: sidecars

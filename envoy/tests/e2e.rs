@@ -59,27 +59,6 @@ fn wait_drone_idle(stack: &Stack) -> Result<()> {
     stack.wait_drone_idle(CONVERGE)
 }
 
-/// Waits until the leader's reconciler tracks no build and has no call in flight: from then
-/// on it makes no call until a new webhook arrives, so "nothing else happened" can be asserted
-/// without sleeping. Both gauges are exported after the tick that emptied the ledger.
-fn wait_idle_reconciler(stack: &Stack) -> Result<()> {
-    wait_for(
-        "the reconciler to track nothing and wait for no answer",
-        CONVERGE,
-        POLL,
-        || {
-            let tracked = stack.envoy.metric("builds_tracked")?;
-            let inflight = stack.envoy.metric("calls_inflight")?;
-            Ok(if tracked == 0 && inflight == 0 {
-                Ok(())
-            } else {
-                Err(format!("{tracked} tracked, {inflight} in flight"))
-            })
-        },
-    )
-    .with_context(|| stack.diagnostics())
-}
-
 /// Waits until the pipeline agrees with drone on every build `include` selects.
 fn wait_converged(stack: &Stack, include: impl Fn(&BuildKey) -> bool) -> Result<()> {
     stack.wait_converged(CONVERGE, include)
@@ -306,7 +285,7 @@ fn pipeline_500_gets_the_transition_again_400_does_not() -> Result<()> {
     // Nothing is left to poll or re-deliver once the reconciler tracks no build and has no
     // call in flight: A was delivered, B's refused final settled it. Wait for that state (not
     // for a time), then check what the pipeline got.
-    wait_idle_reconciler(&stack)?;
+    stack.wait_reconciler_idle(CONVERGE)?;
     let received = stack.pipeline.received();
     let finals_a: Vec<&Received> = received
         .iter()
@@ -360,7 +339,7 @@ fn concurrency_4_polls_drone_once_per_due_build() -> Result<()> {
         .collect();
     wait_converged(&stack, |_| true)?;
     // Every build delivered and forgotten, no call in flight: no poll can follow.
-    wait_idle_reconciler(&stack)?;
+    stack.wait_reconciler_idle(CONVERGE)?;
     let stats = stack.drone.stats();
     let per_build: Vec<(String, u64)> = keys
         .iter()

@@ -33,6 +33,7 @@ mod pairs;
 mod shared;
 mod stat_name;
 mod types;
+pub mod upstreams;
 mod vm;
 mod wasi;
 mod world;

@@ -5,8 +5,9 @@
 //!
 //! The drone model is `drone_model`'s: the lifecycle (`lifecycle::Row::act`: which event
 //! writes the build row, which sends a webhook of which shape), the endings and their shares
-//! (`outcome::CHAOS`, `TEARDOWN`), the rows, numbering and API answers (`store::Store`, behind
-//! this run's faults) and the bodies (`store::Bodies`). This file drives it in virtual time
+//! (`outcome::CHAOS`, `TEARDOWN`), the rows, numbering and API answers (`store::Store`) and
+//! the bodies (`store::Bodies`). Drone and the pipeline answer the filter's calls as in every
+//! scenario (`host_tests::upstreams`: its `Drone` and `Pipeline`, with its fault model). This file drives it in virtual time
 //! with a workload of its own (one seeded `drone_model::Rng` stream per concern, so the
 //! workload of a seed is the same whatever the loss rate):
 //! - a handful of repositories, builds numbered per repository in creation order;
@@ -69,9 +70,10 @@ use common::*;
 use drone_model::lifecycle::Act;
 use drone_model::outcome::{CHAOS, TEARDOWN};
 use drone_model::store::{Bodies, Store};
-use drone_model::workload::{acts, gap_filled, Builds, Timeline};
+use drone_model::workload::{acts, gap_filled, Timeline};
 use drone_model::{Outcome, Rng, Shape};
-use host_tests::{CallReply, CallRequest, Host, UpstreamReply, CANARY};
+use host_tests::upstreams::Faults;
+use host_tests::{CallRequest, Host, UpstreamReply, CANARY};
 use serde_json::{json, Value};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -92,12 +94,9 @@ const LEDGER_CAP: usize = 10_000;
 /// high-water mark: a few MiB is what the filter needs; 16 MiB means something grows without
 /// bound.
 const MEMORY_BOUND: usize = 16 << 20;
-/// Live webhooks the pipeline answers 5xx/reset/timeout outside its outage.
+/// Live webhooks the pipeline answers 5xx/reset/timeout outside its outage (re-deliveries:
+/// 5% 5xx/connect failure/timeout, 2% refused with 422, final: `upstreams::Pipeline`).
 const LIVE_PIPELINE_FAULT: f64 = 0.03;
-/// Re-deliveries the pipeline answers 5xx/connect failure/timeout outside its outage.
-const REDELIVERY_PIPELINE_FAULT: f64 = 0.05;
-/// Re-deliveries the pipeline refuses (422) during the fault phase: final, never retried.
-const REDELIVERY_PIPELINE_REFUSE: f64 = 0.02;
 const DUPLICATE: f64 = 0.03;
 const REORDER: f64 = 0.05;
 /// Share of normal builds whose `build:created` reaches the sidecar after the first step.
@@ -154,218 +153,6 @@ struct Hook {
     shape: Shape,
     status: &'static str,
     version: u64,
-}
-
-/// Drone (`drone_model::workload`: its builds, their rows in the store the API answers
-/// from) behind the faults and the outage of the run.
-struct DroneApi {
-    d: Builds,
-    rng: Rng,
-    faults: bool,
-    outage: bool,
-    calls: u64,
-    faults_injected: u64,
-}
-
-impl DroneApi {
-    fn answer(&mut self, req: &CallRequest) -> CallReply {
-        self.calls += 1;
-        if self.outage {
-            self.faults_injected += 1;
-            return if self.rng.chance(0.5) {
-                CallReply::ConnectFailure
-            } else {
-                CallReply::status(503, "upstream unavailable")
-            };
-        }
-        let mut delay_ms = 0;
-        if self.faults {
-            let r = self.rng.unit();
-            if r < 0.12 {
-                self.faults_injected += 1;
-            }
-            if r < 0.03 {
-                let status = self.rng.pick(&[500u16, 502, 503]);
-                return CallReply::status(status, r#"{"message":"database is locked"}"#);
-            } else if r < 0.05 {
-                return CallReply::Timeout;
-            } else if r < 0.07 {
-                return CallReply::ConnectFailure;
-            } else if r < 0.12 {
-                // Slow: sometimes beyond the 2 s call timeout (then Envoy answers 504).
-                delay_ms = self.rng.range(100, 3000);
-            }
-        }
-        assert_eq!(
-            req.header("authorization"),
-            Some(format!("Bearer {TOKEN}").as_str()),
-            "drone is called with the token"
-        );
-        let answer = drone_answer(&mut self.d.store, req);
-        assert!(
-            self.d.store.calls.unrouted.is_empty(),
-            "unexpected drone call {}",
-            req.path()
-        );
-        reply(answer, delay_ms)
-    }
-}
-
-// ------------------------------------------------------------------------------ pipeline
-
-#[derive(Clone, Debug)]
-struct Delivery {
-    at: u64,
-    version: u64,
-    acked: bool,
-    redelivery: bool,
-}
-
-/// The pipeline: per build the highest version it acknowledged, every delivery it received,
-/// and any re-delivery that went below what it had acknowledged.
-struct Pipeline {
-    /// (repo id, number) → (status, version), highest acknowledged version.
-    view: BTreeMap<(u64, u64), (String, u64)>,
-    log: BTreeMap<(u64, u64), Vec<Delivery>>,
-    rng: Rng,
-    faults: bool,
-    outage: bool,
-    violations: Vec<String>,
-    races: Vec<String>,
-    redeliveries: u64,
-    redeliveries_acked: u64,
-    redeliveries_faulted: u64,
-    /// (repo id, number) → versions the pipeline refused (4xx) when re-delivered.
-    refused: BTreeMap<(u64, u64), Vec<u64>>,
-    redeliveries_refused: u64,
-    /// Re-deliveries of a version the pipeline had refused before.
-    refused_again: Vec<String>,
-    /// Re-deliveries must be signed (a secret is configured).
-    signed: bool,
-    /// Re-deliveries carrying the attacker's bytes.
-    tainted: Vec<String>,
-}
-
-impl Pipeline {
-    fn receive(
-        &mut self,
-        key: (u64, u64),
-        status: &str,
-        version: u64,
-        at: u64,
-        acked: bool,
-        redelivery: bool,
-    ) {
-        let had = self.view.get(&key).map_or(0, |(_, v)| *v);
-        if redelivery && version < had {
-            // When and how the pipeline acknowledged what it has.
-            let ack = self.log.get(&key).and_then(|l| {
-                l.iter()
-                    .filter(|d| d.acked && d.version == had)
-                    .min_by_key(|d| d.at)
-                    .cloned()
-            });
-            let what = format!(
-                "build {}/{}: re-delivery of v{version} ({status}) at {at} after the pipeline acknowledged v{had} ({ack:?})",
-                key.0 - 100, key.1
-            );
-            // Filter issue 1: the live webhook's observation was still in the queue (drained
-            // on the leader's next tick) when the reconciler acted on an older drone answer.
-            if ack.is_some_and(|a| !a.redelivery && at - a.at <= TICK_MS) {
-                self.races.push(what);
-            } else {
-                self.violations.push(what);
-            }
-        }
-        self.log.entry(key).or_default().push(Delivery {
-            at,
-            version,
-            acked,
-            redelivery,
-        });
-        if acked && version > had {
-            self.view.insert(key, (status.to_string(), version));
-        }
-    }
-
-    /// The `pipeline` cluster: re-deliveries.
-    fn answer(&mut self, req: &CallRequest, now: u64) -> CallReply {
-        assert_eq!(req.method(), "POST");
-        assert_eq!(req.path(), "/hook");
-        assert_eq!(req.header("x-drone-event"), Some("build"));
-        assert!(
-            req.header("user-agent")
-                .is_some_and(|ua| ua.starts_with("status-sync/")),
-            "re-deliveries say who sent them"
-        );
-        if String::from_utf8_lossy(&req.body).contains(EVIL)
-            || (self.signed && req.header("signature").is_none())
-        {
-            self.tainted.push(format!(
-                "signed {:?}: {}",
-                req.header("signature").is_some(),
-                String::from_utf8_lossy(&req.body)
-            ));
-        }
-        let v: Value = serde_json::from_slice(&req.body).expect("re-delivery is JSON");
-        let key = (
-            v["repo"]["id"].as_u64().expect("repo.id"),
-            v["build"]["number"].as_u64().expect("build.number"),
-        );
-        let status = v["build"]["status"].as_str().expect("build.status");
-        let version = v["build"]["version"].as_u64().expect("build.version");
-        assert_eq!(v["event"], "build");
-        assert_eq!(v["action"], "updated");
-        assert_eq!(v["repo"]["slug"], format!("octocat/repo-{}", key.0 - 100));
-        let want_id = format!("drone-{}-{}-{}", key.0, key.1, version);
-        if req.header("webhook-id") != Some(want_id.as_str()) {
-            self.violations.push(format!(
-                "re-delivery of {want_id} with webhook-id {:?}",
-                req.header("webhook-id")
-            ));
-        }
-        self.redeliveries += 1;
-        let refused_before = self.refused.get(&key).is_some_and(|v| v.contains(&version));
-        if refused_before {
-            self.refused_again.push(format!(
-                "build {}/{}: v{version} ({status}) re-delivered at {now} after the pipeline refused it",
-                key.0 - 100,
-                key.1
-            ));
-        }
-        let reply = if self.outage {
-            Some(CallReply::ConnectFailure)
-        } else if self.faults && self.rng.chance(REDELIVERY_PIPELINE_FAULT) {
-            Some(match self.rng.range(0, 3) {
-                0 => CallReply::status(500, "oops"),
-                1 => CallReply::status(503, "overloaded"),
-                2 => CallReply::ConnectFailure,
-                _ => CallReply::Timeout,
-            })
-        } else if self.faults && self.rng.chance(REDELIVERY_PIPELINE_REFUSE) {
-            self.redeliveries_refused += 1;
-            self.refused.entry(key).or_default().push(version);
-            // Refused (not acknowledged) and answered 4xx: the filter must not retry it.
-            self.receive(key, status, version, now, false, true);
-            return CallReply::status(422, r#"{"error":"unprocessable"}"#);
-        } else {
-            None
-        };
-        // A connect failure never reached the pipeline; a timeout or 5xx did, unacknowledged.
-        if !matches!(reply, Some(CallReply::ConnectFailure)) {
-            self.receive(key, status, version, now, reply.is_none(), true);
-        }
-        match reply {
-            Some(r) => {
-                self.redeliveries_faulted += 1;
-                r
-            }
-            None => {
-                self.redeliveries_acked += 1;
-                CallReply::status(200, "")
-            }
-        }
-    }
 }
 
 // ------------------------------------------------------------------------------ the run
@@ -446,8 +233,8 @@ struct Sim {
     case: Case,
     host: Host,
     bodies: Rc<Bodies>,
-    drone: Rc<RefCell<DroneApi>>,
-    pipeline: Rc<RefCell<Pipeline>>,
+    drone: SharedDrone,
+    pipeline: SharedPipeline,
     hooks: Vec<Hook>,
     events: Timeline<Ev>,
     /// Builds whose `build:created` arrives after their first step webhook: when that is.
@@ -476,38 +263,48 @@ impl Sim {
         let mut store = Store::new();
         store.repos = Some(REPOS);
         let bodies = Rc::new(store.bodies.clone());
-        let drone = Rc::new(RefCell::new(DroneApi {
-            d: Builds::new(store),
-            rng: Rng::stream(case.seed, 3),
-            faults: true,
-            outage: false,
-            calls: 0,
-            faults_injected: 0,
-        }));
+        // Drone (`drone_model::workload`: its builds, their rows in the store the API answers
+        // from) and the pipeline, behind the faults and the outages of the run.
+        let drone = Rc::new(RefCell::new(Drone::new(store)));
+        drone.borrow_mut().faults = Faults::random(Rng::stream(case.seed, 3));
         let d = drone.clone();
-        host.set_responder("drone", move |req: &CallRequest, _now: u64| {
-            d.borrow_mut().answer(req)
+        host.set_responder("drone", move |req: &CallRequest, now: u64| {
+            assert_eq!(
+                req.header("authorization"),
+                Some(format!("Bearer {TOKEN}").as_str()),
+                "drone is called with the token"
+            );
+            let mut d = d.borrow_mut();
+            let answer = d.answer(req, now);
+            assert!(
+                d.store.calls.unrouted.is_empty(),
+                "unexpected drone call {}",
+                req.path()
+            );
+            answer
         });
         let pipeline = Rc::new(RefCell::new(Pipeline {
-            view: BTreeMap::new(),
-            log: BTreeMap::new(),
-            rng: Rng::stream(case.seed, 4),
-            faults: true,
-            outage: false,
-            violations: Vec::new(),
-            races: Vec::new(),
-            redeliveries: 0,
-            redeliveries_acked: 0,
-            redeliveries_faulted: 0,
-            refused: BTreeMap::new(),
-            redeliveries_refused: 0,
-            refused_again: Vec::new(),
-            signed: case.mode != "off",
-            tainted: Vec::new(),
+            faults: Faults::random(Rng::stream(case.seed, 4)),
+            race_ms: TICK_MS,
+            ..Pipeline::new()
         }));
-        let p = pipeline.clone();
+        let (p, signed) = (pipeline.clone(), case.mode != "off");
         host.set_responder("pipeline", move |req: &CallRequest, now: u64| {
-            p.borrow_mut().answer(req, now)
+            let mut p = p.borrow_mut();
+            // No re-delivery carries the attacker's bytes, and with a secret each is signed.
+            if String::from_utf8_lossy(&req.body).contains(EVIL)
+                || (signed && req.header("signature").is_none())
+            {
+                p.tainted.push(format!(
+                    "signed {:?}: {}",
+                    req.header("signature").is_some(),
+                    String::from_utf8_lossy(&req.body)
+                ));
+            }
+            let v: Value = serde_json::from_slice(&req.body).expect("re-delivery is JSON");
+            let rid = v["repo"]["id"].as_u64().expect("repo.id");
+            assert_eq!(v["repo"]["slug"], format!("octocat/repo-{}", rid - 100));
+            p.answer(req, now)
         });
         Sim {
             work: Rng::stream(case.seed, 1),
@@ -579,7 +376,6 @@ impl Sim {
         let hook = self
             .drone
             .borrow_mut()
-            .d
             .act(b, act, now, &mut |p| w.chance(p));
         if let Some(hook) = hook {
             self.send(b, hook.shape);
@@ -592,7 +388,7 @@ impl Sim {
         self.report.webhooks_sent += 1;
         let hook = {
             let d = self.drone.borrow();
-            let build = &d.d.builds[b];
+            let build = &d.builds[b];
             Hook {
                 build: b,
                 repo: build.repo,
@@ -639,7 +435,7 @@ impl Sim {
             hook.status,
             hook.version,
         );
-        let answer = if self.pipeline.borrow().outage {
+        let answer = if self.pipeline.borrow().faults.outage {
             UpstreamReply::status(503)
         } else if self.faults && self.live.chance(LIVE_PIPELINE_FAULT) {
             match self.live.range(0, 4) {
@@ -695,7 +491,7 @@ impl Sim {
             self.report.live_pipeline_faults += 1;
         }
         self.report.webhooks_arrived += 1;
-        self.drone.borrow_mut().d.builds[hook.build].arrived += 1;
+        self.drone.borrow_mut().builds[hook.build].arrived += 1;
         self.arrivals.push((self.now(), hook.repo, hook.number));
     }
 
@@ -704,7 +500,7 @@ impl Sim {
     fn forge(&mut self) {
         let a = &mut self.attacker;
         let repo = a.range(1, REPOS);
-        let real_max = self.drone.borrow().d.last_number(repo);
+        let real_max = self.drone.borrow().last_number(repo);
         let top = i64::MAX as u64;
         let number = match a.range(0, 2) {
             0 => a.range(1, real_max + 3),
@@ -809,14 +605,16 @@ impl Sim {
                     self.forge();
                 }
             }
-            Ev::DroneOutage(on) => self.drone.borrow_mut().outage = on,
-            Ev::PipelineOutage(on) => self.pipeline.borrow_mut().outage = on,
+            Ev::DroneOutage(on) => self.drone.borrow_mut().faults.outage = on,
+            Ev::PipelineOutage(on) => self.pipeline.borrow_mut().faults.outage = on,
             Ev::EndOfFaults => {
                 self.faults = false;
-                self.drone.borrow_mut().faults = false;
-                self.pipeline.borrow_mut().faults = false;
-                self.drone.borrow_mut().outage = false;
-                self.pipeline.borrow_mut().outage = false;
+                for f in [
+                    &mut self.drone.borrow_mut().faults,
+                    &mut self.pipeline.borrow_mut().faults,
+                ] {
+                    (f.on, f.outage) = (false, false);
+                }
                 // One last build per repository, delivered without loss: every earlier build
                 // now has a later one (that is how the filter finds builds it never saw).
                 let t = self.now() + 1_000;
@@ -903,11 +701,11 @@ impl Sim {
     fn finish(&mut self) {
         let r = &mut self.report;
         let d = self.drone.borrow();
-        let builds = &d.d.builds;
+        let builds = &d.builds;
         r.builds = builds.len() as u64;
-        r.drone_calls = d.calls;
-        r.drone_faults = d.faults_injected;
-        r.steered = d.d.store.calls.steered.clone();
+        r.drone_calls = d.calls.len() as u64;
+        r.drone_faults = d.faults.injected;
+        r.steered = d.store.calls.steered.clone();
         let p = self.pipeline.borrow();
         r.violations = p.violations.clone();
         r.races = p.races.clone();
@@ -1472,19 +1270,6 @@ fn chaos_seed_sweep() {
 // the filter is fixed (the chaos runs count them within a bound meanwhile; `CHAOS_STRICT=1`
 // makes them fail).
 
-type SlowDrone = Rc<RefCell<(Store, u64)>>;
-
-/// Drone (`drone_model::store`), answering after a delay.
-fn install_slow_drone(host: &mut Host) -> SlowDrone {
-    let state: SlowDrone = Rc::new(RefCell::new((Store::new(), 0)));
-    let s = state.clone();
-    host.set_responder("drone", move |req: &CallRequest, _now: u64| {
-        let (store, delay_ms) = &mut *s.borrow_mut();
-        reply(drone_answer(store, req), *delay_ms)
-    });
-    state
-}
-
 /// (status, version) of every delivery the pipeline received, in order.
 fn received(pipeline: &SharedPipeline) -> Vec<(String, u64)> {
     pipeline
@@ -1516,12 +1301,12 @@ fn repro_slow_drone_answer_races_live_final() {
     // Signed: the live final is evidence (`off` has the same race with a claim instead:
     // `filter/tests/trust.rs` `a_claim_racing_the_lookup_is_asked_about_again`).
     let mut host = Host::start(signed_host_config(1, "")).unwrap();
-    let drone = install_slow_drone(&mut host);
+    let drone = install_drone(&mut host);
     let pipeline = install_pipeline(&mut host);
-    drone.borrow_mut().0.write(1, 1, "pending", 1);
+    drone.borrow_mut().set(1, 1, "pending", 1);
     send_live(&mut host, &pipeline, 0, webhook(1, 1, "pending", 1), 200);
-    drone.borrow_mut().0.write(1, 1, "running", 2); // setup: no webhook
-    drone.borrow_mut().1 = 1050;
+    drone.borrow_mut().set(1, 1, "running", 2); // setup: no webhook
+    drone.borrow_mut().delay_ms = 1050; // drone answers late
     let before = host.calls().len();
     while host.calls().len() == before {
         host.advance(100).unwrap();
@@ -1529,7 +1314,7 @@ fn repro_slow_drone_answer_races_live_final() {
     let polled_at = host.calls()[before].at_ms;
     let now = host.now_ms();
     host.advance(polled_at + 1020 - now).unwrap();
-    drone.borrow_mut().0.write(1, 1, "success", 3);
+    drone.borrow_mut().set(1, 1, "success", 3);
     send_live(&mut host, &pipeline, 0, webhook(1, 1, "success", 3), 200);
     host.advance(5000).unwrap();
     assert_eq!(

@@ -20,7 +20,7 @@ fn envoy(seed: u64, drone: &SharedDrone, etcd: &Rc<RefCell<MemoryEtcd>>) -> Host
     cfg.clusters.push("etcd".into());
     cfg.seed = seed;
     let mut host = Host::start(cfg).unwrap();
-    share_drone(&mut host, drone);
+    Drone::install(drone, &mut host);
     let e = etcd.clone();
     host.set_responder("etcd", move |req: &CallRequest, now: u64| {
         assert_eq!(req.header(":authority"), Some("etcd.test"));

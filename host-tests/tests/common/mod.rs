@@ -1,5 +1,5 @@
-//! Shared pieces of the scenario tests: drone's payloads, drone (`drone_model::store`) behind
-//! the host's `drone` cluster, and a pipeline that records what it received.
+//! Shared pieces of the scenario tests: drone's payloads, and drone and the pipeline
+//! (`host_tests::upstreams`) behind the host's `drone` and `pipeline` clusters.
 //! The host setup itself (wasm, configuration, token, metrics) is in `setup.rs`, which the
 //! benchmarks share.
 
@@ -10,10 +10,9 @@ mod setup;
 pub use setup::*;
 
 use drone_model::store::{Bodies, Store};
-use host_tests::{CallReply, CallRequest, Host, HostConfig, UpstreamReply};
-use serde_json::Value;
+pub use host_tests::upstreams::{Drone, Pipeline, SharedDrone, SharedPipeline};
+use host_tests::{Host, HostConfig, UpstreamReply};
 use std::cell::RefCell;
-use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::OnceLock;
 
@@ -56,115 +55,19 @@ pub fn api_repo_counter(repo: u64, counter: u64) -> Vec<u8> {
     bodies().api_repo(repo, counter)
 }
 
-/// Drone (`drone_model::store`: rows, numbering, API answers), the API calls it received,
-/// and whether it is down.
-#[derive(Default)]
-pub struct Drone {
-    pub store: Store,
-    pub calls: Vec<(u64, String)>,
-    pub down: bool,
-}
-
-pub type SharedDrone = Rc<RefCell<Drone>>;
-
-impl Drone {
-    /// Drone writes build `repo/number`'s row.
-    pub fn set(&mut self, repo: u64, number: u64, status: &str, version: u64) {
-        self.store.write(repo, number, status, version);
-    }
-    /// Build lookups (`GET /api/repos/{o}/{n}/builds/{number}`), without the repository
-    /// lookups of discovery and confirmation.
-    pub fn build_calls(&self) -> usize {
-        self.calls
-            .iter()
-            .filter(|(_, p)| p.starts_with("/api/repos/") && p.contains("/builds/"))
-            .count()
-    }
-    pub fn calls_for(&self, path_suffix: &str) -> usize {
-        self.calls
-            .iter()
-            .filter(|(_, p)| p.ends_with(path_suffix))
-            .count()
-    }
-}
-
 /// Installs drone behind the `drone` cluster: the store's answers (401 without the token),
 /// a connect failure while down.
 pub fn install_drone(host: &mut Host) -> SharedDrone {
-    let drone: SharedDrone = Rc::new(RefCell::new(Drone::default()));
+    let drone: SharedDrone = Rc::new(RefCell::new(Drone::new(Store::new())));
     drone.borrow_mut().store.token = Some(TOKEN.into());
-    share_drone(host, &drone);
+    Drone::install(&drone, host);
     drone
-}
-
-/// [`install_drone`] with a drone other hosts answer from too (several Envoys, one drone).
-pub fn share_drone(host: &mut Host, drone: &SharedDrone) {
-    let d = drone.clone();
-    host.set_responder("drone", move |req: &CallRequest, now: u64| {
-        let mut d = d.borrow_mut();
-        d.calls.push((now, req.path().to_string()));
-        if d.down {
-            return CallReply::ConnectFailure;
-        }
-        reply(drone_answer(&mut d.store, req), 0)
-    });
-}
-
-/// What the pipeline believes about each build, and every delivery it received.
-#[derive(Default)]
-pub struct Pipeline {
-    /// (repo id, number) → (status, version), highest version wins.
-    pub view: BTreeMap<(u64, u64), (String, u64)>,
-    pub received: Vec<Value>,
-    pub webhook_ids: Vec<String>,
-    /// Status to answer re-deliveries with.
-    pub answer: u16,
-}
-
-pub type SharedPipeline = Rc<RefCell<Pipeline>>;
-
-impl Pipeline {
-    pub fn record(&mut self, body: &[u8]) {
-        if let Ok(v) = serde_json::from_slice::<Value>(body) {
-            let key = (
-                v["repo"]["id"].as_u64().unwrap_or(0),
-                v["build"]["number"].as_u64().unwrap_or(0),
-            );
-            let status = v["build"]["status"].as_str().unwrap_or("").to_string();
-            let version = v["build"]["version"].as_u64().unwrap_or(0);
-            let entry = self.view.entry(key).or_insert((String::new(), 0));
-            if version > entry.1 {
-                *entry = (status, version);
-            }
-            self.received.push(v);
-        }
-    }
-    pub fn status_of(&self, repo: u64, number: u64) -> Option<(String, u64)> {
-        self.view.get(&(repo_id(repo), number)).cloned()
-    }
 }
 
 /// Installs the pipeline responder for re-deliveries (the `pipeline` cluster).
 pub fn install_pipeline(host: &mut Host) -> SharedPipeline {
-    let pipeline: SharedPipeline = Rc::new(RefCell::new(Pipeline {
-        answer: 200,
-        ..Default::default()
-    }));
-    let p = pipeline.clone();
-    host.set_responder("pipeline", move |req: &CallRequest, _now: u64| {
-        let mut p = p.borrow_mut();
-        assert_eq!(req.method(), "POST");
-        assert_eq!(req.path(), "/hook");
-        assert_eq!(req.header("x-drone-event"), Some("build"));
-        if let Some(id) = req.header("webhook-id") {
-            p.webhook_ids.push(id.to_string());
-        }
-        let answer = p.answer;
-        if (200..300).contains(&answer) {
-            p.record(&req.body);
-        }
-        CallReply::status(answer, "")
-    });
+    let pipeline: SharedPipeline = Rc::new(RefCell::new(Pipeline::new()));
+    Pipeline::install(&pipeline, host);
     pipeline
 }
 
@@ -178,12 +81,11 @@ pub fn send_live(
     body: Vec<u8>,
     status: u16,
 ) -> host_tests::StreamOutcome {
-    let p = pipeline.clone();
-    let req = signed_hook_request(body, host.now_ms());
+    let (p, now) = (pipeline.clone(), host.now_ms());
+    let req = signed_hook_request(body, now);
     host.request(vm, req, move |up| {
-        if (200..300).contains(&status) {
-            p.borrow_mut().record(&up.body);
-        }
+        p.borrow_mut()
+            .record(&up.body, now, (200..300).contains(&status));
         UpstreamReply::status(status)
     })
     .expect("request")

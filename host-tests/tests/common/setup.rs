@@ -3,9 +3,9 @@
 //! configuration, the host, drone's token and repositories, the webhook request and the
 //! metrics the filter declares.
 
-use drone_model::server::Answer;
-use drone_model::store::Store;
-use host_tests::{default_wasm_path, CallReply, CallRequest, Host, HostConfig, TestRequest};
+#[allow(unused_imports)] // not every test answers drone itself
+pub use host_tests::upstreams::{drone_answer, reply};
+use host_tests::{default_wasm_path, Host, HostConfig, TestRequest};
 use serde_json::Value;
 use std::path::PathBuf;
 
@@ -49,21 +49,6 @@ pub fn host_config(workers: usize, extra: &str) -> HostConfig {
 /// Repository `octocat/repo-<n>` has id `100 + n` (`drone_model::store`).
 pub fn repo_id(repo: u64) -> u64 {
     drone_model::store::repo_id(repo)
-}
-
-/// Drone's store (`drone_model::store`) answering a call the filter made.
-pub fn drone_answer(store: &mut Store, req: &CallRequest) -> Answer {
-    store.answer(req.method(), req.path(), req.header("authorization"))
-}
-
-/// Drone's answer as the host's reply to the call, `delay_ms` late.
-pub fn reply(answer: Answer, delay_ms: u64) -> CallReply {
-    CallReply::Reply {
-        status: answer.status,
-        headers: vec![("content-type".into(), answer.content_type.into())],
-        body: answer.body,
-        delay_ms,
-    }
 }
 
 /// A live webhook as drone POSTs it to the listener.
