@@ -48,6 +48,10 @@ struct World {
     reads_stalled: bool,
     /// etcd answers range reads 503 (no leader).
     reads_fail: bool,
+    /// etcd stops answering right after it answered this sidecar's watch of the leader's
+    /// lease (`/v3/lease/timetolive`); `watched` is then when, and the seconds it said were left.
+    down_after_watch_of: Option<usize>,
+    watched: Option<(u64, u64)>,
     sidecars: Vec<Sidecar>,
     /// Drone's builds: number → (status, version).
     drone: BTreeMap<u64, (&'static str, u64)>,
@@ -82,6 +86,8 @@ impl World {
             etcd_down: false,
             reads_stalled: false,
             reads_fail: false,
+            down_after_watch_of: None,
+            watched: None,
             sidecars,
             drone: BTreeMap::new(),
             received: Vec::new(),
@@ -178,6 +184,13 @@ impl World {
                     self.sidecars[i].record_writes += 1;
                 }
                 let (status, body) = self.etcd.handle(self.now, &path, call.body.as_slice());
+                if path == "/v3/lease/timetolive" && self.down_after_watch_of == Some(i) {
+                    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+                    let left = v["TTL"].as_str().unwrap_or("0").parse::<u64>().unwrap();
+                    self.watched = Some((self.now, left));
+                    self.down_after_watch_of = None;
+                    self.etcd_down = true;
+                }
                 (status as u16, body.into_bytes())
             }
             "drone" => {
@@ -393,6 +406,42 @@ fn with_etcd_down_every_sidecar_falls_back_and_returns_to_cluster_mode_when_it_a
     for s in &w.sidecars {
         assert_eq!(s.host.metric(Id::ClusterFallbacks), 1);
     }
+}
+
+/// A follower watching the leader's lease asks next when the seconds it had left and a sixth
+/// of the TTL have passed; when etcd stops answering right after a watch, the follower keeps
+/// following until two TTLs after that next question went unanswered (the leader it watched
+/// may lead until then: falling back sooner would reconcile beside it), and falls back then
+/// (cargo-mutants: `Election::next_watch` → `None` made it fall back two TTLs after the
+/// last answer instead).
+#[test]
+fn a_follower_falls_back_two_ttls_after_its_next_watch_of_the_leader_goes_unanswered() {
+    let mut w = settled("");
+    let leader = w.leaders()[0];
+    let follower = (0..3).find(|i| *i != leader).unwrap();
+    w.down_after_watch_of = Some(follower);
+    while w.watched.is_none() {
+        w.tick();
+    }
+    let (at, left_s) = w.watched.unwrap();
+    let next_watch = at + left_s * 1000 + TTL_MS / 6;
+    while w.now <= at + left_s * 1000 + 2 * TTL_MS {
+        assert_eq!(
+            w.mode(follower),
+            2,
+            "still following {} ms after the watch",
+            w.now - at
+        );
+        w.tick();
+    }
+    while w.now < next_watch + 2 * TTL_MS + TICK {
+        w.tick();
+    }
+    assert_eq!(
+        w.mode(follower),
+        3,
+        "fallen back two TTLs after its unanswered watch"
+    );
 }
 
 #[test]
