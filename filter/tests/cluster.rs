@@ -240,3 +240,29 @@ fn a_leader_whose_renewals_answer_too_late_leads_again_with_the_same_lease() {
     assert!(matches!(e.role(), Role::Leader { lease: l, .. } if l == lease));
     assert_eq!(w.etcd.value(w.now, b"k"), Some(b"me".to_vec()));
 }
+
+/// A follower (a lease, no key yet) whose renewals and campaigns go unanswered until its
+/// lease may have expired gives that lease up: the next request is a new grant, not a renewal
+/// or a campaign bound to a lease etcd may have dropped (cargo-mutants: `expire`'s follower
+/// guard → false kept it a follower of a dead lease).
+#[test]
+fn a_follower_whose_lease_may_have_expired_asks_for_a_new_grant() {
+    let mut w = model();
+    let mut e = Election::new(b"k", b"me", 3, 300);
+    let start = w.now;
+    let grant = e.poll(&Etcd, w.now).unwrap();
+    let (s, b) = w.send(0, &grant).unwrap();
+    e.answer(&Etcd, w.now, s, &b);
+    let Role::Follower { until, .. } = e.role() else {
+        panic!("{:?}", e.role())
+    };
+    assert_eq!(until, start + 3000);
+    w.down = true;
+    run(&mut e, &mut w, until - 10);
+    assert!(matches!(e.role(), Role::Follower { .. }), "{:?}", e.role());
+    w.now = until;
+    let next = e.poll(&Etcd, w.now);
+    assert_eq!(e.role(), Role::Candidate);
+    assert_eq!(e.lease(), None);
+    assert_eq!(next.map(|r| r.path), Some("/v3/lease/grant".to_string()));
+}
