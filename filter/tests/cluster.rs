@@ -310,3 +310,26 @@ fn a_failed_campaign_is_retried_after_the_retry_interval() {
     assert!(e.poll(&Etcd, failed_at + 299).is_none());
     assert_eq!(e.poll(&Etcd, failed_at + 300).unwrap().path, "/v3/kv/txn");
 }
+
+/// A campaign etcd refuses because its lease is gone ("requested lease not found", code 5)
+/// starts over at once with a new grant: the lease cannot come back, so retrying the campaign
+/// with it would only be refused again until the TTL ran out (cargo-mutants: the start-over's
+/// guard → false).
+#[test]
+fn a_campaign_refused_for_a_lease_gone_asks_for_a_new_grant_at_once() {
+    let mut w = model();
+    let mut e = Election::new(b"k", b"me", 3, 300);
+    let grant = e.poll(&Etcd, w.now).unwrap();
+    let (s, b) = w.send(0, &grant).unwrap();
+    e.answer(&Etcd, w.now, s, &b);
+    assert_eq!(e.poll(&Etcd, w.now).unwrap().path, "/v3/kv/txn");
+    let gone = br#"{"error":"etcdserver: requested lease not found","code":5,"message":"x"}"#;
+    e.answer(&Etcd, w.now, 404, gone);
+    assert_eq!(e.role(), Role::Candidate);
+    assert_eq!(e.lost(), 0, "it never led");
+    assert_eq!(
+        e.poll(&Etcd, w.now).unwrap().path,
+        "/v3/lease/grant",
+        "a new lease at once"
+    );
+}
