@@ -487,6 +487,33 @@ mod tests {
         );
     }
 
+    /// A lease's TTL is read up to a year (31,536,000 s; a records lease lives two build ages)
+    /// and refused one second beyond (cargo-mutants: `MAX_TTL_S`'s products, e.g. 365 × 24 +
+    /// 3600, refused a records lease of two days).
+    #[test]
+    fn a_ttl_of_up_to_a_year_is_read_and_one_second_more_is_refused() {
+        let year = 365 * 24 * 3600;
+        let grant = |ttl: u64| format!(r#"{{"header":{{"revision":"1"}},"ID":"7","TTL":"{ttl}"}}"#);
+        assert_eq!(
+            E.decode_grant(200, grant(2 * 24 * 3600).as_bytes()),
+            Ok(Grant {
+                lease: 7,
+                ttl_s: 2 * 24 * 3600
+            })
+        );
+        assert_eq!(
+            E.decode_grant(200, grant(year).as_bytes()),
+            Ok(Grant {
+                lease: 7,
+                ttl_s: year
+            })
+        );
+        assert_eq!(
+            E.decode_grant(200, grant(year + 1).as_bytes()),
+            Err(ClusterError::Malformed("TTL"))
+        );
+    }
+
     #[test]
     fn errors_carry_the_status_and_etcds_code() {
         let body = br#"{"error":"etcdserver: requested lease not found","message":"etcdserver: requested lease not found","code":5}"#;
