@@ -566,6 +566,25 @@ mod tests {
         );
     }
 
+    /// An answer of exactly `MAX_ANSWER_BYTES` is read, one byte more is refused before it is
+    /// parsed (cargo-mutants: `>`→`>=` refused the largest answer allowed).
+    #[test]
+    fn an_answer_of_exactly_the_size_limit_is_read_and_one_byte_more_is_refused() {
+        let padded = |len: usize| {
+            let head = r#"{"header":{"revision":"4"},"pad":""#;
+            let pad = "x".repeat(len - head.len() - 2);
+            format!("{head}{pad}\"}}")
+        };
+        let exact = padded(limits::MAX_ANSWER_BYTES);
+        assert_eq!(exact.len(), limits::MAX_ANSWER_BYTES);
+        assert_eq!(E.decode_put(200, exact.as_bytes()), Ok(4));
+        let over = padded(limits::MAX_ANSWER_BYTES + 1);
+        assert_eq!(
+            E.decode_put(200, over.as_bytes()),
+            Err(ClusterError::Malformed("size"))
+        );
+    }
+
     /// What the fuzz target `etcd` checks, on near-misses of etcd's real answers.
     fn within_limits(limit: usize, body: &[u8]) {
         if let Ok(g) = E.decode_grant(200, body) {
