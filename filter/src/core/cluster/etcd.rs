@@ -585,6 +585,43 @@ mod tests {
         );
     }
 
+    /// A key of exactly `MAX_KEY_BYTES` and a value of exactly `MAX_VALUE_BYTES` (a record as
+    /// large as a sidecar writes) are read back whole; one byte more of either is refused
+    /// (cargo-mutants: the base64 text's pre-check, `max / 3 * 4 + 8`, made tighter than the
+    /// largest pair refused records a sidecar had written).
+    #[test]
+    fn a_pair_at_the_key_and_value_limits_is_read_and_one_byte_more_is_refused() {
+        let range = |key: &[u8], value: &[u8]| {
+            format!(
+                r#"{{"header":{{"revision":"4"}},"kvs":[{{"key":"{}","value":"{}","create_revision":"2","mod_revision":"3"}}],"count":"1"}}"#,
+                b64::encode(key),
+                b64::encode(value)
+            )
+        };
+        let key = vec![b'k'; limits::MAX_KEY_BYTES];
+        let value = vec![b'v'; limits::MAX_VALUE_BYTES];
+        let r = E
+            .decode_range(5, 200, range(&key, &value).as_bytes())
+            .unwrap();
+        assert_eq!(r.kvs.len(), 1);
+        assert_eq!(
+            r.kvs.first().map(|kv| (&kv.key, &kv.value)),
+            Some((&key, &value))
+        );
+        let mut long_key = key.clone();
+        long_key.push(b'k');
+        assert_eq!(
+            E.decode_range(5, 200, range(&long_key, &value).as_bytes()),
+            Err(ClusterError::Malformed("kv.key"))
+        );
+        let mut long_value = value.clone();
+        long_value.push(b'v');
+        assert_eq!(
+            E.decode_range(5, 200, range(&key, &long_value).as_bytes()),
+            Err(ClusterError::Malformed("kv.value"))
+        );
+    }
+
     /// What the fuzz target `etcd` checks, on near-misses of etcd's real answers.
     fn within_limits(limit: usize, body: &[u8]) {
         if let Ok(g) = E.decode_grant(200, body) {
