@@ -37,6 +37,7 @@ struct Sidecar {
     dead: bool,
     drone_calls: usize,
     record_writes: usize,
+    range_reads: usize,
     webhooks: usize,
 }
 
@@ -48,6 +49,10 @@ struct World {
     reads_stalled: bool,
     /// etcd answers range reads 503 (no leader).
     reads_fail: bool,
+    /// Records writes (`/v3/kv/txn` of puts) reach etcd a round trip late: each is applied
+    /// and answered when its sidecar ticks next.
+    writes_late: bool,
+    late: Vec<(usize, u32, OutgoingCall)>,
     /// etcd stops answering right after it answered this sidecar's watch of the leader's
     /// lease (`/v3/lease/timetolive`); `watched` is then when, and the seconds it said were left.
     down_after_watch_of: Option<usize>,
@@ -76,6 +81,7 @@ impl World {
                     dead: false,
                     drone_calls: 0,
                     record_writes: 0,
+                    range_reads: 0,
                     webhooks: 0,
                 }
             })
@@ -86,6 +92,8 @@ impl World {
             etcd_down: false,
             reads_stalled: false,
             reads_fail: false,
+            writes_late: false,
+            late: Vec::new(),
             down_after_watch_of: None,
             watched: None,
             sidecars,
@@ -136,6 +144,11 @@ impl World {
             if self.sidecars[i].dead {
                 continue;
             }
+            let late: Vec<_> = self.late.iter().filter(|l| l.0 == i).cloned().collect();
+            self.late.retain(|l| l.0 != i);
+            for (_, token, call) in late {
+                self.answer_one(i, token, &call);
+            }
             let s = &mut self.sidecars[i];
             s.host.now_ms = self.now;
             s.turn.on_tick(&mut s.host, &self.cfg);
@@ -161,6 +174,13 @@ impl World {
                 if self.reads_stalled && call.header(":path") == Some("/v3/kv/range") {
                     continue;
                 }
+                if self.writes_late
+                    && call.header(":path") == Some("/v3/kv/txn")
+                    && call.body.starts_with(b"{\"success\"")
+                {
+                    self.late.push((i, token, call));
+                    continue;
+                }
                 let (status, body) = self.route(i, &call);
                 let s = &mut self.sidecars[i];
                 s.host.answer = Some((Some(status), body.clone()));
@@ -169,6 +189,17 @@ impl World {
             }
         }
         panic!("endless calls from sidecar {i}");
+    }
+
+    /// Routes and answers one call of sidecar `i` (a late write, when it ticks next).
+    fn answer_one(&mut self, i: usize, token: u32, call: &OutgoingCall) {
+        let cfg = self.cfg.clone();
+        let (status, body) = self.route(i, call);
+        let s = &mut self.sidecars[i];
+        s.host.now_ms = self.now;
+        s.host.answer = Some((Some(status), body.clone()));
+        s.turn
+            .on_call_answer(&mut s.host, &cfg, token, 1, body.len());
     }
 
     fn route(&mut self, i: usize, call: &OutgoingCall) -> (u16, Vec<u8>) {
@@ -182,6 +213,9 @@ impl World {
                 let body = String::from_utf8(call.body.clone()).unwrap();
                 if path == "/v3/kv/txn" && body.starts_with("{\"success\"") {
                     self.sidecars[i].record_writes += 1;
+                }
+                if path == "/v3/kv/range" {
+                    self.sidecars[i].range_reads += 1;
                 }
                 let (status, body) = self.etcd.handle(self.now, &path, call.body.as_slice());
                 if path == "/v3/lease/timetolive" && self.down_after_watch_of == Some(i) {
@@ -338,6 +372,117 @@ fn a_transition_another_replica_took_as_the_leader_looked_it_up_is_not_redeliver
     w.run_ms(10_000);
     assert!(w.converged());
     assert_eq!(w.duplicates(), 0, "received {:?}", w.received);
+}
+
+/// A follower writes its records at most every `WRITE_EVERY_TICKS` ticks, and a write reaches
+/// etcd a round trip after it was sent. A transition its replica took just before drone
+/// answered the leader, drained a tick after the follower's last write, reaches etcd only
+/// `WRITE_EVERY_TICKS` ticks and a round trip later: the leader's held re-delivery waits for a
+/// scan `VOUCH_TICKS` ticks after it was planned, reads the record and withdraws it
+/// (cargo-mutants: `VOUCH_TICKS` = `WRITE_EVERY_TICKS + 1` → `* 1`, a scan two ticks later,
+/// re-delivered what the pipeline had).
+#[test]
+fn a_record_written_a_round_trip_late_still_withdraws_the_held_redelivery() {
+    let mut w = settled("");
+    w.writes_late = true;
+    let leader = w.leaders()[0];
+    let follower = (0..3).find(|i| *i != leader).unwrap();
+    let order = [leader, follower, 3 - leader - follower];
+    w.deliver_to(follower, 1, "running", 2);
+    for _ in 0..10 {
+        w.tick_in_order(&order);
+    }
+    let due_in = |w: &mut World, ticks: u64| {
+        let l = w.sidecars[leader].turn.leader().unwrap();
+        l.reconciler.ledger().any_due(w.now + ticks * TICK)
+    };
+    for _ in 0..200 {
+        if due_in(&mut w, 2) {
+            break;
+        }
+        w.tick_in_order(&order);
+    }
+    assert!(
+        !due_in(&mut w, 1),
+        "build 1 is looked up two ticks from now"
+    );
+    // The tick before the leader's look-up: the follower writes another build's record.
+    w.deliver_to(follower, 2, "running", 2);
+    w.tick_in_order(&order);
+    // The success reaches the follower's replica before drone answers the leader; the
+    // follower drains it this tick, but may write it only two ticks after its last write.
+    w.deliver_to(follower, 1, "success", 3);
+    w.run_ms(10_000);
+    assert!(w.converged());
+    assert_eq!(w.duplicates(), 0, "received {:?}", w.received);
+}
+
+/// While its records read is on its way, the cluster leader looks nothing up: drone is asked
+/// only once what the other replicas took has been read (here the read never comes back, and
+/// the leader waits until it gives the read up) (cargo-mutants: `Node::reading` → false let
+/// the reconciler tick beside the read).
+#[test]
+fn a_cluster_leader_asks_drone_nothing_while_its_records_read_is_on_its_way() {
+    let mut w = settled("");
+    let leader = w.leaders()[0];
+    let follower = (0..3).find(|i| *i != leader).unwrap();
+    w.deliver_to(follower, 1, "running", 2);
+    w.run_ms(10 * TICK);
+    w.drone.insert(1, ("success", 3));
+    for _ in 0..200 {
+        let due = {
+            let l = w.sidecars[leader].turn.leader().unwrap();
+            l.reconciler.ledger().any_due(w.now + TICK)
+        };
+        if due {
+            break;
+        }
+        w.tick();
+    }
+    let calls = w.sidecars[leader].drone_calls;
+    w.reads_stalled = true;
+    // Calls are given up after twice `call_timeout_ms` (at least a second): the read too.
+    w.run_ms(5 * TICK);
+    assert_eq!(
+        w.sidecars[leader].drone_calls, calls,
+        "no look-up while the read is on its way"
+    );
+    w.reads_stalled = false;
+    w.run_ms(10_000);
+    assert!(w.converged());
+    assert_eq!(w.duplicates(), 0, "received {:?}", w.received);
+}
+
+/// A records scan of several pages reads them one after another as each answer comes, within
+/// the tick it started in, not a page a tick: the leader looks builds up that much sooner
+/// (cargo-mutants: `Node::scan_continues` → false read a page a tick).
+#[test]
+fn a_records_scan_of_several_pages_is_read_within_one_tick() {
+    let mut w = settled("");
+    let prefix = w.cfg.etcd_prefix.clone();
+    let key = QueueKey::derive(SECRET.as_bytes());
+    let page = status_sync::core::cluster::node::Node::page_limit(w.cfg.max_body_bytes);
+    // Records of 2½ pages, as another sidecar writes them.
+    for n in 0..(5 * page / 2) as u64 {
+        let obs = Observation::for_tests(
+            hook(1000 + n, "running", 2),
+            DeliveryOutcome::Delivered,
+            true,
+        )
+        .without_objects(true);
+        let k = format!("{prefix}d/00000000000000ff/{n:016x}");
+        let r = Etcd.put(k.as_bytes(), &obs.encode(Some(&key)), 0);
+        let (status, _) = w.etcd.handle(w.now, &r.path, r.body.as_bytes());
+        assert_eq!(status, 200);
+    }
+    let leader = w.leaders()[0];
+    let mut most = 0;
+    for _ in 0..(2 * TTL_MS / TICK) {
+        let before = w.sidecars[leader].range_reads;
+        w.tick();
+        most = most.max(w.sidecars[leader].range_reads - before);
+    }
+    assert!(most >= 3, "at most {most} pages read in one tick");
 }
 
 #[test]

@@ -784,6 +784,68 @@ mod tests {
         assert_eq!(Node::page_limit(usize::MAX), 256);
     }
 
+    /// A record drops drone's repository object and keeps its system object, which it drops
+    /// too only when the record would not fit etcd's value limit otherwise (cargo-mutants:
+    /// `>`→`<` dropped the system object from every record that fit).
+    #[test]
+    fn a_record_keeps_drones_system_object_unless_it_would_not_fit_otherwise() {
+        let with_system = |system: String| {
+            let mut w = obs(Some(r#"{"id":42}"#.into())).webhook().clone();
+            w.system_json = Some(system);
+            Observation::for_tests(w, DeliveryOutcome::Delivered, true)
+        };
+        let mut n = node();
+        let small = with_system(r#"{"link":"https://drone.example"}"#.into());
+        n.record(&small, Vouch::Evidence);
+        let big = with_system(format!(
+            "{{\"x\":\"{}\"}}",
+            "a".repeat(limits::MAX_VALUE_BYTES)
+        ));
+        n.record(&big, Vouch::Evidence);
+        assert_eq!(
+            n.unwritten(),
+            vec![small.without_objects(false), big.without_objects(true)]
+        );
+        assert_eq!(
+            n.unwritten()
+                .first()
+                .and_then(|o| o.webhook().system_json.clone())
+                .as_deref(),
+            Some(r#"{"link":"https://drone.example"}"#)
+        );
+    }
+
+    /// A sidecar etcd has not answered yet follows (records only) until one lease TTL after
+    /// it started, and falls back to reconciling locally at that very millisecond, counted once
+    /// (cargo-mutants: `<`→`<=` in `update_mode` fell back a millisecond later).
+    #[test]
+    fn a_sidecar_etcd_never_answered_falls_back_one_ttl_after_it_started() {
+        let cfg = Config::parse(
+            br#"{"pipeline_cluster":"p","drone_cluster":"d","drone_token":"t","etcd_cluster":"etcd","webhook_secret":"node-test-secret","signature_mode":"monitor","etcd_lease_ttl_ms":3000}"#,
+            &|_| None,
+        )
+        .unwrap();
+        let mut n = Node::new(&cfg, 1, 1_000);
+        assert_eq!(n.update_mode(3_999), (Mode::Follows, None));
+        assert_eq!(n.update_mode(4_000), (Mode::Fallback, Some(Mode::Fallback)));
+        assert_eq!(n.counters.fallbacks, 1);
+        assert_eq!(n.update_mode(4_001), (Mode::Fallback, None));
+        assert_eq!(n.counters.fallbacks, 1);
+    }
+
+    /// A record that would not fit etcd's value limit even without drone's objects is not
+    /// kept, and counted as dropped (cargo-mutants: `records_dropped += 1` → `*= 1`).
+    #[test]
+    fn a_record_too_large_even_without_drones_objects_is_dropped_and_counted() {
+        let mut w = obs(None).webhook().clone();
+        w.action = "a".repeat(limits::MAX_VALUE_BYTES);
+        let huge = Observation::for_tests(w, DeliveryOutcome::Delivered, true);
+        let mut n = node();
+        n.record(&huge, Vouch::Evidence);
+        assert_eq!(n.pending(), 0);
+        assert_eq!(n.counters.records_dropped, 1);
+    }
+
     #[test]
     fn waiting_records_are_bounded_and_the_oldest_dropped_are_counted() {
         let mut n = node();
