@@ -38,6 +38,8 @@ struct Sidecar {
     drone_calls: usize,
     record_writes: usize,
     range_reads: usize,
+    election_requests: usize,
+    records_grants: usize,
     webhooks: usize,
 }
 
@@ -53,6 +55,8 @@ struct World {
     /// and answered when its sidecar ticks next.
     writes_late: bool,
     late: Vec<(usize, u32, OutgoingCall)>,
+    /// etcd takes the election's requests (`/v3/lease/…`, the campaign) and never answers.
+    election_stalled: bool,
     /// etcd stops answering right after it answered this sidecar's watch of the leader's
     /// lease (`/v3/lease/timetolive`); `watched` is then when, and the seconds it said were left.
     down_after_watch_of: Option<usize>,
@@ -82,6 +86,8 @@ impl World {
                     drone_calls: 0,
                     record_writes: 0,
                     range_reads: 0,
+                    election_requests: 0,
+                    records_grants: 0,
                     webhooks: 0,
                 }
             })
@@ -94,6 +100,7 @@ impl World {
             reads_fail: false,
             writes_late: false,
             late: Vec::new(),
+            election_stalled: false,
             down_after_watch_of: None,
             watched: None,
             sidecars,
@@ -173,6 +180,22 @@ impl World {
             for (token, call) in calls {
                 if self.reads_stalled && call.header(":path") == Some("/v3/kv/range") {
                     continue;
+                }
+                let path = call.header(":path").unwrap_or_default();
+                let election = path.starts_with("/v3/lease/") && path != "/v3/lease/grant"
+                    || path == "/v3/kv/txn" && call.body.starts_with(b"{\"compare\"");
+                // A grant is the election's when no election request is on its way: told
+                // apart by the body's TTL, the election's lease TTL being the configured one.
+                let grant_ttl = format!("{{\"TTL\":\"{}\"}}", TTL_MS / 1000);
+                let records_grant = path == "/v3/lease/grant" && call.body != grant_ttl.as_bytes();
+                if election || path == "/v3/lease/grant" && !records_grant {
+                    self.sidecars[i].election_requests += 1;
+                    if self.election_stalled {
+                        continue;
+                    }
+                }
+                if records_grant {
+                    self.sidecars[i].records_grants += 1;
                 }
                 if self.writes_late
                     && call.header(":path") == Some("/v3/kv/txn")
@@ -485,6 +508,87 @@ fn a_records_scan_of_several_pages_is_read_within_one_tick() {
     assert!(most >= 3, "at most {most} pages read in one tick");
 }
 
+/// An election request Envoy is told to give up a quarter of the lease TTL after it was
+/// sent (at most `call_timeout_ms`); one the host never answers at all is given up by the node
+/// after twice that, and retried: a leader whose renewals vanish for three TTLs sends one about
+/// every second, neither a request a tick nor one in ten seconds (cargo-mutants: the quarter
+/// of the TTL in `poll` and in `expire` → `%` or `*`, and `expire`'s `>=` → `<`).
+#[test]
+fn an_election_request_never_answered_is_given_up_after_twice_a_quarter_ttl_and_retried() {
+    let mut w = settled("");
+    let leader = w.leaders()[0];
+    let mut timeouts = Vec::new();
+    w.election_stalled = true;
+    let before = w.sidecars[leader].election_requests;
+    for _ in 0..(3 * TTL_MS / TICK) {
+        w.now += TICK;
+        let s = &mut w.sidecars[leader];
+        s.host.now_ms = w.now;
+        s.turn.on_tick(&mut s.host, &w.cfg);
+        for (_, c) in &s.host.dispatched {
+            if c.header(":path") == Some("/v3/lease/keepalive") {
+                timeouts.push(c.timeout_ms);
+            }
+        }
+        w.answer_all(leader);
+    }
+    let sent = w.sidecars[leader].election_requests - before;
+    assert!(
+        (4..=7).contains(&sent),
+        "{sent} renewals in three TTLs of silence"
+    );
+    assert!(!timeouts.is_empty());
+    assert!(
+        timeouts.iter().all(|t| *t == TTL_MS / 4),
+        "Envoy's timeout for a renewal: {timeouts:?}"
+    );
+}
+
+/// A sidecar writes its records bound to a records lease of two build ages, taken anew every
+/// build age: a record written at any time outlives a build age. Over three build ages of
+/// records, a follower took a lease in each (cargo-mutants: the rotation's guard → true kept
+/// one lease, which expired with every record on it two build ages after it was granted).
+#[test]
+fn a_records_lease_is_taken_anew_every_build_age() {
+    let age = 60_000;
+    let mut w = settled(&format!(r#","max_build_age_ms":{age}"#));
+    let leader = w.leaders()[0];
+    let follower = (0..3).find(|i| *i != leader).unwrap();
+    let before = w.sidecars[follower].records_grants;
+    for n in 0..30 {
+        w.deliver_to(follower, 1 + n, "success", 3);
+        w.run_ms(3 * age / 30);
+    }
+    let grants = w.sidecars[follower].records_grants - before;
+    assert!(
+        (3..=4).contains(&grants),
+        "{grants} records leases in three build ages"
+    );
+}
+
+/// A sidecar falling back says why in its log line: etcd's last unusable answer (here the
+/// 503 Envoy answers for a cluster with no healthy member), not only that none came
+/// (cargo-mutants: `Node::last_error` → None).
+#[test]
+fn a_sidecar_falling_back_logs_etcds_last_error() {
+    let before = common::logged().len();
+    let mut w = settled("");
+    w.etcd_down = true;
+    w.run_ms(3 * TTL_MS);
+    assert_eq!(w.modes(), vec![3, 3, 3]);
+    let lines: Vec<String> = common::logged()[before..]
+        .iter()
+        .filter(|l| l.contains("reconciling locally"))
+        .cloned()
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("Status") && l.contains("503")),
+        "{lines:?}"
+    );
+}
+
 #[test]
 fn a_dead_leader_is_replaced_within_the_ttl_and_what_it_lost_is_redelivered() {
     let mut w = settled("");
@@ -726,6 +830,8 @@ fn an_idle_cluster_costs_etcd_three_requests_a_ttl_from_the_leader_and_two_from_
         let sent = s.host.metric(Id::EtcdRequests) - before[i];
         let most = if i == leader { 3 * 10 + 1 } else { 2 * 10 + 1 };
         assert!(sent <= most, "sidecar {i} sent {sent} requests in 10 TTLs");
+        // Counted: at least one a TTL (a renewal every third, a watch at least every TTL).
+        assert!(sent >= 10, "sidecar {i} counted {sent} requests in 10 TTLs");
     }
     assert_eq!(w.modes().iter().filter(|m| **m == 2).count(), 2);
 }
