@@ -240,3 +240,96 @@ fn a_leader_whose_renewals_answer_too_late_leads_again_with_the_same_lease() {
     assert!(matches!(e.role(), Role::Leader { lease: l, .. } if l == lease));
     assert_eq!(w.etcd.value(w.now, b"k"), Some(b"me".to_vec()));
 }
+
+/// A follower (a lease, no key yet) whose renewals and campaigns go unanswered until its
+/// lease may have expired gives that lease up: the next request is a new grant, not a renewal
+/// or a campaign bound to a lease etcd may have dropped (cargo-mutants: `expire`'s follower
+/// guard → false kept it a follower of a dead lease).
+#[test]
+fn a_follower_whose_lease_may_have_expired_asks_for_a_new_grant() {
+    let mut w = model();
+    let mut e = Election::new(b"k", b"me", 3, 300);
+    let start = w.now;
+    let grant = e.poll(&Etcd, w.now).unwrap();
+    let (s, b) = w.send(0, &grant).unwrap();
+    e.answer(&Etcd, w.now, s, &b);
+    let Role::Follower { until, .. } = e.role() else {
+        panic!("{:?}", e.role())
+    };
+    assert_eq!(until, start + 3000);
+    w.down = true;
+    run(&mut e, &mut w, until - 10);
+    assert!(matches!(e.role(), Role::Follower { .. }), "{:?}", e.role());
+    w.now = until;
+    let next = e.poll(&Etcd, w.now);
+    assert_eq!(e.role(), Role::Candidate);
+    assert_eq!(e.lease(), None);
+    assert_eq!(next.map(|r| r.path), Some("/v3/lease/grant".to_string()));
+}
+
+/// A renewal that etcd refuses (an error answer, even "not found") is no proof that the lease
+/// is gone: the leader keeps leading until its `until` and renews again a third of the retry
+/// interval later, sooner than any other retry, since it has a TTL to beat. Only a keep-alive
+/// answered without a TTL, or no renewal by `until`, gives leadership up (cargo-mutants: the
+/// "lease not found" start-over applied to any request → true, and `retry_ms / 3` → `* 3`).
+#[test]
+fn a_refused_renewal_keeps_the_leader_and_is_retried_a_third_of_the_retry_interval_later() {
+    let mut w = model();
+    let mut e = Election::new(b"k", b"me", 3, 300);
+    let start = w.now;
+    run(&mut e, &mut w, start + 100);
+    assert!(e.is_leader(w.now));
+    w.now = start + 1000;
+    assert_eq!(e.poll(&Etcd, w.now).unwrap().path, "/v3/lease/keepalive");
+    let refused = br#"{"error":"etcdserver: requested lease not found","code":5,"message":"x"}"#;
+    e.answer(&Etcd, w.now, 404, refused);
+    assert!(e.is_leader(w.now), "{:?}", e.role());
+    assert_eq!(e.lost(), 0);
+    assert!(e.last_error().is_some());
+    assert!(e.poll(&Etcd, w.now + 99).is_none());
+    assert_eq!(
+        e.poll(&Etcd, w.now + 100).unwrap().path,
+        "/v3/lease/keepalive"
+    );
+}
+
+/// A follower whose campaign got no answer campaigns again after the retry interval, not at
+/// the next tick (cargo-mutants: the campaign's due-time guard → true).
+#[test]
+fn a_failed_campaign_is_retried_after_the_retry_interval() {
+    let mut w = model();
+    let mut e = Election::new(b"k", b"me", 3, 300);
+    let grant = e.poll(&Etcd, w.now).unwrap();
+    let (s, b) = w.send(0, &grant).unwrap();
+    e.answer(&Etcd, w.now, s, &b);
+    let campaign = e.poll(&Etcd, w.now).unwrap();
+    assert_eq!(campaign.path, "/v3/kv/txn");
+    let failed_at = w.now;
+    e.failed(failed_at);
+    assert!(e.poll(&Etcd, failed_at + 10).is_none());
+    assert!(e.poll(&Etcd, failed_at + 299).is_none());
+    assert_eq!(e.poll(&Etcd, failed_at + 300).unwrap().path, "/v3/kv/txn");
+}
+
+/// A campaign etcd refuses because its lease is gone ("requested lease not found", code 5)
+/// starts over at once with a new grant: the lease cannot come back, so retrying the campaign
+/// with it would only be refused again until the TTL ran out (cargo-mutants: the start-over's
+/// guard → false).
+#[test]
+fn a_campaign_refused_for_a_lease_gone_asks_for_a_new_grant_at_once() {
+    let mut w = model();
+    let mut e = Election::new(b"k", b"me", 3, 300);
+    let grant = e.poll(&Etcd, w.now).unwrap();
+    let (s, b) = w.send(0, &grant).unwrap();
+    e.answer(&Etcd, w.now, s, &b);
+    assert_eq!(e.poll(&Etcd, w.now).unwrap().path, "/v3/kv/txn");
+    let gone = br#"{"error":"etcdserver: requested lease not found","code":5,"message":"x"}"#;
+    e.answer(&Etcd, w.now, 404, gone);
+    assert_eq!(e.role(), Role::Candidate);
+    assert_eq!(e.lost(), 0, "it never led");
+    assert_eq!(
+        e.poll(&Etcd, w.now).unwrap().path,
+        "/v3/lease/grant",
+        "a new lease at once"
+    );
+}

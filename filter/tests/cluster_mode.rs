@@ -40,7 +40,9 @@ struct Sidecar {
     lookups: Vec<u64>,
     record_writes: usize,
     /// Records reads (`/v3/kv/range`) it sent.
-    reads: usize,
+    range_reads: usize,
+    election_requests: usize,
+    records_grants: usize,
     webhooks: usize,
 }
 
@@ -52,6 +54,16 @@ struct World {
     reads_stalled: bool,
     /// etcd answers range reads 503 (no leader).
     reads_fail: bool,
+    /// Records writes (`/v3/kv/txn` of puts) reach etcd a round trip late: each is applied
+    /// and answered when its sidecar ticks next.
+    writes_late: bool,
+    late: Vec<(usize, u32, OutgoingCall)>,
+    /// etcd takes the election's requests (`/v3/lease/…`, the campaign) and never answers.
+    election_stalled: bool,
+    /// etcd stops answering right after it answered this sidecar's watch of the leader's
+    /// lease (`/v3/lease/timetolive`); `watched` is then when, and the seconds it said were left.
+    down_after_watch_of: Option<usize>,
+    watched: Option<(u64, u64)>,
     sidecars: Vec<Sidecar>,
     /// Drone's builds: number → (status, version).
     drone: BTreeMap<u64, (&'static str, u64)>,
@@ -83,7 +95,9 @@ impl World {
                     drone_calls: 0,
                     lookups: Vec::new(),
                     record_writes: 0,
-                    reads: 0,
+                    range_reads: 0,
+                    election_requests: 0,
+                    records_grants: 0,
                     webhooks: 0,
                 }
             })
@@ -94,6 +108,11 @@ impl World {
             etcd_down: false,
             reads_stalled: false,
             reads_fail: false,
+            writes_late: false,
+            late: Vec::new(),
+            election_stalled: false,
+            down_after_watch_of: None,
+            watched: None,
             sidecars,
             drone: BTreeMap::new(),
             received: Vec::new(),
@@ -142,6 +161,11 @@ impl World {
             if self.sidecars[i].dead {
                 continue;
             }
+            let late: Vec<_> = self.late.iter().filter(|l| l.0 == i).cloned().collect();
+            self.late.retain(|l| l.0 != i);
+            for (_, token, call) in late {
+                self.answer_one(i, token, &call);
+            }
             let s = &mut self.sidecars[i];
             s.host.now_ms = self.now;
             s.turn.on_tick(&mut s.host, &self.cfg);
@@ -167,6 +191,29 @@ impl World {
                 if self.reads_stalled && call.header(":path") == Some("/v3/kv/range") {
                     continue;
                 }
+                let path = call.header(":path").unwrap_or_default();
+                let election = path.starts_with("/v3/lease/") && path != "/v3/lease/grant"
+                    || path == "/v3/kv/txn" && call.body.starts_with(b"{\"compare\"");
+                // A grant is the election's when no election request is on its way: told
+                // apart by the body's TTL, the election's lease TTL being the configured one.
+                let grant_ttl = format!("{{\"TTL\":\"{}\"}}", TTL_MS / 1000);
+                let records_grant = path == "/v3/lease/grant" && call.body != grant_ttl.as_bytes();
+                if election || path == "/v3/lease/grant" && !records_grant {
+                    self.sidecars[i].election_requests += 1;
+                    if self.election_stalled {
+                        continue;
+                    }
+                }
+                if records_grant {
+                    self.sidecars[i].records_grants += 1;
+                }
+                if self.writes_late
+                    && call.header(":path") == Some("/v3/kv/txn")
+                    && call.body.starts_with(b"{\"success\"")
+                {
+                    self.late.push((i, token, call));
+                    continue;
+                }
                 let (status, body) = self.route(i, &call);
                 let s = &mut self.sidecars[i];
                 s.host.answer = Some((Some(status), body.clone()));
@@ -177,13 +224,24 @@ impl World {
         panic!("endless calls from sidecar {i}");
     }
 
+    /// Routes and answers one call of sidecar `i` (a late write, when it ticks next).
+    fn answer_one(&mut self, i: usize, token: u32, call: &OutgoingCall) {
+        let cfg = self.cfg.clone();
+        let (status, body) = self.route(i, call);
+        let s = &mut self.sidecars[i];
+        s.host.now_ms = self.now;
+        s.host.answer = Some((Some(status), body.clone()));
+        s.turn
+            .on_call_answer(&mut s.host, &cfg, token, 1, body.len());
+    }
+
     fn route(&mut self, i: usize, call: &OutgoingCall) -> (u16, Vec<u8>) {
         let path = call.header(":path").unwrap().to_string();
         match call.cluster.as_str() {
             "etcd" => {
                 assert_eq!(call.header(":authority"), Some("etcd"));
                 if path == "/v3/kv/range" {
-                    self.sidecars[i].reads += 1;
+                    self.sidecars[i].range_reads += 1;
                 }
                 if self.etcd_down || (self.reads_fail && path == "/v3/kv/range") {
                     return (503, b"no healthy upstream".to_vec());
@@ -193,6 +251,13 @@ impl World {
                     self.sidecars[i].record_writes += 1;
                 }
                 let (status, body) = self.etcd.handle(self.now, &path, call.body.as_slice());
+                if path == "/v3/lease/timetolive" && self.down_after_watch_of == Some(i) {
+                    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+                    let left = v["TTL"].as_str().unwrap_or("0").parse::<u64>().unwrap();
+                    self.watched = Some((self.now, left));
+                    self.down_after_watch_of = None;
+                    self.etcd_down = true;
+                }
                 (status as u16, body.into_bytes())
             }
             "drone" => {
@@ -368,13 +433,13 @@ fn the_cluster_leader_reads_records_when_a_lookup_falls_due_and_not_in_the_ticks
     // Its success reaches a follower's replica, which records it.
     w.run_ms(2 * TICK);
     w.deliver_to(follower, 1, "success", 3);
-    let reads = w.sidecars[leader].reads;
+    let reads = w.sidecars[leader].range_reads;
     let mut waited = 0;
     while !due_next_tick(&mut w) {
         w.tick();
         waited += 1;
         assert_eq!(
-            w.sidecars[leader].reads, reads,
+            w.sidecars[leader].range_reads, reads,
             "a records read in tick {waited}, with nothing due"
         );
         assert!(waited < 100, "build 1's lookup never fell due");
@@ -382,7 +447,10 @@ fn the_cluster_leader_reads_records_when_a_lookup_falls_due_and_not_in_the_ticks
     assert!(waited >= 3, "the follower's record is written meanwhile");
     // The tick in which the lookup falls due reads first, and finds the success.
     w.tick();
-    assert!(w.sidecars[leader].reads > reads, "a read before the lookup");
+    assert!(
+        w.sidecars[leader].range_reads > reads,
+        "a read before the lookup"
+    );
     w.run_ms(3_000);
     assert!(
         !w.sidecars[leader].lookups.contains(&1),
@@ -391,6 +459,198 @@ fn the_cluster_leader_reads_records_when_a_lookup_falls_due_and_not_in_the_ticks
     );
     assert!(w.converged());
     assert_eq!(w.duplicates(), 0, "received {:?}", w.received);
+}
+
+/// A follower writes its records at most every `WRITE_EVERY_TICKS` ticks, and a write reaches
+/// etcd a round trip after it was sent. A transition its replica took just before drone
+/// answered the leader, drained a tick after the follower's last write, reaches etcd only
+/// `WRITE_EVERY_TICKS` ticks and a round trip later: the leader's held re-delivery waits for a
+/// scan `VOUCH_TICKS` ticks after it was planned, reads the record and withdraws it
+/// (cargo-mutants: `VOUCH_TICKS` = `WRITE_EVERY_TICKS + 1` → `* 1`, a scan two ticks later,
+/// re-delivered what the pipeline had).
+#[test]
+fn a_record_written_a_round_trip_late_still_withdraws_the_held_redelivery() {
+    let mut w = settled("");
+    w.writes_late = true;
+    let leader = w.leaders()[0];
+    let follower = (0..3).find(|i| *i != leader).unwrap();
+    let order = [leader, follower, 3 - leader - follower];
+    w.deliver_to(follower, 1, "running", 2);
+    for _ in 0..10 {
+        w.tick_in_order(&order);
+    }
+    let due_in = |w: &mut World, ticks: u64| {
+        let l = w.sidecars[leader].turn.leader().unwrap();
+        l.reconciler.ledger().any_due(w.now + ticks * TICK)
+    };
+    for _ in 0..200 {
+        if due_in(&mut w, 2) {
+            break;
+        }
+        w.tick_in_order(&order);
+    }
+    assert!(
+        !due_in(&mut w, 1),
+        "build 1 is looked up two ticks from now"
+    );
+    // The tick before the leader's look-up: the follower writes another build's record.
+    w.deliver_to(follower, 2, "running", 2);
+    w.tick_in_order(&order);
+    // The success reaches the follower's replica before drone answers the leader; the
+    // follower drains it this tick, but may write it only two ticks after its last write.
+    w.deliver_to(follower, 1, "success", 3);
+    w.run_ms(10_000);
+    assert!(w.converged());
+    assert_eq!(w.duplicates(), 0, "received {:?}", w.received);
+}
+
+/// While its records read is on its way, the cluster leader looks nothing up: drone is asked
+/// only once what the other replicas took has been read (here the read never comes back, and
+/// the leader waits until it gives the read up) (cargo-mutants: `Node::reading` → false let
+/// the reconciler tick beside the read).
+#[test]
+fn a_cluster_leader_asks_drone_nothing_while_its_records_read_is_on_its_way() {
+    let mut w = settled("");
+    let leader = w.leaders()[0];
+    let follower = (0..3).find(|i| *i != leader).unwrap();
+    w.deliver_to(follower, 1, "running", 2);
+    w.run_ms(10 * TICK);
+    w.drone.insert(1, ("success", 3));
+    for _ in 0..200 {
+        let due = {
+            let l = w.sidecars[leader].turn.leader().unwrap();
+            l.reconciler.ledger().any_due(w.now + TICK)
+        };
+        if due {
+            break;
+        }
+        w.tick();
+    }
+    let calls = w.sidecars[leader].drone_calls;
+    w.reads_stalled = true;
+    // Calls are given up after twice `call_timeout_ms` (at least a second): the read too.
+    w.run_ms(5 * TICK);
+    assert_eq!(
+        w.sidecars[leader].drone_calls, calls,
+        "no look-up while the read is on its way"
+    );
+    w.reads_stalled = false;
+    w.run_ms(10_000);
+    assert!(w.converged());
+    assert_eq!(w.duplicates(), 0, "received {:?}", w.received);
+}
+
+/// A records scan of several pages reads them one after another as each answer comes, within
+/// the tick it started in, not a page a tick: the leader looks builds up that much sooner
+/// (cargo-mutants: `Node::scan_continues` → false read a page a tick).
+#[test]
+fn a_records_scan_of_several_pages_is_read_within_one_tick() {
+    let mut w = settled("");
+    let prefix = w.cfg.etcd_prefix.clone();
+    let key = QueueKey::derive(SECRET.as_bytes());
+    let page = status_sync::core::cluster::node::Node::page_limit(w.cfg.max_body_bytes);
+    // Records of 2½ pages, as another sidecar writes them.
+    for n in 0..(5 * page / 2) as u64 {
+        let obs = Observation::for_tests(
+            hook(1000 + n, "running", 2),
+            DeliveryOutcome::Delivered,
+            true,
+        )
+        .without_objects(true);
+        let k = format!("{prefix}d/00000000000000ff/{n:016x}");
+        let r = Etcd.put(k.as_bytes(), &obs.encode(Some(&key)), 0);
+        let (status, _) = w.etcd.handle(w.now, &r.path, r.body.as_bytes());
+        assert_eq!(status, 200);
+    }
+    let leader = w.leaders()[0];
+    let mut most = 0;
+    for _ in 0..(2 * TTL_MS / TICK) {
+        let before = w.sidecars[leader].range_reads;
+        w.tick();
+        most = most.max(w.sidecars[leader].range_reads - before);
+    }
+    assert!(most >= 3, "at most {most} pages read in one tick");
+}
+
+/// An election request Envoy is told to give up a quarter of the lease TTL after it was
+/// sent (at most `call_timeout_ms`); one the host never answers at all is given up by the node
+/// after twice that, and retried: a leader whose renewals vanish for three TTLs sends one about
+/// every second, neither a request a tick nor one in ten seconds (cargo-mutants: the quarter
+/// of the TTL in `poll` and in `expire` → `%` or `*`, and `expire`'s `>=` → `<`).
+#[test]
+fn an_election_request_never_answered_is_given_up_after_twice_a_quarter_ttl_and_retried() {
+    let mut w = settled("");
+    let leader = w.leaders()[0];
+    let mut timeouts = Vec::new();
+    w.election_stalled = true;
+    let before = w.sidecars[leader].election_requests;
+    for _ in 0..(3 * TTL_MS / TICK) {
+        w.now += TICK;
+        let s = &mut w.sidecars[leader];
+        s.host.now_ms = w.now;
+        s.turn.on_tick(&mut s.host, &w.cfg);
+        for (_, c) in &s.host.dispatched {
+            if c.header(":path") == Some("/v3/lease/keepalive") {
+                timeouts.push(c.timeout_ms);
+            }
+        }
+        w.answer_all(leader);
+    }
+    let sent = w.sidecars[leader].election_requests - before;
+    assert!(
+        (4..=7).contains(&sent),
+        "{sent} renewals in three TTLs of silence"
+    );
+    assert!(!timeouts.is_empty());
+    assert!(
+        timeouts.iter().all(|t| *t == TTL_MS / 4),
+        "Envoy's timeout for a renewal: {timeouts:?}"
+    );
+}
+
+/// A sidecar writes its records bound to a records lease of two build ages, taken anew every
+/// build age: a record written at any time outlives a build age. Over three build ages of
+/// records, a follower took a lease in each (cargo-mutants: the rotation's guard → true kept
+/// one lease, which expired with every record on it two build ages after it was granted).
+#[test]
+fn a_records_lease_is_taken_anew_every_build_age() {
+    let age = 60_000;
+    let mut w = settled(&format!(r#","max_build_age_ms":{age}"#));
+    let leader = w.leaders()[0];
+    let follower = (0..3).find(|i| *i != leader).unwrap();
+    let before = w.sidecars[follower].records_grants;
+    for n in 0..30 {
+        w.deliver_to(follower, 1 + n, "success", 3);
+        w.run_ms(3 * age / 30);
+    }
+    let grants = w.sidecars[follower].records_grants - before;
+    assert!(
+        (3..=4).contains(&grants),
+        "{grants} records leases in three build ages"
+    );
+}
+
+/// A sidecar falling back says why in its log line: etcd's last unusable answer (here the
+/// 503 Envoy answers for a cluster with no healthy member), not only that none came
+/// (cargo-mutants: `Node::last_error` → None).
+#[test]
+fn a_sidecar_falling_back_logs_etcds_last_error() {
+    let before = common::logged().len();
+    let mut w = settled("");
+    w.etcd_down = true;
+    w.run_ms(3 * TTL_MS);
+    assert_eq!(w.modes(), vec![3, 3, 3]);
+    let lines: Vec<String> = common::logged()[before..]
+        .iter()
+        .filter(|l| l.contains("reconciling locally"))
+        .cloned()
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("Status") && l.contains("503")),
+        "{lines:?}"
+    );
 }
 
 #[test]
@@ -459,6 +719,42 @@ fn with_etcd_down_every_sidecar_falls_back_and_returns_to_cluster_mode_when_it_a
     for s in &w.sidecars {
         assert_eq!(s.host.metric(Id::ClusterFallbacks), 1);
     }
+}
+
+/// A follower watching the leader's lease asks next when the seconds it had left and a sixth
+/// of the TTL have passed; when etcd stops answering right after a watch, the follower keeps
+/// following until two TTLs after that next question went unanswered (the leader it watched
+/// may lead until then: falling back sooner would reconcile beside it), and falls back then
+/// (cargo-mutants: `Election::next_watch` → `None` made it fall back two TTLs after the
+/// last answer instead).
+#[test]
+fn a_follower_falls_back_two_ttls_after_its_next_watch_of_the_leader_goes_unanswered() {
+    let mut w = settled("");
+    let leader = w.leaders()[0];
+    let follower = (0..3).find(|i| *i != leader).unwrap();
+    w.down_after_watch_of = Some(follower);
+    while w.watched.is_none() {
+        w.tick();
+    }
+    let (at, left_s) = w.watched.unwrap();
+    let next_watch = at + left_s * 1000 + TTL_MS / 6;
+    while w.now <= at + left_s * 1000 + 2 * TTL_MS {
+        assert_eq!(
+            w.mode(follower),
+            2,
+            "still following {} ms after the watch",
+            w.now - at
+        );
+        w.tick();
+    }
+    while w.now < next_watch + 2 * TTL_MS + TICK {
+        w.tick();
+    }
+    assert_eq!(
+        w.mode(follower),
+        3,
+        "fallen back two TTLs after its unanswered watch"
+    );
 }
 
 #[test]
@@ -598,6 +894,8 @@ fn an_idle_cluster_costs_etcd_three_requests_a_ttl_from_the_leader_and_two_from_
         let sent = s.host.metric(Id::EtcdRequests) - before[i];
         let most = if i == leader { 3 * 10 + 1 } else { 2 * 10 + 1 };
         assert!(sent <= most, "sidecar {i} sent {sent} requests in 10 TTLs");
+        // Counted: at least one a TTL (a renewal every third, a watch at least every TTL).
+        assert!(sent >= 10, "sidecar {i} counted {sent} requests in 10 TTLs");
     }
     assert_eq!(w.modes().iter().filter(|m| **m == 2).count(), 2);
 }

@@ -487,6 +487,33 @@ mod tests {
         );
     }
 
+    /// A lease's TTL is read up to a year (31,536,000 s; a records lease lives two build ages)
+    /// and refused one second beyond (cargo-mutants: `MAX_TTL_S`'s products, e.g. 365 × 24 +
+    /// 3600, refused a records lease of two days).
+    #[test]
+    fn a_ttl_of_up_to_a_year_is_read_and_one_second_more_is_refused() {
+        let year = 365 * 24 * 3600;
+        let grant = |ttl: u64| format!(r#"{{"header":{{"revision":"1"}},"ID":"7","TTL":"{ttl}"}}"#);
+        assert_eq!(
+            E.decode_grant(200, grant(2 * 24 * 3600).as_bytes()),
+            Ok(Grant {
+                lease: 7,
+                ttl_s: 2 * 24 * 3600
+            })
+        );
+        assert_eq!(
+            E.decode_grant(200, grant(year).as_bytes()),
+            Ok(Grant {
+                lease: 7,
+                ttl_s: year
+            })
+        );
+        assert_eq!(
+            E.decode_grant(200, grant(year + 1).as_bytes()),
+            Err(ClusterError::Malformed("TTL"))
+        );
+    }
+
     #[test]
     fn errors_carry_the_status_and_etcds_code() {
         let body = br#"{"error":"etcdserver: requested lease not found","message":"etcdserver: requested lease not found","code":5}"#;
@@ -536,6 +563,62 @@ mod tests {
         assert_eq!(
             E.decode_put(200, &huge),
             Err(ClusterError::Malformed("size"))
+        );
+    }
+
+    /// An answer of exactly `MAX_ANSWER_BYTES` is read, one byte more is refused before it is
+    /// parsed (cargo-mutants: `>`→`>=` refused the largest answer allowed).
+    #[test]
+    fn an_answer_of_exactly_the_size_limit_is_read_and_one_byte_more_is_refused() {
+        let padded = |len: usize| {
+            let head = r#"{"header":{"revision":"4"},"pad":""#;
+            let pad = "x".repeat(len - head.len() - 2);
+            format!("{head}{pad}\"}}")
+        };
+        let exact = padded(limits::MAX_ANSWER_BYTES);
+        assert_eq!(exact.len(), limits::MAX_ANSWER_BYTES);
+        assert_eq!(E.decode_put(200, exact.as_bytes()), Ok(4));
+        let over = padded(limits::MAX_ANSWER_BYTES + 1);
+        assert_eq!(
+            E.decode_put(200, over.as_bytes()),
+            Err(ClusterError::Malformed("size"))
+        );
+    }
+
+    /// A key of exactly `MAX_KEY_BYTES` and a value of exactly `MAX_VALUE_BYTES` (a record as
+    /// large as a sidecar writes) are read back whole; one byte more of either is refused
+    /// (cargo-mutants: the base64 text's pre-check, `max / 3 * 4 + 8`, made tighter than the
+    /// largest pair refused records a sidecar had written).
+    #[test]
+    fn a_pair_at_the_key_and_value_limits_is_read_and_one_byte_more_is_refused() {
+        let range = |key: &[u8], value: &[u8]| {
+            format!(
+                r#"{{"header":{{"revision":"4"}},"kvs":[{{"key":"{}","value":"{}","create_revision":"2","mod_revision":"3"}}],"count":"1"}}"#,
+                b64::encode(key),
+                b64::encode(value)
+            )
+        };
+        let key = vec![b'k'; limits::MAX_KEY_BYTES];
+        let value = vec![b'v'; limits::MAX_VALUE_BYTES];
+        let r = E
+            .decode_range(5, 200, range(&key, &value).as_bytes())
+            .unwrap();
+        assert_eq!(r.kvs.len(), 1);
+        assert_eq!(
+            r.kvs.first().map(|kv| (&kv.key, &kv.value)),
+            Some((&key, &value))
+        );
+        let mut long_key = key.clone();
+        long_key.push(b'k');
+        assert_eq!(
+            E.decode_range(5, 200, range(&long_key, &value).as_bytes()),
+            Err(ClusterError::Malformed("kv.key"))
+        );
+        let mut long_value = value.clone();
+        long_value.push(b'v');
+        assert_eq!(
+            E.decode_range(5, 200, range(&key, &long_value).as_bytes()),
+            Err(ClusterError::Malformed("kv.value"))
         );
     }
 

@@ -808,6 +808,232 @@ mod tests {
         assert_eq!(n.poll(5000, false).len(), 1, "the election retries at once");
     }
 
+    /// A record drops drone's repository object and keeps its system object, which it drops
+    /// too only when the record would not fit etcd's value limit otherwise (cargo-mutants:
+    /// `>`→`<` dropped the system object from every record that fit).
+    #[test]
+    fn a_record_keeps_drones_system_object_unless_it_would_not_fit_otherwise() {
+        let with_system = |system: String| {
+            let mut w = obs(Some(r#"{"id":42}"#.into())).webhook().clone();
+            w.system_json = Some(system);
+            Observation::for_tests(w, DeliveryOutcome::Delivered, true)
+        };
+        let mut n = node();
+        let small = with_system(r#"{"link":"https://drone.example"}"#.into());
+        n.record(&small, Vouch::Evidence);
+        let big = with_system(format!(
+            "{{\"x\":\"{}\"}}",
+            "a".repeat(limits::MAX_VALUE_BYTES)
+        ));
+        n.record(&big, Vouch::Evidence);
+        assert_eq!(
+            n.unwritten(),
+            vec![small.without_objects(false), big.without_objects(true)]
+        );
+        assert_eq!(
+            n.unwritten()
+                .first()
+                .and_then(|o| o.webhook().system_json.clone())
+                .as_deref(),
+            Some(r#"{"link":"https://drone.example"}"#)
+        );
+    }
+
+    /// A sidecar etcd has not answered yet follows (records only) until one lease TTL after
+    /// it started, and falls back to reconciling locally at that very millisecond, counted once
+    /// (cargo-mutants: `<`→`<=` in `update_mode` fell back a millisecond later).
+    #[test]
+    fn a_sidecar_etcd_never_answered_falls_back_one_ttl_after_it_started() {
+        let cfg = Config::parse(
+            br#"{"pipeline_cluster":"p","drone_cluster":"d","drone_token":"t","etcd_cluster":"etcd","webhook_secret":"node-test-secret","signature_mode":"monitor","etcd_lease_ttl_ms":3000}"#,
+            &|_| None,
+        )
+        .unwrap();
+        let mut n = Node::new(&cfg, 1, 1_000);
+        assert_eq!(n.update_mode(3_999), (Mode::Follows, None));
+        assert_eq!(n.update_mode(4_000), (Mode::Fallback, Some(Mode::Fallback)));
+        assert_eq!(n.counters.fallbacks, 1);
+        assert_eq!(n.update_mode(4_001), (Mode::Fallback, None));
+        assert_eq!(n.counters.fallbacks, 1);
+    }
+
+    /// A record that would not fit etcd's value limit even without drone's objects is not
+    /// kept, and counted as dropped (cargo-mutants: `records_dropped += 1` → `*= 1`).
+    #[test]
+    fn a_record_too_large_even_without_drones_objects_is_dropped_and_counted() {
+        let mut w = obs(None).webhook().clone();
+        w.action = "a".repeat(limits::MAX_VALUE_BYTES);
+        let huge = Observation::for_tests(w, DeliveryOutcome::Delivered, true);
+        let mut n = node();
+        n.record(&huge, Vouch::Evidence);
+        assert_eq!(n.pending(), 0);
+        assert_eq!(n.counters.records_dropped, 1);
+    }
+
+    /// The cluster leader reads records before a tick that decides something (`due`) and on
+    /// through a half-done scan (a next page, a page read again key by key); otherwise only a
+    /// third of the TTL after its last scan, and only once an answer showed a revision past
+    /// that scan's (cargo-mutants: `read_due`'s `||` → `&&` stopped a half-done scan, and
+    /// `ttl_ms / 3` → `%` read at every new revision).
+    #[test]
+    fn a_leader_reads_when_due_or_mid_scan_else_a_third_of_the_ttl_after_its_last_scan() {
+        let mut n = node();
+        assert!(!n.read_due(true, 0), "only a leader reads");
+        n.mode = Mode::Leads;
+        n.last_scan_ms = 1_000;
+        n.read_from = 6;
+        n.store_revision = 5;
+        let third = 1_000 + 10_000 / 3;
+        assert!(n.read_due(true, 1_001));
+        assert!(
+            !n.read_due(false, third),
+            "nothing written since the last scan"
+        );
+        n.store_revision = 6;
+        assert!(!n.read_due(false, third - 1));
+        assert!(n.read_due(false, third));
+        n.cursor = Some(b"k\0".to_vec());
+        assert!(n.read_due(false, 1_001), "the next page");
+        n.cursor = None;
+        n.careful = Careful::OneKey;
+        assert!(n.read_due(false, 1_001), "the page again, a key at a time");
+        n.careful = Careful::KeyOnly;
+        assert!(n.read_due(false, 1_001), "the bad key alone");
+        n.read_call = Some(InFlight {
+            token: 1,
+            sent_ms: 1_000,
+        });
+        assert!(!n.read_due(true, 1_001), "one read at a time");
+    }
+
+    /// A sidecar taking the lead of the cluster reads every live record, from revision 0 and
+    /// at once, whatever a read answered after it had stopped leading left behind
+    /// (cargo-mutants: `==`→`!=` in `update_mode` reset the scan on leaving the lead instead).
+    #[test]
+    fn a_sidecar_taking_the_lead_reads_every_record_from_revision_zero() {
+        let mut n = node();
+        let grant = n.election.poll(&Etcd, 0).unwrap();
+        assert_eq!(grant.path, "/v3/lease/grant");
+        n.election.answer(
+            &Etcd,
+            0,
+            200,
+            br#"{"header":{"revision":"1"},"ID":"7","TTL":"10"}"#,
+        );
+        let campaign = n.election.poll(&Etcd, 0).unwrap();
+        assert_eq!(campaign.path, "/v3/kv/txn");
+        n.election.answer(
+            &Etcd,
+            0,
+            200,
+            br#"{"header":{"revision":"2"},"succeeded":true}"#,
+        );
+        // A read answered while it followed moved the scan on.
+        n.read_from = 9;
+        n.cursor = Some(b"k\0".to_vec());
+        n.last_scan_ms = 5;
+        assert_eq!(n.update_mode(10), (Mode::Leads, Some(Mode::Leads)));
+        assert_eq!(
+            (n.read_from, n.cursor.clone(), n.last_scan_ms),
+            (0, None, 0)
+        );
+    }
+
+    /// Records go on the current records lease until a build age after it was granted; from
+    /// that millisecond on, the next write asks for a new lease first (its TTL is two build
+    /// ages: a record written on it outlives a build age) (cargo-mutants: the rotation's
+    /// guard → true, and `<`→`<=`).
+    #[test]
+    fn records_go_on_a_new_lease_from_a_build_age_after_the_last_was_granted() {
+        let mut n = node();
+        n.record(&obs(None), Vouch::Evidence);
+        n.records_lease = Some((7, 1_000));
+        let write_path = |n: &mut Node, now: u64| {
+            n.poll(now, false)
+                .into_iter()
+                .find(|(slot, _)| *slot == Slot::Write)
+                .and_then(|(_, c)| c.header(":path").map(str::to_string))
+        };
+        let rotate = 1_000 + n.rotate_ms;
+        assert_eq!(
+            write_path(&mut n, rotate - 1).as_deref(),
+            Some("/v3/kv/txn")
+        );
+        assert_eq!(
+            write_path(&mut n, rotate).as_deref(),
+            Some("/v3/lease/grant")
+        );
+    }
+
+    /// A records write goes at most every `WRITE_EVERY_TICKS` ticks, and a tick that comes a
+    /// little early (up to half a tick) still takes it (cargo-mutants: `tick_ms / 2` → `%`).
+    #[test]
+    fn the_next_records_write_is_taken_by_a_tick_half_a_tick_early() {
+        let mut n = node();
+        n.record(&obs(None), Vouch::Evidence);
+        n.records_lease = Some((7, 0));
+        let write = |n: &mut Node, now: u64| {
+            n.poll(now, false)
+                .into_iter()
+                .find(|(slot, _)| *slot == Slot::Write)
+                .map(|(_, c)| c)
+        };
+        let call = write(&mut n, 1_000).unwrap();
+        n.sent(Slot::Write, &call, 1, 1_000);
+        n.answer(1, Some((200, br#"{"header":{"revision":"3"}}"#)), 1_000);
+        assert_eq!(n.pending(), 0);
+        n.record(&obs(None), Vouch::Evidence);
+        let next = 1_000 + WRITE_EVERY_TICKS * n.tick_ms - n.tick_ms / 2;
+        assert!(write(&mut n, next - 1).is_none());
+        assert!(write(&mut n, next).is_some());
+    }
+
+    /// A request the host refused failed at once: counted as etcd's last failure (a scan
+    /// vouches only from `VOUCH_TICKS` after it), and a refused write waits a tick (at least
+    /// 200 ms) before it is tried again (cargo-mutants: `refused` → ()).
+    #[test]
+    fn a_request_the_host_refused_fails_at_once_and_a_refused_write_waits() {
+        let mut n = node();
+        n.record(&obs(None), Vouch::Evidence);
+        n.records_lease = Some((7, 0));
+        let writes = |n: &mut Node, now: u64| {
+            n.poll(now, false)
+                .into_iter()
+                .filter(|(slot, _)| *slot == Slot::Write)
+                .count()
+        };
+        assert_eq!(writes(&mut n, 1_000), 1);
+        n.refused(Slot::Write, 1_000);
+        assert_eq!(n.failed_at(), 1_000);
+        let again = 1_000 + n.tick_ms.max(200);
+        assert_eq!(writes(&mut n, again - 1), 0);
+        assert_eq!(writes(&mut n, again), 1);
+    }
+
+    /// A scan vouches from when its first page was sent: later pages, and a page read again
+    /// a key at a time, do not move its start (cargo-mutants: `&&`→`||` in `sent`).
+    #[test]
+    fn a_scan_starts_when_its_first_page_is_sent() {
+        let mut n = node();
+        n.mode = Mode::Leads;
+        let read = n
+            .poll(1_000, true)
+            .into_iter()
+            .find(|(s, _)| *s == Slot::Read);
+        let (_, call) = read.unwrap();
+        n.sent(Slot::Read, &call, 1, 1_000);
+        assert_eq!(n.scan_started_ms, 1_000);
+        n.read_call = None;
+        n.scanning = true;
+        n.sent(Slot::Read, &call, 2, 1_500);
+        assert_eq!(n.scan_started_ms, 1_000, "a next page");
+        n.read_call = None;
+        n.scanning = false;
+        n.careful = Careful::OneKey;
+        n.sent(Slot::Read, &call, 3, 1_700);
+        assert_eq!(n.scan_started_ms, 1_000, "a page read again key by key");
+    }
+
     #[test]
     fn waiting_records_are_bounded_and_the_oldest_dropped_are_counted() {
         let mut n = node();
