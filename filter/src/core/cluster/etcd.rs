@@ -153,8 +153,10 @@ fn bytes(
     let Some(raw) = member(obj, key, name)? else {
         return Ok(Vec::new());
     };
-    // Base64 is 4/3 of the bytes: refuse an oversized text before decoding it.
-    if raw.len() > max / 3 * 4 + 8 {
+    // Refuse an oversized text before decoding it: the base64 of `max` bytes is
+    // 4 * ceil(max / 3) characters, and the raw string has its two quotes. etcd escapes none of
+    // base64's characters, so a text longer than that (escapes included) is not etcd's.
+    if raw.len() > 4 * max.div_ceil(3) + 2 {
         return Err(ClusterError::Malformed(name));
     }
     let text = decode_string(raw).ok_or(ClusterError::Malformed(name))?;
@@ -619,6 +621,30 @@ mod tests {
         assert_eq!(
             E.decode_range(5, 200, range(&key, &long_value).as_bytes()),
             Err(ClusterError::Malformed("kv.value"))
+        );
+    }
+
+    /// The text of a value is held to the exact length of the limit's base64 before it is
+    /// decoded: the same value at the limit with one character written as a JSON escape (which
+    /// etcd never writes) is refused, although it would decode within the limit (cargo-mutants:
+    /// the bound loosened, `+` → `*`).
+    #[test]
+    fn a_value_text_longer_than_the_limits_base64_is_refused_before_decoding() {
+        let value = vec![b'v'; limits::MAX_VALUE_BYTES];
+        let text = b64::encode(&value);
+        let escaped = format!("\\u{:04x}{}", text.as_bytes()[0], &text[1..]);
+        let body = format!(
+            r#"{{"header":{{"revision":"4"}},"kvs":[{{"key":"a2V5","value":"{escaped}","create_revision":"2","mod_revision":"3"}}],"count":"1"}}"#
+        );
+        assert_eq!(
+            E.decode_range(5, 200, body.as_bytes()),
+            Err(ClusterError::Malformed("kv.value"))
+        );
+        let plain = body.replace(&escaped, &text);
+        assert_eq!(
+            E.decode_range(5, 200, plain.as_bytes())
+                .map(|r| r.kvs.len()),
+            Ok(1)
         );
     }
 
