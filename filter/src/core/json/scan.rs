@@ -690,6 +690,20 @@ mod tests {
         );
     }
 
+    /// A bad escape is reported at the byte after its backslash (the `u` of a short or
+    /// non-hex `\u`), the byte an operator reading `why=` looks at.
+    #[test]
+    fn an_escape_error_names_the_byte_after_its_backslash() {
+        for (text, want) in [
+            (r#""ab\x""#, "invalid escape at byte 4"),
+            (r#""ab\u12g4""#, "invalid \\u escape at byte 4"),
+            (r#""ab\u12""#, "invalid \\u escape at byte 4"),
+        ] {
+            let err = Scanner::new(text).value(0).err();
+            assert_eq!(err.map(|e| e.to_string()).as_deref(), Some(want), "{text}");
+        }
+    }
+
     #[test]
     fn grammar_matches_serde() {
         let cases = [
