@@ -704,6 +704,30 @@ mod tests {
         }
     }
 
+    /// `skip_copy` moves past text equal to the copy byte for byte (after whitespace), in
+    /// whole words and the bytes after the last, and nowhere else: a copy that differs in
+    /// any byte, or runs past the end, leaves the value to be scanned.
+    #[test]
+    fn a_copy_is_skipped_only_when_every_byte_is_the_same() {
+        let copy = r#"{"number":101,"status":"running"}"#; // 4 words and 1 byte
+        let text = format!(" {copy},1");
+        let mut s = Scanner::new(&text);
+        assert!(s.skip_copy(copy));
+        assert_eq!(s.pos(), 1 + copy.len());
+        assert!(s.eat(b','));
+        for at in [2, copy.len() - 1] {
+            let mut other = copy.as_bytes().to_vec();
+            other[at] ^= 1;
+            let other = String::from_utf8(other).unwrap();
+            let mut s = Scanner::new(&text);
+            assert!(!s.skip_copy(&other), "byte {at}");
+            assert_eq!(s.pos(), 1, "byte {at}");
+        }
+        let mut s = Scanner::new(&text[..copy.len()]);
+        assert!(!s.skip_copy(copy));
+        assert_eq!(s.pos(), 1);
+    }
+
     #[test]
     fn grammar_matches_serde() {
         let cases = [
