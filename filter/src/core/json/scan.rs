@@ -232,11 +232,11 @@ fn fraction_end(b: &[u8], mut i: usize) -> Result<usize, JsonError> {
     Ok(i)
 }
 
-/// The scalar value (string, number, literal) at `i`: the index after it.
+/// The number or literal at `i` (its one caller, [`skip_value`], takes strings itself): the
+/// index after it.
 #[inline(always)]
 fn scalar_end(b: &[u8], i: usize) -> Result<usize, JsonError> {
     match b.get(i) {
-        Some(b'"') => string_end(b, i + 1).map(|(end, _)| end),
         Some(b'-' | b'0'..=b'9') => number_end(b, i),
         Some(b't') => literal_end(b, i, b"true"),
         Some(b'f') => literal_end(b, i, b"false"),
