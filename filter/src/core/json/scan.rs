@@ -728,6 +728,19 @@ mod tests {
         assert_eq!(s.pos(), 1);
     }
 
+    /// A container is closed by its own bracket only, in the skipping loop as in serde:
+    /// `]` does not close an object nor `}` an array, at any level.
+    #[test]
+    fn a_container_is_closed_by_its_own_bracket_only() {
+        for text in ["[1}", r#"{"a":1]"#, r#"[{"a":1]]"#, r#"{"a":[1}}"#] {
+            assert!(Scanner::new(text).value(0).is_err(), "{text}");
+            assert!(serde_json::from_str::<serde_json::Value>(text).is_err());
+        }
+        for text in ["[1]", r#"{"a":1}"#, r#"[{"a":1}]"#, r#"{"a":[1]}"#] {
+            assert_eq!(Scanner::new(text).value(0), Ok(text), "{text}");
+        }
+    }
+
     #[test]
     fn grammar_matches_serde() {
         let cases = [
