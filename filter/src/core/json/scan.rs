@@ -741,6 +741,37 @@ mod tests {
         }
     }
 
+    /// `next_key_among` hands back the wanted keys of an object, spaced in any way JSON
+    /// allows, and checks and skips every other member itself; a member out of place is an
+    /// error there as anywhere.
+    #[test]
+    fn next_key_among_hands_back_the_wanted_keys_however_the_object_is_spaced() {
+        let members = |text: &'static str| -> Result<Vec<(String, &'static str)>, JsonError> {
+            let mut s = Scanner::new(text);
+            assert!(s.begin_object());
+            let (mut first, mut prev_end, mut got) = (true, s.pos(), Vec::new());
+            while let Some(k) = s.next_key_among(first, &["b", "d"], 1, &mut prev_end)? {
+                first = false;
+                let name = k.decode()?.into_owned();
+                got.push((name, s.value(1)?));
+                prev_end = s.pos();
+            }
+            s.end()?;
+            Ok(got)
+        };
+        let want = vec![("b".to_string(), r#""x""#), ("d".to_string(), r#"{"e":3}"#)];
+        for text in [
+            r#"{"a":1,"b":"x","c":[2],"d":{"e":3}}"#,
+            " { \"a\" : 1 ,\n\"b\"\t:\"x\" , \"c\" :[2] , \"d\": {\"e\":3} } ",
+            "{\"a\":1 , \"b\" :\"x\",\"c\" : [2],\"d\" :{\"e\":3}}",
+        ] {
+            assert_eq!(members(text), Ok(want.clone()), "{text}");
+        }
+        for text in [r#"{"a" 1}"#, r#"{1:2}"#, r#"{"a":1 "b":2}"#, r#"{"b":1,}"#] {
+            assert!(members(text).is_err(), "{text}");
+        }
+    }
+
     #[test]
     fn grammar_matches_serde() {
         let cases = [
