@@ -654,6 +654,9 @@ mod tests {
         l.insert(key(1), scheduled(0, 300));
         l.insert(key(2), scheduled(0, 100));
         assert!(l.peek_due(99, Lane::Main).is_none());
+        // `due_count` (`due=` in the leader's summary line) counts every build due by then.
+        assert_eq!(l.due_count(99), 0);
+        assert_eq!(l.due_count(300), 2);
         // `any_due` is what the cluster leader asks before reading the other replicas'
         // records ahead of its lookups (cargo-mutants: `any_due` → false went unseen).
         assert!(!l.any_due(99));
@@ -664,6 +667,20 @@ mod tests {
         assert_eq!(l.due_count(100), 1, "left in place");
         assert_eq!(l.pop_due(100, Lane::Main).unwrap().0, key(2));
         assert_eq!(l.peek_due(1_000, Lane::Main).unwrap().0, key(1));
+    }
+
+    /// A build is tracked from its insert until its removal: what gap filling and the SLO
+    /// ask before they count a build as missing or lost (cargo-mutants: `contains` → false
+    /// went unseen by the ledger's own tests).
+    #[test]
+    fn a_build_is_contained_from_its_insert_until_its_removal() {
+        let mut l = Ledger::new(10, 10);
+        assert!(!l.contains(&key(1)));
+        l.insert(key(1), scheduled(1, 100));
+        assert!(l.contains(&key(1)));
+        assert!(!l.contains(&key(2)));
+        l.remove(&key(1));
+        assert!(!l.contains(&key(1)));
     }
 
     #[test]

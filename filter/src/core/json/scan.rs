@@ -232,11 +232,11 @@ fn fraction_end(b: &[u8], mut i: usize) -> Result<usize, JsonError> {
     Ok(i)
 }
 
-/// The scalar value (string, number, literal) at `i`: the index after it.
+/// The number or literal at `i` (its one caller, [`skip_value`], takes strings itself): the
+/// index after it.
 #[inline(always)]
 fn scalar_end(b: &[u8], i: usize) -> Result<usize, JsonError> {
     match b.get(i) {
-        Some(b'"') => string_end(b, i + 1).map(|(end, _)| end),
         Some(b'-' | b'0'..=b'9') => number_end(b, i),
         Some(b't') => literal_end(b, i, b"true"),
         Some(b'f') => literal_end(b, i, b"false"),
@@ -688,6 +688,88 @@ mod tests {
             Some("expected a value at byte 3"),
             "{err:?}"
         );
+    }
+
+    /// A bad escape is reported at the byte after its backslash (the `u` of a short or
+    /// non-hex `\u`), the byte an operator reading `why=` looks at.
+    #[test]
+    fn an_escape_error_names_the_byte_after_its_backslash() {
+        for (text, want) in [
+            (r#""ab\x""#, "invalid escape at byte 4"),
+            (r#""ab\u12g4""#, "invalid \\u escape at byte 4"),
+            (r#""ab\u12""#, "invalid \\u escape at byte 4"),
+        ] {
+            let err = Scanner::new(text).value(0).err();
+            assert_eq!(err.map(|e| e.to_string()).as_deref(), Some(want), "{text}");
+        }
+    }
+
+    /// `skip_copy` moves past text equal to the copy byte for byte (after whitespace), in
+    /// whole words and the bytes after the last, and nowhere else: a copy that differs in
+    /// any byte, or runs past the end, leaves the value to be scanned.
+    #[test]
+    fn a_copy_is_skipped_only_when_every_byte_is_the_same() {
+        let copy = r#"{"number":101,"status":"running"}"#; // 4 words and 1 byte
+        let text = format!(" {copy},1");
+        let mut s = Scanner::new(&text);
+        assert!(s.skip_copy(copy));
+        assert_eq!(s.pos(), 1 + copy.len());
+        assert!(s.eat(b','));
+        for at in [2, copy.len() - 1] {
+            let mut other = copy.as_bytes().to_vec();
+            other[at] ^= 1;
+            let other = String::from_utf8(other).unwrap();
+            let mut s = Scanner::new(&text);
+            assert!(!s.skip_copy(&other), "byte {at}");
+            assert_eq!(s.pos(), 1, "byte {at}");
+        }
+        let mut s = Scanner::new(&text[..copy.len()]);
+        assert!(!s.skip_copy(copy));
+        assert_eq!(s.pos(), 1);
+    }
+
+    /// A container is closed by its own bracket only, in the skipping loop as in serde:
+    /// `]` does not close an object nor `}` an array, at any level.
+    #[test]
+    fn a_container_is_closed_by_its_own_bracket_only() {
+        for text in ["[1}", r#"{"a":1]"#, r#"[{"a":1]]"#, r#"{"a":[1}}"#] {
+            assert!(Scanner::new(text).value(0).is_err(), "{text}");
+            assert!(serde_json::from_str::<serde_json::Value>(text).is_err());
+        }
+        for text in ["[1]", r#"{"a":1}"#, r#"[{"a":1}]"#, r#"{"a":[1]}"#] {
+            assert_eq!(Scanner::new(text).value(0), Ok(text), "{text}");
+        }
+    }
+
+    /// `next_key_among` hands back the wanted keys of an object, spaced in any way JSON
+    /// allows, and checks and skips every other member itself; a member out of place is an
+    /// error there as anywhere.
+    #[test]
+    fn next_key_among_hands_back_the_wanted_keys_however_the_object_is_spaced() {
+        let members = |text: &'static str| -> Result<Vec<(String, &'static str)>, JsonError> {
+            let mut s = Scanner::new(text);
+            assert!(s.begin_object());
+            let (mut first, mut prev_end, mut got) = (true, s.pos(), Vec::new());
+            while let Some(k) = s.next_key_among(first, &["b", "d"], 1, &mut prev_end)? {
+                first = false;
+                let name = k.decode()?.into_owned();
+                got.push((name, s.value(1)?));
+                prev_end = s.pos();
+            }
+            s.end()?;
+            Ok(got)
+        };
+        let want = vec![("b".to_string(), r#""x""#), ("d".to_string(), r#"{"e":3}"#)];
+        for text in [
+            r#"{"a":1,"b":"x","c":[2],"d":{"e":3}}"#,
+            " { \"a\" : 1 ,\n\"b\"\t:\"x\" , \"c\" :[2] , \"d\": {\"e\":3} } ",
+            "{\"a\":1 , \"b\" :\"x\",\"c\" : [2],\"d\" :{\"e\":3}}",
+        ] {
+            assert_eq!(members(text), Ok(want.clone()), "{text}");
+        }
+        for text in [r#"{"a" 1}"#, r#"{1:2}"#, r#"{"a":1 "b":2}"#, r#"{"b":1,}"#] {
+            assert!(members(text).is_err(), "{text}");
+        }
     }
 
     #[test]

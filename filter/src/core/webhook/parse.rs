@@ -112,7 +112,7 @@ impl WordHash {
     /// Appends bytes to the current part.
     fn add(&mut self, mut bytes: &[u8]) {
         self.part_len = self.part_len.wrapping_add(bytes.len() as u64);
-        while self.pending_len > 0 {
+        while self.pending_len != 0 {
             let Some((&first, rest)) = bytes.split_first() else {
                 return;
             };
@@ -215,7 +215,7 @@ struct Nested<'a> {
     /// Bytes of the values of every `build` member (not kept, so not counted against the
     /// repository JSON limit).
     inner_build_bytes: usize,
-    /// The first `repo.build`, read as the top-level `build` is ([`BUILD_KEYS`]). Drone sends
+    /// The last `repo.build`, read as the top-level `build` is ([`BUILD_KEYS`]). Drone sends
     /// the build twice, as `repo.build` and `build`, byte for byte the same: the second is then
     /// compared with the first instead of scanned again.
     inner_build_read: Option<Members<'a>>,
@@ -277,13 +277,21 @@ fn nested<'a>(
     while let Some(key) = s.next_key_among(first, &wanted, depth + 1, &mut prev_end)? {
         first = false;
         let name = key.decode();
-        let value = match &name {
-            Ok(name) if watch_build && name == "build" && n.inner_build_read.is_none() => {
-                let read = Members::of(&nested(s, BUILD_KEYS, false, depth + 1)?);
-                n.inner_build_read = Some(read);
-                read.raw
-            }
-            _ => s.value(depth + 1)?,
+        // One decision per member, and every read depends on it: the repository's `build` is
+        // read as the top-level `build` is (the bytes, where they are, and the members for
+        // `scan_webhook`'s comparison); any other value is only checked, and recorded if its
+        // key is one of `keys`.
+        let value = if watch_build && name.as_deref() == Ok("build") {
+            let read = Members::of(&nested(s, BUILD_KEYS, false, depth + 1)?);
+            n.inner_build.add(read.raw);
+            n.inner_build_bytes = n.inner_build_bytes.saturating_add(read.raw.len());
+            n.inner_build_at = (prev_end - start, s.pos() - start);
+            // The last one read: a copy equal to it byte for byte has its verdict, whichever
+            // of several it is.
+            n.inner_build_read = Some(read);
+            read.raw
+        } else {
+            s.value(depth + 1)?
         };
         match name {
             Ok(name) => {
@@ -291,10 +299,6 @@ fn nested<'a>(
                     if let Some(f) = n.fields.get_mut(i) {
                         f.add(value);
                     }
-                } else if watch_build && name == "build" {
-                    n.inner_build.add(value);
-                    n.inner_build_bytes = n.inner_build_bytes.saturating_add(value.len());
-                    n.inner_build_at = (prev_end - start, s.pos() - start);
                 }
             }
             Err(_) => n.bad_key = true,
@@ -775,6 +779,67 @@ mod tests {
             (w.number, w.version, w.action.as_str()),
             (101, 2, "updated")
         );
+    }
+
+    /// The repository's own `build` is cut out of its hash, and only it: a key of the
+    /// repository written with an escape (which the parser decodes, as it cannot compare it
+    /// unread) stays in, and the repository still hashes the same whatever its build.
+    #[test]
+    fn metadata_hash_cuts_out_the_repositorys_build_and_not_an_escaped_key() {
+        let h = |t: &str| scan_webhook(t.as_bytes()).unwrap().metadata_hash();
+        let repo = |build: &str| {
+            format!(
+                r#"{{"id":42,"namespace":"octocat","name":"hello-world","l\u0069nk":"x","build":{build}}}"#
+            )
+        };
+        let running = updated(&repo(BUILD), BUILD);
+        let success = r#"{"number":101,"status":"success","version":3}"#;
+        assert_eq!(h(&running), h(&updated(&repo(success), success)));
+        let relinked = running.replace(r#""x""#, r#""y""#);
+        assert_ne!(h(&running), h(&relinked));
+    }
+
+    /// The nesting limit holds in the members the parser reads as in any other value: one
+    /// level beyond it is not JSON (counted and logged as unparsable) whatever the event; at
+    /// it the value is read, and refused for its type where it has one.
+    #[test]
+    fn members_read_are_held_to_the_nesting_limit() {
+        let deep = |levels: usize| format!("{}{}", "[".repeat(levels), "]".repeat(levels));
+        // The webhook is the first level, `repo` and `build` the second.
+        let limit = json::MAX_DEPTH - 2;
+        for levels in [limit, limit + 1] {
+            let v = deep(levels);
+            let too_deep = levels > limit;
+            let verdict = |text: String, at_limit: ParseError| {
+                let got = parse_webhook(text.as_bytes());
+                match got {
+                    Err(ParseError::Json(_)) => assert!(too_deep, "{levels}: {text}"),
+                    other => assert_eq!(other, Err(at_limit), "{levels}: {text}"),
+                }
+            };
+            let repo_with = |key: &str| {
+                format!(r#"{{"id":42,"namespace":"octocat","name":"hello-world","{key}":{v}}}"#)
+            };
+            let build_with = |key: &str| {
+                format!(r#"{{"number":101,"status":"running","version":2,"{key}":{v}}}"#)
+            };
+            for (key, field) in [("id", "repo.id"), ("name", "repo.name")] {
+                let repo = repo_with(key).replacen(&format!(r#""{key}":"#), r#""_":"#, 1);
+                verdict(updated(&repo, BUILD), ParseError::Invalid(field));
+                let event = body(r#""repo""#, r#""updated""#, &repo, BUILD);
+                verdict(event, ParseError::NotABuildEvent);
+            }
+            for (key, field) in [("number", "build.number"), ("version", "build.version")] {
+                let build = build_with(key).replacen(&format!(r#""{key}":"#), r#""_":"#, 1);
+                verdict(updated(REPO, &build), ParseError::Invalid(field));
+            }
+            // A key with an escape is decoded before its value is read: the same limit.
+            let escaped = build_with(r"\u005f");
+            match parse_webhook(updated(REPO, &escaped).as_bytes()) {
+                Err(ParseError::Json(_)) => assert!(too_deep),
+                other => assert!(!too_deep && other.is_ok(), "{levels}: {other:?}"),
+            }
+        }
     }
 
     #[test]
