@@ -120,6 +120,32 @@ impl<K: Clone + Eq + Hash, V> FifoMap<K, V> {
 mod tests {
     use super::*;
 
+    /// Removal stays O(1) amortised: the order queue keeps its stale slots until they outnumber
+    /// the live keys (more than twice the live keys plus 16 slots), and is compacted at the
+    /// first removal past that, not before (cargo-mutants: the bound's `>` → `>=` or `<`
+    /// compacted at every removal, O(n) each).
+    #[test]
+    fn stale_slots_stay_until_the_queue_passes_twice_the_live_keys_plus_16() {
+        let mut m = FifoMap::new(200);
+        for k in 0..100u64 {
+            m.insert(k, k);
+        }
+        for k in 0..58u64 {
+            m.remove(&k);
+        }
+        assert_eq!(
+            (m.len(), m.order.len()),
+            (42, 100),
+            "100 slots = 2 x 42 + 16: kept"
+        );
+        m.remove(&58);
+        assert_eq!(
+            (m.len(), m.order.len()),
+            (41, 41),
+            "100 > 2 x 41 + 16: compacted"
+        );
+    }
+
     /// The order queue's memory bound holds after every operation, whatever the mix of inserts
     /// and removals (removals lower the bound without touching the queue).
     #[test]
