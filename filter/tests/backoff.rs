@@ -1,13 +1,6 @@
 //! The time-based policies toward drone (`core/backoff.rs`): token bucket, circuit breaker,
 //! failure backoff, poll intervals, jitter and its seeded generator.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
-
 use status_sync::core::backoff::{failure_backoff, grow_interval, Circuit, Rng, TokenBucket};
 
 /// After an idle period the bucket holds one second's burst, never the idle time's worth.

@@ -2,13 +2,6 @@
 //! breaker and its half-open probe, the rate limit's tokens, which answers feed the circuit, and
 //! calls in flight expiring. Driven natively with a virtual clock.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
-
 mod common;
 
 use common::*;

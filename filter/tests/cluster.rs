@@ -2,13 +2,6 @@
 //! etcd's lease, transaction and revision rules, in virtual time: the same scenarios
 //! `envoy/tests/etcd.rs` runs against a real 3-member etcd, plus the election's own timing.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
-
 use status_sync::core::cluster::election::{Election, Role};
 use status_sync::core::cluster::etcd::Etcd;
 use status_sync::core::cluster::memory::MemoryEtcd;

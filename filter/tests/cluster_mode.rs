@@ -4,12 +4,7 @@
 //! the replicas; every call a sidecar makes is answered by the part it names (`etcd`, `drone`,
 //! `pipeline`).
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
+#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
 
 mod common;
 

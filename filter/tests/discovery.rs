@@ -2,13 +2,6 @@
 //! incomplete builds (`GET /api/builds/incomplete`), what they track and when they are looked
 //! at. Driven natively with a virtual clock.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
-
 mod common;
 
 use common::*;

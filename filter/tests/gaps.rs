@@ -3,13 +3,6 @@
 //! `max_gap_fill`, within the inferred builds' share of the ledger; the watermarks that follow
 //! the numbers seen. Driven natively with a virtual clock.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
-
 mod common;
 
 use common::*;

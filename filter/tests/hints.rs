@@ -6,12 +6,7 @@
 //! tracked again by gap filling. Driven natively with a virtual clock on the wall-clock scale
 //! (drone's `finished` is in Unix seconds).
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
+#![allow(clippy::unwrap_used)]
 
 use status_sync::core::config::Config;
 use status_sync::core::ledger::{Class, Entry};

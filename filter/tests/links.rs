@@ -5,12 +5,7 @@
 //! The test names the docs quote (the security model names the test pinning each rule) are
 //! defined somewhere in the workspace.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};

@@ -6,12 +6,7 @@
 //! Tests marked "live settles" rely on a live webhook the pipeline acknowledged settling a
 //! build (the verified kind, built in `common::obs`).
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
+#![allow(clippy::expect_used)]
 
 mod common;
 

@@ -2,13 +2,6 @@
 //! decoder and its limits, and what evidence and hints move. Driven natively with a virtual
 //! clock.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
-
 mod common;
 
 use common::*;

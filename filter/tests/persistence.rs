@@ -4,13 +4,6 @@
 //! upgrade, a new VM while the old one's data is still in Envoy) reads what the old one wrote,
 //! and two instances of the filter in one Envoy (`instance`) never read each other's.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
-
 mod common;
 
 use common::*;

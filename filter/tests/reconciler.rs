@@ -1,12 +1,7 @@
 //! Deterministic scenarios for the reconciler, driven natively: observations, ticks
 //! and call answers in, calls out, with a virtual clock.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
+#![allow(clippy::unwrap_used, clippy::panic)]
 
 mod common;
 

@@ -21,12 +21,7 @@
 //! `PROPTEST_RNG_SEED` to replay a whole run, `PROPTEST_CASES` for more cases (default 64 here,
 //! to keep CI quick).
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
+#![allow(clippy::indexing_slicing)]
 
 mod common;
 

@@ -2,13 +2,6 @@
 //! (refused, retried), the repository fetched before a re-delivery and what passes live
 //! meanwhile, claims, bodies and their log lines. Driven natively with a virtual clock.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
-
 mod common;
 
 use common::*;

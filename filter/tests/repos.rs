@@ -2,13 +2,6 @@
 //! evidence, drone and hints, their bounds and evictions, renames, and the bounded cache of
 //! repository objects. Driven natively with a virtual clock.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
-
 mod common;
 
 use common::*;

@@ -2,12 +2,7 @@
 //! are due, what they count, confirm and track, and the watermarks they raise. Driven natively
 //! with a virtual clock.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
+#![allow(clippy::expect_used, clippy::panic)]
 
 mod common;
 

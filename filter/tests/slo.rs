@@ -2,13 +2,6 @@
 //! undelivered age grows while a transition the pipeline lacks cannot be re-delivered, returns
 //! to 0 once it is, records the recovery delay, and never sticks on a build given up.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
-
 mod common;
 
 use common::{answer_all, api_build as api_body, config, http, is_drone, obs, ok};

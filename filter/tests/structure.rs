@@ -6,12 +6,7 @@
 //! `drone_api`, `limits` and `config`). The shell's modules are held to the second rule too,
 //! but for the one circle issue 20 removes by moving the leader's turn into the core.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
+#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

@@ -2,13 +2,6 @@
 //! of each repository of `scan_repos` and drone's admin list of incomplete builds, each asked
 //! on a schedule of its own.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
-
 mod common;
 
 use common::{config, ok, T0};

@@ -3,12 +3,7 @@
 //! virtual clock against a small drone that answers like drone 2.25 does (404 for unknown
 //! repositories and builds, 400 for a build number that is not an int64).
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
+#![allow(clippy::unwrap_used)]
 
 use status_sync::core::config::Config;
 use status_sync::core::ledger::Class;

@@ -2,12 +2,7 @@
 //! order within a turn (live webhooks before drone's answer, the checkpoint after it), calls
 //! the host refuses, answers the leader did not ask for, and the metrics the turn writes.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
+#![allow(clippy::unwrap_used, clippy::panic)]
 
 mod common;
 
