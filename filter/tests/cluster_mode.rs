@@ -295,6 +295,36 @@ impl World {
             .collect()
     }
 
+    /// The leader, a follower, and all three in that order (the other follower last).
+    fn roles(&self) -> (usize, usize, [usize; 3]) {
+        let leader = self.leaders()[0];
+        let follower = (0..3).find(|i| *i != leader).unwrap();
+        (leader, follower, [leader, follower, 3 - leader - follower])
+    }
+
+    /// Whether a lookup of `leader`'s reconciler falls due within `ticks` ticks.
+    fn due_in(&mut self, leader: usize, ticks: u64) -> bool {
+        let l = self.sidecars[leader].turn.leader().unwrap();
+        l.reconciler.ledger().any_due(self.now + ticks * TICK)
+    }
+
+    /// Ticks the sidecars in `order` until a lookup of `leader`'s falls due within `ticks`
+    /// ticks, at most `max` times.
+    fn tick_until_due(&mut self, leader: usize, ticks: u64, order: &[usize], max: usize) {
+        for _ in 0..max {
+            if self.due_in(leader, ticks) {
+                break;
+            }
+            self.tick_in_order(order);
+        }
+    }
+
+    /// Every build's current state reached the pipeline, and none twice.
+    fn assert_converged_once(&self) {
+        assert!(self.converged());
+        assert_eq!(self.duplicates(), 0, "received {:?}", self.received);
+    }
+
     /// Copies of a (build, version) the pipeline already had.
     fn duplicates(&self) -> usize {
         let mut seen = HashSet::new();
@@ -359,8 +389,7 @@ fn records_from_all_three_sidecars_suppress_redeliveries_at_zero_loss() {
     let mut w = settled("");
     w.workload(1, 30, &|_, _| false);
     w.run_ms(20_000);
-    assert!(w.converged());
-    assert_eq!(w.duplicates(), 0, "received {:?}", w.received);
+    w.assert_converged_once();
     for (i, s) in w.sidecars.iter().enumerate() {
         assert!(
             s.host.metric(Id::EtcdRecordsWritten) > 0,
@@ -378,31 +407,19 @@ fn records_from_all_three_sidecars_suppress_redeliveries_at_zero_loss() {
 #[test]
 fn a_transition_another_replica_took_as_the_leader_looked_it_up_is_not_redelivered() {
     let mut w = settled("");
-    let leader = w.leaders()[0];
-    let follower = (0..3).find(|i| *i != leader).unwrap();
-    let order = [leader, follower, 3 - leader - follower];
+    let (leader, follower, order) = w.roles();
     // Builds running (recorded, read by the leader); each one's success reaches a follower's
     // replica in the very tick the leader looks the build up, before the follower's tick
     // writes its record.
     for n in 1..=5 {
         w.deliver_to(follower, n, "running", 2);
         w.run_ms(5 * TICK);
-        for _ in 0..100 {
-            let due = {
-                let l = w.sidecars[leader].turn.leader().unwrap();
-                l.reconciler.ledger().any_due(w.now + TICK)
-            };
-            if due {
-                break;
-            }
-            w.tick();
-        }
+        w.tick_until_due(leader, 1, &[0, 1, 2], 100);
         w.deliver_to(follower, n, "success", 3);
         w.tick_in_order(&order);
     }
     w.run_ms(10_000);
-    assert!(w.converged());
-    assert_eq!(w.duplicates(), 0, "received {:?}", w.received);
+    w.assert_converged_once();
 }
 
 /// The cluster leader reads the other replicas' records before a tick in which a build's lookup
@@ -414,23 +431,17 @@ fn a_transition_another_replica_took_as_the_leader_looked_it_up_is_not_redeliver
 #[test]
 fn the_cluster_leader_reads_records_when_a_lookup_falls_due_and_not_in_the_ticks_before() {
     let mut w = settled(r#","etcd_lease_ttl_ms":60000"#);
-    let leader = w.leaders()[0];
-    let follower = (0..3).find(|i| *i != leader).unwrap();
+    let (leader, follower, _) = w.roles();
     // The leader's own replica takes build 1's running: tracked, its lookup due later.
     w.deliver_to(leader, 1, "running", 2);
     w.tick();
-    let due_next_tick = |w: &mut World| {
-        let t = w.now + TICK;
-        let l = w.sidecars[leader].turn.leader().unwrap();
-        l.reconciler.ledger().any_due(t)
-    };
-    assert!(!due_next_tick(&mut w), "nothing due yet");
+    assert!(!w.due_in(leader, 1), "nothing due yet");
     // Its success reaches a follower's replica, which records it.
     w.run_ms(2 * TICK);
     w.deliver_to(follower, 1, "success", 3);
     let reads = w.sidecars[leader].range_reads;
     let mut waited = 0;
-    while !due_next_tick(&mut w) {
+    while !w.due_in(leader, 1) {
         w.tick();
         waited += 1;
         assert_eq!(
@@ -452,8 +463,7 @@ fn the_cluster_leader_reads_records_when_a_lookup_falls_due_and_not_in_the_ticks
         "build 1 looked up on drone although a replica had its success: {:?}",
         w.sidecars[leader].lookups
     );
-    assert!(w.converged());
-    assert_eq!(w.duplicates(), 0, "received {:?}", w.received);
+    w.assert_converged_once();
 }
 
 /// A follower writes its records at most every `WRITE_EVERY_TICKS` ticks, and a write reaches
@@ -467,25 +477,14 @@ fn the_cluster_leader_reads_records_when_a_lookup_falls_due_and_not_in_the_ticks
 fn a_record_written_a_round_trip_late_still_withdraws_the_held_redelivery() {
     let mut w = settled("");
     w.writes_late = true;
-    let leader = w.leaders()[0];
-    let follower = (0..3).find(|i| *i != leader).unwrap();
-    let order = [leader, follower, 3 - leader - follower];
+    let (leader, follower, order) = w.roles();
     w.deliver_to(follower, 1, "running", 2);
     for _ in 0..10 {
         w.tick_in_order(&order);
     }
-    let due_in = |w: &mut World, ticks: u64| {
-        let l = w.sidecars[leader].turn.leader().unwrap();
-        l.reconciler.ledger().any_due(w.now + ticks * TICK)
-    };
-    for _ in 0..200 {
-        if due_in(&mut w, 2) {
-            break;
-        }
-        w.tick_in_order(&order);
-    }
+    w.tick_until_due(leader, 2, &order, 200);
     assert!(
-        !due_in(&mut w, 1),
+        !w.due_in(leader, 1),
         "build 1 is looked up two ticks from now"
     );
     // The tick before the leader's look-up: the follower writes another build's record.
@@ -495,8 +494,7 @@ fn a_record_written_a_round_trip_late_still_withdraws_the_held_redelivery() {
     // follower drains it this tick, but may write it only two ticks after its last write.
     w.deliver_to(follower, 1, "success", 3);
     w.run_ms(10_000);
-    assert!(w.converged());
-    assert_eq!(w.duplicates(), 0, "received {:?}", w.received);
+    w.assert_converged_once();
 }
 
 /// While its records read is on its way, the cluster leader looks nothing up: drone is asked
@@ -506,21 +504,11 @@ fn a_record_written_a_round_trip_late_still_withdraws_the_held_redelivery() {
 #[test]
 fn a_cluster_leader_asks_drone_nothing_while_its_records_read_is_on_its_way() {
     let mut w = settled("");
-    let leader = w.leaders()[0];
-    let follower = (0..3).find(|i| *i != leader).unwrap();
+    let (leader, follower, _) = w.roles();
     w.deliver_to(follower, 1, "running", 2);
     w.run_ms(10 * TICK);
     w.drone.insert(1, ("success", 3));
-    for _ in 0..200 {
-        let due = {
-            let l = w.sidecars[leader].turn.leader().unwrap();
-            l.reconciler.ledger().any_due(w.now + TICK)
-        };
-        if due {
-            break;
-        }
-        w.tick();
-    }
+    w.tick_until_due(leader, 1, &[0, 1, 2], 200);
     let calls = w.sidecars[leader].drone_calls;
     w.reads_stalled = true;
     // Calls are given up after twice `call_timeout_ms` (at least a second): the read too.
@@ -531,8 +519,7 @@ fn a_cluster_leader_asks_drone_nothing_while_its_records_read_is_on_its_way() {
     );
     w.reads_stalled = false;
     w.run_ms(10_000);
-    assert!(w.converged());
-    assert_eq!(w.duplicates(), 0, "received {:?}", w.received);
+    w.assert_converged_once();
 }
 
 /// A records scan of several pages reads them one after another as each answer comes, within
@@ -611,8 +598,7 @@ fn an_election_request_never_answered_is_given_up_after_twice_a_quarter_ttl_and_
 fn a_records_lease_is_taken_anew_every_build_age() {
     let age = 60_000;
     let mut w = settled(&format!(r#","max_build_age_ms":{age}"#));
-    let leader = w.leaders()[0];
-    let follower = (0..3).find(|i| *i != leader).unwrap();
+    let (_, follower, _) = w.roles();
     let before = w.sidecars[follower].records_grants;
     for n in 0..30 {
         w.deliver_to(follower, 1 + n, "success", 3);
@@ -725,8 +711,7 @@ fn with_etcd_down_every_sidecar_falls_back_and_returns_to_cluster_mode_when_it_a
 #[test]
 fn a_follower_falls_back_two_ttls_after_its_next_watch_of_the_leader_goes_unanswered() {
     let mut w = settled("");
-    let leader = w.leaders()[0];
-    let follower = (0..3).find(|i| *i != leader).unwrap();
+    let (_, follower, _) = w.roles();
     w.down_after_watch_of = Some(follower);
     while w.watched.is_none() {
         w.tick();
@@ -756,8 +741,7 @@ fn a_follower_falls_back_two_ttls_after_its_next_watch_of_the_leader_goes_unansw
 fn what_a_followers_replica_failed_is_redelivered_by_the_leader_and_never_shown_missing_by_the_follower(
 ) {
     let mut w = settled("");
-    let leader = w.leaders()[0];
-    let follower = (0..3).find(|i| *i != leader).unwrap();
+    let (_, follower, _) = w.roles();
     w.drone.insert(1, ("success", 3));
     let failed = Observation::for_tests(hook(1, "success", 3), DeliveryOutcome::NotDelivered, true);
     let msg = failed.encode(Some(&QueueKey::derive(SECRET.as_bytes())));
@@ -780,8 +764,7 @@ fn what_a_followers_replica_failed_is_redelivered_by_the_leader_and_never_shown_
 #[test]
 fn a_sidecar_falling_back_takes_in_what_etcd_had_not_stored_yet() {
     let mut w = settled("");
-    let leader = w.leaders()[0];
-    let follower = (0..3).find(|i| *i != leader).unwrap();
+    let (_, follower, _) = w.roles();
     w.deliver_to(follower, 1, "running", 2);
     w.etcd_down = true;
     // Its success never reaches any replica.
@@ -939,8 +922,7 @@ fn a_busy_cluster_costs_etcd_at_most_one_request_per_webhook() {
 fn a_held_redelivery_is_sent_once_even_when_records_reads_stall_past_the_calls_deadline() {
     // Calls are given up after 2 × call_timeout_ms, at least 1 s; reads stall longer.
     let mut w = settled(r#","call_timeout_ms":300"#);
-    let leader = w.leaders()[0];
-    let follower = (0..3).find(|i| *i != leader).unwrap();
+    let (leader, follower, _) = w.roles();
     w.deliver_to(follower, 1, "running", 2);
     w.run_ms(10 * TICK);
     // Its success never reaches any replica; the leader finds it and plans the re-delivery,
@@ -961,22 +943,11 @@ fn a_held_redelivery_is_sent_once_even_when_records_reads_stall_past_the_calls_d
 #[test]
 fn a_records_read_that_failed_vouches_for_no_held_redelivery() {
     let mut w = settled("");
-    let leader = w.leaders()[0];
-    let follower = (0..3).find(|i| *i != leader).unwrap();
-    let order = [leader, follower, 3 - leader - follower];
+    let (leader, follower, order) = w.roles();
     w.deliver_to(follower, 1, "running", 2);
     w.run_ms(5 * TICK);
     w.drone.insert(1, ("success", 3));
-    for _ in 0..100 {
-        let due = {
-            let l = w.sidecars[leader].turn.leader().unwrap();
-            l.reconciler.ledger().any_due(w.now + TICK)
-        };
-        if due {
-            break;
-        }
-        w.tick();
-    }
+    w.tick_until_due(leader, 1, &[0, 1, 2], 100);
     // The leader looks build 1 up and holds its re-delivery; the success reaches a follower's
     // replica meanwhile, and its record is written, but no records read succeeds for 2 s.
     w.reads_fail = true;
@@ -985,8 +956,7 @@ fn a_records_read_that_failed_vouches_for_no_held_redelivery() {
     w.run_ms(2_000);
     w.reads_fail = false;
     w.run_ms(5_000);
-    assert!(w.converged());
-    assert_eq!(w.duplicates(), 0, "received {:?}", w.received);
+    w.assert_converged_once();
 }
 
 /// etcd electing a raft leader answers nothing for a second: a follower's replica takes a
@@ -997,24 +967,13 @@ fn a_records_read_that_failed_vouches_for_no_held_redelivery() {
 #[test]
 fn after_an_etcd_failure_a_scan_vouches_only_once_the_others_could_write_their_records() {
     let mut w = settled("");
-    let leader = w.leaders()[0];
-    let follower = (0..3).find(|i| *i != leader).unwrap();
-    let order = [leader, follower, 3 - leader - follower];
+    let (leader, follower, order) = w.roles();
     w.deliver_to(follower, 1, "running", 2);
     for _ in 0..5 {
         w.tick_in_order(&order);
     }
     w.drone.insert(1, ("success", 3));
-    for _ in 0..100 {
-        let due = {
-            let l = w.sidecars[leader].turn.leader().unwrap();
-            l.reconciler.ledger().any_due(w.now + TICK)
-        };
-        if due {
-            break;
-        }
-        w.tick_in_order(&order);
-    }
+    w.tick_until_due(leader, 1, &order, 100);
     // The leader looks build 1 up and holds its re-delivery; etcd stops answering; the
     // success reaches the follower's replica.
     w.tick_in_order(&order);
@@ -1027,7 +986,6 @@ fn after_an_etcd_failure_a_scan_vouches_only_once_the_others_could_write_their_r
     for _ in 0..50 {
         w.tick_in_order(&order);
     }
-    assert!(w.converged());
-    assert_eq!(w.duplicates(), 0, "received {:?}", w.received);
+    w.assert_converged_once();
     assert_eq!(w.sidecars[leader].host.metric(Id::ClusterFallbacks), 0);
 }
