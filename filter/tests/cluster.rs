@@ -2,6 +2,8 @@
 //! etcd's lease, transaction and revision rules, in virtual time: the same scenarios
 //! `envoy/tests/etcd.rs` runs against a real 3-member etcd, plus the election's own timing.
 
+#![allow(clippy::unwrap_used)]
+
 use status_sync::core::cluster::election::{Election, Role};
 use status_sync::core::cluster::etcd::Etcd;
 use status_sync::core::cluster::memory::MemoryEtcd;
@@ -47,6 +49,17 @@ fn model() -> Model {
     }
 }
 
+/// The model and one election on it: key `k`, value `me`, a TTL of 3 s, retries after 300 ms.
+fn model_and_election() -> (Model, Election) {
+    (model(), Election::new(b"k", b"me", 3, 300))
+}
+
+/// Sends `request` to the model and hands its answer to the election.
+fn answer(e: &mut Election, w: &mut Model, request: &Request) {
+    let (s, b) = w.send(0, request).unwrap();
+    e.answer(&Etcd, w.now, s, &b);
+}
+
 #[test]
 fn every_shared_scenario_holds_against_the_model() {
     for (name, scenario) in ALL {
@@ -72,29 +85,25 @@ fn run(e: &mut Election, w: &mut Model, until_ms: u64) {
 
 #[test]
 fn a_lone_candidate_leads_after_a_grant_and_one_campaign() {
-    let mut w = model();
-    let mut e = Election::new(b"k", b"me", 3, 300);
+    let (mut w, mut e) = model_and_election();
     let grant = e.poll(&Etcd, w.now).unwrap();
     assert_eq!(grant.path, "/v3/lease/grant");
     assert!(
         e.poll(&Etcd, w.now).is_none(),
         "one request in flight at a time"
     );
-    let (s, b) = w.send(0, &grant).unwrap();
-    e.answer(&Etcd, w.now, s, &b);
+    answer(&mut e, &mut w, &grant);
     assert!(matches!(e.role(), Role::Follower { .. }));
     let campaign = e.poll(&Etcd, w.now).unwrap();
     assert_eq!(campaign.path, "/v3/kv/txn");
-    let (s, b) = w.send(0, &campaign).unwrap();
-    e.answer(&Etcd, w.now, s, &b);
+    answer(&mut e, &mut w, &campaign);
     assert!(e.is_leader(w.now));
     assert_eq!(w.etcd.value(w.now, b"k"), Some(b"me".to_vec()));
 }
 
 #[test]
 fn a_leader_keeps_alive_a_third_of_the_ttl_after_its_last_renewal_was_sent() {
-    let mut w = model();
-    let mut e = Election::new(b"k", b"me", 3, 300);
+    let (mut w, mut e) = model_and_election();
     let start = w.now;
     run(&mut e, &mut w, start + 100);
     assert!(e.is_leader(w.now));
@@ -107,8 +116,7 @@ fn a_leader_keeps_alive_a_third_of_the_ttl_after_its_last_renewal_was_sent() {
 
 #[test]
 fn a_leader_whose_keep_alives_fail_gives_up_at_the_ttl_after_its_last_renewal_was_sent() {
-    let mut w = model();
-    let mut e = Election::new(b"k", b"me", 3, 300);
+    let (mut w, mut e) = model_and_election();
     let start = w.now;
     run(&mut e, &mut w, start + 100);
     let Role::Leader { until, .. } = e.role() else {
@@ -135,8 +143,7 @@ fn a_leader_whose_keep_alives_fail_gives_up_at_the_ttl_after_its_last_renewal_wa
 
 #[test]
 fn a_keep_alive_that_finds_the_lease_gone_gives_up_leadership_at_once() {
-    let mut w = model();
-    let mut e = Election::new(b"k", b"me", 3, 300);
+    let (mut w, mut e) = model_and_election();
     let start = w.now;
     run(&mut e, &mut w, start + 100);
     let lease = e.lease().unwrap();
@@ -152,8 +159,7 @@ fn a_keep_alive_that_finds_the_lease_gone_gives_up_leadership_at_once() {
 
 #[test]
 fn a_request_without_an_answer_counts_as_failed_after_the_retry_interval() {
-    let mut w = model();
-    let mut e = Election::new(b"k", b"me", 3, 300);
+    let (mut w, mut e) = model_and_election();
     assert!(e.poll(&Etcd, w.now).is_some());
     w.now += 299;
     assert!(e.poll(&Etcd, w.now).is_none());
@@ -168,8 +174,7 @@ fn a_request_without_an_answer_counts_as_failed_after_the_retry_interval() {
 
 #[test]
 fn a_stale_or_unusable_answer_changes_nothing_but_the_retry() {
-    let mut w = model();
-    let mut e = Election::new(b"k", b"me", 3, 300);
+    let (mut w, mut e) = model_and_election();
     e.answer(&Etcd, w.now, 200, br#"{"ID":"1","TTL":"3"}"#);
     assert_eq!(
         e.role(),
@@ -186,8 +191,7 @@ fn a_stale_or_unusable_answer_changes_nothing_but_the_retry() {
 
 #[test]
 fn a_retried_campaign_whose_first_answer_was_lost_still_wins() {
-    let mut w = model();
-    let mut e = Election::new(b"k", b"me", 3, 300);
+    let (mut w, mut e) = model_and_election();
     let t = w.now + 30;
     run(&mut e, &mut w, t);
     assert!(e.is_leader(w.now));
@@ -211,8 +215,7 @@ fn a_retried_campaign_whose_first_answer_was_lost_still_wins() {
 /// new lease, campaign or takeover is needed.
 #[test]
 fn a_leader_whose_renewals_answer_too_late_leads_again_with_the_same_lease() {
-    let mut w = model();
-    let mut e = Election::new(b"k", b"me", 3, 300);
+    let (mut w, mut e) = model_and_election();
     let start = w.now;
     run(&mut e, &mut w, start + 100);
     let Role::Leader { lease, until } = e.role() else {
@@ -240,12 +243,10 @@ fn a_leader_whose_renewals_answer_too_late_leads_again_with_the_same_lease() {
 /// guard → false kept it a follower of a dead lease).
 #[test]
 fn a_follower_whose_lease_may_have_expired_asks_for_a_new_grant() {
-    let mut w = model();
-    let mut e = Election::new(b"k", b"me", 3, 300);
+    let (mut w, mut e) = model_and_election();
     let start = w.now;
     let grant = e.poll(&Etcd, w.now).unwrap();
-    let (s, b) = w.send(0, &grant).unwrap();
-    e.answer(&Etcd, w.now, s, &b);
+    answer(&mut e, &mut w, &grant);
     let Role::Follower { until, .. } = e.role() else {
         panic!("{:?}", e.role())
     };
@@ -267,8 +268,7 @@ fn a_follower_whose_lease_may_have_expired_asks_for_a_new_grant() {
 /// "lease not found" start-over applied to any request → true, and `retry_ms / 3` → `* 3`).
 #[test]
 fn a_refused_renewal_keeps_the_leader_and_is_retried_a_third_of_the_retry_interval_later() {
-    let mut w = model();
-    let mut e = Election::new(b"k", b"me", 3, 300);
+    let (mut w, mut e) = model_and_election();
     let start = w.now;
     run(&mut e, &mut w, start + 100);
     assert!(e.is_leader(w.now));
@@ -290,11 +290,9 @@ fn a_refused_renewal_keeps_the_leader_and_is_retried_a_third_of_the_retry_interv
 /// the next tick (cargo-mutants: the campaign's due-time guard → true).
 #[test]
 fn a_failed_campaign_is_retried_after_the_retry_interval() {
-    let mut w = model();
-    let mut e = Election::new(b"k", b"me", 3, 300);
+    let (mut w, mut e) = model_and_election();
     let grant = e.poll(&Etcd, w.now).unwrap();
-    let (s, b) = w.send(0, &grant).unwrap();
-    e.answer(&Etcd, w.now, s, &b);
+    answer(&mut e, &mut w, &grant);
     let campaign = e.poll(&Etcd, w.now).unwrap();
     assert_eq!(campaign.path, "/v3/kv/txn");
     let failed_at = w.now;
@@ -310,11 +308,9 @@ fn a_failed_campaign_is_retried_after_the_retry_interval() {
 /// guard → false).
 #[test]
 fn a_campaign_refused_for_a_lease_gone_asks_for_a_new_grant_at_once() {
-    let mut w = model();
-    let mut e = Election::new(b"k", b"me", 3, 300);
+    let (mut w, mut e) = model_and_election();
     let grant = e.poll(&Etcd, w.now).unwrap();
-    let (s, b) = w.send(0, &grant).unwrap();
-    e.answer(&Etcd, w.now, s, &b);
+    answer(&mut e, &mut w, &grant);
     assert_eq!(e.poll(&Etcd, w.now).unwrap().path, "/v3/kv/txn");
     let gone = br#"{"error":"etcdserver: requested lease not found","code":5,"message":"x"}"#;
     e.answer(&Etcd, w.now, 404, gone);
