@@ -61,8 +61,7 @@
 //! investigating a new regression).
 //!
 //! `CHAOS_SCALE=<n>` multiplies the builds and the length of the fault phase (same rate) for
-//! benchmarks; `chaos_seed_sweep` (ignored) runs many seeds. Every run prints its figures and
-//! one `CHAOS_SUMMARY {json}` line.
+//! benchmarks; `chaos_seed_sweep` (ignored) runs many seeds. Every run prints its figures.
 
 mod common;
 
@@ -861,49 +860,6 @@ fn summarize(case: &Case, r: &Report) {
         r.steered.len(),
         r.tainted.len()
     );
-    let summary = json!({
-        "case": case.name,
-        "seed": case.seed,
-        "signature_mode": case.mode,
-        "attack": case.attack,
-        "forged_sent": r.forged_sent,
-        "forged_passed": r.forged_passed,
-        "loss": case.loss,
-        "scale": scale(),
-        "max_tracked_builds": case.max_tracked,
-        "builds": r.builds,
-        "webhooks_sent": r.webhooks_sent,
-        "webhooks_lost": r.webhooks_lost,
-        "webhooks_duplicated": r.webhooks_duplicated,
-        "webhooks_reordered": r.webhooks_reordered,
-        "webhooks_to_dead_vm": r.webhooks_to_dead_vm,
-        "webhooks_arrived": r.webhooks_arrived,
-        "live_pipeline_faults": r.live_pipeline_faults,
-        "recovered_transitions": r.recovered,
-        "drone_calls": r.drone_calls,
-        "drone_faults": r.drone_faults,
-        "redeliveries": r.redeliveries,
-        "redeliveries_acked": r.redeliveries_acked,
-        "redeliveries_refused": r.redeliveries_refused,
-        "refused_final": r.refused_final,
-        "recovery_p50_ms": p50,
-        "recovery_p99_ms": p99,
-        "recovery_max_ms": max,
-        "converged": r.converged,
-        "unconverged": r.unconverged.len(),
-        "unknowable": r.legit_unknowable.len(),
-        "terminal_rewrites_missed": r.terminal_rewrites_missed.len(),
-        "missed_below_baseline": r.missed_below_baseline.len(),
-        "older_redeliveries_racing_live": r.races.len(),
-        "older_redeliveries_other": r.violations.len(),
-        "leader_kills": r.kills.len(),
-        "config_reloads": r.reconfigures,
-        "max_memory_bytes": r.max_memory,
-        "virtual_ms": r.virtual_ms,
-        "wall_ms": r.wall_ms,
-        "metrics": r.metrics,
-    });
-    println!("CHAOS_SUMMARY {summary}");
 }
 
 /// Strict unless `CHAOS_STRICT=0`: the filter issues this suite found (see the `repro_*` tests) fail
@@ -1225,13 +1181,9 @@ chaos_cases! {
 #[test]
 fn chaos_tiny_ledger_evicts_and_counts_every_drop() {
     run_case(Case {
-        name: "tiny-ledger",
-        seed: 0xC4A0_5004,
         builds: 400,
-        loss: 0.2,
         max_tracked: 24,
-        mode: "off",
-        attack: false,
+        ..case("tiny-ledger", 0xC4A0_5004, 0.2, "off", false)
     });
 }
 
@@ -1248,14 +1200,10 @@ fn chaos_seed_sweep() {
     let builds: u64 = env("CHAOS_BUILDS", "1500").parse().expect("CHAOS_BUILDS");
     let mut failed = Vec::new();
     for seed in from..=to {
+        let mode = Box::leak(env("CHAOS_MODE", "off").into_boxed_str());
         let case = Case {
-            name: "sweep",
-            seed,
             builds,
-            loss,
-            max_tracked: LEDGER_CAP,
-            mode: Box::leak(env("CHAOS_MODE", "off").into_boxed_str()),
-            attack: env("CHAOS_ATTACK", "1") == "1",
+            ..case("sweep", seed, loss, mode, env("CHAOS_ATTACK", "1") == "1")
         };
         let (r, host) = Sim::new(case.clone()).run();
         summarize(&case, &r);
