@@ -110,20 +110,19 @@ pub enum CallReply {
 impl CallReply {
     /// A `200` with a body and no delay.
     pub fn ok(body: impl Into<Vec<u8>>) -> Self {
-        CallReply::Reply {
-            status: 200,
-            headers: Vec::new(),
-            body: body.into(),
-            delay_ms: 0,
-        }
+        CallReply::status(200, body)
     }
     /// A response with the given status and body and no delay.
     pub fn status(status: u16, body: impl Into<Vec<u8>>) -> Self {
+        CallReply::after(0, status, body)
+    }
+    /// A response with the given status and body and no headers, `delay_ms` after the call.
+    pub fn after(delay_ms: u64, status: u16, body: impl Into<Vec<u8>>) -> Self {
         CallReply::Reply {
             status,
             headers: Vec::new(),
             body: body.into(),
-            delay_ms: 0,
+            delay_ms,
         }
     }
 }

@@ -42,9 +42,7 @@ fn still_recovers(host: &mut Host, drone: &SharedDrone, pipeline: &SharedPipelin
 
 #[test]
 fn bad_live_webhooks() {
-    let mut host = Host::start(host_config(1, r#","max_body_bytes":8192"#)).unwrap();
-    let drone = install_drone(&mut host);
-    let pipeline = install_pipeline(&mut host);
+    let (mut host, drone, pipeline) = start_host(host_config(1, r#","max_body_bytes":8192"#));
     let good = webhook(9, 1, "running", 2);
     let unparsable: Vec<(&str, Vec<u8>)> = vec![
         ("malformed JSON", br#"{"event":"build","#.to_vec()),
@@ -133,9 +131,7 @@ fn bad_live_webhooks() {
 /// through byte for byte, are counted apart from unparsable bodies, and leave no state.
 #[test]
 fn webhooks_outside_the_input_limits() {
-    let mut host = Host::start(host_config(1, "")).unwrap();
-    let drone = install_drone(&mut host);
-    let pipeline = install_pipeline(&mut host);
+    let (mut host, drone, pipeline) = start_host(host_config(1, ""));
     let edit = |f: &dyn Fn(&mut serde_json::Value)| {
         let mut v: serde_json::Value =
             serde_json::from_slice(&webhook(9, 1, "running", 2)).unwrap();
@@ -229,12 +225,7 @@ fn bad_drone_answers() {
         ),
         (
             "slow",
-            CallReply::Reply {
-                status: 200,
-                headers: vec![],
-                body: api_build(9, 1, "success", 3),
-                delay_ms: 5_000,
-            },
+            CallReply::after(5_000, 200, api_build(9, 1, "success", 3)),
             INFO,
             "HTTP 504",
         ),

@@ -1248,9 +1248,7 @@ fn received(pipeline: &SharedPipeline) -> Vec<(String, u64)> {
 fn repro_slow_drone_answer_races_live_final() {
     // Signed: the live final is evidence (`off` has the same race with a claim instead:
     // `filter/tests/trust.rs` `a_claim_racing_the_lookup_is_asked_about_again`).
-    let mut host = Host::start(signed_host_config(1, "")).unwrap();
-    let drone = install_drone(&mut host);
-    let pipeline = install_pipeline(&mut host);
+    let (mut host, drone, pipeline) = start_host(signed_host_config(1, ""));
     drone.borrow_mut().set(1, 1, "pending", 1);
     send_live(&mut host, &pipeline, 0, webhook(1, 1, "pending", 1), 200);
     drone.borrow_mut().set(1, 1, "running", 2); // setup: no webhook

@@ -421,12 +421,7 @@ fn paused_request_resumes_from_call_reply() {
     h.set_responder("pipeline", |req, _| {
         assert_eq!(req.method(), "POST");
         assert_eq!(req.header("content-length"), Some("7"));
-        CallReply::Reply {
-            status: 200,
-            headers: vec![],
-            body: b"pong".to_vec(),
-            delay_ms: 50,
-        }
+        CallReply::after(50, 200, "pong")
     });
     let t0 = h.now_ms();
     let out = pass(&mut h, 0, op("pause-call").header("x-cluster", "pipeline"));
@@ -470,13 +465,7 @@ fn http_call_outcomes_match_envoy() {
     );
     assert_eq!(at, Some(500));
 
-    let late = CallReply::Reply {
-        status: 200,
-        headers: vec![],
-        body: b"late".to_vec(),
-        delay_ms: 800,
-    };
-    let (l, at) = one_call(late, 500, 2000);
+    let (l, at) = one_call(CallReply::after(800, 200, "late"), 500, 2000);
     assert!(l[1].contains("status=504"), "{l:?}");
     assert_eq!(at, Some(500));
 

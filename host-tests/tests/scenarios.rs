@@ -6,14 +6,6 @@ mod common;
 use common::*;
 use host_tests::{Host, HostConfig, UpstreamReply};
 
-/// A host started with `cfg`, a drone answering its lookups and the pipeline behind it.
-fn world(cfg: HostConfig) -> (Host, SharedDrone, SharedPipeline) {
-    let mut host = Host::start(cfg).unwrap();
-    let drone = install_drone(&mut host);
-    let pipeline = install_pipeline(&mut host);
-    (host, drone, pipeline)
-}
-
 /// Builds `numbers` of repository `repo` run (their `running` webhooks reach the pipeline
 /// through worker `vm`) and finish in drone (`success`, version 3) with the final webhook lost.
 fn finals_lost(
@@ -55,7 +47,7 @@ fn drone_calls_by_vm(host: &Host) -> Vec<usize> {
 
 #[test]
 fn all_webhooks_arrive_no_drone_calls_while_fresh_or_after_terminal() {
-    let (mut host, drone, pipeline) = world(signed_host_config(2, ""));
+    let (mut host, drone, pipeline) = start_host(signed_host_config(2, ""));
     for (vm, status, version) in [(0, "pending", 1), (1, "running", 2), (2, "running", 2)] {
         send_live(
             &mut host,
@@ -91,7 +83,7 @@ fn all_webhooks_arrive_no_drone_calls_while_fresh_or_after_terminal() {
 
 #[test]
 fn lost_final_webhook_is_polled_after_stale_after_and_redelivered() {
-    let (mut host, drone, pipeline) = world(signed_host_config(2, ""));
+    let (mut host, drone, pipeline) = start_host(signed_host_config(2, ""));
     send_live(&mut host, &pipeline, 0, webhook(1, 7, "running", 2), 200);
     drone.borrow_mut().set(1, 7, "success", 3); // its final webhook is lost
     host.advance(1000).unwrap();
@@ -125,7 +117,7 @@ fn lost_final_webhook_is_polled_after_stale_after_and_redelivered() {
 
 #[test]
 fn pipeline_500_is_redelivered_and_400_is_not() {
-    let (mut host, drone, pipeline) = world(signed_host_config(2, ""));
+    let (mut host, drone, pipeline) = start_host(signed_host_config(2, ""));
     send_live(&mut host, &pipeline, 0, webhook(1, 1, "running", 2), 200);
     send_live(&mut host, &pipeline, 1, webhook(1, 2, "running", 2), 200);
     drone.borrow_mut().set(1, 1, "success", 3);
@@ -155,7 +147,7 @@ fn pipeline_500_is_redelivered_and_400_is_not() {
 
 #[test]
 fn four_workers_one_leader_one_poll_per_due_build_and_takeover_loses_nothing() {
-    let (mut host, drone, pipeline) = world(signed_host_config(4, ""));
+    let (mut host, drone, pipeline) = start_host(signed_host_config(4, ""));
     assert_eq!(host.vm_count(), 5, "4 workers + main");
     for n in 1..=20u64 {
         let vm = (n as usize) % 5;
@@ -200,7 +192,7 @@ fn four_workers_one_leader_one_poll_per_due_build_and_takeover_loses_nothing() {
 
 #[test]
 fn drone_down_for_long_costs_a_trickle_then_everything_converges() {
-    let (mut host, drone, pipeline) = world(host_config(
+    let (mut host, drone, pipeline) = start_host(host_config(
         2,
         r#","max_inflight_calls":8,"max_drone_calls_per_sec":50"#,
     ));
@@ -224,7 +216,7 @@ fn drone_down_for_long_costs_a_trickle_then_everything_converges() {
 
 #[test]
 fn one_tick_registration_per_root_and_memory_flat_once_the_ledger_is_full() {
-    let (mut host, drone, pipeline) = world(host_config(
+    let (mut host, drone, pipeline) = start_host(host_config(
         1,
         r#","max_tracked_builds":500,"max_poll_interval_ms":4000"#,
     ));
@@ -277,7 +269,7 @@ fn one_tick_registration_per_root_and_memory_flat_once_the_ledger_is_full() {
 
 #[test]
 fn config_reload_keeps_tracked_builds() {
-    let (mut host, drone, pipeline) = world(host_config(2, ""));
+    let (mut host, drone, pipeline) = start_host(host_config(2, ""));
     finals_lost(&mut host, &drone, &pipeline, 0, 4, 1..=5);
     host.advance(500).unwrap();
     host.reconfigure(&plugin_config(r#","max_inflight_calls":2"#))
@@ -309,7 +301,7 @@ fn bad_configuration_is_refused_with_the_key_named() {
 
 #[test]
 fn unparsable_and_oversized_webhooks_pass_through_unchanged() {
-    let (mut host, _drone, pipeline) = world(host_config(1, r#","max_body_bytes":4096"#));
+    let (mut host, _drone, pipeline) = start_host(host_config(1, r#","max_body_bytes":4096"#));
     let cases: Vec<Vec<u8>> = vec![
         b"{not json".to_vec(),
         vec![0xff, 0xfe, 0x00, 0x7b],
@@ -341,7 +333,7 @@ fn unparsable_and_oversized_webhooks_pass_through_unchanged() {
 
 #[test]
 fn repository_json_goes_to_the_reconciler_once_and_a_new_leader_fetches_it() {
-    let (mut host, drone, pipeline) = world(signed_host_config(2, ""));
+    let (mut host, drone, pipeline) = start_host(signed_host_config(2, ""));
     // Many webhooks of one repository through one worker: the queue messages after the first
     // carry only the transition, yet re-deliveries are drone-shaped with the repository.
     finals_lost(&mut host, &drone, &pipeline, 0, 1, 1..=10);
@@ -415,7 +407,7 @@ fn advance_until(host: &mut Host, limit_ms: u64, mut done: impl FnMut() -> bool)
 /// 2 × `max_poll_interval_ms` (docs/reliability.md: Convergence) of drone writing them.
 #[test]
 fn newest_builds_whose_every_webhook_was_lost_are_discovered() {
-    let (mut host, drone, pipeline) = world(default_signed_config(2));
+    let (mut host, drone, pipeline) = start_host(default_signed_config(2));
     for (status, version) in [("pending", 1), ("running", 2), ("success", 3)] {
         drone.borrow_mut().set(1, 1, status, version);
         send_live(&mut host, &pipeline, 0, webhook(1, 1, status, version), 200);
@@ -456,7 +448,7 @@ fn newest_builds_whose_every_webhook_was_lost_are_discovered() {
 /// again, and delivers it once it exists (its only webhook lost: declined).
 #[test]
 fn a_build_announced_before_the_one_below_exists_is_delivered() {
-    let (mut host, drone, pipeline) = world(default_signed_config(1));
+    let (mut host, drone, pipeline) = start_host(default_signed_config(1));
     drone.borrow_mut().set(1, 1, "success", 3);
     send_live(&mut host, &pipeline, 0, webhook(1, 1, "success", 3), 200);
     host.advance(2_000).unwrap();
