@@ -12,7 +12,7 @@ use status_sync::core::config::Config;
 use status_sync::core::leader::{Role, Seat, MAX_DRAIN_PER_TICK};
 use status_sync::core::lease::Lease;
 use status_sync::core::ledger::{self, Class};
-use status_sync::core::model::{BuildKey, BuildStatus, DeliveryOutcome};
+use status_sync::core::model::{BuildStatus, DeliveryOutcome};
 use status_sync::core::observation::QueueKey;
 use status_sync::core::snapshot;
 use status_sync::core::store::{MemoryStore, SetError, SharedStore};
@@ -79,6 +79,14 @@ fn tracked(s: &mut Seat) -> usize {
 
 fn snapshot_errors(s: &mut Seat) -> u64 {
     s.leader().unwrap().reconciler.counters().snapshot_errors
+}
+
+/// Root `me` elected in `store` at `at`: the snapshot errors it counted and the builds it
+/// loaded.
+fn loaded(store: &mut MemoryStore, cfg: &Config, me: u64, at: u64) -> (u64, usize) {
+    let mut s = seat(me, cfg);
+    s.elect(store, cfg, at);
+    (snapshot_errors(&mut s), tracked(&mut s))
 }
 
 #[test]
@@ -318,10 +326,8 @@ fn a_snapshot_of_another_layout_is_loaded_and_rewritten() {
         .collect();
     assert_eq!(stored.iter().sum::<usize>(), 40, "{stored:?}");
     // And the leader after that finds the new layout as it is.
-    let mut c = seat(3, &new_cfg);
-    c.elect(&mut store, &new_cfg, T0 + 2 * LEASE_MS);
-    assert_eq!(tracked(&mut c), 40);
-    assert_eq!(snapshot_errors(&mut c), 0);
+    let at = T0 + 2 * LEASE_MS;
+    assert_eq!(loaded(&mut store, &new_cfg, 3, at), (0, 40));
 }
 
 /// A shard of the previous record layout (`SSL1`, written before claims were kept apart from
@@ -356,10 +362,7 @@ fn a_previous_record_layout_loads_as_hints_and_is_rewritten() {
 
     let mut a = seat(1, &cfg);
     assert_eq!(a.elect(&mut store, &cfg, T0), Role::Elected { epoch: 1 });
-    let key = BuildKey {
-        repo_id: common::REPO_ID,
-        number: 7,
-    };
+    let key = common::key(7);
     let leader = a.leader().unwrap();
     let entry = *leader.reconciler.ledger().get(&key).unwrap();
     assert_eq!(entry.class, Class::Hint);
@@ -401,17 +404,11 @@ impl SharedStore for Refusing {
 #[test]
 fn checkpoints_write_what_changed_and_count_refused_writes() {
     let (_, mut store, mut a) = leading(3);
-    let before: Vec<_> = store
-        .keys()
-        .map(|k| (k.to_string(), store.get(k)))
-        .collect();
+    let all = |s: &MemoryStore| -> Vec<_> { s.keys().map(|k| (k.to_string(), s.get(k))).collect() };
+    let before = all(&store);
     // Nothing changed: nothing is written.
     a.leader().unwrap().checkpoint(&mut store);
-    let after: Vec<_> = store
-        .keys()
-        .map(|k| (k.to_string(), store.get(k)))
-        .collect();
-    assert_eq!(before, after);
+    assert_eq!(before, all(&store));
 
     // Builds 4..=9 are new: their shards and the raised watermarks are written, and the
     // host refuses each write.
@@ -422,13 +419,7 @@ fn checkpoints_write_what_changed_and_count_refused_writes() {
     leader.checkpoint(&mut refusing);
     let shards = leader.reconciler.shard_count();
     let mut touched: Vec<u32> = (4..=9)
-        .map(|number| {
-            let key = BuildKey {
-                repo_id: common::REPO_ID,
-                number,
-            };
-            ledger::shard_of(&key, shards)
-        })
+        .map(|number| ledger::shard_of(&common::key(number), shards))
         .collect();
     touched.sort_unstable();
     touched.dedup();
@@ -455,25 +446,18 @@ fn unreadable_snapshot_values_are_skipped_and_counted() {
     // A corrupt shard: skipped and counted; the other shards load.
     let mut store = base.clone();
     store.set(&first, b"SSL2garbage", None).unwrap();
-    let mut b = seat(2, &cfg);
-    b.elect(&mut store, &cfg, then);
-    assert_eq!(snapshot_errors(&mut b), 1);
-    assert_eq!(tracked(&mut b), 30 - in_first);
+    assert_eq!(loaded(&mut store, &cfg, 2, then), (1, 30 - in_first));
 
     // An emptied shard and emptied watermarks: nothing to load there, nothing wrong.
     store.set(&first, b"", None).unwrap();
     store.set(&key("repos"), b"", None).unwrap();
-    let mut c = seat(3, &cfg);
-    c.elect(&mut store, &cfg, then + LEASE_MS);
-    assert_eq!(snapshot_errors(&mut c), 0);
-    assert_eq!(tracked(&mut c), 30 - in_first);
+    let at = then + LEASE_MS;
+    assert_eq!(loaded(&mut store, &cfg, 3, at), (0, 30 - in_first));
 
     // Corrupt watermarks: counted; the builds still load.
     store.set(&key("repos"), b"SSR3\xff", None).unwrap();
-    let mut d = seat(4, &cfg);
-    d.elect(&mut store, &cfg, then + 2 * LEASE_MS);
-    assert_eq!(snapshot_errors(&mut d), 1);
-    assert_eq!(tracked(&mut d), 30 - in_first);
+    let at = then + 2 * LEASE_MS;
+    assert_eq!(loaded(&mut store, &cfg, 4, at), (1, 30 - in_first));
 
     // A meta value that cannot be read: counted, nothing loaded (the shard count is unknown),
     // and this leader's layout written over it.
@@ -494,9 +478,7 @@ fn unreadable_snapshot_values_are_skipped_and_counted() {
     // An emptied meta value: no snapshot, and not an error.
     let mut s = MemoryStore::new();
     s.set(&key("ledger/meta"), b"", None).unwrap();
-    let mut f = seat(6, &cfg);
-    f.elect(&mut s, &cfg, then);
-    assert_eq!(snapshot_errors(&mut f), 0);
+    assert_eq!(loaded(&mut s, &cfg, 6, then).0, 0);
 }
 
 /// An unreadable queue message is counted and skipped; a drain takes a bounded number of
@@ -549,10 +531,7 @@ fn a_message_another_plugin_wrote_is_never_evidence() {
     let r = &leader.reconciler;
     assert_eq!(r.counters().observations_unauthenticated, 2);
     assert_eq!(r.counters().observations_invalid, 0);
-    let key = BuildKey {
-        repo_id: common::REPO_ID,
-        number: 7,
-    };
+    let key = common::key(7);
     let entry = r.ledger().get(&key).expect("tracked as a hint");
     assert_eq!(entry.class, Class::Hint);
     assert_eq!(r.repo_confirmed(common::REPO_ID), None, "no name from it");

@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use status_sync::core::model::{BuildKey, BuildStatus, DeliveryOutcome, ParsedWebhook, RepoRef};
+use status_sync::core::model::{BuildStatus, DeliveryOutcome, ParsedWebhook, RepoRef};
 use status_sync::core::observation::{Observation, QueueKey};
 use status_sync::core::reconciler::Reconciler;
 
@@ -54,10 +54,7 @@ fn evidence_keeps_a_claim_above_it() {
     r.observe(obs(1, "running", 2, DeliveryOutcome::Delivered), T0);
     let out = answer_when_due(&mut r, 1, ok(api_build(1, "running", 3)));
     assert!(out.is_empty(), "the pipeline has v3: {out:?}");
-    let key = BuildKey {
-        repo_id: REPO_ID,
-        number: 1,
-    };
+    let key = common::key(1);
     assert_eq!(r.ledger().get(&key).unwrap().settled_version(), 3);
 }
 
@@ -65,10 +62,7 @@ fn evidence_keeps_a_claim_above_it() {
 /// never moves a build evidence backs.
 #[test]
 fn hints_bring_only_hint_only_lookups_closer() {
-    let key = BuildKey {
-        repo_id: REPO_ID,
-        number: 1,
-    };
+    let key = common::key(1);
     let hint = |outcome| {
         let mut o = obs(1, "running", 1, outcome);
         o.set_verified(false);
