@@ -222,6 +222,11 @@ fn one_tick_registration_per_root_and_memory_flat_once_the_ledger_is_full() {
     ));
     let mut number = 0u64;
     let mut mem_after_warmup = None;
+    let memory = |host: &Host| -> Vec<usize> {
+        (0..host.vm_count())
+            .map(|vm| host.memory_bytes(vm))
+            .collect()
+    };
     // 10^5 ticks of 100 ms; a new build every 5 ticks (churn past the ledger's cap), drone
     // keeps them all running, so the ledger fills and evicts.
     for i in 0..20_000u64 {
@@ -236,18 +241,11 @@ fn one_tick_registration_per_root_and_memory_flat_once_the_ledger_is_full() {
         );
         host.advance(500).unwrap();
         if i == 5_000 {
-            mem_after_warmup = Some(
-                (0..host.vm_count())
-                    .map(|vm| host.memory_bytes(vm))
-                    .collect::<Vec<_>>(),
-            );
+            mem_after_warmup = Some(memory(&host));
         }
     }
-    let mem_end: Vec<usize> = (0..host.vm_count())
-        .map(|vm| host.memory_bytes(vm))
-        .collect();
     assert_eq!(
-        Some(mem_end.clone()),
+        Some(memory(&host)),
         mem_after_warmup,
         "linear memory stops growing"
     );
@@ -409,8 +407,7 @@ fn advance_until(host: &mut Host, limit_ms: u64, mut done: impl FnMut() -> bool)
 fn newest_builds_whose_every_webhook_was_lost_are_discovered() {
     let (mut host, drone, pipeline) = start_host(default_signed_config(2));
     for (status, version) in [("pending", 1), ("running", 2), ("success", 3)] {
-        drone.borrow_mut().set(1, 1, status, version);
-        send_live(&mut host, &pipeline, 0, webhook(1, 1, status, version), 200);
+        drone_writes_and_sends(&mut host, (&drone, &pipeline), (1, 1), (status, version));
         host.advance(5_000).unwrap();
     }
     // Build 2: created and declined, nothing sent (drone never reports declines, and the
@@ -449,12 +446,10 @@ fn newest_builds_whose_every_webhook_was_lost_are_discovered() {
 #[test]
 fn a_build_announced_before_the_one_below_exists_is_delivered() {
     let (mut host, drone, pipeline) = start_host(default_signed_config(1));
-    drone.borrow_mut().set(1, 1, "success", 3);
-    send_live(&mut host, &pipeline, 0, webhook(1, 1, "success", 3), 200);
+    drone_writes_and_sends(&mut host, (&drone, &pipeline), (1, 1), ("success", 3));
     host.advance(2_000).unwrap();
     drone.borrow_mut().store.taken(1, 3);
-    drone.borrow_mut().set(1, 3, "pending", 1);
-    send_live(&mut host, &pipeline, 0, webhook(1, 3, "pending", 1), 200);
+    drone_writes_and_sends(&mut host, (&drone, &pipeline), (1, 3), ("pending", 1));
     let looked = advance_until(&mut host, 120_000, || {
         drone
             .borrow()

@@ -24,11 +24,7 @@ fn signed_host(mode: &str, extra: &str) -> (Host, SharedDrone) {
 }
 
 fn signed(host: &Host, body: Vec<u8>, secret: &str) -> TestRequest {
-    let s = signature::sign(secret.as_bytes(), &body, host.now_ms());
-    hook_request(body)
-        .header("date", &s.date)
-        .header("digest", &s.digest)
-        .header("signature", &s.signature)
+    signed_by(hook_request(body.clone()), &body, secret, host.now_ms())
 }
 
 /// Sends a request; returns (status the client got, whether the pipeline saw it).
@@ -76,13 +72,8 @@ fn enforce_rejects_forged_and_unsigned_and_passes_genuine() {
         "body changed after signing"
     );
 
-    let stale = {
-        let s = signature::sign(SECRET.as_bytes(), &body, host.now_ms() - 3_600_000);
-        hook_request(body.clone())
-            .header("date", &s.date)
-            .header("digest", &s.digest)
-            .header("signature", &s.signature)
-    };
+    let an_hour_ago = host.now_ms() - 3_600_000;
+    let stale = signed_by(hook_request(body.clone()), &body, SECRET, an_hour_ago);
     assert_eq!(
         send(&mut host, stale),
         (401, false),
@@ -162,11 +153,7 @@ fn variant(host: &Host, method: &str, event: Option<&str>, secret: Option<&str>)
         req = req.header("x-drone-event", e);
     }
     if let Some(secret) = secret {
-        let s = signature::sign(secret.as_bytes(), &body, host.now_ms());
-        req = req
-            .header("date", &s.date)
-            .header("digest", &s.digest)
-            .header("signature", &s.signature);
+        req = signed_by(req, &body, secret, host.now_ms());
     }
     req
 }

@@ -61,11 +61,16 @@ pub fn hook_request(body: Vec<u8>) -> TestRequest {
 /// Drone's `DRONE_WEBHOOK_SECRET` in the scenarios that sign their webhooks.
 pub const HOOK_SECRET: &str = "c2NlbmFyaW8tc2VjcmV0LWtleS0xMjM0NQ";
 
-/// [`hook_request`] signed as drone signs it (`Date`, `Digest`, `Signature`) at `now_ms`.
+/// [`hook_request`] signed as drone signs it with [`HOOK_SECRET`] at `now_ms`.
 pub fn signed_hook_request(body: Vec<u8>, now_ms: u64) -> TestRequest {
-    let s = status_sync::core::signature::sign(HOOK_SECRET.as_bytes(), &body, now_ms);
-    hook_request(body)
-        .header("date", &s.date)
+    signed_by(hook_request(body.clone()), &body, HOOK_SECRET, now_ms)
+}
+
+/// `req` with drone's signature headers (`Date`, `Digest`, `Signature`) over `body`, made
+/// with `secret` at `now_ms`.
+pub fn signed_by(req: TestRequest, body: &[u8], secret: &str, now_ms: u64) -> TestRequest {
+    let s = status_sync::core::signature::sign(secret.as_bytes(), body, now_ms);
+    req.header("date", &s.date)
         .header("digest", &s.digest)
         .header("signature", &s.signature)
 }
