@@ -469,13 +469,7 @@ fn a_flood_of_hint_lookups_never_starves_the_discovery_of_an_evidence_repository
         s.run(100);
     }
     let before = repo_looks(&s, "hello-world");
-    let hint_calls = |s: &Sim| {
-        s.drone
-            .calls
-            .iter()
-            .filter(|p| p.contains("/repo-7/"))
-            .count()
-    };
+    let hint_calls = |s: &Sim| s.drone.calls_to(|p| p.contains("/repo-7/"));
     let hinted_before = hint_calls(&s);
     s.saw(hook_of(42, 101, "running", 2), Delivered, true);
     let start = s.now;

@@ -548,13 +548,7 @@ fn build_announced_before_the_one_below_exists_is_not_lost() {
 fn discovery_follows_activity_and_stops_when_quiet() {
     let mut s = sim(config(r#","max_build_age_ms":120000"#));
     announced(&mut s, 42, 1, "success", 3, true);
-    let repo_calls = |s: &Sim| {
-        s.drone
-            .calls
-            .iter()
-            .filter(|p| *p == "/api/repos/octocat/hello-world")
-            .count()
-    };
+    let repo_calls = |s: &Sim| s.drone.calls_to(|p| p == "/api/repos/octocat/hello-world");
     s.run(60_000);
     let first_minute = repo_calls(&s);
     s.run(60_000);
@@ -603,13 +597,7 @@ fn incomplete_builds_reveal_repositories_never_seen() {
 
     let mut s = sim(config(""));
     s.run(60_000);
-    let asked = |s: &Sim| {
-        s.drone
-            .calls
-            .iter()
-            .filter(|p| p.contains("incomplete"))
-            .count()
-    };
+    let asked = |s: &Sim| s.drone.calls_to(|p| p.contains("incomplete"));
     assert_eq!(asked(&s), 1);
     assert_eq!(s.r.counters().circuit_opens, 0);
 }
@@ -652,14 +640,7 @@ fn a_hint_about_a_finished_build_costs_a_lookup_never_a_redelivery() {
     s.run(10_000);
     assert!(s.delivered.is_empty(), "{:?}", s.delivered);
     assert_eq!(s.r.ledger().len(), 0);
-    assert_eq!(
-        s.drone
-            .calls
-            .iter()
-            .filter(|p| p.ends_with("/builds/5"))
-            .count(),
-        1
-    );
+    assert_eq!(s.drone.calls_to(|p| p.ends_with("/builds/5")), 1);
     assert_eq!(s.r.counters().hints_refuted, 1);
 }
 
@@ -708,13 +689,7 @@ fn late_refutations_drop_only_the_unconfirmed_name_they_were_about() {
     s.saw(hook_of(42, 5, "running", 2), NotDelivered, false);
     assert!(s.r.on_response(confirm.id, not_found(), s.now).is_empty());
     s.run(10_000);
-    assert!(
-        s.drone
-            .calls
-            .iter()
-            .any(|p| p == "/api/repos/octocat/hello-world"),
-        "{:?}",
-        s.drone.calls
-    );
+    let confirmations = s.drone.calls_to(|p| p == "/api/repos/octocat/hello-world");
+    assert!(confirmations > 0, "{:?}", s.drone.calls);
     assert_eq!(s.r.repo_confirmed(42), Some(("octocat", "hello-world")));
 }

@@ -204,7 +204,12 @@ impl Drone {
     /// How many times build `number` of repository `id` was looked up.
     pub fn build_lookups(&self, id: u64, number: u64) -> usize {
         let path = format!("/api/repos/octocat/{}/builds/{number}", repo_of(id).name);
-        self.calls.iter().filter(|p| **p == path).count()
+        self.calls_to(|p| p == path)
+    }
+
+    /// How many calls drone took whose path `wanted` picks.
+    pub fn calls_to(&self, wanted: impl Fn(&str) -> bool) -> usize {
+        self.calls.iter().filter(|p| wanted(p)).count()
     }
 
     /// The paths of every build lookup, in order.
