@@ -313,13 +313,10 @@ fn the_runbooks_first_hour_request_shows_in_the_counters_it_names_in_every_mode(
     ];
     for (mode, cfg) in modes {
         let mut host = Host::start(cfg).unwrap();
-        let bare = host
-            .request(
-                0,
-                host_tests::TestRequest::post("/hook", Vec::new()),
-                |_| UpstreamReply::status(200),
-            )
-            .unwrap();
+        let bare = through(
+            &mut host,
+            host_tests::TestRequest::post("/hook", Vec::new()),
+        );
         let counted = |host: &Host| {
             [
                 "webhooks_observed",
@@ -336,9 +333,7 @@ fn the_runbooks_first_hour_request_shows_in_the_counters_it_names_in_every_mode(
             assert_eq!(counted(&host), [0, 0, 0], "{mode}: bare POST seen");
         }
         let before = counted(&host);
-        let out = host
-            .request(0, check(), |_| UpstreamReply::status(200))
-            .unwrap();
+        let out = through(&mut host, check());
         let moved = {
             let after = counted(&host);
             [0, 1, 2].map(|i| after[i] - before[i])

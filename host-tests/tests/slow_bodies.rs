@@ -8,7 +8,7 @@
 mod common;
 
 use common::*;
-use host_tests::{Host, Partial, UpstreamReply};
+use host_tests::{Host, Partial};
 
 const MIB: usize = 1 << 20;
 
@@ -58,11 +58,7 @@ fn growth(extra: &str, streams: usize, chunks: usize, chunk: usize) -> (usize, H
     let mut host = Host::start(host_config(1, extra)).unwrap();
     host.advance(200).unwrap();
     // One ordinary webhook first: the allocator's own first growth is not the streams'.
-    let out = host
-        .request(0, hook_request(webhook(1, 1, "running", 2)), |_| {
-            UpstreamReply::status(200)
-        })
-        .unwrap();
+    let out = through(&mut host, hook_request(webhook(1, 1, "running", 2)));
     assert_eq!(out.status, 200);
     let before = host.memory_bytes(0);
     let (open, partials) = slow_streams(&mut host, streams, chunks, chunk, false);
@@ -96,11 +92,7 @@ fn slow_bodies_hold_at_most_max_body_bytes_in_flight_and_pass_through() {
     );
     // Everything came back: the next webhook is observed (and queued for the reconciler).
     let delivered = metric(&host, "webhooks_delivered");
-    let out = host
-        .request(0, hook_request(webhook(1, 2, "running", 2)), |_| {
-            UpstreamReply::status(200)
-        })
-        .unwrap();
+    let out = through(&mut host, hook_request(webhook(1, 2, "running", 2)));
     assert_eq!(out.status, 200);
     assert_eq!(metric(&host, "webhooks_delivered"), delivered + 1);
     assert_eq!(metric(&host, "webhooks_over_budget"), over);
@@ -147,12 +139,8 @@ fn enforce_answers_503_to_held_bodies_beyond_the_cap() {
         host.stream_reset(0, ctx);
     }
     // Room again: a genuine webhook passes, verified.
-    let body = webhook(1, 3, "running", 2);
-    let out = host
-        .request(0, signed_hook_request(body, host.now_ms()), |_| {
-            UpstreamReply::status(200)
-        })
-        .unwrap();
+    let genuine = signed_hook_request(webhook(1, 3, "running", 2), host.now_ms());
+    let out = through(&mut host, genuine);
     assert_eq!(out.status, 200);
     assert_eq!(metric(&host, "webhooks_rejected"), 0);
 }

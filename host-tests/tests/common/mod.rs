@@ -11,7 +11,7 @@ pub use setup::*;
 
 use drone_model::store::{Bodies, Store};
 pub use host_tests::upstreams::{Drone, Pipeline, SharedDrone, SharedPipeline};
-use host_tests::{Host, HostConfig, UpstreamReply};
+use host_tests::{Host, HostConfig, TestRequest, UpstreamReply};
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::OnceLock;
@@ -89,6 +89,12 @@ pub fn send_live(
         UpstreamReply::status(status)
     })
     .expect("request")
+}
+
+/// Sends `req` through VM 0 to an upstream that answers 200; what came back.
+pub fn through(host: &mut Host, req: TestRequest) -> host_tests::StreamOutcome {
+    host.request(0, req, |_| UpstreamReply::status(200))
+        .expect("request")
 }
 
 /// A host started with `cfg`, with [`install_drone`] and [`install_pipeline`].
