@@ -142,13 +142,10 @@ impl World {
         assert_eq!(call.header(":path"), Some("/hook"));
         assert_eq!(call.header("x-drone-event"), Some("build"));
         let answer = pipeline();
-        if matches!(
-            answer,
-            CallResult::Response {
-                status: 200..=299,
-                ..
-            }
-        ) {
+        if let CallResult::Response {
+            status: 200..=299, ..
+        } = answer
+        {
             let (number, status, version) = redelivered(call);
             let id = call.header("webhook-id").unwrap().to_string();
             self.delivered.push((number, status, version, id));
@@ -338,14 +335,7 @@ fn older_drone_versions_are_never_delivered() {
 fn drone_outage_costs_a_trickle_then_recovers() {
     let mut s = Sim::limited(16, 100, 50, Delivered);
     // Drone down for 10 minutes.
-    s.run(
-        600_000,
-        &mut |_| CallResult::Response {
-            status: 503,
-            body: vec![],
-        },
-        &mut pipeline_ok,
-    );
+    s.run(600_000, &mut |_| http(503), &mut pipeline_ok);
     let outage_calls = s.w.drone_calls;
     // threshold (5) + up to inflight-1 racing + one probe per open period (2 s doubling to 8 s).
     // The first tick's 16 calls (all in flight before the circuit opens), then one probe per

@@ -10,7 +10,6 @@ use status_sync::core::ledger::Class;
 use status_sync::core::model::DeliveryOutcome::{self, Delivered, NotDelivered, Refused};
 use status_sync::core::model::ParsedWebhook;
 use status_sync::core::observation::Observation;
-use status_sync::core::reconciler::CallResult;
 mod common;
 
 use common::tick_until;
@@ -439,10 +438,8 @@ fn outgoing_call_debug_redacts_secrets() {
     assert!(
         shown.contains("<redacted>") && shown.contains("/api/repos/octocat/hello-world/builds/5")
     );
-    let answer = CallResult::Response {
-        status: 200,
-        body: br#"{"id":1,"repo_id":42,"number":5,"status":"success","version":3}"#.to_vec(),
-    };
+    let answer = br#"{"id":1,"repo_id":42,"number":5,"status":"success","version":3}"#;
+    let answer = common::ok(answer.to_vec());
     let deliver = s.r.on_response(lookup.id, answer, s.now).pop().unwrap();
     let signature = deliver.header("signature").unwrap().to_string();
     let shown = format!("{deliver:?}");
