@@ -231,28 +231,18 @@ fn queue_last_registrant_gets_on_queue_ready() {
         .map(|l| l.1.split(' ').next_back().unwrap().to_string())
         .collect();
     assert_eq!(qids.len(), 1, "same id for the same name");
-    let qid = ask(
-        &mut h,
-        0,
-        op("qresolve")
-            .header("x-vm-id", "status-sync")
-            .header("x-name", "jobs"),
-    );
-    let qid = qid.strip_prefix("qid=").unwrap().to_string();
-    assert_eq!(
-        ask(
-            &mut h,
-            0,
-            op("qresolve")
-                .header("x-vm-id", "status-sync")
-                .header("x-name", "nope")
-        ),
-        "none"
-    );
-
-    let enq = |h: &mut Host, vm, v: &str| {
-        ask(h, vm, op("qenq").header("x-qid", &qid).header("x-value", v))
+    let resolve = |h: &mut Host, name: &str| {
+        let vm_id = op("qresolve").header("x-vm-id", "status-sync");
+        ask(h, 0, vm_id.header("x-name", name))
     };
+    let qid = resolve(&mut h, "jobs");
+    let qid = qid.strip_prefix("qid=").unwrap().to_string();
+    assert_eq!(resolve(&mut h, "nope"), "none");
+
+    let enq_to = |h: &mut Host, vm, qid: &str, v: &str| {
+        ask(h, vm, op("qenq").header("x-qid", qid).header("x-value", v))
+    };
+    let enq = |h: &mut Host, vm, v: &str| enq_to(h, vm, &qid, v);
     assert_eq!(enq(&mut h, 0, "a"), "ok");
     assert!(
         logs_with(&h, "queue-ready").is_empty(),
@@ -285,14 +275,7 @@ fn queue_last_registrant_gets_on_queue_ready() {
         ask(&mut h, 0, op("qdeq").header("x-qid", "999")),
         "err=NotFound"
     );
-    assert_eq!(
-        ask(
-            &mut h,
-            0,
-            op("qenq").header("x-qid", "999").header("x-value", "x")
-        ),
-        "err=NotFound"
-    );
+    assert_eq!(enq_to(&mut h, 0, "999", "x"), "err=NotFound");
 }
 
 #[test]

@@ -91,6 +91,21 @@ pub fn send_live(
     .expect("request")
 }
 
+/// Each of builds `numbers` of repository `repo` reached the pipeline as drone's `success`, version 3.
+pub fn assert_succeeded(
+    pipeline: &SharedPipeline,
+    repo: u64,
+    numbers: impl IntoIterator<Item = u64>,
+) {
+    for n in numbers {
+        assert_eq!(
+            pipeline.borrow().status_of(repo, n),
+            Some(("success".into(), 3)),
+            "build {n}"
+        );
+    }
+}
+
 /// Sends `req` through VM 0 to an upstream that answers 200; what came back.
 pub fn through(host: &mut Host, req: TestRequest) -> host_tests::StreamOutcome {
     host.request(0, req, |_| UpstreamReply::status(200))
