@@ -8,7 +8,7 @@ use common::*;
 use status_sync::core::ledger::{Class, Entry};
 use status_sync::core::model::DeliveryOutcome;
 use status_sync::core::reconciler::Reconciler;
-use status_sync::core::snapshot::{self, Record};
+use status_sync::core::snapshot;
 
 /// The rate limit refuses the half-open probe's call: the probe is given back, and the next
 /// tick with a token makes it. Otherwise one drone failure stops the reconciler for good.
@@ -224,11 +224,7 @@ fn giving_up_a_build_takes_no_token_of_the_rate_limit() {
         let mut e = Entry::new(first_seen, Class::Backed);
         e.interval_ms = 1000;
         e.next_due_ms = due;
-        Record {
-            repo: repo(),
-            number,
-            entry: e,
-        }
+        common::record(number, e)
     };
     let records = [
         record(1, T0, T0 + 60_001),

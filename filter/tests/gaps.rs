@@ -9,7 +9,7 @@ use common::*;
 use status_sync::core::ledger::{Class, Entry};
 use status_sync::core::model::{BuildStatus, DeliveryOutcome};
 use status_sync::core::reconciler::Reconciler;
-use status_sync::core::snapshot::{self, Record};
+use status_sync::core::snapshot;
 
 /// Gap filling upward also takes only the `max_gap_fill` numbers just below the new one.
 #[test]
@@ -102,11 +102,7 @@ fn gap_fill_skips_builds_already_tracked() {
     let mut e = Entry::new(T0, Class::Backed);
     e = settled(e, 2, BuildStatus::Running);
     e.next_due_ms = T0 + 50_000;
-    let shard = snapshot::encode_shard(&[Record {
-        repo: repo(),
-        number: 8,
-        entry: e,
-    }]);
+    let shard = snapshot::encode_shard(&[record(8, e)]);
     assert!(r.load_shard(&shard, T0));
     r.observe(obs(10, "running", 2, DeliveryOutcome::Delivered), T0);
     assert_eq!(tracked(&r), vec![6, 7, 8, 9, 10]);

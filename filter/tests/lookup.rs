@@ -48,12 +48,7 @@ fn loaded(extra: &str, number: u64, class: Class, due: u64) -> Reconciler {
     let mut e = Entry::new(T0, class);
     e.interval_ms = 1000;
     e.next_due_ms = due;
-    let record = Record {
-        repo: repo(),
-        number,
-        entry: e,
-    };
-    assert!(r.load_shard(&snapshot::encode_shard(&[record]), due - 500));
+    assert!(r.load_shard(&snapshot::encode_shard(&[record(number, e)]), due - 500));
     r
 }
 
@@ -401,11 +396,7 @@ fn build_age_limit_is_exclusive_and_counted() {
     e = settled(e, 2, BuildStatus::Running);
     e.interval_ms = 1000;
     e.next_due_ms = T0 + 60_000;
-    let record = |number| Record {
-        repo: repo(),
-        number,
-        entry: e,
-    };
+    let record = |number| record(number, e);
     let shard = snapshot::encode_shard(&[record(1)]);
     assert!(r.load_shard(&shard, T0 + 59_500));
     let calls = r.tick(T0 + 60_000);

@@ -147,11 +147,7 @@ fn build_in_flight_in_a_snapshot_is_due_at_once() {
     let mut e = Entry::new(T0, Class::Backed);
     e = settled(e, 2, BuildStatus::Running);
     e.next_due_ms = status_sync::core::ledger::NOT_SCHEDULED;
-    let shard = snapshot::encode_shard(&[Record {
-        repo: repo(),
-        number: 4,
-        entry: e,
-    }]);
+    let shard = snapshot::encode_shard(&[record(4, e)]);
     let mut r = Reconciler::new(config(""), 1);
     assert!(r.load_shard(&shard, T0));
     let calls = r.tick(T0);

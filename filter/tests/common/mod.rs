@@ -516,9 +516,14 @@ pub fn killed_record(number: u64, last_change: u64, due: u64) -> Record {
     e = settled(e, 3, BuildStatus::Killed);
     e.interval_ms = 8000;
     e.next_due_ms = due;
+    record(number, e)
+}
+
+/// A snapshot record of build `number` of the tests' repository.
+pub fn record(number: u64, entry: Entry) -> Record {
     Record {
         repo: repo(),
         number,
-        entry: e,
+        entry,
     }
 }
