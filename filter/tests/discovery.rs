@@ -102,8 +102,7 @@ fn discovery_stops_after_max_build_age_of_silence_not_at_it() {
 /// watermarks alone; drone's `counter` above it tracks the numbers above, not that one.
 #[test]
 fn discovery_after_a_leader_change_starts_above_the_watermark() {
-    let mut r = Reconciler::new(config(""), 1);
-    assert!(r.load_watermarks(&snapshot::encode_watermarks(&[(repo(), 5, 1)])));
+    let mut r = leader_after(5, 1, "");
     discovery(&mut r, ok(repo_json_with_counter(7)));
     assert_eq!(tracked(&r), vec![6, 7]);
 }

@@ -57,13 +57,8 @@ fn shared_bytes(host: &Host) -> usize {
 fn forged_growth(extra: &str) -> (usize, usize, usize) {
     // `off` (the default without a secret): every webhook is unverified. No poll happens
     // during the test (stale_after_ms), so nothing is dropped before it is measured.
-    let mut host = Host::start(host_config(
-        2,
-        &format!(r#","stale_after_ms":600000,"max_poll_interval_ms":600000{extra}"#),
-    ))
-    .unwrap();
-    let _drone = install_drone(&mut host);
-    let pipeline = install_pipeline(&mut host);
+    let quiet = format!(r#","stale_after_ms":600000,"max_poll_interval_ms":600000{extra}"#);
+    let (mut host, _drone, pipeline) = start_host(host_config(2, &quiet));
     // Forged webhook i, on worker i % 2.
     let send = |host: &mut Host, i: u64| {
         send_live(host, &pipeline, (i % 2) as usize, max_size_forged(i), 200);

@@ -38,11 +38,14 @@ fn two_envoys_with_etcd_cluster_elect_one_reconciler_that_alone_calls_drone_and_
     let drone: SharedDrone = Default::default();
     let mut hosts = [envoy(1, &drone, &etcd), envoy(2, &drone, &etcd)];
     let pipelines: Vec<SharedPipeline> = hosts.iter_mut().map(install_pipeline).collect();
-    for _ in 0..40 {
-        for h in hosts.iter_mut() {
-            h.advance(100).unwrap();
+    let run = |hosts: &mut [Host], ticks: usize| {
+        for _ in 0..ticks {
+            for h in hosts.iter_mut() {
+                h.advance(100).unwrap();
+            }
         }
-    }
+    };
+    run(&mut hosts, 40);
     let mut modes: Vec<i64> = hosts.iter().map(|h| metric(h, "cluster_mode")).collect();
     modes.sort();
     assert_eq!(
@@ -53,20 +56,11 @@ fn two_envoys_with_etcd_cluster_elect_one_reconciler_that_alone_calls_drone_and_
     // Builds run through either replica; their final webhooks are lost.
     for n in 1..=6u64 {
         let i = (n % 2) as usize;
-        send_live(
-            &mut hosts[i],
-            &pipelines[i],
-            0,
-            webhook(1, n, "running", 2),
-            200,
-        );
+        let running = webhook(1, n, "running", 2);
+        send_live(&mut hosts[i], &pipelines[i], 0, running, 200);
         drone.borrow_mut().set(1, n, "success", 3);
     }
-    for _ in 0..200 {
-        for h in hosts.iter_mut() {
-            h.advance(100).unwrap();
-        }
-    }
+    run(&mut hosts, 200);
     let calling: Vec<usize> = (0..2)
         .filter(|i| hosts[*i].calls().iter().any(|c| c.cluster == "drone"))
         .collect();
