@@ -59,13 +59,8 @@ fn a_transition_the_pipeline_failed_ages_until_redelivered() {
     assert_eq!(r.counters().transitions_lost, 1);
     assert!(r.take_recovery_delays().is_empty());
     // Drone and the pipeline are back: re-delivered, caught up, the delay recorded.
-    let ages = run(
-        &mut r,
-        &mut now,
-        20_000,
-        &|| api_build(7, "success", 3),
-        200,
-    );
+    let success = || api_build(7, "success", 3);
+    let ages = run(&mut r, &mut now, 20_000, &success, 200);
     assert_eq!(ages.last(), Some(&0), "{ages:?}");
     assert_eq!(r.counters().transitions_missing, 0);
     assert_eq!(r.counters().transitions_recovered, 1);
@@ -80,13 +75,8 @@ fn a_lost_webhook_is_missing_from_when_drone_shows_it() {
     let mut now = 1_000_000;
     // The pipeline has running v2; drone's success v3 webhook was lost.
     r.observe(obs(8, "running", 2, DeliveryOutcome::Delivered), now);
-    run(
-        &mut r,
-        &mut now,
-        10_000,
-        &|| api_build(8, "success", 3),
-        200,
-    );
+    let success = || api_build(8, "success", 3);
+    run(&mut r, &mut now, 10_000, &success, 200);
     assert_eq!(r.counters().transitions_lost, 1);
     assert_eq!(r.counters().transitions_recovered, 1);
     assert_eq!(r.counters().oldest_undelivered_seconds, 0);
