@@ -84,10 +84,6 @@ impl Clock {
         self.now_ms = self.now_ms.max(ev.due);
         Some(ev)
     }
-
-    pub fn pending(&self) -> usize {
-        self.heap.len()
-    }
 }
 
 #[cfg(test)]

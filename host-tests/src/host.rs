@@ -513,19 +513,6 @@ impl Host {
             .collect()
     }
 
-    /// Current tick period of every live root: (vm, root, period ms).
-    pub fn tick_periods(&self) -> Vec<(usize, u32, u32)> {
-        let mut out = Vec::new();
-        for v in self.vms.iter().filter(|v| !v.dead) {
-            for (&root, r) in v.store.data().ctx.roots.iter() {
-                if !r.retired {
-                    out.push((v.index, root, r.period_ms));
-                }
-            }
-        }
-        out
-    }
-
     /// Number of shared-data keys.
     pub fn shared_data_len(&self) -> usize {
         self.world.borrow().shared.len()
@@ -596,11 +583,6 @@ impl Host {
     /// Imports the host stubbed (`module::name`): WASI ones answer ENOSYS, others trap.
     pub fn unknown_imports(&self) -> &[String] {
         &self.unknown_imports
-    }
-
-    /// Events (timers, replies, posts) waiting in the event queue.
-    pub fn pending_events(&self) -> usize {
-        self.world.borrow().clock.pending()
     }
 
     /// The id of the root context that new streams of `vm` use.

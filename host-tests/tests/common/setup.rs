@@ -6,17 +6,10 @@
 #[allow(unused_imports)] // not every test answers drone itself
 pub use host_tests::upstreams::{drone_answer, reply};
 use host_tests::{default_wasm_path, Host, HostConfig, TestRequest};
-use serde_json::Value;
 use std::path::PathBuf;
 
 /// The drone token the filter is configured with (`DRONE_TOKEN`).
 pub const TOKEN: &str = "t0k3n-for-tests";
-
-/// A drone fixture (`testdata/drone/<name>`) as JSON, for tests that build many
-/// bodies from one parsed copy.
-pub fn fixture_json(name: &str) -> Value {
-    serde_json::from_str(drone_model::fixtures::text(name)).expect("fixture is JSON")
-}
 
 /// The wasm under test; fails with the command to run when it is missing.
 pub fn wasm() -> PathBuf {
