@@ -248,6 +248,8 @@ fn main() -> Result<()> {
             runs.push((v, w));
         }
     }
+    // The filter's counters reach Envoy's stats on each worker's tick (`tick_ms` 1000).
+    std::thread::sleep(std::time::Duration::from_millis(1_500));
     let observed = a.metric("webhooks_observed")? - observed_before;
     // One connection: every request alone in the proxy (latency, not CPU contention).
     let mut single: Vec<(Variant, Wrk)> = Vec::new();
