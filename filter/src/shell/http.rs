@@ -270,7 +270,10 @@ impl Observer {
         perform(&shared, self.request.on_trailers())
     }
 
-    pub fn on_response_headers(&mut self) -> Action {
+    /// The end of the stream. The pipeline's answer is read here, from the response headers
+    /// the access-log phase still shows (none if the stream ended without one): a module
+    /// without `proxy_on_response_headers` is not called into on every response.
+    pub fn on_log(&mut self) {
         if self.request.wants_response_status() {
             let status = host::header(abi::HTTP_RESPONSE_HEADERS, ":status")
                 .as_deref()
@@ -278,10 +281,6 @@ impl Observer {
                 .and_then(|v| v.trim().parse().ok());
             self.request.on_response_status(status);
         }
-        Action::Continue
-    }
-
-    pub fn on_log(&mut self) {
         if let Some(shared) = self.shared.clone() {
             self.finish(&shared);
         }
