@@ -338,11 +338,17 @@ impl Store {
         *c = (*c).max(number);
     }
 
-    /// Drone writes build `repo/number`'s row; the API answers it from now on.
+    /// Drone writes build `repo/number`'s row (of a build kept whole: its status and
+    /// version); the API answers it from now on.
     pub fn write(&mut self, repo: u64, number: u64, status: &str, version: u64) {
         self.taken(repo, number);
-        self.rows
-            .insert((repo, number), Entry::Row(status.to_string(), version));
+        match self.rows.get_mut(&(repo, number)) {
+            Some(Entry::Build(b)) => (b.status, b.version) = (status.to_string(), version as i64),
+            _ => {
+                let row = Entry::Row(status.to_string(), version);
+                self.rows.insert((repo, number), row);
+            }
+        }
     }
 
     /// Drone writes build `repo/number` whole; the API answers it as it is from now on.

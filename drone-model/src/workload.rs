@@ -40,6 +40,11 @@ impl<E> Timeline<E> {
         Some((t, entry.remove()))
     }
 
+    /// When the earliest event is due.
+    pub fn first_at(&self) -> Option<u64> {
+        self.events.keys().next().map(|k| k.0)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.events.is_empty()
     }
@@ -186,6 +191,8 @@ impl Builds {
             build.writes.push((row.version, row.status, at));
             self.store
                 .write(build.repo, build.number, row.status, row.version);
+        } else if act == Act::Reserve {
+            self.store.taken(build.repo, build.number);
         }
         if hook.is_some() {
             build.sent += 1;
