@@ -34,13 +34,14 @@
 
 mod common;
 
+use common::repo_ref;
 use common::report::{self, chart, median, quantile, Op, Panel, Series, Summary};
 use drone_model::lifecycle::Act;
-use drone_model::store::{repo_id, Store};
+use drone_model::store::Store;
 use drone_model::workload::{gap_filled, Build, Builds};
 use drone_model::{Hook, Outcome, Rng};
 use status_sync::core::config::Config;
-use status_sync::core::model::{BuildStatus, DeliveryOutcome, ParsedWebhook, RepoRef};
+use status_sync::core::model::{BuildStatus, DeliveryOutcome, ParsedWebhook};
 use status_sync::core::observation::Observation;
 use status_sync::core::reconciler::{CallResult, OutgoingCall, Reconciler};
 use std::collections::{BTreeSet, HashMap};
@@ -52,14 +53,6 @@ const MEAN_ARRIVAL_MS: f64 = 45_000.0;
 const LOSS: f64 = 0.2;
 /// How long the simulation may run on after the day to let the filter finish.
 const DRAIN_MS: u64 = 6 * 3_600_000;
-
-fn repo_ref(repo: u64) -> RepoRef {
-    RepoRef {
-        id: repo_id(repo),
-        namespace: "octocat".into(),
-        name: format!("repo-{repo}"),
-    }
-}
 
 struct Sim {
     /// Webhooks are signed and verify (`enforce`/`monitor`: evidence), or not (`off`: hints).

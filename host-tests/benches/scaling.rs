@@ -19,7 +19,7 @@ use common::report::{self, chart, median, quantile, Op, Panel, Series, Summary};
 use common::*;
 use host_tests::{Host, UpstreamReply};
 use status_sync::core::config::Config;
-use status_sync::core::model::{BuildStatus, DeliveryOutcome, ParsedWebhook, RepoRef};
+use status_sync::core::model::{BuildStatus, DeliveryOutcome, ParsedWebhook};
 use status_sync::core::observation::Observation;
 use status_sync::core::reconciler::Reconciler;
 use std::rc::Rc;
@@ -98,11 +98,7 @@ fn native_config() -> Config {
 fn native_hook(i: u64) -> ParsedWebhook {
     let (repo, number) = build_of(i);
     ParsedWebhook {
-        repo: RepoRef {
-            id: repo_id(repo),
-            namespace: "octocat".into(),
-            name: format!("repo-{repo}"),
-        },
+        repo: repo_ref(repo),
         number,
         status: BuildStatus::Running,
         version: 2,

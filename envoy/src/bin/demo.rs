@@ -648,34 +648,21 @@ fn side_by_side(a: &Args, replicas: usize) -> Result<()> {
         "  {:<40} {:>16} {:>16}",
         "", "embedded", "cluster mode"
     ));
-    let rows: [(&str, String, String); 5] = [
+    let both = |f: fn(&Figures) -> String| (f(&embedded), f(&cluster));
+    let rows = [
         (
             "duplicates in the pipeline",
-            embedded.duplicates.to_string(),
-            cluster.duplicates.to_string(),
+            both(|f| f.duplicates.to_string()),
         ),
-        (
-            "drone API calls",
-            embedded.drone_calls.to_string(),
-            cluster.drone_calls.to_string(),
-        ),
-        (
-            "  of which build lookups",
-            embedded.lookups.to_string(),
-            cluster.lookups.to_string(),
-        ),
-        (
-            "re-deliveries",
-            embedded.redeliveries.to_string(),
-            cluster.redeliveries.to_string(),
-        ),
+        ("drone API calls", both(|f| f.drone_calls.to_string())),
+        ("  of which build lookups", both(|f| f.lookups.to_string())),
+        ("re-deliveries", both(|f| f.redeliveries.to_string())),
         (
             "etcd requests per webhook",
-            "-".into(),
-            format!("{:.2}", cluster.etcd_per_webhook()),
+            ("-".into(), format!("{:.2}", cluster.etcd_per_webhook())),
         ),
     ];
-    for (label, e, c) in rows {
+    for (label, (e, c)) in rows {
         out.line(format!("  {label:<40} {e:>16} {c:>16}"));
     }
     let file = out_dir.join("output-replicas.txt");

@@ -15,12 +15,22 @@ pub use drone_model::store::Bodies;
 use drone_model::store::Store;
 use drone_model::workload::Builds;
 use host_tests::{CallReply, CallRequest, Host, HostConfig, UpstreamReply};
+use status_sync::core::model::RepoRef;
 use std::cell::RefCell;
 use std::rc::Rc;
 
 /// A drone fixture (`testdata/drone/<name>`).
 pub fn fixture_bytes(name: &str) -> Vec<u8> {
     drone_model::fixtures::bytes(name).to_vec()
+}
+
+/// Repository `octocat/repo-<r>` as a webhook names it (for the native reconciler).
+pub fn repo_ref(repo: u64) -> RepoRef {
+    RepoRef {
+        id: repo_id(repo),
+        namespace: "octocat".into(),
+        name: format!("repo-{repo}"),
+    }
 }
 
 /// Workers + main, fuel metering on.
