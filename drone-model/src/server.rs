@@ -744,17 +744,8 @@ impl Drone {
         self.d.store.put(ri, number as u64, build.clone());
         // build:created carries the repo owner, the repo without .build, no stages.
         build.stages.clear();
-        let p = pending(
-            b,
-            WebhookPayload {
-                event: "build".into(),
-                action: "created".into(),
-                user: Some(self.owners[ri as usize].clone()),
-                repo: Some(repo),
-                build: Some(build),
-                system: Some(self.system.clone()),
-            },
-        );
+        let user = Some(self.owners[ri as usize].clone());
+        let p = self.payload(b, "created", user, repo, build);
         let runs = !matches!(
             plan.outcome,
             Outcome::ConfigError | Outcome::Skipped | Outcome::Declined | Outcome::NoRun
@@ -776,17 +767,35 @@ impl Drone {
         if with_repo_build {
             repo.build = Some(Box::new(build.clone()));
         }
-        pending(
+        self.payload(b, "updated", None, repo, build)
+    }
+
+    /// A `build:<action>` webhook of build `b`: its body as Go's `json.Marshal` writes it
+    /// (compact, no trailing newline).
+    fn payload(
+        &self,
+        b: usize,
+        action: &str,
+        user: Option<User>,
+        repo: Repo,
+        build: Build,
+    ) -> Pending {
+        let (status, version) = (build.status.clone(), build.version);
+        let body = serde_json::to_vec(&WebhookPayload {
+            event: "build".into(),
+            action: action.into(),
+            user,
+            repo: Some(repo),
+            build: Some(build),
+            system: Some(self.system.clone()),
+        });
+        Pending {
             b,
-            WebhookPayload {
-                event: "build".into(),
-                action: "updated".into(),
-                user: None,
-                repo: Some(repo),
-                build: Some(build),
-                system: Some(self.system.clone()),
-            },
-        )
+            action: action.into(),
+            status,
+            version,
+            body: body.unwrap_or_default(),
+        }
     }
 
     /// Answers one HTTP request (`url`: the path and query string) as drone's router does,
@@ -840,22 +849,6 @@ fn server_acts(plan: &BuildPlan, at: u64) -> Vec<(u64, Act)> {
         }
     }
     acts
-}
-
-fn pending(b: usize, p: WebhookPayload) -> Pending {
-    let (status, version) = p
-        .build
-        .as_ref()
-        .map(|b| (b.status.clone(), b.version))
-        .unwrap_or_default();
-    Pending {
-        b,
-        action: p.action.clone(),
-        status,
-        version,
-        // Compact, no trailing newline: Go's json.Marshal.
-        body: serde_json::to_vec(&p).unwrap_or_default(),
-    }
 }
 
 #[cfg(test)]
