@@ -34,8 +34,8 @@
 
 mod common;
 
-use common::repo_ref;
 use common::report::{self, chart, median, quantile, Op, Panel, Series, Summary};
+use common::{native_config, repo_ref};
 use drone_model::lifecycle::Act;
 use drone_model::store::Store;
 use drone_model::workload::{gap_filled, Build, Builds};
@@ -312,11 +312,7 @@ fn convergence(sim: &Sim, max_gap_fill: u64) -> (u64, u64) {
 
 fn main() {
     report::process_start();
-    let cfg = Config::parse(
-        br#"{"pipeline_cluster":"pipeline","drone_cluster":"drone","drone_token":"t0k3n"}"#,
-        &|_| None,
-    )
-    .expect("defaults");
+    let cfg = native_config("");
     let (stale_after, max_interval) = (cfg.stale_after_ms, cfg.max_poll_interval_ms);
     let max_gap_fill = cfg.max_gap_fill;
     let (sim, r, t0, end_ms) = day(cfg.clone(), true);
@@ -327,9 +323,8 @@ fn main() {
     let off_hints_refuted = off_r.counters().hints_refuted;
 
     // ---- convergence and recovery delays
-    let mut knowable = 0u64;
-    let mut converged = 0u64;
-    let mut unknowable = 0u64;
+    let (knowable, converged) = convergence(&sim, max_gap_fill);
+    let unknowable = sim.drone.builds.len() as u64 - knowable;
     let mut mismatches = Vec::new();
     let can_know = knowable_builds(&sim, max_gap_fill);
     let mut final_delays = Vec::new();
@@ -343,13 +338,9 @@ fn main() {
         let got = sim.view.get(&key).cloned().unwrap_or_default();
         let have = got.last().map_or(0, |v| v.0);
         if !can_know.contains(&key) {
-            unknowable += 1;
             continue;
         }
-        knowable += 1;
-        if have == b.row.version {
-            converged += 1;
-        } else {
+        if have != b.row.version {
             mismatches.push(format!(
                 "{}#{}: drone {} v{}, pipeline v{have}",
                 b.repo, b.number, b.row.status, b.row.version
