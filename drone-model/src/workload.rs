@@ -1,7 +1,8 @@
-//! Drone's builds driven in virtual time, as chaos, soak and the benchmarks drive them: each
-//! build numbered per repository in creation order, its lifecycle planned as timed
-//! [`Act`]s ([`acts`]), and every act applied to its row ([`Row::act`]) with the write going
-//! to the [`Store`] the API answers from. The harness chooses repositories, outcomes and
+//! Drone's builds driven in virtual time, as chaos, soak, the benchmarks and
+//! [`crate::server`] drive them: each build numbered per repository in creation order, its
+//! lifecycle planned as timed [`Act`]s ([`acts`], or the harness's own timings), and every act
+//! applied to its row ([`Row::act`]) with the write going to the [`Store`] the API answers
+//! from. The harness chooses repositories, outcomes and
 //! timings (its workload), when to run what is due, and what becomes of each webhook.
 
 use crate::lifecycle::{Act, Hook, Row};
