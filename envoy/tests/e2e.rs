@@ -149,28 +149,22 @@ fn lost_final_webhooks_are_recovered_and_views_match() -> Result<()> {
 fn newest_builds_whose_every_webhook_was_lost_are_discovered() -> Result<()> {
     let _slot = slot();
     let stack = Stack::start(&tools(), losing(0.0, false), |_| {})?;
-    let seen = stack
-        .drone
-        .schedule(plan(0, Outcome::Success, 80), Duration::ZERO);
+    let at = |p: BuildPlan, ms: u64| stack.drone.schedule(p, Duration::from_millis(ms));
+    let lose_all = |mut p: BuildPlan| {
+        p.lose_all = true;
+        p
+    };
+    let seen = at(plan(0, Outcome::Success, 80), 0);
     stack.wait_converged(CONVERGE, |k| *k == seen)?;
-    let mut declined = plan(0, Outcome::Declined, 80);
-    declined.lose_all = true;
-    let declined = stack.drone.schedule(declined, Duration::from_millis(200));
-    let mut newest = plan(0, Outcome::Success, 300);
-    newest.lose_all = true;
-    let newest = stack.drone.schedule(newest, Duration::from_millis(400));
+    let declined = at(lose_all(plan(0, Outcome::Declined, 80)), 200);
+    let newest = at(lose_all(plan(0, Outcome::Success, 300)), 400);
     // Repository 1: build n-1's row is written after n's, and only n's webhooks arrive.
-    let first = stack
-        .drone
-        .schedule(plan(1, Outcome::Success, 80), Duration::ZERO);
+    let first = at(plan(1, Outcome::Success, 80), 0);
     stack.wait_converged(CONVERGE, |k| *k == first)?;
-    let mut late_row = plan(1, Outcome::Failure, 80);
+    let mut late_row = lose_all(plan(1, Outcome::Failure, 80));
     late_row.row_delay_ms = 2_500;
-    late_row.lose_all = true;
-    let late_row = stack.drone.schedule(late_row, Duration::ZERO);
-    let announced = stack
-        .drone
-        .schedule(plan(1, Outcome::Success, 80), Duration::from_millis(100));
+    let late_row = at(late_row, 0);
+    at(plan(1, Outcome::Success, 80), 100); // build n, announced
     let started = std::time::Instant::now();
     stack.wait_converged(CONVERGE, |_| true)?;
     eprintln!(
@@ -194,7 +188,6 @@ fn newest_builds_whose_every_webhook_was_lost_are_discovered() -> Result<()> {
             "{key}: delivered by the filter"
         );
     }
-    let _ = announced;
     assert!(
         stack.envoy.metric("builds_discovered")? + stack.envoy.metric("builds_gap_filled")? >= 3
     );
@@ -219,14 +212,11 @@ fn pipeline_500_gets_the_transition_again_400_does_not() -> Result<()> {
         spec.plugin["webhook_secret"] = json!(SECRET);
         spec.plugin["signature_mode"] = json!("monitor");
     })?;
-    let a = BuildKey {
-        slug: stack.drone.repos()[0].clone(),
+    let first_of = |repo: usize| BuildKey {
+        slug: stack.drone.repos()[repo].clone(),
         number: 1,
     };
-    let b = BuildKey {
-        slug: stack.drone.repos()[1].clone(),
-        number: 1,
-    };
+    let (a, b) = (first_of(0), first_of(1));
     // The live final webhook and the first re-delivery of A fail with 500.
     stack
         .pipeline
@@ -234,18 +224,13 @@ fn pipeline_500_gets_the_transition_again_400_does_not() -> Result<()> {
     stack
         .pipeline
         .add_rule(FailRule::build(&b.to_string(), 400).only_done());
-    assert_eq!(
+    let now = |repo, outcome| {
         stack
             .drone
-            .schedule(plan(0, Outcome::Success, 100), Duration::ZERO),
-        a
-    );
-    assert_eq!(
-        stack
-            .drone
-            .schedule(plan(1, Outcome::Failure, 100), Duration::ZERO),
-        b
-    );
+            .schedule(plan(repo, outcome, 100), Duration::ZERO)
+    };
+    assert_eq!(now(0, Outcome::Success), a);
+    assert_eq!(now(1, Outcome::Failure), b);
     stack.wait_converged(CONVERGE, |k| k == &a)?;
     let refused = stack.wait_metric("webhooks_refused", 1, CONVERGE)?;
     assert_eq!(refused, 1);
