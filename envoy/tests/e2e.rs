@@ -71,12 +71,10 @@ fn lost_final_webhooks_are_recovered_and_views_match() -> Result<()> {
         let mut p = plan(i % 3, *o, 100);
         p.created_late = i % 3 == 0;
         p.steps = 1 + i % 3;
-        keys.push((
-            stack
-                .drone
-                .schedule(p, Duration::from_millis(80 * i as u64)),
-            *o,
-        ));
+        let key = stack
+            .drone
+            .schedule(p, Duration::from_millis(80 * i as u64));
+        keys.push((key, *o));
     }
     stack.wait_converged(CONVERGE, |_| true)?;
 

@@ -37,11 +37,7 @@ fn drone_losing_all_but_first() -> DroneSimConfig {
 
 fn schedule_builds(stack: &Stack, n: usize) {
     for i in 0..n {
-        let outcome = if i % 2 == 0 {
-            Outcome::Success
-        } else {
-            Outcome::Failure
-        };
+        let outcome = [Outcome::Success, Outcome::Failure][i % 2];
         let mut p = BuildPlan::new(i % 3, outcome);
         p.step_ms = 100;
         stack
