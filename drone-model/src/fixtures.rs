@@ -16,13 +16,6 @@ pub const API_BUILD_SUCCESS: &str = "api-build-success.json";
 /// Drone's HTTP-signature vectors.
 pub const SIGNATURE_VECTORS: &str = "signature-vectors.json";
 
-/// The three webhook fixtures, in the order drone sends them.
-pub const WEBHOOKS: [&str; 3] = [
-    WEBHOOK_BUILD_CREATED,
-    WEBHOOK_BUILD_UPDATED_RUNNING,
-    WEBHOOK_BUILD_UPDATED_SUCCESS,
-];
-
 const ALL: [(&str, &str); 5] = [
     (
         WEBHOOK_BUILD_CREATED,

@@ -5,11 +5,12 @@
 //! - [`store`]: drone's repositories and builds (rows, numbering) and its REST API answered
 //!   from them, for every harness: chaos, scenarios, soak and the benchmarks (webhook and API
 //!   bodies made fast from the fixtures) and [`server`] (builds kept whole);
-//! - [`server`]: a whole drone-server as a sans-IO model (builds scheduled in virtual time,
-//!   written to its [`store::Store`], webhook bodies out, the store's API answers out);
+//! - [`server`]: a whole drone-server as a sans-IO model (its builds [`workload::Builds`],
+//!   kept whole in the [`store::Store`], webhook bodies out, the store's API answers out);
 //!   `envoy-e2e`'s HTTP simulator wraps it in threads and sockets;
 //! - [`workload`]: builds driven in virtual time (numbering, their lifecycle planned as timed
-//!   acts, each applied to the row and written to the store): chaos, soak and the benchmarks;
+//!   acts, each applied to the row and written to the store): chaos, soak, the benchmarks
+//!   and [`server`];
 //! - [`outcome`]: how builds end and how often ([`outcome::MIX`], the one table of it);
 //! - [`rng`]: the seeded splitmix64 every test-side driver draws from;
 //! - [`shapes`]: drone's JSON types, serialised byte for byte as drone's Go structs are;

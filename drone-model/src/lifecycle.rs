@@ -61,6 +61,9 @@ pub struct Hook {
 /// by [`Row::act`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Act {
+    /// `repos.Increment` before the row: the number is taken (the repository's `counter`
+    /// moves), nothing is written yet (two triggers racing, `trigger/trigger.go`).
+    Reserve,
     /// `trigger.go`: the row is inserted, `build:created` (a config error: created `error`).
     Create,
     /// Setup: pending → running, no webhook.
@@ -125,6 +128,7 @@ impl Row {
         chance: &mut dyn FnMut(f64) -> bool,
     ) -> Option<Hook> {
         match act {
+            Act::Reserve => None,
             Act::Create => Some(self.create(config_error)),
             Act::Setup => {
                 self.setup(); // nothing when cancelled before it started

@@ -2,33 +2,25 @@
 //! time (the caller says what time it is), webhooks come out as bodies to send, and API
 //! requests go in as method, path and token and come out as drone's answers.
 //!
-//! It runs builds through drone's lifecycle ([`crate::lifecycle`]) with the payloads drone
-//! writes ([`crate::shapes`], byte for byte):
-//!
-//! - `build:created` (pending, version 1), which can arrive *after* the first step webhook
-//!   (drone sends it after scheduling, from another goroutine);
-//! - pending→running writes the build (version 2) but sends **no** webhook;
-//! - every step start and step end sends `build:updated` with status `running` and the same
-//!   build version (the build row is not written);
-//! - teardown writes the final status (version 3) and sends a last `build:updated`;
-//! - cancel → `killed`, auto-cancel → `skipped` (webhooks without `repo.build`);
-//! - decline → `declined` with **no** webhook ever; a config error → `build:created` with
-//!   status `error`.
-//!
-//! Its repositories and builds are drone's [`Store`], which serves the REST API the filter
-//! polls (same shapes, same error bodies, bearer-token auth on private repositories). On top of drone it decides which webhooks are *lost* (the
-//! failure the filter exists for), counts every API call (per build, so tests can see
-//! duplicate polls), and can be told to go down (503). `envoy-e2e`'s `drone_sim` puts it
-//! behind threads and HTTP.
+//! Its builds are [`Builds`] (`crate::workload`): numbered per repository, planned as timed
+//! acts on the one schedule, each applied to its lifecycle row ([`crate::lifecycle`]) and
+//! written to drone's [`Store`], which answers the REST API the filter polls (same shapes,
+//! same error bodies, bearer-token auth on private repositories). The server keeps each build
+//! whole there (stages, steps, times: the payloads drone writes, [`crate::shapes`], byte for
+//! byte) and adds what a server does: `build:created` racing the first step webhook (drone
+//! sends it from another goroutine), which webhooks are *lost* (the failure the filter exists
+//! for), every API call counted (per build, so tests can see duplicate polls), and outages
+//! (503). `envoy-e2e`'s `drone_sim` puts it behind threads and HTTP.
 
-use crate::lifecycle::{is_done, Row};
+use crate::lifecycle::{is_done, Act};
 use crate::outcome::Outcome;
 use crate::rng::Rng;
 use crate::shapes::{Build, Repo, Stage, Step, System, User, WebhookPayload};
 use crate::store::Store;
 pub use crate::store::{percent_decode, Answer};
+use crate::workload::Builds;
 use serde::Serialize;
-use std::collections::{BTreeMap, BinaryHeap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 
 /// What to simulate for one build.
@@ -213,63 +205,23 @@ impl Outgoing {
     }
 }
 
-#[derive(Debug)]
-enum Ev {
-    /// `repos.Increment`: the number is taken, the counter moves (the row comes later).
-    Reserve(usize, i64),
-    Create(usize, i64, BuildPlan),
-    Setup(usize, i64),
-    StepStart(usize, i64, usize),
-    StepEnd(usize, i64, usize),
-    Teardown(usize, i64),
-    Cancel(usize, i64),
-    AutoCancel(usize, i64),
-    Decline(usize, i64),
-    /// A webhook body prepared earlier (the late `build:created`).
-    Send(Box<Pending>),
-}
-
+/// A webhook body made as drone sends it, for build `b` (an index into the [`Builds`]).
 #[derive(Debug)]
 struct Pending {
-    key: BuildKey,
+    b: usize,
     action: String,
     status: String,
     version: i64,
     body: Vec<u8>,
 }
 
-struct Timed {
-    at: u64,
-    seq: u64,
-    ev: Ev,
-}
-impl PartialEq for Timed {
-    fn eq(&self, o: &Self) -> bool {
-        (self.at, self.seq) == (o.at, o.seq)
-    }
-}
-impl Eq for Timed {}
-impl PartialOrd for Timed {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Timed {
-    // Reversed: BinaryHeap is a max-heap and we want the earliest event first.
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        (o.at, o.seq).cmp(&(self.at, self.seq))
-    }
-}
-
-/// What the model keeps of a repository beside drone's store: its owner, its builds'
-/// lifecycles, its schedule.
-struct RepoState {
-    owner: User,
-    /// The lifecycle of each build (its status and version are copied into the store's).
-    rows: BTreeMap<i64, Row>,
-    /// Numbers handed out by `schedule` (the repo counter moves at creation, like drone).
-    reserved: i64,
-    last_create_ms: u64,
+/// What the server adds to one of its [`Builds`]: how it was planned, how many of its step
+/// acts ran (the k-th is step k / 2's start or end), its `build:created` held back to race
+/// the first step.
+struct Extra {
+    plan: BuildPlan,
+    steps_run: usize,
+    late: Option<Pending>,
 }
 
 const REPO_NAMES: [(&str, &str); 6] = [
@@ -281,23 +233,24 @@ const REPO_NAMES: [(&str, &str); 6] = [
     ("acme", "infra"),
 ];
 
-/// The drone-server model: its scheduled events and counters; its repositories and builds
-/// are drone's [`Store`], which answers the API.
+/// The drone-server model: its builds are [`Builds`] (numbering, lifecycle rows, the one
+/// schedule of timed acts, the [`Store`] that answers the API), kept whole in the store;
+/// beside them what a server adds: owners, the loss policy, webhooks, counters, outages.
 pub struct Drone {
     cfg: Config,
-    store: Store,
+    d: Builds,
+    owners: Vec<User>,
+    /// Per repository, when its last build is created (creations keep scheduling order).
+    last_create_ms: Vec<u64>,
+    extra: Vec<Extra>,
     system: System,
-    repos: Vec<RepoState>,
-    queue: BinaryHeap<Timed>,
-    seq: u64,
     next_build_id: i64,
     next_stage_id: i64,
     next_step_id: i64,
     rng: Rng,
     webhooks: Vec<WebhookRecord>,
     /// Builds that already produced a webhook (for `spare_first`).
-    announced: HashSet<BuildKey>,
-    plans: BTreeMap<BuildKey, BuildPlan>,
+    announced: HashSet<usize>,
     stats: ApiStats,
     down: bool,
 }
@@ -305,7 +258,7 @@ pub struct Drone {
 impl Drone {
     pub fn new(cfg: Config) -> Drone {
         let now = cfg.epoch_unix;
-        let (named, repos): (Vec<Repo>, Vec<RepoState>) = (0..cfg.repos.clamp(1, REPO_NAMES.len()))
+        let (named, owners): (Vec<Repo>, Vec<User>) = (0..cfg.repos.clamp(1, REPO_NAMES.len()))
             .map(|i| {
                 let (ns, name) = REPO_NAMES[i];
                 let owner = User {
@@ -343,20 +296,17 @@ impl Drone {
                     version: 1,
                     ..Default::default()
                 };
-                let state = RepoState {
-                    owner,
-                    rows: BTreeMap::new(),
-                    reserved: 0,
-                    last_create_ms: 0,
-                };
-                (repo, state)
+                (repo, owner)
             })
             .unzip();
         let mut store = Store::with_repos(named);
         store.token = Some(cfg.token.clone());
         store.incomplete = !cfg.oss;
         Drone {
-            store,
+            d: Builds::new(store),
+            last_create_ms: vec![0; owners.len()],
+            owners,
+            extra: Vec::new(),
             rng: Rng::new(cfg.seed),
             cfg,
             system: System {
@@ -365,15 +315,11 @@ impl Drone {
                 link: "https://drone.example.com".into(),
                 version: "2.25.0".into(),
             },
-            repos,
-            queue: BinaryHeap::new(),
-            seq: 0,
             next_build_id: 5001,
             next_stage_id: 7001,
             next_step_id: 9001,
             webhooks: Vec::new(),
             announced: HashSet::new(),
-            plans: BTreeMap::new(),
             stats: ApiStats::default(),
             down: false,
         }
@@ -385,49 +331,53 @@ impl Drone {
 
     /// `namespace/name` of every repository.
     pub fn repos(&self) -> Vec<String> {
-        (0..self.repos.len() as u64)
-            .map(|r| self.store.slug(r))
+        (0..self.owners.len() as u64)
+            .map(|r| self.d.store.slug(r))
             .collect()
     }
 
     /// Schedules a build to be created at virtual time `at_ms`; returns the number it will
     /// get. Creations in one repository keep their scheduling order, as build numbers do.
     pub fn schedule(&mut self, plan: BuildPlan, at_ms: u64) -> BuildKey {
-        let idx = plan.repo % self.repos.len();
-        let counter = self.store.counter(idx as u64) as i64;
-        let r = &mut self.repos[idx];
-        r.reserved = r.reserved.max(counter) + 1;
-        let number = r.reserved;
-        let at = at_ms.max(r.last_create_ms);
-        r.last_create_ms = at;
-        let key = self.key(idx, number);
-        self.plans.insert(key.clone(), plan.clone());
+        let ri = plan.repo % self.owners.len();
+        let at = at_ms.max(self.last_create_ms[ri]);
+        self.last_create_ms[ri] = at;
+        let mut acts = server_acts(&plan, at + plan.row_delay_ms);
         if plan.row_delay_ms > 0 {
-            self.push(at, Ev::Reserve(idx, number));
-            self.push(at + plan.row_delay_ms, Ev::Create(idx, number, plan));
-        } else {
-            self.push(at, Ev::Create(idx, number, plan));
+            acts.push((at, Act::Reserve));
         }
-        key
+        let b = self.d.plan(ri as u64, plan.outcome, acts);
+        self.extra.push(Extra {
+            plan,
+            steps_run: 0,
+            late: None,
+        });
+        self.key_of(b)
     }
 
     /// Drone's view of every build (what the pipeline should converge to).
     pub fn builds(&self) -> Vec<BuildState> {
-        self.store
+        self.d
+            .store
             .rows()
             .map(|((r, n), (status, version))| BuildState {
-                key: self.key(r as usize, n as i64),
+                key: self.key(r, n),
                 status: status.into(),
                 version: version as i64,
             })
             .collect()
     }
 
-    fn key(&self, repo: usize, number: i64) -> BuildKey {
+    fn key(&self, repo: u64, number: u64) -> BuildKey {
         BuildKey {
-            slug: self.store.slug(repo as u64),
-            number,
+            slug: self.d.store.slug(repo),
+            number: number as i64,
         }
+    }
+
+    fn key_of(&self, b: usize) -> BuildKey {
+        let build = &self.d.builds[b];
+        self.key(build.repo, build.number)
     }
 
     /// Every webhook drone produced so far, in order (as [`Drone::record`]ed).
@@ -437,17 +387,20 @@ impl Drone {
 
     /// The plan a build was scheduled with.
     pub fn plan(&self, key: &BuildKey) -> Option<&BuildPlan> {
-        self.plans.get(key)
+        let r = self.d.store.find_repo(&key.slug)?;
+        let b =
+            (self.d.builds.iter()).position(|b| b.repo == r && b.number as i64 == key.number)?;
+        self.extra.get(b).map(|e| &e.plan)
     }
 
     /// The API calls (the store's counts, by build) and webhooks so far.
     pub fn stats(&self) -> ApiStats {
-        let c = &self.store.calls;
+        let c = &self.d.store.calls;
         ApiStats {
             build_calls: c
                 .per_build
                 .iter()
-                .map(|((r, n), k)| (self.key(*r as usize, *n as i64).to_string(), *k))
+                .map(|((r, n), k)| (self.key(*r, *n).to_string(), *k))
                 .collect(),
             repo_calls: c.repo,
             list_calls: c.list,
@@ -461,8 +414,8 @@ impl Drone {
     /// then: how a test gets builds that finished long before a watcher started. False if
     /// drone has no such build.
     pub fn backdate(&mut self, key: &BuildKey, secs: i64) -> bool {
-        let Some(b) = (self.store.find_repo(&key.slug))
-            .and_then(|r| self.store.build_mut(r, key.number as u64))
+        let Some(b) = (self.d.store.find_repo(&key.slug))
+            .and_then(|r| self.d.store.build_mut(r, key.number as u64))
         else {
             return false;
         };
@@ -503,28 +456,21 @@ impl Drone {
 
     /// When the next event is due, if any.
     pub fn next_due(&self) -> Option<u64> {
-        self.queue.peek().map(|t| t.at)
+        self.d.due.first_at()
     }
 
     /// True when every scheduled event has run and every build is done (or stuck for good).
     pub fn idle(&self) -> bool {
-        self.queue.is_empty()
-            && self.store.rows().all(|((r, n), (status, _))| {
-                is_done(status)
-                    || (self.plans.get(&self.key(r as usize, n as i64)))
-                        .is_some_and(|p| p.outcome == Outcome::Stuck)
-            })
+        self.d.due.is_empty()
+            && (self.d.builds.iter()).all(|b| b.row.is_done() || b.outcome == Outcome::Stuck)
     }
 
     /// Runs the next event due at `now_ms`, if any, and returns the webhooks it sends, in
     /// order, with the loss policy applied (`receiving`: drone has an endpoint to send to).
     /// The caller sends them and [`Drone::record`]s each.
     pub fn run_next(&mut self, now_ms: u64, receiving: bool) -> Option<Vec<Outgoing>> {
-        if self.next_due()? > now_ms {
-            return None;
-        }
-        let Timed { at, ev, .. } = self.queue.pop()?;
-        let sends = self.apply(at, ev);
+        let (at, (b, act)) = self.d.due.next_before(now_ms.saturating_add(1))?;
+        let sends = self.apply(b, act, at);
         Some(
             sends
                 .into_iter()
@@ -554,17 +500,11 @@ impl Drone {
         self.webhooks.push(rec);
     }
 
-    fn push(&mut self, at: u64, ev: Ev) {
-        self.seq += 1;
-        let seq = self.seq;
-        self.queue.push(Timed { at, seq, ev });
-    }
-
     /// Which webhooks are lost is decided here, as each is sent.
     fn outgoing(&mut self, p: Pending, receiving: bool) -> Outgoing {
-        let first = self.announced.insert(p.key.clone());
+        let first = self.announced.insert(p.b);
         let done = is_done(&p.status);
-        let plan = self.plans.get(&p.key);
+        let plan = self.extra.get(p.b).map(|e| &e.plan);
         let lose_final = plan.is_some_and(|x| x.lose_final);
         let lose_all = plan.is_some_and(|x| x.lose_all);
         let loss = &self.cfg.loss;
@@ -575,7 +515,7 @@ impl Drone {
             || (!(first && loss.spare_first)
                 && ((done && (loss.all_finals || lose_final)) || random));
         Outgoing {
-            key: p.key,
+            key: self.key_of(p.b),
             action: p.action,
             status: p.status,
             version: p.version,
@@ -585,47 +525,51 @@ impl Drone {
         }
     }
 
-    fn build_mut(&mut self, repo: usize, number: i64) -> Option<(&mut Build, &mut Row)> {
-        let b = self.store.build_mut(repo as u64, number as u64)?;
-        Some((b, self.repos.get_mut(repo)?.rows.get_mut(&number)?))
-    }
-
-    /// Applies one event at virtual time `at`; returns the webhooks to send now.
-    fn apply(&mut self, at: u64, ev: Ev) -> Vec<Pending> {
+    /// Drone does `act` to build `b` at virtual time `at` (the row and its write by
+    /// [`Builds::act`]), and the server writes the rest of the build (stages, steps, times);
+    /// returns the webhooks to send now.
+    fn apply(&mut self, b: usize, act: Act, at: u64) -> Vec<Pending> {
         let now = self.cfg.epoch_unix + (at / 1000) as i64;
+        let before = self.d.builds[b].row.version;
+        // The server's schedule has no late reports or teardowns after a cancel: no races.
+        let hook = self.d.act(b, act, at, &mut |_| false);
+        if act == Act::Create {
+            return self.create(b, now);
+        }
+        let wrote = self.d.builds[b].row.version != before;
+        let (ri, n) = (self.d.builds[b].repo, self.d.builds[b].number);
         let mut out = Vec::new();
-        match ev {
-            Ev::Reserve(ri, number) => {
-                self.store.taken(ri as u64, number as u64);
+        if !matches!(act, Act::Create | Act::Setup | Act::Reserve) {
+            // The held-back build:created goes with (or just after) the first step's webhook.
+            out.extend(self.extra[b].late.take());
+        }
+        let step = match act {
+            Act::Step => {
+                self.extra[b].steps_run += 1;
+                Some(self.extra[b].steps_run - 1)
             }
-            Ev::Create(ri, number, plan) => self.create(at, now, ri, number, plan, &mut out),
-            Ev::Setup(ri, n) => {
+            _ => None,
+        };
+        let outcome = self.d.builds[b].outcome;
+        let Some(build) = self.d.store.build_mut(ri, n) else {
+            return out;
+        };
+        match act {
+            Act::Setup if wrote => {
                 // manager/setup.go: pending→running, a build write (version+1), no webhook.
-                if let Some((b, row)) = self.build_mut(ri, n) {
-                    if row.setup() {
-                        b.status = row.status.into();
-                        b.started = now;
-                        b.version = row.version as i64;
-                        for s in &mut b.stages {
-                            s.status = "running".into();
-                            s.started = now;
-                            s.machine = "runner-01".into();
-                            s.version += 1;
-                        }
-                    }
+                build.started = now;
+                for s in &mut build.stages {
+                    s.status = "running".into();
+                    s.started = now;
+                    s.machine = "runner-01".into();
+                    s.version += 1;
                 }
             }
-            Ev::StepStart(ri, n, i) | Ev::StepEnd(ri, n, i) => {
-                let start = matches!(ev, Ev::StepStart(..));
-                let plan_outcome = self.plans.get(&self.key(ri, n)).map(|p| p.outcome);
-                let Some((b, row)) = self.build_mut(ri, n) else {
-                    return out;
-                };
-                if row.step().is_none() {
-                    return out;
-                }
-                let nsteps = b.stages.first().map(|s| s.steps.len()).unwrap_or(0);
-                if let Some(step) = b.stages.first_mut().and_then(|s| s.steps.get_mut(i)) {
+            Act::Step if hook.is_some() => {
+                let k = step.unwrap_or(0);
+                let (i, start) = (k / 2, k % 2 == 0);
+                let nsteps = build.stages.first().map(|s| s.steps.len()).unwrap_or(0);
+                if let Some(step) = build.stages.first_mut().and_then(|s| s.steps.get_mut(i)) {
                     step.version += 1;
                     if start {
                         step.status = "running".into();
@@ -633,12 +577,12 @@ impl Drone {
                     } else {
                         step.stopped = now.max(step.started);
                         let last = i + 1 == nsteps;
-                        match plan_outcome {
-                            Some(Outcome::Failure) if last => {
+                        match outcome {
+                            Outcome::Failure if last => {
                                 step.status = "failure".into();
                                 step.exit_code = 1;
                             }
-                            Some(Outcome::Error) if last => {
+                            Outcome::Error if last => {
                                 step.status = "error".into();
                                 step.error =
                                     "Error response from daemon: pull access denied".into();
@@ -651,16 +595,12 @@ impl Drone {
                 // manager/updater.go: the step write sends build:updated with whatever the
                 // build row says (running, same version): repo.build is the same object, with
                 // stages.
-                out.push(self.updated(ri, n, true));
+                out.insert(0, self.updated(b, true));
             }
-            Ev::Teardown(ri, n) => {
-                let Some((b, row)) = self.build_mut(ri, n) else {
-                    return out;
-                };
-                if row.is_done() {
-                    return out;
-                }
-                for s in &mut b.stages {
+            Act::Teardown(_) if hook.is_some() => {
+                // teardown.go: each stage ends as its worst step (the build's status, the
+                // first killed/failure/error stage's, was planned as the outcome's).
+                for s in &mut build.stages {
                     let worst = s
                         .steps
                         .iter()
@@ -673,45 +613,17 @@ impl Drone {
                     s.updated = now;
                     s.version += 1;
                 }
-                // teardown.go: the first killed/failure/error stage decides, else success.
-                let status = b
-                    .stages
-                    .iter()
-                    .find_map(|s| match s.status.as_str() {
-                        "killed" => Some("killed"),
-                        "failure" => Some("failure"),
-                        "error" => Some("error"),
-                        _ => None,
-                    })
-                    .unwrap_or("success");
-                if row.teardown(status).is_none() {
-                    return out;
+                build.finished = now;
+                if build.started == 0 {
+                    build.started = build.finished;
                 }
-                b.status = row.status.into();
-                b.finished = now;
-                if b.started == 0 {
-                    b.started = b.finished;
-                }
-                b.version = row.version as i64;
-                out.push(self.updated(ri, n, true));
+                out.push(self.updated(b, true));
             }
-            Ev::Cancel(ri, n) | Ev::AutoCancel(ri, n) => {
-                let auto = matches!(ev, Ev::AutoCancel(..));
-                let Some((b, row)) = self.build_mut(ri, n) else {
-                    return out;
-                };
-                let cancelled = if auto {
-                    row.auto_cancel()
-                } else {
-                    row.cancel()
-                };
-                if cancelled.is_none() {
-                    return out;
-                }
+            Act::Cancel | Act::Skip if hook.is_some() => {
                 // cancel.go / canceler.CancelPending: started steps and stages → killed, the
                 // rest → skipped, exit code 130; the build → killed (or skipped when
                 // superseded).
-                for s in &mut b.stages {
+                for s in &mut build.stages {
                     for x in &mut s.steps {
                         if !is_done(&x.status) {
                             x.status = if x.started > 0 { "killed" } else { "skipped" }.into();
@@ -725,40 +637,26 @@ impl Drone {
                     s.stopped = now;
                     s.version += 1;
                 }
-                b.status = row.status.into();
-                b.finished = now;
-                b.version = row.version as i64;
-                out.push(self.updated(ri, n, false));
+                build.finished = now;
+                out.push(self.updated(b, false));
             }
-            Ev::Decline(ri, n) => {
+            Act::Decline if wrote => {
                 // stages/decline.go: build → declined, finished stays 0, and no webhook at all.
-                if let Some((b, row)) = self.build_mut(ri, n) {
-                    if row.decline() {
-                        b.status = row.status.into();
-                        b.version = row.version as i64;
-                        for s in &mut b.stages {
-                            s.status = "declined".into();
-                            s.version += 1;
-                        }
-                    }
+                for s in &mut build.stages {
+                    s.status = "declined".into();
+                    s.version += 1;
                 }
             }
-            Ev::Send(p) => out.push(*p),
+            _ => {}
         }
         out
     }
 
-    /// `trigger.go`: the build row (with its stage and steps) is written and announced, and
-    /// the rest of its lifecycle scheduled after `at` by the plan.
-    fn create(
-        &mut self,
-        at: u64,
-        now: i64,
-        ri: usize,
-        number: i64,
-        plan: BuildPlan,
-        out: &mut Vec<Pending>,
-    ) {
+    /// `trigger.go`: the build row (with its stage and steps) is written whole and announced
+    /// (`build:created`, held back when the plan races it with the first step).
+    fn create(&mut self, b: usize, now: i64) -> Vec<Pending> {
+        let (ri, number) = (self.d.builds[b].repo, self.d.builds[b].number as i64);
+        let plan = self.extra[b].plan.clone();
         let (bid, sid) = (self.next_build_id, self.next_stage_id);
         self.next_build_id += 1;
         self.next_stage_id += 1;
@@ -768,14 +666,11 @@ impl Drone {
                 self.next_step_id - 1
             })
             .collect();
-        // Increment and insert in one go (when no race was planned).
-        self.store.taken(ri as u64, number as u64);
-        let repo = self.store.repo_row(ri as u64).unwrap_or_default();
-        let owner = &self.repos[ri].owner;
-        let mut row = Row::new();
-        row.create(plan.outcome == Outcome::ConfigError);
+        let repo = self.d.store.repo_row(ri).unwrap_or_default();
+        let owner = &self.owners[ri as usize];
+        let row = &self.d.builds[b].row;
         let sha = format!("{:040x}", (bid as u128) * 0x9e37_79b9_7f4a_7c15_u128);
-        let mut b = Build {
+        let mut build = Build {
             id: bid,
             repo_id: repo.id,
             trigger: "@hook".into(),
@@ -801,12 +696,12 @@ impl Drone {
         };
         if plan.outcome == Outcome::ConfigError {
             // trigger.go createBuildError: terminal at creation, no stages.
-            b.error = "yaml: line 3: did not find expected key".into();
-            b.started = now;
-            b.finished = now;
+            build.error = "yaml: line 3: did not find expected key".into();
+            build.started = now;
+            build.finished = now;
         } else {
             let names = ["clone", "build", "test", "deploy", "publish", "notify"];
-            b.stages = vec![Stage {
+            build.stages = vec![Stage {
                 id: sid,
                 repo_id: repo.id,
                 build_id: bid,
@@ -846,89 +741,61 @@ impl Drone {
                 ..Default::default()
             }];
         }
-        let key = self.key(ri, number);
-        self.store.put(ri as u64, number as u64, b.clone());
-        self.repos[ri].rows.insert(number, row);
+        self.d.store.put(ri, number as u64, build.clone());
         // build:created carries the repo owner, the repo without .build, no stages.
-        let mut created = b;
-        created.stages.clear();
-        let payload = WebhookPayload {
-            event: "build".into(),
-            action: "created".into(),
-            user: Some(self.repos[ri].owner.clone()),
-            repo: Some(repo),
-            build: Some(created),
-            system: Some(self.system.clone()),
-        };
-        let p = pending(&key, payload);
-        let d = plan.step_ms;
-        // A share of one step's length.
-        let f = |share: f64| (d as f64 * share) as u64;
-        let first_step = at + f(0.5);
-        match plan.outcome {
-            Outcome::ConfigError => out.push(p),
-            Outcome::Skipped => {
-                out.push(p);
-                self.push(at + f(0.5), Ev::AutoCancel(ri, number));
-            }
-            Outcome::Declined => {
-                out.push(p);
-                self.push(at + d, Ev::Decline(ri, number));
-            }
-            Outcome::NoRun => {
-                // teardown.go on a build no runner set up: its stages end `success`.
-                out.push(p);
-                self.push(at + d, Ev::Teardown(ri, number));
-            }
-            _ => {
-                if plan.created_late {
-                    // Arrives just after the first step-start webhook.
-                    self.push(first_step + f(0.1), Ev::Send(Box::new(p)));
-                } else {
-                    out.push(p);
-                }
-                self.push(at + f(0.25), Ev::Setup(ri, number));
-                let steps = plan.steps.max(1);
-                let killed = plan.outcome == Outcome::Killed;
-                let last = if killed { 1 } else { steps };
-                for i in 0..last {
-                    let s = first_step + d * i as u64;
-                    self.push(s, Ev::StepStart(ri, number, i));
-                    if killed {
-                        self.push(s + f(0.5), Ev::Cancel(ri, number));
-                    } else {
-                        self.push(s + f(0.9), Ev::StepEnd(ri, number, i));
-                    }
-                }
-                if !killed && plan.outcome != Outcome::Stuck {
-                    self.push(first_step + d * steps as u64, Ev::Teardown(ri, number));
-                }
-            }
+        build.stages.clear();
+        let user = Some(self.owners[ri as usize].clone());
+        let p = self.payload(b, "created", user, repo, build);
+        let runs = !matches!(
+            plan.outcome,
+            Outcome::ConfigError | Outcome::Skipped | Outcome::Declined | Outcome::NoRun
+        );
+        if runs && plan.created_late {
+            // Arrives just after the first step-start webhook.
+            self.extra[b].late = Some(p);
+            return Vec::new();
         }
+        vec![p]
     }
 
     /// A `build:updated` for the current state; `with_repo_build` for the updater/teardown
     /// shape (repo.build set), without it for the cancel shapes.
-    fn updated(&self, ri: usize, n: i64, with_repo_build: bool) -> Pending {
-        let b = (self.store.build(ri as u64, n as u64))
-            .cloned()
-            .unwrap_or_default();
-        let mut repo = self.store.repo_row(ri as u64).unwrap_or_default();
+    fn updated(&self, b: usize, with_repo_build: bool) -> Pending {
+        let (ri, n) = (self.d.builds[b].repo, self.d.builds[b].number);
+        let build = self.d.store.build(ri, n).cloned().unwrap_or_default();
+        let mut repo = self.d.store.repo_row(ri).unwrap_or_default();
         if with_repo_build {
-            repo.build = Some(Box::new(b.clone()));
+            repo.build = Some(Box::new(build.clone()));
         }
-        let key = self.key(ri, n);
-        pending(
-            &key,
-            WebhookPayload {
-                event: "build".into(),
-                action: "updated".into(),
-                user: None,
-                repo: Some(repo),
-                build: Some(b),
-                system: Some(self.system.clone()),
-            },
-        )
+        self.payload(b, "updated", None, repo, build)
+    }
+
+    /// A `build:<action>` webhook of build `b`: its body as Go's `json.Marshal` writes it
+    /// (compact, no trailing newline).
+    fn payload(
+        &self,
+        b: usize,
+        action: &str,
+        user: Option<User>,
+        repo: Repo,
+        build: Build,
+    ) -> Pending {
+        let (status, version) = (build.status.clone(), build.version);
+        let body = serde_json::to_vec(&WebhookPayload {
+            event: "build".into(),
+            action: action.into(),
+            user,
+            repo: Some(repo),
+            build: Some(build),
+            system: Some(self.system.clone()),
+        });
+        Pending {
+            b,
+            action: action.into(),
+            status,
+            version,
+            body: body.unwrap_or_default(),
+        }
     }
 
     /// Answers one HTTP request (`url`: the path and query string) as drone's router does,
@@ -942,24 +809,46 @@ impl Drone {
             self.stats.calls_while_down += 1;
             return Answer::text(503, "upstream unavailable\n");
         }
-        self.store.answer(method, url, authorization)
+        self.d.store.answer(method, url, authorization)
     }
 }
 
-fn pending(key: &BuildKey, p: WebhookPayload) -> Pending {
-    let (status, version) = p
-        .build
-        .as_ref()
-        .map(|b| (b.status.clone(), b.version))
-        .unwrap_or_default();
-    Pending {
-        key: key.clone(),
-        action: p.action.clone(),
-        status,
-        version,
-        // Compact, no trailing newline: Go's json.Marshal.
-        body: serde_json::to_vec(&p).unwrap_or_default(),
+/// The acts of `plan`'s build created at `at`, timed by its steps: set up a quarter step
+/// in, each step from half a step in, one step long (its end at nine tenths), torn down a
+/// step after the last (a killed build: cancelled half into its first step, no teardown; a
+/// stuck one: none); skipped half a step in, declined or torn down without running a step in.
+fn server_acts(plan: &BuildPlan, at: u64) -> Vec<(u64, Act)> {
+    let d = plan.step_ms;
+    // A share of one step's length.
+    let f = |share: f64| (d as f64 * share) as u64;
+    let first_step = at + f(0.5);
+    let mut acts = vec![(at, Act::Create)];
+    match plan.outcome {
+        Outcome::ConfigError => {}
+        Outcome::Skipped => acts.push((at + f(0.5), Act::Skip)),
+        Outcome::Declined => acts.push((at + d, Act::Decline)),
+        // teardown.go on a build no runner set up: its stages end `success`.
+        Outcome::NoRun => acts.push((at + d, Act::Teardown(plan.outcome.final_status()))),
+        _ => {
+            acts.push((at + f(0.25), Act::Setup));
+            let steps = plan.steps.max(1);
+            let killed = plan.outcome == Outcome::Killed;
+            for i in 0..if killed { 1 } else { steps } {
+                let s = first_step + d * i as u64;
+                acts.push((s, Act::Step));
+                acts.push(if killed {
+                    (s + f(0.5), Act::Cancel)
+                } else {
+                    (s + f(0.9), Act::Step)
+                });
+            }
+            if !killed && plan.outcome != Outcome::Stuck {
+                let status = plan.outcome.final_status();
+                acts.push((first_step + d * steps as u64, Act::Teardown(status)));
+            }
+        }
     }
+    acts
 }
 
 #[cfg(test)]

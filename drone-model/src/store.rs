@@ -37,17 +37,6 @@ const STATUS: &str = "@@STATUS@@";
 const VER: &str = "\"@@VER@@\"";
 const CTR: &str = "\"@@CTR@@\"";
 
-/// What fills a template: the build (its repository, number, status, version) and the
-/// repository's counter.
-#[derive(Clone, Copy)]
-struct Fill<'a> {
-    repo: u64,
-    number: u64,
-    status: &'a str,
-    version: u64,
-    counter: u64,
-}
-
 impl Template {
     fn new(v: &Value, newline: bool) -> Template {
         let mut s = serde_json::to_string(v).unwrap_or_default();
@@ -58,15 +47,23 @@ impl Template {
         Template(s)
     }
 
-    fn fill(&self, f: Fill) -> Vec<u8> {
+    /// The body of build `number` of `repo` with `status` and `version`, the repository's
+    /// counter at `counter`.
+    fn fill(
+        &self,
+        (repo, number): (u64, u64),
+        status: &str,
+        version: u64,
+        counter: u64,
+    ) -> Vec<u8> {
         self.0
-            .replace(RID, &repo_id(f.repo).to_string())
-            .replace(RNAME, &format!("repo-{}", f.repo))
-            .replace(BID, &(f.repo * 1_000_000 + f.number).to_string())
-            .replace(NUM, &f.number.to_string())
-            .replace(STATUS, f.status)
-            .replace(VER, &f.version.to_string())
-            .replace(CTR, &f.counter.to_string())
+            .replace(RID, &repo_id(repo).to_string())
+            .replace(RNAME, &format!("repo-{repo}"))
+            .replace(BID, &(repo * 1_000_000 + number).to_string())
+            .replace(NUM, &number.to_string())
+            .replace(STATUS, status)
+            .replace(VER, &version.to_string())
+            .replace(CTR, &counter.to_string())
             .into_bytes()
     }
 }
@@ -171,35 +168,17 @@ impl Bodies {
             Shape::Updated => &self.updated,
             Shape::Cancel => &self.cancel,
         };
-        template.fill(Fill {
-            repo,
-            number,
-            status,
-            version,
-            counter: number,
-        })
+        template.fill((repo, number), status, version, number)
     }
 
     /// `GET /api/repos/octocat/repo-<r>/builds/<n>`'s body.
     pub fn api_build(&self, repo: u64, number: u64, status: &str, version: u64) -> Vec<u8> {
-        self.api_build.fill(Fill {
-            repo,
-            number,
-            status,
-            version,
-            counter: number,
-        })
+        self.api_build.fill((repo, number), status, version, number)
     }
 
     /// `GET /api/repos/octocat/repo-<r>`'s body with `counter`, the last number taken.
     pub fn api_repo(&self, repo: u64, counter: u64) -> Vec<u8> {
-        self.api_repo.fill(Fill {
-            repo,
-            number: 0,
-            status: "",
-            version: 0,
-            counter,
-        })
+        self.api_repo.fill((repo, 0), "", 0, counter)
     }
 
     /// The fixture repository's `counter`.
@@ -338,11 +317,17 @@ impl Store {
         *c = (*c).max(number);
     }
 
-    /// Drone writes build `repo/number`'s row; the API answers it from now on.
+    /// Drone writes build `repo/number`'s row (of a build kept whole: its status and
+    /// version); the API answers it from now on.
     pub fn write(&mut self, repo: u64, number: u64, status: &str, version: u64) {
         self.taken(repo, number);
-        self.rows
-            .insert((repo, number), Entry::Row(status.to_string(), version));
+        match self.rows.get_mut(&(repo, number)) {
+            Some(Entry::Build(b)) => (b.status, b.version) = (status.to_string(), version as i64),
+            _ => {
+                let row = Entry::Row(status.to_string(), version);
+                self.rows.insert((repo, number), row);
+            }
+        }
     }
 
     /// Drone writes build `repo/number` whole; the API answers it as it is from now on.

@@ -1,7 +1,8 @@
-//! Drone's builds driven in virtual time, as chaos, soak and the benchmarks drive them: each
-//! build numbered per repository in creation order, its lifecycle planned as timed
-//! [`Act`]s ([`acts`]), and every act applied to its row ([`Row::act`]) with the write going
-//! to the [`Store`] the API answers from. The harness chooses repositories, outcomes and
+//! Drone's builds driven in virtual time, as chaos, soak, the benchmarks and
+//! [`crate::server`] drive them: each build numbered per repository in creation order, its
+//! lifecycle planned as timed [`Act`]s ([`acts`], or the harness's own timings), and every act
+//! applied to its row ([`Row::act`]) with the write going to the [`Store`] the API answers
+//! from. The harness chooses repositories, outcomes and
 //! timings (its workload), when to run what is due, and what becomes of each webhook.
 
 use crate::lifecycle::{Act, Hook, Row};
@@ -38,6 +39,11 @@ impl<E> Timeline<E> {
         let entry = self.events.first_entry().filter(|e| e.key().0 < until)?;
         let t = entry.key().0;
         Some((t, entry.remove()))
+    }
+
+    /// When the earliest event is due.
+    pub fn first_at(&self) -> Option<u64> {
+        self.events.keys().next().map(|k| k.0)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -186,6 +192,8 @@ impl Builds {
             build.writes.push((row.version, row.status, at));
             self.store
                 .write(build.repo, build.number, row.status, row.version);
+        } else if act == Act::Reserve {
+            self.store.taken(build.repo, build.number);
         }
         if hook.is_some() {
             build.sent += 1;

@@ -13,11 +13,13 @@
 //! the filter, `enforce` with the secret from the environment, the `etcd` cluster's health
 //! check and outlier detection are the shipped ones.
 
-use crate::drone_sim::{BuildPlan, DroneSim, DroneSimConfig, LossPolicy};
+use crate::drone_sim::{BuildPlan, DroneSim, DroneSimConfig};
+use crate::drone_tls::DroneTls;
 use crate::envoy::{self, Envoy, Tools};
 use crate::etcd::EtcdCluster;
 use crate::pipeline_sim::{PipelineSim, Received};
 use crate::scenario::{wait_agrees, wait_drone_idle, wait_for};
+use crate::setup::done_if;
 use anyhow::{Context as _, Result};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
@@ -34,6 +36,20 @@ pub const SECRET: &str = "cluster-mode-e2e-secret";
 /// leader has left at worst; at 3 s the raft leader's death lapsed it on this machine.
 pub const LEASE_TTL_MS: u64 = 5 * crate::etcd::ELECTION_TIMEOUT_MS;
 const POLL: Duration = Duration::from_millis(100);
+
+/// `n` builds over 3 repositories, a random outcome mix (declined and killed included) seeded
+/// by `seed`, one every `every_ms`: the same builds for every run of a comparison.
+pub fn random_builds(seed: u64, n: u64, every_ms: u64) -> Vec<(BuildPlan, Duration)> {
+    let mut rng = drone_model::rng::Rng::new(seed);
+    (0..n)
+        .map(|i| {
+            (
+                BuildPlan::random(&mut rng, 3, 100),
+                Duration::from_millis(every_ms * i),
+            )
+        })
+        .collect()
+}
 
 /// The plugin keys a run may change: timings only (and the lease's).
 const TIMINGS: [&str; 7] = [
@@ -277,6 +293,19 @@ pub struct Setup {
     pub seed: u64,
 }
 
+impl Setup {
+    /// `replicas` replicas behind `topology`, drone (seeded by `seed`) losing `loss` of its
+    /// webhooks.
+    pub fn new(topology: Topology, replicas: usize, loss: f64, seed: u64) -> Setup {
+        Setup {
+            replicas,
+            topology,
+            loss,
+            seed,
+        }
+    }
+}
+
 /// drone-sim → Service → `replicas` sidecars → their replica, and etcd. Field order is drop
 /// order: the Envoys go first, then the simulators, etcd last.
 pub struct ClusterStack {
@@ -284,6 +313,8 @@ pub struct ClusterStack {
     pub front: Option<Envoy>,
     /// `None` once killed ([`ClusterStack::kill_sidecar`]).
     pub sidecars: Vec<Option<Envoy>>,
+    /// On drone's side with TLS toward the pipeline: the replicas' TLS-terminating listeners.
+    pub tls_fronts: Option<Envoy>,
     /// Replicas 1.. (replica 0 is `pipeline`).
     pub others: Vec<PipelineSim>,
     pub pipeline: PipelineSim,
@@ -295,37 +326,54 @@ pub struct ClusterStack {
 impl ClusterStack {
     /// Starts everything; `etcd` must be `Some` for cluster mode.
     pub fn start(tools: &Tools, setup: Setup, etcd: Option<EtcdCluster>) -> Result<ClusterStack> {
+        ClusterStack::start_with(tools, setup, etcd, None)
+    }
+
+    /// [`ClusterStack::start`]; on drone's side with `pipeline_tls`, each replica is behind its
+    /// own TLS-terminating listener serving that certificate (the replicas' own TLS, as in
+    /// production), and the drone-side Envoy keeps the shipped TLS toward the pipeline,
+    /// trusting its CA.
+    pub fn start_with(
+        tools: &Tools,
+        setup: Setup,
+        etcd: Option<EtcdCluster>,
+        pipeline_tls: Option<&DroneTls>,
+    ) -> Result<ClusterStack> {
         anyhow::ensure!(
             (setup.topology == Topology::Cluster) == etcd.is_some(),
             "cluster mode needs etcd, the others none"
         );
         secret_in_environment();
-        let drone = DroneSim::start(
-            DroneSimConfig {
-                seed: setup.seed,
-                webhook_secret: SECRET.into(),
-                loss: LossPolicy {
-                    share: setup.loss,
-                    spare_first: true,
-                    all_finals: false,
-                },
-                ..Default::default()
-            },
-            0,
-        )?;
+        let drone = DroneSimConfig {
+            seed: setup.seed,
+            webhook_secret: SECRET.into(),
+            ..crate::setup::losing(setup.loss, false)
+        };
+        let drone = DroneSim::start(drone, 0)?;
         let pipeline = PipelineSim::start(0)?;
         let others = (1..setup.replicas)
             .map(|_| pipeline.replica())
             .collect::<Result<Vec<_>>>()?;
-        let replica_ports: Vec<u16> = std::iter::once(pipeline.port())
+        let mut replica_ports: Vec<u16> = std::iter::once(pipeline.port())
             .chain(others.iter().map(PipelineSim::port))
             .collect();
         let etcd_ports = etcd.as_ref().map(EtcdCluster::client_ports);
         let mut sidecars = Vec::new();
         let plugin = shipped_plugin()?;
         let path = plugin["webhook_path"].as_str().context("webhook_path")?;
+        let mut tls_fronts = None;
+        if let Some(tls) = pipeline_tls {
+            anyhow::ensure!(
+                setup.topology == Topology::DroneSide,
+                "TLS on drone's side only"
+            );
+            let (bootstrap, ports) = tls.fronts(&replica_ports)?;
+            tls_fronts = Some(Envoy::start_bootstrap(tools, &bootstrap, 1, "")?);
+            replica_ports = ports;
+        }
         let front = if setup.topology == Topology::DroneSide {
-            let b = drone_side_bootstrap(tools, &replica_ports, drone.port(), None)?;
+            let ca = pipeline_tls.map(DroneTls::ca_file);
+            let b = drone_side_bootstrap(tools, &replica_ports, drone.port(), ca)?;
             let envoy = Envoy::start_bootstrap(tools, &b, 2, drone.token())?;
             drone.set_webhook_url(Some(envoy.url(path)));
             sidecars.push(Some(envoy));
@@ -343,6 +391,7 @@ impl ClusterStack {
         Ok(ClusterStack {
             front,
             sidecars,
+            tls_fronts,
             others,
             pipeline,
             drone,
@@ -426,11 +475,9 @@ impl ClusterStack {
                     busy += s.metric("builds_tracked")? + s.metric("calls_inflight")?;
                 }
             }
-            Ok(if busy == 0 {
-                Ok(())
-            } else {
-                Err(format!("{busy} tracked or in flight"))
-            })
+            Ok(done_if(busy == 0, || {
+                format!("{busy} tracked or in flight")
+            }))
         })
         .with_context(|| self.diagnostics())
     }
@@ -439,6 +486,12 @@ impl ClusterStack {
     pub fn figures(&self) -> Result<Figures> {
         let received = self.pipeline.received();
         let stats = self.drone.stats();
+        let mut per_replica = vec![0; self.setup.replicas];
+        for r in &received {
+            if let Some(n) = per_replica.get_mut(r.replica) {
+                *n += 1;
+            }
+        }
         Ok(Figures {
             replicas: self.setup.replicas,
             topology: Some(self.setup.topology),
@@ -451,6 +504,9 @@ impl ClusterStack {
             etcd_requests: self.sum("etcd_requests")?,
             fallbacks: self.sum("cluster_fallbacks")?,
             recovery_ms: self.recovery_quantiles()?,
+            per_replica,
+            failed: received.iter().filter(|r| r.answered >= 500).count(),
+            not_delivered: self.sum("webhooks_not_delivered")?,
         })
     }
 
@@ -525,6 +581,13 @@ pub struct Figures {
     pub fallbacks: i64,
     /// Recovery delay P50 and P99 in ms ([`ClusterStack::recovery_quantiles`]).
     pub recovery_ms: Option<(f64, f64)>,
+    /// Requests each replica received.
+    pub per_replica: Vec<usize>,
+    /// Requests a replica answered 5xx.
+    pub failed: usize,
+    /// Live webhooks the sidecars saw answered other than 2xx/4xx (`webhooks_not_delivered`,
+    /// all sidecars).
+    pub not_delivered: i64,
 }
 
 impl Figures {

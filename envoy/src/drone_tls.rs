@@ -158,8 +158,45 @@ impl DroneTls {
     /// and the cluster to drone-sim's plain port behind it. The listener is appended after
     /// the others, so the first static listener stays the webhook one.
     pub fn add_front(&self, bootstrap: &mut Value, front_port: u16, sim_port: u16) -> Result<()> {
+        self.add_tls_listener(
+            bootstrap,
+            "drone-tls-front",
+            SIM_CLUSTER,
+            front_port,
+            sim_port,
+        )
+    }
+
+    /// A bootstrap of TLS listeners only, one on a free port in front of each of `backends`
+    /// (TCP proxied to it, so the HTTP request, Host included, reaches it as sent), serving
+    /// the server certificate; and those listeners' ports.
+    pub fn fronts(&self, backends: &[u16]) -> Result<(Value, Vec<u16>)> {
+        let mut bootstrap = json!({
+            "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
+            "static_resources": {"listeners": [], "clusters": []}
+        });
+        let mut fronts = Vec::new();
+        for (i, port) in backends.iter().enumerate() {
+            let front = crate::envoy::free_port()?;
+            let (name, cluster) = (format!("tls-{i}"), format!("backend-{i}"));
+            self.add_tls_listener(&mut bootstrap, &name, &cluster, front, *port)?;
+            fronts.push(front);
+        }
+        Ok((bootstrap, fronts))
+    }
+
+    /// Appends listener `name` on `front_port`, terminating TLS, and `cluster`, the plain
+    /// `backend_port` behind it.
+    fn add_tls_listener(
+        &self,
+        bootstrap: &mut Value,
+        name: &str,
+        cluster: &str,
+        front_port: u16,
+        backend_port: u16,
+    ) -> Result<()> {
         let listener = json!({
-            "name": "drone-tls-front",
+            "name": name,
             "address": { "socket_address": { "address": "127.0.0.1", "port_value": front_port } },
             "filter_chains": [{
                 "transport_socket": {
@@ -176,20 +213,20 @@ impl DroneTls {
                     "name": "envoy.filters.network.tcp_proxy",
                     "typed_config": {
                         "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
-                        "stat_prefix": "drone_tls_front",
-                        "cluster": SIM_CLUSTER,
+                        "stat_prefix": name.replace('-', "_"),
+                        "cluster": cluster,
                     },
                 }],
             }],
         });
         let cluster = json!({
-            "name": SIM_CLUSTER,
+            "name": cluster,
             "type": "STATIC",
             "connect_timeout": "2s",
             "load_assignment": {
-                "cluster_name": SIM_CLUSTER,
+                "cluster_name": cluster,
                 "endpoints": [{ "lb_endpoints": [{ "endpoint": { "address": {
-                    "socket_address": { "address": "127.0.0.1", "port_value": sim_port }
+                    "socket_address": { "address": "127.0.0.1", "port_value": backend_port }
                 } } }] }],
             },
         });

@@ -440,6 +440,180 @@ pub fn validate(tools: &Tools, config: &Path, env: &[(&str, &str)]) -> Result<St
     }
 }
 
+/// The environment `envoy --mode validate` gives the shipped files: the token and the secret
+/// under the variables they name.
+pub const VALIDATE_ENV: [(&str, &str); 2] = [
+    ("DRONE_TOKEN", "validate-token"),
+    ("DRONE_WEBHOOK_SECRET", "validate-secret"),
+];
+
+/// [`validate`] of `bootstrap`, written to `dir/name` as JSON.
+pub fn validate_json(
+    tools: &Tools,
+    dir: &Path,
+    name: &str,
+    bootstrap: &Value,
+    env: &[(&str, &str)],
+) -> Result<String> {
+    let p = dir.join(name);
+    std::fs::write(&p, serde_json::to_vec(bootstrap)?)?;
+    validate(tools, &p, env)
+}
+
+/// Points every status-sync filter of a bootstrap's static listeners at the module under
+/// test; how many there are.
+pub fn use_module(bootstrap: &mut Value, wasm: &Path) -> usize {
+    let mut n = 0;
+    for l in bootstrap["static_resources"]["listeners"]
+        .as_array_mut()
+        .into_iter()
+        .flatten()
+    {
+        for f in wasm_filters(l) {
+            f["typed_config"]["config"]["vm_config"]["code"]["local"]["filename"] =
+                json!(wasm.display().to_string());
+            n += 1;
+        }
+    }
+    n
+}
+
+/// The keys of a JSON object (none for anything else).
+pub fn keys(v: &Value) -> std::collections::BTreeSet<String> {
+    v.as_object()
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+/// Rewrites a bootstrap (its clusters `drone` and the pipeline's, its status-sync filters and
+/// routes) as istiod delivers a WasmPlugin's `spec` to a sidecar: Istio's cluster names from
+/// `pluginConfig` (both `outbound|...`), `pluginConfig` as the StringValue JSON, `vm_id: ""`
+/// (Istio never sets it), `vmConfig.env` as `host_env_keys` (`valueFrom: HOST`) and
+/// `key_values`, `failStrategy` as the failure policy, the module under test.
+pub fn as_istiod_delivers(bootstrap: &mut Value, spec: &Value, wasm: &Path) -> Result<()> {
+    let plugin = &spec["pluginConfig"];
+    let cluster = |k: &str| {
+        plugin[k]
+            .as_str()
+            .map(str::to_string)
+            .with_context(|| format!("pluginConfig.{k}"))
+    };
+    let (pipeline_cluster, drone_cluster) =
+        (cluster("pipeline_cluster")?, cluster("drone_cluster")?);
+    assert!(
+        drone_cluster.starts_with("outbound|") && pipeline_cluster.starts_with("outbound|"),
+        "Istio's cluster names: {drone_cluster}, {pipeline_cluster}"
+    );
+    for c in bootstrap["static_resources"]["clusters"]
+        .as_array_mut()
+        .context("clusters")?
+    {
+        let name = if c["name"] == "drone" {
+            &drone_cluster
+        } else {
+            &pipeline_cluster
+        };
+        c["name"] = json!(name);
+        c["load_assignment"]["cluster_name"] = json!(name);
+    }
+    let mut host_keys = Vec::new();
+    let mut inline = serde_json::Map::new();
+    for e in spec["vmConfig"]["env"].as_array().context("vmConfig.env")? {
+        let name = e["name"].as_str().context("env name")?.to_string();
+        if e["valueFrom"] == "HOST" {
+            host_keys.push(json!(name));
+        } else {
+            inline.insert(name, e["value"].clone());
+        }
+    }
+    use_module(bootstrap, wasm);
+    for l in bootstrap["static_resources"]["listeners"]
+        .as_array_mut()
+        .context("listeners")?
+    {
+        for f in wasm_filters(l) {
+            let config = &mut f["typed_config"]["config"];
+            config["vm_config"]["vm_id"] = json!("");
+            config["vm_config"]["environment_variables"] =
+                json!({ "host_env_keys": host_keys, "key_values": inline });
+            config["failure_policy"] = spec["failStrategy"].clone();
+            config["configuration"]["value"] = json!(plugin.to_string());
+        }
+        for r in l["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]
+            ["virtual_hosts"][0]["routes"]
+            .as_array_mut()
+            .context("routes")?
+        {
+            r["route"]["cluster"] = json!(pipeline_cluster);
+        }
+    }
+    Ok(())
+}
+
+/// One HTTP/1.1 `POST` of a build webhook (`x-drone-event: build`, JSON) written byte for
+/// byte to loopback `port` (no client library: they resolve `..` and re-encode paths before
+/// sending), with `headers`; reads until the whole answer (its head and `content-length`
+/// body), without waiting for Envoy to close a connection it answered early (a 401 before the
+/// body: it holds it for its `delayed_close_timeout`). The status code and the `Location`
+/// header.
+pub fn raw_post(
+    port: u16,
+    path: &str,
+    headers: &[(&str, String)],
+    body: &[u8],
+) -> Result<(u16, Option<String>)> {
+    use std::io::Write as _;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut head = format!(
+        "POST {path} HTTP/1.1\r\nhost: pipeline\r\nx-drone-event: build\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes())?;
+    // Envoy may answer (401, redirect) and close before it has read the body: a failed write
+    // of the body, or a reset after the answer, is not the test's business.
+    let _ = s.write_all(body);
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    let head = loop {
+        let text = String::from_utf8_lossy(&answer).to_string();
+        if let Some((head, rest)) = text.split_once("\r\n\r\n") {
+            let length = header(head, "content-length").and_then(|v| v.parse().ok());
+            if rest.len() >= length.unwrap_or(0) {
+                break head.to_string();
+            }
+        }
+        match s.read(&mut buf) {
+            Ok(n) if n > 0 => answer.extend_from_slice(buf.get(..n).unwrap_or_default()),
+            Ok(_) | Err(_) if !answer.is_empty() => break text,
+            Ok(_) => bail!("{path}: closed without an answer"),
+            Err(e) => return Err(e).with_context(|| format!("reading the answer to {path}")),
+        }
+    };
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .with_context(|| format!("no status line for {path}: {head:?}"))?;
+    Ok((code, header(&head, "location")))
+}
+
+/// The value of header `name` in an HTTP answer's head.
+fn header(head: &str, name: &str) -> Option<String> {
+    head.lines()
+        .take_while(|l| !l.is_empty())
+        .find_map(|l| {
+            l.split_once(':')
+                .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+        })
+        .map(|(_, v)| v.trim().to_string())
+}
+
 /// Writes `bootstrap` to `dir/envoy.json` and starts Envoy on it, logging to `dir/envoy.log`
 /// and writing its admin address to `dir/admin.txt`.
 fn launch(
@@ -873,15 +1047,8 @@ mod tests {
     fn the_shipped_example_routes_webhooks_by_the_filters_path_policy() {
         let example = include_str!("../envoy.yaml");
         let mut v = yaml_to_json(example).unwrap();
+        let plugin = crate::cluster::plugin_of(v.clone()).unwrap();
         let mut l = v["static_resources"]["listeners"][0].take();
-        let plugin: Value = {
-            let f = wasm_filters(&mut l);
-            let value = f[0]["typed_config"]["config"]["configuration"]["value"]
-                .as_str()
-                .unwrap()
-                .to_string();
-            serde_json::from_str(&value).unwrap()
-        };
         let routes = webhook_routes(&mut l);
         assert_eq!(routes.len(), 1);
         assert_eq!(routes[0]["match"], webhook_route_match(&plugin));

@@ -38,6 +38,67 @@ pub enum H2Outcome {
     GoAway(u32),
 }
 
+/// A connection to `127.0.0.1:port`, the preface and our SETTINGS written, and the bytes read
+/// of the server's frames.
+struct Conn {
+    s: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    fn open(port: u16) -> Result<Conn> {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).context("connect")?;
+        s.set_read_timeout(Some(Duration::from_millis(200)))?;
+        let mut out = PREFACE.to_vec();
+        frame(&mut out, SETTINGS, 0, 0, &[]);
+        s.write_all(&out).context("write preface")?;
+        Ok(Conn { s, buf: Vec::new() })
+    }
+
+    /// The server's next frame (kind, flags, stream, payload), its SETTINGS acked, read until
+    /// `deadline`; `what` says what the caller waits for.
+    fn next(&mut self, deadline: Instant, what: &str) -> Result<(u8, u8, u32, Vec<u8>)> {
+        let mut tmp = [0u8; 16_384];
+        loop {
+            if let Some((kind, flags, stream, payload, used)) = parse_frame(&self.buf) {
+                self.buf.drain(..used);
+                if (kind, stream) == (SETTINGS, 0) && flags & ACK == 0 {
+                    let mut ack = Vec::new();
+                    frame(&mut ack, SETTINGS, ACK, 0, &[]);
+                    self.s.write_all(&ack)?;
+                }
+                return Ok((kind, flags, stream, payload));
+            }
+            if Instant::now() > deadline {
+                bail!("no {what} in time");
+            }
+            match self.s.read(&mut tmp) {
+                Ok(0) => bail!("connection closed before {what}"),
+                Ok(n) => self.buf.extend_from_slice(&tmp[..n]),
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(e) => return Err(e).context("read"),
+            }
+        }
+    }
+}
+
+/// A request's header block: pseudo-headers from `method` and `path`, then `headers`.
+fn request_block(method: &str, path: &str, headers: &[(&str, &str)]) -> Vec<u8> {
+    let mut block = Vec::new();
+    let pseudo = [
+        (":method", method),
+        (":scheme", "http"),
+        (":authority", "localhost"),
+        (":path", path),
+    ];
+    for (k, v) in pseudo.into_iter().chain(headers.iter().copied()) {
+        literal(&mut block, k, v);
+    }
+    block
+}
+
 /// Sends one request on a new connection to `127.0.0.1:port` and waits (up to `timeout`) for
 /// how it ended. `headers` are regular headers (lowercase names); pseudo-headers are built
 /// from `method` and `path`.
@@ -50,27 +111,14 @@ pub fn request_with_trailers(
     trailers: &[(&str, &str)],
     timeout: Duration,
 ) -> Result<H2Outcome> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).context("connect")?;
-    s.set_read_timeout(Some(Duration::from_millis(200)))?;
-    let mut out = PREFACE.to_vec();
-    frame(&mut out, SETTINGS, 0, 0, &[]);
-    let mut block = Vec::new();
-    for (k, v) in [
-        (":method", method),
-        (":scheme", "http"),
-        (":authority", "localhost"),
-        (":path", path),
-    ]
-    .into_iter()
-    .chain(headers.iter().copied())
-    {
-        literal(&mut block, k, v);
-    }
+    let mut c = Conn::open(port)?;
+    let mut out = Vec::new();
     let end = if body.is_empty() && trailers.is_empty() {
         END_STREAM
     } else {
         0
     };
+    let block = request_block(method, path, headers);
     frame(&mut out, HEADERS, END_HEADERS | end, 1, &block);
     let chunks: Vec<&[u8]> = body.chunks(MAX_FRAME).collect();
     for (i, chunk) in chunks.iter().enumerate() {
@@ -84,36 +132,14 @@ pub fn request_with_trailers(
         }
         frame(&mut out, HEADERS, END_HEADERS | END_STREAM, 1, &block);
     }
-    s.write_all(&out).context("write")?;
-
+    c.s.write_all(&out).context("write")?;
     let deadline = Instant::now() + timeout;
-    let mut buf = Vec::new();
-    let mut tmp = [0u8; 16_384];
     loop {
-        while let Some((kind, flags, stream, payload, used)) = parse_frame(&buf) {
-            match (kind, stream) {
-                (SETTINGS, 0) if flags & ACK == 0 => {
-                    let mut ack = Vec::new();
-                    frame(&mut ack, SETTINGS, ACK, 0, &[]);
-                    s.write_all(&ack)?;
-                }
-                (HEADERS, 1) => return status(&payload, flags).map(H2Outcome::Status),
-                (RST_STREAM, 1) => return Ok(H2Outcome::Reset(be32(&payload, 0))),
-                (GOAWAY, 0) => return Ok(H2Outcome::GoAway(be32(&payload, 4))),
-                _ => {}
-            }
-            buf.drain(..used);
-        }
-        if Instant::now() > deadline {
-            bail!("no response within {timeout:?}");
-        }
-        match s.read(&mut tmp) {
-            Ok(0) => bail!("connection closed before a response"),
-            Ok(n) => buf.extend_from_slice(&tmp[..n]),
-            Err(e)
-                if e.kind() == std::io::ErrorKind::WouldBlock
-                    || e.kind() == std::io::ErrorKind::TimedOut => {}
-            Err(e) => return Err(e).context("read"),
+        match c.next(deadline, "response")? {
+            (HEADERS, flags, 1, payload) => return status(&payload, flags).map(H2Outcome::Status),
+            (RST_STREAM, _, 1, payload) => return Ok(H2Outcome::Reset(be32(&payload, 0))),
+            (GOAWAY, _, 0, payload) => return Ok(H2Outcome::GoAway(be32(&payload, 4))),
+            _ => {}
         }
     }
 }
@@ -130,66 +156,26 @@ pub fn slow_streams(
     bytes: usize,
     timeout: Duration,
 ) -> Result<TcpStream> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).context("connect")?;
-    s.set_read_timeout(Some(Duration::from_millis(200)))?;
-    s.set_write_timeout(Some(timeout))?;
-    let mut out = PREFACE.to_vec();
-    frame(&mut out, SETTINGS, 0, 0, &[]);
-    s.write_all(&out).context("write preface")?;
+    let mut c = Conn::open(port)?;
+    c.s.set_write_timeout(Some(timeout))?;
     // Envoy's SETTINGS (stream windows) and its connection WINDOW_UPDATE come first; without
     // them only 65,535 bytes may be sent.
     let deadline = Instant::now() + timeout;
-    let mut buf = Vec::new();
-    let mut tmp = [0u8; 16_384];
-    let mut window_open = false;
-    while !window_open {
-        while let Some((kind, flags, stream, _, used)) = parse_frame(&buf) {
-            if kind == SETTINGS && flags & ACK == 0 {
-                let mut ack = Vec::new();
-                frame(&mut ack, SETTINGS, ACK, 0, &[]);
-                s.write_all(&ack)?;
-            }
-            window_open |= kind == WINDOW_UPDATE && stream == 0;
-            buf.drain(..used);
-        }
-        if window_open {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!("Envoy opened no connection window within {timeout:?}");
-        }
-        match s.read(&mut tmp) {
-            Ok(0) => bail!("connection closed"),
-            Ok(n) => buf.extend_from_slice(&tmp[..n]),
-            Err(e)
-                if e.kind() == std::io::ErrorKind::WouldBlock
-                    || e.kind() == std::io::ErrorKind::TimedOut => {}
-            Err(e) => return Err(e).context("read"),
-        }
-    }
+    while !matches!(
+        c.next(deadline, "connection window")?,
+        (WINDOW_UPDATE, _, 0, _)
+    ) {}
     let body = vec![b' '; bytes];
-    for i in 0..streams {
-        let id = 1 + 2 * i;
+    let block = request_block("POST", path, headers);
+    for id in (0..streams).map(|i| 1 + 2 * i) {
         let mut out = Vec::new();
-        let mut block = Vec::new();
-        for (k, v) in [
-            (":method", "POST"),
-            (":scheme", "http"),
-            (":authority", "localhost"),
-            (":path", path),
-        ]
-        .into_iter()
-        .chain(headers.iter().copied())
-        {
-            literal(&mut block, k, v);
-        }
         frame(&mut out, HEADERS, END_HEADERS, id, &block);
         for chunk in body.chunks(MAX_FRAME) {
             frame(&mut out, DATA, 0, id, chunk);
         }
-        s.write_all(&out).context("write a stream")?;
+        c.s.write_all(&out).context("write a stream")?;
     }
-    Ok(s)
+    Ok(c.s)
 }
 
 fn frame(out: &mut Vec<u8>, kind: u8, flags: u8, stream: u32, payload: &[u8]) {

@@ -14,6 +14,7 @@
 //! - [`cluster`]: cluster mode end to end: drone-sim → a round-robin Service → one sidecar
 //!   (`cluster-mode.yaml`) per pipeline replica, sharing one etcd (or none: embedded mode);
 //! - [`process`]: starting those real parts so that they log to a file and die with the test;
+//! - [`setup`]: what the tests set up alike (the parts to run, a lossy drone);
 //! - [`scenario`]: the glue the demo and the end-to-end tests share (start everything, compare
 //!   drone's truth with the pipeline's view).
 //!
@@ -35,5 +36,6 @@ pub mod pipeline_sim;
 pub mod process;
 pub mod prometheus;
 pub mod scenario;
+pub mod setup;
 pub mod sim_server;
 pub mod util;

@@ -154,6 +154,7 @@ impl FailRule {
     }
 }
 
+#[derive(Default)]
 struct State {
     view: BTreeMap<String, ViewEntry>,
     seen_ids: HashSet<String>,
@@ -195,15 +196,8 @@ impl PipelineSim {
     pub fn start(port: u16) -> Result<PipelineSim> {
         let inner = Arc::new(Inner {
             state: Mutex::new(State {
-                view: BTreeMap::new(),
-                seen_ids: HashSet::new(),
-                received: Vec::new(),
-                bodies: BTreeMap::new(),
-                body_bytes: 0,
-                rules: Vec::new(),
-                seq: 0,
                 replicas: 1,
-                signatures: None,
+                ..State::default()
             }),
             body_budget: 32 << 20,
         });

@@ -4,6 +4,7 @@
 //! The package is installed by the Makefile (`make test`). A test that cannot find it fails
 //! when `CI=true` and otherwise says loudly that it skipped ([`require`]): never a silent pass.
 
+use crate::dist::missing_part;
 use anyhow::{bail, Context as _, Result};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -16,51 +17,20 @@ pub fn monitoring_dir() -> PathBuf {
     crate::envoy::crate_dir().join("monitoring")
 }
 
-/// The path of `tool` (`prometheus`, `promtool`) on PATH, if any.
-pub fn find(tool: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(tool))
-        .find(|p| p.is_file())
-}
-
-/// `Ok(Some(path))` when `tool` is installed. Otherwise an error under `CI=true`, and
-/// elsewhere `Ok(None)` after printing that the test is skipped and how to get the tool.
+/// `Ok(Some(path))` when `tool` is on PATH. Otherwise an error under `CI=true`, and
+/// elsewhere `Ok(None)` after printing that the test is skipped and how to get the tool
+/// ([`crate::dist::missing_part`]).
 pub fn require(tool: &str, test: &str) -> Result<Option<PathBuf>> {
-    if let Some(p) = find(tool) {
-        return Ok(Some(p));
+    let found = crate::dist::which(tool);
+    if found.is_none() {
+        missing_part(test, &format!("`{tool}` (Debian's `prometheus` package)"))?;
     }
-    let how =
-        "install Debian's `prometheus` package (`make test` does: apt-get install prometheus)";
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        bail!("{test}: `{tool}` not found on PATH and CI=true: {how}");
-    }
-    eprintln!(
-        "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
-         !! SKIPPED {test}: `{tool}` not found on PATH.\n\
-         !! To run it, {how}.\n\
-         !! (Under CI=true this is a failure.)\n\
-         !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n"
-    );
-    Ok(None)
+    Ok(found)
 }
 
 /// Runs `promtool` with `args` in `dir`; returns its combined output, or fails with it.
 pub fn promtool(bin: &Path, dir: &Path, args: &[&str]) -> Result<String> {
-    let out = Command::new(bin)
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .with_context(|| format!("run {}", bin.display()))?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    if !out.status.success() {
-        bail!("promtool {} failed:\n{text}", args.join(" "));
-    }
-    Ok(text)
+    crate::dist::run(Command::new(bin).args(args).current_dir(dir))
 }
 
 /// `alerts.yaml` with the test values of the lines marked `# test: <value>`: the token before
@@ -253,20 +223,25 @@ impl Prometheus {
         Ok(parse_series(&data["result"], "values"))
     }
 
-    /// Alerts Prometheus evaluates now: (alert name, state `pending`/`firing`).
-    pub fn alerts(&self) -> Result<Vec<(String, String)>> {
+    /// The state of alert `alert` (`pending`, `firing`), `None` while it is inactive.
+    pub fn alert_state(&self, alert: &str) -> Result<Option<String>> {
         let data = self.api("/api/v1/alerts", &[])?;
-        Ok(data["alerts"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|a| {
-                (
-                    a["labels"]["alertname"].as_str().unwrap_or("").to_string(),
-                    a["state"].as_str().unwrap_or("").to_string(),
-                )
+        let alerts = data["alerts"].as_array().cloned().unwrap_or_default();
+        Ok(alerts
+            .iter()
+            .find(|a| a["labels"]["alertname"] == alert)
+            .map(|a| a["state"].as_str().unwrap_or("").to_string()))
+    }
+
+    /// Waits (at most `within`) until alert `alert` fires.
+    pub fn wait_firing(&self, alert: &str, within: Duration) -> Result<()> {
+        let what = format!("{alert} to fire");
+        crate::scenario::wait_for(&what, within, Duration::from_millis(250), || {
+            Ok(match self.alert_state(alert)?.as_deref() {
+                Some("firing") => Ok(()),
+                other => Err(format!("alert state {other:?}")),
             })
-            .collect())
+        })
     }
 
     /// The labels of each active (pending or firing) alert named `alert`.

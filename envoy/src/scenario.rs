@@ -142,11 +142,7 @@ impl Stack {
             POLL,
             || {
                 let v = self.envoy.metric(name)?;
-                Ok(if v >= at_least {
-                    Ok(v)
-                } else {
-                    Err(format!("it is {v}"))
-                })
+                Ok((v >= at_least).then_some(v).ok_or(format!("it is {v}")))
             },
         )
         .map_err(|e| e.context(self.diagnostics()))
@@ -165,11 +161,8 @@ impl Stack {
         wait_for("the reconciler to track nothing", within, POLL, || {
             let tracked = self.envoy.metric("builds_tracked")?;
             let inflight = self.envoy.metric("calls_inflight")?;
-            Ok(if tracked == 0 && inflight == 0 {
-                Ok(())
-            } else {
-                Err(format!("{tracked} tracked, {inflight} in flight"))
-            })
+            let why = format!("{tracked} tracked, {inflight} in flight");
+            Ok((tracked == 0 && inflight == 0).then_some(()).ok_or(why))
         })
         .map_err(|e| e.context(self.diagnostics()))
     }
@@ -234,11 +227,10 @@ pub fn compare(
 /// Waits (at most `within`) until drone-sim has run every build it was given.
 pub fn wait_drone_idle(drone: &DroneSim, within: Duration) -> Result<()> {
     wait_for("drone-sim to finish its builds", within, POLL, || {
-        Ok(if drone.idle() {
-            Ok(())
-        } else {
-            Err("builds still running".into())
-        })
+        Ok(drone
+            .idle()
+            .then_some(())
+            .ok_or("builds still running".into()))
     })
 }
 

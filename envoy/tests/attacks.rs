@@ -4,24 +4,17 @@
 
 use anyhow::{Context as _, Result};
 use envoy_e2e::drone_sim::{BuildKey, DroneSim, DroneSimConfig};
-use envoy_e2e::envoy::Tools;
+use envoy_e2e::envoy::raw_post;
 use envoy_e2e::h2c::{self, H2Outcome};
 use envoy_e2e::scenario::{slot, wait_for, Slot, Stack};
+use envoy_e2e::setup::{done_if, losing, tools};
 use envoy_e2e::util;
 use serde_json::{json, Value};
 use std::time::Duration;
 
-fn tools() -> Tools {
-    Tools::from_env().unwrap_or_else(|e| panic!("{e:#}"))
-}
-
 const WAIT: Duration = Duration::from_secs(120);
 const POLL: Duration = Duration::from_millis(100);
 const SECRET: &str = "e2e-webhook-secret-DO-NOT-LOG-4e1a";
-
-fn wait_metric(stack: &Stack, name: &str, at_least: i64) -> Result<i64> {
-    stack.wait_metric(name, at_least, WAIT)
-}
 
 /// A turn to run an Envoy (held for the test) and a stack that enforces signatures.
 fn enforcing_stack() -> Result<(Slot, Stack)> {
@@ -33,15 +26,22 @@ fn enforcing_stack() -> Result<(Slot, Stack)> {
     Ok((slot, stack))
 }
 
-/// Drone's running webhook for build 101 of octocat/hello-world, with `status`/`version`.
-fn webhook(status: &str, version: u64) -> Vec<u8> {
+/// Drone's running webhook for build 101 of octocat/hello-world, changed by `edit`.
+fn fixture(edit: impl FnOnce(&mut Value)) -> Vec<u8> {
     let mut v: Value = serde_json::from_str(drone_model::fixtures::text(
         "webhook-build-updated-running.json",
     ))
     .unwrap_or_else(|e| panic!("fixture: {e}"));
-    v["build"]["status"] = json!(status);
-    v["build"]["version"] = json!(version);
+    edit(&mut v);
     serde_json::to_vec(&v).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`fixture`] with `status`/`version`.
+fn webhook(status: &str, version: u64) -> Vec<u8> {
+    fixture(|v| {
+        v["build"]["status"] = json!(status);
+        v["build"]["version"] = json!(version);
+    })
 }
 
 /// `method` of `body` (JSON) to the webhook path, with `X-Drone-Event: event` (if any) and
@@ -88,12 +88,12 @@ fn rss_before_posting(
     for i in 0..WARM_UP {
         post_build_webhook(&agent, stack, &body_for(i))?;
     }
-    wait_metric(stack, metric, WARM_UP as i64)?;
+    stack.wait_metric(metric, WARM_UP as i64, WAIT)?;
     let before = stack.envoy.rss_kib()?;
     for i in WARM_UP..WARM_UP + n {
         post_build_webhook(&agent, stack, &body_for(i))?;
     }
-    wait_metric(stack, metric, (WARM_UP + n) as i64)?;
+    stack.wait_metric(metric, (WARM_UP + n) as i64, WAIT)?;
     Ok(before)
 }
 
@@ -152,8 +152,8 @@ fn attack_1_replayed_signature_with_forged_body_and_trailers_is_401() -> Result<
     let received = stack.pipeline.received();
     assert_eq!(received.len(), 1, "{received:?}");
     assert_eq!(received[0].sha256, util::sha256_hex(&genuine));
-    wait_metric(&stack, "webhooks_rejected", 3)?;
-    wait_metric(&stack, "webhooks_delivered", 1)?;
+    stack.wait_metric("webhooks_rejected", 3, WAIT)?;
+    stack.wait_metric("webhooks_delivered", 1, WAIT)?;
     assert!(!stack.envoy.log().contains(SECRET), "the secret was logged");
     Ok(())
 }
@@ -189,7 +189,7 @@ fn attack_2_enforce_covers_every_method_and_event_header() -> Result<()> {
         assert_ne!(code, 401, "signed {method} {event:?}");
     }
     assert_eq!(stack.pipeline.received().len(), cases.len());
-    wait_metric(&stack, "webhooks_rejected", cases.len() as i64)?;
+    stack.wait_metric("webhooks_rejected", cases.len() as i64, WAIT)?;
     assert_eq!(stack.envoy.metric("webhooks_observed")?, 0);
     // Outside the webhook path nothing is checked.
     let (code, _) = util::send(agent.get(&stack.envoy.url("/healthz")), None)
@@ -208,15 +208,12 @@ fn attack_7_huge_names_pass_through_untracked_and_memory_stays_flat() -> Result<
     let stack = Stack::start(&tools(), DroneSimConfig::default(), |_| {})?;
     let huge = "n".repeat(125_000);
     let body_for = |i: u64| {
-        let mut v: Value = serde_json::from_str(drone_model::fixtures::text(
-            "webhook-build-updated-running.json",
-        ))
-        .unwrap_or_else(|e| panic!("fixture: {e}"));
-        v["repo"]["id"] = json!(1000 + i);
-        v["repo"]["namespace"] = json!(huge);
-        v["repo"]["name"] = json!(huge);
-        v["build"]["number"] = json!(1 + i);
-        serde_json::to_vec(&v).unwrap_or_else(|e| panic!("{e}"))
+        fixture(|v| {
+            v["repo"]["id"] = json!(1000 + i);
+            v["repo"]["namespace"] = json!(huge);
+            v["repo"]["name"] = json!(huge);
+            v["build"]["number"] = json!(1 + i);
+        })
     };
     const N: u64 = 600;
     let before = rss_before_posting(&stack, N, "webhooks_out_of_limits", body_for)?;
@@ -274,15 +271,13 @@ fn memory_1000_max_size_forged_webhooks_within_the_documented_bound() -> Result<
             + stack.envoy.metric("builds_not_found")?
             + stack.envoy.metric("builds_evicted")?
             + stack.envoy.metric("hints_refuted")?;
-        Ok(if seen >= (WARM_UP + N) as i64 {
-            Ok(())
-        } else {
-            Err(format!(
-                "{seen} accounted for (leader changes {}, observations invalid {})",
-                stack.envoy.metric("leader_changes")?,
-                stack.envoy.metric("observations_invalid")?
-            ))
-        })
+        let (leader_changes, invalid) = (
+            stack.envoy.metric("leader_changes")?,
+            stack.envoy.metric("observations_invalid")?,
+        );
+        Ok(done_if(seen >= (WARM_UP + N) as i64, || {
+            format!("{seen} accounted for (leader changes {leader_changes}, observations invalid {invalid})")
+        }))
     })
     .with_context(|| stack.diagnostics())?;
     let after = stack.envoy.rss_kib()?;
@@ -298,60 +293,6 @@ fn memory_1000_max_size_forged_webhooks_within_the_documented_bound() -> Result<
         "Envoy RSS grew {growth} KiB over {N} max-size forged webhooks (bound {bound_kib} KiB)"
     );
     Ok(())
-}
-
-/// One HTTP/1.1 request written byte for byte (no client library: they resolve `..` and
-/// re-encode paths before sending). Returns the status code and the `Location` header.
-fn raw_post(
-    port: u16,
-    path: &str,
-    headers: &[(&str, String)],
-    body: &[u8],
-) -> Result<(u16, Option<String>)> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut head = format!(
-        "POST {path} HTTP/1.1\r\nhost: pipeline\r\nx-drone-event: build\r\n\
-         content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    s.write_all(head.as_bytes())?;
-    // Envoy may answer (401, redirect) and close before it has read the body: a failed write
-    // of the body, or a reset after the answer, is not the test's business.
-    let _ = s.write_all(body);
-    let mut answer = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => answer.extend_from_slice(buf.get(..n).unwrap_or_default()),
-            Err(e) if !answer.is_empty() => {
-                println!("{path}: {e} after the answer");
-                break;
-            }
-            Err(e) => return Err(e).with_context(|| format!("reading the answer to {path}")),
-        }
-    }
-    let text = String::from_utf8_lossy(&answer);
-    let code = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .with_context(|| format!("no status line for {path}: {text:?}"))?;
-    let location = text
-        .lines()
-        .take_while(|l| !l.is_empty())
-        .find_map(|l| {
-            l.split_once(':')
-                .filter(|(k, _)| k.eq_ignore_ascii_case("location"))
-        })
-        .map(|(_, v)| v.trim().to_string());
-    Ok((code, location))
 }
 
 /// Path normalization (review of issue 11): the webhook route is the boundary of `enforce`,
@@ -419,7 +360,7 @@ fn paths_that_normalize_to_the_webhook_path_are_checked() -> Result<()> {
         .iter()
         .filter(|(_, w)| matches!(w, Want::Checked))
         .count();
-    wait_metric(&stack, "webhooks_rejected", checked as i64)?;
+    stack.wait_metric("webhooks_rejected", checked as i64, WAIT)?;
     // A signed webhook sent to a non-canonical form of the path still passes, normalized.
     let (code, _) = raw_post(port, "//x/../hook", &signed_headers(&body), &body)?;
     assert_eq!(code, 200, "signed, non-canonical path");
@@ -428,7 +369,7 @@ fn paths_that_normalize_to_the_webhook_path_are_checked() -> Result<()> {
         .last()
         .map(|r| (r.path.as_str(), r.sha256.as_str()));
     assert_eq!(last, Some(("/hook", util::sha256_hex(&body).as_str())));
-    wait_metric(&stack, "webhooks_delivered", 1)?;
+    stack.wait_metric("webhooks_delivered", 1, WAIT)?;
     Ok(())
 }
 
@@ -465,7 +406,7 @@ fn enforce_checks_every_spelling_a_framework_routes_to_the_webhook_path() -> Res
         "an unsigned variant reached the pipeline: {:?}",
         stack.pipeline.received()
     );
-    wait_metric(&stack, "webhooks_rejected", variants.len() as i64)?;
+    stack.wait_metric("webhooks_rejected", variants.len() as i64, WAIT)?;
     // Another path: not checked, forwarded.
     let (code, _) = raw_post(port, "/hooks", &[], &body)?;
     assert_eq!(code, 200, "/hooks is not the webhook path");
@@ -584,24 +525,22 @@ fn attack_3_forged_repository_name_never_steers_lookups_or_redeliveries() -> Res
     let id = repo["id"].as_i64().context("repo id")?;
 
     // The forged webhook: real id, the attacker's name, labels and system object.
-    let mut v: Value = serde_json::from_str(drone_model::fixtures::text(
-        "webhook-build-updated-running.json",
-    ))?;
-    v["repo"]["id"] = json!(id);
-    v["repo"]["namespace"] = json!("attacker");
-    v["repo"]["name"] = json!("evil");
-    v["repo"]["slug"] = json!("attacker/evil");
-    v["repo"]["link"] = json!("https://evil.example.com/attacker/evil");
-    v["build"]["number"] = json!(1);
-    v["build"]["version"] = json!(1);
-    v["system"] = json!({"proto":"https","host":"evil.example.com","link":"https://evil.example.com","version":"6.6.6"});
-    let forged = serde_json::to_vec(&v)?;
+    let forged = fixture(|v| {
+        v["repo"]["id"] = json!(id);
+        v["repo"]["namespace"] = json!("attacker");
+        v["repo"]["name"] = json!("evil");
+        v["repo"]["slug"] = json!("attacker/evil");
+        v["repo"]["link"] = json!("https://evil.example.com/attacker/evil");
+        v["build"]["number"] = json!(1);
+        v["build"]["version"] = json!(1);
+        v["system"] = json!({"proto":"https","host":"evil.example.com","link":"https://evil.example.com","version":"6.6.6"});
+    });
     let code = post_build_webhook(&agent, &stack, &forged)?;
     anyhow::ensure!(
         code == 200,
         "the forged webhook passed through (off): {code}"
     );
-    wait_metric(&stack, "webhooks_observed", 1)?;
+    stack.wait_metric("webhooks_observed", 1, WAIT)?;
 
     // Then real builds of that repository whose final webhooks are lost: the reconciler must
     // look them up and re-deliver them.
@@ -670,12 +609,9 @@ fn slow_bodies_grow_envoy_by_at_most_the_cap_per_worker() -> Result<()> {
                 spec.plugin["max_body_bytes_in_flight"] = json!(cap);
             }
         })?;
-        let agent = util::agent(Duration::from_secs(30));
-        for i in 0..WARM_UP {
-            post_build_webhook(&agent, &stack, &webhook("running", 2 + i))?;
-        }
-        wait_metric(&stack, "webhooks_observed", WARM_UP as i64)?;
-        let before = stack.envoy.rss_kib()?;
+        let before = rss_before_posting(&stack, 0, "webhooks_observed", |i| {
+            webhook("running", 2 + i)
+        })?;
         let headers = [
             ("x-drone-event", "build"),
             ("content-type", "application/json"),
@@ -688,7 +624,7 @@ fn slow_bodies_grow_envoy_by_at_most_the_cap_per_worker() -> Result<()> {
             BYTES,
             WAIT,
         )?;
-        wait_metric(&stack, "webhooks_observed", WARM_UP as i64 + STREAMS as i64)?;
+        stack.wait_metric("webhooks_observed", WARM_UP as i64 + STREAMS as i64, WAIT)?;
         // Envoy takes the bodies in as fast as it reads them: wait until its RSS holds still.
         let mut last = 0;
         let peak = wait_for(
@@ -712,11 +648,7 @@ fn slow_bodies_grow_envoy_by_at_most_the_cap_per_worker() -> Result<()> {
         };
         wait_for("the reset streams to be counted", WAIT, POLL, || {
             let n = ended(&stack)?;
-            Ok(if n >= STREAMS as i64 {
-                Ok(())
-            } else {
-                Err(format!("{n}"))
-            })
+            Ok(done_if(n >= STREAMS as i64, || format!("{n}")))
         })?;
         Ok((
             peak.saturating_sub(before),
@@ -739,55 +671,6 @@ fn slow_bodies_grow_envoy_by_at_most_the_cap_per_worker() -> Result<()> {
         "RSS growth {capped} KiB with the cap, {uncapped} KiB without"
     );
     Ok(())
-}
-
-/// One HTTP/1.1 `POST` written byte for byte, like [`raw_post`], keeping the connection only
-/// until the answer is read (its head and `content-length` body): Envoy holds a connection it
-/// answered early (a 401 before the body) open for its `delayed_close_timeout`, 1 s, and the
-/// siege does not wait for that. The status code.
-fn siege_post(port: u16, path: &str, headers: &[(&str, String)], body: &[u8]) -> Result<u16> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut head = format!(
-        "POST {path} HTTP/1.1\r\nhost: pipeline\r\nx-drone-event: build\r\n\
-         content-type: application/json\r\ncontent-length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    s.write_all(head.as_bytes())?;
-    // Envoy may answer (401) before it has read the body, and close.
-    let _ = s.write_all(body);
-    let mut answer = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let text = String::from_utf8_lossy(&answer).to_string();
-        if let Some((head, rest)) = text.split_once("\r\n\r\n") {
-            let length: usize = head
-                .lines()
-                .find_map(|l| {
-                    l.split_once(':')
-                        .filter(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-                })
-                .and_then(|(_, v)| v.trim().parse().ok())
-                .unwrap_or(0);
-            if rest.len() >= length {
-                return head
-                    .split_whitespace()
-                    .nth(1)
-                    .and_then(|c| c.parse().ok())
-                    .with_context(|| format!("no status line for {path}: {head:?}"));
-            }
-        }
-        match s.read(&mut buf) {
-            Ok(0) => anyhow::bail!("{path}: closed before a whole answer: {text:?}"),
-            Ok(n) => answer.extend_from_slice(buf.get(..n).unwrap_or_default()),
-            Err(e) => return Err(e).with_context(|| format!("reading the answer to {path}")),
-        }
-    }
 }
 
 /// Which `signature_mode` the siege runs against, and what the pipeline does about
@@ -820,18 +703,13 @@ const SIEGE_PATHS: [&str; 4] = ["/HOOK", "/hook;jsessionid=1", "/hook.json", "/h
 /// `/hook/x`, which the pipeline answers 404. Returns the stack, the old builds and the new
 /// ones, once the attack is over (drone is idle; the reconciler may still be at work).
 fn siege(mode: Siege) -> Result<(Stack, Vec<BuildKey>, Vec<BuildKey>)> {
-    use envoy_e2e::drone_sim::{BuildPlan, LossPolicy, Outcome};
+    use envoy_e2e::drone_sim::{BuildPlan, Outcome};
     use envoy_e2e::pipeline_sim::FailRule;
     use std::collections::{BTreeMap, BTreeSet};
     let drone = DroneSimConfig {
         webhook_secret: SECRET.into(),
         seed: 20,
-        loss: LossPolicy {
-            share: 0.3,
-            spare_first: true,
-            all_finals: false,
-        },
-        ..DroneSimConfig::default()
+        ..losing(0.3, false)
     };
     let mut old = Vec::new();
     let history = |d: &DroneSim| -> Result<()> {
@@ -841,13 +719,7 @@ fn siege(mode: Siege) -> Result<(Stack, Vec<BuildKey>, Vec<BuildKey>)> {
             p.step_ms = 20;
             old.push(d.schedule(p, Duration::ZERO));
         }
-        wait_for("drone to finish the old builds", WAIT, POLL, || {
-            Ok(if d.idle() {
-                Ok(())
-            } else {
-                Err("running".into())
-            })
-        })?;
+        envoy_e2e::scenario::wait_drone_idle(d, WAIT)?;
         for k in &old {
             anyhow::ensure!(d.backdate(k, Duration::from_secs(3600)), "{k}: no build");
         }
@@ -927,7 +799,7 @@ fn siege(mode: Siege) -> Result<(Stack, Vec<BuildKey>, Vec<BuildKey>)> {
                         "forged claim to a variant of the path",
                     ),
                 };
-                siege_post(port, path, &headers, &forged)?;
+                raw_post(port, path, &headers, &forged)?;
                 *sent.entry(kind).or_default() += 1;
             } else if replayed.insert(b.key.clone()) {
                 // Drone's final state, signed within the clock skew (as captured on the way),
@@ -935,7 +807,7 @@ fn siege(mode: Siege) -> Result<(Stack, Vec<BuildKey>, Vec<BuildKey>)> {
                 v["build"]["status"] = json!(b.status);
                 v["build"]["version"] = json!(b.version);
                 let replay = serde_json::to_vec(&v)?;
-                let code = siege_post(port, "/hook/x", &signed_headers(&replay), &replay)?;
+                let (code, _) = raw_post(port, "/hook/x", &signed_headers(&replay), &replay)?;
                 assert_eq!(code, 404, "{}: the signed replay passed", b.key);
                 *sent.entry("signed replay to /hook/x").or_default() += 1;
             }
@@ -948,7 +820,7 @@ fn siege(mode: Siege) -> Result<(Stack, Vec<BuildKey>, Vec<BuildKey>)> {
             v["build"]["status"] = json!("running");
             v["build"]["version"] = json!(2);
             let hint = serde_json::to_vec(&v)?;
-            siege_post(port, "/hook", &[], &hint)?;
+            raw_post(port, "/hook", &[], &hint)?;
             *sent.entry("unsigned hint for an old build").or_default() += 1;
         }
         if idle && new.iter().all(|k| replayed.contains(k)) {

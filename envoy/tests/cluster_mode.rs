@@ -12,13 +12,13 @@
 //! the 30 s etcd outage itself.
 
 use anyhow::{Context as _, Result};
-use drone_model::rng::Rng;
-use envoy_e2e::cluster::{self, ClusterStack, Figures, Setup, Topology, LEASE_TTL_MS};
+use envoy_e2e::cluster::LEASE_TTL_MS;
+use envoy_e2e::cluster::{self, random_builds as builds, ClusterStack, Figures, Setup, Topology};
 use envoy_e2e::dist::missing_part;
-use envoy_e2e::drone_sim::BuildPlan;
-use envoy_e2e::envoy::{self, DroneTls, Tools};
+use envoy_e2e::envoy::{self, DroneTls};
 use envoy_e2e::etcd::{self, EtcdCluster};
 use envoy_e2e::scenario::{slot, wait_for, Slot};
+use envoy_e2e::setup::{done_if, tools};
 use serde_json::{json, Value};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -29,10 +29,6 @@ const POLL: Duration = Duration::from_millis(100);
 /// One test of this file at a time: four Envoys and three etcd members each.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-fn tools() -> Tools {
-    Tools::from_env().unwrap_or_else(|e| panic!("{e:#}"))
-}
-
 /// A fresh 3-member etcd, or `None` after saying loudly that the test skipped (a failure
 /// under `CI=true`).
 fn etcd_or_skip(test: &str) -> Result<Option<EtcdCluster>> {
@@ -41,28 +37,6 @@ fn etcd_or_skip(test: &str) -> Result<Option<EtcdCluster>> {
         return Ok(None);
     };
     Ok(Some(EtcdCluster::start(&bin, 3)?))
-}
-
-/// `n` builds over 3 repositories, a random outcome mix, one every `every_ms`.
-fn builds(seed: u64, n: u64, every_ms: u64) -> Vec<(BuildPlan, Duration)> {
-    let mut rng = Rng::new(seed);
-    (0..n)
-        .map(|i| {
-            (
-                BuildPlan::random(&mut rng, 3, 100),
-                Duration::from_millis(every_ms * i),
-            )
-        })
-        .collect()
-}
-
-fn three(loss: f64, seed: u64) -> Setup {
-    Setup {
-        replicas: 3,
-        topology: Topology::Cluster,
-        loss,
-        seed,
-    }
 }
 
 /// This file's tests run one at a time, each in an Envoy slot: hold both for the test.
@@ -92,7 +66,11 @@ fn three_sharing_etcd(
     let Some(etcd) = etcd_or_skip(test)? else {
         return Ok(None);
     };
-    let stack = ClusterStack::start(&tools(), three(loss, seed), Some(etcd))?;
+    let stack = ClusterStack::start(
+        &tools(),
+        Setup::new(Topology::Cluster, 3, loss, seed),
+        Some(etcd),
+    )?;
     let leader = stack.wait_one_leader(Duration::from_secs(30))?;
     stack.schedule(&builds(seed, n, every_ms));
     Ok(Some(Run {
@@ -106,11 +84,7 @@ fn three_sharing_etcd(
 fn wait_builds(stack: &ClusterStack, what: &str, n: usize) -> Result<()> {
     wait_for(what, SETTLE, POLL, || {
         let have = stack.drone.builds().len();
-        Ok(if have >= n {
-            Ok(())
-        } else {
-            Err(format!("{have} builds"))
-        })
+        Ok(done_if(have >= n, || format!("{have} builds")))
     })
 }
 
@@ -128,11 +102,9 @@ fn modes_until_drone_idle(stack: &ClusterStack) -> Result<Vec<(u128, usize, i64)
             }
         }
         last = now;
-        Ok(if stack.drone.idle() {
-            Ok(())
-        } else {
-            Err("builds still running".to_string())
-        })
+        Ok(done_if(stack.drone.idle(), || {
+            "builds still running".to_string()
+        }))
     })?;
     Ok(history)
 }
@@ -185,19 +157,14 @@ fn at_0_percent_loss_three_sidecars_duplicate_under_1_percent_and_call_drone_at_
     };
     let plans = builds(7, 100, 60);
     let one = {
-        let setup = Setup {
-            replicas: 1,
-            topology: Topology::Embedded,
-            loss: 0.0,
-            seed: 7,
-        };
+        let setup = Setup::new(Topology::Embedded, 1, 0.0, 7);
         let stack = ClusterStack::start(&tools, setup, None)?;
         stack.schedule(&plans);
         stack.wait_settled(SETTLE)?;
         stack.figures()?
     };
     eprintln!("one sidecar: {one}");
-    let stack = ClusterStack::start(&tools, three(0.0, 7), Some(etcd))?;
+    let stack = ClusterStack::start(&tools, Setup::new(Topology::Cluster, 3, 0.0, 7), Some(etcd))?;
     stack.wait_one_leader(Duration::from_secs(30))?;
     stack.schedule(&plans);
     let f = check_cluster(&stack)?;
@@ -223,31 +190,11 @@ fn at_0_percent_loss_three_sidecars_duplicate_under_1_percent_and_call_drone_at_
 /// along, every build converges.
 #[test]
 fn one_etcd_member_killed_mid_run_interrupts_nothing() -> Result<()> {
-    const TEST: &str = "one_etcd_member_killed_mid_run_interrupts_nothing";
-    let Some(mut run) = three_sharing_etcd(TEST, 0.3, 11, (40, 150))? else {
-        return Ok(());
-    };
-    let stack = &mut run.stack;
-    wait_builds(stack, "a third of the builds", 13)?;
-    // A member that is not etcd's raft leader: the quorum keeps its leader (killing the raft
-    // leader is `etcd_raft_leader_killed_mid_run_no_fallback_no_duplicate`).
-    let etcd = stack.etcd.as_mut().context("etcd")?;
-    let raft_leader = etcd.leader().context("etcd has no leader")?;
-    let member = (raft_leader + 1) % etcd.len();
-    etcd.kill(member)?;
-    eprintln!("killed etcd member m{member} (m{raft_leader} is etcd's raft leader)");
-    let history = modes_until_drone_idle(stack)?;
-    let f = check_cluster(stack)?;
-    eprintln!("one etcd member killed: {f}\nmodes (ms after the kill, sidecar, cluster_mode): {history:?}");
-    assert_eq!(
-        f.fallbacks, 0,
-        "one member of three down caused a fallback: {f}"
-    );
-    // No interruption: the leader led and the others followed all along (at 5abe96d, before
-    // the 5 s lease and the health check's `no_traffic_interval`, a leader sometimes stepped
-    // down and back within a few hundred ms after the kill).
-    assert!(history.is_empty(), "a sidecar changed mode: {history:?}");
-    Ok(())
+    etcd_member_killed_mid_run(
+        "one_etcd_member_killed_mid_run_interrupts_nothing",
+        11,
+        false,
+    )
 }
 
 /// etcd's raft leader killed while builds run: the other two members elect another (one to
@@ -260,22 +207,51 @@ fn one_etcd_member_killed_mid_run_interrupts_nothing() -> Result<()> {
 /// sidecar's `cluster.etcd.*` counters.
 #[test]
 fn etcd_raft_leader_killed_mid_run_no_fallback_no_duplicate() -> Result<()> {
-    const TEST: &str = "etcd_raft_leader_killed_mid_run_no_fallback_no_duplicate";
-    let Some(mut run) = three_sharing_etcd(TEST, 0.0, 14, (40, 150))? else {
+    etcd_member_killed_mid_run(
+        "etcd_raft_leader_killed_mid_run_no_fallback_no_duplicate",
+        14,
+        true,
+    )
+}
+
+/// The two tests above: three sidecars sharing etcd (30% loss, or none when the raft leader is
+/// killed, so that any duplicate is the kill's), 40 builds; a third of the way through, etcd's
+/// raft leader or another member is killed. No fallback, no sidecar changing mode; with the
+/// raft leader, no duplicate and every sidecar's Envoy sees the dead member fail its health
+/// checks.
+fn etcd_member_killed_mid_run(test: &str, seed: u64, raft_leader: bool) -> Result<()> {
+    let loss = if raft_leader { 0.0 } else { 0.3 };
+    let Some(mut run) = three_sharing_etcd(test, loss, seed, (40, 150))? else {
         return Ok(());
     };
     let stack = &mut run.stack;
     wait_builds(stack, "a third of the builds", 13)?;
     let etcd = stack.etcd.as_mut().context("etcd")?;
-    let raft_leader = etcd.leader().context("etcd has no leader")?;
-    etcd.kill(raft_leader)?;
-    let dead_port = etcd.client_ports()[raft_leader];
-    eprintln!("killed etcd's raft leader m{raft_leader}");
+    let leader = etcd.leader().context("etcd has no leader")?;
+    // Another member keeps the quorum's leader.
+    let member = if raft_leader {
+        leader
+    } else {
+        (leader + 1) % etcd.len()
+    };
+    etcd.kill(member)?;
+    let dead_port = etcd.client_ports()[member];
+    eprintln!("{test}: killed etcd member m{member} (m{leader} was etcd's raft leader)");
     let history = modes_until_drone_idle(stack)?;
     let f = check_cluster(stack)?;
-    eprintln!(
-        "raft leader killed: {f}\nmodes (ms after the kill, sidecar, cluster_mode): {history:?}"
+    eprintln!("{f}\nmodes (ms after the kill, sidecar, cluster_mode): {history:?}");
+    assert_eq!(f.fallbacks, 0, "{test}: the kill caused a fallback: {f}");
+    // No interruption: the leader led and the others followed all along (at 5abe96d, before
+    // the 5 s lease and the health check's `no_traffic_interval`, a leader sometimes stepped
+    // down and back within a few hundred ms after the kill).
+    assert!(
+        history.is_empty(),
+        "{test}: a sidecar changed mode: {history:?}"
     );
+    if !raft_leader {
+        return Ok(());
+    }
+    assert_eq!(f.duplicates, 0, "{test}: {f}");
     for (i, s) in stack.live() {
         eprintln!(
             "sidecar {i}: cluster_mode {} etcd_requests {} calls_expired {}",
@@ -296,26 +272,16 @@ fn etcd_raft_leader_killed_mid_run_no_fallback_no_duplicate() -> Result<()> {
         // Envoy's default `no_traffic_interval` the round after the first came a minute later,
         // and a sidecar whose first round failed balanced over all three, the dead one too).
         let dead = format!("etcd::127.0.0.1:{dead_port}::health_flags::");
-        wait_for(
-            "the dead etcd member failed its health checks",
-            Duration::from_secs(10),
-            POLL,
-            || {
-                let (_, clusters) = s.admin_get("/clusters")?;
-                let flags = clusters.lines().find_map(|l| l.strip_prefix(dead.as_str()));
-                Ok(match flags {
-                    Some(f) if f.contains("failed_active_hc") => Ok(()),
-                    other => Err(format!("sidecar {i}: {dead}{other:?}; {etcd_stats:?}")),
-                })
-            },
-        )?;
+        let what = "the dead etcd member failed its health checks";
+        wait_for(what, Duration::from_secs(10), POLL, || {
+            let (_, clusters) = s.admin_get("/clusters")?;
+            let flags = clusters.lines().find_map(|l| l.strip_prefix(dead.as_str()));
+            Ok(match flags {
+                Some(f) if f.contains("failed_active_hc") => Ok(()),
+                other => Err(format!("sidecar {i}: {dead}{other:?}; {etcd_stats:?}")),
+            })
+        })?;
     }
-    assert_eq!(
-        f.fallbacks, 0,
-        "the raft leader's death caused a fallback: {f}"
-    );
-    assert_eq!(f.duplicates, 0, "{f}");
-    assert!(history.is_empty(), "a sidecar changed mode: {history:?}");
     Ok(())
 }
 
@@ -371,11 +337,9 @@ fn etcd_down_30_s_every_sidecar_falls_back_then_returns_to_cluster_mode() -> Res
         POLL,
         || {
             let modes = stack.modes()?;
-            Ok(if modes.iter().all(|(_, m)| *m == 3) {
-                Ok(())
-            } else {
-                Err(format!("modes (sidecar, cluster_mode): {modes:?}"))
-            })
+            Ok(done_if(modes.iter().all(|(_, m)| *m == 3), || {
+                format!("modes (sidecar, cluster_mode): {modes:?}")
+            }))
         },
     )
     .with_context(|| stack.diagnostics())?;
@@ -431,10 +395,7 @@ fn cluster_mode_files_validate_and_agree() -> Result<()> {
     let tools = tools();
     let dir = tempfile::tempdir()?;
     let mut v = cluster::shipped()?;
-    for f in envoy::wasm_filters(&mut v["static_resources"]["listeners"][0]) {
-        f["typed_config"]["config"]["vm_config"]["code"]["local"]["filename"] =
-            json!(tools.wasm.display().to_string());
-    }
+    envoy::use_module(&mut v, &tools.wasm);
     let plugin = cluster::shipped_plugin()?;
     let authority = plugin["etcd_authority"]
         .as_str()
@@ -455,13 +416,13 @@ fn cluster_mode_files_validate_and_agree() -> Result<()> {
     ctx["tls_certificates"][0]["certificate_chain"]["filename"] = json!(cert);
     ctx["tls_certificates"][0]["private_key"]["filename"] = json!(key);
     ctx["validation_context"]["trusted_ca"]["filename"] = json!(tls.ca_file());
-    let p = dir.path().join("cluster-mode.json");
-    std::fs::write(&p, serde_json::to_vec(&v)?)?;
-    let env = [
-        ("DRONE_TOKEN", "validate-token"),
-        ("DRONE_WEBHOOK_SECRET", "validate-secret"),
-    ];
-    envoy::validate(&tools, &p, &env)?;
+    envoy::validate_json(
+        &tools,
+        dir.path(),
+        "cluster-mode.json",
+        &v,
+        &envoy::VALIDATE_ENV,
+    )?;
 
     let docs = istio_documents()?;
     let se = docs.get("ServiceEntry").context("ServiceEntry")?;
@@ -485,12 +446,7 @@ fn cluster_mode_files_validate_and_agree() -> Result<()> {
         format!("outbound|{port}||{host}")
     );
     assert_eq!(istio_plugin["etcd_authority"], host);
-    let keys = |v: &Value| -> std::collections::BTreeSet<String> {
-        v.as_object()
-            .map(|o| o.keys().cloned().collect())
-            .unwrap_or_default()
-    };
-    assert_eq!(keys(istio_plugin), keys(&plugin));
+    assert_eq!(envoy::keys(istio_plugin), envoy::keys(&plugin));
     Ok(())
 }
 
@@ -514,12 +470,7 @@ fn figures_for_1_2_3_and_5_replicas_in_every_topology() -> Result<()> {
                 Topology::Cluster => Some(EtcdCluster::start(&bin, 3)?),
                 _ => None,
             };
-            let setup = Setup {
-                replicas,
-                topology,
-                loss: 0.3,
-                seed: 21,
-            };
+            let setup = Setup::new(topology, replicas, 0.3, 21);
             let stack = ClusterStack::start(&tools, setup, etcd)?;
             if topology == Topology::Cluster {
                 stack.wait_one_leader(Duration::from_secs(60))?;

@@ -7,32 +7,16 @@
 //! without them the tests fail and say so, they are never skipped.
 
 use anyhow::{bail, Context as _, Result};
-use envoy_e2e::drone_sim::{BuildKey, BuildPlan, DroneSimConfig, LossPolicy, Outcome};
+use envoy_e2e::drone_sim::{BuildKey, BuildPlan, DroneSimConfig, Outcome};
 use envoy_e2e::drone_tls;
 use envoy_e2e::envoy::{self, DroneTls, Envoy, EnvoySpec, Tools};
 use envoy_e2e::pipeline_sim::{FailRule, Received};
 use envoy_e2e::scenario::{slot, wait_for, Stack};
+use envoy_e2e::setup::{done_if, losing, tools};
 use envoy_e2e::util;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
-
-fn tools() -> Tools {
-    Tools::from_env().unwrap_or_else(|e| panic!("{e:#}"))
-}
-
-/// A drone that loses `share` of its webhooks but never a build's first (so the sidecar
-/// learns of every build), and with `all_finals` every webhook of a done status.
-fn drone_losing(share: f64, all_finals: bool) -> DroneSimConfig {
-    DroneSimConfig {
-        loss: LossPolicy {
-            share,
-            spare_first: true,
-            all_finals,
-        },
-        ..Default::default()
-    }
-}
 
 /// The template with `plugin`, for `envoy --mode validate` (which connects to nothing: the
 /// clusters point at ports 1 and 2, but reads the `drone` cluster's CA file, `tls`'s).
@@ -55,20 +39,6 @@ fn plan(repo: usize, outcome: Outcome, step_ms: u64) -> BuildPlan {
     p
 }
 
-fn wait_drone_idle(stack: &Stack) -> Result<()> {
-    stack.wait_drone_idle(CONVERGE)
-}
-
-/// Waits until the pipeline agrees with drone on every build `include` selects.
-fn wait_converged(stack: &Stack, include: impl Fn(&BuildKey) -> bool) -> Result<()> {
-    stack.wait_converged(CONVERGE, include)
-}
-
-/// Waits until a status_sync metric reaches `at_least`.
-fn wait_metric(stack: &Stack, name: &str, at_least: i64) -> Result<i64> {
-    stack.wait_metric(name, at_least, CONVERGE)
-}
-
 fn redeliveries_for<'a>(received: &'a [Received], key: &BuildKey) -> Vec<&'a Received> {
     let k = key.to_string();
     received
@@ -88,7 +58,7 @@ fn lost_final_webhooks_are_recovered_and_views_match() -> Result<()> {
         &tools(),
         DroneSimConfig {
             seed: 11,
-            ..drone_losing(0.2, true)
+            ..losing(0.2, true)
         },
         |_| {},
     )?;
@@ -101,14 +71,12 @@ fn lost_final_webhooks_are_recovered_and_views_match() -> Result<()> {
         let mut p = plan(i % 3, *o, 100);
         p.created_late = i % 3 == 0;
         p.steps = 1 + i % 3;
-        keys.push((
-            stack
-                .drone
-                .schedule(p, Duration::from_millis(80 * i as u64)),
-            *o,
-        ));
+        let key = stack
+            .drone
+            .schedule(p, Duration::from_millis(80 * i as u64));
+        keys.push((key, *o));
     }
-    wait_converged(&stack, |_| true)?;
+    stack.wait_converged(CONVERGE, |_| true)?;
 
     let hooks = stack.drone.webhooks();
     let received = stack.pipeline.received();
@@ -138,8 +106,14 @@ fn lost_final_webhooks_are_recovered_and_views_match() -> Result<()> {
         "only {recovered} builds needed recovery: the test is too weak"
     );
     eprintln!("{recovered} of {} builds needed recovery", keys.len());
-    // Re-deliveries are drone-shaped webhooks with a stable id.
+    // Re-deliveries are drone-shaped webhooks with a stable id, each taken by the pipeline (a
+    // retry after a slow answer would show as a duplicate, which is fine: the id makes it
+    // harmless).
     for r in received.iter().filter(|r| r.is_redelivery()) {
+        assert!(
+            matches!(r.outcome.as_str(), "applied" | "duplicate"),
+            "{r:?}"
+        );
         assert_eq!(r.path, "/hook");
         assert_eq!(r.drone_event.as_deref(), Some("build"));
         assert_eq!(r.content_type.as_deref(), Some("application/json"));
@@ -160,14 +134,6 @@ fn lost_final_webhooks_are_recovered_and_views_match() -> Result<()> {
     }
     assert!(stack.envoy.metric("redeliveries_ok")? >= recovered as i64);
     assert!(stack.envoy.metric("drone_polls_ok")? >= recovered as i64);
-    // Every re-delivery reached the pipeline and was taken (a retry after a slow answer would
-    // show as a duplicate, which is fine: the id makes it harmless).
-    for r in received.iter().filter(|r| r.is_redelivery()) {
-        assert!(
-            matches!(r.outcome.as_str(), "applied" | "duplicate"),
-            "{r:?}"
-        );
-    }
     Ok(())
 }
 
@@ -180,31 +146,25 @@ fn lost_final_webhooks_are_recovered_and_views_match() -> Result<()> {
 #[test]
 fn newest_builds_whose_every_webhook_was_lost_are_discovered() -> Result<()> {
     let _slot = slot();
-    let stack = Stack::start(&tools(), drone_losing(0.0, false), |_| {})?;
-    let seen = stack
-        .drone
-        .schedule(plan(0, Outcome::Success, 80), Duration::ZERO);
-    wait_converged(&stack, |k| *k == seen)?;
-    let mut declined = plan(0, Outcome::Declined, 80);
-    declined.lose_all = true;
-    let declined = stack.drone.schedule(declined, Duration::from_millis(200));
-    let mut newest = plan(0, Outcome::Success, 300);
-    newest.lose_all = true;
-    let newest = stack.drone.schedule(newest, Duration::from_millis(400));
+    let stack = Stack::start(&tools(), losing(0.0, false), |_| {})?;
+    let at = |p: BuildPlan, ms: u64| stack.drone.schedule(p, Duration::from_millis(ms));
+    let lose_all = |mut p: BuildPlan| {
+        p.lose_all = true;
+        p
+    };
+    let seen = at(plan(0, Outcome::Success, 80), 0);
+    stack.wait_converged(CONVERGE, |k| *k == seen)?;
+    let declined = at(lose_all(plan(0, Outcome::Declined, 80)), 200);
+    let newest = at(lose_all(plan(0, Outcome::Success, 300)), 400);
     // Repository 1: build n-1's row is written after n's, and only n's webhooks arrive.
-    let first = stack
-        .drone
-        .schedule(plan(1, Outcome::Success, 80), Duration::ZERO);
-    wait_converged(&stack, |k| *k == first)?;
-    let mut late_row = plan(1, Outcome::Failure, 80);
+    let first = at(plan(1, Outcome::Success, 80), 0);
+    stack.wait_converged(CONVERGE, |k| *k == first)?;
+    let mut late_row = lose_all(plan(1, Outcome::Failure, 80));
     late_row.row_delay_ms = 2_500;
-    late_row.lose_all = true;
-    let late_row = stack.drone.schedule(late_row, Duration::ZERO);
-    let announced = stack
-        .drone
-        .schedule(plan(1, Outcome::Success, 80), Duration::from_millis(100));
+    let late_row = at(late_row, 0);
+    at(plan(1, Outcome::Success, 80), 100); // build n, announced
     let started = std::time::Instant::now();
-    wait_converged(&stack, |_| true)?;
+    stack.wait_converged(CONVERGE, |_| true)?;
     eprintln!(
         "converged {:.1} s after drone's last write",
         started.elapsed().as_secs_f64()
@@ -226,7 +186,6 @@ fn newest_builds_whose_every_webhook_was_lost_are_discovered() -> Result<()> {
             "{key}: delivered by the filter"
         );
     }
-    let _ = announced;
     assert!(
         stack.envoy.metric("builds_discovered")? + stack.envoy.metric("builds_gap_filled")? >= 3
     );
@@ -251,14 +210,11 @@ fn pipeline_500_gets_the_transition_again_400_does_not() -> Result<()> {
         spec.plugin["webhook_secret"] = json!(SECRET);
         spec.plugin["signature_mode"] = json!("monitor");
     })?;
-    let a = BuildKey {
-        slug: stack.drone.repos()[0].clone(),
+    let first_of = |repo: usize| BuildKey {
+        slug: stack.drone.repos()[repo].clone(),
         number: 1,
     };
-    let b = BuildKey {
-        slug: stack.drone.repos()[1].clone(),
-        number: 1,
-    };
+    let (a, b) = (first_of(0), first_of(1));
     // The live final webhook and the first re-delivery of A fail with 500.
     stack
         .pipeline
@@ -266,20 +222,15 @@ fn pipeline_500_gets_the_transition_again_400_does_not() -> Result<()> {
     stack
         .pipeline
         .add_rule(FailRule::build(&b.to_string(), 400).only_done());
-    assert_eq!(
+    let now = |repo, outcome| {
         stack
             .drone
-            .schedule(plan(0, Outcome::Success, 100), Duration::ZERO),
-        a
-    );
-    assert_eq!(
-        stack
-            .drone
-            .schedule(plan(1, Outcome::Failure, 100), Duration::ZERO),
-        b
-    );
-    wait_converged(&stack, |k| k == &a)?;
-    let refused = wait_metric(&stack, "webhooks_refused", 1)?;
+            .schedule(plan(repo, outcome, 100), Duration::ZERO)
+    };
+    assert_eq!(now(0, Outcome::Success), a);
+    assert_eq!(now(1, Outcome::Failure), b);
+    stack.wait_converged(CONVERGE, |k| k == &a)?;
+    let refused = stack.wait_metric("webhooks_refused", 1, CONVERGE)?;
     assert_eq!(refused, 1);
 
     // Nothing is left to poll or re-deliver once the reconciler tracks no build and has no
@@ -326,9 +277,7 @@ fn pipeline_500_gets_the_transition_again_400_does_not() -> Result<()> {
 #[test]
 fn concurrency_4_polls_drone_once_per_due_build() -> Result<()> {
     let _slot = slot();
-    let stack = Stack::start(&tools(), drone_losing(0.0, true), |spec| {
-        spec.concurrency = 4
-    })?;
+    let stack = Stack::start(&tools(), losing(0.0, true), |spec| spec.concurrency = 4)?;
     let keys: Vec<BuildKey> = (0..8)
         .map(|i| {
             stack.drone.schedule(
@@ -337,19 +286,12 @@ fn concurrency_4_polls_drone_once_per_due_build() -> Result<()> {
             )
         })
         .collect();
-    wait_converged(&stack, |_| true)?;
+    stack.wait_converged(CONVERGE, |_| true)?;
     // Every build delivered and forgotten, no call in flight: no poll can follow.
     stack.wait_reconciler_idle(CONVERGE)?;
     let stats = stack.drone.stats();
-    let per_build: Vec<(String, u64)> = keys
-        .iter()
-        .map(|k| {
-            (
-                k.to_string(),
-                stats.build_calls.get(&k.to_string()).copied().unwrap_or(0),
-            )
-        })
-        .collect();
+    let calls = |k: String| (k.clone(), stats.build_calls.get(&k).copied().unwrap_or(0));
+    let per_build: Vec<(String, u64)> = keys.iter().map(|k| calls(k.to_string())).collect();
     let m = stack.envoy.stats("status_sync")?;
     eprintln!("polls per build with 4 workers: {per_build:?}; filter metrics: {m:?}");
     // One poll per build, give or take a rare second one (a poll retried after a slow answer
@@ -387,7 +329,7 @@ fn hot_config_change_keeps_tracked_builds() -> Result<()> {
     let mut p = plan(0, Outcome::Success, 100);
     p.lose_final = true;
     let before = stack.drone.schedule(p.clone(), Duration::ZERO);
-    wait_drone_idle(&stack)?;
+    stack.wait_drone_idle(CONVERGE)?;
     wait_for("the filter to track the build", CONVERGE, POLL, || {
         let v = stack.pipeline.view();
         let tracked = stack.envoy.metric("builds_tracked")?;
@@ -419,15 +361,11 @@ fn hot_config_change_keeps_tracked_builds() -> Result<()> {
         if rejected > 0 {
             bail!("Envoy rejected the LDS update:\n{}", stack.diagnostics());
         }
-        Ok(if lds_ok(&s) > updates {
-            Ok(())
-        } else {
-            Err(format!("{s:?}"))
-        })
+        Ok(done_if(lds_ok(&s) > updates, || format!("{s:?}")))
     })?;
     stack.drone.set_webhook_url(Some(stack.envoy.url("/hook2")));
     let after = stack.drone.schedule(p, Duration::ZERO);
-    wait_converged(&stack, |k| k == &before || k == &after)?;
+    stack.wait_converged(CONVERGE, |k| k == &before || k == &after)?;
     let received = stack.pipeline.received();
     for k in [&before, &after] {
         let r = redeliveries_for(&received, k);
@@ -450,7 +388,7 @@ fn drone_outage_causes_no_call_storm_and_converges_after() -> Result<()> {
     let threshold = 3u64;
     let open_ms = 2000u64;
     let inflight = 4u64;
-    let stack = Stack::start(&tools(), drone_losing(0.0, true), |spec| {
+    let stack = Stack::start(&tools(), losing(0.0, true), |spec| {
         spec.plugin["circuit_failure_threshold"] = threshold.into();
         spec.plugin["circuit_open_ms"] = open_ms.into();
         spec.plugin["max_inflight_calls"] = inflight.into();
@@ -470,9 +408,9 @@ fn drone_outage_causes_no_call_storm_and_converges_after() -> Result<()> {
             Duration::from_millis(40 * i as u64),
         );
     }
-    wait_drone_idle(&stack)?;
+    stack.wait_drone_idle(CONVERGE)?;
     // Stay down until the filter has failed enough to open the circuit, then a while more.
-    wait_metric(&stack, "circuit_open", 1)?;
+    stack.wait_metric("circuit_open", 1, CONVERGE)?;
     let open_seen = Instant::now();
     let mut saw_open = 0;
     while open_seen.elapsed() < Duration::from_millis(4 * open_ms) {
@@ -496,14 +434,10 @@ fn drone_outage_causes_no_call_storm_and_converges_after() -> Result<()> {
     );
     assert_eq!(saw_open, 1);
     assert!(stack.envoy.metric("drone_polls_failed")? >= threshold as i64);
-    wait_converged(&stack, |_| true)?;
+    stack.wait_converged(CONVERGE, |_| true)?;
     wait_for("the circuit to close", CONVERGE, POLL, || {
         let v = stack.envoy.metric("circuit_open")?;
-        Ok(if v == 0 {
-            Ok(())
-        } else {
-            Err(format!("circuit_open {v}"))
-        })
+        Ok(done_if(v == 0, || format!("circuit_open {v}")))
     })?;
     Ok(())
 }
@@ -622,8 +556,8 @@ fn large_and_malformed_webhooks_pass_through_unchanged() -> Result<()> {
             "{what}"
         );
     }
-    wait_metric(&stack, "webhooks_oversized", 1)?;
-    wait_metric(&stack, "webhooks_unparsable", 2)?;
+    stack.wait_metric("webhooks_oversized", 1, CONVERGE)?;
+    stack.wait_metric("webhooks_unparsable", 2, CONVERGE)?;
     Ok(())
 }
 
@@ -646,20 +580,14 @@ fn every_yaml_in_envoy_dir_validates() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let root = envoy::crate_dir();
     let mut files: Vec<String> = Vec::new();
-    for sub in ["", "istio"] {
+    for sub in ["", "istio/"] {
         for e in std::fs::read_dir(root.join(sub))? {
-            let p = e?.path();
-            let name = p
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or_default()
-                .to_string();
-            if name.ends_with(".yaml") || name.ends_with(".yaml.tmpl") || name.ends_with(".yml") {
-                files.push(if sub.is_empty() {
-                    name
-                } else {
-                    format!("{sub}/{name}")
-                });
+            let name = e?.file_name().to_string_lossy().into_owned();
+            if [".yaml", ".yaml.tmpl", ".yml"]
+                .iter()
+                .any(|x| name.ends_with(x))
+            {
+                files.push(format!("{sub}{name}"));
             }
         }
     }
@@ -679,10 +607,7 @@ fn every_yaml_in_envoy_dir_validates() -> Result<()> {
         ],
         "cover new YAML files here"
     );
-    let env = [
-        ("DRONE_TOKEN", "validate-token"),
-        ("DRONE_WEBHOOK_SECRET", "validate-secret"),
-    ];
+    let env = envoy::VALIDATE_ENV;
 
     // The template, rendered.
     let t = dir.path().join("template.yaml");
@@ -694,17 +619,7 @@ fn every_yaml_in_envoy_dir_validates() -> Result<()> {
     // The example, with the module path pointed at the built filter.
     let example = std::fs::read_to_string(root.join("envoy.yaml"))?;
     let mut v = envoy::yaml_to_json(&example)?;
-    let mut n = 0;
-    for l in v["static_resources"]["listeners"]
-        .as_array_mut()
-        .context("listeners")?
-    {
-        for f in envoy::wasm_filters(l) {
-            f["typed_config"]["config"]["vm_config"]["code"]["local"]["filename"] =
-                json!(tools.wasm.display().to_string());
-            n += 1;
-        }
-    }
+    let n = envoy::use_module(&mut v, &tools.wasm);
     assert_eq!(n, 1, "the example has one status-sync filter");
     // drone's CA bundle is the deploying machine's (Envoy's images have the system one), not
     // necessarily this one's: validate against the test CA.
@@ -713,9 +628,7 @@ fn every_yaml_in_envoy_dir_validates() -> Result<()> {
         .context("the example's drone cluster has no trusted_ca file")?;
     assert_eq!(ca.as_str(), Some("/etc/ssl/certs/ca-certificates.crt"));
     *ca = json!(tls.ca_file().display().to_string());
-    let p = dir.path().join("example.json");
-    std::fs::write(&p, serde_json::to_vec(&v)?)?;
-    envoy::validate(&tools, &p, &env)?;
+    envoy::validate_json(&tools, dir.path(), "example.json", &v, &env)?;
 
     // The Istio pluginConfig, as Envoy would get it from istiod.
     let wp = wasmplugin()?;
@@ -729,64 +642,14 @@ fn every_yaml_in_envoy_dir_validates() -> Result<()> {
         "{spec}"
     );
     assert_eq!(spec["match"][0]["mode"], "SERVER");
-    let plugin = spec["pluginConfig"].clone();
-    let cluster = |k: &str| {
-        plugin[k]
-            .as_str()
-            .map(str::to_string)
-            .with_context(|| format!("pluginConfig.{k}"))
-    };
-    let (pipeline_cluster, drone_cluster) =
-        (cluster("pipeline_cluster")?, cluster("drone_cluster")?);
-    assert!(drone_cluster.starts_with("outbound|") && pipeline_cluster.starts_with("outbound|"));
+    let plugin = &spec["pluginConfig"];
     assert!(
         plugin["instance"].as_str().is_some_and(|s| !s.is_empty()),
         "Istio needs `instance`"
     );
-    let yaml = to_validate(&tools, &plugin, &tls)?;
-    let mut v = envoy::yaml_to_json(&yaml)?;
     // Istio-style cluster names, and vmConfig.env mapped like istiod does.
-    for c in v["static_resources"]["clusters"]
-        .as_array_mut()
-        .context("clusters")?
-    {
-        let name = if c["name"] == "drone" {
-            &drone_cluster
-        } else {
-            &pipeline_cluster
-        };
-        c["name"] = json!(name);
-        c["load_assignment"]["cluster_name"] = json!(name);
-    }
-    let mut host_keys = Vec::new();
-    let mut inline = serde_json::Map::new();
-    for e in spec["vmConfig"]["env"].as_array().context("vmConfig.env")? {
-        let name = e["name"].as_str().context("env name")?.to_string();
-        if e["valueFrom"] == "HOST" {
-            host_keys.push(json!(name));
-        } else {
-            inline.insert(name, e["value"].clone());
-        }
-    }
-    for l in v["static_resources"]["listeners"]
-        .as_array_mut()
-        .context("listeners")?
-    {
-        for f in envoy::wasm_filters(l) {
-            let config = &mut f["typed_config"]["config"];
-            config["vm_config"]["vm_id"] = json!(""); // Istio never sets it
-            config["vm_config"]["environment_variables"] =
-                json!({ "host_env_keys": host_keys, "key_values": inline });
-            config["failure_policy"] = spec["failStrategy"].clone();
-        }
-        for r in l["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]
-            ["virtual_hosts"][0]["routes"]
-            .as_array_mut()
-            .context("routes")?
-        {
-            r["route"]["cluster"] = json!(pipeline_cluster);
-        }
-    }
+    let mut v = envoy::yaml_to_json(&to_validate(&tools, plugin, &tls)?)?;
+    envoy::as_istiod_delivers(&mut v, spec, &tools.wasm)?;
     let token_env = plugin["drone_token_env"]
         .as_str()
         .context("pluginConfig.drone_token_env")?;

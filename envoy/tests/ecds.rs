@@ -16,10 +16,11 @@
 
 use anyhow::{ensure, Context as _, Result};
 use envoy_e2e::dist::{clean_build_env, repo_root, run};
-use envoy_e2e::drone_sim::{BuildKey, BuildPlan, DroneSimConfig, LossPolicy, Outcome};
+use envoy_e2e::drone_sim::{BuildKey, BuildPlan, DroneSimConfig, Outcome};
 use envoy_e2e::ecds;
-use envoy_e2e::envoy::{base_plugin_config, Tools};
+use envoy_e2e::envoy::base_plugin_config;
 use envoy_e2e::scenario::{wait_for, Stack};
+use envoy_e2e::setup::{done_if, losing, tools};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -86,11 +87,10 @@ fn push_module(stack: &mut Stack, module: &Path, plugin: &Value) -> Result<()> {
             "ECDS update rejected: {s:?}\n{}",
             stack.diagnostics()
         );
-        Ok(if s.get("config_reload").copied().unwrap_or(0) > before {
-            Ok(())
-        } else {
-            Err(format!("{s:?}"))
-        })
+        Ok(done_if(
+            s.get("config_reload").copied().unwrap_or(0) > before,
+            || format!("{s:?}"),
+        ))
     })
 }
 
@@ -123,18 +123,16 @@ fn wait_in_flight(stack: &Stack, keys: &[BuildKey]) -> Result<()> {
                 .filter(|k| view.contains_key(&k.to_string()))
                 .count();
             let running = !stack.drone.idle();
-            Ok(if seen >= 2 && running {
-                Ok(())
-            } else {
-                Err(format!("{seen} seen, drone running: {running}"))
-            })
+            Ok(done_if(seen >= 2 && running, || {
+                format!("{seen} seen, drone running: {running}")
+            }))
         },
     )
 }
 
 #[test]
 fn ecds_delivery_upgrade_and_rollback_lose_no_transition() -> Result<()> {
-    let tools = Tools::from_env().unwrap_or_else(|e| panic!("{e:#}"));
+    let tools = tools();
     let files = tempfile::tempdir()?;
     let next = build_next_module(files.path())?;
     let old = tools.wasm.clone();
@@ -143,15 +141,10 @@ fn ecds_delivery_upgrade_and_rollback_lose_no_transition() -> Result<()> {
     // A swap hands the lease over when the old one expires: keep it short for the test.
     plugin["lease_ms"] = 2000.into();
     plugin["stale_after_ms"] = 2500.into();
+    // Only each build's first webhook arrives: the rest must come from the ledger.
     let drone = DroneSimConfig {
-        // Only each build's first webhook arrives: the rest must come from the ledger.
-        loss: LossPolicy {
-            share: 1.0,
-            spare_first: true,
-            all_finals: true,
-        },
         seed: 14,
-        ..Default::default()
+        ..losing(1.0, true)
     };
     let p = plugin.clone();
     let mut stack = Stack::start(&tools, drone, move |spec| {
@@ -181,11 +174,10 @@ fn ecds_delivery_upgrade_and_rollback_lose_no_transition() -> Result<()> {
     // The new module's reconciler is elected once the old lease expires (lease_ms).
     wait_for("a reconciler in the new module", CONVERGE, POLL, || {
         let log = stack.envoy.log();
-        Ok(if log[upgraded_at..].contains("reconciler elected") {
-            Ok(())
-        } else {
-            Err("none yet".to_string())
-        })
+        Ok(done_if(
+            log[upgraded_at..].contains("reconciler elected"),
+            || "none yet".to_string(),
+        ))
     })?;
 
     // Rollback while the second wave runs.

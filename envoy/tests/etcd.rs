@@ -9,6 +9,7 @@
 
 use anyhow::{bail, Result};
 use envoy_e2e::dist::missing_part;
+use envoy_e2e::envoy::tail;
 use envoy_e2e::etcd::{self, EtcdCluster};
 use status_sync::core::cluster::scenarios::{World, ALL};
 use status_sync::core::cluster::Request;
@@ -80,16 +81,11 @@ fn every_shared_scenario_holds_against_a_real_three_member_etcd() -> Result<()> 
         let began = Instant::now();
         if let Err(e) = scenario(&mut world, prefix.as_bytes()) {
             let logs: Vec<String> = (0..world.cluster.len())
-                .map(|i| format!("--- m{i}:\n{}", tail(&world.cluster.log(i))))
+                .map(|i| format!("--- m{i}:\n{}", tail(&world.cluster.log(i), 15)))
                 .collect();
             bail!("{name}: {e}\n{}", logs.join("\n"));
         }
         eprintln!("{name}: ok in {:?}", began.elapsed());
     }
     Ok(())
-}
-
-fn tail(log: &str) -> String {
-    let lines: Vec<&str> = log.lines().collect();
-    lines[lines.len().saturating_sub(15)..].join("\n")
 }

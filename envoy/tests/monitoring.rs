@@ -15,11 +15,12 @@
 //! draws the main panels from Prometheus's data (the picture in README.md).
 
 use anyhow::{bail, Context as _, Result};
-use envoy_e2e::drone_sim::{BuildPlan, DroneSimConfig, LossPolicy, Outcome};
-use envoy_e2e::envoy::{Envoy, Tools};
+use envoy_e2e::drone_sim::{BuildPlan, DroneSimConfig, Outcome};
+use envoy_e2e::envoy::Envoy;
 use envoy_e2e::pipeline_sim::FailRule;
 use envoy_e2e::prometheus::{self as prom, Prometheus, Series};
 use envoy_e2e::scenario::{wait_for, Stack};
+use envoy_e2e::setup::{done_if, losing, tools};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -354,34 +355,22 @@ fn selectors_finds_names_and_name_regexes() {
 
 const SECRET: &str = "monitoring-webhook-secret";
 
-fn firing(p: &Prometheus, alert: &str) -> Result<Option<String>> {
-    Ok(p.alerts()?
-        .into_iter()
-        .find(|(n, _)| n == alert)
-        .map(|(_, s)| s))
-}
-
 #[test]
 fn prometheus_scrapes_envoy_alerts_fire_and_resolve_across_a_drone_outage() -> Result<()> {
     const NAME: &str = "prometheus_scrapes_envoy_alerts_fire_and_resolve_across_a_drone_outage";
     let Some(prom_bin) = prom::require("prometheus", NAME)? else {
         return Ok(());
     };
-    let tools = Tools::from_env().unwrap_or_else(|e| panic!("{e:#}"));
+    let tools = tools();
     let started = Instant::now();
     let stack = Stack::start(
         &tools,
         DroneSimConfig {
-            loss: LossPolicy {
-                share: 0.3,
-                spare_first: true,
-                all_finals: false,
-            },
             seed: 15,
             // Signed, as in production: a live webhook the pipeline failed is evidence of a
             // missing transition (an unsigned one is only a hint and moves no SLO figure).
             webhook_secret: SECRET.into(),
-            ..Default::default()
+            ..losing(0.3, false)
         },
         |spec| {
             spec.plugin["webhook_secret"] = SECRET.into();
@@ -401,11 +390,7 @@ fn prometheus_scrapes_envoy_alerts_fire_and_resolve_across_a_drone_outage() -> R
     )?;
     let diag = |p: &Prometheus| format!("{}\nprometheus log:\n{}", stack.diagnostics(), p.log());
     wait_for("Prometheus to scrape Envoy", LONG, POLL, || {
-        Ok(if p.target_up()? {
-            Ok(())
-        } else {
-            Err("target not up".into())
-        })
+        Ok(done_if(p.target_up()?, || "target not up".into()))
     })
     .with_context(|| diag(&p))?;
 
@@ -422,20 +407,17 @@ fn prometheus_scrapes_envoy_alerts_fire_and_resolve_across_a_drone_outage() -> R
 
     // 1. A lossy run with drone up: status-sync recovers what was lost.
     schedule(6, 0);
-    wait_converged(&stack).with_context(|| diag(&p))?;
+    stack
+        .wait_converged(LONG, |_| true)
+        .with_context(|| diag(&p))?;
 
     // 2. Drone's API goes down, and the pipeline fails the final webhooks: status-sync knows
     //    the pipeline lacks them but cannot look them up. The behind-drone alert fires.
     stack.drone.set_down(true);
     stack.pipeline.add_rule(FailRule::all(503).only_done());
     schedule(4, 1);
-    wait_for("StatusSyncBehindDrone to fire", LONG, POLL, || {
-        Ok(match firing(&p, "StatusSyncBehindDrone")?.as_deref() {
-            Some("firing") => Ok(()),
-            other => Err(format!("alert state {other:?}")),
-        })
-    })
-    .with_context(|| diag(&p))?;
+    p.wait_firing("StatusSyncBehindDrone", LONG)
+        .with_context(|| diag(&p))?;
     let behind = p.query("max(status_sync_oldest_undelivered_seconds)")?;
     let age = behind.first().and_then(|s| s.samples.first()).map(|s| s.1);
     assert!(
@@ -447,10 +429,12 @@ fn prometheus_scrapes_envoy_alerts_fire_and_resolve_across_a_drone_outage() -> R
     //    the alert resolves.
     stack.drone.set_down(false);
     stack.pipeline.clear_rules();
-    wait_converged(&stack).with_context(|| diag(&p))?;
+    stack
+        .wait_converged(LONG, |_| true)
+        .with_context(|| diag(&p))?;
     wait_for("StatusSyncBehindDrone to resolve", LONG, POLL, || {
         let age = stack.envoy.metric("oldest_undelivered_seconds")?;
-        Ok(match firing(&p, "StatusSyncBehindDrone")? {
+        Ok(match p.alert_state("StatusSyncBehindDrone")? {
             None if age == 0 => Ok(()),
             state => Err(format!("alert {state:?}, oldest undelivered {age} s")),
         })
@@ -538,7 +522,7 @@ fn prometheus_scrapes_envoy_alerts_fire_and_resolve_across_a_drone_outage() -> R
     //    as a rollout replaces a pod by one whose module fetch failed under FAIL_OPEN (no
     //    filter, no error, no status-sync series). Nothing fired while the filter was there;
     //    now StatusSyncFilterMissing fires for the job.
-    assert_eq!(firing(&p, "StatusSyncFilterMissing")?, None);
+    assert_eq!(p.alert_state("StatusSyncFilterMissing")?, None);
     let bare = Envoy::start_bootstrap(
         &tools,
         &serde_json::json!({"admin": {"address": {"socket_address":
@@ -547,13 +531,8 @@ fn prometheus_scrapes_envoy_alerts_fire_and_resolve_across_a_drone_outage() -> R
         "",
     )?;
     p.set_targets(&[bare.admin_address()])?;
-    wait_for("StatusSyncFilterMissing to fire", LONG, POLL, || {
-        Ok(match firing(&p, "StatusSyncFilterMissing")?.as_deref() {
-            Some("firing") => Ok(()),
-            other => Err(format!("alert state {other:?}")),
-        })
-    })
-    .with_context(|| diag(&p))?;
+    p.wait_firing("StatusSyncFilterMissing", LONG)
+        .with_context(|| diag(&p))?;
     let alerts = p.alerts_labels("StatusSyncFilterMissing")?;
     assert_eq!(
         alerts,
@@ -569,10 +548,6 @@ fn prometheus_scrapes_envoy_alerts_fire_and_resolve_across_a_drone_outage() -> R
         "the job, not the new target, lacks the filter"
     );
     Ok(())
-}
-
-fn wait_converged(stack: &Stack) -> Result<()> {
-    stack.wait_converged(LONG, |_| true)
 }
 
 /// Draws the main dashboard panels from Prometheus's data (range queries, 1 s steps).

@@ -14,10 +14,11 @@
 //! without them the Envoy tests fail and say so, they are never skipped.
 
 use anyhow::{Context as _, Result};
-use envoy_e2e::drone_sim::{BuildPlan, DroneSimConfig, LossPolicy, Outcome};
+use envoy_e2e::drone_sim::{BuildPlan, DroneSimConfig, Outcome};
 use envoy_e2e::drone_tls::{self, DroneTls};
-use envoy_e2e::envoy::{self, Tools, DRONE_HOST};
+use envoy_e2e::envoy::{self, DRONE_HOST};
 use envoy_e2e::scenario::{slot, wait_for, Stack};
+use envoy_e2e::setup::{done_if, losing, tools};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -26,30 +27,17 @@ use std::time::Duration;
 const CONVERGE: Duration = Duration::from_secs(120);
 const POLL: Duration = Duration::from_millis(100);
 
-fn tools() -> Tools {
-    Tools::from_env().unwrap_or_else(|e| panic!("{e:#}"))
-}
-
 /// Only each build's first webhook arrives: every later transition needs drone's API.
 fn drone_losing_all_but_first() -> DroneSimConfig {
     DroneSimConfig {
-        loss: LossPolicy {
-            share: 1.0,
-            spare_first: true,
-            all_finals: true,
-        },
         seed: 23,
-        ..Default::default()
+        ..losing(1.0, true)
     }
 }
 
 fn schedule_builds(stack: &Stack, n: usize) {
     for i in 0..n {
-        let outcome = if i % 2 == 0 {
-            Outcome::Success
-        } else {
-            Outcome::Failure
-        };
+        let outcome = [Outcome::Success, Outcome::Failure][i % 2];
         let mut p = BuildPlan::new(i % 3, outcome);
         p.step_ms = 100;
         stack
@@ -129,15 +117,7 @@ fn the_tests_run_the_shipped_drone_cluster_which_verifies_drone() -> Result<()> 
         .context("the example's drone address")?;
     assert_eq!(address, &json!({ "address": host, "port_value": 443 }));
     // The plugin's authority (the Host header of its calls) names the same host.
-    let mut v = envoy::yaml_to_json(&example)?;
-    let mut listener = v["static_resources"]["listeners"][0].take();
-    let filters = envoy::wasm_filters(&mut listener);
-    let config = filters
-        .first()
-        .and_then(|f| f.pointer("/typed_config/config/configuration/value"))
-        .and_then(Value::as_str)
-        .context("the example's plugin configuration")?;
-    let plugin: Value = serde_json::from_str(config)?;
+    let plugin = envoy_e2e::cluster::plugin_of(envoy::yaml_to_json(&example)?)?;
     assert_eq!(plugin["drone_authority"], host);
     Ok(())
 }
@@ -213,11 +193,10 @@ fn drone_api_calls_fail_and_are_counted_when_the_certificate_does_not_verify() -
             || {
                 let failed = stack.envoy.metric("drone_polls_failed")?;
                 let ssl = drone_ssl(&stack)?;
-                Ok(if failed >= threshold && stat(&ssl, counted) >= 1 {
-                    Ok(())
-                } else {
-                    Err(format!("drone_polls_failed {failed}, {ssl:?}"))
-                })
+                Ok(done_if(
+                    failed >= threshold && stat(&ssl, counted) >= 1,
+                    || format!("drone_polls_failed {failed}, {ssl:?}"),
+                ))
             },
         )
         .with_context(|| stack.diagnostics())?;

@@ -35,12 +35,13 @@
 mod common;
 
 use common::report::{self, chart, median, quantile, Op, Panel, Series, Summary};
+use common::{native_config, repo_ref};
 use drone_model::lifecycle::Act;
-use drone_model::store::{repo_id, Store};
+use drone_model::store::Store;
 use drone_model::workload::{gap_filled, Build, Builds};
 use drone_model::{Hook, Outcome, Rng};
 use status_sync::core::config::Config;
-use status_sync::core::model::{BuildStatus, DeliveryOutcome, ParsedWebhook, RepoRef};
+use status_sync::core::model::{BuildStatus, DeliveryOutcome, ParsedWebhook};
 use status_sync::core::observation::Observation;
 use status_sync::core::reconciler::{CallResult, OutgoingCall, Reconciler};
 use std::collections::{BTreeSet, HashMap};
@@ -52,14 +53,6 @@ const MEAN_ARRIVAL_MS: f64 = 45_000.0;
 const LOSS: f64 = 0.2;
 /// How long the simulation may run on after the day to let the filter finish.
 const DRAIN_MS: u64 = 6 * 3_600_000;
-
-fn repo_ref(repo: u64) -> RepoRef {
-    RepoRef {
-        id: repo_id(repo),
-        namespace: "octocat".into(),
-        name: format!("repo-{repo}"),
-    }
-}
 
 struct Sim {
     /// Webhooks are signed and verify (`enforce`/`monitor`: evidence), or not (`off`: hints).
@@ -319,11 +312,7 @@ fn convergence(sim: &Sim, max_gap_fill: u64) -> (u64, u64) {
 
 fn main() {
     report::process_start();
-    let cfg = Config::parse(
-        br#"{"pipeline_cluster":"pipeline","drone_cluster":"drone","drone_token":"t0k3n"}"#,
-        &|_| None,
-    )
-    .expect("defaults");
+    let cfg = native_config("");
     let (stale_after, max_interval) = (cfg.stale_after_ms, cfg.max_poll_interval_ms);
     let max_gap_fill = cfg.max_gap_fill;
     let (sim, r, t0, end_ms) = day(cfg.clone(), true);
@@ -334,9 +323,8 @@ fn main() {
     let off_hints_refuted = off_r.counters().hints_refuted;
 
     // ---- convergence and recovery delays
-    let mut knowable = 0u64;
-    let mut converged = 0u64;
-    let mut unknowable = 0u64;
+    let (knowable, converged) = convergence(&sim, max_gap_fill);
+    let unknowable = sim.drone.builds.len() as u64 - knowable;
     let mut mismatches = Vec::new();
     let can_know = knowable_builds(&sim, max_gap_fill);
     let mut final_delays = Vec::new();
@@ -350,13 +338,9 @@ fn main() {
         let got = sim.view.get(&key).cloned().unwrap_or_default();
         let have = got.last().map_or(0, |v| v.0);
         if !can_know.contains(&key) {
-            unknowable += 1;
             continue;
         }
-        knowable += 1;
-        if have == b.row.version {
-            converged += 1;
-        } else {
+        if have != b.row.version {
             mismatches.push(format!(
                 "{}#{}: drone {} v{}, pipeline v{have}",
                 b.repo, b.number, b.row.status, b.row.version

@@ -18,8 +18,7 @@ mod common;
 use common::report::{self, chart, median, quantile, Op, Panel, Series, Summary};
 use common::*;
 use host_tests::{Host, UpstreamReply};
-use status_sync::core::config::Config;
-use status_sync::core::model::{BuildStatus, DeliveryOutcome, ParsedWebhook, RepoRef};
+use status_sync::core::model::{BuildStatus, DeliveryOutcome, ParsedWebhook};
 use status_sync::core::observation::Observation;
 use status_sync::core::reconciler::Reconciler;
 use std::rc::Rc;
@@ -86,23 +85,10 @@ fn all_mem(host: &Host) -> usize {
     (0..host.vm_count()).map(|vm| host.memory_bytes(vm)).sum()
 }
 
-fn native_config() -> Config {
-    let json = format!(
-        r#"{{"pipeline_cluster":"pipeline","drone_cluster":"drone","drone_token":"t","tick_ms":{TICK_MS}{}}}"#,
-        extra()
-    );
-    let env = |k: &str| (k == "HOOK_SECRET").then(|| HOOK_SECRET.to_string());
-    Config::parse(json.as_bytes(), &env).expect("config")
-}
-
 fn native_hook(i: u64) -> ParsedWebhook {
     let (repo, number) = build_of(i);
     ParsedWebhook {
-        repo: RepoRef {
-            id: repo_id(repo),
-            namespace: "octocat".into(),
-            name: format!("repo-{repo}"),
-        },
+        repo: repo_ref(repo),
         number,
         status: BuildStatus::Running,
         version: 2,
@@ -151,7 +137,10 @@ fn main() {
         median(&empty_fuel)
     );
 
-    let mut native = Reconciler::new(native_config(), 7);
+    let mut native = Reconciler::new(
+        native_config(&format!(",\"tick_ms\":{TICK_MS}{}", extra())),
+        7,
+    );
     let mut native_now = 1_700_000_000_000u64;
     let mut native_fed = 0u64;
 

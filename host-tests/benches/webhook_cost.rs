@@ -20,7 +20,6 @@ mod common;
 use common::report::{self, median, quantile, Summary};
 use common::*;
 use host_tests::Host;
-use status_sync::core::config::Config;
 use status_sync::core::model::DeliveryOutcome;
 use status_sync::core::observation::{Observation, QueueKey};
 use status_sync::core::reconciler::Reconciler;
@@ -46,12 +45,7 @@ struct Native {
 }
 
 fn native(body: &[u8]) -> Native {
-    let cfg = Config::parse(
-        br#"{"pipeline_cluster":"pipeline","drone_cluster":"drone","drone_token":"t"}"#,
-        &|_| None,
-    )
-    .expect("config");
-    let mut r = Reconciler::new(cfg, 3);
+    let mut r = Reconciler::new(native_config(""), 3);
     let mut now = 1_700_000_000_000u64;
     let mut out = Native {
         parse: Vec::new(),

@@ -463,6 +463,11 @@ impl Host {
     }
 
     /// All counters and gauges, sorted by name.
+    /// How many `increment_metric` and `record_metric` calls every VM made so far.
+    pub fn metric_writes(&self) -> u64 {
+        self.world.borrow().metrics.writes()
+    }
+
     pub fn metrics(&self) -> Vec<(String, i64)> {
         self.world.borrow().metrics.all()
     }

@@ -35,6 +35,8 @@ pub(crate) struct Metrics {
     /// (VM instance, metric id) -> stat index.
     ids: HashMap<(u64, u32), usize>,
     next_id: HashMap<u64, u32>,
+    /// `increment_metric` and `record_metric` calls that reached a stat, every VM together.
+    writes: u64,
 }
 
 impl Metrics {
@@ -73,6 +75,7 @@ impl Metrics {
 
     /// Counter: offset must be > 0 (else BadArgument); gauge: ±; histogram: BadArgument.
     pub fn increment(&mut self, instance: u64, id: u32, offset: i64) -> Result<(), MetricError> {
+        self.writes += 1;
         let s = self.stat(instance, id)?;
         match s.kind {
             Kind::Counter if offset > 0 => s.value = s.value.wrapping_add(offset),
@@ -85,6 +88,7 @@ impl Metrics {
 
     /// Counter: **adds**; gauge: sets; histogram: records a sample.
     pub fn record(&mut self, instance: u64, id: u32, value: u64) -> Result<(), MetricError> {
+        self.writes += 1;
         let s = self.stat(instance, id)?;
         match s.kind {
             Kind::Counter => s.value = s.value.wrapping_add(value as i64),
@@ -92,6 +96,11 @@ impl Metrics {
             Kind::Histogram => s.samples.push(value),
         }
         Ok(())
+    }
+
+    /// How many `increment_metric` and `record_metric` calls the VMs made.
+    pub fn writes(&self) -> u64 {
+        self.writes
     }
 
     pub fn get(&mut self, instance: u64, id: u32) -> Result<u64, MetricError> {

@@ -69,7 +69,11 @@ fn bad_live_webhooks() {
     for (name, body) in unparsable {
         let before = metric(&host, "webhooks_unparsable");
         pass_through(&mut host, hook_request(body).chunked(512));
-        assert_eq!(metric(&host, "webhooks_unparsable"), before + 1, "{name}");
+        assert_eq!(
+            metric_after_tick(&mut host, "webhooks_unparsable"),
+            before + 1,
+            "{name}"
+        );
     }
     assert!(has_log(&host, INFO, "drone webhook not understood"));
 
@@ -77,7 +81,7 @@ fn bad_live_webhooks() {
     let mut big = webhook(9, 2, "running", 2);
     big.extend(std::iter::repeat_n(b' ', 20_000));
     pass_through(&mut host, hook_request(big).chunked(4096));
-    assert_eq!(metric(&host, "webhooks_oversized"), 1);
+    assert_eq!(metric_after_tick(&mut host, "webhooks_oversized"), 1);
     assert!(has_log(&host, INFO, "larger than max_body_bytes"));
 
     // Not drone's webhooks at all: not observed, untouched.
@@ -94,14 +98,17 @@ fn bad_live_webhooks() {
         &mut host,
         host_tests::TestRequest::post("/elsewhere", good.clone()).header("x-drone-event", "build"),
     );
-    assert_eq!(metric(&host, "webhooks_observed"), observed);
+    assert_eq!(metric_after_tick(&mut host, "webhooks_observed"), observed);
 
     // Repeated headers: the first value counts (Envoy's lookup).
     pass_through(
         &mut host,
         hook_request(webhook(9, 3, "success", 3)).header("x-drone-event", "repo"),
     );
-    assert_eq!(metric(&host, "webhooks_observed"), observed + 1);
+    assert_eq!(
+        metric_after_tick(&mut host, "webhooks_observed"),
+        observed + 1
+    );
 
     // Unknown status: accepted, and terminal like drone's IsDone().
     send_live(&mut host, &pipeline, 0, webhook(9, 4, "exploded", 3), 200);
@@ -175,7 +182,7 @@ fn webhooks_outside_the_input_limits() {
     for (i, (name, body)) in cases.iter().enumerate() {
         pass_through(&mut host, hook_request(body.clone()));
         assert_eq!(
-            metric(&host, "webhooks_out_of_limits"),
+            metric_after_tick(&mut host, "webhooks_out_of_limits"),
             i as i64 + 1,
             "{name}"
         );
@@ -314,7 +321,8 @@ fn the_runbooks_first_hour_request_shows_in_the_counters_it_names_in_every_mode(
             &mut host,
             host_tests::TestRequest::post("/hook", Vec::new()),
         );
-        let counted = |host: &Host| {
+        let counted = |host: &mut Host| {
+            host.advance(100).unwrap();
             [
                 "webhooks_observed",
                 "webhooks_unparsable",
@@ -324,15 +332,15 @@ fn the_runbooks_first_hour_request_shows_in_the_counters_it_names_in_every_mode(
         };
         if mode == "enforce" {
             assert_eq!(bare.local_reply.map(|r| r.0), Some(401), "{mode}");
-            assert_eq!(counted(&host), [0, 0, 1], "{mode}: bare POST");
+            assert_eq!(counted(&mut host), [0, 0, 1], "{mode}: bare POST");
         } else {
             assert_eq!(bare.status, 200, "{mode}");
-            assert_eq!(counted(&host), [0, 0, 0], "{mode}: bare POST seen");
+            assert_eq!(counted(&mut host), [0, 0, 0], "{mode}: bare POST seen");
         }
-        let before = counted(&host);
+        let before = counted(&mut host);
         let out = through(&mut host, check());
         let moved = {
-            let after = counted(&host);
+            let after = counted(&mut host);
             [0, 1, 2].map(|i| after[i] - before[i])
         };
         if mode == "enforce" {

@@ -83,6 +83,7 @@ fn slow_bodies_hold_at_most_max_body_bytes_in_flight_and_pass_through() {
         grown <= 2 * cap,
         "worker memory grew {grown} B with max_body_bytes_in_flight={cap}"
     );
+    host.advance(100).unwrap(); // the worker's tick flushes the filter's counters
     let over = metric(&host, "webhooks_over_budget");
     assert!(over >= 190, "{over} streams counted over the budget");
     assert_eq!(
@@ -94,6 +95,7 @@ fn slow_bodies_hold_at_most_max_body_bytes_in_flight_and_pass_through() {
     let delivered = metric(&host, "webhooks_delivered");
     let out = through(&mut host, hook_request(webhook(1, 2, "running", 2)));
     assert_eq!(out.status, 200);
+    host.advance(100).unwrap();
     assert_eq!(metric(&host, "webhooks_delivered"), delivered + 1);
     assert_eq!(metric(&host, "webhooks_over_budget"), over);
 }
@@ -131,6 +133,7 @@ fn enforce_answers_503_to_held_bodies_beyond_the_cap() {
     );
     // 1 MiB holds about 20 bodies of 50 KB, or 7 of 150 KB.
     assert!((20..=40).contains(&busy), "{busy} answered 503");
+    host.advance(100).unwrap(); // the worker's tick flushes the filter's counters
     assert_eq!(metric(&host, "webhooks_over_budget"), busy as i64);
     assert!(!host
         .logs_containing("answered 503 (enforce mode")

@@ -51,6 +51,13 @@ struct Out {
 }
 
 impl Out {
+    fn new() -> Out {
+        Out {
+            started: Instant::now(),
+            lines: Vec::new(),
+        }
+    }
+
     fn line(&mut self, s: impl Into<String>) {
         let s = s.into();
         println!("{s}");
@@ -76,6 +83,18 @@ fn shown(p: &Path) -> String {
         .unwrap_or_else(|| p.to_path_buf())
         .display()
         .to_string()
+}
+
+/// `--out-dir`, made if missing (default: `demo` next to the module, `out/demo`).
+fn out_dir(a: &Args, tools: &Tools) -> Result<PathBuf> {
+    let dir = match a.opt("out-dir") {
+        Some(d) => PathBuf::from(d),
+        None => (tools.wasm.parent())
+            .context("STATUS_SYNC_WASM has no directory")?
+            .join("demo"),
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    Ok(dir)
 }
 
 /// A webhook secret for this run: 16 random bytes, hex.
@@ -148,24 +167,13 @@ fn main() -> Result<()> {
         "--signature-mode {mode:?}: one of enforce, monitor, off"
     );
     let tools = Tools::from_env().context("the demo runs via `make run`")?;
-    let out_dir = match a.opt("out-dir") {
-        Some(d) => PathBuf::from(d),
-        None => tools
-            .wasm
-            .parent()
-            .context("STATUS_SYNC_WASM has no directory")?
-            .join("demo"),
-    };
-    std::fs::create_dir_all(&out_dir).with_context(|| format!("create {}", out_dir.display()))?;
+    let out_dir = out_dir(&a, &tools)?;
     let out_dir = std::fs::canonicalize(&out_dir)?;
     let dir = shown(&out_dir);
     let secret = fresh_secret()?;
 
     let stop = args::ctrl_c()?;
-    let mut out = Out {
-        started: Instant::now(),
-        lines: Vec::new(),
-    };
+    let mut out = Out::new();
     out.line(format!(
         "status-sync demo: {builds} builds on drone-sim, losing {:.0}% of its webhooks{}; \
          Envoy ({concurrency} workers) with status-sync in front of the pipeline",
@@ -572,21 +580,10 @@ fn side_by_side(a: &Args, replicas: usize) -> Result<()> {
     let every_ms: u64 = a.get("every-ms", 150)?;
     let timeout = Duration::from_secs(a.get("timeout-s", 240)?);
     let tools = Tools::from_env().context("the demo runs via `make run`")?;
-    let out_dir = match a.opt("out-dir") {
-        Some(d) => PathBuf::from(d),
-        None => tools
-            .wasm
-            .parent()
-            .context("STATUS_SYNC_WASM has no directory")?
-            .join("demo"),
-    };
-    std::fs::create_dir_all(&out_dir).with_context(|| format!("create {}", out_dir.display()))?;
+    let out_dir = out_dir(a, &tools)?;
     let etcd_bin = envoy_e2e::etcd::find()
         .context("cluster mode needs etcd on PATH: `make etcd` installs Debian's etcd-server")?;
-    let mut out = Out {
-        started: Instant::now(),
-        lines: Vec::new(),
-    };
+    let mut out = Out::new();
     out.line(format!(
         "status-sync demo: {builds} builds on drone-sim, losing {:.0}% of its webhooks{}, \
          spread over {replicas} pipeline replicas, each behind its own sidecar",
@@ -648,34 +645,21 @@ fn side_by_side(a: &Args, replicas: usize) -> Result<()> {
         "  {:<40} {:>16} {:>16}",
         "", "embedded", "cluster mode"
     ));
-    let rows: [(&str, String, String); 5] = [
+    let both = |f: fn(&Figures) -> String| (f(&embedded), f(&cluster));
+    let rows = [
         (
             "duplicates in the pipeline",
-            embedded.duplicates.to_string(),
-            cluster.duplicates.to_string(),
+            both(|f| f.duplicates.to_string()),
         ),
-        (
-            "drone API calls",
-            embedded.drone_calls.to_string(),
-            cluster.drone_calls.to_string(),
-        ),
-        (
-            "  of which build lookups",
-            embedded.lookups.to_string(),
-            cluster.lookups.to_string(),
-        ),
-        (
-            "re-deliveries",
-            embedded.redeliveries.to_string(),
-            cluster.redeliveries.to_string(),
-        ),
+        ("drone API calls", both(|f| f.drone_calls.to_string())),
+        ("  of which build lookups", both(|f| f.lookups.to_string())),
+        ("re-deliveries", both(|f| f.redeliveries.to_string())),
         (
             "etcd requests per webhook",
-            "-".into(),
-            format!("{:.2}", cluster.etcd_per_webhook()),
+            ("-".into(), format!("{:.2}", cluster.etcd_per_webhook())),
         ),
     ];
-    for (label, e, c) in rows {
+    for (label, (e, c)) in rows {
         out.line(format!("  {label:<40} {e:>16} {c:>16}"));
     }
     let file = out_dir.join("output-replicas.txt");

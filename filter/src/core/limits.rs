@@ -104,8 +104,8 @@ pub fn check_system_json(raw: &str) -> Result<(), ParseError> {
 /// `raw` is exactly one JSON object (whitespace around it allowed) whose keys decode: what
 /// [`RawObject::parse`], and so a re-delivery, accepts.
 fn check_object(raw: &str, field: &'static str) -> Result<(), ParseError> {
-    match RawObject::parse(raw) {
-        Ok(_) => Ok(()),
+    match RawObject::check(raw) {
+        Ok(()) => Ok(()),
         Err(_) => Err(ParseError::Invalid(field)),
     }
 }

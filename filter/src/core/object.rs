@@ -55,17 +55,34 @@ pub(crate) struct RawObject<'a> {
 impl<'a> RawObject<'a> {
     /// Parses `text`, which must be exactly one JSON object (surrounding whitespace allowed).
     pub(crate) fn parse(text: &'a str) -> Result<Self, ParseError> {
+        let mut entries = Vec::with_capacity(16);
+        Self::members(text, |key, value| entries.push((key, value)))?;
+        Ok(RawObject { entries })
+    }
+
+    /// Whether [`RawObject::parse`] accepts `text`, without keeping its members: the same
+    /// scan, so the same verdict (checked on every webhook's `system` object, where the
+    /// members are not needed).
+    pub(crate) fn check(text: &'a str) -> Result<(), ParseError> {
+        Self::members(text, |_, _| {})
+    }
+
+    /// Scans `text` as exactly one JSON object, handing each member's decoded key and raw
+    /// value to `each` in document order.
+    fn members(
+        text: &'a str,
+        mut each: impl FnMut(Cow<'a, str>, &'a str),
+    ) -> Result<(), ParseError> {
         let mut s = Scanner::new(text);
         begin_object(&mut s)?;
-        let mut entries = Vec::with_capacity(16);
         let mut first = true;
         while let Some(key) = s.next_key(first)? {
             first = false;
             let key = key.decode()?;
-            entries.push((key, s.value(1)?));
+            each(key, s.value(1)?);
         }
         s.end()?;
-        Ok(RawObject { entries })
+        Ok(())
     }
 
     /// Parses a member of an object [`RawObject::parse`] already accepted.

@@ -200,6 +200,21 @@ impl Copy {
         !self.oversized && !self.over_budget
     }
 
+    /// [`Copy::take`] of a chunk the caller owns: the first chunk becomes the copy itself (no
+    /// second allocation and copy of the body), reserved in the budget exactly as `take` would
+    /// (its size; `take` grows an empty copy to exactly what the chunk needs).
+    fn take_owned(&mut self, chunk: Vec<u8>, hold: &mut Hold, buffered: usize) {
+        if self.bytes.capacity() == 0
+            && self.wants()
+            && chunk.capacity() <= self.limit
+            && hold.resize(chunk.capacity().max(buffered))
+        {
+            self.bytes = chunk;
+            return;
+        }
+        self.take(&chunk, hold, buffered);
+    }
+
     /// Appends `chunk`. `hold` is the request's share of the budget, `buffered` what of it
     /// Envoy's buffer of a held body takes (the share is the larger of the two).
     fn take(&mut self, chunk: &[u8], hold: &mut Hold, buffered: usize) {
@@ -422,6 +437,19 @@ impl Request {
             }
             if let Some(copy) = copy.as_mut() {
                 copy.take(chunk, &mut self.hold, self.buffered);
+            }
+        }
+    }
+
+    /// [`Request::data`] of bytes the caller hands over: the body's first chunk is kept as
+    /// the copy without copying it again.
+    pub fn data_owned(&mut self, chunk: Vec<u8>) {
+        if let State::Body { copy, check, .. } = &mut self.state {
+            if let Some(c) = check.as_mut() {
+                c.digest.update(&chunk);
+            }
+            if let Some(copy) = copy.as_mut() {
+                copy.take_owned(chunk, &mut self.hold, self.buffered);
             }
         }
     }
@@ -671,7 +699,8 @@ mod tests {
                     Read::Nothing => {}
                     Read::Chunk(n) => {
                         assert_eq!(n, buffered.len());
-                        req.data(&buffered);
+                        // As the shell does: the chunk is handed over.
+                        req.data_owned(buffered.clone());
                     }
                     Read::Held(Some(n)) => {
                         assert_eq!(n, buffered.len());
@@ -1179,7 +1208,9 @@ mod budget_tests {
         buffered.extend_from_slice(chunk);
         match req.body_read(buffered.len(), end) {
             Read::Nothing => {}
-            Read::Chunk(_) | Read::Held(_) => req.data(buffered),
+            // As the shell does: a chunk is handed over, a held body is read in pieces.
+            Read::Chunk(_) => req.data_owned(buffered.clone()),
+            Read::Held(_) => req.data(buffered),
         }
         let d = req.on_body(buffered.len(), end);
         if d != Decision::Pause {

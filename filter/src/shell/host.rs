@@ -14,8 +14,8 @@ pub fn now_ms() -> u64 {
 }
 
 /// One header's (first) value, read inside its map's window: cheaper than all pairs, which
-/// Envoy serializes whole. Only call from the callback that owns the map (request headers in
-/// `on_http_request_headers`, response headers in `on_http_response_headers`, call response
+/// Envoy serializes whole. Only call where the map is readable (request headers in
+/// `on_http_request_headers`, both maps in `on_log`, the access-log phase; call response
 /// headers in `on_http_call_response`), where Envoy answers Ok or NotFound.
 pub fn header(map: u32, name: &str) -> Option<Vec<u8>> {
     abi::header(map, name)

@@ -60,9 +60,9 @@ pub struct Observer {
     request: Request,
 }
 
-fn utf8(v: Option<&[u8]>) -> Option<String> {
-    v.and_then(|b| std::str::from_utf8(b).ok())
-        .map(str::to_string)
+/// A header value the host handed over, as text (no copy: the host's bytes become the string).
+fn utf8(v: Option<Vec<u8>>) -> Option<String> {
+    v.and_then(|b| String::from_utf8(b).ok())
 }
 
 /// Size of the pieces a held body is read in to hash it.
@@ -138,7 +138,7 @@ impl Observer {
             Read::Nothing => {}
             Read::Chunk(size) => {
                 if let Some(chunk) = host::buffer(abi::HTTP_REQUEST_BODY, 0, size) {
-                    self.request.data(&chunk);
+                    self.request.data_owned(chunk);
                 }
             }
             Read::Held(size) => {
@@ -220,7 +220,7 @@ impl Observer {
         let Some(shared) = self.shared.clone() else {
             return Action::Continue;
         };
-        let req = |name: &str| utf8(host::header(abi::HTTP_REQUEST_HEADERS, name).as_deref());
+        let req = |name: &str| utf8(host::header(abi::HTTP_REQUEST_HEADERS, name));
         // Cheapest first: most requests to a pipeline are not drone's webhooks, and the
         // other headers are read only for requests to the webhook path (in `enforce`, any
         // spelling of it).
@@ -270,7 +270,10 @@ impl Observer {
         perform(&shared, self.request.on_trailers())
     }
 
-    pub fn on_response_headers(&mut self) -> Action {
+    /// The end of the stream. The pipeline's answer is read here, from the response headers
+    /// the access-log phase still shows (none if the stream ended without one): a module
+    /// without `proxy_on_response_headers` is not called into on every response.
+    pub fn on_log(&mut self) {
         if self.request.wants_response_status() {
             let status = host::header(abi::HTTP_RESPONSE_HEADERS, ":status")
                 .as_deref()
@@ -278,10 +281,6 @@ impl Observer {
                 .and_then(|v| v.trim().parse().ok());
             self.request.on_response_status(status);
         }
-        Action::Continue
-    }
-
-    pub fn on_log(&mut self) {
         if let Some(shared) = self.shared.clone() {
             self.finish(&shared);
         }

@@ -205,15 +205,6 @@ pub extern "C" fn proxy_on_request_trailers(context_id: u32, _num_trailers: usiz
 }
 
 #[no_mangle]
-pub extern "C" fn proxy_on_response_headers(
-    context_id: u32,
-    _num_headers: usize,
-    _end_of_stream: u32,
-) -> Action {
-    http(context_id, Observer::on_response_headers).unwrap_or(Action::Continue)
-}
-
-#[no_mangle]
 pub extern "C" fn proxy_on_log(context_id: u32) {
     http(context_id, Observer::on_log);
 }

@@ -58,6 +58,9 @@ impl Root {
         // A root being replaced (config change) stops reconciling; its lease expires and the
         // new root loads the snapshot.
         self.turn.leave();
+        if let Some(shared) = &self.shared {
+            shared.metrics.flush();
+        }
         true
     }
 
@@ -127,6 +130,7 @@ impl Root {
         let Some(shared) = self.shared.clone() else {
             return;
         };
+        shared.metrics.flush();
         let mut host = WasmHost {
             queue: shared.queue,
             metrics: &shared.metrics,

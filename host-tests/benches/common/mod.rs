@@ -15,12 +15,33 @@ pub use drone_model::store::Bodies;
 use drone_model::store::Store;
 use drone_model::workload::Builds;
 use host_tests::{CallReply, CallRequest, Host, HostConfig, UpstreamReply};
+use status_sync::core::config::Config;
+use status_sync::core::model::RepoRef;
 use std::cell::RefCell;
 use std::rc::Rc;
 
 /// A drone fixture (`testdata/drone/<name>`).
 pub fn fixture_bytes(name: &str) -> Vec<u8> {
     drone_model::fixtures::bytes(name).to_vec()
+}
+
+/// Repository `octocat/repo-<r>` as a webhook names it (for the native reconciler).
+pub fn repo_ref(repo: u64) -> RepoRef {
+    RepoRef {
+        id: repo_id(repo),
+        namespace: "octocat".into(),
+        name: format!("repo-{repo}"),
+    }
+}
+
+/// The configuration a native reconciler runs with: the defaults and the keys `extra`
+/// (`,"key":value…`), `HOOK_SECRET` in its environment.
+pub fn native_config(extra: &str) -> Config {
+    let json = format!(
+        r#"{{"pipeline_cluster":"pipeline","drone_cluster":"drone","drone_token":"t"{extra}}}"#
+    );
+    let env = |k: &str| (k == "HOOK_SECRET").then(|| HOOK_SECRET.to_string());
+    Config::parse(json.as_bytes(), &env).expect("config")
 }
 
 /// Workers + main, fuel metering on.

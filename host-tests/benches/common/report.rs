@@ -266,8 +266,6 @@ pub struct Panel {
     pub series: Vec<Series>,
     /// A dashed horizontal line (a limit), with its label.
     pub limit: Option<(f64, String)>,
-    /// Start the y axis at zero (otherwise it hugs the data).
-    pub from_zero: bool,
 }
 
 impl Panel {
@@ -276,17 +274,11 @@ impl Panel {
             y_label: y_label.into(),
             series,
             limit: None,
-            from_zero: true,
         }
     }
 
     pub fn limit(mut self, value: f64, label: impl Into<String>) -> Self {
         self.limit = Some((value, label.into()));
-        self
-    }
-
-    pub fn hug(mut self) -> Self {
-        self.from_zero = false;
         self
     }
 }
@@ -353,11 +345,9 @@ fn draw(
         if !y0.is_finite() {
             (y0, y1) = (0.0, 1.0);
         }
-        if panel.from_zero {
-            y0 = y0.min(0.0);
-        }
-        let pad = ((y1 - y0) * 0.08).max(y1.abs() * 0.02).max(1e-9);
-        let (y0, y1) = (if panel.from_zero { y0 } else { y0 - pad }, y1 + pad);
+        // The y axis starts at zero.
+        let y0 = y0.min(0.0);
+        let y1 = y1 + ((y1 - y0) * 0.08).max(y1.abs() * 0.02).max(1e-9);
         let mut c = ChartBuilder::on(area)
             .margin(12)
             .x_label_area_size(38)

@@ -78,3 +78,10 @@ pub fn metric(host: &Host, name: &str) -> i64 {
     );
     host.metric(&full).unwrap_or(0)
 }
+
+/// [`metric`] after one tick (100 ms, [`plugin_config`]'s `tick_ms`): the HTTP filter's
+/// counters are kept per worker and reach the host's stats on the worker's next tick.
+pub fn metric_after_tick(host: &mut Host, name: &str) -> i64 {
+    host.advance(100).expect("the clock moves on");
+    metric(host, name)
+}
