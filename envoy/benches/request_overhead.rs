@@ -211,7 +211,10 @@ fn main() -> Result<()> {
         Variant::C => (port_a, "/other"),
         Variant::F => (port_f, "/hook"),
     };
-    // One run of `v`, with the CPU its Envoy used meanwhile.
+    // One run of `v`, with the CPU its Envoy used meanwhile. A second of the same load first,
+    // not measured: every variant is measured from a running start. Without it, the rotation
+    // (A F B C) made A's Envoy the only one that had just been busy (with C), and the same
+    // module in A's and F's place measured 0.95 (one run of 8 rounds).
     let run = |v: Variant, conns: u32, secs: u64| -> Result<(Wrk, f64)> {
         let (port, path) = target(v);
         let cpu = || {
@@ -219,6 +222,7 @@ fn main() -> Result<()> {
                 .map(|s| s.cpu_s)
                 .context("Envoy's /proc/<pid>/stat")
         };
+        wrk(&script, port, path, conns, 1)?;
         let before = cpu()?;
         let w = wrk(&script, port, path, conns, secs)?;
         Ok((w, cpu()? - before))
@@ -236,9 +240,16 @@ fn main() -> Result<()> {
     let mut runs: Vec<(Variant, Wrk)> = Vec::new();
     // Envoy CPU seconds and requests, per variant, over the saturated rounds.
     let mut cpu = [(0.0f64, 0.0f64); 4];
+    // Each round's ratio, (A - B) / (F - B) from that round's CPU per request: how much one
+    // round's figure moves (reported beside the run's ratio, which is over all rounds).
+    let mut round_ratios: Vec<f64> = Vec::new();
     for r in 0..rounds {
+        let mut us_round = [0.0f64; 4];
         for v in order(r) {
             let (w, used) = run(v, 16, secs)?;
+            if let Some(u) = us_round.get_mut(v as usize) {
+                *u = used * 1e6 / w.requests.max(1.0);
+            }
             eprintln!(
                 "round {r} {v:?}: {:.0} req/s, Envoy {:.2} us/request, p50 {:.3} ms, p99 {:.3} ms, non-2xx {}, socket errors {}",
                 w.rps, used * 1e6 / w.requests.max(1.0), w.p50_ms, w.p99_ms, w.non_2xx, w.socket_errors
@@ -248,6 +259,10 @@ fn main() -> Result<()> {
                 c.1 += w.requests;
             }
             runs.push((v, w));
+        }
+        let [ua, ub, _, uf] = us_round;
+        if uf > ub {
+            round_ratios.push((ua - ub) / (uf - ub));
         }
     }
     // The filter's counters reach Envoy's stats on each worker's tick (`tick_ms` 1000).
@@ -379,6 +394,17 @@ fn main() -> Result<()> {
         .figure(
             "throughput_ratio_c_over_b",
             report::round(total_c / total_b),
+        )
+        .figure(
+            "floor_ratio_per_round",
+            round_ratios
+                .iter()
+                .map(|r| report::round(*r))
+                .collect::<Vec<_>>(),
+        )
+        .figure(
+            "floor_ratio_median_of_rounds",
+            report::round(report::median(&round_ratios)),
         )
         .figure(
             "throughput_ratio_per_round",
