@@ -22,6 +22,7 @@
 
 mod abi;
 mod cache;
+pub mod chaos;
 mod clock;
 mod config;
 mod host;
@@ -30,6 +31,7 @@ mod link;
 mod memory;
 mod metrics;
 mod pairs;
+pub mod setup;
 mod shared;
 mod stat_name;
 mod types;
