@@ -148,11 +148,8 @@ fn main() {
                     200
                 };
                 webhooks_sent += 1;
-                let key = (d.builds[b].repo, d.builds[b].number);
-                sends.push((
-                    bodies.hook(hook.shape, key, hook.status, hook.version),
-                    answer,
-                ));
+                let body = bodies.hook(hook.shape, d.builds[b].key(), hook.status, hook.version);
+                sends.push((body, answer));
             }
         }
         for (body, answer) in sends {

@@ -12,19 +12,10 @@
 //! with a workload of its own (one seeded `drone_model::Rng` stream per concern, so the
 //! workload of a seed is the same whatever the loss rate):
 //! - a handful of repositories, builds numbered per repository in creation order;
-//! - `build:created` (pending, version 1) at creation; sometimes it reaches the sidecar only
-//!   after the first step webhook (the trigger/runner race of §1.4);
-//! - pending→running (version 2) sends NO webhook; every step start and end sends a
-//!   `build:updated` repeating drone's current status and version; teardown writes the final
-//!   status (success/failure/error/killed, version 3) and sends the final `build:updated`;
-//! - a pending build may finish without ever running (teardown without setup, §4);
-//! - cancel (`DELETE .../builds/n`) of a pending or running build: `killed`, version + 1,
-//!   webhook #5 without `repo.build`; late step webhooks may still arrive and carry `killed`;
-//!   a teardown that ran after the cancel writes `killed` again (version + 1, webhook #4), one
-//!   that lost the optimistic lock sends nothing;
-//! - auto-cancel of a pending build: `skipped`, version 2, webhook #7;
-//! - decline: `declined`, version 2, NO webhook ever;
-//! - config errors: `build:created` with status `error` (terminal at creation, webhook #2);
+//! - every ending of `outcome::CHAOS` (cancels, their teardown rewrites, skips, declines,
+//!   config errors, teardowns without running), each act as `drone_model::lifecycle` does it;
+//! - `build:created` sometimes reaches the sidecar only after the first step webhook (the
+//!   trigger/runner race of §1.4);
 //! - durations log-uniform from seconds to tens of minutes, pending from < 1 s to minutes.
 //!
 //! Faults (during the fault phase only): webhook loss (a parameter, 0–50 %), duplicated and
@@ -56,7 +47,7 @@ use drone_model::lifecycle::Act;
 use drone_model::outcome::{CHAOS, TEARDOWN};
 use drone_model::store::{Bodies, Store};
 use drone_model::workload::{acts, gap_filled, Timeline};
-use drone_model::{Outcome, Rng, Shape};
+use drone_model::{Hook, Outcome, Rng, Shape};
 use serde_json::{json, Value};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -125,19 +116,6 @@ pub fn scale() -> u64 {
         .unwrap_or(1)
 }
 
-// ------------------------------------------------------------------------------ drone
-
-/// One webhook as drone generated it (its content is frozen at send time).
-#[derive(Clone, Debug)]
-struct Hook {
-    build: usize,
-    repo: u64,
-    number: u64,
-    shape: Shape,
-    status: &'static str,
-    version: u64,
-}
-
 // ------------------------------------------------------------------------------ the run
 
 /// One run: its name and seed, how many builds, the webhook loss, the ledger's cap, the
@@ -174,7 +152,9 @@ pub struct Report {
     /// The pipeline as the run left it: its view, re-deliveries and what went wrong
     /// (`violations`, `races` of filter issue 1, `refused_again`, `tainted`).
     pub pipeline: Pipeline,
-    pub builds: u64,
+    /// Drone as the run left it: its builds, the calls it received and faulted, the lookups
+    /// under a name it does not have (`store.calls.steered`).
+    pub drone: Drone,
     pub webhooks_sent: u64,
     pub webhooks_lost: u64,
     pub webhooks_duplicated: u64,
@@ -189,13 +169,10 @@ pub struct Report {
     pub legit_unknowable: Vec<String>,
     pub terminal_rewrites_missed: Vec<String>,
     pub missed_below_baseline: Vec<String>,
-    pub drone_calls: u64,
-    pub drone_faults: u64,
     pub forged_sent: u64,
     pub forged_rejected: u64,
     /// Forged webhooks the filter let through to the pipeline (not `enforce`).
     pub forged_passed: u64,
-    pub steered: Vec<String>,
     /// Builds whose final version the pipeline refused: its decision, not a loss.
     pub refused_final: u64,
     pub kills: Vec<usize>,
@@ -214,7 +191,8 @@ pub struct Sim {
     bodies: Rc<Bodies>,
     drone: SharedDrone,
     pipeline: SharedPipeline,
-    hooks: Vec<Hook>,
+    /// Every webhook drone sent (its build's index, and the webhook frozen at send time).
+    hooks: Vec<(usize, Hook)>,
     events: Timeline<Ev>,
     /// Builds whose `build:created` arrives after their first step webhook: when that is.
     late: BTreeMap<usize, u64>,
@@ -357,37 +335,21 @@ impl Sim {
             .borrow_mut()
             .act(b, act, now, &mut |p| w.chance(p));
         if let Some(hook) = hook {
-            self.send(b, hook.shape);
+            self.send(b, hook);
         }
     }
 
     /// Drone sends a webhook once: it may be lost, duplicated or delayed on the way.
-    fn send(&mut self, b: usize, shape: Shape) {
+    fn send(&mut self, b: usize, hook: Hook) {
         let now = self.now();
         self.report.webhooks_sent += 1;
-        let hook = {
-            let d = self.drone.borrow();
-            let build = &d.builds[b];
-            Hook {
-                build: b,
-                repo: build.repo,
-                number: build.number,
-                shape,
-                status: build.row.status,
-                version: build.row.version,
-            }
-        };
-        let late_created = self
-            .late
-            .get(&b)
-            .copied()
-            .filter(|_| shape == Shape::Created);
+        let late_created = (self.late.get(&b).copied()).filter(|_| hook.shape == Shape::Created);
         if self.faults && self.net.chance(self.case.loss) {
             self.report.webhooks_lost += 1;
             return;
         }
         let id = self.hooks.len();
-        self.hooks.push(hook);
+        self.hooks.push((b, hook));
         let mut delay = 0;
         if let Some(first) = late_created {
             // The runner's first step webhook overtakes `build:created` (§1.4).
@@ -406,14 +368,10 @@ impl Sim {
 
     /// A webhook reaches Envoy on a random worker and goes through the filter to the pipeline.
     fn arrive(&mut self, id: usize) {
-        let hook = self.hooks[id].clone();
+        let (b, hook) = self.hooks[id];
+        let (repo, number) = (self.drone.borrow().builds[b]).key();
         let vm = self.net.range(0, WORKERS as u64 - 1) as usize;
-        let body = self.bodies.hook(
-            hook.shape,
-            (hook.repo, hook.number),
-            hook.status,
-            hook.version,
-        );
+        let body = (self.bodies).hook(hook.shape, (repo, number), hook.status, hook.version);
         let answer = if self.pipeline.borrow().faults.outage {
             UpstreamReply::status(503)
         } else if self.faults && self.live.chance(LIVE_PIPELINE_FAULT) {
@@ -430,7 +388,7 @@ impl Sim {
         let acked = matches!(answer, UpstreamReply::Response { status: 200, .. });
         let reached = !matches!(answer, UpstreamReply::Reset);
         let (p, sent, now) = (self.pipeline.clone(), body.clone(), self.now());
-        let key = (repo_id(hook.repo), hook.number);
+        let key = (repo_id(repo), number);
         let expect = match &answer {
             UpstreamReply::Response { status, .. } => *status,
             UpstreamReply::Reset => 503,
@@ -470,8 +428,8 @@ impl Sim {
             self.report.live_pipeline_faults += 1;
         }
         self.report.webhooks_arrived += 1;
-        self.drone.borrow_mut().builds[hook.build].arrived += 1;
-        self.arrivals.push((self.now(), hook.repo, hook.number));
+        self.drone.borrow_mut().builds[b].arrived += 1;
+        self.arrivals.push((self.now(), repo, number));
     }
 
     /// The attacker: one forged webhook (see the module doc), unsigned, through a random
@@ -681,12 +639,8 @@ impl Sim {
 
     fn finish(&mut self) {
         let r = &mut self.report;
-        let d = self.drone.borrow();
+        let d = std::mem::take(&mut *self.drone.borrow_mut());
         let builds = &d.builds;
-        r.builds = builds.len() as u64;
-        r.drone_calls = d.calls.len() as u64;
-        r.drone_faults = d.faults.injected;
-        r.steered = d.store.calls.steered.clone();
         let p = std::mem::take(&mut *self.pipeline.borrow_mut());
         // Newest build number of each repository the filter saw a webhook of.
         let mut newest_seen: BTreeMap<u64, u64> = BTreeMap::new();
@@ -742,7 +696,7 @@ impl Sim {
                 r.unconverged.push(what);
             }
         }
-        r.pipeline = p;
+        (r.pipeline, r.drone) = (p, d);
         r.recovery_ms.sort_unstable();
         r.metrics = self
             .host
@@ -776,7 +730,7 @@ pub fn summarize(case: &Case, r: &Report) {
         case.attack,
         scale(),
         case.max_tracked,
-        r.builds,
+        r.drone.builds.len(),
         r.kinds
     );
     println!(
@@ -791,8 +745,8 @@ pub fn summarize(case: &Case, r: &Report) {
     );
     println!(
         "  drone: {} API calls ({} faulted); re-deliveries: {} reached the pipeline, {} acknowledged, {} faulted, {} refused (4xx; counted by the filter: {}); {} builds' final version refused",
-        r.drone_calls,
-        r.drone_faults,
+        r.drone.calls.len(),
+        r.drone.faults.injected,
         r.pipeline.redeliveries,
         r.pipeline.redeliveries_acked,
         r.pipeline.redeliveries_faulted,
@@ -802,7 +756,9 @@ pub fn summarize(case: &Case, r: &Report) {
     );
     println!(
         "  converged {}/{}; final state recovered by re-delivery {} (delay p50 {} ms, p99 {} ms, max {} ms)",
-        r.converged, r.builds, r.recovered, p50, p99, max
+        r.converged,
+        r.drone.builds.len(),
+        r.recovered, p50, p99, max
     );
     println!(
         "  not converged: unknowable {}, terminal rewrites missed {}, missed below a new reconciler's baseline {}, other {}; re-deliveries older than acknowledged: {} racing a live webhook, {} other",
@@ -832,7 +788,7 @@ pub fn summarize(case: &Case, r: &Report) {
         r.forged_sent,
         r.forged_passed,
         m("hints_refuted"),
-        r.steered.len(),
+        r.drone.store.calls.steered.len(),
         r.pipeline.tainted.len()
     );
 }

@@ -74,7 +74,10 @@ fn broken(case: &Case, r: &Report, host: &Host) -> Vec<String> {
     let default_ledger = case.max_tracked == LEDGER_CAP;
 
     // The attacker never steers a lookup or a re-delivery.
-    b.none(&r.steered, "build lookups under a name drone does not have");
+    b.none(
+        &r.drone.store.calls.steered,
+        "build lookups under a name drone does not have",
+    );
     b.none(
         &r.pipeline.tainted,
         "re-deliveries carried attacker bytes (or were unsigned with a secret set)",
@@ -149,7 +152,7 @@ fn broken(case: &Case, r: &Report, host: &Host) -> Vec<String> {
     }
     // Known issue 1 (`repro_slow_drone_answer_races_live_final`): rare by nature; a bound
     // catches it getting common.
-    let race_bound = known_issue_bound(r.builds / 200);
+    let race_bound = known_issue_bound(r.drone.builds.len() as u64 / 200);
     b.check(
         r.pipeline.races.len() <= race_bound,
         format!(
@@ -179,7 +182,7 @@ fn broken(case: &Case, r: &Report, host: &Host) -> Vec<String> {
         ),
     );
     // Known issue 2 (`repro_gap_lost_across_leader_change`).
-    let baseline_bound = known_issue_bound(r.builds / 100);
+    let baseline_bound = known_issue_bound(r.drone.builds.len() as u64 / 100);
     b.check(
         !default_ledger || r.missed_below_baseline.len() <= baseline_bound,
         format!(
