@@ -45,7 +45,7 @@ use crate::upstreams::{Drone, Faults, Pipeline, SharedDrone, SharedPipeline};
 use crate::{CallRequest, Host, UpstreamReply, CANARY};
 use drone_model::lifecycle::Act;
 use drone_model::outcome::{CHAOS, TEARDOWN};
-use drone_model::store::{Bodies, Store};
+use drone_model::store::Store;
 use drone_model::workload::{acts, gap_filled, Timeline};
 use drone_model::{Hook, Outcome, Rng, Shape};
 use serde_json::{json, Value};
@@ -80,33 +80,23 @@ const TICK_MS: u64 = 100;
 
 /// The plugin configuration of every run: short timings (tick 100 ms, stale after 2 s, polls
 /// every 16 s at most, lease 1 s, circuit open 2 s), call timeout 2 s so slow drone answers
-/// sometimes become Envoy's 504.
-fn chaos_config(max_tracked: usize, mode: &str) -> String {
-    plugin_config(&format!(
-        r#","max_inflight_calls":12,"max_drone_calls_per_sec":200,"call_timeout_ms":2000,"max_tracked_builds":{max_tracked}{}"#,
-        mode_keys(mode)
-    ))
-}
-
-/// The keys of a `signature_mode` (the secret comes from `HOOK_SECRET`, see `Sim::new`).
-fn mode_keys(mode: &str) -> String {
-    match mode {
+/// sometimes become Envoy's 504; the keys of `mode` (the secret comes from `HOOK_SECRET`, see
+/// `Sim::new`). `equivalent`: changed but equivalent (defaults spelled out), a config update
+/// that must not lose anything.
+fn chaos_config(max_tracked: usize, mode: &str, equivalent: bool) -> String {
+    let same = r#","max_repos":1024,"max_gap_fill":20,"instance":"default""#;
+    let mode = match mode {
         "off" => String::new(),
         m => format!(r#","webhook_secret_env":"HOOK_SECRET","signature_mode":"{m}""#),
-    }
+    };
+    plugin_config(&format!(
+        r#","max_inflight_calls":12,"max_drone_calls_per_sec":200,"call_timeout_ms":2000,"max_tracked_builds":{max_tracked}{}{mode}"#,
+        if equivalent { same } else { "" }
+    ))
 }
 
 /// Marks every byte the attacker chooses: no re-delivery may carry it.
 const EVIL: &str = "evil";
-
-/// The same configuration, changed but equivalent (defaults spelled out): a config update
-/// that must not lose anything.
-fn chaos_config_equivalent(max_tracked: usize, mode: &str) -> String {
-    plugin_config(&format!(
-        r#","max_inflight_calls":12,"max_drone_calls_per_sec":200,"call_timeout_ms":2000,"max_tracked_builds":{max_tracked},"max_repos":1024,"max_gap_fill":20,"instance":"default"{}"#,
-        mode_keys(mode)
-    ))
-}
 
 pub fn scale() -> u64 {
     std::env::var("CHAOS_SCALE")
@@ -188,7 +178,6 @@ pub struct Report {
 pub struct Sim {
     case: Case,
     host: Host,
-    bodies: Rc<Bodies>,
     drone: SharedDrone,
     pipeline: SharedPipeline,
     /// Every webhook drone sent (its build's index, and the webhook frozen at send time).
@@ -213,13 +202,12 @@ pub struct Sim {
 impl Sim {
     pub fn new(case: Case) -> Self {
         let mut cfg = signed_host_config(WORKERS, "");
-        cfg.plugin_config = chaos_config(case.max_tracked, case.mode);
+        cfg.plugin_config = chaos_config(case.max_tracked, case.mode, false);
         cfg.seed = case.seed;
         cfg.log_level = 2; // info and up: the run makes millions of debug lines otherwise
         let mut host = Host::start(cfg).expect("host starts");
         let mut store = Store::new();
         store.repos = Some(REPOS);
-        let bodies = Rc::new(store.bodies.clone());
         // Drone (`drone_model::workload`: its builds, their rows in the store the API answers
         // from) and the pipeline, behind the faults and the outages of the run.
         let drone = Rc::new(RefCell::new(Drone::new(store)));
@@ -270,7 +258,6 @@ impl Sim {
             attacker: Rng::stream(case.seed, 6),
             case,
             host,
-            bodies,
             drone,
             pipeline,
             hooks: Vec::new(),
@@ -369,9 +356,11 @@ impl Sim {
     /// A webhook reaches Envoy on a random worker and goes through the filter to the pipeline.
     fn arrive(&mut self, id: usize) {
         let (b, hook) = self.hooks[id];
-        let (repo, number) = (self.drone.borrow().builds[b]).key();
+        let d = self.drone.borrow();
+        let (repo, number) = d.builds[b].key();
+        let body = (d.store.bodies).hook(hook.shape, (repo, number), hook.status, hook.version);
+        drop(d);
         let vm = self.net.range(0, WORKERS as u64 - 1) as usize;
-        let body = (self.bodies).hook(hook.shape, (repo, number), hook.status, hook.version);
         let answer = if self.pipeline.borrow().faults.outage {
             UpstreamReply::status(503)
         } else if self.faults && self.live.chance(LIVE_PIPELINE_FAULT) {
@@ -452,9 +441,12 @@ impl Sim {
         let status = a.pick(&[
             "pending", "running", "success", "failure", "killed", "error",
         ]);
-        let forged = self
-            .bodies
-            .hook(Shape::Updated, (repo, number), status, version);
+        let forged = (self.drone.borrow().store.bodies).hook(
+            Shape::Updated,
+            (repo, number),
+            status,
+            version,
+        );
         let mut v: Value = serde_json::from_slice(&forged).unwrap();
         let (ns, name) = match a.range(0, 2) {
             0 => ("evil-ns".to_string(), "evil-repo".to_string()),
@@ -528,11 +520,7 @@ impl Sim {
             }
             Ev::Reload { vm } => self.host.reload_vm(vm).expect("reload"),
             Ev::Reconfigure { equivalent } => {
-                let cfg = if equivalent {
-                    chaos_config_equivalent(self.case.max_tracked, self.case.mode)
-                } else {
-                    chaos_config(self.case.max_tracked, self.case.mode)
-                };
+                let cfg = chaos_config(self.case.max_tracked, self.case.mode, equivalent);
                 self.host.reconfigure(&cfg).expect("config accepted");
                 self.report.reconfigures += 1;
                 self.epochs.push(self.now());
