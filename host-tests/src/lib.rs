@@ -19,6 +19,10 @@
 //!
 //! Hostcalls never call into the module (other than its allocator): everything that would
 //! is queued and runs after the current callback returns, as in Envoy.
+//!
+//! Beside the host: [`setup`] (the wasm, configuration, token and webhook requests every test,
+//! chaos run and benchmark starts from), [`upstreams`] (drone and the pipeline they answer
+//! from) and [`chaos`] (the chaos runs' simulator).
 
 mod abi;
 mod cache;
