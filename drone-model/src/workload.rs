@@ -109,6 +109,11 @@ pub struct Build {
 }
 
 impl Build {
+    /// (repository, number).
+    pub fn key(&self) -> (u64, u64) {
+        (self.repo, self.number)
+    }
+
     /// When drone last wrote the row (its final transition, once done).
     pub fn last_write_ms(&self) -> u64 {
         self.writes.last().map_or(self.created_ms, |w| w.2)

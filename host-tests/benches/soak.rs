@@ -37,7 +37,6 @@ use drone_model::outcome::SOAK;
 use drone_model::workload::Builds;
 use drone_model::{Outcome, Rng};
 use host_tests::Host;
-use std::rc::Rc;
 
 const TICK_MS: u64 = 100;
 const CAP: u64 = 1_000;
@@ -107,7 +106,6 @@ fn main() {
     report::process_start();
     let total_ticks = env_u64("SOAK_TICKS", 1_000_000);
     let total_webhooks = env_u64("SOAK_WEBHOOKS", 1_000_000);
-    let bodies = Rc::new(Bodies::new());
     let mut host = Host::start(host_config(2, &extra())).expect("host starts");
     let drone = install_drone(&mut host);
     let pipeline = install_pipeline(&mut host);
@@ -148,11 +146,11 @@ fn main() {
                     200
                 };
                 webhooks_sent += 1;
-                let key = (d.builds[b].repo, d.builds[b].number);
-                sends.push((
-                    bodies.hook(hook.shape, key, hook.status, hook.version),
-                    answer,
-                ));
+                let body =
+                    d.store
+                        .bodies
+                        .hook(hook.shape, d.builds[b].key(), hook.status, hook.version);
+                sends.push((body, answer));
             }
         }
         for (body, answer) in sends {

@@ -19,9 +19,14 @@
 //!
 //! Hostcalls never call into the module (other than its allocator): everything that would
 //! is queued and runs after the current callback returns, as in Envoy.
+//!
+//! Beside the host: [`setup`] (the wasm, configuration, token and webhook requests every test,
+//! chaos run and benchmark starts from), [`upstreams`] (drone and the pipeline they answer
+//! from) and [`chaos`] (the chaos runs' simulator).
 
 mod abi;
 mod cache;
+pub mod chaos;
 mod clock;
 mod config;
 mod host;
@@ -30,6 +35,7 @@ mod link;
 mod memory;
 mod metrics;
 mod pairs;
+pub mod setup;
 mod shared;
 mod stat_name;
 mod types;

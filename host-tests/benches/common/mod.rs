@@ -5,10 +5,7 @@
 #![allow(dead_code)]
 
 pub mod report;
-#[path = "../../tests/common/setup.rs"]
-mod setup;
-
-pub use setup::*;
+pub use host_tests::setup::*;
 
 #[allow(unused_imports)] // not every benchmark makes bodies
 pub use drone_model::store::Bodies;
@@ -46,7 +43,7 @@ pub fn native_config(extra: &str) -> Config {
 
 /// Workers + main, fuel metering on.
 pub fn host_config(workers: usize, extra: &str) -> HostConfig {
-    let mut cfg = setup::host_config(workers, extra);
+    let mut cfg = host_tests::setup::host_config(workers, extra);
     // Envoy's default: info. The benchmarks do not read debug lines.
     cfg.log_level = 2;
     cfg.fuel = true;

@@ -1,13 +1,11 @@
 //! Shared pieces of the scenario tests: drone's payloads, and drone and the pipeline
 //! (`host_tests::upstreams`) behind the host's `drone` and `pipeline` clusters.
-//! The host setup itself (wasm, configuration, token, metrics) is in `setup.rs`, which the
-//! benchmarks share.
+//! The host setup itself (wasm, configuration, token, metrics) is `host_tests::setup`, which
+//! the chaos runs and the benchmarks share.
 
 #![allow(dead_code)]
 
-mod setup;
-
-pub use setup::*;
+pub use host_tests::setup::*;
 
 use drone_model::store::{Bodies, Store};
 pub use host_tests::upstreams::{Drone, Pipeline, SharedDrone, SharedPipeline};
@@ -15,17 +13,6 @@ use host_tests::{Host, HostConfig, TestRequest, UpstreamReply};
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::OnceLock;
-
-/// [`host_config`] with drone's webhook secret (`signature_mode` `enforce` unless `extra`
-/// says otherwise): [`send_live`]'s webhooks verify and are evidence.
-pub fn signed_host_config(workers: usize, extra: &str) -> HostConfig {
-    let mut cfg = host_config(
-        workers,
-        &format!(r#","webhook_secret_env":"HOOK_SECRET"{extra}"#),
-    );
-    cfg.env.push(("HOOK_SECRET".into(), HOOK_SECRET.into()));
-    cfg
-}
 
 /// Drone's bodies from the fixtures (`drone_model::store::Bodies`), made once.
 pub fn bodies() -> &'static Bodies {

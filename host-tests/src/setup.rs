@@ -1,11 +1,10 @@
-//! Host-test setup shared by the scenario tests (`tests/common`) and the benchmarks
-//! (`benches/common`, which include this file by path): the wasm under test, the plugin
-//! configuration, the host, drone's token and repositories, the webhook request and the
-//! metrics the filter declares.
+//! The host setup the scenario tests (`tests/common`), the chaos runs ([`crate::chaos`]) and
+//! the benchmarks (`benches/common`) share: the wasm under test, the plugin configuration, the
+//! host, drone's token, secret and repositories, the webhook request and the metrics the
+//! filter declares.
 
-#[allow(unused_imports)] // not every test answers drone itself
-pub use host_tests::upstreams::{drone_answer, reply};
-use host_tests::{default_wasm_path, Host, HostConfig, TestRequest};
+pub use crate::upstreams::{drone_answer, reply};
+use crate::{default_wasm_path, Host, HostConfig, TestRequest};
 use std::path::PathBuf;
 
 /// The drone token the filter is configured with (`DRONE_TOKEN`).
@@ -36,6 +35,17 @@ pub fn host_config(workers: usize, extra: &str) -> HostConfig {
     let mut cfg = HostConfig::new(wasm(), &plugin_config(extra));
     cfg.workers = workers;
     cfg.env = vec![("DRONE_TOKEN".into(), TOKEN.into())];
+    cfg
+}
+
+/// [`host_config`] with drone's webhook secret (`signature_mode` `enforce` unless `extra`
+/// says otherwise): webhooks signed with [`HOOK_SECRET`] verify and are evidence.
+pub fn signed_host_config(workers: usize, extra: &str) -> HostConfig {
+    let mut cfg = host_config(
+        workers,
+        &format!(r#","webhook_secret_env":"HOOK_SECRET"{extra}"#),
+    );
+    cfg.env.push(("HOOK_SECRET".into(), HOOK_SECRET.into()));
     cfg
 }
 
