@@ -14,31 +14,9 @@
 
 use status_sync::core::config::{Spec, Unit, KEYS};
 use status_sync::core::metrics::{self, Kind, METRICS};
-use std::path::PathBuf;
+mod common;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(PathBuf::from)
-        .unwrap_or_default()
-}
-
-fn read(rel: &str) -> String {
-    let path = root().join(rel);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-/// Every markdown file of `docs/`, as paths from the repository's root, sorted.
-fn docs_files() -> Vec<String> {
-    let mut out: Vec<String> = std::fs::read_dir(root().join("docs"))
-        .expect("docs/")
-        .map(|e| e.expect("dir entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "md"))
-        .map(|p| format!("docs/{}", p.file_name().unwrap().to_string_lossy()))
-        .collect();
-    out.sort();
-    out
-}
+use common::repo::{docs_files, read, root, rust_files};
 
 /// A table cell: `|` would end it.
 fn cell(s: &str) -> String {
@@ -390,24 +368,8 @@ fn written_by(text: &str, source_line: &str) -> bool {
 }
 
 fn filter_sources() -> String {
-    fn walk(dir: &std::path::Path, out: &mut String) {
-        let mut entries: Vec<_> = std::fs::read_dir(dir)
-            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-            .map(|e| e.expect("dir entry").path())
-            .collect();
-        entries.sort();
-        for p in entries {
-            if p.is_dir() {
-                walk(&p, out);
-            } else if p.extension().is_some_and(|e| e == "rs") {
-                out.push_str(&std::fs::read_to_string(&p).expect("read source"));
-                out.push('\n');
-            }
-        }
-    }
-    let mut out = String::new();
-    walk(&root().join("filter/src"), &mut out);
-    out
+    let files = rust_files(&root().join("filter/src")).into_iter();
+    files.map(|(_, text)| text + "\n").collect()
 }
 
 #[test]

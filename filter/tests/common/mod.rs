@@ -14,6 +14,7 @@
     clippy::panic
 )]
 
+pub mod repo;
 pub mod world;
 
 use status_sync::core::config::Config;
