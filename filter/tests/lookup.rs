@@ -34,9 +34,7 @@ fn lookup_overtaken_by_live(status: &str, version: u64) -> (Reconciler, Outgoing
 /// take, and the call of its first tick asking drone whether that name is the repository's.
 fn hinted() -> (Reconciler, OutgoingCall) {
     let mut r = Reconciler::new(config(""), 1);
-    let mut o = obs(1, "running", 1, DeliveryOutcome::NotDelivered);
-    o.set_verified(false);
-    r.observe(o, T0);
+    r.observe(hint(1, "running", 1, DeliveryOutcome::NotDelivered), T0);
     let confirm = r.tick(T0).into_iter().find(is_repo_call);
     (r, confirm.expect("the name is confirmed first"))
 }
@@ -338,9 +336,7 @@ fn drone_versions_up_to_int64_are_delivered_and_none_above() {
 fn a_claim_of_an_older_version_with_the_same_status_settles_nothing() {
     let mut r = Reconciler::new(config(""), 1);
     r.observe(obs(1, "running", 1, DeliveryOutcome::NotDelivered), T0);
-    let mut claim = obs(1, "running", 1, DeliveryOutcome::Delivered);
-    claim.set_verified(false);
-    r.observe(claim, T0);
+    r.observe(hint(1, "running", 1, DeliveryOutcome::Delivered), T0);
     let calls = r.tick(T0);
     let lookup = calls.iter().find(|c| looked_up(c) == Some(1)).unwrap();
     let out = r.on_response(lookup.id, ok(api_build(1, "running", 2)), T0);

@@ -48,9 +48,7 @@ fn observations_beyond_int64_are_invalid() {
 fn evidence_keeps_a_claim_above_it() {
     let mut r = Reconciler::new(config(""), 1);
     r.observe(obs(1, "running", 1, DeliveryOutcome::Delivered), T0);
-    let mut claim = obs(1, "running", 3, DeliveryOutcome::Delivered);
-    claim.set_verified(false);
-    r.observe(claim, T0);
+    r.observe(hint(1, "running", 3, DeliveryOutcome::Delivered), T0);
     r.observe(obs(1, "running", 2, DeliveryOutcome::Delivered), T0);
     let out = answer_when_due(&mut r, 1, ok(api_build(1, "running", 3)));
     assert!(out.is_empty(), "the pipeline has v3: {out:?}");
@@ -63,11 +61,7 @@ fn evidence_keeps_a_claim_above_it() {
 #[test]
 fn hints_bring_only_hint_only_lookups_closer() {
     let key = common::key(1);
-    let hint = |outcome| {
-        let mut o = obs(1, "running", 1, outcome);
-        o.set_verified(false);
-        o
-    };
+    let hint = |outcome| hint(1, "running", 1, outcome);
     // Backed by evidence: due after stale_after_ms (jittered), whatever hints say.
     let mut r = Reconciler::new(config(""), 1);
     r.observe(obs(1, "running", 1, DeliveryOutcome::Delivered), T0);

@@ -161,9 +161,7 @@ fn an_accepted_redelivery_keeps_a_claim_above_it() {
     let calls = r.tick(T0);
     let lookup = calls.iter().find(|c| looked_up(c) == Some(1)).unwrap();
     let out = r.on_response(lookup.id, ok(api_build(1, "running", 2)), T0);
-    let mut claim = obs(1, "running", 3, DeliveryOutcome::Delivered);
-    claim.set_verified(false);
-    r.observe(claim, T0);
+    r.observe(hint(1, "running", 3, DeliveryOutcome::Delivered), T0);
     r.on_response(out[0].id, http(200), T0);
     let out = answer_when_due(&mut r, 1, ok(api_build(1, "running", 3)));
     assert!(out.is_empty(), "the pipeline has v3: {out:?}");
@@ -204,8 +202,7 @@ fn a_redelivery_without_a_body_is_never_sent() {
 fn a_claim_arriving_during_the_repository_fetch_defers_the_older_redelivery() {
     let mut r = Reconciler::new(config(""), 1);
     let hint = |status: &str, version: u64, outcome| {
-        let mut o = obs(2, status, version, outcome);
-        o.set_verified(false);
+        let mut o = hint(2, status, version, outcome);
         o.webhook_mut().repo_json = None;
         o.webhook_mut().system_json = None;
         o
@@ -252,14 +249,13 @@ fn a_claim_arriving_during_the_repository_fetch_defers_the_older_redelivery() {
 #[test]
 fn a_claim_at_drones_own_version_during_the_repository_fetch_does_not_defer_the_redelivery() {
     let mut r = Reconciler::new(config(""), 1);
-    let mut hint = obs(2, "pending", 1, DeliveryOutcome::NotDelivered);
-    hint.set_verified(false);
-    hint.webhook_mut().repo_json = None;
-    hint.webhook_mut().system_json = None;
+    let mut pending = hint(2, "pending", 1, DeliveryOutcome::NotDelivered);
+    pending.webhook_mut().repo_json = None;
+    pending.webhook_mut().system_json = None;
     let mut named = obs(1, "success", 3, DeliveryOutcome::Delivered);
     named.webhook_mut().repo_json = None;
     r.observe(named, T0);
-    r.observe(hint, T0);
+    r.observe(pending, T0);
     let mut now = T0;
     let lookup = |c: &OutgoingCall| looked_up(c) == Some(2);
     let call = tick_until(&mut r, &mut now, &lookup, &mut |_, _, _| {
@@ -267,8 +263,7 @@ fn a_claim_at_drones_own_version_during_the_repository_fetch_does_not_defer_the_
     });
     let held = r.on_response(call.id, ok(api_build(2, "running", 2)), now);
     assert_eq!(held.len(), 1, "a repository fetch follows drone's answer");
-    let mut claim = obs(2, "running", 2, DeliveryOutcome::Delivered);
-    claim.set_verified(false);
+    let mut claim = hint(2, "running", 2, DeliveryOutcome::Delivered);
     claim.webhook_mut().repo_json = None;
     r.observe(claim, now);
     let after = r.on_response(held[0].id, ok(REPO_JSON.into()), now);

@@ -63,6 +63,11 @@ pub fn obs(number: u64, status: &str, version: u64, outcome: DeliveryOutcome) ->
     Observation::for_tests(hook(number, status, version), outcome, true)
 }
 
+/// [`obs`], but unverified: a hint (an unsigned webhook, or any in `signature_mode` off).
+pub fn hint(number: u64, status: &str, version: u64, outcome: DeliveryOutcome) -> Observation {
+    Observation::for_tests(hook(number, status, version), outcome, false)
+}
+
 /// `entry` with the pipeline holding `version` in `status`, settled the one way there is: the
 /// ledger's `settle` with a proof, here drone's answer about the build (for snapshot records
 /// a previous leader wrote).
