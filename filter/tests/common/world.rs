@@ -241,6 +241,16 @@ impl Drone {
     }
 }
 
+/// Drone answers a lookup (of `octocat/hello-world`'s builds only) with `drone(number)`.
+pub fn lookup(
+    drone: &mut dyn FnMut(u64) -> CallResult,
+) -> impl FnMut(u64, u64) -> Option<CallResult> + '_ {
+    |id, number| {
+        assert_eq!(id, super::REPO_ID);
+        Some(drone(number))
+    }
+}
+
 /// A delivery the pipeline received from the reconciler.
 #[derive(Debug, Clone)]
 pub struct Delivery {
@@ -313,6 +323,33 @@ impl Sim {
         run_for(&mut self.r, &mut self.now, ms, &mut |_, call, at| {
             (!silent).then(|| Sim::answer(drone, delivered, call, at, builds, pipeline))
         });
+    }
+
+    /// Build `number` of `octocat/hello-world` at (`status`, `version`) passed live now,
+    /// verified; the pipeline answered `outcome`.
+    pub fn live(&mut self, number: u64, status: &str, version: u64, outcome: DeliveryOutcome) {
+        self.observe(super::obs(number, status, version, outcome));
+    }
+
+    /// Runs ticks for `ms`, drone answering every lookup with `drone(number)` (see [`lookup`]),
+    /// the pipeline taking every re-delivery.
+    pub fn answering(&mut self, ms: u64, drone: &mut dyn FnMut(u64) -> CallResult) {
+        self.run_with(ms, &mut lookup(drone), &mut |_| super::http(200));
+    }
+
+    /// [`Sim::answering`] with drone at (`status`, `version`) for every build.
+    pub fn run_steady(&mut self, ms: u64, status: &str, version: u64) {
+        self.answering(ms, &mut |n| super::ok(super::api_build(n, status, version)));
+    }
+
+    /// Runs ticks for `ms`, drone not to be asked (`why` not).
+    pub fn run_unasked(&mut self, ms: u64, why: &str) {
+        self.answering(ms, &mut |_| panic!("{why}"));
+    }
+
+    /// How many builds drone was asked about.
+    pub fn lookups(&self) -> usize {
+        self.drone.build_calls().len()
     }
 
     /// Drone (see [`Drone::answer_with`]) or the pipeline answers `call` at `at`; what the
