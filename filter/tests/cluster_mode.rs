@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{api_build, config, hook, looked_up, repo_json_with_counter};
+use common::{api_build, config, looked_up, obs, repo_json_with_counter};
 use status_sync::core::cluster::etcd::Etcd;
 use status_sync::core::cluster::memory::MemoryEtcd;
 use status_sync::core::cluster::ClusterStore;
@@ -16,7 +16,7 @@ use status_sync::core::config::Config;
 use status_sync::core::host::MemoryHost;
 use status_sync::core::metrics::Id;
 use status_sync::core::model::DeliveryOutcome;
-use status_sync::core::observation::{Observation, QueueKey};
+use status_sync::core::observation::QueueKey;
 use status_sync::core::reconciler::OutgoingCall;
 use status_sync::core::turn::Turn;
 use std::collections::{BTreeMap, HashSet};
@@ -350,8 +350,8 @@ impl World {
 /// Drone's webhook of (`number`, `status`, `version`), answered `outcome` by a replica, as
 /// its sidecar queues it.
 fn queued(number: u64, status: &str, version: u64, outcome: DeliveryOutcome) -> Vec<u8> {
-    let obs = Observation::for_tests(hook(number, status, version), outcome, true);
-    obs.encode(Some(&QueueKey::derive(SECRET.as_bytes())))
+    let key = QueueKey::derive(SECRET.as_bytes());
+    obs(number, status, version, outcome).encode(Some(&key))
 }
 
 /// The log lines since the `before`th that `wanted` picks.
@@ -542,14 +542,10 @@ fn a_records_scan_of_several_pages_is_read_within_one_tick() {
     let page = status_sync::core::cluster::node::Node::page_limit(w.cfg.max_body_bytes);
     // Records of 2½ pages, as another sidecar writes them.
     for n in 0..(5 * page / 2) as u64 {
-        let obs = Observation::for_tests(
-            hook(1000 + n, "running", 2),
-            DeliveryOutcome::Delivered,
-            true,
-        )
-        .without_objects(true);
+        let live = obs(1000 + n, "running", 2, DeliveryOutcome::Delivered);
+        let record = live.without_objects(true);
         let k = format!("{prefix}d/00000000000000ff/{n:016x}");
-        assert_eq!(w.put(&k, &obs.encode(Some(&key))), 200);
+        assert_eq!(w.put(&k, &record.encode(Some(&key))), 200);
     }
     let leader = w.leaders()[0];
     let mut most = 0;
@@ -785,7 +781,7 @@ fn records_forged_without_the_tag_or_over_the_limits_are_refused_and_counted() {
     let leader = w.leaders()[0];
     let prefix = w.cfg.etcd_prefix.clone();
     // A writer without the webhook secret: a message tagged with another key, and one untagged.
-    let forged = Observation::for_tests(hook(7, "success", 3), DeliveryOutcome::Delivered, true);
+    let forged = obs(7, "success", 3, DeliveryOutcome::Delivered);
     let writes = [
         forged.encode(Some(&QueueKey::derive(b"not the secret"))),
         forged.encode(None),
