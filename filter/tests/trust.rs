@@ -199,16 +199,8 @@ fn attack5_answers_about_one_build_never_open_the_circuit() {
     // Numbers beyond int64 are refused before they reach the ledger; numbers drone does not
     // have are looked up once and forgotten.
     for i in 0..5u64 {
-        s.saw(
-            hook_of(42, (1 << 63) + i, "running", 1),
-            NotDelivered,
-            false,
-        );
-        s.saw(
-            hook_of(42, 1_000_000 + i, "running", 1),
-            NotDelivered,
-            false,
-        );
+        s.unsigned(hook_of(42, (1 << 63) + i, "running", 1), NotDelivered);
+        s.unsigned(hook_of(42, 1_000_000 + i, "running", 1), NotDelivered);
     }
     // A repository whose builds drone refuses to show (403) backs off alone.
     s.drone.set(7, 1, "running", 2);
@@ -247,11 +239,7 @@ fn attack6_hints_have_their_own_share_and_never_move_watermarks() {
     let marks_before = s.r.take_watermarks();
     assert!(marks_before.is_some());
     for i in 0..600u64 {
-        s.saw(
-            hook_of(42, 101 + 1000 * (i + 1), "running", 1),
-            Delivered,
-            false,
-        );
+        s.unsigned(hook_of(42, 101 + 1000 * (i + 1), "running", 1), Delivered);
     }
     s.saw(hook_of(42, (1 << 63) - 1, "running", 1), Delivered, false);
     let ledger = s.r.ledger();
@@ -449,11 +437,7 @@ fn outgoing_call_debug_redacts_secrets() {
 fn forged_name_first_then_the_real_one(namespace: &str, name: &str, path: &str) -> Sim {
     let mut s = sim("");
     s.drone.set(42, 5, "running", 2);
-    s.saw(
-        forged_as(namespace, name, 5, "running", 2),
-        NotDelivered,
-        false,
-    );
+    s.unsigned(forged_as(namespace, name, 5, "running", 2), NotDelivered);
     let confirm = s.next_call(100);
     assert_eq!(confirm.header(":path"), Some(path));
     s.saw(hook_of(42, 5, "running", 2), Delivered, false);
@@ -668,11 +652,7 @@ fn late_refutations_drop_only_the_unconfirmed_name_they_were_about() {
     // Evicted (max_repos 1) and named again while the old name's confirmation was on its way.
     let mut s = sim(r#","max_repos":1"#);
     s.drone.set(42, 5, "running", 2);
-    s.saw(
-        forged_as("octocat", "evil", 5, "running", 2),
-        NotDelivered,
-        false,
-    );
+    s.unsigned(forged_as("octocat", "evil", 5, "running", 2), NotDelivered);
     let confirm = s.next_call(100);
     assert_eq!(confirm.header(":path"), Some("/api/repos/octocat/evil"));
     s.saw(hook_of(7, 1, "running", 2), NotDelivered, false);

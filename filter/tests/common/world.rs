@@ -301,6 +301,11 @@ impl Sim {
         self.observe(Observation::for_tests(h, outcome, verified));
     }
 
+    /// Webhook `h` passed the filter now unverified (a hint); the pipeline answered `outcome`.
+    pub fn unsigned(&mut self, h: ParsedWebhook, outcome: DeliveryOutcome) {
+        self.saw(h, outcome, false);
+    }
+
     pub fn observe(&mut self, o: Observation) {
         self.r.observe(o, self.now);
     }
