@@ -41,20 +41,12 @@ pub fn config(extra: &str) -> Config {
     Config::parse(json.as_bytes(), &|_| None).unwrap()
 }
 
+/// Drone's webhook of build `number` of the tests' repository ([`REPO_ID`], its object
+/// [`REPO_JSON`]) at (`status`, `version`).
 pub fn hook(number: u64, status: &str, version: u64) -> ParsedWebhook {
-    ParsedWebhook {
-        repo: RepoRef {
-            id: REPO_ID,
-            namespace: "octocat".into(),
-            name: "hello-world".into(),
-        },
-        number,
-        status: BuildStatus::parse(status),
-        version,
-        action: "updated".into(),
-        repo_json: Some(REPO_JSON.into()),
-        system_json: Some(r#"{"proto":"https","host":"drone.example.com"}"#.into()),
-    }
+    let mut h = world::hook_of(REPO_ID, number, status, version);
+    h.repo_json = Some(REPO_JSON.into());
+    h
 }
 
 /// A live webhook that passed the filter (signed by drone where that distinction exists), and
@@ -418,10 +410,7 @@ pub fn logged() -> Vec<String> {
 
 /// Build `number` of the tests' repository ([`REPO_ID`]).
 pub fn key(number: u64) -> BuildKey {
-    BuildKey {
-        repo_id: REPO_ID,
-        number,
-    }
+    world::key_of(REPO_ID, number)
 }
 
 /// The pipeline takes a re-delivery.
