@@ -19,9 +19,7 @@ const MAX_LINES_BEFORE_TESTS: usize = 700;
 
 /// `filter/src/<part>`: `core` or `shell`.
 fn src_dir(part: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("src")
-        .join(part)
+    common::repo::root().join("filter/src").join(part)
 }
 
 /// The lines of `text` before its unit tests: before the `#[cfg(test)]` that opens

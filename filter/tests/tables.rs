@@ -16,7 +16,7 @@ use status_sync::core::config::{Spec, Unit, KEYS};
 use status_sync::core::metrics::{self, Kind, METRICS};
 mod common;
 
-use common::repo::{docs_files, read, root, rust_files};
+use common::repo::{docs_files, files_in, read, root, rust_files};
 
 /// A table cell: `|` would end it.
 fn cell(s: &str) -> String {
@@ -225,23 +225,7 @@ fn the_operators_material_names_only_metrics_we_define() {
         .collect::<Vec<_>>();
     files.extend(docs_files());
     assert!(files.iter().any(|f| f == "docs/runbook.md"), "{files:?}");
-    let mut monitoring: Vec<String> = std::fs::read_dir(root().join("envoy/monitoring"))
-        .expect("envoy/monitoring")
-        .map(|e| e.expect("dir entry").path())
-        .filter(|p| {
-            matches!(
-                p.extension().and_then(|e| e.to_str()),
-                Some("yaml" | "json")
-            )
-        })
-        .map(|p| {
-            format!(
-                "envoy/monitoring/{}",
-                p.file_name().unwrap().to_string_lossy()
-            )
-        })
-        .collect();
-    monitoring.sort();
+    let monitoring = files_in("envoy/monitoring", &["yaml", "json"]);
     assert!(monitoring.len() >= 3, "{monitoring:?}");
     files.extend(monitoring);
     let mut used = std::collections::BTreeSet::new();

@@ -19,11 +19,17 @@ pub fn read(rel: &str) -> String {
 
 /// Every markdown file of `docs/`, as paths from the root, sorted.
 pub fn docs_files() -> Vec<String> {
-    let mut out: Vec<String> = std::fs::read_dir(root().join("docs"))
-        .expect("docs/")
+    files_in("docs", &["md"])
+}
+
+/// The files of directory `dir` (a path from the root) whose extension is one of `exts`, as
+/// paths from the root, sorted.
+pub fn files_in(dir: &str, exts: &[&str]) -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(root().join(dir))
+        .unwrap_or_else(|e| panic!("{dir}: {e}"))
         .map(|e| e.expect("dir entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "md"))
-        .map(|p| format!("docs/{}", p.file_name().unwrap().to_string_lossy()))
+        .filter(|p| exts.iter().any(|x| p.extension().is_some_and(|e| e == *x)))
+        .map(|p| format!("{dir}/{}", p.file_name().unwrap().to_string_lossy()))
         .collect();
     out.sort();
     out
