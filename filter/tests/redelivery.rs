@@ -5,7 +5,8 @@
 mod common;
 
 use common::*;
-use status_sync::core::model::DeliveryOutcome::{Delivered, NotDelivered};
+use status_sync::core::model::DeliveryOutcome::{self, Delivered, NotDelivered};
+use status_sync::core::observation::Observation;
 use status_sync::core::reconciler::{OutgoingCall, Reconciler};
 
 /// A re-delivery the pipeline refused with 4xx is final: counted in `redeliveries_refused`, not
@@ -194,30 +195,39 @@ fn a_redelivery_without_a_body_is_never_sent() {
     assert!(sent.iter().all(|b| !b.is_empty()), "an empty body was sent");
 }
 
-/// redeliver.rs (on_repo): drone answered v1 of a build only a hint named, and the repository
-/// `repo` object had to be fetched first; meanwhile the pipeline took v2 from an unverified
-/// webhook. The older state is not delivered on the fetch's answer: drone is asked again
-/// first (found by `reconciler_props`: "re-delivery of 2 v1 after the pipeline had v2").
-#[test]
-fn a_claim_arriving_during_the_repository_fetch_defers_the_older_redelivery() {
+/// Build 2 at (`status`, `version`) from a hint without its `repo` and `system` objects.
+fn bare_hint(status: &str, version: u64, outcome: DeliveryOutcome) -> Observation {
+    let mut o = hint(2, status, version, outcome);
+    o.webhook_mut().repo_json = None;
+    o.webhook_mut().system_json = None;
+    o
+}
+
+/// Evidence names the repository (without its `repo` object, so none is at hand) and a hint
+/// build 2 pending (v1); ticks until drone is asked about build 2, nothing delivered before:
+/// the reconciler, the time and the lookup.
+fn hinted_build_looked_up() -> (Reconciler, u64, OutgoingCall) {
     let mut r = Reconciler::new(config(""), 1);
-    let hint = |status: &str, version: u64, outcome| {
-        let mut o = hint(2, status, version, outcome);
-        o.webhook_mut().repo_json = None;
-        o.webhook_mut().system_json = None;
-        o
-    };
-    // Evidence names the repository (without its `repo` object, so none is at hand).
     let mut named = obs(1, "success", 3, Delivered);
     named.webhook_mut().repo_json = None;
     r.observe(named, T0);
-    r.observe(hint("pending", 1, NotDelivered), T0);
+    r.observe(bare_hint("pending", 1, NotDelivered), T0);
     let mut now = T0;
     let lookup = |c: &OutgoingCall| looked_up(c) == Some(2);
     let call = tick_until(&mut r, &mut now, &lookup, &mut |_, c, _| {
         assert!(is_drone(c), "nothing delivered before drone's answer");
         Some(ok(REPO_JSON.into()))
     });
+    (r, now, call)
+}
+
+/// redeliver.rs (on_repo): drone answered v1 of a build only a hint named, and the repository
+/// `repo` object had to be fetched first; meanwhile the pipeline took v2 from an unverified
+/// webhook. The older state is not delivered on the fetch's answer: drone is asked again
+/// first (found by `reconciler_props`: "re-delivery of 2 v1 after the pipeline had v2").
+#[test]
+fn a_claim_arriving_during_the_repository_fetch_defers_the_older_redelivery() {
+    let (mut r, mut now, call) = hinted_build_looked_up();
     // The repository fetch the re-delivery of v1 waits for.
     let held = r.on_response(call.id, ok(api_build(2, "pending", 1)), now);
     assert_eq!(held.len(), 1, "a repository fetch follows drone's answer");
@@ -225,7 +235,7 @@ fn a_claim_arriving_during_the_repository_fetch_defers_the_older_redelivery() {
         is_drone(&held[0]) && looked_up(&held[0]).is_none(),
         "{held:?}"
     );
-    r.observe(hint("success", 2, Delivered), now);
+    r.observe(bare_hint("success", 2, Delivered), now);
     let after = r.on_response(held[0].id, ok(REPO_JSON.into()), now);
     assert!(
         after.iter().all(is_drone),
@@ -248,19 +258,7 @@ fn a_claim_arriving_during_the_repository_fetch_defers_the_older_redelivery() {
 /// goes out on the fetch's answer.
 #[test]
 fn a_claim_at_drones_own_version_during_the_repository_fetch_does_not_defer_the_redelivery() {
-    let mut r = Reconciler::new(config(""), 1);
-    let mut pending = hint(2, "pending", 1, NotDelivered);
-    pending.webhook_mut().repo_json = None;
-    pending.webhook_mut().system_json = None;
-    let mut named = obs(1, "success", 3, Delivered);
-    named.webhook_mut().repo_json = None;
-    r.observe(named, T0);
-    r.observe(pending, T0);
-    let mut now = T0;
-    let lookup = |c: &OutgoingCall| looked_up(c) == Some(2);
-    let call = tick_until(&mut r, &mut now, &lookup, &mut |_, _, _| {
-        Some(ok(REPO_JSON.into()))
-    });
+    let (mut r, now, call) = hinted_build_looked_up();
     let held = r.on_response(call.id, ok(api_build(2, "running", 2)), now);
     assert_eq!(held.len(), 1, "a repository fetch follows drone's answer");
     let mut claim = hint(2, "running", 2, Delivered);
