@@ -8,7 +8,8 @@
 
 mod common;
 
-use common::{api_build, config, looked_up, obs, repo_json_with_counter};
+use common::world::Drone;
+use common::{config, looked_up, obs};
 use status_sync::core::cluster::etcd::Etcd;
 use status_sync::core::cluster::memory::MemoryEtcd;
 use status_sync::core::cluster::ClusterStore;
@@ -17,9 +18,9 @@ use status_sync::core::host::MemoryHost;
 use status_sync::core::metrics::Id;
 use status_sync::core::model::DeliveryOutcome;
 use status_sync::core::observation::QueueKey;
-use status_sync::core::reconciler::OutgoingCall;
+use status_sync::core::reconciler::{CallResult, OutgoingCall};
 use status_sync::core::turn::Turn;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 
 const SECRET: &str = "cluster-mode-webhook-secret";
 const T0: u64 = 1_700_000_000_000;
@@ -66,8 +67,8 @@ struct World {
     etcd: MemoryEtcd,
     f: Faults,
     sidecars: Vec<Sidecar>,
-    /// Drone's builds: number → (status, version).
-    drone: BTreeMap<u64, (&'static str, u64)>,
+    /// Drone, holding the builds of `octocat/hello-world` (42).
+    drone: Drone,
     /// Every (number, version) the pipeline took, live or re-delivered, in order.
     received: Vec<(u64, u64)>,
     now: u64,
@@ -108,7 +109,7 @@ impl World {
             etcd: MemoryEtcd::new(),
             f: Faults::default(),
             sidecars,
-            drone: BTreeMap::new(),
+            drone: Drone::default(),
             received: Vec::new(),
             now: T0,
             next: 0,
@@ -118,7 +119,7 @@ impl World {
     /// Drone moves build `number` to (`status`, `version`) and sends its webhook to the next
     /// live replica, unless it is `lost`. The replica takes it; its sidecar queues it.
     fn transition(&mut self, number: u64, status: &'static str, version: u64, lost: bool) {
-        self.drone.insert(number, (status, version));
+        self.drone.set(42, number, status, version);
         if lost {
             return;
         }
@@ -130,7 +131,7 @@ impl World {
 
     /// Replica `i` takes drone's webhook of (`number`, `status`, `version`).
     fn deliver_to(&mut self, i: usize, number: u64, status: &'static str, version: u64) {
-        self.drone.insert(number, (status, version));
+        self.drone.set(42, number, status, version);
         let s = &mut self.sidecars[i];
         s.host
             .store
@@ -253,19 +254,10 @@ impl World {
             }
             "drone" => {
                 self.sidecars[i].drone_calls += 1;
-                match looked_up(call) {
-                    Some(n) => {
-                        self.sidecars[i].lookups.push(n);
-                        match self.drone.get(&n) {
-                            Some((status, version)) => (200, api_build(n, status, *version)),
-                            None => (404, Vec::new()),
-                        }
-                    }
-                    None if path == "/api/repos/octocat/hello-world" => {
-                        let counter = self.drone.keys().max().copied().unwrap_or(0);
-                        (200, repo_json_with_counter(counter))
-                    }
-                    None => (501, Vec::new()),
+                self.sidecars[i].lookups.extend(looked_up(call));
+                match self.drone.answer(call) {
+                    CallResult::Response { status, body } => (status, body),
+                    other => panic!("{other:?}"),
                 }
             }
             "pipeline" => {
@@ -330,7 +322,8 @@ impl World {
     /// Whether the pipeline has drone's current state of every build.
     fn converged(&self) -> bool {
         let got: HashSet<(u64, u64)> = self.received.iter().copied().collect();
-        self.drone.iter().all(|(n, (_, v))| got.contains(&(*n, *v)))
+        let mut builds = self.drone.builds.iter();
+        builds.all(|((_, n), b)| got.contains(&(*n, b.version)))
     }
 
     /// `builds` builds from `first`, each pending → running → success over a few ticks,
@@ -516,7 +509,7 @@ fn a_cluster_leader_asks_drone_nothing_while_its_records_read_is_on_its_way() {
     let (leader, follower, _) = w.roles();
     w.deliver_to(follower, 1, "running", 2);
     w.run_ms(10 * TICK);
-    w.drone.insert(1, ("success", 3));
+    w.drone.set(42, 1, "success", 3);
     w.tick_until_due(leader, 1, &[0, 1, 2], 200);
     let calls = w.sidecars[leader].drone_calls;
     w.f.reads_stalled = true;
@@ -741,7 +734,7 @@ fn what_a_followers_replica_failed_is_redelivered_by_the_leader_and_never_shown_
 ) {
     let mut w = settled("");
     let (_, follower, _) = w.roles();
-    w.drone.insert(1, ("success", 3));
+    w.drone.set(42, 1, "success", 3);
     let failed = queued(1, "success", 3, DeliveryOutcome::NotDelivered);
     w.sidecars[follower].host.store.enqueue(failed);
     w.run_ms(5_000);
@@ -766,7 +759,7 @@ fn a_sidecar_falling_back_takes_in_what_etcd_had_not_stored_yet() {
     w.deliver_to(follower, 1, "running", 2);
     w.f.etcd_down = true;
     // Its success never reaches any replica.
-    w.drone.insert(1, ("success", 3));
+    w.drone.set(42, 1, "success", 3);
     w.run_ms(2 * TTL_MS + 10_000);
     assert_eq!(w.mode(follower), 3);
     assert!(
@@ -793,7 +786,7 @@ fn records_forged_without_the_tag_or_over_the_limits_are_refused_and_counted() {
     }
     // Drone says build 7 succeeded; only the forged records say the pipeline has it.
     w.transition(7, "running", 2, false);
-    w.drone.insert(7, ("success", 3));
+    w.drone.set(42, 7, "success", 3);
     w.run_ms(10_000);
     assert!(
         w.received.contains(&(7, 3)),
@@ -808,7 +801,7 @@ fn records_forged_without_the_tag_or_over_the_limits_are_refused_and_counted() {
     w.put(&key, &big);
     let follower = (0..3).find(|i| *i != leader).unwrap();
     w.deliver_to(follower, 200, "running", 2);
-    w.drone.insert(200, ("success", 3));
+    w.drone.set(42, 200, "success", 3);
     w.run_ms(3_000);
     assert!(w.sidecars[leader].host.metric(Id::EtcdAnswersInvalid) > invalid);
     assert!(
@@ -919,7 +912,7 @@ fn a_held_redelivery_is_sent_once_even_when_records_reads_stall_past_the_calls_d
     w.run_ms(10 * TICK);
     // Its success never reaches any replica; the leader finds it and plans the re-delivery,
     // held until a records scan vouches for it, and no scan completes for 5 s.
-    w.drone.insert(1, ("success", 3));
+    w.drone.set(42, 1, "success", 3);
     w.f.reads_stalled = true;
     w.run_ms(5_000);
     w.f.reads_stalled = false;
@@ -938,7 +931,7 @@ fn a_records_read_that_failed_vouches_for_no_held_redelivery() {
     let (leader, follower, order) = w.roles();
     w.deliver_to(follower, 1, "running", 2);
     w.run_ms(5 * TICK);
-    w.drone.insert(1, ("success", 3));
+    w.drone.set(42, 1, "success", 3);
     w.tick_until_due(leader, 1, &[0, 1, 2], 100);
     // The leader looks build 1 up and holds its re-delivery; the success reaches a follower's
     // replica meanwhile, and its record is written, but no records read succeeds for 2 s.
@@ -964,7 +957,7 @@ fn after_an_etcd_failure_a_scan_vouches_only_once_the_others_could_write_their_r
     for _ in 0..5 {
         w.tick_in_order(&order);
     }
-    w.drone.insert(1, ("success", 3));
+    w.drone.set(42, 1, "success", 3);
     w.tick_until_due(leader, 1, &order, 100);
     // The leader looks build 1 up and holds its re-delivery; etcd stops answering; the
     // success reaches the follower's replica.
