@@ -15,9 +15,7 @@ use status_sync::core::snapshot;
 #[test]
 fn probe_refused_by_the_rate_limit_is_given_back() {
     let cfg = r#","circuit_failure_threshold":1,"circuit_open_ms":100,"max_drone_calls_per_sec":1,"max_inflight_calls":1"#;
-    let mut r = Reconciler::new(config(cfg), 1);
-    r.observe(obs(1, "running", 2, NotDelivered), T0);
-    r.observe(obs(2, "running", 2, NotDelivered), T0);
+    let mut r = missed(cfg, [1, 2]);
     let first = tick_one(&mut r, T0);
     assert!(r.on_response(first.id, http(503), T0).is_empty());
     assert_eq!(r.counters().circuit_opens, 1);
@@ -40,10 +38,7 @@ fn probe_refused_by_the_rate_limit_is_given_back() {
 fn failed_probe_reopens_and_the_next_probe_follows() {
     let cfg =
         r#","circuit_failure_threshold":1,"max_drone_calls_per_sec":100,"max_inflight_calls":1"#;
-    let mut r = Reconciler::new(config(cfg), 1);
-    for n in 1..=3 {
-        r.observe(obs(n, "running", 2, NotDelivered), T0);
-    }
+    let mut r = missed(cfg, 1..=3);
     let (mut now, mut log) = (T0 - 100, Log::default());
     // Drone down for 10 s: the first call opens the circuit for 2 s; the probe at +2 s fails
     // and opens it for 4 s, the one at +6 s for 8 s (the cap, max_poll_interval_ms).
@@ -134,8 +129,7 @@ fn success_resets_the_circuits_failure_count() {
 /// A call is expired after twice its timeout (at least 1 s), not at exactly that age.
 #[test]
 fn calls_expire_after_twice_their_timeout() {
-    let mut r = Reconciler::new(config(r#","call_timeout_ms":1000"#), 1);
-    r.observe(obs(1, "running", 2, NotDelivered), T0);
+    let mut r = missed(r#","call_timeout_ms":1000"#, [1]);
     let call = tick_one(&mut r, T0);
     r.tick(T0 + 2000);
     assert!(
@@ -157,9 +151,7 @@ fn calls_expire_after_twice_their_timeout() {
 fn a_probe_answered_404_or_400_closes_the_circuit() {
     for status in [404, 400] {
         let cfg = r#","circuit_failure_threshold":1,"circuit_open_ms":1000,"max_drone_calls_per_sec":100,"max_inflight_calls":1"#;
-        let mut r = Reconciler::new(config(cfg), 1);
-        r.observe(obs(1, "running", 2, NotDelivered), T0);
-        r.observe(obs(2, "running", 2, NotDelivered), T0);
+        let mut r = missed(cfg, [1, 2]);
         let first = tick_one(&mut r, T0);
         let down = looked_up(&first).unwrap();
         assert!(r.on_response(first.id, http(503), T0).is_empty());

@@ -59,8 +59,7 @@ fn polls(r: &Reconciler) -> (u64, u64, u64) {
 #[test]
 fn failure_backoff_grows_to_the_cap() {
     let cfg = r#","circuit_failure_threshold":1000"#;
-    let mut r = Reconciler::new(config(cfg), 1);
-    r.observe(obs(5, "running", 2, NotDelivered), T0);
+    let mut r = missed(cfg, [5]);
     let (mut now, mut log) = (T0 - 100, Log::default());
     drive(
         &mut r,
@@ -120,8 +119,7 @@ fn drone_answer_after_a_newer_live_webhook_delivers_only_newer() {
 /// not start a second lookup of the same build.
 #[test]
 fn no_second_concurrent_lookup_of_a_build() {
-    let mut r = Reconciler::new(config(r#","max_inflight_calls":8"#), 1);
-    r.observe(obs(3, "running", 2, NotDelivered), T0);
+    let mut r = missed(r#","max_inflight_calls":8"#, [3]);
     let lookup = tick_one(&mut r, T0);
     r.observe(obs(3, "running", 2, NotDelivered), T0 + 10);
     r.observe(obs(3, "running", 2, Delivered), T0 + 20);
@@ -170,10 +168,7 @@ fn cancelled_build_is_watched_through_unchanged_polls() {
 /// else as `drone_polls_failed`.
 #[test]
 fn drone_answers_are_counted() {
-    let mut r = Reconciler::new(config(""), 1);
-    r.observe(obs(1, "running", 2, NotDelivered), T0);
-    r.observe(obs(2, "running", 2, NotDelivered), T0);
-    r.observe(obs(3, "running", 2, NotDelivered), T0);
+    let mut r = missed("", [1, 2, 3]);
     let calls = r.tick(T0);
     assert_eq!(calls.len(), 3);
     for c in &calls {

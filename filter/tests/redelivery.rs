@@ -13,8 +13,7 @@ use status_sync::core::reconciler::{OutgoingCall, Reconciler};
 /// retried while drone reports the same version; a newer version is still delivered.
 #[test]
 fn refused_redelivery_is_final_and_counted() {
-    let mut r = Reconciler::new(config(""), 1);
-    r.observe(obs(3, "running", 2, NotDelivered), T0);
+    let mut r = missed("", [3]);
     let lookup = tick_one(&mut r, T0);
     let deliver = one(r.on_response(lookup.id, ok(api_build(3, "running", 2)), T0));
     assert!(r.on_response(deliver.id, http(422), T0).is_empty());
@@ -67,8 +66,7 @@ fn pipeline_408_and_429_are_retried() {
 /// acknowledged never moves the settled version back (live settles).
 #[test]
 fn stale_ack_never_moves_the_settled_version_back() {
-    let mut r = Reconciler::new(config(""), 1);
-    r.observe(obs(9, "running", 2, NotDelivered), T0);
+    let mut r = missed("", [9]);
     let lookup = tick_one(&mut r, T0);
     let deliver = one(r.on_response(lookup.id, ok(api_build(9, "running", 3)), T0 + 10));
     assert_eq!(redelivered(&deliver).2, 3);

@@ -95,6 +95,16 @@ pub fn seen_live(
     r
 }
 
+/// A reconciler configured with `extra` that saw builds `numbers` pass live at [`T0`], running
+/// (v2), each missed by the pipeline.
+pub fn missed(extra: &str, numbers: impl IntoIterator<Item = u64>) -> Reconciler {
+    let mut r = Reconciler::new(config(extra), 1);
+    for n in numbers {
+        r.observe(obs(n, "running", 2, DeliveryOutcome::NotDelivered), T0);
+    }
+    r
+}
+
 /// [`seen_live`] with at most `cap` builds filled into a gap (`max_gap_fill`).
 pub fn gap_fill_capped(
     cap: u64,
