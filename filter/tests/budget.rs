@@ -71,8 +71,7 @@ fn failed_probe_reopens_and_the_next_probe_follows() {
 fn probe_taken_by_an_expired_build_is_given_back() {
     let cfg =
         r#","circuit_failure_threshold":1,"max_build_age_ms":60000,"max_drone_calls_per_sec":100"#;
-    let mut r = Reconciler::new(config(cfg), 1);
-    r.observe(obs(1, "running", 2, Delivered), T0);
+    let mut r = seen_live(cfg, &[(1, "running", 2)]);
     // Build 1 is seen again just before it expires: due at about T0 + 60 500.
     r.observe(obs(1, "running", 2, Delivered), T0 + 59_500);
     r.observe(obs(2, "running", 2, NotDelivered), T0 + 59_500);
@@ -99,8 +98,7 @@ fn probe_taken_by_an_expired_build_is_given_back() {
 #[test]
 fn success_resets_the_circuits_failure_count() {
     let cfg = r#","circuit_failure_threshold":2,"max_drone_calls_per_sec":100"#;
-    let mut r = Reconciler::new(config(cfg), 1);
-    r.observe(obs(1, "running", 2, Delivered), T0);
+    let mut r = seen_live(cfg, &[(1, "running", 2)]);
     let (mut now, mut log) = (T0, Log::default());
     let mut answers = 0u32;
     drive(
@@ -231,8 +229,7 @@ fn giving_up_a_build_takes_no_token_of_the_rate_limit() {
 /// at or after its due time even at 1 call per second.
 #[test]
 fn ticks_with_nothing_due_spend_no_token() {
-    let mut r = Reconciler::new(config(r#","max_drone_calls_per_sec":1"#), 1);
-    r.observe(obs(1, "running", 2, Delivered), T0);
+    let mut r = seen_live(r#","max_drone_calls_per_sec":1"#, &[(1, "running", 2)]);
     let key = key(1);
     let due = r.ledger().get(&key).unwrap().next_due_ms;
     // Ticks from about half a second before: a token spent on the first of them would not be

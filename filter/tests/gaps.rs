@@ -9,7 +9,6 @@ use common::*;
 use status_sync::core::ledger::{Class, Entry};
 use status_sync::core::model::BuildStatus;
 use status_sync::core::model::DeliveryOutcome::Delivered;
-use status_sync::core::reconciler::Reconciler;
 use status_sync::core::snapshot;
 
 /// Gap filling upward also takes only the `max_gap_fill` numbers just below the new one.
@@ -50,8 +49,7 @@ fn the_same_build_number_again_does_not_hasten_discovery() {
 
 #[test]
 fn watermarks_follow_the_highest_and_lowest_numbers_seen() {
-    let mut r = Reconciler::new(config(r#","max_gap_fill":3"#), 1);
-    r.observe(obs(50, "running", 2, Delivered), T0);
+    let mut r = seen_live(r#","max_gap_fill":3"#, &[(50, "running", 2)]);
     assert_eq!(marks(&mut r), Some((50, 50)));
     r.observe(obs(45, "running", 2, Delivered), T0);
     assert_eq!(marks(&mut r), Some((50, 45)), "lower: the minimum moves");

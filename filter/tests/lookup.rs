@@ -21,8 +21,7 @@ use status_sync::core::snapshot::{self, Record};
 /// webhook of (`status`, `version`) passes and the pipeline acknowledges it. Returns the
 /// reconciler and the lookup still in flight.
 fn lookup_overtaken_by_live(status: &str, version: u64) -> (Reconciler, OutgoingCall) {
-    let mut r = Reconciler::new(config(""), 1);
-    r.observe(obs(7, "running", 2, Delivered), T0);
+    let mut r = seen_live("", &[(7, "running", 2)]);
     let lookup = tick_one(&mut r, T0 + 2000);
     r.observe(obs(7, status, version, Delivered), T0 + 2010);
     (r, lookup)

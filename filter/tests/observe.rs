@@ -47,8 +47,7 @@ fn observations_beyond_int64_are_invalid() {
 /// nothing is re-delivered.
 #[test]
 fn evidence_keeps_a_claim_above_it() {
-    let mut r = Reconciler::new(config(""), 1);
-    r.observe(obs(1, "running", 1, Delivered), T0);
+    let mut r = seen_live("", &[(1, "running", 1)]);
     r.observe(hint(1, "running", 3, Delivered), T0);
     r.observe(obs(1, "running", 2, Delivered), T0);
     let out = answer_when_due(&mut r, 1, ok(api_build(1, "running", 3)));
@@ -64,8 +63,7 @@ fn hints_bring_only_hint_only_lookups_closer() {
     let key = common::key(1);
     let hint = |outcome| hint(1, "running", 1, outcome);
     // Backed by evidence: due after stale_after_ms (jittered), whatever hints say.
-    let mut r = Reconciler::new(config(""), 1);
-    r.observe(obs(1, "running", 1, Delivered), T0);
+    let mut r = seen_live("", &[(1, "running", 1)]);
     let due = r.ledger().get(&key).unwrap().next_due_ms;
     assert!(due > T0);
     r.observe(hint(NotDelivered), T0);

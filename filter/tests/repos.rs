@@ -87,8 +87,7 @@ fn repository_cache_holds_max_repos() {
 #[test]
 fn renamed_repository_is_looked_up_under_its_new_name() {
     for (namespace, name) in [("octocat", "renamed"), ("new-owner", "hello-world")] {
-        let mut r = Reconciler::new(config(""), 1);
-        r.observe(obs(1, "running", 2, Delivered), T0);
+        let mut r = seen_live("", &[(1, "running", 2)]);
         let mut o = obs(2, "running", 2, NotDelivered);
         o.webhook_mut().repo.namespace = namespace.into();
         o.webhook_mut().repo.name = name.into();
