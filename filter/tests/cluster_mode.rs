@@ -347,12 +347,6 @@ fn queued(number: u64, status: &str, version: u64, outcome: DeliveryOutcome) -> 
     obs(number, status, version, outcome).encode(Some(&key))
 }
 
-/// The log lines since the `before`th that `wanted` picks.
-fn logged_since(before: usize, wanted: &dyn Fn(&str) -> bool) -> Vec<String> {
-    let lines = common::logged().split_off(before);
-    lines.into_iter().filter(|l| wanted(l)).collect()
-}
-
 /// Three sidecars settled into one leader and two followers.
 fn settled(extra: &str) -> World {
     let mut w = World::new(extra);
@@ -617,7 +611,7 @@ fn a_sidecar_falling_back_logs_etcds_last_error() {
     w.f.etcd_down = true;
     w.run_ms(3 * TTL_MS);
     assert_eq!(w.modes(), vec![3, 3, 3]);
-    let lines = logged_since(before, &|l| l.contains("reconciling locally"));
+    let lines = common::logged_since(before, &|l| l.contains("reconciling locally"));
     assert!(
         lines
             .iter()
@@ -833,7 +827,7 @@ fn an_etcd_cluster_envoy_does_not_define_is_logged_once_a_minute_and_counted() {
         s.host.refuse = Some("BadArgument".into());
     }
     w.run_ms(30_000);
-    let lines = logged_since(before, &|l| {
+    let lines = common::logged_since(before, &|l| {
         l.contains("cannot call cluster") && l.contains("cluster=etcd")
     });
     assert_eq!(lines.len(), 3, "one line per sidecar: {lines:?}");

@@ -416,6 +416,12 @@ pub fn logged() -> Vec<String> {
     LINES.with(|l| l.borrow().clone())
 }
 
+/// The log lines of this thread since the `before`th that `wanted` picks (see [`logged`]).
+pub fn logged_since(before: usize, wanted: &dyn Fn(&str) -> bool) -> Vec<String> {
+    let lines = logged().split_off(before);
+    lines.into_iter().filter(|l| wanted(l)).collect()
+}
+
 // Helpers of more than one subject file.
 
 /// Build `number` of the tests' repository ([`REPO_ID`]).
