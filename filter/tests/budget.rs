@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use status_sync::core::ledger::{Class, Entry};
-use status_sync::core::model::DeliveryOutcome;
+use status_sync::core::model::DeliveryOutcome::{Delivered, NotDelivered};
 use status_sync::core::reconciler::Reconciler;
 use status_sync::core::snapshot;
 
@@ -15,9 +15,7 @@ use status_sync::core::snapshot;
 #[test]
 fn probe_refused_by_the_rate_limit_is_given_back() {
     let cfg = r#","circuit_failure_threshold":1,"circuit_open_ms":100,"max_drone_calls_per_sec":1,"max_inflight_calls":1"#;
-    let mut r = Reconciler::new(config(cfg), 1);
-    r.observe(obs(1, "running", 2, DeliveryOutcome::NotDelivered), T0);
-    r.observe(obs(2, "running", 2, DeliveryOutcome::NotDelivered), T0);
+    let mut r = missed(cfg, [1, 2]);
     let first = tick_one(&mut r, T0);
     assert!(r.on_response(first.id, http(503), T0).is_empty());
     assert_eq!(r.counters().circuit_opens, 1);
@@ -40,10 +38,7 @@ fn probe_refused_by_the_rate_limit_is_given_back() {
 fn failed_probe_reopens_and_the_next_probe_follows() {
     let cfg =
         r#","circuit_failure_threshold":1,"max_drone_calls_per_sec":100,"max_inflight_calls":1"#;
-    let mut r = Reconciler::new(config(cfg), 1);
-    for n in 1..=3 {
-        r.observe(obs(n, "running", 2, DeliveryOutcome::NotDelivered), T0);
-    }
+    let mut r = missed(cfg, 1..=3);
     let (mut now, mut log) = (T0 - 100, Log::default());
     // Drone down for 10 s: the first call opens the circuit for 2 s; the probe at +2 s fails
     // and opens it for 4 s, the one at +6 s for 8 s (the cap, max_poll_interval_ms).
@@ -76,17 +71,10 @@ fn failed_probe_reopens_and_the_next_probe_follows() {
 fn probe_taken_by_an_expired_build_is_given_back() {
     let cfg =
         r#","circuit_failure_threshold":1,"max_build_age_ms":60000,"max_drone_calls_per_sec":100"#;
-    let mut r = Reconciler::new(config(cfg), 1);
-    r.observe(obs(1, "running", 2, DeliveryOutcome::Delivered), T0);
+    let mut r = seen_live(cfg, &[(1, "running", 2)]);
     // Build 1 is seen again just before it expires: due at about T0 + 60 500.
-    r.observe(
-        obs(1, "running", 2, DeliveryOutcome::Delivered),
-        T0 + 59_500,
-    );
-    r.observe(
-        obs(2, "running", 2, DeliveryOutcome::NotDelivered),
-        T0 + 59_500,
-    );
+    r.observe(obs(1, "running", 2, Delivered), T0 + 59_500);
+    r.observe(obs(2, "running", 2, NotDelivered), T0 + 59_500);
     let call = tick_one(&mut r, T0 + 59_500);
     assert_eq!(looked_up(&call), Some(2));
     // Build 2's lookup fails late: the circuit opens until T0 + 61 900, build 2 retries at
@@ -110,8 +98,7 @@ fn probe_taken_by_an_expired_build_is_given_back() {
 #[test]
 fn success_resets_the_circuits_failure_count() {
     let cfg = r#","circuit_failure_threshold":2,"max_drone_calls_per_sec":100"#;
-    let mut r = Reconciler::new(config(cfg), 1);
-    r.observe(obs(1, "running", 2, DeliveryOutcome::Delivered), T0);
+    let mut r = seen_live(cfg, &[(1, "running", 2)]);
     let (mut now, mut log) = (T0, Log::default());
     let mut answers = 0u32;
     drive(
@@ -140,8 +127,7 @@ fn success_resets_the_circuits_failure_count() {
 /// A call is expired after twice its timeout (at least 1 s), not at exactly that age.
 #[test]
 fn calls_expire_after_twice_their_timeout() {
-    let mut r = Reconciler::new(config(r#","call_timeout_ms":1000"#), 1);
-    r.observe(obs(1, "running", 2, DeliveryOutcome::NotDelivered), T0);
+    let mut r = missed(r#","call_timeout_ms":1000"#, [1]);
     let call = tick_one(&mut r, T0);
     r.tick(T0 + 2000);
     assert!(
@@ -163,9 +149,7 @@ fn calls_expire_after_twice_their_timeout() {
 fn a_probe_answered_404_or_400_closes_the_circuit() {
     for status in [404, 400] {
         let cfg = r#","circuit_failure_threshold":1,"circuit_open_ms":1000,"max_drone_calls_per_sec":100,"max_inflight_calls":1"#;
-        let mut r = Reconciler::new(config(cfg), 1);
-        r.observe(obs(1, "running", 2, DeliveryOutcome::NotDelivered), T0);
-        r.observe(obs(2, "running", 2, DeliveryOutcome::NotDelivered), T0);
+        let mut r = missed(cfg, [1, 2]);
         let first = tick_one(&mut r, T0);
         let down = looked_up(&first).unwrap();
         assert!(r.on_response(first.id, http(503), T0).is_empty());
@@ -204,7 +188,7 @@ fn a_probe_answered_404_or_400_closes_the_circuit() {
 fn which_drone_answers_feed_the_circuit() {
     for (status, opens) in [(503, 1), (500, 1), (408, 1), (429, 1), (403, 0), (409, 0)] {
         let mut r = Reconciler::new(config(r#","circuit_failure_threshold":1"#), 1);
-        r.observe(obs(1, "running", 1, DeliveryOutcome::NotDelivered), T0);
+        r.observe(obs(1, "running", 1, NotDelivered), T0);
         let calls = r.tick(T0);
         let lookup = calls.iter().find(|c| looked_up(c) == Some(1)).unwrap();
         r.on_response(lookup.id, http(status), T0);
@@ -245,8 +229,7 @@ fn giving_up_a_build_takes_no_token_of_the_rate_limit() {
 /// at or after its due time even at 1 call per second.
 #[test]
 fn ticks_with_nothing_due_spend_no_token() {
-    let mut r = Reconciler::new(config(r#","max_drone_calls_per_sec":1"#), 1);
-    r.observe(obs(1, "running", 2, DeliveryOutcome::Delivered), T0);
+    let mut r = seen_live(r#","max_drone_calls_per_sec":1"#, &[(1, "running", 2)]);
     let key = key(1);
     let due = r.ledger().get(&key).unwrap().next_due_ms;
     // Ticks from about half a second before: a token spent on the first of them would not be

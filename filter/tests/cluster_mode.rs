@@ -8,7 +8,8 @@
 
 mod common;
 
-use common::{api_build, config, hook, looked_up, repo_json_with_counter};
+use common::world::Drone;
+use common::{config, looked_up, obs};
 use status_sync::core::cluster::etcd::Etcd;
 use status_sync::core::cluster::memory::MemoryEtcd;
 use status_sync::core::cluster::ClusterStore;
@@ -16,10 +17,10 @@ use status_sync::core::config::Config;
 use status_sync::core::host::MemoryHost;
 use status_sync::core::metrics::Id;
 use status_sync::core::model::DeliveryOutcome;
-use status_sync::core::observation::{Observation, QueueKey};
-use status_sync::core::reconciler::OutgoingCall;
+use status_sync::core::observation::QueueKey;
+use status_sync::core::reconciler::{CallResult, OutgoingCall};
 use status_sync::core::turn::Turn;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 
 const SECRET: &str = "cluster-mode-webhook-secret";
 const T0: u64 = 1_700_000_000_000;
@@ -41,9 +42,9 @@ struct Sidecar {
     webhooks: usize,
 }
 
-struct World {
-    cfg: Config,
-    etcd: MemoryEtcd,
+/// How etcd misbehaves.
+#[derive(Default)]
+struct Faults {
     etcd_down: bool,
     /// etcd takes range reads and never answers them (a slow or leaderless member).
     reads_stalled: bool,
@@ -59,9 +60,15 @@ struct World {
     /// lease (`/v3/lease/timetolive`); `watched` is then when, and the seconds it said were left.
     down_after_watch_of: Option<usize>,
     watched: Option<(u64, u64)>,
+}
+
+struct World {
+    cfg: Config,
+    etcd: MemoryEtcd,
+    f: Faults,
     sidecars: Vec<Sidecar>,
-    /// Drone's builds: number → (status, version).
-    drone: BTreeMap<u64, (&'static str, u64)>,
+    /// Drone, holding the builds of `octocat/hello-world` (42).
+    drone: Drone,
     /// Every (number, version) the pipeline took, live or re-delivered, in order.
     received: Vec<(u64, u64)>,
     now: u64,
@@ -100,16 +107,9 @@ impl World {
         World {
             cfg,
             etcd: MemoryEtcd::new(),
-            etcd_down: false,
-            reads_stalled: false,
-            reads_fail: false,
-            writes_late: false,
-            late: Vec::new(),
-            election_stalled: false,
-            down_after_watch_of: None,
-            watched: None,
+            f: Faults::default(),
             sidecars,
-            drone: BTreeMap::new(),
+            drone: Drone::default(),
             received: Vec::new(),
             now: T0,
             next: 0,
@@ -119,7 +119,7 @@ impl World {
     /// Drone moves build `number` to (`status`, `version`) and sends its webhook to the next
     /// live replica, unless it is `lost`. The replica takes it; its sidecar queues it.
     fn transition(&mut self, number: u64, status: &'static str, version: u64, lost: bool) {
-        self.drone.insert(number, (status, version));
+        self.drone.set(42, number, status, version);
         if lost {
             return;
         }
@@ -131,17 +131,19 @@ impl World {
 
     /// Replica `i` takes drone's webhook of (`number`, `status`, `version`).
     fn deliver_to(&mut self, i: usize, number: u64, status: &'static str, version: u64) {
-        self.drone.insert(number, (status, version));
-        let obs = Observation::for_tests(
-            hook(number, status, version),
-            DeliveryOutcome::Delivered,
-            true,
-        );
-        let msg = obs.encode(Some(&QueueKey::derive(SECRET.as_bytes())));
+        self.drone.set(42, number, status, version);
         let s = &mut self.sidecars[i];
-        s.host.store.enqueue(msg);
+        s.host
+            .store
+            .enqueue(queued(number, status, version, DeliveryOutcome::Delivered));
         s.webhooks += 1;
         self.received.push((number, version));
+    }
+
+    /// Another writer puts `value` at `key` in etcd: etcd's status.
+    fn put(&mut self, key: &str, value: &[u8]) -> u32 {
+        let r = Etcd.put(key.as_bytes(), value, 0);
+        self.etcd.handle(self.now, &r.path, r.body.as_bytes()).0
     }
 
     /// One tick of every live sidecar, each call answered at once by the part it names.
@@ -156,8 +158,8 @@ impl World {
             if self.sidecars[i].dead {
                 continue;
             }
-            let late: Vec<_> = self.late.iter().filter(|l| l.0 == i).cloned().collect();
-            self.late.retain(|l| l.0 != i);
+            let late: Vec<_> = self.f.late.iter().filter(|l| l.0 == i).cloned().collect();
+            self.f.late.retain(|l| l.0 != i);
             for (_, token, call) in late {
                 self.answer_one(i, token, &call);
             }
@@ -176,14 +178,13 @@ impl World {
     }
 
     fn answer_all(&mut self, i: usize) {
-        let cfg = self.cfg.clone();
         for _ in 0..10_000 {
             let calls = self.sidecars[i].host.take_dispatched();
             if calls.is_empty() {
                 return;
             }
             for (token, call) in calls {
-                if self.reads_stalled && call.header(":path") == Some("/v3/kv/range") {
+                if self.f.reads_stalled && call.header(":path") == Some("/v3/kv/range") {
                     continue;
                 }
                 let path = call.header(":path").unwrap_or_default();
@@ -195,25 +196,21 @@ impl World {
                 let records_grant = path == "/v3/lease/grant" && call.body != grant_ttl.as_bytes();
                 if election || path == "/v3/lease/grant" && !records_grant {
                     self.sidecars[i].election_requests += 1;
-                    if self.election_stalled {
+                    if self.f.election_stalled {
                         continue;
                     }
                 }
                 if records_grant {
                     self.sidecars[i].records_grants += 1;
                 }
-                if self.writes_late
+                if self.f.writes_late
                     && call.header(":path") == Some("/v3/kv/txn")
                     && call.body.starts_with(b"{\"success\"")
                 {
-                    self.late.push((i, token, call));
+                    self.f.late.push((i, token, call));
                     continue;
                 }
-                let (status, body) = self.route(i, &call);
-                let s = &mut self.sidecars[i];
-                s.host.answer = Some((Some(status), body.clone()));
-                s.turn
-                    .on_call_answer(&mut s.host, &cfg, token, 1, body.len());
+                self.answer_one(i, token, &call);
             }
         }
         panic!("endless calls from sidecar {i}");
@@ -238,7 +235,7 @@ impl World {
                 if path == "/v3/kv/range" {
                     self.sidecars[i].range_reads += 1;
                 }
-                if self.etcd_down || (self.reads_fail && path == "/v3/kv/range") {
+                if self.f.etcd_down || (self.f.reads_fail && path == "/v3/kv/range") {
                     return (503, b"no healthy upstream".to_vec());
                 }
                 let body = String::from_utf8(call.body.clone()).unwrap();
@@ -246,30 +243,21 @@ impl World {
                     self.sidecars[i].record_writes += 1;
                 }
                 let (status, body) = self.etcd.handle(self.now, &path, call.body.as_slice());
-                if path == "/v3/lease/timetolive" && self.down_after_watch_of == Some(i) {
+                if path == "/v3/lease/timetolive" && self.f.down_after_watch_of == Some(i) {
                     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
                     let left = v["TTL"].as_str().unwrap_or("0").parse::<u64>().unwrap();
-                    self.watched = Some((self.now, left));
-                    self.down_after_watch_of = None;
-                    self.etcd_down = true;
+                    self.f.watched = Some((self.now, left));
+                    self.f.down_after_watch_of = None;
+                    self.f.etcd_down = true;
                 }
                 (status as u16, body.into_bytes())
             }
             "drone" => {
                 self.sidecars[i].drone_calls += 1;
-                match looked_up(call) {
-                    Some(n) => {
-                        self.sidecars[i].lookups.push(n);
-                        match self.drone.get(&n) {
-                            Some((status, version)) => (200, api_build(n, status, *version)),
-                            None => (404, Vec::new()),
-                        }
-                    }
-                    None if path == "/api/repos/octocat/hello-world" => {
-                        let counter = self.drone.keys().max().copied().unwrap_or(0);
-                        (200, repo_json_with_counter(counter))
-                    }
-                    None => (501, Vec::new()),
+                self.sidecars[i].lookups.extend(looked_up(call));
+                match self.drone.answer(call) {
+                    CallResult::Response { status, body } => (status, body),
+                    other => panic!("{other:?}"),
                 }
             }
             "pipeline" => {
@@ -334,7 +322,8 @@ impl World {
     /// Whether the pipeline has drone's current state of every build.
     fn converged(&self) -> bool {
         let got: HashSet<(u64, u64)> = self.received.iter().copied().collect();
-        self.drone.iter().all(|(n, (_, v))| got.contains(&(*n, *v)))
+        let mut builds = self.drone.builds.iter();
+        builds.all(|((_, n), b)| got.contains(&(*n, b.version)))
     }
 
     /// `builds` builds from `first`, each pending → running → success over a few ticks,
@@ -349,6 +338,13 @@ impl World {
             self.tick();
         }
     }
+}
+
+/// Drone's webhook of (`number`, `status`, `version`), answered `outcome` by a replica, as
+/// its sidecar queues it.
+fn queued(number: u64, status: &str, version: u64, outcome: DeliveryOutcome) -> Vec<u8> {
+    let key = QueueKey::derive(SECRET.as_bytes());
+    obs(number, status, version, outcome).encode(Some(&key))
 }
 
 /// Three sidecars settled into one leader and two followers.
@@ -476,7 +472,7 @@ fn the_cluster_leader_reads_records_when_a_lookup_falls_due_and_not_in_the_ticks
 #[test]
 fn a_record_written_a_round_trip_late_still_withdraws_the_held_redelivery() {
     let mut w = settled("");
-    w.writes_late = true;
+    w.f.writes_late = true;
     let (leader, follower, order) = w.roles();
     w.deliver_to(follower, 1, "running", 2);
     for _ in 0..10 {
@@ -507,17 +503,17 @@ fn a_cluster_leader_asks_drone_nothing_while_its_records_read_is_on_its_way() {
     let (leader, follower, _) = w.roles();
     w.deliver_to(follower, 1, "running", 2);
     w.run_ms(10 * TICK);
-    w.drone.insert(1, ("success", 3));
+    w.drone.set(42, 1, "success", 3);
     w.tick_until_due(leader, 1, &[0, 1, 2], 200);
     let calls = w.sidecars[leader].drone_calls;
-    w.reads_stalled = true;
+    w.f.reads_stalled = true;
     // Calls are given up after twice `call_timeout_ms` (at least a second): the read too.
     w.run_ms(5 * TICK);
     assert_eq!(
         w.sidecars[leader].drone_calls, calls,
         "no look-up while the read is on its way"
     );
-    w.reads_stalled = false;
+    w.f.reads_stalled = false;
     w.run_ms(10_000);
     w.assert_converged_once();
 }
@@ -533,16 +529,10 @@ fn a_records_scan_of_several_pages_is_read_within_one_tick() {
     let page = status_sync::core::cluster::node::Node::page_limit(w.cfg.max_body_bytes);
     // Records of 2½ pages, as another sidecar writes them.
     for n in 0..(5 * page / 2) as u64 {
-        let obs = Observation::for_tests(
-            hook(1000 + n, "running", 2),
-            DeliveryOutcome::Delivered,
-            true,
-        )
-        .without_objects(true);
+        let live = obs(1000 + n, "running", 2, DeliveryOutcome::Delivered);
+        let record = live.without_objects(true);
         let k = format!("{prefix}d/00000000000000ff/{n:016x}");
-        let r = Etcd.put(k.as_bytes(), &obs.encode(Some(&key)), 0);
-        let (status, _) = w.etcd.handle(w.now, &r.path, r.body.as_bytes());
-        assert_eq!(status, 200);
+        assert_eq!(w.put(&k, &record.encode(Some(&key))), 200);
     }
     let leader = w.leaders()[0];
     let mut most = 0;
@@ -564,7 +554,7 @@ fn an_election_request_never_answered_is_given_up_after_twice_a_quarter_ttl_and_
     let mut w = settled("");
     let leader = w.leaders()[0];
     let mut timeouts = Vec::new();
-    w.election_stalled = true;
+    w.f.election_stalled = true;
     let before = w.sidecars[leader].election_requests;
     for _ in 0..(3 * TTL_MS / TICK) {
         w.now += TICK;
@@ -618,14 +608,10 @@ fn a_records_lease_is_taken_anew_every_build_age() {
 fn a_sidecar_falling_back_logs_etcds_last_error() {
     let before = common::logged().len();
     let mut w = settled("");
-    w.etcd_down = true;
+    w.f.etcd_down = true;
     w.run_ms(3 * TTL_MS);
     assert_eq!(w.modes(), vec![3, 3, 3]);
-    let lines: Vec<String> = common::logged()[before..]
-        .iter()
-        .filter(|l| l.contains("reconciling locally"))
-        .cloned()
-        .collect();
+    let lines = common::logged_since(before, &|l| l.contains("reconciling locally"));
     assert!(
         lines
             .iter()
@@ -672,7 +658,7 @@ fn a_dead_leader_is_replaced_within_the_ttl_and_what_it_lost_is_redelivered() {
 #[test]
 fn with_etcd_down_every_sidecar_falls_back_and_returns_to_cluster_mode_when_it_answers() {
     let mut w = settled("");
-    w.etcd_down = true;
+    w.f.etcd_down = true;
     // Unusable for two TTLs (after a follower's next due question): each falls back.
     w.run_ms(3 * TTL_MS);
     assert_eq!(w.modes(), vec![3, 3, 3], "all three reconcile locally");
@@ -688,7 +674,7 @@ fn with_etcd_down_every_sidecar_falls_back_and_returns_to_cluster_mode_when_it_a
         calling >= 2,
         "more than one sidecar reconciled in the fallback"
     );
-    w.etcd_down = false;
+    w.f.etcd_down = false;
     w.run_ms(3 * TTL_MS);
     let mut modes = w.modes();
     modes.sort();
@@ -712,11 +698,11 @@ fn with_etcd_down_every_sidecar_falls_back_and_returns_to_cluster_mode_when_it_a
 fn a_follower_falls_back_two_ttls_after_its_next_watch_of_the_leader_goes_unanswered() {
     let mut w = settled("");
     let (_, follower, _) = w.roles();
-    w.down_after_watch_of = Some(follower);
-    while w.watched.is_none() {
+    w.f.down_after_watch_of = Some(follower);
+    while w.f.watched.is_none() {
         w.tick();
     }
-    let (at, left_s) = w.watched.unwrap();
+    let (at, left_s) = w.f.watched.unwrap();
     let next_watch = at + left_s * 1000 + TTL_MS / 6;
     while w.now <= at + left_s * 1000 + 2 * TTL_MS {
         assert_eq!(
@@ -742,10 +728,9 @@ fn what_a_followers_replica_failed_is_redelivered_by_the_leader_and_never_shown_
 ) {
     let mut w = settled("");
     let (_, follower, _) = w.roles();
-    w.drone.insert(1, ("success", 3));
-    let failed = Observation::for_tests(hook(1, "success", 3), DeliveryOutcome::NotDelivered, true);
-    let msg = failed.encode(Some(&QueueKey::derive(SECRET.as_bytes())));
-    w.sidecars[follower].host.store.enqueue(msg);
+    w.drone.set(42, 1, "success", 3);
+    let failed = queued(1, "success", 3, DeliveryOutcome::NotDelivered);
+    w.sidecars[follower].host.store.enqueue(failed);
     w.run_ms(5_000);
     assert!(
         w.received.contains(&(1, 3)),
@@ -766,9 +751,9 @@ fn a_sidecar_falling_back_takes_in_what_etcd_had_not_stored_yet() {
     let mut w = settled("");
     let (_, follower, _) = w.roles();
     w.deliver_to(follower, 1, "running", 2);
-    w.etcd_down = true;
+    w.f.etcd_down = true;
     // Its success never reaches any replica.
-    w.drone.insert(1, ("success", 3));
+    w.drone.set(42, 1, "success", 3);
     w.run_ms(2 * TTL_MS + 10_000);
     assert_eq!(w.mode(follower), 3);
     assert!(
@@ -781,10 +766,9 @@ fn a_sidecar_falling_back_takes_in_what_etcd_had_not_stored_yet() {
 fn records_forged_without_the_tag_or_over_the_limits_are_refused_and_counted() {
     let mut w = settled("");
     let leader = w.leaders()[0];
-    let e = Etcd;
     let prefix = w.cfg.etcd_prefix.clone();
     // A writer without the webhook secret: a message tagged with another key, and one untagged.
-    let forged = Observation::for_tests(hook(7, "success", 3), DeliveryOutcome::Delivered, true);
+    let forged = obs(7, "success", 3, DeliveryOutcome::Delivered);
     let writes = [
         forged.encode(Some(&QueueKey::derive(b"not the secret"))),
         forged.encode(None),
@@ -792,13 +776,11 @@ fn records_forged_without_the_tag_or_over_the_limits_are_refused_and_counted() {
     ];
     for (k, value) in writes.iter().enumerate() {
         let key = format!("{prefix}d/ffffffffffffffff/{k:016x}");
-        let r = e.put(key.as_bytes(), value, 0);
-        let (status, _) = w.etcd.handle(w.now, &r.path, r.body.as_bytes());
-        assert_eq!(status, 200);
+        assert_eq!(w.put(&key, value), 200);
     }
     // Drone says build 7 succeeded; only the forged records say the pipeline has it.
     w.transition(7, "running", 2, false);
-    w.drone.insert(7, ("success", 3));
+    w.drone.set(42, 7, "success", 3);
     w.run_ms(10_000);
     assert!(
         w.received.contains(&(7, 3)),
@@ -810,11 +792,10 @@ fn records_forged_without_the_tag_or_over_the_limits_are_refused_and_counted() {
     // refused and counted, and it blocks none of them.
     let big = vec![b'x'; status_sync::core::cluster::etcd::limits::MAX_VALUE_BYTES + 1];
     let key = format!("{prefix}d/0/big");
-    let r = e.put(key.as_bytes(), &big, 0);
-    w.etcd.handle(w.now, &r.path, r.body.as_bytes());
+    w.put(&key, &big);
     let follower = (0..3).find(|i| *i != leader).unwrap();
     w.deliver_to(follower, 200, "running", 2);
-    w.drone.insert(200, ("success", 3));
+    w.drone.set(42, 200, "success", 3);
     w.run_ms(3_000);
     assert!(w.sidecars[leader].host.metric(Id::EtcdAnswersInvalid) > invalid);
     assert!(
@@ -846,11 +827,9 @@ fn an_etcd_cluster_envoy_does_not_define_is_logged_once_a_minute_and_counted() {
         s.host.refuse = Some("BadArgument".into());
     }
     w.run_ms(30_000);
-    let lines: Vec<String> = common::logged()[before..]
-        .iter()
-        .filter(|l| l.contains("cannot call cluster") && l.contains("cluster=etcd"))
-        .cloned()
-        .collect();
+    let lines = common::logged_since(before, &|l| {
+        l.contains("cannot call cluster") && l.contains("cluster=etcd")
+    });
     assert_eq!(lines.len(), 3, "one line per sidecar: {lines:?}");
     assert!(w.sidecars[0].host.metric(Id::CallsRefused) > 10);
     assert_eq!(w.modes(), vec![3, 3, 3], "each falls back");
@@ -927,10 +906,10 @@ fn a_held_redelivery_is_sent_once_even_when_records_reads_stall_past_the_calls_d
     w.run_ms(10 * TICK);
     // Its success never reaches any replica; the leader finds it and plans the re-delivery,
     // held until a records scan vouches for it, and no scan completes for 5 s.
-    w.drone.insert(1, ("success", 3));
-    w.reads_stalled = true;
+    w.drone.set(42, 1, "success", 3);
+    w.f.reads_stalled = true;
     w.run_ms(5_000);
-    w.reads_stalled = false;
+    w.f.reads_stalled = false;
     w.run_ms(10_000);
     let sent = w.received.iter().filter(|r| **r == (1, 3)).count();
     assert_eq!(sent, 1, "received {:?}", w.received);
@@ -946,15 +925,15 @@ fn a_records_read_that_failed_vouches_for_no_held_redelivery() {
     let (leader, follower, order) = w.roles();
     w.deliver_to(follower, 1, "running", 2);
     w.run_ms(5 * TICK);
-    w.drone.insert(1, ("success", 3));
+    w.drone.set(42, 1, "success", 3);
     w.tick_until_due(leader, 1, &[0, 1, 2], 100);
     // The leader looks build 1 up and holds its re-delivery; the success reaches a follower's
     // replica meanwhile, and its record is written, but no records read succeeds for 2 s.
-    w.reads_fail = true;
+    w.f.reads_fail = true;
     w.tick_in_order(&order);
     w.deliver_to(follower, 1, "success", 3);
     w.run_ms(2_000);
-    w.reads_fail = false;
+    w.f.reads_fail = false;
     w.run_ms(5_000);
     w.assert_converged_once();
 }
@@ -972,17 +951,17 @@ fn after_an_etcd_failure_a_scan_vouches_only_once_the_others_could_write_their_r
     for _ in 0..5 {
         w.tick_in_order(&order);
     }
-    w.drone.insert(1, ("success", 3));
+    w.drone.set(42, 1, "success", 3);
     w.tick_until_due(leader, 1, &order, 100);
     // The leader looks build 1 up and holds its re-delivery; etcd stops answering; the
     // success reaches the follower's replica.
     w.tick_in_order(&order);
-    w.etcd_down = true;
+    w.f.etcd_down = true;
     w.deliver_to(follower, 1, "success", 3);
     for _ in 0..8 {
         w.tick_in_order(&order);
     }
-    w.etcd_down = false;
+    w.f.etcd_down = false;
     for _ in 0..50 {
         w.tick_in_order(&order);
     }

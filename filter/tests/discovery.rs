@@ -151,10 +151,7 @@ fn incomplete_items_beyond_int64_or_numbered_zero_are_skipped() {
     let c = r.counters();
     assert_eq!((c.drone_entries_skipped, c.drone_polls_ok), (3, 1));
     let lines = logged();
-    let warned: Vec<_> = lines[before..]
-        .iter()
-        .filter(|l| l.contains("entries unusable"))
-        .collect();
+    let warned = logged_since(before, &|l| l.contains("entries unusable"));
     assert_eq!(warned.len(), 1, "{lines:?}");
     assert!(
         warned[0].starts_with("WARN ") && warned[0].contains("count=3"),

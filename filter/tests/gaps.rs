@@ -7,8 +7,8 @@ mod common;
 
 use common::*;
 use status_sync::core::ledger::{Class, Entry};
-use status_sync::core::model::{BuildStatus, DeliveryOutcome};
-use status_sync::core::reconciler::Reconciler;
+use status_sync::core::model::BuildStatus;
+use status_sync::core::model::DeliveryOutcome::Delivered;
 use status_sync::core::snapshot;
 
 /// Gap filling upward also takes only the `max_gap_fill` numbers just below the new one.
@@ -26,7 +26,7 @@ fn upward_gap_fill_is_capped_and_not_due_at_once() {
 fn the_same_build_number_again_writes_no_watermark() {
     let mut r = after_build_five("");
     assert!(r.take_watermarks().is_some());
-    r.observe(obs(5, "success", 3, DeliveryOutcome::Delivered), T0 + 10);
+    r.observe(obs(5, "success", 3, Delivered), T0 + 10);
     assert_eq!(r.take_watermarks(), None);
 }
 
@@ -36,7 +36,7 @@ fn the_same_build_number_again_writes_no_watermark() {
 fn the_same_build_number_again_does_not_hasten_discovery() {
     let mut r = after_build_five("");
     let first = discovery(&mut r, ok(repo_json_with_counter(5)));
-    r.observe(obs(5, "success", 3, DeliveryOutcome::Delivered), first);
+    r.observe(obs(5, "success", 3, Delivered), first);
     let mut next = first;
     let call = tick_until(&mut r, &mut next, &is_repo_call, &mut unanswered);
     r.on_response(call.id, ok(repo_json_with_counter(5)), next);
@@ -49,21 +49,20 @@ fn the_same_build_number_again_does_not_hasten_discovery() {
 
 #[test]
 fn watermarks_follow_the_highest_and_lowest_numbers_seen() {
-    let mut r = Reconciler::new(config(r#","max_gap_fill":3"#), 1);
-    r.observe(obs(50, "running", 2, DeliveryOutcome::Delivered), T0);
+    let mut r = seen_live(r#","max_gap_fill":3"#, &[(50, "running", 2)]);
     assert_eq!(marks(&mut r), Some((50, 50)));
-    r.observe(obs(45, "running", 2, DeliveryOutcome::Delivered), T0);
+    r.observe(obs(45, "running", 2, Delivered), T0);
     assert_eq!(marks(&mut r), Some((50, 45)), "lower: the minimum moves");
-    r.observe(obs(47, "running", 2, DeliveryOutcome::Delivered), T0);
+    r.observe(obs(47, "running", 2, Delivered), T0);
     assert_eq!(marks(&mut r), None, "between: nothing changed");
-    r.observe(obs(50, "running", 3, DeliveryOutcome::Delivered), T0);
-    r.observe(obs(45, "running", 3, DeliveryOutcome::Delivered), T0);
+    r.observe(obs(50, "running", 3, Delivered), T0);
+    r.observe(obs(45, "running", 3, Delivered), T0);
     assert_eq!(
         marks(&mut r),
         None,
         "the same numbers again: nothing changed"
     );
-    r.observe(obs(51, "running", 2, DeliveryOutcome::Delivered), T0);
+    r.observe(obs(51, "running", 2, Delivered), T0);
     assert_eq!(marks(&mut r), Some((51, 45)));
 }
 
@@ -72,11 +71,11 @@ fn watermarks_follow_the_highest_and_lowest_numbers_seen() {
 #[test]
 fn upward_gap_is_exactly_the_numbers_between() {
     let mut r = leader_after(10, 10, r#","max_gap_fill":20"#);
-    r.observe(obs(13, "running", 2, DeliveryOutcome::Delivered), T0);
+    r.observe(obs(13, "running", 2, Delivered), T0);
     assert_eq!(tracked(&r), vec![11, 12, 13]);
     assert_eq!(r.counters().builds_gap_filled, 2);
     // The next number: no gap.
-    r.observe(obs(14, "running", 2, DeliveryOutcome::Delivered), T0);
+    r.observe(obs(14, "running", 2, Delivered), T0);
     assert_eq!(r.counters().builds_gap_filled, 2);
     assert_eq!(tracked(&r), vec![11, 12, 13, 14]);
 }
@@ -86,9 +85,9 @@ fn upward_gap_is_exactly_the_numbers_between() {
 #[test]
 fn a_late_lower_number_fills_no_gap_below() {
     let mut r = leader_after(30, 30, r#","max_gap_fill":20"#);
-    r.observe(obs(26, "running", 2, DeliveryOutcome::Delivered), T0);
+    r.observe(obs(26, "running", 2, Delivered), T0);
     assert_eq!(tracked(&r), vec![26]);
-    r.observe(obs(25, "running", 2, DeliveryOutcome::Delivered), T0);
+    r.observe(obs(25, "running", 2, Delivered), T0);
     assert_eq!(tracked(&r), vec![25, 26]);
     assert_eq!(r.counters().builds_gap_filled, 0);
     assert_eq!(marks(&mut r), Some((30, 25)), "the lowest still moves");
@@ -104,7 +103,7 @@ fn gap_fill_skips_builds_already_tracked() {
     e.next_due_ms = T0 + 50_000;
     let shard = snapshot::encode_shard(&[record(8, e)]);
     assert!(r.load_shard(&shard, T0));
-    r.observe(obs(10, "running", 2, DeliveryOutcome::Delivered), T0);
+    r.observe(obs(10, "running", 2, Delivered), T0);
     assert_eq!(tracked(&r), vec![6, 7, 8, 9, 10]);
     assert_eq!(r.counters().builds_gap_filled, 3, "6, 7 and 9");
     let eight = key(8);
@@ -118,7 +117,7 @@ fn gap_fill_skips_builds_already_tracked() {
 fn gap_fill_into_a_full_ledger_counts_evictions() {
     // 8 builds, 2 of them inferred at most.
     let mut r = leader_after(10, 10, r#","max_gap_fill":20,"max_tracked_builds":8"#);
-    r.observe(obs(15, "running", 2, DeliveryOutcome::Delivered), T0);
+    r.observe(obs(15, "running", 2, Delivered), T0);
     // 11..=14 gap-filled through a share of two, then 15 (a verified webhook).
     assert_eq!(r.counters().builds_gap_filled, 4);
     assert_eq!(r.ledger().len(), 3);
@@ -127,17 +126,17 @@ fn gap_fill_into_a_full_ledger_counts_evictions() {
     assert_eq!(tracked(&r), vec![13, 14, 15]);
     // Backed builds fill the ledger: the inferred ones go first, then the oldest backed one.
     for n in 16..=22 {
-        r.observe(obs(n, "running", 2, DeliveryOutcome::Delivered), T0);
+        r.observe(obs(n, "running", 2, Delivered), T0);
     }
     assert_eq!(r.ledger().len(), 8);
     assert_eq!(tracked(&r), vec![15, 16, 17, 18, 19, 20, 21, 22]);
     assert_eq!(r.counters().builds_evicted, 4);
-    r.observe(obs(23, "running", 2, DeliveryOutcome::Delivered), T0);
+    r.observe(obs(23, "running", 2, Delivered), T0);
     assert_eq!(tracked(&r), vec![16, 17, 18, 19, 20, 21, 22, 23]);
     assert_eq!(r.counters().builds_evicted, 5);
     assert_eq!(r.counters().giveups, 5);
     // A late lower build fills no gap below; 7 itself evicts the oldest backed build.
-    r.observe(obs(7, "running", 2, DeliveryOutcome::Delivered), T0);
+    r.observe(obs(7, "running", 2, Delivered), T0);
     assert_eq!(tracked(&r), vec![7, 17, 18, 19, 20, 21, 22, 23]);
     assert_eq!(r.counters().builds_gap_filled, 4, "none below");
     assert_eq!(r.counters().builds_evicted, 6, "16");
@@ -150,7 +149,7 @@ fn lower_numbers_never_fill_downward() {
     let mut r = gap_fill_capped(20, &[(50, "success", 3), (45, "success", 3)]);
     assert_eq!(r.counters().builds_gap_filled, 0);
     assert_eq!(r.ledger().len(), 0, "both finished and delivered");
-    r.observe(obs(40, "running", 2, DeliveryOutcome::Delivered), T0);
+    r.observe(obs(40, "running", 2, Delivered), T0);
     assert_eq!(tracked(&r), vec![40]);
     assert_eq!(r.counters().builds_gap_filled, 0);
 }

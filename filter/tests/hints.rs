@@ -39,6 +39,13 @@ fn before_start(ago_s: u64) -> u64 {
     START / 1000 - ago_s
 }
 
+/// Drone has build `number` of `octocat/hello-world` at (`status`, 3), finished `ago_s`
+/// before the reconciler started.
+fn finished_before(s: &mut Sim, number: u64, status: &str, ago_s: u64) {
+    s.drone
+        .set_finished(42, number, status, 3, before_start(ago_s));
+}
+
 /// Drone's Unix seconds at `s`'s now.
 fn now_s(s: &Sim) -> u64 {
     s.now / 1000
@@ -54,8 +61,7 @@ fn now_s(s: &Sim) -> u64 {
 fn a_hint_naming_an_old_finished_build_reaches_that_build_alone() {
     let mut s = sim(monitor(""));
     for n in 1..=100 {
-        s.drone
-            .set_finished(42, n, "success", 3, before_start(DAY_S - n * 60));
+        finished_before(&mut s, n, "success", DAY_S - n * 60);
     }
     s.drone.set_finished(42, 101, "running", 2, 0);
     s.saw(hook_of(42, 101, "running", 2), Delivered, true);
@@ -81,8 +87,7 @@ fn a_flood_of_hints_for_old_builds_delays_no_real_transition() {
     let delay = |flood: bool| {
         let mut s = sim(monitor(""));
         for n in 1..=100 {
-            s.drone
-                .set_finished(42, n, "success", 3, before_start(DAY_S));
+            finished_before(&mut s, n, "success", DAY_S);
         }
         s.drone.set_finished(42, 101, "running", 2, 0);
         s.saw(hook_of(42, 101, "running", 2), Delivered, true);
@@ -128,8 +133,7 @@ fn a_flood_of_hints_for_old_builds_delays_no_real_transition() {
 fn a_long_build_finishing_after_a_restart_fills_no_gap_below() {
     let mut s = sim(monitor(""));
     for n in 51..=60 {
-        s.drone
-            .set_finished(42, n, "success", 3, before_start(3600));
+        finished_before(&mut s, n, "success", 3600);
     }
     s.drone.set_finished(42, 50, "running", 2, 0);
     s.drone.set_finished(42, 61, "running", 2, 0);
@@ -154,10 +158,8 @@ fn builds_that_finished_before_the_watch_began_are_never_redelivered() {
     let mut s = sim(monitor(""));
     s.drone.set_finished(42, 61, "running", 2, 0);
     s.saw(hook_of(42, 61, "running", 2), Delivered, true);
-    s.drone
-        .set_finished(42, 62, "success", 3, before_start(3600));
-    s.drone
-        .set_finished(42, 63, "failure", 3, before_start(600));
+    finished_before(&mut s, 62, "success", 3600);
+    finished_before(&mut s, 63, "failure", 600);
     s.run(2_000);
     s.drone.set_finished(42, 64, "success", 3, now_s(&s));
     s.drone.set_finished(42, 65, "running", 2, 0);
@@ -176,8 +178,7 @@ fn builds_that_finished_before_the_watch_began_are_never_redelivered() {
 #[test]
 fn in_off_mode_a_hint_redelivers_only_what_finished_while_watched() {
     let mut s = sim(config(""));
-    s.drone
-        .set_finished(42, 10, "success", 3, before_start(2 * DAY_S));
+    finished_before(&mut s, 10, "success", 2 * DAY_S);
     s.drone.set_finished(42, 11, "running", 2, 0);
     s.saw(hook_of(42, 11, "running", 2), Delivered, false);
     s.run(3_000);
@@ -367,10 +368,8 @@ fn a_build_finished_within_the_clock_skew_before_the_watch_is_still_redelivered(
     let mut s = sim(monitor(""));
     s.drone.set(42, 61, "running", 2);
     s.saw(hook_of(42, 61, "running", 2), Delivered, true);
-    s.drone
-        .set_finished(42, 62, "success", 3, before_start(300));
-    s.drone
-        .set_finished(42, 63, "failure", 3, before_start(301));
+    finished_before(&mut s, 62, "success", 300);
+    finished_before(&mut s, 63, "failure", 301);
     s.drone.set(42, 64, "running", 2);
     s.run(2_000);
     s.saw(hook_of(42, 64, "running", 2), Delivered, true);
@@ -425,8 +424,7 @@ fn a_hint_for_a_repository_only_hints_named_wakes_its_discovery() {
 fn hints_for_old_builds_do_not_hasten_the_discovery_of_an_evidence_repository() {
     let mut s = sim(monitor_patient());
     for n in 1..=10 {
-        s.drone
-            .set_finished(42, n, "success", 3, before_start(DAY_S));
+        finished_before(&mut s, n, "success", DAY_S);
     }
     s.drone.set(42, 101, "running", 2);
     s.saw(hook_of(42, 101, "running", 2), Delivered, true);
@@ -461,11 +459,8 @@ fn a_flood_of_hint_lookups_never_starves_the_discovery_of_an_evidence_repository
     s.drone.set(42, 103, "running", 2);
     let mut flood = 1..=400u64;
     for _ in 0..30 {
-        s.saw(
-            hook_of(7, flood.next().unwrap(), "running", 2),
-            NotDelivered,
-            false,
-        );
+        let n = flood.next().unwrap();
+        s.unsigned(hook_of(7, n, "running", 2), NotDelivered);
         s.run(100);
     }
     let before = repo_looks(&s, "hello-world");
@@ -475,11 +470,8 @@ fn a_flood_of_hint_lookups_never_starves_the_discovery_of_an_evidence_repository
     let start = s.now;
     let mut looked = None;
     for _ in 0..100 {
-        s.saw(
-            hook_of(7, flood.next().unwrap(), "running", 2),
-            NotDelivered,
-            false,
-        );
+        let n = flood.next().unwrap();
+        s.unsigned(hook_of(7, n, "running", 2), NotDelivered);
         s.run(100);
         if looked.is_none() && repo_looks(&s, "hello-world") > before {
             looked = Some(s.now - start);

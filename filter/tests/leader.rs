@@ -566,12 +566,7 @@ fn a_seat_knows_its_root_and_leaves_without_a_word() {
 fn the_leader_writes_a_summary_line_once_a_minute() {
     common::logged();
     let (_, _, mut a) = leading(3);
-    let summaries = || {
-        common::logged()
-            .into_iter()
-            .filter(|l| l.contains("summary tracked="))
-            .collect::<Vec<_>>()
-    };
+    let summaries = || common::logged_since(0, &|l| l.contains("summary tracked="));
     let leader = a.leader().unwrap();
     leader.log_summary(T0);
     leader.log_summary(T0 + 59_999);

@@ -10,12 +10,9 @@
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(PathBuf::from)
-        .unwrap_or_default()
-}
+mod common;
+
+use common::repo::{docs_files, root, rust_files};
 
 /// The markdown files whose links are checked, as paths from the repository's root.
 fn documents() -> Vec<String> {
@@ -26,14 +23,7 @@ fn documents() -> Vec<String> {
         "envoy/README.md".to_string(),
         "envoy/istio/README.md".to_string(),
     ];
-    let mut docs: Vec<String> = std::fs::read_dir(root().join("docs"))
-        .expect("docs/")
-        .map(|e| e.expect("dir entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "md"))
-        .map(|p| format!("docs/{}", p.file_name().unwrap().to_string_lossy()))
-        .collect();
-    docs.sort();
-    out.extend(docs);
+    out.extend(docs_files());
     out
 }
 
@@ -293,32 +283,16 @@ fn a_link_to_a_missing_file_or_heading_is_reported() {
 
 /// Every `.rs` file of the workspace's crates, as text.
 fn sources() -> Vec<String> {
-    fn walk(dir: &Path, out: &mut Vec<String>) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let name = entry.file_name();
-            if path.is_dir() && name != "target" && name != ".git" {
-                walk(&path, out);
-            } else if path.extension().is_some_and(|e| e == "rs") {
-                out.push(std::fs::read_to_string(&path).unwrap_or_default());
-            }
-        }
-    }
-    let mut out = Vec::new();
-    for krate in [
+    let crates = [
         "filter",
         "host-tests",
         "envoy",
         "drone-model",
         "test-support",
         "benchmarks",
-    ] {
-        walk(&root().join(krate), &mut out);
-    }
-    out
+    ];
+    let files = crates.iter().flat_map(|c| rust_files(&root().join(c)));
+    files.map(|(_, text)| text).collect()
 }
 
 /// The test names a document quotes: inline code spans that are a sentence in snake case (six

@@ -12,7 +12,8 @@ mod common;
 
 use common::*;
 use status_sync::core::ledger::{Class, Entry};
-use status_sync::core::model::{BuildStatus, DeliveryOutcome, RepoRef};
+use status_sync::core::model::DeliveryOutcome::{Delivered, NotDelivered};
+use status_sync::core::model::{BuildStatus, RepoRef};
 use status_sync::core::reconciler::{CallResult, OutgoingCall, Reconciler};
 use status_sync::core::snapshot::{self, Record};
 
@@ -20,13 +21,9 @@ use status_sync::core::snapshot::{self, Record};
 /// webhook of (`status`, `version`) passes and the pipeline acknowledges it. Returns the
 /// reconciler and the lookup still in flight.
 fn lookup_overtaken_by_live(status: &str, version: u64) -> (Reconciler, OutgoingCall) {
-    let mut r = Reconciler::new(config(""), 1);
-    r.observe(obs(7, "running", 2, DeliveryOutcome::Delivered), T0);
+    let mut r = seen_live("", &[(7, "running", 2)]);
     let lookup = tick_one(&mut r, T0 + 2000);
-    r.observe(
-        obs(7, status, version, DeliveryOutcome::Delivered),
-        T0 + 2010,
-    );
+    r.observe(obs(7, status, version, Delivered), T0 + 2010);
     (r, lookup)
 }
 
@@ -34,9 +31,7 @@ fn lookup_overtaken_by_live(status: &str, version: u64) -> (Reconciler, Outgoing
 /// take, and the call of its first tick asking drone whether that name is the repository's.
 fn hinted() -> (Reconciler, OutgoingCall) {
     let mut r = Reconciler::new(config(""), 1);
-    let mut o = obs(1, "running", 1, DeliveryOutcome::NotDelivered);
-    o.set_verified(false);
-    r.observe(o, T0);
+    r.observe(hint(1, "running", 1, NotDelivered), T0);
     let confirm = r.tick(T0).into_iter().find(is_repo_call);
     (r, confirm.expect("the name is confirmed first"))
 }
@@ -63,8 +58,7 @@ fn polls(r: &Reconciler) -> (u64, u64, u64) {
 #[test]
 fn failure_backoff_grows_to_the_cap() {
     let cfg = r#","circuit_failure_threshold":1000"#;
-    let mut r = Reconciler::new(config(cfg), 1);
-    r.observe(obs(5, "running", 2, DeliveryOutcome::NotDelivered), T0);
+    let mut r = missed(cfg, [5]);
     let (mut now, mut log) = (T0 - 100, Log::default());
     drive(
         &mut r,
@@ -124,11 +118,10 @@ fn drone_answer_after_a_newer_live_webhook_delivers_only_newer() {
 /// not start a second lookup of the same build.
 #[test]
 fn no_second_concurrent_lookup_of_a_build() {
-    let mut r = Reconciler::new(config(r#","max_inflight_calls":8"#), 1);
-    r.observe(obs(3, "running", 2, DeliveryOutcome::NotDelivered), T0);
+    let mut r = missed(r#","max_inflight_calls":8"#, [3]);
     let lookup = tick_one(&mut r, T0);
-    r.observe(obs(3, "running", 2, DeliveryOutcome::NotDelivered), T0 + 10);
-    r.observe(obs(3, "running", 2, DeliveryOutcome::Delivered), T0 + 20);
+    r.observe(obs(3, "running", 2, NotDelivered), T0 + 10);
+    r.observe(obs(3, "running", 2, Delivered), T0 + 20);
     for t in [T0 + 100, T0 + 5000] {
         let calls = tick_others(&mut r, t);
         assert!(calls.is_empty(), "second lookup at {t}: {calls:?}");
@@ -174,10 +167,7 @@ fn cancelled_build_is_watched_through_unchanged_polls() {
 /// else as `drone_polls_failed`.
 #[test]
 fn drone_answers_are_counted() {
-    let mut r = Reconciler::new(config(""), 1);
-    r.observe(obs(1, "running", 2, DeliveryOutcome::NotDelivered), T0);
-    r.observe(obs(2, "running", 2, DeliveryOutcome::NotDelivered), T0);
-    r.observe(obs(3, "running", 2, DeliveryOutcome::NotDelivered), T0);
+    let mut r = missed("", [1, 2, 3]);
     let calls = r.tick(T0);
     assert_eq!(calls.len(), 3);
     for c in &calls {
@@ -271,7 +261,7 @@ fn inferred_build_drone_does_not_have_is_given_up_after_three_more_looks() {
     // A snapshot's inferred build, its repository named by evidence since (a finished build).
     let inferred = |number| {
         let mut r = loaded("", number, Class::Inferred, T0 + 1000);
-        r.observe(obs(50, "success", 3, DeliveryOutcome::Delivered), T0);
+        r.observe(obs(50, "success", 3, Delivered), T0);
         assert!(r.repo_confirmed(REPO_ID).is_some());
         r
     };
@@ -318,7 +308,7 @@ fn drone_versions_up_to_int64_are_delivered_and_none_above() {
     let max = i64::MAX as u64;
     for (version, delivered) in [(max, true), (max + 1, false)] {
         let mut r = Reconciler::new(config(""), 1);
-        r.observe(obs(1, "running", 1, DeliveryOutcome::NotDelivered), T0);
+        r.observe(obs(1, "running", 1, NotDelivered), T0);
         let calls = r.tick(T0);
         let lookup = calls.iter().find(|c| looked_up(c) == Some(1)).unwrap();
         let out = r.on_response(lookup.id, ok(api_build(1, "running", version)), T0);
@@ -337,10 +327,8 @@ fn drone_versions_up_to_int64_are_delivered_and_none_above() {
 #[test]
 fn a_claim_of_an_older_version_with_the_same_status_settles_nothing() {
     let mut r = Reconciler::new(config(""), 1);
-    r.observe(obs(1, "running", 1, DeliveryOutcome::NotDelivered), T0);
-    let mut claim = obs(1, "running", 1, DeliveryOutcome::Delivered);
-    claim.set_verified(false);
-    r.observe(claim, T0);
+    r.observe(obs(1, "running", 1, NotDelivered), T0);
+    r.observe(hint(1, "running", 1, Delivered), T0);
     let calls = r.tick(T0);
     let lookup = calls.iter().find(|c| looked_up(c) == Some(1)).unwrap();
     let out = r.on_response(lookup.id, ok(api_build(1, "running", 2)), T0);

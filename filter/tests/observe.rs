@@ -5,7 +5,8 @@
 mod common;
 
 use common::*;
-use status_sync::core::model::{BuildStatus, DeliveryOutcome, ParsedWebhook, RepoRef};
+use status_sync::core::model::DeliveryOutcome::{Delivered, NotDelivered};
+use status_sync::core::model::{BuildStatus, ParsedWebhook, RepoRef};
 use status_sync::core::observation::{Observation, QueueKey};
 use status_sync::core::reconciler::Reconciler;
 
@@ -24,7 +25,7 @@ fn observations_beyond_int64_are_invalid() {
     ];
     for (id, number, version, taken) in cases {
         let mut r = Reconciler::new(config(""), 1);
-        let mut o = obs(number, "running", version, DeliveryOutcome::NotDelivered);
+        let mut o = obs(number, "running", version, NotDelivered);
         o.webhook_mut().repo.id = id;
         r.observe(o, T0);
         let c = r.counters();
@@ -46,12 +47,9 @@ fn observations_beyond_int64_are_invalid() {
 /// nothing is re-delivered.
 #[test]
 fn evidence_keeps_a_claim_above_it() {
-    let mut r = Reconciler::new(config(""), 1);
-    r.observe(obs(1, "running", 1, DeliveryOutcome::Delivered), T0);
-    let mut claim = obs(1, "running", 3, DeliveryOutcome::Delivered);
-    claim.set_verified(false);
-    r.observe(claim, T0);
-    r.observe(obs(1, "running", 2, DeliveryOutcome::Delivered), T0);
+    let mut r = seen_live("", &[(1, "running", 1)]);
+    r.observe(hint(1, "running", 3, Delivered), T0);
+    r.observe(obs(1, "running", 2, Delivered), T0);
     let out = answer_when_due(&mut r, 1, ok(api_build(1, "running", 3)));
     assert!(out.is_empty(), "the pipeline has v3: {out:?}");
     let key = common::key(1);
@@ -63,23 +61,18 @@ fn evidence_keeps_a_claim_above_it() {
 #[test]
 fn hints_bring_only_hint_only_lookups_closer() {
     let key = common::key(1);
-    let hint = |outcome| {
-        let mut o = obs(1, "running", 1, outcome);
-        o.set_verified(false);
-        o
-    };
+    let hint = |outcome| hint(1, "running", 1, outcome);
     // Backed by evidence: due after stale_after_ms (jittered), whatever hints say.
-    let mut r = Reconciler::new(config(""), 1);
-    r.observe(obs(1, "running", 1, DeliveryOutcome::Delivered), T0);
+    let mut r = seen_live("", &[(1, "running", 1)]);
     let due = r.ledger().get(&key).unwrap().next_due_ms;
     assert!(due > T0);
-    r.observe(hint(DeliveryOutcome::NotDelivered), T0);
+    r.observe(hint(NotDelivered), T0);
     assert_eq!(r.ledger().get(&key).unwrap().next_due_ms, due);
     // Only hints: a later one saying the pipeline lacks it brings the lookup to now.
     let mut r = Reconciler::new(config(""), 1);
-    r.observe(hint(DeliveryOutcome::Delivered), T0);
+    r.observe(hint(Delivered), T0);
     assert!(r.ledger().get(&key).unwrap().next_due_ms > T0);
-    r.observe(hint(DeliveryOutcome::NotDelivered), T0);
+    r.observe(hint(NotDelivered), T0);
     assert_eq!(r.ledger().get(&key).unwrap().next_due_ms, T0);
 }
 
@@ -101,7 +94,7 @@ fn unknown_status_survives_the_queue_decoder() {
             repo_json: None,
             system_json: None,
         },
-        DeliveryOutcome::Delivered,
+        Delivered,
         true,
     );
     assert_eq!(o.webhook().status, BuildStatus::Unknown);

@@ -8,7 +8,8 @@ mod common;
 
 use common::*;
 use status_sync::core::ledger::{Class, Entry};
-use status_sync::core::model::{BuildStatus, DeliveryOutcome, RepoRef};
+use status_sync::core::model::DeliveryOutcome::Delivered;
+use status_sync::core::model::{BuildStatus, RepoRef};
 use status_sync::core::reconciler::Reconciler;
 use status_sync::core::snapshot::{self, Record};
 use status_sync::core::snapshot::{
@@ -72,7 +73,7 @@ fn watermarks_leave_out_repositories_without_numbers() {
         name: "n".into(),
     };
     assert!(r.load_shard(&snapshot::encode_shard(&[other]), T0));
-    r.observe(obs(3, "running", 2, DeliveryOutcome::Delivered), T0);
+    r.observe(obs(3, "running", 2, Delivered), T0);
     let marks = snapshot::decode_watermarks(&r.take_watermarks().unwrap()).unwrap();
     let ids: Vec<u64> = marks.iter().map(|m| m.0.id).collect();
     assert_eq!(ids, vec![REPO_ID]);
@@ -95,16 +96,16 @@ fn shell_reported_errors_are_counted() {
 #[test]
 fn loaded_watermarks_carry_the_lowest_number() {
     let mut r = leader_after(30, 20, r#","max_gap_fill":20"#);
-    r.observe(obs(31, "running", 2, DeliveryOutcome::Delivered), T0);
+    r.observe(obs(31, "running", 2, Delivered), T0);
     assert_eq!(marks(&mut r), Some((31, 20)));
-    r.observe(obs(17, "running", 2, DeliveryOutcome::Delivered), T0);
+    r.observe(obs(17, "running", 2, Delivered), T0);
     assert_eq!(tracked(&r), vec![17, 31]);
     // A minimum of 0 (none) and a higher one change nothing; a lower one lowers it.
     for (next, min, want) in [(41, 0, 17), (42, 25, 17), (43, 5, 5)] {
         let bytes = snapshot::encode_watermarks(&[(repo(), 40, min)]);
         assert!(r.load_watermarks(&bytes));
         // The next number above the highest: no gap, but the watermarks change.
-        r.observe(obs(next, "running", 2, DeliveryOutcome::Delivered), T0);
+        r.observe(obs(next, "running", 2, Delivered), T0);
         assert_eq!(marks(&mut r), Some((next, want)), "loaded minimum {min}");
     }
     assert!(!r.load_watermarks(b"garbage"));
@@ -129,7 +130,7 @@ fn all_shards_are_rewritten_on_request() {
 fn watermarks_cut_ties_at_the_cap() {
     let mut r = Reconciler::new(config(r#","max_repos":3"#), 1);
     for (id, number) in [(1u64, 50u64), (2, 30), (3, 30), (4, 30), (5, 10)] {
-        let mut o = obs(number, "running", 2, DeliveryOutcome::Delivered);
+        let mut o = obs(number, "running", 2, Delivered);
         o.webhook_mut().repo.id = id;
         o.webhook_mut().repo_json = None;
         r.observe(o, T0);

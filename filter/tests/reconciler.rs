@@ -5,184 +5,80 @@
 
 mod common;
 
+use common::world::{lookup, Sim};
 use common::*;
-use status_sync::core::config::Config;
 use status_sync::core::model::DeliveryOutcome::{self, Delivered, NotDelivered, Refused};
-use status_sync::core::reconciler::{CallResult, OutgoingCall, Reconciler};
+use status_sync::core::reconciler::Reconciler;
 
-struct Sim {
-    r: Reconciler,
-    now: u64,
-    w: World,
+/// A simulation (configured with `extra`, seed 1) whose drone holds calls to the token.
+fn sim(extra: &str) -> Sim {
+    let mut s = Sim::new(config(extra));
+    s.r = Reconciler::new(config(extra), 1);
+    s.drone.token = Some("t0k3n");
+    s
 }
 
-/// What drone and the pipeline saw of the reconciler.
-#[derive(Default)]
-struct World {
-    /// Build lookups.
-    drone_calls: usize,
-    /// Looks at the repository (discovery of its `counter`).
-    repo_calls: usize,
-    /// (number, status, version, webhook-id) of every re-delivery the pipeline took.
-    delivered: Vec<(u64, String, u64, String)>,
+/// A simulation (configured with `extra`) in which `webhooks` (number, status, version, the
+/// pipeline's answer) passed live, in order, at the start.
+fn seen(extra: &str, webhooks: &[(u64, &str, u64, DeliveryOutcome)]) -> Sim {
+    let mut s = sim(extra);
+    for (number, status, version, outcome) in webhooks {
+        s.live(*number, status, *version, *outcome);
+    }
+    s
 }
 
-impl Sim {
-    fn new(cfg: Config) -> Self {
-        Sim {
-            r: Reconciler::new(cfg, 1),
-            now: 1_000_000,
-            w: World::default(),
-        }
-    }
-
-    /// A simulation (configured with `extra`) in which `webhooks` (number, status, version,
-    /// the pipeline's answer) passed live, in order, at the start.
-    fn seen(extra: &str, webhooks: &[(u64, &str, u64, DeliveryOutcome)]) -> Self {
-        let mut s = Sim::new(config(extra));
-        for (number, status, version, outcome) in webhooks {
-            s.saw(*number, status, *version, *outcome);
-        }
-        s
-    }
-
-    /// A simulation in which build `number`'s webhooks `transitions` (status, version, the
-    /// pipeline's answer) passed live, in order, at the start.
-    fn build(number: u64, transitions: &[(&str, u64, DeliveryOutcome)]) -> Self {
-        let mut s = Sim::new(config(""));
-        for (status, version, outcome) in transitions {
-            s.saw(number, status, *version, *outcome);
-        }
-        s
-    }
-
-    /// A simulation (configured with `extra`) in which builds 1..=`count` passed live,
-    /// running (version 2), and the pipeline answered each `outcome`.
-    fn running(extra: &str, count: u64, outcome: DeliveryOutcome) -> Self {
-        let mut s = Sim::new(config(extra));
-        for n in 1..=count {
-            s.saw(n, "running", 2, outcome);
-        }
-        s
-    }
-
-    /// [`Sim::running`] with at most `inflight` drone calls in flight and `rate` a second.
-    fn limited(inflight: u32, rate: u32, count: u64, outcome: DeliveryOutcome) -> Self {
-        let extra = format!(r#","max_inflight_calls":{inflight},"max_drone_calls_per_sec":{rate}"#);
-        Sim::running(&extra, count, outcome)
-    }
-
-    /// Build `number` at (`status`, `version`) passed live now; the pipeline answered `outcome`.
-    fn saw(&mut self, number: u64, status: &str, version: u64, outcome: DeliveryOutcome) {
-        self.r
-            .observe(obs(number, status, version, outcome), self.now);
-    }
-
-    /// [`Sim::run`] with drone answering every lookup with (`status`, `version`) and the
-    /// pipeline taking every re-delivery.
-    fn run_steady(&mut self, ms: u64, status: &str, version: u64) {
-        self.run(
-            ms,
-            &mut |n| ok(api_build(n, status, version)),
-            &mut pipeline_ok,
-        );
-    }
-
-    /// [`Sim::run`] where drone must not be asked (`why` not).
-    fn run_unasked(&mut self, ms: u64, why: &str) {
-        self.run(ms, &mut |_| panic!("{why}"), &mut pipeline_ok);
-    }
-
-    /// Runs ticks for `ms`, answering drone with `drone(number)` and the pipeline with
-    /// `pipeline()`.
-    fn run(
-        &mut self,
-        ms: u64,
-        drone: &mut dyn FnMut(u64) -> CallResult,
-        pipeline: &mut dyn FnMut() -> CallResult,
-    ) {
-        let w = &mut self.w;
-        run_for(&mut self.r, &mut self.now, ms, &mut |_, call, _| {
-            Some(w.answer(call, drone, pipeline))
-        });
-    }
+/// A simulation in which build `number`'s webhooks `transitions` (status, version, the
+/// pipeline's answer) passed live, in order, at the start.
+fn build(number: u64, transitions: &[(&str, u64, DeliveryOutcome)]) -> Sim {
+    let webhooks: Vec<_> = transitions
+        .iter()
+        .map(|(s, v, o)| (number, *s, *v, *o))
+        .collect();
+    seen("", &webhooks)
 }
 
-impl World {
-    /// Drone answers a build lookup with `drone(number)`, a look at the repository with
-    /// `counter` 0 (nothing to discover) and the list of incomplete builds with 501 (drone's
-    /// OSS build); the pipeline answers `pipeline()`, and what it took is recorded.
-    fn answer(
-        &mut self,
-        call: &OutgoingCall,
-        drone: &mut dyn FnMut(u64) -> CallResult,
-        pipeline: &mut dyn FnMut() -> CallResult,
-    ) -> CallResult {
-        if call.cluster == "drone" {
-            let path = call.header(":path").unwrap().to_string();
-            assert_eq!(call.header("authorization"), Some("Bearer t0k3n"));
-            assert_eq!(call.header(":method"), Some("GET"));
-            if path == "/api/repos/octocat/hello-world" {
-                self.repo_calls += 1;
-                return ok(repo_json_with_counter(0));
-            }
-            if path == "/api/builds/incomplete" {
-                return http(501);
-            }
-            self.drone_calls += 1;
-            let number = path.rsplit('/').next().unwrap().parse().unwrap();
-            assert_eq!(
-                path,
-                format!("/api/repos/octocat/hello-world/builds/{number}")
-            );
-            return drone(number);
-        }
-        assert_eq!(call.cluster, "pipeline");
-        assert_eq!(call.header(":method"), Some("POST"));
-        assert_eq!(call.header(":path"), Some("/hook"));
-        assert_eq!(call.header("x-drone-event"), Some("build"));
-        let answer = pipeline();
-        if let CallResult::Response {
-            status: 200..=299, ..
-        } = answer
-        {
-            let (number, status, version) = redelivered(call);
-            let id = call.header("webhook-id").unwrap().to_string();
-            self.delivered.push((number, status, version, id));
-        }
-        answer
-    }
+/// A simulation (configured with `extra`) in which builds 1..=`count` passed live, running
+/// (version 2), and the pipeline answered each `outcome`.
+fn running(extra: &str, count: u64, outcome: DeliveryOutcome) -> Sim {
+    let webhooks: Vec<_> = (1..=count).map(|n| (n, "running", 2, outcome)).collect();
+    seen(extra, &webhooks)
 }
 
-fn pipeline_ok() -> CallResult {
-    http(200)
+/// [`running`] with at most `inflight` drone calls in flight and `rate` a second.
+fn limited(inflight: u32, rate: u32, count: u64, outcome: DeliveryOutcome) -> Sim {
+    let extra = format!(r#","max_inflight_calls":{inflight},"max_drone_calls_per_sec":{rate}"#);
+    running(&extra, count, outcome)
 }
 
 #[test]
 fn all_webhooks_arrive_no_drone_calls() {
-    let mut s = Sim::build(1, &[("pending", 1, Delivered)]);
+    let mut s = build(1, &[("pending", 1, Delivered)]);
     s.run_unasked(500, "no drone call while fresh");
-    s.saw(1, "running", 2, Delivered);
+    s.live(1, "running", 2, Delivered);
     s.run_unasked(500, "no drone call while fresh");
-    s.saw(1, "success", 3, Delivered);
+    s.live(1, "success", 3, Delivered);
     assert_eq!(s.r.ledger().len(), 0, "terminal and delivered: forgotten");
     s.run_unasked(60_000, "no drone call after terminal");
     // A late step webhook with an older version does not resurrect it.
-    s.saw(1, "running", 2, Delivered);
+    s.live(1, "running", 2, Delivered);
     assert_eq!(s.r.ledger().len(), 0);
-    assert_eq!(s.w.drone_calls, 0);
+    assert_eq!(s.lookups(), 0);
 }
 
 #[test]
 fn lost_final_webhook_is_recovered_after_stale_after() {
-    let mut s = Sim::build(7, &[("running", 2, Delivered)]);
+    let mut s = build(7, &[("running", 2, Delivered)]);
     s.run_unasked(600, "fresh");
-    assert_eq!(s.w.drone_calls, 0);
+    assert_eq!(s.lookups(), 0);
     s.run_steady(2000, "success", 3);
-    assert_eq!(s.w.drone_calls, 1);
+    assert_eq!(s.lookups(), 1);
     assert_eq!(
-        s.w.delivered,
-        vec![(7, "success".into(), 3, "drone-42-7-3".into())]
+        s.delivered
+            .iter()
+            .map(|d| (d.number, d.status.as_str(), d.version, d.id.as_str()))
+            .collect::<Vec<_>>(),
+        vec![(7, "success", 3, "drone-42-7-3")]
     );
     assert_eq!(s.r.ledger().len(), 0);
     assert_eq!(s.r.counters().redeliveries_ok, 1);
@@ -191,7 +87,7 @@ fn lost_final_webhook_is_recovered_after_stale_after() {
 
 #[test]
 fn redelivered_body_is_drone_shaped() {
-    let mut s = Sim::build(7, &[("running", 2, Delivered)]);
+    let mut s = build(7, &[("running", 2, Delivered)]);
     s.now += 2000;
     let calls = s.r.tick(s.now);
     let lookups: Vec<_> = calls
@@ -218,10 +114,8 @@ fn redelivered_body_is_drone_shaped() {
 
 #[test]
 fn redeliveries_are_signed_when_a_secret_is_set() {
-    let mut s = Sim::new(config(
-        r#","webhook_secret":"s3cret","signature_mode":"monitor""#,
-    ));
-    s.saw(7, "running", 2, Delivered);
+    let mut s = sim(r#","webhook_secret":"s3cret","signature_mode":"monitor""#);
+    s.live(7, "running", 2, Delivered);
     s.now += 2000;
     let calls = s.r.tick(s.now);
     let deliver =
@@ -241,25 +135,25 @@ fn redeliveries_are_signed_when_a_secret_is_set() {
 
 #[test]
 fn pipeline_500_on_live_webhook_is_redelivered_at_once() {
-    let mut s = Sim::build(
+    let mut s = build(
         3,
         &[("running", 2, Delivered), ("success", 3, NotDelivered)],
     );
     s.run_steady(200, "success", 3);
-    assert_eq!(s.w.delivered.len(), 1, "re-delivered on the next tick");
-    assert_eq!(s.w.delivered[0].1, "success");
+    assert_eq!(s.delivered.len(), 1, "re-delivered on the next tick");
+    assert_eq!(s.delivered[0].status, "success");
     assert_eq!(s.r.ledger().len(), 0);
 }
 
 #[test]
 fn pipeline_400_is_not_retried() {
-    let mut s = Sim::build(3, &[("running", 2, Delivered), ("success", 3, Refused)]);
+    let mut s = build(3, &[("running", 2, Delivered), ("success", 3, Refused)]);
     assert_eq!(s.r.ledger().len(), 0, "refused final: settled");
     s.run_unasked(60_000, "no poll");
     // A refused running transition is not re-sent either; only newer drone states are.
-    s.saw(4, "running", 2, Refused);
+    s.live(4, "running", 2, Refused);
     s.run_steady(1500, "running", 2);
-    assert!(s.w.delivered.is_empty());
+    assert!(s.delivered.is_empty());
 }
 
 /// A re-delivery the pipeline answered 5xx is retried (a fresh lookup, then the delivery) after
@@ -268,22 +162,16 @@ fn pipeline_400_is_not_retried() {
 #[test]
 fn failed_redelivery_is_retried_with_backoff() {
     for seed in 1..=200 {
-        let mut s = Sim::new(config(""));
+        let mut s = sim("");
         s.r = Reconciler::new(config(""), seed);
-        s.saw(3, "success", 3, NotDelivered);
+        s.live(3, "success", 3, NotDelivered);
         let start = s.now;
         let mut times = vec![];
-        while s.w.delivered.is_empty() && s.now < start + 30_000 {
-            s.now += 100;
-            let calls = s.r.tick(s.now);
-            let w = &mut s.w;
-            answer_all(&mut s.r, s.now, calls, &mut |_, call, now| {
-                if call.cluster == "pipeline" {
-                    times.push(now);
-                }
-                let status = if times.len() < 3 { 503 } else { 200 };
-                let drone = &mut |n| ok(api_build(n, "success", 3));
-                Some(w.answer(call, drone, &mut || http(status)))
+        while s.delivered.is_empty() && s.now < start + 30_000 {
+            let drone = &mut |n| ok(api_build(n, "success", 3));
+            s.run_with(100, &mut lookup(drone), &mut |now| {
+                times.push(now);
+                http(if times.len() < 3 { 503 } else { 200 })
             });
         }
         assert_eq!(times.len(), 3, "seed {seed}: {times:?}");
@@ -291,7 +179,7 @@ fn failed_redelivery_is_retried_with_backoff() {
         // 1 s then 2 s, each ±20 %, rounded up to the next 100 ms tick.
         assert!((800..=1300).contains(&first), "seed {seed}: {times:?}");
         assert!((1600..=2500).contains(&second), "seed {seed}: {times:?}");
-        assert_eq!(s.w.delivered.len(), 1, "seed {seed}");
+        assert_eq!(s.delivered.len(), 1, "seed {seed}");
         assert_eq!(s.r.counters().redeliveries_failed, 2, "seed {seed}");
         assert_eq!(s.r.counters().redeliveries_ok, 1, "seed {seed}");
         assert_eq!(s.r.ledger().len(), 0, "seed {seed}");
@@ -300,13 +188,13 @@ fn failed_redelivery_is_retried_with_backoff() {
 
 #[test]
 fn unchanged_build_is_polled_at_growing_intervals() {
-    let mut s = Sim::build(5, &[("running", 2, Delivered)]);
+    let mut s = build(5, &[("running", 2, Delivered)]);
     let mut times = vec![];
     let start = s.now;
     while s.now < start + 40_000 {
-        let before = s.w.drone_calls;
+        let before = s.lookups();
         s.run_steady(100, "running", 2);
-        if s.w.drone_calls > before {
+        if s.lookups() > before {
             times.push(s.now - start);
         }
     }
@@ -321,22 +209,22 @@ fn unchanged_build_is_polled_at_growing_intervals() {
             "capped at max_poll_interval_ms: {gaps:?}"
         );
     }
-    assert!(s.w.delivered.is_empty());
+    assert!(s.delivered.is_empty());
 }
 
 #[test]
 fn older_drone_versions_are_never_delivered() {
-    let mut s = Sim::build(5, &[("running", 4, Delivered)]);
+    let mut s = build(5, &[("running", 4, Delivered)]);
     s.run_steady(5000, "running", 3);
-    assert!(s.w.delivered.is_empty());
+    assert!(s.delivered.is_empty());
 }
 
 #[test]
 fn drone_outage_costs_a_trickle_then_recovers() {
-    let mut s = Sim::limited(16, 100, 50, Delivered);
+    let mut s = limited(16, 100, 50, Delivered);
     // Drone down for 10 minutes.
-    s.run(600_000, &mut |_| http(503), &mut pipeline_ok);
-    let outage_calls = s.w.drone_calls;
+    s.answering(600_000, &mut |_| http(503));
+    let outage_calls = s.lookups();
     // threshold (5) + up to inflight-1 racing + one probe per open period (2 s doubling to 8 s).
     // The first tick's 16 calls (all in flight before the circuit opens), then one probe per
     // open period (2 s, 4 s, then 8 s): 16 + 2 + (600 - 14) / 8 = 91, give or take a tick.
@@ -345,15 +233,15 @@ fn drone_outage_costs_a_trickle_then_recovers() {
     assert_eq!(s.r.counters().circuit_open, 1);
     // Drone back: everything converges.
     s.run_steady(120_000, "success", 3);
-    assert_eq!(s.w.delivered.len(), 50);
+    assert_eq!(s.delivered.len(), 50);
     assert_eq!(s.r.ledger().len(), 0);
     assert_eq!(s.r.counters().circuit_open, 0);
 }
 
 #[test]
 fn not_found_builds_are_dropped_and_counted() {
-    let mut s = Sim::build(9, &[("running", 2, Delivered)]);
-    s.run(3000, &mut |_| no_rows(), &mut pipeline_ok);
+    let mut s = build(9, &[("running", 2, Delivered)]);
+    s.answering(3000, &mut |_| no_rows());
     assert_eq!(s.r.ledger().len(), 0);
     assert_eq!(s.r.counters().builds_not_found, 1);
     assert_eq!(
@@ -365,7 +253,7 @@ fn not_found_builds_are_dropped_and_counted() {
 
 #[test]
 fn full_ledger_evicts_and_counts() {
-    let s = Sim::running(r#","max_tracked_builds":10"#, 15, Delivered);
+    let s = running(r#","max_tracked_builds":10"#, 15, Delivered);
     assert_eq!(s.r.ledger().len(), 10);
     assert_eq!(s.r.counters().builds_evicted, 5, "the oldest five");
     assert_eq!(s.r.counters().builds_tracked, 10);
@@ -376,7 +264,7 @@ fn full_ledger_evicts_and_counts() {
 /// of one second, then the rate), and the bucket is what binds: the calls reach the rate.
 #[test]
 fn budget_and_rate_limit_bound_calls_per_tick() {
-    let mut s = Sim::limited(3, 5, 100, NotDelivered);
+    let mut s = limited(3, 5, 100, NotDelivered);
     let calls = s.r.tick(s.now);
     assert_eq!(calls.len(), 3, "in-flight budget");
     assert!(
@@ -397,13 +285,21 @@ fn budget_and_rate_limit_bound_calls_per_tick() {
         s.now += 100;
         let calls = s.r.tick(s.now);
         assert!(calls.len() <= 3, "in-flight budget");
-        let w = &mut s.w;
+        let (drone, delivered) = (&mut s.drone, &mut s.delivered);
         answer_all(&mut s.r, s.now, calls, &mut |_, call, now| {
             if call.cluster == "drone" {
                 drone_at.push(now);
             }
-            let drone = &mut |n| ok(api_build(n, "running", 3));
-            Some(w.answer(call, drone, &mut pipeline_ok))
+            let running = &mut |n| ok(api_build(n, "running", 3));
+            let builds = &mut lookup(running);
+            Some(Sim::answer(
+                drone,
+                delivered,
+                call,
+                now,
+                builds,
+                &mut |_| http(200),
+            ))
         });
     }
     assert_eq!(
@@ -423,7 +319,7 @@ fn budget_and_rate_limit_bound_calls_per_tick() {
         drone_at.len()
     );
     assert_eq!(
-        s.w.delivered.len(),
+        s.delivered.len(),
         drone_at.len(),
         "each lookup re-delivered v3"
     );
@@ -431,7 +327,7 @@ fn budget_and_rate_limit_bound_calls_per_tick() {
 
 #[test]
 fn lost_answers_expire_and_free_the_budget() {
-    let mut s = Sim::seen(
+    let mut s = seen(
         r#","max_inflight_calls":1,"call_timeout_ms":1000"#,
         &[
             (1, "running", 2, NotDelivered),
@@ -453,21 +349,22 @@ fn lost_answers_expire_and_free_the_budget() {
 
 #[test]
 fn unknown_repository_is_fetched_before_redelivery() {
-    let mut s = Sim::new(config(""));
+    let mut s = sim("");
     let mut o = obs(7, "running", 2, Delivered);
     o.webhook_mut().repo_json = None;
     s.r.observe(o, s.now);
     s.run_steady(3000, "success", 3);
-    assert_eq!(s.w.drone_calls, 1, "the build");
-    assert!(s.w.repo_calls >= 1, "and the repository, for its JSON");
-    assert_eq!(s.w.delivered.len(), 1);
+    assert_eq!(s.lookups(), 1, "the build");
+    let repo_calls = s.drone.calls_to(|p| p == "/api/repos/octocat/hello-world");
+    assert!(repo_calls >= 1, "and the repository, for its JSON");
+    assert_eq!(s.delivered.len(), 1);
 }
 
 #[test]
 fn snapshot_lets_a_new_leader_continue() {
-    let mut s = Sim::new(config(""));
+    let mut s = sim("");
     for n in 1..=40 {
-        s.saw(n, "running", 2, Delivered);
+        s.live(n, "running", 2, Delivered);
     }
     let shards = s.r.take_dirty_shards();
     assert!(!shards.is_empty());
@@ -477,47 +374,40 @@ fn snapshot_lets_a_new_leader_continue() {
         assert!(next.load_shard(bytes, s.now));
     }
     assert_eq!(next.ledger().len(), 40);
-    let mut s2 = Sim {
-        r: next,
-        now: s.now,
-        w: World::default(),
-    };
-    s2.run(
-        5000,
-        &mut |n| ok(api_build(n, "success", 3)),
-        &mut pipeline_ok,
-    );
-    assert_eq!(s2.w.delivered.len(), 40);
+    let mut s2 = sim("");
+    (s2.r, s2.now) = (next, s.now);
+    s2.run_steady(5000, "success", 3);
+    assert_eq!(s2.delivered.len(), 40);
     assert_eq!(s2.r.ledger().len(), 0);
 }
 
 #[test]
 fn created_after_running_does_not_regress() {
-    let mut s = Sim::build(2, &[("running", 2, Delivered), ("pending", 1, Delivered)]);
+    let mut s = build(2, &[("running", 2, Delivered), ("pending", 1, Delivered)]);
     s.run_steady(1500, "running", 2);
     assert!(
-        s.w.delivered.is_empty(),
+        s.delivered.is_empty(),
         "drone's v2 is what the pipeline has"
     );
 }
 
 #[test]
 fn builds_whose_every_webhook_was_lost_are_found_by_number() {
-    let mut s = Sim::seen(r#","max_gap_fill":3"#, &[(10, "success", 3, Delivered)]);
+    let mut s = seen(r#","max_gap_fill":3"#, &[(10, "success", 3, Delivered)]);
     assert_eq!(s.r.ledger().len(), 0);
     // Builds 11..=15 never reached us; 16 does. Only the 3 newest missing are looked up.
-    s.saw(16, "running", 2, Delivered);
+    s.live(16, "running", 2, Delivered);
     assert_eq!(s.r.counters().builds_gap_filled, 3);
-    s.run(
-        1500,
-        &mut |n| match n {
-            16 => ok(api_build(n, "running", 2)),
-            14 => ok(api_build(n, "declined", 4)),
-            _ => ok(api_build(n, "success", 4)),
-        },
-        &mut pipeline_ok,
-    );
-    let mut got: Vec<(u64, String)> = s.w.delivered.iter().map(|d| (d.0, d.1.clone())).collect();
+    s.answering(1500, &mut |n| match n {
+        16 => ok(api_build(n, "running", 2)),
+        14 => ok(api_build(n, "declined", 4)),
+        _ => ok(api_build(n, "success", 4)),
+    });
+    let mut got: Vec<(u64, String)> = s
+        .delivered
+        .iter()
+        .map(|d| (d.number, d.status.clone()))
+        .collect();
     got.sort();
     assert_eq!(
         got,
@@ -528,60 +418,53 @@ fn builds_whose_every_webhook_was_lost_are_found_by_number() {
         ]
     );
     // No gap below the first build ever seen, and none for consecutive numbers.
-    s.saw(17, "running", 2, Delivered);
+    s.live(17, "running", 2, Delivered);
     assert_eq!(s.r.counters().builds_gap_filled, 3);
 }
 
 #[test]
 fn a_snapshot_from_slower_settings_is_rescheduled_to_the_new_ones() {
     let slow = r#","stale_after_ms":600000,"max_poll_interval_ms":900000"#;
-    let mut old = Sim::new(config(slow));
+    let mut old = sim(slow);
     old.r.observe(obs(1, "running", 2, Delivered), old.now);
     let shards = old.r.take_dirty_shards();
-    let mut s = Sim::new(config(""));
+    let mut s = sim("");
     for (_, bytes) in &shards {
         assert!(s.r.load_shard(bytes, s.now));
     }
     s.run_steady(2000, "success", 3);
-    assert_eq!(
-        s.w.delivered.len(),
-        1,
-        "polled within the new stale_after_ms"
-    );
+    assert_eq!(s.delivered.len(), 1, "polled within the new stale_after_ms");
 }
 
 #[test]
 fn scanned_repositories_reveal_builds_that_never_sent_a_webhook() {
-    let mut s = Sim::new(config(
-        r#","scan_repos":["octocat/hello-world"],"scan_interval_ms":10000"#,
-    ));
-    let mut list = vec![(20u64, "success", 3u64)];
-    let mut scans = 0;
+    let mut s = sim(r#","scan_repos":["octocat/hello-world"],"scan_interval_ms":10000"#);
+    s.drone.list = vec![(20u64, "success", 3u64)];
+    let scans = |s: &Sim| {
+        s.drone
+            .calls_to(|p| p.starts_with("/api/repos/octocat/hello-world/builds?"))
+    };
     // First listing: the baseline (build 20 happened before we watched).
-    let run = |s: &mut Sim, ms: u64, list: &[(u64, &str, u64)], scans: &mut usize| {
-        let w = &mut s.w;
-        run_for(&mut s.r, &mut s.now, ms, &mut |_, call, _| {
-            let path = call.header(":path").unwrap();
-            if path.starts_with("/api/repos/octocat/hello-world/builds?") {
-                *scans += 1;
-                return Some(ok(build_list(list)));
-            }
-            let drone = &mut |n| {
-                let (_, st, v) = list.iter().find(|b| b.0 == n).unwrap();
-                ok(api_build(n, st, *v))
-            };
-            Some(w.answer(call, drone, &mut pipeline_ok))
+    let run = |s: &mut Sim, ms: u64| {
+        let list = s.drone.list.clone();
+        s.answering(ms, &mut |n| {
+            let (_, st, v) = list.iter().find(|b| b.0 == n).unwrap();
+            ok(api_build(n, st, *v))
         });
     };
-    run(&mut s, 2000, &list, &mut scans);
-    assert_eq!(scans, 1);
-    assert!(s.w.delivered.is_empty(), "the baseline delivers nothing");
+    run(&mut s, 2000);
+    assert_eq!(scans(&s), 1);
+    assert!(s.delivered.is_empty(), "the baseline delivers nothing");
     // Builds 21 and 22 run and finish; not one of their webhooks reaches us.
-    list.insert(0, (21, "failure", 3));
-    list.insert(0, (22, "declined", 2));
-    run(&mut s, 12_000, &list, &mut scans);
-    assert_eq!(scans, 2);
-    let mut got: Vec<(u64, String)> = s.w.delivered.iter().map(|d| (d.0, d.1.clone())).collect();
+    s.drone.list.insert(0, (21, "failure", 3));
+    s.drone.list.insert(0, (22, "declined", 2));
+    run(&mut s, 12_000);
+    assert_eq!(scans(&s), 2);
+    let mut got: Vec<(u64, String)> = s
+        .delivered
+        .iter()
+        .map(|d| (d.number, d.status.clone()))
+        .collect();
     got.sort();
     assert_eq!(got, vec![(21, "failure".into()), (22, "declined".into())]);
     assert_eq!(s.r.counters().builds_scan_found, 2);
@@ -590,11 +473,15 @@ fn scanned_repositories_reveal_builds_that_never_sent_a_webhook() {
 
 #[test]
 fn a_cancelled_build_is_watched_for_teardowns_rewrite() {
-    let mut s = Sim::build(8, &[("running", 2, Delivered), ("killed", 3, Delivered)]);
+    let mut s = build(8, &[("running", 2, Delivered), ("killed", 3, Delivered)]);
     assert_eq!(s.r.ledger().len(), 1, "kept a while");
     // Teardown rewrote it (killed v4) and that webhook was lost.
     s.run_steady(3000, "killed", 4);
-    let got: Vec<(&str, u64)> = s.w.delivered.iter().map(|d| (d.1.as_str(), d.2)).collect();
+    let got: Vec<(&str, u64)> = s
+        .delivered
+        .iter()
+        .map(|d| (d.status.as_str(), d.version))
+        .collect();
     assert_eq!(got, vec![("killed", 4)]);
     s.run_steady(60_000, "killed", 4);
     assert_eq!(
@@ -604,32 +491,29 @@ fn a_cancelled_build_is_watched_for_teardowns_rewrite() {
     );
     // Looks at 1, 2, 4, 8, 8 s... after the change until 16 s unchanged: about five.
     assert!(
-        (3..=8).contains(&s.w.drone_calls),
+        (3..=8).contains(&s.lookups()),
         "a handful of looks: {}",
-        s.w.drone_calls
+        s.lookups()
     );
 }
 
 #[test]
 fn watermarks_survive_a_leader_change() {
-    let mut s = Sim::build(1, &[("success", 3, Delivered)]);
+    let mut s = build(1, &[("success", 3, Delivered)]);
     let marks = s.r.take_watermarks().expect("changed");
     assert!(s.r.take_watermarks().is_none(), "only when changed");
-    let mut next = Sim::new(config(""));
+    let mut next = sim("");
     assert!(next.r.load_watermarks(&marks));
     // Build 2's only webhook was lost before the change; build 3 arrives after it.
     next.r.observe(obs(3, "pending", 1, Delivered), next.now);
-    next.run(
-        1500,
-        &mut |n| ok(api_build(n, if n == 2 { "declined" } else { "pending" }, 2)),
-        &mut pipeline_ok,
-    );
+    next.answering(1500, &mut |n| {
+        ok(api_build(n, if n == 2 { "declined" } else { "pending" }, 2))
+    });
     assert!(
-        next.w
-            .delivered
+        next.delivered
             .iter()
-            .any(|d| d.0 == 2 && d.1 == "declined"),
+            .any(|d| d.number == 2 && d.status == "declined"),
         "{:?}",
-        next.w.delivered
+        next.delivered
     );
 }

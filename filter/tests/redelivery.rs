@@ -5,15 +5,15 @@
 mod common;
 
 use common::*;
-use status_sync::core::model::DeliveryOutcome;
+use status_sync::core::model::DeliveryOutcome::{self, Delivered, NotDelivered};
+use status_sync::core::observation::Observation;
 use status_sync::core::reconciler::{OutgoingCall, Reconciler};
 
 /// A re-delivery the pipeline refused with 4xx is final: counted in `redeliveries_refused`, not
 /// retried while drone reports the same version; a newer version is still delivered.
 #[test]
 fn refused_redelivery_is_final_and_counted() {
-    let mut r = Reconciler::new(config(""), 1);
-    r.observe(obs(3, "running", 2, DeliveryOutcome::NotDelivered), T0);
+    let mut r = missed("", [3]);
     let lookup = tick_one(&mut r, T0);
     let deliver = one(r.on_response(lookup.id, ok(api_build(3, "running", 2)), T0));
     assert!(r.on_response(deliver.id, http(422), T0).is_empty());
@@ -44,7 +44,7 @@ fn refused_redelivery_is_final_and_counted() {
 fn pipeline_408_and_429_are_retried() {
     for status in [408, 429] {
         let mut r = Reconciler::new(config(""), 1);
-        r.observe(obs(3, "success", 3, DeliveryOutcome::NotDelivered), T0);
+        r.observe(obs(3, "success", 3, NotDelivered), T0);
         let (mut now, mut log) = (T0 - 100, Log::default());
         let mut answers = vec![status, 200].into_iter();
         drive(
@@ -66,12 +66,11 @@ fn pipeline_408_and_429_are_retried() {
 /// acknowledged never moves the settled version back (live settles).
 #[test]
 fn stale_ack_never_moves_the_settled_version_back() {
-    let mut r = Reconciler::new(config(""), 1);
-    r.observe(obs(9, "running", 2, DeliveryOutcome::NotDelivered), T0);
+    let mut r = missed("", [9]);
     let lookup = tick_one(&mut r, T0);
     let deliver = one(r.on_response(lookup.id, ok(api_build(9, "running", 3)), T0 + 10));
     assert_eq!(redelivered(&deliver).2, 3);
-    r.observe(obs(9, "running", 4, DeliveryOutcome::Delivered), T0 + 20);
+    r.observe(obs(9, "running", 4, Delivered), T0 + 20);
     assert!(r.on_response(deliver.id, http(200), T0 + 30).is_empty());
     assert_eq!(r.ledger().get(&key(9)).unwrap().settled_version(), 4);
     let (mut now, mut log) = (T0 + 30, Log::default());
@@ -88,13 +87,13 @@ fn stale_ack_never_moves_the_settled_version_back() {
 fn answer_held_for_a_repository_fetch_is_not_delivered_after_a_newer_live_webhook() {
     for live in [2, 3] {
         let mut r = Reconciler::new(config(""), 1);
-        let mut o = obs(2, "pending", 1, DeliveryOutcome::Delivered);
+        let mut o = obs(2, "pending", 1, Delivered);
         o.webhook_mut().repo_json = None;
         r.observe(o, T0);
         let lookup = tick_one(&mut r, T0 + 2000);
         let fetch = one(r.on_response(lookup.id, ok(api_build(2, "running", 2)), T0 + 2000));
         assert_eq!(looked_up(&fetch), None, "the repository");
-        let mut o = obs(2, "running", live, DeliveryOutcome::Delivered);
+        let mut o = obs(2, "running", live, Delivered);
         o.webhook_mut().repo_json = None;
         r.observe(o, T0 + 2010);
         let out = r.on_response(fetch.id, ok(REPO_JSON.as_bytes().to_vec()), T0 + 2020);
@@ -111,7 +110,7 @@ fn answer_held_for_a_repository_fetch_is_not_delivered_after_a_newer_live_webhoo
 #[test]
 fn no_redelivery_of_what_the_pipeline_took_while_the_repository_was_fetched() {
     let mut r = Reconciler::new(config(""), 1);
-    let mut o = obs(1, "running", 1, DeliveryOutcome::NotDelivered);
+    let mut o = obs(1, "running", 1, NotDelivered);
     o.webhook_mut().repo_json = None;
     r.observe(o, T0);
     let calls = r.tick(T0);
@@ -119,7 +118,7 @@ fn no_redelivery_of_what_the_pipeline_took_while_the_repository_was_fetched() {
     let fetch = r.on_response(lookup.id, ok(api_build(1, "running", 2)), T0);
     assert_eq!(fetch.len(), 1, "the repository first: {fetch:?}");
     assert!(is_repo_call(&fetch[0]));
-    let mut live = obs(1, "running", 2, DeliveryOutcome::Delivered);
+    let mut live = obs(1, "running", 2, Delivered);
     live.webhook_mut().repo_json = None;
     r.observe(live, T0 + 10);
     let out = r.on_response(fetch[0].id, ok(REPO_JSON.as_bytes().to_vec()), T0 + 20);
@@ -137,7 +136,7 @@ fn failed_redeliveries_are_logged_accepted_ones_not() {
     ] {
         let before = logged().len();
         let mut r = Reconciler::new(config(""), 1);
-        r.observe(obs(1, "running", 1, DeliveryOutcome::NotDelivered), T0);
+        r.observe(obs(1, "running", 1, NotDelivered), T0);
         let calls = r.tick(T0);
         let lookup = calls.iter().find(|c| looked_up(c) == Some(1)).unwrap();
         let out = r.on_response(lookup.id, ok(api_build(1, "running", 2)), T0);
@@ -157,13 +156,11 @@ fn failed_redeliveries_are_logged_accepted_ones_not() {
 #[test]
 fn an_accepted_redelivery_keeps_a_claim_above_it() {
     let mut r = Reconciler::new(config(""), 1);
-    r.observe(obs(1, "running", 1, DeliveryOutcome::NotDelivered), T0);
+    r.observe(obs(1, "running", 1, NotDelivered), T0);
     let calls = r.tick(T0);
     let lookup = calls.iter().find(|c| looked_up(c) == Some(1)).unwrap();
     let out = r.on_response(lookup.id, ok(api_build(1, "running", 2)), T0);
-    let mut claim = obs(1, "running", 3, DeliveryOutcome::Delivered);
-    claim.set_verified(false);
-    r.observe(claim, T0);
+    r.observe(hint(1, "running", 3, Delivered), T0);
     r.on_response(out[0].id, http(200), T0);
     let out = answer_when_due(&mut r, 1, ok(api_build(1, "running", 3)));
     assert!(out.is_empty(), "the pipeline has v3: {out:?}");
@@ -175,7 +172,7 @@ fn an_accepted_redelivery_keeps_a_claim_above_it() {
 #[test]
 fn a_redelivery_without_a_body_is_never_sent() {
     let mut r = Reconciler::new(config(""), 1);
-    let mut o = obs(1, "running", 1, DeliveryOutcome::NotDelivered);
+    let mut o = obs(1, "running", 1, NotDelivered);
     o.webhook_mut().system_json = Some("[]".into());
     r.observe(o, T0);
     let (mut now, mut log) = (T0, Log::default());
@@ -196,31 +193,39 @@ fn a_redelivery_without_a_body_is_never_sent() {
     assert!(sent.iter().all(|b| !b.is_empty()), "an empty body was sent");
 }
 
-/// redeliver.rs (on_repo): drone answered v1 of a build only a hint named, and the repository
-/// `repo` object had to be fetched first; meanwhile the pipeline took v2 from an unverified
-/// webhook. The older state is not delivered on the fetch's answer: drone is asked again
-/// first (found by `reconciler_props`: "re-delivery of 2 v1 after the pipeline had v2").
-#[test]
-fn a_claim_arriving_during_the_repository_fetch_defers_the_older_redelivery() {
+/// Build 2 at (`status`, `version`) from a hint without its `repo` and `system` objects.
+fn bare_hint(status: &str, version: u64, outcome: DeliveryOutcome) -> Observation {
+    let mut o = hint(2, status, version, outcome);
+    o.webhook_mut().repo_json = None;
+    o.webhook_mut().system_json = None;
+    o
+}
+
+/// Evidence names the repository (without its `repo` object, so none is at hand) and a hint
+/// build 2 pending (v1); ticks until drone is asked about build 2, nothing delivered before:
+/// the reconciler, the time and the lookup.
+fn hinted_build_looked_up() -> (Reconciler, u64, OutgoingCall) {
     let mut r = Reconciler::new(config(""), 1);
-    let hint = |status: &str, version: u64, outcome| {
-        let mut o = obs(2, status, version, outcome);
-        o.set_verified(false);
-        o.webhook_mut().repo_json = None;
-        o.webhook_mut().system_json = None;
-        o
-    };
-    // Evidence names the repository (without its `repo` object, so none is at hand).
-    let mut named = obs(1, "success", 3, DeliveryOutcome::Delivered);
+    let mut named = obs(1, "success", 3, Delivered);
     named.webhook_mut().repo_json = None;
     r.observe(named, T0);
-    r.observe(hint("pending", 1, DeliveryOutcome::NotDelivered), T0);
+    r.observe(bare_hint("pending", 1, NotDelivered), T0);
     let mut now = T0;
     let lookup = |c: &OutgoingCall| looked_up(c) == Some(2);
     let call = tick_until(&mut r, &mut now, &lookup, &mut |_, c, _| {
         assert!(is_drone(c), "nothing delivered before drone's answer");
         Some(ok(REPO_JSON.into()))
     });
+    (r, now, call)
+}
+
+/// redeliver.rs (on_repo): drone answered v1 of a build only a hint named, and the repository
+/// `repo` object had to be fetched first; meanwhile the pipeline took v2 from an unverified
+/// webhook. The older state is not delivered on the fetch's answer: drone is asked again
+/// first (found by `reconciler_props`: "re-delivery of 2 v1 after the pipeline had v2").
+#[test]
+fn a_claim_arriving_during_the_repository_fetch_defers_the_older_redelivery() {
+    let (mut r, mut now, call) = hinted_build_looked_up();
     // The repository fetch the re-delivery of v1 waits for.
     let held = r.on_response(call.id, ok(api_build(2, "pending", 1)), now);
     assert_eq!(held.len(), 1, "a repository fetch follows drone's answer");
@@ -228,7 +233,7 @@ fn a_claim_arriving_during_the_repository_fetch_defers_the_older_redelivery() {
         is_drone(&held[0]) && looked_up(&held[0]).is_none(),
         "{held:?}"
     );
-    r.observe(hint("success", 2, DeliveryOutcome::Delivered), now);
+    r.observe(bare_hint("success", 2, Delivered), now);
     let after = r.on_response(held[0].id, ok(REPO_JSON.into()), now);
     assert!(
         after.iter().all(is_drone),
@@ -251,24 +256,10 @@ fn a_claim_arriving_during_the_repository_fetch_defers_the_older_redelivery() {
 /// goes out on the fetch's answer.
 #[test]
 fn a_claim_at_drones_own_version_during_the_repository_fetch_does_not_defer_the_redelivery() {
-    let mut r = Reconciler::new(config(""), 1);
-    let mut hint = obs(2, "pending", 1, DeliveryOutcome::NotDelivered);
-    hint.set_verified(false);
-    hint.webhook_mut().repo_json = None;
-    hint.webhook_mut().system_json = None;
-    let mut named = obs(1, "success", 3, DeliveryOutcome::Delivered);
-    named.webhook_mut().repo_json = None;
-    r.observe(named, T0);
-    r.observe(hint, T0);
-    let mut now = T0;
-    let lookup = |c: &OutgoingCall| looked_up(c) == Some(2);
-    let call = tick_until(&mut r, &mut now, &lookup, &mut |_, _, _| {
-        Some(ok(REPO_JSON.into()))
-    });
+    let (mut r, now, call) = hinted_build_looked_up();
     let held = r.on_response(call.id, ok(api_build(2, "running", 2)), now);
     assert_eq!(held.len(), 1, "a repository fetch follows drone's answer");
-    let mut claim = obs(2, "running", 2, DeliveryOutcome::Delivered);
-    claim.set_verified(false);
+    let mut claim = hint(2, "running", 2, Delivered);
     claim.webhook_mut().repo_json = None;
     r.observe(claim, now);
     let after = r.on_response(held[0].id, ok(REPO_JSON.into()), now);
@@ -285,7 +276,7 @@ fn a_claim_at_drones_own_version_during_the_repository_fetch_does_not_defer_the_
 #[test]
 fn repository_answer_must_be_the_repository_asked_for() {
     let mut r = Reconciler::new(config(""), 1);
-    let mut o = obs(2, "running", 2, DeliveryOutcome::NotDelivered);
+    let mut o = obs(2, "running", 2, NotDelivered);
     o.webhook_mut().repo_json = None;
     r.observe(o, T0);
     let lookup = r.tick(T0).remove(0);
@@ -327,7 +318,7 @@ fn repository_answer_must_be_the_repository_asked_for() {
 fn a_held_redelivery_gets_its_whole_deadline_from_when_it_leaves() {
     let cfg = config(r#","call_timeout_ms":1000"#);
     let mut r = Reconciler::new(cfg, 1);
-    r.observe(obs(3, "success", 3, DeliveryOutcome::NotDelivered), T0);
+    r.observe(obs(3, "success", 3, NotDelivered), T0);
     let lookup = tick_one(&mut r, T0);
     let deliver = one(r.on_response(lookup.id, ok(api_build(3, "success", 3)), T0));
     // Held 1.5 s, then sent: the deadline (2 × call_timeout_ms) runs from the send.

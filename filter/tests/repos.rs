@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use status_sync::core::model::DeliveryOutcome;
+use status_sync::core::model::DeliveryOutcome::{Delivered, NotDelivered};
 use status_sync::core::reconciler::Reconciler;
 use status_sync::core::snapshot::{self};
 
@@ -36,7 +36,7 @@ fn repository_cache_holds_max_repos() {
     let mut r = Reconciler::new(config(r#","max_repos":2,"max_inflight_calls":1"#), 1);
     for (id, number) in [(42u64, 1u64), (43, 1)] {
         // Drone's names are unique: 43 is octocat/repo-43.
-        let mut o = obs(number, "running", 2, DeliveryOutcome::NotDelivered);
+        let mut o = obs(number, "running", 2, NotDelivered);
         o.webhook_mut().repo.id = id;
         if id != REPO_ID {
             o.webhook_mut().repo.name = format!("repo-{id}");
@@ -63,12 +63,12 @@ fn repository_cache_holds_max_repos() {
         r.on_response(follow[0].id, http(200), T0 + i);
     }
     // A third repository evicts the first one's JSON.
-    let mut o = obs(1, "running", 2, DeliveryOutcome::Delivered);
+    let mut o = obs(1, "running", 2, Delivered);
     o.webhook_mut().repo.id = 44;
     o.webhook_mut().repo.name = "repo-44".into();
     o.webhook_mut().repo_json = Some(REPO_JSON.replace("\"id\":42", "\"id\":44"));
     r.observe(o, T0 + 10);
-    let mut o = obs(1, "running", 3, DeliveryOutcome::NotDelivered);
+    let mut o = obs(1, "running", 3, NotDelivered);
     o.webhook_mut().repo_json = None;
     r.observe(o, T0 + 20);
     let calls = r.tick(T0 + 20);
@@ -87,9 +87,8 @@ fn repository_cache_holds_max_repos() {
 #[test]
 fn renamed_repository_is_looked_up_under_its_new_name() {
     for (namespace, name) in [("octocat", "renamed"), ("new-owner", "hello-world")] {
-        let mut r = Reconciler::new(config(""), 1);
-        r.observe(obs(1, "running", 2, DeliveryOutcome::Delivered), T0);
-        let mut o = obs(2, "running", 2, DeliveryOutcome::NotDelivered);
+        let mut r = seen_live("", &[(1, "running", 2)]);
+        let mut o = obs(2, "running", 2, NotDelivered);
         o.webhook_mut().repo.namespace = namespace.into();
         o.webhook_mut().repo.name = name.into();
         r.observe(o, T0);
@@ -110,7 +109,7 @@ fn renamed_repository_is_looked_up_under_its_new_name() {
 fn repository_identities_are_bounded() {
     let mut r = Reconciler::new(config(r#","max_repos":10"#), 1);
     let of = |id: u64, verified: bool| {
-        let mut o = obs(id, "success", 3, DeliveryOutcome::Delivered);
+        let mut o = obs(id, "success", 3, Delivered);
         o.webhook_mut().repo.id = id;
         o.webhook_mut().repo.name = format!("repo-{id}");
         o.webhook_mut().repo_json = None;
@@ -143,7 +142,7 @@ fn repository_identities_are_bounded() {
 fn repository_identities_are_counted_once_per_kind() {
     let mut r = Reconciler::new(config(r#","max_repos":2"#), 1);
     let of = |id: u64, verified: bool| {
-        let mut o = obs(1, "success", 3, DeliveryOutcome::Delivered);
+        let mut o = obs(1, "success", 3, Delivered);
         o.webhook_mut().repo.id = id;
         o.webhook_mut().repo.name = format!("repo-{id}");
         o.webhook_mut().repo_json = None;

@@ -5,7 +5,7 @@
 mod common;
 
 use common::{answer_all, api_build as api_body, config, http, is_drone, obs, ok};
-use status_sync::core::model::DeliveryOutcome;
+use status_sync::core::model::DeliveryOutcome::{Delivered, NotDelivered};
 use status_sync::core::reconciler::{CallResult, Reconciler};
 
 fn reconciler(extra: &str) -> Reconciler {
@@ -51,7 +51,7 @@ fn a_transition_the_pipeline_failed_ages_until_redelivered() {
     let mut r = reconciler("");
     let mut now = 1_000_000;
     // The pipeline answered 503 to the final webhook while drone's API is down.
-    r.observe(obs(7, "success", 3, DeliveryOutcome::NotDelivered), now);
+    r.observe(obs(7, "success", 3, NotDelivered), now);
     let ages = run(&mut r, &mut now, 20_000, &down, 503);
     assert!(ages.windows(2).all(|w| w[0] <= w[1]), "{ages:?}");
     assert_eq!(ages.last(), Some(&20), "{ages:?}");
@@ -74,7 +74,7 @@ fn a_lost_webhook_is_missing_from_when_drone_shows_it() {
     let mut r = reconciler("");
     let mut now = 1_000_000;
     // The pipeline has running v2; drone's success v3 webhook was lost.
-    r.observe(obs(8, "running", 2, DeliveryOutcome::Delivered), now);
+    r.observe(obs(8, "running", 2, Delivered), now);
     let success = || api_build(8, "success", 3);
     run(&mut r, &mut now, 10_000, &success, 200);
     assert_eq!(r.counters().transitions_lost, 1);
@@ -88,7 +88,7 @@ fn a_lost_webhook_is_missing_from_when_drone_shows_it() {
 fn a_build_given_up_leaves_the_gauge() {
     let mut r = reconciler(r#","max_build_age_ms":60000"#);
     let mut now = 1_000_000;
-    r.observe(obs(9, "success", 3, DeliveryOutcome::NotDelivered), now);
+    r.observe(obs(9, "success", 3, NotDelivered), now);
     let ages = run(&mut r, &mut now, 30_000, &down, 503);
     assert!(ages.last().is_some_and(|a| *a >= 29), "{ages:?}");
     // Past max_build_age_ms the build is given up (and counted there): the gauge returns

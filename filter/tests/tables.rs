@@ -14,31 +14,9 @@
 
 use status_sync::core::config::{Spec, Unit, KEYS};
 use status_sync::core::metrics::{self, Kind, METRICS};
-use std::path::PathBuf;
+mod common;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(PathBuf::from)
-        .unwrap_or_default()
-}
-
-fn read(rel: &str) -> String {
-    let path = root().join(rel);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-/// Every markdown file of `docs/`, as paths from the repository's root, sorted.
-fn docs_files() -> Vec<String> {
-    let mut out: Vec<String> = std::fs::read_dir(root().join("docs"))
-        .expect("docs/")
-        .map(|e| e.expect("dir entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "md"))
-        .map(|p| format!("docs/{}", p.file_name().unwrap().to_string_lossy()))
-        .collect();
-    out.sort();
-    out
-}
+use common::repo::{docs_files, files_in, read, root, rust_files};
 
 /// A table cell: `|` would end it.
 fn cell(s: &str) -> String {
@@ -247,23 +225,7 @@ fn the_operators_material_names_only_metrics_we_define() {
         .collect::<Vec<_>>();
     files.extend(docs_files());
     assert!(files.iter().any(|f| f == "docs/runbook.md"), "{files:?}");
-    let mut monitoring: Vec<String> = std::fs::read_dir(root().join("envoy/monitoring"))
-        .expect("envoy/monitoring")
-        .map(|e| e.expect("dir entry").path())
-        .filter(|p| {
-            matches!(
-                p.extension().and_then(|e| e.to_str()),
-                Some("yaml" | "json")
-            )
-        })
-        .map(|p| {
-            format!(
-                "envoy/monitoring/{}",
-                p.file_name().unwrap().to_string_lossy()
-            )
-        })
-        .collect();
-    monitoring.sort();
+    let monitoring = files_in("envoy/monitoring", &["yaml", "json"]);
     assert!(monitoring.len() >= 3, "{monitoring:?}");
     files.extend(monitoring);
     let mut used = std::collections::BTreeSet::new();
@@ -390,24 +352,8 @@ fn written_by(text: &str, source_line: &str) -> bool {
 }
 
 fn filter_sources() -> String {
-    fn walk(dir: &std::path::Path, out: &mut String) {
-        let mut entries: Vec<_> = std::fs::read_dir(dir)
-            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-            .map(|e| e.expect("dir entry").path())
-            .collect();
-        entries.sort();
-        for p in entries {
-            if p.is_dir() {
-                walk(&p, out);
-            } else if p.extension().is_some_and(|e| e == "rs") {
-                out.push_str(&std::fs::read_to_string(&p).expect("read source"));
-                out.push('\n');
-            }
-        }
-    }
-    let mut out = String::new();
-    walk(&root().join("filter/src"), &mut out);
-    out
+    let files = rust_files(&root().join("filter/src")).into_iter();
+    files.map(|(_, text)| text + "\n").collect()
 }
 
 #[test]

@@ -49,6 +49,14 @@ impl Rig {
         Rig { cfg, host, turn }
     }
 
+    /// [`Rig::leading_with`] `extra`, build 1 running (v2) and looked up: the lookup's token.
+    fn looking_up(extra: &str) -> (Rig, u32) {
+        let mut rig = Rig::leading_with(extra);
+        rig.live("running", 2);
+        let token = rig.tick_until_lookup();
+        (rig, token)
+    }
+
     /// A signed webhook for build 1 the pipeline took, as a worker queues it.
     fn live(&mut self, status: &str, version: u64) {
         self.live_build(1, status, version);
@@ -81,10 +89,15 @@ impl Rig {
     /// The host hands the leader the answer to `token`: `status` with `body`.
     fn answer(&mut self, token: u32, status: u16, body: Vec<u8>) {
         let size = body.len();
-        self.host.answer = Some((Some(status), body));
-        self.turn
-            .on_call_answer(&mut self.host, &self.cfg, token, 1, size);
+        self.hand(token, Some(status), body, (1, size));
         self.host.answer = None;
+    }
+
+    /// The host hands the leader an answer to `token` of `sizes` (headers, body bytes).
+    fn hand(&mut self, token: u32, status: Option<u16>, body: Vec<u8>, sizes: (usize, usize)) {
+        self.host.answer = Some((status, body));
+        let (host, cfg) = (&mut self.host, &self.cfg);
+        self.turn.on_call_answer(host, cfg, token, sizes.0, sizes.1);
     }
 
     /// Every counter and gauge the reconciler keeps reads the same in the host's metrics:
@@ -170,14 +183,11 @@ fn a_call_the_host_refuses_is_counted_failed_at_once_and_retried_later() {
 
 #[test]
 fn an_answer_to_a_call_this_leader_did_not_make_is_ignored_unread() {
-    let mut rig = Rig::leading();
-    rig.live("running", 2);
-    let token = rig.tick_until_lookup();
+    let (mut rig, token) = Rig::looking_up("");
     let awaited = rig.turn.leader().unwrap().host.tokens();
     rig.live("success", 3);
-    rig.host.answer = Some((Some(200), api_build(1, "failure", 9)));
-    rig.turn
-        .on_call_answer(&mut rig.host, &rig.cfg, token.wrapping_add(1000), 1, 10);
+    let stranger = token.wrapping_add(1000);
+    rig.hand(stranger, Some(200), api_build(1, "failure", 9), (1, 10));
     assert_eq!(rig.host.answer_reads.get(), 0, "the answer was not read");
     assert_eq!(rig.host.store.queued(), 1, "nothing was drained");
     assert!(rig.host.dispatched.is_empty());
@@ -201,9 +211,7 @@ fn an_answer_to_a_call_this_leader_did_not_make_is_ignored_unread() {
 /// pipeline's 2xx for its re-delivery: the figure the SLO panel shows users.
 #[test]
 fn the_recovery_delay_runs_from_the_answer_that_showed_the_gap_to_the_pipelines_2xx() {
-    let mut rig = Rig::leading();
-    rig.live("running", 2);
-    let token = rig.tick_until_lookup();
+    let (mut rig, token) = Rig::looking_up("");
     rig.answer(token, 200, api_build(1, "success", 3));
     let (token, call) = rig.host.take_dispatched().into_iter().next().unwrap();
     assert_eq!(call.cluster, "pipeline");
@@ -214,9 +222,7 @@ fn the_recovery_delay_runs_from_the_answer_that_showed_the_gap_to_the_pipelines_
 
 #[test]
 fn the_snapshot_written_after_an_answer_holds_what_the_answer_did() {
-    let mut rig = Rig::leading();
-    rig.live("running", 2);
-    let token = rig.tick_until_lookup();
+    let (mut rig, token) = Rig::looking_up("");
     // Drone says the build succeeded; the pipeline never heard: a re-delivery, answered 200.
     rig.answer(token, 200, api_build(1, "success", 3));
     let (token, call) = rig.host.take_dispatched().into_iter().next().unwrap();
@@ -245,22 +251,17 @@ fn an_answer_without_headers_or_over_max_body_bytes_fails_the_call_unread() {
     rig.live("running", 2);
     // Reset before any header: nothing is read.
     let token = rig.tick_until_lookup();
-    rig.host.answer = Some((Some(200), api_build(1, "success", 3)));
-    rig.turn
-        .on_call_answer(&mut rig.host, &rig.cfg, token, 0, 100);
+    rig.hand(token, Some(200), api_build(1, "success", 3), (0, 100));
     assert_eq!(rig.host.answer_reads.get(), 0);
     assert_eq!(rig.host.metric(Id::DronePollsFailed), 1);
     // A body larger than max_body_bytes: its status is read, its body never.
     let token = rig.tick_until_lookup();
-    rig.turn
-        .on_call_answer(&mut rig.host, &rig.cfg, token, 1, 1025);
+    rig.hand(token, Some(200), api_build(1, "success", 3), (1, 1025));
     assert_eq!(rig.host.answer_reads.get(), 1);
     assert_eq!(rig.host.metric(Id::DronePollsFailed), 2);
     // No readable status: failed.
     let token = rig.tick_until_lookup();
-    rig.host.answer = Some((None, api_build(1, "success", 3)));
-    rig.turn
-        .on_call_answer(&mut rig.host, &rig.cfg, token, 1, 100);
+    rig.hand(token, None, api_build(1, "success", 3), (1, 100));
     assert_eq!(rig.host.metric(Id::DronePollsFailed), 3);
     // Within the limit, the same answer is taken: the build is re-delivered.
     let token = rig.tick_until_lookup();
@@ -291,9 +292,7 @@ fn tokens_of_calls_the_host_never_answers_are_forgotten() {
 
 #[test]
 fn an_answer_of_exactly_max_body_bytes_is_read_and_taken() {
-    let mut rig = Rig::leading_with(r#","max_body_bytes":1024"#);
-    rig.live("running", 2);
-    let token = rig.tick_until_lookup();
+    let (mut rig, token) = Rig::looking_up(r#","max_body_bytes":1024"#);
     // Drone's answer padded (JSON allows trailing white space) to the limit itself.
     let mut body = api_build(1, "success", 3);
     body.resize(1024, b' ');
@@ -340,14 +339,10 @@ fn after_every_tick_the_token_map_holds_only_calls_in_flight() {
 /// it made are ignored, unread.
 #[test]
 fn a_turn_that_leaves_stops_leading_at_once() {
-    let mut rig = Rig::leading();
-    rig.live("running", 2);
-    let token = rig.tick_until_lookup();
+    let (mut rig, token) = Rig::looking_up("");
     rig.turn.leave();
     assert!(rig.turn.leader().is_none());
-    rig.host.answer = Some((Some(200), api_build(1, "success", 3)));
-    rig.turn
-        .on_call_answer(&mut rig.host, &rig.cfg, token, 1, 10);
+    rig.hand(token, Some(200), api_build(1, "success", 3), (1, 10));
     assert_eq!(rig.host.answer_reads.get(), 0);
 }
 
@@ -355,9 +350,7 @@ fn a_turn_that_leaves_stops_leading_at_once() {
 /// by the next tick: its late answer is ignored, unread, like another leader's.
 #[test]
 fn a_late_answer_to_a_call_the_leader_gave_up_on_is_ignored_unread() {
-    let mut rig = Rig::leading_with(r#","call_timeout_ms":100"#);
-    rig.live("running", 2);
-    let token = rig.tick_until_lookup();
+    let (mut rig, token) = Rig::looking_up(r#","call_timeout_ms":100"#);
     // Twice call_timeout_ms is under a second: the call is given up on after one.
     let asked = rig.host.now_ms;
     while rig.host.now_ms <= asked + 1000 {
@@ -365,9 +358,7 @@ fn a_late_answer_to_a_call_the_leader_gave_up_on_is_ignored_unread() {
     }
     assert!(rig.host.metric(Id::CallsExpired) > 0);
     rig.live("success", 3);
-    rig.host.answer = Some((Some(200), api_build(1, "failure", 9)));
-    rig.turn
-        .on_call_answer(&mut rig.host, &rig.cfg, token, 1, 10);
+    rig.hand(token, Some(200), api_build(1, "failure", 9), (1, 10));
     assert_eq!(rig.host.answer_reads.get(), 0, "the answer was not read");
     assert_eq!(rig.host.store.queued(), 1, "nothing was drained");
 }

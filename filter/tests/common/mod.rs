@@ -14,6 +14,7 @@
     clippy::panic
 )]
 
+pub mod repo;
 pub mod world;
 
 use status_sync::core::config::Config;
@@ -40,26 +41,23 @@ pub fn config(extra: &str) -> Config {
     Config::parse(json.as_bytes(), &|_| None).unwrap()
 }
 
+/// Drone's webhook of build `number` of the tests' repository ([`REPO_ID`], its object
+/// [`REPO_JSON`]) at (`status`, `version`).
 pub fn hook(number: u64, status: &str, version: u64) -> ParsedWebhook {
-    ParsedWebhook {
-        repo: RepoRef {
-            id: REPO_ID,
-            namespace: "octocat".into(),
-            name: "hello-world".into(),
-        },
-        number,
-        status: BuildStatus::parse(status),
-        version,
-        action: "updated".into(),
-        repo_json: Some(REPO_JSON.into()),
-        system_json: Some(r#"{"proto":"https","host":"drone.example.com"}"#.into()),
-    }
+    let mut h = world::hook_of(REPO_ID, number, status, version);
+    h.repo_json = Some(REPO_JSON.into());
+    h
 }
 
 /// A live webhook that passed the filter (signed by drone where that distinction exists), and
 /// how the pipeline answered it.
 pub fn obs(number: u64, status: &str, version: u64, outcome: DeliveryOutcome) -> Observation {
     Observation::for_tests(hook(number, status, version), outcome, true)
+}
+
+/// [`obs`], but unverified: a hint (an unsigned webhook, or any in `signature_mode` off).
+pub fn hint(number: u64, status: &str, version: u64, outcome: DeliveryOutcome) -> Observation {
+    Observation::for_tests(hook(number, status, version), outcome, false)
 }
 
 /// `entry` with the pipeline holding `version` in `status`, settled the one way there is: the
@@ -93,6 +91,16 @@ pub fn seen_live(
             obs(*number, status, *version, DeliveryOutcome::Delivered),
             T0,
         );
+    }
+    r
+}
+
+/// A reconciler configured with `extra` that saw builds `numbers` pass live at [`T0`], running
+/// (v2), each missed by the pipeline.
+pub fn missed(extra: &str, numbers: impl IntoIterator<Item = u64>) -> Reconciler {
+    let mut r = Reconciler::new(config(extra), 1);
+    for n in numbers {
+        r.observe(obs(n, "running", 2, DeliveryOutcome::NotDelivered), T0);
     }
     r
 }
@@ -408,14 +416,17 @@ pub fn logged() -> Vec<String> {
     LINES.with(|l| l.borrow().clone())
 }
 
+/// The log lines of this thread since the `before`th that `wanted` picks (see [`logged`]).
+pub fn logged_since(before: usize, wanted: &dyn Fn(&str) -> bool) -> Vec<String> {
+    let lines = logged().split_off(before);
+    lines.into_iter().filter(|l| wanted(l)).collect()
+}
+
 // Helpers of more than one subject file.
 
 /// Build `number` of the tests' repository ([`REPO_ID`]).
 pub fn key(number: u64) -> BuildKey {
-    BuildKey {
-        repo_id: REPO_ID,
-        number,
-    }
+    world::key_of(REPO_ID, number)
 }
 
 /// The pipeline takes a re-delivery.

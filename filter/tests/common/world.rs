@@ -1,5 +1,5 @@
-//! A small drone and pipeline around one reconciler, for the scenarios of `hints.rs` and
-//! `trust.rs`: drone holds repositories (`octocat/hello-world` is 42, `octocat/repo-<id>` any
+//! A small drone and pipeline around one reconciler, for the scenarios of `hints.rs`,
+//! `trust.rs` and `reconciler.rs`: drone holds repositories (`octocat/hello-world` is 42, `octocat/repo-<id>` any
 //! other id) and builds, and answers like drone 2.25 does (404 for unknown repositories and
 //! builds, 400 for a build number that is not an int64, 501 for the list of incomplete builds
 //! in its OSS build); the pipeline takes every re-delivery, and each is recorded.
@@ -93,6 +93,9 @@ pub struct Drone {
     pub open_updated: u64,
     /// The path of every call, in order.
     pub calls: Vec<String>,
+    /// `octocat/hello-world`'s list of builds (`GET .../builds?...`), newest first: (number,
+    /// status, version) each.
+    pub list: Vec<(u64, &'static str, u64)>,
 }
 
 impl Drone {
@@ -127,7 +130,17 @@ impl Drone {
     }
 
     pub fn answer(&mut self, call: &OutgoingCall) -> CallResult {
+        self.answer_with(call, &mut |_, _| None)
+    }
+
+    /// [`Drone::answer`], a build lookup answered by `builds(repo id, number)` where it says.
+    pub fn answer_with(
+        &mut self,
+        call: &OutgoingCall,
+        builds: &mut dyn FnMut(u64, u64) -> Option<CallResult>,
+    ) -> CallResult {
         let path = call.header(":path").unwrap().to_string();
+        assert_eq!(call.header(":method"), Some("GET"));
         if let Some(token) = self.token {
             let bearer = format!("Bearer {token}");
             assert_eq!(call.header("authorization"), Some(bearer.as_str()));
@@ -143,6 +156,12 @@ impl Drone {
         let not_found = super::not_found();
         let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         match parts.as_slice() {
+            ["api", "repos", "octocat", "hello-world", list] if list.starts_with("builds?") => {
+                CallResult::Response {
+                    status: 200,
+                    body: super::build_list(&self.list),
+                }
+            }
             ["api", "repos", ns, name] => match id_of(ns, name) {
                 Some(id) => status(200, &repo_json_of(id, self.counter(id))),
                 None => not_found,
@@ -177,6 +196,9 @@ impl Drone {
                     return status(400, r#"{"message":"strconv.ParseInt: invalid syntax"}"#);
                 };
                 let n = n as u64;
+                if let Some(answer) = builds(id, n) {
+                    return answer;
+                }
                 let Some(b) = self.builds.get(&(id, n)) else {
                     return super::no_rows();
                 };
@@ -219,6 +241,16 @@ impl Drone {
     }
 }
 
+/// Drone answers a lookup (of `octocat/hello-world`'s builds only) with `drone(number)`.
+pub fn lookup(
+    drone: &mut dyn FnMut(u64) -> CallResult,
+) -> impl FnMut(u64, u64) -> Option<CallResult> + '_ {
+    |id, number| {
+        assert_eq!(id, super::REPO_ID);
+        Some(drone(number))
+    }
+}
+
 /// A delivery the pipeline received from the reconciler.
 #[derive(Debug, Clone)]
 pub struct Delivery {
@@ -228,6 +260,8 @@ pub struct Delivery {
     pub version: u64,
     pub body: String,
     pub signed: bool,
+    /// Its `webhook-id`.
+    pub id: String,
 }
 
 /// The reconciler (seed 7), drone, and what the pipeline received.
@@ -267,6 +301,11 @@ impl Sim {
         self.observe(Observation::for_tests(h, outcome, verified));
     }
 
+    /// Webhook `h` passed the filter now unverified (a hint); the pipeline answered `outcome`.
+    pub fn unsigned(&mut self, h: ParsedWebhook, outcome: DeliveryOutcome) {
+        self.saw(h, outcome, false);
+    }
+
     pub fn observe(&mut self, o: Observation) {
         self.r.observe(o, self.now);
     }
@@ -274,14 +313,72 @@ impl Sim {
     /// Ticks every 100 ms for `ms`, drone and the pipeline answering at once (unless
     /// [`Sim::silent`]).
     pub fn run(&mut self, ms: u64) {
+        self.run_with(ms, &mut |_, _| None, &mut |_| super::http(200));
+    }
+
+    /// [`Sim::run`], build lookups answered by `builds(repo id, number)` where it says, the pipeline
+    /// by `pipeline(now)`.
+    pub fn run_with(
+        &mut self,
+        ms: u64,
+        builds: &mut dyn FnMut(u64, u64) -> Option<CallResult>,
+        pipeline: &mut dyn FnMut(u64) -> CallResult,
+    ) {
         let (drone, delivered, silent) = (&mut self.drone, &mut self.delivered, self.silent);
-        run_for(&mut self.r, &mut self.now, ms, &mut |_, call, _| {
-            if silent {
-                return None;
-            }
-            if call.cluster == "drone" {
-                return Some(drone.answer(call));
-            }
+        run_for(&mut self.r, &mut self.now, ms, &mut |_, call, at| {
+            (!silent).then(|| Sim::answer(drone, delivered, call, at, builds, pipeline))
+        });
+    }
+
+    /// Build `number` of `octocat/hello-world` at (`status`, `version`) passed live now,
+    /// verified; the pipeline answered `outcome`.
+    pub fn live(&mut self, number: u64, status: &str, version: u64, outcome: DeliveryOutcome) {
+        self.observe(super::obs(number, status, version, outcome));
+    }
+
+    /// Runs ticks for `ms`, drone answering every lookup with `drone(number)` (see [`lookup`]),
+    /// the pipeline taking every re-delivery.
+    pub fn answering(&mut self, ms: u64, drone: &mut dyn FnMut(u64) -> CallResult) {
+        self.run_with(ms, &mut lookup(drone), &mut |_| super::http(200));
+    }
+
+    /// [`Sim::answering`] with drone at (`status`, `version`) for every build.
+    pub fn run_steady(&mut self, ms: u64, status: &str, version: u64) {
+        self.answering(ms, &mut |n| super::ok(super::api_build(n, status, version)));
+    }
+
+    /// Runs ticks for `ms`, drone not to be asked (`why` not).
+    pub fn run_unasked(&mut self, ms: u64, why: &str) {
+        self.answering(ms, &mut |_| panic!("{why}"));
+    }
+
+    /// How many builds drone was asked about.
+    pub fn lookups(&self) -> usize {
+        self.drone.build_calls().len()
+    }
+
+    /// Drone (see [`Drone::answer_with`]) or the pipeline answers `call` at `at`; what the
+    /// pipeline took (2xx) is recorded in `delivered`.
+    pub fn answer(
+        drone: &mut Drone,
+        delivered: &mut Vec<Delivery>,
+        call: &OutgoingCall,
+        at: u64,
+        builds: &mut dyn FnMut(u64, u64) -> Option<CallResult>,
+        pipeline: &mut dyn FnMut(u64) -> CallResult,
+    ) -> CallResult {
+        if call.cluster == "drone" {
+            return drone.answer_with(call, builds);
+        }
+        assert_eq!(call.cluster, "pipeline");
+        assert_eq!(call.header(":method"), Some("POST"));
+        assert_eq!(call.header(":path"), Some("/hook"));
+        assert_eq!(call.header("x-drone-event"), Some("build"));
+        let answer = pipeline(at);
+        if let CallResult::Response {
+            status: 200..=299, ..
+        } = answer
+        {
             let v: serde_json::Value = serde_json::from_slice(&call.body).unwrap();
             delivered.push(Delivery {
                 repo: v["repo"]["id"].as_u64().unwrap(),
@@ -290,12 +387,10 @@ impl Sim {
                 version: v["build"]["version"].as_u64().unwrap(),
                 body: String::from_utf8(call.body.clone()).unwrap(),
                 signed: call.header("signature").is_some(),
+                id: call.header("webhook-id").unwrap().into(),
             });
-            Some(CallResult::Response {
-                status: 200,
-                body: vec![],
-            })
-        });
+        }
+        answer
     }
 
     /// Advances `ms` and ticks once: the one call the reconciler makes.
