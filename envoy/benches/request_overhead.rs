@@ -211,6 +211,8 @@ fn main() -> Result<()> {
         Variant::C => (port_a, "/other"),
         Variant::F => (port_f, "/hook"),
     };
+    // Requests of A's warm-ups in the saturated rounds: A's Envoy observes them too.
+    let warm_a = std::cell::Cell::new(0.0f64);
     // One run of `v`, with the CPU its Envoy used meanwhile. A second of the same load first,
     // not measured: every variant is measured from a running start. Without it, the rotation
     // (A F B C) made A's Envoy the only one that had just been busy (with C), and the same
@@ -222,7 +224,10 @@ fn main() -> Result<()> {
                 .map(|s| s.cpu_s)
                 .context("Envoy's /proc/<pid>/stat")
         };
-        wrk(&script, port, path, conns, 1)?;
+        let warm = wrk(&script, port, path, conns, 1)?;
+        if v == Variant::A && conns > 1 {
+            warm_a.set(warm_a.get() + warm.requests);
+        }
         let before = cpu()?;
         let w = wrk(&script, port, path, conns, secs)?;
         Ok((w, cpu()? - before))
@@ -468,7 +473,7 @@ fn main() -> Result<()> {
     );
     s.target(
         "webhooks the filter observed / requests A sent",
-        observed as f64 / total_a.max(1.0),
+        observed as f64 / (total_a + warm_a.get()).max(1.0),
         Op::Ge,
         0.99,
         "x",
