@@ -1027,12 +1027,16 @@ mod tests {
         let b = body();
         let small = 1024;
         assert!(b.len() > small);
-        for mode in [None, Some("monitor"), Some("enforce")] {
+        // In one chunk (handed over whole: never kept as the copy) and in eight.
+        for (mode, chunks) in [None, Some("monitor"), Some("enforce")]
+            .into_iter()
+            .flat_map(|m| [(m, 1), (m, 8)])
+        {
             let c = cfg(mode, small);
             let signed = mode.map(|_| b.as_slice());
-            let r = run(&c, &build_webhook(signed), &b, 8, false);
-            assert!(!r.rejected(), "{mode:?}");
-            assert_eq!(r.finish(Some(200)), Finish::Oversized, "{mode:?}");
+            let r = run(&c, &build_webhook(signed), &b, chunks, false);
+            assert!(!r.rejected(), "{mode:?} {chunks}");
+            assert_eq!(r.finish(Some(200)), Finish::Oversized, "{mode:?} {chunks}");
         }
         // Once oversized, unsigned chunks are no longer read at all.
         let c = cfg(None, small);
