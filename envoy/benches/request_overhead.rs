@@ -270,9 +270,21 @@ fn main() -> Result<()> {
             round_ratios.push((ua - ub) / (uf - ub));
         }
     }
-    // The filter's counters reach Envoy's stats on each worker's tick (`tick_ms` 1000).
-    std::thread::sleep(std::time::Duration::from_millis(1_500));
-    let observed = a.metric("webhooks_observed")? - observed_before;
+    // The filter's counters reach Envoy's stats on each worker's tick (`tick_ms` 1000): wait
+    // until every webhook A was sent is counted, or three ticks have passed (then the target
+    // below reports what is missing).
+    let sent_a: f64 = runs
+        .iter()
+        .filter(|(v, _)| *v == Variant::A)
+        .map(|(_, w)| w.requests)
+        .sum::<f64>()
+        + warm_a.get();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    let mut observed = a.metric("webhooks_observed")? - observed_before;
+    while (observed as f64) < sent_a && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        observed = a.metric("webhooks_observed")? - observed_before;
+    }
     // One connection: every request alone in the proxy (latency, not CPU contention).
     let mut single: Vec<(Variant, Wrk)> = Vec::new();
     for r in 0..rounds {
